@@ -1,0 +1,46 @@
+//! The errors the domain rules produce. Each variant is one AWS error type;
+//! the HTTP status and wire name are assigned in one table in `nimbus-api`.
+
+/// A rule of the Lambda model was broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A value breaks a rule of the service (AWS `InvalidParameterValueException`).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A value breaks a constraint of the API model: pattern, length or
+    /// minimum (AWS `ValidationException`).
+    #[error("{0}")]
+    Validation(String),
+    /// The thing named does not exist (AWS `ResourceNotFoundException`).
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing exists already, or its state forbids the change
+    /// (AWS `ResourceConflictException`).
+    #[error("{0}")]
+    Conflict(String),
+    /// A `RevisionId` precondition failed (AWS `PreconditionFailedException`).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// A provisioned-concurrency configuration is missing
+    /// (AWS `ProvisionedConcurrencyConfigNotFoundException`).
+    #[error("{0}")]
+    ProvisionedConcurrencyNotFound(String),
+    /// The resource policy would exceed 20 KB (AWS `PolicyLengthExceededException`).
+    #[error("{0}")]
+    PolicyLengthExceeded(String),
+    /// The request body is not the JSON the operation expects
+    /// (AWS `InvalidRequestContentException`).
+    #[error("{0}")]
+    InvalidRequestContent(String),
+    /// A payload or upload is too large (AWS `RequestEntityTooLargeException`).
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidParameter(msg.into())
+    }
+}

@@ -1,0 +1,385 @@
+//! A function and everything that hangs off it: its `$LATEST` configuration,
+//! published versions, aliases, resource policy, tags, concurrency and the
+//! side configurations (URL, event-invoke, provisioned concurrency); and
+//! layer versions. These are the documents the store keeps.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::limits::*;
+use crate::runtime::Catalog;
+use crate::validate;
+
+pub const LATEST: &str = "$LATEST";
+
+/// Stored code: the blob's address and its sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    pub sha256_hex: String,
+    pub size: u64,
+    pub unzipped_size: u64,
+}
+
+/// A layer version a function uses, with the sizes that count against the
+/// function's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    pub arn: String,
+    pub sha256_hex: String,
+    pub code_size: u64,
+    pub unzipped_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logging {
+    pub log_format: String,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
+    pub log_group: String,
+}
+
+/// One configuration of a function: `$LATEST` or a published version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub name: String,
+    /// `$LATEST` or the version number.
+    pub version: String,
+    pub description: String,
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub role: String,
+    pub timeout: u32,
+    pub memory_size: u32,
+    pub ephemeral_storage: u32,
+    pub environment: Option<BTreeMap<String, String>>,
+    pub layers: Vec<LayerRef>,
+    pub architectures: Vec<String>,
+    pub package_type: String,
+    pub tracing_mode: String,
+    pub logging: Logging,
+    pub dead_letter_target: Option<String>,
+    pub kms_key_arn: Option<String>,
+    pub code: Code,
+    pub last_modified_ms: i64,
+    pub revision_id: String,
+}
+
+impl FunctionConfig {
+    /// A new `$LATEST` with AWS's defaults, before a patch is applied.
+    pub fn new(name: &str, role: String, code: Code, now_ms: i64, revision_id: String) -> Self {
+        Self {
+            name: name.to_string(),
+            version: LATEST.to_string(),
+            description: String::new(),
+            runtime: None,
+            handler: None,
+            role,
+            timeout: TIMEOUT_DEFAULT,
+            memory_size: MEMORY_DEFAULT,
+            ephemeral_storage: EPHEMERAL_DEFAULT,
+            environment: None,
+            layers: Vec::new(),
+            architectures: vec!["x86_64".to_string()],
+            package_type: "Zip".to_string(),
+            tracing_mode: "PassThrough".to_string(),
+            logging: Logging {
+                log_format: "Text".to_string(),
+                application_log_level: None,
+                system_log_level: None,
+                log_group: format!("/aws/lambda/{name}"),
+            },
+            dead_letter_target: None,
+            kms_key_arn: None,
+            code,
+            last_modified_ms: now_ms,
+            revision_id,
+        }
+    }
+
+    /// Whether publishing `self` would produce a version equal to `published`
+    /// (AWS then returns the existing version instead of a new one).
+    pub fn same_content(&self, published: &FunctionConfig) -> bool {
+        let strip = |c: &FunctionConfig| FunctionConfig {
+            version: String::new(),
+            description: String::new(),
+            last_modified_ms: 0,
+            revision_id: String::new(),
+            ..c.clone()
+        };
+        strip(self) == strip(published)
+    }
+
+    /// Unzipped bytes of code plus layers, which must stay within 250 MB.
+    pub fn unzipped_total(&self) -> u64 {
+        self.code.unzipped_size + self.layers.iter().map(|l| l.unzipped_size).sum::<u64>()
+    }
+
+    pub fn check_package(&self) -> Result<()> {
+        if self.package_type == "Zip" && (self.runtime.is_none() || self.handler.is_none()) {
+            return Err(Error::invalid(
+                "Runtime and Handler are mandatory parameters for functions created with deployment packages.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Changes to a configuration, as CreateFunction and
+/// UpdateFunctionConfiguration carry them. `None` leaves a field alone.
+/// Numbers are wide so that negative or huge values get AWS's errors, not a
+/// parse error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigPatch {
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub role: Option<String>,
+    pub description: Option<String>,
+    pub timeout: Option<i64>,
+    pub memory_size: Option<i64>,
+    pub ephemeral_storage: Option<i64>,
+    pub environment: Option<BTreeMap<String, String>>,
+    /// Layer version ARNs; the caller resolves them (they need the store).
+    pub layers: Option<Vec<String>>,
+    pub tracing_mode: Option<String>,
+    pub log_format: Option<String>,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
+    pub log_group: Option<String>,
+    pub dead_letter_target: Option<String>,
+    pub kms_key_arn: Option<String>,
+}
+
+impl ConfigPatch {
+    /// Validates every field present and applies it. Layers are left to the
+    /// caller. On error `cfg` may be partly changed: apply to a copy.
+    pub fn apply(&self, cfg: &mut FunctionConfig, catalog: &Catalog) -> Result<()> {
+        if let Some(r) = &self.runtime {
+            if !crate::runtime::KNOWN.contains(&r.as_str()) {
+                crate::runtime::check_known(r)?;
+            }
+            catalog.check(r)?;
+            cfg.runtime = Some(r.clone());
+        }
+        if let Some(h) = &self.handler {
+            validate::handler(h)?;
+            cfg.handler = Some(h.clone());
+        }
+        if let Some(r) = &self.role {
+            validate::role(r)?;
+            cfg.role = r.clone();
+        }
+        if let Some(d) = &self.description {
+            validate::description(d)?;
+            cfg.description = d.clone();
+        }
+        if let Some(t) = self.timeout {
+            cfg.timeout = validate::range("Timeout", t, TIMEOUT_MIN, TIMEOUT_MAX)?;
+        }
+        if let Some(m) = self.memory_size {
+            cfg.memory_size = validate::range("MemorySize", m, MEMORY_MIN, MEMORY_MAX)?;
+        }
+        if let Some(e) = self.ephemeral_storage {
+            cfg.ephemeral_storage = validate::range("EphemeralStorage.Size", e, EPHEMERAL_MIN, EPHEMERAL_MAX)?;
+        }
+        if let Some(env) = &self.environment {
+            validate::environment(env)?;
+            cfg.environment = Some(env.clone());
+        }
+        if let Some(m) = &self.tracing_mode {
+            validate::one_of("tracingConfig.mode", m, &["Active", "PassThrough"])?;
+            cfg.tracing_mode = m.clone();
+        }
+        if let Some(f) = &self.log_format {
+            validate::one_of("loggingConfig.logFormat", f, &["JSON", "Text"])?;
+            cfg.logging.log_format = f.clone();
+        }
+        if let Some(l) = &self.application_log_level {
+            validate::one_of("loggingConfig.applicationLogLevel", l, &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"])?;
+            cfg.logging.application_log_level = Some(l.clone());
+        }
+        if let Some(l) = &self.system_log_level {
+            validate::one_of("loggingConfig.systemLogLevel", l, &["DEBUG", "INFO", "WARN"])?;
+            cfg.logging.system_log_level = Some(l.clone());
+        }
+        if (cfg.logging.application_log_level.is_some() || cfg.logging.system_log_level.is_some())
+            && cfg.logging.log_format != "JSON"
+        {
+            return Err(Error::invalid(
+                "ApplicationLogLevel and SystemLogLevel can only be set when LogFormat is JSON.",
+            ));
+        }
+        if let Some(g) = &self.log_group {
+            if g.is_empty() || g.len() > 512 {
+                return Err(Error::Validation(format!(
+                    "1 validation error detected: Value '{g}' at 'loggingConfig.logGroup' failed to satisfy constraint: Member must have length between 1 and 512"
+                )));
+            }
+            cfg.logging.log_group = g.clone();
+        }
+        if let Some(t) = &self.dead_letter_target {
+            cfg.dead_letter_target = (!t.is_empty()).then(|| t.clone());
+        }
+        if let Some(k) = &self.kms_key_arn {
+            cfg.kms_key_arn = (!k.is_empty()).then(|| k.clone());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alias {
+    pub name: String,
+    pub function_version: String,
+    pub description: String,
+    /// Extra version → share of traffic (0.0–1.0).
+    pub additional_weights: BTreeMap<String, f64>,
+    pub revision_id: String,
+}
+
+/// One statement of a resource policy, kept as the JSON AWS returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    pub sid: String,
+    /// The qualifier the statement was added for; `None` is the function.
+    pub qualifier: Option<String>,
+    pub json: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Cors {
+    pub allow_credentials: Option<bool>,
+    pub allow_headers: Option<Vec<String>>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_origins: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlConfig {
+    pub url_id: String,
+    pub auth_type: String,
+    pub cors: Option<Cors>,
+    pub invoke_mode: String,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EventInvokeConfig {
+    pub maximum_retry_attempts: Option<u32>,
+    pub maximum_event_age: Option<u32>,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    pub modified_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionedConfig {
+    pub requested: u32,
+    pub modified_ms: i64,
+}
+
+/// A function and all that belongs to it except its published versions,
+/// which are kept as separate documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Function {
+    pub latest: FunctionConfig,
+    pub tags: BTreeMap<String, String>,
+    pub reserved_concurrency: Option<u32>,
+    pub policy: Vec<Statement>,
+    pub aliases: BTreeMap<String, Alias>,
+    /// Keyed by qualifier; `""` is the unqualified function.
+    pub url_configs: BTreeMap<String, UrlConfig>,
+    /// Keyed by qualifier (`$LATEST`, a version or an alias).
+    pub event_invoke_configs: BTreeMap<String, EventInvokeConfig>,
+    /// Keyed by qualifier (a version or an alias).
+    pub provisioned: BTreeMap<String, ProvisionedConfig>,
+    /// The highest version number ever published; numbers are never reused.
+    pub last_version: u64,
+}
+
+impl Function {
+    pub fn new(latest: FunctionConfig, tags: BTreeMap<String, String>) -> Self {
+        Self {
+            latest,
+            tags,
+            reserved_concurrency: None,
+            policy: Vec::new(),
+            aliases: BTreeMap::new(),
+            url_configs: BTreeMap::new(),
+            event_invoke_configs: BTreeMap::new(),
+            provisioned: BTreeMap::new(),
+            last_version: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.latest.name
+    }
+}
+
+/// A published layer version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerVersion {
+    pub name: String,
+    pub version: u64,
+    pub description: String,
+    pub compatible_runtimes: Vec<String>,
+    pub compatible_architectures: Vec<String>,
+    pub license_info: Option<String>,
+    pub code: Code,
+    pub created_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> FunctionConfig {
+        let code = Code { sha256_hex: "ab".into(), size: 10, unzipped_size: 20 };
+        FunctionConfig::new("f", "arn:aws:iam::123456789012:role/r".into(), code, 1, "rev".into())
+    }
+
+    #[test]
+    fn patch_validates_and_applies() {
+        let catalog = Catalog::new([("python3.11".to_string(), "/usr/bin/python3.11".to_string())]);
+        let mut c = cfg();
+        let patch = ConfigPatch {
+            runtime: Some("python3.11".into()),
+            handler: Some("app.handler".into()),
+            memory_size: Some(512),
+            environment: Some(BTreeMap::from([("KEY".into(), "v".into())])),
+            ..Default::default()
+        };
+        patch.apply(&mut c, &catalog).unwrap();
+        assert_eq!((c.memory_size, c.timeout), (512, TIMEOUT_DEFAULT));
+        assert!(c.check_package().is_ok());
+
+        let bad = ConfigPatch { runtime: Some("ruby3.3".into()), ..Default::default() };
+        assert!(matches!(bad.apply(&mut c, &catalog), Err(Error::InvalidParameter(_))));
+        let bad = ConfigPatch { runtime: Some("cobol".into()), ..Default::default() };
+        assert!(matches!(bad.apply(&mut c, &catalog), Err(Error::Validation(_))));
+        let levels = ConfigPatch { application_log_level: Some("INFO".into()), ..Default::default() };
+        assert!(levels.apply(&mut cfg(), &catalog).is_err(), "log levels need JSON format");
+    }
+
+    #[test]
+    fn zip_functions_need_runtime_and_handler() {
+        assert!(cfg().check_package().is_err());
+    }
+
+    #[test]
+    fn same_content_ignores_identity_fields() {
+        let a = cfg();
+        let mut b = a.clone();
+        b.version = "3".into();
+        b.revision_id = "other".into();
+        b.last_modified_ms = 99;
+        assert!(a.same_content(&b));
+        b.memory_size = 256;
+        assert!(!a.same_content(&b));
+    }
+}

@@ -1,0 +1,17 @@
+//! Domain types of the Lambda model (functions, versions, aliases, layers and
+//! their side configurations), the rules that validate them, and ARNs.
+//!
+//! This crate is a leaf: it does no I/O and knows nothing of HTTP or storage.
+//! Its types are serialisable because the store keeps them as documents, but
+//! they are not the wire format; `nimbus-wire` mirrors AWS's JSON.
+
+pub mod arn;
+pub mod error;
+pub mod function;
+pub mod limits;
+pub mod runtime;
+pub mod validate;
+pub mod zipcheck;
+
+pub use arn::{Account, FunctionRef, Qualifier};
+pub use error::{Error, Result};

@@ -1,0 +1,164 @@
+//! The one gate every uploaded zip passes before anything is stored: it reads
+//! the whole archive in memory, refuses what could escape or explode when
+//! unpacked, and measures it. Nothing else in Nimbus opens an uploaded zip
+//! without having passed here.
+
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::limits::UNZIPPED_MAX;
+
+/// What the gate learnt of an archive that passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipInfo {
+    /// Hex sha256 of the archive bytes: its address in the blob store.
+    pub sha256_hex: String,
+    pub size: u64,
+    /// Bytes actually produced by decompressing every entry.
+    pub unzipped_size: u64,
+}
+
+const UNREADABLE: &str = "Could not unzip uploaded file. Please check your file, then try to upload again.";
+
+fn unreadable() -> Error {
+    Error::invalid(UNREADABLE)
+}
+
+pub fn too_big() -> Error {
+    Error::invalid(format!("Unzipped size must be smaller than {UNZIPPED_MAX} bytes"))
+}
+
+/// Checks an archive completely. `budget` is how many unzipped bytes it may
+/// produce (250 MB less what the function's layers already use).
+pub fn inspect(bytes: &[u8], budget: u64) -> Result<ZipInfo> {
+    let mut archive = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(|_| unreadable())?;
+    let mut remaining = budget;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|_| unreadable())?;
+        let raw_name = entry.name().to_string();
+        let Some(path) = entry.enclosed_name() else {
+            return Err(Error::invalid(format!(
+                "Could not unzip uploaded file: the entry '{raw_name}' has an absolute path or leaves the package directory."
+            )));
+        };
+        if entry.is_symlink() {
+            let mut target = String::new();
+            (&mut entry).take(4096).read_to_string(&mut target).map_err(|_| unreadable())?;
+            if !link_stays_inside(&path, &target) {
+                return Err(Error::invalid(format!(
+                    "Could not unzip uploaded file: the symbolic link '{raw_name}' points outside the package."
+                )));
+            }
+            continue;
+        }
+        // Count what decompression really yields; the sizes in the headers
+        // are the attacker's to choose. Reading to the end also checks CRCs.
+        let mut sink = Budget { remaining };
+        match io::copy(&mut entry, &mut sink) {
+            Ok(_) => remaining = sink.remaining,
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Err(too_big()),
+            Err(_) => return Err(unreadable()),
+        }
+    }
+    Ok(ZipInfo {
+        sha256_hex: hex::encode(Sha256::digest(bytes)),
+        size: bytes.len() as u64,
+        unzipped_size: budget - remaining,
+    })
+}
+
+/// Whether a link at `link` (relative to the package root) pointing at
+/// `target` resolves, lexically, to somewhere inside the package.
+fn link_stays_inside(link: &Path, target: &str) -> bool {
+    let target = Path::new(target);
+    if target.has_root() || target.as_os_str().is_empty() {
+        return false;
+    }
+    let mut resolved: PathBuf = link.parent().map(Path::to_path_buf).unwrap_or_default();
+    for c in target.components() {
+        match c {
+            Component::Normal(part) => resolved.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !resolved.pop() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// A writer that discards bytes and fails once more than its budget arrives.
+struct Budget {
+    remaining: u64,
+}
+
+impl Write for Budget {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len() as u64;
+        if n > self.remaining {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "unzipped budget exceeded"));
+        }
+        self.remaining -= n;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zip::write::SimpleFileOptions;
+
+    fn build(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        for (name, data) in entries {
+            w.start_file(*name, SimpleFileOptions::default()).unwrap();
+            w.write_all(data).unwrap();
+        }
+        for (name, target) in links {
+            w.add_symlink(*name, *target, SimpleFileOptions::default()).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn accepts_a_plain_package_and_measures_it() {
+        let z = build(&[("app.py", b"def handler(e, c): return 1\n"), ("lib/x.py", b"")], &[("lib/y", "x.py")]);
+        let info = inspect(&z, UNZIPPED_MAX).unwrap();
+        assert_eq!(info.size, z.len() as u64);
+        assert_eq!(info.unzipped_size, 28);
+        assert_eq!(info.sha256_hex, hex::encode(Sha256::digest(&z)));
+    }
+
+    #[test]
+    fn refuses_escapes_garbage_and_bombs() {
+        assert!(inspect(b"not a zip at all", UNZIPPED_MAX).is_err());
+        let good = build(&[("a", b"hello")], &[]);
+        assert!(inspect(&good[..good.len() - 10], UNZIPPED_MAX).is_err(), "truncated");
+        assert!(inspect(&build(&[("../evil", b"x")], &[]), UNZIPPED_MAX).is_err());
+        assert!(inspect(&build(&[("/etc/evil", b"x")], &[]), UNZIPPED_MAX).is_err());
+        assert!(inspect(&build(&[], &[("link", "../../etc/passwd")]), UNZIPPED_MAX).is_err());
+        assert!(inspect(&build(&[], &[("a/link", "/etc/passwd")]), UNZIPPED_MAX).is_err());
+        let bomb = build(&[("zeros", &vec![0u8; 2_000_000])], &[]);
+        assert!(bomb.len() < 20_000);
+        assert_eq!(inspect(&bomb, 1_000_000).unwrap_err(), too_big());
+    }
+
+    #[test]
+    fn a_corrupted_entry_fails_its_crc() {
+        let mut z = build(&[("a.txt", &b"0123456789".repeat(50))], &[]);
+        // Flip a byte inside the stored data (after the 30-byte local header + name).
+        let at = 30 + "a.txt".len() + 3;
+        z[at] ^= 0xff;
+        assert!(inspect(&z, UNZIPPED_MAX).is_err());
+    }
+}

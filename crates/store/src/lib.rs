@@ -1,0 +1,85 @@
+//! Durable state: function, version and layer documents behind the
+//! [`Metadata`] trait (SQLite now, PostgreSQL later), and code archives in a
+//! content-addressed [`Blobs`] store.
+//!
+//! The store keeps what it is given and answers what it is asked; the rules
+//! of the Lambda model live in `nimbus-control`. A write returns only once it
+//! is durable: blobs are fsynced before the metadata that refers to them is
+//! committed, and SQLite runs in WAL mode with full synchronisation.
+
+mod blobs;
+mod sqlite;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use nimbus_core::function::{Function, FunctionConfig, LayerVersion};
+
+pub use blobs::{Blobs, FsBlobs};
+pub use sqlite::SqliteMetadata;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("blob store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored document is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("blob {0} is missing")]
+    MissingBlob(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One change in an atomic batch given to [`Metadata::apply`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    PutFunction(Box<Function>),
+    /// Removes the function and all its versions.
+    DeleteFunction(String),
+    PutVersion(Box<FunctionConfig>),
+    DeleteVersion { name: String, version: u64 },
+    /// Also records the version as the layer's highest ever.
+    PutLayerVersion(Box<LayerVersion>),
+    DeleteLayerVersion { name: String, version: u64 },
+}
+
+/// Where a listing of configurations resumes: after this (name, version),
+/// `$LATEST` counting as version 0.
+pub type ConfigCursor = (String, u64);
+
+/// Figures for GetAccountSettings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub function_count: u64,
+    /// Zip bytes of every function version and layer version.
+    pub total_code_size: u64,
+    /// Sum of every function's reserved concurrency.
+    pub reserved_concurrency: u64,
+}
+
+#[async_trait]
+pub trait Metadata: Send + Sync {
+    async fn get_function(&self, name: &str) -> Result<Option<Function>>;
+    /// `$LATEST` configurations (and, with `versions`, every published one)
+    /// in (name, version) order.
+    async fn list_configs(&self, after: Option<ConfigCursor>, versions: bool, limit: usize) -> Result<Vec<FunctionConfig>>;
+    async fn get_version(&self, name: &str, version: u64) -> Result<Option<FunctionConfig>>;
+    /// Published versions of one function in ascending order.
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>>;
+    async fn get_layer_version(&self, name: &str, version: u64) -> Result<Option<LayerVersion>>;
+    /// Versions of one layer, newest first.
+    async fn list_layer_versions(&self, name: &str) -> Result<Vec<LayerVersion>>;
+    /// The newest version of each layer that has any, in name order.
+    async fn list_latest_layer_versions(&self) -> Result<Vec<LayerVersion>>;
+    /// The highest version the layer ever had (0 if none).
+    async fn last_layer_version(&self, name: &str) -> Result<u64>;
+    /// Applies every write or none.
+    async fn apply(&self, writes: Vec<Write>) -> Result<()>;
+    /// Hashes of every blob something refers to.
+    async fn referenced_blobs(&self) -> Result<HashSet<String>>;
+    async fn usage(&self) -> Result<Usage>;
+}

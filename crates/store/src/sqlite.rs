@@ -1,0 +1,322 @@
+//! [`Metadata`] on an embedded SQLite database (WAL, full fsync).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use nimbus_core::function::{Function, FunctionConfig, LayerVersion};
+use serde::de::DeserializeOwned;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::{ConfigCursor, Metadata, Result, Usage, Write};
+
+pub struct SqliteMetadata {
+    pool: SqlitePool,
+}
+
+fn parse<T: DeserializeOwned>(doc: &str) -> Result<T> {
+    Ok(serde_json::from_str(doc)?)
+}
+
+/// Layer blobs stay while any function version uses them, even after the
+/// layer version itself is deleted (as on AWS).
+fn layer_shas(c: &FunctionConfig) -> String {
+    c.layers.iter().map(|l| l.sha256_hex.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+fn parse_all<T: DeserializeOwned>(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<T>> {
+    rows.iter().map(|r| parse(r.get::<&str, _>("doc"))).collect()
+}
+
+impl SqliteMetadata {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Metadata for SqliteMetadata {
+    async fn get_function(&self, name: &str) -> Result<Option<Function>> {
+        let row = sqlx::query("SELECT doc FROM functions WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn list_configs(&self, after: Option<ConfigCursor>, versions: bool, limit: usize) -> Result<Vec<FunctionConfig>> {
+        let (name, version) = after.unwrap_or_default();
+        let started = i64::from(!name.is_empty());
+        let sql = if versions {
+            "SELECT name, v, doc FROM (
+                 SELECT name, 0 AS v, latest AS doc FROM functions
+                 UNION ALL SELECT name, version AS v, doc FROM versions)
+             WHERE ? = 0 OR (name, v) > (?, ?) ORDER BY name, v LIMIT ?"
+        } else {
+            "SELECT name, 0 AS v, latest AS doc FROM functions
+             WHERE ? = 0 OR (name, 0) > (?, ?) ORDER BY name LIMIT ?"
+        };
+        let rows = sqlx::query(sql)
+            .bind(started)
+            .bind(&name)
+            .bind(version as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        parse_all(&rows)
+    }
+
+    async fn get_version(&self, name: &str, version: u64) -> Result<Option<FunctionConfig>> {
+        let row = sqlx::query("SELECT doc FROM versions WHERE name = ? AND version = ?")
+            .bind(name)
+            .bind(version as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>> {
+        let rows = sqlx::query("SELECT doc FROM versions WHERE name = ? ORDER BY version")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        parse_all(&rows)
+    }
+
+    async fn get_layer_version(&self, name: &str, version: u64) -> Result<Option<LayerVersion>> {
+        let row = sqlx::query("SELECT doc FROM layer_versions WHERE name = ? AND version = ?")
+            .bind(name)
+            .bind(version as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn list_layer_versions(&self, name: &str) -> Result<Vec<LayerVersion>> {
+        let rows = sqlx::query("SELECT doc FROM layer_versions WHERE name = ? ORDER BY version DESC")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        parse_all(&rows)
+    }
+
+    async fn list_latest_layer_versions(&self) -> Result<Vec<LayerVersion>> {
+        let rows = sqlx::query(
+            "SELECT lv.doc FROM layer_versions lv
+             JOIN (SELECT name, MAX(version) AS version FROM layer_versions GROUP BY name) m
+               ON lv.name = m.name AND lv.version = m.version
+             ORDER BY lv.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        parse_all(&rows)
+    }
+
+    async fn last_layer_version(&self, name: &str) -> Result<u64> {
+        let row = sqlx::query("SELECT last_version FROM layers WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>("last_version") as u64).unwrap_or(0))
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            match w {
+                Write::PutFunction(f) => {
+                    sqlx::query(
+                        "INSERT INTO functions (name, doc, latest, code_sha, code_size, layer_shas, reserved)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, latest = excluded.latest,
+                           code_sha = excluded.code_sha, code_size = excluded.code_size,
+                           layer_shas = excluded.layer_shas, reserved = excluded.reserved",
+                    )
+                    .bind(f.name())
+                    .bind(serde_json::to_string(&f)?)
+                    .bind(serde_json::to_string(&f.latest)?)
+                    .bind(&f.latest.code.sha256_hex)
+                    .bind(f.latest.code.size as i64)
+                    .bind(layer_shas(&f.latest))
+                    .bind(f.reserved_concurrency.map(i64::from))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteFunction(name) => {
+                    sqlx::query("DELETE FROM versions WHERE name = ?").bind(&name).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM functions WHERE name = ?").bind(&name).execute(&mut *tx).await?;
+                }
+                Write::PutVersion(c) => {
+                    let version: i64 = c.version.parse().map_err(|_| {
+                        sqlx::Error::Protocol(format!("version {} is not a number", c.version))
+                    })?;
+                    sqlx::query("INSERT INTO versions (name, version, doc, code_sha, code_size, layer_shas) VALUES (?, ?, ?, ?, ?, ?)")
+                        .bind(&c.name)
+                        .bind(version)
+                        .bind(serde_json::to_string(&c)?)
+                        .bind(&c.code.sha256_hex)
+                        .bind(c.code.size as i64)
+                        .bind(layer_shas(&c))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::DeleteVersion { name, version } => {
+                    sqlx::query("DELETE FROM versions WHERE name = ? AND version = ?")
+                        .bind(&name)
+                        .bind(version as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::PutLayerVersion(l) => {
+                    sqlx::query("INSERT INTO layer_versions (name, version, doc, code_sha, code_size) VALUES (?, ?, ?, ?, ?)")
+                        .bind(&l.name)
+                        .bind(l.version as i64)
+                        .bind(serde_json::to_string(&l)?)
+                        .bind(&l.code.sha256_hex)
+                        .bind(l.code.size as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO layers (name, last_version) VALUES (?, ?)
+                         ON CONFLICT(name) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)",
+                    )
+                    .bind(&l.name)
+                    .bind(l.version as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteLayerVersion { name, version } => {
+                    sqlx::query("DELETE FROM layer_versions WHERE name = ? AND version = ?")
+                        .bind(&name)
+                        .bind(version as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn referenced_blobs(&self) -> Result<HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT code_sha, layer_shas FROM functions UNION SELECT code_sha, layer_shas FROM versions
+             UNION SELECT code_sha, '' FROM layer_versions",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut shas = HashSet::new();
+        for r in &rows {
+            shas.insert(r.get::<String, _>("code_sha"));
+            shas.extend(r.get::<&str, _>("layer_shas").split_whitespace().map(str::to_string));
+        }
+        Ok(shas)
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM functions) AS n,
+                    (SELECT COALESCE(SUM(reserved), 0) FROM functions) AS reserved,
+                    (SELECT COALESCE(SUM(code_size), 0) FROM functions)
+                  + (SELECT COALESCE(SUM(code_size), 0) FROM versions)
+                  + (SELECT COALESCE(SUM(code_size), 0) FROM layer_versions) AS total",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Usage {
+            function_count: row.get::<i64, _>("n") as u64,
+            total_code_size: row.get::<i64, _>("total") as u64,
+            reserved_concurrency: row.get::<i64, _>("reserved") as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_core::function::Code;
+
+    fn config(name: &str, version: &str, sha: &str) -> FunctionConfig {
+        let code = Code { sha256_hex: sha.into(), size: 100, unzipped_size: 200 };
+        let mut c = FunctionConfig::new(name, "arn:aws:iam::123456789012:role/r".into(), code, 0, "r".into());
+        c.version = version.into();
+        c
+    }
+
+    #[tokio::test]
+    async fn documents_survive_reopen_and_list_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("meta.db");
+        {
+            let m = SqliteMetadata::open(&db).await.unwrap();
+            let f = Function::new(config("b", "$LATEST", "s1"), Default::default());
+            let g = Function::new(config("a", "$LATEST", "s2"), Default::default());
+            m.apply(vec![
+                Write::PutFunction(Box::new(f)),
+                Write::PutFunction(Box::new(g)),
+                Write::PutVersion(Box::new(config("b", "1", "s3"))),
+            ])
+            .await
+            .unwrap();
+        }
+        let m = SqliteMetadata::open(&db).await.unwrap();
+        let latest: Vec<String> = m.list_configs(None, false, 10).await.unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(latest, ["a", "b"]);
+        let all: Vec<(String, String)> =
+            m.list_configs(None, true, 10).await.unwrap().into_iter().map(|c| (c.name, c.version)).collect();
+        assert_eq!(all, [("a".into(), "$LATEST".into()), ("b".into(), "$LATEST".into()), ("b".into(), "1".into())]);
+        let rest = m.list_configs(Some(("b".into(), 0)), true, 10).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(m.referenced_blobs().await.unwrap(), HashSet::from(["s1".into(), "s2".into(), "s3".into()]));
+        assert_eq!(m.usage().await.unwrap(), Usage { function_count: 2, total_code_size: 300, reserved_concurrency: 0 });
+        m.apply(vec![Write::DeleteFunction("b".into())]).await.unwrap();
+        assert!(m.get_function("b").await.unwrap().is_none());
+        assert!(m.get_version("b", 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        m.apply(vec![Write::PutVersion(Box::new(config("x", "1", "s")))]).await.unwrap();
+        let dup = m
+            .apply(vec![
+                Write::PutFunction(Box::new(Function::new(config("y", "$LATEST", "t"), Default::default()))),
+                Write::PutVersion(Box::new(config("x", "1", "s"))),
+            ])
+            .await;
+        assert!(dup.is_err());
+        assert!(m.get_function("y").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn layer_numbers_are_remembered_after_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let lv = LayerVersion {
+            name: "l".into(),
+            version: 1,
+            description: String::new(),
+            compatible_runtimes: vec![],
+            compatible_architectures: vec![],
+            license_info: None,
+            code: Code { sha256_hex: "s".into(), size: 1, unzipped_size: 1 },
+            created_ms: 0,
+        };
+        m.apply(vec![Write::PutLayerVersion(Box::new(lv))]).await.unwrap();
+        m.apply(vec![Write::DeleteLayerVersion { name: "l".into(), version: 1 }]).await.unwrap();
+        assert_eq!(m.last_layer_version("l").await.unwrap(), 1);
+        assert!(m.list_latest_layer_versions().await.unwrap().is_empty());
+    }
+}
