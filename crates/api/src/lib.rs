@@ -1,1 +1,98 @@
-//! placeholder
+//! The AWS-compatible front door. Every request passes the same short path:
+//! route on method and path to an [`Op`], read the body within that
+//! operation's limit, verify SigV4, parse the wire types, call
+//! `nimbus-control`, and write AWS's response or error.
+//!
+//! This crate owns HTTP: routes, SigV4, wire ↔ domain conversion and the
+//! error table. It never touches the store or sandboxes.
+
+mod convert;
+mod error;
+mod ops;
+mod route;
+pub mod sigv4;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{HeaderValue, Request};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use nimbus_control::Control;
+use tracing::Instrument;
+
+pub use error::ApiError;
+pub use route::Op;
+use sigv4::{Credentials, SignedParts, Verifier};
+
+/// What the front door needs to serve.
+pub struct Api {
+    control: Arc<Control>,
+    verifier: Verifier,
+    credentials: Credentials,
+    /// The port clients reach this node on, for the function URLs it hands out.
+    public_port: u16,
+}
+
+impl Api {
+    pub fn new(control: Arc<Control>, credentials: Credentials, public_port: u16) -> Self {
+        Self { verifier: Verifier::new(credentials.clone(), "lambda"), control, credentials, public_port }
+    }
+}
+
+/// The router serving every AWS-compatible API on one listener.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new().fallback(handle).with_state(api)
+}
+
+async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let mut resp = serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response);
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-amzn-RequestId", v);
+    }
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(v) = HeaderValue::from_str(&date) {
+        headers.insert("date", v);
+    }
+    resp
+}
+
+async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let raw_path = parts.uri.path().to_string();
+    let raw_query = parts.uri.query().map(str::to_string);
+    let query = route::Query::parse(raw_query.as_deref());
+    let (op, args) = route::route(&parts.method, &raw_path, &query)?;
+
+    let limit = op.body_limit();
+    let too_large =
+        || nimbus_core::Error::TooLarge(format!("Request must be smaller than {limit} bytes for the {op:?} operation"));
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large().into());
+    }
+    let body = to_bytes(body, limit).await.map_err(|_| too_large())?;
+
+    let signed = SignedParts {
+        method: parts.method.as_str(),
+        raw_path: &raw_path,
+        raw_query: raw_query.as_deref(),
+        headers: &parts.headers,
+        body: &body,
+    };
+    api.verifier.verify(&signed, SystemTime::now())?;
+    tracing::debug!(operation = ?op, "authenticated");
+
+    let ctx = ops::Ctx { api, args, query, headers: &parts.headers, body: &body, request_id };
+    ops::execute(op, ctx).await
+}

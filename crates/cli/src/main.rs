@@ -1,1 +1,69 @@
-fn main() {}
+//! The `nimbus` binary: `serve` wires the store, control plane and HTTP front
+//! door together; the other commands are a client of the same signed HTTP
+//! API that boto3 and the aws CLI use. No business rule lives here.
+
+mod client;
+mod commands;
+mod serve;
+mod zipdir;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "nimbus", version, about = "Self-hosted serverless compute, Lambda-compatible")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a client command finds the server and its keys.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Nimbus endpoint (default: AWS_ENDPOINT_URL, else http://127.0.0.1:9070).
+    #[arg(long, global = true, env = "NIMBUS_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Region to sign requests for (default: AWS_REGION, else us-east-1).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Data directory of a local server, whose key file is used when no key
+    /// is in the environment.
+    #[arg(long, global = true, env = "NIMBUS_DATA_DIR", default_value = ".nimbus")]
+    pub data_dir: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Nimbus server.
+    Serve(serve::ServeArgs),
+    /// Deploy and manage functions.
+    Function {
+        #[command(subcommand)]
+        command: commands::FunctionCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Publish and manage layers.
+    Layer {
+        #[command(subcommand)]
+        command: commands::LayerCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Function { command, client } => commands::function(command, client).await,
+            Command::Layer { command, client } => commands::layer(command, client).await,
+        }
+    })
+}

@@ -1,1 +1,216 @@
-//! placeholder
+//! The Lambda control plane: every command of the 2015-03-31 API as a method
+//! of [`Control`], with the rules of the Lambda model (names, qualifiers,
+//! versions that never repeat, revision preconditions, limits).
+//!
+//! Control speaks domain types, never HTTP; `nimbus-api` turns wire requests
+//! into calls here. Mutations run one at a time under a single lock: the
+//! control plane's write rate is low (AWS caps it at 15 requests/s), and it
+//! makes read-check-write sequences and blob garbage collection race-free on
+//! one node. Cluster mode will need conditional writes in the store instead.
+
+mod aliases;
+mod functions;
+mod layers;
+mod settings;
+
+use std::sync::Arc;
+
+use nimbus_core::function::{Function, FunctionConfig, LATEST};
+use nimbus_core::runtime::Catalog;
+use nimbus_core::{Account, FunctionRef, Qualifier};
+use nimbus_store::{Blobs, Metadata, Write};
+use tokio::sync::{Mutex, MutexGuard};
+
+pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
+pub use layers::NewLayerVersion;
+pub use settings::{AccountSettings, NewPermission, UrlConfigInput};
+
+pub mod runtimes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Rule(#[from] nimbus_core::Error),
+    #[error("internal storage error: {0}")]
+    Store(#[from] nimbus_store::Error),
+    /// The capability exists in the API but this node cannot serve it yet.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn rule(e: nimbus_core::Error) -> Error {
+    Error::Rule(e)
+}
+
+fn not_found(msg: impl Into<String>) -> Error {
+    Error::Rule(nimbus_core::Error::NotFound(msg.into()))
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Rule(nimbus_core::Error::InvalidParameter(msg.into()))
+}
+
+fn conflict(msg: impl Into<String>) -> Error {
+    Error::Rule(nimbus_core::Error::Conflict(msg.into()))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn new_revision() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn check_revision(expected: Option<&str>, actual: &str) -> Result<()> {
+    match expected {
+        Some(e) if !e.is_empty() && e != actual => Err(Error::Rule(nimbus_core::Error::PreconditionFailed(
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                .into(),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Settings of the node that the rules depend on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub account: Account,
+    pub catalog: Catalog,
+    /// Account-wide concurrency limit reported by GetAccountSettings.
+    pub concurrency_limit: u32,
+}
+
+/// A configuration as a request addressed it: the ARN it is reported under
+/// carries the alias when the request named one.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: FunctionConfig,
+    /// The qualifier to put on `FunctionArn`; `None` for the unqualified ARN.
+    pub arn_qualifier: Option<String>,
+}
+
+pub struct Control {
+    settings: Settings,
+    meta: Arc<dyn Metadata>,
+    blobs: Arc<dyn Blobs>,
+    writes: Mutex<()>,
+}
+
+impl Control {
+    /// Builds the control plane and removes blobs nothing refers to (left by
+    /// a crash between a blob write and its metadata commit).
+    pub async fn new(settings: Settings, meta: Arc<dyn Metadata>, blobs: Arc<dyn Blobs>) -> Result<Self> {
+        let control = Self { settings, meta, blobs, writes: Mutex::new(()) };
+        let guard = control.writes.lock().await;
+        control.collect_garbage(&guard).await?;
+        drop(guard);
+        Ok(control)
+    }
+
+    pub fn account(&self) -> &Account {
+        &self.settings.account
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.settings.catalog
+    }
+
+    async fn lock(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
+    /// Deletes unreferenced blobs. Takes the write guard so that no upload
+    /// is between its blob write and its metadata commit meanwhile.
+    async fn collect_garbage(&self, _guard: &MutexGuard<'_, ()>) -> Result<()> {
+        let keep = self.meta.referenced_blobs().await?;
+        let removed = self.blobs.retain(&keep).await?;
+        if removed > 0 {
+            tracing::debug!(removed, "removed unreferenced blobs");
+        }
+        Ok(())
+    }
+
+    async fn function(&self, name: &str) -> Result<Function> {
+        self.meta
+            .get_function(name)
+            .await?
+            .ok_or_else(|| not_found(format!("Function not found: {}", self.account().function_arn(name))))
+    }
+
+    async fn save(&self, f: &Function) -> Result<()> {
+        self.meta.apply(vec![Write::PutFunction(Box::new(f.clone()))]).await?;
+        Ok(())
+    }
+
+    fn parse_ref(&self, raw: &str, qualifier: Option<&str>) -> Result<FunctionRef> {
+        FunctionRef::parse(self.account(), raw, qualifier).map_err(rule)
+    }
+
+    /// The configuration a qualifier names, resolving aliases.
+    async fn config_at(&self, f: &Function, q: Option<&Qualifier>) -> Result<Resolved> {
+        let name = f.name();
+        let missing = |q: &str| not_found(format!("Function not found: {}", self.account().qualified_arn(name, q)));
+        match q {
+            None => Ok(Resolved { config: f.latest.clone(), arn_qualifier: None }),
+            Some(Qualifier::Latest) => Ok(Resolved { config: f.latest.clone(), arn_qualifier: Some(LATEST.into()) }),
+            Some(Qualifier::Version(v)) => {
+                let config = self.meta.get_version(name, *v).await?.ok_or_else(|| missing(&v.to_string()))?;
+                Ok(Resolved { config, arn_qualifier: Some(v.to_string()) })
+            }
+            Some(Qualifier::Alias(a)) => {
+                let alias = f.aliases.get(a).ok_or_else(|| missing(a))?;
+                let config = match alias.function_version.parse::<u64>() {
+                    Ok(v) => self.meta.get_version(name, v).await?.ok_or_else(|| missing(a))?,
+                    Err(_) => f.latest.clone(),
+                };
+                Ok(Resolved { config, arn_qualifier: Some(a.clone()) })
+            }
+        }
+    }
+
+    /// Checks that a qualifier names something that exists.
+    async fn check_qualifier(&self, f: &Function, q: &Qualifier) -> Result<()> {
+        self.config_at(f, Some(q)).await.map(|_| ())
+    }
+}
+
+/// Splits a list into a page. Markers are opaque offsets into the ordering.
+fn paginate<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) -> Result<(Vec<T>, Option<String>)> {
+    let start = match marker.filter(|m| !m.is_empty()) {
+        Some(m) => m.parse::<usize>().map_err(|_| invalid(format!("Invalid marker: {m}")))?,
+        None => 0,
+    };
+    let limit = page_size(max_items)?;
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(limit).collect();
+    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
+    Ok((page, next))
+}
+
+fn page_size(max_items: Option<i64>) -> Result<usize> {
+    match max_items {
+        None => Ok(nimbus_core::limits::LIST_MAX_ITEMS),
+        Some(n) if n < 1 => Err(Error::Rule(nimbus_core::Error::Validation(format!(
+            "1 validation error detected: Value '{n}' at 'maxItems' failed to satisfy constraint: Member must have value greater than or equal to 1"
+        )))),
+        Some(n) => Ok((n as usize).min(nimbus_core::limits::LIST_MAX_ITEMS)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_carry_an_offset_marker_until_the_end() {
+        let (p, next) = paginate((0..5).collect(), None, Some(2)).unwrap();
+        assert_eq!((p, next.as_deref()), (vec![0, 1], Some("2")));
+        let (p, next) = paginate((0..5).collect(), Some("4"), Some(2)).unwrap();
+        assert_eq!((p, next), (vec![4], None));
+        assert!(paginate((0..5).collect::<Vec<i32>>(), Some("x"), None).is_err());
+        assert!(paginate((0..5).collect::<Vec<i32>>(), None, Some(0)).is_err());
+    }
+}

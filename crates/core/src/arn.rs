@@ -33,9 +33,11 @@ impl Account {
     /// belongs to this account and region.
     pub fn parse_layer_version_arn(&self, arn: &str) -> Result<(String, u64)> {
         let parts: Vec<&str> = arn.split(':').collect();
-        let bad = || Error::Validation(format!(
+        let bad = || {
+            Error::Validation(format!(
             "1 validation error detected: Value '{arn}' at 'arn' failed to satisfy constraint: Member must satisfy regular expression pattern: arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\\d{{12}}:layer:[a-zA-Z0-9-_]+:[0-9]+"
-        ));
+        ))
+        };
         if parts.len() != 8 || parts[0] != "arn" || parts[2] != "lambda" || parts[5] != "layer" {
             return Err(bad());
         }
@@ -80,10 +82,7 @@ impl Qualifier {
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             return s.parse().map(Self::Version).map_err(|_| invalid_qualifier(s));
         }
-        if s.is_empty()
-            || s.len() > 128
-            || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(invalid_qualifier(s));
         }
         Ok(Self::Alias(s.to_string()))
@@ -128,7 +127,9 @@ impl FunctionRef {
         let parts: Vec<&str> = raw.split(':').collect();
         let (region, acct, name, qual) = match parts.as_slice() {
             ["arn", _partition, "lambda", region, acct, "function", name] => (Some(*region), Some(*acct), *name, None),
-            ["arn", _partition, "lambda", region, acct, "function", name, q] => (Some(*region), Some(*acct), *name, Some(*q)),
+            ["arn", _partition, "lambda", region, acct, "function", name, q] => {
+                (Some(*region), Some(*acct), *name, Some(*q))
+            }
             [acct, "function", name] => (None, Some(*acct), *name, None),
             [acct, "function", name, q] => (None, Some(*acct), *name, Some(*q)),
             [name] => (None, None, *name, None),
@@ -209,7 +210,10 @@ mod tests {
         let a = acct();
         assert_eq!(a.function_arn("f"), "arn:aws:lambda:us-east-1:123456789012:function:f");
         assert_eq!(a.layer_version_arn("l", 3), "arn:aws:lambda:us-east-1:123456789012:layer:l:3");
-        assert_eq!(a.parse_layer_version_arn("arn:aws:lambda:us-east-1:123456789012:layer:l:3").unwrap(), ("l".into(), 3));
+        assert_eq!(
+            a.parse_layer_version_arn("arn:aws:lambda:us-east-1:123456789012:layer:l:3").unwrap(),
+            ("l".into(), 3)
+        );
         assert!(a.parse_layer_version_arn("arn:aws:lambda:us-east-1:123456789012:layer:l").is_err());
     }
 }

@@ -196,7 +196,11 @@ impl ConfigPatch {
             cfg.logging.log_format = f.clone();
         }
         if let Some(l) = &self.application_log_level {
-            validate::one_of("loggingConfig.applicationLogLevel", l, &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"])?;
+            validate::one_of(
+                "loggingConfig.applicationLogLevel",
+                l,
+                &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
+            )?;
             cfg.logging.application_log_level = Some(l.clone());
         }
         if let Some(l) = &self.system_log_level {

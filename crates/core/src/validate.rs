@@ -33,7 +33,11 @@ pub fn function_name(s: &str) -> Result<()> {
     if is_function_name(s) {
         Ok(())
     } else if s.len() > FUNCTION_NAME_MAX && is_ident(s) {
-        Err(constraint(s, "functionName", &format!("Member must have length less than or equal to {FUNCTION_NAME_MAX}")))
+        Err(constraint(
+            s,
+            "functionName",
+            &format!("Member must have length less than or equal to {FUNCTION_NAME_MAX}"),
+        ))
     } else {
         Err(pattern(s, "functionName", "[a-zA-Z0-9-_]+"))
     }
@@ -48,10 +52,7 @@ pub fn layer_name(s: &str) -> Result<()> {
 }
 
 pub fn alias_name(s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= ALIAS_NAME_MAX
-        && is_ident(s)
-        && !s.bytes().all(|b| b.is_ascii_digit());
+    let ok = !s.is_empty() && s.len() <= ALIAS_NAME_MAX && is_ident(s) && !s.bytes().all(|b| b.is_ascii_digit());
     if ok {
         Ok(())
     } else {
@@ -91,7 +92,11 @@ pub fn handler(s: &str) -> Result<()> {
 
 pub fn description(s: &str) -> Result<()> {
     if s.chars().count() > DESCRIPTION_MAX {
-        return Err(constraint(s, "description", &format!("Member must have length less than or equal to {DESCRIPTION_MAX}")));
+        return Err(constraint(
+            s,
+            "description",
+            &format!("Member must have length less than or equal to {DESCRIPTION_MAX}"),
+        ));
     }
     Ok(())
 }
@@ -104,7 +109,11 @@ pub fn range(field: &str, value: i64, min: i64, max: i64) -> Result<u32> {
             let mut c = field.chars();
             c.next().map(|f| f.to_lowercase().chain(c).collect::<String>()).unwrap_or_default()
         };
-        return Err(constraint(&value.to_string(), &lower, &format!("Member must have value greater than or equal to {min}")));
+        return Err(constraint(
+            &value.to_string(),
+            &lower,
+            &format!("Member must have value greater than or equal to {min}"),
+        ));
     }
     if value > max {
         return Err(Error::invalid(format!(
@@ -116,11 +125,25 @@ pub fn range(field: &str, value: i64, min: i64, max: i64) -> Result<u32> {
 
 /// Keys that Lambda sets itself and refuses in `Environment.Variables`.
 pub const RESERVED_ENV_KEYS: &[&str] = &[
-    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
-    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ",
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+    "TZ",
 ];
 
 pub fn environment(vars: &BTreeMap<String, String>) -> Result<()> {
@@ -133,11 +156,7 @@ pub fn environment(vars: &BTreeMap<String, String>) -> Result<()> {
     if let Some(k) = bad_key {
         return Err(pattern(k, "environment.variables", "[a-zA-Z]([a-zA-Z0-9_])+"));
     }
-    let reserved: Vec<&str> = vars
-        .keys()
-        .map(String::as_str)
-        .filter(|k| RESERVED_ENV_KEYS.contains(k))
-        .collect();
+    let reserved: Vec<&str> = vars.keys().map(String::as_str).filter(|k| RESERVED_ENV_KEYS.contains(k)).collect();
     if !reserved.is_empty() {
         return Err(Error::invalid(format!(
             "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}",
@@ -163,7 +182,11 @@ pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<()> {
 
 pub fn architectures(list: &[String]) -> Result<()> {
     if list.len() != 1 {
-        return Err(constraint(&format!("{list:?}"), "architectures", "Member must have length less than or equal to 1"));
+        return Err(constraint(
+            &format!("{list:?}"),
+            "architectures",
+            "Member must have length less than or equal to 1",
+        ));
     }
     one_of("architectures", &list[0], &["x86_64", "arm64"])
 }
@@ -174,7 +197,9 @@ pub fn tags(tags: &BTreeMap<String, String>) -> Result<()> {
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > TAG_KEY_MAX || k.starts_with("aws:") {
-            return Err(Error::invalid(format!("Tag key '{k}' is invalid: keys are 1-{TAG_KEY_MAX} characters and may not start with 'aws:'.")));
+            return Err(Error::invalid(format!(
+                "Tag key '{k}' is invalid: keys are 1-{TAG_KEY_MAX} characters and may not start with 'aws:'."
+            )));
         }
         if v.chars().count() > TAG_VALUE_MAX {
             return Err(Error::invalid(format!("Tag value for key '{k}' is longer than {TAG_VALUE_MAX} characters.")));
@@ -201,8 +226,12 @@ mod tests {
     #[test]
     fn ranges_split_model_and_service_limits() {
         assert_eq!(range("MemorySize", 128, MEMORY_MIN, MEMORY_MAX), Ok(128));
-        assert!(matches!(range("MemorySize", 127, MEMORY_MIN, MEMORY_MAX), Err(Error::Validation(m)) if m.contains("'memorySize'")));
-        assert!(matches!(range("MemorySize", 10_241, MEMORY_MIN, MEMORY_MAX), Err(Error::InvalidParameter(m)) if m.contains("10240")));
+        assert!(
+            matches!(range("MemorySize", 127, MEMORY_MIN, MEMORY_MAX), Err(Error::Validation(m)) if m.contains("'memorySize'"))
+        );
+        assert!(
+            matches!(range("MemorySize", 10_241, MEMORY_MIN, MEMORY_MAX), Err(Error::InvalidParameter(m)) if m.contains("10240"))
+        );
         assert!(range("Timeout", 901, TIMEOUT_MIN, TIMEOUT_MAX).is_err());
         assert!(range("Timeout", 0, TIMEOUT_MIN, TIMEOUT_MAX).is_err());
     }

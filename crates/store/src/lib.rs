@@ -41,10 +41,16 @@ pub enum Write {
     /// Removes the function and all its versions.
     DeleteFunction(String),
     PutVersion(Box<FunctionConfig>),
-    DeleteVersion { name: String, version: u64 },
+    DeleteVersion {
+        name: String,
+        version: u64,
+    },
     /// Also records the version as the layer's highest ever.
     PutLayerVersion(Box<LayerVersion>),
-    DeleteLayerVersion { name: String, version: u64 },
+    DeleteLayerVersion {
+        name: String,
+        version: u64,
+    },
 }
 
 /// Where a listing of configurations resumes: after this (name, version),
@@ -66,7 +72,12 @@ pub trait Metadata: Send + Sync {
     async fn get_function(&self, name: &str) -> Result<Option<Function>>;
     /// `$LATEST` configurations (and, with `versions`, every published one)
     /// in (name, version) order.
-    async fn list_configs(&self, after: Option<ConfigCursor>, versions: bool, limit: usize) -> Result<Vec<FunctionConfig>>;
+    async fn list_configs(
+        &self,
+        after: Option<ConfigCursor>,
+        versions: bool,
+        limit: usize,
+    ) -> Result<Vec<FunctionConfig>>;
     async fn get_version(&self, name: &str, version: u64) -> Result<Option<FunctionConfig>>;
     /// Published versions of one function in ascending order.
     async fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>>;

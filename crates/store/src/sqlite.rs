@@ -48,14 +48,16 @@ impl SqliteMetadata {
 #[async_trait]
 impl Metadata for SqliteMetadata {
     async fn get_function(&self, name: &str) -> Result<Option<Function>> {
-        let row = sqlx::query("SELECT doc FROM functions WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT doc FROM functions WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
         row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
     }
 
-    async fn list_configs(&self, after: Option<ConfigCursor>, versions: bool, limit: usize) -> Result<Vec<FunctionConfig>> {
+    async fn list_configs(
+        &self,
+        after: Option<ConfigCursor>,
+        versions: bool,
+        limit: usize,
+    ) -> Result<Vec<FunctionConfig>> {
         let (name, version) = after.unwrap_or_default();
         let started = i64::from(!name.is_empty());
         let sql = if versions {
@@ -124,10 +126,8 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn last_layer_version(&self, name: &str) -> Result<u64> {
-        let row = sqlx::query("SELECT last_version FROM layers WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT last_version FROM layers WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get::<i64, _>("last_version") as u64).unwrap_or(0))
     }
 
@@ -158,9 +158,10 @@ impl Metadata for SqliteMetadata {
                     sqlx::query("DELETE FROM functions WHERE name = ?").bind(&name).execute(&mut *tx).await?;
                 }
                 Write::PutVersion(c) => {
-                    let version: i64 = c.version.parse().map_err(|_| {
-                        sqlx::Error::Protocol(format!("version {} is not a number", c.version))
-                    })?;
+                    let version: i64 = c
+                        .version
+                        .parse()
+                        .map_err(|_| sqlx::Error::Protocol(format!("version {} is not a number", c.version)))?;
                     sqlx::query("INSERT INTO versions (name, version, doc, code_sha, code_size, layer_shas) VALUES (?, ?, ?, ?, ?, ?)")
                         .bind(&c.name)
                         .bind(version)
@@ -179,14 +180,16 @@ impl Metadata for SqliteMetadata {
                         .await?;
                 }
                 Write::PutLayerVersion(l) => {
-                    sqlx::query("INSERT INTO layer_versions (name, version, doc, code_sha, code_size) VALUES (?, ?, ?, ?, ?)")
-                        .bind(&l.name)
-                        .bind(l.version as i64)
-                        .bind(serde_json::to_string(&l)?)
-                        .bind(&l.code.sha256_hex)
-                        .bind(l.code.size as i64)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO layer_versions (name, version, doc, code_sha, code_size) VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(&l.name)
+                    .bind(l.version as i64)
+                    .bind(serde_json::to_string(&l)?)
+                    .bind(&l.code.sha256_hex)
+                    .bind(l.code.size as i64)
+                    .execute(&mut *tx)
+                    .await?;
                     sqlx::query(
                         "INSERT INTO layers (name, last_version) VALUES (?, ?)
                          ON CONFLICT(name) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)",
@@ -279,7 +282,10 @@ mod tests {
         let rest = m.list_configs(Some(("b".into(), 0)), true, 10).await.unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(m.referenced_blobs().await.unwrap(), HashSet::from(["s1".into(), "s2".into(), "s3".into()]));
-        assert_eq!(m.usage().await.unwrap(), Usage { function_count: 2, total_code_size: 300, reserved_concurrency: 0 });
+        assert_eq!(
+            m.usage().await.unwrap(),
+            Usage { function_count: 2, total_code_size: 300, reserved_concurrency: 0 }
+        );
         m.apply(vec![Write::DeleteFunction("b".into())]).await.unwrap();
         assert!(m.get_function("b").await.unwrap().is_none());
         assert!(m.get_version("b", 1).await.unwrap().is_none());

@@ -1,0 +1,295 @@
+//! Wire ↔ domain conversions. Formats of timestamps differ across the API:
+//! strings with `+0000` on configurations, epoch seconds on event-invoke
+//! configs, ISO-8601 with `Z` on function URLs.
+
+use base64::Engine;
+use chrono::{TimeZone, Utc};
+use nimbus_control::code_sha256_b64;
+use nimbus_core::function::{
+    Alias, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, LayerVersion, UrlConfig, LATEST,
+};
+use nimbus_core::{Account, Error};
+use nimbus_wire as w;
+
+fn at(ms: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// `2020-04-10T19:06:32.563+0000`
+pub fn config_time(ms: i64) -> String {
+    at(ms).format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
+}
+
+/// `2019-11-21T19:32:12+0000`
+pub fn provisioned_time(ms: i64) -> String {
+    at(ms).format("%Y-%m-%dT%H:%M:%S+0000").to_string()
+}
+
+/// `2021-10-31T19:06:32.563Z`
+pub fn url_time(ms: i64) -> String {
+    at(ms).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+pub fn decode_zip(b64: &str, field: &str) -> Result<Vec<u8>, Error> {
+    base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| {
+        Error::InvalidRequestContent(format!("Could not parse request body into json: {field} is not valid base64."))
+    })
+}
+
+/// The ARN a configuration is reported under: the qualifier the request
+/// used, else the version for published ones, else unqualified.
+pub fn function_arn(account: &Account, c: &FunctionConfig, qualifier: Option<&str>) -> String {
+    match qualifier {
+        Some(q) => account.qualified_arn(&c.name, q),
+        None if c.version != LATEST => account.qualified_arn(&c.name, &c.version),
+        None => account.function_arn(&c.name),
+    }
+}
+
+pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&str>) -> w::FunctionConfiguration {
+    w::FunctionConfiguration {
+        function_name: c.name.clone(),
+        function_arn: function_arn(account, c, qualifier),
+        runtime: c.runtime.clone(),
+        role: c.role.clone(),
+        handler: c.handler.clone(),
+        code_size: c.code.size,
+        description: c.description.clone(),
+        timeout: c.timeout,
+        memory_size: c.memory_size,
+        last_modified: config_time(c.last_modified_ms),
+        code_sha256: code_sha256_b64(&c.code.sha256_hex),
+        version: c.version.clone(),
+        environment: c.environment.as_ref().map(|v| w::Environment { variables: Some(v.clone()) }),
+        dead_letter_config: c.dead_letter_target.as_ref().map(|t| w::DeadLetterConfig { target_arn: Some(t.clone()) }),
+        kms_key_arn: c.kms_key_arn.clone(),
+        tracing_config: w::TracingConfig { mode: Some(c.tracing_mode.clone()) },
+        revision_id: c.revision_id.clone(),
+        layers: (!c.layers.is_empty())
+            .then(|| c.layers.iter().map(|l| w::Layer { arn: l.arn.clone(), code_size: l.code_size }).collect()),
+        state: "Active".into(),
+        last_update_status: "Successful".into(),
+        package_type: c.package_type.clone(),
+        architectures: c.architectures.clone(),
+        ephemeral_storage: w::EphemeralStorage { size: i64::from(c.ephemeral_storage) },
+        snap_start: w::SnapStartResponse { apply_on: "None".into(), optimization_status: "Off".into() },
+        logging_config: w::LoggingConfig {
+            log_format: Some(c.logging.log_format.clone()),
+            application_log_level: c.logging.application_log_level.clone(),
+            system_log_level: c.logging.system_log_level.clone(),
+            log_group: Some(c.logging.log_group.clone()),
+        },
+    }
+}
+
+/// The configuration fields shared by CreateFunction and UpdateFunctionConfiguration.
+#[allow(clippy::too_many_arguments)]
+fn patch(
+    runtime: Option<String>,
+    handler: Option<String>,
+    role: Option<String>,
+    description: Option<String>,
+    timeout: Option<i64>,
+    memory_size: Option<i64>,
+    environment: Option<w::Environment>,
+    layers: Option<Vec<String>>,
+    tracing: Option<w::TracingConfig>,
+    dead_letter: Option<w::DeadLetterConfig>,
+    kms_key_arn: Option<String>,
+    ephemeral: Option<w::EphemeralStorage>,
+    logging: Option<w::LoggingConfig>,
+) -> ConfigPatch {
+    let logging = logging.unwrap_or_default();
+    ConfigPatch {
+        runtime,
+        handler,
+        role,
+        description,
+        timeout,
+        memory_size,
+        ephemeral_storage: ephemeral.map(|e| e.size),
+        environment: environment.map(|e| e.variables.unwrap_or_default()),
+        layers,
+        tracing_mode: tracing.and_then(|t| t.mode),
+        log_format: logging.log_format,
+        application_log_level: logging.application_log_level,
+        system_log_level: logging.system_log_level,
+        log_group: logging.log_group,
+        dead_letter_target: dead_letter.map(|d| d.target_arn.unwrap_or_default()),
+        kms_key_arn,
+    }
+}
+
+pub fn create_patch(r: &w::CreateFunctionRequest) -> ConfigPatch {
+    let r = r.clone();
+    patch(
+        r.runtime,
+        r.handler,
+        None,
+        r.description,
+        r.timeout,
+        r.memory_size,
+        r.environment,
+        r.layers,
+        r.tracing_config,
+        r.dead_letter_config,
+        r.kms_key_arn,
+        r.ephemeral_storage,
+        r.logging_config,
+    )
+}
+
+pub fn update_patch(r: w::UpdateFunctionConfigurationRequest) -> ConfigPatch {
+    patch(
+        r.runtime,
+        r.handler,
+        r.role,
+        r.description,
+        r.timeout,
+        r.memory_size,
+        r.environment,
+        r.layers,
+        r.tracing_config,
+        r.dead_letter_config,
+        r.kms_key_arn,
+        r.ephemeral_storage,
+        r.logging_config,
+    )
+}
+
+/// Names the code source when it is not an inline zip.
+pub fn other_source(s3_bucket: &Option<String>, s3_key: &Option<String>, image_uri: &Option<String>) -> Option<String> {
+    if image_uri.is_some() {
+        Some("Code.ImageUri (container images)".into())
+    } else if s3_bucket.is_some() || s3_key.is_some() {
+        Some("Code from S3 (S3Bucket/S3Key)".into())
+    } else {
+        None
+    }
+}
+
+pub fn alias(account: &Account, function: &str, a: &Alias) -> w::AliasConfiguration {
+    w::AliasConfiguration {
+        alias_arn: account.qualified_arn(function, &a.name),
+        name: a.name.clone(),
+        function_version: a.function_version.clone(),
+        description: a.description.clone(),
+        routing_config: (!a.additional_weights.is_empty())
+            .then(|| w::AliasRoutingConfiguration { additional_version_weights: Some(a.additional_weights.clone()) }),
+        revision_id: a.revision_id.clone(),
+    }
+}
+
+pub fn layer_version(account: &Account, lv: &LayerVersion, location: String) -> w::LayerVersionResponse {
+    w::LayerVersionResponse {
+        content: w::LayerVersionContentOutput {
+            location,
+            code_sha256: code_sha256_b64(&lv.code.sha256_hex),
+            code_size: lv.code.size,
+        },
+        layer_arn: account.layer_arn(&lv.name),
+        layer_version_arn: account.layer_version_arn(&lv.name, lv.version),
+        description: lv.description.clone(),
+        created_date: config_time(lv.created_ms),
+        version: lv.version,
+        compatible_runtimes: lv.compatible_runtimes.clone(),
+        license_info: lv.license_info.clone(),
+        compatible_architectures: lv.compatible_architectures.clone(),
+    }
+}
+
+pub fn layer_list_item(account: &Account, lv: &LayerVersion) -> w::LayerVersionsListItem {
+    w::LayerVersionsListItem {
+        layer_version_arn: account.layer_version_arn(&lv.name, lv.version),
+        version: lv.version,
+        description: lv.description.clone(),
+        created_date: config_time(lv.created_ms),
+        compatible_runtimes: lv.compatible_runtimes.clone(),
+        license_info: lv.license_info.clone(),
+        compatible_architectures: lv.compatible_architectures.clone(),
+    }
+}
+
+pub fn cors_in(c: w::Cors) -> Cors {
+    Cors {
+        allow_credentials: c.allow_credentials,
+        allow_headers: c.allow_headers,
+        allow_methods: c.allow_methods,
+        allow_origins: c.allow_origins,
+        expose_headers: c.expose_headers,
+        max_age: c.max_age,
+    }
+}
+
+fn cors_out(c: &Cors) -> w::Cors {
+    w::Cors {
+        allow_credentials: c.allow_credentials,
+        allow_headers: c.allow_headers.clone(),
+        allow_methods: c.allow_methods.clone(),
+        allow_origins: c.allow_origins.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age: c.max_age,
+    }
+}
+
+/// `key` is the qualifier the config is stored under (`""` = unqualified).
+pub fn url_config(account: &Account, function: &str, key: &str, u: &UrlConfig, port: u16) -> w::FunctionUrlConfig {
+    w::FunctionUrlConfig {
+        function_url: format!("http://{}.lambda-url.{}.localhost:{port}/", u.url_id, account.region),
+        function_arn: if key.is_empty() {
+            account.function_arn(function)
+        } else {
+            account.qualified_arn(function, key)
+        },
+        auth_type: u.auth_type.clone(),
+        cors: u.cors.as_ref().map(cors_out),
+        creation_time: url_time(u.created_ms),
+        last_modified_time: url_time(u.modified_ms),
+        invoke_mode: u.invoke_mode.clone(),
+    }
+}
+
+pub fn event_invoke_in(r: w::PutFunctionEventInvokeConfigRequest) -> Result<EventInvokeConfig, Error> {
+    let nonneg = |v: Option<i64>, field: &str| -> Result<Option<u32>, Error> {
+        v.map(|n| nimbus_core::validate::range(field, n, 0, i64::from(u32::MAX))).transpose()
+    };
+    let dest = r.destination_config.unwrap_or_default();
+    Ok(EventInvokeConfig {
+        maximum_retry_attempts: nonneg(r.maximum_retry_attempts, "MaximumRetryAttempts")?,
+        maximum_event_age: nonneg(r.maximum_event_age_in_seconds, "MaximumEventAgeInSeconds")?,
+        on_success: dest.on_success.and_then(|d| d.destination),
+        on_failure: dest.on_failure.and_then(|d| d.destination),
+        modified_ms: 0,
+    })
+}
+
+pub fn event_invoke_out(
+    account: &Account,
+    function: &str,
+    key: &str,
+    c: &EventInvokeConfig,
+) -> w::FunctionEventInvokeConfig {
+    let dest = |d: &Option<String>| {
+        d.as_ref().map(|a| w::Destination { destination: Some(a.clone()) }).or(Some(w::Destination::default()))
+    };
+    w::FunctionEventInvokeConfig {
+        last_modified: c.modified_ms as f64 / 1000.0,
+        function_arn: account.qualified_arn(function, key),
+        maximum_retry_attempts: c.maximum_retry_attempts,
+        maximum_event_age_in_seconds: c.maximum_event_age,
+        destination_config: w::DestinationConfig { on_success: dest(&c.on_success), on_failure: dest(&c.on_failure) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_use_each_shape_format() {
+        let ms = 1_586_545_592_563; // 2020-04-10T19:06:32.563Z
+        assert_eq!(config_time(ms), "2020-04-10T19:06:32.563+0000");
+        assert_eq!(provisioned_time(ms), "2020-04-10T19:06:32+0000");
+        assert_eq!(url_time(ms), "2020-04-10T19:06:32.563Z");
+    }
+}

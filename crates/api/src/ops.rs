@@ -1,0 +1,565 @@
+//! One function per operation group: parse the wire request, call control,
+//! shape the wire response. No rule of the Lambda model is decided here.
+
+use std::time::{Duration, SystemTime};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nimbus_control::{CodeUpdate, NewFunction, NewLayerVersion, NewPermission, Page, UrlConfigInput};
+use nimbus_core::function::ProvisionedConfig;
+use nimbus_core::Error as Rule;
+use nimbus_wire as w;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::convert::{self, configuration};
+use crate::route::{Op, Query};
+use crate::{sigv4, Api, ApiError};
+
+/// Everything an operation may read of its request.
+pub struct Ctx<'a> {
+    pub api: &'a Api,
+    pub args: Vec<String>,
+    pub query: Query,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    #[allow(dead_code)]
+    pub request_id: &'a str,
+}
+
+type R = Result<Response, ApiError>;
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> R {
+    Ok((status, axum::Json(v)).into_response())
+}
+
+fn empty(status: StatusCode) -> R {
+    Ok(status.into_response())
+}
+
+fn required<T>(v: Option<T>, field: &str) -> Result<T, ApiError> {
+    v.ok_or_else(|| {
+        Rule::Validation(format!(
+            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
+        ))
+        .into()
+    })
+}
+
+impl Ctx<'_> {
+    fn arg(&self, i: usize) -> &str {
+        self.args.get(i).map(String::as_str).unwrap_or_default()
+    }
+
+    fn q(&self, name: &str) -> Option<&str> {
+        self.query.get(name).filter(|v| !v.is_empty())
+    }
+
+    fn max_items(&self) -> Result<Option<i64>, ApiError> {
+        self.q("MaxItems")
+            .map(|m| {
+                m.parse::<i64>().map_err(|_| {
+                    ApiError::Rule(Rule::Validation(format!(
+                        "1 validation error detected: Value '{m}' at 'maxItems' failed to satisfy constraint: Member must be a number"
+                    )))
+                })
+            })
+            .transpose()
+    }
+
+    /// Parses the JSON body; an empty body is an empty input.
+    fn input<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(self.body).map_err(|e| {
+            Rule::InvalidRequestContent(format!(
+                "Could not parse request body into json: Could not parse payload into json: {e}"
+            ))
+            .into()
+        })
+    }
+
+    fn control(&self) -> &nimbus_control::Control {
+        &self.api.control
+    }
+
+    fn account(&self) -> &nimbus_core::Account {
+        self.api.control.account()
+    }
+
+    /// A presigned URL on this node that downloads a stored archive.
+    fn code_location(&self, sha256_hex: &str) -> Result<String, ApiError> {
+        let host = self
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.api.public_port));
+        let base = format!("http://{host}/_nimbus/code/{sha256_hex}");
+        let region = &self.account().region;
+        sigv4::presign_get(&self.api.credentials, region, &base, &host, Duration::from_secs(600), SystemTime::now())
+            .map_err(ApiError::Internal)
+    }
+}
+
+pub async fn execute(op: Op, c: Ctx<'_>) -> R {
+    use Op::*;
+    match op {
+        ListFunctions
+        | CreateFunction
+        | GetFunction
+        | DeleteFunction
+        | GetFunctionConfiguration
+        | UpdateFunctionConfiguration
+        | UpdateFunctionCode
+        | ListVersionsByFunction
+        | PublishVersion
+        | DownloadCode => functions(op, c).await,
+        Invoke | InvokeAsync | InvokeWithResponseStream => {
+            c.control().invoke(c.arg(0), c.q("Qualifier")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        ListAliases | CreateAlias | GetAlias | UpdateAlias | DeleteAlias => aliases(op, c).await,
+        ListLayers | GetLayerVersionByArn | ListLayerVersions | PublishLayerVersion | GetLayerVersion
+        | DeleteLayerVersion => layers(op, c).await,
+        _ => settings(op, c).await,
+    }
+}
+
+async fn functions(op: Op, c: Ctx<'_>) -> R {
+    let ctl = c.control();
+    let acct = c.account();
+    match op {
+        Op::CreateFunction => {
+            let req: w::CreateFunctionRequest = c.input()?;
+            let code = required(req.code.clone(), "code")?;
+            let zip = code.zip_file.as_deref().map(|z| convert::decode_zip(z, "Code.ZipFile")).transpose()?;
+            let cfg = ctl
+                .create_function(NewFunction {
+                    name: required(req.function_name.clone(), "functionName")?,
+                    role: required(req.role.clone(), "role")?,
+                    patch: convert::create_patch(&req),
+                    architectures: req.architectures,
+                    package_type: req.package_type,
+                    zip,
+                    other_source: convert::other_source(&code.s3_bucket, &code.s3_key, &code.image_uri),
+                    publish: req.publish.unwrap_or(false),
+                    tags: req.tags.unwrap_or_default(),
+                })
+                .await?;
+            json(StatusCode::CREATED, &configuration(acct, &cfg, None))
+        }
+        Op::GetFunction => {
+            let (resolved, f) = ctl.get_function(c.arg(0), c.q("Qualifier")).await?;
+            let unqualified = resolved.arn_qualifier.is_none();
+            json(
+                StatusCode::OK,
+                &w::GetFunctionResponse {
+                    code: w::FunctionCodeLocation {
+                        repository_type: "S3".into(),
+                        location: c.code_location(&resolved.config.code.sha256_hex)?,
+                    },
+                    configuration: configuration(acct, &resolved.config, resolved.arn_qualifier.as_deref()),
+                    tags: unqualified.then_some(f.tags),
+                    concurrency: f
+                        .reserved_concurrency
+                        .map(|n| w::Concurrency { reserved_concurrent_executions: Some(n) }),
+                },
+            )
+        }
+        Op::GetFunctionConfiguration => {
+            let (resolved, _) = ctl.get_function(c.arg(0), c.q("Qualifier")).await?;
+            json(StatusCode::OK, &configuration(acct, &resolved.config, resolved.arn_qualifier.as_deref()))
+        }
+        Op::DeleteFunction => {
+            ctl.delete_function(c.arg(0), c.q("Qualifier")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::UpdateFunctionConfiguration => {
+            let mut req: w::UpdateFunctionConfigurationRequest = c.input()?;
+            let revision = req.revision_id.take();
+            let cfg = ctl.update_configuration(c.arg(0), convert::update_patch(req), revision).await?;
+            json(StatusCode::OK, &configuration(acct, &cfg, None))
+        }
+        Op::UpdateFunctionCode => {
+            let req: w::UpdateFunctionCodeRequest = c.input()?;
+            let zip = req.zip_file.as_deref().map(|z| convert::decode_zip(z, "ZipFile")).transpose()?;
+            let cfg = ctl
+                .update_code(
+                    c.arg(0),
+                    CodeUpdate {
+                        zip,
+                        other_source: convert::other_source(&req.s3_bucket, &req.s3_key, &req.image_uri),
+                        architectures: req.architectures,
+                        publish: req.publish.unwrap_or(false),
+                        dry_run: req.dry_run.unwrap_or(false),
+                        revision_id: req.revision_id,
+                    },
+                )
+                .await?;
+            json(StatusCode::OK, &configuration(acct, &cfg, None))
+        }
+        Op::ListFunctions => {
+            let all = c.q("FunctionVersion") == Some("ALL");
+            if let Some(v) = c.q("FunctionVersion").filter(|v| *v != "ALL") {
+                return Err(Rule::Validation(format!(
+                    "1 validation error detected: Value '{v}' at 'functionVersion' failed to satisfy constraint: Member must satisfy enum value set: [ALL]"
+                ))
+                .into());
+            }
+            let page = ctl.list_functions(c.q("Marker"), c.max_items()?, all).await?;
+            let functions = page
+                .items
+                .iter()
+                .map(|cfg| configuration(acct, cfg, (all && cfg.version == "$LATEST").then_some("$LATEST")))
+                .collect();
+            json(StatusCode::OK, &w::ListFunctionsResponse { next_marker: page.next_marker, functions })
+        }
+        Op::ListVersionsByFunction => {
+            let page = ctl.list_versions(c.arg(0), c.q("Marker"), c.max_items()?).await?;
+            let versions = page.items.iter().map(|cfg| configuration(acct, cfg, Some(&cfg.version))).collect();
+            json(StatusCode::OK, &w::ListVersionsByFunctionResponse { next_marker: page.next_marker, versions })
+        }
+        Op::PublishVersion => {
+            let req: w::PublishVersionRequest = c.input()?;
+            let cfg = ctl
+                .publish_version(c.arg(0), req.code_sha256.as_deref(), req.description, req.revision_id.as_deref())
+                .await?;
+            json(StatusCode::CREATED, &configuration(acct, &cfg, None))
+        }
+        Op::DownloadCode => {
+            let bytes = ctl.code_blob(c.arg(0)).await?;
+            Ok(([(http::header::CONTENT_TYPE, "application/zip")], bytes).into_response())
+        }
+        _ => unreachable_op(op),
+    }
+}
+
+fn unreachable_op(op: Op) -> R {
+    Err(ApiError::Internal(format!("operation {op:?} was dispatched to the wrong group")))
+}
+
+async fn aliases(op: Op, c: Ctx<'_>) -> R {
+    let ctl = c.control();
+    let acct = c.account();
+    let name = || nimbus_core::FunctionRef::parse_unqualified(acct, c.arg(0)).map(|r| r.name).map_err(ApiError::from);
+    match op {
+        Op::CreateAlias => {
+            let req: w::CreateAliasRequest = c.input()?;
+            let weights = req.routing_config.and_then(|r| r.additional_version_weights).unwrap_or_default();
+            let a = ctl
+                .create_alias(
+                    c.arg(0),
+                    &required(req.name, "name")?,
+                    &required(req.function_version, "functionVersion")?,
+                    req.description,
+                    weights,
+                )
+                .await?;
+            json(StatusCode::CREATED, &convert::alias(acct, &name()?, &a))
+        }
+        Op::GetAlias => {
+            let a = ctl.get_alias(c.arg(0), c.arg(1)).await?;
+            json(StatusCode::OK, &convert::alias(acct, &name()?, &a))
+        }
+        Op::UpdateAlias => {
+            let req: w::UpdateAliasRequest = c.input()?;
+            let weights = req.routing_config.map(|r| r.additional_version_weights.unwrap_or_default());
+            let a = ctl
+                .update_alias(
+                    c.arg(0),
+                    c.arg(1),
+                    req.function_version,
+                    req.description,
+                    weights,
+                    req.revision_id.as_deref(),
+                )
+                .await?;
+            json(StatusCode::OK, &convert::alias(acct, &name()?, &a))
+        }
+        Op::DeleteAlias => {
+            ctl.delete_alias(c.arg(0), c.arg(1)).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::ListAliases => {
+            let page = ctl.list_aliases(c.arg(0), c.q("FunctionVersion"), c.q("Marker"), c.max_items()?).await?;
+            let n = name()?;
+            let aliases = page.items.iter().map(|a| convert::alias(acct, &n, a)).collect();
+            json(StatusCode::OK, &w::ListAliasesResponse { next_marker: page.next_marker, aliases })
+        }
+        _ => unreachable_op(op),
+    }
+}
+
+fn layer_version_number(s: &str) -> Result<u64, ApiError> {
+    s.parse().map_err(|_| {
+        ApiError::Rule(Rule::Validation(format!(
+            "1 validation error detected: Value '{s}' at 'versionNumber' failed to satisfy constraint: Member must be a number"
+        )))
+    })
+}
+
+async fn layers(op: Op, c: Ctx<'_>) -> R {
+    let ctl = c.control();
+    let acct = c.account();
+    match op {
+        Op::PublishLayerVersion => {
+            let req: w::PublishLayerVersionRequest = c.input()?;
+            let content = required(req.content, "content")?;
+            let lv = ctl
+                .publish_layer_version(NewLayerVersion {
+                    layer_name: c.arg(0).to_string(),
+                    zip: content.zip_file.as_deref().map(|z| convert::decode_zip(z, "Content.ZipFile")).transpose()?,
+                    other_source: convert::other_source(&content.s3_bucket, &content.s3_key, &None),
+                    description: req.description,
+                    compatible_runtimes: req.compatible_runtimes.unwrap_or_default(),
+                    compatible_architectures: req.compatible_architectures.unwrap_or_default(),
+                    license_info: req.license_info,
+                })
+                .await?;
+            let location = c.code_location(&lv.code.sha256_hex)?;
+            json(StatusCode::CREATED, &convert::layer_version(acct, &lv, location))
+        }
+        Op::GetLayerVersion | Op::GetLayerVersionByArn => {
+            let lv = if op == Op::GetLayerVersion {
+                ctl.get_layer_version(c.arg(0), layer_version_number(c.arg(1))?).await?
+            } else {
+                ctl.get_layer_version_by_arn(&required(c.q("Arn").map(str::to_string), "arn")?).await?
+            };
+            let location = c.code_location(&lv.code.sha256_hex)?;
+            json(StatusCode::OK, &convert::layer_version(acct, &lv, location))
+        }
+        Op::DeleteLayerVersion => {
+            ctl.delete_layer_version(c.arg(0), layer_version_number(c.arg(1))?).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::ListLayers => {
+            let page = ctl
+                .list_layers(c.q("CompatibleRuntime"), c.q("CompatibleArchitecture"), c.q("Marker"), c.max_items()?)
+                .await?;
+            let layers = page
+                .items
+                .iter()
+                .map(|lv| w::LayersListItem {
+                    layer_name: lv.name.clone(),
+                    layer_arn: acct.layer_arn(&lv.name),
+                    latest_matching_version: convert::layer_list_item(acct, lv),
+                })
+                .collect();
+            json(StatusCode::OK, &w::ListLayersResponse { next_marker: page.next_marker, layers })
+        }
+        Op::ListLayerVersions => {
+            let page = ctl
+                .list_layer_versions(
+                    c.arg(0),
+                    c.q("CompatibleRuntime"),
+                    c.q("CompatibleArchitecture"),
+                    c.q("Marker"),
+                    c.max_items()?,
+                )
+                .await?;
+            let layer_versions = page.items.iter().map(|lv| convert::layer_list_item(acct, lv)).collect();
+            json(StatusCode::OK, &w::ListLayerVersionsResponse { next_marker: page.next_marker, layer_versions })
+        }
+        _ => unreachable_op(op),
+    }
+}
+
+fn provisioned(
+    account: &nimbus_core::Account,
+    function_arn: Option<String>,
+    p: &ProvisionedConfig,
+) -> w::ProvisionedConcurrencyConfig {
+    // Stored now; environments are provisioned by the scaling work, so the
+    // honest status until then is IN_PROGRESS with nothing allocated.
+    let _ = account;
+    w::ProvisionedConcurrencyConfig {
+        function_arn,
+        requested_provisioned_concurrent_executions: p.requested,
+        allocated_provisioned_concurrent_executions: 0,
+        available_provisioned_concurrent_executions: 0,
+        status: "IN_PROGRESS".into(),
+        status_reason: None,
+        last_modified: convert::provisioned_time(p.modified_ms),
+    }
+}
+
+fn url_input(req: w::FunctionUrlConfigRequest) -> UrlConfigInput {
+    UrlConfigInput { auth_type: req.auth_type, cors: req.cors.map(convert::cors_in), invoke_mode: req.invoke_mode }
+}
+
+fn page_next<T>(p: &Page<T>) -> Option<String> {
+    p.next_marker.clone()
+}
+
+async fn settings(op: Op, c: Ctx<'_>) -> R {
+    let ctl = c.control();
+    let acct = c.account();
+    let fname = || nimbus_core::FunctionRef::parse(acct, c.arg(0), None).map(|r| r.name).map_err(ApiError::from);
+    match op {
+        Op::PutFunctionConcurrency => {
+            let req: w::PutFunctionConcurrencyRequest = c.input()?;
+            let n = ctl
+                .put_function_concurrency(
+                    c.arg(0),
+                    required(req.reserved_concurrent_executions, "reservedConcurrentExecutions")?,
+                )
+                .await?;
+            json(StatusCode::OK, &w::Concurrency { reserved_concurrent_executions: Some(n) })
+        }
+        Op::GetFunctionConcurrency => {
+            let n = ctl.get_function_concurrency(c.arg(0)).await?;
+            json(StatusCode::OK, &w::Concurrency { reserved_concurrent_executions: n })
+        }
+        Op::DeleteFunctionConcurrency => {
+            ctl.delete_function_concurrency(c.arg(0)).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::PutProvisionedConcurrencyConfig => {
+            let req: w::PutProvisionedConcurrencyConfigRequest = c.input()?;
+            let n = required(req.provisioned_concurrent_executions, "provisionedConcurrentExecutions")?;
+            let p = ctl.put_provisioned_concurrency(c.arg(0), c.q("Qualifier"), n).await?;
+            json(StatusCode::ACCEPTED, &provisioned(acct, None, &p))
+        }
+        Op::GetProvisionedConcurrencyConfig => {
+            let p = ctl.get_provisioned_concurrency(c.arg(0), c.q("Qualifier")).await?;
+            json(StatusCode::OK, &provisioned(acct, None, &p))
+        }
+        Op::DeleteProvisionedConcurrencyConfig => {
+            ctl.delete_provisioned_concurrency(c.arg(0), c.q("Qualifier")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::ListProvisionedConcurrencyConfigs => {
+            let page = ctl.list_provisioned_concurrency(c.arg(0), c.q("Marker"), c.max_items()?).await?;
+            let name = fname()?;
+            let configs =
+                page.items.iter().map(|(q, p)| provisioned(acct, Some(acct.qualified_arn(&name, q)), p)).collect();
+            json(
+                StatusCode::OK,
+                &w::ListProvisionedConcurrencyConfigsResponse {
+                    provisioned_concurrency_configs: configs,
+                    next_marker: page_next(&page),
+                },
+            )
+        }
+        Op::TagResource => {
+            let req: w::TagResourceRequest = c.input()?;
+            ctl.tag_resource(c.arg(0), required(req.tags, "tags")?).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::UntagResource => {
+            ctl.untag_resource(c.arg(0), &c.query.all("tagKeys")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::ListTags => {
+            let tags = ctl.list_tags(c.arg(0)).await?;
+            json(StatusCode::OK, &w::ListTagsResponse { tags })
+        }
+        Op::AddPermission => {
+            let req: w::AddPermissionRequest = c.input()?;
+            let statement = ctl
+                .add_permission(
+                    c.arg(0),
+                    c.q("Qualifier"),
+                    NewPermission {
+                        statement_id: required(req.statement_id, "statementId")?,
+                        action: required(req.action, "action")?,
+                        principal: required(req.principal, "principal")?,
+                        source_arn: req.source_arn,
+                        source_account: req.source_account,
+                        principal_org_id: req.principal_org_id,
+                        event_source_token: req.event_source_token,
+                        function_url_auth_type: req.function_url_auth_type,
+                        revision_id: req.revision_id,
+                    },
+                )
+                .await?;
+            json(StatusCode::CREATED, &w::AddPermissionResponse { statement: statement.to_string() })
+        }
+        Op::GetPolicy => {
+            let (doc, revision_id) = ctl.get_policy(c.arg(0), c.q("Qualifier")).await?;
+            json(StatusCode::OK, &w::GetPolicyResponse { policy: doc.to_string(), revision_id })
+        }
+        Op::RemovePermission => {
+            ctl.remove_permission(c.arg(0), c.q("Qualifier"), c.arg(1), c.q("RevisionId")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::CreateFunctionUrlConfig => {
+            let req: w::FunctionUrlConfigRequest = c.input()?;
+            let u = ctl.create_url_config(c.arg(0), c.q("Qualifier"), url_input(req)).await?;
+            let key = c.q("Qualifier").unwrap_or_default();
+            json(StatusCode::CREATED, &convert::url_config(acct, &fname()?, key, &u, c.api.public_port))
+        }
+        Op::GetFunctionUrlConfig => {
+            let (u, key) = ctl.get_url_config(c.arg(0), c.q("Qualifier")).await?;
+            json(StatusCode::OK, &convert::url_config(acct, &fname()?, &key, &u, c.api.public_port))
+        }
+        Op::UpdateFunctionUrlConfig => {
+            let req: w::FunctionUrlConfigRequest = c.input()?;
+            let (u, key) = ctl.update_url_config(c.arg(0), c.q("Qualifier"), url_input(req)).await?;
+            json(StatusCode::OK, &convert::url_config(acct, &fname()?, &key, &u, c.api.public_port))
+        }
+        Op::DeleteFunctionUrlConfig => {
+            ctl.delete_url_config(c.arg(0), c.q("Qualifier")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::ListFunctionUrlConfigs => {
+            let page = ctl.list_url_configs(c.arg(0), c.q("Marker"), c.max_items()?).await?;
+            let name = fname()?;
+            let list =
+                page.items.iter().map(|(k, u)| convert::url_config(acct, &name, k, u, c.api.public_port)).collect();
+            json(
+                StatusCode::OK,
+                &w::ListFunctionUrlConfigsResponse { function_url_configs: list, next_marker: page_next(&page) },
+            )
+        }
+        Op::PutFunctionEventInvokeConfig | Op::UpdateFunctionEventInvokeConfig => {
+            let req: w::PutFunctionEventInvokeConfigRequest = c.input()?;
+            let input = convert::event_invoke_in(req)?;
+            let merge = op == Op::UpdateFunctionEventInvokeConfig;
+            let (cfg, key) = ctl.put_event_invoke_config(c.arg(0), c.q("Qualifier"), input, merge).await?;
+            json(StatusCode::OK, &convert::event_invoke_out(acct, &fname()?, &key, &cfg))
+        }
+        Op::GetFunctionEventInvokeConfig => {
+            let (cfg, key) = ctl.get_event_invoke_config(c.arg(0), c.q("Qualifier")).await?;
+            json(StatusCode::OK, &convert::event_invoke_out(acct, &fname()?, &key, &cfg))
+        }
+        Op::DeleteFunctionEventInvokeConfig => {
+            ctl.delete_event_invoke_config(c.arg(0), c.q("Qualifier")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::ListFunctionEventInvokeConfigs => {
+            let page = ctl.list_event_invoke_configs(c.arg(0), c.q("Marker"), c.max_items()?).await?;
+            let name = fname()?;
+            let list = page.items.iter().map(|(k, cfg)| convert::event_invoke_out(acct, &name, k, cfg)).collect();
+            json(
+                StatusCode::OK,
+                &w::ListFunctionEventInvokeConfigsResponse {
+                    function_event_invoke_configs: list,
+                    next_marker: page_next(&page),
+                },
+            )
+        }
+        Op::GetAccountSettings => {
+            let s = ctl.account_settings().await?;
+            json(
+                StatusCode::OK,
+                &w::GetAccountSettingsResponse {
+                    account_limit: w::AccountLimit {
+                        total_code_size: nimbus_core::limits::TOTAL_CODE_SIZE,
+                        code_size_unzipped: nimbus_core::limits::UNZIPPED_MAX,
+                        code_size_zipped: nimbus_core::limits::ZIPPED_MAX,
+                        concurrent_executions: s.concurrency_limit,
+                        unreserved_concurrent_executions: s.unreserved_concurrency,
+                    },
+                    account_usage: w::AccountUsage {
+                        total_code_size: s.total_code_size,
+                        function_count: s.function_count,
+                    },
+                },
+            )
+        }
+        _ => unreachable_op(op),
+    }
+}

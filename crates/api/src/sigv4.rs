@@ -1,0 +1,570 @@
+//! AWS Signature Version 4: verifying what clients send (header and
+//! presigned-query forms) and signing what Nimbus itself sends (the CLI's
+//! requests, presigned code-download URLs).
+//!
+//! Canonicalisation follows AWS's published algorithm; the cryptographic
+//! steps (signing-key derivation, HMAC) are `aws-sigv4`'s, and signatures are
+//! compared in constant time.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
+use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
+const MAX_PRESIGN_EXPIRY: u64 = 7 * 24 * 3600;
+
+/// An access key pair.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
+}
+
+/// Why a request was not authenticated. Each is one AWS error type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Missing Authentication Token")]
+    Missing,
+    #[error("{0}")]
+    Incomplete(String),
+    #[error("The security token included in the request is invalid.")]
+    UnknownKey,
+    #[error("{0}")]
+    InvalidSignature(String),
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    ContentSha256Mismatch,
+}
+
+const MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+
+/// The parts of a request that a signature covers, exactly as received.
+pub struct SignedParts<'a> {
+    pub method: &'a str,
+    /// The path still percent-encoded, as it came over the wire.
+    pub raw_path: &'a str,
+    pub raw_query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// What the parsed `Authorization` header or presigned query says.
+struct Claim<'a> {
+    access_key: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+    signed_headers: Vec<&'a str>,
+    signature: &'a str,
+    amz_date: String,
+    /// Seconds a presigned URL stays valid; `None` for the header form.
+    expires: Option<u64>,
+}
+
+fn query_pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// RFC 3986 encoding: everything but unreserved characters (and `/` when asked).
+fn encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The canonical URI: the raw path normalised and encoded once more
+/// (so `%3A` is signed as `%253A`, as every service but S3 does).
+fn canonical_uri(raw_path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in raw_path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut path = format!("/{}", segments.join("/"));
+    if raw_path.ends_with('/') && path.len() > 1 {
+        path.push('/');
+    }
+    encode(&path, true)
+}
+
+fn canonical_query(raw: Option<&str>, skip_signature: bool) -> String {
+    let mut pairs: Vec<(String, String)> = query_pairs(raw.unwrap_or_default())
+        .into_iter()
+        .filter(|(k, _)| !(skip_signature && k == "X-Amz-Signature"))
+        .map(|(k, v)| (encode(&k, false), encode(&v, false)))
+        .collect();
+    pairs.sort();
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+}
+
+fn canonical_headers(headers: &HeaderMap, signed: &[&str]) -> String {
+    let mut out = String::new();
+    for name in signed {
+        let values: Vec<String> = headers
+            .get_all(*name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        out.push_str(name);
+        out.push(':');
+        out.push_str(&values.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn parse_amz_date(s: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok().map(|d| Utc.from_utc_datetime(&d))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn parse_credential(cred: &str) -> Result<(&str, &str, &str, &str), AuthError> {
+    let parts: Vec<&str> = cred.split('/').collect();
+    match parts.as_slice() {
+        [key, date, region, service, "aws4_request"] => Ok((key, date, region, service)),
+        _ => Err(AuthError::Incomplete(format!(
+            "Credential should be scoped to a valid region, service and terminated with 'aws4_request'. Received: {cred}"
+        ))),
+    }
+}
+
+fn parse_header_claim<'a>(auth: &'a str, headers: &'a HeaderMap) -> Result<Claim<'a>, AuthError> {
+    let rest = auth
+        .strip_prefix(ALGORITHM)
+        .ok_or_else(|| AuthError::Incomplete(format!("Unsupported authorization type; expected {ALGORITHM}.")))?;
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for field in rest.split(',') {
+        let field = field.trim();
+        if let Some(v) = field.strip_prefix("Credential=") {
+            credential = Some(v);
+        } else if let Some(v) = field.strip_prefix("SignedHeaders=") {
+            signed = Some(v);
+        } else if let Some(v) = field.strip_prefix("Signature=") {
+            signature = Some(v);
+        }
+    }
+    let missing: Vec<&str> = [("Credential", credential), ("SignedHeaders", signed), ("Signature", signature)]
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if !missing.is_empty() {
+        return Err(AuthError::Incomplete(format!(
+            "Authorization header requires {} parameter(s). Authorization={auth}",
+            missing.join(", ")
+        )));
+    }
+    let (access_key, date, region, service) = parse_credential(credential.unwrap_or_default())?;
+    let amz_date = match (header(headers, "x-amz-date"), header(headers, "date")) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(d)) => DateTime::parse_from_rfc2822(d)
+            .map(|d| d.with_timezone(&Utc).format("%Y%m%dT%H%M%SZ").to_string())
+            .map_err(|_| AuthError::Incomplete("Date must be in ISO-8601 'basic format'.".into()))?,
+        (None, None) => {
+            return Err(AuthError::Incomplete(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into(),
+            ))
+        }
+    };
+    Ok(Claim {
+        access_key,
+        date,
+        region,
+        service,
+        signed_headers: signed.unwrap_or_default().split(';').collect(),
+        signature: signature.unwrap_or_default(),
+        amz_date,
+        expires: None,
+    })
+}
+
+fn parse_query_claim(pairs: &[(String, String)]) -> Result<Claim<'_>, AuthError> {
+    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let need = |name: &'static str| {
+        get(name).ok_or_else(|| AuthError::Incomplete(format!("AWS query-string parameters must include '{name}'.")))
+    };
+    if need("X-Amz-Algorithm")? != ALGORITHM {
+        return Err(AuthError::Incomplete(format!("X-Amz-Algorithm only supports '{ALGORITHM}'.")));
+    }
+    let (access_key, date, region, service) = parse_credential(need("X-Amz-Credential")?)?;
+    let expires = need("X-Amz-Expires")?
+        .parse::<u64>()
+        .ok()
+        .filter(|e| *e <= MAX_PRESIGN_EXPIRY)
+        .ok_or_else(|| AuthError::Incomplete("X-Amz-Expires must be a number of seconds up to 604800.".into()))?;
+    Ok(Claim {
+        access_key,
+        date,
+        region,
+        service,
+        signed_headers: need("X-Amz-SignedHeaders")?.split(';').collect(),
+        signature: need("X-Amz-Signature")?,
+        amz_date: need("X-Amz-Date")?.to_string(),
+        expires: Some(expires),
+    })
+}
+
+/// Checks requests against the node's one key pair.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    credentials: Credentials,
+    service: &'static str,
+}
+
+impl Verifier {
+    pub fn new(credentials: Credentials, service: &'static str) -> Self {
+        Self { credentials, service }
+    }
+
+    pub fn verify(&self, req: &SignedParts<'_>, now: SystemTime) -> Result<(), AuthError> {
+        let pairs = query_pairs(req.raw_query.unwrap_or_default());
+        let claim = match header(req.headers, "authorization") {
+            Some(auth) => parse_header_claim(auth, req.headers)?,
+            None if pairs.iter().any(|(k, _)| k == "X-Amz-Signature" || k == "X-Amz-Credential") => {
+                parse_query_claim(&pairs)?
+            }
+            None => return Err(AuthError::Missing),
+        };
+        if !claim.signed_headers.contains(&"host") {
+            return Err(AuthError::Incomplete("'Host' must be a 'SignedHeader' in the AWS Authorization.".into()));
+        }
+        if claim.service != self.service {
+            return Err(AuthError::InvalidSignature(format!(
+                "Credential should be scoped to correct service: '{}'. ",
+                self.service
+            )));
+        }
+        if claim.access_key != self.credentials.access_key_id {
+            return Err(AuthError::UnknownKey);
+        }
+        let when = parse_amz_date(&claim.amz_date).ok_or_else(|| {
+            AuthError::Incomplete(format!("Date must be in ISO-8601 'basic format'. Got '{}'.", claim.amz_date))
+        })?;
+        if !claim.amz_date.starts_with(claim.date) {
+            return Err(AuthError::InvalidSignature(format!(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{}'.",
+                claim.date,
+                &claim.amz_date[..8.min(claim.amz_date.len())],
+                claim.amz_date
+            )));
+        }
+        check_time(when, claim.expires, now)?;
+
+        let hashes = self.payload_hashes(req)?;
+        let key = generate_signing_key(
+            &self.credentials.secret_access_key,
+            SystemTime::from(when),
+            claim.region,
+            claim.service,
+        );
+        let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
+        for payload_hash in hashes {
+            let canonical = [
+                req.method.to_string(),
+                canonical_uri(req.raw_path),
+                canonical_query(req.raw_query, claim.expires.is_some()),
+                canonical_headers(req.headers, &claim.signed_headers),
+                claim.signed_headers.join(";"),
+                payload_hash,
+            ]
+            .join("\n");
+            let to_sign =
+                format!("{ALGORITHM}\n{}\n{scope}\n{}", claim.amz_date, hex::encode(Sha256::digest(&canonical)));
+            let expected = calculate_signature(&key, to_sign.as_bytes());
+            if bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes())) {
+                return Ok(());
+            }
+        }
+        Err(AuthError::InvalidSignature(MISMATCH.into()))
+    }
+
+    /// The payload hashes a valid signature may have used: the declared
+    /// `x-amz-content-sha256` (checked against the body), else the body's
+    /// hash, and for presigned URLs also `UNSIGNED-PAYLOAD`.
+    fn payload_hashes(&self, req: &SignedParts<'_>) -> Result<Vec<String>, AuthError> {
+        let actual = hex::encode(Sha256::digest(req.body));
+        match header(req.headers, "x-amz-content-sha256") {
+            Some(UNSIGNED_PAYLOAD) => Ok(vec![UNSIGNED_PAYLOAD.into()]),
+            Some(declared) if declared.eq_ignore_ascii_case(&actual) => Ok(vec![declared.to_string()]),
+            Some(_) => Err(AuthError::ContentSha256Mismatch),
+            None => Ok(vec![actual, UNSIGNED_PAYLOAD.into()]),
+        }
+    }
+}
+
+fn check_time(when: DateTime<Utc>, expires: Option<u64>, now: SystemTime) -> Result<(), AuthError> {
+    let now: DateTime<Utc> = now.into();
+    let fmt = |d: DateTime<Utc>| d.format("%Y%m%dT%H%M%SZ").to_string();
+    let skew = chrono::Duration::from_std(MAX_SKEW).unwrap_or_default();
+    if let Some(secs) = expires {
+        let end = when + chrono::Duration::seconds(secs as i64);
+        if now > end {
+            return Err(AuthError::InvalidSignature(format!(
+                "Signature expired: {} is now earlier than {} ({} - {secs} sec.)",
+                fmt(end),
+                fmt(now),
+                fmt(now)
+            )));
+        }
+        if when > now + skew {
+            return Err(AuthError::InvalidSignature(format!(
+                "Signature not yet current: {} is still later than {} ({} + 5 min.)",
+                fmt(when),
+                fmt(now + skew),
+                fmt(now)
+            )));
+        }
+        return Ok(());
+    }
+    if when < now - skew {
+        return Err(AuthError::InvalidSignature(format!(
+            "Signature expired: {} is now earlier than {} ({} - 5 min.)",
+            fmt(when),
+            fmt(now - skew),
+            fmt(now)
+        )));
+    }
+    if when > now + skew {
+        return Err(AuthError::InvalidSignature(format!(
+            "Signature not yet current: {} is still later than {} ({} + 5 min.)",
+            fmt(when),
+            fmt(now + skew),
+            fmt(now)
+        )));
+    }
+    Ok(())
+}
+
+fn signing_params<'a>(
+    identity: &'a aws_smithy_runtime_api::client::identity::Identity,
+    region: &'a str,
+    settings: SigningSettings,
+    time: SystemTime,
+) -> Result<aws_sigv4::http_request::SigningParams<'a>, String> {
+    aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name("lambda")
+        .time(time)
+        .settings(settings)
+        .build()
+        .map(Into::into)
+        .map_err(|e| e.to_string())
+}
+
+fn identity(c: &Credentials) -> aws_smithy_runtime_api::client::identity::Identity {
+    aws_credential_types::Credentials::new(&c.access_key_id, &c.secret_access_key, None, None, "nimbus").into()
+}
+
+/// Signs a request as an AWS client would; returns the headers to add.
+pub fn sign_headers(
+    creds: &Credentials,
+    region: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let identity = identity(creds);
+    let params = signing_params(&identity, region, SigningSettings::default(), time)?;
+    let request = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
+        .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// A presigned GET URL for `base` (scheme, host and path, already encoded).
+pub fn presign_get(
+    creds: &Credentials,
+    region: &str,
+    base: &str,
+    host: &str,
+    expires: Duration,
+    time: SystemTime,
+) -> Result<String, String> {
+    let identity = identity(creds);
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(expires);
+    let params = signing_params(&identity, region, settings, time)?;
+    let request = SignableRequest::new("GET", base, [("host", host)].into_iter(), SignableBody::Bytes(&[]))
+        .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+    let query: Vec<String> =
+        instructions.params().iter().map(|(k, v)| format!("{}={}", encode(k, false), encode(v, false))).collect();
+    Ok(format!("{base}?{}", query.join("&")))
+}
+
+/// Derives the date used in signing-key examples (midnight UTC of `yyyymmdd`).
+pub fn date_time(yyyymmdd: &str) -> Option<SystemTime> {
+    let d = NaiveDate::parse_from_str(yyyymmdd, "%Y%m%d").ok()?;
+    Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn example_creds() -> Credentials {
+        Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        }
+    }
+
+    fn at(s: &str) -> SystemTime {
+        parse_amz_date(s).unwrap().into()
+    }
+
+    #[test]
+    fn signing_key_matches_the_aws_documentation_example() {
+        // The IAM user guide's derived-key example: 20150830 / us-east-1 / iam.
+        let key = generate_signing_key(
+            &example_creds().secret_access_key,
+            date_time("20150830").unwrap(),
+            "us-east-1",
+            "iam",
+        );
+        assert_eq!(hex::encode(key.as_ref()), "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9");
+    }
+
+    /// AWS SigV4 test suite, "get-vanilla": GET / with host and x-amz-date,
+    /// service "service", signed 2015-08-30T12:36:00Z.
+    #[test]
+    fn verifies_the_get_vanilla_test_vector() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("example.amazonaws.com"));
+        headers.insert("x-amz-date", HeaderValue::from_static("20150830T123600Z"));
+        headers.insert("authorization", HeaderValue::from_static(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        ));
+        let parts = SignedParts { method: "GET", raw_path: "/", raw_query: None, headers: &headers, body: b"" };
+        let v = Verifier::new(example_creds(), "service");
+        assert_eq!(v.verify(&parts, at("20150830T123900Z")), Ok(()));
+        // One minute past the allowed skew, the same request has expired.
+        let late = v.verify(&parts, at("20150830T124200Z"));
+        assert!(matches!(late, Err(AuthError::InvalidSignature(m)) if m.starts_with("Signature expired")));
+        let wrong = Verifier::new(Credentials { secret_access_key: "other".into(), ..example_creds() }, "service");
+        assert_eq!(wrong.verify(&parts, at("20150830T123600Z")), Err(AuthError::InvalidSignature(MISMATCH.into())));
+        assert!(
+            matches!(Verifier::new(example_creds(), "lambda").verify(&parts, at("20150830T123600Z")), Err(AuthError::InvalidSignature(m)) if m.contains("correct service"))
+        );
+    }
+
+    /// AWS SigV4 test suite, "get-vanilla-query-order-key-case": query
+    /// parameters are sorted after encoding.
+    #[test]
+    fn verifies_the_query_order_test_vector() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("example.amazonaws.com"));
+        headers.insert("x-amz-date", HeaderValue::from_static("20150830T123600Z"));
+        headers.insert("authorization", HeaderValue::from_static(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+        ));
+        let parts = SignedParts {
+            method: "GET",
+            raw_path: "/",
+            raw_query: Some("Param2=value2&Param1=value1"),
+            headers: &headers,
+            body: b"",
+        };
+        assert_eq!(Verifier::new(example_creds(), "service").verify(&parts, at("20150830T123600Z")), Ok(()));
+    }
+
+    #[test]
+    fn accepts_what_the_aws_signer_produces_including_encoded_arns() {
+        let creds = example_creds();
+        let now = SystemTime::now();
+        let path = "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af/invocations";
+        let url = format!("http://127.0.0.1:9070{path}?Qualifier=%24LATEST");
+        let body = br#"{"a":1}"#;
+        let signed = sign_headers(&creds, "us-east-1", "POST", &url, &[("host", "127.0.0.1:9070")], body, now).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("127.0.0.1:9070"));
+        for (k, v) in &signed {
+            headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let v = Verifier::new(creds.clone(), "lambda");
+        let parts = SignedParts {
+            method: "POST",
+            raw_path: path,
+            raw_query: Some("Qualifier=%24LATEST"),
+            headers: &headers,
+            body,
+        };
+        assert_eq!(v.verify(&parts, now), Ok(()));
+        let tampered = SignedParts { body: br#"{"a":2}"#, ..parts };
+        assert!(v.verify(&tampered, now).is_err());
+        let none = HeaderMap::new();
+        let bare = SignedParts { method: "GET", raw_path: "/", raw_query: None, headers: &none, body: b"" };
+        assert_eq!(v.verify(&bare, now), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn presigned_urls_verify_until_they_expire() {
+        let creds = example_creds();
+        let t0 = SystemTime::now();
+        let url = presign_get(&creds, "us-east-1", "http://h:1/_nimbus/code/ab", "h:1", Duration::from_secs(600), t0)
+            .unwrap();
+        let query = url.split_once('?').unwrap().1;
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("h:1"));
+        let parts = SignedParts {
+            method: "GET",
+            raw_path: "/_nimbus/code/ab",
+            raw_query: Some(query),
+            headers: &headers,
+            body: b"",
+        };
+        let v = Verifier::new(creds, "lambda");
+        assert_eq!(v.verify(&parts, t0 + Duration::from_secs(599)), Ok(()));
+        assert!(
+            matches!(v.verify(&parts, t0 + Duration::from_secs(601)), Err(AuthError::InvalidSignature(m)) if m.contains("expired"))
+        );
+    }
+
+    #[test]
+    fn canonical_uri_double_encodes_and_normalises() {
+        assert_eq!(canonical_uri("/a/./b/../c//d"), "/a/c/d");
+        assert_eq!(canonical_uri("/f/arn%3Ax"), "/f/arn%253Ax");
+        assert_eq!(canonical_uri(""), "/");
+    }
+}

@@ -1,0 +1,130 @@
+//! A small signed client of the Nimbus API for the CLI commands. It signs
+//! with SigV4 like any AWS SDK, so the CLI has no side door into the server.
+
+use std::io::IsTerminal;
+use std::time::SystemTime;
+
+use anyhow::{anyhow, Context};
+use nimbus_api::sigv4::{sign_headers, Credentials};
+use serde_json::Value;
+
+use crate::serve::{KeyFile, KEY_FILE};
+use crate::ClientArgs;
+
+pub struct Client {
+    endpoint: String,
+    region: String,
+    creds: Credentials,
+    http: reqwest::Client,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Percent-encodes one path label, as AWS SDKs do (nothing kept but unreserved).
+pub fn label(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let endpoint = args
+            .endpoint
+            .clone()
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .unwrap_or_else(|| "http://127.0.0.1:9070".into())
+            .trim_end_matches('/')
+            .to_string();
+        let region = args
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let creds = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => Credentials { access_key_id, secret_access_key },
+            _ => match (env("NIMBUS_ACCESS_KEY_ID"), env("NIMBUS_SECRET_ACCESS_KEY")) {
+                (Some(access_key_id), Some(secret_access_key)) => Credentials { access_key_id, secret_access_key },
+                _ => {
+                    let path = args.data_dir.join(KEY_FILE);
+                    let k: KeyFile = serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+                        format!("no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or point --data-dir at a server's data directory ({} not readable)", path.display())
+                    })?)?;
+                    Credentials { access_key_id: k.access_key_id, secret_access_key: k.secret_access_key }
+                }
+            },
+        };
+        Ok(Self { endpoint, region, creds, http: reqwest::Client::new() })
+    }
+
+    /// Sends a signed request and returns the JSON body (`Null` when empty).
+    /// Errors carry AWS's error type and message.
+    pub async fn call(&self, method: &str, path_and_query: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {
+        let url = format!("{}{path_and_query}", self.endpoint);
+        let parsed = reqwest::Url::parse(&url).with_context(|| format!("bad endpoint URL {url}"))?;
+        let host = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
+            None => parsed.host_str().unwrap_or_default().to_string(),
+        };
+        let body = body.unwrap_or_default();
+        let mut headers = vec![("host", host.as_str())];
+        if !body.is_empty() {
+            headers.push(("content-type", "application/json"));
+        }
+        let signed = sign_headers(&self.creds, &self.region, method, &url, &headers, &body, SystemTime::now())
+            .map_err(|e| anyhow!("signing failed: {e}"))?;
+        let mut req = self.http.request(method.parse()?, parsed);
+        for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
+            req = req.header(*k, *v);
+        }
+        for (k, v) in signed {
+            req = req.header(k, v);
+        }
+        let len = body.len() as u64;
+        let req = if len > 1 << 20 && std::io::stderr().is_terminal() {
+            req.body(progress_body(body))
+        } else {
+            req.body(body)
+        };
+        let resp = req.send().await.with_context(|| format!("cannot reach Nimbus at {}", self.endpoint))?;
+        let status = resp.status();
+        let kind = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let bytes = resp.bytes().await?;
+        let value: Value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if !status.is_success() {
+            let message =
+                value.get("message").or_else(|| value.get("Message")).and_then(Value::as_str).unwrap_or_default();
+            return Err(anyhow!("{} ({}): {message}", kind.unwrap_or_else(|| "Error".into()), status.as_u16()));
+        }
+        Ok(value)
+    }
+}
+
+/// Streams a large upload in chunks while drawing a progress bar.
+fn progress_body(body: Vec<u8>) -> reqwest::Body {
+    let bar = indicatif::ProgressBar::new(body.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let chunks: Vec<bytes::Bytes> =
+        bytes::Bytes::from(body).chunks(256 * 1024).map(bytes::Bytes::copy_from_slice).collect();
+    let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
+        bar.inc(c.len() as u64);
+        if bar.position() >= bar.length().unwrap_or(0) {
+            bar.finish_and_clear();
+        }
+        Ok::<_, std::io::Error>(c)
+    }));
+    reqwest::Body::wrap_stream(stream)
+}

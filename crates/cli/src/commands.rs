@@ -1,0 +1,238 @@
+//! Client commands: `function deploy|list|get|delete` and `layer publish`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Subcommand;
+use serde_json::{json, Map, Value};
+
+use crate::client::{label, Client};
+use crate::ClientArgs;
+
+#[derive(Subcommand)]
+pub enum FunctionCommand {
+    /// Create a function from a directory or zip, or update it if it exists.
+    Deploy {
+        /// A directory (zipped deterministically) or a .zip file.
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        runtime: Option<String>,
+        #[arg(long)]
+        handler: Option<String>,
+        /// Memory in MB (128-10240).
+        #[arg(long)]
+        memory: Option<i64>,
+        /// Timeout in seconds (1-900).
+        #[arg(long)]
+        timeout: Option<i64>,
+        /// Environment variable, KEY=VALUE; repeatable. Replaces the whole set.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Execution role ARN (recorded; Nimbus does not use IAM).
+        #[arg(long, default_value = "arn:aws:iam::000000000000:role/nimbus-function")]
+        role: String,
+    },
+    /// List functions.
+    List,
+    /// Show one function.
+    Get { name: String },
+    /// Delete a function and all its versions.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum LayerCommand {
+    /// Publish a new layer version from a directory or zip.
+    Publish {
+        name: String,
+        path: PathBuf,
+        /// Runtime the layer is compatible with; repeatable.
+        #[arg(long = "compatible-runtime")]
+        compatible_runtimes: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+fn read_package(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path.is_dir() {
+        crate::zipdir::zip_dir(path)
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn parse_env(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (k, v) = p.split_once('=').with_context(|| format!("--env expects KEY=VALUE, got {p:?}"))?;
+            Ok((k.to_string(), Value::String(v.to_string())))
+        })
+        .collect()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn show(value: &Value, as_json: bool, keys: &[&str]) -> anyhow::Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        let rows: Vec<Vec<String>> = keys.iter().map(|k| vec![k.to_string(), text(&value[*k])]).collect();
+        table(&["FIELD", "VALUE"], &rows);
+    }
+    Ok(())
+}
+
+const CONFIG_KEYS: &[&str] = &[
+    "FunctionName",
+    "FunctionArn",
+    "Runtime",
+    "Handler",
+    "MemorySize",
+    "Timeout",
+    "CodeSize",
+    "CodeSha256",
+    "Version",
+    "State",
+    "LastModified",
+];
+
+pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args)?;
+    match cmd {
+        FunctionCommand::Deploy { path, name, runtime, handler, memory, timeout, env, description, role } => {
+            let zip = read_package(&path)?;
+            let mut config = Map::new();
+            let mut set = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    config.insert(k.to_string(), v);
+                }
+            };
+            set("Runtime", runtime.map(Value::from));
+            set("Handler", handler.map(Value::from));
+            set("MemorySize", memory.map(Value::from));
+            set("Timeout", timeout.map(Value::from));
+            set("Description", description.map(Value::from));
+            if !env.is_empty() {
+                set("Environment", Some(json!({ "Variables": parse_env(&env)? })));
+            }
+            let path_of = |suffix: &str| format!("/2015-03-31/functions/{}{suffix}", label(&name));
+            let exists = client.call("GET", &path_of("/configuration"), None).await.is_ok();
+            let result = if exists {
+                let code = json!({ "ZipFile": b64(&zip) });
+                let mut result = client.call("PUT", &path_of("/code"), Some(serde_json::to_vec(&code)?)).await?;
+                if !config.is_empty() {
+                    result = client
+                        .call("PUT", &path_of("/configuration"), Some(serde_json::to_vec(&Value::Object(config))?))
+                        .await?;
+                }
+                result
+            } else {
+                config.insert("FunctionName".into(), name.clone().into());
+                config.insert("Role".into(), role.into());
+                config.insert("Code".into(), json!({ "ZipFile": b64(&zip) }));
+                client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&Value::Object(config))?)).await?
+            };
+            if !args.json {
+                eprintln!("{} {name} ({} bytes)", if exists { "Updated" } else { "Created" }, zip.len());
+            }
+            show(&result, args.json, CONFIG_KEYS)
+        }
+        FunctionCommand::List => {
+            let mut functions = Vec::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let q = marker.as_deref().map(|m| format!("?Marker={}", label(m))).unwrap_or_default();
+                let page = client.call("GET", &format!("/2015-03-31/functions{q}"), None).await?;
+                functions.extend(page["Functions"].as_array().cloned().unwrap_or_default());
+                match page["NextMarker"].as_str() {
+                    Some(m) => marker = Some(m.to_string()),
+                    None => break,
+                }
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "Functions": functions }))?);
+            } else {
+                let rows: Vec<Vec<String>> = functions
+                    .iter()
+                    .map(|f| {
+                        ["FunctionName", "Runtime", "MemorySize", "Timeout", "LastModified"]
+                            .iter()
+                            .map(|k| text(&f[*k]))
+                            .collect()
+                    })
+                    .collect();
+                table(&["NAME", "RUNTIME", "MEMORY", "TIMEOUT", "LAST MODIFIED"], &rows);
+            }
+            Ok(())
+        }
+        FunctionCommand::Get { name } => {
+            let resp = client.call("GET", &format!("/2015-03-31/functions/{}", label(&name)), None).await?;
+            show(&resp["Configuration"], args.json, CONFIG_KEYS)
+        }
+        FunctionCommand::Delete { name } => {
+            client.call("DELETE", &format!("/2015-03-31/functions/{}", label(&name)), None).await?;
+            if args.json {
+                println!("{}", json!({ "Deleted": name }));
+            } else {
+                println!("Deleted function {name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn layer(cmd: LayerCommand, args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args)?;
+    match cmd {
+        LayerCommand::Publish { name, path, compatible_runtimes, description } => {
+            let zip = read_package(&path)?;
+            let mut body = json!({ "Content": { "ZipFile": b64(&zip) }, "CompatibleRuntimes": compatible_runtimes });
+            if let Some(d) = description {
+                body["Description"] = d.into();
+            }
+            let resp = client
+                .call(
+                    "POST",
+                    &format!("/2018-10-31/layers/{}/versions", label(&name)),
+                    Some(serde_json::to_vec(&body)?),
+                )
+                .await?;
+            show(&resp, args.json, &["LayerArn", "LayerVersionArn", "Version", "CompatibleRuntimes", "CreatedDate"])
+        }
+    }
+}

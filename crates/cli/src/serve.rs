@@ -1,0 +1,155 @@
+//! `nimbus serve`: opens the data directory, builds the control plane and
+//! serves the API until SIGINT or SIGTERM, finishing in-flight requests.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use nimbus_api::sigv4::Credentials;
+use nimbus_control::{Control, Settings};
+use nimbus_core::limits::ACCOUNT_CONCURRENCY_DEFAULT;
+use nimbus_core::Account;
+use nimbus_store::{FsBlobs, SqliteMetadata};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:9070")]
+    listen: SocketAddr,
+    /// Directory for metadata, code and keys.
+    #[arg(long, env = "NIMBUS_DATA_DIR", default_value = ".nimbus")]
+    data_dir: PathBuf,
+    /// Region used in ARNs.
+    #[arg(long, env = "NIMBUS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Account id used in ARNs (12 digits).
+    #[arg(long, env = "NIMBUS_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "plain")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// The key file kept in the data directory (mode 0600).
+#[derive(Serialize, Deserialize)]
+pub struct KeyFile {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+pub const KEY_FILE: &str = "credentials.json";
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn random(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::thread_rng();
+    (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char).collect()
+}
+
+/// The node's key pair: from the environment, else the key file, else a
+/// new pair written to the key file. The bool says whether it came from the
+/// environment.
+fn credentials(data_dir: &Path) -> anyhow::Result<(Credentials, bool)> {
+    let env_id = std::env::var("NIMBUS_ACCESS_KEY_ID").ok().filter(|s| !s.is_empty());
+    let env_secret = std::env::var("NIMBUS_SECRET_ACCESS_KEY").ok().filter(|s| !s.is_empty());
+    match (env_id, env_secret) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            return Ok((Credentials { access_key_id, secret_access_key }, true))
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("set both NIMBUS_ACCESS_KEY_ID and NIMBUS_SECRET_ACCESS_KEY, or neither"),
+    }
+    let path = data_dir.join(KEY_FILE);
+    if path.exists() {
+        let k: KeyFile =
+            serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?;
+        return Ok((Credentials { access_key_id: k.access_key_id, secret_access_key: k.secret_access_key }, false));
+    }
+    let key = KeyFile {
+        access_key_id: format!("NKIA{}", random(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
+        secret_access_key: random(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
+    };
+    let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&key)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok((Credentials { access_key_id: key.access_key_id, secret_access_key: key.secret_access_key }, false))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
+    }
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let (creds, from_env) = credentials(&args.data_dir)?;
+
+    let catalog = tokio::task::spawn_blocking(nimbus_control::runtimes::discover);
+    let meta = SqliteMetadata::open(&args.data_dir.join("metadata.db")).await.context("opening the metadata store")?;
+    let blobs = FsBlobs::open(args.data_dir.join("blobs"))?;
+    let catalog = catalog.await?;
+    tracing::info!(runtimes = ?catalog.ids().collect::<Vec<_>>(), "runtime catalog");
+    let settings = Settings {
+        account: Account { id: args.account_id.clone(), region: args.region.clone() },
+        catalog,
+        concurrency_limit: ACCOUNT_CONCURRENCY_DEFAULT,
+    };
+    let control = Arc::new(Control::new(settings, Arc::new(meta), Arc::new(blobs)).await?);
+
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
+
+    let secret =
+        if from_env { "<as set in NIMBUS_SECRET_ACCESS_KEY>".to_string() } else { creds.secret_access_key.clone() };
+    println!("Nimbus is serving the Lambda API on http://{addr}");
+    println!("Use it with the aws CLI, boto3 or any AWS SDK:");
+    println!("export AWS_ENDPOINT_URL=http://{addr}");
+    println!("export AWS_REGION={0} AWS_DEFAULT_REGION={0}", args.region);
+    println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
+    println!("export AWS_SECRET_ACCESS_KEY={secret}");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "ready");
+
+    axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

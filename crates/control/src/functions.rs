@@ -1,0 +1,385 @@
+//! Functions, their code and their versions: create, read, update, delete,
+//! list, publish.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use nimbus_core::function::{Code, ConfigPatch, Function, FunctionConfig, LayerRef};
+use nimbus_core::limits::UNZIPPED_MAX;
+use nimbus_core::{validate, zipcheck, Qualifier};
+use nimbus_store::Write;
+
+use crate::*;
+
+/// What CreateFunction carries once parsed.
+#[derive(Debug, Clone, Default)]
+pub struct NewFunction {
+    pub name: String,
+    pub role: String,
+    pub patch: ConfigPatch,
+    pub architectures: Option<Vec<String>>,
+    pub package_type: Option<String>,
+    /// The zip archive (decoded from base64).
+    pub zip: Option<Vec<u8>>,
+    /// Set when the request named an S3 object or an image instead of a zip.
+    pub other_source: Option<String>,
+    pub publish: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What UpdateFunctionCode carries once parsed.
+#[derive(Debug, Clone, Default)]
+pub struct CodeUpdate {
+    pub zip: Option<Vec<u8>>,
+    pub other_source: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    pub publish: bool,
+    pub dry_run: bool,
+    pub revision_id: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_marker: Option<String>,
+}
+
+fn code_source(zip: Option<Vec<u8>>, other: Option<String>) -> Result<Vec<u8>> {
+    match (zip, other) {
+        (Some(z), None) => Ok(z),
+        (None, Some(what)) => {
+            Err(invalid(format!("{what} is not supported by this Nimbus node yet: upload the code as Code.ZipFile.")))
+        }
+        (Some(_), Some(_)) => Err(invalid("Please provide only one source for the function code.")),
+        (None, None) => Err(invalid("Please provide a source for the function code: Code.ZipFile.")),
+    }
+}
+
+impl Control {
+    /// Resolves layer version ARNs to what the function records of them.
+    async fn resolve_layers(&self, arns: &[String]) -> Result<Vec<LayerRef>> {
+        if arns.len() > nimbus_core::limits::LAYERS_MAX {
+            return Err(invalid(format!("Cannot reference more than {} layers.", nimbus_core::limits::LAYERS_MAX)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(arns.len());
+        for arn in arns {
+            let (name, version) = self.account().parse_layer_version_arn(arn).map_err(rule)?;
+            if !seen.insert(name.clone()) {
+                return Err(invalid(
+                    "Two different versions of the same layer are not allowed to be referenced in the same function.",
+                ));
+            }
+            let lv = self
+                .meta
+                .get_layer_version(&name, version)
+                .await?
+                .ok_or_else(|| invalid(format!("Layer version {arn} does not exist.")))?;
+            out.push(LayerRef {
+                arn: arn.clone(),
+                sha256_hex: lv.code.sha256_hex,
+                code_size: lv.code.size,
+                unzipped_size: lv.code.unzipped_size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs the zip gate off the async threads.
+    pub(crate) async fn inspect_zip(zip: Vec<u8>, budget: u64) -> Result<(Vec<u8>, zipcheck::ZipInfo)> {
+        tokio::task::spawn_blocking(move || zipcheck::inspect(&zip, budget).map(|info| (zip, info)))
+            .await
+            .map_err(|e| Error::Unavailable(format!("zip inspection failed: {e}")))?
+            .map_err(rule)
+    }
+
+    pub async fn create_function(&self, req: NewFunction) -> Result<FunctionConfig> {
+        validate::function_name(&req.name).map_err(rule)?;
+        validate::role(&req.role).map_err(rule)?;
+        validate::tags(&req.tags).map_err(rule)?;
+        if let Some(a) = &req.architectures {
+            validate::architectures(a).map_err(rule)?;
+        }
+        match req.package_type.as_deref() {
+            None | Some("Zip") => {}
+            Some("Image") => return Err(invalid("PackageType Image is not supported by this Nimbus node yet.")),
+            Some(other) => validate::one_of("packageType", other, &["Zip", "Image"]).map_err(rule)?,
+        }
+        let zip = code_source(req.zip, req.other_source)?;
+        let layers = self.resolve_layers(req.patch.layers.as_deref().unwrap_or_default()).await?;
+        let layer_bytes: u64 = layers.iter().map(|l| l.unzipped_size).sum();
+        let mut config = FunctionConfig::new(
+            &req.name,
+            req.role.clone(),
+            Code { sha256_hex: String::new(), size: 0, unzipped_size: 0 },
+            now_ms(),
+            new_revision(),
+        );
+        req.patch.apply(&mut config, self.catalog()).map_err(rule)?;
+        config.check_package().map_err(rule)?;
+        config.layers = layers;
+        if let Some(a) = req.architectures {
+            config.architectures = a;
+        }
+        if self.meta.get_function(&req.name).await?.is_some() {
+            return Err(conflict(format!("Function already exist: {}", req.name)));
+        }
+        let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
+        config.code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };
+
+        let guard = self.lock().await;
+        if self.meta.get_function(&req.name).await?.is_some() {
+            return Err(conflict(format!("Function already exist: {}", req.name)));
+        }
+        self.blobs.put(zip).await?;
+        let mut function = Function::new(config, req.tags);
+        let mut writes = Vec::new();
+        let mut result = function.latest.clone();
+        if req.publish {
+            function.last_version = 1;
+            result = Self::version_of(&function.latest, 1, None);
+            writes.push(Write::PutVersion(Box::new(result.clone())));
+        }
+        writes.insert(0, Write::PutFunction(Box::new(function)));
+        self.meta.apply(writes).await?;
+        drop(guard);
+        tracing::info!(function = %req.name, "function created");
+        Ok(result)
+    }
+
+    fn version_of(latest: &FunctionConfig, n: u64, description: Option<String>) -> FunctionConfig {
+        FunctionConfig {
+            version: n.to_string(),
+            description: description.unwrap_or_else(|| latest.description.clone()),
+            revision_id: new_revision(),
+            last_modified_ms: now_ms(),
+            ..latest.clone()
+        }
+    }
+
+    /// GetFunction / GetFunctionConfiguration.
+    pub async fn get_function(&self, raw: &str, qualifier: Option<&str>) -> Result<(Resolved, Function)> {
+        let r = self.parse_ref(raw, qualifier)?;
+        let f = self.function(&r.name).await?;
+        Ok((self.config_at(&f, r.qualifier.as_ref()).await?, f))
+    }
+
+    /// The bytes of a stored archive, for the signed download URL.
+    pub async fn code_blob(&self, sha256_hex: &str) -> Result<Vec<u8>> {
+        self.blobs.get(sha256_hex).await.map_err(|e| match e {
+            nimbus_store::Error::MissingBlob(_) => not_found("The resource you requested does not exist."),
+            other => other.into(),
+        })
+    }
+
+    pub async fn update_code(&self, raw: &str, req: CodeUpdate) -> Result<FunctionConfig> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        if let Some(a) = &req.architectures {
+            validate::architectures(a).map_err(rule)?;
+        }
+        let zip = code_source(req.zip, req.other_source)?;
+        let current = self.function(&r.name).await?;
+        check_revision(req.revision_id.as_deref(), &current.latest.revision_id)?;
+        let layer_bytes: u64 = current.latest.layers.iter().map(|l| l.unzipped_size).sum();
+        let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
+
+        let guard = self.lock().await;
+        let mut f = self.function(&r.name).await?;
+        check_revision(req.revision_id.as_deref(), &f.latest.revision_id)?;
+        let mut latest = f.latest.clone();
+        latest.code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };
+        if let Some(a) = req.architectures {
+            latest.architectures = a;
+        }
+        if req.dry_run {
+            return Ok(latest);
+        }
+        latest.revision_id = new_revision();
+        latest.last_modified_ms = now_ms();
+        self.blobs.put(zip).await?;
+        f.latest = latest;
+        let result = if req.publish {
+            self.publish_locked(&mut f, None).await?
+        } else {
+            self.save(&f).await?;
+            f.latest.clone()
+        };
+        self.collect_garbage(&guard).await?;
+        Ok(result)
+    }
+
+    pub async fn update_configuration(
+        &self,
+        raw: &str,
+        patch: ConfigPatch,
+        revision_id: Option<String>,
+    ) -> Result<FunctionConfig> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let layers = match &patch.layers {
+            Some(arns) => Some(self.resolve_layers(arns).await?),
+            None => None,
+        };
+        let _guard = self.lock().await;
+        let mut f = self.function(&r.name).await?;
+        check_revision(revision_id.as_deref(), &f.latest.revision_id)?;
+        let mut latest = f.latest.clone();
+        patch.apply(&mut latest, self.catalog()).map_err(rule)?;
+        if let Some(layers) = layers {
+            latest.layers = layers;
+        }
+        latest.check_package().map_err(rule)?;
+        if latest.unzipped_total() > UNZIPPED_MAX {
+            return Err(rule(zipcheck::too_big()));
+        }
+        latest.revision_id = new_revision();
+        latest.last_modified_ms = now_ms();
+        f.latest = latest;
+        self.save(&f).await?;
+        Ok(f.latest)
+    }
+
+    pub async fn delete_function(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
+        let r = self.parse_ref(raw, qualifier)?;
+        let guard = self.lock().await;
+        let mut f = self.function(&r.name).await?;
+        match r.qualifier {
+            None => {
+                self.meta.apply(vec![Write::DeleteFunction(r.name.clone())]).await?;
+                tracing::info!(function = %r.name, "function deleted");
+            }
+            Some(Qualifier::Latest) => {
+                return Err(invalid("$LATEST version cannot be deleted without deleting the function."));
+            }
+            Some(Qualifier::Alias(_)) => {
+                return Err(invalid("Deletion of aliases is not supported by DeleteFunction; use DeleteAlias."));
+            }
+            Some(Qualifier::Version(v)) => {
+                self.check_qualifier(&f, &Qualifier::Version(v)).await?;
+                let users: Vec<&str> = f
+                    .aliases
+                    .values()
+                    .filter(|a| {
+                        a.function_version == v.to_string() || a.additional_weights.contains_key(&v.to_string())
+                    })
+                    .map(|a| a.name.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return Err(conflict(format!(
+                        "Unable to delete version because the following aliases reference it: [{}]",
+                        users.join(", ")
+                    )));
+                }
+                let key = v.to_string();
+                f.event_invoke_configs.remove(&key);
+                f.provisioned.remove(&key);
+                f.policy.retain(|s| s.qualifier.as_deref() != Some(key.as_str()));
+                self.meta
+                    .apply(vec![Write::PutFunction(Box::new(f)), Write::DeleteVersion { name: r.name, version: v }])
+                    .await?;
+            }
+        }
+        self.collect_garbage(&guard).await
+    }
+
+    /// ListFunctions: `$LATEST` of each function, or every version with `all`.
+    pub async fn list_functions(
+        &self,
+        marker: Option<&str>,
+        max_items: Option<i64>,
+        all: bool,
+    ) -> Result<Page<FunctionConfig>> {
+        let limit = crate::page_size(max_items)?;
+        let after = match marker.filter(|m| !m.is_empty()) {
+            None => None,
+            Some(m) => {
+                let (name, v) = m.rsplit_once('/').ok_or_else(|| invalid(format!("Invalid marker: {m}")))?;
+                Some((name.to_string(), v.parse().map_err(|_| invalid(format!("Invalid marker: {m}")))?))
+            }
+        };
+        let mut items = self.meta.list_configs(after, all, limit + 1).await?;
+        let next_marker = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|c| format!("{}/{}", c.name, c.version.parse::<u64>().unwrap_or(0)))
+        } else {
+            None
+        };
+        Ok(Page { items, next_marker })
+    }
+
+    pub async fn publish_version(
+        &self,
+        raw: &str,
+        code_sha256: Option<&str>,
+        description: Option<String>,
+        revision_id: Option<&str>,
+    ) -> Result<FunctionConfig> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        if let Some(d) = &description {
+            validate::description(d).map_err(rule)?;
+        }
+        let _guard = self.lock().await;
+        let mut f = self.function(&r.name).await?;
+        if let Some(sha) = code_sha256.filter(|s| !s.is_empty()) {
+            let actual = code_sha256_b64(&f.latest.code.sha256_hex);
+            if sha != actual {
+                return Err(invalid(format!(
+                    "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({actual}). Please try again with the CodeSHA256 in $LATEST."
+                )));
+            }
+        }
+        check_revision(revision_id, &f.latest.revision_id)?;
+        self.publish_locked(&mut f, description).await
+    }
+
+    /// Publishes `f.latest` (saving `f`), or returns the newest version when
+    /// nothing changed since it was published.
+    async fn publish_locked(&self, f: &mut Function, description: Option<String>) -> Result<FunctionConfig> {
+        if f.last_version > 0 {
+            if let Some(newest) = self.meta.get_version(f.name(), f.last_version).await? {
+                if f.latest.same_content(&newest) {
+                    self.save(f).await?;
+                    return Ok(newest);
+                }
+            }
+        }
+        f.last_version += 1;
+        let version = Self::version_of(&f.latest, f.last_version, description);
+        self.meta
+            .apply(vec![Write::PutFunction(Box::new(f.clone())), Write::PutVersion(Box::new(version.clone()))])
+            .await?;
+        Ok(version)
+    }
+
+    /// ListVersionsByFunction: `$LATEST` first, then versions in order.
+    pub async fn list_versions(
+        &self,
+        raw: &str,
+        marker: Option<&str>,
+        max_items: Option<i64>,
+    ) -> Result<Page<FunctionConfig>> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let f = self.function(&r.name).await?;
+        let mut all = vec![f.latest];
+        all.extend(self.meta.list_versions(&r.name).await?);
+        let (items, next_marker) = paginate(all, marker, max_items)?;
+        Ok(Page { items, next_marker })
+    }
+
+    /// Invoke arrives with the execution issue; the API answers clearly
+    /// until then.
+    pub async fn invoke(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
+        let r = self.parse_ref(raw, qualifier)?;
+        let f = self.function(&r.name).await?;
+        self.config_at(&f, r.qualifier.as_ref()).await?;
+        Err(Error::Unavailable(
+            "Function execution is not available on this Nimbus node yet: Invoke arrives with sandboxed execution."
+                .into(),
+        ))
+    }
+}
+
+/// `CodeSha256` as AWS reports it: base64 of the raw digest.
+pub fn code_sha256_b64(hex_digest: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_digest).unwrap_or_default())
+}

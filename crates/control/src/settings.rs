@@ -1,0 +1,581 @@
+//! The side configurations of a function: reserved and provisioned
+//! concurrency, tags, the resource policy, function URLs, asynchronous
+//! invocation settings; and the account's settings.
+
+use std::collections::BTreeMap;
+
+use nimbus_core::function::{Cors, EventInvokeConfig, Function, ProvisionedConfig, Statement, UrlConfig};
+use nimbus_core::limits::*;
+use nimbus_core::{validate, FunctionRef};
+use rand::Rng;
+
+use crate::*;
+
+/// AddPermission's input.
+#[derive(Debug, Clone, Default)]
+pub struct NewPermission {
+    pub statement_id: String,
+    pub action: String,
+    pub principal: String,
+    pub source_arn: Option<String>,
+    pub source_account: Option<String>,
+    pub principal_org_id: Option<String>,
+    pub event_source_token: Option<String>,
+    pub function_url_auth_type: Option<String>,
+    pub revision_id: Option<String>,
+}
+
+/// Create/UpdateFunctionUrlConfig's input; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct UrlConfigInput {
+    pub auth_type: Option<String>,
+    pub cors: Option<Cors>,
+    pub invoke_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountSettings {
+    pub concurrency_limit: u32,
+    pub unreserved_concurrency: u32,
+    pub function_count: u64,
+    pub total_code_size: u64,
+}
+
+/// The policy key of a qualifier: the function itself and `$LATEST` share one.
+fn policy_key(q: &Option<Qualifier>) -> Option<String> {
+    match q {
+        None | Some(Qualifier::Latest) => None,
+        Some(q) => Some(q.to_string()),
+    }
+}
+
+fn event_key(q: &Option<Qualifier>) -> String {
+    q.as_ref().map_or_else(|| LATEST.to_string(), ToString::to_string)
+}
+
+fn check_destination(arn: &str) -> Result<()> {
+    let services = ["sqs", "sns", "lambda", "events", "s3"];
+    let parts: Vec<&str> = arn.split(':').collect();
+    let ok = arn.len() <= 350 && parts.len() >= 6 && parts[0] == "arn" && services.contains(&parts[2]);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!("The destination ARN {arn} is invalid.")))
+    }
+}
+
+/// 32 random lowercase alphanumerics, like AWS's URL ids.
+fn new_url_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..32).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn check_cors(cors: &Cors) -> Result<()> {
+    let too_long = |l: &Option<Vec<String>>, max: usize| l.as_ref().is_some_and(|v| v.len() > max);
+    if too_long(&cors.allow_headers, 100) || too_long(&cors.allow_origins, 100) || too_long(&cors.expose_headers, 100) {
+        return Err(invalid("Cors lists can hold at most 100 items."));
+    }
+    if too_long(&cors.allow_methods, 6) {
+        return Err(invalid("Cors AllowMethods can hold at most 6 items."));
+    }
+    if cors.max_age.is_some_and(|m| !(0..=86_400).contains(&m)) {
+        return Err(invalid("Cors MaxAge must be between 0 and 86400."));
+    }
+    Ok(())
+}
+
+impl Control {
+    async fn function_and_ref(&self, raw: &str, qualifier: Option<&str>) -> Result<(FunctionRef, Function)> {
+        let r = self.parse_ref(raw, qualifier)?;
+        let f = self.function(&r.name).await?;
+        if let Some(q) = &r.qualifier {
+            self.check_qualifier(&f, q).await?;
+        }
+        Ok((r, f))
+    }
+
+    // ---- reserved concurrency ----
+
+    pub async fn put_function_concurrency(&self, raw: &str, reserved: i64) -> Result<u32> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let reserved =
+            validate::range("ReservedConcurrentExecutions", reserved, 0, i64::from(u32::MAX)).map_err(rule)?;
+        let _guard = self.lock().await;
+        let mut f = self.function(&r.name).await?;
+        let usage = self.meta.usage().await?;
+        let others = usage.reserved_concurrency - u64::from(f.reserved_concurrency.unwrap_or(0));
+        let limit = u64::from(self.settings.concurrency_limit);
+        if others + u64::from(reserved) + u64::from(UNRESERVED_MIN) > limit {
+            return Err(invalid(format!(
+                "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{UNRESERVED_MIN}]."
+            )));
+        }
+        f.reserved_concurrency = Some(reserved);
+        self.save(&f).await?;
+        Ok(reserved)
+    }
+
+    pub async fn get_function_concurrency(&self, raw: &str) -> Result<Option<u32>> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        Ok(self.function(&r.name).await?.reserved_concurrency)
+    }
+
+    pub async fn delete_function_concurrency(&self, raw: &str) -> Result<()> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let _guard = self.lock().await;
+        let mut f = self.function(&r.name).await?;
+        f.reserved_concurrency = None;
+        self.save(&f).await
+    }
+
+    // ---- provisioned concurrency ----
+
+    fn provisioned_qualifier(r: &FunctionRef) -> Result<String> {
+        match &r.qualifier {
+            None => Err(Error::Rule(nimbus_core::Error::Validation(
+                "1 validation error detected: Value null at 'qualifier' failed to satisfy constraint: Member must not be null".into(),
+            ))),
+            Some(Qualifier::Latest) => Err(invalid(
+                "Provisioned Concurrency Configs cannot be applied to unpublished function versions.",
+            )),
+            Some(q) => Ok(q.to_string()),
+        }
+    }
+
+    pub async fn put_provisioned_concurrency(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+        requested: i64,
+    ) -> Result<ProvisionedConfig> {
+        let requested = validate::range(
+            "ProvisionedConcurrentExecutions",
+            requested,
+            1,
+            i64::from(self.settings.concurrency_limit),
+        )
+        .map_err(rule)?;
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let key = Self::provisioned_qualifier(&r)?;
+        let pc = ProvisionedConfig { requested, modified_ms: now_ms() };
+        f.provisioned.insert(key, pc.clone());
+        self.save(&f).await?;
+        Ok(pc)
+    }
+
+    pub async fn get_provisioned_concurrency(&self, raw: &str, qualifier: Option<&str>) -> Result<ProvisionedConfig> {
+        let (r, f) = self.function_and_ref(raw, qualifier).await?;
+        let key = Self::provisioned_qualifier(&r)?;
+        f.provisioned.get(&key).cloned().ok_or_else(|| {
+            Error::Rule(nimbus_core::Error::ProvisionedConcurrencyNotFound(
+                "No Provisioned Concurrency Config found for this function".into(),
+            ))
+        })
+    }
+
+    pub async fn delete_provisioned_concurrency(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let key = Self::provisioned_qualifier(&r)?;
+        if f.provisioned.remove(&key).is_none() {
+            return Err(Error::Rule(nimbus_core::Error::ProvisionedConcurrencyNotFound(
+                "No Provisioned Concurrency Config found for this function".into(),
+            )));
+        }
+        self.save(&f).await
+    }
+
+    /// Provisioned configurations as (qualifier, config).
+    pub async fn list_provisioned_concurrency(
+        &self,
+        raw: &str,
+        marker: Option<&str>,
+        max_items: Option<i64>,
+    ) -> Result<Page<(String, ProvisionedConfig)>> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let f = self.function(&r.name).await?;
+        let (items, next_marker) = paginate(f.provisioned.into_iter().collect(), marker, max_items)?;
+        Ok(Page { items, next_marker })
+    }
+
+    // ---- tags ----
+
+    /// The function a taggable resource ARN names (unqualified function ARNs only).
+    async fn tagged(&self, arn: &str) -> Result<Function> {
+        let r = FunctionRef::parse(self.account(), arn, None).map_err(rule)?;
+        if !arn.starts_with("arn:") {
+            return Err(invalid(format!("Resource {arn} is not a valid ARN.")));
+        }
+        if r.qualifier.is_some() {
+            return Err(invalid("Tags are not supported on qualified function ARNs; tag the unqualified function."));
+        }
+        self.function(&r.name).await
+    }
+
+    pub async fn tag_resource(&self, arn: &str, tags: BTreeMap<String, String>) -> Result<()> {
+        let _guard = self.lock().await;
+        let mut f = self.tagged(arn).await?;
+        f.tags.extend(tags);
+        validate::tags(&f.tags).map_err(rule)?;
+        self.save(&f).await
+    }
+
+    pub async fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<()> {
+        let _guard = self.lock().await;
+        let mut f = self.tagged(arn).await?;
+        for k in keys {
+            f.tags.remove(k);
+        }
+        self.save(&f).await
+    }
+
+    pub async fn list_tags(&self, arn: &str) -> Result<BTreeMap<String, String>> {
+        Ok(self.tagged(arn).await?.tags)
+    }
+
+    // ---- resource policy ----
+
+    pub async fn add_permission(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+        p: NewPermission,
+    ) -> Result<serde_json::Value> {
+        validate::statement_id(&p.statement_id).map_err(rule)?;
+        let action_ok = p.action == "*"
+            || p.action
+                .strip_prefix("lambda:")
+                .is_some_and(|a| a == "*" || (!a.is_empty() && a.bytes().all(|b| b.is_ascii_alphabetic())));
+        if !action_ok {
+            return Err(Error::Rule(nimbus_core::Error::Validation(format!(
+                "1 validation error detected: Value '{}' at 'action' failed to satisfy constraint: Member must satisfy regular expression pattern: (lambda:[*]|lambda:[a-zA-Z]+|[*])",
+                p.action
+            ))));
+        }
+        if p.principal.is_empty() || p.principal.chars().any(char::is_whitespace) {
+            return Err(invalid(format!("The provided principal was invalid: '{}'", p.principal)));
+        }
+        if let Some(acct) = &p.source_account {
+            if acct.len() != 12 || !acct.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(format!("Invalid SourceAccount {acct}: it must be 12 digits.")));
+            }
+        }
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        check_revision(p.revision_id.as_deref(), &f.latest.revision_id)?;
+        let key = policy_key(&r.qualifier);
+        if f.policy.iter().any(|s| s.qualifier == key && s.sid == p.statement_id) {
+            return Err(conflict(
+                "The statement id (sid) provided already exists. Please specify a new statement id, or remove the existing statement.",
+            ));
+        }
+        let principal = if p.principal == "*" {
+            serde_json::json!("*")
+        } else if p.principal.ends_with(".amazonaws.com") || p.principal.ends_with(".amazonaws.com.cn") {
+            serde_json::json!({ "Service": p.principal })
+        } else if p.principal.len() == 12 && p.principal.bytes().all(|b| b.is_ascii_digit()) {
+            serde_json::json!({ "AWS": format!("arn:aws:iam::{}:root", p.principal) })
+        } else {
+            serde_json::json!({ "AWS": p.principal })
+        };
+        let resource = match &key {
+            Some(q) => self.account().qualified_arn(&r.name, q),
+            None => self.account().function_arn(&r.name),
+        };
+        let mut string_equals = serde_json::Map::new();
+        if let Some(a) = &p.source_account {
+            string_equals.insert("AWS:SourceAccount".into(), a.clone().into());
+        }
+        if let Some(o) = &p.principal_org_id {
+            string_equals.insert("aws:PrincipalOrgID".into(), o.clone().into());
+        }
+        if let Some(t) = &p.event_source_token {
+            string_equals.insert("lambda:EventSourceToken".into(), t.clone().into());
+        }
+        if let Some(t) = &p.function_url_auth_type {
+            validate::one_of("functionUrlAuthType", t, &["NONE", "AWS_IAM"]).map_err(rule)?;
+            string_equals.insert("lambda:FunctionUrlAuthType".into(), t.clone().into());
+        }
+        let mut condition = serde_json::Map::new();
+        if !string_equals.is_empty() {
+            condition.insert("StringEquals".into(), string_equals.into());
+        }
+        if let Some(arn) = &p.source_arn {
+            condition.insert("ArnLike".into(), serde_json::json!({ "AWS:SourceArn": arn }));
+        }
+        let mut statement = serde_json::json!({
+            "Sid": p.statement_id,
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": p.action,
+            "Resource": resource,
+        });
+        if !condition.is_empty() {
+            statement["Condition"] = condition.into();
+        }
+        f.policy.push(Statement { sid: p.statement_id, qualifier: key.clone(), json: statement.clone() });
+        if self.policy_document(&f, &key).map_or(0, |d| d.to_string().len()) > POLICY_MAX_BYTES {
+            return Err(Error::Rule(nimbus_core::Error::PolicyLengthExceeded(
+                "The final policy size is bigger than the limit.".into(),
+            )));
+        }
+        f.latest.revision_id = new_revision();
+        self.save(&f).await?;
+        Ok(statement)
+    }
+
+    fn policy_document(&self, f: &Function, key: &Option<String>) -> Option<serde_json::Value> {
+        let statements: Vec<&serde_json::Value> =
+            f.policy.iter().filter(|s| &s.qualifier == key).map(|s| &s.json).collect();
+        (!statements.is_empty())
+            .then(|| serde_json::json!({ "Version": "2012-10-17", "Id": "default", "Statement": statements }))
+    }
+
+    /// GetPolicy: the policy document and the function's revision.
+    pub async fn get_policy(&self, raw: &str, qualifier: Option<&str>) -> Result<(serde_json::Value, String)> {
+        let (r, f) = self.function_and_ref(raw, qualifier).await?;
+        let doc = self
+            .policy_document(&f, &policy_key(&r.qualifier))
+            .ok_or_else(|| not_found("The resource you requested does not exist."))?;
+        Ok((doc, f.latest.revision_id))
+    }
+
+    pub async fn remove_permission(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+        sid: &str,
+        revision_id: Option<&str>,
+    ) -> Result<()> {
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        check_revision(revision_id, &f.latest.revision_id)?;
+        let key = policy_key(&r.qualifier);
+        let before = f.policy.len();
+        f.policy.retain(|s| !(s.qualifier == key && s.sid == sid));
+        if f.policy.len() == before {
+            return Err(not_found(format!("Statement {sid} is not found in resource policy.")));
+        }
+        f.latest.revision_id = new_revision();
+        self.save(&f).await
+    }
+
+    // ---- function URLs ----
+
+    fn url_key(r: &FunctionRef) -> Result<String> {
+        match &r.qualifier {
+            None => Ok(String::new()),
+            Some(Qualifier::Latest) => Ok(LATEST.to_string()),
+            Some(Qualifier::Alias(a)) => Ok(a.clone()),
+            Some(Qualifier::Version(v)) => Err(Error::Rule(nimbus_core::Error::Validation(format!(
+                "1 validation error detected: Value '{v}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
+            )))),
+        }
+    }
+
+    fn url_missing() -> Error {
+        not_found("The resource you requested does not exist.")
+    }
+
+    pub async fn create_url_config(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+        input: UrlConfigInput,
+    ) -> Result<UrlConfig> {
+        let auth = input.auth_type.ok_or_else(|| invalid("AuthType is required."))?;
+        validate::one_of("authType", &auth, &["NONE", "AWS_IAM"]).map_err(rule)?;
+        let mode = input.invoke_mode.unwrap_or_else(|| "BUFFERED".into());
+        validate::one_of("invokeMode", &mode, &["BUFFERED", "RESPONSE_STREAM"]).map_err(rule)?;
+        if let Some(c) = &input.cors {
+            check_cors(c)?;
+        }
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let key = Self::url_key(&r)?;
+        if f.url_configs.contains_key(&key) {
+            let arn = if key.is_empty() {
+                self.account().function_arn(&r.name)
+            } else {
+                self.account().qualified_arn(&r.name, &key)
+            };
+            return Err(conflict(format!(
+                "Failed to create function url config for [functionArn = {arn}]. Error message:  FunctionUrlConfig exists for this Lambda function"
+            )));
+        }
+        let url_id = new_url_id();
+        let now = now_ms();
+        let cfg = UrlConfig {
+            url_id,
+            auth_type: auth,
+            cors: input.cors,
+            invoke_mode: mode,
+            created_ms: now,
+            modified_ms: now,
+        };
+        f.url_configs.insert(key, cfg.clone());
+        self.save(&f).await?;
+        Ok(cfg)
+    }
+
+    /// Returns the config and the qualifier it is keyed by.
+    pub async fn get_url_config(&self, raw: &str, qualifier: Option<&str>) -> Result<(UrlConfig, String)> {
+        let (r, f) = self.function_and_ref(raw, qualifier).await?;
+        let key = Self::url_key(&r)?;
+        let cfg = f.url_configs.get(&key).cloned().ok_or_else(Self::url_missing)?;
+        Ok((cfg, key))
+    }
+
+    pub async fn update_url_config(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+        input: UrlConfigInput,
+    ) -> Result<(UrlConfig, String)> {
+        if let Some(a) = &input.auth_type {
+            validate::one_of("authType", a, &["NONE", "AWS_IAM"]).map_err(rule)?;
+        }
+        if let Some(m) = &input.invoke_mode {
+            validate::one_of("invokeMode", m, &["BUFFERED", "RESPONSE_STREAM"]).map_err(rule)?;
+        }
+        if let Some(c) = &input.cors {
+            check_cors(c)?;
+        }
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let key = Self::url_key(&r)?;
+        let cfg = f.url_configs.get_mut(&key).ok_or_else(Self::url_missing)?;
+        if let Some(a) = input.auth_type {
+            cfg.auth_type = a;
+        }
+        if let Some(c) = input.cors {
+            cfg.cors = Some(c);
+        }
+        if let Some(m) = input.invoke_mode {
+            cfg.invoke_mode = m;
+        }
+        cfg.modified_ms = now_ms();
+        let out = cfg.clone();
+        self.save(&f).await?;
+        Ok((out, key))
+    }
+
+    pub async fn delete_url_config(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let key = Self::url_key(&r)?;
+        f.url_configs.remove(&key).ok_or_else(Self::url_missing)?;
+        self.save(&f).await
+    }
+
+    pub async fn list_url_configs(
+        &self,
+        raw: &str,
+        marker: Option<&str>,
+        max_items: Option<i64>,
+    ) -> Result<Page<(String, UrlConfig)>> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let f = self.function(&r.name).await?;
+        let (items, next_marker) = paginate(f.url_configs.into_iter().collect(), marker, max_items)?;
+        Ok(Page { items, next_marker })
+    }
+
+    // ---- asynchronous invocation settings ----
+
+    /// Put (replace) or Update (merge) a function's event-invoke config.
+    pub async fn put_event_invoke_config(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+        input: EventInvokeConfig,
+        merge: bool,
+    ) -> Result<(EventInvokeConfig, String)> {
+        if let Some(n) = input.maximum_retry_attempts {
+            validate::range("MaximumRetryAttempts", i64::from(n), 0, MAX_RETRY_ATTEMPTS).map_err(rule)?;
+        }
+        if let Some(n) = input.maximum_event_age {
+            validate::range("MaximumEventAgeInSeconds", i64::from(n), EVENT_AGE_MIN, EVENT_AGE_MAX).map_err(rule)?;
+        }
+        for d in input.on_success.iter().chain(input.on_failure.iter()) {
+            check_destination(d)?;
+        }
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let key = event_key(&r.qualifier);
+        let cfg = match (merge, f.event_invoke_configs.get(&key)) {
+            (true, None) => {
+                return Err(not_found(format!(
+                    "The function {} doesn't have an EventInvokeConfig",
+                    self.account().qualified_arn(&r.name, &key)
+                )))
+            }
+            (true, Some(old)) => EventInvokeConfig {
+                maximum_retry_attempts: input.maximum_retry_attempts.or(old.maximum_retry_attempts),
+                maximum_event_age: input.maximum_event_age.or(old.maximum_event_age),
+                on_success: input.on_success.or_else(|| old.on_success.clone()),
+                on_failure: input.on_failure.or_else(|| old.on_failure.clone()),
+                modified_ms: now_ms(),
+            },
+            (false, _) => EventInvokeConfig { modified_ms: now_ms(), ..input },
+        };
+        f.event_invoke_configs.insert(key.clone(), cfg.clone());
+        self.save(&f).await?;
+        Ok((cfg, key))
+    }
+
+    pub async fn get_event_invoke_config(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+    ) -> Result<(EventInvokeConfig, String)> {
+        let (r, f) = self.function_and_ref(raw, qualifier).await?;
+        let key = event_key(&r.qualifier);
+        let cfg = f.event_invoke_configs.get(&key).cloned().ok_or_else(|| {
+            not_found(format!(
+                "The function {} doesn't have an EventInvokeConfig",
+                self.account().qualified_arn(&r.name, &key)
+            ))
+        })?;
+        Ok((cfg, key))
+    }
+
+    pub async fn delete_event_invoke_config(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
+        let _guard = self.lock().await;
+        let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let key = event_key(&r.qualifier);
+        if f.event_invoke_configs.remove(&key).is_none() {
+            return Err(not_found(format!(
+                "The function {} doesn't have an EventInvokeConfig",
+                self.account().qualified_arn(&r.name, &key)
+            )));
+        }
+        self.save(&f).await
+    }
+
+    pub async fn list_event_invoke_configs(
+        &self,
+        raw: &str,
+        marker: Option<&str>,
+        max_items: Option<i64>,
+    ) -> Result<Page<(String, EventInvokeConfig)>> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let f = self.function(&r.name).await?;
+        let (items, next_marker) = paginate(f.event_invoke_configs.into_iter().collect(), marker, max_items)?;
+        Ok(Page { items, next_marker })
+    }
+
+    // ---- account ----
+
+    pub async fn account_settings(&self) -> Result<AccountSettings> {
+        let usage = self.meta.usage().await?;
+        let limit = self.settings.concurrency_limit;
+        Ok(AccountSettings {
+            concurrency_limit: limit,
+            unreserved_concurrency: limit.saturating_sub(u32::try_from(usage.reserved_concurrency).unwrap_or(u32::MAX)),
+            function_count: usage.function_count,
+            total_code_size: usage.total_code_size,
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! The wire types read and write AWS's JSON exactly: fixtures in AWS's own
+//! shapes round-trip unchanged.
+
+use nimbus_wire::*;
+
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(json: &str) -> (T, serde_json::Value) {
+    let parsed: T = serde_json::from_str(json).expect("fixture parses");
+    let back = serde_json::to_value(&parsed).expect("serialises");
+    (parsed, back)
+}
+
+#[test]
+fn function_configuration_round_trips() {
+    let json = include_str!("fixtures/function_configuration.json");
+    let (cfg, back): (FunctionConfiguration, _) = roundtrip(json);
+    assert_eq!(cfg.code_sha256, "PFn4S+er27qk+UuZSTKEQfNKG/XNn7QJs90mJgq6oH8=");
+    assert_eq!(cfg.ephemeral_storage.size, 512);
+    let original: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(back, original);
+}
+
+#[test]
+fn create_function_request_reads_aws_names_and_ignores_unknown_members() {
+    let json = include_str!("fixtures/create_function_request.json");
+    let (req, _): (CreateFunctionRequest, _) = roundtrip(json);
+    assert_eq!(req.kms_key_arn.as_deref(), Some("arn:aws:kms:us-east-1:123456789012:key/k"));
+    assert_eq!(req.memory_size, Some(256));
+    assert_eq!(req.code.and_then(|c| c.zip_file).as_deref(), Some("UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="));
+    assert_eq!(req.ephemeral_storage.map(|e| e.size), Some(1024));
+}
+
+#[test]
+fn error_body_uses_the_casing_each_exception_declares() {
+    let lower = ErrorBody { kind: "User".into(), message: Some("m".into()), message_upper: None };
+    assert_eq!(serde_json::to_string(&lower).unwrap(), r#"{"Type":"User","message":"m"}"#);
+    let upper = ErrorBody { kind: "User".into(), message: None, message_upper: Some("m".into()) };
+    assert_eq!(serde_json::to_string(&upper).unwrap(), r#"{"Type":"User","Message":"m"}"#);
+}
