@@ -15,11 +15,12 @@ pub mod sigv4;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::body::{to_bytes, Body};
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::StreamExt;
 use nimbus_control::Control;
 use tracing::Instrument;
 
@@ -71,17 +72,9 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     let (op, args) = route::route(&parts.method, &raw_path, &query)?;
 
     let limit = op.body_limit();
-    let too_large =
-        || nimbus_core::Error::TooLarge(format!("Request must be smaller than {limit} bytes for the {op:?} operation"));
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large().into());
-    }
-    let body = to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let body = read_body(body, limit).await.map_err(|_| {
+        nimbus_core::Error::TooLarge(format!("Request must be smaller than {limit} bytes for the {op:?} operation"))
+    })?;
 
     let signed = SignedParts {
         method: parts.method.as_str(),
@@ -95,4 +88,30 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
 
     let ctx = ops::Ctx { api, args, query, headers: &parts.headers, body: &body, request_id };
     ops::execute(op, ctx).await
+}
+
+/// How much of an oversized body is read and discarded before answering
+/// 413, so that a client still sending can read the error instead of
+/// seeing its connection reset. Past this the connection is simply closed.
+const DRAIN_MAX: usize = 256 << 20;
+
+/// Reads the body if it fits in `limit`; `Err` once it is known not to.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        seen += chunk.len();
+        if seen > DRAIN_MAX {
+            return Err(());
+        }
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(());
+    }
+    Ok(Bytes::from(buf))
 }
