@@ -56,14 +56,25 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Function { command, client } => commands::function(command, client).await,
-            Command::Layer { command, client } => commands::layer(command, client).await,
+    let result =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+            |runtime| {
+                runtime.block_on(async {
+                    match cli.command {
+                        Command::Serve(args) => serve::run(args).await,
+                        Command::Function { command, client } => commands::function(command, client).await,
+                        Command::Layer { command, client } => commands::layer(command, client).await,
+                    }
+                })
+            },
+        );
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
-    })
+    }
 }
