@@ -1,0 +1,79 @@
+"""Signature Version 4: what is accepted and what each failure answers."""
+
+import datetime
+import json
+
+from conftest import send, signed_request
+
+LIST = "/2015-03-31/functions"
+
+
+def error_type(headers):
+    return headers.get("x-amzn-ErrorType")
+
+
+def test_valid_signature_lists(server):
+    status, headers, body = signed_request(server, "GET", LIST)
+    assert status == 200 and "Functions" in json.loads(body)
+    assert headers.get("x-amzn-RequestId")
+
+
+def test_wrong_secret(server):
+    status, headers, body = signed_request(server, "GET", LIST, secret="not-the-secret")
+    assert (status, error_type(headers)) == (403, "InvalidSignatureException")
+    assert json.loads(body)["Type"] == "User"
+    assert headers.get("x-amzn-RequestId")
+
+
+def test_unknown_key(server):
+    status, headers, _ = signed_request(server, "GET", LIST, key="AKIDUNKNOWN000000000")
+    assert (status, error_type(headers)) == (403, "UnrecognizedClientException")
+
+
+def test_no_authentication(server):
+    status, headers, _ = send("GET", server.endpoint + LIST)
+    assert (status, error_type(headers)) == (403, "MissingAuthenticationTokenException")
+
+
+def test_clock_skew(server):
+    old = datetime.datetime.utcnow() - datetime.timedelta(minutes=10)
+    status, headers, body = signed_request(server, "GET", LIST, when=old)
+    assert (status, error_type(headers)) == (403, "InvalidSignatureException")
+    assert "Signature expired" in json.loads(body)["message"]
+    future = datetime.datetime.utcnow() + datetime.timedelta(minutes=10)
+    status, headers, body = signed_request(server, "GET", LIST, when=future)
+    assert (status, error_type(headers)) == (403, "InvalidSignatureException")
+    assert "not yet current" in json.loads(body)["message"]
+    slightly_old = datetime.datetime.utcnow() - datetime.timedelta(minutes=3)
+    assert signed_request(server, "GET", LIST, when=slightly_old)[0] == 200
+
+
+def test_wrong_service_in_scope(server):
+    status, headers, _ = signed_request(server, "GET", LIST, service="s3")
+    assert (status, error_type(headers)) == (403, "InvalidSignatureException")
+
+
+def test_presigned_query_string(server):
+    status, _, body = signed_request(server, "GET", LIST, presign_expires=60)
+    assert status == 200 and "Functions" in json.loads(body)
+    old = datetime.datetime.utcnow() - datetime.timedelta(minutes=5)
+    status, headers, body = signed_request(server, "GET", LIST, presign_expires=60, when=old)
+    assert (status, error_type(headers)) == (403, "InvalidSignatureException")
+    assert "expired" in json.loads(body)["message"]
+
+
+def test_content_sha256_header_is_honoured(server):
+    body = b"{}"
+    bad = {"X-Amz-Content-SHA256": "0" * 64}
+    status, headers, _ = signed_request(server, "POST", "/2015-03-31/functions", body=body, headers=bad)
+    assert status == 400 and error_type(headers) == "XAmzContentSHA256Mismatch"
+    unsigned = {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}
+    status, headers, _ = signed_request(server, "GET", LIST, headers=unsigned)
+    assert status == 200
+
+
+def test_arn_in_path_is_signed_double_encoded(lam, server):
+    # boto3 percent-encodes the ARN label; the server must sign it encoded twice.
+    from conftest import arn, create
+    name = create(lam)["FunctionName"]
+    assert lam.get_function_configuration(FunctionName=arn(name), Qualifier="$LATEST")["FunctionName"] == name

@@ -1,0 +1,114 @@
+"""Bad input: each row gets AWS's error and leaves stored state unchanged."""
+
+import base64
+import json
+import os
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import HELLO_ZIP, ROLE, blob_files, make_zip, signed_request
+
+EXISTING = "existing-fn"
+BASE = dict(Runtime="python3.11", Handler="app.handler", Role=ROLE)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from conftest import Server
+    s = Server(tmp_path_factory.mktemp("bad") / "data").start()
+    lam = s.client()
+    lam.create_function(FunctionName=EXISTING, Code={"ZipFile": HELLO_ZIP}, Publish=True, **BASE)
+    lam.publish_layer_version(LayerName="lay", Content={"ZipFile": HELLO_ZIP})
+    yield s, lam
+    s.stop()
+
+
+def snapshot(server, lam):
+    def strip(cfgs):
+        return sorted(json.dumps({k: v for k, v in c.items() if k != "ResponseMetadata"}, sort_keys=True, default=str)
+                      for c in cfgs)
+    return {
+        "functions": strip(lam.list_functions(FunctionVersion="ALL")["Functions"]),
+        "existing": strip([lam.get_function(FunctionName=EXISTING)["Configuration"]]),
+        "aliases": strip(lam.list_aliases(FunctionName=EXISTING)["Aliases"]),
+        "layers": strip(lam.list_layers()["Layers"]),
+        "usage": lam.get_account_settings()["AccountUsage"],
+        "blobs": blob_files(server.data_dir),
+    }
+
+
+BOMB = make_zip({"zeros": b"\0" * 300_000_000})
+TRUNCATED = HELLO_ZIP[: len(HELLO_ZIP) // 2]
+
+ROWS = [
+    # (id, operation, kwargs, expected code)
+    ("corrupt zip", "create_function", dict(FunctionName="f1", Code={"ZipFile": os.urandom(2048)}, **BASE), "InvalidParameterValueException"),
+    ("truncated zip", "create_function", dict(FunctionName="f2", Code={"ZipFile": TRUNCATED}, **BASE), "InvalidParameterValueException"),
+    ("path traversal", "create_function", dict(FunctionName="f3", Code={"ZipFile": make_zip({"../../evil.py": "x"})}, **BASE), "InvalidParameterValueException"),
+    ("absolute path", "create_function", dict(FunctionName="f4", Code={"ZipFile": make_zip({"/etc/cron.d/x": "x"})}, **BASE), "InvalidParameterValueException"),
+    ("escaping symlink", "create_function", dict(FunctionName="f5", Code={"ZipFile": make_zip({"app.py": "x"}, {"link": "../../etc/passwd"})}, **BASE), "InvalidParameterValueException"),
+    ("zip bomb", "create_function", dict(FunctionName="f6", Code={"ZipFile": BOMB}, **BASE), "InvalidParameterValueException"),
+    ("bomb as new code", "update_function_code", dict(FunctionName=EXISTING, ZipFile=BOMB), "InvalidParameterValueException"),
+    ("bomb as layer", "publish_layer_version", dict(LayerName="lay", Content={"ZipFile": BOMB}), "InvalidParameterValueException"),
+    ("bad name", "create_function", dict(FunctionName="bad name!", Code={"ZipFile": HELLO_ZIP}, **BASE), "ValidationException"),
+    ("name too long", "create_function", dict(FunctionName="a" * 65, Code={"ZipFile": HELLO_ZIP}, **BASE), "ValidationException"),
+    ("unknown runtime", "create_function", dict(FunctionName="f7", Code={"ZipFile": HELLO_ZIP}, **{**BASE, "Runtime": "ruby3.3"}), "InvalidParameterValueException"),
+    ("memory too big", "create_function", dict(FunctionName="f8", Code={"ZipFile": HELLO_ZIP}, MemorySize=10241, **BASE), "InvalidParameterValueException"),
+    ("timeout too long", "create_function", dict(FunctionName="f9", Code={"ZipFile": HELLO_ZIP}, Timeout=901, **BASE), "InvalidParameterValueException"),
+    ("storage too big", "create_function", dict(FunctionName="f10", Code={"ZipFile": HELLO_ZIP}, EphemeralStorage={"Size": 10241}, **BASE), "InvalidParameterValueException"),
+    ("env over 4KB", "create_function", dict(FunctionName="f11", Code={"ZipFile": HELLO_ZIP}, Environment={"Variables": {"BIG": "x" * 4100}}, **BASE), "InvalidParameterValueException"),
+    ("reserved env key", "create_function", dict(FunctionName="f12", Code={"ZipFile": HELLO_ZIP}, Environment={"Variables": {"AWS_REGION": "x"}}, **BASE), "InvalidParameterValueException"),
+    ("six layers", "create_function", dict(FunctionName="f13", Code={"ZipFile": HELLO_ZIP}, Layers=[f"arn:aws:lambda:us-east-1:123456789012:layer:lay:{i}" for i in range(1, 7)], **BASE), "InvalidParameterValueException"),
+    ("no handler", "create_function", dict(FunctionName="f14", Code={"ZipFile": HELLO_ZIP}, Runtime="python3.11", Role=ROLE), "InvalidParameterValueException"),
+    ("bad role", "create_function", dict(FunctionName="f15", Code={"ZipFile": HELLO_ZIP}, **{**BASE, "Role": "not-a-role"}), "ValidationException"),
+    ("memory too big on update", "update_function_configuration", dict(FunctionName=EXISTING, MemorySize=20000), "InvalidParameterValueException"),
+    ("reserved env on update", "update_function_configuration", dict(FunctionName=EXISTING, Environment={"Variables": {"TZ": "x"}}), "InvalidParameterValueException"),
+    ("alias to missing version", "create_alias", dict(FunctionName=EXISTING, Name="a1", FunctionVersion="42"), "ResourceNotFoundException"),
+    ("unknown function", "update_function_configuration", dict(FunctionName="missing", Timeout=5), "ResourceNotFoundException"),
+]
+
+
+@pytest.mark.parametrize("op, kwargs, code", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+def test_bad_input_table(env, op, kwargs, code):
+    server, lam = env
+    before = snapshot(server, lam)
+    with pytest.raises(ClientError) as e:
+        getattr(lam, op)(**kwargs)
+    assert e.value.response["Error"]["Code"] == code
+    expected_status = 404 if code == "ResourceNotFoundException" else 400
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == expected_status
+    assert snapshot(server, lam) == before
+
+
+RAW_ROWS = [
+    ("malformed json", "POST", "/2015-03-31/functions", b"{not json", 400, "InvalidRequestContentException"),
+    ("wrong json type", "POST", "/2015-03-31/functions", b'{"FunctionName": 5}', 400, "InvalidRequestContentException"),
+    ("json array", "PUT", f"/2015-03-31/functions/{EXISTING}/configuration", b"[1,2]", 400, "InvalidRequestContentException"),
+    ("bad base64 zip", "POST", "/2015-03-31/functions",
+     json.dumps({"FunctionName": "f20", "Code": {"ZipFile": "@@@"}, **BASE}).encode(), 400, "InvalidRequestContentException"),
+    ("missing code", "POST", "/2015-03-31/functions", json.dumps({"FunctionName": "f21", **BASE}).encode(), 400, "ValidationException"),
+    ("oversized body", "POST", "/2015-03-31/functions", b"x" * 69_905_068, 413, "RequestEntityTooLargeException"),
+    ("unknown operation", "GET", "/2015-03-31/nothing-here", b"", 404, "UnknownOperationException"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status, code", [r[1:] for r in RAW_ROWS], ids=[r[0] for r in RAW_ROWS])
+def test_bad_raw_requests(env, method, path, body, status, code):
+    server, lam = env
+    before = snapshot(server, lam)
+    got_status, headers, resp = signed_request(server, method, path, body=body,
+                                               headers={"Content-Type": "application/json"} if body else {})
+    assert (got_status, headers.get("x-amzn-ErrorType")) == (status, code)
+    assert json.loads(resp)["Type"] == "User"
+    assert snapshot(server, lam) == before
+
+
+def test_unknown_fields_are_ignored(env):
+    server, lam = env
+    body = json.dumps({"FunctionName": "future", "Code": {"ZipFile": base64.b64encode(HELLO_ZIP).decode()},
+                       "DurableConfig": {"x": 1}, "TenancyConfig": {}, **BASE}).encode()
+    status, _, _ = signed_request(server, "POST", "/2015-03-31/functions", body=body,
+                                  headers={"Content-Type": "application/json"})
+    assert status == 201
+    lam.delete_function(FunctionName="future")

@@ -1,0 +1,68 @@
+"""The real aws CLI, and the nimbus CLI, against a real server."""
+
+import json
+
+from conftest import HELLO_ZIP, ROLE, arn, code_sha256, nimbus_cli, unique_name, aws_cli
+
+
+def test_aws_cli_lifecycle(server, tmp_path):
+    zip_path = tmp_path / "hello.zip"
+    zip_path.write_bytes(HELLO_ZIP)
+    name = unique_name("cli")
+    rc, out, err = aws_cli(server, "create-function", "--function-name", name, "--runtime", "python3.11",
+                           "--handler", "app.handler", "--role", ROLE, "--zip-file", f"fileb://{zip_path}")
+    assert rc == 0, err
+    assert out["FunctionArn"] == arn(name) and out["CodeSha256"] == code_sha256(HELLO_ZIP)
+    rc, out, err = aws_cli(server, "publish-version", "--function-name", name)
+    assert rc == 0 and out["Version"] == "1", err
+    rc, out, err = aws_cli(server, "create-alias", "--function-name", name, "--name", "live", "--function-version", "1")
+    assert rc == 0 and out["AliasArn"] == arn(name, "live"), err
+    rc, out, err = aws_cli(server, "get-function", "--function-name", f"{name}:live")
+    assert rc == 0 and out["Configuration"]["Version"] == "1", err
+    rc, out, err = aws_cli(server, "list-functions")
+    assert rc == 0 and name in [f["FunctionName"] for f in out["Functions"]], err
+    rc, _, err = aws_cli(server, "wait", "function-active-v2", "--function-name", name)
+    assert rc == 0, err
+    rc, _, err = aws_cli(server, "delete-function", "--function-name", name)
+    assert rc == 0, err
+    rc, _, err = aws_cli(server, "get-function", "--function-name", name)
+    assert rc != 0 and "ResourceNotFoundException" in err
+
+
+def test_nimbus_cli_deploy_list_get_delete(server, lam, tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "app.py").write_text("def handler(e, c):\n    return 1\n")
+    (src / "pkg" / "util.py").write_text("X = 1\n")
+    name = unique_name("deploy")
+    first = json.loads(nimbus_cli(server, "function", "deploy", str(src), "--name", name, "--runtime", "python3.11",
+                                  "--handler", "app.handler", "--memory", "256", "--timeout", "10",
+                                  "--env", "STAGE=dev", "--env", "MODE=x=y", "--json").stdout)
+    assert first["FunctionName"] == name and first["MemorySize"] == 256 and first["Timeout"] == 10
+    stored = lam.get_function_configuration(FunctionName=name)
+    assert stored["Environment"]["Variables"] == {"STAGE": "dev", "MODE": "x=y"}
+    assert stored["CodeSha256"] == first["CodeSha256"]
+
+    (src / "app.py").touch()  # same content, new mtime: same archive
+    second = json.loads(nimbus_cli(server, "function", "deploy", str(src), "--name", name, "--json").stdout)
+    assert second["CodeSha256"] == first["CodeSha256"], "deterministic zip"
+    (src / "app.py").write_text("def handler(e, c):\n    return 2\n")
+    third = json.loads(nimbus_cli(server, "function", "deploy", str(src), "--name", name, "--memory", "512", "--json").stdout)
+    assert third["CodeSha256"] != first["CodeSha256"] and third["MemorySize"] == 512
+    assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == third["CodeSha256"]
+
+    listed = json.loads(nimbus_cli(server, "function", "list", "--json").stdout)
+    assert name in [f["FunctionName"] for f in listed["Functions"]]
+    assert name in nimbus_cli(server, "function", "list").stdout
+    got = json.loads(nimbus_cli(server, "function", "get", name, "--json").stdout)
+    assert got["CodeSha256"] == third["CodeSha256"]
+    zip_path = tmp_path / "hello.zip"
+    zip_path.write_bytes(HELLO_ZIP)
+    layer = json.loads(nimbus_cli(server, "layer", "publish", unique_name("lay"), str(zip_path),
+                                  "--compatible-runtime", "python3.11", "--json").stdout)
+    assert layer["Version"] == 1 and layer["CompatibleRuntimes"] == ["python3.11"]
+    assert layer["Content"]["CodeSha256"] == code_sha256(HELLO_ZIP)
+
+    nimbus_cli(server, "function", "delete", name)
+    failed = nimbus_cli(server, "function", "get", name, check=False)
+    assert failed.returncode != 0 and "ResourceNotFoundException" in failed.stderr

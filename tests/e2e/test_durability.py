@@ -1,0 +1,106 @@
+"""Acknowledged writes survive kill -9; shutdown is graceful; keys and blobs
+are managed in the data directory."""
+
+import os
+import re
+import signal
+import stat
+
+from conftest import HELLO_ZIP, blob_files, create, make_zip
+
+
+def full_state(lam, names):
+    state = {}
+    for n in names:
+        f = lam.get_function(FunctionName=n)
+        state[n] = {
+            "config": f["Configuration"],
+            "tags": f.get("Tags"),
+            "concurrency": f.get("Concurrency"),
+            "versions": lam.list_versions_by_function(FunctionName=n)["Versions"],
+            "aliases": lam.list_aliases(FunctionName=n)["Aliases"],
+            "policy": lam.get_policy(FunctionName=n)["Policy"],
+        }
+    state["layers"] = lam.list_layer_versions(LayerName="shared")["LayerVersions"]
+    state["usage"] = lam.get_account_settings()["AccountUsage"]
+    return state
+
+
+def test_kill_9_loses_nothing_acknowledged(private_server, tmp_path):
+    s = private_server()
+    lam = s.client()
+    lv = lam.publish_layer_version(LayerName="shared", Content={"ZipFile": HELLO_ZIP})["LayerVersionArn"]
+    names = ["alpha", "beta"]
+    for n in names:
+        create(lam, n, Tags={"owner": n}, Layers=[lv])
+        lam.publish_version(FunctionName=n)
+        lam.create_alias(FunctionName=n, Name="live", FunctionVersion="1")
+        lam.add_permission(FunctionName=n, StatementId="s", Action="lambda:InvokeFunction", Principal="*")
+    lam.put_function_concurrency(FunctionName="beta", ReservedConcurrentExecutions=5)
+    new_zip = make_zip({"app.py": "z = 3\n"})
+    lam.update_function_code(FunctionName="alpha", ZipFile=new_zip)
+    before = full_state(lam, names)
+
+    assert s.kill(signal.SIGKILL) == -signal.SIGKILL
+    restarted = private_server(s.data_dir)
+    lam2 = restarted.client()
+    after = full_state(lam2, names)
+    for n in names:
+        for v in (before[n]["config"], after[n]["config"]):
+            v.pop("ResponseMetadata", None)
+    assert after == before
+    loc = lam2.get_function(FunctionName="alpha")["Code"]["Location"]
+    import urllib.request
+    assert urllib.request.urlopen(loc).read() == new_zip
+
+
+def test_sigterm_exits_zero(private_server):
+    s = private_server()
+    create(s.client())
+    assert s.kill(signal.SIGTERM) == 0
+
+
+def test_blobs_are_deduplicated_and_collected(private_server):
+    s = private_server()
+    lam = s.client()
+    assert blob_files(s.data_dir) == []
+    a = create(lam)["FunctionName"]
+    b = create(lam)["FunctionName"]
+    assert len(blob_files(s.data_dir)) == 1, "same zip stored once"
+    other = make_zip({"app.py": "other = 1\n"})
+    lam.publish_layer_version(LayerName="only", Content={"ZipFile": other})
+    assert len(blob_files(s.data_dir)) == 2
+    lam.delete_layer_version(LayerName="only", VersionNumber=1)
+    assert len(blob_files(s.data_dir)) == 1
+    lam.delete_function(FunctionName=a)
+    assert len(blob_files(s.data_dir)) == 1, "still used by the other function"
+    lam.delete_function(FunctionName=b)
+    assert blob_files(s.data_dir) == []
+
+
+def test_layer_blob_outlives_layer_version_while_used(private_server):
+    s = private_server()
+    lam = s.client()
+    layer_zip = make_zip({"python/x.py": "x = 1\n"})
+    lv = lam.publish_layer_version(LayerName="l", Content={"ZipFile": layer_zip})["LayerVersionArn"]
+    name = create(lam, Layers=[lv])["FunctionName"]
+    lam.delete_layer_version(LayerName="l", VersionNumber=1)
+    assert len(blob_files(s.data_dir)) == 2, "the function still uses the layer's content"
+    lam.delete_function(FunctionName=name)
+    assert blob_files(s.data_dir) == []
+
+
+def test_generated_keys_are_private_printed_and_reused(private_server):
+    s = private_server(env_keys=False)
+    key_file = s.data_dir / "credentials.json"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    key, secret = s.credentials()
+    create(s.client())
+    out = s.output()
+    assert f"export AWS_ACCESS_KEY_ID={key}" in out
+    assert f"export AWS_SECRET_ACCESS_KEY={secret}" in out
+    assert re.search(r"export AWS_ENDPOINT_URL=http://127\.0\.0\.1:\d+", out)
+    s.kill(signal.SIGTERM)
+    again = private_server(s.data_dir, env_keys=False)
+    assert again.credentials() == (key, secret)
+    assert len(again.client().list_functions()["Functions"]) == 1

@@ -1,0 +1,109 @@
+"""PublishVersion, ListVersionsByFunction, aliases and qualifiers."""
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import arn, code_sha256, create, error_code, make_zip
+
+
+def test_publish_numbers_versions_and_skips_unchanged(lam):
+    cfg = create(lam)
+    name = cfg["FunctionName"]
+    v1 = lam.publish_version(FunctionName=name, Description="first")
+    assert v1["ResponseMetadata"]["HTTPStatusCode"] == 201
+    assert (v1["Version"], v1["FunctionArn"], v1["Description"]) == ("1", arn(name, "1"), "first")
+    assert lam.publish_version(FunctionName=name)["Version"] == "1", "nothing changed: same version"
+    lam.update_function_configuration(FunctionName=name, MemorySize=256)
+    assert lam.publish_version(FunctionName=name)["Version"] == "2"
+    versions = lam.list_versions_by_function(FunctionName=name)["Versions"]
+    assert [v["Version"] for v in versions] == ["$LATEST", "1", "2"]
+    assert versions[0]["FunctionArn"] == arn(name, "$LATEST")
+    assert versions[1]["MemorySize"] == 128 and versions[2]["MemorySize"] == 256
+
+
+def test_publish_preconditions(lam):
+    cfg = create(lam)
+    name = cfg["FunctionName"]
+    with pytest.raises(ClientError) as e:
+        lam.publish_version(FunctionName=name, CodeSha256=code_sha256(b"other"))
+    assert error_code(e) == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as e:
+        lam.publish_version(FunctionName=name, RevisionId="stale")
+    assert error_code(e) == "PreconditionFailedException"
+    ok = lam.publish_version(FunctionName=name, CodeSha256=cfg["CodeSha256"], RevisionId=cfg["RevisionId"])
+    assert ok["Version"] == "1"
+
+
+def test_create_with_publish_makes_version_one(lam):
+    cfg = create(lam, Publish=True)
+    assert cfg["Version"] == "1"
+    assert lam.get_function_configuration(FunctionName=cfg["FunctionName"], Qualifier="1")["Version"] == "1"
+
+
+def test_version_numbers_are_never_reused(lam):
+    name = create(lam)["FunctionName"]
+    lam.publish_version(FunctionName=name)
+    lam.delete_function(FunctionName=name, Qualifier="1")
+    with pytest.raises(ClientError) as e:
+        lam.get_function(FunctionName=name, Qualifier="1")
+    assert error_code(e) == "ResourceNotFoundException"
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": "y = 1\n"}))
+    assert lam.publish_version(FunctionName=name)["Version"] == "2"
+
+
+def test_latest_cannot_be_deleted_by_qualifier(lam):
+    name = create(lam)["FunctionName"]
+    with pytest.raises(ClientError) as e:
+        lam.delete_function(FunctionName=name, Qualifier="$LATEST")
+    assert error_code(e) == "InvalidParameterValueException"
+
+
+def test_aliases_resolve_and_route(lam):
+    name = create(lam)["FunctionName"]
+    lam.publish_version(FunctionName=name)
+    lam.update_function_configuration(FunctionName=name, Timeout=9)
+    lam.publish_version(FunctionName=name)
+    a = lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1", Description="prod",
+                         RoutingConfig={"AdditionalVersionWeights": {"2": 0.25}})
+    assert a["ResponseMetadata"]["HTTPStatusCode"] == 201
+    assert a["AliasArn"] == arn(name, "live")
+    assert a["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.25}
+    cfg = lam.get_function_configuration(FunctionName=name, Qualifier="live")
+    assert (cfg["Version"], cfg["FunctionArn"], cfg["Timeout"]) == ("1", arn(name, "live"), 3)
+    assert lam.get_function(FunctionName=f"{name}:live")["Configuration"]["Version"] == "1"
+
+    with pytest.raises(ClientError) as e:
+        lam.update_alias(FunctionName=name, Name="live", FunctionVersion="2", RevisionId="stale")
+    assert error_code(e) == "PreconditionFailedException"
+    upd = lam.update_alias(FunctionName=name, Name="live", FunctionVersion="2", RoutingConfig={"AdditionalVersionWeights": {}},
+                           RevisionId=a["RevisionId"])
+    assert upd["FunctionVersion"] == "2" and "RoutingConfig" not in upd
+    assert lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "2"
+
+    lam.create_alias(FunctionName=name, Name="old", FunctionVersion="1")
+    assert {x["Name"] for x in lam.list_aliases(FunctionName=name)["Aliases"]} == {"live", "old"}
+    assert [x["Name"] for x in lam.list_aliases(FunctionName=name, FunctionVersion="1")["Aliases"]] == ["old"]
+    with pytest.raises(ClientError) as e:
+        lam.delete_function(FunctionName=name, Qualifier="1")
+    assert error_code(e) == "ResourceConflictException", "version 1 is still aliased"
+    lam.delete_alias(FunctionName=name, Name="old")
+    lam.delete_function(FunctionName=name, Qualifier="1")
+    with pytest.raises(ClientError) as e:
+        lam.get_alias(FunctionName=name, Name="old")
+    assert error_code(e) == "ResourceNotFoundException"
+
+
+@pytest.mark.parametrize("kwargs, code", [
+    ({"Name": "dup", "FunctionVersion": "1"}, "ResourceConflictException"),
+    ({"Name": "x9", "FunctionVersion": "7"}, "ResourceNotFoundException"),
+    ({"Name": "123", "FunctionVersion": "1"}, "ValidationException"),
+    ({"Name": "w", "FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"1": 1.5}}}, "InvalidParameterValueException"),
+    ({"Name": "w2", "FunctionVersion": "$LATEST", "RoutingConfig": {"AdditionalVersionWeights": {"1": 0.5}}}, "InvalidParameterValueException"),
+])
+def test_alias_errors(lam, kwargs, code):
+    name = create(lam)["FunctionName"]
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="dup", FunctionVersion="1")
+    with pytest.raises(ClientError) as e:
+        lam.create_alias(FunctionName=name, **kwargs)
+    assert error_code(e) == code
