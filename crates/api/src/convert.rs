@@ -82,79 +82,27 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
     }
 }
 
-/// The configuration fields shared by CreateFunction and UpdateFunctionConfiguration.
-#[allow(clippy::too_many_arguments)]
-fn patch(
-    runtime: Option<String>,
-    handler: Option<String>,
-    role: Option<String>,
-    description: Option<String>,
-    timeout: Option<i64>,
-    memory_size: Option<i64>,
-    environment: Option<w::Environment>,
-    layers: Option<Vec<String>>,
-    tracing: Option<w::TracingConfig>,
-    dead_letter: Option<w::DeadLetterConfig>,
-    kms_key_arn: Option<String>,
-    ephemeral: Option<w::EphemeralStorage>,
-    logging: Option<w::LoggingConfig>,
-) -> ConfigPatch {
-    let logging = logging.unwrap_or_default();
+/// The domain patch of a request's configuration members.
+pub fn patch(role: Option<String>, s: w::FunctionSettings) -> ConfigPatch {
+    let logging = s.logging_config.unwrap_or_default();
     ConfigPatch {
-        runtime,
-        handler,
+        runtime: s.runtime,
+        handler: s.handler,
         role,
-        description,
-        timeout,
-        memory_size,
-        ephemeral_storage: ephemeral.map(|e| e.size),
-        environment: environment.map(|e| e.variables.unwrap_or_default()),
-        layers,
-        tracing_mode: tracing.and_then(|t| t.mode),
+        description: s.description,
+        timeout: s.timeout,
+        memory_size: s.memory_size,
+        ephemeral_storage: s.ephemeral_storage.map(|e| e.size),
+        environment: s.environment.map(|e| e.variables.unwrap_or_default()),
+        layers: s.layers,
+        tracing_mode: s.tracing_config.and_then(|t| t.mode),
         log_format: logging.log_format,
         application_log_level: logging.application_log_level,
         system_log_level: logging.system_log_level,
         log_group: logging.log_group,
-        dead_letter_target: dead_letter.map(|d| d.target_arn.unwrap_or_default()),
-        kms_key_arn,
+        dead_letter_target: s.dead_letter_config.map(|d| d.target_arn.unwrap_or_default()),
+        kms_key_arn: s.kms_key_arn,
     }
-}
-
-pub fn create_patch(r: &w::CreateFunctionRequest) -> ConfigPatch {
-    let r = r.clone();
-    patch(
-        r.runtime,
-        r.handler,
-        None,
-        r.description,
-        r.timeout,
-        r.memory_size,
-        r.environment,
-        r.layers,
-        r.tracing_config,
-        r.dead_letter_config,
-        r.kms_key_arn,
-        r.ephemeral_storage,
-        r.logging_config,
-    )
-}
-
-pub fn update_patch(r: w::UpdateFunctionConfigurationRequest) -> ConfigPatch {
-    patch(
-        r.runtime,
-        r.handler,
-        r.role,
-        r.description,
-        r.timeout,
-        r.memory_size,
-        r.environment,
-        r.layers,
-        r.tracing_config,
-        r.dead_letter_config,
-        r.kms_key_arn,
-        r.ephemeral_storage,
-        r.logging_config,
-    )
 }
 
 /// Names the code source when it is not an inline zip.

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nimbus_control::{CodeUpdate, NewFunction, NewLayerVersion, NewPermission, Page, UrlConfigInput};
+use nimbus_control::{CodeUpdate, NewFunction, NewLayerVersion, NewPermission, UrlConfigInput};
 use nimbus_core::function::ProvisionedConfig;
 use nimbus_core::Error as Rule;
 use nimbus_wire as w;
@@ -23,8 +23,6 @@ pub struct Ctx<'a> {
     pub query: Query,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
-    #[allow(dead_code)]
-    pub request_id: &'a str,
 }
 
 type R = Result<Response, ApiError>;
@@ -139,7 +137,7 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
                 .create_function(NewFunction {
                     name: required(req.function_name.clone(), "functionName")?,
                     role: required(req.role.clone(), "role")?,
-                    patch: convert::create_patch(&req),
+                    patch: convert::patch(None, req.settings),
                     architectures: req.architectures,
                     package_type: req.package_type,
                     zip,
@@ -177,9 +175,9 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
             empty(StatusCode::NO_CONTENT)
         }
         Op::UpdateFunctionConfiguration => {
-            let mut req: w::UpdateFunctionConfigurationRequest = c.input()?;
-            let revision = req.revision_id.take();
-            let cfg = ctl.update_configuration(c.arg(0), convert::update_patch(req), revision).await?;
+            let req: w::UpdateFunctionConfigurationRequest = c.input()?;
+            let cfg =
+                ctl.update_configuration(c.arg(0), convert::patch(req.role, req.settings), req.revision_id).await?;
             json(StatusCode::OK, &configuration(acct, &cfg, None))
         }
         Op::UpdateFunctionCode => {
@@ -366,14 +364,9 @@ async fn layers(op: Op, c: Ctx<'_>) -> R {
     }
 }
 
-fn provisioned(
-    account: &nimbus_core::Account,
-    function_arn: Option<String>,
-    p: &ProvisionedConfig,
-) -> w::ProvisionedConcurrencyConfig {
+fn provisioned(function_arn: Option<String>, p: &ProvisionedConfig) -> w::ProvisionedConcurrencyConfig {
     // Stored now; environments are provisioned by the scaling work, so the
     // honest status until then is IN_PROGRESS with nothing allocated.
-    let _ = account;
     w::ProvisionedConcurrencyConfig {
         function_arn,
         requested_provisioned_concurrent_executions: p.requested,
@@ -387,10 +380,6 @@ fn provisioned(
 
 fn url_input(req: w::FunctionUrlConfigRequest) -> UrlConfigInput {
     UrlConfigInput { auth_type: req.auth_type, cors: req.cors.map(convert::cors_in), invoke_mode: req.invoke_mode }
-}
-
-fn page_next<T>(p: &Page<T>) -> Option<String> {
-    p.next_marker.clone()
 }
 
 async fn settings(op: Op, c: Ctx<'_>) -> R {
@@ -420,11 +409,11 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
             let req: w::PutProvisionedConcurrencyConfigRequest = c.input()?;
             let n = required(req.provisioned_concurrent_executions, "provisionedConcurrentExecutions")?;
             let p = ctl.put_provisioned_concurrency(c.arg(0), c.q("Qualifier"), n).await?;
-            json(StatusCode::ACCEPTED, &provisioned(acct, None, &p))
+            json(StatusCode::ACCEPTED, &provisioned(None, &p))
         }
         Op::GetProvisionedConcurrencyConfig => {
             let p = ctl.get_provisioned_concurrency(c.arg(0), c.q("Qualifier")).await?;
-            json(StatusCode::OK, &provisioned(acct, None, &p))
+            json(StatusCode::OK, &provisioned(None, &p))
         }
         Op::DeleteProvisionedConcurrencyConfig => {
             ctl.delete_provisioned_concurrency(c.arg(0), c.q("Qualifier")).await?;
@@ -433,13 +422,12 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
         Op::ListProvisionedConcurrencyConfigs => {
             let page = ctl.list_provisioned_concurrency(c.arg(0), c.q("Marker"), c.max_items()?).await?;
             let name = fname()?;
-            let configs =
-                page.items.iter().map(|(q, p)| provisioned(acct, Some(acct.qualified_arn(&name, q)), p)).collect();
+            let configs = page.items.iter().map(|(q, p)| provisioned(Some(acct.qualified_arn(&name, q)), p)).collect();
             json(
                 StatusCode::OK,
                 &w::ListProvisionedConcurrencyConfigsResponse {
                     provisioned_concurrency_configs: configs,
-                    next_marker: page_next(&page),
+                    next_marker: page.next_marker,
                 },
             )
         }
@@ -511,7 +499,7 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                 page.items.iter().map(|(k, u)| convert::url_config(acct, &name, k, u, c.api.public_port)).collect();
             json(
                 StatusCode::OK,
-                &w::ListFunctionUrlConfigsResponse { function_url_configs: list, next_marker: page_next(&page) },
+                &w::ListFunctionUrlConfigsResponse { function_url_configs: list, next_marker: page.next_marker },
             )
         }
         Op::PutFunctionEventInvokeConfig | Op::UpdateFunctionEventInvokeConfig => {
@@ -537,7 +525,7 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                 StatusCode::OK,
                 &w::ListFunctionEventInvokeConfigsResponse {
                     function_event_invoke_configs: list,
-                    next_marker: page_next(&page),
+                    next_marker: page.next_marker,
                 },
             )
         }

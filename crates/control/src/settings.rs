@@ -95,6 +95,24 @@ impl Control {
         Ok((r, f))
     }
 
+    /// One page of a side configuration of a function, keyed by qualifier.
+    async fn list_side<T>(
+        &self,
+        raw: &str,
+        marker: Option<&str>,
+        max_items: Option<i64>,
+        pick: impl FnOnce(Function) -> BTreeMap<String, T>,
+    ) -> Result<Page<(String, T)>> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let f = self.function(&r.name).await?;
+        let (items, next_marker) = paginate(pick(f).into_iter().collect(), marker, max_items)?;
+        Ok(Page { items, next_marker })
+    }
+
+    fn no_event_invoke_config(&self, name: &str, key: &str) -> Error {
+        not_found(format!("The function {} doesn't have an EventInvokeConfig", self.account().qualified_arn(name, key)))
+    }
+
     // ---- reserved concurrency ----
 
     pub async fn put_function_concurrency(&self, raw: &str, reserved: i64) -> Result<u32> {
@@ -194,10 +212,7 @@ impl Control {
         marker: Option<&str>,
         max_items: Option<i64>,
     ) -> Result<Page<(String, ProvisionedConfig)>> {
-        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        let f = self.function(&r.name).await?;
-        let (items, next_marker) = paginate(f.provisioned.into_iter().collect(), marker, max_items)?;
-        Ok(Page { items, next_marker })
+        self.list_side(raw, marker, max_items, |f| f.provisioned).await
     }
 
     // ---- tags ----
@@ -476,10 +491,7 @@ impl Control {
         marker: Option<&str>,
         max_items: Option<i64>,
     ) -> Result<Page<(String, UrlConfig)>> {
-        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        let f = self.function(&r.name).await?;
-        let (items, next_marker) = paginate(f.url_configs.into_iter().collect(), marker, max_items)?;
-        Ok(Page { items, next_marker })
+        self.list_side(raw, marker, max_items, |f| f.url_configs).await
     }
 
     // ---- asynchronous invocation settings ----
@@ -505,12 +517,7 @@ impl Control {
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
         let key = event_key(&r.qualifier);
         let cfg = match (merge, f.event_invoke_configs.get(&key)) {
-            (true, None) => {
-                return Err(not_found(format!(
-                    "The function {} doesn't have an EventInvokeConfig",
-                    self.account().qualified_arn(&r.name, &key)
-                )))
-            }
+            (true, None) => return Err(self.no_event_invoke_config(&r.name, &key)),
             (true, Some(old)) => EventInvokeConfig {
                 maximum_retry_attempts: input.maximum_retry_attempts.or(old.maximum_retry_attempts),
                 maximum_event_age: input.maximum_event_age.or(old.maximum_event_age),
@@ -532,12 +539,8 @@ impl Control {
     ) -> Result<(EventInvokeConfig, String)> {
         let (r, f) = self.function_and_ref(raw, qualifier).await?;
         let key = event_key(&r.qualifier);
-        let cfg = f.event_invoke_configs.get(&key).cloned().ok_or_else(|| {
-            not_found(format!(
-                "The function {} doesn't have an EventInvokeConfig",
-                self.account().qualified_arn(&r.name, &key)
-            ))
-        })?;
+        let cfg =
+            f.event_invoke_configs.get(&key).cloned().ok_or_else(|| self.no_event_invoke_config(&r.name, &key))?;
         Ok((cfg, key))
     }
 
@@ -546,10 +549,7 @@ impl Control {
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
         let key = event_key(&r.qualifier);
         if f.event_invoke_configs.remove(&key).is_none() {
-            return Err(not_found(format!(
-                "The function {} doesn't have an EventInvokeConfig",
-                self.account().qualified_arn(&r.name, &key)
-            )));
+            return Err(self.no_event_invoke_config(&r.name, &key));
         }
         self.save(&f).await
     }
@@ -560,10 +560,7 @@ impl Control {
         marker: Option<&str>,
         max_items: Option<i64>,
     ) -> Result<Page<(String, EventInvokeConfig)>> {
-        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        let f = self.function(&r.name).await?;
-        let (items, next_marker) = paginate(f.event_invoke_configs.into_iter().collect(), marker, max_items)?;
-        Ok(Page { items, next_marker })
+        self.list_side(raw, marker, max_items, |f| f.event_invoke_configs).await
     }
 
     // ---- account ----

@@ -87,27 +87,35 @@ wire!(FunctionCode {
     pub image_uri: Option<String>,
 });
 
-wire!(CreateFunctionRequest {
-    pub function_name: Option<String>,
+wire!(
+    /// The configuration members CreateFunction and
+    /// UpdateFunctionConfiguration share.
+    FunctionSettings {
     pub runtime: Option<String>,
-    pub role: Option<String>,
     pub handler: Option<String>,
-    pub code: Option<FunctionCode>,
     pub description: Option<String>,
     pub timeout: Option<i64>,
     pub memory_size: Option<i64>,
-    pub publish: Option<bool>,
-    pub package_type: Option<String>,
     pub dead_letter_config: Option<DeadLetterConfig>,
     pub environment: Option<Environment>,
     #[serde(rename = "KMSKeyArn")]
     pub kms_key_arn: Option<String>,
     pub tracing_config: Option<TracingConfig>,
-    pub tags: Option<Map>,
     pub layers: Option<Vec<String>>,
-    pub architectures: Option<Vec<String>>,
     pub ephemeral_storage: Option<EphemeralStorage>,
     pub logging_config: Option<LoggingConfig>,
+});
+
+wire!(CreateFunctionRequest {
+    pub function_name: Option<String>,
+    pub role: Option<String>,
+    pub code: Option<FunctionCode>,
+    pub publish: Option<bool>,
+    pub package_type: Option<String>,
+    pub tags: Option<Map>,
+    pub architectures: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub settings: FunctionSettings,
 });
 
 wire!(UpdateFunctionCodeRequest {
@@ -124,20 +132,9 @@ wire!(UpdateFunctionCodeRequest {
 
 wire!(UpdateFunctionConfigurationRequest {
     pub role: Option<String>,
-    pub handler: Option<String>,
-    pub description: Option<String>,
-    pub timeout: Option<i64>,
-    pub memory_size: Option<i64>,
-    pub environment: Option<Environment>,
-    pub runtime: Option<String>,
-    pub dead_letter_config: Option<DeadLetterConfig>,
-    #[serde(rename = "KMSKeyArn")]
-    pub kms_key_arn: Option<String>,
-    pub tracing_config: Option<TracingConfig>,
     pub revision_id: Option<String>,
-    pub layers: Option<Vec<String>>,
-    pub ephemeral_storage: Option<EphemeralStorage>,
-    pub logging_config: Option<LoggingConfig>,
+    #[serde(flatten)]
+    pub settings: FunctionSettings,
 });
 
 wire!(PublishVersionRequest {

@@ -23,10 +23,11 @@ fn function_configuration_round_trips() {
 fn create_function_request_reads_aws_names_and_ignores_unknown_members() {
     let json = include_str!("fixtures/create_function_request.json");
     let (req, _): (CreateFunctionRequest, _) = roundtrip(json);
-    assert_eq!(req.kms_key_arn.as_deref(), Some("arn:aws:kms:us-east-1:123456789012:key/k"));
-    assert_eq!(req.memory_size, Some(256));
+    assert_eq!(req.settings.kms_key_arn.as_deref(), Some("arn:aws:kms:us-east-1:123456789012:key/k"));
+    assert_eq!(req.settings.memory_size, Some(256));
     assert_eq!(req.code.and_then(|c| c.zip_file).as_deref(), Some("UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="));
-    assert_eq!(req.ephemeral_storage.map(|e| e.size), Some(1024));
+    assert_eq!(req.settings.ephemeral_storage.map(|e| e.size), Some(1024));
+    assert_eq!(req.role.as_deref(), Some("arn:aws:iam::123456789012:role/lambda-role"));
 }
 
 #[test]
