@@ -66,3 +66,55 @@ def test_nimbus_cli_deploy_list_get_delete(server, lam, tmp_path):
     nimbus_cli(server, "function", "delete", name)
     failed = nimbus_cli(server, "function", "get", name, check=False)
     assert failed.returncode != 0 and "ResourceNotFoundException" in failed.stderr
+
+
+def test_aws_cli_covers_every_operation_group(server, tmp_path):
+    zip_path = tmp_path / "code.zip"
+    zip_path.write_bytes(HELLO_ZIP)
+    name = unique_name("cliops")
+    layer = unique_name("clilayer")
+    fn_arn = arn(name)
+    steps = [
+        (["create-function", "--function-name", name, "--runtime", "python3.11", "--handler", "app.handler",
+          "--role", ROLE, "--zip-file", f"fileb://{zip_path}", "--tags", "team=a"], lambda o: o["FunctionName"] == name),
+        (["update-function-configuration", "--function-name", name, "--memory-size", "256"], lambda o: o["MemorySize"] == 256),
+        (["update-function-code", "--function-name", name, "--zip-file", f"fileb://{zip_path}", "--publish"],
+         lambda o: o["Version"] == "1"),
+        (["get-function-configuration", "--function-name", name, "--qualifier", "1"], lambda o: o["Version"] == "1"),
+        (["list-versions-by-function", "--function-name", name], lambda o: len(o["Versions"]) == 2),
+        (["create-alias", "--function-name", name, "--name", "live", "--function-version", "1"], lambda o: o["Name"] == "live"),
+        (["update-alias", "--function-name", name, "--name", "live", "--description", "d"], lambda o: o["Description"] == "d"),
+        (["list-aliases", "--function-name", name], lambda o: [a["Name"] for a in o["Aliases"]] == ["live"]),
+        (["put-function-concurrency", "--function-name", name, "--reserved-concurrent-executions", "3"],
+         lambda o: o["ReservedConcurrentExecutions"] == 3),
+        (["get-function-concurrency", "--function-name", name], lambda o: o["ReservedConcurrentExecutions"] == 3),
+        (["put-provisioned-concurrency-config", "--function-name", name, "--qualifier", "live",
+          "--provisioned-concurrent-executions", "1"], lambda o: o["RequestedProvisionedConcurrentExecutions"] == 1),
+        (["list-provisioned-concurrency-configs", "--function-name", name],
+         lambda o: len(o["ProvisionedConcurrencyConfigs"]) == 1),
+        (["tag-resource", "--resource", fn_arn, "--tags", "env=dev"], lambda o: o is None),
+        (["list-tags", "--resource", fn_arn], lambda o: o["Tags"] == {"team": "a", "env": "dev"}),
+        (["untag-resource", "--resource", fn_arn, "--tag-keys", "team"], lambda o: o is None),
+        (["publish-layer-version", "--layer-name", layer, "--zip-file", f"fileb://{zip_path}"], lambda o: o["Version"] == 1),
+        (["list-layers"], lambda o: layer in [x["LayerName"] for x in o["Layers"]]),
+        (["list-layer-versions", "--layer-name", layer], lambda o: [v["Version"] for v in o["LayerVersions"]] == [1]),
+        (["get-layer-version", "--layer-name", layer, "--version-number", "1"], lambda o: o["Version"] == 1),
+        (["create-function-url-config", "--function-name", name, "--auth-type", "NONE"], lambda o: o["AuthType"] == "NONE"),
+        (["list-function-url-configs", "--function-name", name], lambda o: len(o["FunctionUrlConfigs"]) == 1),
+        (["put-function-event-invoke-config", "--function-name", name, "--maximum-retry-attempts", "0"],
+         lambda o: o["MaximumRetryAttempts"] == 0),
+        (["list-function-event-invoke-configs", "--function-name", name],
+         lambda o: len(o["FunctionEventInvokeConfigs"]) == 1),
+        (["add-permission", "--function-name", name, "--statement-id", "s1", "--action", "lambda:InvokeFunction",
+          "--principal", "events.amazonaws.com"], lambda o: json.loads(o["Statement"])["Sid"] == "s1"),
+        (["get-policy", "--function-name", name], lambda o: "s1" in o["Policy"]),
+        (["remove-permission", "--function-name", name, "--statement-id", "s1"], lambda o: o is None),
+        (["get-account-settings"], lambda o: o["AccountUsage"]["FunctionCount"] >= 1),
+        (["delete-layer-version", "--layer-name", layer, "--version-number", "1"], lambda o: o is None),
+        (["delete-alias", "--function-name", name, "--name", "live"], lambda o: o is None),
+        (["delete-function", "--function-name", name], lambda o: o in (None, {"StatusCode": 204})),
+    ]
+    for args, check in steps:
+        rc, out, err = aws_cli(server, *args)
+        assert rc == 0, f"aws lambda {args[0]}: {err}"
+        assert check(out), f"aws lambda {args[0]} returned {out}"
