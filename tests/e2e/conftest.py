@@ -1,115 +1,236 @@
-"""Fixtures of the Nimbus end-to-end suite.
+"""Harness for the end-to-end suite: real `nimbus serve` processes on free
+ports with temporary data directories, driven by boto3, the aws CLI and the
+nimbus CLI."""
 
-A session-wide `nimbus serve` (fixture `server`) backs most tests; tests that
-need exact account numbers, a restart or a kill get a private server from the
-`private_server` factory. Run with:
+import base64
+import datetime
+import hashlib
+import io
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from unittest import mock
+from pathlib import Path
 
-    /tmp/e2e-venv/bin/pytest tests/e2e
-
-Environment: NIMBUS_BIN (default <repo>/target/debug/nimbus),
-NIMBUS_E2E_START_TIMEOUT (seconds to wait for readiness, default 10).
-"""
-
-from __future__ import annotations
-
+import boto3
 import pytest
+from botocore.auth import SigV4Auth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
 
-from helpers import (
-    NimbusServer,
-    ServerStartError,
-    lambda_client,
-    run_aws,
-    run_nimbus_cli,
-)
+REPO = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("NIMBUS_BIN", str(REPO / "target" / "debug" / "nimbus"))
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"
+KEY_ID = "AKIDNIMBUSTEST000001"
+SECRET = "nimbus/test/secret/0123456789abcdefghijklm"
 
 
-def _start(srv: NimbusServer) -> NimbusServer:
-    try:
-        return srv.start()
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
+def arn(name, qualifier=None):
+    base = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+    return f"{base}:{qualifier}" if qualifier else base
+
+
+_counter = itertools.count()
+
+
+def unique_name(prefix="fn"):
+    return f"{prefix}-{os.getpid()}-{next(_counter)}"
+
+
+def make_zip(files, symlinks=None, executables=()):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (0o755 if name in executables else 0o644) << 16
+            z.writestr(info, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            info.create_system = 3
+            z.writestr(info, target)
+    return buf.getvalue()
+
+
+def code_sha256(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+HELLO_ZIP = make_zip({"app.py": "def handler(event, context):\n    return event\n"})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `nimbus serve` process and its data directory."""
+
+    def __init__(self, data_dir, env_keys=True, args=()):
+        self.data_dir = Path(data_dir)
+        self.env_keys = env_keys
+        self.args = list(args)
+        self.proc = None
+        self.port = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.port = free_port()
+        env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG="info")
+        env.pop("NIMBUS_ACCESS_KEY_ID", None)
+        env.pop("NIMBUS_SECRET_ACCESS_KEY", None)
+        if self.env_keys:
+            env.update(NIMBUS_ACCESS_KEY_ID=KEY_ID, NIMBUS_SECRET_ACCESS_KEY=SECRET)
+        self.log = open(self.data_dir.parent / f"server-{self.port}.log", "w+")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir), *self.args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nimbus serve exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"nimbus serve never became ready:\n{self.output()}")
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def credentials(self):
+        if self.env_keys:
+            return KEY_ID, SECRET
+        keys = json.loads((self.data_dir / "credentials.json").read_text())
+        return keys["access_key_id"], keys["secret_access_key"]
+
+    def client(self):
+        key, secret = self.credentials()
+        return boto3.client(
+            "lambda", endpoint_url=self.endpoint, region_name=REGION,
+            aws_access_key_id=key, aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}, read_timeout=60),
+        )
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill()
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> NimbusServer:
-    """The shared `nimbus serve`: .endpoint, .data_dir, .access_key, .secret_key."""
-    srv = NimbusServer(tmp_path_factory.mktemp("nimbus-session"), name="session")
-    _start(srv)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="session")
-def lam(server):
-    """boto3 lambda client for the shared server (retries off)."""
-    return lambda_client(server.endpoint, server.access_key, server.secret_key)
-
-
-@pytest.fixture(scope="session")
-def lam_unchecked(server):
-    """Like `lam` but without botocore's client-side parameter validation, so
-    out-of-range values (below a model minimum, missing members) reach the server."""
-    return lambda_client(
-        server.endpoint, server.access_key, server.secret_key, parameter_validation=False
-    )
-
-
-@pytest.fixture
-def aws(server, tmp_path):
-    """aws(*args) -> (returncode, parsed json or None, stderr) for `aws lambda ARGS`."""
-
-    def run(*args: str):
-        return run_aws(server, list(args), cwd=tmp_path)
-
-    return run
-
-
-@pytest.fixture
-def nimbus_cli(server, tmp_path):
-    """nimbus_cli(*args, env_endpoint=True) -> CompletedProcess of `$NIMBUS_BIN ARGS`."""
-
-    def run(*args: str, env_endpoint: bool = True):
-        return run_nimbus_cli(server, list(args), cwd=tmp_path, env_endpoint=env_endpoint)
-
-    return run
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("shared") / "data").start()
+    yield s
+    s.stop()
 
 
 @pytest.fixture
 def private_server(tmp_path):
-    """Factory: private_server(credentials=True, data_dir=None, known_keys=None)
-    starts a server of the test's own; it can be .kill()ed (SIGKILL),
-    .terminate()d and .restart()ed on the same data dir and port."""
-    started: list[NimbusServer] = []
+    """Starts servers on their own data directory; all are killed after the test."""
+    started = []
 
-    def start(*, credentials: bool = True, data_dir=None, known_keys=None) -> NimbusServer:
-        n = len(started) + 1
-        srv = NimbusServer(
-            tmp_path / f"private-{n}",
-            name=f"private-{n}",
-            with_credentials=credentials,
-            data_dir=data_dir,
-            known_keys=known_keys,
-        )
-        started.append(srv)
-        return _start(srv)
+    def start(data_dir=None, env_keys=True):
+        s = Server(data_dir or tmp_path / "data", env_keys=env_keys).start()
+        started.append(s)
+        return s
 
-    start.servers = started
     yield start
-    for srv in started:
-        srv.stop()
+    for s in started:
+        s.stop()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """On failure, attach the log of every Nimbus server the test used."""
-    outcome = yield
-    rep = outcome.get_result()
-    if not rep.failed:
-        return
-    seen = set()
-    for value in getattr(item, "funcargs", {}).values():
-        servers = [value] if isinstance(value, NimbusServer) else getattr(value, "servers", [])
-        for srv in servers:
-            if isinstance(srv, NimbusServer) and id(srv) not in seen:
-                seen.add(id(srv))
-                rep.sections.append((f"nimbus server log ({srv.name})", srv.log_tail()))
+@pytest.fixture(scope="session")
+def lam(server):
+    return server.client()
+
+
+def create(lam, name=None, zip_bytes=HELLO_ZIP, **kw):
+    params = dict(FunctionName=name or unique_name(), Runtime="python3.11", Handler="app.handler",
+                  Role=ROLE, Code={"ZipFile": zip_bytes})
+    params.update(kw)
+    return lam.create_function(**params)
+
+
+def error_code(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+def signed_request(server, method, path, body=b"", headers=None, key=None, secret=None,
+                   service="lambda", when=None, presign_expires=None):
+    """Sends a request signed by botocore's own signer (header form, or a
+    presigned query string with `presign_expires`), optionally as of another
+    time; returns (status, headers, body)."""
+    k, s = server.credentials()
+    creds = Credentials(key or k, secret or s)
+    url = server.endpoint + path
+    req = AWSRequest(method=method, url=url, data=body, headers=headers or {})
+    if presign_expires is None:
+        signer = SigV4Auth(creds, service, REGION)
+    else:
+        signer = SigV4QueryAuth(creds, service, REGION, expires=presign_expires)
+    with mock.patch("botocore.auth.get_current_datetime", lambda: when or datetime.datetime.utcnow()):
+        signer.add_auth(req)
+    return send(method, req.url, body, dict(req.headers.items()))
+
+
+def send(method, url, body=b"", headers=None):
+    req = urllib.request.Request(url, data=body or None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def nimbus_cli(server, *args, check=True):
+    key, secret = server.credentials()
+    env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID=key,
+               AWS_SECRET_ACCESS_KEY=secret, AWS_REGION=REGION)
+    r = subprocess.run([BIN, *args], capture_output=True, text=True, env=env, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"nimbus {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def aws_cli(server, *args):
+    """Runs the real aws CLI; returns (returncode, parsed JSON or None, stderr)."""
+    key, secret = server.credentials()
+    exe = shutil.which("aws")
+    assert exe, "the aws CLI must be installed by the test command"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
+               AWS_DEFAULT_REGION=REGION, AWS_PAGER="")
+    env.pop("AWS_PROFILE", None)
+    r = subprocess.run([exe, "--endpoint-url", server.endpoint, "--output", "json", "lambda", *args],
+                       capture_output=True, text=True, env=env, timeout=120)
+    out = json.loads(r.stdout) if r.stdout.strip() else None
+    return r.returncode, out, r.stderr
+
+
+def blob_files(data_dir):
+    root = Path(data_dir) / "blobs"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []

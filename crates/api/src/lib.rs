@@ -52,7 +52,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let mut resp = serve(&api, req).instrument(span).await.unwrap_or_else(IntoResponse::into_response);
+    let mut resp = serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response);
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);
@@ -64,7 +64,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     resp
 }
 
-async fn serve(api: &Api, req: Request<Body>) -> Result<Response, ApiError> {
+async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
@@ -86,7 +86,7 @@ async fn serve(api: &Api, req: Request<Body>) -> Result<Response, ApiError> {
     api.verifier.verify(&signed, SystemTime::now())?;
     tracing::debug!(operation = ?op, "authenticated");
 
-    let ctx = ops::Ctx { api, args, query, headers: &parts.headers, body: &body };
+    let ctx = ops::Ctx { api, args, query, headers: &parts.headers, body, request_id };
     ops::execute(op, ctx).await
 }
 

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nimbus_control::{CodeUpdate, NewFunction, NewLayerVersion, NewPermission, UrlConfigInput};
+use base64::Engine;
+use nimbus_control::{CodeUpdate, InvokeRequest, NewFunction, NewLayerVersion, NewPermission, UrlConfigInput};
 use nimbus_core::function::ProvisionedConfig;
 use nimbus_core::Error as Rule;
 use nimbus_wire as w;
@@ -22,7 +23,9 @@ pub struct Ctx<'a> {
     pub args: Vec<String>,
     pub query: Query,
     pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
+    pub body: bytes::Bytes,
+    /// Also the invocation's request id, as on AWS.
+    pub request_id: &'a str,
 }
 
 type R = Result<Response, ApiError>;
@@ -70,7 +73,7 @@ impl Ctx<'_> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(T::default());
         }
-        serde_json::from_slice(self.body).map_err(|e| {
+        serde_json::from_slice(&self.body).map_err(|e| {
             Rule::InvalidRequestContent(format!(
                 "Could not parse request body into json: Could not parse payload into json: {e}"
             ))
@@ -114,9 +117,9 @@ pub async fn execute(op: Op, c: Ctx<'_>) -> R {
         | ListVersionsByFunction
         | PublishVersion
         | DownloadCode => functions(op, c).await,
-        Invoke | InvokeAsync | InvokeWithResponseStream => {
-            c.control().invoke(c.arg(0), c.q("Qualifier")).await?;
-            empty(StatusCode::NO_CONTENT)
+        Invoke => invoke(c).await,
+        InvokeAsync | InvokeWithResponseStream => {
+            Err(ApiError::Unavailable(format!("{op:?} is not available on this Nimbus node yet; use Invoke.")))
         }
         ListAliases | CreateAlias | GetAlias | UpdateAlias | DeleteAlias => aliases(op, c).await,
         ListLayers | GetLayerVersionByArn | ListLayerVersions | PublishLayerVersion | GetLayerVersion
@@ -232,6 +235,100 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
         }
         _ => unreachable_op(op),
     }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The tail of a log that `X-Amz-Log-Result` carries: its last 4 KB.
+fn log_tail(log: &str) -> String {
+    let mut start = log.len().saturating_sub(4096);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    base64::engine::general_purpose::STANDARD.encode(&log[start..])
+}
+
+async fn invoke(c: Ctx<'_>) -> R {
+    let invocation_type = header(c.headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    let tail = match header(c.headers, "x-amz-log-type") {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => {
+            return Err(Rule::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [Tail, None]"
+            ))
+            .into())
+        }
+    };
+    let payload =
+        if c.body.iter().all(u8::is_ascii_whitespace) { bytes::Bytes::from_static(b"{}") } else { c.body.clone() };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        return Err(Rule::InvalidRequestContent(format!(
+            "Could not parse request body into json: Could not parse payload into json: {e}"
+        ))
+        .into());
+    }
+    let client_context = match header(c.headers, "x-amz-client-context") {
+        None => None,
+        Some(b64) => {
+            if b64.len() > 3583 {
+                return Err(Rule::invalid("Client context must be 3583 bytes or less.").into());
+            }
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| Rule::invalid("Client context must be a valid Base64-encoded JSON object."))?;
+            Some(
+                String::from_utf8(raw)
+                    .map_err(|_| Rule::invalid("Client context must be a valid Base64-encoded JSON object."))?,
+            )
+        }
+    };
+    match invocation_type {
+        "RequestResponse" => {}
+        "DryRun" => {
+            c.control().resolve_invocation(c.arg(0), c.q("Qualifier")).await?;
+            return empty(StatusCode::NO_CONTENT);
+        }
+        "Event" => {
+            return Err(ApiError::Unavailable(
+                "Asynchronous invocation (InvocationType Event) is not available on this Nimbus node yet.".into(),
+            ))
+        }
+        other => {
+            return Err(Rule::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+            ))
+            .into())
+        }
+    }
+    let done = c
+        .control()
+        .invoke(InvokeRequest {
+            request_id: c.request_id.to_string(),
+            function: c.arg(0).to_string(),
+            qualifier: c.q("Qualifier").map(str::to_string),
+            payload,
+            client_context,
+        })
+        .await?;
+    let mut resp =
+        (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], done.outcome.payload).into_response();
+    let h = resp.headers_mut();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put("x-amz-executed-version", &done.executed_version);
+    if let Some(fe) = &done.outcome.function_error {
+        put("x-amz-function-error", fe);
+    }
+    if tail {
+        put("x-amz-log-result", &log_tail(&done.outcome.log));
+    }
+    Ok(resp)
 }
 
 fn unreachable_op(op: Op) -> R {

@@ -32,6 +32,32 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "plain")]
     log_format: LogFormat,
+    /// How functions are isolated. `namespaces` needs root; `process` runs
+    /// functions as plain child processes with no isolation (development only).
+    #[arg(long, value_enum, env = "NIMBUS_ISOLATION", default_value = "namespaces")]
+    isolation: Isolation,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Isolation {
+    Namespaces,
+    Process,
+}
+
+/// The effective uid, from /proc (no unsafe libc call needed).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Lets the worker read code archives from the blob store.
+struct BlobCode(Arc<dyn nimbus_store::Blobs>);
+
+#[async_trait::async_trait]
+impl nimbus_worker::CodeSource for BlobCode {
+    async fn archive(&self, sha256_hex: &str) -> Result<Vec<u8>, nimbus_worker::Error> {
+        self.0.get(sha256_hex).await.map_err(|e| nimbus_worker::Error::Internal(e.to_string()))
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -119,12 +145,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
     }
+    if args.isolation == Isolation::Namespaces && effective_uid() != Some(0) {
+        anyhow::bail!(
+            "--isolation namespaces (the default) needs root to build sandboxes. Run as root, or pass \
+             --isolation process to run functions as plain child processes with NO isolation (development only)."
+        );
+    }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let (creds, from_env) = credentials(&args.data_dir)?;
 
     let catalog = tokio::task::spawn_blocking(nimbus_control::runtimes::discover);
     let meta = SqliteMetadata::open(&args.data_dir.join("metadata.db")).await.context("opening the metadata store")?;
-    let blobs = FsBlobs::open(args.data_dir.join("blobs"))?;
+    let blobs: Arc<dyn nimbus_store::Blobs> = Arc::new(FsBlobs::open(args.data_dir.join("blobs"))?);
     let catalog = catalog.await?;
     tracing::info!(runtimes = ?catalog.ids().collect::<Vec<_>>(), "runtime catalog");
     let settings = Settings {
@@ -132,7 +164,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         catalog,
         concurrency_limit: ACCOUNT_CONCURRENCY_DEFAULT,
     };
-    let control = Arc::new(Control::new(settings, Arc::new(meta), Arc::new(blobs)).await?);
+    let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = match args.isolation {
+        Isolation::Process => {
+            tracing::warn!(
+                "--isolation process: functions run as plain child processes with NO isolation; never use this with untrusted code"
+            );
+            let worker = nimbus_worker::Worker::new(
+                nimbus_worker::Settings {
+                    root: args.data_dir.join("worker"),
+                    catalog: settings.catalog.clone(),
+                    region: args.region.clone(),
+                },
+                Arc::new(BlobCode(blobs.clone())),
+            )?;
+            Some(Arc::new(worker))
+        }
+        Isolation::Namespaces => {
+            tracing::warn!(
+                "namespace isolation is not built yet: Invoke answers ServiceException. Use --isolation process to run functions without isolation."
+            );
+            None
+        }
+    };
+    let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
 
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

@@ -365,18 +365,6 @@ impl Control {
         let (items, next_marker) = paginate(all, marker, max_items)?;
         Ok(Page { items, next_marker })
     }
-
-    /// Invoke arrives with the execution issue; the API answers clearly
-    /// until then.
-    pub async fn invoke(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
-        let r = self.parse_ref(raw, qualifier)?;
-        let f = self.function(&r.name).await?;
-        self.config_at(&f, r.qualifier.as_ref()).await?;
-        Err(Error::Unavailable(
-            "Function execution is not available on this Nimbus node yet: Invoke arrives with sandboxed execution."
-                .into(),
-        ))
-    }
 }
 
 /// `CodeSha256` as AWS reports it: base64 of the raw digest.

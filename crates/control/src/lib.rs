@@ -10,6 +10,7 @@
 
 mod aliases;
 mod functions;
+mod invoke;
 mod layers;
 mod settings;
 
@@ -22,6 +23,7 @@ use nimbus_store::{Blobs, Metadata, Write};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
+pub use invoke::{InvokeRequest, Invoked};
 pub use layers::NewLayerVersion;
 pub use settings::{AccountSettings, NewPermission, UrlConfigInput};
 
@@ -96,14 +98,21 @@ pub struct Control {
     settings: Settings,
     meta: Arc<dyn Metadata>,
     blobs: Arc<dyn Blobs>,
+    /// Runs functions; `None` when this node has no usable isolation.
+    invoker: Option<Arc<dyn nimbus_worker::Invoker>>,
     writes: Mutex<()>,
 }
 
 impl Control {
     /// Builds the control plane and removes blobs nothing refers to (left by
     /// a crash between a blob write and its metadata commit).
-    pub async fn new(settings: Settings, meta: Arc<dyn Metadata>, blobs: Arc<dyn Blobs>) -> Result<Self> {
-        let control = Self { settings, meta, blobs, writes: Mutex::new(()) };
+    pub async fn new(
+        settings: Settings,
+        meta: Arc<dyn Metadata>,
+        blobs: Arc<dyn Blobs>,
+        invoker: Option<Arc<dyn nimbus_worker::Invoker>>,
+    ) -> Result<Self> {
+        let control = Self { settings, meta, blobs, invoker, writes: Mutex::new(()) };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
         drop(guard);

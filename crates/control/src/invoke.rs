@@ -1,0 +1,89 @@
+//! Invoke: resolve the function and qualifier (weighted aliases pick a
+//! version at random by weight), then hand the run to the worker.
+
+use bytes::Bytes;
+use nimbus_core::function::{Function, LATEST};
+use nimbus_worker::{Invocation, Outcome};
+use rand::Rng;
+
+use crate::*;
+
+/// A synchronous invocation as the API parsed it.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub payload: Bytes,
+    pub client_context: Option<String>,
+}
+
+/// What ran, and how it went.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    pub executed_version: String,
+    pub outcome: Outcome,
+}
+
+impl Control {
+    /// The version an alias sends this request to.
+    fn pick_version(f: &Function, alias: &str) -> Option<String> {
+        let a = f.aliases.get(alias)?;
+        let roll: f64 = rand::thread_rng().gen();
+        let mut acc = 0.0;
+        for (v, w) in &a.additional_weights {
+            acc += w;
+            if roll < acc {
+                return Some(v.clone());
+            }
+        }
+        Some(a.function_version.clone())
+    }
+
+    /// Checks that the function and qualifier exist (DryRun) and returns
+    /// the configuration that would run.
+    pub async fn resolve_invocation(&self, raw: &str, qualifier: Option<&str>) -> Result<(Resolved, String)> {
+        let r = self.parse_ref(raw, qualifier)?;
+        let f = self.function(&r.name).await?;
+        let q = match &r.qualifier {
+            Some(Qualifier::Alias(a)) => {
+                let v = Self::pick_version(&f, a).ok_or_else(|| {
+                    not_found(format!("Function not found: {}", self.account().qualified_arn(&r.name, a)))
+                })?;
+                Some(Qualifier::parse(&v).map_err(rule)?)
+            }
+            other => other.clone(),
+        };
+        let resolved = self.config_at(&f, q.as_ref()).await?;
+        let invoked_arn = match &r.qualifier {
+            Some(q) => self.account().qualified_arn(&r.name, &q.to_string()),
+            None => self.account().function_arn(&r.name),
+        };
+        Ok((resolved, invoked_arn))
+    }
+
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<Invoked> {
+        let (resolved, invoked_arn) = self.resolve_invocation(&req.function, req.qualifier.as_deref()).await?;
+        let Some(invoker) = &self.invoker else {
+            return Err(Error::Unavailable(
+                "Function execution is not available on this Nimbus node yet: namespace isolation is not built; start the server with --isolation process to run functions without isolation.".into(),
+            ));
+        };
+        let executed_version = resolved.config.version.clone();
+        debug_assert!(executed_version == LATEST || executed_version.parse::<u64>().is_ok());
+        let outcome = invoker
+            .invoke(Invocation {
+                request_id: req.request_id,
+                config: resolved.config,
+                invoked_arn,
+                payload: req.payload,
+                client_context: req.client_context,
+            })
+            .await
+            .map_err(|e| match e {
+                nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
+                nimbus_worker::Error::Internal(m) => Error::Unavailable(format!("The function could not be run: {m}")),
+            })?;
+        Ok(Invoked { executed_version, outcome })
+    }
+}

@@ -1,0 +1,398 @@
+//! One execution environment: a runtime process, its Runtime API listener,
+//! the invocation it is serving, and the log lines it writes.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nimbus_core::function::FunctionConfig;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::{Error, Invocation};
+
+/// What an environment is built from.
+pub struct Spec {
+    pub config: FunctionConfig,
+    pub code_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    /// The interpreter of a managed runtime; `None` for `provided`.
+    pub interpreter: Option<String>,
+    pub region: String,
+}
+
+/// The result of one invocation, as the caller and the log see it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub payload: Bytes,
+    /// `Unhandled` when the function or the platform failed.
+    pub function_error: Option<String>,
+    /// This invocation's log: START, the function's lines, END, REPORT.
+    pub log: String,
+    pub duration_ms: f64,
+    pub init_ms: Option<f64>,
+    pub max_memory_mb: u64,
+    /// Whether the environment may serve again.
+    pub(crate) reusable: bool,
+}
+
+pub(crate) struct Job {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub deadline_ms: i64,
+    pub invoked_arn: String,
+    pub trace_id: String,
+    pub client_context: Option<String>,
+}
+
+pub(crate) enum Reply {
+    Response(Bytes),
+    Error(Bytes),
+    InitError(Bytes),
+    Exited(String),
+}
+
+/// State shared between the invoke path, the Runtime API and the process watcher.
+pub(crate) struct Shared {
+    pub jobs_rx: Mutex<mpsc::Receiver<Job>>,
+    current: SyncMutex<Option<(String, oneshot::Sender<Reply>)>>,
+    logs: SyncMutex<Vec<String>>,
+    alive: AtomicBool,
+    ready_at: SyncMutex<Option<Instant>>,
+    /// Woken when the log reader reaches the drain marker.
+    drained: SyncMutex<Option<oneshot::Sender<()>>>,
+}
+
+/// A line the worker writes into the runtime's output pipe; when the reader
+/// reaches it, everything the runtime wrote before it has been read.
+const DRAIN_MARKER: &str = "\u{0}nimbus-drain";
+
+impl Shared {
+    pub fn mark_ready(&self) {
+        let mut r = self.ready_at.lock().unwrap_or_else(|e| e.into_inner());
+        r.get_or_insert_with(Instant::now);
+    }
+
+    /// Completes the current invocation if `id` names it.
+    pub fn complete(&self, id: &str, reply: Reply) -> bool {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match cur.take() {
+            Some((cid, tx)) if cid == id => {
+                let _ = tx.send(reply);
+                true
+            }
+            other => {
+                *cur = other;
+                false
+            }
+        }
+    }
+
+    /// Fails whatever invocation is current (init errors, process exit).
+    pub fn fail_current(&self, reply: Reply) {
+        if let Some((_, tx)) = self.current.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn push_log(&self, line: String) {
+        if line == DRAIN_MARKER {
+            if let Some(tx) = self.drained.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(());
+            }
+            return;
+        }
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+
+    fn drain_logs(&self) -> Vec<String> {
+        std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+pub(crate) struct Env {
+    shared: Arc<Shared>,
+    /// The worker's own write end of the runtime's output pipe, for markers.
+    marker: SyncMutex<std::io::PipeWriter>,
+    jobs_tx: mpsc::Sender<Job>,
+    kill: SyncMutex<Option<oneshot::Sender<()>>>,
+    api_task: tokio::task::JoinHandle<()>,
+    pid: Option<u32>,
+    spawned_at: Instant,
+    memory_mb: u32,
+    timeout: Duration,
+    version: String,
+}
+
+fn log_stream_name(version: &str) -> String {
+    format!("{}/[{version}]{}", chrono::Utc::now().format("%Y/%m/%d"), uuid::Uuid::new_v4().simple())
+}
+
+fn environment(spec: &Spec, runtime_api: &str) -> Vec<(String, String)> {
+    let c = &spec.config;
+    let mut env: Vec<(String, String)> = c.environment.clone().unwrap_or_default().into_iter().collect();
+    let task_root = spec.code_dir.display().to_string();
+    let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+    set("LANG", "en_US.UTF-8".into());
+    set("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin".into());
+    set("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:{task_root}:{task_root}/lib:/opt/lib"));
+    set("_HANDLER", c.handler.clone().unwrap_or_default());
+    set("LAMBDA_TASK_ROOT", task_root);
+    set("LAMBDA_RUNTIME_DIR", spec.runtime_dir.display().to_string());
+    set("TZ", ":UTC".into());
+    set("AWS_REGION", spec.region.clone());
+    set("AWS_DEFAULT_REGION", spec.region.clone());
+    set("AWS_LAMBDA_FUNCTION_NAME", c.name.clone());
+    set("AWS_LAMBDA_FUNCTION_VERSION", c.version.clone());
+    set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", c.memory_size.to_string());
+    set("AWS_LAMBDA_LOG_GROUP_NAME", c.logging.log_group.clone());
+    set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name(&c.version));
+    set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
+    set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
+    if let Some(r) = c.runtime.as_deref().filter(|r| !r.starts_with("provided")) {
+        set("AWS_EXECUTION_ENV", format!("AWS_Lambda_{r}"));
+    }
+    env
+}
+
+/// Peak resident memory of a process in MB, from /proc.
+fn peak_memory_mb(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb.div_ceil(1024))
+}
+
+/// An exit status as AWS words it: `exit status 1`, `signal: killed`.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(9)) => "signal: killed".into(),
+        (None, Some(sig)) => format!("signal: {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+fn platform_error(error_type: &str, message: String) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+impl Env {
+    pub async fn spawn(spec: Spec) -> Result<Self, Error> {
+        let runtime = spec.config.runtime.clone().unwrap_or_default();
+        let (program, args): (String, Vec<String>) = match (&spec.interpreter, runtime.as_str()) {
+            // -I keeps the host's PYTHON* settings and user site out; -u
+            // makes output reach the log line by line, not when a buffer fills.
+            (Some(python), r) if r.starts_with("python") => (
+                python.clone(),
+                vec!["-I".into(), "-u".into(), spec.runtime_dir.join("bootstrap.py").display().to_string()],
+            ),
+            (None, r) if r.starts_with("provided") => (spec.code_dir.join("bootstrap").display().to_string(), vec![]),
+            _ => return Err(Error::Unavailable(format!("The {runtime} runtime cannot run on this worker yet."))),
+        };
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Internal(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+        let (jobs_tx, jobs_rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            jobs_rx: Mutex::new(jobs_rx),
+            current: SyncMutex::new(None),
+            logs: SyncMutex::new(Vec::new()),
+            alive: AtomicBool::new(true),
+            ready_at: SyncMutex::new(None),
+            drained: SyncMutex::new(None),
+        });
+        let router = crate::runtime_api::router(shared.clone());
+        let api_task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+
+        // stdout and stderr share one pipe (as in AWS's log stream), and the
+        // worker keeps a write end of it for drain markers.
+        let io_err = |e: std::io::Error| Error::Internal(format!("creating the output pipe: {e}"));
+        let (reader, writer) = std::io::pipe().map_err(io_err)?;
+        let marker = writer.try_clone().map_err(io_err)?;
+        let stderr = writer.try_clone().map_err(io_err)?;
+        let reader =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)).map_err(io_err)?;
+
+        let spawned_at = Instant::now();
+        let mut child = Command::new(&program)
+            .args(&args)
+            .current_dir(&spec.code_dir)
+            .env_clear()
+            .envs(environment(&spec, &addr.to_string()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(writer))
+            .stderr(std::process::Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                api_task.abort();
+                Error::Internal(format!("starting {program}: {e}"))
+            })?;
+        let pid = child.id();
+        let logs = shared.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                logs.push_log(line);
+            }
+        });
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let watch = shared.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = child.wait() => s.map(describe_exit).unwrap_or_else(|e| e.to_string()),
+                _ = kill_rx => {
+                    let _ = child.kill().await;
+                    "signal: killed".to_string()
+                }
+            };
+            watch.alive.store(false, Ordering::SeqCst);
+            watch.fail_current(Reply::Exited(status));
+        });
+        Ok(Self {
+            shared,
+            marker: SyncMutex::new(marker),
+            jobs_tx,
+            kill: SyncMutex::new(Some(kill_tx)),
+            api_task,
+            pid,
+            spawned_at,
+            memory_mb: spec.config.memory_size,
+            timeout: Duration::from_secs(u64::from(spec.config.timeout)),
+            version: spec.config.version.clone(),
+        })
+    }
+
+    pub fn alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+
+    /// Serves one invocation.
+    pub async fn run(&self, inv: &Invocation, cold: bool) -> Outcome {
+        let id = inv.request_id.clone();
+        let (tx, rx) = oneshot::channel();
+        *self.shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.clone(), tx));
+        let init_lines = self.shared.drain_logs();
+        let start = Instant::now();
+        let deadline_ms = chrono::Utc::now().timestamp_millis() + self.timeout.as_millis() as i64;
+        let job = Job {
+            request_id: id.clone(),
+            payload: inv.payload.clone(),
+            deadline_ms,
+            invoked_arn: inv.invoked_arn.clone(),
+            trace_id: format!(
+                "Root=1-{:08x}-{}",
+                chrono::Utc::now().timestamp(),
+                &uuid::Uuid::new_v4().simple().to_string()[..24]
+            ),
+            client_context: inv.client_context.clone(),
+        };
+        let sent = self.jobs_tx.send(job).await.is_ok();
+        let reply = if sent {
+            match tokio::time::timeout(self.timeout, rx).await {
+                Ok(Ok(r)) => Some(r),
+                Ok(Err(_)) => Some(Reply::Exited("environment closed".into())),
+                Err(_) => None,
+            }
+        } else {
+            Some(Reply::Exited("environment closed".into()))
+        };
+        let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let max_memory_mb = peak_memory_mb(self.pid);
+        let (payload, function_error, reusable, status) = match reply {
+            Some(Reply::Response(b)) => (b, None, true, None),
+            Some(Reply::Error(b)) => (b, Some("Unhandled".to_string()), true, Some("error")),
+            Some(Reply::InitError(b)) => (b, Some("Unhandled".to_string()), false, Some("error")),
+            Some(Reply::Exited(status)) => (
+                platform_error(
+                    "Runtime.ExitError",
+                    format!("RequestId: {id} Error: Runtime exited with error: {status}"),
+                ),
+                Some("Unhandled".to_string()),
+                false,
+                Some("error"),
+            ),
+            None => {
+                self.kill();
+                let secs = self.timeout.as_secs_f64();
+                (
+                    platform_error(
+                        "Sandbox.Timedout",
+                        format!("RequestId: {id} Error: Task timed out after {secs:.2} seconds"),
+                    ),
+                    Some("Unhandled".to_string()),
+                    false,
+                    Some("timeout"),
+                )
+            }
+        };
+        let init_ms = if cold {
+            let ready = *self.shared.ready_at.lock().unwrap_or_else(|e| e.into_inner());
+            Some(ready.unwrap_or(start).saturating_duration_since(self.spawned_at).as_secs_f64() * 1000.0)
+        } else {
+            None
+        };
+        self.drain_output().await;
+        let mut log = init_lines;
+        log.push(format!("START RequestId: {id} Version: {}", self.version));
+        log.extend(self.shared.drain_logs());
+        if status == Some("timeout") {
+            log.push(format!(
+                "{} {id} Task timed out after {:.2} seconds",
+                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                self.timeout.as_secs_f64()
+            ));
+        }
+        log.push(format!("END RequestId: {id}"));
+        let billed = (duration_ms + init_ms.unwrap_or(0.0)).ceil() as u64;
+        let mut report = format!(
+            "REPORT RequestId: {id}\tDuration: {duration_ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {max_memory_mb} MB\t",
+            self.memory_mb
+        );
+        if let Some(i) = init_ms {
+            report.push_str(&format!("Init Duration: {i:.2} ms\t"));
+        }
+        if let Some(s) = status {
+            report.push_str(&format!("Status: {s}\t"));
+        }
+        log.push(report);
+        for line in &log {
+            tracing::info!(target: "function", request_id = %id, "{line}");
+        }
+        Outcome { payload, function_error, log: log.join("\n") + "\n", duration_ms, init_ms, max_memory_mb, reusable }
+    }
+
+    /// Waits until the log reader has read everything the runtime wrote so far.
+    async fn drain_output(&self) {
+        use std::io::Write;
+        let (tx, rx) = oneshot::channel();
+        *self.shared.drained.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let written = writeln!(self.marker.lock().unwrap_or_else(|e| e.into_inner()), "{DRAIN_MARKER}").is_ok();
+        // The bound only guards against a reader that died with the pipe.
+        if written && tokio::time::timeout(Duration::from_secs(2), rx).await.is_err() {
+            tracing::warn!("log reader did not reach the drain marker");
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(k) = self.kill.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = k.send(());
+        }
+    }
+
+    /// Stops the runtime and its Runtime API.
+    pub async fn retire(self) {
+        self.kill();
+        self.api_task.abort();
+    }
+}

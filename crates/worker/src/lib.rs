@@ -1,0 +1,155 @@
+//! Execution environments and the invoke path. An environment is one
+//! runtime process serving one request at a time through its own Runtime API
+//! (2018-06-01) listener; environments are pooled per function
+//! configuration (name, version, revision) and reused while warm.
+//!
+//! The worker knows domain types (`nimbus-core`) and code archives
+//! (`nimbus-store` blobs), never the control API's wire types or routing.
+//! Isolation today is `process` only (plain child processes); the
+//! namespace sandbox plugs in where `env::spawn` builds the command.
+
+mod env;
+mod runtime_api;
+mod unpack;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use nimbus_core::function::FunctionConfig;
+use nimbus_core::runtime::Catalog;
+use tokio::sync::Mutex;
+
+pub use env::Outcome;
+
+/// One synchronous invocation, resolved to the configuration that runs it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub config: FunctionConfig,
+    pub invoked_arn: String,
+    /// The event, already checked to be JSON.
+    pub payload: Bytes,
+    /// Decoded `X-Amz-Client-Context`, passed on as `Lambda-Runtime-Client-Context`.
+    pub client_context: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What control needs from the execution side.
+#[async_trait]
+pub trait Invoker: Send + Sync {
+    async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error>;
+}
+
+/// Reads a code archive by its sha256; the store's blobs behind a seam.
+#[async_trait]
+pub trait CodeSource: Send + Sync {
+    async fn archive(&self, sha256_hex: &str) -> Result<Vec<u8>, Error>;
+}
+
+/// Node settings the worker needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where unpacked code and runtime bootstraps live.
+    pub root: PathBuf,
+    pub catalog: Catalog,
+    pub region: String,
+}
+
+pub struct Worker {
+    settings: Settings,
+    code: Arc<dyn CodeSource>,
+    /// Idle environments per configuration key.
+    idle: Mutex<HashMap<String, Vec<env::Env>>>,
+    /// Serialises unpacking of one archive.
+    unpacking: Mutex<()>,
+}
+
+const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+
+impl Worker {
+    pub fn new(settings: Settings, code: Arc<dyn CodeSource>) -> Result<Self, Error> {
+        let runtime_dir = settings.root.join("runtime");
+        std::fs::create_dir_all(&runtime_dir)
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", runtime_dir.display())))?;
+        std::fs::write(runtime_dir.join("bootstrap.py"), PYTHON_BOOTSTRAP)
+            .map_err(|e| Error::Internal(format!("writing the Python bootstrap: {e}")))?;
+        Ok(Self { settings, code, idle: Mutex::new(HashMap::new()), unpacking: Mutex::new(()) })
+    }
+
+    fn key(c: &FunctionConfig) -> String {
+        format!("{}\u{0}{}\u{0}{}", c.name, c.version, c.revision_id)
+    }
+
+    /// The unpacked code of an archive, unpacking it once.
+    async fn code_dir(&self, sha: &str) -> Result<PathBuf, Error> {
+        let dir = self.settings.root.join("code").join(sha);
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let _guard = self.unpacking.lock().await;
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let bytes = self.code.archive(sha).await?;
+        let target = dir.clone();
+        tokio::task::spawn_blocking(move || unpack::unpack(&bytes, &target))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(format!("unpacking code {sha}: {e}")))?;
+        Ok(dir)
+    }
+
+    async fn take_idle(&self, key: &str) -> Option<env::Env> {
+        let mut idle = self.idle.lock().await;
+        let list = idle.get_mut(key)?;
+        while let Some(e) = list.pop() {
+            if e.alive() {
+                return Some(e);
+            }
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl Invoker for Worker {
+    async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error> {
+        let key = Self::key(&inv.config);
+        let (environment, cold) = match self.take_idle(&key).await {
+            Some(e) => (e, false),
+            None => {
+                let code = self.code_dir(&inv.config.code.sha256_hex).await?;
+                let spec = env::Spec {
+                    config: inv.config.clone(),
+                    code_dir: code,
+                    runtime_dir: self.settings.root.join("runtime"),
+                    interpreter: inv
+                        .config
+                        .runtime
+                        .as_deref()
+                        .and_then(|r| self.settings.catalog.interpreter(r))
+                        .map(str::to_string),
+                    region: self.settings.region.clone(),
+                };
+                (env::Env::spawn(spec).await?, true)
+            }
+        };
+        let outcome = environment.run(&inv, cold).await;
+        if environment.alive() && outcome.reusable {
+            self.idle.lock().await.entry(key).or_default().push(environment);
+        } else {
+            environment.retire().await;
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,72 @@
+//! Unpacks an archive that `nimbus_core::zipcheck` has already accepted
+//! into a fresh directory, re-checking every path as it goes, then marks it
+//! read-only. Nothing else writes uploaded archives to disk.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+pub fn unpack(bytes: &[u8], target: &Path) -> io::Result<()> {
+    let parent = target.parent().ok_or_else(|| io::Error::other("code directory has no parent"))?;
+    std::fs::create_dir_all(parent)?;
+    let staging = parent.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&staging)?;
+    let result = write_all(bytes, &staging).and_then(|()| std::fs::rename(&staging, target));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn write_all(bytes: &[u8], dir: &Path) -> io::Result<()> {
+    let mut archive = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(io::Error::other)?;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(io::Error::other)?;
+        let rel = entry.enclosed_name().ok_or_else(|| io::Error::other("unsafe path in archive"))?;
+        let out = dir.join(&rel);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&out)?;
+            continue;
+        }
+        if let Some(p) = out.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        if entry.is_symlink() {
+            // zipcheck refused links that leave the package.
+            let mut target = String::new();
+            io::Read::read_to_string(&mut entry, &mut target)?;
+            std::os::unix::fs::symlink(target, &out)?;
+            continue;
+        }
+        let mode = entry.unix_mode().unwrap_or(0o644);
+        let mut file = std::fs::File::create(&out)?;
+        io::copy(&mut entry, &mut file)?;
+        // Keep the executable bits the author set; nothing is writable.
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(if mode & 0o111 != 0 { 0o555 } else { 0o444 }))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+
+    #[test]
+    fn unpacks_read_only_with_exec_bits() {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        w.start_file("bootstrap", SimpleFileOptions::default().unix_permissions(0o755)).unwrap();
+        w.write_all(b"#!/bin/sh\n").unwrap();
+        w.start_file("lib/a.py", SimpleFileOptions::default()).unwrap();
+        w.write_all(b"x = 1\n").unwrap();
+        let bytes = w.finish().unwrap().into_inner();
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("code");
+        unpack(&bytes, &target).unwrap();
+        let mode = |p: &str| std::fs::metadata(target.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("bootstrap"), 0o555);
+        assert_eq!(mode("lib/a.py"), 0o444);
+        assert_eq!(std::fs::read_to_string(target.join("lib/a.py")).unwrap(), "x = 1\n");
+    }
+}

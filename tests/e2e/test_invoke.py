@@ -1,0 +1,212 @@
+"""Invoke with `--isolation process`: the Runtime API, the Python managed
+runtime, AWS's own runtime client, errors, timeouts and logs."""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ROLE, Server, arn, error_code, make_zip, unique_name
+
+APP = '''
+import json, os, sys, time
+COUNT = 0
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    print("hello from", context.function_name)
+    print("to stderr", file=sys.stderr)
+    return {"event": event, "count": COUNT, "request_id": context.aws_request_id,
+            "arn": context.invoked_function_arn, "remaining": context.get_remaining_time_in_millis(),
+            "memory": context.memory_limit_in_mb, "version": context.function_version,
+            "client_context": context.client_context,
+            "env": {k: os.environ.get(k) for k in (
+                "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION", "AWS_DEFAULT_REGION",
+                "AWS_EXECUTION_ENV", "_HANDLER", "TZ", "LANG", "AWS_LAMBDA_INITIALIZATION_TYPE", "GREETING")}}
+
+def fail(event, context):
+    raise ValueError("bad thing")
+
+def slow(event, context):
+    time.sleep(30)
+
+def crash(event, context):
+    os._exit(3)
+
+def unserializable(event, context):
+    return {1, 2}
+'''
+
+
+@pytest.fixture(scope="module")
+def proc_server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("invoke") / "data", args=["--isolation", "process"]).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def plam(proc_server):
+    return proc_server.client()
+
+
+def py_function(lam, handler="app.handler", files=None, **kw):
+    name = unique_name("inv")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler=handler, Role=ROLE,
+                        Code={"ZipFile": make_zip(files or {"app.py": APP})}, **kw)
+    return name
+
+
+def invoke(lam, name, payload=None, **kw):
+    r = lam.invoke(FunctionName=name, Payload=json.dumps(payload if payload is not None else {}), **kw)
+    body = r["Payload"].read()
+    return r, json.loads(body) if body else None
+
+
+def test_request_response_context_and_environment(plam):
+    name = py_function(plam, Environment={"Variables": {"GREETING": "hi"}}, MemorySize=256)
+    r, out = invoke(plam, name, {"x": 1})
+    assert r["StatusCode"] == 200 and "FunctionError" not in r
+    assert r["ExecutedVersion"] == "$LATEST"
+    assert out["event"] == {"x": 1}
+    assert out["request_id"] == r["ResponseMetadata"]["RequestId"]
+    assert out["arn"] == arn(name)
+    assert 0 < out["remaining"] <= 3000
+    assert (out["memory"], out["version"]) == ("256", "$LATEST")
+    env = out["env"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == name and env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
+    assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == f"/aws/lambda/{name}"
+    assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}", env["AWS_LAMBDA_LOG_STREAM_NAME"])
+    assert (env["AWS_REGION"], env["AWS_DEFAULT_REGION"]) == ("us-east-1", "us-east-1")
+    assert env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.11" and env["_HANDLER"] == "app.handler"
+    assert (env["TZ"], env["LANG"], env["AWS_LAMBDA_INITIALIZATION_TYPE"]) == (":UTC", "en_US.UTF-8", "on-demand")
+    assert env["GREETING"] == "hi"
+
+
+def test_module_state_survives_warm_invokes(plam):
+    name = py_function(plam)
+    counts = [invoke(plam, name)[1]["count"] for _ in range(3)]
+    assert counts == [1, 2, 3]
+
+
+def test_empty_payload_is_an_empty_object_and_bad_json_is_refused(plam):
+    name = py_function(plam)
+    r = plam.invoke(FunctionName=name)
+    assert json.loads(r["Payload"].read())["event"] == {}
+    with pytest.raises(ClientError) as e:
+        plam.invoke(FunctionName=name, Payload=b"{not json")
+    assert error_code(e) == "InvalidRequestContentException"
+
+
+def test_tail_log_has_aws_lines(plam):
+    name = py_function(plam)
+    r, _ = invoke(plam, name, LogType="Tail")
+    log = base64.b64decode(r["LogResult"]).decode()
+    rid = r["ResponseMetadata"]["RequestId"]
+    assert f"START RequestId: {rid} Version: $LATEST" in log
+    assert "hello from " + name in log and "to stderr" in log
+    assert f"END RequestId: {rid}" in log
+    report = re.search(rf"REPORT RequestId: {rid}\tDuration: (\d+\.\d\d) ms\tBilled Duration: (\d+) ms\t"
+                       rf"Memory Size: 128 MB\tMax Memory Used: (\d+) MB\tInit Duration: (\d+\.\d\d) ms\t", log)
+    assert report, log
+    duration, billed, used, init = float(report[1]), int(report[2]), int(report[3]), float(report[4])
+    assert billed >= duration and billed >= 1 and used > 0 and init > 0
+    r2, _ = invoke(plam, name, LogType="Tail")
+    assert "Init Duration" not in base64.b64decode(r2["LogResult"]).decode(), "warm invoke"
+
+
+def test_function_error(plam):
+    name = py_function(plam, handler="app.fail")
+    r, out = invoke(plam, name)
+    assert r["StatusCode"] == 200 and r["FunctionError"] == "Unhandled"
+    assert (out["errorType"], out["errorMessage"]) == ("ValueError", "bad thing")
+    assert out["requestId"] == r["ResponseMetadata"]["RequestId"] and out["stackTrace"]
+
+
+def test_timeout_kills_and_replaces_the_environment(plam):
+    name = py_function(plam, handler="app.slow", Timeout=1)
+    r, out = invoke(plam, name, LogType="Tail")
+    assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Sandbox.Timedout"
+    assert out["errorMessage"].endswith("Task timed out after 1.00 seconds")
+    assert "Status: timeout" in base64.b64decode(r["LogResult"]).decode()
+    plam.update_function_configuration(FunctionName=name, Handler="app.handler")
+    assert invoke(plam, name)[1]["count"] == 1, "a new environment after the update"
+
+
+def test_crash_is_an_exit_error_and_the_runtime_is_replaced(plam):
+    name = py_function(plam, handler="app.crash")
+    r, out = invoke(plam, name)
+    assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Runtime.ExitError"
+    assert "Runtime exited with error: exit status 3" in out["errorMessage"]
+    r, out = invoke(plam, name)
+    assert out["errorType"] == "Runtime.ExitError", "a fresh runtime ran (and crashed) again"
+
+
+@pytest.mark.parametrize("handler, files, error_type", [
+    ("missing.handler", None, "Runtime.ImportModuleError"),
+    ("app.nope", None, "Runtime.HandlerNotFound"),
+    ("app.handler", {"app.py": "def handler(:\n"}, "Runtime.UserCodeSyntaxError"),
+    ("app.unserializable", None, "Runtime.MarshalError"),
+])
+def test_runtime_errors(plam, handler, files, error_type):
+    name = py_function(plam, handler=handler, files=files)
+    r, out = invoke(plam, name)
+    assert r["FunctionError"] == "Unhandled" and out["errorType"] == error_type
+
+
+def test_versions_aliases_and_weights(plam):
+    name = py_function(plam)
+    plam.publish_version(FunctionName=name)
+    plam.update_function_configuration(FunctionName=name, MemorySize=256)
+    plam.publish_version(FunctionName=name)
+    r, out = invoke(plam, name, Qualifier="1")
+    assert r["ExecutedVersion"] == "1" and out["memory"] == "128" and out["arn"] == arn(name, "1")
+    plam.create_alias(FunctionName=name, Name="live", FunctionVersion="1",
+                      RoutingConfig={"AdditionalVersionWeights": {"2": 1.0}})
+    r, out = invoke(plam, f"{name}:live")
+    assert r["ExecutedVersion"] == "2" and out["arn"] == arn(name, "live")
+    plam.update_alias(FunctionName=name, Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.0}})
+    assert invoke(plam, name, Qualifier="live")[0]["ExecutedVersion"] == "1"
+
+
+def test_update_code_retires_old_environments(plam):
+    name = py_function(plam)
+    assert invoke(plam, name)[1]["count"] == 1
+    plam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 'new'\n"}))
+    assert invoke(plam, name)[1] == "new"
+
+
+def test_client_context_and_dry_run(plam):
+    name = py_function(plam)
+    ctx = base64.b64encode(json.dumps({"custom": {"k": "v"}}).encode()).decode()
+    _, out = invoke(plam, name, ClientContext=ctx)
+    assert out["client_context"] == {"custom": {"k": "v"}}
+    dry = plam.invoke(FunctionName=name, InvocationType="DryRun")
+    assert dry["StatusCode"] == 204
+    with pytest.raises(ClientError) as e:
+        plam.invoke(FunctionName=unique_name(), InvocationType="DryRun")
+    assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_provided_runtime_with_awslambdaric(plam, tmp_path):
+    """AWS's own Python runtime interface client, unmodified, as a bootstrap."""
+    pkg = tmp_path / "pkg"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    "--target", str(pkg), "awslambdaric"], check=True, timeout=300)
+    files = {str(p.relative_to(pkg)): p.read_bytes() for p in pkg.rglob("*") if p.is_file()}
+    files["app.py"] = b"def handler(event, context):\n    return {'ric': True, 'event': event, 'id': context.aws_request_id}\n"
+    files["bootstrap"] = (f"#!/bin/sh\ncd \"$LAMBDA_TASK_ROOT\"\nexport PYTHONPATH=\"$LAMBDA_TASK_ROOT\"\n"
+                          f"exec {sys.executable} -m awslambdaric \"$_HANDLER\"\n").encode()
+    name = unique_name("ric")
+    plam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="app.handler", Role=ROLE,
+                         Code={"ZipFile": make_zip(files, executables={"bootstrap"})}, Timeout=30)
+    for i in range(2):
+        r, out = invoke(plam, name, {"n": i})
+        assert "FunctionError" not in r, out
+        assert out == {"ric": True, "event": {"n": i}, "id": r["ResponseMetadata"]["RequestId"]}
