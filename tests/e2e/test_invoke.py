@@ -10,7 +10,7 @@ import sys
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROLE, Server, arn, error_code, make_zip, unique_name
+from conftest import ROLE, Server, arn, error_code, make_zip, nimbus_cli, unique_name
 
 APP = '''
 import json, os, sys, time
@@ -210,3 +210,20 @@ def test_provided_runtime_with_awslambdaric(plam, tmp_path):
         r, out = invoke(plam, name, {"n": i})
         assert "FunctionError" not in r, out
         assert out == {"ric": True, "event": {"n": i}, "id": r["ResponseMetadata"]["RequestId"]}
+
+
+def test_nimbus_cli_invoke(proc_server, plam, tmp_path):
+    name = py_function(plam)
+    r = nimbus_cli(proc_server, "invoke", name, '{"a": 1}', "--tail")
+    assert json.loads(r.stdout)["event"] == {"a": 1}
+    assert "START RequestId:" in r.stderr and "REPORT RequestId:" in r.stderr
+    event_file = tmp_path / "event.json"
+    event_file.write_text('{"from": "file"}')
+    out = json.loads(nimbus_cli(proc_server, "invoke", name, f"@{event_file}", "--json").stdout)
+    assert out["StatusCode"] == 200 and out["ExecutedVersion"] == "$LATEST" and out["FunctionError"] is None
+    assert out["Payload"]["event"] == {"from": "file"} and out["Payload"]["count"] == 2
+    failing = py_function(plam, handler="app.fail")
+    r = nimbus_cli(proc_server, "invoke", failing, check=False)
+    assert r.returncode != 0 and "ValueError" in r.stdout and "Unhandled" in r.stderr
+    r = nimbus_cli(proc_server, "invoke", unique_name(), check=False)
+    assert r.returncode != 0 and "ResourceNotFoundException" in r.stderr

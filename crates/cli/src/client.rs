@@ -69,6 +69,19 @@ impl Client {
     /// Sends a signed request and returns the JSON body (`Null` when empty).
     /// Errors carry AWS's error type and message.
     pub async fn call(&self, method: &str, path_and_query: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {
+        let (_, bytes) = self.send(method, path_and_query, body, &[]).await?;
+        Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
+    }
+
+    /// Sends a signed request with extra headers; returns the response
+    /// headers and raw body, or AWS's error.
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
         let url = format!("{}{path_and_query}", self.endpoint);
         let parsed = reqwest::Url::parse(&url).with_context(|| format!("bad endpoint URL {url}"))?;
         let host = match parsed.port() {
@@ -80,6 +93,7 @@ impl Client {
         if !body.is_empty() {
             headers.push(("content-type", "application/json"));
         }
+        headers.extend_from_slice(extra);
         let signed = sign_headers(&self.creds, &self.region, method, &url, &headers, &body, SystemTime::now())
             .map_err(|e| anyhow!("signing failed: {e}"))?;
         let mut req = self.http.request(method.parse()?, parsed);
@@ -97,16 +111,16 @@ impl Client {
         };
         let resp = req.send().await.with_context(|| format!("cannot reach Nimbus at {}", self.endpoint))?;
         let status = resp.status();
-        let kind = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let resp_headers = resp.headers().clone();
         let bytes = resp.bytes().await?;
-        let value: Value =
-            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         if !status.is_success() {
+            let kind = resp_headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("Error");
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let message =
                 value.get("message").or_else(|| value.get("Message")).and_then(Value::as_str).unwrap_or_default();
-            return Err(anyhow!("{} ({}): {message}", kind.unwrap_or_else(|| "Error".into()), status.as_u16()));
+            return Err(anyhow!("{kind} ({}): {message}", status.as_u16()));
         }
-        Ok(value)
+        Ok((resp_headers, bytes))
     }
 }
 

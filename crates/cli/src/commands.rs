@@ -59,6 +59,63 @@ pub enum LayerCommand {
     },
 }
 
+#[derive(clap::Args)]
+pub struct InvokeArgs {
+    /// Function name or ARN, optionally with `:qualifier`.
+    name: String,
+    /// The event: JSON text, or `@file` to read it from a file (default `{}`).
+    payload: Option<String>,
+    #[arg(long)]
+    qualifier: Option<String>,
+    /// Queue the event and return at once (InvocationType Event).
+    #[arg(long = "async")]
+    is_async: bool,
+    /// Print the last 4 KB of the invocation's log to stderr.
+    #[arg(long)]
+    tail: bool,
+}
+
+pub async fn invoke(args: InvokeArgs, client_args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(&client_args)?;
+    let payload = match args.payload.as_deref() {
+        None => b"{}".to_vec(),
+        Some(p) => match p.strip_prefix('@') {
+            Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
+            None => p.as_bytes().to_vec(),
+        },
+    };
+    let mut path = format!("/2015-03-31/functions/{}/invocations", label(&args.name));
+    if let Some(q) = &args.qualifier {
+        path.push_str(&format!("?Qualifier={}", label(q)));
+    }
+    let kind = if args.is_async { "Event" } else { "RequestResponse" };
+    let mut headers = vec![("x-amz-invocation-type", kind)];
+    if args.tail {
+        headers.push(("x-amz-log-type", "Tail"));
+    }
+    let (resp, body) = client.send("POST", &path, Some(payload), &headers).await?;
+    let header = |name: &str| resp.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(log) = header("x-amz-log-result") {
+        let text = base64::engine::general_purpose::STANDARD.decode(log).unwrap_or_default();
+        eprint!("{}", String::from_utf8_lossy(&text));
+    }
+    if client_args.json {
+        let result = json!({
+            "StatusCode": if args.is_async { 202 } else { 200 },
+            "ExecutedVersion": header("x-amz-executed-version"),
+            "FunctionError": header("x-amz-function-error"),
+            "Payload": serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| String::from_utf8_lossy(&body).into()),
+        });
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else if !body.is_empty() {
+        println!("{}", String::from_utf8_lossy(&body));
+    }
+    if let Some(err) = header("x-amz-function-error") {
+        anyhow::bail!("the function failed ({err})");
+    }
+    Ok(())
+}
+
 fn read_package(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.is_dir() {
         crate::zipdir::zip_dir(path)

@@ -47,6 +47,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Invoke a function and print its result.
+    Invoke {
+        #[command(flatten)]
+        args: commands::InvokeArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Publish and manage layers.
     Layer {
         #[command(subcommand)]
@@ -66,6 +73,7 @@ fn main() -> std::process::ExitCode {
                         Command::Serve(args) => serve::run(args).await,
                         Command::Function { command, client } => commands::function(command, client).await,
                         Command::Layer { command, client } => commands::layer(command, client).await,
+                        Command::Invoke { args, client } => commands::invoke(args, client).await,
                     }
                 })
             },
