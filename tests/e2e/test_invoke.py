@@ -227,3 +227,91 @@ def test_nimbus_cli_invoke(proc_server, plam, tmp_path):
     assert r.returncode != 0 and "ValueError" in r.stdout and "Unhandled" in r.stderr
     r = nimbus_cli(proc_server, "invoke", unique_name(), check=False)
     assert r.returncode != 0 and "ResourceNotFoundException" in r.stderr
+
+
+ASYNC_APP = '''
+import json, os
+
+def record(event, context):
+    with open(event["path"], "a") as f:
+        f.write(json.dumps({"id": context.aws_request_id, "event": event}) + "\\n")
+    if event.get("fail"):
+        raise RuntimeError("failing on purpose")
+    return "ok"
+'''
+
+
+def wait_for(predicate, what, timeout=20.0):
+    """Bounded polling for an effect that happens in another process."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def retry_server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("async") / "data", args=["--isolation", "process", "--async-retry-delay", "0"]).start()
+    yield s
+    s.stop()
+
+
+def async_function(lam, **kw):
+    name = unique_name("async")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.record", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": ASYNC_APP})}, **kw)
+    return name
+
+
+def test_event_is_queued_then_delivered_with_its_request_id(retry_server, tmp_path):
+    lam = retry_server.client()
+    name = async_function(lam)
+    out = tmp_path / "calls"
+    r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"path": str(out)}))
+    assert r["StatusCode"] == 202 and r["Payload"].read() == b""
+    calls = wait_for(lambda: lines(out), "the event to be delivered")
+    assert calls[0]["id"] == r["ResponseMetadata"]["RequestId"]
+    with pytest.raises(ClientError) as e:
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"x": "y" * 1_100_000}))
+    assert error_code(e) == "RequestEntityTooLargeException"
+
+
+@pytest.mark.parametrize("retries, expected_attempts", [(None, 3), (0, 1), (1, 2)])
+def test_failed_events_are_retried_then_given_up(retry_server, tmp_path, retries, expected_attempts):
+    lam = retry_server.client()
+    name = async_function(lam)
+    if retries is not None:
+        lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=retries)
+    out = tmp_path / "calls"
+    r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"path": str(out), "fail": True}))
+    rid = r["ResponseMetadata"]["RequestId"]
+    wait_for(lambda: re.search(rf"{rid}.*giving up|giving up.*{rid}", retry_server.output()), "the event to be given up")
+    calls = lines(out)
+    assert len(calls) == expected_attempts and {c["id"] for c in calls} == {rid}
+
+
+def test_queued_events_survive_kill_9(private_server, tmp_path):
+    # A node without a usable isolation backend keeps events queued (system
+    # errors back off); after kill -9 a node that can run them delivers them.
+    first = private_server(tmp_path / "data")
+    lam = first.client()
+    name = async_function(lam)
+    out = tmp_path / "calls"
+    ids = [lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"path": str(out), "n": i}))
+           ["ResponseMetadata"]["RequestId"] for i in range(3)]
+    first.kill()
+    assert not out.exists()
+    second = Server(tmp_path / "data", args=["--isolation", "process"]).start()
+    try:
+        calls = wait_for(lambda: len(lines(out)) >= 3 and lines(out), "queued events after the restart")
+        assert sorted(c["id"] for c in calls) == sorted(ids)
+    finally:
+        second.stop()

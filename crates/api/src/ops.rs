@@ -292,9 +292,8 @@ async fn invoke(c: Ctx<'_>) -> R {
             return empty(StatusCode::NO_CONTENT);
         }
         "Event" => {
-            return Err(ApiError::Unavailable(
-                "Asynchronous invocation (InvocationType Event) is not available on this Nimbus node yet.".into(),
-            ))
+            c.control().invoke_async(c.request_id, c.arg(0), c.q("Qualifier"), payload).await?;
+            return empty(StatusCode::ACCEPTED);
         }
         other => {
             return Err(Rule::Validation(format!(

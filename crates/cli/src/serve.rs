@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// functions as plain child processes with no isolation (development only).
     #[arg(long, value_enum, env = "NIMBUS_ISOLATION", default_value = "namespaces")]
     isolation: Isolation,
+    /// Seconds before the first retry of a failed async invocation; the
+    /// second retry waits twice as long (AWS: about 60).
+    #[arg(long, env = "NIMBUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
+    async_retry_delay: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +167,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         account: Account { id: args.account_id.clone(), region: args.region.clone() },
         catalog,
         concurrency_limit: ACCOUNT_CONCURRENCY_DEFAULT,
+        async_retry_delay: std::time::Duration::from_secs(args.async_retry_delay),
     };
     let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = match args.isolation {
         Isolation::Process => {
@@ -187,6 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
+    tokio::spawn(control.clone().run_async_dispatcher());
 
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

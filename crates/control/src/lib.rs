@@ -9,6 +9,7 @@
 //! one node. Cluster mode will need conditional writes in the store instead.
 
 mod aliases;
+mod asynchronous;
 mod functions;
 mod invoke;
 mod layers;
@@ -83,6 +84,9 @@ pub struct Settings {
     pub catalog: Catalog,
     /// Account-wide concurrency limit reported by GetAccountSettings.
     pub concurrency_limit: u32,
+    /// Wait before the first retry of a failed async event; the second
+    /// waits twice as long (AWS: about one and two minutes).
+    pub async_retry_delay: std::time::Duration,
 }
 
 /// A configuration as a request addressed it: the ARN it is reported under
@@ -101,6 +105,8 @@ pub struct Control {
     /// Runs functions; `None` when this node has no usable isolation.
     invoker: Option<Arc<dyn nimbus_worker::Invoker>>,
     writes: Mutex<()>,
+    /// Wakes the async dispatcher when an event is queued or rescheduled.
+    async_wake: tokio::sync::Notify,
 }
 
 impl Control {
@@ -112,7 +118,8 @@ impl Control {
         blobs: Arc<dyn Blobs>,
         invoker: Option<Arc<dyn nimbus_worker::Invoker>>,
     ) -> Result<Self> {
-        let control = Self { settings, meta, blobs, invoker, writes: Mutex::new(()) };
+        let control =
+            Self { settings, meta, blobs, invoker, writes: Mutex::new(()), async_wake: tokio::sync::Notify::new() };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
         drop(guard);

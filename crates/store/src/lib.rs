@@ -57,6 +57,18 @@ pub enum Write {
 /// `$LATEST` counting as version 0.
 pub type ConfigCursor = (String, u64);
 
+/// A queued asynchronous invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncEvent {
+    pub id: String,
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub payload: Vec<u8>,
+    pub attempts: u32,
+    pub not_before_ms: i64,
+    pub created_ms: i64,
+}
+
 /// Figures for GetAccountSettings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -93,4 +105,17 @@ pub trait Metadata: Send + Sync {
     /// Hashes of every blob something refers to.
     async fn referenced_blobs(&self) -> Result<HashSet<String>>;
     async fn usage(&self) -> Result<Usage>;
+
+    /// Stores an event durably (the caller answers 202 only after this).
+    async fn enqueue_event(&self, event: &AsyncEvent) -> Result<()>;
+    /// Events due at `now_ms`, oldest first.
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>>;
+    /// When the next event falls due, if any is queued.
+    async fn next_event_due(&self) -> Result<Option<i64>>;
+    /// Records a failed attempt and when to try again.
+    async fn reschedule_event(&self, id: &str, attempts: u32, not_before_ms: i64) -> Result<()>;
+    async fn delete_event(&self, id: &str) -> Result<()>;
+    /// Makes every queued event due now (after a restart nothing is in flight,
+    /// so leases taken before the crash must not delay redelivery).
+    async fn release_events(&self, now_ms: i64) -> Result<()>;
 }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::{ConfigCursor, Metadata, Result, Usage, Write};
+use crate::{AsyncEvent, ConfigCursor, Metadata, Result, Usage, Write};
 
 pub struct SqliteMetadata {
     pool: SqlitePool,
@@ -227,6 +227,61 @@ impl Metadata for SqliteMetadata {
         Ok(shas)
     }
 
+    async fn enqueue_event(&self, e: &AsyncEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.function)
+        .bind(&e.qualifier)
+        .bind(&e.payload)
+        .bind(i64::from(e.attempts))
+        .bind(e.not_before_ms)
+        .bind(e.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>> {
+        let rows = sqlx::query("SELECT * FROM async_events WHERE not_before_ms <= ? ORDER BY not_before_ms LIMIT ?")
+            .bind(now_ms)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(event_of).collect())
+    }
+
+    async fn next_event_due(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(not_before_ms) AS due FROM async_events").fetch_one(&self.pool).await?;
+        Ok(row.get::<Option<i64>, _>("due"))
+    }
+
+    async fn reschedule_event(&self, id: &str, attempts: u32, not_before_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE async_events SET attempts = ?, not_before_ms = ? WHERE id = ?")
+            .bind(i64::from(attempts))
+            .bind(not_before_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_event(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM async_events WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn release_events(&self, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE async_events SET not_before_ms = ? WHERE not_before_ms > ?")
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn usage(&self) -> Result<Usage> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM functions) AS n,
@@ -242,6 +297,18 @@ impl Metadata for SqliteMetadata {
             total_code_size: row.get::<i64, _>("total") as u64,
             reserved_concurrency: row.get::<i64, _>("reserved") as u64,
         })
+    }
+}
+
+fn event_of(r: &sqlx::sqlite::SqliteRow) -> AsyncEvent {
+    AsyncEvent {
+        id: r.get("id"),
+        function: r.get("function"),
+        qualifier: r.get("qualifier"),
+        payload: r.get("payload"),
+        attempts: r.get::<i64, _>("attempts") as u32,
+        not_before_ms: r.get("not_before_ms"),
+        created_ms: r.get("created_ms"),
     }
 }
 
@@ -304,6 +371,38 @@ mod tests {
             .await;
         assert!(dup.is_err());
         assert!(m.get_function("y").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn async_events_queue_in_due_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let ev = |id: &str, due: i64| AsyncEvent {
+            id: id.into(),
+            function: "f".into(),
+            qualifier: None,
+            payload: b"{}".to_vec(),
+            attempts: 0,
+            not_before_ms: due,
+            created_ms: 0,
+        };
+        {
+            let m = SqliteMetadata::open(&db).await.unwrap();
+            m.enqueue_event(&ev("late", 50)).await.unwrap();
+            m.enqueue_event(&ev("early", 10)).await.unwrap();
+        }
+        let m = SqliteMetadata::open(&db).await.unwrap();
+        assert_eq!(m.next_event_due().await.unwrap(), Some(10));
+        let due: Vec<String> = m.due_events(20, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(due, ["early"]);
+        m.reschedule_event("early", 1, 100).await.unwrap();
+        let all = m.due_events(1000, 10).await.unwrap();
+        assert_eq!((all[0].id.as_str(), all[1].id.as_str(), all[1].attempts), ("late", "early", 1));
+        m.release_events(30).await.unwrap();
+        assert_eq!(m.due_events(30, 10).await.unwrap().len(), 2, "released events are due at once");
+        m.delete_event("late").await.unwrap();
+        m.delete_event("early").await.unwrap();
+        assert_eq!(m.next_event_due().await.unwrap(), None);
     }
 
     #[tokio::test]
