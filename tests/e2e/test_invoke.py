@@ -315,3 +315,66 @@ def test_queued_events_survive_kill_9(private_server, tmp_path):
         assert sorted(c["id"] for c in calls) == sorted(ids)
     finally:
         second.stop()
+
+
+def logs_client(server):
+    import boto3
+    from botocore.config import Config
+    key, secret = server.credentials()
+    return boto3.client("logs", endpoint_url=server.endpoint, region_name="us-east-1", aws_access_key_id=key,
+                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+
+
+def test_logs_are_stored_and_served_by_the_cloudwatch_logs_api(proc_server, plam):
+    name = py_function(plam)
+    r1, out = invoke(plam, name)
+    stream = out["env"]["AWS_LAMBDA_LOG_STREAM_NAME"]
+    r2, _ = invoke(plam, name)
+    ids = [r["ResponseMetadata"]["RequestId"] for r in (r1, r2)]
+    logs = logs_client(proc_server)
+    group = f"/aws/lambda/{name}"
+
+    def stored():
+        events = logs.filter_log_events(logGroupName=group)["events"]
+        return events if sum(e["message"].startswith("REPORT") for e in events) == 2 else None
+
+    events = wait_for(stored, "both invocations' log lines")
+    messages = [e["message"] for e in events]
+    assert messages.index(f"START RequestId: {ids[0]} Version: $LATEST") < messages.index(f"hello from {name}")
+    assert f"END RequestId: {ids[1]}" in messages
+    assert {e["logStreamName"] for e in events} == {stream}
+    assert [int(e["eventId"]) for e in events] == sorted(int(e["eventId"]) for e in events)
+    only_reports = logs.filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]
+    assert len(only_reports) == 2 and "Init Duration" in only_reports[0]["message"]
+    assert "Init Duration" not in only_reports[1]["message"]
+    page = logs.filter_log_events(logGroupName=group, limit=2)
+    assert len(page["events"]) == 2 and "nextToken" in page
+    rest = logs.filter_log_events(logGroupName=group, nextToken=page["nextToken"])["events"]
+    assert [e["message"] for e in page["events"] + rest] == messages
+
+    printed = nimbus_cli(proc_server, "logs", name, "--filter", "hello from").stdout.splitlines()
+    assert printed == [f"hello from {name}", f"hello from {name}"]
+
+
+def test_every_invocation_is_metered(proc_server, plam):
+    import sqlite3
+    name = py_function(plam)
+    ok = [invoke(plam, name)[0]["ResponseMetadata"]["RequestId"] for _ in range(2)]
+    plam.update_function_configuration(FunctionName=name, Handler="app.fail")
+    failed = invoke(plam, name)[0]["ResponseMetadata"]["RequestId"]
+    db = proc_server.data_dir / "metadata.db"
+
+    def records():
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT request_id, version, cold, init_ms, duration_ms, billed_ms, memory_mb, "
+                                "max_memory_mb, outcome FROM invocations WHERE function = ? ORDER BY timestamp_ms",
+                                (name,)).fetchall()
+        return rows if len(rows) == 3 else None
+
+    rows = wait_for(records, "three metering records")
+    assert [r[0] for r in rows] == ok + [failed]
+    assert [r[2] for r in rows] == [1, 0, 1], "cold, warm, cold again after the configuration change"
+    assert rows[0][3] > 0 and rows[1][3] is None
+    for r in rows:
+        assert r[1] == "$LATEST" and r[6] == 128 and r[7] > 0 and r[5] >= r[4]
+    assert [r[8] for r in rows] == ["success", "success", "error"]

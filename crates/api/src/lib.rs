@@ -39,7 +39,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(control: Arc<Control>, credentials: Credentials, public_port: u16) -> Self {
-        Self { verifier: Verifier::new(credentials.clone(), "lambda"), control, credentials, public_port }
+        Self { verifier: Verifier::new(credentials.clone()), control, credentials, public_port }
     }
 }
 
@@ -69,7 +69,8 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
     let query = route::Query::parse(raw_query.as_deref());
-    let (op, args) = route::route(&parts.method, &raw_path, &query)?;
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    let (op, args) = route::route(&parts.method, &raw_path, &query, target)?;
 
     let limit = op.body_limit();
     let body = read_body(body, limit).await.map_err(|_| {
@@ -83,7 +84,7 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
         headers: &parts.headers,
         body: &body,
     };
-    api.verifier.verify(&signed, SystemTime::now())?;
+    api.verifier.verify(&signed, op.service(), SystemTime::now())?;
     tracing::debug!(operation = ?op, "authenticated");
 
     let ctx = ops::Ctx { api, args, query, headers: &parts.headers, body, request_id };

@@ -59,9 +59,19 @@ pub enum Op {
     ListFunctionUrlConfigs,
     /// Nimbus's own: the target of `Code.Location` presigned URLs.
     DownloadCode,
+    /// CloudWatch Logs `Logs_20140328.FilterLogEvents`.
+    FilterLogEvents,
 }
 
 impl Op {
+    /// The service name a request's SigV4 scope must carry.
+    pub fn service(self) -> &'static str {
+        match self {
+            Self::FilterLogEvents => "logs",
+            _ => "lambda",
+        }
+    }
+
     /// The largest request body the operation accepts.
     pub fn body_limit(self) -> usize {
         match self {
@@ -102,8 +112,14 @@ fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-/// Finds the operation and its path labels (decoded).
-pub fn route(method: &Method, raw_path: &str, query: &Query) -> Result<(Op, Vec<String>), ApiError> {
+/// Finds the operation and its path labels (decoded). JSON-protocol
+/// services (CloudWatch Logs) name the operation in `X-Amz-Target`.
+pub fn route(
+    method: &Method,
+    raw_path: &str,
+    query: &Query,
+    target: Option<&str>,
+) -> Result<(Op, Vec<String>), ApiError> {
     use Op::*;
     let segs: Vec<String> = raw_path.split('/').skip(1).map(decode).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -175,6 +191,12 @@ pub fn route(method: &Method, raw_path: &str, query: &Query) -> Result<(Op, Vec<
         ("DELETE", ["2021-10-31", "functions", f, "url"]) => one(DeleteFunctionUrlConfig, f),
         ("GET", ["2021-10-31", "functions", f, "urls"]) => one(ListFunctionUrlConfigs, f),
         ("GET", ["_nimbus", "code", sha]) => one(DownloadCode, sha),
+        ("POST", [""]) => match target {
+            Some("Logs_20140328.FilterLogEvents") => Ok((FilterLogEvents, vec![])),
+            other => {
+                Err(ApiError::UnknownOperation(format!("Unknown operation {}", other.unwrap_or("(no X-Amz-Target)"))))
+            }
+        },
         _ => Err(ApiError::UnknownOperation(format!("No operation matches {m} {raw_path}"))),
     }
 }
@@ -184,7 +206,7 @@ mod tests {
     use super::*;
 
     fn op(m: Method, path: &str, q: Option<&str>) -> Option<(Op, Vec<String>)> {
-        route(&m, path, &Query::parse(q)).ok()
+        route(&m, path, &Query::parse(q), None).ok()
     }
 
     #[test]
@@ -207,6 +229,13 @@ mod tests {
             op(Method::GET, "/2019-09-30/functions/f/provisioned-concurrency", Some("List=ALL")).map(|r| r.0),
             Some(Op::ListProvisionedConcurrencyConfigs)
         );
+    }
+
+    #[test]
+    fn json_protocol_operations_route_on_their_target() {
+        let r = route(&Method::POST, "/", &Query::default(), Some("Logs_20140328.FilterLogEvents")).unwrap();
+        assert_eq!((r.0, r.0.service()), (Op::FilterLogEvents, "logs"));
+        assert!(route(&Method::POST, "/", &Query::default(), Some("Logs_20140328.DeleteLogGroup")).is_err());
     }
 
     #[test]

@@ -244,15 +244,15 @@ fn parse_query_claim(pairs: &[(String, String)]) -> Result<Claim<'_>, AuthError>
 #[derive(Debug, Clone)]
 pub struct Verifier {
     credentials: Credentials,
-    service: &'static str,
 }
 
 impl Verifier {
-    pub fn new(credentials: Credentials, service: &'static str) -> Self {
-        Self { credentials, service }
+    pub fn new(credentials: Credentials) -> Self {
+        Self { credentials }
     }
 
-    pub fn verify(&self, req: &SignedParts<'_>, now: SystemTime) -> Result<(), AuthError> {
+    /// Checks a request signed for `service` (the scope must name it).
+    pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<(), AuthError> {
         let pairs = query_pairs(req.raw_query.unwrap_or_default());
         let claim = match header(req.headers, "authorization") {
             Some(auth) => parse_header_claim(auth, req.headers)?,
@@ -264,10 +264,9 @@ impl Verifier {
         if !claim.signed_headers.contains(&"host") {
             return Err(AuthError::Incomplete("'Host' must be a 'SignedHeader' in the AWS Authorization.".into()));
         }
-        if claim.service != self.service {
+        if claim.service != service {
             return Err(AuthError::InvalidSignature(format!(
-                "Credential should be scoped to correct service: '{}'. ",
-                self.service
+                "Credential should be scoped to correct service: '{service}'. "
             )));
         }
         if claim.access_key != self.credentials.access_key_id {
@@ -362,13 +361,14 @@ fn check_time(when: DateTime<Utc>, expires: Option<u64>, now: SystemTime) -> Res
 fn signing_params<'a>(
     identity: &'a aws_smithy_runtime_api::client::identity::Identity,
     region: &'a str,
+    service: &'a str,
     settings: SigningSettings,
     time: SystemTime,
 ) -> Result<aws_sigv4::http_request::SigningParams<'a>, String> {
     aws_sigv4::sign::v4::SigningParams::builder()
         .identity(identity)
         .region(region)
-        .name("lambda")
+        .name(service)
         .time(time)
         .settings(settings)
         .build()
@@ -380,10 +380,12 @@ fn identity(c: &Credentials) -> aws_smithy_runtime_api::client::identity::Identi
     aws_credential_types::Credentials::new(&c.access_key_id, &c.secret_access_key, None, None, "nimbus").into()
 }
 
-/// Signs a request as an AWS client would; returns the headers to add.
+/// Signs a request for `service` as an AWS client would; returns the headers to add.
+#[allow(clippy::too_many_arguments)]
 pub fn sign_headers(
     creds: &Credentials,
     region: &str,
+    service: &str,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
@@ -391,7 +393,7 @@ pub fn sign_headers(
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, String> {
     let identity = identity(creds);
-    let params = signing_params(&identity, region, SigningSettings::default(), time)?;
+    let params = signing_params(&identity, region, service, SigningSettings::default(), time)?;
     let request = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
         .map_err(|e| e.to_string())?;
     let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
@@ -411,7 +413,7 @@ pub fn presign_get(
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
     settings.expires_in = Some(expires);
-    let params = signing_params(&identity, region, settings, time)?;
+    let params = signing_params(&identity, region, "lambda", settings, time)?;
     let request = SignableRequest::new("GET", base, [("host", host)].into_iter(), SignableBody::Bytes(&[]))
         .map_err(|e| e.to_string())?;
     let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
@@ -465,15 +467,18 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
         ));
         let parts = SignedParts { method: "GET", raw_path: "/", raw_query: None, headers: &headers, body: b"" };
-        let v = Verifier::new(example_creds(), "service");
-        assert_eq!(v.verify(&parts, at("20150830T123900Z")), Ok(()));
+        let v = Verifier::new(example_creds());
+        assert_eq!(v.verify(&parts, "service", at("20150830T123900Z")), Ok(()));
         // One minute past the allowed skew, the same request has expired.
-        let late = v.verify(&parts, at("20150830T124200Z"));
+        let late = v.verify(&parts, "service", at("20150830T124200Z"));
         assert!(matches!(late, Err(AuthError::InvalidSignature(m)) if m.starts_with("Signature expired")));
-        let wrong = Verifier::new(Credentials { secret_access_key: "other".into(), ..example_creds() }, "service");
-        assert_eq!(wrong.verify(&parts, at("20150830T123600Z")), Err(AuthError::InvalidSignature(MISMATCH.into())));
+        let wrong = Verifier::new(Credentials { secret_access_key: "other".into(), ..example_creds() });
+        assert_eq!(
+            wrong.verify(&parts, "service", at("20150830T123600Z")),
+            Err(AuthError::InvalidSignature(MISMATCH.into()))
+        );
         assert!(
-            matches!(Verifier::new(example_creds(), "lambda").verify(&parts, at("20150830T123600Z")), Err(AuthError::InvalidSignature(m)) if m.contains("correct service"))
+            matches!(Verifier::new(example_creds()).verify(&parts, "lambda", at("20150830T123600Z")), Err(AuthError::InvalidSignature(m)) if m.contains("correct service"))
         );
     }
 
@@ -494,7 +499,7 @@ mod tests {
             headers: &headers,
             body: b"",
         };
-        assert_eq!(Verifier::new(example_creds(), "service").verify(&parts, at("20150830T123600Z")), Ok(()));
+        assert_eq!(Verifier::new(example_creds()).verify(&parts, "service", at("20150830T123600Z")), Ok(()));
     }
 
     #[test]
@@ -504,13 +509,15 @@ mod tests {
         let path = "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af/invocations";
         let url = format!("http://127.0.0.1:9070{path}?Qualifier=%24LATEST");
         let body = br#"{"a":1}"#;
-        let signed = sign_headers(&creds, "us-east-1", "POST", &url, &[("host", "127.0.0.1:9070")], body, now).unwrap();
+        let signed =
+            sign_headers(&creds, "us-east-1", "lambda", "POST", &url, &[("host", "127.0.0.1:9070")], body, now)
+                .unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("127.0.0.1:9070"));
         for (k, v) in &signed {
             headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
-        let v = Verifier::new(creds.clone(), "lambda");
+        let v = Verifier::new(creds.clone());
         let parts = SignedParts {
             method: "POST",
             raw_path: path,
@@ -518,12 +525,12 @@ mod tests {
             headers: &headers,
             body,
         };
-        assert_eq!(v.verify(&parts, now), Ok(()));
+        assert_eq!(v.verify(&parts, "lambda", now), Ok(()));
         let tampered = SignedParts { body: br#"{"a":2}"#, ..parts };
-        assert!(v.verify(&tampered, now).is_err());
+        assert!(v.verify(&tampered, "lambda", now).is_err());
         let none = HeaderMap::new();
         let bare = SignedParts { method: "GET", raw_path: "/", raw_query: None, headers: &none, body: b"" };
-        assert_eq!(v.verify(&bare, now), Err(AuthError::Missing));
+        assert_eq!(v.verify(&bare, "lambda", now), Err(AuthError::Missing));
     }
 
     #[test]
@@ -542,10 +549,10 @@ mod tests {
             headers: &headers,
             body: b"",
         };
-        let v = Verifier::new(creds, "lambda");
-        assert_eq!(v.verify(&parts, t0 + Duration::from_secs(599)), Ok(()));
+        let v = Verifier::new(creds);
+        assert_eq!(v.verify(&parts, "lambda", t0 + Duration::from_secs(599)), Ok(()));
         assert!(
-            matches!(v.verify(&parts, t0 + Duration::from_secs(601)), Err(AuthError::InvalidSignature(m)) if m.contains("expired"))
+            matches!(v.verify(&parts, "lambda", t0 + Duration::from_secs(601)), Err(AuthError::InvalidSignature(m)) if m.contains("expired"))
         );
     }
 

@@ -69,7 +69,7 @@ impl Client {
     /// Sends a signed request and returns the JSON body (`Null` when empty).
     /// Errors carry AWS's error type and message.
     pub async fn call(&self, method: &str, path_and_query: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {
-        let (_, bytes) = self.send(method, path_and_query, body, &[]).await?;
+        let (_, bytes) = self.send("lambda", method, path_and_query, body, &[]).await?;
         Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
     }
 
@@ -77,6 +77,7 @@ impl Client {
     /// headers and raw body, or AWS's error.
     pub async fn send(
         &self,
+        service: &str,
         method: &str,
         path_and_query: &str,
         body: Option<Vec<u8>>,
@@ -90,11 +91,11 @@ impl Client {
         };
         let body = body.unwrap_or_default();
         let mut headers = vec![("host", host.as_str())];
-        if !body.is_empty() {
+        if !body.is_empty() && !extra.iter().any(|(k, _)| *k == "content-type") {
             headers.push(("content-type", "application/json"));
         }
         headers.extend_from_slice(extra);
-        let signed = sign_headers(&self.creds, &self.region, method, &url, &headers, &body, SystemTime::now())
+        let signed = sign_headers(&self.creds, &self.region, service, method, &url, &headers, &body, SystemTime::now())
             .map_err(|e| anyhow!("signing failed: {e}"))?;
         let mut req = self.http.request(method.parse()?, parsed);
         for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {

@@ -93,7 +93,7 @@ pub async fn invoke(args: InvokeArgs, client_args: ClientArgs) -> anyhow::Result
     if args.tail {
         headers.push(("x-amz-log-type", "Tail"));
     }
-    let (resp, body) = client.send("POST", &path, Some(payload), &headers).await?;
+    let (resp, body) = client.send("lambda", "POST", &path, Some(payload), &headers).await?;
     let header = |name: &str| resp.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     if let Some(log) = header("x-amz-log-result") {
         let text = base64::engine::general_purpose::STANDARD.decode(log).unwrap_or_default();
@@ -114,6 +114,72 @@ pub async fn invoke(args: InvokeArgs, client_args: ClientArgs) -> anyhow::Result
         anyhow::bail!("the function failed ({err})");
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// Function name.
+    name: String,
+    /// Keep printing new lines as they arrive.
+    #[arg(long)]
+    follow: bool,
+    /// Only lines from the last this many seconds.
+    #[arg(long)]
+    since: Option<i64>,
+    /// Only lines containing all these terms (CloudWatch filter-pattern words).
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+/// Prints a function's log lines through the CloudWatch Logs API.
+pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(&client_args)?;
+    let cfg = client.call("GET", &format!("/2015-03-31/functions/{}/configuration", label(&args.name)), None).await?;
+    let group = cfg["LoggingConfig"]["LogGroup"].as_str().unwrap_or_default().to_string();
+    let start = args.since.map(|s| chrono_now_ms() - s * 1000);
+    let mut token: Option<String> = None;
+    let mut last_id: i64 = 0;
+    loop {
+        let mut req = json!({ "logGroupName": group });
+        if let Some(s) = start {
+            req["startTime"] = s.into();
+        }
+        if let Some(f) = &args.filter {
+            req["filterPattern"] = f.clone().into();
+        }
+        if let Some(t) = &token {
+            req["nextToken"] = t.clone().into();
+        }
+        let headers =
+            [("x-amz-target", "Logs_20140328.FilterLogEvents"), ("content-type", "application/x-amz-json-1.1")];
+        let (_, body) = client.send("logs", "POST", "/", Some(serde_json::to_vec(&req)?), &headers).await?;
+        let page: Value = serde_json::from_slice(&body)?;
+        for e in page["events"].as_array().cloned().unwrap_or_default() {
+            let id: i64 = e["eventId"].as_str().and_then(|i| i.parse().ok()).unwrap_or(0);
+            if id <= last_id {
+                continue;
+            }
+            last_id = id;
+            if client_args.json {
+                println!("{e}");
+            } else {
+                println!("{}", e["message"].as_str().unwrap_or_default());
+            }
+        }
+        token = page["nextToken"].as_str().map(str::to_string);
+        if token.is_none() {
+            if !args.follow {
+                return Ok(());
+            }
+            // Resume after the last line seen.
+            token = (last_id > 0).then(|| last_id.to_string());
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn read_package(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -54,6 +54,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show a function's log lines.
+    Logs {
+        #[command(flatten)]
+        args: commands::LogsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Publish and manage layers.
     Layer {
         #[command(subcommand)]
@@ -74,6 +81,7 @@ fn main() -> std::process::ExitCode {
                         Command::Function { command, client } => commands::function(command, client).await,
                         Command::Layer { command, client } => commands::layer(command, client).await,
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
+                        Command::Logs { args, client } => commands::logs(args, client).await,
                     }
                 })
             },

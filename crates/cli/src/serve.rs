@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// second retry waits twice as long (AWS: about 60).
     #[arg(long, env = "NIMBUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
     async_retry_delay: u64,
+    /// Days function logs and invocation records are kept.
+    #[arg(long, env = "NIMBUS_LOG_RETENTION_DAYS", default_value_t = 30)]
+    log_retention_days: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +171,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         catalog,
         concurrency_limit: ACCOUNT_CONCURRENCY_DEFAULT,
         async_retry_delay: std::time::Duration::from_secs(args.async_retry_delay),
+        log_retention: std::time::Duration::from_secs(args.log_retention_days * 86_400),
     };
     let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = match args.isolation {
         Isolation::Process => {

@@ -71,10 +71,11 @@ impl Control {
         };
         let executed_version = resolved.config.version.clone();
         debug_assert!(executed_version == LATEST || executed_version.parse::<u64>().is_ok());
+        let config = resolved.config;
         let outcome = invoker
             .invoke(Invocation {
-                request_id: req.request_id,
-                config: resolved.config,
+                request_id: req.request_id.clone(),
+                config: config.clone(),
                 invoked_arn,
                 payload: req.payload,
                 client_context: req.client_context,
@@ -84,6 +85,8 @@ impl Control {
                 nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
                 nimbus_worker::Error::Internal(m) => Error::Unavailable(format!("The function could not be run: {m}")),
             })?;
+        // The writer task outlives every invocation; a send fails only at shutdown.
+        let _ = self.recorder.send(crate::records::batch_of(&config, &req.request_id, &outcome));
         Ok(Invoked { executed_version, outcome })
     }
 }

@@ -13,6 +13,7 @@ mod asynchronous;
 mod functions;
 mod invoke;
 mod layers;
+mod records;
 mod settings;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::{Mutex, MutexGuard};
 pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
 pub use invoke::{InvokeRequest, Invoked};
 pub use layers::NewLayerVersion;
+pub use records::{LogPage, LogQuery};
 pub use settings::{AccountSettings, NewPermission, UrlConfigInput};
 
 pub mod runtimes;
@@ -87,6 +89,8 @@ pub struct Settings {
     /// Wait before the first retry of a failed async event; the second
     /// waits twice as long (AWS: about one and two minutes).
     pub async_retry_delay: std::time::Duration,
+    /// How long log lines and invocation records are kept.
+    pub log_retention: std::time::Duration,
 }
 
 /// A configuration as a request addressed it: the ARN it is reported under
@@ -107,6 +111,8 @@ pub struct Control {
     writes: Mutex<()>,
     /// Wakes the async dispatcher when an event is queued or rescheduled.
     async_wake: tokio::sync::Notify,
+    /// Hands invocation records and log lines to the writer task.
+    recorder: tokio::sync::mpsc::UnboundedSender<records::Batch>,
 }
 
 impl Control {
@@ -118,8 +124,18 @@ impl Control {
         blobs: Arc<dyn Blobs>,
         invoker: Option<Arc<dyn nimbus_worker::Invoker>>,
     ) -> Result<Self> {
-        let control =
-            Self { settings, meta, blobs, invoker, writes: Mutex::new(()), async_wake: tokio::sync::Notify::new() };
+        let (recorder, rx) = tokio::sync::mpsc::unbounded_channel();
+        let retention_ms = settings.log_retention.as_millis() as i64;
+        tokio::spawn(records::run_recorder(meta.clone(), rx, retention_ms));
+        let control = Self {
+            settings,
+            meta,
+            blobs,
+            invoker,
+            writes: Mutex::new(()),
+            async_wake: tokio::sync::Notify::new(),
+            recorder,
+        };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
         drop(guard);

@@ -69,6 +69,33 @@ pub struct AsyncEvent {
     pub created_ms: i64,
 }
 
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    pub id: i64,
+    pub log_group: String,
+    pub log_stream: String,
+    pub timestamp_ms: i64,
+    pub message: String,
+}
+
+/// The metering record of one invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationRecord {
+    pub request_id: String,
+    pub function: String,
+    pub version: String,
+    pub cold: bool,
+    pub init_ms: Option<f64>,
+    pub duration_ms: f64,
+    pub billed_ms: u64,
+    pub memory_mb: u32,
+    pub max_memory_mb: u64,
+    /// `success`, `error` or `timeout`.
+    pub outcome: String,
+    pub timestamp_ms: i64,
+}
+
 /// Figures for GetAccountSettings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -118,4 +145,21 @@ pub trait Metadata: Send + Sync {
     /// Makes every queued event due now (after a restart nothing is in flight,
     /// so leases taken before the crash must not delay redelivery).
     async fn release_events(&self, now_ms: i64) -> Result<()>;
+
+    /// Stores invocation records and their log lines (ids are assigned).
+    async fn record_invocations(&self, records: &[InvocationRecord], lines: &[LogEvent]) -> Result<()>;
+    /// Log lines of a group after `after_id`, from `start_ms` on, optionally
+    /// of one stream, oldest first.
+    async fn log_events(
+        &self,
+        group: &str,
+        stream: Option<&str>,
+        after_id: i64,
+        start_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>>;
+    /// Metering records of a function, oldest first.
+    async fn invocations(&self, function: &str) -> Result<Vec<InvocationRecord>>;
+    /// Deletes log lines and records older than `before_ms` (retention).
+    async fn prune_logs(&self, before_ms: i64) -> Result<u64>;
 }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::{AsyncEvent, ConfigCursor, Metadata, Result, Usage, Write};
+use crate::{AsyncEvent, ConfigCursor, InvocationRecord, LogEvent, Metadata, Result, Usage, Write};
 
 pub struct SqliteMetadata {
     pool: SqlitePool,
@@ -282,6 +282,104 @@ impl Metadata for SqliteMetadata {
         Ok(())
     }
 
+    async fn record_invocations(&self, records: &[InvocationRecord], lines: &[LogEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT OR REPLACE INTO invocations (request_id, function, version, cold, init_ms, duration_ms, billed_ms,
+                   memory_mb, max_memory_mb, outcome, timestamp_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.request_id)
+            .bind(&r.function)
+            .bind(&r.version)
+            .bind(r.cold)
+            .bind(r.init_ms)
+            .bind(r.duration_ms)
+            .bind(r.billed_ms as i64)
+            .bind(i64::from(r.memory_mb))
+            .bind(r.max_memory_mb as i64)
+            .bind(&r.outcome)
+            .bind(r.timestamp_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for l in lines {
+            sqlx::query("INSERT INTO log_events (log_group, log_stream, timestamp_ms, message) VALUES (?, ?, ?, ?)")
+                .bind(&l.log_group)
+                .bind(&l.log_stream)
+                .bind(l.timestamp_ms)
+                .bind(&l.message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn log_events(
+        &self,
+        group: &str,
+        stream: Option<&str>,
+        after_id: i64,
+        start_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, log_group, log_stream, timestamp_ms, message FROM log_events
+             WHERE log_group = ? AND id > ? AND timestamp_ms >= ? AND (? IS NULL OR log_stream = ?)
+             ORDER BY id LIMIT ?",
+        )
+        .bind(group)
+        .bind(after_id)
+        .bind(start_ms)
+        .bind(stream)
+        .bind(stream)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LogEvent {
+                id: r.get("id"),
+                log_group: r.get("log_group"),
+                log_stream: r.get("log_stream"),
+                timestamp_ms: r.get("timestamp_ms"),
+                message: r.get("message"),
+            })
+            .collect())
+    }
+
+    async fn invocations(&self, function: &str) -> Result<Vec<InvocationRecord>> {
+        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms")
+            .bind(function)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| InvocationRecord {
+                request_id: r.get("request_id"),
+                function: r.get("function"),
+                version: r.get("version"),
+                cold: r.get("cold"),
+                init_ms: r.get("init_ms"),
+                duration_ms: r.get("duration_ms"),
+                billed_ms: r.get::<i64, _>("billed_ms") as u64,
+                memory_mb: r.get::<i64, _>("memory_mb") as u32,
+                max_memory_mb: r.get::<i64, _>("max_memory_mb") as u64,
+                outcome: r.get("outcome"),
+                timestamp_ms: r.get("timestamp_ms"),
+            })
+            .collect())
+    }
+
+    async fn prune_logs(&self, before_ms: i64) -> Result<u64> {
+        let a =
+            sqlx::query("DELETE FROM log_events WHERE timestamp_ms < ?").bind(before_ms).execute(&self.pool).await?;
+        let b =
+            sqlx::query("DELETE FROM invocations WHERE timestamp_ms < ?").bind(before_ms).execute(&self.pool).await?;
+        Ok(a.rows_affected() + b.rows_affected())
+    }
+
     async fn usage(&self) -> Result<Usage> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM functions) AS n,
@@ -403,6 +501,46 @@ mod tests {
         m.delete_event("late").await.unwrap();
         m.delete_event("early").await.unwrap();
         assert_eq!(m.next_event_due().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn logs_page_by_id_and_prune_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let line = |stream: &str, ts: i64, msg: &str| LogEvent {
+            id: 0,
+            log_group: "/aws/lambda/f".into(),
+            log_stream: stream.into(),
+            timestamp_ms: ts,
+            message: msg.into(),
+        };
+        let rec = InvocationRecord {
+            request_id: "r1".into(),
+            function: "f".into(),
+            version: "$LATEST".into(),
+            cold: true,
+            init_ms: Some(5.0),
+            duration_ms: 1.5,
+            billed_ms: 7,
+            memory_mb: 128,
+            max_memory_mb: 20,
+            outcome: "success".into(),
+            timestamp_ms: 100,
+        };
+        m.record_invocations(
+            std::slice::from_ref(&rec),
+            &[line("a", 100, "one"), line("b", 200, "two"), line("a", 300, "three")],
+        )
+        .await
+        .unwrap();
+        let all = m.log_events("/aws/lambda/f", None, 0, 0, 10).await.unwrap();
+        assert_eq!(all.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["one", "two", "three"]);
+        let after = m.log_events("/aws/lambda/f", Some("a"), all[0].id, 0, 10).await.unwrap();
+        assert_eq!(after.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["three"]);
+        assert_eq!(m.log_events("/aws/lambda/f", None, 0, 250, 10).await.unwrap().len(), 1);
+        assert_eq!(m.invocations("f").await.unwrap(), [rec]);
+        assert_eq!(m.prune_logs(250).await.unwrap(), 3, "two lines and the record are older");
+        assert_eq!(m.log_events("/aws/lambda/f", None, 0, 0, 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -30,13 +30,26 @@ pub struct Outcome {
     pub payload: Bytes,
     /// `Unhandled` when the function or the platform failed.
     pub function_error: Option<String>,
-    /// This invocation's log: START, the function's lines, END, REPORT.
-    pub log: String,
+    /// This invocation's log lines (epoch ms, text): START, the function's
+    /// output, END, REPORT.
+    pub lines: Vec<(i64, String)>,
+    /// The environment's log stream, e.g. `2026/01/01/[$LATEST]<32 hex>`.
+    pub log_stream: String,
+    /// `success`, `error` or `timeout`.
+    pub status: &'static str,
+    pub billed_ms: u64,
     pub duration_ms: f64,
     pub init_ms: Option<f64>,
     pub max_memory_mb: u64,
     /// Whether the environment may serve again.
     pub(crate) reusable: bool,
+}
+
+impl Outcome {
+    /// The log as text, one line each, as `X-Amz-Log-Result` carries it.
+    pub fn log_text(&self) -> String {
+        self.lines.iter().map(|(_, l)| format!("{l}\n")).collect()
+    }
 }
 
 pub(crate) struct Job {
@@ -59,7 +72,7 @@ pub(crate) enum Reply {
 pub(crate) struct Shared {
     pub jobs_rx: Mutex<mpsc::Receiver<Job>>,
     current: SyncMutex<Option<(String, oneshot::Sender<Reply>)>>,
-    logs: SyncMutex<Vec<String>>,
+    logs: SyncMutex<Vec<(i64, String)>>,
     alive: AtomicBool,
     ready_at: SyncMutex<Option<Instant>>,
     /// Woken when the log reader reaches the drain marker.
@@ -105,10 +118,10 @@ impl Shared {
             }
             return;
         }
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).push((chrono::Utc::now().timestamp_millis(), line));
     }
 
-    fn drain_logs(&self) -> Vec<String> {
+    fn drain_logs(&self) -> Vec<(i64, String)> {
         std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -125,13 +138,14 @@ pub(crate) struct Env {
     memory_mb: u32,
     timeout: Duration,
     version: String,
+    log_stream: String,
 }
 
 fn log_stream_name(version: &str) -> String {
     format!("{}/[{version}]{}", chrono::Utc::now().format("%Y/%m/%d"), uuid::Uuid::new_v4().simple())
 }
 
-fn environment(spec: &Spec, runtime_api: &str) -> Vec<(String, String)> {
+fn environment(spec: &Spec, runtime_api: &str, log_stream: &str) -> Vec<(String, String)> {
     let c = &spec.config;
     let mut env: Vec<(String, String)> = c.environment.clone().unwrap_or_default().into_iter().collect();
     let task_root = spec.code_dir.display().to_string();
@@ -149,7 +163,7 @@ fn environment(spec: &Spec, runtime_api: &str) -> Vec<(String, String)> {
     set("AWS_LAMBDA_FUNCTION_VERSION", c.version.clone());
     set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", c.memory_size.to_string());
     set("AWS_LAMBDA_LOG_GROUP_NAME", c.logging.log_group.clone());
-    set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name(&c.version));
+    set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_string());
     set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
     set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
     if let Some(r) = c.runtime.as_deref().filter(|r| !r.starts_with("provided")) {
@@ -223,12 +237,13 @@ impl Env {
         let reader =
             tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)).map_err(io_err)?;
 
+        let log_stream = log_stream_name(&spec.config.version);
         let spawned_at = Instant::now();
         let mut child = Command::new(&program)
             .args(&args)
             .current_dir(&spec.code_dir)
             .env_clear()
-            .envs(environment(&spec, &addr.to_string()))
+            .envs(environment(&spec, &addr.to_string(), &log_stream))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::from(writer))
             .stderr(std::process::Stdio::from(stderr))
@@ -270,6 +285,7 @@ impl Env {
             memory_mb: spec.config.memory_size,
             timeout: Duration::from_secs(u64::from(spec.config.timeout)),
             version: spec.config.version.clone(),
+            log_stream,
         })
     }
 
@@ -343,17 +359,21 @@ impl Env {
             None
         };
         self.drain_output().await;
+        let now = || chrono::Utc::now().timestamp_millis();
         let mut log = init_lines;
-        log.push(format!("START RequestId: {id} Version: {}", self.version));
+        log.push((now(), format!("START RequestId: {id} Version: {}", self.version)));
         log.extend(self.shared.drain_logs());
         if status == Some("timeout") {
-            log.push(format!(
-                "{} {id} Task timed out after {:.2} seconds",
-                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                self.timeout.as_secs_f64()
+            log.push((
+                now(),
+                format!(
+                    "{} {id} Task timed out after {:.2} seconds",
+                    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                    self.timeout.as_secs_f64()
+                ),
             ));
         }
-        log.push(format!("END RequestId: {id}"));
+        log.push((now(), format!("END RequestId: {id}")));
         let billed = (duration_ms + init_ms.unwrap_or(0.0)).ceil() as u64;
         let mut report = format!(
             "REPORT RequestId: {id}\tDuration: {duration_ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {max_memory_mb} MB\t",
@@ -365,11 +385,22 @@ impl Env {
         if let Some(s) = status {
             report.push_str(&format!("Status: {s}\t"));
         }
-        log.push(report);
-        for line in &log {
-            tracing::info!(target: "function", request_id = %id, "{line}");
+        log.push((now(), report));
+        for (_, line) in &log {
+            tracing::debug!(target: "function", request_id = %id, "{line}");
         }
-        Outcome { payload, function_error, log: log.join("\n") + "\n", duration_ms, init_ms, max_memory_mb, reusable }
+        Outcome {
+            payload,
+            function_error,
+            lines: log,
+            log_stream: self.log_stream.clone(),
+            status: status.unwrap_or("success"),
+            billed_ms: billed,
+            duration_ms,
+            init_ms,
+            max_memory_mb,
+            reusable,
+        }
     }
 
     /// Waits until the log reader has read everything the runtime wrote so far.
