@@ -378,3 +378,57 @@ def test_every_invocation_is_metered(proc_server, plam):
     for r in rows:
         assert r[1] == "$LATEST" and r[6] == 128 and r[7] > 0 and r[5] >= r[4]
     assert [r[8] for r in rows] == ["success", "success", "error"]
+
+
+NODE_ESM = '''
+let count = 0;
+export const handler = async (event, context) => {
+  count += 1;
+  console.log("hello", context.functionName);
+  return { event, count, id: context.awsRequestId, remaining: context.getRemainingTimeInMillis() > 0 };
+};
+export const fail = async () => { throw new TypeError("node failure"); };
+'''
+
+NODE_CJS = '''
+exports.handler = (event, context, callback) => {
+  callback(null, { cjs: true, event, version: context.functionVersion });
+};
+exports.later = (event, context, callback) => { setTimeout(() => callback(new Error("late failure")), 10); };
+'''
+
+
+@pytest.mark.parametrize("files, handler, check", [
+    ({"index.mjs": NODE_ESM}, "index.handler",
+     lambda out, rid: out["event"] == {"k": 1} and out["id"] == rid and out["remaining"]),
+    ({"lib/app.js": NODE_CJS}, "lib/app.handler",
+     lambda out, rid: out == {"cjs": True, "event": {"k": 1}, "version": "$LATEST"}),
+])
+def test_nodejs_handlers(plam, files, handler, check):
+    name = unique_name("node")
+    plam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler=handler, Role=ROLE,
+                         Code={"ZipFile": make_zip(files)}, Timeout=10)
+    r, out = invoke(plam, name, {"k": 1}, LogType="Tail")
+    assert "FunctionError" not in r, out
+    assert check(out, r["ResponseMetadata"]["RequestId"])
+    if handler == "index.handler":
+        assert invoke(plam, name, {"k": 1})[1]["count"] == 2, "module state survives warm invokes"
+        log = base64.b64decode(r["LogResult"]).decode()
+        assert re.search(rf"\tINFO\thello {name}", log), log
+
+
+@pytest.mark.parametrize("files, handler, error_type, message", [
+    ({"index.mjs": NODE_ESM}, "index.fail", "TypeError", "node failure"),
+    ({"lib/app.js": NODE_CJS}, "lib/app.later", "Error", "late failure"),
+    ({"index.mjs": NODE_ESM}, "missing.handler", "Runtime.ImportModuleError", None),
+    ({"index.mjs": NODE_ESM}, "index.nothing", "Runtime.HandlerNotFound", None),
+    ({"index.mjs": "export const handler = ;"}, "index.handler", "Runtime.UserCodeSyntaxError", None),
+])
+def test_nodejs_errors(plam, files, handler, error_type, message):
+    name = unique_name("node")
+    plam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler=handler, Role=ROLE,
+                         Code={"ZipFile": make_zip(files)}, Timeout=10)
+    r, out = invoke(plam, name)
+    assert r["FunctionError"] == "Unhandled" and out["errorType"] == error_type, out
+    if message:
+        assert out["errorMessage"] == message

@@ -157,6 +157,7 @@ fn environment(spec: &Spec, runtime_api: &str, log_stream: &str) -> Vec<(String,
     set("LAMBDA_TASK_ROOT", task_root);
     set("LAMBDA_RUNTIME_DIR", spec.runtime_dir.display().to_string());
     set("TZ", ":UTC".into());
+    set("NODE_PATH", "/opt/nodejs/node_modules:/opt/nodejs/node20/node_modules".into());
     set("AWS_REGION", spec.region.clone());
     set("AWS_DEFAULT_REGION", spec.region.clone());
     set("AWS_LAMBDA_FUNCTION_NAME", c.name.clone());
@@ -208,6 +209,9 @@ impl Env {
                 python.clone(),
                 vec!["-I".into(), "-u".into(), spec.runtime_dir.join("bootstrap.py").display().to_string()],
             ),
+            (Some(node), r) if r.starts_with("nodejs") => {
+                (node.clone(), vec![spec.runtime_dir.join("bootstrap.mjs").display().to_string()])
+            }
             (None, r) if r.starts_with("provided") => (spec.code_dir.join("bootstrap").display().to_string(), vec![]),
             _ => return Err(Error::Unavailable(format!("The {runtime} runtime cannot run on this worker yet."))),
         };

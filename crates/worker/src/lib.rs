@@ -75,14 +75,17 @@ pub struct Worker {
 }
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/nodejs/bootstrap.mjs");
 
 impl Worker {
     pub fn new(settings: Settings, code: Arc<dyn CodeSource>) -> Result<Self, Error> {
         let runtime_dir = settings.root.join("runtime");
         std::fs::create_dir_all(&runtime_dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", runtime_dir.display())))?;
-        std::fs::write(runtime_dir.join("bootstrap.py"), PYTHON_BOOTSTRAP)
-            .map_err(|e| Error::Internal(format!("writing the Python bootstrap: {e}")))?;
+        for (file, text) in [("bootstrap.py", PYTHON_BOOTSTRAP), ("bootstrap.mjs", NODE_BOOTSTRAP)] {
+            std::fs::write(runtime_dir.join(file), text)
+                .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
+        }
         Ok(Self { settings, code, idle: Mutex::new(HashMap::new()), unpacking: Mutex::new(()) })
     }
 

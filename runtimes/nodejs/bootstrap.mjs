@@ -1,0 +1,129 @@
+// Nimbus managed runtime for Node.js: a Lambda Runtime API client.
+//
+// Loads the handler named by _HANDLER (`path/module.function`) from
+// LAMBDA_TASK_ROOT, as an ES module or CommonJS, then serves invocations
+// from AWS_LAMBDA_RUNTIME_API. Async, promise and callback handlers are
+// supported; errors are reported in AWS's shapes.
+
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { format } from "node:util";
+
+const API = `http://${process.env.AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime`;
+const TASK_ROOT = process.env.LAMBDA_TASK_ROOT || process.cwd();
+let currentRequestId = "";
+
+// Lines carry a timestamp, the request id and a level, as on AWS.
+for (const [method, level] of [["log", "INFO"], ["info", "INFO"], ["warn", "WARN"], ["error", "ERROR"], ["debug", "DEBUG"]]) {
+  console[method] = (...args) => {
+    const text = format(...args).replace(/\n/g, "\r");
+    process.stdout.write(`${new Date().toISOString()}\t${currentRequestId || "undefined"}\t${level}\t${text}\n`);
+  };
+}
+
+function errorBody(err, errorType) {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return JSON.stringify({
+    errorType: errorType || e.name || "Error",
+    errorMessage: e.message,
+    trace: (e.stack || "").split("\n"),
+  });
+}
+
+async function post(pathname, body, headers = {}) {
+  await fetch(API + pathname, { method: "POST", body, headers });
+}
+
+async function initError(err, errorType) {
+  console.error(`${errorType}: ${err && err.message}`);
+  await post("/init/error", errorBody(err, errorType), { "Lambda-Runtime-Function-Error-Type": errorType });
+  process.exit(1);
+}
+
+function resolveModule(modulePath) {
+  const base = path.resolve(TASK_ROOT, modulePath);
+  for (const ext of [".js", ".mjs", ".cjs"]) {
+    if (existsSync(base + ext)) return base + ext;
+  }
+  return null;
+}
+
+async function loadHandler() {
+  const handler = process.env._HANDLER || "";
+  const dot = handler.lastIndexOf(".");
+  if (dot <= 0) {
+    return initError(new Error(`Bad handler ${handler}`), "Runtime.MalformedHandlerName");
+  }
+  const modulePath = handler.slice(0, dot);
+  const fnPath = handler.slice(dot + 1);
+  const file = resolveModule(modulePath);
+  if (!file) {
+    const err = new Error(`Cannot find module '${modulePath}'`);
+    err.name = "Runtime.ImportModuleError";
+    return initError(err, "Runtime.ImportModuleError");
+  }
+  let mod;
+  try {
+    mod = await import(pathToFileURL(file).href);
+  } catch (err) {
+    if (err instanceof SyntaxError) return initError(err, "Runtime.UserCodeSyntaxError");
+    return initError(err, "Runtime.ImportModuleError");
+  }
+  const fn = mod[fnPath] ?? (mod.default && mod.default[fnPath]);
+  if (typeof fn !== "function") {
+    const err = new Error(`${handler} is undefined or not exported`);
+    return initError(err, "Runtime.HandlerNotFound");
+  }
+  return fn;
+}
+
+function context(headers) {
+  const deadline = Number(headers.get("lambda-runtime-deadline-ms") || 0);
+  const cc = headers.get("lambda-runtime-client-context");
+  return {
+    awsRequestId: headers.get("lambda-runtime-aws-request-id"),
+    invokedFunctionArn: headers.get("lambda-runtime-invoked-function-arn"),
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: cc ? JSON.parse(cc) : undefined,
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+  };
+}
+
+function run(fn, event, ctx) {
+  if (fn.length >= 3) {
+    return new Promise((resolve, reject) => {
+      const maybe = fn(event, ctx, (err, result) => (err ? reject(err) : resolve(result)));
+      if (maybe && typeof maybe.then === "function") maybe.then(resolve, reject);
+    });
+  }
+  return Promise.resolve().then(() => fn(event, ctx));
+}
+
+const fn = await loadHandler();
+for (;;) {
+  const next = await fetch(`${API}/invocation/next`);
+  const id = next.headers.get("lambda-runtime-aws-request-id");
+  currentRequestId = id;
+  process.env._X_AMZN_TRACE_ID = next.headers.get("lambda-runtime-trace-id") || "";
+  const event = JSON.parse(await next.text());
+  try {
+    const result = await run(fn, event, context(next.headers));
+    let body;
+    try {
+      body = JSON.stringify(result === undefined ? null : result);
+    } catch (err) {
+      await post(`/invocation/${id}/error`, errorBody(err, "Runtime.MarshalError"), { "Lambda-Runtime-Function-Error-Type": "Runtime.MarshalError" });
+      continue;
+    }
+    await post(`/invocation/${id}/response`, body);
+  } catch (err) {
+    console.error(`Invoke Error \t${errorBody(err)}`);
+    await post(`/invocation/${id}/error`, errorBody(err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
+  }
+}
