@@ -91,7 +91,16 @@ class Server:
     def endpoint(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self):
+    def start(self, attempts=3):
+        """Starts the server; a port taken between choosing and binding it is retried."""
+        for attempt in range(attempts):
+            try:
+                return self._start()
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == attempts - 1:
+                    raise
+
+    def _start(self):
         self.port = free_port()
         env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG="info")
         env.pop("NIMBUS_ACCESS_KEY_ID", None)

@@ -59,6 +59,7 @@ impl ApiError {
                 AuthError::UnknownKey => (S::FORBIDDEN, "UnrecognizedClientException"),
                 AuthError::InvalidSignature(_) => (S::FORBIDDEN, "InvalidSignatureException"),
                 AuthError::ContentSha256Mismatch => (S::BAD_REQUEST, "XAmzContentSHA256Mismatch"),
+                AuthError::ExpiredToken => (S::FORBIDDEN, "ExpiredTokenException"),
             },
             Self::Internal(_) | Self::Unavailable(_) => (S::INTERNAL_SERVER_ERROR, "ServiceException"),
             Self::UnknownOperation(_) => (S::NOT_FOUND, "UnknownOperationException"),

@@ -46,6 +46,62 @@ pub enum AuthError {
     InvalidSignature(String),
     #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
     ContentSha256Mismatch,
+    #[error("The security token included in the request is expired")]
+    ExpiredToken,
+}
+
+/// Prefix of the access key ids of session credentials.
+const SESSION_PREFIX: &str = "NSIA";
+
+/// Temporary credentials for one execution environment, as Lambda injects
+/// them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+///
+/// They are stateless: the token carries the key id, expiry and subject,
+/// MAC'd with the node's secret, and the session secret is derived from the
+/// same fields, so any node holding the secret can verify them after a
+/// restart without a lookup.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
+impl std::fmt::Debug for SessionCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCredentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
+}
+
+fn mac(secret: &str, purpose: &str, payload: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any size");
+    m.update(purpose.as_bytes());
+    m.update(b"\n");
+    m.update(payload.as_bytes());
+    m.finalize().into_bytes().to_vec()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn session_secret(node: &Credentials, payload: &str) -> String {
+    b64url(&mac(&node.secret_access_key, "nimbus-session-secret", payload))
+}
+
+/// Mints session credentials for `subject` (e.g. a function ARN) valid for `ttl`.
+pub fn mint_session(node: &Credentials, subject: &str, ttl: Duration, now: SystemTime) -> SessionCredentials {
+    let access_key_id = format!("{SESSION_PREFIX}{}", &uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase());
+    let expires = (now + ttl).duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let payload = format!("{access_key_id}|{expires}|{subject}");
+    let token = format!(
+        "{}.{}",
+        b64url(payload.as_bytes()),
+        b64url(&mac(&node.secret_access_key, "nimbus-session-token", &payload))
+    );
+    SessionCredentials { secret_access_key: session_secret(node, &payload), access_key_id, session_token: token }
 }
 
 const MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
@@ -269,9 +325,17 @@ impl Verifier {
                 "Credential should be scoped to correct service: '{service}'. "
             )));
         }
-        if claim.access_key != self.credentials.access_key_id {
+        let secret = if claim.access_key == self.credentials.access_key_id {
+            self.credentials.secret_access_key.clone()
+        } else if claim.access_key.starts_with(SESSION_PREFIX) {
+            let token = header(req.headers, "x-amz-security-token")
+                .map(str::to_string)
+                .or_else(|| pairs.iter().find(|(k, _)| k == "X-Amz-Security-Token").map(|(_, v)| v.clone()))
+                .ok_or(AuthError::UnknownKey)?;
+            self.session_secret(claim.access_key, &token, now)?
+        } else {
             return Err(AuthError::UnknownKey);
-        }
+        };
         let when = parse_amz_date(&claim.amz_date).ok_or_else(|| {
             AuthError::Incomplete(format!("Date must be in ISO-8601 'basic format'. Got '{}'.", claim.amz_date))
         })?;
@@ -286,12 +350,7 @@ impl Verifier {
         check_time(when, claim.expires, now)?;
 
         let hashes = self.payload_hashes(req)?;
-        let key = generate_signing_key(
-            &self.credentials.secret_access_key,
-            SystemTime::from(when),
-            claim.region,
-            claim.service,
-        );
+        let key = generate_signing_key(&secret, SystemTime::from(when), claim.region, claim.service);
         let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
         for payload_hash in hashes {
             let canonical = [
@@ -311,6 +370,29 @@ impl Verifier {
             }
         }
         Err(AuthError::InvalidSignature(MISMATCH.into()))
+    }
+
+    /// The secret of session credentials whose token is genuine and current.
+    fn session_secret(&self, access_key: &str, token: &str, now: SystemTime) -> Result<String, AuthError> {
+        use base64::Engine;
+        let (payload_b64, tag_b64) = token.split_once('.').ok_or(AuthError::UnknownKey)?;
+        let decode =
+            |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::UnknownKey);
+        let payload = String::from_utf8(decode(payload_b64)?).map_err(|_| AuthError::UnknownKey)?;
+        let expected = mac(&self.credentials.secret_access_key, "nimbus-session-token", &payload);
+        if !bool::from(expected.as_slice().ct_eq(decode(tag_b64)?.as_slice())) {
+            return Err(AuthError::UnknownKey);
+        }
+        let mut fields = payload.splitn(3, '|');
+        let (key, expires) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+        if key != access_key {
+            return Err(AuthError::UnknownKey);
+        }
+        let expires: u64 = expires.parse().map_err(|_| AuthError::UnknownKey)?;
+        if now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) >= expires {
+            return Err(AuthError::ExpiredToken);
+        }
+        Ok(session_secret(&self.credentials, &payload))
     }
 
     /// The payload hashes a valid signature may have used: the declared
@@ -554,6 +636,60 @@ mod tests {
         assert!(
             matches!(v.verify(&parts, "lambda", t0 + Duration::from_secs(601)), Err(AuthError::InvalidSignature(m)) if m.contains("expired"))
         );
+    }
+
+    #[test]
+    fn session_credentials_verify_until_they_expire_and_resist_tampering() {
+        let node = example_creds();
+        let t0 = SystemTime::now();
+        let session =
+            mint_session(&node, "arn:aws:lambda:us-east-1:123456789012:function:f", Duration::from_secs(60), t0);
+        let sign_at = |creds: &Credentials, token: &str, t: SystemTime| {
+            let url = "http://h:1/2015-03-31/functions";
+            let signed = sign_headers(
+                creds,
+                "us-east-1",
+                "lambda",
+                "GET",
+                url,
+                &[("host", "h:1"), ("x-amz-security-token", token)],
+                b"",
+                t,
+            )
+            .unwrap();
+            let mut headers = HeaderMap::new();
+            headers.insert("host", HeaderValue::from_static("h:1"));
+            headers.insert("x-amz-security-token", HeaderValue::from_str(token).unwrap());
+            for (k, v) in &signed {
+                headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            headers
+        };
+        let creds = Credentials {
+            access_key_id: session.access_key_id.clone(),
+            secret_access_key: session.secret_access_key.clone(),
+        };
+        let v = Verifier::new(node.clone());
+        let check = |headers: &HeaderMap, t| {
+            v.verify(
+                &SignedParts { method: "GET", raw_path: "/2015-03-31/functions", raw_query: None, headers, body: b"" },
+                "lambda",
+                t,
+            )
+        };
+        assert_eq!(check(&sign_at(&creds, &session.session_token, t0), t0), Ok(()));
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(check(&sign_at(&creds, &session.session_token, later), later), Err(AuthError::ExpiredToken));
+        let forged = format!("{}x", session.session_token);
+        assert_eq!(check(&sign_at(&creds, &forged, t0), t0), Err(AuthError::UnknownKey));
+        let other = mint_session(
+            &Credentials { secret_access_key: "another node".into(), ..node },
+            "s",
+            Duration::from_secs(60),
+            t0,
+        );
+        let theirs = Credentials { access_key_id: other.access_key_id, secret_access_key: other.secret_access_key };
+        assert_eq!(check(&sign_at(&theirs, &other.session_token, t0), t0), Err(AuthError::UnknownKey));
     }
 
     #[test]

@@ -57,6 +57,23 @@ fn effective_uid() -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Mints environment credentials from the node's key pair.
+struct NodeKeys(Credentials);
+
+impl nimbus_worker::CredentialSource for NodeKeys {
+    fn issue(&self, function_arn: &str) -> nimbus_worker::SessionKeys {
+        // Lambda's execution-role credentials last hours; environments are
+        // reclaimed well before.
+        let ttl = std::time::Duration::from_secs(12 * 3600);
+        let s = nimbus_api::sigv4::mint_session(&self.0, function_arn, ttl, std::time::SystemTime::now());
+        nimbus_worker::SessionKeys {
+            access_key_id: s.access_key_id,
+            secret_access_key: s.secret_access_key,
+            session_token: s.session_token,
+        }
+    }
+}
+
 /// Lets the worker read code archives from the blob store.
 struct BlobCode(Arc<dyn nimbus_store::Blobs>);
 
@@ -173,6 +190,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         async_retry_delay: std::time::Duration::from_secs(args.async_retry_delay),
         log_retention: std::time::Duration::from_secs(args.log_retention_days * 86_400),
     };
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
     let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = match args.isolation {
         Isolation::Process => {
             tracing::warn!(
@@ -183,6 +203,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     root: args.data_dir.join("worker"),
                     catalog: settings.catalog.clone(),
                     region: args.region.clone(),
+                    api_endpoint: format!("http://{addr}"),
+                    credentials: Arc::new(NodeKeys(creds.clone())),
                 },
                 Arc::new(BlobCode(blobs.clone())),
             )?;
@@ -197,10 +219,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
     tokio::spawn(control.clone().run_async_dispatcher());
-
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
 
     let secret =

@@ -22,6 +22,8 @@ pub struct Spec {
     /// The interpreter of a managed runtime; `None` for `provided`.
     pub interpreter: Option<String>,
     pub region: String,
+    pub api_endpoint: String,
+    pub keys: crate::SessionKeys,
 }
 
 /// The result of one invocation, as the caller and the log see it.
@@ -167,6 +169,10 @@ fn environment(spec: &Spec, runtime_api: &str, log_stream: &str) -> Vec<(String,
     set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_string());
     set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
     set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
+    set("AWS_ENDPOINT_URL", spec.api_endpoint.clone());
+    set("AWS_ACCESS_KEY_ID", spec.keys.access_key_id.clone());
+    set("AWS_SECRET_ACCESS_KEY", spec.keys.secret_access_key.clone());
+    set("AWS_SESSION_TOKEN", spec.keys.session_token.clone());
     if let Some(r) = c.runtime.as_deref().filter(|r| !r.starts_with("provided")) {
         set("AWS_EXECUTION_ENV", format!("AWS_Lambda_{r}"));
     }

@@ -56,13 +56,29 @@ pub trait CodeSource: Send + Sync {
     async fn archive(&self, sha256_hex: &str) -> Result<Vec<u8>, Error>;
 }
 
+/// Credentials an environment gets for calling back into Nimbus.
+#[derive(Clone)]
+pub struct SessionKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
+/// Mints the credentials of one environment, for a function ARN.
+pub trait CredentialSource: Send + Sync {
+    fn issue(&self, function_arn: &str) -> SessionKeys;
+}
+
 /// Node settings the worker needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Where unpacked code and runtime bootstraps live.
     pub root: PathBuf,
     pub catalog: Catalog,
     pub region: String,
+    /// The Nimbus API as environments reach it (`AWS_ENDPOINT_URL`).
+    pub api_endpoint: String,
+    pub credentials: Arc<dyn CredentialSource>,
 }
 
 pub struct Worker {
@@ -143,6 +159,8 @@ impl Invoker for Worker {
                         .and_then(|r| self.settings.catalog.interpreter(r))
                         .map(str::to_string),
                     region: self.settings.region.clone(),
+                    api_endpoint: self.settings.api_endpoint.clone(),
+                    keys: self.settings.credentials.issue(&inv.invoked_arn),
                 };
                 (env::Env::spawn(spec).await?, true)
             }
