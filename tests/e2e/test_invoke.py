@@ -456,3 +456,20 @@ def test_sdk_inside_a_function_reaches_nimbus_with_injected_credentials(proc_ser
     assert name in out["names"]
     assert out["endpoint"] == proc_server.endpoint and out["has_token"]
     assert out["key"].startswith("NSIA") and out["key"] != proc_server.credentials()[0], "session keys, not the node's"
+
+
+def test_provided_runtime_with_the_lambda_runtime_crate(plam):
+    """A binary built with AWS's `lambda_runtime` crate (examples/rust-hello) as bootstrap."""
+    import os
+    from conftest import REPO
+    binary = os.environ.get("RUST_HELLO_BIN", str(REPO / "target" / "debug" / "rust-hello"))
+    with open(binary, "rb") as f:
+        bootstrap = f.read()
+    name = unique_name("rust")
+    plam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="unused", Role=ROLE,
+                         Code={"ZipFile": make_zip({"bootstrap": bootstrap}, executables={"bootstrap"})})
+    r, out = invoke(plam, name, {"hi": 1})
+    assert "FunctionError" not in r, out
+    assert out == {"echo": {"hi": 1}, "request_id": r["ResponseMetadata"]["RequestId"], "arn": arn(name), "function": name}
+    r, out = invoke(plam, name, {"fail": True})
+    assert r["FunctionError"] == "Unhandled" and "asked to fail" in out["errorMessage"]
