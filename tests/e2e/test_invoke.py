@@ -473,3 +473,19 @@ def test_provided_runtime_with_the_lambda_runtime_crate(plam):
     assert out == {"echo": {"hi": 1}, "request_id": r["ResponseMetadata"]["RequestId"], "arn": arn(name), "function": name}
     r, out = invoke(plam, name, {"fail": True})
     assert r["FunctionError"] == "Unhandled" and "asked to fail" in out["errorMessage"]
+
+
+@pytest.mark.parametrize("change", ["configuration", "code", "delete"])
+def test_updates_and_deletes_stop_old_environments(plam, change):
+    import os
+    name = py_function(plam, files={"app.py": "import os\ndef handler(e, c):\n    return os.getpid()\n"})
+    pid = invoke(plam, name)[1]
+    assert os.path.exists(f"/proc/{pid}")
+    if change == "configuration":
+        plam.update_function_configuration(FunctionName=name, MemorySize=256)
+    elif change == "code":
+        plam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 0\n"}))
+    else:
+        plam.delete_function(FunctionName=name)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+             "the old runtime to exit", timeout=5)

@@ -206,6 +206,8 @@ impl Control {
             f.latest.clone()
         };
         self.collect_garbage(&guard).await?;
+        drop(guard);
+        self.retire_environments(&r.name).await;
         Ok(result)
     }
 
@@ -236,6 +238,7 @@ impl Control {
         latest.last_modified_ms = now_ms();
         f.latest = latest;
         self.save(&f).await?;
+        self.retire_environments(&r.name).await;
         Ok(f.latest)
     }
 
@@ -246,6 +249,7 @@ impl Control {
         match r.qualifier {
             None => {
                 self.meta.apply(vec![Write::DeleteFunction(r.name.clone())]).await?;
+                self.retire_environments(&r.name).await;
                 tracing::info!(function = %r.name, "function deleted");
             }
             Some(Qualifier::Latest) => {

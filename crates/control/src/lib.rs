@@ -172,6 +172,14 @@ impl Control {
             .ok_or_else(|| not_found(format!("Function not found: {}", self.account().function_arn(name))))
     }
 
+    /// Stops a function's idle environments: they run a configuration that
+    /// no longer exists.
+    async fn retire_environments(&self, name: &str) {
+        if let Some(invoker) = &self.invoker {
+            invoker.retire(name).await;
+        }
+    }
+
     async fn save(&self, f: &Function) -> Result<()> {
         self.meta.apply(vec![Write::PutFunction(Box::new(f.clone()))]).await?;
         Ok(())

@@ -48,6 +48,8 @@ pub enum Error {
 #[async_trait]
 pub trait Invoker: Send + Sync {
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error>;
+    /// Stops every idle environment of a function (after an update or delete).
+    async fn retire(&self, function: &str);
 }
 
 /// Reads a code archive by its sha256; the store's blobs behind a seam.
@@ -172,5 +174,17 @@ impl Invoker for Worker {
             environment.retire().await;
         }
         Ok(outcome)
+    }
+
+    async fn retire(&self, function: &str) {
+        let prefix = format!("{function}\u{0}");
+        let retired: Vec<env::Env> = {
+            let mut idle = self.idle.lock().await;
+            let keys: Vec<String> = idle.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+            keys.into_iter().filter_map(|k| idle.remove(&k)).flatten().collect()
+        };
+        for e in retired {
+            e.retire().await;
+        }
     }
 }
