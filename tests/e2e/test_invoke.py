@@ -489,3 +489,17 @@ def test_updates_and_deletes_stop_old_environments(plam, change):
         plam.delete_function(FunctionName=name)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
              "the old runtime to exit", timeout=5)
+
+
+@pytest.mark.parametrize("files, executables", [
+    ({"README": "no bootstrap here"}, ()),
+    ({"bootstrap": "#!/bin/sh\necho hi\n"}, ()),
+])
+def test_provided_without_a_usable_bootstrap_is_an_invalid_entrypoint(plam, files, executables):
+    name = unique_name("noboot")
+    plam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x", Role=ROLE,
+                         Code={"ZipFile": make_zip(files, executables=executables)})
+    r, out = invoke(plam, name, LogType="Tail")
+    assert r["StatusCode"] == 200 and r["FunctionError"] == "Unhandled"
+    assert out["errorType"] == "Runtime.InvalidEntrypoint"
+    assert "Error Type: Runtime.InvalidEntrypoint" in base64.b64decode(r["LogResult"]).decode()

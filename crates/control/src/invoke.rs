@@ -83,7 +83,9 @@ impl Control {
             .await
             .map_err(|e| match e {
                 nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
-                nimbus_worker::Error::Internal(m) => Error::Unavailable(format!("The function could not be run: {m}")),
+                nimbus_worker::Error::Internal(m) | nimbus_worker::Error::InvalidEntrypoint(m) => {
+                    Error::Unavailable(format!("The function could not be run: {m}"))
+                }
             })?;
         // The writer task outlives every invocation; a send fails only at shutdown.
         let _ = self.recorder.send(crate::records::batch_of(&config, &req.request_id, &outcome));

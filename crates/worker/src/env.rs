@@ -48,6 +48,30 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A failure of the platform before the function ran.
+    pub(crate) fn platform_failure(inv: &Invocation, error_type: &str, message: &str) -> Self {
+        let id = &inv.request_id;
+        let now = chrono::Utc::now().timestamp_millis();
+        let message = format!("RequestId: {id} Error: {message}");
+        Self {
+            payload: platform_error(error_type, message.clone()),
+            function_error: Some("Unhandled".into()),
+            lines: vec![
+                (now, format!("START RequestId: {id} Version: {}", inv.config.version)),
+                (now, format!("{error_type}: {message}")),
+                (now, format!("END RequestId: {id}")),
+                (now, format!("REPORT RequestId: {id}\tDuration: 0.00 ms\tBilled Duration: 0 ms\tMemory Size: {} MB\tMax Memory Used: 0 MB\tStatus: error\tError Type: {error_type}\t", inv.config.memory_size)),
+            ],
+            log_stream: log_stream_name(&inv.config.version),
+            status: "error",
+            billed_ms: 0,
+            duration_ms: 0.0,
+            init_ms: None,
+            max_memory_mb: 0,
+            reusable: false,
+        }
+    }
+
     /// The log as text, one line each, as `X-Amz-Log-Result` carries it.
     pub fn log_text(&self) -> String {
         self.lines.iter().map(|(_, l)| format!("{l}\n")).collect()
@@ -261,7 +285,13 @@ impl Env {
             .spawn()
             .map_err(|e| {
                 api_task.abort();
-                Error::Internal(format!("starting {program}: {e}"))
+                match e.kind() {
+                    // A missing or non-executable bootstrap, or a bad interpreter line.
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        Error::InvalidEntrypoint(format!("Couldn't find valid bootstrap(s): [{program}]: {e}"))
+                    }
+                    _ => Error::Internal(format!("starting {program}: {e}")),
+                }
             })?;
         let pid = child.id();
         let logs = shared.clone();

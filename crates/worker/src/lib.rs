@@ -42,6 +42,10 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// The function's entrypoint cannot be started (AWS reports this to
+    /// the caller as the function's error, `Runtime.InvalidEntrypoint`).
+    #[error("{0}")]
+    InvalidEntrypoint(String),
 }
 
 /// What control needs from the execution side.
@@ -164,7 +168,13 @@ impl Invoker for Worker {
                     api_endpoint: self.settings.api_endpoint.clone(),
                     keys: self.settings.credentials.issue(&inv.invoked_arn),
                 };
-                (env::Env::spawn(spec).await?, true)
+                match env::Env::spawn(spec).await {
+                    Ok(e) => (e, true),
+                    Err(Error::InvalidEntrypoint(message)) => {
+                        return Ok(Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let outcome = environment.run(&inv, cold).await;
