@@ -1,0 +1,235 @@
+//! Control groups for one environment: memory (no swap), CPU share and a
+//! pids limit, on cgroup v1 (separate controller hierarchies, as on hybrid
+//! hosts like this one) or the unified v2 hierarchy.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Which hierarchy the host mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One directory per controller: `<root>/memory`, `<root>/cpu`, `<root>/pids`.
+    V1 { root: PathBuf },
+    /// One unified tree at `root`.
+    V2 { root: PathBuf },
+}
+
+impl Layout {
+    /// Detects the layout under a cgroup mount point (normally `/sys/fs/cgroup`).
+    /// A unified tree that holds the memory controller wins; otherwise v1
+    /// controller directories are used.
+    pub fn detect(mount: &Path) -> io::Result<Self> {
+        let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "memory") {
+            return Ok(Self::V2 { root: mount.to_path_buf() });
+        }
+        if ["memory", "cpu", "pids"].iter().all(|c| mount.join(c).is_dir()) {
+            return Ok(Self::V1 { root: mount.to_path_buf() });
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "no usable cgroup hierarchy under {}: need v2 with the memory controller, or v1 memory, cpu and pids",
+                mount.display()
+            ),
+        ))
+    }
+}
+
+/// Limits of one environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// Thousandths of a CPU (1000 = one CPU).
+    pub cpu_millis: u64,
+    pub pids: u64,
+}
+
+impl Limits {
+    /// AWS's rule: CPU is proportional to memory, one vCPU at 1,769 MB.
+    pub fn for_memory_mb(memory_mb: u64) -> Self {
+        Self { memory_bytes: memory_mb << 20, cpu_millis: (memory_mb * 1000 / 1769).max(1), pids: 1024 }
+    }
+}
+
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// A cgroup made for one environment; removed by [`Cgroup::remove`].
+#[derive(Debug)]
+pub struct Cgroup {
+    layout: Layout,
+    /// The environment's directory in each hierarchy it uses.
+    dirs: Vec<PathBuf>,
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
+    std::fs::write(dir.join(file), value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}/{file}: {e}", dir.display())))
+}
+
+fn read_field(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+}
+
+impl Cgroup {
+    /// Creates `nimbus/<name>` in every hierarchy and applies the limits.
+    pub fn create(layout: &Layout, name: &str, limits: Limits) -> io::Result<Self> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad cgroup name {name:?}")));
+        }
+        let quota = (CPU_PERIOD_US * limits.cpu_millis / 1000).max(1000);
+        let cgroup = match layout {
+            Layout::V1 { root } => {
+                let dirs: Vec<PathBuf> =
+                    ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join("nimbus").join(name)).collect();
+                for d in &dirs {
+                    std::fs::create_dir_all(d)?;
+                }
+                let cg = Self { layout: layout.clone(), dirs };
+                let (mem, cpu, pids) = (&cg.dirs[0], &cg.dirs[1], &cg.dirs[2]);
+                write(mem, "memory.limit_in_bytes", &limits.memory_bytes.to_string())?;
+                // Memory+swap equal to memory means no swap; absent when swap accounting is off.
+                if mem.join("memory.memsw.limit_in_bytes").exists() {
+                    write(mem, "memory.memsw.limit_in_bytes", &limits.memory_bytes.to_string())?;
+                }
+                write(cpu, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                write(cpu, "cpu.cfs_quota_us", &quota.to_string())?;
+                write(pids, "pids.max", &limits.pids.to_string())?;
+                cg
+            }
+            Layout::V2 { root } => {
+                let parent = root.join("nimbus");
+                std::fs::create_dir_all(&parent)?;
+                // Children can only use controllers their parents delegate.
+                write(root, "cgroup.subtree_control", "+memory +cpu +pids")?;
+                write(&parent, "cgroup.subtree_control", "+memory +cpu +pids")?;
+                let dir = parent.join(name);
+                std::fs::create_dir_all(&dir)?;
+                write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
+                write(&dir, "memory.swap.max", "0")?;
+                write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+                write(&dir, "pids.max", &limits.pids.to_string())?;
+                Self { layout: layout.clone(), dirs: vec![dir] }
+            }
+        };
+        Ok(cgroup)
+    }
+
+    /// Moves a process (and so its future children) into the cgroup.
+    pub fn attach(&self, pid: u32) -> io::Result<()> {
+        for d in &self.dirs {
+            write(d, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn memory_dir(&self) -> &Path {
+        &self.dirs[0]
+    }
+
+    /// The most memory the cgroup has used, for `Max Memory Used`.
+    pub fn peak_memory_bytes(&self) -> u64 {
+        let read =
+            |f: &str| std::fs::read_to_string(self.memory_dir().join(f)).ok().and_then(|s| s.trim().parse().ok());
+        match self.layout {
+            Layout::V1 { .. } => read("memory.max_usage_in_bytes"),
+            // memory.peak needs Linux 5.19; older kernels only have the current figure.
+            Layout::V2 { .. } => read("memory.peak").or_else(|| read("memory.current")),
+        }
+        .unwrap_or(0)
+    }
+
+    /// Whether the kernel has killed a process here for lack of memory.
+    pub fn oom_killed(&self) -> bool {
+        let file = match self.layout {
+            Layout::V1 { .. } => "memory.oom_control",
+            Layout::V2 { .. } => "memory.events",
+        };
+        read_field(&self.memory_dir().join(file), "oom_kill ").is_some_and(|n| n > 0)
+    }
+
+    /// Removes the cgroup; its processes must have exited.
+    pub fn remove(self) -> io::Result<()> {
+        for d in &self.dirs {
+            match std::fs::remove_dir(d) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_v1() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for c in ["memory", "cpu", "pids"] {
+            std::fs::create_dir_all(t.path().join(c)).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn cpu_follows_memory_as_on_aws() {
+        assert_eq!(Limits::for_memory_mb(1769).cpu_millis, 1000);
+        assert_eq!(Limits::for_memory_mb(10_240).cpu_millis, 5788);
+        assert_eq!(Limits::for_memory_mb(128).memory_bytes, 128 << 20);
+    }
+
+    #[test]
+    fn detects_each_layout_and_refuses_neither() {
+        let v1 = fake_v1();
+        assert_eq!(Layout::detect(v1.path()).unwrap(), Layout::V1 { root: v1.path().to_path_buf() });
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        assert_eq!(Layout::detect(v2.path()).unwrap(), Layout::V2 { root: v2.path().to_path_buf() });
+        // A v2 tree without memory (the hybrid host's /sys/fs/cgroup/unified) is not enough.
+        let hybrid = tempfile::tempdir().unwrap();
+        std::fs::write(hybrid.path().join("cgroup.controllers"), "hugetlb\n").unwrap();
+        assert!(Layout::detect(hybrid.path()).is_err());
+    }
+
+    #[test]
+    fn v1_writes_limits_in_each_controller() {
+        let t = fake_v1();
+        std::fs::create_dir_all(t.path().join("memory/nimbus/env1")).unwrap();
+        std::fs::write(t.path().join("memory/nimbus/env1/memory.memsw.limit_in_bytes"), "").unwrap();
+        let cg = Cgroup::create(&Layout::detect(t.path()).unwrap(), "env1", Limits::for_memory_mb(1769)).unwrap();
+        let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
+        assert_eq!(read("memory/nimbus/env1/memory.limit_in_bytes"), (1769u64 << 20).to_string());
+        assert_eq!(read("memory/nimbus/env1/memory.memsw.limit_in_bytes"), (1769u64 << 20).to_string());
+        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_quota_us"), "100000");
+        assert_eq!(read("pids/nimbus/env1/pids.max"), "1024");
+        cg.attach(42).unwrap();
+        assert_eq!(read("pids/nimbus/env1/cgroup.procs"), "42");
+        std::fs::write(
+            t.path().join("memory/nimbus/env1/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        std::fs::write(t.path().join("memory/nimbus/env1/memory.max_usage_in_bytes"), "4096\n").unwrap();
+        assert_eq!(cg.peak_memory_bytes(), 4096);
+    }
+
+    #[test]
+    fn v2_delegates_controllers_and_writes_limits() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let cg = Cgroup::create(&Layout::detect(t.path()).unwrap(), "env2", Limits::for_memory_mb(128)).unwrap();
+        let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
+        assert_eq!(read("cgroup.subtree_control"), "+memory +cpu +pids");
+        assert_eq!(read("nimbus/env2/memory.max"), (128u64 << 20).to_string());
+        assert_eq!(read("nimbus/env2/memory.swap.max"), "0");
+        assert_eq!(read("nimbus/env2/cpu.max"), "7200 100000");
+        assert!(!cg.oom_killed());
+        std::fs::write(t.path().join("nimbus/env2/memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+            .unwrap();
+        assert!(cg.oom_killed());
+        assert!(Cgroup::create(&Layout::detect(t.path()).unwrap(), "../escape", Limits::for_memory_mb(128)).is_err());
+    }
+}
