@@ -147,8 +147,13 @@ class Server:
         return self.proc.wait(timeout=15)
 
     def stop(self):
+        """Graceful stop (environments are retired), then SIGKILL if it hangs."""
         if self.proc and self.proc.poll() is None:
-            self.kill()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @pytest.fixture(scope="session")

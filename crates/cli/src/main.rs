@@ -70,7 +70,41 @@ enum Command {
     },
 }
 
+/// The two stages of a sandbox run as fresh executions of this binary,
+/// before any thread or runtime exists (see `nimbus_sandbox::namespaces`).
+fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
+    use std::os::fd::AsFd;
+    let (stage, json) = match args {
+        [_, stage, json] if stage == "__sandbox" || stage == "__sandbox-init" => (stage.as_str(), json),
+        _ => return None,
+    };
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("nimbus sandbox ({stage}): {e}");
+        Some(std::process::ExitCode::from(127))
+    };
+    let spec: nimbus_sandbox::namespaces::Spec = match serde_json::from_str(json) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if stage == "__sandbox-init" {
+        let err = nimbus_sandbox::namespaces::stage_two(&spec).err()?;
+        return fail(&err);
+    }
+    let control = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => return fail(&e),
+    };
+    match nimbus_sandbox::namespaces::stage_one(&spec, json, control) {
+        Ok(code) => Some(std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        Err(e) => fail(&e),
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = sandbox_stage(&argv) {
+        return code;
+    }
     let cli = Cli::parse();
     let result =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(

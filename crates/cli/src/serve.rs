@@ -57,6 +57,18 @@ fn effective_uid() -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The cgroup parent of this node: one per data directory, so that nodes
+/// sharing a host never touch each other's environments.
+fn node_group(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("nimbus-{}", &hex_of(&sha2::Sha256::digest(path.as_os_str().as_encoded_bytes()))[..12])
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Mints environment credentials from the node's key pair.
 struct NodeKeys(Credentials);
 
@@ -193,30 +205,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = match args.isolation {
+    let sandbox = match args.isolation {
         Isolation::Process => {
             tracing::warn!(
                 "--isolation process: functions run as plain child processes with NO isolation; never use this with untrusted code"
             );
-            let worker = nimbus_worker::Worker::new(
-                nimbus_worker::Settings {
-                    root: args.data_dir.join("worker"),
-                    catalog: settings.catalog.clone(),
-                    region: args.region.clone(),
-                    api_endpoint: format!("http://{addr}"),
-                    credentials: Arc::new(NodeKeys(creds.clone())),
-                },
-                Arc::new(BlobCode(blobs.clone())),
-            )?;
-            Some(Arc::new(worker))
-        }
-        Isolation::Namespaces => {
-            tracing::warn!(
-                "namespace isolation is not built yet: Invoke answers ServiceException. Use --isolation process to run functions without isolation."
-            );
             None
         }
+        Isolation::Namespaces => {
+            let cgroups = nimbus_sandbox::cgroup::Layout::detect(std::path::Path::new("/sys/fs/cgroup"));
+            if let Err(e) = &cgroups {
+                tracing::warn!(error = %e, "no usable cgroups: memory, CPU and pids limits are NOT enforced");
+            }
+            Some(nimbus_worker::SandboxConfig {
+                exe: std::env::current_exe().context("locating the nimbus binary")?,
+                roots: args.data_dir.join("worker").join("roots"),
+                cgroups: cgroups.ok(),
+                cgroup_group: node_group(&args.data_dir),
+                uid: 65534,
+                gid: 65534,
+            })
+        }
     };
+    let worker = nimbus_worker::Worker::new(
+        nimbus_worker::Settings {
+            root: args.data_dir.join("worker"),
+            catalog: settings.catalog.clone(),
+            region: args.region.clone(),
+            api_endpoint: format!("http://{addr}"),
+            credentials: Arc::new(NodeKeys(creds.clone())),
+            sandbox,
+        },
+        Arc::new(BlobCode(blobs.clone())),
+    )?;
+    let worker = Arc::new(worker);
+    let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = Some(worker.clone());
     let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
     tokio::spawn(control.clone().run_async_dispatcher());
     let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
@@ -232,6 +255,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "ready");
 
     axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(shutdown_signal()).await?;
+    worker.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

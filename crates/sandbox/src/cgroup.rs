@@ -73,16 +73,19 @@ fn read_field(path: &Path, key: &str) -> Option<u64> {
 }
 
 impl Cgroup {
-    /// Creates `nimbus/<name>` in every hierarchy and applies the limits.
-    pub fn create(layout: &Layout, name: &str, limits: Limits) -> io::Result<Self> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad cgroup name {name:?}")));
+    /// Creates `<group>/<name>` in every hierarchy and applies the limits.
+    /// `group` holds all environments of one node.
+    pub fn create(layout: &Layout, group: &str, name: &str, limits: Limits) -> io::Result<Self> {
+        for n in [group, name] {
+            if n.is_empty() || n.contains('/') || n.starts_with('.') {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad cgroup name {n:?}")));
+            }
         }
         let quota = (CPU_PERIOD_US * limits.cpu_millis / 1000).max(1000);
         let cgroup = match layout {
             Layout::V1 { root } => {
                 let dirs: Vec<PathBuf> =
-                    ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join("nimbus").join(name)).collect();
+                    ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join(group).join(name)).collect();
                 for d in &dirs {
                     std::fs::create_dir_all(d)?;
                 }
@@ -99,7 +102,7 @@ impl Cgroup {
                 cg
             }
             Layout::V2 { root } => {
-                let parent = root.join("nimbus");
+                let parent = root.join(group);
                 std::fs::create_dir_all(&parent)?;
                 // Children can only use controllers their parents delegate.
                 write(root, "cgroup.subtree_control", "+memory +cpu +pids")?;
@@ -114,6 +117,37 @@ impl Cgroup {
             }
         };
         Ok(cgroup)
+    }
+
+    /// Removes the empty cgroups a previous run of the same node left in
+    /// `group` (a crash leaves them behind); busy ones are kept.
+    pub fn remove_leftovers(layout: &Layout, group: &str) -> usize {
+        let parents: Vec<PathBuf> = match layout {
+            Layout::V1 { root } => ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join(group)).collect(),
+            Layout::V2 { root } => vec![root.join(group)],
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+            for e in entries.flatten() {
+                if e.path().is_dir() && std::fs::remove_dir(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Removes a node's group entirely (its environments must be gone).
+    pub fn remove_group(layout: &Layout, group: &str) {
+        Self::remove_leftovers(layout, group);
+        let parents: Vec<PathBuf> = match layout {
+            Layout::V1 { root } => ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join(group)).collect(),
+            Layout::V2 { root } => vec![root.join(group)],
+        };
+        for p in parents {
+            let _ = std::fs::remove_dir(p);
+        }
     }
 
     /// Moves a process (and so its future children) into the cgroup.
@@ -150,7 +184,7 @@ impl Cgroup {
     }
 
     /// Removes the cgroup; its processes must have exited.
-    pub fn remove(self) -> io::Result<()> {
+    pub fn remove(&self) -> io::Result<()> {
         for d in &self.dirs {
             match std::fs::remove_dir(d) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -198,7 +232,8 @@ mod tests {
         let t = fake_v1();
         std::fs::create_dir_all(t.path().join("memory/nimbus/env1")).unwrap();
         std::fs::write(t.path().join("memory/nimbus/env1/memory.memsw.limit_in_bytes"), "").unwrap();
-        let cg = Cgroup::create(&Layout::detect(t.path()).unwrap(), "env1", Limits::for_memory_mb(1769)).unwrap();
+        let cg =
+            Cgroup::create(&Layout::detect(t.path()).unwrap(), "nimbus", "env1", Limits::for_memory_mb(1769)).unwrap();
         let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(read("memory/nimbus/env1/memory.limit_in_bytes"), (1769u64 << 20).to_string());
         assert_eq!(read("memory/nimbus/env1/memory.memsw.limit_in_bytes"), (1769u64 << 20).to_string());
@@ -214,13 +249,19 @@ mod tests {
         assert!(cg.oom_killed());
         std::fs::write(t.path().join("memory/nimbus/env1/memory.max_usage_in_bytes"), "4096\n").unwrap();
         assert_eq!(cg.peak_memory_bytes(), 4096);
+        // A leftover of a dead node is empty (cgroupfs files vanish with the
+        // processes); in this fake tree only that one can go.
+        std::fs::create_dir_all(t.path().join("pids/nimbus/stale")).unwrap();
+        assert_eq!(Cgroup::remove_leftovers(&Layout::detect(t.path()).unwrap(), "nimbus"), 1);
+        assert!(!t.path().join("pids/nimbus/stale").exists() && t.path().join("memory/nimbus/env1").exists());
     }
 
     #[test]
     fn v2_delegates_controllers_and_writes_limits() {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-        let cg = Cgroup::create(&Layout::detect(t.path()).unwrap(), "env2", Limits::for_memory_mb(128)).unwrap();
+        let cg =
+            Cgroup::create(&Layout::detect(t.path()).unwrap(), "nimbus", "env2", Limits::for_memory_mb(128)).unwrap();
         let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(read("cgroup.subtree_control"), "+memory +cpu +pids");
         assert_eq!(read("nimbus/env2/memory.max"), (128u64 << 20).to_string());
@@ -230,6 +271,7 @@ mod tests {
         std::fs::write(t.path().join("nimbus/env2/memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
             .unwrap();
         assert!(cg.oom_killed());
-        assert!(Cgroup::create(&Layout::detect(t.path()).unwrap(), "../escape", Limits::for_memory_mb(128)).is_err());
+        assert!(Cgroup::create(&Layout::detect(t.path()).unwrap(), "nimbus", "../escape", Limits::for_memory_mb(128))
+            .is_err());
     }
 }

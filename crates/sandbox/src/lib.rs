@@ -7,3 +7,4 @@
 //! ARCHITECTURE.md for the plan).
 
 pub mod cgroup;
+pub mod namespaces;

@@ -24,6 +24,10 @@ pub struct Spec {
     pub region: String,
     pub api_endpoint: String,
     pub keys: crate::SessionKeys,
+    /// Run inside namespaces (`None`: a plain child process).
+    pub sandbox: Option<crate::SandboxConfig>,
+    /// A unique name for the environment (cgroup, root directory).
+    pub id: String,
 }
 
 /// The result of one invocation, as the caller and the log see it.
@@ -103,6 +107,8 @@ pub(crate) struct Shared {
     ready_at: SyncMutex<Option<Instant>>,
     /// Woken when the log reader reaches the drain marker.
     drained: SyncMutex<Option<oneshot::Sender<()>>>,
+    /// Notified when the process has exited and been reaped.
+    exited: tokio::sync::Notify,
 }
 
 /// A line the worker writes into the runtime's output pipe; when the reader
@@ -165,23 +171,98 @@ pub(crate) struct Env {
     timeout: Duration,
     version: String,
     log_stream: String,
+    cgroup: Option<Arc<nimbus_sandbox::cgroup::Cgroup>>,
+    /// The directory the sandbox's root was built on.
+    root: Option<PathBuf>,
+}
+
+/// Inside every sandbox the Runtime API is here, as on AWS.
+const SANDBOX_RUNTIME_API: &str = "127.0.0.1:9001";
+
+/// Waits for stage one's namespaces, puts it in its cgroup, binds the
+/// Runtime API inside its network namespace, and lets it go on.
+async fn prepare_sandbox(
+    control: std::os::unix::net::UnixStream,
+    pid: u32,
+    sb: &crate::SandboxConfig,
+    spec: &Spec,
+) -> Result<(tokio::net::TcpListener, Option<nimbus_sandbox::cgroup::Cgroup>), Error> {
+    use std::io::{Read, Write};
+    let layout = sb.cgroups.clone();
+    let (id, memory, group) = (spec.id.clone(), u64::from(spec.config.memory_size), sb.cgroup_group.clone());
+    let work = tokio::task::spawn_blocking(
+        move || -> std::io::Result<(std::net::TcpListener, Option<nimbus_sandbox::cgroup::Cgroup>)> {
+            let mut control = control;
+            control.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut ready = [0u8; 1];
+            control.read_exact(&mut ready)?;
+            let cgroup = match &layout {
+                Some(l) => {
+                    let cg = nimbus_sandbox::cgroup::Cgroup::create(
+                        l,
+                        &group,
+                        &id,
+                        nimbus_sandbox::cgroup::Limits::for_memory_mb(memory),
+                    )?;
+                    cg.attach(pid)?;
+                    Some(cg)
+                }
+                None => None,
+            };
+            // setns changes only the calling thread; this thread ends right after.
+            let listener = std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
+                let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
+                let l = std::net::TcpListener::bind(SANDBOX_RUNTIME_API)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("listener thread panicked"))??;
+            control.write_all(b"g")?;
+            Ok((listener, cgroup))
+        },
+    );
+    let (listener, cgroup) = work
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("preparing the sandbox: {e}")))?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((listener, cgroup))
+}
+
+/// Removes a cgroup once the kernel has let its last process go.
+async fn remove_cgroup(cg: &nimbus_sandbox::cgroup::Cgroup) {
+    for _ in 0..100 {
+        if cg.remove().is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(?cg, "cgroup still busy; left behind");
 }
 
 fn log_stream_name(version: &str) -> String {
     format!("{}/[{version}]{}", chrono::Utc::now().format("%Y/%m/%d"), uuid::Uuid::new_v4().simple())
 }
 
-fn environment(spec: &Spec, runtime_api: &str, log_stream: &str) -> Vec<(String, String)> {
+/// Where the environment sees its code and runtime.
+struct Paths {
+    task_root: String,
+    runtime_dir: String,
+}
+
+fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) -> Vec<(String, String)> {
     let c = &spec.config;
     let mut env: Vec<(String, String)> = c.environment.clone().unwrap_or_default().into_iter().collect();
-    let task_root = spec.code_dir.display().to_string();
+    let task_root = paths.task_root.clone();
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
     set("LANG", "en_US.UTF-8".into());
     set("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin".into());
     set("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:{task_root}:{task_root}/lib:/opt/lib"));
     set("_HANDLER", c.handler.clone().unwrap_or_default());
     set("LAMBDA_TASK_ROOT", task_root);
-    set("LAMBDA_RUNTIME_DIR", spec.runtime_dir.display().to_string());
+    set("LAMBDA_RUNTIME_DIR", paths.runtime_dir.clone());
     set("TZ", ":UTC".into());
     set("NODE_PATH", "/opt/nodejs/node_modules:/opt/nodejs/node20/node_modules".into());
     set("AWS_REGION", spec.region.clone());
@@ -193,7 +274,10 @@ fn environment(spec: &Spec, runtime_api: &str, log_stream: &str) -> Vec<(String,
     set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_string());
     set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
     set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
-    set("AWS_ENDPOINT_URL", spec.api_endpoint.clone());
+    if spec.sandbox.is_none() {
+        // Inside a network namespace the API is not reachable yet.
+        set("AWS_ENDPOINT_URL", spec.api_endpoint.clone());
+    }
     set("AWS_ACCESS_KEY_ID", spec.keys.access_key_id.clone());
     set("AWS_SECRET_ACCESS_KEY", spec.keys.secret_access_key.clone());
     set("AWS_SESSION_TOKEN", spec.keys.session_token.clone());
@@ -232,22 +316,42 @@ fn platform_error(error_type: &str, message: String) -> Bytes {
 impl Env {
     pub async fn spawn(spec: Spec) -> Result<Self, Error> {
         let runtime = spec.config.runtime.clone().unwrap_or_default();
+        let paths = match spec.sandbox {
+            Some(_) => Paths { task_root: "/var/task".into(), runtime_dir: "/var/runtime".into() },
+            None => Paths {
+                task_root: spec.code_dir.display().to_string(),
+                runtime_dir: spec.runtime_dir.display().to_string(),
+            },
+        };
         let (program, args): (String, Vec<String>) = match (&spec.interpreter, runtime.as_str()) {
             // -I keeps the host's PYTHON* settings and user site out; -u
             // makes output reach the log line by line, not when a buffer fills.
-            (Some(python), r) if r.starts_with("python") => (
-                python.clone(),
-                vec!["-I".into(), "-u".into(), spec.runtime_dir.join("bootstrap.py").display().to_string()],
-            ),
-            (Some(node), r) if r.starts_with("nodejs") => {
-                (node.clone(), vec![spec.runtime_dir.join("bootstrap.mjs").display().to_string()])
+            (Some(python), r) if r.starts_with("python") => {
+                (python.clone(), vec!["-I".into(), "-u".into(), format!("{}/bootstrap.py", paths.runtime_dir)])
             }
-            (None, r) if r.starts_with("provided") => (spec.code_dir.join("bootstrap").display().to_string(), vec![]),
+            (Some(node), r) if r.starts_with("nodejs") => {
+                (node.clone(), vec![format!("{}/bootstrap.mjs", paths.runtime_dir)])
+            }
+            (None, r) if r.starts_with("provided") => (format!("{}/bootstrap", paths.task_root), vec![]),
             _ => return Err(Error::Unavailable(format!("The {runtime} runtime cannot run on this worker yet."))),
         };
-        let listener =
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Internal(e.to_string()))?;
-        let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+        if spec.sandbox.is_some() && runtime.starts_with("provided") {
+            let bootstrap = spec.code_dir.join("bootstrap");
+            if !bootstrap.is_file() {
+                return Err(Error::InvalidEntrypoint(format!("Couldn't find valid bootstrap(s): [{program}]")));
+            }
+        }
+        // A plain process reaches a listener on the host; a sandbox gets one
+        // bound inside its network namespace once that exists.
+        let (listener, runtime_api) = match spec.sandbox {
+            None => {
+                let l =
+                    tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Internal(e.to_string()))?;
+                let addr = l.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+                (Some(l), addr.to_string())
+            }
+            Some(_) => (None, SANDBOX_RUNTIME_API.to_string()),
+        };
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             jobs_rx: Mutex::new(jobs_rx),
@@ -256,10 +360,7 @@ impl Env {
             alive: AtomicBool::new(true),
             ready_at: SyncMutex::new(None),
             drained: SyncMutex::new(None),
-        });
-        let router = crate::runtime_api::router(shared.clone());
-        let api_task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            exited: tokio::sync::Notify::new(),
         });
 
         // stdout and stderr share one pipe (as in AWS's log stream), and the
@@ -273,27 +374,66 @@ impl Env {
 
         let log_stream = log_stream_name(&spec.config.version);
         let spawned_at = Instant::now();
-        let mut child = Command::new(&program)
-            .args(&args)
-            .current_dir(&spec.code_dir)
-            .env_clear()
-            .envs(environment(&spec, &addr.to_string(), &log_stream))
-            .stdin(std::process::Stdio::null())
+        let env = environment(&spec, &paths, &runtime_api, &log_stream);
+        let (mut command, control) = match &spec.sandbox {
+            None => {
+                let mut c = Command::new(&program);
+                c.args(&args).current_dir(&spec.code_dir).env_clear().envs(env).stdin(std::process::Stdio::null());
+                (c, None)
+            }
+            Some(sb) => {
+                let root = sb.roots.join(&spec.id);
+                std::fs::create_dir_all(&root)
+                    .map_err(|e| Error::Internal(format!("creating {}: {e}", root.display())))?;
+                let inner = nimbus_sandbox::namespaces::Spec {
+                    root,
+                    code: spec.code_dir.clone(),
+                    runtime: spec.runtime_dir.clone(),
+                    tmp_mb: spec.config.ephemeral_storage,
+                    uid: sb.uid,
+                    gid: sb.gid,
+                    argv: std::iter::once(program.clone()).chain(args.iter().cloned()).collect(),
+                    env,
+                    exe: sb.exe.clone(),
+                };
+                let json = serde_json::to_string(&inner).map_err(|e| Error::Internal(e.to_string()))?;
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
+                let mut c = Command::new(&sb.exe);
+                c.args(["__sandbox", json.as_str()])
+                    .env_clear()
+                    .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+                (c, Some(ours))
+            }
+        };
+        let mut child = command
             .stdout(std::process::Stdio::from(writer))
             .stderr(std::process::Stdio::from(stderr))
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                api_task.abort();
-                match e.kind() {
-                    // A missing or non-executable bootstrap, or a bad interpreter line.
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                        Error::InvalidEntrypoint(format!("Couldn't find valid bootstrap(s): [{program}]: {e}"))
-                    }
-                    _ => Error::Internal(format!("starting {program}: {e}")),
+            .map_err(|e| match e.kind() {
+                // A missing or non-executable bootstrap, or a bad interpreter line.
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    Error::InvalidEntrypoint(format!("Couldn't find valid bootstrap(s): [{program}]: {e}"))
                 }
+                _ => Error::Internal(format!("starting {program}: {e}")),
             })?;
         let pid = child.id();
+        let mut cgroup = None;
+        let listener = match (listener, control, &spec.sandbox) {
+            (Some(l), _, _) => l,
+            (None, Some(control), Some(sb)) => {
+                let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
+                let (l, cg) = prepare_sandbox(control, pid, sb, &spec).await?;
+                cgroup = cg;
+                l
+            }
+            _ => return Err(Error::Internal("sandbox without a control socket".into())),
+        };
+        let cgroup = cgroup.map(Arc::new);
+        let router = crate::runtime_api::router(shared.clone());
+        let api_task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
         let logs = shared.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
@@ -303,6 +443,7 @@ impl Env {
         });
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let watch = shared.clone();
+        let root = spec.sandbox.as_ref().map(|sb| sb.roots.join(&spec.id));
         tokio::spawn(async move {
             let status = tokio::select! {
                 s = child.wait() => s.map(describe_exit).unwrap_or_else(|e| e.to_string()),
@@ -313,6 +454,7 @@ impl Env {
             };
             watch.alive.store(false, Ordering::SeqCst);
             watch.fail_current(Reply::Exited(status));
+            watch.exited.notify_waiters();
         });
         Ok(Self {
             shared,
@@ -326,6 +468,8 @@ impl Env {
             timeout: Duration::from_secs(u64::from(spec.config.timeout)),
             version: spec.config.version.clone(),
             log_stream,
+            cgroup,
+            root,
         })
     }
 
@@ -364,7 +508,10 @@ impl Env {
             Some(Reply::Exited("environment closed".into()))
         };
         let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
-        let max_memory_mb = peak_memory_mb(self.pid);
+        let max_memory_mb = match &self.cgroup {
+            Some(cg) => cg.peak_memory_bytes().div_ceil(1 << 20),
+            None => peak_memory_mb(self.pid),
+        };
         let (payload, function_error, reusable, status) = match reply {
             Some(Reply::Response(b)) => (b, None, true, None),
             Some(Reply::Error(b)) => (b, Some("Unhandled".to_string()), true, Some("error")),
@@ -425,6 +572,9 @@ impl Env {
         if let Some(s) = status {
             report.push_str(&format!("Status: {s}\t"));
         }
+        if self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
+            report.push_str("Error Type: Runtime.OutOfMemory\t");
+        }
         log.push((now(), report));
         for (_, line) in &log {
             tracing::debug!(target: "function", request_id = %id, "{line}");
@@ -461,9 +611,22 @@ impl Env {
         }
     }
 
-    /// Stops the runtime and its Runtime API.
+    /// Stops the runtime and its Runtime API, then removes its cgroup and root.
     pub async fn retire(self) {
+        let exited = self.shared.exited.notified();
+        tokio::pin!(exited);
+        exited.as_mut().enable();
         self.kill();
         self.api_task.abort();
+        if self.alive() {
+            // Bounded: the kill is already sent.
+            let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
+        }
+        if let Some(cg) = &self.cgroup {
+            remove_cgroup(cg).await;
+        }
+        if let Some(root) = &self.root {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 }

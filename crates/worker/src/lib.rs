@@ -75,6 +75,21 @@ pub trait CredentialSource: Send + Sync {
     fn issue(&self, function_arn: &str) -> SessionKeys;
 }
 
+/// How sandboxed environments are made.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// This binary, which runs the sandbox stages.
+    pub exe: PathBuf,
+    /// Where each environment's root is built.
+    pub roots: PathBuf,
+    /// The host's cgroup hierarchy, when usable.
+    pub cgroups: Option<nimbus_sandbox::cgroup::Layout>,
+    /// This node's cgroup parent (one per data directory).
+    pub cgroup_group: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// Node settings the worker needs.
 #[derive(Clone)]
 pub struct Settings {
@@ -85,6 +100,8 @@ pub struct Settings {
     /// The Nimbus API as environments reach it (`AWS_ENDPOINT_URL`).
     pub api_endpoint: String,
     pub credentials: Arc<dyn CredentialSource>,
+    /// `None` runs plain child processes (`--isolation process`).
+    pub sandbox: Option<SandboxConfig>,
 }
 
 pub struct Worker {
@@ -104,11 +121,31 @@ impl Worker {
         let runtime_dir = settings.root.join("runtime");
         std::fs::create_dir_all(&runtime_dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", runtime_dir.display())))?;
+        if let Some(sb) = &settings.sandbox {
+            // Leftovers of a previous run that was killed before retiring its environments.
+            if let Some(layout) = &sb.cgroups {
+                nimbus_sandbox::cgroup::Cgroup::remove_leftovers(layout, &sb.cgroup_group);
+            }
+            for e in std::fs::read_dir(&sb.roots).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
         for (file, text) in [("bootstrap.py", PYTHON_BOOTSTRAP), ("bootstrap.mjs", NODE_BOOTSTRAP)] {
             std::fs::write(runtime_dir.join(file), text)
                 .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
         }
         Ok(Self { settings, code, idle: Mutex::new(HashMap::new()), unpacking: Mutex::new(()) })
+    }
+
+    /// Retires every idle environment (graceful shutdown).
+    pub async fn shutdown(&self) {
+        let all: Vec<env::Env> = self.idle.lock().await.drain().flat_map(|(_, v)| v).collect();
+        for e in all {
+            e.retire().await;
+        }
+        if let Some(SandboxConfig { cgroups: Some(layout), cgroup_group, .. }) = &self.settings.sandbox {
+            nimbus_sandbox::cgroup::Cgroup::remove_group(layout, cgroup_group);
+        }
     }
 
     fn key(c: &FunctionConfig) -> String {
@@ -134,15 +171,26 @@ impl Worker {
         Ok(dir)
     }
 
+    /// A live idle environment for `key`; dead ones met on the way are retired.
     async fn take_idle(&self, key: &str) -> Option<env::Env> {
-        let mut idle = self.idle.lock().await;
-        let list = idle.get_mut(key)?;
-        while let Some(e) = list.pop() {
-            if e.alive() {
-                return Some(e);
+        let mut dead = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().await;
+            let list = idle.get_mut(key)?;
+            let mut found = None;
+            while let Some(e) = list.pop() {
+                if e.alive() {
+                    found = Some(e);
+                    break;
+                }
+                dead.push(e);
             }
+            found
+        };
+        for e in dead {
+            e.retire().await;
         }
-        None
+        found
     }
 }
 
@@ -167,6 +215,8 @@ impl Invoker for Worker {
                     region: self.settings.region.clone(),
                     api_endpoint: self.settings.api_endpoint.clone(),
                     keys: self.settings.credentials.issue(&inv.invoked_arn),
+                    sandbox: self.settings.sandbox.clone(),
+                    id: uuid::Uuid::new_v4().simple().to_string(),
                 };
                 match env::Env::spawn(spec).await {
                     Ok(e) => (e, true),

@@ -1,0 +1,152 @@
+"""The default isolation (namespaces, as root): what a function can and
+cannot see or do, limits, and teardown. The session server runs this mode."""
+
+import base64
+import json
+import re
+import signal
+from pathlib import Path
+
+
+from conftest import ROLE, make_zip, unique_name
+
+PROBE = '''
+import os, socket
+
+def probe(path):
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+            return "listable"
+        with open(path, "rb") as f:
+            f.read(1)
+        return "readable"
+    except FileNotFoundError:
+        return "absent"
+    except OSError as e:
+        return type(e).__name__
+
+def handler(event, context):
+    out = {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(), "host": socket.gethostname(),
+           "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+           "paths": {p: probe(p) for p in event["paths"]},
+           "cgroup": open("/proc/self/cgroup").read()}
+    for target in ("/var/task/new", "/usr/evil", "/etc/evil"):
+        try:
+            open(target, "w").close()
+            out[target] = "written"
+        except OSError as e:
+            out[target] = type(e).__name__
+    with open("/tmp/scratch", "w") as f:
+        f.write("mine")
+    st = os.statvfs("/tmp")
+    out["tmp_bytes"] = st.f_blocks * st.f_frsize
+    return out
+
+def hog(event, context):
+    data = bytearray(event["mb"] * 1024 * 1024)
+    for i in range(0, len(data), 4096):
+        data[i] = 1
+    return len(data)
+'''
+
+
+def deploy(lam, **kw):
+    name = unique_name("sb")
+    params = dict(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                  Code={"ZipFile": make_zip({"app.py": PROBE})}, Timeout=30)
+    params.update(kw)
+    lam.create_function(**params)
+    return name
+
+
+def call(lam, name, payload):
+    r = lam.invoke(FunctionName=name, Payload=json.dumps(payload), LogType="Tail")
+    return r, json.loads(r["Payload"].read())
+
+
+def test_a_function_sees_only_its_own_sandbox(lam, server):
+    other = deploy(lam)
+    call(lam, other, {"paths": []})
+    name = deploy(lam, EphemeralStorage={"Size": 600})
+    paths = ["/etc/shadow", "/root", str(server.data_dir), str(server.data_dir / "worker" / "code"),
+             "/var/task/app.py", "/proc/1/environ"]
+    r, out = call(lam, name, {"paths": paths})
+    assert "FunctionError" not in r, out
+    assert (out["uid"], out["gid"], out["pid"], out["host"]) == (65534, 65534, 1, "nimbus")
+    assert out["procs"] == [1], "no other process is visible"
+    assert out["paths"]["/etc/shadow"] == "absent" and out["paths"]["/root"] == "absent"
+    assert out["paths"][str(server.data_dir)] == "absent", "the data dir (and other functions' code) is not there"
+    assert out["paths"]["/var/task/app.py"] == "readable"
+    assert all(out[t] != "written" for t in ("/var/task/new", "/usr/evil", "/etc/evil")), out
+    assert out["tmp_bytes"] == 600 * 1024 * 1024
+
+
+def test_tmp_is_private_to_each_environment(lam):
+    a, b = deploy(lam), deploy(lam)
+    code = make_zip({"app.py": "import os\ndef handler(e, c):\n    return sorted(os.listdir('/tmp'))\n"})
+    for name in (a, b):
+        lam.update_function_code(FunctionName=name, ZipFile=code)
+    lam.update_function_code(FunctionName=a, ZipFile=make_zip({"app.py": PROBE}))
+    call(lam, a, {"paths": []})  # writes /tmp/scratch in a's environment
+    r = lam.invoke(FunctionName=b)
+    assert json.loads(r["Payload"].read()) == []
+
+
+def test_memory_limit_kills_the_runtime_and_it_is_replaced(lam):
+    name = deploy(lam, Handler="app.hog", MemorySize=128)
+    r, out = call(lam, name, {"mb": 400})
+    assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Runtime.ExitError"
+    assert out["errorMessage"].endswith("Runtime exited with error: signal: killed")
+    log = base64.b64decode(r["LogResult"]).decode()
+    assert "Error Type: Runtime.OutOfMemory" in log
+    used = int(re.search(r"Max Memory Used: (\d+) MB", log)[1])
+    assert 100 <= used <= 130, used
+    r, out = call(lam, name, {"mb": 20})
+    assert "FunctionError" not in r and out == 20 * 1024 * 1024
+
+
+def test_teardown_leaves_no_cgroup_or_root_behind(lam, server):
+    name = deploy(lam)
+    _, out = call(lam, name, {"paths": []})
+    cgroup = next(line.split(":", 2)[2] for line in out["cgroup"].splitlines() if ":memory:" in line or line.startswith("0::"))
+    env_id = cgroup.rstrip("/").rsplit("/", 1)[1]
+    assert re.fullmatch(r"/nimbus-[0-9a-f]{12}/[0-9a-f]{32}", cgroup), cgroup
+    memory_dir = Path("/sys/fs/cgroup/memory") / cgroup.lstrip("/")
+    if not Path("/sys/fs/cgroup/memory").is_dir():
+        memory_dir = Path("/sys/fs/cgroup") / cgroup.lstrip("/")
+    root = server.data_dir / "worker" / "roots" / env_id
+    assert memory_dir.is_dir() and root.is_dir()
+    lam.delete_function(FunctionName=name)
+    from test_invoke import wait_for
+    wait_for(lambda: not memory_dir.exists() and not root.exists(), "the cgroup and root to be removed", timeout=5)
+
+
+def env_cgroup(out):
+    """The (memory) cgroup directory of the environment that produced `out`."""
+    cgroup = next(line.split(":", 2)[2] for line in out["cgroup"].splitlines() if ":memory:" in line or line.startswith("0::"))
+    base = Path("/sys/fs/cgroup/memory") if Path("/sys/fs/cgroup/memory").is_dir() else Path("/sys/fs/cgroup")
+    return base / cgroup.lstrip("/")
+
+
+def test_graceful_stop_retires_environments(private_server, tmp_path):
+    s = private_server(tmp_path / "data")
+    lam = s.client()
+    _, out = call(lam, deploy(lam), {"paths": []})
+    cg = env_cgroup(out)
+    assert cg.is_dir()
+    assert s.kill(signal.SIGTERM) == 0
+    assert not cg.exists() and not cg.parent.exists(), "the environment's and the node's cgroups are gone"
+
+
+def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
+    from test_invoke import wait_for
+    s = private_server(tmp_path / "data")
+    lam = s.client()
+    _, out = call(lam, deploy(lam), {"paths": []})
+    cg = env_cgroup(out)
+    s.kill()  # SIGKILL: nothing is retired
+    # The runtime exits once its Runtime API connection is gone.
+    wait_for(lambda: cg.exists() and not (cg / "cgroup.procs").read_text().strip(), "the orphaned runtime to exit")
+    private_server(tmp_path / "data")
+    assert not cg.exists()
