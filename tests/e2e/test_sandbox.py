@@ -150,3 +150,72 @@ def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
     wait_for(lambda: cg.exists() and not (cg / "cgroup.procs").read_text().strip(), "the orphaned runtime to exit")
     private_server(tmp_path / "data")
     assert not cg.exists()
+
+
+HOSTILE = '''
+import ctypes, errno, os, signal, socket, time
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+def attempt(fn, *args):
+    if fn(*args) >= 0:
+        return "allowed"
+    return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+
+def handler(event, context):
+    out = {
+        "mount": attempt(libc.mount, b"tmpfs", b"/tmp", b"tmpfs", 0, None),
+        "unshare_user": attempt(libc.unshare, 0x10000000),
+        "unshare_net": attempt(libc.unshare, 0x40000000),
+        "ptrace": attempt(libc.ptrace, 0, 0, None, None),
+        "setns": attempt(libc.setns, 0, 0),
+    }
+    try:
+        socket.create_connection(("127.0.0.1", event["port"]), timeout=2).close()
+        out["connect"] = "connected"
+    except OSError as e:
+        out["connect"] = type(e).__name__
+    try:
+        with open("/tmp/fill", "wb") as f:
+            chunk = b"x" * (1 << 20)
+            for _ in range(event["fill_mb"]):
+                f.write(chunk)
+        out["fill"] = "fit"
+    except OSError as e:
+        out["fill"] = errno.errorcode.get(e.errno, str(e.errno))
+    os.remove("/tmp/fill")
+    pids = []
+    try:
+        for _ in range(3000):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            pids.append(pid)
+    except OSError as e:
+        out["fork_error"] = errno.errorcode.get(e.errno, str(e.errno))
+    out["forked"] = len(pids)
+    for p in pids:
+        os.kill(p, signal.SIGKILL)
+    for p in pids:
+        os.waitpid(p, 0)
+    return out
+'''
+
+
+def test_hostile_function_is_contained_and_nimbus_keeps_serving(lam, server):
+    name = unique_name("hostile")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": HOSTILE})}, MemorySize=1024, Timeout=60,
+                        EphemeralStorage={"Size": 512})
+    bystander = deploy(lam)
+    r, out = call(lam, name, {"port": server.port, "fill_mb": 600})
+    assert "FunctionError" not in r, out
+    for syscall in ("mount", "unshare_user", "unshare_net", "ptrace", "setns"):
+        assert out[syscall] == "EPERM", (syscall, out)
+    assert out["connect"] == "ConnectionRefusedError", "the host's ports are not reachable"
+    assert out["fill"] == "ENOSPC", "/tmp is limited to EphemeralStorage"
+    assert out["fork_error"] == "EAGAIN" and 900 < out["forked"] < 1024, out
+    _, still = call(lam, bystander, {"paths": []})
+    assert still["uid"] == 65534, "other functions keep running"
+    assert lam.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name

@@ -8,3 +8,4 @@
 
 pub mod cgroup;
 pub mod namespaces;
+pub mod seccomp;

@@ -11,7 +11,8 @@
 //! 2. [`stage_two`] builds the root (read-only binds of the host's `/usr`,
 //!    a few `/etc` files, the code and runtime; a private `/tmp`; a minimal
 //!    `/dev`; a fresh `/proc`), pivots into it, drops to an unprivileged
-//!    user with `no_new_privs`, and executes the program.
+//!    user with `no_new_privs`, installs the seccomp filter, and executes
+//!    the program.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -172,6 +173,7 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| io(e, "no_new_privs"))?;
     // After the credential change (which clears it): die with stage one.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
 
     let (program, args) = spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
     let err = std::process::Command::new(program)
