@@ -219,3 +219,16 @@ def test_hostile_function_is_contained_and_nimbus_keeps_serving(lam, server):
     _, still = call(lam, bystander, {"paths": []})
     assert still["uid"] == 65534, "other functions keep running"
     assert lam.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
+
+
+def test_layers_are_merged_in_order_at_opt(lam):
+    first = lam.publish_layer_version(LayerName=unique_name("l1"), Content={"ZipFile": make_zip(
+        {"python/shared.py": "WHO = 'first'\n", "python/only_first.py": "HERE = True\n"})})["LayerVersionArn"]
+    second = lam.publish_layer_version(LayerName=unique_name("l2"), Content={"ZipFile": make_zip(
+        {"python/shared.py": "WHO = 'second'\n"})})["LayerVersionArn"]
+    code = "import shared, only_first\ndef handler(e, c):\n    return [shared.WHO, only_first.HERE, shared.__file__]\n"
+    name = unique_name("layers")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": code})}, Layers=[first, second], Timeout=30)
+    r = lam.invoke(FunctionName=name)
+    assert json.loads(r["Payload"].read()) == ["second", True, "/opt/python/shared.py"]

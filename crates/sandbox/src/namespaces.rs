@@ -31,6 +31,8 @@ pub struct Spec {
     pub code: PathBuf,
     /// Host directory mounted read-only at `/var/runtime`.
     pub runtime: PathBuf,
+    /// Host directory mounted read-only at `/opt` (the merged layers).
+    pub opt: Option<PathBuf>,
     /// Size of the private `/tmp`, in MB.
     pub tmp_mb: u32,
     pub uid: u32,
@@ -124,6 +126,9 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         bind_ro(src, &dst)?;
     }
     std::fs::create_dir_all(r.join("opt"))?;
+    if let Some(opt) = &spec.opt {
+        bind_ro(opt, &r.join("opt"))?;
+    }
     let tmp = r.join("tmp");
     std::fs::create_dir_all(&tmp)?;
     mount(

@@ -28,6 +28,8 @@ pub struct Spec {
     pub sandbox: Option<crate::SandboxConfig>,
     /// A unique name for the environment (cgroup, root directory).
     pub id: String,
+    /// The function's layers, merged, mounted at `/opt` in a sandbox.
+    pub layers: Option<PathBuf>,
 }
 
 /// The result of one invocation, as the caller and the log see it.
@@ -389,6 +391,7 @@ impl Env {
                     root,
                     code: spec.code_dir.clone(),
                     runtime: spec.runtime_dir.clone(),
+                    opt: spec.layers.clone(),
                     tmp_mb: spec.config.ephemeral_storage,
                     uid: sb.uid,
                     gid: sb.gid,

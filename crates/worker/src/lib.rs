@@ -172,6 +172,35 @@ impl Worker {
     }
 
     /// A live idle environment for `key`; dead ones met on the way are retired.
+    /// The function's layers merged in order, unpacked once per combination.
+    async fn layers_dir(&self, config: &FunctionConfig) -> Result<Option<PathBuf>, Error> {
+        if config.layers.is_empty() {
+            return Ok(None);
+        }
+        let shas: Vec<&str> = config.layers.iter().map(|l| l.sha256_hex.as_str()).collect();
+        let dir = self.settings.root.join("layers").join(shas.join("-"));
+        if dir.exists() {
+            return Ok(Some(dir));
+        }
+        let _guard = self.unpacking.lock().await;
+        if dir.exists() {
+            return Ok(Some(dir));
+        }
+        let mut archives = Vec::with_capacity(shas.len());
+        for sha in &shas {
+            archives.push(self.code.archive(sha).await?);
+        }
+        let target = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = archives.iter().map(Vec::as_slice).collect();
+            unpack::unpack_merged(&refs, &target)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("unpacking layers: {e}")))?;
+        Ok(Some(dir))
+    }
+
     async fn take_idle(&self, key: &str) -> Option<env::Env> {
         let mut dead = Vec::new();
         let found = {
@@ -202,6 +231,7 @@ impl Invoker for Worker {
             Some(e) => (e, false),
             None => {
                 let code = self.code_dir(&inv.config.code.sha256_hex).await?;
+                let layers = self.layers_dir(&inv.config).await?;
                 let spec = env::Spec {
                     config: inv.config.clone(),
                     code_dir: code,
@@ -216,6 +246,7 @@ impl Invoker for Worker {
                     api_endpoint: self.settings.api_endpoint.clone(),
                     keys: self.settings.credentials.issue(&inv.invoked_arn),
                     sandbox: self.settings.sandbox.clone(),
+                    layers,
                     id: uuid::Uuid::new_v4().simple().to_string(),
                 };
                 match env::Env::spawn(spec).await {

@@ -7,11 +7,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 pub fn unpack(bytes: &[u8], target: &Path) -> io::Result<()> {
+    unpack_merged(&[bytes], target)
+}
+
+/// Unpacks archives one over another (later ones win, as layers do) into
+/// `target`, which appears only once complete.
+pub fn unpack_merged(archives: &[&[u8]], target: &Path) -> io::Result<()> {
     let parent = target.parent().ok_or_else(|| io::Error::other("code directory has no parent"))?;
     std::fs::create_dir_all(parent)?;
     let staging = parent.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir(&staging)?;
-    let result = write_all(bytes, &staging).and_then(|()| std::fs::rename(&staging, target));
+    let result =
+        archives.iter().try_for_each(|a| write_all(a, &staging)).and_then(|()| std::fs::rename(&staging, target));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
@@ -39,6 +46,10 @@ fn write_all(bytes: &[u8], dir: &Path) -> io::Result<()> {
             continue;
         }
         let mode = entry.unix_mode().unwrap_or(0o644);
+        if out.symlink_metadata().is_ok() {
+            // A later layer replaces the file (it is read-only by now).
+            std::fs::remove_file(&out)?;
+        }
         let mut file = std::fs::File::create(&out)?;
         io::copy(&mut entry, &mut file)?;
         // Keep the executable bits the author set; nothing is writable.
@@ -52,6 +63,26 @@ mod tests {
     use super::*;
     use std::io::Write;
     use zip::write::SimpleFileOptions;
+
+    fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        for (name, text) in files {
+            w.start_file(*name, SimpleFileOptions::default()).unwrap();
+            w.write_all(text.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let first = zip_of(&[("python/shared.py", "V = 1\n"), ("python/only_first.py", "")]);
+        let second = zip_of(&[("python/shared.py", "V = 2\n")]);
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("opt");
+        unpack_merged(&[&first, &second], &target).unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("python/shared.py")).unwrap(), "V = 2\n");
+        assert!(target.join("python/only_first.py").exists());
+    }
 
     #[test]
     fn unpacks_read_only_with_exec_bits() {
