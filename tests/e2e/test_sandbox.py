@@ -232,3 +232,51 @@ def test_layers_are_merged_in_order_at_opt(lam):
                         Code={"ZipFile": make_zip({"app.py": code})}, Layers=[first, second], Timeout=30)
     r = lam.invoke(FunctionName=name)
     assert json.loads(r["Payload"].read()) == ["second", True, "/opt/python/shared.py"]
+
+
+SIGNED_CALL = '''
+import datetime, hashlib, hmac, json, os, urllib.error, urllib.request
+
+def sign(key, msg):
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+def get(path, signed):
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    host = endpoint.split("//", 1)[1]
+    headers = {}
+    if signed:
+        now = datetime.datetime.utcnow()
+        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        token = os.environ["AWS_SESSION_TOKEN"]
+        canonical_headers = f"host:{host}\\nx-amz-date:{amz_date}\\nx-amz-security-token:{token}\\n"
+        signed_headers = "host;x-amz-date;x-amz-security-token"
+        request = "\\n".join(["GET", path, "", canonical_headers, signed_headers, hashlib.sha256(b"").hexdigest()])
+        scope = f"{day}/us-east-1/lambda/aws4_request"
+        to_sign = "\\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(request.encode()).hexdigest()])
+        key = sign(sign(sign(sign(("AWS4" + os.environ["AWS_SECRET_ACCESS_KEY"]).encode(), day), "us-east-1"), "lambda"), "aws4_request")
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers = {"x-amz-date": amz_date, "x-amz-security-token": token, "Authorization":
+                   f"AWS4-HMAC-SHA256 Credential={os.environ['AWS_ACCESS_KEY_ID']}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(endpoint + path, headers=headers), timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("x-amzn-ErrorType")
+
+def handler(event, context):
+    return {"endpoint": os.environ["AWS_ENDPOINT_URL"], "unsigned": get("/2015-03-31/functions", False),
+            "signed": get("/2015-03-31/functions", True)}
+'''
+
+
+def test_the_nimbus_api_is_reachable_from_the_sandbox_with_session_keys(lam):
+    name = unique_name("api")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": SIGNED_CALL})}, Timeout=30)
+    r = lam.invoke(FunctionName=name)
+    out = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, out
+    assert out["endpoint"] == "http://127.0.0.1:9070"
+    assert out["unsigned"] == [403, "MissingAuthenticationTokenException"]
+    status, body = out["signed"]
+    assert status == 200 and name in [f["FunctionName"] for f in body["Functions"]]

@@ -176,10 +176,26 @@ pub(crate) struct Env {
     cgroup: Option<Arc<nimbus_sandbox::cgroup::Cgroup>>,
     /// The directory the sandbox's root was built on.
     root: Option<PathBuf>,
+    /// Forwards the sandbox's API listener to the real API.
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Inside every sandbox the Runtime API is here, as on AWS.
 const SANDBOX_RUNTIME_API: &str = "127.0.0.1:9001";
+/// Inside every sandbox the Nimbus API is forwarded from here.
+const SANDBOX_API: &str = "127.0.0.1:9070";
+
+/// Forwards connections from the sandbox's API listener to the real API.
+async fn forward_api(listener: tokio::net::TcpListener, api: String) {
+    while let Ok((mut inside, _)) = listener.accept().await {
+        let api = api.clone();
+        tokio::spawn(async move {
+            if let Ok(mut outside) = tokio::net::TcpStream::connect(&api).await {
+                let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
+            }
+        });
+    }
+}
 
 /// Waits for stage one's namespaces, puts it in its cgroup, binds the
 /// Runtime API inside its network namespace, and lets it go on.
@@ -188,12 +204,12 @@ async fn prepare_sandbox(
     pid: u32,
     sb: &crate::SandboxConfig,
     spec: &Spec,
-) -> Result<(tokio::net::TcpListener, Option<nimbus_sandbox::cgroup::Cgroup>), Error> {
+) -> Result<(tokio::net::TcpListener, Option<nimbus_sandbox::cgroup::Cgroup>, tokio::task::JoinHandle<()>), Error> {
     use std::io::{Read, Write};
     let layout = sb.cgroups.clone();
     let (id, memory, group) = (spec.id.clone(), u64::from(spec.config.memory_size), sb.cgroup_group.clone());
     let work = tokio::task::spawn_blocking(
-        move || -> std::io::Result<(std::net::TcpListener, Option<nimbus_sandbox::cgroup::Cgroup>)> {
+        move || -> std::io::Result<([std::net::TcpListener; 2], Option<nimbus_sandbox::cgroup::Cgroup>)> {
             let mut control = control;
             control.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut ready = [0u8; 1];
@@ -212,25 +228,31 @@ async fn prepare_sandbox(
                 None => None,
             };
             // setns changes only the calling thread; this thread ends right after.
-            let listener = std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
+            let listeners = std::thread::spawn(move || -> std::io::Result<[std::net::TcpListener; 2]> {
                 let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
                 nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
-                let l = std::net::TcpListener::bind(SANDBOX_RUNTIME_API)?;
-                l.set_nonblocking(true)?;
-                Ok(l)
+                let bound =
+                    [std::net::TcpListener::bind(SANDBOX_RUNTIME_API)?, std::net::TcpListener::bind(SANDBOX_API)?];
+                for l in &bound {
+                    l.set_nonblocking(true)?;
+                }
+                Ok(bound)
             })
             .join()
             .map_err(|_| std::io::Error::other("listener thread panicked"))??;
             control.write_all(b"g")?;
-            Ok((listener, cgroup))
+            Ok((listeners, cgroup))
         },
     );
-    let (listener, cgroup) = work
+    let ([runtime_api, api], cgroup) = work
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Internal(format!("preparing the sandbox: {e}")))?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok((listener, cgroup))
+    let to_tokio = |l| tokio::net::TcpListener::from_std(l).map_err(|e: std::io::Error| Error::Internal(e.to_string()));
+    let (runtime_api, api) = (to_tokio(runtime_api)?, to_tokio(api)?);
+    let target = spec.api_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let forwarder = tokio::spawn(forward_api(api, target));
+    Ok((runtime_api, cgroup, forwarder))
 }
 
 /// Removes a cgroup once the kernel has let its last process go.
@@ -276,10 +298,12 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_string());
     set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
     set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
-    if spec.sandbox.is_none() {
-        // Inside a network namespace the API is not reachable yet.
-        set("AWS_ENDPOINT_URL", spec.api_endpoint.clone());
-    }
+    // In a sandbox the API is forwarded from the same address inside its
+    // network namespace.
+    set(
+        "AWS_ENDPOINT_URL",
+        if spec.sandbox.is_some() { format!("http://{SANDBOX_API}") } else { spec.api_endpoint.clone() },
+    );
     set("AWS_ACCESS_KEY_ID", spec.keys.access_key_id.clone());
     set("AWS_SECRET_ACCESS_KEY", spec.keys.secret_access_key.clone());
     set("AWS_SESSION_TOKEN", spec.keys.session_token.clone());
@@ -422,12 +446,14 @@ impl Env {
             })?;
         let pid = child.id();
         let mut cgroup = None;
+        let mut forwarder = None;
         let listener = match (listener, control, &spec.sandbox) {
             (Some(l), _, _) => l,
             (None, Some(control), Some(sb)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
-                let (l, cg) = prepare_sandbox(control, pid, sb, &spec).await?;
+                let (l, cg, fwd) = prepare_sandbox(control, pid, sb, &spec).await?;
                 cgroup = cg;
+                forwarder = Some(fwd);
                 l
             }
             _ => return Err(Error::Internal("sandbox without a control socket".into())),
@@ -473,6 +499,7 @@ impl Env {
             log_stream,
             cgroup,
             root,
+            forwarder,
         })
     }
 
@@ -621,6 +648,9 @@ impl Env {
         exited.as_mut().enable();
         self.kill();
         self.api_task.abort();
+        if let Some(f) = &self.forwarder {
+            f.abort();
+        }
         if self.alive() {
             // Bounded: the kill is already sent.
             let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
