@@ -106,35 +106,38 @@ def test_memory_limit_kills_the_runtime_and_it_is_replaced(lam):
     assert "FunctionError" not in r and out == 20 * 1024 * 1024
 
 
-def test_teardown_leaves_no_cgroup_or_root_behind(lam, server):
-    name = deploy(lam)
-    _, out = call(lam, name, {"paths": []})
-    cgroup = next(line.split(":", 2)[2] for line in out["cgroup"].splitlines() if ":memory:" in line or line.startswith("0::"))
-    env_id = cgroup.rstrip("/").rsplit("/", 1)[1]
-    assert re.fullmatch(r"/nimbus-[0-9a-f]{12}/[0-9a-f]{32}", cgroup), cgroup
-    memory_dir = Path("/sys/fs/cgroup/memory") / cgroup.lstrip("/")
-    if not Path("/sys/fs/cgroup/memory").is_dir():
-        memory_dir = Path("/sys/fs/cgroup") / cgroup.lstrip("/")
-    root = server.data_dir / "worker" / "roots" / env_id
-    assert memory_dir.is_dir() and root.is_dir()
-    lam.delete_function(FunctionName=name)
-    from test_invoke import wait_for
-    wait_for(lambda: not memory_dir.exists() and not root.exists(), "the cgroup and root to be removed", timeout=5)
-
-
-def env_cgroup(out):
-    """The (memory) cgroup directory of the environment that produced `out`."""
-    cgroup = next(line.split(":", 2)[2] for line in out["cgroup"].splitlines() if ":memory:" in line or line.startswith("0::"))
+def node_group(server):
+    """The node's cgroup directory (memory hierarchy), named as the server names it."""
+    import hashlib
+    digest = hashlib.sha256(str(server.data_dir.resolve()).encode()).hexdigest()[:12]
     base = Path("/sys/fs/cgroup/memory") if Path("/sys/fs/cgroup/memory").is_dir() else Path("/sys/fs/cgroup")
-    return base / cgroup.lstrip("/")
+    return base / f"nimbus-{digest}"
+
+
+def env_dirs(server):
+    group = node_group(server)
+    return {d for d in group.iterdir() if d.is_dir()} if group.exists() else set()
+
+
+def test_teardown_leaves_no_cgroup_or_root_behind(lam, server):
+    from test_invoke import wait_for
+    name = deploy(lam)
+    before = env_dirs(server)
+    _, out = call(lam, name, {"paths": []})
+    lines = out["cgroup"].strip().splitlines()
+    assert lines and all(line.endswith(":/") for line in lines), f"the function sees its cgroup as the root: {lines}"
+    (cg,) = env_dirs(server) - before
+    root = server.data_dir / "worker" / "roots" / cg.name
+    assert root.is_dir()
+    lam.delete_function(FunctionName=name)
+    wait_for(lambda: not cg.exists() and not root.exists(), "the cgroup and root to be removed", timeout=5)
 
 
 def test_graceful_stop_retires_environments(private_server, tmp_path):
     s = private_server(tmp_path / "data")
     lam = s.client()
-    _, out = call(lam, deploy(lam), {"paths": []})
-    cg = env_cgroup(out)
-    assert cg.is_dir()
+    call(lam, deploy(lam), {"paths": []})
+    (cg,) = env_dirs(s)
     assert s.kill(signal.SIGTERM) == 0
     assert not cg.exists() and not cg.parent.exists(), "the environment's and the node's cgroups are gone"
 
@@ -143,8 +146,8 @@ def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
     from test_invoke import wait_for
     s = private_server(tmp_path / "data")
     lam = s.client()
-    _, out = call(lam, deploy(lam), {"paths": []})
-    cg = env_cgroup(out)
+    call(lam, deploy(lam), {"paths": []})
+    (cg,) = env_dirs(s)
     s.kill()  # SIGKILL: nothing is retired
     # The runtime exits once its Runtime API connection is gone.
     wait_for(lambda: cg.exists() and not (cg / "cgroup.procs").read_text().strip(), "the orphaned runtime to exit")

@@ -6,8 +6,8 @@
 //!    brings loopback up, and reports on its control socket (its stdin) that
 //!    its namespaces exist. The parent then binds listeners inside the new
 //!    network namespace and moves it into its cgroup, and answers "go".
-//!    Stage one unshares the PID namespace and starts stage two, which
-//!    becomes PID 1 there.
+//!    Stage one unshares the PID and cgroup namespaces and starts stage
+//!    two, which becomes PID 1 there.
 //! 2. [`stage_two`] builds the root (read-only binds of the host's `/usr`,
 //!    a few `/etc` files, the code and runtime; a private `/tmp`; a minimal
 //!    `/dev`; a fresh `/proc`), pivots into it, drops to an unprivileged
@@ -70,7 +70,9 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
     control.write_all(b"r")?;
     let mut go = [0u8; 1];
     control.read_exact(&mut go)?;
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| io(e, "unshare pid"))?;
+    // After the parent put us in our cgroup: that cgroup becomes the root
+    // the sandbox sees.
+    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP).map_err(|e| io(e, "unshare pid, cgroup"))?;
     let status = std::process::Command::new(&spec.exe)
         .args(["__sandbox-init", spec_json])
         .stdin(std::process::Stdio::null())
