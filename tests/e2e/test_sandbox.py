@@ -283,3 +283,16 @@ def test_the_nimbus_api_is_reachable_from_the_sandbox_with_session_keys(lam):
     assert out["unsigned"] == [403, "MissingAuthenticationTokenException"]
     status, body = out["signed"]
     assert status == 200 and name in [f["FunctionName"] for f in body["Functions"]]
+
+
+def test_node_runs_in_the_sandbox(lam):
+    name = unique_name("node-sb")
+    code = ("import os from 'node:os';\n"
+            "export const handler = async (event) => ({ uid: process.getuid(), pid: process.pid, "
+            "host: os.hostname(), event });\n")
+    lam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler="index.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"index.mjs": code})}, MemorySize=512, Timeout=30)
+    r = lam.invoke(FunctionName=name, Payload=b'{"k": 1}')
+    out = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, out
+    assert out == {"uid": 65534, "pid": 1, "host": "nimbus", "event": {"k": 1}}
