@@ -503,3 +503,18 @@ def test_provided_without_a_usable_bootstrap_is_an_invalid_entrypoint(plam, file
     assert r["StatusCode"] == 200 and r["FunctionError"] == "Unhandled"
     assert out["errorType"] == "Runtime.InvalidEntrypoint"
     assert "Error Type: Runtime.InvalidEntrypoint" in base64.b64decode(r["LogResult"]).decode()
+
+
+SLOW_INIT = "import time\ntime.sleep(11)\ndef handler(e, c):\n    return 'initialised'\n"
+
+
+@pytest.mark.parametrize("timeout, succeeds", [(15, True), (3, False)])
+def test_init_over_ten_seconds_is_retried_within_the_invoke(plam, timeout, succeeds):
+    name = py_function(plam, files={"app.py": SLOW_INIT}, Timeout=timeout)
+    r, out = invoke(plam, name, LogType="Tail")
+    log = base64.b64decode(r["LogResult"]).decode()
+    assert "INIT_REPORT Init Duration: 10000.00 ms\tPhase: init\tStatus: timeout" in log, log
+    if succeeds:
+        assert "FunctionError" not in r and out == "initialised"
+    else:
+        assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Sandbox.Timedout"

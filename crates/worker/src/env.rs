@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::{Error, Invocation};
 
 /// What an environment is built from.
+#[derive(Clone)]
 pub struct Spec {
     pub config: FunctionConfig,
     pub code_dir: PathBuf,
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     drained: SyncMutex<Option<oneshot::Sender<()>>>,
     /// Notified when the process has exited and been reaped.
     exited: tokio::sync::Notify,
+    /// Notified when the runtime first asks for an invocation (init done).
+    ready: tokio::sync::Notify,
 }
 
 /// A line the worker writes into the runtime's output pipe; when the reader
@@ -121,6 +124,11 @@ impl Shared {
     pub fn mark_ready(&self) {
         let mut r = self.ready_at.lock().unwrap_or_else(|e| e.into_inner());
         r.get_or_insert_with(Instant::now);
+        self.ready.notify_waiters();
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready_at.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// Completes the current invocation if `id` names it.
@@ -387,6 +395,7 @@ impl Env {
             ready_at: SyncMutex::new(None),
             drained: SyncMutex::new(None),
             exited: tokio::sync::Notify::new(),
+            ready: tokio::sync::Notify::new(),
         });
 
         // stdout and stderr share one pipe (as in AWS's log stream), and the
@@ -621,6 +630,29 @@ impl Env {
             max_memory_mb,
             reusable,
         }
+    }
+
+    /// Waits up to `limit` for the runtime to finish init (its first `next`).
+    /// True when it did, or when it already failed (the run reports that).
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let ready = self.shared.ready.notified();
+        let exited = self.shared.exited.notified();
+        tokio::pin!(ready, exited);
+        ready.as_mut().enable();
+        exited.as_mut().enable();
+        if self.shared.is_ready() || !self.alive() {
+            return true;
+        }
+        tokio::select! {
+            _ = ready => true,
+            _ = exited => true,
+            _ = tokio::time::sleep(limit) => self.shared.is_ready() || !self.alive(),
+        }
+    }
+
+    /// Adds a platform line to the log of the next invocation.
+    pub fn note(&self, line: String) {
+        self.shared.push_log(line);
     }
 
     /// Waits until the log reader has read everything the runtime wrote so far.

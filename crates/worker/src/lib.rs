@@ -113,6 +113,9 @@ pub struct Worker {
     unpacking: Mutex<()>,
 }
 
+/// How long the init phase may take before it is retried within the invoke.
+const INIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
 const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/nodejs/bootstrap.mjs");
 
@@ -169,6 +172,23 @@ impl Worker {
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| Error::Internal(format!("unpacking code {sha}: {e}")))?;
         Ok(dir)
+    }
+
+    /// Starts an environment. An init that overruns AWS's 10 s limit is
+    /// abandoned and run again with no limit of its own: the invocation's
+    /// timeout then covers it (AWS's "suppressed init").
+    async fn start(&self, spec: env::Spec) -> Result<env::Env, Error> {
+        let first = env::Env::spawn(spec.clone()).await?;
+        if first.wait_ready(INIT_LIMIT).await {
+            return Ok(first);
+        }
+        first.retire().await;
+        let second = env::Env::spawn(env::Spec { id: uuid::Uuid::new_v4().simple().to_string(), ..spec }).await?;
+        second.note(format!(
+            "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: timeout",
+            INIT_LIMIT.as_secs_f64() * 1000.0
+        ));
+        Ok(second)
     }
 
     /// A live idle environment for `key`; dead ones met on the way are retired.
@@ -249,7 +269,7 @@ impl Invoker for Worker {
                     layers,
                     id: uuid::Uuid::new_v4().simple().to_string(),
                 };
-                match env::Env::spawn(spec).await {
+                match self.start(spec).await {
                     Ok(e) => (e, true),
                     Err(Error::InvalidEntrypoint(message)) => {
                         return Ok(Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message))
