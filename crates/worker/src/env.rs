@@ -114,6 +114,10 @@ pub(crate) struct Shared {
     exited: tokio::sync::Notify,
     /// Notified when the runtime first asks for an invocation (init done).
     ready: tokio::sync::Notify,
+    /// An init error reported before any invocation was handed over.
+    init_error: SyncMutex<Option<Bytes>>,
+    /// How the process ended, once it has.
+    exit_status: SyncMutex<Option<String>>,
 }
 
 /// A line the worker writes into the runtime's output pipe; when the reader
@@ -150,6 +154,17 @@ impl Shared {
     pub fn fail_current(&self, reply: Reply) {
         if let Some((_, tx)) = self.current.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(reply);
+        }
+    }
+
+    /// An init error goes to the current invocation, or waits for the next.
+    pub fn init_failed(&self, body: Bytes) {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match cur.take() {
+            Some((_, tx)) => {
+                let _ = tx.send(Reply::InitError(body));
+            }
+            None => *self.init_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(body),
         }
     }
 
@@ -396,6 +411,8 @@ impl Env {
             drained: SyncMutex::new(None),
             exited: tokio::sync::Notify::new(),
             ready: tokio::sync::Notify::new(),
+            init_error: SyncMutex::new(None),
+            exit_status: SyncMutex::new(None),
         });
 
         // stdout and stderr share one pipe (as in AWS's log stream), and the
@@ -490,6 +507,7 @@ impl Env {
                     "signal: killed".to_string()
                 }
             };
+            *watch.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status.clone());
             watch.alive.store(false, Ordering::SeqCst);
             watch.fail_current(Reply::Exited(status));
             watch.exited.notify_waiters();
@@ -521,6 +539,13 @@ impl Env {
         let id = inv.request_id.clone();
         let (tx, rx) = oneshot::channel();
         *self.shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.clone(), tx));
+        // Init may have failed, or the runtime died, before this invocation arrived.
+        if let Some(body) = self.shared.init_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.shared.fail_current(Reply::InitError(body));
+        } else if !self.alive() {
+            let status = self.shared.exit_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            self.shared.fail_current(Reply::Exited(status.unwrap_or_else(|| "exited during init".into())));
+        }
         let init_lines = self.shared.drain_logs();
         let start = Instant::now();
         let deadline_ms = chrono::Utc::now().timestamp_millis() + self.timeout.as_millis() as i64;

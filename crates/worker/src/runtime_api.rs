@@ -101,7 +101,7 @@ async fn error(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: 
 async fn init_error(State(shared): State<Arc<Shared>>, body: Body) -> Response {
     match read(body).await {
         Ok(bytes) => {
-            shared.fail_current(Reply::InitError(bytes));
+            shared.init_failed(bytes);
             accepted()
         }
         Err(too_big) => too_big,
