@@ -245,6 +245,17 @@ def aws_cli(server, *args):
     return r.returncode, out, r.stderr
 
 
+def wait_for(predicate, what, timeout=20.0):
+    """Bounded polling for an effect that happens in another process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def blob_files(data_dir):
     root = Path(data_dir) / "blobs"
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []

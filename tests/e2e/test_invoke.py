@@ -10,7 +10,7 @@ import sys
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROLE, Server, arn, error_code, make_zip, nimbus_cli, unique_name
+from conftest import ROLE, Server, arn, error_code, make_zip, nimbus_cli, unique_name, wait_for
 
 APP = '''
 import json, os, sys, time
@@ -239,18 +239,6 @@ def record(event, context):
         raise RuntimeError("failing on purpose")
     return "ok"
 '''
-
-
-def wait_for(predicate, what, timeout=20.0):
-    """Bounded polling for an effect that happens in another process."""
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def lines(path):

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 
-from conftest import ROLE, make_zip, unique_name
+from conftest import ROLE, make_zip, unique_name, wait_for
 
 PROBE = '''
 import os, socket
@@ -120,7 +120,6 @@ def env_dirs(server):
 
 
 def test_teardown_leaves_no_cgroup_or_root_behind(lam, server):
-    from test_invoke import wait_for
     name = deploy(lam)
     before = env_dirs(server)
     _, out = call(lam, name, {"paths": []})
@@ -143,7 +142,6 @@ def test_graceful_stop_retires_environments(private_server, tmp_path):
 
 
 def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
-    from test_invoke import wait_for
     s = private_server(tmp_path / "data")
     lam = s.client()
     call(lam, deploy(lam), {"paths": []})

@@ -62,11 +62,7 @@ fn effective_uid() -> Option<u32> {
 fn node_group(data_dir: &std::path::Path) -> String {
     use sha2::Digest;
     let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    format!("nimbus-{}", &hex_of(&sha2::Sha256::digest(path.as_os_str().as_encoded_bytes()))[..12])
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("nimbus-{}", &hex::encode(sha2::Sha256::digest(path.as_os_str().as_encoded_bytes()))[..12])
 }
 
 /// Mints environment credentials from the node's key pair.

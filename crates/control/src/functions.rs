@@ -45,14 +45,15 @@ pub struct Page<T> {
     pub next_marker: Option<String>,
 }
 
-fn code_source(zip: Option<Vec<u8>>, other: Option<String>) -> Result<Vec<u8>> {
+/// The archive of a request that must carry its code inline, as `field`.
+pub(crate) fn code_source(zip: Option<Vec<u8>>, other: Option<String>, field: &str) -> Result<Vec<u8>> {
     match (zip, other) {
         (Some(z), None) => Ok(z),
         (None, Some(what)) => {
-            Err(invalid(format!("{what} is not supported by this Nimbus node yet: upload the code as Code.ZipFile.")))
+            Err(invalid(format!("{what} is not supported by this Nimbus node yet: upload the code as {field}.")))
         }
-        (Some(_), Some(_)) => Err(invalid("Please provide only one source for the function code.")),
-        (None, None) => Err(invalid("Please provide a source for the function code: Code.ZipFile.")),
+        (Some(_), Some(_)) => Err(invalid("Please provide only one source for the code.")),
+        (None, None) => Err(invalid(format!("Please provide a source for the code: {field}."))),
     }
 }
 
@@ -106,7 +107,7 @@ impl Control {
             Some("Image") => return Err(invalid("PackageType Image is not supported by this Nimbus node yet.")),
             Some(other) => validate::one_of("packageType", other, &["Zip", "Image"]).map_err(rule)?,
         }
-        let zip = code_source(req.zip, req.other_source)?;
+        let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         let layers = self.resolve_layers(req.patch.layers.as_deref().unwrap_or_default()).await?;
         let layer_bytes: u64 = layers.iter().map(|l| l.unzipped_size).sum();
         let mut config = FunctionConfig::new(
@@ -178,7 +179,7 @@ impl Control {
         if let Some(a) = &req.architectures {
             validate::architectures(a).map_err(rule)?;
         }
-        let zip = code_source(req.zip, req.other_source)?;
+        let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         let current = self.function(&r.name).await?;
         check_revision(req.revision_id.as_deref(), &current.latest.revision_id)?;
         let layer_bytes: u64 = current.latest.layers.iter().map(|l| l.unzipped_size).sum();

@@ -45,15 +45,7 @@ impl Control {
         if req.license_info.as_ref().is_some_and(|l| l.len() > 512) {
             return Err(invalid("LicenseInfo must be at most 512 characters."));
         }
-        let zip = match (req.zip, req.other_source) {
-            (Some(z), None) => z,
-            (_, Some(what)) => {
-                return Err(invalid(format!(
-                    "{what} is not supported by this Nimbus node yet: upload the layer as Content.ZipFile."
-                )))
-            }
-            (None, None) => return Err(invalid("Please provide a source for the layer content: Content.ZipFile.")),
-        };
+        let zip = crate::functions::code_source(req.zip, req.other_source, "Content.ZipFile")?;
         let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX).await?;
         let _guard = self.lock().await;
         let version = self.meta.last_layer_version(&name).await? + 1;

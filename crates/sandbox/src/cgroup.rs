@@ -23,7 +23,7 @@ impl Layout {
         if controllers.split_whitespace().any(|c| c == "memory") {
             return Ok(Self::V2 { root: mount.to_path_buf() });
         }
-        if ["memory", "cpu", "pids"].iter().all(|c| mount.join(c).is_dir()) {
+        if CONTROLLERS.iter().all(|c| mount.join(c).is_dir()) {
             return Ok(Self::V1 { root: mount.to_path_buf() });
         }
         Err(io::Error::new(
@@ -62,6 +62,17 @@ pub struct Cgroup {
     dirs: Vec<PathBuf>,
 }
 
+/// The directories of a node's group, one per hierarchy it uses.
+fn group_dirs(layout: &Layout, group: &str) -> Vec<PathBuf> {
+    match layout {
+        Layout::V1 { root } => CONTROLLERS.iter().map(|c| root.join(c).join(group)).collect(),
+        Layout::V2 { root } => vec![root.join(group)],
+    }
+}
+
+/// The v1 controllers an environment uses, in the order `Cgroup::dirs` keeps them.
+const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+
 fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
     std::fs::write(dir.join(file), value)
         .map_err(|e| io::Error::new(e.kind(), format!("{}/{file}: {e}", dir.display())))
@@ -83,9 +94,8 @@ impl Cgroup {
         }
         let quota = (CPU_PERIOD_US * limits.cpu_millis / 1000).max(1000);
         let cgroup = match layout {
-            Layout::V1 { root } => {
-                let dirs: Vec<PathBuf> =
-                    ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join(group).join(name)).collect();
+            Layout::V1 { .. } => {
+                let dirs: Vec<PathBuf> = group_dirs(layout, group).into_iter().map(|d| d.join(name)).collect();
                 for d in &dirs {
                     std::fs::create_dir_all(d)?;
                 }
@@ -122,10 +132,7 @@ impl Cgroup {
     /// Removes the empty cgroups a previous run of the same node left in
     /// `group` (a crash leaves them behind); busy ones are kept.
     pub fn remove_leftovers(layout: &Layout, group: &str) -> usize {
-        let parents: Vec<PathBuf> = match layout {
-            Layout::V1 { root } => ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join(group)).collect(),
-            Layout::V2 { root } => vec![root.join(group)],
-        };
+        let parents = group_dirs(layout, group);
         let mut removed = 0;
         for parent in parents {
             let Ok(entries) = std::fs::read_dir(&parent) else { continue };
@@ -141,10 +148,7 @@ impl Cgroup {
     /// Removes a node's group entirely (its environments must be gone).
     pub fn remove_group(layout: &Layout, group: &str) {
         Self::remove_leftovers(layout, group);
-        let parents: Vec<PathBuf> = match layout {
-            Layout::V1 { root } => ["memory", "cpu", "pids"].iter().map(|c| root.join(c).join(group)).collect(),
-            Layout::V2 { root } => vec![root.join(group)],
-        };
+        let parents = group_dirs(layout, group);
         for p in parents {
             let _ = std::fs::remove_dir(p);
         }

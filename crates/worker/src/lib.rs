@@ -155,9 +155,22 @@ impl Worker {
         format!("{}\u{0}{}\u{0}{}", c.name, c.version, c.revision_id)
     }
 
-    /// The unpacked code of an archive, unpacking it once.
+    /// The unpacked code of an archive.
     async fn code_dir(&self, sha: &str) -> Result<PathBuf, Error> {
-        let dir = self.settings.root.join("code").join(sha);
+        self.unpacked(self.settings.root.join("code").join(sha), &[sha]).await
+    }
+
+    /// The function's layers merged in order, one directory per combination.
+    async fn layers_dir(&self, config: &FunctionConfig) -> Result<Option<PathBuf>, Error> {
+        if config.layers.is_empty() {
+            return Ok(None);
+        }
+        let shas: Vec<&str> = config.layers.iter().map(|l| l.sha256_hex.as_str()).collect();
+        self.unpacked(self.settings.root.join("layers").join(shas.join("-")), &shas).await.map(Some)
+    }
+
+    /// `dir` holding the archives unpacked one over another, made once.
+    async fn unpacked(&self, dir: PathBuf, shas: &[&str]) -> Result<PathBuf, Error> {
         if dir.exists() {
             return Ok(dir);
         }
@@ -165,12 +178,18 @@ impl Worker {
         if dir.exists() {
             return Ok(dir);
         }
-        let bytes = self.code.archive(sha).await?;
+        let mut archives = Vec::with_capacity(shas.len());
+        for sha in shas {
+            archives.push(self.code.archive(sha).await?);
+        }
         let target = dir.clone();
-        tokio::task::spawn_blocking(move || unpack::unpack(&bytes, &target))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| Error::Internal(format!("unpacking code {sha}: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = archives.iter().map(Vec::as_slice).collect();
+            unpack::unpack_merged(&refs, &target)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("unpacking {}: {e}", dir.display())))?;
         Ok(dir)
     }
 
@@ -192,35 +211,6 @@ impl Worker {
     }
 
     /// A live idle environment for `key`; dead ones met on the way are retired.
-    /// The function's layers merged in order, unpacked once per combination.
-    async fn layers_dir(&self, config: &FunctionConfig) -> Result<Option<PathBuf>, Error> {
-        if config.layers.is_empty() {
-            return Ok(None);
-        }
-        let shas: Vec<&str> = config.layers.iter().map(|l| l.sha256_hex.as_str()).collect();
-        let dir = self.settings.root.join("layers").join(shas.join("-"));
-        if dir.exists() {
-            return Ok(Some(dir));
-        }
-        let _guard = self.unpacking.lock().await;
-        if dir.exists() {
-            return Ok(Some(dir));
-        }
-        let mut archives = Vec::with_capacity(shas.len());
-        for sha in &shas {
-            archives.push(self.code.archive(sha).await?);
-        }
-        let target = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&[u8]> = archives.iter().map(Vec::as_slice).collect();
-            unpack::unpack_merged(&refs, &target)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Internal(format!("unpacking layers: {e}")))?;
-        Ok(Some(dir))
-    }
-
     async fn take_idle(&self, key: &str) -> Option<env::Env> {
         let mut dead = Vec::new();
         let found = {

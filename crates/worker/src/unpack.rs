@@ -6,10 +6,6 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-pub fn unpack(bytes: &[u8], target: &Path) -> io::Result<()> {
-    unpack_merged(&[bytes], target)
-}
-
 /// Unpacks archives one over another (later ones win, as layers do) into
 /// `target`, which appears only once complete.
 pub fn unpack_merged(archives: &[&[u8]], target: &Path) -> io::Result<()> {
@@ -94,7 +90,7 @@ mod tests {
         let bytes = w.finish().unwrap().into_inner();
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("code");
-        unpack(&bytes, &target).unwrap();
+        unpack_merged(&[&bytes], &target).unwrap();
         let mode = |p: &str| std::fs::metadata(target.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("bootstrap"), 0o555);
         assert_eq!(mode("lib/a.py"), 0o444);
