@@ -30,7 +30,10 @@ def handler(event, context):
     out = {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(), "host": socket.gethostname(),
            "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
            "paths": {p: probe(p) for p in event["paths"]},
-           "cgroup": open("/proc/self/cgroup").read()}
+           "cgroup": open("/proc/self/cgroup").read(),
+           "caps": {l.split(":")[0]: int(l.split()[1], 16) for l in open("/proc/self/status")
+                    if l.startswith("Cap")},
+           "no_new_privs": [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")]}
     for target in ("/var/task/new", "/usr/evil", "/etc/evil"):
         try:
             open(target, "w").close()
@@ -75,6 +78,8 @@ def test_a_function_sees_only_its_own_sandbox(lam, server):
     assert "FunctionError" not in r, out
     assert (out["uid"], out["gid"], out["pid"], out["host"]) == (65534, 65534, 1, "nimbus")
     assert out["procs"] == [1], "no other process is visible"
+    assert out["caps"] == {s: 0 for s in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}, out["caps"]
+    assert out["no_new_privs"] == ["1"]
     assert out["paths"]["/etc/shadow"] == "absent" and out["paths"]["/root"] == "absent"
     assert out["paths"][str(server.data_dir)] == "absent", "the data dir (and other functions' code) is not there"
     assert out["paths"]["/var/task/app.py"] == "readable"

@@ -10,9 +10,9 @@
 //!    two, which becomes PID 1 there.
 //! 2. [`stage_two`] builds the root (read-only binds of the host's `/usr`,
 //!    a few `/etc` files, the code and runtime; a private `/tmp`; a minimal
-//!    `/dev`; a fresh `/proc`), pivots into it, drops to an unprivileged
-//!    user with `no_new_privs`, installs the seccomp filter, and executes
-//!    the program.
+//!    `/dev`; a fresh `/proc`), pivots into it, drops every capability,
+//!    becomes an unprivileged user with `no_new_privs`, installs the
+//!    seccomp filter, and executes the program.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -95,6 +95,13 @@ fn bind_ro(src: &Path, dst: &Path) -> std::io::Result<()> {
         .map_err(|e| io(e, &format!("read-only {}", dst.display())))
 }
 
+fn drop_capabilities() -> std::io::Result<()> {
+    for set in [caps::CapSet::Bounding, caps::CapSet::Ambient, caps::CapSet::Inheritable] {
+        caps::clear(None, set).map_err(|e| std::io::Error::other(format!("dropping capabilities: {e}")))?;
+    }
+    Ok(())
+}
+
 fn file_target(path: &Path) -> std::io::Result<()> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
@@ -173,6 +180,10 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         .map_err(|e| io(e, "read-only root"))?;
     nix::unistd::sethostname("nimbus").map_err(|e| io(e, "hostname"))?;
 
+    // Every capability goes: the bounding and ambient sets here (dropping
+    // from the bounding set needs CAP_SETPCAP, so before the uid change),
+    // the rest with the uid change; `no_new_privs` keeps them gone.
+    drop_capabilities()?;
     let gid = nix::unistd::Gid::from_raw(spec.gid);
     nix::unistd::setgroups(&[gid]).map_err(|e| io(e, "setgroups"))?;
     nix::unistd::setgid(gid).map_err(|e| io(e, "setgid"))?;
