@@ -299,3 +299,27 @@ def test_node_runs_in_the_sandbox(lam):
     out = json.loads(r["Payload"].read())
     assert "FunctionError" not in r, out
     assert out == {"uid": 65534, "pid": 1, "host": "nimbus", "event": {"k": 1}}
+
+
+def test_provided_runtime_with_the_npm_aws_lambda_ric(lam):
+    """AWS's Node runtime interface client (`aws-lambda-ric` from npm, with its native
+    client built by scripts/test), unmodified, as the bootstrap of a sandboxed function."""
+    import os
+    package = Path(os.environ["NODE_MODULES_DIR"]) / "aws-lambda-ric"
+    files = {f"node_modules/aws-lambda-ric/{p.relative_to(package)}": p.read_bytes()
+             for part in ("bin", "dist", "package.json") for p in [package / part, *(package / part).rglob("*")]
+             if p.is_file()}
+    files["index.mjs"] = ("export const handler = async (event, context) => "
+                          "({ ric: 'npm', event, id: context.awsRequestId, fn: context.functionName });\n")
+    files["bootstrap"] = ("#!/bin/sh\ncd \"$LAMBDA_TASK_ROOT\"\n"
+                          "exec node node_modules/aws-lambda-ric/bin/index.mjs \"$_HANDLER\"\n")
+    name = unique_name("npm-ric")
+    lam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="index.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip(files, executables={"bootstrap"})}, MemorySize=512, Timeout=30)
+    for i in range(2):
+        r = lam.invoke(FunctionName=name, Payload=json.dumps({"n": i}))
+        out = json.loads(r["Payload"].read())
+        assert "FunctionError" not in r, out
+        assert out == {"ric": "npm", "event": {"n": i}, "id": r["ResponseMetadata"]["RequestId"], "fn": name}
+    r = lam.invoke(FunctionName=name, Payload=b'"not an object"')
+    assert json.loads(r["Payload"].read())["event"] == "not an object"

@@ -120,7 +120,14 @@ impl Cgroup {
                 let dir = parent.join(name);
                 std::fs::create_dir_all(&dir)?;
                 write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
-                write(&dir, "memory.swap.max", "0")?;
+                // Absent when swap accounting is off (then there is no swap to limit).
+                if dir.join("memory.swap.max").exists() {
+                    write(&dir, "memory.swap.max", "0")?;
+                }
+                // An out-of-memory kill takes the whole environment, as a v1 kill of its only process does.
+                if dir.join("memory.oom.group").exists() {
+                    write(&dir, "memory.oom.group", "1")?;
+                }
                 write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
                 write(&dir, "pids.max", &limits.pids.to_string())?;
                 Self { layout: layout.clone(), dirs: vec![dir] }
@@ -264,10 +271,16 @@ mod tests {
     fn v2_delegates_controllers_and_writes_limits() {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        // The kernel makes the interface files; the fake tree makes those the code must only write when present.
+        std::fs::create_dir_all(t.path().join("nimbus/env2")).unwrap();
+        for f in ["memory.swap.max", "memory.oom.group"] {
+            std::fs::write(t.path().join("nimbus/env2").join(f), "").unwrap();
+        }
         let cg =
             Cgroup::create(&Layout::detect(t.path()).unwrap(), "nimbus", "env2", Limits::for_memory_mb(128)).unwrap();
         let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(read("cgroup.subtree_control"), "+memory +cpu +pids");
+        assert_eq!(read("nimbus/env2/memory.oom.group"), "1");
         assert_eq!(read("nimbus/env2/memory.max"), (128u64 << 20).to_string());
         assert_eq!(read("nimbus/env2/memory.swap.max"), "0");
         assert_eq!(read("nimbus/env2/cpu.max"), "7200 100000");
@@ -277,5 +290,8 @@ mod tests {
         assert!(cg.oom_killed());
         assert!(Cgroup::create(&Layout::detect(t.path()).unwrap(), "nimbus", "../escape", Limits::for_memory_mb(128))
             .is_err());
+        // Without swap accounting the file is absent and nothing is written.
+        Cgroup::create(&Layout::detect(t.path()).unwrap(), "nimbus", "env3", Limits::for_memory_mb(128)).unwrap();
+        assert!(!t.path().join("nimbus/env3/memory.swap.max").exists());
     }
 }
