@@ -177,6 +177,11 @@ def handler(event, context):
         "setns": attempt(libc.setns, 0, 0),
     }
     try:
+        os.kill(event["server_pid"], signal.SIGKILL)
+        out["kill_server"] = "sent"
+    except OSError as e:
+        out["kill_server"] = errno.errorcode.get(e.errno, str(e.errno))
+    try:
         socket.create_connection(("127.0.0.1", event["port"]), timeout=2).close()
         out["connect"] = "connected"
     except OSError as e:
@@ -215,10 +220,12 @@ def test_hostile_function_is_contained_and_nimbus_keeps_serving(lam, server):
                         Code={"ZipFile": make_zip({"app.py": HOSTILE})}, MemorySize=1024, Timeout=60,
                         EphemeralStorage={"Size": 512})
     bystander = deploy(lam)
-    r, out = call(lam, name, {"port": server.port, "fill_mb": 600})
+    r, out = call(lam, name, {"port": server.port, "fill_mb": 600, "server_pid": server.proc.pid})
     assert "FunctionError" not in r, out
     for syscall in ("mount", "unshare_user", "unshare_net", "ptrace", "setns"):
         assert out[syscall] == "EPERM", (syscall, out)
+    assert out["kill_server"] == "ESRCH", "processes outside the sandbox cannot be seen or signalled"
+    assert server.proc.poll() is None
     assert out["connect"] == "ConnectionRefusedError", "the host's ports are not reachable"
     assert out["fill"] == "ENOSPC", "/tmp is limited to EphemeralStorage"
     assert out["fork_error"] == "EAGAIN" and 900 < out["forked"] < 1024, out
