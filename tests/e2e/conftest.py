@@ -83,7 +83,8 @@ class Server:
     def __init__(self, data_dir, env_keys=True, args=()):
         self.data_dir = Path(data_dir)
         self.env_keys = env_keys
-        self.args = list(args)
+        # AWS's default account concurrency, rather than one derived from this machine's memory.
+        self.args = list(args) if "--max-concurrency" in args else ["--max-concurrency", "1000", *args]
         self.proc = None
         self.port = None
 

@@ -52,6 +52,7 @@ impl ApiError {
                 Rule::PolicyLengthExceeded(_) => (S::BAD_REQUEST, "PolicyLengthExceededException"),
                 Rule::InvalidRequestContent(_) => (S::BAD_REQUEST, "InvalidRequestContentException"),
                 Rule::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException"),
+                Rule::Throttled(_) => (S::TOO_MANY_REQUESTS, "TooManyRequestsException"),
             },
             Self::Auth(a) => match a {
                 AuthError::Missing => (S::FORBIDDEN, "MissingAuthenticationTokenException"),
@@ -83,15 +84,24 @@ impl IntoResponse for ApiError {
             tracing::info!(error_type = kind, message = %self, "request failed");
         }
         let message = self.client_message();
+        let reason = match &self {
+            Self::Rule(Rule::Throttled(r)) => Some(r.as_str()),
+            _ => None,
+        };
         // The model gives these exceptions a capitalised `Message` member.
         let upper = matches!(kind, "ResourceNotFoundException" | "ServiceException");
         let body = ErrorBody {
             kind: if status.is_server_error() { "Service" } else { "User" }.into(),
             message: (!upper).then(|| message.clone()),
             message_upper: upper.then_some(message),
+            reason: reason.map(str::to_string),
         };
         let mut resp = (status, axum::Json(body)).into_response();
         resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+        if reason.is_some() {
+            // boto3 reads it as `retryAfterSeconds`; environments free up within a second or so.
+            resp.headers_mut().insert("Retry-After", HeaderValue::from_static("1"));
+        }
         resp
     }
 }
@@ -109,6 +119,11 @@ mod tests {
             (ApiError::Auth(AuthError::UnknownKey), 403, "UnrecognizedClientException"),
             (ApiError::Auth(AuthError::Missing), 403, "MissingAuthenticationTokenException"),
             (ApiError::Unavailable(String::new()), 500, "ServiceException"),
+            (
+                ApiError::Rule(Rule::Throttled(nimbus_core::ThrottleReason::ConcurrentInvocationLimitExceeded)),
+                429,
+                "TooManyRequestsException",
+            ),
         ];
         for (err, status, kind) in cases {
             let (s, k) = err.status_and_type();

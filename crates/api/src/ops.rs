@@ -7,9 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use nimbus_control::{
-    CodeUpdate, InvokeRequest, LogQuery, NewFunction, NewLayerVersion, NewPermission, UrlConfigInput,
+    CodeUpdate, InvokeRequest, LogQuery, NewFunction, NewLayerVersion, NewPermission, ProvisionedReport, UrlConfigInput,
 };
-use nimbus_core::function::ProvisionedConfig;
 use nimbus_core::Error as Rule;
 use nimbus_wire as w;
 use serde::de::DeserializeOwned;
@@ -522,17 +521,15 @@ async fn layers(op: Op, c: Ctx<'_>) -> R {
     }
 }
 
-fn provisioned(function_arn: Option<String>, p: &ProvisionedConfig) -> w::ProvisionedConcurrencyConfig {
-    // Stored now; environments are provisioned by the scaling work, so the
-    // honest status until then is IN_PROGRESS with nothing allocated.
+fn provisioned(function_arn: Option<String>, p: &ProvisionedReport) -> w::ProvisionedConcurrencyConfig {
     w::ProvisionedConcurrencyConfig {
         function_arn,
-        requested_provisioned_concurrent_executions: p.requested,
-        allocated_provisioned_concurrent_executions: 0,
-        available_provisioned_concurrent_executions: 0,
-        status: "IN_PROGRESS".into(),
-        status_reason: None,
-        last_modified: convert::provisioned_time(p.modified_ms),
+        requested_provisioned_concurrent_executions: p.config.requested,
+        allocated_provisioned_concurrent_executions: p.ready,
+        available_provisioned_concurrent_executions: p.ready,
+        status: p.status.into(),
+        status_reason: p.reason.clone(),
+        last_modified: convert::provisioned_time(p.config.modified_ms),
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use nimbus_api::sigv4::Credentials;
 use nimbus_control::{Control, Settings};
-use nimbus_core::limits::ACCOUNT_CONCURRENCY_DEFAULT;
 use nimbus_core::Account;
 use nimbus_store::{FsBlobs, SqliteMetadata};
 use rand::Rng;
@@ -43,6 +42,36 @@ pub struct ServeArgs {
     /// Days function logs and invocation records are kept.
     #[arg(long, env = "NIMBUS_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
+    /// Invocations in flight at once across all functions (the account's
+    /// concurrency). Default: one per 16 MiB of the node's memory.
+    #[arg(long, env = "NIMBUS_MAX_CONCURRENCY")]
+    max_concurrency: Option<u32>,
+    /// New environments a function may start per 10 seconds (AWS: 1,000).
+    #[arg(long, env = "NIMBUS_BURST_LIMIT", default_value_t = 1000)]
+    burst_limit: u32,
+    /// Seconds an idle environment is kept warm before it is reclaimed.
+    #[arg(long, env = "NIMBUS_KEEP_WARM", default_value_t = 300)]
+    keep_warm: u64,
+    /// Seconds an environment may live in all before it is replaced.
+    #[arg(long, env = "NIMBUS_MAX_LIFETIME", default_value_t = 7200)]
+    max_lifetime: u64,
+    /// Below this much available memory (MB), starting an environment first
+    /// reclaims the least recently used idle one. Default: 5% of the node's memory.
+    #[arg(long, env = "NIMBUS_MIN_FREE_MEMORY_MB")]
+    min_free_memory_mb: Option<u64>,
+}
+
+impl ServeArgs {
+    fn scaling(&self) -> nimbus_worker::ScalingLimits {
+        let node = nimbus_worker::ScalingLimits::for_node();
+        nimbus_worker::ScalingLimits {
+            max_concurrency: self.max_concurrency.unwrap_or(node.max_concurrency),
+            burst: self.burst_limit,
+            keep_warm: std::time::Duration::from_secs(self.keep_warm),
+            max_lifetime: std::time::Duration::from_secs(self.max_lifetime),
+            min_free_memory_mb: self.min_free_memory_mb.unwrap_or(node.min_free_memory_mb),
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,10 +220,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let blobs: Arc<dyn nimbus_store::Blobs> = Arc::new(FsBlobs::open(args.data_dir.join("blobs"))?);
     let catalog = catalog.await?;
     tracing::info!(runtimes = ?catalog.ids().collect::<Vec<_>>(), "runtime catalog");
+    let scaling = args.scaling();
     let settings = Settings {
         account: Account { id: args.account_id.clone(), region: args.region.clone() },
         catalog,
-        concurrency_limit: ACCOUNT_CONCURRENCY_DEFAULT,
+        concurrency_limit: scaling.max_concurrency,
         async_retry_delay: std::time::Duration::from_secs(args.async_retry_delay),
         log_retention: std::time::Duration::from_secs(args.log_retention_days * 86_400),
     };
@@ -231,6 +261,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             api_endpoint: format!("http://{addr}"),
             credentials: Arc::new(NodeKeys(creds.clone())),
             sandbox,
+            scaling,
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;
@@ -238,6 +269,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = Some(worker.clone());
     let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
     tokio::spawn(control.clone().run_async_dispatcher());
+    control.restore_scaling().await?;
     let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
 
     let secret =

@@ -6,8 +6,10 @@
 //! before it runs and deleted only after it succeeded or was given up; after
 //! a crash, the next start offers every queued event again at once. Function errors are
 //! retried `MaximumRetryAttempts` times (default 2) after one and then two
-//! retry delays (AWS waits about 1 and 2 minutes); system errors back off
-//! and retry until `MaximumEventAgeInSeconds` (default 6 hours).
+//! retry delays (AWS waits about 1 and 2 minutes); throttles and system
+//! errors put the event back with a backoff (1 s up to 5 min) until
+//! `MaximumEventAgeInSeconds` (default 6 hours), except that reserved
+//! concurrency 0 gives up at once, as AWS does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +133,11 @@ impl Control {
                 tracing::warn!(reason = %m, "async event dropped: its function is gone");
                 self.meta.delete_event(&ev.id).await
             }
+            Err(Error::Rule(nimbus_core::Error::Throttled(_))) if self.reserved_zero(&ev).await => {
+                // AWS sends these straight to the failure destination, with no retries.
+                tracing::warn!("async event throttled by reserved concurrency 0; giving up");
+                self.meta.delete_event(&ev.id).await
+            }
             Err(e) if too_old => {
                 tracing::warn!(error = %e, "async event expired after system errors; giving up");
                 self.meta.delete_event(&ev.id).await
@@ -145,6 +152,12 @@ impl Control {
             tracing::error!(error = %e, "cannot update the async queue; the event will be offered again");
         }
         self.async_wake.notify_one();
+    }
+
+    async fn reserved_zero(&self, ev: &AsyncEvent) -> bool {
+        let name = FunctionRef::parse(self.account(), &ev.function, None).map(|r| r.name).unwrap_or_default();
+        let f = self.meta.get_function(&name).await.ok().flatten();
+        f.is_some_and(|f| f.reserved_concurrency == Some(0))
     }
 
     /// (retries, maximum age) from the function's event-invoke config.

@@ -208,7 +208,7 @@ impl Control {
         };
         self.collect_garbage(&guard).await?;
         drop(guard);
-        self.retire_environments(&r.name).await;
+        self.retire_environments(&r.name, Some(LATEST)).await;
         Ok(result)
     }
 
@@ -239,7 +239,7 @@ impl Control {
         latest.last_modified_ms = now_ms();
         f.latest = latest;
         self.save(&f).await?;
-        self.retire_environments(&r.name).await;
+        self.retire_environments(&r.name, Some(LATEST)).await;
         Ok(f.latest)
     }
 
@@ -250,7 +250,7 @@ impl Control {
         match r.qualifier {
             None => {
                 self.meta.apply(vec![Write::DeleteFunction(r.name.clone())]).await?;
-                self.retire_environments(&r.name).await;
+                self.retire_environments(&r.name, None).await;
                 tracing::info!(function = %r.name, "function deleted");
             }
             Some(Qualifier::Latest) => {
@@ -280,8 +280,15 @@ impl Control {
                 f.provisioned.remove(&key);
                 f.policy.retain(|s| s.qualifier.as_deref() != Some(key.as_str()));
                 self.meta
-                    .apply(vec![Write::PutFunction(Box::new(f)), Write::DeleteVersion { name: r.name, version: v }])
+                    .apply(vec![
+                        Write::PutFunction(Box::new(f)),
+                        Write::DeleteVersion { name: r.name.clone(), version: v },
+                    ])
                     .await?;
+                if let Some(invoker) = &self.invoker {
+                    invoker.unprovision(&r.name, Some(&key)).await;
+                    invoker.retire(&r.name, Some(&key)).await;
+                }
             }
         }
         self.collect_garbage(&guard).await

@@ -72,16 +72,21 @@ impl Control {
         let executed_version = resolved.config.version.clone();
         debug_assert!(executed_version == LATEST || executed_version.parse::<u64>().is_ok());
         let config = resolved.config;
-        let outcome = invoker
-            .invoke(Invocation {
-                request_id: req.request_id.clone(),
-                config: config.clone(),
-                invoked_arn,
-                payload: req.payload,
-                client_context: req.client_context,
-            })
+        let invocation = Invocation {
+            request_id: req.request_id.clone(),
+            config: config.clone(),
+            invoked_arn,
+            payload: req.payload,
+            client_context: req.client_context,
+        };
+        // In its own task, so that a caller who hangs up does not abandon
+        // an environment mid-invocation.
+        let invoker = invoker.clone();
+        let outcome = tokio::spawn(async move { invoker.invoke(invocation).await })
             .await
+            .map_err(|e| Error::Unavailable(format!("The invocation task failed: {e}")))?
             .map_err(|e| match e {
+                nimbus_worker::Error::Throttled(reason) => Error::Rule(nimbus_core::Error::Throttled(reason)),
                 nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
                 nimbus_worker::Error::Internal(m) | nimbus_worker::Error::InvalidEntrypoint(m) => {
                     Error::Unavailable(format!("The function could not be run: {m}"))

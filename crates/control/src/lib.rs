@@ -28,7 +28,7 @@ pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
 pub use invoke::{InvokeRequest, Invoked};
 pub use layers::NewLayerVersion;
 pub use records::{LogPage, LogQuery};
-pub use settings::{AccountSettings, NewPermission, UrlConfigInput};
+pub use settings::{AccountSettings, NewPermission, ProvisionedReport, UrlConfigInput};
 
 pub mod runtimes;
 
@@ -172,11 +172,16 @@ impl Control {
             .ok_or_else(|| not_found(format!("Function not found: {}", self.account().function_arn(name))))
     }
 
-    /// Stops a function's idle environments: they run a configuration that
-    /// no longer exists.
-    async fn retire_environments(&self, name: &str) {
+    /// Stops a function's idle environments of `$LATEST` (after an update)
+    /// or, with `None`, of every version (after a delete): they run a
+    /// configuration that no longer exists.
+    async fn retire_environments(&self, name: &str, version: Option<&str>) {
         if let Some(invoker) = &self.invoker {
-            invoker.retire(name).await;
+            if version.is_none() {
+                invoker.unprovision(name, None).await;
+                invoker.set_reserved(name, None);
+            }
+            invoker.retire(name, version).await;
         }
     }
 

@@ -41,6 +41,17 @@ pub struct AccountSettings {
     pub total_code_size: u64,
 }
 
+/// A provisioned-concurrency configuration with the node's progress on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedReport {
+    pub config: ProvisionedConfig,
+    /// Environments initialized and ready.
+    pub ready: u32,
+    /// `IN_PROGRESS`, `READY` or `FAILED`.
+    pub status: &'static str,
+    pub reason: Option<String>,
+}
+
 /// The policy key of a qualifier: the function itself and `$LATEST` share one.
 fn policy_key(q: &Option<Qualifier>) -> Option<String> {
     match q {
@@ -124,13 +135,17 @@ impl Control {
         let usage = self.meta.usage().await?;
         let others = usage.reserved_concurrency - u64::from(f.reserved_concurrency.unwrap_or(0));
         let limit = u64::from(self.settings.concurrency_limit);
-        if others + u64::from(reserved) + u64::from(UNRESERVED_MIN) > limit {
+        let minimum = unreserved_min(self.settings.concurrency_limit);
+        if others + u64::from(reserved) + u64::from(minimum) > limit {
             return Err(invalid(format!(
-                "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{UNRESERVED_MIN}]."
+                "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{minimum}]."
             )));
         }
         f.reserved_concurrency = Some(reserved);
         self.save(&f).await?;
+        if let Some(invoker) = &self.invoker {
+            invoker.set_reserved(&r.name, Some(reserved));
+        }
         Ok(reserved)
     }
 
@@ -144,7 +159,11 @@ impl Control {
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         f.reserved_concurrency = None;
-        self.save(&f).await
+        self.save(&f).await?;
+        if let Some(invoker) = &self.invoker {
+            invoker.set_reserved(&r.name, None);
+        }
+        Ok(())
     }
 
     // ---- provisioned concurrency ----
@@ -166,7 +185,7 @@ impl Control {
         raw: &str,
         qualifier: Option<&str>,
         requested: i64,
-    ) -> Result<ProvisionedConfig> {
+    ) -> Result<ProvisionedReport> {
         let requested = validate::range(
             "ProvisionedConcurrentExecutions",
             requested,
@@ -178,19 +197,68 @@ impl Control {
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
         let key = Self::provisioned_qualifier(&r)?;
         let pc = ProvisionedConfig { requested, modified_ms: now_ms() };
-        f.provisioned.insert(key, pc.clone());
+        f.provisioned.insert(key.clone(), pc.clone());
         self.save(&f).await?;
-        Ok(pc)
+        self.start_provisioning(&f, &key, requested).await?;
+        Ok(self.provisioned_report(&r.name, &key, pc))
     }
 
-    pub async fn get_provisioned_concurrency(&self, raw: &str, qualifier: Option<&str>) -> Result<ProvisionedConfig> {
+    /// Replaces whatever environments a qualifier had with `count` new ones,
+    /// started in the background.
+    async fn start_provisioning(&self, f: &Function, qualifier: &str, count: u32) -> Result<()> {
+        let Some(invoker) = self.invoker.clone() else { return Ok(()) };
+        let q = Qualifier::parse(qualifier).map_err(rule)?;
+        let config = self.config_at(f, Some(&q)).await?.config;
+        let name = f.name().to_string();
+        invoker.unprovision(&name, Some(qualifier)).await;
+        let p = nimbus_worker::Provision {
+            invoked_arn: self.account().qualified_arn(&name, qualifier),
+            config,
+            qualifier: qualifier.to_string(),
+            count,
+        };
+        tokio::spawn(async move { invoker.provision(p).await });
+        Ok(())
+    }
+
+    /// Provisions every stored configuration again (after a start).
+    pub async fn restore_scaling(&self) -> Result<()> {
+        let Some(invoker) = &self.invoker else { return Ok(()) };
+        let configs = self.meta.list_configs(None, false, usize::MAX).await?;
+        for c in configs {
+            let Some(f) = self.meta.get_function(&c.name).await? else { continue };
+            if let Some(r) = f.reserved_concurrency {
+                invoker.set_reserved(&c.name, Some(r));
+            }
+            for (q, p) in &f.provisioned {
+                if let Err(e) = self.start_provisioning(&f, q, p.requested).await {
+                    tracing::warn!(function = %c.name, qualifier = %q, error = %e, "cannot provision");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn provisioned_report(&self, name: &str, qualifier: &str, config: ProvisionedConfig) -> ProvisionedReport {
+        let status = self.invoker.as_ref().and_then(|i| i.provisioned_status(name, qualifier));
+        let ready = status.as_ref().map_or(0, |s| s.ready);
+        let (state, reason) = match status.and_then(|s| s.failed) {
+            Some(reason) => ("FAILED", Some(reason)),
+            None if ready >= config.requested => ("READY", None),
+            None => ("IN_PROGRESS", None),
+        };
+        ProvisionedReport { config, ready, status: state, reason }
+    }
+
+    pub async fn get_provisioned_concurrency(&self, raw: &str, qualifier: Option<&str>) -> Result<ProvisionedReport> {
         let (r, f) = self.function_and_ref(raw, qualifier).await?;
         let key = Self::provisioned_qualifier(&r)?;
-        f.provisioned.get(&key).cloned().ok_or_else(|| {
+        let pc = f.provisioned.get(&key).cloned().ok_or_else(|| {
             Error::Rule(nimbus_core::Error::ProvisionedConcurrencyNotFound(
                 "No Provisioned Concurrency Config found for this function".into(),
             ))
-        })
+        })?;
+        Ok(self.provisioned_report(&r.name, &key, pc))
     }
 
     pub async fn delete_provisioned_concurrency(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
@@ -202,17 +270,24 @@ impl Control {
                 "No Provisioned Concurrency Config found for this function".into(),
             )));
         }
-        self.save(&f).await
+        self.save(&f).await?;
+        if let Some(invoker) = &self.invoker {
+            invoker.unprovision(&r.name, Some(&key)).await;
+        }
+        Ok(())
     }
 
-    /// Provisioned configurations as (qualifier, config).
+    /// Provisioned configurations as (qualifier, report).
     pub async fn list_provisioned_concurrency(
         &self,
         raw: &str,
         marker: Option<&str>,
         max_items: Option<i64>,
-    ) -> Result<Page<(String, ProvisionedConfig)>> {
-        self.list_side(raw, marker, max_items, |f| f.provisioned).await
+    ) -> Result<Page<(String, ProvisionedReport)>> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let page = self.list_side(raw, marker, max_items, |f| f.provisioned).await?;
+        let items = page.items.into_iter().map(|(q, p)| (q.clone(), self.provisioned_report(&r.name, &q, p))).collect();
+        Ok(Page { items, next_marker: page.next_marker })
     }
 
     // ---- tags ----

@@ -35,6 +35,32 @@ pub enum Error {
     /// A payload or upload is too large (AWS `RequestEntityTooLargeException`).
     #[error("{0}")]
     TooLarge(String),
+    /// A concurrency or scaling limit was reached (AWS `TooManyRequestsException`).
+    #[error("Rate Exceeded.")]
+    Throttled(ThrottleReason),
+}
+
+/// Why an invocation was throttled: AWS's `ThrottleReason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleReason {
+    /// The account's unreserved concurrency is in use.
+    ConcurrentInvocationLimitExceeded,
+    /// The function's reserved concurrency is in use (or is 0).
+    ReservedFunctionConcurrentInvocationLimitExceeded,
+    /// The function made new environments faster than its scaling rate.
+    FunctionInvocationRateLimitExceeded,
+}
+
+impl ThrottleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConcurrentInvocationLimitExceeded => "ConcurrentInvocationLimitExceeded",
+            Self::ReservedFunctionConcurrentInvocationLimitExceeded => {
+                "ReservedFunctionConcurrentInvocationLimitExceeded"
+            }
+            Self::FunctionInvocationRateLimitExceeded => "FunctionInvocationRateLimitExceeded",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

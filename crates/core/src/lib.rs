@@ -14,4 +14,4 @@ pub mod validate;
 pub mod zipcheck;
 
 pub use arn::{Account, FunctionRef, Qualifier};
-pub use error::{Error, Result};
+pub use error::{Error, Result, ThrottleReason};

@@ -28,9 +28,11 @@ pub const POLICY_MAX_BYTES: usize = 20 * 1024;
 pub const TAG_KEY_MAX: usize = 128;
 pub const TAG_VALUE_MAX: usize = 256;
 pub const TAGS_MAX: usize = 50;
-pub const ACCOUNT_CONCURRENCY_DEFAULT: u32 = 1000;
-/// Reserved concurrency may not leave less than this unreserved.
-pub const UNRESERVED_MIN: u32 = 100;
+/// Reserved concurrency may not leave less than this unreserved (AWS: 100
+/// of its default 1,000). A node with a smaller limit keeps a tenth of it.
+pub fn unreserved_min(concurrency_limit: u32) -> u32 {
+    100.min(concurrency_limit / 10)
+}
 pub const TOTAL_CODE_SIZE: u64 = 80_530_636_800;
 pub const LIST_MAX_ITEMS: usize = 50;
 pub const ALIAS_NAME_MAX: usize = 128;

@@ -73,7 +73,7 @@ impl Metadata for SqliteMetadata {
             .bind(started)
             .bind(&name)
             .bind(version as i64)
-            .bind(limit as i64)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         parse_all(&rows)
@@ -247,7 +247,7 @@ impl Metadata for SqliteMetadata {
     async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>> {
         let rows = sqlx::query("SELECT * FROM async_events WHERE not_before_ms <= ? ORDER BY not_before_ms LIMIT ?")
             .bind(now_ms)
-            .bind(limit as i64)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(event_of).collect())

@@ -441,6 +441,9 @@ pub struct ErrorBody {
     pub message: Option<String>,
     #[serde(rename = "Message", skip_serializing_if = "Option::is_none")]
     pub message_upper: Option<String>,
+    /// `TooManyRequestsException` only: AWS's `ThrottleReason`.
+    #[serde(rename = "Reason", skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 // ---------- CloudWatch Logs (JSON 1.1 protocol, camelCase members) ----------

@@ -32,8 +32,8 @@ fn create_function_request_reads_aws_names_and_ignores_unknown_members() {
 
 #[test]
 fn error_body_uses_the_casing_each_exception_declares() {
-    let lower = ErrorBody { kind: "User".into(), message: Some("m".into()), message_upper: None };
+    let lower = ErrorBody { kind: "User".into(), message: Some("m".into()), message_upper: None, reason: None };
     assert_eq!(serde_json::to_string(&lower).unwrap(), r#"{"Type":"User","message":"m"}"#);
-    let upper = ErrorBody { kind: "User".into(), message: None, message_upper: Some("m".into()) };
+    let upper = ErrorBody { kind: "User".into(), message: None, message_upper: Some("m".into()), reason: None };
     assert_eq!(serde_json::to_string(&upper).unwrap(), r#"{"Type":"User","Message":"m"}"#);
 }

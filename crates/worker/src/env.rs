@@ -17,6 +17,8 @@ use crate::{Error, Invocation};
 /// What an environment is built from.
 #[derive(Clone)]
 pub struct Spec {
+    /// The pool key of the configuration.
+    pub key: String,
     pub config: FunctionConfig,
     pub code_dir: PathBuf,
     pub runtime_dir: PathBuf,
@@ -31,6 +33,8 @@ pub struct Spec {
     pub id: String,
     /// The function's layers, merged, mounted at `/opt` in a sandbox.
     pub layers: Option<PathBuf>,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE`: `on-demand` or `provisioned-concurrency`.
+    pub init_type: &'static str,
 }
 
 /// The result of one invocation, as the caller and the log see it.
@@ -184,6 +188,7 @@ impl Shared {
 }
 
 pub(crate) struct Env {
+    key: String,
     shared: Arc<Shared>,
     /// The worker's own write end of the runtime's output pipe, for markers.
     marker: SyncMutex<std::io::PipeWriter>,
@@ -319,7 +324,7 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", c.memory_size.to_string());
     set("AWS_LAMBDA_LOG_GROUP_NAME", c.logging.log_group.clone());
     set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_string());
-    set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
+    set("AWS_LAMBDA_INITIALIZATION_TYPE", spec.init_type.into());
     set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
     // In a sandbox the API is forwarded from the same address inside its
     // network namespace.
@@ -513,6 +518,7 @@ impl Env {
             watch.exited.notify_waiters();
         });
         Ok(Self {
+            key: spec.key.clone(),
             shared,
             marker: SyncMutex::new(marker),
             jobs_tx,
@@ -532,6 +538,30 @@ impl Env {
 
     pub fn alive(&self) -> bool {
         self.shared.alive.load(Ordering::SeqCst)
+    }
+
+    /// The pool key of its configuration.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn born(&self) -> Instant {
+        self.spawned_at
+    }
+
+    pub fn age(&self) -> Duration {
+        self.spawned_at.elapsed()
+    }
+
+    /// Why init failed, if it did (an init error, or the runtime exited).
+    pub fn init_failure(&self) -> Option<String> {
+        if let Some(body) = self.shared.init_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Some(String::from_utf8_lossy(body).into_owned());
+        }
+        (!self.alive()).then(|| {
+            let status = self.shared.exit_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            format!("Runtime exited with error: {}", status.unwrap_or_default())
+        })
     }
 
     /// Serves one invocation.

@@ -1,18 +1,18 @@
 //! Execution environments and the invoke path. An environment is one
 //! runtime process serving one request at a time through its own Runtime API
 //! (2018-06-01) listener; environments are pooled per function
-//! configuration (name, version, revision) and reused while warm.
+//! configuration (name, version, revision) and reused while warm. The pool
+//! (`pool.rs`) decides admission and reclamation; this module starts
+//! environments and runs invocations on them.
 //!
 //! The worker knows domain types (`nimbus-core`) and code archives
 //! (`nimbus-store` blobs), never the control API's wire types or routing.
-//! Isolation today is `process` only (plain child processes); the
-//! namespace sandbox plugs in where `env::spawn` builds the command.
 
 mod env;
+mod pool;
 mod runtime_api;
 mod unpack;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,9 +20,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use nimbus_core::function::FunctionConfig;
 use nimbus_core::runtime::Catalog;
+use nimbus_core::ThrottleReason;
 use tokio::sync::Mutex;
 
 pub use env::Outcome;
+pub use pool::{default_concurrency, ProvisionedStatus, ScalingLimits};
 
 /// One synchronous invocation, resolved to the configuration that runs it.
 #[derive(Debug, Clone)]
@@ -46,14 +48,37 @@ pub enum Error {
     /// the caller as the function's error, `Runtime.InvalidEntrypoint`).
     #[error("{0}")]
     InvalidEntrypoint(String),
+    /// A concurrency or scaling limit was reached.
+    #[error("throttled: {}", .0.as_str())]
+    Throttled(ThrottleReason),
+}
+
+/// Environments to keep initialized ahead for a version or alias.
+#[derive(Debug, Clone)]
+pub struct Provision {
+    /// The configuration they run (an alias's is its version's).
+    pub config: FunctionConfig,
+    /// The version or alias the configuration is kept for.
+    pub qualifier: String,
+    pub invoked_arn: String,
+    pub count: u32,
 }
 
 /// What control needs from the execution side.
 #[async_trait]
 pub trait Invoker: Send + Sync {
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error>;
-    /// Stops every idle environment of a function (after an update or delete).
-    async fn retire(&self, function: &str);
+    /// Stops the idle environments of a function (after an update, of
+    /// `$LATEST` only; after a delete, `None`: every version).
+    async fn retire(&self, function: &str, version: Option<&str>);
+    /// Sets or clears a function's reserved concurrency.
+    fn set_reserved(&self, function: &str, reserved: Option<u32>);
+    /// Starts `count` environments and keeps them ready; returns once they
+    /// are, or once one failed.
+    async fn provision(&self, p: Provision);
+    /// Stops keeping environments for a qualifier (`None`: every one).
+    async fn unprovision(&self, function: &str, qualifier: Option<&str>);
+    fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus>;
 }
 
 /// Reads a code archive by its sha256; the store's blobs behind a seam.
@@ -102,13 +127,13 @@ pub struct Settings {
     pub credentials: Arc<dyn CredentialSource>,
     /// `None` runs plain child processes (`--isolation process`).
     pub sandbox: Option<SandboxConfig>,
+    pub scaling: ScalingLimits,
 }
 
 pub struct Worker {
     settings: Settings,
     code: Arc<dyn CodeSource>,
-    /// Idle environments per configuration key.
-    idle: Mutex<HashMap<String, Vec<env::Env>>>,
+    pool: Arc<pool::Pool>,
     /// Serialises unpacking of one archive.
     unpacking: Mutex<()>,
 }
@@ -137,15 +162,13 @@ impl Worker {
             std::fs::write(runtime_dir.join(file), text)
                 .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
         }
-        Ok(Self { settings, code, idle: Mutex::new(HashMap::new()), unpacking: Mutex::new(()) })
+        let pool = pool::Pool::new(settings.scaling.clone());
+        Ok(Self { settings, code, pool, unpacking: Mutex::new(()) })
     }
 
     /// Retires every idle environment (graceful shutdown).
     pub async fn shutdown(&self) {
-        let all: Vec<env::Env> = self.idle.lock().await.drain().flat_map(|(_, v)| v).collect();
-        for e in all {
-            e.retire().await;
-        }
+        retire_all(self.pool.drain()).await;
         if let Some(SandboxConfig { cgroups: Some(layout), cgroup_group, .. }) = &self.settings.sandbox {
             nimbus_sandbox::cgroup::Cgroup::remove_group(layout, cgroup_group);
         }
@@ -153,6 +176,33 @@ impl Worker {
 
     fn key(c: &FunctionConfig) -> String {
         format!("{}\u{0}{}\u{0}{}", c.name, c.version, c.revision_id)
+    }
+
+    /// What an environment of `config` is built from.
+    async fn spec(
+        &self,
+        config: &FunctionConfig,
+        invoked_arn: &str,
+        init_type: &'static str,
+    ) -> Result<env::Spec, Error> {
+        Ok(env::Spec {
+            key: Self::key(config),
+            config: config.clone(),
+            code_dir: self.code_dir(&config.code.sha256_hex).await?,
+            runtime_dir: self.settings.root.join("runtime"),
+            interpreter: config
+                .runtime
+                .as_deref()
+                .and_then(|r| self.settings.catalog.interpreter(r))
+                .map(str::to_string),
+            region: self.settings.region.clone(),
+            api_endpoint: self.settings.api_endpoint.clone(),
+            keys: self.settings.credentials.issue(invoked_arn),
+            sandbox: self.settings.sandbox.clone(),
+            layers: self.layers_dir(config).await?,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            init_type,
+        })
     }
 
     /// The unpacked code of an archive.
@@ -209,56 +259,28 @@ impl Worker {
         ));
         Ok(second)
     }
+}
 
-    /// A live idle environment for `key`; dead ones met on the way are retired.
-    async fn take_idle(&self, key: &str) -> Option<env::Env> {
-        let mut dead = Vec::new();
-        let found = {
-            let mut idle = self.idle.lock().await;
-            let list = idle.get_mut(key)?;
-            let mut found = None;
-            while let Some(e) = list.pop() {
-                if e.alive() {
-                    found = Some(e);
-                    break;
-                }
-                dead.push(e);
-            }
-            found
-        };
-        for e in dead {
-            e.retire().await;
-        }
-        found
+/// Retires environments one after another.
+async fn retire_all(envs: Vec<env::Env>) {
+    for e in envs {
+        e.retire().await;
     }
 }
 
 #[async_trait]
 impl Invoker for Worker {
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error> {
-        let key = Self::key(&inv.config);
-        let (environment, cold) = match self.take_idle(&key).await {
+        let (mut ticket, dead) =
+            self.pool.admit(&inv.config.name, &Self::key(&inv.config)).map_err(Error::Throttled)?;
+        tokio::spawn(retire_all(dead));
+        let (environment, cold) = match ticket.warm.take() {
             Some(e) => (e, false),
             None => {
-                let code = self.code_dir(&inv.config.code.sha256_hex).await?;
-                let layers = self.layers_dir(&inv.config).await?;
-                let spec = env::Spec {
-                    config: inv.config.clone(),
-                    code_dir: code,
-                    runtime_dir: self.settings.root.join("runtime"),
-                    interpreter: inv
-                        .config
-                        .runtime
-                        .as_deref()
-                        .and_then(|r| self.settings.catalog.interpreter(r))
-                        .map(str::to_string),
-                    region: self.settings.region.clone(),
-                    api_endpoint: self.settings.api_endpoint.clone(),
-                    keys: self.settings.credentials.issue(&inv.invoked_arn),
-                    sandbox: self.settings.sandbox.clone(),
-                    layers,
-                    id: uuid::Uuid::new_v4().simple().to_string(),
-                };
+                if let Some(old) = self.pool.reclaim_for_memory() {
+                    tokio::spawn(old.retire());
+                }
+                let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
                 match self.start(spec).await {
                     Ok(e) => (e, true),
                     Err(Error::InvalidEntrypoint(message)) => {
@@ -269,23 +291,61 @@ impl Invoker for Worker {
             }
         };
         let outcome = environment.run(&inv, cold).await;
-        if environment.alive() && outcome.reusable {
-            self.idle.lock().await.entry(key).or_default().push(environment);
-        } else {
-            environment.retire().await;
-        }
+        ticket.finish(environment, outcome.reusable).await;
         Ok(outcome)
     }
 
-    async fn retire(&self, function: &str) {
-        let prefix = format!("{function}\u{0}");
-        let retired: Vec<env::Env> = {
-            let mut idle = self.idle.lock().await;
-            let keys: Vec<String> = idle.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
-            keys.into_iter().filter_map(|k| idle.remove(&k)).flatten().collect()
+    async fn retire(&self, function: &str, version: Option<&str>) {
+        let prefix = match version {
+            Some(v) => format!("{function}\u{0}{v}\u{0}"),
+            None => format!("{function}\u{0}"),
         };
-        for e in retired {
-            e.retire().await;
+        retire_all(self.pool.remove_idle(|k| k.starts_with(&prefix))).await;
+    }
+
+    fn set_reserved(&self, function: &str, reserved: Option<u32>) {
+        self.pool.set_reserved(function, reserved);
+    }
+
+    async fn provision(&self, p: Provision) {
+        let (name, qualifier) = (p.config.name.clone(), p.qualifier.clone());
+        self.pool.provisioning(&name, &qualifier, p.count);
+        let one = || async {
+            let spec = self.spec(&p.config, &p.invoked_arn, "provisioned-concurrency").await?;
+            let env = env::Env::spawn(spec).await?;
+            if !env.wait_ready(INIT_LIMIT).await {
+                env.retire().await;
+                return Err(Error::Unavailable("Init timed out after 10 seconds.".into()));
+            }
+            if let Some(reason) = env.init_failure() {
+                env.retire().await;
+                return Err(Error::Unavailable(reason));
+            }
+            Ok(env)
+        };
+        // A few at a time: each start is CPU-bound on this node.
+        use futures_util::StreamExt;
+        let mut starts = futures_util::stream::iter((0..p.count).map(|_| one())).buffer_unordered(4);
+        while let Some(result) = starts.next().await {
+            match result {
+                Ok(env) => {
+                    if let Some(env) = self.pool.add_provisioned(&name, &qualifier, env) {
+                        env.retire().await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(function = %name, %qualifier, error = %e, "provisioning failed");
+                    self.pool.provisioning_failed(&name, &qualifier, e.to_string());
+                }
+            }
         }
+    }
+
+    async fn unprovision(&self, function: &str, qualifier: Option<&str>) {
+        retire_all(self.pool.unprovision(function, qualifier)).await;
+    }
+
+    fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus> {
+        self.pool.provisioned_status(function, qualifier)
     }
 }

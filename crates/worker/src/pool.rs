@@ -1,0 +1,431 @@
+//! Who may have an environment, and which idle ones stay. The pool owns the
+//! idle environments of every configuration, admission (the account's
+//! concurrency, each function's reserved concurrency, and each function's
+//! scaling rate for new environments), the provisioned environments'
+//! progress, and reclaiming idle environments: after the keep-warm period,
+//! at their maximum lifetime, and least recently used first when the node
+//! runs short of memory. It never starts or runs an environment itself.
+//!
+//! The reaper sleeps until the next idle environment is due, or until the
+//! idle set changes; with nothing idle it sleeps on a notification only, so
+//! an idle node spends no CPU here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nimbus_core::ThrottleReason;
+
+use crate::env::Env;
+
+/// How the node scales.
+#[derive(Debug, Clone)]
+pub struct ScalingLimits {
+    /// Invocations in flight at once, account-wide (`--max-concurrency`).
+    pub max_concurrency: u32,
+    /// New environments per function per 10 s (AWS: 1,000), refilled continuously.
+    pub burst: u32,
+    /// How long an idle environment is kept warm.
+    pub keep_warm: Duration,
+    /// The longest an environment lives, busy or idle.
+    pub max_lifetime: Duration,
+    /// Below this much available memory, starting an environment first
+    /// reclaims the least recently used idle one.
+    pub min_free_memory_mb: u64,
+}
+
+impl ScalingLimits {
+    /// AWS's defaults; concurrency follows the node's memory.
+    pub fn for_node() -> Self {
+        let total_mb = meminfo_mb("MemTotal:").unwrap_or(4096);
+        Self {
+            max_concurrency: default_concurrency(total_mb),
+            burst: 1000,
+            keep_warm: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(2 * 3600),
+            min_free_memory_mb: total_mb / 20,
+        }
+    }
+}
+
+/// One warm environment per 16 MiB of the node's memory: about what an idle
+/// Python or Node environment holds, so the limit is what the node can keep.
+pub fn default_concurrency(total_memory_mb: u64) -> u32 {
+    u32::try_from(total_memory_mb / 16).unwrap_or(u32::MAX).max(10)
+}
+
+/// A field of /proc/meminfo in MB.
+fn meminfo_mb(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 =
+        text.lines().find_map(|l| l.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024)
+}
+
+/// A provisioned configuration's progress, as GetProvisionedConcurrencyConfig reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedStatus {
+    pub requested: u32,
+    /// Initialized and kept ready.
+    pub ready: u32,
+    /// Why provisioning failed, when it did.
+    pub failed: Option<String>,
+}
+
+struct Idle {
+    env: Env,
+    function: String,
+    since: Instant,
+    /// Set for provisioned environments: (qualifier) they are kept for.
+    provisioned: Option<String>,
+}
+
+/// Refills at `burst` per 10 s up to `burst`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    idle: HashMap<String, Vec<Idle>>,
+    /// In-flight invocations per function.
+    busy: HashMap<String, u32>,
+    /// In-flight invocations of functions without reserved concurrency.
+    busy_unreserved: u32,
+    reserved: HashMap<String, u32>,
+    buckets: HashMap<String, Bucket>,
+    /// (function, qualifier) → progress.
+    provisioned: HashMap<(String, String), ProvisionedStatus>,
+}
+
+impl State {
+    fn reserved_total(&self) -> u32 {
+        self.reserved.values().sum()
+    }
+
+    fn take_token(&mut self, function: &str, burst: u32) -> bool {
+        let now = Instant::now();
+        let capacity = f64::from(burst);
+        let b = self.buckets.entry(function.to_string()).or_insert(Bucket { tokens: capacity, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * capacity / 10.0).min(capacity);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn release(&mut self, function: &str) {
+        let reserved = self.reserved.contains_key(function);
+        if let Some(n) = self.busy.get_mut(function) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.busy.remove(function);
+            }
+        }
+        if !reserved {
+            self.busy_unreserved = self.busy_unreserved.saturating_sub(1);
+        }
+    }
+}
+
+pub(crate) struct Pool {
+    limits: ScalingLimits,
+    state: Mutex<State>,
+    /// Wakes the reaper when the idle set changes.
+    changed: tokio::sync::Notify,
+}
+
+/// An admitted invocation: a concurrency slot, and the warm environment it
+/// got if there was one. Dropping it frees the slot.
+pub(crate) struct Ticket {
+    pool: Arc<Pool>,
+    function: String,
+    pub warm: Option<Env>,
+    /// The qualifier a provisioned environment is kept for.
+    provisioned: Option<String>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.pool.lock().release(&self.function);
+    }
+}
+
+impl Ticket {
+    /// Hands the environment back to the pool, or retires it.
+    pub async fn finish(mut self, env: Env, reusable: bool) {
+        if reusable && env.alive() && env.age() < self.pool.limits.max_lifetime {
+            let idle = Idle {
+                function: self.function.clone(),
+                env,
+                since: Instant::now(),
+                provisioned: self.provisioned.take(),
+            };
+            self.pool.lock().idle.entry(idle.env.key().to_string()).or_default().push(idle);
+            self.pool.changed.notify_one();
+        } else {
+            if let Some(q) = self.provisioned.take() {
+                self.pool.lost_provisioned(&self.function, &q);
+            }
+            env.retire().await;
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(limits: ScalingLimits) -> Arc<Self> {
+        let pool = Arc::new(Self { limits, state: Mutex::new(State::default()), changed: tokio::sync::Notify::new() });
+        tokio::spawn(pool.clone().reap());
+        pool
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits one invocation of `function` on configuration `key`, or says
+    /// which limit it hit. Also returns idle environments found dead, to retire.
+    pub fn admit(self: &Arc<Self>, function: &str, key: &str) -> Result<(Ticket, Vec<Env>), ThrottleReason> {
+        let mut s = self.lock();
+        let busy = s.busy.get(function).copied().unwrap_or(0);
+        match s.reserved.get(function) {
+            Some(&r) if busy >= r => return Err(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded),
+            Some(_) => {}
+            None => {
+                let unreserved = self.limits.max_concurrency.saturating_sub(s.reserved_total());
+                if s.busy_unreserved >= unreserved {
+                    return Err(ThrottleReason::ConcurrentInvocationLimitExceeded);
+                }
+            }
+        }
+        let mut dead = Vec::new();
+        let mut warm = None;
+        if let Some(list) = s.idle.get_mut(key) {
+            // Most recently used first: the others can then age out.
+            while let Some(i) = list.pop() {
+                if i.env.alive() {
+                    warm = Some(i);
+                    break;
+                }
+                dead.push(i);
+            }
+        }
+        let lost: Vec<(String, String)> =
+            dead.iter().filter_map(|i| i.provisioned.clone().map(|q| (i.function.clone(), q))).collect();
+        for (f, q) in lost {
+            if let Some(p) = s.provisioned.get_mut(&(f, q)) {
+                p.ready = p.ready.saturating_sub(1);
+            }
+        }
+        if warm.is_none() && !s.take_token(function, self.limits.burst) {
+            drop(s);
+            return Err(ThrottleReason::FunctionInvocationRateLimitExceeded);
+        }
+        *s.busy.entry(function.to_string()).or_default() += 1;
+        if !s.reserved.contains_key(function) {
+            s.busy_unreserved += 1;
+        }
+        let (warm, provisioned) = match warm {
+            Some(i) => (Some(i.env), i.provisioned),
+            None => (None, None),
+        };
+        let ticket = Ticket { pool: self.clone(), function: function.to_string(), warm, provisioned };
+        Ok((ticket, dead.into_iter().map(|i| i.env).collect()))
+    }
+
+    /// Before a new environment starts: when the node is short of memory,
+    /// the least recently used idle (not provisioned) environment goes.
+    pub fn reclaim_for_memory(&self) -> Option<Env> {
+        let available = meminfo_mb("MemAvailable:")?;
+        if available >= self.limits.min_free_memory_mb {
+            return None;
+        }
+        let mut s = self.lock();
+        let (key, index) = s
+            .idle
+            .iter()
+            .flat_map(|(k, list)| list.iter().enumerate().map(move |(i, e)| (k, i, e)))
+            .filter(|(_, _, e)| e.provisioned.is_none())
+            .min_by_key(|(_, _, e)| e.since)
+            .map(|(k, i, _)| (k.clone(), i))?;
+        let idle = s.idle.get_mut(&key)?.remove(index);
+        tracing::info!(
+            available_mb = available,
+            "memory is short; reclaiming the least recently used idle environment"
+        );
+        Some(idle.env)
+    }
+
+    pub fn set_reserved(&self, function: &str, reserved: Option<u32>) {
+        let mut s = self.lock();
+        let busy = s.busy.get(function).copied().unwrap_or(0);
+        let was_reserved = s.reserved.contains_key(function);
+        match reserved {
+            Some(r) => {
+                s.reserved.insert(function.to_string(), r);
+            }
+            None => {
+                s.reserved.remove(function);
+            }
+        }
+        // Keep the unreserved count true for invocations already in flight.
+        match (was_reserved, reserved.is_some()) {
+            (true, false) => s.busy_unreserved += busy,
+            (false, true) => s.busy_unreserved = s.busy_unreserved.saturating_sub(busy),
+            _ => {}
+        }
+    }
+
+    /// Removes idle environments whose key matches, returning them to retire.
+    pub fn remove_idle(&self, matches: impl Fn(&str) -> bool) -> Vec<Env> {
+        let mut s = self.lock();
+        let keys: Vec<String> = s.idle.keys().filter(|k| matches(k)).cloned().collect();
+        keys.into_iter().filter_map(|k| s.idle.remove(&k)).flatten().map(|i| i.env).collect()
+    }
+
+    /// Every idle environment (shutdown).
+    pub fn drain(&self) -> Vec<Env> {
+        self.lock().idle.drain().flat_map(|(_, v)| v).map(|i| i.env).collect()
+    }
+
+    // ---- provisioned concurrency ----
+
+    pub fn provisioning(&self, function: &str, qualifier: &str, requested: u32) {
+        self.lock().provisioned.insert(
+            (function.to_string(), qualifier.to_string()),
+            ProvisionedStatus { requested, ready: 0, failed: None },
+        );
+    }
+
+    /// Adds a ready provisioned environment. Hands it back when the
+    /// configuration was removed meanwhile, for the caller to retire.
+    pub fn add_provisioned(&self, function: &str, qualifier: &str, env: Env) -> Option<Env> {
+        let mut s = self.lock();
+        let Some(p) = s.provisioned.get_mut(&(function.to_string(), qualifier.to_string())) else {
+            return Some(env);
+        };
+        p.ready += 1;
+        let idle = Idle {
+            function: function.to_string(),
+            since: Instant::now(),
+            provisioned: Some(qualifier.to_string()),
+            env,
+        };
+        s.idle.entry(idle.env.key().to_string()).or_default().push(idle);
+        None
+    }
+
+    pub fn provisioning_failed(&self, function: &str, qualifier: &str, reason: String) {
+        if let Some(p) = self.lock().provisioned.get_mut(&(function.to_string(), qualifier.to_string())) {
+            p.failed.get_or_insert(reason);
+        }
+    }
+
+    fn lost_provisioned(&self, function: &str, qualifier: &str) {
+        if let Some(p) = self.lock().provisioned.get_mut(&(function.to_string(), qualifier.to_string())) {
+            p.ready = p.ready.saturating_sub(1);
+        }
+    }
+
+    pub fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus> {
+        self.lock().provisioned.get(&(function.to_string(), qualifier.to_string())).cloned()
+    }
+
+    /// Stops keeping environments for (function, qualifier); with `None`,
+    /// for every qualifier of the function. Its idle environments are
+    /// returned to retire.
+    pub fn unprovision(&self, function: &str, qualifier: Option<&str>) -> Vec<Env> {
+        let mut s = self.lock();
+        s.provisioned.retain(|(f, q), _| !(f == function && qualifier.is_none_or(|x| x == q)));
+        let mut gone = Vec::new();
+        for list in s.idle.values_mut() {
+            let (keep, drop): (Vec<Idle>, Vec<Idle>) = std::mem::take(list).into_iter().partition(|i| {
+                !(i.function == function && i.provisioned.as_deref().is_some_and(|q| qualifier.is_none_or(|x| x == q)))
+            });
+            *list = keep;
+            gone.extend(drop.into_iter().map(|i| i.env));
+        }
+        gone
+    }
+
+    // ---- reclaiming ----
+
+    /// Retires idle environments as they pass their keep-warm period or
+    /// lifetime; sleeps until the next one is due or the idle set changes.
+    async fn reap(self: Arc<Self>) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (expired, next) = self.expired(Instant::now());
+            for env in expired {
+                tokio::spawn(env.retire());
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+
+    /// Takes the idle environments due at `now`; says when the next one is.
+    fn expired(&self, now: Instant) -> (Vec<Env>, Option<Instant>) {
+        let (keep_warm, lifetime) = (self.limits.keep_warm, self.limits.max_lifetime);
+        let mut s = self.lock();
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for list in s.idle.values_mut() {
+            let mut keep = Vec::with_capacity(list.len());
+            for i in list.drain(..) {
+                // Provisioned environments stay for as long as their configuration does.
+                let due = match i.provisioned {
+                    Some(_) => None,
+                    None => Some((i.since + keep_warm).min(i.env.born() + lifetime)),
+                };
+                match due {
+                    Some(d) if d <= now => expired.push(i.env),
+                    Some(d) => {
+                        next = Some(next.map_or(d, |n| n.min(d)));
+                        keep.push(i);
+                    }
+                    None => keep.push(i),
+                }
+            }
+            *list = keep;
+        }
+        s.idle.retain(|_, l| !l.is_empty());
+        (expired, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_concurrency_follows_memory() {
+        assert_eq!(default_concurrency(24 * 1024), 1536);
+        assert_eq!(default_concurrency(64), 10);
+    }
+
+    #[test]
+    fn the_bucket_refills_at_burst_per_ten_seconds() {
+        let mut s = State::default();
+        assert!(s.take_token("f", 2) && s.take_token("f", 2));
+        assert!(!s.take_token("f", 2), "the burst is spent");
+        // Five seconds later one of the two is back.
+        s.buckets.get_mut("f").unwrap().at -= Duration::from_secs(5);
+        assert!(s.take_token("f", 2));
+        assert!(!s.take_token("f", 2));
+        assert!(s.take_token("g", 2), "each function has its own rate");
+    }
+}
