@@ -458,7 +458,9 @@ def test_provided_runtime_with_the_lambda_runtime_crate(plam):
                          Code={"ZipFile": make_zip({"bootstrap": bootstrap}, executables={"bootstrap"})})
     r, out = invoke(plam, name, {"hi": 1})
     assert "FunctionError" not in r, out
+    env = out.pop("env")
     assert out == {"echo": {"hi": 1}, "request_id": r["ResponseMetadata"]["RequestId"], "arn": arn(name), "function": name}
+    assert invoke(plam, name, {"sleep_ms": 1})[1]["env"] == env, "the same warm environment"
     r, out = invoke(plam, name, {"fail": True})
     assert r["FunctionError"] == "Unhandled" and "asked to fail" in out["errorMessage"]
 

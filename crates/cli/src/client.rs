@@ -66,6 +66,11 @@ impl Client {
         Ok(Self { endpoint, region, creds, http: reqwest::Client::new() })
     }
 
+    /// A client of a known endpoint and key pair.
+    pub fn with(endpoint: String, region: String, creds: Credentials) -> Self {
+        Self { endpoint, region, creds, http: reqwest::Client::new() }
+    }
+
     /// Sends a signed request and returns the JSON body (`Null` when empty).
     /// Errors carry AWS's error type and message.
     pub async fn call(&self, method: &str, path_and_query: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {

@@ -2,6 +2,7 @@
 //! door together; the other commands are a client of the same signed HTTP
 //! API that boto3 and the aws CLI use. No business rule lives here.
 
+mod bench;
 mod client;
 mod commands;
 mod serve;
@@ -61,6 +62,9 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measure this node: floors, cold and warm invokes, throughput,
+    /// scale-out, idle memory and CPU (starts its own private server).
+    Bench(bench::BenchArgs),
     /// Publish and manage layers.
     Layer {
         #[command(subcommand)]
@@ -116,6 +120,7 @@ fn main() -> std::process::ExitCode {
                         Command::Layer { command, client } => commands::layer(command, client).await,
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
+                        Command::Bench(args) => bench::run(args).await,
                     }
                 })
             },

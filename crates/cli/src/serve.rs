@@ -139,7 +139,16 @@ pub const KEY_FILE: &str = "credentials.json";
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // NIMBUS_LOG_SPANS=1 logs each span's time as it closes: with
+    // NIMBUS_LOG=debug, where an invocation's time goes (resolve, worker,
+    // cold_start, run, runtime, drain_logs).
+    let spans = if std::env::var_os("NIMBUS_LOG_SPANS").is_some() {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_span_events(spans).with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),

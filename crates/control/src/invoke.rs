@@ -5,6 +5,7 @@ use bytes::Bytes;
 use nimbus_core::function::{Function, LATEST};
 use nimbus_worker::{Invocation, Outcome};
 use rand::Rng;
+use tracing::Instrument;
 
 use crate::*;
 
@@ -63,7 +64,10 @@ impl Control {
     }
 
     pub async fn invoke(&self, req: InvokeRequest) -> Result<Invoked> {
-        let (resolved, invoked_arn) = self.resolve_invocation(&req.function, req.qualifier.as_deref()).await?;
+        let (resolved, invoked_arn) = self
+            .resolve_invocation(&req.function, req.qualifier.as_deref())
+            .instrument(tracing::debug_span!("resolve"))
+            .await?;
         let Some(invoker) = &self.invoker else {
             return Err(Error::Unavailable(
                 "Function execution is not available on this Nimbus node yet: namespace isolation is not built; start the server with --isolation process to run functions without isolation.".into(),
@@ -82,7 +86,8 @@ impl Control {
         // In its own task, so that a caller who hangs up does not abandon
         // an environment mid-invocation.
         let invoker = invoker.clone();
-        let outcome = tokio::spawn(async move { invoker.invoke(invocation).await })
+        let span = tracing::debug_span!("worker");
+        let outcome = tokio::spawn(async move { invoker.invoke(invocation).await }.instrument(span))
             .await
             .map_err(|e| Error::Unavailable(format!("The invocation task failed: {e}")))?
             .map_err(|e| match e {

@@ -14,6 +14,122 @@ use crate::{AsyncEvent, ConfigCursor, InvocationRecord, LogEvent, Metadata, Resu
 
 pub struct SqliteMetadata {
     pool: SqlitePool,
+    cache: std::sync::Mutex<Cache>,
+}
+
+/// Functions and versions as last read, for the invoke path (which reads
+/// one on every call). This process is the database's only writer, and
+/// every write goes through [`Metadata::apply`], which drops what it
+/// touched; the generation stops a read that raced a write from caching
+/// what the write replaced.
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    functions: std::collections::HashMap<String, Option<Function>>,
+    versions: std::collections::HashMap<(String, u64), Option<FunctionConfig>>,
+}
+
+impl SqliteMetadata {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget(&self, writes: &[Write]) {
+        let mut c = self.cache();
+        c.generation += 1;
+        for w in writes {
+            let name = match w {
+                Write::PutFunction(f) => f.name(),
+                Write::DeleteFunction(name) => name,
+                Write::PutVersion(v) => &v.name,
+                Write::DeleteVersion { name, .. } => name,
+                Write::PutLayerVersion(_) | Write::DeleteLayerVersion { .. } => continue,
+            };
+            c.functions.remove(name);
+            c.versions.retain(|(n, _), _| n != name);
+        }
+    }
+
+    async fn write(&self, writes: &[Write]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            match w {
+                Write::PutFunction(f) => {
+                    sqlx::query(
+                        "INSERT INTO functions (name, doc, latest, code_sha, code_size, layer_shas, reserved)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, latest = excluded.latest,
+                           code_sha = excluded.code_sha, code_size = excluded.code_size,
+                           layer_shas = excluded.layer_shas, reserved = excluded.reserved",
+                    )
+                    .bind(f.name())
+                    .bind(serde_json::to_string(&f)?)
+                    .bind(serde_json::to_string(&f.latest)?)
+                    .bind(&f.latest.code.sha256_hex)
+                    .bind(f.latest.code.size as i64)
+                    .bind(layer_shas(&f.latest))
+                    .bind(f.reserved_concurrency.map(i64::from))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteFunction(name) => {
+                    sqlx::query("DELETE FROM versions WHERE name = ?").bind(name).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM functions WHERE name = ?").bind(name).execute(&mut *tx).await?;
+                }
+                Write::PutVersion(c) => {
+                    let version: i64 = c
+                        .version
+                        .parse()
+                        .map_err(|_| sqlx::Error::Protocol(format!("version {} is not a number", c.version)))?;
+                    sqlx::query("INSERT INTO versions (name, version, doc, code_sha, code_size, layer_shas) VALUES (?, ?, ?, ?, ?, ?)")
+                        .bind(&c.name)
+                        .bind(version)
+                        .bind(serde_json::to_string(&c)?)
+                        .bind(&c.code.sha256_hex)
+                        .bind(c.code.size as i64)
+                        .bind(layer_shas(c))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::DeleteVersion { name, version } => {
+                    sqlx::query("DELETE FROM versions WHERE name = ? AND version = ?")
+                        .bind(name)
+                        .bind(*version as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Write::PutLayerVersion(l) => {
+                    sqlx::query(
+                        "INSERT INTO layer_versions (name, version, doc, code_sha, code_size) VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(&l.name)
+                    .bind(l.version as i64)
+                    .bind(serde_json::to_string(&l)?)
+                    .bind(&l.code.sha256_hex)
+                    .bind(l.code.size as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO layers (name, last_version) VALUES (?, ?)
+                         ON CONFLICT(name) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)",
+                    )
+                    .bind(&l.name)
+                    .bind(l.version as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteLayerVersion { name, version } => {
+                    sqlx::query("DELETE FROM layer_versions WHERE name = ? AND version = ?")
+                        .bind(name)
+                        .bind(*version as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 fn parse<T: DeserializeOwned>(doc: &str) -> Result<T> {
@@ -41,15 +157,27 @@ impl SqliteMetadata {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, cache: Default::default() })
     }
 }
 
 #[async_trait]
 impl Metadata for SqliteMetadata {
     async fn get_function(&self, name: &str) -> Result<Option<Function>> {
+        let generation = {
+            let c = self.cache();
+            if let Some(f) = c.functions.get(name) {
+                return Ok(f.clone());
+            }
+            c.generation
+        };
         let row = sqlx::query("SELECT doc FROM functions WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
-        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+        let f: Option<Function> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
+        let mut c = self.cache();
+        if c.generation == generation {
+            c.functions.insert(name.to_string(), f.clone());
+        }
+        Ok(f)
     }
 
     async fn list_configs(
@@ -80,12 +208,25 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn get_version(&self, name: &str, version: u64) -> Result<Option<FunctionConfig>> {
+        let key = (name.to_string(), version);
+        let generation = {
+            let c = self.cache();
+            if let Some(v) = c.versions.get(&key) {
+                return Ok(v.clone());
+            }
+            c.generation
+        };
         let row = sqlx::query("SELECT doc FROM versions WHERE name = ? AND version = ?")
             .bind(name)
             .bind(version as i64)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+        let v: Option<FunctionConfig> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
+        let mut c = self.cache();
+        if c.generation == generation {
+            c.versions.insert(key, v.clone());
+        }
+        Ok(v)
     }
 
     async fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>> {
@@ -132,84 +273,12 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for w in writes {
-            match w {
-                Write::PutFunction(f) => {
-                    sqlx::query(
-                        "INSERT INTO functions (name, doc, latest, code_sha, code_size, layer_shas, reserved)
-                         VALUES (?, ?, ?, ?, ?, ?, ?)
-                         ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, latest = excluded.latest,
-                           code_sha = excluded.code_sha, code_size = excluded.code_size,
-                           layer_shas = excluded.layer_shas, reserved = excluded.reserved",
-                    )
-                    .bind(f.name())
-                    .bind(serde_json::to_string(&f)?)
-                    .bind(serde_json::to_string(&f.latest)?)
-                    .bind(&f.latest.code.sha256_hex)
-                    .bind(f.latest.code.size as i64)
-                    .bind(layer_shas(&f.latest))
-                    .bind(f.reserved_concurrency.map(i64::from))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::DeleteFunction(name) => {
-                    sqlx::query("DELETE FROM versions WHERE name = ?").bind(&name).execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM functions WHERE name = ?").bind(&name).execute(&mut *tx).await?;
-                }
-                Write::PutVersion(c) => {
-                    let version: i64 = c
-                        .version
-                        .parse()
-                        .map_err(|_| sqlx::Error::Protocol(format!("version {} is not a number", c.version)))?;
-                    sqlx::query("INSERT INTO versions (name, version, doc, code_sha, code_size, layer_shas) VALUES (?, ?, ?, ?, ?, ?)")
-                        .bind(&c.name)
-                        .bind(version)
-                        .bind(serde_json::to_string(&c)?)
-                        .bind(&c.code.sha256_hex)
-                        .bind(c.code.size as i64)
-                        .bind(layer_shas(&c))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Write::DeleteVersion { name, version } => {
-                    sqlx::query("DELETE FROM versions WHERE name = ? AND version = ?")
-                        .bind(&name)
-                        .bind(version as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Write::PutLayerVersion(l) => {
-                    sqlx::query(
-                        "INSERT INTO layer_versions (name, version, doc, code_sha, code_size) VALUES (?, ?, ?, ?, ?)",
-                    )
-                    .bind(&l.name)
-                    .bind(l.version as i64)
-                    .bind(serde_json::to_string(&l)?)
-                    .bind(&l.code.sha256_hex)
-                    .bind(l.code.size as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO layers (name, last_version) VALUES (?, ?)
-                         ON CONFLICT(name) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)",
-                    )
-                    .bind(&l.name)
-                    .bind(l.version as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::DeleteLayerVersion { name, version } => {
-                    sqlx::query("DELETE FROM layer_versions WHERE name = ? AND version = ?")
-                        .bind(&name)
-                        .bind(version as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        // Before and after: no reader caches the old document meanwhile,
+        // and none keeps one it read before the commit.
+        self.forget(&writes);
+        let result = self.write(&writes).await;
+        self.forget(&writes);
+        result
     }
 
     async fn referenced_blobs(&self) -> Result<HashSet<String>> {
@@ -454,6 +523,27 @@ mod tests {
         m.apply(vec![Write::DeleteFunction("b".into())]).await.unwrap();
         assert!(m.get_function("b").await.unwrap().is_none());
         assert!(m.get_version("b", 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn cached_reads_follow_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        assert!(m.get_function("f").await.unwrap().is_none(), "a miss is cached too");
+        assert!(m.get_version("f", 1).await.unwrap().is_none());
+        m.apply(vec![
+            Write::PutFunction(Box::new(Function::new(config("f", "$LATEST", "s1"), Default::default()))),
+            Write::PutVersion(Box::new(config("f", "1", "s1"))),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(m.get_function("f").await.unwrap().unwrap().latest.code.sha256_hex, "s1");
+        assert_eq!(m.get_version("f", 1).await.unwrap().unwrap().code.sha256_hex, "s1");
+        let updated = Function::new(config("f", "$LATEST", "s2"), Default::default());
+        m.apply(vec![Write::PutFunction(Box::new(updated))]).await.unwrap();
+        assert_eq!(m.get_function("f").await.unwrap().unwrap().latest.code.sha256_hex, "s2");
+        m.apply(vec![Write::DeleteVersion { name: "f".into(), version: 1 }]).await.unwrap();
+        assert!(m.get_version("f", 1).await.unwrap().is_none());
     }
 
     #[tokio::test]

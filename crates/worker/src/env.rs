@@ -11,6 +11,7 @@ use nimbus_core::function::FunctionConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tracing::Instrument;
 
 use crate::{Error, Invocation};
 
@@ -591,16 +592,18 @@ impl Env {
             ),
             client_context: inv.client_context.clone(),
         };
-        let sent = self.jobs_tx.send(job).await.is_ok();
-        let reply = if sent {
+        let reply = async {
+            if self.jobs_tx.send(job).await.is_err() {
+                return Some(Reply::Exited("environment closed".into()));
+            }
             match tokio::time::timeout(self.timeout, rx).await {
                 Ok(Ok(r)) => Some(r),
                 Ok(Err(_)) => Some(Reply::Exited("environment closed".into())),
                 Err(_) => None,
             }
-        } else {
-            Some(Reply::Exited("environment closed".into()))
-        };
+        }
+        .instrument(tracing::debug_span!("runtime"))
+        .await;
         let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
         let max_memory_mb = match &self.cgroup {
             Some(cg) => cg.peak_memory_bytes().div_ceil(1 << 20),
@@ -639,7 +642,7 @@ impl Env {
         } else {
             None
         };
-        self.drain_output().await;
+        self.drain_output().instrument(tracing::debug_span!("drain_logs")).await;
         let now = || chrono::Utc::now().timestamp_millis();
         let mut log = init_lines;
         log.push((now(), format!("START RequestId: {id} Version: {}", self.version)));

@@ -22,6 +22,7 @@ use nimbus_core::function::FunctionConfig;
 use nimbus_core::runtime::Catalog;
 use nimbus_core::ThrottleReason;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 pub use env::Outcome;
 pub use pool::{default_concurrency, ProvisionedStatus, ScalingLimits};
@@ -281,7 +282,7 @@ impl Invoker for Worker {
                     tokio::spawn(old.retire());
                 }
                 let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
-                match self.start(spec).await {
+                match self.start(spec).instrument(tracing::debug_span!("cold_start")).await {
                     Ok(e) => (e, true),
                     Err(Error::InvalidEntrypoint(message)) => {
                         return Ok(Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message))
@@ -290,7 +291,7 @@ impl Invoker for Worker {
                 }
             }
         };
-        let outcome = environment.run(&inv, cold).await;
+        let outcome = environment.run(&inv, cold).instrument(tracing::debug_span!("run", cold)).await;
         ticket.finish(environment, outcome.reusable).await;
         Ok(outcome)
     }

@@ -1,0 +1,559 @@
+//! `nimbus bench`: starts a private `nimbus serve` (this binary, a free
+//! port, a temporary data directory), then measures in one run the floors of
+//! this machine and, for each runtime, cold and warm invokes through the
+//! signed Invoke API, throughput, scale-out, the memory of idle
+//! environments and the server's idle CPU. Prints a table; `--json FILE`
+//! writes the same figures. It measures; it never asserts a target.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use base64::Engine;
+use nimbus_api::sigv4::Credentials;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// A run of seconds that keeps the command working (CI): few samples,
+    /// no 100/500 scale-out.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Isolation of the measured server (default: namespaces as root, else process).
+    #[arg(long)]
+    isolation: Option<String>,
+    /// MemorySize of the benchmark functions (1769 MB is one full vCPU on AWS's scale).
+    #[arg(long, default_value_t = 1769)]
+    memory: u32,
+    /// The `lambda_runtime` binary used as the `provided.al2023` function
+    /// (default: `rust-hello` next to this binary).
+    #[arg(long)]
+    rust_hello: Option<PathBuf>,
+}
+
+/// Sample counts for a run.
+struct Plan {
+    floor_samples: usize,
+    cold: usize,
+    warm: usize,
+    throughput_secs: f64,
+    scale_out: &'static [usize],
+    hold_ms: u64,
+    idle_cpu_secs: f64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                floor_samples: 100,
+                cold: 3,
+                warm: 50,
+                throughput_secs: 0.3,
+                scale_out: &[10],
+                hold_ms: 500,
+                idle_cpu_secs: 1.0,
+            }
+        } else {
+            Self {
+                floor_samples: 1000,
+                cold: 30,
+                warm: 1000,
+                throughput_secs: 3.0,
+                scale_out: &[100, 500],
+                hold_ms: 3000,
+                idle_cpu_secs: 5.0,
+            }
+        }
+    }
+}
+
+/// p50 and p99 of samples, in the samples' unit.
+fn percentiles(samples: &mut [f64]) -> Value {
+    if samples.is_empty() {
+        return json!({"p50": null, "p99": null});
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    json!({"p50": round(at(0.5)), "p99": round(at(0.99)), "n": samples.len()})
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A private server, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM, so that the server retires every environment before it exits.
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+const KEY_ID: &str = "NKIABENCHBENCHBENCH0";
+const SECRET: &str = "bench/secret/0123456789abcdefghijklmnopq";
+
+fn start_server(isolation: &str) -> anyhow::Result<Server> {
+    let data = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data.path().join("data"))
+        .args(["--isolation", isolation, "--max-concurrency", "2000", "--keep-warm", "3600"])
+        .env("NIMBUS_ACCESS_KEY_ID", KEY_ID)
+        .env("NIMBUS_SECRET_ACCESS_KEY", SECRET)
+        .env("NIMBUS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting nimbus serve")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    match lines.next() {
+        Some(Ok(l)) if l.contains("serving") => {}
+        other => anyhow::bail!("nimbus serve did not start: {other:?}"),
+    }
+    // Keep reading so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Server { child, endpoint: format!("http://127.0.0.1:{port}"), _data: data })
+}
+
+/// The runtimes measured and their code.
+struct Runtime {
+    id: String,
+    handler: &'static str,
+    zip: Vec<u8>,
+    /// The program whose fork+exec is this runtime's floor.
+    spawn: Vec<String>,
+}
+
+const PY_APP: &str = "import time, uuid\nENV = uuid.uuid4().hex\n\ndef handler(event, context):\n    t = time.perf_counter()\n    if event.get('sleep_ms'):\n        time.sleep(event['sleep_ms'] / 1000)\n    return {'env': ENV, 'self_us': (time.perf_counter() - t) * 1e6}\n";
+const NODE_APP: &str = "import { randomUUID } from 'node:crypto';\nconst ENV = randomUUID();\nexport const handler = async (event) => {\n  const t = process.hrtime.bigint();\n  if (event.sleep_ms) await new Promise((r) => setTimeout(r, event.sleep_ms));\n  return { env: ENV, self_us: Number(process.hrtime.bigint() - t) / 1000 };\n};\n";
+
+fn zip_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        for (name, data, mode) in files {
+            let opts = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            z.start_file(*name, opts)?;
+            std::io::Write::write_all(&mut z, data)?;
+        }
+        z.finish()?;
+    }
+    Ok(buf.into_inner())
+}
+
+fn runtimes(args: &BenchArgs) -> anyhow::Result<Vec<Runtime>> {
+    let catalog = nimbus_control::runtimes::discover();
+    let mut out = Vec::new();
+    let newest = |prefix: &str| catalog.ids().filter(|id| id.starts_with(prefix)).max().map(str::to_string);
+    if let Some(id) = newest("python3.") {
+        let interp = catalog.interpreter(&id).unwrap_or("python3").to_string();
+        out.push(Runtime {
+            handler: "app.handler",
+            zip: zip_of(&[("app.py", PY_APP.as_bytes(), 0o644)])?,
+            spawn: vec![interp, "-I".into(), "-S".into(), "-c".into(), "pass".into()],
+            id,
+        });
+    }
+    if let Some(id) = newest("nodejs") {
+        let interp = catalog.interpreter(&id).unwrap_or("node").to_string();
+        out.push(Runtime {
+            handler: "index.handler",
+            zip: zip_of(&[("index.mjs", NODE_APP.as_bytes(), 0o644)])?,
+            spawn: vec![interp, "-e".into(), "0".into()],
+            id,
+        });
+    }
+    let rust = match &args.rust_hello {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("rust-hello"),
+    };
+    match std::fs::read(&rust) {
+        Ok(binary) => out.push(Runtime {
+            id: "provided.al2023".into(),
+            handler: "unused",
+            zip: zip_of(&[("bootstrap", &binary, 0o755)])?,
+            // A custom runtime has no interpreter: the floor is fork+exec of the smallest program.
+            spawn: vec!["/bin/true".into()],
+        }),
+        Err(e) => eprintln!(
+            "skipping provided.al2023: no lambda_runtime binary at {} ({e}); build it with `cargo build --release -p rust-hello`",
+            rust.display()
+        ),
+    }
+    Ok(out)
+}
+
+/// fork+exec+wait of a program, in ms.
+fn spawn_floor(argv: &[String], n: usize) -> Value {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let ok = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if ok {
+            samples.push(ms(t.elapsed()));
+        }
+    }
+    percentiles(&mut samples)
+}
+
+/// HTTP/1.1 keep-alive round trips to a trivial local server, in µs.
+async fn loopback_floor(n: usize) -> anyhow::Result<Value> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let _ = axum::serve(listener, app).await;
+    });
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        http.get(&url).send().await?.bytes().await?;
+        if i >= 20 {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    server.abort();
+    Ok(percentiles(&mut samples))
+}
+
+struct Bench {
+    client: Arc<Client>,
+    memory: u32,
+    counter: std::sync::atomic::AtomicUsize,
+}
+
+impl Bench {
+    async fn create(&self, rt: &Runtime) -> anyhow::Result<String> {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("bench-{}-{n}", rt.id.replace('.', "-"));
+        let body = json!({
+            "FunctionName": name, "Runtime": rt.id, "Handler": rt.handler, "Role": "arn:aws:iam::000000000000:role/bench",
+            "MemorySize": self.memory, "Timeout": 60,
+            "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(&rt.zip)},
+        });
+        self.client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&body)?)).await?;
+        Ok(name)
+    }
+
+    async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        self.client.call("DELETE", &format!("/2015-03-31/functions/{name}"), None).await.map(drop)
+    }
+}
+
+/// One invoke; (client-observed duration, the handler's answer).
+async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(Duration, Value)> {
+    let path = format!("/2015-03-31/functions/{name}/invocations");
+    let body = serde_json::to_vec(event)?;
+    let t = Instant::now();
+    let (headers, bytes) = client.send("lambda", "POST", &path, Some(body), &[]).await?;
+    let took = t.elapsed();
+    let out: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if headers.contains_key("x-amz-function-error") {
+        anyhow::bail!("{name} failed: {out}");
+    }
+    Ok((took, out))
+}
+
+/// `n` invokes at once, each holding its environment `hold_ms`; returns
+/// (seconds until the last completed, less the hold; distinct environments).
+async fn burst(b: &Bench, name: &str, n: usize, hold_ms: u64) -> anyhow::Result<(f64, usize)> {
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let client = b.client.clone();
+        let name = name.to_string();
+        tasks.spawn(async move { invoke(&client, &name, &json!({"sleep_ms": hold_ms})).await });
+    }
+    let mut envs = HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let (_, out) = r??;
+        envs.insert(out.get("env").map(ToString::to_string).unwrap_or_default());
+    }
+    Ok(((t.elapsed().as_secs_f64() - hold_ms as f64 / 1000.0).max(0.0), envs.len()))
+}
+
+/// Invocations per second of `c` clients looping on a warm function.
+async fn throughput(b: &Bench, name: &str, c: usize, secs: f64) -> anyhow::Result<f64> {
+    // Warm `c` environments first, so the figure has no cold starts in it.
+    for _ in 0..5 {
+        if burst(b, name, c, 500).await?.1 >= c {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..c {
+        let client = b.client.clone();
+        let name = name.to_string();
+        tasks.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                invoke(&client, &name, &json!({})).await?;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        total += r??;
+    }
+    Ok(total as f64 / t.elapsed().as_secs_f64())
+}
+
+fn meminfo_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix(field)).map(str::to_string))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The processes of a tree: pid -> (parent, /proc/<pid>/stat fields after the name).
+fn processes() -> BTreeMap<u32, (u32, Vec<u64>)> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // Fields after the command name, which may contain spaces.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+        out.insert(pid, (f.get(1).copied().unwrap_or(0) as u32, f));
+    }
+    out
+}
+
+/// The pids of `root` and all its descendants.
+fn tree(root: u32) -> Vec<(u32, Vec<u64>)> {
+    let all = processes();
+    let in_tree = |mut pid: u32| loop {
+        if pid == root {
+            return true;
+        }
+        match all.get(&pid) {
+            Some(&(p, _)) if p != 0 && p != pid => pid = p,
+            _ => return false,
+        }
+    };
+    all.iter().filter(|(p, _)| in_tree(**p)).map(|(p, (_, f))| (*p, f.clone())).collect()
+}
+
+/// CPU ticks (user + system) of a process and all its descendants.
+fn tree_ticks(root: u32) -> u64 {
+    tree(root).iter().map(|(_, f)| f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)).sum()
+}
+
+/// Proportional memory of a process's descendants (not the process itself), in MB.
+fn tree_pss_mb(root: u32) -> f64 {
+    let kb: u64 = tree(root)
+        .iter()
+        .filter(|(p, _)| *p != root)
+        .filter_map(|(p, _)| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum();
+    kb as f64 / 1024.0
+}
+
+fn machine(isolation: &str, memory: u32) -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cgroup = match nimbus_sandbox::cgroup::Layout::detect(std::path::Path::new("/sys/fs/cgroup")) {
+        Ok(nimbus_sandbox::cgroup::Layout::V1 { .. }) => "v1",
+        Ok(nimbus_sandbox::cgroup::Layout::V2 { .. }) => "v2",
+        Err(_) => "none",
+    };
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu_model": model,
+        "memory_mb": meminfo_mb("MemTotal:").round(),
+        "kernel": kernel.trim(),
+        "cgroups": cgroup,
+        "isolation": isolation,
+        "function_memory_mb": memory,
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "date": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(args.quick);
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false);
+    let isolation = args.isolation.clone().unwrap_or_else(|| if root { "namespaces" } else { "process" }.into());
+    let runtimes = runtimes(&args)?;
+
+    eprintln!("measuring floors ...");
+    let mut floors = serde_json::Map::new();
+    floors.insert("loopback_rtt_us".into(), loopback_floor(plan.floor_samples).await?);
+    for rt in &runtimes {
+        let n = (plan.floor_samples / 10).max(10);
+        floors.insert(format!("{}_spawn_ms", rt.id), spawn_floor(&rt.spawn, n));
+    }
+
+    let server = start_server(&isolation)?;
+    let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
+    let client = Arc::new(Client::with(server.endpoint.clone(), "us-east-1".into(), creds));
+    let b = Bench { client, memory: args.memory, counter: Default::default() };
+    let mut results = serde_json::Map::new();
+    for rt in &runtimes {
+        eprintln!("measuring {} ...", rt.id);
+        let mut cold = Vec::new();
+        for _ in 0..plan.cold {
+            let name = b.create(rt).await?;
+            cold.push(ms(invoke(&b.client, &name, &json!({})).await?.0));
+            b.delete(&name).await?;
+        }
+        let name = b.create(rt).await?;
+        invoke(&b.client, &name, &json!({})).await?;
+        let (mut warm, mut overhead) = (Vec::new(), Vec::new());
+        for _ in 0..plan.warm {
+            let (took, out) = invoke(&b.client, &name, &json!({})).await?;
+            warm.push(ms(took));
+            let own = out.get("self_us").and_then(Value::as_f64).unwrap_or(0.0);
+            overhead.push(took.as_secs_f64() * 1e6 - own);
+        }
+        let mut rps = serde_json::Map::new();
+        for c in [1, 16, 64] {
+            rps.insert(format!("c{c}"), json!(throughput(&b, &name, c, plan.throughput_secs).await?.round()));
+        }
+        b.delete(&name).await?;
+
+        // Scale-out from zero; the environments it leaves idle give the density.
+        let mut scale = serde_json::Map::new();
+        for key in ["100", "500"] {
+            scale.insert(key.into(), Value::Null);
+        }
+        let (mut idle_env_mb, mut max_idle, mut envs_seen) = (Value::Null, Value::Null, 0);
+        for &n in plan.scale_out {
+            let name = b.create(rt).await?;
+            let before = tree_pss_mb(server.child.id());
+            let (secs, envs) = burst(&b, &name, n, plan.hold_ms).await?;
+            // Proportional set size: shared pages are split among their users.
+            let per_env = (tree_pss_mb(server.child.id()) - before) / envs.max(1) as f64;
+            scale.insert(n.to_string(), json!(round(secs)));
+            idle_env_mb = json!(round(per_env));
+            max_idle = json!(if per_env > 0.0 { (16384.0 / per_env).floor() } else { 0.0 });
+            envs_seen = envs;
+            b.delete(&name).await?;
+        }
+        results.insert(
+            rt.id.clone(),
+            json!({
+                "cold_ms": percentiles(&mut cold),
+                "warm_ms": percentiles(&mut warm),
+                "warm_overhead_us": percentiles(&mut overhead),
+                "throughput_rps": rps,
+                "scale_out_s": scale,
+                "scale_out_envs": envs_seen,
+                "idle_env_mb": idle_env_mb,
+                "max_idle_envs": max_idle,
+            }),
+        );
+    }
+
+    eprintln!("measuring idle CPU ...");
+    // Environments idle (one per runtime), nothing to do.
+    for rt in &runtimes {
+        let name = b.create(rt).await?;
+        invoke(&b.client, &name, &json!({})).await?;
+    }
+    let pid = server.child.id();
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let t0 = tree_ticks(pid);
+    tokio::time::sleep(Duration::from_secs_f64(plan.idle_cpu_secs)).await;
+    let idle_cpu = (tree_ticks(pid) - t0) as f64 / ticks_per_sec / plan.idle_cpu_secs * 100.0;
+    drop(server);
+
+    let report = json!({
+        "machine": machine(&isolation, args.memory),
+        "floors": floors,
+        "runtimes": results,
+        "idle_cpu_percent": round(idle_cpu),
+        "quick": args.quick,
+    });
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x}"));
+    let p = |v: &Value| format!("{} / {}", f(&v["p50"]), f(&v["p99"]));
+    println!("machine: {}", r["machine"]);
+    println!("floors (p50 / p99):");
+    if let Some(floors) = r["floors"].as_object() {
+        for (k, v) in floors {
+            println!("  {k:<32} {}", p(v));
+        }
+    }
+    let loopback = r["floors"]["loopback_rtt_us"]["p50"].as_f64().unwrap_or(f64::NAN);
+    if let Some(rts) = r["runtimes"].as_object() {
+        for (id, v) in rts {
+            let spawn = r["floors"][format!("{id}_spawn_ms")]["p50"].as_f64().unwrap_or(f64::NAN);
+            let cold = v["cold_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
+            let warm = v["warm_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
+            println!("{id}:");
+            println!(
+                "  cold ms (p50 / p99)              {}   ({:.1}x the interpreter's spawn)",
+                p(&v["cold_ms"]),
+                cold / spawn
+            );
+            println!(
+                "  warm ms (p50 / p99)              {}   ({:.1}x the loopback round trip)",
+                p(&v["warm_ms"]),
+                warm * 1000.0 / loopback
+            );
+            println!("  warm overhead µs (p50 / p99)     {}", p(&v["warm_overhead_us"]));
+            let t = &v["throughput_rps"];
+            println!("  throughput rps c1 / c16 / c64    {} / {} / {}", f(&t["c1"]), f(&t["c16"]), f(&t["c64"]));
+            let s = &v["scale_out_s"];
+            println!("  scale-out s to 100 / 500         {} / {}", f(&s["100"]), f(&s["500"]));
+            println!("  idle env MB, max idle in 16 GiB  {}, {}", f(&v["idle_env_mb"]), f(&v["max_idle_envs"]));
+        }
+    }
+    println!("idle CPU %: {}", f(&r["idle_cpu_percent"]));
+}

@@ -1,0 +1,33 @@
+"""`nimbus bench --quick`: the command runs end to end (its own server,
+every runtime the node has) and writes the JSON shape results are compared in."""
+
+import json
+import os
+import subprocess
+
+from conftest import BIN
+
+
+def test_bench_quick_writes_the_documented_json(tmp_path):
+    out = tmp_path / "bench.json"
+    args = [BIN, "bench", "--quick", "--json", str(out)]
+    if os.environ.get("RUST_HELLO_BIN"):
+        args += ["--rust-hello", os.environ["RUST_HELLO_BIN"]]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert set(report) >= {"machine", "floors", "runtimes", "idle_cpu_percent"}
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["memory_mb"] > 0
+    floors = report["floors"]
+    assert floors["loopback_rtt_us"]["p50"] > 0
+    assert set(report["runtimes"]) >= {"provided.al2023"} and any(k.startswith("python3.") for k in report["runtimes"])
+    for runtime, figures in report["runtimes"].items():
+        assert floors[f"{runtime}_spawn_ms"]["p50"] > 0
+        for key in ("cold_ms", "warm_ms", "warm_overhead_us"):
+            assert 0 < figures[key]["p50"] <= figures[key]["p99"], (runtime, key, figures[key])
+        assert set(figures["throughput_rps"]) == {"c1", "c16", "c64"}
+        assert all(v > 0 for v in figures["throughput_rps"].values())
+        assert {"100", "500"} <= set(figures["scale_out_s"])
+        assert figures["idle_env_mb"] > 0 and figures["max_idle_envs"] > 0
+    assert report["idle_cpu_percent"] >= 0
+    assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"
