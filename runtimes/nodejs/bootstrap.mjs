@@ -4,12 +4,22 @@
 // LAMBDA_TASK_ROOT, as an ES module or CommonJS, then serves invocations
 // from AWS_LAMBDA_RUNTIME_API. Async, promise and callback handlers are
 // supported; errors are reported in AWS's shapes.
+//
+// Started ahead of its function (NIMBUS_SPECIALIZE set), it first waits for
+// one JSON line on stdin carrying the function's whole environment.
 
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
 
+if (process.env.NIMBUS_SPECIALIZE) {
+  // The worker closes its end after the one line, so this read ends.
+  const launch = JSON.parse(readFileSync(0, "utf8"));
+  for (const key of Object.keys(process.env)) delete process.env[key];
+  Object.assign(process.env, Object.fromEntries(launch.env));
+  process.chdir(process.env.LAMBDA_TASK_ROOT);
+}
 const API = `http://${process.env.AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime`;
 const TASK_ROOT = process.env.LAMBDA_TASK_ROOT || process.cwd();
 let currentRequestId = "";

@@ -2,7 +2,10 @@
 
 Loads the handler named by _HANDLER from LAMBDA_TASK_ROOT (and layers under
 /opt/python), then serves invocations from AWS_LAMBDA_RUNTIME_API until the
-environment is reclaimed. Errors are reported in AWS's shapes."""
+environment is reclaimed. Errors are reported in AWS's shapes.
+
+Started ahead of its function (NIMBUS_SPECIALIZE set), it first waits for one
+JSON line on stdin carrying the function's whole environment."""
 
 import http.client
 import importlib
@@ -12,13 +15,25 @@ import sys
 import time
 import traceback
 
-API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 PREFIX = "/2018-06-01/runtime"
+
+
+def specialize():
+    if not os.environ.get("NIMBUS_SPECIALIZE"):
+        return
+    launch = json.loads(sys.stdin.buffer.readline())
+    os.environ.clear()
+    os.environ.update(dict(launch["env"]))
+    time.tzset()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.chdir(os.environ["LAMBDA_TASK_ROOT"])
 
 
 class Client:
     def __init__(self):
-        self.conn = http.client.HTTPConnection(API)
+        self.conn = http.client.HTTPConnection(os.environ["AWS_LAMBDA_RUNTIME_API"])
 
     def call(self, method, path, body=None, headers=None):
         self.conn.request(method, PREFIX + path, body=body, headers=headers or {})
@@ -86,6 +101,7 @@ class Context:
 
 
 def main():
+    specialize()
     client = Client()
     handler = load_handler(client)
     while True:

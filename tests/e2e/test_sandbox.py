@@ -126,36 +126,49 @@ def env_dirs(server):
 
 def test_teardown_leaves_no_cgroup_or_root_behind(lam, server):
     name = deploy(lam)
-    before = env_dirs(server)
     _, out = call(lam, name, {"paths": []})
     lines = out["cgroup"].strip().splitlines()
     assert lines and all(line.endswith(":/") for line in lines), f"the function sees its cgroup as the root: {lines}"
-    (cg,) = env_dirs(server) - before
-    root = server.data_dir / "worker" / "roots" / cg.name
-    assert root.is_dir()
+    # Templates made ahead are here too; the function's environment is the one that goes.
+    existing = env_dirs(server)
+    roots = server.data_dir / "worker" / "roots"
+    assert all((roots / d.name).is_dir() and (roots / f"{d.name}.slots").is_dir() for d in existing)
     lam.delete_function(FunctionName=name)
-    wait_for(lambda: not cg.exists() and not root.exists(), "the cgroup and root to be removed", timeout=5)
+    gone = wait_for(lambda: {d for d in existing if not d.exists()}, "an environment's cgroup to be removed", timeout=5)
+    (cg,) = gone
+    wait_for(lambda: not (roots / cg.name).exists() and not (roots / f"{cg.name}.slots").exists(),
+             "its root and slots to be removed", timeout=5)
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert f"{cg.name}.slots" not in mounts, "no mount is left behind"
 
 
 def test_graceful_stop_retires_environments(private_server, tmp_path):
     s = private_server(tmp_path / "data")
     lam = s.client()
     call(lam, deploy(lam), {"paths": []})
-    (cg,) = env_dirs(s)
+    envs = env_dirs(s)
+    assert len(envs) >= 2, "the function's environment and templates made ahead"
     assert s.kill(signal.SIGTERM) == 0
-    assert not cg.exists() and not cg.parent.exists(), "the environment's and the node's cgroups are gone"
+    assert not any(cg.exists() for cg in envs), "every environment's cgroup is gone"
+    assert not node_group(s).exists(), "and the node's"
+    assert str(s.data_dir) not in Path("/proc/self/mountinfo").read_text(), "no mount is left behind"
 
 
 def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
     s = private_server(tmp_path / "data")
     lam = s.client()
     call(lam, deploy(lam), {"paths": []})
-    (cg,) = env_dirs(s)
+    envs = env_dirs(s)
     s.kill()  # SIGKILL: nothing is retired
-    # The runtime exits once its Runtime API connection is gone.
-    wait_for(lambda: cg.exists() and not (cg / "cgroup.procs").read_text().strip(), "the orphaned runtime to exit")
+    # Runtimes exit once their Runtime API connection (or, for templates, their control channel) is gone.
+    wait_for(lambda: all(cg.exists() and not (cg / "cgroup.procs").read_text().strip() for cg in envs),
+             "the orphaned runtimes to exit")
+    assert str(s.data_dir) in Path("/proc/self/mountinfo").read_text(), "a killed node leaves its mounts"
     private_server(tmp_path / "data")
-    assert not cg.exists()
+    assert not any(cg.exists() for cg in envs)
+    mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if f"{s.data_dir}/worker/roots" in line]
+    assert mounts == [], "the restart unmounted what the killed node left"
 
 
 HOSTILE = '''

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Seconds an environment may live in all before it is replaced.
     #[arg(long, env = "NIMBUS_MAX_LIFETIME", default_value_t = 7200)]
     max_lifetime: u64,
+    /// Templates (a sandbox with its runtime started, waiting for a function)
+    /// kept ready per runtime once that runtime is used; cold starts take one.
+    #[arg(long, env = "NIMBUS_PREWARM", default_value_t = 2)]
+    prewarm: usize,
     /// Below this much available memory (MB), starting an environment first
     /// reclaims the least recently used idle one. Default: 5% of the node's memory.
     #[arg(long, env = "NIMBUS_MIN_FREE_MEMORY_MB")]
@@ -271,6 +275,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             credentials: Arc::new(NodeKeys(creds.clone())),
             sandbox,
             scaling,
+            prewarm: args.prewarm,
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;

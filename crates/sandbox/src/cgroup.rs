@@ -92,48 +92,83 @@ impl Cgroup {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad cgroup name {n:?}")));
             }
         }
-        let quota = (CPU_PERIOD_US * limits.cpu_millis / 1000).max(1000);
-        let cgroup = match layout {
-            Layout::V1 { .. } => {
-                let dirs: Vec<PathBuf> = group_dirs(layout, group).into_iter().map(|d| d.join(name)).collect();
-                for d in &dirs {
-                    std::fs::create_dir_all(d)?;
-                }
-                let cg = Self { layout: layout.clone(), dirs };
-                let (mem, cpu, pids) = (&cg.dirs[0], &cg.dirs[1], &cg.dirs[2]);
-                write(mem, "memory.limit_in_bytes", &limits.memory_bytes.to_string())?;
-                // Memory+swap equal to memory means no swap; absent when swap accounting is off.
-                if mem.join("memory.memsw.limit_in_bytes").exists() {
-                    write(mem, "memory.memsw.limit_in_bytes", &limits.memory_bytes.to_string())?;
-                }
-                write(cpu, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-                write(cpu, "cpu.cfs_quota_us", &quota.to_string())?;
-                write(pids, "pids.max", &limits.pids.to_string())?;
-                cg
-            }
+        let dirs: Vec<PathBuf> = match layout {
+            Layout::V1 { .. } => group_dirs(layout, group).into_iter().map(|d| d.join(name)).collect(),
             Layout::V2 { root } => {
                 let parent = root.join(group);
                 std::fs::create_dir_all(&parent)?;
                 // Children can only use controllers their parents delegate.
                 write(root, "cgroup.subtree_control", "+memory +cpu +pids")?;
                 write(&parent, "cgroup.subtree_control", "+memory +cpu +pids")?;
-                let dir = parent.join(name);
-                std::fs::create_dir_all(&dir)?;
-                write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
-                // Absent when swap accounting is off (then there is no swap to limit).
-                if dir.join("memory.swap.max").exists() {
-                    write(&dir, "memory.swap.max", "0")?;
-                }
-                // An out-of-memory kill takes the whole environment, as a v1 kill of its only process does.
-                if dir.join("memory.oom.group").exists() {
-                    write(&dir, "memory.oom.group", "1")?;
-                }
-                write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
-                write(&dir, "pids.max", &limits.pids.to_string())?;
-                Self { layout: layout.clone(), dirs: vec![dir] }
+                vec![parent.join(name)]
             }
         };
-        Ok(cgroup)
+        for d in &dirs {
+            std::fs::create_dir_all(d)?;
+        }
+        let cg = Self { layout: layout.clone(), dirs };
+        cg.limit_memory(limits.memory_bytes)?;
+        cg.limit_cpu(limits.cpu_millis)?;
+        let pids = cg.controller_dir(2);
+        write(pids, "pids.max", &limits.pids.to_string())?;
+        if let Layout::V2 { .. } = layout {
+            // An out-of-memory kill takes the whole environment, as a v1 kill of its only process does.
+            if pids.join("memory.oom.group").exists() {
+                write(pids, "memory.oom.group", "1")?;
+            }
+        }
+        Ok(cg)
+    }
+
+    /// The directory of controller `i` of [`CONTROLLERS`] (v2 has one for all).
+    fn controller_dir(&self, i: usize) -> &Path {
+        self.dirs.get(i).unwrap_or(&self.dirs[0])
+    }
+
+    /// Sets the memory limit, with no swap.
+    pub fn limit_memory(&self, bytes: u64) -> io::Result<()> {
+        let dir = self.controller_dir(0);
+        let value = bytes.to_string();
+        match self.layout {
+            Layout::V1 { .. } => {
+                // Memory+swap equal to memory means no swap; absent when swap accounting is off.
+                let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+                // v1 refuses a memory limit above memory+swap, so the order depends on the direction.
+                let current: u64 = std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(u64::MAX);
+                if memsw && bytes > current {
+                    write(dir, "memory.memsw.limit_in_bytes", &value)?;
+                }
+                write(dir, "memory.limit_in_bytes", &value)?;
+                if memsw && bytes <= current {
+                    write(dir, "memory.memsw.limit_in_bytes", &value)?;
+                }
+                Ok(())
+            }
+            Layout::V2 { .. } => {
+                write(dir, "memory.max", &value)?;
+                // Absent when swap accounting is off (then there is no swap to limit).
+                if dir.join("memory.swap.max").exists() {
+                    write(dir, "memory.swap.max", "0")?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets the CPU share in thousandths of a CPU.
+    pub fn limit_cpu(&self, cpu_millis: u64) -> io::Result<()> {
+        let quota = (CPU_PERIOD_US * cpu_millis / 1000).max(1000);
+        let dir = self.controller_dir(1);
+        match self.layout {
+            Layout::V1 { .. } => {
+                write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                write(dir, "cpu.cfs_quota_us", &quota.to_string())
+            }
+            Layout::V2 { .. } => write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}")),
+        }
     }
 
     /// Removes the empty cgroups a previous run of the same node left in

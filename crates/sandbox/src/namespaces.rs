@@ -27,21 +27,117 @@ use serde::{Deserialize, Serialize};
 pub struct Spec {
     /// An empty directory the new root is built on (a tmpfs is mounted there).
     pub root: PathBuf,
-    /// Host directory mounted read-only at `/var/task`.
-    pub code: PathBuf,
     /// Host directory mounted read-only at `/var/runtime`.
     pub runtime: PathBuf,
-    /// Host directory mounted read-only at `/opt` (the merged layers).
-    pub opt: Option<PathBuf>,
-    /// Size of the private `/tmp`, in MB.
-    pub tmp_mb: u32,
+    /// Shared host mount points the sandbox sees at `/var/task`, `/opt` and
+    /// `/tmp`: what the worker mounts on them later (a function's code, its
+    /// layers, a `/tmp` of its size) appears inside, so a sandbox can be made
+    /// before anyone knows which function it will run. See [`Slots`].
+    pub slots: Slots,
     pub uid: u32,
     pub gid: u32,
-    /// Program and arguments, as seen inside the sandbox.
+    /// Program and arguments, as seen inside the sandbox. Empty: read them
+    /// (with the environment) from stdin, one JSON [`Launch`] line, just
+    /// before executing.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     /// The executable of stage two (this binary).
     pub exe: PathBuf,
+}
+
+/// What a sandbox waiting on its stdin is told to execute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    /// Candidates in order; the first that exists is executed (AWS runs
+    /// `/var/task/bootstrap`, else `/opt/bootstrap`).
+    pub programs: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The three mount points a sandbox's function-specific parts arrive on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Slots {
+    pub task: PathBuf,
+    pub opt: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl Slots {
+    pub fn under(dir: &Path) -> Self {
+        Self { task: dir.join("task"), opt: dir.join("opt"), tmp: dir.join("tmp") }
+    }
+
+    fn all(&self) -> [&PathBuf; 3] {
+        [&self.task, &self.opt, &self.tmp]
+    }
+
+    /// Makes each slot a shared mount point (in the caller's namespace, the host's).
+    pub fn create(&self) -> std::io::Result<()> {
+        for slot in self.all() {
+            std::fs::create_dir_all(slot)?;
+            mount(Some(slot.as_path()), slot.as_path(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| io(e, &format!("slot {}", slot.display())))?;
+            mount(None::<&str>, slot.as_path(), None::<&str>, MsFlags::MS_SHARED, None::<&str>)
+                .map_err(|e| io(e, &format!("sharing {}", slot.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Mounts a function's parts: its code and layers (read-only mounts
+    /// made by [`read_only_self`]) and a fresh `/tmp` of `tmp_mb`.
+    pub fn fill(&self, code: &Path, opt: Option<&Path>, tmp_mb: u32) -> std::io::Result<()> {
+        let bind = |src: &Path, dst: &Path| {
+            mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| io(e, &format!("bind {}", src.display())))
+        };
+        bind(code, &self.task)?;
+        if let Some(opt) = opt {
+            bind(opt, &self.opt)?;
+        }
+        mount(
+            Some("tmpfs"),
+            &self.tmp,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(format!("size={tmp_mb}m,mode=1777").as_str()),
+        )
+        .map_err(|e| io(e, "/tmp"))
+    }
+
+    /// Unmounts everything on and of the slots, and removes their directory.
+    pub fn remove(&self) {
+        for slot in self.all() {
+            while umount2(slot.as_path(), MntFlags::MNT_DETACH).is_ok() {}
+            let _ = std::fs::remove_dir(slot);
+        }
+        if let Some(parent) = self.task.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Makes `dir` a read-only, nosuid, nodev mount of itself (once), so that
+/// binds of it, and their propagated copies, are read-only too.
+pub fn read_only_self(dir: &Path) -> std::io::Result<()> {
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| io(e, &format!("bind {}", dir.display())))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
+        .map_err(|e| io(e, &format!("read-only {}", dir.display())))
+}
+
+/// Unmounts every mount at or below `dir` in this namespace (what a killed
+/// node left behind), deepest first.
+pub fn unmount_under(dir: &Path) -> usize {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.iter().filter(|p| umount2(p.as_path(), MntFlags::MNT_DETACH).is_ok()).count()
 }
 
 /// Host paths bound read-only into every sandbox.
@@ -73,10 +169,9 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
     // After the parent put us in our cgroup: that cgroup becomes the root
     // the sandbox sees.
     unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP).map_err(|e| io(e, "unshare pid, cgroup"))?;
-    let status = std::process::Command::new(&spec.exe)
-        .args(["__sandbox-init", spec_json])
-        .stdin(std::process::Stdio::null())
-        .status()?;
+    // Stage two (and the runtime) keep the control socket as stdin: a
+    // sandbox made ahead learns its function there.
+    let status = std::process::Command::new(&spec.exe).args(["__sandbox-init", spec_json]).status()?;
     // Die the way the runtime died, so the parent sees `signal: killed`
     // for an out-of-memory kill rather than an exit code.
     if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
@@ -87,12 +182,15 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
     Ok(status.code().unwrap_or(128 + 9))
 }
 
+/// A read-only bind that receives nothing from the host afterwards.
 fn bind_ro(src: &Path, dst: &Path) -> std::io::Result<()> {
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| io(e, &format!("bind {}", src.display())))?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
-        .map_err(|e| io(e, &format!("read-only {}", dst.display())))
+        .map_err(|e| io(e, &format!("read-only {}", dst.display())))?;
+    mount(None::<&str>, dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| io(e, &format!("private {}", dst.display())))
 }
 
 fn drop_capabilities() -> std::io::Result<()> {
@@ -112,8 +210,10 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 /// Stage two: PID 1 of the new PID namespace. Only returns on error.
 pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     let r = &spec.root;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| io(e, "private /"))?;
+    // Slaves of the host, so that what the worker mounts on the slots later
+    // propagates in; every bind but the slots' is made private below.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .map_err(|e| io(e, "slave /"))?;
     mount(Some("tmpfs"), r, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=1m,mode=755"))
         .map_err(|e| io(e, "root tmpfs"))?;
     for d in HOST_DIRS {
@@ -129,25 +229,15 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         file_target(&dst)?;
         bind_ro(Path::new(f), &dst)?;
     }
-    for (src, dst) in [(&spec.code, "var/task"), (&spec.runtime, "var/runtime")] {
+    let runtime = r.join("var/runtime");
+    std::fs::create_dir_all(&runtime)?;
+    bind_ro(&spec.runtime, &runtime)?;
+    for (slot, dst) in [(&spec.slots.task, "var/task"), (&spec.slots.opt, "opt"), (&spec.slots.tmp, "tmp")] {
         let dst = r.join(dst);
         std::fs::create_dir_all(&dst)?;
-        bind_ro(src, &dst)?;
+        mount(Some(slot.as_path()), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| io(e, &format!("slot {}", slot.display())))?;
     }
-    std::fs::create_dir_all(r.join("opt"))?;
-    if let Some(opt) = &spec.opt {
-        bind_ro(opt, &r.join("opt"))?;
-    }
-    let tmp = r.join("tmp");
-    std::fs::create_dir_all(&tmp)?;
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={}m,mode=1777", spec.tmp_mb).as_str()),
-    )
-    .map_err(|e| io(e, "/tmp"))?;
     let dev = r.join("dev");
     std::fs::create_dir_all(&dev)?;
     mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=755"))
@@ -157,6 +247,8 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         file_target(&dst)?;
         mount(Some(&Path::new("/dev").join(n)), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| io(e, &format!("/dev/{n}")))?;
+        mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .map_err(|e| io(e, &format!("private /dev/{n}")))?;
     }
     let proc_dir = r.join("proc");
     std::fs::create_dir_all(&proc_dir)?;
@@ -193,12 +285,19 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
     crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
 
-    let (program, args) = spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
-    let err = std::process::Command::new(program)
-        .args(args)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/var/task")
-        .exec();
+    let (argv, env) = if spec.argv.is_empty() {
+        // Made ahead: wait for the function, then run its bootstrap.
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
+        let launch: Launch = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        let program = launch.programs.into_iter().find(|p| Path::new(p).is_file()).unwrap_or_default();
+        // The function's code gets no channel to the worker.
+        nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
+        (vec![program], launch.env)
+    } else {
+        (spec.argv.clone(), spec.env.clone())
+    };
+    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
+    let err = std::process::Command::new(program).args(args).env_clear().envs(env).current_dir("/var/task").exec();
     Err(err)
 }

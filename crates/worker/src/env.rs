@@ -1,6 +1,7 @@
 //! One execution environment: a runtime process, its Runtime API listener,
 //! the invocation it is serving, and the log lines it writes.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
@@ -15,23 +16,28 @@ use tracing::Instrument;
 
 use crate::{Error, Invocation};
 
-/// What an environment is built from.
+/// What every environment of a runtime starts from, before it knows its function.
+#[derive(Clone)]
+pub struct Base {
+    pub runtime: String,
+    /// The interpreter of a managed runtime; `None` for `provided`.
+    pub interpreter: Option<String>,
+    pub runtime_dir: PathBuf,
+    pub region: String,
+    pub api_endpoint: String,
+    /// Run inside namespaces (`None`: a plain child process).
+    pub sandbox: Option<crate::SandboxConfig>,
+}
+
+/// The function an environment is for.
 #[derive(Clone)]
 pub struct Spec {
+    pub base: Base,
     /// The pool key of the configuration.
     pub key: String,
     pub config: FunctionConfig,
     pub code_dir: PathBuf,
-    pub runtime_dir: PathBuf,
-    /// The interpreter of a managed runtime; `None` for `provided`.
-    pub interpreter: Option<String>,
-    pub region: String,
-    pub api_endpoint: String,
     pub keys: crate::SessionKeys,
-    /// Run inside namespaces (`None`: a plain child process).
-    pub sandbox: Option<crate::SandboxConfig>,
-    /// A unique name for the environment (cgroup, root directory).
-    pub id: String,
     /// The function's layers, merged, mounted at `/opt` in a sandbox.
     pub layers: Option<PathBuf>,
     /// `AWS_LAMBDA_INITIALIZATION_TYPE`: `on-demand` or `provisioned-concurrency`.
@@ -190,6 +196,14 @@ impl Shared {
 
 pub(crate) struct Env {
     key: String,
+    /// Where the function's environment line goes (a runtime started ahead
+    /// waits for it); dropped once sent.
+    control: Option<Box<dyn std::io::Write + Send + Sync>>,
+    /// The sandbox's mount points for code, layers and `/tmp`.
+    slots: Option<nimbus_sandbox::namespaces::Slots>,
+    runtime: String,
+    /// The Runtime API as the runtime reaches it.
+    runtime_api: String,
     shared: Arc<Shared>,
     /// The worker's own write end of the runtime's output pipe, for markers.
     marker: SyncMutex<std::io::PipeWriter>,
@@ -228,28 +242,43 @@ async fn forward_api(listener: tokio::net::TcpListener, api: String) {
 
 /// Waits for stage one's namespaces, puts it in its cgroup, binds the
 /// Runtime API inside its network namespace, and lets it go on.
+#[allow(clippy::type_complexity)]
 async fn prepare_sandbox(
     control: std::os::unix::net::UnixStream,
     pid: u32,
     sb: &crate::SandboxConfig,
-    spec: &Spec,
-) -> Result<(tokio::net::TcpListener, Option<nimbus_sandbox::cgroup::Cgroup>, tokio::task::JoinHandle<()>), Error> {
+    id: &str,
+    api_endpoint: &str,
+) -> Result<
+    (
+        tokio::net::TcpListener,
+        Option<nimbus_sandbox::cgroup::Cgroup>,
+        tokio::task::JoinHandle<()>,
+        std::os::unix::net::UnixStream,
+    ),
+    Error,
+> {
     use std::io::{Read, Write};
     let layout = sb.cgroups.clone();
-    let (id, memory, group) = (spec.id.clone(), u64::from(spec.config.memory_size), sb.cgroup_group.clone());
+    let (id, group) = (id.to_string(), sb.cgroup_group.clone());
     let work = tokio::task::spawn_blocking(
-        move || -> std::io::Result<([std::net::TcpListener; 2], Option<nimbus_sandbox::cgroup::Cgroup>)> {
+        move || -> std::io::Result<(
+            [std::net::TcpListener; 2],
+            Option<nimbus_sandbox::cgroup::Cgroup>,
+            std::os::unix::net::UnixStream,
+        )> {
             let mut control = control;
             control.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut ready = [0u8; 1];
             control.read_exact(&mut ready)?;
             let cgroup = match &layout {
                 Some(l) => {
+                    // Generous until the function is known: specialisation sets its limits.
                     let cg = nimbus_sandbox::cgroup::Cgroup::create(
                         l,
                         &group,
                         &id,
-                        nimbus_sandbox::cgroup::Limits::for_memory_mb(memory),
+                        nimbus_sandbox::cgroup::Limits::for_memory_mb(TEMPLATE_MEMORY_MB),
                     )?;
                     cg.attach(pid)?;
                     Some(cg)
@@ -270,19 +299,23 @@ async fn prepare_sandbox(
             .join()
             .map_err(|_| std::io::Error::other("listener thread panicked"))??;
             control.write_all(b"g")?;
-            Ok((listeners, cgroup))
+            control.set_read_timeout(None)?;
+            Ok((listeners, cgroup, control))
         },
     );
-    let ([runtime_api, api], cgroup) = work
+    let ([runtime_api, api], cgroup, control) = work
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Internal(format!("preparing the sandbox: {e}")))?;
     let to_tokio = |l| tokio::net::TcpListener::from_std(l).map_err(|e: std::io::Error| Error::Internal(e.to_string()));
     let (runtime_api, api) = (to_tokio(runtime_api)?, to_tokio(api)?);
-    let target = spec.api_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let target = api_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
     let forwarder = tokio::spawn(forward_api(api, target));
-    Ok((runtime_api, cgroup, forwarder))
+    Ok((runtime_api, cgroup, forwarder, control))
 }
+
+/// A sandbox's cgroup before its function is known (the largest Lambda size).
+const TEMPLATE_MEMORY_MB: u64 = 10_240;
 
 /// Removes a cgroup once the kernel has let its last process go.
 async fn remove_cgroup(cg: &nimbus_sandbox::cgroup::Cgroup) {
@@ -305,21 +338,32 @@ struct Paths {
     runtime_dir: String,
 }
 
+/// What a runtime needs from its first instruction, before it knows its function.
+fn base_environment(paths: &Paths) -> Vec<(String, String)> {
+    [
+        ("LANG", "en_US.UTF-8".to_string()),
+        ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin".into()),
+        ("LAMBDA_RUNTIME_DIR", paths.runtime_dir.clone()),
+        ("TZ", ":UTC".into()),
+        // Node reads it once, at start.
+        ("NODE_PATH", "/opt/nodejs/node_modules:/opt/nodejs/node20/node_modules".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) -> Vec<(String, String)> {
     let c = &spec.config;
     let mut env: Vec<(String, String)> = c.environment.clone().unwrap_or_default().into_iter().collect();
+    env.extend(base_environment(paths));
     let task_root = paths.task_root.clone();
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
-    set("LANG", "en_US.UTF-8".into());
-    set("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin".into());
     set("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:{task_root}:{task_root}/lib:/opt/lib"));
     set("_HANDLER", c.handler.clone().unwrap_or_default());
     set("LAMBDA_TASK_ROOT", task_root);
-    set("LAMBDA_RUNTIME_DIR", paths.runtime_dir.clone());
-    set("TZ", ":UTC".into());
-    set("NODE_PATH", "/opt/nodejs/node_modules:/opt/nodejs/node20/node_modules".into());
-    set("AWS_REGION", spec.region.clone());
-    set("AWS_DEFAULT_REGION", spec.region.clone());
+    set("AWS_REGION", spec.base.region.clone());
+    set("AWS_DEFAULT_REGION", spec.base.region.clone());
     set("AWS_LAMBDA_FUNCTION_NAME", c.name.clone());
     set("AWS_LAMBDA_FUNCTION_VERSION", c.version.clone());
     set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", c.memory_size.to_string());
@@ -331,7 +375,7 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     // network namespace.
     set(
         "AWS_ENDPOINT_URL",
-        if spec.sandbox.is_some() { format!("http://{SANDBOX_API}") } else { spec.api_endpoint.clone() },
+        if spec.base.sandbox.is_some() { format!("http://{SANDBOX_API}") } else { spec.base.api_endpoint.clone() },
     );
     set("AWS_ACCESS_KEY_ID", spec.keys.access_key_id.clone());
     set("AWS_SECRET_ACCESS_KEY", spec.keys.secret_access_key.clone());
@@ -369,36 +413,46 @@ fn platform_error(error_type: &str, message: String) -> Bytes {
 }
 
 impl Env {
+    /// Starts an environment for `spec`'s function: a template, specialised at once.
     pub async fn spawn(spec: Spec) -> Result<Self, Error> {
-        let runtime = spec.config.runtime.clone().unwrap_or_default();
-        let paths = match spec.sandbox {
-            Some(_) => Paths { task_root: "/var/task".into(), runtime_dir: "/var/runtime".into() },
-            None => Paths {
-                task_root: spec.code_dir.display().to_string(),
-                runtime_dir: spec.runtime_dir.display().to_string(),
+        let sandboxed = spec.base.sandbox.is_some();
+        // A custom runtime outside a sandbox has nothing to start ahead: its
+        // process is the function's bootstrap.
+        let now = (!sandboxed && spec.base.runtime.starts_with("provided")).then_some(&spec);
+        Self::launch(&spec.base, now).await?.specialize(&spec).await
+    }
+
+    /// Starts a runtime, in its sandbox, that waits for its function (see
+    /// [`Env::specialize`]); with `now`, one that runs that function at once.
+    pub async fn launch(base: &Base, now: Option<&Spec>) -> Result<Self, Error> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let runtime = base.runtime.as_str();
+        let paths = match (&base.sandbox, now) {
+            (Some(_), _) => Paths { task_root: "/var/task".into(), runtime_dir: "/var/runtime".into() },
+            (None, _) => Paths {
+                task_root: now.map(|s| s.code_dir.display().to_string()).unwrap_or_default(),
+                runtime_dir: base.runtime_dir.display().to_string(),
             },
         };
-        let (program, args): (String, Vec<String>) = match (&spec.interpreter, runtime.as_str()) {
+        // An empty program: the sandbox waits for its function's bootstrap.
+        let (program, args): (String, Vec<String>) = match (&base.interpreter, runtime) {
             // -I keeps the host's PYTHON* settings and user site out; -u
-            // makes output reach the log line by line, not when a buffer fills.
-            (Some(python), r) if r.starts_with("python") => {
-                (python.clone(), vec!["-I".into(), "-u".into(), format!("{}/bootstrap.py", paths.runtime_dir)])
+            // keeps output unbuffered so log lines arrive as written.
+            (Some(py), r) if r.starts_with("python") => {
+                (py.clone(), vec!["-I".into(), "-u".into(), format!("{}/bootstrap.py", paths.runtime_dir)])
             }
             (Some(node), r) if r.starts_with("nodejs") => {
                 (node.clone(), vec![format!("{}/bootstrap.mjs", paths.runtime_dir)])
             }
-            (None, r) if r.starts_with("provided") => (format!("{}/bootstrap", paths.task_root), vec![]),
+            (None, r) if r.starts_with("provided") => match now {
+                Some(_) => (format!("{}/bootstrap", paths.task_root), vec![]),
+                None => (String::new(), vec![]),
+            },
             _ => return Err(Error::Unavailable(format!("The {runtime} runtime cannot run on this worker yet."))),
         };
-        if spec.sandbox.is_some() && runtime.starts_with("provided") {
-            let bootstrap = spec.code_dir.join("bootstrap");
-            if !bootstrap.is_file() {
-                return Err(Error::InvalidEntrypoint(format!("Couldn't find valid bootstrap(s): [{program}]")));
-            }
-        }
         // A plain process reaches a listener on the host; a sandbox gets one
         // bound inside its network namespace once that exists.
-        let (listener, runtime_api) = match spec.sandbox {
+        let (listener, runtime_api) = match base.sandbox {
             None => {
                 let l =
                     tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Internal(e.to_string()))?;
@@ -406,6 +460,14 @@ impl Env {
                 (Some(l), addr.to_string())
             }
             Some(_) => (None, SANDBOX_RUNTIME_API.to_string()),
+        };
+        let env = match now {
+            Some(spec) => environment(spec, &paths, &runtime_api, &log_stream_name(&spec.config.version)),
+            None => {
+                let mut env = base_environment(&paths);
+                env.push(("NIMBUS_SPECIALIZE".into(), "1".into()));
+                env
+            }
         };
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
@@ -423,38 +485,54 @@ impl Env {
 
         // stdout and stderr share one pipe (as in AWS's log stream), and the
         // worker keeps a write end of it for drain markers.
-        let io_err = |e: std::io::Error| Error::Internal(format!("creating the output pipe: {e}"));
+        let io_err = |e: std::io::Error| Error::Internal(format!("creating a pipe: {e}"));
         let (reader, writer) = std::io::pipe().map_err(io_err)?;
         let marker = writer.try_clone().map_err(io_err)?;
         let stderr = writer.try_clone().map_err(io_err)?;
         let reader =
             tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)).map_err(io_err)?;
 
-        let log_stream = log_stream_name(&spec.config.version);
-        let spawned_at = Instant::now();
-        let env = environment(&spec, &paths, &runtime_api, &log_stream);
-        let (mut command, control) = match &spec.sandbox {
+        let mut control: Option<Box<dyn std::io::Write + Send + Sync>> = None;
+        let mut slots = None;
+        let mut root = None;
+        let (mut command, socket) = match &base.sandbox {
             None => {
                 let mut c = Command::new(&program);
-                c.args(&args).current_dir(&spec.code_dir).env_clear().envs(env).stdin(std::process::Stdio::null());
+                c.args(&args).env_clear().envs(env);
+                match now {
+                    Some(spec) => {
+                        c.current_dir(&spec.code_dir).stdin(std::process::Stdio::null());
+                    }
+                    None => {
+                        let (theirs, ours) = std::io::pipe().map_err(io_err)?;
+                        c.current_dir("/").stdin(std::process::Stdio::from(theirs));
+                        control = Some(Box::new(ours));
+                    }
+                }
                 (c, None)
             }
             Some(sb) => {
-                let root = sb.roots.join(&spec.id);
-                std::fs::create_dir_all(&root)
-                    .map_err(|e| Error::Internal(format!("creating {}: {e}", root.display())))?;
+                let dir = sb.roots.join(&id);
+                let slot_set = nimbus_sandbox::namespaces::Slots::under(&sb.roots.join(format!("{id}.slots")));
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| slot_set.create())
+                    .map_err(|e| Error::Internal(format!("preparing {}: {e}", dir.display())))?;
                 let inner = nimbus_sandbox::namespaces::Spec {
-                    root,
-                    code: spec.code_dir.clone(),
-                    runtime: spec.runtime_dir.clone(),
-                    opt: spec.layers.clone(),
-                    tmp_mb: spec.config.ephemeral_storage,
+                    root: dir.clone(),
+                    runtime: base.runtime_dir.clone(),
+                    slots: slot_set.clone(),
                     uid: sb.uid,
                     gid: sb.gid,
-                    argv: std::iter::once(program.clone()).chain(args.iter().cloned()).collect(),
+                    argv: if program.is_empty() {
+                        vec![]
+                    } else {
+                        std::iter::once(program.clone()).chain(args.iter().cloned()).collect()
+                    },
                     env,
                     exe: sb.exe.clone(),
                 };
+                root = Some(dir);
+                slots = Some(slot_set);
                 let json = serde_json::to_string(&inner).map_err(|e| Error::Internal(e.to_string()))?;
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
                 let mut c = Command::new(&sb.exe);
@@ -464,28 +542,37 @@ impl Env {
                 (c, Some(ours))
             }
         };
-        let mut child = command
+        let spawned = command
             .stdout(std::process::Stdio::from(writer))
             .stderr(std::process::Stdio::from(stderr))
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| match e.kind() {
-                // A missing or non-executable bootstrap, or a bad interpreter line.
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                    Error::InvalidEntrypoint(format!("Couldn't find valid bootstrap(s): [{program}]: {e}"))
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(s) = &slots {
+                    s.remove();
                 }
-                _ => Error::Internal(format!("starting {program}: {e}")),
-            })?;
+                return Err(match e.kind() {
+                    // A missing or non-executable bootstrap, or a bad interpreter line.
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        Error::InvalidEntrypoint(format!("Couldn't find valid bootstrap(s): [{program}]: {e}"))
+                    }
+                    _ => Error::Internal(format!("starting {program}: {e}")),
+                });
+            }
+        };
         let pid = child.id();
         let mut cgroup = None;
         let mut forwarder = None;
-        let listener = match (listener, control, &spec.sandbox) {
+        let listener = match (listener, socket, &base.sandbox) {
             (Some(l), _, _) => l,
-            (None, Some(control), Some(sb)) => {
+            (None, Some(socket), Some(sb)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
-                let (l, cg, fwd) = prepare_sandbox(control, pid, sb, &spec).await?;
+                let (l, cg, fwd, socket) = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
                 cgroup = cg;
                 forwarder = Some(fwd);
+                control = Some(Box::new(socket));
                 l
             }
             _ => return Err(Error::Internal("sandbox without a control socket".into())),
@@ -504,7 +591,6 @@ impl Env {
         });
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let watch = shared.clone();
-        let root = spec.sandbox.as_ref().map(|sb| sb.roots.join(&spec.id));
         tokio::spawn(async move {
             let status = tokio::select! {
                 s = child.wait() => s.map(describe_exit).unwrap_or_else(|e| e.to_string()),
@@ -519,22 +605,100 @@ impl Env {
             watch.exited.notify_waiters();
         });
         Ok(Self {
-            key: spec.key.clone(),
+            key: String::new(),
+            control,
+            slots,
+            runtime: base.runtime.clone(),
+            runtime_api,
             shared,
             marker: SyncMutex::new(marker),
             jobs_tx,
             kill: SyncMutex::new(Some(kill_tx)),
             api_task,
             pid,
-            spawned_at,
-            memory_mb: spec.config.memory_size,
-            timeout: Duration::from_secs(u64::from(spec.config.timeout)),
-            version: spec.config.version.clone(),
-            log_stream,
+            spawned_at: Instant::now(),
+            memory_mb: 0,
+            timeout: Duration::ZERO,
+            version: String::new(),
+            log_stream: String::new(),
             cgroup,
             root,
             forwarder,
         })
+    }
+
+    /// Gives a runtime started ahead its function: the code, layers and a
+    /// `/tmp` of its size on the sandbox's slots, the memory limit, and the
+    /// whole environment, on the control channel. The init phase (and
+    /// `Init Duration`) starts here.
+    pub async fn specialize(mut self, spec: &Spec) -> Result<Self, Error> {
+        let c = &spec.config;
+        self.key = spec.key.clone();
+        self.memory_mb = c.memory_size;
+        self.timeout = Duration::from_secs(u64::from(c.timeout));
+        self.version = c.version.clone();
+        self.spawned_at = Instant::now();
+        let Some(mut control) = self.control.take() else {
+            // Started with its function already.
+            self.log_stream = log_stream_name(&c.version);
+            return Ok(self);
+        };
+        let sandboxed = spec.base.sandbox.is_some();
+        if sandboxed && self.runtime.starts_with("provided") {
+            let found = [spec.code_dir.join("bootstrap"), spec.layers.clone().unwrap_or_default().join("bootstrap")]
+                .iter()
+                .any(|p| p.is_file());
+            if !found {
+                self.retire().await;
+                return Err(Error::InvalidEntrypoint(
+                    "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".into(),
+                ));
+            }
+        }
+        let paths = match sandboxed {
+            true => Paths { task_root: "/var/task".into(), runtime_dir: "/var/runtime".into() },
+            false => Paths {
+                task_root: spec.code_dir.display().to_string(),
+                runtime_dir: spec.base.runtime_dir.display().to_string(),
+            },
+        };
+        let prepared = (|| -> std::io::Result<()> {
+            if let Some(slots) = &self.slots {
+                slots.fill(&spec.code_dir, spec.layers.as_deref(), c.ephemeral_storage)?;
+            }
+            if let Some(cg) = &self.cgroup {
+                cg.limit_memory(u64::from(c.memory_size) << 20)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = prepared {
+            self.retire().await;
+            return Err(Error::Internal(format!("specialising an environment: {e}")));
+        }
+        self.log_stream = log_stream_name(&c.version);
+        let launch = nimbus_sandbox::namespaces::Launch {
+            programs: vec!["/var/task/bootstrap".into(), "/opt/bootstrap".into()],
+            env: environment(spec, &paths, &self.runtime_api, &self.log_stream),
+        };
+        let mut line = serde_json::to_vec(&launch).map_err(|e| Error::Internal(e.to_string()))?;
+        line.push(b'\n');
+        // One small write into an idle pipe or socket buffer: it does not block.
+        if let Err(e) = control.write_all(&line) {
+            self.retire().await;
+            return Err(Error::Internal(format!("handing the environment its function: {e}")));
+        }
+        Ok(self)
+    }
+
+    /// After init: the CPU share of the function's memory. Init itself runs
+    /// unthrottled, as AWS boosts CPU during the init phase.
+    pub fn limit_cpu(&self) {
+        if let Some(cg) = &self.cgroup {
+            let limits = nimbus_sandbox::cgroup::Limits::for_memory_mb(u64::from(self.memory_mb));
+            if let Err(e) = cg.limit_cpu(limits.cpu_millis) {
+                tracing::warn!(error = %e, "cannot set the CPU limit");
+            }
+        }
     }
 
     pub fn alive(&self) -> bool {
@@ -747,6 +911,9 @@ impl Env {
         }
         if let Some(cg) = &self.cgroup {
             remove_cgroup(cg).await;
+        }
+        if let Some(slots) = &self.slots {
+            slots.remove();
         }
         if let Some(root) = &self.root {
             let _ = std::fs::remove_dir(root);

@@ -13,6 +13,7 @@ mod pool;
 mod runtime_api;
 mod unpack;
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -129,12 +130,18 @@ pub struct Settings {
     /// `None` runs plain child processes (`--isolation process`).
     pub sandbox: Option<SandboxConfig>,
     pub scaling: ScalingLimits,
+    /// Templates kept started ahead per runtime (sandbox and runtime,
+    /// waiting for a function).
+    pub prewarm: usize,
 }
 
 pub struct Worker {
     settings: Settings,
     code: Arc<dyn CodeSource>,
     pool: Arc<pool::Pool>,
+    templates: Arc<Templates>,
+    /// Code and layer directories made read-only mounts of themselves.
+    read_only: std::sync::Mutex<HashSet<PathBuf>>,
     /// Serialises unpacking of one archive.
     unpacking: Mutex<()>,
 }
@@ -151,11 +158,16 @@ impl Worker {
         std::fs::create_dir_all(&runtime_dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", runtime_dir.display())))?;
         if let Some(sb) = &settings.sandbox {
-            // Leftovers of a previous run that was killed before retiring its environments.
+            // Leftovers of a previous run that was killed before retiring its
+            // environments: mounts first, so that no removal reaches through one.
+            nimbus_sandbox::namespaces::unmount_under(&settings.root);
             if let Some(layout) = &sb.cgroups {
                 nimbus_sandbox::cgroup::Cgroup::remove_leftovers(layout, &sb.cgroup_group);
             }
             for e in std::fs::read_dir(&sb.roots).into_iter().flatten().flatten() {
+                for slot in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_dir(slot.path());
+                }
                 let _ = std::fs::remove_dir(e.path());
             }
         }
@@ -164,12 +176,18 @@ impl Worker {
                 .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
         }
         let pool = pool::Pool::new(settings.scaling.clone());
-        Ok(Self { settings, code, pool, unpacking: Mutex::new(()) })
+        let templates =
+            Arc::new(Templates { ready: Default::default(), filling: Default::default(), target: settings.prewarm });
+        Ok(Self { settings, code, pool, templates, read_only: Default::default(), unpacking: Mutex::new(()) })
     }
 
     /// Retires every idle environment (graceful shutdown).
     pub async fn shutdown(&self) {
         retire_all(self.pool.drain()).await;
+        retire_all(self.templates.drain()).await;
+        if self.settings.sandbox.is_some() {
+            nimbus_sandbox::namespaces::unmount_under(&self.settings.root);
+        }
         if let Some(SandboxConfig { cgroups: Some(layout), cgroup_group, .. }) = &self.settings.sandbox {
             nimbus_sandbox::cgroup::Cgroup::remove_group(layout, cgroup_group);
         }
@@ -177,6 +195,18 @@ impl Worker {
 
     fn key(c: &FunctionConfig) -> String {
         format!("{}\u{0}{}\u{0}{}", c.name, c.version, c.revision_id)
+    }
+
+    fn base(&self, config: &FunctionConfig) -> env::Base {
+        let runtime = config.runtime.clone().unwrap_or_default();
+        env::Base {
+            interpreter: self.settings.catalog.interpreter(&runtime).map(str::to_string),
+            runtime,
+            runtime_dir: self.settings.root.join("runtime"),
+            region: self.settings.region.clone(),
+            api_endpoint: self.settings.api_endpoint.clone(),
+            sandbox: self.settings.sandbox.clone(),
+        }
     }
 
     /// What an environment of `config` is built from.
@@ -187,28 +217,20 @@ impl Worker {
         init_type: &'static str,
     ) -> Result<env::Spec, Error> {
         Ok(env::Spec {
+            base: self.base(config),
             key: Self::key(config),
             config: config.clone(),
             code_dir: self.code_dir(&config.code.sha256_hex).await?,
-            runtime_dir: self.settings.root.join("runtime"),
-            interpreter: config
-                .runtime
-                .as_deref()
-                .and_then(|r| self.settings.catalog.interpreter(r))
-                .map(str::to_string),
-            region: self.settings.region.clone(),
-            api_endpoint: self.settings.api_endpoint.clone(),
             keys: self.settings.credentials.issue(invoked_arn),
-            sandbox: self.settings.sandbox.clone(),
             layers: self.layers_dir(config).await?,
-            id: uuid::Uuid::new_v4().simple().to_string(),
             init_type,
         })
     }
 
     /// The unpacked code of an archive.
     async fn code_dir(&self, sha: &str) -> Result<PathBuf, Error> {
-        self.unpacked(self.settings.root.join("code").join(sha), &[sha]).await
+        let dir = self.unpacked(self.settings.root.join("code").join(sha), &[sha]).await?;
+        self.read_only(dir)
     }
 
     /// The function's layers merged in order, one directory per combination.
@@ -217,7 +239,8 @@ impl Worker {
             return Ok(None);
         }
         let shas: Vec<&str> = config.layers.iter().map(|l| l.sha256_hex.as_str()).collect();
-        self.unpacked(self.settings.root.join("layers").join(shas.join("-")), &shas).await.map(Some)
+        let dir = self.unpacked(self.settings.root.join("layers").join(shas.join("-")), &shas).await?;
+        self.read_only(dir).map(Some)
     }
 
     /// `dir` holding the archives unpacked one over another, made once.
@@ -244,21 +267,104 @@ impl Worker {
         Ok(dir)
     }
 
-    /// Starts an environment. An init that overruns AWS's 10 s limit is
-    /// abandoned and run again with no limit of its own: the invocation's
-    /// timeout then covers it (AWS's "suppressed init").
+    /// In a sandbox, code and layers are bound from read-only mounts of
+    /// their directories, made once per directory and node run.
+    fn read_only(&self, dir: PathBuf) -> Result<PathBuf, Error> {
+        if self.settings.sandbox.is_none() {
+            return Ok(dir);
+        }
+        let mut mounted = self.read_only.lock().unwrap_or_else(|e| e.into_inner());
+        if !mounted.contains(&dir) {
+            nimbus_sandbox::namespaces::read_only_self(&dir).map_err(|e| Error::Internal(e.to_string()))?;
+            mounted.insert(dir.clone());
+        }
+        Ok(dir)
+    }
+
+    /// Starts an environment: a template made ahead if one is ready, else a
+    /// new one. An init that overruns AWS's 10 s limit is abandoned and run
+    /// again with no limit of its own: the invocation's timeout then covers
+    /// it (AWS's "suppressed init").
     async fn start(&self, spec: env::Spec) -> Result<env::Env, Error> {
-        let first = env::Env::spawn(spec.clone()).await?;
+        let first = match self.templates.take(&spec.base) {
+            Some(t) => t.specialize(&spec).await?,
+            None => env::Env::spawn(spec.clone()).await?,
+        };
         if first.wait_ready(INIT_LIMIT).await {
+            first.limit_cpu();
             return Ok(first);
         }
         first.retire().await;
-        let second = env::Env::spawn(env::Spec { id: uuid::Uuid::new_v4().simple().to_string(), ..spec }).await?;
+        let second = env::Env::spawn(spec).await?;
         second.note(format!(
             "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: timeout",
             INIT_LIMIT.as_secs_f64() * 1000.0
         ));
+        second.limit_cpu();
         Ok(second)
+    }
+}
+
+/// Runtimes started ahead, each in its own sandbox, waiting to be given a
+/// function: a cold start specialises one instead of building a sandbox
+/// and starting an interpreter on the request path. Kept at `target` per
+/// runtime once that runtime has been asked for.
+struct Templates {
+    ready: std::sync::Mutex<HashMap<String, Vec<env::Env>>>,
+    filling: std::sync::Mutex<HashSet<String>>,
+    target: usize,
+}
+
+impl Templates {
+    fn lock_ready(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<env::Env>>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A ready template of the runtime, if there is one; starts refilling.
+    fn take(self: &Arc<Self>, base: &env::Base) -> Option<env::Env> {
+        // A custom runtime outside a sandbox has nothing to start ahead.
+        if base.sandbox.is_none() && base.runtime.starts_with("provided") {
+            return None;
+        }
+        let found = {
+            let mut ready = self.lock_ready();
+            let list = ready.entry(base.runtime.clone()).or_default();
+            let mut found = None;
+            while let Some(t) = list.pop() {
+                if t.alive() {
+                    found = Some(t);
+                    break;
+                }
+                tokio::spawn(t.retire());
+            }
+            found
+        };
+        self.fill(base);
+        found
+    }
+
+    fn fill(self: &Arc<Self>, base: &env::Base) {
+        let runtime = base.runtime.clone();
+        if self.target == 0 || !self.filling.lock().unwrap_or_else(|e| e.into_inner()).insert(runtime.clone()) {
+            return;
+        }
+        let (me, base) = (self.clone(), base.clone());
+        tokio::spawn(async move {
+            while me.lock_ready().get(&runtime).map_or(0, Vec::len) < me.target {
+                match env::Env::launch(&base, None).await {
+                    Ok(t) => me.lock_ready().entry(runtime.clone()).or_default().push(t),
+                    Err(e) => {
+                        tracing::warn!(%runtime, error = %e, "cannot start a template");
+                        break;
+                    }
+                }
+            }
+            me.filling.lock().unwrap_or_else(|e| e.into_inner()).remove(&runtime);
+        });
+    }
+
+    fn drain(&self) -> Vec<env::Env> {
+        self.lock_ready().drain().flat_map(|(_, v)| v).collect()
     }
 }
 
@@ -322,6 +428,7 @@ impl Invoker for Worker {
                 env.retire().await;
                 return Err(Error::Unavailable(reason));
             }
+            env.limit_cpu();
             Ok(env)
         };
         // A few at a time: each start is CPU-bound on this node.
