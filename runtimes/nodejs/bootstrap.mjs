@@ -6,16 +6,85 @@
 // supported; errors are reported in AWS's shapes.
 //
 // Started ahead of its function (NIMBUS_SPECIALIZE set), it first waits for
-// one JSON line on stdin carrying the function's whole environment.
+// one JSON line on stdin (the worker's socket) carrying the function's whole
+// environment, then talks to the worker over that socket in frames.
 
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
 
+// Frames on the worker's socket, the Runtime API without HTTP (the
+// worker's channel.rs): `next`, `response <id> <len>`, `error <id> <len>`,
+// `init_error <len>`; the worker answers `invoke <meta len> <payload len>`.
+class Channel {
+  constructor(socket) {
+    this.socket = socket;
+    this.buf = Buffer.alloc(0);
+    this.waiting = [];
+    socket.on("data", (d) => {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      this.wake();
+    });
+    socket.on("close", () => {
+      this.closed = true;
+      this.wake();
+    });
+  }
+
+  wake() {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
+  }
+
+  async more() {
+    if (this.closed) process.exit(0);
+    await new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  async line() {
+    for (;;) {
+      const i = this.buf.indexOf(10);
+      if (i >= 0) {
+        const line = this.buf.subarray(0, i).toString();
+        this.buf = this.buf.subarray(i + 1);
+        return line;
+      }
+      await this.more();
+    }
+  }
+
+  async take(n) {
+    while (this.buf.length < n) await this.more();
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  async next() {
+    this.socket.write("next\n");
+    const [, metaLen, payloadLen] = (await this.line()).split(" ");
+    const meta = JSON.parse((await this.take(Number(metaLen))).toString());
+    const body = (await this.take(Number(payloadLen))).toString();
+    return { headers: { get: (name) => meta[name] ?? null }, text: async () => body };
+  }
+
+  post(pathname, body) {
+    const data = Buffer.from(body ?? "");
+    const [, , id, kind] = pathname.split("/");
+    const head = pathname === "/init/error" ? `init_error ${data.length}\n` : `${kind} ${id} ${data.length}\n`;
+    return new Promise((resolve) => this.socket.write(Buffer.concat([Buffer.from(head), data]), resolve));
+  }
+}
+
+let channel = null;
 if (process.env.NIMBUS_SPECIALIZE) {
-  // The worker closes its end after the one line, so this read ends.
-  const launch = JSON.parse(readFileSync(0, "utf8"));
+  // The module loader sets itself up on first use: do that now, ahead of the function.
+  await import("data:text/javascript,export default 0").catch(() => {});
+  channel = new Channel(new net.Socket({ fd: 0, readable: true, writable: true }));
+  const launch = JSON.parse(await channel.line());
   for (const key of Object.keys(process.env)) delete process.env[key];
   Object.assign(process.env, Object.fromEntries(launch.env));
   process.chdir(process.env.LAMBDA_TASK_ROOT);
@@ -42,7 +111,12 @@ function errorBody(err, errorType) {
 }
 
 async function post(pathname, body, headers = {}) {
+  if (channel) return channel.post(pathname, body);
   await fetch(API + pathname, { method: "POST", body, headers });
+}
+
+function nextInvocation() {
+  return channel ? channel.next() : fetch(`${API}/invocation/next`);
 }
 
 async function initError(err, errorType) {
@@ -117,7 +191,7 @@ function run(fn, event, ctx) {
 
 const fn = await loadHandler();
 for (;;) {
-  const next = await fetch(`${API}/invocation/next`);
+  const next = await nextInvocation();
   const id = next.headers.get("lambda-runtime-aws-request-id");
   currentRequestId = id;
   process.env._X_AMZN_TRACE_ID = next.headers.get("lambda-runtime-trace-id") || "";

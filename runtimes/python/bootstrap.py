@@ -5,12 +5,15 @@ Loads the handler named by _HANDLER from LAMBDA_TASK_ROOT (and layers under
 environment is reclaimed. Errors are reported in AWS's shapes.
 
 Started ahead of its function (NIMBUS_SPECIALIZE set), it first waits for one
-JSON line on stdin carrying the function's whole environment."""
+JSON line on stdin carrying the function's whole environment, then talks to
+the worker over that same socket in frames (the worker's channel.rs) rather
+than over HTTP."""
 
 import http.client
 import importlib
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -19,16 +22,51 @@ PREFIX = "/2018-06-01/runtime"
 
 
 def specialize():
+    """Waits for the function; returns the worker's channel (None when not started ahead)."""
     if not os.environ.get("NIMBUS_SPECIALIZE"):
-        return
+        return None
     launch = json.loads(sys.stdin.buffer.readline())
     os.environ.clear()
     os.environ.update(dict(launch["env"]))
     time.tzset()
+    # The channel moves off stdin (not inherited), so the function's own reads never see it.
+    channel = Channel(os.dup(0))
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
     os.chdir(os.environ["LAMBDA_TASK_ROOT"])
+    return channel
+
+
+class Channel:
+    """The Runtime API's calls as frames on the worker's socket."""
+
+    def __init__(self, fd):
+        self.sock = socket.socket(fileno=fd)
+        self.reader = self.sock.makefile("rb")
+
+    def call(self, method, path, body=None, headers=None):
+        if path == "/invocation/next":
+            self.sock.sendall(b"next\n")
+            _, meta_len, payload_len = self.reader.readline().split()
+            meta = json.loads(self.reader.read(int(meta_len)))
+            return Headers(meta), self.reader.read(int(payload_len))
+        data = body.encode() if isinstance(body, str) else (body or b"")
+        if path == "/init/error":
+            head = b"init_error %d\n" % len(data)
+        else:
+            _, _, request_id, kind = path.split("/")
+            head = b"%s %s %d\n" % (kind.encode(), request_id.encode(), len(data))
+        self.sock.sendall(head + data)
+        return None, b""
+
+
+class Headers:
+    def __init__(self, meta):
+        self.meta = meta
+
+    def getheaders(self):
+        return list(self.meta.items())
 
 
 class Client:
@@ -101,8 +139,7 @@ class Context:
 
 
 def main():
-    specialize()
-    client = Client()
+    client = specialize() or Client()
     handler = load_handler(client)
     while True:
         resp, body = client.call("GET", "/invocation/next")

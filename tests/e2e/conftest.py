@@ -143,9 +143,19 @@ class Server:
             config=Config(retries={"max_attempts": 1}, read_timeout=60),
         )
 
-    def kill(self, sig=signal.SIGKILL):
+    def kill(self, sig=signal.SIGKILL, unmount=True):
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout=15)
+        code = self.proc.wait(timeout=15)
+        if sig == signal.SIGKILL and unmount:
+            self.unmount_leftovers()
+        return code
+
+    def unmount_leftovers(self):
+        """A killed node's mounts stay until it starts again on the same data
+        directory; tests that never restart it take them down themselves."""
+        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for p in sorted((p for p in points if p.startswith(str(self.data_dir) + "/")), reverse=True):
+            subprocess.run(["umount", "-l", p], check=False)
 
     def stop(self):
         """Graceful stop (environments are retired), then SIGKILL if it hangs."""

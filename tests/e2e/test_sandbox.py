@@ -159,7 +159,7 @@ def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
     lam = s.client()
     call(lam, deploy(lam), {"paths": []})
     envs = env_dirs(s)
-    s.kill()  # SIGKILL: nothing is retired
+    s.kill(unmount=False)  # SIGKILL: nothing is retired
     # Runtimes exit once their Runtime API connection (or, for templates, their control channel) is gone.
     wait_for(lambda: all(cg.exists() and not (cg / "cgroup.procs").read_text().strip() for cg in envs),
              "the orphaned runtimes to exit")

@@ -507,6 +507,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let name = b.create(rt).await?;
         invoke(&b.client, &name, &json!({})).await?;
     }
+    // Let the templates those starts asked for finish, so the figure is the
+    // node at rest, not its last cold starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = server.child.id();
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let t0 = tree_ticks(pid);

@@ -198,9 +198,11 @@ pub(crate) struct Env {
     key: String,
     /// Where the function's environment line goes (a runtime started ahead
     /// waits for it); dropped once sent.
-    control: Option<Box<dyn std::io::Write + Send + Sync>>,
+    control: Option<std::os::unix::net::UnixStream>,
     /// The sandbox's mount points for code, layers and `/tmp`.
     slots: Option<nimbus_sandbox::namespaces::Slots>,
+    /// Serves the local channel of our Python runtime.
+    channel: Option<tokio::task::JoinHandle<()>>,
     runtime: String,
     /// The Runtime API as the runtime reaches it.
     runtime_api: String,
@@ -466,6 +468,8 @@ impl Env {
             None => {
                 let mut env = base_environment(&paths);
                 env.push(("NIMBUS_SPECIALIZE".into(), "1".into()));
+                // Known already, and lets a runtime warm its HTTP client up.
+                env.push(("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.clone()));
                 env
             }
         };
@@ -492,7 +496,7 @@ impl Env {
         let reader =
             tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)).map_err(io_err)?;
 
-        let mut control: Option<Box<dyn std::io::Write + Send + Sync>> = None;
+        let mut control = None;
         let mut slots = None;
         let mut root = None;
         let (mut command, socket) = match &base.sandbox {
@@ -504,9 +508,9 @@ impl Env {
                         c.current_dir(&spec.code_dir).stdin(std::process::Stdio::null());
                     }
                     None => {
-                        let (theirs, ours) = std::io::pipe().map_err(io_err)?;
-                        c.current_dir("/").stdin(std::process::Stdio::from(theirs));
-                        control = Some(Box::new(ours));
+                        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
+                        c.current_dir("/").stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+                        control = Some(ours);
                     }
                 }
                 (c, None)
@@ -572,7 +576,7 @@ impl Env {
                 let (l, cg, fwd, socket) = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
                 cgroup = cg;
                 forwarder = Some(fwd);
-                control = Some(Box::new(socket));
+                control = Some(socket);
                 l
             }
             _ => return Err(Error::Internal("sandbox without a control socket".into())),
@@ -608,6 +612,7 @@ impl Env {
             key: String::new(),
             control,
             slots,
+            channel: None,
             runtime: base.runtime.clone(),
             runtime_api,
             shared,
@@ -682,10 +687,19 @@ impl Env {
         };
         let mut line = serde_json::to_vec(&launch).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
-        // One small write into an idle pipe or socket buffer: it does not block.
+        // One small write into an idle socket buffer: it does not block.
         if let Err(e) = control.write_all(&line) {
             self.retire().await;
             return Err(Error::Internal(format!("handing the environment its function: {e}")));
+        }
+        // Our own runtimes go on over the same socket (see channel.rs); a
+        // custom runtime is done with it.
+        if !self.runtime.starts_with("provided") {
+            let stream = control
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(control))
+                .map_err(|e| Error::Internal(format!("the runtime channel: {e}")))?;
+            self.channel = Some(tokio::spawn(crate::channel::serve(stream, self.shared.clone())));
         }
         Ok(self)
     }
@@ -902,8 +916,8 @@ impl Env {
         exited.as_mut().enable();
         self.kill();
         self.api_task.abort();
-        if let Some(f) = &self.forwarder {
-            f.abort();
+        for task in [&self.forwarder, &self.channel].into_iter().flatten() {
+            task.abort();
         }
         if self.alive() {
             // Bounded: the kill is already sent.

@@ -8,6 +8,7 @@
 //! The worker knows domain types (`nimbus-core`) and code archives
 //! (`nimbus-store` blobs), never the control API's wire types or routing.
 
+mod channel;
 mod env;
 mod pool;
 mod runtime_api;

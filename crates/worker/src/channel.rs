@@ -1,0 +1,94 @@
+//! The local channel of Nimbus's own runtimes: the Runtime API's four
+//! calls as frames on the environment's control socket, so that a warm
+//! invocation costs two socket writes rather than two HTTP exchanges. The
+//! HTTP Runtime API stays served beside it for AWS's runtime clients and
+//! custom runtimes, with the same rules (both end in [`Shared`]).
+//!
+//! Frames are a header line and then exactly `len` bytes:
+//! - runtime to worker: `next`, `response <id> <len>`, `error <id> <len>`,
+//!   `init_error <len>`;
+//! - worker to runtime: `invoke <meta len> <payload len>`, where the meta is
+//!   a JSON object of the Runtime API's `lambda-runtime-*` headers (names in
+//!   lower case) and the payload is the event.
+//!
+//! Anything else closes the channel, which the runtime sees as the end.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::env::{Reply, Shared};
+use crate::runtime_api::RESPONSE_MAX;
+
+/// Serves the channel until the runtime closes it or breaks the protocol.
+pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let mut header = String::new();
+    loop {
+        header.clear();
+        match reader.read_line(&mut header).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let words: Vec<&str> = header.split_whitespace().collect();
+        let served = match words.as_slice() {
+            ["next"] => next(&shared, &mut writer).await,
+            ["response", id, len] => body(&mut reader, len).await.map(|b| {
+                shared.complete(id, b.map_or_else(|()| Reply::Error(too_large()), Reply::Response));
+            }),
+            ["error", id, len] => body(&mut reader, len).await.map(|b| {
+                shared.complete(id, Reply::Error(b.unwrap_or_else(|()| too_large())));
+            }),
+            ["init_error", len] => {
+                body(&mut reader, len).await.map(|b| shared.init_failed(b.unwrap_or_else(|()| too_large())))
+            }
+            _ => None,
+        };
+        if served.is_none() {
+            tracing::warn!(header = %header.trim_end(), "runtime broke the channel protocol; closing it");
+            return;
+        }
+    }
+}
+
+fn too_large() -> Bytes {
+    let message = format!("Response payload size exceeded maximum allowed payload size ({RESPONSE_MAX} bytes).");
+    Bytes::from(
+        serde_json::json!({ "errorType": "Function.ResponseSizeTooLarge", "errorMessage": message }).to_string(),
+    )
+}
+
+/// Reads a body of `len` bytes: `Err` when over the limit (it is skipped),
+/// `None` when the channel failed.
+async fn body(reader: &mut (impl AsyncReadExt + Unpin), len: &str) -> Option<Result<Bytes, ()>> {
+    let len: u64 = len.parse().ok()?;
+    if len > RESPONSE_MAX as u64 {
+        let skipped = tokio::io::copy(&mut reader.take(len), &mut tokio::io::sink()).await.ok()?;
+        return (skipped == len).then_some(Err(()));
+    }
+    let mut buf = vec![0u8; len as usize];
+    reader.read_exact(&mut buf).await.ok()?;
+    Some(Ok(Bytes::from(buf)))
+}
+
+/// Hands the runtime its next invocation, when there is one.
+async fn next(shared: &Shared, writer: &mut (impl AsyncWriteExt + Unpin)) -> Option<()> {
+    shared.mark_ready();
+    let job = shared.jobs_rx.lock().await.recv().await?;
+    let mut meta = serde_json::json!({
+        "lambda-runtime-aws-request-id": job.request_id,
+        "lambda-runtime-deadline-ms": job.deadline_ms.to_string(),
+        "lambda-runtime-invoked-function-arn": job.invoked_arn,
+        "lambda-runtime-trace-id": job.trace_id,
+    });
+    if let Some(cc) = &job.client_context {
+        meta["lambda-runtime-client-context"] = cc.clone().into();
+    }
+    let meta = meta.to_string();
+    let mut frame = format!("invoke {} {}\n", meta.len(), job.payload.len()).into_bytes();
+    frame.extend_from_slice(meta.as_bytes());
+    frame.extend_from_slice(&job.payload);
+    writer.write_all(&frame).await.ok()
+}
