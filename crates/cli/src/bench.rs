@@ -471,7 +471,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         let (mut idle_env_mb, mut max_idle, mut envs_seen) = (Value::Null, Value::Null, 0);
         for &n in plan.scale_out {
-            // 500 Node environments (about 50 MB each) would not fit this kind of node.
+            // Each new Node environment costs about 100 ms of CPU: 100 of them make the point.
             if n > 100 && rt.id.starts_with("nodejs") {
                 continue;
             }
