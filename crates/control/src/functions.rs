@@ -146,6 +146,7 @@ impl Control {
         self.meta.apply(writes).await?;
         drop(guard);
         tracing::info!(function = %req.name, "function created");
+        self.prepare(&result);
         Ok(result)
     }
 
@@ -209,6 +210,7 @@ impl Control {
         self.collect_garbage(&guard).await?;
         drop(guard);
         self.retire_environments(&r.name, Some(LATEST)).await;
+        self.prepare(&result);
         Ok(result)
     }
 
@@ -240,6 +242,7 @@ impl Control {
         f.latest = latest;
         self.save(&f).await?;
         self.retire_environments(&r.name, Some(LATEST)).await;
+        self.prepare(&f.latest);
         Ok(f.latest)
     }
 

@@ -172,6 +172,15 @@ impl Control {
             .ok_or_else(|| not_found(format!("Function not found: {}", self.account().function_arn(name))))
     }
 
+    /// Gets a configuration ready to run, in the background: code unpacked
+    /// and templates of its runtime started before the first invoke.
+    fn prepare(&self, config: &FunctionConfig) {
+        if let Some(invoker) = self.invoker.clone() {
+            let config = config.clone();
+            tokio::spawn(async move { invoker.prepare(&config).await });
+        }
+    }
+
     /// Stops a function's idle environments of `$LATEST` (after an update)
     /// or, with `None`, of every version (after a delete): they run a
     /// configuration that no longer exists.

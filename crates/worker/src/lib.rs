@@ -71,6 +71,10 @@ pub struct Provision {
 #[async_trait]
 pub trait Invoker: Send + Sync {
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error>;
+    /// Gets a configuration ready ahead of its first invoke: its code and
+    /// layers unpacked (Python byte-compiled) and templates of its runtime
+    /// started. Called when code is deployed or a version published.
+    async fn prepare(&self, config: &FunctionConfig);
     /// Stops the idle environments of a function (after an update, of
     /// `$LATEST` only; after a delete, `None`: every version).
     async fn retire(&self, function: &str, version: Option<&str>);
@@ -221,16 +225,23 @@ impl Worker {
             base: self.base(config),
             key: Self::key(config),
             config: config.clone(),
-            code_dir: self.code_dir(&config.code.sha256_hex).await?,
+            code_dir: self.code_dir(config).await?,
             keys: self.settings.credentials.issue(invoked_arn),
             layers: self.layers_dir(config).await?,
             init_type,
         })
     }
 
-    /// The unpacked code of an archive.
-    async fn code_dir(&self, sha: &str) -> Result<PathBuf, Error> {
-        let dir = self.unpacked(self.settings.root.join("code").join(sha), &[sha]).await?;
+    /// The interpreter that byte-compiles a configuration's code, for Python runtimes.
+    fn compiler(&self, config: &FunctionConfig) -> Option<String> {
+        let runtime = config.runtime.as_deref().filter(|r| r.starts_with("python"))?;
+        self.settings.catalog.interpreter(runtime).map(str::to_string)
+    }
+
+    /// The unpacked code of a configuration.
+    async fn code_dir(&self, config: &FunctionConfig) -> Result<PathBuf, Error> {
+        let sha = config.code.sha256_hex.as_str();
+        let dir = self.unpacked(self.settings.root.join("code").join(sha), &[sha], self.compiler(config)).await?;
         self.read_only(dir)
     }
 
@@ -240,12 +251,14 @@ impl Worker {
             return Ok(None);
         }
         let shas: Vec<&str> = config.layers.iter().map(|l| l.sha256_hex.as_str()).collect();
-        let dir = self.unpacked(self.settings.root.join("layers").join(shas.join("-")), &shas).await?;
+        let dir =
+            self.unpacked(self.settings.root.join("layers").join(shas.join("-")), &shas, self.compiler(config)).await?;
         self.read_only(dir).map(Some)
     }
 
-    /// `dir` holding the archives unpacked one over another, made once.
-    async fn unpacked(&self, dir: PathBuf, shas: &[&str]) -> Result<PathBuf, Error> {
+    /// `dir` holding the archives unpacked one over another (and, with an
+    /// interpreter, byte-compiled), made once.
+    async fn unpacked(&self, dir: PathBuf, shas: &[&str], python: Option<String>) -> Result<PathBuf, Error> {
         if dir.exists() {
             return Ok(dir);
         }
@@ -260,7 +273,7 @@ impl Worker {
         let target = dir.clone();
         tokio::task::spawn_blocking(move || {
             let refs: Vec<&[u8]> = archives.iter().map(Vec::as_slice).collect();
-            unpack::unpack_merged(&refs, &target)
+            unpack::unpack_merged(&refs, &target, python.as_deref())
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
@@ -322,9 +335,15 @@ impl Templates {
     }
 
     /// A ready template of the runtime, if there is one; starts refilling.
+    /// A custom runtime outside a sandbox has nothing to start ahead, and a
+    /// runtime this node cannot run has no template.
+    fn applies(base: &env::Base) -> bool {
+        let managed = ["python", "nodejs"].iter().any(|p| base.runtime.starts_with(p)) && base.interpreter.is_some();
+        managed || (base.sandbox.is_some() && base.runtime.starts_with("provided"))
+    }
+
     fn take(self: &Arc<Self>, base: &env::Base) -> Option<env::Env> {
-        // A custom runtime outside a sandbox has nothing to start ahead.
-        if base.sandbox.is_none() && base.runtime.starts_with("provided") {
+        if !Self::applies(base) {
             return None;
         }
         let found = {
@@ -346,7 +365,10 @@ impl Templates {
 
     fn fill(self: &Arc<Self>, base: &env::Base) {
         let runtime = base.runtime.clone();
-        if self.target == 0 || !self.filling.lock().unwrap_or_else(|e| e.into_inner()).insert(runtime.clone()) {
+        if self.target == 0
+            || !Self::applies(base)
+            || !self.filling.lock().unwrap_or_else(|e| e.into_inner()).insert(runtime.clone())
+        {
             return;
         }
         let (me, base) = (self.clone(), base.clone());
@@ -401,6 +423,17 @@ impl Invoker for Worker {
         let outcome = environment.run(&inv, cold).instrument(tracing::debug_span!("run", cold)).await;
         ticket.finish(environment, outcome.reusable).await;
         Ok(outcome)
+    }
+
+    async fn prepare(&self, config: &FunctionConfig) {
+        let ready = async {
+            self.code_dir(config).await?;
+            self.layers_dir(config).await
+        };
+        if let Err(e) = ready.await {
+            tracing::warn!(function = %config.name, error = %e, "cannot prepare the function's code ahead");
+        }
+        self.templates.fill(&self.base(config));
     }
 
     async fn retire(&self, function: &str, version: Option<&str>) {
