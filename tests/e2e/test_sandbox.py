@@ -3,6 +3,7 @@ cannot see or do, limits, and teardown. The session server runs this mode."""
 
 import base64
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -343,3 +344,30 @@ def test_provided_runtime_with_the_npm_aws_lambda_ric(lam):
         assert out == {"ric": "npm", "event": {"n": i}, "id": r["ResponseMetadata"]["RequestId"], "fn": name}
     r = lam.invoke(FunctionName=name, Payload=b'"not an object"')
     assert json.loads(r["Payload"].read())["event"] == "not an object"
+
+
+NAMESPACES_APP = '''
+import os
+def handler(event, context):
+    with open("/tmp/mine", "a") as f:
+        f.write(context.function_name)
+    return {"ns": {n: os.readlink(f"/proc/self/ns/{n}") for n in ("mnt", "net", "pid", "ipc", "uts", "cgroup")},
+            "tmp": sorted(os.listdir("/tmp")), "mine": open("/tmp/mine").read(),
+            "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+'''
+
+
+def test_environments_from_templates_share_no_namespace(lam):
+    """Every environment is made from a template started ahead; two of them
+    (same runtime, same code) share no namespace with each other or the host,
+    and neither sees the other's /tmp or processes."""
+    zip_bytes = make_zip({"app.py": NAMESPACES_APP})
+    names = [deploy(lam, Code={"ZipFile": zip_bytes}) for _ in range(2)]
+    outs = [call(lam, n, {})[1] for n in names]
+    host = {n: os.readlink(f"/proc/self/ns/{n}") for n in outs[0]["ns"]}
+    for kind in host:
+        values = {outs[0]["ns"][kind], outs[1]["ns"][kind], host[kind]}
+        assert len(values) == 3, f"{kind} namespace shared: {values}"
+    for name, out in zip(names, outs):
+        assert out["tmp"] == ["mine"] and out["mine"] == name, "each /tmp holds only its own file"
+        assert out["procs"] == [1], "no other process is visible"
