@@ -38,8 +38,20 @@ def handler(event, context):
 FAILING_INIT = "raise RuntimeError('init fails on purpose')\n"
 
 
-def start_server(tmp_path, *args):
-    return Server(tmp_path / "data", args=["--isolation", "process", *args]).start()
+@pytest.fixture
+def scaling_server(tmp_path):
+    """Starts a process-mode server with the given flags; returns a client
+    without retries. Servers stop after the test."""
+    started = []
+
+    def start(*args, pool=10):
+        server = Server(tmp_path / f"data{len(started)}", args=["--isolation", "process", *args]).start()
+        started.append(server)
+        return client(server, pool)
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 def client(server, pool=10):
@@ -92,74 +104,58 @@ class Blocked:
         return [out for _, out in results]
 
 
-def test_account_concurrency_is_a_hard_limit(tmp_path):
-    server = start_server(tmp_path, "--max-concurrency", "3")
-    try:
-        lam = client(server)
-        settings = lam.get_account_settings()["AccountLimit"]
-        assert settings["ConcurrentExecutions"] == 3
-        name, other = function(lam), function(lam)
-        held = Blocked(lam, name, 3, tmp_path)
-        assert throttle_reason(lam, name) == "ConcurrentInvocationLimitExceeded"
-        assert throttle_reason(lam, other) == "ConcurrentInvocationLimitExceeded", "the limit is account-wide"
-        outs = held.finish()
-        assert len({o["env"] for o in outs}) == 3, "one environment per concurrent invocation"
-        r, out = invoke(lam, name)
-        assert "FunctionError" not in r and out["env"] in {o["env"] for o in outs}, "a freed slot is usable again"
-    finally:
-        server.stop()
+def test_account_concurrency_is_a_hard_limit(scaling_server, tmp_path):
+    lam = scaling_server("--max-concurrency", "3")
+    settings = lam.get_account_settings()["AccountLimit"]
+    assert settings["ConcurrentExecutions"] == 3
+    name, other = function(lam), function(lam)
+    held = Blocked(lam, name, 3, tmp_path)
+    assert throttle_reason(lam, name) == "ConcurrentInvocationLimitExceeded"
+    assert throttle_reason(lam, other) == "ConcurrentInvocationLimitExceeded", "the limit is account-wide"
+    outs = held.finish()
+    assert len({o["env"] for o in outs}) == 3, "one environment per concurrent invocation"
+    r, out = invoke(lam, name)
+    assert "FunctionError" not in r and out["env"] in {o["env"] for o in outs}, "a freed slot is usable again"
 
 
-def test_reserved_concurrency_limits_one_function_and_zero_throttles_all(tmp_path):
-    server = start_server(tmp_path)
-    try:
-        lam = client(server)
-        name, other = function(lam), function(lam)
-        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
-        held = Blocked(lam, name, 1, tmp_path)
-        assert throttle_reason(lam, name) == "ReservedFunctionConcurrentInvocationLimitExceeded"
-        assert "FunctionError" not in invoke(lam, other)[0], "other functions are not limited by it"
-        held.finish()
+def test_reserved_concurrency_limits_one_function_and_zero_throttles_all(scaling_server, tmp_path):
+    lam = scaling_server()
+    name, other = function(lam), function(lam)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    held = Blocked(lam, name, 1, tmp_path)
+    assert throttle_reason(lam, name) == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert "FunctionError" not in invoke(lam, other)[0], "other functions are not limited by it"
+    held.finish()
+    assert "FunctionError" not in invoke(lam, name)[0]
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    assert throttle_reason(lam, name) == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    lam.delete_function_concurrency(FunctionName=name)
+    assert "FunctionError" not in invoke(lam, name)[0]
+
+
+def test_a_throttled_async_event_goes_back_to_its_queue(scaling_server, tmp_path):
+    lam = scaling_server()
+    name = function(lam)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    held = Blocked(lam, name, 1, tmp_path)
+    record = tmp_path / "async.jsonl"
+    r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"record": str(record)}))
+    assert r["StatusCode"] == 202
+    # The event is throttled while the slot is held, and is not lost.
+    held.finish()
+    lines = wait_for(lambda: record.exists() and record.read_text().splitlines(), "the throttled event delivered")
+    assert [json.loads(x)["id"] for x in lines] == [r["ResponseMetadata"]["RequestId"]]
+
+
+def test_new_environments_are_limited_by_the_scaling_rate(scaling_server, tmp_path):
+    lam = scaling_server("--burst-limit", "2")
+    name = function(lam)
+    held = Blocked(lam, name, 2, tmp_path)
+    assert throttle_reason(lam, name) == "FunctionInvocationRateLimitExceeded"
+    held.finish()
+    # Warm environments are not new ones: they serve without a token.
+    for _ in range(3):
         assert "FunctionError" not in invoke(lam, name)[0]
-        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
-        assert throttle_reason(lam, name) == "ReservedFunctionConcurrentInvocationLimitExceeded"
-        lam.delete_function_concurrency(FunctionName=name)
-        assert "FunctionError" not in invoke(lam, name)[0]
-    finally:
-        server.stop()
-
-
-def test_a_throttled_async_event_goes_back_to_its_queue(tmp_path):
-    server = start_server(tmp_path)
-    try:
-        lam = client(server)
-        name = function(lam)
-        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
-        held = Blocked(lam, name, 1, tmp_path)
-        record = tmp_path / "async.jsonl"
-        r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"record": str(record)}))
-        assert r["StatusCode"] == 202
-        # The event is throttled while the slot is held, and is not lost.
-        held.finish()
-        lines = wait_for(lambda: record.exists() and record.read_text().splitlines(), "the throttled event delivered")
-        assert [json.loads(x)["id"] for x in lines] == [r["ResponseMetadata"]["RequestId"]]
-    finally:
-        server.stop()
-
-
-def test_new_environments_are_limited_by_the_scaling_rate(tmp_path):
-    server = start_server(tmp_path, "--burst-limit", "2")
-    try:
-        lam = client(server)
-        name = function(lam)
-        held = Blocked(lam, name, 2, tmp_path)
-        assert throttle_reason(lam, name) == "FunctionInvocationRateLimitExceeded"
-        held.finish()
-        # Warm environments are not new ones: they serve without a token.
-        for _ in range(3):
-            assert "FunctionError" not in invoke(lam, name)[0]
-    finally:
-        server.stop()
 
 
 def alive(pid):
@@ -170,114 +166,90 @@ def alive(pid):
         return False
 
 
-def test_idle_environments_are_reclaimed_after_keep_warm(tmp_path):
-    server = start_server(tmp_path, "--keep-warm", "1")
-    try:
-        lam = client(server)
-        name = function(lam)
-        pid = invoke(lam, name)[1]["pid"]
-        wait_for(lambda: not alive(pid), "the idle environment reclaimed", timeout=15)
-        r, out = invoke(lam, name, LogType="Tail")
-        assert out["pid"] != pid
-        assert "Init Duration" in base64.b64decode(r["LogResult"]).decode(), "a reclaimed function starts cold"
-    finally:
-        server.stop()
+def test_idle_environments_are_reclaimed_after_keep_warm(scaling_server):
+    lam = scaling_server("--keep-warm", "1")
+    name = function(lam)
+    pid = invoke(lam, name)[1]["pid"]
+    wait_for(lambda: not alive(pid), "the idle environment reclaimed", timeout=15)
+    r, out = invoke(lam, name, LogType="Tail")
+    assert out["pid"] != pid
+    assert "Init Duration" in base64.b64decode(r["LogResult"]).decode(), "a reclaimed function starts cold"
 
 
-def test_environments_are_replaced_at_their_maximum_lifetime(tmp_path):
-    server = start_server(tmp_path, "--max-lifetime", "2")
-    try:
-        lam = client(server)
-        name = function(lam)
-        pid = invoke(lam, name)[1]["pid"]
-        assert invoke(lam, name)[1]["pid"] == pid, "warm within its lifetime"
-        wait_for(lambda: not alive(pid), "the environment retired at its lifetime", timeout=15)
-        assert invoke(lam, name)[1]["pid"] != pid
-    finally:
-        server.stop()
+def test_environments_are_replaced_at_their_maximum_lifetime(scaling_server):
+    lam = scaling_server("--max-lifetime", "2")
+    name = function(lam)
+    pid = invoke(lam, name)[1]["pid"]
+    assert invoke(lam, name)[1]["pid"] == pid, "warm within its lifetime"
+    wait_for(lambda: not alive(pid), "the environment retired at its lifetime", timeout=15)
+    assert invoke(lam, name)[1]["pid"] != pid
 
 
-def test_memory_pressure_reclaims_the_least_recently_used_idle_environment(tmp_path):
+def test_memory_pressure_reclaims_the_least_recently_used_idle_environment(scaling_server, tmp_path):
     # A threshold above this machine's memory: every new environment is made under pressure.
-    server = start_server(tmp_path, "--min-free-memory-mb", str(1 << 40))
-    try:
-        lam = client(server)
-        name, other = function(lam), function(lam)
-        envs = Blocked(lam, name, 2, tmp_path).finish()
-        pids = {o["pid"] for o in envs}
-        assert len(pids) == 2 and all(alive(p) for p in pids)
-        used = invoke(lam, name)[1]["pid"]
-        (older,) = pids - {used}
-        invoke(lam, other)
-        wait_for(lambda: not alive(older), "the least recently used environment reclaimed")
-        assert alive(used), "the more recently used one stays"
-    finally:
-        server.stop()
+    lam = scaling_server("--min-free-memory-mb", str(1 << 40))
+    name, other = function(lam), function(lam)
+    envs = Blocked(lam, name, 2, tmp_path).finish()
+    pids = {o["pid"] for o in envs}
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    used = invoke(lam, name)[1]["pid"]
+    (older,) = pids - {used}
+    invoke(lam, other)
+    wait_for(lambda: not alive(older), "the least recently used environment reclaimed")
+    assert alive(used), "the more recently used one stays"
 
 
-def test_provisioned_environments_are_ready_before_the_first_invoke(tmp_path):
-    server = start_server(tmp_path)
-    try:
-        lam = client(server)
-        name = function(lam)
-        lam.publish_version(FunctionName=name)
-        lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
-        put = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live",
-                                                     ProvisionedConcurrentExecutions=2)
-        assert put["Status"] in ("IN_PROGRESS", "READY")
-        got = wait_for(lambda: (c := lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="live"))
-                       ["Status"] == "READY" and c, "provisioned concurrency READY")
-        assert got["AllocatedProvisionedConcurrentExecutions"] == 2
-        assert got["AvailableProvisionedConcurrentExecutions"] == 2
-        for _ in range(3):
-            r, out = invoke(lam, name, Qualifier="live", LogType="Tail")
-            assert out["init_type"] == "provisioned-concurrency"
-            assert "Init Duration" not in base64.b64decode(r["LogResult"]).decode(), "initialized ahead"
-        assert invoke(lam, name)[1]["init_type"] == "on-demand", "$LATEST has no provisioned environments"
-        lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
-        with pytest.raises(ClientError) as e:
-            lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
-        assert error_code(e) == "ProvisionedConcurrencyConfigNotFoundException"
-    finally:
-        server.stop()
+def test_provisioned_environments_are_ready_before_the_first_invoke(scaling_server):
+    lam = scaling_server()
+    name = function(lam)
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    put = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live",
+                                                 ProvisionedConcurrentExecutions=2)
+    assert put["Status"] in ("IN_PROGRESS", "READY")
+    got = wait_for(lambda: (c := lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="live"))
+                   ["Status"] == "READY" and c, "provisioned concurrency READY")
+    assert got["AllocatedProvisionedConcurrentExecutions"] == 2
+    assert got["AvailableProvisionedConcurrentExecutions"] == 2
+    for _ in range(3):
+        r, out = invoke(lam, name, Qualifier="live", LogType="Tail")
+        assert out["init_type"] == "provisioned-concurrency"
+        assert "Init Duration" not in base64.b64decode(r["LogResult"]).decode(), "initialized ahead"
+    assert invoke(lam, name)[1]["init_type"] == "on-demand", "$LATEST has no provisioned environments"
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+    with pytest.raises(ClientError) as e:
+        lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+    assert error_code(e) == "ProvisionedConcurrencyConfigNotFoundException"
 
 
-def test_provisioning_a_function_whose_init_fails_reports_failed(tmp_path):
-    server = start_server(tmp_path)
-    try:
-        lam = client(server)
-        name = function(lam, files={"app.py": FAILING_INIT})
-        lam.publish_version(FunctionName=name)
-        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
-        got = wait_for(lambda: (c := lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1"))
-                       ["Status"] != "IN_PROGRESS" and c, "provisioning to finish")
-        assert got["Status"] == "FAILED" and "init fails on purpose" in got["StatusReason"], got
-    finally:
-        server.stop()
+def test_provisioning_a_function_whose_init_fails_reports_failed(scaling_server):
+    lam = scaling_server()
+    name = function(lam, files={"app.py": FAILING_INIT})
+    lam.publish_version(FunctionName=name)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
+    got = wait_for(lambda: (c := lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1"))
+                   ["Status"] != "IN_PROGRESS" and c, "provisioning to finish")
+    assert got["Status"] == "FAILED" and "init fails on purpose" in got["StatusReason"], got
 
 
-def test_a_burst_of_200_parallel_invokes_gets_one_request_per_environment(tmp_path):
-    server = start_server(tmp_path)
-    try:
-        lam = client(server, pool=200)
-        name = function(lam)
-        barrier = threading.Barrier(200)
+def test_a_burst_of_200_parallel_invokes_gets_one_request_per_environment(scaling_server):
+    lam = scaling_server(pool=200)
+    name = function(lam)
+    barrier = threading.Barrier(200)
 
-        def one(_):
-            barrier.wait()
-            return invoke(lam, name, {"work": 0.05})
+    def one(_):
+        barrier.wait()
+        return invoke(lam, name, {"work": 0.05})
 
-        with ThreadPoolExecutor(200) as pool:
-            results = list(pool.map(one, range(200)))
-        for r, out in results:
-            assert r["StatusCode"] == 200 and "FunctionError" not in r, out
-        by_env = {}
-        for _, out in results:
-            by_env.setdefault(out["env"], []).append((out["start"], out["end"]))
-        for spans in by_env.values():
-            spans.sort()
-            for (_, end), (start, _) in zip(spans, spans[1:]):
-                assert end <= start, "an environment served two requests at once"
-        assert 1 < len(by_env) <= 200
-    finally:
-        server.stop()
+    with ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(one, range(200)))
+    for r, out in results:
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, out
+    by_env = {}
+    for _, out in results:
+        by_env.setdefault(out["env"], []).append((out["start"], out["end"]))
+    for spans in by_env.values():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert end <= start, "an environment served two requests at once"
+    assert 1 < len(by_env) <= 200
