@@ -9,7 +9,6 @@ JSON line on stdin carrying the function's whole environment, then talks to
 the worker over that same socket in frames (the worker's channel.rs) rather
 than over HTTP."""
 
-import http.client
 import importlib
 import json
 import os
@@ -70,7 +69,12 @@ class Headers:
 
 
 class Client:
+    """The HTTP Runtime API, when not started ahead (http.client costs about
+    3.5 MB per environment, so only this path imports it)."""
+
     def __init__(self):
+        import http.client
+
         self.conn = http.client.HTTPConnection(os.environ["AWS_LAMBDA_RUNTIME_API"])
 
     def call(self, method, path, body=None, headers=None):

@@ -109,13 +109,11 @@ impl Cgroup {
         let cg = Self { layout: layout.clone(), dirs };
         cg.limit_memory(limits.memory_bytes)?;
         cg.limit_cpu(limits.cpu_millis)?;
-        let pids = cg.controller_dir(2);
-        write(pids, "pids.max", &limits.pids.to_string())?;
-        if let Layout::V2 { .. } = layout {
-            // An out-of-memory kill takes the whole environment, as a v1 kill of its only process does.
-            if pids.join("memory.oom.group").exists() {
-                write(pids, "memory.oom.group", "1")?;
-            }
+        write(cg.controller_dir(2), "pids.max", &limits.pids.to_string())?;
+        // v2: an out-of-memory kill takes the whole environment, as a v1 kill of its only process does.
+        let memory = cg.controller_dir(0);
+        if matches!(layout, Layout::V2 { .. }) && memory.join("memory.oom.group").exists() {
+            write(memory, "memory.oom.group", "1")?;
         }
         Ok(cg)
     }

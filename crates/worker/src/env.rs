@@ -340,6 +340,19 @@ struct Paths {
     runtime_dir: String,
 }
 
+impl Paths {
+    /// In a sandbox, AWS's paths; a plain process sees the host's (no code yet: empty).
+    fn of(base: &Base, code_dir: Option<&std::path::Path>) -> Self {
+        match base.sandbox {
+            Some(_) => Self { task_root: "/var/task".into(), runtime_dir: "/var/runtime".into() },
+            None => Self {
+                task_root: code_dir.map(|d| d.display().to_string()).unwrap_or_default(),
+                runtime_dir: base.runtime_dir.display().to_string(),
+            },
+        }
+    }
+}
+
 /// What a runtime needs from its first instruction, before it knows its function.
 fn base_environment(paths: &Paths) -> Vec<(String, String)> {
     [
@@ -429,13 +442,7 @@ impl Env {
     pub async fn launch(base: &Base, now: Option<&Spec>) -> Result<Self, Error> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let runtime = base.runtime.as_str();
-        let paths = match (&base.sandbox, now) {
-            (Some(_), _) => Paths { task_root: "/var/task".into(), runtime_dir: "/var/runtime".into() },
-            (None, _) => Paths {
-                task_root: now.map(|s| s.code_dir.display().to_string()).unwrap_or_default(),
-                runtime_dir: base.runtime_dir.display().to_string(),
-            },
-        };
+        let paths = Paths::of(base, now.map(|s| s.code_dir.as_path()));
         // An empty program: the sandbox waits for its function's bootstrap.
         let (program, args): (String, Vec<String>) = match (&base.interpreter, runtime) {
             // -I keeps the host's PYTHON* settings and user site out; -u
@@ -660,13 +667,7 @@ impl Env {
                 ));
             }
         }
-        let paths = match sandboxed {
-            true => Paths { task_root: "/var/task".into(), runtime_dir: "/var/runtime".into() },
-            false => Paths {
-                task_root: spec.code_dir.display().to_string(),
-                runtime_dir: spec.base.runtime_dir.display().to_string(),
-            },
-        };
+        let paths = Paths::of(&spec.base, Some(&spec.code_dir));
         let prepared = (|| -> std::io::Result<()> {
             if let Some(slots) = &self.slots {
                 slots.fill(&spec.code_dir, spec.layers.as_deref(), c.ephemeral_storage)?;
