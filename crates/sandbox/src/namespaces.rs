@@ -232,10 +232,13 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     let runtime = r.join("var/runtime");
     std::fs::create_dir_all(&runtime)?;
     bind_ro(&spec.runtime, &runtime)?;
+    // Recursive: a template taken before it got this far has its function's
+    // mounts on the slots already, and they must come along; later ones
+    // arrive by propagation.
     for (slot, dst) in [(&spec.slots.task, "var/task"), (&spec.slots.opt, "opt"), (&spec.slots.tmp, "tmp")] {
         let dst = r.join(dst);
         std::fs::create_dir_all(&dst)?;
-        mount(Some(slot.as_path()), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(Some(slot.as_path()), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .map_err(|e| io(e, &format!("slot {}", slot.display())))?;
     }
     let dev = r.join("dev");

@@ -15,6 +15,9 @@ use crate::{AsyncEvent, ConfigCursor, InvocationRecord, LogEvent, Metadata, Resu
 pub struct SqliteMetadata {
     pool: SqlitePool,
     cache: std::sync::Mutex<Cache>,
+    /// One cache miss is read at a time: a burst of invokes of a function
+    /// not yet cached reads it once, not once per invoke.
+    misses: tokio::sync::Mutex<()>,
 }
 
 /// Functions and versions as last read, for the invoke path (which reads
@@ -157,13 +160,17 @@ impl SqliteMetadata {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, cache: Default::default() })
+        Ok(Self { pool, cache: Default::default(), misses: Default::default() })
     }
 }
 
 #[async_trait]
 impl Metadata for SqliteMetadata {
     async fn get_function(&self, name: &str) -> Result<Option<Function>> {
+        if let Some(f) = self.cache().functions.get(name) {
+            return Ok(f.clone());
+        }
+        let _one = self.misses.lock().await;
         let generation = {
             let c = self.cache();
             if let Some(f) = c.functions.get(name) {
@@ -209,6 +216,10 @@ impl Metadata for SqliteMetadata {
 
     async fn get_version(&self, name: &str, version: u64) -> Result<Option<FunctionConfig>> {
         let key = (name.to_string(), version);
+        if let Some(v) = self.cache().versions.get(&key) {
+            return Ok(v.clone());
+        }
+        let _one = self.misses.lock().await;
         let generation = {
             let c = self.cache();
             if let Some(v) = c.versions.get(&key) {
