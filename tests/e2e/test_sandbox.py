@@ -153,6 +153,16 @@ def test_graceful_stop_retires_environments(private_server, tmp_path):
     assert not any(cg.exists() for cg in envs), "every environment's cgroup is gone"
     assert not node_group(s).exists(), "and the node's"
     assert str(s.data_dir) not in Path("/proc/self/mountinfo").read_text(), "no mount is left behind"
+    # Stopped at once, while its first templates are still being made.
+    fresh = private_server(tmp_path / "fresh")
+    assert fresh.kill(signal.SIGTERM) == 0
+    assert not mount_points_under(fresh.data_dir)
+    assert not node_group(fresh).exists(), (list(node_group(fresh).iterdir()), fresh.output()[-2000:])
+
+
+def mount_points_under(path):
+    points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return {p for p in points if p.startswith(f"{path}/")}
 
 
 def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
@@ -164,12 +174,11 @@ def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
     # Runtimes exit once their Runtime API connection (or, for templates, their control channel) is gone.
     wait_for(lambda: all(cg.exists() and not (cg / "cgroup.procs").read_text().strip() for cg in envs),
              "the orphaned runtimes to exit")
-    assert str(s.data_dir) in Path("/proc/self/mountinfo").read_text(), "a killed node leaves its mounts"
+    left = mount_points_under(s.data_dir)
+    assert left, "a killed node leaves its mounts"
     private_server(tmp_path / "data")
     assert not any(cg.exists() for cg in envs)
-    mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if f"{s.data_dir}/worker/roots" in line]
-    assert mounts == [], "the restart unmounted what the killed node left"
+    assert not left & mount_points_under(s.data_dir), "the restart unmounted what the killed node left"
 
 
 HOSTILE = '''

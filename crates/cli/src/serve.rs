@@ -56,7 +56,7 @@ pub struct ServeArgs {
     #[arg(long, env = "NIMBUS_MAX_LIFETIME", default_value_t = 7200)]
     max_lifetime: u64,
     /// Templates (a sandbox with its runtime started, waiting for a function)
-    /// kept ready per runtime once that runtime is used; cold starts take one.
+    /// kept ready per runtime from the start; cold starts take one.
     #[arg(long, env = "NIMBUS_PREWARM", default_value_t = 2)]
     prewarm: usize,
     /// Below this much available memory (MB), starting an environment first
@@ -198,24 +198,25 @@ fn credentials(data_dir: &Path) -> anyhow::Result<(Credentials, bool)> {
     Ok((Credentials { access_key_id: key.access_key_id, secret_access_key: key.secret_access_key }, false))
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when it is first awaited: a signal that arrives while the node
+/// is still starting must stop it gracefully too, not kill it where it stands.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            return std::future::pending().await;
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    let stop = shutdown_signal()?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
     }
@@ -296,7 +297,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("export AWS_SECRET_ACCESS_KEY={secret}");
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "ready");
 
-    axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(stop).await?;
     worker.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -227,6 +227,16 @@ impl Cgroup {
         read_field(&self.memory_dir().join(file), "oom_kill ").is_some_and(|n| n > 0)
     }
 
+    /// Sends SIGKILL to every process in the cgroup. A sandbox's stages can
+    /// outlive the one process its owner holds (a stage two killed before
+    /// it set its parent-death signal), but never leave its cgroup.
+    pub fn kill_all(&self) {
+        let procs = std::fs::read_to_string(self.controller_dir(2).join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
     /// Removes the cgroup; its processes must have exited.
     pub fn remove(&self) -> io::Result<()> {
         for d in &self.dirs {

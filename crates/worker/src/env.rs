@@ -319,9 +319,11 @@ async fn prepare_sandbox(
 /// A sandbox's cgroup before its function is known (the largest Lambda size).
 const TEMPLATE_MEMORY_MB: u64 = 10_240;
 
-/// Removes a cgroup once the kernel has let its last process go.
+/// Kills what is left in a cgroup and removes it once the kernel has let
+/// its last process go.
 async fn remove_cgroup(cg: &nimbus_sandbox::cgroup::Cgroup) {
     for _ in 0..100 {
+        cg.kill_all();
         if cg.remove().is_ok() {
             return;
         }

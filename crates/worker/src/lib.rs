@@ -181,15 +181,25 @@ impl Worker {
                 .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
         }
         let pool = pool::Pool::new(settings.scaling.clone());
-        let templates =
-            Arc::new(Templates { ready: Default::default(), filling: Default::default(), target: settings.prewarm });
-        Ok(Self { settings, code, pool, templates, read_only: Default::default(), unpacking: Mutex::new(()) })
+        let templates = Arc::new(Templates {
+            ready: Default::default(),
+            filling: Default::default(),
+            target: settings.prewarm,
+            closed: Default::default(),
+            tasks: Default::default(),
+        });
+        let worker = Self { settings, code, pool, templates, read_only: Default::default(), unpacking: Mutex::new(()) };
+        // Ready before the first function of each runtime is invoked.
+        for runtime in worker.settings.catalog.ids() {
+            worker.templates.fill(&worker.base_for(runtime));
+        }
+        Ok(worker)
     }
 
     /// Retires every idle environment (graceful shutdown).
     pub async fn shutdown(&self) {
         retire_all(self.pool.drain()).await;
-        retire_all(self.templates.drain()).await;
+        retire_all(self.templates.close().await).await;
         if self.settings.sandbox.is_some() {
             nimbus_sandbox::namespaces::unmount_under(&self.settings.root);
         }
@@ -203,10 +213,13 @@ impl Worker {
     }
 
     fn base(&self, config: &FunctionConfig) -> env::Base {
-        let runtime = config.runtime.clone().unwrap_or_default();
+        self.base_for(config.runtime.as_deref().unwrap_or_default())
+    }
+
+    fn base_for(&self, runtime: &str) -> env::Base {
         env::Base {
-            interpreter: self.settings.catalog.interpreter(&runtime).map(str::to_string),
-            runtime,
+            interpreter: self.settings.catalog.interpreter(runtime).map(str::to_string),
+            runtime: runtime.to_string(),
             runtime_dir: self.settings.root.join("runtime"),
             region: self.settings.region.clone(),
             api_endpoint: self.settings.api_endpoint.clone(),
@@ -322,11 +335,15 @@ impl Worker {
 /// Runtimes started ahead, each in its own sandbox, waiting to be given a
 /// function: a cold start specialises one instead of building a sandbox
 /// and starting an interpreter on the request path. Kept at `target` per
-/// runtime once that runtime has been asked for.
+/// runtime of the node's catalog, from the start.
 struct Templates {
     ready: std::sync::Mutex<HashMap<String, Vec<env::Env>>>,
     filling: std::sync::Mutex<HashSet<String>>,
     target: usize,
+    /// Set at shutdown: a template finished after it is retired at once.
+    closed: std::sync::atomic::AtomicBool,
+    /// The fill tasks, which shutdown waits for (a template half made has mounts).
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Templates {
@@ -342,13 +359,21 @@ impl Templates {
         managed || (base.sandbox.is_some() && base.runtime.starts_with("provided"))
     }
 
+    /// Templates are kept per interpreter; every `provided*` shares one kind.
+    fn family(base: &env::Base) -> String {
+        match base.runtime.starts_with("provided") {
+            true => "provided".into(),
+            false => base.runtime.clone(),
+        }
+    }
+
     fn take(self: &Arc<Self>, base: &env::Base) -> Option<env::Env> {
         if !Self::applies(base) {
             return None;
         }
         let found = {
             let mut ready = self.lock_ready();
-            let list = ready.entry(base.runtime.clone()).or_default();
+            let list = ready.entry(Self::family(base)).or_default();
             let mut found = None;
             while let Some(t) = list.pop() {
                 if t.alive() {
@@ -364,18 +389,36 @@ impl Templates {
     }
 
     fn fill(self: &Arc<Self>, base: &env::Base) {
-        let runtime = base.runtime.clone();
+        let runtime = Self::family(base);
         if self.target == 0
+            || self.closed.load(std::sync::atomic::Ordering::SeqCst)
             || !Self::applies(base)
             || !self.filling.lock().unwrap_or_else(|e| e.into_inner()).insert(runtime.clone())
         {
             return;
         }
         let (me, base) = (self.clone(), base.clone());
-        tokio::spawn(async move {
-            while me.lock_ready().get(&runtime).map_or(0, Vec::len) < me.target {
+        let task = tokio::spawn(async move {
+            while !me.closed.load(std::sync::atomic::Ordering::SeqCst)
+                && me.lock_ready().get(&runtime).map_or(0, Vec::len) < me.target
+            {
                 match env::Env::launch(&base, None).await {
-                    Ok(t) => me.lock_ready().entry(runtime.clone()).or_default().push(t),
+                    Ok(t) => {
+                        // Checked under the lock `drain` closes with: nothing slips in after it.
+                        let late = {
+                            let mut ready = me.lock_ready();
+                            if me.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                                Some(t)
+                            } else {
+                                ready.entry(runtime.clone()).or_default().push(t);
+                                None
+                            }
+                        };
+                        if let Some(t) = late {
+                            t.retire().await;
+                            break;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(%runtime, error = %e, "cannot start a template");
                         break;
@@ -384,9 +427,21 @@ impl Templates {
             }
             me.filling.lock().unwrap_or_else(|e| e.into_inner()).remove(&runtime);
         });
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
-    fn drain(&self) -> Vec<env::Env> {
+    /// Stops filling, waits for fills under way, and hands back every template.
+    async fn close(&self) -> Vec<env::Env> {
+        {
+            let _ready = self.lock_ready();
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
         self.lock_ready().drain().flat_map(|(_, v)| v).collect()
     }
 }
