@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use tracing::Instrument;
 
 pub use env::Outcome;
-pub use pool::{default_concurrency, ProvisionedStatus, ScalingLimits};
+pub use pool::{ProvisionedStatus, ScalingLimits};
 
 /// One synchronous invocation, resolved to the configuration that runs it.
 #[derive(Debug, Clone)]

@@ -50,7 +50,7 @@ impl ScalingLimits {
 
 /// One warm environment per 16 MiB of the node's memory: about what an idle
 /// Python or Node environment holds, so the limit is what the node can keep.
-pub fn default_concurrency(total_memory_mb: u64) -> u32 {
+fn default_concurrency(total_memory_mb: u64) -> u32 {
     u32::try_from(total_memory_mb / 16).unwrap_or(u32::MAX).max(10)
 }
 
