@@ -52,11 +52,11 @@ class Channel:
             return Headers(meta), self.reader.read(int(payload_len))
         data = body.encode() if isinstance(body, str) else (body or b"")
         if path == "/init/error":
-            head = b"init_error %d\n" % len(data)
-        else:
-            _, _, request_id, kind = path.split("/")
-            head = b"%s %s %d\n" % (kind.encode(), request_id.encode(), len(data))
-        self.sock.sendall(head + data)
+            self.sock.sendall(b"init_error %d\n" % len(data) + data)
+            self.reader.readline()  # the worker's "ok": the error is in before this runtime exits
+            return None, b""
+        _, _, request_id, kind = path.split("/")
+        self.sock.sendall(b"%s %s %d\n" % (kind.encode(), request_id.encode(), len(data)) + data)
         return None, b""
 
 

@@ -9,7 +9,8 @@
 //!   `init_error <len>`;
 //! - worker to runtime: `invoke <meta len> <payload len>`, where the meta is
 //!   a JSON object of the Runtime API's `lambda-runtime-*` headers (names in
-//!   lower case) and the payload is the event.
+//!   lower case) and the payload is the event; and `ok` after an
+//!   `init_error`, which the runtime waits for before it exits.
 //!
 //! Anything else closes the channel, which the runtime sees as the end.
 
@@ -41,9 +42,15 @@ pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
             ["error", id, len] => body(&mut reader, len).await.map(|b| {
                 shared.complete(id, Reply::Error(b.unwrap_or_else(|()| too_large())));
             }),
-            ["init_error", len] => {
-                body(&mut reader, len).await.map(|b| shared.init_failed(b.unwrap_or_else(|()| too_large())))
-            }
+            // Acknowledged: the runtime exits right after, and its exit must
+            // not overtake the error (HTTP's 202 gives the same order).
+            ["init_error", len] => match body(&mut reader, len).await {
+                Some(b) => {
+                    shared.init_failed(b.unwrap_or_else(|()| too_large()));
+                    writer.write_all(b"ok\n").await.ok()
+                }
+                None => None,
+            },
             _ => None,
         };
         if served.is_none() {
