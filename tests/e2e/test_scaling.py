@@ -47,6 +47,7 @@ def scaling_server(tmp_path):
     def start(*args, pool=10):
         server = Server(tmp_path / f"data{len(started)}", args=["--isolation", "process", *args]).start()
         started.append(server)
+        start.server = server
         return client(server, pool)
 
     yield start
@@ -142,6 +143,10 @@ def test_a_throttled_async_event_goes_back_to_its_queue(scaling_server, tmp_path
     r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"record": str(record)}))
     assert r["StatusCode"] == 202
     # The event is throttled while the slot is held, and is not lost.
+    server = scaling_server.server
+    wait_for(lambda: "Rate Exceeded" in server.output() and "will retry" in server.output(),
+             "the event to be throttled back into its queue")
+    assert not record.exists(), "it did not run while the slot was held"
     held.finish()
     lines = wait_for(lambda: record.exists() and record.read_text().splitlines(), "the throttled event delivered")
     assert [json.loads(x)["id"] for x in lines] == [r["ResponseMetadata"]["RequestId"]]

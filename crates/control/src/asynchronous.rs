@@ -144,7 +144,7 @@ impl Control {
             }
             Err(e) => {
                 let backoff = ((now - ev.created_ms) / 2).clamp(1000, SYSTEM_BACKOFF_MAX_MS);
-                tracing::info!(error = %e, backoff_ms = backoff, "async event hit a system error; will retry");
+                tracing::info!(error = %e, backoff_ms = backoff, "async event not run (throttled or a system error); will retry");
                 self.meta.reschedule_event(&ev.id, ev.attempts, now + backoff).await
             }
         };

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::env::{Reply, Shared};
-use crate::runtime_api::RESPONSE_MAX;
+use crate::runtime_api::{response_too_large, RESPONSE_MAX};
 
 /// Serves the channel until the runtime closes it or breaks the protocol.
 pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
@@ -37,16 +37,16 @@ pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
         let served = match words.as_slice() {
             ["next"] => next(&shared, &mut writer).await,
             ["response", id, len] => body(&mut reader, len).await.map(|b| {
-                shared.complete(id, b.map_or_else(|()| Reply::Error(too_large()), Reply::Response));
+                shared.complete(id, b.map_or_else(|()| Reply::Error(response_too_large()), Reply::Response));
             }),
             ["error", id, len] => body(&mut reader, len).await.map(|b| {
-                shared.complete(id, Reply::Error(b.unwrap_or_else(|()| too_large())));
+                shared.complete(id, Reply::Error(b.unwrap_or_else(|()| response_too_large())));
             }),
             // Acknowledged: the runtime exits right after, and its exit must
             // not overtake the error (HTTP's 202 gives the same order).
             ["init_error", len] => match body(&mut reader, len).await {
                 Some(b) => {
-                    shared.init_failed(b.unwrap_or_else(|()| too_large()));
+                    shared.init_failed(b.unwrap_or_else(|()| response_too_large()));
                     writer.write_all(b"ok\n").await.ok()
                 }
                 None => None,
@@ -58,13 +58,6 @@ pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
             return;
         }
     }
-}
-
-fn too_large() -> Bytes {
-    let message = format!("Response payload size exceeded maximum allowed payload size ({RESPONSE_MAX} bytes).");
-    Bytes::from(
-        serde_json::json!({ "errorType": "Function.ResponseSizeTooLarge", "errorMessage": message }).to_string(),
-    )
 }
 
 /// Reads a body of `len` bytes: `Err` when over the limit (it is skipped),

@@ -29,6 +29,20 @@ pub struct Base {
     pub sandbox: Option<crate::SandboxConfig>,
 }
 
+impl Base {
+    /// A custom runtime (`provided*`): the function brings its own bootstrap.
+    pub fn custom(&self) -> bool {
+        self.runtime.starts_with("provided")
+    }
+
+    /// Whether an environment can be started before its function is known:
+    /// all but a custom runtime outside a sandbox, whose process is the
+    /// function's own bootstrap.
+    pub fn starts_ahead(&self) -> bool {
+        self.sandbox.is_some() || !self.custom()
+    }
+}
+
 /// The function an environment is for.
 #[derive(Clone)]
 pub struct Spec {
@@ -201,9 +215,8 @@ pub(crate) struct Env {
     control: Option<std::os::unix::net::UnixStream>,
     /// The sandbox's mount points for code, layers and `/tmp`.
     slots: Option<nimbus_sandbox::namespaces::Slots>,
-    /// Serves the local channel of our Python runtime.
+    /// Serves the local channel of our own runtimes.
     channel: Option<tokio::task::JoinHandle<()>>,
-    runtime: String,
     /// The Runtime API as the runtime reaches it.
     runtime_api: String,
     shared: Arc<Shared>,
@@ -242,24 +255,26 @@ async fn forward_api(listener: tokio::net::TcpListener, api: String) {
     }
 }
 
+/// A sandbox stage one has made, ready for its runtime.
+struct Prepared {
+    /// The Runtime API listener, bound inside the sandbox's network namespace.
+    runtime_api: tokio::net::TcpListener,
+    cgroup: Option<nimbus_sandbox::cgroup::Cgroup>,
+    /// Forwards the sandbox's API listener to the real API.
+    forwarder: tokio::task::JoinHandle<()>,
+    /// The control socket, handed back for the function's environment line.
+    control: std::os::unix::net::UnixStream,
+}
+
 /// Waits for stage one's namespaces, puts it in its cgroup, binds the
 /// Runtime API inside its network namespace, and lets it go on.
-#[allow(clippy::type_complexity)]
 async fn prepare_sandbox(
     control: std::os::unix::net::UnixStream,
     pid: u32,
     sb: &crate::SandboxConfig,
     id: &str,
     api_endpoint: &str,
-) -> Result<
-    (
-        tokio::net::TcpListener,
-        Option<nimbus_sandbox::cgroup::Cgroup>,
-        tokio::task::JoinHandle<()>,
-        std::os::unix::net::UnixStream,
-    ),
-    Error,
-> {
+) -> Result<Prepared, Error> {
     use std::io::{Read, Write};
     let layout = sb.cgroups.clone();
     let (id, group) = (id.to_string(), sb.cgroup_group.clone());
@@ -313,7 +328,7 @@ async fn prepare_sandbox(
     let (runtime_api, api) = (to_tokio(runtime_api)?, to_tokio(api)?);
     let target = api_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
     let forwarder = tokio::spawn(forward_api(api, target));
-    Ok((runtime_api, cgroup, forwarder, control))
+    Ok(Prepared { runtime_api, cgroup, forwarder, control })
 }
 
 /// A sandbox's cgroup before its function is known (the largest Lambda size).
@@ -432,10 +447,7 @@ fn platform_error(error_type: &str, message: String) -> Bytes {
 impl Env {
     /// Starts an environment for `spec`'s function: a template, specialised at once.
     pub async fn spawn(spec: Spec) -> Result<Self, Error> {
-        let sandboxed = spec.base.sandbox.is_some();
-        // A custom runtime outside a sandbox has nothing to start ahead: its
-        // process is the function's bootstrap.
-        let now = (!sandboxed && spec.base.runtime.starts_with("provided")).then_some(&spec);
+        let now = (!spec.base.starts_ahead()).then_some(&spec);
         Self::launch(&spec.base, now).await?.specialize(&spec).await
     }
 
@@ -582,11 +594,11 @@ impl Env {
             (Some(l), _, _) => l,
             (None, Some(socket), Some(sb)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
-                let (l, cg, fwd, socket) = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
-                cgroup = cg;
-                forwarder = Some(fwd);
-                control = Some(socket);
-                l
+                let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
+                cgroup = prepared.cgroup;
+                forwarder = Some(prepared.forwarder);
+                control = Some(prepared.control);
+                prepared.runtime_api
             }
             _ => return Err(Error::Internal("sandbox without a control socket".into())),
         };
@@ -622,7 +634,6 @@ impl Env {
             control,
             slots,
             channel: None,
-            runtime: base.runtime.clone(),
             runtime_api,
             shared,
             marker: SyncMutex::new(marker),
@@ -657,8 +668,8 @@ impl Env {
             self.log_stream = log_stream_name(&c.version);
             return Ok(self);
         };
-        let sandboxed = spec.base.sandbox.is_some();
-        if sandboxed && self.runtime.starts_with("provided") {
+        // (With a control channel, a custom runtime is in a sandbox, waiting in stage two.)
+        if spec.base.custom() {
             let found = [spec.code_dir.join("bootstrap"), spec.layers.clone().unwrap_or_default().join("bootstrap")]
                 .iter()
                 .any(|p| p.is_file());
@@ -697,7 +708,7 @@ impl Env {
         }
         // Our own runtimes go on over the same socket (see channel.rs); a
         // custom runtime is done with it.
-        if !self.runtime.starts_with("provided") {
+        if !spec.base.custom() {
             let stream = control
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::UnixStream::from_std(control))

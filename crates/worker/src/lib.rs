@@ -351,22 +351,22 @@ impl Templates {
         self.ready.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A ready template of the runtime, if there is one; starts refilling.
-    /// A custom runtime outside a sandbox has nothing to start ahead, and a
-    /// runtime this node cannot run has no template.
+    /// Whether the runtime has templates: it must start ahead, and be one
+    /// this node can run.
     fn applies(base: &env::Base) -> bool {
         let managed = ["python", "nodejs"].iter().any(|p| base.runtime.starts_with(p)) && base.interpreter.is_some();
-        managed || (base.sandbox.is_some() && base.runtime.starts_with("provided"))
+        base.starts_ahead() && (managed || base.custom())
     }
 
     /// Templates are kept per interpreter; every `provided*` shares one kind.
     fn family(base: &env::Base) -> String {
-        match base.runtime.starts_with("provided") {
+        match base.custom() {
             true => "provided".into(),
             false => base.runtime.clone(),
         }
     }
 
+    /// A ready template of the runtime, if there is one; starts refilling.
     fn take(self: &Arc<Self>, base: &env::Base) -> Option<env::Env> {
         if !Self::applies(base) {
             return None;

@@ -118,6 +118,13 @@ impl State {
         }
     }
 
+    /// A provisioned environment is gone: one fewer ready.
+    fn lose_provisioned(&mut self, function: &str, qualifier: &str) {
+        if let Some(p) = self.provisioned.get_mut(&(function.to_string(), qualifier.to_string())) {
+            p.ready = p.ready.saturating_sub(1);
+        }
+    }
+
     fn release(&mut self, function: &str) {
         let reserved = self.reserved.contains_key(function);
         if let Some(n) = self.busy.get_mut(function) {
@@ -169,7 +176,7 @@ impl Ticket {
             self.pool.changed.notify_one();
         } else {
             if let Some(q) = self.provisioned.take() {
-                self.pool.lost_provisioned(&self.function, &q);
+                self.pool.lock().lose_provisioned(&self.function, &q);
             }
             env.retire().await;
         }
@@ -214,11 +221,9 @@ impl Pool {
                 dead.push(i);
             }
         }
-        let lost: Vec<(String, String)> =
-            dead.iter().filter_map(|i| i.provisioned.clone().map(|q| (i.function.clone(), q))).collect();
-        for (f, q) in lost {
-            if let Some(p) = s.provisioned.get_mut(&(f, q)) {
-                p.ready = p.ready.saturating_sub(1);
+        for i in &dead {
+            if let Some(q) = &i.provisioned {
+                s.lose_provisioned(&i.function, q);
             }
         }
         if warm.is_none() && !s.take_token(function, self.limits.burst) {
@@ -322,12 +327,6 @@ impl Pool {
     pub fn provisioning_failed(&self, function: &str, qualifier: &str, reason: String) {
         if let Some(p) = self.lock().provisioned.get_mut(&(function.to_string(), qualifier.to_string())) {
             p.failed.get_or_insert(reason);
-        }
-    }
-
-    fn lost_provisioned(&self, function: &str, qualifier: &str) {
-        if let Some(p) = self.lock().provisioned.get_mut(&(function.to_string(), qualifier.to_string())) {
-            p.ready = p.ready.saturating_sub(1);
         }
     }
 

@@ -59,6 +59,14 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     (StatusCode::OK, headers, job.payload).into_response()
 }
 
+/// The function's error when its response is over [`RESPONSE_MAX`], as AWS words it.
+pub fn response_too_large() -> Bytes {
+    let message = format!("Response payload size exceeded maximum allowed payload size ({RESPONSE_MAX} bytes).");
+    Bytes::from(
+        serde_json::json!({ "errorType": "Function.ResponseSizeTooLarge", "errorMessage": message }).to_string(),
+    )
+}
+
 /// Reads a body the runtime posts, within the response limit.
 async fn read(body: Body) -> Result<Bytes, Response> {
     to_bytes(body, RESPONSE_MAX).await.map_err(|_| {
@@ -82,10 +90,7 @@ async fn response(State(shared): State<Arc<Shared>>, Path(id): Path<String>, bod
     match read(body).await {
         Ok(bytes) => complete(&shared, &id, Reply::Response(bytes)).await,
         Err(too_big) => {
-            let message =
-                format!("Response payload size exceeded maximum allowed payload size ({RESPONSE_MAX} bytes).");
-            let err = serde_json::json!({ "errorType": "Function.ResponseSizeTooLarge", "errorMessage": message });
-            shared.complete(&id, Reply::Error(Bytes::from(err.to_string())));
+            shared.complete(&id, Reply::Error(response_too_large()));
             too_big
         }
     }
