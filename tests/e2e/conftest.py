@@ -28,7 +28,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("NIMBUS_BIN", str(REPO / "target" / "debug" / "nimbus"))
+BIN = os.environ.get("NIMBUS_BIN", str(REPO / "target" / "release" / "nimbus"))
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"

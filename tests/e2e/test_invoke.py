@@ -450,7 +450,7 @@ def test_provided_runtime_with_the_lambda_runtime_crate(plam):
     """A binary built with AWS's `lambda_runtime` crate (examples/rust-hello) as bootstrap."""
     import os
     from conftest import REPO
-    binary = os.environ.get("RUST_HELLO_BIN", str(REPO / "target" / "debug" / "rust-hello"))
+    binary = os.environ.get("RUST_HELLO_BIN", str(REPO / "target" / "release" / "rust-hello"))
     with open(binary, "rb") as f:
         bootstrap = f.read()
     name = unique_name("rust")

@@ -78,10 +78,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = self.status_and_type();
+        // A client's own mistake is routine for the server: debug, not info.
         if let Self::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
+        } else if status.is_server_error() {
+            tracing::warn!(error_type = kind, message = %self, "request failed");
         } else {
-            tracing::info!(error_type = kind, message = %self, "request failed");
+            tracing::debug!(error_type = kind, message = %self, "request refused");
         }
         let message = self.client_message();
         let reason = match &self {

@@ -39,7 +39,8 @@ pub struct Api {
 
 impl Api {
     pub fn new(control: Arc<Control>, credentials: Credentials, public_port: u16) -> Self {
-        Self { verifier: Verifier::new(credentials.clone()), control, credentials, public_port }
+        let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
+        Self { verifier, control, credentials, public_port }
     }
 }
 

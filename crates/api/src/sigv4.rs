@@ -296,15 +296,16 @@ fn parse_query_claim(pairs: &[(String, String)]) -> Result<Claim<'_>, AuthError>
     })
 }
 
-/// Checks requests against the node's one key pair.
+/// Checks requests against the node's one key pair and its region.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     credentials: Credentials,
+    region: String,
 }
 
 impl Verifier {
-    pub fn new(credentials: Credentials) -> Self {
-        Self { credentials }
+    pub fn new(credentials: Credentials, region: impl Into<String>) -> Self {
+        Self { credentials, region: region.into() }
     }
 
     /// Checks a request signed for `service` (the scope must name it).
@@ -323,6 +324,13 @@ impl Verifier {
         if claim.service != service {
             return Err(AuthError::InvalidSignature(format!(
                 "Credential should be scoped to correct service: '{service}'. "
+            )));
+        }
+        // AWS's regional endpoints refuse a scope naming another region.
+        if claim.region != self.region {
+            return Err(AuthError::InvalidSignature(format!(
+                "Credential should be scoped to a valid region, not '{}'. ",
+                claim.region
             )));
         }
         let secret = if claim.access_key == self.credentials.access_key_id {
@@ -549,18 +557,23 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
         ));
         let parts = SignedParts { method: "GET", raw_path: "/", raw_query: None, headers: &headers, body: b"" };
-        let v = Verifier::new(example_creds());
+        let v = Verifier::new(example_creds(), "us-east-1");
         assert_eq!(v.verify(&parts, "service", at("20150830T123900Z")), Ok(()));
         // One minute past the allowed skew, the same request has expired.
         let late = v.verify(&parts, "service", at("20150830T124200Z"));
         assert!(matches!(late, Err(AuthError::InvalidSignature(m)) if m.starts_with("Signature expired")));
-        let wrong = Verifier::new(Credentials { secret_access_key: "other".into(), ..example_creds() });
+        let wrong = Verifier::new(Credentials { secret_access_key: "other".into(), ..example_creds() }, "us-east-1");
         assert_eq!(
             wrong.verify(&parts, "service", at("20150830T123600Z")),
             Err(AuthError::InvalidSignature(MISMATCH.into()))
         );
         assert!(
-            matches!(Verifier::new(example_creds()).verify(&parts, "lambda", at("20150830T123600Z")), Err(AuthError::InvalidSignature(m)) if m.contains("correct service"))
+            matches!(Verifier::new(example_creds(), "us-east-1").verify(&parts, "lambda", at("20150830T123600Z")), Err(AuthError::InvalidSignature(m)) if m.contains("correct service"))
+        );
+        // A node of another region refuses the scope, whatever the signature.
+        assert_eq!(
+            Verifier::new(example_creds(), "eu-west-1").verify(&parts, "service", at("20150830T123600Z")),
+            Err(AuthError::InvalidSignature("Credential should be scoped to a valid region, not 'us-east-1'. ".into()))
         );
     }
 
@@ -581,7 +594,10 @@ mod tests {
             headers: &headers,
             body: b"",
         };
-        assert_eq!(Verifier::new(example_creds()).verify(&parts, "service", at("20150830T123600Z")), Ok(()));
+        assert_eq!(
+            Verifier::new(example_creds(), "us-east-1").verify(&parts, "service", at("20150830T123600Z")),
+            Ok(())
+        );
     }
 
     #[test]
@@ -599,7 +615,7 @@ mod tests {
         for (k, v) in &signed {
             headers.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
-        let v = Verifier::new(creds.clone());
+        let v = Verifier::new(creds.clone(), "us-east-1");
         let parts = SignedParts {
             method: "POST",
             raw_path: path,
@@ -631,7 +647,7 @@ mod tests {
             headers: &headers,
             body: b"",
         };
-        let v = Verifier::new(creds);
+        let v = Verifier::new(creds, "us-east-1");
         assert_eq!(v.verify(&parts, "lambda", t0 + Duration::from_secs(599)), Ok(()));
         assert!(
             matches!(v.verify(&parts, "lambda", t0 + Duration::from_secs(601)), Err(AuthError::InvalidSignature(m)) if m.contains("expired"))
@@ -669,7 +685,7 @@ mod tests {
             access_key_id: session.access_key_id.clone(),
             secret_access_key: session.secret_access_key.clone(),
         };
-        let v = Verifier::new(node.clone());
+        let v = Verifier::new(node.clone(), "us-east-1");
         let check = |headers: &HeaderMap, t| {
             v.verify(
                 &SignedParts { method: "GET", raw_path: "/2015-03-31/functions", raw_query: None, headers, body: b"" },

@@ -170,8 +170,13 @@ fn zip_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
     Ok(buf.into_inner())
 }
 
-fn runtimes(args: &BenchArgs) -> anyhow::Result<Vec<Runtime>> {
-    let catalog = nimbus_control::runtimes::discover();
+fn runtimes(args: &BenchArgs, isolation: &str) -> anyhow::Result<Vec<Runtime>> {
+    use nimbus_control::runtimes::{discover, Visible};
+    // The interpreters the measured server will offer.
+    let catalog = match isolation {
+        "process" => discover(Visible::Host),
+        _ => discover(Visible::Under(nimbus_sandbox::namespaces::HOST_DIRS)),
+    };
     let mut out = Vec::new();
     let newest = |prefix: &str| catalog.ids().filter(|id| id.starts_with(prefix)).max().map(str::to_string);
     if let Some(id) = newest("python3.") {
@@ -425,7 +430,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false);
     let isolation = args.isolation.clone().unwrap_or_else(|| if root { "namespaces" } else { "process" }.into());
-    let runtimes = runtimes(&args)?;
+    let runtimes = runtimes(&args, &isolation)?;
 
     eprintln!("measuring floors ...");
     let mut floors = serde_json::Map::new();

@@ -124,9 +124,27 @@ impl Client {
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let message =
                 value.get("message").or_else(|| value.get("Message")).and_then(Value::as_str).unwrap_or_default();
-            return Err(anyhow!("{kind} ({}): {message}", status.as_u16()));
+            return Err(
+                AwsError { kind: kind.to_string(), status: status.as_u16(), message: message.to_string() }.into()
+            );
         }
         Ok((resp_headers, bytes))
+    }
+}
+
+/// An error answer from the server, in AWS's terms.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} ({status}): {message}")]
+pub struct AwsError {
+    pub kind: String,
+    pub status: u16,
+    pub message: String,
+}
+
+impl AwsError {
+    /// Whether `e` is the server saying the named resource does not exist.
+    pub fn is_not_found(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Self>().is_some_and(|a| a.kind == "ResourceNotFoundException")
     }
 }
 

@@ -7,7 +7,7 @@ use base64::Engine;
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use crate::client::{label, Client};
+use crate::client::{label, AwsError, Client};
 use crate::ClientArgs;
 
 #[derive(Subcommand)]
@@ -16,10 +16,13 @@ pub enum FunctionCommand {
     Deploy {
         /// A directory (zipped deterministically) or a .zip file.
         path: PathBuf,
+        /// The function's name.
         #[arg(long)]
         name: String,
+        /// Runtime identifier, e.g. python3.11, nodejs20.x or provided.al2023.
         #[arg(long)]
         runtime: Option<String>,
+        /// Handler, e.g. app.handler (module.function).
         #[arg(long)]
         handler: Option<String>,
         /// Memory in MB (128-10240).
@@ -31,6 +34,11 @@ pub enum FunctionCommand {
         /// Environment variable, KEY=VALUE; repeatable. Replaces the whole set.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Layer version ARN, merged at /opt in the order given; repeatable.
+        /// Replaces the function's layers.
+        #[arg(long = "layer", value_name = "ARN")]
+        layers: Vec<String>,
+        /// A description of the function.
         #[arg(long)]
         description: Option<String>,
         /// Execution role ARN (recorded; Nimbus does not use IAM).
@@ -40,22 +48,40 @@ pub enum FunctionCommand {
     /// List functions.
     List,
     /// Show one function.
-    Get { name: String },
+    Get {
+        /// Function name or ARN, optionally with `:qualifier`.
+        name: String,
+    },
     /// Delete a function and all its versions.
-    Delete { name: String },
+    Delete {
+        /// Function name or ARN.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum LayerCommand {
     /// Publish a new layer version from a directory or zip.
     Publish {
+        /// The layer's name.
         name: String,
+        /// A directory (zipped deterministically) or a .zip file.
         path: PathBuf,
         /// Runtime the layer is compatible with; repeatable.
         #[arg(long = "compatible-runtime")]
         compatible_runtimes: Vec<String>,
+        /// A description of the layer version.
         #[arg(long)]
         description: Option<String>,
+    },
+    /// List layers with their newest version.
+    List,
+    /// Delete one version of a layer (functions using it keep their copy).
+    Delete {
+        /// The layer's name or ARN.
+        name: String,
+        /// The version number to delete.
+        version: u64,
     },
 }
 
@@ -65,6 +91,7 @@ pub struct InvokeArgs {
     name: String,
     /// The event: JSON text, or `@file` to read it from a file (default `{}`).
     payload: Option<String>,
+    /// Version or alias to invoke (default $LATEST).
     #[arg(long)]
     qualifier: Option<String>,
     /// Queue the event and return at once (InvocationType Event).
@@ -102,6 +129,7 @@ pub async fn invoke(args: InvokeArgs, client_args: ClientArgs) -> anyhow::Result
     if client_args.json {
         let result = json!({
             "StatusCode": if args.is_async { 202 } else { 200 },
+            "RequestId": header("x-amzn-requestid"),
             "ExecutedVersion": header("x-amz-executed-version"),
             "FunctionError": header("x-amz-function-error"),
             "Payload": serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| String::from_utf8_lossy(&body).into()),
@@ -109,6 +137,10 @@ pub async fn invoke(args: InvokeArgs, client_args: ClientArgs) -> anyhow::Result
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else if !body.is_empty() {
         println!("{}", String::from_utf8_lossy(&body));
+    }
+    if args.is_async && !client_args.json {
+        let id = header("x-amzn-requestid").unwrap_or_default();
+        println!("Queued: the event will run asynchronously (request id {id})");
     }
     if let Some(err) = header("x-amz-function-error") {
         anyhow::bail!("the function failed ({err})");
@@ -134,8 +166,18 @@ pub struct LogsArgs {
 /// Prints a function's log lines through the CloudWatch Logs API.
 pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()> {
     let client = Client::new(&client_args)?;
-    let cfg = client.call("GET", &format!("/2015-03-31/functions/{}/configuration", label(&args.name)), None).await?;
-    let group = cfg["LoggingConfig"]["LogGroup"].as_str().unwrap_or_default().to_string();
+    // A function's logs outlive it, as in CloudWatch: a deleted function's
+    // are in its default group.
+    let group =
+        match client.call("GET", &format!("/2015-03-31/functions/{}/configuration", label(&args.name)), None).await {
+            Ok(cfg) => cfg["LoggingConfig"]["LogGroup"].as_str().unwrap_or_default().to_string(),
+            Err(e) if AwsError::is_not_found(&e) => {
+                // A name, or an ARN whose seventh field is the name.
+                let name = args.name.split(':').nth(6).unwrap_or(&args.name);
+                format!("/aws/lambda/{name}")
+            }
+            Err(e) => return Err(e),
+        };
     let start = args.since.map(|s| chrono_now_ms() - s * 1000);
     let mut token: Option<String> = None;
     let mut last_id: i64 = 0;
@@ -257,7 +299,7 @@ const CONFIG_KEYS: &[&str] = &[
 pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<()> {
     let client = Client::new(&args)?;
     match cmd {
-        FunctionCommand::Deploy { path, name, runtime, handler, memory, timeout, env, description, role } => {
+        FunctionCommand::Deploy { path, name, runtime, handler, memory, timeout, env, layers, description, role } => {
             let zip = read_package(&path)?;
             let mut config = Map::new();
             let mut set = |k: &str, v: Option<Value>| {
@@ -273,12 +315,17 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             if !env.is_empty() {
                 set("Environment", Some(json!({ "Variables": parse_env(&env)? })));
             }
+            if !layers.is_empty() {
+                set("Layers", Some(json!(layers)));
+            }
             let path_of = |suffix: &str| format!("/2015-03-31/functions/{}{suffix}", label(&name));
             let exists = client.call("GET", &path_of("/configuration"), None).await.is_ok();
             let result = if exists {
                 let code = json!({ "ZipFile": b64(&zip) });
                 let mut result = client.call("PUT", &path_of("/code"), Some(serde_json::to_vec(&code)?)).await?;
                 if !config.is_empty() {
+                    // As on AWS, a second update waits for the first to finish.
+                    wait_until_updated(&client, &path_of("/configuration")).await?;
                     result = client
                         .call("PUT", &path_of("/configuration"), Some(serde_json::to_vec(&Value::Object(config))?))
                         .await?;
@@ -290,6 +337,7 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
                 config.insert("Code".into(), json!({ "ZipFile": b64(&zip) }));
                 client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&Value::Object(config))?)).await?
             };
+            let result = wait_until_updated(&client, &path_of("/configuration")).await.unwrap_or(result);
             if !args.json {
                 eprintln!("{} {name} ({} bytes)", if exists { "Updated" } else { "Created" }, zip.len());
             }
@@ -357,5 +405,68 @@ pub async fn layer(cmd: LayerCommand, args: ClientArgs) -> anyhow::Result<()> {
                 .await?;
             show(&resp, args.json, &["LayerArn", "LayerVersionArn", "Version", "CompatibleRuntimes", "CreatedDate"])
         }
+        LayerCommand::List => {
+            let mut layers = Vec::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let q = marker.as_deref().map(|m| format!("?Marker={}", label(m))).unwrap_or_default();
+                let page = client.call("GET", &format!("/2018-10-31/layers{q}"), None).await?;
+                layers.extend(page["Layers"].as_array().cloned().unwrap_or_default());
+                match page["NextMarker"].as_str() {
+                    Some(m) => marker = Some(m.to_string()),
+                    None => break,
+                }
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "Layers": layers }))?);
+            } else {
+                let rows: Vec<Vec<String>> = layers
+                    .iter()
+                    .map(|l| {
+                        let newest = &l["LatestMatchingVersion"];
+                        vec![
+                            text(&l["LayerName"]),
+                            text(&newest["Version"]),
+                            text(&newest["CompatibleRuntimes"]),
+                            text(&newest["LayerVersionArn"]),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "VERSION", "RUNTIMES", "ARN"], &rows);
+            }
+            Ok(())
+        }
+        LayerCommand::Delete { name, version } => {
+            // A layer ARN names the layer in its seventh field.
+            let name = name.split(':').nth(6).unwrap_or(&name).to_string();
+            client.call("DELETE", &format!("/2018-10-31/layers/{}/versions/{version}", label(&name)), None).await?;
+            if args.json {
+                println!("{}", json!({ "Deleted": { "LayerName": name, "Version": version } }));
+            } else {
+                println!("Deleted layer {name} version {version}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Waits, as AWS's `function_updated_v2` waiter does, until the function
+/// is Active and no update is in progress; returns its configuration.
+async fn wait_until_updated(client: &Client, configuration: &str) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let cfg = client.call("GET", configuration, None).await?;
+        let state = cfg["State"].as_str().unwrap_or("Active");
+        let update = cfg["LastUpdateStatus"].as_str().unwrap_or("Successful");
+        if state == "Failed" || update == "Failed" {
+            anyhow::bail!("the function failed to update: {}", text(&cfg["LastUpdateStatusReason"]));
+        }
+        if state != "Pending" && update != "InProgress" {
+            return Ok(cfg);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the function is still {state} / {update} after 5 minutes");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

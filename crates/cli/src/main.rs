@@ -32,7 +32,7 @@ pub struct ClientArgs {
     /// is in the environment.
     #[arg(long, global = true, env = "NIMBUS_DATA_DIR", default_value = ".nimbus")]
     pub data_dir: PathBuf,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables and messages.
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -72,6 +72,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print a shell completion script, e.g. `nimbus completions bash > /etc/bash_completion.d/nimbus`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The two stages of a sandbox run as fresh executions of this binary,
@@ -110,6 +115,11 @@ fn main() -> std::process::ExitCode {
         return code;
     }
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "nimbus", &mut std::io::stdout());
+        return std::process::ExitCode::SUCCESS;
+    }
     let result =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
             |runtime| {
@@ -121,6 +131,7 @@ fn main() -> std::process::ExitCode {
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
+                        Command::Completions { .. } => Ok(()),
                     }
                 })
             },
@@ -128,8 +139,35 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each said once: many libraries'
+/// errors repeat their source's text in their own, which `{:#}` would
+/// print again for every level.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let inner = std::io::Error::other("unable to open database file");
+        let e = anyhow::Error::new(inner).context("database: unable to open database file").context("opening /x/db");
+        assert_eq!(super::describe(&e), "opening /x/db: database: unable to open database file");
     }
 }

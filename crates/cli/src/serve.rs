@@ -90,12 +90,11 @@ fn effective_uid() -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The cgroup parent of this node: one per data directory, so that nodes
-/// sharing a host never touch each other's environments.
+/// The cgroup parent of this node: one per (absolute) data directory, so
+/// that nodes sharing a host never touch each other's environments.
 fn node_group(data_dir: &std::path::Path) -> String {
     use sha2::Digest;
-    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    format!("nimbus-{}", &hex::encode(sha2::Sha256::digest(path.as_os_str().as_encoded_bytes()))[..12])
+    format!("nimbus-{}", &hex::encode(sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes()))[..12])
 }
 
 /// Mints environment credentials from the node's key pair.
@@ -151,8 +150,13 @@ fn init_tracing(format: LogFormat) {
     } else {
         tracing_subscriber::fmt::format::FmtSpan::NONE
     };
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_span_events(spans).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal, never in a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(spans)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -164,38 +168,99 @@ fn random(len: usize, alphabet: &[u8]) -> String {
     (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char).collect()
 }
 
+/// Where the node's key pair came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySource {
+    /// `NIMBUS_ACCESS_KEY_ID` and `NIMBUS_SECRET_ACCESS_KEY`.
+    Environment,
+    /// The key file of an earlier start.
+    File,
+    /// Made now and written to the key file.
+    Generated,
+}
+
 /// The node's key pair: from the environment, else the key file, else a
-/// new pair written to the key file. The bool says whether it came from the
-/// environment.
-fn credentials(data_dir: &Path) -> anyhow::Result<(Credentials, bool)> {
+/// new pair written to the key file.
+fn credentials(data_dir: &Path) -> anyhow::Result<(Credentials, KeySource)> {
     let env_id = std::env::var("NIMBUS_ACCESS_KEY_ID").ok().filter(|s| !s.is_empty());
     let env_secret = std::env::var("NIMBUS_SECRET_ACCESS_KEY").ok().filter(|s| !s.is_empty());
     match (env_id, env_secret) {
         (Some(access_key_id), Some(secret_access_key)) => {
-            return Ok((Credentials { access_key_id, secret_access_key }, true))
+            return Ok((Credentials { access_key_id, secret_access_key }, KeySource::Environment))
         }
         (None, None) => {}
         _ => anyhow::bail!("set both NIMBUS_ACCESS_KEY_ID and NIMBUS_SECRET_ACCESS_KEY, or neither"),
     }
     let path = data_dir.join(KEY_FILE);
     if path.exists() {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading the key file {}", path.display()))?;
         let k: KeyFile =
-            serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?;
-        return Ok((Credentials { access_key_id: k.access_key_id, secret_access_key: k.secret_access_key }, false));
+            serde_json::from_slice(&bytes).with_context(|| format!("parsing the key file {}", path.display()))?;
+        let creds = Credentials { access_key_id: k.access_key_id, secret_access_key: k.secret_access_key };
+        return Ok((creds, KeySource::File));
     }
     let key = KeyFile {
         access_key_id: format!("NKIA{}", random(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
         secret_access_key: random(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
     };
     let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
-    {
+    (|| -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(&key)?)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })()
+    .with_context(|| format!("writing the key file {}", path.display()))?;
+    let creds = Credentials { access_key_id: key.access_key_id, secret_access_key: key.secret_access_key };
+    Ok((creds, KeySource::Generated))
+}
+
+/// The lock that makes a data directory one server's: held for the life of
+/// the process (the kernel drops it when the process ends, however it ends).
+struct DataDirLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+const LOCK_FILE: &str = "nimbus.lock";
+
+impl DataDirLock {
+    /// Takes the lock, or names the server that holds it. Nothing in the
+    /// directory is touched before this succeeds: another live server's
+    /// mounts, cgroups and files are its own.
+    fn take(data_dir: &Path) -> anyhow::Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let path = data_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        let mut file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+                anyhow::bail!(
+                    "another nimbus server{holder} is using the data directory {}; stop it, or pass a different --data-dir",
+                    data_dir.display()
+                );
+            }
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        };
+        (|| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{}", std::process::id())
+        })()
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self { _file: file })
     }
-    std::fs::rename(&tmp, &path)?;
-    Ok((Credentials { access_key_id: key.access_key_id, secret_access_key: key.secret_access_key }, false))
 }
 
 /// Resolves at SIGTERM or SIGINT. The handlers are installed when this is
@@ -214,6 +279,16 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Binds the address without listening yet: a port that is taken fails
+/// the start before anything is created, and clients are refused (not left
+/// waiting) until the node is ready to serve.
+fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let stop = shutdown_signal()?;
@@ -226,12 +301,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
              --isolation process to run functions as plain child processes with NO isolation (development only)."
         );
     }
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let (creds, from_env) = credentials(&args.data_dir)?;
+    let socket = reserve(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    // Absolute from here on: mount tables and cgroup names speak in absolute paths.
+    let data_dir = std::fs::canonicalize(&args.data_dir)
+        .with_context(|| format!("resolving the data directory {}", args.data_dir.display()))?;
+    let _lock = DataDirLock::take(&data_dir)?;
+    let (creds, key_source) = credentials(&data_dir)?;
 
-    let catalog = tokio::task::spawn_blocking(nimbus_control::runtimes::discover);
-    let meta = SqliteMetadata::open(&args.data_dir.join("metadata.db")).await.context("opening the metadata store")?;
-    let blobs: Arc<dyn nimbus_store::Blobs> = Arc::new(FsBlobs::open(args.data_dir.join("blobs"))?);
+    let isolation = args.isolation;
+    let catalog = tokio::task::spawn_blocking(move || {
+        use nimbus_control::runtimes::{discover, Visible};
+        match isolation {
+            Isolation::Namespaces => discover(Visible::Under(nimbus_sandbox::namespaces::HOST_DIRS)),
+            Isolation::Process => discover(Visible::Host),
+        }
+    });
+    let db = data_dir.join("metadata.db");
+    let meta =
+        SqliteMetadata::open(&db).await.with_context(|| format!("opening the metadata store {}", db.display()))?;
+    let blob_dir = data_dir.join("blobs");
+    let blobs: Arc<dyn nimbus_store::Blobs> =
+        Arc::new(FsBlobs::open(&blob_dir).with_context(|| format!("opening the blob store {}", blob_dir.display()))?);
     let catalog = catalog.await?;
     tracing::info!(runtimes = ?catalog.ids().collect::<Vec<_>>(), "runtime catalog");
     let scaling = args.scaling();
@@ -242,9 +334,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         async_retry_delay: std::time::Duration::from_secs(args.async_retry_delay),
         log_retention: std::time::Duration::from_secs(args.log_retention_days * 86_400),
     };
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = socket.local_addr()?;
     let sandbox = match args.isolation {
         Isolation::Process => {
             tracing::warn!(
@@ -259,9 +349,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             Some(nimbus_worker::SandboxConfig {
                 exe: std::env::current_exe().context("locating the nimbus binary")?,
-                roots: args.data_dir.join("worker").join("roots"),
+                roots: data_dir.join("worker").join("roots"),
                 cgroups: cgroups.ok(),
-                cgroup_group: node_group(&args.data_dir),
+                cgroup_group: node_group(&data_dir),
                 uid: 65534,
                 gid: 65534,
             })
@@ -269,7 +359,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let worker = nimbus_worker::Worker::new(
         nimbus_worker::Settings {
-            root: args.data_dir.join("worker"),
+            root: data_dir.join("worker"),
             catalog: settings.catalog.clone(),
             region: args.region.clone(),
             api_endpoint: format!("http://{addr}"),
@@ -287,15 +377,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     control.restore_scaling().await?;
     let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
 
-    let secret =
-        if from_env { "<as set in NIMBUS_SECRET_ACCESS_KEY>".to_string() } else { creds.secret_access_key.clone() };
+    let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
     println!("Nimbus is serving the Lambda API on http://{addr}");
     println!("Use it with the aws CLI, boto3 or any AWS SDK:");
     println!("export AWS_ENDPOINT_URL=http://{addr}");
     println!("export AWS_REGION={0} AWS_DEFAULT_REGION={0}", args.region);
     println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
-    println!("export AWS_SECRET_ACCESS_KEY={secret}");
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "ready");
+    // The secret is shown once, when it is made; after that it stays where it is kept.
+    match key_source {
+        KeySource::Generated => println!("export AWS_SECRET_ACCESS_KEY={}", creds.secret_access_key),
+        KeySource::File => println!(
+            "# AWS_SECRET_ACCESS_KEY: the secret_access_key in {} (shown only when it was made)",
+            data_dir.join(KEY_FILE).display()
+        ),
+        KeySource::Environment => println!("# AWS_SECRET_ACCESS_KEY: as set in NIMBUS_SECRET_ACCESS_KEY"),
+    }
+    tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
     axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(stop).await?;
     worker.shutdown().await;

@@ -1,11 +1,31 @@
 //! Discovers which managed runtimes this node can run by finding real
-//! interpreter binaries (not shell shims such as pyenv's, which cost 100 ms
-//! a start) for `python3.x`, `nodejs*.x` and `java*`.
+//! interpreter binaries for `python3.x` and `nodejs*.x`: shell shims (such
+//! as pyenv's, 100 ms a start) are resolved or skipped, and in a sandbox only
+//! interpreters the sandbox will see are offered. Java is not offered: there
+//! is no Java bootstrap yet, so CreateFunction refuses it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use nimbus_core::runtime::{Catalog, KNOWN};
+
+/// Which interpreters can run functions.
+#[derive(Debug, Clone, Copy)]
+pub enum Visible<'a> {
+    /// Functions run as host processes: any real interpreter.
+    Host,
+    /// Functions run in a sandbox that sees only these host directories.
+    Under(&'a [&'a str]),
+}
+
+impl Visible<'_> {
+    fn contains(self, real: &Path) -> bool {
+        match self {
+            Self::Host => true,
+            Self::Under(dirs) => dirs.iter().any(|d| real.starts_with(d)),
+        }
+    }
+}
 
 fn is_elf(path: &Path) -> bool {
     use std::io::Read;
@@ -22,39 +42,71 @@ fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Finds the first real executable called `name` in PATH or the system dirs.
-fn find(name: &str) -> Option<PathBuf> {
+/// Every executable called `name` in PATH and the system dirs, each
+/// resolved to its real binary (an ELF file, not a script), in PATH order.
+fn candidates(name: &str) -> Vec<(PathBuf, PathBuf)> {
     search_dirs()
         .into_iter()
         .map(|d| d.join(name))
-        .find(|p| p.is_file() && std::fs::canonicalize(p).is_ok_and(|c| is_elf(&c)))
-        .and_then(|p| std::fs::canonicalize(p).ok())
+        .filter_map(|p| std::fs::canonicalize(&p).ok().filter(|real| is_elf(real)).map(|real| (p, real)))
+        .collect()
 }
 
-fn pythons(found: &mut BTreeMap<String, String>) {
+/// The first candidate functions can use; the ones passed over are said,
+/// because a PATH that prefers them (a venv, pyenv, nvm) is common.
+fn choose(id: &str, found: Vec<(PathBuf, PathBuf)>, visible: Visible) -> Option<PathBuf> {
+    let mut skipped = Vec::new();
+    for (path, real) in found {
+        if visible.contains(&real) {
+            if !skipped.is_empty() {
+                tracing::warn!(
+                    runtime = id,
+                    using = %real.display(),
+                    skipped = %skipped.join(", "),
+                    "interpreters outside what a sandbox sees (/usr) are not used"
+                );
+            }
+            return Some(real);
+        }
+        let shown = format!("{} -> {}", path.display(), real.display());
+        if !skipped.contains(&shown) {
+            skipped.push(shown);
+        }
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            runtime = id,
+            skipped = %skipped.join(", "),
+            "runtime not offered: its interpreter is outside what a sandbox sees (/usr); install it under /usr"
+        );
+    }
+    None
+}
+
+fn pythons(found: &mut BTreeMap<String, String>, visible: Visible) {
+    let mut names = Vec::new();
     for dir in search_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             let Some(minor) = name.strip_prefix("python3.") else { continue };
-            if minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
+            if !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()) && !names.contains(&name) {
+                names.push(name);
             }
-            let id = format!("python3.{minor}");
-            if !KNOWN.contains(&id.as_str()) || found.contains_key(&id) {
-                continue;
-            }
-            if let Ok(real) = std::fs::canonicalize(e.path()) {
-                if is_elf(&real) {
-                    found.insert(id, real.display().to_string());
-                }
-            }
+        }
+    }
+    for name in names {
+        if !KNOWN.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(real) = choose(&name, candidates(&name), visible) {
+            found.insert(name, real.display().to_string());
         }
     }
 }
 
-fn node(found: &mut BTreeMap<String, String>) {
-    let Some(path) = find("node") else { return };
+fn node(found: &mut BTreeMap<String, String>, visible: Visible) {
+    let Some(path) = choose("nodejs", candidates("node"), visible) else { return };
     let Ok(out) = std::process::Command::new(&path).arg("--version").output() else { return };
     let version = String::from_utf8_lossy(&out.stdout);
     let major = version.trim().trim_start_matches('v').split('.').next().unwrap_or_default().to_string();
@@ -64,29 +116,31 @@ fn node(found: &mut BTreeMap<String, String>) {
     }
 }
 
-fn java(found: &mut BTreeMap<String, String>) {
-    let Some(path) = find("java") else { return };
-    // JAVA_HOME/bin/java → JAVA_HOME/release names the version without
-    // starting a JVM.
-    let release = path.parent().and_then(Path::parent).map(|home| home.join("release"));
-    let Some(text) = release.and_then(|r| std::fs::read_to_string(r).ok()) else { return };
-    let Some(line) = text.lines().find(|l| l.starts_with("JAVA_VERSION=")) else { return };
-    let version = line.trim_start_matches("JAVA_VERSION=").trim_matches('"');
-    let major = match version.strip_prefix("1.") {
-        Some(rest) => rest.split('.').next().unwrap_or_default(),
-        None => version.split('.').next().unwrap_or_default(),
-    };
-    let id = format!("java{major}");
-    if KNOWN.contains(&id.as_str()) {
-        found.insert(id, path.display().to_string());
-    }
+/// The catalog of this node.
+pub fn discover(visible: Visible) -> Catalog {
+    let mut found = BTreeMap::new();
+    pythons(&mut found, visible);
+    node(&mut found, visible);
+    Catalog::new(found)
 }
 
-/// The catalog of this node.
-pub fn discover() -> Catalog {
-    let mut found = BTreeMap::new();
-    pythons(&mut found);
-    node(&mut found);
-    java(&mut found);
-    Catalog::new(found)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_is_offered_only_interpreters_it_sees() {
+        let under = Visible::Under(&["/usr"]);
+        let venv = (
+            PathBuf::from("/home/u/.venv/bin/python3.11"),
+            PathBuf::from("/home/u/.pyenv/versions/3.11.9/bin/python3.11"),
+        );
+        let system = (PathBuf::from("/usr/bin/python3.11"), PathBuf::from("/usr/bin/python3.11"));
+        assert_eq!(choose("python3.11", vec![venv.clone(), system], under), Some(PathBuf::from("/usr/bin/python3.11")));
+        assert_eq!(choose("python3.11", vec![venv.clone()], under), None);
+        assert_eq!(
+            choose("python3.11", vec![venv], Visible::Host),
+            Some(PathBuf::from("/home/u/.pyenv/versions/3.11.9/bin/python3.11"))
+        );
+    }
 }

@@ -141,7 +141,7 @@ pub fn unmount_under(dir: &Path) -> usize {
 }
 
 /// Host paths bound read-only into every sandbox.
-const HOST_DIRS: &[&str] = &["/usr"];
+pub const HOST_DIRS: &[&str] = &["/usr"];
 /// Merged-/usr symlinks recreated in the new root.
 const ROOT_LINKS: &[(&str, &str)] =
     &[("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")];

@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     init_error: SyncMutex<Option<Bytes>>,
     /// How the process ended, once it has.
     exit_status: SyncMutex<Option<String>>,
+    /// Set when a template is given its function.
+    specialized: AtomicBool,
 }
 
 /// A line the worker writes into the runtime's output pipe; when the reader
@@ -506,6 +508,7 @@ impl Env {
             ready: tokio::sync::Notify::new(),
             init_error: SyncMutex::new(None),
             exit_status: SyncMutex::new(None),
+            specialized: AtomicBool::new(now.is_some()),
         });
 
         // stdout and stderr share one pipe (as in AWS's log stream), and the
@@ -616,9 +619,19 @@ impl Env {
         });
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let watch = shared.clone();
+        let runtime_name = base.runtime.clone();
         tokio::spawn(async move {
             let status = tokio::select! {
-                s = child.wait() => s.map(describe_exit).unwrap_or_else(|e| e.to_string()),
+                s = child.wait() => {
+                    let status = s.map(describe_exit).unwrap_or_else(|e| e.to_string());
+                    // A template has no invocation to report its death: say it here,
+                    // or a runtime that cannot start fails every cold start unexplained.
+                    if !watch.specialized.load(Ordering::SeqCst) {
+                        let output: Vec<String> = watch.drain_logs().into_iter().map(|(_, l)| l).collect();
+                        tracing::warn!(runtime = %runtime_name, %status, output = %output.join("\n"), "a template exited before it was used");
+                    }
+                    status
+                }
                 _ = kill_rx => {
                     let _ = child.kill().await;
                     "signal: killed".to_string()
@@ -658,6 +671,7 @@ impl Env {
     /// `Init Duration`) starts here.
     pub async fn specialize(mut self, spec: &Spec) -> Result<Self, Error> {
         let c = &spec.config;
+        self.shared.specialized.store(true, Ordering::SeqCst);
         self.key = spec.key.clone();
         self.memory_mb = c.memory_size;
         self.timeout = Duration::from_secs(u64::from(c.timeout));
@@ -801,20 +815,29 @@ impl Env {
             Some(cg) => cg.peak_memory_bytes().div_ceil(1 << 20),
             None => peak_memory_mb(self.pid),
         };
+        let oom = self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
         let (payload, function_error, reusable, status) = match reply {
             Some(Reply::Response(b)) => (b, None, true, None),
             Some(Reply::Error(b)) => (b, Some("Unhandled".to_string()), true, Some("error")),
-            Some(Reply::InitError(b)) => (b, Some("Unhandled".to_string()), false, Some("error")),
-            Some(Reply::Exited(status)) => (
-                platform_error(
-                    "Runtime.ExitError",
-                    format!("RequestId: {id} Error: Runtime exited with error: {status}"),
-                ),
-                Some("Unhandled".to_string()),
-                false,
-                Some("error"),
-            ),
+            Some(Reply::InitError(b)) => {
+                tracing::warn!(function = %inv.config.name, request_id = %id, error = %String::from_utf8_lossy(&b), "function init failed");
+                (b, Some("Unhandled".to_string()), false, Some("error"))
+            }
+            Some(Reply::Exited(status)) => {
+                let why = if oom { "out of memory" } else { "runtime exited" };
+                tracing::warn!(function = %inv.config.name, request_id = %id, %status, "function failed: {why}");
+                (
+                    platform_error(
+                        "Runtime.ExitError",
+                        format!("RequestId: {id} Error: Runtime exited with error: {status}"),
+                    ),
+                    Some("Unhandled".to_string()),
+                    false,
+                    Some("error"),
+                )
+            }
             None => {
+                tracing::warn!(function = %inv.config.name, request_id = %id, timeout_s = self.timeout.as_secs(), "function timed out");
                 self.kill();
                 let secs = self.timeout.as_secs_f64();
                 (
@@ -861,7 +884,7 @@ impl Env {
         if let Some(s) = status {
             report.push_str(&format!("Status: {s}\t"));
         }
-        if self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
+        if oom {
             report.push_str("Error Type: Runtime.OutOfMemory\t");
         }
         log.push((now(), report));

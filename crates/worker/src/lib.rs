@@ -469,7 +469,8 @@ impl Invoker for Worker {
                 match self.start(spec).instrument(tracing::debug_span!("cold_start")).await {
                     Ok(e) => (e, true),
                     Err(Error::InvalidEntrypoint(message)) => {
-                        return Ok(Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message))
+                        tracing::warn!(function = %inv.config.name, request_id = %inv.request_id, %message, "the runtime could not start");
+                        return Ok(Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message));
                     }
                     Err(e) => return Err(e),
                 }
