@@ -1,8 +1,9 @@
 """The real aws CLI, and the nimbus CLI, against a real server."""
 
 import json
+import re
 
-from conftest import HELLO_ZIP, ROLE, arn, code_sha256, nimbus_cli, unique_name, aws_cli
+from conftest import HELLO_ZIP, ROLE, arn, code_sha256, nimbus_cli, unique_name, aws_cli, wait_for
 
 
 def test_aws_cli_lifecycle(server, tmp_path):
@@ -118,3 +119,38 @@ def test_aws_cli_covers_every_operation_group(server, tmp_path):
         rc, out, err = aws_cli(server, *args)
         assert rc == 0, f"aws lambda {args[0]}: {err}"
         assert check(out), f"aws lambda {args[0]} returned {out}"
+
+
+def test_nimbus_cli_layers_async_logs_and_completions(server, lam, tmp_path):
+    layer_dir = tmp_path / "layer" / "python"
+    layer_dir.mkdir(parents=True)
+    (layer_dir / "greeting.py").write_text("WORD = 'from-the-layer'\n")
+    layer_name = unique_name("clilayer")
+    layer = json.loads(nimbus_cli(server, "layer", "publish", layer_name, str(tmp_path / "layer"), "--json").stdout)
+    listed = nimbus_cli(server, "layer", "list").stdout
+    assert layer_name in listed and layer["LayerVersionArn"] in listed
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text("import greeting\n\ndef handler(e, c):\n    print('cli-log-line', e)\n    return greeting.WORD\n")
+    name = unique_name("clifn")
+    deployed = json.loads(nimbus_cli(server, "function", "deploy", str(src), "--name", name, "--runtime", "python3.11",
+                                     "--handler", "app.handler", "--layer", layer["LayerVersionArn"], "--json").stdout)
+    assert [l["Arn"] for l in deployed["Layers"]] == [layer["LayerVersionArn"]]
+    assert nimbus_cli(server, "invoke", name).stdout.strip() == '"from-the-layer"'
+
+    queued = nimbus_cli(server, "invoke", name, '{"async": 1}', "--async").stdout
+    match = re.match(r"Queued: the event will run asynchronously \(request id ([0-9a-f-]{36})\)", queued)
+    assert match, queued
+    wait_for(lambda: f"START RequestId: {match.group(1)}" in nimbus_cli(server, "logs", name).stdout,
+             "the queued event to run")
+
+    # CloudWatch keeps a deleted function's logs, and so does `nimbus logs`.
+    nimbus_cli(server, "function", "delete", name)
+    assert "cli-log-line {'async': 1}" in nimbus_cli(server, "logs", name).stdout
+
+    nimbus_cli(server, "layer", "delete", layer_name, "1")
+    assert layer_name not in nimbus_cli(server, "layer", "list").stdout
+
+    script = nimbus_cli(server, "completions", "bash").stdout
+    assert "complete" in script and "nimbus" in script and "deploy" in script

@@ -164,6 +164,30 @@ fn describe(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Every command and argument says what it is in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path.contains(' ') && !path.ends_with(" help") {
+                missing.push(path.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} <{}>", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&<super::Cli as clap::CommandFactory>::command(), "", &mut missing);
+        // The hidden sandbox stages are not clap commands.
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
     #[test]
     fn an_error_chain_says_each_cause_once() {
         let inner = std::io::Error::other("unable to open database file");

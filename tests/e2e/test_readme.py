@@ -1,0 +1,81 @@
+"""The README's two commands, run as written on a fresh clone: the run
+command serves and the Quick start works against it without writing into
+the repository; the test command runs (on one test, since this suite is
+its own output). The clone shares this run's Cargo target directory, so
+nothing is built twice."""
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+from conftest import REPO, free_port
+
+TARGET = Path(os.environ.get("NIMBUS_TEST_TARGET", REPO / "target"))
+
+
+def sh_blocks(section):
+    """The ```sh blocks of a README section, in order."""
+    text = (REPO / "README.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", body, re.S)
+
+
+def two_commands():
+    lines = [l.split("#", 1)[0].strip() for l in sh_blocks("The two commands")[0].splitlines()]
+    run, test = [l for l in lines if l]
+    return run, test
+
+
+def fresh_clone(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    # A checkout's files are newer than the shared build: date them back so
+    # that Cargo reuses what this run built instead of building it again.
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=clone, capture_output=True, check=True).stdout.split(b"\0")
+    subprocess.run(["touch", "-d", "2000-01-01", *[f.decode() for f in files if f]], cwd=clone, check=True)
+    return clone
+
+
+def test_the_readme_commands_work_on_a_fresh_clone(tmp_path):
+    run, test = two_commands()
+    assert run == "cargo run --release -- serve" and test == "scripts/test"
+    clone = fresh_clone(tmp_path)
+    env = dict(os.environ, CARGO_TARGET_DIR=str(TARGET), NIMBUS_LISTEN=f"127.0.0.1:{free_port()}")
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "NIMBUS_ACCESS_KEY_ID",
+                "NIMBUS_SECRET_ACCESS_KEY", "NIMBUS_DATA_DIR"):
+        env.pop(var, None)
+    log = open(tmp_path / "serve.log", "w+")
+    serve = subprocess.Popen(["bash", "-c", run], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        exports = {}
+        for line in serve.stdout:  # the run command prints its exports once it serves
+            if m := re.match(r"export (.+)$", line.strip()):
+                for pair in m.group(1).split():
+                    key, value = pair.split("=", 1)
+                    exports[key] = value
+            if "AWS_SECRET_ACCESS_KEY" in exports:
+                break
+        log.seek(0)
+        assert "AWS_SECRET_ACCESS_KEY" in exports, f"the run command did not start:\n{log.read()}"
+        assert "Compiling nimbus " not in log.read(), "the clone reused this run's build"
+
+        quick = dict(os.environ, **exports, AWS_PAGER="")
+        quick.pop("AWS_PROFILE", None)
+        script = "set -euo pipefail\n" + "\n".join(sh_blocks("Quick start")[:2])
+        out = subprocess.run(["bash", "-c", script], cwd=clone, env=quick, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert '"FunctionName": "hello"' in out.stdout and "Hello, Nimbus" in out.stdout, out.stdout
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
+        assert status == "", f"the Quick start wrote into the repository:\n{status}"
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=30)
+
+    # The test command, narrowed to one quick test: the whole suite is what is running now.
+    r = subprocess.run(["bash", "-c", f"{test} -k test_valid_signature_lists"], cwd=clone,
+                       env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET)), capture_output=True, text=True,
+                       timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(r"\b1 passed\b", r.stdout), r.stdout[-2000:]
