@@ -275,20 +275,24 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             }
             let path_of = |suffix: &str| format!("/2015-03-31/functions/{}{suffix}", label(&name));
             let exists = client.call("GET", &path_of("/configuration"), None).await.is_ok();
+            // Each change is waited out before the next, and the deploy ends
+            // when the function is ready to invoke.
             let result = if exists {
                 let code = json!({ "ZipFile": b64(&zip) });
-                let mut result = client.call("PUT", &path_of("/code"), Some(serde_json::to_vec(&code)?)).await?;
+                client.call("PUT", &path_of("/code"), Some(serde_json::to_vec(&code)?)).await?;
                 if !config.is_empty() {
-                    result = client
+                    client.wait_ready(&name).await?;
+                    client
                         .call("PUT", &path_of("/configuration"), Some(serde_json::to_vec(&Value::Object(config))?))
                         .await?;
                 }
-                result
+                client.wait_ready(&name).await?
             } else {
                 config.insert("FunctionName".into(), name.clone().into());
                 config.insert("Role".into(), role.into());
                 config.insert("Code".into(), json!({ "ZipFile": b64(&zip) }));
-                client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&Value::Object(config))?)).await?
+                client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&Value::Object(config))?)).await?;
+                client.wait_ready(&name).await?
             };
             if !args.json {
                 eprintln!("{} {name} ({} bytes)", if exists { "Updated" } else { "Created" }, zip.len());
