@@ -135,13 +135,16 @@ class Server:
         keys = json.loads((self.data_dir / "credentials.json").read_text())
         return keys["access_key_id"], keys["secret_access_key"]
 
-    def client(self):
+    def client(self, settle=True):
+        """A boto3 Lambda client; with `settle`, it waits out every create
+        and update (see `settle_changes`)."""
         key, secret = self.credentials()
-        return boto3.client(
+        lam = boto3.client(
             "lambda", endpoint_url=self.endpoint, region_name=REGION,
             aws_access_key_id=key, aws_secret_access_key=secret,
             config=Config(retries={"max_attempts": 1}, read_timeout=60),
         )
+        return settle_changes(lam) if settle else lam
 
     def kill(self, sig=signal.SIGKILL, unmount=True):
         self.proc.send_signal(sig)
@@ -165,6 +168,31 @@ class Server:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def wait_ready(lam, function, timeout=60.0):
+    """Waits until a function (name or ARN, maybe qualified) is Active with
+    its last update Successful; returns its configuration."""
+    def ready():
+        cfg = lam.get_function_configuration(FunctionName=function)
+        assert cfg["State"] != "Failed" and cfg.get("LastUpdateStatus") != "Failed", cfg
+        return cfg if (cfg["State"], cfg.get("LastUpdateStatus")) == ("Active", "Successful") else None
+    return wait_for(ready, f"{function} to become ready", timeout)
+
+
+def settle_changes(lam):
+    """Makes `lam` wait, after each successful create or update, until the
+    function is ready, as careful tools do on AWS with the
+    function_active_v2 / function_updated_v2 waiters: Nimbus answers
+    `Pending` / `InProgress` first, and refuses invokes of a pending function
+    and further changes meanwhile. Tests of that behaviour use a client
+    without it (`Server.client(settle=False)`)."""
+    def after(http_response, parsed, **_):
+        if http_response.status_code < 300 and "FunctionArn" in parsed:
+            wait_ready(lam, parsed["FunctionArn"])
+    for op in ("CreateFunction", "UpdateFunctionCode", "UpdateFunctionConfiguration"):
+        lam.meta.events.register(f"after-call.lambda.{op}", after)
+    return lam
 
 
 @pytest.fixture(scope="session")

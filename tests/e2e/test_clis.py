@@ -14,6 +14,9 @@ def test_aws_cli_lifecycle(server, tmp_path):
                            "--handler", "app.handler", "--role", ROLE, "--zip-file", f"fileb://{zip_path}")
     assert rc == 0, err
     assert out["FunctionArn"] == arn(name) and out["CodeSha256"] == code_sha256(HELLO_ZIP)
+    assert out["State"] == "Pending" and out["StateReasonCode"] == "Creating"
+    rc, _, err = aws_cli(server, "wait", "function-active-v2", "--function-name", name)
+    assert rc == 0, err
     rc, out, err = aws_cli(server, "publish-version", "--function-name", name)
     assert rc == 0 and out["Version"] == "1", err
     rc, out, err = aws_cli(server, "create-alias", "--function-name", name, "--name", "live", "--function-version", "1")
@@ -78,9 +81,12 @@ def test_aws_cli_covers_every_operation_group(server, tmp_path):
     steps = [
         (["create-function", "--function-name", name, "--runtime", "python3.11", "--handler", "app.handler",
           "--role", ROLE, "--zip-file", f"fileb://{zip_path}", "--tags", "team=a"], lambda o: o["FunctionName"] == name),
+        (["wait", "function-active-v2", "--function-name", name], lambda o: o is None),
         (["update-function-configuration", "--function-name", name, "--memory-size", "256"], lambda o: o["MemorySize"] == 256),
+        (["wait", "function-updated-v2", "--function-name", name], lambda o: o is None),
         (["update-function-code", "--function-name", name, "--zip-file", f"fileb://{zip_path}", "--publish"],
          lambda o: o["Version"] == "1"),
+        (["wait", "function-updated-v2", "--function-name", name], lambda o: o is None),
         (["get-function-configuration", "--function-name", name, "--qualifier", "1"], lambda o: o["Version"] == "1"),
         (["list-versions-by-function", "--function-name", name], lambda o: len(o["Versions"]) == 2),
         (["create-alias", "--function-name", name, "--name", "live", "--function-version", "1"], lambda o: o["Name"] == "live"),

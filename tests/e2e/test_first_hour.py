@@ -162,9 +162,17 @@ def test_function_failures_are_logged_at_warn_and_client_mistakes_are_not(privat
 
 def test_a_template_that_dies_is_logged(private_server, tmp_path):
     s = private_server(tmp_path / "data")
-    # Before any function exists, every environment is a template; kill one's processes.
-    cgroup = wait_for(lambda: next((d for d in env_dirs(s) if (d / "cgroup.procs").read_text().strip()), None),
-                      "a template")
+    # Before any function exists, every environment is a template. One whose
+    # interpreter runs is made (its sandbox start is over): kill its processes.
+    def runs_interpreter(cgroup):
+        def exe(pid):
+            try:
+                return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            except OSError:
+                return ""
+        return any(exe(p).startswith(("python", "node")) for p in (cgroup / "cgroup.procs").read_text().split())
+
+    cgroup = wait_for(lambda: next((d for d in env_dirs(s) if runs_interpreter(d)), None), "a made template")
     for pid in (cgroup / "cgroup.procs").read_text().split():
         os.kill(int(pid), signal.SIGKILL)
     wait_for(lambda: "a template exited before it was used" in s.output(), "the dead template's WARN line")

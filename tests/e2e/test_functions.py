@@ -1,11 +1,13 @@
 """CreateFunction, Get*, Update*, Delete and List, driven with boto3."""
 
+import re
 import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, HELLO_ZIP, ROLE, arn, code_sha256, create, error_code, make_zip, unique_name
+from conftest import (ACCOUNT, HELLO_ZIP, REGION, ROLE, arn, code_sha256, create, error_code, make_zip,
+                      unique_name, wait_ready)
 
 
 def test_create_returns_aws_configuration(lam):
@@ -19,10 +21,18 @@ def test_create_returns_aws_configuration(lam):
     assert (cfg["MemorySize"], cfg["Timeout"], cfg["Description"]) == (256, 10, "d")
     assert cfg["Environment"]["Variables"] == {"STAGE": "dev"}
     assert cfg["EphemeralStorage"]["Size"] == 1024
-    assert (cfg["State"], cfg["LastUpdateStatus"], cfg["Version"]) == ("Active", "Successful", "$LATEST")
+    # As AWS: the create is answered before the code is ready.
+    assert (cfg["State"], cfg["StateReasonCode"], cfg["Version"]) == ("Pending", "Creating", "$LATEST")
+    assert cfg["StateReason"] == "The function is being created." and "LastUpdateStatus" not in cfg
     assert cfg["PackageType"] == "Zip" and cfg["Architectures"] == ["x86_64"]
+    assert re.fullmatch(rf"arn:aws:lambda:{REGION}::runtime:[0-9a-f]{{64}}",
+                        cfg["RuntimeVersionConfig"]["RuntimeVersionArn"])
     assert cfg["LastModified"].endswith("+0000")
     assert cfg["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    ready = lam.get_function_configuration(FunctionName=name)
+    assert (ready["State"], ready["LastUpdateStatus"]) == ("Active", "Successful")
+    assert "StateReason" not in ready and ready["RevisionId"] == cfg["RevisionId"]
+    assert ready["RuntimeVersionConfig"] == cfg["RuntimeVersionConfig"]
 
 
 def test_defaults_are_aws_defaults(lam):
@@ -47,6 +57,79 @@ def test_get_function_by_name_partial_and_full_arn(lam):
         assert got["Configuration"]["FunctionName"] == name
         assert got["Tags"] == {"k": "v"}
         assert got["Code"]["RepositoryType"] == "S3"
+    assert "Tags" not in lam.get_function(FunctionName=create(lam)["FunctionName"]), "no tags: no Tags member"
+
+
+@pytest.mark.parametrize("ref, qualifier, code, message", [
+    # A qualifier in the name and a different one in the query.
+    ("{name}:1", "2", "InvalidParameterValueException",
+     "The derived qualifier from the function name does not match the specified qualifier."),
+    # An ARN of another region or account names a function that is not here.
+    ("arn:aws:lambda:eu-west-1:{acct}:function:{name}", None, "ResourceNotFoundException", None),
+    ("arn:aws:lambda:{region}:999999999999:function:{name}", None, "ResourceNotFoundException", None),
+    ("{name}:41", None, "ResourceNotFoundException", "Function not found: {arn}:41"),
+    ("{name}:nosuchalias", None, "ResourceNotFoundException", "Function not found: {arn}:nosuchalias"),
+])
+def test_function_name_and_qualifier_errors(lam, ref, qualifier, code, message):
+    name = create(lam)["FunctionName"]
+    fill = dict(name=name, acct=ACCOUNT, region=REGION, arn=arn(name))
+    kwargs = {"Qualifier": qualifier} if qualifier else {}
+    with pytest.raises(ClientError) as e:
+        lam.get_function(FunctionName=ref.format(**fill), **kwargs)
+    assert error_code(e) == code
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == (404 if "NotFound" in code else 400)
+    if message:
+        assert e.value.response["Error"]["Message"] == message.format(**fill)
+
+
+# Unpacking 100 MB makes the preparation last long enough to be seen; the
+# extra file makes each archive (and so each preparation) new.
+def slow_zip(tag):
+    return make_zip({"app.py": "def handler(e, c):\n    return 1\n", "blob": b"\0" * 100_000_000,
+                     "tag.txt": f"{tag}-{unique_name()}"})
+
+
+PENDING = "The operation cannot be performed at this time. The function is currently in the following state: Pending"
+
+
+def test_lifecycle_is_observable_and_refuses_what_aws_refuses(server):
+    lam = server.client(settle=False)
+    name = unique_name("life")
+    cfg = create(lam, name, zip_bytes=slow_zip("a"))
+    assert cfg["State"] == "Pending"
+    for call in (lambda: lam.invoke(FunctionName=name),
+                 lambda: lam.update_function_configuration(FunctionName=name, Timeout=5),
+                 lambda: lam.publish_version(FunctionName=name)):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert (error_code(e), e.value.response["Error"]["Message"]) == ("ResourceConflictException", PENDING)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1})
+    lam.get_waiter("function_exists").wait(FunctionName=name)
+    assert lam.invoke(FunctionName=name)["StatusCode"] == 200
+
+    upd = lam.update_function_code(FunctionName=name, ZipFile=slow_zip("b"))
+    assert (upd["State"], upd["LastUpdateStatus"], upd["LastUpdateStatusReasonCode"]) == ("Active", "InProgress", "Creating")
+    busy = f"The operation cannot be performed at this time. An update is in progress for resource: {arn(name)}"
+    for call in (lambda: lam.update_function_configuration(FunctionName=name, Timeout=5),
+                 lambda: lam.update_function_code(FunctionName=name, ZipFile=HELLO_ZIP),
+                 lambda: lam.publish_version(FunctionName=name)):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert (error_code(e), e.value.response["Error"]["Message"]) == ("ResourceConflictException", busy)
+    assert lam.invoke(FunctionName=name)["StatusCode"] == 200, "an update in progress does not stop invokes"
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1})
+    assert lam.get_function(FunctionName=name)["Configuration"]["LastUpdateStatus"] == "Successful"
+    assert lam.publish_version(FunctionName=name)["Version"] == "1"
+
+
+def test_a_kill_while_pending_does_not_leave_the_function_pending(private_server):
+    s = private_server()
+    lam = s.client(settle=False)
+    assert create(lam, "pending", zip_bytes=slow_zip("k"))["State"] == "Pending"
+    s.kill()
+    again = private_server(s.data_dir)
+    assert wait_ready(again.client(settle=False), "pending")["State"] == "Active"
 
 
 def test_code_location_downloads_the_zip_until_it_expires(lam):
@@ -139,3 +222,36 @@ def test_runtime_catalog(lam):
         create(lam, Runtime="ruby3.3")
     assert error_code(e) == "InvalidParameterValueException"
     assert "python3.11" in e.value.response["Error"]["Message"]
+
+
+def test_vpc_config_is_stored_and_reported(lam):
+    vpc = {"SubnetIds": ["subnet-0a1b2c"], "SecurityGroupIds": ["sg-0d1e2f"], "Ipv6AllowedForDualStack": True}
+    cfg = create(lam, VpcConfig=vpc)
+    assert {k: cfg["VpcConfig"][k] for k in vpc} == vpc
+    assert re.fullmatch(r"vpc-[0-9a-f]{17}", cfg["VpcConfig"]["VpcId"])
+    off = lam.update_function_configuration(FunctionName=cfg["FunctionName"],
+                                            VpcConfig={"SubnetIds": [], "SecurityGroupIds": []})
+    assert off["VpcConfig"] == {"SubnetIds": [], "SecurityGroupIds": [], "VpcId": "", "Ipv6AllowedForDualStack": False}
+    with pytest.raises(ClientError) as e:
+        create(lam, VpcConfig={"SubnetIds": ["subnet-1"], "SecurityGroupIds": []})
+    assert error_code(e) == "InvalidParameterValueException"
+
+
+@pytest.mark.parametrize("setting", [
+    {"FileSystemConfigs": [{"Arn": f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:access-point/fsap-0123456789abcdef0",
+                            "LocalMountPath": "/mnt/efs"}]},
+    {"SnapStart": {"ApplyOn": "PublishedVersions"}},
+    {"KMSKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+], ids=["efs", "snapstart", "kms"])
+def test_settings_nimbus_cannot_honour_are_refused(lam, setting):
+    name = unique_name()
+    with pytest.raises(ClientError) as e:
+        create(lam, name, **setting)
+    assert error_code(e) == "InvalidParameterValueException"
+    with pytest.raises(ClientError):
+        lam.get_function(FunctionName=name)
+    ok = create(lam, name, SnapStart={"ApplyOn": "None"})
+    assert ok["SnapStart"] == {"ApplyOn": "None", "OptimizationStatus": "Off"}
+    with pytest.raises(ClientError) as e:
+        lam.update_function_configuration(FunctionName=name, **setting)
+    assert error_code(e) == "InvalidParameterValueException"

@@ -14,7 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import REGION, ROLE, Server, error_code, make_zip, unique_name, wait_for
+from conftest import REGION, ROLE, Server, error_code, make_zip, settle_changes, unique_name, wait_for
 
 APP = '''
 import json, os, time, uuid
@@ -58,10 +58,10 @@ def scaling_server(tmp_path):
 def client(server, pool=10):
     key, secret = server.credentials()
     # No retries: a throttle must reach the test, not be retried by boto3.
-    return boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION,
-                        aws_access_key_id=key, aws_secret_access_key=secret,
-                        config=Config(retries={"total_max_attempts": 1}, read_timeout=120,
-                                      max_pool_connections=pool))
+    return settle_changes(boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION,
+                                       aws_access_key_id=key, aws_secret_access_key=secret,
+                                       config=Config(retries={"total_max_attempts": 1}, read_timeout=120,
+                                                     max_pool_connections=pool)))
 
 
 def function(lam, files=None, **kw):

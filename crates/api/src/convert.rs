@@ -6,7 +6,8 @@ use base64::Engine;
 use chrono::{TimeZone, Utc};
 use nimbus_control::code_sha256_b64;
 use nimbus_core::function::{
-    Alias, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, LayerVersion, UrlConfig, LATEST,
+    Alias, CodeSigningConfig, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, LayerVersion, Lifecycle, UrlConfig,
+    VpcConfig, LATEST,
 };
 use nimbus_core::{Account, Error};
 use nimbus_wire as w;
@@ -47,6 +48,15 @@ pub fn function_arn(account: &Account, c: &FunctionConfig, qualifier: Option<&st
 }
 
 pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&str>) -> w::FunctionConfiguration {
+    // AWS's wording: "being created" is also what an update in progress reports.
+    let creating = || Some("The function is being created.".to_string());
+    let (state, state_reason, state_reason_code, update, update_reason, update_reason_code) = match c.lifecycle {
+        Lifecycle::Creating => ("Pending", creating(), Some("Creating".to_string()), None, None, None),
+        Lifecycle::Updating => {
+            ("Active", None, None, Some("InProgress".to_string()), creating(), Some("Creating".to_string()))
+        }
+        Lifecycle::Ready => ("Active", None, None, Some("Successful".to_string()), None, None),
+    };
     w::FunctionConfiguration {
         function_name: c.name.clone(),
         function_arn: function_arn(account, c, qualifier),
@@ -67,12 +77,26 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
         revision_id: c.revision_id.clone(),
         layers: (!c.layers.is_empty())
             .then(|| c.layers.iter().map(|l| w::Layer { arn: l.arn.clone(), code_size: l.code_size }).collect()),
-        state: "Active".into(),
-        last_update_status: "Successful".into(),
+        vpc_config: c.vpc.as_ref().map(|v| w::VpcConfigResponse {
+            subnet_ids: v.subnet_ids.clone(),
+            security_group_ids: v.security_group_ids.clone(),
+            vpc_id: v.vpc_id(),
+            ipv6_allowed_for_dual_stack: v.ipv6_allowed_for_dual_stack,
+        }),
+        state: state.into(),
+        state_reason,
+        state_reason_code,
+        last_update_status: update,
+        last_update_status_reason: update_reason,
+        last_update_status_reason_code: update_reason_code,
         package_type: c.package_type.clone(),
         architectures: c.architectures.clone(),
         ephemeral_storage: w::EphemeralStorage { size: i64::from(c.ephemeral_storage) },
         snap_start: w::SnapStartResponse { apply_on: "None".into(), optimization_status: "Off".into() },
+        runtime_version_config: (c.package_type == "Zip")
+            .then_some(c.runtime.as_deref())
+            .flatten()
+            .map(|r| w::RuntimeVersionConfig { runtime_version_arn: runtime_version_arn(account, c, r) }),
         logging_config: w::LoggingConfig {
             log_format: Some(c.logging.log_format.clone()),
             application_log_level: c.logging.application_log_level.clone(),
@@ -80,6 +104,15 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
             log_group: Some(c.logging.log_group.clone()),
         },
     }
+}
+
+/// The runtime version a configuration runs: the pinned one under `Manual`,
+/// else this node's version of the runtime.
+fn runtime_version_arn(account: &Account, c: &FunctionConfig, runtime: &str) -> String {
+    c.runtime_management
+        .as_ref()
+        .and_then(|m| m.runtime_version_arn.clone())
+        .unwrap_or_else(|| nimbus_core::runtime::version_arn(&account.region, runtime))
 }
 
 /// The domain patch of a request's configuration members.
@@ -102,6 +135,28 @@ pub fn patch(role: Option<String>, s: w::FunctionSettings) -> ConfigPatch {
         log_group: logging.log_group,
         dead_letter_target: s.dead_letter_config.map(|d| d.target_arn.unwrap_or_default()),
         kms_key_arn: s.kms_key_arn,
+        vpc: s.vpc_config.map(|v| VpcConfig {
+            subnet_ids: v.subnet_ids.unwrap_or_default(),
+            security_group_ids: v.security_group_ids.unwrap_or_default(),
+            ipv6_allowed_for_dual_stack: v.ipv6_allowed_for_dual_stack.unwrap_or(false),
+        }),
+        file_systems: s.file_system_configs.map(|l| l.into_iter().map(|f| f.arn.unwrap_or_default()).collect()),
+        snap_start: s.snap_start.map(|s| s.apply_on.unwrap_or_else(|| "None".into())),
+    }
+}
+
+pub fn code_signing_config(arn: String, c: &CodeSigningConfig) -> w::CodeSigningConfig {
+    w::CodeSigningConfig {
+        code_signing_config_id: c.id.clone(),
+        code_signing_config_arn: arn,
+        description: c.description.clone(),
+        allowed_publishers: w::AllowedPublishers {
+            signing_profile_version_arns: Some(c.signing_profile_version_arns.clone()),
+        },
+        code_signing_policies: w::CodeSigningPolicies {
+            untrusted_artifact_on_deployment: Some(c.untrusted_artifact_on_deployment.clone()),
+        },
+        last_modified: config_time(c.modified_ms),
     }
 }
 

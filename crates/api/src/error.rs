@@ -53,6 +53,8 @@ impl ApiError {
                 Rule::InvalidRequestContent(_) => (S::BAD_REQUEST, "InvalidRequestContentException"),
                 Rule::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException"),
                 Rule::Throttled(_) => (S::TOO_MANY_REQUESTS, "TooManyRequestsException"),
+                Rule::CodeSigningConfigNotFound(_) => (S::NOT_FOUND, "CodeSigningConfigNotFoundException"),
+                Rule::CodeVerificationFailed(_) => (S::BAD_REQUEST, "CodeVerificationFailedException"),
             },
             Self::Auth(a) => match a {
                 AuthError::Missing => (S::FORBIDDEN, "MissingAuthenticationTokenException"),
@@ -92,7 +94,13 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         // The model gives these exceptions a capitalised `Message` member.
-        let upper = matches!(kind, "ResourceNotFoundException" | "ServiceException");
+        let upper = matches!(
+            kind,
+            "ResourceNotFoundException"
+                | "ServiceException"
+                | "CodeSigningConfigNotFoundException"
+                | "CodeVerificationFailedException"
+        );
         let body = ErrorBody {
             kind: if status.is_server_error() { "Service" } else { "User" }.into(),
             message: (!upper).then(|| message.clone()),

@@ -7,7 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use nimbus_control::{
-    CodeUpdate, InvokeRequest, LogQuery, NewFunction, NewLayerVersion, NewPermission, ProvisionedReport, UrlConfigInput,
+    CodeSigningInput, CodeUpdate, InvokeRequest, LogQuery, NewFunction, NewLayerPermission, NewLayerVersion,
+    NewPermission, ProvisionedReport, UrlConfigInput,
 };
 use nimbus_core::Error as Rule;
 use nimbus_wire as w;
@@ -124,8 +125,24 @@ pub async fn execute(op: Op, c: Ctx<'_>) -> R {
             Err(ApiError::Unavailable(format!("{op:?} is not available on this Nimbus node yet; use Invoke.")))
         }
         ListAliases | CreateAlias | GetAlias | UpdateAlias | DeleteAlias => aliases(op, c).await,
-        ListLayers | GetLayerVersionByArn | ListLayerVersions | PublishLayerVersion | GetLayerVersion
-        | DeleteLayerVersion => layers(op, c).await,
+        ListLayers
+        | GetLayerVersionByArn
+        | ListLayerVersions
+        | PublishLayerVersion
+        | GetLayerVersion
+        | DeleteLayerVersion
+        | AddLayerVersionPermission
+        | GetLayerVersionPolicy
+        | RemoveLayerVersionPermission => layers(op, c).await,
+        CreateCodeSigningConfig
+        | GetCodeSigningConfig
+        | UpdateCodeSigningConfig
+        | DeleteCodeSigningConfig
+        | ListCodeSigningConfigs
+        | ListFunctionsByCodeSigningConfig
+        | PutFunctionCodeSigningConfig
+        | GetFunctionCodeSigningConfig
+        | DeleteFunctionCodeSigningConfig => code_signing(op, c).await,
         _ => settings(op, c).await,
     }
 }
@@ -149,6 +166,7 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
                     other_source: convert::other_source(&code.s3_bucket, &code.s3_key, &code.image_uri),
                     publish: req.publish.unwrap_or(false),
                     tags: req.tags.unwrap_or_default(),
+                    code_signing_config_arn: req.code_signing_config_arn,
                 })
                 .await?;
             json(StatusCode::CREATED, &configuration(acct, &cfg, None))
@@ -164,7 +182,8 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
                         location: c.code_location(&resolved.config.code.sha256_hex)?,
                     },
                     configuration: configuration(acct, &resolved.config, resolved.arn_qualifier.as_deref()),
-                    tags: unqualified.then_some(f.tags),
+                    // AWS leaves `Tags` out when there are none.
+                    tags: (unqualified && !f.tags.is_empty()).then_some(f.tags),
                     concurrency: f
                         .reserved_concurrency
                         .map(|n| w::Concurrency { reserved_concurrent_executions: Some(n) }),
@@ -489,6 +508,35 @@ async fn layers(op: Op, c: Ctx<'_>) -> R {
             ctl.delete_layer_version(c.arg(0), layer_version_number(c.arg(1))?).await?;
             empty(StatusCode::NO_CONTENT)
         }
+        Op::AddLayerVersionPermission => {
+            let req: w::AddLayerVersionPermissionRequest = c.input()?;
+            let (statement, revision_id) = ctl
+                .add_layer_version_permission(
+                    c.arg(0),
+                    layer_version_number(c.arg(1))?,
+                    NewLayerPermission {
+                        statement_id: required(req.statement_id, "statementId")?,
+                        action: required(req.action, "action")?,
+                        principal: required(req.principal, "principal")?,
+                        organization_id: req.organization_id,
+                        revision_id: c.q("RevisionId").map(str::to_string),
+                    },
+                )
+                .await?;
+            json(
+                StatusCode::CREATED,
+                &w::AddLayerVersionPermissionResponse { statement: statement.to_string(), revision_id },
+            )
+        }
+        Op::GetLayerVersionPolicy => {
+            let (doc, revision_id) = ctl.get_layer_version_policy(c.arg(0), layer_version_number(c.arg(1))?).await?;
+            json(StatusCode::OK, &w::LayerVersionPolicy { policy: doc.to_string(), revision_id })
+        }
+        Op::RemoveLayerVersionPermission => {
+            ctl.remove_layer_version_permission(c.arg(0), layer_version_number(c.arg(1))?, c.arg(2), c.q("RevisionId"))
+                .await?;
+            empty(StatusCode::NO_CONTENT)
+        }
         Op::ListLayers => {
             let page = ctl
                 .list_layers(c.q("CompatibleRuntime"), c.q("CompatibleArchitecture"), c.q("Marker"), c.max_items()?)
@@ -684,6 +732,42 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                 },
             )
         }
+        Op::GetFunctionRecursionConfig => {
+            let r = ctl.get_recursion_config(c.arg(0)).await?;
+            json(StatusCode::OK, &w::FunctionRecursionConfig { recursive_loop: Some(r) })
+        }
+        Op::PutFunctionRecursionConfig => {
+            let req: w::FunctionRecursionConfig = c.input()?;
+            let r = ctl.put_recursion_config(c.arg(0), &required(req.recursive_loop, "recursiveLoop")?).await?;
+            json(StatusCode::OK, &w::FunctionRecursionConfig { recursive_loop: Some(r) })
+        }
+        Op::GetRuntimeManagementConfig => {
+            let (m, function_arn) = ctl.get_runtime_management(c.arg(0), c.q("Qualifier")).await?;
+            json(
+                StatusCode::OK,
+                &w::RuntimeManagementConfig {
+                    update_runtime_on: m.update_runtime_on,
+                    function_arn,
+                    runtime_version_arn: m.runtime_version_arn,
+                },
+            )
+        }
+        Op::PutRuntimeManagementConfig => {
+            let req: w::PutRuntimeManagementConfigRequest = c.input()?;
+            let setting = nimbus_core::function::RuntimeManagement {
+                update_runtime_on: required(req.update_runtime_on, "updateRuntimeOn")?,
+                runtime_version_arn: req.runtime_version_arn,
+            };
+            let (m, function_arn) = ctl.put_runtime_management(c.arg(0), c.q("Qualifier"), setting).await?;
+            json(
+                StatusCode::OK,
+                &w::RuntimeManagementConfig {
+                    update_runtime_on: m.update_runtime_on,
+                    function_arn,
+                    runtime_version_arn: m.runtime_version_arn,
+                },
+            )
+        }
         Op::GetAccountSettings => {
             let s = ctl.account_settings().await?;
             json(
@@ -702,6 +786,87 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                     },
                 },
             )
+        }
+        _ => unreachable_op(op),
+    }
+}
+
+fn code_signing_input(req: w::CodeSigningConfigRequest) -> CodeSigningInput {
+    CodeSigningInput {
+        description: req.description,
+        signing_profile_version_arns: req
+            .allowed_publishers
+            .map(|a| a.signing_profile_version_arns.unwrap_or_default()),
+        untrusted_artifact_on_deployment: req.code_signing_policies.and_then(|p| p.untrusted_artifact_on_deployment),
+    }
+}
+
+async fn code_signing(op: Op, c: Ctx<'_>) -> R {
+    let ctl = c.control();
+    let one = |csc: &nimbus_core::function::CodeSigningConfig| w::CodeSigningConfigResponse {
+        code_signing_config: convert::code_signing_config(ctl.code_signing_config_arn(&csc.id), csc),
+    };
+    match op {
+        Op::CreateCodeSigningConfig => {
+            let req: w::CodeSigningConfigRequest = c.input()?;
+            let csc = ctl.create_code_signing_config(code_signing_input(req)).await?;
+            json(StatusCode::CREATED, &one(&csc))
+        }
+        Op::GetCodeSigningConfig => json(StatusCode::OK, &one(&ctl.get_code_signing_config(c.arg(0)).await?)),
+        Op::UpdateCodeSigningConfig => {
+            let req: w::CodeSigningConfigRequest = c.input()?;
+            let csc = ctl.update_code_signing_config(c.arg(0), code_signing_input(req)).await?;
+            json(StatusCode::OK, &one(&csc))
+        }
+        Op::DeleteCodeSigningConfig => {
+            ctl.delete_code_signing_config(c.arg(0)).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        Op::ListCodeSigningConfigs => {
+            let page = ctl.list_code_signing_configs(c.q("Marker"), c.max_items()?).await?;
+            let code_signing_configs = page
+                .items
+                .iter()
+                .map(|csc| convert::code_signing_config(ctl.code_signing_config_arn(&csc.id), csc))
+                .collect();
+            json(
+                StatusCode::OK,
+                &w::ListCodeSigningConfigsResponse { next_marker: page.next_marker, code_signing_configs },
+            )
+        }
+        Op::ListFunctionsByCodeSigningConfig => {
+            let page = ctl.list_functions_by_code_signing_config(c.arg(0), c.q("Marker"), c.max_items()?).await?;
+            json(
+                StatusCode::OK,
+                &w::ListFunctionsByCodeSigningConfigResponse {
+                    next_marker: page.next_marker,
+                    function_arns: page.items,
+                },
+            )
+        }
+        Op::PutFunctionCodeSigningConfig => {
+            let req: w::PutFunctionCodeSigningConfigRequest = c.input()?;
+            let arn = required(req.code_signing_config_arn, "codeSigningConfigArn")?;
+            let name = ctl.put_function_code_signing_config(c.arg(0), &arn).await?;
+            json(
+                StatusCode::OK,
+                &w::FunctionCodeSigningConfig { code_signing_config_arn: Some(arn), function_name: Some(name) },
+            )
+        }
+        Op::GetFunctionCodeSigningConfig => {
+            // A function without one gets an empty object, as on AWS.
+            let (name, arn) = ctl.get_function_code_signing_config(c.arg(0)).await?;
+            let body = match arn {
+                Some(arn) => {
+                    w::FunctionCodeSigningConfig { code_signing_config_arn: Some(arn), function_name: Some(name) }
+                }
+                None => w::FunctionCodeSigningConfig::default(),
+            };
+            json(StatusCode::OK, &body)
+        }
+        Op::DeleteFunctionCodeSigningConfig => {
+            ctl.delete_function_code_signing_config(c.arg(0)).await?;
+            empty(StatusCode::NO_CONTENT)
         }
         _ => unreachable_op(op),
     }

@@ -57,6 +57,22 @@ pub enum Op {
     UpdateFunctionUrlConfig,
     DeleteFunctionUrlConfig,
     ListFunctionUrlConfigs,
+    CreateCodeSigningConfig,
+    GetCodeSigningConfig,
+    UpdateCodeSigningConfig,
+    DeleteCodeSigningConfig,
+    ListCodeSigningConfigs,
+    ListFunctionsByCodeSigningConfig,
+    PutFunctionCodeSigningConfig,
+    GetFunctionCodeSigningConfig,
+    DeleteFunctionCodeSigningConfig,
+    GetFunctionRecursionConfig,
+    PutFunctionRecursionConfig,
+    AddLayerVersionPermission,
+    GetLayerVersionPolicy,
+    RemoveLayerVersionPermission,
+    GetRuntimeManagementConfig,
+    PutRuntimeManagementConfig,
     /// Nimbus's own: the target of `Code.Location` presigned URLs.
     DownloadCode,
     /// CloudWatch Logs `Logs_20140328.FilterLogEvents`.
@@ -126,6 +142,7 @@ pub fn route(
     let m = method.as_str();
     let one = |op: Op, a: &str| Ok((op, vec![a.to_string()]));
     let two = |op: Op, a: &str, b: &str| Ok((op, vec![a.to_string(), b.to_string()]));
+    let three = |op: Op, a: &str, b: &str, c: &str| Ok((op, vec![a.to_string(), b.to_string(), c.to_string()]));
     match (m, s.as_slice()) {
         ("GET", ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => Ok((ListFunctions, vec![])),
         ("POST", ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => Ok((CreateFunction, vec![])),
@@ -190,6 +207,28 @@ pub fn route(
         ("PUT", ["2021-10-31", "functions", f, "url"]) => one(UpdateFunctionUrlConfig, f),
         ("DELETE", ["2021-10-31", "functions", f, "url"]) => one(DeleteFunctionUrlConfig, f),
         ("GET", ["2021-10-31", "functions", f, "urls"]) => one(ListFunctionUrlConfigs, f),
+        ("POST", ["2020-04-22", "code-signing-configs"] | ["2020-04-22", "code-signing-configs", ""]) => {
+            Ok((CreateCodeSigningConfig, vec![]))
+        }
+        ("GET", ["2020-04-22", "code-signing-configs"] | ["2020-04-22", "code-signing-configs", ""]) => {
+            Ok((ListCodeSigningConfigs, vec![]))
+        }
+        ("GET", ["2020-04-22", "code-signing-configs", arn]) => one(GetCodeSigningConfig, arn),
+        ("PUT", ["2020-04-22", "code-signing-configs", arn]) => one(UpdateCodeSigningConfig, arn),
+        ("DELETE", ["2020-04-22", "code-signing-configs", arn]) => one(DeleteCodeSigningConfig, arn),
+        ("GET", ["2020-04-22", "code-signing-configs", arn, "functions"]) => one(ListFunctionsByCodeSigningConfig, arn),
+        ("PUT", ["2020-06-30", "functions", f, "code-signing-config"]) => one(PutFunctionCodeSigningConfig, f),
+        ("GET", ["2020-06-30", "functions", f, "code-signing-config"]) => one(GetFunctionCodeSigningConfig, f),
+        ("DELETE", ["2020-06-30", "functions", f, "code-signing-config"]) => one(DeleteFunctionCodeSigningConfig, f),
+        ("GET", ["2024-08-31", "functions", f, "recursion-config"]) => one(GetFunctionRecursionConfig, f),
+        ("PUT", ["2024-08-31", "functions", f, "recursion-config"]) => one(PutFunctionRecursionConfig, f),
+        ("POST", ["2018-10-31", "layers", l, "versions", v, "policy"]) => two(AddLayerVersionPermission, l, v),
+        ("GET", ["2018-10-31", "layers", l, "versions", v, "policy"]) => two(GetLayerVersionPolicy, l, v),
+        ("DELETE", ["2018-10-31", "layers", l, "versions", v, "policy", sid]) => {
+            three(RemoveLayerVersionPermission, l, v, sid)
+        }
+        ("GET", ["2021-07-20", "functions", f, "runtime-management-config"]) => one(GetRuntimeManagementConfig, f),
+        ("PUT", ["2021-07-20", "functions", f, "runtime-management-config"]) => one(PutRuntimeManagementConfig, f),
         ("GET", ["_nimbus", "code", sha]) => one(DownloadCode, sha),
         ("POST", [""]) => match target {
             Some("Logs_20140328.FilterLogEvents") => Ok((FilterLogEvents, vec![])),
@@ -229,6 +268,26 @@ mod tests {
             op(Method::GET, "/2019-09-30/functions/f/provisioned-concurrency", Some("List=ALL")).map(|r| r.0),
             Some(Op::ListProvisionedConcurrencyConfigs)
         );
+    }
+
+    #[test]
+    fn every_operation_of_the_model_groups_added_later_routes() {
+        let csc = "/2020-04-22/code-signing-configs/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Acode-signing-config%3Acsc-0123456789abcdefg";
+        let cases = [
+            (Method::POST, "/2020-04-22/code-signing-configs".to_string(), Op::CreateCodeSigningConfig),
+            (Method::GET, "/2020-04-22/code-signing-configs".to_string(), Op::ListCodeSigningConfigs),
+            (Method::PUT, csc.to_string(), Op::UpdateCodeSigningConfig),
+            (Method::GET, format!("{csc}/functions"), Op::ListFunctionsByCodeSigningConfig),
+            (Method::DELETE, "/2020-06-30/functions/f/code-signing-config".into(), Op::DeleteFunctionCodeSigningConfig),
+            (Method::PUT, "/2024-08-31/functions/f/recursion-config".into(), Op::PutFunctionRecursionConfig),
+            (Method::DELETE, "/2018-10-31/layers/l/versions/1/policy/s".into(), Op::RemoveLayerVersionPermission),
+            (Method::GET, "/2021-07-20/functions/f/runtime-management-config".into(), Op::GetRuntimeManagementConfig),
+        ];
+        for (m, path, expected) in cases {
+            assert_eq!(op(m, &path, None).map(|r| r.0), Some(expected), "{path}");
+        }
+        let (_, args) = op(Method::GET, csc, None).unwrap();
+        assert_eq!(args, ["arn:aws:lambda:us-east-1:123456789012:code-signing-config:csc-0123456789abcdefg"]);
     }
 
     #[test]

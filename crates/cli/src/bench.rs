@@ -273,6 +273,7 @@ impl Bench {
             "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(&rt.zip)},
         });
         self.client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&body)?)).await?;
+        self.client.wait_ready(&name).await?;
         Ok(name)
     }
 

@@ -78,6 +78,26 @@ impl Client {
         Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
     }
 
+    /// Waits until a function has finished its create or update (`State`
+    /// Active, `LastUpdateStatus` Successful), as `aws lambda wait
+    /// function-updated-v2` does: Nimbus, like AWS, answers a change before
+    /// the new code is ready, and refuses the next change until it is.
+    pub async fn wait_ready(&self, name: &str) -> anyhow::Result<Value> {
+        let path = format!("/2015-03-31/functions/{}/configuration", label(name));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let cfg = self.call("GET", &path, None).await?;
+            match (cfg["State"].as_str(), cfg["LastUpdateStatus"].as_str()) {
+                (Some("Active"), Some("Successful")) => return Ok(cfg),
+                (Some("Failed"), _) | (_, Some("Failed")) => {
+                    anyhow::bail!("function {name} failed to become ready: {}", cfg["StateReason"])
+                }
+                _ if std::time::Instant::now() > deadline => anyhow::bail!("function {name} did not become ready"),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Sends a signed request with extra headers; returns the response
     /// headers and raw body, or AWS's error.
     pub async fn send(

@@ -320,24 +320,25 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             }
             let path_of = |suffix: &str| format!("/2015-03-31/functions/{}{suffix}", label(&name));
             let exists = client.call("GET", &path_of("/configuration"), None).await.is_ok();
+            // Each change is waited out before the next, and the deploy ends
+            // when the function is ready to invoke.
             let result = if exists {
                 let code = json!({ "ZipFile": b64(&zip) });
-                let mut result = client.call("PUT", &path_of("/code"), Some(serde_json::to_vec(&code)?)).await?;
+                client.call("PUT", &path_of("/code"), Some(serde_json::to_vec(&code)?)).await?;
                 if !config.is_empty() {
-                    // As on AWS, a second update waits for the first to finish.
-                    wait_until_updated(&client, &path_of("/configuration")).await?;
-                    result = client
+                    client.wait_ready(&name).await?;
+                    client
                         .call("PUT", &path_of("/configuration"), Some(serde_json::to_vec(&Value::Object(config))?))
                         .await?;
                 }
-                result
+                client.wait_ready(&name).await?
             } else {
                 config.insert("FunctionName".into(), name.clone().into());
                 config.insert("Role".into(), role.into());
                 config.insert("Code".into(), json!({ "ZipFile": b64(&zip) }));
-                client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&Value::Object(config))?)).await?
+                client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&Value::Object(config))?)).await?;
+                client.wait_ready(&name).await?
             };
-            let result = wait_until_updated(&client, &path_of("/configuration")).await.unwrap_or(result);
             if !args.json {
                 eprintln!("{} {name} ({} bytes)", if exists { "Updated" } else { "Created" }, zip.len());
             }
@@ -447,26 +448,5 @@ pub async fn layer(cmd: LayerCommand, args: ClientArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-/// Waits, as AWS's `function_updated_v2` waiter does, until the function
-/// is Active and no update is in progress; returns its configuration.
-async fn wait_until_updated(client: &Client, configuration: &str) -> anyhow::Result<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        let cfg = client.call("GET", configuration, None).await?;
-        let state = cfg["State"].as_str().unwrap_or("Active");
-        let update = cfg["LastUpdateStatus"].as_str().unwrap_or("Successful");
-        if state == "Failed" || update == "Failed" {
-            anyhow::bail!("the function failed to update: {}", text(&cfg["LastUpdateStatusReason"]));
-        }
-        if state != "Pending" && update != "InProgress" {
-            return Ok(cfg);
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("the function is still {state} / {update} after 5 minutes");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

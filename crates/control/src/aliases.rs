@@ -40,7 +40,7 @@ impl Control {
     }
 
     fn alias_not_found(&self, name: &str, alias: &str) -> Error {
-        not_found(format!("Alias not found: {}", self.account().qualified_arn(name, alias)))
+        not_found(format!("Cannot find alias arn: {}", self.account().qualified_arn(name, alias)))
     }
 
     pub async fn create_alias(

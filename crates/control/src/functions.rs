@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use nimbus_core::function::{Code, ConfigPatch, Function, FunctionConfig, LayerRef};
+use nimbus_core::function::{Code, ConfigPatch, Function, FunctionConfig, LayerRef, Lifecycle};
 use nimbus_core::limits::UNZIPPED_MAX;
 use nimbus_core::{validate, zipcheck, Qualifier};
 use nimbus_store::Write;
@@ -25,6 +25,7 @@ pub struct NewFunction {
     pub other_source: Option<String>,
     pub publish: bool,
     pub tags: BTreeMap<String, String>,
+    pub code_signing_config_arn: Option<String>,
 }
 
 /// What UpdateFunctionCode carries once parsed.
@@ -108,6 +109,10 @@ impl Control {
             Some(other) => validate::one_of("packageType", other, &["Zip", "Image"]).map_err(rule)?,
         }
         let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
+        if let Some(arn) = &req.code_signing_config_arn {
+            let csc = self.code_signing_config_named(arn).await?;
+            Self::check_signature(&csc, &req.name)?;
+        }
         let layers = self.resolve_layers(req.patch.layers.as_deref().unwrap_or_default()).await?;
         let layer_bytes: u64 = layers.iter().map(|l| l.unzipped_size).sum();
         let mut config = FunctionConfig::new(
@@ -135,18 +140,21 @@ impl Control {
         }
         self.blobs.put(zip).await?;
         let mut function = Function::new(config, req.tags);
+        function.code_signing_config_arn = req.code_signing_config_arn;
+        let mut targets = vec![(LATEST.to_string(), function.latest.revision_id.clone())];
         let mut writes = Vec::new();
         let mut result = function.latest.clone();
         if req.publish {
             function.last_version = 1;
             result = Self::version_of(&function.latest, 1, None);
+            targets.push((result.version.clone(), result.revision_id.clone()));
             writes.push(Write::PutVersion(Box::new(result.clone())));
         }
         writes.insert(0, Write::PutFunction(Box::new(function)));
         self.meta.apply(writes).await?;
         drop(guard);
         tracing::info!(function = %req.name, "function created");
-        self.prepare(&result);
+        self.prepare_then_settle(&result, targets);
         Ok(result)
     }
 
@@ -183,12 +191,15 @@ impl Control {
         let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         let current = self.function(&r.name).await?;
         check_revision(req.revision_id.as_deref(), &current.latest.revision_id)?;
+        self.check_settled(&current)?;
+        self.check_deployment_signature(&current).await?;
         let layer_bytes: u64 = current.latest.layers.iter().map(|l| l.unzipped_size).sum();
         let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
 
         let guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         check_revision(req.revision_id.as_deref(), &f.latest.revision_id)?;
+        self.check_settled(&f)?;
         let mut latest = f.latest.clone();
         latest.code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };
         if let Some(a) = req.architectures {
@@ -199,10 +210,14 @@ impl Control {
         }
         latest.revision_id = new_revision();
         latest.last_modified_ms = now_ms();
+        latest.lifecycle = Lifecycle::Updating;
         self.blobs.put(zip).await?;
         f.latest = latest;
+        let mut targets = vec![(LATEST.to_string(), f.latest.revision_id.clone())];
         let result = if req.publish {
-            self.publish_locked(&mut f, None).await?
+            let version = self.publish_locked(&mut f, None).await?;
+            targets.push((version.version.clone(), version.revision_id.clone()));
+            version
         } else {
             self.save(&f).await?;
             f.latest.clone()
@@ -210,7 +225,7 @@ impl Control {
         self.collect_garbage(&guard).await?;
         drop(guard);
         self.retire_environments(&r.name, Some(LATEST)).await;
-        self.prepare(&result);
+        self.prepare_then_settle(&result, targets);
         Ok(result)
     }
 
@@ -228,9 +243,14 @@ impl Control {
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         check_revision(revision_id.as_deref(), &f.latest.revision_id)?;
+        self.check_settled(&f)?;
         let mut latest = f.latest.clone();
         patch.apply(&mut latest, self.catalog()).map_err(rule)?;
         if let Some(layers) = layers {
+            if !layers.is_empty() {
+                // Layers are deployed code too: a signing policy covers them.
+                self.check_deployment_signature(&f).await?;
+            }
             latest.layers = layers;
         }
         latest.check_package().map_err(rule)?;
@@ -239,10 +259,11 @@ impl Control {
         }
         latest.revision_id = new_revision();
         latest.last_modified_ms = now_ms();
+        latest.lifecycle = Lifecycle::Updating;
         f.latest = latest;
         self.save(&f).await?;
         self.retire_environments(&r.name, Some(LATEST)).await;
-        self.prepare(&f.latest);
+        self.prepare_then_settle(&f.latest, vec![(LATEST.to_string(), f.latest.revision_id.clone())]);
         Ok(f.latest)
     }
 
@@ -335,6 +356,7 @@ impl Control {
         }
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
+        self.check_settled(&f)?;
         if let Some(sha) = code_sha256.filter(|s| !s.is_empty()) {
             let actual = code_sha256_b64(&f.latest.code.sha256_hex);
             if sha != actual {

@@ -56,6 +56,9 @@ impl Control {
             other => other.clone(),
         };
         let resolved = self.config_at(&f, q.as_ref()).await?;
+        if resolved.config.lifecycle == nimbus_core::function::Lifecycle::Creating {
+            return Err(crate::lifecycle::pending());
+        }
         let invoked_arn = match &r.qualifier {
             Some(q) => self.account().qualified_arn(&r.name, &q.to_string()),
             None => self.account().function_arn(&r.name),

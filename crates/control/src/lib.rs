@@ -10,9 +10,11 @@
 
 mod aliases;
 mod asynchronous;
+mod codesigning;
 mod functions;
 mod invoke;
 mod layers;
+mod lifecycle;
 mod records;
 mod settings;
 
@@ -24,9 +26,10 @@ use nimbus_core::{Account, FunctionRef, Qualifier};
 use nimbus_store::{Blobs, Metadata, Write};
 use tokio::sync::{Mutex, MutexGuard};
 
+pub use codesigning::CodeSigningInput;
 pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
 pub use invoke::{InvokeRequest, Invoked};
-pub use layers::NewLayerVersion;
+pub use layers::{NewLayerPermission, NewLayerVersion};
 pub use records::{LogPage, LogQuery};
 pub use settings::{AccountSettings, NewPermission, ProvisionedReport, UrlConfigInput};
 
@@ -108,7 +111,8 @@ pub struct Control {
     blobs: Arc<dyn Blobs>,
     /// Runs functions; `None` when this node has no usable isolation.
     invoker: Option<Arc<dyn nimbus_worker::Invoker>>,
-    writes: Mutex<()>,
+    /// Shared with the tasks that finish a create or update (`lifecycle`).
+    writes: Arc<Mutex<()>>,
     /// Wakes the async dispatcher when an event is queued or rescheduled.
     async_wake: tokio::sync::Notify,
     /// Hands invocation records and log lines to the writer task.
@@ -132,13 +136,14 @@ impl Control {
             meta,
             blobs,
             invoker,
-            writes: Mutex::new(()),
+            writes: Arc::new(Mutex::new(())),
             async_wake: tokio::sync::Notify::new(),
             recorder,
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
         drop(guard);
+        control.resume_unsettled().await?;
         Ok(control)
     }
 
@@ -170,15 +175,6 @@ impl Control {
             .get_function(name)
             .await?
             .ok_or_else(|| not_found(format!("Function not found: {}", self.account().function_arn(name))))
-    }
-
-    /// Gets a configuration ready to run, in the background: code unpacked
-    /// and templates of its runtime started before the first invoke.
-    fn prepare(&self, config: &FunctionConfig) {
-        if let Some(invoker) = self.invoker.clone() {
-            let config = config.clone();
-            tokio::spawn(async move { invoker.prepare(&config).await });
-        }
     }
 
     /// Stops a function's idle environments of `$LATEST` (after an update)

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use nimbus_core::function::{Cors, EventInvokeConfig, Function, ProvisionedConfig, Statement, UrlConfig};
+use nimbus_core::function::{
+    Cors, EventInvokeConfig, Function, ProvisionedConfig, RuntimeManagement, Statement, UrlConfig,
+};
 use nimbus_core::limits::*;
 use nimbus_core::{validate, FunctionRef};
 use rand::Rng;
@@ -126,8 +128,19 @@ impl Control {
 
     // ---- reserved concurrency ----
 
+    /// The function a concurrency operation names: AWS refuses versions and aliases.
+    fn concurrency_target(&self, raw: &str) -> Result<FunctionRef> {
+        let r = self.parse_ref(raw, None)?;
+        if r.qualifier.is_some() {
+            return Err(invalid(
+                "This operation is permitted on Lambda functions only. Aliases and versions do not support this operation. Please specify either a function name or an unqualified function ARN.",
+            ));
+        }
+        Ok(r)
+    }
+
     pub async fn put_function_concurrency(&self, raw: &str, reserved: i64) -> Result<u32> {
-        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let r = self.concurrency_target(raw)?;
         let reserved =
             validate::range("ReservedConcurrentExecutions", reserved, 0, i64::from(u32::MAX)).map_err(rule)?;
         let _guard = self.lock().await;
@@ -141,6 +154,13 @@ impl Control {
                 "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{minimum}]."
             )));
         }
+        let provisioned: u32 = f.provisioned.values().map(|p| p.requested).sum();
+        if provisioned > reserved {
+            // AWS's wording, leading space and double space included.
+            return Err(invalid(format!(
+                " ReservedConcurrentExecutions  {reserved} should not be lower than function's total provisioned concurrency [{provisioned}]."
+            )));
+        }
         f.reserved_concurrency = Some(reserved);
         self.save(&f).await?;
         if let Some(invoker) = &self.invoker {
@@ -150,12 +170,12 @@ impl Control {
     }
 
     pub async fn get_function_concurrency(&self, raw: &str) -> Result<Option<u32>> {
-        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let r = self.concurrency_target(raw)?;
         Ok(self.function(&r.name).await?.reserved_concurrency)
     }
 
     pub async fn delete_function_concurrency(&self, raw: &str) -> Result<()> {
-        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let r = self.concurrency_target(raw)?;
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         f.reserved_concurrency = None;
@@ -168,16 +188,40 @@ impl Control {
 
     // ---- provisioned concurrency ----
 
-    fn provisioned_qualifier(r: &FunctionRef) -> Result<String> {
+    /// The qualifier a provisioned-concurrency operation names. `$LATEST`
+    /// gets a different message from Put than from Get and Delete, as on AWS.
+    fn provisioned_qualifier(r: &FunctionRef, put: bool) -> Result<String> {
         match &r.qualifier {
             None => Err(Error::Rule(nimbus_core::Error::Validation(
                 "1 validation error detected: Value null at 'qualifier' failed to satisfy constraint: Member must not be null".into(),
             ))),
-            Some(Qualifier::Latest) => Err(invalid(
+            Some(Qualifier::Latest) if put => Err(invalid(
                 "Provisioned Concurrency Configs cannot be applied to unpublished function versions.",
             )),
+            Some(Qualifier::Latest) => Err(invalid("The function resource provided must be an alias or a published version.")),
             Some(q) => Ok(q.to_string()),
         }
+    }
+
+    /// AWS's rules between a new provisioned configuration, the function's
+    /// reserved concurrency and the other configurations.
+    fn check_provisioned(f: &Function, key: &str, requested: u32) -> Result<()> {
+        let others: u32 = f.provisioned.iter().filter(|(q, _)| q.as_str() != key).map(|(_, p)| p.requested).sum();
+        if f.reserved_concurrency.is_some_and(|r| r < others + requested) {
+            return Err(invalid(
+                "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function",
+            ));
+        }
+        if let Some(alias) = f.aliases.get(key) {
+            if f.provisioned.contains_key(&alias.function_version) {
+                return Err(conflict(
+                    "Alias can't be used for Provisioned Concurrency configuration on an already Provisioned version",
+                ));
+            }
+        } else if f.aliases.values().any(|a| a.function_version == key && f.provisioned.contains_key(&a.name)) {
+            return Err(conflict("Version is pointed by a Provisioned Concurrency alias"));
+        }
+        Ok(())
     }
 
     pub async fn put_provisioned_concurrency(
@@ -195,7 +239,8 @@ impl Control {
         .map_err(rule)?;
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
-        let key = Self::provisioned_qualifier(&r)?;
+        let key = Self::provisioned_qualifier(&r, true)?;
+        Self::check_provisioned(&f, &key, requested)?;
         let pc = ProvisionedConfig { requested, modified_ms: now_ms() };
         f.provisioned.insert(key.clone(), pc.clone());
         self.save(&f).await?;
@@ -252,7 +297,7 @@ impl Control {
 
     pub async fn get_provisioned_concurrency(&self, raw: &str, qualifier: Option<&str>) -> Result<ProvisionedReport> {
         let (r, f) = self.function_and_ref(raw, qualifier).await?;
-        let key = Self::provisioned_qualifier(&r)?;
+        let key = Self::provisioned_qualifier(&r, false)?;
         let pc = f.provisioned.get(&key).cloned().ok_or_else(|| {
             Error::Rule(nimbus_core::Error::ProvisionedConcurrencyNotFound(
                 "No Provisioned Concurrency Config found for this function".into(),
@@ -261,14 +306,13 @@ impl Control {
         Ok(self.provisioned_report(&r.name, &key, pc))
     }
 
+    /// Deleting a configuration that does not exist succeeds, as on AWS.
     pub async fn delete_provisioned_concurrency(&self, raw: &str, qualifier: Option<&str>) -> Result<()> {
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
-        let key = Self::provisioned_qualifier(&r)?;
+        let key = Self::provisioned_qualifier(&r, false)?;
         if f.provisioned.remove(&key).is_none() {
-            return Err(Error::Rule(nimbus_core::Error::ProvisionedConcurrencyNotFound(
-                "No Provisioned Concurrency Config found for this function".into(),
-            )));
+            return Ok(());
         }
         self.save(&f).await?;
         if let Some(invoker) = &self.invoker {
@@ -299,12 +343,17 @@ impl Control {
             return Err(invalid(format!("Resource {arn} is not a valid ARN.")));
         }
         if r.qualifier.is_some() {
-            return Err(invalid("Tags are not supported on qualified function ARNs; tag the unqualified function."));
+            return Err(invalid(
+                "Tagging operations are permitted on Lambda functions only. Tags on aliases and versions are not supported. Please specify either a function name or a function ARN.",
+            ));
         }
         self.function(&r.name).await
     }
 
     pub async fn tag_resource(&self, arn: &str, tags: BTreeMap<String, String>) -> Result<()> {
+        if tags.is_empty() {
+            return Err(invalid("An error occurred and the request cannot be processed."));
+        }
         let _guard = self.lock().await;
         let mut f = self.tagged(arn).await?;
         f.tags.extend(tags);
@@ -354,12 +403,16 @@ impl Control {
         }
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        if r.qualifier == Some(Qualifier::Latest) {
+            return Err(invalid("We currently do not support adding policies for $LATEST."));
+        }
         check_revision(p.revision_id.as_deref(), &f.latest.revision_id)?;
         let key = policy_key(&r.qualifier);
         if f.policy.iter().any(|s| s.qualifier == key && s.sid == p.statement_id) {
-            return Err(conflict(
-                "The statement id (sid) provided already exists. Please specify a new statement id, or remove the existing statement.",
-            ));
+            return Err(conflict(format!(
+                "The statement id ({}) provided already exists. Please provide a new statement id, or remove the existing statement.",
+                p.statement_id
+            )));
         }
         let principal = if p.principal == "*" {
             serde_json::json!("*")
@@ -443,6 +496,9 @@ impl Control {
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
         check_revision(revision_id, &f.latest.revision_id)?;
         let key = policy_key(&r.qualifier);
+        if !f.policy.iter().any(|s| s.qualifier == key) {
+            return Err(not_found("No policy is associated with the given resource."));
+        }
         let before = f.policy.len();
         f.policy.retain(|s| !(s.qualifier == key && s.sid == sid));
         if f.policy.len() == before {
@@ -457,7 +513,9 @@ impl Control {
     fn url_key(r: &FunctionRef) -> Result<String> {
         match &r.qualifier {
             None => Ok(String::new()),
-            Some(Qualifier::Latest) => Ok(LATEST.to_string()),
+            Some(Qualifier::Latest) => Err(Error::Rule(nimbus_core::Error::Validation(
+                "1 validation error detected: Value '$LATEST' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)".into(),
+            ))),
             Some(Qualifier::Alias(a)) => Ok(a.clone()),
             Some(Qualifier::Version(v)) => Err(Error::Rule(nimbus_core::Error::Validation(format!(
                 "1 validation error detected: Value '{v}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)"
@@ -585,11 +643,23 @@ impl Control {
         if let Some(n) = input.maximum_event_age {
             validate::range("MaximumEventAgeInSeconds", i64::from(n), EVENT_AGE_MIN, EVENT_AGE_MAX).map_err(rule)?;
         }
+        if input.maximum_retry_attempts.is_none()
+            && input.maximum_event_age.is_none()
+            && input.on_success.is_none()
+            && input.on_failure.is_none()
+        {
+            return Err(invalid("You must specify at least one of error handling or destination setting."));
+        }
         for d in input.on_success.iter().chain(input.on_failure.iter()) {
             check_destination(d)?;
         }
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
+        let own = self.account().function_arn(&r.name);
+        let is_own = |d: &String| d == &own || d.strip_prefix(own.as_str()).is_some_and(|q| q.starts_with(':'));
+        if input.on_success.iter().chain(input.on_failure.iter()).any(is_own) {
+            return Err(invalid("You can't specify the function as a destination for itself."));
+        }
         let key = event_key(&r.qualifier);
         let cfg = match (merge, f.event_invoke_configs.get(&key)) {
             (true, None) => return Err(self.no_event_invoke_config(&r.name, &key)),
@@ -636,6 +706,101 @@ impl Control {
         max_items: Option<i64>,
     ) -> Result<Page<(String, EventInvokeConfig)>> {
         self.list_side(raw, marker, max_items, |f| f.event_invoke_configs).await
+    }
+
+    // ---- recursive loop detection ----
+
+    /// GetFunctionRecursionConfig: `Terminate` unless set.
+    pub async fn get_recursion_config(&self, raw: &str) -> Result<String> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        let f = self.function(&r.name).await?;
+        Ok(f.recursive_loop.unwrap_or_else(|| "Terminate".into()))
+    }
+
+    pub async fn put_recursion_config(&self, raw: &str, recursive_loop: &str) -> Result<String> {
+        let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
+        validate::one_of("recursiveLoop", recursive_loop, &["Allow", "Terminate"]).map_err(rule)?;
+        let _guard = self.lock().await;
+        let mut f = self.function(&r.name).await?;
+        f.recursive_loop = Some(recursive_loop.to_string());
+        self.save(&f).await?;
+        Ok(recursive_loop.to_string())
+    }
+
+    // ---- runtime management ----
+
+    /// The configuration a runtime-management operation names: `$LATEST`
+    /// (also when unqualified) or a published version.
+    async fn runtime_target(&self, raw: &str, qualifier: Option<&str>) -> Result<(FunctionRef, Function)> {
+        let (r, f) = self.function_and_ref(raw, qualifier).await?;
+        if let Some(Qualifier::Alias(a)) = &r.qualifier {
+            return Err(invalid(format!(
+                "The qualifier {a} is an alias: runtime management configurations belong to $LATEST or a published version."
+            )));
+        }
+        Ok((r, f))
+    }
+
+    /// The ARN a runtime-management answer carries: qualified as asked.
+    fn runtime_target_arn(&self, r: &FunctionRef) -> String {
+        match &r.qualifier {
+            Some(q) => self.account().qualified_arn(&r.name, &q.to_string()),
+            None => self.account().function_arn(&r.name),
+        }
+    }
+
+    /// GetRuntimeManagementConfig: the setting and the ARN it is reported under.
+    pub async fn get_runtime_management(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+    ) -> Result<(RuntimeManagement, String)> {
+        let (r, f) = self.runtime_target(raw, qualifier).await?;
+        let config = self.config_at(&f, r.qualifier.as_ref()).await?.config;
+        let setting = config
+            .runtime_management
+            .unwrap_or(RuntimeManagement { update_runtime_on: "Auto".into(), runtime_version_arn: None });
+        Ok((setting, self.runtime_target_arn(&r)))
+    }
+
+    pub async fn put_runtime_management(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+        setting: RuntimeManagement,
+    ) -> Result<(RuntimeManagement, String)> {
+        validate::one_of("updateRuntimeOn", &setting.update_runtime_on, &["Auto", "Manual", "FunctionUpdate"])
+            .map_err(rule)?;
+        match (setting.update_runtime_on.as_str(), &setting.runtime_version_arn) {
+            ("Manual", None) => {
+                return Err(invalid("RuntimeVersionArn must be specified when UpdateRuntimeOn is Manual."))
+            }
+            ("Auto" | "FunctionUpdate", Some(_)) => {
+                return Err(invalid("RuntimeVersionArn can be specified only when UpdateRuntimeOn is Manual."))
+            }
+            _ => {}
+        }
+        let _guard = self.lock().await;
+        let (r, mut f) = self.runtime_target(raw, qualifier).await?;
+        let mut config = self.config_at(&f, r.qualifier.as_ref()).await?.config;
+        if let Some(arn) = &setting.runtime_version_arn {
+            let Some(runtime) = &config.runtime else {
+                return Err(invalid("Runtime management configurations apply to functions with a runtime only."));
+            };
+            if *arn != nimbus_core::runtime::version_arn(&self.account().region, runtime) {
+                return Err(invalid(format!(
+                    "The runtime version {arn} does not exist or is not compatible with runtime {runtime} on this node."
+                )));
+            }
+        }
+        config.runtime_management = Some(setting.clone());
+        if config.version == LATEST {
+            f.latest = config;
+            self.save(&f).await?;
+        } else {
+            self.meta.apply(vec![nimbus_store::Write::PutVersion(Box::new(config))]).await?;
+        }
+        Ok((setting, self.runtime_target_arn(&r)))
     }
 
     // ---- account ----

@@ -35,6 +35,14 @@ pub enum Error {
     /// A payload or upload is too large (AWS `RequestEntityTooLargeException`).
     #[error("{0}")]
     TooLarge(String),
+    /// A code signing configuration named does not exist
+    /// (AWS `CodeSigningConfigNotFoundException`).
+    #[error("{0}")]
+    CodeSigningConfigNotFound(String),
+    /// A deployment is not signed by a trusted profile and the function's
+    /// code signing policy is `Enforce` (AWS `CodeVerificationFailedException`).
+    #[error("{0}")]
+    CodeVerificationFailed(String),
     /// A concurrency or scaling limit was reached (AWS `TooManyRequestsException`).
     #[error("Rate Exceeded.")]
     Throttled(ThrottleReason),

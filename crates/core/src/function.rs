@@ -40,6 +40,57 @@ pub struct Logging {
     pub log_group: String,
 }
 
+/// Where a configuration is in its lifecycle: AWS's `State` and
+/// `LastUpdateStatus`. A create or update is answered at once and the
+/// configuration becomes `Ready` when its code is prepared to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Lifecycle {
+    /// Created, not prepared yet: `State: Pending` (AWS refuses invokes and
+    /// updates meanwhile).
+    Creating,
+    /// Updated, not prepared yet: `LastUpdateStatus: InProgress` (AWS
+    /// refuses further updates and publishing meanwhile).
+    Updating,
+    /// `State: Active`, `LastUpdateStatus: Successful`. Documents stored
+    /// before lifecycles existed read as this.
+    #[default]
+    Ready,
+}
+
+/// A function's network attachment as configured (`VpcConfig`). Nimbus keeps
+/// and reports it; environments still get only their loopback network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct VpcConfig {
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub ipv6_allowed_for_dual_stack: bool,
+}
+
+impl VpcConfig {
+    /// The `VpcId` reported with the configuration. AWS reports the VPC of
+    /// the subnets; Nimbus has no EC2 to ask, so it names the subnet set
+    /// stably (`""` with no subnets, as AWS).
+    pub fn vpc_id(&self) -> String {
+        use sha2::Digest;
+        if self.subnet_ids.is_empty() {
+            return String::new();
+        }
+        let mut subnets = self.subnet_ids.clone();
+        subnets.sort();
+        let digest = sha2::Sha256::digest(subnets.join(",").as_bytes());
+        format!("vpc-{}", &hex::encode(digest)[..17])
+    }
+}
+
+/// When a configuration's runtime is updated (`PutRuntimeManagementConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeManagement {
+    /// `Auto`, `FunctionUpdate` or `Manual`.
+    pub update_runtime_on: String,
+    /// The pinned runtime version, with `Manual` only.
+    pub runtime_version_arn: Option<String>,
+}
+
 /// One configuration of a function: `$LATEST` or a published version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionConfig {
@@ -64,6 +115,13 @@ pub struct FunctionConfig {
     pub code: Code,
     pub last_modified_ms: i64,
     pub revision_id: String,
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+    #[serde(default)]
+    pub vpc: Option<VpcConfig>,
+    /// `None` is AWS's default, `Auto`.
+    #[serde(default)]
+    pub runtime_management: Option<RuntimeManagement>,
 }
 
 impl FunctionConfig {
@@ -95,6 +153,9 @@ impl FunctionConfig {
             code,
             last_modified_ms: now_ms,
             revision_id,
+            lifecycle: Lifecycle::Creating,
+            vpc: None,
+            runtime_management: None,
         }
     }
 
@@ -106,6 +167,7 @@ impl FunctionConfig {
             description: String::new(),
             last_modified_ms: 0,
             revision_id: String::new(),
+            lifecycle: Lifecycle::Ready,
             ..c.clone()
         };
         strip(self) == strip(published)
@@ -149,6 +211,11 @@ pub struct ConfigPatch {
     pub log_group: Option<String>,
     pub dead_letter_target: Option<String>,
     pub kms_key_arn: Option<String>,
+    pub vpc: Option<VpcConfig>,
+    /// The `Arn` of each `FileSystemConfigs` entry.
+    pub file_systems: Option<Vec<String>>,
+    /// `SnapStart.ApplyOn`.
+    pub snap_start: Option<String>,
 }
 
 impl ConfigPatch {
@@ -225,11 +292,61 @@ impl ConfigPatch {
         if let Some(t) = &self.dead_letter_target {
             cfg.dead_letter_target = (!t.is_empty()).then(|| t.clone());
         }
-        if let Some(k) = &self.kms_key_arn {
-            cfg.kms_key_arn = (!k.is_empty()).then(|| k.clone());
+        if let Some(k) = self.kms_key_arn.as_deref().filter(|k| !k.is_empty()) {
+            // Nimbus has no KMS to grant it access to a customer key; AWS
+            // answers this when it cannot create the grant.
+            return Err(Error::invalid(format!(
+                "Lambda was unable to configure access to your environment variables because the KMS key is invalid for CreateGrant. Please check your KMS key settings. KMS Exception: NotFoundException KMS Message: Key '{k}' does not exist (this Nimbus node has no KMS)."
+            )));
+        }
+        if self.kms_key_arn.is_some() {
+            cfg.kms_key_arn = None;
+        }
+        if let Some(v) = &self.vpc {
+            check_vpc(v)?;
+            cfg.vpc = Some(v.clone());
+        }
+        if self.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
+            // No EFS to mount: refused up front rather than at every invoke
+            // (AWS's EFSMountConnectivityException).
+            return Err(Error::invalid(
+                "FileSystemConfigs cannot be honoured: this Nimbus node cannot mount Amazon EFS file systems.",
+            ));
+        }
+        if let Some(apply_on) = &self.snap_start {
+            validate::one_of("snapStart.applyOn", apply_on, &["PublishedVersions", "None"])?;
+            if apply_on == "PublishedVersions" {
+                return Err(Error::invalid(format!(
+                    "{} is not supported for SnapStart enabled functions on this Nimbus node.",
+                    cfg.runtime.as_deref().unwrap_or("This runtime")
+                )));
+            }
         }
         Ok(())
     }
+}
+
+/// AWS's rules for `VpcConfig` beyond the model's: subnets and security
+/// groups come together, and dual-stack needs subnets.
+fn check_vpc(v: &VpcConfig) -> Result<()> {
+    if v.subnet_ids.len() > 16 || v.security_group_ids.len() > 5 {
+        return Err(Error::invalid("A VpcConfig can list at most 16 subnets and 5 security groups."));
+    }
+    if v.subnet_ids.is_empty() != v.security_group_ids.is_empty() {
+        return Err(Error::invalid("SubnetIds and SecurityGroupIds must coexist or be both empty list."));
+    }
+    if v.ipv6_allowed_for_dual_stack && v.subnet_ids.is_empty() {
+        return Err(Error::invalid("Ipv6AllowedForDualStack is only supported for functions connected to a VPC."));
+    }
+    let ok = |ids: &[String], prefix: &str| {
+        ids.iter().all(|i| i.strip_prefix(prefix).is_some_and(|r| r.bytes().all(|b| b.is_ascii_alphanumeric())))
+    };
+    if !ok(&v.subnet_ids, "subnet-") || !ok(&v.security_group_ids, "sg-") {
+        return Err(Error::Validation(
+            "1 validation error detected: Value at 'vpcConfig' failed to satisfy constraint: subnet ids must match subnet-[0-9a-z]* and security group ids sg-[0-9a-zA-Z]*".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,6 +420,12 @@ pub struct Function {
     pub provisioned: BTreeMap<String, ProvisionedConfig>,
     /// The highest version number ever published; numbers are never reused.
     pub last_version: u64,
+    /// The code signing configuration deployments are checked against.
+    #[serde(default)]
+    pub code_signing_config_arn: Option<String>,
+    /// `Allow` or `Terminate`; `None` is AWS's default, `Terminate`.
+    #[serde(default)]
+    pub recursive_loop: Option<String>,
 }
 
 impl Function {
@@ -317,6 +440,8 @@ impl Function {
             event_invoke_configs: BTreeMap::new(),
             provisioned: BTreeMap::new(),
             last_version: 0,
+            code_signing_config_arn: None,
+            recursive_loop: None,
         }
     }
 
@@ -336,6 +461,34 @@ pub struct LayerVersion {
     pub license_info: Option<String>,
     pub code: Code,
     pub created_ms: i64,
+    /// Who may use the version (`AddLayerVersionPermission`), in order.
+    #[serde(default)]
+    pub permissions: Vec<LayerPermission>,
+    /// Changes with every change of `permissions`.
+    #[serde(default)]
+    pub policy_revision_id: Option<String>,
+}
+
+/// One statement of a layer version's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerPermission {
+    pub sid: String,
+    pub action: String,
+    pub principal: String,
+    pub organization_id: Option<String>,
+}
+
+/// An account's code signing configuration: which signing profiles are
+/// trusted, and what happens to a deployment none of them signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeSigningConfig {
+    /// `csc-` and 17 characters.
+    pub id: String,
+    pub description: String,
+    pub signing_profile_version_arns: Vec<String>,
+    /// `Warn` or `Enforce`.
+    pub untrusted_artifact_on_deployment: String,
+    pub modified_ms: i64,
 }
 
 #[cfg(test)]

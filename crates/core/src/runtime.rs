@@ -56,6 +56,15 @@ pub const KNOWN: &[&str] = &[
     "provided.al2023",
 ];
 
+/// The ARN of the runtime version a node runs for `runtime`, in AWS's form
+/// `arn:aws:lambda:<region>::runtime:<64 hex>`. A node has one version of
+/// each runtime, so the digest of the identifier names it stably.
+pub fn version_arn(region: &str, runtime: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("nimbus-runtime:{runtime}").as_bytes());
+    format!("arn:aws:lambda:{region}::runtime:{}", hex::encode(digest))
+}
+
 /// Runtimes that need no interpreter: the function brings its own `bootstrap`.
 pub const PROVIDED: &[&str] = &["provided", "provided.al2", "provided.al2023"];
 
@@ -120,6 +129,14 @@ mod tests {
         assert_eq!(c.interpreter("python3.11"), Some("/usr/bin/python3.11"));
         let err = c.check("ruby3.3").unwrap_err().to_string();
         assert!(err.contains("ruby3.3") && err.contains("python3.11") && err.contains("provided"), "{err}");
+    }
+
+    #[test]
+    fn runtime_version_arns_have_aws_form_and_differ_by_runtime() {
+        let a = version_arn("us-east-1", "python3.11");
+        let hex = a.strip_prefix("arn:aws:lambda:us-east-1::runtime:").unwrap();
+        assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, version_arn("us-east-1", "nodejs20.x"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod sqlite;
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use nimbus_core::function::{Function, FunctionConfig, LayerVersion};
+use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 
 pub use blobs::{Blobs, FsBlobs};
 pub use sqlite::SqliteMetadata;
@@ -40,17 +40,23 @@ pub enum Write {
     PutFunction(Box<Function>),
     /// Removes the function and all its versions.
     DeleteFunction(String),
+    /// Inserts a version, or replaces it (its lifecycle or runtime
+    /// management changed).
     PutVersion(Box<FunctionConfig>),
     DeleteVersion {
         name: String,
         version: u64,
     },
-    /// Also records the version as the layer's highest ever.
+    /// Inserts or replaces a layer version; also records the version as
+    /// the layer's highest ever.
     PutLayerVersion(Box<LayerVersion>),
     DeleteLayerVersion {
         name: String,
         version: u64,
     },
+    PutCodeSigningConfig(Box<CodeSigningConfig>),
+    /// Removes a code signing configuration by id.
+    DeleteCodeSigningConfig(String),
 }
 
 /// Where a listing of configurations resumes: after this (name, version),
@@ -127,6 +133,9 @@ pub trait Metadata: Send + Sync {
     async fn list_latest_layer_versions(&self) -> Result<Vec<LayerVersion>>;
     /// The highest version the layer ever had (0 if none).
     async fn last_layer_version(&self, name: &str) -> Result<u64>;
+    async fn get_code_signing_config(&self, id: &str) -> Result<Option<CodeSigningConfig>>;
+    /// Every code signing configuration, by id.
+    async fn list_code_signing_configs(&self) -> Result<Vec<CodeSigningConfig>>;
     /// Applies every write or none.
     async fn apply(&self, writes: Vec<Write>) -> Result<()>;
     /// Hashes of every blob something refers to.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use nimbus_core::function::{Function, FunctionConfig, LayerVersion};
+use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -46,7 +46,10 @@ impl SqliteMetadata {
                 Write::DeleteFunction(name) => name,
                 Write::PutVersion(v) => &v.name,
                 Write::DeleteVersion { name, .. } => name,
-                Write::PutLayerVersion(_) | Write::DeleteLayerVersion { .. } => continue,
+                Write::PutLayerVersion(_)
+                | Write::DeleteLayerVersion { .. }
+                | Write::PutCodeSigningConfig(_)
+                | Write::DeleteCodeSigningConfig(_) => continue,
             };
             c.functions.remove(name);
             c.versions.retain(|(n, _), _| n != name);
@@ -84,7 +87,10 @@ impl SqliteMetadata {
                         .version
                         .parse()
                         .map_err(|_| sqlx::Error::Protocol(format!("version {} is not a number", c.version)))?;
-                    sqlx::query("INSERT INTO versions (name, version, doc, code_sha, code_size, layer_shas) VALUES (?, ?, ?, ?, ?, ?)")
+                    sqlx::query(
+                        "INSERT INTO versions (name, version, doc, code_sha, code_size, layer_shas) VALUES (?, ?, ?, ?, ?, ?)
+                         ON CONFLICT(name, version) DO UPDATE SET doc = excluded.doc",
+                    )
                         .bind(&c.name)
                         .bind(version)
                         .bind(serde_json::to_string(&c)?)
@@ -103,7 +109,8 @@ impl SqliteMetadata {
                 }
                 Write::PutLayerVersion(l) => {
                     sqlx::query(
-                        "INSERT INTO layer_versions (name, version, doc, code_sha, code_size) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO layer_versions (name, version, doc, code_sha, code_size) VALUES (?, ?, ?, ?, ?)
+                         ON CONFLICT(name, version) DO UPDATE SET doc = excluded.doc",
                     )
                     .bind(&l.name)
                     .bind(l.version as i64)
@@ -127,6 +134,19 @@ impl SqliteMetadata {
                         .bind(*version as i64)
                         .execute(&mut *tx)
                         .await?;
+                }
+                Write::PutCodeSigningConfig(c) => {
+                    sqlx::query(
+                        "INSERT INTO code_signing_configs (id, doc) VALUES (?, ?)
+                         ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                    )
+                    .bind(&c.id)
+                    .bind(serde_json::to_string(&c)?)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteCodeSigningConfig(id) => {
+                    sqlx::query("DELETE FROM code_signing_configs WHERE id = ?").bind(id).execute(&mut *tx).await?;
                 }
             }
         }
@@ -281,6 +301,19 @@ impl Metadata for SqliteMetadata {
         let row =
             sqlx::query("SELECT last_version FROM layers WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get::<i64, _>("last_version") as u64).unwrap_or(0))
+    }
+
+    async fn get_code_signing_config(&self, id: &str) -> Result<Option<CodeSigningConfig>> {
+        let row = sqlx::query("SELECT doc FROM code_signing_configs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn list_code_signing_configs(&self) -> Result<Vec<CodeSigningConfig>> {
+        let rows = sqlx::query("SELECT doc FROM code_signing_configs ORDER BY id").fetch_all(&self.pool).await?;
+        parse_all(&rows)
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<()> {
@@ -561,15 +594,38 @@ mod tests {
     async fn a_failing_batch_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
-        m.apply(vec![Write::PutVersion(Box::new(config("x", "1", "s")))]).await.unwrap();
-        let dup = m
+        let bad = m
             .apply(vec![
                 Write::PutFunction(Box::new(Function::new(config("y", "$LATEST", "t"), Default::default()))),
-                Write::PutVersion(Box::new(config("x", "1", "s"))),
+                Write::PutVersion(Box::new(config("x", "not-a-number", "s"))),
             ])
             .await;
-        assert!(dup.is_err());
+        assert!(bad.is_err());
         assert!(m.get_function("y").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn versions_are_replaced_and_code_signing_configs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        m.apply(vec![Write::PutVersion(Box::new(config("x", "1", "s")))]).await.unwrap();
+        let mut v = config("x", "1", "s");
+        v.description = "ready".into();
+        m.apply(vec![Write::PutVersion(Box::new(v))]).await.unwrap();
+        assert_eq!(m.get_version("x", 1).await.unwrap().unwrap().description, "ready");
+
+        let csc = CodeSigningConfig {
+            id: "csc-0123456789abcdefg".into(),
+            description: "d".into(),
+            signing_profile_version_arns: vec!["arn:aws:signer:us-east-1:123456789012:/signing-profiles/p/v".into()],
+            untrusted_artifact_on_deployment: "Warn".into(),
+            modified_ms: 1,
+        };
+        m.apply(vec![Write::PutCodeSigningConfig(Box::new(csc.clone()))]).await.unwrap();
+        assert_eq!(m.get_code_signing_config(&csc.id).await.unwrap(), Some(csc.clone()));
+        assert_eq!(m.list_code_signing_configs().await.unwrap(), std::slice::from_ref(&csc));
+        m.apply(vec![Write::DeleteCodeSigningConfig(csc.id.clone())]).await.unwrap();
+        assert!(m.get_code_signing_config(&csc.id).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -657,6 +713,8 @@ mod tests {
             license_info: None,
             code: Code { sha256_hex: "s".into(), size: 1, unzipped_size: 1 },
             created_ms: 0,
+            permissions: vec![],
+            policy_revision_id: None,
         };
         m.apply(vec![Write::PutLayerVersion(Box::new(lv))]).await.unwrap();
         m.apply(vec![Write::DeleteLayerVersion { name: "l".into(), version: 1 }]).await.unwrap();

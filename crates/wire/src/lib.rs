@@ -77,6 +77,30 @@ wire!(DestinationConfig {
     pub on_failure: Option<Destination>,
 });
 
+wire!(VpcConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_ids: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_group_ids: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_allowed_for_dual_stack: Option<bool>,
+});
+wire!(FileSystemConfig {
+    pub arn: Option<String>,
+    pub local_mount_path: Option<String>,
+});
+wire!(SnapStart {
+    pub apply_on: Option<String>,
+});
+wire!(AllowedPublishers {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_profile_version_arns: Option<Vec<String>>,
+});
+wire!(CodeSigningPolicies {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untrusted_artifact_on_deployment: Option<String>,
+});
+
 // ---------- requests ----------
 
 wire!(FunctionCode {
@@ -104,6 +128,9 @@ wire!(
     pub layers: Option<Vec<String>>,
     pub ephemeral_storage: Option<EphemeralStorage>,
     pub logging_config: Option<LoggingConfig>,
+    pub vpc_config: Option<VpcConfig>,
+    pub file_system_configs: Option<Vec<FileSystemConfig>>,
+    pub snap_start: Option<SnapStart>,
 });
 
 wire!(CreateFunctionRequest {
@@ -114,6 +141,7 @@ wire!(CreateFunctionRequest {
     pub package_type: Option<String>,
     pub tags: Option<Map>,
     pub architectures: Option<Vec<String>>,
+    pub code_signing_config_arn: Option<String>,
     #[serde(flatten)]
     pub settings: FunctionSettings,
 });
@@ -209,6 +237,33 @@ wire!(AddPermissionRequest {
     pub function_url_auth_type: Option<String>,
 });
 
+wire!(CodeSigningConfigRequest {
+    pub description: Option<String>,
+    pub allowed_publishers: Option<AllowedPublishers>,
+    pub code_signing_policies: Option<CodeSigningPolicies>,
+});
+
+wire!(PutFunctionCodeSigningConfigRequest {
+    pub code_signing_config_arn: Option<String>,
+});
+
+wire!(FunctionRecursionConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recursive_loop: Option<String>,
+});
+
+wire!(PutRuntimeManagementConfigRequest {
+    pub update_runtime_on: Option<String>,
+    pub runtime_version_arn: Option<String>,
+});
+
+wire!(AddLayerVersionPermissionRequest {
+    pub statement_id: Option<String>,
+    pub action: Option<String>,
+    pub principal: Option<String>,
+    pub organization_id: Option<String>,
+});
+
 // ---------- responses ----------
 
 wire!(Layer {
@@ -219,6 +274,17 @@ wire!(Layer {
 wire!(SnapStartResponse {
     pub apply_on: String,
     pub optimization_status: String,
+});
+
+wire!(VpcConfigResponse {
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub vpc_id: String,
+    pub ipv6_allowed_for_dual_stack: bool,
+});
+
+wire!(RuntimeVersionConfig {
+    pub runtime_version_arn: String,
 });
 
 wire!(FunctionConfiguration {
@@ -246,12 +312,25 @@ wire!(FunctionConfiguration {
     pub revision_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<Vec<Layer>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_config: Option<VpcConfigResponse>,
     pub state: String,
-    pub last_update_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_update_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_update_status_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_update_status_reason_code: Option<String>,
     pub package_type: String,
     pub architectures: Vec<String>,
     pub ephemeral_storage: EphemeralStorage,
     pub snap_start: SnapStartResponse,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_version_config: Option<RuntimeVersionConfig>,
     pub logging_config: LoggingConfig,
 });
 
@@ -411,6 +490,55 @@ wire!(AddPermissionResponse {
 
 wire!(GetPolicyResponse {
     pub policy: String,
+    pub revision_id: String,
+});
+
+wire!(CodeSigningConfig {
+    pub code_signing_config_id: String,
+    pub code_signing_config_arn: String,
+    pub description: String,
+    pub allowed_publishers: AllowedPublishers,
+    pub code_signing_policies: CodeSigningPolicies,
+    pub last_modified: String,
+});
+
+wire!(CodeSigningConfigResponse {
+    pub code_signing_config: CodeSigningConfig,
+});
+
+wire!(ListCodeSigningConfigsResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+    pub code_signing_configs: Vec<CodeSigningConfig>,
+});
+
+wire!(ListFunctionsByCodeSigningConfigResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+    pub function_arns: Vec<String>,
+});
+
+wire!(FunctionCodeSigningConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_signing_config_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_name: Option<String>,
+});
+
+wire!(RuntimeManagementConfig {
+    pub update_runtime_on: String,
+    pub function_arn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_version_arn: Option<String>,
+});
+
+wire!(LayerVersionPolicy {
+    pub policy: String,
+    pub revision_id: String,
+});
+
+wire!(AddLayerVersionPermissionResponse {
+    pub statement: String,
     pub revision_id: String,
 });
 

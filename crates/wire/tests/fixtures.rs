@@ -20,6 +20,17 @@ fn function_configuration_round_trips() {
 }
 
 #[test]
+fn pending_configuration_with_vpc_and_runtime_version_round_trips() {
+    let json = include_str!("fixtures/function_configuration_pending.json");
+    let (cfg, back): (FunctionConfiguration, _) = roundtrip(json);
+    assert_eq!((cfg.state.as_str(), cfg.state_reason_code.as_deref()), ("Pending", Some("Creating")));
+    assert!(cfg.last_update_status.is_none(), "AWS reports no update status while creating");
+    assert_eq!(cfg.vpc_config.as_ref().map(|v| v.vpc_id.as_str()), Some("vpc-08e1234567890f1a9"));
+    let original: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(back, original);
+}
+
+#[test]
 fn create_function_request_reads_aws_names_and_ignores_unknown_members() {
     let json = include_str!("fixtures/create_function_request.json");
     let (req, _): (CreateFunctionRequest, _) = roundtrip(json);

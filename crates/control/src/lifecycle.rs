@@ -1,0 +1,98 @@
+//! The lifecycle of a configuration, as AWS reports it. CreateFunction
+//! answers `State: Pending` and an update `LastUpdateStatus: InProgress`;
+//! the configuration becomes `Active` / `Successful` once its code is
+//! prepared to run (unpacked, layers merged, templates of its runtime
+//! started). The transition is stored like any other change, and a node
+//! stopped before it happened prepares again at its next start, so nothing
+//! stays pending for ever. While a configuration is not ready, the
+//! operations AWS refuses answer `ResourceConflictException` with AWS's
+//! message.
+
+use nimbus_core::function::{Function, FunctionConfig, Lifecycle, LATEST};
+use nimbus_store::{Metadata, Write};
+use tokio::sync::Mutex;
+
+use crate::*;
+
+/// A configuration to mark ready: its version (`$LATEST` or a number) and
+/// the revision that was prepared. A later change has another revision and
+/// is left to its own preparation.
+pub(crate) type Target = (String, String);
+
+impl Control {
+    /// Prepares `config` in the background, then marks `targets` ready.
+    pub(crate) fn prepare_then_settle(&self, config: &FunctionConfig, targets: Vec<Target>) {
+        let invoker = self.invoker.clone();
+        let meta = self.meta.clone();
+        let writes = self.writes.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Some(invoker) = invoker {
+                // A failure is logged by the worker; the first invoke
+                // prepares again, so the function is usable either way.
+                invoker.prepare(&config).await;
+            }
+            if let Err(e) = settle(meta.as_ref(), &writes, &config.name, &targets).await {
+                tracing::error!(function = %config.name, error = %e, "cannot record that the function is ready");
+            }
+        });
+    }
+
+    /// Prepares whatever a stopped node left pending or in progress.
+    pub(crate) async fn resume_unsettled(&self) -> Result<()> {
+        let configs = self.meta.list_configs(None, true, usize::MAX).await?;
+        for c in configs.into_iter().filter(|c| c.lifecycle != Lifecycle::Ready) {
+            tracing::info!(function = %c.name, version = %c.version, "finishing a create or update a stop interrupted");
+            let target = (c.version.clone(), c.revision_id.clone());
+            self.prepare_then_settle(&c, vec![target]);
+        }
+        Ok(())
+    }
+
+    /// AWS refuses to change code or configuration, or to publish, while
+    /// the function is being created or updated.
+    pub(crate) fn check_settled(&self, f: &Function) -> Result<()> {
+        match f.latest.lifecycle {
+            Lifecycle::Ready => Ok(()),
+            Lifecycle::Creating => Err(pending()),
+            Lifecycle::Updating => Err(conflict(format!(
+                "The operation cannot be performed at this time. An update is in progress for resource: {}",
+                self.account().function_arn(f.name())
+            ))),
+        }
+    }
+}
+
+/// AWS's answer to invoking or changing a function that is still `Pending`.
+pub(crate) fn pending() -> Error {
+    conflict(
+        "The operation cannot be performed at this time. The function is currently in the following state: Pending",
+    )
+}
+
+/// Marks the targets ready, under the write lock so that no update between
+/// the read and the write is lost.
+async fn settle(meta: &dyn Metadata, writes: &Mutex<()>, name: &str, targets: &[Target]) -> Result<()> {
+    let _guard = writes.lock().await;
+    let mut batch = Vec::new();
+    for (version, revision) in targets {
+        if version == LATEST {
+            let Some(mut f) = meta.get_function(name).await? else { continue };
+            if f.latest.revision_id == *revision && f.latest.lifecycle != Lifecycle::Ready {
+                f.latest.lifecycle = Lifecycle::Ready;
+                batch.push(Write::PutFunction(Box::new(f)));
+            }
+        } else if let Ok(n) = version.parse::<u64>() {
+            let Some(mut v) = meta.get_version(name, n).await? else { continue };
+            if v.revision_id == *revision && v.lifecycle != Lifecycle::Ready {
+                v.lifecycle = Lifecycle::Ready;
+                batch.push(Write::PutVersion(Box::new(v)));
+            }
+        }
+    }
+    if !batch.is_empty() {
+        meta.apply(batch).await?;
+        tracing::debug!(function = %name, "function ready");
+    }
+    Ok(())
+}
