@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ BIN = os.environ.get("NIMBUS_BIN", str(REPO / "target" / "debug" / "nimbus"))
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"
+# One SDK cache for every server of the suite, so boto3 and the SDK for
+# JavaScript are downloaded once (the first server installs them).
+SDK_DIR = os.environ.get("NIMBUS_SDK_DIR", str(REPO / "target" / "test-sdk"))
 KEY_ID = "AKIDNIMBUSTEST000001"
 SECRET = "nimbus/test/secret/0123456789abcdefghijklm"
 
@@ -103,7 +107,8 @@ class Server:
 
     def _start(self):
         self.port = free_port()
-        env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG="info")
+        env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG="info",
+                   NIMBUS_SDK_DIR=SDK_DIR)
         env.pop("NIMBUS_ACCESS_KEY_ID", None)
         env.pop("NIMBUS_SECRET_ACCESS_KEY", None)
         if self.env_keys:
@@ -128,6 +133,15 @@ class Server:
         self.log.flush()
         self.log.seek(0)
         return self.log.read()
+
+    def wait_sdk(self, sdk, timeout=600):
+        """Waits until the server says a runtime's SDK (`python`, `nodejs`) is
+        ready: installed by it or by another server of the suite."""
+        def ready():
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", self.output())
+            return any("SDK ready" in line and f"sdk={sdk}" in line for line in plain.splitlines())
+
+        wait_for(ready, f"the {sdk} SDK", timeout=timeout)
 
     def credentials(self):
         if self.env_keys:
