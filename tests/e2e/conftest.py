@@ -33,9 +33,10 @@ BIN = os.environ.get("NIMBUS_BIN", str(REPO / "target" / "debug" / "nimbus"))
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"
-# One SDK cache for every server of the suite, so boto3 and the SDK for
-# JavaScript are downloaded once (the first server installs them).
-SDK_DIR = os.environ.get("NIMBUS_SDK_DIR", str(REPO / "target" / "test-sdk"))
+# One SDK cache for every server of the suite (and `nimbus bench`'s), so
+# boto3 and the SDK for JavaScript are downloaded once: the first server
+# installs them, the others find them or wait for it.
+os.environ.setdefault("NIMBUS_SDK_DIR", str(REPO / "target" / "test-sdk"))
 KEY_ID = "AKIDNIMBUSTEST000001"
 SECRET = "nimbus/test/secret/0123456789abcdefghijklm"
 
@@ -107,8 +108,7 @@ class Server:
 
     def _start(self):
         self.port = free_port()
-        env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG="info",
-                   NIMBUS_SDK_DIR=SDK_DIR)
+        env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG="info")
         env.pop("NIMBUS_ACCESS_KEY_ID", None)
         env.pop("NIMBUS_SECRET_ACCESS_KEY", None)
         if self.env_keys:

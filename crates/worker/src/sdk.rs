@@ -104,18 +104,19 @@ impl Sdk {
         if self.installed(cache) {
             return Ok(());
         }
-        // What an install that died half-way left.
+        // What an install that died half-way left (best effort: the client
+        // of a killed node may still be writing there).
         let partial = format!(".{}.tmp-", self.key());
         for e in std::fs::read_dir(cache)?.flatten() {
             if e.file_name().to_string_lossy().starts_with(&partial) {
-                std::fs::remove_dir_all(e.path())?;
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
         let tmp = cache.join(format!("{partial}{}", std::process::id()));
         std::fs::create_dir_all(&tmp)?;
         match self {
             Self::Python => {
-                let pins = tmp.with_extension("requirements.txt");
+                let pins = cache.join(format!(".{}.requirements.txt", self.key()));
                 std::fs::File::create(&pins)?.write_all(PYTHON_PINS.as_bytes())?;
                 let pip = run_checked(
                     Command::new(tool)
