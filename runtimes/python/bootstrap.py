@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import site
 import socket
 import stat
 import sys
@@ -282,6 +283,9 @@ def main():
     global REQUEST_ID
     client = specialize() or HttpClient()
     set_module_path()
+    # What `site` would have added (it is off, to keep the host's packages out).
+    site.setquit()
+    site.sethelper()
     setup_logging()
     handler = load_handler(client)
     while True:

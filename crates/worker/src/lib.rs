@@ -241,7 +241,7 @@ fn provide_sdks(settings: &Settings, cache: &std::path::Path) -> std::io::Result
         let cache = cache.to_path_buf();
         // A thread of its own: a stopping node does not wait for an install.
         std::thread::spawn(move || {
-            tracing::info!(sdk = %sdk.name(), into = %cache.display(), "installing {}", sdk.title());
+            tracing::info!(sdk = %sdk.name(), "installing {} into {}", sdk.title(), cache.display());
             let began = std::time::Instant::now();
             match sdk
                 .install(&cache, &tool, &pythons)
