@@ -258,7 +258,9 @@ for (;;) {
     }
     await post(`/invocation/${id}/response`, body);
   } catch (err) {
-    console.error(`Invoke Error \t${errorBody(err)}`);
+    // As AWS's runtime: the error as JSON text, or an error record in JSON format.
+    if (json) console.error(err instanceof Error ? err : new Error(String(err)));
+    else console.error(`Invoke Error \t${errorBody(err)}`);
     await post(`/invocation/${id}/error`, errorBody(err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
   }
 }

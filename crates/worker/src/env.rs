@@ -1046,3 +1046,82 @@ impl Env {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(runtime: &str, vars: &[(&str, &str)]) -> Spec {
+        let code = nimbus_core::function::Code { sha256_hex: "00".into(), size: 1, unzipped_size: 1 };
+        let mut config = FunctionConfig::new("f", "arn:aws:iam::000000000000:role/r".into(), code, 0, "rev".into());
+        config.runtime = Some(runtime.into());
+        config.handler = Some("app.handler".into());
+        config.environment = Some(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        Spec {
+            base: Base {
+                runtime: runtime.into(),
+                interpreter: Some("/usr/bin/interp".into()),
+                runtime_dir: "/data/runtime".into(),
+                region: "us-east-1".into(),
+                api_endpoint: "http://127.0.0.1:9070".into(),
+                sandbox: None,
+                shared: vec![],
+            },
+            key: String::new(),
+            config,
+            code_dir: "/data/code/00".into(),
+            keys: crate::SessionKeys {
+                access_key_id: "a".into(),
+                secret_access_key: "s".into(),
+                session_token: "t".into(),
+            },
+            layers: None,
+            init_type: "on-demand",
+        }
+    }
+
+    fn env_of(spec: &Spec) -> std::collections::BTreeMap<String, String> {
+        let paths = Paths::of(&spec.base, Some(&spec.code_dir));
+        environment(spec, &paths, "127.0.0.1:1", "stream").into_iter().collect()
+    }
+
+    #[test]
+    fn each_language_gets_its_own_module_path_only() {
+        let py = env_of(&spec("python3.11", &[]));
+        assert_eq!(py.get("PYTHONPATH").map(String::as_str), Some("/data/runtime"));
+        assert!(!py.contains_key("NODE_PATH"));
+        let node = env_of(&spec("nodejs20.x", &[]));
+        assert_eq!(
+            node.get("NODE_PATH").map(String::as_str),
+            Some("/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/data/runtime/node_modules:/data/runtime:/data/code/00")
+        );
+        assert!(!node.contains_key("PYTHONPATH"));
+        let custom = env_of(&spec("provided.al2023", &[]));
+        assert!(!custom.contains_key("NODE_PATH") && !custom.contains_key("AWS_EXECUTION_ENV"));
+    }
+
+    #[test]
+    fn the_functions_own_variables_come_last_and_no_nimbus_ones_at_all() {
+        let env = env_of(&spec("python3.11", &[("PATH", "/mine"), ("MY_SETTING", "1")]));
+        assert_eq!((env["PATH"].as_str(), env["MY_SETTING"].as_str()), ("/mine", "1"));
+        assert_eq!((env["AWS_LAMBDA_LOG_FORMAT"].as_str(), env.get("AWS_LAMBDA_LOG_LEVEL")), ("Text", None));
+        assert!(env.keys().all(|k| !k.starts_with("NIMBUS")), "{env:?}");
+    }
+
+    #[test]
+    fn json_logging_sets_the_level_the_runtime_filters_at() {
+        let mut s = spec("nodejs20.x", &[]);
+        s.config.logging.log_format = "JSON".into();
+        assert_eq!(env_of(&s)["AWS_LAMBDA_LOG_LEVEL"], "INFO");
+        s.config.logging.application_log_level = Some("DEBUG".into());
+        assert_eq!(env_of(&s)["AWS_LAMBDA_LOG_LEVEL"], "DEBUG");
+    }
+
+    #[test]
+    fn an_exec_wrapper_applies_to_managed_runtimes_only() {
+        let wrapped = [("AWS_LAMBDA_EXEC_WRAPPER", "/opt/wrap")];
+        assert_eq!(exec_wrapper(&spec("python3.11", &wrapped)).as_deref(), Some("/opt/wrap"));
+        assert_eq!(exec_wrapper(&spec("provided.al2023", &wrapped)), None);
+        assert_eq!(exec_wrapper(&spec("nodejs20.x", &[])), None);
+    }
+}
