@@ -575,11 +575,12 @@ impl Env {
             }
             Some(_) => (None, SANDBOX_RUNTIME_API.to_string()),
         };
-        // A runtime started ahead knows it by its stdin, the worker's socket.
         let log_stream = now.map(|spec| log_stream_name(&spec.config.version)).unwrap_or_default();
         let env = match now {
             Some(spec) => environment(spec, &paths, &runtime_api, &log_stream),
             None => {
+                // No Nimbus variable: a runtime started ahead knows it is one
+                // by its stdin, the worker's socket.
                 let mut env = base_environment(base, &paths);
                 // Known already, and lets a runtime warm its HTTP client up.
                 env.push(("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.clone()));
@@ -646,7 +647,9 @@ impl Env {
                     } else {
                         std::iter::once(program.clone()).chain(args.iter().cloned()).collect()
                     },
-                    env,
+                    // A bare sandbox gets its environment with its program, on
+                    // the socket: never on a command line the host can read.
+                    env: if program.is_empty() { vec![] } else { env },
                     exe: sb.exe.clone(),
                 };
                 root = Some(dir);

@@ -188,7 +188,8 @@ fn sdk_of(runtime: &str) -> Option<sdk::Sdk> {
 /// process sees the cache through a link). Logs `SDK ready` for each.
 fn provide_sdks(settings: &Settings, cache: &std::path::Path) -> std::io::Result<()> {
     let runtime_dir = settings.root.join("runtime");
-    let mut wanted: Vec<(sdk::Sdk, PathBuf, Vec<String>)> = Vec::new();
+    // Each SDK the catalog's runtimes ship, with the client that installs it.
+    let mut wanted: Vec<(sdk::Sdk, Option<PathBuf>, Vec<String>)> = Vec::new();
     let pythons: Vec<String> = settings
         .catalog
         .ids()
@@ -197,15 +198,12 @@ fn provide_sdks(settings: &Settings, cache: &std::path::Path) -> std::io::Result
         .map(str::to_string)
         .collect();
     if let Some(python) = pythons.first() {
-        wanted.push((sdk::Sdk::Python, PathBuf::from(python), pythons.clone()));
+        wanted.push((sdk::Sdk::Python, Some(PathBuf::from(python)), pythons.clone()));
     }
     if let Some(node) =
         settings.catalog.ids().filter(|r| r.starts_with("nodejs")).find_map(|r| settings.catalog.interpreter(r))
     {
-        match sdk::npm_for(std::path::Path::new(node)) {
-            Some(npm) => wanted.push((sdk::Sdk::Node, npm, vec![])),
-            None => tracing::warn!("npm is missing: Node.js functions run without the AWS SDK for JavaScript"),
-        }
+        wanted.push((sdk::Sdk::Node, sdk::npm_for(std::path::Path::new(node)), vec![]));
     }
     for (sdk, tool, pythons) in wanted {
         let entry = runtime_dir.join(sdk_entry(sdk));
@@ -238,6 +236,10 @@ fn provide_sdks(settings: &Settings, cache: &std::path::Path) -> std::io::Result
             publish()?;
             continue;
         }
+        let Some(tool) = tool else {
+            tracing::warn!(sdk = %sdk.name(), "npm is missing: cannot install {}; functions run without it", sdk.title());
+            continue;
+        };
         let cache = cache.to_path_buf();
         // A thread of its own: a stopping node does not wait for an install.
         std::thread::spawn(move || {
@@ -340,8 +342,10 @@ impl Worker {
     /// Where a sandbox of `runtime` binds the runtime's SDK slot: AWS's
     /// `site-packages` for Python, the runtime's `node_modules` for Node.js.
     fn sdk_mount(&self, runtime: &str) -> Option<(PathBuf, PathBuf)> {
-        let (_, sdk) = (self.settings.sandbox.as_ref()?, sdk_of(runtime)?);
-        self.settings.sdk_dir.as_ref()?;
+        let sdk = sdk_of(runtime)?;
+        if self.settings.sandbox.is_none() || self.settings.sdk_dir.is_none() {
+            return None;
+        }
         let slot = self.settings.root.join("sdk").join(sdk.name());
         let inside = match sdk {
             sdk::Sdk::Python => PathBuf::from(format!("/var/lang/lib/{runtime}/site-packages")),
