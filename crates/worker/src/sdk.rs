@@ -149,9 +149,36 @@ impl Sdk {
                 )?;
             }
         }
+        // Sandboxes read it as `nobody`, whatever the installing umask was.
+        readable_by_all(&tmp)?;
         std::fs::rename(&tmp, self.dir(cache))?;
         Ok(())
     }
+}
+
+/// Adds read permission for everyone (and search, on directories and
+/// executables) to every file under `dir`.
+fn readable_by_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let widen = |path: &Path, meta: &std::fs::Metadata| {
+        let mode = meta.permissions().mode();
+        let wanted = mode | 0o444 | if meta.is_dir() || mode & 0o111 != 0 { 0o111 } else { 0 };
+        match wanted == mode {
+            true => Ok(()),
+            false => std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted)),
+        }
+    };
+    widen(dir, &std::fs::metadata(dir)?)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            readable_by_all(&entry.path())?;
+        } else if meta.is_file() {
+            widen(&entry.path(), &meta)?;
+        }
+    }
+    Ok(())
 }
 
 fn run_checked(command: &mut Command) -> Result<(), InstallError> {
@@ -199,6 +226,21 @@ mod tests {
         let pins: Vec<&str> = PYTHON_PINS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
         assert!(pins.iter().any(|l| l.starts_with("botocore==")));
         assert!(pins.iter().all(|l| l.contains("==") && l.contains("--hash=sha256:")), "{pins:?}");
+    }
+
+    #[test]
+    fn installed_files_are_readable_by_everyone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sub = dir.path().join("pkg");
+        std::fs::create_dir(&sub).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(sub.join("m.py"), "").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(sub.join("m.py"), std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o700)).unwrap_or_else(|e| panic!("{e}"));
+        readable_by_all(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or_default();
+        assert_eq!((mode(&sub), mode(&sub.join("m.py"))), (0o755, 0o644));
     }
 
     #[test]
