@@ -194,6 +194,9 @@ class HttpClient:
 
 def error_body(exc, error_type=None, message=None):
     tb = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+    # The trace starts in the function's code, not in this runtime.
+    while tb and tb[0].filename == __file__:
+        tb = tb[1:]
     return json.dumps({
         "errorMessage": message if message is not None else str(exc),
         "errorType": error_type or type(exc).__name__,
