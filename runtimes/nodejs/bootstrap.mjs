@@ -5,11 +5,17 @@
 // from AWS_LAMBDA_RUNTIME_API. Async, promise and callback handlers are
 // supported; errors are reported in AWS's shapes.
 //
-// Started ahead of its function (NIMBUS_SPECIALIZE set), it first waits for
-// one JSON line on stdin (the worker's socket) carrying the function's whole
+// Started ahead of its function (its stdin is then the worker's socket), it
+// first waits for one JSON line there carrying the function's whole
 // environment, then talks to the worker over that socket in frames.
+//
+// As on AWS: console output carries the timestamp, request id and level, as
+// text or, under AWS_LAMBDA_LOG_FORMAT=JSON, as JSON lines, filtered by
+// AWS_LAMBDA_LOG_LEVEL; ES modules resolve bare specifiers in NODE_PATH too
+// (esm-paths.mjs), so the runtime's SDK and layers' packages import.
 
-import { existsSync } from "node:fs";
+import { existsSync, fstatSync } from "node:fs";
+import Module, { register } from "node:module";
 import net from "node:net";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -81,25 +87,66 @@ class Channel {
   }
 }
 
+// Before the handler's imports: resolution hooks over the NODE_PATH this
+// runtime started with (the same directories its functions get).
+register(new URL("./esm-paths.mjs", import.meta.url).href, {
+  data: { dirs: (process.env.NODE_PATH || "").split(":") },
+});
+
 let channel = null;
-if (process.env.NIMBUS_SPECIALIZE) {
+if (fstatSync(0).isSocket()) {
   // The module loader sets itself up on first use: do that now, ahead of the function.
   await import("data:text/javascript,export default 0").catch(() => {});
   channel = new Channel(new net.Socket({ fd: 0, readable: true, writable: true }));
   const launch = JSON.parse(await channel.line());
   for (const key of Object.keys(process.env)) delete process.env[key];
   Object.assign(process.env, Object.fromEntries(launch.env));
+  // require() reads NODE_PATH once, at start: read it again.
+  Module._initPaths();
   process.chdir(process.env.LAMBDA_TASK_ROOT);
 }
 const API = `http://${process.env.AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime`;
 const TASK_ROOT = process.env.LAMBDA_TASK_ROOT || process.cwd();
-let currentRequestId = "";
+let currentRequestId;
 
-// Lines carry a timestamp, the request id and a level, as on AWS.
-for (const [method, level] of [["log", "INFO"], ["info", "INFO"], ["warn", "WARN"], ["error", "ERROR"], ["debug", "DEBUG"]]) {
-  console[method] = (...args) => {
-    const text = format(...args).replace(/\n/g, "\r");
-    process.stdout.write(`${new Date().toISOString()}\t${currentRequestId || "undefined"}\t${level}\t${text}\n`);
+const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+
+// An Error inside a JSON log line, as AWS's runtime writes it.
+function jsonReplacer(_, value) {
+  if (!(value instanceof Error)) return value;
+  const stack = typeof value.stack === "string" ? value.stack.split("\n") : value.stack;
+  return { errorType: value.constructor?.name ?? "UnknownError", errorMessage: value.message, stackTrace: stack, ...value };
+}
+
+function jsonLine(level, params) {
+  const record = { timestamp: new Date().toISOString(), level, requestId: currentRequestId };
+  if (params.length === 1) {
+    record.message = params[0];
+    try {
+      return JSON.stringify(record, jsonReplacer);
+    } catch {
+      record.message = format(params[0]);
+      return JSON.stringify(record);
+    }
+  }
+  record.message = format(...params);
+  const err = params.find((p) => p instanceof Error);
+  if (err) Object.assign(record, { errorType: err.constructor?.name ?? "UnknownError", errorMessage: err.message, stackTrace: String(err.stack).split("\n") });
+  return JSON.stringify(record);
+}
+
+// console.* write one line per call (inner newlines become \r, so a call
+// stays one log event) at or above AWS_LAMBDA_LOG_LEVEL.
+const json = (process.env.AWS_LAMBDA_LOG_FORMAT || "").toUpperCase() === "JSON";
+const floor = Math.max(0, LEVELS.indexOf((process.env.AWS_LAMBDA_LOG_LEVEL || "").toUpperCase()));
+for (const [method, level] of [["trace", "TRACE"], ["debug", "DEBUG"], ["info", "INFO"], ["log", "INFO"], ["warn", "WARN"], ["error", "ERROR"], ["fatal", "FATAL"]]) {
+  if (LEVELS.indexOf(level) < floor) {
+    console[method] = () => {};
+    continue;
+  }
+  console[method] = (...params) => {
+    const line = json ? jsonLine(level, params) : `${new Date().toISOString()}\t${currentRequestId}\t${level}\t${format(...params)}`;
+    process.stdout.write(line.replace(/\n/g, "\r") + "\n");
   };
 }
 
@@ -167,6 +214,7 @@ async function loadHandler() {
 function context(headers) {
   const deadline = Number(headers.get("lambda-runtime-deadline-ms") || 0);
   const cc = headers.get("lambda-runtime-client-context");
+  const identity = headers.get("lambda-runtime-cognito-identity");
   return {
     awsRequestId: headers.get("lambda-runtime-aws-request-id"),
     invokedFunctionArn: headers.get("lambda-runtime-invoked-function-arn"),
@@ -176,6 +224,7 @@ function context(headers) {
     logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
     logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
     clientContext: cc ? JSON.parse(cc) : undefined,
+    identity: identity ? JSON.parse(identity) : undefined,
     callbackWaitsForEmptyEventLoop: true,
     getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
   };
@@ -209,7 +258,9 @@ for (;;) {
     }
     await post(`/invocation/${id}/response`, body);
   } catch (err) {
-    console.error(`Invoke Error \t${errorBody(err)}`);
+    // As AWS's runtime: the error as JSON text, or an error record in JSON format.
+    if (json) console.error(err instanceof Error ? err : new Error(String(err)));
+    else console.error(`Invoke Error \t${errorBody(err)}`);
     await post(`/invocation/${id}/error`, errorBody(err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
   }
 }

@@ -4,25 +4,35 @@ Loads the handler named by _HANDLER from LAMBDA_TASK_ROOT (and layers under
 /opt/python), then serves invocations from AWS_LAMBDA_RUNTIME_API until the
 environment is reclaimed. Errors are reported in AWS's shapes.
 
-Started ahead of its function (NIMBUS_SPECIALIZE set), it first waits for one
-JSON line on stdin carrying the function's whole environment, then talks to
-the worker over that same socket in frames (the worker's channel.rs) rather
-than over HTTP."""
+As on AWS: the module path is the code, the layers, PYTHONPATH, the standard
+library and then the runtime's SDK (boto3), never the host's site-packages
+(the interpreter runs with -I -S); the root logger writes AWS's lines, as
+text or, under AWS_LAMBDA_LOG_FORMAT=JSON, as JSON, at AWS_LAMBDA_LOG_LEVEL;
+the context's client_context and identity are objects.
+
+Started ahead of its function (its stdin is then the worker's socket), it
+first waits for one JSON line there carrying the function's whole
+environment, then talks to the worker over that same socket in frames (the
+worker's channel.rs) rather than over HTTP."""
 
 import importlib
 import json
+import logging
 import os
+import site
 import socket
+import stat
 import sys
 import time
 import traceback
 
 PREFIX = "/2018-06-01/runtime"
+REQUEST_ID = None
 
 
 def specialize():
     """Waits for the function; returns the worker's channel (None when not started ahead)."""
-    if not os.environ.get("NIMBUS_SPECIALIZE"):
+    if not stat.S_ISSOCK(os.fstat(0).st_mode):
         return None
     launch = json.loads(sys.stdin.buffer.readline())
     os.environ.clear()
@@ -35,6 +45,105 @@ def specialize():
     os.close(devnull)
     os.chdir(os.environ["LAMBDA_TASK_ROOT"])
     return channel
+
+
+def set_module_path():
+    """AWS's order: code, layers, PYTHONPATH, standard library, the runtime's SDK."""
+    version = "python%d.%d" % sys.version_info[:2]
+    front = [os.environ.get("LAMBDA_TASK_ROOT", "."), f"/opt/python/lib/{version}/site-packages", "/opt/python"]
+    front += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    # In a sandbox the SDK is mounted where AWS keeps site-packages; a plain
+    # process finds it through the runtime directory.
+    sdk = [d for d in (f"/var/lang/lib/{version}/site-packages",
+                       os.path.join(os.environ.get("LAMBDA_RUNTIME_DIR", ""), "python")) if os.path.isdir(d)]
+    path = []
+    for p in front + sys.path + sdk[:1]:
+        if p not in path:
+            path.append(p)
+    sys.path[:] = path
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record):
+        record.aws_request_id = REQUEST_ID or ""
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self):
+        super().__init__("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+                         "%Y-%m-%dT%H:%M:%S")
+        self.converter = time.gmtime
+
+
+# LogRecord attributes that are not a record's own extra fields.
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"aws_request_id", "message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """AWS's JSON log lines: timestamp, level, message, logger, requestId,
+    the exception's fields when there is one, and the record's extras."""
+
+    def format(self, record):
+        level = min(50, max(0, record.levelno)) // 10 * 10
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = {
+            "timestamp": "%s.%03dZ" % (created, int(record.msecs)),
+            "level": logging.getLevelName(level),
+            "message": record.getMessage(),
+            "logger": record.name,
+            "requestId": getattr(record, "aws_request_id", None),
+        }
+        if record.exc_info:
+            line["stackTrace"] = traceback.format_tb(record.exc_info[2])
+            line["errorType"] = record.exc_info[0].__name__
+            line["errorMessage"] = str(record.exc_info[1])
+            line["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
+        line.update((k, v) for k, v in vars(record).items() if k not in _RECORD_FIELDS and k not in line)
+        return json.dumps({k: v for k, v in line.items() if v is not None}, ensure_ascii=False, default=str)
+
+
+class StdoutHandler(logging.Handler):
+    """One line per record: inner newlines become \\r, so a record stays one log event."""
+
+    def emit(self, record):
+        try:
+            sys.stdout.write(self.format(record).replace("\n", "\r") + "\n")
+        except Exception:  # noqa: BLE001 - logging must never fail the function
+            self.handleError(record)
+
+
+JSON_LOGS = False
+
+
+def setup_logging():
+    global JSON_LOGS
+    JSON_LOGS = os.environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
+    handler = StdoutHandler()
+    handler.setFormatter(JsonFormatter() if JSON_LOGS else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = {"TRACE": "DEBUG"}.get(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper(),
+                                    os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper())
+    if level and isinstance(logging.getLevelName(level), int):
+        root.setLevel(level)
+
+
+def log_error(error):
+    """An invocation's or init's error in the log, as AWS's runtime writes it."""
+    if JSON_LOGS:
+        line = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "level": "ERROR", **error}
+        sys.stdout.write(json.dumps(line) + "\n")
+        return
+    lines = [f"[ERROR] {error['errorType']}: {error['errorMessage']}"]
+    if error.get("stackTrace"):
+        lines.append("Traceback (most recent call last):")
+        for frame in error["stackTrace"]:
+            for line in frame.splitlines():
+                indent = len(line) - len(line.lstrip(" "))
+                lines.append("\u00a0" * indent + line[indent:])
+    sys.stdout.write("\r".join(lines) + "\n")
 
 
 class Channel:
@@ -68,7 +177,7 @@ class Headers:
         return list(self.meta.items())
 
 
-class Client:
+class HttpClient:
     """The HTTP Runtime API, when not started ahead (http.client costs about
     3.5 MB per environment, so only this path imports it)."""
 
@@ -85,6 +194,9 @@ class Client:
 
 def error_body(exc, error_type=None, message=None):
     tb = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+    # The trace starts in the function's code, not in this runtime.
+    while tb and tb[0].filename == __file__:
+        tb = tb[1:]
     return json.dumps({
         "errorMessage": message if message is not None else str(exc),
         "errorType": error_type or type(exc).__name__,
@@ -95,9 +207,6 @@ def error_body(exc, error_type=None, message=None):
 
 def load_handler(client):
     handler = os.environ.get("_HANDLER", "")
-    for path in ("/opt/python", os.environ.get("LAMBDA_TASK_ROOT", ".")):
-        if path not in sys.path:
-            sys.path.insert(0, path)
     module_name, _, function_name = handler.rpartition(".")
     if not module_name or not function_name:
         return init_error(client, None, "Runtime.MalformedHandlerName",
@@ -119,9 +228,29 @@ def load_handler(client):
 
 def init_error(client, exc, error_type, message):
     body = error_body(exc, error_type, message)
-    print(f"[ERROR] {json.loads(body)['errorType']}: {json.loads(body)['errorMessage']}", file=sys.stderr, flush=True)
+    log_error(json.loads(body))
     client.call("POST", "/init/error", body, {"Lambda-Runtime-Function-Error-Type": json.loads(body)["errorType"]})
     sys.exit(1)
+
+
+class Client:
+    """The mobile client of a ClientContext (`context.client_context.client`)."""
+    __slots__ = ["installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"]
+
+
+class ClientContext:
+    __slots__ = ["custom", "env", "client"]
+
+
+class CognitoIdentity:
+    __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
+
+
+def from_dict(cls, values):
+    obj = cls()
+    for field in cls.__slots__:
+        setattr(obj, field, values.get(field))
+    return obj
 
 
 class Context:
@@ -135,20 +264,37 @@ class Context:
         self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
         self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
         cc = headers.get("lambda-runtime-client-context")
-        self.client_context = json.loads(cc) if cc else None
-        self.identity = None
+        self.client_context = None
+        if cc:
+            self.client_context = from_dict(ClientContext, json.loads(cc))
+            if self.client_context.client is not None:
+                self.client_context.client = from_dict(Client, self.client_context.client)
+        identity = headers.get("lambda-runtime-cognito-identity")
+        ids = json.loads(identity) if identity else {}
+        self.identity = CognitoIdentity()
+        self.identity.cognito_identity_id = ids.get("cognitoIdentityId")
+        self.identity.cognito_identity_pool_id = ids.get("cognitoIdentityPoolId")
 
     def get_remaining_time_in_millis(self):
         return max(0, self._deadline_ms - int(time.time() * 1000))
 
+    def log(self, msg):
+        sys.stdout.write(str(msg))
+
 
 def main():
-    client = specialize() or Client()
+    global REQUEST_ID
+    client = specialize() or HttpClient()
+    set_module_path()
+    # What `site` would have added (it is off, to keep the host's packages out).
+    site.setquit()
+    site.sethelper()
+    setup_logging()
     handler = load_handler(client)
     while True:
         resp, body = client.call("GET", "/invocation/next")
         headers = {k.lower(): v for k, v in resp.getheaders()}
-        request_id = headers["lambda-runtime-aws-request-id"]
+        request_id = REQUEST_ID = headers["lambda-runtime-aws-request-id"]
         os.environ["_X_AMZN_TRACE_ID"] = headers.get("lambda-runtime-trace-id", "")
         try:
             event = json.loads(body)
@@ -162,7 +308,7 @@ def main():
         except Exception as e:  # noqa: BLE001 - reported to the caller as the function's error
             payload = json.loads(error_body(e))
             payload["requestId"] = request_id
-            print(f"[ERROR] {payload['errorType']}: {payload['errorMessage']}", file=sys.stderr, flush=True)
+            log_error(payload)
             client.call("POST", f"/invocation/{request_id}/error", json.dumps(payload),
                         {"Lambda-Runtime-Function-Error-Type": "Unhandled"})
             continue

@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,10 +29,16 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("NIMBUS_BIN", str(REPO / "target" / "release" / "nimbus"))
+# The Cargo target directory scripts/test built into (a clone may share another's).
+TARGET = Path(os.environ.get("NIMBUS_TEST_TARGET", REPO / "target"))
+BIN = os.environ.get("NIMBUS_BIN", str(TARGET / "release" / "nimbus"))
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"
+# One SDK cache for every server of the suite (and `nimbus bench`'s), so
+# boto3 and the SDK for JavaScript are downloaded once: the first server
+# installs them, the others find them or wait for it.
+os.environ.setdefault("NIMBUS_SDK_DIR", str(TARGET / "test-sdk"))
 KEY_ID = "AKIDNIMBUSTEST000001"
 SECRET = "nimbus/test/secret/0123456789abcdefghijklm"
 
@@ -128,6 +135,15 @@ class Server:
         self.log.flush()
         self.log.seek(0)
         return self.log.read()
+
+    def wait_sdk(self, sdk, timeout=600):
+        """Waits until the server says a runtime's SDK (`python`, `nodejs`) is
+        ready: installed by it or by another server of the suite."""
+        def ready():
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", self.output())
+            return any("SDK ready" in line and f"sdk={sdk}" in line for line in plain.splitlines())
+
+        wait_for(ready, f"the {sdk} SDK", timeout=timeout)
 
     def credentials(self):
         if self.env_keys:

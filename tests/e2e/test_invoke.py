@@ -24,7 +24,7 @@ def handler(event, context):
     return {"event": event, "count": COUNT, "request_id": context.aws_request_id,
             "arn": context.invoked_function_arn, "remaining": context.get_remaining_time_in_millis(),
             "memory": context.memory_limit_in_mb, "version": context.function_version,
-            "client_context": context.client_context,
+            "client_context": context.client_context and {"custom": context.client_context.custom},
             "env": {k: os.environ.get(k) for k in (
                 "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                 "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -328,8 +328,9 @@ def test_logs_are_stored_and_served_by_the_cloudwatch_logs_api(proc_server, plam
 
     events = wait_for(stored, "both invocations' log lines")
     messages = [e["message"] for e in events]
-    assert messages.index(f"START RequestId: {ids[0]} Version: $LATEST") < messages.index(f"hello from {name}")
-    assert f"END RequestId: {ids[1]}" in messages
+    # Every line keeps its newline in its event, as on AWS.
+    assert messages.index(f"START RequestId: {ids[0]} Version: $LATEST\n") < messages.index(f"hello from {name}\n")
+    assert f"END RequestId: {ids[1]}\n" in messages
     assert {e["logStreamName"] for e in events} == {stream}
     assert [int(e["eventId"]) for e in events] == sorted(int(e["eventId"]) for e in events)
     only_reports = logs.filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]

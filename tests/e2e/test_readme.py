@@ -8,11 +8,8 @@ import os
 import re
 import signal
 import subprocess
-from pathlib import Path
 
-from conftest import REPO, free_port
-
-TARGET = Path(os.environ.get("NIMBUS_TEST_TARGET", REPO / "target"))
+from conftest import REPO, TARGET, free_port
 
 
 def sh_blocks(section):

@@ -205,7 +205,9 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
             if client_args.json {
                 println!("{e}");
             } else {
-                println!("{}", e["message"].as_str().unwrap_or_default());
+                // A printed line keeps its newline in its event, as on AWS.
+                let message = e["message"].as_str().unwrap_or_default();
+                println!("{}", message.strip_suffix('\n').unwrap_or(message));
             }
         }
         token = page["nextToken"].as_str().map(str::to_string);

@@ -63,9 +63,24 @@ pub struct ServeArgs {
     /// reclaims the least recently used idle one. Default: 5% of the node's memory.
     #[arg(long, env = "NIMBUS_MIN_FREE_MEMORY_MB")]
     min_free_memory_mb: Option<u64>,
+    /// Where the AWS SDKs the managed runtimes ship (boto3, the SDK for
+    /// JavaScript v3) are installed, shared by every node of the host.
+    /// Default: `$XDG_CACHE_HOME/nimbus/sdk`, else `~/.cache/nimbus/sdk`.
+    #[arg(long, env = "NIMBUS_SDK_DIR")]
+    sdk_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
+    /// The SDK cache: the flag, else the user's cache directory (`None` when
+    /// there is no home to find it in).
+    fn sdk_dir(&self) -> Option<PathBuf> {
+        let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .and_then(nonempty)
+            .or_else(|| std::env::var_os("HOME").and_then(nonempty).map(|h| h.join(".cache")));
+        self.sdk_dir.clone().or_else(|| cache.map(|c| c.join("nimbus").join("sdk")))
+    }
+
     fn scaling(&self) -> nimbus_worker::ScalingLimits {
         let node = nimbus_worker::ScalingLimits::for_node();
         nimbus_worker::ScalingLimits {
@@ -367,6 +382,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             sandbox,
             scaling,
             prewarm: args.prewarm,
+            sdk_dir: args.sdk_dir(),
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;

@@ -12,7 +12,11 @@
 //!    a few `/etc` files, the code and runtime; a private `/tmp`; a minimal
 //!    `/dev`; a fresh `/proc`), pivots into it, drops every capability,
 //!    becomes an unprivileged user with `no_new_privs`, installs the
-//!    seccomp filter, and executes the program.
+//!    seccomp filter, sets AWS's resource limits, and executes the program.
+//!
+//! The root is Amazon Linux's where it shows: `/bin/sh` is bash (Debian's
+//! is dash, and shell bootstraps written for Lambda use bash features), and
+//! a process may open 1,024 files.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -34,6 +38,11 @@ pub struct Spec {
     /// layers, a `/tmp` of its size) appears inside, so a sandbox can be made
     /// before anyone knows which function it will run. See [`Slots`].
     pub slots: Slots,
+    /// Shared host mount points bound read-only at these paths inside, with
+    /// whatever is mounted on them later (a runtime's SDK, installed while
+    /// sandboxes already run): `(host, inside)`.
+    #[serde(default)]
+    pub shared: Vec<(PathBuf, PathBuf)>,
     pub uid: u32,
     pub gid: u32,
     /// Program and arguments, as seen inside the sandbox. Empty: read them
@@ -51,6 +60,10 @@ pub struct Launch {
     /// Candidates in order; the first that exists is executed (AWS runs
     /// `/var/task/bootstrap`, else `/opt/bootstrap`).
     pub programs: Vec<String>,
+    /// Arguments after the program (a runtime started through an exec
+    /// wrapper: the interpreter and its own arguments).
+    #[serde(default)]
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
 
@@ -73,14 +86,7 @@ impl Slots {
 
     /// Makes each slot a shared mount point (in the caller's namespace, the host's).
     pub fn create(&self) -> std::io::Result<()> {
-        for slot in self.all() {
-            std::fs::create_dir_all(slot)?;
-            mount(Some(slot.as_path()), slot.as_path(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| io(e, &format!("slot {}", slot.display())))?;
-            mount(None::<&str>, slot.as_path(), None::<&str>, MsFlags::MS_SHARED, None::<&str>)
-                .map_err(|e| io(e, &format!("sharing {}", slot.display())))?;
-        }
-        Ok(())
+        self.all().into_iter().try_for_each(|slot| shared_mount_point(slot))
     }
 
     /// Mounts a function's parts: its code and layers (read-only mounts
@@ -116,14 +122,40 @@ impl Slots {
     }
 }
 
+/// Makes `dir` (created if needed) a shared mount point of itself: what is
+/// mounted on it later propagates into the sandboxes that bound it.
+pub fn shared_mount_point(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| io(e, &format!("slot {}", dir.display())))?;
+    mount(None::<&str>, dir, None::<&str>, MsFlags::MS_SHARED, None::<&str>)
+        .map_err(|e| io(e, &format!("sharing {}", dir.display())))
+}
+
 /// Makes `dir` a read-only, nosuid, nodev mount of itself (once), so that
 /// binds of it, and their propagated copies, are read-only too.
 pub fn read_only_self(dir: &Path) -> std::io::Result<()> {
-    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| io(e, &format!("bind {}", dir.display())))?;
+    read_only_bind(dir, dir)
+}
+
+/// Mounts `src` read-only (nosuid, nodev) at `dst`, so that binds of `dst`,
+/// and their propagated copies, are read-only too.
+pub fn read_only_bind(src: &Path, dst: &Path) -> std::io::Result<()> {
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| io(e, &format!("bind {}", src.display())))?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
-        .map_err(|e| io(e, &format!("read-only {}", dir.display())))
+    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+        .map_err(|e| io(e, &format!("read-only {}", dst.display())))
+}
+
+/// Publishes `src` on the shared mount point `slot` (see
+/// [`shared_mount_point`]) read-only, through `via`, a private directory
+/// beside it: the sandboxes that bound the slot see `src` from now on.
+pub fn publish_read_only(src: &Path, via: &Path, slot: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(via)?;
+    read_only_bind(src, via)?;
+    mount(Some(via), slot, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| io(e, &format!("publishing {}", src.display())))
 }
 
 /// Unmounts every mount at or below `dir` in this namespace (what a killed
@@ -149,6 +181,8 @@ const ROOT_LINKS: &[(&str, &str)] =
 const ETC_FILES: &[&str] =
     &["/etc/passwd", "/etc/group", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ld.so.cache", "/etc/localtime"];
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+/// Open files per process, as on AWS (`ulimit -n` is 1024 there).
+const OPEN_FILES: u64 = 1024;
 
 fn io(e: nix::Error, what: &str) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))
@@ -224,6 +258,14 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     for (link, target) in ROOT_LINKS {
         std::os::unix::fs::symlink(target, r.join(link))?;
     }
+    // Amazon Linux's `/bin/sh` is bash; where the host's is another shell
+    // (Debian's dash), bash takes its place inside.
+    if let Ok(sh) = std::fs::canonicalize("/usr/bin/sh") {
+        let bash = Path::new("/usr/bin/bash");
+        if sh.file_name().is_some_and(|n| n != "bash") && bash.is_file() && sh.starts_with("/usr") {
+            bind_ro(bash, &r.join(sh.strip_prefix("/").unwrap_or(&sh)))?;
+        }
+    }
     for f in ETC_FILES.iter().filter(|f| Path::new(f).exists()) {
         let dst = r.join(f.trim_start_matches('/'));
         file_target(&dst)?;
@@ -232,6 +274,16 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     let runtime = r.join("var/runtime");
     std::fs::create_dir_all(&runtime)?;
     bind_ro(&spec.runtime, &runtime)?;
+    for (host, inside) in &spec.shared {
+        let dst = r.join(inside.strip_prefix("/").unwrap_or(inside));
+        std::fs::create_dir_all(&dst)?;
+        // Recursive, and not private: what is published on it later arrives.
+        mount(Some(host.as_path()), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(|e| io(e, &format!("bind {}", host.display())))?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+        mount(None::<&str>, &dst, None::<&str>, flags, None::<&str>)
+            .map_err(|e| io(e, &format!("read-only {}", dst.display())))?;
+    }
     // Recursive: a template taken before it got this far has its function's
     // mounts on the slots already, and they must come along; later ones
     // arrive by propagation.
@@ -287,6 +339,8 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     // After the credential change (which clears it): die with stage one.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
     crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
+        .map_err(|e| io(e, "open files limit"))?;
 
     let (argv, env) = if spec.argv.is_empty() {
         // Made ahead: wait for the function, then run its bootstrap.
@@ -296,7 +350,7 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         let program = launch.programs.into_iter().find(|p| Path::new(p).is_file()).unwrap_or_default();
         // The function's code gets no channel to the worker.
         nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
-        (vec![program], launch.env)
+        (std::iter::once(program).chain(launch.args).collect(), launch.env)
     } else {
         (spec.argv.clone(), spec.env.clone())
     };

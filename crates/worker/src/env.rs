@@ -14,6 +14,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::Instrument;
 
+use crate::logs::{Platform, Report};
 use crate::{Error, Invocation};
 
 /// What every environment of a runtime starts from, before it knows its function.
@@ -27,6 +28,9 @@ pub struct Base {
     pub api_endpoint: String,
     /// Run inside namespaces (`None`: a plain child process).
     pub sandbox: Option<crate::SandboxConfig>,
+    /// Shared host mount points a sandbox binds read-only, `(host, inside)`:
+    /// the runtime's SDK, published on them once installed.
+    pub shared: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Base {
@@ -85,15 +89,27 @@ impl Outcome {
         let id = &inv.request_id;
         let now = chrono::Utc::now().timestamp_millis();
         let message = format!("RequestId: {id} Error: {message}");
+        let platform = Platform::of(&inv.config.logging);
+        let report = Report {
+            request_id: id,
+            duration_ms: 0.0,
+            billed_ms: 0,
+            memory_mb: inv.config.memory_size,
+            max_memory_mb: 0,
+            init_ms: None,
+            status: Some("error"),
+            error_type: Some(error_type),
+        };
+        let lines = [
+            platform.start(id, &inv.config.version),
+            platform.failure(error_type, &message),
+            platform.end(&report, 0),
+            platform.report(&report),
+        ];
         Self {
             payload: platform_error(error_type, message.clone()),
             function_error: Some("Unhandled".into()),
-            lines: vec![
-                (now, format!("START RequestId: {id} Version: {}", inv.config.version)),
-                (now, format!("{error_type}: {message}")),
-                (now, format!("END RequestId: {id}")),
-                (now, format!("REPORT RequestId: {id}\tDuration: 0.00 ms\tBilled Duration: 0 ms\tMemory Size: {} MB\tMax Memory Used: 0 MB\tStatus: error\tError Type: {error_type}\t", inv.config.memory_size)),
-            ],
+            lines: lines.into_iter().flatten().map(|l| (now, l)).collect(),
             log_stream: log_stream_name(&inv.config.version),
             status: "error",
             billed_ms: 0,
@@ -106,7 +122,14 @@ impl Outcome {
 
     /// The log as text, one line each, as `X-Amz-Log-Result` carries it.
     pub fn log_text(&self) -> String {
-        self.lines.iter().map(|(_, l)| format!("{l}\n")).collect()
+        let mut text = String::new();
+        for (_, line) in &self.lines {
+            text.push_str(line);
+            if !line.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text
     }
 }
 
@@ -196,7 +219,7 @@ impl Shared {
     }
 
     fn push_log(&self, line: String) {
-        if line == DRAIN_MARKER {
+        if line.strip_suffix('\n') == Some(DRAIN_MARKER) {
             if let Some(tx) = self.drained.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = tx.send(());
             }
@@ -233,6 +256,8 @@ pub(crate) struct Env {
     timeout: Duration,
     version: String,
     log_stream: String,
+    /// How the platform's lines read in the function's log.
+    platform: Platform,
     cgroup: Option<Arc<nimbus_sandbox::cgroup::Cgroup>>,
     /// The directory the sandbox's root was built on.
     root: Option<PathBuf>,
@@ -372,27 +397,61 @@ impl Paths {
     }
 }
 
-/// What a runtime needs from its first instruction, before it knows its function.
-fn base_environment(paths: &Paths) -> Vec<(String, String)> {
-    [
-        ("LANG", "en_US.UTF-8".to_string()),
-        ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin".into()),
-        ("LAMBDA_RUNTIME_DIR", paths.runtime_dir.clone()),
-        ("TZ", ":UTC".into()),
-        // Node reads it once, at start.
-        ("NODE_PATH", "/opt/nodejs/node_modules:/opt/nodejs/node20/node_modules".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+/// The function's `AWS_LAMBDA_EXEC_WRAPPER`, for a managed runtime: the
+/// runtime is started through it (`wrapper interpreter args...`), as AWS does.
+pub(crate) fn exec_wrapper(spec: &Spec) -> Option<String> {
+    if spec.base.custom() {
+        return None;
+    }
+    spec.config.environment.as_ref()?.get("AWS_LAMBDA_EXEC_WRAPPER").filter(|w| !w.is_empty()).cloned()
 }
 
+/// Where a runtime's modules are looked up, as on AWS: layers, then the
+/// runtime's own (its SDK), for Python's `PYTHONPATH` or Node's `NODE_PATH`.
+fn module_path(runtime: &str, paths: &Paths) -> Option<(&'static str, String)> {
+    let rt = &paths.runtime_dir;
+    if runtime.starts_with("python") {
+        return Some(("PYTHONPATH", rt.clone()));
+    }
+    let major = runtime.strip_prefix("nodejs")?.trim_end_matches(".x");
+    Some(("NODE_PATH", format!("/opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:{rt}/node_modules:{rt}")))
+}
+
+/// What a runtime needs from its first instruction, before it knows its
+/// function: a subset of its function's environment, with the same values.
+fn base_environment(base: &Base, paths: &Paths) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("LANG".to_string(), "en_US.UTF-8".to_string()),
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/opt/bin".into()),
+        ("LAMBDA_RUNTIME_DIR".into(), paths.runtime_dir.clone()),
+        ("TZ".into(), ":UTC".into()),
+    ];
+    // Node reads NODE_PATH at start (for its ES module resolution too).
+    if let Some((k, v)) = module_path(&base.runtime, paths) {
+        env.push((k.into(), v));
+    }
+    env
+}
+
+/// The address AWS's X-Ray SDKs send segments to. No daemon listens inside
+/// a sandbox; loopback drops them quietly where AWS's link-local address
+/// would fail every send.
+const XRAY_DAEMON: (&str, &str) = ("127.0.0.1", "2000");
+
+/// The function's whole environment, as AWS sets it: the platform's
+/// variables, then the function's own (which may change the unreserved
+/// ones, such as `PATH`; the API refuses the reserved ones).
 fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) -> Vec<(String, String)> {
     let c = &spec.config;
-    let mut env: Vec<(String, String)> = c.environment.clone().unwrap_or_default().into_iter().collect();
-    env.extend(base_environment(paths));
+    let mut env: std::collections::BTreeMap<String, String> = base_environment(&spec.base, paths).into_iter().collect();
     let task_root = paths.task_root.clone();
-    let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_string(), v);
+    };
+    if spec.base.runtime.starts_with("nodejs") {
+        let (k, v) = module_path(&spec.base.runtime, paths).unwrap_or_default();
+        set(k, format!("{v}:{task_root}"));
+    }
     set("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:{task_root}:{task_root}/lib:/opt/lib"));
     set("_HANDLER", c.handler.clone().unwrap_or_default());
     set("LAMBDA_TASK_ROOT", task_root);
@@ -405,6 +464,15 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     set("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_string());
     set("AWS_LAMBDA_INITIALIZATION_TYPE", spec.init_type.into());
     set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
+    // AWS's advanced logging controls: the level only applies to JSON.
+    set("AWS_LAMBDA_LOG_FORMAT", c.logging.log_format.clone());
+    if c.logging.log_format == "JSON" {
+        set("AWS_LAMBDA_LOG_LEVEL", c.logging.application_log_level.clone().unwrap_or_else(|| "INFO".into()));
+    }
+    set("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR".into());
+    set("AWS_XRAY_DAEMON_ADDRESS", format!("{}:{}", XRAY_DAEMON.0, XRAY_DAEMON.1));
+    set("_AWS_XRAY_DAEMON_ADDRESS", XRAY_DAEMON.0.into());
+    set("_AWS_XRAY_DAEMON_PORT", XRAY_DAEMON.1.into());
     // In a sandbox the API is forwarded from the same address inside its
     // network namespace.
     set(
@@ -417,7 +485,10 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     if let Some(r) = c.runtime.as_deref().filter(|r| !r.starts_with("provided")) {
         set("AWS_EXECUTION_ENV", format!("AWS_Lambda_{r}"));
     }
-    env
+    for (k, v) in c.environment.iter().flatten() {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().collect()
 }
 
 /// Peak resident memory of a process in MB, from /proc.
@@ -446,10 +517,28 @@ fn platform_error(error_type: &str, message: String) -> Bytes {
     Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
 }
 
+/// How a managed runtime's interpreter runs Nimbus's bootstrap.
+fn runtime_command(base: &Base, paths: &Paths) -> Option<Vec<String>> {
+    let interpreter = base.interpreter.clone()?;
+    let rt = &paths.runtime_dir;
+    match base.runtime.as_str() {
+        // -I keeps the host's PYTHON* settings and user site out, -S its
+        // site-packages (the bootstrap builds the path AWS's runtime has);
+        // -u keeps output unbuffered so log lines arrive as written.
+        r if r.starts_with("python") => {
+            Some(vec![interpreter, "-I".into(), "-S".into(), "-u".into(), format!("{rt}/bootstrap.py")])
+        }
+        r if r.starts_with("nodejs") => Some(vec![interpreter, format!("{rt}/bootstrap.mjs")]),
+        _ => None,
+    }
+}
+
 impl Env {
-    /// Starts an environment for `spec`'s function: a template, specialised at once.
+    /// Starts an environment for `spec`'s function: a template, specialised
+    /// at once. A runtime behind an exec wrapper starts with its function
+    /// (in a sandbox, a bare one that executes the wrapper once told).
     pub async fn spawn(spec: Spec) -> Result<Self, Error> {
-        let now = (!spec.base.starts_ahead()).then_some(&spec);
+        let now = (!spec.base.starts_ahead() || exec_wrapper(&spec).is_some()).then_some(&spec);
         Self::launch(&spec.base, now).await?.specialize(&spec).await
     }
 
@@ -459,21 +548,23 @@ impl Env {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let runtime = base.runtime.as_str();
         let paths = Paths::of(base, now.map(|s| s.code_dir.as_path()));
-        // An empty program: the sandbox waits for its function's bootstrap.
-        let (program, args): (String, Vec<String>) = match (&base.interpreter, runtime) {
-            // -I keeps the host's PYTHON* settings and user site out; -u
-            // keeps output unbuffered so log lines arrive as written.
-            (Some(py), r) if r.starts_with("python") => {
-                (py.clone(), vec!["-I".into(), "-u".into(), format!("{}/bootstrap.py", paths.runtime_dir)])
+        let wrapper = now.and_then(exec_wrapper);
+        // An empty program: the sandbox waits for its function's bootstrap
+        // (or exec wrapper), which it runs with its function's environment.
+        let (program, args): (String, Vec<String>) = match (runtime_command(base, &paths), &wrapper) {
+            (Some(_), Some(_)) if base.sandbox.is_some() => (String::new(), vec![]),
+            (Some(argv), Some(w)) => (w.clone(), argv),
+            (Some(mut argv), None) => {
+                let program = argv.remove(0);
+                (program, argv)
             }
-            (Some(node), r) if r.starts_with("nodejs") => {
-                (node.clone(), vec![format!("{}/bootstrap.mjs", paths.runtime_dir)])
-            }
-            (None, r) if r.starts_with("provided") => match now {
+            (None, _) if base.custom() => match now {
                 Some(_) => (format!("{}/bootstrap", paths.task_root), vec![]),
                 None => (String::new(), vec![]),
             },
-            _ => return Err(Error::Unavailable(format!("The {runtime} runtime cannot run on this worker yet."))),
+            (None, _) => {
+                return Err(Error::Unavailable(format!("The {runtime} runtime cannot run on this worker yet.")))
+            }
         };
         // A plain process reaches a listener on the host; a sandbox gets one
         // bound inside its network namespace once that exists.
@@ -486,11 +577,13 @@ impl Env {
             }
             Some(_) => (None, SANDBOX_RUNTIME_API.to_string()),
         };
+        let log_stream = now.map(|spec| log_stream_name(&spec.config.version)).unwrap_or_default();
         let env = match now {
-            Some(spec) => environment(spec, &paths, &runtime_api, &log_stream_name(&spec.config.version)),
+            Some(spec) => environment(spec, &paths, &runtime_api, &log_stream),
             None => {
-                let mut env = base_environment(&paths);
-                env.push(("NIMBUS_SPECIALIZE".into(), "1".into()));
+                // No Nimbus variable: a runtime started ahead knows it is one
+                // by its stdin, the worker's socket.
+                let mut env = base_environment(base, &paths);
                 // Known already, and lets a runtime warm its HTTP client up.
                 env.push(("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.clone()));
                 env
@@ -549,6 +642,7 @@ impl Env {
                     root: dir.clone(),
                     runtime: base.runtime_dir.clone(),
                     slots: slot_set.clone(),
+                    shared: base.shared.clone(),
                     uid: sb.uid,
                     gid: sb.gid,
                     argv: if program.is_empty() {
@@ -556,7 +650,9 @@ impl Env {
                     } else {
                         std::iter::once(program.clone()).chain(args.iter().cloned()).collect()
                     },
-                    env,
+                    // A bare sandbox gets its environment with its program, on
+                    // the socket: never on a command line the host can read.
+                    env: if program.is_empty() { vec![] } else { env },
                     exe: sb.exe.clone(),
                 };
                 root = Some(dir);
@@ -612,9 +708,12 @@ impl Env {
         });
         let logs = shared.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                logs.push_log(line);
+            // Each line keeps its newline, as in AWS's log events.
+            let mut reader = BufReader::new(reader);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
+                logs.push_log(String::from_utf8_lossy(&line).into_owned());
+                line.clear();
             }
         });
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
@@ -658,7 +757,8 @@ impl Env {
             memory_mb: 0,
             timeout: Duration::ZERO,
             version: String::new(),
-            log_stream: String::new(),
+            log_stream,
+            platform: now.map(|s| Platform::of(&s.config.logging)).unwrap_or_default(),
             cgroup,
             root,
             forwarder,
@@ -676,10 +776,10 @@ impl Env {
         self.memory_mb = c.memory_size;
         self.timeout = Duration::from_secs(u64::from(c.timeout));
         self.version = c.version.clone();
+        self.platform = Platform::of(&c.logging);
         self.spawned_at = Instant::now();
         let Some(mut control) = self.control.take() else {
-            // Started with its function already.
-            self.log_stream = log_stream_name(&c.version);
+            // Started with its function already (and its log stream named).
             return Ok(self);
         };
         // (With a control channel, a custom runtime is in a sandbox, waiting in stage two.)
@@ -709,8 +809,14 @@ impl Env {
             return Err(Error::Internal(format!("specialising an environment: {e}")));
         }
         self.log_stream = log_stream_name(&c.version);
+        let wrapper = exec_wrapper(spec);
+        let (programs, args) = match (&wrapper, runtime_command(&spec.base, &paths)) {
+            (Some(w), Some(argv)) => (vec![w.clone()], argv),
+            _ => (vec!["/var/task/bootstrap".into(), "/opt/bootstrap".into()], vec![]),
+        };
         let launch = nimbus_sandbox::namespaces::Launch {
-            programs: vec!["/var/task/bootstrap".into(), "/opt/bootstrap".into()],
+            programs,
+            args,
             env: environment(spec, &paths, &self.runtime_api, &self.log_stream),
         };
         let mut line = serde_json::to_vec(&launch).map_err(|e| Error::Internal(e.to_string()))?;
@@ -721,8 +827,9 @@ impl Env {
             return Err(Error::Internal(format!("handing the environment its function: {e}")));
         }
         // Our own runtimes go on over the same socket (see channel.rs); a
-        // custom runtime is done with it.
-        if !spec.base.custom() {
+        // custom runtime, or one behind a wrapper (started bare), is done
+        // with it and uses the HTTP Runtime API.
+        if !spec.base.custom() && wrapper.is_none() {
             let stream = control
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::UnixStream::from_std(control))
@@ -859,37 +966,27 @@ impl Env {
         };
         self.drain_output().instrument(tracing::debug_span!("drain_logs")).await;
         let now = || chrono::Utc::now().timestamp_millis();
+        let billed = (duration_ms + init_ms.unwrap_or(0.0)).ceil() as u64;
+        let report = Report {
+            request_id: &id,
+            duration_ms,
+            billed_ms: billed,
+            memory_mb: self.memory_mb,
+            max_memory_mb,
+            init_ms,
+            status,
+            error_type: oom.then_some("Runtime.OutOfMemory"),
+        };
         let mut log = init_lines;
-        log.push((now(), format!("START RequestId: {id} Version: {}", self.version)));
+        log.extend(self.platform.start(&id, &self.version).map(|l| (now(), l)));
         log.extend(self.shared.drain_logs());
         if status == Some("timeout") {
-            log.push((
-                now(),
-                format!(
-                    "{} {id} Task timed out after {:.2} seconds",
-                    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                    self.timeout.as_secs_f64()
-                ),
-            ));
+            log.extend(self.platform.timed_out(&id, self.timeout.as_secs_f64()).map(|l| (now(), l)));
         }
-        log.push((now(), format!("END RequestId: {id}")));
-        let billed = (duration_ms + init_ms.unwrap_or(0.0)).ceil() as u64;
-        let mut report = format!(
-            "REPORT RequestId: {id}\tDuration: {duration_ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {max_memory_mb} MB\t",
-            self.memory_mb
-        );
-        if let Some(i) = init_ms {
-            report.push_str(&format!("Init Duration: {i:.2} ms\t"));
-        }
-        if let Some(s) = status {
-            report.push_str(&format!("Status: {s}\t"));
-        }
-        if oom {
-            report.push_str("Error Type: Runtime.OutOfMemory\t");
-        }
-        log.push((now(), report));
+        log.extend(self.platform.end(&report, payload.len()).map(|l| (now(), l)));
+        log.extend(self.platform.report(&report).map(|l| (now(), l)));
         for (_, line) in &log {
-            tracing::debug!(target: "function", request_id = %id, "{line}");
+            tracing::debug!(target: "function", request_id = %id, "{}", line.trim_end());
         }
         Outcome {
             payload,
@@ -923,9 +1020,12 @@ impl Env {
         }
     }
 
-    /// Adds a platform line to the log of the next invocation.
-    pub fn note(&self, line: String) {
-        self.shared.push_log(line);
+    /// Notes in the log of the next invocation that init overran `limit`
+    /// and runs again.
+    pub fn note_init_timeout(&self, init_type: &str, limit: Duration) {
+        if let Some(line) = self.platform.init_timed_out(init_type, limit.as_secs_f64() * 1000.0) {
+            self.shared.push_log(line);
+        }
     }
 
     /// Waits until the log reader has read everything the runtime wrote so far.
@@ -969,5 +1069,84 @@ impl Env {
         if let Some(root) = &self.root {
             let _ = std::fs::remove_dir(root);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(runtime: &str, vars: &[(&str, &str)]) -> Spec {
+        let code = nimbus_core::function::Code { sha256_hex: "00".into(), size: 1, unzipped_size: 1 };
+        let mut config = FunctionConfig::new("f", "arn:aws:iam::000000000000:role/r".into(), code, 0, "rev".into());
+        config.runtime = Some(runtime.into());
+        config.handler = Some("app.handler".into());
+        config.environment = Some(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        Spec {
+            base: Base {
+                runtime: runtime.into(),
+                interpreter: Some("/usr/bin/interp".into()),
+                runtime_dir: "/data/runtime".into(),
+                region: "us-east-1".into(),
+                api_endpoint: "http://127.0.0.1:9070".into(),
+                sandbox: None,
+                shared: vec![],
+            },
+            key: String::new(),
+            config,
+            code_dir: "/data/code/00".into(),
+            keys: crate::SessionKeys {
+                access_key_id: "a".into(),
+                secret_access_key: "s".into(),
+                session_token: "t".into(),
+            },
+            layers: None,
+            init_type: "on-demand",
+        }
+    }
+
+    fn env_of(spec: &Spec) -> std::collections::BTreeMap<String, String> {
+        let paths = Paths::of(&spec.base, Some(&spec.code_dir));
+        environment(spec, &paths, "127.0.0.1:1", "stream").into_iter().collect()
+    }
+
+    #[test]
+    fn each_language_gets_its_own_module_path_only() {
+        let py = env_of(&spec("python3.11", &[]));
+        assert_eq!(py.get("PYTHONPATH").map(String::as_str), Some("/data/runtime"));
+        assert!(!py.contains_key("NODE_PATH"));
+        let node = env_of(&spec("nodejs20.x", &[]));
+        assert_eq!(
+            node.get("NODE_PATH").map(String::as_str),
+            Some("/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/data/runtime/node_modules:/data/runtime:/data/code/00")
+        );
+        assert!(!node.contains_key("PYTHONPATH"));
+        let custom = env_of(&spec("provided.al2023", &[]));
+        assert!(!custom.contains_key("NODE_PATH") && !custom.contains_key("AWS_EXECUTION_ENV"));
+    }
+
+    #[test]
+    fn the_functions_own_variables_come_last_and_no_nimbus_ones_at_all() {
+        let env = env_of(&spec("python3.11", &[("PATH", "/mine"), ("MY_SETTING", "1")]));
+        assert_eq!((env["PATH"].as_str(), env["MY_SETTING"].as_str()), ("/mine", "1"));
+        assert_eq!((env["AWS_LAMBDA_LOG_FORMAT"].as_str(), env.get("AWS_LAMBDA_LOG_LEVEL")), ("Text", None));
+        assert!(env.keys().all(|k| !k.starts_with("NIMBUS")), "{env:?}");
+    }
+
+    #[test]
+    fn json_logging_sets_the_level_the_runtime_filters_at() {
+        let mut s = spec("nodejs20.x", &[]);
+        s.config.logging.log_format = "JSON".into();
+        assert_eq!(env_of(&s)["AWS_LAMBDA_LOG_LEVEL"], "INFO");
+        s.config.logging.application_log_level = Some("DEBUG".into());
+        assert_eq!(env_of(&s)["AWS_LAMBDA_LOG_LEVEL"], "DEBUG");
+    }
+
+    #[test]
+    fn an_exec_wrapper_applies_to_managed_runtimes_only() {
+        let wrapped = [("AWS_LAMBDA_EXEC_WRAPPER", "/opt/wrap")];
+        assert_eq!(exec_wrapper(&spec("python3.11", &wrapped)).as_deref(), Some("/opt/wrap"));
+        assert_eq!(exec_wrapper(&spec("provided.al2023", &wrapped)), None);
+        assert_eq!(exec_wrapper(&spec("nodejs20.x", &[])), None);
     }
 }

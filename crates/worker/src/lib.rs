@@ -10,8 +10,10 @@
 
 mod channel;
 mod env;
+mod logs;
 mod pool;
 mod runtime_api;
+pub mod sdk;
 mod unpack;
 
 use std::collections::{HashMap, HashSet};
@@ -138,6 +140,9 @@ pub struct Settings {
     /// Templates kept started ahead per runtime (sandbox and runtime,
     /// waiting for a function).
     pub prewarm: usize,
+    /// The host's cache of the SDKs the managed runtimes ship (see
+    /// `sdk.rs`); `None`: runtimes without them.
+    pub sdk_dir: Option<PathBuf>,
 }
 
 pub struct Worker {
@@ -156,6 +161,106 @@ const INIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
 const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/nodejs/bootstrap.mjs");
+const NODE_ESM_PATHS: &str = include_str!("../../../runtimes/nodejs/esm-paths.mjs");
+
+/// Where a runtime finds its SDK, under its runtime directory (the
+/// bootstrap's `LAMBDA_RUNTIME_DIR`): in a sandbox a mount point, else a
+/// link into the cache.
+fn sdk_entry(sdk: sdk::Sdk) -> &'static str {
+    match sdk {
+        sdk::Sdk::Python => "python",
+        sdk::Sdk::Node => "node_modules",
+    }
+}
+
+/// The SDK a runtime ships, if any.
+fn sdk_of(runtime: &str) -> Option<sdk::Sdk> {
+    match runtime {
+        r if r.starts_with("python") => Some(sdk::Sdk::Python),
+        r if r.starts_with("nodejs") => Some(sdk::Sdk::Node),
+        _ => None,
+    }
+}
+
+/// Makes the SDKs of the node's runtimes reachable from their environments,
+/// and installs those missing in the background (environments started
+/// before an install ends get it as soon as it does, in a sandbox; a plain
+/// process sees the cache through a link). Logs `SDK ready` for each.
+fn provide_sdks(settings: &Settings, cache: &std::path::Path) -> std::io::Result<()> {
+    let runtime_dir = settings.root.join("runtime");
+    // Each SDK the catalog's runtimes ship, with the client that installs it.
+    let mut wanted: Vec<(sdk::Sdk, Option<PathBuf>, Vec<String>)> = Vec::new();
+    let pythons: Vec<String> = settings
+        .catalog
+        .ids()
+        .filter(|r| r.starts_with("python"))
+        .filter_map(|r| settings.catalog.interpreter(r))
+        .map(str::to_string)
+        .collect();
+    if let Some(python) = pythons.first() {
+        wanted.push((sdk::Sdk::Python, Some(PathBuf::from(python)), pythons.clone()));
+    }
+    if let Some(node) =
+        settings.catalog.ids().filter(|r| r.starts_with("nodejs")).find_map(|r| settings.catalog.interpreter(r))
+    {
+        wanted.push((sdk::Sdk::Node, sdk::npm_for(std::path::Path::new(node)), vec![]));
+    }
+    for (sdk, tool, pythons) in wanted {
+        let entry = runtime_dir.join(sdk_entry(sdk));
+        if let Ok(meta) = std::fs::symlink_metadata(&entry) {
+            match meta.is_dir() {
+                true => std::fs::remove_dir_all(&entry)?,
+                false => std::fs::remove_file(&entry)?,
+            }
+        }
+        let slot = settings.root.join("sdk").join(sdk.name());
+        match settings.sandbox {
+            Some(_) => {
+                std::fs::create_dir_all(&entry)?;
+                nimbus_sandbox::namespaces::shared_mount_point(&slot)?;
+            }
+            None => std::os::unix::fs::symlink(sdk.path(cache), &entry)?,
+        }
+        let publish = {
+            let (cache, root, sandboxed) = (cache.to_path_buf(), settings.root.clone(), settings.sandbox.is_some());
+            move || -> std::io::Result<()> {
+                if sandboxed {
+                    let via = root.join("sdk").join(format!("{}.ro", sdk.name()));
+                    nimbus_sandbox::namespaces::publish_read_only(&sdk.path(&cache), &via, &slot)?;
+                }
+                tracing::info!(sdk = %sdk.name(), path = %sdk.path(&cache).display(), "SDK ready: {}", sdk.title());
+                Ok(())
+            }
+        };
+        if sdk.installed(cache) {
+            publish()?;
+            continue;
+        }
+        let Some(tool) = tool else {
+            tracing::warn!(sdk = %sdk.name(), "npm is missing: cannot install {}; functions run without it", sdk.title());
+            continue;
+        };
+        let cache = cache.to_path_buf();
+        // A thread of its own: a stopping node does not wait for an install.
+        std::thread::spawn(move || {
+            tracing::info!(sdk = %sdk.name(), "installing {} into {}", sdk.title(), cache.display());
+            let began = std::time::Instant::now();
+            match sdk
+                .install(&cache, &tool, &pythons)
+                .map_err(|e| e.to_string())
+                .and_then(|()| publish().map_err(|e| e.to_string()))
+            {
+                Ok(()) => {
+                    tracing::info!(sdk = %sdk.name(), "installed {} in {:.1} s", sdk.title(), began.elapsed().as_secs_f64())
+                }
+                Err(e) => {
+                    tracing::warn!(sdk = %sdk.name(), error = %e, "cannot install {}: functions run without it", sdk.title())
+                }
+            }
+        });
+    }
+    Ok(())
+}
 
 impl Worker {
     pub fn new(settings: Settings, code: Arc<dyn CodeSource>) -> Result<Self, Error> {
@@ -176,9 +281,15 @@ impl Worker {
                 let _ = std::fs::remove_dir(e.path());
             }
         }
-        for (file, text) in [("bootstrap.py", PYTHON_BOOTSTRAP), ("bootstrap.mjs", NODE_BOOTSTRAP)] {
+        for (file, text) in
+            [("bootstrap.py", PYTHON_BOOTSTRAP), ("bootstrap.mjs", NODE_BOOTSTRAP), ("esm-paths.mjs", NODE_ESM_PATHS)]
+        {
             std::fs::write(runtime_dir.join(file), text)
                 .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
+        }
+        if let Some(cache) = &settings.sdk_dir {
+            provide_sdks(&settings, cache)
+                .map_err(|e| Error::Internal(format!("preparing the runtimes' SDKs: {e}")))?;
         }
         let pool = pool::Pool::new(settings.scaling.clone());
         let templates = Arc::new(Templates {
@@ -224,7 +335,23 @@ impl Worker {
             region: self.settings.region.clone(),
             api_endpoint: self.settings.api_endpoint.clone(),
             sandbox: self.settings.sandbox.clone(),
+            shared: self.sdk_mount(runtime).into_iter().collect(),
         }
+    }
+
+    /// Where a sandbox of `runtime` binds the runtime's SDK slot: AWS's
+    /// `site-packages` for Python, the runtime's `node_modules` for Node.js.
+    fn sdk_mount(&self, runtime: &str) -> Option<(PathBuf, PathBuf)> {
+        let sdk = sdk_of(runtime)?;
+        if self.settings.sandbox.is_none() || self.settings.sdk_dir.is_none() {
+            return None;
+        }
+        let slot = self.settings.root.join("sdk").join(sdk.name());
+        let inside = match sdk {
+            sdk::Sdk::Python => PathBuf::from(format!("/var/lang/lib/{runtime}/site-packages")),
+            sdk::Sdk::Node => PathBuf::from("/var/runtime").join(sdk_entry(sdk)),
+        };
+        Some((slot, inside))
     }
 
     /// What an environment of `config` is built from.
@@ -313,7 +440,12 @@ impl Worker {
     /// again with no limit of its own: the invocation's timeout then covers
     /// it (AWS's "suppressed init").
     async fn start(&self, spec: env::Spec) -> Result<env::Env, Error> {
-        let first = match self.templates.take(&spec.base) {
+        // A runtime behind an exec wrapper is started through it, not ahead.
+        let template = match env::exec_wrapper(&spec) {
+            Some(_) => None,
+            None => self.templates.take(&spec.base),
+        };
+        let first = match template {
             Some(t) => t.specialize(&spec).await?,
             None => env::Env::spawn(spec.clone()).await?,
         };
@@ -322,11 +454,9 @@ impl Worker {
             return Ok(first);
         }
         first.retire().await;
+        let init_type = spec.init_type;
         let second = env::Env::spawn(spec).await?;
-        second.note(format!(
-            "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: timeout",
-            INIT_LIMIT.as_secs_f64() * 1000.0
-        ));
+        second.note_init_timeout(init_type, INIT_LIMIT);
         second.limit_cpu();
         Ok(second)
     }

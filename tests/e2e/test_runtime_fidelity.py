@@ -1,0 +1,283 @@
+"""What AWS's managed runtimes contain, Nimbus's contain: checked from inside
+functions written for AWS, on a real server (namespace sandbox), with boto3.
+
+The SDKs (boto3, the SDK for JavaScript v3) come from the server's SDK cache,
+shared by the suite's servers (NIMBUS_SDK_DIR, set by conftest): tests that need them wait
+for the server to say they are ready."""
+
+import base64
+import json
+import re
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from conftest import REGION, ROLE, make_zip, unique_name, wait_for
+
+# AWS's "Defined runtime environment variables" of a Zip function of a
+# managed runtime, plus AWS_ENDPOINT_URL (which points the SDKs at Nimbus)
+# and the language's module path.
+AWS_VARIABLES = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ", "LANG", "PATH", "LD_LIBRARY_PATH",
+    "AWS_XRAY_CONTEXT_MISSING", "AWS_XRAY_DAEMON_ADDRESS", "_AWS_XRAY_DAEMON_ADDRESS", "_AWS_XRAY_DAEMON_PORT",
+    "AWS_LAMBDA_LOG_FORMAT", "AWS_ENDPOINT_URL",
+}
+
+PY_PROBE = '''
+import json, logging, os, resource, subprocess, sys
+
+logger = logging.getLogger()
+if os.environ["AWS_LAMBDA_LOG_FORMAT"] == "Text":  # JSON: AWS_LAMBDA_LOG_LEVEL sets it
+    logger.setLevel(logging.INFO)
+
+def env(event, context):
+    with open("/proc/self/environ", "rb") as f:
+        initial = [v.split(b"=", 1)[0].decode() for v in f.read().split(b"\\0") if v]
+    return {"names": sorted(os.environ), "initial": initial, "level": os.environ.get("AWS_LAMBDA_LOG_LEVEL"),
+            "format": os.environ.get("AWS_LAMBDA_LOG_FORMAT"), "wrapped": os.environ.get("WRAPPED")}
+
+def limits(event, context):
+    sh = subprocess.run(["/bin/sh", "-c", "echo $BASH_VERSION"], capture_output=True, text=True)
+    return {"nofile": resource.getrlimit(resource.RLIMIT_NOFILE), "bash": sh.stdout.strip()}
+
+def logs(event, context):
+    print("printed line")
+    logger.info("info line")
+    logger.debug("debug line")
+    logging.warning("warning line")
+    logger.error("error with extra", extra={"order": 7})
+    return context.aws_request_id
+
+def context_objects(event, context):
+    cc, identity = context.client_context, context.identity
+    client = cc and cc.client
+    return {"custom": cc and cc.custom, "env": cc and cc.env,
+            "app_title": client and client.app_title, "installation_id": client and client.installation_id,
+            "has_client": client is not None, "is_none": cc is None,
+            "identity": [identity.cognito_identity_id, identity.cognito_identity_pool_id]}
+
+def sdk(event, context):
+    import boto3, botocore
+    names = [f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]]
+    return {"boto3": boto3.__version__, "botocore": botocore.__version__, "file": boto3.__file__,
+            "path": sys.path, "mine": context.function_name in names}
+
+def layers(event, context):
+    import layer_flat, layer_site
+    return [layer_flat.WHERE, layer_site.WHERE]
+'''
+
+NODE_ESM = '''
+import { LambdaClient, ListFunctionsCommand } from "@aws-sdk/client-lambda";
+import { S3Client } from "@aws-sdk/client-s3";
+import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+
+export const handler = async (event, context) => {
+  const out = await new LambdaClient({}).send(new ListFunctionsCommand({}));
+  return { mine: out.Functions.some((f) => f.FunctionName === context.functionName),
+           s3: typeof S3Client, doc: typeof DynamoDBDocumentClient };
+};
+
+export const layers = async () => {
+  const a = await import("layer-flat");
+  const b = await import("layer-versioned");
+  return [a.default.WHERE, b.default.WHERE];
+};
+'''
+
+NODE_CJS = '''
+const { LambdaClient, ListFunctionsCommand } = require("@aws-sdk/client-lambda");
+const { SQSClient } = require("@aws-sdk/client-sqs");
+const { DynamoDBClient } = require("@aws-sdk/client-dynamodb");
+
+exports.handler = async (event, context) => {
+  const out = await new LambdaClient({}).send(new ListFunctionsCommand({}));
+  return { mine: out.Functions.some((f) => f.FunctionName === context.functionName),
+           sqs: typeof SQSClient, ddb: typeof DynamoDBClient };
+};
+
+exports.layers = async () => [require("layer-flat").WHERE, require("layer-versioned").WHERE];
+
+exports.env = async () => ({ names: Object.keys(process.env).sort(), wrapped: process.env.WRAPPED || null });
+
+exports.logs = async () => {
+  console.log("log line");
+  console.debug("debug line");
+  console.warn("warn line");
+  return "ok";
+};
+'''
+
+
+@pytest.fixture(scope="module")
+def sdks(server):
+    server.wait_sdk("python")
+    server.wait_sdk("nodejs")
+
+
+@pytest.fixture(scope="module")
+def logs(server):
+    key, secret = server.credentials()
+    return boto3.client("logs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+
+
+def function(lam, runtime, handler, files, **kw):
+    name = unique_name("rt")
+    lam.create_function(FunctionName=name, Runtime=runtime, Handler=handler, Role=ROLE,
+                        Code={"ZipFile": make_zip(files)}, Timeout=30, MemorySize=512, **kw)
+    return name
+
+
+def python(lam, handler, **kw):
+    return function(lam, "python3.11", f"app.{handler}", {"app.py": PY_PROBE}, **kw)
+
+
+def node(lam, handler, module="index.mjs", **kw):
+    return function(lam, "nodejs20.x", f"{module.split('.')[0]}.{handler}", {"index.mjs": NODE_ESM, "cjs.js": NODE_CJS},
+                    **kw)
+
+
+def call(lam, name, **kw):
+    r = lam.invoke(FunctionName=name, **kw)
+    out = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, out
+    return r, out
+
+
+def events_of(logs, name, request_id, count):
+    """The function's log events once `count` of them mention the request."""
+    def found():
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        mine = [e["message"] for e in events if request_id in e["message"] or "\t" not in e["message"]]
+        return mine if len([m for m in mine if request_id in m]) >= count else None
+    return wait_for(found, f"{count} log events of {request_id}")
+
+
+def test_python_log_handler_writes_aws_text_lines(lam, logs):
+    name = python(lam, "logs")
+    r, rid = call(lam, name, LogType="Tail")
+    messages = events_of(logs, name, rid, 5)
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert "printed line\n" in messages, messages
+    assert any(re.fullmatch(rf"\[INFO\]\t{stamp}\t{rid}\tinfo line\n", m) for m in messages), messages
+    assert any(re.fullmatch(rf"\[WARNING\]\t{stamp}\t{rid}\twarning line\n", m) for m in messages), messages
+    assert any(re.fullmatch(rf"\[ERROR\]\t{stamp}\t{rid}\terror with extra\n", m) for m in messages), messages
+    assert not any("debug line" in m for m in messages), "below the root logger's level"
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert "\nprinted line\n[INFO]" in tail, "one newline per line in the tail too"
+
+
+def test_json_logging_config_is_stored_and_honoured_by_both_runtimes(lam, logs):
+    config = {"LogFormat": "JSON", "ApplicationLogLevel": "WARN", "SystemLogLevel": "INFO"}
+    name = python(lam, "logs", LoggingConfig=config)
+    stored = lam.get_function_configuration(FunctionName=name)["LoggingConfig"]
+    assert {k: stored[k] for k in config} == config
+    _, rid = call(lam, name)
+    messages = events_of(logs, name, rid, 5)
+    records = [json.loads(m) for m in messages if m.startswith("{")]
+    app = [r for r in records if "level" in r]
+    # Python names levels its own way, as AWS's runtime does (WARNING).
+    assert [(r["level"], r["message"]) for r in app] == [("WARNING", "warning line"), ("ERROR", "error with extra")]
+    assert all(r["requestId"] == rid and r["logger"] == "root" and re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"]) for r in app), app
+    assert app[1]["order"] == 7, "extra fields are kept"
+    assert "printed line\n" in messages, "print output stays text"
+    platform = {r["type"]: r["record"] for r in records if "type" in r}
+    assert platform["platform.start"] == {"requestId": rid, "version": "$LATEST"}
+    assert platform["platform.runtimeDone"]["status"] == "success"
+    assert set(platform["platform.runtimeDone"]["metrics"]) == {"durationMs", "producedBytes"}
+    report = platform["platform.report"]
+    assert report["requestId"] == rid and report["status"] == "success"
+    assert {"durationMs", "billedDurationMs", "memorySizeMB", "maxMemoryUsedMB", "initDurationMs"} <= set(report["metrics"])
+    assert report["metrics"]["memorySizeMB"] == 512
+
+    lam.update_function_configuration(FunctionName=name, Handler="app.env")
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    env = call(lam, name)[1]
+    assert (env["format"], env["level"]) == ("JSON", "WARN")
+
+    # Node.js, set by UpdateFunctionConfiguration: DEBUG lets console.debug
+    # through; the platform's records are INFO, below a WARN system level.
+    name = node(lam, "logs", module="cjs.js")
+    lam.update_function_configuration(FunctionName=name, LoggingConfig={
+        "LogFormat": "JSON", "ApplicationLogLevel": "DEBUG", "SystemLogLevel": "WARN"})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    r, _ = call(lam, name)
+    rid = r["ResponseMetadata"]["RequestId"]
+    records = [json.loads(m) for m in events_of(logs, name, rid, 3)]
+    assert [(x["level"], x["message"]) for x in records] == [
+        ("INFO", "log line"), ("DEBUG", "debug line"), ("WARN", "warn line")], records
+    assert all(x["requestId"] == rid for x in records) and not any("type" in x for x in records)
+
+
+def test_context_client_context_and_identity_are_objects(lam):
+    name = python(lam, "context_objects")
+    cc = {"custom": {"k": "v"}, "env": {"locale": "en"}, "client": {"app_title": "Nimbus app"}}
+    _, out = call(lam, name, ClientContext=base64.b64encode(json.dumps(cc).encode()).decode())
+    assert (out["custom"], out["env"], out["app_title"]) == ({"k": "v"}, {"locale": "en"}, "Nimbus app")
+    assert out["installation_id"] is None and out["identity"] == [None, None]
+    _, out = call(lam, name)
+    assert out["is_none"] and out["identity"] == [None, None]
+
+
+def test_boto3_is_importable_and_calls_back_into_nimbus(lam, sdks):
+    name = python(lam, "sdk")
+    _, out = call(lam, name)
+    assert (out["boto3"], out["botocore"]) == ("1.44.8", "1.44.8")
+    assert out["file"].startswith("/var/lang/lib/python3.11/site-packages/"), out["file"]
+    assert out["mine"], "list_functions from inside sees the function itself"
+    assert not any("dist-packages" in p for p in out["path"]), out["path"]
+    assert out["path"][:3] == ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
+
+
+@pytest.mark.parametrize("module", ["index.mjs", "cjs.js"])
+def test_sdk_for_javascript_imports_from_esm_and_commonjs(lam, sdks, module):
+    _, out = call(lam, node(lam, "handler", module=module))
+    assert out.pop("mine"), "ListFunctions from inside sees the function itself"
+    assert set(out.values()) == {"function"}, out
+
+
+def test_layer_paths_of_both_runtimes(lam):
+    layer = make_zip({
+        "python/layer_flat.py": "WHERE = 'python'\n",
+        "python/lib/python3.11/site-packages/layer_site.py": "WHERE = 'site-packages'\n",
+        "nodejs/node_modules/layer-flat/index.js": "module.exports = { WHERE: 'node_modules' };\n",
+        "nodejs/node20/node_modules/layer-versioned/index.js": "module.exports = { WHERE: 'node20' };\n",
+    })
+    arn = lam.publish_layer_version(LayerName=unique_name("paths"), Content={"ZipFile": layer})["LayerVersionArn"]
+    assert call(lam, python(lam, "layers", Layers=[arn]))[1] == ["python", "site-packages"]
+    for module in ["cjs.js", "index.mjs"]:
+        assert call(lam, node(lam, "layers", module=module, Layers=[arn]))[1] == ["node_modules", "node20"], module
+
+
+def test_environment_is_aws_list_only(lam):
+    own = {"Variables": {"MY_SETTING": "1"}}
+    out = call(lam, python(lam, "env", Environment=own))[1]
+    assert set(out["names"]) == AWS_VARIABLES | {"PYTHONPATH", "MY_SETTING"}, out["names"]
+    assert not [n for n in out["initial"] if n.startswith("NIMBUS")], out["initial"]
+    assert out["level"] is None and out["format"] == "Text"
+    out = call(lam, node(lam, "env", module="cjs.js", Environment=own))[1]
+    assert set(out["names"]) == AWS_VARIABLES | {"NODE_PATH", "MY_SETTING"}, out["names"]
+
+
+def test_resource_limits_and_shell_are_amazon_linux_ones(lam):
+    out = call(lam, python(lam, "limits"))[1]
+    assert out["nofile"] == [1024, 1024]
+    assert out["bash"], "/bin/sh is bash"
+
+
+def test_exec_wrapper_from_a_layer_starts_the_runtime(lam):
+    wrapper = "#!/bin/bash\nexport WRAPPED=\"$(basename \"$1\")\"\nexec \"$@\"\n"
+    layer = make_zip({"wrapper": wrapper}, executables=("wrapper",))
+    arn = lam.publish_layer_version(LayerName=unique_name("wrap"), Content={"ZipFile": layer})["LayerVersionArn"]
+    env = {"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper"}}
+    out = call(lam, python(lam, "env", Layers=[arn], Environment=env))[1]
+    assert out["wrapped"].startswith("python3"), "the wrapper ran the interpreter"
+    out = call(lam, node(lam, "env", module="cjs.js", Layers=[arn], Environment=env))[1]
+    assert out["wrapped"] == "node"
