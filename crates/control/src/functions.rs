@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use nimbus_core::function::{Code, ConfigPatch, Function, FunctionConfig, LayerRef};
 use nimbus_core::limits::UNZIPPED_MAX;
-use nimbus_core::{validate, zipcheck, Qualifier};
+use nimbus_core::{zipcheck, Qualifier};
 use nimbus_store::Write;
 
 use crate::*;
@@ -60,9 +60,6 @@ pub(crate) fn code_source(zip: Option<Vec<u8>>, other: Option<String>, field: &s
 impl Control {
     /// Resolves layer version ARNs to what the function records of them.
     async fn resolve_layers(&self, arns: &[String]) -> Result<Vec<LayerRef>> {
-        if arns.len() > nimbus_core::limits::LAYERS_MAX {
-            return Err(invalid(format!("Cannot reference more than {} layers.", nimbus_core::limits::LAYERS_MAX)));
-        }
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(arns.len());
         for arn in arns {
@@ -96,16 +93,8 @@ impl Control {
     }
 
     pub async fn create_function(&self, req: NewFunction) -> Result<FunctionConfig> {
-        validate::function_name(&req.name).map_err(rule)?;
-        validate::role(&req.role).map_err(rule)?;
-        validate::tags(&req.tags).map_err(rule)?;
-        if let Some(a) = &req.architectures {
-            validate::architectures(a).map_err(rule)?;
-        }
-        match req.package_type.as_deref() {
-            None | Some("Zip") => {}
-            Some("Image") => return Err(invalid("PackageType Image is not supported by this Nimbus node yet.")),
-            Some(other) => validate::one_of("packageType", other, &["Zip", "Image"]).map_err(rule)?,
+        if req.package_type.as_deref() == Some("Image") {
+            return Err(invalid("PackageType Image is not supported by this Nimbus node yet."));
         }
         let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         let layers = self.resolve_layers(req.patch.layers.as_deref().unwrap_or_default()).await?;
@@ -177,9 +166,6 @@ impl Control {
 
     pub async fn update_code(&self, raw: &str, req: CodeUpdate) -> Result<FunctionConfig> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        if let Some(a) = &req.architectures {
-            validate::architectures(a).map_err(rule)?;
-        }
         let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         let current = self.function(&r.name).await?;
         check_revision(req.revision_id.as_deref(), &current.latest.revision_id)?;
@@ -330,9 +316,6 @@ impl Control {
         revision_id: Option<&str>,
     ) -> Result<FunctionConfig> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        if let Some(d) = &description {
-            validate::description(d).map_err(rule)?;
-        }
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         if let Some(sha) = code_sha256.filter(|s| !s.is_empty()) {

@@ -5,7 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use nimbus_core::runtime::{Catalog, KNOWN};
+use nimbus_core::runtime::Catalog;
+
+/// Every runtime identifier AWS defines, from its model.
+fn known(id: &str) -> bool {
+    nimbus_model::LAMBDA.enum_values("Runtime").contains(&id)
+}
 
 fn is_elf(path: &Path) -> bool {
     use std::io::Read;
@@ -41,7 +46,7 @@ fn pythons(found: &mut BTreeMap<String, String>) {
                 continue;
             }
             let id = format!("python3.{minor}");
-            if !KNOWN.contains(&id.as_str()) || found.contains_key(&id) {
+            if !known(&id) || found.contains_key(&id) {
                 continue;
             }
             if let Ok(real) = std::fs::canonicalize(e.path()) {
@@ -59,7 +64,7 @@ fn node(found: &mut BTreeMap<String, String>) {
     let version = String::from_utf8_lossy(&out.stdout);
     let major = version.trim().trim_start_matches('v').split('.').next().unwrap_or_default().to_string();
     let id = format!("nodejs{major}.x");
-    if KNOWN.contains(&id.as_str()) {
+    if known(&id) {
         found.insert(id, path.display().to_string());
     }
 }
@@ -77,7 +82,7 @@ fn java(found: &mut BTreeMap<String, String>) {
         None => version.split('.').next().unwrap_or_default(),
     };
     let id = format!("java{major}");
-    if KNOWN.contains(&id.as_str()) {
+    if known(&id) {
         found.insert(id, path.display().to_string());
     }
 }
