@@ -398,3 +398,49 @@ def test_validation_comes_before_looking_anything_up(nimbus):
     assert (status, headers.get("x-amzn-ErrorType")) == (400, "ValidationException")
     status, headers, _ = send(nimbus, "GetAlias", {"FunctionName": "missing", "Name": "live"}, {}, {}, {})
     assert (status, headers.get("x-amzn-ErrorType")) == (404, "ResourceNotFoundException")
+
+
+# The rules AWS applies beyond its model (nimbus_core::service_rules::RULES),
+# each with AWS's error and message. They too come before any lookup.
+ENV_OVER_4KB = {"BIG": "x" * 4100}
+BEYOND_THE_MODEL = [
+    ("MemorySize", "UpdateFunctionConfiguration", {"FunctionName": "missing"}, {"MemorySize": 10241},
+     "InvalidParameterValueException",
+     "'MemorySize' value failed to satisfy constraint: Member must have value less than or equal to 10240"),
+    ("Timeout", "UpdateFunctionConfiguration", {"FunctionName": "missing"}, {"Timeout": 901},
+     "InvalidParameterValueException",
+     "'Timeout' value failed to satisfy constraint: Member must have value less than or equal to 900"),
+    ("EphemeralStorage", "UpdateFunctionConfiguration", {"FunctionName": "missing"}, {"EphemeralStorage": {"Size": 10241}},
+     "InvalidParameterValueException",
+     "'EphemeralStorage.Size' value failed to satisfy constraint: Member must have value less than or equal to 10240"),
+    ("reserved env", "UpdateFunctionConfiguration", {"FunctionName": "missing"},
+     {"Environment": {"Variables": {"TZ": "x", "OK": "y"}}}, "InvalidParameterValueException",
+     "Lambda was unable to configure your environment variables because the environment variables you have "
+     "provided contains reserved keys that are currently not supported for modification. Reserved keys used in "
+     "this request: TZ"),
+    ("env over 4KB", "UpdateFunctionConfiguration", {"FunctionName": "missing"}, {"Environment": {"Variables": ENV_OVER_4KB}},
+     "InvalidParameterValueException",
+     "Lambda was unable to configure your environment variables because the environment variables you have "
+     "provided exceeded the 4KB limit. String measured: " + json.dumps(ENV_OVER_4KB, separators=(",", ":"))),
+    ("six layers", "UpdateFunctionConfiguration", {"FunctionName": "missing"},
+     {"Layers": [f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:l:{i}" for i in range(1, 7)]},
+     "InvalidParameterValueException", "Cannot reference more than 5 layers."),
+    ("aws: tag", "TagResource", {"Resource": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:missing"},
+     {"Tags": {"aws:x": "1"}}, "InvalidParameterValueException",
+     "Tag key 'aws:x' is invalid: keys are 1-128 characters and may not start with 'aws:'."),
+    ("65-character name", "CreateFunction", {}, {"FunctionName": "a" * 65, "Role": ROLE, "Code": {}},
+     "ValidationException",
+     f"1 validation error detected: Value '{'a' * 65}' at 'functionName' failed to satisfy constraint: "
+     "Member must have length less than or equal to 64"),
+    ("destination", "PutFunctionEventInvokeConfig", {"FunctionName": "missing"},
+     {"DestinationConfig": {"OnSuccess": {"Destination": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t"}}},
+     "InvalidParameterValueException", f"The destination ARN arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t is invalid."),
+]
+
+
+@pytest.mark.parametrize("operation, labels, body, code, message", [r[1:] for r in BEYOND_THE_MODEL],
+                         ids=[r[0] for r in BEYOND_THE_MODEL])
+def test_rules_beyond_the_model(nimbus, operation, labels, body, code, message):
+    status, headers, resp = send(nimbus, operation, labels, {}, {}, body)
+    assert (status, headers.get("x-amzn-ErrorType")) == (400, code), resp
+    assert json.loads(resp)["message"] == message

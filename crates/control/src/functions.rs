@@ -290,7 +290,7 @@ impl Control {
         max_items: Option<i64>,
         all: bool,
     ) -> Result<Page<FunctionConfig>> {
-        let limit = crate::page_size(max_items)?;
+        let limit = crate::page_size(max_items);
         let after = match marker.filter(|m| !m.is_empty()) {
             None => None,
             Some(m) => {

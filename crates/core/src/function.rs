@@ -202,11 +202,6 @@ impl ConfigPatch {
             ));
         }
         if let Some(g) = &self.log_group {
-            if g.is_empty() || g.len() > 512 {
-                return Err(Error::Validation(format!(
-                    "1 validation error detected: Value '{g}' at 'loggingConfig.logGroup' failed to satisfy constraint: Member must have length between 1 and 512"
-                )));
-            }
             cfg.logging.log_group = g.clone();
         }
         if let Some(t) = &self.dead_letter_target {
