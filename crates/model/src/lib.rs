@@ -123,6 +123,12 @@ enum Location {
 }
 
 impl Model {
+    /// The model of a service, by the name its SigV4 scope carries
+    /// (`lambda`), which is also botocore's folder name for it.
+    pub fn of(service: &str) -> Option<&'static Model> {
+        MODELS.iter().copied().find(|m| m.service == service)
+    }
+
     pub fn operation(&self, name: &str) -> Option<&Operation> {
         self.operations.binary_search_by(|o| o.name.cmp(name)).ok().map(|i| &self.operations[i])
     }
@@ -218,5 +224,7 @@ mod tests {
         assert!(LAMBDA.operations().count() > 80);
         assert!(LAMBDA.enum_values("Runtime").contains(&"python3.12"));
         assert!(LAMBDA.enum_values("NoSuchShape").is_empty());
+        assert!(Model::of("lambda").is_some_and(|m| m.api_version == "2015-03-31"));
+        assert!(Model::of("nimbus").is_none());
     }
 }
