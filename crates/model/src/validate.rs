@@ -12,9 +12,13 @@
 //!   constraint: <rule>`; a missing required member `Value null at '<path>'
 //!   failed to satisfy constraint: Member must not be null`; a sensitive
 //!   value is left out: `Value at 'environment.variables' ...` (Lambda,
-//!   CreateFunction with a bad environment variable name).
+//!   CreateFunction with a bad environment variable name, quoted from AWS in
+//!   github.com/klothoplatform/klotho/issues/317 and
+//!   github.com/trek10inc/serverless-secrets/issues/39; the model marks that
+//!   map `sensitive`).
 //! - Paths are member names with a lower-case first letter, nested with dots
-//!   (`kMSKeyArn`, `cors.allowMethods`); a structure inside a list is
+//!   (`kMSKeyArn` in github.com/highsource/bitcoin-a-day/issues/1,
+//!   `cors.allowMethods` below); a structure inside a list is
 //!   `list.<1-based index>.member.field` (DynamoDB
 //!   `attributeDefinitions.1.member.attributeType`).
 //! - Rules: `Member must have length less than or equal to N`, `... greater
@@ -28,9 +32,14 @@
 //!   failed to satisfy constraint: Member must satisfy constraint: [Member must
 //!   have length less than or equal to 6, Member must have length greater than
 //!   or equal to 0, Member must satisfy regular expression pattern: .*, Member
-//!   must not be null]`. Maps alike, with `Map keys must satisfy constraint:
-//!   [...]` and `Map value must satisfy constraint: [...]` (LocalStack's
-//!   recorded `routingConfig.additionalVersionWeights` messages).
+//!   must not be null]` (CreateFunctionUrlConfig and UpdateFunctionUrlConfig
+//!   answers in two public deployment logs). Maps alike, with `Map keys must
+//!   satisfy constraint: [...]` and `Map value must satisfy constraint:
+//!   [...]` (LocalStack's Lambda provider, which copies AWS's answers for
+//!   `routingConfig.additionalVersionWeights`; it added the trailing `Member
+//!   must not be null` in a later revision, as moto has for `architectures`).
+//!   Older answers (2018-2023) for environment keys lack that trailing rule;
+//!   the newer form is used everywhere here.
 //! - Values are rendered as Java renders them: numbers bare (`'0'`), doubles
 //!   with a fraction (`1.0`), lists `[a, b]`, maps `{k=v, k2=v2}` in
 //!   `java.util.HashMap` iteration order (an EventBridge message lists
