@@ -39,6 +39,9 @@ fn empty(status: StatusCode) -> R {
     Ok(status.into_response())
 }
 
+/// Unwraps a required member. The front door (`validation`) has already
+/// refused a request missing one that its model requires; this answers the
+/// same for operations without a vendored model (CloudWatch Logs).
 fn required<T>(v: Option<T>, field: &str) -> Result<T, ApiError> {
     v.ok_or_else(|| {
         Rule::Validation(format!(
