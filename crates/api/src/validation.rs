@@ -30,6 +30,7 @@ pub fn check(op: Op, args: &[String], query: &Query, headers: &HeaderMap, body: 
         }
     };
     let request = nimbus_model::Request {
+        // The route's labels come in path order, which is the model's URI order.
         labels: operation.labels.iter().copied().zip(args.iter().map(String::as_str)).collect(),
         query: query.pairs().collect(),
         headers: headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
