@@ -107,7 +107,8 @@ def test_bad_raw_requests(env, method, path, body, status, code):
 def test_unknown_fields_are_ignored(env):
     server, lam = env
     body = json.dumps({"FunctionName": "future", "Code": {"ZipFile": base64.b64encode(HELLO_ZIP).decode()},
-                       "DurableConfig": {"x": 1}, "TenancyConfig": {}, **BASE}).encode()
+                       "DurableConfig": {"x": 1}, "TenancyConfig": {"TenantIsolationMode": "PER_TENANT"},
+                       "NotInTheModel": {"x": [1]}, **BASE}).encode()
     status, _, _ = signed_request(server, "POST", "/2015-03-31/functions", body=body,
                                   headers={"Content-Type": "application/json"})
     assert status == 201

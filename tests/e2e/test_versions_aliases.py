@@ -97,7 +97,8 @@ def test_aliases_resolve_and_route(lam):
     ({"Name": "dup", "FunctionVersion": "1"}, "ResourceConflictException"),
     ({"Name": "x9", "FunctionVersion": "7"}, "ResourceNotFoundException"),
     ({"Name": "123", "FunctionVersion": "1"}, "ValidationException"),
-    ({"Name": "w", "FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"1": 1.5}}}, "InvalidParameterValueException"),
+    # The model bounds a weight to [0.0, 1.0]: AWS's front door refuses it.
+    ({"Name": "w", "FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"1": 1.5}}}, "ValidationException"),
     ({"Name": "w2", "FunctionVersion": "$LATEST", "RoutingConfig": {"AdditionalVersionWeights": {"1": 0.5}}}, "InvalidParameterValueException"),
 ])
 def test_alias_errors(lam, kwargs, code):

@@ -254,7 +254,7 @@ pub fn url_config(account: &Account, function: &str, key: &str, u: &UrlConfig, p
 
 pub fn event_invoke_in(r: w::PutFunctionEventInvokeConfigRequest) -> Result<EventInvokeConfig, Error> {
     let nonneg = |v: Option<i64>, field: &str| -> Result<Option<u32>, Error> {
-        v.map(|n| nimbus_core::validate::range(field, n, 0, i64::from(u32::MAX))).transpose()
+        v.map(|n| nimbus_core::service_rules::at_most(field, n, i64::from(u32::MAX))).transpose()
     };
     let dest = r.destination_config.unwrap_or_default();
     Ok(EventInvokeConfig {

@@ -1,7 +1,8 @@
 //! The AWS-compatible front door. Every request passes the same short path:
 //! route on method and path to an [`Op`], read the body within that
-//! operation's limit, verify SigV4, parse the wire types, call
-//! `nimbus-control`, and write AWS's response or error.
+//! operation's limit, verify SigV4, check the values against AWS's model
+//! and service rules, parse the wire types, call `nimbus-control`, and
+//! write AWS's response or error.
 //!
 //! This crate owns HTTP: routes, SigV4, wire ↔ domain conversion and the
 //! error table. It never touches the store or sandboxes.
@@ -11,6 +12,7 @@ mod error;
 mod ops;
 mod route;
 pub mod sigv4;
+mod validation;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -87,6 +89,7 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     };
     api.verifier.verify(&signed, op.service(), SystemTime::now())?;
     tracing::debug!(operation = ?op, "authenticated");
+    validation::check(op, &args, &query, &parts.headers, &body)?;
 
     let ctx = ops::Ctx { api, args, query, headers: &parts.headers, body, request_id };
     ops::execute(op, ctx).await

@@ -40,6 +40,9 @@ fn empty(status: StatusCode) -> R {
     Ok(status.into_response())
 }
 
+/// Unwraps a required member. The front door (`validation`) has already
+/// refused a request missing one that its model requires; this answers the
+/// same for operations without a vendored model (CloudWatch Logs).
 fn required<T>(v: Option<T>, field: &str) -> Result<T, ApiError> {
     v.ok_or_else(|| {
         Rule::Validation(format!(
@@ -223,13 +226,8 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
             json(StatusCode::OK, &configuration(acct, &cfg, None))
         }
         Op::ListFunctions => {
+            // The model's enum (ALL) is checked at the front door.
             let all = c.q("FunctionVersion") == Some("ALL");
-            if let Some(v) = c.q("FunctionVersion").filter(|v| *v != "ALL") {
-                return Err(Rule::Validation(format!(
-                    "1 validation error detected: Value '{v}' at 'functionVersion' failed to satisfy constraint: Member must satisfy enum value set: [ALL]"
-                ))
-                .into());
-            }
             let page = ctl.list_functions(c.q("Marker"), c.max_items()?, all).await?;
             let functions = page
                 .items
@@ -272,17 +270,9 @@ fn log_tail(log: &str) -> String {
 }
 
 async fn invoke(c: Ctx<'_>) -> R {
+    // Both headers have passed the model's enums at the front door.
     let invocation_type = header(c.headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
-    let tail = match header(c.headers, "x-amz-log-type") {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(Rule::Validation(format!(
-                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [Tail, None]"
-            ))
-            .into())
-        }
-    };
+    let tail = header(c.headers, "x-amz-log-type") == Some("Tail");
     let payload =
         if c.body.iter().all(u8::is_ascii_whitespace) { bytes::Bytes::from_static(b"{}") } else { c.body.clone() };
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
@@ -307,7 +297,6 @@ async fn invoke(c: Ctx<'_>) -> R {
         }
     };
     match invocation_type {
-        "RequestResponse" => {}
         "DryRun" => {
             c.control().resolve_invocation(c.arg(0), c.q("Qualifier")).await?;
             return empty(StatusCode::NO_CONTENT);
@@ -316,12 +305,7 @@ async fn invoke(c: Ctx<'_>) -> R {
             c.control().invoke_async(c.request_id, c.arg(0), c.q("Qualifier"), payload).await?;
             return empty(StatusCode::ACCEPTED);
         }
-        other => {
-            return Err(Rule::Validation(format!(
-                "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
-            ))
-            .into())
-        }
+        _ => {}
     }
     let done = c
         .control()

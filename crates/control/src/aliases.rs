@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use nimbus_core::function::{Alias, Function};
-use nimbus_core::{validate, FunctionRef};
+use nimbus_core::FunctionRef;
 
 use crate::*;
 
@@ -52,9 +52,7 @@ impl Control {
         weights: BTreeMap<String, f64>,
     ) -> Result<Alias> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        validate::alias_name(alias).map_err(rule)?;
         let description = description.unwrap_or_default();
-        validate::description(&description).map_err(rule)?;
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         if f.aliases.contains_key(alias) {
@@ -97,7 +95,6 @@ impl Control {
             a.function_version = v;
         }
         if let Some(d) = description {
-            validate::description(&d).map_err(rule)?;
             a.description = d;
         }
         if let Some(w) = weights {

@@ -11,7 +11,7 @@
 //! unsigned zip, and `Warn` accepts it and logs a warning.
 
 use nimbus_core::function::{CodeSigningConfig, Function};
-use nimbus_core::{validate, FunctionRef};
+use nimbus_core::FunctionRef;
 use nimbus_store::Write;
 use rand::Rng;
 
@@ -31,27 +31,6 @@ fn new_id() -> String {
     let mut rng = rand::thread_rng();
     let tail: String = (0..17).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
     format!("csc-{tail}")
-}
-
-fn check_input(input: &CodeSigningInput) -> Result<()> {
-    if let Some(d) = &input.description {
-        validate::description(d).map_err(rule)?;
-    }
-    if let Some(arns) = &input.signing_profile_version_arns {
-        if arns.is_empty() || arns.len() > 20 {
-            return Err(invalid("AllowedPublishers must list between 1 and 20 signing profile version ARNs."));
-        }
-        for a in arns {
-            let parts: Vec<&str> = a.splitn(6, ':').collect();
-            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "signer" {
-                return Err(invalid(format!("{a} is not a valid signing profile version ARN.")));
-            }
-        }
-    }
-    if let Some(p) = &input.untrusted_artifact_on_deployment {
-        validate::one_of("codeSigningPolicies.untrustedArtifactOnDeployment", p, &["Warn", "Enforce"]).map_err(rule)?;
-    }
-    Ok(())
 }
 
 impl Control {
@@ -111,7 +90,6 @@ impl Control {
                 "1 validation error detected: Value null at 'allowedPublishers' failed to satisfy constraint: Member must not be null".into(),
             )));
         }
-        check_input(&input)?;
         let csc = CodeSigningConfig {
             id: new_id(),
             description: input.description.unwrap_or_default(),
@@ -129,7 +107,6 @@ impl Control {
     }
 
     pub async fn update_code_signing_config(&self, arn: &str, input: CodeSigningInput) -> Result<CodeSigningConfig> {
-        check_input(&input)?;
         let _guard = self.lock().await;
         let mut csc = self.code_signing_config(arn).await?;
         if let Some(d) = input.description {

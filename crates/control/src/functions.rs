@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use nimbus_core::function::{Code, ConfigPatch, Function, FunctionConfig, LayerRef, Lifecycle};
 use nimbus_core::limits::UNZIPPED_MAX;
-use nimbus_core::{validate, zipcheck, Qualifier};
+use nimbus_core::{zipcheck, Qualifier};
 use nimbus_store::Write;
 
 use crate::*;
@@ -61,9 +61,6 @@ pub(crate) fn code_source(zip: Option<Vec<u8>>, other: Option<String>, field: &s
 impl Control {
     /// Resolves layer version ARNs to what the function records of them.
     async fn resolve_layers(&self, arns: &[String]) -> Result<Vec<LayerRef>> {
-        if arns.len() > nimbus_core::limits::LAYERS_MAX {
-            return Err(invalid(format!("Cannot reference more than {} layers.", nimbus_core::limits::LAYERS_MAX)));
-        }
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(arns.len());
         for arn in arns {
@@ -97,16 +94,8 @@ impl Control {
     }
 
     pub async fn create_function(&self, req: NewFunction) -> Result<FunctionConfig> {
-        validate::function_name(&req.name).map_err(rule)?;
-        validate::role(&req.role).map_err(rule)?;
-        validate::tags(&req.tags).map_err(rule)?;
-        if let Some(a) = &req.architectures {
-            validate::architectures(a).map_err(rule)?;
-        }
-        match req.package_type.as_deref() {
-            None | Some("Zip") => {}
-            Some("Image") => return Err(invalid("PackageType Image is not supported by this Nimbus node yet.")),
-            Some(other) => validate::one_of("packageType", other, &["Zip", "Image"]).map_err(rule)?,
+        if req.package_type.as_deref() == Some("Image") {
+            return Err(invalid("PackageType Image is not supported by this Nimbus node yet."));
         }
         let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         if let Some(arn) = &req.code_signing_config_arn {
@@ -185,9 +174,6 @@ impl Control {
 
     pub async fn update_code(&self, raw: &str, req: CodeUpdate) -> Result<FunctionConfig> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        if let Some(a) = &req.architectures {
-            validate::architectures(a).map_err(rule)?;
-        }
         let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         let current = self.function(&r.name).await?;
         check_revision(req.revision_id.as_deref(), &current.latest.revision_id)?;
@@ -325,7 +311,7 @@ impl Control {
         max_items: Option<i64>,
         all: bool,
     ) -> Result<Page<FunctionConfig>> {
-        let limit = crate::page_size(max_items)?;
+        let limit = crate::page_size(max_items);
         let after = match marker.filter(|m| !m.is_empty()) {
             None => None,
             Some(m) => {
@@ -351,9 +337,6 @@ impl Control {
         revision_id: Option<&str>,
     ) -> Result<FunctionConfig> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        if let Some(d) = &description {
-            validate::description(d).map_err(rule)?;
-        }
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         self.check_settled(&f)?;

@@ -233,21 +233,18 @@ fn paginate<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) -> R
         Some(m) => m.parse::<usize>().map_err(|_| invalid(format!("Invalid marker: {m}")))?,
         None => 0,
     };
-    let limit = page_size(max_items)?;
+    let limit = page_size(max_items);
     let total = items.len();
     let page: Vec<T> = items.into_iter().skip(start).take(limit).collect();
     let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
     Ok((page, next))
 }
 
-fn page_size(max_items: Option<i64>) -> Result<usize> {
-    match max_items {
-        None => Ok(nimbus_core::limits::LIST_MAX_ITEMS),
-        Some(n) if n < 1 => Err(Error::Rule(nimbus_core::Error::Validation(format!(
-            "1 validation error detected: Value '{n}' at 'maxItems' failed to satisfy constraint: Member must have value greater than or equal to 1"
-        )))),
-        Some(n) => Ok((n as usize).min(nimbus_core::limits::LIST_MAX_ITEMS)),
-    }
+/// The page a `MaxItems` asks for, within Nimbus's page limit (the model's
+/// minimum of 1 is checked at the front door).
+fn page_size(max_items: Option<i64>) -> usize {
+    let max = nimbus_core::limits::LIST_MAX_ITEMS;
+    max_items.map_or(max, |n| usize::try_from(n).unwrap_or(1).clamp(1, max))
 }
 
 #[cfg(test)]
@@ -261,6 +258,7 @@ mod tests {
         let (p, next) = paginate((0..5).collect(), Some("4"), Some(2)).unwrap();
         assert_eq!((p, next), (vec![4], None));
         assert!(paginate((0..5).collect::<Vec<i32>>(), Some("x"), None).is_err());
-        assert!(paginate((0..5).collect::<Vec<i32>>(), None, Some(0)).is_err());
+        assert_eq!(page_size(Some(500)), nimbus_core::limits::LIST_MAX_ITEMS);
+        assert_eq!(page_size(None), nimbus_core::limits::LIST_MAX_ITEMS);
     }
 }

@@ -7,7 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use nimbus_core::runtime::{Catalog, KNOWN};
+use nimbus_core::runtime::Catalog;
+
+/// Every runtime identifier AWS defines, from its model.
+fn known(id: &str) -> bool {
+    nimbus_model::LAMBDA.enum_values("Runtime").contains(&id)
+}
 
 /// Which interpreters can run functions.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +101,7 @@ fn pythons(found: &mut BTreeMap<String, String>, visible: Visible) {
         }
     }
     for name in names {
-        if !KNOWN.contains(&name.as_str()) {
+        if !known(&name) {
             continue;
         }
         if let Some(real) = choose(&name, candidates(&name), visible) {
@@ -111,7 +116,7 @@ fn node(found: &mut BTreeMap<String, String>, visible: Visible) {
     let version = String::from_utf8_lossy(&out.stdout);
     let major = version.trim().trim_start_matches('v').split('.').next().unwrap_or_default().to_string();
     let id = format!("nodejs{major}.x");
-    if KNOWN.contains(&id.as_str()) {
+    if known(&id) {
         found.insert(id, path.display().to_string());
     }
 }

@@ -8,7 +8,7 @@ use nimbus_core::function::{
     Cors, EventInvokeConfig, Function, ProvisionedConfig, RuntimeManagement, Statement, UrlConfig,
 };
 use nimbus_core::limits::*;
-use nimbus_core::{validate, FunctionRef};
+use nimbus_core::{service_rules, FunctionRef};
 use rand::Rng;
 
 use crate::*;
@@ -66,36 +66,11 @@ fn event_key(q: &Option<Qualifier>) -> String {
     q.as_ref().map_or_else(|| LATEST.to_string(), ToString::to_string)
 }
 
-fn check_destination(arn: &str) -> Result<()> {
-    let services = ["sqs", "sns", "lambda", "events", "s3"];
-    let parts: Vec<&str> = arn.split(':').collect();
-    let ok = arn.len() <= 350 && parts.len() >= 6 && parts[0] == "arn" && services.contains(&parts[2]);
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!("The destination ARN {arn} is invalid.")))
-    }
-}
-
 /// 32 random lowercase alphanumerics, like AWS's URL ids.
 fn new_url_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
     (0..32).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
-}
-
-fn check_cors(cors: &Cors) -> Result<()> {
-    let too_long = |l: &Option<Vec<String>>, max: usize| l.as_ref().is_some_and(|v| v.len() > max);
-    if too_long(&cors.allow_headers, 100) || too_long(&cors.allow_origins, 100) || too_long(&cors.expose_headers, 100) {
-        return Err(invalid("Cors lists can hold at most 100 items."));
-    }
-    if too_long(&cors.allow_methods, 6) {
-        return Err(invalid("Cors AllowMethods can hold at most 6 items."));
-    }
-    if cors.max_age.is_some_and(|m| !(0..=86_400).contains(&m)) {
-        return Err(invalid("Cors MaxAge must be between 0 and 86400."));
-    }
-    Ok(())
 }
 
 impl Control {
@@ -142,7 +117,7 @@ impl Control {
     pub async fn put_function_concurrency(&self, raw: &str, reserved: i64) -> Result<u32> {
         let r = self.concurrency_target(raw)?;
         let reserved =
-            validate::range("ReservedConcurrentExecutions", reserved, 0, i64::from(u32::MAX)).map_err(rule)?;
+            service_rules::at_most("ReservedConcurrentExecutions", reserved, i64::from(u32::MAX)).map_err(rule)?;
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         let usage = self.meta.usage().await?;
@@ -230,10 +205,10 @@ impl Control {
         qualifier: Option<&str>,
         requested: i64,
     ) -> Result<ProvisionedReport> {
-        let requested = validate::range(
+        // The model's minimum (1) is checked at the front door; the node's limit is ours.
+        let requested = service_rules::at_most(
             "ProvisionedConcurrentExecutions",
             requested,
-            1,
             i64::from(self.settings.concurrency_limit),
         )
         .map_err(rule)?;
@@ -357,7 +332,7 @@ impl Control {
         let _guard = self.lock().await;
         let mut f = self.tagged(arn).await?;
         f.tags.extend(tags);
-        validate::tags(&f.tags).map_err(rule)?;
+        service_rules::tag_count(f.tags.len()).map_err(rule)?;
         self.save(&f).await
     }
 
@@ -382,17 +357,6 @@ impl Control {
         qualifier: Option<&str>,
         p: NewPermission,
     ) -> Result<serde_json::Value> {
-        validate::statement_id(&p.statement_id).map_err(rule)?;
-        let action_ok = p.action == "*"
-            || p.action
-                .strip_prefix("lambda:")
-                .is_some_and(|a| a == "*" || (!a.is_empty() && a.bytes().all(|b| b.is_ascii_alphabetic())));
-        if !action_ok {
-            return Err(Error::Rule(nimbus_core::Error::Validation(format!(
-                "1 validation error detected: Value '{}' at 'action' failed to satisfy constraint: Member must satisfy regular expression pattern: (lambda:[*]|lambda:[a-zA-Z]+|[*])",
-                p.action
-            ))));
-        }
         if p.principal.is_empty() || p.principal.chars().any(char::is_whitespace) {
             return Err(invalid(format!("The provided principal was invalid: '{}'", p.principal)));
         }
@@ -438,7 +402,6 @@ impl Control {
             string_equals.insert("lambda:EventSourceToken".into(), t.clone().into());
         }
         if let Some(t) = &p.function_url_auth_type {
-            validate::one_of("functionUrlAuthType", t, &["NONE", "AWS_IAM"]).map_err(rule)?;
             string_equals.insert("lambda:FunctionUrlAuthType".into(), t.clone().into());
         }
         let mut condition = serde_json::Map::new();
@@ -534,12 +497,7 @@ impl Control {
         input: UrlConfigInput,
     ) -> Result<UrlConfig> {
         let auth = input.auth_type.ok_or_else(|| invalid("AuthType is required."))?;
-        validate::one_of("authType", &auth, &["NONE", "AWS_IAM"]).map_err(rule)?;
         let mode = input.invoke_mode.unwrap_or_else(|| "BUFFERED".into());
-        validate::one_of("invokeMode", &mode, &["BUFFERED", "RESPONSE_STREAM"]).map_err(rule)?;
-        if let Some(c) = &input.cors {
-            check_cors(c)?;
-        }
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
         let key = Self::url_key(&r)?;
@@ -582,15 +540,6 @@ impl Control {
         qualifier: Option<&str>,
         input: UrlConfigInput,
     ) -> Result<(UrlConfig, String)> {
-        if let Some(a) = &input.auth_type {
-            validate::one_of("authType", a, &["NONE", "AWS_IAM"]).map_err(rule)?;
-        }
-        if let Some(m) = &input.invoke_mode {
-            validate::one_of("invokeMode", m, &["BUFFERED", "RESPONSE_STREAM"]).map_err(rule)?;
-        }
-        if let Some(c) = &input.cors {
-            check_cors(c)?;
-        }
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
         let key = Self::url_key(&r)?;
@@ -637,21 +586,14 @@ impl Control {
         input: EventInvokeConfig,
         merge: bool,
     ) -> Result<(EventInvokeConfig, String)> {
-        if let Some(n) = input.maximum_retry_attempts {
-            validate::range("MaximumRetryAttempts", i64::from(n), 0, MAX_RETRY_ATTEMPTS).map_err(rule)?;
-        }
-        if let Some(n) = input.maximum_event_age {
-            validate::range("MaximumEventAgeInSeconds", i64::from(n), EVENT_AGE_MIN, EVENT_AGE_MAX).map_err(rule)?;
-        }
+        // Ranges and destination ARNs are checked at the front door (the
+        // model and service_rules); an empty config is refused here.
         if input.maximum_retry_attempts.is_none()
             && input.maximum_event_age.is_none()
             && input.on_success.is_none()
             && input.on_failure.is_none()
         {
             return Err(invalid("You must specify at least one of error handling or destination setting."));
-        }
-        for d in input.on_success.iter().chain(input.on_failure.iter()) {
-            check_destination(d)?;
         }
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
@@ -719,7 +661,6 @@ impl Control {
 
     pub async fn put_recursion_config(&self, raw: &str, recursive_loop: &str) -> Result<String> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        validate::one_of("recursiveLoop", recursive_loop, &["Allow", "Terminate"]).map_err(rule)?;
         let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         f.recursive_loop = Some(recursive_loop.to_string());
@@ -769,8 +710,6 @@ impl Control {
         qualifier: Option<&str>,
         setting: RuntimeManagement,
     ) -> Result<(RuntimeManagement, String)> {
-        validate::one_of("updateRuntimeOn", &setting.update_runtime_on, &["Auto", "Manual", "FunctionUpdate"])
-            .map_err(rule)?;
         match (setting.update_runtime_on.as_str(), &setting.runtime_version_arn) {
             ("Manual", None) => {
                 return Err(invalid("RuntimeVersionArn must be specified when UpdateRuntimeOn is Manual."))

@@ -3,7 +3,7 @@
 //! followed by `:qualifier`.
 
 use crate::error::{Error, Result};
-use crate::validate;
+use crate::limits::{FUNCTION_NAME_MAX, LAYER_NAME_MAX};
 
 /// The account and region this node serves; every ARN is built from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,9 @@ impl Account {
             return Err(bad());
         }
         let version: u64 = parts[7].parse().map_err(|_| bad())?;
-        validate::layer_name(parts[6])?;
+        if !is_name(parts[6], LAYER_NAME_MAX) {
+            return Err(bad());
+        }
         if parts[3] != self.region || parts[4] != self.id {
             return Err(Error::NotFound(format!("Layer version {arn} does not exist.")));
         }
@@ -51,19 +53,26 @@ impl Account {
 
     /// Accepts a layer name or a layer ARN (without version) and returns the name.
     pub fn layer_name_of(&self, name_or_arn: &str) -> Result<String> {
-        if let Some(rest) = name_or_arn.strip_prefix("arn:") {
-            let parts: Vec<&str> = rest.split(':').collect();
-            if parts.len() == 6 && parts[1] == "lambda" && parts[4] == "layer" {
-                validate::layer_name(parts[5])?;
-                return Ok(parts[5].to_string());
-            }
-            return Err(Error::Validation(format!(
+        let name = match name_or_arn.strip_prefix("arn:") {
+            Some(rest) => match rest.split(':').collect::<Vec<_>>().as_slice() {
+                [_, "lambda", _, _, "layer", name] => *name,
+                _ => "",
+            },
+            None => name_or_arn,
+        };
+        if is_name(name, LAYER_NAME_MAX) {
+            Ok(name.to_string())
+        } else {
+            Err(Error::Validation(format!(
                 "1 validation error detected: Value '{name_or_arn}' at 'layerName' failed to satisfy constraint: Member must satisfy regular expression pattern: (arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\\d{{12}}:layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+"
-            )));
+            )))
         }
-        validate::layer_name(name_or_arn)?;
-        Ok(name_or_arn.to_string())
     }
+}
+
+/// A bare function or layer name: letters, digits, `-` and `_`, at most `max`.
+fn is_name(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Which configuration of a function a request addresses.
@@ -136,7 +145,7 @@ impl FunctionRef {
             [name, q] => (None, None, *name, Some(*q)),
             _ => return Err(pattern_error()),
         };
-        if !validate::is_function_name(name) {
+        if !is_name(name, FUNCTION_NAME_MAX) {
             return Err(pattern_error());
         }
         if let Some(a) = acct {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::limits::*;
 use crate::runtime::Catalog;
-use crate::validate;
+use crate::service_rules::at_most;
 
 pub const LATEST: &str = "$LATEST";
 
@@ -219,59 +219,46 @@ pub struct ConfigPatch {
 }
 
 impl ConfigPatch {
-    /// Validates every field present and applies it. Layers are left to the
-    /// caller. On error `cfg` may be partly changed: apply to a copy.
+    /// Applies every field present, checking what needs the node (the
+    /// runtime catalog) or several fields together. The request has passed
+    /// the model and `service_rules` already. Layers are left to the caller.
+    /// On error `cfg` may be partly changed: apply to a copy.
     pub fn apply(&self, cfg: &mut FunctionConfig, catalog: &Catalog) -> Result<()> {
         if let Some(r) = &self.runtime {
-            if !crate::runtime::KNOWN.contains(&r.as_str()) {
-                crate::runtime::check_known(r)?;
-            }
             catalog.check(r)?;
             cfg.runtime = Some(r.clone());
         }
         if let Some(h) = &self.handler {
-            validate::handler(h)?;
             cfg.handler = Some(h.clone());
         }
         if let Some(r) = &self.role {
-            validate::role(r)?;
             cfg.role = r.clone();
         }
         if let Some(d) = &self.description {
-            validate::description(d)?;
             cfg.description = d.clone();
         }
         if let Some(t) = self.timeout {
-            cfg.timeout = validate::range("Timeout", t, TIMEOUT_MIN, TIMEOUT_MAX)?;
+            cfg.timeout = at_most("Timeout", t, TIMEOUT_MAX)?;
         }
         if let Some(m) = self.memory_size {
-            cfg.memory_size = validate::range("MemorySize", m, MEMORY_MIN, MEMORY_MAX)?;
+            cfg.memory_size = at_most("MemorySize", m, MEMORY_MAX)?;
         }
         if let Some(e) = self.ephemeral_storage {
-            cfg.ephemeral_storage = validate::range("EphemeralStorage.Size", e, EPHEMERAL_MIN, EPHEMERAL_MAX)?;
+            cfg.ephemeral_storage = at_most("EphemeralStorage.Size", e, EPHEMERAL_MAX)?;
         }
         if let Some(env) = &self.environment {
-            validate::environment(env)?;
             cfg.environment = Some(env.clone());
         }
         if let Some(m) = &self.tracing_mode {
-            validate::one_of("tracingConfig.mode", m, &["Active", "PassThrough"])?;
             cfg.tracing_mode = m.clone();
         }
         if let Some(f) = &self.log_format {
-            validate::one_of("loggingConfig.logFormat", f, &["JSON", "Text"])?;
             cfg.logging.log_format = f.clone();
         }
         if let Some(l) = &self.application_log_level {
-            validate::one_of(
-                "loggingConfig.applicationLogLevel",
-                l,
-                &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
-            )?;
             cfg.logging.application_log_level = Some(l.clone());
         }
         if let Some(l) = &self.system_log_level {
-            validate::one_of("loggingConfig.systemLogLevel", l, &["DEBUG", "INFO", "WARN"])?;
             cfg.logging.system_log_level = Some(l.clone());
         }
         if (cfg.logging.application_log_level.is_some() || cfg.logging.system_log_level.is_some())
@@ -282,11 +269,6 @@ impl ConfigPatch {
             ));
         }
         if let Some(g) = &self.log_group {
-            if g.is_empty() || g.len() > 512 {
-                return Err(Error::Validation(format!(
-                    "1 validation error detected: Value '{g}' at 'loggingConfig.logGroup' failed to satisfy constraint: Member must have length between 1 and 512"
-                )));
-            }
             cfg.logging.log_group = g.clone();
         }
         if let Some(t) = &self.dead_letter_target {
@@ -313,8 +295,8 @@ impl ConfigPatch {
                 "FileSystemConfigs cannot be honoured: this Nimbus node cannot mount Amazon EFS file systems.",
             ));
         }
+        // The model checks ApplyOn's values at the front door.
         if let Some(apply_on) = &self.snap_start {
-            validate::one_of("snapStart.applyOn", apply_on, &["PublishedVersions", "None"])?;
             if apply_on == "PublishedVersions" {
                 return Err(Error::invalid(format!(
                     "{} is not supported for SnapStart enabled functions on this Nimbus node.",
@@ -501,7 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn patch_validates_and_applies() {
+    fn patch_applies_and_checks_the_catalog() {
         let catalog = Catalog::new([("python3.11".to_string(), "/usr/bin/python3.11".to_string())]);
         let mut c = cfg();
         let patch = ConfigPatch {
@@ -517,8 +499,6 @@ mod tests {
 
         let bad = ConfigPatch { runtime: Some("ruby3.3".into()), ..Default::default() };
         assert!(matches!(bad.apply(&mut c, &catalog), Err(Error::InvalidParameter(_))));
-        let bad = ConfigPatch { runtime: Some("cobol".into()), ..Default::default() };
-        assert!(matches!(bad.apply(&mut c, &catalog), Err(Error::Validation(_))));
         let levels = ConfigPatch { application_log_level: Some("INFO".into()), ..Default::default() };
         assert!(levels.apply(&mut cfg(), &catalog).is_err(), "log levels need JSON format");
     }

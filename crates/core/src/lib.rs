@@ -1,5 +1,6 @@
 //! Domain types of the Lambda model (functions, versions, aliases, layers and
-//! their side configurations), the rules that validate them, and ARNs.
+//! their side configurations), the rules AWS applies beyond its published
+//! model (`service_rules`; the model itself is `nimbus-model`'s), and ARNs.
 //!
 //! This crate is a leaf: it does no I/O and knows nothing of HTTP or storage.
 //! Its types are serialisable because the store keeps them as documents, but
@@ -10,7 +11,7 @@ pub mod error;
 pub mod function;
 pub mod limits;
 pub mod runtime;
-pub mod validate;
+pub mod service_rules;
 pub mod zipcheck;
 
 pub use arn::{Account, FunctionRef, Qualifier};

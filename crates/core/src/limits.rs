@@ -1,20 +1,16 @@
-//! The numeric limits of the Lambda model, as AWS enforces them (not as the
-//! API model allows: its maxima are wider for newer features).
+//! The numeric limits of the Lambda service, as AWS enforces them. The API
+//! model's own bounds are not repeated here: `nimbus-model` reads them from
+//! the model; these are the ones beyond it, or Nimbus's own sizes.
 
-pub const MEMORY_MIN: i64 = 128;
 pub const MEMORY_MAX: i64 = 10_240;
 pub const MEMORY_DEFAULT: u32 = 128;
-pub const TIMEOUT_MIN: i64 = 1;
 pub const TIMEOUT_MAX: i64 = 900;
 pub const TIMEOUT_DEFAULT: u32 = 3;
-pub const EPHEMERAL_MIN: i64 = 512;
 pub const EPHEMERAL_MAX: i64 = 10_240;
 pub const EPHEMERAL_DEFAULT: u32 = 512;
 /// Total size of environment variables, measured as AWS does (the JSON of the map).
 pub const ENV_MAX_BYTES: usize = 4 * 1024;
 pub const LAYERS_MAX: usize = 5;
-pub const DESCRIPTION_MAX: usize = 256;
-pub const HANDLER_MAX: usize = 128;
 pub const FUNCTION_NAME_MAX: usize = 64;
 /// Unzipped code plus all layers.
 pub const UNZIPPED_MAX: u64 = 262_144_000;
@@ -26,7 +22,6 @@ pub const CODE_REQUEST_MAX: usize = 69_905_067;
 pub const REQUEST_MAX: usize = 6_291_456;
 pub const POLICY_MAX_BYTES: usize = 20 * 1024;
 pub const TAG_KEY_MAX: usize = 128;
-pub const TAG_VALUE_MAX: usize = 256;
 pub const TAGS_MAX: usize = 50;
 /// Reserved concurrency may not leave less than this unreserved (AWS: 100
 /// of its default 1,000). A node with a smaller limit keeps a tenth of it.
@@ -35,8 +30,4 @@ pub fn unreserved_min(concurrency_limit: u32) -> u32 {
 }
 pub const TOTAL_CODE_SIZE: u64 = 80_530_636_800;
 pub const LIST_MAX_ITEMS: usize = 50;
-pub const ALIAS_NAME_MAX: usize = 128;
 pub const LAYER_NAME_MAX: usize = 140;
-pub const MAX_RETRY_ATTEMPTS: i64 = 2;
-pub const EVENT_AGE_MIN: i64 = 60;
-pub const EVENT_AGE_MAX: i64 = 21_600;

@@ -1,60 +1,10 @@
 //! Runtime identifiers. The catalog of what a node can run is discovered by
-//! the caller (it needs the filesystem); this module only holds the result and
-//! the identifiers AWS defines.
+//! the caller (it needs the filesystem); this module only holds the result.
+//! Which identifiers AWS defines is the model's to say (`nimbus-model`).
 
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-
-/// Every runtime identifier in the Lambda API model, current and deprecated.
-/// Layers may declare any of them as compatible.
-pub const KNOWN: &[&str] = &[
-    "nodejs",
-    "nodejs4.3",
-    "nodejs6.10",
-    "nodejs8.10",
-    "nodejs10.x",
-    "nodejs12.x",
-    "nodejs14.x",
-    "nodejs16.x",
-    "nodejs18.x",
-    "nodejs20.x",
-    "nodejs22.x",
-    "nodejs24.x",
-    "java8",
-    "java8.al2",
-    "java11",
-    "java17",
-    "java21",
-    "java25",
-    "python2.7",
-    "python3.6",
-    "python3.7",
-    "python3.8",
-    "python3.9",
-    "python3.10",
-    "python3.11",
-    "python3.12",
-    "python3.13",
-    "python3.14",
-    "dotnetcore1.0",
-    "dotnetcore2.0",
-    "dotnetcore2.1",
-    "dotnetcore3.1",
-    "dotnet6",
-    "dotnet8",
-    "dotnet10",
-    "nodejs4.3-edge",
-    "go1.x",
-    "ruby2.5",
-    "ruby2.7",
-    "ruby3.2",
-    "ruby3.3",
-    "ruby3.4",
-    "provided",
-    "provided.al2",
-    "provided.al2023",
-];
 
 /// The ARN of the runtime version a node runs for `runtime`, in AWS's form
 /// `arn:aws:lambda:<region>::runtime:<64 hex>`. A node has one version of
@@ -65,7 +15,7 @@ pub fn version_arn(region: &str, runtime: &str) -> String {
     format!("arn:aws:lambda:{region}::runtime:{}", hex::encode(digest))
 }
 
-/// Runtimes that need no interpreter: the function brings its own `bootstrap`.
+/// The runtimes every node offers: they bring their own `bootstrap`.
 pub const PROVIDED: &[&str] = &["provided", "provided.al2", "provided.al2023"];
 
 /// The runtimes this node can run, each with the interpreter that runs it
@@ -106,18 +56,6 @@ impl Catalog {
     }
 }
 
-/// Checks a runtime a layer declares compatible: any identifier AWS defines.
-pub fn check_known(id: &str) -> Result<()> {
-    if KNOWN.contains(&id) {
-        Ok(())
-    } else {
-        Err(Error::Validation(format!(
-            "1 validation error detected: Value '[{id}]' at 'compatibleRuntimes' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [{}]]",
-            KNOWN.join(", ")
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,11 +75,5 @@ mod tests {
         let hex = a.strip_prefix("arn:aws:lambda:us-east-1::runtime:").unwrap();
         assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, version_arn("us-east-1", "nodejs20.x"));
-    }
-
-    #[test]
-    fn layers_accept_any_known_runtime() {
-        assert!(check_known("ruby3.3").is_ok());
-        assert!(check_known("cobol").is_err());
     }
 }
