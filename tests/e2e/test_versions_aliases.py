@@ -36,8 +36,10 @@ def test_publish_preconditions(lam):
 
 def test_create_with_publish_makes_version_one(lam):
     cfg = create(lam, Publish=True)
-    assert cfg["Version"] == "1"
-    assert lam.get_function_configuration(FunctionName=cfg["FunctionName"], Qualifier="1")["Version"] == "1"
+    assert (cfg["Version"], cfg["State"]) == ("1", "Pending")
+    v1 = lam.get_function_configuration(FunctionName=cfg["FunctionName"], Qualifier="1")
+    assert (v1["Version"], v1["State"], v1["LastUpdateStatus"]) == ("1", "Active", "Successful")
+    assert lam.get_function_configuration(FunctionName=cfg["FunctionName"])["State"] == "Active"
 
 
 def test_version_numbers_are_never_reused(lam):
@@ -88,9 +90,15 @@ def test_aliases_resolve_and_route(lam):
     assert error_code(e) == "ResourceConflictException", "version 1 is still aliased"
     lam.delete_alias(FunctionName=name, Name="old")
     lam.delete_function(FunctionName=name, Qualifier="1")
+    for call in (lambda: lam.get_alias(FunctionName=name, Name="old"), lambda: lam.delete_alias(FunctionName=name, Name="old")):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert (error_code(e), e.value.response["Error"]["Message"]) == \
+            ("ResourceNotFoundException", f"Cannot find alias arn: {arn(name, 'old')}")
     with pytest.raises(ClientError) as e:
-        lam.get_alias(FunctionName=name, Name="old")
-    assert error_code(e) == "ResourceNotFoundException"
+        lam.delete_function(FunctionName=name, Qualifier="9")
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("ResourceNotFoundException", f"Function not found: {arn(name, '9')}")
 
 
 @pytest.mark.parametrize("kwargs, code", [
