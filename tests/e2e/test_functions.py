@@ -64,9 +64,10 @@ def test_get_function_by_name_partial_and_full_arn(lam):
     # A qualifier in the name and a different one in the query.
     ("{name}:1", "2", "InvalidParameterValueException",
      "The derived qualifier from the function name does not match the specified qualifier."),
-    # An ARN of another region or account names a function that is not here.
-    ("arn:aws:lambda:eu-west-1:{acct}:function:{name}", None, "ResourceNotFoundException", None),
-    ("arn:aws:lambda:{region}:999999999999:function:{name}", None, "ResourceNotFoundException", None),
+    # An ARN of another region names a function that is not here; another account's is not ours to read.
+    ("arn:aws:lambda:eu-west-1:{acct}:function:{name}", None, "ResourceNotFoundException",
+     "Functions from 'eu-west-1' are not reachable in this region ('{region}')"),
+    ("arn:aws:lambda:{region}:999999999999:function:{name}", None, "AccessDeniedException", None),
     ("{name}:41", None, "ResourceNotFoundException", "Function not found: {arn}:41"),
     ("{name}:nosuchalias", None, "ResourceNotFoundException", "Function not found: {arn}:nosuchalias"),
 ])
@@ -77,7 +78,8 @@ def test_function_name_and_qualifier_errors(lam, ref, qualifier, code, message):
     with pytest.raises(ClientError) as e:
         lam.get_function(FunctionName=ref.format(**fill), **kwargs)
     assert error_code(e) == code
-    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == (404 if "NotFound" in code else 400)
+    status = {"ResourceNotFoundException": 404, "AccessDeniedException": 403}.get(code, 400)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
     if message:
         assert e.value.response["Error"]["Message"] == message.format(**fill)
 
