@@ -48,3 +48,15 @@ fn error_body_uses_the_casing_each_exception_declares() {
     let upper = ErrorBody { kind: "User".into(), message: None, message_upper: Some("m".into()), reason: None };
     assert_eq!(serde_json::to_string(&upper).unwrap(), r#"{"Type":"User","Message":"m"}"#);
 }
+
+#[test]
+fn code_signing_config_response_round_trips() {
+    let json = r#"{"CodeSigningConfig":{"CodeSigningConfigId":"csc-0e3ad2a6d1e0c1a7f","CodeSigningConfigArn":"arn:aws:lambda:us-west-2:123456789012:code-signing-config:csc-0e3ad2a6d1e0c1a7f","Description":"","AllowedPublishers":{"SigningProfileVersionArns":["arn:aws:signer:us-west-2:123456789012:/signing-profiles/my_profile/abcdef1234"]},"CodeSigningPolicies":{"UntrustedArtifactOnDeployment":"Enforce"},"LastModified":"2020-11-25T01:07:09.046+0000"}}"#;
+    let (resp, back): (CodeSigningConfigResponse, _) = roundtrip(json);
+    assert_eq!(
+        resp.code_signing_config.code_signing_policies.untrusted_artifact_on_deployment.as_deref(),
+        Some("Enforce")
+    );
+    let original: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(back, original);
+}
