@@ -93,9 +93,10 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
         architectures: c.architectures.clone(),
         ephemeral_storage: w::EphemeralStorage { size: i64::from(c.ephemeral_storage) },
         snap_start: w::SnapStartResponse { apply_on: "None".into(), optimization_status: "Off".into() },
-        runtime_version_config: (c.package_type == "Zip")
-            .then_some(c.runtime.as_deref())
-            .flatten()
+        runtime_version_config: c
+            .runtime
+            .as_deref()
+            .filter(|_| c.package_type == "Zip")
             .map(|r| w::RuntimeVersionConfig { runtime_version_arn: runtime_version_arn(account, c, r) }),
         logging_config: w::LoggingConfig {
             log_format: Some(c.logging.log_format.clone()),
