@@ -96,3 +96,35 @@ async fn settle(meta: &dyn Metadata, writes: &Mutex<()>, name: &str, targets: &[
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use nimbus_core::function::Code;
+    use nimbus_store::SqliteMetadata;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_prepared_revision_becomes_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let code = Code { sha256_hex: "ab".into(), size: 1, unzipped_size: 1 };
+        let latest = FunctionConfig::new("f", "arn:aws:iam::123456789012:role/r".into(), code, 0, "rev-2".into());
+        let mut v1 = latest.clone();
+        (v1.version, v1.revision_id) = ("1".into(), "rev-v1".into());
+        let f = Function::new(latest, Default::default());
+        meta.apply(vec![Write::PutFunction(Box::new(f)), Write::PutVersion(Box::new(v1))]).await.unwrap();
+        let writes = Mutex::new(());
+        async fn state(m: &SqliteMetadata) -> (Lifecycle, Lifecycle) {
+            let f = m.get_function("f").await.unwrap().unwrap();
+            (f.latest.lifecycle, m.get_version("f", 1).await.unwrap().unwrap().lifecycle)
+        }
+
+        // A preparation of an older revision settles nothing: its update replaced it.
+        settle(&meta, &writes, "f", &[(LATEST.into(), "rev-1".into())]).await.unwrap();
+        assert_eq!(state(&meta).await, (Lifecycle::Creating, Lifecycle::Creating));
+        let both = [(LATEST.to_string(), "rev-2".to_string()), ("1".to_string(), "rev-v1".to_string())];
+        settle(&meta, &writes, "f", &both).await.unwrap();
+        assert_eq!(state(&meta).await, (Lifecycle::Ready, Lifecycle::Ready));
+    }
+}
