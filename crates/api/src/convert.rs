@@ -83,7 +83,7 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
             vpc_id: v.vpc_id(),
             ipv6_allowed_for_dual_stack: v.ipv6_allowed_for_dual_stack,
         }),
-        state: state.into(),
+        state: Some(state.into()),
         state_reason,
         state_reason_code,
         last_update_status: update,
@@ -104,6 +104,21 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
             system_log_level: c.logging.system_log_level.clone(),
             log_group: Some(c.logging.log_group.clone()),
         },
+    }
+}
+
+/// A configuration as ListFunctions reports it: AWS leaves out the state
+/// and runtime version fields there (GetFunction has them).
+pub fn listed(c: w::FunctionConfiguration) -> w::FunctionConfiguration {
+    w::FunctionConfiguration {
+        state: None,
+        state_reason: None,
+        state_reason_code: None,
+        last_update_status: None,
+        last_update_status_reason: None,
+        last_update_status_reason_code: None,
+        runtime_version_config: None,
+        ..c
     }
 }
 

@@ -23,7 +23,7 @@ fn function_configuration_round_trips() {
 fn pending_configuration_with_vpc_and_runtime_version_round_trips() {
     let json = include_str!("fixtures/function_configuration_pending.json");
     let (cfg, back): (FunctionConfiguration, _) = roundtrip(json);
-    assert_eq!((cfg.state.as_str(), cfg.state_reason_code.as_deref()), ("Pending", Some("Creating")));
+    assert_eq!((cfg.state.as_deref(), cfg.state_reason_code.as_deref()), (Some("Pending"), Some("Creating")));
     assert!(cfg.last_update_status.is_none(), "AWS reports no update status while creating");
     assert_eq!(cfg.vpc_config.as_ref().map(|v| v.vpc_id.as_str()), Some("vpc-08e1234567890f1a9"));
     let original: serde_json::Value = serde_json::from_str(json).unwrap();
