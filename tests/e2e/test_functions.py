@@ -31,7 +31,8 @@ def test_create_returns_aws_configuration(lam):
     assert cfg["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     ready = lam.get_function_configuration(FunctionName=name)
     assert (ready["State"], ready["LastUpdateStatus"]) == ("Active", "Successful")
-    assert "StateReason" not in ready and ready["RevisionId"] == cfg["RevisionId"]
+    # As AWS: becoming Active is a new revision.
+    assert "StateReason" not in ready and ready["RevisionId"] != cfg["RevisionId"]
     assert ready["RuntimeVersionConfig"] == cfg["RuntimeVersionConfig"]
 
 
@@ -171,14 +172,18 @@ def test_dry_run_update_code_changes_nothing(lam):
 def test_revision_id_preconditions(lam):
     cfg = create(lam)
     name = cfg["FunctionName"]
-    with pytest.raises(ClientError) as e:
-        lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId="stale")
-    assert error_code(e) == "PreconditionFailedException"
+    for stale in ("stale", cfg["RevisionId"]):  # the create's revision is stale once the function is Active
+        with pytest.raises(ClientError) as e:
+            lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId=stale)
+        assert error_code(e) == "PreconditionFailedException"
     with pytest.raises(ClientError) as e:
         lam.update_function_code(FunctionName=name, ZipFile=HELLO_ZIP, RevisionId="stale")
     assert error_code(e) == "PreconditionFailedException"
-    ok = lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId=cfg["RevisionId"])
-    assert ok["Timeout"] == 5
+    active = lam.get_function_configuration(FunctionName=name)["RevisionId"]
+    ok = lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId=active)
+    assert ok["Timeout"] == 5 and ok["RevisionId"] != active
+    assert lam.get_function_configuration(FunctionName=name)["RevisionId"] not in (active, ok["RevisionId"]), \
+        "the update's completion is a revision of its own"
 
 
 def test_delete_function(lam):

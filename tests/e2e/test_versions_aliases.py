@@ -30,8 +30,12 @@ def test_publish_preconditions(lam):
     with pytest.raises(ClientError) as e:
         lam.publish_version(FunctionName=name, RevisionId="stale")
     assert error_code(e) == "PreconditionFailedException"
-    ok = lam.publish_version(FunctionName=name, CodeSha256=cfg["CodeSha256"], RevisionId=cfg["RevisionId"])
+    active = lam.get_function_configuration(FunctionName=name)["RevisionId"]
+    ok = lam.publish_version(FunctionName=name, CodeSha256=cfg["CodeSha256"], RevisionId=active)
     assert ok["Version"] == "1"
+    # As AWS: publishing changes the revision of $LATEST; the version keeps its own.
+    assert lam.get_function_configuration(FunctionName=name)["RevisionId"] not in (active, ok["RevisionId"])
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="1")["RevisionId"] == ok["RevisionId"]
 
 
 def test_create_with_publish_makes_version_one(lam):

@@ -213,15 +213,16 @@ impl Control {
         latest.lifecycle = Lifecycle::Updating;
         self.blobs.put(zip).await?;
         f.latest = latest;
-        let mut targets = vec![(LATEST.to_string(), f.latest.revision_id.clone())];
         let result = if req.publish {
-            let version = self.publish_locked(&mut f, None).await?;
-            targets.push((version.version.clone(), version.revision_id.clone()));
-            version
+            self.publish_locked(&mut f, None).await?
         } else {
             self.save(&f).await?;
             f.latest.clone()
         };
+        let mut targets = vec![(LATEST.to_string(), f.latest.revision_id.clone())];
+        if result.version != LATEST {
+            targets.push((result.version.clone(), result.revision_id.clone()));
+        }
         self.collect_garbage(&guard).await?;
         drop(guard);
         self.retire_environments(&r.name, Some(LATEST)).await;
@@ -354,7 +355,7 @@ impl Control {
         if let Some(d) = &description {
             validate::description(d).map_err(rule)?;
         }
-        let _guard = self.lock().await;
+        let guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         self.check_settled(&f)?;
         if let Some(sha) = code_sha256.filter(|s| !s.is_empty()) {
@@ -366,7 +367,11 @@ impl Control {
             }
         }
         check_revision(revision_id, &f.latest.revision_id)?;
-        self.publish_locked(&mut f, description).await
+        let version = self.publish_locked(&mut f, description).await?;
+        drop(guard);
+        // `$LATEST` has a new revision: its idle environments are keyed by the old one.
+        self.retire_environments(&r.name, Some(LATEST)).await;
+        Ok(version)
     }
 
     /// Publishes `f.latest` (saving `f`), or returns the newest version when
@@ -382,6 +387,8 @@ impl Control {
         }
         f.last_version += 1;
         let version = Self::version_of(&f.latest, f.last_version, description);
+        // Publishing is a change of `$LATEST` too, as on AWS.
+        f.latest.revision_id = new_revision();
         self.meta
             .apply(vec![Write::PutFunction(Box::new(f.clone())), Write::PutVersion(Box::new(version.clone()))])
             .await?;
