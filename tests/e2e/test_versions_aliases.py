@@ -100,6 +100,10 @@ def test_aliases_resolve_and_route(lam):
         assert (error_code(e), e.value.response["Error"]["Message"]) == \
             ("ResourceNotFoundException", f"Cannot find alias arn: {arn(name, 'old')}")
     with pytest.raises(ClientError) as e:
+        lam.delete_function(FunctionName=name, Qualifier="live")
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("InvalidParameterValueException", "Deletion of aliases is not currently supported.")
+    with pytest.raises(ClientError) as e:
         lam.delete_function(FunctionName=name, Qualifier="9")
     assert (error_code(e), e.value.response["Error"]["Message"]) == \
         ("ResourceNotFoundException", f"Function not found: {arn(name, '9')}")

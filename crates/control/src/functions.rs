@@ -282,7 +282,7 @@ impl Control {
                 return Err(invalid("$LATEST version cannot be deleted without deleting the function."));
             }
             Some(Qualifier::Alias(_)) => {
-                return Err(invalid("Deletion of aliases is not supported by DeleteFunction; use DeleteAlias."));
+                return Err(invalid("Deletion of aliases is not currently supported."));
             }
             Some(Qualifier::Version(v)) => {
                 self.check_qualifier(&f, &Qualifier::Version(v)).await?;
