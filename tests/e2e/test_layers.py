@@ -50,6 +50,17 @@ def test_functions_reference_layers(lam):
     with pytest.raises(ClientError) as e:
         create(lam, Layers=[layer_arn(name, 99)])
     assert error_code(e) == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as e:
+        create(lam, Layers=[lv.replace(REGION, "eu-west-1")])
+    assert e.value.response["Error"]["Message"] == \
+        f"Layers are not in the same region as the function. Layers are expected to be in region {REGION}."
+    with pytest.raises(ClientError) as e:
+        create(lam, Layers=[lv.replace(ACCOUNT, "210987654321")])
+    assert error_code(e) == "AccessDeniedException"
+    v2 = lam.publish_layer_version(LayerName=name, Content={"ZipFile": LAYER_ZIP})["LayerVersionArn"]
+    with pytest.raises(ClientError) as e:
+        create(lam, Layers=[lv, v2])
+    assert e.value.response["Error"]["Message"].endswith(f"{lv} and {v2} are versions of the same layer.")
     many = [lam.publish_layer_version(LayerName=unique_name("l"), Content={"ZipFile": LAYER_ZIP})["LayerVersionArn"]
             for _ in range(6)]
     with pytest.raises(ClientError) as e:

@@ -64,14 +64,30 @@ impl Control {
         if arns.len() > nimbus_core::limits::LAYERS_MAX {
             return Err(invalid(format!("Cannot reference more than {} layers.", nimbus_core::limits::LAYERS_MAX)));
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(arns.len());
+        let account = self.account();
         for arn in arns {
-            let (name, version) = self.account().parse_layer_version_arn(arn).map_err(rule)?;
-            if !seen.insert(name.clone()) {
-                return Err(invalid(
-                    "Two different versions of the same layer are not allowed to be referenced in the same function.",
-                ));
+            // AWS's answers for a layer of another region, and of another
+            // account (which would need that account's permission).
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.len() == 8 && parts[3] != account.region {
+                return Err(invalid(format!(
+                    "Layers are not in the same region as the function. Layers are expected to be in region {}.",
+                    account.region
+                )));
+            }
+            if parts.len() == 8 && parts[4] != account.id {
+                return Err(rule(nimbus_core::Error::AccessDenied(format!(
+                    "User: arn:aws:iam::{}:root is not authorized to perform: lambda:GetLayerVersion on resource: {arn} because no resource-based policy allows the lambda:GetLayerVersion action",
+                    account.id
+                ))));
+            }
+            let (name, version) = account.parse_layer_version_arn(arn).map_err(rule)?;
+            if let Some(other) = seen.insert(name.clone(), arn) {
+                return Err(invalid(format!(
+                    "Two different versions of the same layer are not allowed to be referenced in the same function. {other} and {arn} are versions of the same layer."
+                )));
             }
             let lv = self
                 .meta
