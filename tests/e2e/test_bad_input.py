@@ -66,6 +66,20 @@ ROWS = [
     ("reserved env on update", "update_function_configuration", dict(FunctionName=EXISTING, Environment={"Variables": {"TZ": "x"}}), "InvalidParameterValueException"),
     ("alias to missing version", "create_alias", dict(FunctionName=EXISTING, Name="a1", FunctionVersion="42"), "ResourceNotFoundException"),
     ("unknown function", "update_function_configuration", dict(FunctionName="missing", Timeout=5), "ResourceNotFoundException"),
+    ("efs file system", "create_function", dict(FunctionName="f16", Code={"ZipFile": HELLO_ZIP}, FileSystemConfigs=[{
+        "Arn": "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-0123456789abcdef0",
+        "LocalMountPath": "/mnt/x"}], **BASE), "InvalidParameterValueException"),
+    ("subnets without groups", "create_function", dict(FunctionName="f17", Code={"ZipFile": HELLO_ZIP},
+                                                      VpcConfig={"SubnetIds": ["subnet-1"]}, **BASE), "InvalidParameterValueException"),
+    ("missing code signing config", "create_function", dict(
+        FunctionName="f18", Code={"ZipFile": HELLO_ZIP},
+        CodeSigningConfigArn="arn:aws:lambda:us-east-1:123456789012:code-signing-config:csc-0123456789abcdefg", **BASE),
+     "CodeSigningConfigNotFoundException"),
+    ("permission for $LATEST", "add_permission", dict(FunctionName=EXISTING, Qualifier="$LATEST", StatementId="s",
+                                                      Action="lambda:InvokeFunction", Principal="*"), "InvalidParameterValueException"),
+    ("missing layer version policy", "get_layer_version_policy", dict(LayerName="lay", VersionNumber=1), "ResourceNotFoundException"),
+    ("recursion of a version", "put_function_recursion_config", dict(FunctionName=f"{EXISTING}:1", RecursiveLoop="Allow"),
+     "InvalidParameterValueException"),
 ]
 
 
@@ -76,7 +90,7 @@ def test_bad_input_table(env, op, kwargs, code):
     with pytest.raises(ClientError) as e:
         getattr(lam, op)(**kwargs)
     assert e.value.response["Error"]["Code"] == code
-    expected_status = 404 if code == "ResourceNotFoundException" else 400
+    expected_status = 404 if code.endswith("NotFoundException") else 400
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == expected_status
     assert snapshot(server, lam) == before
 
@@ -90,6 +104,16 @@ RAW_ROWS = [
     ("missing code", "POST", "/2015-03-31/functions", json.dumps({"FunctionName": "f21", **BASE}).encode(), 400, "ValidationException"),
     ("oversized body", "POST", "/2015-03-31/functions", b"x" * 69_905_068, 413, "RequestEntityTooLargeException"),
     ("unknown operation", "GET", "/2015-03-31/nothing-here", b"", 404, "UnknownOperationException"),
+    ("code signing config without publishers", "POST", "/2020-04-22/code-signing-configs", b"{}", 400, "ValidationException"),
+    ("unknown signing policy", "POST", "/2020-04-22/code-signing-configs",
+     json.dumps({"AllowedPublishers": {"SigningProfileVersionArns": ["arn:aws:signer:us-east-1:123456789012:/signing-profiles/p"]},
+                 "CodeSigningPolicies": {"UntrustedArtifactOnDeployment": "Maybe"}}).encode(), 400, "ValidationException"),
+    ("unknown recursive loop", "PUT", f"/2024-08-31/functions/{EXISTING}/recursion-config",
+     b'{"RecursiveLoop": "Sometimes"}', 400, "ValidationException"),
+    ("unknown runtime update mode", "PUT", f"/2021-07-20/functions/{EXISTING}/runtime-management-config",
+     b'{"UpdateRuntimeOn": "Never"}', 400, "ValidationException"),
+    ("layer permission on a missing version", "POST", "/2018-10-31/layers/lay/versions/9/policy",
+     b'{"StatementId": "s", "Action": "lambda:GetLayerVersion", "Principal": "*"}', 404, "ResourceNotFoundException"),
 ]
 
 

@@ -117,6 +117,17 @@ def test_aws_cli_covers_every_operation_group(server, tmp_path):
         (["get-policy", "--function-name", name], lambda o: "s1" in o["Policy"]),
         (["remove-permission", "--function-name", name, "--statement-id", "s1"], lambda o: o is None),
         (["get-account-settings"], lambda o: o["AccountUsage"]["FunctionCount"] >= 1),
+        (["put-function-recursion-config", "--function-name", name, "--recursive-loop", "Allow"],
+         lambda o: o["RecursiveLoop"] == "Allow"),
+        (["get-function-recursion-config", "--function-name", name], lambda o: o["RecursiveLoop"] == "Allow"),
+        (["put-runtime-management-config", "--function-name", name, "--update-runtime-on", "FunctionUpdate"],
+         lambda o: o["UpdateRuntimeOn"] == "FunctionUpdate"),
+        (["get-runtime-management-config", "--function-name", name], lambda o: o["UpdateRuntimeOn"] == "FunctionUpdate"),
+        (["add-layer-version-permission", "--layer-name", layer, "--version-number", "1", "--statement-id", "all",
+          "--action", "lambda:GetLayerVersion", "--principal", "*"], lambda o: json.loads(o["Statement"])["Sid"] == "all"),
+        (["get-layer-version-policy", "--layer-name", layer, "--version-number", "1"], lambda o: "all" in o["Policy"]),
+        (["remove-layer-version-permission", "--layer-name", layer, "--version-number", "1", "--statement-id", "all"],
+         lambda o: o is None),
         (["delete-layer-version", "--layer-name", layer, "--version-number", "1"], lambda o: o is None),
         (["delete-alias", "--function-name", name, "--name", "live"], lambda o: o is None),
         (["delete-function", "--function-name", name], lambda o: o in (None, {"StatusCode": 204})),
@@ -160,3 +171,22 @@ def test_nimbus_cli_layers_async_logs_and_completions(server, lam, tmp_path):
 
     script = nimbus_cli(server, "completions", "bash").stdout
     assert "complete" in script and "nimbus" in script and "deploy" in script
+
+
+def test_aws_cli_code_signing_configs(server):
+    signer = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/cli/0123456789"
+    rc, out, err = aws_cli(server, "create-code-signing-config", "--allowed-publishers",
+                           f"SigningProfileVersionArns={signer}", "--code-signing-policies",
+                           "UntrustedArtifactOnDeployment=Enforce")
+    assert rc == 0, err
+    csc_arn = out["CodeSigningConfig"]["CodeSigningConfigArn"]
+    rc, out, err = aws_cli(server, "get-code-signing-config", "--code-signing-config-arn", csc_arn)
+    assert rc == 0 and out["CodeSigningConfig"]["CodeSigningPolicies"]["UntrustedArtifactOnDeployment"] == "Enforce", err
+    rc, out, err = aws_cli(server, "list-code-signing-configs")
+    assert rc == 0 and csc_arn in [c["CodeSigningConfigArn"] for c in out["CodeSigningConfigs"]], err
+    rc, out, err = aws_cli(server, "list-functions-by-code-signing-config", "--code-signing-config-arn", csc_arn)
+    assert rc == 0 and out["FunctionArns"] == [], err
+    rc, _, err = aws_cli(server, "delete-code-signing-config", "--code-signing-config-arn", csc_arn)
+    assert rc == 0, err
+    rc, _, err = aws_cli(server, "get-code-signing-config", "--code-signing-config-arn", csc_arn)
+    assert rc != 0 and "ResourceNotFoundException" in err

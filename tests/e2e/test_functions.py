@@ -31,7 +31,8 @@ def test_create_returns_aws_configuration(lam):
     assert cfg["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     ready = lam.get_function_configuration(FunctionName=name)
     assert (ready["State"], ready["LastUpdateStatus"]) == ("Active", "Successful")
-    assert "StateReason" not in ready and ready["RevisionId"] == cfg["RevisionId"]
+    # As AWS: becoming Active is a new revision.
+    assert "StateReason" not in ready and ready["RevisionId"] != cfg["RevisionId"]
     assert ready["RuntimeVersionConfig"] == cfg["RuntimeVersionConfig"]
 
 
@@ -64,9 +65,10 @@ def test_get_function_by_name_partial_and_full_arn(lam):
     # A qualifier in the name and a different one in the query.
     ("{name}:1", "2", "InvalidParameterValueException",
      "The derived qualifier from the function name does not match the specified qualifier."),
-    # An ARN of another region or account names a function that is not here.
-    ("arn:aws:lambda:eu-west-1:{acct}:function:{name}", None, "ResourceNotFoundException", None),
-    ("arn:aws:lambda:{region}:999999999999:function:{name}", None, "ResourceNotFoundException", None),
+    # An ARN of another region names a function that is not here; another account's is not ours to read.
+    ("arn:aws:lambda:eu-west-1:{acct}:function:{name}", None, "ResourceNotFoundException",
+     "Functions from 'eu-west-1' are not reachable in this region ('{region}')"),
+    ("arn:aws:lambda:{region}:999999999999:function:{name}", None, "AccessDeniedException", None),
     ("{name}:41", None, "ResourceNotFoundException", "Function not found: {arn}:41"),
     ("{name}:nosuchalias", None, "ResourceNotFoundException", "Function not found: {arn}:nosuchalias"),
 ])
@@ -77,7 +79,8 @@ def test_function_name_and_qualifier_errors(lam, ref, qualifier, code, message):
     with pytest.raises(ClientError) as e:
         lam.get_function(FunctionName=ref.format(**fill), **kwargs)
     assert error_code(e) == code
-    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == (404 if "NotFound" in code else 400)
+    status = {"ResourceNotFoundException": 404, "AccessDeniedException": 403}.get(code, 400)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
     if message:
         assert e.value.response["Error"]["Message"] == message.format(**fill)
 
@@ -169,14 +172,18 @@ def test_dry_run_update_code_changes_nothing(lam):
 def test_revision_id_preconditions(lam):
     cfg = create(lam)
     name = cfg["FunctionName"]
-    with pytest.raises(ClientError) as e:
-        lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId="stale")
-    assert error_code(e) == "PreconditionFailedException"
+    for stale in ("stale", cfg["RevisionId"]):  # the create's revision is stale once the function is Active
+        with pytest.raises(ClientError) as e:
+            lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId=stale)
+        assert error_code(e) == "PreconditionFailedException"
     with pytest.raises(ClientError) as e:
         lam.update_function_code(FunctionName=name, ZipFile=HELLO_ZIP, RevisionId="stale")
     assert error_code(e) == "PreconditionFailedException"
-    ok = lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId=cfg["RevisionId"])
-    assert ok["Timeout"] == 5
+    active = lam.get_function_configuration(FunctionName=name)["RevisionId"]
+    ok = lam.update_function_configuration(FunctionName=name, Timeout=5, RevisionId=active)
+    assert ok["Timeout"] == 5 and ok["RevisionId"] != active
+    assert lam.get_function_configuration(FunctionName=name)["RevisionId"] not in (active, ok["RevisionId"]), \
+        "the update's completion is a revision of its own"
 
 
 def test_delete_function(lam):
@@ -197,6 +204,8 @@ def test_list_functions_paginates(private_server):
     names = sorted(create(lam, f"list-{i:02d}")["FunctionName"] for i in range(7))
     first = lam.list_functions(MaxItems=3)
     assert len(first["Functions"]) == 3 and "NextMarker" in first
+    # As AWS: the state and runtime version fields are GetFunction's only.
+    assert not {"State", "LastUpdateStatus", "RuntimeVersionConfig"} & set(first["Functions"][0])
     seen = [f["FunctionName"] for page in lam.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 3})
             for f in page["Functions"]]
     assert sorted(seen) == names and len(seen) == len(set(seen))

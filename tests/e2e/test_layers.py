@@ -1,4 +1,6 @@
-"""Layer versions, and functions that use them."""
+"""Layer versions, their permissions, and functions that use them."""
+
+import json
 
 import pytest
 from botocore.exceptions import ClientError
@@ -48,6 +50,17 @@ def test_functions_reference_layers(lam):
     with pytest.raises(ClientError) as e:
         create(lam, Layers=[layer_arn(name, 99)])
     assert error_code(e) == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as e:
+        create(lam, Layers=[lv.replace(REGION, "eu-west-1")])
+    assert e.value.response["Error"]["Message"] == \
+        f"Layers are not in the same region as the function. Layers are expected to be in region {REGION}."
+    with pytest.raises(ClientError) as e:
+        create(lam, Layers=[lv.replace(ACCOUNT, "210987654321")])
+    assert error_code(e) == "AccessDeniedException"
+    v2 = lam.publish_layer_version(LayerName=name, Content={"ZipFile": LAYER_ZIP})["LayerVersionArn"]
+    with pytest.raises(ClientError) as e:
+        create(lam, Layers=[lv, v2])
+    assert e.value.response["Error"]["Message"].endswith(f"{lv} and {v2} are versions of the same layer.")
     many = [lam.publish_layer_version(LayerName=unique_name("l"), Content={"ZipFile": LAYER_ZIP})["LayerVersionArn"]
             for _ in range(6)]
     with pytest.raises(ClientError) as e:
@@ -68,3 +81,51 @@ def test_unzipped_budget_counts_layers(lam):
     assert "262144000" in e.value.response["Error"]["Message"]
     with pytest.raises(ClientError):
         lam.get_function(FunctionName=name)
+
+
+def test_layer_version_permissions(lam):
+    name = unique_name("layer")
+    lam.publish_layer_version(LayerName=name, Content={"ZipFile": LAYER_ZIP})
+    with pytest.raises(ClientError) as e:
+        lam.get_layer_version_policy(LayerName=name, VersionNumber=1)
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("ResourceNotFoundException", "No policy is associated with the given resource.")
+    added = lam.add_layer_version_permission(LayerName=name, VersionNumber=1, StatementId="xaccount",
+                                             Action="lambda:GetLayerVersion", Principal="210987654321")
+    assert added["ResponseMetadata"]["HTTPStatusCode"] == 201
+    assert json.loads(added["Statement"]) == {
+        "Sid": "xaccount", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+        "Action": "lambda:GetLayerVersion", "Resource": layer_arn(name, 1)}
+    org = lam.add_layer_version_permission(LayerName=layer_arn(name), VersionNumber=1, StatementId="org",
+                                           Action="lambda:GetLayerVersion", Principal="*",
+                                           OrganizationId="o-abcdefghij", RevisionId=added["RevisionId"])
+    assert json.loads(org["Statement"])["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": "o-abcdefghij"}}
+    policy = lam.get_layer_version_policy(LayerName=name, VersionNumber=1)
+    doc = json.loads(policy["Policy"])
+    assert (doc["Version"], doc["Id"], [s["Sid"] for s in doc["Statement"]]) == ("2012-10-17", "default", ["xaccount", "org"])
+    assert policy["RevisionId"] == org["RevisionId"] != added["RevisionId"]
+
+    with pytest.raises(ClientError) as e:
+        lam.add_layer_version_permission(LayerName=name, VersionNumber=1, StatementId="org",
+                                         Action="lambda:GetLayerVersion", Principal="*")
+    assert error_code(e) == "ResourceConflictException"
+    with pytest.raises(ClientError) as e:
+        lam.remove_layer_version_permission(LayerName=name, VersionNumber=1, StatementId="org", RevisionId=added["RevisionId"])
+    assert error_code(e) == "PreconditionFailedException"
+    lam.remove_layer_version_permission(LayerName=name, VersionNumber=1, StatementId="org")
+    with pytest.raises(ClientError) as e:
+        lam.remove_layer_version_permission(LayerName=name, VersionNumber=1, StatementId="org")
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("ResourceNotFoundException", "Statement org is not found in resource policy.")
+    with pytest.raises(ClientError) as e:
+        lam.add_layer_version_permission(LayerName=name, VersionNumber=7, StatementId="s",
+                                         Action="lambda:GetLayerVersion", Principal="*")
+    assert e.value.response["Error"]["Message"] == f"Layer version {layer_arn(name, 7)} does not exist."
+    with pytest.raises(ClientError) as e:
+        lam.add_layer_version_permission(LayerName=name, VersionNumber=1, StatementId="s",
+                                         Action="lambda:InvokeFunction", Principal="*")
+    assert error_code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        lam.get_layer_version(LayerName=name, VersionNumber=0)
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("InvalidParameterValueException", "Layer Version Cannot be less than 1")

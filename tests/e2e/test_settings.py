@@ -1,11 +1,12 @@
 """Concurrency, provisioned concurrency, tags, policy, URLs, async settings, account."""
 
 import json
+import re
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import HELLO_ZIP, arn, create, error_code, unique_name
+from conftest import ACCOUNT, HELLO_ZIP, REGION, arn, create, error_code, unique_name
 
 
 def test_reserved_concurrency(lam):
@@ -30,9 +31,11 @@ def test_provisioned_concurrency(lam):
     assert put["RequestedProvisionedConcurrentExecutions"] == 3
     got = lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
     assert got["RequestedProvisionedConcurrentExecutions"] == 3 and got["Status"] in ("IN_PROGRESS", "READY")
-    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
+    lam.update_function_configuration(FunctionName=name, Timeout=4)
+    lam.publish_version(FunctionName=name)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="2", ProvisionedConcurrentExecutions=1)
     listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
-    assert sorted(c["FunctionArn"] for c in listed) == sorted([arn(name, "1"), arn(name, "live")])
+    assert sorted(c["FunctionArn"] for c in listed) == sorted([arn(name, "2"), arn(name, "live")])
     with pytest.raises(ClientError) as e:
         lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="$LATEST", ProvisionedConcurrentExecutions=1)
     assert error_code(e) == "InvalidParameterValueException"
@@ -150,3 +153,178 @@ def test_account_settings_count_real_usage(private_server):
     s = lam.get_account_settings()
     assert s["AccountUsage"] == {"TotalCodeSize": 3 * len(HELLO_ZIP), "FunctionCount": 2}
     assert s["AccountLimit"]["UnreservedConcurrentExecutions"] == s["AccountLimit"]["ConcurrentExecutions"] - 25
+
+
+def test_concurrency_cross_field_rules(lam):
+    name = create(lam)["FunctionName"]
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=3)
+    with pytest.raises(ClientError) as e:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=4)
+    assert error_code(e) == "InvalidParameterValueException"
+    assert e.value.response["Error"]["Message"] == \
+        "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function"
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=2)
+    with pytest.raises(ClientError) as e:
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    assert error_code(e) == "InvalidParameterValueException"
+    assert "should not be lower than function's total provisioned concurrency [2]" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
+    assert error_code(e) == "ResourceConflictException", "version 1 is provisioned through its alias"
+    for call in (lambda: lam.put_function_concurrency(FunctionName=f"{name}:live", ReservedConcurrentExecutions=1),
+                 lambda: lam.delete_function_concurrency(FunctionName=arn(name, "1"))):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_code(e) == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as e:
+        lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="$LATEST")
+    assert e.value.response["Error"]["Message"] == "The function resource provided must be an alias or a published version."
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")  # deleting again succeeds, as on AWS
+    lam.delete_function_concurrency(FunctionName=name)
+    with pytest.raises(ClientError) as e:
+        lam.delete_function_concurrency(FunctionName=unique_name())
+    assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_policy_rules_and_missing_statements(lam):
+    name = create(lam)["FunctionName"]
+    lam.publish_version(FunctionName=name)
+    with pytest.raises(ClientError) as e:
+        lam.add_permission(FunctionName=name, Qualifier="$LATEST", StatementId="s", Action="lambda:InvokeFunction",
+                           Principal="*")
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("InvalidParameterValueException", "We currently do not support adding policies for $LATEST.")
+    with pytest.raises(ClientError) as e:
+        lam.remove_permission(FunctionName=name, StatementId="none")
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("ResourceNotFoundException", "No policy is associated with the given resource.")
+    stmt = json.loads(lam.add_permission(FunctionName=name, Qualifier="1", StatementId="v1", Action="lambda:InvokeFunction",
+                                         Principal="123456789012")["Statement"])
+    assert stmt["Resource"] == arn(name, "1") and stmt["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    with pytest.raises(ClientError) as e:
+        lam.add_permission(FunctionName=name, Qualifier="1", StatementId="v1", Action="lambda:InvokeFunction", Principal="*")
+    assert e.value.response["Error"]["Message"].startswith("The statement id (v1) provided already exists.")
+    with pytest.raises(ClientError) as e:
+        lam.remove_permission(FunctionName=name, Qualifier="1", StatementId="other")
+    assert e.value.response["Error"]["Message"] == "Statement other is not found in resource policy."
+    with pytest.raises(ClientError) as e:
+        lam.get_policy(FunctionName=name)
+    assert error_code(e) == "ResourceNotFoundException", "the version's policy is not the function's"
+
+
+def test_url_config_and_event_invoke_config_rules(lam):
+    name = create(lam)["FunctionName"]
+    with pytest.raises(ClientError) as e:
+        lam.create_function_url_config(FunctionName=name, Qualifier="$LATEST", AuthType="NONE")
+    assert error_code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        lam.put_function_event_invoke_config(FunctionName=name)
+    assert e.value.response["Error"]["Message"] == \
+        "You must specify at least one of error handling or destination setting."
+    with pytest.raises(ClientError) as e:
+        lam.put_function_event_invoke_config(FunctionName=name,
+                                             DestinationConfig={"OnFailure": {"Destination": arn(name)}})
+    assert e.value.response["Error"]["Message"] == "You can't specify the function as a destination for itself."
+    with pytest.raises(ClientError) as e:
+        lam.delete_function_event_invoke_config(FunctionName=name)
+    assert error_code(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        lam.tag_resource(Resource=arn(name, "$LATEST"), Tags={"a": "b"})
+    assert error_code(e) == "InvalidParameterValueException"
+
+
+def test_recursion_config(lam):
+    name = create(lam)["FunctionName"]
+    assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Terminate"
+    assert lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")["RecursiveLoop"] == "Allow"
+    assert lam.get_function_recursion_config(FunctionName=arn(name))["RecursiveLoop"] == "Allow"
+    with pytest.raises(ClientError) as e:
+        lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Sometimes")
+    assert error_code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        lam.get_function_recursion_config(FunctionName=unique_name())
+    assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_runtime_management_config(lam):
+    cfg = create(lam)
+    name = cfg["FunctionName"]
+    version_arn = cfg["RuntimeVersionConfig"]["RuntimeVersionArn"]
+    got = lam.get_runtime_management_config(FunctionName=name)
+    assert (got["UpdateRuntimeOn"], got["FunctionArn"]) == ("Auto", arn(name)) and "RuntimeVersionArn" not in got
+    with pytest.raises(ClientError) as e:
+        lam.put_runtime_management_config(FunctionName=name, UpdateRuntimeOn="Manual")
+    assert error_code(e) == "InvalidParameterValueException", "Manual needs a runtime version"
+    with pytest.raises(ClientError) as e:
+        lam.put_runtime_management_config(FunctionName=name, UpdateRuntimeOn="Manual",
+                                          RuntimeVersionArn="arn:aws:lambda:us-east-1::runtime:" + "0" * 64)
+    assert error_code(e) == "InvalidParameterValueException", "not a runtime version of this node"
+    put = lam.put_runtime_management_config(FunctionName=name, UpdateRuntimeOn="Manual", RuntimeVersionArn=version_arn)
+    assert (put["UpdateRuntimeOn"], put["RuntimeVersionArn"]) == ("Manual", version_arn)
+    lam.publish_version(FunctionName=name)
+    v1 = lam.get_runtime_management_config(FunctionName=name, Qualifier="1")
+    assert (v1["UpdateRuntimeOn"], v1["FunctionArn"]) == ("Manual", arn(name, "1")), "versions keep the setting"
+    lam.put_runtime_management_config(FunctionName=name, Qualifier="$LATEST", UpdateRuntimeOn="FunctionUpdate")
+    assert lam.get_runtime_management_config(FunctionName=name)["UpdateRuntimeOn"] == "FunctionUpdate"
+    assert lam.get_runtime_management_config(FunctionName=name, Qualifier="1")["UpdateRuntimeOn"] == "Manual"
+
+
+SIGNER = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/nimbus/abcdef0123"
+
+
+def test_code_signing_configs(private_server):
+    lam = private_server().client()
+    warn = lam.create_code_signing_config(Description="warn", AllowedPublishers={"SigningProfileVersionArns": [SIGNER]})
+    assert warn["ResponseMetadata"]["HTTPStatusCode"] == 201
+    csc = warn["CodeSigningConfig"]
+    assert re.fullmatch(r"csc-[a-z0-9]{17}", csc["CodeSigningConfigId"])
+    assert csc["CodeSigningConfigArn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:code-signing-config:{csc['CodeSigningConfigId']}"
+    assert csc["CodeSigningPolicies"] == {"UntrustedArtifactOnDeployment": "Warn"}
+    assert csc["AllowedPublishers"] == {"SigningProfileVersionArns": [SIGNER]}
+    warn_arn = csc["CodeSigningConfigArn"]
+    assert lam.get_code_signing_config(CodeSigningConfigArn=warn_arn)["CodeSigningConfig"] == csc
+    enforce_arn = lam.create_code_signing_config(
+        AllowedPublishers={"SigningProfileVersionArns": [SIGNER]},
+        CodeSigningPolicies={"UntrustedArtifactOnDeployment": "Enforce"})["CodeSigningConfig"]["CodeSigningConfigArn"]
+    assert {c["CodeSigningConfigArn"] for c in lam.list_code_signing_configs()["CodeSigningConfigs"]} == {warn_arn, enforce_arn}
+
+    # Warn: unsigned code is deployed (and a warning logged).
+    name = create(lam, CodeSigningConfigArn=warn_arn)["FunctionName"]
+    assert lam.get_function_code_signing_config(FunctionName=name)["CodeSigningConfigArn"] == warn_arn
+    assert lam.list_functions_by_code_signing_config(CodeSigningConfigArn=warn_arn)["FunctionArns"] == [arn(name)]
+    lam.update_function_code(FunctionName=name, ZipFile=HELLO_ZIP)
+
+    # Enforce: no upload can be verified by a signing profile here, so none is deployed.
+    with pytest.raises(ClientError) as e:
+        create(lam, CodeSigningConfigArn=enforce_arn)
+    assert (error_code(e), e.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("CodeVerificationFailedException", 400)
+    put = lam.put_function_code_signing_config(FunctionName=name, CodeSigningConfigArn=enforce_arn)
+    assert (put["FunctionName"], put["CodeSigningConfigArn"]) == (name, enforce_arn)
+    with pytest.raises(ClientError) as e:
+        lam.update_function_code(FunctionName=name, ZipFile=HELLO_ZIP)
+    assert error_code(e) == "CodeVerificationFailedException"
+    with pytest.raises(ClientError) as e:
+        lam.delete_code_signing_config(CodeSigningConfigArn=enforce_arn)
+    assert error_code(e) == "ResourceConflictException", "still attached"
+    lam.delete_function_code_signing_config(FunctionName=name)
+    assert "CodeSigningConfigArn" not in lam.get_function_code_signing_config(FunctionName=name)
+    lam.update_function_code(FunctionName=name, ZipFile=HELLO_ZIP)
+
+    upd = lam.update_code_signing_config(CodeSigningConfigArn=enforce_arn, Description="now warn",
+                                         CodeSigningPolicies={"UntrustedArtifactOnDeployment": "Warn"})
+    assert upd["CodeSigningConfig"]["Description"] == "now warn"
+    lam.delete_code_signing_config(CodeSigningConfigArn=enforce_arn)
+    missing = f"arn:aws:lambda:{REGION}:{ACCOUNT}:code-signing-config:csc-0000000000000000a"
+    with pytest.raises(ClientError) as e:
+        lam.get_code_signing_config(CodeSigningConfigArn=enforce_arn)
+    assert error_code(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        lam.put_function_code_signing_config(FunctionName=name, CodeSigningConfigArn=missing)
+    assert (error_code(e), e.value.response["ResponseMetadata"]["HTTPStatusCode"]) == \
+        ("CodeSigningConfigNotFoundException", 404)
+    with pytest.raises(ClientError) as e:
+        create(lam, CodeSigningConfigArn=missing)
+    assert error_code(e) == "CodeSigningConfigNotFoundException"

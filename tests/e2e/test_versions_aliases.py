@@ -30,14 +30,20 @@ def test_publish_preconditions(lam):
     with pytest.raises(ClientError) as e:
         lam.publish_version(FunctionName=name, RevisionId="stale")
     assert error_code(e) == "PreconditionFailedException"
-    ok = lam.publish_version(FunctionName=name, CodeSha256=cfg["CodeSha256"], RevisionId=cfg["RevisionId"])
+    active = lam.get_function_configuration(FunctionName=name)["RevisionId"]
+    ok = lam.publish_version(FunctionName=name, CodeSha256=cfg["CodeSha256"], RevisionId=active)
     assert ok["Version"] == "1"
+    # As AWS: publishing changes the revision of $LATEST; the version keeps its own.
+    assert lam.get_function_configuration(FunctionName=name)["RevisionId"] not in (active, ok["RevisionId"])
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="1")["RevisionId"] == ok["RevisionId"]
 
 
 def test_create_with_publish_makes_version_one(lam):
     cfg = create(lam, Publish=True)
-    assert cfg["Version"] == "1"
-    assert lam.get_function_configuration(FunctionName=cfg["FunctionName"], Qualifier="1")["Version"] == "1"
+    assert (cfg["Version"], cfg["State"]) == ("1", "Pending")
+    v1 = lam.get_function_configuration(FunctionName=cfg["FunctionName"], Qualifier="1")
+    assert (v1["Version"], v1["State"], v1["LastUpdateStatus"]) == ("1", "Active", "Successful")
+    assert lam.get_function_configuration(FunctionName=cfg["FunctionName"])["State"] == "Active"
 
 
 def test_version_numbers_are_never_reused(lam):
@@ -88,9 +94,19 @@ def test_aliases_resolve_and_route(lam):
     assert error_code(e) == "ResourceConflictException", "version 1 is still aliased"
     lam.delete_alias(FunctionName=name, Name="old")
     lam.delete_function(FunctionName=name, Qualifier="1")
+    for call in (lambda: lam.get_alias(FunctionName=name, Name="old"), lambda: lam.delete_alias(FunctionName=name, Name="old")):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert (error_code(e), e.value.response["Error"]["Message"]) == \
+            ("ResourceNotFoundException", f"Cannot find alias arn: {arn(name, 'old')}")
     with pytest.raises(ClientError) as e:
-        lam.get_alias(FunctionName=name, Name="old")
-    assert error_code(e) == "ResourceNotFoundException"
+        lam.delete_function(FunctionName=name, Qualifier="live")
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("InvalidParameterValueException", "Deletion of aliases is not currently supported.")
+    with pytest.raises(ClientError) as e:
+        lam.delete_function(FunctionName=name, Qualifier="9")
+    assert (error_code(e), e.value.response["Error"]["Message"]) == \
+        ("ResourceNotFoundException", f"Function not found: {arn(name, '9')}")
 
 
 @pytest.mark.parametrize("kwargs, code", [

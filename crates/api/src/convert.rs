@@ -83,7 +83,7 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
             vpc_id: v.vpc_id(),
             ipv6_allowed_for_dual_stack: v.ipv6_allowed_for_dual_stack,
         }),
-        state: state.into(),
+        state: Some(state.into()),
         state_reason,
         state_reason_code,
         last_update_status: update,
@@ -93,9 +93,10 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
         architectures: c.architectures.clone(),
         ephemeral_storage: w::EphemeralStorage { size: i64::from(c.ephemeral_storage) },
         snap_start: w::SnapStartResponse { apply_on: "None".into(), optimization_status: "Off".into() },
-        runtime_version_config: (c.package_type == "Zip")
-            .then_some(c.runtime.as_deref())
-            .flatten()
+        runtime_version_config: c
+            .runtime
+            .as_deref()
+            .filter(|_| c.package_type == "Zip")
             .map(|r| w::RuntimeVersionConfig { runtime_version_arn: runtime_version_arn(account, c, r) }),
         logging_config: w::LoggingConfig {
             log_format: Some(c.logging.log_format.clone()),
@@ -103,6 +104,21 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
             system_log_level: c.logging.system_log_level.clone(),
             log_group: Some(c.logging.log_group.clone()),
         },
+    }
+}
+
+/// A configuration as ListFunctions reports it: AWS leaves out the state
+/// and runtime version fields there (GetFunction has them).
+pub fn listed(c: w::FunctionConfiguration) -> w::FunctionConfiguration {
+    w::FunctionConfiguration {
+        state: None,
+        state_reason: None,
+        state_reason_code: None,
+        last_update_status: None,
+        last_update_status_reason: None,
+        last_update_status_reason_code: None,
+        runtime_version_config: None,
+        ..c
     }
 }
 

@@ -53,6 +53,7 @@ impl ApiError {
                 Rule::InvalidRequestContent(_) => (S::BAD_REQUEST, "InvalidRequestContentException"),
                 Rule::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException"),
                 Rule::Throttled(_) => (S::TOO_MANY_REQUESTS, "TooManyRequestsException"),
+                Rule::AccessDenied(_) => (S::FORBIDDEN, "AccessDeniedException"),
                 Rule::CodeSigningConfigNotFound(_) => (S::NOT_FOUND, "CodeSigningConfigNotFoundException"),
                 Rule::CodeVerificationFailed(_) => (S::BAD_REQUEST, "CodeVerificationFailedException"),
             },
@@ -98,6 +99,7 @@ impl IntoResponse for ApiError {
             kind,
             "ResourceNotFoundException"
                 | "ServiceException"
+                | "AccessDeniedException"
                 | "CodeSigningConfigNotFoundException"
                 | "CodeVerificationFailedException"
         );

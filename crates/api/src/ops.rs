@@ -232,7 +232,9 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
             let functions = page
                 .items
                 .iter()
-                .map(|cfg| configuration(acct, cfg, (all && cfg.version == "$LATEST").then_some("$LATEST")))
+                .map(|cfg| {
+                    convert::listed(configuration(acct, cfg, (all && cfg.version == "$LATEST").then_some("$LATEST")))
+                })
                 .collect();
             json(StatusCode::OK, &w::ListFunctionsResponse { next_marker: page.next_marker, functions })
         }

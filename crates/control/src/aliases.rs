@@ -30,7 +30,9 @@ impl Control {
                 )));
             }
             if v == version {
-                return Err(invalid("Function version and additional version cannot be the same"));
+                return Err(invalid(format!(
+                    "Invalid function version {v}. Function version {v} is already included in routing configuration."
+                )));
             }
             let n: u64 =
                 v.parse().map_err(|_| invalid(format!("Additional version {v} must be a published version number")))?;

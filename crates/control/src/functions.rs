@@ -61,14 +61,30 @@ pub(crate) fn code_source(zip: Option<Vec<u8>>, other: Option<String>, field: &s
 impl Control {
     /// Resolves layer version ARNs to what the function records of them.
     async fn resolve_layers(&self, arns: &[String]) -> Result<Vec<LayerRef>> {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(arns.len());
+        let account = self.account();
         for arn in arns {
-            let (name, version) = self.account().parse_layer_version_arn(arn).map_err(rule)?;
-            if !seen.insert(name.clone()) {
-                return Err(invalid(
-                    "Two different versions of the same layer are not allowed to be referenced in the same function.",
-                ));
+            // AWS's answers for a layer of another region, and of another
+            // account (which would need that account's permission).
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.len() == 8 && parts[3] != account.region {
+                return Err(invalid(format!(
+                    "Layers are not in the same region as the function. Layers are expected to be in region {}.",
+                    account.region
+                )));
+            }
+            if parts.len() == 8 && parts[4] != account.id {
+                return Err(rule(nimbus_core::Error::AccessDenied(format!(
+                    "User: arn:aws:iam::{}:root is not authorized to perform: lambda:GetLayerVersion on resource: {arn} because no resource-based policy allows the lambda:GetLayerVersion action",
+                    account.id
+                ))));
+            }
+            let (name, version) = account.parse_layer_version_arn(arn).map_err(rule)?;
+            if let Some(other) = seen.insert(name.clone(), arn) {
+                return Err(invalid(format!(
+                    "Two different versions of the same layer are not allowed to be referenced in the same function. {other} and {arn} are versions of the same layer."
+                )));
             }
             let lv = self
                 .meta
@@ -199,15 +215,16 @@ impl Control {
         latest.lifecycle = Lifecycle::Updating;
         self.blobs.put(zip).await?;
         f.latest = latest;
-        let mut targets = vec![(LATEST.to_string(), f.latest.revision_id.clone())];
         let result = if req.publish {
-            let version = self.publish_locked(&mut f, None).await?;
-            targets.push((version.version.clone(), version.revision_id.clone()));
-            version
+            self.publish_locked(&mut f, None).await?
         } else {
             self.save(&f).await?;
             f.latest.clone()
         };
+        let mut targets = vec![(LATEST.to_string(), f.latest.revision_id.clone())];
+        if result.version != LATEST {
+            targets.push((result.version.clone(), result.revision_id.clone()));
+        }
         self.collect_garbage(&guard).await?;
         drop(guard);
         self.retire_environments(&r.name, Some(LATEST)).await;
@@ -267,7 +284,7 @@ impl Control {
                 return Err(invalid("$LATEST version cannot be deleted without deleting the function."));
             }
             Some(Qualifier::Alias(_)) => {
-                return Err(invalid("Deletion of aliases is not supported by DeleteFunction; use DeleteAlias."));
+                return Err(invalid("Deletion of aliases is not currently supported."));
             }
             Some(Qualifier::Version(v)) => {
                 self.check_qualifier(&f, &Qualifier::Version(v)).await?;
@@ -337,7 +354,7 @@ impl Control {
         revision_id: Option<&str>,
     ) -> Result<FunctionConfig> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        let _guard = self.lock().await;
+        let guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         self.check_settled(&f)?;
         if let Some(sha) = code_sha256.filter(|s| !s.is_empty()) {
@@ -349,7 +366,11 @@ impl Control {
             }
         }
         check_revision(revision_id, &f.latest.revision_id)?;
-        self.publish_locked(&mut f, description).await
+        let version = self.publish_locked(&mut f, description).await?;
+        drop(guard);
+        // `$LATEST` has a new revision: its idle environments are keyed by the old one.
+        self.retire_environments(&r.name, Some(LATEST)).await;
+        Ok(version)
     }
 
     /// Publishes `f.latest` (saving `f`), or returns the newest version when
@@ -365,6 +386,8 @@ impl Control {
         }
         f.last_version += 1;
         let version = Self::version_of(&f.latest, f.last_version, description);
+        // Publishing is a change of `$LATEST` too, as on AWS.
+        f.latest.revision_id = new_revision();
         self.meta
             .apply(vec![Write::PutFunction(Box::new(f.clone())), Write::PutVersion(Box::new(version.clone()))])
             .await?;

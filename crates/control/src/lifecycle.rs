@@ -27,13 +27,22 @@ impl Control {
         let writes = self.writes.clone();
         let config = config.clone();
         tokio::spawn(async move {
-            if let Some(invoker) = invoker {
+            if let Some(invoker) = &invoker {
                 // A failure is logged by the worker; the first invoke
                 // prepares again, so the function is usable either way.
                 invoker.prepare(&config).await;
             }
-            if let Err(e) = settle(meta.as_ref(), &writes, &config.name, &targets).await {
-                tracing::error!(function = %config.name, error = %e, "cannot record that the function is ready");
+            match settle(meta.as_ref(), &writes, &config.name, &targets).await {
+                // `$LATEST` has a new revision: its idle environments are keyed by the old one.
+                Ok(true) => {
+                    if let Some(invoker) = &invoker {
+                        invoker.retire(&config.name, Some(LATEST)).await;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(function = %config.name, error = %e, "cannot record that the function is ready")
+                }
             }
         });
     }
@@ -71,15 +80,20 @@ pub(crate) fn pending() -> Error {
 }
 
 /// Marks the targets ready, under the write lock so that no update between
-/// the read and the write is lost.
-async fn settle(meta: &dyn Metadata, writes: &Mutex<()>, name: &str, targets: &[Target]) -> Result<()> {
+/// the read and the write is lost. As on AWS, `$LATEST` gets a new
+/// `RevisionId` when it becomes ready and a published version keeps its own;
+/// returns whether `$LATEST` changed.
+async fn settle(meta: &dyn Metadata, writes: &Mutex<()>, name: &str, targets: &[Target]) -> Result<bool> {
     let _guard = writes.lock().await;
     let mut batch = Vec::new();
+    let mut latest = false;
     for (version, revision) in targets {
         if version == LATEST {
             let Some(mut f) = meta.get_function(name).await? else { continue };
             if f.latest.revision_id == *revision && f.latest.lifecycle != Lifecycle::Ready {
                 f.latest.lifecycle = Lifecycle::Ready;
+                f.latest.revision_id = new_revision();
+                latest = true;
                 batch.push(Write::PutFunction(Box::new(f)));
             }
         } else if let Ok(n) = version.parse::<u64>() {
@@ -94,5 +108,40 @@ async fn settle(meta: &dyn Metadata, writes: &Mutex<()>, name: &str, targets: &[
         meta.apply(batch).await?;
         tracing::debug!(function = %name, "function ready");
     }
-    Ok(())
+    Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use nimbus_core::function::Code;
+    use nimbus_store::SqliteMetadata;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_prepared_revision_becomes_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let code = Code { sha256_hex: "ab".into(), size: 1, unzipped_size: 1 };
+        let latest = FunctionConfig::new("f", "arn:aws:iam::123456789012:role/r".into(), code, 0, "rev-2".into());
+        let mut v1 = latest.clone();
+        (v1.version, v1.revision_id) = ("1".into(), "rev-v1".into());
+        let f = Function::new(latest, Default::default());
+        meta.apply(vec![Write::PutFunction(Box::new(f)), Write::PutVersion(Box::new(v1))]).await.unwrap();
+        let writes = Mutex::new(());
+        async fn state(m: &SqliteMetadata) -> (Lifecycle, Lifecycle) {
+            let f = m.get_function("f").await.unwrap().unwrap();
+            (f.latest.lifecycle, m.get_version("f", 1).await.unwrap().unwrap().lifecycle)
+        }
+
+        // A preparation of an older revision settles nothing: its update replaced it.
+        assert!(!settle(&meta, &writes, "f", &[(LATEST.into(), "rev-1".into())]).await.unwrap());
+        assert_eq!(state(&meta).await, (Lifecycle::Creating, Lifecycle::Creating));
+        let both = [(LATEST.to_string(), "rev-2".to_string()), ("1".to_string(), "rev-v1".to_string())];
+        assert!(settle(&meta, &writes, "f", &both).await.unwrap());
+        assert_eq!(state(&meta).await, (Lifecycle::Ready, Lifecycle::Ready));
+        // As on AWS: `$LATEST` gets a new revision when ready, a version keeps its own.
+        assert_ne!(meta.get_function("f").await.unwrap().unwrap().latest.revision_id, "rev-2");
+        assert_eq!(meta.get_version("f", 1).await.unwrap().unwrap().revision_id, "rev-v1");
+    }
 }

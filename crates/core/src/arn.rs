@@ -153,9 +153,6 @@ impl FunctionRef {
                 return Err(pattern_error());
             }
         }
-        if region.is_some_and(|r| r != account.region) || acct.is_some_and(|a| a != account.id) {
-            return Err(Error::NotFound(format!("Function not found: {raw}")));
-        }
         let qualifier = match (qual, query_qualifier.filter(|q| !q.is_empty())) {
             (Some(a), Some(b)) if a != b => {
                 return Err(Error::invalid(
@@ -165,6 +162,19 @@ impl FunctionRef {
             (Some(q), _) | (None, Some(q)) => Some(Qualifier::parse(q)?),
             (None, None) => None,
         };
+        // What AWS answers for another account's function and another region's.
+        if let Some(other) = acct.filter(|a| *a != account.id) {
+            return Err(Error::AccessDenied(format!(
+                "User: arn:aws:iam::{}:root is not authorized to access a function of account {other}: {raw}",
+                account.id
+            )));
+        }
+        if let Some(other) = region.filter(|r| *r != account.region) {
+            return Err(Error::NotFound(format!(
+                "Functions from '{other}' are not reachable in this region ('{}')",
+                account.region
+            )));
+        }
         Ok(Self { name: name.to_string(), qualifier })
     }
 
@@ -209,7 +219,12 @@ mod tests {
             assert!(matches!(FunctionRef::parse(&a, bad, None), Err(Error::Validation(_))), "{bad}");
         }
         let foreign = FunctionRef::parse(&a, "arn:aws:lambda:eu-west-1:123456789012:function:x", None);
-        assert!(matches!(foreign, Err(Error::NotFound(_))));
+        assert_eq!(
+            foreign,
+            Err(Error::NotFound("Functions from 'eu-west-1' are not reachable in this region ('us-east-1')".into()))
+        );
+        let other_account = FunctionRef::parse(&a, "999999999999:function:x", None);
+        assert!(matches!(other_account, Err(Error::AccessDenied(_))));
         let mismatch = FunctionRef::parse(&a, "x:1", Some("2"));
         assert!(matches!(mismatch, Err(Error::InvalidParameter(_))));
     }

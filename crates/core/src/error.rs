@@ -35,6 +35,9 @@ pub enum Error {
     /// A payload or upload is too large (AWS `RequestEntityTooLargeException`).
     #[error("{0}")]
     TooLarge(String),
+    /// The resource belongs to another account (AWS `AccessDeniedException`).
+    #[error("{0}")]
+    AccessDenied(String),
     /// A code signing configuration named does not exist
     /// (AWS `CodeSigningConfigNotFoundException`).
     #[error("{0}")]

@@ -288,12 +288,12 @@ impl ConfigPatch {
             check_vpc(v)?;
             cfg.vpc = Some(v.clone());
         }
-        if self.file_systems.as_ref().is_some_and(|f| !f.is_empty()) {
+        if let Some(fs) = self.file_systems.as_ref().and_then(|f| f.first()) {
             // No EFS to mount: refused up front rather than at every invoke
             // (AWS's EFSMountConnectivityException).
-            return Err(Error::invalid(
-                "FileSystemConfigs cannot be honoured: this Nimbus node cannot mount Amazon EFS file systems.",
-            ));
+            return Err(Error::invalid(format!(
+                "FileSystemConfigs cannot be honoured: this Nimbus node cannot mount Amazon EFS file systems ({fs})."
+            )));
         }
         // The model checks ApplyOn's values at the front door.
         if let Some(apply_on) = &self.snap_start {
@@ -501,6 +501,37 @@ mod tests {
         assert!(matches!(bad.apply(&mut c, &catalog), Err(Error::InvalidParameter(_))));
         let levels = ConfigPatch { application_log_level: Some("INFO".into()), ..Default::default() };
         assert!(levels.apply(&mut cfg(), &catalog).is_err(), "log levels need JSON format");
+    }
+
+    #[test]
+    fn settings_without_a_service_behind_them_are_refused_and_vpc_rules_hold() {
+        let catalog = Catalog::new([]);
+        let refused = [
+            ConfigPatch { kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k".into()), ..Default::default() },
+            ConfigPatch { file_systems: Some(vec!["arn:aws:elasticfilesystem:x".into()]), ..Default::default() },
+            ConfigPatch { snap_start: Some("PublishedVersions".into()), ..Default::default() },
+            ConfigPatch {
+                vpc: Some(VpcConfig { subnet_ids: vec!["subnet-1".into()], ..Default::default() }),
+                ..Default::default()
+            },
+        ];
+        for patch in refused {
+            assert!(matches!(patch.apply(&mut cfg(), &catalog), Err(Error::InvalidParameter(_))), "{patch:?}");
+        }
+        let vpc = VpcConfig {
+            subnet_ids: vec!["subnet-b".into(), "subnet-a".into()],
+            security_group_ids: vec!["sg-1".into()],
+            ipv6_allowed_for_dual_stack: false,
+        };
+        let mut c = cfg();
+        ConfigPatch { vpc: Some(vpc.clone()), snap_start: Some("None".into()), ..Default::default() }
+            .apply(&mut c, &catalog)
+            .unwrap();
+        let id = c.vpc.as_ref().unwrap().vpc_id();
+        assert!(id.starts_with("vpc-") && id.len() == 21);
+        let reordered = VpcConfig { subnet_ids: vec!["subnet-a".into(), "subnet-b".into()], ..vpc };
+        assert_eq!(reordered.vpc_id(), id, "named by the subnet set");
+        assert_eq!(VpcConfig::default().vpc_id(), "");
     }
 
     #[test]

@@ -314,7 +314,8 @@ wire!(FunctionConfiguration {
     pub layers: Option<Vec<Layer>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vpc_config: Option<VpcConfigResponse>,
-    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
