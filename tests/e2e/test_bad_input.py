@@ -78,8 +78,9 @@ ROWS = [
     ("permission for $LATEST", "add_permission", dict(FunctionName=EXISTING, Qualifier="$LATEST", StatementId="s",
                                                       Action="lambda:InvokeFunction", Principal="*"), "InvalidParameterValueException"),
     ("missing layer version policy", "get_layer_version_policy", dict(LayerName="lay", VersionNumber=1), "ResourceNotFoundException"),
+    # The model's UnqualifiedFunctionName pattern refuses a qualifier at the front door.
     ("recursion of a version", "put_function_recursion_config", dict(FunctionName=f"{EXISTING}:1", RecursiveLoop="Allow"),
-     "InvalidParameterValueException"),
+     "ValidationException"),
 ]
 
 

@@ -4,7 +4,6 @@ region a request is signed for, runtime discovery with a venv first on
 PATH, and mounts that never outlive the node."""
 
 import json
-from collections import Counter
 import os
 import re
 import shutil
@@ -22,13 +21,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from conftest import BIN, ROLE, Server, create, error_code, make_zip, send, unique_name, wait_for
-from test_sandbox import env_dirs, mount_points_under
-
-
-def mount_entries(path):
-    """How many mounts stand at each mount point under `path`."""
-    points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
-    return Counter(p for p in points if p.startswith(f"{path}/"))
+from test_sandbox import assert_restart_cleared, env_dirs, mount_entries, mount_points_under
 
 
 def active(lam, name):
@@ -257,11 +250,8 @@ def test_the_next_start_removes_the_mounts_a_killed_node_left(private_server, tm
     s.kill(unmount=False)
     left = mount_entries(s.data_dir)
     assert left, "a killed node leaves its mounts"
+    # Ready means cleaned: the restart listens only after taking down what the killed node left.
     again = private_server(tmp_path / "data")
-    # Ready means cleaned: the restart listens only after taking down what the
-    # killed node left. It mounts the SDK slots at the same paths again, once.
-    now = mount_entries(again.data_dir)
-    assert not {p for p in left if "/worker/sdk/" not in p} & set(now)
-    assert all(now[p] <= left[p] for p in now if "/worker/sdk/" in p), (left, now)
+    assert_restart_cleared(left, mount_entries(again.data_dir))
     again.stop()
     assert mount_points_under(again.data_dir) == set()

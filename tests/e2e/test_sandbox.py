@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+from collections import Counter
 from pathlib import Path
 
 
@@ -160,9 +161,21 @@ def test_graceful_stop_retires_environments(private_server, tmp_path):
     assert not node_group(fresh).exists(), (list(node_group(fresh).iterdir()), fresh.output()[-2000:])
 
 
-def mount_points_under(path):
+def mount_entries(path):
+    """How many mounts stand at each mount point under `path`."""
     points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
-    return {p for p in points if p.startswith(f"{path}/")}
+    return Counter(p for p in points if p.startswith(f"{path}/"))
+
+
+def mount_points_under(path):
+    return set(mount_entries(path))
+
+
+def assert_restart_cleared(left, now):
+    """What a killed node left (`left`) is gone once its successor serves
+    (`now`); the successor mounts the SDK slots at the same paths again, once."""
+    assert not {p for p in left if "/worker/sdk/" not in p} & set(now), "the restart unmounted what the killed node left"
+    assert all(now[p] <= left[p] for p in now if "/worker/sdk/" in p), (left, now)
 
 
 def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
@@ -174,11 +187,11 @@ def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
     # Runtimes exit once their Runtime API connection (or, for templates, their control channel) is gone.
     wait_for(lambda: all(cg.exists() and not (cg / "cgroup.procs").read_text().strip() for cg in envs),
              "the orphaned runtimes to exit")
-    left = mount_points_under(s.data_dir)
+    left = mount_entries(s.data_dir)
     assert left, "a killed node leaves its mounts"
     private_server(tmp_path / "data")
     assert not any(cg.exists() for cg in envs)
-    assert not left & mount_points_under(s.data_dir), "the restart unmounted what the killed node left"
+    assert_restart_cleared(left, mount_entries(s.data_dir))
 
 
 HOSTILE = '''

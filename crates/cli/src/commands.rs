@@ -321,7 +321,11 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
                 set("Layers", Some(json!(layers)));
             }
             let path_of = |suffix: &str| format!("/2015-03-31/functions/{}{suffix}", label(&name));
-            let exists = client.call("GET", &path_of("/configuration"), None).await.is_ok();
+            let exists = match client.call("GET", &path_of("/configuration"), None).await {
+                Ok(_) => true,
+                Err(e) if AwsError::is_not_found(&e) => false,
+                Err(e) => return Err(e),
+            };
             // Each change is waited out before the next, and the deploy ends
             // when the function is ready to invoke.
             let result = if exists {
@@ -347,17 +351,7 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             show(&result, args.json, CONFIG_KEYS)
         }
         FunctionCommand::List => {
-            let mut functions = Vec::new();
-            let mut marker: Option<String> = None;
-            loop {
-                let q = marker.as_deref().map(|m| format!("?Marker={}", label(m))).unwrap_or_default();
-                let page = client.call("GET", &format!("/2015-03-31/functions{q}"), None).await?;
-                functions.extend(page["Functions"].as_array().cloned().unwrap_or_default());
-                match page["NextMarker"].as_str() {
-                    Some(m) => marker = Some(m.to_string()),
-                    None => break,
-                }
-            }
+            let functions = list_all(&client, "/2015-03-31/functions", "Functions").await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&json!({ "Functions": functions }))?);
             } else {
@@ -409,17 +403,7 @@ pub async fn layer(cmd: LayerCommand, args: ClientArgs) -> anyhow::Result<()> {
             show(&resp, args.json, &["LayerArn", "LayerVersionArn", "Version", "CompatibleRuntimes", "CreatedDate"])
         }
         LayerCommand::List => {
-            let mut layers = Vec::new();
-            let mut marker: Option<String> = None;
-            loop {
-                let q = marker.as_deref().map(|m| format!("?Marker={}", label(m))).unwrap_or_default();
-                let page = client.call("GET", &format!("/2018-10-31/layers{q}"), None).await?;
-                layers.extend(page["Layers"].as_array().cloned().unwrap_or_default());
-                match page["NextMarker"].as_str() {
-                    Some(m) => marker = Some(m.to_string()),
-                    None => break,
-                }
-            }
+            let layers = list_all(&client, "/2018-10-31/layers", "Layers").await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&json!({ "Layers": layers }))?);
             } else {
@@ -449,6 +433,21 @@ pub async fn layer(cmd: LayerCommand, args: ClientArgs) -> anyhow::Result<()> {
                 println!("Deleted layer {name} version {version}");
             }
             Ok(())
+        }
+    }
+}
+
+/// Every item of a paginated List operation, following `NextMarker`.
+async fn list_all(client: &Client, path: &str, key: &str) -> anyhow::Result<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let q = marker.as_deref().map(|m| format!("?Marker={}", label(m))).unwrap_or_default();
+        let page = client.call("GET", &format!("{path}{q}"), None).await?;
+        items.extend(page[key].as_array().cloned().unwrap_or_default());
+        match page["NextMarker"].as_str() {
+            Some(m) => marker = Some(m.to_string()),
+            None => return Ok(items),
         }
     }
 }

@@ -387,31 +387,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(BlobCode(blobs.clone())),
     )?;
     let worker = Arc::new(worker);
-    let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = Some(worker.clone());
-    let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
-    tokio::spawn(control.clone().run_async_dispatcher());
-    control.restore_scaling().await?;
-    let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
+    // Whatever fails from here on, the worker takes down what it made
+    // (mounts, cgroups, templates) before the process ends.
+    let served = async {
+        let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = Some(worker.clone());
+        let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
+        tokio::spawn(control.clone().run_async_dispatcher());
+        control.restore_scaling().await?;
+        let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
 
-    let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
-    println!("Nimbus is serving the Lambda API on http://{addr}");
-    println!("Use it with the aws CLI, boto3 or any AWS SDK:");
-    println!("export AWS_ENDPOINT_URL=http://{addr}");
-    println!("export AWS_REGION={0} AWS_DEFAULT_REGION={0}", args.region);
-    println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
-    // The secret is shown once, when it is made; after that it stays where it is kept.
-    match key_source {
-        KeySource::Generated => println!("export AWS_SECRET_ACCESS_KEY={}", creds.secret_access_key),
-        KeySource::File => println!(
-            "# AWS_SECRET_ACCESS_KEY: the secret_access_key in {} (shown only when it was made)",
-            data_dir.join(KEY_FILE).display()
-        ),
-        KeySource::Environment => println!("# AWS_SECRET_ACCESS_KEY: as set in NIMBUS_SECRET_ACCESS_KEY"),
+        let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
+        println!("Nimbus is serving the Lambda API on http://{addr}");
+        println!("Use it with the aws CLI, boto3 or any AWS SDK:");
+        println!("export AWS_ENDPOINT_URL=http://{addr}");
+        println!("export AWS_REGION={0} AWS_DEFAULT_REGION={0}", args.region);
+        println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
+        // The secret is shown once, when it is made; after that it stays where it is kept.
+        match key_source {
+            KeySource::Generated => println!("export AWS_SECRET_ACCESS_KEY={}", creds.secret_access_key),
+            KeySource::File => println!(
+                "# AWS_SECRET_ACCESS_KEY: the secret_access_key in {} (shown only when it was made)",
+                data_dir.join(KEY_FILE).display()
+            ),
+            KeySource::Environment => println!("# AWS_SECRET_ACCESS_KEY: as set in NIMBUS_SECRET_ACCESS_KEY"),
+        }
+        tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
+
+        axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(stop).await?;
+        anyhow::Ok(())
     }
-    tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
-
-    axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(stop).await?;
+    .await;
     worker.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    served
 }

@@ -280,7 +280,8 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         // Recursive, and not private: what is published on it later arrives.
         mount(Some(host.as_path()), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .map_err(|e| io(e, &format!("bind {}", host.display())))?;
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+        let flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         mount(None::<&str>, &dst, None::<&str>, flags, None::<&str>)
             .map_err(|e| io(e, &format!("read-only {}", dst.display())))?;
     }

@@ -154,6 +154,9 @@ pub struct Worker {
     read_only: std::sync::Mutex<HashSet<PathBuf>>,
     /// Serialises unpacking of one archive.
     unpacking: Mutex<()>,
+    /// Set (under its lock) when shutdown begins: an SDK install finishing
+    /// later must not mount anything shutdown would not take down.
+    stopping: Arc<std::sync::Mutex<bool>>,
 }
 
 /// How long the init phase may take before it is retried within the invoke.
@@ -186,7 +189,11 @@ fn sdk_of(runtime: &str) -> Option<sdk::Sdk> {
 /// and installs those missing in the background (environments started
 /// before an install ends get it as soon as it does, in a sandbox; a plain
 /// process sees the cache through a link). Logs `SDK ready` for each.
-fn provide_sdks(settings: &Settings, cache: &std::path::Path) -> std::io::Result<()> {
+fn provide_sdks(
+    settings: &Settings,
+    cache: &std::path::Path,
+    stopping: &Arc<std::sync::Mutex<bool>>,
+) -> std::io::Result<()> {
     let runtime_dir = settings.root.join("runtime");
     // Each SDK the catalog's runtimes ship, with the client that installs it.
     let mut wanted: Vec<(sdk::Sdk, Option<PathBuf>, Vec<String>)> = Vec::new();
@@ -223,7 +230,12 @@ fn provide_sdks(settings: &Settings, cache: &std::path::Path) -> std::io::Result
         }
         let publish = {
             let (cache, root, sandboxed) = (cache.to_path_buf(), settings.root.clone(), settings.sandbox.is_some());
+            let stopping = stopping.clone();
             move || -> std::io::Result<()> {
+                let stopping = stopping.lock().unwrap_or_else(|e| e.into_inner());
+                if *stopping {
+                    return Ok(());
+                }
                 if sandboxed {
                     let via = root.join("sdk").join(format!("{}.ro", sdk.name()));
                     nimbus_sandbox::namespaces::publish_read_only(&sdk.path(&cache), &via, &slot)?;
@@ -287,8 +299,9 @@ impl Worker {
             std::fs::write(runtime_dir.join(file), text)
                 .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
         }
+        let stopping = Arc::new(std::sync::Mutex::new(false));
         if let Some(cache) = &settings.sdk_dir {
-            provide_sdks(&settings, cache)
+            provide_sdks(&settings, cache, &stopping)
                 .map_err(|e| Error::Internal(format!("preparing the runtimes' SDKs: {e}")))?;
         }
         let pool = pool::Pool::new(settings.scaling.clone());
@@ -299,7 +312,15 @@ impl Worker {
             closed: Default::default(),
             tasks: Default::default(),
         });
-        let worker = Self { settings, code, pool, templates, read_only: Default::default(), unpacking: Mutex::new(()) };
+        let worker = Self {
+            settings,
+            code,
+            pool,
+            templates,
+            read_only: Default::default(),
+            unpacking: Mutex::new(()),
+            stopping,
+        };
         // Ready before the first function of each runtime is invoked.
         for runtime in worker.settings.catalog.ids() {
             worker.templates.fill(&worker.base_for(runtime));
@@ -309,6 +330,7 @@ impl Worker {
 
     /// Retires every idle environment (graceful shutdown).
     pub async fn shutdown(&self) {
+        *self.stopping.lock().unwrap_or_else(|e| e.into_inner()) = true;
         retire_all(self.pool.drain()).await;
         retire_all(self.templates.close().await).await;
         if self.settings.sandbox.is_some() {
