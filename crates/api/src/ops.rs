@@ -729,14 +729,7 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
         }
         Op::GetRuntimeManagementConfig => {
             let (m, function_arn) = ctl.get_runtime_management(c.arg(0), c.q("Qualifier")).await?;
-            json(
-                StatusCode::OK,
-                &w::RuntimeManagementConfig {
-                    update_runtime_on: m.update_runtime_on,
-                    function_arn,
-                    runtime_version_arn: m.runtime_version_arn,
-                },
-            )
+            json(StatusCode::OK, &runtime_management(m, function_arn))
         }
         Op::PutRuntimeManagementConfig => {
             let req: w::PutRuntimeManagementConfigRequest = c.input()?;
@@ -745,14 +738,7 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                 runtime_version_arn: req.runtime_version_arn,
             };
             let (m, function_arn) = ctl.put_runtime_management(c.arg(0), c.q("Qualifier"), setting).await?;
-            json(
-                StatusCode::OK,
-                &w::RuntimeManagementConfig {
-                    update_runtime_on: m.update_runtime_on,
-                    function_arn,
-                    runtime_version_arn: m.runtime_version_arn,
-                },
-            )
+            json(StatusCode::OK, &runtime_management(m, function_arn))
         }
         Op::GetAccountSettings => {
             let s = ctl.account_settings().await?;
@@ -864,5 +850,14 @@ mod tests {
     fn filter_patterns_become_terms() {
         assert_eq!(super::pattern_terms(r#"ERROR "bad thing"  x"#), ["ERROR", "bad thing", "x"]);
         assert!(super::pattern_terms("  ").is_empty());
+    }
+}
+
+/// Get and Put RuntimeManagementConfig answer alike.
+fn runtime_management(m: nimbus_core::function::RuntimeManagement, function_arn: String) -> w::RuntimeManagementConfig {
+    w::RuntimeManagementConfig {
+        update_runtime_on: m.update_runtime_on,
+        function_arn,
+        runtime_version_arn: m.runtime_version_arn,
     }
 }
