@@ -844,20 +844,20 @@ async fn code_signing(op: Op, c: Ctx<'_>) -> R {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn filter_patterns_become_terms() {
-        assert_eq!(super::pattern_terms(r#"ERROR "bad thing"  x"#), ["ERROR", "bad thing", "x"]);
-        assert!(super::pattern_terms("  ").is_empty());
-    }
-}
-
 /// Get and Put RuntimeManagementConfig answer alike.
 fn runtime_management(m: nimbus_core::function::RuntimeManagement, function_arn: String) -> w::RuntimeManagementConfig {
     w::RuntimeManagementConfig {
         update_runtime_on: m.update_runtime_on,
         function_arn,
         runtime_version_arn: m.runtime_version_arn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn filter_patterns_become_terms() {
+        assert_eq!(super::pattern_terms(r#"ERROR "bad thing"  x"#), ["ERROR", "bad thing", "x"]);
+        assert!(super::pattern_terms("  ").is_empty());
     }
 }
