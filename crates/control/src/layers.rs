@@ -179,18 +179,6 @@ impl Control {
         version: u64,
         p: NewLayerPermission,
     ) -> Result<(serde_json::Value, String)> {
-        let account_root = p.principal.strip_prefix("arn:aws:iam::").and_then(|r| r.strip_suffix(":root"));
-        let principal_ok = p.principal == "*"
-            || [Some(p.principal.as_str()), account_root]
-                .into_iter()
-                .flatten()
-                .any(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()));
-        if !principal_ok {
-            return Err(Error::Rule(nimbus_core::Error::Validation(format!(
-                "1 validation error detected: Value '{}' at 'principal' failed to satisfy constraint: Member must satisfy regular expression pattern: \\d{{12}}|\\*|arn:(aws[a-zA-Z-]*):iam::\\d{{12}}:root",
-                p.principal
-            ))));
-        }
         if p.organization_id.is_some() && p.principal != "*" {
             return Err(invalid("OrganizationId can be specified only when the principal is '*'."));
         }

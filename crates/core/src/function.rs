@@ -310,23 +310,13 @@ impl ConfigPatch {
 
 /// AWS's rules for `VpcConfig` beyond the model's: subnets and security
 /// groups come together, and dual-stack needs subnets.
+/// The VPC rules beyond the model (its counts and id patterns are checked at the front door).
 fn check_vpc(v: &VpcConfig) -> Result<()> {
-    if v.subnet_ids.len() > 16 || v.security_group_ids.len() > 5 {
-        return Err(Error::invalid("A VpcConfig can list at most 16 subnets and 5 security groups."));
-    }
     if v.subnet_ids.is_empty() != v.security_group_ids.is_empty() {
         return Err(Error::invalid("SubnetIds and SecurityGroupIds must coexist or be both empty list."));
     }
     if v.ipv6_allowed_for_dual_stack && v.subnet_ids.is_empty() {
         return Err(Error::invalid("Ipv6AllowedForDualStack is only supported for functions connected to a VPC."));
-    }
-    let ok = |ids: &[String], prefix: &str| {
-        ids.iter().all(|i| i.strip_prefix(prefix).is_some_and(|r| r.bytes().all(|b| b.is_ascii_alphanumeric())))
-    };
-    if !ok(&v.subnet_ids, "subnet-") || !ok(&v.security_group_ids, "sg-") {
-        return Err(Error::Validation(
-            "1 validation error detected: Value at 'vpcConfig' failed to satisfy constraint: subnet ids must match subnet-[0-9a-z]* and security group ids sg-[0-9a-zA-Z]*".into(),
-        ));
     }
     Ok(())
 }
