@@ -20,13 +20,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from conftest import BIN, ROLE, Server, create, error_code, make_zip, send, unique_name, wait_for
+from conftest import BIN, ROLE, Server, create, error_code, free_port, make_zip, send, unique_name, wait_for
 from test_sandbox import assert_restart_cleared, env_dirs, mount_entries, mount_points_under
-
-
-def active(lam, name):
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
-    return name
 
 
 def run_serve(*args, cwd=None, env=None, timeout=20):
@@ -35,16 +30,10 @@ def run_serve(*args, cwd=None, env=None, timeout=20):
     return subprocess.run([BIN, "serve", *args], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_second_server_on_one_directory_refuses_and_leaves_the_first_alone(private_server, tmp_path):
     first = private_server(tmp_path / "data")
     lam = first.client()
-    name = active(lam, create(lam)["FunctionName"])
+    name = create(lam)["FunctionName"]
     assert json.loads(lam.invoke(FunctionName=name, Payload=b'{"n": 1}')["Payload"].read()) == {"n": 1}
     mounts = mount_points_under(first.data_dir)
     cgroups = env_dirs(first)
@@ -140,8 +129,8 @@ FAILING = make_zip({
 def test_function_failures_are_logged_at_warn_and_client_mistakes_are_not(private_server, tmp_path):
     s = private_server(tmp_path / "data")
     lam = s.client()
-    boom = active(lam, create(lam, zip_bytes=FAILING, Handler="boom.handler")["FunctionName"])
-    slow = active(lam, create(lam, zip_bytes=FAILING, Handler="slow.handler", Timeout=1)["FunctionName"])
+    boom = create(lam, zip_bytes=FAILING, Handler="boom.handler")["FunctionName"]
+    slow = create(lam, zip_bytes=FAILING, Handler="slow.handler", Timeout=1)["FunctionName"]
     ids = {}
     for name in (boom, slow):
         r = lam.invoke(FunctionName=name, Payload=b"{}")
@@ -193,7 +182,7 @@ def test_a_venv_first_on_path_does_not_break_python(tmp_path):
         os.environ["PATH"] = old
     try:
         lam = s.client()
-        name = active(lam, create(lam)["FunctionName"])
+        name = create(lam)["FunctionName"]
         r = lam.invoke(FunctionName=name, Payload=b'{"ok": true}')
         assert "FunctionError" not in r
         assert json.loads(r["Payload"].read()) == {"ok": True}
@@ -211,10 +200,9 @@ def run_of_operations(lam):
     layer = lam.publish_layer_version(LayerName=unique_name("lay"), Content={"ZipFile": make_zip({"python/x.py": "X = 1\n"})})
     names = []
     for i in range(3):
-        name = active(lam, create(lam, zip_bytes=MOUNT_PROBE, Layers=[layer["LayerVersionArn"]])["FunctionName"])
+        name = create(lam, zip_bytes=MOUNT_PROBE, Layers=[layer["LayerVersionArn"]])["FunctionName"]
         lam.invoke(FunctionName=name, Payload=b"{}")
         lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": f"def handler(e, c):\n    return {i}\n"}))
-        lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
         lam.invoke(FunctionName=name, Payload=b"{}")
         version = lam.publish_version(FunctionName=name)["Version"]
         lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)

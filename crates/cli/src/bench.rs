@@ -171,12 +171,8 @@ fn zip_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn runtimes(args: &BenchArgs, isolation: &str) -> anyhow::Result<Vec<Runtime>> {
-    use nimbus_control::runtimes::{discover, Visible};
     // The interpreters the measured server will offer.
-    let catalog = match isolation {
-        "process" => discover(Visible::Host),
-        _ => discover(Visible::Under(nimbus_sandbox::namespaces::HOST_DIRS)),
-    };
+    let catalog = crate::serve::discover_runtimes(isolation != "process");
     let mut out = Vec::new();
     let newest = |prefix: &str| catalog.ids().filter(|id| id.starts_with(prefix)).max().map(str::to_string);
     if let Some(id) = newest("python3.") {

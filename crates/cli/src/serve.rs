@@ -112,6 +112,15 @@ fn node_group(data_dir: &std::path::Path) -> String {
     format!("nimbus-{}", &hex::encode(sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes()))[..12])
 }
 
+/// The runtimes a node can run: in a sandbox, only interpreters it sees.
+pub fn discover_runtimes(sandboxed: bool) -> nimbus_core::runtime::Catalog {
+    use nimbus_control::runtimes::{discover, Visible};
+    match sandboxed {
+        true => discover(Visible::Under(nimbus_sandbox::namespaces::HOST_DIRS)),
+        false => discover(Visible::Host),
+    }
+}
+
 /// Mints environment credentials from the node's key pair.
 struct NodeKeys(Credentials);
 
@@ -325,14 +334,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _lock = DataDirLock::take(&data_dir)?;
     let (creds, key_source) = credentials(&data_dir)?;
 
-    let isolation = args.isolation;
-    let catalog = tokio::task::spawn_blocking(move || {
-        use nimbus_control::runtimes::{discover, Visible};
-        match isolation {
-            Isolation::Namespaces => discover(Visible::Under(nimbus_sandbox::namespaces::HOST_DIRS)),
-            Isolation::Process => discover(Visible::Host),
-        }
-    });
+    let sandboxed = args.isolation == Isolation::Namespaces;
+    let catalog = tokio::task::spawn_blocking(move || discover_runtimes(sandboxed));
     let db = data_dir.join("metadata.db");
     let meta =
         SqliteMetadata::open(&db).await.with_context(|| format!("opening the metadata store {}", db.display()))?;

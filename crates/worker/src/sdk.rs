@@ -114,6 +114,19 @@ impl Sdk {
         }
         let tmp = cache.join(format!("{partial}{}", std::process::id()));
         std::fs::create_dir_all(&tmp)?;
+        // A failed install leaves nothing behind. Sandboxes read the SDK as
+        // `nobody`, whatever the installing umask was.
+        let filled = self.fill(&tmp, cache, tool, pythons).and_then(|()| Ok(readable_by_all(&tmp)?));
+        if let Err(e) = filled {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, self.dir(cache))?;
+        Ok(())
+    }
+
+    /// Installs the SDK's packages into `tmp` with `tool`.
+    fn fill(self, tmp: &Path, cache: &Path, tool: &Path, pythons: &[String]) -> Result<(), InstallError> {
         match self {
             Self::Python => {
                 let pins = cache.join(format!(".{}.requirements.txt", self.key()));
@@ -122,7 +135,7 @@ impl Sdk {
                     Command::new(tool)
                         .args(["-I", "-m", "pip", "install", "--no-deps", "--require-hashes", "--only-binary=:all:"])
                         .args(["--no-compile", "--disable-pip-version-check", "--no-input", "--quiet", "--target"])
-                        .arg(&tmp)
+                        .arg(tmp)
                         .arg("-r")
                         .arg(&pins),
                 );
@@ -136,7 +149,7 @@ impl Sdk {
                 // Each interpreter's own byte code, as imports inside a
                 // read-only sandbox cannot write it.
                 for python in pythons {
-                    run_checked(Command::new(python).args(["-I", "-m", "compileall", "-q"]).arg(&tmp))?;
+                    run_checked(Command::new(python).args(["-I", "-m", "compileall", "-q"]).arg(tmp))?;
                 }
             }
             Self::Node => {
@@ -145,13 +158,10 @@ impl Sdk {
                 run_checked(
                     Command::new(tool)
                         .args(["ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"])
-                        .current_dir(&tmp),
+                        .current_dir(tmp),
                 )?;
             }
         }
-        // Sandboxes read it as `nobody`, whatever the installing umask was.
-        readable_by_all(&tmp)?;
-        std::fs::rename(&tmp, self.dir(cache))?;
         Ok(())
     }
 }
@@ -249,5 +259,12 @@ mod tests {
         let err = Sdk::Node.install(cache.path(), Path::new("/nonexistent/npm"), &[]);
         assert!(matches!(err, Err(InstallError::Missing(_))), "{err:?}");
         assert!(!Sdk::Node.installed(cache.path()));
+        let left: Vec<_> = std::fs::read_dir(cache.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "a failed install leaves only its lock: {left:?}");
     }
 }
