@@ -238,6 +238,12 @@ def lam(server):
     return server.client()
 
 
+def logs_client(server):
+    key, secret = server.credentials()
+    return boto3.client("logs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+
+
 def create(lam, name=None, zip_bytes=HELLO_ZIP, **kw):
     params = dict(FunctionName=name or unique_name(), Runtime="python3.11", Handler="app.handler",
                   Role=ROLE, Code={"ZipFile": zip_bytes})

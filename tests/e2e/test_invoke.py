@@ -10,7 +10,7 @@ import sys
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROLE, Server, arn, error_code, make_zip, nimbus_cli, unique_name, wait_for
+from conftest import ROLE, Server, arn, error_code, logs_client, make_zip, nimbus_cli, unique_name, wait_for
 
 APP = '''
 import json, os, sys, time
@@ -303,14 +303,6 @@ def test_queued_events_survive_kill_9(private_server, tmp_path):
         assert sorted(c["id"] for c in calls) == sorted(ids)
     finally:
         second.stop()
-
-
-def logs_client(server):
-    import boto3
-    from botocore.config import Config
-    key, secret = server.credentials()
-    return boto3.client("logs", endpoint_url=server.endpoint, region_name="us-east-1", aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
 
 
 def test_logs_are_stored_and_served_by_the_cloudwatch_logs_api(proc_server, plam):

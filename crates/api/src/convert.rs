@@ -12,6 +12,8 @@ use nimbus_core::function::{
 use nimbus_core::{Account, Error};
 use nimbus_wire as w;
 
+use crate::UrlBase;
+
 fn at(ms: i64) -> chrono::DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -252,9 +254,9 @@ fn cors_out(c: &Cors) -> w::Cors {
 }
 
 /// `key` is the qualifier the config is stored under (`""` = unqualified).
-pub fn url_config(account: &Account, function: &str, key: &str, u: &UrlConfig, port: u16) -> w::FunctionUrlConfig {
+pub fn url_config(account: &Account, function: &str, key: &str, u: &UrlConfig, base: &UrlBase) -> w::FunctionUrlConfig {
     w::FunctionUrlConfig {
-        function_url: format!("http://{}.lambda-url.{}.localhost:{port}/", u.url_id, account.region),
+        function_url: base.url(&u.url_id, &account.region),
         function_arn: if key.is_empty() {
             account.function_arn(function)
         } else {

@@ -12,6 +12,7 @@ mod error;
 mod ops;
 mod route;
 pub mod sigv4;
+mod urls;
 mod validation;
 
 use std::sync::Arc;
@@ -29,20 +30,23 @@ use tracing::Instrument;
 pub use error::ApiError;
 pub use route::Op;
 use sigv4::{Credentials, SignedParts, Verifier};
+pub use urls::UrlBase;
 
 /// What the front door needs to serve.
 pub struct Api {
     control: Arc<Control>,
     verifier: Verifier,
     credentials: Credentials,
-    /// The port clients reach this node on, for the function URLs it hands out.
+    /// The port clients reach this node on, for links it hands out.
     public_port: u16,
+    /// Where clients reach function URLs, for the `FunctionUrl` it hands out.
+    url_base: UrlBase,
 }
 
 impl Api {
-    pub fn new(control: Arc<Control>, credentials: Credentials, public_port: u16) -> Self {
+    pub fn new(control: Arc<Control>, credentials: Credentials, public_port: u16, url_base: UrlBase) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port }
+        Self { verifier, control, credentials, public_port, url_base }
     }
 }
 
@@ -55,7 +59,10 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let mut resp = serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response);
+    let mut resp = match urls::address(req.headers(), req.uri().path()) {
+        Some(at) => urls::serve(&api, req, at, &request_id).instrument(span).await,
+        None => serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response),
+    };
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);

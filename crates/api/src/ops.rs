@@ -666,16 +666,16 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
             let req: w::FunctionUrlConfigRequest = c.input()?;
             let u = ctl.create_url_config(c.arg(0), c.q("Qualifier"), url_input(req)).await?;
             let key = c.q("Qualifier").unwrap_or_default();
-            json(StatusCode::CREATED, &convert::url_config(acct, &fname()?, key, &u, c.api.public_port))
+            json(StatusCode::CREATED, &convert::url_config(acct, &fname()?, key, &u, &c.api.url_base))
         }
         Op::GetFunctionUrlConfig => {
             let (u, key) = ctl.get_url_config(c.arg(0), c.q("Qualifier")).await?;
-            json(StatusCode::OK, &convert::url_config(acct, &fname()?, &key, &u, c.api.public_port))
+            json(StatusCode::OK, &convert::url_config(acct, &fname()?, &key, &u, &c.api.url_base))
         }
         Op::UpdateFunctionUrlConfig => {
             let req: w::FunctionUrlConfigRequest = c.input()?;
             let (u, key) = ctl.update_url_config(c.arg(0), c.q("Qualifier"), url_input(req)).await?;
-            json(StatusCode::OK, &convert::url_config(acct, &fname()?, &key, &u, c.api.public_port))
+            json(StatusCode::OK, &convert::url_config(acct, &fname()?, &key, &u, &c.api.url_base))
         }
         Op::DeleteFunctionUrlConfig => {
             ctl.delete_url_config(c.arg(0), c.q("Qualifier")).await?;
@@ -685,7 +685,7 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
             let page = ctl.list_url_configs(c.arg(0), c.q("Marker"), c.max_items()?).await?;
             let name = fname()?;
             let list =
-                page.items.iter().map(|(k, u)| convert::url_config(acct, &name, k, u, c.api.public_port)).collect();
+                page.items.iter().map(|(k, u)| convert::url_config(acct, &name, k, u, &c.api.url_base)).collect();
             json(
                 StatusCode::OK,
                 &w::ListFunctionUrlConfigsResponse { function_url_configs: list, next_marker: page.next_marker },

@@ -308,8 +308,9 @@ impl Verifier {
         Self { credentials, region: region.into() }
     }
 
-    /// Checks a request signed for `service` (the scope must name it).
-    pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<(), AuthError> {
+    /// Checks a request signed for `service` (the scope must name it);
+    /// returns the access key id that signed it.
+    pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<String, AuthError> {
         let pairs = query_pairs(req.raw_query.unwrap_or_default());
         let claim = match header(req.headers, "authorization") {
             Some(auth) => parse_header_claim(auth, req.headers)?,
@@ -374,7 +375,7 @@ impl Verifier {
                 format!("{ALGORITHM}\n{}\n{scope}\n{}", claim.amz_date, hex::encode(Sha256::digest(&canonical)));
             let expected = calculate_signature(&key, to_sign.as_bytes());
             if bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes())) {
-                return Ok(());
+                return Ok(claim.access_key.to_string());
             }
         }
         Err(AuthError::InvalidSignature(MISMATCH.into()))
@@ -558,7 +559,7 @@ mod tests {
         ));
         let parts = SignedParts { method: "GET", raw_path: "/", raw_query: None, headers: &headers, body: b"" };
         let v = Verifier::new(example_creds(), "us-east-1");
-        assert_eq!(v.verify(&parts, "service", at("20150830T123900Z")), Ok(()));
+        assert_eq!(v.verify(&parts, "service", at("20150830T123900Z")).map(|_| ()), Ok(()));
         // One minute past the allowed skew, the same request has expired.
         let late = v.verify(&parts, "service", at("20150830T124200Z"));
         assert!(matches!(late, Err(AuthError::InvalidSignature(m)) if m.starts_with("Signature expired")));
@@ -596,7 +597,7 @@ mod tests {
         };
         assert_eq!(
             Verifier::new(example_creds(), "us-east-1").verify(&parts, "service", at("20150830T123600Z")),
-            Ok(())
+            Ok("AKIDEXAMPLE".to_string())
         );
     }
 
@@ -623,7 +624,7 @@ mod tests {
             headers: &headers,
             body,
         };
-        assert_eq!(v.verify(&parts, "lambda", now), Ok(()));
+        assert_eq!(v.verify(&parts, "lambda", now).map(|_| ()), Ok(()));
         let tampered = SignedParts { body: br#"{"a":2}"#, ..parts };
         assert!(v.verify(&tampered, "lambda", now).is_err());
         let none = HeaderMap::new();
@@ -648,7 +649,7 @@ mod tests {
             body: b"",
         };
         let v = Verifier::new(creds, "us-east-1");
-        assert_eq!(v.verify(&parts, "lambda", t0 + Duration::from_secs(599)), Ok(()));
+        assert_eq!(v.verify(&parts, "lambda", t0 + Duration::from_secs(599)).map(|_| ()), Ok(()));
         assert!(
             matches!(v.verify(&parts, "lambda", t0 + Duration::from_secs(601)), Err(AuthError::InvalidSignature(m)) if m.contains("expired"))
         );
@@ -693,7 +694,7 @@ mod tests {
                 t,
             )
         };
-        assert_eq!(check(&sign_at(&creds, &session.session_token, t0), t0), Ok(()));
+        assert_eq!(check(&sign_at(&creds, &session.session_token, t0), t0).map(|_| ()), Ok(()));
         let later = t0 + Duration::from_secs(61);
         assert_eq!(check(&sign_at(&creds, &session.session_token, later), later), Err(AuthError::ExpiredToken));
         let forged = format!("{}x", session.session_token);

@@ -57,6 +57,21 @@ pub enum FunctionCommand {
         /// Function name or ARN.
         name: String,
     },
+    /// Print a function's URL, creating the URL first if it has none.
+    Url {
+        /// Function name or ARN.
+        name: String,
+        /// The alias the URL serves (default: the unqualified function, `$LATEST`).
+        #[arg(long)]
+        qualifier: Option<String>,
+        /// Auth type of a new URL: `AWS_IAM` (SigV4-signed callers) or `NONE`
+        /// (anyone; the resource policy is opened for it, as the AWS console does).
+        #[arg(long, value_parser = ["AWS_IAM", "NONE"], default_value = "AWS_IAM")]
+        auth_type: String,
+        /// Invoke mode of a new URL: `BUFFERED` or `RESPONSE_STREAM`.
+        #[arg(long, value_parser = ["BUFFERED", "RESPONSE_STREAM"], default_value = "BUFFERED")]
+        invoke_mode: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -371,6 +386,38 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
         FunctionCommand::Get { name } => {
             let resp = client.call("GET", &format!("/2015-03-31/functions/{}", label(&name)), None).await?;
             show(&resp["Configuration"], args.json, CONFIG_KEYS)
+        }
+        FunctionCommand::Url { name, qualifier, auth_type, invoke_mode } => {
+            let query = qualifier.as_ref().map(|q| format!("?Qualifier={}", label(q))).unwrap_or_default();
+            let url_path = format!("/2021-10-31/functions/{}/url{query}", label(&name));
+            let config = match client.call("GET", &url_path, None).await {
+                Ok(config) => config,
+                Err(e) if AwsError::is_not_found(&e) => {
+                    let body = json!({ "AuthType": auth_type, "InvokeMode": invoke_mode });
+                    let created = client.call("POST", &url_path, Some(serde_json::to_vec(&body)?)).await?;
+                    if auth_type == "NONE" {
+                        let grant = json!({
+                            "StatementId": "FunctionURLAllowPublicAccess",
+                            "Action": "lambda:InvokeFunctionUrl",
+                            "Principal": "*",
+                            "FunctionUrlAuthType": "NONE",
+                        });
+                        let policy_path = format!("/2015-03-31/functions/{}/policy{query}", label(&name));
+                        client.call("POST", &policy_path, Some(serde_json::to_vec(&grant)?)).await?;
+                    }
+                    if !args.json {
+                        eprintln!("Created a {auth_type} function URL for {name}");
+                    }
+                    created
+                }
+                Err(e) => return Err(e),
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&config)?);
+            } else {
+                println!("{}", text(&config["FunctionUrl"]));
+            }
+            Ok(())
         }
         FunctionCommand::Delete { name } => {
             client.call("DELETE", &format!("/2015-03-31/functions/{}", label(&name)), None).await?;

@@ -19,6 +19,14 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:9070")]
     listen: SocketAddr,
+    /// Domain function URLs are handed out under, as
+    /// `http://<url-id>.lambda-url.<region>.<domain>:<port>/`; every such
+    /// name must resolve to this node (a wildcard DNS record, or `localhost`
+    /// where the resolver maps `*.localhost` to loopback). Without it, URLs
+    /// use the path form `http://<listen>/lambda-url/<url-id>/`, which
+    /// needs no DNS. Both forms are always served.
+    #[arg(long, env = "NIMBUS_URL_DOMAIN")]
+    url_domain: Option<String>,
     /// Directory for metadata, code and keys.
     #[arg(long, env = "NIMBUS_DATA_DIR", default_value = ".nimbus")]
     data_dir: PathBuf,
@@ -303,6 +311,21 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Where clients reach function URLs. An unspecified listen address
+/// (`0.0.0.0`) is reached on loopback from this machine.
+fn url_base(args: &ServeArgs, addr: SocketAddr) -> nimbus_api::UrlBase {
+    match &args.url_domain {
+        Some(domain) => nimbus_api::UrlBase::Domain { domain: domain.clone(), port: addr.port() },
+        None => {
+            let mut reach = addr;
+            if reach.ip().is_unspecified() {
+                reach.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            nimbus_api::UrlBase::Path { authority: reach.to_string() }
+        }
+    }
+}
+
 /// Binds the address without listening yet: a port that is taken fails
 /// the start before anything is created, and clients are refused (not left
 /// waiting) until the node is ready to serve.
@@ -397,7 +420,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
         tokio::spawn(control.clone().run_async_dispatcher());
         control.restore_scaling().await?;
-        let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port()));
+        let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr)));
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
         println!("Nimbus is serving the Lambda API on http://{addr}");
@@ -416,7 +439,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
-        axum::serve(listener, nimbus_api::router(api)).with_graceful_shutdown(stop).await?;
+        // The peer address becomes function URL events' `sourceIp`.
+        let app = nimbus_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(stop).await?;
         anyhow::Ok(())
     }
     .await;

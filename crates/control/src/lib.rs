@@ -17,6 +17,7 @@ mod layers;
 mod lifecycle;
 mod records;
 mod settings;
+mod urls;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub use invoke::{InvokeRequest, Invoked};
 pub use layers::{NewLayerPermission, NewLayerVersion};
 pub use records::{LogPage, LogQuery};
 pub use settings::{AccountSettings, NewPermission, ProvisionedReport, UrlConfigInput};
+pub use urls::UrlTarget;
 
 pub mod runtimes;
 

@@ -133,6 +133,8 @@ pub trait Metadata: Send + Sync {
     async fn list_latest_layer_versions(&self) -> Result<Vec<LayerVersion>>;
     /// The highest version the layer ever had (0 if none).
     async fn last_layer_version(&self, name: &str) -> Result<u64>;
+    /// The function and qualifier (`""` for none) a function URL id belongs to.
+    async fn function_url(&self, url_id: &str) -> Result<Option<(String, String)>>;
     async fn get_code_signing_config(&self, id: &str) -> Result<Option<CodeSigningConfig>>;
     /// Every code signing configuration, by id.
     async fn list_code_signing_configs(&self) -> Result<Vec<CodeSigningConfig>>;

@@ -77,8 +77,18 @@ impl SqliteMetadata {
                     .bind(f.reserved_concurrency.map(i64::from))
                     .execute(&mut *tx)
                     .await?;
+                    sqlx::query("DELETE FROM function_urls WHERE name = ?").bind(f.name()).execute(&mut *tx).await?;
+                    for (qualifier, u) in &f.url_configs {
+                        sqlx::query("INSERT INTO function_urls (url_id, name, qualifier) VALUES (?, ?, ?)")
+                            .bind(&u.url_id)
+                            .bind(f.name())
+                            .bind(qualifier)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
                 Write::DeleteFunction(name) => {
+                    sqlx::query("DELETE FROM function_urls WHERE name = ?").bind(name).execute(&mut *tx).await?;
                     sqlx::query("DELETE FROM versions WHERE name = ?").bind(name).execute(&mut *tx).await?;
                     sqlx::query("DELETE FROM functions WHERE name = ?").bind(name).execute(&mut *tx).await?;
                 }
@@ -309,6 +319,14 @@ impl Metadata for SqliteMetadata {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn function_url(&self, url_id: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT name, qualifier FROM function_urls WHERE url_id = ?")
+            .bind(url_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get("name"), r.get("qualifier"))))
     }
 
     async fn list_code_signing_configs(&self) -> Result<Vec<CodeSigningConfig>> {

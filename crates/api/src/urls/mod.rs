@@ -1,0 +1,243 @@
+//! The function URL front end, on the API's listener: a request addressed
+//! to `<url-id>.lambda-url.<region>.<domain>` (by `Host`) or to
+//! `/lambda-url/<url-id>/...` (by path) is checked against the URL's auth
+//! type and CORS configuration, turned into a payload format 2.0 event,
+//! invoked as any other invocation, and its result mapped back to HTTP.
+//!
+//! Errors here are the function URL protocol's, not the Lambda API's: a
+//! JSON `{"Message": ...}` body with `x-amzn-ErrorType` (the table is
+//! [`UrlError`]). This module never reaches the store; control does.
+
+mod cors;
+mod payload;
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nimbus_control::{InvokeRequest, UrlTarget};
+
+use crate::sigv4::{AuthError, SignedParts};
+use crate::{read_body, Api, ApiError};
+
+/// Largest request body a URL accepts (6 MB, as Invoke's payload).
+const REQUEST_MAX: usize = 6_291_456;
+const PATH_PREFIX: &str = "/lambda-url/";
+
+/// Where clients reach function URLs, for the `FunctionUrl` the API hands out.
+#[derive(Debug, Clone)]
+pub enum UrlBase {
+    /// `http://<url-id>.lambda-url.<region>.<domain>:<port>/`: needs a
+    /// resolver that sends every such name to this node (wildcard DNS, or
+    /// `localhost` on resolvers that resolve `*.localhost`).
+    Domain { domain: String, port: u16 },
+    /// `http://<authority>/lambda-url/<url-id>/`: works with any resolver.
+    Path { authority: String },
+}
+
+impl UrlBase {
+    pub fn url(&self, url_id: &str, region: &str) -> String {
+        match self {
+            Self::Domain { domain, port } => format!("http://{url_id}.lambda-url.{region}.{domain}:{port}/"),
+            Self::Path { authority } => format!("http://{authority}{PATH_PREFIX}{url_id}/"),
+        }
+    }
+}
+
+/// A request addressed to a function URL.
+pub struct Addressed {
+    pub url_id: String,
+    /// The path the function sees.
+    pub path: String,
+    /// The name the URL was reached by (the event's `domainName`).
+    pub domain: String,
+}
+
+/// Whether a request is for a function URL rather than an AWS API: its
+/// `Host` is `<id>.lambda-url.…`, or its path starts with `/lambda-url/`.
+pub fn address(headers: &HeaderMap, path: &str) -> Option<Addressed> {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+    let domain = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let mut labels = domain.split('.');
+    if let (Some(id), Some("lambda-url")) = (labels.next(), labels.next()) {
+        return Some(Addressed { url_id: id.to_string(), path: path.to_string(), domain: domain.to_string() });
+    }
+    let rest = path.strip_prefix(PATH_PREFIX)?;
+    let (id, tail) = rest.split_once('/').map_or((rest, ""), |(id, tail)| (id, tail));
+    Some(Addressed { url_id: id.to_string(), path: format!("/{tail}"), domain: domain.to_string() })
+}
+
+/// The function URL protocol's errors, with AWS's statuses and messages.
+#[derive(Debug)]
+enum UrlError {
+    NotFound,
+    Forbidden,
+    Auth(AuthError),
+    TooLarge,
+    Throttled,
+    /// The function failed, or returned what cannot be mapped to HTTP.
+    BadGateway,
+    Api(ApiError),
+}
+
+impl IntoResponse for UrlError {
+    fn into_response(self) -> Response {
+        let (status, kind, message) = match self {
+            Self::NotFound => (StatusCode::NOT_FOUND, "ResourceNotFoundException", "Not Found".to_string()),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                "Forbidden. For troubleshooting Function URL authorization issues, see: https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html".to_string(),
+            ),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+                format!("Request must be smaller than {REQUEST_MAX} bytes for the InvokeFunction operation"),
+            ),
+            Self::Throttled => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.".into()),
+            Self::BadGateway => (StatusCode::BAD_GATEWAY, "BadGatewayException", "Internal Server Error".into()),
+            Self::Auth(a) => {
+                let (status, kind) = ApiError::Auth(a.clone()).status_and_type();
+                (status, kind, a.to_string())
+            }
+            Self::Api(e) => {
+                let (status, kind) = e.status_and_type();
+                let message = match &e {
+                    ApiError::Internal(_) => "Internal Server Error".to_string(),
+                    other => other.to_string(),
+                };
+                if status.is_server_error() {
+                    tracing::warn!(error = %e, "function URL request failed");
+                }
+                (status, kind, message)
+            }
+        };
+        let mut resp = (status, axum::Json(serde_json::json!({ "Message": message }))).into_response();
+        resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+        resp
+    }
+}
+
+/// Serves one function URL request.
+pub async fn serve(api: &Api, req: Request<Body>, at: Addressed, request_id: &str) -> Response {
+    let cors = std::sync::OnceLock::new();
+    let (parts, body) = req.into_parts();
+    let result = async {
+        let target = api.control.function_url(&at.url_id).await.map_err(|e| UrlError::Api(e.into()))?;
+        let target = target.ok_or(UrlError::NotFound)?;
+        let _ = cors.set(target.config.cors.clone());
+        if let Some(c) = &target.config.cors {
+            if cors::is_preflight(parts.method.as_str(), &parts.headers) {
+                return Ok((StatusCode::OK, cors::preflight(c, &parts.headers)).into_response());
+            }
+        }
+        let body = read_body(body, REQUEST_MAX).await.map_err(|()| UrlError::TooLarge)?;
+        let iam = authorize(api, &target, &parts, &body)?;
+        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let facts = payload::RequestFacts {
+            url_id: &at.url_id,
+            account_id: &api.control.account().id,
+            domain_name: &at.domain,
+            method: parts.method.as_str(),
+            path: &at.path,
+            raw_query: parts.uri.query().unwrap_or(""),
+            protocol: protocol(parts.version),
+            source_ip: source_ip.as_deref().unwrap_or("127.0.0.1"),
+            request_id,
+            now: chrono::Utc::now(),
+            iam,
+        };
+        let event = payload::request_event(&facts, &parts.headers, &body);
+        invoke(api, &target, event, request_id).await
+    }
+    .await;
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(Some(c)) = cors.get() {
+        cors::decorate(c, &parts.headers, resp.headers_mut());
+    }
+    resp
+}
+
+fn protocol(v: axum::http::Version) -> &'static str {
+    match v {
+        axum::http::Version::HTTP_10 => "HTTP/1.0",
+        axum::http::Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Lets the request through the URL's auth type: a valid SigV4 signature
+/// for service `lambda` (AWS_IAM; the event's `authorizer.iam` is returned),
+/// or, for NONE, a resource policy that opens the URL to everyone.
+fn authorize(
+    api: &Api,
+    target: &UrlTarget,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<Option<serde_json::Value>, UrlError> {
+    if target.config.auth_type == "NONE" {
+        return if target.public { Ok(None) } else { Err(UrlError::Forbidden) };
+    }
+    let signed = SignedParts {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        headers: &parts.headers,
+        body,
+    };
+    let access_key = match api.verifier.verify(&signed, "lambda", SystemTime::now()) {
+        Ok(key) => key,
+        Err(AuthError::Missing) => return Err(UrlError::Forbidden),
+        Err(e) => return Err(UrlError::Auth(e)),
+    };
+    let account = &api.control.account().id;
+    Ok(Some(serde_json::json!({
+        "accessKey": access_key,
+        "accountId": account,
+        "callerId": access_key,
+        "cognitoIdentity": null,
+        "principalOrgId": null,
+        "userArn": format!("arn:aws:iam::{account}:root"),
+        "userId": account,
+    })))
+}
+
+async fn invoke(
+    api: &Api,
+    target: &UrlTarget,
+    event: serde_json::Value,
+    request_id: &str,
+) -> Result<Response, UrlError> {
+    let req = InvokeRequest {
+        request_id: request_id.to_string(),
+        function: target.function.clone(),
+        qualifier: target.qualifier.clone(),
+        payload: event.to_string().into(),
+        client_context: None,
+    };
+    let invoked = api.control.invoke(req).await.map_err(|e| match e {
+        nimbus_control::Error::Rule(nimbus_core::Error::Throttled(_)) => UrlError::Throttled,
+        other => UrlError::Api(other.into()),
+    })?;
+    if invoked.outcome.function_error.is_some() {
+        return Err(UrlError::BadGateway);
+    }
+    let mapped = payload::map_response(&invoked.outcome.payload).map_err(|payload::Malformed| {
+        tracing::debug!(function = %target.function, "the function's response cannot be mapped to HTTP");
+        UrlError::BadGateway
+    })?;
+    let mut resp = Response::new(Body::from(mapped.body));
+    *resp.status_mut() = StatusCode::from_u16(mapped.status).map_err(|_| UrlError::BadGateway)?;
+    let headers = resp.headers_mut();
+    for (name, value) in &mapped.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| UrlError::BadGateway)?;
+        headers.insert(name, HeaderValue::from_str(value).map_err(|_| UrlError::BadGateway)?);
+    }
+    for cookie in &mapped.cookies {
+        headers.append("set-cookie", HeaderValue::from_str(cookie).map_err(|_| UrlError::BadGateway)?);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,217 @@
+"""Function URLs served: payload format 2.0 in, AWS's response mapping out,
+both auth types, the Host and path forms, aliases, and the errors a URL
+answers with, driven by `requests`, raw HTTP, curl and the aws CLI."""
+
+import base64
+import datetime
+import http.client
+import json
+import subprocess
+import urllib.parse
+from unittest import mock
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from conftest import (REGION, aws_cli, create, logs_client, make_zip, nimbus_cli,
+                      unique_name, wait_for)
+
+# Answers by the `case` query parameter; by default the event itself.
+APP = r'''
+import base64, json, os
+
+def handler(event, context):
+    case = (event.get("queryStringParameters") or {}).get("case", "event")
+    if case == "event":
+        return {"statusCode": 200, "headers": {"content-type": "application/json"},
+                "body": json.dumps({"event": event, "version": os.environ["AWS_LAMBDA_FUNCTION_VERSION"]})}
+    if case == "structured":
+        return {"statusCode": 201, "headers": {"x-custom": "yes", "content-type": "image/png"},
+                "cookies": ["a=1; Max-Age=60", "b=2"], "isBase64Encoded": True,
+                "body": base64.b64encode(b"\x89PNG\x00\xff").decode()}
+    if case == "string":
+        return "Hello"
+    if case == "dict":
+        return {"message": "no status code"}
+    if case == "error":
+        raise RuntimeError("boom")
+    if case == "malformed":
+        return {"statusCode": "not a number"}
+    if case == "huge":
+        return "x" * (6 * 1024 * 1024 + 200)
+'''
+APP_ZIP = make_zip({"app.py": APP})
+
+
+def make_url(lam, server, auth="NONE", public=True, qualifier=None, **kw):
+    name = kw.pop("name", None) or unique_name("url")
+    if not kw.pop("exists", False):
+        create(lam, name, APP_ZIP, Timeout=10, **kw)
+    q = {"Qualifier": qualifier} if qualifier else {}
+    url = lam.create_function_url_config(FunctionName=name, AuthType=auth, **q)["FunctionUrl"]
+    if public:
+        rc, _, err = aws_cli(server, "add-permission", "--function-name", name, *(
+            ["--qualifier", qualifier] if qualifier else []), "--statement-id", "public",
+            "--action", "lambda:InvokeFunctionUrl", "--principal", "*", "--function-url-auth-type", "NONE")
+        assert rc == 0, err
+    return name, url
+
+
+def url_id(url):
+    return urllib.parse.urlsplit(url).path.split("/")[2]
+
+
+def event_of(resp):
+    assert resp.status_code == 200, resp.text
+    return resp.json()["event"]
+
+
+def test_the_url_works_as_handed_out_and_carries_payload_2_0(server, lam):
+    name, url = make_url(lam, server)
+    # Handed out in the path form: glibc's resolver does not resolve *.localhost.
+    assert url.startswith(server.endpoint + "/lambda-url/") and len(url_id(url)) == 32
+    assert url_id(url).isalnum() and url_id(url).islower()
+    body = b"\x00\x01binary\xff"
+    resp = requests.post(url + "items/7?a=1&a=2&b=x%20y", data=body, timeout=30, headers={
+        "Content-Type": "application/octet-stream", "User-Agent": "nimbus-test/1.0"})
+    ev = event_of(resp)
+    assert ev["version"] == "2.0" and ev["routeKey"] == "$default"
+    assert ev["rawPath"] == "/items/7" and ev["rawQueryString"] == "a=1&a=2&b=x%20y"
+    assert ev["queryStringParameters"] == {"a": "1,2", "b": "x y"}
+    assert ev["isBase64Encoded"] is True and base64.b64decode(ev["body"]) == body
+    ctx = ev["requestContext"]
+    assert ctx["apiId"] == url_id(url) and ctx["domainPrefix"] == url_id(url)
+    assert ctx["http"]["method"] == "POST" and ctx["http"]["path"] == "/items/7"
+    assert ctx["http"]["protocol"] == "HTTP/1.1" and ctx["http"]["sourceIp"] == "127.0.0.1"
+    assert ctx["http"]["userAgent"] == "nimbus-test/1.0"
+    assert ctx["requestId"] == resp.headers["x-amzn-RequestId"]
+    assert ctx["routeKey"] == "$default" and ctx["stage"] == "$default"
+    assert abs(ctx["timeEpoch"] / 1000 - datetime.datetime.now().timestamp()) < 60
+    datetime.datetime.strptime(ctx["time"], "%d/%b/%Y:%H:%M:%S %z")
+    assert "authorizer" not in ctx
+
+    # Repeated headers are comma-joined (requests would merge them itself, so
+    # this goes out raw), cookies leave the headers, text stays text.
+    host, port = urllib.parse.urlsplit(server.endpoint).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("PUT", urllib.parse.urlsplit(url).path + "p")
+    for k, v in [("X-Multi", "one"), ("X-Multi", "two"), ("Cookie", "c1=v1; c2=v2"),
+                 ("Content-Type", "application/json"), ("Content-Length", "9")]:
+        conn.putheader(k, v)
+    conn.endheaders(b'{"k": 1}\n')
+    raw = conn.getresponse()
+    ev = json.loads(raw.read())["event"]
+    assert raw.status == 200
+    assert ev["headers"]["x-multi"] == "one,two" and "cookie" not in ev["headers"]
+    assert ev["cookies"] == ["c1=v1", "c2=v2"]
+    assert ev["body"] == '{"k": 1}\n' and ev["isBase64Encoded"] is False
+    assert ev["rawPath"] == "/p" and "queryStringParameters" not in ev
+
+
+def test_the_host_form_routes_by_host(server, lam):
+    _, url = make_url(lam, server)
+    host, port = urllib.parse.urlsplit(server.endpoint).netloc.split(":")
+    name = f"{url_id(url)}.lambda-url.{REGION}.localhost"
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/some/path?q=1", headers={"Host": f"{name}:{port}"})
+    resp = conn.getresponse()
+    ev = json.loads(resp.read())["event"]
+    assert resp.status == 200
+    assert ev["rawPath"] == "/some/path" and ev["requestContext"]["domainName"] == name
+
+
+def test_responses_map_as_aws_maps_them(server, lam):
+    name, url = make_url(lam, server)
+    r = requests.get(url, params={"case": "structured"}, timeout=30)
+    assert r.status_code == 201 and r.content == b"\x89PNG\x00\xff"
+    assert r.headers["x-custom"] == "yes" and r.headers["content-type"] == "image/png"
+    assert r.raw.headers.getlist("set-cookie") == ["a=1; Max-Age=60", "b=2"]
+    r = requests.get(url, params={"case": "string"}, timeout=30)
+    assert (r.status_code, r.text, r.headers["content-type"]) == (200, '"Hello"', "application/json")
+    r = requests.get(url, params={"case": "dict"}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"message": "no status code"}
+    for case in ("error", "malformed", "huge"):
+        r = requests.get(url, params={"case": case}, timeout=60)
+        assert r.status_code == 502, (case, r.text)
+        assert r.json() == {"Message": "Internal Server Error"}
+
+    # URL invokes are ordinary invokes: their REPORT lines are in the function's log.
+    logs = logs_client(server)
+    wait_for(lambda: sum(e["message"].startswith("REPORT") for e in logs.filter_log_events(
+        logGroupName=f"/aws/lambda/{name}")["events"]) >= 6, "the URL invocations' REPORT lines")
+
+
+def test_errors_a_url_answers(server, lam):
+    name, url = make_url(lam, server)
+    r = requests.post(url, data=b"x" * (6 * 1024 * 1024 + 1), timeout=60)
+    assert r.status_code == 413 and "Request must be smaller than 6291456 bytes" in r.json()["Message"]
+    r = requests.get(url.replace(url_id(url), "a" * 32), timeout=30)
+    assert r.status_code == 404 and r.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 429 and r.headers["x-amzn-ErrorType"] == "TooManyRequestsException"
+
+
+def test_auth_type_none_needs_the_public_grant(server, lam):
+    name, url = make_url(lam, server, public=False)
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 403 and r.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+    assert r.json()["Message"].startswith("Forbidden.")
+    # A grant without the auth-type condition does not open the URL either.
+    lam.add_permission(FunctionName=name, StatementId="nocond", Action="lambda:InvokeFunctionUrl", Principal="*")
+    assert requests.get(url, timeout=30).status_code == 403
+    rc, _, err = aws_cli(server, "add-permission", "--function-name", name, "--statement-id", "public",
+                         "--action", "lambda:InvokeFunctionUrl", "--principal", "*",
+                         "--function-url-auth-type", "NONE")
+    assert rc == 0, err
+    assert requests.get(url, timeout=30).status_code == 200
+    lam.remove_permission(FunctionName=name, StatementId="public")
+    assert requests.get(url, timeout=30).status_code == 403
+
+
+def sign(server, method, url, body=b"", secret=None):
+    key, real_secret = server.credentials()
+    req = AWSRequest(method=method, url=url, data=body)
+    SigV4Auth(Credentials(key, secret or real_secret), "lambda", REGION).add_auth(req)
+    return dict(req.headers.items())
+
+
+def test_aws_iam_urls_need_a_lambda_signature(server, lam):
+    _, url = make_url(lam, server, auth="AWS_IAM", public=False)
+    target = url + "secure?x=1"
+    r = requests.get(target, timeout=30)
+    assert r.status_code == 403 and r.json()["Message"].startswith("Forbidden.")
+    r = requests.post(target, data=b"{}", headers=sign(server, "POST", target, b"{}", secret="wrong"), timeout=30)
+    assert r.status_code == 403 and r.headers["x-amzn-ErrorType"] == "InvalidSignatureException"
+    r = requests.post(target, data=b"{}", headers=sign(server, "POST", target, b"{}"), timeout=30)
+    ev = event_of(r)
+    iam = ev["requestContext"]["authorizer"]["iam"]
+    assert iam["accessKey"] == server.credentials()[0]
+    assert ev["requestContext"]["accountId"] == iam["accountId"]
+    # A signature for another service is refused.
+    req = AWSRequest(method="GET", url=target)
+    SigV4Auth(Credentials(*server.credentials()), "s3", REGION).add_auth(req)
+    assert requests.get(target, headers=dict(req.headers.items()), timeout=30).status_code == 403
+
+
+def test_a_url_on_an_alias_runs_the_alias_version(server, lam):
+    name = unique_name("url")
+    create(lam, name, APP_ZIP)
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    _, url = make_url(lam, server, name=name, exists=True, qualifier="live")
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 200 and r.json()["version"] == version
+
+
+def test_the_cli_creates_and_prints_a_working_url(server, lam):
+    name = unique_name("url")
+    create(lam, name, APP_ZIP)
+    url = nimbus_cli(server, "function", "url", name, "--auth-type", "NONE").stdout.strip()
+    out = subprocess.run(["curl", "-sS", "--fail", url + "?case=string"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout == '"Hello"', out.stderr
+    assert nimbus_cli(server, "function", "url", name).stdout.strip() == url, "an existing URL is printed"
