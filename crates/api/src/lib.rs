@@ -12,6 +12,7 @@ mod error;
 mod ops;
 mod route;
 pub mod sigv4;
+mod streaming;
 mod urls;
 mod validation;
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::convert::{self, configuration};
 use crate::route::{Op, Query};
+use crate::streaming;
 use crate::{sigv4, Api, ApiError};
 
 /// Everything an operation may read of its request.
@@ -124,7 +125,8 @@ pub async fn execute(op: Op, c: Ctx<'_>) -> R {
         | DownloadCode => functions(op, c).await,
         Invoke => invoke(c).await,
         FilterLogEvents => filter_log_events(c).await,
-        InvokeAsync | InvokeWithResponseStream => {
+        InvokeWithResponseStream => invoke_with_response_stream(c).await,
+        InvokeAsync => {
             Err(ApiError::Unavailable(format!("{op:?} is not available on this Nimbus node yet; use Invoke.")))
         }
         ListAliases | CreateAlias | GetAlias | UpdateAlias | DeleteAlias => aliases(op, c).await,
@@ -263,7 +265,7 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// The tail of a log that `X-Amz-Log-Result` carries: its last 4 KB.
-fn log_tail(log: &str) -> String {
+pub(crate) fn log_tail(log: &str) -> String {
     let mut start = log.len().saturating_sub(4096);
     while !log.is_char_boundary(start) {
         start += 1;
@@ -271,9 +273,11 @@ fn log_tail(log: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(&log[start..])
 }
 
-async fn invoke(c: Ctx<'_>) -> R {
+/// An invoke request as Invoke and InvokeWithResponseStream take it: the
+/// invocation type, whether the log tail is wanted, and the invocation.
+fn invoke_request(c: &Ctx<'_>) -> Result<(String, bool, InvokeRequest), ApiError> {
     // Both headers have passed the model's enums at the front door.
-    let invocation_type = header(c.headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    let invocation_type = header(c.headers, "x-amz-invocation-type").unwrap_or("RequestResponse").to_string();
     let tail = header(c.headers, "x-amz-log-type") == Some("Tail");
     let payload =
         if c.body.iter().all(u8::is_ascii_whitespace) { bytes::Bytes::from_static(b"{}") } else { c.body.clone() };
@@ -298,42 +302,74 @@ async fn invoke(c: Ctx<'_>) -> R {
             )
         }
     };
-    match invocation_type {
+    let req = InvokeRequest {
+        request_id: c.request_id.to_string(),
+        function: c.arg(0).to_string(),
+        qualifier: c.q("Qualifier").map(str::to_string),
+        payload,
+        client_context,
+        stream: None,
+    };
+    Ok((invocation_type, tail, req))
+}
+
+fn put_header(resp: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+async fn invoke(c: Ctx<'_>) -> R {
+    let (invocation_type, tail, req) = invoke_request(&c)?;
+    match invocation_type.as_str() {
         "DryRun" => {
             c.control().resolve_invocation(c.arg(0), c.q("Qualifier")).await?;
             return empty(StatusCode::NO_CONTENT);
         }
         "Event" => {
-            c.control().invoke_async(c.request_id, c.arg(0), c.q("Qualifier"), payload).await?;
+            c.control().invoke_async(c.request_id, c.arg(0), c.q("Qualifier"), req.payload).await?;
             return empty(StatusCode::ACCEPTED);
         }
         _ => {}
     }
-    let done = c
-        .control()
-        .invoke(InvokeRequest {
-            request_id: c.request_id.to_string(),
-            function: c.arg(0).to_string(),
-            qualifier: c.q("Qualifier").map(str::to_string),
-            payload,
-            client_context,
-        })
-        .await?;
+    let done = c.control().invoke(req).await?;
     let mut resp = (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], done.outcome.payload.clone())
         .into_response();
-    let h = resp.headers_mut();
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(v) = http::HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    };
-    put("x-amz-executed-version", &done.executed_version);
+    put_header(&mut resp, "x-amz-executed-version", &done.executed_version);
     if let Some(fe) = &done.outcome.function_error {
-        put("x-amz-function-error", fe);
+        put_header(&mut resp, "x-amz-function-error", fe);
     }
     if tail {
-        put("x-amz-log-result", &log_tail(&done.outcome.log_text()));
+        put_header(&mut resp, "x-amz-log-result", &log_tail(&done.outcome.log_text()));
     }
+    Ok(resp)
+}
+
+/// InvokeWithResponseStream: the response as an event stream of
+/// PayloadChunk events while the function writes, then InvokeComplete
+/// with its error and log tail. A function that does not stream sends its
+/// whole response as one chunk; refusals (throttling, a missing function)
+/// are ordinary errors, answered before any event.
+async fn invoke_with_response_stream(c: Ctx<'_>) -> R {
+    let (invocation_type, tail, req) = invoke_request(&c)?;
+    if invocation_type == "DryRun" {
+        c.control().resolve_invocation(c.arg(0), c.q("Qualifier")).await?;
+        return empty(StatusCode::NO_CONTENT);
+    }
+    let (version, first) = match streaming::start(c.api.control.clone(), req).await {
+        streaming::Started::Finished(done) => {
+            let invoked = done?;
+            (invoked.executed_version.clone(), Err(Box::new(invoked)))
+        }
+        streaming::Started::Streaming { executed_version, chunks, .. } => (executed_version, Ok(chunks)),
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
+        streaming::event_stream(first, tail),
+    )
+        .into_response();
+    put_header(&mut resp, "x-amz-executed-version", &version);
     Ok(resp)
 }
 

@@ -104,6 +104,7 @@ impl Control {
                 qualifier: ev.qualifier.clone(),
                 payload: Bytes::from(ev.payload.clone()),
                 client_context: None,
+                stream: None,
             })
             .await;
         let (retries, max_age_ms) = self.retry_policy(&ev).await;

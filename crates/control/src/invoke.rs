@@ -17,6 +17,15 @@ pub struct InvokeRequest {
     pub qualifier: Option<String>,
     pub payload: Bytes,
     pub client_context: Option<String>,
+    /// Where a streamed response goes as the function writes it.
+    pub stream: Option<StreamSink>,
+}
+
+/// An invocation resolved and allowed, not yet run.
+#[derive(Debug)]
+pub struct Prepared {
+    pub executed_version: String,
+    invocation: Invocation,
 }
 
 /// What ran, and how it went.
@@ -67,28 +76,46 @@ impl Control {
     }
 
     pub async fn invoke(&self, req: InvokeRequest) -> Result<Invoked> {
+        let prepared = self.prepare_invoke(req).await?;
+        self.run_invoke(prepared).await
+    }
+
+    /// Resolves what an invocation runs, and refuses it when it cannot run.
+    pub async fn prepare_invoke(&self, req: InvokeRequest) -> Result<Prepared> {
         let (resolved, invoked_arn) = self
             .resolve_invocation(&req.function, req.qualifier.as_deref())
             .instrument(tracing::debug_span!("resolve"))
             .await?;
-        let Some(invoker) = &self.invoker else {
+        if self.invoker.is_none() {
             return Err(Error::Unavailable(
                 "Function execution is not available on this Nimbus node yet: namespace isolation is not built; start the server with --isolation process to run functions without isolation.".into(),
             ));
-        };
-        let executed_version = resolved.config.version.clone();
-        debug_assert!(executed_version == LATEST || executed_version.parse::<u64>().is_ok());
+        }
         let config = resolved.config;
-        let invocation = Invocation {
-            request_id: req.request_id.clone(),
-            config: config.clone(),
-            invoked_arn,
-            payload: req.payload,
-            client_context: req.client_context,
+        debug_assert!(config.version == LATEST || config.version.parse::<u64>().is_ok());
+        Ok(Prepared {
+            executed_version: config.version.clone(),
+            invocation: Invocation {
+                request_id: req.request_id,
+                config,
+                invoked_arn,
+                payload: req.payload,
+                client_context: req.client_context,
+                stream: req.stream,
+            },
+        })
+    }
+
+    /// Runs a prepared invocation and records it.
+    pub async fn run_invoke(&self, prepared: Prepared) -> Result<Invoked> {
+        let Some(invoker) = self.invoker.clone() else {
+            return Err(Error::Unavailable("Function execution is not available on this Nimbus node.".into()));
         };
+        let Prepared { executed_version, invocation } = prepared;
+        let config = invocation.config.clone();
+        let request_id = invocation.request_id.clone();
         // In its own task, so that a caller who hangs up does not abandon
         // an environment mid-invocation.
-        let invoker = invoker.clone();
         let span = tracing::debug_span!("worker");
         let outcome = tokio::spawn(async move { invoker.invoke(invocation).await }.instrument(span))
             .await
@@ -101,7 +128,7 @@ impl Control {
                 }
             })?;
         // The writer task outlives every invocation; a send fails only at shutdown.
-        let _ = self.recorder.send(crate::records::batch_of(&config, &req.request_id, &outcome));
+        let _ = self.recorder.send(crate::records::batch_of(&config, &request_id, &outcome));
         Ok(Invoked { executed_version, outcome })
     }
 }

@@ -29,8 +29,9 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub use codesigning::CodeSigningInput;
 pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
-pub use invoke::{InvokeRequest, Invoked};
+pub use invoke::{InvokeRequest, Invoked, Prepared};
 pub use layers::{NewLayerPermission, NewLayerVersion};
+pub use nimbus_worker::{StreamSink, Streamed};
 pub use records::{LogPage, LogQuery};
 pub use settings::{AccountSettings, NewPermission, ProvisionedReport, UrlConfigInput};
 pub use urls::UrlTarget;

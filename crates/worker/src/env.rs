@@ -79,6 +79,9 @@ pub struct Outcome {
     pub duration_ms: f64,
     pub init_ms: Option<f64>,
     pub max_memory_mb: u64,
+    /// Whether the response went to the invocation's stream sink as it was
+    /// written (`payload` then holds only an error, if any).
+    pub streamed: bool,
     /// Whether the environment may serve again.
     pub(crate) reusable: bool,
 }
@@ -116,6 +119,7 @@ impl Outcome {
             duration_ms: 0.0,
             init_ms: None,
             max_memory_mb: 0,
+            streamed: false,
             reusable: false,
         }
     }
@@ -145,14 +149,24 @@ pub(crate) struct Job {
 pub(crate) enum Reply {
     Response(Bytes),
     Error(Bytes),
+    /// The response went to the stream sink; an error the runtime reported
+    /// in the stream's trailers, if any.
+    Streamed(Option<Bytes>),
     InitError(Bytes),
     Exited(String),
+}
+
+/// The invocation an environment is serving.
+struct Current {
+    id: String,
+    reply: oneshot::Sender<Reply>,
+    stream: Option<crate::StreamSink>,
 }
 
 /// State shared between the invoke path, the Runtime API and the process watcher.
 pub(crate) struct Shared {
     pub jobs_rx: Mutex<mpsc::Receiver<Job>>,
-    current: SyncMutex<Option<(String, oneshot::Sender<Reply>)>>,
+    current: SyncMutex<Option<Current>>,
     logs: SyncMutex<Vec<(i64, String)>>,
     alive: AtomicBool,
     ready_at: SyncMutex<Option<Instant>>,
@@ -189,8 +203,8 @@ impl Shared {
     pub fn complete(&self, id: &str, reply: Reply) -> bool {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         match cur.take() {
-            Some((cid, tx)) if cid == id => {
-                let _ = tx.send(reply);
+            Some(c) if c.id == id => {
+                let _ = c.reply.send(reply);
                 true
             }
             other => {
@@ -200,10 +214,17 @@ impl Shared {
         }
     }
 
+    /// The stream sink of the current invocation: `None` when `id` is not
+    /// current, `Some(None)` when its caller takes no stream.
+    pub fn stream_of(&self, id: &str) -> Option<Option<crate::StreamSink>> {
+        let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        cur.as_ref().filter(|c| c.id == id).map(|c| c.stream.clone())
+    }
+
     /// Fails whatever invocation is current (init errors, process exit).
     pub fn fail_current(&self, reply: Reply) {
-        if let Some((_, tx)) = self.current.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = tx.send(reply);
+        if let Some(c) = self.current.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = c.reply.send(reply);
         }
     }
 
@@ -211,8 +232,8 @@ impl Shared {
     pub fn init_failed(&self, body: Bytes) {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         match cur.take() {
-            Some((_, tx)) => {
-                let _ = tx.send(Reply::InitError(body));
+            Some(c) => {
+                let _ = c.reply.send(Reply::InitError(body));
             }
             None => *self.init_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(body),
         }
@@ -513,7 +534,7 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-fn platform_error(error_type: &str, message: String) -> Bytes {
+pub(crate) fn platform_error(error_type: &str, message: String) -> Bytes {
     Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
 }
 
@@ -882,7 +903,8 @@ impl Env {
     pub async fn run(&self, inv: &Invocation, cold: bool) -> Outcome {
         let id = inv.request_id.clone();
         let (tx, rx) = oneshot::channel();
-        *self.shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.clone(), tx));
+        *self.shared.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Current { id: id.clone(), reply: tx, stream: inv.stream.clone() });
         // Init may have failed, or the runtime died, before this invocation arrived.
         if let Some(body) = self.shared.init_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
             self.shared.fail_current(Reply::InitError(body));
@@ -923,9 +945,12 @@ impl Env {
             None => peak_memory_mb(self.pid),
         };
         let oom = self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
+        let streamed = matches!(reply, Some(Reply::Streamed(_)));
         let (payload, function_error, reusable, status) = match reply {
             Some(Reply::Response(b)) => (b, None, true, None),
             Some(Reply::Error(b)) => (b, Some("Unhandled".to_string()), true, Some("error")),
+            Some(Reply::Streamed(None)) => (Bytes::new(), None, true, None),
+            Some(Reply::Streamed(Some(b))) => (b, Some("Unhandled".to_string()), true, Some("error")),
             Some(Reply::InitError(b)) => {
                 tracing::warn!(function = %inv.config.name, request_id = %id, error = %String::from_utf8_lossy(&b), "function init failed");
                 (b, Some("Unhandled".to_string()), false, Some("error"))
@@ -998,6 +1023,7 @@ impl Env {
             duration_ms,
             init_ms,
             max_memory_mb,
+            streamed,
             reusable,
         }
     }

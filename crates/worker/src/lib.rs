@@ -41,7 +41,21 @@ pub struct Invocation {
     pub payload: Bytes,
     /// Decoded `X-Amz-Client-Context`, passed on as `Lambda-Runtime-Client-Context`.
     pub client_context: Option<String>,
+    /// Where a response the function streams goes as it is written
+    /// (InvokeWithResponseStream, RESPONSE_STREAM URLs). Without one, a
+    /// streamed response is collected within the 6 MB limit, as Invoke's.
+    pub stream: Option<StreamSink>,
 }
+
+/// A streamed response as the function writes it: its content type once,
+/// then its bytes. The outcome follows when the invocation ends.
+#[derive(Debug)]
+pub enum Streamed {
+    Start { content_type: String },
+    Chunk(Bytes),
+}
+
+pub type StreamSink = tokio::sync::mpsc::Sender<Streamed>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

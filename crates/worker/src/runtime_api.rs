@@ -1,5 +1,8 @@
 //! The Runtime API (2018-06-01) of one environment, served on that
 //! environment's own listener, so `AWS_LAMBDA_RUNTIME_API` needs no routing.
+//! A response posted in streaming mode (chunked, errors in trailers) is
+//! passed on chunk by chunk to the invocation's stream sink, within AWS's
+//! size and bandwidth limits.
 
 use std::sync::Arc;
 
@@ -10,10 +13,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::env::{Reply, Shared};
+use base64::Engine;
+use http_body_util::BodyExt;
+
+use crate::env::{platform_error, Reply, Shared};
+use crate::{StreamSink, Streamed};
 
 /// Largest response a function may return (6 MiB + 100 bytes, as on AWS).
 pub const RESPONSE_MAX: usize = 6_291_556;
+/// Largest streamed response (AWS raised it from 20 MB to 200 MB in 2025).
+pub const STREAM_MAX: u64 = 200 << 20;
+/// A stream's first 6 MB go at full speed; the rest at 2 MiB/s, as on AWS.
+const STREAM_BURST: u64 = 6 << 20;
+const STREAM_RATE: f64 = (2 << 20) as f64;
+const MODE_HEADER: &str = "lambda-runtime-function-response-mode";
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -86,7 +99,21 @@ async fn complete(shared: &Shared, id: &str, reply: Reply) -> Response {
     }
 }
 
-async fn response(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Body) -> Response {
+async fn response(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match headers.get(MODE_HEADER).map(|v| v.as_bytes()) {
+        None => {}
+        Some(b"streaming") => return streaming(&shared, &id, &headers, body).await,
+        Some(_) => {
+            let message = "Invalid Lambda-Runtime-Function-Response-Mode header; expected 'streaming'.";
+            shared.complete(&id, Reply::Error(platform_error("Runtime.InvalidResponseModeHeader", message.into())));
+            return json_error(StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode", message);
+        }
+    }
     match read(body).await {
         Ok(bytes) => complete(&shared, &id, Reply::Response(bytes)).await,
         Err(too_big) => {
@@ -110,5 +137,98 @@ async fn init_error(State(shared): State<Arc<Shared>>, body: Body) -> Response {
             accepted()
         }
         Err(too_big) => too_big,
+    }
+}
+
+/// A response posted in streaming mode: forwarded to the caller's sink as
+/// it arrives (collected within [`RESPONSE_MAX`] when the caller takes no
+/// stream), with an error the runtime reports in the trailers.
+async fn streaming(shared: &Shared, id: &str, headers: &HeaderMap, mut body: Body) -> Response {
+    let Some(sink) = shared.stream_of(id) else {
+        return json_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID");
+    };
+    let content_type =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream").to_string();
+    let mut out = Output::new(sink, content_type).await;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            // The runtime went away mid-stream; its exit fails the invocation.
+            return json_error(StatusCode::BAD_REQUEST, "InvalidStream", "The response stream was cut off.");
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if let Err(too_big) = out.write(data).await {
+                    shared.complete(id, Reply::Error(too_big));
+                    return json_error(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "Response too large.");
+                }
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    let error = trailers.as_ref().and_then(trailer_error);
+    let reply = match out.collected {
+        Some(bytes) => error.map_or(Reply::Response(bytes.into()), Reply::Error),
+        None => Reply::Streamed(error),
+    };
+    complete(shared, id, reply).await
+}
+
+/// The error a runtime reports in a stream's trailers:
+/// `Lambda-Runtime-Function-Error-Type` and a base64 JSON error body.
+fn trailer_error(trailers: &HeaderMap) -> Option<Bytes> {
+    let error_type = trailers.get("lambda-runtime-function-error-type")?.to_str().ok()?.to_string();
+    let body = trailers
+        .get("lambda-runtime-function-error-body")
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok())
+        .filter(|b| serde_json::from_slice::<serde_json::Value>(b).is_ok());
+    Some(body.map(Bytes::from).unwrap_or_else(|| platform_error(&error_type, String::new())))
+}
+
+/// Where a streamed response's bytes go.
+struct Output {
+    sink: Option<StreamSink>,
+    /// The whole response, when the caller takes no stream.
+    collected: Option<Vec<u8>>,
+    sent: u64,
+    /// When the stream passed its full-speed burst.
+    burst_end: Option<tokio::time::Instant>,
+}
+
+impl Output {
+    async fn new(sink: Option<StreamSink>, content_type: String) -> Self {
+        let collected = sink.is_none().then(Vec::new);
+        if let Some(s) = &sink {
+            // A caller that went away leaves the function running, as on AWS.
+            let _ = s.send(Streamed::Start { content_type }).await;
+        }
+        Self { sink, collected, sent: 0, burst_end: None }
+    }
+
+    /// Passes a chunk on; `Err` is the function's error once a limit is passed.
+    async fn write(&mut self, data: Bytes) -> Result<(), Bytes> {
+        self.sent += data.len() as u64;
+        if let Some(all) = &mut self.collected {
+            if all.len() + data.len() > RESPONSE_MAX {
+                return Err(response_too_large());
+            }
+            all.extend_from_slice(&data);
+            return Ok(());
+        }
+        if self.sent > STREAM_MAX {
+            let message = format!("Response payload size exceeded maximum allowed payload size ({STREAM_MAX} bytes).");
+            return Err(platform_error("Function.ResponseSizeTooLarge", message));
+        }
+        if self.sent > STREAM_BURST {
+            let since = *self.burst_end.get_or_insert_with(tokio::time::Instant::now);
+            let due = std::time::Duration::from_secs_f64((self.sent - STREAM_BURST) as f64 / STREAM_RATE);
+            tokio::time::sleep_until(since + due).await;
+        }
+        if let Some(s) = &self.sink {
+            if s.send(Streamed::Chunk(data)).await.is_err() {
+                self.sink = None;
+            }
+        }
+        Ok(())
     }
 }

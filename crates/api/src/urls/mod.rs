@@ -18,14 +18,19 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use nimbus_control::{InvokeRequest, UrlTarget};
 
 use crate::sigv4::{AuthError, SignedParts};
+use crate::streaming::{self, Chunks, Next, Started};
 use crate::{read_body, Api, ApiError};
 
 /// Largest request body a URL accepts (6 MB, as Invoke's payload).
 const REQUEST_MAX: usize = 6_291_456;
 const PATH_PREFIX: &str = "/lambda-url/";
+/// How much of a stream may come before its prelude ends.
+const PRELUDE_MAX: usize = 1 << 20;
 
 /// Where clients reach function URLs, for the `FunctionUrl` the API hands out.
 #[derive(Debug, Clone)]
@@ -217,11 +222,23 @@ async fn invoke(
         qualifier: target.qualifier.clone(),
         payload: event.to_string().into(),
         client_context: None,
+        stream: None,
     };
-    let invoked = api.control.invoke(req).await.map_err(|e| match e {
+    let refused = |e: nimbus_control::Error| match e {
         nimbus_control::Error::Rule(nimbus_core::Error::Throttled(_)) => UrlError::Throttled,
         other => UrlError::Api(other.into()),
-    })?;
+    };
+    if target.config.invoke_mode != "RESPONSE_STREAM" {
+        return buffered(target, api.control.invoke(req).await.map_err(refused)?);
+    }
+    match streaming::start(api.control.clone(), req).await {
+        Started::Finished(done) => buffered(target, done.map_err(refused)?),
+        Started::Streaming { content_type, chunks, .. } => streamed(content_type, chunks).await,
+    }
+}
+
+/// The HTTP response of a function's whole result.
+fn buffered(target: &UrlTarget, invoked: nimbus_control::Invoked) -> Result<Response, UrlError> {
     if invoked.outcome.function_error.is_some() {
         return Err(UrlError::BadGateway);
     }
@@ -229,15 +246,57 @@ async fn invoke(
         tracing::debug!(function = %target.function, "the function's response cannot be mapped to HTTP");
         UrlError::BadGateway
     })?;
-    let mut resp = Response::new(Body::from(mapped.body));
-    *resp.status_mut() = StatusCode::from_u16(mapped.status).map_err(|_| UrlError::BadGateway)?;
-    let headers = resp.headers_mut();
-    for (name, value) in &mapped.headers {
+    respond(mapped.status, &mapped.headers, &mapped.cookies, Body::from(mapped.body))
+}
+
+fn respond(status: u16, headers: &[(String, String)], cookies: &[String], body: Body) -> Result<Response, UrlError> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).map_err(|_| UrlError::BadGateway)?;
+    let h = resp.headers_mut();
+    for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| UrlError::BadGateway)?;
-        headers.insert(name, HeaderValue::from_str(value).map_err(|_| UrlError::BadGateway)?);
+        h.insert(name, HeaderValue::from_str(value).map_err(|_| UrlError::BadGateway)?);
     }
-    for cookie in &mapped.cookies {
-        headers.append("set-cookie", HeaderValue::from_str(cookie).map_err(|_| UrlError::BadGateway)?);
+    for cookie in cookies {
+        h.append("set-cookie", HeaderValue::from_str(cookie).map_err(|_| UrlError::BadGateway)?);
     }
     Ok(resp)
+}
+
+/// A streamed result: sent on as it is written. An HTTP integration
+/// response (what `HttpResponseStream.from` writes) starts with a JSON
+/// prelude of status, headers and cookies, ended by 8 NUL bytes. A stream
+/// the function fails mid-way is cut off, so the client sees it incomplete.
+async fn streamed(content_type: String, mut chunks: Chunks) -> Result<Response, UrlError> {
+    let (status, headers, cookies, rest) = if content_type == payload::HTTP_INTEGRATION {
+        let mut head = Vec::new();
+        let split = loop {
+            if let Some(at) = head.windows(payload::PRELUDE_END.len()).position(|w| w == payload::PRELUDE_END) {
+                break at;
+            }
+            match chunks.next().await {
+                Some(Next::Chunk(_)) if head.len() > PRELUDE_MAX => return Err(UrlError::BadGateway),
+                Some(Next::Chunk(b)) => head.extend_from_slice(&b),
+                Some(Next::End(_)) | None => return Err(UrlError::BadGateway),
+            }
+        };
+        let prelude = payload::map_prelude(&head[..split]).map_err(|payload::Malformed| UrlError::BadGateway)?;
+        let rest = Bytes::copy_from_slice(&head[split + payload::PRELUDE_END.len()..]);
+        (prelude.status, prelude.headers, prelude.cookies, rest)
+    } else {
+        (200, vec![("content-type".to_string(), content_type)], vec![], Bytes::new())
+    };
+    let first = (!rest.is_empty()).then_some(Ok(rest));
+    let more = futures_util::stream::unfold(Some(chunks), |chunks| async move {
+        let mut chunks = chunks?;
+        match chunks.next().await? {
+            Next::Chunk(b) => Some((Ok(b), Some(chunks))),
+            Next::End(done) => match *done {
+                Ok(invoked) if invoked.outcome.function_error.is_none() => None,
+                _ => Some((Err(std::io::Error::other("the function failed mid-stream")), None)),
+            },
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::iter(first).chain(more));
+    respond(status, &headers, &cookies, body)
 }

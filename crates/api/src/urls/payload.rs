@@ -130,6 +130,11 @@ fn is_text(headers: &HeaderMap) -> bool {
         || essence.ends_with("+xml")
 }
 
+/// The content type of a streamed HTTP integration response.
+pub const HTTP_INTEGRATION: &str = "application/vnd.awslambda.http-integration-response";
+/// What ends the JSON prelude of an HTTP integration response.
+pub const PRELUDE_END: &[u8] = &[0; 8];
+
 /// The HTTP response a function's result maps to.
 #[derive(Debug, PartialEq)]
 pub struct HttpResponse {
@@ -157,6 +162,23 @@ pub fn map_response(payload: &[u8]) -> Result<HttpResponse, Malformed> {
         });
     };
     structured(obj)
+}
+
+/// Maps the prelude of a streamed HTTP integration response: its status
+/// (200 when left out), headers and cookies; the body follows it. The
+/// default content type is `application/octet-stream`, as on AWS.
+pub fn map_prelude(prelude: &[u8]) -> Result<HttpResponse, Malformed> {
+    let mut obj: Map<String, Value> = serde_json::from_slice(prelude).map_err(|_| Malformed)?;
+    obj.entry("statusCode").or_insert(json!(200));
+    let headers = obj.entry("headers").or_insert(json!({}));
+    if let Some(h) = headers.as_object_mut() {
+        if !h.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
+            h.insert("content-type".into(), json!("application/octet-stream"));
+        }
+    }
+    obj.remove("body");
+    obj.remove("isBase64Encoded");
+    structured(&obj)
 }
 
 fn structured(obj: &Map<String, Value>) -> Result<HttpResponse, Malformed> {
