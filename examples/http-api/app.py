@@ -17,6 +17,7 @@ starts empty, as on AWS. Real state belongs in a database.
 import base64
 import itertools
 import json
+import math
 
 ITEMS = {}  # id -> item, in creation order
 IDS = itertools.count(1)
@@ -34,13 +35,18 @@ def error(status, message, headers=None):
     return response(status, {"message": message}, headers)
 
 
+def number(text):
+    """The integer a path segment or query value spells in ASCII digits, if any."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def list_items(event):
     limit = (event.get("queryStringParameters") or {}).get("limit")
     items = list(ITEMS.values())
     if limit is not None:
-        if not limit.isdigit() or int(limit) < 1:
+        if not number(limit):
             return error(400, "limit must be a positive integer")
-        items = items[: int(limit)]
+        items = items[: number(limit)]
     return response(200, {"items": items, "total": len(ITEMS)})
 
 
@@ -55,7 +61,8 @@ def create_item(event):
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
         return error(400, "name is required (a non-empty string)")
     price = data.get("price")
-    if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0):
+    is_number = isinstance(price, (int, float)) and not isinstance(price, bool)
+    if price is not None and not (is_number and math.isfinite(price) and price >= 0):
         return error(400, "price must be a non-negative number")
     item = {"id": next(IDS), "name": data["name"]}
     if price is not None:
@@ -64,17 +71,13 @@ def create_item(event):
     return response(201, item, {"location": f"/items/{item['id']}"})
 
 
-def find(item_id):
-    return ITEMS.get(int(item_id)) if item_id.isdigit() else None
-
-
 def get_item(event, item_id):
-    item = find(item_id)
+    item = ITEMS.get(number(item_id))
     return response(200, item) if item else error(404, f"item {item_id} not found")
 
 
 def delete_item(event, item_id):
-    item = find(item_id)
+    item = ITEMS.get(number(item_id))
     if not item:
         return error(404, f"item {item_id} not found")
     del ITEMS[item["id"]]

@@ -82,3 +82,7 @@ def test_the_readme_with_the_nimbus_shortcut(private_server):
     assert r.headers["content-type"] == "application/json"
     r = requests.post(url + "items", json={"name": "plum"}, timeout=30)
     assert r.status_code == 201 and r.headers["location"] == f"/items/{r.json()['id']}"
+    # A body of no text type reaches the function base64-encoded; it decodes it.
+    r = requests.post(url + "items", data=b'{"name": "fig"}', timeout=30,
+                      headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201 and r.json()["name"] == "fig"
