@@ -10,13 +10,12 @@ import signal
 import subprocess
 
 from conftest import REPO, TARGET, free_port
+from doc_blocks import code_blocks
 
 
 def sh_blocks(section):
     """The ```sh blocks of a README section, in order."""
-    text = (REPO / "README.md").read_text()
-    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sh\n(.*?)```", body, re.S)
+    return code_blocks(REPO / "README.md", section)
 
 
 def two_commands():
