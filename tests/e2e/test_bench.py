@@ -16,7 +16,7 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
-    assert set(report) >= {"machine", "floors", "runtimes", "idle_cpu_percent"}
+    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "idle_cpu_percent"}
     assert report["machine"]["cpus"] >= 1 and report["machine"]["memory_mb"] > 0
     floors = report["floors"]
     assert floors["loopback_rtt_us"]["p50"] > 0
@@ -29,5 +29,10 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
         assert all(v > 0 for v in figures["throughput_rps"].values())
         assert {"100", "500"} <= set(figures["scale_out_s"])
         assert figures["idle_env_mb"] > 0 and figures["max_idle_envs"] > 0
+    urls = report["function_urls"]
+    assert urls["runtime"] == "provided.al2023"
+    for key in ("invoke_warm_ms", "url_warm_ms"):
+        assert 0 < urls[key]["p50"] <= urls[key]["p99"], (key, urls[key])
+    assert urls["url_rps_c16"] > 0 and urls["invoke_rps_c16"] > 0
     assert report["idle_cpu_percent"] >= 0
     assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"

@@ -318,16 +318,30 @@ async fn throughput(b: &Bench, name: &str, c: usize, secs: f64) -> anyhow::Resul
             break;
         }
     }
+    let client = b.client.clone();
+    let name = name.to_string();
+    loop_for(c, secs, move || {
+        let (client, name) = (client.clone(), name.clone());
+        async move { invoke(&client, &name, &json!({})).await.map(drop) }
+    })
+    .await
+}
+
+/// Requests per second of `c` clients each looping on `call` for `secs`.
+async fn loop_for<F, Fut>(c: usize, secs: f64, call: F) -> anyhow::Result<f64>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..c {
-        let client = b.client.clone();
-        let name = name.to_string();
+        let call = call.clone();
         tasks.spawn(async move {
             let mut done = 0u64;
             while Instant::now() < deadline {
-                invoke(&client, &name, &json!({})).await?;
+                call().await?;
                 done += 1;
             }
             anyhow::Ok(done)
@@ -338,6 +352,53 @@ async fn throughput(b: &Bench, name: &str, c: usize, secs: f64) -> anyhow::Resul
         total += r??;
     }
     Ok(total as f64 / t.elapsed().as_secs_f64())
+}
+
+/// One request to a function URL with a keep-alive client.
+async fn url_get(http: &reqwest::Client, url: &str) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let resp = http.get(url).send().await?;
+    let status = resp.status();
+    resp.bytes().await?;
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    Ok(t.elapsed())
+}
+
+/// A warm function behind a NONE function URL against the same function
+/// invoked: p50 latencies measured interleaved, then throughput at 16
+/// clients, one after the other.
+async fn url_figures(b: &Bench, rt: &Runtime, plan: &Plan) -> anyhow::Result<Value> {
+    let name = b.create(rt).await?;
+    let config = json!({ "AuthType": "NONE" });
+    let created =
+        b.client.call("POST", &format!("/2021-10-31/functions/{name}/url"), Some(serde_json::to_vec(&config)?)).await?;
+    let grant = json!({
+        "StatementId": "public", "Action": "lambda:InvokeFunctionUrl", "Principal": "*", "FunctionUrlAuthType": "NONE",
+    });
+    b.client.call("POST", &format!("/2015-03-31/functions/{name}/policy"), Some(serde_json::to_vec(&grant)?)).await?;
+    let url = created["FunctionUrl"].as_str().context("no FunctionUrl")?.to_string();
+    let http = reqwest::Client::new();
+    invoke(&b.client, &name, &json!({})).await?;
+    url_get(&http, &url).await?;
+    let (mut via_invoke, mut via_url) = (Vec::new(), Vec::new());
+    for _ in 0..plan.warm {
+        via_invoke.push(ms(invoke(&b.client, &name, &json!({})).await?.0));
+        via_url.push(ms(url_get(&http, &url).await?));
+    }
+    let invoke_rps = throughput(b, &name, 16, plan.throughput_secs).await?;
+    let url_rps = loop_for(16, plan.throughput_secs, move || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { url_get(&http, &url).await.map(drop) }
+    })
+    .await?;
+    b.delete(&name).await?;
+    Ok(json!({
+        "runtime": rt.id,
+        "invoke_warm_ms": percentiles(&mut via_invoke),
+        "url_warm_ms": percentiles(&mut via_url),
+        "invoke_rps_c16": invoke_rps.round(),
+        "url_rps_c16": url_rps.round(),
+    }))
 }
 
 fn meminfo_mb(field: &str) -> f64 {
@@ -507,6 +568,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
+    // The fastest runtime shows the URL front end's own cost best.
+    let url_rt = runtimes.iter().find(|r| r.id.starts_with("provided")).or(runtimes.first());
+    let urls = match url_rt {
+        Some(rt) => {
+            eprintln!("measuring function URLs ({}) ...", rt.id);
+            url_figures(&b, rt, &plan).await?
+        }
+        None => Value::Null,
+    };
+
     eprintln!("measuring idle CPU ...");
     // Environments idle (one per runtime), nothing to do.
     for rt in &runtimes {
@@ -527,6 +598,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "machine": machine(&isolation, args.memory),
         "floors": floors,
         "runtimes": results,
+        "function_urls": urls,
         "idle_cpu_percent": round(idle_cpu),
         "quick": args.quick,
     });
@@ -572,6 +644,24 @@ fn print_table(r: &Value) {
             println!("  scale-out s to 100 / 500         {} / {}", f(&s["100"]), f(&s["500"]));
             println!("  idle env MB, max idle in 16 GiB  {}, {}", f(&v["idle_env_mb"]), f(&v["max_idle_envs"]));
         }
+    }
+    let u = &r["function_urls"];
+    if !u.is_null() {
+        let ratio = u["url_warm_ms"]["p50"].as_f64().unwrap_or(f64::NAN)
+            / u["invoke_warm_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
+        let share = u["url_rps_c16"].as_f64().unwrap_or(f64::NAN) / u["invoke_rps_c16"].as_f64().unwrap_or(f64::NAN);
+        println!("function URL ({}, NONE, keep-alive):", u["runtime"].as_str().unwrap_or("-"));
+        println!(
+            "  warm ms URL vs Invoke (p50 / p99) {} vs {}   ({ratio:.2}x)",
+            p(&u["url_warm_ms"]),
+            p(&u["invoke_warm_ms"])
+        );
+        println!(
+            "  rps c16 URL vs Invoke            {} vs {}   ({:.0}%)",
+            f(&u["url_rps_c16"]),
+            f(&u["invoke_rps_c16"]),
+            share * 100.0
+        );
     }
     println!("idle CPU %: {}", f(&r["idle_cpu_percent"]));
 }
