@@ -57,12 +57,13 @@ async function run(c) {
 """
 
 
-def url_with_cors(lam, name, cors, alias=None):
-    """A NONE URL with this Cors config, open to everyone (the public grant)."""
+def url_with_cors(lam, name, cors, alias=None, auth="NONE"):
+    """A URL with this Cors config; a NONE one is open to everyone (the public grant)."""
     q = {"Qualifier": alias} if alias else {}
-    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE", Cors=cors, **q)["FunctionUrl"]
-    lam.add_permission(FunctionName=name, StatementId="public", Action="lambda:InvokeFunctionUrl",
-                       Principal="*", FunctionUrlAuthType="NONE", **q)
+    url = lam.create_function_url_config(FunctionName=name, AuthType=auth, Cors=cors, **q)["FunctionUrl"]
+    if auth == "NONE":
+        lam.add_permission(FunctionName=name, StatementId="public", Action="lambda:InvokeFunctionUrl",
+                           Principal="*", FunctionUrlAuthType="NONE", **q)
     return url
 
 
@@ -139,9 +140,9 @@ def answered(method, result=None, own=None, cookies=()):
 
 def test_cors_from_a_headless_chromium_page_on_another_origin(server, lam, tmp_path):
     name = unique_name("cors")
-    create(lam, name, make_zip({"app.py": APP}), Timeout=10)
+    create(lam, name, make_zip({"app.py": APP}), Timeout=30)
     version = lam.publish_version(FunctionName=name)["Version"]
-    for alias in ("elsewhere", "anyone", "anyonecred"):
+    for alias in ("elsewhere", "anyone", "anyonecred", "iam"):
         lam.create_alias(FunctionName=name, Name=alias, FunctionVersion=version)
     cookie = f"session={secrets.token_hex(8)}"
     page = PageServer(cookie)
@@ -162,6 +163,11 @@ def test_cors_from_a_headless_chromium_page_on_another_origin(server, lam, tmp_p
             "anyonecred": url_with_cors(lam, name, {
                 "AllowOrigins": ["*"], "AllowMethods": ["PUT"], "AllowHeaders": ["x-token"],
                 "ExposeHeaders": ["x-result"], "AllowCredentials": True}, "anyonecred"),
+            # A browser cannot sign: the preflight passes without auth, the
+            # request gets the 403, with the CORS headers that let the page read it.
+            "iam": url_with_cors(lam, name, {
+                "AllowOrigins": [page.origin], "AllowMethods": ["PUT"], "AllowHeaders": ["x-token"]},
+                "iam", auth="AWS_IAM"),
         }
         token = {"X-Token": "t"}
         # (case, URL, method, request headers, credentials mode, what the page sees, whether the function runs)
@@ -186,14 +192,16 @@ def test_cors_from_a_headless_chromium_page_on_another_origin(server, lam, tmp_p
             ("anyone-get-credentials", "anyone", "GET", {}, "include", REFUSED, True),
             ("anyone-put-credentials", "anyone", "PUT", token, "include", REFUSED, False),
             ("anyonecred-put-credentials", "anyonecred", "PUT", token, "include",
-             answered("PUT", result="anyonecred-put-credentials",
-                      cookies=[cookie]), True),
+             answered("PUT", result="anyonecred-put-credentials", cookies=[cookie]), True),
+            ("iam-put", "iam", "PUT", token, "same-origin",
+             {"status": 403, "result": None, "own": None}, False),
         ]
         page.cases = [{"id": case, "url": f"{urls[url]}?case={case}", "method": method, "headers": headers,
                        "credentials": credentials} for case, url, method, headers, credentials, _, _ in table]
         seen, console = browse(page.origin + "/", page.reports, tmp_path)
     finally:
         page.close()
+    assert seen["iam-put"].pop("body", {}).get("Message", "").startswith("Forbidden."), seen["iam-put"]
     assert seen == {case: want for case, _, _, _, _, want, _ in table}, console
 
     # Exactly the requests the browser sent reached the function: no preflight did.
