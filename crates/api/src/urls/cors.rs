@@ -1,7 +1,8 @@
 //! A function URL's CORS configuration, enforced by the front end as AWS
 //! does: preflights are answered without invoking the function, and
-//! responses to allowed origins carry the `Access-Control-*` headers (the
-//! function's own are replaced). Pure header logic, no I/O.
+//! responses to allowed origins carry the configured `Access-Control-*`
+//! headers (in place of the function's own of the same name). Pure header
+//! logic, no I/O.
 
 use axum::http::{HeaderMap, HeaderValue};
 use nimbus_core::function::Cors;
@@ -63,14 +64,13 @@ pub fn preflight(cors: &Cors, request: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// Sets the CORS headers of a response to `request`: the function's own
-/// `Access-Control-*` headers are dropped, and an allowed origin gets the
-/// configured ones.
+/// Sets the configured CORS headers on a response to `request`. As AWS
+/// documents, they take precedence over the function's own headers of the
+/// same name, and the function's other `Access-Control-*` headers stand (a
+/// function may add CORS headers itself). A preflight answer passes through
+/// unchanged but for `Access-Control-Expose-Headers`, since `preflight` set
+/// the same origin, credentials and `Vary` already.
 pub fn decorate(cors: &Cors, request: &HeaderMap, response: &mut HeaderMap) {
-    let own: Vec<_> = response.keys().filter(|k| k.as_str().starts_with("access-control-")).cloned().collect();
-    for k in own {
-        response.remove(k);
-    }
     let Some(allow_origin) = header(request, "origin").and_then(|o| allowed_origin(cors, o)) else {
         return;
     };
@@ -81,7 +81,10 @@ pub fn decorate(cors: &Cors, request: &HeaderMap, response: &mut HeaderMap) {
     if cors.allow_credentials == Some(true) {
         put(response, "access-control-allow-credentials", "true");
     }
-    response.append("vary", HeaderValue::from_static("Origin"));
+    let varies = response.get_all("vary").iter().filter_map(|v| v.to_str().ok());
+    if !varies.flat_map(|v| v.split(',')).any(|v| v.trim().eq_ignore_ascii_case("origin")) {
+        response.append("vary", HeaderValue::from_static("Origin"));
+    }
 }
 
 fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -141,14 +144,37 @@ mod tests {
     }
 
     #[test]
-    fn responses_carry_the_configured_headers_only() {
-        let mut resp = request(&[("access-control-allow-origin", "*"), ("content-type", "text/plain")]);
+    fn configured_headers_take_precedence_over_the_functions_own() {
+        let own = request(&[
+            ("access-control-allow-origin", "*"),
+            ("access-control-expose-headers", "x-own"),
+            ("access-control-max-age", "5"),
+        ]);
+        let mut resp = own.clone();
         decorate(&cors(), &request(&[("origin", "https://evil.example")]), &mut resp);
-        assert!(!resp.contains_key("access-control-allow-origin"), "the function's own header is dropped");
+        assert_eq!(resp, own, "a refused origin gets nothing configured, so nothing conflicts");
         decorate(&cors(), &request(&[("origin", "https://app.example")]), &mut resp);
         assert_eq!(resp["access-control-allow-origin"], "https://app.example");
         assert_eq!(resp["access-control-expose-headers"], "x-result");
         assert_eq!(resp["access-control-allow-credentials"], "true");
+        assert_eq!(resp["access-control-max-age"], "5", "not configured for responses: the function's stands");
+        assert_eq!(resp["vary"], "Origin");
+    }
+
+    #[test]
+    fn a_preflight_answer_keeps_its_headers_through_decoration() {
+        let req = request(&[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "x-token"),
+        ]);
+        let mut resp = preflight(&cors(), &req);
+        decorate(&cors(), &req, &mut resp);
+        assert_eq!(resp["access-control-allow-methods"], "POST");
+        assert_eq!(resp["access-control-allow-headers"], "x-token");
+        assert_eq!(resp["access-control-max-age"], "60");
+        assert_eq!(resp["access-control-allow-origin"], "https://app.example");
+        assert_eq!(resp.get_all("vary").iter().count(), 1);
     }
 
     #[test]
