@@ -226,12 +226,8 @@ class ResponseStream extends Writable {
   // is settled; `answered` settles once the Runtime API has replied.
   open() {
     if (this.request) return;
-    const [hostname, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(":");
-    const request = http.request({
-      hostname,
-      port,
+    const request = http.request(`${API}/invocation/${this.requestId}/response`, {
       method: "POST",
-      path: `/2018-06-01/runtime/invocation/${this.requestId}/response`,
       agent: false,
       headers: {
         "Lambda-Runtime-Function-Response-Mode": "streaming",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import ROLE, make_zip, unique_name
+from conftest import REPO, ROLE, make_zip, unique_name
 
 STREAMING = '''
 import { pipeline } from "node:stream/promises";
@@ -103,3 +103,16 @@ def test_error_after_writing_is_a_function_error(lam, streamer):
     assert r.get("FunctionError") == "Unhandled", body
     out = json.loads(body)
     assert (out["errorType"], out["errorMessage"]) == ("TypeError", "late failure")
+
+
+def test_the_streaming_example(lam):
+    name = unique_name("stream")
+    code = (REPO / "examples/streaming/index.mjs").read_text()
+    lam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler="index.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"index.mjs": code})}, Timeout=10)
+    r, body = invoke(lam, name, "example")
+    assert "FunctionError" not in r, body
+    prelude, _, text = body.partition(b"\0" * 8)
+    assert json.loads(prelude)["statusCode"] == 200
+    lines = text.decode().splitlines()
+    assert [line.split(" at ")[0] for line in lines] == [f"chunk {i} of 5" for i in range(1, 6)] + ["done"]
