@@ -116,3 +116,12 @@ def test_the_streaming_example(lam):
     assert json.loads(prelude)["statusCode"] == 200
     lines = text.decode().splitlines()
     assert [line.split(" at ")[0] for line in lines] == [f"chunk {i} of 5" for i in range(1, 6)] + ["done"]
+
+
+def test_functions_may_opt_out_of_the_global(lam):
+    name = unique_name("stream")
+    lam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler="index.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"index.mjs": "export const handler = async () => typeof awslambda;"})},
+                        Environment={"Variables": {"AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA": "true"}})
+    r, body = invoke(lam, name, "none")
+    assert json.loads(body) == "undefined", body
