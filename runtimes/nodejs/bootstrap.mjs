@@ -3,7 +3,9 @@
 // Loads the handler named by _HANDLER (`path/module.function`) from
 // LAMBDA_TASK_ROOT, as an ES module or CommonJS, then serves invocations
 // from AWS_LAMBDA_RUNTIME_API. Async, promise and callback handlers are
-// supported; errors are reported in AWS's shapes.
+// supported, and so are streaming ones (`awslambda.streamifyResponse`),
+// whose response goes over the HTTP Runtime API as AWS's runtime sends it;
+// errors are reported in AWS's shapes.
 //
 // Started ahead of its function (its stdin is then the worker's socket), it
 // first waits for one JSON line there carrying the function's whole
@@ -15,9 +17,12 @@
 // (esm-paths.mjs), so the runtime's SDK and layers' packages import.
 
 import { existsSync, fstatSync } from "node:fs";
+import http from "node:http";
 import Module, { register } from "node:module";
 import net from "node:net";
 import path from "node:path";
+import { Writable } from "node:stream";
+import { finished } from "node:stream/promises";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
 
@@ -168,6 +173,152 @@ function nextInvocation() {
   return channel ? channel.next() : fetch(`${API}/invocation/next`);
 }
 
+// The console line of a failed invocation, as AWS's runtime writes it: the
+// error as JSON text, or an error record in JSON format.
+function logInvokeError(err) {
+  if (json) console.error(err instanceof Error ? err : new Error(String(err)));
+  else console.error(`Invoke Error \t${errorBody(err)}`);
+}
+
+// Response streaming, as AWS's Node.js runtime offers it. A handler wrapped
+// in `awslambda.streamifyResponse` is called `(event, responseStream,
+// context)`; the stream's bytes go to the Runtime API as they are written,
+// in one chunked POST with AWS's streaming headers, and an error after the
+// first byte is reported in that POST's trailers (the status line is gone by
+// then). The frame channel carries whole bodies only, so it is not used.
+const STREAMING = Symbol("nimbus.streamingHandler");
+const HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response";
+const ERROR_TYPE = "Lambda-Runtime-Function-Error-Type";
+const ERROR_BODY = "Lambda-Runtime-Function-Error-Body";
+
+class InvalidStreamingOperation extends Error {}
+InvalidStreamingOperation.prototype.name = "Runtime.InvalidStreamingOperation";
+
+const bytesOrText = (chunk) => (typeof chunk === "string" || chunk instanceof Uint8Array ? chunk : JSON.stringify(chunk));
+
+class ResponseStream extends Writable {
+  constructor(requestId, highWaterMark) {
+    super(highWaterMark === undefined ? {} : { highWaterMark });
+    this.requestId = requestId;
+    this.contentType = "application/octet-stream";
+    this.prelude = null;
+    this.request = null;
+    this.failed = false;
+    // Its errors reach the invocation through `finished`: not as uncaught events.
+    this.on("error", () => {});
+  }
+
+  setContentType(contentType) {
+    if (this.request) throw new InvalidStreamingOperation("Cannot set content-type, too late.");
+    this.contentType = contentType;
+  }
+
+  // As on AWS, anything but bytes and text is written as its JSON.
+  write(chunk, encoding, callback) {
+    return super.write(bytesOrText(chunk), encoding, callback);
+  }
+
+  end(chunk, encoding, callback) {
+    return typeof chunk === "function" || chunk == null ? super.end(chunk, encoding, callback) : super.end(bytesOrText(chunk), encoding, callback);
+  }
+
+  // The POST starts with the first byte (or the end), when the content type
+  // is settled; `answered` settles once the Runtime API has replied.
+  open() {
+    if (this.request) return;
+    const request = http.request(`${API}/invocation/${this.requestId}/response`, {
+      method: "POST",
+      agent: false,
+      headers: {
+        "Lambda-Runtime-Function-Response-Mode": "streaming",
+        "Transfer-Encoding": "chunked",
+        Trailer: `${ERROR_TYPE}, ${ERROR_BODY}`,
+        "Content-Type": this.contentType,
+      },
+    });
+    this.answered = new Promise((resolve, reject) => {
+      request.on("response", (res) => res.resume().on("end", resolve).on("error", reject));
+      request.on("error", (err) => {
+        this.failed = true;
+        reject(err);
+      });
+    });
+    // Nobody may be waiting yet: a transport failure also fails the writes.
+    this.answered.catch(() => {});
+    this.request = request;
+    if (this.prelude) request.write(this.prelude);
+  }
+
+  _write(chunk, _encoding, callback) {
+    this.open();
+    this.request.write(chunk, callback);
+  }
+
+  _final(callback) {
+    this.open();
+    this.request.end(callback);
+  }
+
+  // Ends the POST with the error in its trailers, unless it already ended.
+  async fail(err) {
+    if (this.request.writableEnded) return;
+    const body = errorBody(err);
+    const type = JSON.parse(body).errorType.replace(/[^\x20-\x7e]/g, "?");
+    this.request.addTrailers({ [ERROR_TYPE]: type, [ERROR_BODY]: Buffer.from(body).toString("base64") });
+    this.request.end();
+    await this.answered;
+  }
+}
+
+// `awslambda.HttpResponseStream.from(stream, {statusCode, headers, cookies})`:
+// the body of a function URL's streamed response follows its JSON prelude
+// and 8 NUL bytes.
+class HttpResponseStream {
+  static from(stream, prelude) {
+    stream.setContentType(HTTP_INTEGRATION);
+    stream.prelude = Buffer.concat([Buffer.from(JSON.stringify(prelude)), Buffer.alloc(8)]);
+    return stream;
+  }
+}
+
+// The globals AWS's runtime defines, unless the function opts out as AWS allows.
+function defineGlobals() {
+  if (["1", "true"].includes(process.env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA)) return;
+  globalThis.awslambda = {
+    ...globalThis.awslambda,
+    streamifyResponse(handler, options) {
+      handler[STREAMING] = { highWaterMark: typeof options?.highWaterMark === "number" ? options.highWaterMark : undefined };
+      return handler;
+    },
+    HttpResponseStream,
+  };
+}
+
+// One streamed invocation: done when the stream has ended and the Runtime
+// API has its response, or the error has been reported. As on AWS, the
+// stream must be ended, if need be after the handler returns.
+async function stream(fn, event, ctx, id) {
+  const responseStream = new ResponseStream(id, fn[STREAMING].highWaterMark);
+  try {
+    const pending = fn(event, responseStream, ctx);
+    if (typeof pending?.then !== "function") throw new Error("Streaming does not support non-async handlers.");
+    if ((await pending) !== undefined) console.warn("Streaming handlers ignore return values.");
+    await finished(responseStream);
+    await responseStream.answered;
+  } catch (err) {
+    logInvokeError(err);
+    // Before the first byte the error has a whole response of its own.
+    if (!responseStream.request || responseStream.failed) {
+      await post(`/invocation/${id}/error`, errorBody(err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
+    } else {
+      await responseStream.fail(err).catch(() => {});
+    }
+  } finally {
+    // Late writes from a finished invocation go nowhere.
+    responseStream.destroy();
+  }
+}
+
 async function initError(err, errorType) {
   console.error(`${errorType}: ${err && err.message}`);
   await post("/init/error", errorBody(err, errorType), { "Lambda-Runtime-Function-Error-Type": errorType });
@@ -240,6 +391,7 @@ function run(fn, event, ctx) {
   return Promise.resolve().then(() => fn(event, ctx));
 }
 
+defineGlobals();
 const fn = await loadHandler();
 for (;;) {
   const next = await nextInvocation();
@@ -247,6 +399,10 @@ for (;;) {
   currentRequestId = id;
   process.env._X_AMZN_TRACE_ID = next.headers.get("lambda-runtime-trace-id") || "";
   const event = JSON.parse(await next.text());
+  if (fn[STREAMING]) {
+    await stream(fn, event, context(next.headers), id);
+    continue;
+  }
   try {
     const result = await run(fn, event, context(next.headers));
     let body;
@@ -258,9 +414,7 @@ for (;;) {
     }
     await post(`/invocation/${id}/response`, body);
   } catch (err) {
-    // As AWS's runtime: the error as JSON text, or an error record in JSON format.
-    if (json) console.error(err instanceof Error ? err : new Error(String(err)));
-    else console.error(`Invoke Error \t${errorBody(err)}`);
+    logInvokeError(err);
     await post(`/invocation/${id}/error`, errorBody(err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
   }
 }

@@ -30,6 +30,8 @@ struct Cache {
     generation: u64,
     functions: std::collections::HashMap<String, Option<Function>>,
     versions: std::collections::HashMap<(String, u64), Option<FunctionConfig>>,
+    /// Function URL ids and what they serve; any function write clears it.
+    urls: std::collections::HashMap<String, Option<(String, String)>>,
 }
 
 impl SqliteMetadata {
@@ -53,6 +55,7 @@ impl SqliteMetadata {
             };
             c.functions.remove(name);
             c.versions.retain(|(n, _), _| n != name);
+            c.urls.clear();
         }
     }
 
@@ -165,7 +168,7 @@ impl SqliteMetadata {
     }
 }
 
-fn parse<T: DeserializeOwned>(doc: &str) -> Result<T> {
+pub(crate) fn parse<T: DeserializeOwned>(doc: &str) -> Result<T> {
     Ok(serde_json::from_str(doc)?)
 }
 
@@ -175,11 +178,15 @@ fn layer_shas(c: &FunctionConfig) -> String {
     c.layers.iter().map(|l| l.sha256_hex.as_str()).collect::<Vec<_>>().join(" ")
 }
 
-fn parse_all<T: DeserializeOwned>(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<T>> {
+pub(crate) fn parse_all<T: DeserializeOwned>(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<T>> {
     rows.iter().map(|r| parse(r.get::<&str, _>("doc"))).collect()
 }
 
 impl SqliteMetadata {
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
@@ -322,11 +329,24 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn function_url(&self, url_id: &str) -> Result<Option<(String, String)>> {
+        let generation = {
+            let c = self.cache();
+            if let Some(hit) = c.urls.get(url_id) {
+                return Ok(hit.clone());
+            }
+            c.generation
+        };
         let row = sqlx::query("SELECT name, qualifier FROM function_urls WHERE url_id = ?")
             .bind(url_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get("name"), r.get("qualifier"))))
+        let found: Option<(String, String)> = row.map(|r| (r.get("name"), r.get("qualifier")));
+        let mut c = self.cache();
+        // Misses are not kept: a stream of made-up ids must not grow the map.
+        if c.generation == generation && found.is_some() {
+            c.urls.insert(url_id.to_string(), found.clone());
+        }
+        Ok(found)
     }
 
     async fn list_code_signing_configs(&self) -> Result<Vec<CodeSigningConfig>> {
@@ -606,6 +626,31 @@ mod tests {
         assert_eq!(m.get_function("f").await.unwrap().unwrap().latest.code.sha256_hex, "s2");
         m.apply(vec![Write::DeleteVersion { name: "f".into(), version: 1 }]).await.unwrap();
         assert!(m.get_version("f", 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn url_ids_follow_the_function_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let mut f = Function::new(config("f", "$LATEST", "s1"), Default::default());
+        let url = |id: &str| nimbus_core::function::UrlConfig {
+            url_id: id.into(),
+            auth_type: "NONE".into(),
+            cors: None,
+            invoke_mode: "BUFFERED".into(),
+            created_ms: 0,
+            modified_ms: 0,
+        };
+        f.url_configs.insert("live".into(), url("id1"));
+        m.apply(vec![Write::PutFunction(Box::new(f.clone()))]).await.unwrap();
+        assert_eq!(m.function_url("id1").await.unwrap(), Some(("f".into(), "live".into())));
+        f.url_configs.clear();
+        f.url_configs.insert(String::new(), url("id2"));
+        m.apply(vec![Write::PutFunction(Box::new(f))]).await.unwrap();
+        assert_eq!(m.function_url("id1").await.unwrap(), None, "the cached id went with its configuration");
+        assert_eq!(m.function_url("id2").await.unwrap(), Some(("f".into(), String::new())));
+        m.apply(vec![Write::DeleteFunction("f".into())]).await.unwrap();
+        assert_eq!(m.function_url("id2").await.unwrap(), None);
     }
 
     #[tokio::test]
