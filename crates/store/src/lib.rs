@@ -8,6 +8,7 @@
 //! committed, and SQLite runs in WAL mode with full synchronisation.
 
 mod blobs;
+mod objects;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 
 pub use blobs::{Blobs, FsBlobs};
+pub use objects::{BucketDelete, ObjectMeta};
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]

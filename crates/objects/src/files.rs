@@ -1,0 +1,181 @@
+//! Object bytes on disk. Every object and every multipart part is one
+//! immutable file under `<root>/data`, written under `<root>/tmp` first and
+//! renamed into place only once it is complete and fsynced: a crash never
+//! leaves a visible partial object, and an interrupted upload leaves only a
+//! temporary file that the next start removes. Replacing an object writes a
+//! new file; the old one is removed after the metadata commit.
+//!
+//! Bytes stream through: nothing here holds a whole object in memory.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use s3s::checksum::ChecksumHasher;
+use tokio::io::AsyncWriteExt;
+
+/// What a finished write produced.
+#[derive(Debug)]
+pub struct Written {
+    pub file: String,
+    pub size: u64,
+    pub md5: [u8; 16],
+    /// The checksums asked for, base64.
+    pub checksums: s3s::dto::Checksum,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The body stream failed: the client went away or sent a malformed
+    /// (e.g. truncated or badly signed aws-chunked) body.
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Files {
+    root: PathBuf,
+}
+
+impl Files {
+    /// Opens the area, removing what interrupted writes left.
+    pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(root.join("data"))?;
+        Ok(Self { root })
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.root.join("data").join(file)
+    }
+
+    /// Streams `body` into a new file, computing its MD5 and the checksums
+    /// `hasher` was set up for.
+    pub async fn write<S, E>(&self, body: S, mut hasher: ChecksumHasher, limit: u64) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = self.root.join("tmp").join(&name);
+        let result = async {
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            let mut md5 = Md5::new();
+            let mut size = 0u64;
+            let mut body = std::pin::pin!(body);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(WriteError::TooLarge(limit));
+                }
+                md5.update(&chunk);
+                hasher.update(&chunk);
+                out.write_all(&chunk).await?;
+            }
+            out.sync_all().await?;
+            Ok((size, md5.finalize().into()))
+        }
+        .await;
+        let (size, md5) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        self.publish(&tmp, &name).await?;
+        Ok(Written { file: name, size, md5, checksums: hasher.finalize() })
+    }
+
+    /// Writes the concatenation of `parts` (files of this area) as a new file.
+    pub async fn concat(&self, parts: &[String]) -> std::io::Result<(String, u64)> {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = self.root.join("tmp").join(&name);
+        let mut out = tokio::fs::File::create(&tmp).await?;
+        let mut size = 0;
+        for part in parts {
+            let mut input = tokio::fs::File::open(self.path(part)).await?;
+            size += tokio::io::copy(&mut input, &mut out).await?;
+        }
+        out.sync_all().await?;
+        self.publish(&tmp, &name).await?;
+        Ok((name, size))
+    }
+
+    /// Renames a complete, synced temporary file into place durably.
+    async fn publish(&self, tmp: &Path, name: &str) -> std::io::Result<()> {
+        let data = self.root.join("data");
+        tokio::fs::rename(tmp, data.join(name)).await?;
+        tokio::task::spawn_blocking(move || std::fs::File::open(data)?.sync_all())
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Removes files no metadata refers to any more.
+    pub async fn remove(&self, files: impl IntoIterator<Item = String>) {
+        for f in files {
+            if let Err(e) = tokio::fs::remove_file(self.path(&f)).await {
+                tracing::warn!(file = %f, error = %e, "could not remove an object file");
+            }
+        }
+    }
+
+    /// Removes every data file not in `keep` (after a crash between a
+    /// file's write and its metadata commit, or its removal).
+    pub fn retain(&self, keep: &HashSet<String>) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.root.join("data"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn writes_publish_whole_files_and_failures_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path()).unwrap();
+        let w = files.write(chunks(&[b"hello ", b"world"]), ChecksumHasher::default(), 100).await.unwrap();
+        assert_eq!(w.size, 11);
+        assert_eq!(hex::encode(w.md5), "5eb63bbbe01eeed093cb22bb8f5acdc3");
+        assert_eq!(std::fs::read(files.path(&w.file)).unwrap(), b"hello world");
+        assert!(matches!(
+            files.write(chunks(&[b"0123456789"]), ChecksumHasher::default(), 5).await,
+            Err(WriteError::TooLarge(5))
+        ));
+        let failing = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"part")), Err("cut off")]);
+        assert!(matches!(files.write(failing, ChecksumHasher::default(), 100).await, Err(WriteError::Body(_))));
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(dir.path().join("data")).unwrap().count(), 1);
+
+        let (joined, size) = files.concat(&[w.file.clone(), w.file.clone()]).await.unwrap();
+        assert_eq!((std::fs::read(files.path(&joined)).unwrap(), size), (b"hello worldhello world".to_vec(), 22));
+        assert_eq!(files.retain(&HashSet::from([joined.clone()])).unwrap(), 1);
+        assert!(files.path(&joined).exists() && !files.path(&w.file).exists());
+    }
+}

@@ -1,0 +1,58 @@
+//! The S3-compatible object store. `s3s` speaks the S3 protocol (routing,
+//! XML, SigV4 and aws-chunked bodies); this crate is its storage backend:
+//! bucket and object metadata in the store ([`nimbus_store::ObjectMeta`]),
+//! bytes in immutable files ([`files`]), and the notifications a write
+//! triggers queued with it as asynchronous invocations (the outbox).
+//!
+//! It must not invoke functions itself or know the Lambda API: what it
+//! needs from there is the [`Functions`] trait.
+
+mod files;
+mod listing;
+mod notify;
+mod s3;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nimbus_store::ObjectMeta;
+
+pub use files::Files;
+
+/// What the store needs from the Lambda side for notifications.
+#[async_trait]
+pub trait Functions: Send + Sync {
+    /// Whether the function exists and its resource policy lets
+    /// `s3.amazonaws.com` invoke it for this bucket.
+    async fn may_notify(&self, function_arn: &str, bucket: &str) -> bool;
+    /// Events were queued: the dispatcher should look.
+    fn queued(&self);
+}
+
+/// The S3 backend: give it to `s3s::service::S3ServiceBuilder`.
+pub struct Objects {
+    meta: Arc<dyn ObjectMeta>,
+    files: Files,
+    functions: Arc<dyn Functions>,
+    region: String,
+    account_id: String,
+}
+
+impl Objects {
+    /// Opens the store, removing object files no metadata refers to (what a
+    /// crash between a file's write and its commit, or its removal, left).
+    pub async fn open(
+        meta: Arc<dyn ObjectMeta>,
+        files: Files,
+        functions: Arc<dyn Functions>,
+        region: String,
+        account_id: String,
+    ) -> Result<Self, nimbus_store::Error> {
+        let keep = meta.object_files().await?;
+        let removed = files.retain(&keep)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed object files left by an interrupted write");
+        }
+        Ok(Self { meta, files, functions, region, account_id })
+    }
+}

@@ -1,0 +1,168 @@
+//! Bucket notifications: the S3 event records a write produces for the
+//! bucket's matching LambdaFunctionConfigurations, as asynchronous
+//! invocations to queue with the write. The record's shape is AWS's
+//! (eventVersion 2.1, the key URL-encoded with `+` for spaces, no size or
+//! eTag on deletes, a sequencer that grows with each event).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nimbus_core::objects::{Bucket, LambdaNotification, ObjectInfo};
+use nimbus_store::AsyncEvent;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::json;
+
+/// What AWS leaves unescaped in an event's key besides alphanumerics (a
+/// space becomes `+`).
+const KEY_ESCAPE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'*').remove(b' ').remove(b'/');
+
+fn encode_key(key: &str) -> String {
+    utf8_percent_encode(key, KEY_ESCAPE).to_string().replace(' ', "+")
+}
+
+/// Orders events of this node: the time in nanoseconds, kept increasing.
+fn sequencer() -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+    let next = |last: u64| last.max(now.saturating_sub(1)) + 1;
+    let last = LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| Some(next(l))).unwrap_or_default();
+    format!("{:016X}", next(last))
+}
+
+/// Who and where an event came from.
+pub struct Origin<'a> {
+    pub region: &'a str,
+    pub principal: &'a str,
+    pub source_ip: &'a str,
+    pub request_id: &'a str,
+}
+
+/// The asynchronous invocations an event (`ObjectCreated:Put`,
+/// `ObjectRemoved:Delete`, …) on `object` triggers in `bucket`.
+pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &Origin<'_>) -> Vec<AsyncEvent> {
+    let full = format!("s3:{event_name}");
+    let now = chrono::Utc::now();
+    bucket
+        .notifications
+        .iter()
+        .filter(|n| n.matches(&full, &object.key))
+        .map(|n| {
+            let mut object_json = json!({ "key": encode_key(&object.key), "sequencer": sequencer() });
+            if event_name.starts_with("ObjectCreated") {
+                object_json["size"] = json!(object.size);
+                object_json["eTag"] = json!(object.etag.trim_matches('"'));
+            }
+            let record = json!({
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": origin.region,
+                "eventTime": now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                "eventName": event_name,
+                "userIdentity": { "principalId": origin.principal },
+                "requestParameters": { "sourceIPAddress": origin.source_ip },
+                "responseElements": { "x-amz-request-id": origin.request_id, "x-amz-id-2": origin.request_id },
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": n.id,
+                    "bucket": {
+                        "name": bucket.name,
+                        "ownerIdentity": { "principalId": origin.principal },
+                        "arn": format!("arn:aws:s3:::{}", bucket.name),
+                    },
+                    "object": object_json,
+                },
+            });
+            let (function, qualifier) = split_arn(&n.function_arn);
+            AsyncEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                function,
+                qualifier,
+                payload: json!({ "Records": [record] }).to_string().into_bytes(),
+                attempts: 0,
+                not_before_ms: now.timestamp_millis(),
+                created_ms: now.timestamp_millis(),
+            }
+        })
+        .collect()
+}
+
+/// Refuses rules that could both match one event, as AWS does: their
+/// events intersect and so do their key filters.
+pub fn check_overlaps(rules: &[LambdaNotification]) -> s3s::S3Result<()> {
+    let events_meet = |a: &str, b: &str| {
+        let stem = |e: &str| e.strip_suffix('*').map(str::to_string);
+        match (stem(a), stem(b)) {
+            (Some(x), Some(y)) => x.starts_with(&y) || y.starts_with(&x),
+            (Some(x), None) => b.starts_with(&x),
+            (None, Some(y)) => a.starts_with(&y),
+            (None, None) => a == b,
+        }
+    };
+    let meet = |a: &Option<String>, b: &Option<String>, f: fn(&str, &str) -> bool| match (a, b) {
+        (Some(x), Some(y)) => f(x, y) || f(y, x),
+        _ => true,
+    };
+    for (i, a) in rules.iter().enumerate() {
+        for b in &rules[i + 1..] {
+            let events = a.events.iter().any(|x| b.events.iter().any(|y| events_meet(x, y)));
+            if events
+                && meet(&a.prefix, &b.prefix, |x, y| x.starts_with(y))
+                && meet(&a.suffix, &b.suffix, |x, y| x.ends_with(y))
+            {
+                return Err(s3s::s3_error!(
+                    InvalidArgument,
+                    "Configurations overlap. Configurations on the same bucket cannot share a common event type."
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A function ARN's name and qualifier.
+fn split_arn(arn: &str) -> (String, Option<String>) {
+    let rest = arn.split_once(":function:").map_or(arn, |(_, r)| r);
+    match rest.split_once(':') {
+        Some((name, q)) => (name.to_string(), Some(q.to_string())),
+        None => (rest.to_string(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_as_aws_encodes_them() {
+        assert_eq!(encode_key("path/my file+x=é.jpg"), "path/my+file%2Bx%3D%C3%A9.jpg");
+    }
+
+    #[test]
+    fn sequencers_grow() {
+        let a = sequencer();
+        let b = sequencer();
+        assert!(b > a, "{a} {b}");
+    }
+
+    #[test]
+    fn overlapping_rules_are_refused() {
+        let rule = |events: &[&str], prefix: Option<&str>, suffix: Option<&str>| LambdaNotification {
+            id: "r".into(),
+            function_arn: "f".into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            prefix: prefix.map(str::to_string),
+            suffix: suffix.map(str::to_string),
+        };
+        let jpg = rule(&["s3:ObjectCreated:*"], Some("images/"), Some(".jpg"));
+        assert!(check_overlaps(&[jpg.clone(), rule(&["s3:ObjectCreated:Put"], Some("images/raw/"), None)]).is_err());
+        assert!(check_overlaps(&[jpg.clone(), rule(&["s3:ObjectCreated:*"], Some("images/"), Some(".png"))]).is_ok());
+        assert!(check_overlaps(&[jpg.clone(), rule(&["s3:ObjectRemoved:*"], Some("images/"), None)]).is_ok());
+        assert!(check_overlaps(&[jpg, rule(&["s3:ObjectCreated:Copy"], Some("docs/"), None)]).is_ok());
+    }
+
+    #[test]
+    fn arns_split_into_name_and_qualifier() {
+        assert_eq!(split_arn("arn:aws:lambda:us-east-1:1:function:f"), ("f".into(), None));
+        assert_eq!(split_arn("arn:aws:lambda:us-east-1:1:function:f:live"), ("f".into(), Some("live".into())));
+    }
+}

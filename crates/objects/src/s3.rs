@@ -1,0 +1,751 @@
+//! The S3 operations Nimbus serves, as `s3s`'s [`S3`] trait over the store.
+//! Each operation checks what AWS checks, in AWS's order, and answers with
+//! AWS's error codes; operations left out answer `NotImplemented`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use nimbus_core::objects::{Bucket, Checksum, LambdaNotification, ObjectHeaders, ObjectInfo};
+use nimbus_store::BucketDelete;
+use s3s::checksum::ChecksumHasher;
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::files::WriteError;
+use crate::listing;
+use crate::notify::{self, Origin};
+use crate::Objects;
+
+/// Largest single PUT (5 GiB), as on AWS.
+pub(crate) const PUT_MAX: u64 = 5 << 30;
+/// Longest key in bytes.
+const KEY_MAX: usize = 1024;
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
+    tracing::error!(error = %e, "object store failure");
+    s3_error!(InternalError, "We encountered an internal error. Please try again.")
+}
+
+fn timestamp(ms: i64) -> Timestamp {
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+fn millis(t: &Timestamp) -> i64 {
+    let t: time::OffsetDateTime = t.clone().into();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn etag(o: &ObjectInfo) -> ETag {
+    ETag::Strong(o.etag.trim_matches('"').to_string())
+}
+
+fn check_key(key: &str) -> S3Result<()> {
+    if key.len() > KEY_MAX {
+        return Err(s3_error!(KeyTooLongError, "Your key is too long"));
+    }
+    Ok(())
+}
+
+/// The checksum algorithms a request asks for: by a value sent in a header,
+/// or by name (the aws-chunked trailer form names it and sends it last).
+fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) -> ChecksumHasher {
+    let named = |n: &str| algorithm.is_some_and(|a| a.as_str().eq_ignore_ascii_case(n));
+    let mut h = ChecksumHasher::default();
+    if sent.checksum_crc32.is_some() || named(ChecksumAlgorithm::CRC32) {
+        h.crc32 = Some(Default::default());
+    }
+    if sent.checksum_crc32c.is_some() || named(ChecksumAlgorithm::CRC32C) {
+        h.crc32c = Some(Default::default());
+    }
+    if sent.checksum_sha1.is_some() || named(ChecksumAlgorithm::SHA1) {
+        h.sha1 = Some(Default::default());
+    }
+    if sent.checksum_sha256.is_some() || named(ChecksumAlgorithm::SHA256) {
+        h.sha256 = Some(Default::default());
+    }
+    if sent.checksum_crc64nvme.is_some() || named(ChecksumAlgorithm::CRC64NVME) {
+        h.crc64nvme = Some(Default::default());
+    }
+    h
+}
+
+/// Checksums sent in headers, completed by the trailers of an aws-chunked body.
+fn sent_checksums(input: s3s::dto::Checksum, trailers: Option<&s3s::TrailingHeaders>) -> s3s::dto::Checksum {
+    let mut sent = input;
+    if let Some(t) = trailers {
+        t.read(|h| {
+            let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            sent.checksum_crc32 = sent.checksum_crc32.take().or_else(|| get("x-amz-checksum-crc32"));
+            sent.checksum_crc32c = sent.checksum_crc32c.take().or_else(|| get("x-amz-checksum-crc32c"));
+            sent.checksum_sha1 = sent.checksum_sha1.take().or_else(|| get("x-amz-checksum-sha1"));
+            sent.checksum_sha256 = sent.checksum_sha256.take().or_else(|| get("x-amz-checksum-sha256"));
+            sent.checksum_crc64nvme = sent.checksum_crc64nvme.take().or_else(|| get("x-amz-checksum-crc64nvme"));
+        });
+    }
+    sent
+}
+
+/// Compares what the client sent with what arrived: Content-MD5 gives
+/// `BadDigest`, an additional checksum `BadDigest` naming its algorithm.
+/// Returns the object's additional checksum, if one was used.
+fn verify(
+    content_md5: Option<&str>,
+    md5: &[u8; 16],
+    sent: &s3s::dto::Checksum,
+    got: &s3s::dto::Checksum,
+) -> S3Result<Option<Checksum>> {
+    if let Some(expected) = content_md5 {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(expected).ok();
+        if decoded.as_deref() != Some(md5.as_slice()) {
+            if decoded.is_none_or(|d| d.len() != 16) {
+                return Err(s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."));
+            }
+            return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
+        }
+    }
+    let pairs = [
+        ("CRC32", &sent.checksum_crc32, &got.checksum_crc32),
+        ("CRC32C", &sent.checksum_crc32c, &got.checksum_crc32c),
+        ("SHA1", &sent.checksum_sha1, &got.checksum_sha1),
+        ("SHA256", &sent.checksum_sha256, &got.checksum_sha256),
+        ("CRC64NVME", &sent.checksum_crc64nvme, &got.checksum_crc64nvme),
+    ];
+    let mut kept = None;
+    for (name, sent, got) in pairs {
+        if let (Some(s), Some(g)) = (sent, got) {
+            if s != g {
+                return Err(s3_error!(BadDigest, "The {name} you specified did not match the calculated checksum."));
+            }
+        }
+        if let Some(g) = got {
+            kept.get_or_insert(Checksum { algorithm: name.into(), value: g.clone() });
+        }
+    }
+    Ok(kept)
+}
+
+fn write_error(e: WriteError) -> s3s::S3Error {
+    match e {
+        WriteError::TooLarge(_) => {
+            s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size.")
+        }
+        WriteError::Body(m) => s3_error!(
+            IncompleteBody,
+            "You did not provide the number of bytes specified by the Content-Length HTTP header: {m}"
+        ),
+        WriteError::Io(e) => internal(e),
+    }
+}
+
+fn put_checksums(c: &Option<Checksum>, out: &mut s3s::dto::Checksum) {
+    if let Some(c) = c {
+        let v = Some(c.value.clone());
+        match c.algorithm.as_str() {
+            "CRC32" => out.checksum_crc32 = v,
+            "CRC32C" => out.checksum_crc32c = v,
+            "SHA1" => out.checksum_sha1 = v,
+            "SHA256" => out.checksum_sha256 = v,
+            _ => out.checksum_crc64nvme = v,
+        }
+    }
+}
+
+/// `x-amz-tagging`: URL-encoded `k=v&k2=v2`.
+pub(crate) fn parse_tagging(header: Option<&str>) -> S3Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    for pair in header.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| s3_error!(InvalidArgument, "The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query parameters without tag name duplicates."))
+        };
+        if tags.insert(decode(k)?, decode(v)?).is_some() {
+            return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
+        }
+    }
+    Ok(tags)
+}
+
+impl Objects {
+    pub(crate) async fn bucket(&self, name: &str) -> S3Result<Bucket> {
+        self.meta
+            .get_bucket(name)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))
+    }
+
+    pub(crate) fn origin<'a, T>(&'a self, req: &'a S3Request<T>, request_id: &'a str) -> Origin<'a> {
+        Origin {
+            region: &self.region,
+            principal: req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()),
+            source_ip: "127.0.0.1",
+            request_id,
+        }
+    }
+
+    async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
+        self.bucket(bucket).await?;
+        self.meta
+            .get_object(bucket, key)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
+    }
+
+    /// Stores a written file as `key` with its notifications, then removes
+    /// the file it replaced; on failure the new file goes instead.
+    pub(crate) async fn commit_object(
+        &self,
+        bucket: &Bucket,
+        o: &ObjectInfo,
+        event: &str,
+        origin: &Origin<'_>,
+    ) -> S3Result<()> {
+        let events = notify::events(bucket, event, o, origin);
+        match self.meta.put_object(o, &events).await {
+            Ok(replaced) => {
+                self.files.remove(replaced).await;
+                if !events.is_empty() {
+                    self.functions.queued();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.files.remove([o.file.clone()]).await;
+                Err(internal(e))
+            }
+        }
+    }
+
+    /// The preconditions of GET and HEAD, as RFC 9110 orders them.
+    fn check_conditions(
+        o: &ObjectInfo,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+        if_modified_since: Option<&Timestamp>,
+        if_unmodified_since: Option<&Timestamp>,
+    ) -> S3Result<()> {
+        let tag = etag(o);
+        let matches = |c: &ETagCondition| c.is_any() || c.as_etag().is_some_and(|e| e.strong_cmp(&tag));
+        let modified_s = o.modified_ms / 1000;
+        if let Some(c) = if_match {
+            if !matches(c) {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+        } else if let Some(t) = if_unmodified_since {
+            if modified_s > millis(t) / 1000 {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+        }
+        if let Some(c) = if_none_match {
+            if matches(c) {
+                return Err(s3_error!(NotModified));
+            }
+        } else if let Some(t) = if_modified_since {
+            if modified_s <= millis(t) / 1000 {
+                return Err(s3_error!(NotModified));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn headers_of(
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<&Timestamp>,
+    metadata: Option<Metadata>,
+) -> ObjectHeaders {
+    let expires = expires.and_then(|t| {
+        let mut buf = Vec::new();
+        t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
+        String::from_utf8(buf).ok()
+    });
+    ObjectHeaders {
+        content_type,
+        content_encoding,
+        content_disposition,
+        content_language,
+        cache_control,
+        expires,
+        metadata: metadata.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+    }
+}
+
+fn expires_of(h: &ObjectHeaders) -> Option<Timestamp> {
+    Timestamp::parse(TimestampFormat::HttpDate, h.expires.as_deref()?).ok()
+}
+
+#[async_trait::async_trait]
+impl S3 for Objects {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let name = req.input.bucket;
+        if let Some(existing) = self.meta.get_bucket(&name).await.map_err(internal)? {
+            let _ = existing;
+            return Err(s3_error!(
+                BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it."
+            ));
+        }
+        let bucket = Bucket {
+            name: name.clone(),
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            notifications: vec![],
+            tags: BTreeMap::new(),
+        };
+        if !self.meta.create_bucket(&bucket).await.map_err(internal)? {
+            return Err(s3_error!(
+                BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it."
+            ));
+        }
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        match self.meta.delete_bucket(&req.input.bucket).await.map_err(internal)? {
+            BucketDelete::Deleted => Ok(S3Response::new(DeleteBucketOutput {})),
+            BucketDelete::Missing => Err(s3_error!(NoSuchBucket, "The specified bucket does not exist")),
+            BucketDelete::NotEmpty => Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty")),
+        }
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.bucket(&req.input.bucket).await?;
+        // us-east-1 is the empty constraint, as on AWS.
+        let constraint = (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput { location_constraint: constraint }))
+    }
+
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let prefix = req.input.prefix.unwrap_or_default();
+        let buckets = self.meta.list_buckets().await.map_err(internal)?;
+        let list = buckets
+            .into_iter()
+            .filter(|b| b.name.starts_with(&prefix))
+            .map(|b| s3s::dto::Bucket {
+                name: Some(b.name),
+                creation_date: Some(timestamp(b.created_ms)),
+                bucket_region: Some(self.region.clone()),
+            })
+            .collect();
+        let owner = Owner { display_name: Some("nimbus".into()), id: Some(self.account_id.clone()) };
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(list), owner: Some(owner), ..Default::default() }))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let trailers = req.trailing_headers.clone();
+        let input = req.input;
+        check_key(&input.key)?;
+        let bucket = self.bucket(&input.bucket).await?;
+        let tags = parse_tagging(input.tagging.as_deref())?;
+        let Some(body) = input.body else {
+            return Err(s3_error!(IncompleteBody, "The request body is missing"));
+        };
+        let header_sums = s3s::dto::Checksum {
+            checksum_crc32: input.checksum_crc32,
+            checksum_crc32c: input.checksum_crc32c,
+            checksum_sha1: input.checksum_sha1,
+            checksum_sha256: input.checksum_sha256,
+            checksum_crc64nvme: input.checksum_crc64nvme,
+            checksum_type: None,
+        };
+        let hasher = hasher_for(input.checksum_algorithm.as_ref(), &header_sums);
+        let written = self.files.write(body, hasher, PUT_MAX).await.map_err(write_error)?;
+        if let Some(expected) = input.content_length {
+            if expected as u64 != written.size {
+                self.files.remove([written.file]).await;
+                return Err(s3_error!(
+                    IncompleteBody,
+                    "You did not provide the number of bytes specified by the Content-Length HTTP header."
+                ));
+            }
+        }
+        let sent = sent_checksums(header_sums, trailers.as_ref());
+        let checksum = match verify(input.content_md5.as_deref(), &written.md5, &sent, &written.checksums) {
+            Ok(c) => c,
+            Err(e) => {
+                self.files.remove([written.file]).await;
+                return Err(e);
+            }
+        };
+        let object = ObjectInfo {
+            bucket: bucket.name.clone(),
+            key: input.key,
+            file: written.file,
+            size: written.size,
+            etag: format!("\"{}\"", hex::encode(written.md5)),
+            modified_ms: chrono::Utc::now().timestamp_millis(),
+            headers: headers_of(
+                input.content_type,
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+                input.metadata,
+            ),
+            tags,
+            checksum,
+        };
+        let origin = Origin {
+            region: &self.region,
+            principal: &self.account_id,
+            source_ip: "127.0.0.1",
+            request_id: &request_id,
+        };
+        self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin).await?;
+        let mut sums = s3s::dto::Checksum::default();
+        put_checksums(&object.checksum, &mut sums);
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&object)),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let o = self.object(&input.bucket, &input.key).await?;
+        Self::check_conditions(
+            &o,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let span = match &input.range {
+            Some(r) => {
+                Some(r.check(o.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?)
+            }
+            None => None,
+        };
+        let (start, len) = span.as_ref().map_or((0, o.size), |r| (r.start, r.end - r.start));
+        let mut file = tokio::fs::File::open(self.files.path(&o.file)).await.map_err(internal)?;
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10).map(|r: std::io::Result<Bytes>| r);
+        let mut sums = s3s::dto::Checksum::default();
+        if span.is_none() && input.checksum_mode.is_some() {
+            put_checksums(&o.checksum, &mut sums);
+        }
+        let h = &o.headers;
+        let output = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(stream)),
+            content_length: Some(len as i64),
+            content_range: span.map(|r| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), o.size)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&o)),
+            last_modified: Some(timestamp(o.modified_ms)),
+            content_type: input.response_content_type.or_else(|| h.content_type.clone()),
+            content_encoding: input.response_content_encoding.or_else(|| h.content_encoding.clone()),
+            content_disposition: input.response_content_disposition.or_else(|| h.content_disposition.clone()),
+            content_language: input.response_content_language.or_else(|| h.content_language.clone()),
+            cache_control: input.response_cache_control.or_else(|| h.cache_control.clone()),
+            expires: input.response_expires.or_else(|| expires_of(h)),
+            metadata: (!h.metadata.is_empty()).then(|| h.metadata.clone().into_iter().collect()),
+            tag_count: (!o.tags.is_empty()).then_some(o.tags.len() as i32),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let o = self.object(&input.bucket, &input.key).await?;
+        Self::check_conditions(
+            &o,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let mut sums = s3s::dto::Checksum::default();
+        if input.checksum_mode.is_some() {
+            put_checksums(&o.checksum, &mut sums);
+        }
+        let h = &o.headers;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(o.size as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&o)),
+            last_modified: Some(timestamp(o.modified_ms)),
+            content_type: h.content_type.clone(),
+            content_encoding: h.content_encoding.clone(),
+            content_disposition: h.content_disposition.clone(),
+            content_language: h.content_language.clone(),
+            cache_control: h.cache_control.clone(),
+            expires: expires_of(h),
+            metadata: (!h.metadata.is_empty()).then(|| h.metadata.clone().into_iter().collect()),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let bucket = self.bucket(&req.input.bucket).await?;
+        let origin = self.origin(&req, &request_id);
+        self.remove_object(&bucket, &req.input.key, &origin).await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after = match &input.continuation_token {
+            Some(t) => decode_token(t)?,
+            None => input.start_after.clone().unwrap_or_default(),
+        };
+        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
+            .await
+            .map_err(internal)?;
+        let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let count = page.objects.len() + page.prefixes.len();
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(enc(prefix)),
+            delimiter: input.delimiter.map(enc),
+            max_keys: Some(max as i32),
+            key_count: Some(count as i32),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after.map(enc),
+            is_truncated: Some(page.next.is_some()),
+            next_continuation_token: page.next.map(|n| encode_token(&n)),
+            contents: Some(page.objects.into_iter().map(|o| listed(o, &enc)).collect()),
+            common_prefixes: Some(page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let marker = input.marker.clone().unwrap_or_default();
+        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &marker, max)
+            .await
+            .map_err(internal)?;
+        let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        // NextMarker is given only with a delimiter (clients use the last key otherwise).
+        let next_marker = match (&page.next, &input.delimiter) {
+            (Some(n), Some(_)) => Some(enc(n.strip_suffix(char::MAX).unwrap_or(n).to_string())),
+            _ => None,
+        };
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(enc(prefix)),
+            marker: Some(enc(marker)),
+            delimiter: input.delimiter.map(enc),
+            max_keys: Some(max as i32),
+            is_truncated: Some(page.next.is_some()),
+            next_marker,
+            contents: Some(page.objects.into_iter().map(|o| listed(o, &enc)).collect()),
+            common_prefixes: Some(page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_notification_configuration(
+        &self,
+        req: S3Request<PutBucketNotificationConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketNotificationConfigurationOutput>> {
+        let input = req.input;
+        let mut bucket = self.bucket(&input.bucket).await?;
+        let config = input.notification_configuration;
+        if config.queue_configurations.as_ref().is_some_and(|q| !q.is_empty())
+            || config.topic_configurations.as_ref().is_some_and(|t| !t.is_empty())
+        {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Nimbus delivers bucket notifications to Lambda functions only (LambdaFunctionConfigurations)."
+            ));
+        }
+        let mut rules = Vec::new();
+        for c in config.lambda_function_configurations.unwrap_or_default() {
+            let (mut prefix, mut suffix) = (None, None);
+            for rule in c.filter.and_then(|f| f.key).and_then(|k| k.filter_rules).unwrap_or_default() {
+                let name = rule.name.as_ref().map(|n| n.as_str().to_ascii_lowercase());
+                let slot = match name.as_deref() {
+                    Some("prefix") => &mut prefix,
+                    Some("suffix") => &mut suffix,
+                    _ => return Err(s3_error!(InvalidArgument, "filter rule name must be either prefix or suffix")),
+                };
+                if slot.replace(rule.value.unwrap_or_default()).is_some() {
+                    return Err(s3_error!(InvalidArgument, "Cannot specify more than one prefix rule in a filter."));
+                }
+            }
+            rules.push(LambdaNotification {
+                id: c.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                function_arn: c.lambda_function_arn,
+                events: c.events.into_iter().map(String::from).collect(),
+                prefix,
+                suffix,
+            });
+        }
+        crate::notify::check_overlaps(&rules)?;
+        if input.skip_destination_validation != Some(true) {
+            let mut unreachable = Vec::new();
+            for r in &rules {
+                if !self.functions.may_notify(&r.function_arn, &bucket.name).await {
+                    unreachable.push(r.function_arn.clone());
+                }
+            }
+            if !unreachable.is_empty() {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "Unable to validate the following destination configurations: {}",
+                    unreachable.join(", ")
+                ));
+            }
+        }
+        bucket.notifications = rules;
+        self.meta.put_bucket(&bucket).await.map_err(internal)?;
+        Ok(S3Response::new(PutBucketNotificationConfigurationOutput {}))
+    }
+
+    async fn get_bucket_notification_configuration(
+        &self,
+        req: S3Request<GetBucketNotificationConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketNotificationConfigurationOutput>> {
+        let bucket = self.bucket(&req.input.bucket).await?;
+        let list = bucket
+            .notifications
+            .into_iter()
+            .map(|n| {
+                let rules: Vec<FilterRule> = [("Prefix", n.prefix), ("Suffix", n.suffix)]
+                    .into_iter()
+                    .filter_map(|(name, v)| {
+                        v.map(|v| FilterRule { name: Some(FilterRuleName::from(name.to_string())), value: Some(v) })
+                    })
+                    .collect();
+                LambdaFunctionConfiguration {
+                    id: Some(n.id),
+                    lambda_function_arn: n.function_arn,
+                    events: n.events.into_iter().map(Event::from).collect(),
+                    filter: (!rules.is_empty()).then_some(NotificationConfigurationFilter {
+                        key: Some(S3KeyFilter { filter_rules: Some(rules) }),
+                    }),
+                }
+            })
+            .collect::<Vec<_>>();
+        Ok(S3Response::new(GetBucketNotificationConfigurationOutput {
+            lambda_function_configurations: (!list.is_empty()).then_some(list),
+            ..Default::default()
+        }))
+    }
+}
+
+impl Objects {
+    /// Deletes an object (absent keys are not an error, as on AWS) with its notifications.
+    pub(crate) async fn remove_object(&self, bucket: &Bucket, key: &str, origin: &Origin<'_>) -> S3Result<()> {
+        let events = |o: &ObjectInfo| notify::events(bucket, "ObjectRemoved:Delete", o, origin);
+        let gone = self.meta.delete_object(&bucket.name, key, &events).await.map_err(internal)?;
+        if let Some(o) = gone {
+            if bucket.notifications.iter().any(|n| n.matches("s3:ObjectRemoved:Delete", &o.key)) {
+                self.functions.queued();
+            }
+            self.files.remove([o.file]).await;
+        }
+        Ok(())
+    }
+}
+
+fn listed(o: ObjectInfo, enc: &impl Fn(String) -> String) -> Object {
+    Object {
+        e_tag: Some(etag(&o)),
+        last_modified: Some(timestamp(o.modified_ms)),
+        size: Some(o.size as i64),
+        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+        key: Some(enc(o.key)),
+        ..Default::default()
+    }
+}
+
+/// What `encoding-type=url` asks for: keys percent-encoded, `/` kept.
+fn url_encode(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+fn encode_token(after: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
+}
+
+fn decode_token(token: &str) -> S3Result<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_junk_is_refused() {
+        let t = encode_token(&listing::past("photos/"));
+        assert_eq!(decode_token(&t).unwrap(), listing::past("photos/"));
+        assert!(decode_token("!!!").is_err());
+    }
+
+    #[test]
+    fn tagging_headers_parse() {
+        let tags = parse_tagging(Some("a=1&b=x%20y")).unwrap();
+        assert_eq!(tags["a"], "1");
+        assert_eq!(tags["b"], "x y");
+        assert!(parse_tagging(Some("a=1&a=2")).is_err());
+    }
+
+    #[test]
+    fn url_encoding_keeps_slashes() {
+        assert_eq!(url_encode("a b+c/d.txt"), "a%20b%2Bc/d.txt");
+    }
+}

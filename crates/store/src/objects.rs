@@ -1,0 +1,294 @@
+//! The object store's metadata ([`ObjectMeta`]): buckets, objects, multipart
+//! uploads and their parts, as documents in the same SQLite database as
+//! functions. A write that creates or removes an object commits the
+//! asynchronous invocations it triggers in the same transaction (the
+//! outbox), so a notification is never lost and never sent for a write that
+//! did not happen. Object bytes are files the caller names; the store never
+//! reads them.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use nimbus_core::objects::{Bucket, ObjectInfo, Part, Upload};
+use sqlx::Row;
+
+use crate::sqlite::{parse, parse_all, SqliteMetadata};
+use crate::{AsyncEvent, Result};
+
+/// Why a bucket could not be deleted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BucketDelete {
+    Deleted,
+    Missing,
+    NotEmpty,
+}
+
+#[async_trait]
+pub trait ObjectMeta: Send + Sync {
+    /// Creates a bucket; false if one of that name exists.
+    async fn create_bucket(&self, b: &Bucket) -> Result<bool>;
+    async fn get_bucket(&self, name: &str) -> Result<Option<Bucket>>;
+    /// Every bucket, by name.
+    async fn list_buckets(&self) -> Result<Vec<Bucket>>;
+    async fn put_bucket(&self, b: &Bucket) -> Result<()>;
+    /// Deletes an empty bucket (no objects, no uploads in progress).
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDelete>;
+
+    /// Stores an object (replacing any of that key) and queues `events`;
+    /// returns the file of the object it replaced.
+    async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>>;
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>>;
+    /// Removes an object and queues `events` if it existed; returns it.
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
+    ) -> Result<Option<ObjectInfo>>;
+    /// Objects whose keys start with `prefix` and sort after `after`, in key order.
+    async fn list_objects(&self, bucket: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<ObjectInfo>>;
+
+    async fn create_upload(&self, u: &Upload) -> Result<()>;
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
+    /// Uploads of a bucket in (key, id) order, after (`key`, `id`).
+    async fn list_uploads(&self, bucket: &str, prefix: &str, after: (&str, &str), limit: usize) -> Result<Vec<Upload>>;
+    /// Stores a part (replacing one of that number); returns the replaced file.
+    async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<String>>;
+    /// Parts in number order, after `after`.
+    async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<Part>>;
+    /// Ends an upload: its parts and itself go; with `done`, the object it
+    /// became is stored and `events` queued in the same transaction. Returns
+    /// the files no longer referred to (its parts', a replaced object's).
+    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Vec<String>>;
+
+    /// Every file an object or part refers to (for cleaning up after a crash).
+    async fn object_files(&self) -> Result<HashSet<String>>;
+}
+
+async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.function)
+        .bind(&e.qualifier)
+        .bind(&e.payload)
+        .bind(i64::from(e.attempts))
+        .bind(e.not_before_ms)
+        .bind(e.created_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
+    let old: Option<String> = sqlx::query("SELECT file FROM objects WHERE bucket = ? AND key = ?")
+        .bind(&o.bucket)
+        .bind(&o.key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get("file"));
+    sqlx::query(
+        "INSERT INTO objects (bucket, key, file, doc) VALUES (?, ?, ?, ?)
+         ON CONFLICT(bucket, key) DO UPDATE SET file = excluded.file, doc = excluded.doc",
+    )
+    .bind(&o.bucket)
+    .bind(&o.key)
+    .bind(&o.file)
+    .bind(serde_json::to_string(o)?)
+    .execute(&mut *tx)
+    .await?;
+    Ok(old.filter(|f| f != &o.file))
+}
+
+#[async_trait]
+impl ObjectMeta for SqliteMetadata {
+    async fn create_bucket(&self, b: &Bucket) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO buckets (name, doc) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(&b.name)
+            .bind(serde_json::to_string(b)?)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_bucket(&self, name: &str) -> Result<Option<Bucket>> {
+        let row = sqlx::query("SELECT doc FROM buckets WHERE name = ?").bind(name).fetch_optional(self.pool()).await?;
+        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<Bucket>> {
+        let rows = sqlx::query("SELECT doc FROM buckets ORDER BY name").fetch_all(self.pool()).await?;
+        parse_all(&rows)
+    }
+
+    async fn put_bucket(&self, b: &Bucket) -> Result<()> {
+        sqlx::query("UPDATE buckets SET doc = ? WHERE name = ?")
+            .bind(serde_json::to_string(b)?)
+            .bind(&b.name)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDelete> {
+        let mut tx = self.pool().begin().await?;
+        let in_use = sqlx::query(
+            "SELECT 1 FROM objects WHERE bucket = ?1 UNION ALL SELECT 1 FROM uploads WHERE bucket = ?1 LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if in_use.is_some() {
+            return Ok(BucketDelete::NotEmpty);
+        }
+        let done = sqlx::query("DELETE FROM buckets WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(if done.rows_affected() == 1 { BucketDelete::Deleted } else { BucketDelete::Missing })
+    }
+
+    async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
+        let mut tx = self.pool().begin().await?;
+        let old = upsert_object(&mut tx, o).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        let row = sqlx::query("SELECT doc FROM objects WHERE bucket = ? AND key = ?")
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
+    ) -> Result<Option<ObjectInfo>> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING doc")
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let gone: Option<ObjectInfo> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
+        if let Some(o) = &gone {
+            insert_events(&mut tx, &events(o)).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn list_objects(&self, bucket: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<ObjectInfo>> {
+        // `key >= prefix` with the prefix check keeps the range scan on the
+        // primary key; substr compares bytes, as keys do.
+        let rows = sqlx::query(
+            "SELECT doc FROM objects WHERE bucket = ? AND key > ? AND key >= ? AND substr(key, 1, length(?)) = ?
+             ORDER BY key LIMIT ?",
+        )
+        .bind(bucket)
+        .bind(after)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        parse_all(&rows)
+    }
+
+    async fn create_upload(&self, u: &Upload) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (id, bucket, key, doc) VALUES (?, ?, ?, ?)")
+            .bind(&u.id)
+            .bind(&u.bucket)
+            .bind(&u.key)
+            .bind(serde_json::to_string(u)?)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
+        let row = sqlx::query("SELECT doc FROM uploads WHERE id = ?").bind(id).fetch_optional(self.pool()).await?;
+        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str, after: (&str, &str), limit: usize) -> Result<Vec<Upload>> {
+        let rows = sqlx::query(
+            "SELECT doc FROM uploads WHERE bucket = ? AND (key, id) > (?, ?) AND substr(key, 1, length(?)) = ?
+             ORDER BY key, id LIMIT ?",
+        )
+        .bind(bucket)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        parse_all(&rows)
+    }
+
+    async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<String>> {
+        let mut tx = self.pool().begin().await?;
+        let old: Option<String> = sqlx::query("SELECT file FROM parts WHERE upload_id = ? AND number = ?")
+            .bind(upload_id)
+            .bind(p.number)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get("file"));
+        sqlx::query(
+            "INSERT INTO parts (upload_id, number, file, doc) VALUES (?, ?, ?, ?)
+             ON CONFLICT(upload_id, number) DO UPDATE SET file = excluded.file, doc = excluded.doc",
+        )
+        .bind(upload_id)
+        .bind(p.number)
+        .bind(&p.file)
+        .bind(serde_json::to_string(p)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(old.filter(|f| f != &p.file))
+    }
+
+    async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<Part>> {
+        let rows = sqlx::query("SELECT doc FROM parts WHERE upload_id = ? AND number > ? ORDER BY number LIMIT ?")
+            .bind(upload_id)
+            .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await?;
+        parse_all(&rows)
+    }
+
+    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Vec<String>> {
+        let mut tx = self.pool().begin().await?;
+        let mut freed: Vec<String> = sqlx::query("DELETE FROM parts WHERE upload_id = ? RETURNING file")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get("file"))
+            .collect();
+        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        if let Some((object, events)) = done {
+            freed.extend(upsert_object(&mut tx, object).await?);
+            insert_events(&mut tx, events).await?;
+        }
+        tx.commit().await?;
+        Ok(freed)
+    }
+
+    async fn object_files(&self) -> Result<HashSet<String>> {
+        let rows = sqlx::query("SELECT file FROM objects UNION SELECT file FROM parts").fetch_all(self.pool()).await?;
+        Ok(rows.iter().map(|r| r.get("file")).collect())
+    }
+}
