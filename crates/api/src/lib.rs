@@ -11,6 +11,7 @@ mod convert;
 mod error;
 mod ops;
 mod route;
+mod s3;
 pub mod sigv4;
 mod streaming;
 mod urls;
@@ -30,6 +31,7 @@ use tracing::Instrument;
 
 pub use error::ApiError;
 pub use route::Op;
+pub use s3::S3Front;
 use sigv4::{Credentials, SignedParts, Verifier};
 pub use urls::UrlBase;
 
@@ -42,12 +44,19 @@ pub struct Api {
     public_port: u16,
     /// Where clients reach function URLs, for the `FunctionUrl` it hands out.
     url_base: UrlBase,
+    s3: S3Front,
 }
 
 impl Api {
-    pub fn new(control: Arc<Control>, credentials: Credentials, public_port: u16, url_base: UrlBase) -> Self {
+    pub fn new(
+        control: Arc<Control>,
+        credentials: Credentials,
+        public_port: u16,
+        url_base: UrlBase,
+        s3: S3Front,
+    ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base }
+        Self { verifier, control, credentials, public_port, url_base, s3 }
     }
 }
 
@@ -60,9 +69,14 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let mut resp = match urls::address(req.headers(), req.uri().path()) {
-        Some(at) => urls::serve(&api, req, at, &request_id).instrument(span).await,
-        None => serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response),
+    let mut resp = if s3::is_s3(req.headers(), req.uri().query()) {
+        let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
+        s3::tag_response(&mut resp, &request_id);
+        resp
+    } else if let Some(at) = urls::address(req.headers(), req.uri().path()) {
+        urls::serve(&api, req, at, &request_id).instrument(span).await
+    } else {
+        serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response)
     };
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {

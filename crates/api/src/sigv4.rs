@@ -129,7 +129,7 @@ struct Claim<'a> {
     expires: Option<u64>,
 }
 
-fn query_pairs(raw: &str) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -383,6 +383,17 @@ impl Verifier {
 
     /// The secret of session credentials whose token is genuine and current.
     fn session_secret(&self, access_key: &str, token: &str, now: SystemTime) -> Result<String, AuthError> {
+        self.session(access_key, token, now).map(|(secret, _)| secret)
+    }
+
+    /// The secret of session credentials whose token is genuine and
+    /// current, and when they expire.
+    pub(crate) fn session(
+        &self,
+        access_key: &str,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(String, SystemTime), AuthError> {
         use base64::Engine;
         let (payload_b64, tag_b64) = token.split_once('.').ok_or(AuthError::UnknownKey)?;
         let decode =
@@ -401,7 +412,8 @@ impl Verifier {
         if now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) >= expires {
             return Err(AuthError::ExpiredToken);
         }
-        Ok(session_secret(&self.credentials, &payload))
+        let until = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(expires);
+        Ok((session_secret(&self.credentials, &payload), until))
     }
 
     /// The payload hashes a valid signature may have used: the declared

@@ -360,8 +360,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sandboxed = args.isolation == Isolation::Namespaces;
     let catalog = tokio::task::spawn_blocking(move || discover_runtimes(sandboxed));
     let db = data_dir.join("metadata.db");
-    let meta =
-        SqliteMetadata::open(&db).await.with_context(|| format!("opening the metadata store {}", db.display()))?;
+    let meta = Arc::new(
+        SqliteMetadata::open(&db).await.with_context(|| format!("opening the metadata store {}", db.display()))?,
+    );
     let blob_dir = data_dir.join("blobs");
     let blobs: Arc<dyn nimbus_store::Blobs> =
         Arc::new(FsBlobs::open(&blob_dir).with_context(|| format!("opening the blob store {}", blob_dir.display()))?);
@@ -417,10 +418,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // (mounts, cgroups, templates) before the process ends.
     let served = async {
         let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = Some(worker.clone());
-        let control = Arc::new(Control::new(settings, Arc::new(meta), blobs, invoker).await?);
+        let control = Arc::new(Control::new(settings, meta.clone(), blobs, invoker).await?);
+        let object_dir = data_dir.join("objects");
+        let files = nimbus_objects::Files::open(&object_dir)
+            .with_context(|| format!("opening the object store {}", object_dir.display()))?;
+        let targets = nimbus_api::S3Front::targets(control.clone());
+        let objects =
+            nimbus_objects::Objects::open(meta.clone(), files, targets, args.region.clone(), args.account_id.clone())
+                .await?;
+        let s3 = nimbus_api::S3Front::new(objects, creds.clone());
         tokio::spawn(control.clone().run_async_dispatcher());
         control.restore_scaling().await?;
-        let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr)));
+        let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3));
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
         println!("Nimbus is serving the Lambda API on http://{addr}");

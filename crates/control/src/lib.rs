@@ -17,6 +17,7 @@ mod layers;
 mod lifecycle;
 mod records;
 mod settings;
+mod triggers;
 mod urls;
 
 use std::sync::Arc;

@@ -1,0 +1,192 @@
+//! S3 on the API's listener. A request signed for service `s3` (in its
+//! `Authorization` header or, presigned, in its query), or addressed to a
+//! `<bucket>.s3.<domain>` host, goes to `s3s` with Nimbus's object store
+//! behind it. `s3s` owns the S3 protocol, its signature checks included
+//! (aws-chunked bodies are signed chunk by chunk); this module hands it the
+//! node's key and, once their tokens are verified here, the secrets of
+//! environments' session credentials. It also tells the object store how to
+//! reach functions for notifications.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nimbus_control::Control;
+use nimbus_objects::Objects;
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::host::{S3Host, VirtualHost};
+use s3s::service::{S3Service, S3ServiceBuilder};
+
+use crate::sigv4::{Credentials, Verifier};
+
+/// Whether a request is for S3 rather than another service.
+pub fn is_s3(headers: &HeaderMap, query: Option<&str>) -> bool {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    // Signature Version 2 (`AWS key:signature`, `AWSAccessKeyId=` in a
+    // presigned URL, boto3's default for presigned GETs) is S3's alone.
+    if let Some(auth) = header("authorization") {
+        return auth.contains("/s3/aws4_request") || auth.starts_with("AWS ");
+    }
+    let q = query.unwrap_or("");
+    if q.contains("%2Fs3%2Faws4_request") || q.contains("/s3/aws4_request") || q.contains("AWSAccessKeyId=") {
+        return true;
+    }
+    header("host").is_some_and(|h| bucket_of_host(h).is_some())
+}
+
+/// The bucket of a virtual-hosted-style host, `<bucket>.s3.<domain>[:port]`.
+fn bucket_of_host(host: &str) -> Option<(&str, &str)> {
+    let name = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let at = name.find(".s3.")?;
+    Some((&name[..at], &name[at + 1..]))
+}
+
+/// Virtual-hosted style for `<bucket>.s3.<domain>`; path style otherwise.
+struct Hosts;
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
+        Ok(match bucket_of_host(host) {
+            Some((bucket, domain)) => VirtualHost::new(domain).with_bucket(bucket),
+            None => VirtualHost::new(host),
+        })
+    }
+}
+
+/// The secrets `s3s` checks signatures with.
+struct Keys {
+    node: Credentials,
+    /// Session credentials seen with a genuine token: access key → (secret, expiry).
+    sessions: Mutex<HashMap<String, (String, SystemTime)>>,
+}
+
+#[async_trait]
+impl S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<SecretKey> {
+        if access_key == self.node.access_key_id {
+            return Ok(SecretKey::from(self.node.secret_access_key.clone()));
+        }
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match sessions.get(access_key) {
+            Some((secret, until)) if *until > SystemTime::now() => Ok(SecretKey::from(secret.clone())),
+            _ => Err(s3s::s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )),
+        }
+    }
+}
+
+/// Functions as bucket notifications see them.
+struct Targets(Arc<Control>);
+
+#[async_trait]
+impl nimbus_objects::Functions for Targets {
+    async fn may_notify(&self, function_arn: &str, bucket: &str) -> bool {
+        self.0.service_may_invoke(function_arn, "s3.amazonaws.com", &format!("arn:aws:s3:::{bucket}")).await
+    }
+
+    fn queued(&self) {
+        self.0.wake_async();
+    }
+}
+
+/// The S3 front end.
+pub struct S3Front {
+    service: S3Service,
+    keys: Arc<Keys>,
+}
+
+impl S3Front {
+    pub fn new(objects: Objects, node: Credentials) -> Self {
+        let keys = Arc::new(Keys { node, sessions: Mutex::default() });
+        let mut builder = S3ServiceBuilder::new(objects);
+        builder.set_auth(SharedKeys(keys.clone()));
+        builder.set_host(Hosts);
+        Self { service: builder.build(), keys }
+    }
+
+    /// The notification targets the object store is opened with.
+    pub fn targets(control: Arc<Control>) -> Arc<dyn nimbus_objects::Functions> {
+        Arc::new(Targets(control))
+    }
+
+    /// Serves one S3 request.
+    pub async fn serve(&self, verifier: &Verifier, req: Request<Body>) -> Response {
+        self.admit_session(verifier, req.headers(), req.uri().query());
+        let req = req.map(s3s::Body::http_body_unsync);
+        match self.service.call(req).await {
+            Ok(resp) => resp.map(Body::new),
+            Err(e) => {
+                tracing::error!(error = ?e, "S3 request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }
+        }
+    }
+
+    /// Lets `s3s` check a signature made with session credentials: their
+    /// secret is derived from a token only this node can have issued.
+    fn admit_session(&self, verifier: &Verifier, headers: &HeaderMap, query: Option<&str>) {
+        let pairs: Vec<(String, String)> = query.map(crate::sigv4::query_pairs).unwrap_or_default();
+        let from_query = |n: &str| pairs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let credential = header("authorization")
+            .and_then(|a| a.split("Credential=").nth(1).map(str::to_string))
+            .or_else(|| from_query("X-Amz-Credential"));
+        let Some(access_key) = credential.as_deref().and_then(|c| c.split('/').next()) else {
+            return;
+        };
+        let Some(token) = header("x-amz-security-token").or_else(|| from_query("X-Amz-Security-Token")) else {
+            return;
+        };
+        let now = SystemTime::now();
+        if let Ok((secret, until)) = verifier.session(access_key, &token, now) {
+            let mut sessions = self.keys.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions.retain(|_, (_, u)| *u > now);
+            sessions.insert(access_key.to_string(), (secret, until));
+        }
+    }
+}
+
+struct SharedKeys(Arc<Keys>);
+
+#[async_trait]
+impl S3Auth for SharedKeys {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<SecretKey> {
+        self.0.get_secret_key(access_key).await
+    }
+}
+
+/// S3 answers carry its request id header too.
+pub fn tag_response(resp: &mut Response, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_requests_are_told_apart() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("127.0.0.1:9070"));
+        assert!(!is_s3(&h, None));
+        assert!(is_s3(&h, Some("X-Amz-Credential=AK%2F20260101%2Fus-east-1%2Fs3%2Faws4_request")));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/lambda/aws4_request, ..."),
+        );
+        assert!(!is_s3(&h, None));
+        let mut v = HeaderMap::new();
+        v.insert("host", HeaderValue::from_static("photos.s3.localhost:9070"));
+        assert!(is_s3(&v, None));
+        assert_eq!(bucket_of_host("photos.s3.localhost:9070"), Some(("photos", "s3.localhost")));
+        assert_eq!(bucket_of_host("x.lambda-url.us-east-1.localhost"), None);
+    }
+}
