@@ -69,12 +69,14 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let mut resp = if s3::is_s3(req.headers(), req.uri().query()) {
+    // A function URL's address wins over a scope naming S3: such a request
+    // is an AWS_IAM URL call signed for the wrong service, and is refused.
+    let mut resp = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
+        urls::serve(&api, req, at, &request_id).instrument(span).await
+    } else if s3::is_s3(req.headers(), req.uri().query()) {
         let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
         s3::tag_response(&mut resp, &request_id);
         resp
-    } else if let Some(at) = urls::address(req.headers(), req.uri().path()) {
-        urls::serve(&api, req, at, &request_id).instrument(span).await
     } else {
         serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response)
     };
