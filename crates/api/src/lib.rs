@@ -73,7 +73,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     // is an AWS_IAM URL call signed for the wrong service, and is refused.
     let mut resp = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
         urls::serve(&api, req, at, &request_id).instrument(span).await
-    } else if s3::is_s3(req.headers(), req.uri().query()) {
+    } else if s3::is_s3(req.headers(), req.uri().query()) || anonymous_s3(&req) {
         let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
         s3::tag_response(&mut resp, &request_id);
         resp
@@ -89,6 +89,17 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         headers.insert("date", v);
     }
     resp
+}
+
+/// An unsigned request that names no Lambda operation is taken for an
+/// anonymous S3 request (path style: `GET /bucket/key`), so that it is
+/// refused as S3 refuses it (403 AccessDenied) rather than as an unknown
+/// Lambda operation.
+fn anonymous_s3(req: &Request<Body>) -> bool {
+    let signed = req.headers().contains_key("authorization")
+        || req.uri().query().is_some_and(|q| q.contains("Signature=") || q.contains("X-Amz-Credential="));
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok());
+    !signed && route::route(req.method(), req.uri().path(), &route::Query::parse(req.uri().query()), target).is_err()
 }
 
 async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, ApiError> {

@@ -57,6 +57,14 @@ impl S3Host for Hosts {
     }
 }
 
+struct AnyBucketName;
+
+impl s3s::validation::NameValidation for AnyBucketName {
+    fn validate_bucket_name(&self, _name: &str) -> bool {
+        true
+    }
+}
+
 /// The secrets `s3s` checks signatures with.
 struct Keys {
     node: Credentials,
@@ -107,6 +115,9 @@ impl S3Front {
         let mut builder = S3ServiceBuilder::new(objects);
         builder.set_auth(SharedKeys(keys.clone()));
         builder.set_host(Hosts);
+        // Bucket names are checked where AWS checks them, on CreateBucket
+        // (with AWS's message); other operations on such a name find no bucket.
+        builder.set_validation(AnyBucketName);
         Self { service: builder.build(), keys }
     }
 
@@ -118,7 +129,10 @@ impl S3Front {
     /// Serves one S3 request.
     pub async fn serve(&self, verifier: &Verifier, req: Request<Body>) -> Response {
         self.admit_session(verifier, req.headers(), req.uri().query());
-        let req = req.map(s3s::Body::http_body_unsync);
+        let mut req = req.map(s3s::Body::http_body_unsync);
+        if let Some(uri) = sigv2_bucket_uri(req.headers(), req.uri()) {
+            *req.uri_mut() = uri;
+        }
         match self.service.call(req).await {
             Ok(resp) => resp.map(Body::new),
             Err(e) => {
@@ -150,6 +164,23 @@ impl S3Front {
             sessions.insert(access_key.to_string(), (secret, until));
         }
     }
+}
+
+/// A path-style bucket request signed with Signature Version 2 names the
+/// bucket as `/<bucket>/` in the string it signs (botocore's presigned
+/// ListObjects URLs, for one) while its path is `/<bucket>`; AWS accepts
+/// both. `s3s` signs the path as it is, so it is given the one with the slash.
+fn sigv2_bucket_uri(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<axum::http::Uri> {
+    let v2 = headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("AWS "))
+        || uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("AWSAccessKeyId=")));
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let path = uri.path();
+    let one_segment = path.len() > 1 && !path[1..].contains('/');
+    if !v2 || !one_segment || bucket_of_host(host).is_some() {
+        return None;
+    }
+    let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
+    format!("{path}/{query}").parse().ok()
 }
 
 struct SharedKeys(Arc<Keys>);
@@ -188,5 +219,23 @@ mod tests {
         assert!(is_s3(&v, None));
         assert_eq!(bucket_of_host("photos.s3.localhost:9070"), Some(("photos", "s3.localhost")));
         assert_eq!(bucket_of_host("x.lambda-url.us-east-1.localhost"), None);
+    }
+
+    #[test]
+    fn sigv2_bucket_paths_get_their_slash() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("127.0.0.1:9070"));
+        let presigned = uri("/photos?list-type=2&AWSAccessKeyId=AK&Signature=x&Expires=1");
+        assert_eq!(
+            sigv2_bucket_uri(&h, &presigned),
+            Some(uri("/photos/?list-type=2&AWSAccessKeyId=AK&Signature=x&Expires=1"))
+        );
+        assert_eq!(sigv2_bucket_uri(&h, &uri("/photos/key?AWSAccessKeyId=AK")), None);
+        assert_eq!(sigv2_bucket_uri(&h, &uri("/photos?X-Amz-Credential=AK")), None);
+        h.insert("authorization", HeaderValue::from_static("AWS AK:sig"));
+        assert_eq!(sigv2_bucket_uri(&h, &uri("/photos")), Some(uri("/photos/")));
+        h.insert("host", HeaderValue::from_static("photos.s3.localhost"));
+        assert_eq!(sigv2_bucket_uri(&h, &uri("/key")), None);
     }
 }

@@ -49,6 +49,17 @@ fn check_key(key: &str) -> S3Result<()> {
     Ok(())
 }
 
+/// AWS's naming rules for new buckets: s3s's general ones (3 to 63
+/// lower-case letters, digits, dots and hyphens, no IP address, ...) and the
+/// prefixes and suffixes AWS reserves.
+pub fn valid_bucket_name(name: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["xn--", "sthree-", "amzn-s3-demo-"];
+    const SUFFIXES: [&str; 5] = ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"];
+    s3s::path::check_bucket_name(name)
+        && !PREFIXES.iter().any(|p| name.starts_with(p))
+        && !SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
 /// The checksum algorithms a request asks for: by a value sent in a header,
 /// or by name (the aws-chunked trailer form names it and sends it last).
 fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) -> ChecksumHasher {
@@ -70,6 +81,15 @@ fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) 
         h.crc64nvme = Some(Default::default());
     }
     h
+}
+
+/// The algorithm an aws-chunked body's trailer (`x-amz-trailer:
+/// x-amz-checksum-crc32`) will send a checksum of, for a client that does
+/// not also name it in `x-amz-sdk-checksum-algorithm`.
+fn trailer_algorithm(headers: &http::HeaderMap) -> Option<ChecksumAlgorithm> {
+    let trailer = headers.get("x-amz-trailer")?.to_str().ok()?.trim().to_ascii_lowercase();
+    let name = trailer.strip_prefix("x-amz-checksum-")?;
+    Some(ChecksumAlgorithm::from(name.to_ascii_uppercase()))
 }
 
 /// Checksums sent in headers, completed by the trailers of an aws-chunked body.
@@ -277,7 +297,8 @@ fn headers_of(
         String::from_utf8(buf).ok()
     });
     ObjectHeaders {
-        content_type,
+        // What AWS records for an upload that names no type.
+        content_type: content_type.or_else(|| Some("binary/octet-stream".into())),
         content_encoding,
         content_disposition,
         content_language,
@@ -295,6 +316,9 @@ fn expires_of(h: &ObjectHeaders) -> Option<Timestamp> {
 impl S3 for Objects {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         let name = req.input.bucket;
+        if !valid_bucket_name(&name) {
+            return Err(s3_error!(InvalidBucketName, "The specified bucket is not valid."));
+        }
         if let Some(existing) = self.meta.get_bucket(&name).await.map_err(internal)? {
             let _ = existing;
             return Err(s3_error!(
@@ -374,7 +398,8 @@ impl S3 for Objects {
             checksum_crc64nvme: input.checksum_crc64nvme,
             checksum_type: None,
         };
-        let hasher = hasher_for(input.checksum_algorithm.as_ref(), &header_sums);
+        let named = input.checksum_algorithm.clone().or_else(|| trailer_algorithm(&req.headers));
+        let hasher = hasher_for(named.as_ref(), &header_sums);
         let written = self.files.write(body, hasher, PUT_MAX).await.map_err(write_error)?;
         if let Some(expected) = input.content_length {
             if expected as u64 != written.size {
@@ -742,6 +767,25 @@ mod tests {
         assert_eq!(tags["a"], "1");
         assert_eq!(tags["b"], "x y");
         assert!(parse_tagging(Some("a=1&a=2")).is_err());
+    }
+
+    #[test]
+    fn a_trailer_names_its_algorithm() {
+        let mut h = http::HeaderMap::new();
+        assert!(trailer_algorithm(&h).is_none());
+        h.insert("x-amz-trailer", http::HeaderValue::from_static("x-amz-checksum-crc32c"));
+        assert_eq!(trailer_algorithm(&h).unwrap().as_str(), ChecksumAlgorithm::CRC32C);
+    }
+
+    #[test]
+    fn bucket_names_follow_aws_rules() {
+        for ok in ["abc", "my.bucket-1", &"a".repeat(63), "123"] {
+            assert!(valid_bucket_name(ok), "{ok}");
+        }
+        for bad in ["ab", "Caps", "a_b", "-ab", "ab-", "a..b", "10.0.0.1", "xn--ab", "sthree-x", "x-s3alias", "x.mrap"]
+        {
+            assert!(!valid_bucket_name(bad), "{bad}");
+        }
     }
 
     #[test]

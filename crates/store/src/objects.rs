@@ -84,6 +84,15 @@ async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -
     Ok(())
 }
 
+/// Object writes read before they write (the file replaced, whether a
+/// bucket is empty). A deferred transaction would then fail with
+/// `SQLITE_BUSY` whenever another write commits between its read and its
+/// write (the busy timeout does not cover upgrading a stale read), so these
+/// take the write lock first and wait their turn instead.
+async fn write_tx(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
     let old: Option<String> = sqlx::query("SELECT file FROM objects WHERE bucket = ? AND key = ?")
         .bind(&o.bucket)
@@ -135,7 +144,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<BucketDelete> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = write_tx(self.pool()).await?;
         let in_use = sqlx::query(
             "SELECT 1 FROM objects WHERE bucket = ?1 UNION ALL SELECT 1 FROM uploads WHERE bucket = ?1 LIMIT 1",
         )
@@ -151,7 +160,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = write_tx(self.pool()).await?;
         let old = upsert_object(&mut tx, o).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
@@ -173,7 +182,7 @@ impl ObjectMeta for SqliteMetadata {
         key: &str,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = write_tx(self.pool()).await?;
         let row = sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING doc")
             .bind(bucket)
             .bind(key)
@@ -238,7 +247,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<String>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = write_tx(self.pool()).await?;
         let old: Option<String> = sqlx::query("SELECT file FROM parts WHERE upload_id = ? AND number = ?")
             .bind(upload_id)
             .bind(p.number)
@@ -270,7 +279,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Vec<String>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = write_tx(self.pool()).await?;
         let mut freed: Vec<String> = sqlx::query("DELETE FROM parts WHERE upload_id = ? RETURNING file")
             .bind(id)
             .fetch_all(&mut *tx)
