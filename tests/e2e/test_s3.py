@@ -1,0 +1,768 @@
+"""The S3 API with the real clients: boto3's `s3`, the aws CLI (`aws s3` and
+`aws s3api`) and plain HTTP for presigned URLs and virtual-hosted requests.
+Buckets, objects with their headers, ranges and conditions, checksums,
+listings, signatures, and what survives `kill -9`."""
+
+import base64
+import datetime
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
+from urllib.parse import quote, urlparse
+
+import boto3
+import pytest
+import requests
+from botocore import UNSIGNED
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from conftest import REGION, Server, error_code, unique_name, wait_for
+
+
+def s3_client(server, secret=None, **config):
+    key, real_secret = server.credentials()
+    return boto3.client(
+        "s3", endpoint_url=server.endpoint, region_name=REGION,
+        aws_access_key_id=key, aws_secret_access_key=secret or real_secret,
+        config=Config(retries={"max_attempts": 1}, **config),
+    )
+
+
+def aws_s3(server, *args, check=True):
+    """Runs the real aws CLI (`s3 ...` or `s3api ...`) with the server's keys."""
+    key, secret = server.credentials()
+    exe = shutil.which("aws")
+    assert exe, "the aws CLI must be installed by the test command"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
+               AWS_DEFAULT_REGION=REGION, AWS_PAGER="")
+    env.pop("AWS_PROFILE", None)
+    r = subprocess.run([exe, "--endpoint-url", server.endpoint, "--output", "json", *args],
+                       capture_output=True, text=True, env=env, timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError(f"aws {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def xml_code(body):
+    m = re.search(rb"<Code>([^<]*)</Code>", body)
+    return m.group(1).decode() if m else None
+
+
+def b64(digest):
+    return base64.b64encode(digest).decode()
+
+
+def crc32(data):
+    return b64(zlib.crc32(data).to_bytes(4, "big"))
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), bitwise: botocore needs awscrt for it."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return b64((crc ^ 0xFFFFFFFF).to_bytes(4, "big"))
+
+
+def md5_etag(data):
+    return f'"{hashlib.md5(data).hexdigest()}"'
+
+
+@pytest.fixture(scope="module")
+def s3server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("s3") / "data").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(s3server):
+    return s3_client(s3server)
+
+
+@pytest.fixture
+def bucket(s3):
+    name = unique_name("bkt")
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+# --- buckets -----------------------------------------------------------------
+
+def test_bucket_lifecycle(s3):
+    name = unique_name("life")
+    created = s3.create_bucket(Bucket=name)
+    assert created["Location"] == f"/{name}"
+    with pytest.raises(ClientError) as e:
+        s3.create_bucket(Bucket=name)
+    assert error_code(e) == "BucketAlreadyOwnedByYou"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    assert s3.head_bucket(Bucket=name)["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == REGION
+    listed = s3.list_buckets()
+    assert name in [b["Name"] for b in listed["Buckets"]]
+    assert all(isinstance(b["CreationDate"], datetime.datetime) for b in listed["Buckets"])
+    # us-east-1 is the empty location constraint, as on AWS.
+    assert s3.get_bucket_location(Bucket=name).get("LocationConstraint") is None
+
+    s3.put_object(Bucket=name, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as e:
+        s3.delete_bucket(Bucket=name)
+    assert error_code(e) == "BucketNotEmpty"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"x"
+    s3.delete_object(Bucket=name, Key="k")
+    s3.delete_bucket(Bucket=name)
+    with pytest.raises(ClientError) as e:
+        s3.head_bucket(Bucket=name)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(ClientError) as e:
+        s3.delete_bucket(Bucket=name)
+    assert error_code(e) == "NoSuchBucket"
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=name, Key="k", Body=b"x")
+    assert error_code(e) == "NoSuchBucket"
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+@pytest.mark.parametrize("name", [
+    "ab", "a" * 64, "Upper-case", "under_score", "-leading", "trailing-", "two..dots",
+    "192.168.5.4", "xn--punycode", "sthree-bucket", "bucket-s3alias", "bucket--ol-s3",
+    "amzn-s3-demo-bucket", "bucket.mrap", "bucket--table-s3",
+    # (`--x-s3` is refused too, but boto3 takes such names for S3 Express
+    # directory buckets and sends them elsewhere.)
+])
+def test_invalid_bucket_names_are_refused(s3, name):
+    with pytest.raises(ClientError) as e:
+        s3.create_bucket(Bucket=name)
+    assert error_code(e) == "InvalidBucketName"
+    assert e.value.response["Error"]["Message"] == "The specified bucket is not valid."
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_longest_and_dotted_bucket_names_are_valid(s3):
+    for name in ("a" * 63, f"dotted.{os.getpid()}.name", "123"):
+        s3.create_bucket(Bucket=name)
+        s3.head_bucket(Bucket=name)
+        s3.delete_bucket(Bucket=name)
+
+
+# --- objects -----------------------------------------------------------------
+
+def test_object_round_trip_with_metadata_and_standard_headers(s3, bucket):
+    body = gzip.compress(b"hello, objects\n" * 100)
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    put = s3.put_object(
+        Bucket=bucket, Key="doc.txt", Body=body, Metadata={"Color": "Blue", "x-origin": "test run"},
+        ContentType="text/plain; charset=utf-8", ContentEncoding="gzip",
+        ContentDisposition='attachment; filename="doc.txt"', CacheControl="max-age=60", Expires=expires,
+        ContentLanguage="en",
+    )
+    assert put["ETag"] == md5_etag(body)
+    for got in (s3.head_object(Bucket=bucket, Key="doc.txt"), s3.get_object(Bucket=bucket, Key="doc.txt")):
+        assert got["ETag"] == md5_etag(body)
+        assert got["ContentLength"] == len(body)
+        assert got["ContentType"] == "text/plain; charset=utf-8"
+        assert got["ContentEncoding"] == "gzip"
+        assert got["ContentDisposition"] == 'attachment; filename="doc.txt"'
+        assert got["CacheControl"] == "max-age=60"
+        assert got["ContentLanguage"] == "en"
+        assert got["ResponseMetadata"]["HTTPHeaders"]["expires"] == "Wed, 02 Jan 2030 03:04:05 GMT"
+        assert got["Metadata"] == {"color": "Blue", "x-origin": "test run"}
+        assert got["AcceptRanges"] == "bytes"
+        assert isinstance(got["LastModified"], datetime.datetime)
+    assert s3.get_object(Bucket=bucket, Key="doc.txt")["Body"].read() == body
+    # Response overrides, as a presigned download link would ask.
+    over = s3.get_object(Bucket=bucket, Key="doc.txt", ResponseContentType="application/octet-stream",
+                         ResponseContentDisposition="inline")
+    assert (over["ContentType"], over["ContentDisposition"]) == ("application/octet-stream", "inline")
+
+    # A PUT without a Content-Type gets AWS's default.
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    assert s3.head_object(Bucket=bucket, Key="plain")["ContentType"] == "binary/octet-stream"
+    # Replacing an object replaces its metadata too.
+    s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"new")
+    head = s3.head_object(Bucket=bucket, Key="doc.txt")
+    assert head["Metadata"] == {} and "ContentEncoding" not in head and head["ETag"] == md5_etag(b"new")
+
+    s3.delete_object(Bucket=bucket, Key="doc.txt")
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="doc.txt")
+    assert error_code(e) == "NoSuchKey"
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="doc.txt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # Deleting what is not there succeeds, as on AWS.
+    assert s3.delete_object(Bucket=bucket, Key="doc.txt")["ResponseMetadata"]["HTTPStatusCode"] == 204
+
+
+def test_empty_object(s3, bucket):
+    put = s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    assert put["ETag"] == md5_etag(b"")
+    got = s3.get_object(Bucket=bucket, Key="empty")
+    assert (got["ContentLength"], got["Body"].read()) == (0, b"")
+
+
+def test_ranges(s3, bucket):
+    body = bytes(range(100))
+    s3.put_object(Bucket=bucket, Key="r", Body=body)
+    cases = {
+        "bytes=0-9": (body[:10], "bytes 0-9/100"),
+        "bytes=90-": (body[90:], "bytes 90-99/100"),
+        "bytes=-5": (body[95:], "bytes 95-99/100"),
+        "bytes=95-500": (body[95:], "bytes 95-99/100"),
+        "bytes=-500": (body, "bytes 0-99/100"),
+    }
+    for rng, (want, content_range) in cases.items():
+        got = s3.get_object(Bucket=bucket, Key="r", Range=rng)
+        assert got["ResponseMetadata"]["HTTPStatusCode"] == 206, rng
+        assert got["ContentRange"] == content_range, rng
+        assert got["ContentLength"] == len(want), rng
+        assert got["Body"].read() == want, rng
+    for rng in ("bytes=100-", "bytes=200-300"):
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket=bucket, Key="r", Range=rng)
+        assert error_code(e) == "InvalidRange", rng
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+
+
+def test_conditional_gets(s3, bucket):
+    put = s3.put_object(Bucket=bucket, Key="c", Body=b"conditional")
+    etag = put["ETag"]
+    modified = s3.head_object(Bucket=bucket, Key="c")["LastModified"]
+    before = modified - datetime.timedelta(hours=1)
+    after = modified + datetime.timedelta(hours=1)
+
+    def status(**kw):
+        try:
+            return s3.get_object(Bucket=bucket, Key="c", **kw)["ResponseMetadata"]["HTTPStatusCode"]
+        except ClientError as e:
+            return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    assert status(IfMatch=etag) == 200
+    assert status(IfMatch='"0123456789abcdef0123456789abcdef"') == 412
+    assert status(IfMatch="*") == 200
+    assert status(IfNoneMatch=etag) == 304
+    assert status(IfNoneMatch='"0123456789abcdef0123456789abcdef"') == 200
+    assert status(IfModifiedSince=before) == 200
+    assert status(IfModifiedSince=after) == 304
+    assert status(IfModifiedSince=modified) == 304
+    assert status(IfUnmodifiedSince=after) == 200
+    assert status(IfUnmodifiedSince=before) == 412
+    # RFC 9110's order, which AWS follows: If-Match wins over If-Unmodified-Since,
+    # If-None-Match over If-Modified-Since.
+    assert status(IfMatch=etag, IfUnmodifiedSince=before) == 200
+    assert status(IfNoneMatch='"0123456789abcdef0123456789abcdef"', IfModifiedSince=after) == 200
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="c", IfMatch='"00000000000000000000000000000000"')
+    assert error_code(e) == "PreconditionFailed"
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="c", IfNoneMatch=etag)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+
+
+KEYS = [
+    "with space.txt", "plus+sign", "unicode/ünïcödé ✓ 日本.txt", "deep/nested/dir/file", "q?a=b&c=%20",
+    "percent%2Fslash", "tilde~star*(paren)", "trailing/", "a;b,c:d@e=f$g",
+]
+
+
+def test_keys_that_need_encoding_round_trip(s3server, s3, bucket):
+    for k in KEYS:
+        s3.put_object(Bucket=bucket, Key=k, Body=k.encode())
+    for k in KEYS:
+        assert s3.get_object(Bucket=bucket, Key=k)["Body"].read() == k.encode(), k
+    # boto3 asks for encoding-type=url and decodes what comes back.
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == sorted(KEYS)
+    assert sorted(o["Key"] for o in s3.list_objects(Bucket=bucket)["Contents"]) == sorted(KEYS)
+    prefixes = s3.list_objects_v2(Bucket=bucket, Prefix="unicode/", Delimiter="/")
+    assert [o["Key"] for o in prefixes["Contents"]] == ["unicode/ünïcödé ✓ 日本.txt"]
+    # Without encoding-type, the XML carries the keys as they are (escaped for XML).
+    status, _, raw = signed_s3(s3server, "GET", f"/{bucket}?list-type=2")
+    assert status == 200
+    assert "<Key>unicode/ünïcödé ✓ 日本.txt</Key>" in raw.decode() and b"<Key>q?a=b&amp;c=%20</Key>" in raw
+    # boto3's default presigned URL for a listing (Signature Version 2, which
+    # signs the bucket as `/<bucket>/`).
+    url = s3.generate_presigned_url("list_objects_v2", Params={"Bucket": bucket})
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 200 and b"<KeyCount>%d</KeyCount>" % len(KEYS) in r.content, r.text
+
+
+def test_key_length_limit(s3, bucket):
+    longest = "k" * 1024
+    s3.put_object(Bucket=bucket, Key=longest, Body=b"x")
+    assert s3.get_object(Bucket=bucket, Key=longest)["Body"].read() == b"x"
+    for key in ("k" * 1025, "é" * 513):
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+        assert error_code(e) == "KeyTooLongError"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [longest]
+
+
+# --- checksums ---------------------------------------------------------------
+
+def test_default_crc32_header_and_etag(s3, bucket):
+    body = os.urandom(70_000)
+    put = s3.put_object(Bucket=bucket, Key="crc", Body=body)
+    assert put["ETag"] == md5_etag(body)
+    assert put["ChecksumCRC32"] == crc32(body)
+    head = s3.head_object(Bucket=bucket, Key="crc", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == crc32(body)
+    got = s3.get_object(Bucket=bucket, Key="crc", ChecksumMode="ENABLED")
+    assert got["Body"].read() == body  # botocore checks the CRC32 it was given
+
+
+def test_aws_chunked_trailer_checksum(s3, bucket):
+    """boto3 sends CRC32 in an aws-chunked trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER)
+    over TLS; here it is made to do so over plain HTTP, on the wire as it would."""
+    sent = []
+
+    def capture(request, **_):
+        sent.append(dict(request.headers))
+
+    s3.meta.events.register("before-send.s3.PutObject", capture)
+    try:
+        https = lambda url: urlparse(url.replace("http://", "https://", 1))  # noqa: E731
+        body = os.urandom(300_000)
+        with mock.patch("botocore.httpchecksum.urlparse", https):
+            put = s3.put_object(Bucket=bucket, Key="trailer", Body=body)
+            with pytest.raises(ClientError) as e:
+                s3.put_object(Bucket=bucket, Key="trailer", Body=b"bad", ChecksumCRC32=crc32(b"other"))
+    finally:
+        s3.meta.events.unregister("before-send.s3.PutObject", capture)
+    assert sent[0]["X-Amz-Content-SHA256"] == b"STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+    assert (sent[0]["Content-Encoding"], sent[0]["X-Amz-Trailer"]) == (b"aws-chunked", b"x-amz-checksum-crc32")
+    assert put["ETag"] == md5_etag(body)
+    assert error_code(e) == "BadDigest"
+    head = s3.head_object(Bucket=bucket, Key="trailer", ChecksumMode="ENABLED")
+    assert (head["ChecksumCRC32"], head["ContentLength"]) == (crc32(body), len(body))
+    assert s3.get_object(Bucket=bucket, Key="trailer")["Body"].read() == body
+
+
+def test_trailer_checksum_mismatch_stores_nothing(s3server, s3, bucket):
+    """A hand-made aws-chunked body whose trailer names the wrong CRC32."""
+    s3.put_object(Bucket=bucket, Key="t", Body=b"original")
+    body = b"chunked data"
+    wire = (f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n"
+            + f"x-amz-checksum-crc32:{crc32(b'different')}\r\n\r\n".encode())
+    headers = {
+        "Content-Encoding": "aws-chunked", "X-Amz-Trailer": "x-amz-checksum-crc32",
+        "X-Amz-Decoded-Content-Length": str(len(body)), "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+    }
+    status, _, resp = signed_s3(s3server, "PUT", f"/{bucket}/t", wire, headers)
+    assert (status, xml_code(resp)) == (400, "BadDigest")
+    assert s3.get_object(Bucket=bucket, Key="t")["Body"].read() == b"original"
+    good = wire.replace(crc32(b"different").encode(), crc32(body).encode())
+    status, _, resp = signed_s3(s3server, "PUT", f"/{bucket}/t", good, headers)
+    assert status == 200, resp
+    assert s3.get_object(Bucket=bucket, Key="t")["Body"].read() == body
+
+
+def test_explicit_checksum_algorithms(s3, bucket):
+    body = b"checksummed " * 1000
+    put = s3.put_object(Bucket=bucket, Key="sha", Body=body, ChecksumAlgorithm="SHA256")
+    assert put["ChecksumSHA256"] == b64(hashlib.sha256(body).digest())
+    head = s3.head_object(Bucket=bucket, Key="sha", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == b64(hashlib.sha256(body).digest())
+
+    put = s3.put_object(Bucket=bucket, Key="c32c", Body=body, ChecksumCRC32C=crc32c(body))
+    assert put["ChecksumCRC32C"] == crc32c(body)
+    assert s3.head_object(Bucket=bucket, Key="c32c", ChecksumMode="ENABLED")["ChecksumCRC32C"] == crc32c(body)
+    # Without ChecksumMode the checksum is not given, as on AWS.
+    assert "ChecksumCRC32C" not in s3.head_object(Bucket=bucket, Key="c32c")
+
+
+def test_digest_mismatches_store_nothing(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="keep", Body=b"old contents")
+    old = s3.head_object(Bucket=bucket, Key="keep")
+    wrong_md5 = b64(hashlib.md5(b"something else").digest())
+    attempts = [
+        dict(ContentMD5=wrong_md5),
+        dict(ChecksumSHA256=b64(hashlib.sha256(b"something else").digest())),
+        dict(ChecksumCRC32=crc32(b"something else")),
+        dict(ChecksumCRC32C=crc32c(b"something else")),
+    ]
+    for kw in attempts:
+        for key in ("keep", "fresh"):
+            with pytest.raises(ClientError) as e:
+                s3.put_object(Bucket=bucket, Key=key, Body=b"new contents", **kw)
+            assert error_code(e) == "BadDigest", kw
+            assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="keep", Body=b"new contents", ContentMD5="not-base64!")
+    assert error_code(e) == "InvalidDigest"
+    head = s3.head_object(Bucket=bucket, Key="keep")
+    assert (head["ETag"], head["LastModified"]) == (old["ETag"], old["LastModified"])
+    assert s3.get_object(Bucket=bucket, Key="keep")["Body"].read() == b"old contents"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep"]
+    good = s3.put_object(Bucket=bucket, Key="keep", Body=b"new", ContentMD5=b64(hashlib.md5(b"new").digest()))
+    assert good["ETag"] == md5_etag(b"new")
+
+
+# --- listings ----------------------------------------------------------------
+
+def test_listing_prefix_delimiter_start_after(s3, bucket):
+    keys = ["a.txt", "photos/2024/jan.jpg", "photos/2024/feb.jpg", "photos/2025/mar.jpg", "photos/cover.jpg",
+            "videos/clip.mp4", "z.txt"]
+    for k in keys:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"x")
+    everything = s3.list_objects_v2(Bucket=bucket)
+    assert [o["Key"] for o in everything["Contents"]] == sorted(keys)
+    assert everything["KeyCount"] == len(keys) and not everything["IsTruncated"]
+    first = everything["Contents"][0]
+    assert first["Size"] == 1 and first["ETag"] == md5_etag(b"x") and first["StorageClass"] == "STANDARD"
+
+    top = s3.list_objects_v2(Bucket=bucket, Delimiter="/")
+    assert [o["Key"] for o in top["Contents"]] == ["a.txt", "z.txt"]
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["photos/", "videos/"]
+    assert top["KeyCount"] == 4
+
+    photos = s3.list_objects_v2(Bucket=bucket, Prefix="photos/", Delimiter="/")
+    assert [o["Key"] for o in photos["Contents"]] == ["photos/cover.jpg"]
+    assert [p["Prefix"] for p in photos["CommonPrefixes"]] == ["photos/2024/", "photos/2025/"]
+    assert photos["Prefix"] == "photos/"
+
+    after = s3.list_objects_v2(Bucket=bucket, StartAfter="photos/2024/jan.jpg")
+    assert [o["Key"] for o in after["Contents"]] == sorted(keys)[3:]
+    assert after["StartAfter"] == "photos/2024/jan.jpg"
+
+    # Paging one entry at a time through a delimited listing: prefixes count as entries.
+    seen, token = [], None
+    while True:
+        kw = {"ContinuationToken": token} if token else {}
+        page = s3.list_objects_v2(Bucket=bucket, Delimiter="/", MaxKeys=1, **kw)
+        assert page["KeyCount"] == 1
+        seen += [o["Key"] for o in page.get("Contents", [])] + [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert seen == ["a.txt", "photos/", "videos/", "z.txt"]
+
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="nothing/")
+    with pytest.raises(ClientError) as e:
+        s3.list_objects_v2(Bucket=bucket, ContinuationToken="not a token")
+    assert error_code(e) == "InvalidArgument"
+    with pytest.raises(ClientError) as e:
+        s3.list_objects_v2(Bucket=unique_name("missing"))
+    assert error_code(e) == "NoSuchBucket"
+
+    # ListObjects (v1): Marker, and NextMarker with a delimiter.
+    v1 = s3.list_objects(Bucket=bucket, Marker="photos/cover.jpg")
+    assert [o["Key"] for o in v1["Contents"]] == ["videos/clip.mp4", "z.txt"]
+    v1 = s3.list_objects(Bucket=bucket, Delimiter="/", MaxKeys=2)
+    assert v1["IsTruncated"] and v1["NextMarker"] == "photos/"
+    v1 = s3.list_objects(Bucket=bucket, Delimiter="/", Marker=v1["NextMarker"])
+    assert [p["Prefix"] for p in v1["CommonPrefixes"]] == ["videos/"]
+    assert [o["Key"] for o in v1["Contents"]] == ["z.txt"]
+    assert not v1["IsTruncated"]
+
+
+def test_paging_thousands_of_keys(s3, bucket):
+    keys = [f"many/{i:05d}" for i in range(2500)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b""), keys))
+    pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="many/"))
+    assert [p["KeyCount"] for p in pages] == [1000, 1000, 500]
+    assert [o["Key"] for p in pages for o in p["Contents"]] == keys
+    v1 = list(s3.get_paginator("list_objects").paginate(Bucket=bucket, PaginationConfig={"PageSize": 700}))
+    assert [len(p["Contents"]) for p in v1] == [700, 700, 700, 400]
+    assert [o["Key"] for p in v1 for o in p["Contents"]] == keys
+    # A page size above 1,000 is capped at 1,000, as on AWS.
+    assert s3.list_objects_v2(Bucket=bucket, MaxKeys=5000)["KeyCount"] == 1000
+
+
+# --- signatures and presigned URLs -------------------------------------------
+
+class PayloadAsSent(S3SigV4Auth):
+    """Signs the X-Amz-Content-SHA256 a request carries (`UNSIGNED-PAYLOAD`,
+    `STREAMING-UNSIGNED-PAYLOAD-TRAILER`), which S3SigV4Auth would replace."""
+
+    def _modify_request_before_signing(self, request):
+        sent = request.headers["X-Amz-Content-SHA256"]
+        super()._modify_request_before_signing(request)
+        del request.headers["X-Amz-Content-SHA256"]
+        request.headers["X-Amz-Content-SHA256"] = sent
+
+
+def signed_s3(server, method, path, body=b"", headers=None, host=None, secret=None):
+    """A SigV4 request for service s3 sent with `requests` (`path` already
+    URL-encoded: S3 signs it as sent); `host` signs and sends another Host
+    header (virtual-hosted style) while connecting to 127.0.0.1."""
+    key, real_secret = server.credentials()
+    url = f"http://{host or f'127.0.0.1:{server.port}'}{path}"
+    headers = dict(headers or {})
+    headers.setdefault("X-Amz-Content-SHA256", hashlib.sha256(body).hexdigest())
+    req = AWSRequest(method=method, url=url, data=body, headers=headers)
+    PayloadAsSent(Credentials(key, secret or real_secret), "s3", REGION).add_auth(req)
+    sent = dict(req.headers.items())
+    if host:
+        sent["Host"] = host
+    r = requests.request(method, f"{server.endpoint}{path}", data=body, headers=sent, timeout=30)
+    return r.status_code, r.headers, r.content
+
+
+def test_presigned_sigv4_get_and_put(s3server, s3, bucket):
+    v4 = s3_client(s3server, signature_version="s3v4")
+    key = "presigned/photo 1+2.jpg"
+    put_url = v4.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)
+    assert "X-Amz-Credential=" in put_url and "X-Amz-Signature=" in put_url
+    r = requests.put(put_url, data=b"uploaded by a browser", timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["ETag"] == md5_etag(b"uploaded by a browser")
+    get_url = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)
+    r = requests.get(get_url, timeout=30)
+    assert (r.status_code, r.content) == (200, b"uploaded by a browser")
+    # A range works on a presigned URL too (the Range header is not signed).
+    r = requests.get(get_url, headers={"Range": "bytes=0-7"}, timeout=30)
+    assert (r.status_code, r.content) == (206, b"uploaded")
+
+    # Tampered: another key, or a changed signature.
+    s3.put_object(Bucket=bucket, Key="secret", Body=b"not for you")
+    r = requests.get(get_url.replace(quote(key.split("/")[1]), "secret"), timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (403, "SignatureDoesNotMatch"), r.text
+    sig = re.search(r"X-Amz-Signature=([0-9a-f]+)", get_url).group(1)
+    forged = get_url.replace(sig, ("0" if sig[0] != "0" else "1") + sig[1:])
+    r = requests.get(forged, timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (403, "SignatureDoesNotMatch"), r.text
+    r = requests.get(get_url.replace("X-Amz-Expires=300", "X-Amz-Expires=3000"), timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (403, "SignatureDoesNotMatch"), r.text
+
+    # Expired: signed two hours ago for one hour.
+    past = datetime.datetime.utcnow() - datetime.timedelta(hours=2)
+    with mock.patch("botocore.auth.get_current_datetime", lambda: past):
+        old = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
+    r = requests.get(old, timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (403, "AccessDenied"), r.text
+    # A PUT through an expired URL stores nothing.
+    with mock.patch("botocore.auth.get_current_datetime", lambda: past):
+        old_put = v4.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "late"}, ExpiresIn=60)
+    r = requests.put(old_put, data=b"too late", timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (403, "AccessDenied"), r.text
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="late")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_presigned_default_form(s3, bucket):
+    """boto3's default presigned URL (SigV2 query: AWSAccessKeyId, Expires, Signature)."""
+    s3.put_object(Bucket=bucket, Key="v2 key+x", Body=b"sigv2")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "v2 key+x"}, ExpiresIn=300)
+    r = requests.get(url, timeout=30)
+    assert (r.status_code, r.content) == (200, b"sigv2"), r.text
+    put = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "v2put"}, ExpiresIn=300)
+    assert requests.put(put, data=b"via v2", timeout=30).status_code == 200
+    assert s3.get_object(Bucket=bucket, Key="v2put")["Body"].read() == b"via v2"
+    if "AWSAccessKeyId=" in url:
+        expired = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "v2 key+x"},
+                                            ExpiresIn=-60)
+        r = requests.get(expired, timeout=30)
+        assert (r.status_code, xml_code(r.content)) == (403, "AccessDenied"), r.text
+        tampered = re.sub(r"Signature=[^&]+", "Signature=AAAAAAAAAAAAAAAAAAAAAAAAAAA%3D", url)
+        r = requests.get(tampered, timeout=30)
+        assert (r.status_code, xml_code(r.content)) == (403, "SignatureDoesNotMatch"), r.text
+
+
+def test_wrong_secret_and_no_credentials(s3server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="private", Body=b"x")
+    wrong = s3_client(s3server, secret="not-the-secret-0000000000000000000000000")
+    for call in (lambda: wrong.list_buckets(), lambda: wrong.get_object(Bucket=bucket, Key="private"),
+                 lambda: wrong.put_object(Bucket=bucket, Key="w", Body=b"x")):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_code(e) == "SignatureDoesNotMatch"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    unknown = boto3.client("s3", endpoint_url=s3server.endpoint, region_name=REGION,
+                           aws_access_key_id="AKIDUNKNOWN000000000", aws_secret_access_key="x" * 40)
+    with pytest.raises(ClientError) as e:
+        unknown.list_buckets()
+    assert error_code(e) == "InvalidAccessKeyId"
+
+    anonymous = boto3.client("s3", endpoint_url=s3server.endpoint, region_name=REGION,
+                             config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}))
+    for call in (lambda: anonymous.get_object(Bucket=bucket, Key="private"),
+                 lambda: anonymous.list_objects_v2(Bucket=bucket),
+                 lambda: anonymous.put_object(Bucket=bucket, Key="anon", Body=b"x")):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert error_code(e) == "AccessDenied"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="anon")
+
+
+# --- virtual-hosted style ----------------------------------------------------
+
+def test_virtual_hosted_style(s3server, s3, bucket):
+    host = f"{bucket}.s3.localhost:{s3server.port}"
+    status, headers, body = signed_s3(s3server, "PUT", "/dir/v%20host.txt", b"virtual", host=host)
+    assert status == 200, body
+    assert s3.get_object(Bucket=bucket, Key="dir/v host.txt")["Body"].read() == b"virtual"
+    status, _, body = signed_s3(s3server, "GET", "/dir/v%20host.txt", host=host)
+    assert (status, body) == (200, b"virtual")
+    status, _, body = signed_s3(s3server, "GET", "/?list-type=2&prefix=dir%2F", host=host)
+    assert status == 200 and b"<Key>dir/v host.txt</Key>" in body
+    status, _, body = signed_s3(s3server, "HEAD", "/", host=host)
+    assert status == 200
+    status, _, body = signed_s3(s3server, "GET", "/x", host=f"{unique_name('nobucket')}.s3.localhost:{s3server.port}")
+    assert (status, xml_code(body)) == (404, "NoSuchBucket")
+    # Unsigned, a virtual-hosted request is refused.
+    r = requests.get(f"{s3server.endpoint}/dir/v%20host.txt", headers={"Host": host}, timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (403, "AccessDenied")
+
+    # boto3 itself in virtual-hosted style: glibc does not resolve *.localhost,
+    # so each request is sent to 127.0.0.1 with the Host it was signed for.
+    key, secret = s3server.credentials()
+    virtual = boto3.client("s3", endpoint_url=f"http://s3.localhost:{s3server.port}", region_name=REGION,
+                           aws_access_key_id=key, aws_secret_access_key=secret,
+                           config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}))
+    hosts = []
+
+    def to_loopback(request, **_):
+        netloc = urlparse(request.url).netloc
+        hosts.append(netloc)
+        request.headers["Host"] = netloc
+        request.url = request.url.replace(netloc, f"127.0.0.1:{s3server.port}", 1)
+
+    virtual.meta.events.register("before-send.s3", to_loopback)
+    virtual.put_object(Bucket=bucket, Key="boto/virtual.txt", Body=b"from boto3")
+    assert virtual.get_object(Bucket=bucket, Key="boto/virtual.txt")["Body"].read() == b"from boto3"
+    listed = virtual.list_objects_v2(Bucket=bucket, Prefix="boto/")
+    assert [o["Key"] for o in listed["Contents"]] == ["boto/virtual.txt"]
+    assert hosts and all(h == host for h in hosts)
+
+
+# --- durability --------------------------------------------------------------
+
+def data_files(data_dir):
+    root = data_dir / "objects" / "data"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_acknowledged_put_survives_kill_9(private_server, tmp_path):
+    srv = private_server()
+    s3 = s3_client(srv)
+    s3.create_bucket(Bucket="durable")
+    body = os.urandom(200_000)
+    s3.put_object(Bucket="durable", Key="acked", Body=body)
+    srv.kill()
+    srv = private_server(data_dir=srv.data_dir)
+    s3 = s3_client(srv)
+    got = s3.get_object(Bucket="durable", Key="acked")
+    assert (got["Body"].read(), got["ETag"]) == (body, md5_etag(body))
+
+
+def cut_off_put(server, path, total, sent):
+    """Starts a signed PUT announcing `total` bytes, sends `sent` of them and
+    returns the still-open socket."""
+    key, secret = server.credentials()
+    req = AWSRequest(method="PUT", url=f"{server.endpoint}{path}",
+                     headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD", "Content-Length": str(total)})
+    PayloadAsSent(Credentials(key, secret), "s3", REGION).add_auth(req)
+    head = f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in req.headers.items()) + "\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(head.encode() + b"x" * sent)
+    return sock
+
+
+def test_cut_off_puts_never_appear(private_server):
+    srv = private_server()
+    s3 = s3_client(srv)
+    s3.create_bucket(Bucket="cut")
+    s3.put_object(Bucket="cut", Key="kept", Body=b"kept")
+    s3.put_object(Bucket="cut", Key="replaced", Body=b"before")
+    files = data_files(srv.data_dir)
+    assert len(files) == 2
+    tmp = srv.data_dir / "objects" / "tmp"
+
+    # The client goes away mid-body: the server drops what it had.
+    sock = cut_off_put(srv, "/cut/replaced", 1 << 20, 300_000)
+    wait_for(lambda: any(tmp.iterdir()), "the upload to start")
+    sock.close()
+    wait_for(lambda: not any(tmp.iterdir()), "the cut-off upload to be dropped")
+    assert s3.get_object(Bucket="cut", Key="replaced")["Body"].read() == b"before"
+    assert data_files(srv.data_dir) == files
+
+    # The server dies mid-body: nothing of it is there after a restart.
+    sock = cut_off_put(srv, "/cut/half", 1 << 20, 300_000)
+    wait_for(lambda: any(tmp.iterdir()), "the upload to start")
+    srv.kill()
+    sock.close()
+    srv = private_server(data_dir=srv.data_dir)
+    s3 = s3_client(srv)
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="cut", Key="half")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="cut")["Contents"]] == ["kept", "replaced"]
+    assert data_files(srv.data_dir) == files
+    assert not any(tmp.iterdir())
+
+
+# --- the aws CLI -------------------------------------------------------------
+
+def test_aws_cli(s3server, s3, tmp_path):
+    """`aws s3` mb/cp/sync/ls/rm/rb and `aws s3api` put/get/head-object. Each
+    CLI run costs seconds of start-up, so independent ones run together."""
+    name = unique_name("cli")
+    assert f"make_bucket: {name}" in aws_s3(s3server, "s3", "mb", f"s3://{name}").stdout
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha")
+    (src / "sub" / "b name.bin").write_bytes(os.urandom(3 << 20))
+    (src / "sub" / "ü.txt").write_bytes(b"unicode")
+
+    def together(*runs, check=True):
+        with ThreadPoolExecutor(len(runs)) as pool:
+            return list(pool.map(lambda args: aws_s3(s3server, *args, check=check), runs))
+
+    _, _, put = together(
+        ("s3", "cp", str(src / "a.txt"), f"s3://{name}/docs/a.txt"),
+        ("s3", "sync", str(src), f"s3://{name}/tree/"),
+        ("s3api", "put-object", "--bucket", name, "--key", "api/x.json", "--body", str(src / "a.txt"),
+         "--content-type", "application/json", "--metadata", "k=v"),
+    )
+    assert json_of(put)["ETag"] == md5_etag(b"alpha")
+    listed = aws_s3(s3server, "s3", "ls", "--recursive", f"s3://{name}/").stdout
+    sizes = {line.split(maxsplit=3)[3]: int(line.split()[2]) for line in listed.splitlines()}
+    assert sizes == {"api/x.json": 5, "docs/a.txt": 5, "tree/a.txt": 5, "tree/sub/b name.bin": 3 << 20,
+                     "tree/sub/ü.txt": 7}
+    out = tmp_path / "out"
+    _, _, head, got = together(
+        ("s3", "cp", f"s3://{name}/docs/a.txt", str(tmp_path / "down.txt")),
+        ("s3", "sync", f"s3://{name}/tree/", str(out)),
+        ("s3api", "head-object", "--bucket", name, "--key", "api/x.json"),
+        ("s3api", "get-object", "--bucket", name, "--key", "api/x.json", str(tmp_path / "x.json")),
+    )
+    assert (tmp_path / "down.txt").read_bytes() == b"alpha"
+    for p in ("a.txt", "sub/b name.bin", "sub/ü.txt"):
+        assert (out / p).read_bytes() == (src / p).read_bytes(), p
+    head = json_of(head)
+    assert (head["ContentLength"], head["ContentType"], head["Metadata"]) == (5, "application/json", {"k": "v"})
+    assert json_of(got)["ETag"] == md5_etag(b"alpha") and (tmp_path / "x.json").read_bytes() == b"alpha"
+
+    refused, rm = together(("s3", "rb", f"s3://{name}"), ("s3", "rm", f"s3://{name}/docs/a.txt"), check=False)
+    assert refused.returncode != 0 and "BucketNotEmpty" in refused.stderr
+    assert rm.returncode == 0 and f"delete: s3://{name}/docs/a.txt" in rm.stdout
+    assert "docs/a.txt" not in [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]]
+    # `rb --force` empties the bucket (`rm --recursive`) and removes it.
+    assert f"remove_bucket: {name}" in aws_s3(s3server, "s3", "rb", "--force", f"s3://{name}").stdout
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def json_of(result):
+    return json.loads(result.stdout)
