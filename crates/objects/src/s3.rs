@@ -565,7 +565,10 @@ impl S3 for Objects {
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let marker = input.marker.clone().unwrap_or_default();
-        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &marker, max)
+        // A NextMarker that was a common prefix resumes past all its keys.
+        let rolled_up = input.delimiter.as_deref().is_some_and(|d| !d.is_empty() && marker.ends_with(d));
+        let after = if rolled_up { listing::past(&marker) } else { marker.clone() };
+        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
             .await
             .map_err(internal)?;
         let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
