@@ -38,6 +38,9 @@ pub trait ObjectMeta: Send + Sync {
     /// returns the file of the object it replaced.
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>>;
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>>;
+    /// Rewrites an object's document (its tags, say) if it still has the
+    /// bytes of `o.file`; false if it was deleted or replaced meanwhile.
+    async fn update_object(&self, o: &ObjectInfo) -> Result<bool>;
     /// Removes an object and queues `events` if it existed; returns it.
     async fn delete_object(
         &self,
@@ -167,6 +170,17 @@ impl ObjectMeta for SqliteMetadata {
         row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
     }
 
+    async fn update_object(&self, o: &ObjectInfo) -> Result<bool> {
+        let done = sqlx::query("UPDATE objects SET doc = ? WHERE bucket = ? AND key = ? AND file = ?")
+            .bind(serde_json::to_string(o)?)
+            .bind(&o.bucket)
+            .bind(&o.key)
+            .bind(&o.file)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_object(
         &self,
         bucket: &str,
@@ -290,5 +304,45 @@ impl ObjectMeta for SqliteMetadata {
     async fn object_files(&self) -> Result<HashSet<String>> {
         let rows = sqlx::query("SELECT file FROM objects UNION SELECT file FROM parts").fetch_all(self.pool()).await?;
         Ok(rows.iter().map(|r| r.get("file")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nimbus_core::objects::ObjectHeaders;
+
+    use super::*;
+
+    fn object(file: &str) -> ObjectInfo {
+        ObjectInfo {
+            bucket: "b".into(),
+            key: "k".into(),
+            file: file.into(),
+            size: 1,
+            etag: "\"e\"".into(),
+            modified_ms: 1,
+            headers: ObjectHeaders::default(),
+            tags: BTreeMap::new(),
+            checksum: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_keep_to_the_object_they_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let mut o = object("f1");
+        assert!(!m.update_object(&o).await.unwrap(), "no object yet");
+        m.put_object(&o, &[]).await.unwrap();
+        o.tags.insert("a".into(), "1".into());
+        assert!(m.update_object(&o).await.unwrap());
+        assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().tags["a"], "1");
+        // Replaced meanwhile: the update of the old bytes does not apply.
+        m.put_object(&object("f2"), &[]).await.unwrap();
+        assert!(!m.update_object(&o).await.unwrap());
+        let now = m.get_object("b", "k").await.unwrap().unwrap();
+        assert_eq!((now.file.as_str(), now.tags.len()), ("f2", 0));
     }
 }
