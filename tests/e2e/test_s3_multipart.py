@@ -116,6 +116,24 @@ def test_completion_checks_order_parts_etags_and_sizes(s3, bucket):
         assert error_code(e) == "NoSuchUpload"
 
 
+def test_full_object_checksums_cover_the_whole_object(s3, bucket):
+    parts = [os.urandom(5 * MIB), b"tail"]
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="full", ChecksumAlgorithm="CRC32",
+                                        ChecksumType="FULL_OBJECT")["UploadId"]
+    etags = [s3.upload_part(Bucket=bucket, Key="full", UploadId=upload, PartNumber=i, Body=p,
+                            ChecksumAlgorithm="CRC32")["ETag"] for i, p in enumerate(parts, 1)]
+    whole = base64.b64encode(struct.pack(">I", zlib.crc32(b"".join(parts)))).decode()
+    listed = {"Parts": [{"PartNumber": i, "ETag": e} for i, e in enumerate(etags, 1)]}
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="full", UploadId=upload, MultipartUpload=listed,
+                                     ChecksumCRC32="AAAAAA==", ChecksumType="FULL_OBJECT")
+    assert error_code(e) == "BadDigest"
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="full", UploadId=upload, MultipartUpload=listed,
+                                        ChecksumCRC32=whole, ChecksumType="FULL_OBJECT")
+    assert (done["ChecksumCRC32"], done["ChecksumType"]) == (whole, "FULL_OBJECT")
+    assert s3.head_object(Bucket=bucket, Key="full", ChecksumMode="ENABLED")["ChecksumCRC32"] == whole
+
+
 def test_an_upload_of_another_key_is_unknown_and_replaced_parts_count_once(s3, bucket):
     upload, _ = upload_parts(s3, bucket, "mine", [b"old"])
     with pytest.raises(ClientError) as e:

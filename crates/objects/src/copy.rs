@@ -71,7 +71,14 @@ impl Objects {
         len: u64,
         hasher: ChecksumHasher,
     ) -> S3Result<Written> {
-        let mut file = tokio::fs::File::open(self.files.path(&o.file)).await.map_err(internal)?;
+        let mut file = tokio::fs::File::open(self.files.path(&o.file)).await.map_err(|e| {
+            // Deleted or replaced since its metadata was read.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                s3_error!(NoSuchKey, "The specified key does not exist.")
+            } else {
+                internal(e)
+            }
+        })?;
         file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
         let stream =
             tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10).map(|r: std::io::Result<Bytes>| r);

@@ -181,9 +181,14 @@ impl Objects {
     /// Stores a written part, removing the one it replaces.
     async fn commit_part(&self, upload: &Upload, part: &Part) -> S3Result<()> {
         match self.meta.put_part(&upload.id, part).await {
-            Ok(replaced) => {
+            Ok(Some(replaced)) => {
                 self.files.remove(replaced).await;
                 Ok(())
+            }
+            // Completed or aborted while the part was arriving.
+            Ok(None) => {
+                self.files.remove([part.file.clone()]).await;
+                Err(no_such_upload())
             }
             Err(e) => {
                 self.files.remove([part.file.clone()]).await;
@@ -397,8 +402,14 @@ impl Objects {
         let full = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
         let algorithm = upload.checksum_algorithm.as_deref();
         let files: Vec<String> = parts.iter().map(|p| p.file.clone()).collect();
-        let (file, size, sums) =
-            self.files.concat(&files, hasher(algorithm.filter(|_| full))).await.map_err(internal)?;
+        let (file, size, sums) = self.files.concat(&files, hasher(algorithm.filter(|_| full))).await.map_err(|e| {
+            // A part file goes only when its upload ends: another request ended it.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                no_such_upload()
+            } else {
+                internal(e)
+            }
+        })?;
         let checksum = match algorithm {
             Some(a) if full => checksum_of(&sums, a),
             Some(a) => composite(a, &parts),
@@ -442,11 +453,16 @@ impl Objects {
             Origin { region: &self.region, principal: &principal, source_ip: "127.0.0.1", request_id: &request_id };
         let events = notify::events(&bucket, "ObjectCreated:CompleteMultipartUpload", &object, &origin);
         match self.meta.finish_upload(&upload.id, Some((&object, &events))).await {
-            Ok(freed) => {
+            Ok(Some(freed)) => {
                 self.files.remove(freed).await;
                 if !events.is_empty() {
                     self.functions.queued();
                 }
+            }
+            // Another completion or an abort ended it first.
+            Ok(None) => {
+                self.files.remove([object.file.clone()]).await;
+                return Err(no_such_upload());
             }
             Err(e) => {
                 self.files.remove([object.file.clone()]).await;
@@ -477,7 +493,7 @@ impl Objects {
         let input = req.input;
         let (_, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let freed = self.meta.finish_upload(&upload.id, None).await.map_err(internal)?;
-        self.files.remove(freed).await;
+        self.files.remove(freed.ok_or_else(no_such_upload)?).await;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
