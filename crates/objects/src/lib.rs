@@ -7,10 +7,14 @@
 //! It must not invoke functions itself or know the Lambda API: what it
 //! needs from there is the [`Functions`] trait.
 
+mod copy;
+mod delete;
 mod files;
 mod listing;
+mod multipart;
 mod notify;
 mod s3;
+mod tagging;
 
 use std::sync::Arc;
 

@@ -29,20 +29,20 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
     s3_error!(InternalError, "We encountered an internal error. Please try again.")
 }
 
-fn timestamp(ms: i64) -> Timestamp {
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
 }
 
-fn millis(t: &Timestamp) -> i64 {
+pub(crate) fn millis(t: &Timestamp) -> i64 {
     let t: time::OffsetDateTime = t.clone().into();
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn etag(o: &ObjectInfo) -> ETag {
+pub(crate) fn etag(o: &ObjectInfo) -> ETag {
     ETag::Strong(o.etag.trim_matches('"').to_string())
 }
 
-fn check_key(key: &str) -> S3Result<()> {
+pub(crate) fn check_key(key: &str) -> S3Result<()> {
     if key.len() > KEY_MAX {
         return Err(s3_error!(KeyTooLongError, "Your key is too long"));
     }
@@ -51,7 +51,7 @@ fn check_key(key: &str) -> S3Result<()> {
 
 /// The checksum algorithms a request asks for: by a value sent in a header,
 /// or by name (the aws-chunked trailer form names it and sends it last).
-fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) -> ChecksumHasher {
+pub(crate) fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) -> ChecksumHasher {
     let named = |n: &str| algorithm.is_some_and(|a| a.as_str().eq_ignore_ascii_case(n));
     let mut h = ChecksumHasher::default();
     if sent.checksum_crc32.is_some() || named(ChecksumAlgorithm::CRC32) {
@@ -73,7 +73,7 @@ fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) 
 }
 
 /// Checksums sent in headers, completed by the trailers of an aws-chunked body.
-fn sent_checksums(input: s3s::dto::Checksum, trailers: Option<&s3s::TrailingHeaders>) -> s3s::dto::Checksum {
+pub(crate) fn sent_checksums(input: s3s::dto::Checksum, trailers: Option<&s3s::TrailingHeaders>) -> s3s::dto::Checksum {
     let mut sent = input;
     if let Some(t) = trailers {
         t.read(|h| {
@@ -91,7 +91,7 @@ fn sent_checksums(input: s3s::dto::Checksum, trailers: Option<&s3s::TrailingHead
 /// Compares what the client sent with what arrived: Content-MD5 gives
 /// `BadDigest`, an additional checksum `BadDigest` naming its algorithm.
 /// Returns the object's additional checksum, if one was used.
-fn verify(
+pub(crate) fn verify(
     content_md5: Option<&str>,
     md5: &[u8; 16],
     sent: &s3s::dto::Checksum,
@@ -127,7 +127,7 @@ fn verify(
     Ok(kept)
 }
 
-fn write_error(e: WriteError) -> s3s::S3Error {
+pub(crate) fn write_error(e: WriteError) -> s3s::S3Error {
     match e {
         WriteError::TooLarge(_) => {
             s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size.")
@@ -140,7 +140,7 @@ fn write_error(e: WriteError) -> s3s::S3Error {
     }
 }
 
-fn put_checksums(c: &Option<Checksum>, out: &mut s3s::dto::Checksum) {
+pub(crate) fn put_checksums(c: &Option<Checksum>, out: &mut s3s::dto::Checksum) {
     if let Some(c) = c {
         let v = Some(c.value.clone());
         match c.algorithm.as_str() {
@@ -168,6 +168,7 @@ pub(crate) fn parse_tagging(header: Option<&str>) -> S3Result<BTreeMap<String, S
             return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
         }
     }
+    crate::tagging::check_tags(&tags)?;
     Ok(tags)
 }
 
@@ -189,7 +190,7 @@ impl Objects {
         }
     }
 
-    async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
+    pub(crate) async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
         self.bucket(bucket).await?;
         self.meta
             .get_object(bucket, key)
@@ -262,7 +263,7 @@ impl Objects {
     }
 }
 
-fn headers_of(
+pub(crate) fn headers_of(
     content_type: Option<String>,
     content_encoding: Option<String>,
     content_disposition: Option<String>,
@@ -287,7 +288,7 @@ fn headers_of(
     }
 }
 
-fn expires_of(h: &ObjectHeaders) -> Option<Timestamp> {
+pub(crate) fn expires_of(h: &ObjectHeaders) -> Option<Timestamp> {
     Timestamp::parse(TimestampFormat::HttpDate, h.expires.as_deref()?).ok()
 }
 
@@ -681,6 +682,79 @@ impl S3 for Objects {
             ..Default::default()
         }))
     }
+
+    // Multipart uploads, copies, batch deletes and tagging: see their modules.
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        Objects::create_multipart_upload(self, req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        Objects::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        Objects::upload_part_copy(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        Objects::complete_multipart_upload(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        Objects::abort_multipart_upload(self, req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        Objects::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        Objects::list_multipart_uploads(self, req).await
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        Objects::copy_object(self, req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        Objects::delete_objects(self, req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        Objects::put_object_tagging(self, req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        Objects::get_object_tagging(self, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        Objects::delete_object_tagging(self, req).await
+    }
 }
 
 impl Objects {
@@ -710,7 +784,7 @@ fn listed(o: ObjectInfo, enc: &impl Fn(String) -> String) -> Object {
 }
 
 /// What `encoding-type=url` asks for: keys percent-encoded, `/` kept.
-fn url_encode(s: &str) -> String {
+pub(crate) fn url_encode(s: &str) -> String {
     const SET: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
     percent_encoding::utf8_percent_encode(s, SET).to_string()
