@@ -11,6 +11,7 @@ mod files;
 mod listing;
 mod notify;
 mod s3;
+mod whole;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use nimbus_store::ObjectMeta;
 
 pub use files::Files;
+pub use whole::{ReadError, Reader};
 
 /// What the store needs from the Lambda side for notifications.
 #[async_trait]
