@@ -15,6 +15,7 @@ mod multipart;
 mod notify;
 mod s3;
 mod tagging;
+mod whole;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use nimbus_store::ObjectMeta;
 
 pub use files::Files;
+pub use whole::{ReadError, Reader};
 
 /// What the store needs from the Lambda side for notifications.
 #[async_trait]
