@@ -311,6 +311,7 @@ fn invoke_request(c: &Ctx<'_>) -> Result<(String, bool, InvokeRequest), ApiError
         payload,
         client_context,
         stream: None,
+        lineage: 0,
     };
     Ok((invocation_type, tail, req))
 }

@@ -187,6 +187,7 @@ impl Objects {
             principal: req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()),
             source_ip: "127.0.0.1",
             request_id,
+            lineage: notify::lineage(&req.headers),
         }
     }
 
@@ -360,6 +361,7 @@ impl S3 for Objects {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let trailers = req.trailing_headers.clone();
+        let lineage = notify::lineage(&req.headers);
         let input = req.input;
         check_key(&input.key)?;
         let bucket = self.bucket(&input.bucket).await?;
@@ -418,6 +420,7 @@ impl S3 for Objects {
             principal: &self.account_id,
             source_ip: "127.0.0.1",
             request_id: &request_id,
+            lineage,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin).await?;
         let mut sums = s3s::dto::Checksum::default();

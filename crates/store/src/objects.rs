@@ -74,8 +74,8 @@ pub trait ObjectMeta: Send + Sync {
 async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
     for e in events {
         sqlx::query(
-            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&e.id)
         .bind(&e.function)
@@ -84,6 +84,7 @@ async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -
         .bind(i64::from(e.attempts))
         .bind(e.not_before_ms)
         .bind(e.created_ms)
+        .bind(i64::from(e.lineage))
         .execute(&mut *tx)
         .await?;
     }

@@ -233,6 +233,7 @@ async fn invoke(
         payload: event.to_string().into(),
         client_context: None,
         stream: None,
+        lineage: 0,
     };
     let refused = |e: nimbus_control::Error| match e {
         nimbus_control::Error::Rule(nimbus_core::Error::Throttled(_)) => UrlError::Throttled,
