@@ -326,6 +326,7 @@ impl Objects {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let principal = req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string();
+        let lineage = notify::lineage(&req.headers);
         let input = req.input;
         let (bucket, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
@@ -449,8 +450,13 @@ impl Objects {
             tags: upload.tags.clone(),
             checksum,
         };
-        let origin =
-            Origin { region: &self.region, principal: &principal, source_ip: "127.0.0.1", request_id: &request_id };
+        let origin = Origin {
+            region: &self.region,
+            principal: &principal,
+            source_ip: "127.0.0.1",
+            request_id: &request_id,
+            lineage,
+        };
         let events = notify::events(&bucket, "ObjectCreated:CompleteMultipartUpload", &object, &origin);
         match self.meta.finish_upload(&upload.id, Some((&object, &events))).await {
             Ok(Some(freed)) => {
