@@ -21,11 +21,25 @@ from conftest import REGION, error_code, unique_name
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def s3(server):
+def client(server):
     key, secret = server.credentials()
     return boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
                         aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+
+
+@pytest.fixture(scope="module")
+def s3(server):
+    return client(server)
+
+
+@pytest.fixture
+def lone(server):
+    """A client of its own for a request with a body refused before it is
+    read: boto3 sends `Expect: 100-continue` and holds the body back, and the
+    server (hyper) then takes the unsent body's length out of the next
+    request on that connection (a serving-layer problem outside these
+    operations), so such a connection is not reused."""
+    return lambda: client(server)
 
 
 @pytest.fixture
@@ -63,12 +77,13 @@ def complete(s3, bucket, key, upload, numbered_etags):
 
 
 def test_transfer_manager_uploads_and_downloads_in_parts(s3, bucket, tmp_path):
-    data = os.urandom(12 * MIB + 12345)
+    data = os.urandom(10 * MIB + 12345)
     src, dst = tmp_path / "big.bin", tmp_path / "back.bin"
     src.write_bytes(data)
     config = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB, max_concurrency=3)
     s3.upload_file(str(src), bucket, "big.bin", Config=config,
-                   ExtraArgs={"Metadata": {"origin": "test"}, "ContentType": "application/x-test"})
+                   ExtraArgs={"Metadata": {"origin": "test"}, "ContentType": "application/x-test",
+                              "Tagging": "kind=big"})
 
     parts = [data[i:i + 5 * MIB] for i in range(0, len(data), 5 * MIB)]
     head = s3.head_object(Bucket=bucket, Key="big.bin", ChecksumMode="ENABLED")
@@ -77,13 +92,14 @@ def test_transfer_manager_uploads_and_downloads_in_parts(s3, bucket, tmp_path):
     assert (head["Metadata"], head["ContentType"]) == ({"origin": "test"}, "application/x-test")
     # The transfer manager asks for CRC32: the object keeps the composite of its parts'.
     assert head["ChecksumCRC32"] == composite_crc32(parts)
+    assert s3.get_object_tagging(Bucket=bucket, Key="big.bin")["TagSet"] == [{"Key": "kind", "Value": "big"}]
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
     s3.download_file(bucket, "big.bin", str(dst), Config=config)
     assert dst.read_bytes() == data
 
 
-def test_completion_checks_order_parts_etags_and_sizes(s3, bucket):
+def test_completion_checks_order_parts_etags_and_sizes(s3, lone, bucket):
     big, small2, small3 = os.urandom(5 * MIB), b"second part", b"third part"
     upload, (e1, e2, e3) = upload_parts(s3, bucket, "k", [big, small2, small3])
     cases = [
@@ -106,11 +122,11 @@ def test_completion_checks_order_parts_etags_and_sizes(s3, bucket):
     got = s3.get_object(Bucket=bucket, Key="k")
     assert got["Body"].read() == big + small3 and got["ETag"] == done["ETag"]
 
-    for call in (lambda: s3.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=2, Body=b"x"),
+    for call in (lambda: lone().upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=2, Body=b"x"),
                  lambda: complete(s3, bucket, "k", upload, [(1, e1)]),
                  lambda: s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload),
                  lambda: s3.list_parts(Bucket=bucket, Key="k", UploadId=upload),
-                 lambda: s3.upload_part(Bucket=bucket, Key="k", UploadId="made-up", PartNumber=1, Body=b"x")):
+                 lambda: lone().upload_part(Bucket=bucket, Key="k", UploadId="made-up", PartNumber=1, Body=b"x")):
         with pytest.raises(ClientError) as e:
             call()
         assert error_code(e) == "NoSuchUpload"
@@ -134,10 +150,10 @@ def test_full_object_checksums_cover_the_whole_object(s3, bucket):
     assert s3.head_object(Bucket=bucket, Key="full", ChecksumMode="ENABLED")["ChecksumCRC32"] == whole
 
 
-def test_an_upload_of_another_key_is_unknown_and_replaced_parts_count_once(s3, bucket):
+def test_an_upload_of_another_key_is_unknown_and_replaced_parts_count_once(s3, lone, bucket):
     upload, _ = upload_parts(s3, bucket, "mine", [b"old"])
     with pytest.raises(ClientError) as e:
-        s3.upload_part(Bucket=bucket, Key="other", UploadId=upload, PartNumber=1, Body=b"x")
+        lone().upload_part(Bucket=bucket, Key="other", UploadId=upload, PartNumber=1, Body=b"x")
     assert error_code(e) == "NoSuchUpload"
     etag = s3.upload_part(Bucket=bucket, Key="mine", UploadId=upload, PartNumber=1, Body=b"new")["ETag"]
     assert [p["ETag"] for p in s3.list_parts(Bucket=bucket, Key="mine", UploadId=upload)["Parts"]] == [etag]
@@ -188,6 +204,15 @@ def test_list_parts_and_uploads_page(s3, bucket):
     grouped = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/")
     assert [u["Key"] for u in grouped["Uploads"]] == ["a", "a", "paged"]
     assert grouped["CommonPrefixes"] == [{"Prefix": "dir/"}]
+    # Paging one entry at a time, a common prefix counts as one and is passed whole.
+    entries, marker = [], {}
+    while True:
+        page = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/", MaxUploads=1, **marker)
+        entries += [u["Key"] for u in page.get("Uploads", [])] + [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+    assert entries == ["a", "a", "dir/", "paged"]
     under = s3.list_multipart_uploads(Bucket=bucket, Prefix="dir/")
     assert [u["Key"] for u in under["Uploads"]] == ["dir/x", "dir/y"]
     for key, uid in expected:
@@ -266,7 +291,7 @@ def test_delete_objects_reports_each_key_and_quiet_only_errors(s3, bucket):
     assert error_code(e) == "MalformedXML"
 
 
-def test_object_tagging(s3, bucket):
+def test_object_tagging(s3, lone, bucket):
     s3.put_object(Bucket=bucket, Key="t", Body=b"x")
     assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == []
     tags = [{"Key": "k1", "Value": "v1"}, {"Key": "k2", "Value": ""}]
@@ -286,7 +311,7 @@ def test_object_tagging(s3, bucket):
             s3.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": tag_set})
         assert error_code(e) == code
     with pytest.raises(ClientError) as e:
-        s3.put_object(Bucket=bucket, Key="u", Body=b"x", Tagging="&".join(f"k{i}=v" for i in range(11)))
+        lone().put_object(Bucket=bucket, Key="u", Body=b"x", Tagging="&".join(f"k{i}=v" for i in range(11)))
     assert error_code(e) == "BadRequest"
     assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == tags
 

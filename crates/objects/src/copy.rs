@@ -62,6 +62,15 @@ pub(crate) fn check_source_conditions(
     Ok(())
 }
 
+/// Whether a `x-amz-{metadata,tagging}-directive` says REPLACE (COPY is the default).
+fn replaces(directive: Option<&str>, what: &str) -> S3Result<bool> {
+    match directive {
+        None | Some("COPY") => Ok(false),
+        Some("REPLACE") => Ok(true),
+        Some(_) => Err(s3_error!(InvalidArgument, "Unknown {what} directive.")),
+    }
+}
+
 impl Objects {
     /// Streams `len` bytes of `o` from `start` into a new file.
     pub(crate) async fn copy_bytes(
@@ -101,9 +110,8 @@ impl Objects {
             input.copy_source_if_modified_since.as_ref(),
             input.copy_source_if_unmodified_since.as_ref(),
         )?;
-        let replace = |d: Option<&str>| d.is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
-        let replace_metadata = replace(input.metadata_directive.as_ref().map(MetadataDirective::as_str));
-        let replace_tags = replace(input.tagging_directive.as_ref().map(TaggingDirective::as_str));
+        let replace_metadata = replaces(input.metadata_directive.as_ref().map(MetadataDirective::as_str), "metadata")?;
+        let replace_tags = replaces(input.tagging_directive.as_ref().map(TaggingDirective::as_str), "tagging")?;
         if source_bucket == bucket.name && source_key == input.key && !replace_metadata {
             return Err(s3_error!(
                 InvalidRequest,
@@ -185,5 +193,13 @@ mod tests {
         assert_eq!(source(&s).unwrap(), ("src", "a b.txt"));
         let versioned = CopySource::parse("src/k?versionId=abc").unwrap();
         assert!(source(&versioned).is_err());
+    }
+
+    #[test]
+    fn directives_copy_by_default() {
+        assert!(!replaces(None, "metadata").unwrap());
+        assert!(!replaces(Some("COPY"), "metadata").unwrap());
+        assert!(replaces(Some("REPLACE"), "tagging").unwrap());
+        assert_eq!(replaces(Some("replace"), "tagging").unwrap_err().code(), &s3s::S3ErrorCode::InvalidArgument);
     }
 }

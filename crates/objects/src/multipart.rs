@@ -642,7 +642,112 @@ impl Objects {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use nimbus_core::objects::LambdaNotification;
+    use nimbus_store::{Metadata, ObjectMeta, SqliteMetadata};
+
     use super::*;
+    use crate::{Files, Functions};
+
+    #[derive(Default)]
+    struct Queued(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Functions for Queued {
+        async fn may_notify(&self, _: &str, _: &str) -> bool {
+            true
+        }
+        fn queued(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn request<T>(input: T) -> S3Request<T> {
+        S3Request {
+            input,
+            method: http::Method::POST,
+            uri: http::Uri::from_static("/"),
+            headers: Default::default(),
+            extensions: Default::default(),
+            credentials: None,
+            region: None,
+            service: None,
+            trailing_headers: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn completions_copies_and_batch_deletes_queue_their_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+        let queued = Arc::new(Queued::default());
+        let files = Files::open(dir.path().join("objects")).unwrap();
+        let s3 = Objects::open(meta.clone(), files, queued.clone(), "us-east-1".into(), "123456789012".into())
+            .await
+            .unwrap();
+        let rule = LambdaNotification {
+            id: "all".into(),
+            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:f".into(),
+            events: vec!["s3:ObjectCreated:*".into(), "s3:ObjectRemoved:*".into()],
+            prefix: None,
+            suffix: None,
+        };
+        let bucket = Bucket { name: "b".into(), created_ms: 0, notifications: vec![rule], tags: BTreeMap::new() };
+        meta.create_bucket(&bucket).await.unwrap();
+
+        let create = CreateMultipartUploadInput::builder().bucket("b".into()).key("k".into()).build().unwrap();
+        let id = s3.create_multipart_upload(request(create)).await.unwrap().output.upload_id.unwrap();
+        let part = UploadPartInput::builder()
+            .bucket("b".into())
+            .key("k".into())
+            .upload_id(id.clone())
+            .part_number(1)
+            .body(Some(StreamingBlob::from(s3s::Body::from(bytes::Bytes::from_static(b"data")))))
+            .build()
+            .unwrap();
+        let etag = s3.upload_part(request(part)).await.unwrap().output.e_tag;
+        let done = CompletedPart { e_tag: etag, part_number: Some(1), ..Default::default() };
+        let complete = CompleteMultipartUploadInput::builder()
+            .bucket("b".into())
+            .key("k".into())
+            .upload_id(id)
+            .multipart_upload(Some(CompletedMultipartUpload { parts: Some(vec![done]) }))
+            .build()
+            .unwrap();
+        s3.complete_multipart_upload(request(complete)).await.unwrap();
+        let copy = CopyObjectInput::builder()
+            .bucket("b".into())
+            .key("c".into())
+            .copy_source(CopySource::Bucket { bucket: "b".into(), key: "k".into(), version_id: None })
+            .build()
+            .unwrap();
+        s3.copy_object(request(copy)).await.unwrap();
+        let gone =
+            ObjectIdentifier { key: "k".into(), e_tag: None, last_modified_time: None, size: None, version_id: None };
+        let delete = DeleteObjectsInput::builder()
+            .bucket("b".into())
+            .delete(Delete { objects: vec![gone], quiet: None })
+            .build()
+            .unwrap();
+        s3.delete_objects(request(delete)).await.unwrap();
+
+        let mut names: Vec<String> = meta
+            .due_events(i64::MAX, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let payload: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+                payload["Records"][0]["eventName"].as_str().unwrap().to_string()
+            })
+            .collect();
+        // Events of the same millisecond come in no set order.
+        names.sort();
+        assert_eq!(names, ["ObjectCreated:CompleteMultipartUpload", "ObjectCreated:Copy", "ObjectRemoved:Delete"]);
+        assert_eq!(queued.0.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn copy_ranges_are_inclusive_and_within_the_source() {
