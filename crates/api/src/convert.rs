@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use chrono::{TimeZone, Utc};
-use nimbus_control::code_sha256_b64;
+use nimbus_control::{code_sha256_b64, S3Code};
 use nimbus_core::function::{
     Alias, CodeSigningConfig, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, LayerVersion, Lifecycle, UrlConfig,
     VpcConfig, LATEST,
@@ -179,14 +179,18 @@ pub fn code_signing_config(arn: String, c: &CodeSigningConfig) -> w::CodeSigning
 }
 
 /// Names the code source when it is not an inline zip.
-pub fn other_source(s3_bucket: &Option<String>, s3_key: &Option<String>, image_uri: &Option<String>) -> Option<String> {
-    if image_uri.is_some() {
-        Some("Code.ImageUri (container images)".into())
-    } else if s3_bucket.is_some() || s3_key.is_some() {
-        Some("Code from S3 (S3Bucket/S3Key)".into())
-    } else {
-        None
-    }
+/// The image a request named instead of a zip, which Nimbus does not take.
+pub fn other_source(image_uri: &Option<String>) -> Option<String> {
+    image_uri.as_ref().map(|_| "Code.ImageUri (container images)".to_string())
+}
+
+/// The object of the built-in store a request named as its code.
+pub fn s3_code(bucket: &Option<String>, key: &Option<String>, version: &Option<String>) -> Option<S3Code> {
+    (bucket.is_some() || key.is_some() || version.is_some()).then(|| S3Code {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        version: version.clone(),
+    })
 }
 
 pub fn alias(account: &Account, function: &str, a: &Alias) -> w::AliasConfiguration {

@@ -168,7 +168,8 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
                     architectures: req.architectures,
                     package_type: req.package_type,
                     zip,
-                    other_source: convert::other_source(&code.s3_bucket, &code.s3_key, &code.image_uri),
+                    s3: convert::s3_code(&code.s3_bucket, &code.s3_key, &code.s3_object_version),
+                    other_source: convert::other_source(&code.image_uri),
                     publish: req.publish.unwrap_or(false),
                     tags: req.tags.unwrap_or_default(),
                     code_signing_config_arn: req.code_signing_config_arn,
@@ -217,7 +218,8 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
                     c.arg(0),
                     CodeUpdate {
                         zip,
-                        other_source: convert::other_source(&req.s3_bucket, &req.s3_key, &req.image_uri),
+                        s3: convert::s3_code(&req.s3_bucket, &req.s3_key, &req.s3_object_version),
+                        other_source: convert::other_source(&req.image_uri),
                         architectures: req.architectures,
                         publish: req.publish.unwrap_or(false),
                         dry_run: req.dry_run.unwrap_or(false),
@@ -309,6 +311,7 @@ fn invoke_request(c: &Ctx<'_>) -> Result<(String, bool, InvokeRequest), ApiError
         payload,
         client_context,
         stream: None,
+        lineage: 0,
     };
     Ok((invocation_type, tail, req))
 }
@@ -507,7 +510,7 @@ async fn layers(op: Op, c: Ctx<'_>) -> R {
                 .publish_layer_version(NewLayerVersion {
                     layer_name: c.arg(0).to_string(),
                     zip: content.zip_file.as_deref().map(|z| convert::decode_zip(z, "Content.ZipFile")).transpose()?,
-                    other_source: convert::other_source(&content.s3_bucket, &content.s3_key, &None),
+                    s3: convert::s3_code(&content.s3_bucket, &content.s3_key, &content.s3_object_version),
                     description: req.description,
                     compatible_runtimes: req.compatible_runtimes.unwrap_or_default(),
                     compatible_architectures: req.compatible_architectures.unwrap_or_default(),

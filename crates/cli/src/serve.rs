@@ -156,6 +156,30 @@ impl nimbus_worker::CodeSource for BlobCode {
     }
 }
 
+/// Lets control read code deployed from the object store.
+struct StoreCode(nimbus_objects::Reader);
+
+#[async_trait::async_trait]
+impl nimbus_control::CodeObjects for StoreCode {
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<u8>, nimbus_control::CodeObjectError> {
+        use nimbus_control::CodeObjectError as E;
+        use nimbus_objects::ReadError as R;
+        self.0.read(bucket, key, version, limit).await.map_err(|e| match e {
+            R::NoSuchBucket => E::NoSuchBucket,
+            R::NoSuchKey => E::NoSuchKey,
+            R::NoSuchVersion => E::NoSuchVersion,
+            R::TooLarge(_) => E::TooLarge,
+            other => E::Failed(other.to_string()),
+        })
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum LogFormat {
     Plain,
@@ -418,10 +442,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // (mounts, cgroups, templates) before the process ends.
     let served = async {
         let invoker: Option<Arc<dyn nimbus_worker::Invoker>> = Some(worker.clone());
-        let control = Arc::new(Control::new(settings, meta.clone(), blobs, invoker).await?);
         let object_dir = data_dir.join("objects");
         let files = nimbus_objects::Files::open(&object_dir)
             .with_context(|| format!("opening the object store {}", object_dir.display()))?;
+        let code_objects = Arc::new(StoreCode(nimbus_objects::Reader::new(meta.clone(), files.clone())));
+        let control =
+            Arc::new(Control::new(settings, meta.clone(), blobs, invoker).await?.with_code_objects(code_objects));
         let targets = nimbus_api::S3Front::targets(control.clone());
         let objects =
             nimbus_objects::Objects::open(meta.clone(), files, targets, args.region.clone(), args.account_id.clone())

@@ -10,6 +10,12 @@
 //! errors put the event back with a backoff (1 s up to 5 min) until
 //! `MaximumEventAgeInSeconds` (default 6 hours), except that reserved
 //! concurrency 0 gives up at once, as AWS does.
+//!
+//! Recursive loop detection, as Lambda's: an event carries its lineage, the
+//! number of invocations in the chain of function writes that caused it
+//! (the writer's `Lineage=` trace field plus one, set by the event source).
+//! Past [`RECURSION_LIMIT`] the invocation is stopped and logged at WARN,
+//! unless the function's recursion config is `Allow`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +34,9 @@ const DEFAULT_MAX_AGE_MS: i64 = 21_600_000;
 /// How long a delivery may run before the event is offered again.
 const LEASE_MS: i64 = 16 * 60 * 1000;
 const SYSTEM_BACKOFF_MAX_MS: i64 = 5 * 60 * 1000;
+/// Invocations of one chain Lambda lets run before it stops the next (AWS:
+/// "after approximately 16 invocations").
+pub const RECURSION_LIMIT: u32 = 16;
 
 impl Control {
     /// Queues an event durably; the caller answers 202 after this returns.
@@ -54,6 +63,7 @@ impl Control {
                 attempts: 0,
                 not_before_ms: now,
                 created_ms: now,
+                lineage: 0,
             })
             .await?;
         self.async_wake.notify_one();
@@ -97,6 +107,18 @@ impl Control {
     }
 
     async fn deliver(self: Arc<Self>, ev: AsyncEvent) {
+        if ev.lineage > RECURSION_LIMIT && !self.recursion_allowed(&ev).await {
+            tracing::warn!(
+                source = %event_source(&ev.payload),
+                lineage = ev.lineage,
+                "recursive loop detected: the invocation is stopped after {RECURSION_LIMIT} invocations of its chain \
+                 (PutFunctionRecursionConfig with Allow lets it run)"
+            );
+            if let Err(e) = self.meta.delete_event(&ev.id).await {
+                tracing::error!(error = %e, "cannot update the async queue; the event will be offered again");
+            }
+            return;
+        }
         let result = self
             .invoke(InvokeRequest {
                 request_id: ev.id.clone(),
@@ -105,6 +127,7 @@ impl Control {
                 payload: Bytes::from(ev.payload.clone()),
                 client_context: None,
                 stream: None,
+                lineage: ev.lineage,
             })
             .await;
         let (retries, max_age_ms) = self.retry_policy(&ev).await;
@@ -155,6 +178,12 @@ impl Control {
         self.async_wake.notify_one();
     }
 
+    async fn recursion_allowed(&self, ev: &AsyncEvent) -> bool {
+        let name = FunctionRef::parse(self.account(), &ev.function, None).map(|r| r.name).unwrap_or_default();
+        let f = self.meta.get_function(&name).await.ok().flatten();
+        f.is_some_and(|f| f.recursive_loop.as_deref() == Some("Allow"))
+    }
+
     async fn reserved_zero(&self, ev: &AsyncEvent) -> bool {
         let name = FunctionRef::parse(self.account(), &ev.function, None).map(|r| r.name).unwrap_or_default();
         let f = self.meta.get_function(&name).await.ok().flatten();
@@ -174,5 +203,30 @@ impl Control {
             ),
             None => (DEFAULT_RETRIES, DEFAULT_MAX_AGE_MS),
         }
+    }
+}
+
+/// The resource an event came from, for the loop detection's log line: the
+/// first record's `eventSourceARN` (SQS, DynamoDB, Kinesis) or its S3 bucket.
+fn event_source(payload: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let record = &v["Records"][0];
+    let arn = record["eventSourceARN"].as_str().or_else(|| record["s3"]["bucket"]["arn"].as_str());
+    arn.unwrap_or("unknown").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_source_is_named_by_its_first_record() {
+        let s3 = br#"{"Records":[{"eventSource":"aws:s3","s3":{"bucket":{"name":"b","arn":"arn:aws:s3:::b"}}}]}"#;
+        assert_eq!(event_source(s3), "arn:aws:s3:::b");
+        assert_eq!(
+            event_source(br#"{"Records":[{"eventSourceARN":"arn:aws:sqs:us-east-1:1:q"}]}"#),
+            "arn:aws:sqs:us-east-1:1:q"
+        );
+        assert_eq!(event_source(b"{}"), "unknown");
     }
 }

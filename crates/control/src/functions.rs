@@ -21,7 +21,9 @@ pub struct NewFunction {
     pub package_type: Option<String>,
     /// The zip archive (decoded from base64).
     pub zip: Option<Vec<u8>>,
-    /// Set when the request named an S3 object or an image instead of a zip.
+    /// An object of the built-in store holding the zip.
+    pub s3: Option<S3Code>,
+    /// Set when the request named a source Nimbus does not take (an image).
     pub other_source: Option<String>,
     pub publish: bool,
     pub tags: BTreeMap<String, String>,
@@ -32,6 +34,7 @@ pub struct NewFunction {
 #[derive(Debug, Clone, Default)]
 pub struct CodeUpdate {
     pub zip: Option<Vec<u8>>,
+    pub s3: Option<S3Code>,
     pub other_source: Option<String>,
     pub architectures: Option<Vec<String>>,
     pub publish: bool,
@@ -44,18 +47,6 @@ pub struct CodeUpdate {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_marker: Option<String>,
-}
-
-/// The archive of a request that must carry its code inline, as `field`.
-pub(crate) fn code_source(zip: Option<Vec<u8>>, other: Option<String>, field: &str) -> Result<Vec<u8>> {
-    match (zip, other) {
-        (Some(z), None) => Ok(z),
-        (None, Some(what)) => {
-            Err(invalid(format!("{what} is not supported by this Nimbus node yet: upload the code as {field}.")))
-        }
-        (Some(_), Some(_)) => Err(invalid("Please provide only one source for the code.")),
-        (None, None) => Err(invalid(format!("Please provide a source for the code: {field}."))),
-    }
 }
 
 impl Control {
@@ -113,7 +104,7 @@ impl Control {
         if req.package_type.as_deref() == Some("Image") {
             return Err(invalid("PackageType Image is not supported by this Nimbus node yet."));
         }
-        let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
+        let zip = self.code_source(req.zip, req.s3, req.other_source, "Code.ZipFile").await?;
         if let Some(arn) = &req.code_signing_config_arn {
             let csc = self.code_signing_config_named(arn).await?;
             Self::check_signature(&csc, &req.name)?;
@@ -190,11 +181,11 @@ impl Control {
 
     pub async fn update_code(&self, raw: &str, req: CodeUpdate) -> Result<FunctionConfig> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        let zip = code_source(req.zip, req.other_source, "Code.ZipFile")?;
         let current = self.function(&r.name).await?;
         check_revision(req.revision_id.as_deref(), &current.latest.revision_id)?;
         self.check_settled(&current)?;
         self.check_deployment_signature(&current).await?;
+        let zip = self.code_source(req.zip, req.s3, req.other_source, "Code.ZipFile").await?;
         let layer_bytes: u64 = current.latest.layers.iter().map(|l| l.unzipped_size).sum();
         let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
 

@@ -19,6 +19,8 @@ pub struct InvokeRequest {
     pub client_context: Option<String>,
     /// Where a streamed response goes as the function writes it.
     pub stream: Option<StreamSink>,
+    /// The invocation's place in a chain of events its functions caused (0: none).
+    pub lineage: u32,
 }
 
 /// An invocation resolved and allowed, not yet run.
@@ -102,6 +104,7 @@ impl Control {
                 payload: req.payload,
                 client_context: req.client_context,
                 stream: req.stream,
+                lineage: req.lineage,
             },
         })
     }

@@ -12,7 +12,7 @@ use crate::*;
 pub struct NewLayerVersion {
     pub layer_name: String,
     pub zip: Option<Vec<u8>>,
-    pub other_source: Option<String>,
+    pub s3: Option<S3Code>,
     pub description: Option<String>,
     pub compatible_runtimes: Vec<String>,
     pub compatible_architectures: Vec<String>,
@@ -78,7 +78,7 @@ impl Control {
     pub async fn publish_layer_version(&self, req: NewLayerVersion) -> Result<LayerVersion> {
         let name = self.account().layer_name_of(&req.layer_name).map_err(rule)?;
         let description = req.description.unwrap_or_default();
-        let zip = crate::functions::code_source(req.zip, req.other_source, "Content.ZipFile")?;
+        let zip = self.code_source(req.zip, req.s3, None, "Content.ZipFile").await?;
         let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX).await?;
         let _guard = self.lock().await;
         let version = self.meta.last_layer_version(&name).await? + 1;

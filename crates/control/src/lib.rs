@@ -10,6 +10,7 @@
 
 mod aliases;
 mod asynchronous;
+mod code;
 mod codesigning;
 mod functions;
 mod invoke;
@@ -28,6 +29,7 @@ use nimbus_core::{Account, FunctionRef, Qualifier};
 use nimbus_store::{Blobs, Metadata, Write};
 use tokio::sync::{Mutex, MutexGuard};
 
+pub use code::{CodeObjectError, CodeObjects, S3Code};
 pub use codesigning::CodeSigningInput;
 pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
 pub use invoke::{InvokeRequest, Invoked, Prepared};
@@ -121,6 +123,8 @@ pub struct Control {
     async_wake: tokio::sync::Notify,
     /// Hands invocation records and log lines to the writer task.
     recorder: tokio::sync::mpsc::UnboundedSender<records::Batch>,
+    /// Where `S3Bucket`/`S3Key` code is read; `None` without an object store.
+    code_objects: Option<Arc<dyn CodeObjects>>,
 }
 
 impl Control {
@@ -143,12 +147,20 @@ impl Control {
             writes: Arc::new(Mutex::new(())),
             async_wake: tokio::sync::Notify::new(),
             recorder,
+            code_objects: None,
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
         drop(guard);
         control.resume_unsettled().await?;
         Ok(control)
+    }
+
+    /// Lets CreateFunction, UpdateFunctionCode and PublishLayerVersion take
+    /// their code from the object store.
+    pub fn with_code_objects(mut self, objects: Arc<dyn CodeObjects>) -> Self {
+        self.code_objects = Some(objects);
+        self
     }
 
     pub fn account(&self) -> &Account {

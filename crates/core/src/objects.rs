@@ -88,6 +88,9 @@ pub struct Upload {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub checksum_algorithm: Option<String>,
+    /// `COMPOSITE` (a checksum of the parts' checksums) or `FULL_OBJECT`.
+    #[serde(default)]
+    pub checksum_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a finished write produced.
 #[derive(Debug)]
@@ -99,19 +99,45 @@ impl Files {
         Ok(Written { file: name, size, md5, checksums: hasher.finalize() })
     }
 
-    /// Writes the concatenation of `parts` (files of this area) as a new file.
-    pub async fn concat(&self, parts: &[String]) -> std::io::Result<(String, u64)> {
+    /// Writes the concatenation of `parts` (files of this area) as a new
+    /// file, computing the checksums `hasher` was set up for (a multipart
+    /// upload's full-object checksum).
+    pub async fn concat(
+        &self,
+        parts: &[String],
+        mut hasher: ChecksumHasher,
+    ) -> std::io::Result<(String, u64, s3s::dto::Checksum)> {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let tmp = self.root.join("tmp").join(&name);
-        let mut out = tokio::fs::File::create(&tmp).await?;
-        let mut size = 0;
-        for part in parts {
-            let mut input = tokio::fs::File::open(self.path(part)).await?;
-            size += tokio::io::copy(&mut input, &mut out).await?;
+        let result = async {
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            let mut buf = vec![0; 256 << 10];
+            let mut size = 0;
+            for part in parts {
+                let mut input = tokio::fs::File::open(self.path(part)).await?;
+                loop {
+                    let n = input.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n]).await?;
+                    size += n as u64;
+                }
+            }
+            out.sync_all().await?;
+            Ok(size)
         }
-        out.sync_all().await?;
+        .await;
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
         self.publish(&tmp, &name).await?;
-        Ok((name, size))
+        Ok((name, size, hasher.finalize()))
     }
 
     /// Renames a complete, synced temporary file into place durably.
@@ -173,8 +199,11 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(std::fs::read_dir(dir.path().join("data")).unwrap().count(), 1);
 
-        let (joined, size) = files.concat(&[w.file.clone(), w.file.clone()]).await.unwrap();
+        let sha = ChecksumHasher { sha256: Some(Default::default()), ..Default::default() };
+        let (joined, size, sums) = files.concat(&[w.file.clone(), w.file.clone()], sha).await.unwrap();
         assert_eq!((std::fs::read(files.path(&joined)).unwrap(), size), (b"hello worldhello world".to_vec(), 22));
+        // sha256("hello worldhello world"), base64.
+        assert_eq!(sums.checksum_sha256.as_deref(), Some("UkhX0BSHIcJOPneV4ZreDNz0nypN++8vFXXRII+oxU8="));
         assert_eq!(files.retain(&HashSet::from([joined.clone()])).unwrap(), 1);
         assert!(files.path(&joined).exists() && !files.path(&w.file).exists());
     }

@@ -7,10 +7,15 @@
 //! It must not invoke functions itself or know the Lambda API: what it
 //! needs from there is the [`Functions`] trait.
 
+mod copy;
+mod delete;
 mod files;
 mod listing;
+mod multipart;
 mod notify;
 mod s3;
+mod tagging;
+mod whole;
 
 use std::sync::Arc;
 
@@ -18,6 +23,7 @@ use async_trait::async_trait;
 use nimbus_store::ObjectMeta;
 
 pub use files::Files;
+pub use whole::{ReadError, Reader};
 
 /// What the store needs from the Lambda side for notifications.
 #[async_trait]

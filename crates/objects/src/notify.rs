@@ -35,6 +35,21 @@ pub struct Origin<'a> {
     pub principal: &'a str,
     pub source_ip: &'a str,
     pub request_id: &'a str,
+    /// The writer's place in a chain of invocations (see [`lineage`]).
+    pub lineage: u32,
+}
+
+/// How many invocations led to a request: the count in its
+/// `X-Amzn-Trace-Id`'s `Lineage=<hash>:<count>` field, which Lambda puts in
+/// an invocation's trace id and AWS's SDKs send on from within a function
+/// (`_X_AMZN_TRACE_ID`); 0 for a request from outside a function.
+pub fn lineage(headers: &http::HeaderMap) -> u32 {
+    let trace = headers.get("x-amzn-trace-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    trace
+        .split(';')
+        .find_map(|f| f.trim().strip_prefix("Lineage="))
+        .and_then(|l| l.rsplit(':').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The asynchronous invocations an event (`ObjectCreated:Put`,
@@ -81,6 +96,8 @@ pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &O
                 attempts: 0,
                 not_before_ms: now.timestamp_millis(),
                 created_ms: now.timestamp_millis(),
+                // The invocation this event starts is one more in the writer's chain.
+                lineage: origin.lineage.saturating_add(1),
             }
         })
         .collect()
@@ -135,6 +152,16 @@ mod tests {
     #[test]
     fn keys_are_encoded_as_aws_encodes_them() {
         assert_eq!(encode_key("path/my file+x=é.jpg"), "path/my+file%2Bx%3D%C3%A9.jpg");
+    }
+
+    #[test]
+    fn lineage_is_read_from_the_trace_header() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(lineage(&h), 0);
+        h.insert("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Lineage=a87bd80c:7".parse().unwrap());
+        assert_eq!(lineage(&h), 7);
+        h.insert("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0".parse().unwrap());
+        assert_eq!(lineage(&h), 0);
     }
 
     #[test]

@@ -29,20 +29,20 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
     s3_error!(InternalError, "We encountered an internal error. Please try again.")
 }
 
-fn timestamp(ms: i64) -> Timestamp {
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
 }
 
-fn millis(t: &Timestamp) -> i64 {
+pub(crate) fn millis(t: &Timestamp) -> i64 {
     let t: time::OffsetDateTime = t.clone().into();
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn etag(o: &ObjectInfo) -> ETag {
+pub(crate) fn etag(o: &ObjectInfo) -> ETag {
     ETag::Strong(o.etag.trim_matches('"').to_string())
 }
 
-fn check_key(key: &str) -> S3Result<()> {
+pub(crate) fn check_key(key: &str) -> S3Result<()> {
     if key.len() > KEY_MAX {
         return Err(s3_error!(KeyTooLongError, "Your key is too long"));
     }
@@ -62,7 +62,7 @@ pub fn valid_bucket_name(name: &str) -> bool {
 
 /// The checksum algorithms a request asks for: by a value sent in a header,
 /// or by name (the aws-chunked trailer form names it and sends it last).
-fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) -> ChecksumHasher {
+pub(crate) fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto::Checksum) -> ChecksumHasher {
     let named = |n: &str| algorithm.is_some_and(|a| a.as_str().eq_ignore_ascii_case(n));
     let mut h = ChecksumHasher::default();
     if sent.checksum_crc32.is_some() || named(ChecksumAlgorithm::CRC32) {
@@ -93,7 +93,7 @@ fn trailer_algorithm(headers: &http::HeaderMap) -> Option<ChecksumAlgorithm> {
 }
 
 /// Checksums sent in headers, completed by the trailers of an aws-chunked body.
-fn sent_checksums(input: s3s::dto::Checksum, trailers: Option<&s3s::TrailingHeaders>) -> s3s::dto::Checksum {
+pub(crate) fn sent_checksums(input: s3s::dto::Checksum, trailers: Option<&s3s::TrailingHeaders>) -> s3s::dto::Checksum {
     let mut sent = input;
     if let Some(t) = trailers {
         t.read(|h| {
@@ -111,7 +111,7 @@ fn sent_checksums(input: s3s::dto::Checksum, trailers: Option<&s3s::TrailingHead
 /// Compares what the client sent with what arrived: Content-MD5 gives
 /// `BadDigest`, an additional checksum `BadDigest` naming its algorithm.
 /// Returns the object's additional checksum, if one was used.
-fn verify(
+pub(crate) fn verify(
     content_md5: Option<&str>,
     md5: &[u8; 16],
     sent: &s3s::dto::Checksum,
@@ -147,7 +147,7 @@ fn verify(
     Ok(kept)
 }
 
-fn write_error(e: WriteError) -> s3s::S3Error {
+pub(crate) fn write_error(e: WriteError) -> s3s::S3Error {
     match e {
         WriteError::TooLarge(_) => {
             s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size.")
@@ -160,7 +160,7 @@ fn write_error(e: WriteError) -> s3s::S3Error {
     }
 }
 
-fn put_checksums(c: &Option<Checksum>, out: &mut s3s::dto::Checksum) {
+pub(crate) fn put_checksums(c: &Option<Checksum>, out: &mut s3s::dto::Checksum) {
     if let Some(c) = c {
         let v = Some(c.value.clone());
         match c.algorithm.as_str() {
@@ -188,6 +188,7 @@ pub(crate) fn parse_tagging(header: Option<&str>) -> S3Result<BTreeMap<String, S
             return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
         }
     }
+    crate::tagging::check_tags(&tags)?;
     Ok(tags)
 }
 
@@ -206,10 +207,11 @@ impl Objects {
             principal: req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()),
             source_ip: "127.0.0.1",
             request_id,
+            lineage: notify::lineage(&req.headers),
         }
     }
 
-    async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
+    pub(crate) async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
         self.bucket(bucket).await?;
         self.meta
             .get_object(bucket, key)
@@ -282,7 +284,7 @@ impl Objects {
     }
 }
 
-fn headers_of(
+pub(crate) fn headers_of(
     content_type: Option<String>,
     content_encoding: Option<String>,
     content_disposition: Option<String>,
@@ -308,7 +310,7 @@ fn headers_of(
     }
 }
 
-fn expires_of(h: &ObjectHeaders) -> Option<Timestamp> {
+pub(crate) fn expires_of(h: &ObjectHeaders) -> Option<Timestamp> {
     Timestamp::parse(TimestampFormat::HttpDate, h.expires.as_deref()?).ok()
 }
 
@@ -383,6 +385,7 @@ impl S3 for Objects {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let trailers = req.trailing_headers.clone();
+        let lineage = notify::lineage(&req.headers);
         let input = req.input;
         check_key(&input.key)?;
         let bucket = self.bucket(&input.bucket).await?;
@@ -442,6 +445,7 @@ impl S3 for Objects {
             principal: &self.account_id,
             source_ip: "127.0.0.1",
             request_id: &request_id,
+            lineage,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin).await?;
         let mut sums = s3s::dto::Checksum::default();
@@ -590,7 +594,10 @@ impl S3 for Objects {
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let marker = input.marker.clone().unwrap_or_default();
-        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &marker, max)
+        // A NextMarker that was a common prefix resumes past all its keys.
+        let rolled_up = input.delimiter.as_deref().is_some_and(|d| !d.is_empty() && marker.ends_with(d));
+        let after = if rolled_up { listing::past(&marker) } else { marker.clone() };
+        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
             .await
             .map_err(internal)?;
         let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
@@ -703,6 +710,79 @@ impl S3 for Objects {
             ..Default::default()
         }))
     }
+
+    // Multipart uploads, copies, batch deletes and tagging: see their modules.
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        Objects::create_multipart_upload(self, req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        Objects::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        Objects::upload_part_copy(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        Objects::complete_multipart_upload(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        Objects::abort_multipart_upload(self, req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        Objects::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        Objects::list_multipart_uploads(self, req).await
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        Objects::copy_object(self, req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        Objects::delete_objects(self, req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        Objects::put_object_tagging(self, req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        Objects::get_object_tagging(self, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        Objects::delete_object_tagging(self, req).await
+    }
 }
 
 impl Objects {
@@ -732,7 +812,7 @@ fn listed(o: ObjectInfo, enc: &impl Fn(String) -> String) -> Object {
 }
 
 /// What `encoding-type=url` asks for: keys percent-encoded, `/` kept.
-fn url_encode(s: &str) -> String {
+pub(crate) fn url_encode(s: &str) -> String {
     const SET: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
     percent_encoding::utf8_percent_encode(s, SET).to_string()

@@ -75,6 +75,9 @@ pub struct AsyncEvent {
     pub attempts: u32,
     pub not_before_ms: i64,
     pub created_ms: i64,
+    /// Invocations in the chain of function writes that caused this event
+    /// (0 when none did); see `nimbus_control`'s recursive loop detection.
+    pub lineage: u32,
 }
 
 /// One stored log line.

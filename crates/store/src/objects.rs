@@ -38,6 +38,9 @@ pub trait ObjectMeta: Send + Sync {
     /// returns the file of the object it replaced.
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>>;
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>>;
+    /// Rewrites an object's document (its tags, say) if it still has the
+    /// bytes of `o.file`; false if it was deleted or replaced meanwhile.
+    async fn update_object(&self, o: &ObjectInfo) -> Result<bool>;
     /// Removes an object and queues `events` if it existed; returns it.
     async fn delete_object(
         &self,
@@ -52,14 +55,17 @@ pub trait ObjectMeta: Send + Sync {
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>>;
     /// Uploads of a bucket in (key, id) order, after (`key`, `id`).
     async fn list_uploads(&self, bucket: &str, prefix: &str, after: (&str, &str), limit: usize) -> Result<Vec<Upload>>;
-    /// Stores a part (replacing one of that number); returns the replaced file.
-    async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<String>>;
+    /// Stores a part (replacing one of that number); returns the replaced
+    /// file. None, storing nothing, if the upload is gone (completed or
+    /// aborted meanwhile): the caller's file is then unreferenced.
+    async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<Option<String>>>;
     /// Parts in number order, after `after`.
     async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<Part>>;
     /// Ends an upload: its parts and itself go; with `done`, the object it
     /// became is stored and `events` queued in the same transaction. Returns
-    /// the files no longer referred to (its parts', a replaced object's).
-    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Vec<String>>;
+    /// the files no longer referred to (its parts', a replaced object's), or
+    /// None, changing nothing, if the upload had already ended.
+    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>>;
 
     /// Every file an object or part refers to (for cleaning up after a crash).
     async fn object_files(&self) -> Result<HashSet<String>>;
@@ -68,8 +74,8 @@ pub trait ObjectMeta: Send + Sync {
 async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
     for e in events {
         sqlx::query(
-            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&e.id)
         .bind(&e.function)
@@ -78,6 +84,7 @@ async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -
         .bind(i64::from(e.attempts))
         .bind(e.not_before_ms)
         .bind(e.created_ms)
+        .bind(i64::from(e.lineage))
         .execute(&mut *tx)
         .await?;
     }
@@ -176,6 +183,17 @@ impl ObjectMeta for SqliteMetadata {
         row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
     }
 
+    async fn update_object(&self, o: &ObjectInfo) -> Result<bool> {
+        let done = sqlx::query("UPDATE objects SET doc = ? WHERE bucket = ? AND key = ? AND file = ?")
+            .bind(serde_json::to_string(o)?)
+            .bind(&o.bucket)
+            .bind(&o.key)
+            .bind(&o.file)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_object(
         &self,
         bucket: &str,
@@ -246,8 +264,12 @@ impl ObjectMeta for SqliteMetadata {
         parse_all(&rows)
     }
 
-    async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<String>> {
+    async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<Option<String>>> {
         let mut tx = write_tx(self.pool()).await?;
+        let upload = sqlx::query("SELECT 1 FROM uploads WHERE id = ?").bind(upload_id).fetch_optional(&mut *tx).await?;
+        if upload.is_none() {
+            return Ok(None);
+        }
         let old: Option<String> = sqlx::query("SELECT file FROM parts WHERE upload_id = ? AND number = ?")
             .bind(upload_id)
             .bind(p.number)
@@ -265,7 +287,7 @@ impl ObjectMeta for SqliteMetadata {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(old.filter(|f| f != &p.file))
+        Ok(Some(old.filter(|f| f != &p.file)))
     }
 
     async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<Part>> {
@@ -278,8 +300,12 @@ impl ObjectMeta for SqliteMetadata {
         parse_all(&rows)
     }
 
-    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Vec<String>> {
+    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>> {
         let mut tx = write_tx(self.pool()).await?;
+        let ended = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        if ended.rows_affected() == 0 {
+            return Ok(None);
+        }
         let mut freed: Vec<String> = sqlx::query("DELETE FROM parts WHERE upload_id = ? RETURNING file")
             .bind(id)
             .fetch_all(&mut *tx)
@@ -287,17 +313,94 @@ impl ObjectMeta for SqliteMetadata {
             .iter()
             .map(|r| r.get("file"))
             .collect();
-        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
         if let Some((object, events)) = done {
             freed.extend(upsert_object(&mut tx, object).await?);
             insert_events(&mut tx, events).await?;
         }
         tx.commit().await?;
-        Ok(freed)
+        Ok(Some(freed))
     }
 
     async fn object_files(&self) -> Result<HashSet<String>> {
         let rows = sqlx::query("SELECT file FROM objects UNION SELECT file FROM parts").fetch_all(self.pool()).await?;
         Ok(rows.iter().map(|r| r.get("file")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nimbus_core::objects::ObjectHeaders;
+
+    use super::*;
+
+    fn object(file: &str) -> ObjectInfo {
+        ObjectInfo {
+            bucket: "b".into(),
+            key: "k".into(),
+            file: file.into(),
+            size: 1,
+            etag: "\"e\"".into(),
+            modified_ms: 1,
+            headers: ObjectHeaders::default(),
+            tags: BTreeMap::new(),
+            checksum: None,
+        }
+    }
+
+    fn part(number: u32, file: &str) -> Part {
+        Part { number, file: file.into(), size: 1, etag: "\"e\"".into(), modified_ms: 1, checksum: None }
+    }
+
+    #[tokio::test]
+    async fn an_ended_upload_takes_no_parts_and_ends_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let upload = Upload {
+            id: "u".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            initiated_ms: 1,
+            headers: ObjectHeaders::default(),
+            tags: BTreeMap::new(),
+            checksum_algorithm: None,
+            checksum_type: None,
+        };
+        m.create_upload(&upload).await.unwrap();
+        assert_eq!(m.put_part("u", &part(1, "p1")).await.unwrap(), Some(None));
+        assert_eq!(m.put_part("u", &part(1, "p1b")).await.unwrap(), Some(Some("p1".into())));
+        assert_eq!(m.put_part("u", &part(2, "p2")).await.unwrap(), Some(None));
+        let freed = m.finish_upload("u", Some((&object("joined"), &[]))).await.unwrap();
+        assert_eq!(
+            freed.map(|mut f| {
+                f.sort();
+                f
+            }),
+            Some(vec!["p1b".to_string(), "p2".to_string()])
+        );
+        assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().file, "joined");
+        // A part arriving after completion, or a second completion, changes nothing.
+        assert_eq!(m.put_part("u", &part(3, "late")).await.unwrap(), None);
+        assert_eq!(m.finish_upload("u", Some((&object("again"), &[]))).await.unwrap(), None);
+        assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().file, "joined");
+        assert_eq!(m.object_files().await.unwrap(), HashSet::from(["joined".to_string()]));
+    }
+
+    #[tokio::test]
+    async fn updates_keep_to_the_object_they_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let mut o = object("f1");
+        assert!(!m.update_object(&o).await.unwrap(), "no object yet");
+        m.put_object(&o, &[]).await.unwrap();
+        o.tags.insert("a".into(), "1".into());
+        assert!(m.update_object(&o).await.unwrap());
+        assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().tags["a"], "1");
+        // Replaced meanwhile: the update of the old bytes does not apply.
+        m.put_object(&object("f2"), &[]).await.unwrap();
+        assert!(!m.update_object(&o).await.unwrap());
+        let now = m.get_object("b", "k").await.unwrap().unwrap();
+        assert_eq!((now.file.as_str(), now.tags.len()), ("f2", 0));
     }
 }

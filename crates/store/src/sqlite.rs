@@ -380,8 +380,8 @@ impl Metadata for SqliteMetadata {
 
     async fn enqueue_event(&self, e: &AsyncEvent) -> Result<()> {
         sqlx::query(
-            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&e.id)
         .bind(&e.function)
@@ -390,6 +390,7 @@ impl Metadata for SqliteMetadata {
         .bind(i64::from(e.attempts))
         .bind(e.not_before_ms)
         .bind(e.created_ms)
+        .bind(i64::from(e.lineage))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -558,6 +559,7 @@ fn event_of(r: &sqlx::sqlite::SqliteRow) -> AsyncEvent {
         attempts: r.get::<i64, _>("attempts") as u32,
         not_before_ms: r.get("not_before_ms"),
         created_ms: r.get("created_ms"),
+        lineage: r.get::<i64, _>("lineage") as u32,
     }
 }
 
@@ -703,6 +705,7 @@ mod tests {
             attempts: 0,
             not_before_ms: due,
             created_ms: 0,
+            lineage: 0,
         };
         {
             let m = SqliteMetadata::open(&db).await.unwrap();

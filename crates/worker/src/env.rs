@@ -920,11 +920,7 @@ impl Env {
             payload: inv.payload.clone(),
             deadline_ms,
             invoked_arn: inv.invoked_arn.clone(),
-            trace_id: format!(
-                "Root=1-{:08x}-{}",
-                chrono::Utc::now().timestamp(),
-                &uuid::Uuid::new_v4().simple().to_string()[..24]
-            ),
+            trace_id: trace_id(&inv.invoked_arn, inv.lineage),
             client_context: inv.client_context.clone(),
         };
         let reply = async {
@@ -1098,9 +1094,36 @@ impl Env {
     }
 }
 
+/// The invocation's `Lambda-Runtime-Trace-Id`: an X-Ray root and, for an
+/// invocation that function writes led to, AWS's `Lineage=<hash>:<count>`
+/// (the hash names the function), which the runtime exposes as
+/// `_X_AMZN_TRACE_ID` and AWS's SDKs send as `X-Amzn-Trace-Id` on the
+/// function's own requests, so the events those cause count one more.
+fn trace_id(invoked_arn: &str, lineage: u32) -> String {
+    use std::hash::{Hash, Hasher};
+    let root =
+        format!("Root=1-{:08x}-{}", chrono::Utc::now().timestamp(), &uuid::Uuid::new_v4().simple().to_string()[..24]);
+    if lineage == 0 {
+        return root;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    invoked_arn.split(':').take(7).collect::<Vec<_>>().hash(&mut h);
+    format!("{root};Lineage={:08x}:{lineage}", h.finish() as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chained_invocation_carries_its_lineage_in_the_trace_id() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        assert!(!trace_id(arn, 0).contains("Lineage"));
+        let t = trace_id(arn, 3);
+        assert!(t.starts_with("Root=1-") && t.ends_with(":3"), "{t}");
+        let hash = |t: &str| t.split("Lineage=").nth(1).map(|l| l[..8].to_string());
+        assert_eq!(hash(&t), hash(&trace_id(&format!("{arn}:live"), 4)), "the hash names the function");
+    }
 
     fn spec(runtime: &str, vars: &[(&str, &str)]) -> Spec {
         let code = nimbus_core::function::Code { sha256_hex: "00".into(), size: 1, unzipped_size: 1 };

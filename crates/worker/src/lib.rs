@@ -45,6 +45,10 @@ pub struct Invocation {
     /// (InvokeWithResponseStream, RESPONSE_STREAM URLs). Without one, a
     /// streamed response is collected within the 6 MB limit, as Invoke's.
     pub stream: Option<StreamSink>,
+    /// Invocations in the chain of function writes and events that led to
+    /// this one (0: none); the trace id carries it as `Lineage=` (see
+    /// `env.rs`), which AWS's SDKs send back with the function's requests.
+    pub lineage: u32,
 }
 
 /// A streamed response as the function writes it: its content type once,

@@ -128,42 +128,52 @@ impl IntoResponse for UrlError {
 
 /// Serves one function URL request.
 pub async fn serve(api: &Api, req: Request<Body>, at: Addressed, request_id: &str) -> Response {
-    let cors = std::sync::OnceLock::new();
     let (parts, body) = req.into_parts();
-    let result = async {
-        let target = api.control.function_url(&at.url_id).await.map_err(|e| UrlError::Api(e.into()))?;
-        let target = target.ok_or(UrlError::NotFound)?;
-        let _ = cors.set(target.config.cors.clone());
-        if let Some(c) = &target.config.cors {
-            if cors::is_preflight(parts.method.as_str(), &parts.headers) {
-                return Ok((StatusCode::OK, cors::preflight(c, &parts.headers)).into_response());
-            }
-        }
-        let body = read_body(body, REQUEST_MAX).await.map_err(|()| UrlError::TooLarge)?;
-        let iam = authorize(api, &target, &parts, &body)?;
-        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        let facts = payload::RequestFacts {
-            url_id: &at.url_id,
-            account_id: &api.control.account().id,
-            domain_name: &at.domain,
-            method: parts.method.as_str(),
-            path: &at.path,
-            raw_query: parts.uri.query().unwrap_or(""),
-            protocol: protocol(parts.version),
-            source_ip: source_ip.as_deref().unwrap_or("127.0.0.1"),
-            request_id,
-            now: chrono::Utc::now(),
-            iam,
-        };
-        let event = payload::request_event(&facts, &parts.headers, &body);
-        invoke(api, &target, event, request_id).await
-    }
-    .await;
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    if let Some(Some(c)) = cors.get() {
+    let target = match api.control.function_url(&at.url_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return UrlError::NotFound.into_response(),
+        Err(e) => return UrlError::Api(e.into()).into_response(),
+    };
+    let mut resp =
+        answer(api, &target, &parts, body, &at, request_id).await.unwrap_or_else(IntoResponse::into_response);
+    if let Some(c) = &target.config.cors {
         cors::decorate(c, &parts.headers, resp.headers_mut());
     }
     resp
+}
+
+/// A URL's answer: a preflight's, or the function's once auth allows.
+async fn answer(
+    api: &Api,
+    target: &UrlTarget,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    at: &Addressed,
+    request_id: &str,
+) -> Result<Response, UrlError> {
+    if let Some(c) = &target.config.cors {
+        if cors::is_preflight(parts.method.as_str(), &parts.headers) {
+            return Ok((StatusCode::OK, cors::preflight(c, &parts.headers)).into_response());
+        }
+    }
+    let body = read_body(body, REQUEST_MAX).await.map_err(|()| UrlError::TooLarge)?;
+    let iam = authorize(api, target, parts, &body)?;
+    let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let facts = payload::RequestFacts {
+        url_id: &at.url_id,
+        account_id: &api.control.account().id,
+        domain_name: &at.domain,
+        method: parts.method.as_str(),
+        path: &at.path,
+        raw_query: parts.uri.query().unwrap_or(""),
+        protocol: protocol(parts.version),
+        source_ip: source_ip.as_deref().unwrap_or("127.0.0.1"),
+        request_id,
+        now: chrono::Utc::now(),
+        iam,
+    };
+    let event = payload::request_event(&facts, &parts.headers, &body);
+    invoke(api, target, event, request_id).await
 }
 
 fn protocol(v: axum::http::Version) -> &'static str {
@@ -223,6 +233,7 @@ async fn invoke(
         payload: event.to_string().into(),
         client_context: None,
         stream: None,
+        lineage: 0,
     };
     let refused = |e: nimbus_control::Error| match e {
         nimbus_control::Error::Rule(nimbus_core::Error::Throttled(_)) => UrlError::Throttled,

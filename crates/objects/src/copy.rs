@@ -1,0 +1,205 @@
+//! CopyObject, and what UploadPartCopy shares with it: naming the source
+//! (`x-amz-copy-source`), its preconditions (`x-amz-copy-source-if-*`) and
+//! streaming its bytes into a new file. A copy never reads an object whole
+//! into memory, and never shares a file between two objects: files stay
+//! owned by exactly one object or part, so removing one frees it.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use nimbus_core::objects::ObjectInfo;
+use s3s::checksum::ChecksumHasher;
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::files::Written;
+use crate::notify::{self, Origin};
+use crate::s3::{
+    check_key, etag, hasher_for, headers_of, internal, millis, parse_tagging, put_checksums, timestamp, write_error,
+    PUT_MAX,
+};
+use crate::Objects;
+
+/// The bucket and key `x-amz-copy-source` names (versions are not kept, so
+/// a version id is refused as AWS refuses an unknown one).
+pub(crate) fn source(copy_source: &CopySource) -> S3Result<(&str, &str)> {
+    match copy_source {
+        CopySource::Bucket { bucket, key, version_id: None } => Ok((bucket, key)),
+        CopySource::Bucket { version_id: Some(_), .. } => {
+            Err(s3_error!(InvalidArgument, "Invalid version id specified"))
+        }
+        _ => Err(s3_error!(NotImplemented, "Copying from an access point or an Outposts bucket is not supported.")),
+    }
+}
+
+fn precondition_failed() -> s3s::S3Error {
+    s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+}
+
+/// The `x-amz-copy-source-if-*` preconditions. Unlike GET's, every failure
+/// is 412; if-match that holds overrides if-unmodified-since, and
+/// if-none-match that holds overrides if-modified-since, as on AWS.
+pub(crate) fn check_source_conditions(
+    o: &ObjectInfo,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let tag = etag(o);
+    let matches = |c: &ETagCondition| c.is_any() || c.as_etag().is_some_and(|e| e.strong_cmp(&tag));
+    let modified_s = o.modified_ms / 1000;
+    match (if_match, if_unmodified_since) {
+        (Some(c), _) if !matches(c) => return Err(precondition_failed()),
+        (None, Some(t)) if modified_s > millis(t) / 1000 => return Err(precondition_failed()),
+        _ => {}
+    }
+    match (if_none_match, if_modified_since) {
+        (Some(c), _) if matches(c) => return Err(precondition_failed()),
+        (None, Some(t)) if modified_s <= millis(t) / 1000 => return Err(precondition_failed()),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether a `x-amz-{metadata,tagging}-directive` says REPLACE (COPY is the default).
+fn replaces(directive: Option<&str>, what: &str) -> S3Result<bool> {
+    match directive {
+        None | Some("COPY") => Ok(false),
+        Some("REPLACE") => Ok(true),
+        Some(_) => Err(s3_error!(InvalidArgument, "Unknown {what} directive.")),
+    }
+}
+
+impl Objects {
+    /// Streams `len` bytes of `o` from `start` into a new file.
+    pub(crate) async fn copy_bytes(
+        &self,
+        o: &ObjectInfo,
+        start: u64,
+        len: u64,
+        hasher: ChecksumHasher,
+    ) -> S3Result<Written> {
+        let mut file = tokio::fs::File::open(self.files.path(&o.file)).await.map_err(|e| {
+            // Deleted or replaced since its metadata was read.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                s3_error!(NoSuchKey, "The specified key does not exist.")
+            } else {
+                internal(e)
+            }
+        })?;
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10).map(|r: std::io::Result<Bytes>| r);
+        self.files.write(stream, hasher, u64::MAX).await.map_err(write_error)
+    }
+
+    pub(crate) async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let principal = req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string();
+        let lineage = notify::lineage(&req.headers);
+        let input = req.input;
+        check_key(&input.key)?;
+        let bucket = self.bucket(&input.bucket).await?;
+        let (source_bucket, source_key) = source(&input.copy_source)?;
+        let src = self.object(source_bucket, source_key).await?;
+        check_source_conditions(
+            &src,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
+        let replace_metadata = replaces(input.metadata_directive.as_ref().map(MetadataDirective::as_str), "metadata")?;
+        let replace_tags = replaces(input.tagging_directive.as_ref().map(TaggingDirective::as_str), "tagging")?;
+        if source_bucket == bucket.name && source_key == input.key && !replace_metadata {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        if src.size > PUT_MAX {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
+            ));
+        }
+        let headers = if replace_metadata {
+            headers_of(
+                input.content_type,
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+                input.metadata,
+            )
+        } else {
+            src.headers.clone()
+        };
+        let tags = if replace_tags { parse_tagging(input.tagging.as_deref())? } else { src.tags.clone() };
+        // The copy keeps the source's checksum algorithm unless another is
+        // asked for; a composite (multipart) one becomes a whole-object one.
+        let algorithm = input
+            .checksum_algorithm
+            .or_else(|| src.checksum.as_ref().map(|c| ChecksumAlgorithm::from(c.algorithm.clone())));
+        let hasher = hasher_for(algorithm.as_ref(), &Default::default());
+        let written = self.copy_bytes(&src, 0, src.size, hasher).await?;
+        let checksum = algorithm.and_then(|a| crate::multipart::checksum_of(&written.checksums, a.as_str()));
+        let object = ObjectInfo {
+            bucket: bucket.name.clone(),
+            key: input.key,
+            file: written.file,
+            size: written.size,
+            etag: format!("\"{}\"", hex::encode(written.md5)),
+            modified_ms: chrono::Utc::now().timestamp_millis(),
+            headers,
+            tags,
+            checksum,
+        };
+        let origin = Origin {
+            region: &self.region,
+            principal: &principal,
+            source_ip: "127.0.0.1",
+            request_id: &request_id,
+            lineage,
+        };
+        self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin).await?;
+        let mut sums = s3s::dto::Checksum::default();
+        put_checksums(&object.checksum, &mut sums);
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&object)),
+                last_modified: Some(timestamp(object.modified_ms)),
+                checksum_crc32: sums.checksum_crc32,
+                checksum_crc32c: sums.checksum_crc32c,
+                checksum_sha1: sums.checksum_sha1,
+                checksum_sha256: sums.checksum_sha256,
+                checksum_crc64nvme: sums.checksum_crc64nvme,
+                checksum_type: object.checksum.as_ref().map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_sources_name_a_bucket_and_key_without_version() {
+        let s = CopySource::parse("/src/a%20b.txt").unwrap();
+        assert_eq!(source(&s).unwrap(), ("src", "a b.txt"));
+        let versioned = CopySource::parse("src/k?versionId=abc").unwrap();
+        assert!(source(&versioned).is_err());
+    }
+
+    #[test]
+    fn directives_copy_by_default() {
+        assert!(!replaces(None, "metadata").unwrap());
+        assert!(!replaces(Some("COPY"), "metadata").unwrap());
+        assert!(replaces(Some("REPLACE"), "tagging").unwrap());
+        assert_eq!(replaces(Some("replace"), "tagging").unwrap_err().code(), &s3s::S3ErrorCode::InvalidArgument);
+    }
+}

@@ -1,0 +1,114 @@
+//! Object tagging (Put, Get and DeleteObjectTagging) and AWS's limits on
+//! tags, which the `x-amz-tagging` header of a write must meet too. Tags
+//! live in the object's document: changing them never touches its bytes,
+//! and a change made while the object was replaced is not applied to the
+//! new one.
+
+use std::collections::BTreeMap;
+
+use nimbus_core::objects::ObjectInfo;
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use crate::s3::internal;
+use crate::Objects;
+
+const TAGS_MAX: usize = 10;
+const TAG_KEY_MAX: usize = 128;
+const TAG_VALUE_MAX: usize = 256;
+
+/// AWS's limits: 10 tags, keys of 1 to 128 characters, values of up to 256.
+pub(crate) fn check_tags(tags: &BTreeMap<String, String>) -> S3Result<()> {
+    if tags.len() > TAGS_MAX {
+        let mut e = S3Error::with_message(
+            "BadRequest".parse::<S3ErrorCode>().unwrap_or(S3ErrorCode::InvalidTag),
+            "Object tags cannot be greater than 10",
+        );
+        e.set_status_code(http::StatusCode::BAD_REQUEST);
+        return Err(e);
+    }
+    for (k, v) in tags {
+        if k.is_empty() {
+            return Err(s3_error!(InvalidTag, "The TagKey you have provided is invalid"));
+        }
+        if k.chars().count() > TAG_KEY_MAX {
+            return Err(s3_error!(InvalidTag, "The TagKey you have provided is too long, max {TAG_KEY_MAX}"));
+        }
+        if v.chars().count() > TAG_VALUE_MAX {
+            return Err(s3_error!(InvalidTag, "The TagValue you have provided is too long, max {TAG_VALUE_MAX}"));
+        }
+    }
+    Ok(())
+}
+
+impl Objects {
+    /// Applies `change` to the object's tags, again if the object was
+    /// replaced between the read and the write.
+    async fn retag(&self, bucket: &str, key: &str, change: impl Fn(&mut ObjectInfo)) -> S3Result<()> {
+        loop {
+            let mut o = self.object(bucket, key).await?;
+            change(&mut o);
+            if self.meta.update_object(&o).await.map_err(internal)? {
+                return Ok(());
+            }
+        }
+    }
+
+    pub(crate) async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let input = req.input;
+        let mut tags = BTreeMap::new();
+        for t in input.tagging.tag_set {
+            let (Some(k), Some(v)) = (t.key, t.value) else {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "The XML you provided was not well-formed or did not validate against our published schema"
+                ));
+            };
+            if tags.insert(k, v).is_some() {
+                return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
+            }
+        }
+        check_tags(&tags)?;
+        self.retag(&input.bucket, &input.key, |o| o.tags.clone_from(&tags)).await?;
+        Ok(S3Response::new(PutObjectTaggingOutput::default()))
+    }
+
+    pub(crate) async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let o = self.object(&req.input.bucket, &req.input.key).await?;
+        let tag_set = o.tags.into_iter().map(|(k, v)| Tag { key: Some(k), value: Some(v) }).collect();
+        Ok(S3Response::new(GetObjectTaggingOutput { tag_set, version_id: None }))
+    }
+
+    pub(crate) async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        self.retag(&req.input.bucket, &req.input.key, |o| o.tags.clear()).await?;
+        Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_keep_to_aws_limits() {
+        let tags = |n: usize, k: usize, v: usize| -> BTreeMap<String, String> {
+            (0..n).map(|i| (format!("{i}{}", "k".repeat(k - 1)), "v".repeat(v))).collect()
+        };
+        assert!(check_tags(&tags(10, 128, 256)).is_ok());
+        let too_many = check_tags(&tags(11, 1, 1)).unwrap_err();
+        assert_eq!(too_many.status_code(), Some(http::StatusCode::BAD_REQUEST));
+        assert_eq!(check_tags(&tags(1, 129, 1)).unwrap_err().code(), &S3ErrorCode::InvalidTag);
+        assert_eq!(check_tags(&tags(1, 1, 257)).unwrap_err().code(), &S3ErrorCode::InvalidTag);
+        // Characters count, not bytes.
+        assert!(check_tags(&BTreeMap::from([("é".repeat(128), "ü".repeat(256))])).is_ok());
+    }
+}
