@@ -368,6 +368,12 @@ def test_trailer_checksum_mismatch_stores_nothing(s3server, s3, bucket):
     assert (status, xml_code(resp)) == (400, "BadDigest")
     assert s3.get_object(Bucket=bucket, Key="t")["Body"].read() == b"original"
     good = wire.replace(crc32(b"different").encode(), crc32(body).encode())
+    # A decoded length the chunks do not add up to: a truncated (or overlong) body.
+    for wrong in (len(body) + 5, len(body) - 5):
+        status, _, resp = signed_s3(s3server, "PUT", f"/{bucket}/t", good,
+                                    dict(headers, **{"X-Amz-Decoded-Content-Length": str(wrong)}))
+        assert (status, xml_code(resp)) == (400, "IncompleteBody")
+    assert s3.get_object(Bucket=bucket, Key="t")["Body"].read() == b"original"
     status, _, resp = signed_s3(s3server, "PUT", f"/{bucket}/t", good, headers)
     assert status == 200, resp
     assert s3.get_object(Bucket=bucket, Key="t")["Body"].read() == body
@@ -723,7 +729,8 @@ def test_aws_cli(s3server, s3, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "a.txt").write_bytes(b"alpha")
-    (src / "sub" / "b name.bin").write_bytes(os.urandom(3 << 20))
+    # Over the CLI's 8 MiB threshold: uploaded in parts, downloaded in ranges.
+    (src / "sub" / "b name.bin").write_bytes(os.urandom(9 << 20))
     (src / "sub" / "ü.txt").write_bytes(b"unicode")
 
     def together(*runs, check=True):
@@ -739,8 +746,9 @@ def test_aws_cli(s3server, s3, tmp_path):
     assert json_of(put)["ETag"] == md5_etag(b"alpha")
     listed = aws_s3(s3server, "s3", "ls", "--recursive", f"s3://{name}/").stdout
     sizes = {line.split(maxsplit=3)[3]: int(line.split()[2]) for line in listed.splitlines()}
-    assert sizes == {"api/x.json": 5, "docs/a.txt": 5, "tree/a.txt": 5, "tree/sub/b name.bin": 3 << 20,
+    assert sizes == {"api/x.json": 5, "docs/a.txt": 5, "tree/a.txt": 5, "tree/sub/b name.bin": 9 << 20,
                      "tree/sub/ü.txt": 7}
+    assert s3.head_object(Bucket=name, Key="tree/sub/b name.bin")["ETag"].endswith('-2"')
     out = tmp_path / "out"
     _, _, head, got = together(
         ("s3", "cp", f"s3://{name}/docs/a.txt", str(tmp_path / "down.txt")),

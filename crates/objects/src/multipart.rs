@@ -223,8 +223,10 @@ impl Objects {
             checksum_crc64nvme: input.checksum_crc64nvme,
             checksum_type: None,
         };
-        let algorithm =
-            input.checksum_algorithm.or_else(|| upload.checksum_algorithm.clone().map(ChecksumAlgorithm::from));
+        let algorithm = input
+            .checksum_algorithm
+            .or_else(|| upload.checksum_algorithm.clone().map(ChecksumAlgorithm::from))
+            .or_else(|| crate::s3::trailer_algorithm(&req.headers));
         let written =
             self.files.write(body, hasher_for(algorithm.as_ref(), &header_sums), PUT_MAX).await.map_err(write_error)?;
         if input.content_length.is_some_and(|n| n as u64 != written.size) {

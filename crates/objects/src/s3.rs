@@ -86,7 +86,7 @@ pub(crate) fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto:
 /// The algorithm an aws-chunked body's trailer (`x-amz-trailer:
 /// x-amz-checksum-crc32`) will send a checksum of, for a client that does
 /// not also name it in `x-amz-sdk-checksum-algorithm`.
-fn trailer_algorithm(headers: &http::HeaderMap) -> Option<ChecksumAlgorithm> {
+pub(crate) fn trailer_algorithm(headers: &http::HeaderMap) -> Option<ChecksumAlgorithm> {
     let trailer = headers.get("x-amz-trailer")?.to_str().ok()?.trim().to_ascii_lowercase();
     let name = trailer.strip_prefix("x-amz-checksum-")?;
     Some(ChecksumAlgorithm::from(name.to_ascii_uppercase()))
