@@ -310,6 +310,7 @@ def test_key_length_limit(s3, bucket):
         with pytest.raises(ClientError) as e:
             s3.put_object(Bucket=bucket, Key=key, Body=b"x")
         assert error_code(e) == "KeyTooLongError"
+        assert e.value.response["Error"]["Message"] == "Your key is too long"
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [longest]
 
@@ -592,6 +593,7 @@ def test_wrong_secret_and_no_credentials(s3server, s3, bucket):
             call()
         assert error_code(e) == "SignatureDoesNotMatch"
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert e.value.response["Error"]["Message"].startswith("The request signature we calculated does not match")
     unknown = boto3.client("s3", endpoint_url=s3server.endpoint, region_name=REGION,
                            aws_access_key_id="AKIDUNKNOWN000000000", aws_secret_access_key="x" * 40)
     with pytest.raises(ClientError) as e:

@@ -134,6 +134,7 @@ impl S3Front {
             *req.uri_mut() = uri;
         }
         match self.service.call(req).await {
+            Ok(resp) if resp.status().is_client_error() => with_message(resp.map(Body::new)).await,
             Ok(resp) => resp.map(Body::new),
             Err(e) => {
                 tracing::error!(error = ?e, "S3 request failed");
@@ -183,6 +184,48 @@ fn sigv2_bucket_uri(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<axum::
     format!("{path}/{query}").parse().ok()
 }
 
+/// AWS's messages for the errors `s3s` raises itself without one (while
+/// checking signatures and paths, before the object store is asked).
+fn aws_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "SignatureDoesNotMatch" => {
+            "The request signature we calculated does not match the signature you provided. \
+             Check your key and signing method."
+        }
+        "KeyTooLongError" => "Your key is too long",
+        "InvalidURI" => "Couldn't parse the specified URI.",
+        "MissingContentLength" => "You must provide the Content-Length HTTP header.",
+        _ => return None,
+    })
+}
+
+/// Gives a message-less S3 error its AWS message (SDKs print it).
+async fn with_message(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    // S3's error documents are a few hundred bytes.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let filled = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code></Error>"))
+        .and_then(|(code, _)| Some((code, aws_message(code)?)))
+        .map(|(code, msg)| {
+            text.replace(
+                &format!("<Code>{code}</Code></Error>"),
+                &format!("<Code>{code}</Code><Message>{msg}</Message></Error>"),
+            )
+        });
+    match filled {
+        Some(body) => {
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(body))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
+}
+
 struct SharedKeys(Arc<Keys>);
 
 #[async_trait]
@@ -219,6 +262,24 @@ mod tests {
         assert!(is_s3(&v, None));
         assert_eq!(bucket_of_host("photos.s3.localhost:9070"), Some(("photos", "s3.localhost")));
         assert_eq!(bucket_of_host("x.lambda-url.us-east-1.localhost"), None);
+    }
+
+    #[tokio::test]
+    async fn errors_without_a_message_get_aws_one() {
+        let error = |xml: &'static str| {
+            Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .header("content-length", "1")
+                .body(Body::from(xml))
+                .unwrap()
+        };
+        let body = |r: Response| async { axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap() };
+        let filled = with_message(error("<Error><Code>SignatureDoesNotMatch</Code></Error>")).await;
+        assert!(filled.headers().get("content-length").is_none());
+        let text = body(filled).await;
+        assert!(text.starts_with(b"<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature"));
+        let kept = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+        assert_eq!(body(with_message(error(kept)).await).await, kept.as_bytes());
     }
 
     #[test]
