@@ -51,6 +51,22 @@ def handler(event, context):
 '''
 
 
+# The same with the SDK for JavaScript v3, whose recursion-detection
+# middleware sends the trace id on as boto3 does.
+LOOPING_NODE = '''
+import { S3Client, PutObjectCommand } from "@aws-sdk/client-s3";
+
+const s3 = new S3Client({});
+
+export const handler = async (event) => {
+  const record = event.Records[0];
+  console.log("EVENT " + JSON.stringify(event));
+  const n = Number(record.s3.object.key.split("/")[1]);
+  await s3.send(new PutObjectCommand({ Bucket: record.s3.bucket.name, Key: `loop/${n + 1}`, Body: "again" }));
+};
+'''
+
+
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("s3notify") / "data", args=["--async-retry-delay", "0"]).start()
@@ -77,10 +93,12 @@ def aws(server, *args):
     return r.returncode, r.stdout, r.stderr
 
 
-def function(server, code=RECORDER, **kw):
+def function(server, code=RECORDER, node=False, **kw):
     name = unique_name("s3fn")
-    server.client().create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
-                                    Code={"ZipFile": make_zip({"app.py": code})}, **kw)
+    runtime, handler, file = ("nodejs20.x", "index.handler", "index.mjs") if node else \
+        ("python3.11", "app.handler", "app.py")
+    server.client().create_function(FunctionName=name, Runtime=runtime, Handler=handler, Role=ROLE,
+                                    Code={"ZipFile": make_zip({file: code})}, **kw)
     return name
 
 
@@ -117,7 +135,8 @@ def received(server, name):
         events = logs_client(server).filter_log_events(logGroupName=group)["events"]
     except ClientError:
         return []
-    return [json.loads(e["message"][len("EVENT "):]) for e in events if e["message"].startswith("EVENT ")]
+    # Python prints the line as is; Node's console.log prefixes time, request id and level.
+    return [json.loads(e["message"].split("EVENT ", 1)[1]) for e in events if "EVENT {" in e["message"]]
 
 
 def loop_warnings(server, name):
@@ -241,9 +260,11 @@ def test_a_failing_function_is_retried_by_the_async_policy(srv):
     assert len(received(srv, name)) == 2
 
 
-def test_recursive_loop_is_stopped_after_16_invocations(srv):
-    srv.wait_sdk("python")
-    name, b = function(srv, LOOPING, Timeout=30), bucket(srv)
+@pytest.mark.parametrize("sdk", ["python", "nodejs"])
+def test_recursive_loop_is_stopped_after_16_invocations(srv, sdk):
+    srv.wait_sdk(sdk)
+    name = function(srv, LOOPING_NODE if sdk == "nodejs" else LOOPING, node=sdk == "nodejs", Timeout=30)
+    b = bucket(srv)
     allow_s3(srv, name, b)
     notify(srv, b, rule(name, ["s3:ObjectCreated:*"], prefix="loop/"))
     s3 = s3_client(srv)
