@@ -759,6 +759,21 @@ mod tests {
     }
 
     #[test]
+    fn s3_requests_carry_their_payload_hash() {
+        let creds = example_creds();
+        let (url, host, now) = ("http://127.0.0.1:9070/b/a%20key", [("host", "127.0.0.1:9070")], SystemTime::now());
+        let hash_of = |signed: Vec<(String, String)>| {
+            signed.into_iter().find(|(k, _)| k == "x-amz-content-sha256").map(|(_, v)| v)
+        };
+        let s3 = sign_headers(&creds, "us-east-1", "s3", "PUT", url, &host, b"data", now).unwrap();
+        assert_eq!(hash_of(s3), Some(hex::encode(Sha256::digest(b"data"))));
+        let lambda = sign_headers(&creds, "us-east-1", "lambda", "PUT", url, &host, b"data", now).unwrap();
+        assert_eq!(hash_of(lambda), None);
+        let streamed = sign_s3_unsigned_payload(&creds, "us-east-1", "PUT", url, &host, now).unwrap();
+        assert_eq!(hash_of(streamed).as_deref(), Some("UNSIGNED-PAYLOAD"));
+    }
+
+    #[test]
     fn canonical_uri_double_encodes_and_normalises() {
         assert_eq!(canonical_uri("/a/./b/../c//d"), "/a/c/d");
         assert_eq!(canonical_uri("/f/arn%3Ax"), "/f/arn%253Ax");
