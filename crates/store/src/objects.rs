@@ -158,7 +158,10 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
-        let mut tx = self.pool().begin().await?;
+        // IMMEDIATE: the transaction reads before it writes, and a deferred
+        // one would fail at once ("database is locked") when a concurrent
+        // PUT commits in between, instead of waiting its turn.
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let old = upsert_object(&mut tx, o).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
