@@ -5,6 +5,10 @@
 //! outbox), so a notification is never lost and never sent for a write that
 //! did not happen. Object bytes are files the caller names; the store never
 //! reads them.
+//!
+//! Every write transaction here begins IMMEDIATE: most read before they
+//! write, and a deferred one would fail at once ("database is locked") when
+//! a concurrent writer commits in between, instead of waiting its turn.
 
 use std::collections::HashSet;
 
@@ -142,7 +146,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<BucketDelete> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let in_use = sqlx::query(
             "SELECT 1 FROM objects WHERE bucket = ?1 UNION ALL SELECT 1 FROM uploads WHERE bucket = ?1 LIMIT 1",
         )
@@ -158,9 +162,6 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
-        // IMMEDIATE: the transaction reads before it writes, and a deferred
-        // one would fail at once ("database is locked") when a concurrent
-        // PUT commits in between, instead of waiting its turn.
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let old = upsert_object(&mut tx, o).await?;
         insert_events(&mut tx, events).await?;
@@ -194,7 +195,7 @@ impl ObjectMeta for SqliteMetadata {
         key: &str,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING doc")
             .bind(bucket)
             .bind(key)
@@ -259,7 +260,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<Option<String>>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let upload = sqlx::query("SELECT 1 FROM uploads WHERE id = ?").bind(upload_id).fetch_optional(&mut *tx).await?;
         if upload.is_none() {
             return Ok(None);
@@ -295,7 +296,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let ended = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
         if ended.rows_affected() == 0 {
             return Ok(None);
