@@ -16,7 +16,7 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
-    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "idle_cpu_percent"}
+    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "idle_cpu_percent"}
     assert report["machine"]["cpus"] >= 1 and report["machine"]["memory_mb"] > 0
     floors = report["floors"]
     assert floors["loopback_rtt_us"]["p50"] > 0
@@ -34,5 +34,12 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     for key in ("invoke_warm_ms", "url_warm_ms"):
         assert 0 < urls[key]["p50"] <= urls[key]["p99"], (key, urls[key])
     assert urls["url_rps_c16"] > 0 and urls["invoke_rps_c16"] > 0
+    s3 = report["s3"]
+    assert s3["large_mib"] == 64, "--quick moves 64 MiB"
+    for key in ("get_4k_rps_c32", "put_4k_rps_c32", "disk_write_mbps", "disk_read_mbps", "large_put_mbps",
+                "large_get_mbps", "large_put_share", "large_get_share"):
+        assert s3[key] > 0, (key, s3)
+    assert 0 < s3["put_to_handler_ms"]["p50"] <= s3["put_to_handler_ms"]["p99"], s3
+    assert "4 KiB GET / PUT" in r.stdout
     assert report["idle_cpu_percent"] >= 0
     assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"

@@ -33,9 +33,10 @@ def handler(event, context):
 '''
 
 # Writes the next object of a chain back into the bucket that invoked it:
-# an infinite loop unless Lambda stops it.
+# an infinite loop unless Lambda stops it (or it reaches $LAST).
 LOOPING = '''
 import json
+import os
 import boto3
 
 s3 = boto3.client("s3")
@@ -45,7 +46,24 @@ def handler(event, context):
     key = record["s3"]["object"]["key"]
     print("EVENT " + json.dumps(event))
     n = int(key.split("/")[1])
-    s3.put_object(Bucket=record["s3"]["bucket"]["name"], Key=f"loop/{n + 1}", Body=b"again")
+    if n < int(os.environ.get("LAST", "1000000")):
+        s3.put_object(Bucket=record["s3"]["bucket"]["name"], Key=f"loop/{n + 1}", Body=b"again")
+'''
+
+
+# The same with the SDK for JavaScript v3, whose recursion-detection
+# middleware sends the trace id on as boto3 does.
+LOOPING_NODE = '''
+import { S3Client, PutObjectCommand } from "@aws-sdk/client-s3";
+
+const s3 = new S3Client({});
+
+export const handler = async (event) => {
+  const record = event.Records[0];
+  console.log("EVENT " + JSON.stringify(event));
+  const n = Number(record.s3.object.key.split("/")[1]);
+  await s3.send(new PutObjectCommand({ Bucket: record.s3.bucket.name, Key: `loop/${n + 1}`, Body: "again" }));
+};
 '''
 
 
@@ -75,10 +93,12 @@ def aws(server, *args):
     return r.returncode, r.stdout, r.stderr
 
 
-def function(server, code=RECORDER, **kw):
+def function(server, code=RECORDER, node=False, **kw):
     name = unique_name("s3fn")
-    server.client().create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
-                                    Code={"ZipFile": make_zip({"app.py": code})}, **kw)
+    runtime, handler, file = ("nodejs20.x", "index.handler", "index.mjs") if node else \
+        ("python3.11", "app.handler", "app.py")
+    server.client().create_function(FunctionName=name, Runtime=runtime, Handler=handler, Role=ROLE,
+                                    Code={"ZipFile": make_zip({file: code})}, **kw)
     return name
 
 
@@ -115,7 +135,13 @@ def received(server, name):
         events = logs_client(server).filter_log_events(logGroupName=group)["events"]
     except ClientError:
         return []
-    return [json.loads(e["message"][len("EVENT "):]) for e in events if e["message"].startswith("EVENT ")]
+    # Python prints the line as is; Node's console.log prefixes time, request id and level.
+    return [json.loads(e["message"].split("EVENT ", 1)[1]) for e in events if "EVENT {" in e["message"]]
+
+
+def loop_warnings(server, name):
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", server.output())
+    return [line for line in plain.splitlines() if "recursive loop detected" in line and f"function={name}" in line]
 
 
 def records(server, name, n, timeout=60):
@@ -234,19 +260,16 @@ def test_a_failing_function_is_retried_by_the_async_policy(srv):
     assert len(received(srv, name)) == 2
 
 
-def test_recursive_loop_is_stopped_after_16_invocations(srv):
-    srv.wait_sdk("python")
-    name, b = function(srv, LOOPING, Timeout=30), bucket(srv)
+@pytest.mark.parametrize("sdk", ["python", "nodejs"])
+def test_recursive_loop_is_stopped_after_16_invocations(srv, sdk):
+    srv.wait_sdk(sdk)
+    name = function(srv, LOOPING_NODE if sdk == "nodejs" else LOOPING, node=sdk == "nodejs", Timeout=30)
+    b = bucket(srv)
     allow_s3(srv, name, b)
     notify(srv, b, rule(name, ["s3:ObjectCreated:*"], prefix="loop/"))
     s3 = s3_client(srv)
     s3.put_object(Bucket=b, Key="loop/0", Body=b"start")
-    def stop_line():
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", srv.output())
-        return next((line for line in plain.splitlines()
-                     if "recursive loop detected" in line and f"function={name}" in line), None)
-
-    line = wait_for(stop_line, "the loop to be stopped", timeout=120)
+    line = wait_for(lambda: next(iter(loop_warnings(srv, name)), None), "the loop to be stopped", timeout=120)
     assert "WARN" in line and f"source=arn:aws:s3:::{b}" in line and "16 invocations" in line, line
     # 16 invocations ran (loop/0 … loop/15); the 16th wrote loop/16, whose
     # event was stopped.
@@ -256,6 +279,20 @@ def test_recursive_loop_is_stopped_after_16_invocations(srv):
     assert len(received(srv, name)) == 16
     with pytest.raises(ClientError):
         s3.head_object(Bucket=b, Key="loop/17")
+
+
+def test_a_function_whose_recursion_config_is_allow_may_loop(srv):
+    srv.wait_sdk("python")
+    name, b = function(srv, LOOPING, Timeout=30, Environment={"Variables": {"LAST": "20"}}), bucket(srv)
+    lam = srv.client()
+    assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Terminate"
+    lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")
+    allow_s3(srv, name, b)
+    notify(srv, b, rule(name, ["s3:ObjectCreated:*"], prefix="loop/"))
+    s3_client(srv).put_object(Bucket=b, Key="loop/0", Body=b"start")
+    keys = sorted(int(r["s3"]["object"]["key"].split("/")[1]) for r in records(srv, name, 21, timeout=120))
+    assert keys == list(range(21))
+    assert not loop_warnings(srv, name)
 
 
 def test_the_outbox_survives_kill_9(tmp_path):

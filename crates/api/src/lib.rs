@@ -69,6 +69,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let expects_continue =
+        req.headers().get("expect").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     // A function URL's address wins over a scope naming S3: such a request
     // is an AWS_IAM URL call signed for the wrong service, and is refused.
     let mut resp = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
@@ -80,6 +82,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     } else {
         serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response)
     };
+    let refused = resp.status().is_client_error() || resp.status().is_server_error();
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);
@@ -87,6 +90,12 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     if let Ok(v) = HeaderValue::from_str(&date) {
         headers.insert("date", v);
+    }
+    // A client that sent `Expect: 100-continue` and is refused before its
+    // body was asked for never sends that body; the connection must not be
+    // reused, or the next request would be read as the rest of this one.
+    if expects_continue && refused {
+        headers.insert("connection", HeaderValue::from_static("close"));
     }
     resp
 }

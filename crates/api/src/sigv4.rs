@@ -8,7 +8,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    UriPathNormalizationMode,
+};
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use http::HeaderMap;
@@ -484,6 +487,8 @@ fn identity(c: &Credentials) -> aws_smithy_runtime_api::client::identity::Identi
 }
 
 /// Signs a request for `service` as an AWS client would; returns the headers to add.
+/// For S3 that is S3's variant: the path encoded once and not normalised,
+/// and the payload's hash sent as `x-amz-content-sha256`.
 #[allow(clippy::too_many_arguments)]
 pub fn sign_headers(
     creds: &Credentials,
@@ -495,10 +500,42 @@ pub fn sign_headers(
     body: &[u8],
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, String> {
+    sign_with(creds, region, service, method, url, headers, SignableBody::Bytes(body), time)
+}
+
+/// Signs an S3 request whose body is streamed, as SDKs may over TLS:
+/// `x-amz-content-sha256: UNSIGNED-PAYLOAD`.
+pub fn sign_s3_unsigned_payload(
+    creds: &Credentials,
+    region: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    sign_with(creds, region, "s3", method, url, headers, SignableBody::UnsignedPayload, time)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sign_with(
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: SignableBody<'_>,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
     let identity = identity(creds);
-    let params = signing_params(&identity, region, service, SigningSettings::default(), time)?;
-    let request = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
-        .map_err(|e| e.to_string())?;
+    let mut settings = SigningSettings::default();
+    if service == "s3" {
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    }
+    let params = signing_params(&identity, region, service, settings, time)?;
+    let request = SignableRequest::new(method, url, headers.iter().copied(), body).map_err(|e| e.to_string())?;
     let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
     Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
@@ -719,6 +756,21 @@ mod tests {
         );
         let theirs = Credentials { access_key_id: other.access_key_id, secret_access_key: other.secret_access_key };
         assert_eq!(check(&sign_at(&theirs, &other.session_token, t0), t0), Err(AuthError::UnknownKey));
+    }
+
+    #[test]
+    fn s3_requests_carry_their_payload_hash() {
+        let creds = example_creds();
+        let (url, host, now) = ("http://127.0.0.1:9070/b/a%20key", [("host", "127.0.0.1:9070")], SystemTime::now());
+        let hash_of = |signed: Vec<(String, String)>| {
+            signed.into_iter().find(|(k, _)| k == "x-amz-content-sha256").map(|(_, v)| v)
+        };
+        let s3 = sign_headers(&creds, "us-east-1", "s3", "PUT", url, &host, b"data", now).unwrap();
+        assert_eq!(hash_of(s3), Some(hex::encode(Sha256::digest(b"data"))));
+        let lambda = sign_headers(&creds, "us-east-1", "lambda", "PUT", url, &host, b"data", now).unwrap();
+        assert_eq!(hash_of(lambda), None);
+        let streamed = sign_s3_unsigned_payload(&creds, "us-east-1", "PUT", url, &host, now).unwrap();
+        assert_eq!(hash_of(streamed).as_deref(), Some("UNSIGNED-PAYLOAD"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use base64::Engine;
 use nimbus_api::sigv4::Credentials;
 use serde_json::{json, Value};
 
+use crate::bench_s3::S3Plan;
 use crate::client::Client;
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +49,7 @@ struct Plan {
     scale_out: &'static [usize],
     hold_ms: u64,
     idle_cpu_secs: f64,
+    s3: S3Plan,
 }
 
 impl Plan {
@@ -61,6 +63,7 @@ impl Plan {
                 scale_out: &[10],
                 hold_ms: 500,
                 idle_cpu_secs: 1.0,
+                s3: S3Plan { secs: 0.5, large_bytes: 64 << 20, notified: 5 },
             }
         } else {
             Self {
@@ -71,13 +74,14 @@ impl Plan {
                 scale_out: &[100, 500],
                 hold_ms: 3000,
                 idle_cpu_secs: 5.0,
+                s3: S3Plan { secs: 3.0, large_bytes: 1 << 30, notified: 100 },
             }
         }
     }
 }
 
 /// p50 and p99 of samples, in the samples' unit.
-fn percentiles(samples: &mut [f64]) -> Value {
+pub(crate) fn percentiles(samples: &mut [f64]) -> Value {
     if samples.is_empty() {
         return json!({"p50": null, "p99": null});
     }
@@ -86,7 +90,7 @@ fn percentiles(samples: &mut [f64]) -> Value {
     json!({"p50": round(at(0.5)), "p99": round(at(0.99)), "n": samples.len()})
 }
 
-fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
@@ -98,6 +102,7 @@ fn ms(d: Duration) -> f64 {
 struct Server {
     child: std::process::Child,
     endpoint: String,
+    data_dir: PathBuf,
     _data: tempfile::TempDir,
 }
 
@@ -141,22 +146,22 @@ fn start_server(isolation: &str) -> anyhow::Result<Server> {
     }
     // Keep reading so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Ok(Server { child, endpoint: format!("http://127.0.0.1:{port}"), _data: data })
+    Ok(Server { child, endpoint: format!("http://127.0.0.1:{port}"), data_dir: data.path().join("data"), _data: data })
 }
 
 /// The runtimes measured and their code.
-struct Runtime {
-    id: String,
-    handler: &'static str,
-    zip: Vec<u8>,
+pub(crate) struct Runtime {
+    pub(crate) id: String,
+    pub(crate) handler: &'static str,
+    pub(crate) zip: Vec<u8>,
     /// The program whose fork+exec is this runtime's floor.
-    spawn: Vec<String>,
+    pub(crate) spawn: Vec<String>,
 }
 
 const PY_APP: &str = "import time, uuid\nENV = uuid.uuid4().hex\n\ndef handler(event, context):\n    t = time.perf_counter()\n    if event.get('sleep_ms'):\n        time.sleep(event['sleep_ms'] / 1000)\n    return {'env': ENV, 'self_us': (time.perf_counter() - t) * 1e6}\n";
 const NODE_APP: &str = "import { randomUUID } from 'node:crypto';\nconst ENV = randomUUID();\nexport const handler = async (event) => {\n  const t = process.hrtime.bigint();\n  if (event.sleep_ms) await new Promise((r) => setTimeout(r, event.sleep_ms));\n  return { env: ENV, self_us: Number(process.hrtime.bigint() - t) / 1000 };\n};\n";
 
-fn zip_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn zip_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut z = zip::ZipWriter::new(&mut buf);
@@ -253,14 +258,14 @@ async fn loopback_floor(n: usize) -> anyhow::Result<Value> {
     Ok(percentiles(&mut samples))
 }
 
-struct Bench {
-    client: Arc<Client>,
+pub(crate) struct Bench {
+    pub(crate) client: Arc<Client>,
     memory: u32,
     counter: std::sync::atomic::AtomicUsize,
 }
 
 impl Bench {
-    async fn create(&self, rt: &Runtime) -> anyhow::Result<String> {
+    pub(crate) async fn create(&self, rt: &Runtime) -> anyhow::Result<String> {
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("bench-{}-{n}", rt.id.replace('.', "-"));
         let body = json!({
@@ -273,7 +278,7 @@ impl Bench {
         Ok(name)
     }
 
-    async fn delete(&self, name: &str) -> anyhow::Result<()> {
+    pub(crate) async fn delete(&self, name: &str) -> anyhow::Result<()> {
         self.client.call("DELETE", &format!("/2015-03-31/functions/{name}"), None).await.map(drop)
     }
 }
@@ -328,7 +333,7 @@ async fn throughput(b: &Bench, name: &str, c: usize, secs: f64) -> anyhow::Resul
 }
 
 /// Requests per second of `c` clients each looping on `call` for `secs`.
-async fn loop_for<F, Fut>(c: usize, secs: f64, call: F) -> anyhow::Result<f64>
+pub(crate) async fn loop_for<F, Fut>(c: usize, secs: f64, call: F) -> anyhow::Result<f64>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -578,6 +583,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Value::Null,
     };
 
+    eprintln!("measuring S3 ...");
+    let python = runtimes.iter().find(|r| r.id.starts_with("python"));
+    let s3 = crate::bench_s3::figures(&b, &server.data_dir, python, &plan.s3).await?;
+
     eprintln!("measuring idle CPU ...");
     // Environments idle (one per runtime), nothing to do.
     for rt in &runtimes {
@@ -599,6 +608,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "floors": floors,
         "runtimes": results,
         "function_urls": urls,
+        "s3": s3,
         "idle_cpu_percent": round(idle_cpu),
         "quick": args.quick,
     });
@@ -663,5 +673,19 @@ fn print_table(r: &Value) {
             share * 100.0
         );
     }
+    let s = &r["s3"];
+    println!("S3 (signed, keep-alive, 32 clients):");
+    println!("  4 KiB GET / PUT per s             {} / {}", f(&s["get_4k_rps_c32"]), f(&s["put_4k_rps_c32"]));
+    println!(
+        "  {} MiB PUT / GET MB/s            {} / {}   ({} / {} of the disk's {} / {})",
+        f(&s["large_mib"]),
+        f(&s["large_put_mbps"]),
+        f(&s["large_get_mbps"]),
+        f(&s["large_put_share"]),
+        f(&s["large_get_share"]),
+        f(&s["disk_write_mbps"]),
+        f(&s["disk_read_mbps"])
+    );
+    println!("  PUT acked -> handler ms (p50 / p99) {}", p(&s["put_to_handler_ms"]));
     println!("idle CPU %: {}", f(&r["idle_cpu_percent"]));
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context};
-use nimbus_api::sigv4::{sign_headers, Credentials};
+use nimbus_api::sigv4::{sign_headers, sign_s3_unsigned_payload, Credentials};
 use serde_json::Value;
 
 use crate::serve::{KeyFile, KEY_FILE};
@@ -149,6 +149,38 @@ impl Client {
             );
         }
         Ok((resp_headers, bytes))
+    }
+}
+
+impl Client {
+    /// Sends an S3 request with a streamed body (`UNSIGNED-PAYLOAD`) and
+    /// hands back the response unread, so large objects stream both ways.
+    pub async fn send_s3_streaming(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<(reqwest::Body, u64)>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path_and_query}", self.endpoint);
+        let parsed = reqwest::Url::parse(&url).with_context(|| format!("bad endpoint URL {url}"))?;
+        let host = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
+            None => parsed.host_str().unwrap_or_default().to_string(),
+        };
+        let signed =
+            sign_s3_unsigned_payload(&self.creds, &self.region, method, &url, &[("host", &host)], SystemTime::now())
+                .map_err(|e| anyhow!("signing failed: {e}"))?;
+        let mut req = self.http.request(method.parse()?, parsed);
+        for (k, v) in signed {
+            req = req.header(k, v);
+        }
+        if let Some((body, len)) = body {
+            // S3 wants the length up front (no chunked uploads without aws-chunked).
+            req = req.header("content-length", len).body(body);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach Nimbus at {}", self.endpoint))?;
+        anyhow::ensure!(resp.status().is_success(), "S3 {method} {path_and_query} answered {}", resp.status());
+        Ok(resp)
     }
 }
 

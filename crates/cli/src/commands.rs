@@ -1,4 +1,5 @@
 //! Client commands: `function deploy|list|get|delete` and `layer publish`.
+//! (`deploy --trigger` is in [`crate::trigger`].)
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,14 @@ pub enum FunctionCommand {
         /// Execution role ARN (recorded; Nimbus does not use IAM).
         #[arg(long, default_value = "arn:aws:iam::000000000000:role/nimbus-function")]
         role: String,
+        /// Invoke the function for each object created in the bucket whose
+        /// key matches (one `*` at most, e.g. s3://photos/uploads/*.jpg):
+        /// allows s3.amazonaws.com to invoke it for that bucket
+        /// (AddPermission) and sets the bucket's notification rule for it
+        /// (s3:ObjectCreated:*, prefix and suffix from the pattern), keeping
+        /// the bucket's other rules. Repeatable.
+        #[arg(long = "trigger", value_name = "s3://BUCKET/PREFIX*SUFFIX")]
+        triggers: Vec<crate::trigger::Trigger>,
     },
     /// List functions.
     List,
@@ -316,7 +325,19 @@ const CONFIG_KEYS: &[&str] = &[
 pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<()> {
     let client = Client::new(&args)?;
     match cmd {
-        FunctionCommand::Deploy { path, name, runtime, handler, memory, timeout, env, layers, description, role } => {
+        FunctionCommand::Deploy {
+            path,
+            name,
+            runtime,
+            handler,
+            memory,
+            timeout,
+            env,
+            layers,
+            description,
+            role,
+            triggers,
+        } => {
             let zip = read_package(&path)?;
             let mut config = Map::new();
             let mut set = |k: &str, v: Option<Value>| {
@@ -362,6 +383,13 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             };
             if !args.json {
                 eprintln!("{} {name} ({} bytes)", if exists { "Updated" } else { "Created" }, zip.len());
+            }
+            for t in &triggers {
+                let arn = result["FunctionArn"].as_str().context("the function has no ARN")?;
+                crate::trigger::set_up(&client, arn, t).await?;
+                if !args.json {
+                    eprintln!("Triggered by objects created in s3://{}/{}*{}", t.bucket, t.prefix, t.suffix);
+                }
             }
             show(&result, args.json, CONFIG_KEYS)
         }

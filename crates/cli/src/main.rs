@@ -3,9 +3,11 @@
 //! API that boto3 and the aws CLI use. No business rule lives here.
 
 mod bench;
+mod bench_s3;
 mod client;
 mod commands;
 mod serve;
+mod trigger;
 mod zipdir;
 
 use std::path::PathBuf;

@@ -5,6 +5,10 @@
 //! outbox), so a notification is never lost and never sent for a write that
 //! did not happen. Object bytes are files the caller names; the store never
 //! reads them.
+//!
+//! Every write transaction here begins IMMEDIATE: most read before they
+//! write, and a deferred one would fail at once ("database is locked") when
+//! a concurrent writer commits in between, instead of waiting its turn.
 
 use std::collections::HashSet;
 
@@ -91,15 +95,6 @@ async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -
     Ok(())
 }
 
-/// Object writes read before they write (the file replaced, whether a
-/// bucket is empty). A deferred transaction would then fail with
-/// `SQLITE_BUSY` whenever another write commits between its read and its
-/// write (the busy timeout does not cover upgrading a stale read), so these
-/// take the write lock first and wait their turn instead.
-async fn write_tx(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
-}
-
 async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
     let old: Option<String> = sqlx::query("SELECT file FROM objects WHERE bucket = ? AND key = ?")
         .bind(&o.bucket)
@@ -151,7 +146,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<BucketDelete> {
-        let mut tx = write_tx(self.pool()).await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let in_use = sqlx::query(
             "SELECT 1 FROM objects WHERE bucket = ?1 UNION ALL SELECT 1 FROM uploads WHERE bucket = ?1 LIMIT 1",
         )
@@ -167,7 +162,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
-        let mut tx = write_tx(self.pool()).await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let old = upsert_object(&mut tx, o).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
@@ -200,7 +195,7 @@ impl ObjectMeta for SqliteMetadata {
         key: &str,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>> {
-        let mut tx = write_tx(self.pool()).await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING doc")
             .bind(bucket)
             .bind(key)
@@ -265,7 +260,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_part(&self, upload_id: &str, p: &Part) -> Result<Option<Option<String>>> {
-        let mut tx = write_tx(self.pool()).await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let upload = sqlx::query("SELECT 1 FROM uploads WHERE id = ?").bind(upload_id).fetch_optional(&mut *tx).await?;
         if upload.is_none() {
             return Ok(None);
@@ -301,7 +296,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>> {
-        let mut tx = write_tx(self.pool()).await?;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let ended = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
         if ended.rows_affected() == 0 {
             return Ok(None);
