@@ -216,14 +216,6 @@ def test_list_functions_paginates(private_server):
     assert "NextMarker" not in lam.list_functions()
 
 
-def test_s3_code_source_is_refused_clearly(lam):
-    with pytest.raises(ClientError) as e:
-        lam.create_function(FunctionName=unique_name(), Runtime="python3.11", Handler="a.b", Role=ROLE,
-                            Code={"S3Bucket": "my-bucket", "S3Key": "k.zip"})
-    assert error_code(e) == "InvalidParameterValueException"
-    assert "ZipFile" in e.value.response["Error"]["Message"]
-
-
 def test_runtime_catalog(lam):
     for runtime in ("python3.11", "nodejs20.x", "provided", "provided.al2", "provided.al2023"):
         assert create(lam, Runtime=runtime)["Runtime"] == runtime
