@@ -386,6 +386,7 @@ impl S3 for Objects {
         let request_id = uuid::Uuid::new_v4().to_string();
         let trailers = req.trailing_headers.clone();
         let lineage = notify::lineage(&req.headers);
+        let principal = req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string();
         let input = req.input;
         check_key(&input.key)?;
         let bucket = self.bucket(&input.bucket).await?;
@@ -442,7 +443,7 @@ impl S3 for Objects {
         };
         let origin = Origin {
             region: &self.region,
-            principal: &self.account_id,
+            principal: &principal,
             source_ip: "127.0.0.1",
             request_id: &request_id,
             lineage,
