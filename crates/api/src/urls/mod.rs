@@ -304,7 +304,13 @@ async fn streamed(content_type: String, mut chunks: Chunks) -> Result<Response, 
             Next::Chunk(b) => Some((Ok(b), Some(chunks))),
             Next::End(done) => match *done {
                 Ok(invoked) if invoked.outcome.function_error.is_none() => None,
-                _ => Some((Err(std::io::Error::other("the function failed mid-stream")), None)),
+                _ => {
+                    // Pending once first: hyper flushes what it holds before
+                    // it polls again, and the error then closes the
+                    // connection without losing the chunks already sent.
+                    tokio::task::yield_now().await;
+                    Some((Err(std::io::Error::other("the function failed mid-stream")), None))
+                }
             },
         }
     });
