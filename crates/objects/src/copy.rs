@@ -13,7 +13,6 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::files::Written;
-use crate::notify::{self, Origin};
 use crate::s3::{
     check_key, etag, hasher_for, headers_of, internal, millis, parse_tagging, put_checksums, timestamp, write_error,
     PUT_MAX,
@@ -95,9 +94,7 @@ impl Objects {
     }
 
     pub(crate) async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let principal = req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string();
-        let lineage = notify::lineage(&req.headers);
+        let origin = self.origin(&req);
         let input = req.input;
         check_key(&input.key)?;
         let bucket = self.bucket(&input.bucket).await?;
@@ -156,13 +153,6 @@ impl Objects {
             headers,
             tags,
             checksum,
-        };
-        let origin = Origin {
-            region: &self.region,
-            principal: &principal,
-            source_ip: "127.0.0.1",
-            request_id: &request_id,
-            lineage,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin).await?;
         let mut sums = s3s::dto::Checksum::default();

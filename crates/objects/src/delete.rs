@@ -16,9 +16,8 @@ impl Objects {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let request_id = uuid::Uuid::new_v4().to_string();
         let bucket = self.bucket(&req.input.bucket).await?;
-        let origin = self.origin(&req, &request_id);
+        let origin = self.origin(&req);
         let delete = &req.input.delete;
         if delete.objects.is_empty() || delete.objects.len() > KEYS_MAX {
             return Err(s3_error!(

@@ -17,7 +17,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use crate::copy::{check_source_conditions, source};
-use crate::notify::{self, Origin};
+use crate::notify;
 use crate::s3::{
     check_key, etag, hasher_for, headers_of, internal, parse_tagging, put_checksums, sent_checksums, timestamp, verify,
     write_error, PUT_MAX,
@@ -326,9 +326,7 @@ impl Objects {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let principal = req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string();
-        let lineage = notify::lineage(&req.headers);
+        let origin = self.origin(&req);
         let input = req.input;
         let (bucket, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
@@ -451,13 +449,6 @@ impl Objects {
             headers: upload.headers.clone(),
             tags: upload.tags.clone(),
             checksum,
-        };
-        let origin = Origin {
-            region: &self.region,
-            principal: &principal,
-            source_ip: "127.0.0.1",
-            request_id: &request_id,
-            lineage,
         };
         let events = notify::events(&bucket, "ObjectCreated:CompleteMultipartUpload", &object, &origin);
         match self.meta.finish_upload(&upload.id, Some((&object, &events))).await {

@@ -29,12 +29,13 @@ fn sequencer() -> String {
     format!("{:016X}", next(last))
 }
 
-/// Who and where an event came from.
+/// Who and where an event came from, taken from the request before its
+/// input is consumed (`Objects::origin`).
 pub struct Origin<'a> {
     pub region: &'a str,
-    pub principal: &'a str,
+    pub principal: String,
     pub source_ip: &'a str,
-    pub request_id: &'a str,
+    pub request_id: String,
     /// The writer's place in a chain of invocations (see [`lineage`]).
     pub lineage: u32,
 }

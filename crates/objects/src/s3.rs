@@ -201,12 +201,13 @@ impl Objects {
             .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))
     }
 
-    pub(crate) fn origin<'a, T>(&'a self, req: &'a S3Request<T>, request_id: &'a str) -> Origin<'a> {
+    /// The writer of a request, for the events its write triggers.
+    pub(crate) fn origin<T>(&self, req: &S3Request<T>) -> Origin<'_> {
         Origin {
             region: &self.region,
-            principal: req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()),
+            principal: req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string(),
             source_ip: "127.0.0.1",
-            request_id,
+            request_id: uuid::Uuid::new_v4().to_string(),
             lineage: notify::lineage(&req.headers),
         }
     }
@@ -383,10 +384,8 @@ impl S3 for Objects {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let request_id = uuid::Uuid::new_v4().to_string();
         let trailers = req.trailing_headers.clone();
-        let lineage = notify::lineage(&req.headers);
-        let principal = req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string();
+        let origin = self.origin(&req);
         let input = req.input;
         check_key(&input.key)?;
         let bucket = self.bucket(&input.bucket).await?;
@@ -440,13 +439,6 @@ impl S3 for Objects {
             ),
             tags,
             checksum,
-        };
-        let origin = Origin {
-            region: &self.region,
-            principal: &principal,
-            source_ip: "127.0.0.1",
-            request_id: &request_id,
-            lineage,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin).await?;
         let mut sums = s3s::dto::Checksum::default();
@@ -550,9 +542,8 @@ impl S3 for Objects {
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let request_id = uuid::Uuid::new_v4().to_string();
         let bucket = self.bucket(&req.input.bucket).await?;
-        let origin = self.origin(&req, &request_id);
+        let origin = self.origin(&req);
         self.remove_object(&bucket, &req.input.key, &origin).await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
