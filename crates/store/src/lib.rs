@@ -8,6 +8,7 @@
 //! committed, and SQLite runs in WAL mode with full synchronisation.
 
 mod blobs;
+mod group;
 mod objects;
 mod sqlite;
 
@@ -32,6 +33,9 @@ pub enum Error {
     Corrupt(#[from] serde_json::Error),
     #[error("blob {0} is missing")]
     MissingBlob(String),
+    /// A batch of writes committed together failed as a whole.
+    #[error("committing a batch of writes: {0}")]
+    Commit(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

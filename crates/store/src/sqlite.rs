@@ -18,6 +18,8 @@ pub struct SqliteMetadata {
     /// One cache miss is read at a time: a burst of invokes of a function
     /// not yet cached reads it once, not once per invoke.
     misses: tokio::sync::Mutex<()>,
+    /// Object writes, committed in groups (see `group`).
+    objects: tokio::sync::mpsc::UnboundedSender<crate::group::Job>,
 }
 
 /// Functions and versions as last read, for the invoke path (which reads
@@ -187,6 +189,19 @@ impl SqliteMetadata {
         &self.pool
     }
 
+    /// Stores an object through the group committer.
+    pub(crate) async fn group_commit(
+        &self,
+        object: nimbus_core::objects::ObjectInfo,
+        events: Vec<AsyncEvent>,
+    ) -> Result<Option<String>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.objects
+            .send(crate::group::Job { object, events, done })
+            .map_err(|_| crate::Error::Commit("the committer has stopped".into()))?;
+        answer.await.map_err(|_| crate::Error::Commit("the committer has stopped".into()))?
+    }
+
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
@@ -197,7 +212,8 @@ impl SqliteMetadata {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, cache: Default::default(), misses: Default::default() })
+        let objects = crate::group::start(pool.clone());
+        Ok(Self { pool, cache: Default::default(), misses: Default::default(), objects })
     }
 }
 
