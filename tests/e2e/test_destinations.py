@@ -140,6 +140,22 @@ def test_on_failure_a_function_gets_the_record_once_retries_are_exhausted(srv, t
     assert len(lines(dest_records)) == 1
 
 
+def test_reserved_concurrency_0_sends_events_straight_to_the_failure_destination(srv, tmp_path):
+    lam = srv.client()
+    dest_records, calls = tmp_path / "records", tmp_path / "calls"
+    source, dest = function(srv, SOURCE), recorder(srv, dest_records)
+    lam.put_function_event_invoke_config(FunctionName=source,
+                                         DestinationConfig={"OnFailure": {"Destination": arn(dest)}})
+    lam.put_function_concurrency(FunctionName=source, ReservedConcurrentExecutions=0)
+    rid = send(lam, source, calls=str(calls))
+    (record,) = records(dest_records, 1)
+    assert record["requestContext"] == {"requestId": rid, "functionArn": arn(source, "$LATEST"),
+                                        "condition": "RetriesExhausted", "approximateInvokeCount": 0}
+    # It never ran, so there is no response to report.
+    assert "responseContext" not in record and "responsePayload" not in record
+    assert not calls.exists()
+
+
 def test_an_event_too_old_for_its_next_attempt_is_event_age_exceeded(tmp_path):
     # AWS's retry delay (a minute) on a one-minute maximum age: after the
     # first failure no retry can come in time, so the event ends at once.
