@@ -11,7 +11,8 @@ use nimbus_core::objects::ObjectInfo;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::objects::{insert_events, upsert_object};
+use crate::objects::upsert_object;
+use crate::sqlite::insert_events;
 use crate::{AsyncEvent, Error, Result};
 
 /// Writes taken into one transaction at most: bounds the time the

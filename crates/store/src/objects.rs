@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use nimbus_core::objects::{Bucket, ObjectInfo, Part, Upload};
 use sqlx::Row;
 
-use crate::sqlite::{parse, parse_all, SqliteMetadata};
+use crate::sqlite::{insert_events, parse, parse_all, SqliteMetadata};
 use crate::{AsyncEvent, Result};
 
 /// Why a bucket could not be deleted.
@@ -73,26 +73,6 @@ pub trait ObjectMeta: Send + Sync {
 
     /// Every file an object or part refers to (for cleaning up after a crash).
     async fn object_files(&self) -> Result<HashSet<String>>;
-}
-
-pub(crate) async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
-    for e in events {
-        sqlx::query(
-            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(&e.function)
-        .bind(&e.qualifier)
-        .bind(&e.payload)
-        .bind(i64::from(e.attempts))
-        .bind(e.not_before_ms)
-        .bind(e.created_ms)
-        .bind(i64::from(e.lineage))
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Stores `o` (its bytes too, if it is small) in place of any object of its
