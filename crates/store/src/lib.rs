@@ -9,6 +9,7 @@
 
 mod blobs;
 mod group;
+mod object_cache;
 mod objects;
 mod sqlite;
 

@@ -119,6 +119,7 @@ async fn remove_data(tx: &mut sqlx::SqliteConnection, bucket: &str, key: &str) -
 #[async_trait]
 impl ObjectMeta for SqliteMetadata {
     async fn create_bucket(&self, b: &Bucket) -> Result<bool> {
+        let _forget = self.object_cache.around(&b.name, None);
         let done = sqlx::query("INSERT INTO buckets (name, doc) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
             .bind(&b.name)
             .bind(serde_json::to_string(b)?)
@@ -128,8 +129,14 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn get_bucket(&self, name: &str) -> Result<Option<Bucket>> {
+        if let Some(b) = self.object_cache.bucket(name) {
+            return Ok(b);
+        }
+        let generation = self.object_cache.generation();
         let row = sqlx::query("SELECT doc FROM buckets WHERE name = ?").bind(name).fetch_optional(self.pool()).await?;
-        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+        let b: Option<Bucket> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
+        self.object_cache.keep_bucket(generation, name, b.clone());
+        Ok(b)
     }
 
     async fn list_buckets(&self) -> Result<Vec<Bucket>> {
@@ -138,6 +145,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_bucket(&self, b: &Bucket) -> Result<()> {
+        let _forget = self.object_cache.around(&b.name, None);
         sqlx::query("UPDATE buckets SET doc = ? WHERE name = ?")
             .bind(serde_json::to_string(b)?)
             .bind(&b.name)
@@ -147,6 +155,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<BucketDelete> {
+        let _forget = self.object_cache.around(name, None);
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let in_use = sqlx::query(
             "SELECT 1 FROM objects WHERE bucket = ?1 UNION ALL SELECT 1 FROM uploads WHERE bucket = ?1 LIMIT 1",
@@ -163,10 +172,15 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
+        let _forget = self.object_cache.around(&o.bucket, Some(&o.key));
         self.group_commit(o.clone(), events.to_vec()).await
     }
 
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        if let Some(o) = self.object_cache.object(bucket, key) {
+            return Ok(o);
+        }
+        let generation = self.object_cache.generation();
         let row = sqlx::query(
             "SELECT o.doc, d.data FROM objects o LEFT JOIN object_data d ON d.bucket = o.bucket AND d.key = o.key
              WHERE o.bucket = ? AND o.key = ?",
@@ -175,13 +189,20 @@ impl ObjectMeta for SqliteMetadata {
         .bind(key)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut o: ObjectInfo = parse(row.get::<&str, _>("doc"))?;
-        o.data = row.get::<Option<Vec<u8>>, _>("data").map(Into::into);
-        Ok(Some(o))
+        let o = match row {
+            Some(row) => {
+                let mut o: ObjectInfo = parse(row.get::<&str, _>("doc"))?;
+                o.data = row.get::<Option<Vec<u8>>, _>("data").map(Into::into);
+                Some(o)
+            }
+            None => None,
+        };
+        self.object_cache.keep_object(generation, bucket, key, o.clone());
+        Ok(o)
     }
 
     async fn update_object(&self, o: &ObjectInfo) -> Result<bool> {
+        let _forget = self.object_cache.around(&o.bucket, Some(&o.key));
         let done = sqlx::query("UPDATE objects SET doc = ? WHERE bucket = ? AND key = ? AND file = ?")
             .bind(serde_json::to_string(o)?)
             .bind(&o.bucket)
@@ -198,6 +219,7 @@ impl ObjectMeta for SqliteMetadata {
         key: &str,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>> {
+        let _forget = self.object_cache.around(bucket, Some(key));
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING doc")
             .bind(bucket)
@@ -300,6 +322,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>> {
+        let _forget = done.map(|(o, _)| self.object_cache.around(&o.bucket, Some(&o.key)));
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let ended = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
         if ended.rows_affected() == 0 {

@@ -18,6 +18,8 @@ pub struct SqliteMetadata {
     /// One cache miss is read at a time: a burst of invokes of a function
     /// not yet cached reads it once, not once per invoke.
     misses: tokio::sync::Mutex<()>,
+    /// Buckets and objects as last read (see `object_cache`).
+    pub(crate) object_cache: crate::object_cache::ObjectCache,
     /// Object writes, committed in groups (see `group`).
     objects: tokio::sync::mpsc::UnboundedSender<crate::group::Job>,
 }
@@ -213,7 +215,13 @@ impl SqliteMetadata {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let objects = crate::group::start(pool.clone());
-        Ok(Self { pool, cache: Default::default(), misses: Default::default(), objects })
+        Ok(Self {
+            pool,
+            cache: Default::default(),
+            misses: Default::default(),
+            object_cache: Default::default(),
+            objects,
+        })
     }
 }
 
