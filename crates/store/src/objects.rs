@@ -75,7 +75,7 @@ pub trait ObjectMeta: Send + Sync {
     async fn object_files(&self) -> Result<HashSet<String>>;
 }
 
-async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
+pub(crate) async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
     for e in events {
         sqlx::query(
             "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
