@@ -201,8 +201,8 @@ impl Schedules {
     fn dead_letter(&self, run: &Run<'_>, reason: &str) {
         let s = run.schedule;
         tracing::warn!(
-            schedule = %s.arn, execution_id = run.execution_id, attempts = run.attempt,
-            scheduled_time = %stamp(run.scheduled_ms), dead_letter_queue = s.target.dead_letter_arn.as_deref().unwrap_or("none"),
+            schedule = %s.arn, execution_id = %run.execution_id, attempts = run.attempt,
+            scheduled_time = %stamp(run.scheduled_ms), dead_letter_queue = %s.target.dead_letter_arn.as_deref().unwrap_or("none"),
             %reason, "schedule firing failed; giving up (dead-letter delivery is not available on this node yet)"
         );
     }
