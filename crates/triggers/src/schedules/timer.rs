@@ -115,7 +115,9 @@ impl Schedules {
             // Unreadable (cannot happen for what create checked): park it.
             return self.record(s, After::Next(DueTimes::default()), None, None, None).await;
         };
-        let (scheduled, missed) = timing.latest_due(due, now);
+        // A due time is missed only once its whole flexible window has passed.
+        let window_ms = i64::from(s.flexible_window_minutes.unwrap_or(0)) * 60_000;
+        let (scheduled, missed) = timing.latest_due(due, (now - window_ms).max(due));
         let next = times(s, timing.next_due(scheduled));
         let completed = next.due_ms.is_none();
         if missed.any() {
