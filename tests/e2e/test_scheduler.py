@@ -226,6 +226,10 @@ def test_other_bad_input_gets_aws_errors(server):
          "The StartDate you specify cannot be earlier than 5 minutes ago."),
         (dict(ok, Name=unique_name("b"), Target={"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:q", "RoleArn": SCHEDULER_ROLE}),
          "Lambda function targets only"),
+        (dict(ok, Name=unique_name("b"), Target=target("fn", SqsParameters={"MessageGroupId": "g"})),
+         "Target SqsParameters is not supported"),
+        (dict(ok, Name=unique_name("b"), KmsKeyArn=f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k1"),
+         "KmsKeyArn is not supported"),
     ]
     for params, message in cases:
         with pytest.raises(ClientError) as e:

@@ -302,6 +302,10 @@ fn schedule_input(name: &str, body: Value) -> Result<ScheduleInput, Failure> {
             "Target {other} is not supported: this node invokes Lambda function targets only."
         )));
     }
+    // As for Lambda's KMSKeyArn: a setting this node cannot honour is refused, not ignored.
+    if b.kms_key_arn.is_some() {
+        return Err(Failure::validation("KmsKeyArn is not supported: this node has no KMS to encrypt schedules with."));
+    }
     let retry = b.target.retry_policy.as_ref();
     Ok(ScheduleInput {
         group: b.group_name,
@@ -315,7 +319,6 @@ fn schedule_input(name: &str, body: Value) -> Result<ScheduleInput, Failure> {
         flexible_mode: b.flexible_time_window.mode,
         flexible_window_minutes: b.flexible_time_window.maximum_window_in_minutes,
         action_after_completion: b.action_after_completion,
-        kms_key_arn: b.kms_key_arn,
         target: TargetInput {
             arn: b.target.arn,
             role_arn: b.target.role_arn,
@@ -388,7 +391,6 @@ fn schedule_json(s: &Schedule) -> Value {
         ("Description", s.description.as_ref().map(|d| json!(d))),
         ("StartDate", s.start_ms.map(seconds)),
         ("EndDate", s.end_ms.map(seconds)),
-        ("KmsKeyArn", s.kms_key_arn.as_ref().map(|k| json!(k))),
     ];
     for (k, val) in optional {
         if let Some(val) = val {

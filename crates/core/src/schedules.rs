@@ -35,7 +35,6 @@ pub struct Schedule {
     pub flexible_window_minutes: Option<u32>,
     /// `NONE` or `DELETE`, when given.
     pub action_after_completion: Option<String>,
-    pub kms_key_arn: Option<String>,
     pub target: Target,
     pub created_ms: i64,
     pub modified_ms: i64,

@@ -357,7 +357,6 @@ mod tests {
             enabled,
             flexible_window_minutes: None,
             action_after_completion: None,
-            kms_key_arn: None,
             target: Target {
                 arn: "arn:aws:lambda:us-east-1:123456789012:function:f".into(),
                 role_arn: "arn:aws:iam::123456789012:role/r".into(),

@@ -69,7 +69,6 @@ pub struct ScheduleInput {
     pub flexible_mode: String,
     pub flexible_window_minutes: Option<u32>,
     pub action_after_completion: Option<String>,
-    pub kms_key_arn: Option<String>,
     pub target: TargetInput,
 }
 
@@ -208,7 +207,6 @@ impl Schedules {
             enabled: input.state.as_deref() != Some("DISABLED"),
             flexible_window_minutes,
             action_after_completion: input.action_after_completion,
-            kms_key_arn: input.kms_key_arn,
             target: Target {
                 arn: t.arn,
                 role_arn: t.role_arn,

@@ -277,7 +277,7 @@ mod tests {
             "group": "default", "name": "n", "arn": "arn:aws:scheduler:us-east-1:123456789012:schedule/default/n",
             "description": null, "expression": "rate(1 minute)", "timezone": "UTC", "start_ms": null,
             "end_ms": null, "enabled": true, "flexible_window_minutes": null, "action_after_completion": null,
-            "kms_key_arn": null, "created_ms": 0, "modified_ms": 0,
+            "created_ms": 0, "modified_ms": 0,
             "target": {"arn": "a", "role_arn": "r", "input": null, "max_event_age_seconds": 60,
                        "max_retry_attempts": 0, "dead_letter_arn": null}
         }))
