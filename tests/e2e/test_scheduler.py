@@ -5,8 +5,8 @@ deletes itself, a rate schedule fires on its cadence, a firing whose
 function is missing is retried, and a node killed with -9 fires what it
 missed once on restart.
 
-Recurring schedules run on the node's test clock (`--test-clock-scale 60`:
-a schedule minute is a real second) so that minutes pass in seconds;
+Recurring schedules run on the node's test clock (`--test-clock-scale 30`:
+a schedule minute is two real seconds) so that minutes pass in seconds;
 one-time schedules use the real clock."""
 
 import datetime
@@ -26,13 +26,16 @@ from botocore.exceptions import ClientError
 from conftest import ACCOUNT, REGION, ROLE, Server, error_code, logs_client, make_zip, unique_name, wait_for
 
 SCHEDULER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/scheduler-role"
-SCALE = 60
+# A schedule minute is two real seconds: a node stalled for a second (a slow
+# fsync on a busy machine) is still on time.
+SCALE = 30
 
 RECORDER = '''
 import json
+import time
 
 def handler(event, context):
-    print("EVENT " + json.dumps(event))
+    print("EVENT " + json.dumps(dict(event, received=time.time())))
 '''
 
 
@@ -267,9 +270,9 @@ def test_an_at_schedule_fires_once_in_its_time_zone_and_deletes_itself(server):
     assert sch.get_schedule(Name=name)["State"] == "ENABLED"
 
     events = wait_for(lambda: received(server, fn), "the at() schedule to invoke its function", 30)
-    fired_at = time.time()
-    assert fired_at - when.timestamp() < 5, "fired within seconds of its time"
     ev = events[0]
+    # Fired within a second of its time; the rest is the function's cold start.
+    assert 0 <= ev["received"] - when.timestamp() < 2, ev["received"] - when.timestamp()
     assert ev["schedule"] == arn and ev["time"] == iso(when.timestamp()) and ev["attempt"] == "1"
     assert ev["kept"] == "verbatim <aws.other>" and re.fullmatch(r"[0-9a-f-]{36}", ev["execution"])
 
@@ -365,7 +368,7 @@ def test_a_rate_schedule_fires_on_its_cadence(tmp_path):
         sch = scheduler(srv)
         sch.create_schedule(Name="every-minute", ScheduleExpression="rate(1 minute)", FlexibleTimeWindow={"Mode": "OFF"},
                             Target=target(fn, Input='{"time": "<aws.scheduler.scheduled-time>"}'))
-        got = wait_for(lambda: len(calls(marks)) >= 4 and calls(marks), "four firings of rate(1 minute)", 30)
+        got = wait_for(lambda: len(calls(marks)) >= 3 and calls(marks), "three firings of rate(1 minute)", 30)
         times = sorted(epoch(c["time"]) for c in got)
         assert all(b - a == 60 for a, b in zip(times, times[1:])), times
         sch.update_schedule(Name="every-minute", ScheduleExpression="rate(1 minute)", State="DISABLED",
@@ -382,7 +385,7 @@ def test_a_node_killed_with_minus_9_fires_a_missed_schedule_once(tmp_path):
     first = Server(data, args=clock.args()).start()
     try:
         fn = create_function(first, MARKER.format(path=str(marks)))
-        start = int(clock.now()) + 120
+        start = int(clock.now()) + 60
         scheduler(first).create_schedule(
             Name="minutely", ScheduleExpression="rate(1 minute)", FlexibleTimeWindow={"Mode": "OFF"},
             StartDate=datetime.datetime.fromtimestamp(start, datetime.timezone.utc),
@@ -392,18 +395,18 @@ def test_a_node_killed_with_minus_9_fires_a_missed_schedule_once(tmp_path):
     assert not calls(marks), "killed before its start date"
     # The node is down while (schedule) minutes pass: this wait is the
     # downtime under test, not a synchronisation.
-    while clock.now() < start + 4 * 60:
+    while clock.now() < start + 3 * 60:
         time.sleep(0.1)
     before = clock.now()
     second = Server(data, args=clock.args()).start()
     try:
-        got = wait_for(lambda: len(calls(marks)) >= 3 and calls(marks), "the missed firing and two more", 30)
+        got = wait_for(lambda: len(calls(marks)) >= 2 and calls(marks), "the missed firing and the next", 30)
         times = sorted(epoch(c["time"]) for c in got)
-        assert times[0] >= start + 4 * 60, f"the latest missed time is fired, not the first: {times}"
+        assert times[0] >= start + 3 * 60, f"the latest missed time is fired, not the first: {times}"
         assert sum(t <= before for t in times) <= 1, f"one firing for the downtime, not a storm: {times}"
         assert all(b - a == 60 for a, b in zip(times, times[1:])), times
         warned = log_lines(second, "missed due times")
         assert len(warned) == 1 and "schedule/default/minutely" in warned[0], warned
-        assert int(re.search(r"skipped=(\d+)", warned[0]).group(1)) >= 4, warned
+        assert int(re.search(r"skipped=(\d+)", warned[0]).group(1)) >= 3, warned
     finally:
         second.stop()
