@@ -157,21 +157,22 @@ impl Schedules {
             return Ok(());
         };
         let s = &row.schedule;
-        let finished = |delivered: bool| match delivered && row.times.due_ms.is_none() && deletes(s) {
-            true => After::Delete,
-            false => After::Unchanged,
-        };
+        // Enabled with nothing left due: completed (a disabled one only waits).
+        let completed = s.enabled && row.times.due_ms.is_none();
+        // Once this firing is done (delivered or given up), a completed
+        // schedule with ActionAfterCompletion DELETE goes.
+        let done_after = || if completed && deletes(s) { After::Delete } else { After::Unchanged };
         let run =
             Run { schedule: s, scheduled_ms: r.scheduled_ms, execution_id: &r.execution_id, attempt: r.attempts + 1 };
         let done = Some(r.execution_id.clone());
         match self.event(&run).await {
             Ok(event) => {
                 tracing::info!(schedule = %s.arn, attempt = run.attempt, "schedule fired after retrying");
-                self.record(s, finished(true), Some(event), None, done).await
+                self.record(s, done_after(), Some(event), None, done).await
             }
             Err(reason) => match self.after_failure(&run, &reason, now) {
                 Some(retry) => self.record(s, After::Unchanged, None, Some(retry), None).await,
-                None => self.record(s, finished(true), None, None, done).await,
+                None => self.record(s, done_after(), None, None, done).await,
             },
         }
     }
