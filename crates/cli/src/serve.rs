@@ -83,6 +83,8 @@ pub struct ServeArgs {
     /// clock continuous across restarts.
     #[arg(long, hide = true, requires = "test_clock_epoch_ms")]
     test_clock_scale: Option<u32>,
+    /// For tests only (hidden): the epoch, in Unix milliseconds, from
+    /// which --test-clock-scale runs the schedules' clock faster.
     #[arg(long, hide = true, requires = "test_clock_scale")]
     test_clock_epoch_ms: Option<i64>,
 }
