@@ -12,6 +12,7 @@ mod error;
 mod ops;
 mod route;
 mod s3;
+mod scheduler;
 pub mod sigv4;
 mod streaming;
 mod urls;
@@ -45,6 +46,8 @@ pub struct Api {
     /// Where clients reach function URLs, for the `FunctionUrl` it hands out.
     url_base: UrlBase,
     s3: S3Front,
+    /// EventBridge Scheduler; `None` answers its requests as unavailable.
+    schedules: Option<Arc<nimbus_triggers::schedules::Schedules>>,
 }
 
 impl Api {
@@ -56,7 +59,13 @@ impl Api {
         s3: S3Front,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3 }
+        Self { verifier, control, credentials, public_port, url_base, s3, schedules: None }
+    }
+
+    /// Serves the EventBridge Scheduler API with these schedules.
+    pub fn with_schedules(mut self, schedules: Arc<nimbus_triggers::schedules::Schedules>) -> Self {
+        self.schedules = Some(schedules);
+        self
     }
 }
 
@@ -75,6 +84,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     // is an AWS_IAM URL call signed for the wrong service, and is refused.
     let mut resp = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
         urls::serve(&api, req, at, &request_id).instrument(span).await
+    } else if scheduler::is_scheduler(req.headers()) {
+        scheduler::serve(&api, req).instrument(span).await
     } else if s3::is_s3(req.headers(), req.uri().query()) || anonymous_s3(&req) {
         let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
         s3::tag_response(&mut resp, &request_id);

@@ -11,6 +11,7 @@ use nimbus_api::sigv4::Credentials;
 use nimbus_control::{Control, Settings};
 use nimbus_core::Account;
 use nimbus_store::{FsBlobs, SqliteMetadata};
+use nimbus_triggers::schedules::{Clock, Schedules};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,16 @@ pub struct ServeArgs {
     /// Default: `$XDG_CACHE_HOME/nimbus/sdk`, else `~/.cache/nimbus/sdk`.
     #[arg(long, env = "NIMBUS_SDK_DIR")]
     sdk_dir: Option<PathBuf>,
+    /// For tests only (hidden): schedules run on a clock this many times as
+    /// fast as real time from --test-clock-epoch-ms on, so that
+    /// `rate(1 minute)` fires every second at 60. A fixed epoch keeps that
+    /// clock continuous across restarts.
+    #[arg(long, hide = true, requires = "test_clock_epoch_ms")]
+    test_clock_scale: Option<u32>,
+    /// For tests only (hidden): the epoch, in Unix milliseconds, from
+    /// which --test-clock-scale runs the schedules' clock faster.
+    #[arg(long, hide = true, requires = "test_clock_scale")]
+    test_clock_epoch_ms: Option<i64>,
 }
 
 impl ServeArgs {
@@ -455,7 +466,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let s3 = nimbus_api::S3Front::new(objects, creds.clone());
         tokio::spawn(control.clone().run_async_dispatcher());
         control.restore_scaling().await?;
-        let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3));
+        let clock = match (args.test_clock_scale, args.test_clock_epoch_ms) {
+            (Some(scale), Some(epoch)) => {
+                tracing::warn!(scale, epoch, "schedules run on a test clock, {scale} times as fast as real time");
+                Clock::scaled(epoch, scale)
+            }
+            _ => Clock::real(),
+        };
+        let schedules = Arc::new(Schedules::new(meta.clone(), control.clone(), clock));
+        tokio::spawn(schedules.clone().run_timer());
+        let api = nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3);
+        let api = Arc::new(api.with_schedules(schedules));
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
         println!("Nimbus is serving the Lambda API on http://{addr}");

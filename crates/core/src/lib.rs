@@ -12,6 +12,7 @@ pub mod function;
 pub mod limits;
 pub mod objects;
 pub mod runtime;
+pub mod schedules;
 pub mod service_rules;
 pub mod zipcheck;
 

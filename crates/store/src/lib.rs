@@ -11,6 +11,7 @@ mod blobs;
 mod group;
 mod object_cache;
 mod objects;
+mod schedules;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVe
 
 pub use blobs::{Blobs, FsBlobs};
 pub use objects::{BucketDelete, ObjectMeta};
+pub use schedules::{After, DueTimes, Firing, ScheduleMeta, ScheduleRetry, ScheduleRow};
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
