@@ -45,6 +45,8 @@ pub struct Api {
     /// Where clients reach function URLs, for the `FunctionUrl` it hands out.
     url_base: UrlBase,
     s3: S3Front,
+    /// Event source mappings; `None` on a node without queues.
+    mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
 }
 
 impl Api {
@@ -56,7 +58,13 @@ impl Api {
         s3: S3Front,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3 }
+        Self { verifier, control, credentials, public_port, url_base, s3, mappings: None }
+    }
+
+    /// Serves the event source mapping operations with these rules.
+    pub fn with_mappings(mut self, mappings: Arc<nimbus_triggers::mappings::Mappings>) -> Self {
+        self.mappings = Some(mappings);
+        self
     }
 }
 

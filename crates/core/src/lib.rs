@@ -10,6 +10,7 @@ pub mod arn;
 pub mod error;
 pub mod function;
 pub mod limits;
+pub mod mappings;
 pub mod objects;
 pub mod runtime;
 pub mod service_rules;

@@ -8,6 +8,7 @@
 //! committed, and SQLite runs in WAL mode with full synchronisation.
 
 mod blobs;
+mod mappings;
 mod objects;
 mod sqlite;
 
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 
 pub use blobs::{Blobs, FsBlobs};
+pub use mappings::MappingMeta;
 pub use objects::{BucketDelete, ObjectMeta};
 pub use sqlite::SqliteMetadata;
 
