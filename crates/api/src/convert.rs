@@ -306,19 +306,6 @@ pub fn event_invoke_out(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_use_each_shape_format() {
-        let ms = 1_586_545_592_563; // 2020-04-10T19:06:32.563Z
-        assert_eq!(config_time(ms), "2020-04-10T19:06:32.563+0000");
-        assert_eq!(provisioned_time(ms), "2020-04-10T19:06:32+0000");
-        assert_eq!(url_time(ms), "2020-04-10T19:06:32.563Z");
-    }
-}
-
 /// A Create or Update request as the mapping rules take it.
 pub fn mapping_in(req: w::EventSourceMappingRequest) -> nimbus_triggers::mappings::MappingInput {
     nimbus_triggers::mappings::MappingInput {
@@ -354,5 +341,18 @@ pub fn mapping_out(m: &nimbus_core::mappings::EventSourceMapping, arn: String) -
         function_response_types: m.function_response_types.clone(),
         scaling_config: m.maximum_concurrency.map(|n| w::ScalingConfig { maximum_concurrency: Some(n) }),
         event_source_mapping_arn: arn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_use_each_shape_format() {
+        let ms = 1_586_545_592_563; // 2020-04-10T19:06:32.563Z
+        assert_eq!(config_time(ms), "2020-04-10T19:06:32.563+0000");
+        assert_eq!(provisioned_time(ms), "2020-04-10T19:06:32+0000");
+        assert_eq!(url_time(ms), "2020-04-10T19:06:32.563Z");
     }
 }

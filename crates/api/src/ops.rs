@@ -907,8 +907,7 @@ async fn event_source_mappings(op: Op, c: Ctx<'_>) -> R {
         }
         Op::DeleteEventSourceMapping => json(StatusCode::ACCEPTED, &out(&mappings.delete(c.arg(0)).await?)),
         Op::ListEventSourceMappings => {
-            let page =
-                mappings.list(c.q("EventSourceArn"), c.q("FunctionName"), c.q("Marker"), c.max_items()?).await?;
+            let page = mappings.list(c.q("EventSourceArn"), c.q("FunctionName"), c.q("Marker"), c.max_items()?).await?;
             let event_source_mappings = page.items.iter().map(out).collect();
             json(
                 StatusCode::OK,

@@ -26,21 +26,24 @@ pub trait MappingMeta: Send + Sync {
 impl MappingMeta for SqliteMetadata {
     async fn create_mapping(&self, m: &EventSourceMapping) -> Result<Option<String>> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let existing = sqlx::query("SELECT uuid FROM event_source_mappings WHERE event_source_arn = ? AND function_arn = ?")
-            .bind(&m.event_source_arn)
-            .bind(&m.function_arn)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing =
+            sqlx::query("SELECT uuid FROM event_source_mappings WHERE event_source_arn = ? AND function_arn = ?")
+                .bind(&m.event_source_arn)
+                .bind(&m.function_arn)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(row) = existing {
             return Ok(Some(row.get("uuid")));
         }
-        sqlx::query("INSERT INTO event_source_mappings (uuid, event_source_arn, function_arn, doc) VALUES (?, ?, ?, ?)")
-            .bind(&m.uuid)
-            .bind(&m.event_source_arn)
-            .bind(&m.function_arn)
-            .bind(serde_json::to_string(m)?)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO event_source_mappings (uuid, event_source_arn, function_arn, doc) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&m.uuid)
+        .bind(&m.event_source_arn)
+        .bind(&m.function_arn)
+        .bind(serde_json::to_string(m)?)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(None)
     }

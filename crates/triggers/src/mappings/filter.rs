@@ -65,8 +65,14 @@ enum Field {
 #[derive(Debug, Clone)]
 enum Matcher {
     Exact(Value),
-    Prefix { text: String, ignore_case: bool },
-    Suffix { text: String, ignore_case: bool },
+    Prefix {
+        text: String,
+        ignore_case: bool,
+    },
+    Suffix {
+        text: String,
+        ignore_case: bool,
+    },
     EqualsIgnoreCase(String),
     Wildcard(String),
     /// Matches a present value that none of these match.

@@ -306,12 +306,8 @@ impl Mappings {
 
     fn start(self: &Arc<Self>, m: &EventSourceMapping) -> Result<()> {
         let filters = filter::Filters::compile(&m.filters).map_err(|e| invalid(e.to_string()))?;
-        let poller = poller::Poller {
-            mapping: m.clone(),
-            filters,
-            control: self.control.clone(),
-            queues: self.queues.clone(),
-        };
+        let poller =
+            poller::Poller { mapping: m.clone(), filters, control: self.control.clone(), queues: self.queues.clone() };
         tracing::debug!(uuid = %m.uuid, source = %m.event_source_arn, function = %m.function_arn, "polling");
         self.pollers().insert(m.uuid.clone(), tokio::spawn(poller.run()));
         Ok(())
