@@ -11,6 +11,7 @@ pub mod error;
 pub mod function;
 pub mod limits;
 pub mod objects;
+pub mod queues;
 pub mod runtime;
 pub mod service_rules;
 pub mod zipcheck;

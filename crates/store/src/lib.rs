@@ -9,6 +9,7 @@
 
 mod blobs;
 mod objects;
+mod queues;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVe
 
 pub use blobs::{Blobs, FsBlobs};
 pub use objects::{BucketDelete, ObjectMeta};
+pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
