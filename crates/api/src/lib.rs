@@ -13,6 +13,7 @@ mod ops;
 mod route;
 mod s3;
 pub mod sigv4;
+mod sqs;
 mod streaming;
 mod urls;
 mod validation;
@@ -45,6 +46,7 @@ pub struct Api {
     /// Where clients reach function URLs, for the `FunctionUrl` it hands out.
     url_base: UrlBase,
     s3: S3Front,
+    queues: Arc<nimbus_queues::Queues>,
     /// Event source mappings; `None` on a node without queues.
     mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
 }
@@ -56,9 +58,10 @@ impl Api {
         public_port: u16,
         url_base: UrlBase,
         s3: S3Front,
+        queues: Arc<nimbus_queues::Queues>,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3, mappings: None }
+        Self { verifier, control, credentials, public_port, url_base, s3, queues, mappings: None }
     }
 
     /// Serves the event source mapping operations with these rules.
@@ -83,6 +86,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     // is an AWS_IAM URL call signed for the wrong service, and is refused.
     let mut resp = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
         urls::serve(&api, req, at, &request_id).instrument(span).await
+    } else if sqs::is_sqs(req.headers(), req.uri().query()) {
+        sqs::serve(&api, req, &request_id).instrument(span).await
     } else if s3::is_s3(req.headers(), req.uri().query()) || anonymous_s3(&req) {
         let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
         s3::tag_response(&mut resp, &request_id);

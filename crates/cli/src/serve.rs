@@ -455,7 +455,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let s3 = nimbus_api::S3Front::new(objects, creds.clone());
         tokio::spawn(control.clone().run_async_dispatcher());
         control.restore_scaling().await?;
-        let api = Arc::new(nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3));
+        let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
+            .await
+            .context("loading the queues")?;
+        // Enabled mappings start polling as the settling task's first pass.
+        let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
+        tokio::spawn(mappings.clone().run());
+        let api = Arc::new(
+            nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
+                .with_mappings(mappings),
+        );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
         println!("Nimbus is serving the Lambda API on http://{addr}");

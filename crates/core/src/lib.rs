@@ -12,6 +12,7 @@ pub mod function;
 pub mod limits;
 pub mod mappings;
 pub mod objects;
+pub mod queues;
 pub mod runtime;
 pub mod service_rules;
 pub mod zipcheck;

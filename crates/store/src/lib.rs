@@ -10,6 +10,7 @@
 mod blobs;
 mod mappings;
 mod objects;
+mod queues;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVe
 pub use blobs::{Blobs, FsBlobs};
 pub use mappings::MappingMeta;
 pub use objects::{BucketDelete, ObjectMeta};
+pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@
 
 pub mod filter;
 mod poller;
+mod queues;
 pub mod source;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use nimbus_core::{Error as Rule, FunctionRef};
 use nimbus_store::MappingMeta;
 use tokio::sync::{Mutex, Notify};
 
-pub use source::{Message, MessageAttribute, QueueInfo, QueueSource, SourceError};
+pub use source::{Message, QueueInfo, QueueSource, SourceError};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -172,10 +172,10 @@ fn record(msg: &Message, source_arn: &str, region: &str) -> Value {
         .iter()
         .map(|(name, a)| {
             let mut v = json!({"stringListValues": [], "binaryListValues": [], "dataType": a.data_type});
-            if let Some(s) = &a.string_value {
+            if let Some(s) = &a.string {
                 v["stringValue"] = json!(s);
             }
-            if let Some(b) = &a.binary_value {
+            if let Some(b) = &a.binary {
                 use base64::Engine;
                 v["binaryValue"] = json!(base64::engine::general_purpose::STANDARD.encode(b));
             }
@@ -240,7 +240,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::mappings::source::MessageAttribute;
+    use nimbus_core::queues::AttributeValue;
 
     fn message() -> Message {
         Message {
@@ -251,7 +251,7 @@ mod tests {
             attributes: BTreeMap::from([("ApproximateReceiveCount".to_string(), "1".to_string())]),
             message_attributes: BTreeMap::from([(
                 "name".to_string(),
-                MessageAttribute { data_type: "String".into(), string_value: Some("v".into()), binary_value: None },
+                AttributeValue { data_type: "String".into(), string: Some("v".into()), binary: None },
             )]),
             md5_of_message_attributes: Some("def".into()),
         }

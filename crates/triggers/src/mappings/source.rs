@@ -1,25 +1,18 @@
 //! What a poller needs of a queue, as a trait: the queue engine implements
-//! it (`queues.rs`), tests use a fake. Receiving must not poll: a receive
+//! it (`queues.rs`). Receiving must not poll: a receive
 //! with a wait returns as soon as a message is visible, or at the wait's end.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use nimbus_core::queues::AttributeValue;
 
 /// What CreateEventSourceMapping checks about a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
     pub fifo: bool,
     pub visibility_timeout: Duration,
-}
-
-/// A message attribute as SQS holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageAttribute {
-    pub data_type: String,
-    pub string_value: Option<String>,
-    pub binary_value: Option<Vec<u8>>,
 }
 
 /// A received message: what the Lambda SQS event record carries.
@@ -33,7 +26,7 @@ pub struct Message {
     /// ApproximateFirstReceiveTimestamp, and for FIFO queues
     /// MessageGroupId, MessageDeduplicationId, SequenceNumber.
     pub attributes: BTreeMap<String, String>,
-    pub message_attributes: BTreeMap<String, MessageAttribute>,
+    pub message_attributes: BTreeMap<String, AttributeValue>,
     pub md5_of_message_attributes: Option<String>,
 }
 
