@@ -281,3 +281,22 @@ def test_disabling_stops_delivery_and_enabling_resumes_it(srv):
     lam.update_event_source_mapping(UUID=uuid, Enabled=True)
     [event] = events(srv, name, 1)
     assert event["Records"][0]["body"] == "while disabled"
+
+
+def test_a_fifo_queue_is_delivered_in_order_per_group(srv):
+    name = function(srv)
+    url, queue_arn = queue(srv, fifo=True, ContentBasedDeduplication="true")
+    sqs = sqs_client(srv)
+    for i in range(6):
+        sqs.send_message(QueueUrl=url, MessageBody=f"{'ab'[i % 2]}{i}", MessageGroupId="ab"[i % 2])
+    map_queue(srv, queue_arn, name, BatchSize=2, ScalingConfig={"MaximumConcurrency": 2})
+    wait_for(lambda: queue_empty(srv, url), "the queue to drain")
+    bodies = [r["body"] for e in received(srv, name) for r in e["Records"]]
+    assert sorted(bodies) == ["a0", "a2", "a4", "b1", "b3", "b5"]
+    for group in "ab":
+        mine = [b for b in bodies if b[0] == group]
+        assert mine == sorted(mine, key=lambda b: int(b[1:])), bodies
+    records = [r for e in received(srv, name) for r in e["Records"]]
+    assert all(r["attributes"]["MessageGroupId"] == r["body"][0] for r in records)
+    assert all("SequenceNumber" in r["attributes"] and "MessageDeduplicationId" in r["attributes"]
+               for r in records)
