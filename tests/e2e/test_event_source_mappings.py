@@ -186,6 +186,13 @@ def test_bad_settings_get_aws_errors_and_change_nothing(srv):
     assert code == "ResourceConflictException"
     assert msg == (f'An event source mapping with SQS arn (" {queue_arn} ") and function (" {name} ") already '
                    f"exists. Please update or delete the existing mapping with UUID {uuid}")
+    other = function(srv)
+    other_uuid = map_queue(srv, queue_arn, other)
+    with pytest.raises(ClientError) as e:
+        lam.update_event_source_mapping(UUID=other_uuid, FunctionName=name)
+    assert e.value.response["Error"]["Code"] == "ResourceConflictException"
+    assert lam.get_event_source_mapping(UUID=other_uuid)["FunctionArn"] == arn(other)
+    lam.delete_event_source_mapping(UUID=other_uuid)
     with pytest.raises(ClientError) as e:
         lam.update_event_source_mapping(UUID=uuid, BatchSize=50)
     assert e.value.response["Error"]["Code"] == "InvalidParameterValueException"
@@ -246,7 +253,7 @@ def test_a_poison_message_reaches_the_dead_letter_queue(srv):
         return sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1).get("Messages")
     [msg] = wait_for(dead, "the message in the dead-letter queue", timeout=30)
     assert (msg["MessageId"], msg["Body"]) == (sent["MessageId"], "poison")
-    counts = [e["Records"][0]["attributes"]["ApproximateReceiveCount"] for e in received(srv, name)]
+    counts = [e["Records"][0]["attributes"]["ApproximateReceiveCount"] for e in events(srv, name, 2)]
     assert counts == ["1", "2"]
 
 
@@ -290,8 +297,10 @@ def test_a_fifo_queue_is_delivered_in_order_per_group(srv):
     for i in range(6):
         sqs.send_message(QueueUrl=url, MessageBody=f"{'ab'[i % 2]}{i}", MessageGroupId="ab"[i % 2])
     map_queue(srv, queue_arn, name, BatchSize=2, ScalingConfig={"MaximumConcurrency": 2})
+    def delivered():
+        return [r["body"] for e in received(srv, name) for r in e["Records"]]
+    bodies = wait_for(lambda: len(delivered()) >= 6 and delivered(), "six records")
     wait_for(lambda: queue_empty(srv, url), "the queue to drain")
-    bodies = [r["body"] for e in received(srv, name) for r in e["Records"]]
     assert sorted(bodies) == ["a0", "a2", "a4", "b1", "b3", "b5"]
     for group in "ab":
         mine = [b for b in bodies if b[0] == group]
@@ -300,3 +309,18 @@ def test_a_fifo_queue_is_delivered_in_order_per_group(srv):
     assert all(r["attributes"]["MessageGroupId"] == r["body"][0] for r in records)
     assert all("SequenceNumber" in r["attributes"] and "MessageDeduplicationId" in r["attributes"]
                for r in records)
+
+
+def test_enabled_mappings_poll_again_after_a_restart(tmp_path):
+    s = Server(tmp_path / "data").start()
+    try:
+        name = function(s)
+        url, queue_arn = queue(s)
+        map_queue(s, queue_arn, name)
+        s.stop()
+        s.start()
+        sqs_client(s).send_message(QueueUrl=url, MessageBody="after the restart")
+        [event] = events(s, name, 1)
+        assert event["Records"][0]["body"] == "after the restart"
+    finally:
+        s.stop()

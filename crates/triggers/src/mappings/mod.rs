@@ -69,6 +69,13 @@ fn missing() -> Error {
     Error::Rule(Rule::NotFound("The resource you requested does not exist.".into()))
 }
 
+/// AWS's answer to a second mapping of the same queue and function.
+fn duplicate(source: &str, function: &str, existing: &str) -> Error {
+    Error::Rule(Rule::Conflict(format!(
+        "An event source mapping with SQS arn (\" {source} \") and function (\" {function} \") already exists. Please update or delete the existing mapping with UUID {existing}"
+    )))
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -115,10 +122,7 @@ impl Mappings {
         self.check(&m, &input).await?;
         let _turn = self.writes.lock().await;
         if let Some(existing) = self.meta.create_mapping(&m).await? {
-            return Err(Error::Rule(Rule::Conflict(format!(
-                "An event source mapping with SQS arn (\" {} \") and function (\" {name} \") already exists. Please update or delete the existing mapping with UUID {existing}",
-                m.event_source_arn
-            ))));
+            return Err(duplicate(&m.event_source_arn, &name, &existing));
         }
         self.wake.notify_one();
         Ok(m)
@@ -136,7 +140,14 @@ impl Mappings {
         }
         let was_on = switched_on(&m);
         if let Some(f) = &input.function_name {
-            m.function_arn = self.function_arn(f).await?.0;
+            let (function_arn, name) = self.function_arn(f).await?;
+            let taken = self.meta.list_mappings().await?.into_iter().find(|o| {
+                o.uuid != m.uuid && o.event_source_arn == m.event_source_arn && o.function_arn == function_arn
+            });
+            if let Some(other) = taken {
+                return Err(duplicate(&m.event_source_arn, &name, &other.uuid));
+            }
+            m.function_arn = function_arn;
         }
         apply(&mut m, &input);
         self.check(&m, &input).await?;
