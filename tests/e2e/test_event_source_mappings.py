@@ -324,3 +324,28 @@ def test_enabled_mappings_poll_again_after_a_restart(tmp_path):
         assert event["Records"][0]["body"] == "after the restart"
     finally:
         s.stop()
+
+
+SLOW = '''
+import json
+import time
+
+def handler(event, context):
+    start = time.time()
+    time.sleep(0.3)
+    print("EVENT " + json.dumps({"start": start, "end": time.time(), "n": len(event["Records"])}))
+'''
+
+
+def test_a_backlog_runs_batches_concurrently_up_to_maximum_concurrency(srv):
+    name = function(srv, SLOW, timeout=2)
+    url, queue_arn = queue(srv, VisibilityTimeout="5")
+    sqs_client(srv).send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)}
+                                                              for i in range(8)])
+    map_queue(srv, queue_arn, name, BatchSize=1, ScalingConfig={"MaximumConcurrency": 2})
+    runs = events(srv, name, 8)
+    assert sum(r["n"] for r in runs) == 8
+
+    def overlap(t):
+        return sum(1 for r in runs if r["start"] <= t < r["end"])
+    assert max(overlap(r["start"]) for r in runs) == 2
