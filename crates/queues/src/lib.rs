@@ -214,7 +214,12 @@ impl Queues {
                 }
                 let seq_no = row.message.sequence_number.as_deref().and_then(|s| s.parse::<u64>().ok());
                 this.sequence.fetch_max(seq_no.unwrap_or(0), Ordering::Relaxed);
-                m.insert(Live { seq: row.seq, visible_at: row.message.visible_ms, message: row.message, receipt: None });
+                m.insert(Live {
+                    seq: row.seq,
+                    visible_at: row.message.visible_ms,
+                    message: row.message,
+                    receipt: None,
+                });
             }
         }
         if !orphans.is_empty() {
@@ -315,7 +320,8 @@ impl Queues {
         let now = now_ms();
         let mut all = rules::default_attributes(fifo);
         all.extend(given.into_iter().filter(|(_, v)| !v.is_empty()));
-        let doc = QueueDoc { name: name.to_string(), created_ms: now, modified_ms: now, attributes: all, tags: tags.clone() };
+        let doc =
+            QueueDoc { name: name.to_string(), created_ms: now, modified_ms: now, attributes: all, tags: tags.clone() };
         if !self.meta.create_queue(&doc).await? {
             // Created concurrently: answer as for an existing queue.
             return self.named(name).map(|q| q.info()).ok_or(Error::QueueDoesNotExist);
@@ -593,7 +599,8 @@ impl Queues {
         } else {
             if msg.dedup_id.is_some() {
                 return Err(Error::InvalidParameterValue(
-                    "The request include parameter MessageDeduplicationId which is not valid for this queue type".into(),
+                    "The request include parameter MessageDeduplicationId which is not valid for this queue type"
+                        .into(),
                 ));
             }
             (None, None)

@@ -67,7 +67,8 @@ impl Queues {
         }
         if max_per_second.is_some_and(|r| !(1..=500).contains(&r)) {
             return Err(Error::InvalidParameterValue(
-                "Value for parameter MaxNumberOfMessagesPerSecond is invalid. Reason: Must be between 1 and 500.".into(),
+                "Value for parameter MaxNumberOfMessagesPerSecond is invalid. Reason: Must be between 1 and 500."
+                    .into(),
             ));
         }
         let mut tasks = lock(&self.moves.0);
@@ -133,7 +134,8 @@ impl Queues {
             let mut by_dest: std::collections::BTreeMap<String, Vec<_>> = Default::default();
             for l in batch {
                 let to = dest.map(str::to_string).or_else(|| l.message.dead_letter_source.clone());
-                let to = to.ok_or_else(|| Error::InvalidParameterValue("A message has no source queue to move to.".into()))?;
+                let to =
+                    to.ok_or_else(|| Error::InvalidParameterValue("A message has no source queue to move to.".into()))?;
                 by_dest.entry(to).or_default().push(l);
             }
             for (to, moving) in by_dest {

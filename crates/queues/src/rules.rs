@@ -59,6 +59,12 @@ pub fn is_queue_attribute(name: &str) -> bool {
         || COMPUTED_ATTRIBUTES.contains(&name)
 }
 
+/// Attributes only FIFO queues have (asking a standard queue for one is
+/// an unknown attribute).
+pub fn is_fifo_attribute(name: &str) -> bool {
+    FIFO_ONLY.contains(&name)
+}
+
 /// Checks a queue name: 1 to 80 alphanumerics, hyphens or underscores, a
 /// FIFO queue's ending in `.fifo` (counted in the 80).
 pub fn check_queue_name(name: &str, fifo: bool) -> Result<()> {
@@ -121,7 +127,8 @@ pub fn check_attribute(name: &str, value: &str, fifo: bool, creating: bool) -> R
     }
     match name {
         "FifoQueue" if !creating && value != "true" => Err(invalid_value(name)),
-        "FifoQueue" | "ContentBasedDeduplication" | "SqsManagedSseEnabled" => match value.to_ascii_lowercase().as_str() {
+        "FifoQueue" | "ContentBasedDeduplication" | "SqsManagedSseEnabled" => match value.to_ascii_lowercase().as_str()
+        {
             v @ ("true" | "false") => Ok(v.to_string()),
             _ => Err(invalid_value(name)),
         },
@@ -163,7 +170,9 @@ impl RedrivePolicy {
             .and_then(|c| u32::try_from(c).ok())
             .ok_or_else(|| reason("Invalid value for maxReceiveCount: must be an integer from 1 to 1000."))?;
         if let Some(extra) = doc.keys().find(|k| *k != "deadLetterTargetArn" && *k != "maxReceiveCount") {
-            return Err(reason(&format!("Only following attributes are supported: [deadLetterTargetArn, maxReceiveCount], found: {extra}.")));
+            return Err(reason(&format!(
+                "Only following attributes are supported: [deadLetterTargetArn, maxReceiveCount], found: {extra}."
+            )));
         }
         Ok(Self { dead_letter_target_arn: arn.to_string(), max_receive_count })
     }
@@ -176,7 +185,9 @@ impl RedrivePolicy {
 
 fn check_redrive_allow(value: &str) -> Result<String> {
     let reason = |why: &str| {
-        Error::InvalidParameterValue(format!("Value {value} for parameter RedriveAllowPolicy is invalid. Reason: {why}"))
+        Error::InvalidParameterValue(format!(
+            "Value {value} for parameter RedriveAllowPolicy is invalid. Reason: {why}"
+        ))
     };
     let doc: serde_json::Map<String, Value> =
         serde_json::from_str(value).map_err(|_| reason("Invalid JSON in RedriveAllowPolicy."))?;
@@ -200,7 +211,9 @@ fn check_redrive_allow(value: &str) -> Result<String> {
 /// Whether a message body (or string attribute) holds only the characters
 /// SQS allows: #x9 #xA #xD #x20–#xD7FF #xE000–#xFFFD #x10000–#x10FFFF.
 pub fn valid_characters(s: &str) -> bool {
-    s.chars().all(|c| matches!(c, '\u{9}' | '\u{a}' | '\u{d}' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..))
+    s.chars().all(
+        |c| matches!(c, '\u{9}' | '\u{a}' | '\u{d}' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..),
+    )
 }
 
 /// Checks a message's attributes; returns their size as SQS counts it
@@ -241,7 +254,10 @@ pub fn check_message_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Res
                 "Message (user) attribute '{name}' must contain a non-empty value of type '{kind}'."
             )));
         }
-        size += name.len() + v.data_type.len() + v.string.as_ref().map_or(0, String::len) + v.binary.as_ref().map_or(0, Vec::len);
+        size += name.len()
+            + v.data_type.len()
+            + v.string.as_ref().map_or(0, String::len)
+            + v.binary.as_ref().map_or(0, Vec::len);
     }
     Ok(size)
 }
@@ -305,7 +321,10 @@ pub fn check_batch_ids<'a>(ids: impl ExactSizeIterator<Item = &'a str>, action: 
 /// or a prefix `foo.*`) selects `name`.
 pub fn selects(requested: &[String], name: &str) -> bool {
     requested.iter().any(|r| {
-        r == "All" || r == ".*" || r == name || r.strip_suffix(".*").is_some_and(|p| name.starts_with(p) && name[p.len()..].starts_with('.'))
+        r == "All"
+            || r == ".*"
+            || r == name
+            || r.strip_suffix(".*").is_some_and(|p| name.starts_with(p) && name[p.len()..].starts_with('.'))
     })
 }
 
@@ -324,7 +343,10 @@ mod tests {
         let mut a = BTreeMap::new();
         a.insert("attr".to_string(), s("String", "value"));
         assert_eq!(md5_of_attributes(&a).unwrap(), "0a3eacc505c2c642f442010ddab0e8dc");
-        a.insert("bin".to_string(), AttributeValue { data_type: "Binary".into(), string: None, binary: Some(vec![1, 2, 3]) });
+        a.insert(
+            "bin".to_string(),
+            AttributeValue { data_type: "Binary".into(), string: None, binary: Some(vec![1, 2, 3]) },
+        );
         a.insert("n".to_string(), s("Number", "12"));
         assert_eq!(md5_of_attributes(&a).unwrap(), "cb44af9312f28f0dfe73d700f4fed63f");
         assert_eq!(md5_of_attributes(&BTreeMap::new()), None);
@@ -347,20 +369,28 @@ mod tests {
     #[test]
     fn attribute_ranges_and_kinds() {
         assert_eq!(check_attribute("VisibilityTimeout", "43200", false, false).unwrap(), "43200");
-        assert!(matches!(check_attribute("VisibilityTimeout", "43201", false, false), Err(Error::InvalidAttributeValue(_))));
+        assert!(matches!(
+            check_attribute("VisibilityTimeout", "43201", false, false),
+            Err(Error::InvalidAttributeValue(_))
+        ));
         assert!(matches!(check_attribute("DelaySeconds", "x", false, false), Err(Error::InvalidAttributeValue(_))));
-        assert!(matches!(check_attribute("MaximumMessageSize", "1023", false, true), Err(Error::InvalidAttributeValue(_))));
+        assert!(matches!(
+            check_attribute("MaximumMessageSize", "1023", false, true),
+            Err(Error::InvalidAttributeValue(_))
+        ));
         assert!(matches!(check_attribute("Bogus", "1", false, true), Err(Error::InvalidAttributeName(_))));
         assert!(matches!(
             check_attribute("ContentBasedDeduplication", "true", false, true),
             Err(Error::InvalidAttributeName(_))
         ));
         assert_eq!(check_attribute("ContentBasedDeduplication", "True", true, true).unwrap(), "true");
-        let p = check_attribute("RedrivePolicy", r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"3"}"#, false, false)
-            .unwrap();
+        let p =
+            check_attribute("RedrivePolicy", r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"3"}"#, false, false)
+                .unwrap();
         assert_eq!(RedrivePolicy::parse(&p).unwrap().max_receive_count, 3);
         assert!(check_attribute("RedrivePolicy", r#"{"deadLetterTargetArn":"arn:x"}"#, false, false).is_err());
-        assert!(check_attribute("RedrivePolicy", r#"{"deadLetterTargetArn":"a","maxReceiveCount":0}"#, false, false).is_err());
+        assert!(check_attribute("RedrivePolicy", r#"{"deadLetterTargetArn":"a","maxReceiveCount":0}"#, false, false)
+            .is_err());
     }
 
     #[test]

@@ -213,8 +213,7 @@ impl Messages {
 
     /// Takes up to `max` messages that are not in flight (for a move task).
     pub fn drain(&mut self, now: i64, max: usize) -> Vec<Live> {
-        let seqs: Vec<i64> =
-            self.by_seq.values().filter(|l| !l.in_flight(now)).map(|l| l.seq).take(max).collect();
+        let seqs: Vec<i64> = self.by_seq.values().filter(|l| !l.in_flight(now)).map(|l| l.seq).take(max).collect();
         seqs.into_iter().filter_map(|s| self.remove(s)).collect()
     }
 }

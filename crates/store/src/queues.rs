@@ -20,12 +20,23 @@ use crate::Result;
 #[derive(Debug, Clone)]
 pub enum MessageWrite {
     /// Inserts a message; its seq is returned in order.
-    Insert { queue: String, message: Box<StoredMessage> },
-    Delete { seq: i64 },
+    Insert {
+        queue: String,
+        message: Box<StoredMessage>,
+    },
+    Delete {
+        seq: i64,
+    },
     /// Records a receive (the count drives dead-letter redrive).
-    Received { seq: i64, receive_count: u32, first_receive_ms: i64 },
+    Received {
+        seq: i64,
+        receive_count: u32,
+        first_receive_ms: i64,
+    },
     /// Every message of a queue.
-    Purge { queue: String },
+    Purge {
+        queue: String,
+    },
 }
 
 /// A stored message with its seq and receive state.
@@ -53,13 +64,14 @@ pub trait QueueMeta: Send + Sync {
 
 /// Inserts one message in the caller's transaction; returns its seq.
 pub async fn insert_message(tx: &mut sqlx::SqliteConnection, queue: &str, m: &StoredMessage) -> Result<i64> {
-    let done = sqlx::query("INSERT INTO queue_messages (queue, receive_count, first_receive_ms, doc) VALUES (?, ?, ?, ?)")
-        .bind(queue)
-        .bind(i64::from(m.receive_count))
-        .bind(m.first_receive_ms)
-        .bind(serde_json::to_string(m)?)
-        .execute(&mut *tx)
-        .await?;
+    let done =
+        sqlx::query("INSERT INTO queue_messages (queue, receive_count, first_receive_ms, doc) VALUES (?, ?, ?, ?)")
+            .bind(queue)
+            .bind(i64::from(m.receive_count))
+            .bind(m.first_receive_ms)
+            .bind(serde_json::to_string(m)?)
+            .execute(&mut *tx)
+            .await?;
     Ok(done.last_insert_rowid())
 }
 

@@ -112,7 +112,8 @@ fn respond_error(protocol: Protocol, e: WireError, request_id: &str) -> Response
                 "__type": format!("com.amazonaws.sqs#{}", e.json_type),
                 "message": e.message,
             });
-            let mut resp = (e.status, [("content-type", "application/x-amz-json-1.0")], body.to_string()).into_response();
+            let mut resp =
+                (e.status, [("content-type", "application/x-amz-json-1.0")], body.to_string()).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("{};{fault}", e.query_code)) {
                 resp.headers_mut().insert("x-amzn-query-error", v);
             }
@@ -154,7 +155,8 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
     let (op, input) = match (&target, protocol) {
         (Some(t), _) => {
             let op = t.strip_prefix("AmazonSQS.").unwrap_or_default().to_string();
-            let input = if body.is_empty() { Ok(Value::Object(Default::default())) } else { serde_json::from_slice(&body) };
+            let input =
+                if body.is_empty() { Ok(Value::Object(Default::default())) } else { serde_json::from_slice(&body) };
             match input {
                 Ok(v @ Value::Object(_)) => (op, v),
                 _ => {
