@@ -59,6 +59,12 @@ pub fn is_queue_attribute(name: &str) -> bool {
         || COMPUTED_ATTRIBUTES.contains(&name)
 }
 
+/// Attributes only FIFO queues have (asking a standard queue for one is
+/// an unknown attribute).
+pub fn is_fifo_attribute(name: &str) -> bool {
+    FIFO_ONLY.contains(&name)
+}
+
 /// Checks a queue name: 1 to 80 alphanumerics, hyphens or underscores, a
 /// FIFO queue's ending in `.fifo` (counted in the 80).
 pub fn check_queue_name(name: &str, fifo: bool) -> Result<()> {

@@ -87,7 +87,8 @@ pub async fn execute(ctx: &Ctx<'_>, op: &str, input: &Value) -> Out {
                 .filter_map(|arn| arn.rsplit(':').next().map(str::to_string))
                 .filter(|n| after.as_deref().is_none_or(|a| n.as_str() > a))
                 .collect();
-            let mut out = page(names.iter().map(|n| ctx.url(n)).collect(), int(input, "MaxResults", 1, 1000)?, "queueUrls");
+            let mut out =
+                page(names.iter().map(|n| ctx.url(n)).collect(), int(input, "MaxResults", 1, 1000)?, "queueUrls");
             out.as_object_mut().map(|o| o.entry("queueUrls").or_insert(json!([])));
             Ok(out)
         }
@@ -127,7 +128,8 @@ pub async fn execute(ctx: &Ctx<'_>, op: &str, input: &Value) -> Out {
             let results = entries
                 .iter()
                 .map(|e| {
-                    let handle = text(e, "ReceiptHandle").ok_or_else(|| Error::MissingParameter("ReceiptHandle".into()))?;
+                    let handle =
+                        text(e, "ReceiptHandle").ok_or_else(|| Error::MissingParameter("ReceiptHandle".into()))?;
                     let timeout = int(e, "VisibilityTimeout", 0, 43_200)?.unwrap_or(0);
                     q.change_visibility(&arn, handle, Duration::from_secs(timeout)).map(|()| json!({}))
                 })
@@ -230,9 +232,10 @@ fn string_map(input: &Value, key: &str) -> Result<BTreeMap<String, String>, Erro
 }
 
 fn strings(input: &Value, key: &str) -> Vec<String> {
-    input.get(key).and_then(Value::as_array).map_or_else(Vec::new, |a| {
-        a.iter().filter_map(Value::as_str).map(str::to_string).collect()
-    })
+    input
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
 }
 
 fn token(input: &Value) -> Result<Option<String>, Error> {
@@ -265,9 +268,9 @@ fn get_attributes(ctx: &Ctx<'_>, input: &Value) -> Out {
     let arn = ctx.arn(input)?;
     let all = ctx.queues.attributes(&arn)?;
     let wanted = strings(input, "AttributeNames");
+    let standard = !all.contains_key("FifoQueue");
     for name in &wanted {
-        let fifo_only = all.get(name).is_none() && rules::is_queue_attribute(name) && !all.contains_key("FifoQueue");
-        if name != "All" && (!rules::is_queue_attribute(name) || fifo_only && is_fifo_attribute(name)) {
+        if name != "All" && (!rules::is_queue_attribute(name) || standard && rules::is_fifo_attribute(name)) {
             return Err(Error::InvalidAttributeName(name.clone()).into());
         }
     }
@@ -276,17 +279,15 @@ fn get_attributes(ctx: &Ctx<'_>, input: &Value) -> Out {
     Ok(if chosen.is_empty() { json!({}) } else { json!({"Attributes": chosen}) })
 }
 
-fn is_fifo_attribute(name: &str) -> bool {
-    ["FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit"].contains(&name)
-}
-
 /// Message attributes in the JSON protocol's shape (binary as base64).
 fn attribute_map(input: &Value, key: &str) -> Result<BTreeMap<String, AttributeValue>, Error> {
     let Some(Value::Object(map)) = input.get(key) else { return Ok(BTreeMap::new()) };
     let mut out = BTreeMap::new();
     for (name, v) in map {
         let data_type = text(v, "DataType").ok_or_else(|| {
-            Error::InvalidParameterValue(format!("The message attribute '{name}' must contain a non-empty message attribute type."))
+            Error::InvalidParameterValue(format!(
+                "The message attribute '{name}' must contain a non-empty message attribute type."
+            ))
         })?;
         let binary = match text(v, "BinaryValue") {
             Some(b) => Some(B64.decode(b).map_err(|_| {
@@ -296,7 +297,11 @@ fn attribute_map(input: &Value, key: &str) -> Result<BTreeMap<String, AttributeV
         };
         out.insert(
             name.clone(),
-            AttributeValue { data_type: data_type.to_string(), string: text(v, "StringValue").map(str::to_string), binary },
+            AttributeValue {
+                data_type: data_type.to_string(),
+                string: text(v, "StringValue").map(str::to_string),
+                binary,
+            },
         );
     }
     Ok(out)
@@ -401,7 +406,10 @@ async fn send_batch(ctx: &Ctx<'_>, input: &Value) -> Out {
     let results = parsed
         .into_iter()
         .map(|p| match p {
-            Ok(_) => sent.next().unwrap_or_else(|| Err(Error::Internal("missing result".into()))).map(|s| sent_json(&s, None)),
+            Ok(_) => sent
+                .next()
+                .unwrap_or_else(|| Err(Error::Internal("missing result".into())))
+                .map(|s| sent_json(&s, None)),
             Err(e) => Err(e),
         })
         .collect();
