@@ -587,6 +587,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let python = runtimes.iter().find(|r| r.id.starts_with("python"));
     let s3 = crate::bench_s3::figures(&b, &server.data_dir, python, &plan.s3).await?;
 
+    eprintln!("measuring event source mappings ...");
+    let mapped = match python {
+        Some(rt) => crate::bench_mappings::sent_to_handler(&b, rt, plan.s3.notified).await?,
+        None => Value::Null,
+    };
+
     eprintln!("measuring idle CPU ...");
     // Environments idle (one per runtime), nothing to do.
     for rt in &runtimes {
@@ -609,6 +615,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "runtimes": results,
         "function_urls": urls,
         "s3": s3,
+        "event_source_mappings": json!({"sent_to_handler_ms": mapped}),
         "idle_cpu_percent": round(idle_cpu),
         "quick": args.quick,
     });
@@ -687,5 +694,7 @@ fn print_table(r: &Value) {
         f(&s["disk_read_mbps"])
     );
     println!("  PUT acked -> handler ms (p50 / p99) {}", p(&s["put_to_handler_ms"]));
+    println!("event source mappings:");
+    println!("  SendMessage acked -> handler ms (p50 / p99) {}", p(&r["event_source_mappings"]["sent_to_handler_ms"]));
     println!("idle CPU %: {}", f(&r["idle_cpu_percent"]));
 }
