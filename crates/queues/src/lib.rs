@@ -398,7 +398,7 @@ impl Queues {
     pub fn attributes(&self, arn: &str) -> Result<BTreeMap<String, String>> {
         let q = self.by_arn(arn)?;
         let info = q.info();
-        let counts = lock(&q.messages).counts(now_ms());
+        let counts = lock(&q.messages).counts(now_ms(), q.settings().retention_s * 1000);
         let mut a = info.attributes;
         a.insert("QueueArn".into(), info.arn);
         a.insert("CreatedTimestamp".into(), (info.created_ms / 1000).to_string());
