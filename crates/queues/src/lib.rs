@@ -17,8 +17,9 @@
 //! The interface for other crates (event source mappings, destinations):
 //! [`Queues::send`], [`Queues::receive`], [`Queues::delete`],
 //! [`Queues::change_visibility`], [`Queues::queue_by_arn`],
-//! [`Queues::notify_handle`], and [`Queues::adopt`] for a message a caller
-//! inserted in its own transaction ([`nimbus_store::insert_message`]).
+//! [`Queues::notify_handle`], and for a message a caller inserts in its own
+//! transaction, [`Queues::prepare_outbox`], [`nimbus_store::insert_message`]
+//! and [`Queues::adopt`].
 //! Everything is addressed by queue ARN.
 //!
 //! This crate must not speak HTTP (the API's `sqs` front does) nor invoke
@@ -398,7 +399,7 @@ impl Queues {
     pub fn attributes(&self, arn: &str) -> Result<BTreeMap<String, String>> {
         let q = self.by_arn(arn)?;
         let info = q.info();
-        let counts = lock(&q.messages).counts(now_ms());
+        let counts = lock(&q.messages).counts(now_ms(), q.settings().retention_s * 1000);
         let mut a = info.attributes;
         a.insert("QueueArn".into(), info.arn);
         a.insert("CreatedTimestamp".into(), (info.created_ms / 1000).to_string());
@@ -632,6 +633,17 @@ impl Queues {
         Ok((sent, message))
     }
 
+    /// Checks a message against a queue's rules and builds the row to store,
+    /// for a caller that inserts it in its own transaction (an outbox:
+    /// [`nimbus_store::insert_message`], then [`Queues::adopt`]). FIFO
+    /// deduplication does not apply to messages sent this way.
+    pub fn prepare_outbox(&self, queue_arn: &str, msg: OutgoingMessage) -> Result<(String, StoredMessage)> {
+        let q = self.by_arn(queue_arn)?;
+        let name = lock(&q.doc).name.clone();
+        let (_, message) = self.prepare(&q, &q.settings(), msg, now_ms())?;
+        Ok((name, message))
+    }
+
     /// Makes a message another transaction stored (with
     /// [`nimbus_store::insert_message`], as seq `seq`) receivable; call it
     /// after that commit. A crash before the call is covered by the next
@@ -806,7 +818,7 @@ impl Queues {
     }
 
     /// Changes an in-flight message's remaining visibility timeout.
-    pub fn change_visibility(&self, queue_arn: &str, receipt_handle: &str, timeout: Duration) -> Result<()> {
+    pub async fn change_visibility(&self, queue_arn: &str, receipt_handle: &str, timeout: Duration) -> Result<()> {
         if timeout.as_secs() > 43_200 {
             return Err(Error::InvalidParameterValue(format!(
                 "Value {} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and 43200.",

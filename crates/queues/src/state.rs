@@ -139,10 +139,14 @@ impl Messages {
         self.ready.range((now + 1, i64::MIN)..).next().map(|(at, _)| *at)
     }
 
-    pub fn counts(&self, now: i64) -> Counts {
+    /// Counts what is there; messages past `retention_ms` are gone already
+    /// as far as clients can tell.
+    pub fn counts(&self, now: i64, retention_ms: i64) -> Counts {
         let mut c = Counts::default();
         for live in self.by_seq.values() {
-            if live.visible_at <= now {
+            if live.message.sent_ms + retention_ms <= now {
+                continue;
+            } else if live.visible_at <= now {
                 c.visible += 1;
             } else if live.receipt.is_some() {
                 c.in_flight += 1;
@@ -280,7 +284,7 @@ mod tests {
         assert_eq!(m.take(rules(10, 10), || 1).received.len(), 1);
         assert!(m.take(rules(20, 10), || 2).received.is_empty());
         assert_eq!(m.next_visible(20), Some(30_010));
-        assert_eq!(m.counts(20), Counts { visible: 0, in_flight: 1, delayed: 0 });
+        assert_eq!(m.counts(20, 1_000_000), Counts { visible: 0, in_flight: 1, delayed: 0 });
         let again = m.take(rules(30_010, 10), || 3);
         assert_eq!(again.received[0].message.receive_count, 2);
     }

@@ -119,21 +119,21 @@ pub async fn execute(ctx: &Ctx<'_>, op: &str, input: &Value) -> Out {
             let handle = required(input, "ReceiptHandle")?;
             let timeout = int(input, "VisibilityTimeout", 0, 43_200)?
                 .ok_or_else(|| Error::MissingParameter("VisibilityTimeout".into()))?;
-            q.change_visibility(&arn, handle, Duration::from_secs(timeout))?;
+            q.change_visibility(&arn, handle, Duration::from_secs(timeout)).await?;
             Ok(json!({}))
         }
         "ChangeMessageVisibilityBatch" => {
             let arn = ctx.arn(input)?;
             let entries = entries(input, "ChangeMessageVisibilityBatch")?;
-            let results = entries
-                .iter()
-                .map(|e| {
-                    let handle =
-                        text(e, "ReceiptHandle").ok_or_else(|| Error::MissingParameter("ReceiptHandle".into()))?;
-                    let timeout = int(e, "VisibilityTimeout", 0, 43_200)?.unwrap_or(0);
-                    q.change_visibility(&arn, handle, Duration::from_secs(timeout)).map(|()| json!({}))
-                })
-                .collect();
+            let mut results = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let handle = text(e, "ReceiptHandle").ok_or_else(|| Error::MissingParameter("ReceiptHandle".into()));
+                let timeout = int(e, "VisibilityTimeout", 0, 43_200).map(|t| t.unwrap_or(0));
+                results.push(match (handle, timeout) {
+                    (Ok(h), Ok(t)) => q.change_visibility(&arn, h, Duration::from_secs(t)).await.map(|()| json!({})),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                });
+            }
             Ok(batch_result(&entries, results))
         }
         "StartMessageMoveTask" => {
