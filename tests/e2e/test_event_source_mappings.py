@@ -349,3 +349,17 @@ def test_a_backlog_runs_batches_concurrently_up_to_maximum_concurrency(srv):
     def overlap(t):
         return sum(1 for r in runs if r["start"] <= t < r["end"])
     assert max(overlap(r["start"]) for r in runs) == 2
+
+
+def test_a_batching_window_gathers_more_than_one_receive(srv):
+    name = function(srv)
+    url, queue_arn = queue(srv, VisibilityTimeout="5")
+    sqs = sqs_client(srv)
+    for first in (0, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(first + i)}
+                                                      for i in range(10 if first == 0 else 5)])
+    map_queue(srv, queue_arn, name, BatchSize=20, MaximumBatchingWindowInSeconds=1)
+    [event] = events(srv, name, 1)
+    assert sorted(int(r["body"]) for r in event["Records"]) == list(range(15))
+    wait_for(lambda: queue_empty(srv, url), "the batch to be deleted")
+    assert len(received(srv, name)) == 1

@@ -85,9 +85,17 @@ impl Poller {
                 break;
             }
             let want = (m.batch_size as usize - batch.len()).min(DEFAULT_BATCH as usize) as u32;
-            let more = self.queues.receive(arn, want, left).await?;
-            bytes += more.iter().map(|b| b.body.len()).sum::<usize>();
-            batch.extend(more);
+            for msg in self.queues.receive(arn, want, left).await? {
+                // A message whose visibility timeout ran out within the
+                // window comes again: keep it once, with its newest handle.
+                match batch.iter_mut().find(|b| b.message_id == msg.message_id) {
+                    Some(old) => *old = msg,
+                    None => {
+                        bytes += msg.body.len();
+                        batch.push(msg);
+                    }
+                }
+            }
         }
         Ok(batch)
     }
