@@ -25,7 +25,9 @@ use super::filter::Filters;
 use super::source::{Message, QueueSource};
 use super::{DEFAULT_BATCH, IDLE_WAIT};
 
-/// Concurrent batches of a mapping without `ScalingConfig` (AWS's most).
+/// Concurrent batches of a mapping without `ScalingConfig` (AWS's most);
+/// never more than the node runs at once, as a batch past that would only
+/// be throttled and wait out its visibility timeout.
 const DEFAULT_CONCURRENCY: u32 = 1000;
 
 /// A batch stops growing before this many bytes of bodies, so that one more
@@ -43,7 +45,9 @@ impl Poller {
     pub async fn run(self) {
         let this = Arc::new(self);
         let m = &this.mapping;
-        let limit = Arc::new(Semaphore::new(m.maximum_concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize));
+        let node = this.control.account_settings().await.map_or(DEFAULT_CONCURRENCY, |s| s.concurrency_limit);
+        let cap = m.maximum_concurrency.unwrap_or(DEFAULT_CONCURRENCY).min(node).max(1);
+        let limit = Arc::new(Semaphore::new(cap as usize));
         let mut failures = 0u32;
         loop {
             let Ok(permit) = limit.clone().acquire_owned().await else { return };
