@@ -2,7 +2,8 @@
 Lambda API's mapping operations with boto3 and the aws CLI (states, AWS's
 errors), and the pollers: AWS's SQS event, deletes on success, partial
 batch responses, poison messages to the queue's dead-letter queue through
-its redrive policy, filter criteria, and disabling."""
+its redrive policy, filter criteria, batching windows, FIFO order,
+concurrency, disabling, and restarts (graceful and kill -9)."""
 
 import hashlib
 import json
@@ -363,3 +364,36 @@ def test_a_batching_window_gathers_more_than_one_receive(srv):
     assert sorted(int(r["body"]) for r in event["Records"]) == list(range(15))
     wait_for(lambda: queue_empty(srv, url), "the batch to be deleted")
     assert len(received(srv, name)) == 1
+
+
+# Hangs on a message's first delivery, so the node can be killed meanwhile.
+HANG_FIRST = '''
+import json
+import time
+
+def handler(event, context):
+    if event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "1":
+        time.sleep(60)
+    print("EVENT " + json.dumps(event))
+'''
+
+
+def test_a_batch_in_flight_when_the_node_is_killed_is_delivered_after_the_restart(tmp_path):
+    s = Server(tmp_path / "data").start()
+    try:
+        name = function(s, HANG_FIRST, timeout=90)
+        url, queue_arn = queue(s, VisibilityTimeout="120")
+        map_queue(s, queue_arn, name)
+        sqs_client(s).send_message(QueueUrl=url, MessageBody="in flight")
+
+        def taken():
+            attrs = sqs_client(s).get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            return attrs["ApproximateNumberOfMessagesNotVisible"] == "1"
+        wait_for(taken, "the poller to take the message")
+        s.kill()
+        s.start()
+        [event] = events(s, name, 1)
+        assert event["Records"][0]["body"] == "in flight"
+        assert event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "2"
+    finally:
+        s.stop()

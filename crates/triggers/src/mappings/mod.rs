@@ -278,7 +278,7 @@ impl Mappings {
         }
     }
 
-    async fn settle(self: &Arc<Self>) -> Result<()> {
+    async fn settle(&self) -> Result<()> {
         let _turn = self.writes.lock().await;
         for mut m in self.meta.list_mappings().await? {
             let running = self.pollers().get(&m.uuid).is_some_and(|h| !h.is_finished());
@@ -316,7 +316,7 @@ impl Mappings {
         self.pollers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn start(self: &Arc<Self>, m: &EventSourceMapping) -> Result<()> {
+    fn start(&self, m: &EventSourceMapping) -> Result<()> {
         let filters = filter::Filters::compile(&m.filters).map_err(|e| invalid(e.to_string()))?;
         let poller =
             poller::Poller { mapping: m.clone(), filters, control: self.control.clone(), queues: self.queues.clone() };
