@@ -692,8 +692,10 @@ def test_cut_off_puts_never_appear(private_server):
     srv = private_server()
     s3 = s3_client(srv)
     s3.create_bucket(Bucket="cut")
-    s3.put_object(Bucket="cut", Key="kept", Body=b"kept")
-    s3.put_object(Bucket="cut", Key="replaced", Body=b"before")
+    # Over the size kept in the database, so each has a data file.
+    kept, before = os.urandom(100_000), os.urandom(100_000)
+    s3.put_object(Bucket="cut", Key="kept", Body=kept)
+    s3.put_object(Bucket="cut", Key="replaced", Body=before)
     files = data_files(srv.data_dir)
     assert len(files) == 2
     tmp = srv.data_dir / "objects" / "tmp"
@@ -703,7 +705,7 @@ def test_cut_off_puts_never_appear(private_server):
     wait_for(lambda: any(tmp.iterdir()), "the upload to start")
     sock.close()
     wait_for(lambda: not any(tmp.iterdir()), "the cut-off upload to be dropped")
-    assert s3.get_object(Bucket="cut", Key="replaced")["Body"].read() == b"before"
+    assert s3.get_object(Bucket="cut", Key="replaced")["Body"].read() == before
     assert data_files(srv.data_dir) == files
 
     # The server dies mid-body: nothing of it is there after a restart.

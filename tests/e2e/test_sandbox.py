@@ -194,6 +194,48 @@ def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
     assert_restart_cleared(left, mount_entries(s.data_dir))
 
 
+BUSY = """
+import subprocess, sys
+
+def handler(event, context):
+    subprocess.run(["/usr/bin/sleep", event["marker"]])
+"""
+
+
+def test_a_killed_node_takes_its_busy_sandboxes_with_it(private_server, tmp_path):
+    """SIGKILL gives the node no chance to retire anything: a handler in the
+    middle of an invoke (which would never notice its Runtime API is gone)
+    and the templates made ahead must die with it, not live on as orphans."""
+    s = private_server(tmp_path / "data")
+    lam = s.client()
+    name = deploy(lam, Code={"ZipFile": make_zip({"app.py": BUSY})})
+    marker = f"4321.{os.getpid()}{abs(hash(str(tmp_path))) % 10**6}"
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"marker": marker}))
+
+    def sandbox_pids():
+        return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and owned(p)}
+
+    def owned(proc):
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return str(s.data_dir) in cmd or marker in cmd
+
+    def alive(pid):
+        try:
+            return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+        except OSError:
+            return False
+
+    wait_for(lambda: any(marker in (Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"))
+                         for p in sandbox_pids() if alive(p)), "the handler to start its child", timeout=60)
+    pids = sandbox_pids()
+    assert len(pids) >= 3, "the busy sandbox's stages, its handler's child and templates made ahead"
+    s.kill()
+    wait_for(lambda: not any(alive(p) for p in pids), "every sandbox of the killed node to die")
+
+
 HOSTILE = '''
 import ctypes, errno, os, signal, socket, time
 

@@ -38,6 +38,25 @@ pub struct BenchArgs {
     /// (default: `rust-hello` next to this binary).
     #[arg(long)]
     rust_hello: Option<PathBuf>,
+    /// Measure only these sections (repeatable; default: all). The floors
+    /// are always measured.
+    #[arg(long, value_enum)]
+    only: Vec<Section>,
+}
+
+/// The parts of a run, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// Cold and warm invokes, throughput, scale-out and density per runtime.
+    Functions,
+    /// The function URL front end against Invoke.
+    Urls,
+    /// The S3 API: small GETs and PUTs, a large object, PUT to handler.
+    S3,
+    /// Event source mappings: SendMessage to the mapped handler.
+    Mappings,
+    /// The node's CPU at rest.
+    Idle,
 }
 
 /// Sample counts for a run.
@@ -509,8 +528,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let client = Arc::new(Client::with(server.endpoint.clone(), "us-east-1".into(), creds));
     let b = Bench { client, memory: args.memory, counter: Default::default() };
+    let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut results = serde_json::Map::new();
-    for rt in &runtimes {
+    for rt in runtimes.iter().filter(|_| wants(Section::Functions)) {
         eprintln!("measuring {} ...", rt.id);
         let mut cold = Vec::new();
         for _ in 0..plan.cold {
@@ -575,7 +595,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // The fastest runtime shows the URL front end's own cost best.
     let url_rt = runtimes.iter().find(|r| r.id.starts_with("provided")).or(runtimes.first());
-    let urls = match url_rt {
+    let urls = match url_rt.filter(|_| wants(Section::Urls)) {
         Some(rt) => {
             eprintln!("measuring function URLs ({}) ...", rt.id);
             url_figures(&b, rt, &plan).await?
@@ -583,19 +603,49 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Value::Null,
     };
 
-    eprintln!("measuring S3 ...");
-    let python = runtimes.iter().find(|r| r.id.starts_with("python"));
-    let s3 = crate::bench_s3::figures(&b, &server.data_dir, python, &plan.s3).await?;
+    let s3 = if wants(Section::S3) {
+        eprintln!("measuring S3 ...");
+        let python = runtimes.iter().find(|r| r.id.starts_with("python"));
+        crate::bench_s3::figures(&b, &server.data_dir, python, &plan.s3).await?
+    } else {
+        Value::Null
+    };
 
-    eprintln!("measuring event source mappings ...");
-    let mapped = match python {
-        Some(rt) => crate::bench_mappings::sent_to_handler(&b, rt, plan.s3.notified).await?,
+    let python = runtimes.iter().find(|r| r.id.starts_with("python"));
+    let mapped = match python.filter(|_| wants(Section::Mappings)) {
+        Some(rt) => {
+            eprintln!("measuring event source mappings ...");
+            crate::bench_mappings::sent_to_handler(&b, rt, plan.s3.notified).await?
+        }
         None => Value::Null,
     };
 
+    let idle_cpu = if wants(Section::Idle) { idle_cpu(&b, &runtimes, &server, &plan).await? } else { Value::Null };
+    drop(server);
+
+    let report = json!({
+        "machine": machine(&isolation, args.memory),
+        "floors": floors,
+        "runtimes": results,
+        "function_urls": urls,
+        "s3": s3,
+        "event_source_mappings": json!({"sent_to_handler_ms": mapped}),
+        "idle_cpu_percent": idle_cpu,
+        "quick": args.quick,
+    });
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The node's CPU at rest, in percent of one core: environments idle (one
+/// per runtime), nothing to do.
+async fn idle_cpu(b: &Bench, runtimes: &[Runtime], server: &Server, plan: &Plan) -> anyhow::Result<Value> {
     eprintln!("measuring idle CPU ...");
-    // Environments idle (one per runtime), nothing to do.
-    for rt in &runtimes {
+    for rt in runtimes {
         let name = b.create(rt).await?;
         invoke(&b.client, &name, &json!({})).await?;
     }
@@ -606,25 +656,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let t0 = tree_ticks(pid);
     tokio::time::sleep(Duration::from_secs_f64(plan.idle_cpu_secs)).await;
-    let idle_cpu = (tree_ticks(pid) - t0) as f64 / ticks_per_sec / plan.idle_cpu_secs * 100.0;
-    drop(server);
-
-    let report = json!({
-        "machine": machine(&isolation, args.memory),
-        "floors": floors,
-        "runtimes": results,
-        "function_urls": urls,
-        "s3": s3,
-        "event_source_mappings": json!({"sent_to_handler_ms": mapped}),
-        "idle_cpu_percent": round(idle_cpu),
-        "quick": args.quick,
-    });
-    print_table(&report);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    Ok(json!(round((tree_ticks(pid) - t0) as f64 / ticks_per_sec / plan.idle_cpu_secs * 100.0)))
 }
 
 fn print_table(r: &Value) {

@@ -1,15 +1,24 @@
 //! Asynchronous invocation (InvocationType Event): events are stored in the
 //! queue before the caller gets its 202, then delivered by a dispatcher that
 //! sleeps until the next event is due or a new one arrives (no polling).
+//! Every asynchronous source goes through this queue: Event invokes, bucket
+//! notifications (queued with their object write) and destinations.
 //!
 //! Delivery is at least once: an event is leased (pushed into the future)
-//! before it runs and deleted only after it succeeded or was given up; after
+//! before it runs and removed only after it succeeded or was given up; after
 //! a crash, the next start offers every queued event again at once. Function errors are
 //! retried `MaximumRetryAttempts` times (default 2) after one and then two
 //! retry delays (AWS waits about 1 and 2 minutes); throttles and system
 //! errors put the event back with a backoff (1 s up to 5 min) until
 //! `MaximumEventAgeInSeconds` (default 6 hours), except that reserved
-//! concurrency 0 gives up at once, as AWS does.
+//! concurrency 0 gives up at once, as AWS does. An event whose next attempt
+//! would come after its maximum age is given up at once (`EventAgeExceeded`).
+//!
+//! How an event ends decides what follows (`destinations`): the invocation
+//! record for the OnSuccess or OnFailure destination, or the original event
+//! for the function's dead-letter queue. What follows is committed in the
+//! transaction that removes the event (the outbox), so across `kill -9`
+//! every event ends in success, a destination or a dead-letter queue.
 //!
 //! Recursive loop detection, as Lambda's: an event carries its lineage, the
 //! number of invocations in the chain of function writes that caused it
@@ -22,9 +31,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nimbus_core::function::LATEST;
-use nimbus_store::AsyncEvent;
+use nimbus_store::{AsyncEvent, FollowUp};
 use tracing::Instrument;
 
+use crate::destinations::{error_message, follow_ups, Condition, Ending, Response, Routes};
 use crate::*;
 
 /// Largest asynchronous payload (1 MB since October 2025).
@@ -106,18 +116,54 @@ impl Control {
         }
     }
 
+    /// Runs an event once and commits what follows: a retry, or its end
+    /// with the destination or dead-letter message the end causes, in the
+    /// transaction that removes it from the queue.
     async fn deliver(self: Arc<Self>, ev: AsyncEvent) {
-        if ev.lineage > RECURSION_LIMIT && !self.recursion_allowed(&ev).await {
+        let result = match self.step(&ev).await {
+            Step::Retry { attempts, at_ms } => self.meta.reschedule_event(&ev.id, attempts, at_ms).await,
+            Step::Finish(follow_ups) => self.meta.finish_event(&ev.id, &follow_ups).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot update the async queue; the event will be offered again");
+        }
+        self.async_wake.notify_one();
+    }
+
+    async fn step(&self, ev: &AsyncEvent) -> Step {
+        let policy = match self.policy(ev).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                tracing::warn!("async event dropped: its function is gone");
+                return Step::Finish(Vec::new());
+            }
+            Err(e) => {
+                let at_ms = now_ms() + system_backoff(ev, now_ms());
+                tracing::error!(error = %e, "cannot read the event's function; will retry");
+                return Step::Retry { attempts: ev.attempts, at_ms };
+            }
+        };
+        let deadline = ev.created_ms + policy.max_age_ms;
+        let ended = |condition, invoke_count, response, error| {
+            let end = Ending { condition, invoke_count, response, error };
+            Step::Finish(self.finish(ev, &policy, &end))
+        };
+        if ev.lineage > RECURSION_LIMIT && !policy.recursion_allowed {
             tracing::warn!(
                 source = %event_source(&ev.payload),
                 lineage = ev.lineage,
                 "recursive loop detected: the invocation is stopped after {RECURSION_LIMIT} invocations of its chain \
                  (PutFunctionRecursionConfig with Allow lets it run)"
             );
-            if let Err(e) = self.meta.delete_event(&ev.id).await {
-                tracing::error!(error = %e, "cannot update the async queue; the event will be offered again");
-            }
-            return;
+            let error = (400, "Lambda detected that the function is being invoked in a recursive loop".to_string());
+            return ended(Condition::RetriesExhausted, ev.attempts, None, error);
+        }
+        if now_ms() > deadline {
+            // Only after downtime or a backlog: an event whose next attempt
+            // would come too late is given up when that is known (below).
+            tracing::warn!("async event expired before it could run; giving up");
+            let error = (500, format!("The event was older than its maximum age of {} s", policy.max_age_ms / 1000));
+            return ended(Condition::EventAgeExceeded, ev.attempts, None, error);
         }
         let result = self
             .invoke(InvokeRequest {
@@ -130,80 +176,116 @@ impl Control {
                 lineage: ev.lineage,
             })
             .await;
-        let (retries, max_age_ms) = self.retry_policy(&ev).await;
         let now = now_ms();
-        let too_old = now - ev.created_ms > max_age_ms;
-        let outcome = match result {
-            Ok(done) if done.outcome.function_error.is_none() => {
-                tracing::info!("async event delivered");
-                self.meta.delete_event(&ev.id).await
-            }
+        match result {
             Ok(done) => {
                 let attempts = ev.attempts + 1;
-                if attempts > retries || too_old {
-                    let kind = serde_json::from_slice::<serde_json::Value>(&done.outcome.payload)
-                        .ok()
-                        .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_string))
-                        .unwrap_or_default();
+                let response = Response {
+                    executed_version: done.executed_version,
+                    function_error: done.outcome.function_error,
+                    payload: done.outcome.payload,
+                };
+                if response.function_error.is_none() {
+                    tracing::info!("async event delivered");
+                    return ended(Condition::Success, attempts, Some(response), (200, String::new()));
+                }
+                let error = (200, error_message(&response.payload));
+                let kind = serde_json::from_slice::<serde_json::Value>(&response.payload)
+                    .ok()
+                    .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_string))
+                    .unwrap_or_default();
+                let delay = self.settings.async_retry_delay.as_millis() as i64 * i64::from(attempts);
+                if attempts > policy.retries {
                     tracing::warn!(attempts, error_type = %kind, "async event failed; giving up");
-                    self.meta.delete_event(&ev.id).await
+                    ended(Condition::RetriesExhausted, attempts, Some(response), error)
+                } else if now + delay > deadline {
+                    // AWS would drop it when the retry came up; the outcome is the same, known now.
+                    tracing::warn!(attempts, error_type = %kind, "async event failed and is too old to retry; giving up");
+                    ended(Condition::EventAgeExceeded, attempts, Some(response), error)
                 } else {
-                    let delay = self.settings.async_retry_delay.as_millis() as i64 * i64::from(attempts);
                     tracing::info!(attempts, delay_ms = delay, "async event failed; will retry");
-                    self.meta.reschedule_event(&ev.id, attempts, now + delay).await
+                    Step::Retry { attempts, at_ms: now + delay }
                 }
             }
             Err(Error::Rule(nimbus_core::Error::NotFound(m))) => {
                 tracing::warn!(reason = %m, "async event dropped: its function is gone");
-                self.meta.delete_event(&ev.id).await
+                Step::Finish(Vec::new())
             }
-            Err(Error::Rule(nimbus_core::Error::Throttled(_))) if self.reserved_zero(&ev).await => {
+            Err(e @ Error::Rule(nimbus_core::Error::Throttled(_))) if policy.reserved_zero => {
                 // AWS sends these straight to the failure destination, with no retries.
                 tracing::warn!("async event throttled by reserved concurrency 0; giving up");
-                self.meta.delete_event(&ev.id).await
-            }
-            Err(e) if too_old => {
-                tracing::warn!(error = %e, "async event expired after system errors; giving up");
-                self.meta.delete_event(&ev.id).await
+                ended(Condition::RetriesExhausted, ev.attempts, None, (429, e.to_string()))
             }
             Err(e) => {
-                let backoff = ((now - ev.created_ms) / 2).clamp(1000, SYSTEM_BACKOFF_MAX_MS);
-                tracing::info!(error = %e, backoff_ms = backoff, "async event not run (throttled or a system error); will retry");
-                self.meta.reschedule_event(&ev.id, ev.attempts, now + backoff).await
+                let status = if matches!(e, Error::Rule(nimbus_core::Error::Throttled(_))) { 429 } else { 500 };
+                let backoff = system_backoff(ev, now);
+                if now + backoff > deadline {
+                    tracing::warn!(error = %e, "async event expired after system errors; giving up");
+                    ended(Condition::EventAgeExceeded, ev.attempts, None, (status, e.to_string()))
+                } else {
+                    tracing::info!(error = %e, backoff_ms = backoff, "async event not run (throttled or a system error); will retry");
+                    Step::Retry { attempts: ev.attempts, at_ms: now + backoff }
+                }
             }
+        }
+    }
+
+    /// The follow-ups of an ended event (see `destinations`).
+    fn finish(&self, ev: &AsyncEvent, policy: &Policy, end: &Ending) -> Vec<FollowUp> {
+        follow_ups(self.account(), ev, &policy.function_arn, &policy.routes, end, chrono::Utc::now())
+    }
+
+    /// The settings an event is delivered under, read when it is delivered:
+    /// the event-invoke config of the qualifier it was sent to and the
+    /// configuration it runs. None when the function or qualifier is gone.
+    async fn policy(&self, ev: &AsyncEvent) -> Result<Option<Policy>> {
+        let Ok(r) = self.parse_ref(&ev.function, ev.qualifier.as_deref()) else {
+            return Ok(None);
         };
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "cannot update the async queue; the event will be offered again");
-        }
-        self.async_wake.notify_one();
+        let Some(f) = self.meta.get_function(&r.name).await? else {
+            return Ok(None);
+        };
+        let dead_letter = match self.config_at(&f, r.qualifier.as_ref()).await {
+            Ok(resolved) => resolved.config.dead_letter_target,
+            Err(Error::Rule(nimbus_core::Error::NotFound(_))) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let key = r.qualifier.as_ref().map_or_else(|| LATEST.to_string(), ToString::to_string);
+        let cfg = f.event_invoke_configs.get(&key).cloned().unwrap_or_default();
+        Ok(Some(Policy {
+            function_arn: self.account().qualified_arn(&r.name, &key),
+            retries: cfg.maximum_retry_attempts.unwrap_or(DEFAULT_RETRIES),
+            max_age_ms: cfg.maximum_event_age.map_or(DEFAULT_MAX_AGE_MS, |s| i64::from(s) * 1000),
+            routes: Routes { on_success: cfg.on_success, on_failure: cfg.on_failure, dead_letter },
+            recursion_allowed: f.recursive_loop.as_deref() == Some("Allow"),
+            reserved_zero: f.reserved_concurrency == Some(0),
+        }))
     }
+}
 
-    async fn recursion_allowed(&self, ev: &AsyncEvent) -> bool {
-        let name = FunctionRef::parse(self.account(), &ev.function, None).map(|r| r.name).unwrap_or_default();
-        let f = self.meta.get_function(&name).await.ok().flatten();
-        f.is_some_and(|f| f.recursive_loop.as_deref() == Some("Allow"))
-    }
+/// What delivering an event once leads to.
+enum Step {
+    /// Offer it again at `at_ms`, after `attempts` failed runs.
+    Retry { attempts: u32, at_ms: i64 },
+    /// It is done; commit what it causes with its removal.
+    Finish(Vec<FollowUp>),
+}
 
-    async fn reserved_zero(&self, ev: &AsyncEvent) -> bool {
-        let name = FunctionRef::parse(self.account(), &ev.function, None).map(|r| r.name).unwrap_or_default();
-        let f = self.meta.get_function(&name).await.ok().flatten();
-        f.is_some_and(|f| f.reserved_concurrency == Some(0))
-    }
+/// How an event is delivered: its function's async settings.
+struct Policy {
+    /// The function's ARN with the qualifier the event was sent to.
+    function_arn: String,
+    retries: u32,
+    max_age_ms: i64,
+    routes: Routes,
+    recursion_allowed: bool,
+    reserved_zero: bool,
+}
 
-    /// (retries, maximum age) from the function's event-invoke config.
-    async fn retry_policy(&self, ev: &AsyncEvent) -> (u32, i64) {
-        let key = ev.qualifier.clone().unwrap_or_else(|| LATEST.to_string());
-        let name = FunctionRef::parse(self.account(), &ev.function, None).map(|r| r.name).unwrap_or_default();
-        let cfg =
-            self.meta.get_function(&name).await.ok().flatten().and_then(|f| f.event_invoke_configs.get(&key).cloned());
-        match cfg {
-            Some(c) => (
-                c.maximum_retry_attempts.unwrap_or(DEFAULT_RETRIES),
-                c.maximum_event_age.map_or(DEFAULT_MAX_AGE_MS, |s| i64::from(s) * 1000),
-            ),
-            None => (DEFAULT_RETRIES, DEFAULT_MAX_AGE_MS),
-        }
-    }
+/// The wait after a throttle or a system error: half the event's age so
+/// far, from 1 s up to 5 minutes (AWS: exponential from 1 s, capped at 5 min).
+fn system_backoff(ev: &AsyncEvent, now: i64) -> i64 {
+    ((now - ev.created_ms) / 2).clamp(1000, SYSTEM_BACKOFF_MAX_MS)
 }
 
 /// The resource an event came from, for the loop detection's log line: the

@@ -12,6 +12,7 @@ mod aliases;
 mod asynchronous;
 mod code;
 mod codesigning;
+mod destinations;
 mod functions;
 mod invoke;
 mod layers;

@@ -76,6 +76,11 @@ pub struct ObjectInfo {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub checksum: Option<Checksum>,
+    /// The bytes of a small object, which the store keeps with its
+    /// metadata (one commit, no file); `None` for an object in its data
+    /// file, and in listings. `file` still names this version of the object.
+    #[serde(skip)]
+    pub data: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,13 +52,14 @@ pub static RULES: &[ServiceRule] = &[
     ServiceRule {
         operations: EVENT_INVOKE,
         member: &["DestinationConfig", "OnSuccess", "Destination"],
-        check: destination,
+        check: |v| destination(v, false),
     },
     ServiceRule {
         operations: EVENT_INVOKE,
         member: &["DestinationConfig", "OnFailure", "Destination"],
-        check: destination,
+        check: |v| destination(v, true),
     },
+    ServiceRule { operations: CONFIGURE, member: &["DeadLetterConfig", "TargetArn"], check: dead_letter_target },
 ];
 
 /// Applies every rule of `operation` to its JSON input (the body).
@@ -173,16 +174,60 @@ fn tags(v: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Destinations Lambda can deliver to: SQS, SNS, Lambda, EventBridge, S3.
-fn destination(v: &Value) -> Result<()> {
+/// Destinations Lambda can deliver to: SQS, SNS, Lambda, EventBridge, and
+/// S3 for failures only. This node delivers to functions and queues; the
+/// others are refused when configured rather than dropped when used.
+fn destination(v: &Value, on_failure: bool) -> Result<()> {
     let arn = v.as_str().unwrap_or_default();
-    let services = ["sqs", "sns", "lambda", "events", "s3"];
-    let parts: Vec<&str> = arn.split(':').collect();
-    if parts.len() >= 6 && parts[0] == "arn" && services.contains(&parts[2]) {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("The destination ARN {arn} is invalid.")))
+    let refused = |what: &str| {
+        Err(Error::invalid(format!(
+            "{what} destinations are not supported: this Nimbus node does not offer {what} \
+             (destination {arn}). Use an Amazon SQS queue or a Lambda function."
+        )))
+    };
+    match service_of(arn) {
+        Some("sqs") if arn.split(':').count() == 6 => Ok(()),
+        Some("lambda") if is_function_arn(arn) => Ok(()),
+        Some("sns") => refused("Amazon SNS"),
+        Some("events") => refused("Amazon EventBridge"),
+        Some("s3") if !on_failure => Err(Error::invalid(format!(
+            "The provided destination config is invalid: an S3 bucket ({arn}) can be an OnFailure destination only."
+        ))),
+        Some("s3") => Err(Error::invalid(format!(
+            "S3 bucket destinations are not supported: this Nimbus node does not write invocation records \
+             to buckets (destination {arn}). Use an Amazon SQS queue or a Lambda function."
+        ))),
+        _ => Err(Error::invalid(format!("The destination ARN {arn} is invalid."))),
     }
+}
+
+/// A function's dead-letter queue: an SQS queue or an SNS topic on AWS
+/// (which this node does not offer); empty removes it.
+fn dead_letter_target(v: &Value) -> Result<()> {
+    let arn = v.as_str().unwrap_or_default();
+    match service_of(arn) {
+        _ if arn.is_empty() => Ok(()),
+        Some("sqs") if arn.split(':').count() == 6 => Ok(()),
+        Some("sns") => Err(Error::invalid(format!(
+            "Amazon SNS dead-letter queues are not supported: this Nimbus node does not offer Amazon SNS \
+             (target {arn}). Use an Amazon SQS queue."
+        ))),
+        _ => Err(Error::invalid(format!(
+            "Invalid dead letter queue ARN: {arn} is neither an Amazon SQS queue nor an Amazon SNS topic."
+        ))),
+    }
+}
+
+/// The service of an ARN (`arn:partition:service:…`).
+fn service_of(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.splitn(4, ':').collect();
+    (parts.len() == 4 && parts[0] == "arn").then(|| parts[2])
+}
+
+/// `arn:aws:lambda:region:account:function:name[:qualifier]`.
+fn is_function_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    matches!(parts.len(), 7 | 8) && parts[5] == "function" && parts[6..].iter().all(|p| !p.is_empty())
 }
 
 #[cfg(test)]
@@ -236,11 +281,33 @@ mod tests {
         assert!(check("TagResource", &json!({"Tags": {"aws:x": "1"}})).is_err());
         let many: serde_json::Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
         assert!(check("CreateFunction", &json!({"Tags": many})).is_err());
-        let good = json!({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sqs:us-east-1:123456789012:q"}}});
-        assert!(check("PutFunctionEventInvokeConfig", &good).is_ok());
+        let dest = |member: &str, arn: &str| {
+            let input = json!({"DestinationConfig": {member: {"Destination": arn}}});
+            check("PutFunctionEventInvokeConfig", &input).map_err(|e| e.to_string())
+        };
+        assert!(dest("OnSuccess", "arn:aws:sqs:us-east-1:123456789012:q").is_ok());
+        assert!(dest("OnFailure", "arn:aws:lambda:us-east-1:123456789012:function:f").is_ok());
+        assert!(dest("OnFailure", "arn:aws:lambda:us-east-1:123456789012:function:f:live").is_ok());
+        assert!(dest("OnFailure", "arn:aws:lambda:us-east-1:123456789012:layer:l:1")
+            .unwrap_err()
+            .contains("is invalid"));
         let bad =
             json!({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:dynamodb:us-east-1:123456789012:t"}}});
         assert!(check("UpdateFunctionEventInvokeConfig", &bad).is_err());
+        let sns = dest("OnFailure", "arn:aws:sns:us-east-1:123456789012:t").unwrap_err();
+        assert!(sns.contains("does not offer Amazon SNS"), "{sns}");
+        let bus = dest("OnSuccess", "arn:aws:events:us-east-1:123456789012:event-bus/default").unwrap_err();
+        assert!(bus.contains("does not offer Amazon EventBridge"), "{bus}");
+        assert!(dest("OnSuccess", "arn:aws:s3:::bucket").unwrap_err().contains("OnFailure destination only"));
+        assert!(dest("OnFailure", "arn:aws:s3:::bucket").unwrap_err().contains("not supported"));
+
+        let dlq = |arn: &str| check("CreateFunction", &json!({"DeadLetterConfig": {"TargetArn": arn}}));
+        assert!(dlq("arn:aws:sqs:us-east-1:123456789012:dlq").is_ok() && dlq("").is_ok());
+        assert!(dlq("arn:aws:sns:us-east-1:123456789012:t")
+            .unwrap_err()
+            .to_string()
+            .contains("does not offer Amazon SNS"));
+        assert!(dlq("arn:aws:lambda:us-east-1:123456789012:function:f").is_err());
     }
 
     #[test]

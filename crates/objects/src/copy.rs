@@ -4,18 +4,15 @@
 //! into memory, and never shares a file between two objects: files stay
 //! owned by exactly one object or part, so removing one frees it.
 
-use bytes::Bytes;
-use futures_util::StreamExt;
 use nimbus_core::objects::ObjectInfo;
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::files::Written;
 use crate::s3::{
-    check_key, etag, hasher_for, headers_of, internal, millis, parse_tagging, put_checksums, timestamp, write_error,
-    PUT_MAX,
+    check_key, etag, gone_or_internal, hasher_for, headers_of, millis, parse_tagging, put_checksums, timestamp,
+    write_error, PUT_MAX,
 };
 use crate::Objects;
 
@@ -71,26 +68,21 @@ fn replaces(directive: Option<&str>, what: &str) -> S3Result<bool> {
 }
 
 impl Objects {
-    /// Streams `len` bytes of `o` from `start` into a new file.
+    /// Streams `len` bytes of `o` from `start` into a new file, or, for an
+    /// `object` copy that is small, into memory (see [`Files::receive`]).
     pub(crate) async fn copy_bytes(
         &self,
         o: &ObjectInfo,
-        start: u64,
-        len: u64,
+        (start, len): (u64, u64),
         hasher: ChecksumHasher,
+        object: bool,
     ) -> S3Result<Written> {
-        let mut file = tokio::fs::File::open(self.files.path(&o.file)).await.map_err(|e| {
-            // Deleted or replaced since its metadata was read.
-            if e.kind() == std::io::ErrorKind::NotFound {
-                s3_error!(NoSuchKey, "The specified key does not exist.")
-            } else {
-                internal(e)
-            }
-        })?;
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
-        let stream =
-            tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10).map(|r: std::io::Result<Bytes>| r);
-        self.files.write(stream, hasher, u64::MAX).await.map_err(write_error)
+        let stream = self.files.read(o, start, len).await.map_err(gone_or_internal)?;
+        let written = match object {
+            true => self.files.receive(stream, hasher, u64::MAX).await,
+            false => self.files.write(stream, hasher, u64::MAX).await,
+        };
+        written.map_err(write_error)
     }
 
     pub(crate) async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
@@ -141,7 +133,7 @@ impl Objects {
             .checksum_algorithm
             .or_else(|| src.checksum.as_ref().map(|c| ChecksumAlgorithm::from(c.algorithm.clone())));
         let hasher = hasher_for(algorithm.as_ref(), &Default::default());
-        let written = self.copy_bytes(&src, 0, src.size, hasher).await?;
+        let written = self.copy_bytes(&src, (0, src.size), hasher, true).await?;
         let checksum = algorithm.and_then(|a| crate::multipart::checksum_of(&written.checksums, a.as_str()));
         let object = ObjectInfo {
             bucket: bucket.name.clone(),
@@ -153,6 +145,7 @@ impl Objects {
             headers,
             tags,
             checksum,
+            data: written.data,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin).await?;
         let mut sums = s3s::dto::Checksum::default();

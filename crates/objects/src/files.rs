@@ -14,12 +14,24 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Bodies up to this size are kept in the store with their metadata
+/// rather than in a file of their own: one durable commit instead of three
+/// fsyncs (file, directory, database), and a GET that opens no file.
+pub const INLINE_MAX: usize = 64 << 10;
+
+/// An object's bytes on their way out.
+pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
 
 /// What a finished write produced.
 #[derive(Debug)]
 pub struct Written {
+    /// The name of this version of the bytes; a data file unless `data`.
     pub file: String,
+    /// The bytes themselves, for a body of at most [`INLINE_MAX`] written
+    /// with [`Files::receive`]: no file was made.
+    pub data: Option<Bytes>,
     pub size: u64,
     pub md5: [u8; 16],
     /// The checksums asked for, base64.
@@ -43,6 +55,30 @@ pub struct Files {
     root: PathBuf,
 }
 
+/// The digests a body accumulates as it streams through.
+struct Digests {
+    md5: Md5,
+    hasher: ChecksumHasher,
+    size: u64,
+    limit: u64,
+}
+
+impl Digests {
+    fn add(&mut self, chunk: &[u8]) -> Result<(), WriteError> {
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            return Err(WriteError::TooLarge(self.limit));
+        }
+        self.md5.update(chunk);
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    fn finish(self, file: String, data: Option<Bytes>) -> Written {
+        Written { file, data, size: self.size, md5: self.md5.finalize().into(), checksums: self.hasher.finalize() }
+    }
+}
+
 impl Files {
     /// Opens the area, removing what interrupted writes left.
     pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Self> {
@@ -62,7 +98,49 @@ impl Files {
 
     /// Streams `body` into a new file, computing its MD5 and the checksums
     /// `hasher` was set up for.
-    pub async fn write<S, E>(&self, body: S, mut hasher: ChecksumHasher, limit: u64) -> Result<Written, WriteError>
+    pub async fn write<S, E>(&self, body: S, hasher: ChecksumHasher, limit: u64) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let digests = Digests { md5: Md5::new(), hasher, size: 0, limit };
+        self.spill(Vec::new(), std::pin::pin!(body), digests).await
+    }
+
+    /// Takes in `body` as [`Files::write`] does, except that a body of at
+    /// most [`INLINE_MAX`] bytes stays in memory (`Written::data`).
+    pub async fn receive<S, E>(&self, body: S, hasher: ChecksumHasher, limit: u64) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let mut digests = Digests { md5: Md5::new(), hasher, size: 0, limit };
+        let mut body = std::pin::pin!(body);
+        let mut head = Vec::new();
+        let mut held = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
+            digests.add(&chunk)?;
+            held += chunk.len();
+            head.push(chunk);
+            if held > INLINE_MAX {
+                return self.spill(head, body, digests).await;
+            }
+        }
+        let data = match head.len() {
+            1 => head.pop().unwrap_or_default(),
+            _ => head.concat().into(),
+        };
+        Ok(digests.finish(uuid::Uuid::new_v4().simple().to_string(), Some(data)))
+    }
+
+    /// Writes `head` (already digested) and the rest of `body` to a new file.
+    async fn spill<S, E>(
+        &self,
+        head: Vec<Bytes>,
+        mut body: std::pin::Pin<&mut S>,
+        mut digests: Digests,
+    ) -> Result<Written, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
@@ -71,32 +149,24 @@ impl Files {
         let tmp = self.root.join("tmp").join(&name);
         let result = async {
             let mut out = tokio::fs::File::create(&tmp).await?;
-            let mut md5 = Md5::new();
-            let mut size = 0u64;
-            let mut body = std::pin::pin!(body);
+            for chunk in head {
+                out.write_all(&chunk).await?;
+            }
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
-                size += chunk.len() as u64;
-                if size > limit {
-                    return Err(WriteError::TooLarge(limit));
-                }
-                md5.update(&chunk);
-                hasher.update(&chunk);
+                digests.add(&chunk)?;
                 out.write_all(&chunk).await?;
             }
             out.sync_all().await?;
-            Ok((size, md5.finalize().into()))
+            Ok(())
         }
         .await;
-        let (size, md5) = match result {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
         self.publish(&tmp, &name).await?;
-        Ok(Written { file: name, size, md5, checksums: hasher.finalize() })
+        Ok(digests.finish(name, None))
     }
 
     /// Writes the concatenation of `parts` (files of this area) as a new
@@ -147,6 +217,32 @@ impl Files {
         tokio::task::spawn_blocking(move || std::fs::File::open(data)?.sync_all())
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    /// Drops what a write produced that will not be committed.
+    pub async fn discard(&self, w: Written) {
+        if w.data.is_none() {
+            self.remove([w.file]).await;
+        }
+    }
+
+    /// `len` bytes of an object from `start`, from the store or its file.
+    pub async fn read(
+        &self,
+        o: &nimbus_core::objects::ObjectInfo,
+        start: u64,
+        len: u64,
+    ) -> std::io::Result<ByteStream> {
+        if let Some(data) = &o.data {
+            let range =
+                usize::try_from(start).unwrap_or(usize::MAX)..usize::try_from(start + len).unwrap_or(usize::MAX);
+            let part = data.get(range).map(|_| data.slice(start as usize..(start + len) as usize));
+            let part = part.ok_or_else(|| std::io::Error::other("range beyond the object"))?;
+            return Ok(Box::pin(futures_util::stream::once(async { Ok(part) })));
+        }
+        let mut file = tokio::fs::File::open(self.path(&o.file)).await?;
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10)))
     }
 
     /// Removes files no metadata refers to any more.

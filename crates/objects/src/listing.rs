@@ -94,6 +94,7 @@ mod tests {
                 headers: Default::default(),
                 tags: BTreeMap::new(),
                 checksum: None,
+                data: None,
             };
             meta.put_object(&o, &[]).await.unwrap();
         }

@@ -296,7 +296,7 @@ impl Objects {
             ));
         }
         let algorithm = upload.checksum_algorithm.as_deref();
-        let written = self.copy_bytes(&src, start, len, hasher(algorithm)).await?;
+        let written = self.copy_bytes(&src, (start, len), hasher(algorithm), false).await?;
         let part = Part {
             number,
             file: written.file,
@@ -449,6 +449,7 @@ impl Objects {
             headers: upload.headers.clone(),
             tags: upload.tags.clone(),
             checksum,
+            data: None,
         };
         let events = notify::events(&bucket, "ObjectCreated:CompleteMultipartUpload", &object, &origin);
         match self.meta.finish_upload(&upload.id, Some((&object, &events))).await {

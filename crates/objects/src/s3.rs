@@ -5,14 +5,11 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use bytes::Bytes;
-use futures_util::StreamExt;
 use nimbus_core::objects::{Bucket, Checksum, LambdaNotification, ObjectHeaders, ObjectInfo};
 use nimbus_store::BucketDelete;
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::files::WriteError;
 use crate::listing;
@@ -27,6 +24,15 @@ const KEY_MAX: usize = 1024;
 pub(crate) fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
     tracing::error!(error = %e, "object store failure");
     s3_error!(InternalError, "We encountered an internal error. Please try again.")
+}
+
+/// A file that is gone was deleted or replaced since its metadata was read.
+pub(crate) fn gone_or_internal(e: std::io::Error) -> s3s::S3Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        s3_error!(NoSuchKey, "The specified key does not exist.")
+    } else {
+        internal(e)
+    }
 }
 
 pub(crate) fn timestamp(ms: i64) -> Timestamp {
@@ -240,7 +246,9 @@ impl Objects {
                 Ok(())
             }
             Err(e) => {
-                self.files.remove([o.file.clone()]).await;
+                if o.data.is_none() {
+                    self.files.remove([o.file.clone()]).await;
+                }
                 Err(internal(e))
             }
         }
@@ -403,10 +411,10 @@ impl S3 for Objects {
         };
         let named = input.checksum_algorithm.clone().or_else(|| trailer_algorithm(&req.headers));
         let hasher = hasher_for(named.as_ref(), &header_sums);
-        let written = self.files.write(body, hasher, PUT_MAX).await.map_err(write_error)?;
+        let written = self.files.receive(body, hasher, PUT_MAX).await.map_err(write_error)?;
         if let Some(expected) = input.content_length {
             if expected as u64 != written.size {
-                self.files.remove([written.file]).await;
+                self.files.discard(written).await;
                 return Err(s3_error!(
                     IncompleteBody,
                     "You did not provide the number of bytes specified by the Content-Length HTTP header."
@@ -417,7 +425,7 @@ impl S3 for Objects {
         let checksum = match verify(input.content_md5.as_deref(), &written.md5, &sent, &written.checksums) {
             Ok(c) => c,
             Err(e) => {
-                self.files.remove([written.file]).await;
+                self.files.discard(written).await;
                 return Err(e);
             }
         };
@@ -439,6 +447,7 @@ impl S3 for Objects {
             ),
             tags,
             checksum,
+            data: written.data,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin).await?;
         let mut sums = s3s::dto::Checksum::default();
@@ -471,10 +480,7 @@ impl S3 for Objects {
             None => None,
         };
         let (start, len) = span.as_ref().map_or((0, o.size), |r| (r.start, r.end - r.start));
-        let mut file = tokio::fs::File::open(self.files.path(&o.file)).await.map_err(internal)?;
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(internal)?;
-        let stream =
-            tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10).map(|r: std::io::Result<Bytes>| r);
+        let stream = self.files.read(&o, start, len).await.map_err(gone_or_internal)?;
         let mut sums = s3s::dto::Checksum::default();
         if span.is_none() && input.checksum_mode.is_some() {
             put_checksums(&o.checksum, &mut sums);
@@ -786,7 +792,9 @@ impl Objects {
             if bucket.notifications.iter().any(|n| n.matches("s3:ObjectRemoved:Delete", &o.key)) {
                 self.functions.queued();
             }
-            self.files.remove([o.file]).await;
+            if o.data.is_none() {
+                self.files.remove([o.file]).await;
+            }
         }
         Ok(())
     }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use nimbus_store::ObjectMeta;
-use tokio::io::AsyncReadExt;
 
 use crate::Files;
 
@@ -53,11 +53,9 @@ impl Reader {
             return Err(ReadError::TooLarge(limit));
         }
         let mut bytes = Vec::with_capacity(o.size as usize);
-        // The file is immutable, so its length is the object's size; the
-        // bound guards against a file that is not what the metadata says.
-        tokio::fs::File::open(self.files.path(&o.file)).await?.take(limit + 1).read_to_end(&mut bytes).await?;
-        if bytes.len() as u64 > limit {
-            return Err(ReadError::TooLarge(limit));
+        let mut body = self.files.read(&o, 0, o.size).await?;
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk?);
         }
         Ok(bytes)
     }
@@ -95,6 +93,7 @@ mod tests {
             headers: Default::default(),
             tags: Default::default(),
             checksum: None,
+            data: None,
         };
         meta.put_object(&o, &[]).await.unwrap();
         assert_eq!(reader.read("b", "k", None, 5).await.unwrap(), b"hello");

@@ -52,6 +52,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// The executable of stage two (this binary).
     pub exe: PathBuf,
+    /// The process that starts stage one (the node); stage one dies with it.
+    pub parent: u32,
 }
 
 /// What a sandbox waiting on its stdin is told to execute.
@@ -191,6 +193,15 @@ fn io(e: nix::Error, what: &str) -> std::io::Error {
 /// Stage one; `control` is the socket to the parent. Returns the exit code
 /// of stage two.
 pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -> std::io::Result<i32> {
+    // A node killed with SIGKILL cannot retire its sandboxes: they die with
+    // it. The kernel signals when the *thread* that forked us exits; the
+    // node starts sandboxes from its runtime's worker threads, which live as
+    // long as it does. A parent already gone before the link was made is
+    // seen as a changed parent pid.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    if i32::try_from(spec.parent).ok() != Some(nix::unistd::getppid().as_raw()) {
+        return Err(std::io::Error::other("the node that started this sandbox is gone"));
+    }
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
         .map_err(|e| io(e, "unshare"))?;
     let lo = std::process::Command::new("/usr/sbin/ip").args(["link", "set", "lo", "up"]).status()?;

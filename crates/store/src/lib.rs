@@ -8,7 +8,9 @@
 //! committed, and SQLite runs in WAL mode with full synchronisation.
 
 mod blobs;
+mod group;
 mod mappings;
+mod object_cache;
 mod objects;
 mod queues;
 mod sqlite;
@@ -36,6 +38,9 @@ pub enum Error {
     Corrupt(#[from] serde_json::Error),
     #[error("blob {0} is missing")]
     MissingBlob(String),
+    /// A batch of writes committed together failed as a whole.
+    #[error("committing a batch of writes: {0}")]
+    Commit(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,6 +87,33 @@ pub struct AsyncEvent {
     /// Invocations in the chain of function writes that caused this event
     /// (0 when none did); see `nimbus_control`'s recursive loop detection.
     pub lineage: u32,
+}
+
+/// What finishing an asynchronous event causes, committed in the same
+/// transaction that removes the event from the queue (the outbox): once the
+/// event is gone, what it caused is durable, across a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    /// An asynchronous invocation of another function (a Lambda destination).
+    Event(AsyncEvent),
+    /// A message for a queue (an SQS destination or dead-letter queue).
+    QueueMessage(QueueMessage),
+}
+
+/// A message an asynchronous result sends to a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub queue_arn: String,
+    pub body: String,
+    pub attributes: Vec<MessageAttribute>,
+}
+
+/// An SQS message attribute with a string value (`String` or `Number`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAttribute {
+    pub name: String,
+    pub data_type: String,
+    pub value: String,
 }
 
 /// One stored log line.
@@ -161,7 +193,9 @@ pub trait Metadata: Send + Sync {
     async fn next_event_due(&self) -> Result<Option<i64>>;
     /// Records a failed attempt and when to try again.
     async fn reschedule_event(&self, id: &str, attempts: u32, not_before_ms: i64) -> Result<()>;
-    async fn delete_event(&self, id: &str) -> Result<()>;
+    /// Removes an event that succeeded or was given up, and queues what its
+    /// end causes, in one transaction.
+    async fn finish_event(&self, id: &str, follow_ups: &[FollowUp]) -> Result<()>;
     /// Makes every queued event due now (after a restart nothing is in flight,
     /// so leases taken before the crash must not delay redelivery).
     async fn release_events(&self, now_ms: i64) -> Result<()>;

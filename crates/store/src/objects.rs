@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use nimbus_core::objects::{Bucket, ObjectInfo, Part, Upload};
 use sqlx::Row;
 
-use crate::sqlite::{parse, parse_all, SqliteMetadata};
+use crate::sqlite::{insert_events, parse, parse_all, SqliteMetadata};
 use crate::{AsyncEvent, Result};
 
 /// Why a bucket could not be deleted.
@@ -75,33 +75,16 @@ pub trait ObjectMeta: Send + Sync {
     async fn object_files(&self) -> Result<HashSet<String>>;
 }
 
-async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
-    for e in events {
-        sqlx::query(
-            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(&e.function)
-        .bind(&e.qualifier)
-        .bind(&e.payload)
-        .bind(i64::from(e.attempts))
-        .bind(e.not_before_ms)
-        .bind(e.created_ms)
-        .bind(i64::from(e.lineage))
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
+/// Stores `o` (its bytes too, if it is small) in place of any object of its
+/// key; returns the data file of the object it replaced.
+pub(crate) async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
     let old: Option<String> = sqlx::query("SELECT file FROM objects WHERE bucket = ? AND key = ?")
         .bind(&o.bucket)
         .bind(&o.key)
         .fetch_optional(&mut *tx)
         .await?
         .map(|r| r.get("file"));
+    let old_inline = remove_data(tx, &o.bucket, &o.key).await?.is_some();
     sqlx::query(
         "INSERT INTO objects (bucket, key, file, doc) VALUES (?, ?, ?, ?)
          ON CONFLICT(bucket, key) DO UPDATE SET file = excluded.file, doc = excluded.doc",
@@ -112,12 +95,31 @@ async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Resul
     .bind(serde_json::to_string(o)?)
     .execute(&mut *tx)
     .await?;
-    Ok(old.filter(|f| f != &o.file))
+    if let Some(data) = &o.data {
+        sqlx::query("INSERT INTO object_data (bucket, key, data) VALUES (?, ?, ?)")
+            .bind(&o.bucket)
+            .bind(&o.key)
+            .bind(data.as_ref())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(old.filter(|f| !old_inline && f != &o.file))
+}
+
+/// Removes a small object's bytes; returns them if there were any.
+async fn remove_data(tx: &mut sqlx::SqliteConnection, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query("DELETE FROM object_data WHERE bucket = ? AND key = ? RETURNING data")
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get("data")))
 }
 
 #[async_trait]
 impl ObjectMeta for SqliteMetadata {
     async fn create_bucket(&self, b: &Bucket) -> Result<bool> {
+        let _forget = self.object_cache.around(&b.name, None);
         let done = sqlx::query("INSERT INTO buckets (name, doc) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
             .bind(&b.name)
             .bind(serde_json::to_string(b)?)
@@ -127,8 +129,14 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn get_bucket(&self, name: &str) -> Result<Option<Bucket>> {
+        if let Some(b) = self.object_cache.bucket(name) {
+            return Ok(b);
+        }
+        let generation = self.object_cache.generation();
         let row = sqlx::query("SELECT doc FROM buckets WHERE name = ?").bind(name).fetch_optional(self.pool()).await?;
-        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+        let b: Option<Bucket> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
+        self.object_cache.keep_bucket(generation, name, b.clone());
+        Ok(b)
     }
 
     async fn list_buckets(&self) -> Result<Vec<Bucket>> {
@@ -137,6 +145,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_bucket(&self, b: &Bucket) -> Result<()> {
+        let _forget = self.object_cache.around(&b.name, None);
         sqlx::query("UPDATE buckets SET doc = ? WHERE name = ?")
             .bind(serde_json::to_string(b)?)
             .bind(&b.name)
@@ -146,6 +155,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<BucketDelete> {
+        let _forget = self.object_cache.around(name, None);
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let in_use = sqlx::query(
             "SELECT 1 FROM objects WHERE bucket = ?1 UNION ALL SELECT 1 FROM uploads WHERE bucket = ?1 LIMIT 1",
@@ -162,23 +172,37 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let old = upsert_object(&mut tx, o).await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(old)
+        let _forget = self.object_cache.around(&o.bucket, Some(&o.key));
+        self.group_commit(o.clone(), events.to_vec()).await
     }
 
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        let row = sqlx::query("SELECT doc FROM objects WHERE bucket = ? AND key = ?")
-            .bind(bucket)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()
+        if let Some(o) = self.object_cache.object(bucket, key) {
+            return Ok(o);
+        }
+        let generation = self.object_cache.generation();
+        let row = sqlx::query(
+            "SELECT o.doc, d.data FROM objects o LEFT JOIN object_data d ON d.bucket = o.bucket AND d.key = o.key
+             WHERE o.bucket = ? AND o.key = ?",
+        )
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        let o = match row {
+            Some(row) => {
+                let mut o: ObjectInfo = parse(row.get::<&str, _>("doc"))?;
+                o.data = row.get::<Option<Vec<u8>>, _>("data").map(Into::into);
+                Some(o)
+            }
+            None => None,
+        };
+        self.object_cache.keep_object(generation, bucket, key, o.clone());
+        Ok(o)
     }
 
     async fn update_object(&self, o: &ObjectInfo) -> Result<bool> {
+        let _forget = self.object_cache.around(&o.bucket, Some(&o.key));
         let done = sqlx::query("UPDATE objects SET doc = ? WHERE bucket = ? AND key = ? AND file = ?")
             .bind(serde_json::to_string(o)?)
             .bind(&o.bucket)
@@ -195,14 +219,16 @@ impl ObjectMeta for SqliteMetadata {
         key: &str,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>> {
+        let _forget = self.object_cache.around(bucket, Some(key));
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING doc")
             .bind(bucket)
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
-        let gone: Option<ObjectInfo> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
-        if let Some(o) = &gone {
+        let mut gone: Option<ObjectInfo> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
+        if let Some(o) = &mut gone {
+            o.data = remove_data(&mut tx, bucket, key).await?.map(Into::into);
             insert_events(&mut tx, &events(o)).await?;
         }
         tx.commit().await?;
@@ -296,6 +322,7 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>> {
+        let _forget = done.map(|(o, _)| self.object_cache.around(&o.bucket, Some(&o.key)));
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let ended = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
         if ended.rows_affected() == 0 {
@@ -317,7 +344,13 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn object_files(&self) -> Result<HashSet<String>> {
-        let rows = sqlx::query("SELECT file FROM objects UNION SELECT file FROM parts").fetch_all(self.pool()).await?;
+        let rows = sqlx::query(
+            "SELECT file FROM objects o
+             WHERE NOT EXISTS (SELECT 1 FROM object_data d WHERE d.bucket = o.bucket AND d.key = o.key)
+             UNION SELECT file FROM parts",
+        )
+        .fetch_all(self.pool())
+        .await?;
         Ok(rows.iter().map(|r| r.get("file")).collect())
     }
 }
@@ -341,6 +374,7 @@ mod tests {
             headers: ObjectHeaders::default(),
             tags: BTreeMap::new(),
             checksum: None,
+            data: None,
         }
     }
 
@@ -397,5 +431,48 @@ mod tests {
         assert!(!m.update_object(&o).await.unwrap());
         let now = m.get_object("b", "k").await.unwrap().unwrap();
         assert_eq!((now.file.as_str(), now.tags.len()), ("f2", 0));
+    }
+
+    #[tokio::test]
+    async fn small_objects_keep_their_bytes_with_their_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let inline = |file: &str, bytes: &'static [u8]| ObjectInfo { data: Some(bytes.into()), ..object(file) };
+        assert_eq!(m.put_object(&object("f1"), &[]).await.unwrap(), None);
+        // A file replaced by inline bytes is freed; inline bytes replaced leave no file to free.
+        assert_eq!(m.put_object(&inline("v2", b"two"), &[]).await.unwrap(), Some("f1".into()));
+        assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().data.as_deref(), Some(&b"two"[..]));
+        assert_eq!(m.put_object(&object("f3"), &[]).await.unwrap(), None);
+        assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().data, None);
+        assert_eq!(m.put_object(&inline("v4", b"four"), &[]).await.unwrap(), Some("f3".into()));
+        assert!(m.object_files().await.unwrap().is_empty(), "inline bytes are no file to keep");
+        let listed = m.list_objects("b", "", "", 10).await.unwrap();
+        assert_eq!((listed.len(), listed[0].data.is_none()), (1, true), "listings carry no bytes");
+        let gone = m.delete_object("b", "k", &|_| vec![]).await.unwrap().unwrap();
+        assert_eq!(gone.data.as_deref(), Some(&b"four"[..]));
+        assert!(m.get_object("b", "k").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_puts_commit_together_and_each_gets_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = std::sync::Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+        let puts = (0..100).map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let o = ObjectInfo { key: format!("k{}", i % 50), file: format!("f{i}"), ..object("") };
+                m.put_object(&o, &[]).await.unwrap()
+            })
+        });
+        let replaced: Vec<_> = futures_util::future::join_all(puts).await.into_iter().map(Result::unwrap).collect();
+        // Two writes per key: exactly one of each pair replaced the other.
+        assert_eq!(replaced.iter().flatten().count(), 50);
+        assert_eq!(m.list_objects("b", "", "", 1000).await.unwrap().len(), 50);
+        let mut files = m.object_files().await.unwrap().into_iter().collect::<Vec<_>>();
+        files.sort();
+        let mut kept: Vec<_> =
+            (0..100).map(|i| format!("f{i}")).filter(|f| !replaced.contains(&Some(f.clone()))).collect();
+        kept.sort();
+        assert_eq!(files, kept);
     }
 }

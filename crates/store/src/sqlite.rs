@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::{AsyncEvent, ConfigCursor, InvocationRecord, LogEvent, Metadata, Result, Usage, Write};
+use crate::{AsyncEvent, ConfigCursor, FollowUp, InvocationRecord, LogEvent, Metadata, Result, Usage, Write};
 
 pub struct SqliteMetadata {
     pool: SqlitePool,
@@ -18,6 +18,10 @@ pub struct SqliteMetadata {
     /// One cache miss is read at a time: a burst of invokes of a function
     /// not yet cached reads it once, not once per invoke.
     misses: tokio::sync::Mutex<()>,
+    /// Buckets and objects as last read (see `object_cache`).
+    pub(crate) object_cache: crate::object_cache::ObjectCache,
+    /// Object writes, committed in groups (see `group`).
+    objects: tokio::sync::mpsc::UnboundedSender<crate::group::Job>,
 }
 
 /// Functions and versions as last read, for the invoke path (which reads
@@ -187,6 +191,19 @@ impl SqliteMetadata {
         &self.pool
     }
 
+    /// Stores an object through the group committer.
+    pub(crate) async fn group_commit(
+        &self,
+        object: nimbus_core::objects::ObjectInfo,
+        events: Vec<AsyncEvent>,
+    ) -> Result<Option<String>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.objects
+            .send(crate::group::Job { object, events, done })
+            .map_err(|_| crate::Error::Commit("the committer has stopped".into()))?;
+        answer.await.map_err(|_| crate::Error::Commit("the committer has stopped".into()))?
+    }
+
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
@@ -197,7 +214,14 @@ impl SqliteMetadata {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, cache: Default::default(), misses: Default::default() })
+        let objects = crate::group::start(pool.clone());
+        Ok(Self {
+            pool,
+            cache: Default::default(),
+            misses: Default::default(),
+            object_cache: Default::default(),
+            objects,
+        })
     }
 }
 
@@ -379,21 +403,7 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn enqueue_event(&self, e: &AsyncEvent) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(&e.function)
-        .bind(&e.qualifier)
-        .bind(&e.payload)
-        .bind(i64::from(e.attempts))
-        .bind(e.not_before_ms)
-        .bind(e.created_ms)
-        .bind(i64::from(e.lineage))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_events(&mut *self.pool.acquire().await?, std::slice::from_ref(e)).await
     }
 
     async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>> {
@@ -420,8 +430,22 @@ impl Metadata for SqliteMetadata {
         Ok(())
     }
 
-    async fn delete_event(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM async_events WHERE id = ?").bind(id).execute(&self.pool).await?;
+    async fn finish_event(&self, id: &str, follow_ups: &[FollowUp]) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM async_events WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        for f in follow_ups {
+            match f {
+                FollowUp::Event(e) => insert_events(&mut tx, std::slice::from_ref(e)).await?,
+                // The seam for the queue engine: its message row is to be
+                // inserted here, in this transaction, so that the message
+                // is durable exactly when the event leaves the queue.
+                FollowUp::QueueMessage(m) => tracing::warn!(
+                    queue = %m.queue_arn,
+                    "queue delivery not available: this node has no queue engine yet; the message is dropped"
+                ),
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -550,6 +574,28 @@ impl Metadata for SqliteMetadata {
     }
 }
 
+/// Queues asynchronous invocations within a write transaction (the outbox
+/// of object writes and of finished events).
+pub(crate) async fn insert_events(tx: &mut sqlx::SqliteConnection, events: &[AsyncEvent]) -> Result<()> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO async_events (id, function, qualifier, payload, attempts, not_before_ms, created_ms, lineage)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.function)
+        .bind(&e.qualifier)
+        .bind(&e.payload)
+        .bind(i64::from(e.attempts))
+        .bind(e.not_before_ms)
+        .bind(e.created_ms)
+        .bind(i64::from(e.lineage))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 fn event_of(r: &sqlx::sqlite::SqliteRow) -> AsyncEvent {
     AsyncEvent {
         id: r.get("id"),
@@ -566,6 +612,7 @@ fn event_of(r: &sqlx::sqlite::SqliteRow) -> AsyncEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::QueueMessage;
     use nimbus_core::function::Code;
 
     fn config(name: &str, version: &str, sha: &str) -> FunctionConfig {
@@ -721,8 +768,16 @@ mod tests {
         assert_eq!((all[0].id.as_str(), all[1].id.as_str(), all[1].attempts), ("late", "early", 1));
         m.release_events(30).await.unwrap();
         assert_eq!(m.due_events(30, 10).await.unwrap().len(), 2, "released events are due at once");
-        m.delete_event("late").await.unwrap();
-        m.delete_event("early").await.unwrap();
+        // Until the queue engine lands, a queue message is logged and dropped
+        // without holding the event back.
+        let message =
+            QueueMessage { queue_arn: "arn:aws:sqs:us-east-1:1:q".into(), body: "{}".into(), attributes: vec![] };
+        m.finish_event("late", &[FollowUp::QueueMessage(message)]).await.unwrap();
+        // Finishing an event queues what it causes in the same transaction.
+        m.finish_event("early", &[FollowUp::Event(ev("destination", 40))]).await.unwrap();
+        let left = m.due_events(1000, 10).await.unwrap();
+        assert_eq!(left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["destination"]);
+        m.finish_event("destination", &[]).await.unwrap();
         assert_eq!(m.next_event_due().await.unwrap(), None);
     }
 

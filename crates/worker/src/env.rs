@@ -675,6 +675,7 @@ impl Env {
                     // the socket: never on a command line the host can read.
                     env: if program.is_empty() { vec![] } else { env },
                     exe: sb.exe.clone(),
+                    parent: std::process::id(),
                 };
                 root = Some(dir);
                 slots = Some(slot_set);
