@@ -16,7 +16,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
-    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "idle_cpu_percent"}
+    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "event_source_mappings",
+                           "idle_cpu_percent"}
     assert report["machine"]["cpus"] >= 1 and report["machine"]["memory_mb"] > 0
     floors = report["floors"]
     assert floors["loopback_rtt_us"]["p50"] > 0
@@ -40,6 +41,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
                 "large_get_mbps", "large_put_share", "large_get_share"):
         assert s3[key] > 0, (key, s3)
     assert 0 < s3["put_to_handler_ms"]["p50"] <= s3["put_to_handler_ms"]["p99"], s3
+    mapped = report["event_source_mappings"]["sent_to_handler_ms"]
+    assert 0 < mapped["p50"] <= mapped["p99"], mapped
     assert "4 KiB GET / PUT" in r.stdout
     assert report["idle_cpu_percent"] >= 0
     assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"

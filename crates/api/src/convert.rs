@@ -306,6 +306,44 @@ pub fn event_invoke_out(
     }
 }
 
+/// A Create or Update request as the mapping rules take it.
+pub fn mapping_in(req: w::EventSourceMappingRequest) -> nimbus_triggers::mappings::MappingInput {
+    nimbus_triggers::mappings::MappingInput {
+        function_name: req.function_name,
+        event_source_arn: req.event_source_arn,
+        enabled: req.enabled,
+        batch_size: req.batch_size,
+        maximum_batching_window_s: req.maximum_batching_window_in_seconds,
+        filters: req
+            .filter_criteria
+            .map(|c| c.filters.unwrap_or_default().into_iter().map(|f| f.pattern.unwrap_or_default()).collect()),
+        function_response_types: req.function_response_types,
+        maximum_concurrency: req.scaling_config.map(|s| s.maximum_concurrency),
+        stream_setting: req.starting_position.is_some() || req.starting_position_timestamp.is_some(),
+    }
+}
+
+/// AWS's EventSourceMappingConfiguration; FilterCriteria and ScalingConfig
+/// only when set, as AWS leaves them out.
+pub fn mapping_out(m: &nimbus_core::mappings::EventSourceMapping, arn: String) -> w::EventSourceMappingConfiguration {
+    w::EventSourceMappingConfiguration {
+        uuid: m.uuid.clone(),
+        batch_size: m.batch_size,
+        maximum_batching_window_in_seconds: m.maximum_batching_window_s,
+        event_source_arn: m.event_source_arn.clone(),
+        filter_criteria: (!m.filters.is_empty()).then(|| w::FilterCriteria {
+            filters: Some(m.filters.iter().map(|p| w::Filter { pattern: Some(p.clone()) }).collect()),
+        }),
+        function_arn: m.function_arn.clone(),
+        last_modified: m.last_modified_ms as f64 / 1000.0,
+        state: m.state.as_str().into(),
+        state_transition_reason: "USER_INITIATED".into(),
+        function_response_types: m.function_response_types.clone(),
+        scaling_config: m.maximum_concurrency.map(|n| w::ScalingConfig { maximum_concurrency: Some(n) }),
+        event_source_mapping_arn: arn,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

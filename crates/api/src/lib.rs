@@ -14,6 +14,7 @@ mod route;
 mod s3;
 mod scheduler;
 pub mod sigv4;
+mod sqs;
 mod streaming;
 mod urls;
 mod validation;
@@ -48,6 +49,9 @@ pub struct Api {
     s3: S3Front,
     /// EventBridge Scheduler; `None` answers its requests as unavailable.
     schedules: Option<Arc<nimbus_triggers::schedules::Schedules>>,
+    queues: Arc<nimbus_queues::Queues>,
+    /// Event source mappings; `None` on a node without queues.
+    mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
 }
 
 impl Api {
@@ -57,14 +61,21 @@ impl Api {
         public_port: u16,
         url_base: UrlBase,
         s3: S3Front,
+        queues: Arc<nimbus_queues::Queues>,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3, schedules: None }
+        Self { verifier, control, credentials, public_port, url_base, s3, queues, schedules: None, mappings: None }
     }
 
     /// Serves the EventBridge Scheduler API with these schedules.
     pub fn with_schedules(mut self, schedules: Arc<nimbus_triggers::schedules::Schedules>) -> Self {
         self.schedules = Some(schedules);
+        self
+    }
+
+    /// Serves the event source mapping operations with these rules.
+    pub fn with_mappings(mut self, mappings: Arc<nimbus_triggers::mappings::Mappings>) -> Self {
+        self.mappings = Some(mappings);
         self
     }
 }
@@ -86,6 +97,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         urls::serve(&api, req, at, &request_id).instrument(span).await
     } else if scheduler::is_scheduler(req.headers()) {
         scheduler::serve(&api, req).instrument(span).await
+    } else if sqs::is_sqs(req.headers(), req.uri().query()) {
+        sqs::serve(&api, req, &request_id).instrument(span).await
     } else if s3::is_s3(req.headers(), req.uri().query()) || anonymous_s3(&req) {
         let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
         s3::tag_response(&mut resp, &request_id);

@@ -148,6 +148,11 @@ pub async fn execute(op: Op, c: Ctx<'_>) -> R {
         | PutFunctionCodeSigningConfig
         | GetFunctionCodeSigningConfig
         | DeleteFunctionCodeSigningConfig => code_signing(op, c).await,
+        CreateEventSourceMapping
+        | GetEventSourceMapping
+        | UpdateEventSourceMapping
+        | DeleteEventSourceMapping
+        | ListEventSourceMappings => event_source_mappings(op, c).await,
         _ => settings(op, c).await,
     }
 }
@@ -878,6 +883,36 @@ async fn code_signing(op: Op, c: Ctx<'_>) -> R {
         Op::DeleteFunctionCodeSigningConfig => {
             ctl.delete_function_code_signing_config(c.arg(0)).await?;
             empty(StatusCode::NO_CONTENT)
+        }
+        _ => unreachable_op(op),
+    }
+}
+
+async fn event_source_mappings(op: Op, c: Ctx<'_>) -> R {
+    let Some(mappings) = c.api.mappings.as_deref() else {
+        return Err(ApiError::Unavailable("Event source mappings are not available on this Nimbus node.".into()));
+    };
+    let out = |m: &nimbus_core::mappings::EventSourceMapping| convert::mapping_out(m, mappings.mapping_arn(&m.uuid));
+    match op {
+        Op::CreateEventSourceMapping => {
+            let req: w::EventSourceMappingRequest = c.input()?;
+            let m = mappings.create(convert::mapping_in(req)).await?;
+            json(StatusCode::ACCEPTED, &out(&m))
+        }
+        Op::GetEventSourceMapping => json(StatusCode::OK, &out(&mappings.get(c.arg(0)).await?)),
+        Op::UpdateEventSourceMapping => {
+            let req: w::EventSourceMappingRequest = c.input()?;
+            let m = mappings.update(c.arg(0), convert::mapping_in(req)).await?;
+            json(StatusCode::ACCEPTED, &out(&m))
+        }
+        Op::DeleteEventSourceMapping => json(StatusCode::ACCEPTED, &out(&mappings.delete(c.arg(0)).await?)),
+        Op::ListEventSourceMappings => {
+            let page = mappings.list(c.q("EventSourceArn"), c.q("FunctionName"), c.q("Marker"), c.max_items()?).await?;
+            let event_source_mappings = page.items.iter().map(out).collect();
+            json(
+                StatusCode::OK,
+                &w::ListEventSourceMappingsResponse { next_marker: page.next_marker, event_source_mappings },
+            )
         }
         _ => unreachable_op(op),
     }

@@ -73,6 +73,11 @@ pub enum Op {
     RemoveLayerVersionPermission,
     GetRuntimeManagementConfig,
     PutRuntimeManagementConfig,
+    CreateEventSourceMapping,
+    GetEventSourceMapping,
+    UpdateEventSourceMapping,
+    DeleteEventSourceMapping,
+    ListEventSourceMappings,
     /// Nimbus's own: the target of `Code.Location` presigned URLs.
     DownloadCode,
     /// CloudWatch Logs `Logs_20140328.FilterLogEvents`.
@@ -233,6 +238,15 @@ pub fn route(
         }
         ("GET", ["2021-07-20", "functions", f, "runtime-management-config"]) => one(GetRuntimeManagementConfig, f),
         ("PUT", ["2021-07-20", "functions", f, "runtime-management-config"]) => one(PutRuntimeManagementConfig, f),
+        ("POST", ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""]) => {
+            Ok((CreateEventSourceMapping, vec![]))
+        }
+        ("GET", ["2015-03-31", "event-source-mappings"] | ["2015-03-31", "event-source-mappings", ""]) => {
+            Ok((ListEventSourceMappings, vec![]))
+        }
+        ("GET", ["2015-03-31", "event-source-mappings", u]) => one(GetEventSourceMapping, u),
+        ("PUT", ["2015-03-31", "event-source-mappings", u]) => one(UpdateEventSourceMapping, u),
+        ("DELETE", ["2015-03-31", "event-source-mappings", u]) => one(DeleteEventSourceMapping, u),
         ("GET", ["_nimbus", "code", sha]) => one(DownloadCode, sha),
         ("POST", [""]) => match target {
             Some("Logs_20140328.FilterLogEvents") => Ok((FilterLogEvents, vec![])),
@@ -286,6 +300,10 @@ mod tests {
             (Method::PUT, "/2024-08-31/functions/f/recursion-config".into(), Op::PutFunctionRecursionConfig),
             (Method::DELETE, "/2018-10-31/layers/l/versions/1/policy/s".into(), Op::RemoveLayerVersionPermission),
             (Method::GET, "/2021-07-20/functions/f/runtime-management-config".into(), Op::GetRuntimeManagementConfig),
+            (Method::POST, "/2015-03-31/event-source-mappings/".into(), Op::CreateEventSourceMapping),
+            (Method::GET, "/2015-03-31/event-source-mappings".into(), Op::ListEventSourceMappings),
+            (Method::PUT, "/2015-03-31/event-source-mappings/u".into(), Op::UpdateEventSourceMapping),
+            (Method::DELETE, "/2015-03-31/event-source-mappings/u".into(), Op::DeleteEventSourceMapping),
         ];
         for (m, path, expected) in cases {
             assert_eq!(op(m, &path, None).map(|r| r.0), Some(expected), "{path}");

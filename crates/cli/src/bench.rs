@@ -53,6 +53,8 @@ pub enum Section {
     Urls,
     /// The S3 API: small GETs and PUTs, a large object, PUT to handler.
     S3,
+    /// Event source mappings: SendMessage to the mapped handler.
+    Mappings,
     /// The node's CPU at rest.
     Idle,
 }
@@ -609,6 +611,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Value::Null
     };
 
+    let python = runtimes.iter().find(|r| r.id.starts_with("python"));
+    let mapped = match python.filter(|_| wants(Section::Mappings)) {
+        Some(rt) => {
+            eprintln!("measuring event source mappings ...");
+            crate::bench_mappings::sent_to_handler(&b, rt, plan.s3.notified).await?
+        }
+        None => Value::Null,
+    };
+
     let idle_cpu = if wants(Section::Idle) { idle_cpu(&b, &runtimes, &server, &plan).await? } else { Value::Null };
     drop(server);
 
@@ -618,6 +629,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "runtimes": results,
         "function_urls": urls,
         "s3": s3,
+        "event_source_mappings": json!({"sent_to_handler_ms": mapped}),
         "idle_cpu_percent": idle_cpu,
         "quick": args.quick,
     });
@@ -714,5 +726,7 @@ fn print_table(r: &Value) {
         f(&s["disk_read_mbps"])
     );
     println!("  PUT acked -> handler ms (p50 / p99) {}", p(&s["put_to_handler_ms"]));
+    println!("event source mappings:");
+    println!("  SendMessage acked -> handler ms (p50 / p99) {}", p(&r["event_source_mappings"]["sent_to_handler_ms"]));
     println!("idle CPU %: {}", f(&r["idle_cpu_percent"]));
 }

@@ -95,7 +95,7 @@ async fn large_object(client: &Client, data_dir: &Path, bytes: u64, chunk: bytes
 }
 
 /// The handler's start lines logged so far: key -> start, ns since the epoch.
-async fn started(client: &Client, function: &str) -> anyhow::Result<Vec<(String, u128)>> {
+pub(crate) async fn started(client: &Client, function: &str) -> anyhow::Result<Vec<(String, u128)>> {
     let query = json!({"logGroupName": format!("/aws/lambda/{function}"), "filterPattern": "STARTED"});
     let (_, body) = client
         .send(

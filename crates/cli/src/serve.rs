@@ -475,8 +475,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let schedules = Arc::new(Schedules::new(meta.clone(), control.clone(), clock));
         tokio::spawn(schedules.clone().run_timer());
-        let api = nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3);
-        let api = Arc::new(api.with_schedules(schedules));
+        let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
+            .await
+            .context("loading the queues")?;
+        // Enabled mappings start polling as the settling task's first pass.
+        let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
+        tokio::spawn(mappings.clone().run());
+        let api = Arc::new(
+            nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
+                .with_schedules(schedules)
+                .with_mappings(mappings),
+        );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
         println!("Nimbus is serving the Lambda API on http://{addr}");

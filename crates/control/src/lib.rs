@@ -245,7 +245,7 @@ impl Control {
 }
 
 /// Splits a list into a page. Markers are opaque offsets into the ordering.
-fn paginate<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) -> Result<(Vec<T>, Option<String>)> {
+pub fn paginate<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) -> Result<(Vec<T>, Option<String>)> {
     let start = match marker.filter(|m| !m.is_empty()) {
         Some(m) => m.parse::<usize>().map_err(|_| invalid(format!("Invalid marker: {m}")))?,
         None => 0,

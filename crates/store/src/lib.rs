@@ -9,8 +9,10 @@
 
 mod blobs;
 mod group;
+mod mappings;
 mod object_cache;
 mod objects;
+mod queues;
 mod schedules;
 mod sqlite;
 
@@ -20,7 +22,9 @@ use async_trait::async_trait;
 use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 
 pub use blobs::{Blobs, FsBlobs};
+pub use mappings::MappingMeta;
 pub use objects::{BucketDelete, ObjectMeta};
+pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
 pub use schedules::{After, DueTimes, Firing, ScheduleMeta, ScheduleRetry, ScheduleRow};
 pub use sqlite::SqliteMetadata;
 

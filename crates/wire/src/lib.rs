@@ -607,3 +607,59 @@ pub struct FilterLogEventsResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
 }
+
+// ---------- event source mappings ----------
+
+wire!(Filter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+});
+wire!(FilterCriteria {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Vec<Filter>>,
+});
+wire!(ScalingConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum_concurrency: Option<u32>,
+});
+
+wire!(
+    /// CreateEventSourceMapping and UpdateEventSourceMapping (whose UUID is in the path).
+    EventSourceMappingRequest {
+    pub event_source_arn: Option<String>,
+    pub function_name: Option<String>,
+    pub enabled: Option<bool>,
+    pub batch_size: Option<u32>,
+    pub maximum_batching_window_in_seconds: Option<u32>,
+    pub filter_criteria: Option<FilterCriteria>,
+    pub function_response_types: Option<Vec<String>>,
+    pub scaling_config: Option<ScalingConfig>,
+    /// Stream sources only; a number or a date string on the wire.
+    pub starting_position: Option<String>,
+    pub starting_position_timestamp: Option<serde_json::Value>,
+});
+
+wire!(EventSourceMappingConfiguration {
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    pub batch_size: u32,
+    pub maximum_batching_window_in_seconds: u32,
+    pub event_source_arn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_criteria: Option<FilterCriteria>,
+    pub function_arn: String,
+    /// Epoch seconds.
+    pub last_modified: f64,
+    pub state: String,
+    pub state_transition_reason: String,
+    pub function_response_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_config: Option<ScalingConfig>,
+    pub event_source_mapping_arn: String,
+});
+
+wire!(ListEventSourceMappingsResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+    pub event_source_mappings: Vec<EventSourceMappingConfiguration>,
+});

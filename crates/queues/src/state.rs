@@ -1,0 +1,316 @@
+//! One queue's messages in memory: which are visible, which are in flight
+//! (and until when), FIFO group blocking and the deduplication window.
+//! Pure and synchronous (the engine holds it under a mutex, never across an
+//! await); what must survive a crash is written by the engine.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use nimbus_core::queues::StoredMessage;
+
+use crate::rules::DEDUP_WINDOW_MS;
+
+/// A message as the engine sees it now.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub seq: i64,
+    pub message: StoredMessage,
+    /// When it is (next) visible.
+    pub visible_at: i64,
+    /// The receipt of its latest receive; `None` if never received since
+    /// this node started.
+    pub receipt: Option<u64>,
+}
+
+impl Live {
+    pub fn in_flight(&self, now: i64) -> bool {
+        self.receipt.is_some() && self.visible_at > now
+    }
+}
+
+/// What one receive decided.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Received now (visibility, count and receipt already updated).
+    pub received: Vec<Live>,
+    /// Past the retention period: removed, to be deleted from the store.
+    pub expired: Vec<i64>,
+    /// Received more often than the redrive policy allows: removed, to be
+    /// moved to the dead-letter queue.
+    pub dead: Vec<Live>,
+}
+
+/// How a receive treats messages.
+#[derive(Debug, Clone, Copy)]
+pub struct TakeRules {
+    pub now: i64,
+    pub max: usize,
+    pub visibility_ms: i64,
+    pub retention_ms: i64,
+    /// maxReceiveCount of the redrive policy, if its target exists.
+    pub max_receives: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+pub struct Messages {
+    fifo: bool,
+    by_seq: BTreeMap<i64, Live>,
+    /// (visible_at, seq) of every message.
+    ready: BTreeSet<(i64, i64)>,
+    /// FIFO deduplication ids: when each expires and the message id sent.
+    dedup: HashMap<String, (i64, String)>,
+}
+
+/// The approximate counts GetQueueAttributes reports.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl Messages {
+    pub fn new(fifo: bool) -> Self {
+        Self { fifo, ..Default::default() }
+    }
+
+    pub fn insert(&mut self, live: Live) {
+        if self.by_seq.contains_key(&live.seq) {
+            return;
+        }
+        self.ready.insert((live.visible_at, live.seq));
+        self.by_seq.insert(live.seq, live);
+    }
+
+    pub fn remove(&mut self, seq: i64) -> Option<Live> {
+        let live = self.by_seq.remove(&seq)?;
+        self.ready.remove(&(live.visible_at, seq));
+        Some(live)
+    }
+
+    pub fn get(&self, seq: i64) -> Option<&Live> {
+        self.by_seq.get(&seq)
+    }
+
+    pub fn clear(&mut self) {
+        self.by_seq.clear();
+        self.ready.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    /// Makes a message visible at `at` (a visibility change).
+    pub fn set_visible_at(&mut self, seq: i64, at: i64) {
+        if let Some(live) = self.by_seq.get_mut(&seq) {
+            self.ready.remove(&(live.visible_at, seq));
+            live.visible_at = at;
+            self.ready.insert((at, seq));
+        }
+    }
+
+    /// The message id a deduplication id was sent as within the window.
+    pub fn duplicate_of(&mut self, dedup_id: &str, now: i64) -> Option<String> {
+        match self.dedup.get(dedup_id) {
+            Some((expires, id)) if *expires > now => Some(id.clone()),
+            Some(_) => {
+                self.dedup.remove(dedup_id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers a deduplication id for five minutes from `sent_ms`.
+    pub fn remember(&mut self, dedup_id: &str, message_id: &str, sent_ms: i64) {
+        if self.dedup.len() > 10_000 {
+            let now = sent_ms;
+            self.dedup.retain(|_, (expires, _)| *expires > now);
+        }
+        self.dedup.insert(dedup_id.to_string(), (sent_ms + DEDUP_WINDOW_MS, message_id.to_string()));
+    }
+
+    pub fn forget(&mut self, dedup_id: &str) {
+        self.dedup.remove(dedup_id);
+    }
+
+    /// When the next message not visible now becomes visible, if any.
+    pub fn next_visible(&self, now: i64) -> Option<i64> {
+        self.ready.range((now + 1, i64::MIN)..).next().map(|(at, _)| *at)
+    }
+
+    /// Counts what is there; messages past `retention_ms` are gone already
+    /// as far as clients can tell.
+    pub fn counts(&self, now: i64, retention_ms: i64) -> Counts {
+        let mut c = Counts::default();
+        for live in self.by_seq.values() {
+            if live.message.sent_ms + retention_ms <= now {
+                continue;
+            } else if live.visible_at <= now {
+                c.visible += 1;
+            } else if live.receipt.is_some() {
+                c.in_flight += 1;
+            } else {
+                c.delayed += 1;
+            }
+        }
+        c
+    }
+
+    /// Receives up to `rules.max` messages: the visible ones in visibility
+    /// order (standard) or, for FIFO, in send order skipping every group
+    /// that has a message in flight or waiting.
+    pub fn take(&mut self, rules: TakeRules, mut receipt: impl FnMut() -> u64) -> Taken {
+        let mut taken = Taken::default();
+        let candidates: Vec<i64> = if self.fifo { self.fifo_candidates(rules.now) } else { self.visible(rules.now) };
+        for seq in candidates {
+            if taken.received.len() >= rules.max {
+                break;
+            }
+            let Some(live) = self.by_seq.get(&seq) else { continue };
+            if live.message.sent_ms + rules.retention_ms <= rules.now {
+                self.remove(seq);
+                taken.expired.push(seq);
+                continue;
+            }
+            if rules.max_receives.is_some_and(|max| live.message.receive_count >= max) {
+                taken.dead.extend(self.remove(seq));
+                continue;
+            }
+            let at = rules.now + rules.visibility_ms;
+            self.set_visible_at(seq, at);
+            if let Some(live) = self.by_seq.get_mut(&seq) {
+                live.message.receive_count += 1;
+                live.message.first_receive_ms.get_or_insert(rules.now);
+                live.receipt = Some(receipt());
+                taken.received.push(live.clone());
+            }
+        }
+        taken
+    }
+
+    /// Visible messages in visibility order; more than a receive takes, as
+    /// some may turn out expired or dead.
+    fn visible(&self, now: i64) -> Vec<i64> {
+        self.ready.range(..=(now, i64::MAX)).map(|(_, seq)| *seq).take(100).collect()
+    }
+
+    fn fifo_candidates(&self, now: i64) -> Vec<i64> {
+        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut out = Vec::new();
+        for live in self.by_seq.values() {
+            let group = live.message.group_id.as_deref().unwrap_or_default();
+            if blocked.contains(group) {
+                continue;
+            }
+            if live.visible_at > now {
+                blocked.insert(group);
+            } else {
+                out.push(live.seq);
+                if out.len() >= 100 {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes up to `max` messages that are not in flight (for a move task).
+    pub fn drain(&mut self, now: i64, max: usize) -> Vec<Live> {
+        let seqs: Vec<i64> = self.by_seq.values().filter(|l| !l.in_flight(now)).map(|l| l.seq).take(max).collect();
+        seqs.into_iter().filter_map(|s| self.remove(s)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(seq: i64, group: Option<&str>) -> Live {
+        Live {
+            seq,
+            message: StoredMessage {
+                id: format!("m{seq}"),
+                body: format!("b{seq}"),
+                attributes: Default::default(),
+                system_attributes: Default::default(),
+                sent_ms: 0,
+                visible_ms: 0,
+                sender_id: "s".into(),
+                receive_count: 0,
+                first_receive_ms: None,
+                group_id: group.map(str::to_string),
+                dedup_id: None,
+                sequence_number: None,
+                dead_letter_source: None,
+            },
+            visible_at: 0,
+            receipt: None,
+        }
+    }
+
+    fn rules(now: i64, max: usize) -> TakeRules {
+        TakeRules { now, max, visibility_ms: 30_000, retention_ms: 1_000_000, max_receives: None }
+    }
+
+    fn bodies(t: &Taken) -> Vec<&str> {
+        t.received.iter().map(|l| l.message.body.as_str()).collect()
+    }
+
+    #[test]
+    fn fifo_keeps_a_group_behind_its_message_in_flight() {
+        let mut m = Messages::new(true);
+        for (seq, g) in [(1, "a"), (2, "b"), (3, "a"), (4, "b")] {
+            m.insert(live(seq, Some(g)));
+        }
+        let mut n = 0;
+        let first = m.take(rules(10, 1), || {
+            n += 1;
+            n
+        });
+        assert_eq!(bodies(&first), ["b1"]);
+        // Group a is blocked by b1 in flight; b2 comes, then b4; b3 waits.
+        let second = m.take(rules(10, 10), || 9);
+        assert_eq!(bodies(&second), ["b2", "b4"]);
+        // Deleting b1 unblocks group a.
+        m.remove(1);
+        assert_eq!(bodies(&m.take(rules(10, 10), || 9)), ["b3"]);
+    }
+
+    #[test]
+    fn in_flight_messages_return_after_their_timeout() {
+        let mut m = Messages::new(false);
+        m.insert(live(1, None));
+        assert_eq!(m.take(rules(10, 10), || 1).received.len(), 1);
+        assert!(m.take(rules(20, 10), || 2).received.is_empty());
+        assert_eq!(m.next_visible(20), Some(30_010));
+        assert_eq!(m.counts(20, 1_000_000), Counts { visible: 0, in_flight: 1, delayed: 0 });
+        let again = m.take(rules(30_010, 10), || 3);
+        assert_eq!(again.received[0].message.receive_count, 2);
+    }
+
+    #[test]
+    fn redrive_and_retention_remove_messages() {
+        let mut m = Messages::new(false);
+        m.insert(live(1, None));
+        let mut r = rules(10, 10);
+        r.max_receives = Some(1);
+        r.visibility_ms = 0;
+        assert_eq!(m.take(r, || 1).received.len(), 1);
+        let second = m.take(r, || 2);
+        assert!(second.received.is_empty());
+        assert_eq!(second.dead.len(), 1);
+        m.insert(live(2, None));
+        r.retention_ms = 5;
+        assert_eq!(m.take(r, || 3).expired, [2]);
+        assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn dedup_window_is_five_minutes() {
+        let mut m = Messages::new(true);
+        m.remember("d", "m1", 0);
+        assert_eq!(m.duplicate_of("d", DEDUP_WINDOW_MS - 1).as_deref(), Some("m1"));
+        assert_eq!(m.duplicate_of("d", DEDUP_WINDOW_MS), None);
+    }
+}

@@ -1,0 +1,200 @@
+//! The queues' persistence ([`QueueMeta`]): queue documents and message
+//! rows in the same SQLite database as everything else. Messages are
+//! written in batches, one transaction per [`QueueMeta::apply_messages`]
+//! call, so that a whole SendMessageBatch (or every send gathered while the
+//! previous commit ran) costs one fsync. [`insert_message`] writes one
+//! message inside a transaction someone else owns (an outbox: a write that
+//! must enqueue a message atomically with its own change).
+//!
+//! Visibility, receipts and FIFO deduplication are `nimbus-queues`' and live
+//! in memory; the store keeps only what must survive a crash.
+
+use async_trait::async_trait;
+use nimbus_core::queues::{QueueDoc, StoredMessage};
+use sqlx::Row;
+
+use crate::sqlite::{parse, parse_all, SqliteMetadata};
+use crate::Result;
+
+/// One change to messages in a batch given to [`QueueMeta::apply_messages`].
+#[derive(Debug, Clone)]
+pub enum MessageWrite {
+    /// Inserts a message; its seq is returned in order.
+    Insert {
+        queue: String,
+        message: Box<StoredMessage>,
+    },
+    Delete {
+        seq: i64,
+    },
+    /// Records a receive (the count drives dead-letter redrive).
+    Received {
+        seq: i64,
+        receive_count: u32,
+        first_receive_ms: i64,
+    },
+    /// Every message of a queue.
+    Purge {
+        queue: String,
+    },
+}
+
+/// A stored message with its seq and receive state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub seq: i64,
+    pub queue: String,
+    pub message: StoredMessage,
+}
+
+#[async_trait]
+pub trait QueueMeta: Send + Sync {
+    /// Creates a queue; false if one of that name exists.
+    async fn create_queue(&self, q: &QueueDoc) -> Result<bool>;
+    async fn put_queue(&self, q: &QueueDoc) -> Result<()>;
+    /// Removes a queue and its messages.
+    async fn delete_queue(&self, name: &str) -> Result<()>;
+    /// Every queue, by name.
+    async fn list_queues(&self) -> Result<Vec<QueueDoc>>;
+    /// Messages with a seq above `after` (of one queue, or of all), in seq order.
+    async fn messages_after(&self, queue: Option<&str>, after: i64, limit: usize) -> Result<Vec<MessageRow>>;
+    /// Applies every write or none; returns the seqs of the inserts in order.
+    async fn apply_messages(&self, writes: &[MessageWrite]) -> Result<Vec<i64>>;
+}
+
+/// Inserts one message in the caller's transaction; returns its seq.
+pub async fn insert_message(tx: &mut sqlx::SqliteConnection, queue: &str, m: &StoredMessage) -> Result<i64> {
+    let done =
+        sqlx::query("INSERT INTO queue_messages (queue, receive_count, first_receive_ms, doc) VALUES (?, ?, ?, ?)")
+            .bind(queue)
+            .bind(i64::from(m.receive_count))
+            .bind(m.first_receive_ms)
+            .bind(serde_json::to_string(m)?)
+            .execute(&mut *tx)
+            .await?;
+    Ok(done.last_insert_rowid())
+}
+
+#[async_trait]
+impl QueueMeta for SqliteMetadata {
+    async fn create_queue(&self, q: &QueueDoc) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO queues (name, doc) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(&q.name)
+            .bind(serde_json::to_string(q)?)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn put_queue(&self, q: &QueueDoc) -> Result<()> {
+        sqlx::query("UPDATE queues SET doc = ? WHERE name = ?")
+            .bind(serde_json::to_string(q)?)
+            .bind(&q.name)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_queue(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM queue_messages WHERE queue = ?").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM queues WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueDoc>> {
+        let rows = sqlx::query("SELECT doc FROM queues ORDER BY name").fetch_all(self.pool()).await?;
+        parse_all(&rows)
+    }
+
+    async fn messages_after(&self, queue: Option<&str>, after: i64, limit: usize) -> Result<Vec<MessageRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, queue, receive_count, first_receive_ms, doc FROM queue_messages
+             WHERE (?1 IS NULL OR queue = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(queue)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let mut message: StoredMessage = parse(r.get::<&str, _>("doc"))?;
+                message.receive_count = u32::try_from(r.get::<i64, _>("receive_count")).unwrap_or(u32::MAX);
+                message.first_receive_ms = r.get("first_receive_ms");
+                Ok(MessageRow { seq: r.get("seq"), queue: r.get("queue"), message })
+            })
+            .collect()
+    }
+
+    async fn apply_messages(&self, writes: &[MessageWrite]) -> Result<Vec<i64>> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut seqs = Vec::new();
+        for w in writes {
+            match w {
+                MessageWrite::Insert { queue, message } => seqs.push(insert_message(&mut tx, queue, message).await?),
+                MessageWrite::Delete { seq } => {
+                    sqlx::query("DELETE FROM queue_messages WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
+                }
+                MessageWrite::Received { seq, receive_count, first_receive_ms } => {
+                    sqlx::query("UPDATE queue_messages SET receive_count = ?, first_receive_ms = ? WHERE seq = ?")
+                        .bind(i64::from(*receive_count))
+                        .bind(first_receive_ms)
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                MessageWrite::Purge { queue } => {
+                    sqlx::query("DELETE FROM queue_messages WHERE queue = ?").bind(queue).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(seqs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> StoredMessage {
+        StoredMessage {
+            id: id.into(),
+            body: "b".into(),
+            attributes: Default::default(),
+            system_attributes: Default::default(),
+            sent_ms: 1,
+            visible_ms: 1,
+            sender_id: "s".into(),
+            receive_count: 0,
+            first_receive_ms: None,
+            group_id: None,
+            dedup_id: None,
+            sequence_number: None,
+            dead_letter_source: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_in_order_and_receives_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let insert = |id: &str| MessageWrite::Insert { queue: "q".into(), message: Box::new(message(id)) };
+        let seqs = m.apply_messages(&[insert("a"), insert("b"), insert("c")]).await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        m.apply_messages(&[
+            MessageWrite::Delete { seq: seqs[1] },
+            MessageWrite::Received { seq: seqs[2], receive_count: 3, first_receive_ms: 7 },
+        ])
+        .await
+        .unwrap();
+        let rows = m.messages_after(Some("q"), 0, 10).await.unwrap();
+        let got: Vec<_> = rows.iter().map(|r| (r.message.id.as_str(), r.message.receive_count)).collect();
+        assert_eq!(got, [("a", 0), ("c", 3)]);
+        assert_eq!(m.messages_after(Some("q"), seqs[0], 10).await.unwrap().len(), 1);
+        m.apply_messages(&[MessageWrite::Purge { queue: "q".into() }]).await.unwrap();
+        assert!(m.messages_after(None, 0, 10).await.unwrap().is_empty());
+    }
+}

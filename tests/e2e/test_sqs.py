@@ -1,0 +1,445 @@
+"""The SQS API end to end: boto3's `sqs` client (JSON protocol), signed
+query-protocol requests (as older SDKs send them, also to the queue URL
+itself) and the aws CLI, against a real server: queues and their
+attributes, send/receive/delete with visibility, long polling, batches,
+dead-letter queues and move tasks, FIFO order and deduplication, tags, and
+acknowledged sends surviving kill -9."""
+
+import hashlib
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import ACCOUNT, REGION, signed_request, unique_name, wait_for
+
+NS = {"q": "http://queue.amazonaws.com/doc/2012-11-05/"}
+
+
+def sqs_client(server):
+    key, secret = server.credentials()
+    return boto3.client("sqs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret,
+                        config=Config(retries={"max_attempts": 1}, read_timeout=60))
+
+
+@pytest.fixture(scope="module")
+def sqs(server):
+    return sqs_client(server)
+
+
+def error_of(excinfo):
+    err = excinfo.value.response["Error"]
+    return err["Code"], err["Message"]
+
+
+def query(server, params, path="/"):
+    """A query-protocol request (form body) signed for sqs; returns (status, parsed XML)."""
+    body = urllib.parse.urlencode({**params, "Version": "2012-11-05"}).encode()
+    status, _, raw = signed_request(server, "POST", path, body, service="sqs",
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    return status, ET.fromstring(raw)
+
+
+def new_queue(sqs, prefix="q", **attributes):
+    name = unique_name(prefix) + (".fifo" if attributes.get("FifoQueue") == "true" else "")
+    return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+
+
+def arn_of(sqs, url):
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def test_queue_lifecycle_and_urls(server, sqs):
+    name = unique_name("life")
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "45"})["QueueUrl"]
+    assert url == f"{server.endpoint}/{ACCOUNT}/{name}"
+    # Same attributes: the same queue; different ones: QueueNameExists.
+    assert sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "45"})["QueueUrl"] == url
+    with pytest.raises(ClientError) as e:
+        sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "46"})
+    assert error_of(e)[0] == "QueueAlreadyExists"
+    assert sqs.get_queue_url(QueueName=name)["QueueUrl"] == url
+    assert url in sqs.list_queues(QueueNamePrefix=name)["QueueUrls"]
+    # Any host form of the URL addresses the queue.
+    other_host = url.replace("127.0.0.1", "localhost")
+    assert sqs.get_queue_attributes(QueueUrl=other_host, AttributeNames=["All"])["Attributes"]["VisibilityTimeout"] == "45"
+    sqs.delete_queue(QueueUrl=url)
+    with pytest.raises(ClientError) as e:
+        sqs.get_queue_url(QueueName=name)
+    assert error_of(e) == ("AWS.SimpleQueueService.NonExistentQueue", "The specified queue does not exist.")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_list_queues_pages(sqs):
+    prefix = unique_name("page")
+    urls = sorted(sqs.create_queue(QueueName=f"{prefix}-{i}")["QueueUrl"] for i in range(5))
+    first = sqs.list_queues(QueueNamePrefix=prefix, MaxResults=2)
+    assert first["QueueUrls"] == urls[:2] and "NextToken" in first
+    seen = list(first["QueueUrls"])
+    token = first["NextToken"]
+    while token:
+        page = sqs.list_queues(QueueNamePrefix=prefix, MaxResults=2, NextToken=token)
+        seen += page["QueueUrls"]
+        token = page.get("NextToken")
+    assert seen == urls
+
+
+@pytest.mark.parametrize("name,attributes,code", [
+    ("bad name", {}, "InvalidParameterValue"),
+    ("x" * 81, {}, "InvalidParameterValue"),
+    ("notfifo", {"FifoQueue": "true"}, "InvalidParameterValue"),
+    ("named.fifo", {}, "InvalidParameterValue"),
+    ("ok", {"VisibilityTimeout": "43201"}, "InvalidAttributeValue"),
+    ("ok", {"MessageRetentionPeriod": "59"}, "InvalidAttributeValue"),
+    ("ok", {"DelaySeconds": "901"}, "InvalidAttributeValue"),
+    ("ok", {"MaximumMessageSize": "1023"}, "InvalidAttributeValue"),
+    ("ok", {"ReceiveMessageWaitTimeSeconds": "21"}, "InvalidAttributeValue"),
+    ("ok", {"Bogus": "1"}, "InvalidAttributeName"),
+    ("ok", {"ContentBasedDeduplication": "true"}, "InvalidAttributeName"),
+    ("ok", {"RedrivePolicy": '{"maxReceiveCount": 3}'}, "InvalidParameterValue"),
+])
+def test_bad_queues_are_refused(sqs, name, attributes, code):
+    before = sqs.list_queues().get("QueueUrls", [])
+    with pytest.raises(ClientError) as e:
+        sqs.create_queue(QueueName=name, Attributes=attributes)
+    assert error_of(e)[0] == code
+    assert sqs.list_queues().get("QueueUrls", []) == before
+
+
+def test_attributes_round_trip(sqs):
+    url = new_queue(sqs)
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "2", "MaximumMessageSize": "2048",
+                                                       "MessageRetentionPeriod": "600"})
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (attrs["DelaySeconds"], attrs["MaximumMessageSize"], attrs["MessageRetentionPeriod"]) == ("2", "2048", "600")
+    assert attrs["QueueArn"] == f"arn:aws:sqs:{REGION}:{ACCOUNT}:{url.rsplit('/', 1)[1]}"
+    assert int(attrs["CreatedTimestamp"]) <= int(attrs["LastModifiedTimestamp"]) <= time.time() + 1
+    only = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["DelaySeconds"])["Attributes"]
+    assert only == {"DelaySeconds": "2"}
+    with pytest.raises(ClientError) as e:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "-1"})
+    assert error_of(e) == ("InvalidAttributeValue", "Invalid value for the parameter VisibilityTimeout.")
+    with pytest.raises(ClientError) as e:
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Nope"])
+    assert error_of(e)[0] == "InvalidAttributeName"
+    # A message bigger than MaximumMessageSize is refused.
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x" * 2049)
+    assert error_of(e)[0] == "InvalidParameterValue"
+
+
+def test_send_receive_delete_and_visibility(sqs):
+    url = new_queue(sqs)
+    attrs = {"color": {"DataType": "String", "StringValue": "blue"},
+             "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+             "n": {"DataType": "Number", "StringValue": "7"}}
+    # boto3 checks MD5OfMessageBody and MD5OfMessageAttributes itself.
+    sent = sqs.send_message(QueueUrl=url, MessageBody="hello", MessageAttributes=attrs)
+    assert sent["MD5OfMessageBody"] == hashlib.md5(b"hello").hexdigest()
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1,
+                              MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])["Messages"]
+    assert len(got) == 1
+    m = got[0]
+    assert (m["MessageId"], m["Body"]) == (sent["MessageId"], "hello")
+    assert m["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01"
+    assert m["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert m["Attributes"]["SenderId"] and int(m["Attributes"]["SentTimestamp"]) > 0
+    # In flight: invisible until the 1 s timeout passes, then back with count 2.
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    again = wait_for(lambda: sqs.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"],
+                                                 MessageAttributeNames=["col*", "n"]).get("Messages"),
+                     "the message to come back", timeout=10)
+    assert again[0]["Attributes"] == {"ApproximateReceiveCount": "2"}
+    assert set(again[0]["MessageAttributes"]) == {"n"}
+    # The old receipt handle can no longer change visibility; the new one can.
+    with pytest.raises(ClientError) as e:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    assert error_of(e)[0] == "AWS.SimpleQueueService.MessageNotInflight"
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=again[0]["ReceiptHandle"], VisibilityTimeout=0)
+    third = sqs.receive_message(QueueUrl=url)["Messages"][0]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=third["ReceiptHandle"])
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessages"] == counts["ApproximateNumberOfMessagesNotVisible"] == "0"
+    with pytest.raises(ClientError) as e:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle="not-a-handle")
+    assert error_of(e)[0] == "ReceiptHandleIsInvalid"
+
+
+def test_bad_messages_are_refused(sqs):
+    url = new_queue(sqs)
+    for body, code in [("bad \x01 char", "InvalidMessageContents"), ("x" * (256 * 1024 + 1), "InvalidParameterValue")]:
+        with pytest.raises(ClientError) as e:
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+        assert error_of(e)[0] == code
+    with pytest.raises(ClientError) as e:
+        sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=11)
+    assert error_of(e)[0] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", DelaySeconds=901)
+    assert error_of(e)[0] == "InvalidParameterValue"
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"] == {
+        "ApproximateNumberOfMessages": "0"}
+
+
+def test_delayed_messages(sqs):
+    url = new_queue(sqs)
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=1)
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+    assert attrs["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
+    start = time.monotonic()
+    got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"]
+    assert got[0]["Body"] == "later"
+    assert 0.5 < time.monotonic() - start < 4
+
+
+def test_long_poll_wakes_on_send(server, sqs):
+    url = new_queue(sqs)
+    sender = sqs_client(server)
+    result = {}
+
+    def poll():
+        result["messages"] = sqs_client(server).receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", [])
+        result["returned"] = time.monotonic()
+
+    t = threading.Thread(target=poll)
+    t.start()
+    # Give the poll a head start (not synchronisation: if it started late it
+    # simply finds the message), then send: it must return at once, not
+    # after its 20 s wait.
+    time.sleep(0.3)
+    assert t.is_alive()
+    sent_at = time.monotonic()
+    sender.send_message(QueueUrl=url, MessageBody="wake up")
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert [m["Body"] for m in result["messages"]] == ["wake up"]
+    assert result["returned"] - sent_at < 2, result
+    # With nothing sent, a short wait returns empty after about that long.
+    start = time.monotonic()
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+    assert 0.9 < time.monotonic() - start < 3
+
+
+def test_batches(sqs):
+    url = new_queue(sqs)
+    out = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "a", "MessageBody": "one"},
+        {"Id": "b", "MessageBody": "two", "DelaySeconds": 0,
+         "MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}}},
+        {"Id": "c", "MessageBody": "bad \x02"},
+    ])
+    assert sorted(s["Id"] for s in out["Successful"]) == ["a", "b"]
+    assert [(f["Id"], f["Code"], f["SenderFault"]) for f in out["Failed"]] == [("c", "InvalidMessageContents", True)]
+    for entries, code in [
+        ([{"Id": "x", "MessageBody": "1"}, {"Id": "x", "MessageBody": "2"}], "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+        ([{"Id": str(i), "MessageBody": "m"} for i in range(11)], "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
+        ([{"Id": "bad id!", "MessageBody": "m"}], "AWS.SimpleQueueService.InvalidBatchEntryId"),
+        ([{"Id": str(i), "MessageBody": "x" * 100_000} for i in range(3)], "AWS.SimpleQueueService.BatchRequestTooLong"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        assert error_of(e)[0] == code
+    with pytest.raises(ClientError) as e:
+        sqs.send_message_batch(QueueUrl=url, Entries=[])
+    assert error_of(e)[0] in ("AWS.SimpleQueueService.EmptyBatchRequest", "ParamValidation")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)["Messages"]
+    assert sorted(m["Body"] for m in got) == ["one", "two"]
+    vis = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": "m0", "ReceiptHandle": got[0]["ReceiptHandle"], "VisibilityTimeout": 0},
+        {"Id": "bad", "ReceiptHandle": "garbage", "VisibilityTimeout": 0},
+    ])
+    assert [s["Id"] for s in vis["Successful"]] == ["m0"] and [f["Id"] for f in vis["Failed"]] == ["bad"]
+    deleted = sqs.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": "d1", "ReceiptHandle": got[1]["ReceiptHandle"]},
+        {"Id": "d2", "ReceiptHandle": "garbage"},
+    ])
+    assert [s["Id"] for s in deleted["Successful"]] == ["d1"]
+    assert [(f["Id"], f["Code"]) for f in deleted["Failed"]] == [("d2", "ReceiptHandleIsInvalid")]
+    # The one made visible again is all that is left.
+    left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in left] == [got[0]["Body"]]
+
+
+def test_dead_letter_queue_and_move_back(sqs):
+    dlq = new_queue(sqs, "dlq")
+    dlq_arn = arn_of(sqs, dlq)
+    src = new_queue(sqs, "src", RedrivePolicy=f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}')
+    src_arn = arn_of(sqs, src)
+    policy = sqs.get_queue_attributes(QueueUrl=src, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
+    assert '"maxReceiveCount":2' in policy.replace(" ", "")
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [src]
+    sqs.send_message(QueueUrl=src, MessageBody="poison")
+    for _ in range(2):
+        assert sqs.receive_message(QueueUrl=src, VisibilityTimeout=0)["Messages"][0]["Body"] == "poison"
+    # The third receive would exceed maxReceiveCount: the message moves instead.
+    assert "Messages" not in sqs.receive_message(QueueUrl=src, VisibilityTimeout=0)
+    dead = sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0, MessageSystemAttributeNames=["All"])["Messages"]
+    assert dead[0]["Body"] == "poison"
+    assert dead[0]["Attributes"]["DeadLetterQueueSourceArn"] == src_arn
+    # A move task redrives it back to its source.
+    with pytest.raises(ClientError) as e:
+        sqs.start_message_move_task(SourceArn=src_arn)
+    assert error_of(e)[0] == "InvalidParameterValue"
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+    assert handle
+    done = wait_for(lambda: [t for t in sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+                             if t["Status"] == "COMPLETED"], "the move task to complete")
+    assert done[0]["ApproximateNumberOfMessagesMoved"] == 1
+    back = sqs.receive_message(QueueUrl=src, MessageSystemAttributeNames=["ApproximateReceiveCount"])["Messages"]
+    assert back[0]["Body"] == "poison" and back[0]["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert "Messages" not in sqs.receive_message(QueueUrl=dlq)
+    with pytest.raises(ClientError) as e:
+        sqs.cancel_message_move_task(TaskHandle=handle)
+    assert error_of(e)[0] in ("AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation")
+
+
+def test_fifo_order_and_deduplication(sqs):
+    url = new_queue(sqs, "fifo", FifoQueue="true")
+    for i in range(3):
+        for g in ("a", "b"):
+            sqs.send_message(QueueUrl=url, MessageBody=f"{g}{i}", MessageGroupId=g, MessageDeduplicationId=f"{g}{i}")
+    # Deduplicated by id: the same id is accepted but not queued twice.
+    dup = sqs.send_message(QueueUrl=url, MessageBody="a0", MessageGroupId="a", MessageDeduplicationId="a0")
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, MessageSystemAttributeNames=["All"])["Messages"]
+    assert first[0]["Body"] == "a0" and dup["MessageId"] == first[0]["MessageId"]
+    assert first[0]["Attributes"]["MessageGroupId"] == "a"
+    # Group a is held while a0 is in flight; group b flows in order.
+    rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in rest] == ["b0", "b1", "b2"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first[0]["ReceiptHandle"])
+    nxt = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in nxt] == ["a1", "a2"]
+    # Missing group id and missing deduplication are refused.
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageDeduplicationId="x")
+    assert error_of(e)[0] == "MissingParameter"
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g")
+    assert error_of(e)[0] == "InvalidParameterValue"
+
+
+def test_fifo_content_based_deduplication(sqs):
+    url = new_queue(sqs, "cbd", FifoQueue="true", ContentBasedDeduplication="true")
+    one = sqs.send_message(QueueUrl=url, MessageBody="same", MessageGroupId="g")
+    two = sqs.send_message(QueueUrl=url, MessageBody="same", MessageGroupId="g")
+    sqs.send_message(QueueUrl=url, MessageBody="other", MessageGroupId="g")
+    assert one["MessageId"] == two["MessageId"] and int(one["SequenceNumber"]) > 0
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["MessageDeduplicationId"])
+    assert [m["Body"] for m in got["Messages"]] == ["same", "other"]
+    assert got["Messages"][0]["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(b"same").hexdigest()
+
+
+def test_purge_and_tags(sqs):
+    url = new_queue(sqs)
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": "m"} for i in range(5)])
+    sqs.purge_queue(QueueUrl=url)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    with pytest.raises(ClientError) as e:
+        sqs.purge_queue(QueueUrl=url)
+    assert error_of(e)[0] == "AWS.SimpleQueueService.PurgeQueueInProgress"
+    sqs.tag_queue(QueueUrl=url, Tags={"team": "a", "env": "test"})
+    sqs.untag_queue(QueueUrl=url, TagKeys=["env"])
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "a"}
+    tagged = sqs.create_queue(QueueName=unique_name("tagged"), tags={"k": "v"})["QueueUrl"]
+    assert sqs.list_queue_tags(QueueUrl=tagged)["Tags"] == {"k": "v"}
+
+
+def test_query_protocol(server, sqs):
+    name = unique_name("query")
+    status, doc = query(server, {"Action": "CreateQueue", "QueueName": name,
+                                 "Attribute.1.Name": "VisibilityTimeout", "Attribute.1.Value": "7",
+                                 "Tag.1.Key": "via", "Tag.1.Value": "query"})
+    assert status == 200, ET.tostring(doc)
+    url = doc.find("q:CreateQueueResult/q:QueueUrl", NS).text
+    assert url == f"{server.endpoint}/{ACCOUNT}/{name}"
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"via": "query"}
+    status, doc = query(server, {"Action": "SendMessage", "QueueUrl": url, "MessageBody": "a & <b>",
+                                 "MessageAttribute.1.Name": "k", "MessageAttribute.1.Value.DataType": "String",
+                                 "MessageAttribute.1.Value.StringValue": "v"})
+    assert status == 200
+    sent = doc.find("q:SendMessageResult", NS)
+    assert sent.find("q:MD5OfMessageBody", NS).text == hashlib.md5(b"a & <b>").hexdigest()
+    assert sent.find("q:MD5OfMessageAttributes", NS).text
+    # Older clients POST to the queue URL itself, without QueueUrl.
+    status, doc = query(server, {"Action": "ReceiveMessage", "AttributeName.1": "All", "MessageAttributeName.1": "All"},
+                        path=f"/{ACCOUNT}/{name}")
+    assert status == 200, ET.tostring(doc)
+    msg = doc.find("q:ReceiveMessageResult/q:Message", NS)
+    assert msg.find("q:Body", NS).text == "a & <b>"
+    attrs = {a.find("q:Name", NS).text: a.find("q:Value", NS).text for a in msg.findall("q:Attribute", NS)}
+    assert attrs["ApproximateReceiveCount"] == "1"
+    assert msg.find("q:MessageAttribute/q:Value/q:StringValue", NS).text == "v"
+    status, doc = query(server, {"Action": "GetQueueAttributes", "QueueUrl": url, "AttributeName.1": "All"})
+    attrs = {a.find("q:Name", NS).text: a.find("q:Value", NS).text
+             for a in doc.findall("q:GetQueueAttributesResult/q:Attribute", NS)}
+    assert attrs["VisibilityTimeout"] == "7" and attrs["ApproximateNumberOfMessagesNotVisible"] == "1"
+    status, doc = query(server, {"Action": "DeleteQueue", "QueueUrl": url})
+    assert status == 200 and doc.find("q:ResponseMetadata/q:RequestId", NS).text
+    # Errors are <ErrorResponse> with the legacy codes.
+    status, doc = query(server, {"Action": "GetQueueUrl", "QueueName": name})
+    assert status == 400
+    assert doc.find("q:Error/q:Code", NS).text == "AWS.SimpleQueueService.NonExistentQueue"
+    assert doc.find("q:Error/q:Type", NS).text == "Sender"
+
+
+def test_json_errors_carry_the_query_code(server):
+    import json
+    status, headers, body = signed_request(
+        server, "POST", "/", json.dumps({"QueueName": "nope-" + unique_name()}).encode(), service="sqs",
+        headers={"X-Amz-Target": "AmazonSQS.GetQueueUrl", "Content-Type": "application/x-amz-json-1.0"})
+    assert status == 400
+    assert json.loads(body)["__type"] == "com.amazonaws.sqs#QueueDoesNotExist"
+    assert headers["x-amzn-query-error"] == "AWS.SimpleQueueService.NonExistentQueue;Sender"
+
+
+def test_aws_cli(server):
+    import json
+    import os
+    import shutil
+    import subprocess
+    key, secret = server.credentials()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION=REGION, AWS_PAGER="")
+    env.pop("AWS_PROFILE", None)
+
+    def cli(*args):
+        r = subprocess.run([shutil.which("aws"), "--endpoint-url", server.endpoint, "--output", "json", "sqs", *args],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    url = cli("create-queue", "--queue-name", unique_name("cli"))["QueueUrl"]
+    cli("send-message", "--queue-url", url, "--message-body", "from the cli")
+    got = cli("receive-message", "--queue-url", url)
+    assert got["Messages"][0]["Body"] == "from the cli"
+
+
+def test_acknowledged_sends_survive_kill_9(private_server):
+    srv = private_server()
+    sqs = sqs_client(srv)
+    url = sqs.create_queue(QueueName="durable")["QueueUrl"]
+    bodies = set()
+    for b in range(20):
+        entries = [{"Id": str(i), "MessageBody": f"m{b}-{i}"} for i in range(10)]
+        assert not sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
+        bodies |= {e["MessageBody"] for e in entries}
+    # Some in flight at the time of the kill: they come back (at least once).
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600)["Messages"]) == 10
+    srv.kill()
+    srv = private_server(data_dir=srv.data_dir)
+    sqs = sqs_client(srv)
+    url = sqs.get_queue_url(QueueName="durable")["QueueUrl"]
+    seen = set()
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            break
+        seen |= {m["Body"] for m in got}
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+    assert seen == bodies
