@@ -131,11 +131,24 @@ impl QueueMeta for SqliteMetadata {
     async fn apply_messages(&self, writes: &[MessageWrite]) -> Result<Vec<i64>> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let mut seqs = Vec::new();
-        for w in writes {
-            match w {
-                MessageWrite::Insert { queue, message } => seqs.push(insert_message(&mut tx, queue, message).await?),
-                MessageWrite::Delete { seq } => {
-                    sqlx::query("DELETE FROM queue_messages WHERE seq = ?").bind(seq).execute(&mut *tx).await?;
+        // Runs of inserts and of deletes are one statement each (a statement
+        // costs more than a row here); order between runs is kept.
+        let mut i = 0;
+        while i < writes.len() {
+            let run =
+                writes[i..].iter().take_while(|w| same_kind(w, &writes[i])).take(ROWS_PER_STATEMENT).count().max(1);
+            let chunk = &writes[i..i + run];
+            match &writes[i] {
+                MessageWrite::Insert { .. } => seqs.extend(insert_rows(&mut tx, chunk).await?),
+                MessageWrite::Delete { .. } => {
+                    let mut q = sqlx::QueryBuilder::new("DELETE FROM queue_messages WHERE seq IN (");
+                    let mut list = q.separated(", ");
+                    for w in chunk {
+                        if let MessageWrite::Delete { seq } = w {
+                            list.push_bind(*seq);
+                        }
+                    }
+                    q.push(")").build().execute(&mut *tx).await?;
                 }
                 MessageWrite::Received { seq, receive_count, first_receive_ms } => {
                     sqlx::query("UPDATE queue_messages SET receive_count = ?, first_receive_ms = ? WHERE seq = ?")
@@ -149,10 +162,43 @@ impl QueueMeta for SqliteMetadata {
                     sqlx::query("DELETE FROM queue_messages WHERE queue = ?").bind(queue).execute(&mut *tx).await?;
                 }
             }
+            i += run;
         }
         tx.commit().await?;
         Ok(seqs)
     }
+}
+
+/// Rows per multi-row statement (4 parameters each, well under SQLite's
+/// 32,766).
+const ROWS_PER_STATEMENT: usize = 500;
+
+fn same_kind(a: &MessageWrite, b: &MessageWrite) -> bool {
+    matches!(
+        (a, b),
+        (MessageWrite::Insert { .. }, MessageWrite::Insert { .. })
+            | (MessageWrite::Delete { .. }, MessageWrite::Delete { .. })
+    )
+}
+
+/// Inserts a run of messages in one statement; their seqs in the run's order
+/// (AUTOINCREMENT gives each row the next number, so ascending is the
+/// order of the VALUES; RETURNING's own order is unspecified).
+async fn insert_rows(tx: &mut sqlx::SqliteConnection, run: &[MessageWrite]) -> Result<Vec<i64>> {
+    let mut q = sqlx::QueryBuilder::new("INSERT INTO queue_messages (queue, receive_count, first_receive_ms, doc) ");
+    let mut rows = Vec::with_capacity(run.len());
+    for w in run {
+        if let MessageWrite::Insert { queue, message } = w {
+            rows.push((queue, message, serde_json::to_string(message)?));
+        }
+    }
+    q.push_values(rows, |mut b, (queue, m, doc)| {
+        b.push_bind(queue.as_str()).push_bind(i64::from(m.receive_count)).push_bind(m.first_receive_ms).push_bind(doc);
+    });
+    q.push(" RETURNING seq");
+    let mut seqs: Vec<i64> = q.build().fetch_all(&mut *tx).await?.iter().map(|r| r.get("seq")).collect();
+    seqs.sort_unstable();
+    Ok(seqs)
 }
 
 #[cfg(test)]
