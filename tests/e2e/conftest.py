@@ -186,6 +186,13 @@ class Server:
                 self.kill()
 
 
+def sqs_client(server):
+    """A boto3 SQS client (JSON protocol) for `server`."""
+    key, secret = server.credentials()
+    return boto3.client("sqs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}, read_timeout=60))
+
+
 def wait_ready(lam, function, timeout=60.0):
     """Waits until a function (name or ARN, maybe qualified) is Active with
     its last update Successful; returns its configuration."""

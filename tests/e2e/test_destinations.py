@@ -20,7 +20,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, REGION, REPO, ROLE, Server, arn, error_code, make_zip, unique_name, wait_for)
+from conftest import (ACCOUNT, REGION, REPO, ROLE, Server, arn, error_code, make_zip, sqs_client, unique_name,
+                      wait_for)
 from doc_blocks import code_blocks
 
 # Notes each run in `calls`, fails when asked, and returns what it was sent, doubled.
@@ -245,16 +246,47 @@ def test_destination_types_this_node_does_not_offer_are_refused(srv):
     assert updated["DeadLetterConfig"] == {"TargetArn": queue}
 
 
-def test_a_dead_letter_message_reaches_the_queue_seam(srv, tmp_path):
-    # The queue engine is not on this node yet: the message is built and
-    # handed to the store's finishing transaction, which says so.
+def queue(server):
+    sqs = sqs_client(server)
+    url = sqs.create_queue(QueueName=unique_name("dstq"))["QueueUrl"]
+    return sqs, url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def receive_one(sqs, url):
+    got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20, MessageAttributeNames=["All"]).get("Messages", [])
+    assert len(got) == 1, got
+    return got[0]
+
+
+def test_a_failed_event_reaches_the_dead_letter_queue_with_aws_attributes(srv, tmp_path):
+    sqs, url, queue_arn = queue(srv)
     lam = srv.client()
-    name = function(srv, SOURCE, DeadLetterConfig={"TargetArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:dlq"})
+    name = function(srv, SOURCE, DeadLetterConfig={"TargetArn": queue_arn})
     lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    event = {"calls": str(tmp_path / "calls"), "fail": True}
+    rid = send(lam, name, **event)
+    m = receive_one(sqs, url)
+    assert json.loads(m["Body"]) == event, "the original event, not a record"
+    attrs = {k: (v["DataType"], v["StringValue"]) for k, v in m["MessageAttributes"].items()}
+    assert attrs["RequestID"] == ("String", rid)
+    assert attrs["ErrorCode"] == ("Number", "200")
+    assert attrs["ErrorMessage"][0] == "String" and "failing on purpose" in attrs["ErrorMessage"][1]
+
+
+def test_on_failure_to_a_queue_gets_the_record(srv, tmp_path):
+    sqs, url, queue_arn = queue(srv)
+    lam = srv.client()
+    name = function(srv, SOURCE)
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=1,
+                                         DestinationConfig={"OnFailure": {"Destination": queue_arn}})
     rid = send(lam, name, calls=str(tmp_path / "calls"), fail=True)
-    line = wait_for(lambda: next((l for l in srv.output().splitlines()
-                                  if rid in l and "queue delivery not available" in l), None), "the DLQ message")
-    assert f"arn:aws:sqs:{REGION}:{ACCOUNT}:dlq" in line
+    record = json.loads(receive_one(sqs, url)["Body"])
+    ctx = record["requestContext"]
+    assert (ctx["requestId"], ctx["condition"], ctx["approximateInvokeCount"]) == (rid, "RetriesExhausted", 2)
+    assert ctx["functionArn"] == arn(name, "$LATEST")
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorMessage"] == "failing on purpose"
+    assert len((tmp_path / "calls").read_text().split()) == 2
 
 
 def test_the_readme_example(srv, tmp_path):

@@ -8,12 +8,11 @@ concurrency, disabling, and restarts (graceful and kill -9)."""
 import hashlib
 import json
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import (REGION, ROLE, Server, arn, aws_cli, logs_client, make_zip, unique_name, wait_for)
+from conftest import (REGION, ROLE, Server, arn, aws_cli, logs_client, make_zip, sqs_client, unique_name,
+                      wait_for)
 
 RECORDER = '''
 import json
@@ -49,10 +48,6 @@ def srv(tmp_path_factory):
     s.stop()
 
 
-def sqs_client(server):
-    key, secret = server.credentials()
-    return boto3.client("sqs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
 
 
 def function(server, code=RECORDER, timeout=1):

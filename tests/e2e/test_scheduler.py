@@ -23,7 +23,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, ROLE, Server, error_code, logs_client, make_zip, unique_name, wait_for
+from conftest import (ACCOUNT, REGION, ROLE, Server, error_code, logs_client, make_zip, sqs_client, unique_name,
+                      wait_for)
 
 SCHEDULER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/scheduler-role"
 # A schedule minute is two real seconds: a node stalled for a second (a slow
@@ -297,10 +298,14 @@ def test_a_firing_whose_function_is_missing_is_retried_until_it_exists_or_its_po
     when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(seconds=2)
     arn = sch.create_schedule(Name=name, ScheduleExpression=at_expression(when), FlexibleTimeWindow={"Mode": "OFF"},
                               Target=target(fn, Input='{"attempt": "<aws.scheduler.attempt-number>"}'))["ScheduleArn"]
-    dlq = f"arn:aws:sqs:{REGION}:{ACCOUNT}:schedule-dlq"
+    sqs = sqs_client(server)
+    dlq_url = sqs.create_queue(QueueName=unique_name("schedule-dlq"))["QueueUrl"]
+    dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    never = unique_name("never")
     doomed_arn = sch.create_schedule(
         Name=doomed, ScheduleExpression=at_expression(when), FlexibleTimeWindow={"Mode": "OFF"},
-        Target=target(unique_name("never"), RetryPolicy={"MaximumRetryAttempts": 1, "MaximumEventAgeInSeconds": 60},
+        Target=target(never, Input='{"n": "<aws.scheduler.attempt-number>"}',
+                      RetryPolicy={"MaximumRetryAttempts": 1, "MaximumEventAgeInSeconds": 60},
                       DeadLetterConfig={"Arn": dlq}))["ScheduleArn"]
     wait_for(lambda: any(arn in line for line in log_lines(server, "will retry")), "a failed first attempt", 30)
     create_function_named(server, fn)
@@ -310,11 +315,13 @@ def test_a_firing_whose_function_is_missing_is_retried_until_it_exists_or_its_po
     assert sch.get_schedule(Name=name)["Arn"] == arn
     sch.delete_schedule(Name=name)
 
-    # One retry allowed: the second attempt fails for good and goes to the
-    # dead-letter seam (logged until this node has queues).
-    gave_up = wait_for(lambda: [line for line in log_lines(server, "giving up") if doomed_arn in line],
-                       "the spent retry policy", 30)
-    assert len(gave_up) == 1 and f"dead_letter_queue={dlq}" in gave_up[0] and "attempts=2" in gave_up[0]
+    # One retry allowed: the second attempt fails for good and its input goes
+    # to the dead-letter queue, with what went wrong.
+    got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=20, MessageAttributeNames=["All"])["Messages"]
+    assert len(got) == 1 and json.loads(got[0]["Body"]) == {"n": "2"}
+    attrs = {k: v["StringValue"] for k, v in got[0]["MessageAttributes"].items()}
+    assert (attrs["SCHEDULE_ARN"], attrs["TARGET_ARN"], attrs["RETRY_ATTEMPTS"]) == (doomed_arn, target(never)["Arn"], "1")
+    assert attrs["EXHAUSTED_RETRY_CONDITION"] == "MaximumRetryAttempts" and never in attrs["ERROR_MESSAGE"]
     assert len([line for line in log_lines(server, "will retry") if doomed_arn in line]) == 1
 
 

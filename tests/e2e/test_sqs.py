@@ -11,21 +11,14 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, signed_request, unique_name, wait_for
+from conftest import ACCOUNT, REGION, signed_request, sqs_client, unique_name, wait_for
 
 NS = {"q": "http://queue.amazonaws.com/doc/2012-11-05/"}
 
 
-def sqs_client(server):
-    key, secret = server.credentials()
-    return boto3.client("sqs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                        aws_secret_access_key=secret,
-                        config=Config(retries={"max_attempts": 1}, read_timeout=60))
 
 
 @pytest.fixture(scope="module")

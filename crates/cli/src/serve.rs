@@ -457,8 +457,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let files = nimbus_objects::Files::open(&object_dir)
             .with_context(|| format!("opening the object store {}", object_dir.display()))?;
         let code_objects = Arc::new(StoreCode(nimbus_objects::Reader::new(meta.clone(), files.clone())));
-        let control =
-            Arc::new(Control::new(settings, meta.clone(), blobs, invoker).await?.with_code_objects(code_objects));
+        let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
+            .await
+            .context("loading the queues")?;
+        let control = Arc::new(
+            Control::new(settings, meta.clone(), blobs, invoker)
+                .await?
+                .with_code_objects(code_objects)
+                .with_queues(queues.clone()),
+        );
         let targets = nimbus_api::S3Front::targets(control.clone());
         let objects =
             nimbus_objects::Objects::open(meta.clone(), files, targets, args.region.clone(), args.account_id.clone())
@@ -473,11 +480,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             _ => Clock::real(),
         };
-        let schedules = Arc::new(Schedules::new(meta.clone(), control.clone(), clock));
+        let schedules = Arc::new(Schedules::new(meta.clone(), control.clone(), queues.clone(), clock));
         tokio::spawn(schedules.clone().run_timer());
-        let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
-            .await
-            .context("loading the queues")?;
         // Enabled mappings start polling as the settling task's first pass.
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());

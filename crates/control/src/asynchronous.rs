@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nimbus_core::function::LATEST;
-use nimbus_store::{AsyncEvent, FollowUp};
+use nimbus_store::{AsyncEvent, FollowUp, QueueMessage};
 use tracing::Instrument;
 
 use crate::destinations::{error_message, follow_ups, Condition, Ending, Response, Routes};
@@ -122,12 +122,63 @@ impl Control {
     async fn deliver(self: Arc<Self>, ev: AsyncEvent) {
         let result = match self.step(&ev).await {
             Step::Retry { attempts, at_ms } => self.meta.reschedule_event(&ev.id, attempts, at_ms).await,
-            Step::Finish(follow_ups) => self.meta.finish_event(&ev.id, &follow_ups).await,
+            Step::Finish(mut follow_ups) => {
+                self.prepare_messages(&mut follow_ups);
+                match self.meta.finish_event(&ev.id, &follow_ups).await {
+                    Ok(seqs) => {
+                        self.adopt_messages(follow_ups, seqs);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot update the async queue; the event will be offered again");
         }
         self.async_wake.notify_one();
+    }
+
+    /// Has the queue engine check each queue message and make its row, so
+    /// that the commit that ends the event stores it (the outbox). A message
+    /// the queue refuses (it is gone, or FIFO) is dropped, as AWS drops a
+    /// record it cannot deliver.
+    fn prepare_messages(&self, follow_ups: &mut [FollowUp]) {
+        for f in follow_ups {
+            let FollowUp::QueueMessage(m) = f else { continue };
+            let Some(queues) = &self.queues else { continue };
+            let attributes = m
+                .attributes
+                .iter()
+                .map(|a| {
+                    let value = nimbus_core::queues::AttributeValue {
+                        data_type: a.data_type.clone(),
+                        string: Some(a.value.clone()),
+                        binary: None,
+                    };
+                    (a.name.clone(), value)
+                })
+                .collect();
+            let outgoing = nimbus_queues::OutgoingMessage { body: m.body.clone(), attributes, ..Default::default() };
+            match queues.prepare_outbox(&m.queue_arn, outgoing) {
+                Ok(stored) => m.stored = Some(Box::new(stored)),
+                Err(e) => tracing::warn!(queue = %m.queue_arn, error = %e, "the queue cannot take the message"),
+            }
+        }
+    }
+
+    /// Makes the messages the commit stored receivable.
+    fn adopt_messages(&self, follow_ups: Vec<FollowUp>, seqs: Vec<i64>) {
+        let Some(queues) = &self.queues else { return };
+        let stored = follow_ups.into_iter().filter_map(|f| match f {
+            FollowUp::QueueMessage(QueueMessage { queue_arn, stored: Some(stored), .. }) => Some((queue_arn, stored.1)),
+            _ => None,
+        });
+        for ((queue_arn, message), seq) in stored.zip(seqs) {
+            if let Err(e) = queues.adopt(&queue_arn, seq, message) {
+                tracing::warn!(queue = %queue_arn, error = %e, "a stored message waits for the next start");
+            }
+        }
     }
 
     async fn step(&self, ev: &AsyncEvent) -> Step {

@@ -151,7 +151,12 @@ fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: String, no
         },
         Some("sqs") => {
             tracing::info!(destination = %arn, "the invocation record is sent to the destination queue");
-            Some(FollowUp::QueueMessage(QueueMessage { queue_arn: arn.to_string(), body: record, attributes: vec![] }))
+            Some(FollowUp::QueueMessage(QueueMessage {
+                queue_arn: arn.to_string(),
+                body: record,
+                attributes: vec![],
+                stored: None,
+            }))
         }
         _ => {
             // Configurations stored before such destinations were refused.
@@ -177,6 +182,7 @@ fn dead_letter_message(ev: &AsyncEvent, queue_arn: &str, (status, message): &(u1
             attribute("ErrorCode", "Number", status.to_string()),
             attribute("ErrorMessage", "String", truncate(message, DLQ_MESSAGE_MAX).to_string()),
         ],
+        stored: None,
     }
 }
 

@@ -126,6 +126,8 @@ pub struct Control {
     recorder: tokio::sync::mpsc::UnboundedSender<records::Batch>,
     /// Where `S3Bucket`/`S3Key` code is read; `None` without an object store.
     code_objects: Option<Arc<dyn CodeObjects>>,
+    /// Where queue destinations and dead-letter queues are delivered.
+    queues: Option<Arc<nimbus_queues::Queues>>,
 }
 
 impl Control {
@@ -149,6 +151,7 @@ impl Control {
             async_wake: tokio::sync::Notify::new(),
             recorder,
             code_objects: None,
+            queues: None,
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
@@ -161,6 +164,12 @@ impl Control {
     /// their code from the object store.
     pub fn with_code_objects(mut self, objects: Arc<dyn CodeObjects>) -> Self {
         self.code_objects = Some(objects);
+        self
+    }
+
+    /// Delivers queue destinations and dead-letter queues to these queues.
+    pub fn with_queues(mut self, queues: Arc<nimbus_queues::Queues>) -> Self {
+        self.queues = Some(queues);
         self
     }
 

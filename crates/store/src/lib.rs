@@ -108,6 +108,10 @@ pub struct QueueMessage {
     pub queue_arn: String,
     pub body: String,
     pub attributes: Vec<MessageAttribute>,
+    /// The row to insert (the queue's name and the message), made by the
+    /// queue engine from the fields above once its rules passed; `None`
+    /// when the queue cannot take it, and the message is dropped.
+    pub stored: Option<Box<(String, nimbus_core::queues::StoredMessage)>>,
 }
 
 /// An SQS message attribute with a string value (`String` or `Number`).
@@ -197,7 +201,8 @@ pub trait Metadata: Send + Sync {
     async fn reschedule_event(&self, id: &str, attempts: u32, not_before_ms: i64) -> Result<()>;
     /// Removes an event that succeeded or was given up, and queues what its
     /// end causes, in one transaction.
-    async fn finish_event(&self, id: &str, follow_ups: &[FollowUp]) -> Result<()>;
+    /// Returns the seqs of the queue messages it stored, in order.
+    async fn finish_event(&self, id: &str, follow_ups: &[FollowUp]) -> Result<Vec<i64>>;
     /// Makes every queued event due now (after a restart nothing is in flight,
     /// so leases taken before the crash must not delay redelivery).
     async fn release_events(&self, now_ms: i64) -> Result<()>;

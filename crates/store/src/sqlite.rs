@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::{AsyncEvent, ConfigCursor, FollowUp, InvocationRecord, LogEvent, Metadata, Result, Usage, Write};
+use crate::{
+    AsyncEvent, ConfigCursor, FollowUp, InvocationRecord, LogEvent, Metadata, QueueMessage, Result, Usage, Write,
+};
 
 pub struct SqliteMetadata {
     pool: SqlitePool,
@@ -430,23 +432,23 @@ impl Metadata for SqliteMetadata {
         Ok(())
     }
 
-    async fn finish_event(&self, id: &str, follow_ups: &[FollowUp]) -> Result<()> {
+    async fn finish_event(&self, id: &str, follow_ups: &[FollowUp]) -> Result<Vec<i64>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM async_events WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        let mut seqs = Vec::new();
         for f in follow_ups {
             match f {
                 FollowUp::Event(e) => insert_events(&mut tx, std::slice::from_ref(e)).await?,
-                // The seam for the queue engine: its message row is to be
-                // inserted here, in this transaction, so that the message
-                // is durable exactly when the event leaves the queue.
-                FollowUp::QueueMessage(m) => tracing::warn!(
-                    queue = %m.queue_arn,
-                    "queue delivery not available: this node has no queue engine yet; the message is dropped"
-                ),
+                FollowUp::QueueMessage(QueueMessage { stored: Some(stored), .. }) => {
+                    seqs.push(crate::insert_message(&mut tx, &stored.0, &stored.1).await?);
+                }
+                FollowUp::QueueMessage(m) => {
+                    tracing::warn!(queue = %m.queue_arn, "the queue cannot take the message; it is dropped")
+                }
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(seqs)
     }
 
     async fn release_events(&self, now_ms: i64) -> Result<()> {
@@ -612,7 +614,6 @@ fn event_of(r: &sqlx::sqlite::SqliteRow) -> AsyncEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::QueueMessage;
     use nimbus_core::function::Code;
 
     fn config(name: &str, version: &str, sha: &str) -> FunctionConfig {
@@ -768,16 +769,20 @@ mod tests {
         assert_eq!((all[0].id.as_str(), all[1].id.as_str(), all[1].attempts), ("late", "early", 1));
         m.release_events(30).await.unwrap();
         assert_eq!(m.due_events(30, 10).await.unwrap().len(), 2, "released events are due at once");
-        // Until the queue engine lands, a queue message is logged and dropped
-        // without holding the event back.
-        let message =
-            QueueMessage { queue_arn: "arn:aws:sqs:us-east-1:1:q".into(), body: "{}".into(), attributes: vec![] };
-        m.finish_event("late", &[FollowUp::QueueMessage(message)]).await.unwrap();
+        // A message the queue could not take is dropped without holding the
+        // event back.
+        let message = QueueMessage {
+            queue_arn: "arn:aws:sqs:us-east-1:1:q".into(),
+            body: "{}".into(),
+            attributes: vec![],
+            stored: None,
+        };
+        assert_eq!(m.finish_event("late", &[FollowUp::QueueMessage(message)]).await.unwrap(), Vec::<i64>::new());
         // Finishing an event queues what it causes in the same transaction.
         m.finish_event("early", &[FollowUp::Event(ev("destination", 40))]).await.unwrap();
         let left = m.due_events(1000, 10).await.unwrap();
         assert_eq!(left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["destination"]);
-        m.finish_event("destination", &[]).await.unwrap();
+        assert!(m.finish_event("destination", &[]).await.unwrap().is_empty());
         assert_eq!(m.next_event_due().await.unwrap(), None);
     }
 

@@ -103,6 +103,8 @@ pub struct Page<T> {
 pub struct Schedules {
     meta: Arc<dyn ScheduleMeta>,
     control: Arc<Control>,
+    /// Where given-up firings go (a schedule's DeadLetterConfig).
+    queues: Arc<nimbus_queues::Queues>,
     clock: Clock,
     writes: Mutex<()>,
     /// Wakes the timer when a schedule changes.
@@ -110,8 +112,13 @@ pub struct Schedules {
 }
 
 impl Schedules {
-    pub fn new(meta: Arc<dyn ScheduleMeta>, control: Arc<Control>, clock: Clock) -> Self {
-        Self { meta, control, clock, writes: Mutex::new(()), wake: Notify::new() }
+    pub fn new(
+        meta: Arc<dyn ScheduleMeta>,
+        control: Arc<Control>,
+        queues: Arc<nimbus_queues::Queues>,
+        clock: Clock,
+    ) -> Self {
+        Self { meta, control, queues, clock, writes: Mutex::new(()), wake: Notify::new() }
     }
 
     fn arn_prefix(&self) -> String {

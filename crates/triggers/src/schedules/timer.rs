@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use nimbus_core::queues::AttributeValue;
 use nimbus_core::schedules::Schedule;
 use nimbus_core::FunctionRef;
+use nimbus_queues::OutgoingMessage;
 use nimbus_store::{After, AsyncEvent, DueTimes, Firing, ScheduleRetry, ScheduleRow};
 
 use super::{times, Schedules};
@@ -146,7 +148,7 @@ impl Schedules {
                 self.record(s, after(true), Some(event), None, None).await
             }
             Err(reason) => {
-                let retry = self.after_failure(&run, &reason, now);
+                let retry = self.after_failure(&run, &reason, now).await;
                 self.record(s, after(retry.is_none()), None, retry, None).await
             }
         }
@@ -170,7 +172,7 @@ impl Schedules {
                 tracing::info!(schedule = %s.arn, attempt = run.attempt, "schedule fired after retrying");
                 self.record(s, done_after(), Some(event), None, done).await
             }
-            Err(reason) => match self.after_failure(&run, &reason, now) {
+            Err(reason) => match self.after_failure(&run, &reason, now).await {
                 Some(retry) => self.record(s, After::Unchanged, None, Some(retry), None).await,
                 None => self.record(s, done_after(), None, None, done).await,
             },
@@ -179,7 +181,7 @@ impl Schedules {
 
     /// The retry of a failed attempt, or `None` (after dead-lettering it)
     /// when the RetryPolicy is spent.
-    fn after_failure(&self, run: &Run<'_>, reason: &str, now: i64) -> Option<ScheduleRetry> {
+    async fn after_failure(&self, run: &Run<'_>, reason: &str, now: i64) -> Option<ScheduleRetry> {
         let s = run.schedule;
         let backoff = (1000i64 << run.attempt.min(20).saturating_sub(1)).min(RETRY_BACKOFF_MAX_MS);
         let age_ok = now + backoff - run.scheduled_ms <= i64::from(s.target.max_event_age_seconds) * 1000;
@@ -194,20 +196,45 @@ impl Schedules {
                 not_before_ms: now + backoff,
             });
         }
-        self.dead_letter(run, reason);
+        let exhausted = if age_ok { "MaximumRetryAttempts" } else { "MaximumEventAgeInSeconds" };
+        self.dead_letter(run, reason, exhausted).await;
         None
     }
 
-    /// SEAM(sqs): where a firing whose retries are spent goes to the
-    /// schedule's DeadLetterConfig queue (AWS sends the input with the error
-    /// as message attributes). Until this node has queues it is logged.
-    fn dead_letter(&self, run: &Run<'_>, reason: &str) {
+    /// Sends a firing whose retries are spent to the schedule's
+    /// DeadLetterConfig queue: the input it would have been invoked with,
+    /// and what went wrong as message attributes, as EventBridge Scheduler's
+    /// dead-letter events carry them. It is sent (durably) before the
+    /// firing's end is recorded, so a crash in between repeats it rather
+    /// than losing it. Without a queue, or if the queue refuses it, the
+    /// firing is logged and dropped.
+    async fn dead_letter(&self, run: &Run<'_>, reason: &str, exhausted: &str) {
         let s = run.schedule;
-        tracing::warn!(
-            schedule = %s.arn, execution_id = %run.execution_id, attempts = run.attempt,
-            scheduled_time = %stamp(run.scheduled_ms), dead_letter_queue = %s.target.dead_letter_arn.as_deref().unwrap_or("none"),
-            %reason, "schedule firing failed; giving up (dead-letter delivery is not available on this node yet)"
-        );
+        let Some(queue) = s.target.dead_letter_arn.as_deref() else {
+            tracing::warn!(schedule = %s.arn, execution_id = %run.execution_id, attempts = run.attempt, %reason,
+                "schedule firing failed; giving up (no dead-letter queue)");
+            return;
+        };
+        let text = |v: String| AttributeValue { data_type: "String".into(), string: Some(v), binary: None };
+        let attributes = [
+            ("ERROR_CODE", "AWS.Scheduler.TargetInvocationFailed".to_string()),
+            ("ERROR_MESSAGE", reason.to_string()),
+            ("EXHAUSTED_RETRY_CONDITION", exhausted.to_string()),
+            ("RETRY_ATTEMPTS", run.attempt.saturating_sub(1).to_string()),
+            ("SCHEDULE_ARN", s.arn.clone()),
+            ("TARGET_ARN", s.target.arn.clone()),
+        ];
+        let message = OutgoingMessage {
+            body: substitute(s.target.input.as_deref().unwrap_or("{}"), run),
+            attributes: attributes.into_iter().map(|(k, v)| (k.to_string(), text(v))).collect(),
+            ..Default::default()
+        };
+        match self.queues.send(queue, message).await {
+            Ok(_) => tracing::warn!(schedule = %s.arn, execution_id = %run.execution_id, dead_letter_queue = %queue,
+                %reason, "schedule firing failed; sent to its dead-letter queue"),
+            Err(e) => tracing::warn!(schedule = %s.arn, execution_id = %run.execution_id, dead_letter_queue = %queue,
+                %reason, error = %e, "schedule firing failed; its dead-letter queue refused it, so it is dropped"),
+        }
     }
 
     /// The async event that invokes the target, or why it cannot be invoked.
