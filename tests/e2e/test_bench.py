@@ -16,7 +16,7 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
-    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "event_source_mappings",
+    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "queues",
                            "idle_cpu_percent"}
     assert report["machine"]["cpus"] >= 1 and report["machine"]["memory_mb"] > 0
     floors = report["floors"]
@@ -41,7 +41,10 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
                 "large_get_mbps", "large_put_share", "large_get_share"):
         assert s3[key] > 0, (key, s3)
     assert 0 < s3["put_to_handler_ms"]["p50"] <= s3["put_to_handler_ms"]["p99"], s3
-    mapped = report["event_source_mappings"]["sent_to_handler_ms"]
+    queues = report["queues"]
+    assert queues["messages"] > 0, queues
+    assert all(queues[k] > 0 for k in ("send_batch_msgs_per_s", "receive_msgs_per_s", "delete_batch_msgs_per_s"))
+    mapped = queues["sent_to_handler_ms"]
     assert 0 < mapped["p50"] <= mapped["p99"], mapped
     assert "4 KiB GET / PUT" in r.stdout
     assert report["idle_cpu_percent"] >= 0

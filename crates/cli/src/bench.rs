@@ -53,9 +53,9 @@ pub enum Section {
     Urls,
     /// The S3 API: small GETs and PUTs, a large object, PUT to handler.
     S3,
-    /// Event source mappings: SendMessage to the mapped handler.
-    Mappings,
-    /// The node's CPU at rest.
+    /// SQS throughput each way, and SendMessage to a mapped handler.
+    Queues,
+    /// The node's CPU at rest, with idle queues, mappings and schedules.
     Idle,
 }
 
@@ -68,6 +68,8 @@ struct Plan {
     scale_out: &'static [usize],
     hold_ms: u64,
     idle_cpu_secs: f64,
+    /// Queues, mappings and schedules left idle while the idle CPU is measured.
+    idle_sources: usize,
     s3: S3Plan,
 }
 
@@ -82,6 +84,7 @@ impl Plan {
                 scale_out: &[10],
                 hold_ms: 500,
                 idle_cpu_secs: 1.0,
+                idle_sources: 20,
                 s3: S3Plan { secs: 0.5, large_bytes: 64 << 20, notified: 5 },
             }
         } else {
@@ -93,6 +96,7 @@ impl Plan {
                 scale_out: &[100, 500],
                 hold_ms: 3000,
                 idle_cpu_secs: 5.0,
+                idle_sources: 1000,
                 s3: S3Plan { secs: 3.0, large_bytes: 1 << 30, notified: 100 },
             }
         }
@@ -611,13 +615,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Value::Null
     };
 
-    let python = runtimes.iter().find(|r| r.id.starts_with("python"));
-    let mapped = match python.filter(|_| wants(Section::Mappings)) {
-        Some(rt) => {
-            eprintln!("measuring event source mappings ...");
-            crate::bench_mappings::sent_to_handler(&b, rt, plan.s3.notified).await?
+    let queues = if wants(Section::Queues) {
+        eprintln!("measuring queues ...");
+        let mut figures = crate::bench_queues::throughput(&b.client, 32, plan.s3.secs).await?;
+        if let Some(rt) = runtimes.iter().find(|r| r.id.starts_with("python")) {
+            figures["sent_to_handler_ms"] = crate::bench_queues::sent_to_handler(&b, rt, plan.s3.notified).await?;
         }
-        None => Value::Null,
+        figures
+    } else {
+        Value::Null
     };
 
     let idle_cpu = if wants(Section::Idle) { idle_cpu(&b, &runtimes, &server, &plan).await? } else { Value::Null };
@@ -629,8 +635,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "runtimes": results,
         "function_urls": urls,
         "s3": s3,
-        "event_source_mappings": json!({"sent_to_handler_ms": mapped}),
+        "queues": queues,
         "idle_cpu_percent": idle_cpu,
+        "idle_sources": plan.idle_sources,
         "quick": args.quick,
     });
     print_table(&report);
@@ -645,9 +652,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// per runtime), nothing to do.
 async fn idle_cpu(b: &Bench, runtimes: &[Runtime], server: &Server, plan: &Plan) -> anyhow::Result<Value> {
     eprintln!("measuring idle CPU ...");
+    let mut last = None;
     for rt in runtimes {
         let name = b.create(rt).await?;
         invoke(&b.client, &name, &json!({})).await?;
+        last = Some(name);
+    }
+    if let Some(function) = last {
+        eprintln!("  with {} idle queues, event source mappings and schedules ...", plan.idle_sources);
+        crate::bench_queues::idle_sources(b, &function, plan.idle_sources).await?;
     }
     // Let the templates those starts asked for finish, so the figure is the
     // node at rest, not its last cold starts.
@@ -726,7 +739,14 @@ fn print_table(r: &Value) {
         f(&s["disk_read_mbps"])
     );
     println!("  PUT acked -> handler ms (p50 / p99) {}", p(&s["put_to_handler_ms"]));
-    println!("event source mappings:");
-    println!("  SendMessage acked -> handler ms (p50 / p99) {}", p(&r["event_source_mappings"]["sent_to_handler_ms"]));
-    println!("idle CPU %: {}", f(&r["idle_cpu_percent"]));
+    let q = &r["queues"];
+    println!("queues (SQS JSON protocol, keep-alive, 32 clients):");
+    println!(
+        "  messages/s: SendMessageBatch {} / ReceiveMessage {} / DeleteMessageBatch {}",
+        f(&q["send_batch_msgs_per_s"]),
+        f(&q["receive_msgs_per_s"]),
+        f(&q["delete_batch_msgs_per_s"])
+    );
+    println!("  SendMessage acked -> mapped handler ms (p50 / p99) {}", p(&q["sent_to_handler_ms"]));
+    println!("idle CPU % (with {} idle queues, mappings, schedules): {}", r["idle_sources"], f(&r["idle_cpu_percent"]));
 }

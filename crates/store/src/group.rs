@@ -3,8 +3,8 @@
 //! a burst of PUTs pays one WAL fsync rather than one each. A lone write
 //! commits at once; nothing waits for company.
 //!
-//! Each write runs in a savepoint of its own, so one that fails is undone
-//! alone and the others of its batch still commit. This module owns only
+//! A batch commits whole; if one of its writes fails, each is retried in a
+//! transaction of its own, so that only the failing one fails. This module owns only
 //! the batching; what a write does is `objects::upsert_object`'s.
 
 use nimbus_core::objects::ObjectInfo;
@@ -40,38 +40,46 @@ pub(crate) fn start(pool: SqlitePool) -> mpsc::UnboundedSender<Job> {
 }
 
 async fn commit(pool: &SqlitePool, batch: Vec<Job>) {
-    let outcome = async {
+    let all = async {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut results = Vec::with_capacity(batch.len());
+        let mut replaced = Vec::with_capacity(batch.len());
         for job in &batch {
-            sqlx::query("SAVEPOINT one").execute(&mut *tx).await?;
-            let result = async {
-                let replaced = upsert_object(&mut tx, &job.object).await?;
-                insert_events(&mut tx, &job.events).await?;
-                Ok(replaced)
-            }
-            .await;
-            if result.is_err() {
-                sqlx::query("ROLLBACK TO one").execute(&mut *tx).await?;
-            }
-            sqlx::query("RELEASE one").execute(&mut *tx).await?;
-            results.push(result);
+            replaced.push(write(&mut tx, job).await?);
         }
         tx.commit().await?;
-        Ok::<_, Error>(results)
+        Ok::<_, Error>(replaced)
     }
     .await;
-    match outcome {
-        Ok(results) => {
-            for (job, result) in batch.into_iter().zip(results) {
-                let _ = job.done.send(result);
+    match all {
+        Ok(replaced) => {
+            for (job, r) in batch.into_iter().zip(replaced) {
+                let _ = job.done.send(Ok(r));
+            }
+        }
+        // One write failed and the batch was rolled back: each is tried
+        // alone, so that only the failing one fails.
+        Err(_) if batch.len() > 1 => {
+            for job in batch {
+                let alone = async {
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    let r = write(&mut tx, &job).await?;
+                    tx.commit().await?;
+                    Ok(r)
+                }
+                .await;
+                let _ = job.done.send(alone);
             }
         }
         Err(e) => {
-            let reason = e.to_string();
-            for job in batch {
-                let _ = job.done.send(Err(Error::Commit(reason.clone())));
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.done.send(Err(e));
             }
         }
     }
+}
+
+async fn write(tx: &mut sqlx::SqliteConnection, job: &Job) -> Result<Option<String>> {
+    let replaced = upsert_object(tx, &job.object).await?;
+    insert_events(tx, &job.events).await?;
+    Ok(replaced)
 }

@@ -78,13 +78,21 @@ pub trait ObjectMeta: Send + Sync {
 /// Stores `o` (its bytes too, if it is small) in place of any object of its
 /// key; returns the data file of the object it replaced.
 pub(crate) async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
-    let old: Option<String> = sqlx::query("SELECT file FROM objects WHERE bucket = ? AND key = ?")
-        .bind(&o.bucket)
-        .bind(&o.key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| r.get("file"));
-    let old_inline = remove_data(tx, &o.bucket, &o.key).await?.is_some();
+    // Few statements: this runs for every PUT, each a round trip to
+    // SQLite's thread.
+    let old: Option<(String, bool)> = sqlx::query(
+        "SELECT o.file, d.key IS NOT NULL AS inline FROM objects o
+         LEFT JOIN object_data d ON d.bucket = o.bucket AND d.key = o.key WHERE o.bucket = ? AND o.key = ?",
+    )
+    .bind(&o.bucket)
+    .bind(&o.key)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| (r.get("file"), r.get("inline")));
+    let old_inline = old.as_ref().is_some_and(|(_, inline)| *inline);
+    if old_inline && o.data.is_none() {
+        remove_data(tx, &o.bucket, &o.key).await?;
+    }
     sqlx::query(
         "INSERT INTO objects (bucket, key, file, doc) VALUES (?, ?, ?, ?)
          ON CONFLICT(bucket, key) DO UPDATE SET file = excluded.file, doc = excluded.doc",
@@ -96,14 +104,14 @@ pub(crate) async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInf
     .execute(&mut *tx)
     .await?;
     if let Some(data) = &o.data {
-        sqlx::query("INSERT INTO object_data (bucket, key, data) VALUES (?, ?, ?)")
+        sqlx::query("INSERT OR REPLACE INTO object_data (bucket, key, data) VALUES (?, ?, ?)")
             .bind(&o.bucket)
             .bind(&o.key)
             .bind(data.as_ref())
             .execute(&mut *tx)
             .await?;
     }
-    Ok(old.filter(|f| !old_inline && f != &o.file))
+    Ok(old.map(|(file, _)| file).filter(|f| !old_inline && f != &o.file))
 }
 
 /// Removes a small object's bytes; returns them if there were any.
