@@ -21,6 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 /// fsyncs (file, directory, database), and a GET that opens no file.
 pub const INLINE_MAX: usize = 64 << 10;
 
+/// Chunks of a body waiting for the digest thread: bounds the memory a
+/// body held up by a slow digest can take.
+const DIGEST_QUEUE: usize = 32;
+
 /// An object's bytes on their way out.
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
 
@@ -139,7 +143,7 @@ impl Files {
         &self,
         head: Vec<Bytes>,
         mut body: std::pin::Pin<&mut S>,
-        mut digests: Digests,
+        digests: Digests,
     ) -> Result<Written, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>>,
@@ -147,6 +151,18 @@ impl Files {
     {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let tmp = self.root.join("tmp").join(&name);
+        let Digests { mut md5, mut hasher, mut size, limit } = digests;
+        // The digests are computed on a thread of their own while this task
+        // receives and writes: a large body moves at the pace of the
+        // slowest of network, MD5 and disk rather than of their sum.
+        let (to_digest, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(DIGEST_QUEUE);
+        let digesting = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = chunks.blocking_recv() {
+                md5.update(&chunk);
+                hasher.update(&chunk);
+            }
+            (md5, hasher)
+        });
         let result = async {
             let mut out = tokio::fs::File::create(&tmp).await?;
             for chunk in head {
@@ -154,19 +170,25 @@ impl Files {
             }
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
-                digests.add(&chunk)?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(WriteError::TooLarge(limit));
+                }
+                to_digest.send(chunk.clone()).await.map_err(|_| std::io::Error::other("the digest thread stopped"))?;
                 out.write_all(&chunk).await?;
             }
+            drop(to_digest);
             out.sync_all().await?;
             Ok(())
         }
         .await;
+        let (md5, hasher) = digesting.await.map_err(std::io::Error::other)?;
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
         self.publish(&tmp, &name).await?;
-        Ok(digests.finish(name, None))
+        Ok(Digests { md5, hasher, size, limit }.finish(name, None))
     }
 
     /// Writes the concatenation of `parts` (files of this area) as a new
