@@ -186,11 +186,15 @@ class Server:
                 self.kill()
 
 
-def sqs_client(server):
-    """A boto3 SQS client (JSON protocol) for `server`."""
+def aws_client(server, service):
+    """A boto3 client of `service` for `server`, with the server's keys and no retries."""
     key, secret = server.credentials()
-    return boto3.client("sqs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+    return boto3.client(service, endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
                         aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}, read_timeout=60))
+
+
+def sqs_client(server):
+    return aws_client(server, "sqs")
 
 
 def wait_ready(lam, function, timeout=60.0):

@@ -10,12 +10,10 @@ import shutil
 import subprocess
 import urllib.parse
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, REGION, ROLE, Server, arn, logs_client, make_zip, unique_name, wait_for)
+from conftest import (ACCOUNT, REGION, ROLE, Server, arn, aws_client, logs_client, make_zip, unique_name, wait_for)
 
 RECORDER = '''
 import json
@@ -75,9 +73,7 @@ def srv(tmp_path_factory):
 
 
 def s3_client(server):
-    key, secret = server.credentials()
-    return boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+    return aws_client(server, "s3")
 
 
 def aws(server, *args):

@@ -18,13 +18,11 @@ import subprocess
 import time
 from zoneinfo import ZoneInfo
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, REGION, ROLE, Server, error_code, logs_client, make_zip, sqs_client, unique_name,
-                      wait_for)
+from conftest import (ACCOUNT, REGION, ROLE, Server, aws_client, error_code, logs_client, make_zip, sqs_client,
+                      unique_name, wait_for)
 
 SCHEDULER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/scheduler-role"
 # A schedule minute is two real seconds: a node stalled for a second (a slow
@@ -41,9 +39,7 @@ def handler(event, context):
 
 
 def scheduler(server):
-    key, secret = server.credentials()
-    return boto3.client("scheduler", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+    return aws_client(server, "scheduler")
 
 
 def aws(server, *args):

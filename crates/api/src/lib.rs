@@ -148,13 +148,7 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
         nimbus_core::Error::TooLarge(format!("Request must be smaller than {limit} bytes for the {op:?} operation"))
     })?;
 
-    let signed = SignedParts {
-        method: parts.method.as_str(),
-        raw_path: &raw_path,
-        raw_query: raw_query.as_deref(),
-        headers: &parts.headers,
-        body: &body,
-    };
+    let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, op.service(), SystemTime::now())?;
     tracing::debug!(operation = ?op, "authenticated");
     validation::check(op, &args, &query, &parts.headers, &body)?;

@@ -142,13 +142,7 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
     let body = read_body(body, BODY_MAX)
         .await
         .map_err(|_| Failure::validation(format!("Request must be smaller than {BODY_MAX} bytes")))?;
-    let signed = SignedParts {
-        method: parts.method.as_str(),
-        raw_path: &raw_path,
-        raw_query: raw_query.as_deref(),
-        headers: &parts.headers,
-        body: &body,
-    };
+    let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "scheduler", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
     let (op, label) = route(&parts.method, &raw_path).ok_or_else(|| {
         Failure::from(ApiError::UnknownOperation(format!("No operation for {} {raw_path}", parts.method)))

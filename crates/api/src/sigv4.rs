@@ -119,6 +119,19 @@ pub struct SignedParts<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> SignedParts<'a> {
+    /// A request's parts as they came over the wire, with its body.
+    pub fn of(parts: &'a axum::http::request::Parts, body: &'a [u8]) -> Self {
+        Self {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query(),
+            headers: &parts.headers,
+            body,
+        }
+    }
+}
+
 /// What the parsed `Authorization` header or presigned query says.
 struct Claim<'a> {
     access_key: &'a str,

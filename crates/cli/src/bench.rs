@@ -747,6 +747,6 @@ fn print_table(r: &Value) {
         f(&q["receive_msgs_per_s"]),
         f(&q["delete_batch_msgs_per_s"])
     );
-    println!("  SendMessage acked -> mapped handler ms (p50 / p99) {}", p(&q["sent_to_handler_ms"]));
+    println!("  SendMessage called -> mapped handler ms (p50 / p99) {}", p(&q["sent_to_handler_ms"]));
     println!("idle CPU % (with {} idle queues, mappings, schedules): {}", r["idle_sources"], f(&r["idle_cpu_percent"]));
 }

@@ -142,13 +142,7 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
     };
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
-    let signed = SignedParts {
-        method: parts.method.as_str(),
-        raw_path: &raw_path,
-        raw_query: raw_query.as_deref(),
-        headers: &parts.headers,
-        body: &body,
-    };
+    let signed = SignedParts::of(&parts, &body);
     if let Err(e) = api.verifier.verify(&signed, "sqs", std::time::SystemTime::now()) {
         return respond_error(protocol, auth_error(&e), request_id);
     }

@@ -196,14 +196,7 @@ fn authorize(
     if target.config.auth_type == "NONE" {
         return if target.public { Ok(None) } else { Err(UrlError::Forbidden) };
     }
-    let signed = SignedParts {
-        method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
-        raw_query: parts.uri.query(),
-        headers: &parts.headers,
-        body,
-    };
-    let access_key = match api.verifier.verify(&signed, "lambda", SystemTime::now()) {
+    let access_key = match api.verifier.verify(&SignedParts::of(parts, body), "lambda", SystemTime::now()) {
         Ok(key) => key,
         Err(AuthError::Missing) => return Err(UrlError::Forbidden),
         Err(e) => return Err(UrlError::Auth(e)),
