@@ -16,7 +16,7 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
-    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "queues",
+    assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "queues", "schedules",
                            "idle_cpu_percent"}
     assert report["machine"]["cpus"] >= 1 and report["machine"]["memory_mb"] > 0
     floors = report["floors"]
@@ -46,6 +46,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     assert all(queues[k] > 0 for k in ("send_batch_msgs_per_s", "receive_msgs_per_s", "delete_batch_msgs_per_s"))
     mapped = queues["sent_to_handler_ms"]
     assert 0 < mapped["p50"] <= mapped["p99"], mapped
+    scheduled = report["schedules"]["due_to_handler_ms"]
+    assert scheduled["n"] == 5 and 0 < scheduled["p50"] <= scheduled["p99"], scheduled
     assert "4 KiB GET / PUT" in r.stdout
     assert report["idle_cpu_percent"] >= 0
     assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"

@@ -55,6 +55,8 @@ pub enum Section {
     S3,
     /// SQS throughput each way, and SendMessage to a mapped handler.
     Queues,
+    /// EventBridge Scheduler: a schedule's due time to its handler.
+    Schedules,
     /// The node's CPU at rest, with idle queues, mappings and schedules.
     Idle,
 }
@@ -626,6 +628,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Value::Null
     };
 
+    let schedules = match runtimes.iter().find(|r| r.id.starts_with("python")).filter(|_| wants(Section::Schedules)) {
+        Some(rt) => {
+            eprintln!("measuring schedules ...");
+            let n = plan.s3.notified.min(20);
+            json!({"due_to_handler_ms": crate::bench_schedules::due_to_handler(&b, rt, n).await?})
+        }
+        None => Value::Null,
+    };
+
     let idle_cpu = if wants(Section::Idle) { idle_cpu(&b, &runtimes, &server, &plan).await? } else { Value::Null };
     drop(server);
 
@@ -636,6 +647,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "function_urls": urls,
         "s3": s3,
         "queues": queues,
+        "schedules": schedules,
         "idle_cpu_percent": idle_cpu,
         "idle_sources": plan.idle_sources,
         "quick": args.quick,
@@ -748,5 +760,7 @@ fn print_table(r: &Value) {
         f(&q["delete_batch_msgs_per_s"])
     );
     println!("  SendMessage called -> mapped handler ms (p50 / p99) {}", p(&q["sent_to_handler_ms"]));
+    println!("schedules:");
+    println!("  at() due -> handler ms (p50 / p99) {}", p(&r["schedules"]["due_to_handler_ms"]));
     println!("idle CPU % (with {} idle queues, mappings, schedules): {}", r["idle_sources"], f(&r["idle_cpu_percent"]));
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_queues;
 mod bench_s3;
+mod bench_schedules;
 mod client;
 mod commands;
 mod serve;
