@@ -5,7 +5,6 @@ PATH, and mounts that never outlive the node."""
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -20,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from conftest import BIN, ROLE, Server, create, error_code, free_port, make_zip, send, unique_name, wait_for
+from conftest import BIN, Server, create, error_code, free_port, make_zip, send, unique_name, wait_for
 from test_sandbox import assert_restart_cleared, env_dirs, mount_entries, mount_points_under
 
 

@@ -8,9 +8,7 @@ import http.client
 import json
 import subprocess
 import urllib.parse
-from unittest import mock
 
-import pytest
 import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, HELLO_ZIP, REGION, ROLE, arn, code_sha256, create, error_code, make_zip,
+from conftest import (ACCOUNT, HELLO_ZIP, REGION, arn, code_sha256, create, error_code, make_zip,
                       unique_name, wait_ready)
 
 
