@@ -12,8 +12,6 @@
 
 pub mod filter;
 mod poller;
-mod queues;
-pub mod source;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,10 +20,9 @@ use std::time::Duration;
 use nimbus_control::{Control, Error, Page};
 use nimbus_core::mappings::{EventSourceMapping, MappingState};
 use nimbus_core::{Error as Rule, FunctionRef};
+use nimbus_queues::Queues;
 use nimbus_store::MappingMeta;
 use tokio::sync::{Mutex, Notify};
-
-pub use source::{Message, QueueInfo, QueueSource, SourceError};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -52,7 +49,7 @@ pub struct MappingInput {
 pub struct Mappings {
     meta: Arc<dyn MappingMeta>,
     control: Arc<Control>,
-    queues: Arc<dyn QueueSource>,
+    queues: Arc<Queues>,
     /// Commands and the settling task take turns, so that neither writes
     /// over a state the other just stored.
     writes: Mutex<()>,
@@ -81,7 +78,7 @@ fn now_ms() -> i64 {
 }
 
 impl Mappings {
-    pub fn new(meta: Arc<dyn MappingMeta>, control: Arc<Control>, queues: Arc<dyn QueueSource>) -> Arc<Self> {
+    pub fn new(meta: Arc<dyn MappingMeta>, control: Arc<Control>, queues: Arc<Queues>) -> Arc<Self> {
         Arc::new(Self {
             meta,
             control,
@@ -231,8 +228,7 @@ impl Mappings {
         }
         let queue = self
             .queues
-            .info(&m.event_source_arn)
-            .await
+            .queue_by_arn(&m.event_source_arn)
             .map_err(|e| Error::Unavailable(e.to_string()))?
             .ok_or_else(|| invalid("Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. SQS Error Message: The specified queue does not exist or you do not have access to it."))?;
         if queue.fifo {

@@ -22,8 +22,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::filter::Filters;
-use super::source::{Message, QueueSource};
 use super::{DEFAULT_BATCH, IDLE_WAIT};
+use nimbus_queues::{Queues, ReceivedMessage};
 
 /// Concurrent batches of a mapping without `ScalingConfig` (AWS's most);
 /// never more than the node runs at once, as a batch past that would only
@@ -38,7 +38,7 @@ pub(super) struct Poller {
     pub mapping: EventSourceMapping,
     pub filters: Filters,
     pub control: Arc<Control>,
-    pub queues: Arc<dyn QueueSource>,
+    pub queues: Arc<Queues>,
 }
 
 impl Poller {
@@ -74,10 +74,10 @@ impl Poller {
 
     /// Waits for the first messages, then fills the batch for up to the
     /// batching window (none: the batch goes as soon as anything arrived).
-    async fn gather(&self) -> Result<Vec<Message>, super::SourceError> {
+    async fn gather(&self) -> Result<Vec<ReceivedMessage>, nimbus_queues::Error> {
         let m = &self.mapping;
         let arn = &m.event_source_arn;
-        let mut batch = self.queues.receive(arn, m.batch_size.min(DEFAULT_BATCH), IDLE_WAIT).await?;
+        let mut batch = self.queues.receive(arn, m.batch_size.min(DEFAULT_BATCH), None, IDLE_WAIT).await?;
         if batch.is_empty() || m.maximum_batching_window_s == 0 {
             return Ok(batch);
         }
@@ -89,7 +89,7 @@ impl Poller {
                 break;
             }
             let want = (m.batch_size as usize - batch.len()).min(DEFAULT_BATCH as usize) as u32;
-            for msg in self.queues.receive(arn, want, left).await? {
+            for msg in self.queues.receive(arn, want, None, left).await? {
                 // A message whose visibility timeout ran out within the
                 // window comes again: keep it once, with its newest handle.
                 match batch.iter_mut().find(|b| b.message_id == msg.message_id) {
@@ -106,7 +106,7 @@ impl Poller {
 
     /// Deletes the messages no filter lets through (AWS deletes them too)
     /// and returns the rest.
-    async fn drop_filtered(&self, batch: Vec<Message>) -> Vec<Message> {
+    async fn drop_filtered(&self, batch: Vec<ReceivedMessage>) -> Vec<ReceivedMessage> {
         let region = &self.control.account().region;
         let (keep, drop): (Vec<_>, Vec<_>) = batch
             .into_iter()
@@ -118,7 +118,7 @@ impl Poller {
         keep
     }
 
-    async fn deliver(self: Arc<Self>, batch: Vec<Message>, _permit: OwnedSemaphorePermit) {
+    async fn deliver(self: Arc<Self>, batch: Vec<ReceivedMessage>, _permit: OwnedSemaphorePermit) {
         let m = &self.mapping;
         let region = &self.control.account().region;
         let records: Vec<Value> = batch.iter().map(|msg| record(msg, &m.event_source_arn, region)).collect();
@@ -176,7 +176,7 @@ impl Poller {
 }
 
 /// One record of AWS's SQS event (lambda-api.md §6.4).
-fn record(msg: &Message, source_arn: &str, region: &str) -> Value {
+fn record(msg: &ReceivedMessage, source_arn: &str, region: &str) -> Value {
     let attributes: Map<String, Value> =
         msg.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     let message_attributes: Map<String, Value> = msg
@@ -205,7 +205,7 @@ fn record(msg: &Message, source_arn: &str, region: &str) -> Value {
         "eventSourceARN": source_arn,
         "awsRegion": region,
     });
-    if let Some(md5) = &msg.md5_of_message_attributes {
+    if let Some(md5) = &msg.md5_of_attributes {
         r["md5OfMessageAttributes"] = json!(md5);
     }
     r
@@ -254,8 +254,8 @@ mod tests {
     use super::*;
     use nimbus_core::queues::AttributeValue;
 
-    fn message() -> Message {
-        Message {
+    fn message() -> ReceivedMessage {
+        ReceivedMessage {
             message_id: "m1".into(),
             receipt_handle: "h1".into(),
             body: r#"{"kind":"order"}"#.into(),
@@ -265,7 +265,7 @@ mod tests {
                 "name".to_string(),
                 AttributeValue { data_type: "String".into(), string: Some("v".into()), binary: None },
             )]),
-            md5_of_message_attributes: Some("def".into()),
+            md5_of_attributes: Some("def".into()),
         }
     }
 
@@ -283,7 +283,7 @@ mod tests {
             })
         );
         assert_eq!(filter_view(r)["body"]["kind"], "order");
-        let plain = Message { body: "hello".into(), md5_of_message_attributes: None, ..message() };
+        let plain = ReceivedMessage { body: "hello".into(), md5_of_attributes: None, ..message() };
         let r = record(&plain, "arn", "r");
         assert!(r.get("md5OfMessageAttributes").is_none());
         assert_eq!(filter_view(r)["body"], "hello");
