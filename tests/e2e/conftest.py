@@ -27,6 +27,7 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 REPO = Path(__file__).resolve().parents[2]
 # The Cargo target directory scripts/test built into (a clone may share another's).
@@ -250,9 +251,7 @@ def lam(server):
 
 
 def logs_client(server):
-    key, secret = server.credentials()
-    return boto3.client("logs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+    return aws_client(server, "logs")
 
 
 def create(lam, name=None, zip_bytes=HELLO_ZIP, **kw):
@@ -304,6 +303,11 @@ def nimbus_cli(server, *args, check=True):
 
 
 def aws_cli(server, *args):
+    """Runs the real aws CLI's `lambda` commands; returns (returncode, parsed JSON or None, stderr)."""
+    return aws_json(server, "lambda", *args)
+
+
+def aws_json(server, *args):
     """Runs the real aws CLI; returns (returncode, parsed JSON or None, stderr)."""
     key, secret = server.credentials()
     exe = shutil.which("aws")
@@ -311,10 +315,19 @@ def aws_cli(server, *args):
     env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
                AWS_DEFAULT_REGION=REGION, AWS_PAGER="")
     env.pop("AWS_PROFILE", None)
-    r = subprocess.run([exe, "--endpoint-url", server.endpoint, "--output", "json", "lambda", *args],
+    r = subprocess.run([exe, "--endpoint-url", server.endpoint, "--output", "json", *args],
                        capture_output=True, text=True, env=env, timeout=120)
     out = json.loads(r.stdout) if r.stdout.strip() else None
     return r.returncode, out, r.stderr
+
+
+def printed_events(server, name):
+    """The events a function printed as `EVENT <json>` lines, in the order logged."""
+    try:
+        events = logs_client(server).filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+    except ClientError:
+        return []
+    return [json.loads(e["message"].split("EVENT ", 1)[1]) for e in events if "EVENT {" in e["message"]]
 
 
 def wait_for(predicate, what, timeout=20.0):

@@ -11,8 +11,8 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (REGION, ROLE, Server, arn, aws_cli, logs_client, make_zip, sqs_client, unique_name,
-                      wait_for)
+from conftest import (REGION, ROLE, Server, arn, aws_cli, make_zip, printed_events, sqs_client,
+                      unique_name, wait_for)
 
 RECORDER = '''
 import json
@@ -78,17 +78,9 @@ def map_queue(server, queue_arn, name, **kw):
     return m["UUID"]
 
 
-def received(server, name):
-    """The events a function printed, in the order logged."""
-    try:
-        events = logs_client(server).filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
-    except ClientError:
-        return []
-    return [json.loads(e["message"].split("EVENT ", 1)[1]) for e in events if "EVENT {" in e["message"]]
-
 
 def events(server, name, n, timeout=30):
-    return wait_for(lambda: len(received(server, name)) >= n and received(server, name),
+    return wait_for(lambda: len(printed_events(server, name)) >= n and printed_events(server, name),
                     f"{n} invocation(s) of {name}", timeout)
 
 
@@ -234,7 +226,7 @@ def test_a_partial_batch_failure_puts_back_only_the_failed_items(srv):
     [again] = second["Records"]
     assert (again["body"], again["attributes"]["ApproximateReceiveCount"]) == ("fail", "2")
     wait_for(lambda: queue_empty(srv, url), "the queue to drain")
-    assert len(received(srv, name)) == 2
+    assert len(printed_events(srv, name)) == 2
 
 
 def test_a_poison_message_reaches_the_dead_letter_queue(srv):
@@ -264,7 +256,7 @@ def test_filter_criteria_drop_messages_that_do_not_match(srv):
     wait_for(lambda: queue_empty(srv, url), "every message to be handled or dropped")
     [event] = events(srv, name, 1)
     assert [json.loads(r["body"]) for r in event["Records"]] == [{"kind": "keep", "size": 11}]
-    assert len(received(srv, name)) == 1
+    assert len(printed_events(srv, name)) == 1
 
 
 def test_disabling_stops_delivery_and_enabling_resumes_it(srv):
@@ -280,7 +272,7 @@ def test_disabling_stops_delivery_and_enabling_resumes_it(srv):
     [msg] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2)["Messages"]
     assert msg["Body"] == "while disabled"
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"], VisibilityTimeout=0)
-    assert received(srv, name) == []
+    assert printed_events(srv, name) == []
     lam.update_event_source_mapping(UUID=uuid, Enabled=True)
     [event] = events(srv, name, 1)
     assert event["Records"][0]["body"] == "while disabled"
@@ -294,14 +286,14 @@ def test_a_fifo_queue_is_delivered_in_order_per_group(srv):
         sqs.send_message(QueueUrl=url, MessageBody=f"{'ab'[i % 2]}{i}", MessageGroupId="ab"[i % 2])
     map_queue(srv, queue_arn, name, BatchSize=2, ScalingConfig={"MaximumConcurrency": 2})
     def delivered():
-        return [r["body"] for e in received(srv, name) for r in e["Records"]]
+        return [r["body"] for e in printed_events(srv, name) for r in e["Records"]]
     bodies = wait_for(lambda: len(delivered()) >= 6 and delivered(), "six records")
     wait_for(lambda: queue_empty(srv, url), "the queue to drain")
     assert sorted(bodies) == ["a0", "a2", "a4", "b1", "b3", "b5"]
     for group in "ab":
         mine = [b for b in bodies if b[0] == group]
         assert mine == sorted(mine, key=lambda b: int(b[1:])), bodies
-    records = [r for e in received(srv, name) for r in e["Records"]]
+    records = [r for e in printed_events(srv, name) for r in e["Records"]]
     assert all(r["attributes"]["MessageGroupId"] == r["body"][0] for r in records)
     assert all("SequenceNumber" in r["attributes"] and "MessageDeduplicationId" in r["attributes"]
                for r in records)
@@ -358,7 +350,7 @@ def test_a_batching_window_gathers_more_than_one_receive(srv):
     [event] = events(srv, name, 1)
     assert sorted(int(r["body"]) for r in event["Records"]) == list(range(15))
     wait_for(lambda: queue_empty(srv, url), "the batch to be deleted")
-    assert len(received(srv, name)) == 1
+    assert len(printed_events(srv, name)) == 1
 
 
 # Hangs on a message's first delivery, so the node can be killed meanwhile.

@@ -11,18 +11,15 @@ one-time schedules use the real clock."""
 
 import datetime
 import json
-import os
 import re
-import shutil
-import subprocess
 import time
 from zoneinfo import ZoneInfo
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, REGION, ROLE, Server, aws_client, error_code, logs_client, make_zip, sqs_client,
-                      unique_name, wait_for)
+from conftest import (ACCOUNT, REGION, ROLE, Server, aws_client, aws_json, error_code, logs_client, make_zip,
+                      printed_events, sqs_client, unique_name, wait_for)
 
 SCHEDULER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/scheduler-role"
 # A schedule minute is two real seconds: a node stalled for a second (a slow
@@ -42,18 +39,6 @@ def scheduler(server):
     return aws_client(server, "scheduler")
 
 
-def aws(server, *args):
-    """The real aws CLI; returns (returncode, parsed JSON or None, stderr)."""
-    key, secret = server.credentials()
-    exe = shutil.which("aws")
-    assert exe, "the aws CLI must be installed by the test command"
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION=REGION,
-               AWS_PAGER="")
-    env.pop("AWS_PROFILE", None)
-    r = subprocess.run([exe, "--endpoint-url", server.endpoint, "--output", "json", *args], capture_output=True,
-                       text=True, env=env, timeout=120)
-    return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else None), r.stderr
-
 
 def function_arn(name):
     return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
@@ -69,14 +54,6 @@ def create_function(server, code=RECORDER):
                                     Code={"ZipFile": make_zip({"app.py": code})})
     return name
 
-
-def received(server, name):
-    """The events the recorder printed, in the order logged."""
-    try:
-        events = logs_client(server).filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
-    except ClientError:
-        return []
-    return [json.loads(e["message"].split("EVENT ", 1)[1]) for e in events if "EVENT {" in e["message"]]
 
 
 def log_lines(server, needle):
@@ -108,7 +85,7 @@ def test_schedules_and_groups_crud_with_boto3_and_the_cli(server):
     names = [g["Name"] for g in sch.list_schedule_groups()["ScheduleGroups"]]
     assert "default" in names and group in names and names == sorted(names)
 
-    code, out, err = aws(server, "scheduler", "create-schedule", "--name", "nightly", "--group-name", group,
+    code, out, err = aws_json(server, "scheduler", "create-schedule", "--name", "nightly", "--group-name", group,
                          "--schedule-expression", "cron(0 3 * * ? *)", "--schedule-expression-timezone",
                          "Europe/Berlin", "--flexible-time-window", '{"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 15}',
                          "--target", json.dumps(target("fn", Input='{"job": "nightly"}')),
@@ -155,7 +132,7 @@ def test_schedules_and_groups_crud_with_boto3_and_the_cli(server):
 
     # Tags belong to groups.
     sch.tag_resource(ResourceArn=group_arn, Tags=[{"Key": "env", "Value": "prod"}])
-    code, out, err = aws(server, "scheduler", "untag-resource", "--resource-arn", group_arn, "--tag-keys", "team")
+    code, out, err = aws_json(server, "scheduler", "untag-resource", "--resource-arn", group_arn, "--tag-keys", "team")
     assert code == 0, err
     assert sch.list_tags_for_resource(ResourceArn=group_arn)["Tags"] == [{"Key": "env", "Value": "prod"}]
 
@@ -242,7 +219,7 @@ def test_other_bad_input_gets_aws_errors(server):
     with pytest.raises(ClientError) as e:
         sch.update_schedule(Name=unique_name("missing"), **ok)
     assert error_code(e) == "ResourceNotFoundException"
-    code, _, err = aws(server, "scheduler", "create-schedule", "--name", unique_name("b"), "--schedule-expression",
+    code, _, err = aws_json(server, "scheduler", "create-schedule", "--name", unique_name("b"), "--schedule-expression",
                        "cron(0 10 * * * *)", "--target", json.dumps(target("fn")), "--flexible-time-window",
                        '{"Mode": "OFF"}')
     assert code != 0 and "ValidationException" in err and "Invalid Schedule Expression cron(0 10 * * * *)." in err
@@ -266,7 +243,7 @@ def test_an_at_schedule_fires_once_in_its_time_zone_and_deletes_itself(server):
     )["ScheduleArn"]
     assert sch.get_schedule(Name=name)["State"] == "ENABLED"
 
-    events = wait_for(lambda: received(server, fn), "the at() schedule to invoke its function", 30)
+    events = wait_for(lambda: printed_events(server, fn), "the at() schedule to invoke its function", 30)
     ev = events[0]
     # Fired within a second of its time; the rest is the function's cold start.
     assert 0 <= ev["received"] - when.timestamp() < 2, ev["received"] - when.timestamp()
@@ -279,7 +256,7 @@ def test_an_at_schedule_fires_once_in_its_time_zone_and_deletes_itself(server):
         sch.get_schedule(Name=name)
     assert error_code(e) == "ResourceNotFoundException"
     wait_for(lambda: reported(server, fn), "the invocation to end")
-    assert len(received(server, fn)) == 1
+    assert len(printed_events(server, fn)) == 1
 
 
 def reported(server, fn):
@@ -305,7 +282,7 @@ def test_a_firing_whose_function_is_missing_is_retried_until_it_exists_or_its_po
                       DeadLetterConfig={"Arn": dlq}))["ScheduleArn"]
     wait_for(lambda: any(arn in line for line in log_lines(server, "will retry")), "a failed first attempt", 30)
     create_function_named(server, fn)
-    events = wait_for(lambda: received(server, fn), "a retry to invoke the function once it exists", 60)
+    events = wait_for(lambda: printed_events(server, fn), "a retry to invoke the function once it exists", 60)
     assert int(events[0]["attempt"]) >= 2
     # Without ActionAfterCompletion DELETE the completed schedule stays.
     assert sch.get_schedule(Name=name)["Arn"] == arn
