@@ -49,40 +49,22 @@ fn route(method: &Method, raw_path: &str) -> Option<(Op, Option<(&'static str, S
     let label = |name: &'static str, raw: &str| {
         Some((name, percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()))
     };
-    let op = match (method.as_str(), segs.as_slice()) {
-        ("GET", ["schedules"]) => return Some((Op::ListSchedules, None)),
-        ("GET", ["schedule-groups"]) => return Some((Op::ListScheduleGroups, None)),
-        (m, ["schedules", name]) => {
-            let op = match m {
-                "POST" => Op::CreateSchedule,
-                "GET" => Op::GetSchedule,
-                "PUT" => Op::UpdateSchedule,
-                "DELETE" => Op::DeleteSchedule,
-                _ => return None,
-            };
-            (op, label("Name", name))
-        }
-        (m, ["schedule-groups", name]) => {
-            let op = match m {
-                "POST" => Op::CreateScheduleGroup,
-                "GET" => Op::GetScheduleGroup,
-                "DELETE" => Op::DeleteScheduleGroup,
-                _ => return None,
-            };
-            (op, label("Name", name))
-        }
-        (m, ["tags", arn]) => {
-            let op = match m {
-                "POST" => Op::TagResource,
-                "GET" => Op::ListTagsForResource,
-                "DELETE" => Op::UntagResource,
-                _ => return None,
-            };
-            (op, label("ResourceArn", arn))
-        }
+    let (name, arn) = ("Name", "ResourceArn");
+    Some(match (method.as_str(), segs.as_slice()) {
+        ("GET", ["schedules"]) => (Op::ListSchedules, None),
+        ("POST", ["schedules", n]) => (Op::CreateSchedule, label(name, n)),
+        ("GET", ["schedules", n]) => (Op::GetSchedule, label(name, n)),
+        ("PUT", ["schedules", n]) => (Op::UpdateSchedule, label(name, n)),
+        ("DELETE", ["schedules", n]) => (Op::DeleteSchedule, label(name, n)),
+        ("GET", ["schedule-groups"]) => (Op::ListScheduleGroups, None),
+        ("POST", ["schedule-groups", n]) => (Op::CreateScheduleGroup, label(name, n)),
+        ("GET", ["schedule-groups", n]) => (Op::GetScheduleGroup, label(name, n)),
+        ("DELETE", ["schedule-groups", n]) => (Op::DeleteScheduleGroup, label(name, n)),
+        ("POST", ["tags", a]) => (Op::TagResource, label(arn, a)),
+        ("GET", ["tags", a]) => (Op::ListTagsForResource, label(arn, a)),
+        ("DELETE", ["tags", a]) => (Op::UntagResource, label(arn, a)),
         _ => return None,
-    };
-    Some(op)
+    })
 }
 
 /// A refusal in the Scheduler's shape.
