@@ -91,20 +91,24 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     let expects_continue =
         req.headers().get("expect").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    // A function URL's address wins over a scope naming S3: such a request
-    // is an AWS_IAM URL call signed for the wrong service, and is refused.
+    // A function URL's address wins over a scope naming another service:
+    // such a request is an AWS_IAM URL call signed for the wrong service,
+    // and is refused.
     let mut resp = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
         urls::serve(&api, req, at, &request_id).instrument(span).await
-    } else if scheduler::is_scheduler(req.headers()) {
-        scheduler::serve(&api, req).instrument(span).await
-    } else if sqs::is_sqs(req.headers(), req.uri().query()) {
-        sqs::serve(&api, req, &request_id).instrument(span).await
-    } else if s3::is_s3(req.headers(), req.uri().query()) || anonymous_s3(&req) {
-        let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
-        s3::tag_response(&mut resp, &request_id);
-        resp
     } else {
-        serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response)
+        match front(&req) {
+            Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
+            Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
+            Front::S3 => {
+                let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
+                s3::tag_response(&mut resp, &request_id);
+                resp
+            }
+            Front::Table => {
+                serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response)
+            }
+        }
     };
     let refused = resp.status().is_client_error() || resp.status().is_server_error();
     let headers = resp.headers_mut();
@@ -124,15 +128,37 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     resp
 }
 
-/// An unsigned request that names no Lambda operation is taken for an
-/// anonymous S3 request (path style: `GET /bucket/key`), so that it is
-/// refused as S3 refuses it (403 AccessDenied) rather than as an unknown
-/// Lambda operation.
+/// The fronts a request can be served by (function URLs aside).
+enum Front {
+    Scheduler,
+    Sqs,
+    S3,
+    /// The route table: Lambda and CloudWatch Logs.
+    Table,
+}
+
+/// Picks the front by the service the request is signed for (DESIGN: one
+/// router keyed by the signed service name). Requests that carry no SigV4
+/// scope go by their shape, so that each is refused by the service it was
+/// meant for: SQS's target header, S3's SigV2 and virtual-hosted forms,
+/// and an unsigned request that names no Lambda operation, which is taken
+/// for an anonymous path-style S3 request (`GET /bucket/key`, 403
+/// AccessDenied rather than an unknown Lambda operation).
+fn front(req: &Request<Body>) -> Front {
+    match sigv4::signed_service(req.headers(), req.uri().query()).as_deref() {
+        Some("scheduler") => Front::Scheduler,
+        Some("sqs") => Front::Sqs,
+        Some("s3") => Front::S3,
+        Some(_) => Front::Table,
+        None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
+        None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
+        None => Front::Table,
+    }
+}
+
 fn anonymous_s3(req: &Request<Body>) -> bool {
-    let signed = req.headers().contains_key("authorization")
-        || req.uri().query().is_some_and(|q| q.contains("Signature=") || q.contains("X-Amz-Credential="));
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok());
-    !signed && route::route(req.method(), req.uri().path(), &route::Query::parse(req.uri().query()), target).is_err()
+    route::route(req.method(), req.uri().path(), &route::Query::parse(req.uri().query()), target).is_err()
 }
 
 async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, ApiError> {

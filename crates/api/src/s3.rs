@@ -23,19 +23,15 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 
 use crate::sigv4::{Credentials, Verifier};
 
-/// Whether a request is for S3 rather than another service.
-pub fn is_s3(headers: &HeaderMap, query: Option<&str>) -> bool {
+/// Whether a request without a SigV4 scope is for S3: signed with
+/// Signature Version 2 (`AWS key:signature`, or `AWSAccessKeyId=` in a
+/// presigned URL, boto3's default for presigned GETs), which is S3's alone,
+/// or sent to a virtual-hosted bucket's host.
+pub fn is_unscoped_s3(headers: &HeaderMap, query: Option<&str>) -> bool {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    // Signature Version 2 (`AWS key:signature`, `AWSAccessKeyId=` in a
-    // presigned URL, boto3's default for presigned GETs) is S3's alone.
-    if let Some(auth) = header("authorization") {
-        return auth.contains("/s3/aws4_request") || auth.starts_with("AWS ");
-    }
-    let q = query.unwrap_or("");
-    if q.contains("%2Fs3%2Faws4_request") || q.contains("/s3/aws4_request") || q.contains("AWSAccessKeyId=") {
-        return true;
-    }
-    header("host").is_some_and(|h| bucket_of_host(h).is_some())
+    header("authorization").is_some_and(|a| a.starts_with("AWS "))
+        || query.is_some_and(|q| q.contains("AWSAccessKeyId="))
+        || header("host").is_some_and(|h| bucket_of_host(h).is_some())
 }
 
 /// The bucket of a virtual-hosted-style host, `<bucket>.s3.<domain>[:port]`.
@@ -250,16 +246,13 @@ mod tests {
     fn s3_requests_are_told_apart() {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("127.0.0.1:9070"));
-        assert!(!is_s3(&h, None));
-        assert!(is_s3(&h, Some("X-Amz-Credential=AK%2F20260101%2Fus-east-1%2Fs3%2Faws4_request")));
-        h.insert(
-            "authorization",
-            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/lambda/aws4_request, ..."),
-        );
-        assert!(!is_s3(&h, None));
+        assert!(!is_unscoped_s3(&h, None));
+        assert!(is_unscoped_s3(&h, Some("AWSAccessKeyId=AK&Signature=x&Expires=1")));
+        h.insert("authorization", HeaderValue::from_static("AWS AK:c2lnbmF0dXJl"));
+        assert!(is_unscoped_s3(&h, None));
         let mut v = HeaderMap::new();
         v.insert("host", HeaderValue::from_static("photos.s3.localhost:9070"));
-        assert!(is_s3(&v, None));
+        assert!(is_unscoped_s3(&v, None));
         assert_eq!(bucket_of_host("photos.s3.localhost:9070"), Some(("photos", "s3.localhost")));
         assert_eq!(bucket_of_host("x.lambda-url.us-east-1.localhost"), None);
     }

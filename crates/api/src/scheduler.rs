@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::http::{HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_core::schedules::{Schedule, ScheduleGroup};
 use nimbus_triggers::schedules::{Error as SchedError, ScheduleInput, ScheduleQuery, Schedules, TargetInput};
@@ -21,11 +21,6 @@ use crate::{read_body, Api, ApiError};
 
 /// Largest request body (a schedule with a large Input).
 const BODY_MAX: usize = 1 << 20;
-
-/// Whether a request is signed for EventBridge Scheduler.
-pub fn is_scheduler(headers: &HeaderMap) -> bool {
-    headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("/scheduler/aws4_request"))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {

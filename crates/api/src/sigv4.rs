@@ -236,6 +236,20 @@ fn parse_credential(cred: &str) -> Result<(&str, &str, &str, &str), AuthError> {
     }
 }
 
+/// The service a request is signed for, read from the credential scope of
+/// its `Authorization` header or presigned query (`X-Amz-Credential`),
+/// without checking anything: the router picks a front by it, and that
+/// front verifies the signature.
+pub fn signed_service(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let scope_service = |cred: &str| cred.split('/').nth(3).map(str::to_string);
+    if let Some(auth) = header(headers, "authorization") {
+        let cred = auth.split(',').find_map(|f| f.trim().split_once("Credential=").map(|(_, v)| v))?;
+        return scope_service(cred);
+    }
+    let cred = query?.split('&').find_map(|p| p.strip_prefix("X-Amz-Credential="))?;
+    scope_service(&decode(cred))
+}
+
 fn parse_header_claim<'a>(auth: &'a str, headers: &'a HeaderMap) -> Result<Claim<'a>, AuthError> {
     let rest = auth
         .strip_prefix(ALGORITHM)
@@ -584,6 +598,25 @@ pub fn date_time(yyyymmdd: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signed_service_is_read_from_the_scope() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            signed_service(&h, Some("X-Amz-Credential=AK%2F20260101%2Fus-east-1%2Fs3%2Faws4_request")),
+            Some("s3".into())
+        );
+        assert_eq!(signed_service(&h, Some("a=b")), None);
+        h.insert(
+            "authorization",
+            http::HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        );
+        assert_eq!(signed_service(&h, None), Some("logs".into()));
+        h.insert("authorization", http::HeaderValue::from_static("AWS AK:c2ln"));
+        assert_eq!(signed_service(&h, None), None);
+    }
     use http::HeaderValue;
 
     fn example_creds() -> Credentials {

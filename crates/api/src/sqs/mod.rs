@@ -24,13 +24,10 @@ use crate::Api;
 /// The largest request body read: a 256 KiB batch, escaped or form-encoded.
 const BODY_LIMIT: usize = 2 << 20;
 
-/// Whether a request is for SQS: signed for service `sqs`, or naming an
-/// SQS operation in `X-Amz-Target`.
-pub fn is_sqs(headers: &HeaderMap, query: Option<&str>) -> bool {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    header("authorization").is_some_and(|a| a.contains("/sqs/aws4_request"))
-        || header("x-amz-target").is_some_and(|t| t.starts_with("AmazonSQS."))
-        || query.is_some_and(|q| q.contains("%2Fsqs%2Faws4_request") || q.contains("/sqs/aws4_request"))
+/// Whether an unsigned request is for SQS: it names an SQS operation in
+/// `X-Amz-Target`.
+pub fn is_unsigned_sqs(headers: &HeaderMap) -> bool {
+    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("AmazonSQS."))
 }
 
 /// Which protocol a request came in, so the answer goes out the same way.
