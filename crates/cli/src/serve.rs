@@ -445,6 +445,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             scaling,
             prewarm: args.prewarm,
             sdk_dir: args.sdk_dir(),
+            images: Arc::new(nimbus_images::Images::open(
+                data_dir.join("images"),
+                nimbus_images::Limits::default(),
+            )),
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;

@@ -161,6 +161,8 @@ pub struct Settings {
     /// The host's cache of the SDKs the managed runtimes ship (see
     /// `sdk.rs`); `None`: runtimes without them.
     pub sdk_dir: Option<PathBuf>,
+    /// The roots of container images (`PackageType: Image`).
+    pub images: Arc<nimbus_images::Images>,
 }
 
 pub struct Worker {
@@ -376,6 +378,7 @@ impl Worker {
             api_endpoint: self.settings.api_endpoint.clone(),
             sandbox: self.settings.sandbox.clone(),
             shared: self.sdk_mount(runtime).into_iter().collect(),
+            image: None,
         }
     }
 
@@ -401,6 +404,20 @@ impl Worker {
         invoked_arn: &str,
         init_type: &'static str,
     ) -> Result<env::Spec, Error> {
+        if config.image.is_some() {
+            let root = self.image_root(config).await?;
+            let mut base = self.base(config);
+            base.image = Some(root.clone());
+            return Ok(env::Spec {
+                base,
+                key: Self::key(config),
+                config: config.clone(),
+                code_dir: root,
+                keys: self.settings.credentials.issue(invoked_arn),
+                layers: None,
+                init_type,
+            });
+        }
         Ok(env::Spec {
             base: self.base(config),
             key: Self::key(config),
@@ -410,6 +427,25 @@ impl Worker {
             layers: self.layers_dir(config).await?,
             init_type,
         })
+    }
+
+    /// The flattened root of an image function's image, unpacked once per digest.
+    async fn image_root(&self, config: &FunctionConfig) -> Result<PathBuf, Error> {
+        let image = config.image.as_ref().ok_or_else(|| Error::Internal("not an image function".into()))?;
+        if self.settings.sandbox.is_none() {
+            return Err(Error::Unavailable("Image functions need a sandbox (`--isolation namespaces`).".into()));
+        }
+        let layers: Vec<nimbus_images::Layer> = image
+            .layers
+            .iter()
+            .map(|l| nimbus_images::Layer {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                path: PathBuf::from(&l.path),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect();
+        self.settings.images.root(&image.digest, &layers).await.map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// The interpreter that byte-compiles a configuration's code, for Python runtimes.
@@ -652,6 +688,12 @@ impl Invoker for Worker {
     }
 
     async fn prepare(&self, config: &FunctionConfig) {
+        if config.image.is_some() {
+            if let Err(e) = self.image_root(config).await {
+                tracing::warn!(function = %config.name, error = %e, "cannot unpack the function's image ahead");
+            }
+            return;
+        }
         let ready = async {
             self.code_dir(config).await?;
             self.layers_dir(config).await
