@@ -445,10 +445,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             scaling,
             prewarm: args.prewarm,
             sdk_dir: args.sdk_dir(),
-            images: Arc::new(nimbus_images::Images::open(
-                data_dir.join("images"),
-                nimbus_images::Limits::default(),
-            )),
+            images: Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default())),
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;
@@ -464,11 +461,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
             .await
             .context("loading the queues")?;
+        let registry = Arc::new(
+            nimbus_registry::Registry::open(
+                data_dir.join("registry"),
+                meta.clone(),
+                Account { id: args.account_id.clone(), region: args.region.clone() },
+                &creds.secret_access_key,
+            )
+            .await
+            .context("opening the registry")?,
+        );
         let control = Arc::new(
             Control::new(settings, meta.clone(), blobs, invoker)
                 .await?
                 .with_code_objects(code_objects)
-                .with_queues(queues.clone()),
+                .with_queues(queues.clone())
+                .with_images(registry.clone()),
         );
         let targets = nimbus_api::S3Front::targets(control.clone());
         let objects =

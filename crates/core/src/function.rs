@@ -251,6 +251,16 @@ impl FunctionConfig {
     }
 
     pub fn check_package(&self) -> Result<()> {
+        if self.package_type == "Image" {
+            if self.runtime.is_some() || self.handler.is_some() || !self.layers.is_empty() {
+                return Err(Error::invalid(
+                    "Runtime, Handler and Layers are not supported for functions with package type Image.",
+                ));
+            }
+            if self.architectures.iter().any(|a| a != "x86_64") {
+                return Err(Error::invalid("Nimbus runs images for the x86_64 architecture only."));
+            }
+        }
         if self.package_type == "Zip" && (self.runtime.is_none() || self.handler.is_none()) {
             return Err(Error::invalid(
                 "Runtime and Handler are mandatory parameters for functions created with deployment packages.",
@@ -288,6 +298,8 @@ pub struct ConfigPatch {
     pub file_systems: Option<Vec<String>>,
     /// `SnapStart.ApplyOn`.
     pub snap_start: Option<String>,
+    /// `ImageConfig`, for a container-image function.
+    pub image_config: Option<ImageOverrides>,
 }
 
 impl ConfigPatch {
@@ -296,6 +308,13 @@ impl ConfigPatch {
     /// the model and `service_rules` already. Layers are left to the caller.
     /// On error `cfg` may be partly changed: apply to a copy.
     pub fn apply(&self, cfg: &mut FunctionConfig, catalog: &Catalog) -> Result<()> {
+        if let Some(overrides) = &self.image_config {
+            let image = cfg
+                .image
+                .as_mut()
+                .ok_or_else(|| Error::invalid("ImageConfig is not supported for functions with package type Zip."))?;
+            image.overrides = overrides.clone();
+        }
         if let Some(r) = &self.runtime {
             catalog.check(r)?;
             cfg.runtime = Some(r.clone());
