@@ -67,7 +67,18 @@ impl Api {
         queues: Arc<nimbus_queues::Queues>,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3, queues, schedules: None, mappings: None, registry: None }
+        Self {
+            verifier,
+            control,
+            credentials,
+            public_port,
+            url_base,
+            s3,
+            queues,
+            schedules: None,
+            mappings: None,
+            registry: None,
+        }
     }
 
     /// Serves the EventBridge Scheduler API with these schedules.

@@ -487,9 +487,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(mappings.clone().run());
         let registry_dir = data_dir.join("registry");
         let account = Account { id: args.account_id.clone(), region: args.region.clone() };
-        let registry = nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
-            .await
-            .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry =
+            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
+                .await
+                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)

@@ -69,7 +69,8 @@ impl From<ApiError> for Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         tracing::debug!(error_type = self.kind, message = %self.message, "ECR request refused");
-        let mut resp = (self.status, axum::Json(json!({ "__type": self.kind, "message": self.message }))).into_response();
+        let mut resp =
+            (self.status, axum::Json(json!({ "__type": self.kind, "message": self.message }))).into_response();
         resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(self.kind));
         resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
         resp
@@ -246,7 +247,12 @@ impl Ctx<'_> {
                     "proxyEndpoint": format!("http://{}", self.registry_host()),
                 }] })
             }
-            other => return Err(Failure::new("UnsupportedOperationException", format!("{other} is not supported by Nimbus"))),
+            other => {
+                return Err(Failure::new(
+                    "UnsupportedOperationException",
+                    format!("{other} is not supported by Nimbus"),
+                ))
+            }
         })
     }
 
@@ -262,8 +268,14 @@ impl Ctx<'_> {
     }
 
     async fn describe_repositories(&self) -> Result<Value, Failure> {
-        let names: Vec<&str> =
-            self.input.get("repositoryNames").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let names: Vec<&str> = self
+            .input
+            .get("repositoryNames")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         if names.is_empty() {
             let all = self.registry.repositories(None, u32::MAX).await?;
             return self.paged("repositories", all.iter().map(|r| self.repository_json(r)).collect());
@@ -390,7 +402,9 @@ impl Ctx<'_> {
                         "imageManifestMediaType": row.media_type,
                     }));
                 }
-                Err((code, reason)) => failures.push(json!({ "imageId": id, "failureCode": code, "failureReason": reason })),
+                Err((code, reason)) => {
+                    failures.push(json!({ "imageId": id, "failureCode": code, "failureReason": reason }))
+                }
             }
         }
         Ok(json!({ "images": found, "failures": failures }))

@@ -60,7 +60,11 @@ impl From<RegistryError> for Failure {
             E::RepositoryExists { .. } | E::RepositoryNotEmpty { .. } => StatusCode::FORBIDDEN,
             E::Store(_) | E::Io(_) => {
                 tracing::error!(error = %e, "registry internal error");
-                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the Nimbus server log");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    "internal error; see the Nimbus server log",
+                );
             }
             _ => StatusCode::BAD_REQUEST,
         };
@@ -231,7 +235,9 @@ async fn serve_inner(registry: &Registry, req: Request<Body>) -> Result<Response
             registry.delete_manifest(&name, &reference).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
-        (m @ (Method::GET | Method::HEAD), Route::Blob(name, digest)) => get_blob(registry, &name, &digest, &headers, m).await,
+        (m @ (Method::GET | Method::HEAD), Route::Blob(name, digest)) => {
+            get_blob(registry, &name, &digest, &headers, m).await
+        }
         (Method::DELETE, Route::Blob(name, digest)) => {
             registry.delete_blob(&name, &digest).await?;
             Ok(StatusCode::ACCEPTED.into_response())
@@ -303,9 +309,9 @@ fn stream(body: Body) -> impl BodyStream {
 fn page(query: &Query) -> Result<(u32, Option<&str>), Failure> {
     let n = match query.get("n") {
         None => PAGE_DEFAULT,
-        Some(n) => n
-            .parse()
-            .map_err(|_| Failure::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", format!("invalid n {n:?}")))?,
+        Some(n) => n.parse().map_err(|_| {
+            Failure::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", format!("invalid n {n:?}"))
+        })?,
     };
     Ok((n, query.get("last")))
 }
@@ -369,7 +375,11 @@ async fn start_upload(
     // A POST carrying bytes without a digest cannot be finished as one.
     let has_body = headers.get("content-length").and_then(|v| v.to_str().ok()).is_some_and(|v| v != "0");
     if has_body {
-        return Err(Failure::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "a blob upload with content needs a digest"));
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "a blob upload with content needs a digest",
+        ));
     }
     let id = registry.start_upload(name).await?;
     Ok(upload_response(StatusCode::ACCEPTED, name, &id, 0))
@@ -390,7 +400,8 @@ async fn get_blob(
     ];
     let range = match headers.get("range").and_then(|v| v.to_str().ok()) {
         Some(r) => Some(rules::parse_range(r, size).map_err(|_| {
-            let mut f = Failure::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN", "requested range not satisfiable");
+            let mut f =
+                Failure::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN", "requested range not satisfiable");
             f.headers.push(("content-range", format!("bytes */{size}")));
             f
         })?),
