@@ -161,3 +161,25 @@ async fn a_crash_leaves_no_partial_blob() {
     assert_eq!(std::fs::read_dir(dir.path().join("registry/uploads")).unwrap().count(), 0);
     assert!(matches!(r.upload_size("app", &id).await, Err(RegistryError::BlobUploadUnknown)));
 }
+
+#[tokio::test]
+async fn collection_spares_pushes_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path()).await;
+    r.create_repository("app", "MUTABLE", false, BTreeMap::new()).await.unwrap();
+    // A push that has uploaded a blob but not yet its manifest, and one still uploading.
+    let early = r.put_blob("app", &Algorithm::Sha256.digest(b"early").to_string(), body(&[b"early"])).await.unwrap();
+    let id = r.start_upload("app").await.unwrap();
+    r.append("app", &id, None, body(&[b"still "])).await.unwrap();
+    // Even a collection told the blob was released spares one committed after it started.
+    let late_digest = Algorithm::Sha256.digest(b"late").to_string();
+    let collecting = r.collect(vec![late_digest.clone()]);
+    let (collected, late) = tokio::join!(collecting, r.put_blob("app", &late_digest, body(&[b"late"])));
+    assert_eq!(collected.unwrap(), 0);
+    late.unwrap();
+    assert_eq!(r.stat_blob("app", &early.to_string()).await.unwrap(), 5);
+    let whole = Algorithm::Sha256.digest(b"still going").to_string();
+    r.finish_upload("app", &id, &whole, None, body(&[b"going"])).await.unwrap();
+    assert_eq!(r.stat_blob("app", &whole).await.unwrap(), 11);
+    assert_eq!(r.stat_blob("app", &late_digest).await.unwrap(), 4);
+}
