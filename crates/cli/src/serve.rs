@@ -491,11 +491,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
                 .await
                 .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = Arc::new(registry);
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
                 .with_mappings(mappings)
-                .with_registry(Arc::new(registry)),
+                .with_registry(registry),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
