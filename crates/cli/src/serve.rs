@@ -461,16 +461,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
             .await
             .context("loading the queues")?;
-        let registry = Arc::new(
-            nimbus_registry::Registry::open(
-                data_dir.join("registry"),
-                meta.clone(),
-                Account { id: args.account_id.clone(), region: args.region.clone() },
-                &creds.secret_access_key,
-            )
-            .await
-            .context("opening the registry")?,
-        );
+        let registry_dir = data_dir.join("registry");
+        let account = Account { id: args.account_id.clone(), region: args.region.clone() };
+        let registry =
+            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
+                .await
+                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = Arc::new(registry);
         let control = Arc::new(
             Control::new(settings, meta.clone(), blobs, invoker)
                 .await?
@@ -500,7 +497,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
-                .with_mappings(mappings),
+                .with_mappings(mappings)
+                .with_registry(registry),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
