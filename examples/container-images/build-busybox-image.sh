@@ -13,7 +13,7 @@ umoci unpack --image "$layout:$tag" "$work/bundle"
 root=$work/bundle/rootfs
 mkdir -p "$root/bin" "$root/app"
 cp /bin/busybox "$root/bin/busybox"
-for applet in sh wget sed tr id pwd printf cat; do ln -s busybox "$root/bin/$applet"; done
+for applet in sh wget sed tr id pwd printf cat touch; do ln -s busybox "$root/bin/$applet"; done
 cp "$here/runtime.sh" "$root/runtime.sh"
 umoci repack --image "$layout:$tag" "$work/bundle"
 umoci config --image "$layout:$tag" --config.entrypoint /bin/sh --config.entrypoint /runtime.sh \

@@ -445,7 +445,12 @@ impl Worker {
                 diff_id: l.diff_id.clone(),
             })
             .collect();
-        self.settings.images.root(&image.digest, &layers).await.map_err(|e| Error::Internal(e.to_string()))
+        // An image that cannot be unpacked is the function's failure, as an
+        // entrypoint that cannot start is; the node's own I/O errors are not.
+        self.settings.images.root(&image.digest, &layers).await.map_err(|e| match e {
+            nimbus_images::ImageError::Io(e) => Error::Internal(format!("unpacking the image: {e}")),
+            e => Error::InvalidEntrypoint(format!("The image cannot be used: {e}")),
+        })
     }
 
     /// The interpreter that byte-compiles a configuration's code, for Python runtimes.
@@ -671,8 +676,11 @@ impl Invoker for Worker {
                 if let Some(old) = self.pool.reclaim_for_memory() {
                     tokio::spawn(old.retire());
                 }
-                let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
-                match self.start(spec).instrument(tracing::debug_span!("cold_start")).await {
+                let started = async {
+                    let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
+                    self.start(spec).instrument(tracing::debug_span!("cold_start")).await
+                };
+                match started.await {
                     Ok(e) => (e, true),
                     Err(Error::InvalidEntrypoint(message)) => {
                         tracing::warn!(function = %inv.config.name, request_id = %inv.request_id, %message, "the runtime could not start");
