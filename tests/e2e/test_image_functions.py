@@ -178,7 +178,9 @@ def test_images_not_in_the_registry_and_zip_settings_are_refused(server, lam, la
         assert err["Code"] == "InvalidParameterValueException" and message in err["Message"], (params, err)
 
 
-def hostile_layer(name, kind=tarfile.REGTYPE, linkname=""):
+def tar_layer(name, kind=tarfile.REGTYPE, linkname=""):
+    """A gzip layer of one entry, written raw (a hostile name stays as given);
+    `symlink-then-file` puts a link `esc` to `linkname` before the file."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         if kind == "symlink-then-file":
@@ -198,22 +200,14 @@ def test_hostile_layers_never_escape_and_leave_nothing(server, lam, tmp_path):
     victim = tmp_path / "outside"
     victim.mkdir()
     layers = [
-        hostile_layer("../../../../../../../../" + str(victim / "dotdot").lstrip("/")),
-        hostile_layer("esc/through-link", "symlink-then-file", linkname=str(victim)),
-        hostile_layer("hard", tarfile.LNKTYPE, linkname="../../../../../../../etc/passwd"),
+        tar_layer("../../../../../../../../" + str(victim / "dotdot").lstrip("/")),
+        tar_layer("esc/through-link", "symlink-then-file", linkname=str(victim)),
+        tar_layer("hard", tarfile.LNKTYPE, linkname="../../../../../../../etc/passwd"),
     ]
-    reg = Registry(server)
     repo = unique_name("hostile").lower()
     aws_client(server, "ecr").create_repository(repositoryName=repo)
     for i, layer in enumerate(layers):
-        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/x"]},
-                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": push_blob(reg, repo, config), "size": len(config)},
-                    "layers": [{"mediaType": LAYER_GZIP, "digest": push_blob(reg, repo, layer), "size": len(layer)}]}
-        body = json.dumps(manifest).encode()
-        assert reg.put(f"{repo}/manifests/h{i}", data=body,
-                       headers={"Content-Type": OCI_MANIFEST}).status_code == 201
+        body = push_raw(server, repo, f"h{i}", layer)
         name = create_image_function(lam, f"{host(server)}/{repo}:h{i}")
         r = lam.invoke(FunctionName=name, Payload=b"{}")
         assert r.get("FunctionError") or r["StatusCode"] >= 500, r
@@ -222,3 +216,39 @@ def test_hostile_layers_never_escape_and_leave_nothing(server, lam, tmp_path):
         staging = images / "staging"
         assert not staging.exists() or list(staging.iterdir()) == []
     assert list(victim.iterdir()) == []
+
+
+def layer_digests(layout, tag):
+    index = json.loads((Path(layout) / "index.json").read_text())
+    entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+    manifest = json.loads((Path(layout) / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_text())
+    return [layer["digest"].split(":")[1] for layer in manifest["layers"]]
+
+
+def push_raw(server, repo, tag, layer):
+    """Pushes a one-layer image over the registry API; returns the manifest body."""
+    reg = Registry(server)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/x"]},
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": push_blob(reg, repo, config), "size": len(config)},
+        "layers": [{"mediaType": LAYER_GZIP, "digest": push_blob(reg, repo, layer), "size": len(layer)}],
+    }).encode()
+    assert reg.put(f"{repo}/manifests/{tag}", data=manifest, headers={"Content-Type": OCI_MANIFEST}).status_code == 201
+    return manifest
+
+
+def test_registry_garbage_collection_keeps_what_functions_were_deployed_with(server, lam, layouts):
+    ecr = aws_client(server, "ecr")
+    blob = lambda digest: server.data_dir / "registry" / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    repo = unique_name("gc").lower()
+    ecr.create_repository(repositoryName=repo)
+    held_layer = tar_layer(f"held-{unique_name()}")
+    unheld_layer = tar_layer(f"unheld-{unique_name()}")
+    push_raw(server, repo, "held", held_layer)
+    push_raw(server, repo, "unheld", unheld_layer)
+    create_image_function(lam, f"{host(server)}/{repo}:held")
+    ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "held"}, {"imageTag": "unheld"}])
+    assert blob(sha256(held_layer)).exists(), "a function's layer was collected"
+    assert not blob(sha256(unheld_layer)).exists(), "garbage collection did not run"

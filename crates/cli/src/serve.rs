@@ -475,6 +475,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_queues(queues.clone())
                 .with_images(registry.clone()),
         );
+        registry.set_users(control.clone());
         let targets = nimbus_api::S3Front::targets(control.clone());
         let objects =
             nimbus_objects::Objects::open(meta.clone(), files, targets, args.region.clone(), args.account_id.clone())

@@ -83,7 +83,28 @@ impl ImageResolver for nimbus_registry::Registry {
     }
 }
 
+/// The registry's garbage collection keeps what functions and their
+/// versions were deployed with.
+#[async_trait]
+impl nimbus_registry::ImageUsers for Control {
+    async fn manifests_in_use(&self) -> std::collections::HashSet<String> {
+        // The trait cannot fail; a store that cannot be read here is logged
+        // loudly (its collection could take blobs a function holds).
+        self.images_in_use().await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot list the images functions use");
+            Default::default()
+        })
+    }
+}
+
 impl Control {
+    /// Manifest digests of every configuration's image: an image
+    /// function's code digest is its manifest's, so the store's list of
+    /// code in use names them (zip digests among them name no manifest).
+    pub(crate) async fn images_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(self.meta.referenced_blobs().await?.into_iter().map(|hex| format!("sha256:{hex}")).collect())
+    }
+
     /// Lets functions be made from images of this registry.
     pub fn with_images(mut self, images: Arc<dyn ImageResolver>) -> Self {
         self.images = Some(images);

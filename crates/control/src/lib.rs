@@ -160,6 +160,10 @@ impl Control {
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
+        // No environment runs yet: roots of images no function uses can go.
+        if let Some(invoker) = &control.invoker {
+            invoker.retain_images(&control.images_in_use().await?).await;
+        }
         drop(guard);
         control.resume_unsettled().await?;
         Ok(control)

@@ -106,6 +106,9 @@ pub trait Invoker: Send + Sync {
     /// Stops keeping environments for a qualifier (`None`: every one).
     async fn unprovision(&self, function: &str, qualifier: Option<&str>);
     fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus>;
+    /// Removes the unpacked roots of images whose manifest digest is not in
+    /// `keep`. Only safe while no environment runs one (at start).
+    async fn retain_images(&self, keep: &HashSet<String>);
 }
 
 /// Reads a code archive by its sha256; the store's blobs behind a seam.
@@ -765,5 +768,13 @@ impl Invoker for Worker {
 
     fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus> {
         self.pool.provisioned_status(function, qualifier)
+    }
+
+    async fn retain_images(&self, keep: &HashSet<String>) {
+        match self.settings.images.retain(keep).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed the unpacked roots of images no function uses"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove unused image roots"),
+        }
     }
 }
