@@ -197,6 +197,10 @@ fn apply_entry<R: Read>(
         return Ok(());
     }
     if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+        // `.wh..` would name the parent of the directory, `.wh.` itself.
+        if matches!(hidden, "" | "." | "..") {
+            return Err(ImageError::Escape { layer: layer.digest.clone(), path: raw.display().to_string() });
+        }
         return make_room(&path.with_file_name(hidden), false).map_err(io_err);
     }
     let mode = entry.header().mode().map_err(io_err)? & 0o1777;

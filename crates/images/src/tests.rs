@@ -148,6 +148,8 @@ async fn hostile_entries_never_escape_the_root() {
         ("through a symlink of the same layer", vec![tar_of(&[E::Symlink("esc", &out), E::File("esc/evil", b"x")])]),
         ("through a lower layer's symlink", vec![link_out.clone(), tar_of(&[E::File("esc/evil", b"x")])]),
         ("whiteout through a symlink", vec![link_out.clone(), tar_of(&[E::File("esc/.wh.victim", b"")])]),
+        ("whiteout of the root's parent", vec![tar_of(&[E::File(".wh..", b"")])]),
+        ("whiteout of a directory's parent", vec![tar_of(&[E::Dir("a"), E::File("a/.wh..", b"")])]),
         ("hardlink out", vec![tar_of(&[E::Hardlink("h", "../outside/victim")])]),
         ("hardlink through a symlink", vec![link_out, tar_of(&[E::Hardlink("h", "esc/victim")])]),
     ];
