@@ -29,6 +29,8 @@ pub fn is_registry(path: &str) -> bool {
 
 /// Tags and catalog entries per page when the client names no `n`.
 const PAGE_DEFAULT: u32 = 1000;
+/// Bytes read from a blob file at a time when serving it.
+const READ_CHUNK: usize = 256 << 10;
 
 /// A distribution-spec error response.
 struct Failure {
@@ -431,7 +433,7 @@ async fn get_blob(
         file.seek(std::io::SeekFrom::Start(start)).await.map_err(RegistryError::from)?;
     }
     use tokio::io::AsyncReadExt;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK));
     Ok(response(status, &h, body))
 }
 
