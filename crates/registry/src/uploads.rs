@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -21,6 +22,8 @@ struct Upload {
     /// Finished or cancelled: a request that waited for the lock meanwhile
     /// must not write to a file that is now a blob, or gone.
     closed: bool,
+    /// When a request last used it.
+    touched: Instant,
     size: u64,
     hasher: Sha256,
     file: tokio::fs::File,
@@ -40,7 +43,28 @@ impl Uploads {
     fn remove(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Upload>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
     }
+
+    /// Takes out the uploads no request has used for [`UPLOAD_IDLE_MAX`]
+    /// (a client that gave up without cancelling); their files to remove.
+    pub(crate) fn expire(&self, now: Instant) -> Vec<PathBuf> {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone = Vec::new();
+        table.retain(|_, u| match u.try_lock() {
+            Ok(mut u) if now.duration_since(u.touched) > UPLOAD_IDLE_MAX => {
+                u.closed = true;
+                gone.push(u.path.clone());
+                false
+            }
+            _ => true,
+        });
+        gone
+    }
 }
+
+/// How long an upload may sit unused before it is dropped, checked
+/// whenever an upload starts (as the distribution registry purges
+/// abandoned uploads, though it waits longer).
+pub const UPLOAD_IDLE_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// A request body as a stream of chunks.
 pub trait BodyStream: Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin {}
@@ -89,11 +113,21 @@ impl Registry {
     /// Starts an upload into an existing repository; its id.
     pub async fn start_upload(&self, repository: &str) -> Result<String> {
         self.repository(repository).await?;
+        for path in self.uploads.expire(Instant::now()) {
+            remove_quietly(&path).await;
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let path = self.files.upload(&id);
         let file = tokio::fs::OpenOptions::new().append(true).create_new(true).open(&path).await?;
-        let upload =
-            Upload { repository: repository.to_string(), closed: false, size: 0, hasher: Sha256::new(), file, path };
+        let upload = Upload {
+            repository: repository.to_string(),
+            closed: false,
+            touched: Instant::now(),
+            size: 0,
+            hasher: Sha256::new(),
+            file,
+            path,
+        };
         self.uploads.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), Arc::new(upload.into()));
         Ok(id)
     }
@@ -211,6 +245,7 @@ async fn append_to(u: &mut Upload, range: Option<(u64, u64)>, body: impl BodyStr
     if let Some((start, end)) = range {
         rules::check_chunk(u.size, start, end)?;
     }
+    u.touched = Instant::now();
     let (size, hasher) = (u.size, u.hasher.clone());
     let written = write_chunk(u, body, range.map(|(s, e)| e - s + 1)).await;
     if written.is_err() {
