@@ -204,3 +204,27 @@ def test_untagged_images_and_filters(server, ecr, tmp_path):
     out = ecr.batch_delete_image(repositoryName=name, imageIds=[{"imageDigest": untagged[0]["imageDigest"]}])
     assert out["imageIds"] == [{"imageDigest": untagged[0]["imageDigest"]}] and out["failures"] == []
     assert len(ecr.list_images(repositoryName=name)["imageIds"]) == 2
+
+
+def test_put_image_retags(server, ecr, tmp_path):
+    name = repo_name()
+    ecr.create_repository(repositoryName=name)
+    assert push(server, ecr, tmp_path, name, "v1").returncode == 0
+    image = ecr.batch_get_image(repositoryName=name, imageIds=[{"imageTag": "v1"}])["images"][0]
+    out = ecr.put_image(repositoryName=name, imageManifest=image["imageManifest"], imageTag="release")["image"]
+    assert out["imageId"] == {"imageDigest": image["imageId"]["imageDigest"], "imageTag": "release"}
+    assert out["imageManifestMediaType"] == image["imageManifestMediaType"]
+    tags = sorted(i["imageTag"] for i in ecr.list_images(repositoryName=name)["imageIds"])
+    assert tags == ["release", "v1"]
+    with pytest.raises(ClientError) as e:
+        ecr.put_image(repositoryName=name, imageManifest=image["imageManifest"], imageTag="release")
+    assert error_code(e) == "ImageAlreadyExistsException"
+    with pytest.raises(ClientError) as e:
+        ecr.put_image(repositoryName=name, imageManifest=image["imageManifest"], imageTag="x",
+                      imageDigest="sha256:" + "0" * 64)
+    assert error_code(e) == "ImageDigestDoesNotMatchException"
+    broken = json.loads(image["imageManifest"])
+    broken["layers"][0]["digest"] = "sha256:" + "1" * 64
+    with pytest.raises(ClientError) as e:
+        ecr.put_image(repositoryName=name, imageManifest=json.dumps(broken), imageTag="broken")
+    assert error_code(e) == "LayersNotFoundException"

@@ -348,6 +348,10 @@ def test_skopeo_copy_and_inspect(server, tmp_path):
                             f"docker://{host(server)}/{repo}:docker").stdout)
     assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
     assert raw["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    # A repository must be created before it is pushed to, as on ECR.
+    r = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{src}",
+               f"docker://{host(server)}/never/created:v1", check=False)
+    assert r.returncode != 0 and "name unknown" in r.stderr and "does not exist in the registry" in r.stderr
     # Anonymous pulls are refused.
     r = skopeo("inspect", "--tls-verify=false", "--no-creds", f"docker://{host(server)}/{repo}:v1", check=False)
     assert r.returncode != 0 and "unauthorized" in r.stderr.lower()

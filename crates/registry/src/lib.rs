@@ -36,8 +36,6 @@ pub use uploads::BodyStream;
 pub enum RegistryError {
     #[error("blob unknown to registry: {0}")]
     BlobUnknown(String),
-    #[error("blob upload invalid: {0}")]
-    BlobUploadInvalid(String),
     #[error("blob upload unknown to registry")]
     BlobUploadUnknown,
     #[error("{0}")]
@@ -52,8 +50,6 @@ pub enum RegistryError {
     NameInvalid(String),
     #[error("The repository with name '{name}' does not exist in the registry with id '{registry}'")]
     NameUnknown { name: String, registry: String },
-    #[error("{0}")]
-    SizeInvalid(String),
     /// A chunk or range that does not fit what is stored (HTTP 416).
     #[error("requested range not satisfiable")]
     RangeInvalid { size: u64 },
@@ -81,7 +77,7 @@ impl RegistryError {
         use RegistryError::*;
         match self {
             BlobUnknown(_) => "BLOB_UNKNOWN",
-            BlobUploadInvalid(_) | RangeInvalid { .. } | Body(_) => "BLOB_UPLOAD_INVALID",
+            RangeInvalid { .. } | Body(_) => "BLOB_UPLOAD_INVALID",
             BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
             DigestInvalid(_) => "DIGEST_INVALID",
             ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
@@ -89,7 +85,6 @@ impl RegistryError {
             ManifestUnknown(_) => "MANIFEST_UNKNOWN",
             NameInvalid(_) => "NAME_INVALID",
             NameUnknown { .. } => "NAME_UNKNOWN",
-            SizeInvalid(_) => "SIZE_INVALID",
             // What ECR answers a push that would move an immutable tag.
             TagImmutable { .. } => "TAG_INVALID",
             RepositoryExists { .. } | RepositoryNotEmpty { .. } => "DENIED",

@@ -185,3 +185,17 @@ async fn collection_spares_pushes_in_progress() {
     assert_eq!(r.stat_blob("app", &whole).await.unwrap(), 11);
     assert_eq!(r.stat_blob("app", &late_digest).await.unwrap(), 4);
 }
+
+#[tokio::test]
+async fn abandoned_uploads_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path()).await;
+    r.create_repository("app", "MUTABLE", false, BTreeMap::new()).await.unwrap();
+    let id = r.start_upload("app").await.unwrap();
+    r.append("app", &id, None, body(&[b"abandoned"])).await.unwrap();
+    let later = std::time::Instant::now() + uploads::UPLOAD_IDLE_MAX;
+    assert!(r.uploads.expire(std::time::Instant::now()).is_empty());
+    let gone = r.uploads.expire(later + std::time::Duration::from_secs(1));
+    assert_eq!(gone, [r.files.upload(&id)]);
+    assert!(matches!(r.upload_size("app", &id).await, Err(RegistryError::BlobUploadUnknown)));
+}

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -18,6 +19,11 @@ use crate::{now_ms, Registry, RegistryError, Result};
 
 struct Upload {
     repository: String,
+    /// Finished or cancelled: a request that waited for the lock meanwhile
+    /// must not write to a file that is now a blob, or gone.
+    closed: bool,
+    /// When a request last used it.
+    touched: Instant,
     size: u64,
     hasher: Sha256,
     file: tokio::fs::File,
@@ -37,7 +43,28 @@ impl Uploads {
     fn remove(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Upload>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
     }
+
+    /// Takes out the uploads no request has used for [`UPLOAD_IDLE_MAX`]
+    /// (a client that gave up without cancelling); their files to remove.
+    pub(crate) fn expire(&self, now: Instant) -> Vec<PathBuf> {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone = Vec::new();
+        table.retain(|_, u| match u.try_lock() {
+            Ok(mut u) if now.duration_since(u.touched) > UPLOAD_IDLE_MAX => {
+                u.closed = true;
+                gone.push(u.path.clone());
+                false
+            }
+            _ => true,
+        });
+        gone
+    }
 }
+
+/// How long an upload may sit unused before it is dropped, checked
+/// whenever an upload starts (as the distribution registry purges
+/// abandoned uploads, though it waits longer).
+pub const UPLOAD_IDLE_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// A request body as a stream of chunks.
 pub trait BodyStream: Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin {}
@@ -86,29 +113,43 @@ impl Registry {
     /// Starts an upload into an existing repository; its id.
     pub async fn start_upload(&self, repository: &str) -> Result<String> {
         self.repository(repository).await?;
+        for path in self.uploads.expire(Instant::now()) {
+            remove_quietly(&path).await;
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let path = self.files.upload(&id);
         let file = tokio::fs::OpenOptions::new().append(true).create_new(true).open(&path).await?;
-        let upload = Upload { repository: repository.to_string(), size: 0, hasher: Sha256::new(), file, path };
+        let upload = Upload {
+            repository: repository.to_string(),
+            closed: false,
+            touched: Instant::now(),
+            size: 0,
+            hasher: Sha256::new(),
+            file,
+            path,
+        };
         self.uploads.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), Arc::new(upload.into()));
         Ok(id)
     }
 
-    fn upload(&self, repository: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
-        self.uploads.get(id).ok_or(RegistryError::BlobUploadUnknown).and_then(|u| {
-            // The id is a UUID; naming it under another repository finds nothing.
-            match u.try_lock().map(|g| g.repository == repository) {
-                Ok(false) => Err(RegistryError::BlobUploadUnknown),
-                _ => Ok(u),
-            }
-        })
+    /// The upload, locked; unknown if closed or named under another repository.
+    async fn upload(&self, repository: &str, id: &str) -> Result<tokio::sync::OwnedMutexGuard<Upload>> {
+        let u = self.uploads.get(id).ok_or(RegistryError::BlobUploadUnknown)?.lock_owned().await;
+        if u.closed || u.repository != repository {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
+        Ok(u)
+    }
+
+    /// Marks the upload closed and takes it out of the table.
+    fn close(&self, u: &mut Upload, id: &str) {
+        u.closed = true;
+        self.uploads.remove(id);
     }
 
     /// How many bytes an upload holds.
     pub async fn upload_size(&self, repository: &str, id: &str) -> Result<u64> {
-        let u = self.upload(repository, id)?;
-        let u = u.lock().await;
-        Ok(u.size)
+        Ok(self.upload(repository, id).await?.size)
     }
 
     /// Appends a chunk. With `range` (the `Content-Range`), the chunk must
@@ -121,32 +162,15 @@ impl Registry {
         range: Option<(u64, u64)>,
         body: impl BodyStream,
     ) -> Result<u64> {
-        let u = self.upload(repository, id)?;
-        let mut u = u.lock().await;
-        if u.repository != repository {
-            return Err(RegistryError::BlobUploadUnknown);
-        }
-        if let Some((start, end)) = range {
-            rules::check_chunk(u.size, start, end)?;
-        }
-        let (size, hasher) = (u.size, u.hasher.clone());
-        let written = write_chunk(&mut u, body, range.map(|(s, e)| e - s + 1)).await;
-        match written {
-            Ok(_) => Ok(u.size),
-            Err(e) => {
-                u.file.set_len(size).await?;
-                u.size = size;
-                u.hasher = hasher;
-                Err(e)
-            }
-        }
+        let mut u = self.upload(repository, id).await?;
+        append_to(&mut u, range, body).await?;
+        Ok(u.size)
     }
 
     /// Cancels an upload, removing its bytes.
     pub async fn cancel_upload(&self, repository: &str, id: &str) -> Result<()> {
-        self.upload(repository, id)?;
-        let u = self.uploads.remove(id).ok_or(RegistryError::BlobUploadUnknown)?;
-        let u = u.lock().await;
+        let mut u = self.upload(repository, id).await?;
+        self.close(&mut u, id);
         remove_quietly(&u.path).await;
         Ok(())
     }
@@ -163,9 +187,9 @@ impl Registry {
         body: impl BodyStream,
     ) -> Result<Digest> {
         let expected: Digest = digest.parse()?;
-        self.append(repository, id, range, body).await?;
-        let u = self.uploads.remove(id).ok_or(RegistryError::BlobUploadUnknown)?;
-        let mut u = u.lock().await;
+        let mut u = self.upload(repository, id).await?;
+        append_to(&mut u, range, body).await?;
+        self.close(&mut u, id);
         u.file.flush().await?;
         let actual = match expected.algorithm {
             Algorithm::Sha256 => Digest { algorithm: Algorithm::Sha256, hex: hex::encode(u.hasher.clone().finalize()) },
@@ -187,8 +211,10 @@ impl Registry {
         let id = self.start_upload(repository).await?;
         let done = self.finish_upload(repository, &id, digest, None, body).await;
         if done.is_err() {
-            if let Some(u) = self.uploads.remove(&id) {
-                remove_quietly(&u.lock().await.path).await;
+            // Still open if its bytes were refused before the digest check.
+            if let Ok(mut u) = self.upload(repository, &id).await {
+                self.close(&mut u, &id);
+                remove_quietly(&u.path).await;
             }
         }
         done
@@ -212,6 +238,22 @@ impl Registry {
         tokio::fs::write(&path, bytes).await?;
         Ok(path)
     }
+}
+
+/// Appends a chunk to a locked upload, or leaves it as it was.
+async fn append_to(u: &mut Upload, range: Option<(u64, u64)>, body: impl BodyStream) -> Result<()> {
+    if let Some((start, end)) = range {
+        rules::check_chunk(u.size, start, end)?;
+    }
+    u.touched = Instant::now();
+    let (size, hasher) = (u.size, u.hasher.clone());
+    let written = write_chunk(u, body, range.map(|(s, e)| e - s + 1)).await;
+    if written.is_err() {
+        u.file.set_len(size).await?;
+        u.size = size;
+        u.hasher = hasher;
+    }
+    written
 }
 
 async fn write_chunk(u: &mut Upload, mut body: impl BodyStream, expected: Option<u64>) -> Result<()> {

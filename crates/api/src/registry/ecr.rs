@@ -1,5 +1,6 @@
 //! ECR's control API (JSON 1.1, SigV4 service `ecr`, `X-Amz-Target:
-//! AmazonEC2ContainerRegistry_V20150921.<Op>`): repositories, images,
+//! AmazonEC2ContainerRegistry_V20150921.<Op>`): repositories, images
+//! (including PutImage, which re-tags),
 //! tag mutability and authorization tokens, checked against botocore's ECR
 //! model (`nimbus-model`) and answered in ECR's shapes and errors
 //! (`{"__type", "message"}`). The rules are `nimbus-registry`'s.
@@ -236,6 +237,7 @@ impl Ctx<'_> {
                 self.paged("imageIds", ids)?
             }
             "BatchGetImage" => self.batch_get_image().await?,
+            "PutImage" => self.put_image().await?,
             "BatchDeleteImage" => self.batch_delete_image().await?,
             "GetAuthorizationToken" => {
                 let (token, expires) = r.tokens().mint(Purpose::Login, LOGIN_TTL, SystemTime::now());
@@ -408,6 +410,65 @@ impl Ctx<'_> {
             }
         }
         Ok(json!({ "images": found, "failures": failures }))
+    }
+
+    /// PutImage: a manifest pushed through the API, as `aws ecr put-image`
+    /// re-tags an image.
+    async fn put_image(&self) -> Result<Value, Failure> {
+        let (name, registry) = (self.name(), self.registry);
+        let manifest = self.str("imageManifest").unwrap_or_default();
+        let (tag, wanted) = (self.str("imageTag"), self.str("imageDigest"));
+        let digest = nimbus_registry::rules::Algorithm::Sha256.digest(manifest.as_bytes()).to_string();
+        if wanted.is_some_and(|w| w != digest) {
+            return Err(Failure::new(
+                "ImageDigestDoesNotMatchException",
+                format!("Provided digest {} does not match generated digest {digest}", wanted.unwrap_or_default()),
+            ));
+        }
+        let exists = match tag {
+            Some(t) => registry
+                .images(name)
+                .await?
+                .iter()
+                .any(|i| i.manifest.digest == digest && i.tags.iter().any(|x| x == t)),
+            None => registry.images(name).await?.iter().any(|i| i.manifest.digest == digest),
+        };
+        if exists {
+            return Err(Failure::new(
+                "ImageAlreadyExistsException",
+                format!(
+                    "Image with digest '{digest}' and tag '{}' already exists in the repository with name '{name}' in registry with id '{}'",
+                    tag.unwrap_or("null"),
+                    self.registry_id()
+                ),
+            ));
+        }
+        let reference = tag.unwrap_or(&digest);
+        let bytes = bytes::Bytes::copy_from_slice(manifest.as_bytes());
+        let pushed = match registry.put_manifest(name, reference, self.str("imageManifestMediaType"), bytes).await {
+            Err(RegistryError::ManifestBlobUnknown(layer)) => {
+                return Err(Failure::new(
+                    "LayersNotFoundException",
+                    format!(
+                        "Layers with digests '[{layer}]' required for pushing image into repository with name '{name}' in registry with id '{}' do not exist",
+                        self.registry_id()
+                    ),
+                ))
+            }
+            other => other?,
+        };
+        let (row, _) = registry.get_manifest(name, &pushed.digest).await?;
+        let mut image_id = json!({ "imageDigest": pushed.digest });
+        if let Some(t) = tag {
+            image_id["imageTag"] = json!(t);
+        }
+        Ok(json!({ "image": {
+            "registryId": self.registry_id(),
+            "repositoryName": name,
+            "imageId": image_id,
+            "imageManifest": manifest,
+            "imageManifestMediaType": row.media_type,
+        } }))
     }
 
     async fn batch_delete_image(&self) -> Result<Value, Failure> {

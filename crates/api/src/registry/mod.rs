@@ -29,6 +29,8 @@ pub fn is_registry(path: &str) -> bool {
 
 /// Tags and catalog entries per page when the client names no `n`.
 const PAGE_DEFAULT: u32 = 1000;
+/// Bytes read from a blob file at a time when serving it.
+const READ_CHUNK: usize = 256 << 10;
 
 /// A distribution-spec error response.
 struct Failure {
@@ -158,11 +160,18 @@ impl Route {
 }
 
 pub async fn serve(api: &Api, req: Request<Body>) -> Response {
+    let has_body = req.headers().get("transfer-encoding").is_some()
+        || req.headers().get("content-length").is_some_and(|v| v.as_bytes() != b"0");
     let mut resp = match api.registry.as_deref() {
         Some(registry) => serve_inner(registry, req).await.unwrap_or_else(IntoResponse::into_response),
         None => Failure::unsupported("the registry is not served by this node").into_response(),
     };
     resp.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    // A refusal may come before the body was read (a chunk out of order,
+    // an unknown upload): the connection cannot carry another request.
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut().insert("connection", HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -424,7 +433,7 @@ async fn get_blob(
         file.seek(std::io::SeekFrom::Start(start)).await.map_err(RegistryError::from)?;
     }
     use tokio::io::AsyncReadExt;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK));
     Ok(response(status, &h, body))
 }
 
