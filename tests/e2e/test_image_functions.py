@@ -10,6 +10,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from conftest import ROLE, aws_client, unique_name
 from test_registry import LAYER_GZIP, OCI_CONFIG, OCI_MANIFEST, Registry, login, push_blob, sha256
 
 RECIPES = Path(__file__).resolve().parents[2] / "examples" / "container-images"
-PIP = "/work/venv/bin/pip" if Path("/work/venv/bin/pip").exists() else "pip3"
+# The pip of the venv running the suite downloads awslambdaric's wheel.
+PIP = str(Path(sys.executable).parent / "pip")
 
 
 def run(*args, env=None):
