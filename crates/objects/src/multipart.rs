@@ -688,7 +688,13 @@ mod tests {
             prefix: None,
             suffix: None,
         };
-        let bucket = Bucket { name: "b".into(), created_ms: 0, notifications: vec![rule], tags: BTreeMap::new() };
+        let bucket = Bucket {
+            name: "b".into(),
+            created_ms: 0,
+            notifications: vec![rule],
+            tags: BTreeMap::new(),
+            lifecycle: vec![],
+        };
         meta.create_bucket(&bucket).await.unwrap();
 
         let create = CreateMultipartUploadInput::builder().bucket("b".into()).key("k".into()).build().unwrap();

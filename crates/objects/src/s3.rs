@@ -342,6 +342,7 @@ impl S3 for Objects {
             created_ms: chrono::Utc::now().timestamp_millis(),
             notifications: vec![],
             tags: BTreeMap::new(),
+            lifecycle: vec![],
         };
         if !self.meta.create_bucket(&bucket).await.map_err(internal)? {
             return Err(s3_error!(
@@ -709,7 +710,7 @@ impl S3 for Objects {
         }))
     }
 
-    // Multipart uploads, copies, batch deletes and tagging: see their modules.
+    // Multipart uploads, copies, batch deletes, tagging and lifecycle: see their modules.
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
@@ -761,6 +762,27 @@ impl S3 for Objects {
         Objects::delete_objects(self, req).await
     }
 
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        Objects::put_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        Objects::get_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        Objects::delete_bucket_lifecycle(self, req).await
+    }
+
     async fn put_object_tagging(
         &self,
         req: S3Request<PutObjectTaggingInput>,
@@ -786,10 +808,23 @@ impl S3 for Objects {
 impl Objects {
     /// Deletes an object (absent keys are not an error, as on AWS) with its notifications.
     pub(crate) async fn remove_object(&self, bucket: &Bucket, key: &str, origin: &Origin<'_>) -> S3Result<()> {
-        let events = |o: &ObjectInfo| notify::events(bucket, "ObjectRemoved:Delete", o, origin);
-        let gone = self.meta.delete_object(&bucket.name, key, &events).await.map_err(internal)?;
+        self.remove(bucket, key, None, "ObjectRemoved:Delete", origin).await
+    }
+
+    /// Deletes `key` if it still has the bytes of `only_file` (when given),
+    /// queuing the notifications of `event`.
+    pub(crate) async fn remove(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        only_file: Option<&str>,
+        event: &str,
+        origin: &Origin<'_>,
+    ) -> S3Result<()> {
+        let events = |o: &ObjectInfo| notify::events(bucket, event, o, origin);
+        let gone = self.meta.delete_object(&bucket.name, key, only_file, &events).await.map_err(internal)?;
         if let Some(o) = gone {
-            if bucket.notifications.iter().any(|n| n.matches("s3:ObjectRemoved:Delete", &o.key)) {
+            if bucket.notifications.iter().any(|n| n.matches(&format!("s3:{event}"), &o.key)) {
                 self.functions.queued();
             }
             if o.data.is_none() {
