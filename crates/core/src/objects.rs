@@ -140,6 +140,10 @@ pub struct ObjectInfo {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub checksum: Option<Checksum>,
+    /// The sizes of the parts a multipart upload made it of, in order
+    /// (GetObject's `partNumber`); empty for an object written whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_sizes: Vec<u64>,
     /// The bytes of a small object, which the store keeps with its
     /// metadata (one commit, no file); `None` for an object in its data
     /// file, and in listings. `file` still names this version of the object.

@@ -95,6 +95,7 @@ mod tests {
                 headers: Default::default(),
                 tags: BTreeMap::new(),
                 checksum: None,
+                part_sizes: vec![],
                 data: None,
             };
             meta.put_object(&o, &[]).await.unwrap();

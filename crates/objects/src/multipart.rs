@@ -449,6 +449,7 @@ impl Objects {
             headers: upload.headers.clone(),
             tags: upload.tags.clone(),
             checksum,
+            part_sizes: parts.iter().map(|p| p.size).collect(),
             data: None,
         };
         let events = notify::events(&bucket, "ObjectCreated:CompleteMultipartUpload", &object, &origin);

@@ -99,6 +99,7 @@ mod tests {
             headers: Default::default(),
             tags: Default::default(),
             checksum: None,
+            part_sizes: vec![],
             data: None,
         };
         meta.put_object(&o, &[]).await.unwrap();

@@ -387,6 +387,7 @@ mod tests {
             headers: ObjectHeaders::default(),
             tags: BTreeMap::new(),
             checksum: None,
+            part_sizes: vec![],
             data: None,
         }
     }
