@@ -9,6 +9,7 @@
 
 mod copy;
 mod delete;
+mod direct;
 mod files;
 mod lifecycle;
 mod listing;
