@@ -38,7 +38,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     s3 = report["s3"]
     assert s3["large_mib"] == 64, "--quick moves 64 MiB"
     for key in ("get_4k_rps_c32", "put_4k_rps_c32", "disk_write_mbps", "disk_read_mbps", "large_put_mbps",
-                "large_get_mbps", "large_put_share", "large_get_share"):
+                "large_get_mbps", "large_put_share", "large_get_share", "md5_mbps",
+                "large_put_share_of_md5"):
         assert s3[key] > 0, (key, s3)
     assert 0 < s3["put_to_handler_ms"]["p50"] <= s3["put_to_handler_ms"]["p99"], s3
     queues = report["queues"]
