@@ -144,6 +144,26 @@ def test_teardown_leaves_no_cgroup_or_root_behind(lam, server):
     assert f"{cg.name}.slots" not in mounts, "no mount is left behind"
 
 
+def test_small_functions_get_their_cpu_share_over_short_periods(lam, server):
+    # AWS's share for 128 MB is 72/1000 of a CPU; the kernel's smallest
+    # quota is 1 ms, so the period is 13.9 ms (not the default 100 ms), and
+    # a quota left unused may be spent in the next period.
+    name = deploy(lam, MemorySize=128)
+    call(lam, name, {"paths": []})
+    v1 = Path("/sys/fs/cgroup/cpu").is_dir()
+
+    def limited(env):
+        memory = env / ("memory.limit_in_bytes" if v1 else "memory.max")
+        return memory.exists() and memory.read_text().strip() == str(128 << 20)
+    env = next(d for d in env_dirs(server) if limited(d))
+    if v1:
+        cpu = Path("/sys/fs/cgroup/cpu") / env.parent.name / env.name
+        got = [(cpu / f).read_text().strip() for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.cfs_burst_us")]
+    else:
+        got = env.joinpath("cpu.max").read_text().split() + [env.joinpath("cpu.max.burst").read_text().strip()]
+    assert got == ["1000", "13889", "1000"]
+
+
 def test_graceful_stop_retires_environments(private_server, tmp_path):
     s = private_server(tmp_path / "data")
     lam = s.client()
