@@ -10,6 +10,7 @@
 mod convert;
 mod error;
 mod ops;
+mod registry;
 mod route;
 mod s3;
 mod scheduler;
@@ -52,6 +53,8 @@ pub struct Api {
     queues: Arc<nimbus_queues::Queues>,
     /// Event source mappings; `None` on a node without queues.
     mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
+    /// The container registry (`/v2/` and ECR); `None` answers them as unavailable.
+    registry: Option<Arc<nimbus_registry::Registry>>,
 }
 
 impl Api {
@@ -64,12 +67,29 @@ impl Api {
         queues: Arc<nimbus_queues::Queues>,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3, queues, schedules: None, mappings: None }
+        Self {
+            verifier,
+            control,
+            credentials,
+            public_port,
+            url_base,
+            s3,
+            queues,
+            schedules: None,
+            mappings: None,
+            registry: None,
+        }
     }
 
     /// Serves the EventBridge Scheduler API with these schedules.
     pub fn with_schedules(mut self, schedules: Arc<nimbus_triggers::schedules::Schedules>) -> Self {
         self.schedules = Some(schedules);
+        self
+    }
+
+    /// Serves the OCI registry (`/v2/`) and the ECR API from this registry.
+    pub fn with_registry(mut self, registry: Arc<nimbus_registry::Registry>) -> Self {
+        self.registry = Some(registry);
         self
     }
 
@@ -99,6 +119,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     } else {
         match front(&req) {
             Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
+            Front::Registry => registry::serve(&api, req).instrument(span).await,
+            Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
@@ -131,6 +153,10 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
 /// The fronts a request can be served by (function URLs aside).
 enum Front {
     Scheduler,
+    /// The OCI distribution API (`/v2/`, Basic or Bearer auth).
+    Registry,
+    /// ECR's control API.
+    Ecr,
     Sqs,
     S3,
     /// The route table: Lambda and CloudWatch Logs.
@@ -140,16 +166,19 @@ enum Front {
 /// Picks the front by the service the request is signed for (DESIGN: one
 /// router keyed by the signed service name). Requests that carry no SigV4
 /// scope go by their shape, so that each is refused by the service it was
-/// meant for: SQS's target header, S3's SigV2 and virtual-hosted forms,
+/// meant for: the registry's `/v2/` paths (Basic or Bearer auth, no
+/// SigV4), SQS's target header, S3's SigV2 and virtual-hosted forms,
 /// and an unsigned request that names no Lambda operation, which is taken
 /// for an anonymous path-style S3 request (`GET /bucket/key`, 403
 /// AccessDenied rather than an unknown Lambda operation).
 fn front(req: &Request<Body>) -> Front {
     match sigv4::signed_service(req.headers(), req.uri().query()).as_deref() {
         Some("scheduler") => Front::Scheduler,
+        Some("ecr") => Front::Ecr,
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
         Some(_) => Front::Table,
+        None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
         None => Front::Table,

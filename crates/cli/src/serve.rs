@@ -491,10 +491,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Enabled mappings start polling as the settling task's first pass.
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
+        let registry_dir = data_dir.join("registry");
+        let account = Account { id: args.account_id.clone(), region: args.region.clone() };
+        let registry =
+            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
+                .await
+                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = Arc::new(registry);
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
-                .with_mappings(mappings),
+                .with_mappings(mappings)
+                .with_registry(registry),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
