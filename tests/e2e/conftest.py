@@ -167,15 +167,33 @@ class Server:
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=15)
         if sig == signal.SIGKILL and unmount:
-            self.unmount_leftovers()
+            self.remove_leftovers()
         return code
 
-    def unmount_leftovers(self):
-        """A killed node's mounts stay until it starts again on the same data
-        directory; tests that never restart it take them down themselves."""
+    def cgroups(self):
+        """The node's cgroup directories, one per hierarchy, named as the server names them."""
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        bases = [Path("/sys/fs/cgroup") / c for c in ("memory", "cpu", "pids")]
+        return [b / f"nimbus-{digest}" for b in (bases if bases[0].is_dir() else [Path("/sys/fs/cgroup")])]
+
+    def remove_leftovers(self):
+        """A killed node's mounts and cgroups stay until it starts again on
+        the same data directory; tests that never restart it take them down
+        themselves (its sandboxes die with it, so the cgroups empty)."""
         points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
         for p in sorted((p for p in points if p.startswith(str(self.data_dir) + "/")), reverse=True):
             subprocess.run(["umount", "-l", p], check=False)
+
+        def removed():
+            for group in (g for g in self.cgroups() if g.exists()):
+                try:
+                    for env in (d for d in group.iterdir() if d.is_dir()):
+                        env.rmdir()
+                    group.rmdir()
+                except OSError:  # busy: a process of it is still exiting
+                    return False
+            return True
+        wait_for(removed, "a killed node's cgroups to empty", timeout=10)
 
     def stop(self):
         """Graceful stop (environments are retired), then SIGKILL if it hangs."""

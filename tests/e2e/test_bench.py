@@ -24,11 +24,13 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     assert set(report["runtimes"]) >= {"provided.al2023"} and any(k.startswith("python3.") for k in report["runtimes"])
     for runtime, figures in report["runtimes"].items():
         assert floors[f"{runtime}_spawn_ms"]["p50"] > 0
-        for key in ("cold_ms", "warm_ms", "warm_overhead_us"):
+        for key in ("cold_ms", "cold_back_to_back_ms", "warm_ms", "warm_overhead_us", "warm_128mb_ms"):
             assert 0 < figures[key]["p50"] <= figures[key]["p99"], (runtime, key, figures[key])
         assert set(figures["throughput_rps"]) == {"c1", "c16", "c64"}
         assert all(v > 0 for v in figures["throughput_rps"].values())
-        assert {"100", "500"} <= set(figures["scale_out_s"])
+        assert {"100", "500", "1000"} <= set(figures["scale_out_s"])
+        # Clock ticks of 10 ms over --quick's 50 invokes: a number, possibly 0.
+        assert isinstance(figures["cpu_per_invoke_us"], (int, float)) and figures["cpu_per_invoke_us"] >= 0
         assert figures["idle_env_mb"] > 0 and figures["max_idle_envs"] > 0
     urls = report["function_urls"]
     assert urls["runtime"] == "provided.al2023"
@@ -38,7 +40,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     s3 = report["s3"]
     assert s3["large_mib"] == 64, "--quick moves 64 MiB"
     for key in ("get_4k_rps_c32", "put_4k_rps_c32", "disk_write_mbps", "disk_read_mbps", "large_put_mbps",
-                "large_get_mbps", "large_put_share", "large_get_share"):
+                "large_get_mbps", "large_put_share", "large_get_share", "md5_mbps",
+                "large_put_share_of_md5"):
         assert s3[key] > 0, (key, s3)
     assert 0 < s3["put_to_handler_ms"]["p50"] <= s3["put_to_handler_ms"]["p99"], s3
     queues = report["queues"]

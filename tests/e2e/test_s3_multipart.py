@@ -99,6 +99,29 @@ def test_transfer_manager_uploads_and_downloads_in_parts(s3, bucket, tmp_path):
     assert dst.read_bytes() == data
 
 
+def test_parts_of_an_object_are_read_by_number(s3, bucket):
+    parts = [os.urandom(5 * MIB), os.urandom(5 * MIB), b"the last part"]
+    upload, etags = upload_parts(s3, bucket, "parts.bin", parts)
+    complete(s3, bucket, "parts.bin", upload, enumerate(etags, 1))
+    second = s3.get_object(Bucket=bucket, Key="parts.bin", PartNumber=2)
+    assert second["Body"].read() == parts[1]
+    assert (second["ContentRange"], second["PartsCount"]) == (f"bytes {5 * MIB}-{10 * MIB - 1}/{10 * MIB + 13}", 3)
+    assert second["ResponseMetadata"]["HTTPStatusCode"] == 206
+    third = s3.head_object(Bucket=bucket, Key="parts.bin", PartNumber=3)
+    assert (third["ContentLength"], third["PartsCount"]) == (13, 3)
+
+    s3.put_object(Bucket=bucket, Key="whole.txt", Body=b"written whole")
+    only = s3.get_object(Bucket=bucket, Key="whole.txt", PartNumber=1)
+    assert only["Body"].read() == b"written whole" and "PartsCount" not in only
+    for key, number, code in [("parts.bin", 4, "InvalidPartNumber"), ("whole.txt", 2, "InvalidPartNumber")]:
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket=bucket, Key=key, PartNumber=number)
+        assert (error_code(e), e.value.response["ResponseMetadata"]["HTTPStatusCode"]) == (code, 416)
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=bucket, Key="parts.bin", PartNumber=1, Range="bytes=0-1")
+    assert error_code(e) == "InvalidRequest"
+
+
 def test_completion_checks_order_parts_etags_and_sizes(s3, lone, bucket):
     big, small2, small3 = os.urandom(5 * MIB), b"second part", b"third part"
     upload, (e1, e2, e3) = upload_parts(s3, bucket, "k", [big, small2, small3])

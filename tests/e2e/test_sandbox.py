@@ -113,16 +113,8 @@ def test_memory_limit_kills_the_runtime_and_it_is_replaced(lam):
     assert "FunctionError" not in r and out == 20 * 1024 * 1024
 
 
-def node_group(server):
-    """The node's cgroup directory (memory hierarchy), named as the server names it."""
-    import hashlib
-    digest = hashlib.sha256(str(server.data_dir.resolve()).encode()).hexdigest()[:12]
-    base = Path("/sys/fs/cgroup/memory") if Path("/sys/fs/cgroup/memory").is_dir() else Path("/sys/fs/cgroup")
-    return base / f"nimbus-{digest}"
-
-
 def env_dirs(server):
-    group = node_group(server)
+    group = server.cgroups()[0]
     return {d for d in group.iterdir() if d.is_dir()} if group.exists() else set()
 
 
@@ -144,6 +136,26 @@ def test_teardown_leaves_no_cgroup_or_root_behind(lam, server):
     assert f"{cg.name}.slots" not in mounts, "no mount is left behind"
 
 
+def test_small_functions_get_their_cpu_share_over_short_periods(lam, server):
+    # AWS's share for 128 MB is 72/1000 of a CPU; the kernel's smallest
+    # quota is 1 ms, so the period is 13.9 ms (not the default 100 ms), and
+    # a quota left unused may be spent in the next period.
+    name = deploy(lam, MemorySize=128)
+    call(lam, name, {"paths": []})
+    v1 = Path("/sys/fs/cgroup/cpu").is_dir()
+
+    def limited(env):
+        memory = env / ("memory.limit_in_bytes" if v1 else "memory.max")
+        return memory.exists() and memory.read_text().strip() == str(128 << 20)
+    env = next(d for d in env_dirs(server) if limited(d))
+    if v1:
+        cpu = Path("/sys/fs/cgroup/cpu") / env.parent.name / env.name
+        got = [(cpu / f).read_text().strip() for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.cfs_burst_us")]
+    else:
+        got = env.joinpath("cpu.max").read_text().split() + [env.joinpath("cpu.max.burst").read_text().strip()]
+    assert got == ["1000", "13889", "1000"]
+
+
 def test_graceful_stop_retires_environments(private_server, tmp_path):
     s = private_server(tmp_path / "data")
     lam = s.client()
@@ -152,13 +164,13 @@ def test_graceful_stop_retires_environments(private_server, tmp_path):
     assert len(envs) >= 2, "the function's environment and templates made ahead"
     assert s.kill(signal.SIGTERM) == 0
     assert not any(cg.exists() for cg in envs), "every environment's cgroup is gone"
-    assert not node_group(s).exists(), "and the node's"
+    assert not s.cgroups()[0].exists(), "and the node's"
     assert str(s.data_dir) not in Path("/proc/self/mountinfo").read_text(), "no mount is left behind"
     # Stopped at once, while its first templates are still being made.
     fresh = private_server(tmp_path / "fresh")
     assert fresh.kill(signal.SIGTERM) == 0
     assert not mount_points_under(fresh.data_dir)
-    assert not node_group(fresh).exists(), (list(node_group(fresh).iterdir()), fresh.output()[-2000:])
+    assert not fresh.cgroups()[0].exists(), (list(fresh.cgroups()[0].iterdir()), fresh.output()[-2000:])
 
 
 def mount_entries(path):

@@ -6,6 +6,7 @@
 //! steps (signing-key derivation, HMAC) are `aws-sigv4`'s, and signatures are
 //! compared in constant time.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{
@@ -331,11 +332,36 @@ fn parse_query_claim(pairs: &[(String, String)]) -> Result<Claim<'_>, AuthError>
 pub struct Verifier {
     credentials: Credentials,
     region: String,
+    /// Signing keys derived (four HMACs each) by (secret, date, region,
+    /// service): a client signs every request of a day with the same one.
+    keys: std::sync::Arc<std::sync::Mutex<HashMap<KeyScope, [u8; 32]>>>,
 }
+
+/// What a signing key is derived from: secret, date, region, service.
+type KeyScope = (String, String, String, String);
+
+/// Derived keys kept before the cache starts over (a day's keys of every
+/// live session, with room to spare).
+const KEYS_MAX: usize = 1024;
 
 impl Verifier {
     pub fn new(credentials: Credentials, region: impl Into<String>) -> Self {
-        Self { credentials, region: region.into() }
+        Self { credentials, region: region.into(), keys: Default::default() }
+    }
+
+    fn signing_key(&self, secret: &str, when: DateTime<Utc>, claim: &Claim<'_>) -> [u8; 32] {
+        let id = (secret.to_string(), claim.date.to_string(), claim.region.to_string(), claim.service.to_string());
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = keys.get(&id) {
+            return *key;
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(generate_signing_key(secret, SystemTime::from(when), claim.region, claim.service).as_ref());
+        if keys.len() >= KEYS_MAX {
+            keys.clear();
+        }
+        keys.insert(id, key);
+        key
     }
 
     /// Checks a request signed for `service` (the scope must name it);
@@ -389,7 +415,7 @@ impl Verifier {
         check_time(when, claim.expires, now)?;
 
         let hashes = self.payload_hashes(req)?;
-        let key = generate_signing_key(&secret, SystemTime::from(when), claim.region, claim.service);
+        let key = self.signing_key(&secret, when, &claim);
         let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
         for payload_hash in hashes {
             let canonical = [
@@ -403,7 +429,7 @@ impl Verifier {
             .join("\n");
             let to_sign =
                 format!("{ALGORITHM}\n{}\n{scope}\n{}", claim.amz_date, hex::encode(Sha256::digest(&canonical)));
-            let expected = calculate_signature(&key, to_sign.as_bytes());
+            let expected = calculate_signature(key, to_sign.as_bytes());
             if bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes())) {
                 return Ok(claim.access_key.to_string());
             }

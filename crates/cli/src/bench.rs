@@ -64,7 +64,9 @@ pub enum Section {
 /// Sample counts for a run.
 struct Plan {
     floor_samples: usize,
+    /// Cold starts spaced apart, and back to back.
     cold: usize,
+    cold_back_to_back: usize,
     warm: usize,
     throughput_secs: f64,
     scale_out: &'static [usize],
@@ -81,6 +83,7 @@ impl Plan {
             Self {
                 floor_samples: 100,
                 cold: 3,
+                cold_back_to_back: 3,
                 warm: 50,
                 throughput_secs: 0.3,
                 scale_out: &[10],
@@ -93,9 +96,10 @@ impl Plan {
             Self {
                 floor_samples: 1000,
                 cold: 30,
+                cold_back_to_back: 100,
                 warm: 1000,
                 throughput_secs: 3.0,
-                scale_out: &[100, 500],
+                scale_out: &[100, 500, 1000],
                 hold_ms: 3000,
                 idle_cpu_secs: 5.0,
                 idle_sources: 1000,
@@ -291,11 +295,15 @@ pub(crate) struct Bench {
 
 impl Bench {
     pub(crate) async fn create(&self, rt: &Runtime) -> anyhow::Result<String> {
+        self.create_sized(rt, self.memory).await
+    }
+
+    async fn create_sized(&self, rt: &Runtime, memory: u32) -> anyhow::Result<String> {
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("bench-{}-{n}", rt.id.replace('.', "-"));
         let body = json!({
             "FunctionName": name, "Runtime": rt.id, "Handler": rt.handler, "Role": "arn:aws:iam::000000000000:role/bench",
-            "MemorySize": self.memory, "Timeout": 60,
+            "MemorySize": memory, "Timeout": 60,
             "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(&rt.zip)},
         });
         self.client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&body)?)).await?;
@@ -468,6 +476,9 @@ fn tree(root: u32) -> Vec<(u32, Vec<u64>)> {
     all.iter().filter(|(p, _)| in_tree(**p)).map(|(p, (_, f))| (*p, f.clone())).collect()
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times (USER_HZ).
+const USER_HZ: f64 = 100.0;
+
 /// CPU ticks (user + system) of a process and all its descendants.
 fn tree_ticks(root: u32) -> u64 {
     tree(root).iter().map(|(_, f)| f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)).sum()
@@ -547,24 +558,49 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             // makes its templates ahead in between.
             tokio::time::sleep(COLD_GAP).await;
         }
+        // As a deploy script or a test suite meets them: new functions
+        // invoked one after another, with no pause for templates.
+        let mut names = Vec::new();
+        for _ in 0..plan.cold_back_to_back {
+            names.push(b.create(rt).await?);
+        }
+        let mut back_to_back = Vec::new();
+        for name in &names {
+            back_to_back.push(ms(invoke(&b.client, name, &json!({})).await?.0));
+        }
+        for name in &names {
+            b.delete(name).await?;
+        }
         let name = b.create(rt).await?;
         invoke(&b.client, &name, &json!({})).await?;
         let (mut warm, mut overhead) = (Vec::new(), Vec::new());
+        let ticks = tree_ticks(server.child.id());
         for _ in 0..plan.warm {
             let (took, out) = invoke(&b.client, &name, &json!({})).await?;
             warm.push(ms(took));
             let own = out.get("self_us").and_then(Value::as_f64).unwrap_or(0.0);
             overhead.push(took.as_secs_f64() * 1e6 - own);
         }
+        // The server's process tree: the node and every environment.
+        let cpu_per_invoke_us = (tree_ticks(server.child.id()) - ticks) as f64 / USER_HZ * 1e6 / plan.warm as f64;
         let mut rps = serde_json::Map::new();
         for c in [1, 16, 64] {
             rps.insert(format!("c{c}"), json!(throughput(&b, &name, c, plan.throughput_secs).await?.round()));
         }
         b.delete(&name).await?;
 
+        // AWS's smallest size: 7% of a CPU, enforced over short periods.
+        let small = b.create_sized(rt, 128).await?;
+        invoke(&b.client, &small, &json!({})).await?;
+        let mut small_warm = Vec::new();
+        for _ in 0..plan.warm {
+            small_warm.push(ms(invoke(&b.client, &small, &json!({})).await?.0));
+        }
+        b.delete(&small).await?;
+
         // Scale-out from zero; the environments it leaves idle give the density.
         let mut scale = serde_json::Map::new();
-        for key in ["100", "500"] {
+        for key in ["100", "500", "1000"] {
             scale.insert(key.into(), Value::Null);
         }
         let (mut idle_env_mb, mut max_idle, mut envs_seen) = (Value::Null, Value::Null, 0);
@@ -588,7 +624,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rt.id.clone(),
             json!({
                 "cold_ms": percentiles(&mut cold),
+                "cold_back_to_back_ms": percentiles(&mut back_to_back),
                 "warm_ms": percentiles(&mut warm),
+                "cpu_per_invoke_us": cpu_per_invoke_us.round(),
+                "warm_128mb_ms": percentiles(&mut small_warm),
                 "warm_overhead_us": percentiles(&mut overhead),
                 "throughput_rps": rps,
                 "scale_out_s": scale,
@@ -678,10 +717,9 @@ async fn idle_cpu(b: &Bench, runtimes: &[Runtime], server: &Server, plan: &Plan)
     // node at rest, not its last cold starts.
     tokio::time::sleep(SETTLE).await;
     let pid = server.child.id();
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
     let t0 = tree_ticks(pid);
     tokio::time::sleep(Duration::from_secs_f64(plan.idle_cpu_secs)).await;
-    Ok(json!(round((tree_ticks(pid) - t0) as f64 / ticks_per_sec / plan.idle_cpu_secs * 100.0)))
+    Ok(json!(round((tree_ticks(pid) - t0) as f64 / USER_HZ / plan.idle_cpu_secs * 100.0)))
 }
 
 fn print_table(r: &Value) {
@@ -706,16 +744,19 @@ fn print_table(r: &Value) {
                 p(&v["cold_ms"]),
                 cold / spawn
             );
+            println!("  cold ms back to back (p50 / p99) {}", p(&v["cold_back_to_back_ms"]));
             println!(
                 "  warm ms (p50 / p99)              {}   ({:.1}x the loopback round trip)",
                 p(&v["warm_ms"]),
                 warm * 1000.0 / loopback
             );
             println!("  warm overhead µs (p50 / p99)     {}", p(&v["warm_overhead_us"]));
+            println!("  CPU µs per warm invoke           {}", f(&v["cpu_per_invoke_us"]));
+            println!("  128 MB warm ms (p50 / p99)       {}", p(&v["warm_128mb_ms"]));
             let t = &v["throughput_rps"];
             println!("  throughput rps c1 / c16 / c64    {} / {} / {}", f(&t["c1"]), f(&t["c16"]), f(&t["c64"]));
             let s = &v["scale_out_s"];
-            println!("  scale-out s to 100 / 500         {} / {}", f(&s["100"]), f(&s["500"]));
+            println!("  scale-out s to 100 / 500 / 1000  {} / {} / {}", f(&s["100"]), f(&s["500"]), f(&s["1000"]));
             println!("  idle env MB, max idle in 16 GiB  {}, {}", f(&v["idle_env_mb"]), f(&v["max_idle_envs"]));
         }
     }

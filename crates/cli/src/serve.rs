@@ -9,9 +9,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use nimbus_api::sigv4::Credentials;
 use nimbus_control::{Control, Settings};
+use nimbus_core::clock::Clock;
 use nimbus_core::Account;
 use nimbus_store::{FsBlobs, SqliteMetadata};
-use nimbus_triggers::schedules::{Clock, Schedules};
+use nimbus_triggers::schedules::Schedules;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -77,14 +78,14 @@ pub struct ServeArgs {
     /// Default: `$XDG_CACHE_HOME/nimbus/sdk`, else `~/.cache/nimbus/sdk`.
     #[arg(long, env = "NIMBUS_SDK_DIR")]
     sdk_dir: Option<PathBuf>,
-    /// For tests only (hidden): schedules run on a clock this many times as
-    /// fast as real time from --test-clock-epoch-ms on, so that
-    /// `rate(1 minute)` fires every second at 60. A fixed epoch keeps that
-    /// clock continuous across restarts.
+    /// For tests only (hidden): schedules and bucket lifecycle rules run on
+    /// a clock this many times as fast as real time from
+    /// --test-clock-epoch-ms on, so that `rate(1 minute)` fires every second
+    /// at 60. A fixed epoch keeps that clock continuous across restarts.
     #[arg(long, hide = true, requires = "test_clock_epoch_ms")]
     test_clock_scale: Option<u32>,
     /// For tests only (hidden): the epoch, in Unix milliseconds, from
-    /// which --test-clock-scale runs the schedules' clock faster.
+    /// which --test-clock-scale runs the clock faster.
     #[arg(long, hide = true, requires = "test_clock_scale")]
     test_clock_epoch_ms: Option<i64>,
 }
@@ -480,16 +481,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let objects =
             nimbus_objects::Objects::open(meta.clone(), files, targets, args.region.clone(), args.account_id.clone())
                 .await?;
-        let s3 = nimbus_api::S3Front::new(objects, creds.clone());
-        tokio::spawn(control.clone().run_async_dispatcher());
-        control.restore_scaling().await?;
         let clock = match (args.test_clock_scale, args.test_clock_epoch_ms) {
             (Some(scale), Some(epoch)) => {
-                tracing::warn!(scale, epoch, "schedules run on a test clock, {scale} times as fast as real time");
+                tracing::warn!(
+                    scale,
+                    epoch,
+                    "schedules and lifecycle rules run on a test clock, {scale} times as fast as real time"
+                );
                 Clock::scaled(epoch, scale)
             }
             _ => Clock::real(),
         };
+        tokio::spawn(objects.clone().run_lifecycle(clock));
+        let s3 = nimbus_api::S3Front::new(objects, creds.clone());
+        tokio::spawn(control.clone().run_async_dispatcher());
+        control.restore_scaling().await?;
         let schedules = Arc::new(Schedules::new(meta.clone(), control.clone(), queues.clone(), clock));
         tokio::spawn(schedules.clone().run_timer());
         // Enabled mappings start polling as the settling task's first pass.

@@ -6,6 +6,11 @@
 //! are kept; this function's rule (Id `nimbus-<function>`) is replaced.
 
 use anyhow::{bail, Context};
+use s3s::dto::{
+    Event, FilterRule, FilterRuleName, LambdaFunctionConfiguration, NotificationConfiguration,
+    NotificationConfigurationFilter, S3KeyFilter,
+};
+use s3s::xml::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::client::{label, AwsError, Client};
@@ -37,53 +42,37 @@ impl std::str::FromStr for Trigger {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 impl Trigger {
-    fn rule(&self, id: &str, function_arn: &str) -> String {
-        let mut filters = String::new();
-        for (name, value) in [("prefix", &self.prefix), ("suffix", &self.suffix)] {
-            if !value.is_empty() {
-                filters
-                    .push_str(&format!("<FilterRule><Name>{name}</Name><Value>{}</Value></FilterRule>", escape(value)));
-            }
+    fn rule(&self, id: &str, function_arn: &str) -> LambdaFunctionConfiguration {
+        let rules: Vec<FilterRule> = [("prefix", &self.prefix), ("suffix", &self.suffix)]
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, value)| FilterRule {
+                name: Some(FilterRuleName::from(name.to_string())),
+                value: Some(value.clone()),
+            })
+            .collect();
+        LambdaFunctionConfiguration {
+            id: Some(id.to_string()),
+            lambda_function_arn: function_arn.to_string(),
+            events: vec![Event::from("s3:ObjectCreated:*".to_string())],
+            filter: (!rules.is_empty())
+                .then_some(NotificationConfigurationFilter { key: Some(S3KeyFilter { filter_rules: Some(rules) }) }),
         }
-        let filter =
-            if filters.is_empty() { String::new() } else { format!("<Filter><S3Key>{filters}</S3Key></Filter>") };
-        format!(
-            "<CloudFunctionConfiguration><Id>{id}</Id><CloudFunction>{function_arn}</CloudFunction><Event>s3:ObjectCreated:*</Event>{filter}</CloudFunctionConfiguration>"
-        )
     }
 }
 
-/// The bucket's configuration with this function's rule replaced by `rule`.
-/// The server's XML is regular (no comments, no CDATA), so the rules are
-/// found by their element names.
-fn merged(current: &str, id: &str, rule: &str) -> String {
-    const OPEN: &str = "<CloudFunctionConfiguration>";
-    const CLOSE: &str = "</CloudFunctionConfiguration>";
-    let body = current
-        .find("<NotificationConfiguration")
-        .and_then(|at| current[at..].find('>').map(|end| &current[at + end + 1..]))
-        .and_then(|inner| inner.rfind("</NotificationConfiguration>").map(|end| &inner[..end]))
-        .unwrap_or_default();
-    let mut kept = String::new();
-    let mut rest = body;
-    while let Some(start) = rest.find(OPEN) {
-        let Some(len) = rest[start..].find(CLOSE) else { break };
-        let end = start + len + CLOSE.len();
-        kept.push_str(&rest[..start]);
-        if !rest[start..end].contains(&format!("<Id>{id}</Id>")) {
-            kept.push_str(&rest[start..end]);
-        }
-        rest = &rest[end..];
-    }
-    kept.push_str(rest);
-    format!(
-        "<NotificationConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{kept}{rule}</NotificationConfiguration>"
-    )
+/// The bucket's notification configuration (GetBucketNotificationConfiguration's
+/// XML) with the rule of `rule`'s Id replaced by `rule`.
+fn merged(current: &[u8], rule: LambdaFunctionConfiguration) -> anyhow::Result<Vec<u8>> {
+    let mut config = NotificationConfiguration::deserialize(&mut s3s::xml::Deserializer::new(current))
+        .context("the bucket's notification configuration is not S3's XML")?;
+    let rules = config.lambda_function_configurations.get_or_insert_default();
+    rules.retain(|r| r.id != rule.id);
+    rules.push(rule);
+    let mut out = Vec::new();
+    config.serialize(&mut s3s::xml::Serializer::new(&mut out))?;
+    Ok(out)
 }
 
 /// Lets `trigger`'s bucket invoke the function and has its uploads notify it.
@@ -108,9 +97,9 @@ pub async fn set_up(client: &Client, function_arn: &str, trigger: &Trigger) -> a
     let (_, current) =
         client.send("s3", "GET", &path, None, &[]).await.context("reading the bucket's notifications")?;
     let id = format!("nimbus-{name}");
-    let config = merged(&String::from_utf8_lossy(&current), &id, &trigger.rule(&id, function_arn));
+    let config = merged(&current, trigger.rule(&id, function_arn))?;
     client
-        .send("s3", "PUT", &path, Some(config.into_bytes()), &[("content-type", "application/xml")])
+        .send("s3", "PUT", &path, Some(config), &[("content-type", "application/xml")])
         .await
         .context("setting the bucket's notification")?;
     Ok(())
@@ -140,9 +129,14 @@ mod tests {
         let current = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><NotificationConfiguration xmlns=\"x\">{other}{mine_old}</NotificationConfiguration>"
         );
-        let out = merged(&current, "nimbus-f", "<NEW/>");
-        assert!(out.contains(other) && !out.contains(mine_old) && out.ends_with("<NEW/></NotificationConfiguration>"));
-        let empty = merged("<?xml version=\"1.0\"?><NotificationConfiguration/>", "nimbus-f", "<NEW/>");
-        assert!(empty.ends_with("\"><NEW/></NotificationConfiguration>"), "{empty}");
+        let trigger: Trigger = "s3://b/in/*.jpg".parse().unwrap();
+        let out = String::from_utf8(merged(current.as_bytes(), trigger.rule("nimbus-f", "arn:new")).unwrap()).unwrap();
+        let other_kept = "<Event>s3:ObjectRemoved:*</Event><Id>other</Id><CloudFunction>arn:o</CloudFunction>";
+        assert!(out.contains(other_kept) && !out.contains("arn:f"), "{out}");
+        assert!(out.contains("<Id>nimbus-f</Id><CloudFunction>arn:new</CloudFunction>"), "{out}");
+        assert!(out.contains("<FilterRule><Name>suffix</Name><Value>.jpg</Value></FilterRule>"), "{out}");
+        let empty = merged(b"<?xml version=\"1.0\"?><NotificationConfiguration/>", trigger.rule("nimbus-f", "arn:new"));
+        assert!(String::from_utf8(empty.unwrap()).unwrap().contains("<Id>nimbus-f</Id>"));
+        assert!(merged(b"<Nonsense/>", trigger.rule("nimbus-f", "arn:new")).is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! they are not the wire format; `nimbus-wire` mirrors AWS's JSON.
 
 pub mod arn;
+pub mod clock;
 pub mod error;
 pub mod function;
 pub mod limits;

@@ -1,5 +1,5 @@
 //! Domain types of the S3-compatible object store: buckets with their
-//! notification configuration, objects, and multipart uploads. Object bytes
+//! notification and lifecycle configuration, objects, and multipart uploads. Object bytes
 //! live in files named here; what is in them is the objects crate's.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,70 @@ pub struct Bucket {
     pub notifications: Vec<LambdaNotification>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The rules of PutBucketLifecycleConfiguration.
+    #[serde(default)]
+    pub lifecycle: Vec<LifecycleRule>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// One lifecycle rule: which objects it applies to and when they expire,
+/// and when incomplete multipart uploads of its prefix are aborted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleRule {
+    pub id: String,
+    pub enabled: bool,
+    /// Given as the rule's own `<Prefix>` (the first version of the API)
+    /// rather than in a `<Filter>`; GET answers in the form PUT used.
+    pub legacy_prefix: bool,
+    pub prefix: String,
+    pub tags: BTreeMap<String, String>,
+    pub size_greater_than: Option<u64>,
+    pub size_less_than: Option<u64>,
+    pub expiration: Option<Expiration>,
+    /// AbortIncompleteMultipartUpload's DaysAfterInitiation.
+    pub abort_upload_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expiration {
+    Days(u32),
+    /// Midnight UTC of a date, in ms.
+    Date(i64),
+}
+
+impl LifecycleRule {
+    /// Whether the rule expires `o` by `now_ms`.
+    pub fn expires(&self, o: &ObjectInfo, now_ms: i64) -> bool {
+        let due = match self.expiration {
+            Some(Expiration::Days(d)) => after_days(o.modified_ms, d),
+            Some(Expiration::Date(at)) => at,
+            None => return false,
+        };
+        self.enabled
+            && o.key.starts_with(&self.prefix)
+            && self.tags.iter().all(|(k, v)| o.tags.get(k) == Some(v))
+            && self.size_greater_than.is_none_or(|n| o.size > n)
+            && self.size_less_than.is_none_or(|n| o.size < n)
+            && now_ms >= due
+    }
+
+    /// Whether the rule aborts `u` by `now_ms`.
+    pub fn aborts(&self, u: &Upload, now_ms: i64) -> bool {
+        self.abort_upload_days
+            .is_some_and(|d| self.enabled && u.key.starts_with(&self.prefix) && now_ms >= after_days(u.initiated_ms, d))
+    }
+}
+
+/// When something made at `ms` is `days` old by S3's lifecycle reckoning:
+/// the time plus the days, rounded up to the next midnight UTC.
+pub fn after_days(ms: i64, days: u32) -> i64 {
+    (ms + i64::from(days) * DAY_MS).div_euclid(DAY_MS) * DAY_MS + DAY_MS
+}
+
+/// The next midnight UTC after `ms`, when S3 applies lifecycle rules.
+pub fn next_midnight(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS
 }
 
 /// One LambdaFunctionConfiguration: which events of which keys invoke a function.
@@ -76,6 +140,10 @@ pub struct ObjectInfo {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub checksum: Option<Checksum>,
+    /// The sizes of the parts a multipart upload made it of, in order
+    /// (GetObject's `partNumber`); empty for an object written whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_sizes: Vec<u64>,
     /// The bytes of a small object, which the store keeps with its
     /// metadata (one commit, no file); `None` for an object in its data
     /// file, and in listings. `file` still names this version of the object.
@@ -112,6 +180,15 @@ pub struct Part {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifecycle_days_end_at_the_next_midnight_utc() {
+        let noon = 1_764_676_800_000; // 2025-12-02T12:00:00Z
+        let midnight = 1_764_633_600_000; // 2025-12-02T00:00:00Z
+        assert_eq!(after_days(noon, 1), midnight + 2 * DAY_MS);
+        assert_eq!(next_midnight(noon), midnight + DAY_MS);
+        assert_eq!(next_midnight(midnight), midnight + DAY_MS);
+    }
 
     #[test]
     fn notification_rules_match_events_and_key_filters() {

@@ -145,6 +145,7 @@ impl Objects {
             headers,
             tags,
             checksum,
+            part_sizes: vec![],
             data: written.data,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin).await?;

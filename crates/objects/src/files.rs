@@ -16,14 +16,16 @@ use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use crate::direct::BlockWriter;
+
 /// Bodies up to this size are kept in the store with their metadata
 /// rather than in a file of their own: one durable commit instead of three
 /// fsyncs (file, directory, database), and a GET that opens no file.
 pub const INLINE_MAX: usize = 64 << 10;
 
-/// Chunks of a body waiting for the digest thread: bounds the memory a
-/// body held up by a slow digest can take.
-const DIGEST_QUEUE: usize = 32;
+/// Chunks of a body waiting for the digest or the disk thread: bounds the
+/// memory a body held up by a slow digest or disk can take.
+const QUEUE: usize = 32;
 
 /// An object's bytes on their way out.
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
@@ -152,21 +154,32 @@ impl Files {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let tmp = self.root.join("tmp").join(&name);
         let Digests { mut md5, mut hasher, mut size, limit } = digests;
-        // The digests are computed on a thread of their own while this task
-        // receives and writes: a large body moves at the pace of the
-        // slowest of network, MD5 and disk rather than of their sum.
-        let (to_digest, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(DIGEST_QUEUE);
+        // The digests and the disk each get a thread of their own while
+        // this task receives: a large body moves at the pace of the slowest
+        // of network, MD5 and disk rather than of their sum.
+        let (to_digest, mut digest_queue) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
         let digesting = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = chunks.blocking_recv() {
+            while let Some(chunk) = digest_queue.blocking_recv() {
                 md5.update(&chunk);
                 hasher.update(&chunk);
             }
             (md5, hasher)
         });
-        let result = async {
-            let mut out = tokio::fs::File::create(&tmp).await?;
+        let (to_disk, mut disk_queue) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+        let path = tmp.clone();
+        // Ends when the queue closes, leaving the file unfinished: only a
+        // whole body is made durable.
+        let writing = tokio::task::spawn_blocking(move || {
+            let mut out = BlockWriter::create(&path)?;
+            while let Some(chunk) = disk_queue.blocking_recv() {
+                out.write(&chunk)?;
+            }
+            Ok::<_, std::io::Error>(out)
+        });
+        let received = async {
+            let stopped = || std::io::Error::other("the digest or disk thread stopped");
             for chunk in head {
-                out.write_all(&chunk).await?;
+                to_disk.send(chunk).await.map_err(|_| stopped())?;
             }
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
@@ -174,15 +187,25 @@ impl Files {
                 if size > limit {
                     return Err(WriteError::TooLarge(limit));
                 }
-                to_digest.send(chunk.clone()).await.map_err(|_| std::io::Error::other("the digest thread stopped"))?;
-                out.write_all(&chunk).await?;
+                to_digest.send(chunk.clone()).await.map_err(|_| stopped())?;
+                to_disk.send(chunk).await.map_err(|_| stopped())?;
             }
-            drop(to_digest);
-            out.sync_all().await?;
             Ok(())
         }
         .await;
+        drop((to_digest, to_disk));
         let (md5, hasher) = digesting.await.map_err(std::io::Error::other)?;
+        let written = writing.await.map_err(std::io::Error::other).and_then(|w| w);
+        // A disk error explains a stopped queue better than the queue does.
+        let result = match (received, written) {
+            (Ok(()), Ok(out)) => tokio::task::spawn_blocking(move || out.finish())
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(WriteError::from),
+            (Ok(()), Err(e)) | (Err(WriteError::Io(_)), Err(e)) => Err(e.into()),
+            (Err(e), _) => Err(e),
+        };
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);

@@ -9,7 +9,9 @@
 
 mod copy;
 mod delete;
+mod direct;
 mod files;
+mod lifecycle;
 mod listing;
 mod multipart;
 mod notify;
@@ -35,7 +37,9 @@ pub trait Functions: Send + Sync {
     fn queued(&self);
 }
 
-/// The S3 backend: give it to `s3s::service::S3ServiceBuilder`.
+/// The S3 backend: give it to `s3s::service::S3ServiceBuilder`. A clone
+/// shares its store (for the lifecycle sweep).
+#[derive(Clone)]
 pub struct Objects {
     meta: Arc<dyn ObjectMeta>,
     files: Files,

@@ -81,7 +81,8 @@ mod tests {
     async fn store(keys: &[&str]) -> (tempfile::TempDir, SqliteMetadata) {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqliteMetadata::open(&dir.path().join("db.sqlite")).await.unwrap();
-        let bucket = Bucket { name: "b".into(), created_ms: 0, notifications: vec![], tags: BTreeMap::new() };
+        let bucket =
+            Bucket { name: "b".into(), created_ms: 0, notifications: vec![], tags: BTreeMap::new(), lifecycle: vec![] };
         meta.create_bucket(&bucket).await.unwrap();
         for k in keys {
             let o = ObjectInfo {
@@ -94,6 +95,7 @@ mod tests {
                 headers: Default::default(),
                 tags: BTreeMap::new(),
                 checksum: None,
+                part_sizes: vec![],
                 data: None,
             };
             meta.put_object(&o, &[]).await.unwrap();

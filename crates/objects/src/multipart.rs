@@ -449,6 +449,7 @@ impl Objects {
             headers: upload.headers.clone(),
             tags: upload.tags.clone(),
             checksum,
+            part_sizes: parts.iter().map(|p| p.size).collect(),
             data: None,
         };
         let events = notify::events(&bucket, "ObjectCreated:CompleteMultipartUpload", &object, &origin);
@@ -688,7 +689,13 @@ mod tests {
             prefix: None,
             suffix: None,
         };
-        let bucket = Bucket { name: "b".into(), created_ms: 0, notifications: vec![rule], tags: BTreeMap::new() };
+        let bucket = Bucket {
+            name: "b".into(),
+            created_ms: 0,
+            notifications: vec![rule],
+            tags: BTreeMap::new(),
+            lifecycle: vec![],
+        };
         meta.create_bucket(&bucket).await.unwrap();
 
         let create = CreateMultipartUploadInput::builder().bucket("b".into()).key("k".into()).build().unwrap();

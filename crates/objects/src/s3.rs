@@ -342,6 +342,7 @@ impl S3 for Objects {
             created_ms: chrono::Utc::now().timestamp_millis(),
             notifications: vec![],
             tags: BTreeMap::new(),
+            lifecycle: vec![],
         };
         if !self.meta.create_bucket(&bucket).await.map_err(internal)? {
             return Err(s3_error!(
@@ -447,6 +448,7 @@ impl S3 for Objects {
             ),
             tags,
             checksum,
+            part_sizes: vec![],
             data: written.data,
         };
         self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin).await?;
@@ -473,13 +475,22 @@ impl S3 for Objects {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let span = match &input.range {
-            Some(r) => {
-                Some(r.check(o.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?)
+        let span = match (&input.range, input.part_number) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ))
             }
-            None => None,
+            (Some(r), None) => {
+                let r =
+                    r.check(o.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+                Some((r.start, r.end - r.start))
+            }
+            (None, Some(n)) => Some(part_span(&o, n)?),
+            (None, None) => None,
         };
-        let (start, len) = span.as_ref().map_or((0, o.size), |r| (r.start, r.end - r.start));
+        let (start, len) = span.unwrap_or((0, o.size));
         let stream = self.files.read(&o, start, len).await.map_err(gone_or_internal)?;
         let mut sums = s3s::dto::Checksum::default();
         if span.is_none() && input.checksum_mode.is_some() {
@@ -489,7 +500,8 @@ impl S3 for Objects {
         let output = GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len as i64),
-            content_range: span.map(|r| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), o.size)),
+            content_range: span.map(|(start, len)| content_range(start, len, o.size)),
+            parts_count: parts_count(&o, input.part_number),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&o)),
             last_modified: Some(timestamp(o.modified_ms)),
@@ -525,9 +537,12 @@ impl S3 for Objects {
         if input.checksum_mode.is_some() {
             put_checksums(&o.checksum, &mut sums);
         }
+        let span = input.part_number.map(|n| part_span(&o, n)).transpose()?;
         let h = &o.headers;
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(o.size as i64),
+            content_length: Some(span.map_or(o.size, |(_, len)| len) as i64),
+            content_range: span.map(|(start, len)| content_range(start, len, o.size)),
+            parts_count: parts_count(&o, input.part_number),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&o)),
             last_modified: Some(timestamp(o.modified_ms)),
@@ -709,7 +724,7 @@ impl S3 for Objects {
         }))
     }
 
-    // Multipart uploads, copies, batch deletes and tagging: see their modules.
+    // Multipart uploads, copies, batch deletes, tagging and lifecycle: see their modules.
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
@@ -761,6 +776,27 @@ impl S3 for Objects {
         Objects::delete_objects(self, req).await
     }
 
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        Objects::put_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        Objects::get_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        Objects::delete_bucket_lifecycle(self, req).await
+    }
+
     async fn put_object_tagging(
         &self,
         req: S3Request<PutObjectTaggingInput>,
@@ -786,10 +822,23 @@ impl S3 for Objects {
 impl Objects {
     /// Deletes an object (absent keys are not an error, as on AWS) with its notifications.
     pub(crate) async fn remove_object(&self, bucket: &Bucket, key: &str, origin: &Origin<'_>) -> S3Result<()> {
-        let events = |o: &ObjectInfo| notify::events(bucket, "ObjectRemoved:Delete", o, origin);
-        let gone = self.meta.delete_object(&bucket.name, key, &events).await.map_err(internal)?;
+        self.remove(bucket, key, None, "ObjectRemoved:Delete", origin).await
+    }
+
+    /// Deletes `key` if it still has the bytes of `only_file` (when given),
+    /// queuing the notifications of `event`.
+    pub(crate) async fn remove(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        only_file: Option<&str>,
+        event: &str,
+        origin: &Origin<'_>,
+    ) -> S3Result<()> {
+        let events = |o: &ObjectInfo| notify::events(bucket, event, o, origin);
+        let gone = self.meta.delete_object(&bucket.name, key, only_file, &events).await.map_err(internal)?;
         if let Some(o) = gone {
-            if bucket.notifications.iter().any(|n| n.matches("s3:ObjectRemoved:Delete", &o.key)) {
+            if bucket.notifications.iter().any(|n| n.matches(&format!("s3:{event}"), &o.key)) {
                 self.functions.queued();
             }
             if o.data.is_none() {
@@ -798,6 +847,35 @@ impl Objects {
         }
         Ok(())
     }
+}
+
+/// The bytes of part `n` of `o` (`?partNumber=`) as (start, length); an
+/// object that was not uploaded in parts is its own one part.
+fn part_span(o: &ObjectInfo, n: i32) -> S3Result<(u64, u64)> {
+    if !(1..=10_000).contains(&n) {
+        return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+    }
+    let whole = [o.size];
+    let sizes = if o.part_sizes.is_empty() { &whole[..] } else { &o.part_sizes[..] };
+    let i = n as usize - 1;
+    let Some(&len) = sizes.get(i) else {
+        let mut e = s3s::S3Error::with_message(
+            s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        return Err(e);
+    };
+    Ok((sizes[..i].iter().sum(), len))
+}
+
+fn content_range(start: u64, len: u64, size: u64) -> String {
+    format!("bytes {start}-{}/{size}", (start + len).saturating_sub(1))
+}
+
+/// `x-amz-mp-parts-count`: sent when a part of a multipart object is asked for.
+fn parts_count(o: &ObjectInfo, part_number: Option<i32>) -> Option<i32> {
+    part_number.and((!o.part_sizes.is_empty()).then_some(o.part_sizes.len() as i32))
 }
 
 fn listed(o: ObjectInfo, enc: &impl Fn(String) -> String) -> Object {

@@ -78,7 +78,13 @@ mod tests {
     async fn reads_objects_within_the_limit_and_names_what_is_missing() {
         let (_dir, reader, meta, files) = store().await;
         assert!(matches!(reader.read("b", "k", None, 10).await, Err(ReadError::NoSuchBucket)));
-        let bucket = Bucket { name: "b".into(), created_ms: 0, notifications: vec![], tags: Default::default() };
+        let bucket = Bucket {
+            name: "b".into(),
+            created_ms: 0,
+            notifications: vec![],
+            tags: Default::default(),
+            lifecycle: vec![],
+        };
         meta.create_bucket(&bucket).await.unwrap();
         assert!(matches!(reader.read("b", "k", None, 10).await, Err(ReadError::NoSuchKey)));
 
@@ -93,6 +99,7 @@ mod tests {
             headers: Default::default(),
             tags: Default::default(),
             checksum: None,
+            part_sizes: vec![],
             data: None,
         };
         meta.put_object(&o, &[]).await.unwrap();

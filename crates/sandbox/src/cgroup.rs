@@ -52,7 +52,19 @@ impl Limits {
     }
 }
 
-const CPU_PERIOD_US: u64 = 100_000;
+/// The shortest CFS period a share is enforced over. A function that has
+/// used its share waits for the next period: over the kernel's default
+/// 100 ms, a 128 MB function (7% of a CPU, as on AWS) could wait 93 ms.
+const CPU_PERIOD_MIN_US: u64 = 10_000;
+/// The kernel's smallest quota.
+const CPU_QUOTA_MIN_US: u64 = 1_000;
+
+/// The (quota, period) in µs that enforce a share: the shortest period
+/// from [`CPU_PERIOD_MIN_US`] whose quota is at least the kernel's minimum.
+fn cpu_bandwidth(cpu_millis: u64) -> (u64, u64) {
+    let period = CPU_PERIOD_MIN_US.max((CPU_QUOTA_MIN_US * 1000).div_ceil(cpu_millis.max(1)));
+    ((period * cpu_millis / 1000).max(CPU_QUOTA_MIN_US), period)
+}
 
 /// A cgroup made for one environment; removed by [`Cgroup::remove`].
 #[derive(Debug)]
@@ -156,17 +168,33 @@ impl Cgroup {
         }
     }
 
-    /// Sets the CPU share in thousandths of a CPU.
+    /// Sets the CPU share in thousandths of a CPU. A quota left unused in
+    /// one period may be used in the next (the burst, where the kernel
+    /// has it), so a short invoke after idling does not wait at all.
     pub fn limit_cpu(&self, cpu_millis: u64) -> io::Result<()> {
-        let quota = (CPU_PERIOD_US * cpu_millis / 1000).max(1000);
+        let (quota, period) = cpu_bandwidth(cpu_millis);
         let dir = self.controller_dir(1);
+        let burst = match self.layout {
+            Layout::V1 { .. } => "cpu.cfs_burst_us",
+            Layout::V2 { .. } => "cpu.max.burst",
+        };
+        // The kernel refuses a quota below the burst: a template made for
+        // any function is cut down to a small one's share.
+        let has_burst = dir.join(burst).exists();
+        if has_burst {
+            write(dir, burst, "0")?;
+        }
         match self.layout {
             Layout::V1 { .. } => {
-                write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-                write(dir, "cpu.cfs_quota_us", &quota.to_string())
+                write(dir, "cpu.cfs_period_us", &period.to_string())?;
+                write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
             }
-            Layout::V2 { .. } => write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}")),
+            Layout::V2 { .. } => write(dir, "cpu.max", &format!("{quota} {period}"))?,
         }
+        if has_burst {
+            write(dir, burst, &quota.to_string())?;
+        }
+        Ok(())
     }
 
     /// Removes the empty cgroups a previous run of the same node left in
@@ -262,6 +290,14 @@ mod tests {
     }
 
     #[test]
+    fn shares_are_enforced_over_short_periods() {
+        assert_eq!(cpu_bandwidth(1000), (10_000, 10_000));
+        assert_eq!(cpu_bandwidth(5788), (57_880, 10_000));
+        assert_eq!(cpu_bandwidth(72), (1_000, 13_889));
+        assert_eq!(cpu_bandwidth(1), (1_000, 1_000_000));
+    }
+
+    #[test]
     fn cpu_follows_memory_as_on_aws() {
         assert_eq!(Limits::for_memory_mb(1769).cpu_millis, 1000);
         assert_eq!(Limits::for_memory_mb(10_240).cpu_millis, 5788);
@@ -291,7 +327,8 @@ mod tests {
         let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(read("memory/nimbus/env1/memory.limit_in_bytes"), (1769u64 << 20).to_string());
         assert_eq!(read("memory/nimbus/env1/memory.memsw.limit_in_bytes"), (1769u64 << 20).to_string());
-        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_quota_us"), "100000");
+        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_quota_us"), "10000");
+        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_period_us"), "10000");
         assert_eq!(read("pids/nimbus/env1/pids.max"), "1024");
         cg.attach(42).unwrap();
         assert_eq!(read("pids/nimbus/env1/cgroup.procs"), "42");
@@ -316,7 +353,7 @@ mod tests {
         std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
         // The kernel makes the interface files; the fake tree makes those the code must only write when present.
         std::fs::create_dir_all(t.path().join("nimbus/env2")).unwrap();
-        for f in ["memory.swap.max", "memory.oom.group"] {
+        for f in ["memory.swap.max", "memory.oom.group", "cpu.max.burst"] {
             std::fs::write(t.path().join("nimbus/env2").join(f), "").unwrap();
         }
         let cg =
@@ -326,7 +363,8 @@ mod tests {
         assert_eq!(read("nimbus/env2/memory.oom.group"), "1");
         assert_eq!(read("nimbus/env2/memory.max"), (128u64 << 20).to_string());
         assert_eq!(read("nimbus/env2/memory.swap.max"), "0");
-        assert_eq!(read("nimbus/env2/cpu.max"), "7200 100000");
+        assert_eq!(read("nimbus/env2/cpu.max"), "1000 13889");
+        assert_eq!(read("nimbus/env2/cpu.max.burst"), "1000");
         assert!(!cg.oom_killed());
         std::fs::write(t.path().join("nimbus/env2/memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
             .unwrap();

@@ -138,6 +138,7 @@ mod tests {
             headers: Default::default(),
             tags: Default::default(),
             checksum: None,
+            part_sizes: vec![],
             data: Some(vec![0; bytes].into()),
         }
     }

@@ -45,11 +45,13 @@ pub trait ObjectMeta: Send + Sync {
     /// Rewrites an object's document (its tags, say) if it still has the
     /// bytes of `o.file`; false if it was deleted or replaced meanwhile.
     async fn update_object(&self, o: &ObjectInfo) -> Result<bool>;
-    /// Removes an object and queues `events` if it existed; returns it.
+    /// Removes an object and queues `events` if it existed (and, given
+    /// `only_file`, still has the bytes of that file); returns it.
     async fn delete_object(
         &self,
         bucket: &str,
         key: &str,
+        only_file: Option<&str>,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>>;
     /// Objects whose keys start with `prefix` and sort after `after`, in key order.
@@ -225,15 +227,18 @@ impl ObjectMeta for SqliteMetadata {
         &self,
         bucket: &str,
         key: &str,
+        only_file: Option<&str>,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>> {
         let _forget = self.object_cache.around(bucket, Some(key));
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING doc")
-            .bind(bucket)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? AND (?3 IS NULL OR file = ?3) RETURNING doc")
+                .bind(bucket)
+                .bind(key)
+                .bind(only_file)
+                .fetch_optional(&mut *tx)
+                .await?;
         let mut gone: Option<ObjectInfo> = row.map(|r| parse(r.get::<&str, _>("doc"))).transpose()?;
         if let Some(o) = &mut gone {
             o.data = remove_data(&mut tx, bucket, key).await?.map(Into::into);
@@ -382,6 +387,7 @@ mod tests {
             headers: ObjectHeaders::default(),
             tags: BTreeMap::new(),
             checksum: None,
+            part_sizes: vec![],
             data: None,
         }
     }
@@ -456,7 +462,7 @@ mod tests {
         assert!(m.object_files().await.unwrap().is_empty(), "inline bytes are no file to keep");
         let listed = m.list_objects("b", "", "", 10).await.unwrap();
         assert_eq!((listed.len(), listed[0].data.is_none()), (1, true), "listings carry no bytes");
-        let gone = m.delete_object("b", "k", &|_| vec![]).await.unwrap().unwrap();
+        let gone = m.delete_object("b", "k", None, &|_| vec![]).await.unwrap().unwrap();
         assert_eq!(gone.data.as_deref(), Some(&b"four"[..]));
         assert!(m.get_object("b", "k").await.unwrap().is_none());
     }

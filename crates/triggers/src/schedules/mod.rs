@@ -20,7 +20,7 @@ use nimbus_store::{DueTimes, ScheduleMeta, ScheduleRow};
 use tokio::sync::{Mutex, Notify};
 
 pub use expr::{Expression, Missed, Timing};
-pub use timer::Clock;
+use nimbus_core::clock::Clock;
 
 /// RetryPolicy defaults (AWS: 24 hours, 185 attempts).
 const DEFAULT_MAX_AGE_SECONDS: u32 = 86_400;

@@ -32,35 +32,6 @@ const RETRY_BACKOFF_MAX_MS: i64 = 5 * 60_000;
 /// After a store error, before the timer tries again.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// Schedule time. Real time, unless a test asks for it to run faster: from
-/// `epoch_ms` on, `scale` times as fast as real time (a fixed epoch keeps
-/// it continuous across restarts of the node).
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    epoch_ms: i64,
-    scale: i64,
-}
-
-impl Clock {
-    pub fn real() -> Self {
-        Self { epoch_ms: 0, scale: 1 }
-    }
-
-    pub fn scaled(epoch_ms: i64, scale: u32) -> Self {
-        Self { epoch_ms, scale: i64::from(scale.max(1)) }
-    }
-
-    pub fn now_ms(&self) -> i64 {
-        self.epoch_ms + (Utc::now().timestamp_millis() - self.epoch_ms) * self.scale
-    }
-
-    /// Real time until schedule time `t` (rounded up, so the timer never
-    /// wakes just before it).
-    fn until(&self, t: i64) -> Duration {
-        Duration::from_millis(((t - self.now_ms()).max(0) as u64).div_ceil(self.scale as u64))
-    }
-}
-
 /// What a firing of a schedule is: its schedule, time, execution and attempt.
 struct Run<'a> {
     schedule: &'a Schedule,
@@ -77,7 +48,7 @@ impl Schedules {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(error = %e, "schedules: cannot read or record firings; trying again");
-                    Some(self.clock.now_ms() + STORE_ERROR_PAUSE.as_millis() as i64 * self.clock.scale)
+                    Some(self.clock.after(STORE_ERROR_PAUSE))
                 }
             };
             match wake {
@@ -318,16 +289,5 @@ mod tests {
             ),
             r#"{"arn":"arn:aws:scheduler:us-east-1:123456789012:schedule/default/n","at":"2025-12-02T00:00:00Z","id":"e-1","n":2, "x": " <aws.other> "}"#
         );
-    }
-
-    #[test]
-    fn a_scaled_clock_runs_faster_from_its_epoch() {
-        let epoch = Utc::now().timestamp_millis() - 1000;
-        let c = Clock::scaled(epoch, 60);
-        let ahead = c.now_ms() - epoch;
-        assert!((60_000..70_000).contains(&ahead), "{ahead}");
-        assert!(c.until(c.now_ms() + 60_000) <= Duration::from_millis(1000));
-        let real = Clock::real();
-        assert!((real.now_ms() - Utc::now().timestamp_millis()).abs() < 1000);
     }
 }
