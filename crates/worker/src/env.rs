@@ -489,12 +489,10 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
         set(k, format!("{v}:{task_root}"));
     }
     set("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:{task_root}:{task_root}/lib:/opt/lib"));
-    // An image's handler is its CMD's first word (awslambdaric's argument).
-    let handler = match image {
-        Some(i) => i.overrides.command.as_ref().unwrap_or(&i.command).first().cloned(),
-        None => c.handler.clone(),
-    };
-    set("_HANDLER", handler.unwrap_or_default());
+    // Not for an image: its client takes the handler from its CMD, as on AWS.
+    if image.is_none() {
+        set("_HANDLER", c.handler.clone().unwrap_or_default());
+    }
     set("LAMBDA_TASK_ROOT", task_root);
     set("AWS_REGION", spec.base.region.clone());
     set("AWS_DEFAULT_REGION", spec.base.region.clone());
@@ -1224,6 +1222,30 @@ mod tests {
         assert_eq!((env["PATH"].as_str(), env["MY_SETTING"].as_str()), ("/mine", "1"));
         assert_eq!((env["AWS_LAMBDA_LOG_FORMAT"].as_str(), env.get("AWS_LAMBDA_LOG_LEVEL")), ("Text", None));
         assert!(env.keys().all(|k| !k.starts_with("NIMBUS")), "{env:?}");
+    }
+
+    #[test]
+    fn an_images_env_lies_under_the_platforms_and_the_functions() {
+        let mut s = spec("", &[("FROM_IMAGE", "function")]);
+        s.config.runtime = None;
+        s.config.image = Some(nimbus_core::function::FunctionImage {
+            env: [
+                "PATH=/img/bin",
+                "FROM_IMAGE=image",
+                "ONLY_IMAGE=1",
+                "LAMBDA_TASK_ROOT=/app",
+                "AWS_LAMBDA_RUNTIME_API=x:1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        });
+        let env = env_of(&s);
+        assert_eq!((env["PATH"].as_str(), env["ONLY_IMAGE"].as_str()), ("/img/bin", "1"));
+        assert_eq!((env["FROM_IMAGE"].as_str(), env["LAMBDA_TASK_ROOT"].as_str()), ("function", "/app"));
+        assert_eq!(env["AWS_EXECUTION_ENV"], "AWS_Lambda_Image");
+        assert_ne!(env["AWS_LAMBDA_RUNTIME_API"], "x:1");
+        assert!(!env.contains_key("_HANDLER"));
     }
 
     #[test]
