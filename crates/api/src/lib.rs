@@ -9,6 +9,7 @@
 
 mod convert;
 mod error;
+mod logs;
 mod ops;
 mod route;
 mod s3;
@@ -52,6 +53,8 @@ pub struct Api {
     queues: Arc<nimbus_queues::Queues>,
     /// Event source mappings; `None` on a node without queues.
     mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
+    /// CloudWatch Logs; `None` answers its requests as unavailable.
+    logs: Option<Arc<nimbus_logs::Logs>>,
 }
 
 impl Api {
@@ -64,12 +67,29 @@ impl Api {
         queues: Arc<nimbus_queues::Queues>,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3, queues, schedules: None, mappings: None }
+        Self {
+            verifier,
+            control,
+            credentials,
+            public_port,
+            url_base,
+            s3,
+            queues,
+            schedules: None,
+            mappings: None,
+            logs: None,
+        }
     }
 
     /// Serves the EventBridge Scheduler API with these schedules.
     pub fn with_schedules(mut self, schedules: Arc<nimbus_triggers::schedules::Schedules>) -> Self {
         self.schedules = Some(schedules);
+        self
+    }
+
+    /// Serves the CloudWatch Logs API over this log store.
+    pub fn with_logs(mut self, logs: Arc<nimbus_logs::Logs>) -> Self {
+        self.logs = Some(logs);
         self
     }
 
@@ -100,6 +120,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         match front(&req) {
             Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
+            Front::Logs => logs::serve(&api, req).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
                 s3::tag_response(&mut resp, &request_id);
@@ -133,14 +154,15 @@ enum Front {
     Scheduler,
     Sqs,
     S3,
-    /// The route table: Lambda and CloudWatch Logs.
+    Logs,
+    /// The route table: Lambda.
     Table,
 }
 
 /// Picks the front by the service the request is signed for (DESIGN: one
 /// router keyed by the signed service name). Requests that carry no SigV4
 /// scope go by their shape, so that each is refused by the service it was
-/// meant for: SQS's target header, S3's SigV2 and virtual-hosted forms,
+/// meant for: SQS's and CloudWatch Logs' target headers, S3's SigV2 and virtual-hosted forms,
 /// and an unsigned request that names no Lambda operation, which is taken
 /// for an anonymous path-style S3 request (`GET /bucket/key`, 403
 /// AccessDenied rather than an unknown Lambda operation).
@@ -149,8 +171,10 @@ fn front(req: &Request<Body>) -> Front {
         Some("scheduler") => Front::Scheduler,
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
+        Some("logs") => Front::Logs,
         Some(_) => Front::Table,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
+        None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
         None => Front::Table,
     }
