@@ -297,11 +297,16 @@ impl LogMeta for SqliteMetadata {
             StreamOrder::LastEvent => "COALESCE(last_event_ms, -1)",
         };
         let (cmp, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
+        // (A constant in ORDER BY would be read as a column number.)
+        let order = match q.order {
+            StreamOrder::Name => format!("name {dir}"),
+            StreamOrder::LastEvent => format!("{key} {dir}, name {dir}"),
+        };
         let sql = format!(
             "SELECT * FROM log_streams
              WHERE log_group = ?1 AND (?2 IS NULL OR substr(name, 1, length(?2)) = ?2)
                AND (?3 IS NULL OR ({key}, name) {cmp} (?3, ?4))
-             ORDER BY {key} {dir}, name {dir} LIMIT ?5"
+             ORDER BY {order} LIMIT ?5"
         );
         let (after_key, after_name) = q.after.map_or((None, None), |(k, n)| (Some(k), Some(n)));
         let rows = sqlx::query(&sql)
@@ -457,6 +462,9 @@ mod tests {
         let q =
             |order, descending, after| StreamQuery { group: "a", prefix: None, order, descending, after, limit: 10 };
         let names = |v: Vec<LogStreamRow>| v.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(names(m.list_log_streams(q(StreamOrder::Name, true, None)).await.unwrap()), ["s2", "s1"]);
+        let after = Some((0, "s1".to_string()));
+        assert_eq!(names(m.list_log_streams(q(StreamOrder::Name, false, after)).await.unwrap()), ["s2"]);
         assert_eq!(names(m.list_log_streams(q(StreamOrder::LastEvent, true, None)).await.unwrap()), ["s1", "s2"]);
         assert_eq!(names(m.list_log_streams(q(StreamOrder::LastEvent, false, None)).await.unwrap()), ["s2", "s1"]);
         let after = Some((-1, "s2".to_string()));
