@@ -220,8 +220,12 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
         }
         let headers =
             [("x-amz-target", "Logs_20140328.FilterLogEvents"), ("content-type", "application/x-amz-json-1.1")];
-        let (_, body) = client.send("logs", "POST", "/", Some(serde_json::to_vec(&req)?), &headers).await?;
-        let page: Value = serde_json::from_slice(&body)?;
+        let page: Value = match client.send("logs", "POST", "/", Some(serde_json::to_vec(&req)?), &headers).await {
+            Ok((_, body)) => serde_json::from_slice(&body)?,
+            // A function that has not logged yet has no log group yet.
+            Err(e) if AwsError::is_not_found(&e) => json!({}),
+            Err(e) => return Err(e),
+        };
         for e in page["events"].as_array().cloned().unwrap_or_default() {
             let id: i64 = e["eventId"].as_str().and_then(|i| i.parse().ok()).unwrap_or(0);
             let at = (e["timestamp"].as_i64().unwrap_or(0), id);
