@@ -4,12 +4,19 @@ rules, GetLogEvents' tokens, FilterLogEvents' patterns, retention, and AWS's
 errors for bad input, each of which changes nothing."""
 
 import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
 import time
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import aws_json, create, error_code, logs_client, unique_name, wait_for
+from conftest import REGION, aws_json, create, error_code, logs_client, unique_name, wait_for
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -302,3 +309,62 @@ def test_retention_removes_expired_events_without_being_asked(logs):
     wait_for(lambda: left() == ["fresh"], "the expired events to be removed")
     logs.delete_retention_policy(logGroupName=group)
     assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+
+
+def test_start_live_tail_streams_the_matching_events_as_they_are_stored(server, logs):
+    group = group_with_stream(logs)
+    arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
+    key, secret = server.credentials()
+    # StartLiveTail's model prefixes the host with `stream-`; a local
+    # endpoint has no such name, so the prefix is turned off (or set
+    # AWS_DISABLE_HOST_PREFIX_INJECTION=true for the aws CLI).
+    tail_client = boto3.client("logs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                               aws_secret_access_key=secret,
+                               config=Config(inject_host_prefix=False, read_timeout=20, retries={"max_attempts": 1}))
+    logs.put_log_events(logGroupName=group, logStreamName="s",
+                        logEvents=[{"timestamp": now_ms(), "message": "ERROR before"}])
+    resp = tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="ERROR")
+    stream = iter(resp["responseStream"])
+    start = next(stream)["sessionStart"]
+    assert start["logGroupIdentifiers"] == [arn] and start["logEventFilterPattern"] == "ERROR"
+    t = now_ms()
+    logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=[
+        {"timestamp": t, "message": "INFO skipped"}, {"timestamp": t, "message": "ERROR after"}])
+    update = next(stream)["sessionUpdate"]
+    assert update["sessionMetadata"] == {"sampled": False}
+    assert [(r["message"], r["logStreamName"], r["logGroupIdentifier"]) for r in update["sessionResults"]] == [
+        ("ERROR after", "s", arn)]
+    resp["responseStream"].close()
+
+    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn + "-none"]), "ResourceNotFoundException")
+    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="{ bad"),
+            "InvalidParameterException", "Invalid filter pattern")
+
+
+def test_aws_cli_start_live_tail_prints_new_events(server, logs):
+    group = group_with_stream(logs)
+    arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
+    key, secret = server.credentials()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION=REGION,
+               AWS_PAGER="", AWS_DISABLE_HOST_PREFIX_INJECTION="true")
+    tail = subprocess.Popen([shutil.which("aws"), "--endpoint-url", server.endpoint, "logs", "start-live-tail",
+                             "--log-group-identifiers", arn, "--log-event-filter-pattern", "tailed"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in tail.stdout], daemon=True).start()
+    try:
+        # The session starts at some point after the command does: write
+        # until a line comes through.
+        deadline = time.monotonic() + 30
+        printed = None
+        while printed is None and time.monotonic() < deadline:
+            logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=[
+                {"timestamp": now_ms(), "message": "not this one"}, {"timestamp": now_ms(), "message": "tailed line"}])
+            try:
+                printed = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert tail.poll() is None, tail.stderr.read()
+        assert printed == "tailed line\n"
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)

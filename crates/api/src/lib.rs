@@ -120,7 +120,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         match front(&req) {
             Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
-            Front::Logs => logs::serve(&api, req).instrument(span).await,
+            Front::Logs => logs::serve(&api, req, &request_id).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
                 s3::tag_response(&mut resp, &request_id);

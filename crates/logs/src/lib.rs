@@ -443,6 +443,84 @@ impl Logs {
     }
 }
 
+/// StartLiveTail's question.
+#[derive(Debug, Default)]
+pub struct TailQuery<'a> {
+    /// Group names (resolved from the identifiers).
+    pub groups: Vec<String>,
+    pub streams: Option<&'a [String]>,
+    pub stream_prefixes: Option<&'a [String]>,
+    pub pattern: Option<&'a str>,
+}
+
+/// A live tail: the matching events stored after it started, as they come.
+pub struct LiveTail {
+    meta: Arc<dyn LogMeta>,
+    groups: Vec<String>,
+    streams: Option<Vec<String>>,
+    prefixes: Option<Vec<String>>,
+    pattern: Pattern,
+    after_id: i64,
+    writes: tokio::sync::watch::Receiver<u64>,
+}
+
+/// A live tail update holds at most this many events, as AWS's does.
+const TAIL_BATCH: usize = 500;
+
+impl Logs {
+    /// StartLiveTail: checks the question and starts following.
+    pub async fn start_live_tail(&self, q: TailQuery<'_>) -> Result<LiveTail> {
+        if q.streams.is_some() && q.stream_prefixes.is_some() {
+            return Err(invalid("logStreamNames and logStreamNamePrefixes are mutually exclusive parameters."));
+        }
+        let pattern = Pattern::parse(q.pattern.unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
+        for group in &q.groups {
+            self.meta.log_group(group).await?.ok_or_else(no_group)?;
+        }
+        // Subscribe before reading where to start, so no commit falls between.
+        let writes = self.meta.log_writes();
+        let after_id = self.meta.last_log_event_id().await?;
+        Ok(LiveTail {
+            meta: self.meta.clone(),
+            groups: q.groups,
+            streams: q.streams.map(<[String]>::to_vec),
+            prefixes: q.stream_prefixes.map(<[String]>::to_vec),
+            pattern,
+            after_id,
+            writes,
+        })
+    }
+}
+
+impl LiveTail {
+    /// The next matching events, in the order they were stored, waiting
+    /// (without polling: on the store's commit signal) until there are some.
+    pub async fn next(&mut self) -> Result<Vec<LogEvent>> {
+        loop {
+            self.writes.borrow_and_update();
+            let batch = self.meta.log_events_after(&self.groups, self.after_id, TAIL_BATCH).await?;
+            let Some(last) = batch.last() else {
+                if self.writes.changed().await.is_err() {
+                    // The store is gone (the node is stopping).
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            };
+            self.after_id = last.id;
+            let matched: Vec<LogEvent> = batch.into_iter().filter(|e| self.wants(e)).collect();
+            if !matched.is_empty() {
+                return Ok(matched);
+            }
+        }
+    }
+
+    fn wants(&self, e: &LogEvent) -> bool {
+        self.streams.as_ref().is_none_or(|s| s.contains(&e.log_stream))
+            && self.prefixes.as_ref().is_none_or(|p| p.iter().any(|p| e.log_stream.starts_with(p.as_str())))
+            && self.pattern.matches(&e.message)
+    }
+}
+
 /// Drops the events past the page's byte budget.
 fn cap_bytes(events: &mut Vec<LogEvent>) {
     let mut bytes = 0;

@@ -113,12 +113,30 @@ pub trait LogMeta: Send + Sync {
     /// transaction.
     async fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)], now_ms: i64) -> Result<()>;
     async fn read_log_events(&self, q: EventQuery<'_>) -> Result<Vec<LogEvent>>;
+    /// Events of these groups stored after event `after_id`, in the order
+    /// they were stored (for live tails).
+    async fn log_events_after(&self, groups: &[String], after_id: i64, limit: usize) -> Result<Vec<LogEvent>>;
+    /// The id of the last event stored (0 if none).
+    async fn last_log_event_id(&self) -> Result<i64>;
+    /// Changes after every commit that stored events.
+    fn log_writes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Deletes the events older than their group's retention at `now_ms`.
     async fn expire_log_events(&self, now_ms: i64) -> Result<u64>;
     /// When the oldest event under a retention expires, if any group has a
     /// retention (a group without events expires nothing before `now_ms`
     /// plus its retention).
     async fn next_log_expiry(&self, now_ms: i64) -> Result<Option<i64>>;
+}
+
+fn event_row(r: &SqliteRow) -> LogEvent {
+    LogEvent {
+        id: r.get("id"),
+        log_group: r.get("log_group"),
+        log_stream: r.get("log_stream"),
+        timestamp_ms: r.get("timestamp_ms"),
+        ingestion_ms: r.get("ingestion_ms"),
+        message: r.get("message"),
+    }
 }
 
 fn group_row(r: &SqliteRow) -> LogGroupRow {
@@ -335,6 +353,7 @@ impl LogMeta for SqliteMetadata {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         insert_events(&mut tx, &rows).await?;
         tx.commit().await?;
+        self.logs_written.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -371,21 +390,33 @@ impl LogMeta for SqliteMetadata {
             .bind(single)
             .fetch_all(self.pool())
             .await?;
-        let mut events: Vec<LogEvent> = rows
-            .iter()
-            .map(|r| LogEvent {
-                id: r.get("id"),
-                log_group: r.get("log_group"),
-                log_stream: r.get("log_stream"),
-                timestamp_ms: r.get("timestamp_ms"),
-                ingestion_ms: r.get("ingestion_ms"),
-                message: r.get("message"),
-            })
-            .collect();
+        let mut events: Vec<LogEvent> = rows.iter().map(event_row).collect();
         if q.backward {
             events.reverse();
         }
         Ok(events)
+    }
+
+    async fn log_events_after(&self, groups: &[String], after_id: i64, limit: usize) -> Result<Vec<LogEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, log_group, log_stream, timestamp_ms, COALESCE(ingestion_ms, timestamp_ms) AS ingestion_ms, message
+             FROM log_events WHERE id > ? AND log_group IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(serde_json::to_string(groups)?)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    async fn last_log_event_id(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM log_events").fetch_one(self.pool()).await?;
+        Ok(row.get("id"))
+    }
+
+    fn log_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.logs_written.subscribe()
     }
 
     async fn expire_log_events(&self, now_ms: i64) -> Result<u64> {

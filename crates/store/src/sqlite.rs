@@ -24,6 +24,8 @@ pub struct SqliteMetadata {
     pub(crate) object_cache: crate::object_cache::ObjectCache,
     /// Object writes, committed in groups (see `group`).
     objects: tokio::sync::mpsc::UnboundedSender<crate::group::Job>,
+    /// Counts commits of log events, for live tails (see `logs`).
+    pub(crate) logs_written: tokio::sync::watch::Sender<u64>,
 }
 
 /// Functions and versions as last read, for the invoke path (which reads
@@ -223,6 +225,7 @@ impl SqliteMetadata {
             misses: Default::default(),
             object_cache: Default::default(),
             objects,
+            logs_written: tokio::sync::watch::Sender::new(0),
         })
     }
 }
@@ -483,6 +486,9 @@ impl Metadata for SqliteMetadata {
         }
         crate::logs::insert_events(&mut tx, lines).await?;
         tx.commit().await?;
+        if !lines.is_empty() {
+            self.logs_written.send_modify(|n| *n += 1);
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! This module owns the wire format and error names; the rules are
 //! `nimbus-logs`'.
 
+mod live;
 mod wire;
 
 use std::time::SystemTime;
@@ -87,18 +88,11 @@ impl IntoResponse for Failure {
     }
 }
 
-pub async fn serve(api: &Api, req: Request<Body>) -> Response {
-    match serve_inner(api, req).await {
-        Ok(body) => {
-            let mut resp = (StatusCode::OK, body.to_string()).into_response();
-            resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
-            resp
-        }
-        Err(f) => f.into_response(),
-    }
+pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response {
+    serve_inner(api, req, request_id).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Value, Failure> {
+async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, Failure> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, BODY_LIMIT)
         .await
@@ -128,7 +122,13 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Value, Failure> {
         .as_deref()
         .ok_or_else(|| Failure::from(ApiError::Unavailable("CloudWatch Logs is not served by this node".into())))?;
     tracing::debug!(operation = %op, "authenticated");
-    wire::execute(logs, &op, json).await
+    if op == "StartLiveTail" {
+        return live::start(logs, json, request_id).await;
+    }
+    let body = wire::execute(logs, &op, json).await?;
+    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    Ok(resp)
 }
 
 fn unknown(op: &str) -> Failure {
