@@ -592,3 +592,82 @@ async fn enforce_retention(meta: Arc<dyn LogMeta>, wake: Arc<Notify>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn engine() -> (tempfile::TempDir, Arc<Logs>) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = nimbus_store::SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        (dir, Logs::open(Arc::new(meta), "us-east-1", "000000000000"))
+    }
+
+    fn ev(timestamp_ms: i64, message: &str) -> InputEvent {
+        InputEvent { timestamp_ms, message: message.into() }
+    }
+
+    #[tokio::test]
+    async fn put_rejects_the_ends_of_a_batch_and_refuses_bad_batches_whole() {
+        let (_d, logs) = engine().await;
+        logs.create_log_group("g").await.unwrap();
+        logs.create_log_stream("g", "s").await.unwrap();
+        let now = now_ms();
+        let batch = [ev(now - 15 * DAY_MS, "old"), ev(now, "a"), ev(now + 1, "b"), ev(now + 3 * HOUR_MS, "new")];
+        let out = logs.put_log_events("g", "s", &batch).await.unwrap();
+        assert_eq!(out.rejected, Rejected { too_new_start: Some(3), too_old_end: Some(1), expired_end: None });
+        for bad in [vec![ev(now, "b"), ev(now - 1, "a")], vec![ev(now - 2 * DAY_MS, "a"), ev(now, "b")]] {
+            assert!(matches!(logs.put_log_events("g", "s", &bad).await, Err(Error::InvalidParameter(_))));
+        }
+        let q = GetQuery { group: "g", stream: "s", start_from_head: true, ..Default::default() };
+        let page = logs.get_log_events(q).await.unwrap();
+        assert_eq!(page.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn get_tokens_return_themselves_at_either_end() {
+        let (_d, logs) = engine().await;
+        logs.create_log_group("g").await.unwrap();
+        logs.create_log_stream("g", "s").await.unwrap();
+        let now = now_ms();
+        let events: Vec<InputEvent> = (0..5).map(|i| ev(now + i, &format!("e{i}"))).collect();
+        logs.put_log_events("g", "s", &events).await.unwrap();
+        let get = |token: Option<String>, head| {
+            let logs = logs.clone();
+            async move {
+                let q = GetQuery {
+                    group: "g",
+                    stream: "s",
+                    next_token: token.as_deref(),
+                    limit: Some(2),
+                    start_from_head: head,
+                    ..Default::default()
+                };
+                logs.get_log_events(q).await.unwrap()
+            }
+        };
+        let last = get(None, false).await;
+        assert_eq!(last.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["e3", "e4"]);
+        let end = get(Some(last.next_forward_token.clone()), true).await;
+        assert!(end.events.is_empty() && end.next_forward_token == last.next_forward_token);
+        let before = get(Some(last.next_backward_token.clone()), false).await;
+        assert_eq!(before.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["e1", "e2"]);
+        let first = get(Some(before.next_backward_token.clone()), false).await;
+        assert_eq!(first.events.len(), 1);
+        let start = get(Some(first.next_backward_token.clone()), false).await;
+        assert!(start.events.is_empty() && start.next_backward_token == first.next_backward_token);
+    }
+
+    #[tokio::test]
+    async fn a_live_tail_sees_what_is_stored_after_it_started() {
+        let (_d, logs) = engine().await;
+        logs.ensure_stream("g", "s", true).await.unwrap();
+        logs.put_log_events("g", "s", &[ev(now_ms(), "before ERROR")]).await.unwrap();
+        let q = TailQuery { groups: vec!["g".into()], pattern: Some("ERROR"), ..Default::default() };
+        let mut tail = logs.start_live_tail(q).await.unwrap();
+        let now = now_ms();
+        logs.put_log_events("g", "s", &[ev(now, "INFO"), ev(now, "after ERROR")]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.unwrap().unwrap();
+        assert_eq!(got.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["after ERROR"]);
+    }
+}
