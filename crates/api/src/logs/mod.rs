@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nimbus_logs::{Error, Logs};
+use nimbus_logs::Error;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -146,9 +146,4 @@ fn input<T: DeserializeOwned>(json: Value) -> Result<T, Failure> {
         kind: "SerializationException",
         message: e.to_string(),
     })
-}
-
-/// The group a request names by `logGroupName` or `logGroupIdentifier`.
-fn group_of(logs: &Logs, name: Option<String>, identifier: Option<String>) -> Result<String, Failure> {
-    Ok(logs.group_of(name, identifier)?)
 }

@@ -8,7 +8,7 @@ use nimbus_logs::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{group_of, input, unknown, Failure};
+use super::{input, unknown, Failure};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -138,7 +138,7 @@ pub(super) async fn execute(logs: &Logs, op: &str, body: Value) -> Result<Value,
         }
         "DescribeLogStreams" => {
             let q: DescribeStreams = input(body)?;
-            let group = group_of(logs, q.log_group_name, q.log_group_identifier)?;
+            let group = logs.group_of(q.log_group_name, q.log_group_identifier)?;
             let order_by = (q.order_by.as_deref() == Some("LastEventTime")).then_some(OrderBy::LastEvent);
             let page = logs
                 .describe_log_streams(StreamsQuery {
@@ -180,7 +180,7 @@ pub(super) async fn execute(logs: &Logs, op: &str, body: Value) -> Result<Value,
         }
         "GetLogEvents" => {
             let q: GetEvents = input(body)?;
-            let group = group_of(logs, q.log_group_name, q.log_group_identifier)?;
+            let group = logs.group_of(q.log_group_name, q.log_group_identifier)?;
             let page = logs
                 .get_log_events(GetQuery {
                     group: &group,
@@ -205,7 +205,7 @@ pub(super) async fn execute(logs: &Logs, op: &str, body: Value) -> Result<Value,
         }
         "FilterLogEvents" => {
             let q: FilterEvents = input(body)?;
-            let group = group_of(logs, q.log_group_name, q.log_group_identifier)?;
+            let group = logs.group_of(q.log_group_name, q.log_group_identifier)?;
             let page = logs
                 .filter_log_events(FilterQuery {
                     group: &group,
