@@ -36,7 +36,6 @@ pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
 pub use invoke::{InvokeRequest, Invoked, Prepared};
 pub use layers::{NewLayerPermission, NewLayerVersion};
 pub use nimbus_worker::{StreamSink, Streamed};
-pub use records::{LogPage, LogQuery};
 pub use settings::{AccountSettings, NewPermission, ProvisionedReport, UrlConfigInput};
 pub use urls::UrlTarget;
 
