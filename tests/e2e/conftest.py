@@ -339,12 +339,20 @@ def aws_json(server, *args):
     return r.returncode, out, r.stderr
 
 
+def function_log(server, name, **kw):
+    """A function's log events (FilterLogEvents), none while its log group
+    does not exist yet: as on AWS, it appears with the first stored line."""
+    try:
+        return logs_client(server).filter_log_events(logGroupName=f"/aws/lambda/{name}", **kw)["events"]
+    except ClientError as e:
+        if e.response["Error"]["Code"] == "ResourceNotFoundException":
+            return []
+        raise
+
+
 def printed_events(server, name):
     """The events a function printed as `EVENT <json>` lines, in the order logged."""
-    try:
-        events = logs_client(server).filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
-    except ClientError:
-        return []
+    events = function_log(server, name)
     return [json.loads(e["message"].split("EVENT ", 1)[1]) for e in events if "EVENT {" in e["message"]]
 
 

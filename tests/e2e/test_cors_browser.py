@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 
-from conftest import create, logs_client, make_zip, unique_name, wait_for
+from conftest import create, function_log, make_zip, unique_name, wait_for
 
 # Logs each invocation (so the test can tell which requests reached the
 # function) and answers with two headers: `x-result`, which some URLs'
@@ -206,10 +206,8 @@ def test_cors_from_a_headless_chromium_page_on_another_origin(server, lam, tmp_p
 
     # Exactly the requests the browser sent reached the function: no preflight did.
     ran = Counter((case, method) for case, _, method, _, _, _, runs in table if runs)
-    logs = logs_client(server)
-
     def invocations():
-        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        events = function_log(server, name)
         lines = [e["message"].split() for e in events if e["message"].startswith("CORS-CASE")]
         return Counter((line[1], line[2]) for line in lines)
 

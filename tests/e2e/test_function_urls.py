@@ -14,7 +14,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import (REGION, aws_cli, create, logs_client, make_zip, nimbus_cli,
+from conftest import (REGION, aws_cli, create, function_log, make_zip, nimbus_cli,
                       unique_name, wait_for)
 
 # Answers by the `case` query parameter; by default the event itself.
@@ -137,9 +137,8 @@ def test_responses_map_as_aws_maps_them(server, lam):
         assert r.json() == {"Message": "Internal Server Error"}
 
     # URL invokes are ordinary invokes: their REPORT lines are in the function's log.
-    logs = logs_client(server)
-    wait_for(lambda: sum(e["message"].startswith("REPORT") for e in logs.filter_log_events(
-        logGroupName=f"/aws/lambda/{name}")["events"]) >= 6, "the URL invocations' REPORT lines")
+    wait_for(lambda: sum(e["message"].startswith("REPORT") for e in function_log(server, name)) >= 6,
+             "the URL invocations' REPORT lines")
 
 
 def test_errors_a_url_answers(server, lam):

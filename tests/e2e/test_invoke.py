@@ -10,7 +10,7 @@ import sys
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROLE, Server, arn, error_code, logs_client, make_zip, nimbus_cli, unique_name, wait_for
+from conftest import ROLE, Server, arn, error_code, function_log, logs_client, make_zip, nimbus_cli, unique_name, wait_for
 
 APP = '''
 import json, os, sys, time
@@ -315,7 +315,7 @@ def test_logs_are_stored_and_served_by_the_cloudwatch_logs_api(proc_server, plam
     group = f"/aws/lambda/{name}"
 
     def stored():
-        events = logs.filter_log_events(logGroupName=group)["events"]
+        events = function_log(proc_server, name)
         return events if sum(e["message"].startswith("REPORT") for e in events) == 2 else None
 
     events = wait_for(stored, "both invocations' log lines")

@@ -153,7 +153,10 @@ def call(lam, name, **kw):
 def events_of(logs, name, request_id, count):
     """The function's log events once `count` of them mention the request."""
     def found():
-        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        try:
+            events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            return None  # the group appears with the function's first stored line
         mine = [e["message"] for e in events if request_id in e["message"] or "\t" not in e["message"]]
         return mine if len([m for m in mine if request_id in m]) >= count else None
     return wait_for(found, f"{count} log events of {request_id}")

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, REGION, ROLE, Server, aws_client, aws_json, error_code, logs_client, make_zip,
+from conftest import (ACCOUNT, REGION, ROLE, Server, aws_client, aws_json, error_code, function_log, make_zip,
                       printed_events, sqs_client, unique_name, wait_for)
 
 SCHEDULER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/scheduler-role"
@@ -260,7 +260,7 @@ def test_an_at_schedule_fires_once_in_its_time_zone_and_deletes_itself(server):
 
 
 def reported(server, fn):
-    events = logs_client(server).filter_log_events(logGroupName=f"/aws/lambda/{fn}")["events"]
+    events = function_log(server, fn)
     return any(e["message"].startswith("REPORT") for e in events)
 
 

@@ -9,6 +9,7 @@
 
 mod convert;
 mod error;
+mod logs;
 mod ops;
 mod registry;
 mod route;
@@ -55,6 +56,8 @@ pub struct Api {
     mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
     /// The container registry (`/v2/` and ECR); `None` answers them as unavailable.
     registry: Option<Arc<nimbus_registry::Registry>>,
+    /// CloudWatch Logs; `None` answers its requests as unavailable.
+    logs: Option<Arc<nimbus_logs::Logs>>,
 }
 
 impl Api {
@@ -78,6 +81,7 @@ impl Api {
             schedules: None,
             mappings: None,
             registry: None,
+            logs: None,
         }
     }
 
@@ -90,6 +94,12 @@ impl Api {
     /// Serves the OCI registry (`/v2/`) and the ECR API from this registry.
     pub fn with_registry(mut self, registry: Arc<nimbus_registry::Registry>) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Serves the CloudWatch Logs API over this log store.
+    pub fn with_logs(mut self, logs: Arc<nimbus_logs::Logs>) -> Self {
+        self.logs = Some(logs);
         self
     }
 
@@ -122,6 +132,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
             Front::Registry => registry::serve(&api, req).instrument(span).await,
             Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
+            Front::Logs => logs::serve(&api, req, &request_id).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
                 s3::tag_response(&mut resp, &request_id);
@@ -159,7 +170,8 @@ enum Front {
     Ecr,
     Sqs,
     S3,
-    /// The route table: Lambda and CloudWatch Logs.
+    Logs,
+    /// The route table: Lambda.
     Table,
 }
 
@@ -167,7 +179,8 @@ enum Front {
 /// router keyed by the signed service name). Requests that carry no SigV4
 /// scope go by their shape, so that each is refused by the service it was
 /// meant for: the registry's `/v2/` paths (Basic or Bearer auth, no
-/// SigV4), SQS's target header, S3's SigV2 and virtual-hosted forms,
+/// SigV4), SQS's and CloudWatch Logs' target headers, S3's SigV2 and
+/// virtual-hosted forms,
 /// and an unsigned request that names no Lambda operation, which is taken
 /// for an anonymous path-style S3 request (`GET /bucket/key`, 403
 /// AccessDenied rather than an unknown Lambda operation).
@@ -177,9 +190,11 @@ fn front(req: &Request<Body>) -> Front {
         Some("ecr") => Front::Ecr,
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
+        Some("logs") => Front::Logs,
         Some(_) => Front::Table,
         None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
+        None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
         None => Front::Table,
     }

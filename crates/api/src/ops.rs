@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use nimbus_control::{
-    CodeSigningInput, CodeUpdate, InvokeRequest, LogQuery, NewFunction, NewLayerPermission, NewLayerVersion,
-    NewPermission, ProvisionedReport, UrlConfigInput,
+    CodeSigningInput, CodeUpdate, InvokeRequest, NewFunction, NewLayerPermission, NewLayerVersion, NewPermission,
+    ProvisionedReport, UrlConfigInput,
 };
 use nimbus_core::Error as Rule;
 use nimbus_wire as w;
@@ -43,7 +43,7 @@ fn empty(status: StatusCode) -> R {
 
 /// Unwraps a required member. The front door (`validation`) has already
 /// refused a request missing one that its model requires; this answers the
-/// same for operations without a vendored model (CloudWatch Logs).
+/// same for members the model leaves optional but Nimbus needs.
 fn required<T>(v: Option<T>, field: &str) -> Result<T, ApiError> {
     v.ok_or_else(|| {
         Rule::Validation(format!(
@@ -124,7 +124,6 @@ pub async fn execute(op: Op, c: Ctx<'_>) -> R {
         | PublishVersion
         | DownloadCode => functions(op, c).await,
         Invoke => invoke(c).await,
-        FilterLogEvents => filter_log_events(c).await,
         InvokeWithResponseStream => invoke_with_response_stream(c).await,
         InvokeAsync => {
             Err(ApiError::Unavailable(format!("{op:?} is not available on this Nimbus node yet; use Invoke.")))
@@ -387,65 +386,6 @@ async fn invoke_with_response_stream(c: Ctx<'_>) -> R {
     )
         .into_response();
     put_header(&mut resp, "x-amz-executed-version", &version);
-    Ok(resp)
-}
-
-/// A CloudWatch Logs filter pattern reduced to what Nimbus matches: terms
-/// (words or "quoted phrases") that must all appear in a line.
-fn pattern_terms(pattern: &str) -> Vec<String> {
-    let mut terms = Vec::new();
-    let mut rest = pattern.trim();
-    while !rest.is_empty() {
-        if let Some(quoted) = rest.strip_prefix('"') {
-            let end = quoted.find('"').unwrap_or(quoted.len());
-            terms.push(quoted[..end].to_string());
-            rest = quoted.get(end + 1..).unwrap_or("").trim_start();
-        } else {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            terms.push(rest[..end].to_string());
-            rest = rest[end..].trim_start();
-        }
-    }
-    terms.retain(|t| !t.is_empty());
-    terms
-}
-
-async fn filter_log_events(c: Ctx<'_>) -> R {
-    let req: w::FilterLogEventsRequest = c.input()?;
-    let group = required(req.log_group_name, "logGroupName")?;
-    let streams = req.log_stream_names.unwrap_or_default();
-    let stream = match streams.as_slice() {
-        [] => None,
-        [one] => Some(one.as_str()),
-        _ => return Err(Rule::invalid("Nimbus filters on at most one log stream name per request.").into()),
-    };
-    let terms = pattern_terms(req.filter_pattern.as_deref().unwrap_or_default());
-    let page = c
-        .control()
-        .filter_log_events(LogQuery {
-            group: &group,
-            stream,
-            start_ms: req.start_time,
-            end_ms: req.end_time,
-            terms,
-            token: req.next_token.as_deref(),
-            limit: req.limit,
-        })
-        .await?;
-    let events = page
-        .events
-        .into_iter()
-        .map(|e| w::FilteredLogEvent {
-            log_stream_name: e.log_stream,
-            timestamp: e.timestamp_ms,
-            ingestion_time: e.timestamp_ms,
-            message: e.message,
-            event_id: e.id.to_string(),
-        })
-        .collect();
-    let body = w::FilterLogEventsResponse { events, searched_log_streams: vec![], next_token: page.next_token };
-    let mut resp = json(StatusCode::OK, &body)?;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-amz-json-1.1"));
     Ok(resp)
 }
 
@@ -933,14 +873,5 @@ fn runtime_management(m: nimbus_core::function::RuntimeManagement, function_arn:
         update_runtime_on: m.update_runtime_on,
         function_arn,
         runtime_version_arn: m.runtime_version_arn,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn filter_patterns_become_terms() {
-        assert_eq!(super::pattern_terms(r#"ERROR "bad thing"  x"#), ["ERROR", "bad thing", "x"]);
-        assert!(super::pattern_terms("  ").is_empty());
     }
 }

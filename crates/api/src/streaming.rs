@@ -97,12 +97,27 @@ impl Chunks {
     }
 }
 
-/// One event stream message of InvokeWithResponseStream's response.
-fn event(event_type: &'static str, content_type: &'static str, payload: Bytes) -> Bytes {
+/// One event message of an event stream response (InvokeWithResponseStream's, StartLiveTail's).
+pub(crate) fn event(event_type: &'static str, content_type: &'static str, payload: Bytes) -> Bytes {
+    frame(":event-type", event_type, "event", content_type, payload)
+}
+
+/// A modelled exception ending an event stream (StartLiveTail's `SessionTimeoutException`).
+pub(crate) fn exception(exception_type: &'static str, payload: Bytes) -> Bytes {
+    frame(":exception-type", exception_type, "exception", "application/json", payload)
+}
+
+fn frame(
+    type_header: &'static str,
+    kind: &'static str,
+    message_type: &'static str,
+    content_type: &'static str,
+    payload: Bytes,
+) -> Bytes {
     let message = Message::new(payload)
-        .add_header(Header::new(":event-type", HeaderValue::String(event_type.into())))
+        .add_header(Header::new(type_header, HeaderValue::String(kind.into())))
         .add_header(Header::new(":content-type", HeaderValue::String(content_type.into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        .add_header(Header::new(":message-type", HeaderValue::String(message_type.into())));
     let mut buf = Vec::new();
     aws_smithy_eventstream::frame::write_message_to(&message, &mut buf).expect("a message within the frame limits");
     Bytes::from(buf)

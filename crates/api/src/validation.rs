@@ -6,7 +6,7 @@
 //!
 //! An operation's model is its service's and its model name is its [`Op`]'s
 //! name, so a new operation or a newly vendored model needs no code here;
-//! operations without a model (Nimbus's own, CloudWatch Logs for now) pass
+//! operations without a model (Nimbus's own) pass
 //! untouched.
 
 use axum::http::HeaderMap;

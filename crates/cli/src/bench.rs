@@ -57,6 +57,8 @@ pub enum Section {
     Queues,
     /// EventBridge Scheduler: a schedule's due time to its handler.
     Schedules,
+    /// CloudWatch Logs: PutLogEvents, and FilterLogEvents over many stored lines.
+    Logs,
     /// The node's CPU at rest, with idle queues, mappings and schedules.
     Idle,
 }
@@ -75,6 +77,8 @@ struct Plan {
     /// Queues, mappings and schedules left idle while the idle CPU is measured.
     idle_sources: usize,
     s3: S3Plan,
+    /// Lines stored for the logs figures.
+    log_lines: usize,
 }
 
 impl Plan {
@@ -91,6 +95,7 @@ impl Plan {
                 idle_cpu_secs: 1.0,
                 idle_sources: 20,
                 s3: S3Plan { secs: 0.5, large_bytes: 64 << 20, notified: 5 },
+                log_lines: 100_000,
             }
         } else {
             Self {
@@ -104,6 +109,7 @@ impl Plan {
                 idle_cpu_secs: 5.0,
                 idle_sources: 1000,
                 s3: S3Plan { secs: 3.0, large_bytes: 1 << 30, notified: 100 },
+                log_lines: 1_000_000,
             }
         }
     }
@@ -676,6 +682,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Value::Null,
     };
 
+    let logs = if wants(Section::Logs) {
+        eprintln!("measuring CloudWatch Logs ({} lines) ...", plan.log_lines);
+        crate::bench_logs::figures(&b.client, plan.log_lines, plan.s3.notified.max(20)).await?
+    } else {
+        Value::Null
+    };
+
     let idle_cpu = if wants(Section::Idle) { idle_cpu(&b, &runtimes, &server, &plan).await? } else { Value::Null };
     drop(server);
 
@@ -687,6 +700,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "s3": s3,
         "queues": queues,
         "schedules": schedules,
+        "logs": logs,
         "idle_cpu_percent": idle_cpu,
         "idle_sources": plan.idle_sources,
         "quick": args.quick,
@@ -803,5 +817,13 @@ fn print_table(r: &Value) {
     println!("  SendMessage called -> mapped handler ms (p50 / p99) {}", p(&q["sent_to_handler_ms"]));
     println!("schedules:");
     println!("  at() due -> handler ms (p50 / p99) {}", p(&r["schedules"]["due_to_handler_ms"]));
+    let l = &r["logs"];
+    println!("logs ({} lines stored):", f(&l["lines"]));
+    println!("  PutLogEvents lines/s              {}", f(&l["put_lines_per_s"]));
+    println!(
+        "  FilterLogEvents last 5 min, ms (p50 / p99): terms {} / JSON {}",
+        p(&l["filter_recent_terms_ms"]),
+        p(&l["filter_recent_json_ms"])
+    );
     println!("idle CPU % (with {} idle queues, mappings, schedules): {}", r["idle_sources"], f(&r["idle_cpu_percent"]));
 }

@@ -116,7 +116,7 @@ async fn large_object(client: &Client, data_dir: &Path, bytes: u64, chunk: bytes
 /// The handler's start lines logged so far: key -> start, ns since the epoch.
 pub(crate) async fn started(client: &Client, function: &str) -> anyhow::Result<Vec<(String, u128)>> {
     let query = json!({"logGroupName": format!("/aws/lambda/{function}"), "filterPattern": "STARTED"});
-    let (_, body) = client
+    let sent = client
         .send(
             "logs",
             "POST",
@@ -124,7 +124,13 @@ pub(crate) async fn started(client: &Client, function: &str) -> anyhow::Result<V
             Some(serde_json::to_vec(&query)?),
             &[("content-type", "application/x-amz-json-1.1"), ("x-amz-target", "Logs_20140328.FilterLogEvents")],
         )
-        .await?;
+        .await;
+    let body = match sent {
+        Ok((_, body)) => body,
+        // The function has not logged yet.
+        Err(e) if crate::client::AwsError::is_not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let page: Value = serde_json::from_slice(&body)?;
     Ok(page["events"]
         .as_array()

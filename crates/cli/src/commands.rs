@@ -182,7 +182,7 @@ pub struct LogsArgs {
     /// Only lines from the last this many seconds.
     #[arg(long)]
     since: Option<i64>,
-    /// Only lines containing all these terms (CloudWatch filter-pattern words).
+    /// Only lines matching this CloudWatch Logs filter pattern (terms, ?terms, -terms, { JSON }).
     #[arg(long)]
     filter: Option<String>,
 }
@@ -202,9 +202,11 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
             }
             Err(e) => return Err(e),
         };
-    let start = args.since.map(|s| chrono_now_ms() - s * 1000);
+    let mut start = args.since.map(|s| chrono_now_ms() - s * 1000);
     let mut token: Option<String> = None;
-    let mut last_id: i64 = 0;
+    // (timestamp, event id) of the last line printed: following resumes
+    // from its millisecond and skips what was printed of it.
+    let mut seen: (i64, i64) = (0, 0);
     loop {
         let mut req = json!({ "logGroupName": group });
         if let Some(s) = start {
@@ -218,14 +220,19 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
         }
         let headers =
             [("x-amz-target", "Logs_20140328.FilterLogEvents"), ("content-type", "application/x-amz-json-1.1")];
-        let (_, body) = client.send("logs", "POST", "/", Some(serde_json::to_vec(&req)?), &headers).await?;
-        let page: Value = serde_json::from_slice(&body)?;
+        let page: Value = match client.send("logs", "POST", "/", Some(serde_json::to_vec(&req)?), &headers).await {
+            Ok((_, body)) => serde_json::from_slice(&body)?,
+            // A function that has not logged yet has no log group yet.
+            Err(e) if AwsError::is_not_found(&e) => json!({}),
+            Err(e) => return Err(e),
+        };
         for e in page["events"].as_array().cloned().unwrap_or_default() {
             let id: i64 = e["eventId"].as_str().and_then(|i| i.parse().ok()).unwrap_or(0);
-            if id <= last_id {
+            let at = (e["timestamp"].as_i64().unwrap_or(0), id);
+            if at <= seen {
                 continue;
             }
-            last_id = id;
+            seen = at;
             if client_args.json {
                 println!("{e}");
             } else {
@@ -239,8 +246,7 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
             if !args.follow {
                 return Ok(());
             }
-            // Resume after the last line seen.
-            token = (last_id > 0).then(|| last_id.to_string());
+            start = Some(seen.0.max(start.unwrap_or(0)));
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }

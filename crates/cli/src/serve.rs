@@ -501,11 +501,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Enabled mappings start polling as the settling task's first pass.
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
+        let logs = nimbus_logs::Logs::open(meta.clone(), &args.region, &args.account_id);
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
                 .with_mappings(mappings)
-                .with_registry(registry),
+                .with_registry(registry)
+                .with_logs(logs),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;

@@ -38,7 +38,6 @@ pub use images::{FoundImage, ImageLookupError, ImageResolver};
 pub use invoke::{InvokeRequest, Invoked, Prepared};
 pub use layers::{NewLayerPermission, NewLayerVersion};
 pub use nimbus_worker::{StreamSink, Streamed};
-pub use records::{LogPage, LogQuery};
 pub use settings::{AccountSettings, NewPermission, ProvisionedReport, UrlConfigInput};
 pub use urls::UrlTarget;
 

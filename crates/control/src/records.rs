@@ -1,5 +1,6 @@
 //! Invocation records and log lines: handed off the invoke path to one
-//! writer task that stores them in batches, and read back for log queries.
+//! writer task that stores them in batches (CloudWatch Logs, `nimbus-logs`,
+//! reads the lines back).
 //! Lines older than the retention period are pruned as new ones arrive.
 
 use std::sync::Arc;
@@ -69,65 +70,14 @@ pub(crate) fn batch_of(config: &nimbus_core::function::FunctionConfig, request_i
             log_group: config.logging.log_group.clone(),
             log_stream: o.log_stream.clone(),
             timestamp_ms: *ts,
+            ingestion_ms: *ts,
             message: message.clone(),
         })
         .collect();
     (record, lines)
 }
 
-/// What FilterLogEvents asks for.
-pub struct LogQuery<'a> {
-    pub group: &'a str,
-    pub stream: Option<&'a str>,
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
-    /// Terms that must all appear in a line.
-    pub terms: Vec<String>,
-    pub token: Option<&'a str>,
-    pub limit: Option<i64>,
-}
-
-/// A page of FilterLogEvents.
-pub struct LogPage {
-    pub events: Vec<LogEvent>,
-    pub next_token: Option<String>,
-}
-
 impl Control {
-    /// Log lines of a group, oldest first.
-    pub async fn filter_log_events(&self, q: LogQuery<'_>) -> Result<LogPage> {
-        let LogQuery { group, stream, start_ms, end_ms, terms, token, limit } = q;
-        let after = match token {
-            Some(t) => t.parse::<i64>().map_err(|_| invalid(format!("Invalid nextToken: {t}")))?,
-            None => 0,
-        };
-        let limit = limit.unwrap_or(10_000).clamp(1, 10_000) as usize;
-        let mut events = Vec::new();
-        let mut cursor = after;
-        let mut exhausted = false;
-        while events.len() < limit {
-            let page = self.meta.log_events(group, stream, cursor, start_ms.unwrap_or(0), limit).await?;
-            let Some(last) = page.last() else {
-                exhausted = true;
-                break;
-            };
-            cursor = last.id;
-            let fetched = page.len();
-            events.extend(
-                page.into_iter()
-                    .filter(|e| end_ms.is_none_or(|end| e.timestamp_ms <= end))
-                    .filter(|e| terms.iter().all(|t| e.message.contains(t.as_str()))),
-            );
-            if fetched < limit {
-                exhausted = true;
-                break;
-            }
-        }
-        events.truncate(limit);
-        let next_token = (!exhausted).then(|| events.last().map_or(cursor, |e| e.id).to_string());
-        Ok(LogPage { events, next_token })
-    }
-
     /// The metering records of a function, oldest first.
     pub async fn invocation_records(&self, function: &str) -> Result<Vec<InvocationRecord>> {
         Ok(self.meta.invocations(function).await?)

@@ -163,17 +163,26 @@ fn java_to_rust(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 8);
     out.push_str("^(?:");
     let mut in_class = false;
-    let mut chars = pattern.chars();
+    // Inside a class, whether the last item was a class escape (`\w`), after
+    // which Java reads `-` as itself (`[\w-_]`), where Rust sees a bad range.
+    let mut after_class_escape = false;
+    let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
+        let escape_before = std::mem::take(&mut after_class_escape);
         match c {
             '\\' => match chars.next() {
-                Some('d') => out.push_str(if in_class { "0-9" } else { "[0-9]" }),
+                Some('d') => {
+                    out.push_str(if in_class { "0-9" } else { "[0-9]" });
+                    after_class_escape = in_class;
+                }
                 Some(e) => {
                     out.push('\\');
                     out.push(e);
+                    after_class_escape = in_class && "wWsSD".contains(e);
                 }
                 None => out.push_str("\\\\"),
             },
+            '-' if in_class && escape_before && chars.peek() != Some(&']') => out.push_str("\\-"),
             '[' => {
                 in_class = true;
                 out.push(c);
@@ -197,7 +206,7 @@ mod tests {
 
     #[test]
     fn every_pattern_of_every_model_compiles() {
-        for model in [&LAMBDA] {
+        for model in MODELS {
             for (i, p) in model.patterns.iter().enumerate() {
                 assert!(fancy_regex::Regex::new(&java_to_rust(p)).is_ok(), "{}: {p}", model.service);
                 assert!(model.compiled.len() > i);
@@ -211,6 +220,8 @@ mod tests {
         assert!(LAMBDA.matches(alias, "live"));
         assert!(!LAMBDA.matches(alias, "123"));
         assert!(!LAMBDA.matches(alias, "a b"));
+        let hyphen = fancy_regex::Regex::new(&java_to_rust(r"[\w-_]*")).unwrap();
+        assert!(hyphen.is_match("a-b_c").unwrap() && !hyphen.is_match("a.b").unwrap());
         let behind = LAMBDA.patterns.iter().position(|p| *p == r"[0-9A-Za-z\.\-_]*(?<!\.)").unwrap();
         assert!(LAMBDA.matches(behind, "a.b"));
         assert!(!LAMBDA.matches(behind, "ab."));

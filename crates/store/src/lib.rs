@@ -9,6 +9,7 @@
 
 mod blobs;
 mod group;
+mod logs;
 mod mappings;
 mod object_cache;
 mod objects;
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 
 pub use blobs::{Blobs, FsBlobs};
+pub use logs::{EventQuery, LogGroupRow, LogMeta, LogStreamRow, Position, StreamCreated, StreamOrder, StreamQuery};
 pub use mappings::MappingMeta;
 pub use objects::{BucketDelete, ObjectMeta};
 pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
@@ -131,6 +133,8 @@ pub struct LogEvent {
     pub log_group: String,
     pub log_stream: String,
     pub timestamp_ms: i64,
+    /// When the line reached the store.
+    pub ingestion_ms: i64,
     pub message: String,
 }
 
@@ -209,18 +213,9 @@ pub trait Metadata: Send + Sync {
     /// so leases taken before the crash must not delay redelivery).
     async fn release_events(&self, now_ms: i64) -> Result<()>;
 
-    /// Stores invocation records and their log lines (ids are assigned).
+    /// Stores invocation records and their log lines (ids are assigned),
+    /// creating the lines' log groups and streams as needed.
     async fn record_invocations(&self, records: &[InvocationRecord], lines: &[LogEvent]) -> Result<()>;
-    /// Log lines of a group after `after_id`, from `start_ms` on, optionally
-    /// of one stream, oldest first.
-    async fn log_events(
-        &self,
-        group: &str,
-        stream: Option<&str>,
-        after_id: i64,
-        start_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<LogEvent>>;
     /// Metering records of a function, oldest first.
     async fn invocations(&self, function: &str) -> Result<Vec<InvocationRecord>>;
     /// Deletes log lines and records older than `before_ms` (retention).

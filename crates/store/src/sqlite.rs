@@ -24,6 +24,8 @@ pub struct SqliteMetadata {
     pub(crate) object_cache: crate::object_cache::ObjectCache,
     /// Object writes, committed in groups (see `group`).
     objects: tokio::sync::mpsc::UnboundedSender<crate::group::Job>,
+    /// Counts commits of log events, for live tails (see `logs`).
+    pub(crate) logs_written: tokio::sync::watch::Sender<u64>,
 }
 
 /// Functions and versions as last read, for the invoke path (which reads
@@ -223,6 +225,7 @@ impl SqliteMetadata {
             misses: Default::default(),
             object_cache: Default::default(),
             objects,
+            logs_written: tokio::sync::watch::Sender::new(0),
         })
     }
 }
@@ -461,7 +464,7 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn record_invocations(&self, records: &[InvocationRecord], lines: &[LogEvent]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for r in records {
             sqlx::query(
                 "INSERT OR REPLACE INTO invocations (request_id, function, version, cold, init_ms, duration_ms, billed_ms,
@@ -481,50 +484,12 @@ impl Metadata for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         }
-        for l in lines {
-            sqlx::query("INSERT INTO log_events (log_group, log_stream, timestamp_ms, message) VALUES (?, ?, ?, ?)")
-                .bind(&l.log_group)
-                .bind(&l.log_stream)
-                .bind(l.timestamp_ms)
-                .bind(&l.message)
-                .execute(&mut *tx)
-                .await?;
-        }
+        crate::logs::insert_events(&mut tx, lines).await?;
         tx.commit().await?;
+        if !lines.is_empty() {
+            self.logs_written.send_modify(|n| *n += 1);
+        }
         Ok(())
-    }
-
-    async fn log_events(
-        &self,
-        group: &str,
-        stream: Option<&str>,
-        after_id: i64,
-        start_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<LogEvent>> {
-        let rows = sqlx::query(
-            "SELECT id, log_group, log_stream, timestamp_ms, message FROM log_events
-             WHERE log_group = ? AND id > ? AND timestamp_ms >= ? AND (? IS NULL OR log_stream = ?)
-             ORDER BY id LIMIT ?",
-        )
-        .bind(group)
-        .bind(after_id)
-        .bind(start_ms)
-        .bind(stream)
-        .bind(stream)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LogEvent {
-                id: r.get("id"),
-                log_group: r.get("log_group"),
-                log_stream: r.get("log_stream"),
-                timestamp_ms: r.get("timestamp_ms"),
-                message: r.get("message"),
-            })
-            .collect())
     }
 
     async fn invocations(&self, function: &str) -> Result<Vec<InvocationRecord>> {
@@ -787,7 +752,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn logs_page_by_id_and_prune_by_age() {
+    async fn function_lines_make_their_group_and_streams_and_prune_by_age() {
+        use crate::{EventQuery, LogMeta};
         let dir = tempfile::tempdir().unwrap();
         let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
         let line = |stream: &str, ts: i64, msg: &str| LogEvent {
@@ -795,6 +761,7 @@ mod tests {
             log_group: "/aws/lambda/f".into(),
             log_stream: stream.into(),
             timestamp_ms: ts,
+            ingestion_ms: ts,
             message: msg.into(),
         };
         let rec = InvocationRecord {
@@ -816,14 +783,26 @@ mod tests {
         )
         .await
         .unwrap();
-        let all = m.log_events("/aws/lambda/f", None, 0, 0, 10).await.unwrap();
-        assert_eq!(all.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["one", "two", "three"]);
-        let after = m.log_events("/aws/lambda/f", Some("a"), all[0].id, 0, 10).await.unwrap();
-        assert_eq!(after.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["three"]);
-        assert_eq!(m.log_events("/aws/lambda/f", None, 0, 250, 10).await.unwrap().len(), 1);
+        let read = |streams: Option<&'static [String]>, after: i64| EventQuery {
+            group: "/aws/lambda/f",
+            streams,
+            stream_prefix: None,
+            after: (after, 0),
+            before: (i64::MAX, 0),
+            backward: false,
+            contains: &[],
+            limit: 10,
+        };
+        let messages = |v: Vec<LogEvent>| v.into_iter().map(|e| e.message).collect::<Vec<_>>();
+        assert_eq!(messages(m.read_log_events(read(None, 0)).await.unwrap()), ["one", "two", "three"]);
+        let a: &'static [String] = Box::leak(Box::new(["a".to_string()]));
+        assert_eq!(messages(m.read_log_events(read(Some(a), 101)).await.unwrap()), ["three"]);
+        let stream = m.log_stream("/aws/lambda/f", "a").await.unwrap().unwrap();
+        assert_eq!((stream.first_event_ms, stream.last_event_ms), (Some(100), Some(300)));
+        assert!(m.log_group("/aws/lambda/f").await.unwrap().is_some());
         assert_eq!(m.invocations("f").await.unwrap(), [rec]);
         assert_eq!(m.prune_logs(250).await.unwrap(), 3, "two lines and the record are older");
-        assert_eq!(m.log_events("/aws/lambda/f", None, 0, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(m.read_log_events(read(None, 0)).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -598,39 +598,6 @@ pub struct ErrorBody {
     pub reason: Option<String>,
 }
 
-// ---------- CloudWatch Logs (JSON 1.1 protocol, camelCase members) ----------
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FilterLogEventsRequest {
-    pub log_group_name: Option<String>,
-    pub log_stream_names: Option<Vec<String>>,
-    pub start_time: Option<i64>,
-    pub end_time: Option<i64>,
-    pub filter_pattern: Option<String>,
-    pub next_token: Option<String>,
-    pub limit: Option<i64>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FilteredLogEvent {
-    pub log_stream_name: String,
-    pub timestamp: i64,
-    pub message: String,
-    pub ingestion_time: i64,
-    pub event_id: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FilterLogEventsResponse {
-    pub events: Vec<FilteredLogEvent>,
-    pub searched_log_streams: Vec<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_token: Option<String>,
-}
-
 // ---------- event source mappings ----------
 
 wire!(Filter {

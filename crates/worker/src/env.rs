@@ -1040,8 +1040,12 @@ impl Env {
             error_type: oom.then_some("Runtime.OutOfMemory"),
         };
         let mut log = init_lines;
-        log.extend(self.platform.start(&id, &self.version).map(|l| (now(), l)));
-        log.extend(self.shared.drain_logs());
+        let printed = self.shared.drain_logs();
+        // START is worded now but comes first in time as well as in order:
+        // readers of the log (GetLogEvents, FilterLogEvents) sort by time.
+        let started = printed.first().map_or_else(now, |(t, _)| (*t).min(now()));
+        log.extend(self.platform.start(&id, &self.version).map(|l| (started, l)));
+        log.extend(printed);
         if status == Some("timeout") {
             log.extend(self.platform.timed_out(&id, self.timeout.as_secs_f64()).map(|l| (now(), l)));
         }

@@ -1,0 +1,370 @@
+"""The CloudWatch Logs API (service `logs`) with boto3's logs client and the
+aws CLI: log groups and streams (functions' included), PutLogEvents' batch
+rules, GetLogEvents' tokens, FilterLogEvents' patterns, retention, and AWS's
+errors for bad input, each of which changes nothing."""
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import REGION, aws_json, create, error_code, logs_client, unique_name, wait_for
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+@pytest.fixture(scope="module")
+def logs(server):
+    return logs_client(server)
+
+
+def group_with_stream(logs, stream="s"):
+    group = f"/nimbus/test/{unique_name('g')}"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    return group
+
+
+def messages(events):
+    return [e["message"] for e in events]
+
+
+def refused(call, code, message=None):
+    with pytest.raises(ClientError) as e:
+        call()
+    assert error_code(e) == code, e.value.response
+    if message is not None:
+        assert e.value.response["Error"]["Message"] == message
+    return e.value.response["Error"]["Message"]
+
+
+def test_groups_and_streams_are_created_described_and_deleted(logs):
+    prefix = f"/nimbus/test/{unique_name('p')}"
+    for suffix in ("c", "a", "b"):
+        logs.create_log_group(logGroupName=f"{prefix}/{suffix}")
+    refused(lambda: logs.create_log_group(logGroupName=f"{prefix}/a"), "ResourceAlreadyExistsException",
+            "The specified log group already exists")
+
+    first = logs.describe_log_groups(logGroupNamePrefix=prefix, limit=2)
+    assert [g["logGroupName"] for g in first["logGroups"]] == [f"{prefix}/a", f"{prefix}/b"]
+    rest = logs.describe_log_groups(logGroupNamePrefix=prefix, limit=2, nextToken=first["nextToken"])
+    assert [g["logGroupName"] for g in rest["logGroups"]] == [f"{prefix}/c"] and "nextToken" not in rest
+    group = first["logGroups"][0]
+    assert group["arn"] == f"{group['logGroupArn']}:*" and ":log-group:" in group["logGroupArn"]
+    assert "retentionInDays" not in group and group["creationTime"] > now_ms() - 60_000
+    by_pattern = logs.describe_log_groups(logGroupNamePattern=prefix.rsplit("/", 1)[1])["logGroups"]
+    assert len(by_pattern) == 3
+
+    g = f"{prefix}/a"
+    for name in ("s-old", "s-new", "s-empty"):
+        logs.create_log_stream(logGroupName=g, logStreamName=name)
+    refused(lambda: logs.create_log_stream(logGroupName=g, logStreamName="s-old"),
+            "ResourceAlreadyExistsException", "The specified log stream already exists")
+    refused(lambda: logs.create_log_stream(logGroupName=f"{prefix}/none", logStreamName="s"),
+            "ResourceNotFoundException", "The specified log group does not exist.")
+    t = now_ms()
+    logs.put_log_events(logGroupName=g, logStreamName="s-old", logEvents=[{"timestamp": t - 5000, "message": "o"}])
+    logs.put_log_events(logGroupName=g, logStreamName="s-new", logEvents=[{"timestamp": t, "message": "n"}])
+
+    by_name = logs.describe_log_streams(logGroupName=g)["logStreams"]
+    assert [s["logStreamName"] for s in by_name] == ["s-empty", "s-new", "s-old"]
+    latest = logs.describe_log_streams(logGroupName=g, orderBy="LastEventTime", descending=True)["logStreams"]
+    assert [s["logStreamName"] for s in latest] == ["s-new", "s-old", "s-empty"]
+    assert latest[0]["lastEventTimestamp"] == t and latest[1]["firstEventTimestamp"] == t - 5000
+    assert "lastEventTimestamp" not in latest[2]
+    paged = logs.get_paginator("describe_log_streams").paginate(
+        logGroupIdentifier=group["logGroupArn"], PaginationConfig={"PageSize": 1})
+    assert [s["logStreamName"] for page in paged for s in page["logStreams"]] == ["s-empty", "s-new", "s-old"]
+    assert [s["logStreamName"] for s in logs.describe_log_streams(
+        logGroupName=g, logStreamNamePrefix="s-n")["logStreams"]] == ["s-new"]
+
+    refused(lambda: logs.describe_log_streams(logGroupName=g, orderBy="LastEventTime", logStreamNamePrefix="s"),
+            "InvalidParameterException", "Cannot order by LastEventTime with a logStreamNamePrefix.")
+    message = refused(lambda: logs.describe_log_groups(limit=51), "InvalidParameterException")
+    assert message == ("1 validation error detected: Value '51' at 'limit' failed to satisfy constraint: "
+                       "Member must have value less than or equal to 50")
+    refused(lambda: logs.describe_log_groups(logGroupNamePrefix=prefix, logGroupNamePattern="x"),
+            "InvalidParameterException")
+    refused(lambda: logs.create_log_group(logGroupName="bad name!"), "InvalidParameterException")
+    refused(lambda: logs.describe_log_streams(logGroupName=f"{prefix}/none"), "ResourceNotFoundException")
+
+    logs.delete_log_stream(logGroupName=g, logStreamName="s-old")
+    refused(lambda: logs.delete_log_stream(logGroupName=g, logStreamName="s-old"), "ResourceNotFoundException",
+            "The specified log stream does not exist.")
+    logs.delete_log_group(logGroupName=g)
+    refused(lambda: logs.delete_log_group(logGroupName=g), "ResourceNotFoundException")
+    refused(lambda: logs.get_log_events(logGroupName=g, logStreamName="s-new"), "ResourceNotFoundException")
+    assert len(logs.describe_log_groups(logGroupNamePrefix=prefix)["logGroups"]) == 2
+
+
+def test_put_log_events_follows_the_batch_rules(logs):
+    group = group_with_stream(logs)
+    t = now_ms()
+
+    def put(events, **kw):
+        return logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=events, **kw)
+
+    def stored():
+        return messages(logs.get_log_events(logGroupName=group, logStreamName="s", startFromHead=True)["events"])
+
+    batch = [
+        {"timestamp": t - 15 * DAY_MS, "message": "too old"},
+        {"timestamp": t - 1000, "message": "kept 1"},
+        {"timestamp": t, "message": "kept 2"},
+        {"timestamp": t + 3 * 3600 * 1000, "message": "too new"},
+    ]
+    # Sequence tokens are accepted and ignored, as AWS now does.
+    out = put(batch, sequenceToken="whatever")
+    assert out["rejectedLogEventsInfo"] == {"tooOldLogEventEndIndex": 1, "tooNewLogEventStartIndex": 3}
+    assert out["nextSequenceToken"]
+    assert stored() == ["kept 1", "kept 2"]
+
+    # Each refused batch gets AWS's error and stores nothing.
+    unsorted = [{"timestamp": t, "message": "b"}, {"timestamp": t - 1, "message": "a"}]
+    refused(lambda: put(unsorted), "InvalidParameterException",
+            "Log events in a single PutLogEvents request must be in chronological order.")
+    span = [{"timestamp": t - 2 * DAY_MS, "message": "a"}, {"timestamp": t, "message": "b"}]
+    refused(lambda: put(span), "InvalidParameterException",
+            "The batch of log events in a single PutLogEvents request cannot span more than 24 hours.")
+    big = [{"timestamp": t, "message": "x" * (1_048_576 - 26)}, {"timestamp": t, "message": "y"}]
+    refused(lambda: put(big), "InvalidParameterException", "Upload too large: 1048603 bytes exceeds limit of 1048576")
+    many = [{"timestamp": t, "message": "m"}] * 10_001
+    message = refused(lambda: put(many), "InvalidParameterException")
+    assert "at 'logEvents' failed to satisfy constraint: Member must have length less than or equal to 10000" in message
+    refused(lambda: logs.put_log_events(logGroupName=group, logStreamName="none", logEvents=batch[1:2]),
+            "ResourceNotFoundException", "The specified log stream does not exist.")
+    assert stored() == ["kept 1", "kept 2"]
+
+    # Exactly 1 MiB (each event counted with 26 bytes) and 10,000 events are accepted.
+    full = [{"timestamp": t, "message": "z" * (104 - 26)}] * 10_000
+    assert sum(len(e["message"]) + 26 for e in full) <= 1_048_576
+    assert "rejectedLogEventsInfo" not in put(full)
+
+    # With a retention, events older than it are expired, not stored.
+    logs.put_retention_policy(logGroupName=group, retentionInDays=1)
+    old = [{"timestamp": t - 2 * DAY_MS, "message": "expired"}, {"timestamp": t - 3000, "message": "kept 3"}]
+    assert put(old)["rejectedLogEventsInfo"] == {"expiredLogEventEndIndex": 1}
+    refused(lambda: logs.put_retention_policy(logGroupName=group, retentionInDays=2), "InvalidParameterException")
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["retentionInDays"] == 1
+
+
+def test_get_log_events_pages_forward_and_backward_with_aws_tokens(server, logs):
+    group = group_with_stream(logs)
+    t = now_ms() - 60_000
+    logs.put_log_events(logGroupName=group, logStreamName="s",
+                        logEvents=[{"timestamp": t + i, "message": f"e{i}"} for i in range(25)])
+
+    def get(**kw):
+        return logs.get_log_events(logGroupName=group, logStreamName="s", limit=10, **kw)
+
+    # Without a token: the newest events; from the head: the oldest.
+    assert messages(get()["events"]) == [f"e{i}" for i in range(15, 25)]
+    page = get(startFromHead=True)
+    assert messages(page["events"]) == [f"e{i}" for i in range(10)]
+    assert page["nextForwardToken"].startswith("f/") and page["nextBackwardToken"].startswith("b/")
+    seen = messages(page["events"])
+    while True:
+        token = page["nextForwardToken"]
+        page = get(startFromHead=True, nextToken=token)
+        if not page["events"]:
+            # At the end the token given is the token returned.
+            assert page["nextForwardToken"] == token
+            break
+        seen += messages(page["events"])
+    assert seen == [f"e{i}" for i in range(25)]
+
+    # Backward from the end, down to the start.
+    page = get()
+    back = messages(page["events"])
+    while True:
+        token = page["nextBackwardToken"]
+        page = get(nextToken=token)
+        if not page["events"]:
+            assert page["nextBackwardToken"] == token
+            break
+        back = messages(page["events"]) + back
+    assert back == [f"e{i}" for i in range(25)]
+
+    window = logs.get_log_events(logGroupName=group, logStreamName="s", startTime=t + 5, endTime=t + 8,
+                                 startFromHead=True)
+    assert messages(window["events"]) == ["e5", "e6", "e7"]
+    refused(lambda: get(nextToken="f/garbage"), "InvalidParameterException")
+
+    code, out, err = aws_json(server, "logs", "get-log-events", "--log-group-name", group, "--log-stream-name", "s",
+                                   "--start-from-head", "--limit", "3")
+    assert code == 0, err
+    assert messages(out["events"]) == ["e0", "e1", "e2"]
+
+
+def test_filter_log_events_speaks_the_filter_pattern_syntax(server, logs):
+    group = group_with_stream(logs, "app")
+    logs.create_log_stream(logGroupName=group, logStreamName="web")
+    t = now_ms() - 60_000
+    app = [
+        "ERROR disk full",
+        "WARN disk slow",
+        "INFO all good",
+        "ERROR Exiting now",
+        json.dumps({"level": "ERROR", "latency": 150, "user": {"id": "u-1"}}),
+        json.dumps({"level": "INFO", "latency": 50, "user": {"id": "u-2"}}),
+    ]
+    web = ['127.0.0.1 frank "GET /index.html HTTP/1.0" 404 1534',
+           '10.0.0.2 alice "GET /ok HTTP/1.0" 200 99']
+    logs.put_log_events(logGroupName=group, logStreamName="app",
+                        logEvents=[{"timestamp": t + i, "message": m} for i, m in enumerate(app)])
+    logs.put_log_events(logGroupName=group, logStreamName="web",
+                        logEvents=[{"timestamp": t + 100 + i, "message": m} for i, m in enumerate(web)])
+
+    def matched(pattern, **kw):
+        return messages(logs.filter_log_events(logGroupName=group, filterPattern=pattern, **kw)["events"])
+
+    assert len(matched("")) == 8
+    assert matched("ERROR") == ["ERROR disk full", "ERROR Exiting now", app[4]]
+    assert matched("ERROR -Exiting") == ["ERROR disk full", app[4]]
+    assert matched("?WARN ?INFO") == ["WARN disk slow", "INFO all good", app[5]]
+    assert matched('"disk full"') == ["ERROR disk full"]
+    assert matched('{ $.level = "ERROR" }') == [app[4]]
+    assert matched("{ $.latency > 100 }") == [app[4]]
+    assert matched('{ $.latency < 100 || $.user.id = "u-1" }') == [app[4], app[5]]
+    assert matched('{ $.level = "INFO" && $.latency > 100 }') == []
+    assert matched("[ip, user, request, status = 404, bytes > 1000]") == [web[0]]
+    assert matched("[..., status = 2*, bytes]") == [web[1]]
+    assert matched("ERROR", logStreamNames=["web"]) == []
+    assert matched("", logStreamNamePrefix="we") == web
+    assert matched("", startTime=t + 1, endTime=t + 2) == ["WARN disk slow", "INFO all good"]
+
+    for bad in ['{ $.level = "ERROR"', "{ level = 1 }", '"unterminated', "[a, , b]"]:
+        refused(lambda: matched(bad), "InvalidParameterException", "Invalid filter pattern")
+    refused(lambda: logs.filter_log_events(logGroupName=group, logStreamNames=["app"], logStreamNamePrefix="a"),
+            "InvalidParameterException")
+    refused(lambda: logs.filter_log_events(logGroupName=group + "-none"), "ResourceNotFoundException")
+
+    # Pages: every event exactly once, in time order.
+    paginator = logs.get_paginator("filter_log_events")
+    pages = list(paginator.paginate(logGroupName=group, PaginationConfig={"PageSize": 3}))
+    assert len(pages) >= 3
+    assert [m for p in pages for m in messages(p["events"])] == app + web
+    code, out, err = aws_json(server, "logs", "filter-log-events", "--log-group-name", group,
+                                   "--filter-pattern", '{ $.latency > 100 }')
+    assert code == 0, err
+    assert messages(out["events"]) == [app[4]]
+    assert out["events"][0]["logStreamName"] == "app"
+
+
+def test_function_logs_are_groups_and_streams(server, lam, logs):
+    name = unique_name("logsfn")
+    create(lam, name)
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    group = f"/aws/lambda/{name}"
+
+    def streams():
+        try:
+            return logs.describe_log_streams(logGroupName=group)["logStreams"]
+        except logs.exceptions.ResourceNotFoundException:
+            return None
+
+    stream = wait_for(streams, "the function's log stream")[0]
+    assert stream["lastEventTimestamp"] >= stream["firstEventTimestamp"]
+    code, out, err = aws_json(server, "logs", "describe-log-groups", "--log-group-name-prefix", group)
+    assert code == 0, err
+    assert [g["logGroupName"] for g in out["logGroups"]] == [group]
+    def through_report():
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"],
+                                     startFromHead=True)["events"]
+        return events if any(e["message"].startswith("REPORT") for e in events) else None
+
+    events = wait_for(through_report, "the REPORT line")
+    assert events[0]["message"].startswith("START RequestId: ")
+    code, out, err = aws_json(server, "logs", "filter-log-events", "--log-group-name", group,
+                              "--filter-pattern", "REPORT")
+    assert code == 0, err
+    assert len(out["events"]) == 1 and "Billed Duration" in out["events"][0]["message"]
+
+
+def test_retention_removes_expired_events_without_being_asked(logs):
+    group = group_with_stream(logs)
+    t = now_ms()
+    # One batch may span at most 24 hours.
+    for age, message in ((3 * DAY_MS, "three days old"), (2 * DAY_MS, "two days old"), (0, "fresh")):
+        logs.put_log_events(logGroupName=group, logStreamName="s",
+                            logEvents=[{"timestamp": t - age, "message": message}])
+
+    def left():
+        return messages(logs.filter_log_events(logGroupName=group)["events"])
+
+    assert left() == ["three days old", "two days old", "fresh"]
+    logs.put_retention_policy(logGroupName=group, retentionInDays=1)
+    wait_for(lambda: left() == ["fresh"], "the expired events to be removed")
+    logs.delete_retention_policy(logGroupName=group)
+    assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+
+
+def test_start_live_tail_streams_the_matching_events_as_they_are_stored(server, logs):
+    group = group_with_stream(logs)
+    arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
+    key, secret = server.credentials()
+    # StartLiveTail's model prefixes the host with `stream-`; a local
+    # endpoint has no such name, so the prefix is turned off (or set
+    # AWS_DISABLE_HOST_PREFIX_INJECTION=true for the aws CLI).
+    tail_client = boto3.client("logs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                               aws_secret_access_key=secret,
+                               config=Config(inject_host_prefix=False, read_timeout=20, retries={"max_attempts": 1}))
+    logs.put_log_events(logGroupName=group, logStreamName="s",
+                        logEvents=[{"timestamp": now_ms(), "message": "ERROR before"}])
+    resp = tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="ERROR")
+    stream = iter(resp["responseStream"])
+    start = next(stream)["sessionStart"]
+    assert start["logGroupIdentifiers"] == [arn] and start["logEventFilterPattern"] == "ERROR"
+    t = now_ms()
+    logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=[
+        {"timestamp": t, "message": "INFO skipped"}, {"timestamp": t, "message": "ERROR after"}])
+    update = next(stream)["sessionUpdate"]
+    assert update["sessionMetadata"] == {"sampled": False}
+    assert [(r["message"], r["logStreamName"], r["logGroupIdentifier"]) for r in update["sessionResults"]] == [
+        ("ERROR after", "s", arn)]
+    resp["responseStream"].close()
+
+    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn + "-none"]), "ResourceNotFoundException")
+    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="{ bad"),
+            "InvalidParameterException", "Invalid filter pattern")
+
+
+def test_aws_cli_start_live_tail_prints_new_events(server, logs):
+    group = group_with_stream(logs)
+    arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
+    key, secret = server.credentials()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION=REGION,
+               AWS_PAGER="", AWS_DISABLE_HOST_PREFIX_INJECTION="true")
+    tail = subprocess.Popen([shutil.which("aws"), "--endpoint-url", server.endpoint, "logs", "start-live-tail",
+                             "--log-group-identifiers", arn, "--log-event-filter-pattern", "tailed"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in tail.stdout], daemon=True).start()
+    try:
+        # The session starts at some point after the command does: write
+        # until a line comes through.
+        deadline = time.monotonic() + 30
+        printed = None
+        while printed is None and time.monotonic() < deadline:
+            logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=[
+                {"timestamp": now_ms(), "message": "not this one"}, {"timestamp": now_ms(), "message": "tailed line"}])
+            try:
+                printed = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert tail.poll() is None, tail.stderr.read()
+        assert printed == "tailed line\n"
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
