@@ -446,6 +446,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             scaling,
             prewarm: args.prewarm,
             sdk_dir: args.sdk_dir(),
+            images: Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default())),
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;
@@ -461,12 +462,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
             .await
             .context("loading the queues")?;
+        let registry_dir = data_dir.join("registry");
+        let account = Account { id: args.account_id.clone(), region: args.region.clone() };
+        let registry =
+            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
+                .await
+                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = Arc::new(registry);
         let control = Arc::new(
             Control::new(settings, meta.clone(), blobs, invoker)
                 .await?
                 .with_code_objects(code_objects)
-                .with_queues(queues.clone()),
+                .with_queues(queues.clone())
+                .with_images(registry.clone()),
         );
+        registry.set_users(control.clone());
         let targets = nimbus_api::S3Front::targets(control.clone());
         let objects =
             nimbus_objects::Objects::open(meta.clone(), files, targets, args.region.clone(), args.account_id.clone())
@@ -491,13 +501,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Enabled mappings start polling as the settling task's first pass.
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
-        let registry_dir = data_dir.join("registry");
-        let account = Account { id: args.account_id.clone(), region: args.region.clone() };
-        let registry =
-            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
-                .await
-                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
-        let registry = Arc::new(registry);
         let logs = nimbus_logs::Logs::open(meta.clone(), &args.region, &args.account_id);
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
