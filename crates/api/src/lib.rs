@@ -8,6 +8,7 @@
 //! error table. It never touches the store or sandboxes.
 
 mod convert;
+mod ecs;
 mod error;
 mod ops;
 mod route;
@@ -52,6 +53,8 @@ pub struct Api {
     queues: Arc<nimbus_queues::Queues>,
     /// Event source mappings; `None` on a node without queues.
     mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
+    /// ECS; `None` answers its requests as unavailable.
+    ecs: Option<nimbus_containers::Ecs>,
 }
 
 impl Api {
@@ -64,12 +67,29 @@ impl Api {
         queues: Arc<nimbus_queues::Queues>,
     ) -> Self {
         let verifier = Verifier::new(credentials.clone(), control.account().region.clone());
-        Self { verifier, control, credentials, public_port, url_base, s3, queues, schedules: None, mappings: None }
+        Self {
+            verifier,
+            control,
+            credentials,
+            public_port,
+            url_base,
+            s3,
+            queues,
+            schedules: None,
+            mappings: None,
+            ecs: None,
+        }
     }
 
     /// Serves the EventBridge Scheduler API with these schedules.
     pub fn with_schedules(mut self, schedules: Arc<nimbus_triggers::schedules::Schedules>) -> Self {
         self.schedules = Some(schedules);
+        self
+    }
+
+    /// Serves the ECS API with this engine.
+    pub fn with_ecs(mut self, ecs: nimbus_containers::Ecs) -> Self {
+        self.ecs = Some(ecs);
         self
     }
 
@@ -99,6 +119,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     } else {
         match front(&req) {
             Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
+            Front::Ecs => ecs::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
@@ -131,6 +152,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
 /// The fronts a request can be served by (function URLs aside).
 enum Front {
     Scheduler,
+    Ecs,
     Sqs,
     S3,
     /// The route table: Lambda and CloudWatch Logs.
@@ -147,10 +169,12 @@ enum Front {
 fn front(req: &Request<Body>) -> Front {
     match sigv4::signed_service(req.headers(), req.uri().query()).as_deref() {
         Some("scheduler") => Front::Scheduler,
+        Some("ecs") => Front::Ecs,
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
         Some(_) => Front::Table,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
+        None if ecs::is_unsigned_ecs(req.headers()) => Front::Ecs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
         None => Front::Table,
     }

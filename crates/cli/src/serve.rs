@@ -87,9 +87,24 @@ pub struct ServeArgs {
     /// which --test-clock-scale runs the schedules' clock faster.
     #[arg(long, hide = true, requires = "test_clock_scale")]
     test_clock_epoch_ms: Option<i64>,
+    /// CPU units (1024 per core) this node offers ECS tasks. Default: all its cores.
+    #[arg(long, env = "NIMBUS_TASK_CPU_UNITS")]
+    task_cpu_units: Option<u32>,
+    /// Memory (MiB) this node offers ECS tasks. Default: all its memory.
+    #[arg(long, env = "NIMBUS_TASK_MEMORY_MIB")]
+    task_memory_mib: Option<u32>,
 }
 
 impl ServeArgs {
+    /// What ECS tasks are placed against: the flags, else the whole node.
+    fn task_capacity(&self) -> nimbus_containers::Capacity {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        nimbus_containers::Capacity {
+            cpu: self.task_cpu_units.unwrap_or(cores * 1024),
+            memory_mib: self.task_memory_mib.unwrap_or(crate::bench::meminfo_mb("MemTotal:") as u32),
+        }
+    }
+
     /// The SDK cache: the flag, else the user's cache directory (`None` when
     /// there is no home to find it in).
     fn sdk_dir(&self) -> Option<PathBuf> {
@@ -485,10 +500,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Enabled mappings start polling as the settling task's first pass.
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
+        let account = nimbus_core::Account { id: args.account_id.clone(), region: args.region.clone() };
+        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), Arc::new(NoRegistry), args.task_capacity())
+            .await
+            .context("loading the ECS state")?;
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
-                .with_mappings(mappings),
+                .with_mappings(mappings)
+                .with_ecs(ecs),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
@@ -517,4 +537,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     worker.shutdown().await;
     tracing::info!("stopped");
     served
+}
+
+/// Tasks' images until the node has a registry: every pull fails, so a
+/// task ends STOPPED with `CannotPullContainerError`, as on AWS when an
+/// image cannot be found.
+struct NoRegistry;
+
+#[async_trait::async_trait]
+impl nimbus_containers::TaskImages for NoRegistry {
+    async fn pull(&self, image: &str) -> Result<nimbus_containers::PulledImage, nimbus_containers::PullError> {
+        Err(nimbus_containers::PullError(format!("{image}: not found: this node has no image registry")))
+    }
 }

@@ -8,6 +8,7 @@
 //! committed, and SQLite runs in WAL mode with full synchronisation.
 
 mod blobs;
+mod ecs;
 mod group;
 mod mappings;
 mod object_cache;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 
 pub use blobs::{Blobs, FsBlobs};
+pub use ecs::{EcsDocuments, EcsMeta, EcsWrite};
 pub use mappings::MappingMeta;
 pub use objects::{BucketDelete, ObjectMeta};
 pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};

@@ -1,0 +1,257 @@
+"""ECS with the Fargate launch type, through boto3's `ecs` client and the aws
+CLI (with its waiters): clusters, task definitions and their bad input,
+RunTask and the lifecycle of a task whose image cannot be pulled, ListTasks'
+default, tags, capacity failures, and a restart with kill -9."""
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, error_code, unique_name, wait_for
+
+# What the node offers tasks in these tests: 2 vCPU and 6 GiB.
+CAPACITY = ["--task-cpu-units", "2048", "--task-memory-mib", "6144"]
+NETWORK = {"awsvpcConfiguration": {"subnets": ["subnet-12345"], "assignPublicIp": "DISABLED"}}
+MISSING_IMAGE = "127.0.0.1:5000/nimbus-tests/missing:v1"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("ecs") / "data", args=CAPACITY).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def ecs(node):
+    return aws_client(node, "ecs")
+
+
+def arn(resource):
+    return f"arn:aws:ecs:{REGION}:{ACCOUNT}:{resource}"
+
+
+def container(name="web", image=MISSING_IMAGE, **kw):
+    return {"name": name, "image": image, "portMappings": [{"containerPort": 8080}], **kw}
+
+
+def register(ecs, family=None, cpu="256", memory="512", containers=None, **kw):
+    params = dict(family=family or unique_name("td"), networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+                  cpu=cpu, memory=memory, containerDefinitions=containers or [container()])
+    params.update(kw)
+    return ecs.register_task_definition(**params)["taskDefinition"]
+
+
+def run(ecs, family, **kw):
+    params = dict(taskDefinition=family, launchType="FARGATE", networkConfiguration=NETWORK)
+    params.update(kw)
+    return ecs.run_task(**params)
+
+
+def refused(call, code, *words):
+    with pytest.raises(ClientError) as e:
+        call()
+    assert error_code(e) == code, e.value.response
+    message = e.value.response["Error"]["Message"]
+    for w in words:
+        assert w in message, message
+    return message
+
+
+def stopped(ecs, task_arn, cluster="default"):
+    def done():
+        t = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
+        return t if t["lastStatus"] == "STOPPED" else None
+    return wait_for(done, f"{task_arn} to stop")
+
+
+def test_clusters_and_the_default_cluster(ecs):
+    name = unique_name("cl")
+    made = ecs.create_cluster(clusterName=name, tags=[{"key": "team", "value": "a"}])["cluster"]
+    assert made["clusterArn"] == arn(f"cluster/{name}") and made["status"] == "ACTIVE"
+    assert ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"] == made["clusterArn"]
+    assert made["clusterArn"] in ecs.list_clusters()["clusterArns"]
+    got = ecs.describe_clusters(clusters=[name, "nope"], include=["TAGS"])
+    assert [c["clusterName"] for c in got["clusters"]] == [name]
+    assert got["clusters"][0]["tags"] == [{"key": "team", "value": "a"}]
+    assert got["failures"] == [{"arn": arn("cluster/nope"), "reason": "MISSING"}]
+    # `default` exists on first use.
+    assert ecs.describe_clusters()["clusters"][0]["clusterName"] == "default"
+    assert ecs.delete_cluster(cluster=name)["cluster"]["status"] == "INACTIVE"
+    refused(lambda: ecs.delete_cluster(cluster=name), "ClusterNotFoundException", "Cluster not found.")
+    refused(lambda: ecs.list_tasks(cluster=name), "ClusterNotFoundException")
+
+
+def test_task_definitions_revisions_and_normalised_sizes(ecs):
+    family = unique_name("td")
+    one = register(ecs, family, cpu="1 vCPU", memory="2GB", tags=[{"key": "k", "value": "v"}])
+    assert (one["revision"], one["status"], one["cpu"], one["memory"]) == (1, "ACTIVE", "1024", "2048")
+    assert one["taskDefinitionArn"] == arn(f"task-definition/{family}:1")
+    assert one["compatibilities"] == ["EC2", "FARGATE"] and one["networkMode"] == "awsvpc"
+    c = one["containerDefinitions"][0]
+    assert c["essential"] is True and c["portMappings"] == [{"containerPort": 8080}]
+    two = register(ecs, family)
+    assert two["revision"] == 2
+    got = ecs.describe_task_definition(taskDefinition=family, include=["TAGS"])
+    assert got["taskDefinition"]["revision"] == 2 and "tags" in got
+    assert ecs.describe_task_definition(taskDefinition=f"{family}:1", include=["TAGS"])["tags"] == [
+        {"key": "k", "value": "v"}]
+    assert ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"] == [
+        one["taskDefinitionArn"], two["taskDefinitionArn"]]
+    assert family in ecs.list_task_definition_families(familyPrefix=family)["families"]
+    gone = ecs.deregister_task_definition(taskDefinition=f"{family}:2")["taskDefinition"]
+    assert gone["status"] == "INACTIVE" and "deregisteredAt" in gone
+    assert ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]["revision"] == 1
+    assert ecs.list_task_definitions(familyPrefix=family, status="INACTIVE")["taskDefinitionArns"] == [
+        two["taskDefinitionArn"]]
+    out = ecs.delete_task_definitions(taskDefinitions=[f"{family}:2", f"{family}:1"])
+    assert [d["status"] for d in out["taskDefinitions"]] == ["DELETE_IN_PROGRESS"]
+    assert out["failures"][0]["arn"] == f"{family}:1"
+    assert register(ecs, family)["revision"] == 3
+    refused(lambda: ecs.describe_task_definition(taskDefinition=f"{family}:9"), "ClientException",
+            "Unable to describe task definition.")
+
+
+@pytest.mark.parametrize("change, code, words", [
+    (dict(cpu="256", memory="4096"), "ClientException",
+     ["No Fargate configuration exists for given values: 256 CPU, 4096 memory."]),
+    (dict(cpu="3 vCPU", memory="8GB"), "ClientException", ["No Fargate configuration exists", "3072 CPU"]),
+    (dict(cpu="a lot"), "ClientException", ["Invalid 'CPU' setting"]),
+    (dict(networkMode="bridge"), "ClientException", ["Fargate only supports network mode 'awsvpc'"]),
+    (dict(networkMode="host"), "ClientException", ["Fargate only supports network mode 'awsvpc'"]),
+    (dict(containers=[container(secrets=[{"name": "S", "valueFrom": "arn:x"}])]), "ClientException",
+     ["secrets are not supported"]),
+    (dict(containers=[container("a"), container("b")]), "ClientException", ["Port 8080 (tcp) is mapped more than once"]),
+    (dict(containers=[container(portMappings=[{"containerPort": 80, "hostPort": 81}])]), "ClientException",
+     ["host ports and container ports in port mappings must match"]),
+    (dict(containers=[container("a"), container("a", portMappings=[])]), "ClientException", ["Duplicate container name"]),
+    (dict(family="bad family"), "ClientException", ["up to 255 letters"]),
+    (dict(requiresCompatibilities=["EC2"]), "ClientException", ["cluster mode"]),
+])
+def test_bad_task_definitions_change_nothing(ecs, change, code, words):
+    family = change.pop("family", unique_name("bad"))
+    refused(lambda: register(ecs, family, **change), code, *words)
+    assert family not in ecs.list_task_definition_families(familyPrefix=family, status="ALL")["families"]
+
+
+def test_a_missing_image_stops_the_task_with_cannot_pull(node, ecs):
+    family = register(ecs)["family"]
+    out = run(ecs, family, startedBy="tests", group="g1", tags=[{"key": "a", "value": "1"}],
+              overrides={"containerOverrides": [{"name": "web", "command": ["serve"],
+                                                 "environment": [{"name": "X", "value": "1"}]}]})
+    assert out["failures"] == []
+    task = out["tasks"][0]
+    assert (task["lastStatus"], task["desiredStatus"], task["launchType"]) == ("PROVISIONING", "RUNNING", "FARGATE")
+    assert task["taskArn"].startswith(arn("task/default/")) and task["startedBy"] == "tests"
+    assert task["overrides"]["containerOverrides"][0]["command"] == ["serve"]
+    assert task["attachments"][0]["type"] == "ElasticNetworkInterface"
+    done = stopped(ecs, task["taskArn"])
+    assert done["stopCode"] == "TaskFailedToStart"
+    assert done["stoppedReason"].startswith("CannotPullContainerError: ") and MISSING_IMAGE in done["stoppedReason"]
+    assert done["desiredStatus"] == "STOPPED" and done["version"] > task["version"]
+    for stamp in ("createdAt", "pullStartedAt", "pullStoppedAt", "stoppingAt", "executionStoppedAt", "stoppedAt"):
+        assert stamp in done, stamp
+    assert done["createdAt"] <= done["pullStartedAt"] <= done["stoppedAt"]
+    (c,) = done["containers"]
+    assert c["lastStatus"] == "STOPPED" and c["reason"].startswith("CannotPullContainerError")
+    # The CLI's waiters read the same documents: tasks-stopped succeeds,
+    # tasks-running meets its failure state.
+    code, _, err = aws_json(node, "ecs", "wait", "tasks-stopped", "--tasks", task["taskArn"])
+    assert code == 0, err
+    code, _, err = aws_json(node, "ecs", "wait", "tasks-running", "--tasks", task["taskArn"])
+    assert code != 0 and "terminal failure state" in err, err
+    # ListTasks lists RUNNING-desired tasks unless asked otherwise.
+    assert task["taskArn"] not in ecs.list_tasks()["taskArns"]
+    assert task["taskArn"] in ecs.list_tasks(desiredStatus="STOPPED", startedBy="tests")["taskArns"]
+    assert task["taskArn"] in ecs.list_tasks(desiredStatus="STOPPED", family=family)["taskArns"]
+    # Stopping a stopped task answers it as it is.
+    assert ecs.stop_task(task=task["taskArn"], reason="done")["task"]["stopCode"] == "TaskFailedToStart"
+    missing = ecs.describe_tasks(tasks=["0" * 32])["failures"]
+    assert missing == [{"arn": arn(f"task/default/{'0' * 32}"), "reason": "MISSING"}]
+
+
+def test_run_task_from_the_cli_and_client_tokens(node, ecs):
+    family = register(ecs)["family"]
+    code, out, err = aws_json(node, "ecs", "run-task", "--task-definition", family, "--launch-type", "FARGATE",
+                              "--network-configuration",
+                              "awsvpcConfiguration={subnets=[subnet-1],assignPublicIp=DISABLED}")
+    assert code == 0, err
+    stopped(ecs, out["tasks"][0]["taskArn"])
+    first = run(ecs, family, clientToken="token-1")["tasks"]
+    again = run(ecs, family, clientToken="token-1")["tasks"]
+    assert [t["taskArn"] for t in again] == [t["taskArn"] for t in first]
+
+
+@pytest.mark.parametrize("change, code, words", [
+    (dict(count=11), "InvalidParameterException", ["count"]),
+    (dict(launchType="EC2"), "InvalidParameterException", ["cluster mode"]),
+    (dict(networkConfiguration=None), "InvalidParameterException", ["Network Configuration must be provided"]),
+    (dict(networkConfiguration={"awsvpcConfiguration": {"subnets": ["s"], "assignPublicIp": "ENABLED"}}),
+     "InvalidParameterException", ["assignPublicIp ENABLED is not supported"]),
+    (dict(overrides={"containerOverrides": [{"name": "nope"}]}), "InvalidParameterException",
+     ["Override for container named nope is not a container in the TaskDefinition."]),
+    (dict(overrides={"cpu": "256", "memory": "8192"}), "ClientException", ["No Fargate configuration exists"]),
+    (dict(taskDefinition="no-such-family"), "InvalidParameterException", ["TaskDefinition not found."]),
+    (dict(cluster="no-such-cluster"), "ClusterNotFoundException", ["Cluster not found."]),
+])
+def test_bad_run_task_input_starts_nothing(ecs, change, code, words):
+    family = register(ecs)["family"]
+    params = dict(taskDefinition=family, launchType="FARGATE", networkConfiguration=NETWORK)
+    params.update(change)
+    params = {k: v for k, v in params.items() if v is not None}
+    refused(lambda: ecs.run_task(**params), code, *words)
+    assert ecs.list_tasks(family=family, desiredStatus="STOPPED")["taskArns"] == []
+    assert ecs.list_tasks(family=family)["taskArns"] == []
+
+
+def test_capacity_failures(ecs):
+    family = register(ecs, cpu="1024", memory="2048")["family"]
+    out = run(ecs, family, count=3)
+    assert len(out["tasks"]) == 2
+    assert [f["reason"] for f in out["failures"]] == ["RESOURCE:CPU"]
+    for t in out["tasks"]:
+        stopped(ecs, t["taskArn"])
+    big = register(ecs, cpu="2048", memory="8GB")["family"]
+    assert [f["reason"] for f in run(ecs, big)["failures"]] == ["RESOURCE:MEMORY"]
+    assert [f["reason"] for f in run(ecs, register(ecs, cpu="4096", memory="8GB")["family"])["failures"]] == [
+        "RESOURCE:CPU"]
+
+
+def test_tags_on_clusters_definitions_and_tasks(ecs):
+    cluster = ecs.create_cluster(clusterName=unique_name("tags"))["cluster"]["clusterArn"]
+    definition = register(ecs)["taskDefinitionArn"]
+    task = run(ecs, definition, cluster=cluster)["tasks"][0]["taskArn"]
+    for resource in (cluster, definition, task):
+        ecs.tag_resource(resourceArn=resource, tags=[{"key": "a", "value": "1"}, {"key": "b", "value": "2"}])
+        ecs.untag_resource(resourceArn=resource, tagKeys=["a"])
+        assert ecs.list_tags_for_resource(resourceArn=resource)["tags"] == [{"key": "b", "value": "2"}]
+    described = ecs.describe_tasks(cluster=cluster, tasks=[task], include=["TAGS"])["tasks"][0]
+    assert described["tags"] == [{"key": "b", "value": "2"}]
+    refused(lambda: ecs.tag_resource(resourceArn=cluster, tags=[{"key": "aws:x", "value": "1"}]),
+            "InvalidParameterException", "reserved")
+    refused(lambda: ecs.list_tags_for_resource(resourceArn=arn("cluster/none-such")), "ClusterNotFoundException")
+    refused(lambda: ecs.list_tags_for_resource(resourceArn=arn("task/default/" + "f" * 32)),
+            "ResourceNotFoundException")
+
+
+def test_unsupported_and_unknown_operations_are_refused_clearly(ecs):
+    refused(lambda: ecs.list_services(), "UnsupportedFeatureException", "ListServices")
+
+
+def test_state_survives_kill_9(tmp_path):
+    node = Server(tmp_path / "data", args=CAPACITY).start()
+    try:
+        ecs = aws_client(node, "ecs")
+        ecs.create_cluster(clusterName="kept")
+        family = register(ecs)["family"]
+        task = run(ecs, family, cluster="kept")["tasks"][0]["taskArn"]
+        stopped(ecs, task, cluster="kept")
+        node.kill()
+        node.start()
+        ecs = aws_client(node, "ecs")
+        assert ecs.describe_clusters(clusters=["kept"])["clusters"][0]["status"] == "ACTIVE"
+        assert ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]["revision"] == 1
+        t = ecs.describe_tasks(cluster="kept", tasks=[task])["tasks"][0]
+        assert t["lastStatus"] == "STOPPED" and t["stopCode"] == "TaskFailedToStart"
+        assert register(ecs, family)["revision"] == 2
+    finally:
+        node.stop()
