@@ -501,7 +501,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
         let account = nimbus_core::Account { id: args.account_id.clone(), region: args.region.clone() };
-        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), Arc::new(NoRegistry), args.task_capacity())
+        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), Arc::new(NoRegistry), None, args.task_capacity())
             .await
             .context("loading the ECS state")?;
         let api = Arc::new(
@@ -547,6 +547,6 @@ struct NoRegistry;
 #[async_trait::async_trait]
 impl nimbus_containers::TaskImages for NoRegistry {
     async fn pull(&self, image: &str) -> Result<nimbus_containers::PulledImage, nimbus_containers::PullError> {
-        Err(nimbus_containers::PullError(format!("{image}: not found: this node has no image registry")))
+        Err(nimbus_containers::PullError(format!("{image} not found: this node has no image registry yet")))
     }
 }

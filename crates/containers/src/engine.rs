@@ -8,16 +8,17 @@
 //! reported `STOPPED` at the next start (stop code `TerminationNotice`,
 //! with a reason saying so); tasks are not re-adopted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nimbus_core::Account;
 use nimbus_store::{EcsMeta, EcsWrite};
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::rules;
+use crate::runtime::{self, ContainerExit, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
     TaskDefinitionRecord, TaskOverride, TaskRecord,
@@ -41,6 +42,8 @@ fn rank(status: &str) -> usize {
 
 const DEFAULT_CLUSTER: &str = "default";
 const RUN_TASK_MAX: u32 = 10;
+/// Fargate's default `stopTimeout`, in seconds.
+const DEFAULT_STOP_TIMEOUT_S: u32 = 30;
 
 /// RegisterTaskDefinition's input, in ECS's field names.
 #[derive(Debug, Clone, Deserialize)]
@@ -174,8 +177,12 @@ struct Inner {
     account: Account,
     store: Arc<dyn EcsMeta>,
     images: Arc<dyn TaskImages>,
+    /// `None`: tasks whose images are pulled end with CannotStartContainerError.
+    runtime: Option<Arc<dyn TaskRuntime>>,
     capacity: Capacity,
     state: Mutex<State>,
+    /// Per running (or starting) task: the wake-up StopTask gives its driver.
+    stops: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 /// The ECS engine. Cheap to clone.
@@ -217,6 +224,7 @@ impl Ecs {
         account: Account,
         store: Arc<dyn EcsMeta>,
         images: Arc<dyn TaskImages>,
+        runtime: Option<Arc<dyn TaskRuntime>>,
         capacity: Capacity,
     ) -> Result<Self, Error> {
         let docs = store.ecs_load().await?;
@@ -242,7 +250,8 @@ impl Ecs {
             tracing::warn!(tasks = writes.len(), "tasks that ran through a restart are reported STOPPED");
             store.ecs_apply(&writes).await?;
         }
-        let inner = Inner { account, store, images, capacity, state: Mutex::new(state) };
+        let inner =
+            Inner { account, store, images, runtime, capacity, state: Mutex::new(state), stops: Mutex::default() };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -760,21 +769,162 @@ impl Ecs {
         if !started {
             return self.finish(id).await;
         }
-        let images: Vec<String> = {
-            let state = self.inner.state.lock().await;
-            state.tasks.get(id).map(|r| r.task.containers.iter().map(|c| c.image.clone()).collect()).unwrap_or_default()
-        };
-        let mut failure = None;
-        for image in &images {
-            if let Err(e) = self.inner.images.pull(image).await {
-                failure = Some(format!("CannotPullContainerError: pull image manifest has been retried 1 time(s): failed to resolve ref {image}: {e}"));
-                break;
+        let Some((definitions, overrides)) = self.definition_of(id).await else { return };
+        let mut pulled = Vec::new();
+        for def in &definitions {
+            match self.inner.images.pull(&def.image).await {
+                Ok(image) => pulled.push(image),
+                Err(e) => {
+                    let reason = format!(
+                        "CannotPullContainerError: pull image manifest has been retried 1 time(s): failed to resolve ref {}: {e}",
+                        def.image
+                    );
+                    return self.fail_start(id, &reason).await;
+                }
             }
         }
-        let reason = failure.unwrap_or_else(|| {
-            "CannotStartContainerError: this Nimbus node cannot run containers yet (images resolve, the runner is not built)".into()
-        });
-        self.fail_start(id, &reason).await;
+        let Some(runtime) = self.inner.runtime.clone() else {
+            return self.fail_start(id, "CannotStartContainerError: this Nimbus node has no container runtime").await;
+        };
+        if self.desired_stopped(id).await {
+            return self.fail_start(id, "Task stopped before its containers started").await;
+        }
+        let mut containers = Vec::new();
+        for (def, image) in definitions.iter().zip(&pulled) {
+            let over = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(&def.name));
+            match runtime::plan(image, def, over, &self.inner.account.region) {
+                Ok(c) => containers.push(c),
+                Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
+            }
+        }
+        let (cpu, memory_mib) = {
+            let state = self.inner.state.lock().await;
+            state.tasks.get(id).map_or((0, 0), |r| (r.cpu, r.memory_mib))
+        };
+        let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers };
+        let running = match runtime.start(launch).await {
+            Ok(running) => running,
+            Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
+        };
+        self.run(id, running, &definitions, &pulled).await;
+    }
+
+    /// The container definitions and overrides a task runs.
+    async fn definition_of(&self, id: &str) -> Option<(Vec<ContainerDefinition>, TaskOverride)> {
+        let state = self.inner.state.lock().await;
+        let task = &state.tasks.get(id)?.task;
+        let d = self.find_definition(&state, &task.task_definition_arn)?;
+        Some((d.definition.container_definitions.clone(), task.overrides.clone()))
+    }
+
+    async fn desired_stopped(&self, id: &str) -> bool {
+        let state = self.inner.state.lock().await;
+        state.tasks.get(id).is_none_or(|r| r.task.desired_status == "STOPPED")
+    }
+
+    /// Drives a started task until every container has exited: the first
+    /// essential exit or a StopTask sends SIGTERM to the rest, and SIGKILL
+    /// follows after the longest `stopTimeout` of the task's containers.
+    async fn run(
+        &self,
+        id: &str,
+        mut running: Box<dyn RunningTask>,
+        definitions: &[ContainerDefinition],
+        pulled: &[crate::PulledImage],
+    ) {
+        let bindings: Vec<serde_json::Value> = running
+            .endpoints()
+            .iter()
+            .map(|(port, at)| {
+                serde_json::json!({"bindIP": at.ip().to_string(), "containerPort": port, "hostPort": at.port(), "protocol": "tcp"})
+            })
+            .collect();
+        let wake = self.stop_signal(id).await;
+        self.advance(id, "RUNNING", |r| {
+            r.task.pull_stopped_at = Some(now());
+            r.task.started_at = Some(now());
+            for (c, image) in r.task.containers.iter_mut().zip(pulled) {
+                c.last_status = "RUNNING".into();
+                c.image_digest = Some(image.digest.clone());
+                c.network_bindings =
+                    bindings.iter().filter(|b| container_has_port(definitions, &c.name, b)).cloned().collect();
+            }
+        })
+        .await;
+        let grace = Duration::from_secs(
+            definitions.iter().map(|d| d.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT_S)).max().unwrap_or(30).into(),
+        );
+        // SIGTERM is sent once, then SIGKILL once at the deadline.
+        let mut kill_at: Option<tokio::time::Instant> = None;
+        let mut killed = false;
+        let stop = |running: &mut Box<dyn RunningTask>, kill_at: &mut Option<tokio::time::Instant>| {
+            if kill_at.is_none() {
+                running.signal(StopSignal::Term);
+                *kill_at = Some(tokio::time::Instant::now() + grace);
+            }
+        };
+        if self.desired_stopped(id).await {
+            stop(&mut running, &mut kill_at);
+        }
+        loop {
+            let deadline = async {
+                match kill_at.filter(|_| !killed) {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                exit = running.next_exit() => {
+                    let Some(exit) = exit else { break };
+                    let essential = definitions.iter().any(|d| d.name == exit.name && d.essential);
+                    self.container_exited(id, &exit, essential).await;
+                    if essential {
+                        stop(&mut running, &mut kill_at);
+                    }
+                }
+                () = wake.notified() => stop(&mut running, &mut kill_at),
+                () = deadline => {
+                    running.signal(StopSignal::Kill);
+                    killed = true;
+                }
+            }
+        }
+        self.finish(id).await;
+    }
+
+    /// The wake-up StopTask gives a running task's driver.
+    async fn stop_signal(&self, id: &str) -> Arc<Notify> {
+        self.inner.stops.lock().await.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Records a container's exit; the first essential one stops the task.
+    async fn container_exited(&self, id: &str, exit: &ContainerExit, essential: bool) {
+        let mut state = self.inner.state.lock().await;
+        let Some(record) = state.tasks.get(id) else { return };
+        let mut record = record.clone();
+        record.task.version += 1;
+        if let Some(c) = record.task.containers.iter_mut().find(|c| c.name == exit.name) {
+            c.last_status = "STOPPED".into();
+            c.exit_code = Some(exit.exit_code);
+            if exit.oom {
+                c.reason = Some("OutOfMemoryError: Container killed due to memory usage".into());
+            }
+        }
+        if essential && record.task.stop_code.is_none() {
+            record.task.desired_status = "STOPPED".into();
+            record.task.stop_code = Some("EssentialContainerExited".into());
+            record.task.stopped_reason = Some("Essential container in task exited".into());
+        }
+        let stored = match put_task(&record) {
+            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => {
+                state.tasks.insert(id.to_string(), record);
+            }
+            Err(e) => tracing::error!(task = id, error = %e, "storing a container's exit failed"),
+        }
     }
 
     /// Ends a task that could not start, as AWS reports it.
@@ -798,6 +948,7 @@ impl Ecs {
     /// STOPPING → DEPROVISIONING → STOPPED; a no-op if another caller is
     /// already finishing the task.
     async fn finish(&self, id: &str) {
+        self.inner.stops.lock().await.remove(id);
         let claimed = self
             .advance(id, "STOPPING", |r| {
                 r.task.desired_status = "STOPPED".into();
@@ -894,8 +1045,9 @@ impl Ecs {
             state.tasks.insert(id.clone(), record.clone());
             (id, record.task)
         };
-        let engine = self.clone();
-        tokio::spawn(async move { engine.finish(&id).await });
+        // The task's driver stops it: a running task at once, a starting
+        // one when its images are pulled.
+        self.stop_signal(&id).await.notify_one();
         Ok(task)
     }
 
@@ -965,6 +1117,14 @@ impl Ecs {
             _ => Err(Error::InvalidParameter(format!("The ARN '{arn}' is not a taggable ECS resource."))),
         }
     }
+}
+
+/// Whether a network binding is one of this container's ports.
+fn container_has_port(definitions: &[ContainerDefinition], name: &str, binding: &serde_json::Value) -> bool {
+    let port = binding["containerPort"].as_u64();
+    definitions
+        .iter()
+        .any(|d| d.name == name && d.port_mappings.iter().any(|p| Some(u64::from(p.container_port)) == port))
 }
 
 /// A task that had not stopped when the node went down.
@@ -1074,10 +1234,155 @@ mod tests {
         }
     }
 
+    /// Images that always pull.
+    struct Images;
+
+    #[async_trait::async_trait]
+    impl TaskImages for Images {
+        async fn pull(&self, image: &str) -> Result<PulledImage, PullError> {
+            Ok(PulledImage {
+                root: "/nonexistent".into(),
+                digest: format!("sha256:digest-of-{image}"),
+                entrypoint: vec!["/bin/server".into()],
+                cmd: vec![],
+                env: vec![],
+                working_dir: None,
+                user: None,
+            })
+        }
+    }
+
+    /// Containers that exit when the test says, on SIGTERM (those listed
+    /// in `term`), or on SIGKILL; every signal is recorded.
+    struct FakeRuntime {
+        term: Vec<&'static str>,
+        exits: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<ContainerExit>>>,
+        signals: Arc<std::sync::Mutex<Vec<StopSignal>>>,
+    }
+
+    struct FakeTask {
+        running: Vec<String>,
+        term: Vec<&'static str>,
+        tx: tokio::sync::mpsc::UnboundedSender<ContainerExit>,
+        rx: tokio::sync::mpsc::UnboundedReceiver<ContainerExit>,
+        signals: Arc<std::sync::Mutex<Vec<StopSignal>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl TaskRuntime for FakeRuntime {
+        async fn start(&self, task: TaskLaunch) -> Result<Box<dyn RunningTask>, String> {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            *self.exits.lock().unwrap() = Some(tx.clone());
+            let running = task.containers.iter().map(|c| c.name.clone()).collect();
+            Ok(Box::new(FakeTask { running, term: self.term.clone(), tx, rx, signals: self.signals.clone() }))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl RunningTask for FakeTask {
+        async fn next_exit(&mut self) -> Option<ContainerExit> {
+            if self.running.is_empty() {
+                return None;
+            }
+            let exit = self.rx.recv().await?;
+            self.running.retain(|n| *n != exit.name);
+            Some(exit)
+        }
+
+        fn signal(&mut self, signal: StopSignal) {
+            self.signals.lock().unwrap().push(signal);
+            for name in &self.running {
+                let (code, exits) = match signal {
+                    StopSignal::Term => (143, self.term.contains(&name.as_str())),
+                    StopSignal::Kill => (137, true),
+                };
+                if exits {
+                    self.tx.send(ContainerExit { name: name.clone(), exit_code: code, oom: false }).unwrap();
+                }
+            }
+        }
+
+        fn endpoints(&self) -> Vec<(u16, std::net::SocketAddr)> {
+            vec![(8080, "127.0.0.1:41000".parse().unwrap())]
+        }
+    }
+
+    async fn running_engine(dir: &std::path::Path, runtime: Arc<FakeRuntime>) -> Ecs {
+        let store = Arc::new(SqliteMetadata::open(&dir.join("m.db")).await.unwrap());
+        let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
+        let capacity = Capacity { cpu: 2048, memory_mib: 4096 };
+        Ecs::open(account, store, Arc::new(Images), Some(runtime), capacity).await.unwrap()
+    }
+
+    fn fake(term: Vec<&'static str>) -> Arc<FakeRuntime> {
+        Arc::new(FakeRuntime { term, exits: std::sync::Mutex::new(None), signals: Arc::default() })
+    }
+
+    async fn two_containers(ecs: &Ecs, stop_timeout: u32) -> String {
+        let mut d = definition("pair", "256", "512");
+        let sidecar =
+            serde_json::json!({"name": "sidecar", "image": "x", "essential": false, "stopTimeout": stop_timeout});
+        d.container_definitions.push(serde_json::from_value(sidecar).unwrap());
+        d.container_definitions[0].stop_timeout = Some(stop_timeout);
+        ecs.register_task_definition(d).await.unwrap();
+        let task = ecs.run_task(run("pair", 1)).await.unwrap().tasks.remove(0);
+        for _ in 0..500 {
+            let d = ecs.describe_tasks(None, &[task.task_arn.clone()]).await.unwrap();
+            if d.tasks[0].0.last_status == "RUNNING" {
+                return task.task_arn;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the task never ran");
+    }
+
+    #[tokio::test]
+    async fn an_essential_exit_stops_the_task_and_terminates_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = fake(vec!["sidecar"]);
+        let ecs = running_engine(dir.path(), runtime.clone()).await;
+        let arn = two_containers(&ecs, 30).await;
+        let running = &ecs.describe_tasks(None, &[arn.clone()]).await.unwrap().tasks[0].0;
+        assert!(running.started_at.is_some());
+        assert_eq!(running.containers[0].network_bindings[0]["hostPort"], 41000);
+        assert_eq!(running.containers[0].image_digest.as_deref(), Some("sha256:digest-of-127.0.0.1:1/missing:v1"));
+        let tx = runtime.exits.lock().unwrap().clone().unwrap();
+        tx.send(ContainerExit { name: "sidecar".into(), exit_code: 0, oom: false }).unwrap();
+        tx.send(ContainerExit { name: "web".into(), exit_code: 3, oom: true }).unwrap();
+        let task = stopped(&ecs, &arn).await;
+        assert_eq!(task.stop_code.as_deref(), Some("EssentialContainerExited"));
+        assert_eq!(task.stopped_reason.as_deref(), Some("Essential container in task exited"));
+        let web = task.containers.iter().find(|c| c.name == "web").unwrap();
+        assert_eq!(web.exit_code, Some(3));
+        assert_eq!(web.reason.as_deref(), Some("OutOfMemoryError: Container killed due to memory usage"));
+        assert_eq!(task.containers.iter().find(|c| c.name == "sidecar").unwrap().exit_code, Some(0));
+        assert_eq!(*runtime.signals.lock().unwrap(), [StopSignal::Term], "nothing was left to kill");
+    }
+
+    #[tokio::test]
+    async fn stop_task_sends_sigterm_then_sigkill_after_the_stop_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = fake(vec!["sidecar"]);
+        let ecs = running_engine(dir.path(), runtime.clone()).await;
+        let arn = two_containers(&ecs, 1).await;
+        let asked = tokio::time::Instant::now();
+        let answer = ecs.stop_task(None, &arn, Some("enough")).await.unwrap();
+        assert_eq!((answer.desired_status.as_str(), answer.last_status.as_str()), ("STOPPED", "RUNNING"));
+        let task = stopped(&ecs, &arn).await;
+        assert!(asked.elapsed() >= Duration::from_secs(1), "web ignores SIGTERM until the 1 s stopTimeout");
+        assert_eq!(*runtime.signals.lock().unwrap(), [StopSignal::Term, StopSignal::Kill]);
+        assert_eq!(
+            (task.stop_code.as_deref(), task.stopped_reason.as_deref()),
+            (Some("UserInitiated"), Some("enough"))
+        );
+        let code = |n: &str| task.containers.iter().find(|c| c.name == n).unwrap().exit_code;
+        assert_eq!((code("sidecar"), code("web")), (Some(143), Some(137)));
+    }
+
     async fn engine(db: &std::path::Path, capacity: Capacity) -> Ecs {
         let store = Arc::new(SqliteMetadata::open(db).await.unwrap());
         let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
-        Ecs::open(account, store, Arc::new(NoImages), capacity).await.unwrap()
+        Ecs::open(account, store, Arc::new(NoImages), None, capacity).await.unwrap()
     }
 
     fn definition(family: &str, cpu: &str, memory: &str) -> RegisterTaskDefinition {

@@ -11,6 +11,7 @@
 
 mod engine;
 pub mod rules;
+pub mod runtime;
 pub mod types;
 
 use std::path::PathBuf;
