@@ -11,6 +11,7 @@ mod convert;
 mod ecs;
 mod error;
 mod ops;
+mod registry;
 mod route;
 mod s3;
 mod scheduler;
@@ -55,6 +56,8 @@ pub struct Api {
     mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
     /// ECS; `None` answers its requests as unavailable.
     ecs: Option<nimbus_containers::Ecs>,
+    /// The container registry (`/v2/` and ECR); `None` answers them as unavailable.
+    registry: Option<Arc<nimbus_registry::Registry>>,
 }
 
 impl Api {
@@ -78,6 +81,7 @@ impl Api {
             schedules: None,
             mappings: None,
             ecs: None,
+            registry: None,
         }
     }
 
@@ -90,6 +94,12 @@ impl Api {
     /// Serves the ECS API with this engine.
     pub fn with_ecs(mut self, ecs: nimbus_containers::Ecs) -> Self {
         self.ecs = Some(ecs);
+        self
+    }
+
+    /// Serves the OCI registry (`/v2/`) and the ECR API from this registry.
+    pub fn with_registry(mut self, registry: Arc<nimbus_registry::Registry>) -> Self {
+        self.registry = Some(registry);
         self
     }
 
@@ -120,6 +130,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         match front(&req) {
             Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
             Front::Ecs => ecs::serve(&api, req).instrument(span).await,
+            Front::Registry => registry::serve(&api, req).instrument(span).await,
+            Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
@@ -153,6 +165,10 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
 enum Front {
     Scheduler,
     Ecs,
+    /// The OCI distribution API (`/v2/`, Basic or Bearer auth).
+    Registry,
+    /// ECR's control API.
+    Ecr,
     Sqs,
     S3,
     /// The route table: Lambda and CloudWatch Logs.
@@ -162,7 +178,8 @@ enum Front {
 /// Picks the front by the service the request is signed for (DESIGN: one
 /// router keyed by the signed service name). Requests that carry no SigV4
 /// scope go by their shape, so that each is refused by the service it was
-/// meant for: SQS's target header, S3's SigV2 and virtual-hosted forms,
+/// meant for: the registry's `/v2/` paths (Basic or Bearer auth, no
+/// SigV4), SQS's target header, S3's SigV2 and virtual-hosted forms,
 /// and an unsigned request that names no Lambda operation, which is taken
 /// for an anonymous path-style S3 request (`GET /bucket/key`, 403
 /// AccessDenied rather than an unknown Lambda operation).
@@ -170,9 +187,11 @@ fn front(req: &Request<Body>) -> Front {
     match sigv4::signed_service(req.headers(), req.uri().query()).as_deref() {
         Some("scheduler") => Front::Scheduler,
         Some("ecs") => Front::Ecs,
+        Some("ecr") => Front::Ecr,
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
         Some(_) => Front::Table,
+        None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if ecs::is_unsigned_ecs(req.headers()) => Front::Ecs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,

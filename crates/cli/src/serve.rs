@@ -500,14 +500,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Enabled mappings start polling as the settling task's first pass.
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
-        let account = nimbus_core::Account { id: args.account_id.clone(), region: args.region.clone() };
-        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), Arc::new(NoRegistry), None, args.task_capacity())
+        let registry_dir = data_dir.join("registry");
+        let account = Account { id: args.account_id.clone(), region: args.region.clone() };
+        let registry =
+            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account.clone(), &creds.secret_access_key)
+                .await
+                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = Arc::new(registry);
+        let images = Arc::new(RegistryImages(registry.clone()));
+        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, None, args.task_capacity())
             .await
             .context("loading the ECS state")?;
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
                 .with_mappings(mappings)
+                .with_registry(registry)
                 .with_ecs(ecs),
         );
 
@@ -539,14 +547,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     served
 }
 
-/// Tasks' images until the node has a registry: every pull fails, so a
-/// task ends STOPPED with `CannotPullContainerError`, as on AWS when an
-/// image cannot be found.
-struct NoRegistry;
+/// Tasks' images from this node's registry: a reference it cannot resolve
+/// ends the task with `CannotPullContainerError`, as on AWS.
+struct RegistryImages(Arc<nimbus_registry::Registry>);
 
 #[async_trait::async_trait]
-impl nimbus_containers::TaskImages for NoRegistry {
+impl nimbus_containers::TaskImages for RegistryImages {
     async fn pull(&self, image: &str) -> Result<nimbus_containers::PulledImage, nimbus_containers::PullError> {
-        Err(nimbus_containers::PullError(format!("{image} not found: this node has no image registry yet")))
+        let resolved = self.0.resolve(image).await.map_err(|e| nimbus_containers::PullError(e.to_string()))?;
+        Err(nimbus_containers::PullError(format!(
+            "{} resolves, but this node cannot unpack images yet",
+            resolved.resolved_uri
+        )))
     }
 }

@@ -14,6 +14,7 @@ mod mappings;
 mod object_cache;
 mod objects;
 mod queues;
+mod registry;
 mod schedules;
 mod sqlite;
 
@@ -27,6 +28,7 @@ pub use ecs::{EcsDocuments, EcsMeta, EcsWrite};
 pub use mappings::MappingMeta;
 pub use objects::{BucketDelete, ObjectMeta};
 pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
+pub use registry::{Collect, ManifestPut, ManifestRow, PutManifest, RegistryMeta, Repository, RepositoryDelete};
 pub use schedules::{After, DueTimes, Firing, ScheduleMeta, ScheduleRetry, ScheduleRow};
 pub use sqlite::SqliteMetadata;
 

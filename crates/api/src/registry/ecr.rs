@@ -1,0 +1,438 @@
+//! ECR's control API (JSON 1.1, SigV4 service `ecr`, `X-Amz-Target:
+//! AmazonEC2ContainerRegistry_V20150921.<Op>`): repositories, images,
+//! tag mutability and authorization tokens, checked against botocore's ECR
+//! model (`nimbus-model`) and answered in ECR's shapes and errors
+//! (`{"__type", "message"}`). The rules are `nimbus-registry`'s.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use nimbus_registry::auth::{Purpose, LOGIN_TTL};
+use nimbus_registry::{Image, Registry, RegistryError, Repository};
+use serde_json::{json, Value};
+
+use crate::sigv4::SignedParts;
+use crate::{read_body, Api, ApiError};
+
+const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
+const BODY_MAX: usize = 1 << 20;
+/// Page size when a request names no maxResults, as ECR.
+const PAGE_DEFAULT: usize = 100;
+
+/// An ECR error on the wire.
+struct Failure {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, kind, message: message.into() }
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError as E;
+        let kind = match &e {
+            E::NameUnknown { .. } => "RepositoryNotFoundException",
+            E::RepositoryExists { .. } => "RepositoryAlreadyExistsException",
+            E::RepositoryNotEmpty { .. } => "RepositoryNotEmptyException",
+            E::ManifestUnknown(_) => "ImageNotFoundException",
+            E::TagImmutable { .. } => "ImageTagAlreadyExistsException",
+            E::Store(_) | E::Io(_) => {
+                tracing::error!(error = %e, "ECR internal error");
+                return Self {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    kind: "ServerException",
+                    message: "An internal error occurred; see the Nimbus server log.".into(),
+                };
+            }
+            _ => "InvalidParameterException",
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        let (status, kind) = e.status_and_type();
+        Self { status, kind, message: e.to_string() }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        tracing::debug!(error_type = self.kind, message = %self.message, "ECR request refused");
+        let mut resp =
+            (self.status, axum::Json(json!({ "__type": self.kind, "message": self.message }))).into_response();
+        resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(self.kind));
+        resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+        resp
+    }
+}
+
+pub async fn serve(api: &Api, req: Request<Body>) -> Response {
+    serve_inner(api, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, BODY_MAX)
+        .await
+        .map_err(|_| Failure::new("ValidationException", format!("Request must be smaller than {BODY_MAX} bytes")))?;
+    let signed = SignedParts::of(&parts, &body);
+    api.verifier.verify(&signed, "ecr", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or_default().to_string();
+    let model = nimbus_model::Model::of("ecr").expect("the ECR model is vendored");
+    if model.operation(&op).is_none() {
+        return Err(Failure::new("UnknownOperationException", format!("Unknown operation {target:?}")));
+    }
+    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Failure::new("SerializationException", e.to_string()))?
+    };
+    let request = nimbus_model::Request {
+        labels: vec![],
+        query: vec![],
+        headers: parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
+        body: Some(&input),
+    };
+    nimbus_model::validate(model, &op, &request).map_err(|v| Failure::new("ValidationException", v.to_string()))?;
+    let registry = api.registry.as_deref().ok_or_else(|| {
+        Failure::from(ApiError::Unavailable("the container registry is not served by this node".into()))
+    })?;
+    tracing::debug!(operation = %op, "authenticated");
+    let ctx = Ctx { registry, host: host(&parts.headers, api.public_port), input: &input };
+    let out = ctx.execute(&op).await?;
+    let mut resp = (StatusCode::OK, axum::Json(out)).into_response();
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    Ok(resp)
+}
+
+/// `host:port` as the client reached this node.
+fn host(headers: &HeaderMap, port: u16) -> String {
+    headers.get("host").and_then(|h| h.to_str().ok()).map_or_else(|| format!("127.0.0.1:{port}"), str::to_string)
+}
+
+struct Ctx<'a> {
+    registry: &'a Registry,
+    host: String,
+    input: &'a Value,
+}
+
+fn secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+impl Ctx<'_> {
+    fn str(&self, key: &str) -> Option<&str> {
+        self.input.get(key).and_then(Value::as_str)
+    }
+
+    fn name(&self) -> &str {
+        self.str("repositoryName").unwrap_or_default()
+    }
+
+    fn registry_id(&self) -> &str {
+        &self.registry.account().id
+    }
+
+    /// The ECR-shaped registry host: `<account>.dkr.ecr.<region>.<host:port>`.
+    fn registry_host(&self) -> String {
+        let a = self.registry.account();
+        format!("{}.dkr.ecr.{}.{}", a.id, a.region, self.host)
+    }
+
+    fn repository_json(&self, r: &Repository) -> Value {
+        let a = self.registry.account();
+        json!({
+            "repositoryArn": format!("arn:aws:ecr:{}:{}:repository/{}", a.region, a.id, r.name),
+            "registryId": a.id,
+            "repositoryName": r.name,
+            "repositoryUri": format!("{}/{}", self.registry_host(), r.name),
+            "createdAt": secs(r.created_ms),
+            "imageTagMutability": r.tag_mutability,
+            "imageScanningConfiguration": { "scanOnPush": r.scan_on_push },
+            "encryptionConfiguration": { "encryptionType": "AES256" },
+        })
+    }
+
+    fn page(&self) -> Result<(usize, usize), Failure> {
+        let max = self.input.get("maxResults").and_then(Value::as_u64).map_or(PAGE_DEFAULT, |n| n as usize);
+        let start = match self.str("nextToken") {
+            None => 0,
+            Some(t) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Failure::new("InvalidParameterException", "Invalid parameter at 'nextToken'"))?,
+        };
+        Ok((start, max))
+    }
+
+    async fn execute(&self, op: &str) -> Result<Value, Failure> {
+        let r = self.registry;
+        Ok(match op {
+            "CreateRepository" => {
+                let mutability = self.str("imageTagMutability").unwrap_or("MUTABLE");
+                if !matches!(mutability, "MUTABLE" | "IMMUTABLE") {
+                    return Err(Failure::new(
+                        "InvalidParameterException",
+                        format!("imageTagMutability {mutability} is not supported by this registry"),
+                    ));
+                }
+                let scan = self.input.pointer("/imageScanningConfiguration/scanOnPush").and_then(Value::as_bool);
+                let tags: BTreeMap<String, String> = self
+                    .input
+                    .get("tags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| Some((t["Key"].as_str()?.to_string(), t["Value"].as_str()?.to_string())))
+                    .collect();
+                let repo = r.create_repository(self.name(), mutability, scan.unwrap_or(false), tags).await?;
+                json!({ "repository": self.repository_json(&repo) })
+            }
+            "DescribeRepositories" => self.describe_repositories().await?,
+            "DeleteRepository" => {
+                let force = self.input.get("force").and_then(Value::as_bool).unwrap_or(false);
+                let repo = r.delete_repository(self.name(), force).await?;
+                json!({ "repository": self.repository_json(&repo) })
+            }
+            "PutImageTagMutability" => {
+                let mutability = self.str("imageTagMutability").unwrap_or_default();
+                if !matches!(mutability, "MUTABLE" | "IMMUTABLE") {
+                    return Err(Failure::new(
+                        "InvalidParameterException",
+                        format!("imageTagMutability {mutability} is not supported by this registry"),
+                    ));
+                }
+                let repo = r.set_tag_mutability(self.name(), mutability).await?;
+                json!({ "registryId": self.registry_id(), "repositoryName": repo.name, "imageTagMutability": repo.tag_mutability })
+            }
+            "DescribeImages" => self.describe_images().await?,
+            "ListImages" => {
+                let images = self.filtered(r.images(self.name()).await?);
+                let ids: Vec<Value> = images
+                    .iter()
+                    .flat_map(|i| {
+                        let d = &i.manifest.digest;
+                        if i.tags.is_empty() {
+                            vec![json!({ "imageDigest": d })]
+                        } else {
+                            i.tags.iter().map(|t| json!({ "imageDigest": d, "imageTag": t })).collect()
+                        }
+                    })
+                    .collect();
+                self.paged("imageIds", ids)?
+            }
+            "BatchGetImage" => self.batch_get_image().await?,
+            "BatchDeleteImage" => self.batch_delete_image().await?,
+            "GetAuthorizationToken" => {
+                let (token, expires) = r.tokens().mint(Purpose::Login, LOGIN_TTL, SystemTime::now());
+                let expires_ms = expires.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{token}"));
+                json!({ "authorizationData": [{
+                    "authorizationToken": encoded,
+                    "expiresAt": secs(expires_ms),
+                    "proxyEndpoint": format!("http://{}", self.registry_host()),
+                }] })
+            }
+            other => {
+                return Err(Failure::new(
+                    "UnsupportedOperationException",
+                    format!("{other} is not supported by Nimbus"),
+                ))
+            }
+        })
+    }
+
+    /// One page of `items` under `key`, with ECR's nextToken.
+    fn paged(&self, key: &str, items: Vec<Value>) -> Result<Value, Failure> {
+        let (start, max) = self.page()?;
+        let end = (start + max).min(items.len());
+        let mut out = json!({ key: items.get(start..end).unwrap_or_default() });
+        if end < items.len() {
+            out["nextToken"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(end.to_string()));
+        }
+        Ok(out)
+    }
+
+    async fn describe_repositories(&self) -> Result<Value, Failure> {
+        let names: Vec<&str> = self
+            .input
+            .get("repositoryNames")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if names.is_empty() {
+            let all = self.registry.repositories(None, u32::MAX).await?;
+            return self.paged("repositories", all.iter().map(|r| self.repository_json(r)).collect());
+        }
+        let mut out = Vec::new();
+        for name in names {
+            out.push(self.repository_json(&self.registry.repository(name).await?));
+        }
+        Ok(json!({ "repositories": out }))
+    }
+
+    /// Images passing the request's `filter.tagStatus`.
+    fn filtered(&self, images: Vec<Image>) -> Vec<Image> {
+        let status = self.input.pointer("/filter/tagStatus").and_then(Value::as_str).unwrap_or("ANY");
+        images
+            .into_iter()
+            .filter(|i| match status {
+                "TAGGED" => !i.tags.is_empty(),
+                "UNTAGGED" => i.tags.is_empty(),
+                _ => true,
+            })
+            .collect()
+    }
+
+    fn image_detail(&self, i: &Image) -> Value {
+        let m = &i.manifest;
+        let mut d = json!({
+            "registryId": self.registry_id(),
+            "repositoryName": m.repository,
+            "imageDigest": m.digest,
+            "imageSizeInBytes": m.image_size,
+            "imagePushedAt": secs(m.pushed_ms),
+            "imageManifestMediaType": m.media_type,
+        });
+        if !i.tags.is_empty() {
+            d["imageTags"] = json!(i.tags);
+        }
+        if let Some(t) = &m.artifact_type {
+            d["artifactMediaType"] = json!(t);
+        }
+        d
+    }
+
+    fn image_ids(&self) -> Vec<(Option<&str>, Option<&str>, &Value)> {
+        self.input
+            .get("imageIds")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|id| (id.get("imageDigest").and_then(Value::as_str), id.get("imageTag").and_then(Value::as_str), id))
+            .collect()
+    }
+
+    /// The image an id names, or the failure code and reason ECR gives.
+    fn find<'i>(
+        &self,
+        images: &'i [Image],
+        digest: Option<&str>,
+        tag: Option<&str>,
+    ) -> Result<&'i Image, (&'static str, String)> {
+        if let Some(d) = digest {
+            if d.parse::<nimbus_registry::rules::Digest>().is_err() {
+                return Err(("InvalidImageDigest", "Invalid image digest".into()));
+            }
+        }
+        let found = match (digest, tag) {
+            (None, None) => return Err(("MissingDigestAndTag", "Missing image digest and tag".into())),
+            (Some(d), None) => images.iter().find(|i| i.manifest.digest == d),
+            (d, Some(t)) => {
+                let found = images.iter().find(|i| i.tags.iter().any(|x| x == t));
+                if let (Some(d), Some(i)) = (d, found) {
+                    if i.manifest.digest != d {
+                        return Err(("ImageTagDoesNotMatchDigest", "Invalid tag/digest combination".into()));
+                    }
+                }
+                found
+            }
+        };
+        found.ok_or(("ImageNotFound", "Requested image not found".into()))
+    }
+
+    async fn describe_images(&self) -> Result<Value, Failure> {
+        let images = self.registry.images(self.name()).await?;
+        let ids = self.image_ids();
+        if ids.is_empty() {
+            let details = self.filtered(images).iter().map(|i| self.image_detail(i)).collect();
+            return self.paged("imageDetails", details);
+        }
+        let mut details = Vec::new();
+        for (digest, tag, _) in ids {
+            let i = self.find(&images, digest, tag).map_err(|_| {
+                Failure::new(
+                    "ImageNotFoundException",
+                    format!(
+                        "The image with imageId {{imageDigest:'{}', imageTag:'{}'}} does not exist within the repository with name '{}' in the registry with id '{}'",
+                        digest.unwrap_or("null"),
+                        tag.unwrap_or("null"),
+                        self.name(),
+                        self.registry_id()
+                    ),
+                )
+            })?;
+            details.push(self.image_detail(i));
+        }
+        Ok(json!({ "imageDetails": details }))
+    }
+
+    async fn batch_get_image(&self) -> Result<Value, Failure> {
+        let images = self.registry.images(self.name()).await?;
+        let (mut found, mut failures) = (Vec::new(), Vec::new());
+        for (digest, tag, id) in self.image_ids() {
+            match self.find(&images, digest, tag) {
+                Ok(i) => {
+                    let (row, bytes) = self.registry.get_manifest(self.name(), &i.manifest.digest).await?;
+                    let mut image_id = json!({ "imageDigest": row.digest });
+                    if let Some(t) = tag {
+                        image_id["imageTag"] = json!(t);
+                    }
+                    found.push(json!({
+                        "registryId": self.registry_id(),
+                        "repositoryName": self.name(),
+                        "imageId": image_id,
+                        "imageManifest": String::from_utf8_lossy(&bytes),
+                        "imageManifestMediaType": row.media_type,
+                    }));
+                }
+                Err((code, reason)) => {
+                    failures.push(json!({ "imageId": id, "failureCode": code, "failureReason": reason }))
+                }
+            }
+        }
+        Ok(json!({ "images": found, "failures": failures }))
+    }
+
+    async fn batch_delete_image(&self) -> Result<Value, Failure> {
+        let (mut deleted, mut failures) = (Vec::new(), Vec::new());
+        for (digest, tag, id) in self.image_ids() {
+            // Each deletion sees the ones before it, as ECR's batch does.
+            let images = self.registry.images(self.name()).await?;
+            let image = match self.find(&images, digest, tag) {
+                Ok(i) => i,
+                Err((code, reason)) => {
+                    failures.push(json!({ "imageId": id, "failureCode": code, "failureReason": reason }));
+                    continue;
+                }
+            };
+            let digest = image.manifest.digest.clone();
+            match tag {
+                Some(t) => self.registry.delete_image(self.name(), None, Some(t)).await?,
+                None => self.registry.delete_image(self.name(), Some(&digest), None).await?,
+            };
+            let mut out = json!({ "imageDigest": digest });
+            if let Some(t) = tag {
+                out["imageTag"] = json!(t);
+            }
+            deleted.push(out);
+        }
+        Ok(json!({ "imageIds": deleted, "failures": failures }))
+    }
+}
