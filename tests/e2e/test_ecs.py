@@ -7,6 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, error_code, unique_name, wait_for
+from test_registry import Registry, new_repo, push_image
 
 # What the node offers tasks in these tests: 2 vCPU and 6 GiB.
 CAPACITY = ["--task-cpu-units", "2048", "--task-memory-mib", "6144"]
@@ -167,6 +168,23 @@ def test_a_missing_image_stops_the_task_with_cannot_pull(node, ecs):
     assert ecs.stop_task(task=task["taskArn"], reason="done")["task"]["stopCode"] == "TaskFailedToStart"
     missing = ecs.describe_tasks(tasks=["0" * 32])["failures"]
     assert missing == [{"arn": arn(f"task/default/{'0' * 32}"), "reason": "MISSING"}]
+
+
+def test_images_come_from_the_nodes_registry(node, ecs):
+    repo = new_repo(node, "ecs")
+    digest, _, _ = push_image(Registry(node), repo, "v1")
+    image = f"127.0.0.1:{node.port}/{repo}"
+    family = register(ecs, containers=[container(image=f"{image}:v1")])["family"]
+    task = stopped(ecs, run(ecs, family)["tasks"][0]["taskArn"])
+    # The image is pulled and unpacked; this node has no container runtime yet.
+    (c,) = task["containers"]
+    assert c["imageDigest"] == digest and "pullStoppedAt" in task
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert task["stoppedReason"].startswith("CannotStartContainerError: "), task["stoppedReason"]
+    family = register(ecs, containers=[container(image=f"{image}:no-such-tag")])["family"]
+    task = stopped(ecs, run(ecs, family)["tasks"][0]["taskArn"])
+    assert task["stoppedReason"].startswith("CannotPullContainerError: "), task["stoppedReason"]
+    assert "no-such-tag" in task["stoppedReason"] and "imageDigest" not in task["containers"][0]
 
 
 def test_run_task_from_the_cli_and_client_tokens(node, ecs):

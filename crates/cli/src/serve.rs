@@ -502,12 +502,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(mappings.clone().run());
         let registry_dir = data_dir.join("registry");
         let account = Account { id: args.account_id.clone(), region: args.region.clone() };
-        let registry =
-            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account.clone(), &creds.secret_access_key)
-                .await
-                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = nimbus_registry::Registry::open(
+            registry_dir.clone(),
+            meta.clone(),
+            account.clone(),
+            &creds.secret_access_key,
+        )
+        .await
+        .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
         let registry = Arc::new(registry);
-        let images = Arc::new(RegistryImages(registry.clone()));
+        // The image store's roots, shared with image functions' (one store per data directory).
+        let image_store =
+            Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default()));
+        let images = Arc::new(RegistryImages { registry: registry.clone(), images: image_store });
         let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, None, args.task_capacity())
             .await
             .context("loading the ECS state")?;
@@ -547,17 +554,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     served
 }
 
-/// Tasks' images from this node's registry: a reference it cannot resolve
-/// ends the task with `CannotPullContainerError`, as on AWS.
-struct RegistryImages(Arc<nimbus_registry::Registry>);
+/// Tasks' images from this node's registry, flattened by the image store:
+/// a reference the registry cannot resolve (or an image that cannot be
+/// unpacked) ends the task with `CannotPullContainerError`, as on AWS.
+struct RegistryImages {
+    registry: Arc<nimbus_registry::Registry>,
+    images: Arc<nimbus_images::Images>,
+}
 
 #[async_trait::async_trait]
 impl nimbus_containers::TaskImages for RegistryImages {
     async fn pull(&self, image: &str) -> Result<nimbus_containers::PulledImage, nimbus_containers::PullError> {
-        let resolved = self.0.resolve(image).await.map_err(|e| nimbus_containers::PullError(e.to_string()))?;
-        Err(nimbus_containers::PullError(format!(
-            "{} resolves, but this node cannot unpack images yet",
-            resolved.resolved_uri
-        )))
+        let failed = |e: &dyn std::fmt::Display| nimbus_containers::PullError(e.to_string());
+        let resolved = self.registry.resolve(image).await.map_err(|e| failed(&e))?;
+        let diff_ids = resolved.config.rootfs().diff_ids();
+        let layers: Vec<nimbus_images::Layer> = resolved
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| nimbus_images::Layer {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                path: l.path.clone(),
+                diff_id: diff_ids.get(i).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let root = self.images.root(&resolved.digest, &layers).await.map_err(|e| failed(&e))?;
+        let config = resolved.config.config().clone().unwrap_or_default();
+        Ok(nimbus_containers::PulledImage {
+            root,
+            digest: resolved.digest,
+            entrypoint: config.entrypoint().clone().unwrap_or_default(),
+            cmd: config.cmd().clone().unwrap_or_default(),
+            env: config.env().clone().unwrap_or_default(),
+            working_dir: config.working_dir().clone(),
+            user: config.user().clone(),
+        })
     }
 }

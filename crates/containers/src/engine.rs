@@ -783,6 +783,15 @@ impl Ecs {
                 }
             }
         }
+        {
+            let mut state = self.inner.state.lock().await;
+            if let Some(r) = state.tasks.get_mut(id) {
+                r.task.pull_stopped_at = Some(now());
+                for (c, image) in r.task.containers.iter_mut().zip(&pulled) {
+                    c.image_digest = Some(image.digest.clone());
+                }
+            }
+        }
         let Some(runtime) = self.inner.runtime.clone() else {
             return self.fail_start(id, "CannotStartContainerError: this Nimbus node has no container runtime").await;
         };
@@ -806,7 +815,7 @@ impl Ecs {
             Ok(running) => running,
             Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
         };
-        self.run(id, running, &definitions, &pulled).await;
+        self.run(id, running, &definitions).await;
     }
 
     /// The container definitions and overrides a task runs.
@@ -825,13 +834,7 @@ impl Ecs {
     /// Drives a started task until every container has exited: the first
     /// essential exit or a StopTask sends SIGTERM to the rest, and SIGKILL
     /// follows after the longest `stopTimeout` of the task's containers.
-    async fn run(
-        &self,
-        id: &str,
-        mut running: Box<dyn RunningTask>,
-        definitions: &[ContainerDefinition],
-        pulled: &[crate::PulledImage],
-    ) {
+    async fn run(&self, id: &str, mut running: Box<dyn RunningTask>, definitions: &[ContainerDefinition]) {
         let bindings: Vec<serde_json::Value> = running
             .endpoints()
             .iter()
@@ -841,11 +844,9 @@ impl Ecs {
             .collect();
         let wake = self.stop_signal(id).await;
         self.advance(id, "RUNNING", |r| {
-            r.task.pull_stopped_at = Some(now());
             r.task.started_at = Some(now());
-            for (c, image) in r.task.containers.iter_mut().zip(pulled) {
+            for c in r.task.containers.iter_mut() {
                 c.last_status = "RUNNING".into();
-                c.image_digest = Some(image.digest.clone());
                 c.network_bindings =
                     bindings.iter().filter(|b| container_has_port(definitions, &c.name, b)).cloned().collect();
             }
@@ -932,7 +933,7 @@ impl Ecs {
         {
             let mut state = self.inner.state.lock().await;
             if let Some(r) = state.tasks.get_mut(id) {
-                r.task.pull_stopped_at = Some(now());
+                r.task.pull_stopped_at.get_or_insert(now());
                 for c in r.task.containers.iter_mut() {
                     c.reason = Some(reason.to_string());
                 }
