@@ -164,6 +164,13 @@ def test_images_immutability_and_garbage_collection(server, ecr, tmp_path):
         ecr.delete_repository(repositoryName=name)
     assert error_code(e) == "RepositoryNotEmptyException"
 
+    # Another repository holding the same v2 image (copied registry to registry) keeps its blobs.
+    copy = repo_name()
+    ecr.create_repository(repositoryName=copy)
+    creds = "AWS:" + password(ecr)
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--src-creds", creds, "--dest-creds", creds,
+           f"docker://{host(server)}/{name}:v2", f"docker://{host(server)}/{copy}:v2")
+
     # Deleting by tag removes the image once its last tag is gone, and its blobs with it.
     out = ecr.batch_delete_image(repositoryName=name, imageIds=[{"imageTag": "v1"}, {"imageTag": "missing"}])
     assert out["imageIds"] == [{"imageDigest": v1["imageDigest"], "imageTag": "v1"}]
@@ -176,6 +183,11 @@ def test_images_immutability_and_garbage_collection(server, ecr, tmp_path):
     # A forced repository delete takes the rest.
     v2 = details["v2"]["imageDigest"]
     ecr.delete_repository(repositoryName=name, force=True)
+    shared = registry_blob_files(server)
+    assert v2 in shared
+    back = tmp_path / "from-copy"
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", creds, f"docker://{host(server)}/{copy}:v2", f"oci:{back}:v2")
+    ecr.delete_repository(repositoryName=copy, force=True)
     assert v2 not in registry_blob_files(server)
 
 

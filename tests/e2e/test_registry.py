@@ -14,7 +14,6 @@ import subprocess
 import tarfile
 import threading
 
-import pytest
 import requests
 
 from conftest import aws_client, unique_name, wait_for
@@ -211,6 +210,12 @@ def test_manifests_and_bad_manifests(server):
                            (body, "application/vnd.example.unknown")]:
         r = reg.put(f"{repo}/manifests/bad", data=payload, headers={"Content-Type": ctype})
         assert r.status_code == 400 and error(r) == "MANIFEST_INVALID", (payload, ctype, r.text)
+    # zstd and uncompressed layers are image layers too.
+    for media_type in ["application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.image.layer.v1.tar"]:
+        other = dict(good, layers=[dict(good["layers"][0], mediaType=media_type)])
+        r = reg.put(f"{repo}/manifests/{media_type.rsplit('.', 1)[1].replace('+', '-')}", data=json.dumps(other),
+                    headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
     r = reg.put(f"{repo}/manifests/{sha256(b'not this')}", data=body, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error(r) == "DIGEST_INVALID"
     r = reg.put(f"{repo}/manifests/{digest}", data=body, headers={"Content-Type": OCI_MANIFEST})
@@ -336,6 +341,13 @@ def test_skopeo_copy_and_inspect(server, tmp_path):
     skopeo("copy", "--src-tls-verify=false", "--src-creds", creds, f"docker://{host(server)}/{repo}:v1", f"oci:{back}:v1")
     index = json.loads((back / "index.json").read_text())
     assert index["manifests"][0]["digest"] == info["Digest"]
+    # Docker schema 2, as skopeo converts to it.
+    skopeo("copy", "--format", "v2s2", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{src}",
+           f"docker://{host(server)}/{repo}:docker")
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", "--creds", creds,
+                            f"docker://{host(server)}/{repo}:docker").stdout)
+    assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert raw["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
     # Anonymous pulls are refused.
     r = skopeo("inspect", "--tls-verify=false", "--no-creds", f"docker://{host(server)}/{repo}:v1", check=False)
     assert r.returncode != 0 and "unauthorized" in r.stderr.lower()

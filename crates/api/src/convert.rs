@@ -6,8 +6,8 @@ use base64::Engine;
 use chrono::{TimeZone, Utc};
 use nimbus_control::{code_sha256_b64, S3Code};
 use nimbus_core::function::{
-    Alias, CodeSigningConfig, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, LayerVersion, Lifecycle, UrlConfig,
-    VpcConfig, LATEST,
+    Alias, CodeSigningConfig, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, ImageOverrides, LayerVersion,
+    Lifecycle, UrlConfig, VpcConfig, LATEST,
 };
 use nimbus_core::{Account, Error};
 use nimbus_wire as w;
@@ -100,6 +100,13 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
             .as_deref()
             .filter(|_| c.package_type == "Zip")
             .map(|r| w::RuntimeVersionConfig { runtime_version_arn: runtime_version_arn(account, c, r) }),
+        image_config_response: c.image.as_ref().filter(|i| !i.overrides.is_empty()).map(|i| w::ImageConfigResponse {
+            image_config: Some(w::ImageConfig {
+                entry_point: i.overrides.entry_point.clone(),
+                command: i.overrides.command.clone(),
+                working_directory: i.overrides.working_directory.clone(),
+            }),
+        }),
         logging_config: w::LoggingConfig {
             log_format: Some(c.logging.log_format.clone()),
             application_log_level: c.logging.application_log_level.clone(),
@@ -160,6 +167,11 @@ pub fn patch(role: Option<String>, s: w::FunctionSettings) -> ConfigPatch {
         }),
         file_systems: s.file_system_configs.map(|l| l.into_iter().map(|f| f.arn.unwrap_or_default()).collect()),
         snap_start: s.snap_start.map(|s| s.apply_on.unwrap_or_else(|| "None".into())),
+        image_config: s.image_config.map(|i| ImageOverrides {
+            entry_point: i.entry_point,
+            command: i.command,
+            working_directory: i.working_directory,
+        }),
     }
 }
 
@@ -176,12 +188,6 @@ pub fn code_signing_config(arn: String, c: &CodeSigningConfig) -> w::CodeSigning
         },
         last_modified: config_time(c.modified_ms),
     }
-}
-
-/// Names the code source when it is not an inline zip.
-/// The image a request named instead of a zip, which Nimbus does not take.
-pub fn other_source(image_uri: &Option<String>) -> Option<String> {
-    image_uri.as_ref().map(|_| "Code.ImageUri (container images)".to_string())
 }
 
 /// The object of the built-in store a request named as its code.

@@ -174,7 +174,7 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
                     package_type: req.package_type,
                     zip,
                     s3: convert::s3_code(&code.s3_bucket, &code.s3_key, &code.s3_object_version),
-                    other_source: convert::other_source(&code.image_uri),
+                    image_uri: code.image_uri.clone(),
                     publish: req.publish.unwrap_or(false),
                     tags: req.tags.unwrap_or_default(),
                     code_signing_config_arn: req.code_signing_config_arn,
@@ -188,9 +188,18 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
             json(
                 StatusCode::OK,
                 &w::GetFunctionResponse {
-                    code: w::FunctionCodeLocation {
-                        repository_type: "S3".into(),
-                        location: c.code_location(&resolved.config.code.sha256_hex)?,
+                    code: match &resolved.config.image {
+                        Some(image) => w::FunctionCodeLocation {
+                            repository_type: "ECR".into(),
+                            image_uri: Some(image.uri.clone()),
+                            resolved_image_uri: Some(image.resolved_uri.clone()),
+                            location: None,
+                        },
+                        None => w::FunctionCodeLocation {
+                            repository_type: "S3".into(),
+                            location: Some(c.code_location(&resolved.config.code.sha256_hex)?),
+                            ..Default::default()
+                        },
                     },
                     configuration: configuration(acct, &resolved.config, resolved.arn_qualifier.as_deref()),
                     // AWS leaves `Tags` out when there are none.
@@ -224,7 +233,7 @@ async fn functions(op: Op, c: Ctx<'_>) -> R {
                     CodeUpdate {
                         zip,
                         s3: convert::s3_code(&req.s3_bucket, &req.s3_key, &req.s3_object_version),
-                        other_source: convert::other_source(&req.image_uri),
+                        image_uri: req.image_uri,
                         architectures: req.architectures,
                         publish: req.publish.unwrap_or(false),
                         dry_run: req.dry_run.unwrap_or(false),

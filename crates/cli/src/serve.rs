@@ -449,6 +449,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
     };
+    // One image store per data directory: image functions' and tasks' roots.
+    let image_store = Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default()));
     let worker = nimbus_worker::Worker::new(
         nimbus_worker::Settings {
             root: data_dir.join("worker"),
@@ -460,6 +462,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             scaling,
             prewarm: args.prewarm,
             sdk_dir: args.sdk_dir(),
+            images: image_store.clone(),
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;
@@ -475,11 +478,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let queues = nimbus_queues::Queues::open(meta.clone(), &args.region, &args.account_id)
             .await
             .context("loading the queues")?;
+        let registry_dir = data_dir.join("registry");
+        let account = Account { id: args.account_id.clone(), region: args.region.clone() };
+        let registry = nimbus_registry::Registry::open(
+            registry_dir.clone(),
+            meta.clone(),
+            account.clone(),
+            &creds.secret_access_key,
+        )
+        .await
+        .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = Arc::new(registry);
         let control = Arc::new(
             Control::new(settings, meta.clone(), blobs, invoker)
                 .await?
                 .with_code_objects(code_objects)
-                .with_queues(queues.clone()),
+                .with_queues(queues.clone())
+                .with_images(registry.clone()),
         );
         let targets = nimbus_api::S3Front::targets(control.clone());
         let objects =
@@ -500,20 +515,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Enabled mappings start polling as the settling task's first pass.
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
-        let registry_dir = data_dir.join("registry");
-        let account = Account { id: args.account_id.clone(), region: args.region.clone() };
-        let registry = nimbus_registry::Registry::open(
-            registry_dir.clone(),
-            meta.clone(),
-            account.clone(),
-            &creds.secret_access_key,
-        )
-        .await
-        .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
-        let registry = Arc::new(registry);
-        // The image store's roots, shared with image functions' (one store per data directory).
-        let image_store =
-            Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default()));
         let images = Arc::new(RegistryImages { registry: registry.clone(), images: image_store });
         let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, None, args.task_capacity())
             .await

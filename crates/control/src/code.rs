@@ -64,14 +64,14 @@ impl Control {
         &self,
         zip: Option<Vec<u8>>,
         s3: Option<S3Code>,
-        other: Option<String>,
+        image_uri: Option<String>,
         field: &str,
     ) -> Result<Vec<u8>> {
-        match (zip, s3, other) {
+        match (zip, s3, image_uri) {
             (Some(z), None, None) => Ok(z),
             (None, Some(s3), None) => self.read_code_object(s3).await,
-            (None, None, Some(what)) => {
-                Err(invalid(format!("{what} is not supported by this Nimbus node yet: upload the code as {field}.")))
+            (None, None, Some(_)) => {
+                Err(invalid("Please don't provide ImageUri when updating a function with packageType Zip."))
             }
             (None, None, None) => Err(invalid(format!("Please provide a source for the code: {field}."))),
             _ => Err(invalid("Please provide only one source for the code.")),

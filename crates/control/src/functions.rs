@@ -23,8 +23,8 @@ pub struct NewFunction {
     pub zip: Option<Vec<u8>>,
     /// An object of the built-in store holding the zip.
     pub s3: Option<S3Code>,
-    /// Set when the request named a source Nimbus does not take (an image).
-    pub other_source: Option<String>,
+    /// `Code.ImageUri`, for `PackageType: Image`.
+    pub image_uri: Option<String>,
     pub publish: bool,
     pub tags: BTreeMap<String, String>,
     pub code_signing_config_arn: Option<String>,
@@ -35,7 +35,7 @@ pub struct NewFunction {
 pub struct CodeUpdate {
     pub zip: Option<Vec<u8>>,
     pub s3: Option<S3Code>,
-    pub other_source: Option<String>,
+    pub image_uri: Option<String>,
     pub architectures: Option<Vec<String>>,
     pub publish: bool,
     pub dry_run: bool,
@@ -101,10 +101,10 @@ impl Control {
     }
 
     pub async fn create_function(&self, req: NewFunction) -> Result<FunctionConfig> {
-        if req.package_type.as_deref() == Some("Image") {
-            return Err(invalid("PackageType Image is not supported by this Nimbus node yet."));
-        }
-        let zip = self.code_source(req.zip, req.s3, req.other_source, "Code.ZipFile").await?;
+        let (zip, image) = match req.package_type.as_deref() == Some("Image") {
+            true => (None, Some(self.resolve_image(req.image_uri, req.zip.is_some() || req.s3.is_some()).await?)),
+            false => (Some(self.code_source(req.zip, req.s3, req.image_uri, "Code.ZipFile").await?), None),
+        };
         if let Some(arn) = &req.code_signing_config_arn {
             let csc = self.code_signing_config_named(arn).await?;
             Self::check_signature(&csc, &req.name)?;
@@ -118,23 +118,36 @@ impl Control {
             now_ms(),
             new_revision(),
         );
+        if let Some(image) = image {
+            config.package_type = "Image".into();
+            config.code = Code { sha256_hex: image_code_sha(&image), size: 0, unzipped_size: 0 };
+            config.image = Some(image);
+        }
         req.patch.apply(&mut config, self.catalog()).map_err(rule)?;
-        config.check_package().map_err(rule)?;
         config.layers = layers;
         if let Some(a) = req.architectures {
             config.architectures = a;
         }
+        config.check_package().map_err(rule)?;
         if self.meta.get_function(&req.name).await?.is_some() {
             return Err(conflict(format!("Function already exist: {}", req.name)));
         }
-        let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
-        config.code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };
+        let zip = match zip {
+            Some(zip) => {
+                let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
+                config.code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };
+                Some(zip)
+            }
+            None => None,
+        };
 
         let guard = self.lock().await;
         if self.meta.get_function(&req.name).await?.is_some() {
             return Err(conflict(format!("Function already exist: {}", req.name)));
         }
-        self.blobs.put(zip).await?;
+        if let Some(zip) = zip {
+            self.blobs.put(zip).await?;
+        }
         let mut function = Function::new(config, req.tags);
         function.code_signing_config_arn = req.code_signing_config_arn;
         let mut targets = vec![(LATEST.to_string(), function.latest.revision_id.clone())];
@@ -185,26 +198,44 @@ impl Control {
         check_revision(req.revision_id.as_deref(), &current.latest.revision_id)?;
         self.check_settled(&current)?;
         self.check_deployment_signature(&current).await?;
-        let zip = self.code_source(req.zip, req.s3, req.other_source, "Code.ZipFile").await?;
-        let layer_bytes: u64 = current.latest.layers.iter().map(|l| l.unzipped_size).sum();
-        let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
+        // The package type stays what it was created with, as on AWS.
+        let (zip, code, image) = match current.latest.package_type == "Image" {
+            true => {
+                let mut image = self.resolve_image(req.image_uri, req.zip.is_some() || req.s3.is_some()).await?;
+                image.overrides = current.latest.image.clone().unwrap_or_default().overrides;
+                (None, Code { sha256_hex: image_code_sha(&image), size: 0, unzipped_size: 0 }, Some(image))
+            }
+            false => {
+                let zip = self.code_source(req.zip, req.s3, req.image_uri, "Code.ZipFile").await?;
+                let layer_bytes: u64 = current.latest.layers.iter().map(|l| l.unzipped_size).sum();
+                let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
+                let code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };
+                (Some(zip), code, None)
+            }
+        };
 
         let guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         check_revision(req.revision_id.as_deref(), &f.latest.revision_id)?;
         self.check_settled(&f)?;
         let mut latest = f.latest.clone();
-        latest.code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };
+        latest.code = code;
+        if image.is_some() {
+            latest.image = image;
+        }
         if let Some(a) = req.architectures {
             latest.architectures = a;
         }
+        latest.check_package().map_err(rule)?;
         if req.dry_run {
             return Ok(latest);
         }
         latest.revision_id = new_revision();
         latest.last_modified_ms = now_ms();
         latest.lifecycle = Lifecycle::Updating;
-        self.blobs.put(zip).await?;
+        if let Some(zip) = zip {
+            self.blobs.put(zip).await?;
+        }
         f.latest = latest;
         let result = if req.publish {
             self.publish_locked(&mut f, None).await?
@@ -404,4 +435,9 @@ impl Control {
 /// `CodeSha256` as AWS reports it: base64 of the raw digest.
 pub fn code_sha256_b64(hex_digest: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_digest).unwrap_or_default())
+}
+
+/// An image function's `CodeSha256`: its manifest digest, as AWS reports it.
+fn image_code_sha(image: &nimbus_core::function::FunctionImage) -> String {
+    image.digest.trim_start_matches("sha256:").to_string()
 }

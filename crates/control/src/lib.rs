@@ -14,6 +14,7 @@ mod code;
 mod codesigning;
 mod destinations;
 mod functions;
+mod images;
 mod invoke;
 mod layers;
 mod lifecycle;
@@ -33,6 +34,7 @@ use tokio::sync::{Mutex, MutexGuard};
 pub use code::{CodeObjectError, CodeObjects, S3Code};
 pub use codesigning::CodeSigningInput;
 pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
+pub use images::{FoundImage, ImageLookupError, ImageResolver};
 pub use invoke::{InvokeRequest, Invoked, Prepared};
 pub use layers::{NewLayerPermission, NewLayerVersion};
 pub use nimbus_worker::{StreamSink, Streamed};
@@ -128,6 +130,8 @@ pub struct Control {
     code_objects: Option<Arc<dyn CodeObjects>>,
     /// Where queue destinations and dead-letter queues are delivered.
     queues: Option<Arc<nimbus_queues::Queues>>,
+    /// Where `Code.ImageUri` is looked up; `None` without a registry.
+    images: Option<Arc<dyn ImageResolver>>,
 }
 
 impl Control {
@@ -152,6 +156,7 @@ impl Control {
             recorder,
             code_objects: None,
             queues: None,
+            images: None,
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;

@@ -91,6 +91,74 @@ pub struct RuntimeManagement {
     pub runtime_version_arn: Option<String>,
 }
 
+/// `ImageConfig`: what a function overrides of its image's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ImageOverrides {
+    pub entry_point: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub working_directory: Option<String>,
+}
+
+impl ImageOverrides {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// One layer of a function's image, as the image store unpacks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageLayer {
+    pub digest: String,
+    pub media_type: String,
+    /// The blob in the registry's content-addressed store.
+    pub path: String,
+    /// The sha256 of the uncompressed tar (`rootfs.diff_ids`).
+    pub diff_id: String,
+}
+
+/// A container-image function's image: the tag resolved to a manifest
+/// digest when the code was deployed (later pushes to the tag change
+/// nothing until the next UpdateFunctionCode, as on AWS), with what the
+/// image's config says about running it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FunctionImage {
+    /// `Code.ImageUri` as given.
+    pub uri: String,
+    /// `<registry>/<repository>@sha256:…`.
+    pub resolved_uri: String,
+    /// The manifest digest (`sha256:…`).
+    pub digest: String,
+    pub overrides: ImageOverrides,
+    /// The image config's `Entrypoint`, `Cmd`, `WorkingDir` and `Env` (`K=V`).
+    pub entry_point: Vec<String>,
+    pub command: Vec<String>,
+    pub working_directory: String,
+    pub env: Vec<String>,
+    /// Bottom first.
+    pub layers: Vec<ImageLayer>,
+}
+
+impl FunctionImage {
+    /// What runs: ENTRYPOINT then CMD, each replaced by its ImageConfig
+    /// override when there is one.
+    pub fn argv(&self) -> Vec<String> {
+        let o = &self.overrides;
+        let entry = o.entry_point.as_ref().unwrap_or(&self.entry_point);
+        let command = o.command.as_ref().unwrap_or(&self.command);
+        entry.iter().chain(command).cloned().collect()
+    }
+
+    /// Where it runs: the override, else the image's `WORKDIR`, else `/`.
+    pub fn working_directory(&self) -> String {
+        let dir = self.overrides.working_directory.clone().unwrap_or_else(|| self.working_directory.clone());
+        if dir.is_empty() {
+            "/".into()
+        } else {
+            dir
+        }
+    }
+}
+
 /// One configuration of a function: `$LATEST` or a published version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionConfig {
@@ -122,6 +190,9 @@ pub struct FunctionConfig {
     /// `None` is AWS's default, `Auto`.
     #[serde(default)]
     pub runtime_management: Option<RuntimeManagement>,
+    /// `PackageType: Image`: the image, pinned to a digest at deploy time.
+    #[serde(default)]
+    pub image: Option<FunctionImage>,
 }
 
 impl FunctionConfig {
@@ -156,6 +227,7 @@ impl FunctionConfig {
             lifecycle: Lifecycle::Creating,
             vpc: None,
             runtime_management: None,
+            image: None,
         }
     }
 
@@ -179,6 +251,16 @@ impl FunctionConfig {
     }
 
     pub fn check_package(&self) -> Result<()> {
+        if self.package_type == "Image" {
+            if self.runtime.is_some() || self.handler.is_some() || !self.layers.is_empty() {
+                return Err(Error::invalid(
+                    "Runtime, Handler and Layers are not supported for functions with package type Image.",
+                ));
+            }
+            if self.architectures.iter().any(|a| a != "x86_64") {
+                return Err(Error::invalid("Nimbus runs images for the x86_64 architecture only."));
+            }
+        }
         if self.package_type == "Zip" && (self.runtime.is_none() || self.handler.is_none()) {
             return Err(Error::invalid(
                 "Runtime and Handler are mandatory parameters for functions created with deployment packages.",
@@ -216,6 +298,8 @@ pub struct ConfigPatch {
     pub file_systems: Option<Vec<String>>,
     /// `SnapStart.ApplyOn`.
     pub snap_start: Option<String>,
+    /// `ImageConfig`, for a container-image function.
+    pub image_config: Option<ImageOverrides>,
 }
 
 impl ConfigPatch {
@@ -224,6 +308,13 @@ impl ConfigPatch {
     /// the model and `service_rules` already. Layers are left to the caller.
     /// On error `cfg` may be partly changed: apply to a copy.
     pub fn apply(&self, cfg: &mut FunctionConfig, catalog: &Catalog) -> Result<()> {
+        if let Some(overrides) = &self.image_config {
+            let image = cfg
+                .image
+                .as_mut()
+                .ok_or_else(|| Error::invalid("ImageConfig is not supported for functions with package type Zip."))?;
+            image.overrides = overrides.clone();
+        }
         if let Some(r) = &self.runtime {
             catalog.check(r)?;
             cfg.runtime = Some(r.clone());

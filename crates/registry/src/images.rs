@@ -157,7 +157,7 @@ impl Registry {
                     .delete_manifest(repository, &d.to_string())
                     .await?
                     .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repository}@{d}")))?;
-                self.collect(released).await?;
+                self.collect(repository, released).await?;
             }
         }
         Ok(())
@@ -190,7 +190,7 @@ impl Registry {
             .delete_manifest(repository, &digest)
             .await?
             .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repository}@{digest}")))?;
-        self.collect(released).await?;
+        self.collect(repository, released).await?;
         Ok(digest)
     }
 

@@ -238,18 +238,18 @@ impl Registry {
                 Err(RegistryError::RepositoryNotEmpty { name: name.into(), registry: self.account.id.clone() })
             }
             RepositoryDelete::Deleted { repository, released } => {
-                self.collect(released).await?;
+                self.collect(name, released).await?;
                 Ok(repository)
             }
         }
     }
 
     /// Garbage collection: removes blobs no manifest refers to that were
-    /// `released` by a deletion (or have been unreferenced for
-    /// [`UNREFERENCED_GRACE`]), sparing what [`ImageUsers`] hold and
-    /// anything committed after the collection started. Returns how many
-    /// blobs went.
-    pub async fn collect(&self, released: Vec<String>) -> Result<usize> {
+    /// `released` by a deletion in `repository` and are in no other
+    /// repository (or have been unreferenced for [`UNREFERENCED_GRACE`]),
+    /// sparing what [`ImageUsers`] hold and anything committed after the
+    /// collection started. Returns how many blobs went.
+    pub async fn collect(&self, repository: &str, released: Vec<String>) -> Result<usize> {
         let started_ms = now_ms();
         let users = self.users.read().unwrap_or_else(|e| e.into_inner()).clone();
         let in_use = match users {
@@ -262,6 +262,7 @@ impl Registry {
             started_ms,
             stale_before_ms: started_ms - UNREFERENCED_GRACE.as_millis() as i64,
             released: released.into_iter().collect(),
+            repository: repository.to_string(),
             keep,
         };
         let gone = self.meta.collect_blobs(&c).await?;

@@ -128,15 +128,17 @@ async fn manifests_resolve_and_collect() {
     // Released: the next collection takes them; the blob of another image stays.
     let (_, _, l2) = push_image(&r, "other", "latest", b"layer two").await;
     r.set_users(Arc::new(Holding(HashSet::new())));
-    r.collect(vec![m1.clone(), c1.clone(), l1.clone()]).await.unwrap();
+    r.collect("team/app", vec![m1.clone(), c1.clone(), l1.clone()]).await.unwrap();
     assert!(!img.layers[0].path.exists());
     assert!(r.resolve("127.0.0.1:1/other").await.unwrap().layers[0].path.exists());
     assert!(r.stat_blob("other", &l2).await.is_ok());
     assert!(matches!(r.delete_repository("other", false).await, Err(RegistryError::RepositoryNotEmpty { .. })));
     r.delete_repository("other", true).await.unwrap();
     let left: usize = walk(&dir.path().join("registry/blobs"));
-    // Only team/app's empty config ("{}") from the refused push remains, within its grace.
-    assert_eq!(left, 1);
+    // What team/app still holds without a manifest stays for its grace: the
+    // empty config ("{}") of the refused push, and c1, pushed there too.
+    assert_eq!(left, 2);
+    assert!(r.stat_blob("team/app", &c1).await.is_ok());
 }
 
 fn walk(p: &std::path::Path) -> usize {
@@ -160,4 +162,26 @@ async fn a_crash_leaves_no_partial_blob() {
     assert!(!path.exists());
     assert_eq!(std::fs::read_dir(dir.path().join("registry/uploads")).unwrap().count(), 0);
     assert!(matches!(r.upload_size("app", &id).await, Err(RegistryError::BlobUploadUnknown)));
+}
+
+#[tokio::test]
+async fn collection_spares_pushes_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path()).await;
+    r.create_repository("app", "MUTABLE", false, BTreeMap::new()).await.unwrap();
+    // A push that has uploaded a blob but not yet its manifest, and one still uploading.
+    let early = r.put_blob("app", &Algorithm::Sha256.digest(b"early").to_string(), body(&[b"early"])).await.unwrap();
+    let id = r.start_upload("app").await.unwrap();
+    r.append("app", &id, None, body(&[b"still "])).await.unwrap();
+    // Even a collection told the blob was released spares one committed after it started.
+    let late_digest = Algorithm::Sha256.digest(b"late").to_string();
+    let collecting = r.collect("app", vec![late_digest.clone()]);
+    let (collected, late) = tokio::join!(collecting, r.put_blob("app", &late_digest, body(&[b"late"])));
+    assert_eq!(collected.unwrap(), 0);
+    late.unwrap();
+    assert_eq!(r.stat_blob("app", &early.to_string()).await.unwrap(), 5);
+    let whole = Algorithm::Sha256.digest(b"still going").to_string();
+    r.finish_upload("app", &id, &whole, None, body(&[b"going"])).await.unwrap();
+    assert_eq!(r.stat_blob("app", &whole).await.unwrap(), 11);
+    assert_eq!(r.stat_blob("app", &late_digest).await.unwrap(), 4);
 }

@@ -62,13 +62,15 @@ impl Registry {
         }
     }
 
-    /// Removes a blob from the repository; the bytes go once nothing refers to them.
+    /// Removes a blob from the repository; the bytes go if no manifest
+    /// and no other repository has them.
     pub async fn delete_blob(&self, repository: &str, digest: &str) -> Result<()> {
         self.repository(repository).await?;
-        let d: Digest = digest.parse()?;
-        if !self.meta.unlink_blob(repository, &d.to_string()).await? {
+        let d = digest.parse::<Digest>()?.to_string();
+        if !self.meta.unlink_blob(repository, &d).await? {
             return Err(RegistryError::BlobUnknown(digest.into()));
         }
+        self.collect(repository, vec![d]).await?;
         Ok(())
     }
 

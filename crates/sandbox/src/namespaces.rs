@@ -14,6 +14,12 @@
 //!    becomes an unprivileged user with `no_new_privs`, installs the
 //!    seccomp filter, sets AWS's resource limits, and executes the program.
 //!
+//! For a container image, stage two's root is instead the image's flattened
+//! root (read-only; `nimbus-images` made its mount points), with the same
+//! fresh `/proc`, minimal `/dev` and private `/tmp` slot; the function runs
+//! in a user namespace of its own as root there, which is the sandbox's
+//! unprivileged user on the host.
+//!
 //! The root is Amazon Linux's where it shows: `/bin/sh` is bash (Debian's
 //! is dash, and shell bootstraps written for Lambda use bash features), and
 //! a process may open 1,024 files.
@@ -45,6 +51,11 @@ pub struct Spec {
     pub shared: Vec<(PathBuf, PathBuf)>,
     pub uid: u32,
     pub gid: u32,
+    /// A container image's flattened root: the sandbox's root instead of
+    /// the host's `/usr` (and `runtime`, `shared` and the task and opt
+    /// slots are not used).
+    #[serde(default)]
+    pub image: Option<PathBuf>,
     /// Program and arguments, as seen inside the sandbox. Empty: read them
     /// (with the environment) from stdin, one JSON [`Launch`] line, just
     /// before executing.
@@ -67,6 +78,9 @@ pub struct Launch {
     #[serde(default)]
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The working directory (default `/var/task`); an image's `WORKDIR`.
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 /// The three mount points a sandbox's function-specific parts arrive on.
@@ -254,11 +268,100 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 
 /// Stage two: PID 1 of the new PID namespace. Only returns on error.
 pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
-    let r = &spec.root;
     // Slaves of the host, so that what the worker mounts on the slots later
     // propagates in; every bind but the slots' is made private below.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
         .map_err(|e| io(e, "slave /"))?;
+    match &spec.image {
+        Some(image) => image_root(spec, image)?,
+        None => host_root(spec)?,
+    }
+    nix::unistd::sethostname("nimbus").map_err(|e| io(e, "hostname"))?;
+
+    // Every capability goes: the bounding and ambient sets here (dropping
+    // from the bounding set needs CAP_SETPCAP, so before the uid change),
+    // the rest with the uid change; `no_new_privs` keeps them gone.
+    drop_capabilities()?;
+    let gid = nix::unistd::Gid::from_raw(spec.gid);
+    nix::unistd::setgroups(&[gid]).map_err(|e| io(e, "setgroups"))?;
+    nix::unistd::setgid(gid).map_err(|e| io(e, "setgid"))?;
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(spec.uid)).map_err(|e| io(e, "setuid"))?;
+    if spec.image.is_some() {
+        image_user(spec)?;
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| io(e, "no_new_privs"))?;
+    // After the credential change (which clears it): die with stage one.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
+        .map_err(|e| io(e, "open files limit"))?;
+
+    let (argv, env, cwd) = if spec.argv.is_empty() {
+        // Made ahead: wait for the function, then run its bootstrap.
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
+        let launch: Launch = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        // An image's entrypoint may be a bare name, looked up on its PATH.
+        let program = match launch.programs.as_slice() {
+            [one] => one.clone(),
+            _ => launch.programs.into_iter().find(|p| Path::new(p).is_file()).unwrap_or_default(),
+        };
+        // The function's code gets no channel to the worker.
+        nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
+        (std::iter::once(program).chain(launch.args).collect(), launch.env, launch.cwd)
+    } else {
+        (spec.argv.clone(), spec.env.clone(), None)
+    };
+    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
+    let cwd = cwd.unwrap_or_else(|| "/var/task".into());
+    let err = std::process::Command::new(program).args(args).env_clear().envs(env).current_dir(cwd).exec();
+    Err(err)
+}
+
+/// The image's root, read-only, with the sandbox's `/tmp`, `/dev` and
+/// `/proc` on the mount points the image store made in it; pivots into it.
+fn image_root(spec: &Spec, image: &Path) -> std::io::Result<()> {
+    let r = &spec.root;
+    bind_ro(image, r)?;
+    mount(
+        Some(spec.slots.tmp.as_path()),
+        &r.join("tmp"),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| io(e, "slot /tmp"))?;
+    dev_and_proc(r)?;
+    // The root is read-only, so no directory for the old one: it is
+    // stacked under the new one and detached.
+    std::env::set_current_dir(r)?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| io(e, "pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| io(e, "detach old root"))?;
+    std::env::set_current_dir("/")
+}
+
+/// After the switch to the sandbox's user: a user namespace in which that
+/// user is root (the image's files and `USER`-less entrypoints expect it),
+/// with no capability that survives the exec.
+fn image_user(spec: &Spec) -> std::io::Result<()> {
+    // The uid change made /proc/self root's; the maps below are written as us.
+    nix::sys::prctl::set_dumpable(true).map_err(|e| io(e, "dumpable"))?;
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| io(e, "unshare user"))?;
+    std::fs::write("/proc/self/uid_map", format!("0 {} 1", spec.uid))?;
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/gid_map", format!("0 {} 1", spec.gid))?;
+    // Full capabilities in the new namespace until here: root's exec would
+    // keep the bounding set's, so it is emptied too.
+    drop_capabilities()?;
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| std::io::Error::other(format!("dropping capabilities: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The host's root as the zip runtimes see it; pivots into it.
+fn host_root(spec: &Spec) -> std::io::Result<()> {
+    let r = &spec.root;
     mount(Some("tmpfs"), r, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=1m,mode=755"))
         .map_err(|e| io(e, "root tmpfs"))?;
     for d in HOST_DIRS {
@@ -305,6 +408,21 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         mount(Some(slot.as_path()), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .map_err(|e| io(e, &format!("slot {}", slot.display())))?;
     }
+    dev_and_proc(r)?;
+
+    let old = r.join(".old");
+    std::fs::create_dir_all(&old)?;
+    nix::unistd::pivot_root(r, &old).map_err(|e| io(e, "pivot_root"))?;
+    std::env::set_current_dir("/")?;
+    umount2("/.old", MntFlags::MNT_DETACH).map_err(|e| io(e, "detach old root"))?;
+    std::fs::remove_dir("/.old")?;
+    // The root itself becomes read-only; /tmp stays writable.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+        .map_err(|e| io(e, "read-only root"))
+}
+
+/// A minimal `/dev` (a few host nodes on a tmpfs) and a fresh `/proc` under `r`.
+fn dev_and_proc(r: &Path) -> std::io::Result<()> {
     let dev = r.join("dev");
     std::fs::create_dir_all(&dev)?;
     mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=755"))
@@ -326,47 +444,5 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| io(e, "/proc"))?;
-
-    let old = r.join(".old");
-    std::fs::create_dir_all(&old)?;
-    nix::unistd::pivot_root(r, &old).map_err(|e| io(e, "pivot_root"))?;
-    std::env::set_current_dir("/")?;
-    umount2("/.old", MntFlags::MNT_DETACH).map_err(|e| io(e, "detach old root"))?;
-    std::fs::remove_dir("/.old")?;
-    // The root itself becomes read-only; /tmp stays writable.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
-        .map_err(|e| io(e, "read-only root"))?;
-    nix::unistd::sethostname("nimbus").map_err(|e| io(e, "hostname"))?;
-
-    // Every capability goes: the bounding and ambient sets here (dropping
-    // from the bounding set needs CAP_SETPCAP, so before the uid change),
-    // the rest with the uid change; `no_new_privs` keeps them gone.
-    drop_capabilities()?;
-    let gid = nix::unistd::Gid::from_raw(spec.gid);
-    nix::unistd::setgroups(&[gid]).map_err(|e| io(e, "setgroups"))?;
-    nix::unistd::setgid(gid).map_err(|e| io(e, "setgid"))?;
-    nix::unistd::setuid(nix::unistd::Uid::from_raw(spec.uid)).map_err(|e| io(e, "setuid"))?;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| io(e, "no_new_privs"))?;
-    // After the credential change (which clears it): die with stage one.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
-    crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
-        .map_err(|e| io(e, "open files limit"))?;
-
-    let (argv, env) = if spec.argv.is_empty() {
-        // Made ahead: wait for the function, then run its bootstrap.
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
-        let launch: Launch = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-        let program = launch.programs.into_iter().find(|p| Path::new(p).is_file()).unwrap_or_default();
-        // The function's code gets no channel to the worker.
-        nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
-        (std::iter::once(program).chain(launch.args).collect(), launch.env)
-    } else {
-        (spec.argv.clone(), spec.env.clone())
-    };
-    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
-    let err = std::process::Command::new(program).args(args).env_clear().envs(env).current_dir("/var/task").exec();
-    Err(err)
+    .map_err(|e| io(e, "/proc"))
 }

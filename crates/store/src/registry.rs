@@ -90,6 +90,9 @@ pub struct Collect {
     pub stale_before_ms: i64,
     /// Blobs the deletion that started this collection released.
     pub released: HashSet<String>,
+    /// The repository of that deletion: a released blob still in another
+    /// repository (pushed there, its manifest not yet) stays.
+    pub repository: String,
     /// Blobs someone else holds (functions, tasks).
     pub keep: HashSet<String>,
 }
@@ -474,8 +477,19 @@ impl RegistryMeta for SqliteMetadata {
         for row in rows {
             let digest: String = row.get("digest");
             let touched: i64 = row.get("touched_ms");
-            if c.keep.contains(&digest) || (touched >= c.stale_before_ms && !c.released.contains(&digest)) {
+            let stale = touched < c.stale_before_ms;
+            if c.keep.contains(&digest) || (!stale && !c.released.contains(&digest)) {
                 continue;
+            }
+            if !stale {
+                let elsewhere = sqlx::query("SELECT 1 FROM registry_repo_blobs WHERE digest = ? AND repository != ?")
+                    .bind(&digest)
+                    .bind(&c.repository)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if elsewhere.is_some() {
+                    continue;
+                }
             }
             for sql in
                 ["DELETE FROM registry_blobs WHERE digest = ?", "DELETE FROM registry_repo_blobs WHERE digest = ?"]
@@ -574,6 +588,9 @@ mod tests {
         for (d, t) in [("sha256:l1", 1), ("sha256:l2", 1), ("sha256:old", 1), ("sha256:new", 50), ("sha256:kept", 1)] {
             meta.commit_blob("a", d, 1, t).await.unwrap();
         }
+        // Pushed to b as well, whose manifest has not come yet.
+        meta.commit_blob("a", "sha256:pending", 1, 10).await.unwrap();
+        meta.commit_blob("b", "sha256:pending", 1, 10).await.unwrap();
         assert_eq!(meta.mount_blob("a", "b", "sha256:l2", 1).await.unwrap(), Some(1));
         meta.put_manifest(&manifest("a", "sha256:m1", &["sha256:l1", "sha256:l2"], Some("x"))).await.unwrap();
         meta.put_manifest(&manifest("b", "sha256:m2", &["sha256:l2"], None)).await.unwrap();
@@ -582,13 +599,15 @@ mod tests {
         let c = Collect {
             started_ms: 40,
             stale_before_ms: 2,
-            released: released.into_iter().collect(),
+            released: released.into_iter().chain(["sha256:pending".to_string()]).collect(),
+            repository: "a".into(),
             keep: HashSet::from(["sha256:kept".to_string()]),
         };
         let mut gone = meta.collect_blobs(&c).await.unwrap();
         gone.sort();
         // l2 is still referenced by b's manifest, new was committed after
-        // the collection started, kept is held by someone else.
+        // the collection started, kept is held by someone else, pending is
+        // in b too.
         assert_eq!(gone, ["sha256:l1", "sha256:m1", "sha256:old"]);
         assert_eq!(meta.repo_blob("a", "sha256:l1").await.unwrap(), None);
         assert_eq!(meta.repo_blob("b", "sha256:l2").await.unwrap(), Some(1));

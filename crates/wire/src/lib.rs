@@ -101,6 +101,21 @@ wire!(CodeSigningPolicies {
     pub untrusted_artifact_on_deployment: Option<String>,
 });
 
+wire!(
+    /// A container-image function's overrides of its image's config.
+    ImageConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+});
+wire!(ImageConfigResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_config: Option<ImageConfig>,
+});
+
 // ---------- requests ----------
 
 wire!(FunctionCode {
@@ -131,6 +146,7 @@ wire!(
     pub vpc_config: Option<VpcConfig>,
     pub file_system_configs: Option<Vec<FileSystemConfig>>,
     pub snap_start: Option<SnapStart>,
+    pub image_config: Option<ImageConfig>,
 });
 
 wire!(CreateFunctionRequest {
@@ -332,12 +348,19 @@ wire!(FunctionConfiguration {
     pub snap_start: SnapStartResponse,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_version_config: Option<RuntimeVersionConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_config_response: Option<ImageConfigResponse>,
     pub logging_config: LoggingConfig,
 });
 
 wire!(FunctionCodeLocation {
     pub repository_type: String,
-    pub location: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_image_uri: Option<String>,
 });
 
 wire!(Concurrency {

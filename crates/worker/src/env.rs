@@ -31,6 +31,9 @@ pub struct Base {
     /// Shared host mount points a sandbox binds read-only, `(host, inside)`:
     /// the runtime's SDK, published on them once installed.
     pub shared: Vec<(PathBuf, PathBuf)>,
+    /// A container image's flattened root: the environment runs the
+    /// image's entrypoint there instead of a runtime.
+    pub image: Option<PathBuf>,
 }
 
 impl Base {
@@ -462,10 +465,22 @@ const XRAY_DAEMON: (&str, &str) = ("127.0.0.1", "2000");
 /// The function's whole environment, as AWS sets it: the platform's
 /// variables, then the function's own (which may change the unreserved
 /// ones, such as `PATH`; the API refuses the reserved ones).
+///
+/// An image's own `Env` comes first, over a runtime's defaults, then the
+/// platform's variables (its `LAMBDA_TASK_ROOT` and `LD_LIBRARY_PATH` win
+/// over the platform's guesses), then the function's.
 fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) -> Vec<(String, String)> {
     let c = &spec.config;
     let mut env: std::collections::BTreeMap<String, String> = base_environment(&spec.base, paths).into_iter().collect();
+    let image = c.image.as_ref();
     let task_root = paths.task_root.clone();
+    let image_env: std::collections::BTreeMap<String, String> = image
+        .iter()
+        .flat_map(|i| &i.env)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(image_env.clone());
     let mut set = |k: &str, v: String| {
         env.insert(k.to_string(), v);
     };
@@ -474,7 +489,12 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
         set(k, format!("{v}:{task_root}"));
     }
     set("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:{task_root}:{task_root}/lib:/opt/lib"));
-    set("_HANDLER", c.handler.clone().unwrap_or_default());
+    // An image's handler is its CMD's first word (awslambdaric's argument).
+    let handler = match image {
+        Some(i) => i.overrides.command.as_ref().unwrap_or(&i.command).first().cloned(),
+        None => c.handler.clone(),
+    };
+    set("_HANDLER", handler.unwrap_or_default());
     set("LAMBDA_TASK_ROOT", task_root);
     set("AWS_REGION", spec.base.region.clone());
     set("AWS_DEFAULT_REGION", spec.base.region.clone());
@@ -503,8 +523,16 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     set("AWS_ACCESS_KEY_ID", spec.keys.access_key_id.clone());
     set("AWS_SECRET_ACCESS_KEY", spec.keys.secret_access_key.clone());
     set("AWS_SESSION_TOKEN", spec.keys.session_token.clone());
-    if let Some(r) = c.runtime.as_deref().filter(|r| !r.starts_with("provided")) {
+    if image.is_some() {
+        set("AWS_EXECUTION_ENV", "AWS_Lambda_Image".into());
+    } else if let Some(r) = c.runtime.as_deref().filter(|r| !r.starts_with("provided")) {
         set("AWS_EXECUTION_ENV", format!("AWS_Lambda_{r}"));
+    }
+    // The platform's guesses at the image's layout yield to what it says.
+    for k in ["LD_LIBRARY_PATH", "LAMBDA_TASK_ROOT"] {
+        if let Some(v) = image_env.get(k) {
+            env.insert(k.into(), v.clone());
+        }
     }
     for (k, v) in c.environment.iter().flatten() {
         env.insert(k.clone(), v.clone());
@@ -574,6 +602,8 @@ impl Env {
         // (or exec wrapper), which it runs with its function's environment.
         let (program, args): (String, Vec<String>) = match (runtime_command(base, &paths), &wrapper) {
             (Some(_), Some(_)) if base.sandbox.is_some() => (String::new(), vec![]),
+            // An image's entrypoint arrives with its function (it may differ per function).
+            _ if base.image.is_some() => (String::new(), vec![]),
             (Some(argv), Some(w)) => (w.clone(), argv),
             (Some(mut argv), None) => {
                 let program = argv.remove(0);
@@ -666,6 +696,7 @@ impl Env {
                     shared: base.shared.clone(),
                     uid: sb.uid,
                     gid: sb.gid,
+                    image: base.image.clone(),
                     argv: if program.is_empty() {
                         vec![]
                     } else {
@@ -832,14 +863,25 @@ impl Env {
         }
         self.log_stream = log_stream_name(&c.version);
         let wrapper = exec_wrapper(spec);
-        let (programs, args) = match (&wrapper, runtime_command(&spec.base, &paths)) {
-            (Some(w), Some(argv)) => (vec![w.clone()], argv),
-            _ => (vec!["/var/task/bootstrap".into(), "/opt/bootstrap".into()], vec![]),
+        let image = c.image.as_ref().filter(|_| spec.base.image.is_some());
+        let (programs, args, cwd) = match (image, &wrapper, runtime_command(&spec.base, &paths)) {
+            (Some(image), _, _) => {
+                let mut argv = image.argv();
+                if argv.is_empty() {
+                    self.retire().await;
+                    return Err(Error::InvalidEntrypoint("The image has no ENTRYPOINT or CMD to run.".into()));
+                }
+                let program = argv.remove(0);
+                (vec![program], argv, Some(image.working_directory()))
+            }
+            (None, Some(w), Some(argv)) => (vec![w.clone()], argv, None),
+            _ => (vec!["/var/task/bootstrap".into(), "/opt/bootstrap".into()], vec![], None),
         };
         let launch = nimbus_sandbox::namespaces::Launch {
             programs,
             args,
             env: environment(spec, &paths, &self.runtime_api, &self.log_stream),
+            cwd,
         };
         let mut line = serde_json::to_vec(&launch).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
@@ -851,7 +893,7 @@ impl Env {
         // Our own runtimes go on over the same socket (see channel.rs); a
         // custom runtime, or one behind a wrapper (started bare), is done
         // with it and uses the HTTP Runtime API.
-        if !spec.base.custom() && wrapper.is_none() {
+        if !spec.base.custom() && wrapper.is_none() && image.is_none() {
             let stream = control
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::UnixStream::from_std(control))
@@ -1141,6 +1183,7 @@ mod tests {
                 api_endpoint: "http://127.0.0.1:9070".into(),
                 sandbox: None,
                 shared: vec![],
+                image: None,
             },
             key: String::new(),
             config,

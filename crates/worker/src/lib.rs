@@ -161,6 +161,8 @@ pub struct Settings {
     /// The host's cache of the SDKs the managed runtimes ship (see
     /// `sdk.rs`); `None`: runtimes without them.
     pub sdk_dir: Option<PathBuf>,
+    /// The roots of container images (`PackageType: Image`).
+    pub images: Arc<nimbus_images::Images>,
 }
 
 pub struct Worker {
@@ -376,6 +378,7 @@ impl Worker {
             api_endpoint: self.settings.api_endpoint.clone(),
             sandbox: self.settings.sandbox.clone(),
             shared: self.sdk_mount(runtime).into_iter().collect(),
+            image: None,
         }
     }
 
@@ -401,6 +404,20 @@ impl Worker {
         invoked_arn: &str,
         init_type: &'static str,
     ) -> Result<env::Spec, Error> {
+        if config.image.is_some() {
+            let root = self.image_root(config).await?;
+            let mut base = self.base(config);
+            base.image = Some(root.clone());
+            return Ok(env::Spec {
+                base,
+                key: Self::key(config),
+                config: config.clone(),
+                code_dir: root,
+                keys: self.settings.credentials.issue(invoked_arn),
+                layers: None,
+                init_type,
+            });
+        }
         Ok(env::Spec {
             base: self.base(config),
             key: Self::key(config),
@@ -409,6 +426,30 @@ impl Worker {
             keys: self.settings.credentials.issue(invoked_arn),
             layers: self.layers_dir(config).await?,
             init_type,
+        })
+    }
+
+    /// The flattened root of an image function's image, unpacked once per digest.
+    async fn image_root(&self, config: &FunctionConfig) -> Result<PathBuf, Error> {
+        let image = config.image.as_ref().ok_or_else(|| Error::Internal("not an image function".into()))?;
+        if self.settings.sandbox.is_none() {
+            return Err(Error::Unavailable("Image functions need a sandbox (`--isolation namespaces`).".into()));
+        }
+        let layers: Vec<nimbus_images::Layer> = image
+            .layers
+            .iter()
+            .map(|l| nimbus_images::Layer {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                path: PathBuf::from(&l.path),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect();
+        // An image that cannot be unpacked is the function's failure, as an
+        // entrypoint that cannot start is; the node's own I/O errors are not.
+        self.settings.images.root(&image.digest, &layers).await.map_err(|e| match e {
+            nimbus_images::ImageError::Io(e) => Error::Internal(format!("unpacking the image: {e}")),
+            e => Error::InvalidEntrypoint(format!("The image cannot be used: {e}")),
         })
     }
 
@@ -635,8 +676,11 @@ impl Invoker for Worker {
                 if let Some(old) = self.pool.reclaim_for_memory() {
                     tokio::spawn(old.retire());
                 }
-                let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
-                match self.start(spec).instrument(tracing::debug_span!("cold_start")).await {
+                let started = async {
+                    let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
+                    self.start(spec).instrument(tracing::debug_span!("cold_start")).await
+                };
+                match started.await {
                     Ok(e) => (e, true),
                     Err(Error::InvalidEntrypoint(message)) => {
                         tracing::warn!(function = %inv.config.name, request_id = %inv.request_id, %message, "the runtime could not start");
@@ -652,6 +696,12 @@ impl Invoker for Worker {
     }
 
     async fn prepare(&self, config: &FunctionConfig) {
+        if config.image.is_some() {
+            if let Err(e) = self.image_root(config).await {
+                tracing::warn!(function = %config.name, error = %e, "cannot unpack the function's image ahead");
+            }
+            return;
+        }
         let ready = async {
             self.code_dir(config).await?;
             self.layers_dir(config).await

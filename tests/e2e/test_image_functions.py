@@ -1,0 +1,224 @@
+"""Container-image functions (`PackageType: Image`): images built here
+with the recipes of examples/container-images (no image is downloaded),
+pushed to Nimbus's registry with skopeo, deployed with boto3 and invoked.
+
+The Python image takes a Debian root from mmdebstrap (about two minutes),
+so it is built once per session."""
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ROLE, aws_client, unique_name
+from test_registry import LAYER_GZIP, OCI_CONFIG, OCI_MANIFEST, Registry, login, push_blob, sha256
+
+RECIPES = Path(__file__).resolve().parents[2] / "examples" / "container-images"
+PIP = "/work/venv/bin/pip" if Path("/work/venv/bin/pip").exists() else "pip3"
+
+
+def run(*args, env=None):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, **(env or {})))
+    assert r.returncode == 0, f"{args}: {r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+@pytest.fixture(scope="session")
+def layouts(tmp_path_factory):
+    """OCI layouts of the from-scratch images: busybox `v1`, the same with
+    another GREETING `v2`, and the Rust `lambda_runtime` example `rust`."""
+    d = tmp_path_factory.mktemp("images")
+    busybox = d / "busybox"
+    for tag in ("v1", "v2"):
+        run("sh", RECIPES / "build-busybox-image.sh", busybox, tag)
+    run("umoci", "config", "--image", f"{busybox}:v2", "--config.env", "GREETING=second")
+    rust = d / "rust"
+    run("sh", RECIPES / "build-rust-image.sh", os.environ["RUST_HELLO_BIN"], rust, "v1")
+    return {"busybox": busybox, "rust": rust}
+
+
+@pytest.fixture(scope="session")
+def python_layout(tmp_path_factory):
+    layout = tmp_path_factory.mktemp("python-image") / "python"
+    run("sh", RECIPES / "build-python-image.sh", layout, "v1", RECIPES / "python-app", env={"PIP": PIP})
+    return layout
+
+
+def host(server):
+    return f"127.0.0.1:{server.port}"
+
+
+def push(server, layout, tag, repo=None, dest_tag=None):
+    """Pushes `layout:tag` with skopeo into `repo` (created if new); returns the image URI."""
+    ecr = aws_client(server, "ecr")
+    if repo is None:
+        repo = unique_name("img").lower()
+        ecr.create_repository(repositoryName=repo)
+    uri = f"{host(server)}/{repo}:{dest_tag or tag}"
+    run("skopeo", "copy", "--dest-tls-verify=false", "--dest-creds", "AWS:" + login(server)[1],
+        f"oci:{layout}:{tag}", f"docker://{uri}")
+    return uri
+
+
+def create_image_function(lam, uri, **kw):
+    name = unique_name("imgfn")
+    lam.create_function(FunctionName=name, Role=ROLE, PackageType="Image", Code={"ImageUri": uri}, **kw)
+    return name
+
+
+def invoke(lam, name, event=None):
+    r = lam.invoke(FunctionName=name, Payload=json.dumps(event or {"n": 1}), LogType="Tail")
+    body = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, body
+    return body
+
+
+def test_an_image_runs_its_entrypoint_in_its_workdir_as_root_of_its_own_user_namespace(server, lam, layouts):
+    uri = push(server, layouts["busybox"], "v1")
+    name = create_image_function(lam, uri, Environment={"Variables": {"FROM_FUNCTION": "1"}})
+    got = lam.get_function(FunctionName=name)
+    code, cfg = got["Code"], got["Configuration"]
+    assert code["RepositoryType"] == "ECR" and code["ImageUri"] == uri and "Location" not in code
+    repo_host, digest = code["ResolvedImageUri"].split("@")
+    assert repo_host == uri.rsplit(":", 1)[0] and digest.startswith("sha256:")
+    assert cfg["PackageType"] == "Image" and "Runtime" not in cfg and "Handler" not in cfg
+    out = invoke(lam, name, {"hello": "image"})
+    assert out["event"] == {"hello": "image"}
+    assert (out["args"], out["cwd"], out["greeting"]) == ("default-cmd", "/app", "from-image")
+    assert out["exec_env"] == "AWS_Lambda_Image"
+    # Root inside (a user namespace: the sandbox's unprivileged user outside),
+    # on a read-only root with a private writable /tmp.
+    assert (out["uid"], out["root"], out["tmp"]) == ("0", "read-only", "writable")
+    # The function's variables win over the image's.
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"GREETING": "mine"}})
+    assert invoke(lam, name)["greeting"] == "mine"
+
+
+def test_image_config_overrides_entrypoint_command_and_workdir(server, lam, layouts):
+    uri = push(server, layouts["busybox"], "v1")
+    overrides = {"EntryPoint": ["/bin/sh", "/runtime.sh", "first"], "Command": ["second", "third"],
+                 "WorkingDirectory": "/bin"}
+    name = create_image_function(lam, uri, ImageConfig=overrides)
+    cfg = lam.get_function_configuration(FunctionName=name)
+    assert cfg["ImageConfigResponse"]["ImageConfig"] == overrides
+    out = invoke(lam, name)
+    assert (out["args"], out["cwd"]) == ("first second third", "/bin")
+    lam.update_function_configuration(FunctionName=name, ImageConfig={"Command": ["only"]})
+    out = invoke(lam, name)
+    assert (out["args"], out["cwd"]) == ("only", "/app")
+
+
+def test_a_tag_is_pinned_at_deploy_and_an_update_moves_to_the_new_digest(server, lam, layouts):
+    uri = push(server, layouts["busybox"], "v1")
+    repo = uri.split("/", 1)[1].split(":")[0]
+    name = create_image_function(lam, uri)
+    first = lam.get_function(FunctionName=name)["Code"]["ResolvedImageUri"]
+    before = invoke(lam, name)
+    assert before["greeting"] == "from-image"
+    # The tag moves; the function keeps the digest it was deployed with.
+    push(server, layouts["busybox"], "v2", repo=repo, dest_tag="v1")
+    assert invoke(lam, name)["env"] == before["env"]
+    assert lam.get_function(FunctionName=name)["Code"]["ResolvedImageUri"] == first
+    lam.update_function_code(FunctionName=name, ImageUri=uri)
+    second = lam.get_function(FunctionName=name)["Code"]["ResolvedImageUri"]
+    assert second != first
+    after = invoke(lam, name)
+    # A new environment of the new image: the old one was retired.
+    assert after["greeting"] == "second" and after["env"] != before["env"]
+    # The package type stays.
+    with pytest.raises(ClientError) as e:
+        lam.update_function_code(FunctionName=name, ZipFile=b"PK")
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValueException"
+
+
+def test_two_functions_on_one_image_share_one_read_only_root(server, lam, layouts):
+    uri = push(server, layouts["busybox"], "v1")
+    a, b = create_image_function(lam, uri), create_image_function(lam, uri)
+    digest = lam.get_function(FunctionName=a)["Code"]["ResolvedImageUri"].split("@sha256:")[1]
+    out_a, out_b = invoke(lam, a), invoke(lam, b)
+    assert out_a["env"] != out_b["env"] and out_a["root"] == out_b["root"] == "read-only"
+    roots = server.data_dir / "images" / "roots"
+    assert [p.name for p in roots.iterdir()].count(digest) == 1
+
+
+def test_a_rust_lambda_runtime_binary_image(server, lam, layouts):
+    name = create_image_function(lam, push(server, layouts["rust"], "v1"))
+    out = invoke(lam, name, {"k": "v"})
+    assert out["echo"] == {"k": "v"} and out["function"] == name
+
+
+def test_a_python_image_with_awslambdaric(server, lam, python_layout):
+    name = create_image_function(lam, push(server, python_layout, "v1"))
+    out = invoke(lam, name, {"name": "nimbus"})
+    assert out["hello"] == "nimbus" and out["exec_env"] == "AWS_Lambda_Image"
+    assert out["python"].startswith("3.") and len(out["request_id"]) == 36
+
+
+def test_images_not_in_the_registry_and_zip_settings_are_refused(server, lam, layouts):
+    uri = push(server, layouts["busybox"], "v1")
+    cases = [
+        ({"Code": {"ImageUri": f"{host(server)}/no-such-repo:v1"}},
+         f"Source image {host(server)}/no-such-repo:v1 does not exist. Provide a valid source image."),
+        ({"Code": {"ImageUri": uri.rsplit(':', 1)[0] + ":missing"}}, "does not exist"),
+        ({"Code": {"ImageUri": uri}, "Runtime": "python3.11", "Handler": "app.handler"}, "not supported"),
+        ({"Code": {"ImageUri": uri}, "Architectures": ["arm64"]}, "x86_64"),
+        ({"Code": {}}, "Please provide ImageUri"),
+    ]
+    for params, message in cases:
+        with pytest.raises(ClientError) as e:
+            lam.create_function(FunctionName=unique_name("bad"), Role=ROLE, PackageType="Image", **params)
+        err = e.value.response["Error"]
+        assert err["Code"] == "InvalidParameterValueException" and message in err["Message"], (params, err)
+
+
+def hostile_layer(name, kind=tarfile.REGTYPE, linkname=""):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        if kind == "symlink-then-file":
+            link = tarfile.TarInfo("esc")
+            link.type, link.linkname = tarfile.SYMTYPE, linkname
+            tar.addfile(link)
+            kind = tarfile.REGTYPE
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, linkname if kind == tarfile.LNKTYPE else ""
+        data = b"escaped"
+        info.size = len(data) if kind == tarfile.REGTYPE else 0
+        tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+def test_hostile_layers_never_escape_and_leave_nothing(server, lam, tmp_path):
+    victim = tmp_path / "outside"
+    victim.mkdir()
+    layers = [
+        hostile_layer("../../../../../../../../" + str(victim / "dotdot").lstrip("/")),
+        hostile_layer("esc/through-link", "symlink-then-file", linkname=str(victim)),
+        hostile_layer("hard", tarfile.LNKTYPE, linkname="../../../../../../../etc/passwd"),
+    ]
+    reg = Registry(server)
+    repo = unique_name("hostile").lower()
+    aws_client(server, "ecr").create_repository(repositoryName=repo)
+    for i, layer in enumerate(layers):
+        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/x"]},
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "digest": push_blob(reg, repo, config), "size": len(config)},
+                    "layers": [{"mediaType": LAYER_GZIP, "digest": push_blob(reg, repo, layer), "size": len(layer)}]}
+        body = json.dumps(manifest).encode()
+        assert reg.put(f"{repo}/manifests/h{i}", data=body,
+                       headers={"Content-Type": OCI_MANIFEST}).status_code == 201
+        name = create_image_function(lam, f"{host(server)}/{repo}:h{i}")
+        r = lam.invoke(FunctionName=name, Payload=b"{}")
+        assert r.get("FunctionError") or r["StatusCode"] >= 500, r
+        images = server.data_dir / "images"
+        assert not (images / "roots" / sha256(body).split(":")[1]).exists()
+        staging = images / "staging"
+        assert not staging.exists() or list(staging.iterdir()) == []
+    assert list(victim.iterdir()) == []
