@@ -1,12 +1,18 @@
 """ECS with the Fargate launch type, through boto3's `ecs` client and the aws
 CLI (with its waiters): clusters, task definitions and their bad input,
 RunTask and the lifecycle of a task whose image cannot be pulled, ListTasks'
-default, tags, capacity failures, and a restart with kill -9."""
+default, tags, capacity failures, a restart with kill -9, and tasks that
+run: an HTTP server reachable on its port, two containers talking over
+localhost, an essential container's exit, StopTask. The image is the
+busybox recipe of examples/container-images (nothing is downloaded)."""
+
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
 from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, error_code, unique_name, wait_for
+from test_image_functions import RECIPES, push, run as sh
 from test_registry import Registry, new_repo, push_image
 
 # What the node offers tasks in these tests: 2 vCPU and 6 GiB.
@@ -273,3 +279,73 @@ def test_state_survives_kill_9(tmp_path):
         assert register(ecs, family)["revision"] == 2
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="module")
+def busybox(node, tmp_path_factory):
+    """The busybox image, pushed to the node; its URI."""
+    layout = tmp_path_factory.mktemp("ecs-images") / "busybox"
+    sh("sh", RECIPES / "build-busybox-image.sh", layout, "v1")
+    return push(node, layout, "v1")
+
+
+# A static page served by busybox's httpd, as PID 1 of the container.
+HTTPD = ["/bin/sh", "-c", "/bin/busybox mkdir -p /tmp/www && echo hello-from-task > /tmp/www/index.html"
+         " && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+
+
+def running(ecs, task_arn):
+    def up():
+        t = ecs.describe_tasks(tasks=[task_arn])["tasks"][0]
+        assert t["lastStatus"] != "STOPPED", t
+        return t if t["lastStatus"] == "RUNNING" else None
+    return wait_for(up, f"{task_arn} to run")
+
+
+def fetch(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+def test_a_web_server_task_answers_on_its_port_and_stops(node, ecs, busybox):
+    web = container(image=busybox, entryPoint=HTTPD, stopTimeout=2)
+    family = register(ecs, containers=[web])["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+    code, _, err = aws_json(node, "ecs", "wait", "tasks-running", "--tasks", arn)
+    assert code == 0, err
+    task = running(ecs, arn)
+    (binding,) = task["containers"][0]["networkBindings"]
+    assert binding["containerPort"] == 8080 and binding["bindIP"] == "127.0.0.1"
+    url = f"http://127.0.0.1:{binding['hostPort']}/index.html"
+    assert wait_for(lambda: _try(fetch, url), "the page") == "hello-from-task\n"
+    assert "startedAt" in task and task["containers"][0]["lastStatus"] == "RUNNING"
+    assert arn in ecs.list_tasks(family=family)["taskArns"]
+    ecs.stop_task(task=arn, reason="test over")
+    done = stopped(ecs, arn)
+    assert (done["stopCode"], done["stoppedReason"]) == ("UserInitiated", "test over")
+    assert done["containers"][0]["exitCode"] in (143, 137)
+    with pytest.raises(OSError):
+        fetch(url)
+
+
+def _try(f, *args):
+    try:
+        return f(*args)
+    except OSError:
+        return None
+
+
+def test_two_containers_share_localhost_and_an_essential_exit_stops_the_task(ecs, busybox):
+    web = container("web", image=busybox, entryPoint=HTTPD, stopTimeout=2)
+    # The probe fetches the page over the task's own loopback, then exits
+    # with 3: it is essential, so the task stops with it.
+    probe = {"name": "probe", "image": busybox, "entryPoint": ["/bin/sh", "-c",
+             "for i in 1 2 3 4 5 6 7 8 9 10; do /bin/busybox wget -q -O /tmp/got http://127.0.0.1:8080/index.html"
+             " && break; /bin/busybox sleep 0.2; done; cat /tmp/got; exit 3"]}
+    family = register(ecs, containers=[web, probe])["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+    done = stopped(ecs, arn)
+    assert done["stopCode"] == "EssentialContainerExited", done
+    assert done["stoppedReason"] == "Essential container in task exited"
+    exits = {c["name"]: c.get("exitCode") for c in done["containers"]}
+    assert exits["probe"] == 3 and exits["web"] in (143, 137), exits

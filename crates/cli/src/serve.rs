@@ -449,6 +449,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
     };
+    // ECS tasks run in the functions' kind of sandbox (none with process
+    // isolation). Under the worker's directory, so that the mounts a killed
+    // node left are cleared with the worker's at the next start.
+    let task_runtime = sandbox.as_ref().map(|sb| {
+        Arc::new(nimbus_containers::SandboxRuntime {
+            exe: sb.exe.clone(),
+            dir: data_dir.join("worker").join("tasks"),
+            cgroups: sb.cgroups.clone(),
+            cgroup_group: sb.cgroup_group.clone(),
+            uid: sb.uid,
+            gid: sb.gid,
+        }) as Arc<dyn nimbus_containers::runtime::TaskRuntime>
+    });
     // One image store per data directory: image functions' and tasks' roots.
     let image_store = Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default()));
     let worker = nimbus_worker::Worker::new(
@@ -516,7 +529,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
         let images = Arc::new(RegistryImages { registry: registry.clone(), images: image_store });
-        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, None, args.task_capacity())
+        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, task_runtime, args.task_capacity())
             .await
             .context("loading the ECS state")?;
         let api = Arc::new(

@@ -833,7 +833,7 @@ impl Ecs {
 
     /// Drives a started task until every container has exited: the first
     /// essential exit or a StopTask sends SIGTERM to the rest, and SIGKILL
-    /// follows after the longest `stopTimeout` of the task's containers.
+    /// follows after the longest `stopTimeout` of those still running.
     async fn run(&self, id: &str, mut running: Box<dyn RunningTask>, definitions: &[ContainerDefinition]) {
         let bindings: Vec<serde_json::Value> = running
             .endpoints()
@@ -852,20 +852,22 @@ impl Ecs {
             }
         })
         .await;
-        let grace = Duration::from_secs(
-            definitions.iter().map(|d| d.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT_S)).max().unwrap_or(30).into(),
-        );
-        // SIGTERM is sent once, then SIGKILL once at the deadline.
+        // SIGTERM is sent once, then SIGKILL once at the deadline: the
+        // largest stopTimeout of the containers still running then.
+        let mut alive: Vec<&ContainerDefinition> = definitions.iter().collect();
         let mut kill_at: Option<tokio::time::Instant> = None;
         let mut killed = false;
-        let stop = |running: &mut Box<dyn RunningTask>, kill_at: &mut Option<tokio::time::Instant>| {
+        let stop = |running: &mut Box<dyn RunningTask>,
+                    kill_at: &mut Option<tokio::time::Instant>,
+                    alive: &[&ContainerDefinition]| {
             if kill_at.is_none() {
+                let grace = alive.iter().map(|d| d.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT_S)).max().unwrap_or(0);
                 running.signal(StopSignal::Term);
-                *kill_at = Some(tokio::time::Instant::now() + grace);
+                *kill_at = Some(tokio::time::Instant::now() + Duration::from_secs(grace.into()));
             }
         };
         if self.desired_stopped(id).await {
-            stop(&mut running, &mut kill_at);
+            stop(&mut running, &mut kill_at, &alive);
         }
         loop {
             let deadline = async {
@@ -877,13 +879,14 @@ impl Ecs {
             tokio::select! {
                 exit = running.next_exit() => {
                     let Some(exit) = exit else { break };
+                    alive.retain(|d| d.name != exit.name);
                     let essential = definitions.iter().any(|d| d.name == exit.name && d.essential);
                     self.container_exited(id, &exit, essential).await;
                     if essential {
-                        stop(&mut running, &mut kill_at);
+                        stop(&mut running, &mut kill_at, &alive);
                     }
                 }
-                () = wake.notified() => stop(&mut running, &mut kill_at),
+                () = wake.notified() => stop(&mut running, &mut kill_at, &alive),
                 () = deadline => {
                     running.signal(StopSignal::Kill);
                     killed = true;

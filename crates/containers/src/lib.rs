@@ -12,6 +12,7 @@
 mod engine;
 pub mod rules;
 pub mod runtime;
+mod sandboxed;
 pub mod types;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use engine::{
     Capacity, DescribedTasks, Ecs, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask,
     RunTaskOutcome,
 };
+pub use sandboxed::SandboxRuntime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
