@@ -282,11 +282,16 @@ def test_state_survives_kill_9(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def busybox(node, tmp_path_factory):
-    """The busybox image, pushed to the node; its URI."""
+def busybox_layout(tmp_path_factory):
     layout = tmp_path_factory.mktemp("ecs-images") / "busybox"
     sh("sh", RECIPES / "build-busybox-image.sh", layout, "v1")
-    return push(node, layout, "v1")
+    return layout
+
+
+@pytest.fixture(scope="module")
+def busybox(node, busybox_layout):
+    """The busybox image, pushed to the node; its URI."""
+    return push(node, busybox_layout, "v1")
 
 
 # A static page served by busybox's httpd, as PID 1 of the container.
@@ -349,3 +354,28 @@ def test_two_containers_share_localhost_and_an_essential_exit_stops_the_task(ecs
     assert done["stoppedReason"] == "Essential container in task exited"
     exits = {c["name"]: c.get("exitCode") for c in done["containers"]}
     assert exits["probe"] == 3 and exits["web"] in (143, 137), exits
+
+
+def test_a_task_running_through_kill_9_is_reported_stopped(tmp_path, busybox_layout):
+    node = Server(tmp_path / "data", args=CAPACITY).start()
+    try:
+        ecs = aws_client(node, "ecs")
+        image = push(node, busybox_layout, "v1")
+        family = register(ecs, containers=[container(image=image, entryPoint=HTTPD, stopTimeout=2)])["family"]
+        arn = run(ecs, family)["tasks"][0]["taskArn"]
+        port = running(ecs, arn)["containers"][0]["networkBindings"][0]["hostPort"]
+        node.kill()
+        node.start()
+        ecs = aws_client(node, "ecs")
+        t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+        assert (t["lastStatus"], t["desiredStatus"], t["stopCode"]) == ("STOPPED", "STOPPED", "TerminationNotice")
+        assert "restarted" in t["stoppedReason"]
+        assert ecs.list_tasks()["taskArns"] == []
+        with pytest.raises(OSError):
+            fetch(f"http://127.0.0.1:{port}/index.html")
+        again = run(ecs, family)["tasks"][0]["taskArn"]
+        assert running(ecs, again)["lastStatus"] == "RUNNING"
+        ecs.stop_task(task=again)
+        stopped(ecs, again)
+    finally:
+        node.stop()
