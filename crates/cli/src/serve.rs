@@ -602,7 +602,6 @@ impl nimbus_containers::TaskImages for RegistryImages {
             cmd: config.cmd().clone().unwrap_or_default(),
             env: config.env().clone().unwrap_or_default(),
             working_dir: config.working_dir().clone(),
-            user: config.user().clone(),
         })
     }
 }

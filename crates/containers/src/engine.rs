@@ -255,10 +255,6 @@ impl Ecs {
         Ok(Self { inner: Arc::new(inner) })
     }
 
-    pub fn capacity(&self) -> Capacity {
-        self.inner.capacity
-    }
-
     fn arn(&self, resource: &str) -> String {
         format!("arn:aws:ecs:{}:{}:{resource}", self.inner.account.region, self.inner.account.id)
     }
@@ -1251,7 +1247,6 @@ mod tests {
                 cmd: vec![],
                 env: vec![],
                 working_dir: None,
-                user: None,
             })
         }
     }

@@ -37,8 +37,6 @@ pub enum Error {
     ClusterContainsTasks,
     #[error("The specified resource could not be found.")]
     ResourceNotFound,
-    #[error("{0}")]
-    UnsupportedFeature(String),
     #[error("store: {0}")]
     Store(String),
 }
@@ -65,7 +63,6 @@ pub struct PulledImage {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     pub working_dir: Option<String>,
-    pub user: Option<String>,
 }
 
 /// Why an image could not be pulled; the text follows

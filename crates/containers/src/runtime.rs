@@ -22,7 +22,6 @@ pub struct ContainerLaunch {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
-    pub user: Option<String>,
     pub ports: Vec<u16>,
 }
 
@@ -123,7 +122,6 @@ pub fn plan(
         argv,
         env,
         working_dir: def.working_directory.clone().or_else(|| image.working_dir.clone()),
-        user: def.user.clone().or_else(|| image.user.clone()),
         ports: def.port_mappings.iter().map(|p| p.container_port).collect(),
     })
 }
@@ -140,7 +138,6 @@ mod tests {
             cmd: vec!["echo hi".into()],
             env: vec!["PATH=/bin".into(), "MODE=image".into()],
             working_dir: Some("/app".into()),
-            user: None,
         }
     }
 

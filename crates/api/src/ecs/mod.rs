@@ -44,7 +44,6 @@ impl From<Error> for Failure {
             Error::ClusterNotFound => "ClusterNotFoundException",
             Error::ClusterContainsTasks => "ClusterContainsTasksException",
             Error::ResourceNotFound => "ResourceNotFoundException",
-            Error::UnsupportedFeature(_) => "UnsupportedFeatureException",
             Error::Store(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 let message = "An internal error occurred; see the Nimbus server log.";
