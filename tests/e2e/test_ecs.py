@@ -6,12 +6,14 @@ run: an HTTP server reachable on its port, two containers talking over
 localhost, an essential container's exit, StopTask. The image is the
 busybox recipe of examples/container-images (nothing is downloaded)."""
 
+import json
 import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, error_code, unique_name, wait_for
+from conftest import (ACCOUNT, REGION, Server, aws_client, aws_json, error_code, send, signed_request, unique_name,
+                      wait_for)
 from test_image_functions import RECIPES, push, run as sh
 from test_registry import Registry, new_repo, push_image
 
@@ -257,8 +259,28 @@ def test_tags_on_clusters_definitions_and_tasks(ecs):
             "ResourceNotFoundException")
 
 
-def test_unsupported_and_unknown_operations_are_refused_clearly(ecs):
+def test_unsupported_and_unknown_operations_are_refused_clearly(node, ecs):
     refused(lambda: ecs.list_services(), "UnsupportedFeatureException", "ListServices")
+    target = "AmazonEC2ContainerServiceV20141113."
+    json_11 = {"Content-Type": "application/x-amz-json-1.1"}
+
+    def call(op, body, sign=True):
+        headers = dict(json_11, **{"X-Amz-Target": target + op})
+        if sign:
+            status, _, out = signed_request(node, "POST", "/", body, headers, service="ecs")
+        else:
+            status, _, out = send("POST", node.endpoint + "/", body, headers)
+        return status, json.loads(out)
+
+    assert call("ListClusters", b"{}", sign=False) == (403, {
+        "__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"})
+    status, out = call("NoSuchOperation", b"{}")
+    assert (status, out["__type"]) == (400, "UnknownOperationException")
+    status, out = call("RunTask", b'{"taskDefinition": 5}')
+    assert (status, out["__type"]) == (400, "SerializationException")
+    status, out = call("RunTask", b"{}")
+    assert (status, out["__type"]) == (400, "InvalidParameterException"), out
+    assert "taskDefinition" in out["message"]
 
 
 def test_state_survives_kill_9(tmp_path):
