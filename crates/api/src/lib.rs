@@ -8,6 +8,7 @@
 //! error table. It never touches the store or sandboxes.
 
 mod convert;
+mod ecs;
 mod error;
 mod logs;
 mod ops;
@@ -54,6 +55,8 @@ pub struct Api {
     queues: Arc<nimbus_queues::Queues>,
     /// Event source mappings; `None` on a node without queues.
     mappings: Option<Arc<nimbus_triggers::mappings::Mappings>>,
+    /// ECS; `None` answers its requests as unavailable.
+    ecs: Option<nimbus_containers::Ecs>,
     /// The container registry (`/v2/` and ECR); `None` answers them as unavailable.
     registry: Option<Arc<nimbus_registry::Registry>>,
     /// CloudWatch Logs; `None` answers its requests as unavailable.
@@ -80,6 +83,7 @@ impl Api {
             queues,
             schedules: None,
             mappings: None,
+            ecs: None,
             registry: None,
             logs: None,
         }
@@ -88,6 +92,12 @@ impl Api {
     /// Serves the EventBridge Scheduler API with these schedules.
     pub fn with_schedules(mut self, schedules: Arc<nimbus_triggers::schedules::Schedules>) -> Self {
         self.schedules = Some(schedules);
+        self
+    }
+
+    /// Serves the ECS API with this engine.
+    pub fn with_ecs(mut self, ecs: nimbus_containers::Ecs) -> Self {
+        self.ecs = Some(ecs);
         self
     }
 
@@ -129,6 +139,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     } else {
         match front(&req) {
             Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
+            Front::Ecs => ecs::serve(&api, req).instrument(span).await,
             Front::Registry => registry::serve(&api, req).instrument(span).await,
             Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
@@ -164,6 +175,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
 /// The fronts a request can be served by (function URLs aside).
 enum Front {
     Scheduler,
+    Ecs,
     /// The OCI distribution API (`/v2/`, Basic or Bearer auth).
     Registry,
     /// ECR's control API.
@@ -187,6 +199,7 @@ enum Front {
 fn front(req: &Request<Body>) -> Front {
     match sigv4::signed_service(req.headers(), req.uri().query()).as_deref() {
         Some("scheduler") => Front::Scheduler,
+        Some("ecs") => Front::Ecs,
         Some("ecr") => Front::Ecr,
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
@@ -195,6 +208,7 @@ fn front(req: &Request<Body>) -> Front {
         None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
+        None if ecs::is_unsigned_ecs(req.headers()) => Front::Ecs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
         None => Front::Table,
     }

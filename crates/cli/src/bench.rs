@@ -445,7 +445,7 @@ async fn url_figures(b: &Bench, rt: &Runtime, plan: &Plan) -> anyhow::Result<Val
     }))
 }
 
-fn meminfo_mb(field: &str) -> f64 {
+pub(crate) fn meminfo_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| t.lines().find_map(|l| l.strip_prefix(field)).map(str::to_string))

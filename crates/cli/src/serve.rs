@@ -88,9 +88,24 @@ pub struct ServeArgs {
     /// which --test-clock-scale runs the clock faster.
     #[arg(long, hide = true, requires = "test_clock_scale")]
     test_clock_epoch_ms: Option<i64>,
+    /// CPU units (1024 per core) this node offers ECS tasks. Default: all its cores.
+    #[arg(long, env = "NIMBUS_TASK_CPU_UNITS")]
+    task_cpu_units: Option<u32>,
+    /// Memory (MiB) this node offers ECS tasks. Default: all its memory.
+    #[arg(long, env = "NIMBUS_TASK_MEMORY_MIB")]
+    task_memory_mib: Option<u32>,
 }
 
 impl ServeArgs {
+    /// What ECS tasks are placed against: the flags, else the whole node.
+    fn task_capacity(&self) -> nimbus_containers::Capacity {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        nimbus_containers::Capacity {
+            cpu: self.task_cpu_units.unwrap_or(cores * 1024),
+            memory_mib: self.task_memory_mib.unwrap_or(crate::bench::meminfo_mb("MemTotal:") as u32),
+        }
+    }
+
     /// The SDK cache: the flag, else the user's cache directory (`None` when
     /// there is no home to find it in).
     fn sdk_dir(&self) -> Option<PathBuf> {
@@ -435,6 +450,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
     };
+    // ECS tasks run in the functions' kind of sandbox (none with process
+    // isolation). Under the worker's directory, so that the mounts a killed
+    // node left are cleared with the worker's at the next start.
+    let task_runtime = sandbox.as_ref().map(|sb| {
+        Arc::new(nimbus_containers::SandboxRuntime {
+            exe: sb.exe.clone(),
+            dir: data_dir.join("worker").join("tasks"),
+            cgroups: sb.cgroups.clone(),
+            cgroup_group: sb.cgroup_group.clone(),
+            uid: sb.uid,
+            gid: sb.gid,
+        }) as Arc<dyn nimbus_containers::runtime::TaskRuntime>
+    });
+    // One image store per data directory: image functions' and tasks' roots.
+    let image_store = Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default()));
     let worker = nimbus_worker::Worker::new(
         nimbus_worker::Settings {
             root: data_dir.join("worker"),
@@ -446,7 +476,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             scaling,
             prewarm: args.prewarm,
             sdk_dir: args.sdk_dir(),
-            images: Arc::new(nimbus_images::Images::open(data_dir.join("images"), nimbus_images::Limits::default())),
+            images: image_store.clone(),
         },
         Arc::new(BlobCode(blobs.clone())),
     )?;
@@ -464,10 +494,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("loading the queues")?;
         let registry_dir = data_dir.join("registry");
         let account = Account { id: args.account_id.clone(), region: args.region.clone() };
-        let registry =
-            nimbus_registry::Registry::open(registry_dir.clone(), meta.clone(), account, &creds.secret_access_key)
-                .await
-                .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
+        let registry = nimbus_registry::Registry::open(
+            registry_dir.clone(),
+            meta.clone(),
+            account.clone(),
+            &creds.secret_access_key,
+        )
+        .await
+        .with_context(|| format!("opening the container registry {}", registry_dir.display()))?;
         let registry = Arc::new(registry);
         let control = Arc::new(
             Control::new(settings, meta.clone(), blobs, invoker)
@@ -502,12 +536,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mappings = nimbus_triggers::mappings::Mappings::new(meta.clone(), control.clone(), queues.clone());
         tokio::spawn(mappings.clone().run());
         let logs = nimbus_logs::Logs::open(meta.clone(), &args.region, &args.account_id);
+        let images = Arc::new(RegistryImages { registry: registry.clone(), images: image_store });
+        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, task_runtime, args.task_capacity())
+            .await
+            .context("loading the ECS state")?;
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
                 .with_mappings(mappings)
                 .with_registry(registry)
-                .with_logs(logs),
+                .with_logs(logs)
+                .with_ecs(ecs),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
@@ -536,4 +575,42 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     worker.shutdown().await;
     tracing::info!("stopped");
     served
+}
+
+/// Tasks' images from this node's registry, flattened by the image store:
+/// a reference the registry cannot resolve (or an image that cannot be
+/// unpacked) ends the task with `CannotPullContainerError`, as on AWS.
+struct RegistryImages {
+    registry: Arc<nimbus_registry::Registry>,
+    images: Arc<nimbus_images::Images>,
+}
+
+#[async_trait::async_trait]
+impl nimbus_containers::TaskImages for RegistryImages {
+    async fn pull(&self, image: &str) -> Result<nimbus_containers::PulledImage, nimbus_containers::PullError> {
+        let failed = |e: &dyn std::fmt::Display| nimbus_containers::PullError(e.to_string());
+        let resolved = self.registry.resolve(image).await.map_err(|e| failed(&e))?;
+        let diff_ids = resolved.config.rootfs().diff_ids();
+        let layers: Vec<nimbus_images::Layer> = resolved
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| nimbus_images::Layer {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                path: l.path.clone(),
+                diff_id: diff_ids.get(i).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let root = self.images.root(&resolved.digest, &layers).await.map_err(|e| failed(&e))?;
+        let config = resolved.config.config().clone().unwrap_or_default();
+        Ok(nimbus_containers::PulledImage {
+            root,
+            digest: resolved.digest,
+            entrypoint: config.entrypoint().clone().unwrap_or_default(),
+            cmd: config.cmd().clone().unwrap_or_default(),
+            env: config.env().clone().unwrap_or_default(),
+            working_dir: config.working_dir().clone(),
+        })
+    }
 }

@@ -65,6 +65,10 @@ pub struct Spec {
     pub exe: PathBuf,
     /// The process that starts stage one (the node); stage one dies with it.
     pub parent: u32,
+    /// Join this process's network namespace instead of making one: the
+    /// containers of an ECS task share one, as on Fargate.
+    #[serde(default)]
+    pub network_of: Option<u32>,
 }
 
 /// What a sandbox waiting on its stdin is told to execute.
@@ -216,11 +220,20 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
     if i32::try_from(spec.parent).ok() != Some(nix::unistd::getppid().as_raw()) {
         return Err(std::io::Error::other("the node that started this sandbox is gone"));
     }
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
         .map_err(|e| io(e, "unshare"))?;
-    let lo = std::process::Command::new("/usr/sbin/ip").args(["link", "set", "lo", "up"]).status()?;
-    if !lo.success() {
-        return Err(std::io::Error::other("bringing loopback up failed"));
+    match spec.network_of {
+        Some(pid) => {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| io(e, "join network namespace"))?;
+        }
+        None => {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io(e, "unshare net"))?;
+            let lo = std::process::Command::new("/usr/sbin/ip").args(["link", "set", "lo", "up"]).status()?;
+            if !lo.success() {
+                return Err(std::io::Error::other("bringing loopback up failed"));
+            }
+        }
     }
     control.write_all(b"r")?;
     let mut go = [0u8; 1];

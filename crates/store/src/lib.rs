@@ -8,6 +8,7 @@
 //! committed, and SQLite runs in WAL mode with full synchronisation.
 
 mod blobs;
+mod ecs;
 mod group;
 mod logs;
 mod mappings;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVersion};
 
 pub use blobs::{Blobs, FsBlobs};
+pub use ecs::{EcsDocuments, EcsMeta, EcsWrite};
 pub use logs::{EventQuery, LogGroupRow, LogMeta, LogStreamRow, Position, StreamCreated, StreamOrder, StreamQuery};
 pub use mappings::MappingMeta;
 pub use objects::{BucketDelete, ObjectMeta};

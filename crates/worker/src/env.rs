@@ -705,6 +705,7 @@ impl Env {
                     env: if program.is_empty() { vec![] } else { env },
                     exe: sb.exe.clone(),
                     parent: std::process::id(),
+                    network_of: None,
                 };
                 root = Some(dir);
                 slots = Some(slot_set);

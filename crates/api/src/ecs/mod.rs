@@ -1,0 +1,267 @@
+//! The ECS API (JSON 1.1, `X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Op>`,
+//! SigV4 service `ecs`): the model's checks (`nimbus-model`, botocore's ecs
+//! model), the request and answer documents, and ECS's error shape
+//! (`{"__type", "message"}`). The rules and state are
+//! `nimbus_containers::Ecs`'s; its documents are already in ECS's field
+//! names, so answers are built from them directly.
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nimbus_containers::types::Tag;
+use nimbus_containers::{Ecs, Error, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::sigv4::SignedParts;
+use crate::{read_body, Api, ApiError};
+
+const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+/// Largest request body (a large task definition).
+const BODY_MAX: usize = 1 << 20;
+
+/// A refusal in ECS's shape.
+struct Failure {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, kind, message: message.into() }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let kind = match &e {
+            Error::Client(_) => "ClientException",
+            Error::InvalidParameter(_) => "InvalidParameterException",
+            Error::ClusterNotFound => "ClusterNotFoundException",
+            Error::ClusterContainsTasks => "ClusterContainsTasksException",
+            Error::ResourceNotFound => "ResourceNotFoundException",
+            Error::Store(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                let message = "An internal error occurred; see the Nimbus server log.";
+                return Self {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    kind: "ServerException",
+                    message: message.into(),
+                };
+            }
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        let (status, kind) = e.status_and_type();
+        Self { status, kind, message: e.to_string() }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        tracing::debug!(error_type = self.kind, message = %self.message, "request refused");
+        let body = json!({ "__type": self.kind, "message": self.message }).to_string();
+        (self.status, [("content-type", "application/x-amz-json-1.1")], body).into_response()
+    }
+}
+
+pub async fn serve(api: &Api, req: Request<Body>) -> Response {
+    serve_inner(api, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, BODY_MAX)
+        .await
+        .map_err(|_| Failure::new("ClientException", format!("Request must be smaller than {BODY_MAX} bytes")))?;
+    let signed = SignedParts::of(&parts, &body);
+    api.verifier.verify(&signed, "ecs", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let model = nimbus_model::Model::of("ecs").ok_or_else(|| Failure::from(ApiError::Unavailable("ECS".into())))?;
+    let op = target
+        .strip_prefix(TARGET_PREFIX)
+        .filter(|op| model.operation(op).is_some())
+        .ok_or_else(|| Failure::new("UnknownOperationException", format!("Unknown operation {target}")))?;
+    let json: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Failure::new("SerializationException", e.to_string()))?
+    };
+    let request = nimbus_model::Request { labels: vec![], query: vec![], headers: vec![], body: Some(&json) };
+    nimbus_model::validate(model, op, &request)
+        .map_err(|v| Failure::new("InvalidParameterException", v.to_string()))?;
+    let ecs = api
+        .ecs
+        .as_ref()
+        .ok_or_else(|| Failure::from(ApiError::Unavailable("ECS is not served by this node".into())))?;
+    tracing::debug!(operation = op, "authenticated");
+    let out = execute(ecs, op, json).await?;
+    Ok((StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], out.to_string()).into_response())
+}
+
+/// Whether an unsigned request names an ECS operation (so that ECS
+/// refuses it, in its own shape).
+pub fn is_unsigned_ecs(headers: &axum::http::HeaderMap) -> bool {
+    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(TARGET_PREFIX))
+}
+
+/// Reads an operation's input from the request document.
+fn input<T: DeserializeOwned>(body: Value) -> Result<T, Failure> {
+    serde_json::from_value(body).map_err(|e| Failure::new("SerializationException", e.to_string()))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn with_token(mut out: Value, page: &Page, key: &str) -> Value {
+    out[key] = json!(page.items);
+    if let Some(t) = &page.next_token {
+        out["nextToken"] = json!(t);
+    }
+    out
+}
+
+fn includes_tags(include: &[String]) -> bool {
+    include.iter().any(|i| i == "TAGS")
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Common {
+    cluster: Option<String>,
+    cluster_name: Option<String>,
+    clusters: Vec<String>,
+    include: Vec<String>,
+    task_definition: Option<String>,
+    task_definitions: Vec<String>,
+    tasks: Vec<String>,
+    task: Option<String>,
+    reason: Option<String>,
+    family_prefix: Option<String>,
+    status: Option<String>,
+    max_results: Option<u32>,
+    next_token: Option<String>,
+    resource_arn: Option<String>,
+    tags: Vec<Tag>,
+    tag_keys: Vec<String>,
+}
+
+fn required(value: Option<String>, name: &str) -> Result<String, Failure> {
+    value.ok_or_else(|| Failure::new("InvalidParameterException", format!("{name} is required.")))
+}
+
+async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
+    let c: Common = match op {
+        "RegisterTaskDefinition" | "RunTask" | "ListTasks" | "ListTaskDefinitions" => Common::default(),
+        _ => input(body.clone())?,
+    };
+    Ok(match op {
+        "CreateCluster" => json!({ "cluster": to_json(&ecs.create_cluster(c.cluster_name.as_deref(), c.tags).await?) }),
+        "DescribeClusters" => {
+            let (clusters, failures) = ecs.describe_clusters(&c.clusters).await?;
+            let tags = includes_tags(&c.include);
+            let clusters: Vec<Value> = clusters
+                .iter()
+                .map(|cl| {
+                    let mut v = to_json(cl);
+                    if !tags {
+                        v.as_object_mut().map(|o| o.remove("tags"));
+                    }
+                    v
+                })
+                .collect();
+            json!({ "clusters": clusters, "failures": to_json(&failures) })
+        }
+        "ListClusters" => {
+            with_token(json!({}), &ecs.list_clusters(c.max_results, c.next_token.as_deref()).await, "clusterArns")
+        }
+        "DeleteCluster" => json!({ "cluster": to_json(&ecs.delete_cluster(&required(c.cluster, "cluster")?).await?) }),
+        "RegisterTaskDefinition" => {
+            let r = ecs.register_task_definition(input::<RegisterTaskDefinition>(body)?).await?;
+            json!({ "taskDefinition": to_json(&r.definition), "tags": to_json(&r.tags) })
+        }
+        "DescribeTaskDefinition" => {
+            let r = ecs.describe_task_definition(&required(c.task_definition, "taskDefinition")?).await?;
+            let mut out = json!({ "taskDefinition": to_json(&r.definition) });
+            if includes_tags(&c.include) {
+                out["tags"] = to_json(&r.tags);
+            }
+            out
+        }
+        "ListTaskDefinitions" => {
+            let q: ListTaskDefinitions = input(body)?;
+            with_token(json!({}), &ecs.list_task_definitions(&q).await, "taskDefinitionArns")
+        }
+        "ListTaskDefinitionFamilies" => {
+            let page = ecs
+                .list_task_definition_families(
+                    c.family_prefix.as_deref(),
+                    c.status.as_deref(),
+                    c.max_results,
+                    c.next_token.as_deref(),
+                )
+                .await;
+            with_token(json!({}), &page, "families")
+        }
+        "DeregisterTaskDefinition" => {
+            let d = ecs.deregister_task_definition(&required(c.task_definition, "taskDefinition")?).await?;
+            json!({ "taskDefinition": to_json(&d) })
+        }
+        "DeleteTaskDefinitions" => {
+            let (deleted, failures) = ecs.delete_task_definitions(&c.task_definitions).await?;
+            let deleted: Vec<Value> = deleted.iter().map(to_json).collect();
+            json!({ "taskDefinitions": deleted, "failures": to_json(&failures) })
+        }
+        "RunTask" => {
+            let out = ecs.run_task(input::<RunTask>(body)?).await?;
+            json!({ "tasks": to_json(&out.tasks), "failures": to_json(&out.failures) })
+        }
+        "DescribeTasks" => {
+            let out = ecs.describe_tasks(c.cluster.as_deref(), &c.tasks).await?;
+            let tags = includes_tags(&c.include);
+            let tasks: Vec<Value> = out
+                .tasks
+                .iter()
+                .map(|(t, tag_list)| {
+                    let mut v = to_json(t);
+                    if tags {
+                        v["tags"] = to_json(tag_list);
+                    }
+                    v
+                })
+                .collect();
+            json!({ "tasks": tasks, "failures": to_json(&out.failures) })
+        }
+        "ListTasks" => {
+            let q: ListTasks = input(body)?;
+            with_token(json!({}), &ecs.list_tasks(&q).await?, "taskArns")
+        }
+        "StopTask" => {
+            let task = ecs.stop_task(c.cluster.as_deref(), &required(c.task, "task")?, c.reason.as_deref()).await?;
+            json!({ "task": to_json(&task) })
+        }
+        "TagResource" => {
+            ecs.tag_resource(&required(c.resource_arn, "resourceArn")?, c.tags).await?;
+            json!({})
+        }
+        "UntagResource" => {
+            ecs.untag_resource(&required(c.resource_arn, "resourceArn")?, &c.tag_keys).await?;
+            json!({})
+        }
+        "ListTagsForResource" => {
+            json!({ "tags": to_json(&ecs.list_tags(&required(c.resource_arn, "resourceArn")?).await?) })
+        }
+        other => {
+            return Err(Failure::new("UnsupportedFeatureException", format!("{other} is not supported by Nimbus yet.")))
+        }
+    })
+}

@@ -1,0 +1,79 @@
+//! ECS with the Fargate launch type, on this node's own capacity: clusters
+//! (a `default` one made on first use), task definitions with Fargate's
+//! rules (`rules`), tasks and the lifecycle AWS reports for them
+//! (`engine`), and the node's CPU and memory that tasks are placed
+//! against. Tasks' images come through the [`TaskImages`] trait, which the
+//! binary implements over the registry.
+//!
+//! This crate owns ECS's rules and state. It must not speak HTTP (the
+//! front end is `nimbus-api`'s `ecs` module) nor store anything but
+//! through `nimbus_store::EcsMeta`.
+
+mod engine;
+pub mod rules;
+pub mod runtime;
+mod sandboxed;
+pub mod types;
+
+use std::path::PathBuf;
+
+pub use engine::{
+    Capacity, DescribedTasks, Ecs, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask,
+    RunTaskOutcome,
+};
+pub use sandboxed::SandboxRuntime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// ECS's `ClientException`: the request names something that does not
+    /// exist or breaks a rule of the task definition.
+    #[error("{0}")]
+    Client(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("Cluster not found.")]
+    ClusterNotFound,
+    #[error("The Cluster cannot be deleted while Tasks are active.")]
+    ClusterContainsTasks,
+    #[error("The specified resource could not be found.")]
+    ResourceNotFound,
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<nimbus_store::Error> for Error {
+    fn from(e: nimbus_store::Error) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// A pulled image: its flattened root and what its configuration says.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    pub root: PathBuf,
+    /// The manifest digest (`sha256:…`), reported as the container's `imageDigest`.
+    pub digest: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+}
+
+/// Why an image could not be pulled; the text follows
+/// `CannotPullContainerError: ` in what the task reports.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PullError(pub String);
+
+/// Where tasks' images come from (the binary wires the registry and the
+/// image unpacker behind it).
+#[async_trait::async_trait]
+pub trait TaskImages: Send + Sync {
+    async fn pull(&self, image: &str) -> Result<PulledImage, PullError>;
+}

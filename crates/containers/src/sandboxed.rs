@@ -1,0 +1,285 @@
+//! Tasks in `nimbus-sandbox` ([`SandboxRuntime`]): every container is a
+//! sandbox of its own (mount, PID, IPC and UTS namespaces; the image's root
+//! read-only with a private `/tmp`; root of its own user namespace, which
+//! is the unprivileged sandbox user on the host; the sandbox's seccomp
+//! filter, which allows servers to `bind` and `listen`), the first one's
+//! network namespace shared by the others, and one cgroup of the task's
+//! size holding them all. Each published port gets a listener on the
+//! host's loopback whose connections are made from inside the task's
+//! network namespace (a short-lived thread `setns`es and connects), so no
+//! veth, bridge or NAT is needed.
+//!
+//! It starts and signals processes; the lifecycle is the engine's.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use nimbus_sandbox::cgroup::{Cgroup, Layout, Limits};
+use nimbus_sandbox::namespaces::{Launch, Slots, Spec};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::runtime::{ContainerExit, ContainerLaunch, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+
+/// Size of each container's private `/tmp` (Fargate's 20 GiB ephemeral
+/// storage is disk; this is memory, so it is kept small).
+const TMP_MB: u32 = 512;
+
+/// What the node's sandboxes are made with (the worker's settings).
+#[derive(Debug, Clone)]
+pub struct SandboxRuntime {
+    /// This binary, which runs the sandbox stages.
+    pub exe: PathBuf,
+    /// Where tasks' roots and slots are made.
+    pub dir: PathBuf,
+    pub cgroups: Option<Layout>,
+    pub cgroup_group: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+struct Started {
+    pid: u32,
+    child: tokio::process::Child,
+}
+
+#[async_trait::async_trait]
+impl TaskRuntime for SandboxRuntime {
+    async fn start(&self, task: TaskLaunch) -> Result<Box<dyn RunningTask>, String> {
+        let dir = self.dir.join(&task.task_id);
+        let cgroup = match &self.cgroups {
+            Some(layout) => {
+                let limits = Limits {
+                    memory_bytes: u64::from(task.memory_mib) << 20,
+                    cpu_millis: (u64::from(task.cpu) * 1000 / 1024).max(1),
+                    pids: 1024,
+                };
+                Some(
+                    Cgroup::create(layout, &self.cgroup_group, &format!("task-{}", task.task_id), limits)
+                        .map_err(|e| format!("creating the task's cgroup: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        let mut running = RunningSandbox {
+            dir,
+            slots: Vec::new(),
+            cgroup,
+            pids: Vec::new(),
+            exits: mpsc::unbounded_channel(),
+            left: 0,
+            endpoints: Vec::new(),
+            proxies: Vec::new(),
+        };
+        let mut network_of = None;
+        for c in &task.containers {
+            let Started { pid, child } = self.start_container(&mut running, c, network_of).await?;
+            network_of.get_or_insert(pid);
+            running.pids.push(pid);
+            running.left += 1;
+            let (name, tx) = (c.name.clone(), running.exits.0.clone());
+            tokio::spawn(async move {
+                let mut child = child;
+                let status = child.wait().await;
+                let _ = tx.send((name, status.ok()));
+            });
+        }
+        if let Some(netns) = network_of {
+            for port in task.containers.iter().flat_map(|c| c.ports.iter().copied()) {
+                let (at, proxy) = publish(netns, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
+                running.endpoints.push((port, at));
+                running.proxies.push(proxy);
+            }
+        }
+        Ok(Box::new(running))
+    }
+}
+
+impl SandboxRuntime {
+    async fn start_container(
+        &self,
+        running: &mut RunningSandbox,
+        c: &ContainerLaunch,
+        network_of: Option<u32>,
+    ) -> Result<Started, String> {
+        let dir = running.dir.join(&c.name);
+        let root = dir.join("root");
+        let slots = Slots::under(&dir.join("slots"));
+        let made = std::fs::create_dir_all(&root)
+            .and_then(|()| slots.create())
+            .and_then(|()| slots.fill(&c.root, None, TMP_MB));
+        running.slots.push(slots.clone());
+        made.map_err(|e| format!("preparing container {}: {e}", c.name))?;
+        let spec = Spec {
+            root,
+            runtime: c.root.clone(),
+            slots,
+            shared: Vec::new(),
+            uid: self.uid,
+            gid: self.gid,
+            image: Some(c.root.clone()),
+            argv: Vec::new(),
+            env: Vec::new(),
+            exe: self.exe.clone(),
+            parent: std::process::id(),
+            network_of,
+        };
+        let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(&self.exe)
+            .args(["__sandbox", json.as_str()])
+            .env_clear()
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting container {}: {e}", c.name))?;
+        let pid = child.id().ok_or("the sandbox exited at once")?;
+        let (program, args) = c.argv.split_first().ok_or("empty command")?;
+        let launch = Launch {
+            programs: vec![program.clone()],
+            args: args.to_vec(),
+            env: c.env.clone(),
+            cwd: Some(c.working_dir.clone().unwrap_or_else(|| "/".into())),
+        };
+        let line = serde_json::to_string(&launch).map_err(|e| e.to_string())? + "\n";
+        let cgroup_attach = running.cgroup.as_ref().map(|cg| cg.attach(pid));
+        if let Some(Err(e)) = cgroup_attach {
+            return Err(format!("attaching container {} to the task's cgroup: {e}", c.name));
+        }
+        // Stage one says its namespaces exist ("r"); "g" lets it go on, and
+        // the launch line tells stage two what to execute.
+        let mut control = ours;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            control.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            let mut ready = [0u8; 1];
+            control.read_exact(&mut ready)?;
+            control.write_all(b"g")?;
+            control.write_all(line.as_bytes())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("starting container {}: {e}", c.name))?;
+        Ok(Started { pid, child })
+    }
+}
+
+/// A listener on the host's loopback for a port of the task: each
+/// connection is made from inside the task's network namespace.
+async fn publish(netns_pid: u32, port: u16) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let at = listener.local_addr()?;
+    let proxy = tokio::spawn(async move {
+        while let Ok((mut outside, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(Ok(inside)) = tokio::task::spawn_blocking(move || connect_inside(netns_pid, port)).await else {
+                    return;
+                };
+                let Ok(mut inside) = tokio::net::TcpStream::from_std(inside) else { return };
+                let _ = tokio::io::copy_bidirectional(&mut outside, &mut inside).await;
+            });
+        }
+    });
+    Ok((at, proxy))
+}
+
+/// Connects to `127.0.0.1:port` in the network namespace of `pid`, from a
+/// thread of its own (`setns` changes only the calling thread, which ends
+/// right after; the socket keeps its namespace).
+fn connect_inside(pid: u32, port: u16) -> std::io::Result<std::net::TcpStream> {
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("connecting thread panicked"))?
+}
+
+type Exit = (String, Option<std::process::ExitStatus>);
+
+struct RunningSandbox {
+    dir: PathBuf,
+    slots: Vec<Slots>,
+    cgroup: Option<Cgroup>,
+    /// Stage one of each container.
+    pids: Vec<u32>,
+    exits: (mpsc::UnboundedSender<Exit>, mpsc::UnboundedReceiver<Exit>),
+    left: usize,
+    endpoints: Vec<(u16, SocketAddr)>,
+    proxies: Vec<JoinHandle<()>>,
+}
+
+#[async_trait::async_trait]
+impl RunningTask for RunningSandbox {
+    async fn next_exit(&mut self) -> Option<ContainerExit> {
+        if self.left == 0 {
+            return None;
+        }
+        let (name, status) = self.exits.1.recv().await?;
+        self.left -= 1;
+        let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+        let exit_code = match (status.and_then(|s| s.code()), signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 137,
+        };
+        let oom = exit_code == 137 && self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
+        Some(ContainerExit { name, exit_code, oom })
+    }
+
+    fn signal(&mut self, signal: StopSignal) {
+        match signal {
+            // Stage one waits on the container's PID 1, which is its child.
+            StopSignal::Term => {
+                for pid in &self.pids {
+                    let children =
+                        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+                    for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(child),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                }
+            }
+            StopSignal::Kill => {
+                for pid in &self.pids {
+                    if let Ok(pid) = i32::try_from(*pid) {
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+                if let Some(cg) = &self.cgroup {
+                    cg.kill_all();
+                }
+            }
+        }
+    }
+
+    fn endpoints(&self) -> Vec<(u16, SocketAddr)> {
+        self.endpoints.clone()
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        for p in &self.proxies {
+            p.abort();
+        }
+        for s in &self.slots {
+            s.remove();
+        }
+        if let Some(cg) = &self.cgroup {
+            cg.kill_all();
+            let _ = cg.remove();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
