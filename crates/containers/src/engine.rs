@@ -1326,7 +1326,7 @@ mod tests {
         ecs.register_task_definition(d).await.unwrap();
         let task = ecs.run_task(run("pair", 1)).await.unwrap().tasks.remove(0);
         for _ in 0..500 {
-            let d = ecs.describe_tasks(None, &[task.task_arn.clone()]).await.unwrap();
+            let d = ecs.describe_tasks(None, std::slice::from_ref(&task.task_arn)).await.unwrap();
             if d.tasks[0].0.last_status == "RUNNING" {
                 return task.task_arn;
             }
@@ -1341,7 +1341,7 @@ mod tests {
         let runtime = fake(vec!["sidecar"]);
         let ecs = running_engine(dir.path(), runtime.clone()).await;
         let arn = two_containers(&ecs, 30).await;
-        let running = &ecs.describe_tasks(None, &[arn.clone()]).await.unwrap().tasks[0].0;
+        let running = &ecs.describe_tasks(None, std::slice::from_ref(&arn)).await.unwrap().tasks[0].0;
         assert!(running.started_at.is_some());
         assert_eq!(running.containers[0].network_bindings[0]["hostPort"], 41000);
         assert_eq!(running.containers[0].image_digest.as_deref(), Some("sha256:digest-of-127.0.0.1:1/missing:v1"));

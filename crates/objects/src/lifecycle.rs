@@ -305,7 +305,7 @@ mod tests {
     use super::*;
 
     fn rule(xml_like: s3s::dto::LifecycleRule) -> S3Result<Vec<LifecycleRule>> {
-        rules_of(BucketLifecycleConfiguration { rules: vec![xml_like], ..Default::default() })
+        rules_of(BucketLifecycleConfiguration { rules: vec![xml_like] })
     }
 
     fn base() -> s3s::dto::LifecycleRule {
@@ -333,7 +333,7 @@ mod tests {
         assert!(rule(zero).unwrap_err().message().unwrap().contains("positive integer"));
         let none = s3s::dto::LifecycleRule { expiration: None, ..base() };
         assert!(rule(none).is_err());
-        let twice = BucketLifecycleConfiguration { rules: vec![base(), base()], ..Default::default() };
+        let twice = BucketLifecycleConfiguration { rules: vec![base(), base()] };
         assert!(rules_of(twice).unwrap_err().message().unwrap().contains("Rule ID must be unique"));
         let tagged_abort = s3s::dto::LifecycleRule {
             filter: Some(LifecycleRuleFilter {
