@@ -8,13 +8,14 @@
 //! Bytes stream through: nothing here holds a whole object in memory.
 
 use std::collections::HashSet;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::direct::BlockWriter;
 
@@ -26,6 +27,10 @@ pub const INLINE_MAX: usize = 64 << 10;
 /// Chunks of a body waiting for the digest or the disk thread: bounds the
 /// memory a body held up by a slow digest or disk can take.
 const QUEUE: usize = 32;
+
+/// A read's chunk, and how many chunks are read ahead of the client.
+const READ_CHUNK: u64 = 1 << 20;
+const READ_AHEAD: usize = 4;
 
 /// An object's bytes on their way out.
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
@@ -285,9 +290,32 @@ impl Files {
             let part = part.ok_or_else(|| std::io::Error::other("range beyond the object"))?;
             return Ok(Box::pin(futures_util::stream::once(async { Ok(part) })));
         }
-        let mut file = tokio::fs::File::open(self.path(&o.file)).await?;
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10)))
+        let mut file = tokio::fs::File::open(self.path(&o.file)).await?.into_std().await;
+        // A thread of its own reads ahead while the chunks before go out,
+        // so the disk and the network work at once.
+        let (chunks, queue) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut left = len;
+            let read = |file: &mut std::fs::File, want: u64| -> std::io::Result<Bytes> {
+                let mut buf = bytes::BytesMut::zeroed(want as usize);
+                file.read_exact(&mut buf)?;
+                Ok(buf.freeze())
+            };
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
+                let _ = chunks.blocking_send(Err(e));
+                return;
+            }
+            while left > 0 {
+                let chunk = read(&mut file, left.min(READ_CHUNK));
+                let failed = chunk.is_err();
+                left -= chunk.as_ref().map_or(0, |c| c.len() as u64);
+                // The client went away, or the file failed: stop reading.
+                if chunks.blocking_send(chunk).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(queue, |mut q| async move { q.recv().await.map(|c| (c, q)) })))
     }
 
     /// Removes files no metadata refers to any more.
