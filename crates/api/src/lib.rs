@@ -10,6 +10,7 @@
 mod convert;
 mod ecs;
 mod error;
+mod json_error;
 mod logs;
 mod ops;
 mod registry;

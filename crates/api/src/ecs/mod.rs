@@ -16,25 +16,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::json_error::Failure;
 use crate::sigv4::SignedParts;
 use crate::{read_body, Api, ApiError};
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 /// Largest request body (a large task definition).
 const BODY_MAX: usize = 1 << 20;
-
-/// A refusal in ECS's shape.
-struct Failure {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
-
-impl Failure {
-    fn new(kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, kind, message: message.into() }
-    }
-}
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
@@ -44,32 +32,9 @@ impl From<Error> for Failure {
             Error::ClusterNotFound => "ClusterNotFoundException",
             Error::ClusterContainsTasks => "ClusterContainsTasksException",
             Error::ResourceNotFound => "ResourceNotFoundException",
-            Error::Store(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                let message = "An internal error occurred; see the Nimbus server log.";
-                return Self {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    kind: "ServerException",
-                    message: message.into(),
-                };
-            }
+            Error::Store(detail) => return Self::internal("ServerException", detail),
         };
         Self::new(kind, e.to_string())
-    }
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        let (status, kind) = e.status_and_type();
-        Self { status, kind, message: e.to_string() }
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        tracing::debug!(error_type = self.kind, message = %self.message, "request refused");
-        let body = json!({ "__type": self.kind, "message": self.message }).to_string();
-        (self.status, [("content-type", "application/x-amz-json-1.1")], body).into_response()
     }
 }
 

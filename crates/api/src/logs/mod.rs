@@ -20,6 +20,7 @@ use nimbus_logs::Error;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::json_error::Failure;
 use crate::sigv4::SignedParts;
 use crate::{read_body, Api, ApiError};
 
@@ -37,54 +38,15 @@ fn target(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-amz-target").and_then(|v| v.to_str().ok())
 }
 
-/// A refusal in CloudWatch Logs' shape.
-struct Failure {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
-
-impl Failure {
-    fn invalid(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, kind: "InvalidParameterException", message: message.into() }
-    }
-}
-
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let kind = match &e {
             Error::AlreadyExists(_) => "ResourceAlreadyExistsException",
             Error::NotFound(_) => "ResourceNotFoundException",
             Error::InvalidParameter(_) => "InvalidParameterException",
-            Error::Store(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                let message = "An internal error occurred; see the Nimbus server log.".into();
-                return Self {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    kind: "ServiceUnavailableException",
-                    message,
-                };
-            }
+            Error::Store(detail) => return Self::internal("ServiceUnavailableException", detail),
         };
-        Self { status: StatusCode::BAD_REQUEST, kind, message: e.to_string() }
-    }
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        let (status, kind) = e.status_and_type();
-        Self { status, kind, message: e.to_string() }
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        tracing::debug!(error_type = self.kind, message = %self.message, "request refused");
-        let body = serde_json::json!({ "__type": self.kind, "message": self.message });
-        let mut resp = (self.status, body.to_string()).into_response();
-        resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
-        resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(self.kind));
-        resp
+        Self::new(kind, e.to_string())
     }
 }
 
@@ -94,9 +56,9 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
 
 async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, Failure> {
     let (parts, body) = req.into_parts();
-    let body = read_body(body, BODY_LIMIT)
-        .await
-        .map_err(|_| Failure::invalid(format!("Request must be smaller than {BODY_LIMIT} bytes")))?;
+    let body = read_body(body, BODY_LIMIT).await.map_err(|_| {
+        Failure::new("InvalidParameterException", format!("Request must be smaller than {BODY_LIMIT} bytes"))
+    })?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "logs", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
     let op = target(&parts.headers).and_then(|t| t.strip_prefix(TARGET_PREFIX)).unwrap_or_default().to_string();
@@ -116,7 +78,8 @@ async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<
         headers: parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
         body: Some(&json),
     };
-    nimbus_model::validate(model, &op, &request).map_err(|v| Failure::invalid(v.to_string()))?;
+    nimbus_model::validate(model, &op, &request)
+        .map_err(|v| Failure::new("InvalidParameterException", v.to_string()))?;
     let logs = api
         .logs
         .as_deref()

@@ -16,6 +16,7 @@ use nimbus_registry::auth::{Purpose, LOGIN_TTL};
 use nimbus_registry::{Image, Registry, RegistryError, Repository};
 use serde_json::{json, Value};
 
+use crate::json_error::Failure;
 use crate::sigv4::SignedParts;
 use crate::{read_body, Api, ApiError};
 
@@ -23,19 +24,6 @@ const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 const BODY_MAX: usize = 1 << 20;
 /// Page size when a request names no maxResults, as ECR.
 const PAGE_DEFAULT: usize = 100;
-
-/// An ECR error on the wire.
-struct Failure {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
-
-impl Failure {
-    fn new(kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, kind, message: message.into() }
-    }
-}
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
@@ -46,35 +34,10 @@ impl From<RegistryError> for Failure {
             E::RepositoryNotEmpty { .. } => "RepositoryNotEmptyException",
             E::ManifestUnknown(_) => "ImageNotFoundException",
             E::TagImmutable { .. } => "ImageTagAlreadyExistsException",
-            E::Store(_) | E::Io(_) => {
-                tracing::error!(error = %e, "ECR internal error");
-                return Self {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    kind: "ServerException",
-                    message: "An internal error occurred; see the Nimbus server log.".into(),
-                };
-            }
+            E::Store(_) | E::Io(_) => return Self::internal("ServerException", &e),
             _ => "InvalidParameterException",
         };
         Self::new(kind, e.to_string())
-    }
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        let (status, kind) = e.status_and_type();
-        Self { status, kind, message: e.to_string() }
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        tracing::debug!(error_type = self.kind, message = %self.message, "ECR request refused");
-        let mut resp =
-            (self.status, axum::Json(json!({ "__type": self.kind, "message": self.message }))).into_response();
-        resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(self.kind));
-        resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
-        resp
     }
 }
 
