@@ -52,17 +52,22 @@ impl Limits {
     }
 }
 
-/// The shortest CFS period a share is enforced over. A function that has
-/// used its share waits for the next period: over the kernel's default
-/// 100 ms, a 128 MB function (7% of a CPU, as on AWS) could wait 93 ms.
-const CPU_PERIOD_MIN_US: u64 = 10_000;
+/// The kernel's default CFS period, kept for a share of a whole CPU or
+/// more: a shorter one costs every invoke CPU (the bandwidth timer and its
+/// throttling checks fire ten times as often; measured in BENCHMARKS.md).
+const CPU_PERIOD_US: u64 = 100_000;
 /// The kernel's smallest quota.
 const CPU_QUOTA_MIN_US: u64 = 1_000;
 
-/// The (quota, period) in µs that enforce a share: the shortest period
-/// from [`CPU_PERIOD_MIN_US`] whose quota is at least the kernel's minimum.
+/// The (quota, period) in µs that enforce a share. A function that has
+/// used its share waits for the next period, so a fraction `s` of a CPU is
+/// enforced over `s` × 100 ms (a 128 MB function, 7% of a CPU as on AWS,
+/// could wait 93 ms of the default period), but never over less than makes
+/// the kernel's minimum quota: the wait is at most a quarter of 100 ms.
 fn cpu_bandwidth(cpu_millis: u64) -> (u64, u64) {
-    let period = CPU_PERIOD_MIN_US.max((CPU_QUOTA_MIN_US * 1000).div_ceil(cpu_millis.max(1)));
+    let cpu_millis = cpu_millis.max(1);
+    let by_share = CPU_PERIOD_US * cpu_millis.min(1000) / 1000;
+    let period = by_share.max((CPU_QUOTA_MIN_US * 1000).div_ceil(cpu_millis));
     ((period * cpu_millis / 1000).max(CPU_QUOTA_MIN_US), period)
 }
 
@@ -291,8 +296,9 @@ mod tests {
 
     #[test]
     fn shares_are_enforced_over_short_periods() {
-        assert_eq!(cpu_bandwidth(1000), (10_000, 10_000));
-        assert_eq!(cpu_bandwidth(5788), (57_880, 10_000));
+        assert_eq!(cpu_bandwidth(1000), (100_000, 100_000));
+        assert_eq!(cpu_bandwidth(5788), (578_800, 100_000));
+        assert_eq!(cpu_bandwidth(500), (25_000, 50_000));
         assert_eq!(cpu_bandwidth(72), (1_000, 13_889));
         assert_eq!(cpu_bandwidth(1), (1_000, 1_000_000));
     }
@@ -327,8 +333,8 @@ mod tests {
         let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(read("memory/nimbus/env1/memory.limit_in_bytes"), (1769u64 << 20).to_string());
         assert_eq!(read("memory/nimbus/env1/memory.memsw.limit_in_bytes"), (1769u64 << 20).to_string());
-        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_quota_us"), "10000");
-        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_period_us"), "10000");
+        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_quota_us"), "100000");
+        assert_eq!(read("cpu/nimbus/env1/cpu.cfs_period_us"), "100000");
         assert_eq!(read("pids/nimbus/env1/pids.max"), "1024");
         cg.attach(42).unwrap();
         assert_eq!(read("pids/nimbus/env1/cgroup.procs"), "42");
