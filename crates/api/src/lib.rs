@@ -10,7 +10,7 @@
 mod convert;
 mod ecs;
 mod error;
-mod json_error;
+mod json_front;
 mod logs;
 mod ops;
 mod registry;

@@ -5,8 +5,6 @@
 //! `nimbus_containers::Ecs`'s; its documents are already in ECS's field
 //! names, so answers are built from them directly.
 
-use std::time::SystemTime;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,15 +12,19 @@ use nimbus_containers::types::Tag;
 use nimbus_containers::{Ecs, Error, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::json_error::Failure;
-use crate::sigv4::SignedParts;
-use crate::{read_body, Api, ApiError};
+use crate::json_front::{Failure, JsonService};
+use crate::{Api, ApiError};
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
-/// Largest request body (a large task definition).
-const BODY_MAX: usize = 1 << 20;
+const SERVICE: JsonService = JsonService {
+    name: "ecs",
+    target_prefix: TARGET_PREFIX,
+    // A large task definition.
+    body_max: 1 << 20,
+    invalid: "InvalidParameterException",
+};
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
@@ -43,32 +45,12 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
 }
 
 async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, BODY_MAX)
-        .await
-        .map_err(|_| Failure::new("ClientException", format!("Request must be smaller than {BODY_MAX} bytes")))?;
-    let signed = SignedParts::of(&parts, &body);
-    api.verifier.verify(&signed, "ecs", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let model = nimbus_model::Model::of("ecs").ok_or_else(|| Failure::from(ApiError::Unavailable("ECS".into())))?;
-    let op = target
-        .strip_prefix(TARGET_PREFIX)
-        .filter(|op| model.operation(op).is_some())
-        .ok_or_else(|| Failure::new("UnknownOperationException", format!("Unknown operation {target}")))?;
-    let json: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Map::new())
-    } else {
-        serde_json::from_slice(&body).map_err(|e| Failure::new("SerializationException", e.to_string()))?
-    };
-    let request = nimbus_model::Request { labels: vec![], query: vec![], headers: vec![], body: Some(&json) };
-    nimbus_model::validate(model, op, &request)
-        .map_err(|v| Failure::new("InvalidParameterException", v.to_string()))?;
+    let call = SERVICE.accept(api, req).await?;
     let ecs = api
         .ecs
         .as_ref()
         .ok_or_else(|| Failure::from(ApiError::Unavailable("ECS is not served by this node".into())))?;
-    tracing::debug!(operation = op, "authenticated");
-    let out = execute(ecs, op, json).await?;
+    let out = execute(ecs, &call.op, call.input).await?;
     Ok((StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], out.to_string()).into_response())
 }
 

@@ -11,8 +11,6 @@
 mod live;
 mod wire;
 
-use std::time::SystemTime;
-
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,13 +18,17 @@ use nimbus_logs::Error;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::json_error::Failure;
-use crate::sigv4::SignedParts;
-use crate::{read_body, Api, ApiError};
+use crate::json_front::{Failure, JsonCall, JsonService};
+use crate::{Api, ApiError};
 
 const TARGET_PREFIX: &str = "Logs_20140328.";
-/// A full PutLogEvents batch (1 MiB of messages), JSON-escaped.
-const BODY_LIMIT: usize = 4 << 20;
+const SERVICE: JsonService = JsonService {
+    name: "logs",
+    target_prefix: TARGET_PREFIX,
+    // A full PutLogEvents batch (1 MiB of messages), JSON-escaped.
+    body_max: 4 << 20,
+    invalid: "InvalidParameterException",
+};
 
 /// Whether an unsigned request is for CloudWatch Logs (so that it is refused
 /// as CloudWatch refuses it).
@@ -55,36 +57,11 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
 }
 
 async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, Failure> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, BODY_LIMIT).await.map_err(|_| {
-        Failure::new("InvalidParameterException", format!("Request must be smaller than {BODY_LIMIT} bytes"))
-    })?;
-    let signed = SignedParts::of(&parts, &body);
-    api.verifier.verify(&signed, "logs", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
-    let op = target(&parts.headers).and_then(|t| t.strip_prefix(TARGET_PREFIX)).unwrap_or_default().to_string();
-    let model = nimbus_model::Model::of("logs").filter(|m| m.operation(&op).is_some()).ok_or_else(|| unknown(&op))?;
-    let json: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(&body).map_err(|e| Failure {
-            status: StatusCode::BAD_REQUEST,
-            kind: "SerializationException",
-            message: format!("Could not parse the request body as JSON: {e}"),
-        })?
-    };
-    let request = nimbus_model::Request {
-        labels: Vec::new(),
-        query: Vec::new(),
-        headers: parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
-        body: Some(&json),
-    };
-    nimbus_model::validate(model, &op, &request)
-        .map_err(|v| Failure::new("InvalidParameterException", v.to_string()))?;
+    let JsonCall { op, input: json, .. } = SERVICE.accept(api, req).await?;
     let logs = api
         .logs
         .as_deref()
         .ok_or_else(|| Failure::from(ApiError::Unavailable("CloudWatch Logs is not served by this node".into())))?;
-    tracing::debug!(operation = %op, "authenticated");
     if op == "StartLiveTail" {
         return live::start(logs, json, request_id).await;
     }
@@ -94,12 +71,9 @@ async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<
     Ok(resp)
 }
 
+/// An operation of the model that Nimbus does not serve.
 fn unknown(op: &str) -> Failure {
-    Failure {
-        status: StatusCode::BAD_REQUEST,
-        kind: "UnknownOperationException",
-        message: format!("Nimbus does not serve the CloudWatch Logs operation '{op}'"),
-    }
+    Failure::new("UnknownOperationException", format!("Nimbus does not serve the CloudWatch Logs operation '{op}'"))
 }
 
 /// Parses a request's members (already checked against the model).

@@ -16,12 +16,15 @@ use nimbus_registry::auth::{Purpose, LOGIN_TTL};
 use nimbus_registry::{Image, Registry, RegistryError, Repository};
 use serde_json::{json, Value};
 
-use crate::json_error::Failure;
-use crate::sigv4::SignedParts;
-use crate::{read_body, Api, ApiError};
+use crate::json_front::{Failure, JsonService};
+use crate::{Api, ApiError};
 
-const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
-const BODY_MAX: usize = 1 << 20;
+const SERVICE: JsonService = JsonService {
+    name: "ecr",
+    target_prefix: "AmazonEC2ContainerRegistry_V20150921.",
+    body_max: 1 << 20,
+    invalid: "ValidationException",
+};
 /// Page size when a request names no maxResults, as ECR.
 const PAGE_DEFAULT: usize = 100;
 
@@ -46,36 +49,12 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
 }
 
 async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, BODY_MAX)
-        .await
-        .map_err(|_| Failure::new("ValidationException", format!("Request must be smaller than {BODY_MAX} bytes")))?;
-    let signed = SignedParts::of(&parts, &body);
-    api.verifier.verify(&signed, "ecr", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or_default().to_string();
-    let model = nimbus_model::Model::of("ecr").expect("the ECR model is vendored");
-    if model.operation(&op).is_none() {
-        return Err(Failure::new("UnknownOperationException", format!("Unknown operation {target:?}")));
-    }
-    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|e| Failure::new("SerializationException", e.to_string()))?
-    };
-    let request = nimbus_model::Request {
-        labels: vec![],
-        query: vec![],
-        headers: parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
-        body: Some(&input),
-    };
-    nimbus_model::validate(model, &op, &request).map_err(|v| Failure::new("ValidationException", v.to_string()))?;
+    let call = SERVICE.accept(api, req).await?;
     let registry = api.registry.as_deref().ok_or_else(|| {
         Failure::from(ApiError::Unavailable("the container registry is not served by this node".into()))
     })?;
-    tracing::debug!(operation = %op, "authenticated");
-    let ctx = Ctx { registry, host: host(&parts.headers, api.public_port), input: &input };
-    let out = ctx.execute(&op).await?;
+    let ctx = Ctx { registry, host: host(&call.headers, api.public_port), input: &call.input };
+    let out = ctx.execute(&call.op).await?;
     let mut resp = (StatusCode::OK, axum::Json(out)).into_response();
     resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
     Ok(resp)
