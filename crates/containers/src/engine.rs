@@ -1325,14 +1325,8 @@ mod tests {
         d.container_definitions[0].stop_timeout = Some(stop_timeout);
         ecs.register_task_definition(d).await.unwrap();
         let task = ecs.run_task(run("pair", 1)).await.unwrap().tasks.remove(0);
-        for _ in 0..500 {
-            let d = ecs.describe_tasks(None, std::slice::from_ref(&task.task_arn)).await.unwrap();
-            if d.tasks[0].0.last_status == "RUNNING" {
-                return task.task_arn;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the task never ran");
+        reached(ecs, &task.task_arn, "RUNNING").await;
+        task.task_arn
     }
 
     #[tokio::test]
@@ -1408,14 +1402,19 @@ mod tests {
     }
 
     async fn stopped(ecs: &Ecs, arn: &str) -> Task {
+        reached(ecs, arn, "STOPPED").await
+    }
+
+    /// The task once its lastStatus is `status`, polled for up to 5 s.
+    async fn reached(ecs: &Ecs, arn: &str, status: &str) -> Task {
         for _ in 0..500 {
             let d = ecs.describe_tasks(None, &[arn.to_string()]).await.unwrap();
-            if d.tasks[0].0.last_status == "STOPPED" {
+            if d.tasks[0].0.last_status == status {
                 return d.tasks[0].0.clone();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("task {arn} did not stop");
+        panic!("the task never reached {status}");
     }
 
     #[tokio::test]
