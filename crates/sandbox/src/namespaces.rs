@@ -281,6 +281,10 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 
 /// Stage two: PID 1 of the new PID namespace. Only returns on error.
 pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
+    // Die with stage one from the start: a node killed while this stage
+    // still builds the root must not leave it to run the program.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    let parent = Parent::open(spec.parent)?;
     // Slaves of the host, so that what the worker mounts on the slots later
     // propagates in; every bind but the slots' is made private below.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
@@ -303,8 +307,13 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         image_user(spec)?;
     }
     nix::sys::prctl::set_no_new_privs().map_err(|e| io(e, "no_new_privs"))?;
-    // After the credential change (which clears it): die with stage one.
+    // The credential changes cleared it: set again, then make sure stage
+    // one did not die in between (its signal would have been missed).
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    if !parent.alive() {
+        return Err(std::io::Error::other("stage one is gone"));
+    }
+    drop(parent);
     crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
         .map_err(|e| io(e, "open files limit"))?;
@@ -329,6 +338,37 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     let cwd = cwd.unwrap_or_else(|| "/var/task".into());
     let err = std::process::Command::new(program).args(args).env_clear().envs(env).current_dir(cwd).exec();
     Err(err)
+}
+
+/// Stage one as stage two sees it through the host's `/proc` (still
+/// mounted when stage two starts): in the new PID namespace `getppid()` is
+/// 0, dead parent or not. The open directory stays bound to that process
+/// through the pivot, and a reused pid cannot pass for it.
+struct Parent(std::fs::File);
+
+impl Parent {
+    /// Stage one, which must still be the child of `node`.
+    fn open(node: u32) -> std::io::Result<Self> {
+        let gone = || std::io::Error::other("the node that started this sandbox is gone");
+        let ppid = |stat: &str| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        let stage_one: u32 = ppid(&std::fs::read_to_string("/proc/self/stat")?).ok_or_else(gone)?;
+        let parent = Self(std::fs::File::open(format!("/proc/{stage_one}"))?);
+        match parent.stat() {
+            Some(stat) if ppid(&stat) == Some(node) => Ok(parent),
+            _ => Err(gone()),
+        }
+    }
+
+    fn stat(&self) -> Option<String> {
+        let fd = nix::fcntl::openat(&self.0, "stat", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).ok()?;
+        std::io::read_to_string(std::fs::File::from(fd)).ok()
+    }
+
+    /// Not exited: neither reaped nor a zombie.
+    fn alive(&self) -> bool {
+        let state = |stat: &str| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+        self.stat().and_then(|s| state(&s)).is_some_and(|s| s != "Z" && s != "X")
+    }
 }
 
 /// The image's root, read-only, with the sandbox's `/tmp`, `/dev` and
