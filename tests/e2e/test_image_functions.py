@@ -103,6 +103,17 @@ def test_an_image_runs_its_entrypoint_in_its_workdir_as_root_of_its_own_user_nam
     assert invoke(lam, name)["greeting"] == "mine"
 
 
+def test_the_repository_uri_ecr_reports_deploys_as_it_does_on_aws(server, lam, layouts):
+    uri = push(server, layouts["busybox"], "v1")
+    repo = uri.split("/", 1)[1].split(":")[0]
+    ecr_uri = aws_client(server, "ecr").describe_repositories(repositoryNames=[repo])["repositories"][0]["repositoryUri"]
+    assert ".dkr.ecr." in ecr_uri
+    name = create_image_function(lam, f"{ecr_uri}:v1")
+    code = lam.get_function(FunctionName=name)["Code"]
+    assert code["ImageUri"] == f"{ecr_uri}:v1" and code["ResolvedImageUri"].startswith(f"{ecr_uri}@sha256:")
+    assert invoke(lam, name)["greeting"] == "from-image"
+
+
 def test_image_config_overrides_entrypoint_command_and_workdir(server, lam, layouts):
     uri = push(server, layouts["busybox"], "v1")
     overrides = {"EntryPoint": ["/bin/sh", "/runtime.sh", "first"], "Command": ["second", "third"],
