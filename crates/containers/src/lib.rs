@@ -9,18 +9,26 @@
 //! front end is `nimbus-api`'s `ecs` module) nor store anything but
 //! through `nimbus_store::EcsMeta`.
 
+mod awslogs;
 mod engine;
+mod metadata;
+mod metering;
+mod retention;
 pub mod rules;
 pub mod runtime;
 mod sandboxed;
 pub mod types;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use engine::{
     Capacity, DescribedTasks, Ecs, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask,
     RunTaskOutcome,
 };
+pub use metadata::{CREDENTIALS_PORT, ENDPOINT_IP};
+pub use metering::bill;
 pub use sandboxed::SandboxRuntime;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,4 +84,34 @@ pub struct PullError(pub String);
 #[async_trait::async_trait]
 pub trait TaskImages: Send + Sync {
     async fn pull(&self, image: &str) -> Result<PulledImage, PullError>;
+}
+
+/// Session credentials a task's containers get from the credentials
+/// endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Epoch seconds.
+    pub expiration: i64,
+}
+
+/// Mints credentials that the node's API accepts, for `subject` (the
+/// task's role ARN, else the task's ARN).
+pub trait TaskCredentials: Send + Sync {
+    fn issue(&self, subject: &str) -> SessionKeys;
+}
+
+/// What the node gives running tasks beyond their containers: credentials
+/// and the API to call with them, the log store of the `awslogs` driver,
+/// where metered tasks are recorded, and the clock stopped tasks expire by.
+#[derive(Clone)]
+pub struct Platform {
+    pub credentials: Arc<dyn TaskCredentials>,
+    /// The node's API, forwarded into each task's network namespace.
+    pub api: SocketAddr,
+    pub logs: Arc<nimbus_logs::Logs>,
+    pub usage: Arc<dyn nimbus_store::TaskUsageMeta>,
+    pub clock: nimbus_core::clock::Clock,
 }
