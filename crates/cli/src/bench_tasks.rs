@@ -163,7 +163,7 @@ fn answers(port: u16) -> bool {
     let mut got = String::new();
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
         && s.read_to_string(&mut got).is_ok()
-        && got.starts_with("HTTP/1.0 200")
+        && got.split_whitespace().nth(1) == Some("200")
 }
 
 async fn stop_all(client: &Client, arns: &[String]) -> anyhow::Result<()> {
