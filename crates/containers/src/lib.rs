@@ -20,7 +20,6 @@ mod sandboxed;
 pub mod types;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use engine::{
@@ -64,7 +63,8 @@ impl From<serde_json::Error> for Error {
 /// A pulled image: its flattened root and what its configuration says.
 #[derive(Debug, Clone)]
 pub struct PulledImage {
-    pub root: PathBuf,
+    /// Held while a task runs on it.
+    pub root: nimbus_images::Root,
     /// The manifest digest (`sha256:…`), reported as the container's `imageDigest`.
     pub digest: String,
     pub entrypoint: Vec<String>,
