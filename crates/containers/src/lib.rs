@@ -3,11 +3,14 @@
 //! rules (`rules`), tasks and the lifecycle AWS reports for them
 //! (`engine`), and the node's CPU and memory that tasks are placed
 //! against. Tasks' images come through the [`TaskImages`] trait, which the
-//! binary implements over the registry.
+//! binary implements over the registry. Around running tasks: what they
+//! reach inside their network namespace (`metadata`), the `awslogs` driver,
+//! their metering and the retention of stopped tasks.
 //!
 //! This crate owns ECS's rules and state. It must not speak HTTP (the
-//! front end is `nimbus-api`'s `ecs` module) nor store anything but
-//! through `nimbus_store::EcsMeta`.
+//! front end is `nimbus-api`'s `ecs` module; the in-task endpoints are the
+//! one exception) nor store anything but through `nimbus_store::EcsMeta`
+//! and `nimbus_store::TaskUsageMeta`.
 
 mod awslogs;
 mod engine;
@@ -26,8 +29,6 @@ pub use engine::{
     Capacity, DescribedTasks, Ecs, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask,
     RunTaskOutcome,
 };
-pub use metadata::{CREDENTIALS_PORT, ENDPOINT_IP};
-pub use metering::bill;
 pub use sandboxed::SandboxRuntime;
 
 #[derive(Debug, thiserror::Error)]

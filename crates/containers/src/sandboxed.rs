@@ -7,7 +7,9 @@
 //! size holding them all. Each published port gets a listener on the
 //! host's loopback whose connections are made from inside the task's
 //! network namespace (a short-lived thread `setns`es and connects), so no
-//! veth, bridge or NAT is needed.
+//! veth, bridge or NAT is needed. A container's stdout and stderr go to
+//! `output.log` in its directory, or, with `awslogs`, through pipes to the
+//! node's log driver.
 //!
 //! It starts and signals processes; the lifecycle is the engine's.
 
