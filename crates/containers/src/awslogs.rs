@@ -133,8 +133,10 @@ impl Batch {
 
     fn push(&mut self, message: String) {
         self.bytes += message.len() + EVENT_OVERHEAD;
-        // Both pipes share one clock, so events stay in time order.
-        let timestamp_ms = chrono::Utc::now().timestamp_millis();
+        // PutLogEvents refuses a batch out of time order, so a clock that
+        // steps back does not take a line's time before the last one's.
+        let last = self.events.last().map_or(i64::MIN, |e| e.timestamp_ms);
+        let timestamp_ms = chrono::Utc::now().timestamp_millis().max(last);
         self.events.push(InputEvent { timestamp_ms, message });
     }
 }
