@@ -8,9 +8,11 @@ mod bench_logs;
 mod bench_queues;
 mod bench_s3;
 mod bench_schedules;
+mod bench_tasks;
 mod client;
 mod commands;
 mod serve;
+mod task_cmd;
 mod trigger;
 mod zipdir;
 
@@ -78,6 +80,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List, stop and read the logs of ECS tasks.
+    Task {
+        #[command(subcommand)]
+        command: task_cmd::TaskCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script, e.g. `nimbus completions bash > /etc/bash_completion.d/nimbus`.
     Completions {
         /// The shell to complete in.
@@ -137,6 +146,7 @@ fn main() -> std::process::ExitCode {
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
+                        Command::Task { command, client } => task_cmd::task(command, client).await,
                         Command::Completions { .. } => Ok(()),
                     }
                 })
