@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use sha2::Digest;
 
 use crate::bench::{percentiles, round};
 use crate::client::Client;
@@ -47,77 +46,16 @@ async fn ecs(client: &Client, op: &str, body: Value) -> anyhow::Result<Value> {
     call(client, "ecs", &format!("AmazonEC2ContainerServiceV20141113.{op}"), body).await
 }
 
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
-}
-
-/// The image's one layer (gzip) and its diff_id: `/bin/busybox` and `sh`.
-fn busybox_layer() -> anyhow::Result<(Vec<u8>, String)> {
-    let busybox = std::fs::read("/bin/busybox").context("reading /bin/busybox (install busybox-static)")?;
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
-    dir.set_size(0);
-    tar.append_data(&mut dir, "bin/", std::io::empty())?;
-    let mut file = tar::Header::new_gnu();
-    file.set_mode(0o755);
-    file.set_size(busybox.len() as u64);
-    tar.append_data(&mut file, "bin/busybox", busybox.as_slice())?;
-    let mut link = tar::Header::new_gnu();
-    link.set_entry_type(tar::EntryType::Symlink);
-    link.set_mode(0o777);
-    link.set_size(0);
-    tar.append_link(&mut link, "bin/sh", "busybox")?;
-    let raw = tar.into_inner()?;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&raw)?;
-    Ok((gz.finish()?, sha256(&raw)))
-}
-
-/// Builds the image and pushes it; its URI.
+/// An image of the host's static busybox (`/bin/busybox`, and as `sh`)
+/// whose entrypoint is `sh -c`, pushed; its URI.
 async fn push_image(client: &Client, endpoint: &str) -> anyhow::Result<String> {
-    let ecr = "AmazonEC2ContainerRegistry_V20150921";
-    call(client, "ecr", &format!("{ecr}.CreateRepository"), json!({"repositoryName": REPO})).await?;
-    let auth = call(client, "ecr", &format!("{ecr}.GetAuthorizationToken"), json!({})).await?;
-    let token = auth["authorizationData"][0]["authorizationToken"].as_str().context("no authorization token")?;
-    let basic = format!("Basic {token}");
-    let (layer, diff_id) = busybox_layer()?;
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Entrypoint": ["/bin/sh", "-c"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    })
-    .to_string()
-    .into_bytes();
-    let http = reqwest::Client::new();
-    for blob in [&layer, &config] {
-        let started =
-            http.post(format!("{endpoint}/v2/{REPO}/blobs/uploads/")).header("authorization", &basic).send().await?;
-        let location = started.headers().get("location").and_then(|l| l.to_str().ok()).context("no upload location")?;
-        let put = http
-            .put(format!("{endpoint}{location}?digest={}", sha256(blob)))
-            .header("authorization", &basic)
-            .header("content-type", "application/octet-stream")
-            .body(blob.clone())
-            .send()
-            .await?;
-        anyhow::ensure!(put.status().is_success(), "blob upload: {}", put.status());
-    }
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(&layer), "size": layer.len()}],
-    });
-    let put = http
-        .put(format!("{endpoint}/v2/{REPO}/manifests/bench"))
-        .header("authorization", &basic)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string())
-        .send()
-        .await?;
-    anyhow::ensure!(put.status().is_success(), "manifest upload: {}", put.status());
+    let busybox = std::fs::read("/bin/busybox").context("reading /bin/busybox (install busybox-static)")?;
+    let layout = tempfile::tempdir()?;
+    let files = [("bin/busybox".to_string(), busybox.clone(), 0o755), ("bin/sh".to_string(), busybox, 0o755)];
+    crate::bench_images::write_layout(layout.path(), "bench", &files, &["/bin/sh", "-c"])?;
+    crate::bench_images::Registry::create_repository(client, REPO).await?;
+    let registry = crate::bench_images::Registry::login(client, endpoint).await?;
+    registry.push_layout(layout.path(), "bench", REPO).await?;
     Ok(format!("{}/{REPO}:bench", endpoint.trim_start_matches("http://")))
 }
 
