@@ -387,15 +387,16 @@ def test_kill_mid_push_leaves_a_consistent_registry(private_server):
     s = private_server()
     reg, repo = Registry(s), new_repo(s, "crash")
     committed = push_blob(reg, repo, b"committed before the crash")
-    data = os.urandom(1 << 20)
+    # The first part is more than the server gathers before a write (1 MiB).
+    data, first = os.urandom(3 << 20), 2 << 20
     loc = reg.post(f"{repo}/blobs/uploads/").headers["Location"]
     started, release = threading.Event(), threading.Event()
 
     def slow_body():
-        yield data[:65536]
+        yield data[:first]
         started.set()
         release.wait(30)  # The server is killed while this request is still streaming.
-        yield data[65536:]
+        yield data[first:]
 
     def push():
         try:

@@ -75,13 +75,20 @@ impl Registry {
         let sep = if location.contains('?') { '&' } else { '?' };
         let f = tokio::fs::File::open(file).await?;
         let len = f.metadata().await?.len();
+        // Read in large pieces, as skopeo's copy does (reqwest's own file body reads 4 KB at a time).
+        let body = futures_util::stream::try_unfold(f, |mut f| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((n > 0).then(|| (bytes::Bytes::from(buf), f)))
+        });
         let done = self
             .http
             .put(format!("{location}{sep}digest={digest}"))
             .header("authorization", &self.auth)
             .header("content-type", "application/octet-stream")
             .header("content-length", len)
-            .body(reqwest::Body::from(f))
+            .body(reqwest::Body::wrap_stream(body))
             .send()
             .await?;
         anyhow::ensure!(done.status().as_u16() == 201, "uploading {digest} answered {}", done.status());

@@ -256,18 +256,28 @@ async fn append_to(u: &mut Upload, range: Option<(u64, u64)>, body: impl BodyStr
     written
 }
 
+/// Bytes gathered before a write: each write of a `tokio::fs::File` is a
+/// trip to the blocking pool, and a body arrives in frames of a few KB.
+const WRITE_BUFFER: usize = 1 << 20;
+
 async fn write_chunk(u: &mut Upload, mut body: impl BodyStream, expected: Option<u64>) -> Result<()> {
     let mut written = 0u64;
+    let mut pending = Vec::with_capacity(WRITE_BUFFER);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| RegistryError::Body(e.to_string()))?;
         written += chunk.len() as u64;
         if expected.is_some_and(|n| written > n) {
             return Err(RegistryError::RangeInvalid { size: u.size });
         }
-        u.file.write_all(&chunk).await?;
         u.hasher.update(&chunk);
         u.size += chunk.len() as u64;
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= WRITE_BUFFER {
+            u.file.write_all(&pending).await?;
+            pending.clear();
+        }
     }
+    u.file.write_all(&pending).await?;
     if expected.is_some_and(|n| written != n) {
         return Err(RegistryError::RangeInvalid { size: u.size - written });
     }
