@@ -1,5 +1,6 @@
 //! `nimbus usage`: requests, GB-seconds and their cost per function and
-//! day, from `GET /_nimbus/usage` (the server prices them with its table).
+//! day, from `GET /_nimbus/usage` (the server prices them with its table);
+//! the global `--json` prints the report as the API returns it.
 
 use serde_json::Value;
 
@@ -18,9 +19,6 @@ pub struct UsageArgs {
     /// Take AWS's monthly free tier off the cost.
     #[arg(long)]
     free_tier: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 /// `7d`, `12h`, `30m` back from now, as RFC 3339; anything else as given.
@@ -49,7 +47,7 @@ pub async fn usage(args: UsageArgs, client_args: ClientArgs) -> anyhow::Result<(
         query.push("freeTier=true".into());
     }
     let report = client.call("GET", &format!("/_nimbus/usage?{}", query.join("&")), None).await?;
-    if args.json {
+    if client_args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
