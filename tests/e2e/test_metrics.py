@@ -251,9 +251,18 @@ def test_prometheus_scrape_needs_the_key_pair_and_parses(server, invoked):
     bad = base64.b64encode(f"{key}:wrong".encode()).decode()
     assert send("GET", url, headers={"Authorization": f"Basic {bad}"})[0] == 401
     good = base64.b64encode(f"{key}:{secret}".encode()).decode()
-    status, headers, body = send("GET", url, headers={"Authorization": f"Basic {good}"})
-    assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
-    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+    def scrape():
+        status, headers, body = send("GET", url, headers={"Authorization": f"Basic {good}"})
+        assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
+        return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+    def records_written(families):
+        return any(s.labels.get("writer") == "invocation_records" and s.name.endswith("_count") and s.value >= 1
+                   for s in families["nimbus_store_write_seconds"].samples)
+
+    # The invocation records are written by a task just after the invokes answered.
+    families = wait_for(lambda: (lambda f: records_written(f) and f)(scrape()), "a timed record write")
     mine = {"function": invoked}
 
     def value(family, sample_name, labels):
@@ -268,6 +277,3 @@ def test_prometheus_scrape_needs_the_key_pair_and_parses(server, invoked):
     states = {s.labels["state"]: s.value for s in families["nimbus_environments"].samples}
     assert set(states) == {"busy", "idle", "provisioned"} and states["idle"] >= 1
     assert "nimbus_templates_ready" in families and "nimbus_sqs_messages_visible" in families
-    writes = families["nimbus_store_write_seconds"].samples
-    assert any(s.labels.get("writer") == "invocation_records" and s.name.endswith("_count") and s.value >= 1
-               for s in writes)

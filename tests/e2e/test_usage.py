@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import Server, create, make_zip, nimbus_cli, signed_request, send, unique_name, wait_ready
+from conftest import Server, create, make_zip, nimbus_cli, signed_request, send, unique_name, wait_for, wait_ready
 
 CODE = make_zip({"app.py": '''
 import time
@@ -35,8 +35,14 @@ def usage_json(server, *args):
     return json.loads(nimbus_cli(server, "usage", "--json", *args).stdout)
 
 
+def recorded(server, name, requests):
+    """Waits until a function's invocation records are stored (a writer task
+    stores them just after each invoke answers)."""
+    wait_for(lambda: usage_json(server, "--function", name)["requests"] == requests, f"{name}'s records")
+
+
 @pytest.fixture(scope="module")
-def used(lam):
+def used(server, lam):
     """Two functions (x86_64 at 256 MB, arm64 at 512 MB) and the billed ms of each invoke."""
     x86, arm = unique_name("usage-x86"), unique_name("usage-arm")
     create(lam, x86, CODE, MemorySize=256)
@@ -45,6 +51,8 @@ def used(lam):
     wait_ready(lam, arm)
     billed = {x86: [billed_ms(lam, x86, {"sleep_ms": ms}) for ms in (0, 30, 120)],
               arm: [billed_ms(lam, arm, {}) for _ in range(2)]}
+    for name, calls in billed.items():
+        recorded(server, name, len(calls))
     return x86, arm, billed
 
 
@@ -106,6 +114,7 @@ def test_a_price_table_of_the_operators(tmp_path):
         wait_ready(lam, name)
         for _ in range(2):
             lam.invoke(FunctionName=name, Payload=b"{}")
+        recorded(s, name, 2)
         report = usage_json(s, "--function", name)
         assert report["prices"] == prices
         assert report["cost"] == pytest.approx(2.0)

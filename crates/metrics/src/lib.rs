@@ -20,7 +20,7 @@ mod platform;
 mod stats;
 pub mod usage;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -158,8 +158,10 @@ impl Default for Settings {
 
 #[derive(Default)]
 struct State {
-    /// Minutes not yet flushed: (minute start, series) -> samples.
-    minutes: HashMap<(i64, MetricKey), StatSet>,
+    /// Minutes not yet flushed: minute start -> dimension set -> one
+    /// statistic set per metric, in [`METRICS`] order. A sample allocates
+    /// nothing once its dimension set has been seen this minute.
+    minutes: BTreeMap<i64, HashMap<Dimensions, Vec<StatSet>>>,
     /// Invocations running, per function and in all.
     running: HashMap<String, u32>,
     running_total: u32,
@@ -248,12 +250,19 @@ impl Metrics {
     }
 
     fn add(&self, st: &mut State, metric: &str, sets: &[Dimensions], value: f64) {
+        let Some(i) = metric_index(metric) else { return };
         let minute = self.settings.clock.now_ms().div_euclid(MINUTE_MS) * MINUTE_MS;
         if st.minutes.is_empty() {
             self.wake.notify_one();
         }
+        let by_dims = st.minutes.entry(minute).or_default();
         for d in sets {
-            st.minutes.entry((minute, d.key(metric))).or_default().add(value);
+            if !by_dims.contains_key(d) {
+                by_dims.insert(d.clone(), vec![StatSet::default(); METRICS.len()]);
+            }
+            if let Some(series) = by_dims.get_mut(d) {
+                series[i].add(value);
+            }
         }
     }
 
@@ -344,37 +353,46 @@ impl Metrics {
     /// Moves the minutes before `before_ms` from memory to the store.
     async fn flush_before(&self, before_ms: i64) -> Result<(), MetricsError> {
         let _moving = self.moving.write().await;
-        let due: Vec<((i64, MetricKey), StatSet)> = {
+        let due = {
             let mut st = self.lock();
-            let keys: Vec<_> = st.minutes.keys().filter(|(m, _)| *m < before_ms).cloned().collect();
-            keys.into_iter().filter_map(|k| st.minutes.remove(&k).map(|s| (k, s))).collect()
+            let later = st.minutes.split_off(&before_ms);
+            std::mem::replace(&mut st.minutes, later)
         };
         if due.is_empty() {
             return Ok(());
         }
-        let rows: Vec<MetricRow> = due
-            .iter()
-            .map(|((minute, k), s)| MetricRow {
-                metric: k.metric.clone(),
-                function: k.function.clone(),
-                resource: k.resource.clone(),
-                executed_version: k.executed_version.clone(),
-                minute_ms: *minute,
-                sample_count: s.sample_count,
-                sum: s.sum,
-                minimum: s.minimum,
-                maximum: s.maximum,
-                histogram: s.encode_histogram(),
-            })
-            .collect();
+        let mut rows = Vec::new();
+        for (minute, by_dims) in &due {
+            for (d, series) in by_dims {
+                for ((metric, _), s) in METRICS.iter().zip(series).filter(|(_, s)| s.sample_count > 0.0) {
+                    let k = d.key(metric);
+                    rows.push(MetricRow {
+                        metric: k.metric,
+                        function: k.function,
+                        resource: k.resource,
+                        executed_version: k.executed_version,
+                        minute_ms: *minute,
+                        sample_count: s.sample_count,
+                        sum: s.sum,
+                        minimum: s.minimum,
+                        maximum: s.maximum,
+                        histogram: s.encode_histogram(),
+                    });
+                }
+            }
+        }
         let began = std::time::Instant::now();
         let written = self.meta.insert_metric_rows(&rows).await;
         self.platform.store_write("metrics", began.elapsed());
         if let Err(e) = written {
             // Put them back for the next flush rather than lose them.
             let mut st = self.lock();
-            for (k, s) in due {
-                st.minutes.entry(k).or_default().merge(&s);
+            for (minute, by_dims) in due {
+                let mine = st.minutes.entry(minute).or_default();
+                for (d, series) in by_dims {
+                    let into = mine.entry(d).or_insert_with(|| vec![StatSet::default(); METRICS.len()]);
+                    into.iter_mut().zip(&series).for_each(|(a, b)| a.merge(b));
+                }
             }
             return Err(e.into());
         }
@@ -408,6 +426,9 @@ impl Metrics {
         let period_ms = i64::from(period_s) * 1000;
         let mut periods: std::collections::BTreeMap<i64, StatSet> = Default::default();
         let mut put = |minute: i64, s: &StatSet| {
+            if s.sample_count == 0.0 {
+                return;
+            }
             let p = from + (minute - from).div_euclid(period_ms) * period_ms;
             periods.entry(p).or_default().merge(s);
         };
@@ -422,13 +443,14 @@ impl Metrics {
             };
             put(r.minute_ms, &s);
         }
-        let st = self.lock();
-        for ((minute, k), s) in &st.minutes {
-            if *k == key && (from..end_ms).contains(minute) {
-                put(*minute, s);
+        if let Some(i) = metric_index(metric) {
+            let st = self.lock();
+            for (minute, by_dims) in st.minutes.range(from..end_ms) {
+                if let Some(series) = by_dims.get(dims) {
+                    put(*minute, &series[i]);
+                }
             }
         }
-        drop(st);
         Ok(periods.into_iter().collect())
     }
 
@@ -448,7 +470,12 @@ impl Metrics {
         let since = self.settings.clock.now_ms() - LIST_WINDOW_MS;
         let _moving = self.moving.read().await;
         let mut keys: BTreeSet<MetricKey> = self.meta.metric_keys(since).await?.into_iter().collect();
-        keys.extend(self.lock().minutes.keys().map(|(_, k)| k.clone()));
+        for by_dims in self.lock().minutes.values() {
+            for (d, series) in by_dims {
+                let has_data = METRICS.iter().zip(series).filter(|(_, s)| s.sample_count > 0.0);
+                keys.extend(has_data.map(|((metric, _), _)| d.key(metric)));
+            }
+        }
         Ok(keys.iter().map(|k| (k.metric.clone(), Dimensions::of_key(k))).collect())
     }
 
@@ -457,6 +484,10 @@ impl Metrics {
         let rows = self.meta.usage_rows(q.function.as_deref(), q.start_ms, q.end_ms).await?;
         Ok(usage::report(&rows, &self.settings.prices, q.free_tier))
     }
+}
+
+fn metric_index(metric: &str) -> Option<usize> {
+    METRICS.iter().position(|(m, _)| *m == metric)
 }
 
 /// A period GetMetricStatistics accepts: 1, 5, 10, 20, 30 or a multiple of 60.

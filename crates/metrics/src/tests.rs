@@ -76,6 +76,9 @@ async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
 #[tokio::test]
 async fn concurrency_is_what_runs_when_an_invocation_ends_and_reserved_functions_are_apart() {
     let (_dir, _meta, m) = engine().await;
+    m.throttled(&target(None, "$LATEST"));
+    let now = Clock::real().now_ms();
+    assert_eq!(m.series(&query("Invocations", Dimensions::function("f"), "Sum", now)).await.unwrap(), vec![]);
     m.set_reserved("r", true);
     let a = m.running("f");
     let b = m.running("f");
@@ -87,7 +90,6 @@ async fn concurrency_is_what_runs_when_an_invocation_ends_and_reserved_functions
     assert!(m.prometheus(Vec::new()).contains("nimbus_lambda_concurrent_executions{function=\"f\"} 1"));
     m.invoked(&target(None, "$LATEST"), 1.0, false, None);
     drop(d);
-    let now = Clock::real().now_ms();
     let stat = |metric: &str, d: Dimensions, s: &str| {
         let m = m.clone();
         let q = query(metric, d, s, now);
@@ -161,4 +163,32 @@ async fn usage_adds_up_billed_milliseconds_and_prices_them() {
     assert_eq!(free.cost, 0.0);
     let only_b = m.usage(&UsageQuery { function: Some("b".into()), ..q }).await.unwrap();
     assert_eq!((only_b.requests, only_b.functions[0].day.as_str()), (1, "2023-11-14"));
+}
+
+/// Polls until `f` holds, for at most ten seconds of real time.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn finished_minutes_are_flushed_and_expire_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+    // A minute of this clock passes in 50 ms.
+    let clock = Clock::scaled(Clock::real().now_ms(), 1200);
+    let settings = Settings { retention: Duration::from_secs(180), clock, prices: Prices::default() };
+    let m = Metrics::start(meta.clone(), settings);
+    m.throttled(&target(None, "$LATEST"));
+    let stored = || {
+        let meta = meta.clone();
+        async move { meta.metric_keys(0).await.unwrap().len() }
+    };
+    eventually("the minute to be flushed", || async { stored().await == 2 }).await;
+    assert!(m.lock().minutes.is_empty());
+    // Three minutes of retention later (150 ms), the rows are gone.
+    eventually("the rows to expire", || async { stored().await == 0 }).await;
 }
