@@ -66,8 +66,8 @@ fn table(r: &Value) -> String {
             d["day"].as_str().unwrap_or_default(),
             d["function"].as_str().unwrap_or_default(),
             d["architecture"].as_str().unwrap_or_default(),
-            d["requests"],
-            d["billedMs"],
+            d["requests"].as_u64().unwrap_or(0),
+            d["billedMs"].as_u64().unwrap_or(0),
             d["gbSeconds"].as_f64().unwrap_or(0.0),
             d["cost"].as_f64().unwrap_or(0.0),
         );
@@ -78,8 +78,8 @@ fn table(r: &Value) -> String {
         "TOTAL",
         "",
         "",
-        r["requests"],
-        r["billedMs"],
+        r["requests"].as_u64().unwrap_or(0),
+        r["billedMs"].as_u64().unwrap_or(0),
         f("gbSeconds"),
         f("grossCost")
     );
