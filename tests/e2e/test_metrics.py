@@ -7,6 +7,7 @@ across a restart, and the Prometheus scrape."""
 import base64
 import datetime
 import json
+from unittest import mock
 
 import boto3
 import pytest
@@ -277,3 +278,27 @@ def test_prometheus_scrape_needs_the_key_pair_and_parses(server, invoked):
     states = {s.labels["state"]: s.value for s in families["nimbus_environments"].samples}
     assert set(states) == {"busy", "idle", "provisioned"} and states["idle"] >= 1
     assert "nimbus_templates_ready" in families and "nimbus_sqs_messages_visible" in families
+
+
+def test_botocore_speaking_smithy_rpc_v2_cbor(server, invoked):
+    """botocore prefers awsJson 1.0 for CloudWatch; newer SDKs send the
+    model's first protocol, CBOR. botocore's own CBOR serializer and parser
+    speak it when asked to prefer it."""
+    cbor_first = ("smithy-rpc-v2-cbor", "json", "rest-json", "rest-xml", "query", "ec2")
+    with mock.patch("botocore.model.PRIORITY_ORDERED_SUPPORTED_PROTOCOLS", cbor_first):
+        cw = aws_client(server, "cloudwatch")
+        seen = []
+        cw.meta.events.register("before-send", lambda request, **_: seen.append(request))
+        point = stats(cw, invoked, "Invocations", Statistics=["Sum"])
+        assert point["Sum"] == 7 and isinstance(point["Timestamp"], datetime.datetime)
+        assert seen[-1].url.endswith("/service/GraniteServiceVersion20100801/operation/GetMetricStatistics")
+        assert seen[-1].headers["smithy-protocol"] == b"rpc-v2-cbor"
+        r = cw.get_metric_data(StartTime=utc(-10), EndTime=utc(1), MetricDataQueries=[
+            {"Id": "e", "MetricStat": {"Metric": {"Namespace": NS, "MetricName": "Errors",
+                                                  "Dimensions": fn_dims(invoked)}, "Period": 3600, "Stat": "Sum"}}])
+        assert r["MetricDataResults"][0]["Values"] == [2.0]
+        assert isinstance(r["MetricDataResults"][0]["Timestamps"][0], datetime.datetime)
+        with pytest.raises(ClientError) as e:
+            cw.get_metric_statistics(Namespace=NS, MetricName="Invocations", StartTime=utc(-10), EndTime=utc(0),
+                                     Period=61, Statistics=["Sum"])
+        assert error_code(e) == "InvalidParameterValue"

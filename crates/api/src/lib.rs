@@ -226,7 +226,7 @@ fn front(req: &Request<Body>) -> Front {
         None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
-        None if monitoring::is_unsigned_monitoring(req.headers()) => Front::Monitoring,
+        None if monitoring::is_unsigned_monitoring(req.headers(), req.uri().path()) => Front::Monitoring,
         None if req.uri().path() == monitoring::prometheus::PATH => Front::Prometheus,
         None if ecs::is_unsigned_ecs(req.headers()) => Front::Ecs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,

@@ -5,8 +5,9 @@
 //!
 //! botocore 1.44 (boto3, the aws CLI) speaks CloudWatch as awsJson 1.0
 //! (`X-Amz-Target: GraniteServiceVersion20100801.<Op>`, `x-amzn-query-mode`),
-//! though the model also lists smithy-rpc-v2-cbor: the JSON form is what
-//! the clients send and what this serves. Timestamps are epoch seconds.
+//! though the model lists smithy-rpc-v2-cbor first, which newer SDKs send
+//! (`cbor`); both forms are served over the same JSON values (`wire`).
+//! Timestamps are epoch seconds.
 //! CloudWatch is "query compatible": an error carries its query-protocol
 //! code in `x-amzn-query-error` (`InvalidParameterCombination;Sender`),
 //! which is what botocore reports as the code.
@@ -14,6 +15,7 @@
 //! Owns the wire shapes and AWS's messages for refusals; the statistics
 //! are `nimbus-metrics`'.
 
+mod cbor;
 pub(crate) mod prometheus;
 mod wire;
 
@@ -34,8 +36,9 @@ const SERVICE: JsonService = JsonService {
 };
 
 /// Whether an unsigned request is for CloudWatch (so that CloudWatch refuses it).
-pub fn is_unsigned_monitoring(headers: &HeaderMap) -> bool {
+pub fn is_unsigned_monitoring(headers: &HeaderMap, path: &str) -> bool {
     headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(TARGET_PREFIX))
+        || cbor::is_cbor(headers, path)
 }
 
 impl From<MetricsError> for Failure {
@@ -50,6 +53,9 @@ impl From<MetricsError> for Failure {
 }
 
 pub async fn serve(api: &Api, req: Request<Body>) -> Response {
+    if req.uri().path().starts_with(cbor::PATH_PREFIX) {
+        return cbor::respond(serve_cbor(api, req).await);
+    }
     let mut resp = match serve_inner(api, req).await {
         Ok(r) => r,
         Err(f) => {
@@ -67,12 +73,19 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
 
 async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure> {
     let JsonCall { op, input, .. } = SERVICE.accept(api, req).await?;
-    let metrics = api
-        .metrics
-        .as_deref()
-        .ok_or_else(|| Failure::from(ApiError::Unavailable("CloudWatch metrics are not served by this node".into())))?;
-    let body = wire::execute(metrics, &op, input).await?;
+    let body = wire::execute(engine(api)?, &op, input).await?;
     Ok((StatusCode::OK, body.to_string()).into_response())
+}
+
+async fn serve_cbor(api: &Api, req: Request<Body>) -> Result<serde_json::Value, Failure> {
+    let (op, input) = cbor::accept(api, req, SERVICE.body_max).await?;
+    wire::execute(engine(api)?, &op, input).await
+}
+
+fn engine(api: &Api) -> Result<&nimbus_metrics::Metrics, Failure> {
+    api.metrics
+        .as_deref()
+        .ok_or_else(|| Failure::from(ApiError::Unavailable("CloudWatch metrics are not served by this node".into())))
 }
 
 /// `GET /_nimbus/usage?function=F&start=T&end=T&freeTier=true|false`
