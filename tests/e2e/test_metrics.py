@@ -278,6 +278,7 @@ def test_prometheus_scrape_needs_the_key_pair_and_parses(server, invoked):
     states = {s.labels["state"]: s.value for s in families["nimbus_environments"].samples}
     assert set(states) == {"busy", "idle", "provisioned"} and states["idle"] >= 1
     assert "nimbus_templates_ready" in families and "nimbus_sqs_messages_visible" in families
+    assert families["nimbus_async_events_queued"].samples[0].value >= 0
 
 
 def test_botocore_speaking_smithy_rpc_v2_cbor(server, invoked):

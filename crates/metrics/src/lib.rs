@@ -225,9 +225,9 @@ impl Metrics {
         &self.platform
     }
 
-    /// The OpenMetrics exposition, with the caller's scrape-time gauges and
-    /// the invocations running per function.
-    pub fn prometheus(&self, mut gauges: Vec<GaugeFamily>) -> String {
+    /// The OpenMetrics exposition, with the caller's scrape-time gauges,
+    /// the invocations running per function and the async queue's depth.
+    pub async fn prometheus(&self, mut gauges: Vec<GaugeFamily>) -> Result<String, MetricsError> {
         gauges.push(GaugeFamily {
             name: "lambda_concurrent_executions",
             help: "Invocations running now",
@@ -237,7 +237,12 @@ impl Metrics {
                 .map(|(f, n)| (vec![("function".into(), f)], f64::from(n)))
                 .collect(),
         });
-        self.platform.render(gauges)
+        gauges.push(GaugeFamily {
+            name: "async_events_queued",
+            help: "Events waiting in the async invocation queue",
+            samples: vec![(vec![], self.meta.queued_async_events().await? as f64)],
+        });
+        Ok(self.platform.render(gauges))
     }
 
     pub fn prices(&self) -> &Prices {

@@ -53,8 +53,14 @@ impl Collector for ScrapeGauges {
         for f in families.iter() {
             let mut family =
                 encoder.encode_descriptor(f.name, f.help, None, prometheus_client::metrics::MetricType::Gauge)?;
-            for (labels, value) in &f.samples {
-                ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+            match f.samples.as_slice() {
+                // One unlabelled sample: no `{}` after the name.
+                [(labels, value)] if labels.is_empty() => ConstGauge::new(*value).encode(family)?,
+                samples => {
+                    for (labels, value) in samples {
+                        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+                    }
+                }
             }
         }
         Ok(())

@@ -57,7 +57,7 @@ async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
     m.flush().await.unwrap();
     assert!(m.lock().minutes.is_empty());
     check(m.clone(), f.clone()).await;
-    let text = m.prometheus(Vec::new());
+    let text = m.prometheus(Vec::new()).await.unwrap();
     for line in [
         "nimbus_lambda_invocations_total{function=\"f\"} 101",
         "nimbus_lambda_errors_total{function=\"f\"} 10",
@@ -87,7 +87,9 @@ async fn concurrency_is_what_runs_when_an_invocation_ends_and_reserved_functions
     drop((a, b, c));
     let d = m.running("f");
     assert_eq!(m.running_now(), vec![("f".to_string(), 1)]);
-    assert!(m.prometheus(Vec::new()).contains("nimbus_lambda_concurrent_executions{function=\"f\"} 1"));
+    let text = m.prometheus(Vec::new()).await.unwrap();
+    assert!(text.contains("nimbus_lambda_concurrent_executions{function=\"f\"} 1"), "{text}");
+    assert!(text.contains("\nnimbus_async_events_queued 0.0\n"), "{text}");
     m.invoked(&target(None, "$LATEST"), 1.0, false, None);
     drop(d);
     let stat = |metric: &str, d: Dimensions, s: &str| {

@@ -1,7 +1,8 @@
 //! `GET /_nimbus/metrics`: the Prometheus/OpenMetrics scrape
 //! (`nimbus_metrics::Metrics::prometheus`), with the gauges read at scrape
 //! time from the rest of the node: environments by state and templates
-//! (the worker, through control) and SQS queue depths.
+//! (the worker, through control) and SQS queue depths (the engine reads the
+//! async queue's depth itself).
 //!
 //! Never unauthenticated: a scraper sends HTTP Basic credentials, the
 //! node's access key id as user name and its secret key as password
@@ -41,7 +42,14 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
     let Some(metrics) = api.metrics.as_deref() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "Metrics are not kept by this node.\n").into_response();
     };
-    let text = metrics.prometheus(gauges(api));
+    let text = match metrics.prometheus(gauges(api)).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the metrics' gauges");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "Cannot read the node's metrics; see the server log.\n")
+                .into_response();
+        }
+    };
     let mut resp = (StatusCode::OK, text).into_response();
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
