@@ -12,6 +12,7 @@ mod ecs;
 mod error;
 mod json_front;
 mod logs;
+mod monitoring;
 mod ops;
 mod registry;
 mod route;
@@ -62,6 +63,8 @@ pub struct Api {
     registry: Option<Arc<nimbus_registry::Registry>>,
     /// CloudWatch Logs; `None` answers its requests as unavailable.
     logs: Option<Arc<nimbus_logs::Logs>>,
+    /// CloudWatch metrics, usage reports and the Prometheus scrape; `None` answers them as unavailable.
+    metrics: Option<Arc<nimbus_metrics::Metrics>>,
 }
 
 impl Api {
@@ -87,6 +90,7 @@ impl Api {
             ecs: None,
             registry: None,
             logs: None,
+            metrics: None,
         }
     }
 
@@ -111,6 +115,12 @@ impl Api {
     /// Serves the CloudWatch Logs API over this log store.
     pub fn with_logs(mut self, logs: Arc<nimbus_logs::Logs>) -> Self {
         self.logs = Some(logs);
+        self
+    }
+
+    /// Serves CloudWatch metrics, `/_nimbus/usage` and `/_nimbus/metrics` from this engine.
+    pub fn with_metrics(mut self, metrics: Arc<nimbus_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -145,6 +155,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
             Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
             Front::Logs => logs::serve(&api, req, &request_id).instrument(span).await,
+            Front::Monitoring => monitoring::serve(&api, req).instrument(span).await,
+            Front::Prometheus => monitoring::prometheus::serve(&api, req).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
                 s3::tag_response(&mut resp, &request_id);
@@ -184,6 +196,10 @@ enum Front {
     Sqs,
     S3,
     Logs,
+    /// CloudWatch metrics (awsJson 1.0).
+    Monitoring,
+    /// `GET /_nimbus/metrics` with HTTP Basic auth.
+    Prometheus,
     /// The route table: Lambda.
     Table,
 }
@@ -205,10 +221,13 @@ fn front(req: &Request<Body>) -> Front {
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
         Some("logs") => Front::Logs,
+        Some("monitoring") => Front::Monitoring,
         Some(_) => Front::Table,
         None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
+        None if monitoring::is_unsigned_monitoring(req.headers(), req.uri().path()) => Front::Monitoring,
+        None if req.uri().path() == monitoring::prometheus::PATH => Front::Prometheus,
         None if ecs::is_unsigned_ecs(req.headers()) => Front::Ecs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
         None => Front::Table,

@@ -14,6 +14,7 @@ mod commands;
 mod serve;
 mod task_cmd;
 mod trigger;
+mod usage;
 mod zipdir;
 
 use std::path::PathBuf;
@@ -67,6 +68,13 @@ enum Command {
     Logs {
         #[command(flatten)]
         args: commands::LogsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Requests, GB-seconds and their cost at AWS's list prices, per function and day.
+    Usage {
+        #[command(flatten)]
+        args: usage::UsageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -145,6 +153,7 @@ fn main() -> std::process::ExitCode {
                         Command::Layer { command, client } => commands::layer(command, client).await,
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
+                        Command::Usage { args, client } => usage::usage(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
                         Command::Task { command, client } => task_cmd::task(command, client).await,
                         Command::Completions { .. } => Ok(()),

@@ -16,10 +16,11 @@
 //! Prometheus endpoint in `nimbus-api` do), or decide what an invocation's
 //! outcome was (control tells it).
 
+mod platform;
 mod stats;
 pub mod usage;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use nimbus_core::clock::Clock;
 use nimbus_store::{MetricKey, MetricRow, MetricsMeta};
 use tokio::sync::{Notify, RwLock};
 
+pub use platform::{GaugeFamily, Platform};
 pub use stats::{Stat, StatSet};
 pub use usage::{Prices, UsageQuery, UsageReport};
 
@@ -37,17 +39,18 @@ const LIST_WINDOW_MS: i64 = 14 * 24 * 60 * MINUTE_MS;
 /// Most datapoints one series query may ask for (GetMetricStatistics' limit).
 pub const MAX_DATAPOINTS: i64 = 1440;
 
-/// The metrics this namespace has, and whether each keeps percentiles.
-pub const METRICS: &[(&str, bool)] = &[
-    ("Invocations", false),
-    ("Errors", false),
-    ("Throttles", false),
-    ("Duration", true),
-    ("ConcurrentExecutions", false),
-    ("UnreservedConcurrentExecutions", false),
-    ("AsyncEventsReceived", false),
-    ("AsyncEventAge", true),
-    ("AsyncEventsDropped", false),
+/// The metrics this namespace has, with their units. Every one keeps a
+/// histogram, so any statistic, percentiles too, can be asked of any.
+pub const METRICS: &[(&str, &str)] = &[
+    ("Invocations", "Count"),
+    ("Errors", "Count"),
+    ("Throttles", "Count"),
+    ("Duration", "Milliseconds"),
+    ("ConcurrentExecutions", "Count"),
+    ("UnreservedConcurrentExecutions", "Count"),
+    ("AsyncEventsReceived", "Count"),
+    ("AsyncEventAge", "Milliseconds"),
+    ("AsyncEventsDropped", "Count"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -155,8 +158,10 @@ impl Default for Settings {
 
 #[derive(Default)]
 struct State {
-    /// Minutes not yet flushed: (minute start, series) -> samples.
-    minutes: HashMap<(i64, MetricKey), StatSet>,
+    /// Minutes not yet flushed: minute start -> dimension set -> one
+    /// statistic set per metric, in [`METRICS`] order. A sample allocates
+    /// nothing once its dimension set has been seen this minute.
+    minutes: BTreeMap<i64, HashMap<Dimensions, Vec<StatSet>>>,
     /// Invocations running, per function and in all.
     running: HashMap<String, u32>,
     running_total: u32,
@@ -174,6 +179,7 @@ pub struct Metrics {
     /// Held for writing while a flush moves minutes from memory to the
     /// store, so that a read sees each minute exactly once.
     moving: RwLock<()>,
+    platform: Platform,
 }
 
 /// An invocation counted as running until dropped.
@@ -208,9 +214,35 @@ impl Metrics {
             state: Mutex::new(State::default()),
             wake: Arc::new(Notify::new()),
             moving: RwLock::new(()),
+            platform: Platform::default(),
         });
         tokio::spawn(run_flusher(Arc::downgrade(&m)));
         m
+    }
+
+    /// The Prometheus side: counters, histograms, store write timings.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// The OpenMetrics exposition, with the caller's scrape-time gauges,
+    /// the invocations running per function and the async queue's depth.
+    pub async fn prometheus(&self, mut gauges: Vec<GaugeFamily>) -> Result<String, MetricsError> {
+        gauges.push(GaugeFamily {
+            name: "lambda_concurrent_executions",
+            help: "Invocations running now",
+            samples: self
+                .running_now()
+                .into_iter()
+                .map(|(f, n)| (vec![("function".into(), f)], f64::from(n)))
+                .collect(),
+        });
+        gauges.push(GaugeFamily {
+            name: "async_events_queued",
+            help: "Events waiting in the async invocation queue",
+            samples: vec![(vec![], self.meta.queued_async_events().await? as f64)],
+        });
+        Ok(self.platform.render(gauges))
     }
 
     pub fn prices(&self) -> &Prices {
@@ -223,35 +255,50 @@ impl Metrics {
     }
 
     fn add(&self, st: &mut State, metric: &str, sets: &[Dimensions], value: f64) {
-        let percentiles = METRICS.iter().any(|(m, p)| *m == metric && *p);
+        let Some(i) = metric_index(metric) else { return };
         let minute = self.settings.clock.now_ms().div_euclid(MINUTE_MS) * MINUTE_MS;
         if st.minutes.is_empty() {
             self.wake.notify_one();
         }
+        let by_dims = st.minutes.entry(minute).or_default();
         for d in sets {
-            st.minutes.entry((minute, d.key(metric))).or_default().add(value, percentiles);
+            if !by_dims.contains_key(d) {
+                by_dims.insert(d.clone(), vec![StatSet::default(); METRICS.len()]);
+            }
+            if let Some(series) = by_dims.get_mut(d) {
+                series[i].add(value);
+            }
         }
     }
 
-    /// An invocation that ran: Invocations, Errors (0 or 1, so that the
-    /// average is the error rate) and Duration.
-    pub fn invoked(&self, t: &Target, duration_ms: f64, error: bool) {
+    /// An invocation that ran, while its [`Running`] guard is alive:
+    /// Invocations, Errors (0 or 1, so that the average is the error rate),
+    /// Duration, and the concurrency it ran at: ConcurrentExecutions
+    /// (account and function) and UnreservedConcurrentExecutions (account).
+    /// Sampled at the end, so that throttled attempts count for nothing.
+    pub fn invoked(&self, t: &Target, duration_ms: f64, error: bool, init_ms: Option<f64>) {
         let sets = t.dimension_sets();
         let mut st = self.lock();
         self.add(&mut st, "Invocations", &sets, 1.0);
         self.add(&mut st, "Errors", &sets, if error { 1.0 } else { 0.0 });
         self.add(&mut st, "Duration", &sets, duration_ms);
+        let mine = st.running.get(&t.function).copied().unwrap_or(1);
+        let (total, unreserved) = (f64::from(st.running_total.max(1)), f64::from(st.running_unreserved));
+        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::default()], total);
+        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::function(&t.function)], f64::from(mine));
+        self.add(&mut st, "UnreservedConcurrentExecutions", &[Dimensions::default()], unreserved);
+        drop(st);
+        self.platform.invoked(&t.function, duration_ms, error, init_ms);
     }
 
     /// An invocation refused for concurrency (it is not an Invocation).
     pub fn throttled(&self, t: &Target) {
         let sets = t.dimension_sets();
         self.add(&mut self.lock(), "Throttles", &sets, 1.0);
+        self.platform.throttled(&t.function);
     }
 
-    /// Counts an invocation as running until the guard drops, and samples
-    /// ConcurrentExecutions (account and function) and
-    /// UnreservedConcurrentExecutions (account) as it starts.
+    /// Counts an invocation as running until the guard drops.
     pub fn running(self: &Arc<Self>, function: &str) -> Running {
         let mut st = self.lock();
         let reserved = st.reserved.contains(function);
@@ -259,15 +306,7 @@ impl Metrics {
         if !reserved {
             st.running_unreserved += 1;
         }
-        let n = {
-            let n = st.running.entry(function.to_string()).or_insert(0);
-            *n += 1;
-            f64::from(*n)
-        };
-        let (total, unreserved) = (f64::from(st.running_total), f64::from(st.running_unreserved));
-        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::default()], total);
-        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::function(function)], n);
-        self.add(&mut st, "UnreservedConcurrentExecutions", &[Dimensions::default()], unreserved);
+        *st.running.entry(function.to_string()).or_insert(0) += 1;
         Running { metrics: self.clone(), function: function.to_string(), reserved }
     }
 
@@ -300,50 +339,65 @@ impl Metrics {
     /// An event queued for asynchronous invocation.
     pub fn async_received(&self, function: &str, qualifier: Option<&str>) {
         self.add(&mut self.lock(), "AsyncEventsReceived", &Self::async_sets(function, qualifier), 1.0);
+        self.platform.async_received(function);
     }
 
     /// An attempt to run a queued event, `age_ms` after it was queued.
     pub fn async_attempt(&self, function: &str, qualifier: Option<&str>, age_ms: i64) {
         self.add(&mut self.lock(), "AsyncEventAge", &Self::async_sets(function, qualifier), age_ms as f64);
+        self.platform.async_attempt(function, age_ms);
     }
 
     /// An event given up without a successful run (it may still have gone
     /// to a dead-letter queue or an on-failure destination).
     pub fn async_dropped(&self, function: &str, qualifier: Option<&str>) {
         self.add(&mut self.lock(), "AsyncEventsDropped", &Self::async_sets(function, qualifier), 1.0);
+        self.platform.async_dropped(function);
     }
 
     /// Moves the minutes before `before_ms` from memory to the store.
     async fn flush_before(&self, before_ms: i64) -> Result<(), MetricsError> {
         let _moving = self.moving.write().await;
-        let due: Vec<((i64, MetricKey), StatSet)> = {
+        let due = {
             let mut st = self.lock();
-            let keys: Vec<_> = st.minutes.keys().filter(|(m, _)| *m < before_ms).cloned().collect();
-            keys.into_iter().filter_map(|k| st.minutes.remove(&k).map(|s| (k, s))).collect()
+            let later = st.minutes.split_off(&before_ms);
+            std::mem::replace(&mut st.minutes, later)
         };
         if due.is_empty() {
             return Ok(());
         }
-        let rows: Vec<MetricRow> = due
-            .iter()
-            .map(|((minute, k), s)| MetricRow {
-                metric: k.metric.clone(),
-                function: k.function.clone(),
-                resource: k.resource.clone(),
-                executed_version: k.executed_version.clone(),
-                minute_ms: *minute,
-                sample_count: s.sample_count,
-                sum: s.sum,
-                minimum: s.minimum,
-                maximum: s.maximum,
-                histogram: s.encode_histogram(),
-            })
-            .collect();
-        if let Err(e) = self.meta.insert_metric_rows(&rows).await {
+        let mut rows = Vec::new();
+        for (minute, by_dims) in &due {
+            for (d, series) in by_dims {
+                for ((metric, _), s) in METRICS.iter().zip(series).filter(|(_, s)| s.sample_count > 0.0) {
+                    let k = d.key(metric);
+                    rows.push(MetricRow {
+                        metric: k.metric,
+                        function: k.function,
+                        resource: k.resource,
+                        executed_version: k.executed_version,
+                        minute_ms: *minute,
+                        sample_count: s.sample_count,
+                        sum: s.sum,
+                        minimum: s.minimum,
+                        maximum: s.maximum,
+                        histogram: s.encode_histogram(),
+                    });
+                }
+            }
+        }
+        let began = std::time::Instant::now();
+        let written = self.meta.insert_metric_rows(&rows).await;
+        self.platform.store_write("metrics", began.elapsed());
+        if let Err(e) = written {
             // Put them back for the next flush rather than lose them.
             let mut st = self.lock();
-            for (k, s) in due {
-                st.minutes.entry(k).or_default().merge(&s);
+            for (minute, by_dims) in due {
+                let mine = st.minutes.entry(minute).or_default();
+                for (d, series) in by_dims {
+                    let into = mine.entry(d).or_insert_with(|| vec![StatSet::default(); METRICS.len()]);
+                    into.iter_mut().zip(&series).for_each(|(a, b)| a.merge(b));
+                }
             }
             return Err(e.into());
         }
@@ -377,6 +431,9 @@ impl Metrics {
         let period_ms = i64::from(period_s) * 1000;
         let mut periods: std::collections::BTreeMap<i64, StatSet> = Default::default();
         let mut put = |minute: i64, s: &StatSet| {
+            if s.sample_count == 0.0 {
+                return;
+            }
             let p = from + (minute - from).div_euclid(period_ms) * period_ms;
             periods.entry(p).or_default().merge(s);
         };
@@ -391,13 +448,14 @@ impl Metrics {
             };
             put(r.minute_ms, &s);
         }
-        let st = self.lock();
-        for ((minute, k), s) in &st.minutes {
-            if *k == key && (from..end_ms).contains(minute) {
-                put(*minute, s);
+        if let Some(i) = metric_index(metric) {
+            let st = self.lock();
+            for (minute, by_dims) in st.minutes.range(from..end_ms) {
+                if let Some(series) = by_dims.get(dims) {
+                    put(*minute, &series[i]);
+                }
             }
         }
-        drop(st);
         Ok(periods.into_iter().collect())
     }
 
@@ -417,7 +475,12 @@ impl Metrics {
         let since = self.settings.clock.now_ms() - LIST_WINDOW_MS;
         let _moving = self.moving.read().await;
         let mut keys: BTreeSet<MetricKey> = self.meta.metric_keys(since).await?.into_iter().collect();
-        keys.extend(self.lock().minutes.keys().map(|(_, k)| k.clone()));
+        for by_dims in self.lock().minutes.values() {
+            for (d, series) in by_dims {
+                let has_data = METRICS.iter().zip(series).filter(|(_, s)| s.sample_count > 0.0);
+                keys.extend(has_data.map(|((metric, _), _)| d.key(metric)));
+            }
+        }
         Ok(keys.iter().map(|k| (k.metric.clone(), Dimensions::of_key(k))).collect())
     }
 
@@ -428,8 +491,12 @@ impl Metrics {
     }
 }
 
+fn metric_index(metric: &str) -> Option<usize> {
+    METRICS.iter().position(|(m, _)| *m == metric)
+}
+
 /// A period GetMetricStatistics accepts: 1, 5, 10, 20, 30 or a multiple of 60.
-fn check_period(period_s: u32) -> Result<(), MetricsError> {
+pub fn check_period(period_s: u32) -> Result<(), MetricsError> {
     if period_s == 0 || (!period_s.is_multiple_of(60) && ![1, 5, 10, 20, 30].contains(&period_s)) {
         return Err(MetricsError::InvalidParameterValue(
             "The parameter Period must be 1, 5, 10, 20, 30, or a multiple of 60.".into(),
@@ -443,14 +510,19 @@ pub fn check_datapoints(period_s: u32, start_ms: i64, end_ms: i64, limit: i64) -
     let period_ms = i64::from(period_s.max(1)) * 1000;
     let n = ((end_ms - start_ms).max(0) as u64).div_ceil(period_ms as u64) as i64;
     if n > limit {
-        return Err(MetricsError::InvalidParameterCombination(format!(
-            "You have requested up to {} datapoints, which exceeds the limit of {}. You may reduce the datapoints \
-             requested by increasing Period, or decreasing the time range.",
-            thousands(n),
-            thousands(limit)
-        )));
+        return Err(too_many_datapoints(n, limit));
     }
     Ok(())
+}
+
+/// AWS's refusal of a query over `n` datapoints when `limit` are allowed.
+pub fn too_many_datapoints(n: i64, limit: i64) -> MetricsError {
+    MetricsError::InvalidParameterCombination(format!(
+        "You have requested up to {} datapoints, which exceeds the limit of {}. You may reduce the datapoints \
+         requested by increasing Period, or decreasing the time range.",
+        thousands(n),
+        thousands(limit)
+    ))
 }
 
 fn thousands(n: i64) -> String {

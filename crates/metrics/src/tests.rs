@@ -31,9 +31,9 @@ fn query(metric: &str, dimensions: Dimensions, stat: &str, now: i64) -> SeriesQu
 async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
     let (_dir, _meta, m) = engine().await;
     for i in 1..=100 {
-        m.invoked(&target(None, "$LATEST"), f64::from(i), i % 10 == 0);
+        m.invoked(&target(None, "$LATEST"), f64::from(i), i % 10 == 0, (i == 1).then_some(250.0));
     }
-    m.invoked(&target(Some("live"), "3"), 7.0, false);
+    m.invoked(&target(Some("live"), "3"), 7.0, false, None);
     m.throttled(&target(None, "$LATEST"));
     let now = Clock::real().now_ms();
     let f = Dimensions::function("f");
@@ -57,30 +57,50 @@ async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
     m.flush().await.unwrap();
     assert!(m.lock().minutes.is_empty());
     check(m.clone(), f.clone()).await;
+    let text = m.prometheus(Vec::new()).await.unwrap();
+    for line in [
+        "nimbus_lambda_invocations_total{function=\"f\"} 101",
+        "nimbus_lambda_errors_total{function=\"f\"} 10",
+        "nimbus_lambda_throttles_total{function=\"f\"} 1",
+        "nimbus_lambda_cold_starts_total{function=\"f\"} 1",
+        "nimbus_lambda_init_duration_seconds_count{function=\"f\"} 1",
+        "nimbus_store_write_seconds_count{writer=\"metrics\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in {text}");
+    }
     let listed = m.list().await.unwrap();
     assert!(listed.contains(&("Throttles".to_string(), f.clone())));
     assert!(listed.contains(&("Invocations".to_string(), Dimensions::default())));
 }
 
 #[tokio::test]
-async fn concurrency_counts_running_invocations_and_reserved_ones_apart() {
+async fn concurrency_is_what_runs_when_an_invocation_ends_and_reserved_functions_are_apart() {
     let (_dir, _meta, m) = engine().await;
+    m.throttled(&target(None, "$LATEST"));
+    let now = Clock::real().now_ms();
+    assert_eq!(m.series(&query("Invocations", Dimensions::function("f"), "Sum", now)).await.unwrap(), vec![]);
     m.set_reserved("r", true);
     let a = m.running("f");
     let b = m.running("f");
     let c = m.running("r");
+    m.invoked(&target(None, "$LATEST"), 1.0, false, None);
     drop((a, b, c));
-    let _d = m.running("f");
+    let d = m.running("f");
     assert_eq!(m.running_now(), vec![("f".to_string(), 1)]);
-    let now = Clock::real().now_ms();
-    let max = |metric: &str, d: Dimensions| {
+    let text = m.prometheus(Vec::new()).await.unwrap();
+    assert!(text.contains("nimbus_lambda_concurrent_executions{function=\"f\"} 1"), "{text}");
+    assert!(text.contains("\nnimbus_async_events_queued 0.0\n"), "{text}");
+    m.invoked(&target(None, "$LATEST"), 1.0, false, None);
+    drop(d);
+    let stat = |metric: &str, d: Dimensions, s: &str| {
         let m = m.clone();
-        let q = query(metric, d, "Maximum", now);
+        let q = query(metric, d, s, now);
         async move { m.series(&q).await.unwrap()[0].1 }
     };
-    assert_eq!(max("ConcurrentExecutions", Dimensions::default()).await, 3.0);
-    assert_eq!(max("ConcurrentExecutions", Dimensions::function("f")).await, 2.0);
-    assert_eq!(max("UnreservedConcurrentExecutions", Dimensions::default()).await, 2.0);
+    assert_eq!(stat("ConcurrentExecutions", Dimensions::default(), "Maximum").await, 3.0);
+    assert_eq!(stat("ConcurrentExecutions", Dimensions::function("f"), "Maximum").await, 2.0);
+    assert_eq!(stat("ConcurrentExecutions", Dimensions::function("f"), "Minimum").await, 1.0);
+    assert_eq!(stat("UnreservedConcurrentExecutions", Dimensions::default(), "Maximum").await, 2.0);
 }
 
 #[tokio::test]
@@ -145,4 +165,32 @@ async fn usage_adds_up_billed_milliseconds_and_prices_them() {
     assert_eq!(free.cost, 0.0);
     let only_b = m.usage(&UsageQuery { function: Some("b".into()), ..q }).await.unwrap();
     assert_eq!((only_b.requests, only_b.functions[0].day.as_str()), (1, "2023-11-14"));
+}
+
+/// Polls until `f` holds, for at most ten seconds of real time.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn finished_minutes_are_flushed_and_expire_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+    // A minute of this clock passes in 50 ms.
+    let clock = Clock::scaled(Clock::real().now_ms(), 1200);
+    let settings = Settings { retention: Duration::from_secs(180), clock, prices: Prices::default() };
+    let m = Metrics::start(meta.clone(), settings);
+    m.throttled(&target(None, "$LATEST"));
+    let stored = || {
+        let meta = meta.clone();
+        async move { meta.metric_keys(0).await.unwrap().len() }
+    };
+    eventually("the minute to be flushed", || async { stored().await == 2 }).await;
+    assert!(m.lock().minutes.is_empty());
+    // Three minutes of retention later (150 ms), the rows are gone.
+    eventually("the rows to expire", || async { stored().await == 0 }).await;
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Prices {
+    #[serde(rename = "x86_64")]
     pub x86_64: ArchPrices,
     pub arm64: ArchPrices,
     pub free_tier: FreeTier,

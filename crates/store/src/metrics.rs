@@ -62,6 +62,8 @@ pub trait MetricsMeta: Send + Sync {
     async fn prune_metrics(&self, before_ms: i64) -> Result<u64>;
     /// The oldest stored minute, if any (when the retention sweep is due).
     async fn oldest_metric_minute(&self) -> Result<Option<i64>>;
+    /// Events waiting in the async invocation queue (leased ones included).
+    async fn queued_async_events(&self) -> Result<u64>;
     /// Invocation records with `from_ms <= timestamp_ms < to_ms`, summed per
     /// function (all when `None`), day, architecture and memory size.
     async fn usage_rows(&self, function: Option<&str>, from_ms: i64, to_ms: i64) -> Result<Vec<UsageRow>>;
@@ -151,6 +153,11 @@ impl MetricsMeta for SqliteMetadata {
 
     async fn oldest_metric_minute(&self) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT MIN(minute_ms) FROM metric_minutes").fetch_one(self.pool()).await?)
+    }
+
+    async fn queued_async_events(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM async_events").fetch_one(self.pool()).await?;
+        Ok(n as u64)
     }
 
     async fn usage_rows(&self, function: Option<&str>, from_ms: i64, to_ms: i64) -> Result<Vec<UsageRow>> {

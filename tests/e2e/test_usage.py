@@ -1,0 +1,122 @@
+"""Usage and cost, end to end: `nimbus usage` and `GET /_nimbus/usage`
+report requests and GB-seconds per function and day that add up exactly to
+the REPORT lines' billed durations, priced at AWS's list prices (x86_64
+and arm64, free tier on or off, or a price table of the operator's)."""
+
+import base64
+import json
+import re
+
+import pytest
+
+from conftest import Server, create, make_zip, nimbus_cli, signed_request, send, unique_name, wait_for, wait_ready
+
+CODE = make_zip({"app.py": '''
+import time
+
+def handler(event, context):
+    time.sleep(event.get("sleep_ms", 0) / 1000)
+    return "ok"
+'''})
+
+X86_GBS = 0.0000166667
+ARM_GBS = 0.0000133334
+PER_REQUEST = 0.20 / 1e6
+
+
+def billed_ms(lam, name, payload):
+    """Invokes once; returns the REPORT line's billed duration."""
+    r = lam.invoke(FunctionName=name, Payload=json.dumps(payload).encode(), LogType="Tail")
+    tail = base64.b64decode(r["LogResult"]).decode()
+    return int(re.search(r"Billed Duration: (\d+) ms", tail).group(1))
+
+
+def usage_json(server, *args):
+    return json.loads(nimbus_cli(server, "usage", "--json", *args).stdout)
+
+
+def recorded(server, name, requests):
+    """Waits until a function's invocation records are stored (a writer task
+    stores them just after each invoke answers)."""
+    wait_for(lambda: usage_json(server, "--function", name)["requests"] == requests, f"{name}'s records")
+
+
+@pytest.fixture(scope="module")
+def used(server, lam):
+    """Two functions (x86_64 at 256 MB, arm64 at 512 MB) and the billed ms of each invoke."""
+    x86, arm = unique_name("usage-x86"), unique_name("usage-arm")
+    create(lam, x86, CODE, MemorySize=256)
+    create(lam, arm, CODE, MemorySize=512, Architectures=["arm64"])
+    wait_ready(lam, x86)
+    wait_ready(lam, arm)
+    billed = {x86: [billed_ms(lam, x86, {"sleep_ms": ms}) for ms in (0, 30, 120)],
+              arm: [billed_ms(lam, arm, {}) for _ in range(2)]}
+    for name, calls in billed.items():
+        recorded(server, name, len(calls))
+    return x86, arm, billed
+
+
+def test_usage_adds_up_to_the_report_lines(server, used):
+    x86, arm, billed = used
+    for name, memory, arch, price in [(x86, 256, "x86_64", X86_GBS), (arm, 512, "arm64", ARM_GBS)]:
+        report = usage_json(server, "--function", name)
+        [day] = report["functions"]
+        assert (day["function"], day["architecture"]) == (name, arch)
+        assert day["requests"] == len(billed[name]) == report["requests"]
+        assert day["billedMs"] == sum(billed[name]) == report["billedMs"]
+        assert day["mbMs"] == sum(billed[name]) * memory
+        assert day["gbSeconds"] == pytest.approx(sum(billed[name]) * memory / 1024 / 1000, rel=1e-12)
+        cost = len(billed[name]) * PER_REQUEST + day["gbSeconds"] * price
+        assert report["grossCost"] == pytest.approx(cost, rel=1e-9) and report["cost"] == report["grossCost"]
+        assert report["freeTierCredit"] == 0
+    both = usage_json(server, "--since", "1d")
+    names = {d["function"] for d in both["functions"]}
+    assert {x86, arm} <= names
+    assert both["requests"] == sum(d["requests"] for d in both["functions"])
+
+
+def test_free_tier_takes_small_use_to_zero(server, used):
+    x86, _, _ = used
+    report = usage_json(server, "--function", x86, "--free-tier")
+    assert report["cost"] == 0 and report["freeTierCredit"] == pytest.approx(report["grossCost"], rel=1e-12)
+    assert report["prices"]["freeTier"] == {"requests": 1000000, "gbSeconds": 400000.0}
+
+
+def test_table_output_and_since(server, used):
+    x86, _, billed = used
+    out = nimbus_cli(server, "usage", "--function", x86).stdout
+    assert re.search(rf"^\d{{4}}-\d\d-\d\d\s+{x86}\s+x86_64\s+3\s+{sum(billed[x86])}\s", out, re.M), out
+    assert "TOTAL" in out and "cost at list prices" in out
+    assert usage_json(server, "--function", x86, "--since", "2000-01-01")["requests"] == 3
+    assert usage_json(server, "--function", "no-such-function")["functions"] == []
+
+
+def test_the_api_is_signed_and_checks_its_times(server, used):
+    x86, _, _ = used
+    assert send("GET", server.endpoint + f"/_nimbus/usage?function={x86}")[0] == 403
+    status, _, body = signed_request(server, "GET", f"/_nimbus/usage?function={x86}&freeTier=true")
+    assert status == 200 and json.loads(body)["requests"] == 3
+    status, _, body = signed_request(server, "GET", "/_nimbus/usage?start=yesterday")
+    assert status == 400 and "is not a time" in json.loads(body)["message"]
+
+
+def test_a_price_table_of_the_operators(tmp_path):
+    prices = {"x86_64": {"perMillionRequests": 1_000_000.0, "perGbSecond": 0.0},
+              "arm64": {"perMillionRequests": 0.0, "perGbSecond": 0.0},
+              "freeTier": {"requests": 0, "gbSeconds": 0.0}}
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps(prices))
+    s = Server(tmp_path / "data", args=("--prices", str(table))).start()
+    try:
+        lam = s.client()
+        name = unique_name("priced")
+        create(lam, name, CODE)
+        wait_ready(lam, name)
+        for _ in range(2):
+            lam.invoke(FunctionName=name, Payload=b"{}")
+        recorded(s, name, 2)
+        report = usage_json(s, "--function", name)
+        assert report["prices"] == prices
+        assert report["cost"] == pytest.approx(2.0)
+    finally:
+        s.stop()
