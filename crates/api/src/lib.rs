@@ -7,6 +7,7 @@
 //! This crate owns HTTP: routes, SigV4, wire ↔ domain conversion and the
 //! error table. It never touches the store or sandboxes.
 
+mod console;
 mod convert;
 mod ecs;
 mod error;
@@ -62,6 +63,8 @@ pub struct Api {
     registry: Option<Arc<nimbus_registry::Registry>>,
     /// CloudWatch Logs; `None` answers its requests as unavailable.
     logs: Option<Arc<nimbus_logs::Logs>>,
+    /// The web console's sessions and login links.
+    console: console::Sessions,
 }
 
 impl Api {
@@ -87,6 +90,7 @@ impl Api {
             ecs: None,
             registry: None,
             logs: None,
+            console: console::Sessions::default(),
         }
     }
 
@@ -145,6 +149,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
             Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
             Front::Logs => logs::serve(&api, req, &request_id).instrument(span).await,
+            Front::Console => console::serve(&api, req).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
                 s3::tag_response(&mut resp, &request_id);
@@ -184,6 +189,8 @@ enum Front {
     Sqs,
     S3,
     Logs,
+    /// The web console (`/console/`) and `nimbus console`'s calls (signed for `console`).
+    Console,
     /// The route table: Lambda.
     Table,
 }
@@ -192,7 +199,8 @@ enum Front {
 /// router keyed by the signed service name). Requests that carry no SigV4
 /// scope go by their shape, so that each is refused by the service it was
 /// meant for: the registry's `/v2/` paths (Basic or Bearer auth, no
-/// SigV4), SQS's and CloudWatch Logs' target headers, S3's SigV2 and
+/// SigV4), the web console's `/console/` (a session cookie; so a bucket
+/// named `console` is reached only by signed S3 requests), SQS's and CloudWatch Logs' target headers, S3's SigV2 and
 /// virtual-hosted forms,
 /// and an unsigned request that names no Lambda operation, which is taken
 /// for an anonymous path-style S3 request (`GET /bucket/key`, 403
@@ -205,8 +213,10 @@ fn front(req: &Request<Body>) -> Front {
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
         Some("logs") => Front::Logs,
+        Some("console") => Front::Console,
         Some(_) => Front::Table,
         None if registry::is_registry(req.uri().path()) => Front::Registry,
+        None if console::is_console(req.uri().path()) => Front::Console,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
         None if ecs::is_unsigned_ecs(req.headers()) => Front::Ecs,

@@ -77,6 +77,12 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print a one-time link that signs a browser in to the web console
+    /// (valid once, for five minutes).
+    Console {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script, e.g. `nimbus completions bash > /etc/bash_completion.d/nimbus`.
     Completions {
         /// The shell to complete in.
@@ -135,6 +141,7 @@ fn main() -> std::process::ExitCode {
                         Command::Layer { command, client } => commands::layer(command, client).await,
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
+                        Command::Console { client } => commands::console(client).await,
                         Command::Bench(args) => bench::run(args).await,
                         Command::Completions { .. } => Ok(()),
                     }

@@ -11,7 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    AsyncEvent, ConfigCursor, FollowUp, InvocationRecord, LogEvent, Metadata, QueueMessage, Result, Usage, Write,
+    AsyncEvent, ConfigCursor, FollowUp, InvocationRecord, InvocationSummary, LogEvent, Metadata, QueueMessage, Result,
+    Usage, Write,
 };
 
 pub struct SqliteMetadata {
@@ -227,6 +228,23 @@ impl SqliteMetadata {
             objects,
             logs_written: tokio::sync::watch::Sender::new(0),
         })
+    }
+}
+
+/// A row of `invocations` as its record.
+fn invocation_record(r: &sqlx::sqlite::SqliteRow) -> InvocationRecord {
+    InvocationRecord {
+        request_id: r.get("request_id"),
+        function: r.get("function"),
+        version: r.get("version"),
+        cold: r.get("cold"),
+        init_ms: r.get("init_ms"),
+        duration_ms: r.get("duration_ms"),
+        billed_ms: r.get::<i64, _>("billed_ms") as u64,
+        memory_mb: r.get::<i64, _>("memory_mb") as u32,
+        max_memory_mb: r.get::<i64, _>("max_memory_mb") as u64,
+        outcome: r.get("outcome"),
+        timestamp_ms: r.get("timestamp_ms"),
     }
 }
 
@@ -497,22 +515,7 @@ impl Metadata for SqliteMetadata {
             .bind(function)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| InvocationRecord {
-                request_id: r.get("request_id"),
-                function: r.get("function"),
-                version: r.get("version"),
-                cold: r.get("cold"),
-                init_ms: r.get("init_ms"),
-                duration_ms: r.get("duration_ms"),
-                billed_ms: r.get::<i64, _>("billed_ms") as u64,
-                memory_mb: r.get::<i64, _>("memory_mb") as u32,
-                max_memory_mb: r.get::<i64, _>("max_memory_mb") as u64,
-                outcome: r.get("outcome"),
-                timestamp_ms: r.get("timestamp_ms"),
-            })
-            .collect())
+        Ok(rows.iter().map(invocation_record).collect())
     }
 
     async fn prune_logs(&self, before_ms: i64) -> Result<u64> {
@@ -521,6 +524,43 @@ impl Metadata for SqliteMetadata {
         let b =
             sqlx::query("DELETE FROM invocations WHERE timestamp_ms < ?").bind(before_ms).execute(&self.pool).await?;
         Ok(a.rows_affected() + b.rows_affected())
+    }
+
+    async fn invocation_summaries(&self, functions: &[String], since_ms: i64) -> Result<Vec<InvocationSummary>> {
+        let mut out = Vec::with_capacity(functions.len());
+        // SQLite binds at most 32,766 parameters; a page of the console is far smaller.
+        for chunk in functions.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            // One index range per function: (function, timestamp_ms).
+            let sql = format!(
+                "SELECT function, MAX(timestamp_ms) AS last_ms,
+                        SUM(timestamp_ms >= ?) AS invocations,
+                        SUM(timestamp_ms >= ? AND outcome != 'success') AS errors
+                 FROM invocations WHERE function IN ({marks}) GROUP BY function"
+            );
+            let mut q = sqlx::query(&sql).bind(since_ms).bind(since_ms);
+            for f in chunk {
+                q = q.bind(f);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(InvocationSummary {
+                    function: r.get("function"),
+                    last_ms: r.get("last_ms"),
+                    invocations: r.get::<i64, _>("invocations") as u64,
+                    errors: r.get::<i64, _>("errors") as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>> {
+        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms DESC LIMIT ?")
+            .bind(function)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(invocation_record).collect())
     }
 
     async fn usage(&self) -> Result<Usage> {
@@ -803,6 +843,47 @@ mod tests {
         assert_eq!(m.invocations("f").await.unwrap(), [rec]);
         assert_eq!(m.prune_logs(250).await.unwrap(), 3, "two lines and the record are older");
         assert_eq!(m.read_log_events(read(None, 0)).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn invocation_summaries_count_a_window_and_recent_records_come_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let rec = |id: &str, function: &str, outcome: &str, ts: i64| InvocationRecord {
+            request_id: id.into(),
+            function: function.into(),
+            version: "$LATEST".into(),
+            cold: false,
+            init_ms: None,
+            duration_ms: 1.0,
+            billed_ms: 1,
+            memory_mb: 128,
+            max_memory_mb: 40,
+            outcome: outcome.into(),
+            timestamp_ms: ts,
+        };
+        let records = [
+            rec("a1", "a", "success", 100),
+            rec("a2", "a", "error", 200),
+            rec("a3", "a", "success", 300),
+            rec("a4", "a", "timeout", 400),
+            rec("b1", "b", "error", 50),
+            rec("c1", "c", "success", 500),
+        ];
+        m.record_invocations(&records, &[]).await.unwrap();
+        let names = ["a".to_string(), "b".to_string(), "never".to_string()];
+        let mut got = m.invocation_summaries(&names, 200).await.unwrap();
+        got.sort_by(|x, y| x.function.cmp(&y.function));
+        assert_eq!(
+            got,
+            [
+                InvocationSummary { function: "a".into(), last_ms: 400, invocations: 3, errors: 2 },
+                InvocationSummary { function: "b".into(), last_ms: 50, invocations: 0, errors: 0 },
+            ],
+            "only the functions asked for, counted from the window's start; the last invoke whenever it was"
+        );
+        let recent = m.recent_invocations("a", 2).await.unwrap();
+        assert_eq!(recent.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["a4", "a3"]);
     }
 
     #[tokio::test]
