@@ -51,6 +51,13 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     assert 0 < mapped["p50"] <= mapped["p99"], mapped
     scheduled = report["schedules"]["due_to_handler_ms"]
     assert scheduled["n"] == 5 and 0 < scheduled["p50"] <= scheduled["p99"], scheduled
+    images = report["images"]
+    for key in ("push_mbps", "disk_write_floor_mbps", "push_to_floor", "unpack_mbps"):
+        assert images[key] > 0, (key, images)
+    assert images["push_mb"] > 8 and images["unpack_rootfs_mb"] > 8, "--quick pushes an 8 MiB layer"
+    for key in ("spaced_ms", "back_to_back_ms"):
+        cold = images["static_cold"][key]
+        assert cold["n"] == 3 and 0 < cold["p50"] <= cold["p99"], (key, cold)
     assert "4 KiB GET / PUT" in r.stdout
     assert report["idle_cpu_percent"] >= 0
     assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROLE, aws_client, unique_name
+from conftest import ROLE, aws_client, unique_name, wait_for
 from test_registry import LAYER_GZIP, OCI_CONFIG, OCI_MANIFEST, Registry, login, push_blob, sha256
 
 RECIPES = Path(__file__).resolve().parents[2] / "examples" / "container-images"
@@ -103,6 +103,17 @@ def test_an_image_runs_its_entrypoint_in_its_workdir_as_root_of_its_own_user_nam
     assert invoke(lam, name)["greeting"] == "mine"
 
 
+def test_the_repository_uri_ecr_reports_deploys_as_it_does_on_aws(server, lam, layouts):
+    uri = push(server, layouts["busybox"], "v1")
+    repo = uri.split("/", 1)[1].split(":")[0]
+    ecr_uri = aws_client(server, "ecr").describe_repositories(repositoryNames=[repo])["repositories"][0]["repositoryUri"]
+    assert ".dkr.ecr." in ecr_uri
+    name = create_image_function(lam, f"{ecr_uri}:v1")
+    code = lam.get_function(FunctionName=name)["Code"]
+    assert code["ImageUri"] == f"{ecr_uri}:v1" and code["ResolvedImageUri"].startswith(f"{ecr_uri}@sha256:")
+    assert invoke(lam, name)["greeting"] == "from-image"
+
+
 def test_image_config_overrides_entrypoint_command_and_workdir(server, lam, layouts):
     uri = push(server, layouts["busybox"], "v1")
     overrides = {"EntryPoint": ["/bin/sh", "/runtime.sh", "first"], "Command": ["second", "third"],
@@ -148,6 +159,34 @@ def test_two_functions_on_one_image_share_one_read_only_root(server, lam, layout
     assert out_a["env"] != out_b["env"] and out_a["root"] == out_b["root"] == "read-only"
     roots = server.data_dir / "images" / "roots"
     assert [p.name for p in roots.iterdir()].count(digest) == 1
+
+
+def uptime_ticks():
+    """The host's clock in the unit of a process's start time in /proc/<pid>/stat."""
+    return round(float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
+def test_an_image_function_starts_on_a_sandbox_made_before_its_first_invoke(server, lam, layouts):
+    name = create_image_function(lam, push(server, layouts["busybox"], "v1"))
+    # Active now; the next tick separates "made before" from "made during".
+    ticked = uptime_ticks()
+    wait_for(lambda: uptime_ticks() > ticked, "the clock to tick")
+    before = uptime_ticks()
+    assert int(invoke(lam, name)["started"]) < before
+
+
+def test_an_images_root_goes_with_the_last_function_on_it(server, lam):
+    repo = unique_name("gc").lower()
+    aws_client(server, "ecr").create_repository(repositoryName=repo)
+    push_raw(server, repo, "v1", tar_layer(f"only-{unique_name()}"))
+    a, b = (create_image_function(lam, f"{host(server)}/{repo}:v1") for _ in range(2))
+    digest = lam.get_function(FunctionName=a)["Code"]["ResolvedImageUri"].split("@sha256:")[1]
+    root = server.data_dir / "images" / "roots" / digest
+    assert root.is_dir()
+    lam.delete_function(FunctionName=a)
+    assert root.is_dir(), "the root went while a function still uses it"
+    lam.delete_function(FunctionName=b)
+    wait_for(lambda: not root.exists(), "the unused image root to be removed")
 
 
 def test_a_rust_lambda_runtime_binary_image(server, lam, layouts):

@@ -38,6 +38,11 @@ pub struct BenchArgs {
     /// (default: `rust-hello` next to this binary).
     #[arg(long)]
     rust_hello: Option<PathBuf>,
+    /// An OCI layout holding the Python image `v1` of
+    /// `examples/container-images/build-python-image.sh`: its cold start is
+    /// measured against a zip Python function's (images section).
+    #[arg(long)]
+    python_image: Option<PathBuf>,
     /// Measure only these sections (repeatable; default: all). The floors
     /// are always measured.
     #[arg(long, value_enum)]
@@ -59,6 +64,8 @@ pub enum Section {
     Schedules,
     /// CloudWatch Logs: PutLogEvents, and FilterLogEvents over many stored lines.
     Logs,
+    /// Container images: push, unpack, and image functions' cold starts.
+    Images,
     /// The node's CPU at rest, with idle queues, mappings and schedules.
     Idle,
 }
@@ -129,7 +136,7 @@ pub(crate) fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -152,7 +159,7 @@ impl Drop for Server {
     }
 }
 
-const COLD_GAP: Duration = Duration::from_millis(250);
+pub(crate) const COLD_GAP: Duration = Duration::from_millis(250);
 /// How long the node is left to reach rest (templates made) before a measurement.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -233,10 +240,7 @@ fn runtimes(args: &BenchArgs, isolation: &str) -> anyhow::Result<Vec<Runtime>> {
             id,
         });
     }
-    let rust = match &args.rust_hello {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("rust-hello"),
-    };
+    let rust = rust_hello(args)?;
     match std::fs::read(&rust) {
         Ok(binary) => out.push(Runtime {
             id: "provided.al2023".into(),
@@ -251,6 +255,13 @@ fn runtimes(args: &BenchArgs, isolation: &str) -> anyhow::Result<Vec<Runtime>> {
         ),
     }
     Ok(out)
+}
+
+fn rust_hello(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    Ok(match &args.rust_hello {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("rust-hello"),
+    })
 }
 
 /// fork+exec+wait of a program, in ms.
@@ -323,7 +334,7 @@ impl Bench {
 }
 
 /// One invoke; (client-observed duration, the handler's answer).
-async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(Duration, Value)> {
+pub(crate) async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(Duration, Value)> {
     let path = format!("/2015-03-31/functions/{name}/invocations");
     let body = serde_json::to_vec(event)?;
     let t = Instant::now();
@@ -689,6 +700,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Value::Null
     };
 
+    // Image functions run only in a sandbox.
+    let images = if wants(Section::Images) && isolation == "namespaces" {
+        eprintln!("measuring container images ...");
+        let python = runtimes.iter().find(|r| r.id.starts_with("python")).zip(args.python_image.as_deref());
+        let samples = plan.cold.min(20);
+        let rust = rust_hello(&args)?;
+        crate::bench_images::figures(&b, &server.endpoint, &server.data_dir, &rust, python, samples, args.quick).await?
+    } else {
+        Value::Null
+    };
+
     let idle_cpu = if wants(Section::Idle) { idle_cpu(&b, &runtimes, &server, &plan).await? } else { Value::Null };
     drop(server);
 
@@ -701,6 +723,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "queues": queues,
         "schedules": schedules,
         "logs": logs,
+        "images": images,
         "idle_cpu_percent": idle_cpu,
         "idle_sources": plan.idle_sources,
         "quick": args.quick,
@@ -824,6 +847,30 @@ fn print_table(r: &Value) {
         "  FilterLogEvents last 5 min, ms (p50 / p99): terms {} / JSON {}",
         p(&l["filter_recent_terms_ms"]),
         p(&l["filter_recent_json_ms"])
+    );
+    let i = &r["images"];
+    println!("container images:");
+    println!(
+        "  push {} MB: {} MB/s ({} of the disk's {} MB/s)",
+        f(&i["push_mb"]),
+        f(&i["push_mbps"]),
+        f(&i["push_to_floor"]),
+        f(&i["disk_write_floor_mbps"])
+    );
+    println!(
+        "  unpack {} MB of rootfs: {} MB/s (CreateFunction to Active)",
+        f(&i["unpack_rootfs_mb"]),
+        f(&i["unpack_mbps"])
+    );
+    println!(
+        "  static image cold ms (p50 / p99): spaced {}, back to back {}",
+        p(&i["static_cold"]["spaced_ms"]),
+        p(&i["static_cold"]["back_to_back_ms"])
+    );
+    println!(
+        "  Python image / zip cold p50: spaced {}, back to back {}",
+        f(&i["python"]["spaced_p50_ratio"]),
+        f(&i["python"]["back_to_back_p50_ratio"])
     );
     println!("idle CPU % (with {} idle queues, mappings, schedules): {}", r["idle_sources"], f(&r["idle_cpu_percent"]));
 }

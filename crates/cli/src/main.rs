@@ -3,6 +3,7 @@
 //! API that boto3 and the aws CLI use. No business rule lives here.
 
 mod bench;
+mod bench_images;
 mod bench_logs;
 mod bench_queues;
 mod bench_s3;

@@ -1241,7 +1241,7 @@ mod tests {
     impl TaskImages for Images {
         async fn pull(&self, image: &str) -> Result<PulledImage, PullError> {
             Ok(PulledImage {
-                root: "/nonexistent".into(),
+                root: nimbus_images::Root::unmanaged("/nonexistent".into()),
                 digest: format!("sha256:digest-of-{image}"),
                 entrypoint: vec!["/bin/server".into()],
                 cmd: vec![],

@@ -15,8 +15,6 @@ pub mod runtime;
 mod sandboxed;
 pub mod types;
 
-use std::path::PathBuf;
-
 pub use engine::{
     Capacity, DescribedTasks, Ecs, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask,
     RunTaskOutcome,
@@ -56,7 +54,8 @@ impl From<serde_json::Error> for Error {
 /// A pulled image: its flattened root and what its configuration says.
 #[derive(Debug, Clone)]
 pub struct PulledImage {
-    pub root: PathBuf,
+    /// Held while a task runs on it.
+    pub root: nimbus_images::Root,
     /// The manifest digest (`sha256:…`), reported as the container's `imageDigest`.
     pub digest: String,
     pub entrypoint: Vec<String>,

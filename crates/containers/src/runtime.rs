@@ -8,7 +8,6 @@
 //! namespace and cgroup, signals them and reports their exits.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use crate::types::{ContainerDefinition, ContainerOverride, KeyValue};
 use crate::PulledImage;
@@ -18,7 +17,7 @@ use crate::PulledImage;
 pub struct ContainerLaunch {
     pub name: String,
     /// The image's flattened root.
-    pub root: PathBuf,
+    pub root: nimbus_images::Root,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
@@ -132,7 +131,7 @@ mod tests {
 
     fn image() -> PulledImage {
         PulledImage {
-            root: "/roots/abc".into(),
+            root: nimbus_images::Root::unmanaged("/roots/abc".into()),
             digest: "sha256:abc".into(),
             entrypoint: vec!["/bin/sh".into(), "-c".into()],
             cmd: vec!["echo hi".into()],

@@ -71,6 +71,7 @@ impl TaskRuntime for SandboxRuntime {
             left: 0,
             endpoints: Vec::new(),
             proxies: Vec::new(),
+            _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
         };
         let mut network_of = None;
         for c in &task.containers {
@@ -108,17 +109,17 @@ impl SandboxRuntime {
         let slots = Slots::under(&dir.join("slots"));
         let made = std::fs::create_dir_all(&root)
             .and_then(|()| slots.create())
-            .and_then(|()| slots.fill(&c.root, None, TMP_MB));
+            .and_then(|()| slots.fill(c.root.path(), None, TMP_MB));
         running.slots.push(slots.clone());
         made.map_err(|e| format!("preparing container {}: {e}", c.name))?;
         let spec = Spec {
             root,
-            runtime: c.root.clone(),
+            runtime: c.root.path().to_path_buf(),
             slots,
             shared: Vec::new(),
             uid: self.uid,
             gid: self.gid,
-            image: Some(c.root.clone()),
+            image: Some(c.root.path().to_path_buf()),
             argv: Vec::new(),
             env: Vec::new(),
             exe: self.exe.clone(),
@@ -214,6 +215,8 @@ struct RunningSandbox {
     left: usize,
     endpoints: Vec<(u16, SocketAddr)>,
     proxies: Vec<JoinHandle<()>>,
+    /// The containers' image roots, held while the task lives.
+    _roots: Vec<nimbus_images::Root>,
 }
 
 #[async_trait::async_trait]

@@ -221,6 +221,12 @@ impl Control {
                 invoker.set_reserved(name, None);
             }
             invoker.retire(name, version).await;
+            // The image they ran may now be no function's: its root goes
+            // once nothing runs there.
+            match self.images_in_use().await {
+                Ok(keep) => invoker.retain_images(&keep).await,
+                Err(e) => tracing::warn!(error = %e, "cannot list the images functions use"),
+            }
         }
     }
 

@@ -58,6 +58,7 @@ pub(crate) fn batch_of(config: &nimbus_core::function::FunctionConfig, request_i
         duration_ms: o.duration_ms,
         billed_ms: o.billed_ms,
         memory_mb: config.memory_size,
+        architecture: config.architectures.first().cloned().unwrap_or_else(|| "x86_64".into()),
         max_memory_mb: o.max_memory_mb,
         outcome: o.status.to_string(),
         timestamp_ms: now_ms(),

@@ -63,13 +63,46 @@ pub enum ImageError {
     Io(#[from] std::io::Error),
 }
 
+/// One cell per digest being or already unpacked by this process:
+/// concurrent requests for one image wait for one unpacking.
+type Cell = Arc<tokio::sync::OnceCell<PathBuf>>;
+
 /// The roots of the node's images.
 pub struct Images {
     dir: PathBuf,
     limits: Limits,
-    /// One cell per digest being or already unpacked by this process:
-    /// concurrent requests for one image wait for one unpacking.
-    cells: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<PathBuf>>>>,
+    cells: Mutex<HashMap<String, Cell>>,
+}
+
+/// An image's flattened root, held: [`Images::retain`] leaves a root alone
+/// while a `Root` of it lives (an environment or a task runs there, or is
+/// about to).
+#[derive(Debug, Clone)]
+pub struct Root {
+    path: PathBuf,
+    /// A clone of the digest's cell: the cell's count tells whether any
+    /// `Root` of it lives.
+    _hold: Option<Cell>,
+}
+
+/// Roots are the same root whoever holds them.
+impl PartialEq for Root {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Root {}
+
+impl Root {
+    /// A root this crate does not manage (tests, roots made elsewhere).
+    pub fn unmanaged(path: PathBuf) -> Self {
+        Self { path, _hold: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Images {
@@ -86,7 +119,7 @@ impl Images {
 
     /// The flattened root of this image (unpacked once per manifest digest,
     /// then shared read-only).
-    pub async fn root(&self, manifest_digest: &str, layers: &[Layer]) -> Result<PathBuf, ImageError> {
+    pub async fn root(&self, manifest_digest: &str, layers: &[Layer]) -> Result<Root, ImageError> {
         let hex = digest_hex(manifest_digest)?.to_string();
         let target = self.roots().join(&hex);
         let cell = self.cells.lock().unwrap_or_else(|e| e.into_inner()).entry(hex).or_default().clone();
@@ -103,11 +136,13 @@ impl Images {
                 Ok(target)
             })
             .await?;
-        Ok(root.clone())
+        let path = root.clone();
+        Ok(Root { path, _hold: Some(cell) })
     }
 
-    /// Removes every root whose manifest digest is not in `keep`; returns
-    /// how many went. A root goes out of sight (renamed) before it is deleted.
+    /// Removes every root whose manifest digest is not in `keep` and that
+    /// no [`Root`] holds; returns how many went. A root goes out of sight
+    /// (renamed) before it is deleted.
     pub async fn retain(&self, keep: &HashSet<String>) -> Result<usize, ImageError> {
         let keep: HashSet<String> = keep.iter().filter_map(|d| digest_hex(d).ok()).map(str::to_string).collect();
         let (roots, staging) = (self.roots(), self.dir.join("staging"));
@@ -117,7 +152,8 @@ impl Images {
             for entry in std::fs::read_dir(&roots).into_iter().flatten() {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if keep.contains(&name) {
+                let held = cells.get(&name).is_some_and(|c| Arc::strong_count(c) > 1);
+                if keep.contains(&name) || held {
                     continue;
                 }
                 std::fs::create_dir_all(&staging)?;

@@ -105,7 +105,7 @@ async fn layers_of_every_compression_flatten_with_whiteouts_and_opaque_directori
     let layers =
         vec![layer(t.path(), &lower, Z::Gzip), layer(t.path(), &middle, Z::Zstd), layer(t.path(), &top, Z::Plain)];
     let images = Images::open(t.path().join("data"), Limits::default());
-    let root = images.root(&digest(1), &layers).await.expect("flattened");
+    let root = images.root(&digest(1), &layers).await.expect("flattened").path().to_path_buf();
     let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
     assert_eq!(read("etc/keep").as_deref(), Some("keep"));
     assert_eq!(read("etc/gone"), None, "whiteout applied");
@@ -207,7 +207,7 @@ async fn concurrent_requests_unpack_once_and_retain_removes_the_unused() {
     let mut roots = HashSet::new();
     for task in tasks {
         // A second unpacking would fail to rename over the first.
-        roots.insert(task.await.expect("join").expect("root"));
+        roots.insert(task.await.expect("join").expect("root").path().to_path_buf());
     }
     assert_eq!(roots.len(), 1);
     // Known from disk once unpacked: the blobs are no longer read.
@@ -218,8 +218,15 @@ async fn concurrent_requests_unpack_once_and_retain_removes_the_unused() {
     let kept = again.root(&digest(2), &other).await.expect("second image");
     let removed = again.retain(&HashSet::from([digest(2)])).await.expect("retain");
     assert_eq!(removed, 1);
-    assert!(kept.is_dir() && !roots.iter().any(|r| r.exists()));
+    assert!(kept.path().is_dir() && !roots.iter().any(|r| r.exists()));
     assert_eq!(std::fs::read_dir(t.path().join("data/staging")).map(|d| d.count()).unwrap_or(0), 0);
+    // A root something runs in stays until its last holder lets go.
+    assert_eq!(again.retain(&HashSet::new()).await.expect("retain"), 0);
+    assert!(kept.path().is_dir());
+    let path = kept.path().to_path_buf();
+    drop(kept);
+    assert_eq!(again.retain(&HashSet::new()).await.expect("retain"), 1);
+    assert!(!path.exists());
 }
 
 /// The unpack rate of a rootfs-like image (many small files, some large),
@@ -235,7 +242,8 @@ async fn unpack_rate() {
     let tar = tar_of(&entries);
     let layers = vec![layer(t.path(), &tar, Z::Gzip)];
     let began = std::time::Instant::now();
-    let root = Images::open(t.path().join("data"), Limits::default()).root(&digest(1), &layers).await.expect("root");
+    let images = Images::open(t.path().join("data"), Limits::default());
+    let root = images.root(&digest(1), &layers).await.expect("root").path().to_path_buf();
     let secs = began.elapsed().as_secs_f64();
     println!("unpacked {} MB of rootfs in {secs:.2} s: {:.0} MB/s", tar.len() >> 20, tar.len() as f64 / 1e6 / secs);
     assert!(root.join("usr/bin/big3").is_file() && root.join("usr/lib/d49/f1999").is_file());

@@ -350,7 +350,8 @@ impl Parent {
     /// Stage one, which must still be the child of `node`.
     fn open(node: u32) -> std::io::Result<Self> {
         let gone = || std::io::Error::other("the node that started this sandbox is gone");
-        let ppid = |stat: &str| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        let ppid =
+            |stat: &str| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
         let stage_one: u32 = ppid(&std::fs::read_to_string("/proc/self/stat")?).ok_or_else(gone)?;
         let parent = Self(std::fs::File::open(format!("/proc/{stage_one}"))?);
         match parent.stat() {
@@ -360,13 +361,15 @@ impl Parent {
     }
 
     fn stat(&self) -> Option<String> {
-        let fd = nix::fcntl::openat(&self.0, "stat", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).ok()?;
+        let fd =
+            nix::fcntl::openat(&self.0, "stat", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).ok()?;
         std::io::read_to_string(std::fs::File::from(fd)).ok()
     }
 
     /// Not exited: neither reaped nor a zombie.
     fn alive(&self) -> bool {
-        let state = |stat: &str| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+        let state =
+            |stat: &str| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
         self.stat().and_then(|s| state(&s)).is_some_and(|s| s != "Z" && s != "X")
     }
 }

@@ -12,6 +12,7 @@ mod ecs;
 mod group;
 mod logs;
 mod mappings;
+mod metrics;
 mod object_cache;
 mod objects;
 mod queues;
@@ -28,6 +29,7 @@ pub use blobs::{Blobs, FsBlobs};
 pub use ecs::{EcsDocuments, EcsMeta, EcsWrite};
 pub use logs::{EventQuery, LogGroupRow, LogMeta, LogStreamRow, Position, StreamCreated, StreamOrder, StreamQuery};
 pub use mappings::MappingMeta;
+pub use metrics::{MetricKey, MetricRow, MetricsMeta, UsageRow};
 pub use objects::{BucketDelete, ObjectMeta};
 pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
 pub use registry::{Collect, ManifestPut, ManifestRow, PutManifest, RegistryMeta, Repository, RepositoryDelete};
@@ -151,6 +153,8 @@ pub struct InvocationRecord {
     pub duration_ms: f64,
     pub billed_ms: u64,
     pub memory_mb: u32,
+    /// `x86_64` or `arm64`: what usage is priced at.
+    pub architecture: String,
     pub max_memory_mb: u64,
     /// `success`, `error` or `timeout`.
     pub outcome: String,

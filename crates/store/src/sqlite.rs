@@ -242,6 +242,7 @@ fn invocation_record(r: &sqlx::sqlite::SqliteRow) -> InvocationRecord {
         duration_ms: r.get("duration_ms"),
         billed_ms: r.get::<i64, _>("billed_ms") as u64,
         memory_mb: r.get::<i64, _>("memory_mb") as u32,
+        architecture: r.get("architecture"),
         max_memory_mb: r.get::<i64, _>("max_memory_mb") as u64,
         outcome: r.get("outcome"),
         timestamp_ms: r.get("timestamp_ms"),
@@ -486,7 +487,8 @@ impl Metadata for SqliteMetadata {
         for r in records {
             sqlx::query(
                 "INSERT OR REPLACE INTO invocations (request_id, function, version, cold, init_ms, duration_ms, billed_ms,
-                   memory_mb, max_memory_mb, outcome, timestamp_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   memory_mb, architecture, max_memory_mb, outcome, timestamp_ms)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&r.request_id)
             .bind(&r.function)
@@ -496,6 +498,7 @@ impl Metadata for SqliteMetadata {
             .bind(r.duration_ms)
             .bind(r.billed_ms as i64)
             .bind(i64::from(r.memory_mb))
+            .bind(&r.architecture)
             .bind(r.max_memory_mb as i64)
             .bind(&r.outcome)
             .bind(r.timestamp_ms)
@@ -813,6 +816,7 @@ mod tests {
             duration_ms: 1.5,
             billed_ms: 7,
             memory_mb: 128,
+            architecture: "x86_64".into(),
             max_memory_mb: 20,
             outcome: "success".into(),
             timestamp_ms: 100,
@@ -858,6 +862,7 @@ mod tests {
             duration_ms: 1.0,
             billed_ms: 1,
             memory_mb: 128,
+            architecture: "x86_64".into(),
             max_memory_mb: 40,
             outcome: outcome.into(),
             timestamp_ms: ts,

@@ -32,8 +32,9 @@ pub struct Base {
     /// the runtime's SDK, published on them once installed.
     pub shared: Vec<(PathBuf, PathBuf)>,
     /// A container image's flattened root: the environment runs the
-    /// image's entrypoint there instead of a runtime.
-    pub image: Option<PathBuf>,
+    /// image's entrypoint there instead of a runtime (and holds the root
+    /// against garbage collection while it lives).
+    pub image: Option<nimbus_images::Root>,
 }
 
 impl Base {
@@ -287,6 +288,8 @@ pub(crate) struct Env {
     root: Option<PathBuf>,
     /// Forwards the sandbox's API listener to the real API.
     forwarder: Option<tokio::task::JoinHandle<()>>,
+    /// The image root the sandbox runs on, held while it lives.
+    _image: Option<nimbus_images::Root>,
 }
 
 /// Inside every sandbox the Runtime API is here, as on AWS.
@@ -694,7 +697,7 @@ impl Env {
                     shared: base.shared.clone(),
                     uid: sb.uid,
                     gid: sb.gid,
-                    image: base.image.clone(),
+                    image: base.image.as_ref().map(|r| r.path().to_path_buf()),
                     argv: if program.is_empty() {
                         vec![]
                     } else {
@@ -814,6 +817,7 @@ impl Env {
             cgroup,
             root,
             forwarder,
+            _image: base.image.clone(),
         })
     }
 

@@ -107,7 +107,8 @@ pub trait Invoker: Send + Sync {
     async fn unprovision(&self, function: &str, qualifier: Option<&str>);
     fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus>;
     /// Removes the unpacked roots of images whose manifest digest is not in
-    /// `keep`. Only safe while no environment runs one (at start).
+    /// `keep`, with their templates; a root an environment or task still
+    /// runs on stays until a later call.
     async fn retain_images(&self, keep: &HashSet<String>);
 }
 
@@ -409,13 +410,11 @@ impl Worker {
     ) -> Result<env::Spec, Error> {
         if config.image.is_some() {
             let root = self.image_root(config).await?;
-            let mut base = self.base(config);
-            base.image = Some(root.clone());
             return Ok(env::Spec {
-                base,
+                code_dir: root.path().to_path_buf(),
+                base: env::Base { image: Some(root), ..self.base(config) },
                 key: Self::key(config),
                 config: config.clone(),
-                code_dir: root,
                 keys: self.settings.credentials.issue(invoked_arn),
                 layers: None,
                 init_type,
@@ -433,7 +432,7 @@ impl Worker {
     }
 
     /// The flattened root of an image function's image, unpacked once per digest.
-    async fn image_root(&self, config: &FunctionConfig) -> Result<PathBuf, Error> {
+    async fn image_root(&self, config: &FunctionConfig) -> Result<nimbus_images::Root, Error> {
         let image = config.image.as_ref().ok_or_else(|| Error::Internal("not an image function".into()))?;
         if self.settings.sandbox.is_none() {
             return Err(Error::Unavailable("Image functions need a sandbox (`--isolation namespaces`).".into()));
@@ -566,17 +565,19 @@ impl Templates {
     }
 
     /// Whether the runtime has templates: it must start ahead, and be one
-    /// this node can run.
+    /// this node can run (an image's root is one, in a sandbox).
     fn applies(base: &env::Base) -> bool {
         let managed = ["python", "nodejs"].iter().any(|p| base.runtime.starts_with(p)) && base.interpreter.is_some();
-        base.starts_ahead() && (managed || base.custom())
+        base.starts_ahead() && (managed || base.custom() || (base.image.is_some() && base.sandbox.is_some()))
     }
 
-    /// Templates are kept per interpreter; every `provided*` shares one kind.
+    /// Templates are kept per interpreter; every `provided*` shares one
+    /// kind, and each image root is its own.
     fn family(base: &env::Base) -> String {
-        match base.custom() {
-            true => "provided".into(),
-            false => base.runtime.clone(),
+        match (&base.image, base.custom()) {
+            (Some(root), _) => format!("image:{}", root.path().display()),
+            (None, true) => "provided".into(),
+            (None, false) => base.runtime.clone(),
         }
     }
 
@@ -602,6 +603,44 @@ impl Templates {
         found
     }
 
+    /// Adds a template to its family's ready list; after shutdown began,
+    /// retires it instead and says so.
+    async fn keep(&self, family: &str, t: env::Env) -> bool {
+        // Checked under the lock `close` closes with: nothing slips in after it.
+        let late = {
+            let mut ready = self.lock_ready();
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                Some(t)
+            } else {
+                ready.entry(family.to_string()).or_default().push(t);
+                None
+            }
+        };
+        match late {
+            Some(t) => {
+                t.retire().await;
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Makes sure a template of `base` is ready before returning (an image
+    /// function is Active once a sandbox waits on its root), then fills.
+    async fn ensure(self: &Arc<Self>, base: &env::Base) {
+        let family = Self::family(base);
+        let none = self.lock_ready().get(&family).is_none_or(Vec::is_empty);
+        if none && self.target > 0 && Self::applies(base) {
+            match env::Env::launch(base, None).await {
+                Ok(t) => {
+                    self.keep(&family, t).await;
+                }
+                Err(e) => tracing::warn!(%family, error = %e, "cannot start a template"),
+            }
+        }
+        self.fill(base);
+    }
+
     fn fill(self: &Arc<Self>, base: &env::Base) {
         let runtime = Self::family(base);
         if self.target == 0
@@ -618,18 +657,7 @@ impl Templates {
             {
                 match env::Env::launch(&base, None).await {
                     Ok(t) => {
-                        // Checked under the lock `drain` closes with: nothing slips in after it.
-                        let late = {
-                            let mut ready = me.lock_ready();
-                            if me.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                                Some(t)
-                            } else {
-                                ready.entry(runtime.clone()).or_default().push(t);
-                                None
-                            }
-                        };
-                        if let Some(t) = late {
-                            t.retire().await;
+                        if !me.keep(&runtime, t).await {
                             break;
                         }
                     }
@@ -644,6 +672,20 @@ impl Templates {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
+    }
+
+    /// Hands back the templates of every image whose manifest digest is
+    /// not in `keep` (an image root is named by its digest's hex).
+    fn take_images(&self, keep: &HashSet<String>) -> Vec<env::Env> {
+        let unkept = |family: &str| {
+            family.strip_prefix("image:").is_some_and(|root| {
+                let hex = std::path::Path::new(root).file_name().unwrap_or_default().to_string_lossy();
+                !keep.contains(&format!("sha256:{hex}"))
+            })
+        };
+        let mut ready = self.lock_ready();
+        let doomed: Vec<String> = ready.keys().filter(|f| unkept(f)).cloned().collect();
+        doomed.iter().flat_map(|f| ready.remove(f).unwrap_or_default()).collect()
     }
 
     /// Stops filling, waits for fills under way, and hands back every template.
@@ -700,8 +742,11 @@ impl Invoker for Worker {
 
     async fn prepare(&self, config: &FunctionConfig) {
         if config.image.is_some() {
-            if let Err(e) = self.image_root(config).await {
-                tracing::warn!(function = %config.name, error = %e, "cannot unpack the function's image ahead");
+            match self.image_root(config).await {
+                Ok(root) => self.templates.ensure(&env::Base { image: Some(root), ..self.base(config) }).await,
+                Err(e) => {
+                    tracing::warn!(function = %config.name, error = %e, "cannot unpack the function's image ahead")
+                }
             }
             return;
         }
@@ -771,6 +816,7 @@ impl Invoker for Worker {
     }
 
     async fn retain_images(&self, keep: &HashSet<String>) {
+        retire_all(self.templates.take_images(keep)).await;
         match self.settings.images.retain(keep).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "removed the unpacked roots of images no function uses"),

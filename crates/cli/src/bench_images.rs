@@ -1,0 +1,358 @@
+//! `nimbus bench`'s container-image figures (issue 12):
+//! - a push of an image of about 170 MB over the registry API, against the
+//!   disk's sequential write rate measured in the same run on the same
+//!   directory (write and `fsync`, as the registry stores a blob);
+//! - the unpack of that new image, as CreateFunction to Active;
+//! - cold starts of new functions on an image already unpacked (the
+//!   `lambda_runtime` example as a static binary), spaced and back to back;
+//! - with `--python-image` (an OCI layout made by
+//!   `examples/container-images/build-python-image.sh`), the Python image's
+//!   cold start against a zip Python function's, measured alike.
+//!
+//! Images are pushed the way skopeo pushes them (monolithic blob uploads,
+//! then the manifest), with the ECR login password as Basic credentials.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use crate::bench::{invoke, ms, percentiles, round, Bench, Runtime, COLD_GAP};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// The issue's image size.
+const BIG_IMAGE_MB: usize = 170;
+
+/// The registry under `/v2/`, logged in as ECR's `AWS` user.
+struct Registry {
+    http: reqwest::Client,
+    endpoint: String,
+    auth: String,
+}
+
+impl Registry {
+    async fn login(b: &Bench, endpoint: &str) -> anyhow::Result<Self> {
+        let headers = [
+            ("x-amz-target", "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        let (_, out) = b.client.send("ecr", "POST", "/", Some(b"{}".to_vec()), &headers).await?;
+        let out: Value = serde_json::from_slice(&out)?;
+        let token = out["authorizationData"][0]["authorizationToken"].as_str().context("no ECR token")?;
+        Ok(Self { http: reqwest::Client::new(), endpoint: endpoint.to_string(), auth: format!("Basic {token}") })
+    }
+
+    async fn create_repository(b: &Bench, name: &str) -> anyhow::Result<()> {
+        let headers = [
+            ("x-amz-target", "AmazonEC2ContainerRegistry_V20150921.CreateRepository"),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        let body = serde_json::to_vec(&json!({"repositoryName": name}))?;
+        b.client.send("ecr", "POST", "/", Some(body), &headers).await.map(drop)
+    }
+
+    /// Uploads a blob from a file (streamed), unless the registry has it.
+    async fn blob(&self, repo: &str, file: &Path, digest: &str) -> anyhow::Result<()> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.endpoint);
+        if self.http.head(&url).header("authorization", &self.auth).send().await?.status().is_success() {
+            return Ok(());
+        }
+        let started = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.endpoint))
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
+        anyhow::ensure!(started.status().as_u16() == 202, "starting an upload answered {}", started.status());
+        let location = started.headers().get("location").and_then(|v| v.to_str().ok()).context("no Location")?;
+        let location = if location.starts_with('/') { format!("{}{location}", self.endpoint) } else { location.into() };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let f = tokio::fs::File::open(file).await?;
+        let len = f.metadata().await?.len();
+        let done = self
+            .http
+            .put(format!("{location}{sep}digest={digest}"))
+            .header("authorization", &self.auth)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", len)
+            .body(reqwest::Body::from(f))
+            .send()
+            .await?;
+        anyhow::ensure!(done.status().as_u16() == 201, "uploading {digest} answered {}", done.status());
+        Ok(())
+    }
+
+    async fn manifest(&self, repo: &str, tag: &str, media_type: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{tag}", self.endpoint))
+            .header("authorization", &self.auth)
+            .header("content-type", media_type)
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 201, "pushing the manifest answered {}", r.status());
+        Ok(())
+    }
+
+    /// Pushes a one-image OCI layout's `tag` (as built by the recipes) to `repo:tag`.
+    async fn push_layout(&self, layout: &Path, tag: &str, repo: &str) -> anyhow::Result<()> {
+        let blob_path = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+        let entry = index["manifests"]
+            .as_array()
+            .and_then(|m| m.iter().find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == tag))
+            .with_context(|| format!("{} has no tag {tag}", layout.display()))?;
+        let digest = entry["digest"].as_str().context("no manifest digest")?;
+        let body = std::fs::read(blob_path(digest))?;
+        let manifest: Value = serde_json::from_slice(&body)?;
+        let blobs = manifest["layers"].as_array().into_iter().flatten().chain([&manifest["config"]]);
+        for b in blobs {
+            let d = b["digest"].as_str().context("a blob without digest")?;
+            self.blob(repo, &blob_path(d), d).await?;
+        }
+        let media_type = manifest["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string();
+        self.manifest(repo, tag, &media_type, body).await
+    }
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// An OCI layout in `dir` with one image `tag`: the given files (path,
+/// bytes, mode) as one gzip layer, and `entrypoint`. Returns the layer's
+/// uncompressed size.
+fn write_layout(dir: &Path, tag: &str, files: &[(String, Vec<u8>, u32)], entrypoint: &[&str]) -> anyhow::Result<u64> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let put = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+        std::fs::write(blobs.join(&digest[7..]), bytes)?;
+        Ok((digest, bytes.len()))
+    };
+    let staged = dir.join("layer.tar.gz");
+    let mut diff = sha2::Sha256::new();
+    let mut raw = 0u64;
+    {
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&staged)?, flate2::Compression::fast());
+        // Hashes (for the diff_id) and counts the uncompressed tar on its way.
+        let tee = Tee { inner: gz, hash: &mut diff, count: &mut raw };
+        let mut tar = tar::Builder::new(tee);
+        for (path, bytes, mode) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(*mode);
+            h.set_mtime(0);
+            tar.append_data(&mut h, path, bytes.as_slice())?;
+        }
+        tar.into_inner()?.inner.finish()?.sync_all()?;
+    }
+    let layer_digest = sha256_file(&staged)?;
+    let layer_size = std::fs::metadata(&staged)?.len();
+    std::fs::rename(&staged, blobs.join(&layer_digest[7..]))?;
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/usr/bin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hex::encode(diff.finalize()))]},
+    });
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config)?)?;
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": LAYER_GZIP, "digest": layer_digest, "size": layer_size}],
+    });
+    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest)?)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size,
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(raw)
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Tee<'a, W> {
+    inner: W,
+    hash: &'a mut sha2::Sha256,
+    count: &'a mut u64,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        *self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The binary as `bootstrap`, with the dynamic loader and libraries `ldd`
+/// names at their paths (as examples/container-images/build-rust-image.sh
+/// does), so that a binary not built for musl runs from scratch too.
+fn binary_and_libraries(binary: &Path) -> anyhow::Result<Vec<(String, Vec<u8>, u32)>> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut files = vec![("bootstrap".to_string(), read(binary)?, 0o755)];
+    let ldd = std::process::Command::new("ldd").arg(binary).output()?;
+    let text = String::from_utf8_lossy(&ldd.stdout);
+    for lib in text.split_whitespace().filter(|w| w.starts_with('/')) {
+        let real = std::fs::canonicalize(lib)?;
+        files.push((lib.trim_start_matches('/').to_string(), read(&real)?, 0o755));
+    }
+    Ok(files)
+}
+
+/// Sequential write of `bytes` into a new file in `dir`, synced: MB/s.
+fn disk_write_floor(dir: &Path, bytes: usize) -> anyhow::Result<f64> {
+    let path = dir.join("bench-disk-floor");
+    let chunk = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&path)?;
+    for _ in 0..bytes >> 20 {
+        f.write_all(&chunk)?;
+    }
+    f.sync_all()?;
+    let rate = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
+/// Creates an image function from `uri`, waiting until it is Active.
+async fn create_image_function(b: &Bench, name: &str, uri: &str) -> anyhow::Result<()> {
+    let body = json!({
+        "FunctionName": name, "PackageType": "Image", "Code": {"ImageUri": uri},
+        "Role": "arn:aws:iam::000000000000:role/bench", "MemorySize": 1024, "Timeout": 60,
+    });
+    b.client.call("POST", "/2015-03-31/functions", Some(serde_json::to_vec(&body)?)).await?;
+    b.client.wait_ready(name).await.map(drop)
+}
+
+/// Cold starts of `n` new functions from `make`, each deleted after:
+/// spaced apart (templates made in between), and back to back.
+async fn cold_starts<F, Fut>(b: &Bench, n: usize, make: F) -> anyhow::Result<Value>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let mut spaced = Vec::new();
+    for i in 0..n {
+        let name = make(i).await?;
+        tokio::time::sleep(COLD_GAP).await;
+        spaced.push(ms(invoke(&b.client, &name, &json!({})).await?.0));
+        b.delete(&name).await?;
+    }
+    let mut names = Vec::new();
+    for i in 0..n {
+        names.push(make(n + i).await?);
+    }
+    let mut back_to_back = Vec::new();
+    for name in &names {
+        back_to_back.push(ms(invoke(&b.client, name, &json!({})).await?.0));
+    }
+    for name in &names {
+        b.delete(name).await?;
+    }
+    Ok(json!({"spaced_ms": percentiles(&mut spaced), "back_to_back_ms": percentiles(&mut back_to_back)}))
+}
+
+/// The figures; `rust_hello` is the static `lambda_runtime` binary.
+pub async fn figures(
+    b: &Bench,
+    endpoint: &str,
+    data_dir: &Path,
+    rust_hello: &Path,
+    python: Option<(&Runtime, &Path)>,
+    samples: usize,
+    quick: bool,
+) -> anyhow::Result<Value> {
+    let reg = Registry::login(b, endpoint).await?;
+    let work = tempfile::tempdir()?;
+
+    // Incompressible files, so that the layer is as large as the image.
+    let big_mb = if quick { 8 } else { BIG_IMAGE_MB };
+    let files: Vec<(String, Vec<u8>, u32)> = (0..big_mb)
+        .map(|i| {
+            let bytes: Vec<u8> = (0..1 << 20).map(|_| rand::random::<u8>()).collect();
+            (format!("data/f{i}"), bytes, 0o644)
+        })
+        .collect();
+    let big = work.path().join("big");
+    let rootfs_bytes = write_layout(&big, "v1", &files, &["/data/f0"])?;
+    drop(files);
+    let pushed_bytes: u64 = walkdir::WalkDir::new(big.join("blobs"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let floor_mbps = disk_write_floor(data_dir, pushed_bytes as usize)?;
+    Registry::create_repository(b, "bench-big").await?;
+    let t = Instant::now();
+    reg.push_layout(&big, "v1", "bench-big").await?;
+    let push_mbps = pushed_bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+    let host = endpoint.trim_start_matches("http://");
+    let t = Instant::now();
+    create_image_function(b, "bench-image-unpack", &format!("{host}/bench-big:v1")).await?;
+    let unpack_s = t.elapsed().as_secs_f64();
+    b.delete("bench-image-unpack").await?;
+
+    let small = work.path().join("static");
+    write_layout(&small, "v1", &binary_and_libraries(rust_hello)?, &["/bootstrap"])?;
+    Registry::create_repository(b, "bench-static").await?;
+    reg.push_layout(&small, "v1", "bench-static").await?;
+    let uri = format!("{host}/bench-static:v1");
+    // Unpacked once, before the cold starts measured.
+    create_image_function(b, "bench-static-first", &uri).await?;
+    let static_cold = cold_starts(b, samples, |i| {
+        let (name, uri) = (format!("bench-static-{i}"), uri.clone());
+        async move { create_image_function(b, &name, &uri).await.map(|()| name) }
+    })
+    .await?;
+    b.delete("bench-static-first").await?;
+
+    let python_figures = match python {
+        Some((rt, layout)) => {
+            Registry::create_repository(b, "bench-python").await?;
+            reg.push_layout(layout, "v1", "bench-python").await?;
+            let uri = format!("{host}/bench-python:v1");
+            create_image_function(b, "bench-python-first", &uri).await?;
+            let image = cold_starts(b, samples, |i| {
+                let (name, uri) = (format!("bench-python-image-{i}"), uri.clone());
+                async move { create_image_function(b, &name, &uri).await.map(|()| name) }
+            })
+            .await?;
+            b.delete("bench-python-first").await?;
+            let zip = cold_starts(b, samples, |_| b.create(rt)).await?;
+            let ratio =
+                |key: &str| round(image[key]["p50"].as_f64().unwrap_or(0.0) / zip[key]["p50"].as_f64().unwrap_or(1.0));
+            json!({"image": image, "zip": zip, "spaced_p50_ratio": ratio("spaced_ms"), "back_to_back_p50_ratio": ratio("back_to_back_ms")})
+        }
+        None => Value::Null,
+    };
+
+    Ok(json!({
+        "push_mb": round(pushed_bytes as f64 / 1e6),
+        "push_mbps": round(push_mbps),
+        "disk_write_floor_mbps": round(floor_mbps),
+        "push_to_floor": round(push_mbps / floor_mbps),
+        "unpack_rootfs_mb": round(rootfs_bytes as f64 / 1e6),
+        "unpack_create_to_active_s": round(unpack_s),
+        "unpack_mbps": round(rootfs_bytes as f64 / 1e6 / unpack_s),
+        "static_cold": static_cold,
+        "python": python_figures,
+    }))
+}

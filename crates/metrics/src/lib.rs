@@ -1,0 +1,510 @@
+//! CloudWatch metrics of the `AWS/Lambda` namespace, and usage reports.
+//!
+//! The invoke path records samples here ([`Metrics::invoked`],
+//! [`Metrics::throttled`], [`Metrics::running`], the async events' three):
+//! each is added, under one short lock, to the in-memory statistic set of
+//! its minute for every dimension set it belongs to. No sample touches the
+//! store: one task flushes finished minutes each minute (and everything
+//! at [`Metrics::flush`] on shutdown) and deletes minutes older than the
+//! retention, sleeping until the next minute ends or the oldest expires,
+//! and not at all while nothing is recorded. Reads merge the store's
+//! minutes with the ones still in memory.
+//!
+//! Owns: what a sample counts towards (the dimension sets), periods and
+//! statistics over minutes, listing metrics, and usage and cost
+//! ([`usage`]). Must not: speak HTTP (the `monitoring` front end and the
+//! Prometheus endpoint in `nimbus-api` do), or decide what an invocation's
+//! outcome was (control tells it).
+
+mod stats;
+pub mod usage;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nimbus_core::clock::Clock;
+use nimbus_store::{MetricKey, MetricRow, MetricsMeta};
+use tokio::sync::{Notify, RwLock};
+
+pub use stats::{Stat, StatSet};
+pub use usage::{Prices, UsageQuery, UsageReport};
+
+pub const NAMESPACE: &str = "AWS/Lambda";
+const MINUTE_MS: i64 = 60_000;
+/// ListMetrics lists what has data in the last two weeks, as AWS does.
+const LIST_WINDOW_MS: i64 = 14 * 24 * 60 * MINUTE_MS;
+/// Most datapoints one series query may ask for (GetMetricStatistics' limit).
+pub const MAX_DATAPOINTS: i64 = 1440;
+
+/// The metrics this namespace has, and whether each keeps percentiles.
+pub const METRICS: &[(&str, bool)] = &[
+    ("Invocations", false),
+    ("Errors", false),
+    ("Throttles", false),
+    ("Duration", true),
+    ("ConcurrentExecutions", false),
+    ("UnreservedConcurrentExecutions", false),
+    ("AsyncEventsReceived", false),
+    ("AsyncEventAge", true),
+    ("AsyncEventsDropped", false),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("{0}")]
+    InvalidParameterValue(String),
+    #[error("{0}")]
+    InvalidParameterCombination(String),
+    #[error(transparent)]
+    Store(#[from] nimbus_store::Error),
+    #[error("a stored histogram is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// A dimension set of the namespace; `None` is a dimension the set lacks.
+/// The empty set is the account's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dimensions {
+    pub function: Option<String>,
+    /// `name:alias` or `name:version`.
+    pub resource: Option<String>,
+    pub executed_version: Option<String>,
+}
+
+impl Dimensions {
+    pub fn function(name: &str) -> Self {
+        Self { function: Some(name.to_string()), ..Self::default() }
+    }
+
+    fn key(&self, metric: &str) -> MetricKey {
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        MetricKey {
+            metric: metric.to_string(),
+            function: s(&self.function),
+            resource: s(&self.resource),
+            executed_version: s(&self.executed_version),
+        }
+    }
+
+    fn of_key(k: &MetricKey) -> Self {
+        let o = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Self { function: o(&k.function), resource: o(&k.resource), executed_version: o(&k.executed_version) }
+    }
+}
+
+/// What an invocation addressed and ran.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub function: String,
+    /// The alias or version the request named.
+    pub qualifier: Option<String>,
+    pub executed_version: String,
+}
+
+impl Target {
+    /// The dimension sets a sample of this invocation counts towards: the
+    /// account, the function, the qualified resource and, for an alias,
+    /// the version it ran.
+    fn dimension_sets(&self) -> Vec<Dimensions> {
+        let mut sets = vec![Dimensions::default(), Dimensions::function(&self.function)];
+        if let Some(q) = &self.qualifier {
+            let resource = Some(format!("{}:{q}", self.function));
+            sets.push(Dimensions { resource: resource.clone(), ..Dimensions::function(&self.function) });
+            let is_alias = q != "$LATEST" && q.parse::<u64>().is_err();
+            if is_alias {
+                sets.push(Dimensions {
+                    resource,
+                    executed_version: Some(self.executed_version.clone()),
+                    ..Dimensions::function(&self.function)
+                });
+            }
+        }
+        sets
+    }
+}
+
+/// One series over a time range, as GetMetricData's `MetricStat` asks.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    /// "Invocations", "Errors", "Duration", ... (see [`METRICS`]).
+    pub metric: String,
+    /// The exact dimension set (CloudWatch does not aggregate across sets).
+    pub dimensions: Dimensions,
+    /// "Sum", "Average", "Minimum", "Maximum", "SampleCount", "p99", "p99.9".
+    pub stat: String,
+    /// A multiple of 60 (or 1, 5, 10, 20, 30).
+    pub period_s: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long minutes are kept.
+    pub retention: Duration,
+    pub clock: Clock,
+    pub prices: Prices,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(15 * 24 * 3600), clock: Clock::real(), prices: Prices::default() }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Minutes not yet flushed: (minute start, series) -> samples.
+    minutes: HashMap<(i64, MetricKey), StatSet>,
+    /// Invocations running, per function and in all.
+    running: HashMap<String, u32>,
+    running_total: u32,
+    running_unreserved: u32,
+    /// Functions with reserved concurrency (theirs is not "unreserved").
+    reserved: HashSet<String>,
+}
+
+pub struct Metrics {
+    meta: Arc<dyn MetricsMeta>,
+    settings: Settings,
+    state: Mutex<State>,
+    /// Wakes the flusher when a sample lands in an empty memory.
+    wake: Arc<Notify>,
+    /// Held for writing while a flush moves minutes from memory to the
+    /// store, so that a read sees each minute exactly once.
+    moving: RwLock<()>,
+}
+
+/// An invocation counted as running until dropped.
+pub struct Running {
+    metrics: Arc<Metrics>,
+    function: String,
+    reserved: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut st = self.metrics.lock();
+        st.running_total = st.running_total.saturating_sub(1);
+        if !self.reserved {
+            st.running_unreserved = st.running_unreserved.saturating_sub(1);
+        }
+        if let Some(n) = st.running.get_mut(&self.function) {
+            *n -= 1;
+            if *n == 0 {
+                st.running.remove(&self.function);
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// The engine, with its flush and retention task running.
+    pub fn start(meta: Arc<dyn MetricsMeta>, settings: Settings) -> Arc<Self> {
+        let m = Arc::new(Self {
+            meta,
+            settings,
+            state: Mutex::new(State::default()),
+            wake: Arc::new(Notify::new()),
+            moving: RwLock::new(()),
+        });
+        tokio::spawn(run_flusher(Arc::downgrade(&m)));
+        m
+    }
+
+    pub fn prices(&self) -> &Prices {
+        &self.settings.prices
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves only counters behind.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, st: &mut State, metric: &str, sets: &[Dimensions], value: f64) {
+        let percentiles = METRICS.iter().any(|(m, p)| *m == metric && *p);
+        let minute = self.settings.clock.now_ms().div_euclid(MINUTE_MS) * MINUTE_MS;
+        if st.minutes.is_empty() {
+            self.wake.notify_one();
+        }
+        for d in sets {
+            st.minutes.entry((minute, d.key(metric))).or_default().add(value, percentiles);
+        }
+    }
+
+    /// An invocation that ran: Invocations, Errors (0 or 1, so that the
+    /// average is the error rate) and Duration.
+    pub fn invoked(&self, t: &Target, duration_ms: f64, error: bool) {
+        let sets = t.dimension_sets();
+        let mut st = self.lock();
+        self.add(&mut st, "Invocations", &sets, 1.0);
+        self.add(&mut st, "Errors", &sets, if error { 1.0 } else { 0.0 });
+        self.add(&mut st, "Duration", &sets, duration_ms);
+    }
+
+    /// An invocation refused for concurrency (it is not an Invocation).
+    pub fn throttled(&self, t: &Target) {
+        let sets = t.dimension_sets();
+        self.add(&mut self.lock(), "Throttles", &sets, 1.0);
+    }
+
+    /// Counts an invocation as running until the guard drops, and samples
+    /// ConcurrentExecutions (account and function) and
+    /// UnreservedConcurrentExecutions (account) as it starts.
+    pub fn running(self: &Arc<Self>, function: &str) -> Running {
+        let mut st = self.lock();
+        let reserved = st.reserved.contains(function);
+        st.running_total += 1;
+        if !reserved {
+            st.running_unreserved += 1;
+        }
+        let n = {
+            let n = st.running.entry(function.to_string()).or_insert(0);
+            *n += 1;
+            f64::from(*n)
+        };
+        let (total, unreserved) = (f64::from(st.running_total), f64::from(st.running_unreserved));
+        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::default()], total);
+        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::function(function)], n);
+        self.add(&mut st, "UnreservedConcurrentExecutions", &[Dimensions::default()], unreserved);
+        Running { metrics: self.clone(), function: function.to_string(), reserved }
+    }
+
+    /// Running invocations, per function (for the Prometheus gauge).
+    pub fn running_now(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self.lock().running.iter().map(|(f, n)| (f.clone(), *n)).collect();
+        v.sort();
+        v
+    }
+
+    /// Whether a function has reserved concurrency (its invocations do not
+    /// count as unreserved).
+    pub fn set_reserved(&self, function: &str, reserved: bool) {
+        let mut st = self.lock();
+        if reserved {
+            st.reserved.insert(function.to_string());
+        } else {
+            st.reserved.remove(function);
+        }
+    }
+
+    fn async_sets(function: &str, qualifier: Option<&str>) -> Vec<Dimensions> {
+        let mut sets = vec![Dimensions::function(function)];
+        if let Some(q) = qualifier {
+            sets.push(Dimensions { resource: Some(format!("{function}:{q}")), ..Dimensions::function(function) });
+        }
+        sets
+    }
+
+    /// An event queued for asynchronous invocation.
+    pub fn async_received(&self, function: &str, qualifier: Option<&str>) {
+        self.add(&mut self.lock(), "AsyncEventsReceived", &Self::async_sets(function, qualifier), 1.0);
+    }
+
+    /// An attempt to run a queued event, `age_ms` after it was queued.
+    pub fn async_attempt(&self, function: &str, qualifier: Option<&str>, age_ms: i64) {
+        self.add(&mut self.lock(), "AsyncEventAge", &Self::async_sets(function, qualifier), age_ms as f64);
+    }
+
+    /// An event given up without a successful run (it may still have gone
+    /// to a dead-letter queue or an on-failure destination).
+    pub fn async_dropped(&self, function: &str, qualifier: Option<&str>) {
+        self.add(&mut self.lock(), "AsyncEventsDropped", &Self::async_sets(function, qualifier), 1.0);
+    }
+
+    /// Moves the minutes before `before_ms` from memory to the store.
+    async fn flush_before(&self, before_ms: i64) -> Result<(), MetricsError> {
+        let _moving = self.moving.write().await;
+        let due: Vec<((i64, MetricKey), StatSet)> = {
+            let mut st = self.lock();
+            let keys: Vec<_> = st.minutes.keys().filter(|(m, _)| *m < before_ms).cloned().collect();
+            keys.into_iter().filter_map(|k| st.minutes.remove(&k).map(|s| (k, s))).collect()
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<MetricRow> = due
+            .iter()
+            .map(|((minute, k), s)| MetricRow {
+                metric: k.metric.clone(),
+                function: k.function.clone(),
+                resource: k.resource.clone(),
+                executed_version: k.executed_version.clone(),
+                minute_ms: *minute,
+                sample_count: s.sample_count,
+                sum: s.sum,
+                minimum: s.minimum,
+                maximum: s.maximum,
+                histogram: s.encode_histogram(),
+            })
+            .collect();
+        if let Err(e) = self.meta.insert_metric_rows(&rows).await {
+            // Put them back for the next flush rather than lose them.
+            let mut st = self.lock();
+            for (k, s) in due {
+                st.minutes.entry(k).or_default().merge(&s);
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Writes every minute in memory, the current one too (at shutdown).
+    pub async fn flush(&self) -> Result<(), MetricsError> {
+        self.flush_before(i64::MAX).await
+    }
+
+    /// Per-period statistic sets of one series, by period start; periods
+    /// without samples are left out. Checks the period and the range but
+    /// not the number of datapoints (each API has its own limit).
+    pub async fn statistics(
+        &self,
+        metric: &str,
+        dims: &Dimensions,
+        period_s: u32,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<(i64, StatSet)>, MetricsError> {
+        check_period(period_s)?;
+        if start_ms >= end_ms {
+            return Err(MetricsError::InvalidParameterValue(
+                "The parameter StartTime must be less than the parameter EndTime.".into(),
+            ));
+        }
+        let key = dims.key(metric);
+        let from = start_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let period_ms = i64::from(period_s) * 1000;
+        let mut periods: std::collections::BTreeMap<i64, StatSet> = Default::default();
+        let mut put = |minute: i64, s: &StatSet| {
+            let p = from + (minute - from).div_euclid(period_ms) * period_ms;
+            periods.entry(p).or_default().merge(s);
+        };
+        let _moving = self.moving.read().await;
+        for r in self.meta.metric_rows(&key, from, end_ms).await? {
+            let s = StatSet {
+                sample_count: r.sample_count,
+                sum: r.sum,
+                minimum: r.minimum,
+                maximum: r.maximum,
+                histogram: StatSet::decode_histogram(&r.histogram)?,
+            };
+            put(r.minute_ms, &s);
+        }
+        let st = self.lock();
+        for ((minute, k), s) in &st.minutes {
+            if *k == key && (from..end_ms).contains(minute) {
+                put(*minute, s);
+            }
+        }
+        drop(st);
+        Ok(periods.into_iter().collect())
+    }
+
+    /// Per-period datapoints of one metric, oldest first, as GetMetricData
+    /// returns them (at most [`MAX_DATAPOINTS`] periods may be asked for).
+    pub async fn series(&self, q: &SeriesQuery) -> Result<Vec<(i64, f64)>, MetricsError> {
+        let stat = Stat::parse(&q.stat)?;
+        check_period(q.period_s)?;
+        check_datapoints(q.period_s, q.start_ms, q.end_ms, MAX_DATAPOINTS)?;
+        let sets = self.statistics(&q.metric, &q.dimensions, q.period_s, q.start_ms, q.end_ms).await?;
+        Ok(sets.into_iter().filter_map(|(t, s)| s.value(stat).map(|v| (t, v))).collect())
+    }
+
+    /// Every metric and dimension set with data in the last two weeks,
+    /// sorted by metric, then dimensions.
+    pub async fn list(&self) -> Result<Vec<(String, Dimensions)>, MetricsError> {
+        let since = self.settings.clock.now_ms() - LIST_WINDOW_MS;
+        let _moving = self.moving.read().await;
+        let mut keys: BTreeSet<MetricKey> = self.meta.metric_keys(since).await?.into_iter().collect();
+        keys.extend(self.lock().minutes.keys().map(|(_, k)| k.clone()));
+        Ok(keys.iter().map(|k| (k.metric.clone(), Dimensions::of_key(k))).collect())
+    }
+
+    /// Requests and GB-seconds per function and day, and their price.
+    pub async fn usage(&self, q: &UsageQuery) -> Result<UsageReport, MetricsError> {
+        let rows = self.meta.usage_rows(q.function.as_deref(), q.start_ms, q.end_ms).await?;
+        Ok(usage::report(&rows, &self.settings.prices, q.free_tier))
+    }
+}
+
+/// A period GetMetricStatistics accepts: 1, 5, 10, 20, 30 or a multiple of 60.
+fn check_period(period_s: u32) -> Result<(), MetricsError> {
+    if period_s == 0 || (!period_s.is_multiple_of(60) && ![1, 5, 10, 20, 30].contains(&period_s)) {
+        return Err(MetricsError::InvalidParameterValue(
+            "The parameter Period must be 1, 5, 10, 20, 30, or a multiple of 60.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses ranges of more than `limit` periods, with AWS's message.
+pub fn check_datapoints(period_s: u32, start_ms: i64, end_ms: i64, limit: i64) -> Result<(), MetricsError> {
+    let period_ms = i64::from(period_s.max(1)) * 1000;
+    let n = ((end_ms - start_ms).max(0) as u64).div_ceil(period_ms as u64) as i64;
+    if n > limit {
+        return Err(MetricsError::InvalidParameterCombination(format!(
+            "You have requested up to {} datapoints, which exceeds the limit of {}. You may reduce the datapoints \
+             requested by increasing Period, or decreasing the time range.",
+            thousands(n),
+            thousands(limit)
+        )));
+    }
+    Ok(())
+}
+
+fn thousands(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Flushes finished minutes as each minute ends and deletes expired ones;
+/// sleeps while nothing is recorded and nothing expires. Ends with the engine.
+async fn run_flusher(weak: std::sync::Weak<Metrics>) {
+    loop {
+        let Some(m) = weak.upgrade() else { return };
+        let clock = m.settings.clock;
+        let now = clock.now_ms();
+        let this_minute = now.div_euclid(MINUTE_MS) * MINUTE_MS;
+        if let Err(e) = m.flush_before(this_minute).await {
+            tracing::error!(error = %e, "cannot store metrics; will retry next minute");
+        }
+        let retention_ms = m.settings.retention.as_millis() as i64;
+        if let Err(e) = m.meta.prune_metrics(now - retention_ms).await {
+            tracing::error!(error = %e, "cannot delete expired metrics");
+        }
+        let mut due: Vec<i64> = Vec::new();
+        if !m.lock().minutes.is_empty() {
+            due.push(this_minute + MINUTE_MS);
+        }
+        match m.meta.oldest_metric_minute().await {
+            Ok(Some(oldest)) => due.push(oldest + retention_ms + MINUTE_MS),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read metrics' retention"),
+        }
+        let wait = due.into_iter().min().map(|t| clock.until(t));
+        let wake = m.wake.clone();
+        let notified = wake.notified();
+        drop(m);
+        // The engine may go meanwhile; a weak reference lets it.
+        match wait {
+            Some(w) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(w) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! Usage and cost: requests and GB-seconds per function and UTC day from
+//! the invocation records (so they add up to the REPORT lines' billed
+//! durations), priced with a configurable table of AWS's list prices.
+//!
+//! GB-seconds are billed milliseconds (already rounded up to 1 ms, as the
+//! REPORT line says) times memory: summed as integer MB-milliseconds and
+//! divided once, so a report's total equals the sum of its rows. The free
+//! tier (1 million requests and 400,000 GB-seconds a month) is taken off
+//! per calendar month, from x86_64 first.
+//!
+//! Container tasks: their vCPU-seconds and GB-seconds (the `tasks` branch's
+//! per-task usage rows) belong in [`UsageReport`] beside `functions`, priced
+//! by a `fargate` entry of [`Prices`]; [`crate::Metrics::usage`] is where
+//! they would be read.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike};
+use nimbus_store::UsageRow;
+use serde::{Deserialize, Serialize};
+
+/// Prices in USD (AWS Lambda's list prices, US East, first tier).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prices {
+    pub x86_64: ArchPrices,
+    pub arm64: ArchPrices,
+    pub free_tier: FreeTier,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchPrices {
+    pub per_million_requests: f64,
+    pub per_gb_second: f64,
+}
+
+/// What each calendar month gives free.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FreeTier {
+    pub requests: u64,
+    pub gb_seconds: f64,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Self {
+            x86_64: ArchPrices { per_million_requests: 0.20, per_gb_second: 0.000_016_666_7 },
+            arm64: ArchPrices { per_million_requests: 0.20, per_gb_second: 0.000_013_333_4 },
+            free_tier: FreeTier { requests: 1_000_000, gb_seconds: 400_000.0 },
+        }
+    }
+}
+
+impl Prices {
+    fn of(&self, arch: &str) -> &ArchPrices {
+        if arch == "arm64" {
+            &self.arm64
+        } else {
+            &self.x86_64
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    /// One function, or all.
+    pub function: Option<String>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Whether the monthly free tier is taken off the cost.
+    pub free_tier: bool,
+}
+
+/// One function's use on one UTC day with one architecture.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageDay {
+    pub function: String,
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub architecture: String,
+    pub requests: u64,
+    /// Sum of billed milliseconds (the REPORT lines' "Billed Duration").
+    pub billed_ms: u64,
+    /// Sum of billed milliseconds times memory in MB: exact.
+    pub mb_ms: u64,
+    pub gb_seconds: f64,
+    /// At list price, before the free tier.
+    pub cost: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    pub functions: Vec<UsageDay>,
+    pub requests: u64,
+    pub billed_ms: u64,
+    pub gb_seconds: f64,
+    /// Before the free tier.
+    pub gross_cost: f64,
+    /// Taken off by the free tier (0 without it).
+    pub free_tier_credit: f64,
+    pub cost: f64,
+    pub prices: Prices,
+}
+
+fn gb_seconds(mb_ms: u64) -> f64 {
+    mb_ms as f64 / 1024.0 / 1000.0
+}
+
+/// Prices the store's rows (one per function, day, architecture and memory size).
+pub(crate) fn report(rows: &[UsageRow], prices: &Prices, free_tier: bool) -> UsageReport {
+    let mut days: BTreeMap<(String, i64, String), UsageDay> = BTreeMap::new();
+    for r in rows {
+        let d = days.entry((r.function.clone(), r.day_ms, r.architecture.clone())).or_insert_with(|| UsageDay {
+            function: r.function.clone(),
+            day: DateTime::from_timestamp_millis(r.day_ms)
+                .map(|t| t.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+            architecture: r.architecture.clone(),
+            requests: 0,
+            billed_ms: 0,
+            mb_ms: 0,
+            gb_seconds: 0.0,
+            cost: 0.0,
+        });
+        d.requests += r.requests;
+        d.billed_ms += r.billed_ms;
+        d.mb_ms += r.billed_ms * u64::from(r.memory_mb);
+    }
+    // (month, architecture) -> (requests, MB-ms), for the free tier.
+    let mut months: BTreeMap<(i32, u32), BTreeMap<String, (u64, u64)>> = BTreeMap::new();
+    let mut functions = Vec::with_capacity(days.len());
+    for ((_, day_ms, _), mut d) in days {
+        let p = prices.of(&d.architecture);
+        d.gb_seconds = gb_seconds(d.mb_ms);
+        d.cost = d.requests as f64 / 1e6 * p.per_million_requests + d.gb_seconds * p.per_gb_second;
+        if let Some(t) = DateTime::from_timestamp_millis(day_ms) {
+            let m = months.entry((t.year(), t.month())).or_default().entry(d.architecture.clone()).or_default();
+            m.0 += d.requests;
+            m.1 += d.mb_ms;
+        }
+        functions.push(d);
+    }
+    let mut credit = 0.0;
+    if free_tier {
+        for by_arch in months.values() {
+            let (mut requests_left, mut gbs_left) = (prices.free_tier.requests, prices.free_tier.gb_seconds);
+            // x86_64 before arm64: BTreeMap order is arm64 first, so reverse.
+            for (arch, (requests, mb_ms)) in by_arch.iter().rev() {
+                let p = prices.of(arch);
+                let free_requests = (*requests).min(requests_left);
+                requests_left -= free_requests;
+                let free_gbs = gb_seconds(*mb_ms).min(gbs_left);
+                gbs_left -= free_gbs;
+                credit += free_requests as f64 / 1e6 * p.per_million_requests + free_gbs * p.per_gb_second;
+            }
+        }
+    }
+    let requests = functions.iter().map(|d| d.requests).sum();
+    let billed_ms = functions.iter().map(|d| d.billed_ms).sum();
+    let gb = gb_seconds(functions.iter().map(|d| d.mb_ms).sum());
+    let gross: f64 = functions.iter().map(|d| d.cost).sum();
+    UsageReport {
+        functions,
+        requests,
+        billed_ms,
+        gb_seconds: gb,
+        gross_cost: gross,
+        free_tier_credit: credit,
+        cost: (gross - credit).max(0.0),
+        prices: prices.clone(),
+    }
+}
