@@ -13,6 +13,7 @@ mod ecs;
 mod error;
 mod json_front;
 mod logs;
+mod monitoring;
 mod ops;
 mod registry;
 mod route;
@@ -65,6 +66,8 @@ pub struct Api {
     logs: Option<Arc<nimbus_logs::Logs>>,
     /// The web console's sessions and login links.
     console: console::Sessions,
+    /// CloudWatch metrics, usage reports and the Prometheus scrape; `None` answers them as unavailable.
+    metrics: Option<Arc<nimbus_metrics::Metrics>>,
 }
 
 impl Api {
@@ -91,6 +94,7 @@ impl Api {
             registry: None,
             logs: None,
             console: console::Sessions::default(),
+            metrics: None,
         }
     }
 
@@ -115,6 +119,12 @@ impl Api {
     /// Serves the CloudWatch Logs API over this log store.
     pub fn with_logs(mut self, logs: Arc<nimbus_logs::Logs>) -> Self {
         self.logs = Some(logs);
+        self
+    }
+
+    /// Serves CloudWatch metrics, `/_nimbus/usage` and `/_nimbus/metrics` from this engine.
+    pub fn with_metrics(mut self, metrics: Arc<nimbus_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -150,6 +160,8 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
             Front::Logs => logs::serve(&api, req, &request_id).instrument(span).await,
             Front::Console => console::serve(&api, req).instrument(span).await,
+            Front::Monitoring => monitoring::serve(&api, req).instrument(span).await,
+            Front::Prometheus => monitoring::prometheus::serve(&api, req).instrument(span).await,
             Front::S3 => {
                 let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
                 s3::tag_response(&mut resp, &request_id);
@@ -191,6 +203,10 @@ enum Front {
     Logs,
     /// The web console (`/console/`) and `nimbus console`'s calls (signed for `console`).
     Console,
+    /// CloudWatch metrics (awsJson 1.0).
+    Monitoring,
+    /// `GET /_nimbus/metrics` with HTTP Basic auth.
+    Prometheus,
     /// The route table: Lambda.
     Table,
 }
@@ -214,11 +230,14 @@ fn front(req: &Request<Body>) -> Front {
         Some("s3") => Front::S3,
         Some("logs") => Front::Logs,
         Some("console") => Front::Console,
+        Some("monitoring") => Front::Monitoring,
         Some(_) => Front::Table,
         None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if console::is_console(req.uri().path()) => Front::Console,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
+        None if monitoring::is_unsigned_monitoring(req.headers()) => Front::Monitoring,
+        None if req.uri().path() == monitoring::prometheus::PATH => Front::Prometheus,
         None if ecs::is_unsigned_ecs(req.headers()) => Front::Ecs,
         None if s3::is_unscoped_s3(req.headers(), req.uri().query()) || anonymous_s3(req) => Front::S3,
         None => Front::Table,

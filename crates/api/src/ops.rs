@@ -124,6 +124,7 @@ pub async fn execute(op: Op, c: Ctx<'_>) -> R {
         | PublishVersion
         | DownloadCode => functions(op, c).await,
         Invoke => invoke(c).await,
+        Usage => crate::monitoring::usage(c.api, &c.query).await,
         InvokeWithResponseStream => invoke_with_response_stream(c).await,
         InvokeAsync => {
             Err(ApiError::Unavailable(format!("{op:?} is not available on this Nimbus node yet; use Invoke.")))

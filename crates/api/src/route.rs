@@ -80,6 +80,8 @@ pub enum Op {
     ListEventSourceMappings,
     /// Nimbus's own: the target of `Code.Location` presigned URLs.
     DownloadCode,
+    /// Nimbus's own: requests, GB-seconds and cost (`monitoring::usage`).
+    Usage,
 }
 
 impl Op {
@@ -243,6 +245,7 @@ pub fn route(
         ("PUT", ["2015-03-31", "event-source-mappings", u]) => one(UpdateEventSourceMapping, u),
         ("DELETE", ["2015-03-31", "event-source-mappings", u]) => one(DeleteEventSourceMapping, u),
         ("GET", ["_nimbus", "code", sha]) => one(DownloadCode, sha),
+        ("GET", ["_nimbus", "usage"]) => Ok((Usage, vec![])),
         ("POST", [""]) => {
             Err(ApiError::UnknownOperation(format!("Unknown operation {}", target.unwrap_or("(no X-Amz-Target)"))))
         }

@@ -12,6 +12,7 @@ mod client;
 mod commands;
 mod serve;
 mod trigger;
+mod usage;
 mod zipdir;
 
 use std::path::PathBuf;
@@ -65,6 +66,13 @@ enum Command {
     Logs {
         #[command(flatten)]
         args: commands::LogsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Requests, GB-seconds and their cost at AWS's list prices, per function and day.
+    Usage {
+        #[command(flatten)]
+        args: usage::UsageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -143,6 +151,7 @@ fn main() -> std::process::ExitCode {
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
                         Command::Console { client } => commands::console(client).await,
+                        Command::Usage { args, client } => usage::usage(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
                         Command::Completions { .. } => Ok(()),
                     }

@@ -52,6 +52,14 @@ pub struct ServeArgs {
     /// Days function logs and invocation records are kept.
     #[arg(long, env = "NIMBUS_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
+    /// Days CloudWatch metrics (one-minute statistics) are kept.
+    #[arg(long, env = "NIMBUS_METRICS_RETENTION_DAYS", default_value_t = 15)]
+    metrics_retention_days: u64,
+    /// A JSON price table for usage reports (`nimbus usage`), in the shape
+    /// `GET /_nimbus/usage` reports under `prices`. Default: AWS's list
+    /// prices for US East (N. Virginia).
+    #[arg(long, env = "NIMBUS_PRICES")]
+    prices: Option<PathBuf>,
     /// Invocations in flight at once across all functions (the account's
     /// concurrency). Default: one per 16 MiB of the node's memory.
     #[arg(long, env = "NIMBUS_MAX_CONCURRENCY")]
@@ -527,6 +535,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ => Clock::real(),
         };
         tokio::spawn(objects.clone().run_lifecycle(clock));
+        let prices = match &args.prices {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("parsing the price table {}", path.display()))?
+            }
+            None => nimbus_metrics::Prices::default(),
+        };
+        let metrics_settings = nimbus_metrics::Settings {
+            retention: std::time::Duration::from_secs(args.metrics_retention_days * 86_400),
+            clock,
+            prices,
+        };
+        let metrics = nimbus_metrics::Metrics::start(meta.clone(), metrics_settings);
+        control.set_metrics(metrics.clone());
         let s3 = nimbus_api::S3Front::new(objects, creds.clone());
         tokio::spawn(control.clone().run_async_dispatcher());
         control.restore_scaling().await?;
@@ -546,6 +568,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_mappings(mappings)
                 .with_registry(registry)
                 .with_logs(logs)
+                .with_metrics(metrics.clone())
                 .with_ecs(ecs),
         );
 
@@ -570,6 +593,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The peer address becomes function URL events' `sourceIp`.
         let app = nimbus_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+        // The minute under way, which the flusher would write when it ends.
+        if let Err(e) = metrics.flush().await {
+            tracing::error!(error = %e, "cannot store the last minute's metrics");
+        }
         anyhow::Ok(())
     }
     .await;

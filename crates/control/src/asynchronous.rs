@@ -62,7 +62,7 @@ impl Control {
                 "Request must be smaller than {ASYNC_PAYLOAD_MAX} bytes for the Invoke operation"
             ))));
         }
-        self.resolve_invocation(function, qualifier).await?;
+        let (resolved, invoked_arn) = self.resolve_invocation(function, qualifier).await?;
         let now = now_ms();
         self.meta
             .enqueue_event(&AsyncEvent {
@@ -76,6 +76,9 @@ impl Control {
                 lineage: 0,
             })
             .await?;
+        if let Some(m) = self.metrics() {
+            m.async_received(&resolved.config.name, crate::invoke::qualifier_of(&invoked_arn));
+        }
         self.async_wake.notify_one();
         Ok(())
     }
@@ -186,6 +189,7 @@ impl Control {
             Ok(Some(p)) => p,
             Ok(None) => {
                 tracing::warn!("async event dropped: its function is gone");
+                self.count_event(ev, |m, f, q| m.async_dropped(f, q));
                 return Step::Finish(Vec::new());
             }
             Err(e) => {
@@ -196,6 +200,9 @@ impl Control {
         };
         let deadline = ev.created_ms + policy.max_age_ms;
         let ended = |condition, invoke_count, response, error| {
+            if condition != Condition::Success {
+                self.count_event(ev, |m, f, q| m.async_dropped(f, q));
+            }
             let end = Ending { condition, invoke_count, response, error };
             Step::Finish(self.finish(ev, &policy, &end))
         };
@@ -216,6 +223,7 @@ impl Control {
             let error = (500, format!("The event was older than its maximum age of {} s", policy.max_age_ms / 1000));
             return ended(Condition::EventAgeExceeded, ev.attempts, None, error);
         }
+        self.count_event(ev, |m, f, q| m.async_attempt(f, q, now_ms() - ev.created_ms));
         let result = self
             .invoke(InvokeRequest {
                 request_id: ev.id.clone(),
@@ -260,6 +268,7 @@ impl Control {
             }
             Err(Error::Rule(nimbus_core::Error::NotFound(m))) => {
                 tracing::warn!(reason = %m, "async event dropped: its function is gone");
+                self.count_event(ev, |m, f, q| m.async_dropped(f, q));
                 Step::Finish(Vec::new())
             }
             Err(e @ Error::Rule(nimbus_core::Error::Throttled(_))) if policy.reserved_zero => {
@@ -278,6 +287,13 @@ impl Control {
                     Step::Retry { attempts: ev.attempts, at_ms: now + backoff }
                 }
             }
+        }
+    }
+
+    /// Counts an event in the metrics, under the function and qualifier it was sent to.
+    fn count_event(&self, ev: &AsyncEvent, count: impl FnOnce(&nimbus_metrics::Metrics, &str, Option<&str>)) {
+        if let (Some(m), Ok(r)) = (self.metrics(), self.parse_ref(&ev.function, ev.qualifier.as_deref())) {
+            count(m, &r.name, r.qualifier.map(|q| q.to_string()).as_deref());
         }
     }
 

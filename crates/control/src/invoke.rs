@@ -117,6 +117,12 @@ impl Control {
         let Prepared { executed_version, invocation } = prepared;
         let config = invocation.config.clone();
         let request_id = invocation.request_id.clone();
+        let target = nimbus_metrics::Target {
+            function: config.name.clone(),
+            qualifier: qualifier_of(&invocation.invoked_arn).map(str::to_string),
+            executed_version: executed_version.clone(),
+        };
+        let running = self.metrics().map(|m| m.running(&config.name));
         // In its own task, so that a caller who hangs up does not abandon
         // an environment mid-invocation.
         let span = tracing::debug_span!("worker");
@@ -124,14 +130,28 @@ impl Control {
             .await
             .map_err(|e| Error::Unavailable(format!("The invocation task failed: {e}")))?
             .map_err(|e| match e {
-                nimbus_worker::Error::Throttled(reason) => Error::Rule(nimbus_core::Error::Throttled(reason)),
+                nimbus_worker::Error::Throttled(reason) => {
+                    if let Some(m) = self.metrics() {
+                        m.throttled(&target);
+                    }
+                    Error::Rule(nimbus_core::Error::Throttled(reason))
+                }
                 nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
                 nimbus_worker::Error::Internal(m) | nimbus_worker::Error::InvalidEntrypoint(m) => {
                     Error::Unavailable(format!("The function could not be run: {m}"))
                 }
             })?;
+        if let Some(m) = self.metrics() {
+            m.invoked(&target, outcome.duration_ms, outcome.function_error.is_some(), outcome.init_ms);
+        }
+        drop(running);
         // The writer task outlives every invocation; a send fails only at shutdown.
         let _ = self.recorder.send(crate::records::batch_of(&config, &request_id, &outcome));
         Ok(Invoked { executed_version, outcome })
     }
+}
+
+/// The alias or version in a qualified function ARN.
+pub(crate) fn qualifier_of(arn: &str) -> Option<&str> {
+    arn.splitn(8, ':').nth(7)
 }

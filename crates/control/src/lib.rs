@@ -131,6 +131,9 @@ pub struct Control {
     queues: Option<Arc<nimbus_queues::Queues>>,
     /// Where `Code.ImageUri` is looked up; `None` without a registry.
     images: Option<Arc<dyn ImageResolver>>,
+    /// Where invocations are counted for CloudWatch metrics (shared with
+    /// the record writer, which times its store writes there).
+    metrics: Arc<std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>>,
 }
 
 impl Control {
@@ -144,7 +147,8 @@ impl Control {
     ) -> Result<Self> {
         let (recorder, rx) = tokio::sync::mpsc::unbounded_channel();
         let retention_ms = settings.log_retention.as_millis() as i64;
-        tokio::spawn(records::run_recorder(meta.clone(), rx, retention_ms));
+        let metrics = Arc::new(std::sync::OnceLock::new());
+        tokio::spawn(records::run_recorder(meta.clone(), rx, retention_ms, metrics.clone()));
         let control = Self {
             settings,
             meta,
@@ -156,6 +160,7 @@ impl Control {
             code_objects: None,
             queues: None,
             images: None,
+            metrics,
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
@@ -179,6 +184,30 @@ impl Control {
     pub fn with_queues(mut self, queues: Arc<nimbus_queues::Queues>) -> Self {
         self.queues = Some(queues);
         self
+    }
+
+    /// Counts invocations, throttles and async events in these metrics
+    /// from now on. Set once, before the node serves; later calls are ignored.
+    pub fn set_metrics(&self, metrics: Arc<nimbus_metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn metrics(&self) -> Option<&Arc<nimbus_metrics::Metrics>> {
+        self.metrics.get()
+    }
+
+    /// The node's environments by state; `None` without a worker.
+    pub fn environments(&self) -> Option<nimbus_worker::Environments> {
+        self.invoker.as_ref().map(|i| i.environments())
+    }
+
+    /// Tells the worker (and the metrics, for UnreservedConcurrentExecutions)
+    /// a function's reserved concurrency.
+    fn set_reserved(&self, invoker: &dyn nimbus_worker::Invoker, name: &str, reserved: Option<u32>) {
+        invoker.set_reserved(name, reserved);
+        if let Some(m) = self.metrics() {
+            m.set_reserved(name, reserved.is_some());
+        }
     }
 
     pub fn account(&self) -> &Account {
@@ -218,7 +247,7 @@ impl Control {
         if let Some(invoker) = &self.invoker {
             if version.is_none() {
                 invoker.unprovision(name, None).await;
-                invoker.set_reserved(name, None);
+                self.set_reserved(invoker.as_ref(), name, None);
             }
             invoker.retire(name, version).await;
             // The image they ran may now be no function's: its root goes

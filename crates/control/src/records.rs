@@ -19,7 +19,12 @@ const PRUNE_EVERY_MS: i64 = 60 * 60 * 1000;
 /// How long the writer gathers records after the first one arrives.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
-pub(crate) async fn run_recorder(meta: Arc<dyn Metadata>, mut rx: mpsc::UnboundedReceiver<Batch>, retention_ms: i64) {
+pub(crate) async fn run_recorder(
+    meta: Arc<dyn Metadata>,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    retention_ms: i64,
+    metrics: Arc<std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>>,
+) {
     let mut last_prune = 0i64;
     while let Some(first) = rx.recv().await {
         // Gather what arrives shortly after: one transaction (and one disk
@@ -35,7 +40,12 @@ pub(crate) async fn run_recorder(meta: Arc<dyn Metadata>, mut rx: mpsc::Unbounde
                 break;
             }
         }
-        if let Err(e) = meta.record_invocations(&records, &lines).await {
+        let began = std::time::Instant::now();
+        let written = meta.record_invocations(&records, &lines).await;
+        if let Some(m) = metrics.get() {
+            m.platform().store_write("invocation_records", began.elapsed());
+        }
+        if let Err(e) = written {
             tracing::error!(error = %e, records = records.len(), "cannot store invocation records");
         }
         let now = now_ms();

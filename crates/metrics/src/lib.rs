@@ -16,6 +16,7 @@
 //! Prometheus endpoint in `nimbus-api` do), or decide what an invocation's
 //! outcome was (control tells it).
 
+mod platform;
 mod stats;
 pub mod usage;
 
@@ -27,6 +28,7 @@ use nimbus_core::clock::Clock;
 use nimbus_store::{MetricKey, MetricRow, MetricsMeta};
 use tokio::sync::{Notify, RwLock};
 
+pub use platform::{GaugeFamily, Platform};
 pub use stats::{Stat, StatSet};
 pub use usage::{Prices, UsageQuery, UsageReport};
 
@@ -37,17 +39,18 @@ const LIST_WINDOW_MS: i64 = 14 * 24 * 60 * MINUTE_MS;
 /// Most datapoints one series query may ask for (GetMetricStatistics' limit).
 pub const MAX_DATAPOINTS: i64 = 1440;
 
-/// The metrics this namespace has, and whether each keeps percentiles.
-pub const METRICS: &[(&str, bool)] = &[
-    ("Invocations", false),
-    ("Errors", false),
-    ("Throttles", false),
-    ("Duration", true),
-    ("ConcurrentExecutions", false),
-    ("UnreservedConcurrentExecutions", false),
-    ("AsyncEventsReceived", false),
-    ("AsyncEventAge", true),
-    ("AsyncEventsDropped", false),
+/// The metrics this namespace has, with their units. Every one keeps a
+/// histogram, so any statistic, percentiles too, can be asked of any.
+pub const METRICS: &[(&str, &str)] = &[
+    ("Invocations", "Count"),
+    ("Errors", "Count"),
+    ("Throttles", "Count"),
+    ("Duration", "Milliseconds"),
+    ("ConcurrentExecutions", "Count"),
+    ("UnreservedConcurrentExecutions", "Count"),
+    ("AsyncEventsReceived", "Count"),
+    ("AsyncEventAge", "Milliseconds"),
+    ("AsyncEventsDropped", "Count"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +177,7 @@ pub struct Metrics {
     /// Held for writing while a flush moves minutes from memory to the
     /// store, so that a read sees each minute exactly once.
     moving: RwLock<()>,
+    platform: Platform,
 }
 
 /// An invocation counted as running until dropped.
@@ -208,9 +212,30 @@ impl Metrics {
             state: Mutex::new(State::default()),
             wake: Arc::new(Notify::new()),
             moving: RwLock::new(()),
+            platform: Platform::default(),
         });
         tokio::spawn(run_flusher(Arc::downgrade(&m)));
         m
+    }
+
+    /// The Prometheus side: counters, histograms, store write timings.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// The OpenMetrics exposition, with the caller's scrape-time gauges and
+    /// the invocations running per function.
+    pub fn prometheus(&self, mut gauges: Vec<GaugeFamily>) -> String {
+        gauges.push(GaugeFamily {
+            name: "lambda_concurrent_executions",
+            help: "Invocations running now",
+            samples: self
+                .running_now()
+                .into_iter()
+                .map(|(f, n)| (vec![("function".into(), f)], f64::from(n)))
+                .collect(),
+        });
+        self.platform.render(gauges)
     }
 
     pub fn prices(&self) -> &Prices {
@@ -223,35 +248,43 @@ impl Metrics {
     }
 
     fn add(&self, st: &mut State, metric: &str, sets: &[Dimensions], value: f64) {
-        let percentiles = METRICS.iter().any(|(m, p)| *m == metric && *p);
         let minute = self.settings.clock.now_ms().div_euclid(MINUTE_MS) * MINUTE_MS;
         if st.minutes.is_empty() {
             self.wake.notify_one();
         }
         for d in sets {
-            st.minutes.entry((minute, d.key(metric))).or_default().add(value, percentiles);
+            st.minutes.entry((minute, d.key(metric))).or_default().add(value);
         }
     }
 
-    /// An invocation that ran: Invocations, Errors (0 or 1, so that the
-    /// average is the error rate) and Duration.
-    pub fn invoked(&self, t: &Target, duration_ms: f64, error: bool) {
+    /// An invocation that ran, while its [`Running`] guard is alive:
+    /// Invocations, Errors (0 or 1, so that the average is the error rate),
+    /// Duration, and the concurrency it ran at: ConcurrentExecutions
+    /// (account and function) and UnreservedConcurrentExecutions (account).
+    /// Sampled at the end, so that throttled attempts count for nothing.
+    pub fn invoked(&self, t: &Target, duration_ms: f64, error: bool, init_ms: Option<f64>) {
         let sets = t.dimension_sets();
         let mut st = self.lock();
         self.add(&mut st, "Invocations", &sets, 1.0);
         self.add(&mut st, "Errors", &sets, if error { 1.0 } else { 0.0 });
         self.add(&mut st, "Duration", &sets, duration_ms);
+        let mine = st.running.get(&t.function).copied().unwrap_or(1);
+        let (total, unreserved) = (f64::from(st.running_total.max(1)), f64::from(st.running_unreserved));
+        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::default()], total);
+        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::function(&t.function)], f64::from(mine));
+        self.add(&mut st, "UnreservedConcurrentExecutions", &[Dimensions::default()], unreserved);
+        drop(st);
+        self.platform.invoked(&t.function, duration_ms, error, init_ms);
     }
 
     /// An invocation refused for concurrency (it is not an Invocation).
     pub fn throttled(&self, t: &Target) {
         let sets = t.dimension_sets();
         self.add(&mut self.lock(), "Throttles", &sets, 1.0);
+        self.platform.throttled(&t.function);
     }
 
-    /// Counts an invocation as running until the guard drops, and samples
-    /// ConcurrentExecutions (account and function) and
-    /// UnreservedConcurrentExecutions (account) as it starts.
+    /// Counts an invocation as running until the guard drops.
     pub fn running(self: &Arc<Self>, function: &str) -> Running {
         let mut st = self.lock();
         let reserved = st.reserved.contains(function);
@@ -259,15 +292,7 @@ impl Metrics {
         if !reserved {
             st.running_unreserved += 1;
         }
-        let n = {
-            let n = st.running.entry(function.to_string()).or_insert(0);
-            *n += 1;
-            f64::from(*n)
-        };
-        let (total, unreserved) = (f64::from(st.running_total), f64::from(st.running_unreserved));
-        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::default()], total);
-        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::function(function)], n);
-        self.add(&mut st, "UnreservedConcurrentExecutions", &[Dimensions::default()], unreserved);
+        *st.running.entry(function.to_string()).or_insert(0) += 1;
         Running { metrics: self.clone(), function: function.to_string(), reserved }
     }
 
@@ -300,17 +325,20 @@ impl Metrics {
     /// An event queued for asynchronous invocation.
     pub fn async_received(&self, function: &str, qualifier: Option<&str>) {
         self.add(&mut self.lock(), "AsyncEventsReceived", &Self::async_sets(function, qualifier), 1.0);
+        self.platform.async_received(function);
     }
 
     /// An attempt to run a queued event, `age_ms` after it was queued.
     pub fn async_attempt(&self, function: &str, qualifier: Option<&str>, age_ms: i64) {
         self.add(&mut self.lock(), "AsyncEventAge", &Self::async_sets(function, qualifier), age_ms as f64);
+        self.platform.async_attempt(function, age_ms);
     }
 
     /// An event given up without a successful run (it may still have gone
     /// to a dead-letter queue or an on-failure destination).
     pub fn async_dropped(&self, function: &str, qualifier: Option<&str>) {
         self.add(&mut self.lock(), "AsyncEventsDropped", &Self::async_sets(function, qualifier), 1.0);
+        self.platform.async_dropped(function);
     }
 
     /// Moves the minutes before `before_ms` from memory to the store.
@@ -339,7 +367,10 @@ impl Metrics {
                 histogram: s.encode_histogram(),
             })
             .collect();
-        if let Err(e) = self.meta.insert_metric_rows(&rows).await {
+        let began = std::time::Instant::now();
+        let written = self.meta.insert_metric_rows(&rows).await;
+        self.platform.store_write("metrics", began.elapsed());
+        if let Err(e) = written {
             // Put them back for the next flush rather than lose them.
             let mut st = self.lock();
             for (k, s) in due {
@@ -429,7 +460,7 @@ impl Metrics {
 }
 
 /// A period GetMetricStatistics accepts: 1, 5, 10, 20, 30 or a multiple of 60.
-fn check_period(period_s: u32) -> Result<(), MetricsError> {
+pub fn check_period(period_s: u32) -> Result<(), MetricsError> {
     if period_s == 0 || (!period_s.is_multiple_of(60) && ![1, 5, 10, 20, 30].contains(&period_s)) {
         return Err(MetricsError::InvalidParameterValue(
             "The parameter Period must be 1, 5, 10, 20, 30, or a multiple of 60.".into(),
@@ -443,14 +474,19 @@ pub fn check_datapoints(period_s: u32, start_ms: i64, end_ms: i64, limit: i64) -
     let period_ms = i64::from(period_s.max(1)) * 1000;
     let n = ((end_ms - start_ms).max(0) as u64).div_ceil(period_ms as u64) as i64;
     if n > limit {
-        return Err(MetricsError::InvalidParameterCombination(format!(
-            "You have requested up to {} datapoints, which exceeds the limit of {}. You may reduce the datapoints \
-             requested by increasing Period, or decreasing the time range.",
-            thousands(n),
-            thousands(limit)
-        )));
+        return Err(too_many_datapoints(n, limit));
     }
     Ok(())
+}
+
+/// AWS's refusal of a query over `n` datapoints when `limit` are allowed.
+pub fn too_many_datapoints(n: i64, limit: i64) -> MetricsError {
+    MetricsError::InvalidParameterCombination(format!(
+        "You have requested up to {} datapoints, which exceeds the limit of {}. You may reduce the datapoints \
+         requested by increasing Period, or decreasing the time range.",
+        thousands(n),
+        thousands(limit)
+    ))
 }
 
 fn thousands(n: i64) -> String {

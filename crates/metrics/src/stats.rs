@@ -70,13 +70,13 @@ pub struct StatSet {
     pub sum: f64,
     pub minimum: f64,
     pub maximum: f64,
-    /// Bucket index -> samples; empty for metrics without percentiles.
+    /// Bucket index -> samples.
     pub histogram: BTreeMap<i32, u64>,
 }
 
 impl StatSet {
-    /// Adds one sample; `percentiles` keeps it in the histogram too.
-    pub fn add(&mut self, value: f64, percentiles: bool) {
+    /// Adds one sample.
+    pub fn add(&mut self, value: f64) {
         if self.sample_count == 0.0 {
             self.minimum = value;
             self.maximum = value;
@@ -86,9 +86,7 @@ impl StatSet {
         }
         self.sample_count += 1.0;
         self.sum += value;
-        if percentiles {
-            *self.histogram.entry(bucket(value)).or_insert(0) += 1;
-        }
+        *self.histogram.entry(bucket(value)).or_insert(0) += 1;
     }
 
     pub fn merge(&mut self, other: &StatSet) {
@@ -109,8 +107,8 @@ impl StatSet {
         }
     }
 
-    /// The statistic's value; `None` for a percentile of a metric without
-    /// a histogram.
+    /// The statistic's value; `None` for a percentile of samples without
+    /// a histogram (none are stored so, but a statistic set may be built so).
     pub fn value(&self, stat: Stat) -> Option<f64> {
         Some(match stat {
             Stat::SampleCount => self.sample_count,
@@ -182,9 +180,9 @@ mod tests {
         for i in 1..=1000 {
             let v = f64::from(i) * 0.5;
             if i % 2 == 0 {
-                a.add(v, true)
+                a.add(v)
             } else {
-                b.add(v, true)
+                b.add(v)
             }
         }
         let encoded = a.encode_histogram();
@@ -199,8 +197,11 @@ mod tests {
             assert!((got - exact).abs() / exact <= 0.02, "p{p}: {got} vs {exact}");
         }
         assert_eq!(a.value(Stat::Percentile(100.0)), Some(500.0));
-        let mut counter = StatSet::default();
-        counter.add(1.0, false);
-        assert_eq!(counter.value(Stat::Percentile(99.0)), None);
+        let mut zeros = StatSet::default();
+        zeros.add(0.0);
+        zeros.add(1.0);
+        assert_eq!(zeros.value(Stat::Percentile(50.0)), Some(0.0));
+        assert_eq!(zeros.value(Stat::Percentile(99.0)), Some(1.0));
+        assert_eq!(StatSet::default().value(Stat::Percentile(99.0)), None);
     }
 }

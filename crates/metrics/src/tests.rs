@@ -31,9 +31,9 @@ fn query(metric: &str, dimensions: Dimensions, stat: &str, now: i64) -> SeriesQu
 async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
     let (_dir, _meta, m) = engine().await;
     for i in 1..=100 {
-        m.invoked(&target(None, "$LATEST"), f64::from(i), i % 10 == 0);
+        m.invoked(&target(None, "$LATEST"), f64::from(i), i % 10 == 0, (i == 1).then_some(250.0));
     }
-    m.invoked(&target(Some("live"), "3"), 7.0, false);
+    m.invoked(&target(Some("live"), "3"), 7.0, false, None);
     m.throttled(&target(None, "$LATEST"));
     let now = Clock::real().now_ms();
     let f = Dimensions::function("f");
@@ -57,30 +57,46 @@ async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
     m.flush().await.unwrap();
     assert!(m.lock().minutes.is_empty());
     check(m.clone(), f.clone()).await;
+    let text = m.prometheus(Vec::new());
+    for line in [
+        "nimbus_lambda_invocations_total{function=\"f\"} 101",
+        "nimbus_lambda_errors_total{function=\"f\"} 10",
+        "nimbus_lambda_throttles_total{function=\"f\"} 1",
+        "nimbus_lambda_cold_starts_total{function=\"f\"} 1",
+        "nimbus_lambda_init_duration_seconds_count{function=\"f\"} 1",
+        "nimbus_store_write_seconds_count{writer=\"metrics\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in {text}");
+    }
     let listed = m.list().await.unwrap();
     assert!(listed.contains(&("Throttles".to_string(), f.clone())));
     assert!(listed.contains(&("Invocations".to_string(), Dimensions::default())));
 }
 
 #[tokio::test]
-async fn concurrency_counts_running_invocations_and_reserved_ones_apart() {
+async fn concurrency_is_what_runs_when_an_invocation_ends_and_reserved_functions_are_apart() {
     let (_dir, _meta, m) = engine().await;
     m.set_reserved("r", true);
     let a = m.running("f");
     let b = m.running("f");
     let c = m.running("r");
+    m.invoked(&target(None, "$LATEST"), 1.0, false, None);
     drop((a, b, c));
-    let _d = m.running("f");
+    let d = m.running("f");
     assert_eq!(m.running_now(), vec![("f".to_string(), 1)]);
+    assert!(m.prometheus(Vec::new()).contains("nimbus_lambda_concurrent_executions{function=\"f\"} 1"));
+    m.invoked(&target(None, "$LATEST"), 1.0, false, None);
+    drop(d);
     let now = Clock::real().now_ms();
-    let max = |metric: &str, d: Dimensions| {
+    let stat = |metric: &str, d: Dimensions, s: &str| {
         let m = m.clone();
-        let q = query(metric, d, "Maximum", now);
+        let q = query(metric, d, s, now);
         async move { m.series(&q).await.unwrap()[0].1 }
     };
-    assert_eq!(max("ConcurrentExecutions", Dimensions::default()).await, 3.0);
-    assert_eq!(max("ConcurrentExecutions", Dimensions::function("f")).await, 2.0);
-    assert_eq!(max("UnreservedConcurrentExecutions", Dimensions::default()).await, 2.0);
+    assert_eq!(stat("ConcurrentExecutions", Dimensions::default(), "Maximum").await, 3.0);
+    assert_eq!(stat("ConcurrentExecutions", Dimensions::function("f"), "Maximum").await, 2.0);
+    assert_eq!(stat("ConcurrentExecutions", Dimensions::function("f"), "Minimum").await, 1.0);
+    assert_eq!(stat("UnreservedConcurrentExecutions", Dimensions::default(), "Maximum").await, 2.0);
 }
 
 #[tokio::test]

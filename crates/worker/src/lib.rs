@@ -110,6 +110,23 @@ pub trait Invoker: Send + Sync {
     /// `keep`, with their templates; a root an environment or task still
     /// runs on stays until a later call.
     async fn retain_images(&self, keep: &HashSet<String>);
+    /// How many environments are in each state, for the metrics endpoint.
+    fn environments(&self) -> Environments {
+        Environments::default()
+    }
+}
+
+/// The node's environments by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environments {
+    /// Running an invocation.
+    pub busy: u32,
+    /// Warm and waiting, provisioned ones included.
+    pub idle: u32,
+    /// Of the idle, those kept for provisioned concurrency.
+    pub provisioned: u32,
+    /// Templates ready, per runtime family.
+    pub templates: Vec<(String, u32)>,
 }
 
 /// Reads a code archive by its sha256; the store's blobs behind a seam.
@@ -711,6 +728,14 @@ async fn retire_all(envs: Vec<env::Env>) {
 
 #[async_trait]
 impl Invoker for Worker {
+    fn environments(&self) -> Environments {
+        let (busy, idle, provisioned) = self.pool.counts();
+        let mut templates: Vec<(String, u32)> =
+            self.templates.lock_ready().iter().map(|(r, l)| (r.clone(), l.len() as u32)).collect();
+        templates.sort();
+        Environments { busy, idle, provisioned, templates }
+    }
+
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error> {
         let (mut ticket, dead) =
             self.pool.admit(&inv.config.name, &Self::key(&inv.config)).map_err(Error::Throttled)?;

@@ -242,6 +242,15 @@ impl Pool {
         Ok((ticket, dead.into_iter().map(|i| i.env).collect()))
     }
 
+    /// In-flight invocations, idle environments, and of those the provisioned.
+    pub fn counts(&self) -> (u32, u32, u32) {
+        let s = self.lock();
+        let busy = s.busy.values().sum();
+        let idle = s.idle.values().map(Vec::len).sum::<usize>() as u32;
+        let provisioned = s.idle.values().flatten().filter(|i| i.provisioned.is_some()).count() as u32;
+        (busy, idle, provisioned)
+    }
+
     /// Before a new environment starts: when the node is short of memory,
     /// the least recently used idle (not provisioned) environment goes.
     pub fn reclaim_for_memory(&self) -> Option<Env> {

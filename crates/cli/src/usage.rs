@@ -1,0 +1,95 @@
+//! `nimbus usage`: requests, GB-seconds and their cost per function and
+//! day, from `GET /_nimbus/usage` (the server prices them with its table).
+
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::ClientArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct UsageArgs {
+    /// Only this function.
+    #[arg(long)]
+    function: Option<String>,
+    /// From when: a duration back from now (`7d`, `12h`, `30m`), a date
+    /// (`2026-12-01`, UTC) or an RFC 3339 time. Default: 30 days ago.
+    #[arg(long)]
+    since: Option<String>,
+    /// Take AWS's monthly free tier off the cost.
+    #[arg(long)]
+    free_tier: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `7d`, `12h`, `30m` back from now, as RFC 3339; anything else as given.
+fn since(s: &str) -> anyhow::Result<String> {
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let seconds = match (n.parse::<i64>(), unit) {
+        (Ok(n), "d") => n * 86_400,
+        (Ok(n), "h") => n * 3_600,
+        (Ok(n), "m") => n * 60,
+        _ => return Ok(s.to_string()),
+    };
+    let at = chrono::Utc::now() - chrono::Duration::seconds(seconds);
+    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+pub async fn usage(args: UsageArgs, client_args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(&client_args)?;
+    let mut query = vec![];
+    if let Some(f) = &args.function {
+        query.push(format!("function={}", crate::client::label(f)));
+    }
+    if let Some(s) = &args.since {
+        query.push(format!("start={}", crate::client::label(&since(s)?)));
+    }
+    if args.free_tier {
+        query.push("freeTier=true".into());
+    }
+    let report = client.call("GET", &format!("/_nimbus/usage?{}", query.join("&")), None).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print!("{}", table(&report));
+    Ok(())
+}
+
+fn table(r: &Value) -> String {
+    let mut out = format!(
+        "{:<10}  {:<24}  {:<6}  {:>10}  {:>12}  {:>12}  {:>12}\n",
+        "DAY", "FUNCTION", "ARCH", "REQUESTS", "BILLED MS", "GB-SECONDS", "COST (USD)"
+    );
+    for d in r["functions"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{:<10}  {:<24}  {:<6}  {:>10}  {:>12}  {:>12.3}  {:>12.7}\n",
+            d["day"].as_str().unwrap_or_default(),
+            d["function"].as_str().unwrap_or_default(),
+            d["architecture"].as_str().unwrap_or_default(),
+            d["requests"],
+            d["billedMs"],
+            d["gbSeconds"].as_f64().unwrap_or(0.0),
+            d["cost"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    out += &format!(
+        "{:<10}  {:<24}  {:<6}  {:>10}  {:>12}  {:>12.3}  {:>12.7}\n",
+        "TOTAL",
+        "",
+        "",
+        r["requests"],
+        r["billedMs"],
+        f("gbSeconds"),
+        f("grossCost")
+    );
+    out += &format!(
+        "cost at list prices: ${:.7}, free tier -${:.7}, total ${:.7}\n",
+        f("grossCost"),
+        f("freeTierCredit"),
+        f("cost")
+    );
+    out
+}
