@@ -75,6 +75,11 @@ def text_of(driver, selector):
     return found[0].text if found else ""
 
 
+def chart_total(driver, chart):
+    found = css(driver, f"#chart-{chart}")
+    return float(found[0].get_attribute("data-total")) if found else None
+
+
 def shot(driver, name):
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
@@ -139,6 +144,7 @@ def test_sign_in_deploy_invoke_and_watch_the_log_live(node, browser):
     assert "GREETING=<script>window.pwned=3</script>" in text_of(d, "main dl")
     # Live logs follow from the moment the stream says it is ready.
     until(d, lambda d: css(d, "#live-status[data-ready]"), "the live log stream")
+    until(d, lambda d: chart_total(d, "invocations") == 0, "the empty invocations chart")
 
     editor = d.find_element(By.ID, "event")
     editor.clear()
@@ -157,7 +163,20 @@ def test_sign_in_deploy_invoke_and_watch_the_log_live(node, browser):
     # Nothing the function wrote became markup or ran.
     assert not css(d, "#live-log script, #live-log img, #result b, #injected")
     assert d.execute_script("return window.pwned === undefined")
+    # The charts are redrawn after the invoke, from the CloudWatch metrics engine.
+    until(d, lambda d: chart_total(d, "invocations") == 1, "the invocation in the chart")
+    until(d, lambda d: chart_total(d, "cold-starts") == 1, "the cold start in the chart")
+    assert chart_total(d, "errors") == 0
+    assert css(d, "#chart-duration path.line"), "the p50 line is drawn"
+    d.set_window_size(1440, 2000)
     shot(d, "function")
+    d.set_window_size(1440, 1000)
+
+    d.get(node.endpoint + "/console/#/usage")
+    until(d, lambda d: css(d, "#usage"), "the usage page")
+    assert text_of(d, "#usage-requests") == "1"
+    assert name in text_of(d, "#usage") and "$" in text_of(d, "#usage")
+    shot(d, "usage")
 
     d.get(node.endpoint + "/console/#/")
     row = until(d, lambda d: css(d, f'tr[data-name="{name}"]'), "the list")[0]

@@ -100,6 +100,17 @@ impl Control {
         Ok(self.meta.invocation_summaries(functions, since_ms).await?)
     }
 
+    /// A function's cold starts per period (period start, count).
+    pub async fn cold_starts(
+        &self,
+        function: &str,
+        start_ms: i64,
+        end_ms: i64,
+        period_ms: i64,
+    ) -> Result<Vec<(i64, u64)>> {
+        Ok(self.meta.cold_starts(function, start_ms, end_ms, period_ms).await?)
+    }
+
     /// A function's newest metering records, newest first.
     pub async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>> {
         Ok(self.meta.recent_invocations(function, limit).await?)

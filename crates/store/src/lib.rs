@@ -241,4 +241,7 @@ pub trait Metadata: Send + Sync {
     async fn invocation_summaries(&self, functions: &[String], since_ms: i64) -> Result<Vec<InvocationSummary>>;
     /// A function's newest `limit` metering records, newest first.
     async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>>;
+    /// A function's cold starts per period of `period_ms` from `start_ms`
+    /// (period start, count), for periods that have any.
+    async fn cold_starts(&self, function: &str, start_ms: i64, end_ms: i64, period_ms: i64) -> Result<Vec<(i64, u64)>>;
 }

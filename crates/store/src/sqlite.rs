@@ -557,6 +557,23 @@ impl Metadata for SqliteMetadata {
         Ok(out)
     }
 
+    async fn cold_starts(&self, function: &str, start_ms: i64, end_ms: i64, period_ms: i64) -> Result<Vec<(i64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT (timestamp_ms - ?1) / ?2 AS period, COUNT(*) AS n FROM invocations
+             WHERE function = ?3 AND timestamp_ms >= ?1 AND timestamp_ms < ?4 AND cold GROUP BY period ORDER BY period",
+        )
+        .bind(start_ms)
+        .bind(period_ms.max(1))
+        .bind(function)
+        .bind(end_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (start_ms + r.get::<i64, _>("period") * period_ms, r.get::<i64, _>("n") as u64))
+            .collect())
+    }
+
     async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>> {
         let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms DESC LIMIT ?")
             .bind(function)
@@ -889,6 +906,15 @@ mod tests {
         );
         let recent = m.recent_invocations("a", 2).await.unwrap();
         assert_eq!(recent.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["a4", "a3"]);
+        let cold = |id: &str, ts: i64| InvocationRecord { cold: true, ..rec(id, "d", "success", ts) };
+        m.record_invocations(
+            &[cold("d1", 1_000), cold("d2", 1_059), rec("d3", "d", "success", 1_070), cold("d4", 1_130)],
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.cold_starts("d", 1_000, 1_120, 60).await.unwrap(), [(1_000, 2)], "the last is past the end");
+        assert_eq!(m.cold_starts("d", 1_000, 1_200, 60).await.unwrap(), [(1_000, 2), (1_120, 1)]);
     }
 
     #[tokio::test]

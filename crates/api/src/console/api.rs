@@ -8,6 +8,7 @@
 //! (configurations, aliases, URLs, mappings), so the console shows what
 //! `aws lambda` shows. Nothing here renders HTML.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -81,6 +82,17 @@ fn decode(segment: &str) -> String {
     percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
+/// The query string's non-empty parameters, decoded.
+fn query_pairs(query: Option<&str>) -> HashMap<String, String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode(k), decode(&v.replace('+', " "))))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
 pub(super) async fn serve(api: &Api, req: Request<Body>, rest: String) -> Response {
     let method = req.method().clone();
     if rest == "links" && method == Method::POST {
@@ -106,10 +118,14 @@ pub(super) async fn serve(api: &Api, req: Request<Body>, rest: String) -> Respon
             api.console.close(&token);
             Ok(([(header::SET_COOKIE, auth::cleared_cookie())], axum::Json(json!({}))).into_response())
         }
-        (&Method::GET, ["functions"]) => functions(api, req.uri().query(), now).await,
+        (&Method::GET, ["functions"]) => {
+            functions(api, query_pairs(req.uri().query()).get("marker").map(String::as_str), now).await
+        }
         (&Method::GET, ["functions", name]) => function(api, name).await,
         (&Method::GET, ["functions", name, "code"]) => code(api, name).await,
         (&Method::GET, ["functions", name, "logs"]) => live_logs(api, name, session_end).await,
+        (&Method::GET, ["metrics"]) => charts(api, &query_pairs(req.uri().query()), now).await,
+        (&Method::GET, ["usage"]) => usage(api, &query_pairs(req.uri().query()), now).await,
         (&Method::POST, ["functions", name, "invoke"]) => {
             let name = name.to_string();
             invoke(api, &name, req).await
@@ -169,8 +185,8 @@ fn session(api: &Api) -> R {
     ok(&json!({
         "account": account.id,
         "region": account.region,
-        "charts": false,
-        "usage": false,
+        "charts": api.metrics.is_some(),
+        "usage": api.metrics.is_some(),
     }))
 }
 
@@ -190,11 +206,9 @@ struct Row {
 }
 
 /// The functions list, a page at a time, with each one's recent activity.
-async fn functions(api: &Api, query: Option<&str>, now: SystemTime) -> R {
-    let marker =
-        query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("marker=")).map(decode).filter(|m| !m.is_empty()));
+async fn functions(api: &Api, marker: Option<&str>, now: SystemTime) -> R {
     let ctl = &api.control;
-    let page = ctl.list_functions(marker.as_deref(), Some(PAGE), false).await.map_err(failed)?;
+    let page = ctl.list_functions(marker, Some(PAGE), false).await.map_err(failed)?;
     let names: Vec<String> = page.items.iter().map(|c| c.name.clone()).collect();
     let stats = ctl.invocation_summaries(&names, now_ms(now) - RECENT_WINDOW_MS).await.map_err(failed)?;
     let rows: Vec<Row> = page
@@ -277,6 +291,72 @@ async fn code(api: &Api, name: &str) -> R {
     let disposition = format!("attachment; filename=\"{}.zip\"", f.name());
     Ok(([(header::CONTENT_TYPE, "application/zip".to_string()), (header::CONTENT_DISPOSITION, disposition)], bytes)
         .into_response())
+}
+
+/// The charts of a function's page: (series name, metric, statistic).
+const CHARTS: &[(&str, &str, &str)] = &[
+    ("Invocations", "Invocations", "Sum"),
+    ("Errors", "Errors", "Sum"),
+    ("Throttles", "Throttles", "Sum"),
+    ("DurationP50", "Duration", "p50"),
+    ("DurationP99", "Duration", "p99"),
+    ("ConcurrentExecutions", "ConcurrentExecutions", "Maximum"),
+];
+
+/// A function's metrics over the last `hours` (1 to 72), from the same
+/// engine as GetMetricData, plus its cold starts from the invocation records.
+async fn charts(api: &Api, q: &HashMap<String, String>, now: SystemTime) -> R {
+    let Some(metrics) = &api.metrics else {
+        return Err(failed(ApiError::Unavailable("Metrics are not available on this node.".into())));
+    };
+    let name = q.get("function").ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "Which function?"))?;
+    let (_, f) = api.control.get_function(name, None).await.map_err(failed)?;
+    let hours: i64 = q.get("hours").and_then(|h| h.parse().ok()).unwrap_or(1).clamp(1, 72);
+    // At most 180 points a chart.
+    let period_s: u32 = match hours {
+        1..=3 => 60,
+        4..=12 => 300,
+        13..=24 => 600,
+        _ => 1800,
+    };
+    let period_ms = i64::from(period_s) * 1000;
+    // Periods aligned to the clock, the last one the current one.
+    let end_ms = (now_ms(now) / period_ms + 1) * period_ms;
+    let start_ms = end_ms - hours * 3_600_000;
+    let mut series = serde_json::Map::new();
+    for (key, metric, stat) in CHARTS {
+        let query = nimbus_metrics::SeriesQuery {
+            metric: metric.to_string(),
+            dimensions: nimbus_metrics::Dimensions::function(f.name()),
+            stat: stat.to_string(),
+            period_s,
+            start_ms,
+            end_ms,
+        };
+        let points = metrics.series(&query).await.map_err(|e| failed(ApiError::Internal(e.to_string())))?;
+        series.insert(key.to_string(), json!(points));
+    }
+    let cold = api.control.cold_starts(f.name(), start_ms, end_ms, period_ms).await.map_err(failed)?;
+    series.insert("ColdStarts".into(), json!(cold));
+    ok(&json!({ "start": start_ms, "end": end_ms, "period": period_s, "series": series }))
+}
+
+/// Requests, GB-seconds and cost per function and day over the last
+/// `days` (1 to 365), as `nimbus usage` reports them.
+async fn usage(api: &Api, q: &HashMap<String, String>, now: SystemTime) -> R {
+    let Some(metrics) = &api.metrics else {
+        return Err(failed(ApiError::Unavailable("Usage reports are not available on this node.".into())));
+    };
+    let days: i64 = q.get("days").and_then(|d| d.parse().ok()).unwrap_or(30).clamp(1, 365);
+    let end_ms = now_ms(now);
+    let query = nimbus_metrics::UsageQuery {
+        function: None,
+        start_ms: end_ms - days * 86_400_000,
+        end_ms,
+        free_tier: q.get("freeTier").is_none_or(|v| v != "false"),
+    };
+    let report = metrics.usage(&query).await.map_err(|e| failed(ApiError::Internal(e.to_string())))?;
+    ok(&report)
 }
 
 #[derive(Deserialize)]

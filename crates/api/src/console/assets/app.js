@@ -61,11 +61,14 @@ const main = () => document.getElementById("main");
 let session = null;
 /** What the current page runs in the background (live logs), stopped when it is left. */
 let cleanups = [];
+/** Redraws the charts of the function page shown, if it has them. */
+let redrawCharts = () => {};
 
 /** Stops what the page being left runs; called before the next page is built. */
 function leave() {
   for (const stop of cleanups) stop();
   cleanups = [];
+  redrawCharts = () => {};
 }
 
 function show(...nodes) {
@@ -300,6 +303,7 @@ function invokePanel(name, aliases) {
       log.textContent = r.log.join("\n");
       report.textContent = r.report || "";
       out.hidden = false;
+      redrawCharts();
     } catch (e) {
       if (e instanceof SignedOut) return showLogin("Your session has ended; sign in again.");
       status.textContent = e.message;
@@ -316,6 +320,7 @@ function livePanel(name) {
   const list = h("ul", { id: "live-log", class: "live" });
   const status = h("span", { id: "live-status", class: "muted" }, "connecting…");
   const source = new EventSource("/console/api/functions/" + enc(name) + "/logs");
+  let pending = null;
   source.addEventListener("ready", () => {
     status.textContent = "following";
     status.dataset.ready = "1";
@@ -326,12 +331,17 @@ function livePanel(name) {
     list.append(h("li", {}, h("time", {}, when(e.timestamp).slice(11, 19)), e.message.replace(/\n$/, "")));
     while (list.childElementCount > 1000) list.firstElementChild.remove();
     if (atBottom) list.scrollTop = list.scrollHeight;
+    // A REPORT line is stored with its invocation's record: the charts have news.
+    if (/^REPORT |"platform\.report"/.test(e.message)) {
+      clearTimeout(pending);
+      pending = setTimeout(() => redrawCharts(), 250);
+    }
   });
   source.onerror = () => {
     status.textContent = source.readyState === EventSource.CLOSED ? "stopped" : "reconnecting…";
     delete status.dataset.ready;
   };
-  cleanups.push(() => source.close());
+  cleanups.push(() => { source.close(); clearTimeout(pending); });
   return section("Live logs", h("div", { class: "row" }, status), list);
 }
 
@@ -363,6 +373,7 @@ function chartsPanel(name) {
   };
   hours.addEventListener("change", draw);
   refresh.addEventListener("click", draw);
+  redrawCharts = draw;
   draw();
   return section("Metrics", h("div", { class: "row" }, hours, refresh), box);
 }
@@ -410,20 +421,42 @@ function fmt(v) {
 async function usagePage() {
   const days = new URLSearchParams(location.hash.split("?")[1] || "").get("days") || "30";
   const u = await call("usage?days=" + enc(days));
-  const money = (v) => "$" + Number(v).toFixed(4);
-  const rows = u.functions.map((f) => [f.function, f.requests, f.gbSeconds.toFixed(3), money(f.cost)]);
+  // Cents, or the first significant digits of the fractions of a cent a test node runs up.
+  const money = (v) => "$" + (v === 0 || v >= 0.01 ? v.toFixed(2) : v.toFixed(9).replace(/0+$/, ""));
+  // The report has a row per function, day and architecture; sum them both ways.
+  const sum = (key) => {
+    const out = new Map();
+    for (const r of u.functions) {
+      const t = out.get(r[key]) || { requests: 0, billedMs: 0, gbSeconds: 0, cost: 0 };
+      t.requests += r.requests; t.billedMs += r.billedMs; t.gbSeconds += r.gbSeconds; t.cost += r.cost;
+      out.set(r[key], t);
+    }
+    return [...out.entries()];
+  };
+  const rows = (pairs) => pairs.map(([k, t]) => [k, t.requests, t.billedMs + " ms", t.gbSeconds.toFixed(3), money(t.cost)]);
+  // The price table names x86_64 as serde's camelCase spells it.
+  const x86 = u.prices.x8664 || u.prices.x86_64;
+  const perFunction = sum("function").sort((a, b) => b[1].cost - a[1].cost);
+  const perDay = sum("day").sort((a, b) => (a[0] < b[0] ? 1 : -1));
   show(
     h("h1", {}, "Usage and cost"),
     h("div", { class: "panel" },
-      h("div", { class: "row" }, ["7", "30", "90"].map((d) => h("a", { href: "#/usage?days=" + d, class: d === days ? "badge" : null }, "last " + d + " days"))),
+      h("div", { class: "row" }, ["7", "30", "90"].map((d) =>
+        h("a", { href: "#/usage?days=" + d, class: d === days ? "badge" : null }, "last " + d + " days"))),
       h("div", { class: "kpis", id: "usage-totals" },
-        h("div", { class: "kpi" }, h("b", {}, u.requests), "requests"),
+        h("div", { class: "kpi" }, h("b", { id: "usage-requests" }, u.requests), "requests"),
+        h("div", { class: "kpi" }, h("b", {}, u.billedMs + " ms"), "billed duration"),
         h("div", { class: "kpi" }, h("b", {}, u.gbSeconds.toFixed(3)), "GB-seconds"),
-        h("div", { class: "kpi" }, h("b", {}, money(u.cost)), "at AWS list prices" + (u.freeTier ? " (free tier applied)" : ""))),
-      h("p", { class: "muted" }, "From the invocation records: billed duration (rounded up to 1 ms) times memory, as the REPORT lines say.")),
-    section("Per function", table("usage", ["Function", "Requests", "GB-seconds", "Cost"], rows, "No invocations in this period.")),
-    section("Per day", table("usage-days", ["Day", "Requests", "GB-seconds", "Cost"],
-      u.days.map((d) => [d.day, d.requests, d.gbSeconds.toFixed(3), money(d.cost)]), "No invocations in this period.")),
+        h("div", { class: "kpi" }, h("b", {}, money(u.grossCost)), "at AWS list prices"),
+        h("div", { class: "kpi" }, h("b", {}, money(u.cost)), "after the free tier (" + money(u.freeTierCredit) + " off)")),
+      h("p", { class: "muted" }, "From the invocation records: billed duration (rounded up to 1 ms) times memory, ",
+        "so the figures add up to the REPORT lines. Prices per million requests and per GB-second: x86_64 $",
+        x86.perMillionRequests, " / $", x86.perGbSecond, ", arm64 $",
+        u.prices.arm64.perMillionRequests, " / $", u.prices.arm64.perGbSecond, ".")),
+    section("Per function", table("usage", ["Function", "Requests", "Billed duration", "GB-seconds", "Cost"],
+      rows(perFunction), "No invocations in this period.")),
+    section("Per day (UTC)", table("usage-days", ["Day", "Requests", "Billed duration", "GB-seconds", "Cost"],
+      rows(perDay), "No invocations in this period.")),
   );
 }
 
