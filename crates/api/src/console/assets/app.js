@@ -402,6 +402,8 @@ function chart(c, m) {
     } else if (points.length) {
       const d = points.map(([t, v], j) => (j ? "L" : "M") + x(t + step / 2).toFixed(1) + " " + y(v).toFixed(1)).join(" ");
       svg.append(s("path", { class: i ? "line2" : "line", d }));
+      // A lone period has no line to draw: mark it.
+      if (points.length === 1) svg.append(s("circle", { class: i ? "dot2" : "dot", cx: x(points[0][0] + step / 2), cy: y(points[0][1]), r: 2.5 }));
     }
   });
   const total = lines[0].reduce((a, p) => a + p[1], 0);
