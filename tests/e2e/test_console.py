@@ -8,6 +8,7 @@ unauthenticated and cross-site requests refused.
 Set NIMBUS_CONSOLE_SCREENSHOTS to a directory to save the pages' pictures
 (the README's come from `docs/`)."""
 
+import http.client
 import http.server
 import json
 import os
@@ -233,6 +234,32 @@ def test_nothing_is_served_without_a_session(node):
             assert name.encode() not in body
     status, _, _ = send("POST", f"{node.endpoint}/console/api/functions/{name}/invoke", b'{"payload": "{}"}',
                         {"Content-Type": "application/json", "Origin": node.endpoint})
+    assert status == 401
+
+
+def test_signing_out_ends_the_live_logs(node):
+    name = unique_name("console-out")
+    lam = deploy(node, name)
+    cookie = session_cookie(node)
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
+    conn.request("GET", f"/console/api/functions/{name}/logs", headers={"Cookie": cookie})
+    stream = conn.getresponse()
+    assert stream.status == 200 and stream.getheader("Content-Type") == "text/event-stream"
+    assert stream.readline() == b"event: ready\n"
+    stream.readline(), stream.readline()
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    seen = b""
+    while b"REPORT" not in seen:
+        seen += stream.readline()
+    assert stream.readline() == b"\n", "the end of the REPORT line's event"
+    status, _, _ = send("POST", node.endpoint + "/console/api/logout", b"{}",
+                        {"Cookie": cookie, "Content-Type": "application/json", "Origin": node.endpoint})
+    assert status == 200
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    # The next lines find the session gone: the stream ends instead.
+    assert stream.read() == b""
+    conn.close()
+    status, _, _ = send("GET", node.endpoint + "/console/api/functions", headers={"Cookie": cookie})
     assert status == 401
 
 

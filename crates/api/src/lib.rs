@@ -65,7 +65,7 @@ pub struct Api {
     /// CloudWatch Logs; `None` answers its requests as unavailable.
     logs: Option<Arc<nimbus_logs::Logs>>,
     /// The web console's sessions and login links.
-    console: console::Sessions,
+    console: Arc<console::Sessions>,
     /// CloudWatch metrics, usage reports and the Prometheus scrape; `None` answers them as unavailable.
     metrics: Option<Arc<nimbus_metrics::Metrics>>,
 }
@@ -93,7 +93,7 @@ impl Api {
             ecs: None,
             registry: None,
             logs: None,
-            console: console::Sessions::default(),
+            console: Arc::default(),
             metrics: None,
         }
     }

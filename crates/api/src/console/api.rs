@@ -123,7 +123,7 @@ pub(super) async fn serve(api: &Api, req: Request<Body>, rest: String) -> Respon
         }
         (&Method::GET, ["functions", name]) => function(api, name).await,
         (&Method::GET, ["functions", name, "code"]) => code(api, name).await,
-        (&Method::GET, ["functions", name, "logs"]) => live_logs(api, name, session_end).await,
+        (&Method::GET, ["functions", name, "logs"]) => live_logs(api, name, token.clone(), session_end).await,
         (&Method::GET, ["metrics"]) => charts(api, &query_pairs(req.uri().query()), now).await,
         (&Method::GET, ["usage"]) => usage(api, &query_pairs(req.uri().query()), now).await,
         (&Method::POST, ["functions", name, "invoke"]) => {
@@ -404,8 +404,8 @@ async fn invoke(api: &Api, name: &str, req: Request<Body>) -> R {
 
 /// Live logs as server-sent events: `ready` once following (so nothing
 /// stored after it is missed), then one `log` event per line as the store
-/// commits it. The stream ends with the session.
-async fn live_logs(api: &Api, name: &str, session_end: SystemTime) -> R {
+/// commits it. The stream ends when the session expires or signs out.
+async fn live_logs(api: &Api, name: &str, token: String, session_end: SystemTime) -> R {
     let (resolved, _) = api.control.get_function(name, None).await.map_err(failed)?;
     let Some(logs) = api.logs.clone() else {
         return Err(failed(ApiError::Unavailable("Logs are not available on this node.".into())));
@@ -416,28 +416,32 @@ async fn live_logs(api: &Api, name: &str, session_end: SystemTime) -> R {
         .map_err(|e| failed(ApiError::Internal(e.to_string())))?;
     let left = session_end.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
     let deadline = tokio::time::Instant::now() + left;
-    let first = Bytes::from_static(b"event: ready\ndata: {}\n\n");
-    let frames = futures_util::stream::unfold((Some(first), Some(tail)), move |(first, tail)| async move {
-        if let Some(first) = first {
-            return Some((Ok::<_, std::convert::Infallible>(first), (None, tail)));
-        }
-        let mut tail = tail?;
-        tokio::select! {
-            events = tail.next() => match events {
-                Ok(events) => {
-                    let mut frame = String::new();
-                    for e in events {
-                        let data = json!({ "timestamp": e.timestamp_ms, "stream": e.log_stream, "message": e.message });
-                        frame.push_str(&format!("event: log\ndata: {data}\n\n"));
-                    }
-                    Some((Ok(Bytes::from(frame)), (None, Some(tail))))
-                }
+    let sessions = api.console.clone();
+    let first = Some(Bytes::from_static(b"event: ready\ndata: {}\n\n"));
+    let frames = futures_util::stream::unfold((first, tail), move |(first, mut tail)| {
+        let (sessions, token) = (sessions.clone(), token.clone());
+        async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, std::convert::Infallible>(first), (None, tail)));
+            }
+            let events = tokio::select! {
+                events = tail.next() => events,
+                _ = tokio::time::sleep_until(deadline) => return None,
+            };
+            let events = match events {
+                Ok(events) => events,
                 Err(e) => {
                     tracing::error!(error = %e, "console live logs failed");
-                    None
+                    return None;
                 }
-            },
-            _ = tokio::time::sleep_until(deadline) => None,
+            };
+            sessions.expires(&token, SystemTime::now())?;
+            let mut frame = String::new();
+            for e in events {
+                let data = json!({ "timestamp": e.timestamp_ms, "stream": e.log_stream, "message": e.message });
+                frame.push_str(&format!("event: log\ndata: {data}\n\n"));
+            }
+            Some((Ok(Bytes::from(frame)), (None, tail)))
         }
     });
     Ok(([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-store")], Body::from_stream(frames))
