@@ -22,6 +22,9 @@ py=$(chroot "$root" python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.ve
     --target "$root/usr/local/lib/python3/dist-packages" awslambdaric
 mkdir -p "$root/var/task"
 cp -r "$app"/. "$root/var/task/"
+# Byte-compiled by the image's own interpreter: the root is read-only where
+# it runs, so whatever is not compiled here is compiled at every cold start.
+chroot "$root" python3 -m compileall -q /usr/local/lib/python3/dist-packages /var/task
 umoci repack --image "$layout:$tag" "$work/bundle"
 umoci config --image "$layout:$tag" --config.entrypoint python3 --config.entrypoint -m \
     --config.entrypoint awslambdaric --config.cmd app.handler --config.workingdir /var/task \

@@ -17,7 +17,7 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert set(report) >= {"machine", "floors", "runtimes", "function_urls", "s3", "queues", "schedules",
-                           "idle_cpu_percent"}
+                           "tasks", "idle_cpu_percent"}
     assert report["machine"]["cpus"] >= 1 and report["machine"]["memory_mb"] > 0
     floors = report["floors"]
     assert floors["loopback_rtt_us"]["p50"] > 0
@@ -59,5 +59,11 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
         cold = images["static_cold"][key]
         assert cold["n"] == 3 and 0 < cold["p50"] <= cold["p99"], (key, cold)
     assert "4 KiB GET / PUT" in r.stdout
+    tasks = report["tasks"]
+    assert 0 < tasks["run_to_answering_ms"]["p50"] <= tasks["run_to_answering_ms"]["p99"], tasks
+    assert tasks["burst_tasks"] == 10 and tasks["burst_all_running_s"] > 0, "--quick starts 10 tasks at once"
+    idle_task = tasks["idle_task"]
+    assert idle_task["tasks_seen"] == 10 and idle_task["cgroup_kb"] > idle_task["app_pss_kb"] > 0, idle_task
+    assert tasks["server_idle_cpu_percent"] >= 0
     assert report["idle_cpu_percent"] >= 0
     assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"

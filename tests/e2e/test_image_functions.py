@@ -5,6 +5,7 @@ pushed to Nimbus's registry with skopeo, deployed with boto3 and invoked.
 The Python image takes a Debian root from mmdebstrap (about two minutes),
 so it is built once per session."""
 
+import base64
 import gzip
 import io
 import json
@@ -196,10 +197,25 @@ def test_a_rust_lambda_runtime_binary_image(server, lam, layouts):
 
 
 def test_a_python_image_with_awslambdaric(server, lam, python_layout):
-    name = create_image_function(lam, push(server, python_layout, "v1"))
-    out = invoke(lam, name, {"name": "nimbus"})
-    assert out["hello"] == "nimbus" and out["exec_env"] == "AWS_Lambda_Image"
+    uri = push(server, python_layout, "v1")
+    # Its templates start the client ahead; the function's settings still
+    # reach it: its variables, and a log format the client reads at import.
+    name = create_image_function(lam, uri, Environment={"Variables": {"GREETING": "hi"}},
+                                 LoggingConfig={"LogFormat": "JSON"})
+    r = lam.invoke(FunctionName=name, Payload=json.dumps({"name": "nimbus"}), LogType="Tail")
+    out = json.loads(r["Payload"].read())
+    assert out["hello"] == "nimbus" and out["exec_env"] == "AWS_Lambda_Image" and out["greeting"] == "hi"
     assert out["python"].startswith("3.") and len(out["request_id"]) == 36
+    logged = [json.loads(line) for line in base64.b64decode(r["LogResult"]).decode().splitlines()
+              if line.startswith("{") and "handled" in line]
+    assert logged and logged[0]["level"] == "WARNING" and logged[0]["message"] == "handled nimbus", logged
+    # Another program on the same image: the template runs what it is given.
+    other = create_image_function(lam, uri, ImageConfig={"EntryPoint": ["/usr/bin/python3", "-m", "awslambdaric"],
+                                                          "Command": ["app.handler"]})
+    assert invoke(lam, other)["greeting"] is None
+    shell = create_image_function(lam, uri, ImageConfig={"EntryPoint": ["/bin/sh", "-c",
+                                                                        "exec python3 -m awslambdaric \"$0\"", "app.handler"]})
+    assert invoke(lam, shell)["hello"] == "world"
 
 
 def test_images_not_in_the_registry_and_zip_settings_are_refused(server, lam, layouts):

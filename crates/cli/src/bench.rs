@@ -68,6 +68,8 @@ pub enum Section {
     Images,
     /// The node's CPU at rest, with idle queues, mappings and schedules.
     Idle,
+    /// ECS tasks: RunTask to a port answering, 100 at once, idle memory and CPU.
+    Tasks,
 }
 
 /// Sample counts for a run.
@@ -173,6 +175,8 @@ fn start_server(isolation: &str) -> anyhow::Result<Server> {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data.path().join("data"))
         .args(["--isolation", isolation, "--max-concurrency", "2000", "--keep-warm", "3600"])
+        // Room for the tasks figures' 100 small tasks, whatever the machine.
+        .args(["--task-cpu-units", "32768", "--task-memory-mib", "65536"])
         .env("NIMBUS_ACCESS_KEY_ID", KEY_ID)
         .env("NIMBUS_SECRET_ACCESS_KEY", SECRET)
         .env("NIMBUS_LOG", "warn")
@@ -711,6 +715,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Value::Null
     };
 
+    let tasks = if wants(Section::Tasks) && isolation != "process" {
+        eprintln!("measuring ECS tasks ...");
+        let plan = crate::bench_tasks::TaskPlan::new(args.quick);
+        crate::bench_tasks::figures(&b.client, &server.endpoint, server.child.id(), &plan).await?
+    } else {
+        Value::Null
+    };
+
     let idle_cpu = if wants(Section::Idle) { idle_cpu(&b, &runtimes, &server, &plan).await? } else { Value::Null };
     drop(server);
 
@@ -724,6 +736,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "schedules": schedules,
         "logs": logs,
         "images": images,
+        "tasks": tasks,
         "idle_cpu_percent": idle_cpu,
         "idle_sources": plan.idle_sources,
         "quick": args.quick,
@@ -872,5 +885,17 @@ fn print_table(r: &Value) {
         f(&i["python"]["spaced_p50_ratio"]),
         f(&i["python"]["back_to_back_p50_ratio"])
     );
+    let t = &r["tasks"];
+    println!("ECS tasks (busybox httpd, 0.25 vCPU / 512 MiB, cached image):");
+    println!("  RunTask -> RUNNING, port answering, ms (p50 / p99) {}", p(&t["run_to_answering_ms"]));
+    println!("  {} tasks at once, all RUNNING in s          {}", f(&t["burst_tasks"]), f(&t["burst_all_running_s"]));
+    let m = &t["idle_task"];
+    println!(
+        "  idle task KB: cgroup {} - app {} = overhead {}",
+        f(&m["cgroup_kb"]),
+        f(&m["app_pss_kb"]),
+        f(&m["overhead_kb"])
+    );
+    println!("  server's own CPU % with them idle            {}", f(&t["server_idle_cpu_percent"]));
     println!("idle CPU % (with {} idle queues, mappings, schedules): {}", r["idle_sources"], f(&r["idle_cpu_percent"]));
 }

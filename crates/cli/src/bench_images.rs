@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::bench::{invoke, ms, percentiles, round, Bench, Runtime, COLD_GAP};
+use crate::client::Client;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -29,31 +30,31 @@ const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const BIG_IMAGE_MB: usize = 170;
 
 /// The registry under `/v2/`, logged in as ECR's `AWS` user.
-struct Registry {
+pub(crate) struct Registry {
     http: reqwest::Client,
     endpoint: String,
     auth: String,
 }
 
 impl Registry {
-    async fn login(b: &Bench, endpoint: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn login(client: &Client, endpoint: &str) -> anyhow::Result<Self> {
         let headers = [
             ("x-amz-target", "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"),
             ("content-type", "application/x-amz-json-1.1"),
         ];
-        let (_, out) = b.client.send("ecr", "POST", "/", Some(b"{}".to_vec()), &headers).await?;
+        let (_, out) = client.send("ecr", "POST", "/", Some(b"{}".to_vec()), &headers).await?;
         let out: Value = serde_json::from_slice(&out)?;
         let token = out["authorizationData"][0]["authorizationToken"].as_str().context("no ECR token")?;
         Ok(Self { http: reqwest::Client::new(), endpoint: endpoint.to_string(), auth: format!("Basic {token}") })
     }
 
-    async fn create_repository(b: &Bench, name: &str) -> anyhow::Result<()> {
+    pub(crate) async fn create_repository(client: &Client, name: &str) -> anyhow::Result<()> {
         let headers = [
             ("x-amz-target", "AmazonEC2ContainerRegistry_V20150921.CreateRepository"),
             ("content-type", "application/x-amz-json-1.1"),
         ];
         let body = serde_json::to_vec(&json!({"repositoryName": name}))?;
-        b.client.send("ecr", "POST", "/", Some(body), &headers).await.map(drop)
+        client.send("ecr", "POST", "/", Some(body), &headers).await.map(drop)
     }
 
     /// Uploads a blob from a file (streamed), unless the registry has it.
@@ -101,7 +102,7 @@ impl Registry {
     }
 
     /// Pushes a one-image OCI layout's `tag` (as built by the recipes) to `repo:tag`.
-    async fn push_layout(&self, layout: &Path, tag: &str, repo: &str) -> anyhow::Result<()> {
+    pub(crate) async fn push_layout(&self, layout: &Path, tag: &str, repo: &str) -> anyhow::Result<()> {
         let blob_path = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
         let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
         let entry = index["manifests"]
@@ -130,7 +131,12 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
 /// An OCI layout in `dir` with one image `tag`: the given files (path,
 /// bytes, mode) as one gzip layer, and `entrypoint`. Returns the layer's
 /// uncompressed size.
-fn write_layout(dir: &Path, tag: &str, files: &[(String, Vec<u8>, u32)], entrypoint: &[&str]) -> anyhow::Result<u64> {
+pub(crate) fn write_layout(
+    dir: &Path,
+    tag: &str,
+    files: &[(String, Vec<u8>, u32)],
+    entrypoint: &[&str],
+) -> anyhow::Result<u64> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let put = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
@@ -278,7 +284,7 @@ pub async fn figures(
     samples: usize,
     quick: bool,
 ) -> anyhow::Result<Value> {
-    let reg = Registry::login(b, endpoint).await?;
+    let reg = Registry::login(&b.client, endpoint).await?;
     let work = tempfile::tempdir()?;
 
     // Incompressible files, so that the layer is as large as the image.
@@ -300,7 +306,7 @@ pub async fn figures(
         .map(|m| m.len())
         .sum();
     let floor_mbps = disk_write_floor(data_dir, pushed_bytes as usize)?;
-    Registry::create_repository(b, "bench-big").await?;
+    Registry::create_repository(&b.client, "bench-big").await?;
     let t = Instant::now();
     reg.push_layout(&big, "v1", "bench-big").await?;
     let push_mbps = pushed_bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
@@ -312,7 +318,7 @@ pub async fn figures(
 
     let small = work.path().join("static");
     write_layout(&small, "v1", &binary_and_libraries(rust_hello)?, &["/bootstrap"])?;
-    Registry::create_repository(b, "bench-static").await?;
+    Registry::create_repository(&b.client, "bench-static").await?;
     reg.push_layout(&small, "v1", "bench-static").await?;
     let uri = format!("{host}/bench-static:v1");
     // Unpacked once, before the cold starts measured.
@@ -326,7 +332,7 @@ pub async fn figures(
 
     let python_figures = match python {
         Some((rt, layout)) => {
-            Registry::create_repository(b, "bench-python").await?;
+            Registry::create_repository(&b.client, "bench-python").await?;
             reg.push_layout(layout, "v1", "bench-python").await?;
             let uri = format!("{host}/bench-python:v1");
             create_image_function(b, "bench-python-first", &uri).await?;

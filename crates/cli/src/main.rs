@@ -8,9 +8,11 @@ mod bench_logs;
 mod bench_queues;
 mod bench_s3;
 mod bench_schedules;
+mod bench_tasks;
 mod client;
 mod commands;
 mod serve;
+mod task_cmd;
 mod trigger;
 mod usage;
 mod zipdir;
@@ -92,6 +94,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List, stop and read the logs of ECS tasks.
+    Task {
+        #[command(subcommand)]
+        command: task_cmd::TaskCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script, e.g. `nimbus completions bash > /etc/bash_completion.d/nimbus`.
     Completions {
         /// The shell to complete in.
@@ -153,6 +162,7 @@ fn main() -> std::process::ExitCode {
                         Command::Console { client } => commands::console(client).await,
                         Command::Usage { args, client } => usage::usage(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
+                        Command::Task { command, client } => task_cmd::task(command, client).await,
                         Command::Completions { .. } => Ok(()),
                     }
                 })

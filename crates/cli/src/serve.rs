@@ -181,6 +181,23 @@ impl nimbus_worker::CredentialSource for NodeKeys {
     }
 }
 
+impl nimbus_containers::TaskCredentials for NodeKeys {
+    fn issue(&self, subject: &str) -> nimbus_containers::SessionKeys {
+        // Fargate's task-role credentials last hours and are refreshed by
+        // the SDK before they expire.
+        let ttl = std::time::Duration::from_secs(6 * 3600);
+        let now = std::time::SystemTime::now();
+        let s = nimbus_api::sigv4::mint_session(&self.0, subject, ttl, now);
+        let expiration = (now + ttl).duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        nimbus_containers::SessionKeys {
+            access_key_id: s.access_key_id,
+            secret_access_key: s.secret_access_key,
+            session_token: s.session_token,
+            expiration,
+        }
+    }
+}
+
 /// Lets the worker read code archives from the blob store.
 struct BlobCode(Arc<dyn nimbus_store::Blobs>);
 
@@ -562,6 +579,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, task_runtime, args.task_capacity())
             .await
             .context("loading the ECS state")?;
+        ecs.set_platform(nimbus_containers::Platform {
+            credentials: Arc::new(NodeKeys(creds.clone())),
+            api: addr,
+            logs: logs.clone(),
+            usage: meta.clone(),
+            clock,
+        });
+        tokio::spawn(ecs.clone().run_retention());
         let api = Arc::new(
             nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)

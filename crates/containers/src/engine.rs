@@ -23,7 +23,7 @@ use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
     TaskDefinitionRecord, TaskOverride, TaskRecord,
 };
-use crate::{Error, TaskImages};
+use crate::{awslogs, metadata, Error, Platform, TaskImages};
 
 /// What the node offers tasks: CPU units (1024 per core) and MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +183,10 @@ struct Inner {
     state: Mutex<State>,
     /// Per running (or starting) task: the wake-up StopTask gives its driver.
     stops: Mutex<HashMap<String, Arc<Notify>>>,
+    /// What running tasks get from the node; without it tasks only run.
+    platform: std::sync::OnceLock<Platform>,
+    /// Woken when a task stops (the retention of stopped tasks).
+    stopped: Notify,
 }
 
 /// The ECS engine. Cheap to clone.
@@ -250,9 +254,71 @@ impl Ecs {
             tracing::warn!(tasks = writes.len(), "tasks that ran through a restart are reported STOPPED");
             store.ecs_apply(&writes).await?;
         }
-        let inner =
-            Inner { account, store, images, runtime, capacity, state: Mutex::new(state), stops: Mutex::default() };
+        let inner = Inner {
+            account,
+            store,
+            images,
+            runtime,
+            capacity,
+            state: Mutex::new(state),
+            stops: Mutex::default(),
+            platform: std::sync::OnceLock::new(),
+            stopped: Notify::new(),
+        };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Gives tasks started from now on the node's endpoints, `awslogs` and
+    /// metering (once; a second call is ignored).
+    pub fn set_platform(&self, platform: Platform) {
+        let _ = self.inner.platform.set(platform);
+    }
+
+    pub(crate) fn platform(&self) -> Option<&Platform> {
+        self.inner.platform.get()
+    }
+
+    /// A task and what its definition says of its containers and role.
+    pub(crate) async fn snapshot(&self, id: &str) -> Option<(TaskRecord, (Vec<ContainerDefinition>, Option<String>))> {
+        let state = self.inner.state.lock().await;
+        let record = state.tasks.get(id)?;
+        let d = &self.find_definition(&state, &record.task.task_definition_arn)?.definition;
+        Some((record.clone(), (d.container_definitions.clone(), d.task_role_arn.clone())))
+    }
+
+    /// Every stopped task, the next time one expires after `now_ms` having
+    /// deleted those stopped `keep_ms` ago or longer.
+    pub(crate) async fn expire_stopped(
+        &self,
+        now_ms: i64,
+        keep_ms: i64,
+    ) -> Result<(Vec<TaskRecord>, Option<i64>), Error> {
+        let mut state = self.inner.state.lock().await;
+        let expiry =
+            |r: &TaskRecord| r.task.stopped_at.filter(|_| r.is_stopped()).map(|at| (at * 1000.0) as i64 + keep_ms);
+        let due: Vec<String> = state
+            .tasks
+            .iter()
+            .filter(|(_, r)| expiry(r).is_some_and(|t| t <= now_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let writes: Vec<EcsWrite> =
+            due.iter().map(|id| EcsWrite::DeleteTask { arn: state.tasks[id].task.task_arn.clone() }).collect();
+        if !writes.is_empty() {
+            self.inner.store.ecs_apply(&writes).await?;
+            tracing::debug!(tasks = writes.len(), "stopped tasks expired");
+        }
+        for id in &due {
+            state.tasks.remove(id);
+        }
+        let stopped: Vec<TaskRecord> = state.tasks.values().filter(|r| r.is_stopped()).cloned().collect();
+        let next = stopped.iter().filter_map(expiry).min();
+        Ok((stopped, next))
+    }
+
+    /// Resolves when a task has stopped since the returned future was made.
+    pub(crate) fn task_stopped(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.stopped.notified()
     }
 
     fn arn(&self, resource: &str) -> String {
@@ -802,16 +868,54 @@ impl Ecs {
                 Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
             }
         }
-        let (cpu, memory_mib) = {
+        let (cpu, memory_mib, container_arns) = {
             let state = self.inner.state.lock().await;
-            state.tasks.get(id).map_or((0, 0), |r| (r.cpu, r.memory_mib))
+            state.tasks.get(id).map_or((0, 0, Vec::new()), |r| {
+                (r.cpu, r.memory_mib, r.task.containers.iter().map(|c| c.container_arn.clone()).collect())
+            })
         };
-        let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers };
+        let inside = match self.platform() {
+            Some(p) => match self.inside_task(id, p, &definitions, &container_arns, &mut containers).await {
+                Ok(inside) => Some(inside),
+                Err(reason) => return self.fail_start(id, &reason).await,
+            },
+            None => None,
+        };
+        let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers, inside };
         let running = match runtime.start(launch).await {
             Ok(running) => running,
             Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
         };
         self.run(id, running, &definitions).await;
+    }
+
+    /// What the platform adds to a task's containers: the endpoints'
+    /// environment and their `awslogs` streams (a missing group fails the
+    /// start, as on AWS), and the endpoints themselves.
+    async fn inside_task(
+        &self,
+        id: &str,
+        platform: &Platform,
+        definitions: &[ContainerDefinition],
+        container_arns: &[String],
+        containers: &mut [runtime::ContainerLaunch],
+    ) -> Result<Arc<dyn runtime::InsideTask>, String> {
+        let token = metadata::new_token();
+        for ((c, def), arn) in containers.iter_mut().zip(definitions).zip(container_arns) {
+            for (k, v) in metadata::env(after_slash(arn), &token) {
+                c.env.retain(|(name, _)| *name != k);
+                c.env.push((k, v));
+            }
+            if let Some(o) = awslogs::options(def).map_err(|e| format!("CannotStartContainerError: {e}"))? {
+                c.log = Some(awslogs::LogSink::prepare(platform.logs.clone(), &o, &def.name, id).await?);
+            }
+        }
+        Ok(Arc::new(metadata::Endpoint {
+            ecs: self.clone(),
+            task_id: id.to_string(),
+            token,
+            platform: platform.clone(),
+        }))
     }
 
     /// The container definitions and overrides a task runs.
@@ -970,6 +1074,19 @@ impl Ecs {
             r.task.attachments.iter_mut().for_each(|a| a.status = "DELETED".into());
         })
         .await;
+        self.meter(id).await;
+        self.inner.stopped.notify_waiters();
+    }
+
+    /// Records a stopped task's bill (see `metering`).
+    async fn meter(&self, id: &str) {
+        let Some(platform) = self.platform() else { return };
+        let bill = self.inner.state.lock().await.tasks.get(id).and_then(crate::metering::bill);
+        if let Some(bill) = bill {
+            if let Err(e) = platform.usage.put_task_usage(&[bill]).await {
+                tracing::error!(task = id, error = %e, "recording a task's usage failed");
+            }
+        }
     }
 
     /// The task's id if it is in the cluster.

@@ -3,17 +3,27 @@
 //! rules (`rules`), tasks and the lifecycle AWS reports for them
 //! (`engine`), and the node's CPU and memory that tasks are placed
 //! against. Tasks' images come through the [`TaskImages`] trait, which the
-//! binary implements over the registry.
+//! binary implements over the registry. Around running tasks: what they
+//! reach inside their network namespace (`metadata`), the `awslogs` driver,
+//! their metering and the retention of stopped tasks.
 //!
 //! This crate owns ECS's rules and state. It must not speak HTTP (the
-//! front end is `nimbus-api`'s `ecs` module) nor store anything but
-//! through `nimbus_store::EcsMeta`.
+//! front end is `nimbus-api`'s `ecs` module; the in-task endpoints are the
+//! one exception) nor store anything but through `nimbus_store::EcsMeta`
+//! and `nimbus_store::TaskUsageMeta`.
 
+mod awslogs;
 mod engine;
+mod metadata;
+mod metering;
+mod retention;
 pub mod rules;
 pub mod runtime;
 mod sandboxed;
 pub mod types;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use engine::{
     Capacity, DescribedTasks, Ecs, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask,
@@ -75,4 +85,34 @@ pub struct PullError(pub String);
 #[async_trait::async_trait]
 pub trait TaskImages: Send + Sync {
     async fn pull(&self, image: &str) -> Result<PulledImage, PullError>;
+}
+
+/// Session credentials a task's containers get from the credentials
+/// endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Epoch seconds.
+    pub expiration: i64,
+}
+
+/// Mints credentials that the node's API accepts, for `subject` (the
+/// task's role ARN, else the task's ARN).
+pub trait TaskCredentials: Send + Sync {
+    fn issue(&self, subject: &str) -> SessionKeys;
+}
+
+/// What the node gives running tasks beyond their containers: credentials
+/// and the API to call with them, the log store of the `awslogs` driver,
+/// where metered tasks are recorded, and the clock stopped tasks expire by.
+#[derive(Clone)]
+pub struct Platform {
+    pub credentials: Arc<dyn TaskCredentials>,
+    /// The node's API, forwarded into each task's network namespace.
+    pub api: SocketAddr,
+    pub logs: Arc<nimbus_logs::Logs>,
+    pub usage: Arc<dyn nimbus_store::TaskUsageMeta>,
+    pub clock: nimbus_core::clock::Clock,
 }

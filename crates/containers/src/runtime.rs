@@ -8,12 +8,13 @@
 //! namespace and cgroup, signals them and reports their exits.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::types::{ContainerDefinition, ContainerOverride, KeyValue};
 use crate::PulledImage;
 
 /// One container, ready to start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ContainerLaunch {
     pub name: String,
     /// The image's flattened root.
@@ -22,15 +23,29 @@ pub struct ContainerLaunch {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub ports: Vec<u16>,
+    /// Where its stdout and stderr lines go (`awslogs`); else to a file of
+    /// the task's directory.
+    pub log: Option<crate::awslogs::LogSink>,
 }
 
 /// A task, ready to start: its size (the cgroup's limits) and containers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct TaskLaunch {
     pub task_id: String,
     pub cpu: u32,
     pub memory_mib: u32,
     pub containers: Vec<ContainerLaunch>,
+    /// What is served inside the task's network namespace before its
+    /// first container runs (metadata and credentials).
+    pub inside: Option<Arc<dyn InsideTask>>,
+}
+
+/// Serves something inside a task's network namespace.
+#[async_trait::async_trait]
+pub trait InsideTask: Send + Sync {
+    /// Binds in the network namespace of process `netns_pid` and serves
+    /// until the returned tasks are aborted.
+    async fn start(&self, netns_pid: u32) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>>;
 }
 
 /// How a container ended.
@@ -122,6 +137,7 @@ pub fn plan(
         env,
         working_dir: def.working_directory.clone().or_else(|| image.working_dir.clone()),
         ports: def.port_mappings.iter().map(|p| p.container_port).collect(),
+        log: None,
     })
 }
 

@@ -7,7 +7,9 @@
 //! size holding them all. Each published port gets a listener on the
 //! host's loopback whose connections are made from inside the task's
 //! network namespace (a short-lived thread `setns`es and connects), so no
-//! veth, bridge or NAT is needed.
+//! veth, bridge or NAT is needed. A container's stdout and stderr go to
+//! `output.log` in its directory, or, with `awslogs`, through pipes to the
+//! node's log driver.
 //!
 //! It starts and signals processes; the lifecycle is the engine's.
 
@@ -20,7 +22,7 @@ use nimbus_sandbox::namespaces::{Launch, Slots, Spec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::runtime::{ContainerExit, ContainerLaunch, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+use crate::runtime::{ContainerExit, ContainerLaunch, InsideTask, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 
 /// Size of each container's private `/tmp` (Fargate's 20 GiB ephemeral
 /// storage is disk; this is memory, so it is kept small).
@@ -75,7 +77,10 @@ impl TaskRuntime for SandboxRuntime {
         };
         let mut network_of = None;
         for c in &task.containers {
-            let Started { pid, child } = self.start_container(&mut running, c, network_of).await?;
+            // What the task is served inside its network namespace is bound
+            // before its first container runs.
+            let inside = task.inside.as_ref().filter(|_| network_of.is_none());
+            let Started { pid, child } = self.start_container(&mut running, c, network_of, inside).await?;
             network_of.get_or_insert(pid);
             running.pids.push(pid);
             running.left += 1;
@@ -103,6 +108,7 @@ impl SandboxRuntime {
         running: &mut RunningSandbox,
         c: &ContainerLaunch,
         network_of: Option<u32>,
+        inside: Option<&std::sync::Arc<dyn InsideTask>>,
     ) -> Result<Started, String> {
         let dir = running.dir.join(&c.name);
         let root = dir.join("root");
@@ -128,17 +134,26 @@ impl SandboxRuntime {
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(&self.exe)
+        let (stdout, stderr) = match c.log {
+            Some(_) => (std::process::Stdio::piped(), std::process::Stdio::piped()),
+            None => {
+                let log = std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?;
+                let log2 = log.try_clone().map_err(|e| e.to_string())?;
+                (log.into(), log2.into())
+            }
+        };
+        let mut child = tokio::process::Command::new(&self.exe)
             .args(["__sandbox", json.as_str()])
             .env_clear()
             .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-            .stdout(log)
-            .stderr(log2)
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("starting container {}: {e}", c.name))?;
+        if let (Some(sink), Some(out), Some(err)) = (c.log.clone(), child.stdout.take(), child.stderr.take()) {
+            tokio::spawn(sink.forward(out, err));
+        }
         let pid = child.id().ok_or("the sandbox exited at once")?;
         let (program, args) = c.argv.split_first().ok_or("empty command")?;
         let launch = Launch {
@@ -154,17 +169,21 @@ impl SandboxRuntime {
         }
         // Stage one says its namespaces exist ("r"); "g" lets it go on, and
         // the launch line tells stage two what to execute.
-        let mut control = ours;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let failed = |e: std::io::Error| format!("starting container {}: {e}", c.name);
+        let mut control = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut control = ours;
             control.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
             let mut ready = [0u8; 1];
             control.read_exact(&mut ready)?;
-            control.write_all(b"g")?;
-            control.write_all(line.as_bytes())
+            Ok(control)
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("starting container {}: {e}", c.name))?;
+        .map_err(failed)?;
+        if let Some(inside) = inside {
+            running.proxies.extend(inside.start(pid).await.map_err(failed)?);
+        }
+        control.write_all(b"g").and_then(|()| control.write_all(line.as_bytes())).map_err(failed)?;
         Ok(Started { pid, child })
     }
 }

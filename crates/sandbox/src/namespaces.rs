@@ -335,7 +335,8 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
         (spec.argv.clone(), spec.env.clone(), None)
     };
     let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
-    let cwd = cwd.unwrap_or_else(|| "/var/task".into());
+    // An image's root may have no /var/task.
+    let cwd = cwd.unwrap_or_else(|| if spec.image.is_some() { "/" } else { "/var/task" }.into());
     let err = std::process::Command::new(program).args(args).env_clear().envs(env).current_dir(cwd).exec();
     Err(err)
 }

@@ -18,6 +18,7 @@ pub enum EcsWrite {
     PutTaskDefinition { family: String, revision: u32, doc: String },
     DeleteTaskDefinition { family: String, revision: u32 },
     PutTask { arn: String, doc: String },
+    DeleteTask { arn: String },
 }
 
 /// Every stored document, by kind.
@@ -60,6 +61,7 @@ impl EcsMeta for SqliteMetadata {
                 EcsWrite::PutTask { arn, doc } => {
                     sqlx::query("INSERT OR REPLACE INTO ecs_tasks (arn, doc) VALUES (?, ?)").bind(arn).bind(doc)
                 }
+                EcsWrite::DeleteTask { arn } => sqlx::query("DELETE FROM ecs_tasks WHERE arn = ?").bind(arn),
             };
             q.execute(&mut *tx).await?;
         }

@@ -19,6 +19,7 @@ mod queues;
 mod registry;
 mod schedules;
 mod sqlite;
+mod task_usage;
 
 use std::collections::HashSet;
 
@@ -35,6 +36,7 @@ pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
 pub use registry::{Collect, ManifestPut, ManifestRow, PutManifest, RegistryMeta, Repository, RepositoryDelete};
 pub use schedules::{After, DueTimes, Firing, ScheduleMeta, ScheduleRetry, ScheduleRow};
 pub use sqlite::SqliteMetadata;
+pub use task_usage::{TaskUsage, TaskUsageMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

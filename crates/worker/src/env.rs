@@ -35,7 +35,40 @@ pub struct Base {
     /// image's entrypoint there instead of a runtime (and holds the root
     /// against garbage collection while it lives).
     pub image: Option<nimbus_images::Root>,
+    /// For an image whose entrypoint is AWS's Python runtime interface
+    /// client: its templates start the client ahead.
+    pub image_preload: Option<ImagePreload>,
 }
+
+/// A Python image's interpreter and `Env`, which its templates start
+/// `runtimes/python/image-preload.py` with: the client's modules are
+/// imported before the function is known, as a zip runtime's are.
+#[derive(Clone)]
+pub struct ImagePreload {
+    pub interpreter: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl ImagePreload {
+    /// Set for `python… -m awslambdaric …` (after ImageConfig overrides).
+    pub fn of(image: &nimbus_core::function::FunctionImage) -> Option<Self> {
+        let argv = image.argv();
+        let python = argv
+            .first()
+            .and_then(|p| std::path::Path::new(p).file_name())
+            .is_some_and(|n| n.to_string_lossy().starts_with("python"));
+        (python && argv.get(1..3) == Some(&["-m".to_string(), "awslambdaric".to_string()][..]))
+            .then(|| Self { interpreter: argv[0].clone(), env: image_env(image).into_iter().collect() })
+    }
+}
+
+/// The image config's `Env` (`K=V` entries).
+fn image_env(image: &nimbus_core::function::FunctionImage) -> std::collections::BTreeMap<String, String> {
+    image.env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Started with `-c` by a Python image's templates.
+const IMAGE_PRELOAD: &str = include_str!("../../../runtimes/python/image-preload.py");
 
 impl Base {
     /// A custom runtime (`provided*`): the function brings its own bootstrap.
@@ -477,12 +510,7 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     let mut env: std::collections::BTreeMap<String, String> = base_environment(&spec.base, paths).into_iter().collect();
     let image = c.image.as_ref();
     let task_root = paths.task_root.clone();
-    let image_env: std::collections::BTreeMap<String, String> = image
-        .iter()
-        .flat_map(|i| &i.env)
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let image_env = image.map(image_env).unwrap_or_default();
     env.extend(image_env.clone());
     let mut set = |k: &str, v: String| {
         env.insert(k.to_string(), v);
@@ -603,8 +631,12 @@ impl Env {
         // (or exec wrapper), which it runs with its function's environment.
         let (program, args): (String, Vec<String>) = match (runtime_command(base, &paths), &wrapper) {
             (Some(_), Some(_)) if base.sandbox.is_some() => (String::new(), vec![]),
-            // An image's entrypoint arrives with its function (it may differ per function).
-            _ if base.image.is_some() => (String::new(), vec![]),
+            // An image's entrypoint arrives with its function (it may differ
+            // per function); a Python client's interpreter can start ahead.
+            _ if base.image.is_some() => match &base.image_preload {
+                Some(p) if base.sandbox.is_some() => (p.interpreter.clone(), vec!["-c".into(), IMAGE_PRELOAD.into()]),
+                _ => (String::new(), vec![]),
+            },
             (Some(argv), Some(w)) => (w.clone(), argv),
             (Some(mut argv), None) => {
                 let program = argv.remove(0);
@@ -635,10 +667,12 @@ impl Env {
             None => {
                 // No Nimbus variable: a runtime started ahead knows it is one
                 // by its stdin, the worker's socket.
-                let mut env = base_environment(base, &paths);
+                let mut env: std::collections::BTreeMap<String, String> =
+                    base_environment(base, &paths).into_iter().collect();
                 // Known already, and lets a runtime warm its HTTP client up.
-                env.push(("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.clone()));
-                env
+                env.insert("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.clone());
+                env.extend(base.image_preload.iter().flat_map(|p| p.env.iter().cloned()));
+                env.into_iter().collect()
             }
         };
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
@@ -1191,6 +1225,7 @@ mod tests {
                 sandbox: None,
                 shared: vec![],
                 image: None,
+                image_preload: None,
             },
             key: String::new(),
             config,

@@ -400,6 +400,16 @@ impl Worker {
             sandbox: self.settings.sandbox.clone(),
             shared: self.sdk_mount(runtime).into_iter().collect(),
             image: None,
+            image_preload: None,
+        }
+    }
+
+    /// What environments of an image function start from.
+    fn image_base(&self, config: &FunctionConfig, root: nimbus_images::Root) -> env::Base {
+        env::Base {
+            image: Some(root),
+            image_preload: config.image.as_ref().and_then(env::ImagePreload::of),
+            ..self.base(config)
         }
     }
 
@@ -429,7 +439,7 @@ impl Worker {
             let root = self.image_root(config).await?;
             return Ok(env::Spec {
                 code_dir: root.path().to_path_buf(),
-                base: env::Base { image: Some(root), ..self.base(config) },
+                base: self.image_base(config, root),
                 key: Self::key(config),
                 config: config.clone(),
                 keys: self.settings.credentials.issue(invoked_arn),
@@ -768,7 +778,7 @@ impl Invoker for Worker {
     async fn prepare(&self, config: &FunctionConfig) {
         if config.image.is_some() {
             match self.image_root(config).await {
-                Ok(root) => self.templates.ensure(&env::Base { image: Some(root), ..self.base(config) }).await,
+                Ok(root) => self.templates.ensure(&self.image_base(config, root)).await,
                 Err(e) => {
                     tracing::warn!(function = %config.name, error = %e, "cannot unpack the function's image ahead")
                 }

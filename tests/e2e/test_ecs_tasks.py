@@ -1,0 +1,183 @@
+"""Inside an ECS task and around it: the task metadata endpoint v4 and the
+task-role credentials endpoint answering inside the task (busybox wget
+from the container), the node's API reachable from it, the `awslogs` log
+driver writing each container's lines to the log store (FilterLogEvents),
+a missing log group failing the start, metering rows that add up,
+`nimbus task list|logs|stop`, and stopped tasks deleted an hour after they
+stop (on a fast test clock). Images are test_ecs's busybox recipe."""
+
+import json
+import math
+import sqlite3
+import time
+
+import boto3
+import pytest
+
+from conftest import REGION, Server, aws_client, nimbus_cli, unique_name, wait_for
+from test_ecs import CAPACITY, NETWORK, busybox, busybox_layout, ecs, node, register, run, running, stopped  # noqa: F401
+
+ROLE = "arn:aws:iam::000000000000:role/task-role"
+
+# Prints what the endpoints answer, one JSON document per line, then a line
+# per check that may fail (wget's own error text) and the environment.
+PROBE = r"""
+echo "creds $(wget -q -O - --header "Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN" $AWS_CONTAINER_CREDENTIALS_FULL_URI)"
+echo "task $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/task)"
+echo "container $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4)"
+wget -q -O - --header "Authorization: wrong" $AWS_CONTAINER_CREDENTIALS_FULL_URI || echo "wrong token refused"
+wget -q -O - $AWS_ENDPOINT_URL/2015-03-31/functions 2>&1 | head -1 | sed 's/^/api /'
+echo "env region=$AWS_REGION default=$AWS_DEFAULT_REGION greeting=$GREETING mine=$MINE"
+echo "to stderr" >&2
+"""
+
+
+@pytest.fixture(scope="module")
+def logs(node):
+    return aws_client(node, "logs")
+
+
+def awslogs(group, prefix="app", create=None):
+    options = {"awslogs-group": group, "awslogs-region": REGION, "awslogs-stream-prefix": prefix}
+    if create is not None:
+        options["awslogs-create-group"] = create
+    return {"logDriver": "awslogs", "options": options}
+
+
+def lines(logs, group, stream):
+    events = logs.filter_log_events(logGroupName=group, logStreamNames=[stream])["events"]
+    return [e["message"] for e in events]
+
+
+def probe_task(ecs, logs, busybox, group):
+    probe = {"name": "probe", "image": busybox, "entryPoint": ["/bin/sh", "-c", PROBE],
+             "environment": [{"name": "MINE", "value": "set"}], "logConfiguration": awslogs(group)}
+    family = register(ecs, containers=[probe], taskRoleArn=ROLE)["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+    return arn, f"app/probe/{arn.rsplit('/', 1)[1]}"
+
+
+def test_endpoints_answer_inside_the_task_and_awslogs_keeps_its_lines(node, ecs, logs, busybox):
+    group = unique_name("/ecs/probe")
+    logs.create_log_group(logGroupName=group)
+    arn, stream = probe_task(ecs, logs, busybox, group)
+    done = stopped(ecs, arn)
+    assert done["stopCode"] == "EssentialContainerExited" and done["containers"][0]["exitCode"] == 0, done
+    got = wait_for(lambda: (lambda ls: ls if any(l == "to stderr" for l in ls) else None)(lines(logs, group, stream)),
+                   "the probe's lines in the log store")
+    by_kind = {l.split(" ", 1)[0]: l.split(" ", 1)[1] if " " in l else "" for l in got}
+    creds = json.loads(by_kind["creds"])
+    assert set(creds) == {"AccessKeyId", "SecretAccessKey", "Token", "Expiration", "RoleArn"}
+    assert creds["RoleArn"] == ROLE and creds["Expiration"].endswith("Z")
+    task = json.loads(by_kind["task"])
+    assert task["TaskARN"] == arn and task["LaunchType"] == "FARGATE"
+    assert task["Family"] == done["taskDefinitionArn"].rsplit("/", 1)[1].split(":")[0]
+    assert task["Limits"] == {"CPU": 0.25, "Memory": 512}
+    assert [c["Name"] for c in task["Containers"]] == ["probe"]
+    me = json.loads(by_kind["container"])
+    assert me["ContainerARN"] == done["containers"][0]["containerArn"]
+    assert me["LogDriver"] == "awslogs" and me["Labels"]["com.amazonaws.ecs.task-arn"] == arn
+    assert "wrong token refused" in got
+    # The node's API answers from inside (unsigned, so refused by it).
+    assert by_kind["api"].startswith("wget: server returned error: HTTP/1.1 403"), by_kind["api"]
+    assert by_kind["env"] == f"region={REGION} default={REGION} greeting=from-image mine=set"
+    # The lines are kept after the task stopped, in the stream AWS names.
+    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+    assert [s["logStreamName"] for s in streams] == [stream]
+    # The credentials the task got call Nimbus as the task.
+    session = boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
+                                    aws_secret_access_key=creds["SecretAccessKey"],
+                                    aws_session_token=creds["Token"], region_name=REGION)
+    as_task = session.client("ecs", endpoint_url=node.endpoint)
+    assert as_task.describe_tasks(tasks=[arn])["tasks"][0]["taskArn"] == arn
+
+
+def test_a_missing_log_group_fails_the_start_unless_it_may_be_created(ecs, logs, busybox):
+    group = unique_name("/ecs/missing")
+    echo = {"name": "echo", "image": busybox, "entryPoint": ["/bin/sh", "-c", "echo hello"],
+            "logConfiguration": awslogs(group)}
+    family = register(ecs, containers=[echo])["family"]
+    failed = stopped(ecs, run(ecs, family)["tasks"][0]["taskArn"])
+    assert failed["stopCode"] == "TaskFailedToStart"
+    assert failed["stoppedReason"].startswith("ResourceInitializationError: failed to validate logger args"), failed
+    assert "The specified log group does not exist" in failed["stoppedReason"]
+    echo["logConfiguration"] = awslogs(group, create="true")
+    family = register(ecs, containers=[echo])["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+    assert stopped(ecs, arn)["stopCode"] == "EssentialContainerExited"
+    stream = f"app/echo/{arn.rsplit('/', 1)[1]}"
+    assert wait_for(lambda: lines(logs, group, stream), "the line") == ["hello"]
+
+
+def usage_rows(node):
+    db = sqlite3.connect(f"file:{node.data_dir / 'metadata.db'}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        return {r["task_arn"]: dict(r) for r in db.execute("SELECT * FROM ecs_task_usage")}
+    finally:
+        db.close()
+
+
+def test_metering_rows_add_up(node, ecs, busybox):
+    sleeper = {"name": "s", "image": busybox, "entryPoint": ["/bin/sh", "-c", "sleep 1"]}
+    family = register(ecs, containers=[sleeper], cpu="1 vCPU", memory="3GB")["family"]
+    arns = [t["taskArn"] for t in run(ecs, family, count=2)["tasks"]]
+    tasks = [stopped(ecs, a) for a in arns]
+    rows = wait_for(lambda: (lambda r: r if all(a in r for a in arns) else None)(usage_rows(node)), "usage rows")
+    for t in tasks:
+        row = rows[t["taskArn"]]
+        start, stop = t["pullStartedAt"].timestamp(), t["stoppedAt"].timestamp()
+        assert abs(row["started_ms"] - start * 1000) <= 1 and abs(row["stopped_ms"] - stop * 1000) <= 1
+        assert 1 <= stop - start < 60
+        assert row["billed_seconds"] == max(60, math.ceil((row["stopped_ms"] - row["started_ms"]) / 1000)) == 60
+        assert (row["cpu_units"], row["memory_mib"]) == (1024, 3072)
+        assert row["vcpu_seconds"] == 1.0 * row["billed_seconds"]
+        assert row["gb_seconds"] == 3.0 * row["billed_seconds"]
+        assert row["family"] == family
+    assert sum(rows[a]["gb_seconds"] for a in arns) == 2 * 3.0 * 60
+
+
+def test_nimbus_task_list_logs_and_stop(node, ecs, logs, busybox):
+    group = unique_name("/ecs/web")
+    web = {"name": "web", "image": busybox, "portMappings": [{"containerPort": 8080}], "stopTimeout": 2,
+           "logConfiguration": awslogs(group, prefix="site", create="true"),
+           "entryPoint": ["/bin/sh", "-c", "echo serving; mkdir -p /tmp/w && echo hi > /tmp/w/index.html"
+                          " && exec /bin/busybox httpd -f -p 8080 -h /tmp/w"]}
+    family = register(ecs, containers=[web])["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+    task_id = arn.rsplit("/", 1)[1]
+    binding = running(ecs, arn)["containers"][0]["networkBindings"][0]
+    listed = nimbus_cli(node, "task", "list").stdout
+    row = next(l for l in listed.splitlines() if l.startswith(task_id))
+    assert "RUNNING" in row and f"web:8080->127.0.0.1:{binding['hostPort']}" in row, listed
+    assert wait_for(lambda: nimbus_cli(node, "task", "logs", task_id).stdout == "serving\n", "nimbus task logs")
+    assert nimbus_cli(node, "task", "stop", task_id, "--reason", "cli").stdout == f"stopping {arn}\n"
+    done = stopped(ecs, arn)
+    assert (done["stopCode"], done["stoppedReason"]) == ("UserInitiated", "cli")
+    assert task_id not in nimbus_cli(node, "task", "list").stdout
+    assert task_id in nimbus_cli(node, "task", "list", "--all").stdout
+
+
+def test_stopped_tasks_are_deleted_an_hour_after_they_stop(tmp_path):
+    # One real second is an hour of the node's clock.
+    clock = ["--test-clock-scale", "3600", "--test-clock-epoch-ms", str(int(time.time() * 1000))]
+    node = Server(tmp_path / "data", args=CAPACITY + clock).start()
+    try:
+        ecs = aws_client(node, "ecs")
+        family = register(ecs)["family"]
+        arn = run(ecs, family)["tasks"][0]["taskArn"]
+
+        # It fails to start (its image is missing), stops, and an hour of
+        # the clock later is gone.
+        def gone():
+            got = ecs.describe_tasks(tasks=[arn])
+            return got["failures"] == [{"arn": arn, "reason": "MISSING"}] and got["tasks"] == []
+        wait_for(gone, "the stopped task to be deleted", timeout=10)
+        assert ecs.list_tasks(desiredStatus="STOPPED")["taskArns"] == []
+        # Its bill stays.
+        assert usage_rows(node)[arn]["billed_seconds"] == 60
+        node.kill()
+        node.start()
+        assert aws_client(node, "ecs").describe_tasks(tasks=[arn])["tasks"] == []
+    finally:
+        node.stop()
