@@ -7,6 +7,7 @@
 //! This crate owns HTTP: routes, SigV4, wire ↔ domain conversion and the
 //! error table. It never touches the store or sandboxes.
 
+mod console;
 mod convert;
 mod ecs;
 mod error;
@@ -63,6 +64,8 @@ pub struct Api {
     registry: Option<Arc<nimbus_registry::Registry>>,
     /// CloudWatch Logs; `None` answers its requests as unavailable.
     logs: Option<Arc<nimbus_logs::Logs>>,
+    /// The web console's sessions and login links.
+    console: Arc<console::Sessions>,
     /// CloudWatch metrics, usage reports and the Prometheus scrape; `None` answers them as unavailable.
     metrics: Option<Arc<nimbus_metrics::Metrics>>,
 }
@@ -90,6 +93,7 @@ impl Api {
             ecs: None,
             registry: None,
             logs: None,
+            console: Arc::default(),
             metrics: None,
         }
     }
@@ -155,6 +159,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
             Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
             Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
             Front::Logs => logs::serve(&api, req, &request_id).instrument(span).await,
+            Front::Console => console::serve(&api, req).instrument(span).await,
             Front::Monitoring => monitoring::serve(&api, req).instrument(span).await,
             Front::Prometheus => monitoring::prometheus::serve(&api, req).instrument(span).await,
             Front::S3 => {
@@ -196,6 +201,8 @@ enum Front {
     Sqs,
     S3,
     Logs,
+    /// The web console (`/console/`) and `nimbus console`'s calls (signed for `console`).
+    Console,
     /// CloudWatch metrics (awsJson 1.0).
     Monitoring,
     /// `GET /_nimbus/metrics` with HTTP Basic auth.
@@ -208,7 +215,8 @@ enum Front {
 /// router keyed by the signed service name). Requests that carry no SigV4
 /// scope go by their shape, so that each is refused by the service it was
 /// meant for: the registry's `/v2/` paths (Basic or Bearer auth, no
-/// SigV4), SQS's and CloudWatch Logs' target headers, S3's SigV2 and
+/// SigV4), the web console's `/console/` (a session cookie; so a bucket
+/// named `console` is reached only by signed S3 requests), SQS's and CloudWatch Logs' target headers, S3's SigV2 and
 /// virtual-hosted forms,
 /// and an unsigned request that names no Lambda operation, which is taken
 /// for an anonymous path-style S3 request (`GET /bucket/key`, 403
@@ -221,9 +229,11 @@ fn front(req: &Request<Body>) -> Front {
         Some("sqs") => Front::Sqs,
         Some("s3") => Front::S3,
         Some("logs") => Front::Logs,
+        Some("console") => Front::Console,
         Some("monitoring") => Front::Monitoring,
         Some(_) => Front::Table,
         None if registry::is_registry(req.uri().path()) => Front::Registry,
+        None if console::is_console(req.uri().path()) => Front::Console,
         None if sqs::is_unsigned_sqs(req.headers()) => Front::Sqs,
         None if logs::is_unsigned_logs(req.headers()) => Front::Logs,
         None if monitoring::is_unsigned_monitoring(req.headers(), req.uri().path()) => Front::Monitoring,

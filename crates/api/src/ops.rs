@@ -549,7 +549,7 @@ async fn layers(op: Op, c: Ctx<'_>) -> R {
     }
 }
 
-fn provisioned(function_arn: Option<String>, p: &ProvisionedReport) -> w::ProvisionedConcurrencyConfig {
+pub(crate) fn provisioned(function_arn: Option<String>, p: &ProvisionedReport) -> w::ProvisionedConcurrencyConfig {
     w::ProvisionedConcurrencyConfig {
         function_arn,
         requested_provisioned_concurrent_executions: p.config.requested,

@@ -71,6 +71,11 @@ impl Client {
         Self { endpoint, region, creds, http: reqwest::Client::new() }
     }
 
+    /// The server's address, as given.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// Sends a signed request and returns the JSON body (`Null` when empty).
     /// Errors carry AWS's error type and message.
     pub async fn call(&self, method: &str, path_and_query: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {

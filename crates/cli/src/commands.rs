@@ -532,3 +532,21 @@ async fn list_all(client: &Client, path: &str, key: &str) -> anyhow::Result<Vec<
         }
     }
 }
+
+/// Asks the server for a one-time web console link (a call signed with the
+/// node's key pair for service `console`) and prints it.
+pub async fn console(client_args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(&client_args)?;
+    let (_, body) = client.send("console", "POST", "/console/api/links", Some(b"{}".to_vec()), &[]).await?;
+    let answer: Value = serde_json::from_slice(&body).context("the server's answer is not JSON")?;
+    let path = answer["path"].as_str().context("the server's answer has no link")?;
+    let url = format!("{}{path}", client.endpoint());
+    if client_args.json {
+        println!("{}", json!({ "url": url, "expiresInSeconds": answer["expiresInSeconds"] }));
+    } else {
+        println!("{url}");
+        let minutes = answer["expiresInSeconds"].as_u64().unwrap_or(0) / 60;
+        eprintln!("Open it in a browser within {minutes} minutes; it signs in once.");
+    }
+    Ok(())
+}

@@ -88,6 +88,12 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print a one-time link that signs a browser in to the web console
+    /// (valid once, for five minutes).
+    Console {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List, stop and read the logs of ECS tasks.
     Task {
         #[command(subcommand)]
@@ -153,6 +159,7 @@ fn main() -> std::process::ExitCode {
                         Command::Layer { command, client } => commands::layer(command, client).await,
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
+                        Command::Console { client } => commands::console(client).await,
                         Command::Usage { args, client } => usage::usage(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
                         Command::Task { command, client } => task_cmd::task(command, client).await,

@@ -612,6 +612,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ),
             KeySource::Environment => println!("# AWS_SECRET_ACCESS_KEY: as set in NIMBUS_SECRET_ACCESS_KEY"),
         }
+        println!("Web console: http://{addr}/console/ (sign in with this key pair, or run `nimbus console` for a one-time link)");
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
         // The peer address becomes function URL events' `sourceIp`.

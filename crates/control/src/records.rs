@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use nimbus_store::{InvocationRecord, LogEvent, Metadata};
+use nimbus_store::{InvocationRecord, InvocationSummary, LogEvent, Metadata};
 use nimbus_worker::Outcome;
 use tokio::sync::mpsc;
 
@@ -92,5 +92,27 @@ impl Control {
     /// The metering records of a function, oldest first.
     pub async fn invocation_records(&self, function: &str) -> Result<Vec<InvocationRecord>> {
         Ok(self.meta.invocations(function).await?)
+    }
+
+    /// Each invoked function's last invocation, and its invocations and
+    /// errors since `since_ms`.
+    pub async fn invocation_summaries(&self, functions: &[String], since_ms: i64) -> Result<Vec<InvocationSummary>> {
+        Ok(self.meta.invocation_summaries(functions, since_ms).await?)
+    }
+
+    /// A function's cold starts per period (period start, count).
+    pub async fn cold_starts(
+        &self,
+        function: &str,
+        start_ms: i64,
+        end_ms: i64,
+        period_ms: i64,
+    ) -> Result<Vec<(i64, u64)>> {
+        Ok(self.meta.cold_starts(function, start_ms, end_ms, period_ms).await?)
+    }
+
+    /// A function's newest metering records, newest first.
+    pub async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>> {
+        Ok(self.meta.recent_invocations(function, limit).await?)
     }
 }

@@ -477,15 +477,26 @@ impl Logs {
         for group in &q.groups {
             self.meta.log_group(group).await?.ok_or_else(no_group)?;
         }
+        let mut tail = self.follow(q.groups).await?;
+        tail.streams = q.streams.map(<[String]>::to_vec);
+        tail.prefixes = q.stream_prefixes.map(<[String]>::to_vec);
+        tail.pattern = pattern;
+        Ok(tail)
+    }
+
+    /// Follows every event stored in these groups from now on, whether or
+    /// not they exist yet (the console tails a function before its first
+    /// line, whose group appears with it).
+    pub async fn follow(&self, groups: Vec<String>) -> Result<LiveTail> {
         // Subscribe before reading where to start, so no commit falls between.
         let writes = self.meta.log_writes();
         let after_id = self.meta.last_log_event_id().await?;
         Ok(LiveTail {
             meta: self.meta.clone(),
-            groups: q.groups,
-            streams: q.streams.map(<[String]>::to_vec),
-            prefixes: q.stream_prefixes.map(<[String]>::to_vec),
-            pattern,
+            groups,
+            streams: None,
+            prefixes: None,
+            pattern: Pattern::All,
             after_id,
             writes,
         })

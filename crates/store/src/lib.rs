@@ -163,6 +163,16 @@ pub struct InvocationRecord {
     pub timestamp_ms: i64,
 }
 
+/// A function's recent activity, from its metering records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationSummary {
+    pub function: String,
+    pub last_ms: i64,
+    pub invocations: u64,
+    /// Invocations whose outcome was not `success`.
+    pub errors: u64,
+}
+
 /// Figures for GetAccountSettings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -228,4 +238,12 @@ pub trait Metadata: Send + Sync {
     async fn invocations(&self, function: &str) -> Result<Vec<InvocationRecord>>;
     /// Deletes log lines and records older than `before_ms` (retention).
     async fn prune_logs(&self, before_ms: i64) -> Result<u64>;
+    /// For each of `functions` that was ever invoked: its last invocation,
+    /// and its invocations and errors since `since_ms` (the console's list).
+    async fn invocation_summaries(&self, functions: &[String], since_ms: i64) -> Result<Vec<InvocationSummary>>;
+    /// A function's newest `limit` metering records, newest first.
+    async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>>;
+    /// A function's cold starts per period of `period_ms` from `start_ms`
+    /// (period start, count), for periods that have any.
+    async fn cold_starts(&self, function: &str, start_ms: i64, end_ms: i64, period_ms: i64) -> Result<Vec<(i64, u64)>>;
 }

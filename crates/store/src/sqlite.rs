@@ -11,7 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    AsyncEvent, ConfigCursor, FollowUp, InvocationRecord, LogEvent, Metadata, QueueMessage, Result, Usage, Write,
+    AsyncEvent, ConfigCursor, FollowUp, InvocationRecord, InvocationSummary, LogEvent, Metadata, QueueMessage, Result,
+    Usage, Write,
 };
 
 pub struct SqliteMetadata {
@@ -227,6 +228,24 @@ impl SqliteMetadata {
             objects,
             logs_written: tokio::sync::watch::Sender::new(0),
         })
+    }
+}
+
+/// A row of `invocations` as its record.
+fn invocation_record(r: &sqlx::sqlite::SqliteRow) -> InvocationRecord {
+    InvocationRecord {
+        request_id: r.get("request_id"),
+        function: r.get("function"),
+        version: r.get("version"),
+        cold: r.get("cold"),
+        init_ms: r.get("init_ms"),
+        duration_ms: r.get("duration_ms"),
+        billed_ms: r.get::<i64, _>("billed_ms") as u64,
+        memory_mb: r.get::<i64, _>("memory_mb") as u32,
+        architecture: r.get("architecture"),
+        max_memory_mb: r.get::<i64, _>("max_memory_mb") as u64,
+        outcome: r.get("outcome"),
+        timestamp_ms: r.get("timestamp_ms"),
     }
 }
 
@@ -499,23 +518,7 @@ impl Metadata for SqliteMetadata {
             .bind(function)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| InvocationRecord {
-                request_id: r.get("request_id"),
-                function: r.get("function"),
-                version: r.get("version"),
-                cold: r.get("cold"),
-                init_ms: r.get("init_ms"),
-                duration_ms: r.get("duration_ms"),
-                billed_ms: r.get::<i64, _>("billed_ms") as u64,
-                memory_mb: r.get::<i64, _>("memory_mb") as u32,
-                architecture: r.get("architecture"),
-                max_memory_mb: r.get::<i64, _>("max_memory_mb") as u64,
-                outcome: r.get("outcome"),
-                timestamp_ms: r.get("timestamp_ms"),
-            })
-            .collect())
+        Ok(rows.iter().map(invocation_record).collect())
     }
 
     async fn prune_logs(&self, before_ms: i64) -> Result<u64> {
@@ -524,6 +527,60 @@ impl Metadata for SqliteMetadata {
         let b =
             sqlx::query("DELETE FROM invocations WHERE timestamp_ms < ?").bind(before_ms).execute(&self.pool).await?;
         Ok(a.rows_affected() + b.rows_affected())
+    }
+
+    async fn invocation_summaries(&self, functions: &[String], since_ms: i64) -> Result<Vec<InvocationSummary>> {
+        let mut out = Vec::with_capacity(functions.len());
+        // SQLite binds at most 32,766 parameters; a page of the console is far smaller.
+        for chunk in functions.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            // One index range per function: (function, timestamp_ms).
+            let sql = format!(
+                "SELECT function, MAX(timestamp_ms) AS last_ms,
+                        SUM(timestamp_ms >= ?) AS invocations,
+                        SUM(timestamp_ms >= ? AND outcome != 'success') AS errors
+                 FROM invocations WHERE function IN ({marks}) GROUP BY function"
+            );
+            let mut q = sqlx::query(&sql).bind(since_ms).bind(since_ms);
+            for f in chunk {
+                q = q.bind(f);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(InvocationSummary {
+                    function: r.get("function"),
+                    last_ms: r.get("last_ms"),
+                    invocations: r.get::<i64, _>("invocations") as u64,
+                    errors: r.get::<i64, _>("errors") as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cold_starts(&self, function: &str, start_ms: i64, end_ms: i64, period_ms: i64) -> Result<Vec<(i64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT (timestamp_ms - ?1) / ?2 AS period, COUNT(*) AS n FROM invocations
+             WHERE function = ?3 AND timestamp_ms >= ?1 AND timestamp_ms < ?4 AND cold GROUP BY period ORDER BY period",
+        )
+        .bind(start_ms)
+        .bind(period_ms.max(1))
+        .bind(function)
+        .bind(end_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (start_ms + r.get::<i64, _>("period") * period_ms, r.get::<i64, _>("n") as u64))
+            .collect())
+    }
+
+    async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>> {
+        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms DESC LIMIT ?")
+            .bind(function)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(invocation_record).collect())
     }
 
     async fn usage(&self) -> Result<Usage> {
@@ -807,6 +864,57 @@ mod tests {
         assert_eq!(m.invocations("f").await.unwrap(), [rec]);
         assert_eq!(m.prune_logs(250).await.unwrap(), 3, "two lines and the record are older");
         assert_eq!(m.read_log_events(read(None, 0)).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn invocation_summaries_count_a_window_and_recent_records_come_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let rec = |id: &str, function: &str, outcome: &str, ts: i64| InvocationRecord {
+            request_id: id.into(),
+            function: function.into(),
+            version: "$LATEST".into(),
+            cold: false,
+            init_ms: None,
+            duration_ms: 1.0,
+            billed_ms: 1,
+            memory_mb: 128,
+            architecture: "x86_64".into(),
+            max_memory_mb: 40,
+            outcome: outcome.into(),
+            timestamp_ms: ts,
+        };
+        let records = [
+            rec("a1", "a", "success", 100),
+            rec("a2", "a", "error", 200),
+            rec("a3", "a", "success", 300),
+            rec("a4", "a", "timeout", 400),
+            rec("b1", "b", "error", 50),
+            rec("c1", "c", "success", 500),
+        ];
+        m.record_invocations(&records, &[]).await.unwrap();
+        let names = ["a".to_string(), "b".to_string(), "never".to_string()];
+        let mut got = m.invocation_summaries(&names, 200).await.unwrap();
+        got.sort_by(|x, y| x.function.cmp(&y.function));
+        assert_eq!(
+            got,
+            [
+                InvocationSummary { function: "a".into(), last_ms: 400, invocations: 3, errors: 2 },
+                InvocationSummary { function: "b".into(), last_ms: 50, invocations: 0, errors: 0 },
+            ],
+            "only the functions asked for, counted from the window's start; the last invoke whenever it was"
+        );
+        let recent = m.recent_invocations("a", 2).await.unwrap();
+        assert_eq!(recent.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["a4", "a3"]);
+        let cold = |id: &str, ts: i64| InvocationRecord { cold: true, ..rec(id, "d", "success", ts) };
+        m.record_invocations(
+            &[cold("d1", 1_000), cold("d2", 1_059), rec("d3", "d", "success", 1_070), cold("d4", 1_130)],
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.cold_starts("d", 1_000, 1_120, 60).await.unwrap(), [(1_000, 2)], "the last is past the end");
+        assert_eq!(m.cold_starts("d", 1_000, 1_200, 60).await.unwrap(), [(1_000, 2), (1_120, 1)]);
     }
 
     #[tokio::test]
