@@ -135,6 +135,13 @@ def test_metering_rows_add_up(node, ecs, busybox):
         assert row["gb_seconds"] == 3.0 * row["billed_seconds"]
         assert row["family"] == family
     assert sum(rows[a]["gb_seconds"] for a in arns) == 2 * 3.0 * 60
+    # `nimbus usage` prices them as Fargate does, per family and day.
+    report = json.loads(nimbus_cli(node, "usage", "--json").stdout)
+    mine = [t for t in report["tasks"] if t["family"] == family]
+    assert [(t["tasks"], t["billedSeconds"], t["vcpuSeconds"], t["gbSeconds"]) for t in mine] == [(2, 120, 120.0, 360.0)]
+    fargate = report["prices"]["fargate"]
+    assert mine[0]["cost"] == pytest.approx(120 / 3600 * fargate["perVcpuHour"] + 360 / 3600 * fargate["perGbHour"])
+    assert "TASK FAMILY" in nimbus_cli(node, "usage").stdout
 
 
 def test_nimbus_task_list_logs_and_stop(node, ecs, logs, busybox):

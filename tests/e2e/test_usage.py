@@ -103,7 +103,8 @@ def test_the_api_is_signed_and_checks_its_times(server, used):
 def test_a_price_table_of_the_operators(tmp_path):
     prices = {"x86_64": {"perMillionRequests": 1_000_000.0, "perGbSecond": 0.0},
               "arm64": {"perMillionRequests": 0.0, "perGbSecond": 0.0},
-              "freeTier": {"requests": 0, "gbSeconds": 0.0}}
+              "freeTier": {"requests": 0, "gbSeconds": 0.0},
+              "fargate": {"perVcpuHour": 1.0, "perGbHour": 0.5}}
     table = tmp_path / "prices.json"
     table.write_text(json.dumps(prices))
     s = Server(tmp_path / "data", args=("--prices", str(table))).start()

@@ -83,6 +83,25 @@ fn table(r: &Value) -> String {
         f("gbSeconds"),
         f("grossCost")
     );
+    let tasks = r["tasks"].as_array().filter(|t| !t.is_empty());
+    if let Some(tasks) = tasks {
+        out += &format!(
+            "{:<10}  {:<24}  {:>6}  {:>10}  {:>12}  {:>12}  {:>12}\n",
+            "DAY", "TASK FAMILY", "TASKS", "BILLED S", "VCPU-SECONDS", "GB-SECONDS", "COST (USD)"
+        );
+        for t in tasks {
+            out += &format!(
+                "{:<10}  {:<24}  {:>6}  {:>10}  {:>12.1}  {:>12.1}  {:>12.7}\n",
+                t["day"].as_str().unwrap_or_default(),
+                t["family"].as_str().unwrap_or_default(),
+                t["tasks"].as_u64().unwrap_or(0),
+                t["billedSeconds"].as_i64().unwrap_or(0),
+                t["vcpuSeconds"].as_f64().unwrap_or(0.0),
+                t["gbSeconds"].as_f64().unwrap_or(0.0),
+                t["cost"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
     out += &format!(
         "cost at list prices: ${:.7}, free tier -${:.7}, total ${:.7}\n",
         f("grossCost"),

@@ -487,7 +487,12 @@ impl Metrics {
     /// Requests and GB-seconds per function and day, and their price.
     pub async fn usage(&self, q: &UsageQuery) -> Result<UsageReport, MetricsError> {
         let rows = self.meta.usage_rows(q.function.as_deref(), q.start_ms, q.end_ms).await?;
-        Ok(usage::report(&rows, &self.settings.prices, q.free_tier))
+        // A report of one function has no tasks in it.
+        let tasks = match q.function {
+            Some(_) => Vec::new(),
+            None => self.meta.task_usage(q.start_ms, q.end_ms).await?,
+        };
+        Ok(usage::report(&rows, &tasks, &self.settings.prices, q.free_tier))
     }
 }
 

@@ -8,15 +8,15 @@
 //! tier (1 million requests and 400,000 GB-seconds a month) is taken off
 //! per calendar month, from x86_64 first.
 //!
-//! Container tasks: their vCPU-seconds and GB-seconds (the `tasks` branch's
-//! per-task usage rows) belong in [`UsageReport`] beside `functions`, priced
-//! by a `fargate` entry of [`Prices`]; [`crate::Metrics::usage`] is where
-//! they would be read.
+//! Container tasks are billed as Fargate bills them: vCPU-seconds and
+//! GB-seconds from each task's metering row (per second, a minute at
+//! least), per task family and UTC day of the task's stop, at the
+//! `fargate` prices; Fargate has no free tier.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike};
-use nimbus_store::UsageRow;
+use nimbus_store::{TaskUsage, UsageRow};
 use serde::{Deserialize, Serialize};
 
 /// Prices in USD (AWS Lambda's list prices, US East, first tier).
@@ -27,6 +27,23 @@ pub struct Prices {
     pub x86_64: ArchPrices,
     pub arm64: ArchPrices,
     pub free_tier: FreeTier,
+    /// Container tasks (absent from an older price file: AWS's).
+    #[serde(default)]
+    pub fargate: FargatePrices,
+}
+
+/// Fargate's Linux/x86_64 list prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FargatePrices {
+    pub per_vcpu_hour: f64,
+    pub per_gb_hour: f64,
+}
+
+impl Default for FargatePrices {
+    fn default() -> Self {
+        Self { per_vcpu_hour: 0.040_48, per_gb_hour: 0.004_445 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +67,7 @@ impl Default for Prices {
             x86_64: ArchPrices { per_million_requests: 0.20, per_gb_second: 0.000_016_666_7 },
             arm64: ArchPrices { per_million_requests: 0.20, per_gb_second: 0.000_013_333_4 },
             free_tier: FreeTier { requests: 1_000_000, gb_seconds: 400_000.0 },
+            fargate: FargatePrices::default(),
         }
     }
 }
@@ -92,10 +110,25 @@ pub struct UsageDay {
     pub cost: f64,
 }
 
+/// One task family's use on one UTC day (of its tasks' stops).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUsageDay {
+    pub family: String,
+    pub day: String,
+    pub tasks: u64,
+    pub billed_seconds: i64,
+    pub vcpu_seconds: f64,
+    pub gb_seconds: f64,
+    pub cost: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageReport {
     pub functions: Vec<UsageDay>,
+    /// Container tasks (with no function asked for).
+    pub tasks: Vec<TaskUsageDay>,
     pub requests: u64,
     pub billed_ms: u64,
     pub gb_seconds: f64,
@@ -111,15 +144,44 @@ fn gb_seconds(mb_ms: u64) -> f64 {
     mb_ms as f64 / 1024.0 / 1000.0
 }
 
-/// Prices the store's rows (one per function, day, architecture and memory size).
-pub(crate) fn report(rows: &[UsageRow], prices: &Prices, free_tier: bool) -> UsageReport {
+fn day_of(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
+}
+
+/// Tasks' bills per family and day of stop.
+fn task_days(tasks: &[TaskUsage], prices: &FargatePrices) -> Vec<TaskUsageDay> {
+    let mut days: BTreeMap<(String, String), TaskUsageDay> = BTreeMap::new();
+    for t in tasks {
+        let day = day_of(t.stopped_ms);
+        let d = days.entry((t.family.clone(), day.clone())).or_insert_with(|| TaskUsageDay {
+            family: t.family.clone(),
+            day,
+            tasks: 0,
+            billed_seconds: 0,
+            vcpu_seconds: 0.0,
+            gb_seconds: 0.0,
+            cost: 0.0,
+        });
+        d.tasks += 1;
+        d.billed_seconds += t.billed_seconds;
+        d.vcpu_seconds += t.vcpu_seconds;
+        d.gb_seconds += t.gb_seconds;
+    }
+    let mut out: Vec<TaskUsageDay> = days.into_values().collect();
+    for d in &mut out {
+        d.cost = d.vcpu_seconds / 3600.0 * prices.per_vcpu_hour + d.gb_seconds / 3600.0 * prices.per_gb_hour;
+    }
+    out
+}
+
+/// Prices the store's rows (one per function, day, architecture and memory
+/// size) and tasks' bills.
+pub(crate) fn report(rows: &[UsageRow], tasks: &[TaskUsage], prices: &Prices, free_tier: bool) -> UsageReport {
     let mut days: BTreeMap<(String, i64, String), UsageDay> = BTreeMap::new();
     for r in rows {
         let d = days.entry((r.function.clone(), r.day_ms, r.architecture.clone())).or_insert_with(|| UsageDay {
             function: r.function.clone(),
-            day: DateTime::from_timestamp_millis(r.day_ms)
-                .map(|t| t.format("%Y-%m-%d").to_string())
-                .unwrap_or_default(),
+            day: day_of(r.day_ms),
             architecture: r.architecture.clone(),
             requests: 0,
             billed_ms: 0,
@@ -163,9 +225,11 @@ pub(crate) fn report(rows: &[UsageRow], prices: &Prices, free_tier: bool) -> Usa
     let requests = functions.iter().map(|d| d.requests).sum();
     let billed_ms = functions.iter().map(|d| d.billed_ms).sum();
     let gb = gb_seconds(functions.iter().map(|d| d.mb_ms).sum());
-    let gross: f64 = functions.iter().map(|d| d.cost).sum();
+    let tasks = task_days(tasks, &prices.fargate);
+    let gross: f64 = functions.iter().map(|d| d.cost).chain(tasks.iter().map(|t| t.cost)).sum();
     UsageReport {
         functions,
+        tasks,
         requests,
         billed_ms,
         gb_seconds: gb,

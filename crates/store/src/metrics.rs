@@ -51,7 +51,7 @@ pub struct UsageRow {
 }
 
 #[async_trait]
-pub trait MetricsMeta: Send + Sync {
+pub trait MetricsMeta: crate::TaskUsageMeta + Send + Sync {
     /// Appends flushed minutes in one transaction.
     async fn insert_metric_rows(&self, rows: &[MetricRow]) -> Result<()>;
     /// The rows of one series with `from_ms <= minute_ms < to_ms`, by minute.
