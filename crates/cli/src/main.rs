@@ -10,6 +10,7 @@ mod bench_schedules;
 mod client;
 mod commands;
 mod serve;
+mod service;
 mod trigger;
 mod zipdir;
 
@@ -77,6 +78,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List ECS services (a convenience over the ECS API; `aws ecs` is the
+    /// primary interface).
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script, e.g. `nimbus completions bash > /etc/bash_completion.d/nimbus`.
     Completions {
         /// The shell to complete in.
@@ -136,6 +145,7 @@ fn main() -> std::process::ExitCode {
                         Command::Invoke { args, client } => commands::invoke(args, client).await,
                         Command::Logs { args, client } => commands::logs(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
+                        Command::Service { command, client } => service::run(command, client).await,
                         Command::Completions { .. } => Ok(()),
                     }
                 })

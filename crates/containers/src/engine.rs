@@ -17,8 +17,10 @@ use nimbus_store::{EcsMeta, EcsWrite};
 use serde::Deserialize;
 use tokio::sync::{Mutex, Notify};
 
+use crate::health::{self, task_health, Probe};
 use crate::rules;
 use crate::runtime::{self, ContainerExit, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+use crate::services::ServiceRecord;
 use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
     TaskDefinitionRecord, TaskOverride, TaskRecord,
@@ -148,7 +150,7 @@ pub struct Page {
 }
 
 /// Pages `items` (in listing order) after the token's item.
-fn page(items: Vec<String>, max: Option<u32>, token: Option<&str>) -> Page {
+pub(crate) fn page(items: Vec<String>, max: Option<u32>, token: Option<&str>) -> Page {
     let max = max.unwrap_or(100).clamp(1, 100) as usize;
     let start = token.and_then(|t| items.iter().position(|i| i == t)).map_or(0, |i| i + 1);
     let rest: Vec<String> = items.into_iter().skip(start).collect();
@@ -163,35 +165,40 @@ pub struct DescribedTasks {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// By name.
-    clusters: BTreeMap<String, Cluster>,
+    pub(crate) clusters: BTreeMap<String, Cluster>,
     /// Revisions in order: revision `n` is at `n - 1` (revisions are never
     /// removed, so numbers are never reused).
     families: BTreeMap<String, Vec<TaskDefinitionRecord>>,
     /// By task id.
-    tasks: BTreeMap<String, TaskRecord>,
+    pub(crate) tasks: BTreeMap<String, TaskRecord>,
+    /// By service ARN (`services`).
+    pub(crate) services: BTreeMap<String, ServiceRecord>,
 }
 
-struct Inner {
-    account: Account,
-    store: Arc<dyn EcsMeta>,
+pub(crate) struct Inner {
+    pub(crate) account: Account,
+    pub(crate) store: Arc<dyn EcsMeta>,
     images: Arc<dyn TaskImages>,
     /// `None`: tasks whose images are pulled end with CannotStartContainerError.
     runtime: Option<Arc<dyn TaskRuntime>>,
     capacity: Capacity,
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
     /// Per running (or starting) task: the wake-up StopTask gives its driver.
     stops: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Wakes the service scheduler: a task changed status or health, or a
+    /// service changed.
+    pub(crate) scheduler: Arc<Notify>,
 }
 
 /// The ECS engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Ecs {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     (d.as_millis() as f64) / 1000.0
 }
@@ -213,13 +220,14 @@ fn put_definition(r: &TaskDefinitionRecord) -> Result<EcsWrite, Error> {
 }
 
 /// The last `/`-separated part of an ARN, or the value itself.
-fn after_slash(value: &str) -> &str {
+pub(crate) fn after_slash(value: &str) -> &str {
     value.rsplit('/').next().unwrap_or(value)
 }
 
 impl Ecs {
     /// Loads the stored state; tasks a stopped node left unfinished are
-    /// reported stopped (see the module's docs).
+    /// reported stopped (see the module's docs), and the service scheduler
+    /// starts (it brings services back to their desired counts).
     pub async fn open(
         account: Account,
         store: Arc<dyn EcsMeta>,
@@ -246,16 +254,30 @@ impl Ecs {
             }
             state.tasks.insert(after_slash(&r.task.task_arn).to_string(), r);
         }
+        for doc in &docs.services {
+            let r: ServiceRecord = serde_json::from_str(doc)?;
+            state.services.insert(r.service.service_arn.clone(), r);
+        }
         if !writes.is_empty() {
             tracing::warn!(tasks = writes.len(), "tasks that ran through a restart are reported STOPPED");
             store.ecs_apply(&writes).await?;
         }
-        let inner =
-            Inner { account, store, images, runtime, capacity, state: Mutex::new(state), stops: Mutex::default() };
-        Ok(Self { inner: Arc::new(inner) })
+        let inner = Inner {
+            account,
+            store,
+            images,
+            runtime,
+            capacity,
+            state: Mutex::new(state),
+            stops: Mutex::default(),
+            scheduler: Arc::default(),
+        };
+        let ecs = Self { inner: Arc::new(inner) };
+        crate::services::spawn_scheduler(&ecs);
+        Ok(ecs)
     }
 
-    fn arn(&self, resource: &str) -> String {
+    pub(crate) fn arn(&self, resource: &str) -> String {
         format!("arn:aws:ecs:{}:{}:{resource}", self.inner.account.region, self.inner.account.id)
     }
 
@@ -289,7 +311,7 @@ impl Ecs {
     }
 
     /// The cluster's name for a name or ARN; `default` is made on first use.
-    async fn cluster_name(&self, state: &mut State, reference: Option<&str>) -> Result<String, Error> {
+    pub(crate) async fn cluster_name(&self, state: &mut State, reference: Option<&str>) -> Result<String, Error> {
         let name = match reference {
             None => DEFAULT_CLUSTER,
             Some(r) if r.starts_with("arn:") => r.strip_prefix(&self.arn("cluster/")).ok_or(Error::ClusterNotFound)?,
@@ -385,6 +407,9 @@ impl Ecs {
         let mut names = Vec::new();
         for c in &input.container_definitions {
             rules::check_container(c)?;
+            if let Some(check) = &c.health_check {
+                health::parse(check).map_err(Error::Client)?;
+            }
             if names.contains(&c.name.as_str()) {
                 return Err(Error::Client(format!("Duplicate container name '{}' in the task definition.", c.name)));
             }
@@ -444,7 +469,7 @@ impl Ecs {
     }
 
     /// `family` (its latest ACTIVE revision), `family:revision` or an ARN.
-    fn find_definition<'s>(&self, state: &'s State, reference: &str) -> Option<&'s TaskDefinitionRecord> {
+    pub(crate) fn find_definition<'s>(&self, state: &'s State, reference: &str) -> Option<&'s TaskDefinitionRecord> {
         let short = reference.strip_prefix(&self.arn("task-definition/")).unwrap_or(reference);
         let (family, revision) = match short.split_once(':') {
             Some((f, r)) => (f, Some(r.parse::<u32>().ok()?)),
@@ -746,6 +771,7 @@ impl Ecs {
             return false;
         }
         state.tasks.insert(id.to_string(), record);
+        self.inner.scheduler.notify_one();
         true
     }
 
@@ -865,6 +891,9 @@ impl Ecs {
         if self.desired_stopped(id).await {
             stop(&mut running, &mut kill_at, &alive);
         }
+        // Health probes run beside the driver until the task stops.
+        let mut probes = Probe::for_task(definitions, tokio::time::Instant::now());
+        let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, bool)>();
         loop {
             let deadline = async {
                 match kill_at.filter(|_| !killed) {
@@ -872,7 +901,28 @@ impl Ecs {
                     None => std::future::pending().await,
                 }
             };
+            let probe_due = async {
+                match Probe::next_due(&probes).filter(|_| kill_at.is_none()) {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = probe_due => {
+                    let now = tokio::time::Instant::now();
+                    for (i, p) in probes.iter_mut().enumerate().filter(|(_, p)| alive.iter().any(|d| d.name == p.container)) {
+                        if p.take_if_due(now) {
+                            let run = tokio::time::timeout(p.check.timeout, running.probe(&p.container, p.check.argv.clone()));
+                            let tx = probe_tx.clone();
+                            tokio::spawn(async move { let _ = tx.send((i, matches!(run.await, Ok(Ok(0))))); });
+                        }
+                    }
+                }
+                Some((i, passed)) = probe_rx.recv() => {
+                    if let Some(status) = probes[i].record(passed, tokio::time::Instant::now()) {
+                        self.set_health(id, &probes[i].container, status, definitions).await;
+                    }
+                }
                 exit = running.next_exit() => {
                     let Some(exit) = exit else { break };
                     alive.retain(|d| d.name != exit.name);
@@ -890,6 +940,32 @@ impl Ecs {
             }
         }
         self.finish(id).await;
+    }
+
+    /// Records a container's health and the task's that follows from it.
+    async fn set_health(&self, id: &str, container: &str, status: &str, definitions: &[ContainerDefinition]) {
+        let mut state = self.inner.state.lock().await;
+        let Some(record) = state.tasks.get(id) else { return };
+        let mut record = record.clone();
+        record.task.version += 1;
+        if let Some(c) = record.task.containers.iter_mut().find(|c| c.name == container) {
+            c.health_status = status.to_string();
+        }
+        let checked =
+            |c: &&Container| definitions.iter().any(|d| d.name == c.name && d.essential && d.health_check.is_some());
+        record.task.health_status =
+            task_health(record.task.containers.iter().filter(checked).map(|c| c.health_status.as_str())).to_string();
+        let stored = match put_task(&record) {
+            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => {
+                state.tasks.insert(id.to_string(), record);
+                self.inner.scheduler.notify_one();
+            }
+            Err(e) => tracing::error!(task = id, error = %e, "storing a container's health failed"),
+        }
     }
 
     /// The wake-up StopTask gives a running task's driver.
@@ -1024,30 +1100,42 @@ impl Ecs {
     /// Asks a task to stop (`UserInitiated`); a stopped task is answered as
     /// it is.
     pub async fn stop_task(&self, cluster: Option<&str>, reference: &str, reason: Option<&str>) -> Result<Task, Error> {
-        let (id, task) = {
+        let id = {
             let mut state = self.inner.state.lock().await;
             let name = self.cluster_name(&mut state, cluster).await?;
             let cluster_arn = state.clusters[&name].cluster_arn.clone();
-            let id = self
-                .task_id(&state, &cluster_arn, reference)
+            self.task_id(&state, &cluster_arn, reference)
                 .ok_or_else(|| Error::InvalidParameter("The referenced task was not found.".into()))?
-                .to_string();
-            let record = &state.tasks[&id];
+                .to_string()
+        };
+        self.stop_as(&id, "UserInitiated", reason.unwrap_or("Task stopped by user")).await
+    }
+
+    /// Sets a task's desired status to STOPPED with `code` and `reason`
+    /// (unless it is already stopping) and wakes its driver.
+    pub(crate) async fn stop_as(&self, id: &str, code: &str, reason: &str) -> Result<Task, Error> {
+        let task = {
+            let mut state = self.inner.state.lock().await;
+            let record = state
+                .tasks
+                .get(id)
+                .ok_or_else(|| Error::InvalidParameter("The referenced task was not found.".into()))?;
             if record.task.desired_status == "STOPPED" {
                 return Ok(record.task.clone());
             }
             let mut record = record.clone();
             record.task.desired_status = "STOPPED".into();
             record.task.version += 1;
-            record.task.stop_code = Some("UserInitiated".into());
-            record.task.stopped_reason = Some(reason.unwrap_or("Task stopped by user").to_string());
+            record.task.stop_code = Some(code.into());
+            record.task.stopped_reason = Some(reason.into());
             self.inner.store.ecs_apply(&[put_task(&record)?]).await?;
-            state.tasks.insert(id.clone(), record.clone());
-            (id, record.task)
+            state.tasks.insert(id.to_string(), record.clone());
+            record.task
         };
         // The task's driver stops it: a running task at once, a starting
         // one when its images are pulled.
-        self.stop_signal(&id).await.notify_one();
+        self.stop_signal(id).await.notify_one();
+        self.inner.scheduler.notify_one();
         Ok(task)
     }
 
@@ -1170,7 +1258,7 @@ fn check_launch(input: &RunTask) -> Result<(), Error> {
 }
 
 /// The awsvpc configuration a Fargate task needs; its first subnet.
-fn check_network(network: Option<&NetworkConfiguration>) -> Result<String, Error> {
+pub(crate) fn check_network(network: Option<&NetworkConfiguration>) -> Result<String, Error> {
     let vpc = network.and_then(|n| n.awsvpc_configuration.as_ref()).ok_or_else(|| {
         Error::InvalidParameter("Network Configuration must be provided when networkMode 'awsvpc' is specified.".into())
     })?;

@@ -1,8 +1,9 @@
 //! ECS with the Fargate launch type, on this node's own capacity: clusters
 //! (a `default` one made on first use), task definitions with Fargate's
 //! rules (`rules`), tasks and the lifecycle AWS reports for them
-//! (`engine`), and the node's CPU and memory that tasks are placed
-//! against. Tasks' images come through the [`TaskImages`] trait, which the
+//! (`engine`), container health checks (`health`), services and their
+//! scheduler (`services`), and the node's CPU and memory that tasks are
+//! placed against. Tasks' images come through the [`TaskImages`] trait, which the
 //! binary implements over the registry.
 //!
 //! This crate owns ECS's rules and state. It must not speak HTTP (the
@@ -10,9 +11,11 @@
 //! through `nimbus_store::EcsMeta`.
 
 mod engine;
+pub mod health;
 pub mod rules;
 pub mod runtime;
 mod sandboxed;
+mod services;
 pub mod types;
 
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ pub use engine::{
     RunTaskOutcome,
 };
 pub use sandboxed::SandboxRuntime;
+pub use services::{CreateService, DeploymentConfiguration, Service, ServiceRecord, UpdateService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,6 +41,10 @@ pub enum Error {
     ClusterContainsTasks,
     #[error("The specified resource could not be found.")]
     ResourceNotFound,
+    #[error("Service not found.")]
+    ServiceNotFound,
+    #[error("Service was not ACTIVE.")]
+    ServiceNotActive,
     #[error("store: {0}")]
     Store(String),
 }

@@ -13,14 +13,15 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nimbus_sandbox::cgroup::{Cgroup, Layout, Limits};
 use nimbus_sandbox::namespaces::{Launch, Slots, Spec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::runtime::{ContainerExit, ContainerLaunch, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+use crate::runtime::{ContainerExit, ContainerLaunch, ProbeRun, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 
 /// Size of each container's private `/tmp` (Fargate's 20 GiB ephemeral
 /// storage is disk; this is memory, so it is kept small).
@@ -55,10 +56,10 @@ impl TaskRuntime for SandboxRuntime {
                     cpu_millis: (u64::from(task.cpu) * 1000 / 1024).max(1),
                     pids: 1024,
                 };
-                Some(
+                Some(Arc::new(
                     Cgroup::create(layout, &self.cgroup_group, &format!("task-{}", task.task_id), limits)
                         .map_err(|e| format!("creating the task's cgroup: {e}"))?,
-                )
+                ))
             }
             None => None,
         };
@@ -71,11 +72,23 @@ impl TaskRuntime for SandboxRuntime {
             left: 0,
             endpoints: Vec::new(),
             proxies: Vec::new(),
+            runtime: self.clone(),
+            launches: task.containers.clone(),
+            network_of: None,
         };
-        let mut network_of = None;
         for c in &task.containers {
-            let Started { pid, child } = self.start_container(&mut running, c, network_of).await?;
-            network_of.get_or_insert(pid);
+            let dir = running.dir.join(&c.name);
+            let started = self.start_container(&dir, c, running.network_of, running.cgroup.as_deref()).await;
+            let (started, slots) = match started {
+                Ok((started, slots)) => (started, slots),
+                Err((e, slots)) => {
+                    running.slots.extend(slots);
+                    return Err(e);
+                }
+            };
+            running.slots.push(slots);
+            let Started { pid, child } = started;
+            running.network_of.get_or_insert(pid);
             running.pids.push(pid);
             running.left += 1;
             let (name, tx) = (c.name.clone(), running.exits.0.clone());
@@ -85,7 +98,7 @@ impl TaskRuntime for SandboxRuntime {
                 let _ = tx.send((name, status.ok()));
             });
         }
-        if let Some(netns) = network_of {
+        if let Some(netns) = running.network_of {
             for port in task.containers.iter().flat_map(|c| c.ports.iter().copied()) {
                 let (at, proxy) = publish(netns, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
                 running.endpoints.push((port, at));
@@ -97,20 +110,38 @@ impl TaskRuntime for SandboxRuntime {
 }
 
 impl SandboxRuntime {
+    /// Starts a container's sandbox in `dir`; the slots it made are handed
+    /// back even on failure, for the caller to remove.
     async fn start_container(
         &self,
-        running: &mut RunningSandbox,
+        dir: &Path,
         c: &ContainerLaunch,
         network_of: Option<u32>,
-    ) -> Result<Started, String> {
-        let dir = running.dir.join(&c.name);
+        cgroup: Option<&Cgroup>,
+    ) -> Result<(Started, Slots), (String, Option<Slots>)> {
         let root = dir.join("root");
         let slots = Slots::under(&dir.join("slots"));
         let made = std::fs::create_dir_all(&root)
             .and_then(|()| slots.create())
             .and_then(|()| slots.fill(&c.root, None, TMP_MB));
-        running.slots.push(slots.clone());
-        made.map_err(|e| format!("preparing container {}: {e}", c.name))?;
+        if let Err(e) = made {
+            return Err((format!("preparing container {}: {e}", c.name), Some(slots)));
+        }
+        match self.spawn_sandbox(dir, root, slots.clone(), c, network_of, cgroup).await {
+            Ok(started) => Ok((started, slots)),
+            Err(e) => Err((e, Some(slots))),
+        }
+    }
+
+    async fn spawn_sandbox(
+        &self,
+        dir: &Path,
+        root: PathBuf,
+        slots: Slots,
+        c: &ContainerLaunch,
+        network_of: Option<u32>,
+        cgroup: Option<&Cgroup>,
+    ) -> Result<Started, String> {
         let spec = Spec {
             root,
             runtime: c.root.clone(),
@@ -147,7 +178,7 @@ impl SandboxRuntime {
             cwd: Some(c.working_dir.clone().unwrap_or_else(|| "/".into())),
         };
         let line = serde_json::to_string(&launch).map_err(|e| e.to_string())? + "\n";
-        let cgroup_attach = running.cgroup.as_ref().map(|cg| cg.attach(pid));
+        let cgroup_attach = cgroup.map(|cg| cg.attach(pid));
         if let Some(Err(e)) = cgroup_attach {
             return Err(format!("attaching container {} to the task's cgroup: {e}", c.name));
         }
@@ -207,13 +238,18 @@ type Exit = (String, Option<std::process::ExitStatus>);
 struct RunningSandbox {
     dir: PathBuf,
     slots: Vec<Slots>,
-    cgroup: Option<Cgroup>,
+    cgroup: Option<Arc<Cgroup>>,
     /// Stage one of each container.
     pids: Vec<u32>,
     exits: (mpsc::UnboundedSender<Exit>, mpsc::UnboundedReceiver<Exit>),
     left: usize,
     endpoints: Vec<(u16, SocketAddr)>,
     proxies: Vec<JoinHandle<()>>,
+    /// What health probes are started with: a container's image and
+    /// environment, in the task's network namespace and cgroup.
+    runtime: SandboxRuntime,
+    launches: Vec<ContainerLaunch>,
+    network_of: Option<u32>,
 }
 
 #[async_trait::async_trait]
@@ -230,7 +266,7 @@ impl RunningTask for RunningSandbox {
             (None, Some(sig)) => 128 + sig,
             (None, None) => 137,
         };
-        let oom = exit_code == 137 && self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
+        let oom = exit_code == 137 && self.cgroup.as_deref().is_some_and(Cgroup::oom_killed);
         Some(ContainerExit { name, exit_code, oom })
     }
 
@@ -265,6 +301,49 @@ impl RunningTask for RunningSandbox {
 
     fn endpoints(&self) -> Vec<(u16, SocketAddr)> {
         self.endpoints.clone()
+    }
+
+    /// A probe is a sandbox of its own made from the container's image and
+    /// environment, in the task's network namespace and cgroup (so it sees
+    /// the container's ports on `localhost`, not its files or processes).
+    fn probe(&self, container: &str, argv: Vec<String>) -> ProbeRun {
+        let Some(launch) = self.launches.iter().find(|c| c.name == container) else {
+            return Box::pin(async { Err("no such container".to_string()) });
+        };
+        let launch = ContainerLaunch { argv, ports: Vec::new(), ..launch.clone() };
+        let dir = self.dir.join("probes").join(uuid::Uuid::new_v4().simple().to_string());
+        let (runtime, network_of, cgroup) = (self.runtime.clone(), self.network_of, self.cgroup.clone());
+        Box::pin(async move {
+            // Removed however the probe ends, a timeout included (the
+            // caller drops this future, which kills the sandbox).
+            let mut left = ProbeLeftovers { dir: dir.clone(), slots: None };
+            match runtime.start_container(&dir, &launch, network_of, cgroup.as_deref()).await {
+                Ok((mut started, slots)) => {
+                    left.slots = Some(slots);
+                    let status = started.child.wait().await.map_err(|e| e.to_string())?;
+                    Ok(status.code().unwrap_or(137))
+                }
+                Err((e, slots)) => {
+                    left.slots = slots;
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// A finished or abandoned probe's slots and directory.
+struct ProbeLeftovers {
+    dir: PathBuf,
+    slots: Option<Slots>,
+}
+
+impl Drop for ProbeLeftovers {
+    fn drop(&mut self) {
+        if let Some(s) = &self.slots {
+            s.remove();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
