@@ -2,7 +2,7 @@
 services-stable`) and `nimbus service list`: a service of 3 that survives a
 killed task and rolls to a new revision with every old task serving until a
 new one is healthy (checked on the tasks' ports during the roll), a
-container health check that fails and has its task replaced, the deployment
+container health check that fails and has its task replaced, dependsOn, the deployment
 circuit breaker rolling back a revision that exits at once, kill -9 of the
 server and the reconcile after it, and bad input. The image is test_ecs's
 busybox image (nothing is downloaded)."""
@@ -240,6 +240,56 @@ def test_the_circuit_breaker_rolls_back_a_revision_that_exits_at_once(node, ecs,
     assert len(failed) >= 3, "AWS's threshold: at least 3 failed tasks"
     assert {t["taskDefinitionArn"] for t in service_tasks(ecs, name)} == {good}
     finish(ecs, name)
+
+
+def test_depends_on_orders_container_starts(ecs, busybox):
+    # init exits 0 at once; db serves after a second and is HEALTHY once it
+    # answers; web copies db's page when it starts, and serves it: it can
+    # only do so if it started after both conditions held.
+    init = {"name": "init", "image": busybox, "essential": False, "entryPoint": ["/bin/sh", "-c", "exit 0"]}
+    db = {"name": "db", "image": busybox, "essential": False, "stopTimeout": 1,
+          "portMappings": [{"containerPort": 9000}],
+          "entryPoint": ["/bin/sh", "-c", "/bin/busybox mkdir -p /tmp/db && echo from-db > /tmp/db/index.html"
+                         " && /bin/busybox sleep 1 && exec /bin/busybox httpd -f -p 9000 -h /tmp/db"],
+          "healthCheck": {"command": ["CMD-SHELL", "/bin/busybox wget -q -O /dev/null http://127.0.0.1:9000/"],
+                          "interval": 1, "retries": 1, "startPeriod": 1}}
+    web = container(image=busybox, stopTimeout=1, entryPoint=[
+        "/bin/sh", "-c", "/bin/busybox mkdir -p /tmp/www && /bin/busybox wget -q -O /tmp/www/index.html"
+        " http://127.0.0.1:9000/ && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"],
+        dependsOn=[{"containerName": "init", "condition": "SUCCESS"}, {"containerName": "db", "condition": "HEALTHY"}])
+    family = register(ecs, containers=[init, db, web])["family"]
+    arn = ecs.run_task(taskDefinition=family, launchType="FARGATE", networkConfiguration=NETWORK)["tasks"][0]["taskArn"]
+
+    def status(task, name):
+        return next(c for c in task["containers"] if c["name"] == name)["lastStatus"]
+
+    waiting = wait_for(lambda: _task_if(ecs, arn, lambda t: t["lastStatus"] == "RUNNING"), "the task to run")
+    assert status(waiting, "web") == "PENDING", "web waits for db to be healthy"
+    up = wait_for(lambda: _task_if(ecs, arn, lambda t: status(t, "web") == "RUNNING"), "web to start")
+    assert next(c for c in up["containers"] if c["name"] == "db")["healthStatus"] == "HEALTHY"
+    assert next(c for c in up["containers"] if c["name"] == "init")["exitCode"] == 0
+    (binding,) = next(c for c in up["containers"] if c["name"] == "web")["networkBindings"]
+    assert wait_for(lambda: answer(binding["hostPort"]), "web's page") == "from-db"
+    ecs.stop_task(task=arn)
+    stopped(ecs, arn)
+
+    # A SUCCESS condition that fails stops the task.
+    failing = dict(init, entryPoint=["/bin/sh", "-c", "exit 3"])
+    family = register(ecs, containers=[failing, dict(web, dependsOn=[{"containerName": "init",
+                                                                       "condition": "SUCCESS"}])])["family"]
+    arn = ecs.run_task(taskDefinition=family, launchType="FARGATE", networkConfiguration=NETWORK)["tasks"][0]["taskArn"]
+    done = stopped(ecs, arn)
+    assert done["stopCode"] == "TaskFailedToStart", done
+    assert done["stoppedReason"] == ("CannotStartContainerError: dependency of container web on init (SUCCESS):"
+                                     " it exited with 3")
+    refused(lambda: register(ecs, containers=[dict(init, essential=True), web]), "ClientException",
+            "must not be essential")
+
+
+def _task_if(ecs, arn, predicate):
+    t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+    assert t["lastStatus"] != "STOPPED", (t.get("stoppedReason"), t["containers"])
+    return t if predicate(t) else None
 
 
 def test_bad_service_input_changes_nothing(ecs):

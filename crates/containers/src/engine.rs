@@ -17,9 +17,10 @@ use nimbus_store::{EcsMeta, EcsWrite};
 use serde::Deserialize;
 use tokio::sync::{Mutex, Notify};
 
+use crate::dependencies::{self, readiness, Readiness};
 use crate::health::{self, task_health, Probe};
 use crate::rules;
-use crate::runtime::{self, ContainerExit, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+use crate::runtime::{self, ContainerExit, ContainerLaunch, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 use crate::services::ServiceRecord;
 use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
@@ -415,6 +416,7 @@ impl Ecs {
             }
             names.push(&c.name);
         }
+        dependencies::check(&input.container_definitions).map_err(Error::Client)?;
         if !input.container_definitions.iter().any(|c| c.essential) {
             return Err(Error::Client("A task definition must have at least one essential container.".into()));
         }
@@ -820,14 +822,17 @@ impl Ecs {
         if self.desired_stopped(id).await {
             return self.fail_start(id, "Task stopped before its containers started").await;
         }
-        let mut containers = Vec::new();
+        let (mut first, mut waiting) = (Vec::new(), Vec::new());
         for (def, image) in definitions.iter().zip(&pulled) {
             let over = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(&def.name));
             match runtime::plan(image, def, over, &self.inner.account.region) {
-                Ok(c) => containers.push(c),
+                Ok(c) if dependencies::starts_at_once(def) => first.push((def, c)),
+                Ok(c) => waiting.push((def.clone(), c)),
                 Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
             }
         }
+        let order = dependencies::start_order(&first.iter().map(|(d, _)| *d).collect::<Vec<_>>());
+        let containers = order.into_iter().map(|i| first[i].1.clone()).collect();
         let (cpu, memory_mib) = {
             let state = self.inner.state.lock().await;
             state.tasks.get(id).map_or((0, 0), |r| (r.cpu, r.memory_mib))
@@ -837,7 +842,7 @@ impl Ecs {
             Ok(running) => running,
             Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
         };
-        self.run(id, running, &definitions).await;
+        self.run(id, running, &definitions, waiting).await;
     }
 
     /// The container definitions and overrides a task runs.
@@ -856,18 +861,21 @@ impl Ecs {
     /// Drives a started task until every container has exited: the first
     /// essential exit or a StopTask sends SIGTERM to the rest, and SIGKILL
     /// follows after the longest `stopTimeout` of those still running.
-    async fn run(&self, id: &str, mut running: Box<dyn RunningTask>, definitions: &[ContainerDefinition]) {
-        let bindings: Vec<serde_json::Value> = running
-            .endpoints()
-            .iter()
-            .map(|(port, at)| {
-                serde_json::json!({"bindIP": at.ip().to_string(), "containerPort": port, "hostPort": at.port(), "protocol": "tcp"})
-            })
-            .collect();
+    /// Containers `waiting` on dependencies start as their conditions are
+    /// met; health probes run beside the driver until the task stops.
+    async fn run(
+        &self,
+        id: &str,
+        mut running: Box<dyn RunningTask>,
+        definitions: &[ContainerDefinition],
+        mut waiting: Vec<(ContainerDefinition, ContainerLaunch)>,
+    ) {
+        let bindings = binding_values(&running.endpoints());
         let wake = self.stop_signal(id).await;
+        let waits: Vec<String> = waiting.iter().map(|(d, _)| d.name.clone()).collect();
         self.advance(id, "RUNNING", |r| {
             r.task.started_at = Some(now());
-            for c in r.task.containers.iter_mut() {
+            for c in r.task.containers.iter_mut().filter(|c| !waits.contains(&c.name)) {
                 c.last_status = "RUNNING".into();
                 c.network_bindings =
                     bindings.iter().filter(|b| container_has_port(definitions, &c.name, b)).cloned().collect();
@@ -876,7 +884,9 @@ impl Ecs {
         .await;
         // SIGTERM is sent once, then SIGKILL once at the deadline: the
         // largest stopTimeout of the containers still running then.
-        let mut alive: Vec<&ContainerDefinition> = definitions.iter().collect();
+        let mut alive: Vec<&ContainerDefinition> = definitions.iter().filter(|d| !waits.contains(&d.name)).collect();
+        let mut started: Vec<String> = alive.iter().map(|d| d.name.clone()).collect();
+        let (mut exits, mut health) = (HashMap::new(), HashMap::new());
         let mut kill_at: Option<tokio::time::Instant> = None;
         let mut killed = false;
         let stop = |running: &mut Box<dyn RunningTask>,
@@ -891,9 +901,8 @@ impl Ecs {
         if self.desired_stopped(id).await {
             stop(&mut running, &mut kill_at, &alive);
         }
-        // Health probes run beside the driver until the task stops.
-        let mut probes = Probe::for_task(definitions, tokio::time::Instant::now());
-        let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, bool)>();
+        let mut probes = Probe::for_task(&alive, tokio::time::Instant::now());
+        let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
         loop {
             let deadline = async {
                 match kill_at.filter(|_| !killed) {
@@ -907,27 +916,35 @@ impl Ecs {
                     None => std::future::pending().await,
                 }
             };
+            let mut changed = false;
             tokio::select! {
                 () = probe_due => {
                     let now = tokio::time::Instant::now();
-                    for (i, p) in probes.iter_mut().enumerate().filter(|(_, p)| alive.iter().any(|d| d.name == p.container)) {
-                        if p.take_if_due(now) {
-                            let run = tokio::time::timeout(p.check.timeout, running.probe(&p.container, p.check.argv.clone()));
-                            let tx = probe_tx.clone();
-                            tokio::spawn(async move { let _ = tx.send((i, matches!(run.await, Ok(Ok(0))))); });
+                    for p in probes.iter_mut() {
+                        if !p.take_if_due(now) {
+                            continue;
                         }
+                        let run = tokio::time::timeout(p.check.timeout, running.probe(&p.container, p.check.argv.clone()));
+                        let (tx, name) = (probe_tx.clone(), p.container.clone());
+                        tokio::spawn(async move { let _ = tx.send((name, matches!(run.await, Ok(Ok(0))))); });
                     }
                 }
-                Some((i, passed)) = probe_rx.recv() => {
-                    if let Some(status) = probes[i].record(passed, tokio::time::Instant::now()) {
-                        self.set_health(id, &probes[i].container, status, definitions).await;
+                Some((name, passed)) = probe_rx.recv() => {
+                    let Some(p) = probes.iter_mut().find(|p| p.container == name) else { continue };
+                    if let Some(status) = p.record(passed, tokio::time::Instant::now()) {
+                        self.set_health(id, &name, status, definitions).await;
+                        health.insert(name, status);
+                        changed = true;
                     }
                 }
                 exit = running.next_exit() => {
                     let Some(exit) = exit else { break };
                     alive.retain(|d| d.name != exit.name);
+                    probes.retain(|p| p.container != exit.name);
                     let essential = definitions.iter().any(|d| d.name == exit.name && d.essential);
                     self.container_exited(id, &exit, essential).await;
+                    exits.insert(exit.name.clone(), exit.exit_code);
+                    changed = true;
                     if essential {
                         stop(&mut running, &mut kill_at, &alive);
                     }
@@ -938,8 +955,76 @@ impl Ecs {
                     killed = true;
                 }
             }
+            if kill_at.is_some() {
+                waiting.clear();
+            }
+            // Waiting containers whose conditions are now met start; one
+            // whose condition can no longer be met fails the task.
+            while changed && !waiting.is_empty() {
+                changed = false;
+                let at = waiting
+                    .iter()
+                    .map(|(d, _)| readiness(d, &started, &exits, &health))
+                    .enumerate()
+                    .find(|(_, r)| *r != Readiness::Waiting);
+                let Some((i, ready)) = at else { break };
+                let (def, launch) = waiting.remove(i);
+                let failed = match ready {
+                    Readiness::Never(why) => Some(why),
+                    _ => match running.start_container(launch).await {
+                        Ok(endpoints) => {
+                            self.container_started(id, &def.name, &binding_values(&endpoints), definitions).await;
+                            if let Some(d) = definitions.iter().find(|d| d.name == def.name) {
+                                alive.push(d);
+                                probes.extend(Probe::for_task(&[d], tokio::time::Instant::now()));
+                            }
+                            started.push(def.name.clone());
+                            changed = true;
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
+                };
+                if let Some(why) = failed {
+                    let reason = format!("CannotStartContainerError: {why}");
+                    if let Err(e) = self.stop_as(id, "TaskFailedToStart", &reason).await {
+                        tracing::error!(task = id, error = %e, "stopping a task failed");
+                    }
+                    waiting.clear();
+                    stop(&mut running, &mut kill_at, &alive);
+                }
+            }
         }
         self.finish(id).await;
+    }
+
+    /// Marks a container that started after the task did RUNNING.
+    async fn container_started(
+        &self,
+        id: &str,
+        name: &str,
+        bindings: &[serde_json::Value],
+        definitions: &[ContainerDefinition],
+    ) {
+        let mut state = self.inner.state.lock().await;
+        let Some(record) = state.tasks.get(id) else { return };
+        let mut record = record.clone();
+        record.task.version += 1;
+        if let Some(c) = record.task.containers.iter_mut().find(|c| c.name == name) {
+            c.last_status = "RUNNING".into();
+            c.network_bindings =
+                bindings.iter().filter(|b| container_has_port(definitions, name, b)).cloned().collect();
+        }
+        let stored = match put_task(&record) {
+            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => {
+                state.tasks.insert(id.to_string(), record);
+            }
+            Err(e) => tracing::error!(task = id, error = %e, "storing a container's start failed"),
+        }
     }
 
     /// Records a container's health and the task's that follows from it.
@@ -1207,6 +1292,16 @@ impl Ecs {
     }
 }
 
+/// Published ports as ECS's `networkBindings` entries.
+fn binding_values(endpoints: &[(u16, std::net::SocketAddr)]) -> Vec<serde_json::Value> {
+    endpoints
+        .iter()
+        .map(|(port, at)| {
+            serde_json::json!({"bindIP": at.ip().to_string(), "containerPort": port, "hostPort": at.port(), "protocol": "tcp"})
+        })
+        .collect()
+}
+
 /// Whether a network binding is one of this container's ports.
 fn container_has_port(definitions: &[ContainerDefinition], name: &str, binding: &serde_json::Value) -> bool {
     let port = binding["containerPort"].as_u64();
@@ -1391,6 +1486,11 @@ mod tests {
 
         fn endpoints(&self) -> Vec<(u16, std::net::SocketAddr)> {
             vec![(8080, "127.0.0.1:41000".parse().unwrap())]
+        }
+
+        async fn start_container(&mut self, c: ContainerLaunch) -> Result<Vec<(u16, std::net::SocketAddr)>, String> {
+            self.running.push(c.name);
+            Ok(Vec::new())
         }
     }
 

@@ -78,7 +78,7 @@ pub(crate) struct Probe {
 
 impl Probe {
     /// A probe per container with a health check; the first runs at once.
-    pub fn for_task(definitions: &[ContainerDefinition], now: Instant) -> Vec<Probe> {
+    pub fn for_task(definitions: &[&ContainerDefinition], now: Instant) -> Vec<Probe> {
         definitions
             .iter()
             .filter_map(|d| {
@@ -168,7 +168,7 @@ mod tests {
         let def: ContainerDefinition = serde_json::from_value(serde_json::json!({"name": "web", "image": "x",
             "healthCheck": {"command": ["CMD", "x"], "retries": 2, "startPeriod": 10, "interval": 1}}))
         .unwrap();
-        let mut p = Probe::for_task(&[def], now).remove(0);
+        let mut p = Probe::for_task(&[&def], now).remove(0);
         assert!(p.take_if_due(now) && !p.take_if_due(now));
         assert_eq!(p.record(false, now), None, "in the start period");
         assert_eq!(p.record(true, now), Some("HEALTHY"));

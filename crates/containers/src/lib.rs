@@ -1,7 +1,8 @@
 //! ECS with the Fargate launch type, on this node's own capacity: clusters
 //! (a `default` one made on first use), task definitions with Fargate's
 //! rules (`rules`), tasks and the lifecycle AWS reports for them
-//! (`engine`), container health checks (`health`), services and their
+//! (`engine`), container health checks (`health`) and dependencies
+//! (`dependencies`), services and their
 //! scheduler (`services`), and the node's CPU and memory that tasks are
 //! placed against. Tasks' images come through the [`TaskImages`] trait, which the
 //! binary implements over the registry.
@@ -10,6 +11,7 @@
 //! front end is `nimbus-api`'s `ecs` module) nor store anything but
 //! through `nimbus_store::EcsMeta`.
 
+mod dependencies;
 mod engine;
 pub mod health;
 pub mod rules;

@@ -67,6 +67,9 @@ pub trait RunningTask: Send {
     fn signal(&mut self, signal: StopSignal);
     /// Where each published container port is reached from the host.
     fn endpoints(&self) -> Vec<(u16, SocketAddr)>;
+    /// Starts one more container in the task (one whose `dependsOn`
+    /// conditions were met after the task started); its published ports.
+    async fn start_container(&mut self, container: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String>;
     /// Runs a health-check command for a container, in the task's network
     /// namespace and under the sandbox's rules; its exit code. The future
     /// stands alone so that probes run beside the task's driver.

@@ -2,9 +2,11 @@
 //! sandbox of its own (mount, PID, IPC and UTS namespaces; the image's root
 //! read-only with a private `/tmp`; root of its own user namespace, which
 //! is the unprivileged sandbox user on the host; the sandbox's seccomp
-//! filter, which allows servers to `bind` and `listen`), the first one's
-//! network namespace shared by the others, and one cgroup of the task's
-//! size holding them all. Each published port gets a listener on the
+//! filter, which allows servers to `bind` and `listen`), one network
+//! namespace for the task (made and held by a node thread, see
+//! `NetworkHolder`) that they all join, and one cgroup of the task's size
+//! holding them all. Health-check probes are sandboxes of the same kind,
+//! made from the container's image, in the task's network and cgroup. Each published port gets a listener on the
 //! host's loopback whose connections are made from inside the task's
 //! network namespace (a short-lived thread `setns`es and connects), so no
 //! veth, bridge or NAT is needed.
@@ -73,39 +75,48 @@ impl TaskRuntime for SandboxRuntime {
             endpoints: Vec::new(),
             proxies: Vec::new(),
             runtime: self.clone(),
-            launches: task.containers.clone(),
-            network_of: None,
+            launches: Vec::new(),
+            network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
         };
-        for c in &task.containers {
-            let dir = running.dir.join(&c.name);
-            let started = self.start_container(&dir, c, running.network_of, running.cgroup.as_deref()).await;
-            let (started, slots) = match started {
-                Ok((started, slots)) => (started, slots),
-                Err((e, slots)) => {
-                    running.slots.extend(slots);
-                    return Err(e);
-                }
-            };
-            running.slots.push(slots);
-            let Started { pid, child } = started;
-            running.network_of.get_or_insert(pid);
-            running.pids.push(pid);
-            running.left += 1;
-            let (name, tx) = (c.name.clone(), running.exits.0.clone());
-            tokio::spawn(async move {
-                let mut child = child;
-                let status = child.wait().await;
-                let _ = tx.send((name, status.ok()));
-            });
-        }
-        if let Some(netns) = running.network_of {
-            for port in task.containers.iter().flat_map(|c| c.ports.iter().copied()) {
-                let (at, proxy) = publish(netns, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
-                running.endpoints.push((port, at));
-                running.proxies.push(proxy);
-            }
+        for c in task.containers {
+            running.add(c).await?;
         }
         Ok(Box::new(running))
+    }
+}
+
+impl RunningSandbox {
+    /// Starts a container in the task's network namespace and publishes
+    /// its ports.
+    async fn add(&mut self, c: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String> {
+        let dir = self.dir.join(&c.name);
+        let started = self.runtime.start_container(&dir, &c, Some(self.network.tid), self.cgroup.as_deref()).await;
+        let (Started { pid, child }, slots) = match started {
+            Ok(started) => started,
+            Err((e, slots)) => {
+                self.slots.extend(slots);
+                return Err(e);
+            }
+        };
+        self.slots.push(slots);
+        self.pids.push((c.name.clone(), pid));
+        self.left += 1;
+        let (name, tx) = (c.name.clone(), self.exits.0.clone());
+        tokio::spawn(async move {
+            let mut child = child;
+            let status = child.wait().await;
+            let _ = tx.send((name, status.ok()));
+        });
+        let mut published = Vec::new();
+        for &port in &c.ports {
+            let (at, proxy) =
+                publish(self.network.tid, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
+            published.push((port, at));
+            self.proxies.push(proxy);
+        }
+        self.endpoints.extend(published.iter().copied());
+        self.launches.push(c);
+        Ok(published)
     }
 }
 
@@ -239,8 +250,8 @@ struct RunningSandbox {
     dir: PathBuf,
     slots: Vec<Slots>,
     cgroup: Option<Arc<Cgroup>>,
-    /// Stage one of each container.
-    pids: Vec<u32>,
+    /// Stage one of each running container.
+    pids: Vec<(String, u32)>,
     exits: (mpsc::UnboundedSender<Exit>, mpsc::UnboundedReceiver<Exit>),
     left: usize,
     endpoints: Vec<(u16, SocketAddr)>,
@@ -249,7 +260,46 @@ struct RunningSandbox {
     /// environment, in the task's network namespace and cgroup.
     runtime: SandboxRuntime,
     launches: Vec<ContainerLaunch>,
-    network_of: Option<u32>,
+    network: NetworkHolder,
+}
+
+/// The task's network namespace, made and held by a thread of the node
+/// that waits for the task to end (what a pause container is elsewhere):
+/// containers join it through the thread's id, and it outlives any of
+/// them, so a container that exits at once (an init container) takes
+/// neither the network nor the published ports with it.
+struct NetworkHolder {
+    tid: u32,
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl NetworkHolder {
+    async fn new() -> std::io::Result<Self> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let made = (|| -> std::io::Result<u32> {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
+                // A child forked by this thread is in its network namespace.
+                let lo = std::process::Command::new("/usr/sbin/ip").args(["link", "set", "lo", "up"]).status()?;
+                if !lo.success() {
+                    return Err(std::io::Error::other("bringing loopback up failed"));
+                }
+                let me = std::fs::read_link("/proc/thread-self")?;
+                me.file_name()
+                    .and_then(|n| n.to_str()?.parse().ok())
+                    .ok_or_else(|| std::io::Error::other("no thread id"))
+            })();
+            let ok = made.is_ok();
+            let _ = ready_tx.send(made);
+            if ok {
+                // Ends when the task drops its sender.
+                let _ = held.recv();
+            }
+        });
+        let tid = ready.await.map_err(|_| std::io::Error::other("the network thread ended"))??;
+        Ok(Self { tid, _release: release })
+    }
 }
 
 #[async_trait::async_trait]
@@ -260,6 +310,7 @@ impl RunningTask for RunningSandbox {
         }
         let (name, status) = self.exits.1.recv().await?;
         self.left -= 1;
+        self.pids.retain(|(n, _)| *n != name);
         let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
         let exit_code = match (status.and_then(|s| s.code()), signal) {
             (Some(code), _) => code,
@@ -274,7 +325,7 @@ impl RunningTask for RunningSandbox {
         match signal {
             // Stage one waits on the container's PID 1, which is its child.
             StopSignal::Term => {
-                for pid in &self.pids {
+                for (_, pid) in &self.pids {
                     let children =
                         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
                     for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
@@ -286,7 +337,7 @@ impl RunningTask for RunningSandbox {
                 }
             }
             StopSignal::Kill => {
-                for pid in &self.pids {
+                for (_, pid) in &self.pids {
                     if let Ok(pid) = i32::try_from(*pid) {
                         let _ =
                             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -303,6 +354,10 @@ impl RunningTask for RunningSandbox {
         self.endpoints.clone()
     }
 
+    async fn start_container(&mut self, container: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String> {
+        self.add(container).await
+    }
+
     /// A probe is a sandbox of its own made from the container's image and
     /// environment, in the task's network namespace and cgroup (so it sees
     /// the container's ports on `localhost`, not its files or processes).
@@ -312,7 +367,7 @@ impl RunningTask for RunningSandbox {
         };
         let launch = ContainerLaunch { argv, ports: Vec::new(), ..launch.clone() };
         let dir = self.dir.join("probes").join(uuid::Uuid::new_v4().simple().to_string());
-        let (runtime, network_of, cgroup) = (self.runtime.clone(), self.network_of, self.cgroup.clone());
+        let (runtime, network_of, cgroup) = (self.runtime.clone(), Some(self.network.tid), self.cgroup.clone());
         Box::pin(async move {
             // Removed however the probe ends, a timeout included (the
             // caller drops this future, which kills the sandbox).
