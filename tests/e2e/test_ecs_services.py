@@ -318,7 +318,11 @@ def test_bad_service_input_changes_nothing(ecs):
             "InvalidParameterException", "TaskDefinition not found.")
     refused(lambda: ecs.delete_service(service=name), "InvalidParameterException",
             "The service cannot be stopped while it is scaled above 0.")
-    assert describe(ecs, name)["status"] == "ACTIVE"
+    service_arn = describe(ecs, name)["serviceArn"]
+    ecs.tag_resource(resourceArn=service_arn, tags=[{"key": "team", "value": "a"}])
+    assert ecs.list_tags_for_resource(resourceArn=service_arn)["tags"] == [{"key": "team", "value": "a"}]
+    got = ecs.describe_services(services=[name], include=["TAGS"])["services"][0]
+    assert (got["status"], got["tags"]) == ("ACTIVE", [{"key": "team", "value": "a"}])
     finish(ecs, name)
     refused(lambda: ecs.update_service(service=name, desiredCount=2), "ServiceNotActiveException",
             "Service was not ACTIVE.")
@@ -343,6 +347,8 @@ def test_services_reconcile_after_kill_9(tmp_path, busybox_layout):
         name = create_in(ecs, "kept", family)
         before = {t["taskArn"] for t in service_tasks(ecs, name, "kept")}
         assert len(before) == 2
+        refused(lambda: ecs.delete_cluster(cluster="kept"), "ClusterContainsServicesException")
+        assert ecs.describe_clusters(clusters=["kept"])["clusters"][0]["activeServicesCount"] == 1
         node.kill()
         node.start()
         ecs = aws_client(node, "ecs")
@@ -355,6 +361,7 @@ def test_services_reconcile_after_kill_9(tmp_path, busybox_layout):
         for t in ecs.describe_tasks(cluster="kept", tasks=list(before))["tasks"]:
             assert (t["lastStatus"], t["stopCode"]) == ("STOPPED", "TerminationNotice")
         finish(ecs, name, "kept")
+        assert ecs.delete_cluster(cluster="kept")["cluster"]["status"] == "INACTIVE"
     finally:
         node.stop()
 

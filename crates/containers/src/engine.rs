@@ -21,7 +21,7 @@ use crate::dependencies::{self, readiness, Readiness};
 use crate::health::{self, task_health, Probe};
 use crate::rules;
 use crate::runtime::{self, ContainerExit, ContainerLaunch, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
-use crate::services::ServiceRecord;
+use crate::services::{put_service, ServiceRecord};
 use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
     TaskDefinitionRecord, TaskOverride, TaskRecord,
@@ -256,7 +256,8 @@ impl Ecs {
             state.tasks.insert(after_slash(&r.task.task_arn).to_string(), r);
         }
         for doc in &docs.services {
-            let r: ServiceRecord = serde_json::from_str(doc)?;
+            let mut r: ServiceRecord = serde_json::from_str(doc)?;
+            r.forget_tasks();
             state.services.insert(r.service.service_arn.clone(), r);
         }
         if !writes.is_empty() {
@@ -337,6 +338,11 @@ impl Ecs {
         let (running, pending): (Vec<_>, Vec<_>) = tasks.partition(|t| t.task.last_status == "RUNNING");
         c.running_tasks_count = running.len() as u32;
         c.pending_tasks_count = pending.len() as u32;
+        c.active_services_count = state
+            .services
+            .values()
+            .filter(|s| s.service.cluster_arn == c.cluster_arn && s.service.status == "ACTIVE")
+            .count() as u32;
         c
     }
 
@@ -366,6 +372,13 @@ impl Ecs {
         let mut state = self.inner.state.lock().await;
         let name = self.cluster_name(&mut state, Some(reference)).await?;
         let cluster = self.counted(&state, &state.clusters[&name]);
+        if state
+            .services
+            .values()
+            .any(|s| s.service.cluster_arn == cluster.cluster_arn && s.service.status != "INACTIVE")
+        {
+            return Err(Error::ClusterContainsServices);
+        }
         if cluster.running_tasks_count + cluster.pending_tasks_count > 0 {
             return Err(Error::ClusterContainsTasks);
         }
@@ -1285,6 +1298,16 @@ impl Ecs {
                 }
                 let tags = r.tags.clone();
                 state.tasks.insert(id.to_string(), r);
+                Ok(tags)
+            }
+            "service" => {
+                let mut r = state.services.get(arn).ok_or(Error::ServiceNotFound)?.clone();
+                change(&mut r.tags);
+                if r.tags != state.services[arn].tags {
+                    self.inner.store.ecs_apply(&[put_service(&r)?]).await?;
+                }
+                let tags = r.tags.clone();
+                state.services.insert(arn.to_string(), r);
                 Ok(tags)
             }
             _ => Err(Error::InvalidParameter(format!("The ARN '{arn}' is not a taggable ECS resource."))),

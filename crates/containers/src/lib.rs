@@ -41,6 +41,8 @@ pub enum Error {
     ClusterNotFound,
     #[error("The Cluster cannot be deleted while Tasks are active.")]
     ClusterContainsTasks,
+    #[error("The Cluster cannot be deleted while Services are active.")]
+    ClusterContainsServices,
     #[error("The specified resource could not be found.")]
     ResourceNotFound,
     #[error("Service not found.")]

@@ -195,6 +195,17 @@ pub struct ServiceRecord {
     steady: bool,
 }
 
+impl ServiceRecord {
+    /// After a restart: the service's tasks were all reported stopped, so
+    /// none runs until the scheduler starts new ones.
+    pub(crate) fn forget_tasks(&mut self) {
+        let s = &mut self.service;
+        (s.running_count, s.pending_count) = (0, 0);
+        s.deployments.iter_mut().for_each(|d| (d.running_count, d.pending_count) = (0, 0));
+        self.steady = false;
+    }
+}
+
 /// CreateService's input.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -229,7 +240,7 @@ pub struct UpdateService {
     pub force_new_deployment: bool,
 }
 
-fn put_service(r: &ServiceRecord) -> Result<EcsWrite, Error> {
+pub(crate) fn put_service(r: &ServiceRecord) -> Result<EcsWrite, Error> {
     Ok(EcsWrite::PutService { arn: r.service.service_arn.clone(), doc: serde_json::to_string(r)? })
 }
 
@@ -500,26 +511,31 @@ impl Ecs {
         let mut deadline: Option<f64> = None;
         {
             let mut state = self.inner.state.lock().await;
-            let arns: Vec<String> = state.services.keys().cloned().collect();
-            let mut writes = Vec::new();
-            for arn in arns {
-                let before = state.services[&arn].clone();
+            let (mut changed, mut writes) = (Vec::new(), Vec::new());
+            for (arn, before) in &state.services {
                 let mut record = before.clone();
                 let (plan, due) = self.plan(&state, &mut record);
                 if let Some(due) = due {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
-                if record != before {
+                if record != *before {
                     match put_service(&record) {
                         Ok(w) => writes.push(w),
                         Err(e) => tracing::error!(service = arn, error = %e, "serialising a service failed"),
                     }
-                    state.services.insert(arn.clone(), record);
+                    changed.push(record);
                 }
-                plans.push((arn, plan));
+                plans.push((arn.clone(), plan));
             }
-            if let Err(e) = self.inner.store.ecs_apply(&writes).await {
-                tracing::error!(error = %e, "storing services failed");
+            if !writes.is_empty() {
+                if let Err(e) = self.inner.store.ecs_apply(&writes).await {
+                    // Nothing is done that is not stored; try again shortly.
+                    tracing::error!(error = %e, "storing services failed");
+                    return (false, Some(now() + 1.0));
+                }
+            }
+            for record in changed {
+                state.services.insert(record.service.service_arn.clone(), record);
             }
         }
         let mut acted = false;
@@ -894,4 +910,149 @@ pub(crate) fn spawn_scheduler(ecs: &Ecs) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use nimbus_core::Account;
+    use nimbus_store::SqliteMetadata;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::runtime::{ContainerExit, ContainerLaunch, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+    use crate::{Capacity, PullError, PulledImage, RegisterTaskDefinition, TaskImages};
+
+    struct Images;
+
+    #[async_trait::async_trait]
+    impl TaskImages for Images {
+        async fn pull(&self, _: &str) -> Result<PulledImage, PullError> {
+            let root = "/nonexistent".into();
+            let entrypoint = vec!["/bin/server".into()];
+            Ok(PulledImage { root, digest: "sha256:d".into(), entrypoint, cmd: vec![], env: vec![], working_dir: None })
+        }
+    }
+
+    /// Tasks of one container that run until signalled or until the test
+    /// ends them (`crash`).
+    #[derive(Default)]
+    struct Fake {
+        ends: Mutex<Vec<mpsc::UnboundedSender<i32>>>,
+    }
+
+    struct FakeTask {
+        name: String,
+        end: mpsc::UnboundedSender<i32>,
+        ended: mpsc::UnboundedReceiver<i32>,
+        done: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl TaskRuntime for Fake {
+        async fn start(&self, task: TaskLaunch) -> Result<Box<dyn RunningTask>, String> {
+            let (end, ended) = mpsc::unbounded_channel();
+            self.ends.lock().unwrap().push(end.clone());
+            Ok(Box::new(FakeTask { name: task.containers[0].name.clone(), end, ended, done: false }))
+        }
+    }
+
+    impl Fake {
+        fn crash(&self, i: usize) {
+            self.ends.lock().unwrap()[i].send(1).unwrap();
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl RunningTask for FakeTask {
+        async fn next_exit(&mut self) -> Option<ContainerExit> {
+            if self.done {
+                return None;
+            }
+            let exit_code = self.ended.recv().await?;
+            self.done = true;
+            Some(ContainerExit { name: self.name.clone(), exit_code, oom: false })
+        }
+
+        fn signal(&mut self, _: StopSignal) {
+            let _ = self.end.send(143);
+        }
+
+        fn endpoints(&self) -> Vec<(u16, std::net::SocketAddr)> {
+            Vec::new()
+        }
+
+        async fn start_container(&mut self, _: ContainerLaunch) -> Result<Vec<(u16, std::net::SocketAddr)>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    async fn engine(db: &std::path::Path, runtime: Arc<Fake>) -> Ecs {
+        let store = Arc::new(SqliteMetadata::open(db).await.unwrap());
+        let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
+        let capacity = Capacity { cpu: 4096, memory_mib: 8192 };
+        Ecs::open(account, store, Arc::new(Images), Some(runtime), capacity).await.unwrap()
+    }
+
+    async fn service_when(ecs: &Ecs, name: &str, what: impl Fn(&Service) -> bool) -> Service {
+        for _ in 0..500 {
+            let (found, _) = ecs.describe_services(None, &[name.to_string()]).await.unwrap();
+            if what(&found[0].service) {
+                return found[0].service.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the service never got there");
+    }
+
+    fn steady(s: &Service) -> bool {
+        s.deployments.len() == 1 && s.running_count == s.desired_count && s.deployments[0].rollout_state == "COMPLETED"
+    }
+
+    #[tokio::test]
+    async fn replaces_a_crashed_task_and_reconciles_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let runtime = Arc::new(Fake::default());
+        let ecs = engine(&db, runtime.clone()).await;
+        let definition: RegisterTaskDefinition = serde_json::from_value(serde_json::json!({
+            "family": "web", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "cpu": "256",
+            "memory": "512", "containerDefinitions": [{"name": "web", "image": "x"}]}))
+        .unwrap();
+        ecs.register_task_definition(definition).await.unwrap();
+        let input: CreateService = serde_json::from_value(serde_json::json!({
+            "serviceName": "s", "taskDefinition": "web", "desiredCount": 2,
+            "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-1"]}}}))
+        .unwrap();
+        ecs.create_service(input).await.unwrap();
+        let s = service_when(&ecs, "s", steady).await;
+        assert!(s.events.iter().any(|e| e.message == "(service s) has reached a steady state."));
+        runtime.crash(0);
+        let s = service_when(&ecs, "s", |s| s.deployments[0].failed_tasks == 1 && s.running_count == 2).await;
+        assert_eq!(runtime.ends.lock().unwrap().len(), 3, "one replacement");
+        assert!(s.events.iter().any(|e| e.message.starts_with("(service s) has started 1 tasks: (task ")));
+        assert!(ecs.delete_service(None, "s", false).await.unwrap_err().to_string().contains("scaled above 0"));
+
+        // A new node on the same store starts the service's tasks again.
+        drop(ecs);
+        let runtime = Arc::new(Fake::default());
+        let ecs = engine(&db, runtime.clone()).await;
+        service_when(&ecs, "s", |s| s.running_count == 2).await;
+        assert_eq!(runtime.ends.lock().unwrap().len(), 2);
+        ecs.delete_service(None, "s", true).await.unwrap();
+        service_when(&ecs, "s", |s| s.status == "INACTIVE").await;
+        let update = UpdateService { service: "s".into(), desired_count: Some(1), ..UpdateService::default() };
+        assert!(matches!(ecs.update_service(update).await, Err(Error::ServiceNotActive)));
+    }
+
+    #[test]
+    fn thresholds_and_backoff() {
+        assert_eq!((failure_threshold(1), failure_threshold(10), failure_threshold(1000)), (3, 5, 200));
+        assert_eq!(
+            (backoff(1), backoff(2), backoff(3)),
+            (Duration::ZERO, Duration::from_millis(500), Duration::from_secs(1))
+        );
+        assert_eq!(backoff(30), Duration::from_secs(60));
+    }
 }

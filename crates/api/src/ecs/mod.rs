@@ -36,6 +36,7 @@ impl From<Error> for Failure {
             Error::InvalidParameter(_) => "InvalidParameterException",
             Error::ClusterNotFound => "ClusterNotFoundException",
             Error::ClusterContainsTasks => "ClusterContainsTasksException",
+            Error::ClusterContainsServices => "ClusterContainsServicesException",
             Error::ResourceNotFound => "ResourceNotFoundException",
             Error::ServiceNotFound => "ServiceNotFoundException",
             Error::ServiceNotActive => "ServiceNotActiveException",
