@@ -398,8 +398,16 @@ impl Drop for ProbeLeftovers {
         if let Some(s) = &self.slots {
             s.remove();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_unmounted(&self.dir);
     }
+}
+
+/// Removes a directory once nothing is mounted below it: a probe still
+/// running when its task ends has the image's root bound in its slot, and
+/// removing through that bind would delete the image's files.
+fn remove_unmounted(dir: &Path) {
+    nimbus_sandbox::namespaces::unmount_under(dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Drop for RunningSandbox {
@@ -414,6 +422,6 @@ impl Drop for RunningSandbox {
             cg.kill_all();
             let _ = cg.remove();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_unmounted(&self.dir);
     }
 }

@@ -670,49 +670,7 @@ impl Ecs {
         record.service.running_count = service_running;
         record.service.pending_count = service_pending;
 
-        // The circuit breaker.
-        let s = &mut record.service;
-        let breaker = s.deployment_configuration.breaker();
-        let primary = &s.deployments[0];
-        if breaker.enable
-            && primary.rollout_state == "IN_PROGRESS"
-            && primary.failed_tasks >= failure_threshold(s.desired_count)
-        {
-            let failed_id = primary.id.clone();
-            s.deployments[0].rollout_state = "FAILED".into();
-            s.deployments[0].rollout_state_reason = "ECS deployment circuit breaker: tasks failed to start.".into();
-            s.deployments[0].updated_at = at;
-            push_event(
-                s,
-                format!("(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start."),
-            );
-            let previous = record.previous.clone();
-            let back_to = if breaker.rollback {
-                let still_there =
-                    s.deployments.iter().position(|d| d.status == "ACTIVE").map(|i| s.deployments.remove(i));
-                still_there.or_else(|| previous.map(|p| Deployment { id: deployment_id(), created_at: at, ..p }))
-            } else {
-                None
-            };
-            let s = &mut record.service;
-            if let Some(mut back) = back_to {
-                back.status = "PRIMARY".into();
-                back.desired_count = s.desired_count;
-                back.rollout_state = "IN_PROGRESS".into();
-                back.rollout_state_reason =
-                    format!("ECS deployment circuit breaker: rolling back to deploymentId {}.", back.id);
-                back.updated_at = at;
-                s.task_definition = back.task_definition.clone();
-                push_event(s, format!("(service {name}) rolling back to deployment {}.", back.id));
-                for d in &mut s.deployments {
-                    d.status = "ACTIVE".into();
-                    d.desired_count = 0;
-                }
-                s.deployments.insert(0, back);
-                record.failures = 0;
-                record.not_before = 0.0;
-            }
-        }
+        trip_breaker(record, at);
 
         let s = &record.service;
         let primary = &s.deployments[0];
@@ -855,6 +813,51 @@ impl Ecs {
             record.not_before = 0.0;
         }
         record.steady = steady;
+    }
+}
+
+/// The circuit breaker: an IN_PROGRESS deployment whose failed tasks
+/// reach the threshold is FAILED, and with rollback the previous one (still
+/// draining, or remembered) becomes PRIMARY again.
+fn trip_breaker(record: &mut ServiceRecord, at: f64) {
+    let name = record.service.service_name.clone();
+    let s = &mut record.service;
+    let breaker = s.deployment_configuration.breaker();
+    let primary = &s.deployments[0];
+    if breaker.enable
+        && primary.rollout_state == "IN_PROGRESS"
+        && primary.failed_tasks >= failure_threshold(s.desired_count)
+    {
+        let failed_id = primary.id.clone();
+        s.deployments[0].rollout_state = "FAILED".into();
+        s.deployments[0].rollout_state_reason = "ECS deployment circuit breaker: tasks failed to start.".into();
+        s.deployments[0].updated_at = at;
+        push_event(s, format!("(service {name}) (deployment {failed_id}) deployment failed: tasks failed to start."));
+        let previous = record.previous.clone();
+        let back_to = if breaker.rollback {
+            let still_there = s.deployments.iter().position(|d| d.status == "ACTIVE").map(|i| s.deployments.remove(i));
+            still_there.or_else(|| previous.map(|p| Deployment { id: deployment_id(), created_at: at, ..p }))
+        } else {
+            None
+        };
+        let s = &mut record.service;
+        if let Some(mut back) = back_to {
+            back.status = "PRIMARY".into();
+            back.desired_count = s.desired_count;
+            back.rollout_state = "IN_PROGRESS".into();
+            back.rollout_state_reason =
+                format!("ECS deployment circuit breaker: rolling back to deploymentId {}.", back.id);
+            back.updated_at = at;
+            s.task_definition = back.task_definition.clone();
+            push_event(s, format!("(service {name}) rolling back to deployment {}.", back.id));
+            for d in &mut s.deployments {
+                d.status = "ACTIVE".into();
+                d.desired_count = 0;
+            }
+            s.deployments.insert(0, back);
+            record.failures = 0;
+            record.not_before = 0.0;
+        }
     }
 }
 
