@@ -2,11 +2,14 @@
 //! written through to the store before a change is answered, and one tokio
 //! task per starting task that walks it through the lifecycle AWS reports
 //! (`PROVISIONING → PENDING → ACTIVATING → … → STOPPED`, `version` + 1 and
-//! a durable write per step).
+//! a durable write per step). The driver also runs its containers' health
+//! probes (`health`) and starts those whose `dependsOn` conditions it sees
+//! met (`dependencies`).
 //!
 //! Restart safety: a task that had not stopped when the node went down is
 //! reported `STOPPED` at the next start (stop code `TerminationNotice`,
-//! with a reason saying so); tasks are not re-adopted.
+//! with a reason saying so); tasks are not re-adopted. A service's
+//! scheduler (`services`) then starts new ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
