@@ -260,7 +260,7 @@ def test_tags_on_clusters_definitions_and_tasks(ecs):
 
 
 def test_unsupported_and_unknown_operations_are_refused_clearly(node, ecs):
-    refused(lambda: ecs.list_services(), "UnsupportedFeatureException", "ListServices")
+    refused(lambda: ecs.list_container_instances(), "UnsupportedFeatureException", "ListContainerInstances")
     target = "AmazonEC2ContainerServiceV20141113."
     json_11 = {"Content-Type": "application/x-amz-json-1.1"}
 

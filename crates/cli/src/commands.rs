@@ -278,7 +278,7 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
         .collect()
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -287,7 +287,7 @@ fn text(v: &Value) -> String {
 }
 
 /// Prints rows as aligned columns.
-fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {

@@ -12,6 +12,7 @@ mod bench_tasks;
 mod client;
 mod commands;
 mod serve;
+mod service;
 mod task_cmd;
 mod trigger;
 mod usage;
@@ -101,6 +102,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List ECS services (a convenience over the ECS API; `aws ecs` is the
+    /// primary interface).
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script, e.g. `nimbus completions bash > /etc/bash_completion.d/nimbus`.
     Completions {
         /// The shell to complete in.
@@ -163,6 +172,7 @@ fn main() -> std::process::ExitCode {
                         Command::Usage { args, client } => usage::usage(args, client).await,
                         Command::Bench(args) => bench::run(args).await,
                         Command::Task { command, client } => task_cmd::task(command, client).await,
+                        Command::Service { command, client } => service::run(command, client).await,
                         Command::Completions { .. } => Ok(()),
                     }
                 })

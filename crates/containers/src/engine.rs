@@ -2,11 +2,14 @@
 //! written through to the store before a change is answered, and one tokio
 //! task per starting task that walks it through the lifecycle AWS reports
 //! (`PROVISIONING → PENDING → ACTIVATING → … → STOPPED`, `version` + 1 and
-//! a durable write per step).
+//! a durable write per step). The driver also runs its containers' health
+//! probes (`health`) and starts those whose `dependsOn` conditions it sees
+//! met (`dependencies`).
 //!
 //! Restart safety: a task that had not stopped when the node went down is
 //! reported `STOPPED` at the next start (stop code `TerminationNotice`,
-//! with a reason saying so); tasks are not re-adopted.
+//! with a reason saying so); tasks are not re-adopted. A service's
+//! scheduler (`services`) then starts new ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,8 +20,11 @@ use nimbus_store::{EcsMeta, EcsWrite};
 use serde::Deserialize;
 use tokio::sync::{Mutex, Notify};
 
+use crate::dependencies::{self, readiness, Readiness};
+use crate::health::{self, task_health, Probe};
 use crate::rules;
-use crate::runtime::{self, ContainerExit, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+use crate::runtime::{self, ContainerExit, ContainerLaunch, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+use crate::services::{put_service, ServiceRecord};
 use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
     TaskDefinitionRecord, TaskOverride, TaskRecord,
@@ -148,7 +154,7 @@ pub struct Page {
 }
 
 /// Pages `items` (in listing order) after the token's item.
-fn page(items: Vec<String>, max: Option<u32>, token: Option<&str>) -> Page {
+pub(crate) fn page(items: Vec<String>, max: Option<u32>, token: Option<&str>) -> Page {
     let max = max.unwrap_or(100).clamp(1, 100) as usize;
     let start = token.and_then(|t| items.iter().position(|i| i == t)).map_or(0, |i| i + 1);
     let rest: Vec<String> = items.into_iter().skip(start).collect();
@@ -163,39 +169,44 @@ pub struct DescribedTasks {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// By name.
-    clusters: BTreeMap<String, Cluster>,
+    pub(crate) clusters: BTreeMap<String, Cluster>,
     /// Revisions in order: revision `n` is at `n - 1` (revisions are never
     /// removed, so numbers are never reused).
     families: BTreeMap<String, Vec<TaskDefinitionRecord>>,
     /// By task id.
-    tasks: BTreeMap<String, TaskRecord>,
+    pub(crate) tasks: BTreeMap<String, TaskRecord>,
+    /// By service ARN (`services`).
+    pub(crate) services: BTreeMap<String, ServiceRecord>,
 }
 
-struct Inner {
-    account: Account,
-    store: Arc<dyn EcsMeta>,
+pub(crate) struct Inner {
+    pub(crate) account: Account,
+    pub(crate) store: Arc<dyn EcsMeta>,
     images: Arc<dyn TaskImages>,
     /// `None`: tasks whose images are pulled end with CannotStartContainerError.
     runtime: Option<Arc<dyn TaskRuntime>>,
     capacity: Capacity,
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
     /// Per running (or starting) task: the wake-up StopTask gives its driver.
     stops: Mutex<HashMap<String, Arc<Notify>>>,
     /// What running tasks get from the node; without it tasks only run.
     platform: std::sync::OnceLock<Platform>,
     /// Woken when a task stops (the retention of stopped tasks).
     stopped: Notify,
+    /// Wakes the service scheduler: a task changed status or health, or a
+    /// service changed.
+    pub(crate) scheduler: Arc<Notify>,
 }
 
 /// The ECS engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Ecs {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     (d.as_millis() as f64) / 1000.0
 }
@@ -217,13 +228,14 @@ fn put_definition(r: &TaskDefinitionRecord) -> Result<EcsWrite, Error> {
 }
 
 /// The last `/`-separated part of an ARN, or the value itself.
-fn after_slash(value: &str) -> &str {
+pub(crate) fn after_slash(value: &str) -> &str {
     value.rsplit('/').next().unwrap_or(value)
 }
 
 impl Ecs {
     /// Loads the stored state; tasks a stopped node left unfinished are
-    /// reported stopped (see the module's docs).
+    /// reported stopped (see the module's docs), and the service scheduler
+    /// starts (it brings services back to their desired counts).
     pub async fn open(
         account: Account,
         store: Arc<dyn EcsMeta>,
@@ -250,6 +262,11 @@ impl Ecs {
             }
             state.tasks.insert(after_slash(&r.task.task_arn).to_string(), r);
         }
+        for doc in &docs.services {
+            let mut r: ServiceRecord = serde_json::from_str(doc)?;
+            r.forget_tasks();
+            state.services.insert(r.service.service_arn.clone(), r);
+        }
         if !writes.is_empty() {
             tracing::warn!(tasks = writes.len(), "tasks that ran through a restart are reported STOPPED");
             store.ecs_apply(&writes).await?;
@@ -264,8 +281,11 @@ impl Ecs {
             stops: Mutex::default(),
             platform: std::sync::OnceLock::new(),
             stopped: Notify::new(),
+            scheduler: Arc::default(),
         };
-        Ok(Self { inner: Arc::new(inner) })
+        let ecs = Self { inner: Arc::new(inner) };
+        crate::services::spawn_scheduler(&ecs);
+        Ok(ecs)
     }
 
     /// Gives tasks started from now on the node's endpoints, `awslogs` and
@@ -321,7 +341,7 @@ impl Ecs {
         self.inner.stopped.notified()
     }
 
-    fn arn(&self, resource: &str) -> String {
+    pub(crate) fn arn(&self, resource: &str) -> String {
         format!("arn:aws:ecs:{}:{}:{resource}", self.inner.account.region, self.inner.account.id)
     }
 
@@ -355,7 +375,7 @@ impl Ecs {
     }
 
     /// The cluster's name for a name or ARN; `default` is made on first use.
-    async fn cluster_name(&self, state: &mut State, reference: Option<&str>) -> Result<String, Error> {
+    pub(crate) async fn cluster_name(&self, state: &mut State, reference: Option<&str>) -> Result<String, Error> {
         let name = match reference {
             None => DEFAULT_CLUSTER,
             Some(r) if r.starts_with("arn:") => r.strip_prefix(&self.arn("cluster/")).ok_or(Error::ClusterNotFound)?,
@@ -380,6 +400,11 @@ impl Ecs {
         let (running, pending): (Vec<_>, Vec<_>) = tasks.partition(|t| t.task.last_status == "RUNNING");
         c.running_tasks_count = running.len() as u32;
         c.pending_tasks_count = pending.len() as u32;
+        c.active_services_count = state
+            .services
+            .values()
+            .filter(|s| s.service.cluster_arn == c.cluster_arn && s.service.status == "ACTIVE")
+            .count() as u32;
         c
     }
 
@@ -409,6 +434,13 @@ impl Ecs {
         let mut state = self.inner.state.lock().await;
         let name = self.cluster_name(&mut state, Some(reference)).await?;
         let cluster = self.counted(&state, &state.clusters[&name]);
+        if state
+            .services
+            .values()
+            .any(|s| s.service.cluster_arn == cluster.cluster_arn && s.service.status != "INACTIVE")
+        {
+            return Err(Error::ClusterContainsServices);
+        }
         if cluster.running_tasks_count + cluster.pending_tasks_count > 0 {
             return Err(Error::ClusterContainsTasks);
         }
@@ -451,11 +483,15 @@ impl Ecs {
         let mut names = Vec::new();
         for c in &input.container_definitions {
             rules::check_container(c)?;
+            if let Some(check) = &c.health_check {
+                health::parse(check).map_err(Error::Client)?;
+            }
             if names.contains(&c.name.as_str()) {
                 return Err(Error::Client(format!("Duplicate container name '{}' in the task definition.", c.name)));
             }
             names.push(&c.name);
         }
+        dependencies::check(&input.container_definitions).map_err(Error::Client)?;
         if !input.container_definitions.iter().any(|c| c.essential) {
             return Err(Error::Client("A task definition must have at least one essential container.".into()));
         }
@@ -510,7 +546,7 @@ impl Ecs {
     }
 
     /// `family` (its latest ACTIVE revision), `family:revision` or an ARN.
-    fn find_definition<'s>(&self, state: &'s State, reference: &str) -> Option<&'s TaskDefinitionRecord> {
+    pub(crate) fn find_definition<'s>(&self, state: &'s State, reference: &str) -> Option<&'s TaskDefinitionRecord> {
         let short = reference.strip_prefix(&self.arn("task-definition/")).unwrap_or(reference);
         let (family, revision) = match short.split_once(':') {
             Some((f, r)) => (f, Some(r.parse::<u32>().ok()?)),
@@ -812,6 +848,7 @@ impl Ecs {
             return false;
         }
         state.tasks.insert(id.to_string(), record);
+        self.inner.scheduler.notify_one();
         true
     }
 
@@ -860,33 +897,41 @@ impl Ecs {
         if self.desired_stopped(id).await {
             return self.fail_start(id, "Task stopped before its containers started").await;
         }
-        let mut containers = Vec::new();
+        let (mut first, mut waiting) = (Vec::new(), Vec::new());
         for (def, image) in definitions.iter().zip(&pulled) {
             let over = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(&def.name));
             match runtime::plan(image, def, over, &self.inner.account.region) {
-                Ok(c) => containers.push(c),
+                Ok(c) if dependencies::starts_at_once(def) => first.push((def, c)),
+                Ok(c) => waiting.push((def.clone(), c)),
                 Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
             }
         }
-        let (cpu, memory_mib, container_arns) = {
+        let (cpu, memory_mib, arns) = {
             let state = self.inner.state.lock().await;
-            state.tasks.get(id).map_or((0, 0, Vec::new()), |r| {
-                (r.cpu, r.memory_mib, r.task.containers.iter().map(|c| c.container_arn.clone()).collect())
+            state.tasks.get(id).map_or((0, 0, HashMap::new()), |r| {
+                let arns = r.task.containers.iter().map(|c| (c.name.clone(), c.container_arn.clone())).collect();
+                (r.cpu, r.memory_mib, arns)
             })
         };
         let inside = match self.platform() {
-            Some(p) => match self.inside_task(id, p, &definitions, &container_arns, &mut containers).await {
-                Ok(inside) => Some(inside),
-                Err(reason) => return self.fail_start(id, &reason).await,
-            },
+            Some(p) => {
+                let launches =
+                    first.iter_mut().map(|(d, c)| (&**d, c)).chain(waiting.iter_mut().map(|(d, c)| (&*d, c)));
+                match self.inside_task(id, p, launches, &arns).await {
+                    Ok(inside) => Some(inside),
+                    Err(reason) => return self.fail_start(id, &reason).await,
+                }
+            }
             None => None,
         };
+        let order = dependencies::start_order(&first.iter().map(|(d, _)| *d).collect::<Vec<_>>());
+        let containers = order.into_iter().map(|i| first[i].1.clone()).collect();
         let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers, inside };
         let running = match runtime.start(launch).await {
             Ok(running) => running,
             Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
         };
-        self.run(id, running, &definitions).await;
+        self.run(id, running, &definitions, waiting).await;
     }
 
     /// What the platform adds to a task's containers: the endpoints'
@@ -896,12 +941,12 @@ impl Ecs {
         &self,
         id: &str,
         platform: &Platform,
-        definitions: &[ContainerDefinition],
-        container_arns: &[String],
-        containers: &mut [runtime::ContainerLaunch],
+        launches: impl Iterator<Item = (&ContainerDefinition, &mut runtime::ContainerLaunch)>,
+        arns: &HashMap<String, String>,
     ) -> Result<Arc<dyn runtime::InsideTask>, String> {
         let token = metadata::new_token();
-        for ((c, def), arn) in containers.iter_mut().zip(definitions).zip(container_arns) {
+        for (def, c) in launches {
+            let arn = arns.get(&def.name).map(String::as_str).unwrap_or_default();
             for (k, v) in metadata::env(after_slash(arn), &token) {
                 c.env.retain(|(name, _)| *name != k);
                 c.env.push((k, v));
@@ -934,18 +979,21 @@ impl Ecs {
     /// Drives a started task until every container has exited: the first
     /// essential exit or a StopTask sends SIGTERM to the rest, and SIGKILL
     /// follows after the longest `stopTimeout` of those still running.
-    async fn run(&self, id: &str, mut running: Box<dyn RunningTask>, definitions: &[ContainerDefinition]) {
-        let bindings: Vec<serde_json::Value> = running
-            .endpoints()
-            .iter()
-            .map(|(port, at)| {
-                serde_json::json!({"bindIP": at.ip().to_string(), "containerPort": port, "hostPort": at.port(), "protocol": "tcp"})
-            })
-            .collect();
+    /// Containers `waiting` on dependencies start as their conditions are
+    /// met; health probes run beside the driver until the task stops.
+    async fn run(
+        &self,
+        id: &str,
+        mut running: Box<dyn RunningTask>,
+        definitions: &[ContainerDefinition],
+        mut waiting: Vec<(ContainerDefinition, ContainerLaunch)>,
+    ) {
+        let bindings = binding_values(&running.endpoints());
         let wake = self.stop_signal(id).await;
+        let waits: Vec<String> = waiting.iter().map(|(d, _)| d.name.clone()).collect();
         self.advance(id, "RUNNING", |r| {
             r.task.started_at = Some(now());
-            for c in r.task.containers.iter_mut() {
+            for c in r.task.containers.iter_mut().filter(|c| !waits.contains(&c.name)) {
                 c.last_status = "RUNNING".into();
                 c.network_bindings =
                     bindings.iter().filter(|b| container_has_port(definitions, &c.name, b)).cloned().collect();
@@ -954,7 +1002,9 @@ impl Ecs {
         .await;
         // SIGTERM is sent once, then SIGKILL once at the deadline: the
         // largest stopTimeout of the containers still running then.
-        let mut alive: Vec<&ContainerDefinition> = definitions.iter().collect();
+        let mut alive: Vec<&ContainerDefinition> = definitions.iter().filter(|d| !waits.contains(&d.name)).collect();
+        let mut started: Vec<String> = alive.iter().map(|d| d.name.clone()).collect();
+        let (mut exits, mut health) = (HashMap::new(), HashMap::new());
         let mut kill_at: Option<tokio::time::Instant> = None;
         let mut killed = false;
         let stop = |running: &mut Box<dyn RunningTask>,
@@ -969,6 +1019,8 @@ impl Ecs {
         if self.desired_stopped(id).await {
             stop(&mut running, &mut kill_at, &alive);
         }
+        let mut probes = Probe::for_task(&alive, tokio::time::Instant::now());
+        let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
         loop {
             let deadline = async {
                 match kill_at.filter(|_| !killed) {
@@ -976,12 +1028,41 @@ impl Ecs {
                     None => std::future::pending().await,
                 }
             };
+            let probe_due = async {
+                match Probe::next_due(&probes).filter(|_| kill_at.is_none()) {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut changed = false;
             tokio::select! {
+                () = probe_due => {
+                    let now = tokio::time::Instant::now();
+                    for p in probes.iter_mut() {
+                        if !p.take_if_due(now) {
+                            continue;
+                        }
+                        let run = tokio::time::timeout(p.check.timeout, running.probe(&p.container, p.check.argv.clone()));
+                        let (tx, name) = (probe_tx.clone(), p.container.clone());
+                        tokio::spawn(async move { let _ = tx.send((name, matches!(run.await, Ok(Ok(0))))); });
+                    }
+                }
+                Some((name, passed)) = probe_rx.recv() => {
+                    let Some(p) = probes.iter_mut().find(|p| p.container == name) else { continue };
+                    if let Some(status) = p.record(passed, tokio::time::Instant::now()) {
+                        self.set_health(id, &name, status, definitions).await;
+                        health.insert(name, status);
+                        changed = true;
+                    }
+                }
                 exit = running.next_exit() => {
                     let Some(exit) = exit else { break };
                     alive.retain(|d| d.name != exit.name);
+                    probes.retain(|p| p.container != exit.name);
                     let essential = definitions.iter().any(|d| d.name == exit.name && d.essential);
                     self.container_exited(id, &exit, essential).await;
+                    exits.insert(exit.name.clone(), exit.exit_code);
+                    changed = true;
                     if essential {
                         stop(&mut running, &mut kill_at, &alive);
                     }
@@ -992,8 +1073,102 @@ impl Ecs {
                     killed = true;
                 }
             }
+            if kill_at.is_some() {
+                waiting.clear();
+            }
+            // Waiting containers whose conditions are now met start; one
+            // whose condition can no longer be met fails the task.
+            while changed && !waiting.is_empty() {
+                changed = false;
+                let at = waiting
+                    .iter()
+                    .map(|(d, _)| readiness(d, &started, &exits, &health))
+                    .enumerate()
+                    .find(|(_, r)| *r != Readiness::Waiting);
+                let Some((i, ready)) = at else { break };
+                let (def, launch) = waiting.remove(i);
+                let failed = match ready {
+                    Readiness::Never(why) => Some(why),
+                    _ => match running.start_container(launch).await {
+                        Ok(endpoints) => {
+                            self.container_started(id, &def.name, &binding_values(&endpoints), definitions).await;
+                            if let Some(d) = definitions.iter().find(|d| d.name == def.name) {
+                                alive.push(d);
+                                probes.extend(Probe::for_task(&[d], tokio::time::Instant::now()));
+                            }
+                            started.push(def.name.clone());
+                            changed = true;
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
+                };
+                if let Some(why) = failed {
+                    let reason = format!("CannotStartContainerError: {why}");
+                    if let Err(e) = self.stop_as(id, "TaskFailedToStart", &reason).await {
+                        tracing::error!(task = id, error = %e, "stopping a task failed");
+                    }
+                    waiting.clear();
+                    stop(&mut running, &mut kill_at, &alive);
+                }
+            }
         }
         self.finish(id).await;
+    }
+
+    /// Marks a container that started after the task did RUNNING.
+    async fn container_started(
+        &self,
+        id: &str,
+        name: &str,
+        bindings: &[serde_json::Value],
+        definitions: &[ContainerDefinition],
+    ) {
+        let mut state = self.inner.state.lock().await;
+        let Some(record) = state.tasks.get(id) else { return };
+        let mut record = record.clone();
+        record.task.version += 1;
+        if let Some(c) = record.task.containers.iter_mut().find(|c| c.name == name) {
+            c.last_status = "RUNNING".into();
+            c.network_bindings =
+                bindings.iter().filter(|b| container_has_port(definitions, name, b)).cloned().collect();
+        }
+        let stored = match put_task(&record) {
+            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => {
+                state.tasks.insert(id.to_string(), record);
+            }
+            Err(e) => tracing::error!(task = id, error = %e, "storing a container's start failed"),
+        }
+    }
+
+    /// Records a container's health and the task's that follows from it.
+    async fn set_health(&self, id: &str, container: &str, status: &str, definitions: &[ContainerDefinition]) {
+        let mut state = self.inner.state.lock().await;
+        let Some(record) = state.tasks.get(id) else { return };
+        let mut record = record.clone();
+        record.task.version += 1;
+        if let Some(c) = record.task.containers.iter_mut().find(|c| c.name == container) {
+            c.health_status = status.to_string();
+        }
+        let checked =
+            |c: &&Container| definitions.iter().any(|d| d.name == c.name && d.essential && d.health_check.is_some());
+        record.task.health_status =
+            task_health(record.task.containers.iter().filter(checked).map(|c| c.health_status.as_str())).to_string();
+        let stored = match put_task(&record) {
+            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => {
+                state.tasks.insert(id.to_string(), record);
+                self.inner.scheduler.notify_one();
+            }
+            Err(e) => tracing::error!(task = id, error = %e, "storing a container's health failed"),
+        }
     }
 
     /// The wake-up StopTask gives a running task's driver.
@@ -1141,30 +1316,42 @@ impl Ecs {
     /// Asks a task to stop (`UserInitiated`); a stopped task is answered as
     /// it is.
     pub async fn stop_task(&self, cluster: Option<&str>, reference: &str, reason: Option<&str>) -> Result<Task, Error> {
-        let (id, task) = {
+        let id = {
             let mut state = self.inner.state.lock().await;
             let name = self.cluster_name(&mut state, cluster).await?;
             let cluster_arn = state.clusters[&name].cluster_arn.clone();
-            let id = self
-                .task_id(&state, &cluster_arn, reference)
+            self.task_id(&state, &cluster_arn, reference)
                 .ok_or_else(|| Error::InvalidParameter("The referenced task was not found.".into()))?
-                .to_string();
-            let record = &state.tasks[&id];
+                .to_string()
+        };
+        self.stop_as(&id, "UserInitiated", reason.unwrap_or("Task stopped by user")).await
+    }
+
+    /// Sets a task's desired status to STOPPED with `code` and `reason`
+    /// (unless it is already stopping) and wakes its driver.
+    pub(crate) async fn stop_as(&self, id: &str, code: &str, reason: &str) -> Result<Task, Error> {
+        let task = {
+            let mut state = self.inner.state.lock().await;
+            let record = state
+                .tasks
+                .get(id)
+                .ok_or_else(|| Error::InvalidParameter("The referenced task was not found.".into()))?;
             if record.task.desired_status == "STOPPED" {
                 return Ok(record.task.clone());
             }
             let mut record = record.clone();
             record.task.desired_status = "STOPPED".into();
             record.task.version += 1;
-            record.task.stop_code = Some("UserInitiated".into());
-            record.task.stopped_reason = Some(reason.unwrap_or("Task stopped by user").to_string());
+            record.task.stop_code = Some(code.into());
+            record.task.stopped_reason = Some(reason.into());
             self.inner.store.ecs_apply(&[put_task(&record)?]).await?;
-            state.tasks.insert(id.clone(), record.clone());
-            (id, record.task)
+            state.tasks.insert(id.to_string(), record.clone());
+            record.task
         };
         // The task's driver stops it: a running task at once, a starting
         // one when its images are pulled.
-        self.stop_signal(&id).await.notify_one();
+        self.stop_signal(id).await.notify_one();
+        self.inner.scheduler.notify_one();
         Ok(task)
     }
 
@@ -1231,9 +1418,29 @@ impl Ecs {
                 state.tasks.insert(id.to_string(), r);
                 Ok(tags)
             }
+            "service" => {
+                let mut r = state.services.get(arn).ok_or(Error::ServiceNotFound)?.clone();
+                change(&mut r.tags);
+                if r.tags != state.services[arn].tags {
+                    self.inner.store.ecs_apply(&[put_service(&r)?]).await?;
+                }
+                let tags = r.tags.clone();
+                state.services.insert(arn.to_string(), r);
+                Ok(tags)
+            }
             _ => Err(Error::InvalidParameter(format!("The ARN '{arn}' is not a taggable ECS resource."))),
         }
     }
+}
+
+/// Published ports as ECS's `networkBindings` entries.
+fn binding_values(endpoints: &[(u16, std::net::SocketAddr)]) -> Vec<serde_json::Value> {
+    endpoints
+        .iter()
+        .map(|(port, at)| {
+            serde_json::json!({"bindIP": at.ip().to_string(), "containerPort": port, "hostPort": at.port(), "protocol": "tcp"})
+        })
+        .collect()
 }
 
 /// Whether a network binding is one of this container's ports.
@@ -1287,7 +1494,7 @@ fn check_launch(input: &RunTask) -> Result<(), Error> {
 }
 
 /// The awsvpc configuration a Fargate task needs; its first subnet.
-fn check_network(network: Option<&NetworkConfiguration>) -> Result<String, Error> {
+pub(crate) fn check_network(network: Option<&NetworkConfiguration>) -> Result<String, Error> {
     let vpc = network.and_then(|n| n.awsvpc_configuration.as_ref()).ok_or_else(|| {
         Error::InvalidParameter("Network Configuration must be provided when networkMode 'awsvpc' is specified.".into())
     })?;
@@ -1420,6 +1627,11 @@ mod tests {
 
         fn endpoints(&self) -> Vec<(u16, std::net::SocketAddr)> {
             vec![(8080, "127.0.0.1:41000".parse().unwrap())]
+        }
+
+        async fn start_container(&mut self, c: ContainerLaunch) -> Result<Vec<(u16, std::net::SocketAddr)>, String> {
+            self.running.push(c.name);
+            Ok(Vec::new())
         }
     }
 

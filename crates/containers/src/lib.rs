@@ -1,11 +1,13 @@
 //! ECS with the Fargate launch type, on this node's own capacity: clusters
 //! (a `default` one made on first use), task definitions with Fargate's
 //! rules (`rules`), tasks and the lifecycle AWS reports for them
-//! (`engine`), and the node's CPU and memory that tasks are placed
-//! against. Tasks' images come through the [`TaskImages`] trait, which the
-//! binary implements over the registry. Around running tasks: what they
-//! reach inside their network namespace (`metadata`), the `awslogs` driver,
-//! their metering and the retention of stopped tasks.
+//! (`engine`), container health checks (`health`) and dependencies
+//! (`dependencies`), services and their scheduler (`services`), and the
+//! node's CPU and memory that tasks are placed against. Tasks' images come
+//! through the [`TaskImages`] trait, which the binary implements over the
+//! registry. Around running tasks: what they reach inside their network
+//! namespace (`metadata`), the `awslogs` driver, their metering and the
+//! retention of stopped tasks.
 //!
 //! This crate owns ECS's rules and state. It must not speak HTTP (the
 //! front end is `nimbus-api`'s `ecs` module; the in-task endpoints are the
@@ -13,13 +15,16 @@
 //! and `nimbus_store::TaskUsageMeta`.
 
 mod awslogs;
+mod dependencies;
 mod engine;
+pub mod health;
 mod metadata;
 mod metering;
 mod retention;
 pub mod rules;
 pub mod runtime;
 mod sandboxed;
+mod services;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -30,6 +35,7 @@ pub use engine::{
     RunTaskOutcome,
 };
 pub use sandboxed::SandboxRuntime;
+pub use services::{CreateService, DeploymentConfiguration, Service, ServiceRecord, UpdateService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,8 +49,14 @@ pub enum Error {
     ClusterNotFound,
     #[error("The Cluster cannot be deleted while Tasks are active.")]
     ClusterContainsTasks,
+    #[error("The Cluster cannot be deleted while Services are active.")]
+    ClusterContainsServices,
     #[error("The specified resource could not be found.")]
     ResourceNotFound,
+    #[error("Service not found.")]
+    ServiceNotFound,
+    #[error("Service was not ACTIVE.")]
+    ServiceNotActive,
     #[error("store: {0}")]
     Store(String),
 }

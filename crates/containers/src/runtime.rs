@@ -81,7 +81,20 @@ pub trait RunningTask: Send {
     fn signal(&mut self, signal: StopSignal);
     /// Where each published container port is reached from the host.
     fn endpoints(&self) -> Vec<(u16, SocketAddr)>;
+    /// Starts one more container in the task (one whose `dependsOn`
+    /// conditions were met after the task started); its published ports.
+    async fn start_container(&mut self, container: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String>;
+    /// Runs a health-check command for a container, in the task's network
+    /// namespace and under the sandbox's rules; its exit code. The future
+    /// stands alone so that probes run beside the task's driver.
+    fn probe(&self, container: &str, argv: Vec<String>) -> ProbeRun {
+        let _ = (container, argv);
+        Box::pin(async { Err("this runtime cannot run health checks".to_string()) })
+    }
 }
+
+/// A running health-check command (see [`RunningTask::probe`]).
+pub type ProbeRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i32, String>> + Send>>;
 
 /// Environment every container gets, as on Fargate.
 fn platform_env(region: &str) -> [(String, String); 3] {

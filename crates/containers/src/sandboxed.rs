@@ -2,27 +2,32 @@
 //! sandbox of its own (mount, PID, IPC and UTS namespaces; the image's root
 //! read-only with a private `/tmp`; root of its own user namespace, which
 //! is the unprivileged sandbox user on the host; the sandbox's seccomp
-//! filter, which allows servers to `bind` and `listen`), the first one's
-//! network namespace shared by the others, and one cgroup of the task's
-//! size holding them all. Each published port gets a listener on the
-//! host's loopback whose connections are made from inside the task's
-//! network namespace (a short-lived thread `setns`es and connects), so no
-//! veth, bridge or NAT is needed. A container's stdout and stderr go to
-//! `output.log` in its directory, or, with `awslogs`, through pipes to the
-//! node's log driver.
+//! filter, which allows servers to `bind` and `listen`), one network
+//! namespace for the task (made and held by a node thread, see
+//! `NetworkHolder`) that they all join, and one cgroup of the task's size
+//! holding them all. Health-check probes are sandboxes of the same kind,
+//! made from the container's image, in the task's network and cgroup.
+//! What the task is served inside its network namespace (metadata and
+//! credentials) is bound there before its first container runs. Each
+//! published port gets a listener on the host's loopback whose connections
+//! are made from inside the task's network namespace (a short-lived thread
+//! `setns`es and connects), so no veth, bridge or NAT is needed. A
+//! container's stdout and stderr go to `output.log` in its directory, or,
+//! with `awslogs`, through pipes to the node's log driver.
 //!
 //! It starts and signals processes; the lifecycle is the engine's.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nimbus_sandbox::cgroup::{Cgroup, Layout, Limits};
 use nimbus_sandbox::namespaces::{Launch, Slots, Spec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::runtime::{ContainerExit, ContainerLaunch, InsideTask, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+use crate::runtime::{ContainerExit, ContainerLaunch, ProbeRun, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 
 /// Size of each container's private `/tmp` (Fargate's 20 GiB ephemeral
 /// storage is disk; this is memory, so it is kept small).
@@ -57,10 +62,10 @@ impl TaskRuntime for SandboxRuntime {
                     cpu_millis: (u64::from(task.cpu) * 1000 / 1024).max(1),
                     pids: 1024,
                 };
-                Some(
+                Some(Arc::new(
                     Cgroup::create(layout, &self.cgroup_group, &format!("task-{}", task.task_id), limits)
                         .map_err(|e| format!("creating the task's cgroup: {e}"))?,
-                )
+                ))
             }
             None => None,
         };
@@ -73,51 +78,90 @@ impl TaskRuntime for SandboxRuntime {
             left: 0,
             endpoints: Vec::new(),
             proxies: Vec::new(),
+            runtime: self.clone(),
+            launches: Vec::new(),
+            network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
         };
-        let mut network_of = None;
-        for c in &task.containers {
-            // What the task is served inside its network namespace is bound
-            // before its first container runs.
-            let inside = task.inside.as_ref().filter(|_| network_of.is_none());
-            let Started { pid, child } = self.start_container(&mut running, c, network_of, inside).await?;
-            network_of.get_or_insert(pid);
-            running.pids.push(pid);
-            running.left += 1;
-            let (name, tx) = (c.name.clone(), running.exits.0.clone());
-            tokio::spawn(async move {
-                let mut child = child;
-                let status = child.wait().await;
-                let _ = tx.send((name, status.ok()));
-            });
+        if let Some(inside) = &task.inside {
+            let served = inside.start(running.network.tid).await;
+            running.proxies.extend(served.map_err(|e| format!("serving inside the task: {e}"))?);
         }
-        if let Some(netns) = network_of {
-            for port in task.containers.iter().flat_map(|c| c.ports.iter().copied()) {
-                let (at, proxy) = publish(netns, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
-                running.endpoints.push((port, at));
-                running.proxies.push(proxy);
-            }
+        for c in task.containers {
+            running.add(c).await?;
         }
         Ok(Box::new(running))
     }
 }
 
+impl RunningSandbox {
+    /// Starts a container in the task's network namespace and publishes
+    /// its ports.
+    async fn add(&mut self, c: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String> {
+        let dir = self.dir.join(&c.name);
+        let started = self.runtime.start_container(&dir, &c, Some(self.network.tid), self.cgroup.as_deref()).await;
+        let (Started { pid, child }, slots) = match started {
+            Ok(started) => started,
+            Err((e, slots)) => {
+                self.slots.extend(slots);
+                return Err(e);
+            }
+        };
+        self.slots.push(slots);
+        self.pids.push((c.name.clone(), pid));
+        self.left += 1;
+        let (name, tx) = (c.name.clone(), self.exits.0.clone());
+        tokio::spawn(async move {
+            let mut child = child;
+            let status = child.wait().await;
+            let _ = tx.send((name, status.ok()));
+        });
+        let mut published = Vec::new();
+        for &port in &c.ports {
+            let (at, proxy) =
+                publish(self.network.tid, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
+            published.push((port, at));
+            self.proxies.push(proxy);
+        }
+        self.endpoints.extend(published.iter().copied());
+        self.launches.push(c);
+        Ok(published)
+    }
+}
+
 impl SandboxRuntime {
+    /// Starts a container's sandbox in `dir`; the slots it made are handed
+    /// back even on failure, for the caller to remove.
     async fn start_container(
         &self,
-        running: &mut RunningSandbox,
+        dir: &Path,
         c: &ContainerLaunch,
         network_of: Option<u32>,
-        inside: Option<&std::sync::Arc<dyn InsideTask>>,
-    ) -> Result<Started, String> {
-        let dir = running.dir.join(&c.name);
+        cgroup: Option<&Cgroup>,
+    ) -> Result<(Started, Slots), (String, Option<Slots>)> {
         let root = dir.join("root");
         let slots = Slots::under(&dir.join("slots"));
         let made = std::fs::create_dir_all(&root)
             .and_then(|()| slots.create())
             .and_then(|()| slots.fill(c.root.path(), None, TMP_MB));
-        running.slots.push(slots.clone());
-        made.map_err(|e| format!("preparing container {}: {e}", c.name))?;
+        if let Err(e) = made {
+            return Err((format!("preparing container {}: {e}", c.name), Some(slots)));
+        }
+        match self.spawn_sandbox(dir, root, slots.clone(), c, network_of, cgroup).await {
+            Ok(started) => Ok((started, slots)),
+            Err(e) => Err((e, Some(slots))),
+        }
+    }
+
+    async fn spawn_sandbox(
+        &self,
+        dir: &Path,
+        root: PathBuf,
+        slots: Slots,
+        c: &ContainerLaunch,
+        network_of: Option<u32>,
+        cgroup: Option<&Cgroup>,
+    ) -> Result<Started, String> {
         let spec = Spec {
             root,
             runtime: c.root.path().to_path_buf(),
@@ -163,27 +207,23 @@ impl SandboxRuntime {
             cwd: Some(c.working_dir.clone().unwrap_or_else(|| "/".into())),
         };
         let line = serde_json::to_string(&launch).map_err(|e| e.to_string())? + "\n";
-        let cgroup_attach = running.cgroup.as_ref().map(|cg| cg.attach(pid));
+        let cgroup_attach = cgroup.map(|cg| cg.attach(pid));
         if let Some(Err(e)) = cgroup_attach {
             return Err(format!("attaching container {} to the task's cgroup: {e}", c.name));
         }
         // Stage one says its namespaces exist ("r"); "g" lets it go on, and
         // the launch line tells stage two what to execute.
-        let failed = |e: std::io::Error| format!("starting container {}: {e}", c.name);
-        let mut control = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut control = ours;
+        let mut control = ours;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             control.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
             let mut ready = [0u8; 1];
             control.read_exact(&mut ready)?;
-            Ok(control)
+            control.write_all(b"g")?;
+            control.write_all(line.as_bytes())
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(failed)?;
-        if let Some(inside) = inside {
-            running.proxies.extend(inside.start(pid).await.map_err(failed)?);
-        }
-        control.write_all(b"g").and_then(|()| control.write_all(line.as_bytes())).map_err(failed)?;
+        .map_err(|e| format!("starting container {}: {e}", c.name))?;
         Ok(Started { pid, child })
     }
 }
@@ -227,15 +267,59 @@ type Exit = (String, Option<std::process::ExitStatus>);
 struct RunningSandbox {
     dir: PathBuf,
     slots: Vec<Slots>,
-    cgroup: Option<Cgroup>,
-    /// Stage one of each container.
-    pids: Vec<u32>,
+    cgroup: Option<Arc<Cgroup>>,
+    /// Stage one of each running container.
+    pids: Vec<(String, u32)>,
     exits: (mpsc::UnboundedSender<Exit>, mpsc::UnboundedReceiver<Exit>),
     left: usize,
     endpoints: Vec<(u16, SocketAddr)>,
     proxies: Vec<JoinHandle<()>>,
+    /// What health probes are started with: a container's image and
+    /// environment, in the task's network namespace and cgroup.
+    runtime: SandboxRuntime,
+    launches: Vec<ContainerLaunch>,
+    network: NetworkHolder,
     /// The containers' image roots, held while the task lives.
     _roots: Vec<nimbus_images::Root>,
+}
+
+/// The task's network namespace, made and held by a thread of the node
+/// that waits for the task to end (what a pause container is elsewhere):
+/// containers join it through the thread's id, and it outlives any of
+/// them, so a container that exits at once (an init container) takes
+/// neither the network nor the published ports with it.
+struct NetworkHolder {
+    tid: u32,
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl NetworkHolder {
+    async fn new() -> std::io::Result<Self> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let made = (|| -> std::io::Result<u32> {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
+                // A child forked by this thread is in its network namespace.
+                let lo = std::process::Command::new("/usr/sbin/ip").args(["link", "set", "lo", "up"]).status()?;
+                if !lo.success() {
+                    return Err(std::io::Error::other("bringing loopback up failed"));
+                }
+                let me = std::fs::read_link("/proc/thread-self")?;
+                me.file_name()
+                    .and_then(|n| n.to_str()?.parse().ok())
+                    .ok_or_else(|| std::io::Error::other("no thread id"))
+            })();
+            let ok = made.is_ok();
+            let _ = ready_tx.send(made);
+            if ok {
+                // Ends when the task drops its sender.
+                let _ = held.recv();
+            }
+        });
+        let tid = ready.await.map_err(|_| std::io::Error::other("the network thread ended"))??;
+        Ok(Self { tid, _release: release })
+    }
 }
 
 #[async_trait::async_trait]
@@ -246,13 +330,14 @@ impl RunningTask for RunningSandbox {
         }
         let (name, status) = self.exits.1.recv().await?;
         self.left -= 1;
+        self.pids.retain(|(n, _)| *n != name);
         let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
         let exit_code = match (status.and_then(|s| s.code()), signal) {
             (Some(code), _) => code,
             (None, Some(sig)) => 128 + sig,
             (None, None) => 137,
         };
-        let oom = exit_code == 137 && self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
+        let oom = exit_code == 137 && self.cgroup.as_deref().is_some_and(Cgroup::oom_killed);
         Some(ContainerExit { name, exit_code, oom })
     }
 
@@ -260,7 +345,7 @@ impl RunningTask for RunningSandbox {
         match signal {
             // Stage one waits on the container's PID 1, which is its child.
             StopSignal::Term => {
-                for pid in &self.pids {
+                for (_, pid) in &self.pids {
                     let children =
                         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
                     for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
@@ -272,7 +357,7 @@ impl RunningTask for RunningSandbox {
                 }
             }
             StopSignal::Kill => {
-                for pid in &self.pids {
+                for (_, pid) in &self.pids {
                     if let Ok(pid) = i32::try_from(*pid) {
                         let _ =
                             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -288,6 +373,62 @@ impl RunningTask for RunningSandbox {
     fn endpoints(&self) -> Vec<(u16, SocketAddr)> {
         self.endpoints.clone()
     }
+
+    async fn start_container(&mut self, container: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String> {
+        self.add(container).await
+    }
+
+    /// A probe is a sandbox of its own made from the container's image and
+    /// environment, in the task's network namespace and cgroup (so it sees
+    /// the container's ports on `localhost`, not its files or processes).
+    fn probe(&self, container: &str, argv: Vec<String>) -> ProbeRun {
+        let Some(launch) = self.launches.iter().find(|c| c.name == container) else {
+            return Box::pin(async { Err("no such container".to_string()) });
+        };
+        // A probe's output is not the container's log (on AWS the agent keeps it).
+        let launch = ContainerLaunch { argv, ports: Vec::new(), log: None, ..launch.clone() };
+        let dir = self.dir.join("probes").join(uuid::Uuid::new_v4().simple().to_string());
+        let (runtime, network_of, cgroup) = (self.runtime.clone(), Some(self.network.tid), self.cgroup.clone());
+        Box::pin(async move {
+            // Removed however the probe ends, a timeout included (the
+            // caller drops this future, which kills the sandbox).
+            let mut left = ProbeLeftovers { dir: dir.clone(), slots: None };
+            match runtime.start_container(&dir, &launch, network_of, cgroup.as_deref()).await {
+                Ok((mut started, slots)) => {
+                    left.slots = Some(slots);
+                    let status = started.child.wait().await.map_err(|e| e.to_string())?;
+                    Ok(status.code().unwrap_or(137))
+                }
+                Err((e, slots)) => {
+                    left.slots = slots;
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// A finished or abandoned probe's slots and directory.
+struct ProbeLeftovers {
+    dir: PathBuf,
+    slots: Option<Slots>,
+}
+
+impl Drop for ProbeLeftovers {
+    fn drop(&mut self) {
+        if let Some(s) = &self.slots {
+            s.remove();
+        }
+        remove_unmounted(&self.dir);
+    }
+}
+
+/// Removes a directory once nothing is mounted below it: a probe still
+/// running when its task ends has the image's root bound in its slot, and
+/// removing through that bind would delete the image's files.
+fn remove_unmounted(dir: &Path) {
+    nimbus_sandbox::namespaces::unmount_under(dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Drop for RunningSandbox {
@@ -302,6 +443,6 @@ impl Drop for RunningSandbox {
             cg.kill_all();
             let _ = cg.remove();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_unmounted(&self.dir);
     }
 }

@@ -1,4 +1,4 @@
-//! ECS's durable state ([`EcsMeta`]): clusters, task definitions and tasks
+//! ECS's durable state ([`EcsMeta`]): clusters, task definitions, tasks and services
 //! as documents the caller has already serialised. `nimbus-containers`
 //! owns their types and rules and keeps them in memory; the store only
 //! makes each batch of changes durable, in one transaction, and hands
@@ -19,6 +19,8 @@ pub enum EcsWrite {
     DeleteTaskDefinition { family: String, revision: u32 },
     PutTask { arn: String, doc: String },
     DeleteTask { arn: String },
+    PutService { arn: String, doc: String },
+    DeleteService { arn: String },
 }
 
 /// Every stored document, by kind.
@@ -28,6 +30,7 @@ pub struct EcsDocuments {
     /// In (family, revision) order.
     pub task_definitions: Vec<String>,
     pub tasks: Vec<String>,
+    pub services: Vec<String>,
 }
 
 #[async_trait]
@@ -62,6 +65,10 @@ impl EcsMeta for SqliteMetadata {
                     sqlx::query("INSERT OR REPLACE INTO ecs_tasks (arn, doc) VALUES (?, ?)").bind(arn).bind(doc)
                 }
                 EcsWrite::DeleteTask { arn } => sqlx::query("DELETE FROM ecs_tasks WHERE arn = ?").bind(arn),
+                EcsWrite::PutService { arn, doc } => {
+                    sqlx::query("INSERT OR REPLACE INTO ecs_services (arn, doc) VALUES (?, ?)").bind(arn).bind(doc)
+                }
+                EcsWrite::DeleteService { arn } => sqlx::query("DELETE FROM ecs_services WHERE arn = ?").bind(arn),
             };
             q.execute(&mut *tx).await?;
         }
@@ -78,6 +85,7 @@ impl EcsMeta for SqliteMetadata {
             clusters: docs("SELECT doc FROM ecs_clusters ORDER BY arn").await?,
             task_definitions: docs("SELECT doc FROM ecs_task_definitions ORDER BY family, revision").await?,
             tasks: docs("SELECT doc FROM ecs_tasks ORDER BY arn").await?,
+            services: docs("SELECT doc FROM ecs_services ORDER BY arn").await?,
         })
     }
 }
@@ -99,6 +107,8 @@ mod tests {
             put_td(2),
             put_td(1),
             EcsWrite::PutTask { arn: "t".into(), doc: "v1".into() },
+            EcsWrite::PutService { arn: "s1".into(), doc: "s1".into() },
+            EcsWrite::PutService { arn: "s2".into(), doc: "s2".into() },
         ])
         .await
         .unwrap();
@@ -106,6 +116,7 @@ mod tests {
             EcsWrite::PutTask { arn: "t".into(), doc: "v2".into() },
             EcsWrite::DeleteCluster { arn: "c2".into() },
             EcsWrite::DeleteTaskDefinition { family: "web".into(), revision: 2 },
+            EcsWrite::DeleteService { arn: "s2".into() },
         ])
         .await
         .unwrap();
@@ -115,5 +126,6 @@ mod tests {
         assert_eq!(docs.clusters, ["{\"c\":1}"]);
         assert_eq!(docs.task_definitions, ["1"]);
         assert_eq!(docs.tasks, ["v2"]);
+        assert_eq!(docs.services, ["s1"]);
     }
 }

@@ -9,7 +9,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_containers::types::Tag;
-use nimbus_containers::{Ecs, Error, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask};
+use nimbus_containers::{
+    CreateService, Ecs, Error, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask, ServiceRecord,
+    UpdateService,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -33,7 +36,10 @@ impl From<Error> for Failure {
             Error::InvalidParameter(_) => "InvalidParameterException",
             Error::ClusterNotFound => "ClusterNotFoundException",
             Error::ClusterContainsTasks => "ClusterContainsTasksException",
+            Error::ClusterContainsServices => "ClusterContainsServicesException",
             Error::ResourceNotFound => "ResourceNotFoundException",
+            Error::ServiceNotFound => "ServiceNotFoundException",
+            Error::ServiceNotActive => "ServiceNotActiveException",
             Error::Store(detail) => return Self::internal("ServerException", detail),
         };
         Self::new(kind, e.to_string())
@@ -77,6 +83,15 @@ fn with_token(mut out: Value, page: &Page, key: &str) -> Value {
     out
 }
 
+/// A service as answered, with its tags if asked for.
+fn service_json(record: &ServiceRecord, tags: bool) -> Value {
+    let mut v = to_json(&record.service);
+    if tags {
+        v["tags"] = to_json(&record.tags);
+    }
+    v
+}
+
 fn includes_tags(include: &[String]) -> bool {
     include.iter().any(|i| i == "TAGS")
 }
@@ -100,6 +115,9 @@ struct Common {
     resource_arn: Option<String>,
     tags: Vec<Tag>,
     tag_keys: Vec<String>,
+    service: Option<String>,
+    services: Vec<String>,
+    force: bool,
 }
 
 fn required(value: Option<String>, name: &str) -> Result<String, Failure> {
@@ -108,7 +126,12 @@ fn required(value: Option<String>, name: &str) -> Result<String, Failure> {
 
 async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
     let c: Common = match op {
-        "RegisterTaskDefinition" | "RunTask" | "ListTasks" | "ListTaskDefinitions" => Common::default(),
+        "RegisterTaskDefinition"
+        | "RunTask"
+        | "ListTasks"
+        | "ListTaskDefinitions"
+        | "CreateService"
+        | "UpdateService" => Common::default(),
         _ => input(body.clone())?,
     };
     Ok(match op {
@@ -195,6 +218,26 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
         "StopTask" => {
             let task = ecs.stop_task(c.cluster.as_deref(), &required(c.task, "task")?, c.reason.as_deref()).await?;
             json!({ "task": to_json(&task) })
+        }
+        "CreateService" => {
+            json!({ "service": service_json(&ecs.create_service(input::<CreateService>(body)?).await?, false) })
+        }
+        "UpdateService" => {
+            json!({ "service": service_json(&ecs.update_service(input::<UpdateService>(body)?).await?, false) })
+        }
+        "DescribeServices" => {
+            let (found, failures) = ecs.describe_services(c.cluster.as_deref(), &c.services).await?;
+            let tags = includes_tags(&c.include);
+            let services: Vec<Value> = found.iter().map(|s| service_json(s, tags)).collect();
+            json!({ "services": services, "failures": to_json(&failures) })
+        }
+        "ListServices" => {
+            let page = ecs.list_services(c.cluster.as_deref(), c.max_results, c.next_token.as_deref()).await?;
+            with_token(json!({}), &page, "serviceArns")
+        }
+        "DeleteService" => {
+            let service = ecs.delete_service(c.cluster.as_deref(), &required(c.service, "service")?, c.force).await?;
+            json!({ "service": to_json(&service) })
         }
         "TagResource" => {
             ecs.tag_resource(&required(c.resource_arn, "resourceArn")?, c.tags).await?;
