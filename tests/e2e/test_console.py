@@ -71,14 +71,17 @@ def css(driver, selector):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+# Read in one script call: the page redraws its parts as data arrives, and
+# an element found in one call may be replaced before the next reads it.
 def text_of(driver, selector):
-    found = css(driver, selector)
-    return found[0].text if found else ""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : ''",
+                                 selector)
 
 
 def chart_total(driver, chart):
-    found = css(driver, f"#chart-{chart}")
-    return float(found[0].get_attribute("data-total")) if found else None
+    total = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e && e.getAttribute('data-total')", f"#chart-{chart}")
+    return float(total) if total is not None else None
 
 
 def shot(driver, name):
