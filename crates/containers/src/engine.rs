@@ -839,12 +839,19 @@ impl Ecs {
         record.task.last_status = status.to_string();
         record.task.version += 1;
         change(&mut record);
+        self.keep_task(&mut state, id, record, "a task's status").await
+    }
+
+    /// Writes a task's record through to the store, then keeps it and
+    /// wakes the service scheduler; a failed write is logged and changes
+    /// nothing.
+    async fn keep_task(&self, state: &mut State, id: &str, record: TaskRecord, what: &str) -> bool {
         let stored = match put_task(&record) {
             Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
-            tracing::error!(task = id, error = %e, "storing a task's status failed");
+            tracing::error!(task = id, error = %e, "storing {what} failed");
             return false;
         }
         state.tasks.insert(id.to_string(), record);
@@ -1133,16 +1140,7 @@ impl Ecs {
             c.network_bindings =
                 bindings.iter().filter(|b| container_has_port(definitions, name, b)).cloned().collect();
         }
-        let stored = match put_task(&record) {
-            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
-            Err(e) => Err(e),
-        };
-        match stored {
-            Ok(()) => {
-                state.tasks.insert(id.to_string(), record);
-            }
-            Err(e) => tracing::error!(task = id, error = %e, "storing a container's start failed"),
-        }
+        self.keep_task(&mut state, id, record, "a container's start").await;
     }
 
     /// Records a container's health and the task's that follows from it.
@@ -1158,17 +1156,7 @@ impl Ecs {
             |c: &&Container| definitions.iter().any(|d| d.name == c.name && d.essential && d.health_check.is_some());
         record.task.health_status =
             task_health(record.task.containers.iter().filter(checked).map(|c| c.health_status.as_str())).to_string();
-        let stored = match put_task(&record) {
-            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
-            Err(e) => Err(e),
-        };
-        match stored {
-            Ok(()) => {
-                state.tasks.insert(id.to_string(), record);
-                self.inner.scheduler.notify_one();
-            }
-            Err(e) => tracing::error!(task = id, error = %e, "storing a container's health failed"),
-        }
+        self.keep_task(&mut state, id, record, "a container's health").await;
     }
 
     /// The wake-up StopTask gives a running task's driver.
@@ -1194,16 +1182,7 @@ impl Ecs {
             record.task.stop_code = Some("EssentialContainerExited".into());
             record.task.stopped_reason = Some("Essential container in task exited".into());
         }
-        let stored = match put_task(&record) {
-            Ok(w) => self.inner.store.ecs_apply(&[w]).await.map_err(Error::from),
-            Err(e) => Err(e),
-        };
-        match stored {
-            Ok(()) => {
-                state.tasks.insert(id.to_string(), record);
-            }
-            Err(e) => tracing::error!(task = id, error = %e, "storing a container's exit failed"),
-        }
+        self.keep_task(&mut state, id, record, "a container's exit").await;
     }
 
     /// Ends a task that could not start, as AWS reports it.
@@ -1541,7 +1520,7 @@ fn check_tags(tags: &[Tag]) -> Result<(), Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use nimbus_store::SqliteMetadata;
@@ -1549,7 +1528,8 @@ mod tests {
     use super::*;
     use crate::{PullError, PulledImage};
 
-    struct NoImages;
+    /// Images that never pull.
+    pub(crate) struct NoImages;
 
     #[async_trait::async_trait]
     impl TaskImages for NoImages {

@@ -59,16 +59,8 @@ mod tests {
     use nimbus_core::Account;
     use nimbus_store::{SqliteMetadata, TaskUsageMeta};
 
-    use crate::{Capacity, Ecs, Platform, PullError, PulledImage, SessionKeys, TaskCredentials, TaskImages};
-
-    struct NoImages;
-
-    #[async_trait::async_trait]
-    impl TaskImages for NoImages {
-        async fn pull(&self, image: &str) -> Result<PulledImage, PullError> {
-            Err(PullError(format!("{image}: not found")))
-        }
-    }
+    use crate::engine::tests::NoImages;
+    use crate::{Capacity, Ecs, Platform, SessionKeys, TaskCredentials};
 
     struct NoKeys;
 
