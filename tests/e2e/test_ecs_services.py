@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, nimbus_cli, unique_name, wait_for
-from test_ecs import NETWORK, container, refused, register, stopped
-from test_image_functions import RECIPES, push, run as sh
+from test_ecs import NETWORK, busybox, busybox_layout, container, refused, register, stopped  # noqa: F401
+from test_image_functions import push
 
 # Room for two services of 3 rolling at 200% at once.
 CAPACITY = ["--task-cpu-units", "4096", "--task-memory-mib", "8192"]
@@ -36,17 +36,6 @@ def node(tmp_path_factory):
 def ecs(node):
     return aws_client(node, "ecs")
 
-
-@pytest.fixture(scope="module")
-def busybox_layout(tmp_path_factory):
-    layout = tmp_path_factory.mktemp("ecs-services-images") / "busybox"
-    sh("sh", RECIPES / "build-busybox-image.sh", layout, "v1")
-    return layout
-
-
-@pytest.fixture(scope="module")
-def busybox(node, busybox_layout):
-    return push(node, busybox_layout, "v1")
 
 
 def serving(text):
