@@ -138,7 +138,7 @@ pub(crate) fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-pub(crate) fn ms(d: Duration) -> f64 {
+fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -161,7 +161,7 @@ impl Drop for Server {
     }
 }
 
-pub(crate) const COLD_GAP: Duration = Duration::from_millis(250);
+const COLD_GAP: Duration = Duration::from_millis(250);
 /// How long the node is left to reach rest (templates made) before a measurement.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -337,8 +337,44 @@ impl Bench {
     }
 }
 
+/// Cold starts of new functions from `make` (given a sample number), each
+/// deleted after its invoke, in ms: `spaced` apart, as they arrive in
+/// service (the node makes its templates ahead in between), then
+/// `back_to_back`, as a deploy script or a test suite meets them (all made,
+/// then invoked one after another with no pause for templates).
+pub(crate) async fn cold_starts<F, Fut>(
+    b: &Bench,
+    spaced: usize,
+    back_to_back: usize,
+    make: F,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let mut apart = Vec::new();
+    for i in 0..spaced {
+        let name = make(i).await?;
+        apart.push(ms(invoke(&b.client, &name, &json!({})).await?.0));
+        b.delete(&name).await?;
+        tokio::time::sleep(COLD_GAP).await;
+    }
+    let mut names = Vec::new();
+    for i in 0..back_to_back {
+        names.push(make(spaced + i).await?);
+    }
+    let mut together = Vec::new();
+    for name in &names {
+        together.push(ms(invoke(&b.client, name, &json!({})).await?.0));
+    }
+    for name in &names {
+        b.delete(name).await?;
+    }
+    Ok((apart, together))
+}
+
 /// One invoke; (client-observed duration, the handler's answer).
-pub(crate) async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(Duration, Value)> {
+async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(Duration, Value)> {
     let path = format!("/2015-03-31/functions/{name}/invocations");
     let body = serde_json::to_vec(event)?;
     let t = Instant::now();
@@ -570,28 +606,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = serde_json::Map::new();
     for rt in runtimes.iter().filter(|_| wants(Section::Functions)) {
         eprintln!("measuring {} ...", rt.id);
-        let mut cold = Vec::new();
-        for _ in 0..plan.cold {
-            let name = b.create(rt).await?;
-            cold.push(ms(invoke(&b.client, &name, &json!({})).await?.0));
-            b.delete(&name).await?;
-            // Cold starts arrive apart, as they do in service: the node
-            // makes its templates ahead in between.
-            tokio::time::sleep(COLD_GAP).await;
-        }
-        // As a deploy script or a test suite meets them: new functions
-        // invoked one after another, with no pause for templates.
-        let mut names = Vec::new();
-        for _ in 0..plan.cold_back_to_back {
-            names.push(b.create(rt).await?);
-        }
-        let mut back_to_back = Vec::new();
-        for name in &names {
-            back_to_back.push(ms(invoke(&b.client, name, &json!({})).await?.0));
-        }
-        for name in &names {
-            b.delete(name).await?;
-        }
+        let (mut cold, mut back_to_back) = cold_starts(&b, plan.cold, plan.cold_back_to_back, |_| b.create(rt)).await?;
         let name = b.create(rt).await?;
         invoke(&b.client, &name, &json!({})).await?;
         let (mut warm, mut overhead) = (Vec::new(), Vec::new());

@@ -20,7 +20,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::bench::{invoke, ms, percentiles, round, Bench, Runtime, COLD_GAP};
+use crate::bench::{cold_starts, percentiles, round, Bench, Runtime};
 use crate::client::Client;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -253,31 +253,13 @@ async fn create_image_function(b: &Bench, name: &str, uri: &str) -> anyhow::Resu
     b.client.wait_ready(name).await.map(drop)
 }
 
-/// Cold starts of `n` new functions from `make`, each deleted after:
-/// spaced apart (templates made in between), and back to back.
-async fn cold_starts<F, Fut>(b: &Bench, n: usize, make: F) -> anyhow::Result<Value>
+/// Spaced and back-to-back cold starts, as the functions section reports them.
+async fn cold_figures<F, Fut>(b: &Bench, n: usize, make: F) -> anyhow::Result<Value>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<String>>,
 {
-    let mut spaced = Vec::new();
-    for i in 0..n {
-        let name = make(i).await?;
-        tokio::time::sleep(COLD_GAP).await;
-        spaced.push(ms(invoke(&b.client, &name, &json!({})).await?.0));
-        b.delete(&name).await?;
-    }
-    let mut names = Vec::new();
-    for i in 0..n {
-        names.push(make(n + i).await?);
-    }
-    let mut back_to_back = Vec::new();
-    for name in &names {
-        back_to_back.push(ms(invoke(&b.client, name, &json!({})).await?.0));
-    }
-    for name in &names {
-        b.delete(name).await?;
-    }
+    let (mut spaced, mut back_to_back) = cold_starts(b, n, n, make).await?;
     Ok(json!({"spaced_ms": percentiles(&mut spaced), "back_to_back_ms": percentiles(&mut back_to_back)}))
 }
 
@@ -330,7 +312,7 @@ pub async fn figures(
     let uri = format!("{host}/bench-static:v1");
     // Unpacked once, before the cold starts measured.
     create_image_function(b, "bench-static-first", &uri).await?;
-    let static_cold = cold_starts(b, samples, |i| {
+    let static_cold = cold_figures(b, samples, |i| {
         let (name, uri) = (format!("bench-static-{i}"), uri.clone());
         async move { create_image_function(b, &name, &uri).await.map(|()| name) }
     })
@@ -343,13 +325,13 @@ pub async fn figures(
             reg.push_layout(layout, "v1", "bench-python").await?;
             let uri = format!("{host}/bench-python:v1");
             create_image_function(b, "bench-python-first", &uri).await?;
-            let image = cold_starts(b, samples, |i| {
+            let image = cold_figures(b, samples, |i| {
                 let (name, uri) = (format!("bench-python-image-{i}"), uri.clone());
                 async move { create_image_function(b, &name, &uri).await.map(|()| name) }
             })
             .await?;
             b.delete("bench-python-first").await?;
-            let zip = cold_starts(b, samples, |_| b.create(rt)).await?;
+            let zip = cold_figures(b, samples, |_| b.create(rt)).await?;
             let ratio =
                 |key: &str| round(image[key]["p50"].as_f64().unwrap_or(0.0) / zip[key]["p50"].as_f64().unwrap_or(1.0));
             json!({"image": image, "zip": zip, "spaced_p50_ratio": ratio("spaced_ms"), "back_to_back_p50_ratio": ratio("back_to_back_ms")})
