@@ -387,8 +387,8 @@ def test_kill_mid_push_leaves_a_consistent_registry(private_server):
     s = private_server()
     reg, repo = Registry(s), new_repo(s, "crash")
     committed = push_blob(reg, repo, b"committed before the crash")
-    # The first part is more than the server gathers before a write (1 MiB).
-    data, first = os.urandom(3 << 20), 2 << 20
+    # The first part is more than the server gathers before a write (8 MiB).
+    data, first = os.urandom(12 << 20), 9 << 20
     loc = reg.post(f"{repo}/blobs/uploads/").headers["Location"]
     started, release = threading.Event(), threading.Event()
 

@@ -17,7 +17,7 @@ use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::direct::BlockWriter;
+use nimbus_store::direct::BlockWriter;
 
 /// Bodies up to this size are kept in the store with their metadata
 /// rather than in a file of their own: one durable commit instead of three

@@ -9,7 +9,6 @@
 
 mod copy;
 mod delete;
-mod direct;
 mod files;
 mod lifecycle;
 mod listing;

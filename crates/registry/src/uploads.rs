@@ -3,6 +3,11 @@
 //! the way (sha256; a sha512 digest is checked by reading the file back),
 //! never held whole in memory. A chunk that fails half-way is rolled back,
 //! so the upload is as it was before the chunk.
+//!
+//! A chunk is written by a thread of its own while the request task
+//! receives and hashes the next bytes, past the page cache
+//! ([`BlockWriter`]): no second copy of every byte, and the `fsync` when
+//! the blob is committed has no backlog of the whole blob to wait for.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use nimbus_store::direct::BlockWriter;
 use sha2::{Digest as _, Sha256, Sha512};
-use tokio::io::AsyncWriteExt;
 
 use crate::rules::{self, Algorithm, Digest};
 use crate::{now_ms, Registry, RegistryError, Result};
@@ -26,7 +31,6 @@ struct Upload {
     touched: Instant,
     size: u64,
     hasher: Sha256,
-    file: tokio::fs::File,
     path: PathBuf,
 }
 
@@ -118,14 +122,13 @@ impl Registry {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let path = self.files.upload(&id);
-        let file = tokio::fs::OpenOptions::new().append(true).create_new(true).open(&path).await?;
+        tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
         let upload = Upload {
             repository: repository.to_string(),
             closed: false,
             touched: Instant::now(),
             size: 0,
             hasher: Sha256::new(),
-            file,
             path,
         };
         self.uploads.0.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), Arc::new(upload.into()));
@@ -190,7 +193,6 @@ impl Registry {
         let mut u = self.upload(repository, id).await?;
         append_to(&mut u, range, body).await?;
         self.close(&mut u, id);
-        u.file.flush().await?;
         let actual = match expected.algorithm {
             Algorithm::Sha256 => Digest { algorithm: Algorithm::Sha256, hex: hex::encode(u.hasher.clone().finalize()) },
             Algorithm::Sha512 => sha512_of(u.path.clone()).await?,
@@ -249,39 +251,56 @@ async fn append_to(u: &mut Upload, range: Option<(u64, u64)>, body: impl BodyStr
     let (size, hasher) = (u.size, u.hasher.clone());
     let written = write_chunk(u, body, range.map(|(s, e)| e - s + 1)).await;
     if written.is_err() {
-        u.file.set_len(size).await?;
+        tokio::fs::OpenOptions::new().write(true).open(&u.path).await?.set_len(size).await?;
         u.size = size;
         u.hasher = hasher;
     }
     written
 }
 
-/// Bytes gathered before a write: each write of a `tokio::fs::File` is a
-/// trip to the blocking pool, and a body arrives in frames of a few KB.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Chunks of a body waiting for the writer thread: bounds the memory a
+/// slow disk lets a body take.
+const QUEUE: usize = 32;
 
+/// Receives a chunk and hashes it on the request task while a writer
+/// thread appends what came before to the upload's file.
 async fn write_chunk(u: &mut Upload, mut body: impl BodyStream, expected: Option<u64>) -> Result<()> {
-    let mut written = 0u64;
-    let mut pending = Vec::with_capacity(WRITE_BUFFER);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Body(e.to_string()))?;
-        written += chunk.len() as u64;
-        if expected.is_some_and(|n| written > n) {
-            return Err(RegistryError::RangeInvalid { size: u.size });
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+    let writer = tokio::task::spawn_blocking({
+        let (path, len) = (u.path.clone(), u.size);
+        move || {
+            let mut out = BlockWriter::append(&path, len)?;
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write(&chunk)?;
+            }
+            out.close().map(drop)
         }
-        u.hasher.update(&chunk);
-        u.size += chunk.len() as u64;
-        pending.extend_from_slice(&chunk);
-        if pending.len() >= WRITE_BUFFER {
-            u.file.write_all(&pending).await?;
-            pending.clear();
+    });
+    let received = async {
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Body(e.to_string()))?;
+            written += chunk.len() as u64;
+            if expected.is_some_and(|n| written > n) {
+                return Err(RegistryError::RangeInvalid { size: u.size });
+            }
+            u.hasher.update(&chunk);
+            u.size += chunk.len() as u64;
+            // A send fails only when the writer has stopped on an error, which it returns.
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
         }
+        if expected.is_some_and(|n| written != n) {
+            return Err(RegistryError::RangeInvalid { size: u.size - written });
+        }
+        Ok(())
     }
-    u.file.write_all(&pending).await?;
-    if expected.is_some_and(|n| written != n) {
-        return Err(RegistryError::RangeInvalid { size: u.size - written });
-    }
-    Ok(())
+    .await;
+    drop(tx);
+    let appended = writer.await.map_err(std::io::Error::other)?;
+    received?;
+    Ok(appended?)
 }
 
 async fn sha512_of(path: PathBuf) -> Result<Digest> {

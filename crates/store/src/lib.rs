@@ -8,6 +8,7 @@
 //! committed, and SQLite runs in WAL mode with full synchronisation.
 
 mod blobs;
+pub mod direct;
 mod ecs;
 mod group;
 mod logs;
