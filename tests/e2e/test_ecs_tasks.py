@@ -188,3 +188,50 @@ def test_stopped_tasks_are_deleted_an_hour_after_they_stop(tmp_path):
         assert aws_client(node, "ecs").describe_tasks(tasks=[arn])["tasks"] == []
     finally:
         node.stop()
+
+
+# Task A serves its page on 8080, published, and on 8081, not published.
+SERVER = ["/bin/sh", "-c", "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html"
+          " && (/bin/busybox httpd -f -p 8081 -h /tmp/www &) && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+# Task B fetches A's page at the address DescribeTasks reports for it, tries
+# A's unpublished port and A's container port at the addresses it could
+# guess (printing how each failed), then keeps fetching until A is gone and
+# its address refuses connections (while A stops, they are accepted and
+# reset). Debian's busybox wget crashes with -T.
+GUESSES = ["127.0.0.1:8081", "169.254.170.2:8081", "127.0.0.1:8080", "169.254.170.2:8080"]
+CLIENT = r"""
+i=0
+while [ $i -lt 50 ]; do got=$(wget -q -O - http://127.0.0.1:$A_PORT/index.html) && break; sleep 0.1; i=$((i+1)); done
+echo "published $got"
+for addr in %s; do echo "$addr $(wget -q -O /dev/null http://$addr/index.html 2>&1)"; done
+echo "waiting"
+while wget -q -O /dev/null http://127.0.0.1:$A_PORT/index.html; do sleep 0.05; done
+while :; do
+  out=$(wget -q -O /dev/null http://127.0.0.1:$A_PORT/index.html 2>&1)
+  case "$out" in *refused*) break;; esac
+  sleep 0.05
+done
+echo "after $out"
+""" % " ".join(GUESSES)
+
+
+def test_tasks_reach_each_others_published_ports_and_only_those(ecs, logs, busybox):
+    server = {"name": "a", "image": busybox, "entryPoint": SERVER, "stopTimeout": 1,
+              "portMappings": [{"containerPort": 8080}]}
+    a = run(ecs, register(ecs, containers=[server])["family"])["tasks"][0]["taskArn"]
+    (binding,) = running(ecs, a)["containers"][0]["networkBindings"]
+    group = unique_name("/ecs/mesh")
+    logs.create_log_group(logGroupName=group)
+    client = {"name": "b", "image": busybox, "entryPoint": ["/bin/sh", "-c", CLIENT],
+              "environment": [{"name": "A_PORT", "value": str(binding["hostPort"])}],
+              "logConfiguration": awslogs(group)}
+    b = run(ecs, register(ecs, containers=[client])["family"])["tasks"][0]["taskArn"]
+    stream = f"app/b/{b.rsplit('/', 1)[1]}"
+    got = wait_for(lambda: (lambda ls: ls if "waiting" in ls else None)(lines(logs, group, stream)), "b's checks")
+    refused = [f"{g} wget: can't connect to remote host ({g.split(':')[0]}): Connection refused" for g in GUESSES]
+    assert got == ["published hello-from-a", *refused, "waiting"], got
+    ecs.stop_task(task=a)
+    stopped(ecs, a)
+    assert stopped(ecs, b)["containers"][0]["exitCode"] == 0
+    after = wait_for(lambda: [l for l in lines(logs, group, stream) if l.startswith("after")], "b's last fetch")
+    assert after == ["after wget: can't connect to remote host (127.0.0.1): Connection refused"], after

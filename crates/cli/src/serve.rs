@@ -486,6 +486,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cgroup_group: sb.cgroup_group.clone(),
             uid: sb.uid,
             gid: sb.gid,
+            mesh: Default::default(),
         }) as Arc<dyn nimbus_containers::runtime::TaskRuntime>
     });
     // One image store per data directory: image functions' and tasks' roots.

@@ -11,7 +11,8 @@
 //! credentials) is bound there before its first container runs. Each
 //! published port gets a listener on the host's loopback whose connections
 //! are made from inside the task's network namespace (a short-lived thread
-//! `setns`es and connects), so no veth, bridge or NAT is needed. A
+//! `setns`es and connects), so no veth, bridge or NAT is needed; other
+//! tasks reach it at the same address through the node's `Mesh`. A
 //! container's stdout and stderr go to `output.log` in its directory, or,
 //! with `awslogs`, through pipes to the node's log driver.
 //!
@@ -27,6 +28,7 @@ use nimbus_sandbox::namespaces::{Launch, Slots, Spec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::mesh::Mesh;
 use crate::runtime::{ContainerExit, ContainerLaunch, ProbeRun, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 
 /// Size of each container's private `/tmp` (Fargate's 20 GiB ephemeral
@@ -44,6 +46,8 @@ pub struct SandboxRuntime {
     pub cgroup_group: String,
     pub uid: u32,
     pub gid: u32,
+    /// The node's published ports, reached from every task.
+    pub mesh: Arc<Mesh>,
 }
 
 struct Started {
@@ -70,6 +74,7 @@ impl TaskRuntime for SandboxRuntime {
             None => None,
         };
         let mut running = RunningSandbox {
+            task_id: task.task_id.clone(),
             dir,
             slots: Vec::new(),
             cgroup,
@@ -83,6 +88,7 @@ impl TaskRuntime for SandboxRuntime {
             network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
         };
+        self.mesh.join(&task.task_id, running.network.tid).await;
         if let Some(inside) = &task.inside {
             let served = inside.start(running.network.tid).await;
             running.proxies.extend(served.map_err(|e| format!("serving inside the task: {e}"))?);
@@ -122,6 +128,7 @@ impl RunningSandbox {
                 publish(self.network.tid, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
             published.push((port, at));
             self.proxies.push(proxy);
+            self.runtime.mesh.publish(&self.task_id, self.network.tid, port, at.port()).await;
         }
         self.endpoints.extend(published.iter().copied());
         self.launches.push(c);
@@ -233,7 +240,13 @@ impl SandboxRuntime {
 async fn publish(netns_pid: u32, port: u16) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let at = listener.local_addr()?;
-    let proxy = tokio::spawn(async move {
+    Ok((at, relay(listener, netns_pid, port)))
+}
+
+/// Serves `listener`: each connection is relayed to `127.0.0.1:port` in
+/// the network namespace of `netns_pid`.
+pub(crate) fn relay(listener: tokio::net::TcpListener, netns_pid: u32, port: u16) -> JoinHandle<()> {
+    tokio::spawn(async move {
         while let Ok((mut outside, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let Ok(Ok(inside)) = tokio::task::spawn_blocking(move || connect_inside(netns_pid, port)).await else {
@@ -243,8 +256,7 @@ async fn publish(netns_pid: u32, port: u16) -> std::io::Result<(SocketAddr, Join
                 let _ = tokio::io::copy_bidirectional(&mut outside, &mut inside).await;
             });
         }
-    });
-    Ok((at, proxy))
+    })
 }
 
 /// Connects to `127.0.0.1:port` in the network namespace of `pid`, from a
@@ -265,6 +277,7 @@ fn connect_inside(pid: u32, port: u16) -> std::io::Result<std::net::TcpStream> {
 type Exit = (String, Option<std::process::ExitStatus>);
 
 struct RunningSandbox {
+    task_id: String,
     dir: PathBuf,
     slots: Vec<Slots>,
     cgroup: Option<Arc<Cgroup>>,
@@ -433,6 +446,7 @@ fn remove_unmounted(dir: &Path) {
 
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
+        self.runtime.mesh.leave(&self.task_id);
         for p in &self.proxies {
             p.abort();
         }
