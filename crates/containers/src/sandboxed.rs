@@ -219,18 +219,30 @@ impl SandboxRuntime {
             return Err(format!("attaching container {} to the task's cgroup: {e}", c.name));
         }
         // Stage one says its namespaces exist ("r"); "g" lets it go on, and
-        // the launch line tells stage two what to execute.
+        // the launch line tells stage two what to execute. The socket then
+        // closes when the program is executed, after the reason if it was
+        // not: the container runs only once it is.
         let mut control = ours;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let failed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             control.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
             let mut ready = [0u8; 1];
             control.read_exact(&mut ready)?;
             control.write_all(b"g")?;
-            control.write_all(line.as_bytes())
+            control.write_all(line.as_bytes())?;
+            let mut failed = Vec::new();
+            control.read_to_end(&mut failed)?;
+            Ok(failed)
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("starting container {}: {e}", c.name))?;
+        if !failed.is_empty() {
+            return Err(format!(
+                "ResourceInitializationError: failed to create new container runtime task: failed to create shim task: \
+                 OCI runtime create failed: runc create failed: unable to start container process: {}: unknown",
+                String::from_utf8_lossy(&failed)
+            ));
+        }
         Ok(Started { pid, child })
     }
 }

@@ -242,8 +242,13 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
     // the sandbox sees.
     unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP).map_err(|e| io(e, "unshare pid, cgroup"))?;
     // Stage two (and the runtime) keep the control socket as stdin: a
-    // sandbox made ahead learns its function there.
-    let status = std::process::Command::new(&spec.exe).args(["__sandbox-init", spec_json]).status()?;
+    // sandbox made ahead learns its function there. This stage lets go of
+    // it, so that the parent sees it close when stage two executes the
+    // program (see [`stage_two`]).
+    let mut stage_two = std::process::Command::new(&spec.exe).args(["__sandbox-init", spec_json]).spawn()?;
+    drop(control);
+    nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
+    let status = stage_two.wait()?;
     // Die the way the runtime died, so the parent sees `signal: killed`
     // for an out-of-memory kill rather than an exit code.
     if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
@@ -280,7 +285,25 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 }
 
 /// Stage two: PID 1 of the new PID namespace. Only returns on error.
+///
+/// A sandbox made ahead (told its program on stdin) reports how its start
+/// ended on that socket: it closes when the program is executed (a
+/// close-on-exec copy is the last one left), after the error's text if
+/// anything failed before.
 pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let report = match spec.argv.is_empty() {
+        true => Some(std::io::stdin().as_fd().try_clone_to_owned()?),
+        false => None,
+    };
+    let Err(err) = build_and_exec(spec);
+    if let Some(report) = report {
+        let _ = std::fs::File::from(report).write_all(err.to_string().as_bytes());
+    }
+    Err(err)
+}
+
+fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
     // Die with stage one from the start: a node killed while this stage
     // still builds the root must not leave it to run the program.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
@@ -338,7 +361,16 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     // An image's root may have no /var/task.
     let cwd = cwd.unwrap_or_else(|| if spec.image.is_some() { "/" } else { "/var/task" }.into());
     let err = std::process::Command::new(program).args(args).env_clear().envs(env).current_dir(cwd).exec();
-    Err(err)
+    // As runc words it (what AWS reports after CannotStartContainerError).
+    Err(match err.kind() {
+        std::io::ErrorKind::NotFound if !program.contains('/') => {
+            std::io::Error::other(format!("exec: \"{program}\": executable file not found in $PATH"))
+        }
+        std::io::ErrorKind::NotFound => {
+            std::io::Error::other(format!("exec: \"{program}\": stat {program}: no such file or directory"))
+        }
+        _ => std::io::Error::other(format!("exec: \"{program}\": {err}")),
+    })
 }
 
 /// Stage one as stage two sees it through the host's `/proc` (still
