@@ -1,6 +1,8 @@
 """Inside an ECS task and around it: the task metadata endpoint v4 and the
 task-role credentials endpoint answering inside the task (busybox wget
-from the container), the node's API reachable from it, the `awslogs` log
+from the container), the node's API reachable from it, an AWS SDK
+(botocore, in the image-function tests' Python image) calling Nimbus as
+the task, tasks reaching each other's published ports and only those, the `awslogs` log
 driver writing each container's lines to the log store (FilterLogEvents),
 a missing log group failing the start, metering rows that add up,
 `nimbus task list|logs|stop`, and stopped tasks deleted an hour after they
@@ -8,14 +10,20 @@ stop (on a fast test clock). Images are test_ecs's busybox recipe."""
 
 import json
 import math
+import os
+import shutil
 import sqlite3
+import sys
+import tarfile
 import time
+from pathlib import Path
 
 import boto3
 import pytest
 
-from conftest import REGION, Server, aws_client, nimbus_cli, unique_name, wait_for
+from conftest import REGION, Server, aws_client, create, nimbus_cli, unique_name, wait_for
 from test_ecs import CAPACITY, NETWORK, busybox, busybox_layout, ecs, node, register, run, running, stopped  # noqa: F401
+from test_image_functions import push, python_layout, run as sh  # noqa: F401
 
 ROLE = "arn:aws:iam::000000000000:role/task-role"
 
@@ -235,3 +243,82 @@ def test_tasks_reach_each_others_published_ports_and_only_those(ecs, logs, busyb
     assert stopped(ecs, b)["containers"][0]["exitCode"] == 0
     after = wait_for(lambda: [l for l in lines(logs, group, stream) if l.startswith("after")], "b's last fetch")
     assert after == ["after wget: can't connect to remote host (127.0.0.1): Connection refused"], after
+
+
+# What an SDK in a container needs of the suite's own botocore (pure
+# Python, for the image's Python version): its packages, with only the
+# service models the task calls.
+SITE = Path(boto3.__file__).parents[1]
+SDK_PACKAGES = ["botocore", "dateutil", "jmespath", "urllib3"]
+SDK_MODELS = {"ecs", "lambda"}
+
+
+def other_models(directory, names):
+    if Path(directory) != SITE / "botocore" / "data":
+        return []
+    return [n for n in names if (Path(directory) / n).is_dir() and n not in SDK_MODELS]
+
+
+def link_blobs(src, dst):
+    """Blobs are immutable: linked. The index, which gets a new tag, is copied."""
+    return os.link(src, dst) if "/blobs/" in src else shutil.copy2(src, dst)
+
+
+@pytest.fixture(scope="module")
+def python_sdk(node, python_layout, tmp_path_factory):
+    """The Python image of the image-function tests with one more layer,
+    botocore from the suite's venv (byte-compiled: the root is read-only
+    where it runs); its URI on the node."""
+    work = tmp_path_factory.mktemp("python-sdk")
+    layout = work / "layout"
+    shutil.copytree(python_layout, layout, copy_function=link_blobs)
+    site = work / "usr/local/lib/python3/dist-packages"
+    for name in SDK_PACKAGES:
+        shutil.copytree(SITE / name, site / name, ignore=other_models)
+    shutil.copy2(SITE / "six.py", site / "six.py")
+    sh(sys.executable, "-m", "compileall", "-q", site)
+
+    def as_root(info):
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+    with tarfile.open(work / "sdk.tar", "w") as tar:
+        tar.add(work / "usr", arcname="usr", filter=as_root)
+    sh("umoci", "raw", "add-layer", "--image", f"{layout}:v1", "--tag", "sdk", work / "sdk.tar")
+    return push(node, layout, "sdk")
+
+
+# Calls Nimbus through botocore's default chain: credentials from the
+# container endpoint, the endpoint from AWS_ENDPOINT_URL, the region from
+# AWS_REGION; nothing of them is in the task definition.
+SDK_CALLS = r"""
+import json, os, urllib.request
+import botocore.session
+me = json.load(urllib.request.urlopen(os.environ["ECS_CONTAINER_METADATA_URI_V4"] + "/task"))
+session = botocore.session.get_session()
+ecs = session.create_client("ecs")
+task = ecs.describe_tasks(cluster=me["Cluster"], tasks=[me["TaskARN"]])["tasks"][0]
+functions = session.create_client("lambda").list_functions()["Functions"]
+print(json.dumps({"credentials": session.get_credentials().method, "endpoint": ecs.meta.endpoint_url,
+                  "region": ecs.meta.region_name, "task": task["taskArn"], "status": task["lastStatus"],
+                  "functions": [f["FunctionName"] for f in functions]}))
+"""
+
+
+def test_an_aws_sdk_in_the_container_calls_nimbus_as_the_task(node, ecs, logs, python_sdk):
+    lam = aws_client(node, "lambda")
+    fn = unique_name("seen-from-task")
+    create(lam, fn)
+    group = unique_name("/ecs/sdk")
+    logs.create_log_group(logGroupName=group)
+    sdk = {"name": "sdk", "image": python_sdk, "entryPoint": ["python3", "-c", SDK_CALLS],
+           "logConfiguration": awslogs(group)}
+    arn = run(ecs, register(ecs, containers=[sdk], taskRoleArn=ROLE)["family"])["tasks"][0]["taskArn"]
+    done = stopped(ecs, arn)
+    stream = f"app/sdk/{arn.rsplit('/', 1)[1]}"
+    got = lines(logs, group, stream)
+    assert done["containers"][0]["exitCode"] == 0, (done, got)
+    out = json.loads(got[-1])
+    assert out["credentials"] == "container-role" and out["endpoint"] == "http://169.254.170.2:51678", out
+    assert (out["region"], out["task"], out["status"]) == (REGION, arn, "RUNNING"), out
+    assert fn in out["functions"], out
