@@ -373,6 +373,70 @@ fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
     })
 }
 
+/// A command to run inside a running image sandbox (see [`exec_in`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exec {
+    /// The sandbox's PID 1, as the host numbers it.
+    pub target: u32,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// Runs a command inside a running image sandbox, as `docker exec` does:
+/// in all of its namespaces (so with its files, processes, network and
+/// user: root of its user namespace), under the same rules (no
+/// capabilities, `no_new_privs`, the seccomp filter, the open files
+/// limit). Waits for a byte on stdin first, while the parent moves this
+/// process into the sandbox's cgroup. The command's exit code.
+pub fn exec_in(exec: &Exec) -> std::io::Result<i32> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    std::io::stdin().read_exact(&mut [0u8; 1])?;
+    let ns = |kind: &str| std::fs::File::open(format!("/proc/{}/ns/{kind}", exec.target));
+    // All opened before any is joined: the host's `/proc` goes with its
+    // mount namespace. The user namespace is the sandbox's own, joined
+    // last: the others belong to the host's, where this process is root.
+    let others = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let others = others.map(|(kind, flag)| ns(kind).map(|f| (kind, f, flag)));
+    let user = ns("user")?;
+    nix::unistd::setgroups(&[]).map_err(|e| io(e, "setgroups"))?;
+    for joined in others {
+        let (kind, file, flag) = joined?;
+        nix::sched::setns(file, flag).map_err(|e| io(e, &format!("join {kind} namespace")))?;
+    }
+    nix::sched::setns(user, CloneFlags::CLONE_NEWUSER).map_err(|e| io(e, "join user namespace"))?;
+    let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+    nix::unistd::setresgid(root.0, root.0, root.0).map_err(|e| io(e, "setresgid"))?;
+    nix::unistd::setresuid(root.1, root.1, root.1).map_err(|e| io(e, "setresuid"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    drop_capabilities()?;
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| std::io::Error::other(format!("dropping capabilities: {e}")))?;
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| io(e, "no_new_privs"))?;
+    crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
+        .map_err(|e| io(e, "open files limit"))?;
+    let (program, args) = exec.argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
+    // A child: joining a PID namespace places only the children in it.
+    let status = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(exec.env.iter().cloned())
+        .current_dir(&exec.cwd)
+        .stdin(std::process::Stdio::null())
+        .status()?;
+    let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+    Ok(status.code().or(signal.map(|s| 128 + s)).unwrap_or(1))
+}
+
 /// Stage one as stage two sees it through the host's `/proc` (still
 /// mounted when stage two starts): in the new PID namespace `getppid()` is
 /// 0, dead parent or not. The open directory stays bound to that process
