@@ -1,12 +1,13 @@
 """Inside an ECS task and around it: the task metadata endpoint v4 and the
 task-role credentials endpoint answering inside the task (busybox wget
 from the container), the node's API reachable from it, an AWS SDK
-(botocore, in the image-function tests' Python image) calling Nimbus as
-the task, tasks reaching each other's published ports and only those, the `awslogs` log
-driver writing each container's lines to the log store (FilterLogEvents),
-a missing log group failing the start, metering rows that add up,
-`nimbus task list|logs|stop`, and stopped tasks deleted an hour after they
-stop (on a fast test clock). Images are test_ecs's busybox recipe."""
+(botocore, layered on the image-function tests' Python image) calling
+Nimbus as the task, tasks reaching each other's published ports and only
+those, the `awslogs` log driver writing each container's lines to the log
+store (FilterLogEvents), a missing log group failing the start, metering
+rows that add up, `nimbus task list|logs|stop`, and stopped tasks deleted
+an hour after they stop (on a fast test clock). Images are test_ecs's
+busybox recipe, but for the SDK's."""
 
 import json
 import math

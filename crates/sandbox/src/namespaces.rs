@@ -20,6 +20,10 @@
 //! in a user namespace of its own as root there, which is the sandbox's
 //! unprivileged user on the host.
 //!
+//! A command is run inside a running image sandbox (a container's health
+//! check, as `docker exec`) by [`exec_in`], a third fresh execution that
+//! joins the sandbox's namespaces and keeps its rules.
+//!
 //! The root is Amazon Linux's where it shows: `/bin/sh` is bash (Debian's
 //! is dash, and shell bootstraps written for Lambda use bash features), and
 //! a process may open 1,024 files.
