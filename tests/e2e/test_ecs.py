@@ -3,7 +3,8 @@ CLI (with its waiters): clusters, task definitions and their bad input,
 RunTask and the lifecycle of a task whose image cannot be pulled, ListTasks'
 default, tags, capacity failures, a restart with kill -9, and tasks that
 run: an HTTP server reachable on its port, two containers talking over
-localhost, an essential container's exit, StopTask. The image is the
+localhost, an essential container's exit, StopTask, an entrypoint missing
+from the image. The image is the
 busybox recipe of examples/container-images (nothing is downloaded)."""
 
 import json
@@ -376,6 +377,25 @@ def test_two_containers_share_localhost_and_an_essential_exit_stops_the_task(ecs
     assert done["stoppedReason"] == "Essential container in task exited"
     exits = {c["name"]: c.get("exitCode") for c in done["containers"]}
     assert exits["probe"] == 3 and exits["web"] in (143, 137), exits
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("/nope", 'exec: "/nope": stat /nope: no such file or directory'),
+    ("nope", 'exec: "nope": executable file not found in $PATH'),
+])
+def test_a_missing_entrypoint_fails_the_start_and_never_runs(node, ecs, busybox, entry, why):
+    family = register(ecs, containers=[container(image=busybox, entryPoint=[entry])])["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+    code, _, err = aws_json(node, "ecs", "wait", "tasks-running", "--tasks", arn)
+    assert code != 0 and "terminal failure state" in err, err
+    done = stopped(ecs, arn)
+    reason = ("CannotStartContainerError: ResourceInitializationError: failed to create new container runtime task:"
+              " failed to create shim task: OCI runtime create failed: runc create failed: unable to start container"
+              f" process: {why}: unknown")
+    assert (done["stopCode"], done["stoppedReason"]) == ("TaskFailedToStart", reason), done
+    assert done["containers"][0]["reason"] == reason and "exitCode" not in done["containers"][0]
+    # RUNNING is reported only once the program was executed: never here.
+    assert "startedAt" not in done, done
 
 
 def test_a_task_running_through_kill_9_is_reported_stopped(tmp_path, busybox_layout):

@@ -2,7 +2,8 @@
 services-stable`) and `nimbus service list`: a service of 3 that survives a
 killed task and rolls to a new revision with every old task serving until a
 new one is healthy (checked on the tasks' ports during the roll), a
-container health check that fails and has its task replaced, dependsOn, the deployment
+container health check that fails and has its task replaced, a health
+check that sees its container's files, environment and user, dependsOn, the deployment
 circuit breaker rolling back a revision that exits at once, kill -9 of the
 server and the reconcile after it, and bad input. The image is test_ecs's
 busybox image (nothing is downloaded)."""
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, nimbus_cli, unique_name, wait_for
-from test_ecs import NETWORK, busybox, busybox_layout, container, refused, register, stopped  # noqa: F401
+from test_ecs import NETWORK, busybox, busybox_layout, container, refused, register, run, stopped  # noqa: F401
 from test_image_functions import push
 
 # Room for two services of 3 rolling at 200% at once.
@@ -207,6 +208,28 @@ def test_a_failing_health_check_replaces_the_task(ecs, busybox):
     task_id = first["taskArn"].rsplit("/", 1)[1]
     assert f"(service {name}) (task {task_id}) failed container health checks." in messages(describe(ecs, name))
     finish(ecs, name)
+
+
+def test_a_health_check_runs_inside_its_container(ecs, busybox):
+    # The container makes its file after a while; the check runs where the
+    # container does: its /tmp, its environment, its user and directory.
+    late = ["/bin/sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 60"]
+    check = {"command": ["CMD-SHELL", 'test -f /tmp/ready && test "$MARK" = set && test "$(id -u)" = 0'
+                         ' && test "$(pwd)" = /app'], "interval": 1, "timeout": 2, "retries": 1, "startPeriod": 10}
+    family = register(ecs, containers=[container(image=busybox, entryPoint=late, stopTimeout=1, healthCheck=check,
+                                                 environment=[{"name": "MARK", "value": "set"}])])["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+
+    def health():
+        t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+        assert t["lastStatus"] != "STOPPED", t
+        return t["lastStatus"] == "RUNNING" and t["containers"][0]["healthStatus"]
+    assert wait_for(health, "the task to run") == "UNKNOWN"
+    started = time.monotonic()
+    assert wait_for(lambda: health() == "HEALTHY", "the check to pass")
+    assert time.monotonic() - started > 1, "healthy before the file was made"
+    ecs.stop_task(task=arn)
+    stopped(ecs, arn)
 
 
 def test_the_circuit_breaker_rolls_back_a_revision_that_exits_at_once(node, ecs, busybox):

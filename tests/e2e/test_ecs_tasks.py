@@ -1,21 +1,30 @@
 """Inside an ECS task and around it: the task metadata endpoint v4 and the
 task-role credentials endpoint answering inside the task (busybox wget
-from the container), the node's API reachable from it, the `awslogs` log
-driver writing each container's lines to the log store (FilterLogEvents),
-a missing log group failing the start, metering rows that add up,
-`nimbus task list|logs|stop`, and stopped tasks deleted an hour after they
-stop (on a fast test clock). Images are test_ecs's busybox recipe."""
+from the container), the node's API reachable from it, an AWS SDK
+(botocore, layered on the image-function tests' Python image) calling
+Nimbus as the task, tasks reaching each other's published ports and only
+those, the `awslogs` log driver writing each container's lines to the log
+store (FilterLogEvents), a missing log group failing the start, metering
+rows that add up, `nimbus task list|logs|stop`, and stopped tasks deleted
+an hour after they stop (on a fast test clock). Images are test_ecs's
+busybox recipe, but for the SDK's."""
 
 import json
 import math
+import os
+import shutil
 import sqlite3
+import sys
+import tarfile
 import time
+from pathlib import Path
 
 import boto3
 import pytest
 
-from conftest import REGION, Server, aws_client, nimbus_cli, unique_name, wait_for
+from conftest import REGION, Server, aws_client, create, nimbus_cli, unique_name, wait_for
 from test_ecs import CAPACITY, NETWORK, busybox, busybox_layout, ecs, node, register, run, running, stopped  # noqa: F401
+from test_image_functions import push, python_layout, run as sh  # noqa: F401
 
 ROLE = "arn:aws:iam::000000000000:role/task-role"
 
@@ -188,3 +197,129 @@ def test_stopped_tasks_are_deleted_an_hour_after_they_stop(tmp_path):
         assert aws_client(node, "ecs").describe_tasks(tasks=[arn])["tasks"] == []
     finally:
         node.stop()
+
+
+# Task A serves its page on 8080, published, and on 8081, not published.
+SERVER = ["/bin/sh", "-c", "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html"
+          " && (/bin/busybox httpd -f -p 8081 -h /tmp/www &) && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+# Task B fetches A's page at the address DescribeTasks reports for it, tries
+# A's unpublished port and A's container port at the addresses it could
+# guess (printing how each failed), then keeps fetching until A is gone and
+# its address refuses connections (while A stops, they are accepted and
+# reset). Debian's busybox wget crashes with -T.
+GUESSES = ["127.0.0.1:8081", "169.254.170.2:8081", "127.0.0.1:8080", "169.254.170.2:8080"]
+CLIENT = r"""
+i=0
+while [ $i -lt 50 ]; do got=$(wget -q -O - http://127.0.0.1:$A_PORT/index.html) && break; sleep 0.1; i=$((i+1)); done
+echo "published $got"
+for addr in %s; do echo "$addr $(wget -q -O /dev/null http://$addr/index.html 2>&1)"; done
+echo "waiting"
+while wget -q -O /dev/null http://127.0.0.1:$A_PORT/index.html; do sleep 0.05; done
+while :; do
+  out=$(wget -q -O /dev/null http://127.0.0.1:$A_PORT/index.html 2>&1)
+  case "$out" in *refused*) break;; esac
+  sleep 0.05
+done
+echo "after $out"
+""" % " ".join(GUESSES)
+
+
+def test_tasks_reach_each_others_published_ports_and_only_those(ecs, logs, busybox):
+    server = {"name": "a", "image": busybox, "entryPoint": SERVER, "stopTimeout": 1,
+              "portMappings": [{"containerPort": 8080}]}
+    a = run(ecs, register(ecs, containers=[server])["family"])["tasks"][0]["taskArn"]
+    (binding,) = running(ecs, a)["containers"][0]["networkBindings"]
+    group = unique_name("/ecs/mesh")
+    logs.create_log_group(logGroupName=group)
+    client = {"name": "b", "image": busybox, "entryPoint": ["/bin/sh", "-c", CLIENT],
+              "environment": [{"name": "A_PORT", "value": str(binding["hostPort"])}],
+              "logConfiguration": awslogs(group)}
+    b = run(ecs, register(ecs, containers=[client])["family"])["tasks"][0]["taskArn"]
+    stream = f"app/b/{b.rsplit('/', 1)[1]}"
+    got = wait_for(lambda: (lambda ls: ls if "waiting" in ls else None)(lines(logs, group, stream)), "b's checks")
+    refused = [f"{g} wget: can't connect to remote host ({g.split(':')[0]}): Connection refused" for g in GUESSES]
+    assert got == ["published hello-from-a", *refused, "waiting"], got
+    ecs.stop_task(task=a)
+    stopped(ecs, a)
+    assert stopped(ecs, b)["containers"][0]["exitCode"] == 0
+    after = wait_for(lambda: [l for l in lines(logs, group, stream) if l.startswith("after")], "b's last fetch")
+    assert after == ["after wget: can't connect to remote host (127.0.0.1): Connection refused"], after
+
+
+# What an SDK in a container needs of the suite's own botocore (pure
+# Python, for the image's Python version): its packages, with only the
+# service models the task calls.
+SITE = Path(boto3.__file__).parents[1]
+SDK_PACKAGES = ["botocore", "dateutil", "jmespath", "urllib3"]
+SDK_MODELS = {"ecs", "lambda"}
+
+
+def other_models(directory, names):
+    if Path(directory) != SITE / "botocore" / "data":
+        return []
+    return [n for n in names if (Path(directory) / n).is_dir() and n not in SDK_MODELS]
+
+
+def link_blobs(src, dst):
+    """Blobs are immutable: linked. The index, which gets a new tag, is copied."""
+    return os.link(src, dst) if "/blobs/" in src else shutil.copy2(src, dst)
+
+
+@pytest.fixture(scope="module")
+def python_sdk(node, python_layout, tmp_path_factory):
+    """The Python image of the image-function tests with one more layer,
+    botocore from the suite's venv (byte-compiled: the root is read-only
+    where it runs); its URI on the node."""
+    work = tmp_path_factory.mktemp("python-sdk")
+    layout = work / "layout"
+    shutil.copytree(python_layout, layout, copy_function=link_blobs)
+    site = work / "usr/local/lib/python3/dist-packages"
+    for name in SDK_PACKAGES:
+        shutil.copytree(SITE / name, site / name, ignore=other_models)
+    shutil.copy2(SITE / "six.py", site / "six.py")
+    sh(sys.executable, "-m", "compileall", "-q", site)
+
+    def as_root(info):
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+    with tarfile.open(work / "sdk.tar", "w") as tar:
+        tar.add(work / "usr", arcname="usr", filter=as_root)
+    sh("umoci", "raw", "add-layer", "--image", f"{layout}:v1", "--tag", "sdk", work / "sdk.tar")
+    return push(node, layout, "sdk")
+
+
+# Calls Nimbus through botocore's default chain: credentials from the
+# container endpoint, the endpoint from AWS_ENDPOINT_URL, the region from
+# AWS_REGION; nothing of them is in the task definition.
+SDK_CALLS = r"""
+import json, os, urllib.request
+import botocore.session
+me = json.load(urllib.request.urlopen(os.environ["ECS_CONTAINER_METADATA_URI_V4"] + "/task"))
+session = botocore.session.get_session()
+ecs = session.create_client("ecs")
+task = ecs.describe_tasks(cluster=me["Cluster"], tasks=[me["TaskARN"]])["tasks"][0]
+functions = session.create_client("lambda").list_functions()["Functions"]
+print(json.dumps({"credentials": session.get_credentials().method, "endpoint": ecs.meta.endpoint_url,
+                  "region": ecs.meta.region_name, "task": task["taskArn"], "status": task["lastStatus"],
+                  "functions": [f["FunctionName"] for f in functions]}))
+"""
+
+
+def test_an_aws_sdk_in_the_container_calls_nimbus_as_the_task(node, ecs, logs, python_sdk):
+    lam = aws_client(node, "lambda")
+    fn = unique_name("seen-from-task")
+    create(lam, fn)
+    group = unique_name("/ecs/sdk")
+    logs.create_log_group(logGroupName=group)
+    sdk = {"name": "sdk", "image": python_sdk, "entryPoint": ["python3", "-c", SDK_CALLS],
+           "logConfiguration": awslogs(group)}
+    arn = run(ecs, register(ecs, containers=[sdk], taskRoleArn=ROLE)["family"])["tasks"][0]["taskArn"]
+    done = stopped(ecs, arn)
+    stream = f"app/sdk/{arn.rsplit('/', 1)[1]}"
+    got = lines(logs, group, stream)
+    assert done["containers"][0]["exitCode"] == 0, (done, got)
+    out = json.loads(got[-1])
+    assert out["credentials"] == "container-role" and out["endpoint"] == "http://169.254.170.2:51678", out
+    assert (out["region"], out["task"], out["status"]) == (REGION, arn, "RUNNING"), out
+    assert fn in out["functions"], out

@@ -3,9 +3,10 @@ with the recipes of examples/container-images (no image is downloaded),
 pushed to Nimbus's registry with skopeo, deployed with boto3 and invoked.
 
 The Python image takes a Debian root from mmdebstrap (about two minutes),
-so it is built once per session."""
+so it is built once per run."""
 
 import base64
+import fcntl
 import gzip
 import io
 import json
@@ -49,8 +50,17 @@ def layouts(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def python_layout(tmp_path_factory):
-    layout = tmp_path_factory.mktemp("python-image") / "python"
-    run("sh", RECIPES / "build-python-image.sh", layout, "v1", RECIPES / "python-app", env={"PIP": PIP})
+    """Built once per run, also for the ECS tests of another xdist worker
+    (the workers' temporary directories share a parent)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    layout, built = shared / "python-image" / "python", shared / "python-image" / "built"
+    layout.parent.mkdir(exist_ok=True)
+    with open(shared / "python-image" / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            run("sh", RECIPES / "build-python-image.sh", layout, "v1", RECIPES / "python-app", env={"PIP": PIP})
+            built.touch()
     return layout
 
 

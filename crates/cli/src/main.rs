@@ -117,10 +117,25 @@ enum Command {
     },
 }
 
-/// The two stages of a sandbox run as fresh executions of this binary,
-/// before any thread or runtime exists (see `nimbus_sandbox::namespaces`).
+/// The two stages of a sandbox, and a command run inside a running one,
+/// run as fresh executions of this binary, before any thread or runtime
+/// exists (see `nimbus_sandbox::namespaces`).
 fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
     use std::os::fd::AsFd;
+    if let [_, stage, json] = args {
+        if stage == "__sandbox-exec" {
+            let ran = serde_json::from_str(json)
+                .map_err(std::io::Error::other)
+                .and_then(|exec| nimbus_sandbox::namespaces::exec_in(&exec));
+            return Some(match ran {
+                Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("nimbus sandbox ({stage}): {e}");
+                    std::process::ExitCode::from(127)
+                }
+            });
+        }
+    }
     let (stage, json) = match args {
         [_, stage, json] if stage == "__sandbox" || stage == "__sandbox-init" => (stage.as_str(), json),
         _ => return None,

@@ -479,6 +479,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // isolation). Under the worker's directory, so that the mounts a killed
     // node left are cleared with the worker's at the next start.
     let task_runtime = sandbox.as_ref().map(|sb| {
+        // Each task holds a relay listener per port published on the node
+        // (the containers' mesh): 10,000 sockets for 100 tasks of one port.
+        // The soft open-files limit goes up to the hard one, as Go's
+        // runtime does; sandboxes set their own.
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        if let Err(e) =
+            getrlimit(Resource::RLIMIT_NOFILE).and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard))
+        {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
         Arc::new(nimbus_containers::SandboxRuntime {
             exe: sb.exe.clone(),
             dir: data_dir.join("worker").join("tasks"),
@@ -486,6 +496,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cgroup_group: sb.cgroup_group.clone(),
             uid: sb.uid,
             gid: sb.gid,
+            mesh: Default::default(),
         }) as Arc<dyn nimbus_containers::runtime::TaskRuntime>
     });
     // One image store per data directory: image functions' and tasks' roots.

@@ -1120,6 +1120,8 @@ impl Ecs {
                 }
             }
         }
+        // Its ports close before it is reported STOPPED.
+        drop(running);
         self.finish(id).await;
     }
 

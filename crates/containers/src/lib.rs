@@ -6,8 +6,9 @@
 //! node's CPU and memory that tasks are placed against. Tasks' images come
 //! through the [`TaskImages`] trait, which the binary implements over the
 //! registry. Around running tasks: what they reach inside their network
-//! namespace (`metadata`), the `awslogs` driver, their metering and the
-//! retention of stopped tasks.
+//! namespace (`metadata`, and other tasks' published ports through
+//! `mesh`), the `awslogs` driver, their metering and the retention of
+//! stopped tasks.
 //!
 //! This crate owns ECS's rules and state. It must not speak HTTP (the
 //! front end is `nimbus-api`'s `ecs` module; the in-task endpoints are the
@@ -18,6 +19,7 @@ mod awslogs;
 mod dependencies;
 mod engine;
 pub mod health;
+mod mesh;
 mod metadata;
 mod metering;
 mod retention;
@@ -34,6 +36,7 @@ pub use engine::{
     Capacity, DescribedTasks, Ecs, ListTaskDefinitions, ListTasks, Page, RegisterTaskDefinition, RunTask,
     RunTaskOutcome,
 };
+pub use mesh::Mesh;
 pub use sandboxed::SandboxRuntime;
 pub use services::{CreateService, DeploymentConfiguration, Service, ServiceRecord, UpdateService};
 

@@ -5,13 +5,14 @@
 //! filter, which allows servers to `bind` and `listen`), one network
 //! namespace for the task (made and held by a node thread, see
 //! `NetworkHolder`) that they all join, and one cgroup of the task's size
-//! holding them all. Health-check probes are sandboxes of the same kind,
-//! made from the container's image, in the task's network and cgroup.
+//! holding them all. Health-check probes run inside their container (its
+//! namespaces, as `docker exec`), in the task's cgroup.
 //! What the task is served inside its network namespace (metadata and
 //! credentials) is bound there before its first container runs. Each
 //! published port gets a listener on the host's loopback whose connections
 //! are made from inside the task's network namespace (a short-lived thread
-//! `setns`es and connects), so no veth, bridge or NAT is needed. A
+//! `setns`es and connects), so no veth, bridge or NAT is needed; other
+//! tasks reach it at the same address through the node's `Mesh`. A
 //! container's stdout and stderr go to `output.log` in its directory, or,
 //! with `awslogs`, through pipes to the node's log driver.
 //!
@@ -23,10 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nimbus_sandbox::cgroup::{Cgroup, Layout, Limits};
-use nimbus_sandbox::namespaces::{Launch, Slots, Spec};
+use nimbus_sandbox::namespaces::{Exec, Launch, Slots, Spec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::mesh::Mesh;
 use crate::runtime::{ContainerExit, ContainerLaunch, ProbeRun, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 
 /// Size of each container's private `/tmp` (Fargate's 20 GiB ephemeral
@@ -44,6 +46,8 @@ pub struct SandboxRuntime {
     pub cgroup_group: String,
     pub uid: u32,
     pub gid: u32,
+    /// The node's published ports, reached from every task.
+    pub mesh: Arc<Mesh>,
 }
 
 struct Started {
@@ -70,6 +74,7 @@ impl TaskRuntime for SandboxRuntime {
             None => None,
         };
         let mut running = RunningSandbox {
+            task_id: task.task_id.clone(),
             dir,
             slots: Vec::new(),
             cgroup,
@@ -83,6 +88,7 @@ impl TaskRuntime for SandboxRuntime {
             network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
         };
+        self.mesh.join(&task.task_id, running.network.tid).await;
         if let Some(inside) = &task.inside {
             let served = inside.start(running.network.tid).await;
             running.proxies.extend(served.map_err(|e| format!("serving inside the task: {e}"))?);
@@ -122,6 +128,7 @@ impl RunningSandbox {
                 publish(self.network.tid, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
             published.push((port, at));
             self.proxies.push(proxy);
+            self.runtime.mesh.publish(&self.task_id, self.network.tid, port, at.port()).await;
         }
         self.endpoints.extend(published.iter().copied());
         self.launches.push(c);
@@ -212,18 +219,30 @@ impl SandboxRuntime {
             return Err(format!("attaching container {} to the task's cgroup: {e}", c.name));
         }
         // Stage one says its namespaces exist ("r"); "g" lets it go on, and
-        // the launch line tells stage two what to execute.
+        // the launch line tells stage two what to execute. The socket then
+        // closes when the program is executed, after the reason if it was
+        // not: the container runs only once it is.
         let mut control = ours;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let failed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             control.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
             let mut ready = [0u8; 1];
             control.read_exact(&mut ready)?;
             control.write_all(b"g")?;
-            control.write_all(line.as_bytes())
+            control.write_all(line.as_bytes())?;
+            let mut failed = Vec::new();
+            control.read_to_end(&mut failed)?;
+            Ok(failed)
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("starting container {}: {e}", c.name))?;
+        if !failed.is_empty() {
+            return Err(format!(
+                "ResourceInitializationError: failed to create new container runtime task: failed to create shim task: \
+                 OCI runtime create failed: runc create failed: unable to start container process: {}: unknown",
+                String::from_utf8_lossy(&failed)
+            ));
+        }
         Ok(Started { pid, child })
     }
 }
@@ -233,7 +252,13 @@ impl SandboxRuntime {
 async fn publish(netns_pid: u32, port: u16) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let at = listener.local_addr()?;
-    let proxy = tokio::spawn(async move {
+    Ok((at, relay(listener, netns_pid, port)))
+}
+
+/// Serves `listener`: each connection is relayed to `127.0.0.1:port` in
+/// the network namespace of `netns_pid`.
+pub(crate) fn relay(listener: tokio::net::TcpListener, netns_pid: u32, port: u16) -> JoinHandle<()> {
+    tokio::spawn(async move {
         while let Ok((mut outside, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let Ok(Ok(inside)) = tokio::task::spawn_blocking(move || connect_inside(netns_pid, port)).await else {
@@ -243,8 +268,7 @@ async fn publish(netns_pid: u32, port: u16) -> std::io::Result<(SocketAddr, Join
                 let _ = tokio::io::copy_bidirectional(&mut outside, &mut inside).await;
             });
         }
-    });
-    Ok((at, proxy))
+    })
 }
 
 /// Connects to `127.0.0.1:port` in the network namespace of `pid`, from a
@@ -265,6 +289,7 @@ fn connect_inside(pid: u32, port: u16) -> std::io::Result<std::net::TcpStream> {
 type Exit = (String, Option<std::process::ExitStatus>);
 
 struct RunningSandbox {
+    task_id: String,
     dir: PathBuf,
     slots: Vec<Slots>,
     cgroup: Option<Arc<Cgroup>>,
@@ -274,8 +299,7 @@ struct RunningSandbox {
     left: usize,
     endpoints: Vec<(u16, SocketAddr)>,
     proxies: Vec<JoinHandle<()>>,
-    /// What health probes are started with: a container's image and
-    /// environment, in the task's network namespace and cgroup.
+    /// What the task's containers are started with.
     runtime: SandboxRuntime,
     launches: Vec<ContainerLaunch>,
     network: NetworkHolder,
@@ -346,9 +370,7 @@ impl RunningTask for RunningSandbox {
             // Stage one waits on the container's PID 1, which is its child.
             StopSignal::Term => {
                 for (_, pid) in &self.pids {
-                    let children =
-                        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-                    for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                    for child in children(*pid) {
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(child),
                             nix::sys::signal::Signal::SIGTERM,
@@ -378,54 +400,68 @@ impl RunningTask for RunningSandbox {
         self.add(container).await
     }
 
-    /// A probe is a sandbox of its own made from the container's image and
-    /// environment, in the task's network namespace and cgroup (so it sees
-    /// the container's ports on `localhost`, not its files or processes).
+    /// A probe runs inside the container, as `docker exec` runs AWS's:
+    /// in its namespaces (its files, processes, network and user), with
+    /// its environment and working directory, in the task's cgroup.
     fn probe(&self, container: &str, argv: Vec<String>) -> ProbeRun {
-        let Some(launch) = self.launches.iter().find(|c| c.name == container) else {
-            return Box::pin(async { Err("no such container".to_string()) });
+        let launch = self.launches.iter().find(|c| c.name == container);
+        let init = self
+            .pids
+            .iter()
+            .find(|(n, _)| n == container)
+            .and_then(|(_, pid)| u32::try_from(*children(*pid).first()?).ok());
+        let (Some(launch), Some(target)) = (launch, init) else {
+            return Box::pin(async { Err("the container is not running".to_string()) });
         };
-        // A probe's output is not the container's log (on AWS the agent keeps it).
-        let launch = ContainerLaunch { argv, ports: Vec::new(), log: None, ..launch.clone() };
-        let dir = self.dir.join("probes").join(uuid::Uuid::new_v4().simple().to_string());
-        let (runtime, network_of, cgroup) = (self.runtime.clone(), Some(self.network.tid), self.cgroup.clone());
+        let cwd = launch.working_dir.clone().unwrap_or_else(|| "/".into());
+        let exec = Exec { target, argv, env: launch.env.clone(), cwd };
+        let (exe, cgroup) = (self.runtime.exe.clone(), self.cgroup.clone());
         Box::pin(async move {
-            // Removed however the probe ends, a timeout included (the
-            // caller drops this future, which kills the sandbox).
-            let mut left = ProbeLeftovers { dir: dir.clone(), slots: None };
-            match runtime.start_container(&dir, &launch, network_of, cgroup.as_deref()).await {
-                Ok((mut started, slots)) => {
-                    left.slots = Some(slots);
-                    let status = started.child.wait().await.map_err(|e| e.to_string())?;
-                    Ok(status.code().unwrap_or(137))
-                }
-                Err((e, slots)) => {
-                    left.slots = slots;
-                    Err(e)
-                }
+            let json = serde_json::to_string(&exec).map_err(|e| e.to_string())?;
+            let mut child = tokio::process::Command::new(&exe)
+                .args(["__sandbox-exec", json.as_str()])
+                .env_clear()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("starting the probe: {e}"))?;
+            // A probe that times out (this future dropped) takes its
+            // command with it, not only the process that waits for it.
+            let mut command = ProbeCommand(child.id());
+            if let (Some(cg), Some(pid)) = (&cgroup, command.0) {
+                cg.attach(pid).map_err(|e| format!("attaching the probe to the task's cgroup: {e}"))?;
             }
+            let mut go = child.stdin.take().ok_or("no stdin")?;
+            tokio::io::AsyncWriteExt::write_all(&mut go, b"g").await.map_err(|e| e.to_string())?;
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            command.0 = None;
+            Ok(status.code().unwrap_or(137))
         })
     }
 }
 
-/// A finished or abandoned probe's slots and directory.
-struct ProbeLeftovers {
-    dir: PathBuf,
-    slots: Option<Slots>,
-}
+/// The process a probe runs its command from, until it was waited for.
+struct ProbeCommand(Option<u32>);
 
-impl Drop for ProbeLeftovers {
+impl Drop for ProbeCommand {
     fn drop(&mut self) {
-        if let Some(s) = &self.slots {
-            s.remove();
+        for child in self.0.map(children).unwrap_or_default() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
         }
-        remove_unmounted(&self.dir);
     }
 }
 
-/// Removes a directory once nothing is mounted below it: a probe still
-/// running when its task ends has the image's root bound in its slot, and
-/// removing through that bind would delete the image's files.
+/// A process's children (the container's PID 1 is stage one's only one).
+fn children(pid: u32) -> Vec<i32> {
+    let listed = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    listed.split_whitespace().filter_map(|c| c.parse().ok()).collect()
+}
+
+/// Removes a directory once nothing is mounted below it: removing through
+/// a bind of an image's root (a slot left mounted) would delete the
+/// image's files.
 fn remove_unmounted(dir: &Path) {
     nimbus_sandbox::namespaces::unmount_under(dir);
     let _ = std::fs::remove_dir_all(dir);
@@ -433,6 +469,7 @@ fn remove_unmounted(dir: &Path) {
 
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
+        self.runtime.mesh.leave(&self.task_id);
         for p in &self.proxies {
             p.abort();
         }

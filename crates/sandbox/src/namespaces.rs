@@ -20,6 +20,10 @@
 //! in a user namespace of its own as root there, which is the sandbox's
 //! unprivileged user on the host.
 //!
+//! A command is run inside a running image sandbox (a container's health
+//! check, as `docker exec`) by [`exec_in`], a third fresh execution that
+//! joins the sandbox's namespaces and keeps its rules.
+//!
 //! The root is Amazon Linux's where it shows: `/bin/sh` is bash (Debian's
 //! is dash, and shell bootstraps written for Lambda use bash features), and
 //! a process may open 1,024 files.
@@ -242,8 +246,13 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
     // the sandbox sees.
     unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP).map_err(|e| io(e, "unshare pid, cgroup"))?;
     // Stage two (and the runtime) keep the control socket as stdin: a
-    // sandbox made ahead learns its function there.
-    let status = std::process::Command::new(&spec.exe).args(["__sandbox-init", spec_json]).status()?;
+    // sandbox made ahead learns its function there. This stage lets go of
+    // it, so that the parent sees it close when stage two executes the
+    // program (see [`stage_two`]).
+    let mut stage_two = std::process::Command::new(&spec.exe).args(["__sandbox-init", spec_json]).spawn()?;
+    drop(control);
+    nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
+    let status = stage_two.wait()?;
     // Die the way the runtime died, so the parent sees `signal: killed`
     // for an out-of-memory kill rather than an exit code.
     if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
@@ -280,7 +289,25 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 }
 
 /// Stage two: PID 1 of the new PID namespace. Only returns on error.
+///
+/// A sandbox made ahead (told its program on stdin) reports how its start
+/// ended on that socket: it closes when the program is executed (a
+/// close-on-exec copy is the last one left), after the error's text if
+/// anything failed before.
 pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let report = match spec.argv.is_empty() {
+        true => Some(std::io::stdin().as_fd().try_clone_to_owned()?),
+        false => None,
+    };
+    let Err(err) = build_and_exec(spec);
+    if let Some(report) = report {
+        let _ = std::fs::File::from(report).write_all(err.to_string().as_bytes());
+    }
+    Err(err)
+}
+
+fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
     // Die with stage one from the start: a node killed while this stage
     // still builds the root must not leave it to run the program.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
@@ -338,7 +365,80 @@ pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
     // An image's root may have no /var/task.
     let cwd = cwd.unwrap_or_else(|| if spec.image.is_some() { "/" } else { "/var/task" }.into());
     let err = std::process::Command::new(program).args(args).env_clear().envs(env).current_dir(cwd).exec();
-    Err(err)
+    // As runc words it (what AWS reports after CannotStartContainerError).
+    Err(match err.kind() {
+        std::io::ErrorKind::NotFound if !program.contains('/') => {
+            std::io::Error::other(format!("exec: \"{program}\": executable file not found in $PATH"))
+        }
+        std::io::ErrorKind::NotFound => {
+            std::io::Error::other(format!("exec: \"{program}\": stat {program}: no such file or directory"))
+        }
+        _ => std::io::Error::other(format!("exec: \"{program}\": {err}")),
+    })
+}
+
+/// A command to run inside a running image sandbox (see [`exec_in`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exec {
+    /// The sandbox's PID 1, as the host numbers it.
+    pub target: u32,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// Runs a command inside a running image sandbox, as `docker exec` does:
+/// in all of its namespaces (so with its files, processes, network and
+/// user: root of its user namespace), under the same rules (no
+/// capabilities, `no_new_privs`, the seccomp filter, the open files
+/// limit). Waits for a byte on stdin first, while the parent moves this
+/// process into the sandbox's cgroup. The command's exit code.
+pub fn exec_in(exec: &Exec) -> std::io::Result<i32> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    std::io::stdin().read_exact(&mut [0u8; 1])?;
+    let ns = |kind: &str| std::fs::File::open(format!("/proc/{}/ns/{kind}", exec.target));
+    // All opened before any is joined: the host's `/proc` goes with its
+    // mount namespace. The user namespace is the sandbox's own, joined
+    // last: the others belong to the host's, where this process is root.
+    let others = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let others = others.map(|(kind, flag)| ns(kind).map(|f| (kind, f, flag)));
+    let user = ns("user")?;
+    nix::unistd::setgroups(&[]).map_err(|e| io(e, "setgroups"))?;
+    for joined in others {
+        let (kind, file, flag) = joined?;
+        nix::sched::setns(file, flag).map_err(|e| io(e, &format!("join {kind} namespace")))?;
+    }
+    nix::sched::setns(user, CloneFlags::CLONE_NEWUSER).map_err(|e| io(e, "join user namespace"))?;
+    let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+    nix::unistd::setresgid(root.0, root.0, root.0).map_err(|e| io(e, "setresgid"))?;
+    nix::unistd::setresuid(root.1, root.1, root.1).map_err(|e| io(e, "setresuid"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
+    drop_capabilities()?;
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| std::io::Error::other(format!("dropping capabilities: {e}")))?;
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| io(e, "no_new_privs"))?;
+    crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
+        .map_err(|e| io(e, "open files limit"))?;
+    let (program, args) = exec.argv.split_first().ok_or_else(|| std::io::Error::other("empty argv"))?;
+    // A child: joining a PID namespace places only the children in it.
+    let status = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(exec.env.iter().cloned())
+        .current_dir(&exec.cwd)
+        .stdin(std::process::Stdio::null())
+        .status()?;
+    let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+    Ok(status.code().or(signal.map(|s| 128 + s)).unwrap_or(1))
 }
 
 /// Stage one as stage two sees it through the host's `/proc` (still
