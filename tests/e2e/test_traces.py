@@ -182,3 +182,10 @@ def test_an_absent_collector_costs_invokes_nothing(tmp_path, otel_env):
         assert s.proc.poll() is None
     finally:
         s.stop()
+
+
+def test_an_https_collector_is_refused_at_the_start(tmp_path, otel_env):
+    """The build sends plain HTTP only: an https endpoint would fail every
+    export, so the node says so and does not start."""
+    with pytest.raises(RuntimeError, match="plain HTTP only"):
+        started(tmp_path, "https://127.0.0.1:4318")

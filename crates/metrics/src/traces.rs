@@ -2,7 +2,8 @@
 //! `tracing` spans of the invoke path (the API request, resolve, worker,
 //! admit, cold start, run, runtime, reply) become OpenTelemetry spans
 //! (`tracing-opentelemetry`) sent in batches over OTLP/HTTP protobuf
-//! (`opentelemetry-otlp`; no gRPC stack in the build).
+//! (`opentelemetry-otlp`; no gRPC stack in the build), over plain HTTP
+//! (the build has no TLS): a collector or agent near the node forwards them.
 //!
 //! Configured as OpenTelemetry users expect: `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! (or `serve --otlp-endpoint`, the same base URL; `/v1/traces` is added),
@@ -91,6 +92,13 @@ where
     let base = base.filter(|b| !b.trim().is_empty());
     if disabled || (signal.is_none() && base.is_none()) {
         return Ok(None);
+    }
+    // The build has no TLS stack (reqwest without rustls or native-tls):
+    // refuse an https collector at the start rather than fail every export.
+    if let Some(url) = signal.as_deref().or(base).filter(|u| u.trim_start().starts_with("https:")) {
+        return Err(TraceSetupError(format!(
+            "{url}: Nimbus sends traces over plain HTTP only; run a collector (or agent) reachable over http:// that forwards them"
+        )));
     }
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary);
     // The signal's own variable wins over the base URL, as in every
