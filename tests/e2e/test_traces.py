@@ -184,6 +184,23 @@ def test_an_absent_collector_costs_invokes_nothing(tmp_path, otel_env):
         s.stop()
 
 
+def test_the_traces_endpoint_variable_wins_over_the_base_url(tmp_path, collector, otel_env, monkeypatch):
+    """OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the full URL and, as in every
+    OpenTelemetry SDK, wins over the base one (here a closed port)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", collector.url + "/v1/traces")
+    s = started(tmp_path, f"http://127.0.0.1:{free_port()}")
+    try:
+        lam = s.client()
+        name = unique_name("signal")
+        create(lam, name)
+        wait_ready(lam, name)
+        trace_id = secrets.token_bytes(16)
+        invoke_traced(lam, name, f"00-{trace_id.hex()}-{secrets.token_bytes(8).hex()}-01")
+        wait_for(lambda: any(sp.name == "request" for sp in collector.trace(trace_id)), "the invoke's request span")
+    finally:
+        s.stop()
+
+
 def test_an_https_collector_is_refused_at_the_start(tmp_path, otel_env):
     """The build sends plain HTTP only: an https endpoint would fail every
     export, so the node says so and does not start."""
