@@ -209,12 +209,23 @@ def test_bad_get_metric_data_is_refused(cw):
         with pytest.raises(ClientError) as e:
             cw.get_metric_data(MetricDataQueries=queries, StartTime=utc(-10), EndTime=utc(0))
         assert error_code(e) == code, queries
-    # Two days of one-second periods: 172,801 datapoints, past GetMetricData's 100,800.
-    with pytest.raises(ClientError) as e:
-        cw.get_metric_data(MetricDataQueries=[{"Id": "a", "MetricStat": dict(stat, Period=1)}],
+    refusals = [
+        (dict(MetricDataQueries=[{"Id": f"q{i}", "MetricStat": stat} for i in range(501)]), "InvalidParameterValue",
+         "The collection MetricDataQueries must not have a size greater than 500."),
+        (dict(MaxDatapoints=0), "InvalidParameterValue", "The value 0 for parameter MaxDatapoints"),
+        (dict(NextToken="not-a-token"), "InvalidNextToken", "The value not-a-token for parameter NextToken"),
+    ]
+    for kw, code, message in refusals:
+        params = dict(MetricDataQueries=[{"Id": "a", "MetricStat": stat}], StartTime=utc(-10), EndTime=utc(0))
+        params.update(kw)
+        with pytest.raises(ClientError) as e:
+            cw.get_metric_data(**params)
+        assert error_code(e) == code and e.value.response["Error"]["Message"].startswith(message), kw
+    # Two days of one-second periods ask for 172,801 datapoints, past a
+    # page's 100,800: GetMetricData pages them rather than refusing.
+    r = cw.get_metric_data(MetricDataQueries=[{"Id": "a", "MetricStat": dict(stat, Period=1)}],
                            StartTime=TWO_DAYS_AGO, EndTime=TWO_DAYS_AGO + datetime.timedelta(days=2))
-    assert error_code(e) == "InvalidParameterCombination"
-    assert "which exceeds the limit of 100,800" in e.value.response["Error"]["Message"]
+    assert r["MetricDataResults"][0]["StatusCode"] == "Complete" and "NextToken" not in r
 
 
 def test_requests_must_be_signed_for_monitoring(server):
@@ -303,3 +314,108 @@ def test_botocore_speaking_smithy_rpc_v2_cbor(server, invoked):
             cw.get_metric_statistics(Namespace=NS, MetricName="Invocations", StartTime=utc(-10), EndTime=utc(0),
                                      Period=61, Statistics=["Sum"])
         assert error_code(e) == "InvalidParameterValue"
+
+
+@pytest.fixture(scope="module")
+def minutes(tmp_path_factory):
+    """A server whose clock runs a minute per real second, and a function
+    invoked once in each of three of its minutes: three datapoints a series."""
+    epoch_ms = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
+    s = Server(tmp_path_factory.mktemp("minutes") / "data",
+               args=["--test-clock-scale", "60", "--test-clock-epoch-ms", str(epoch_ms)]).start()
+
+    def server_minute():
+        now_ms = datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000
+        return int(epoch_ms + (now_ms - epoch_ms) * 60) // 60_000
+
+    try:
+        lam = s.client()
+        name = unique_name("paged")
+        create(lam, name, CODE)
+        wait_ready(lam, name)
+        for payload in [{}, {"fail": True}, {}]:
+            minute = server_minute()
+            lam.invoke(FunctionName=name, Payload=json.dumps(payload).encode())
+            wait_for(lambda: server_minute() > minute, "the server's next minute")
+        start = datetime.datetime.fromtimestamp(epoch_ms / 1000 - 3600, datetime.timezone.utc)
+        end = datetime.datetime.fromtimestamp((server_minute() + 60) * 60, datetime.timezone.utc)
+        yield s, name, start, end
+    finally:
+        s.stop()
+
+
+def paging_queries(name):
+    def query(qid, metric, stat, namespace=NS):
+        return {"Id": qid, "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": metric,
+                                                     "Dimensions": fn_dims(name)}, "Period": 60, "Stat": stat}}
+    return [query("calls", "Invocations", "Sum"), query("errors", "Errors", "Sum"),
+            query("none", "CPUUtilization", "Average", namespace="AWS/EC2"), query("slowest", "Duration", "Maximum")]
+
+
+def merged(pages):
+    """Each query's datapoints over all pages, in the order they came."""
+    series = {}
+    for page in pages:
+        for r in page["MetricDataResults"]:
+            s = series.setdefault(r["Id"], {"Timestamps": [], "Values": []})
+            s["Timestamps"] += r["Timestamps"]
+            s["Values"] += r["Values"]
+    return series
+
+
+@pytest.mark.parametrize("scan_by", ["TimestampDescending", "TimestampAscending"])
+def test_get_metric_data_pages_by_max_datapoints(minutes, scan_by):
+    server, name, start, end = minutes
+    cw = aws_client(server, "cloudwatch")
+    params = dict(MetricDataQueries=paging_queries(name), StartTime=start, EndTime=end, ScanBy=scan_by)
+    whole = cw.get_metric_data(**params)
+    assert "NextToken" not in whole
+    assert all(r["StatusCode"] == "Complete" for r in whole["MetricDataResults"])
+    full = merged([whole])
+    assert full["calls"]["Values"] == [1.0, 1.0, 1.0] and sorted(full["errors"]["Values"]) == [0.0, 0.0, 1.0]
+    assert full["none"]["Values"] == [] and len(full["slowest"]["Values"]) == 3
+    ordered = sorted(full["calls"]["Timestamps"], reverse=scan_by == "TimestampDescending")
+    assert full["calls"]["Timestamps"] == ordered and len(set(ordered)) == 3
+
+    pages = list(cw.get_paginator("get_metric_data").paginate(MaxDatapoints=2, **params))
+    # Nine datapoints, two a page; the query a page ends in is partial.
+    assert [sum(len(r["Values"]) for r in p["MetricDataResults"]) for p in pages] == [2, 2, 2, 2, 1]
+    statuses = [[(r["Id"], r["StatusCode"]) for r in p["MetricDataResults"]] for p in pages]
+    assert statuses == [
+        [("calls", "PartialData")],
+        [("calls", "Complete"), ("errors", "PartialData")],
+        [("errors", "Complete"), ("none", "Complete")],
+        [("slowest", "PartialData")],
+        [("slowest", "Complete")],
+    ]
+    assert merged(pages) == full
+
+    # A token goes with the query it came from.
+    first = cw.get_metric_data(MaxDatapoints=2, **params)
+    other = dict(params, StartTime=start - datetime.timedelta(minutes=1))
+    with pytest.raises(ClientError) as e:
+        cw.get_metric_data(MaxDatapoints=2, NextToken=first["NextToken"], **other)
+    assert error_code(e) == "InvalidNextToken" and e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_get_metric_data_pages_in_cbor_too(minutes):
+    server, name, start, end = minutes
+    cbor_first = ("smithy-rpc-v2-cbor", "json", "rest-json", "rest-xml", "query", "ec2")
+    with mock.patch("botocore.model.PRIORITY_ORDERED_SUPPORTED_PROTOCOLS", cbor_first):
+        cw = aws_client(server, "cloudwatch")
+        seen = []
+        cw.meta.events.register("before-send", lambda request, **_: seen.append(request))
+        params = dict(MetricDataQueries=paging_queries(name), StartTime=start, EndTime=end, MaxDatapoints=4)
+        pages, token = [], None
+        while True:
+            page = cw.get_metric_data(**params, **({"NextToken": token} if token else {}))
+            pages.append(page)
+            token = page.get("NextToken")
+            if not token:
+                break
+        assert all(r.headers["smithy-protocol"] == b"rpc-v2-cbor" for r in seen)
+        assert [sum(len(r["Values"]) for r in p["MetricDataResults"]) for p in pages] == [4, 4, 1]
+        assert merged(pages) == merged([cw.get_metric_data(**dict(params, MaxDatapoints=100))])
+        with pytest.raises(ClientError) as e:
+            cw.get_metric_data(**params, NextToken="0.-.0000")
+        assert error_code(e) == "InvalidNextToken"

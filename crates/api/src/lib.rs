@@ -142,8 +142,18 @@ pub fn router(api: Arc<Api>) -> Router {
 
 async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        function = tracing::field::Empty,
+    );
+    // A caller's W3C trace context: this request's spans continue its trace.
+    if let Some(parent) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        let state = req.headers().get("tracestate").and_then(|v| v.to_str().ok());
+        nimbus_metrics::traces::continue_trace(&span, parent, state);
+    }
     let expects_continue =
         req.headers().get("expect").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     // A function URL's address wins over a scope naming another service:

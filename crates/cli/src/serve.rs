@@ -96,6 +96,13 @@ pub struct ServeArgs {
     /// which --test-clock-scale runs the clock faster.
     #[arg(long, hide = true, requires = "test_clock_scale")]
     test_clock_epoch_ms: Option<i64>,
+    /// Send traces of the invoke path to this OpenTelemetry collector, over
+    /// OTLP/HTTP protobuf (`/v1/traces` is added), e.g. `http://localhost:4318`.
+    /// The standard OTEL_* variables apply too (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    /// OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_HEADERS...).
+    /// Off when neither this nor an OTLP endpoint variable is set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// CPU units (1024 per core) this node offers ECS tasks. Default: all its cores.
     #[arg(long, env = "NIMBUS_TASK_CPU_UNITS")]
     task_cpu_units: Option<u32>,
@@ -247,7 +254,16 @@ pub struct KeyFile {
 
 pub const KEY_FILE: &str = "credentials.json";
 
-fn init_tracing(format: LogFormat) {
+/// Installs the log (stderr, filtered by `NIMBUS_LOG`) and, when an OTLP
+/// endpoint is configured, the trace export beside it, whose returned
+/// handle sends the last spans at shutdown.
+fn init_tracing(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<Option<nimbus_metrics::traces::Export>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // NIMBUS_LOG_SPANS=1 logs each span's time as it closes: with
@@ -260,15 +276,16 @@ fn init_tracing(format: LogFormat) {
     };
     // Colour codes only for a person at a terminal, never in a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_span_events(spans)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_span_events(spans).with_ansi(ansi).with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Plain => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    // Each layer has its own filter: the trace export sees the invoke
+    // path's debug spans whatever NIMBUS_LOG lets the log print.
+    let (otlp, export) = nimbus_metrics::traces::layer(otlp_endpoint)?.unzip();
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otlp).init();
+    Ok(export)
 }
 
 fn random(len: usize, alphabet: &[u8]) -> String {
@@ -413,7 +430,7 @@ fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    let traces = init_tracing(args.log_format, args.otlp_endpoint.as_deref())?;
     let stop = shutdown_signal()?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
@@ -638,6 +655,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await;
     worker.shutdown().await;
     tracing::info!("stopped");
+    if let Some(traces) = traces {
+        tokio::task::spawn_blocking(move || traces.shutdown()).await?;
+    }
     served
 }
 

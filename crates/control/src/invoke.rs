@@ -125,7 +125,7 @@ impl Control {
         let running = self.metrics().map(|m| m.running(&config.name));
         // In its own task, so that a caller who hangs up does not abandon
         // an environment mid-invocation.
-        let span = tracing::debug_span!("worker");
+        let span = tracing::debug_span!("worker", function = %config.name, version = %executed_version);
         let outcome = tokio::spawn(async move { invoker.invoke(invocation).await }.instrument(span))
             .await
             .map_err(|e| Error::Unavailable(format!("The invocation task failed: {e}")))?

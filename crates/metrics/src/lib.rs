@@ -1,4 +1,5 @@
-//! CloudWatch metrics of the `AWS/Lambda` namespace, and usage reports.
+//! CloudWatch metrics of the `AWS/Lambda` namespace, usage reports, and
+//! the export of traces to an OpenTelemetry collector.
 //!
 //! The invoke path records samples here ([`Metrics::invoked`],
 //! [`Metrics::throttled`], [`Metrics::running`], the async events' three):
@@ -11,13 +12,15 @@
 //! minutes with the ones still in memory.
 //!
 //! Owns: what a sample counts towards (the dimension sets), periods and
-//! statistics over minutes, listing metrics, and usage and cost
-//! ([`usage`]). Must not: speak HTTP (the `monitoring` front end and the
-//! Prometheus endpoint in `nimbus-api` do), or decide what an invocation's
-//! outcome was (control tells it).
+//! statistics over minutes, listing metrics, usage and cost ([`usage`]),
+//! and OTLP trace export ([`traces`]). Must not: serve HTTP (the
+//! `monitoring` front end and the Prometheus endpoint in `nimbus-api` do;
+//! the trace exporter only posts to a collector), or decide what an
+//! invocation's outcome was (control tells it).
 
 mod platform;
 mod stats;
+pub mod traces;
 pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -521,7 +524,7 @@ pub fn check_datapoints(period_s: u32, start_ms: i64, end_ms: i64, limit: i64) -
 }
 
 /// AWS's refusal of a query over `n` datapoints when `limit` are allowed.
-pub fn too_many_datapoints(n: i64, limit: i64) -> MetricsError {
+fn too_many_datapoints(n: i64, limit: i64) -> MetricsError {
     MetricsError::InvalidParameterCombination(format!(
         "You have requested up to {} datapoints, which exceeds the limit of {}. You may reduce the datapoints \
          requested by increasing Period, or decreasing the time range.",

@@ -555,11 +555,12 @@ impl Worker {
             Some(_) => None,
             None => self.templates.take(&spec.base),
         };
+        tracing::Span::current().record("template", template.is_some());
         let first = match template {
-            Some(t) => t.specialize(&spec).await?,
-            None => env::Env::spawn(spec.clone()).await?,
+            Some(t) => t.specialize(&spec).instrument(tracing::debug_span!("specialize")).await?,
+            None => env::Env::spawn(spec.clone()).instrument(tracing::debug_span!("spawn")).await?,
         };
-        if first.wait_ready(INIT_LIMIT).await {
+        if first.wait_ready(INIT_LIMIT).instrument(tracing::debug_span!("init")).await {
             first.limit_cpu();
             return Ok(first);
         }
@@ -747,8 +748,9 @@ impl Invoker for Worker {
     }
 
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error> {
-        let (mut ticket, dead) =
-            self.pool.admit(&inv.config.name, &Self::key(&inv.config)).map_err(Error::Throttled)?;
+        let (mut ticket, dead) = tracing::debug_span!("admit")
+            .in_scope(|| self.pool.admit(&inv.config.name, &Self::key(&inv.config)))
+            .map_err(Error::Throttled)?;
         tokio::spawn(retire_all(dead));
         let (environment, cold) = match ticket.warm.take() {
             Some(e) => (e, false),
@@ -758,7 +760,9 @@ impl Invoker for Worker {
                 }
                 let started = async {
                     let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
-                    self.start(spec).instrument(tracing::debug_span!("cold_start")).await
+                    self.start(spec)
+                        .instrument(tracing::debug_span!("cold_start", template = tracing::field::Empty))
+                        .await
                 };
                 match started.await {
                     Ok(e) => (e, true),

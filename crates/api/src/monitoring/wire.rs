@@ -5,16 +5,17 @@
 
 use std::collections::HashSet;
 
-use nimbus_metrics::{
-    check_datapoints, check_period, too_many_datapoints, Dimensions, Metrics, Stat, StatSet, METRICS, NAMESPACE,
-};
+use nimbus_metrics::{check_datapoints, check_period, Dimensions, Metrics, Stat, StatSet, METRICS, NAMESPACE};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::json_front::Failure;
 
-/// GetMetricData's limit on the datapoints of one call, over all its queries.
+/// GetMetricData's limit on the datapoints of one page, over all its
+/// queries (and MaxDatapoints' default): more are paged with NextToken.
 const DATA_MAX_DATAPOINTS: i64 = 100_800;
+/// GetMetricData's limit on queries in one call.
+const DATA_MAX_QUERIES: usize = 500;
 /// ListMetrics' page size.
 const LIST_PAGE: usize = 500;
 
@@ -49,6 +50,8 @@ struct GetMetricData {
     start_time: f64,
     end_time: f64,
     scan_by: Option<String>,
+    max_datapoints: Option<i64>,
+    next_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,7 +95,10 @@ struct ListMetrics {
 pub(super) async fn execute(metrics: &Metrics, op: &str, input: Value) -> Result<Value, Failure> {
     match op {
         "GetMetricStatistics" => get_metric_statistics(metrics, parse(input)?).await,
-        "GetMetricData" => get_metric_data(metrics, parse(input)?).await,
+        "GetMetricData" => {
+            let request = request_digest(&input);
+            get_metric_data(metrics, parse(input)?, &request).await
+        }
         "ListMetrics" => list_metrics(metrics, parse(input)?).await,
         _ => Err(Failure::new(
             "InvalidAction",
@@ -200,11 +206,20 @@ fn datapoint(t: i64, s: &StatSet, statistics: &[(String, Stat)], extended: &[(St
     Value::Object(p)
 }
 
-async fn get_metric_data(metrics: &Metrics, q: GetMetricData) -> Result<Value, Failure> {
+async fn get_metric_data(metrics: &Metrics, q: GetMetricData, request: &str) -> Result<Value, Failure> {
     let (start, end) = (ms(q.start_time), ms(q.end_time));
     check_range(start, end)?;
+    if q.metric_data_queries.len() > DATA_MAX_QUERIES {
+        return Err(invalid(format!(
+            "The collection MetricDataQueries must not have a size greater than {DATA_MAX_QUERIES}."
+        )));
+    }
+    let page_size = match q.max_datapoints {
+        None => DATA_MAX_DATAPOINTS,
+        Some(n) if n >= 1 => n.min(DATA_MAX_DATAPOINTS),
+        Some(n) => return Err(invalid(format!("The value {n} for parameter MaxDatapoints must be greater than 0."))),
+    };
     let mut ids = HashSet::new();
-    let mut total = 0i64;
     for (i, d) in q.metric_data_queries.iter().enumerate() {
         if !ids.insert(d.id.as_str()) {
             return Err(Failure::new(
@@ -235,18 +250,28 @@ async fn get_metric_data(metrics: &Metrics, q: GetMetricData) -> Result<Value, F
             ))
         })?;
         check_period(stat.period)?;
-        total += (end - start).div_euclid(i64::from(stat.period) * 1000) + 1;
     }
-    if total > DATA_MAX_DATAPOINTS {
-        return Err(too_many_datapoints(total, DATA_MAX_DATAPOINTS).into());
-    }
-    let ascending = q.scan_by.as_deref() == Some("TimestampAscending");
+    let ascending = match q.scan_by.as_deref() {
+        None | Some("TimestampDescending") => false,
+        Some("TimestampAscending") => true,
+        Some(other) => return Err(invalid(format!("The value {other} for parameter ScanBy is not valid."))),
+    };
+    let returned: Vec<&DataQuery> = q.metric_data_queries.iter().filter(|d| d.return_data != Some(false)).collect();
+    let resume = match &q.next_token {
+        Some(t) => Cursor::parse(t, request, returned.len())?,
+        None => Cursor { query: 0, after: None },
+    };
+    // Queries are answered in order, each in the scan's order, until the
+    // page holds `page_size` datapoints; the query cut there is partial,
+    // and the token resumes after its last timestamp.
+    let mut budget = page_size;
     let mut results = Vec::new();
-    for d in q.metric_data_queries.iter().filter(|d| d.return_data != Some(false)) {
+    let mut next = None;
+    for (index, d) in returned.iter().enumerate().skip(resume.query) {
         let Some(s) = &d.metric_stat else { continue };
         let stat = Stat::parse(&s.stat)?;
         let m = &s.metric;
-        let mut points =
+        let mut points: Vec<(i64, f64)> =
             match series(m.namespace.as_deref(), m.metric_name.as_deref(), &m.dimensions, s.unit.as_deref()) {
                 Some((metric, dims)) => metrics
                     .statistics(&metric, &dims, s.period, start, end)
@@ -259,16 +284,81 @@ async fn get_metric_data(metrics: &Metrics, q: GetMetricData) -> Result<Value, F
         if !ascending {
             points.reverse();
         }
+        if let Some(after) = resume.after.filter(|_| index == resume.query) {
+            points.retain(|(t, _)| if ascending { *t > after } else { *t < after });
+        }
+        if !points.is_empty() && budget == 0 {
+            // The page is full: the next one starts with this query.
+            next = Some(Cursor { query: index, after: None });
+            break;
+        }
+        let partial = points.len() as i64 > budget;
+        points.truncate(budget.min(points.len() as i64) as usize);
+        budget -= points.len() as i64;
         results.push(json!({
             "Id": d.id,
             "Label": d.label.clone().or_else(|| m.metric_name.clone()).unwrap_or_default(),
             "Timestamps": points.iter().map(|(t, _)| t / 1000).collect::<Vec<_>>(),
             "Values": points.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
-            "StatusCode": "Complete",
+            "StatusCode": if partial { "PartialData" } else { "Complete" },
             "Messages": [],
         }));
+        if partial {
+            next = Some(Cursor { query: index, after: points.last().map(|(t, _)| *t) });
+            break;
+        }
     }
-    Ok(json!({ "MetricDataResults": results, "Messages": [] }))
+    let mut out = json!({ "MetricDataResults": results, "Messages": [] });
+    if let Some(cursor) = next {
+        out["NextToken"] = json!(cursor.token(request));
+    }
+    Ok(out)
+}
+
+/// Where a GetMetricData page resumes: the returned query it is in, and
+/// the last timestamp (ms) of that query already sent. Its token carries
+/// a digest of the request, so that a token is refused by another query.
+#[derive(Debug, PartialEq)]
+struct Cursor {
+    query: usize,
+    after: Option<i64>,
+}
+
+impl Cursor {
+    fn token(&self, request: &str) -> String {
+        let after = self.after.map_or_else(|| "-".to_string(), |t| t.to_string());
+        format!("{}.{after}.{request}", self.query)
+    }
+
+    fn parse(token: &str, request: &str, queries: usize) -> Result<Self, Failure> {
+        let bad =
+            || Failure::new("InvalidNextToken", format!("The value {token} for parameter NextToken is not valid."));
+        let mut parts = token.splitn(3, '.');
+        let (Some(query), Some(after), Some(digest)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let query: usize = query.parse().map_err(|_| bad())?;
+        let after = match after {
+            "-" => None,
+            t => Some(t.parse::<i64>().map_err(|_| bad())?),
+        };
+        if digest != request || query >= queries {
+            return Err(bad());
+        }
+        Ok(Self { query, after })
+    }
+}
+
+/// A digest of a GetMetricData request without its paging members: what a
+/// token must have come from.
+fn request_digest(input: &Value) -> String {
+    use sha2::Digest;
+    let mut request = input.clone();
+    if let Some(members) = request.as_object_mut() {
+        members.remove("NextToken");
+        members.remove("MaxDatapoints");
+    }
+    hex::encode(&sha2::Sha256::digest(request.to_string().as_bytes())[..12])
 }
 
 async fn list_metrics(metrics: &Metrics, q: ListMetrics) -> Result<Value, Failure> {
@@ -310,4 +400,27 @@ async fn list_metrics(metrics: &Metrics, q: ListMetrics) -> Result<Value, Failur
         out["NextToken"] = json!((skip + LIST_PAGE).to_string());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_resumes_its_own_request_only() {
+        let request = request_digest(&json!({ "MetricDataQueries": [], "StartTime": 1, "EndTime": 2 }));
+        let paged = request_digest(&json!({ "MetricDataQueries": [], "StartTime": 1, "EndTime": 2,
+            "MaxDatapoints": 5, "NextToken": "x" }));
+        assert_eq!(request, paged, "paging members are not part of the request");
+        for cursor in [Cursor { query: 1, after: Some(1_700_000_040_000) }, Cursor { query: 0, after: None }] {
+            assert_eq!(Cursor::parse(&cursor.token(&request), &request, 2).ok(), Some(cursor));
+        }
+        let token = Cursor { query: 1, after: None }.token(&request);
+        let other = request_digest(&json!({ "MetricDataQueries": [], "StartTime": 0, "EndTime": 2 }));
+        for (token, digest, queries) in
+            [(token.as_str(), other.as_str(), 2), (&token, &request, 1), ("1.x.y", &request, 2)]
+        {
+            assert_eq!(Cursor::parse(token, digest, queries).err().map(|f| f.kind), Some("InvalidNextToken"));
+        }
+    }
 }
