@@ -1020,7 +1020,8 @@ impl Env {
             Some(cg) => cg.peak_memory_bytes().div_ceil(1 << 20),
             None => peak_memory_mb(self.pid),
         };
-        let oom = self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
+        // Only an exit can be the kernel's out-of-memory kill.
+        let oom = matches!(reply, Some(Reply::Exited(_))) && self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
         let streamed = matches!(reply, Some(Reply::Streamed(_)));
         let (payload, function_error, reusable, status) = match reply {
             Some(Reply::Response(b)) => (b, None, true, None),
