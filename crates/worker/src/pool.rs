@@ -80,6 +80,18 @@ struct Idle {
     provisioned: Option<String>,
 }
 
+impl Idle {
+    /// When it is retired unless used again: after the keep-warm period, or
+    /// at its maximum lifetime. Provisioned environments stay for as long
+    /// as their configuration does.
+    fn due(&self, limits: &ScalingLimits) -> Option<Instant> {
+        match self.provisioned {
+            Some(_) => None,
+            None => Some((self.since + limits.keep_warm).min(self.env.born() + limits.max_lifetime)),
+        }
+    }
+}
+
 /// Refills at `burst` per 10 s up to `burst`.
 struct Bucket {
     tokens: f64,
@@ -97,6 +109,8 @@ struct State {
     buckets: HashMap<String, Bucket>,
     /// (function, qualifier) → progress.
     provisioned: HashMap<(String, String), ProvisionedStatus>,
+    /// When the reaper wakes next (`None`: not until the idle set changes).
+    reaper_due: Option<Instant>,
 }
 
 impl State {
@@ -172,8 +186,21 @@ impl Ticket {
                 since: Instant::now(),
                 provisioned: self.provisioned.take(),
             };
-            self.pool.lock().idle.entry(idle.env.key().to_string()).or_default().push(idle);
-            self.pool.changed.notify_one();
+            let due = idle.due(&self.pool.limits);
+            let mut s = self.pool.lock();
+            s.idle.entry(idle.env.key().to_string()).or_default().push(idle);
+            // The reaper only needs waking when this one is due before it
+            // wakes anyway: with a constant keep-warm, only when it sleeps
+            // with nothing idle. A wake-up every invoke would cost one.
+            let sooner = match (due, s.reaper_due) {
+                (Some(d), Some(r)) => d < r,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            drop(s);
+            if sooner {
+                self.pool.changed.notify_one();
+            }
         } else {
             if let Some(q) = self.provisioned.take() {
                 self.pool.lock().lose_provisioned(&self.function, &q);
@@ -387,19 +414,13 @@ impl Pool {
 
     /// Takes the idle environments due at `now`; says when the next one is.
     fn expired(&self, now: Instant) -> (Vec<Env>, Option<Instant>) {
-        let (keep_warm, lifetime) = (self.limits.keep_warm, self.limits.max_lifetime);
         let mut s = self.lock();
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
         for list in s.idle.values_mut() {
             let mut keep = Vec::with_capacity(list.len());
             for i in list.drain(..) {
-                // Provisioned environments stay for as long as their configuration does.
-                let due = match i.provisioned {
-                    Some(_) => None,
-                    None => Some((i.since + keep_warm).min(i.env.born() + lifetime)),
-                };
-                match due {
+                match i.due(&self.limits) {
                     Some(d) if d <= now => expired.push(i.env),
                     Some(d) => {
                         next = Some(next.map_or(d, |n| n.min(d)));
@@ -411,6 +432,7 @@ impl Pool {
             *list = keep;
         }
         s.idle.retain(|_, l| !l.is_empty());
+        s.reaper_due = next;
         (expired, next)
     }
 }
