@@ -118,6 +118,8 @@ pub struct Outcome {
     /// Whether the response went to the invocation's stream sink as it was
     /// written (`payload` then holds only an error, if any).
     pub streamed: bool,
+    /// What ran at once when the invocation was admitted.
+    pub concurrency: nimbus_core::Concurrency,
     /// Whether the environment may serve again.
     pub(crate) reusable: bool,
 }
@@ -156,6 +158,7 @@ impl Outcome {
             init_ms: None,
             max_memory_mb: 0,
             streamed: false,
+            concurrency: Default::default(),
             reusable: false,
         }
     }
@@ -1132,6 +1135,7 @@ impl Env {
             init_ms,
             max_memory_mb,
             streamed,
+            concurrency: Default::default(),
             reusable,
         }
     }

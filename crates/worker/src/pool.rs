@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nimbus_core::ThrottleReason;
+use nimbus_core::{Concurrency, ThrottleReason};
 
 use crate::env::Env;
 
@@ -101,8 +101,9 @@ struct Bucket {
 #[derive(Default)]
 struct State {
     idle: HashMap<String, Vec<Idle>>,
-    /// In-flight invocations per function.
+    /// In-flight invocations per function, and in all.
     busy: HashMap<String, u32>,
+    busy_all: u32,
     /// In-flight invocations of functions without reserved concurrency.
     busy_unreserved: u32,
     reserved: HashMap<String, u32>,
@@ -141,6 +142,7 @@ impl State {
 
     fn release(&mut self, function: &str) {
         let reserved = self.reserved.contains_key(function);
+        self.busy_all = self.busy_all.saturating_sub(1);
         if let Some(n) = self.busy.get_mut(function) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -168,6 +170,8 @@ pub(crate) struct Ticket {
     pub warm: Option<Env>,
     /// The qualifier a provisioned environment is kept for.
     provisioned: Option<String>,
+    /// What ran at once when it was admitted, itself included.
+    pub concurrency: Concurrency,
 }
 
 impl Drop for Ticket {
@@ -257,25 +261,36 @@ impl Pool {
             drop(s);
             return Err(ThrottleReason::FunctionInvocationRateLimitExceeded);
         }
-        *s.busy.entry(function.to_string()).or_default() += 1;
+        let mine = s.busy.entry(function.to_string()).or_default();
+        *mine += 1;
+        let mine = *mine;
+        s.busy_all += 1;
         if !s.reserved.contains_key(function) {
             s.busy_unreserved += 1;
         }
+        let concurrency = Concurrency { account: s.busy_all, function: mine, unreserved: s.busy_unreserved };
         let (warm, provisioned) = match warm {
             Some(i) => (Some(i.env), i.provisioned),
             None => (None, None),
         };
-        let ticket = Ticket { pool: self.clone(), function: function.to_string(), warm, provisioned };
+        let ticket = Ticket { pool: self.clone(), function: function.to_string(), warm, provisioned, concurrency };
         Ok((ticket, dead.into_iter().map(|i| i.env).collect()))
     }
 
     /// In-flight invocations, idle environments, and of those the provisioned.
     pub fn counts(&self) -> (u32, u32, u32) {
         let s = self.lock();
-        let busy = s.busy.values().sum();
+        let busy = s.busy_all;
         let idle = s.idle.values().map(Vec::len).sum::<usize>() as u32;
         let provisioned = s.idle.values().flatten().filter(|i| i.provisioned.is_some()).count() as u32;
         (busy, idle, provisioned)
+    }
+
+    /// In-flight invocations per function, by name.
+    pub fn running(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self.lock().busy.iter().map(|(f, n)| (f.clone(), *n)).collect();
+        v.sort();
+        v
     }
 
     /// Before a new environment starts: when the node is short of memory,
