@@ -152,10 +152,16 @@ class Channel:
     def __init__(self, fd):
         self.sock = socket.socket(fileno=fd)
         self.reader = self.sock.makefile("rb")
+        # Whether `next` went with the last response or error: the loop
+        # always asks for the next invocation right after one, and one write
+        # for both saves a system call here and a wake-up of the worker.
+        self.asked = False
 
     def call(self, method, path, body=None, headers=None):
         if path == "/invocation/next":
-            self.sock.sendall(b"next\n")
+            if not self.asked:
+                self.sock.sendall(b"next\n")
+            self.asked = False
             _, meta_len, payload_len = self.reader.readline().split()
             meta = json.loads(self.reader.read(int(meta_len)))
             return Headers(meta), self.reader.read(int(payload_len))
@@ -165,7 +171,8 @@ class Channel:
             self.reader.readline()  # the worker's "ok": the error is in before this runtime exits
             return None, b""
         _, _, request_id, kind = path.split("/")
-        self.sock.sendall(b"%s %s %d\n" % (kind.encode(), request_id.encode(), len(data)) + data)
+        self.sock.sendall(b"%s %s %d\n" % (kind.encode(), request_id.encode(), len(data)) + data + b"next\n")
+        self.asked = True
         return None, b""
 
 
