@@ -146,17 +146,39 @@ def log_error(error):
     sys.stdout.write("\r".join(lines) + "\n")
 
 
+# Below poll()'s largest timeout (2**31 - 1 ms).
+IDLE_WAIT_S = 86400
+
+
 class Channel:
     """The Runtime API's calls as frames on the worker's socket."""
 
     def __init__(self, fd):
         self.sock = socket.socket(fileno=fd)
+        # With a timeout, each read polls for input before it reads. A
+        # blocking read would also be woken, for nothing, each time the
+        # worker reads what this runtime sent (the socket's one wait queue
+        # serves both directions): a wasted wake-up every invoke. The
+        # timeout itself never matters; an idle wait that outlives it waits again.
+        self.sock.settimeout(IDLE_WAIT_S)
         self.reader = self.sock.makefile("rb")
+        # Whether `next` went with the last response or error: the loop
+        # always asks for the next invocation right after one, and one write
+        # for both saves a system call here and a wake-up of the worker.
+        self.asked = False
 
     def call(self, method, path, body=None, headers=None):
         if path == "/invocation/next":
-            self.sock.sendall(b"next\n")
-            _, meta_len, payload_len = self.reader.readline().split()
+            if not self.asked:
+                self.sock.sendall(b"next\n")
+            self.asked = False
+            while True:
+                try:
+                    header = self.reader.readline()
+                    break
+                except TimeoutError:
+                    continue
+            _, meta_len, payload_len = header.split()
             meta = json.loads(self.reader.read(int(meta_len)))
             return Headers(meta), self.reader.read(int(payload_len))
         data = body.encode() if isinstance(body, str) else (body or b"")
@@ -165,7 +187,8 @@ class Channel:
             self.reader.readline()  # the worker's "ok": the error is in before this runtime exits
             return None, b""
         _, _, request_id, kind = path.split("/")
-        self.sock.sendall(b"%s %s %d\n" % (kind.encode(), request_id.encode(), len(data)) + data)
+        self.sock.sendall(b"%s %s %d\n" % (kind.encode(), request_id.encode(), len(data)) + data + b"next\n")
+        self.asked = True
         return None, b""
 
 

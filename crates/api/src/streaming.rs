@@ -60,7 +60,8 @@ fn joined(result: Result<Done, tokio::task::JoinError>) -> Done {
 pub struct Chunks {
     rx: mpsc::Receiver<Streamed>,
     running: Option<JoinHandle<Done>>,
-    finished: Option<Done>,
+    /// Boxed: an outcome is large, and a stream's state holds one of these.
+    finished: Option<Box<Done>>,
 }
 
 pub enum Next {
@@ -82,7 +83,7 @@ impl Chunks {
                 }
                 result = running => {
                     self.running = None;
-                    self.finished = Some(joined(result));
+                    self.finished = Some(Box::new(joined(result)));
                 }
             }
         }
@@ -93,7 +94,7 @@ impl Chunks {
                 return Some(Next::Chunk(b));
             }
         }
-        self.finished.take().map(|d| Next::End(Box::new(d)))
+        self.finished.take().map(Next::End)
     }
 }
 

@@ -43,8 +43,8 @@ pub struct BenchArgs {
     /// measured against a zip Python function's (images section).
     #[arg(long)]
     python_image: Option<PathBuf>,
-    /// Measure only these sections (repeatable; default: all). The floors
-    /// are always measured.
+    /// Measure only these sections (repeatable; default: all but `warm`).
+    /// The floors are always measured.
     #[arg(long, value_enum)]
     only: Vec<Section>,
 }
@@ -54,6 +54,10 @@ pub struct BenchArgs {
 pub enum Section {
     /// Cold and warm invokes, throughput, scale-out and density per runtime.
     Functions,
+    /// Only warm invokes and the CPU each costs, per runtime, over more
+    /// invokes than `functions` makes (seconds): a repeatable look at the
+    /// hot path. Never part of a full run, which measures the same.
+    Warm,
     /// The function URL front end against Invoke.
     Urls,
     /// The S3 API: small GETs and PUTs, a large object, PUT to handler.
@@ -79,6 +83,9 @@ struct Plan {
     cold: usize,
     cold_back_to_back: usize,
     warm: usize,
+    /// Warm invokes of the `warm` section: enough 10 ms clock ticks of CPU
+    /// for a figure of about 100 µs per invoke to be read within a few percent.
+    warm_only: usize,
     throughput_secs: f64,
     scale_out: &'static [usize],
     hold_ms: u64,
@@ -98,6 +105,7 @@ impl Plan {
                 cold: 3,
                 cold_back_to_back: 3,
                 warm: 50,
+                warm_only: 200,
                 throughput_secs: 0.3,
                 scale_out: &[10],
                 hold_ms: 500,
@@ -112,6 +120,7 @@ impl Plan {
                 cold: 30,
                 cold_back_to_back: 100,
                 warm: 1000,
+                warm_only: 5000,
                 throughput_secs: 3.0,
                 scale_out: &[100, 500, 1000],
                 hold_ms: 3000,
@@ -387,6 +396,24 @@ async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(D
     Ok((took, out))
 }
 
+/// `n` warm invokes of `name` one after another (after one to warm it):
+/// their latencies in ms, the overhead beyond the handler's own time in µs,
+/// and the CPU each cost the server's process tree (the node and every
+/// environment) in µs.
+async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, f64)> {
+    invoke(&b.client, name, &json!({})).await?;
+    let (mut warm, mut overhead) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let ticks = tree_ticks(server);
+    for _ in 0..n {
+        let (took, out) = invoke(&b.client, name, &json!({})).await?;
+        warm.push(ms(took));
+        let own = out.get("self_us").and_then(Value::as_f64).unwrap_or(0.0);
+        overhead.push(took.as_secs_f64() * 1e6 - own);
+    }
+    let cpu_per_invoke_us = (tree_ticks(server) - ticks) as f64 / USER_HZ * 1e6 / n as f64;
+    Ok((warm, overhead, cpu_per_invoke_us))
+}
+
 /// `n` invokes at once, each holding its environment `hold_ms`; returns
 /// (seconds until the last completed, less the hold; distinct environments).
 async fn burst(b: &Bench, name: &str, n: usize, hold_ms: u64) -> anyhow::Result<(f64, usize)> {
@@ -602,23 +629,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let creds = Credentials { access_key_id: KEY_ID.into(), secret_access_key: SECRET.into() };
     let client = Arc::new(Client::with(server.endpoint.clone(), "us-east-1".into(), creds));
     let b = Bench { client, memory: args.memory, counter: Default::default() };
-    let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let wants = |s: Section| (args.only.is_empty() && s != Section::Warm) || args.only.contains(&s);
     let mut results = serde_json::Map::new();
+    for rt in runtimes.iter().filter(|_| wants(Section::Warm)) {
+        eprintln!("measuring {} warm (server pid {}) ...", rt.id, server.child.id());
+        let name = b.create(rt).await?;
+        let (mut warm, mut overhead, cpu_per_invoke_us) =
+            warm_invokes(&b, &name, server.child.id(), plan.warm_only).await?;
+        b.delete(&name).await?;
+        results.insert(
+            rt.id.clone(),
+            json!({
+                "warm_ms": percentiles(&mut warm),
+                "cpu_per_invoke_us": cpu_per_invoke_us.round(),
+                "warm_overhead_us": percentiles(&mut overhead),
+            }),
+        );
+    }
     for rt in runtimes.iter().filter(|_| wants(Section::Functions)) {
         eprintln!("measuring {} ...", rt.id);
         let (mut cold, mut back_to_back) = cold_starts(&b, plan.cold, plan.cold_back_to_back, |_| b.create(rt)).await?;
         let name = b.create(rt).await?;
-        invoke(&b.client, &name, &json!({})).await?;
-        let (mut warm, mut overhead) = (Vec::new(), Vec::new());
-        let ticks = tree_ticks(server.child.id());
-        for _ in 0..plan.warm {
-            let (took, out) = invoke(&b.client, &name, &json!({})).await?;
-            warm.push(ms(took));
-            let own = out.get("self_us").and_then(Value::as_f64).unwrap_or(0.0);
-            overhead.push(took.as_secs_f64() * 1e6 - own);
-        }
-        // The server's process tree: the node and every environment.
-        let cpu_per_invoke_us = (tree_ticks(server.child.id()) - ticks) as f64 / USER_HZ * 1e6 / plan.warm as f64;
+        let (mut warm, mut overhead, cpu_per_invoke_us) = warm_invokes(&b, &name, server.child.id(), plan.warm).await?;
         let mut rps = serde_json::Map::new();
         for c in [1, 16, 64] {
             rps.insert(format!("c{c}"), json!(throughput(&b, &name, c, plan.throughput_secs).await?.round()));

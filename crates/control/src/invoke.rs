@@ -122,7 +122,6 @@ impl Control {
             qualifier: qualifier_of(&invocation.invoked_arn).map(str::to_string),
             executed_version: executed_version.clone(),
         };
-        let running = self.metrics().map(|m| m.running(&config.name));
         // In its own task, so that a caller who hangs up does not abandon
         // an environment mid-invocation.
         let span = tracing::debug_span!("worker", function = %config.name, version = %executed_version);
@@ -142,9 +141,9 @@ impl Control {
                 }
             })?;
         if let Some(m) = self.metrics() {
-            m.invoked(&target, outcome.duration_ms, outcome.function_error.is_some(), outcome.init_ms);
+            let error = outcome.function_error.is_some();
+            m.invoked(&target, outcome.concurrency, outcome.duration_ms, error, outcome.init_ms);
         }
-        drop(running);
         // The writer task outlives every invocation; a send fails only at shutdown.
         let _ = self.recorder.send(crate::records::batch_of(&config, &request_id, &outcome));
         Ok(Invoked { executed_version, outcome })

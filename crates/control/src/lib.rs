@@ -201,15 +201,6 @@ impl Control {
         self.invoker.as_ref().map(|i| i.environments())
     }
 
-    /// Tells the worker (and the metrics, for UnreservedConcurrentExecutions)
-    /// a function's reserved concurrency.
-    fn set_reserved(&self, invoker: &dyn nimbus_worker::Invoker, name: &str, reserved: Option<u32>) {
-        invoker.set_reserved(name, reserved);
-        if let Some(m) = self.metrics() {
-            m.set_reserved(name, reserved.is_some());
-        }
-    }
-
     pub fn account(&self) -> &Account {
         &self.settings.account
     }
@@ -247,7 +238,7 @@ impl Control {
         if let Some(invoker) = &self.invoker {
             if version.is_none() {
                 invoker.unprovision(name, None).await;
-                self.set_reserved(invoker.as_ref(), name, None);
+                invoker.set_reserved(name, None);
             }
             invoker.retire(name, version).await;
             // The image they ran may now be no function's: its root goes

@@ -139,7 +139,7 @@ impl Control {
         f.reserved_concurrency = Some(reserved);
         self.save(&f).await?;
         if let Some(invoker) = &self.invoker {
-            self.set_reserved(invoker.as_ref(), &r.name, Some(reserved));
+            invoker.set_reserved(&r.name, Some(reserved));
         }
         Ok(reserved)
     }
@@ -156,7 +156,7 @@ impl Control {
         f.reserved_concurrency = None;
         self.save(&f).await?;
         if let Some(invoker) = &self.invoker {
-            self.set_reserved(invoker.as_ref(), &r.name, None);
+            invoker.set_reserved(&r.name, None);
         }
         Ok(())
     }
@@ -248,7 +248,7 @@ impl Control {
         for c in configs {
             let Some(f) = self.meta.get_function(&c.name).await? else { continue };
             if let Some(r) = f.reserved_concurrency {
-                self.set_reserved(invoker.as_ref(), &c.name, Some(r));
+                invoker.set_reserved(&c.name, Some(r));
             }
             for (q, p) in &f.provisioned {
                 if let Err(e) = self.start_provisioning(&f, q, p.requested).await {

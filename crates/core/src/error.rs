@@ -74,6 +74,18 @@ impl ThrottleReason {
     }
 }
 
+/// The invocations running when one was admitted, itself included: what
+/// `ConcurrentExecutions` (account and function) and
+/// `UnreservedConcurrentExecutions` (account) sample. The worker's pool,
+/// which admits on these counts, is the only place they are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Concurrency {
+    pub account: u32,
+    pub function: u32,
+    /// Of the account's, those of functions without reserved concurrency.
+    pub unreserved: u32,
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -20,4 +20,4 @@ pub mod service_rules;
 pub mod zipcheck;
 
 pub use arn::{Account, FunctionRef, Qualifier};
-pub use error::{Error, Result, ThrottleReason};
+pub use error::{Concurrency, Error, Result, ThrottleReason};

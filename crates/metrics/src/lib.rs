@@ -2,7 +2,7 @@
 //! the export of traces to an OpenTelemetry collector.
 //!
 //! The invoke path records samples here ([`Metrics::invoked`],
-//! [`Metrics::throttled`], [`Metrics::running`], the async events' three):
+//! [`Metrics::throttled`], the async events' three):
 //! each is added, under one short lock, to the in-memory statistic set of
 //! its minute for every dimension set it belongs to. No sample touches the
 //! store: one task flushes finished minutes each minute (and everything
@@ -15,19 +15,21 @@
 //! statistics over minutes, listing metrics, usage and cost ([`usage`]),
 //! and OTLP trace export ([`traces`]). Must not: serve HTTP (the
 //! `monitoring` front end and the Prometheus endpoint in `nimbus-api` do;
-//! the trace exporter only posts to a collector), or decide what an
-//! invocation's outcome was (control tells it).
+//! the trace exporter only posts to a collector), decide what an
+//! invocation's outcome was (control tells it), or count what runs (the
+//! worker's pool does, and each invocation brings its [`Concurrency`]).
 
 mod platform;
 mod stats;
 pub mod traces;
 pub mod usage;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nimbus_core::clock::Clock;
+pub use nimbus_core::Concurrency;
 use nimbus_store::{MetricKey, MetricRow, MetricsMeta};
 use tokio::sync::{Notify, RwLock};
 
@@ -100,7 +102,7 @@ impl Dimensions {
 }
 
 /// What an invocation addressed and ran.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub function: String,
     /// The alias or version the request named.
@@ -110,8 +112,8 @@ pub struct Target {
 
 impl Target {
     /// The dimension sets a sample of this invocation counts towards: the
-    /// account, the function, the qualified resource and, for an alias,
-    /// the version it ran.
+    /// account, the function (these two first, in this order), the
+    /// qualified resource and, for an alias, the version it ran.
     fn dimension_sets(&self) -> Vec<Dimensions> {
         let mut sets = vec![Dimensions::default(), Dimensions::function(&self.function)];
         if let Some(q) = &self.qualifier {
@@ -165,12 +167,20 @@ struct State {
     /// statistic set per metric, in [`METRICS`] order. A sample allocates
     /// nothing once its dimension set has been seen this minute.
     minutes: BTreeMap<i64, HashMap<Dimensions, Vec<StatSet>>>,
-    /// Invocations running, per function and in all.
-    running: HashMap<String, u32>,
-    running_total: u32,
-    running_unreserved: u32,
-    /// Functions with reserved concurrency (theirs is not "unreserved").
-    reserved: HashSet<String>,
+    /// The dimension sets of the targets sampled since the last flush, made
+    /// once rather than on every invoke.
+    targets: HashMap<Target, Arc<[Dimensions]>>,
+}
+
+impl State {
+    fn sets_of(&mut self, t: &Target) -> Arc<[Dimensions]> {
+        if let Some(sets) = self.targets.get(t) {
+            return sets.clone();
+        }
+        let sets: Arc<[Dimensions]> = t.dimension_sets().into();
+        self.targets.insert(t.clone(), sets.clone());
+        sets
+    }
 }
 
 pub struct Metrics {
@@ -183,29 +193,6 @@ pub struct Metrics {
     /// store, so that a read sees each minute exactly once.
     moving: RwLock<()>,
     platform: Platform,
-}
-
-/// An invocation counted as running until dropped.
-pub struct Running {
-    metrics: Arc<Metrics>,
-    function: String,
-    reserved: bool,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut st = self.metrics.lock();
-        st.running_total = st.running_total.saturating_sub(1);
-        if !self.reserved {
-            st.running_unreserved = st.running_unreserved.saturating_sub(1);
-        }
-        if let Some(n) = st.running.get_mut(&self.function) {
-            *n -= 1;
-            if *n == 0 {
-                st.running.remove(&self.function);
-            }
-        }
-    }
 }
 
 impl Metrics {
@@ -228,18 +215,9 @@ impl Metrics {
         &self.platform
     }
 
-    /// The OpenMetrics exposition, with the caller's scrape-time gauges,
-    /// the invocations running per function and the async queue's depth.
+    /// The OpenMetrics exposition, with the caller's scrape-time gauges
+    /// and the async queue's depth.
     pub async fn prometheus(&self, mut gauges: Vec<GaugeFamily>) -> Result<String, MetricsError> {
-        gauges.push(GaugeFamily {
-            name: "lambda_concurrent_executions",
-            help: "Invocations running now",
-            samples: self
-                .running_now()
-                .into_iter()
-                .map(|(f, n)| (vec![("function".into(), f)], f64::from(n)))
-                .collect(),
-        });
         gauges.push(GaugeFamily {
             name: "async_events_queued",
             help: "Events waiting in the async invocation queue",
@@ -257,8 +235,8 @@ impl Metrics {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, st: &mut State, metric: &str, sets: &[Dimensions], value: f64) {
-        let Some(i) = metric_index(metric) else { return };
+    /// Adds samples `(metric, value)` to the current minute of each set.
+    fn add(&self, st: &mut State, sets: &[Dimensions], samples: &[(&str, f64)]) {
         let minute = self.settings.clock.now_ms().div_euclid(MINUTE_MS) * MINUTE_MS;
         if st.minutes.is_empty() {
             self.wake.notify_one();
@@ -268,67 +246,42 @@ impl Metrics {
             if !by_dims.contains_key(d) {
                 by_dims.insert(d.clone(), vec![StatSet::default(); METRICS.len()]);
             }
-            if let Some(series) = by_dims.get_mut(d) {
-                series[i].add(value);
+            let Some(series) = by_dims.get_mut(d) else { continue };
+            for (metric, value) in samples {
+                if let Some(i) = metric_index(metric) {
+                    series[i].add(*value);
+                }
             }
         }
     }
 
-    /// An invocation that ran, while its [`Running`] guard is alive:
-    /// Invocations, Errors (0 or 1, so that the average is the error rate),
-    /// Duration, and the concurrency it ran at: ConcurrentExecutions
-    /// (account and function) and UnreservedConcurrentExecutions (account).
-    /// Sampled at the end, so that throttled attempts count for nothing.
-    pub fn invoked(&self, t: &Target, duration_ms: f64, error: bool, init_ms: Option<f64>) {
-        let sets = t.dimension_sets();
+    /// An invocation that ran: Invocations, Errors (0 or 1, so that the
+    /// average is the error rate), Duration, and the concurrency it was
+    /// admitted at: ConcurrentExecutions (account and function) and
+    /// UnreservedConcurrentExecutions (account). Throttled attempts are
+    /// never admitted, so they count for nothing.
+    pub fn invoked(&self, t: &Target, running: Concurrency, duration_ms: f64, error: bool, init_ms: Option<f64>) {
         let mut st = self.lock();
-        self.add(&mut st, "Invocations", &sets, 1.0);
-        self.add(&mut st, "Errors", &sets, if error { 1.0 } else { 0.0 });
-        self.add(&mut st, "Duration", &sets, duration_ms);
-        let mine = st.running.get(&t.function).copied().unwrap_or(1);
-        let (total, unreserved) = (f64::from(st.running_total.max(1)), f64::from(st.running_unreserved));
-        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::default()], total);
-        self.add(&mut st, "ConcurrentExecutions", &[Dimensions::function(&t.function)], f64::from(mine));
-        self.add(&mut st, "UnreservedConcurrentExecutions", &[Dimensions::default()], unreserved);
+        let sets = st.sets_of(t);
+        let errors = if error { 1.0 } else { 0.0 };
+        self.add(&mut st, &sets, &[("Invocations", 1.0), ("Errors", errors), ("Duration", duration_ms)]);
+        let account = [
+            ("ConcurrentExecutions", f64::from(running.account)),
+            ("UnreservedConcurrentExecutions", f64::from(running.unreserved)),
+        ];
+        self.add(&mut st, &sets[..1], &account);
+        self.add(&mut st, &sets[1..2], &[("ConcurrentExecutions", f64::from(running.function))]);
         drop(st);
         self.platform.invoked(&t.function, duration_ms, error, init_ms);
     }
 
     /// An invocation refused for concurrency (it is not an Invocation).
     pub fn throttled(&self, t: &Target) {
-        let sets = t.dimension_sets();
-        self.add(&mut self.lock(), "Throttles", &sets, 1.0);
+        let mut st = self.lock();
+        let sets = st.sets_of(t);
+        self.add(&mut st, &sets, &[("Throttles", 1.0)]);
+        drop(st);
         self.platform.throttled(&t.function);
-    }
-
-    /// Counts an invocation as running until the guard drops.
-    pub fn running(self: &Arc<Self>, function: &str) -> Running {
-        let mut st = self.lock();
-        let reserved = st.reserved.contains(function);
-        st.running_total += 1;
-        if !reserved {
-            st.running_unreserved += 1;
-        }
-        *st.running.entry(function.to_string()).or_insert(0) += 1;
-        Running { metrics: self.clone(), function: function.to_string(), reserved }
-    }
-
-    /// Running invocations, per function (for the Prometheus gauge).
-    pub fn running_now(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<_> = self.lock().running.iter().map(|(f, n)| (f.clone(), *n)).collect();
-        v.sort();
-        v
-    }
-
-    /// Whether a function has reserved concurrency (its invocations do not
-    /// count as unreserved).
-    pub fn set_reserved(&self, function: &str, reserved: bool) {
-        let mut st = self.lock();
-        if reserved {
-            st.reserved.insert(function.to_string());
-        } else {
-            st.reserved.remove(function);
-        }
     }
 
     fn async_sets(function: &str, qualifier: Option<&str>) -> Vec<Dimensions> {
@@ -341,20 +294,20 @@ impl Metrics {
 
     /// An event queued for asynchronous invocation.
     pub fn async_received(&self, function: &str, qualifier: Option<&str>) {
-        self.add(&mut self.lock(), "AsyncEventsReceived", &Self::async_sets(function, qualifier), 1.0);
+        self.add(&mut self.lock(), &Self::async_sets(function, qualifier), &[("AsyncEventsReceived", 1.0)]);
         self.platform.async_received(function);
     }
 
     /// An attempt to run a queued event, `age_ms` after it was queued.
     pub fn async_attempt(&self, function: &str, qualifier: Option<&str>, age_ms: i64) {
-        self.add(&mut self.lock(), "AsyncEventAge", &Self::async_sets(function, qualifier), age_ms as f64);
+        self.add(&mut self.lock(), &Self::async_sets(function, qualifier), &[("AsyncEventAge", age_ms as f64)]);
         self.platform.async_attempt(function, age_ms);
     }
 
     /// An event given up without a successful run (it may still have gone
     /// to a dead-letter queue or an on-failure destination).
     pub fn async_dropped(&self, function: &str, qualifier: Option<&str>) {
-        self.add(&mut self.lock(), "AsyncEventsDropped", &Self::async_sets(function, qualifier), 1.0);
+        self.add(&mut self.lock(), &Self::async_sets(function, qualifier), &[("AsyncEventsDropped", 1.0)]);
         self.platform.async_dropped(function);
     }
 
@@ -364,6 +317,8 @@ impl Metrics {
         let due = {
             let mut st = self.lock();
             let later = st.minutes.split_off(&before_ms);
+            // Forgets the targets of functions since deleted, at least.
+            st.targets.clear();
             std::mem::replace(&mut st.minutes, later)
         };
         if due.is_empty() {

@@ -11,6 +11,11 @@ async fn engine() -> (tempfile::TempDir, Arc<SqliteMetadata>, Arc<Metrics>) {
     (dir, meta, m)
 }
 
+/// An invocation that ran alone.
+fn one() -> Concurrency {
+    Concurrency { account: 1, function: 1, unreserved: 1 }
+}
+
 fn target(q: Option<&str>, v: &str) -> Target {
     Target { function: "f".into(), qualifier: q.map(str::to_string), executed_version: v.into() }
 }
@@ -31,9 +36,9 @@ fn query(metric: &str, dimensions: Dimensions, stat: &str, now: i64) -> SeriesQu
 async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
     let (_dir, _meta, m) = engine().await;
     for i in 1..=100 {
-        m.invoked(&target(None, "$LATEST"), f64::from(i), i % 10 == 0, (i == 1).then_some(250.0));
+        m.invoked(&target(None, "$LATEST"), one(), f64::from(i), i % 10 == 0, (i == 1).then_some(250.0));
     }
-    m.invoked(&target(Some("live"), "3"), 7.0, false, None);
+    m.invoked(&target(Some("live"), "3"), one(), 7.0, false, None);
     m.throttled(&target(None, "$LATEST"));
     let now = Clock::real().now_ms();
     let f = Dimensions::function("f");
@@ -74,24 +79,16 @@ async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
 }
 
 #[tokio::test]
-async fn concurrency_is_what_runs_when_an_invocation_ends_and_reserved_functions_are_apart() {
+async fn concurrency_is_what_ran_when_an_invocation_was_admitted() {
     let (_dir, _meta, m) = engine().await;
     m.throttled(&target(None, "$LATEST"));
     let now = Clock::real().now_ms();
     assert_eq!(m.series(&query("Invocations", Dimensions::function("f"), "Sum", now)).await.unwrap(), vec![]);
-    m.set_reserved("r", true);
-    let a = m.running("f");
-    let b = m.running("f");
-    let c = m.running("r");
-    m.invoked(&target(None, "$LATEST"), 1.0, false, None);
-    drop((a, b, c));
-    let d = m.running("f");
-    assert_eq!(m.running_now(), vec![("f".to_string(), 1)]);
+    // Two of f and one of a reserved function at once, then f alone.
+    m.invoked(&target(None, "$LATEST"), Concurrency { account: 3, function: 2, unreserved: 2 }, 1.0, false, None);
     let text = m.prometheus(Vec::new()).await.unwrap();
-    assert!(text.contains("nimbus_lambda_concurrent_executions{function=\"f\"} 1"), "{text}");
     assert!(text.contains("\nnimbus_async_events_queued 0.0\n"), "{text}");
-    m.invoked(&target(None, "$LATEST"), 1.0, false, None);
-    drop(d);
+    m.invoked(&target(None, "$LATEST"), one(), 1.0, false, None);
     let stat = |metric: &str, d: Dimensions, s: &str| {
         let m = m.clone();
         let q = query(metric, d, s, now);

@@ -77,6 +77,9 @@ pub struct Cgroup {
     layout: Layout,
     /// The environment's directory in each hierarchy it uses.
     dirs: Vec<PathBuf>,
+    /// The peak memory file, opened at its first read and read again in
+    /// place: one `pread` an invoke rather than a path walk, open and close.
+    peak: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 /// The directories of a node's group, one per hierarchy it uses.
@@ -123,7 +126,7 @@ impl Cgroup {
         for d in &dirs {
             std::fs::create_dir_all(d)?;
         }
-        let cg = Self { layout: layout.clone(), dirs };
+        let cg = Self { layout: layout.clone(), dirs, peak: Default::default() };
         cg.limit_memory(limits.memory_bytes)?;
         cg.limit_cpu(limits.cpu_millis)?;
         write(cg.controller_dir(2), "pids.max", &limits.pids.to_string())?;
@@ -241,14 +244,20 @@ impl Cgroup {
 
     /// The most memory the cgroup has used, for `Max Memory Used`.
     pub fn peak_memory_bytes(&self) -> u64 {
-        let read =
-            |f: &str| std::fs::read_to_string(self.memory_dir().join(f)).ok().and_then(|s| s.trim().parse().ok());
-        match self.layout {
-            Layout::V1 { .. } => read("memory.max_usage_in_bytes"),
-            // memory.peak needs Linux 5.19; older kernels only have the current figure.
-            Layout::V2 { .. } => read("memory.peak").or_else(|| read("memory.current")),
+        use std::os::unix::fs::FileExt;
+        let mut peak = self.peak.lock().unwrap_or_else(|e| e.into_inner());
+        if peak.is_none() {
+            let names: &[&str] = match self.layout {
+                Layout::V1 { .. } => &["memory.max_usage_in_bytes"],
+                // memory.peak needs Linux 5.19; older kernels only have the current figure.
+                Layout::V2 { .. } => &["memory.peak", "memory.current"],
+            };
+            *peak = names.iter().find_map(|f| std::fs::File::open(self.memory_dir().join(f)).ok());
         }
-        .unwrap_or(0)
+        let mut buf = [0u8; 32];
+        // A cgroup file read from offset 0 is made afresh.
+        let read = peak.as_ref().and_then(|f| f.read_at(&mut buf, 0).ok());
+        read.and_then(|n| std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()).unwrap_or(0)
     }
 
     /// Whether the kernel has killed a process here for lack of memory.
@@ -272,6 +281,7 @@ impl Cgroup {
 
     /// Removes the cgroup; its processes must have exited.
     pub fn remove(&self) -> io::Result<()> {
+        self.peak.lock().unwrap_or_else(|e| e.into_inner()).take();
         for d in &self.dirs {
             match std::fs::remove_dir(d) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

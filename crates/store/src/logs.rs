@@ -160,19 +160,29 @@ fn stream_row(r: &SqliteRow) -> LogStreamRow {
 
 /// Stores events and records their times on their stream, creating the
 /// group and stream if they are new (function logs) or keeping them.
+/// Rows of one multi-row INSERT: within SQLite's 32,766 bound parameters
+/// for the widest row written that way (an invocation record's 12).
+pub(crate) const ROWS_PER_INSERT: usize = 1000;
+
 pub(crate) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[LogEvent]) -> Result<()> {
     let mut spans: Vec<(&str, &str, i64, i64, i64)> = Vec::new();
+    // Many rows a statement: each statement is a round trip to SQLite's
+    // thread (two thread wake-ups), which cost more than the row itself.
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO log_events (log_group, log_stream, timestamp_ms, ingestion_ms, message) ",
+        );
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(&e.log_group)
+                .push_bind(&e.log_stream)
+                .push_bind(e.timestamp_ms)
+                .push_bind(e.ingestion_ms)
+                .push_bind(&e.message);
+        });
+        // Not cached: its text changes with the number of rows.
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
     for e in events {
-        sqlx::query(
-            "INSERT INTO log_events (log_group, log_stream, timestamp_ms, ingestion_ms, message) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&e.log_group)
-        .bind(&e.log_stream)
-        .bind(e.timestamp_ms)
-        .bind(e.ingestion_ms)
-        .bind(&e.message)
-        .execute(&mut **tx)
-        .await?;
         match spans.iter_mut().find(|s| s.0 == e.log_group && s.1 == e.log_stream) {
             Some(s) => {
                 s.2 = s.2.min(e.timestamp_ms);

@@ -484,26 +484,27 @@ impl Metadata for SqliteMetadata {
 
     async fn record_invocations(&self, records: &[InvocationRecord], lines: &[LogEvent]) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for r in records {
-            sqlx::query(
+        for chunk in records.chunks(crate::logs::ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(
                 "INSERT OR REPLACE INTO invocations (request_id, function, version, cold, init_ms, duration_ms, billed_ms,
-                   memory_mb, architecture, max_memory_mb, outcome, timestamp_ms)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&r.request_id)
-            .bind(&r.function)
-            .bind(&r.version)
-            .bind(r.cold)
-            .bind(r.init_ms)
-            .bind(r.duration_ms)
-            .bind(r.billed_ms as i64)
-            .bind(i64::from(r.memory_mb))
-            .bind(&r.architecture)
-            .bind(r.max_memory_mb as i64)
-            .bind(&r.outcome)
-            .bind(r.timestamp_ms)
-            .execute(&mut *tx)
-            .await?;
+                   memory_mb, architecture, max_memory_mb, outcome, timestamp_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.request_id)
+                    .push_bind(&r.function)
+                    .push_bind(&r.version)
+                    .push_bind(r.cold)
+                    .push_bind(r.init_ms)
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.billed_ms as i64)
+                    .push_bind(i64::from(r.memory_mb))
+                    .push_bind(&r.architecture)
+                    .push_bind(r.max_memory_mb as i64)
+                    .push_bind(&r.outcome)
+                    .push_bind(r.timestamp_ms);
+            });
+            // One statement per batch, not per record (see `insert_events`).
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         crate::logs::insert_events(&mut tx, lines).await?;
         tx.commit().await?;

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nimbus_core::function::FunctionConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::Instrument;
@@ -119,6 +118,8 @@ pub struct Outcome {
     /// Whether the response went to the invocation's stream sink as it was
     /// written (`payload` then holds only an error, if any).
     pub streamed: bool,
+    /// What ran at once when the invocation was admitted.
+    pub concurrency: nimbus_core::Concurrency,
     /// Whether the environment may serve again.
     pub(crate) reusable: bool,
 }
@@ -157,6 +158,7 @@ impl Outcome {
             init_ms: None,
             max_memory_mb: 0,
             streamed: false,
+            concurrency: Default::default(),
             reusable: false,
         }
     }
@@ -207,8 +209,11 @@ pub(crate) struct Shared {
     logs: SyncMutex<Vec<(i64, String)>>,
     alive: AtomicBool,
     ready_at: SyncMutex<Option<Instant>>,
-    /// Woken when the log reader reaches the drain marker.
-    drained: SyncMutex<Option<oneshot::Sender<()>>>,
+    /// The runtime's stdout and stderr (one pipe), read by the log reader
+    /// as output arrives and by the invoke path once the response is in.
+    output: tokio::net::unix::pipe::Receiver,
+    /// What has been read of a line not yet ended.
+    partial: SyncMutex<Vec<u8>>,
     /// Notified when the process has exited and been reaped.
     exited: tokio::sync::Notify,
     /// Notified when the runtime first asks for an invocation (init done).
@@ -221,9 +226,9 @@ pub(crate) struct Shared {
     specialized: AtomicBool,
 }
 
-/// A line the worker writes into the runtime's output pipe; when the reader
-/// reaches it, everything the runtime wrote before it has been read.
-const DRAIN_MARKER: &str = "\u{0}nimbus-drain";
+/// The most output one [`Shared::read_output`] takes: a runtime that
+/// writes without pause leaves the rest to the log reader.
+const READ_OUTPUT_MAX: usize = 1 << 20;
 
 impl Shared {
     pub fn mark_ready(&self) {
@@ -277,13 +282,44 @@ impl Shared {
     }
 
     fn push_log(&self, line: String) {
-        if line.strip_suffix('\n') == Some(DRAIN_MARKER) {
-            if let Some(tx) = self.drained.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                let _ = tx.send(());
-            }
-            return;
-        }
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).push((chrono::Utc::now().timestamp_millis(), line));
+    }
+
+    /// Reads what the runtime has written so far, without waiting, and logs
+    /// each whole line (with its newline, as in AWS's log events). True once
+    /// the pipe is closed (the last unended line is then logged too).
+    ///
+    /// Called once a response is in, this reads everything the runtime
+    /// wrote before it: its writes to the pipe had returned before it sent
+    /// the response.
+    fn read_output(&self) -> bool {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = [0u8; 16 << 10];
+        let mut taken = 0;
+        let closed = loop {
+            match self.output.try_read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => partial.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
+            }
+            taken += buf.len();
+            if taken >= READ_OUTPUT_MAX {
+                break false;
+            }
+        };
+        let mut start = 0;
+        while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
+            self.push_log(String::from_utf8_lossy(&partial[start..=start + end]).into_owned());
+            start += end + 1;
+        }
+        partial.drain(..start);
+        if closed && !partial.is_empty() {
+            self.push_log(String::from_utf8_lossy(&partial).into_owned());
+            partial.clear();
+        }
+        closed
     }
 
     fn drain_logs(&self) -> Vec<(i64, String)> {
@@ -303,8 +339,6 @@ pub(crate) struct Env {
     /// The Runtime API as the runtime reaches it.
     runtime_api: String,
     shared: Arc<Shared>,
-    /// The worker's own write end of the runtime's output pipe, for markers.
-    marker: SyncMutex<std::io::PipeWriter>,
     jobs_tx: mpsc::Sender<Job>,
     kill: SyncMutex<Option<oneshot::Sender<()>>>,
     api_task: tokio::task::JoinHandle<()>,
@@ -675,6 +709,12 @@ impl Env {
                 env.into_iter().collect()
             }
         };
+        // stdout and stderr share one pipe, as in AWS's log stream.
+        let io_err = |e: std::io::Error| Error::Internal(format!("creating a pipe: {e}"));
+        let (reader, writer) = std::io::pipe().map_err(io_err)?;
+        let stderr = writer.try_clone().map_err(io_err)?;
+        let output =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)).map_err(io_err)?;
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             jobs_rx: Mutex::new(jobs_rx),
@@ -682,22 +722,14 @@ impl Env {
             logs: SyncMutex::new(Vec::new()),
             alive: AtomicBool::new(true),
             ready_at: SyncMutex::new(None),
-            drained: SyncMutex::new(None),
+            output,
+            partial: SyncMutex::new(Vec::new()),
             exited: tokio::sync::Notify::new(),
             ready: tokio::sync::Notify::new(),
             init_error: SyncMutex::new(None),
             exit_status: SyncMutex::new(None),
             specialized: AtomicBool::new(now.is_some()),
         });
-
-        // stdout and stderr share one pipe (as in AWS's log stream), and the
-        // worker keeps a write end of it for drain markers.
-        let io_err = |e: std::io::Error| Error::Internal(format!("creating a pipe: {e}"));
-        let (reader, writer) = std::io::pipe().map_err(io_err)?;
-        let marker = writer.try_clone().map_err(io_err)?;
-        let stderr = writer.try_clone().map_err(io_err)?;
-        let reader =
-            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)).map_err(io_err)?;
 
         let mut control = None;
         let mut slots = None;
@@ -797,12 +829,10 @@ impl Env {
         });
         let logs = shared.clone();
         tokio::spawn(async move {
-            // Each line keeps its newline, as in AWS's log events.
-            let mut reader = BufReader::new(reader);
-            let mut line = Vec::new();
-            while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
-                logs.push_log(String::from_utf8_lossy(&line).into_owned());
-                line.clear();
+            while logs.output.readable().await.is_ok() {
+                if logs.read_output() {
+                    break;
+                }
             }
         });
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
@@ -815,6 +845,7 @@ impl Env {
                     // A template has no invocation to report its death: say it here,
                     // or a runtime that cannot start fails every cold start unexplained.
                     if !watch.specialized.load(Ordering::SeqCst) {
+                        watch.read_output();
                         let output: Vec<String> = watch.drain_logs().into_iter().map(|(_, l)| l).collect();
                         tracing::warn!(runtime = %runtime_name, %status, output = %output.join("\n"), "a template exited before it was used");
                     }
@@ -837,7 +868,6 @@ impl Env {
             channel: None,
             runtime_api,
             shared,
-            marker: SyncMutex::new(marker),
             jobs_tx,
             kill: SyncMutex::new(Some(kill_tx)),
             api_task,
@@ -1020,7 +1050,8 @@ impl Env {
             Some(cg) => cg.peak_memory_bytes().div_ceil(1 << 20),
             None => peak_memory_mb(self.pid),
         };
-        let oom = self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
+        // Only an exit can be the kernel's out-of-memory kill.
+        let oom = matches!(reply, Some(Reply::Exited(_))) && self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
         let streamed = matches!(reply, Some(Reply::Streamed(_)));
         let (payload, function_error, reusable, status) = match reply {
             Some(Reply::Response(b)) => (b, None, true, None),
@@ -1065,7 +1096,7 @@ impl Env {
         } else {
             None
         };
-        self.drain_output().instrument(tracing::debug_span!("drain_logs")).await;
+        tracing::debug_span!("drain_logs").in_scope(|| self.shared.read_output());
         let now = || chrono::Utc::now().timestamp_millis();
         let billed = (duration_ms + init_ms.unwrap_or(0.0)).ceil() as u64;
         let report = Report {
@@ -1104,6 +1135,7 @@ impl Env {
             init_ms,
             max_memory_mb,
             streamed,
+            concurrency: Default::default(),
             reusable,
         }
     }
@@ -1131,18 +1163,6 @@ impl Env {
     pub fn note_init_timeout(&self, init_type: &str, limit: Duration) {
         if let Some(line) = self.platform.init_timed_out(init_type, limit.as_secs_f64() * 1000.0) {
             self.shared.push_log(line);
-        }
-    }
-
-    /// Waits until the log reader has read everything the runtime wrote so far.
-    async fn drain_output(&self) {
-        use std::io::Write;
-        let (tx, rx) = oneshot::channel();
-        *self.shared.drained.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        let written = writeln!(self.marker.lock().unwrap_or_else(|e| e.into_inner()), "{DRAIN_MARKER}").is_ok();
-        // The bound only guards against a reader that died with the pipe.
-        if written && tokio::time::timeout(Duration::from_secs(2), rx).await.is_err() {
-            tracing::warn!("log reader did not reach the drain marker");
         }
     }
 

@@ -127,6 +127,8 @@ pub struct Environments {
     pub provisioned: u32,
     /// Templates ready, per runtime family.
     pub templates: Vec<(String, u32)>,
+    /// Invocations running, per function (by name).
+    pub running: Vec<(String, u32)>,
 }
 
 /// Reads a code archive by its sha256; the store's blobs behind a seam.
@@ -744,7 +746,7 @@ impl Invoker for Worker {
         let mut templates: Vec<(String, u32)> =
             self.templates.lock_ready().iter().map(|(r, l)| (r.clone(), l.len() as u32)).collect();
         templates.sort();
-        Environments { busy, idle, provisioned, templates }
+        Environments { busy, idle, provisioned, templates, running: self.pool.running() }
     }
 
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error> {
@@ -768,13 +770,16 @@ impl Invoker for Worker {
                     Ok(e) => (e, true),
                     Err(Error::InvalidEntrypoint(message)) => {
                         tracing::warn!(function = %inv.config.name, request_id = %inv.request_id, %message, "the runtime could not start");
-                        return Ok(Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message));
+                        let mut outcome = Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message);
+                        outcome.concurrency = ticket.concurrency;
+                        return Ok(outcome);
                     }
                     Err(e) => return Err(e),
                 }
             }
         };
-        let outcome = environment.run(&inv, cold).instrument(tracing::debug_span!("run", cold)).await;
+        let mut outcome = environment.run(&inv, cold).instrument(tracing::debug_span!("run", cold)).await;
+        outcome.concurrency = ticket.concurrency;
         ticket.finish(environment, outcome.reusable).await;
         Ok(outcome)
     }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nimbus_core::ThrottleReason;
+use nimbus_core::{Concurrency, ThrottleReason};
 
 use crate::env::Env;
 
@@ -80,6 +80,18 @@ struct Idle {
     provisioned: Option<String>,
 }
 
+impl Idle {
+    /// When it is retired unless used again: after the keep-warm period, or
+    /// at its maximum lifetime. Provisioned environments stay for as long
+    /// as their configuration does.
+    fn due(&self, limits: &ScalingLimits) -> Option<Instant> {
+        match self.provisioned {
+            Some(_) => None,
+            None => Some((self.since + limits.keep_warm).min(self.env.born() + limits.max_lifetime)),
+        }
+    }
+}
+
 /// Refills at `burst` per 10 s up to `burst`.
 struct Bucket {
     tokens: f64,
@@ -89,14 +101,17 @@ struct Bucket {
 #[derive(Default)]
 struct State {
     idle: HashMap<String, Vec<Idle>>,
-    /// In-flight invocations per function.
+    /// In-flight invocations per function, and in all.
     busy: HashMap<String, u32>,
+    busy_all: u32,
     /// In-flight invocations of functions without reserved concurrency.
     busy_unreserved: u32,
     reserved: HashMap<String, u32>,
     buckets: HashMap<String, Bucket>,
     /// (function, qualifier) → progress.
     provisioned: HashMap<(String, String), ProvisionedStatus>,
+    /// When the reaper wakes next (`None`: not until the idle set changes).
+    reaper_due: Option<Instant>,
 }
 
 impl State {
@@ -127,6 +142,7 @@ impl State {
 
     fn release(&mut self, function: &str) {
         let reserved = self.reserved.contains_key(function);
+        self.busy_all = self.busy_all.saturating_sub(1);
         if let Some(n) = self.busy.get_mut(function) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -154,6 +170,8 @@ pub(crate) struct Ticket {
     pub warm: Option<Env>,
     /// The qualifier a provisioned environment is kept for.
     provisioned: Option<String>,
+    /// What ran at once when it was admitted, itself included.
+    pub concurrency: Concurrency,
 }
 
 impl Drop for Ticket {
@@ -172,8 +190,21 @@ impl Ticket {
                 since: Instant::now(),
                 provisioned: self.provisioned.take(),
             };
-            self.pool.lock().idle.entry(idle.env.key().to_string()).or_default().push(idle);
-            self.pool.changed.notify_one();
+            let due = idle.due(&self.pool.limits);
+            let mut s = self.pool.lock();
+            s.idle.entry(idle.env.key().to_string()).or_default().push(idle);
+            // The reaper only needs waking when this one is due before it
+            // wakes anyway: with a constant keep-warm, only when it sleeps
+            // with nothing idle. A wake-up every invoke would cost one.
+            let sooner = match (due, s.reaper_due) {
+                (Some(d), Some(r)) => d < r,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            drop(s);
+            if sooner {
+                self.pool.changed.notify_one();
+            }
         } else {
             if let Some(q) = self.provisioned.take() {
                 self.pool.lock().lose_provisioned(&self.function, &q);
@@ -230,25 +261,36 @@ impl Pool {
             drop(s);
             return Err(ThrottleReason::FunctionInvocationRateLimitExceeded);
         }
-        *s.busy.entry(function.to_string()).or_default() += 1;
+        let mine = s.busy.entry(function.to_string()).or_default();
+        *mine += 1;
+        let mine = *mine;
+        s.busy_all += 1;
         if !s.reserved.contains_key(function) {
             s.busy_unreserved += 1;
         }
+        let concurrency = Concurrency { account: s.busy_all, function: mine, unreserved: s.busy_unreserved };
         let (warm, provisioned) = match warm {
             Some(i) => (Some(i.env), i.provisioned),
             None => (None, None),
         };
-        let ticket = Ticket { pool: self.clone(), function: function.to_string(), warm, provisioned };
+        let ticket = Ticket { pool: self.clone(), function: function.to_string(), warm, provisioned, concurrency };
         Ok((ticket, dead.into_iter().map(|i| i.env).collect()))
     }
 
     /// In-flight invocations, idle environments, and of those the provisioned.
     pub fn counts(&self) -> (u32, u32, u32) {
         let s = self.lock();
-        let busy = s.busy.values().sum();
+        let busy = s.busy_all;
         let idle = s.idle.values().map(Vec::len).sum::<usize>() as u32;
         let provisioned = s.idle.values().flatten().filter(|i| i.provisioned.is_some()).count() as u32;
         (busy, idle, provisioned)
+    }
+
+    /// In-flight invocations per function, by name.
+    pub fn running(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self.lock().busy.iter().map(|(f, n)| (f.clone(), *n)).collect();
+        v.sort();
+        v
     }
 
     /// Before a new environment starts: when the node is short of memory,
@@ -387,19 +429,13 @@ impl Pool {
 
     /// Takes the idle environments due at `now`; says when the next one is.
     fn expired(&self, now: Instant) -> (Vec<Env>, Option<Instant>) {
-        let (keep_warm, lifetime) = (self.limits.keep_warm, self.limits.max_lifetime);
         let mut s = self.lock();
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
         for list in s.idle.values_mut() {
             let mut keep = Vec::with_capacity(list.len());
             for i in list.drain(..) {
-                // Provisioned environments stay for as long as their configuration does.
-                let due = match i.provisioned {
-                    Some(_) => None,
-                    None => Some((i.since + keep_warm).min(i.env.born() + lifetime)),
-                };
-                match due {
+                match i.due(&self.limits) {
                     Some(d) if d <= now => expired.push(i.env),
                     Some(d) => {
                         next = Some(next.map_or(d, |n| n.min(d)));
@@ -411,6 +447,7 @@ impl Pool {
             *list = keep;
         }
         s.idle.retain(|_, l| !l.is_empty());
+        s.reaper_due = next;
         (expired, next)
     }
 }

@@ -1,7 +1,7 @@
 //! `GET /_nimbus/metrics`: the Prometheus/OpenMetrics scrape
 //! (`nimbus_metrics::Metrics::prometheus`), with the gauges read at scrape
-//! time from the rest of the node: environments by state and templates
-//! (the worker, through control) and SQS queue depths (the engine reads the
+//! time from the rest of the node: environments by state, templates and
+//! invocations running per function (the worker, through control) and SQS queue depths (the engine reads the
 //! async queue's depth itself).
 //!
 //! Never unauthenticated: a scraper sends HTTP Basic credentials, the
@@ -70,6 +70,11 @@ fn gauges(api: &Api) -> Vec<GaugeFamily> {
             name: "templates_ready",
             help: "Runtime templates started ahead of cold starts",
             samples: env.templates.into_iter().map(|(r, n)| (vec![("runtime".to_string(), r)], f64::from(n))).collect(),
+        });
+        out.push(GaugeFamily {
+            name: "lambda_concurrent_executions",
+            help: "Invocations running now",
+            samples: env.running.into_iter().map(|(f, n)| (vec![("function".to_string(), f)], f64::from(n))).collect(),
         });
     }
     let mut visible = Vec::new();
