@@ -158,12 +158,12 @@ fn stream_row(r: &SqliteRow) -> LogStreamRow {
     }
 }
 
-/// Stores events and records their times on their stream, creating the
-/// group and stream if they are new (function logs) or keeping them.
 /// Rows of one multi-row INSERT: within SQLite's 32,766 bound parameters
 /// for the widest row written that way (an invocation record's 12).
 pub(crate) const ROWS_PER_INSERT: usize = 1000;
 
+/// Stores events and records their times on their stream, creating the
+/// group and stream if they are new (function logs) or keeping them.
 pub(crate) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[LogEvent]) -> Result<()> {
     let mut spans: Vec<(&str, &str, i64, i64, i64)> = Vec::new();
     // Many rows a statement: each statement is a round trip to SQLite's

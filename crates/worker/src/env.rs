@@ -299,12 +299,14 @@ impl Shared {
         let closed = loop {
             match self.output.try_read(&mut buf) {
                 Ok(0) => break true,
-                Ok(n) => partial.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    partial.extend_from_slice(&buf[..n]);
+                    taken += n;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break true,
             }
-            taken += buf.len();
             if taken >= READ_OUTPUT_MAX {
                 break false;
             }
