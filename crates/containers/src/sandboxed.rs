@@ -105,11 +105,11 @@ impl RunningSandbox {
     /// its ports.
     async fn add(&mut self, c: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String> {
         let dir = self.dir.join(&c.name);
-        let started = self.runtime.start_container(&dir, &c, Some(self.network.tid), self.cgroup.as_deref()).await;
+        let started = self.runtime.start_container(&dir, &c, self.network.tid, self.cgroup.as_deref()).await;
         let (Started { pid, child }, slots) = match started {
             Ok(started) => started,
             Err((e, slots)) => {
-                self.slots.extend(slots);
+                self.slots.push(slots);
                 return Err(e);
             }
         };
@@ -137,26 +137,27 @@ impl RunningSandbox {
 }
 
 impl SandboxRuntime {
-    /// Starts a container's sandbox in `dir`; the slots it made are handed
-    /// back even on failure, for the caller to remove.
+    /// Starts a container's sandbox in `dir`, in the network namespace held
+    /// by `network_of`; the slots it made are handed back even on failure,
+    /// for the caller to remove.
     async fn start_container(
         &self,
         dir: &Path,
         c: &ContainerLaunch,
-        network_of: Option<u32>,
+        network_of: u32,
         cgroup: Option<&Cgroup>,
-    ) -> Result<(Started, Slots), (String, Option<Slots>)> {
+    ) -> Result<(Started, Slots), (String, Slots)> {
         let root = dir.join("root");
         let slots = Slots::under(&dir.join("slots"));
         let made = std::fs::create_dir_all(&root)
             .and_then(|()| slots.create())
             .and_then(|()| slots.fill(c.root.path(), None, TMP_MB));
         if let Err(e) = made {
-            return Err((format!("preparing container {}: {e}", c.name), Some(slots)));
+            return Err((format!("preparing container {}: {e}", c.name), slots));
         }
         match self.spawn_sandbox(dir, root, slots.clone(), c, network_of, cgroup).await {
             Ok(started) => Ok((started, slots)),
-            Err(e) => Err((e, Some(slots))),
+            Err(e) => Err((e, slots)),
         }
     }
 
@@ -166,7 +167,7 @@ impl SandboxRuntime {
         root: PathBuf,
         slots: Slots,
         c: &ContainerLaunch,
-        network_of: Option<u32>,
+        network_of: u32,
         cgroup: Option<&Cgroup>,
     ) -> Result<Started, String> {
         let spec = Spec {
@@ -181,7 +182,7 @@ impl SandboxRuntime {
             env: Vec::new(),
             exe: self.exe.clone(),
             parent: std::process::id(),
-            network_of,
+            network_of: Some(network_of),
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
