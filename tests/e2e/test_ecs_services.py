@@ -259,14 +259,16 @@ def test_the_circuit_breaker_rolls_back_a_revision_that_exits_at_once(node, ecs,
 def test_depends_on_orders_container_starts(ecs, busybox):
     # init exits 0 at once; db serves after a second and is HEALTHY once it
     # answers; web copies db's page when it starts, and serves it: it can
-    # only do so if it started after both conditions held.
+    # only do so if it started after both conditions held. db's start period
+    # is long so that its checks before httpd listens never count, however
+    # slowly a loaded machine gets there (a success ends the start period).
     init = {"name": "init", "image": busybox, "essential": False, "entryPoint": ["/bin/sh", "-c", "exit 0"]}
     db = {"name": "db", "image": busybox, "essential": False, "stopTimeout": 1,
           "portMappings": [{"containerPort": 9000}],
           "entryPoint": ["/bin/sh", "-c", "/bin/busybox mkdir -p /tmp/db && echo from-db > /tmp/db/index.html"
                          " && /bin/busybox sleep 1 && exec /bin/busybox httpd -f -p 9000 -h /tmp/db"],
           "healthCheck": {"command": ["CMD-SHELL", "/bin/busybox wget -q -O /dev/null http://127.0.0.1:9000/"],
-                          "interval": 1, "retries": 1, "startPeriod": 1}}
+                          "interval": 1, "retries": 1, "startPeriod": 120}}
     web = container(image=busybox, stopTimeout=1, entryPoint=[
         "/bin/sh", "-c", "/bin/busybox mkdir -p /tmp/www && /bin/busybox wget -q -O /tmp/www/index.html"
         " http://127.0.0.1:9000/ && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"],

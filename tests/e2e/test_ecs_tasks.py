@@ -83,6 +83,9 @@ def test_endpoints_answer_inside_the_task_and_awslogs_keeps_its_lines(node, ecs,
     assert task["Family"] == done["taskDefinitionArn"].rsplit("/", 1)[1].split(":")[0]
     assert task["Limits"] == {"CPU": 0.25, "Memory": 512}
     assert [c["Name"] for c in task["Containers"]] == ["probe"]
+    (eni,) = done["attachments"]
+    address = {d["name"]: d["value"] for d in eni["details"]}["privateIPv4Address"]
+    assert task["Containers"][0]["Networks"] == [{"NetworkMode": "awsvpc", "IPv4Addresses": [address]}]
     me = json.loads(by_kind["container"])
     assert me["ContainerARN"] == done["containers"][0]["containerArn"]
     assert me["LogDriver"] == "awslogs" and me["Labels"]["com.amazonaws.ecs.task-arn"] == arn
@@ -162,10 +165,12 @@ def test_nimbus_task_list_logs_and_stop(node, ecs, logs, busybox):
     family = register(ecs, containers=[web])["family"]
     arn = run(ecs, family)["tasks"][0]["taskArn"]
     task_id = arn.rsplit("/", 1)[1]
-    binding = running(ecs, arn)["containers"][0]["networkBindings"][0]
+    up = running(ecs, arn)
+    binding = up["containers"][0]["networkBindings"][0]
     listed = nimbus_cli(node, "task", "list").stdout
     row = next(l for l in listed.splitlines() if l.startswith(task_id))
     assert "RUNNING" in row and f"web:8080->127.0.0.1:{binding['hostPort']}" in row, listed
+    assert f" {private_address(up)} " in row, listed
     assert wait_for(lambda: nimbus_cli(node, "task", "logs", task_id).stdout == "serving\n", "nimbus task logs")
     assert nimbus_cli(node, "task", "stop", task_id, "--reason", "cli").stdout == f"stopping {arn}\n"
     done = stopped(ecs, arn)
@@ -202,48 +207,76 @@ def test_stopped_tasks_are_deleted_an_hour_after_they_stop(tmp_path):
 # Task A serves its page on 8080, published, and on 8081, not published.
 SERVER = ["/bin/sh", "-c", "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html"
           " && (/bin/busybox httpd -f -p 8081 -h /tmp/www &) && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
-# Task B fetches A's page at the address DescribeTasks reports for it, tries
-# A's unpublished port and A's container port at the addresses it could
-# guess (printing how each failed), then keeps fetching until A is gone and
-# its address refuses connections (while A stops, they are accepted and
+# Task B serves a page of its own on A's container port (so its loopback
+# has that port), fetches A's page at the address DescribeTasks reports for
+# it and at A's private address, tries A's unpublished port at the addresses
+# it could guess (printing how each failed), then keeps fetching until A is gone and
+# its addresses refuse connections (while A stops, they are accepted and
 # reset). Debian's busybox wget crashes with -T.
-GUESSES = ["127.0.0.1:8081", "169.254.170.2:8081", "127.0.0.1:8080", "169.254.170.2:8080"]
+GUESSES = ["127.0.0.1:8081", "169.254.170.2:8081", "$A_ADDR:8081"]
 CLIENT = r"""
-i=0
-while [ $i -lt 50 ]; do got=$(wget -q -O - http://127.0.0.1:$A_PORT/index.html) && break; sleep 0.1; i=$((i+1)); done
-echo "published $got"
+mkdir -p /tmp/b && echo hello-from-b > /tmp/b/index.html && (/bin/busybox httpd -f -p 8080 -h /tmp/b &)
+fetch() {
+  i=0
+  while [ $i -lt 50 ]; do got=$(wget -q -O - http://$1/index.html) && break; sleep 0.1; i=$((i+1)); done
+  echo "$got"
+}
+echo "published $(fetch 127.0.0.1:$A_PORT)"
+echo "private $(fetch $A_ADDR:8080)"
+echo "own $(fetch 127.0.0.1:8080)"
 for addr in %s; do echo "$addr $(wget -q -O /dev/null http://$addr/index.html 2>&1)"; done
 echo "waiting"
 while wget -q -O /dev/null http://127.0.0.1:$A_PORT/index.html; do sleep 0.05; done
-while :; do
-  out=$(wget -q -O /dev/null http://127.0.0.1:$A_PORT/index.html 2>&1)
-  case "$out" in *refused*) break;; esac
-  sleep 0.05
+for addr in 127.0.0.1:$A_PORT $A_ADDR:8080; do
+  while :; do
+    out=$(wget -q -O /dev/null http://$addr/index.html 2>&1)
+    case "$out" in *refused*) break;; esac
+    sleep 0.05
+  done
+  echo "after $out"
 done
-echo "after $out"
 """ % " ".join(GUESSES)
+
+
+def private_address(task):
+    """The task's address, as its attachment and each container report it."""
+    (eni,) = task["attachments"]
+    details = {d["name"]: d["value"] for d in eni["details"]}
+    address = details["privateIPv4Address"]
+    for c in task["containers"]:
+        assert c["networkInterfaces"] == [{"attachmentId": eni["id"], "privateIpv4Address": address}], c
+    assert details["macAddress"] == "02:00:" + ":".join(f"{int(o):02x}" for o in address.split("."))
+    return address
 
 
 def test_tasks_reach_each_others_published_ports_and_only_those(ecs, logs, busybox):
     server = {"name": "a", "image": busybox, "entryPoint": SERVER, "stopTimeout": 1,
               "portMappings": [{"containerPort": 8080}]}
     a = run(ecs, register(ecs, containers=[server])["family"])["tasks"][0]["taskArn"]
-    (binding,) = running(ecs, a)["containers"][0]["networkBindings"]
+    up = running(ecs, a)
+    (binding,) = up["containers"][0]["networkBindings"]
+    a_address = private_address(up)
+    assert a_address.startswith("172.31."), a_address
     group = unique_name("/ecs/mesh")
     logs.create_log_group(logGroupName=group)
     client = {"name": "b", "image": busybox, "entryPoint": ["/bin/sh", "-c", CLIENT],
-              "environment": [{"name": "A_PORT", "value": str(binding["hostPort"])}],
+              "environment": [{"name": "A_PORT", "value": str(binding["hostPort"])},
+                              {"name": "A_ADDR", "value": a_address}],
               "logConfiguration": awslogs(group)}
     b = run(ecs, register(ecs, containers=[client])["family"])["tasks"][0]["taskArn"]
+    assert private_address(running(ecs, b)) not in {a_address, None}
     stream = f"app/b/{b.rsplit('/', 1)[1]}"
     got = wait_for(lambda: (lambda ls: ls if "waiting" in ls else None)(lines(logs, group, stream)), "b's checks")
-    refused = [f"{g} wget: can't connect to remote host ({g.split(':')[0]}): Connection refused" for g in GUESSES]
-    assert got == ["published hello-from-a", *refused, "waiting"], got
+    guesses = [g.replace("$A_ADDR", a_address) for g in GUESSES]
+    refused = [f"{g} wget: can't connect to remote host ({g.split(':')[0]}): Connection refused" for g in guesses]
+    assert got == ["published hello-from-a", "private hello-from-a", "own hello-from-b", *refused, "waiting"], got
     ecs.stop_task(task=a)
     stopped(ecs, a)
     assert stopped(ecs, b)["containers"][0]["exitCode"] == 0
-    after = wait_for(lambda: [l for l in lines(logs, group, stream) if l.startswith("after")], "b's last fetch")
-    assert after == ["after wget: can't connect to remote host (127.0.0.1): Connection refused"], after
+    after = wait_for(lambda: (lambda ls: ls if len(ls) == 2 else None)(
+        [l for l in lines(logs, group, stream) if l.startswith("after")]), "b's last fetches")
+    assert after == ["after wget: can't connect to remote host (127.0.0.1): Connection refused",
+                     f"after wget: can't connect to remote host ({a_address}): Connection refused"], after
 
 
 # What an SDK in a container needs of the suite's own botocore (pure

@@ -10,8 +10,8 @@ use crate::ClientArgs;
 
 #[derive(Subcommand)]
 pub enum TaskCommand {
-    /// List running tasks (with --all, stopped ones too), their status and
-    /// the host address of each published port.
+    /// List running tasks (with --all, stopped ones too), their status,
+    /// private address and the host address of each published port.
     List {
         /// The cluster (name or ARN); `default` if not given.
         #[arg(long)]
@@ -95,7 +95,7 @@ pub async fn task(cmd: TaskCommand, args: ClientArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&tasks)?);
                 return Ok(());
             }
-            println!("{:<34} {:<14} {:<28} PORTS", "TASK", "STATUS", "DEFINITION");
+            println!("{:<34} {:<14} {:<28} {:<15} PORTS", "TASK", "STATUS", "DEFINITION", "ADDRESS");
             for t in &tasks {
                 let ports: Vec<String> = t["containers"]
                     .as_array()
@@ -113,11 +113,14 @@ pub async fn task(cmd: TaskCommand, args: ClientArgs) -> anyhow::Result<()> {
                         })
                     })
                     .collect();
+                let details = t["attachments"].as_array().into_iter().flatten().flat_map(|a| a["details"].as_array());
+                let address = details.flatten().find(|d| d["name"] == "privateIPv4Address");
                 println!(
-                    "{:<34} {:<14} {:<28} {}",
+                    "{:<34} {:<14} {:<28} {:<15} {}",
                     short(t["taskArn"].as_str().unwrap_or_default()),
                     t["lastStatus"].as_str().unwrap_or_default(),
                     short(t["taskDefinitionArn"].as_str().unwrap_or_default()),
+                    address.and_then(|d| d["value"].as_str()).unwrap_or("-"),
                     ports.join(" ")
                 );
             }

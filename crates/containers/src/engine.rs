@@ -12,6 +12,7 @@
 //! scheduler (`services`) then starts new ones.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,7 @@ use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
     TaskDefinitionRecord, TaskOverride, TaskRecord,
 };
-use crate::{awslogs, metadata, Error, Platform, TaskImages};
+use crate::{awslogs, mesh, metadata, Error, Platform, TaskImages};
 
 /// What the node offers tasks: CPU units (1024 per core) and MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +180,10 @@ pub(crate) struct State {
     pub(crate) tasks: BTreeMap<String, TaskRecord>,
     /// By service ARN (`services`).
     pub(crate) services: BTreeMap<String, ServiceRecord>,
+    /// The task network's host number given out last (addresses go round,
+    /// so one is not given again while its last task's namespace may
+    /// still be going away).
+    last_address: u32,
 }
 
 pub(crate) struct Inner {
@@ -830,6 +835,11 @@ impl Ecs {
     /// Moves a task forward to `status` (never back), applies `change`,
     /// and stores it; false if the task was already there or past it.
     async fn advance(&self, id: &str, status: &str, change: impl FnOnce(&mut TaskRecord)) -> bool {
+        self.advance_with(id, status, |r, _| change(r)).await
+    }
+
+    /// [`Self::advance`], with the change given the node's state.
+    async fn advance_with(&self, id: &str, status: &str, change: impl FnOnce(&mut TaskRecord, &mut State)) -> bool {
         let mut state = self.inner.state.lock().await;
         let Some(record) = state.tasks.get(id) else { return false };
         if rank(&record.task.last_status) >= rank(status) {
@@ -838,7 +848,7 @@ impl Ecs {
         let mut record = record.clone();
         record.task.last_status = status.to_string();
         record.task.version += 1;
-        change(&mut record);
+        change(&mut record, &mut state);
         self.keep_task(&mut state, id, record, "a task's status").await
     }
 
@@ -863,7 +873,16 @@ impl Ecs {
     async fn start(&self, id: &str) {
         let set_attachment =
             |r: &mut TaskRecord, s: &str| r.task.attachments.iter_mut().for_each(|a| a.status = s.into());
-        self.advance(id, "PENDING", |r| set_attachment(r, "ATTACHING")).await;
+        // Its network interface is attached: it gets its private address.
+        let mut address = None;
+        self.advance_with(id, "PENDING", |r, state| {
+            set_attachment(r, "ATTACHING");
+            address = free_address(state);
+            if let Some(a) = address {
+                set_address(r, a);
+            }
+        })
+        .await;
         let started = self
             .advance(id, "ACTIVATING", |r| {
                 set_attachment(r, "ATTACHED");
@@ -933,7 +952,7 @@ impl Ecs {
         };
         let order = dependencies::start_order(&first.iter().map(|(d, _)| *d).collect::<Vec<_>>());
         let containers = order.into_iter().map(|i| first[i].1.clone()).collect();
-        let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers, inside };
+        let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers, address, inside };
         let running = match runtime.start(launch).await {
             Ok(running) => running,
             Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
@@ -1424,6 +1443,43 @@ fn binding_values(endpoints: &[(u16, std::net::SocketAddr)]) -> Vec<serde_json::
         .collect()
 }
 
+/// The next address of the node's task network that no task holds, after
+/// the one given out last; `None` if every one is held. As in an AWS
+/// subnet, its first four addresses and its last are not given out.
+fn free_address(state: &mut State) -> Option<Ipv4Addr> {
+    let hosts = (1u32 << (32 - mesh::PREFIX)) - 1;
+    let held: std::collections::HashSet<Ipv4Addr> = state
+        .tasks
+        .values()
+        .filter(|r| r.task.last_status != "STOPPED")
+        .filter_map(|r| private_address(&r.task))
+        .collect();
+    let base = u32::from(mesh::NETWORK);
+    let next = (1..hosts)
+        .map(|step| (state.last_address + step) % hosts)
+        .filter(|&n| n >= 4)
+        .find(|&n| !held.contains(&Ipv4Addr::from(base + n)))?;
+    state.last_address = next;
+    Some(Ipv4Addr::from(base + next))
+}
+
+/// The task's private address, once its interface is attached.
+pub(crate) fn private_address(task: &Task) -> Option<Ipv4Addr> {
+    let detail =
+        task.attachments.iter().flat_map(|a| &a.details).find(|d| d.name.as_deref() == Some("privateIPv4Address"));
+    detail?.value.as_deref()?.parse().ok()
+}
+
+/// Reports `address` as AWS does: in the interface's attachment details
+/// and in each container's `networkInterfaces`.
+fn set_address(r: &mut TaskRecord, address: Ipv4Addr) {
+    let Some(eni) = r.task.attachments.first_mut() else { return };
+    eni.details.push(KeyValue::new("macAddress", &mesh::mac_address(address)));
+    eni.details.push(KeyValue::new("privateIPv4Address", &address.to_string()));
+    let interface = serde_json::json!({"attachmentId": eni.id, "privateIpv4Address": address.to_string()});
+    r.task.containers.iter_mut().for_each(|c| c.network_interfaces = vec![interface.clone()]);
+}
+
 /// Whether a network binding is one of this container's ports.
 fn container_has_port(definitions: &[ContainerDefinition], name: &str, binding: &serde_json::Value) -> bool {
     let port = binding["containerPort"].as_u64();
@@ -1640,6 +1696,16 @@ pub(crate) mod tests {
         task.task_arn
     }
 
+    #[test]
+    fn addresses_go_round_past_the_reserved_ones() {
+        let mut state = State::default();
+        assert_eq!(free_address(&mut state), Some(Ipv4Addr::new(172, 31, 0, 4)));
+        assert_eq!(free_address(&mut state), Some(Ipv4Addr::new(172, 31, 0, 5)));
+        state.last_address = 65_533;
+        assert_eq!(free_address(&mut state), Some(Ipv4Addr::new(172, 31, 255, 254)));
+        assert_eq!(free_address(&mut state), Some(Ipv4Addr::new(172, 31, 0, 4)), "past .255.255 and .0.0 to .0.3");
+    }
+
     #[tokio::test]
     async fn an_essential_exit_stops_the_task_and_terminates_the_rest() {
         let dir = tempfile::tempdir().unwrap();
@@ -1649,6 +1715,10 @@ pub(crate) mod tests {
         let running = &ecs.describe_tasks(None, std::slice::from_ref(&arn)).await.unwrap().tasks[0].0;
         assert!(running.started_at.is_some());
         assert_eq!(running.containers[0].network_bindings[0]["hostPort"], 41000);
+        assert_eq!(private_address(running), Some(Ipv4Addr::new(172, 31, 0, 4)), "the first one given out");
+        let interface =
+            serde_json::json!({"attachmentId": running.attachments[0].id, "privateIpv4Address": "172.31.0.4"});
+        assert!(running.containers.iter().all(|c| c.network_interfaces == [interface.clone()]));
         assert_eq!(running.containers[0].image_digest.as_deref(), Some("sha256:digest-of-127.0.0.1:1/missing:v1"));
         let tx = runtime.exits.lock().unwrap().clone().unwrap();
         tx.send(ContainerExit { name: "sidecar".into(), exit_code: 0, oom: false }).unwrap();

@@ -101,29 +101,14 @@ impl InsideTask for Endpoint {
 }
 
 /// Adds [`ENDPOINT_IP`] to the loopback of the network namespace of `pid`
-/// and binds the endpoints' listeners there, from a thread of its own
-/// (`setns` changes only the calling thread; `ip`, forked from it, runs in
-/// the namespace too).
+/// and binds the endpoints' listeners there.
 fn bind_inside(pid: u32) -> std::io::Result<[std::net::TcpListener; 2]> {
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
-        let added = std::process::Command::new("/usr/sbin/ip")
-            .args(["addr", "add", &format!("{ENDPOINT_IP}/32"), "dev", "lo"])
-            .stdin(std::process::Stdio::null())
-            .status()?;
-        if !added.success() {
-            return Err(std::io::Error::other(format!("adding {ENDPOINT_IP} to the task's loopback: {added}")));
-        }
-        let bind = |port| -> std::io::Result<std::net::TcpListener> {
-            let l = std::net::TcpListener::bind(SocketAddr::from((ENDPOINT_IP, port)))?;
-            l.set_nonblocking(true)?;
-            Ok(l)
-        };
-        Ok([bind(CREDENTIALS_PORT)?, bind(API_PORT)?])
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    crate::mesh::inside(ns, || {
+        crate::mesh::ip(&format!("addr add {ENDPOINT_IP}/32 dev lo\n"))?;
+        let listen = |port| crate::mesh::listen(SocketAddr::from((ENDPOINT_IP, port)));
+        Ok([listen(CREDENTIALS_PORT)?, listen(API_PORT)?])
     })
-    .join()
-    .map_err(|_| std::io::Error::other("binding thread panicked"))?
 }
 
 impl Endpoint {
@@ -246,13 +231,7 @@ fn family_revision(arn: &str) -> (String, String) {
 
 /// The task's address as its containers see it.
 fn address(record: &TaskRecord) -> String {
-    let detail = record
-        .task
-        .attachments
-        .iter()
-        .flat_map(|a| &a.details)
-        .find(|d| d.name.as_deref() == Some("privateIPv4Address"));
-    detail.and_then(|d| d.value.clone()).unwrap_or_else(|| "127.0.0.1".into())
+    crate::engine::private_address(&record.task).map_or_else(|| "127.0.0.1".into(), |a| a.to_string())
 }
 
 fn container_json(record: &TaskRecord, defs: &[ContainerDefinition], index: usize) -> Value {

@@ -35,6 +35,8 @@ pub struct TaskLaunch {
     pub cpu: u32,
     pub memory_mib: u32,
     pub containers: Vec<ContainerLaunch>,
+    /// Its private address on the node's task network (`None`: loopback only).
+    pub address: Option<std::net::Ipv4Addr>,
     /// What is served inside the task's network namespace before its
     /// first container runs (metadata and credentials).
     pub inside: Option<Arc<dyn InsideTask>>,

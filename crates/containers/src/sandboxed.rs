@@ -11,8 +11,9 @@
 //! credentials) is bound there before its first container runs. Each
 //! published port gets a listener on the host's loopback whose connections
 //! are made from inside the task's network namespace (a short-lived thread
-//! `setns`es and connects), so no veth, bridge or NAT is needed; other
-//! tasks reach it at the same address through the node's `Mesh`. A
+//! `setns`es and connects), so the host needs no veth, bridge or NAT; other
+//! tasks reach it at the same address, and at the task's private address,
+//! through the node's `Mesh`. A
 //! container's stdout and stderr go to `output.log` in its directory, or,
 //! with `awslogs`, through pipes to the node's log driver.
 //!
@@ -88,7 +89,8 @@ impl TaskRuntime for SandboxRuntime {
             network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
         };
-        self.mesh.join(&task.task_id, running.network.tid).await;
+        let joined = self.mesh.join(&task.task_id, running.network.tid, task.address).await;
+        joined.map_err(|e| format!("attaching the task to the task network: {e}"))?;
         if let Some(inside) = &task.inside {
             let served = inside.start(running.network.tid).await;
             running.proxies.extend(served.map_err(|e| format!("serving inside the task: {e}"))?);
@@ -272,19 +274,14 @@ pub(crate) fn relay(listener: tokio::net::TcpListener, netns_pid: u32, port: u16
     })
 }
 
-/// Connects to `127.0.0.1:port` in the network namespace of `pid`, from a
-/// thread of its own (`setns` changes only the calling thread, which ends
-/// right after; the socket keeps its namespace).
+/// Connects to `127.0.0.1:port` in the network namespace of `pid`.
 fn connect_inside(pid: u32, port: u16) -> std::io::Result<std::net::TcpStream> {
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    crate::mesh::inside(ns, || {
         let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
         stream.set_nonblocking(true)?;
         Ok(stream)
     })
-    .join()
-    .map_err(|_| std::io::Error::other("connecting thread panicked"))?
 }
 
 type Exit = (String, Option<std::process::ExitStatus>);
@@ -326,10 +323,7 @@ impl NetworkHolder {
             let made = (|| -> std::io::Result<u32> {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
                 // A child forked by this thread is in its network namespace.
-                let lo = std::process::Command::new("/usr/sbin/ip").args(["link", "set", "lo", "up"]).status()?;
-                if !lo.success() {
-                    return Err(std::io::Error::other("bringing loopback up failed"));
-                }
+                crate::mesh::ip("link set lo up\n")?;
                 let me = std::fs::read_link("/proc/thread-self")?;
                 me.file_name()
                     .and_then(|n| n.to_str()?.parse().ok())
