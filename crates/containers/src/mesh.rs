@@ -97,7 +97,6 @@ impl Mesh {
     /// task network, and it gets a listener for every port already
     /// published.
     pub(crate) async fn join(&self, task: &str, netns: u32, address: Option<Ipv4Addr>) -> std::io::Result<()> {
-        let _one_at_a_time = self.gate.lock().await;
         if let Some(address) = address {
             let switch = self.switch().await?;
             let name = veth_name(task);
@@ -105,6 +104,7 @@ impl Mesh {
                 .await
                 .map_err(std::io::Error::other)??;
         }
+        let _one_at_a_time = self.gate.lock().await;
         let at = {
             let mut s = self.lock();
             s.tasks.insert(task.to_string(), Member { netns, address });

@@ -89,12 +89,20 @@ impl TaskRuntime for SandboxRuntime {
             network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
         };
-        let joined = self.mesh.join(&task.task_id, running.network.tid, task.address).await;
-        joined.map_err(|e| format!("attaching the task to the task network: {e}"))?;
-        if let Some(inside) = &task.inside {
-            let served = inside.start(running.network.tid).await;
-            running.proxies.extend(served.map_err(|e| format!("serving inside the task: {e}"))?);
-        }
+        // Both are a few runs of `ip` in the new namespace: side by side.
+        let tid = running.network.tid;
+        let serving = async {
+            match &task.inside {
+                Some(inside) => inside.start(tid).await.map_err(|e| format!("serving inside the task: {e}")),
+                None => Ok(Vec::new()),
+            }
+        };
+        let joining = async {
+            let joined = self.mesh.join(&task.task_id, tid, task.address).await;
+            joined.map_err(|e| format!("attaching the task to the task network: {e}"))
+        };
+        let (served, ()) = tokio::try_join!(serving, joining)?;
+        running.proxies.extend(served);
         for c in task.containers {
             running.add(c).await?;
         }
