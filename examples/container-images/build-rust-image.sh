@@ -2,7 +2,8 @@
 # Builds an image from scratch holding a Rust `lambda_runtime` binary (the
 # repository's examples/rust-hello) and the shared libraries it links, as an
 # OCI layout: build-rust-image.sh BINARY LAYOUT TAG
-# A binary built for x86_64-unknown-linux-musl is static and needs no libraries.
+# A static binary needs no libraries: RUSTFLAGS="-C target-feature=+crt-static"
+# cargo build --release -p rust-hello --target x86_64-unknown-linux-gnu
 set -eu
 bin=$1 layout=$2 tag=$3
 work=$(mktemp -d)
