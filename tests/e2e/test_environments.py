@@ -1,0 +1,99 @@
+"""What issue 14 asks of environments whatever makes them (templates made
+ahead today, a zygote later): two functions' environments share no
+variables, credentials, `/tmp`, pid, network or mount namespace, nor open
+files; and a cold-start storm of 200 new functions invoked at once
+completes with every reply its own function's."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+from botocore.config import Config
+
+from conftest import REGION, ROLE, create, make_zip, unique_name
+
+# Reports what the environment holds: its variables (names the test set,
+# and the credentials), what /tmp has before it writes there, its
+# namespaces and its open files.
+REPORTER = make_zip({"app.py": """
+import os
+def handler(event, context):
+    seen = sorted(os.listdir("/tmp"))
+    with open("/tmp/" + os.environ["AWS_LAMBDA_FUNCTION_NAME"], "w") as f:
+        f.write("mine")
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            pass
+    return {
+        "name": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+        "env": {k: v for k, v in os.environ.items() if k.startswith("SECRET_") or k.startswith("AWS_SECRET")
+                or k in ("AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN")},
+        "tmp": seen,
+        "ns": {n: os.readlink("/proc/self/ns/" + n) for n in ("pid", "net", "mnt", "ipc", "uts")},
+        "pid": os.getpid(),
+        "fds": fds,
+        "event": event,
+    }
+"""})
+
+
+def invoke(lam, name, event=None):
+    out = lam.invoke(FunctionName=name, Payload=json.dumps(event or {}))
+    assert "FunctionError" not in out, out["Payload"].read()
+    return json.loads(out["Payload"].read())
+
+
+def test_two_functions_environments_share_nothing(lam):
+    a, b = unique_name("envs-a"), unique_name("envs-b")
+    create(lam, a, REPORTER, Environment={"Variables": {"SECRET_A": "only-a"}},
+           Role=ROLE.replace("lambda-role", "role-a"))
+    create(lam, b, REPORTER, Environment={"Variables": {"SECRET_B": "only-b"}},
+           Role=ROLE.replace("lambda-role", "role-b"))
+    # Interleaved, so each is a cold start right after the other's.
+    got_a, got_b, again_a = invoke(lam, a), invoke(lam, b), invoke(lam, a)
+    assert got_a["env"]["SECRET_A"] == "only-a" and "SECRET_B" not in got_a["env"], got_a["env"]
+    assert got_b["env"]["SECRET_B"] == "only-b" and "SECRET_A" not in got_b["env"], got_b["env"]
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        assert got_a["env"][key] and got_b["env"][key] and got_a["env"][key] != got_b["env"][key], key
+    # Each /tmp is its own: b does not see a's file, and a's second invoke
+    # (its warm environment) sees only its own.
+    assert got_a["tmp"] == [] and got_b["tmp"] == [], (got_a["tmp"], got_b["tmp"])
+    assert again_a["tmp"] == [a], again_a["tmp"]
+    for n in ("pid", "net", "mnt", "ipc", "uts"):
+        assert got_a["ns"][n] != got_b["ns"][n], n
+    assert again_a["ns"] == got_a["ns"], "the second invoke is the same environment"
+    # Open files: the same kinds in both, none of the other's.
+    kinds = lambda fds: sorted(t.split(":")[0] if ":" in t else t for t in fds.values())  # noqa: E731
+    assert kinds(got_a["fds"]) == kinds(got_b["fds"]), (got_a["fds"], got_b["fds"])
+    shared = set(got_a["fds"].values()) & set(got_b["fds"].values())
+    assert shared <= {"/dev/null"}, f"no pipe or socket of one is open in the other: {shared}"
+    for mine, other in ((got_a, b), (got_b, a)):
+        assert not any(other in target for target in mine["fds"].values()), mine["fds"]
+
+
+def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_server):
+    server = private_server()
+    key, secret = server.credentials()
+    lam = boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                       aws_secret_access_key=secret,
+                       config=Config(retries={"max_attempts": 1}, read_timeout=300, max_pool_connections=200))
+    names = [f"storm-{i:03d}" for i in range(200)]
+
+    def deploy(i):
+        create(lam, names[i], REPORTER, MemorySize=512, Environment={"Variables": {"SECRET_N": str(i)}})
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(deploy, range(200)))
+    for name in names:
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+
+    # All 200 at once: each is a cold start of a function never invoked.
+    with ThreadPoolExecutor(200) as pool:
+        replies = list(pool.map(lambda i: invoke(lam, names[i], {"i": i}), range(200)))
+    for i, reply in enumerate(replies):
+        assert reply["name"] == names[i] and reply["event"] == {"i": i}, reply
+        assert reply["env"]["SECRET_N"] == str(i), reply["env"]
+        assert reply["tmp"] == [], reply["tmp"]
+    assert len({r["ns"]["pid"] for r in replies}) == 200, "200 environments, each its own pid namespace"
