@@ -496,8 +496,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // isolation). Under the worker's directory, so that the mounts a killed
     // node left are cleared with the worker's at the next start.
     let task_runtime = sandbox.as_ref().map(|sb| {
-        // Each task holds a relay listener per port published on the node
-        // (the containers' mesh): 10,000 sockets for 100 tasks of one port.
+        // Each published port holds two listeners on the node (the host's
+        // and the task network's) and each connection to it two sockets.
         // The soft open-files limit goes up to the hard one, as Go's
         // runtime does; sandboxes set their own.
         use nix::sys::resource::{getrlimit, setrlimit, Resource};

@@ -1,40 +1,32 @@
-//! How tasks reach one another: the node's task network and the relays to
-//! published ports. A task's network namespace has its loopback (and the
-//! in-task endpoints) and an `eth0` with its private address, so another
-//! task's published port is reached from inside it two ways:
+//! How tasks reach one another: the node's task network. Each task's
+//! network namespace has its loopback (and the in-task endpoints) and an
+//! `eth0` with its private address (what `attachments` and
+//! `networkInterfaces` report), one end of a veth pair whose other end is
+//! in the task network: a namespace of the node's own with no link to the
+//! host's (the host reaches tasks at their `networkBindings`, see
+//! `sandboxed`). There, every task's address is local, and each published
+//! port is a listener at `<address>:<container port>` that relays each
+//! connection into the publishing task, connecting from inside its
+//! namespace as the host's listener does. So another task reaches a
+//! published port at the task's private address and container port, as in
+//! a VPC; a port that is not published has no listener and refuses, and so
+//! does the address of a task that ended (it stays local there until it is
+//! given out again). The task network's policy routing sends what it
+//! originates to task addresses out through their veths (its local table,
+//! which has the same addresses, would otherwise take them), so replies
+//! get back. Tasks have no capabilities in their namespaces, so they
+//! cannot change their addresses or routes, and the task network forwards
+//! nothing: tasks reach each other only through published ports, and
+//! nothing beyond the node.
 //!
-//! - at its private address and container port (what `attachments` and
-//!   `networkInterfaces` report), as in a VPC. Every task's `eth0` is one
-//!   end of a veth pair whose other end is in the node's task network, a
-//!   namespace of its own with no link to the host's (the host reaches
-//!   tasks at their `networkBindings`). There, every task's address is
-//!   local, and a listener at `<address>:<container port>` for each
-//!   published port relays to it; a port that is not published has none
-//!   and refuses. The task network's policy routing sends what it
-//!   originates to task addresses out through their veths (its local
-//!   table would otherwise take them), so replies get back;
-//! - at its `networkBindings` address, `127.0.0.1:<hostPort>`, as from the
-//!   host: in every running task a listener on that address relays to it.
-//!   A container listening on the same port number of its own loopback
-//!   would collide with it (host ports are ephemeral ones, 32768 and up):
-//!   the first to bind keeps it, and a relay that cannot bind is skipped
-//!   with a warning.
-//!
-//! Relays connect from inside the publishing task's namespace, as the
-//! host's listener does (see `sandboxed`), and follow the tasks: added as
-//! a port is published or a task joins, closed when the publisher ends (a
-//! connection is then refused). Tasks have no capabilities in their
-//! namespaces, so they cannot change their addresses or routes, and the
-//! task network forwards nothing: tasks reach each other only through
-//! published ports, and nothing beyond the node.
-//!
-//! It binds and relays; which ports are published is the runtime's, and
-//! which address a task has is the engine's (it reports them).
+//! It links, binds and relays; which ports are published is the runtime's,
+//! and which address a task has is the engine's (it reports them).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
@@ -42,192 +34,75 @@ use tokio::task::JoinHandle;
 pub const NETWORK: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 0);
 pub const PREFIX: u8 = 16;
 
-/// The node's published ports and the relays that reach them from tasks.
+/// The node's task network and the relays to published ports in it.
 #[derive(Debug, Default)]
 pub struct Mesh {
-    /// Joins and publications one at a time, so each (task, port) is bound once.
-    gate: tokio::sync::Mutex<()>,
-    state: std::sync::Mutex<State>,
+    /// Each running task on the task network, by id.
+    tasks: std::sync::Mutex<HashMap<String, Member>>,
     /// The task network's namespace, made when the first task joins.
-    switch: tokio::sync::OnceCell<std::sync::Arc<std::fs::File>>,
+    switch: tokio::sync::OnceCell<Arc<std::fs::File>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    /// Each running task.
-    tasks: HashMap<String, Member>,
-    /// By host port.
-    ports: HashMap<u16, Published>,
-    /// The listener each task has for a host port, by (task, host port).
-    relays: HashMap<(String, u16), JoinHandle<()>>,
-    /// The listeners at each task's private address, in the task network.
-    addressed: HashMap<String, Vec<JoinHandle<()>>>,
-}
-
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Member {
-    /// Its network namespace (the pid of its holder).
-    netns: u32,
-    address: Option<Ipv4Addr>,
-}
-
-#[derive(Debug, Clone)]
-struct Published {
-    task: String,
-    netns: u32,
-    container_port: u16,
-}
-
-/// Listeners to bind in one namespace, each for a host port.
-struct Binds {
-    task: String,
-    netns: Namespace,
-    at: Vec<(u16, SocketAddr)>,
-}
-
-#[derive(Clone)]
-enum Namespace {
-    /// A task's, by the pid of its holder.
-    Task(u32),
-    Switch(std::sync::Arc<std::fs::File>),
+    address: Ipv4Addr,
+    /// One per published port.
+    relays: Vec<JoinHandle<()>>,
 }
 
 impl Mesh {
-    /// A task whose namespace exists: its `eth0` gets `address` on the
-    /// task network, and it gets a listener for every port already
-    /// published.
-    pub(crate) async fn join(&self, task: &str, netns: u32, address: Option<Ipv4Addr>) -> std::io::Result<()> {
-        if let Some(address) = address {
-            let switch = self.switch().await?;
-            let name = veth_name(task);
-            tokio::task::spawn_blocking(move || attach(&switch, netns, &name, address))
-                .await
-                .map_err(std::io::Error::other)??;
-        }
-        let _one_at_a_time = self.gate.lock().await;
-        let at = {
-            let mut s = self.lock();
-            s.tasks.insert(task.to_string(), Member { netns, address });
-            s.ports.keys().map(|&p| (p, SocketAddr::from((Ipv4Addr::LOCALHOST, p)))).collect()
-        };
-        self.bind(vec![Binds { task: task.to_string(), netns: Namespace::Task(netns), at }]).await;
+    /// Links the namespace of `netns` (a task's, by the pid of its holder)
+    /// to the task network, its `eth0` with `address`.
+    pub(crate) async fn join(&self, task: &str, netns: u32, address: Ipv4Addr) -> std::io::Result<()> {
+        let switch = self.switch().await?;
+        let name = veth_name(task);
+        tokio::task::spawn_blocking(move || attach(&switch, netns, &name, address))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.lock().insert(task.to_string(), Member { address, relays: Vec::new() });
         Ok(())
     }
 
-    /// A port `task` published at `host_port`: every task gets a listener
-    /// for it, and so does its private address.
-    pub(crate) async fn publish(&self, task: &str, netns: u32, container_port: u16, host_port: u16) {
-        let _one_at_a_time = self.gate.lock().await;
-        let (mut binds, address) = {
-            let mut s = self.lock();
-            s.ports.insert(host_port, Published { task: task.to_string(), netns, container_port });
-            let binds: Vec<Binds> = s
-                .tasks
-                .iter()
-                .map(|(t, m)| Binds {
-                    task: t.clone(),
-                    netns: Namespace::Task(m.netns),
-                    at: vec![(host_port, SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))],
-                })
-                .collect();
-            (binds, s.tasks.get(task).and_then(|m| m.address))
+    /// A port `task` published: a listener at its address relays to it.
+    pub(crate) async fn publish(&self, task: &str, netns: u32, container_port: u16) {
+        let (Some(address), Some(switch)) = (self.lock().get(task).map(|m| m.address), self.switch.get().cloned())
+        else {
+            return;
         };
-        if let (Some(address), Some(switch)) = (address, self.switch.get()) {
-            binds.push(Binds {
-                task: task.to_string(),
-                netns: Namespace::Switch(switch.clone()),
-                at: vec![(host_port, SocketAddr::from((address, container_port)))],
-            });
+        let at = SocketAddr::from((address, container_port));
+        let bound = tokio::task::spawn_blocking(move || inside(&*switch, || listen(at))).await;
+        let listener =
+            match bound.map_err(std::io::Error::other).and_then(|l| l).and_then(tokio::net::TcpListener::from_std) {
+                Ok(l) => l,
+                Err(e) => {
+                    return tracing::warn!(task, %at, error = %e, "no listener for a published port on the task network")
+                }
+            };
+        // Unless the task ended meanwhile (the listener then closes).
+        if let Some(member) = self.lock().get_mut(task) {
+            member.relays.push(crate::sandboxed::relay(listener, netns, container_port));
         }
-        self.bind(binds).await;
     }
 
-    /// A task that ended: its listeners close, and so do every task's
-    /// listeners for its ports (a connection to them is then refused). Its
-    /// veth goes with its namespace; its address stays the task network's
-    /// own (until given to another task), so connections to it are refused
-    /// too rather than left unanswered.
+    /// A task that ended: its listeners close, so connections to its
+    /// address are refused. Its veth goes with its namespace.
     pub(crate) fn leave(&self, task: &str) {
-        let mut s = self.lock();
-        s.tasks.remove(task);
-        s.ports.retain(|_, p| p.task != task);
-        let State { ports, relays, addressed, .. } = &mut *s;
-        relays.retain(|(t, port), relay| {
-            let keep = t != task && ports.contains_key(port);
-            if !keep {
-                relay.abort();
-            }
-            keep
-        });
-        addressed.remove(task).into_iter().flatten().for_each(|r| r.abort());
+        if let Some(member) = self.lock().remove(task) {
+            member.relays.iter().for_each(JoinHandle::abort);
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn switch(&self) -> std::io::Result<std::sync::Arc<std::fs::File>> {
+    async fn switch(&self) -> std::io::Result<Arc<std::fs::File>> {
         let made = self.switch.get_or_try_init(|| async {
             let ns = tokio::task::spawn_blocking(make_switch).await.map_err(std::io::Error::other)??;
-            Ok::<_, std::io::Error>(std::sync::Arc::new(ns))
+            Ok::<_, std::io::Error>(Arc::new(ns))
         });
         made.await.cloned()
     }
-
-    /// Binds the listeners and starts their relays, unless the task or the
-    /// port went away meanwhile.
-    async fn bind(&self, binds: Vec<Binds>) {
-        if binds.iter().all(|b| b.at.is_empty()) {
-            return;
-        }
-        let bound = match tokio::task::spawn_blocking(move || bind_inside(binds)).await {
-            Ok(bound) => bound,
-            Err(e) => return tracing::warn!(error = %e, "binding relays to published ports failed"),
-        };
-        let mut s = self.lock();
-        for (task, switch, host_port, listener) in bound {
-            let listener = match listener.and_then(tokio::net::TcpListener::from_std) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(task, host_port, error = %e, "no relay to a published port in this task");
-                    continue;
-                }
-            };
-            let Some(to) = s.ports.get(&host_port).filter(|_| s.tasks.contains_key(&task)).cloned() else {
-                continue;
-            };
-            let relay = crate::sandboxed::relay(listener, to.netns, to.container_port);
-            if switch {
-                s.addressed.entry(task).or_default().push(relay);
-            } else {
-                s.relays.insert((task, host_port), relay);
-            }
-        }
-    }
-}
-
-/// (task, in the task network, host port, listener)
-type Bound = (String, bool, u16, std::io::Result<std::net::TcpListener>);
-
-/// Binds the listeners in their namespaces; one that is gone (its task
-/// ended meanwhile) is skipped.
-fn bind_inside(binds: Vec<Binds>) -> Vec<Bound> {
-    let mut bound = Vec::new();
-    for b in binds {
-        let (ns, switch) = match b.netns {
-            Namespace::Task(pid) => match std::fs::File::open(format!("/proc/{pid}/ns/net")) {
-                Ok(ns) => (std::sync::Arc::new(ns), false),
-                Err(_) => continue,
-            },
-            Namespace::Switch(ns) => (ns, true),
-        };
-        let listeners = inside(&*ns, || Ok(b.at.iter().map(|&(_, at)| listen(at)).collect()));
-        let Ok(listeners): std::io::Result<Vec<_>> = listeners else { continue };
-        for ((host_port, _), listener) in b.at.iter().zip(listeners) {
-            bound.push((b.task.clone(), switch, *host_port, listener));
-        }
-    }
-    bound
 }
 
 pub(crate) fn listen(at: SocketAddr) -> std::io::Result<std::net::TcpListener> {

@@ -12,10 +12,10 @@
 //! published port gets a listener on the host's loopback whose connections
 //! are made from inside the task's network namespace (a short-lived thread
 //! `setns`es and connects), so the host needs no veth, bridge or NAT; other
-//! tasks reach it at the same address, and at the task's private address,
-//! through the node's `Mesh`. A
-//! container's stdout and stderr go to `output.log` in its directory, or,
-//! with `awslogs`, through pipes to the node's log driver.
+//! tasks reach it at the task's private address, on the node's task
+//! network (`Mesh`). A container's stdout and stderr go to `output.log` in
+//! its directory, or, with `awslogs`, through pipes to the node's log
+//! driver.
 //!
 //! It starts and signals processes; the lifecycle is the engine's.
 
@@ -98,7 +98,8 @@ impl TaskRuntime for SandboxRuntime {
             }
         };
         let joining = async {
-            let joined = self.mesh.join(&task.task_id, tid, task.address).await;
+            let Some(address) = task.address else { return Ok(()) };
+            let joined = self.mesh.join(&task.task_id, tid, address).await;
             joined.map_err(|e| format!("attaching the task to the task network: {e}"))
         };
         let (served, ()) = tokio::try_join!(serving, joining)?;
@@ -138,7 +139,7 @@ impl RunningSandbox {
                 publish(self.network.tid, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
             published.push((port, at));
             self.proxies.push(proxy);
-            self.runtime.mesh.publish(&self.task_id, self.network.tid, port, at.port()).await;
+            self.runtime.mesh.publish(&self.task_id, self.network.tid, port).await;
         }
         self.endpoints.extend(published.iter().copied());
         self.launches.push(c);
