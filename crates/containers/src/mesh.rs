@@ -70,14 +70,12 @@ impl Mesh {
             return;
         };
         let at = SocketAddr::from((address, container_port));
-        let bound = tokio::task::spawn_blocking(move || inside(&*switch, || listen(at))).await;
-        let listener =
-            match bound.map_err(std::io::Error::other).and_then(|l| l).and_then(tokio::net::TcpListener::from_std) {
-                Ok(l) => l,
-                Err(e) => {
-                    return tracing::warn!(task, %at, error = %e, "no listener for a published port on the task network")
-                }
-            };
+        let listener = match listen_in(switch, at).await {
+            Ok(l) => l,
+            Err(e) => {
+                return tracing::warn!(task, %at, error = %e, "no listener for a published port on the task network")
+            }
+        };
         // Unless the task ended meanwhile (the listener then closes).
         if let Some(member) = self.lock().get_mut(task) {
             member.relays.push(crate::sandboxed::relay(listener, netns, container_port));
@@ -105,6 +103,13 @@ impl Mesh {
     }
 }
 
+/// A listener at `at` in network namespace `ns`, for tokio.
+async fn listen_in(ns: Arc<std::fs::File>, at: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let l = tokio::task::spawn_blocking(move || inside(&*ns, || listen(at))).await.map_err(std::io::Error::other)??;
+    tokio::net::TcpListener::from_std(l)
+}
+
+/// A non-blocking listener at `at`, in the calling thread's network namespace.
 pub(crate) fn listen(at: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(at)?;
     l.set_nonblocking(true)?;
