@@ -104,6 +104,51 @@ def test_endpoints_answer_inside_the_task_and_awslogs_keeps_its_lines(node, ecs,
     assert as_task.describe_tasks(tasks=[arn])["tasks"][0]["taskArn"] == arn
 
 
+# Prints who the container runs as, whether its root takes a write, and
+# its open-files limits.
+WHO = r"""
+echo "id $(id -u):$(id -g)"
+if (echo x > /written) 2>/dev/null && [ "$(cat /written)" = x ]; then echo "root writable"; else echo "root read-only"; fi
+echo "nofile $(ulimit -S -n)/$(ulimit -H -n)"
+"""
+
+
+def test_user_ulimits_and_a_read_only_root_apply(ecs, logs, busybox):
+    group = unique_name("/ecs/who")
+    logs.create_log_group(logGroupName=group)
+    base = {"image": busybox, "entryPoint": ["/bin/sh", "-c", WHO], "logConfiguration": awslogs(group)}
+    named = dict(base, name="named", essential=False, user="app", readonlyRootFilesystem=True,
+                 ulimits=[{"name": "nofile", "softLimit": 256, "hardLimit": 512}])
+    numeric = dict(base, name="numeric", essential=False, user="2000:staff")
+    # The essential one runs last, so that the task stops after all three.
+    plain = dict(base, name="plain", dependsOn=[{"containerName": "named", "condition": "COMPLETE"},
+                                                {"containerName": "numeric", "condition": "COMPLETE"}])
+    arn = run(ecs, register(ecs, containers=[named, numeric, plain])["family"])["tasks"][0]["taskArn"]
+    done = stopped(ecs, arn)
+    assert [c["exitCode"] for c in done["containers"]] == [0, 0, 0], done
+    task_id = arn.rsplit("/", 1)[1]
+    said = {name: lines(logs, group, f"app/{name}/{task_id}") for name in ("named", "numeric", "plain")}
+    assert said == {
+        "named": ["id 1000:1000", "root read-only", "nofile 256/512"],
+        # The writable layer is the container's: its user owns it.
+        "numeric": ["id 2000:50", "root writable", "nofile 1024/1024"],
+        "plain": ["id 0:0", "root writable", "nofile 1024/1024"],
+    }, said
+
+    # A user the image does not have fails the start; a ulimit ECS does not
+    # know, or a soft limit over the hard one, is refused at registration.
+    family = register(ecs, containers=[dict(base, name="who", user="nosuch")])["family"]
+    failed = stopped(ecs, run(ecs, family)["tasks"][0]["taskArn"])
+    assert failed["stopCode"] == "TaskFailedToStart", failed
+    assert "unable to find user nosuch: no matching entries in passwd file" in failed["stoppedReason"], failed
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="Member must satisfy enum value set"):
+        register(ecs, containers=[dict(base, name="who", ulimits=[{"name": "files", "softLimit": 1,
+                                                                    "hardLimit": 1}])])
+    with pytest.raises(ecs.exceptions.ClientException, match="must not exceed its hardLimit"):
+        register(ecs, containers=[dict(base, name="who", ulimits=[{"name": "nofile", "softLimit": 2,
+                                                                    "hardLimit": 1}])])
+
+
 def test_a_missing_log_group_fails_the_start_unless_it_may_be_created(ecs, logs, busybox):
     group = unique_name("/ecs/missing")
     echo = {"name": "echo", "image": busybox, "entryPoint": ["/bin/sh", "-c", "echo hello"],

@@ -695,6 +695,7 @@ impl nimbus_containers::TaskImages for RegistryImages {
             cmd: config.cmd().clone().unwrap_or_default(),
             env: config.env().clone().unwrap_or_default(),
             working_dir: config.working_dir().clone(),
+            user: config.user().clone(),
         })
     }
 }

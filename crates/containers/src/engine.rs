@@ -1609,6 +1609,7 @@ pub(crate) mod tests {
                 cmd: vec![],
                 env: vec![],
                 working_dir: None,
+                user: None,
             })
         }
     }

@@ -87,6 +87,8 @@ pub struct PulledImage {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     pub working_dir: Option<String>,
+    /// The image's `USER`, if it has one.
+    pub user: Option<String>,
 }
 
 /// Why an image could not be pulled; the text follows

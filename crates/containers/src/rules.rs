@@ -141,7 +141,22 @@ pub fn check_container(c: &ContainerDefinition) -> Result<(), Error> {
             ));
         }
     }
+    check_ulimits(c)?;
     check_environment(&c.environment)
+}
+
+/// Each ulimit's soft limit is at most its hard one (the service model
+/// checks the names and that both are given).
+fn check_ulimits(c: &ContainerDefinition) -> Result<(), Error> {
+    let over = |u: &&serde_json::Value| u["softLimit"].as_u64() > u["hardLimit"].as_u64();
+    match c.ulimits.iter().flatten().find(over) {
+        Some(u) => Err(Error::Client(format!(
+            "Invalid setting for container '{}': the softLimit of ulimit '{}' must not exceed its hardLimit.",
+            c.name,
+            u["name"].as_str().unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn check_environment(env: &[KeyValue]) -> Result<(), Error> {

@@ -23,6 +23,13 @@ pub struct ContainerLaunch {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub ports: Vec<u16>,
+    /// Who the program runs as inside (uid, gid): the definition's `user`,
+    /// else the image's `USER`, else root.
+    pub ids: (u32, u32),
+    /// A writable layer over the image's root (unless `readonlyRootFilesystem`).
+    pub writable_root: bool,
+    /// `ulimits`: (name, soft, hard).
+    pub rlimits: Vec<(String, u64, u64)>,
     /// Where its stdout and stderr lines go (`awslogs`); else to a file of
     /// the task's directory.
     pub log: Option<crate::awslogs::LogSink>,
@@ -145,6 +152,15 @@ pub fn plan(
     for (k, v) in pairs(&def.environment).into_iter().chain(overrides).chain(platform_env(region)) {
         set(k, v);
     }
+    let user = def.user.as_ref().or(image.user.as_ref()).filter(|u| !u.is_empty());
+    let ids = match user {
+        Some(user) => user_ids(image.root.path(), user)?,
+        None => (0, 0),
+    };
+    let rlimits =
+        def.ulimits.iter().flatten().filter_map(|u| {
+            Some((u["name"].as_str()?.to_string(), u["softLimit"].as_u64()?, u["hardLimit"].as_u64()?))
+        });
     Ok(ContainerLaunch {
         name: def.name.clone(),
         root: image.root.clone(),
@@ -152,8 +168,51 @@ pub fn plan(
         env,
         working_dir: def.working_directory.clone().or_else(|| image.working_dir.clone()),
         ports: def.port_mappings.iter().map(|p| p.container_port).collect(),
+        ids,
+        writable_root: def.readonly_root_filesystem != Some(true),
+        rlimits: rlimits.collect(),
         log: None,
     })
+}
+
+/// Docker's reading of a `user`: `uid`, `name`, `uid:gid`, `name:group`
+/// and the mixed forms, names from the image's `/etc/passwd` and
+/// `/etc/group`. A user without a group gets its passwd entry's, else 0.
+fn user_ids(root: &std::path::Path, user: &str) -> Result<(u32, u32), String> {
+    let (name, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = image_file(root, "etc/passwd");
+    let entry = passwd.iter().find(|f| f.len() >= 4 && (f[0] == name || f[2] == name));
+    let uid = match (name.parse::<u32>(), entry) {
+        (Ok(uid), _) => uid,
+        (Err(_), Some(f)) => f[2].parse().map_err(|_| format!("unable to find user {name}: invalid passwd entry"))?,
+        (Err(_), None) => return Err(format!("unable to find user {name}: no matching entries in passwd file")),
+    };
+    let gid = match group {
+        None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => image_file(root, "etc/group")
+                .iter()
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// The lines of a colon-separated file of an image's root, split; none if
+/// it is missing or leads out of the root (the image's symbolic links
+/// are not followed to the host's files).
+fn image_file(root: &std::path::Path, path: &str) -> Vec<Vec<String>> {
+    let inside = std::fs::canonicalize(root.join(path))
+        .ok()
+        .filter(|p| std::fs::canonicalize(root).is_ok_and(|r| p.starts_with(r)) && p.is_file());
+    let text = inside.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    text.lines().map(|l| l.split(':').map(str::to_string).collect()).collect()
 }
 
 #[cfg(test)]
@@ -168,6 +227,7 @@ mod tests {
             cmd: vec!["echo hi".into()],
             env: vec!["PATH=/bin".into(), "MODE=image".into()],
             working_dir: Some("/app".into()),
+            user: None,
         }
     }
 
@@ -221,5 +281,31 @@ mod tests {
         assert_eq!(get("AWS_REGION"), Some("eu-west-1"));
         assert_eq!(get("AWS_DEFAULT_REGION"), Some("eu-west-1"));
         assert_eq!(l.working_dir.as_deref(), Some("/srv"));
+    }
+
+    #[test]
+    fn users_are_read_as_docker_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n").unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(user_ids(&root, "app"), Ok((1000, 1001)));
+        assert_eq!(user_ids(&root, "1000"), Ok((1000, 1001)), "a known uid gets its entry's group");
+        assert_eq!(user_ids(&root, "4242"), Ok((4242, 0)), "an unknown uid gets group 0");
+        assert_eq!(user_ids(&root, "app:staff"), Ok((1000, 50)));
+        assert_eq!(user_ids(&root, "7:8"), Ok((7, 8)));
+        assert_eq!(
+            user_ids(&root, "nosuch"),
+            Err("unable to find user nosuch: no matching entries in passwd file".into())
+        );
+        assert_eq!(
+            user_ids(&root, "app:nosuch"),
+            Err("unable to find group nosuch: no matching entries in group file".into())
+        );
+        // A passwd that links out of the image is not read.
+        std::fs::remove_file(root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("etc/passwd")).unwrap();
+        assert!(user_ids(&root, "root").is_err(), "the host's passwd is not the image's");
     }
 }

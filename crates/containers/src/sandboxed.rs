@@ -1,7 +1,8 @@
 //! Tasks in `nimbus-sandbox` ([`SandboxRuntime`]): every container is a
 //! sandbox of its own (mount, PID, IPC and UTS namespaces; the image's root
-//! read-only with a private `/tmp`; root of its own user namespace, which
-//! is the unprivileged sandbox user on the host; the sandbox's seccomp
+//! with a writable layer, or read-only, and a private `/tmp`; root or its
+//! `user` in its own user namespace, which is the unprivileged sandbox user
+//! on the host; its `ulimits`; the sandbox's seccomp
 //! filter, which allows servers to `bind` and `listen`), one network
 //! namespace for the task (made and held by a node thread, see
 //! `NetworkHolder`) that they all join, and one cgroup of the task's size
@@ -32,8 +33,9 @@ use tokio::task::JoinHandle;
 use crate::mesh::Mesh;
 use crate::runtime::{ContainerExit, ContainerLaunch, ProbeRun, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
 
-/// Size of each container's private `/tmp` (Fargate's 20 GiB ephemeral
-/// storage is disk; this is memory, so it is kept small).
+/// Size of each container's private `/tmp`, and of its writable root's
+/// layer (Fargate's 20 GiB ephemeral storage is disk; these are memory,
+/// charged to the task, so they are kept small).
 const TMP_MB: u32 = 512;
 
 /// What the node's sandboxes are made with (the worker's settings).
@@ -194,6 +196,9 @@ impl SandboxRuntime {
             exe: self.exe.clone(),
             parent: std::process::id(),
             network_of: Some(network_of),
+            inside_ids: c.ids,
+            writable_mb: c.writable_root.then_some(TMP_MB),
+            rlimits: c.rlimits.clone(),
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;

@@ -934,7 +934,15 @@ mod tests {
         async fn pull(&self, _: &str) -> Result<PulledImage, PullError> {
             let root = nimbus_images::Root::unmanaged("/nonexistent".into());
             let entrypoint = vec!["/bin/server".into()];
-            Ok(PulledImage { root, digest: "sha256:d".into(), entrypoint, cmd: vec![], env: vec![], working_dir: None })
+            Ok(PulledImage {
+                root,
+                digest: "sha256:d".into(),
+                entrypoint,
+                cmd: vec![],
+                env: vec![],
+                working_dir: None,
+                user: None,
+            })
         }
     }
 

@@ -65,8 +65,8 @@ fn yes() -> bool {
     true
 }
 
-/// A container definition with the fields the issue lists; those Nimbus
-/// only keeps and echoes (health check, dependencies, ulimits, logging) are
+/// A container definition with the fields the issue lists; those read
+/// where they apply (health check, dependencies, ulimits, logging) are
 /// kept as given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

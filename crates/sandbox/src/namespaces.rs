@@ -15,10 +15,11 @@
 //!    seccomp filter, sets AWS's resource limits, and executes the program.
 //!
 //! For a container image, stage two's root is instead the image's flattened
-//! root (read-only; `nimbus-images` made its mount points), with the same
-//! fresh `/proc`, minimal `/dev` and private `/tmp` slot; the function runs
-//! in a user namespace of its own as root there, which is the sandbox's
-//! unprivileged user on the host.
+//! root (read-only; `nimbus-images` made its mount points; an ECS container
+//! may have a writable layer over it, on a tmpfs), with the same fresh
+//! `/proc`, minimal `/dev` and private `/tmp` slot; the function runs in a
+//! user namespace of its own as root there (or as the container's `user`),
+//! which is the sandbox's unprivileged user on the host.
 //!
 //! A command is run inside a running image sandbox (a container's health
 //! check, as `docker exec`) by [`exec_in`], a third fresh execution that
@@ -73,6 +74,20 @@ pub struct Spec {
     /// containers of an ECS task share one, as on Fargate.
     #[serde(default)]
     pub network_of: Option<u32>,
+    /// An image's program runs as this uid and gid inside its user
+    /// namespace (a task container's `user`), mapped to `uid`/`gid` on the
+    /// host; root's by default.
+    #[serde(default)]
+    pub inside_ids: (u32, u32),
+    /// A writable layer of this many MB over an image's root (a tmpfs, so
+    /// memory charged to the sandbox's cgroup, and gone with it); `None`:
+    /// the root is read-only.
+    #[serde(default)]
+    pub writable_mb: Option<u32>,
+    /// Resource limits the program starts with, by `setrlimit` name
+    /// without its prefix (`nofile`, `nproc`, …): `(name, soft, hard)`.
+    #[serde(default)]
+    pub rlimits: Vec<(String, u64, u64)>,
 }
 
 /// What a sandbox waiting on its stdin is told to execute.
@@ -344,6 +359,10 @@ fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
     crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
         .map_err(|e| io(e, "open files limit"))?;
+    for (name, soft, hard) in &spec.rlimits {
+        let resource = rlimit(name).ok_or_else(|| std::io::Error::other(format!("unknown ulimit {name}")))?;
+        nix::sys::resource::setrlimit(resource, *soft, *hard).map_err(|e| io(e, &format!("ulimit {name}")))?;
+    }
 
     let (argv, env, cwd) = if spec.argv.is_empty() {
         // Made ahead: wait for the function, then run its bootstrap.
@@ -479,7 +498,11 @@ impl Parent {
 /// `/proc` on the mount points the image store made in it; pivots into it.
 fn image_root(spec: &Spec, image: &Path) -> std::io::Result<()> {
     let r = &spec.root;
-    bind_ro(image, r)?;
+    match spec.writable_mb {
+        None => bind_ro(image, r)?,
+        Some(mb) => writable_root(spec, image, mb)?,
+    }
+    std::fs::create_dir_all(r.join("tmp"))?;
     mount(
         Some(spec.slots.tmp.as_path()),
         &r.join("tmp"),
@@ -497,16 +520,62 @@ fn image_root(spec: &Spec, image: &Path) -> std::io::Result<()> {
     std::env::set_current_dir("/")
 }
 
+/// An image's root with a writable layer over it, as Docker's: an overlay
+/// whose upper layer is on a tmpfs of `mb` MB, mounted on the root's
+/// directory first (the overlay then covers it). The layer's top belongs
+/// to the sandbox's user, who is root inside (`image_user`).
+fn writable_root(spec: &Spec, image: &Path, mb: u32) -> std::io::Result<()> {
+    let r = &spec.root;
+    let lower = image.to_str().filter(|p| !p.contains([',', ':', '\\'])).ok_or_else(|| {
+        std::io::Error::other(format!("an image root at {} cannot be an overlay's lower layer", image.display()))
+    })?;
+    let size = format!("size={mb}m,mode=755");
+    mount(Some("tmpfs"), r, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(size.as_str()))
+        .map_err(|e| io(e, "writable layer tmpfs"))?;
+    let (upper, work) = (r.join("upper"), r.join("work"));
+    std::fs::create_dir(&upper)?;
+    std::fs::create_dir(&work)?;
+    std::os::unix::fs::chown(&upper, Some(spec.uid), Some(spec.gid))?;
+    let options = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+    mount(Some("overlay"), r, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str()))
+        .map_err(|e| io(e, "writable root overlay"))
+}
+
+/// The `setrlimit` resource an ECS/Docker ulimit name stands for.
+fn rlimit(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "core" => R::RLIMIT_CORE,
+        "cpu" => R::RLIMIT_CPU,
+        "data" => R::RLIMIT_DATA,
+        "fsize" => R::RLIMIT_FSIZE,
+        "locks" => R::RLIMIT_LOCKS,
+        "memlock" => R::RLIMIT_MEMLOCK,
+        "msgqueue" => R::RLIMIT_MSGQUEUE,
+        "nice" => R::RLIMIT_NICE,
+        "nofile" => R::RLIMIT_NOFILE,
+        "nproc" => R::RLIMIT_NPROC,
+        "rss" => R::RLIMIT_RSS,
+        "rtprio" => R::RLIMIT_RTPRIO,
+        "rttime" => R::RLIMIT_RTTIME,
+        "sigpending" => R::RLIMIT_SIGPENDING,
+        "stack" => R::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
 /// After the switch to the sandbox's user: a user namespace in which that
-/// user is root (the image's files and `USER`-less entrypoints expect it),
-/// with no capability that survives the exec.
+/// user is root, or the image's user (`inside_ids`; the image's files and
+/// `USER`-less entrypoints expect root), with no capability that survives
+/// the exec.
 fn image_user(spec: &Spec) -> std::io::Result<()> {
     // The uid change made /proc/self root's; the maps below are written as us.
     nix::sys::prctl::set_dumpable(true).map_err(|e| io(e, "dumpable"))?;
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| io(e, "unshare user"))?;
-    std::fs::write("/proc/self/uid_map", format!("0 {} 1", spec.uid))?;
+    let (uid, gid) = spec.inside_ids;
+    std::fs::write("/proc/self/uid_map", format!("{uid} {} 1", spec.uid))?;
     std::fs::write("/proc/self/setgroups", "deny")?;
-    std::fs::write("/proc/self/gid_map", format!("0 {} 1", spec.gid))?;
+    std::fs::write("/proc/self/gid_map", format!("{gid} {} 1", spec.gid))?;
     // Full capabilities in the new namespace until here: root's exec would
     // keep the bounding set's, so it is emptied too.
     drop_capabilities()?;

@@ -777,6 +777,9 @@ impl Env {
                     exe: sb.exe.clone(),
                     parent: std::process::id(),
                     network_of: None,
+                    inside_ids: (0, 0),
+                    writable_mb: None,
+                    rlimits: Vec::new(),
                 };
                 root = Some(dir);
                 slots = Some(slot_set);
