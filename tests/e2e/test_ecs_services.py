@@ -214,10 +214,10 @@ def test_a_health_check_runs_inside_its_container(ecs, busybox):
     # The container makes its file after a while; the check runs where the
     # container does: its /tmp, its environment, its user and directory.
     late = ["/bin/sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 60"]
-    check = {"command": ["CMD-SHELL", 'test -f /tmp/ready && test "$MARK" = set && test "$(id -u)" = 0'
+    check = {"command": ["CMD-SHELL", 'test -f /tmp/ready && test "$MARK" = set && test "$(id -u)" = 1000'
                          ' && test "$(pwd)" = /app'], "interval": 1, "timeout": 2, "retries": 1, "startPeriod": 10}
     family = register(ecs, containers=[container(image=busybox, entryPoint=late, stopTimeout=1, healthCheck=check,
-                                                 environment=[{"name": "MARK", "value": "set"}])])["family"]
+                                                 user="app", environment=[{"name": "MARK", "value": "set"}])])["family"]
     arn = run(ecs, family)["tasks"][0]["taskArn"]
 
     def health():

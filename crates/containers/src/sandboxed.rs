@@ -423,7 +423,7 @@ impl RunningTask for RunningSandbox {
             return Box::pin(async { Err("the container is not running".to_string()) });
         };
         let cwd = launch.working_dir.clone().unwrap_or_else(|| "/".into());
-        let exec = Exec { target, argv, env: launch.env.clone(), cwd };
+        let exec = Exec { target, argv, env: launch.env.clone(), cwd, ids: launch.ids };
         let (exe, cgroup) = (self.runtime.exe.clone(), self.cgroup.clone());
         Box::pin(async move {
             let json = serde_json::to_string(&exec).map_err(|e| e.to_string())?;

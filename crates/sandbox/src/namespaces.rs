@@ -404,11 +404,15 @@ pub struct Exec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
+    /// Who it runs as in the sandbox's user namespace: the sandbox
+    /// program's own (`Spec::inside_ids`).
+    #[serde(default)]
+    pub ids: (u32, u32),
 }
 
 /// Runs a command inside a running image sandbox, as `docker exec` does:
 /// in all of its namespaces (so with its files, processes, network and
-/// user: root of its user namespace), under the same rules (no
+/// user: the program's own in its user namespace), under the same rules (no
 /// capabilities, `no_new_privs`, the seccomp filter, the open files
 /// limit). Waits for a byte on stdin first, while the parent moves this
 /// process into the sandbox's cgroup. The command's exit code.
@@ -435,9 +439,9 @@ pub fn exec_in(exec: &Exec) -> std::io::Result<i32> {
         nix::sched::setns(file, flag).map_err(|e| io(e, &format!("join {kind} namespace")))?;
     }
     nix::sched::setns(user, CloneFlags::CLONE_NEWUSER).map_err(|e| io(e, "join user namespace"))?;
-    let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
-    nix::unistd::setresgid(root.0, root.0, root.0).map_err(|e| io(e, "setresgid"))?;
-    nix::unistd::setresuid(root.1, root.1, root.1).map_err(|e| io(e, "setresuid"))?;
+    let (gid, uid) = (nix::unistd::Gid::from_raw(exec.ids.1), nix::unistd::Uid::from_raw(exec.ids.0));
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| io(e, "setresgid"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| io(e, "setresuid"))?;
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
     drop_capabilities()?;
     for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
