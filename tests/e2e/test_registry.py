@@ -198,6 +198,15 @@ def test_manifests_and_bad_manifests(server):
         assert h.status_code == 200 and h.headers["Content-Length"] == str(len(body))
     r = reg.get(f"{repo}/manifests/nope")
     assert r.status_code == 404 and error(r) == "MANIFEST_UNKNOWN"
+    # Accept is negotiated: a list that names the stored format (or */*)
+    # gets it as stored; one naming only formats it is not in does not.
+    docker = "application/vnd.docker.distribution.manifest.v2+json"
+    assert reg.get(f"{repo}/manifests/v1", headers={"Accept": f"{docker}, {OCI_MANIFEST};q=0.9"}).content == body
+    assert reg.get(f"{repo}/manifests/v1", headers={"Accept": "*/*"}).content == body
+    for method in ("get", "head"):
+        r = getattr(reg, method)(f"{repo}/manifests/v1", headers={"Accept": f"{docker}, {OCI_INDEX}"})
+        assert r.status_code == 404, (method, r.status_code)
+    assert error(reg.get(f"{repo}/manifests/v1", headers={"Accept": docker})) == "MANIFEST_UNKNOWN"
 
     good = json.loads(body)
     missing = dict(good, layers=[{"mediaType": LAYER_GZIP, "digest": sha256(b"absent"), "size": 6}])

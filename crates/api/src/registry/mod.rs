@@ -209,6 +209,16 @@ async fn serve_inner(registry: &Registry, req: Request<Body>) -> Result<Response
         }
         (m @ (Method::GET | Method::HEAD), Route::Manifest(name, reference)) => {
             let (row, bytes) = registry.get_manifest(&name, &reference).await?;
+            if !accepts(&headers, &row.media_type) {
+                return Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    format!(
+                        "manifest {reference} is a {}, which the request's Accept header does not list",
+                        row.media_type
+                    ),
+                ));
+            }
             let len = bytes.len();
             let body = if m == Method::HEAD { Body::empty() } else { Body::from(bytes) };
             Ok(response(
@@ -298,6 +308,22 @@ async fn serve_inner(registry: &Registry, req: Request<Body>) -> Result<Response
         }
         (m, _) => Err(Failure::unsupported(format!("{m} is not supported on {path}"))),
     }
+}
+
+/// Whether a manifest of `media_type` may be answered: the request lists
+/// it, lists `*/*` or `application/*`, or has no `Accept` (a registry
+/// answers the stored format; it converts none, so a client that lists
+/// only other formats gets MANIFEST_UNKNOWN, as from Docker's registry).
+fn accepts(headers: &axum::http::HeaderMap, media_type: &str) -> bool {
+    let listed: Vec<&str> = headers
+        .get_all("accept")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or_default().trim())
+        .filter(|t| !t.is_empty())
+        .collect();
+    listed.is_empty() || listed.iter().any(|t| *t == media_type || *t == "*/*" || *t == "application/*")
 }
 
 fn response(status: StatusCode, headers: &[(&'static str, String)], body: Body) -> Response {
