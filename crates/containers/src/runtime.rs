@@ -204,14 +204,19 @@ fn user_ids(root: &std::path::Path, user: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-/// The lines of a colon-separated file of an image's root, split; none if
-/// it is missing or leads out of the root (the image's symbolic links
-/// are not followed to the host's files).
+/// The lines of a colon-separated file of an image's root, split: its
+/// first MiB (the image is untrusted; a huge file must not fill the
+/// node's memory); none if it is missing or leads out of the root (the
+/// image's symbolic links are not followed to the host's files).
 fn image_file(root: &std::path::Path, path: &str) -> Vec<Vec<String>> {
+    use std::io::Read;
     let inside = std::fs::canonicalize(root.join(path))
         .ok()
         .filter(|p| std::fs::canonicalize(root).is_ok_and(|r| p.starts_with(r)) && p.is_file());
-    let text = inside.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    let mut text = String::new();
+    if let Some(file) = inside.and_then(|p| std::fs::File::open(p).ok()) {
+        let _ = file.take(1 << 20).read_to_string(&mut text);
+    }
     text.lines().map(|l| l.split(':').map(str::to_string).collect()).collect()
 }
 
