@@ -58,6 +58,10 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     for key in ("spaced_ms", "back_to_back_ms"):
         cold = images["static_cold"][key]
         assert cold["n"] == 3 and 0 < cold["p50"] <= cold["p99"], (key, cold)
+        floor = images["static_floor"][key]
+        assert floor["n"] == 3 and 0 < floor["p50"] <= floor["p99"], (key, floor)
+    assert set(images["static_cold_to_floor"]) == {"spaced", "back_to_back"}
+    assert all(v > 0 for v in images["static_cold_to_floor"].values())
     assert "4 KiB GET / PUT" in r.stdout
     tasks = report["tasks"]
     assert 0 < tasks["run_to_answering_ms"]["p50"] <= tasks["run_to_answering_ms"]["p99"], tasks

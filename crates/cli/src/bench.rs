@@ -170,7 +170,7 @@ impl Drop for Server {
     }
 }
 
-const COLD_GAP: Duration = Duration::from_millis(250);
+pub(crate) const COLD_GAP: Duration = Duration::from_millis(250);
 /// How long the node is left to reach rest (templates made) before a measurement.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -926,6 +926,13 @@ fn print_table(r: &Value) {
         "  static image cold ms (p50 / p99): spaced {}, back to back {}",
         p(&i["static_cold"]["spaced_ms"]),
         p(&i["static_cold"]["back_to_back_ms"])
+    );
+    println!(
+        "    the binary outside any sandbox:      spaced {}, back to back {} ({} / {} of it)",
+        p(&i["static_floor"]["spaced_ms"]),
+        p(&i["static_floor"]["back_to_back_ms"]),
+        f(&i["static_cold_to_floor"]["spaced"]),
+        f(&i["static_cold_to_floor"]["back_to_back"])
     );
     println!(
         "  Python image / zip cold p50: spaced {}, back to back {}",

@@ -263,6 +263,46 @@ where
     Ok(json!({"spaced_ms": percentiles(&mut spaced), "back_to_back_ms": percentiles(&mut back_to_back)}))
 }
 
+/// The machine's floor under the static image's cold start: the same
+/// binary started outside any sandbox (no namespaces, cgroup or image
+/// root), from its spawn to its first request (`/next`) on a listener of
+/// ours; `n` spaced as the cold starts are, then `n` back to back. On a VM
+/// an idle CPU's wake-up is in the spaced figure, as it is in the cold
+/// starts'.
+async fn bootstrap_floor(binary: &Path, n: usize) -> anyhow::Result<Value> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = listener.local_addr()?.to_string();
+    let once = || async {
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(binary)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", &api)
+            .envs([("AWS_LAMBDA_FUNCTION_NAME", "floor"), ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1769")])
+            .envs([("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"), ("AWS_LAMBDA_LOG_STREAM_NAME", "floor")])
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/floor")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let (mut stream, _) = listener.accept().await?;
+        let mut first = [0u8; 64];
+        tokio::io::AsyncReadExt::read(&mut stream, &mut first).await?;
+        let took = t.elapsed().as_secs_f64() * 1000.0;
+        child.kill().await?;
+        anyhow::Ok(took)
+    };
+    let (mut spaced, mut together) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        tokio::time::sleep(crate::bench::COLD_GAP).await;
+        spaced.push(once().await?);
+    }
+    for _ in 0..n {
+        together.push(once().await?);
+    }
+    Ok(json!({"spaced_ms": percentiles(&mut spaced), "back_to_back_ms": percentiles(&mut together)}))
+}
+
 /// The figures; `rust_hello` is the static `lambda_runtime` binary.
 pub async fn figures(
     b: &Bench,
@@ -318,6 +358,10 @@ pub async fn figures(
     })
     .await?;
     b.delete("bench-static-first").await?;
+    let floor = bootstrap_floor(rust_hello, samples).await?;
+    let over_floor =
+        |key: &str| round(static_cold[key]["p50"].as_f64().unwrap_or(0.0) / floor[key]["p50"].as_f64().unwrap_or(1.0));
+    let static_to_floor = json!({"spaced": over_floor("spaced_ms"), "back_to_back": over_floor("back_to_back_ms")});
 
     let python_figures = match python {
         Some((rt, layout)) => {
@@ -348,6 +392,8 @@ pub async fn figures(
         "unpack_create_to_active_s": round(unpack_s),
         "unpack_mbps": round(rootfs_bytes as f64 / 1e6 / unpack_s),
         "static_cold": static_cold,
+        "static_floor": floor,
+        "static_cold_to_floor": static_to_floor,
         "python": python_figures,
     }))
 }
