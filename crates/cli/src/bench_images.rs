@@ -14,7 +14,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -285,7 +285,9 @@ async fn bootstrap_floor(binary: &Path, n: usize) -> anyhow::Result<Value> {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let (mut stream, _) = listener.accept().await?;
+        let accepted = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+        let (mut stream, _) =
+            accepted.with_context(|| format!("{} made no request to the Runtime API in 10 s", binary.display()))??;
         let mut first = [0u8; 64];
         tokio::io::AsyncReadExt::read(&mut stream, &mut first).await?;
         let took = t.elapsed().as_secs_f64() * 1000.0;
