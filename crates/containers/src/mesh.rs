@@ -134,6 +134,11 @@ pub(crate) fn inside<T: Send>(
     })
 }
 
+/// [`inside`] the network namespace of process `pid` (a task's holder).
+pub(crate) fn inside_task<T: Send>(pid: u32, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
+    inside(std::fs::File::open(format!("/proc/{pid}/ns/net"))?, f)
+}
+
 /// Runs iproute2 commands, one per line, in the calling thread's network
 /// namespace.
 pub(crate) fn ip(batch: &str) -> std::io::Result<()> {
@@ -184,8 +189,7 @@ fn attach(switch: &std::fs::File, netns: u32, name: &str, address: Ipv4Addr) -> 
              route replace {address}/32 dev {name}\n"
         ))
     })?;
-    let task = std::fs::File::open(format!("/proc/{netns}/ns/net"))?;
-    inside(task, || ip(&format!("addr add {address}/{PREFIX} dev eth0\nlink set eth0 up\n")))
+    inside_task(netns, || ip(&format!("addr add {address}/{PREFIX} dev eth0\nlink set eth0 up\n")))
 }
 
 /// The MAC address a task's `eth0` gets: locally administered, from its address.

@@ -103,8 +103,7 @@ impl InsideTask for Endpoint {
 /// Adds [`ENDPOINT_IP`] to the loopback of the network namespace of `pid`
 /// and binds the endpoints' listeners there.
 fn bind_inside(pid: u32) -> std::io::Result<[std::net::TcpListener; 2]> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    crate::mesh::inside(ns, || {
+    crate::mesh::inside_task(pid, || {
         crate::mesh::ip(&format!("addr add {ENDPOINT_IP}/32 dev lo\n"))?;
         let listen = |port| crate::mesh::listen(SocketAddr::from((ENDPOINT_IP, port)));
         Ok([listen(CREDENTIALS_PORT)?, listen(API_PORT)?])

@@ -290,8 +290,7 @@ pub(crate) fn relay(listener: tokio::net::TcpListener, netns_pid: u32, port: u16
 
 /// Connects to `127.0.0.1:port` in the network namespace of `pid`.
 fn connect_inside(pid: u32, port: u16) -> std::io::Result<std::net::TcpStream> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    crate::mesh::inside(ns, || {
+    crate::mesh::inside_task(pid, || {
         let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
         stream.set_nonblocking(true)?;
         Ok(stream)
