@@ -117,9 +117,9 @@ enum Command {
     },
 }
 
-/// The two stages of a sandbox, and a command run inside a running one,
-/// run as fresh executions of this binary, before any thread or runtime
-/// exists (see `nimbus_sandbox::namespaces`).
+/// A sandbox's first stage (which forks the second), and a command run
+/// inside a running sandbox, run as fresh executions of this binary, before
+/// any thread or runtime exists (see `nimbus_sandbox::namespaces`).
 fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
     use std::os::fd::AsFd;
     if let [_, stage, json] = args {
@@ -137,7 +137,7 @@ fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
         }
     }
     let (stage, json) = match args {
-        [_, stage, json] if stage == "__sandbox" || stage == "__sandbox-init" => (stage.as_str(), json),
+        [_, stage, json] if stage == "__sandbox" => (stage.as_str(), json),
         _ => return None,
     };
     let fail = |e: &dyn std::fmt::Display| {
@@ -148,15 +148,11 @@ fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    if stage == "__sandbox-init" {
-        let err = nimbus_sandbox::namespaces::stage_two(&spec).err()?;
-        return fail(&err);
-    }
     let control = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => return fail(&e),
     };
-    match nimbus_sandbox::namespaces::stage_one(&spec, json, control) {
+    match nimbus_sandbox::namespaces::stage_one(&spec, control) {
         Ok(code) => Some(std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))),
         Err(e) => fail(&e),
     }

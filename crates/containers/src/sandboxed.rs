@@ -193,7 +193,6 @@ impl SandboxRuntime {
             image: Some(c.root.path().to_path_buf()),
             argv: Vec::new(),
             env: Vec::new(),
-            exe: self.exe.clone(),
             parent: std::process::id(),
             network_of: Some(network_of),
             inside_ids: c.ids,

@@ -1,12 +1,13 @@
 //! Starting a process in its own namespaces with a read-only root, in two
-//! stages that each run in a freshly executed, single-threaded process (so
-//! no `unsafe` fork tricks are needed):
+//! stages of a freshly executed, single-threaded process (the node is
+//! multi-threaded and cannot fork safely; stage one can, and forks stage
+//! two rather than executing this large binary a second time):
 //!
 //! 1. [`stage_one`] unshares the mount, network, IPC and UTS namespaces,
 //!    brings loopback up, and reports on its control socket (its stdin) that
 //!    its namespaces exist. The parent then binds listeners inside the new
 //!    network namespace and moves it into its cgroup, and answers "go".
-//!    Stage one unshares the PID and cgroup namespaces and starts stage
+//!    Stage one unshares the PID and cgroup namespaces and forks stage
 //!    two, which becomes PID 1 there.
 //! 2. [`stage_two`] builds the root (read-only binds of the host's `/usr`,
 //!    a few `/etc` files, the code and runtime; a private `/tmp`; a minimal
@@ -66,8 +67,6 @@ pub struct Spec {
     /// before executing.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// The executable of stage two (this binary).
-    pub exe: PathBuf,
     /// The process that starts stage one (the node); stage one dies with it.
     pub parent: u32,
     /// Join this process's network namespace instead of making one: the
@@ -229,7 +228,7 @@ fn io(e: nix::Error, what: &str) -> std::io::Error {
 
 /// Stage one; `control` is the socket to the parent. Returns the exit code
 /// of stage two.
-pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -> std::io::Result<i32> {
+pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result<i32> {
     // A node killed with SIGKILL cannot retire its sandboxes: they die with
     // it. The kernel signals when the *thread* that forked us exits; the
     // node starts sandboxes from its runtime's worker threads, which live as
@@ -248,10 +247,7 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
         }
         None => {
             unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io(e, "unshare net"))?;
-            let lo = std::process::Command::new("/usr/sbin/ip").args(["link", "set", "lo", "up"]).status()?;
-            if !lo.success() {
-                return Err(std::io::Error::other("bringing loopback up failed"));
-            }
+            loopback_up()?;
         }
     }
     control.write_all(b"r")?;
@@ -264,18 +260,72 @@ pub fn stage_one(spec: &Spec, spec_json: &str, mut control: impl Read + Write) -
     // sandbox made ahead learns its function there. This stage lets go of
     // it, so that the parent sees it close when stage two executes the
     // program (see [`stage_two`]).
-    let mut stage_two = std::process::Command::new(&spec.exe).args(["__sandbox-init", spec_json]).spawn()?;
+    let stage_two = fork_stage_two(spec)?;
     drop(control);
     nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
-    let status = stage_two.wait()?;
-    // Die the way the runtime died, so the parent sees `signal: killed`
-    // for an out-of-memory kill rather than an exit code.
-    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
-        if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
-            let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(stage_two, None).map_err(|e| io(e, "wait"))? {
+            WaitStatus::Exited(_, code) => return Ok(code),
+            // Die the way the runtime died, so the parent sees `signal:
+            // killed` for an out-of-memory kill rather than an exit code.
+            WaitStatus::Signaled(_, sig, _) => {
+                let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+                return Ok(128 + sig as i32);
+            }
+            _ => continue,
         }
     }
-    Ok(status.code().unwrap_or(128 + 9))
+}
+
+/// Forks stage two, which becomes PID 1 of the PID namespace just
+/// unshared, and never returns in the child: it executes the program or
+/// exits 127 with the reason on stderr.
+#[allow(unsafe_code)]
+fn fork_stage_two(spec: &Spec) -> std::io::Result<nix::unistd::Pid> {
+    // SAFETY: stage one is a freshly executed process that has started no
+    // thread (the node runs it with a single argument and it only makes
+    // system calls), so the child may do anything a process may.
+    match unsafe { nix::unistd::fork() }.map_err(|e| io(e, "fork"))? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Child => {
+            let err = stage_two(spec);
+            eprintln!("nimbus sandbox (stage two): {err}");
+            std::process::exit(127)
+        }
+    }
+}
+
+/// Brings the loopback interface of this network namespace up, as `ip link
+/// set lo up` does, without a process to fork and execute.
+#[allow(unsafe_code)]
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| io(e, "loopback socket"))?;
+    // SAFETY: `ifreq` is plain data, zeroes are a valid value, and the
+    // interface name fits with its terminating zero.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: both requests read and write only the `ifreq` passed, which
+    // outlives the calls; the socket is open.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::other(format!("loopback flags: {}", std::io::Error::last_os_error())));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::other(format!("loopback up: {}", std::io::Error::last_os_error())));
+        }
+    }
+    Ok(())
 }
 
 /// A read-only bind that receives nothing from the host afterwards.
@@ -309,17 +359,20 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 /// ended on that socket: it closes when the program is executed (a
 /// close-on-exec copy is the last one left), after the error's text if
 /// anything failed before.
-pub fn stage_two(spec: &Spec) -> std::io::Result<()> {
+fn stage_two(spec: &Spec) -> std::io::Error {
     use std::os::fd::AsFd;
     let report = match spec.argv.is_empty() {
-        true => Some(std::io::stdin().as_fd().try_clone_to_owned()?),
+        true => match std::io::stdin().as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => return e,
+        },
         false => None,
     };
     let Err(err) = build_and_exec(spec);
     if let Some(report) = report {
         let _ = std::fs::File::from(report).write_all(err.to_string().as_bytes());
     }
-    Err(err)
+    err
 }
 
 fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {

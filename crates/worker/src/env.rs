@@ -774,7 +774,6 @@ impl Env {
                     // A bare sandbox gets its environment with its program, on
                     // the socket: never on a command line the host can read.
                     env: if program.is_empty() { vec![] } else { env },
-                    exe: sb.exe.clone(),
                     parent: std::process::id(),
                     network_of: None,
                     inside_ids: (0, 0),
