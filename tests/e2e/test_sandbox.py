@@ -78,8 +78,11 @@ def test_a_function_sees_only_its_own_sandbox(lam, server):
              "/var/task/app.py", "/proc/1/environ"]
     r, out = call(lam, name, {"paths": paths})
     assert "FunctionError" not in r, out
-    assert (out["uid"], out["gid"], out["pid"], out["host"]) == (65534, 65534, 1, "nimbus")
-    assert out["procs"] == [1], "no other process is visible"
+    # Forked from the runtime's zygote into its sandbox: PID 3 there, beside
+    # only the sandbox's own init (PID 1), whose memory it cannot read.
+    assert (out["uid"], out["gid"], out["pid"], out["host"]) == (65534, 65534, 3, "nimbus")
+    assert out["procs"] == [1, 3], "no other process is visible"
+    assert out["paths"]["/proc/1/environ"] == "PermissionError"
     assert out["caps"] == {s: 0 for s in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}, out["caps"]
     assert out["no_new_privs"] == ["1"]
     assert out["paths"]["/etc/shadow"] == "absent" and out["paths"]["/root"] == "absent"
@@ -446,4 +449,4 @@ def test_environments_from_templates_share_no_namespace(lam):
         assert len(values) == 3, f"{kind} namespace shared: {values}"
     for name, out in zip(names, outs):
         assert out["tmp"] == ["mine"] and out["mine"] == name, "each /tmp holds only its own file"
-        assert out["procs"] == [1], "no other process is visible"
+        assert out["procs"] == [1, 3], "no other process is visible"

@@ -198,6 +198,7 @@ impl SandboxRuntime {
             inside_ids: c.ids,
             writable_mb: c.writable_root.then_some(TMP_MB),
             rlimits: c.rlimits.clone(),
+            pause: false,
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;

@@ -87,6 +87,13 @@ pub struct Spec {
     /// without its prefix (`nofile`, `nproc`, …): `(name, soft, hard)`.
     #[serde(default)]
     pub rlimits: Vec<(String, u64, u64)>,
+    /// Run no program: once built, stage two says `p` on its stdin and
+    /// waits as PID 1 while a process forked elsewhere joins its
+    /// namespaces (an environment from the zygote: PID 3, adopted after
+    /// PID 2 that forked it exited), then exits as that process does.
+    /// Empty `argv` and `env`.
+    #[serde(default)]
+    pub pause: bool,
 }
 
 /// What a sandbox waiting on its stdin is told to execute.
@@ -266,6 +273,13 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result
     use nix::sys::wait::{waitpid, WaitStatus};
     loop {
         match waitpid(stage_two, None).map_err(|e| io(e, "wait"))? {
+            // A paused sandbox's joined process died of this signal.
+            WaitStatus::Exited(_, code) if spec.pause && code > 128 => {
+                if let Ok(sig) = nix::sys::signal::Signal::try_from(code - 128) {
+                    let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+                }
+                return Ok(code);
+            }
             WaitStatus::Exited(_, code) => return Ok(code),
             // Die the way the runtime died, so the parent sees `signal:
             // killed` for an out-of-memory kill rather than an exit code.
@@ -417,6 +431,9 @@ fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
         nix::sys::resource::setrlimit(resource, *soft, *hard).map_err(|e| io(e, &format!("ulimit {name}")))?;
     }
 
+    if spec.pause {
+        return Err(pause());
+    }
     let (argv, env, cwd) = if spec.argv.is_empty() {
         // Made ahead: wait for the function, then run its bootstrap.
         let mut line = String::new();
@@ -447,6 +464,41 @@ fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
         }
         _ => std::io::Error::other(format!("exec: \"{program}\": {err}")),
     })
+}
+
+/// A paused stage two (see [`Spec::pause`]): reports that the sandbox is
+/// built, hands its stdin over, and reaps what is reparented to it (the
+/// joined process, then its orphans) until PID 3 exits, whose status it
+/// exits with (a signal as 128 + its number: PID 1 cannot raise one on
+/// itself; stage one turns it back). Only returns on error.
+fn pause() -> std::io::Error {
+    const JOINED: i32 = 3;
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use std::os::fd::AsFd;
+    let paused = (|| -> std::io::Result<std::convert::Infallible> {
+        let mut sigchld = SigSet::empty();
+        sigchld.add(Signal::SIGCHLD);
+        sigchld.thread_block().map_err(|e| io(e, "blocking SIGCHLD"))?;
+        std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?).write_all(b"p")?;
+        nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
+        loop {
+            sigchld.wait().map_err(|e| io(e, "waiting for SIGCHLD"))?;
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == JOINED => std::process::exit(code),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() == JOINED => {
+                        std::process::exit(128 + sig as i32)
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
+                    Ok(_) => continue,
+                    Err(e) => return Err(io(e, "reaping")),
+                }
+            }
+        }
+    })();
+    let Err(e) = paused;
+    e
 }
 
 /// A command to run inside a running image sandbox (see [`exec_in`]).

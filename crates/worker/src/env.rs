@@ -37,6 +37,9 @@ pub struct Base {
     /// For an image whose entrypoint is AWS's Python runtime interface
     /// client: its templates start the client ahead.
     pub image_preload: Option<ImagePreload>,
+    /// The runtime's zygote, which a sandboxed environment started ahead
+    /// is forked from instead of starting an interpreter (Python).
+    pub zygote: Option<Arc<crate::zygote::Zygote>>,
 }
 
 /// A Python image's interpreter and `Env`, which its templates start
@@ -454,6 +457,44 @@ async fn prepare_sandbox(
     Ok(Prepared { runtime_api, cgroup, forwarder, control })
 }
 
+/// Waits for a paused sandbox (stage one's pid `stage_one`) to be built,
+/// then has the zygote fork an environment into it with `log` as its
+/// output: the environment's control socket and host pid.
+async fn join_from_zygote(
+    zygote: Arc<crate::zygote::Zygote>,
+    control: std::os::unix::net::UnixStream,
+    stage_one: u32,
+    log: std::os::fd::OwnedFd,
+    sb: &crate::SandboxConfig,
+) -> Result<(std::os::unix::net::UnixStream, u32), Error> {
+    use std::io::Read;
+    let (uid, gid) = (sb.uid, sb.gid);
+    let work = tokio::task::spawn_blocking(move || -> std::io::Result<(std::os::unix::net::UnixStream, u32)> {
+        let mut control = control;
+        control.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut said = [0u8; 1];
+        control.read_exact(&mut said)?;
+        if &said != b"p" {
+            // Stage two's error, which it writes before closing.
+            let mut rest = String::new();
+            let _ = control.read_to_string(&mut rest);
+            return Err(std::io::Error::other(format!("{}{rest}", String::from_utf8_lossy(&said))));
+        }
+        let children = std::fs::read_to_string(format!("/proc/{stage_one}/task/{stage_one}/children"))?;
+        let sandbox: u32 = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| std::io::Error::other("the paused sandbox is gone"))?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let forked = zygote.fork(sandbox, theirs.into(), log, uid, gid)?;
+        Ok((ours, forked))
+    });
+    work.await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("forking from the zygote: {e}")))
+}
+
 /// A sandbox's cgroup before its function is known (the largest Lambda size).
 const TEMPLATE_MEMORY_MB: u64 = 10_240;
 
@@ -527,6 +568,22 @@ fn base_environment(base: &Base, paths: &Paths) -> Vec<(String, String)> {
         env.push((k.into(), v));
     }
     env
+}
+
+/// The environment of a runtime started ahead of its function. No Nimbus
+/// variable: it knows it is one by its stdin, the worker's socket.
+fn ahead_environment(base: &Base, paths: &Paths, runtime_api: &str) -> Vec<(String, String)> {
+    let mut env: std::collections::BTreeMap<String, String> = base_environment(base, paths).into_iter().collect();
+    // Known already, and lets a runtime warm its HTTP client up.
+    env.insert("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.to_string());
+    env.extend(base.image_preload.iter().flat_map(|p| p.env.iter().cloned()));
+    env.into_iter().collect()
+}
+
+/// What a sandboxed Python runtime's zygote starts with: the environment
+/// its templates would have, as they see it inside.
+pub(crate) fn zygote_environment(base: &Base) -> Vec<(String, String)> {
+    ahead_environment(base, &Paths::of(base, None), SANDBOX_RUNTIME_API)
 }
 
 /// The address AWS's X-Ray SDKs send segments to. No daemon listens inside
@@ -663,9 +720,16 @@ impl Env {
         let runtime = base.runtime.as_str();
         let paths = Paths::of(base, now.map(|s| s.code_dir.as_path()));
         let wrapper = now.and_then(exec_wrapper);
+        // Started ahead, in a sandbox: forked from the runtime's zygote into
+        // a sandbox that runs no program of its own.
+        let zygote = match (&base.sandbox, &base.image, now) {
+            (Some(_), None, None) => base.zygote.clone(),
+            _ => None,
+        };
         // An empty program: the sandbox waits for its function's bootstrap
         // (or exec wrapper), which it runs with its function's environment.
         let (program, args): (String, Vec<String>) = match (runtime_command(base, &paths), &wrapper) {
+            _ if zygote.is_some() => (String::new(), vec![]),
             (Some(_), Some(_)) if base.sandbox.is_some() => (String::new(), vec![]),
             // An image's entrypoint arrives with its function (it may differ
             // per function); a Python client's interpreter can start ahead.
@@ -700,21 +764,16 @@ impl Env {
         let log_stream = now.map(|spec| log_stream_name(&spec.config.version)).unwrap_or_default();
         let env = match now {
             Some(spec) => environment(spec, &paths, &runtime_api, &log_stream),
-            None => {
-                // No Nimbus variable: a runtime started ahead knows it is one
-                // by its stdin, the worker's socket.
-                let mut env: std::collections::BTreeMap<String, String> =
-                    base_environment(base, &paths).into_iter().collect();
-                // Known already, and lets a runtime warm its HTTP client up.
-                env.insert("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.clone());
-                env.extend(base.image_preload.iter().flat_map(|p| p.env.iter().cloned()));
-                env.into_iter().collect()
-            }
+            None => ahead_environment(base, &paths, &runtime_api),
         };
         // stdout and stderr share one pipe, as in AWS's log stream.
         let io_err = |e: std::io::Error| Error::Internal(format!("creating a pipe: {e}"));
         let (reader, writer) = std::io::pipe().map_err(io_err)?;
         let stderr = writer.try_clone().map_err(io_err)?;
+        let zygote_log = match zygote {
+            Some(_) => Some(std::os::fd::OwnedFd::from(writer.try_clone().map_err(io_err)?)),
+            None => None,
+        };
         let output =
             tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)).map_err(io_err)?;
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
@@ -779,6 +838,7 @@ impl Env {
                     inside_ids: (0, 0),
                     writable_mb: None,
                     rlimits: Vec::new(),
+                    pause: zygote.is_some(),
                 };
                 root = Some(dir);
                 slots = Some(slot_set);
@@ -821,7 +881,17 @@ impl Env {
                 let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
                 cgroup = prepared.cgroup;
                 forwarder = Some(prepared.forwarder);
-                control = Some(prepared.control);
+                control = Some(match (&zygote, zygote_log) {
+                    (Some(z), Some(log)) => {
+                        let (control, forked) = join_from_zygote(z.clone(), prepared.control, pid, log, sb).await?;
+                        if let Some(cg) = &cgroup {
+                            cg.attach(forked)
+                                .map_err(|e| Error::Internal(format!("attaching the environment: {e}")))?;
+                        }
+                        control
+                    }
+                    _ => prepared.control,
+                });
                 prepared.runtime_api
             }
             _ => return Err(Error::Internal("sandbox without a control socket".into())),
@@ -1250,6 +1320,7 @@ mod tests {
                 shared: vec![],
                 image: None,
                 image_preload: None,
+                zygote: None,
             },
             key: String::new(),
             config,

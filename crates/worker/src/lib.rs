@@ -15,6 +15,7 @@ mod pool;
 mod runtime_api;
 pub mod sdk;
 mod unpack;
+mod zygote;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -193,6 +194,8 @@ pub struct Worker {
     code: Arc<dyn CodeSource>,
     pool: Arc<pool::Pool>,
     templates: Arc<Templates>,
+    /// Each sandboxed Python interpreter's zygote, started at its first use.
+    zygotes: std::sync::Mutex<HashMap<String, Arc<zygote::Zygote>>>,
     /// Code and layer directories made read-only mounts of themselves.
     read_only: std::sync::Mutex<HashSet<PathBuf>>,
     /// Serialises unpacking of one archive.
@@ -206,6 +209,7 @@ pub struct Worker {
 const INIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+const PYTHON_ZYGOTE: &str = include_str!("../../../runtimes/python/zygote.py");
 const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/nodejs/bootstrap.mjs");
 const NODE_ESM_PATHS: &str = include_str!("../../../runtimes/nodejs/esm-paths.mjs");
 
@@ -336,9 +340,12 @@ impl Worker {
                 let _ = std::fs::remove_dir(e.path());
             }
         }
-        for (file, text) in
-            [("bootstrap.py", PYTHON_BOOTSTRAP), ("bootstrap.mjs", NODE_BOOTSTRAP), ("esm-paths.mjs", NODE_ESM_PATHS)]
-        {
+        for (file, text) in [
+            ("bootstrap.py", PYTHON_BOOTSTRAP),
+            ("zygote.py", PYTHON_ZYGOTE),
+            ("bootstrap.mjs", NODE_BOOTSTRAP),
+            ("esm-paths.mjs", NODE_ESM_PATHS),
+        ] {
             std::fs::write(runtime_dir.join(file), text)
                 .map_err(|e| Error::Internal(format!("writing the runtime bootstrap {file}: {e}")))?;
         }
@@ -360,6 +367,7 @@ impl Worker {
             code,
             pool,
             templates,
+            zygotes: Default::default(),
             read_only: Default::default(),
             unpacking: Mutex::new(()),
             stopping,
@@ -393,7 +401,7 @@ impl Worker {
     }
 
     fn base_for(&self, runtime: &str) -> env::Base {
-        env::Base {
+        let mut base = env::Base {
             interpreter: self.settings.catalog.interpreter(runtime).map(str::to_string),
             runtime: runtime.to_string(),
             runtime_dir: self.settings.root.join("runtime"),
@@ -403,6 +411,32 @@ impl Worker {
             shared: self.sdk_mount(runtime).into_iter().collect(),
             image: None,
             image_preload: None,
+            zygote: None,
+        };
+        base.zygote = self.zygote(&base);
+        base
+    }
+
+    /// The zygote of a sandboxed Python runtime, started at its first use;
+    /// `None` (environments start their own interpreter) if it cannot start.
+    fn zygote(&self, base: &env::Base) -> Option<Arc<zygote::Zygote>> {
+        let interpreter = base.interpreter.as_ref().filter(|_| base.runtime.starts_with("python"))?;
+        base.sandbox.as_ref()?;
+        let mut zygotes = self.zygotes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(z) = zygotes.get(interpreter).filter(|z| !z.exited()) {
+            return Some(z.clone());
+        }
+        let script = base.runtime_dir.join("zygote.py");
+        match zygote::Zygote::start(interpreter, &script, env::zygote_environment(base)) {
+            Ok(z) => {
+                let z = Arc::new(z);
+                zygotes.insert(interpreter.clone(), z.clone());
+                Some(z)
+            }
+            Err(e) => {
+                tracing::warn!(%interpreter, error = %e, "cannot start the zygote; environments start their own interpreter");
+                None
+            }
         }
     }
 

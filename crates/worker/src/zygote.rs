@@ -1,0 +1,113 @@
+//! The Python zygote (`runtimes/python/zygote.py`): one interpreter per
+//! Python runtime that has imported Nimbus's runtime once, from which
+//! sandboxed environments are forked instead of each starting its own
+//! (SOCK's design). This module starts it and asks it for environments.
+//!
+//! It builds no sandbox: the caller builds one paused (its stage two waits
+//! as PID 1 without a program), and the zygote's child joins its
+//! namespaces; the caller then attaches the forked process to the
+//! sandbox's cgroup. It must never hand the zygote anything of a function:
+//! the function arrives later, on the environment's own socket.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::sys::socket::{recv, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+
+/// Joined in this order (the zygote's `NAMESPACES`).
+const NAMESPACES: [&str; 6] = ["net", "ipc", "uts", "cgroup", "pid", "mnt"];
+
+pub(crate) struct Zygote {
+    /// One request at a time: the answer to a request is the next message.
+    socket: std::sync::Mutex<OwnedFd>,
+    process: std::sync::Mutex<std::process::Child>,
+    /// The sandbox's seccomp filters as the zygote installs them: a list of
+    /// programs, each a list of `[code, jt, jf, k]`.
+    seccomp: serde_json::Value,
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let process = self.process.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+}
+
+fn other(what: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e}"))
+}
+
+impl Zygote {
+    /// Starts `interpreter` on `script` with a template's environment
+    /// (`env`), as root on the host: its children need the privilege to
+    /// join sandboxes, and drop it before anything else runs.
+    pub fn start(interpreter: &str, script: &Path, env: Vec<(String, String)>) -> std::io::Result<Self> {
+        let programs = nimbus_sandbox::seccomp::programs().map_err(|e| other("seccomp", e))?;
+        let seccomp = programs
+            .iter()
+            .map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect())
+            .collect::<Vec<serde_json::Value>>()
+            .into();
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| other("zygote socket", e))?;
+        // Bounded, so a wedged zygote fails a cold start rather than hangs it.
+        nix::sys::socket::setsockopt(
+            &ours,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(10, 0),
+        )
+        .map_err(|e| other("zygote socket", e))?;
+        let process = std::process::Command::new(interpreter)
+            .args(["-I", "-S", "-u"])
+            .arg(script)
+            .env_clear()
+            .envs(env)
+            .current_dir("/")
+            .stdin(std::process::Stdio::from(theirs))
+            .spawn()?;
+        Ok(Self { socket: std::sync::Mutex::new(ours), process: std::sync::Mutex::new(process), seccomp })
+    }
+
+    /// Whether it has exited (it is then started again at the next use).
+    pub fn exited(&self) -> bool {
+        let mut process = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        !matches!(process.try_wait(), Ok(None))
+    }
+
+    /// Forks an environment into the paused sandbox whose PID 1 is
+    /// `sandbox` (its host pid), with `stdin` and `log` as its stdio,
+    /// running as `uid`/`gid`; its host pid (the sandbox's one child, once
+    /// the zygote answers). Blocks.
+    pub fn fork(&self, sandbox: u32, stdin: OwnedFd, log: OwnedFd, uid: u32, gid: u32) -> std::io::Result<u32> {
+        let namespaces = NAMESPACES
+            .iter()
+            .map(|ns| std::fs::File::open(format!("/proc/{sandbox}/ns/{ns}")))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let fds: Vec<i32> =
+            namespaces.iter().map(|f| f.as_raw_fd()).chain([stdin.as_raw_fd(), log.as_raw_fd()]).collect();
+        let request = serde_json::json!({"uid": uid, "gid": gid, "seccomp": self.seccomp}).to_string();
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        let rights = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(request.as_bytes())], &rights, MsgFlags::empty(), None)
+            .map_err(|e| other("asking the zygote", e))?;
+        let mut answer = [0u8; 4096];
+        let n =
+            recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(|e| other("the zygote's answer", e))?;
+        if n == 0 {
+            return Err(std::io::Error::other("the zygote exited"));
+        }
+        let answer: serde_json::Value =
+            serde_json::from_slice(&answer[..n]).map_err(|e| other("the zygote's answer", e))?;
+        if let Some(e) = answer["error"].as_str() {
+            return Err(std::io::Error::other(format!("the zygote: {e}")));
+        }
+        let children = std::fs::read_to_string(format!("/proc/{sandbox}/task/{sandbox}/children"))?;
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| std::io::Error::other("the environment exited at once"))
+    }
+}

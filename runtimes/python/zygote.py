@@ -1,0 +1,144 @@
+"""Nimbus's Python zygote: the runtime, imported once, that new environments
+are forked from (SOCK's design) instead of each starting an interpreter.
+
+The node starts it as root on the host, with a template's environment, its
+socket on stdin, and nothing of any function. It serves one request at a
+time: a JSON message with the namespaces of a sandbox the node has built
+(and holds paused), the environment's stdin socket and log pipe, the
+sandbox user, and the seccomp filters, all descriptors passed with it.
+For each it forks; the child joins the sandbox's network, IPC, UTS,
+cgroup, PID and mount namespaces and has the environment forked into it
+(see `child`), answers on the node's socket once the sandbox's PID 1 has
+adopted it, and exits. The environment lets go of every descriptor
+but its stdio, drops every capability and its root identity, sets
+`no_new_privs`, installs the sandbox's seccomp filters and its open-files
+limit, re-seeds `random`, and goes on as a template started ahead would:
+`bootstrap.main()` waits for its function on stdin.
+
+What it must not do: run any function's code (its children start from a
+process no function has touched, so none inherits another's memory or
+descriptors), or read anything but the node's socket. It exits when that
+socket closes (the node is gone)."""
+
+import ctypes
+import json
+import os
+import random
+import resource
+import socket
+import struct
+import sys
+
+# -I leaves the script's directory off the path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bootstrap  # noqa: E402 - after its directory is on the path
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+PR_CAPBSET_DROP = 24
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+OPEN_FILES = 1024
+# Joined in this order: the mount namespace last, since it changes the
+# root (to the sandbox's) that the others' paths were opened under.
+NAMESPACES = ("net", "ipc", "uts", "cgroup", "pid", "mnt")
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def drop_privileges(uid, gid):
+    """As stage two does: the bounding and ambient sets first (that needs
+    CAP_SETPCAP, so before the uid change), then the identity, whose
+    change empties the permitted and effective sets; `no_new_privs` keeps
+    them gone."""
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        check(LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "dropping capabilities")
+    check(LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clearing ambient capabilities")
+    os.setgroups([gid])
+    os.setgid(gid)
+    os.setuid(uid)
+    # The inheritable set too (capset's version 3 header, all sets zero).
+    header = struct.pack("Ii", 0x20080522, 0)
+    check(LIBC.syscall(126, header, bytes(24)), "clearing inheritable capabilities")  # capset
+    check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def install_seccomp(programs):
+    for program in programs:
+        code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+        buf = ctypes.create_string_buffer(code, len(code))
+        prog = SockFprog(len(program), ctypes.addressof(buf))
+        check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+
+
+def environment(request, stdin, log):
+    """The environment's first steps, in the sandbox; returns to run as a template."""
+    os.dup2(stdin, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    drop_privileges(request["uid"], request["gid"])
+    install_seccomp(request["seccomp"])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+    # Forked children would otherwise draw the same sequence.
+    random.seed()
+
+
+def child(node, request, fds):
+    """Joins the sandbox and forks the environment into it. Never returns here.
+
+    Joining a PID namespace places only the children made after it there,
+    and an orphan is adopted by its dead parent's namespace's init: so an
+    intermediate (PID 2 in the sandbox) forks the environment (PID 3) and
+    exits, and the sandbox's PID 1 adopts it and exits when it does."""
+    namespaces, (stdin, log) = fds[:len(NAMESPACES)], fds[len(NAMESPACES):]
+    for fd, name in zip(namespaces, NAMESPACES):
+        check(LIBC.setns(fd, 0), f"joining the sandbox's {name} namespace")
+        os.close(fd)
+    if os.fork() == 0:
+        if os.fork() == 0:
+            try:
+                environment(request, stdin, log)
+            except BaseException as e:  # noqa: BLE001 - said where the node reads the environment's output
+                os.write(2, f"nimbus zygote: {e}\n".encode())
+                os._exit(127)
+            bootstrap.main()
+            os._exit(0)
+        os._exit(0)
+    os.wait()
+    node.sendall(b"{}")
+    os._exit(0)
+
+
+def serve():
+    node = socket.socket(fileno=0)
+    while True:
+        msg, fds, _, _ = socket.recv_fds(node, 1 << 20, len(NAMESPACES) + 2)
+        if not msg:
+            return
+        request = json.loads(msg)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child(node, request, fds)
+            except BaseException as e:  # noqa: BLE001 - the node reads this answer
+                node.sendall(json.dumps({"error": str(e)}).encode())
+                os._exit(127)
+        for fd in fds:
+            os.close(fd)
+        os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    serve()
