@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bootstrap  # noqa: E402 - after its directory is on the path
 
 LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
@@ -71,6 +72,10 @@ def drop_privileges(uid, gid):
     # The inheritable set too (capset's version 3 header, all sets zero).
     header = struct.pack("Ii", 0x20080522, 0)
     check(LIBC.syscall(126, header, bytes(24)), "clearing inheritable capabilities")  # capset
+    # The identity change made the process undumpable, which hides its own
+    # /proc/self files from it; an executed runtime is dumpable (and ptrace
+    # is refused by seccomp either way).
+    check(LIBC.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
     check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
