@@ -298,8 +298,8 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result
 #[allow(unsafe_code)]
 fn fork_stage_two(spec: &Spec) -> std::io::Result<nix::unistd::Pid> {
     // SAFETY: stage one is a freshly executed process that has started no
-    // thread (the node runs it with a single argument and it only makes
-    // system calls), so the child may do anything a process may.
+    // thread (it parses its argument and makes system calls only), so the
+    // child may do anything a process may.
     match unsafe { nix::unistd::fork() }.map_err(|e| io(e, "fork"))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {

@@ -480,11 +480,7 @@ async fn join_from_zygote(
             let _ = control.read_to_string(&mut rest);
             return Err(std::io::Error::other(format!("{}{rest}", String::from_utf8_lossy(&said))));
         }
-        let children = std::fs::read_to_string(format!("/proc/{stage_one}/task/{stage_one}/children"))?;
-        let sandbox: u32 = children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
+        let sandbox = crate::zygote::first_child(stage_one)?
             .ok_or_else(|| std::io::Error::other("the paused sandbox is gone"))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let forked = zygote.fork(sandbox, theirs.into(), log, uid, gid)?;

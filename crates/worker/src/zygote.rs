@@ -93,8 +93,12 @@ impl Zygote {
         sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(request.as_bytes())], &rights, MsgFlags::empty(), None)
             .map_err(|e| other("asking the zygote", e))?;
         let mut answer = [0u8; 4096];
-        let n =
-            recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(|e| other("the zygote's answer", e))?;
+        let n = recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(|e| {
+            // A late answer would be taken for the next request's: this
+            // zygote is done (the next use starts another).
+            let _ = self.process.lock().unwrap_or_else(|e| e.into_inner()).kill();
+            other("the zygote's answer", e)
+        })?;
         if n == 0 {
             return Err(std::io::Error::other("the zygote exited"));
         }
@@ -103,11 +107,12 @@ impl Zygote {
         if let Some(e) = answer["error"].as_str() {
             return Err(std::io::Error::other(format!("the zygote: {e}")));
         }
-        let children = std::fs::read_to_string(format!("/proc/{sandbox}/task/{sandbox}/children"))?;
-        children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| std::io::Error::other("the environment exited at once"))
+        first_child(sandbox)?.ok_or_else(|| std::io::Error::other("the environment exited at once"))
     }
+}
+
+/// The first child of a process (of its main thread), by host pid.
+pub(crate) fn first_child(pid: u32) -> std::io::Result<Option<u32>> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
+    Ok(children.split_whitespace().next().and_then(|p| p.parse().ok()))
 }
