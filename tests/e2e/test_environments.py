@@ -5,12 +5,14 @@ namespace, nor open files; and a cold-start storm of 200 new functions
 invoked at once completes with every reply its own function's."""
 
 import json
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from botocore.config import Config
 
-from conftest import REGION, ROLE, create, make_zip, unique_name
+from conftest import REGION, ROLE, create, make_zip, unique_name, wait_for
 
 # Reports what the environment holds: its variables (names the test set,
 # and the credentials), what /tmp has before it writes there, its
@@ -107,3 +109,40 @@ def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_
         assert reply["env"]["SECRET_N"] == str(i), reply["env"]
         assert reply["tmp"] == [], reply["tmp"]
     assert len({r["ns"]["pid"] for r in replies}) == 200, "200 environments, each its own pid namespace"
+
+
+def zygotes_of(server):
+    """Pids of the server's Python zygotes: its children running its data
+    directory's copy of zygote.py (the environments forked from them carry
+    the same command line, in sandboxes)."""
+    script = str(server.data_dir / "worker" / "runtime" / "zygote.py").encode()
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if script in argv and ppid == server.proc.pid:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_killed_zygote_is_started_again_and_cold_starts_go_on(private_server):
+    server = private_server()
+    lam = server.client()
+    first = unique_name("zyg-a")
+    create(lam, first, REPORTER)
+    assert invoke(lam, first)["pid"] == 3, "forked from the zygote"
+    [zygote] = zygotes_of(server)
+    os.kill(zygote, signal.SIGKILL)
+    wait_for(lambda: zygote not in zygotes_of(server), "the zygote to die")
+    # New functions, so every invoke is a cold start: the templates forked
+    # before the kill serve the first, and new ones come from a new zygote.
+    for i in range(4):
+        name = unique_name(f"zyg-{i}")
+        create(lam, name, REPORTER)
+        body = invoke(lam, name)
+        assert body["name"] == name and body["pid"] == 3, body
+    [again] = zygotes_of(server)
+    assert again != zygote
