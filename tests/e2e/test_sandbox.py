@@ -33,6 +33,7 @@ def handler(event, context):
            "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
            "paths": {p: probe(p) for p in event["paths"]},
            "cgroup": open("/proc/self/cgroup").read(),
+           "init_cmdline": open("/proc/1/cmdline", "rb").read().decode(errors="replace"),
            "caps": {l.split(":")[0]: int(l.split()[1], 16) for l in open("/proc/self/status")
                     if l.startswith("Cap")},
            "no_new_privs": [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")]}
@@ -83,6 +84,7 @@ def test_a_function_sees_only_its_own_sandbox(lam, server):
     assert (out["uid"], out["gid"], out["pid"], out["host"]) == (65534, 65534, 3, "nimbus")
     assert out["procs"] == [1, 3], "no other process is visible"
     assert out["paths"]["/proc/1/environ"] == "PermissionError"
+    assert str(server.data_dir) not in out["init_cmdline"], "the sandbox's spec is not on its PID 1's command line"
     assert out["caps"] == {s: 0 for s in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}, out["caps"]
     assert out["no_new_privs"] == ["1"]
     assert out["paths"]["/etc/shadow"] == "absent" and out["paths"]["/root"] == "absent"

@@ -136,15 +136,16 @@ fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
             });
         }
     }
-    let (stage, json) = match args {
-        [_, stage, json] if stage == "__sandbox" => (stage.as_str(), json),
+    let stage = match args {
+        [_, stage] if stage == "__sandbox" => stage.as_str(),
         _ => return None,
     };
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("nimbus sandbox ({stage}): {e}");
         Some(std::process::ExitCode::from(127))
     };
-    let spec: nimbus_sandbox::namespaces::Spec = match serde_json::from_str(json) {
+    let json = std::env::var(nimbus_sandbox::namespaces::SPEC_VARIABLE).unwrap_or_default();
+    let spec: nimbus_sandbox::namespaces::Spec = match serde_json::from_str(&json) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };

@@ -211,8 +211,9 @@ impl SandboxRuntime {
             }
         };
         let mut child = tokio::process::Command::new(&self.exe)
-            .args(["__sandbox", json.as_str()])
+            .arg("__sandbox")
             .env_clear()
+            .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
             .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(stdout)
             .stderr(stderr)

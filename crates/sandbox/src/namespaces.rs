@@ -38,7 +38,14 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use serde::{Deserialize, Serialize};
 
-/// Everything the two stages need; passed as JSON on the command line.
+/// The variable stage one finds its [`Spec`] in, as JSON: not on its
+/// command line, which every process that sees it may read (a paused
+/// sandbox's PID 1 is a fork of stage one), where a process's environment
+/// only its owner may, and stage two's is not readable even by its
+/// sandbox's user once it has changed identity.
+pub const SPEC_VARIABLE: &str = "NIMBUS_SANDBOX_SPEC";
+
+/// Everything the two stages need; passed as JSON in [`SPEC_VARIABLE`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
     /// An empty directory the new root is built on (a tmpfs is mounted there).

@@ -827,7 +827,7 @@ impl Env {
                         std::iter::once(program.clone()).chain(args.iter().cloned()).collect()
                     },
                     // A bare sandbox gets its environment with its program, on
-                    // the socket: never on a command line the host can read.
+                    // the socket, not in the spec the sandbox starts with.
                     env: if program.is_empty() { vec![] } else { env },
                     parent: std::process::id(),
                     network_of: None,
@@ -841,8 +841,9 @@ impl Env {
                 let json = serde_json::to_string(&inner).map_err(|e| Error::Internal(e.to_string()))?;
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
                 let mut c = Command::new(&sb.exe);
-                c.args(["__sandbox", json.as_str()])
+                c.arg("__sandbox")
                     .env_clear()
+                    .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
                     .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)));
                 (c, Some(ours))
             }
