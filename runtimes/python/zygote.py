@@ -2,11 +2,11 @@
 are forked from (SOCK's design) instead of each starting an interpreter.
 
 The node starts it as root on the host, with a template's environment, its
-socket on stdin, and nothing of any function. It serves one request at a
-time: a JSON message with the namespaces of a sandbox the node has built
-(and holds paused), the environment's stdin socket and log pipe, the
-sandbox user, and the seccomp filters, all descriptors passed with it.
-For each it forks; the child joins the sandbox's network, IPC, UTS,
+socket on stdin, and nothing of any function. Its first message says what
+every environment shares: the sandbox user and the seccomp filters. Then it
+serves one request at a time: the namespaces of a sandbox the node has
+built (and holds paused), the environment's stdin socket and log pipe, all
+descriptors passed with the message. For each it forks; the child joins the sandbox's network, IPC, UTS,
 cgroup, PID and mount namespaces and has the environment forked into it
 (see `child`), answers on the node's socket once the sandbox's PID 1 has
 adopted it, and exits. The environment lets go of every descriptor
@@ -79,28 +79,35 @@ def drop_privileges(uid, gid):
     check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
-def install_seccomp(programs):
-    for program in programs:
-        code = b"".join(struct.pack("HBBI", *insn) for insn in program)
-        buf = ctypes.create_string_buffer(code, len(code))
-        prog = SockFprog(len(program), ctypes.addressof(buf))
-        check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+class Setup:
+    """What every environment shares, prepared once: the sandbox user, and
+    the seccomp programs packed as the kernel reads them."""
+
+    def __init__(self, message):
+        setup = json.loads(message)
+        self.uid, self.gid = setup["uid"], setup["gid"]
+        # The buffers must outlive the programs that point into them.
+        self.buffers = [ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in program))
+                        for program in setup["seccomp"]]
+        self.programs = [SockFprog(len(program), ctypes.addressof(buf))
+                         for program, buf in zip(setup["seccomp"], self.buffers)]
 
 
-def environment(request, stdin, log):
+def environment(setup, stdin, log):
     """The environment's first steps, in the sandbox; returns to run as a template."""
     os.dup2(stdin, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    drop_privileges(request["uid"], request["gid"])
-    install_seccomp(request["seccomp"])
+    drop_privileges(setup.uid, setup.gid)
+    for program in setup.programs:
+        check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
     resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
     # Forked children would otherwise draw the same sequence.
     random.seed()
 
 
-def child(node, request, fds):
+def child(node, setup, fds):
     """Joins the sandbox and forks the environment into it. Never returns here.
 
     Joining a PID namespace places only the children made after it there,
@@ -114,7 +121,7 @@ def child(node, request, fds):
     if os.fork() == 0:
         if os.fork() == 0:
             try:
-                environment(request, stdin, log)
+                environment(setup, stdin, log)
             except BaseException as e:  # noqa: BLE001 - said where the node reads the environment's output
                 os.write(2, f"nimbus zygote: {e}\n".encode())
                 os._exit(127)
@@ -128,15 +135,15 @@ def child(node, request, fds):
 
 def serve():
     node = socket.socket(fileno=0)
+    setup = Setup(node.recv(1 << 20))
     while True:
-        msg, fds, _, _ = socket.recv_fds(node, 1 << 20, len(NAMESPACES) + 2)
+        msg, fds, _, _ = socket.recv_fds(node, 16, len(NAMESPACES) + 2)
         if not msg:
             return
-        request = json.loads(msg)
         pid = os.fork()
         if pid == 0:
             try:
-                child(node, request, fds)
+                child(node, setup, fds)
             except BaseException as e:  # noqa: BLE001 - the node reads this answer
                 node.sendall(json.dumps({"error": str(e)}).encode())
                 os._exit(127)

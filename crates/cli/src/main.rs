@@ -121,42 +121,28 @@ enum Command {
 /// inside a running sandbox, run as fresh executions of this binary, before
 /// any thread or runtime exists (see `nimbus_sandbox::namespaces`).
 fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
+    use nimbus_sandbox::namespaces;
     use std::os::fd::AsFd;
-    if let [_, stage, json] = args {
-        if stage == "__sandbox-exec" {
-            let ran = serde_json::from_str(json)
-                .map_err(std::io::Error::other)
-                .and_then(|exec| nimbus_sandbox::namespaces::exec_in(&exec));
-            return Some(match ran {
-                Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
-                Err(e) => {
-                    eprintln!("nimbus sandbox ({stage}): {e}");
-                    std::process::ExitCode::from(127)
-                }
-            });
+    let ran = match args {
+        [_, stage, json] if stage == "__sandbox-exec" => {
+            serde_json::from_str(json).map_err(std::io::Error::other).and_then(|exec| namespaces::exec_in(&exec))
         }
-    }
-    let stage = match args {
-        [_, stage] if stage == "__sandbox" => stage.as_str(),
+        [_, stage] if stage == "__sandbox" => std::env::var(namespaces::SPEC_VARIABLE)
+            .map_err(std::io::Error::other)
+            .and_then(|json| serde_json::from_str(&json).map_err(std::io::Error::other))
+            .and_then(|spec| {
+                let control = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+                namespaces::stage_one(&spec, control)
+            }),
         _ => return None,
     };
-    let fail = |e: &dyn std::fmt::Display| {
-        eprintln!("nimbus sandbox ({stage}): {e}");
-        Some(std::process::ExitCode::from(127))
-    };
-    let json = std::env::var(nimbus_sandbox::namespaces::SPEC_VARIABLE).unwrap_or_default();
-    let spec: nimbus_sandbox::namespaces::Spec = match serde_json::from_str(&json) {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let control = match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(fd) => std::fs::File::from(fd),
-        Err(e) => return fail(&e),
-    };
-    match nimbus_sandbox::namespaces::stage_one(&spec, control) {
-        Ok(code) => Some(std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))),
-        Err(e) => fail(&e),
-    }
+    Some(match ran {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("nimbus sandbox ({}): {e}", args[1]);
+            std::process::ExitCode::from(127)
+        }
+    })
 }
 
 fn main() -> std::process::ExitCode {

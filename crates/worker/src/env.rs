@@ -37,8 +37,9 @@ pub struct Base {
     /// For an image whose entrypoint is AWS's Python runtime interface
     /// client: its templates start the client ahead.
     pub image_preload: Option<ImagePreload>,
-    /// The runtime's zygote, which a sandboxed environment started ahead
-    /// is forked from instead of starting an interpreter (Python).
+    /// The runtime's zygote, which an environment started ahead is forked
+    /// from instead of starting an interpreter: set only for a sandboxed
+    /// Python runtime (an image function has no runtime).
     pub zygote: Option<Arc<crate::zygote::Zygote>>,
 }
 
@@ -465,10 +466,8 @@ async fn join_from_zygote(
     control: std::os::unix::net::UnixStream,
     stage_one: u32,
     log: std::os::fd::OwnedFd,
-    sb: &crate::SandboxConfig,
 ) -> Result<(std::os::unix::net::UnixStream, u32), Error> {
     use std::io::Read;
-    let (uid, gid) = (sb.uid, sb.gid);
     let work = tokio::task::spawn_blocking(move || -> std::io::Result<(std::os::unix::net::UnixStream, u32)> {
         let mut control = control;
         control.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -483,7 +482,7 @@ async fn join_from_zygote(
         let sandbox = crate::zygote::first_child(stage_one)?
             .ok_or_else(|| std::io::Error::other("the paused sandbox is gone"))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let forked = zygote.fork(sandbox, theirs.into(), log, uid, gid)?;
+        let forked = zygote.fork(sandbox, theirs.into(), log)?;
         Ok((ours, forked))
     });
     work.await
@@ -716,12 +715,9 @@ impl Env {
         let runtime = base.runtime.as_str();
         let paths = Paths::of(base, now.map(|s| s.code_dir.as_path()));
         let wrapper = now.and_then(exec_wrapper);
-        // Started ahead, in a sandbox: forked from the runtime's zygote into
-        // a sandbox that runs no program of its own.
-        let zygote = match (&base.sandbox, &base.image, now) {
-            (Some(_), None, None) => base.zygote.clone(),
-            _ => None,
-        };
+        // Started ahead: forked from the runtime's zygote into a sandbox
+        // that runs no program of its own.
+        let zygote = base.zygote.clone().filter(|_| now.is_none());
         // An empty program: the sandbox waits for its function's bootstrap
         // (or exec wrapper), which it runs with its function's environment.
         let (program, args): (String, Vec<String>) = match (runtime_command(base, &paths), &wrapper) {
@@ -766,8 +762,9 @@ impl Env {
         let io_err = |e: std::io::Error| Error::Internal(format!("creating a pipe: {e}"));
         let (reader, writer) = std::io::pipe().map_err(io_err)?;
         let stderr = writer.try_clone().map_err(io_err)?;
-        let zygote_log = match zygote {
-            Some(_) => Some(std::os::fd::OwnedFd::from(writer.try_clone().map_err(io_err)?)),
+        // The zygote's child writes to the same pipe.
+        let zygote = match zygote {
+            Some(z) => Some((z, std::os::fd::OwnedFd::from(writer.try_clone().map_err(io_err)?))),
             None => None,
         };
         let output =
@@ -878,16 +875,16 @@ impl Env {
                 let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
                 cgroup = prepared.cgroup;
                 forwarder = Some(prepared.forwarder);
-                control = Some(match (&zygote, zygote_log) {
-                    (Some(z), Some(log)) => {
-                        let (control, forked) = join_from_zygote(z.clone(), prepared.control, pid, log, sb).await?;
+                control = Some(match zygote {
+                    Some((z, log)) => {
+                        let (control, forked) = join_from_zygote(z, prepared.control, pid, log).await?;
                         if let Some(cg) = &cgroup {
                             cg.attach(forked)
                                 .map_err(|e| Error::Internal(format!("attaching the environment: {e}")))?;
                         }
                         control
                     }
-                    _ => prepared.control,
+                    None => prepared.control,
                 });
                 prepared.runtime_api
             }

@@ -421,13 +421,13 @@ impl Worker {
     /// `None` (environments start their own interpreter) if it cannot start.
     fn zygote(&self, base: &env::Base) -> Option<Arc<zygote::Zygote>> {
         let interpreter = base.interpreter.as_ref().filter(|_| base.runtime.starts_with("python"))?;
-        base.sandbox.as_ref()?;
+        let sb = base.sandbox.as_ref()?;
         let mut zygotes = self.zygotes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(z) = zygotes.get(interpreter).filter(|z| !z.exited()) {
             return Some(z.clone());
         }
         let script = base.runtime_dir.join("zygote.py");
-        match zygote::Zygote::start(interpreter, &script, env::zygote_environment(base)) {
+        match zygote::Zygote::start(interpreter, &script, env::zygote_environment(base), sb.uid, sb.gid) {
             Ok(z) => {
                 let z = Arc::new(z);
                 zygotes.insert(interpreter.clone(), z.clone());

@@ -22,9 +22,6 @@ pub(crate) struct Zygote {
     /// One request at a time: the answer to a request is the next message.
     socket: std::sync::Mutex<OwnedFd>,
     process: std::sync::Mutex<std::process::Child>,
-    /// The sandbox's seccomp filters as the zygote installs them: a list of
-    /// programs, each a list of `[code, jt, jf, k]`.
-    seccomp: serde_json::Value,
 }
 
 impl Drop for Zygote {
@@ -42,14 +39,21 @@ fn other(what: &str, e: impl std::fmt::Display) -> std::io::Error {
 impl Zygote {
     /// Starts `interpreter` on `script` with a template's environment
     /// (`env`), as root on the host: its children need the privilege to
-    /// join sandboxes, and drop it before anything else runs.
-    pub fn start(interpreter: &str, script: &Path, env: Vec<(String, String)>) -> std::io::Result<Self> {
+    /// join sandboxes, and drop it before anything else runs. What is the
+    /// same for every environment is said once, in its first message: the
+    /// sandbox user (`uid`, `gid`) and the seccomp programs, each a list of
+    /// `[code, jt, jf, k]`.
+    pub fn start(
+        interpreter: &str,
+        script: &Path,
+        env: Vec<(String, String)>,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<Self> {
         let programs = nimbus_sandbox::seccomp::programs().map_err(|e| other("seccomp", e))?;
-        let seccomp = programs
-            .iter()
-            .map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect())
-            .collect::<Vec<serde_json::Value>>()
-            .into();
+        let seccomp: Vec<Vec<serde_json::Value>> =
+            programs.iter().map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect()).collect();
+        let setup = serde_json::json!({"uid": uid, "gid": gid, "seccomp": seccomp}).to_string();
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| other("zygote socket", e))?;
         // Bounded, so a wedged zygote fails a cold start rather than hangs it.
@@ -67,7 +71,10 @@ impl Zygote {
             .current_dir("/")
             .stdin(std::process::Stdio::from(theirs))
             .spawn()?;
-        Ok(Self { socket: std::sync::Mutex::new(ours), process: std::sync::Mutex::new(process), seccomp })
+        // Queued on the socket until the zygote has imported the runtime.
+        sendmsg::<()>(ours.as_raw_fd(), &[IoSlice::new(setup.as_bytes())], &[], MsgFlags::empty(), None)
+            .map_err(|e| other("setting the zygote up", e))?;
+        Ok(Self { socket: std::sync::Mutex::new(ours), process: std::sync::Mutex::new(process) })
     }
 
     /// Whether it has exited (it is then started again at the next use).
@@ -77,20 +84,19 @@ impl Zygote {
     }
 
     /// Forks an environment into the paused sandbox whose PID 1 is
-    /// `sandbox` (its host pid), with `stdin` and `log` as its stdio,
-    /// running as `uid`/`gid`; its host pid (the sandbox's one child, once
-    /// the zygote answers). Blocks.
-    pub fn fork(&self, sandbox: u32, stdin: OwnedFd, log: OwnedFd, uid: u32, gid: u32) -> std::io::Result<u32> {
+    /// `sandbox` (its host pid), with `stdin` and `log` as its stdio; its
+    /// host pid (the sandbox's one child, once the zygote answers). Blocks.
+    pub fn fork(&self, sandbox: u32, stdin: OwnedFd, log: OwnedFd) -> std::io::Result<u32> {
         let namespaces = NAMESPACES
             .iter()
             .map(|ns| std::fs::File::open(format!("/proc/{sandbox}/ns/{ns}")))
             .collect::<std::io::Result<Vec<_>>>()?;
         let fds: Vec<i32> =
             namespaces.iter().map(|f| f.as_raw_fd()).chain([stdin.as_raw_fd(), log.as_raw_fd()]).collect();
-        let request = serde_json::json!({"uid": uid, "gid": gid, "seccomp": self.seccomp}).to_string();
+        // The request and its answer, under one hold of the socket.
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         let rights = [ControlMessage::ScmRights(&fds)];
-        sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(request.as_bytes())], &rights, MsgFlags::empty(), None)
+        sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(b"fork")], &rights, MsgFlags::empty(), None)
             .map_err(|e| other("asking the zygote", e))?;
         let mut answer = [0u8; 4096];
         let n = recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(|e| {
