@@ -645,12 +645,16 @@ impl Templates {
         }
     }
 
-    /// A ready template of the runtime, if there is one; starts refilling.
+    /// A ready template of the runtime, if there is one. Refills at once
+    /// only when none is left: otherwise the caller refills once its cold
+    /// start is answered ([`Templates::fill`]), because a sandbox built
+    /// meanwhile takes the second core from the runtime starting in the
+    /// template just taken.
     fn take(self: &Arc<Self>, base: &env::Base) -> Option<env::Env> {
         if !Self::applies(base) {
             return None;
         }
-        let found = {
+        let (found, left) = {
             let mut ready = self.lock_ready();
             let list = ready.entry(Self::family(base)).or_default();
             let mut found = None;
@@ -661,9 +665,11 @@ impl Templates {
                 }
                 tokio::spawn(t.retire());
             }
-            found
+            (found, list.len())
         };
-        self.fill(base);
+        if left == 0 {
+            self.fill(base);
+        }
         found
     }
 
@@ -766,6 +772,19 @@ impl Templates {
     }
 }
 
+/// Refills the templates of a cold start's runtime when dropped: once the
+/// cold start is answered, or has failed (see [`Templates::take`]).
+struct RefillAfter<'a> {
+    templates: &'a Arc<Templates>,
+    base: env::Base,
+}
+
+impl Drop for RefillAfter<'_> {
+    fn drop(&mut self) {
+        self.templates.fill(&self.base);
+    }
+}
+
 /// Retires environments one after another.
 async fn retire_all(envs: Vec<env::Env>) {
     for e in envs {
@@ -792,6 +811,7 @@ impl Invoker for Worker {
         if !dead.is_empty() {
             tokio::spawn(retire_all(dead));
         }
+        let mut refill = None;
         let (environment, cold) = match ticket.warm.take() {
             Some(e) => (e, false),
             None => {
@@ -800,6 +820,7 @@ impl Invoker for Worker {
                 }
                 let started = async {
                     let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
+                    refill = Some(RefillAfter { templates: &self.templates, base: spec.base.clone() });
                     self.start(spec)
                         .instrument(tracing::debug_span!("cold_start", template = tracing::field::Empty))
                         .await
@@ -819,6 +840,7 @@ impl Invoker for Worker {
         let mut outcome = environment.run(&inv, cold).instrument(tracing::debug_span!("run", cold)).await;
         outcome.concurrency = ticket.concurrency;
         ticket.finish(environment, outcome.reusable).await;
+        drop(refill);
         Ok(outcome)
     }
 
