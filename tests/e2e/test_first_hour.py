@@ -41,7 +41,8 @@ def test_a_second_server_on_one_directory_refuses_and_leaves_the_first_alone(pri
     assert second.returncode != 0
     assert f"another nimbus server (pid {first.proc.pid}) is using the data directory {first.data_dir}" in second.stderr
     # Nothing of the first server's was touched: its mounts and environments are all there, and it serves.
-    assert mount_points_under(first.data_dir) == mounts
+    # (It may have more: the template the invoke took is replaced once the invoke is answered.)
+    assert mounts <= mount_points_under(first.data_dir)
     assert cgroups <= env_dirs(first)
     assert json.loads(lam.invoke(FunctionName=name, Payload=b'{"n": 2}')["Payload"].read()) == {"n": 2}
 
