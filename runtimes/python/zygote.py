@@ -4,12 +4,12 @@ are forked from (SOCK's design) instead of each starting an interpreter.
 The node starts it as root on the host, with a template's environment, its
 socket on stdin, and nothing of any function. Its first message says what
 every environment shares: the sandbox user and the seccomp filters. Then it
-serves one request at a time: the namespaces of a sandbox the node has
-built (and holds paused), the environment's stdin socket and log pipe, all
-descriptors passed with the message. For each it forks; the child joins the sandbox's network, IPC, UTS,
-cgroup, PID and mount namespaces and has the environment forked into it
-(see `child`), answers on the node's socket once the sandbox's PID 1 has
-adopted it, and exits. The environment lets go of every descriptor
+serves one request at a time, the word `fork` with descriptors: the
+namespaces of a sandbox the node has built (and holds paused), and the
+environment's stdin socket and log pipe. For each it forks; the child joins
+the sandbox's network, IPC, UTS, cgroup, PID and mount namespaces, has the
+environment forked into it (see `child`), answers on the node's socket once
+the sandbox's PID 1 has adopted it, and exits. The environment lets go of every descriptor
 but its stdio, drops every capability and its root identity, sets
 `no_new_privs`, installs the sandbox's seccomp filters and its open-files
 limit, re-seeds `random`, and goes on as a template started ahead would:
@@ -137,6 +137,7 @@ def serve():
     node = socket.socket(fileno=0)
     setup = Setup(node.recv(1 << 20))
     while True:
+        # `fork` and its descriptors; nothing at all once the node is gone.
         msg, fds, _, _ = socket.recv_fds(node, 16, len(NAMESPACES) + 2)
         if not msg:
             return

@@ -646,10 +646,9 @@ impl Templates {
     }
 
     /// A ready template of the runtime, if there is one. Refills at once
-    /// only when none is left: otherwise the caller refills once its cold
-    /// start is answered ([`Templates::fill`]), because a sandbox built
-    /// meanwhile takes the second core from the runtime starting in the
-    /// template just taken.
+    /// only when none is left: otherwise the cold start's [`RefillAfter`]
+    /// refills once it is answered, because a sandbox built meanwhile takes
+    /// the second core from the runtime starting in the template just taken.
     fn take(self: &Arc<Self>, base: &env::Base) -> Option<env::Env> {
         if !Self::applies(base) {
             return None;
