@@ -146,3 +146,43 @@ def test_a_killed_zygote_is_started_again_and_cold_starts_go_on(private_server):
         assert body["name"] == name and body["pid"] == 3, body
     [again] = zygotes_of(server)
     assert again != zygote
+
+
+def factories_of(server):
+    """Pids of the server's sandbox factory: its child running
+    `__sandbox-factory` in the server's own network namespace (the stage
+    ones it clones are the server's children too, with its command line,
+    but each in a network namespace of its own)."""
+    net = os.readlink(f"/proc/{server.proc.pid}/ns/net")
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            same_net = os.readlink(f"/proc/{pid}/ns/net") == net
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"__sandbox-factory" in argv and ppid == server.proc.pid and same_net:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(private_server):
+    server = private_server()
+    lam = server.client()
+    warm = unique_name("fac-warm")
+    create(lam, warm, REPORTER)
+    first = invoke(lam, warm)
+    [factory] = factories_of(server)
+    os.kill(factory, signal.SIGKILL)
+    wait_for(lambda: factories_of(server) not in ([], [factory]), "another sandbox factory")
+    # The sandboxes it made are the server's children, not its own: the
+    # warm environment is the same one (its /tmp and module state kept).
+    again = invoke(lam, warm)
+    assert again["ns"] == first["ns"] and again["mark"] == warm and warm in again["tmp"], again
+    # New functions, so every invoke is a cold start, past the templates
+    # made before the kill.
+    for i in range(4):
+        name = unique_name(f"fac-{i}")
+        create(lam, name, REPORTER)
+        assert invoke(lam, name)["name"] == name

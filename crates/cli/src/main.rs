@@ -117,15 +117,19 @@ enum Command {
     },
 }
 
-/// A sandbox's first stage (which forks the second), and a command run
-/// inside a running sandbox, run as fresh executions of this binary, before
-/// any thread or runtime exists (see `nimbus_sandbox::namespaces`).
+/// A sandbox's first stage (which forks the second), the factory that
+/// clones first stages for the worker, and a command run inside a running
+/// sandbox, run as fresh executions of this binary, before any thread or
+/// runtime exists (see `nimbus_sandbox::namespaces` and `::factory`).
 fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
     use nimbus_sandbox::namespaces;
     use std::os::fd::AsFd;
     let ran = match args {
         [_, stage, json] if stage == "__sandbox-exec" => {
             serde_json::from_str(json).map_err(std::io::Error::other).and_then(|exec| namespaces::exec_in(&exec))
+        }
+        [_, stage, node] if stage == nimbus_sandbox::factory::COMMAND => {
+            node.parse().map_err(std::io::Error::other).and_then(nimbus_sandbox::factory::serve).map(|()| 0)
         }
         [_, stage] if stage == "__sandbox" => std::env::var(namespaces::SPEC_VARIABLE)
             .map_err(std::io::Error::other)

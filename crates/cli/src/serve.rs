@@ -482,8 +482,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             if let Err(e) = &cgroups {
                 tracing::warn!(error = %e, "no usable cgroups: memory, CPU and pids limits are NOT enforced");
             }
+            let exe = std::env::current_exe().context("locating the nimbus binary")?;
             Some(nimbus_worker::SandboxConfig {
-                exe: std::env::current_exe().context("locating the nimbus binary")?,
+                factory: nimbus_sandbox::factory::Factory::start(&exe).context("starting the sandbox factory")?,
+                exe,
                 roots: data_dir.join("worker").join("roots"),
                 cgroups: cgroups.ok(),
                 cgroup_group: node_group(&data_dir),

@@ -7,5 +7,6 @@
 //! ARCHITECTURE.md for the plan).
 
 pub mod cgroup;
+pub mod factory;
 pub mod namespaces;
 pub mod seccomp;

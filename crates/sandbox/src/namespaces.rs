@@ -1,7 +1,9 @@
 //! Starting a process in its own namespaces with a read-only root, in two
-//! stages of a freshly executed, single-threaded process (the node is
-//! multi-threaded and cannot fork safely; stage one can, and forks stage
-//! two rather than executing this large binary a second time):
+//! stages of a single-threaded process (the node is multi-threaded and
+//! cannot fork safely; stage one can, and forks stage two rather than
+//! executing this large binary a second time). Stage one is a clone of the
+//! sandbox factory ([`crate::factory`]) for a function, a fresh execution
+//! (`__sandbox`) for an ECS container:
 //!
 //! 1. [`stage_one`] unshares the mount, network, IPC and UTS namespaces,
 //!    brings loopback up, and reports on its control socket (its stdin) that
@@ -244,10 +246,11 @@ fn io(e: nix::Error, what: &str) -> std::io::Error {
 /// of stage two.
 pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result<i32> {
     // A node killed with SIGKILL cannot retire its sandboxes: they die with
-    // it. The kernel signals when the *thread* that forked us exits; the
-    // node starts sandboxes from its runtime's worker threads, which live as
-    // long as it does. A parent already gone before the link was made is
-    // seen as a changed parent pid.
+    // it. The kernel signals when the *thread* that is our parent exits: the
+    // factory's keeper thread (a clone of the factory has the factory's
+    // parent), or for an ECS container one of the runtime's worker threads,
+    // which live as long as the node. A parent already gone before the link
+    // was made is seen as a changed parent pid.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
     if i32::try_from(spec.parent).ok() != Some(nix::unistd::getppid().as_raw()) {
         return Err(std::io::Error::other("the node that started this sandbox is gone"));
@@ -304,9 +307,9 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result
 /// exits 127 with the reason on stderr.
 #[allow(unsafe_code)]
 fn fork_stage_two(spec: &Spec) -> std::io::Result<nix::unistd::Pid> {
-    // SAFETY: stage one is a freshly executed process that has started no
-    // thread (it parses its argument and makes system calls only), so the
-    // child may do anything a process may.
+    // SAFETY: stage one is a single-threaded process (a clone of the
+    // factory or a fresh execution) that has started no thread (it makes
+    // system calls only), so the child may do anything a process may.
     match unsafe { nix::unistd::fork() }.map_err(|e| io(e, "fork"))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {

@@ -382,6 +382,14 @@ async fn forward_api(listener: tokio::net::TcpListener, api: String) {
     }
 }
 
+/// How an environment's process is started: spawned as a plain child, or
+/// as a sandbox's stage one, cloned by the node's sandbox factory with the
+/// control socket as its stdin.
+enum Start {
+    Plain(Command),
+    Sandbox(Arc<nimbus_sandbox::factory::Factory>, Box<nimbus_sandbox::namespaces::Spec>, std::os::fd::OwnedFd),
+}
+
 /// A sandbox stage one has made, ready for its runtime.
 struct Prepared {
     /// The Runtime API listener, bound inside the sandbox's network namespace.
@@ -788,7 +796,7 @@ impl Env {
         let mut control = None;
         let mut slots = None;
         let mut root = None;
-        let (mut command, socket) = match &base.sandbox {
+        let (start, socket) = match &base.sandbox {
             None => {
                 let mut c = Command::new(&program);
                 c.args(&args).env_clear().envs(env);
@@ -802,7 +810,7 @@ impl Env {
                         control = Some(ours);
                     }
                 }
-                (c, None)
+                (Start::Plain(c), None)
             }
             Some(sb) => {
                 let dir = sb.roots.join(&id);
@@ -835,21 +843,22 @@ impl Env {
                 };
                 root = Some(dir);
                 slots = Some(slot_set);
-                let json = serde_json::to_string(&inner).map_err(|e| Error::Internal(e.to_string()))?;
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
-                let mut c = Command::new(&sb.exe);
-                c.arg("__sandbox")
-                    .env_clear()
-                    .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
-                    .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)));
-                (c, Some(ours))
+                (Start::Sandbox(sb.factory.clone(), Box::new(inner), theirs.into()), Some(ours))
             }
         };
-        let spawned = command
-            .stdout(std::process::Stdio::from(writer))
-            .stderr(std::process::Stdio::from(stderr))
-            .kill_on_drop(true)
-            .spawn();
+        let spawned = match start {
+            Start::Plain(mut c) => c
+                .stdout(std::process::Stdio::from(writer))
+                .stderr(std::process::Stdio::from(stderr))
+                .kill_on_drop(true)
+                .spawn()
+                .map(crate::process::Process::Child),
+            Start::Sandbox(factory, spec, stdin) => factory
+                .spawn(&spec, [stdin, writer.into(), stderr.into()])
+                .and_then(crate::process::Stage::of)
+                .map(crate::process::Process::Stage),
+        };
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {

@@ -12,6 +12,7 @@ mod channel;
 mod env;
 mod logs;
 mod pool;
+mod process;
 mod runtime_api;
 pub mod sdk;
 mod unpack;
@@ -156,6 +157,8 @@ pub trait CredentialSource: Send + Sync {
 pub struct SandboxConfig {
     /// This binary, which runs the sandbox stages.
     pub exe: PathBuf,
+    /// Starts each sandbox's first stage (a clone of one execution of `exe`).
+    pub factory: Arc<nimbus_sandbox::factory::Factory>,
     /// Where each environment's root is built.
     pub roots: PathBuf,
     /// The host's cgroup hierarchy, when usable.

@@ -1,0 +1,119 @@
+//! The process an environment is, as the worker waits for it and kills it:
+//! a plain child (`--isolation process`), or a sandbox's stage one, which
+//! the sandbox factory cloned as this node's child
+//! (`nimbus_sandbox::factory`). It owns reaping: a process dropped before
+//! it was waited for is killed and reaped, never left a zombie.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use rustix::process::{pidfd_open, pidfd_send_signal, waitid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+use tokio::io::unix::AsyncFd;
+
+pub(crate) enum Process {
+    /// Killed on drop (`kill_on_drop`), and then reaped by tokio.
+    Child(tokio::process::Child),
+    Stage(Stage),
+}
+
+/// A child of this node that tokio did not spawn, known by a pidfd: its
+/// pid stays its own until it is reaped here, so a signal cannot reach a
+/// process that took its pid over.
+pub(crate) struct Stage {
+    pid: u32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl Stage {
+    /// `pid` must be a child of this process, not yet reaped.
+    pub fn of(pid: u32) -> std::io::Result<Self> {
+        let raw = rustix::process::Pid::from_raw(pid as i32)
+            .ok_or_else(|| std::io::Error::other(format!("bad pid {pid}")))?;
+        let fd = pidfd_open(raw, PidfdFlags::NONBLOCK)?;
+        Ok(Self { pid, pidfd: Some(watch(fd)?) })
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let pidfd = self.pidfd.as_ref().ok_or_else(|| std::io::Error::other("already reaped"))?;
+        let status = loop {
+            // Readable once the process has exited.
+            let mut ready = pidfd.readable().await?;
+            match waitid(WaitId::PidFd(pidfd.get_ref().as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG)? {
+                Some(status) => break status,
+                None => ready.clear_ready(),
+            }
+        };
+        self.pidfd = None;
+        // The wait status `waitpid` would have given.
+        let raw = match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => (code & 0xff) << 8,
+            (None, Some(signal)) => signal | if status.dumped() { 0x80 } else { 0 },
+            (None, None) => 0,
+        };
+        Ok(ExitStatus::from_raw(raw))
+    }
+
+    fn signal_kill(&self) {
+        if let Some(fd) = &self.pidfd {
+            let _ = pidfd_send_signal(fd.get_ref(), Signal::KILL);
+        }
+    }
+}
+
+/// Registers a pidfd with the runtime, which tells when it becomes readable.
+#[allow(unsafe_code)]
+fn watch(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: `AsyncFd` owns the descriptor from here until it is dropped,
+    // and nothing closes or replaces it meanwhile (tokio's condition; its
+    // safe constructor is deprecated for lacking that promise).
+    unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into())
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let Some(fd) = self.pidfd.take() else { return };
+        let _ = pidfd_send_signal(fd.get_ref(), Signal::KILL);
+        let mut rest = Self { pid: self.pid, pidfd: Some(fd) };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = rest.wait().await;
+                });
+            }
+            // Outside the runtime (its shutdown): killed, so this is short.
+            Err(_) => {
+                if let Some(fd) = rest.pidfd.take() {
+                    let _ = waitid(WaitId::PidFd(fd.get_ref().as_fd()), WaitIdOptions::EXITED);
+                }
+            }
+        }
+    }
+}
+
+impl Process {
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Self::Child(c) => c.id(),
+            Self::Stage(s) => s.pidfd.as_ref().map(|_| s.pid),
+        }
+    }
+
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Self::Child(c) => c.wait().await,
+            Self::Stage(s) => s.wait().await,
+        }
+    }
+
+    /// Kills it and waits for it to be gone.
+    pub async fn kill(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Child(c) => c.kill().await,
+            Self::Stage(s) => {
+                s.signal_kill();
+                s.wait().await.map(drop)
+            }
+        }
+    }
+}
