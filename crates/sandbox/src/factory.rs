@@ -119,14 +119,14 @@ fn keep(exe: PathBuf, factory: Weak<Factory>, ready: std::sync::mpsc::Sender<std
                 let status = child.wait();
                 let Some(f) = factory.upgrade() else { return };
                 f.running.lock().unwrap_or_else(|e| e.into_inner()).take();
-                eprintln!("nimbus: the sandbox factory exited ({status:?}); starting another");
+                tracing::warn!(?status, "the sandbox factory exited; starting another");
             }
             Err(e) => match ready.take() {
                 Some(r) => {
                     let _ = r.send(Err(e));
                     return;
                 }
-                None => eprintln!("nimbus: cannot start the sandbox factory again: {e}"),
+                None => tracing::warn!(error = %e, "cannot start the sandbox factory again"),
             },
         }
         // Not in a tight loop if it cannot run at all.

@@ -30,8 +30,15 @@ impl Stage {
     pub fn of(pid: u32) -> std::io::Result<Self> {
         let raw = rustix::process::Pid::from_raw(pid as i32)
             .ok_or_else(|| std::io::Error::other(format!("bad pid {pid}")))?;
-        let fd = pidfd_open(raw, PidfdFlags::NONBLOCK)?;
-        Ok(Self { pid, pidfd: Some(watch(fd)?) })
+        match pidfd_open(raw, PidfdFlags::NONBLOCK).map_err(std::io::Error::from).and_then(watch) {
+            Ok(fd) => Ok(Self { pid, pidfd: Some(fd) }),
+            Err(e) => {
+                // Not left running, nor a zombie.
+                let _ = rustix::process::kill_process(raw, Signal::KILL);
+                let _ = rustix::process::waitpid(Some(raw), rustix::process::WaitOptions::empty());
+                Err(e)
+            }
+        }
     }
 
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
