@@ -111,21 +111,26 @@ def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_
     assert len({r["ns"]["pid"] for r in replies}) == 200, "200 environments, each its own pid namespace"
 
 
-def zygotes_of(server):
-    """Pids of the server's Python zygotes: its children running its data
-    directory's copy of zygote.py (the environments forked from them carry
-    the same command line, in sandboxes)."""
-    script = str(server.data_dir / "worker" / "runtime" / "zygote.py").encode()
+def children_of(server, arg, where=lambda pid: True):
+    """Pids of the server's children with `arg` in their command line, for
+    which `where(pid)` holds."""
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
             ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            if arg in argv and ppid == server.proc.pid and where(pid):
+                pids.append(int(pid))
         except (OSError, ValueError, IndexError):
             continue
-        if script in argv and ppid == server.proc.pid:
-            pids.append(int(pid))
     return pids
+
+
+def zygotes_of(server):
+    """Pids of the server's Python zygotes: its children running its data
+    directory's copy of zygote.py (the environments forked from them carry
+    the same command line, in sandboxes)."""
+    return children_of(server, str(server.data_dir / "worker" / "runtime" / "zygote.py").encode())
 
 
 def test_a_killed_zygote_is_started_again_and_cold_starts_go_on(private_server):
@@ -148,23 +153,20 @@ def test_a_killed_zygote_is_started_again_and_cold_starts_go_on(private_server):
     assert again != zygote
 
 
-def factories_of(server):
-    """Pids of the server's sandbox factory: its child running
-    `__sandbox-factory` in the server's own network namespace (the stage
-    ones it clones are the server's children too, with its command line,
-    but each in a network namespace of its own)."""
+def factory_of(server):
+    """Pid of the server's sandbox factory: the oldest of its children
+    running `__sandbox-factory` in its network namespace (each stage one
+    the factory clones is the server's child too, with its command line,
+    until it unshares its namespaces: always younger than its factory)."""
     net = os.readlink(f"/proc/{server.proc.pid}/ns/net")
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    pids = children_of(server, b"__sandbox-factory", lambda pid: os.readlink(f"/proc/{pid}/ns/net") == net)
+
+    def started(pid):
         try:
-            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-            same_net = os.readlink(f"/proc/{pid}/ns/net") == net
+            return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
         except (OSError, ValueError, IndexError):
-            continue
-        if b"__sandbox-factory" in argv and ppid == server.proc.pid and same_net:
-            pids.append(int(pid))
-    return pids
+            return float("inf")
+    return min(pids, key=started, default=None)
 
 
 def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(private_server):
@@ -173,9 +175,10 @@ def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(priv
     warm = unique_name("fac-warm")
     create(lam, warm, REPORTER)
     first = invoke(lam, warm)
-    [factory] = factories_of(server)
+    factory = factory_of(server)
+    assert factory is not None
     os.kill(factory, signal.SIGKILL)
-    wait_for(lambda: factories_of(server) not in ([], [factory]), "another sandbox factory")
+    wait_for(lambda: factory_of(server) not in (None, factory), "another sandbox factory")
     # The sandboxes it made are the server's children, not its own: the
     # warm environment is the same one (its /tmp and module state kept).
     again = invoke(lam, warm)

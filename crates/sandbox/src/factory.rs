@@ -36,7 +36,12 @@ pub struct Factory {
     /// The socket to the running factory and its pid; `None` while one is
     /// started again. Held for a request and its answer.
     running: Mutex<Option<(OwnedFd, u32)>>,
+    /// Told when a factory runs again.
+    restarted: std::sync::Condvar,
 }
+
+/// How long a request waits for a factory that is being started again.
+const RESTART_WAIT: Duration = Duration::from_secs(5);
 
 fn other(what: &str, e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))
@@ -46,7 +51,7 @@ impl Factory {
     /// Starts the factory of `exe` (this binary) on a thread kept for the
     /// node's life, and returns once it runs.
     pub fn start(exe: &Path) -> std::io::Result<Arc<Self>> {
-        let factory = Arc::new(Self { running: Mutex::new(None) });
+        let factory = Arc::new(Self { running: Mutex::new(None), restarted: std::sync::Condvar::new() });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (exe, weak) = (exe.to_path_buf(), Arc::downgrade(&factory));
         std::thread::Builder::new()
@@ -59,13 +64,18 @@ impl Factory {
 
     /// Starts stage one of a sandbox for `spec` with `stdio` as its stdin,
     /// stdout and stderr; its pid, a child of this process. Blocks for the
-    /// factory's clone (a fraction of a millisecond).
+    /// factory's clone (a fraction of a millisecond), and up to
+    /// [`RESTART_WAIT`] while a factory that died is started again.
     pub fn spawn(&self, spec: &Spec, stdio: [OwnedFd; 3]) -> std::io::Result<u32> {
         let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
         let fds: Vec<RawFd> = stdio.iter().map(AsRawFd::as_raw_fd).collect();
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut running, _) = self
+            .restarted
+            .wait_timeout_while(running, RESTART_WAIT, |r| r.is_none())
+            .unwrap_or_else(|e| e.into_inner());
         let (socket, pid) =
-            running.as_ref().ok_or_else(|| std::io::Error::other("the sandbox factory is restarting"))?;
+            running.as_ref().ok_or_else(|| std::io::Error::other("the sandbox factory is not running"))?;
         let asked = sendmsg::<()>(
             socket.as_raw_fd(),
             &[IoSlice::new(&json)],
@@ -111,15 +121,21 @@ fn keep(exe: PathBuf, factory: Weak<Factory>, ready: std::sync::mpsc::Sender<std
             Ok((mut child, socket)) => {
                 let Some(f) = factory.upgrade() else { return };
                 *f.running.lock().unwrap_or_else(|e| e.into_inner()) = Some((socket, child.id()));
+                f.restarted.notify_all();
                 drop(f);
                 if let Some(r) = ready.take() {
                     let _ = r.send(Ok(()));
                 }
                 // A factory ends when the node drops its socket, or when killed.
+                let started = std::time::Instant::now();
                 let status = child.wait();
                 let Some(f) = factory.upgrade() else { return };
                 f.running.lock().unwrap_or_else(|e| e.into_inner()).take();
                 tracing::warn!(?status, "the sandbox factory exited; starting another");
+                // At once, unless it keeps dying as soon as it starts.
+                if started.elapsed() > Duration::from_secs(1) {
+                    continue;
+                }
             }
             Err(e) => match ready.take() {
                 Some(r) => {
@@ -134,17 +150,25 @@ fn keep(exe: PathBuf, factory: Weak<Factory>, ready: std::sync::mpsc::Sender<std
     }
 }
 
-/// Starts the factory process: its stdin is the socket it is asked on.
-fn run(exe: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
+/// A `SOCK_SEQPACKET` pair for requests answered one at a time by a helper
+/// process (this factory, the Python zygote): the first end is the node's,
+/// whose reads give up after 10 s, so that a wedged helper fails a cold
+/// start rather than hangs it; the second is the helper's.
+pub fn request_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| other("the sandbox factory's socket", e))?;
-    // Bounded, so a wedged factory fails a cold start rather than hangs it.
+        .map_err(|e| other("a request socket", e))?;
     nix::sys::socket::setsockopt(
         &ours,
         nix::sys::socket::sockopt::ReceiveTimeout,
         &nix::sys::time::TimeVal::new(10, 0),
     )
-    .map_err(|e| other("the sandbox factory's socket", e))?;
+    .map_err(|e| other("a request socket", e))?;
+    Ok((ours, theirs))
+}
+
+/// Starts the factory process: its stdin is the socket it is asked on.
+fn run(exe: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
+    let (ours, theirs) = request_pair()?;
     let child = std::process::Command::new(exe)
         .args([COMMAND, &std::process::id().to_string()])
         .env_clear()

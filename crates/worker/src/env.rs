@@ -854,15 +854,10 @@ impl Env {
                 .kill_on_drop(true)
                 .spawn()
                 .map(crate::process::Process::Child),
-            // Off the runtime's threads: requests to the factory wait their turn.
-            Start::Sandbox(factory, spec, stdin) => {
-                tokio::task::spawn_blocking(move || factory.spawn(&spec, [stdin, writer.into(), stderr.into()]))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|pid| pid)
-                    .and_then(crate::process::Stage::of)
-                    .map(crate::process::Process::Stage)
-            }
+            Start::Sandbox(factory, spec, stdin) => factory
+                .spawn(&spec, [stdin, writer.into(), stderr.into()])
+                .and_then(crate::process::Stage::of)
+                .map(crate::process::Process::Stage),
         };
         let mut child = match spawned {
             Ok(c) => c,

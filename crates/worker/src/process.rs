@@ -35,7 +35,7 @@ impl Stage {
             Err(e) => {
                 // Not left running, nor a zombie.
                 let _ = rustix::process::kill_process(raw, Signal::KILL);
-                let _ = rustix::process::waitpid(Some(raw), rustix::process::WaitOptions::empty());
+                reap_later(pid);
                 Err(e)
             }
         }
@@ -45,10 +45,30 @@ impl Stage {
         let pidfd = self.pidfd.as_ref().ok_or_else(|| std::io::Error::other("already reaped"))?;
         let status = loop {
             // Readable once the process has exited.
-            let mut ready = pidfd.readable().await?;
-            match waitid(WaitId::PidFd(pidfd.get_ref().as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG)? {
-                Some(status) => break status,
-                None => ready.clear_ready(),
+            let waited = match pidfd.readable().await {
+                Err(e) => Err(e),
+                Ok(mut ready) => {
+                    match waitid(WaitId::PidFd(pidfd.get_ref().as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG)
+                    {
+                        Ok(Some(status)) => Ok(status),
+                        Ok(None) => {
+                            ready.clear_ready();
+                            continue;
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            };
+            match waited {
+                Ok(status) => break status,
+                // Not to be waited for here again (a drop would try): killed,
+                // and the reaper thread takes it over.
+                Err(e) => {
+                    self.signal_kill();
+                    self.pidfd = None;
+                    reap_later(self.pid);
+                    return Err(e);
+                }
             }
         };
         self.pidfd = None;
@@ -78,24 +98,35 @@ fn watch(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
 }
 
 impl Drop for Stage {
+    /// Killed, and reaped by a thread rather than a task: a drop may come
+    /// while the runtime shuts down, when a task spawned is dropped at once.
     fn drop(&mut self) {
-        let Some(fd) = self.pidfd.take() else { return };
-        let _ = pidfd_send_signal(fd.get_ref(), Signal::KILL);
-        let mut rest = Self { pid: self.pid, pidfd: Some(fd) };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _ = rest.wait().await;
-                });
-            }
-            // Outside the runtime (its shutdown): killed, so this is short.
-            Err(_) => {
-                if let Some(fd) = rest.pidfd.take() {
-                    let _ = waitid(WaitId::PidFd(fd.get_ref().as_fd()), WaitIdOptions::EXITED);
-                }
-            }
+        if let Some(fd) = self.pidfd.take() {
+            let _ = pidfd_send_signal(fd.get_ref(), Signal::KILL);
+            reap_later(self.pid);
         }
     }
+}
+
+/// Hands a killed child of this node to the one thread that waits for such
+/// children (blocking, one after another: each is already dying).
+fn reap_later(pid: u32) {
+    static REAPER: std::sync::OnceLock<std::sync::mpsc::Sender<u32>> = std::sync::OnceLock::new();
+    let sender = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let spawned = std::thread::Builder::new().name("reaper".into()).spawn(move || {
+            for pid in rx {
+                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the reaper thread: killed sandboxes stay zombies");
+        }
+        tx
+    });
+    let _ = sender.send(pid);
 }
 
 impl Process {

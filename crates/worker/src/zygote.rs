@@ -13,7 +13,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use nix::sys::socket::{recv, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
 
 /// Joined in this order (the zygote's `NAMESPACES`).
 const NAMESPACES: [&str; 6] = ["net", "ipc", "uts", "cgroup", "pid", "mnt"];
@@ -54,15 +54,7 @@ impl Zygote {
         let seccomp: Vec<Vec<serde_json::Value>> =
             programs.iter().map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect()).collect();
         let setup = serde_json::json!({"uid": uid, "gid": gid, "seccomp": seccomp}).to_string();
-        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(|e| other("zygote socket", e))?;
-        // Bounded, so a wedged zygote fails a cold start rather than hangs it.
-        nix::sys::socket::setsockopt(
-            &ours,
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(10, 0),
-        )
-        .map_err(|e| other("zygote socket", e))?;
+        let (ours, theirs) = nimbus_sandbox::factory::request_pair()?;
         let process = std::process::Command::new(interpreter)
             .args(["-I", "-S", "-u"])
             .arg(script)
