@@ -76,21 +76,19 @@ impl Factory {
             .unwrap_or_else(|e| e.into_inner());
         let (socket, pid) =
             running.as_ref().ok_or_else(|| std::io::Error::other("the sandbox factory is not running"))?;
-        let asked = sendmsg::<()>(
-            socket.as_raw_fd(),
-            &[IoSlice::new(&json)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| other("asking the sandbox factory", e));
         let mut answer = [0u8; 4096];
-        let answered = asked.and_then(|_| {
-            recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty())
-                .map_err(|e| other("the sandbox factory's answer", e))
-                .and_then(|n| if n == 0 { Err(std::io::Error::other("the sandbox factory exited")) } else { Ok(n) })
-        });
-        let n = match answered {
+        let mut ask = || -> std::io::Result<usize> {
+            let rights = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(&json)], &rights, MsgFlags::empty(), None)
+                .map_err(|e| other("asking the sandbox factory", e))?;
+            match recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty())
+                .map_err(|e| other("the sandbox factory's answer", e))?
+            {
+                0 => Err(std::io::Error::other("the sandbox factory exited")),
+                n => Ok(n),
+            }
+        };
+        let n = match ask() {
             Ok(n) => n,
             Err(e) => {
                 // A late answer would be taken for the next request's: this

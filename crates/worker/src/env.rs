@@ -385,9 +385,9 @@ async fn forward_api(listener: tokio::net::TcpListener, api: String) {
 /// How an environment's process is started: spawned as a plain child, or
 /// as a sandbox's stage one, cloned by the node's sandbox factory with the
 /// control socket as its stdin.
-enum Start {
+enum Start<'a> {
     Plain(Command),
-    Sandbox(Arc<nimbus_sandbox::factory::Factory>, Box<nimbus_sandbox::namespaces::Spec>, std::os::fd::OwnedFd),
+    Sandbox(&'a nimbus_sandbox::factory::Factory, Box<nimbus_sandbox::namespaces::Spec>, std::os::fd::OwnedFd),
 }
 
 /// A sandbox stage one has made, ready for its runtime.
@@ -844,7 +844,7 @@ impl Env {
                 root = Some(dir);
                 slots = Some(slot_set);
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
-                (Start::Sandbox(sb.factory.clone(), Box::new(inner), theirs.into()), Some(ours))
+                (Start::Sandbox(&sb.factory, Box::new(inner), theirs.into()), Some(ours))
             }
         };
         let spawned = match start {

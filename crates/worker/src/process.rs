@@ -64,9 +64,7 @@ impl Stage {
                 // Not to be waited for here again (a drop would try): killed,
                 // and the reaper thread takes it over.
                 Err(e) => {
-                    self.signal_kill();
-                    self.pidfd = None;
-                    reap_later(self.pid);
+                    self.abandon();
                     return Err(e);
                 }
             }
@@ -79,6 +77,14 @@ impl Stage {
             (None, None) => 0,
         };
         Ok(ExitStatus::from_raw(raw))
+    }
+
+    /// Kills it and leaves its reaping to the reaper thread; a no-op once reaped.
+    fn abandon(&mut self) {
+        if let Some(fd) = self.pidfd.take() {
+            let _ = pidfd_send_signal(fd.get_ref(), Signal::KILL);
+            reap_later(self.pid);
+        }
     }
 
     fn signal_kill(&self) {
@@ -101,10 +107,7 @@ impl Drop for Stage {
     /// Killed, and reaped by a thread rather than a task: a drop may come
     /// while the runtime shuts down, when a task spawned is dropped at once.
     fn drop(&mut self) {
-        if let Some(fd) = self.pidfd.take() {
-            let _ = pidfd_send_signal(fd.get_ref(), Signal::KILL);
-            reap_later(self.pid);
-        }
+        self.abandon();
     }
 }
 
