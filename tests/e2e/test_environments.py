@@ -1,9 +1,11 @@
 """What issue 14 asks of environments, which Python's are forked from one
 zygote (a runtime imported once): two functions' environments share no
 variables, credentials, writable memory, `/tmp`, pid, network or mount
-namespace, nor open files; and a cold-start storm of 200 new functions
-invoked at once completes with every reply its own function's."""
+namespace, nor open files; a cold-start storm of 200 new functions
+invoked at once completes with every reply its own function's; and the
+template pool deepens to what a second of cold starts drew."""
 
+import base64
 import json
 import os
 import signal
@@ -11,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from botocore.config import Config
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from conftest import REGION, ROLE, create, make_zip, unique_name, wait_for
+from conftest import REGION, ROLE, Server, create, make_zip, send, unique_name, wait_for
 
 # Reports what the environment holds: its variables (names the test set,
 # and the credentials), what /tmp has before it writes there, its
@@ -189,3 +192,35 @@ def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(priv
         name = unique_name(f"fac-{i}")
         create(lam, name, REPORTER)
         assert invoke(lam, name)["name"] == name
+
+
+def templates_ready(server, runtime):
+    """The server's ready templates of `runtime`, from its Prometheus scrape."""
+    key, secret = server.credentials()
+    auth = base64.b64encode(f"{key}:{secret}".encode()).decode()
+    status, _, body = send("GET", server.endpoint + "/_nimbus/metrics", headers={"Authorization": f"Basic {auth}"})
+    assert status == 200, body
+    for family in text_string_to_metric_families(body.decode()):
+        if family.name == "nimbus_templates_ready":
+            return next((int(s.value) for s in family.samples if s.labels.get("runtime") == runtime), 0)
+    return 0
+
+
+def test_the_template_pool_deepens_as_fast_as_cold_starts_draw_it(tmp_path):
+    server = Server(tmp_path / "data", args=["--prewarm", "1", "--prewarm-max", "3"]).start()
+    try:
+        lam = server.client()
+        wait_for(lambda: templates_ready(server, "python3.11") == 1, "the floor of one template")
+        names = [unique_name("draw") for _ in range(12)]
+        for name in names:
+            create(lam, name, REPORTER)
+        # Twelve cold starts at once draw the pool dry; at least three of them
+        # fall in one second (unless they spread over more than four).
+        with ThreadPoolExecutor(12) as pool:
+            replies = list(pool.map(lambda n: invoke(lam, n), names))
+        assert [r["name"] for r in replies] == names
+        # The pool is refilled to the busiest second's draws, the ceiling of three, and no further.
+        wait_for(lambda: templates_ready(server, "python3.11") == 3, "three templates after the burst")
+        assert templates_ready(server, "python3.11") == 3
+    finally:
+        server.stop()

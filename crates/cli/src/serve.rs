@@ -74,9 +74,14 @@ pub struct ServeArgs {
     #[arg(long, env = "NIMBUS_MAX_LIFETIME", default_value_t = 7200)]
     max_lifetime: u64,
     /// Templates (a sandbox with its runtime started, waiting for a function)
-    /// kept ready per runtime from the start; cold starts take one.
+    /// kept ready per runtime from the start; cold starts take one. 0: none.
     #[arg(long, env = "NIMBUS_PREWARM", default_value_t = 2)]
     prewarm: usize,
+    /// The most templates kept per runtime when cold starts come fast: a
+    /// runtime's pool holds as many as cold starts took in the busiest second
+    /// of the last minute, between --prewarm and this.
+    #[arg(long, env = "NIMBUS_PREWARM_MAX", default_value_t = 32)]
+    prewarm_max: usize,
     /// Below this much available memory (MB), starting an environment first
     /// reclaims the least recently used idle one. Default: 5% of the node's memory.
     #[arg(long, env = "NIMBUS_MIN_FREE_MEMORY_MB")]
@@ -530,6 +535,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             sandbox,
             scaling,
             prewarm: args.prewarm,
+            prewarm_max: args.prewarm_max,
             sdk_dir: args.sdk_dir(),
             images: image_store.clone(),
         },

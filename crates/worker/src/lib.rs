@@ -15,6 +15,7 @@ mod pool;
 mod process;
 mod runtime_api;
 pub mod sdk;
+mod templates;
 mod unpack;
 mod zygote;
 
@@ -32,6 +33,7 @@ use tracing::Instrument;
 
 pub use env::Outcome;
 pub use pool::{ProvisionedStatus, ScalingLimits};
+use templates::{retire_all, RefillAfter, Templates};
 
 /// One synchronous invocation, resolved to the configuration that runs it.
 #[derive(Debug, Clone)]
@@ -183,8 +185,10 @@ pub struct Settings {
     pub sandbox: Option<SandboxConfig>,
     pub scaling: ScalingLimits,
     /// Templates kept started ahead per runtime (sandbox and runtime,
-    /// waiting for a function).
+    /// waiting for a function) with no cold starts, and at most when cold
+    /// starts come fast (see `templates.rs`).
     pub prewarm: usize,
+    pub prewarm_max: usize,
     /// The host's cache of the SDKs the managed runtimes ship (see
     /// `sdk.rs`); `None`: runtimes without them.
     pub sdk_dir: Option<PathBuf>,
@@ -358,13 +362,7 @@ impl Worker {
                 .map_err(|e| Error::Internal(format!("preparing the runtimes' SDKs: {e}")))?;
         }
         let pool = pool::Pool::new(settings.scaling.clone());
-        let templates = Arc::new(Templates {
-            ready: Default::default(),
-            filling: Default::default(),
-            target: settings.prewarm,
-            closed: Default::default(),
-            tasks: Default::default(),
-        });
+        let templates = Templates::new(settings.prewarm, settings.prewarm_max);
         let worker = Self {
             settings,
             code,
@@ -612,196 +610,11 @@ impl Worker {
     }
 }
 
-/// Runtimes started ahead, each in its own sandbox, waiting to be given a
-/// function: a cold start specialises one instead of building a sandbox
-/// and starting an interpreter on the request path. Kept at `target` per
-/// runtime of the node's catalog, from the start.
-struct Templates {
-    ready: std::sync::Mutex<HashMap<String, Vec<env::Env>>>,
-    filling: std::sync::Mutex<HashSet<String>>,
-    target: usize,
-    /// Set at shutdown: a template finished after it is retired at once.
-    closed: std::sync::atomic::AtomicBool,
-    /// The fill tasks, which shutdown waits for (a template half made has mounts).
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Templates {
-    fn lock_ready(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<env::Env>>> {
-        self.ready.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the runtime has templates: it must start ahead, and be one
-    /// this node can run (an image's root is one, in a sandbox).
-    fn applies(base: &env::Base) -> bool {
-        let managed = ["python", "nodejs"].iter().any(|p| base.runtime.starts_with(p)) && base.interpreter.is_some();
-        base.starts_ahead() && (managed || base.custom() || (base.image.is_some() && base.sandbox.is_some()))
-    }
-
-    /// Templates are kept per interpreter; every `provided*` shares one
-    /// kind, and each image root is its own.
-    fn family(base: &env::Base) -> String {
-        match (&base.image, base.custom()) {
-            (Some(root), _) => format!("image:{}", root.path().display()),
-            (None, true) => "provided".into(),
-            (None, false) => base.runtime.clone(),
-        }
-    }
-
-    /// A ready template of the runtime, if there is one. Refills at once
-    /// only when none is left: otherwise the cold start's [`RefillAfter`]
-    /// refills once it is answered, because a sandbox built meanwhile takes
-    /// the second core from the runtime starting in the template just taken.
-    fn take(self: &Arc<Self>, base: &env::Base) -> Option<env::Env> {
-        if !Self::applies(base) {
-            return None;
-        }
-        let (found, left) = {
-            let mut ready = self.lock_ready();
-            let list = ready.entry(Self::family(base)).or_default();
-            let mut found = None;
-            while let Some(t) = list.pop() {
-                if t.alive() {
-                    found = Some(t);
-                    break;
-                }
-                tokio::spawn(t.retire());
-            }
-            (found, list.len())
-        };
-        if left == 0 {
-            self.fill(base);
-        }
-        found
-    }
-
-    /// Adds a template to its family's ready list; after shutdown began,
-    /// retires it instead and says so.
-    async fn keep(&self, family: &str, t: env::Env) -> bool {
-        // Checked under the lock `close` closes with: nothing slips in after it.
-        let late = {
-            let mut ready = self.lock_ready();
-            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                Some(t)
-            } else {
-                ready.entry(family.to_string()).or_default().push(t);
-                None
-            }
-        };
-        match late {
-            Some(t) => {
-                t.retire().await;
-                false
-            }
-            None => true,
-        }
-    }
-
-    /// Makes sure a template of `base` is ready before returning (an image
-    /// function is Active once a sandbox waits on its root), then fills.
-    async fn ensure(self: &Arc<Self>, base: &env::Base) {
-        let family = Self::family(base);
-        let none = self.lock_ready().get(&family).is_none_or(Vec::is_empty);
-        if none && self.target > 0 && Self::applies(base) {
-            match env::Env::launch(base, None).await {
-                Ok(t) => {
-                    self.keep(&family, t).await;
-                }
-                Err(e) => tracing::warn!(%family, error = %e, "cannot start a template"),
-            }
-        }
-        self.fill(base);
-    }
-
-    fn fill(self: &Arc<Self>, base: &env::Base) {
-        let runtime = Self::family(base);
-        if self.target == 0
-            || self.closed.load(std::sync::atomic::Ordering::SeqCst)
-            || !Self::applies(base)
-            || !self.filling.lock().unwrap_or_else(|e| e.into_inner()).insert(runtime.clone())
-        {
-            return;
-        }
-        let (me, base) = (self.clone(), base.clone());
-        let task = tokio::spawn(async move {
-            while !me.closed.load(std::sync::atomic::Ordering::SeqCst)
-                && me.lock_ready().get(&runtime).map_or(0, Vec::len) < me.target
-            {
-                match env::Env::launch(&base, None).await {
-                    Ok(t) => {
-                        if !me.keep(&runtime, t).await {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%runtime, error = %e, "cannot start a template");
-                        break;
-                    }
-                }
-            }
-            me.filling.lock().unwrap_or_else(|e| e.into_inner()).remove(&runtime);
-        });
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
-    }
-
-    /// Hands back the templates of every image whose manifest digest is
-    /// not in `keep` (an image root is named by its digest's hex).
-    fn take_images(&self, keep: &HashSet<String>) -> Vec<env::Env> {
-        let unkept = |family: &str| {
-            family.strip_prefix("image:").is_some_and(|root| {
-                let hex = std::path::Path::new(root).file_name().unwrap_or_default().to_string_lossy();
-                !keep.contains(&format!("sha256:{hex}"))
-            })
-        };
-        let mut ready = self.lock_ready();
-        let doomed: Vec<String> = ready.keys().filter(|f| unkept(f)).cloned().collect();
-        doomed.iter().flat_map(|f| ready.remove(f).unwrap_or_default()).collect()
-    }
-
-    /// Stops filling, waits for fills under way, and hands back every template.
-    async fn close(&self) -> Vec<env::Env> {
-        {
-            let _ready = self.lock_ready();
-            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            let _ = task.await;
-        }
-        self.lock_ready().drain().flat_map(|(_, v)| v).collect()
-    }
-}
-
-/// Refills the templates of a cold start's runtime when dropped: once the
-/// cold start is answered, or has failed (see [`Templates::take`]).
-struct RefillAfter<'a> {
-    templates: &'a Arc<Templates>,
-    base: env::Base,
-}
-
-impl Drop for RefillAfter<'_> {
-    fn drop(&mut self) {
-        self.templates.fill(&self.base);
-    }
-}
-
-/// Retires environments one after another.
-async fn retire_all(envs: Vec<env::Env>) {
-    for e in envs {
-        e.retire().await;
-    }
-}
-
 #[async_trait]
 impl Invoker for Worker {
     fn environments(&self) -> Environments {
         let (busy, idle, provisioned) = self.pool.counts();
-        let mut templates: Vec<(String, u32)> =
-            self.templates.lock_ready().iter().map(|(r, l)| (r.clone(), l.len() as u32)).collect();
-        templates.sort();
-        Environments { busy, idle, provisioned, templates, running: self.pool.running() }
+        Environments { busy, idle, provisioned, templates: self.templates.counts(), running: self.pool.running() }
     }
 
     async fn invoke(&self, inv: Invocation) -> Result<Outcome, Error> {
