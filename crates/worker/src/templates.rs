@@ -50,6 +50,9 @@ struct Family {
     builders: usize,
     /// Cold starts per second (seconds since the pool started), the last minute's.
     draws: VecDeque<(u64, usize)>,
+    /// An image no longer kept (see [`Templates::take_images`]): its
+    /// builders stop, until a function of it asks for templates again.
+    retired: bool,
 }
 
 impl Family {
@@ -108,8 +111,12 @@ impl Templates {
 
     /// Ready templates per family.
     pub(crate) fn counts(&self) -> Vec<(String, u32)> {
-        let mut counts: Vec<(String, u32)> =
-            self.lock().iter().map(|(f, family)| (f.clone(), family.ready.len() as u32)).collect();
+        let mut counts: Vec<(String, u32)> = self
+            .lock()
+            .iter()
+            .filter(|(_, family)| !family.retired)
+            .map(|(f, family)| (f.clone(), family.ready.len() as u32))
+            .collect();
         counts.sort();
         counts
     }
@@ -209,6 +216,7 @@ impl Templates {
                 return;
             }
             let family = families.entry(name.clone()).or_default();
+            family.retired = false;
             let missing =
                 family.depth(second, self.floor, self.ceiling).saturating_sub(family.ready.len() + family.building);
             let start = missing.min(self.builders.saturating_sub(family.builders));
@@ -231,7 +239,8 @@ impl Templates {
                 let second = self.second();
                 let family = families.entry(name.clone()).or_default();
                 let depth = family.depth(second, self.floor, self.ceiling);
-                if self.closed.load(Ordering::SeqCst) || family.ready.len() + family.building >= depth {
+                if self.closed.load(Ordering::SeqCst) || family.retired || family.ready.len() + family.building >= depth
+                {
                     family.builders -= 1;
                     return;
                 }
@@ -243,7 +252,7 @@ impl Templates {
                 let family = families.entry(name.clone()).or_default();
                 family.building -= 1;
                 match made {
-                    Ok(t) if !self.closed.load(Ordering::SeqCst) => {
+                    Ok(t) if !self.closed.load(Ordering::SeqCst) && !family.retired => {
                         family.ready.push(t);
                         None
                     }
@@ -293,7 +302,8 @@ impl Templates {
     }
 
     /// Hands back the templates of every image whose manifest digest is
-    /// not in `keep` (an image root is named by its digest's hex).
+    /// not in `keep` (an image root is named by its digest's hex), and
+    /// stops their builders. The families stay, for builders still running.
     pub(crate) fn take_images(&self, keep: &HashSet<String>) -> Vec<env::Env> {
         let unkept = |family: &str| {
             family.strip_prefix("image:").is_some_and(|root| {
@@ -302,8 +312,14 @@ impl Templates {
             })
         };
         let mut families = self.lock();
-        let doomed: Vec<String> = families.keys().filter(|f| unkept(f)).cloned().collect();
-        doomed.iter().flat_map(|f| families.remove(f).map(|f| f.ready).unwrap_or_default()).collect()
+        families
+            .iter_mut()
+            .filter(|(name, _)| unkept(name))
+            .flat_map(|(_, family)| {
+                family.retired = true;
+                std::mem::take(&mut family.ready)
+            })
+            .collect()
     }
 
     /// Stops building and trimming, waits for builds under way, and hands
