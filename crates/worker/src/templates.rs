@@ -270,9 +270,7 @@ impl Templates {
         }
     }
 
-    /// Retires, every few seconds, the templates above each family's depth
-    /// (the newest first: the oldest have been waiting in memory longest
-    /// and are as good).
+    /// Retires, every few seconds, the templates above each family's depth.
     async fn trim(self: Arc<Self>) {
         loop {
             let closing = self.closing.notified();
