@@ -191,11 +191,16 @@ def test_a_service_of_three_survives_a_killed_task_and_rolls_with_minimum_health
 
 
 def test_a_failing_health_check_replaces_the_task(ecs, busybox):
-    # The page is there for 2.5 s, then gone: the probe passes, then fails.
+    # The page is there until 2 s after the probe first passed (the probe
+    # leaves a mark), then gone: the probe passes, then fails. Timed from
+    # the pass, not from the start: on a loaded machine the first probe
+    # can come later than any fixed delay.
     flaky = ["/bin/sh", "-c", "/bin/busybox mkdir -p /tmp/www && echo ok > /tmp/www/index.html"
-             " && (/bin/busybox sleep 2.5; rm /tmp/www/index.html) & exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+             " && (until [ -f /tmp/passed ]; do /bin/busybox sleep 0.1; done; /bin/busybox sleep 2;"
+             " rm /tmp/www/index.html) & exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+    check = dict(PAGE_CHECK, command=[PAGE_CHECK["command"][0], PAGE_CHECK["command"][1] + " && touch /tmp/passed"])
     family = register(ecs, containers=[container(image=busybox, entryPoint=flaky, stopTimeout=1,
-                                                 healthCheck=PAGE_CHECK)])["family"]
+                                                 healthCheck=check)])["family"]
     name = create(ecs, family, 1)
     first = wait_for(lambda: [t for t in service_tasks(ecs, name) if t["healthStatus"] == "HEALTHY"],
                      "a healthy task")[0]

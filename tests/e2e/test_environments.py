@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -219,8 +220,12 @@ def test_the_template_pool_deepens_as_fast_as_cold_starts_draw_it(tmp_path):
         with ThreadPoolExecutor(12) as pool:
             replies = list(pool.map(lambda n: invoke(lam, n), names))
         assert [r["name"] for r in replies] == names
-        # The pool is refilled to the busiest second's draws, the ceiling of three, and no further.
+        # The pool is refilled to the busiest second's draws, the ceiling of three, and no further:
+        # watched for two seconds (a Python template builds in tens of ms; the surplus would be
+        # trimmed only after five), it never passes three.
         wait_for(lambda: templates_ready(server, "python3.11") == 3, "three templates after the burst")
-        assert templates_ready(server, "python3.11") == 3
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            assert templates_ready(server, "python3.11") <= 3
     finally:
         server.stop()

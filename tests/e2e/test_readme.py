@@ -46,20 +46,25 @@ def at_checkout_path(clone, command, tmp_path):
     (it may lie inside the checkout)."""
     view = tmp_path / "target-view"
     view.mkdir(parents=True)
+    # Arguments: the target, its view, the clone, the checkout, the command.
     script = """set -e
-mount --bind "$TARGET" "$VIEW"
-mount --bind "$CLONE" "$REPO"
-mkdir -p "$TARGET"
-mount --bind "$VIEW" "$TARGET"
-cd "$REPO"
-exec bash -c "$COMMAND"
+mount --bind "$1" "$2"
+mount --bind "$3" "$4"
+mkdir -p "$1"
+mount --bind "$2" "$1"
+cd "$4"
+exec bash -c "$5"
 """
-    env = dict(TARGET=str(TARGET), VIEW=str(view), CLONE=str(clone), REPO=str(REPO), COMMAND=command)
-    return ["unshare", "--mount", "--propagation", "private", "env", *[f"{k}={v}" for k, v in env.items()],
-            "bash", "-c", script]
+    return ["unshare", "--mount", "--propagation", "private", "bash", "-c", script, "at-checkout-path",
+            str(TARGET), str(view), str(clone), str(REPO), command]
 
 
 def test_the_readme_commands_work_on_a_fresh_clone(tmp_path):
+    # The clone is of HEAD, and Cargo trusts this run's build for it: what
+    # was built must be HEAD.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout
+    assert dirty == "", f"commit first: the fresh clone is of HEAD, and this run built the working tree:\n{dirty}"
     run, test = two_commands()
     assert run == "cargo run --release -- serve" and test == "scripts/test"
     clone = fresh_clone(tmp_path)

@@ -51,7 +51,10 @@ struct Family {
     /// Cold starts per second (seconds since the pool started), the last minute's.
     draws: VecDeque<(u64, usize)>,
     /// An image no longer kept (see [`Templates::take_images`]): its
-    /// builders stop, until a function of it asks for templates again.
+    /// builders stop and it is not refilled (a cold start of the old image
+    /// still running must not start it again), until a function of it is
+    /// prepared again ([`Templates::ensure`]). Kept, empty, for builders
+    /// still running: an entry per image a node has had.
     retired: bool,
 }
 
@@ -176,7 +179,12 @@ impl Templates {
     /// function is Active once a sandbox waits on its root), then fills.
     pub(crate) async fn ensure(self: &Arc<Self>, base: &env::Base) {
         let family = Self::family(base);
-        let none = self.lock().get(&family).is_none_or(|f| f.ready.is_empty());
+        let none = {
+            let mut families = self.lock();
+            let f = families.entry(family.clone()).or_default();
+            f.retired = false;
+            f.ready.is_empty()
+        };
         if none && self.floor > 0 && Self::applies(base) {
             match env::Env::launch(base, None).await {
                 Ok(t) => {
@@ -210,20 +218,20 @@ impl Templates {
         }
         let name = Self::family(base);
         let second = self.second();
+        // Held first: a `close` after the decision below still finds the builders' handles.
+        let mut tasks = self.lock_tasks();
         let start = {
             let mut families = self.lock();
-            if self.closed.load(Ordering::SeqCst) {
+            let family = families.entry(name.clone()).or_default();
+            if self.closed.load(Ordering::SeqCst) || family.retired {
                 return;
             }
-            let family = families.entry(name.clone()).or_default();
-            family.retired = false;
             let missing =
                 family.depth(second, self.floor, self.ceiling).saturating_sub(family.ready.len() + family.building);
             let start = missing.min(self.builders.saturating_sub(family.builders));
             family.builders += start;
             start
         };
-        let mut tasks = self.lock_tasks();
         tasks.retain(|t| !t.is_finished());
         for _ in 0..start {
             tasks.push(tokio::spawn(self.clone().build(name.clone(), base.clone())));
