@@ -178,36 +178,44 @@ impl Templates {
     /// Makes sure a template of `base` is ready before returning (an image
     /// function is Active once a sandbox waits on its root), then fills.
     pub(crate) async fn ensure(self: &Arc<Self>, base: &env::Base) {
-        let family = Self::family(base);
-        let none = {
+        let name = Self::family(base);
+        let build = {
             let mut families = self.lock();
-            let f = families.entry(family.clone()).or_default();
-            f.retired = false;
-            f.ready.is_empty()
+            let family = families.entry(name.clone()).or_default();
+            family.retired = false;
+            let build = family.ready.is_empty() && self.floor > 0 && Self::applies(base);
+            family.building += usize::from(build);
+            build
         };
-        if none && self.floor > 0 && Self::applies(base) {
-            match env::Env::launch(base, None).await {
-                Ok(t) => {
-                    if let Some(late) = self.keep(&family, t) {
-                        late.retire().await;
-                    }
-                }
-                Err(e) => tracing::warn!(%family, error = %e, "cannot start a template"),
-            }
+        if build {
+            self.settle(&name, env::Env::launch(base, None).await).await;
         }
         self.fill(base);
     }
 
-    /// Adds a template to its family's ready list; after shutdown began,
-    /// hands it back to be retired.
-    fn keep(&self, family: &str, t: env::Env) -> Option<env::Env> {
-        // Checked under the lock `close` closes with: nothing slips in after it.
-        let mut families = self.lock();
-        if self.closed.load(Ordering::SeqCst) {
-            return Some(t);
-        }
-        families.entry(family.to_string()).or_default().ready.push(t);
-        None
+    /// Ends a build counted in its family's `building`: the template joins
+    /// the ready list, or is retired once the pool closed or the family
+    /// retired; a failure is logged. Says whether the template was kept.
+    async fn settle(&self, name: &str, made: Result<env::Env, crate::Error>) -> bool {
+        let late = {
+            // Checked under the lock `close` closes with: nothing slips in after it.
+            let mut families = self.lock();
+            let family = families.entry(name.to_string()).or_default();
+            family.building -= 1;
+            match made {
+                Ok(t) if !self.closed.load(Ordering::SeqCst) && !family.retired => {
+                    family.ready.push(t);
+                    return true;
+                }
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(family = %name, error = %e, "cannot start a template");
+                    return false;
+                }
+            }
+        };
+        late.retire().await;
+        false
     }
 
     /// Starts builders for the family until its ready and building
@@ -254,26 +262,9 @@ impl Templates {
                 }
                 family.building += 1;
             }
-            let made = env::Env::launch(&base, None).await;
-            let late = {
-                let mut families = self.lock();
-                let family = families.entry(name.clone()).or_default();
-                family.building -= 1;
-                match made {
-                    Ok(t) if !self.closed.load(Ordering::SeqCst) && !family.retired => {
-                        family.ready.push(t);
-                        None
-                    }
-                    Ok(t) => Some(t),
-                    Err(ref e) => {
-                        tracing::warn!(family = %name, error = %e, "cannot start a template");
-                        family.builders -= 1;
-                        return;
-                    }
-                }
-            };
-            if let Some(t) = late {
-                t.retire().await;
+            if !self.settle(&name, env::Env::launch(&base, None).await).await {
+                self.lock().entry(name.clone()).or_default().builders -= 1;
+                return;
             }
         }
     }
@@ -340,7 +331,8 @@ impl Templates {
         for task in tasks {
             let _ = task.await;
         }
-        self.lock().drain().flat_map(|(_, f)| f.ready).collect()
+        // The families stay: an `ensure` still under way settles its build into one.
+        self.lock().values_mut().flat_map(|f| std::mem::take(&mut f.ready)).collect()
     }
 }
 
