@@ -106,6 +106,9 @@ pub struct Schedules {
     /// Where given-up firings go (a schedule's DeadLetterConfig).
     queues: Arc<nimbus_queues::Queues>,
     clock: Clock,
+    /// When this node began (on `clock`): due times before it fell while
+    /// the node was down.
+    started_ms: i64,
     writes: Mutex<()>,
     /// Wakes the timer when a schedule changes.
     wake: Notify,
@@ -118,7 +121,8 @@ impl Schedules {
         queues: Arc<nimbus_queues::Queues>,
         clock: Clock,
     ) -> Self {
-        Self { meta, control, queues, clock, writes: Mutex::new(()), wake: Notify::new() }
+        let started_ms = clock.now_ms();
+        Self { meta, control, queues, clock, started_ms, writes: Mutex::new(()), wake: Notify::new() }
     }
 
     fn arn_prefix(&self) -> String {

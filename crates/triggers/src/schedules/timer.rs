@@ -10,8 +10,9 @@
 //! schedule's next due time or its deletion. A crash before the commit
 //! fires the time again after the restart; after it, never: at least once.
 //!
-//! After downtime a schedule fires once, for its latest missed due time,
-//! and the earlier ones are reported skipped (WARN); a firing older than
+//! After downtime a schedule fires once, for its latest due time missed
+//! while the node was down, and the earlier ones are reported skipped
+//! (WARN); times due since the node started all fire. A firing older than
 //! the RetryPolicy's MaximumEventAgeInSeconds is not delivered at all.
 
 use std::sync::Arc;
@@ -88,9 +89,11 @@ impl Schedules {
             // Unreadable (cannot happen for what create checked): park it.
             return self.record(s, After::Next(DueTimes::default()), None, None, None).await;
         };
-        // A due time is missed only once its whole flexible window has passed.
+        // A due time is missed only once its whole flexible window has passed,
+        // and only if it fell while the node was down: a running node that
+        // falls behind (a stalled disk, a starved timer) fires each time late.
         let window_ms = i64::from(s.flexible_window_minutes.unwrap_or(0)) * 60_000;
-        let (scheduled, missed) = timing.latest_due(due, (now - window_ms).max(due));
+        let (scheduled, missed) = timing.latest_due(due, (now - window_ms).min(self.started_ms).max(due));
         let next = times(s, timing.next_due(scheduled));
         let completed = next.due_ms.is_none();
         if missed.any() {
