@@ -14,6 +14,7 @@ mod group;
 mod logs;
 mod mappings;
 mod metrics;
+mod migrations;
 mod object_cache;
 mod objects;
 mod queues;

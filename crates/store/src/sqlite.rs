@@ -218,7 +218,7 @@ impl SqliteMetadata {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        crate::migrations::migrator().await?.run(&pool).await?;
         let objects = crate::group::start(pool.clone());
         Ok(Self {
             pool,
