@@ -45,10 +45,11 @@ def serving(text):
             " && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
 
 
-# A probe over the task's loopback, every second; after the first second,
-# one failure is enough.
+# A probe over the task's loopback, every second. A pass counts at once; a
+# failure, enough on its own, only after 5 s, so that a loaded machine's
+# slow httpd start is not a failed check.
 PAGE_CHECK = {"command": ["CMD-SHELL", "/bin/busybox wget -q -O /dev/null http://127.0.0.1:8080/index.html"],
-              "interval": 1, "timeout": 2, "retries": 1, "startPeriod": 1}
+              "interval": 1, "timeout": 5, "retries": 1, "startPeriod": 5}
 
 
 def web(busybox, text, **kw):
@@ -203,7 +204,7 @@ def test_a_failing_health_check_replaces_the_task(ecs, busybox):
                                                  healthCheck=check)])["family"]
     name = create(ecs, family, 1)
     first = wait_for(lambda: [t for t in service_tasks(ecs, name) if t["healthStatus"] == "HEALTHY"],
-                     "a healthy task")[0]
+                     "a healthy task", 60)[0]
     assert first["containers"][0]["healthStatus"] == "HEALTHY"
     done = stopped(ecs, first["taskArn"])
     assert (done["stopCode"], done["stoppedReason"]) == ("ServiceSchedulerInitiated",
