@@ -114,6 +114,12 @@ exports.logs = async () => {
 };
 '''
 
+# CommonJS that imports: its bare specifiers resolve in NODE_PATH too.
+NODE_CJS_IMPORT = '''
+exports.layers = async () => [(await import("layer-flat")).default.WHERE,
+                              (await import("layer-versioned")).default.WHERE];
+'''
+
 
 @pytest.fixture(scope="module")
 def sdks(server):
@@ -140,7 +146,7 @@ def python(lam, handler, **kw):
 
 
 def node(lam, handler, module="index.mjs", **kw):
-    return function(lam, "nodejs20.x", f"{module.split('.')[0]}.{handler}", {"index.mjs": NODE_ESM, "cjs.js": NODE_CJS},
+    return function(lam, "nodejs20.x", f"{module.split('.')[0]}.{handler}", {"index.mjs": NODE_ESM, "cjs.js": NODE_CJS, "dyn.js": NODE_CJS_IMPORT},
                     **kw)
 
 
@@ -256,7 +262,7 @@ def test_layer_paths_of_both_runtimes(lam):
     })
     arn = lam.publish_layer_version(LayerName=unique_name("paths"), Content={"ZipFile": layer})["LayerVersionArn"]
     assert call(lam, python(lam, "layers", Layers=[arn]))[1] == ["python", "site-packages"]
-    for module in ["cjs.js", "index.mjs"]:
+    for module in ["cjs.js", "index.mjs", "dyn.js"]:
         assert call(lam, node(lam, "layers", module=module, Layers=[arn]))[1] == ["node_modules", "node20"], module
 
 

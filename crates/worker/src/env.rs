@@ -2,7 +2,7 @@
 //! the invocation it is serving, and the log lines it writes.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
@@ -41,6 +41,12 @@ pub struct Base {
     /// from instead of starting an interpreter: set only for a sandboxed
     /// Python runtime (an image function has no runtime).
     pub zygote: Option<Arc<crate::zygote::Zygote>>,
+    /// For Node.js: the runtime registers its ES module resolution hooks
+    /// (`runtimes/nodejs/esm-paths.mjs`) before its function is known.
+    /// Node 20 runs them on a thread of their own, which costs a template
+    /// about 80 ms of CPU, so only the templates of functions that may
+    /// import (see [`node_imports`]) have them.
+    pub esm_hooks: bool,
 }
 
 /// A Python image's interpreter and `Env`, which its templates start
@@ -573,6 +579,35 @@ fn base_environment(base: &Base, paths: &Paths) -> Vec<(String, String)> {
     env
 }
 
+/// Whether a Node.js function's handler may `import` a bare specifier,
+/// which only the runtime's resolution hooks find in `NODE_PATH` (the SDK,
+/// layers): its module is an ES module (`.mjs`, or `.js` under a
+/// `package.json` of `"type": "module"`), or its source calls `import(`.
+/// The bootstrap applies the same rule when it loads the handler, and
+/// registers the hooks then if its template did not, so a wrong guess here
+/// costs time, never a failed import. Resolved as the bootstrap resolves
+/// the handler: `.js`, then `.mjs`, then `.cjs`.
+pub fn node_imports(code_dir: &Path, handler: &str) -> bool {
+    let Some((module, _)) = handler.rsplit_once('.') else { return false };
+    let Some(file) =
+        ["js", "mjs", "cjs"].iter().map(|ext| code_dir.join(format!("{module}.{ext}"))).find(|f| f.is_file())
+    else {
+        return false;
+    };
+    let es_module = match file.extension().and_then(|e| e.to_str()) {
+        Some("mjs") => true,
+        Some("js") => file
+            .ancestors()
+            .skip(1)
+            .take_while(|d| d.starts_with(code_dir))
+            .find_map(|d| std::fs::read(d.join("package.json")).ok())
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+            .is_some_and(|p| p["type"] == "module"),
+        _ => false,
+    };
+    es_module || std::fs::read(&file).is_ok_and(|src| src.windows(7).any(|w| w == b"import("))
+}
+
 /// The environment of a runtime started ahead of its function. No Nimbus
 /// variable: it knows it is one by its stdin, the worker's socket.
 fn ahead_environment(base: &Base, paths: &Paths, runtime_api: &str) -> Vec<(String, String)> {
@@ -702,7 +737,13 @@ fn runtime_command(base: &Base, paths: &Paths) -> Option<Vec<String>> {
         r if r.starts_with("python") => {
             Some(vec![interpreter, "-I".into(), "-S".into(), "-u".into(), format!("{rt}/bootstrap.py")])
         }
-        r if r.starts_with("nodejs") => Some(vec![interpreter, format!("{rt}/bootstrap.mjs")]),
+        // An argument, not a variable: no Nimbus variable is ever in a
+        // function's environment (not even its initial one).
+        r if r.starts_with("nodejs") => {
+            let mut argv = vec![interpreter, format!("{rt}/bootstrap.mjs")];
+            argv.extend(base.esm_hooks.then(|| "--esm-hooks".to_string()));
+            Some(argv)
+        }
         _ => None,
     }
 }
@@ -1306,6 +1347,27 @@ mod tests {
         assert_eq!(hash(&t), hash(&trace_id(&format!("{arn}:live"), 4)), "the hash names the function");
     }
 
+    #[test]
+    fn node_handlers_that_may_import_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: &str| {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        put("esm.mjs", "export const handler = async () => 1;");
+        put("cjs.js", "exports.handler = async () => require('x');");
+        put("both.js", "exports.handler = async () => (await import('x')).default;");
+        put("pkg/index.js", "export const handler = async () => 1;");
+        put("pkg/package.json", r#"{"type": "module"}"#);
+        put("plain/index.js", "exports.handler = async () => 1;");
+        put("plain/package.json", r#"{"type": "commonjs"}"#);
+        let imports = |handler: &str| node_imports(dir.path(), handler);
+        assert!(imports("esm.handler") && imports("both.handler") && imports("pkg/index.handler"));
+        assert!(!imports("cjs.handler") && !imports("plain/index.handler") && !imports("missing.handler"));
+        assert!(!imports("nodot"));
+    }
+
     fn spec(runtime: &str, vars: &[(&str, &str)]) -> Spec {
         let code = nimbus_core::function::Code { sha256_hex: "00".into(), size: 1, unzipped_size: 1 };
         let mut config = FunctionConfig::new("f", "arn:aws:iam::000000000000:role/r".into(), code, 0, "rev".into());
@@ -1324,6 +1386,7 @@ mod tests {
                 image: None,
                 image_preload: None,
                 zygote: None,
+                esm_hooks: false,
             },
             key: String::new(),
             config,

@@ -20,7 +20,7 @@ mod unpack;
 mod zygote;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -413,6 +413,7 @@ impl Worker {
             image: None,
             image_preload: None,
             zygote: None,
+            esm_hooks: false,
         };
         base.zygote = self.zygote(&base);
         base
@@ -442,6 +443,14 @@ impl Worker {
     }
 
     /// What environments of an image function start from.
+    /// The base of a zip function whose code is unpacked in `code_dir`.
+    fn code_base(&self, config: &FunctionConfig, code_dir: &Path) -> env::Base {
+        let base = self.base(config);
+        let esm_hooks = base.runtime.starts_with("nodejs")
+            && env::node_imports(code_dir, config.handler.as_deref().unwrap_or_default());
+        env::Base { esm_hooks, ..base }
+    }
+
     fn image_base(&self, config: &FunctionConfig, root: nimbus_images::Root) -> env::Base {
         env::Base {
             image: Some(root),
@@ -484,11 +493,12 @@ impl Worker {
                 init_type,
             });
         }
+        let code_dir = self.code_dir(config).await?;
         Ok(env::Spec {
-            base: self.base(config),
+            base: self.code_base(config, &code_dir),
             key: Self::key(config),
             config: config.clone(),
-            code_dir: self.code_dir(config).await?,
+            code_dir,
             keys: self.settings.credentials.issue(invoked_arn),
             layers: self.layers_dir(config).await?,
             init_type,
@@ -670,13 +680,14 @@ impl Invoker for Worker {
             return;
         }
         let ready = async {
-            self.code_dir(config).await?;
-            self.layers_dir(config).await
+            let code_dir = self.code_dir(config).await?;
+            self.layers_dir(config).await?;
+            Ok::<_, Error>(code_dir)
         };
-        if let Err(e) = ready.await {
-            tracing::warn!(function = %config.name, error = %e, "cannot prepare the function's code ahead");
+        match ready.await {
+            Ok(code_dir) => self.templates.fill(&self.code_base(config, &code_dir)),
+            Err(e) => tracing::warn!(function = %config.name, error = %e, "cannot prepare the function's code ahead"),
         }
-        self.templates.fill(&self.base(config));
     }
 
     async fn retire(&self, function: &str, version: Option<&str>) {

@@ -131,12 +131,14 @@ impl Templates {
         base.starts_ahead() && (managed || base.custom() || (base.image.is_some() && base.sandbox.is_some()))
     }
 
-    /// Templates are kept per interpreter; every `provided*` shares one
-    /// kind, and each image root is its own.
+    /// Templates are kept per interpreter (a Node.js one with its ES module
+    /// hooks apart); every `provided*` shares one kind, and each image root
+    /// is its own.
     fn family(base: &env::Base) -> String {
         match (&base.image, base.custom()) {
             (Some(root), _) => format!("image:{}", root.path().display()),
             (None, true) => "provided".into(),
+            (None, false) if base.esm_hooks => format!("{}+esm", base.runtime),
             (None, false) => base.runtime.clone(),
         }
     }
