@@ -16,7 +16,7 @@
 // AWS_LAMBDA_LOG_LEVEL; ES modules resolve bare specifiers in NODE_PATH too
 // (esm-paths.mjs), so the runtime's SDK and layers' packages import.
 
-import { existsSync, fstatSync, readFileSync } from "node:fs";
+import { existsSync, fstatSync } from "node:fs";
 import http from "node:http";
 import Module, { register } from "node:module";
 import net from "node:net";
@@ -94,41 +94,15 @@ class Channel {
 
 // Before a handler's imports: resolution hooks over the NODE_PATH this
 // runtime started with (the same directories its functions get). Node 20
-// runs them on a thread of their own (about 80 ms of CPU to start), so they
-// are registered only for a handler that may import (needsHooks): at start
-// when the worker says so (--esm-hooks, for the templates of such
-// functions), else when the handler is loaded.
-let hooked = false;
-function registerHooks() {
-  if (hooked) return;
-  hooked = true;
+// runs them on a thread of their own (about 80 ms of CPU to start), so the
+// worker asks for them (--esm-hooks) only for handlers that may import
+// (env.rs, node_imports): a template for such functions is started with
+// the flag, and so is a runtime started for its function.
+if (process.argv.includes("--esm-hooks")) {
   register(new URL("./esm-paths.mjs", import.meta.url).href, {
     data: { dirs: (process.env.NODE_PATH || "").split(":") },
   });
 }
-
-// The worker's rule (env.rs, node_imports): an ES module, or a source that
-// calls import(), may import a bare specifier found only in NODE_PATH.
-function needsHooks(file) {
-  if (file.endsWith(".mjs")) return true;
-  if (file.endsWith(".js")) {
-    for (let dir = path.dirname(file); dir.startsWith(TASK_ROOT); dir = path.dirname(dir)) {
-      const pkg = path.join(dir, "package.json");
-      if (existsSync(pkg)) {
-        try {
-          if (JSON.parse(readFileSync(pkg, "utf8")).type === "module") return true;
-        } catch {
-          // Not JSON: Node's own loader reports it.
-        }
-        break;
-      }
-      if (dir === path.dirname(dir)) break;
-    }
-  }
-  return readFileSync(file, "utf8").includes("import(");
-}
-
-if (process.argv.includes("--esm-hooks")) registerHooks();
 
 let channel = null;
 if (fstatSync(0).isSocket()) {
@@ -381,7 +355,6 @@ async function loadHandler() {
   }
   let mod;
   try {
-    if (needsHooks(file)) registerHooks();
     mod = await import(pathToFileURL(file).href);
   } catch (err) {
     if (err instanceof SyntaxError) return initError(err, "Runtime.UserCodeSyntaxError");

@@ -16,31 +16,38 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 macro_rules! embed {
-    ($version:literal, $description:literal, $file:literal) => {
-        ($version, $description, include_str!(concat!("../migrations/", $file)))
+    ($file:literal) => {
+        ($file, include_str!(concat!("../migrations/", $file)))
     };
 }
 
-/// Version, description and SQL of each migration, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    embed!(1, "initial", "0001_initial.sql"),
-    embed!(2, "async events", "0002_async_events.sql"),
-    embed!(3, "logs and metering", "0003_logs_and_metering.sql"),
-    embed!(4, "code signing configs", "0004_code_signing_configs.sql"),
-    embed!(5, "function urls", "0005_function_urls.sql"),
-    embed!(6, "objects", "0006_objects.sql"),
-    embed!(7, "async lineage", "0007_async_lineage.sql"),
-    embed!(8, "queues", "0008_queues.sql"),
-    embed!(9, "schedules", "0009_schedules.sql"),
-    embed!(10, "event source mappings", "0010_event_source_mappings.sql"),
-    embed!(11, "object data", "0011_object_data.sql"),
-    embed!(12, "registry", "0012_registry.sql"),
-    embed!(13, "ecs", "0013_ecs.sql"),
-    embed!(14, "log groups", "0014_log_groups.sql"),
-    embed!(15, "ecs services", "0015_ecs_services.sql"),
-    embed!(16, "task usage", "0016_task_usage.sql"),
-    embed!(17, "metrics", "0017_metrics.sql"),
+/// File name and SQL of each migration, in order.
+const MIGRATIONS: &[(&str, &str)] = &[
+    embed!("0001_initial.sql"),
+    embed!("0002_async_events.sql"),
+    embed!("0003_logs_and_metering.sql"),
+    embed!("0004_code_signing_configs.sql"),
+    embed!("0005_function_urls.sql"),
+    embed!("0006_objects.sql"),
+    embed!("0007_async_lineage.sql"),
+    embed!("0008_queues.sql"),
+    embed!("0009_schedules.sql"),
+    embed!("0010_event_source_mappings.sql"),
+    embed!("0011_object_data.sql"),
+    embed!("0012_registry.sql"),
+    embed!("0013_ecs.sql"),
+    embed!("0014_log_groups.sql"),
+    embed!("0015_ecs_services.sql"),
+    embed!("0016_task_usage.sql"),
+    embed!("0017_metrics.sql"),
 ];
+
+/// A migration's version and description from its file name, as
+/// `migrate!` reads them: `0001_initial_schema.sql` is 1, "initial schema".
+fn version_and_description(file: &str) -> Option<(i64, String)> {
+    let (version, rest) = file.split_once('_')?;
+    Some((version.parse().ok()?, rest.strip_suffix(".sql")?.replace('_', " ")))
+}
 
 #[derive(Debug)]
 struct Embedded;
@@ -48,19 +55,21 @@ struct Embedded;
 impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(self) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
         Box::pin(async {
-            Ok(MIGRATIONS
+            MIGRATIONS
                 .iter()
-                .map(|&(version, description, sql)| {
+                .map(|&(file, sql)| {
+                    let (version, description) =
+                        version_and_description(file).ok_or_else(|| format!("migration file name {file}"))?;
                     let no_tx = sql.starts_with("-- no-transaction");
-                    Migration::new(
+                    Ok(Migration::new(
                         version,
-                        Cow::Borrowed(description),
+                        Cow::Owned(description),
                         MigrationType::Simple,
                         Cow::Borrowed(sql),
                         no_tx,
-                    )
+                    ))
                 })
-                .collect())
+                .collect()
         })
     }
 }
@@ -77,18 +86,20 @@ mod tests {
     #[test]
     fn the_list_is_the_migrations_directory() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-        let mut files: Vec<(i64, String, String)> = std::fs::read_dir(dir)
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| {
                 let name = e.unwrap().file_name().into_string().unwrap();
-                let (version, rest) = name.split_once('_').unwrap();
                 let sql = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
-                (version.parse().unwrap(), rest.trim_end_matches(".sql").replace('_', " "), sql)
+                (name, sql)
             })
             .collect();
         files.sort();
-        let listed: Vec<(i64, String, String)> =
-            MIGRATIONS.iter().map(|&(v, d, s)| (v, d.to_string(), s.to_string())).collect();
+        let listed: Vec<(String, String)> = MIGRATIONS.iter().map(|&(f, s)| (f.to_string(), s.to_string())).collect();
         assert_eq!(listed, files);
+        assert_eq!(
+            version_and_description("0010_event_source_mappings.sql"),
+            Some((10, "event source mappings".into()))
+        );
     }
 }

@@ -583,10 +583,11 @@ fn base_environment(base: &Base, paths: &Paths) -> Vec<(String, String)> {
 /// which only the runtime's resolution hooks find in `NODE_PATH` (the SDK,
 /// layers): its module is an ES module (`.mjs`, or `.js` under a
 /// `package.json` of `"type": "module"`), or its source calls `import(`.
-/// The bootstrap applies the same rule when it loads the handler, and
-/// registers the hooks then if its template did not, so a wrong guess here
-/// costs time, never a failed import. Resolved as the bootstrap resolves
-/// the handler: `.js`, then `.mjs`, then `.cjs`.
+/// The runtime is told (`--esm-hooks`) by its template's family or, started
+/// for its function, by its command line. Only the handler's own file is
+/// read: a CommonJS module it requires that imports a bare specifier from
+/// `NODE_PATH` goes unseen. Resolved as the bootstrap resolves the handler:
+/// `.js`, then `.mjs`, then `.cjs`.
 pub fn node_imports(code_dir: &Path, handler: &str) -> bool {
     let Some((module, _)) = handler.rsplit_once('.') else { return false };
     let Some(file) =

@@ -442,8 +442,7 @@ impl Worker {
         }
     }
 
-    /// What environments of an image function start from.
-    /// The base of a zip function whose code is unpacked in `code_dir`.
+    /// What environments of a zip function, its code unpacked in `code_dir`, start from.
     fn code_base(&self, config: &FunctionConfig, code_dir: &Path) -> env::Base {
         let base = self.base(config);
         let esm_hooks = base.runtime.starts_with("nodejs")
@@ -451,6 +450,7 @@ impl Worker {
         env::Base { esm_hooks, ..base }
     }
 
+    /// What environments of an image function start from.
     fn image_base(&self, config: &FunctionConfig, root: nimbus_images::Root) -> env::Base {
         env::Base {
             image: Some(root),
