@@ -66,7 +66,7 @@ impl TaskRuntime for SandboxRuntime {
             Some(layout) => {
                 let limits = Limits {
                     memory_bytes: u64::from(task.memory_mib) << 20,
-                    cpu_millis: (u64::from(task.cpu) * 1000 / 1024).max(1),
+                    cpu_millis: Some((u64::from(task.cpu) * 1000 / 1024).max(1)),
                     pids: 1024,
                 };
                 Some(Arc::new(

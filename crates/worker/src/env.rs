@@ -431,13 +431,14 @@ async fn prepare_sandbox(
             control.read_exact(&mut ready)?;
             let cgroup = match &layout {
                 Some(l) => {
-                    // Generous until the function is known: specialisation sets its limits.
-                    let cg = nimbus_sandbox::cgroup::Cgroup::create(
-                        l,
-                        &group,
-                        &id,
-                        nimbus_sandbox::cgroup::Limits::for_memory_mb(TEMPLATE_MEMORY_MB),
-                    )?;
+                    // Generous until the function is known: specialisation
+                    // sets its memory, and its CPU share once its init is
+                    // done (AWS boosts CPU during init).
+                    let limits = nimbus_sandbox::cgroup::Limits {
+                        cpu_millis: None,
+                        ..nimbus_sandbox::cgroup::Limits::for_memory_mb(TEMPLATE_MEMORY_MB)
+                    };
+                    let cg = nimbus_sandbox::cgroup::Cgroup::create(l, &group, &id, limits)?;
                     cg.attach(pid)?;
                     Some(cg)
                 }
@@ -1093,8 +1094,7 @@ impl Env {
     /// unthrottled, as AWS boosts CPU during the init phase.
     pub fn limit_cpu(&self) {
         if let Some(cg) = &self.cgroup {
-            let limits = nimbus_sandbox::cgroup::Limits::for_memory_mb(u64::from(self.memory_mb));
-            if let Err(e) = cg.limit_cpu(limits.cpu_millis) {
+            if let Err(e) = cg.limit_cpu(nimbus_sandbox::cgroup::cpu_share(u64::from(self.memory_mb))) {
                 tracing::warn!(error = %e, "cannot set the CPU limit");
             }
         }
