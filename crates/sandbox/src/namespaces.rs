@@ -186,6 +186,18 @@ pub fn shared_mount_point(dir: &Path) -> std::io::Result<()> {
         .map_err(|e| io(e, &format!("sharing {}", dir.display())))
 }
 
+/// Mounts a private tmpfs on `dir` (created if needed), for directories
+/// made and removed for every sandbox (its root and slots): on this
+/// machine's ext4 five of them cost 190 µs of CPU to make and as much to
+/// remove, on a tmpfs 30. Holds no file, so its size is nominal.
+pub fn scratch_tmpfs(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=1m,mode=755"))
+        .map_err(|e| io(e, &format!("tmpfs on {}", dir.display())))?;
+    mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| io(e, &format!("private {}", dir.display())))
+}
+
 /// Makes `dir` a read-only, nosuid, nodev mount of itself (once), so that
 /// binds of it, and their propagated copies, are read-only too.
 pub fn read_only_self(dir: &Path) -> std::io::Result<()> {

@@ -335,7 +335,9 @@ impl Worker {
             .map_err(|e| Error::Internal(format!("creating {}: {e}", runtime_dir.display())))?;
         if let Some(sb) = &settings.sandbox {
             // Leftovers of a previous run that was killed before retiring its
-            // environments: mounts first, so that no removal reaches through one.
+            // environments: mounts first (the roots' tmpfs among them), so
+            // that no removal reaches through one; then directories that
+            // versions before the tmpfs left on the disk.
             nimbus_sandbox::namespaces::unmount_under(&settings.root);
             if let Some(layout) = &sb.cgroups {
                 nimbus_sandbox::cgroup::Cgroup::remove_leftovers(layout, &sb.cgroup_group);
@@ -346,6 +348,8 @@ impl Worker {
                 }
                 let _ = std::fs::remove_dir(e.path());
             }
+            nimbus_sandbox::namespaces::scratch_tmpfs(&sb.roots)
+                .map_err(|e| Error::Internal(format!("preparing {}: {e}", sb.roots.display())))?;
         }
         for (file, text) in [
             ("bootstrap.py", PYTHON_BOOTSTRAP),
