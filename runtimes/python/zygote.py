@@ -6,10 +6,11 @@ socket on stdin, and nothing of any function. Its first message says what
 every environment shares: the sandbox user and the seccomp filters. Then it
 serves one request at a time, the word `fork` with descriptors: the
 namespaces of a sandbox the node has built (and holds paused), and the
-environment's stdin socket and log pipe. For each it forks; the child joins
-the sandbox's network, IPC, UTS, cgroup, PID and mount namespaces, has the
-environment forked into it (see `child`), answers on the node's socket once
-the sandbox's PID 1 has adopted it, and exits. The environment lets go of every descriptor
+environment's stdin socket and log pipe. For each it forks the sandbox's
+PID 2, which joins the sandbox's network, IPC, UTS, cgroup and mount
+namespaces, forks the environment into them and exits (see `spawn`); the
+zygote answers on the node's socket once the sandbox's PID 1 has adopted
+the environment. The environment lets go of every descriptor
 but its stdio, drops every capability and its root identity, sets
 `no_new_privs`, installs the sandbox's seccomp filters and its open-files
 limit, re-seeds `random`, and goes on as a template started ahead would:
@@ -28,6 +29,7 @@ import resource
 import socket
 import struct
 import sys
+import traceback
 
 # -I leaves the script's directory off the path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,50 +109,104 @@ def environment(setup, stdin, log):
     random.seed()
 
 
-def child(node, setup, fds):
-    """Joins the sandbox and forks the environment into it. Never returns here.
+def spawn(node, setup, fds, own_pid_namespace):
+    """Forks PID 2 of the sandbox, which forks the environment into it
+    (see `second`); returns the answer for the node, or None when PID 2
+    gave it (an error).
 
-    Joining a PID namespace places only the children made after it there,
-    and an orphan is adopted by its dead parent's namespace's init: so an
-    intermediate (PID 2 in the sandbox) forks the environment (PID 3) and
-    exits, and the sandbox's PID 1 adopts it and exits when it does."""
-    namespaces, (stdin, log) = fds[:len(NAMESPACES)], fds[len(NAMESPACES):]
-    for fd, name in zip(namespaces, NAMESPACES):
-        check(LIBC.setns(fd, 0), f"joining the sandbox's {name} namespace")
-        os.close(fd)
-    if os.fork() == 0:
+    Only the children made after joining a PID namespace are placed in it,
+    so the zygote joins the sandbox's for this one fork and returns to its
+    own. An orphan is adopted by its dead parent's namespace's init: the
+    environment (PID 3) is the sandbox's PID 1's once PID 2 has exited,
+    which the answer waits for."""
+    check(LIBC.setns(fds[NAMESPACES.index("pid")], 0), "joining the sandbox's pid namespace")
+    try:
+        pid = os.fork()
+        if pid == 0:
+            second(node, setup, fds)
+    finally:
+        # The zygote's alone: `second` never returns.
+        check(LIBC.setns(own_pid_namespace, 0), "returning to the zygote's pid namespace")
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code == 0:
+        return b"{}"
+    if code == ANSWERED:
+        return None
+    return json.dumps({"error": f"the sandbox's PID 2 ended with {code}"}).encode()
+
+
+# PID 2's exit status when it has answered the node itself (an error).
+ANSWERED = 125
+
+
+def second(node, setup, fds):
+    """PID 2 of the sandbox: joins its other namespaces, forks the
+    environment into them, and exits. Never returns."""
+    code = ANSWERED
+    try:
+        namespaces, (stdin, log) = fds[:len(NAMESPACES)], fds[len(NAMESPACES):]
+        for fd, name in zip(namespaces, NAMESPACES):
+            if name != "pid":
+                check(LIBC.setns(fd, 0), f"joining the sandbox's {name} namespace")
+            os.close(fd)
         if os.fork() == 0:
-            try:
-                environment(setup, stdin, log)
-            except BaseException as e:  # noqa: BLE001 - said where the node reads the environment's output
-                os.write(2, f"nimbus zygote: {e}\n".encode())
-                os._exit(127)
+            run(setup, stdin, log)
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - the node reads this answer
+        node.sendall(json.dumps({"error": str(e)}).encode())
+    finally:
+        os._exit(code)
+
+
+def exit_code(value):
+    """The status an interpreter exits with for `sys.exit(value)`."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    print(value, file=sys.stderr)
+    return 1
+
+
+def run(setup, stdin, log):
+    """The environment (PID 3): goes on as a template started ahead would,
+    and ends as its interpreter would have. Never returns."""
+    code = 127
+    try:
+        try:
+            environment(setup, stdin, log)
+        except BaseException as e:  # noqa: BLE001 - said where the node reads the environment's output
+            os.write(2, f"nimbus zygote: {e}\n".encode())
+            return
+        code = 1
+        try:
             bootstrap.main()
-            os._exit(0)
-        os._exit(0)
-    os.wait()
-    node.sendall(b"{}")
-    os._exit(0)
+            code = 0
+        except SystemExit as e:  # a handler's sys.exit(n): the runtime exits with n
+            code = exit_code(e.code)
+        except BaseException:  # noqa: BLE001 - as the interpreter reports an uncaught exception
+            traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def serve():
     node = socket.socket(fileno=0)
     setup = Setup(node.recv(1 << 20))
+    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     while True:
         # `fork` and its descriptors; nothing at all once the node is gone.
         msg, fds, _, _ = socket.recv_fds(node, 16, len(NAMESPACES) + 2)
         if not msg:
             return
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child(node, setup, fds)
-            except BaseException as e:  # noqa: BLE001 - the node reads this answer
-                node.sendall(json.dumps({"error": str(e)}).encode())
-                os._exit(127)
+        try:
+            answer = spawn(node, setup, fds, own_pid_namespace)
+        except OSError as e:
+            answer = json.dumps({"error": str(e)}).encode()
         for fd in fds:
             os.close(fd)
-        os.waitpid(pid, 0)
+        if answer is not None:
+            node.sendall(answer)
 
 
 if __name__ == "__main__":

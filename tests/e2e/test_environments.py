@@ -90,6 +90,20 @@ def test_two_functions_environments_share_nothing(lam):
         assert not any(other in target for target in mine["fds"].values()), mine["fds"]
 
 
+def test_a_forked_environment_exits_as_its_interpreter_would(lam):
+    # A handler's sys.exit ends the runtime with its status, as in a
+    # runtime started for its function: the zygote's forks must not turn
+    # it into another.
+    name = unique_name("envs-exit")
+    create(lam, name, make_zip({"app.py": "import sys\ndef handler(event, context):\n    sys.exit(event['code'])\n"}))
+    for code, status in ((3, "exit status 3"), ("bye", "exit status 1")):
+        out = lam.invoke(FunctionName=name, Payload=json.dumps({"code": code}), LogType="Tail")
+        body = json.loads(out["Payload"].read())
+        assert out.get("FunctionError") == "Unhandled" and body["errorType"] == "Runtime.ExitError", body
+        assert f"Runtime exited with error: {status}" in body["errorMessage"], body
+    assert "bye" in base64.b64decode(out["LogResult"]).decode()
+
+
 def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_server):
     server = private_server()
     key, secret = server.credentials()
