@@ -190,9 +190,12 @@ def mount_points_under(path):
 
 def assert_restart_cleared(left, now):
     """What a killed node left (`left`) is gone once its successor serves
-    (`now`); the successor mounts the SDK slots at the same paths again, once."""
-    assert not {p for p in left if "/worker/sdk/" not in p} & set(now), "the restart unmounted what the killed node left"
-    assert all(now[p] <= left[p] for p in now if "/worker/sdk/" in p), (left, now)
+    (`now`); the successor mounts the SDK slots and the tmpfs of the
+    sandboxes' roots at the same paths again, once."""
+    again = lambda p: "/worker/sdk/" in p or p.endswith("/worker/roots")  # noqa: E731
+    assert not {p for p in left if not again(p)} & set(now), "the restart unmounted what the killed node left"
+    assert all(now[p] <= left[p] for p in now if again(p)), (left, now)
+    assert all(now[p] == 1 for p in now if p.endswith("/worker/roots")), now
 
 
 def test_a_restart_clears_what_a_killed_node_left(private_server, tmp_path):
