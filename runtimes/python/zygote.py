@@ -109,6 +109,10 @@ def environment(setup, stdin, log):
     random.seed()
 
 
+# PID 2's exit status when it has answered the node itself (an error).
+ANSWERED = 125
+
+
 def spawn(node, setup, fds, own_pid_namespace):
     """Forks PID 2 of the sandbox, which forks the environment into it
     (see `second`); returns the answer for the node, or None when PID 2
@@ -135,10 +139,6 @@ def spawn(node, setup, fds, own_pid_namespace):
     return json.dumps({"error": f"the sandbox's PID 2 ended with {code}"}).encode()
 
 
-# PID 2's exit status when it has answered the node itself (an error).
-ANSWERED = 125
-
-
 def second(node, setup, fds):
     """PID 2 of the sandbox: joins its other namespaces, forks the
     environment into them, and exits. Never returns."""
@@ -153,7 +153,10 @@ def second(node, setup, fds):
             run(setup, stdin, log)
         code = 0
     except BaseException as e:  # noqa: BLE001 - the node reads this answer
-        node.sendall(json.dumps({"error": str(e)}).encode())
+        try:
+            node.sendall(json.dumps({"error": str(e)}).encode())
+        except OSError:
+            code = 1  # unsaid: the zygote answers for it
     finally:
         os._exit(code)
 
