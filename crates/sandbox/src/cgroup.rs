@@ -200,16 +200,13 @@ impl Cgroup {
             Layout::V2 { .. } => "cpu.max.burst",
         };
         let current = |file: &str| std::fs::read_to_string(dir.join(file)).ok().map(|v| v.trim().to_string());
+        // Absent where the kernel has no burst.
+        let burst_now = current(burst);
         // The kernel refuses a quota below the burst (a cgroup limited
         // before, for a larger share).
-        let has_burst = match current(burst) {
-            Some(b) if b != "0" && !b.is_empty() => {
-                write(dir, burst, "0")?;
-                true
-            }
-            Some(_) => true,
-            None => false,
-        };
+        if burst_now.as_deref().and_then(|b| b.parse::<u64>().ok()).is_some_and(|b| b > 0) {
+            write(dir, burst, "0")?;
+        }
         match self.layout {
             Layout::V1 { .. } => {
                 if current("cpu.cfs_period_us") != Some(period.to_string()) {
@@ -219,7 +216,7 @@ impl Cgroup {
             }
             Layout::V2 { .. } => write(dir, "cpu.max", &format!("{quota} {period}"))?,
         }
-        if has_burst {
+        if burst_now.is_some() {
             write(dir, burst, &quota.to_string())?;
         }
         Ok(())

@@ -335,18 +335,11 @@ impl Worker {
             .map_err(|e| Error::Internal(format!("creating {}: {e}", runtime_dir.display())))?;
         if let Some(sb) = &settings.sandbox {
             // Leftovers of a previous run that was killed before retiring its
-            // environments: mounts first (the roots' tmpfs among them), so
-            // that no removal reaches through one; then directories that
-            // versions before the tmpfs left on the disk.
+            // environments: its mounts (the roots' tmpfs, and with it every
+            // root and slot directory) and its cgroups.
             nimbus_sandbox::namespaces::unmount_under(&settings.root);
             if let Some(layout) = &sb.cgroups {
                 nimbus_sandbox::cgroup::Cgroup::remove_leftovers(layout, &sb.cgroup_group);
-            }
-            for e in std::fs::read_dir(&sb.roots).into_iter().flatten().flatten() {
-                for slot in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
-                    let _ = std::fs::remove_dir(slot.path());
-                }
-                let _ = std::fs::remove_dir(e.path());
             }
             nimbus_sandbox::namespaces::scratch_tmpfs(&sb.roots)
                 .map_err(|e| Error::Internal(format!("preparing {}: {e}", sb.roots.display())))?;
