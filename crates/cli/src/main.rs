@@ -128,15 +128,22 @@ fn sandbox_stage(args: &[String]) -> Option<std::process::ExitCode> {
         [_, stage, json] if stage == "__sandbox-exec" => {
             serde_json::from_str(json).map_err(std::io::Error::other).and_then(|exec| namespaces::exec_in(&exec))
         }
-        [_, stage, node] if stage == nimbus_sandbox::factory::COMMAND => {
-            node.parse().map_err(std::io::Error::other).and_then(nimbus_sandbox::factory::serve).map(|()| 0)
-        }
+        [_, stage, node] if stage == nimbus_sandbox::factory::COMMAND => node
+            .parse()
+            .map_err(std::io::Error::other)
+            .and_then(|node| {
+                let worker = std::env::var_os(nimbus_sandbox::factory::WORKER_VARIABLE)
+                    .filter(|w| std::path::Path::new(w).is_absolute())
+                    .ok_or_else(|| std::io::Error::other("the sandbox factory needs an absolute worker directory"))?;
+                nimbus_sandbox::factory::serve(node, std::path::Path::new(&worker))
+            })
+            .map(|()| 0),
         [_, stage] if stage == "__sandbox" => std::env::var(namespaces::SPEC_VARIABLE)
             .map_err(std::io::Error::other)
             .and_then(|json| serde_json::from_str(&json).map_err(std::io::Error::other))
             .and_then(|spec| {
                 let control = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
-                namespaces::stage_one(&spec, control)
+                namespaces::stage_one(&spec, control, None)
             }),
         _ => return None,
     };

@@ -489,7 +489,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             let exe = std::env::current_exe().context("locating the nimbus binary")?;
             Some(nimbus_worker::SandboxConfig {
-                factory: nimbus_sandbox::factory::Factory::start(&exe).context("starting the sandbox factory")?,
+                factory: nimbus_sandbox::factory::Factory::start(&exe, &data_dir.join("worker"))
+                    .context("starting the sandbox factory")?,
                 exe,
                 roots: data_dir.join("worker").join("roots"),
                 cgroups: cgroups.ok(),

@@ -7,6 +7,11 @@
 //! node's child, which waits for it, kills it and sees its exit status as
 //! it did when it spawned it.
 //!
+//! The factory lives in a mount namespace of its own, a copy of the host's
+//! without the worker's mounts, that receives none made later: what each
+//! sandbox's namespace is copied from, at a cost that does not grow with
+//! the environments (see [`HostMounts`]).
+//!
 //! This module owns both ends of a request: the spec as JSON with stage
 //! one's stdin, stdout and stderr as descriptors, answered with its pid.
 //! The factory runs nothing of a function: a request's descriptors are
@@ -15,7 +20,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -24,10 +29,15 @@ use nix::sys::socket::{
     SockType,
 };
 
-use crate::namespaces::{stage_one, Spec};
+use crate::namespaces::{stage_one, HostMounts, Spec};
 
 /// The hidden command that runs the factory; its argument is the node's pid.
 pub const COMMAND: &str = "__sandbox-factory";
+
+/// The variable the factory finds the directory whose mounts it leaves out
+/// in (see [`serve`]): not on its command line, which a paused sandbox's
+/// PID 1, a fork of it, shows its function.
+pub const WORKER_VARIABLE: &str = "NIMBUS_FACTORY_WORKER";
 
 /// The node's end: asks the running factory for stage ones, and starts
 /// another when it has died.
@@ -49,14 +59,15 @@ fn other(what: &str, e: impl std::fmt::Display) -> std::io::Error {
 
 impl Factory {
     /// Starts the factory of `exe` (this binary) on a thread kept for the
-    /// node's life, and returns once it runs.
-    pub fn start(exe: &Path) -> std::io::Result<Arc<Self>> {
+    /// node's life, and returns once it runs. Its sandboxes see nothing
+    /// mounted at or below `worker` but the trees they are given.
+    pub fn start(exe: &Path, worker: &Path) -> std::io::Result<Arc<Self>> {
         let factory = Arc::new(Self { running: Mutex::new(None), restarted: std::sync::Condvar::new() });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (exe, weak) = (exe.to_path_buf(), Arc::downgrade(&factory));
+        let (exe, worker, weak) = (exe.to_path_buf(), worker.to_path_buf(), Arc::downgrade(&factory));
         std::thread::Builder::new()
             .name("sandbox-factory".into())
-            .spawn(move || keep(exe, weak, ready_tx))
+            .spawn(move || keep(&exe, &worker, weak, ready_tx))
             .map_err(|e| other("starting the sandbox factory's thread", e))?;
         ready_rx.recv().map_err(|e| other("starting the sandbox factory", e))??;
         Ok(factory)
@@ -112,10 +123,10 @@ impl Factory {
 /// signal when the *thread* that spawned a process exits: the factory, and
 /// every stage one it clones (whose parent is this thread, by
 /// `CLONE_PARENT`), must die with the node and only with it.
-fn keep(exe: PathBuf, factory: Weak<Factory>, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
+fn keep(exe: &Path, worker: &Path, factory: Weak<Factory>, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
     let mut ready = Some(ready);
     loop {
-        match run(&exe) {
+        match run(exe, worker) {
             Ok((mut child, socket)) => {
                 let Some(f) = factory.upgrade() else { return };
                 *f.running.lock().unwrap_or_else(|e| e.into_inner()) = Some((socket, child.id()));
@@ -165,11 +176,12 @@ pub fn request_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Starts the factory process: its stdin is the socket it is asked on.
-fn run(exe: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
+fn run(exe: &Path, worker: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
     let (ours, theirs) = request_pair()?;
     let child = std::process::Command::new(exe)
         .args([COMMAND, &std::process::id().to_string()])
         .env_clear()
+        .env(WORKER_VARIABLE, worker)
         .current_dir("/")
         .stdin(std::process::Stdio::from(theirs))
         .spawn()
@@ -178,12 +190,16 @@ fn run(exe: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
 }
 
 /// The factory's loop (this process must have started no thread): one
-/// request at a time on its stdin, until the node closes it.
-pub fn serve(node: u32) -> std::io::Result<()> {
+/// request at a time on its stdin, until the node closes it. First it
+/// leaves the host's mount namespace for its own, without the mounts at
+/// or below `worker` (those of a node killed before this one started it,
+/// or of this node if it starts the factory again).
+pub fn serve(node: u32, worker: &Path) -> std::io::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| other("pdeathsig", e))?;
     if i32::try_from(node).ok() != Some(nix::unistd::getppid().as_raw()) {
         return Err(std::io::Error::other("the node that started this factory is gone"));
     }
+    let host = HostMounts::leave(worker)?;
     // A spec is a few kilobytes (the largest part, an environment, is at most 4 KB).
     let mut request = vec![0u8; 1 << 20];
     // Each clone gets its own copy of this memory, and only the pages it touches.
@@ -207,7 +223,7 @@ pub fn serve(node: u32) -> std::io::Result<()> {
             (true, _) => "error the request is too long".to_string(),
             (false, Err(_)) => "error a request carries three descriptors".to_string(),
             (false, Ok(stdio)) => match serde_json::from_slice::<Spec>(&request[..bytes]) {
-                Ok(spec) => match clone_stage_one(&spec, &stdio, &mut stack) {
+                Ok(spec) => match clone_stage_one(&spec, &stdio, &host, &mut stack) {
                     Ok(pid) => format!("ok {pid}"),
                     Err(e) => format!("error cloning stage one: {e}"),
                 },
@@ -228,8 +244,8 @@ fn owned(fd: RawFd) -> OwnedFd {
 
 /// Clones this process as stage one, a child of the node (`CLONE_PARENT`).
 #[allow(unsafe_code)]
-fn clone_stage_one(spec: &Spec, stdio: &[OwnedFd; 3], stack: &mut [u8]) -> std::io::Result<u32> {
-    let child = Box::new(|| stage_one_in_clone(spec, stdio));
+fn clone_stage_one(spec: &Spec, stdio: &[OwnedFd; 3], host: &HostMounts, stack: &mut [u8]) -> std::io::Result<u32> {
+    let child = Box::new(|| stage_one_in_clone(spec, stdio, host));
     // SAFETY: the factory has started no thread, so its clone, a copy of
     // it (no `CLONE_VM`: with its own copy of `stack` and of what the
     // closure borrows), may do anything a process may. The clone never
@@ -241,7 +257,7 @@ fn clone_stage_one(spec: &Spec, stdio: &[OwnedFd; 3], stack: &mut [u8]) -> std::
 
 /// Stage one, in the clone: its stdio are the request's (the factory's
 /// socket, its stdin, is replaced, so a sandbox holds nothing of it).
-fn stage_one_in_clone(spec: &Spec, stdio: &[OwnedFd; 3]) -> isize {
+fn stage_one_in_clone(spec: &Spec, stdio: &[OwnedFd; 3], host: &HostMounts) -> isize {
     let dup = (|| -> std::io::Result<std::fs::File> {
         let [stdin, stdout, stderr] = stdio;
         nix::unistd::dup2_stdin(stdin).map_err(|e| other("stdin", e))?;
@@ -252,7 +268,7 @@ fn stage_one_in_clone(spec: &Spec, stdio: &[OwnedFd; 3]) -> isize {
         }
         Ok(std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?))
     })();
-    match dup.and_then(|control| stage_one(spec, control)) {
+    match dup.and_then(|control| stage_one(spec, control, Some(host))) {
         Ok(code) => code as isize,
         Err(e) => {
             eprintln!("nimbus sandbox (stage one): {e}");

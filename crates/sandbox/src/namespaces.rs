@@ -5,7 +5,9 @@
 //! sandbox factory ([`crate::factory`]) for a function, a fresh execution
 //! (`__sandbox`) for an ECS container:
 //!
-//! 1. [`stage_one`] unshares the mount, network, IPC and UTS namespaces,
+//! 1. [`stage_one`] cuts the mount trees the sandbox takes from the host
+//!    (its slots and shared directories: [`Trees`]), unshares the mount,
+//!    network, IPC and UTS namespaces,
 //!    brings loopback up, and reports on its control socket (its stdin) that
 //!    its namespaces exist. The parent then binds listeners inside the new
 //!    network namespace and moves it into its cgroup, and answers "go".
@@ -50,7 +52,9 @@ pub const SPEC_VARIABLE: &str = "NIMBUS_SANDBOX_SPEC";
 /// Everything the two stages need; passed as JSON in [`SPEC_VARIABLE`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
-    /// An empty directory the new root is built on (a tmpfs is mounted there).
+    /// An empty directory the new root is built on (a tmpfs is mounted
+    /// there, in the sandbox's mount namespace only: one directory may
+    /// serve every sandbox).
     pub root: PathBuf,
     /// Host directory mounted read-only at `/var/runtime`.
     pub runtime: PathBuf,
@@ -224,6 +228,140 @@ pub fn publish_read_only(src: &Path, via: &Path, slot: &Path) -> std::io::Result
         .map_err(|e| io(e, &format!("publishing {}", src.display())))
 }
 
+/// The host's mount namespace, seen from a process that lives in a small
+/// one of its own (the sandbox factory: a sandbox's namespace is a copy of
+/// the one its stage one is in, and the host's grows with every
+/// environment's slots, so that each copy would cost more than the last).
+/// Its clones visit the host's to cut their sandbox's [`Trees`].
+#[derive(Debug)]
+pub struct HostMounts {
+    host: std::fs::File,
+    own: std::fs::File,
+}
+
+impl HostMounts {
+    /// Moves this process into a private copy of the host's mount
+    /// namespace without the mounts at or below `clear` (the worker's:
+    /// slots and code, which its sandboxes take as trees), that receives
+    /// nothing the host mounts later. This process must have no thread.
+    pub fn leave(clear: &Path) -> std::io::Result<Self> {
+        let host = std::fs::File::open("/proc/self/ns/mnt")?;
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io(e, "unshare mount namespace"))?;
+        // Private before anything is unmounted: a copy of a shared mount is
+        // a peer of the host's, and its unmount would propagate there.
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+            .map_err(|e| io(e, "private /"))?;
+        unmount_under(clear);
+        Ok(Self { host, own: std::fs::File::open("/proc/self/ns/mnt")? })
+    }
+
+    /// Runs `f` in the host's mount namespace, then returns to our own.
+    fn visit<T>(&self, f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+        use nix::sched::setns;
+        setns(&self.host, CloneFlags::CLONE_NEWNS).map_err(|e| io(e, "join the host's mount namespace"))?;
+        let done = f();
+        setns(&self.own, CloneFlags::CLONE_NEWNS).map_err(|e| io(e, "return to the factory's mount namespace"))?;
+        done
+    }
+
+    /// Closes this process's copies of the descriptors: in a clone of the
+    /// factory (which keeps its own), so that no sandbox holds the host's
+    /// namespace. The clone never drops `self`.
+    fn close_copies(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        for fd in [&self.host, &self.own] {
+            nix::unistd::close(fd.as_raw_fd()).map_err(|e| io(e, "close"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Mount trees a sandbox takes from the host's namespace, each cut
+/// (`open_tree`) from one of its shared mount points with what is mounted
+/// on it already, and attached inside at a path under the root (with
+/// whether it is made read-only): the runtime's shared directories and the
+/// slots. What the host mounts on those points later propagates in.
+struct Trees(Vec<(std::os::fd::OwnedFd, PathBuf, bool)>);
+
+#[allow(unsafe_code)]
+impl Trees {
+    /// Cuts the trees `spec` needs, from the namespace this process is in.
+    /// An image's root takes only its `/tmp`.
+    fn open(spec: &Spec) -> std::io::Result<Self> {
+        let mut wanted: Vec<(&Path, &Path, bool)> = Vec::new();
+        if spec.image.is_none() {
+            wanted.extend(spec.shared.iter().map(|(host, inside)| (host.as_path(), inside.as_path(), true)));
+            wanted.push((&spec.slots.task, Path::new("var/task"), false));
+            wanted.push((&spec.slots.opt, Path::new("opt"), false));
+        }
+        wanted.push((&spec.slots.tmp, Path::new("tmp"), false));
+        let cut = |host: &Path| -> std::io::Result<std::os::fd::OwnedFd> {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(host.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+            let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
+            // SAFETY: a system call that reads the path, a valid C string
+            // that outlives it, and returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+            match fd {
+                -1 => Err(std::io::Error::other(format!(
+                    "cutting the mount tree at {}: {}",
+                    host.display(),
+                    std::io::Error::last_os_error()
+                ))),
+                // SAFETY: the kernel just installed this descriptor for us.
+                fd => Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) }),
+            }
+        };
+        wanted
+            .into_iter()
+            .map(|(host, inside, read_only)| {
+                Ok((cut(host)?, inside.strip_prefix("/").unwrap_or(inside).to_path_buf(), read_only))
+            })
+            .collect::<std::io::Result<_>>()
+            .map(Self)
+    }
+
+    /// Attaches each tree under `root`, in order (a later one may cover an
+    /// earlier one's path), as a slave of its mount point in the host.
+    fn attach(&self, root: &Path) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        for (tree, inside, read_only) in &self.0 {
+            let dst = root.join(inside);
+            std::fs::create_dir_all(&dst)?;
+            let path = std::ffi::CString::new(dst.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+            // SAFETY: a system call that reads the two paths (an empty C
+            // string and a valid one, both outliving it) and the descriptor.
+            let moved = unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    libc::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            };
+            if moved == -1 {
+                let e = std::io::Error::last_os_error();
+                return Err(std::io::Error::other(format!("attaching /{}: {e}", inside.display())));
+            }
+            if *read_only {
+                let flags = MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV;
+                mount(None::<&str>, &dst, None::<&str>, flags, None::<&str>)
+                    .map_err(|e| io(e, &format!("read-only /{}", inside.display())))?;
+            }
+            mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+                .map_err(|e| io(e, &format!("slave /{}", inside.display())))?;
+        }
+        Ok(())
+    }
+}
+
 /// Unmounts every mount at or below `dir` in this namespace (what a killed
 /// node left behind), deepest first.
 pub fn unmount_under(dir: &Path) -> usize {
@@ -256,7 +394,7 @@ fn io(e: nix::Error, what: &str) -> std::io::Error {
 
 /// Stage one; `control` is the socket to the parent. Returns the exit code
 /// of stage two.
-pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result<i32> {
+pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&HostMounts>) -> std::io::Result<i32> {
     // A node killed with SIGKILL cannot retire its sandboxes: they die with
     // it. The kernel signals when the *thread* that is our parent exits: the
     // factory's keeper thread (a clone of the factory has the factory's
@@ -267,6 +405,14 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result
     if i32::try_from(spec.parent).ok() != Some(nix::unistd::getppid().as_raw()) {
         return Err(std::io::Error::other("the node that started this sandbox is gone"));
     }
+    let trees = match host {
+        Some(host) => {
+            let trees = host.visit(|| Trees::open(spec));
+            host.close_copies()?;
+            trees?
+        }
+        None => Trees::open(spec)?,
+    };
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
         .map_err(|e| io(e, "unshare"))?;
     match spec.network_of {
@@ -289,8 +435,8 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result
     // sandbox made ahead learns its function there. This stage lets go of
     // it, so that the parent sees it close when stage two executes the
     // program (see [`stage_two`]).
-    let stage_two = fork_stage_two(spec)?;
-    drop(control);
+    let stage_two = fork_stage_two(spec, &trees)?;
+    drop((control, trees));
     nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
     use nix::sys::wait::{waitpid, WaitStatus};
     loop {
@@ -318,14 +464,14 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write) -> std::io::Result
 /// unshared, and never returns in the child: it executes the program or
 /// exits 127 with the reason on stderr.
 #[allow(unsafe_code)]
-fn fork_stage_two(spec: &Spec) -> std::io::Result<nix::unistd::Pid> {
+fn fork_stage_two(spec: &Spec, trees: &Trees) -> std::io::Result<nix::unistd::Pid> {
     // SAFETY: stage one is a single-threaded process (a clone of the
     // factory or a fresh execution) that has started no thread (it makes
     // system calls only), so the child may do anything a process may.
     match unsafe { nix::unistd::fork() }.map_err(|e| io(e, "fork"))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
-            let err = stage_two(spec);
+            let err = stage_two(spec, trees);
             eprintln!("nimbus sandbox (stage two): {err}");
             std::process::exit(127)
         }
@@ -395,7 +541,7 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 /// ended on that socket: it closes when the program is executed (a
 /// close-on-exec copy is the last one left), after the error's text if
 /// anything failed before.
-fn stage_two(spec: &Spec) -> std::io::Error {
+fn stage_two(spec: &Spec, trees: &Trees) -> std::io::Error {
     use std::os::fd::AsFd;
     let report = match spec.argv.is_empty() {
         true => match std::io::stdin().as_fd().try_clone_to_owned() {
@@ -404,25 +550,24 @@ fn stage_two(spec: &Spec) -> std::io::Error {
         },
         false => None,
     };
-    let Err(err) = build_and_exec(spec);
+    let Err(err) = build_and_exec(spec, trees);
     if let Some(report) = report {
         let _ = std::fs::File::from(report).write_all(err.to_string().as_bytes());
     }
     err
 }
 
-fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
+fn build_and_exec(spec: &Spec, trees: &Trees) -> std::io::Result<std::convert::Infallible> {
     // Die with stage one from the start: a node killed while this stage
     // still builds the root must not leave it to run the program.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
     let parent = Parent::open(spec.parent)?;
-    // Slaves of the host, so that what the worker mounts on the slots later
-    // propagates in; every bind but the slots' is made private below.
+    // Nothing mounted in here reaches the namespace it was copied from.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
         .map_err(|e| io(e, "slave /"))?;
     match &spec.image {
-        Some(image) => image_root(spec, image)?,
-        None => host_root(spec)?,
+        Some(image) => image_root(spec, image, trees)?,
+        None => host_root(spec, trees)?,
     }
     nix::unistd::sethostname("nimbus").map_err(|e| io(e, "hostname"))?;
 
@@ -627,21 +772,13 @@ impl Parent {
 
 /// The image's root, read-only, with the sandbox's `/tmp`, `/dev` and
 /// `/proc` on the mount points the image store made in it; pivots into it.
-fn image_root(spec: &Spec, image: &Path) -> std::io::Result<()> {
+fn image_root(spec: &Spec, image: &Path, trees: &Trees) -> std::io::Result<()> {
     let r = &spec.root;
     match spec.writable_mb {
         None => bind_ro(image, r)?,
         Some(mb) => writable_root(spec, image, mb)?,
     }
-    std::fs::create_dir_all(r.join("tmp"))?;
-    mount(
-        Some(spec.slots.tmp.as_path()),
-        &r.join("tmp"),
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| io(e, "slot /tmp"))?;
+    trees.attach(r)?;
     dev_and_proc(r)?;
     // The root is read-only, so no directory for the old one: it is
     // stacked under the new one and detached.
@@ -717,7 +854,7 @@ fn image_user(spec: &Spec) -> std::io::Result<()> {
 }
 
 /// The host's root as the zip runtimes see it; pivots into it.
-fn host_root(spec: &Spec) -> std::io::Result<()> {
+fn host_root(spec: &Spec, trees: &Trees) -> std::io::Result<()> {
     let r = &spec.root;
     mount(Some("tmpfs"), r, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=1m,mode=755"))
         .map_err(|e| io(e, "root tmpfs"))?;
@@ -745,26 +882,7 @@ fn host_root(spec: &Spec) -> std::io::Result<()> {
     let runtime = r.join("var/runtime");
     std::fs::create_dir_all(&runtime)?;
     bind_ro(&spec.runtime, &runtime)?;
-    for (host, inside) in &spec.shared {
-        let dst = r.join(inside.strip_prefix("/").unwrap_or(inside));
-        std::fs::create_dir_all(&dst)?;
-        // Recursive, and not private: what is published on it later arrives.
-        mount(Some(host.as_path()), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| io(e, &format!("bind {}", host.display())))?;
-        let flags =
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        mount(None::<&str>, &dst, None::<&str>, flags, None::<&str>)
-            .map_err(|e| io(e, &format!("read-only {}", dst.display())))?;
-    }
-    // Recursive: a template taken before it got this far has its function's
-    // mounts on the slots already, and they must come along; later ones
-    // arrive by propagation.
-    for (slot, dst) in [(&spec.slots.task, "var/task"), (&spec.slots.opt, "opt"), (&spec.slots.tmp, "tmp")] {
-        let dst = r.join(dst);
-        std::fs::create_dir_all(&dst)?;
-        mount(Some(slot.as_path()), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| io(e, &format!("slot {}", slot.display())))?;
-    }
+    trees.attach(r)?;
     dev_and_proc(r)?;
 
     let old = r.join(".old");

@@ -363,8 +363,6 @@ pub(crate) struct Env {
     /// How the platform's lines read in the function's log.
     platform: Platform,
     cgroup: Option<Arc<nimbus_sandbox::cgroup::Cgroup>>,
-    /// The directory the sandbox's root was built on.
-    root: Option<PathBuf>,
     /// Forwards the sandbox's API listener to the real API.
     forwarder: Option<tokio::task::JoinHandle<()>>,
     /// The image root the sandbox runs on, held while it lives.
@@ -838,7 +836,6 @@ impl Env {
 
         let mut control = None;
         let mut slots = None;
-        let mut root = None;
         let (start, socket) = match &base.sandbox {
             None => {
                 let mut c = Command::new(&program);
@@ -856,13 +853,14 @@ impl Env {
                 (Start::Plain(c), None)
             }
             Some(sb) => {
-                let dir = sb.roots.join(&id);
                 let slot_set = nimbus_sandbox::namespaces::Slots::under(&sb.roots.join(format!("{id}.slots")));
-                std::fs::create_dir_all(&dir)
-                    .and_then(|()| slot_set.create())
-                    .map_err(|e| Error::Internal(format!("preparing {}: {e}", dir.display())))?;
+                slot_set
+                    .create()
+                    .map_err(|e| Error::Internal(format!("preparing {}: {e}", slot_set.task.display())))?;
                 let inner = nimbus_sandbox::namespaces::Spec {
-                    root: dir.clone(),
+                    // Every sandbox's root is built here, each in its own
+                    // mount namespace.
+                    root: sb.roots.clone(),
                     runtime: base.runtime_dir.clone(),
                     slots: slot_set.clone(),
                     shared: base.shared.clone(),
@@ -884,7 +882,6 @@ impl Env {
                     rlimits: Vec::new(),
                     pause: zygote.is_some(),
                 };
-                root = Some(dir);
                 slots = Some(slot_set);
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
                 (Start::Sandbox(&sb.factory, Box::new(inner), theirs.into()), Some(ours))
@@ -999,7 +996,6 @@ impl Env {
             log_stream,
             platform: now.map(|s| Platform::of(&s.config.logging)).unwrap_or_default(),
             cgroup,
-            root,
             forwarder,
             _image: base.image.clone(),
         })
@@ -1310,9 +1306,6 @@ impl Env {
         }
         if let Some(slots) = &self.slots {
             slots.remove();
-        }
-        if let Some(root) = &self.root {
-            let _ = std::fs::remove_dir(root);
         }
     }
 }

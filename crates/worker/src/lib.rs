@@ -161,7 +161,9 @@ pub struct SandboxConfig {
     pub exe: PathBuf,
     /// Starts each sandbox's first stage (a clone of one execution of `exe`).
     pub factory: Arc<nimbus_sandbox::factory::Factory>,
-    /// Where each environment's root is built.
+    /// Where each environment's root is built (in its own mount
+    /// namespace, so one directory serves all), and where the node keeps
+    /// their slots, on a tmpfs of its own.
     pub roots: PathBuf,
     /// The host's cgroup hierarchy, when usable.
     pub cgroups: Option<nimbus_sandbox::cgroup::Layout>,
