@@ -493,6 +493,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .context("starting the sandbox factory")?,
                 exe,
                 roots: data_dir.join("worker").join("roots"),
+                publishing: Default::default(),
                 cgroups: cgroups.ok(),
                 cgroup_group: node_group(&data_dir),
                 uid: 65534,

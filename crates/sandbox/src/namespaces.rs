@@ -7,19 +7,21 @@
 //!
 //! 1. [`stage_one`] cuts the mount trees the sandbox takes from the host
 //!    (its slots and shared directories: [`Trees`]), unshares the mount,
-//!    network, IPC and UTS namespaces,
-//!    brings loopback up, and reports on its control socket (its stdin) that
-//!    its namespaces exist. The parent then binds listeners inside the new
-//!    network namespace and moves it into its cgroup, and answers "go".
-//!    Stage one unshares the PID and cgroup namespaces and forks stage
-//!    two, which becomes PID 1 there.
-//! 2. [`stage_two`] builds the root (read-only binds of the host's `/usr`,
-//!    a few `/etc` files, the code and runtime; a private `/tmp`; a minimal
-//!    `/dev`; a fresh `/proc`), pivots into it, drops every capability,
-//!    becomes an unprivileged user with `no_new_privs`, installs the
-//!    seccomp filter, sets AWS's resource limits, and executes the program.
+//!    IPC and UTS namespaces, builds the root in the new mount namespace
+//!    (read-only binds of the host's `/usr`, a few `/etc` files and the
+//!    runtime; the trees: code, layers, a private `/tmp`; a minimal
+//!    `/dev`), unshares the network namespace, brings loopback up, and
+//!    reports on its control socket (its stdin) that its namespaces exist.
+//!    The parent then binds listeners inside the new network namespace and
+//!    moves it into its cgroup, and answers "go". Stage one unshares the
+//!    PID and cgroup namespaces and forks stage two, which becomes PID 1
+//!    there.
+//! 2. [`stage_two`] mounts a fresh `/proc` in the root, pivots into it,
+//!    drops every capability, becomes an unprivileged user with
+//!    `no_new_privs`, installs the seccomp filter, sets AWS's resource
+//!    limits, and executes the program.
 //!
-//! For a container image, stage two's root is instead the image's flattened
+//! For a container image, the root is instead the image's flattened
 //! root (read-only; `nimbus-images` made its mount points; an ECS container
 //! may have a writable layer over it, on a tmpfs), with the same fresh
 //! `/proc`, minimal `/dev` and private `/tmp` slot; the function runs in a
@@ -415,6 +417,10 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&Host
     };
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
         .map_err(|e| io(e, "unshare"))?;
+    // Before the parent hears that the namespaces exist: only then does it
+    // mount anything on the slots, and a tree not yet attached would miss it.
+    build_root(spec, &trees)?;
+    drop(trees);
     match spec.network_of {
         Some(pid) => {
             let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
@@ -435,8 +441,8 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&Host
     // sandbox made ahead learns its function there. This stage lets go of
     // it, so that the parent sees it close when stage two executes the
     // program (see [`stage_two`]).
-    let stage_two = fork_stage_two(spec, &trees)?;
-    drop((control, trees));
+    let stage_two = fork_stage_two(spec)?;
+    drop(control);
     nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
     use nix::sys::wait::{waitpid, WaitStatus};
     loop {
@@ -464,14 +470,14 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&Host
 /// unshared, and never returns in the child: it executes the program or
 /// exits 127 with the reason on stderr.
 #[allow(unsafe_code)]
-fn fork_stage_two(spec: &Spec, trees: &Trees) -> std::io::Result<nix::unistd::Pid> {
+fn fork_stage_two(spec: &Spec) -> std::io::Result<nix::unistd::Pid> {
     // SAFETY: stage one is a single-threaded process (a clone of the
     // factory or a fresh execution) that has started no thread (it makes
     // system calls only), so the child may do anything a process may.
     match unsafe { nix::unistd::fork() }.map_err(|e| io(e, "fork"))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
-            let err = stage_two(spec, trees);
+            let err = stage_two(spec);
             eprintln!("nimbus sandbox (stage two): {err}");
             std::process::exit(127)
         }
@@ -541,7 +547,7 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 /// ended on that socket: it closes when the program is executed (a
 /// close-on-exec copy is the last one left), after the error's text if
 /// anything failed before.
-fn stage_two(spec: &Spec, trees: &Trees) -> std::io::Error {
+fn stage_two(spec: &Spec) -> std::io::Error {
     use std::os::fd::AsFd;
     let report = match spec.argv.is_empty() {
         true => match std::io::stdin().as_fd().try_clone_to_owned() {
@@ -550,25 +556,19 @@ fn stage_two(spec: &Spec, trees: &Trees) -> std::io::Error {
         },
         false => None,
     };
-    let Err(err) = build_and_exec(spec, trees);
+    let Err(err) = build_and_exec(spec);
     if let Some(report) = report {
         let _ = std::fs::File::from(report).write_all(err.to_string().as_bytes());
     }
     err
 }
 
-fn build_and_exec(spec: &Spec, trees: &Trees) -> std::io::Result<std::convert::Infallible> {
+fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
     // Die with stage one from the start: a node killed while this stage
     // still builds the root must not leave it to run the program.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
     let parent = Parent::open(spec.parent)?;
-    // Nothing mounted in here reaches the namespace it was copied from.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-        .map_err(|e| io(e, "slave /"))?;
-    match &spec.image {
-        Some(image) => image_root(spec, image, trees)?,
-        None => host_root(spec, trees)?,
-    }
+    enter_root(spec)?;
     nix::unistd::sethostname("nimbus").map_err(|e| io(e, "hostname"))?;
 
     // Every capability goes: the bounding and ambient sets here (dropping
@@ -772,20 +772,11 @@ impl Parent {
 
 /// The image's root, read-only, with the sandbox's `/tmp`, `/dev` and
 /// `/proc` on the mount points the image store made in it; pivots into it.
-fn image_root(spec: &Spec, image: &Path, trees: &Trees) -> std::io::Result<()> {
-    let r = &spec.root;
+fn image_root(spec: &Spec, image: &Path) -> std::io::Result<()> {
     match spec.writable_mb {
-        None => bind_ro(image, r)?,
-        Some(mb) => writable_root(spec, image, mb)?,
+        None => bind_ro(image, &spec.root),
+        Some(mb) => writable_root(spec, image, mb),
     }
-    trees.attach(r)?;
-    dev_and_proc(r)?;
-    // The root is read-only, so no directory for the old one: it is
-    // stacked under the new one and detached.
-    std::env::set_current_dir(r)?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| io(e, "pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| io(e, "detach old root"))?;
-    std::env::set_current_dir("/")
 }
 
 /// An image's root with a writable layer over it, as Docker's: an overlay
@@ -854,7 +845,7 @@ fn image_user(spec: &Spec) -> std::io::Result<()> {
 }
 
 /// The host's root as the zip runtimes see it; pivots into it.
-fn host_root(spec: &Spec, trees: &Trees) -> std::io::Result<()> {
+fn host_root(spec: &Spec) -> std::io::Result<()> {
     let r = &spec.root;
     mount(Some("tmpfs"), r, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=1m,mode=755"))
         .map_err(|e| io(e, "root tmpfs"))?;
@@ -881,10 +872,46 @@ fn host_root(spec: &Spec, trees: &Trees) -> std::io::Result<()> {
     }
     let runtime = r.join("var/runtime");
     std::fs::create_dir_all(&runtime)?;
-    bind_ro(&spec.runtime, &runtime)?;
-    trees.attach(r)?;
-    dev_and_proc(r)?;
+    bind_ro(&spec.runtime, &runtime)
+}
 
+/// Builds the sandbox's root under `spec.root` in stage one's new mount
+/// namespace, but for `/proc` (see [`enter_root`]): the image's or the
+/// host's, then the trees, then `/dev`.
+fn build_root(spec: &Spec, trees: &Trees) -> std::io::Result<()> {
+    // Nothing mounted in here reaches the namespace it was copied from.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .map_err(|e| io(e, "slave /"))?;
+    match &spec.image {
+        Some(image) => image_root(spec, image)?,
+        None => host_root(spec)?,
+    }
+    trees.attach(&spec.root)?;
+    dev(&spec.root)
+}
+
+/// Stage two, PID 1 of the sandbox's PID namespace: mounts that
+/// namespace's `/proc` in the root and pivots into it.
+fn enter_root(spec: &Spec) -> std::io::Result<()> {
+    let r = &spec.root;
+    let proc_dir = r.join("proc");
+    std::fs::create_dir_all(&proc_dir)?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| io(e, "/proc"))?;
+    if spec.image.is_some() {
+        // The root is read-only, so no directory for the old one: it is
+        // stacked under the new one and detached.
+        std::env::set_current_dir(r)?;
+        nix::unistd::pivot_root(".", ".").map_err(|e| io(e, "pivot_root"))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(|e| io(e, "detach old root"))?;
+        return std::env::set_current_dir("/");
+    }
     let old = r.join(".old");
     std::fs::create_dir_all(&old)?;
     nix::unistd::pivot_root(r, &old).map_err(|e| io(e, "pivot_root"))?;
@@ -896,8 +923,8 @@ fn host_root(spec: &Spec, trees: &Trees) -> std::io::Result<()> {
         .map_err(|e| io(e, "read-only root"))
 }
 
-/// A minimal `/dev` (a few host nodes on a tmpfs) and a fresh `/proc` under `r`.
-fn dev_and_proc(r: &Path) -> std::io::Result<()> {
+/// A minimal `/dev` under `r`: a few host nodes on a tmpfs.
+fn dev(r: &Path) -> std::io::Result<()> {
     let dev = r.join("dev");
     std::fs::create_dir_all(&dev)?;
     mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=755"))
@@ -910,14 +937,5 @@ fn dev_and_proc(r: &Path) -> std::io::Result<()> {
         mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
             .map_err(|e| io(e, &format!("private /dev/{n}")))?;
     }
-    let proc_dir = r.join("proc");
-    std::fs::create_dir_all(&proc_dir)?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| io(e, "/proc"))
+    Ok(())
 }

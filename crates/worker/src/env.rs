@@ -887,6 +887,11 @@ impl Env {
                 (Start::Sandbox(&sb.factory, Box::new(inner), theirs.into()), Some(ours))
             }
         };
+        // Until stage one has attached its trees (it says so before "go").
+        let publishing = match &base.sandbox {
+            Some(sb) => Some(sb.publishing.clone().read_owned().await),
+            None => None,
+        };
         let spawned = match start {
             Start::Plain(mut c) => c
                 .stdout(std::process::Stdio::from(writer))
@@ -922,6 +927,7 @@ impl Env {
             (None, Some(socket), Some(sb)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
                 let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
+                drop(publishing);
                 cgroup = prepared.cgroup;
                 forwarder = Some(prepared.forwarder);
                 control = Some(match zygote {

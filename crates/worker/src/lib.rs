@@ -165,6 +165,11 @@ pub struct SandboxConfig {
     /// namespace, so one directory serves all), and where the node keeps
     /// their slots, on a tmpfs of its own.
     pub roots: PathBuf,
+    /// Held shared from a sandbox's spawn until its stage one has attached
+    /// its mount trees, and exclusively while an SDK is published on its
+    /// shared directory: a tree cut before that mount and attached after
+    /// would never see it.
+    pub publishing: Arc<tokio::sync::RwLock<()>>,
     /// The host's cgroup hierarchy, when usable.
     pub cgroups: Option<nimbus_sandbox::cgroup::Layout>,
     /// This node's cgroup parent (one per data directory).
@@ -284,15 +289,18 @@ fn provide_sdks(
             }
             None => std::os::unix::fs::symlink(sdk.path(cache), &entry)?,
         }
+        // `starting`: no sandbox exists yet, and this may be an async context.
         let publish = {
-            let (cache, root, sandboxed) = (cache.to_path_buf(), settings.root.clone(), settings.sandbox.is_some());
+            let (cache, root) = (cache.to_path_buf(), settings.root.clone());
+            let gate = settings.sandbox.as_ref().map(|sb| sb.publishing.clone());
             let stopping = stopping.clone();
-            move || -> std::io::Result<()> {
+            move |starting: bool| -> std::io::Result<()> {
                 let stopping = stopping.lock().unwrap_or_else(|e| e.into_inner());
                 if *stopping {
                     return Ok(());
                 }
-                if sandboxed {
+                if let Some(gate) = &gate {
+                    let _published = (!starting).then(|| gate.blocking_write());
                     let via = root.join("sdk").join(format!("{}.ro", sdk.name()));
                     nimbus_sandbox::namespaces::publish_read_only(&sdk.path(&cache), &via, &slot)?;
                 }
@@ -301,7 +309,7 @@ fn provide_sdks(
             }
         };
         if sdk.installed(cache) {
-            publish()?;
+            publish(true)?;
             continue;
         }
         let Some(tool) = tool else {
@@ -316,7 +324,7 @@ fn provide_sdks(
             match sdk
                 .install(&cache, &tool, &pythons)
                 .map_err(|e| e.to_string())
-                .and_then(|()| publish().map_err(|e| e.to_string()))
+                .and_then(|()| publish(false).map_err(|e| e.to_string()))
             {
                 Ok(()) => {
                     tracing::info!(sdk = %sdk.name(), "installed {} in {:.1} s", sdk.title(), began.elapsed().as_secs_f64())
