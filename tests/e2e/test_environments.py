@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import boto3
 from botocore.config import Config
@@ -201,6 +202,14 @@ def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(priv
     # warm environment is the same one (its /tmp and module state kept).
     again = invoke(lam, warm)
     assert again["ns"] == first["ns"] and again["mark"] == warm and warm in again["tmp"], again
+    # Sandboxes copy the factory's mount table, so it must not grow with
+    # the environments: the node's slots and code mounts, already there
+    # when this factory copied the host's table, are not in it.
+    worker = f" {server.data_dir / 'worker'}/"
+    host = Path("/proc/self/mountinfo").read_text()
+    assert worker in host, "the node has slots mounted"
+    mounts = Path(f"/proc/{factory_of(server)}/mountinfo").read_text()
+    assert worker not in mounts and len(mounts.splitlines()) < len(host.splitlines()), mounts
     # New functions, so every invoke is a cold start, past the templates
     # made before the kill.
     for i in range(4):
