@@ -204,6 +204,14 @@ pub fn scratch_tmpfs(dir: &Path) -> std::io::Result<()> {
         .map_err(|e| io(e, &format!("private {}", dir.display())))
 }
 
+/// Remounts a bind read-only, nosuid and nodev (the mount, not its
+/// filesystem: other binds of it keep their own flags).
+const READ_ONLY: MsFlags = MsFlags::MS_BIND
+    .union(MsFlags::MS_REMOUNT)
+    .union(MsFlags::MS_RDONLY)
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV);
+
 /// Makes `dir` a read-only, nosuid, nodev mount of itself (once), so that
 /// binds of it, and their propagated copies, are read-only too.
 pub fn read_only_self(dir: &Path) -> std::io::Result<()> {
@@ -215,8 +223,7 @@ pub fn read_only_self(dir: &Path) -> std::io::Result<()> {
 pub fn read_only_bind(src: &Path, dst: &Path) -> std::io::Result<()> {
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| io(e, &format!("bind {}", src.display())))?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+    mount(None::<&str>, dst, None::<&str>, READ_ONLY, None::<&str>)
         .map_err(|e| io(e, &format!("read-only {}", dst.display())))
 }
 
@@ -298,8 +305,7 @@ impl Trees {
         }
         wanted.push((&spec.slots.tmp, Path::new("tmp"), false));
         let cut = |host: &Path| -> std::io::Result<std::os::fd::OwnedFd> {
-            use std::os::unix::ffi::OsStrExt;
-            let path = std::ffi::CString::new(host.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+            let path = c_path(host)?;
             let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
             // SAFETY: a system call that reads the path, a valid C string
             // that outlives it, and returns a new descriptor or -1.
@@ -327,11 +333,10 @@ impl Trees {
     /// earlier one's path), as a slave of its mount point in the host.
     fn attach(&self, root: &Path) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
         for (tree, inside, read_only) in &self.0 {
             let dst = root.join(inside);
             std::fs::create_dir_all(&dst)?;
-            let path = std::ffi::CString::new(dst.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+            let path = c_path(&dst)?;
             // SAFETY: a system call that reads the two paths (an empty C
             // string and a valid one, both outliving it) and the descriptor.
             let moved = unsafe {
@@ -349,12 +354,7 @@ impl Trees {
                 return Err(std::io::Error::other(format!("attaching /{}: {e}", inside.display())));
             }
             if *read_only {
-                let flags = MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV;
-                mount(None::<&str>, &dst, None::<&str>, flags, None::<&str>)
+                mount(None::<&str>, &dst, None::<&str>, READ_ONLY, None::<&str>)
                     .map_err(|e| io(e, &format!("read-only /{}", inside.display())))?;
             }
             mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
@@ -362,6 +362,11 @@ impl Trees {
         }
         Ok(())
     }
+}
+
+fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
 }
 
 /// Unmounts every mount at or below `dir` in this namespace (what a killed
@@ -520,8 +525,7 @@ fn loopback_up() -> std::io::Result<()> {
 fn bind_ro(src: &Path, dst: &Path) -> std::io::Result<()> {
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| io(e, &format!("bind {}", src.display())))?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+    mount(None::<&str>, dst, None::<&str>, READ_ONLY, None::<&str>)
         .map_err(|e| io(e, &format!("read-only {}", dst.display())))?;
     mount(None::<&str>, dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| io(e, &format!("private {}", dst.display())))
@@ -770,8 +774,8 @@ impl Parent {
     }
 }
 
-/// The image's root, read-only, with the sandbox's `/tmp`, `/dev` and
-/// `/proc` on the mount points the image store made in it; pivots into it.
+/// Mounts the image's root on `spec.root`: read-only, or with a writable
+/// layer over it (the image store made its mount points).
 fn image_root(spec: &Spec, image: &Path) -> std::io::Result<()> {
     match spec.writable_mb {
         None => bind_ro(image, &spec.root),
@@ -844,7 +848,8 @@ fn image_user(spec: &Spec) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The host's root as the zip runtimes see it; pivots into it.
+/// Builds the host's root as the zip runtimes see it on `spec.root`: a
+/// tmpfs with read-only binds of `/usr`, a few `/etc` files and the runtime.
 fn host_root(spec: &Spec) -> std::io::Result<()> {
     let r = &spec.root;
     mount(Some("tmpfs"), r, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=1m,mode=755"))
