@@ -887,7 +887,8 @@ impl Env {
                 (Start::Sandbox(&sb.factory, Box::new(inner), theirs.into()), Some(ours))
             }
         };
-        // Until stage one has attached its trees (it says so before "go").
+        // Until stage one has attached its trees: it does before it says
+        // its namespaces exist, which `prepare_sandbox` waits for.
         let publishing = match &base.sandbox {
             Some(sb) => Some(sb.publishing.clone().read_owned().await),
             None => None,
