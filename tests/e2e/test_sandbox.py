@@ -192,7 +192,8 @@ def assert_restart_cleared(left, now):
     """What a killed node left (`left`) is gone once its successor serves
     (`now`); the successor mounts the SDK slots and the tmpfs of the
     sandboxes' roots at the same paths again, once."""
-    again = lambda p: "/worker/sdk/" in p or p.endswith("/worker/roots")  # noqa: E731
+    def again(p):
+        return "/worker/sdk/" in p or p.endswith("/worker/roots")
     assert not {p for p in left if not again(p)} & set(now), "the restart unmounted what the killed node left"
     assert all(now[p] <= left[p] for p in now if again(p)), (left, now)
     assert all(now[p] == 1 for p in now if p.endswith("/worker/roots")), now

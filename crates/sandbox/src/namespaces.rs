@@ -193,9 +193,9 @@ pub fn shared_mount_point(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Mounts a private tmpfs on `dir` (created if needed), for directories
-/// made and removed for every sandbox (its root and slots): on this
-/// machine's ext4 five of them cost 190 µs of CPU to make and as much to
-/// remove, on a tmpfs 30. Holds no file, so its size is nominal.
+/// made and removed for every sandbox (its slots): on this machine's ext4
+/// five directories cost 190 µs of CPU to make and as much to remove, on
+/// a tmpfs 30. Holds no file, so its size is nominal.
 pub fn scratch_tmpfs(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=1m,mode=755"))
