@@ -682,8 +682,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 continue;
             }
             let name = b.create(rt).await?;
+            // Both readings at rest: templates being made before or after
+            // would count (or be missed) as the environments' memory, which
+            // at `--quick`'s ten environments can outweigh it.
+            tokio::time::sleep(SETTLE).await;
             let before = tree_pss_mb(server.child.id());
             let (secs, envs) = burst(&b, &name, n, plan.hold_ms).await?;
+            tokio::time::sleep(SETTLE).await;
             // Proportional set size: shared pages are split among their users.
             let per_env = (tree_pss_mb(server.child.id()) - before) / envs.max(1) as f64;
             scale.insert(n.to_string(), json!(round(secs)));
