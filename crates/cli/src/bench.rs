@@ -216,9 +216,10 @@ pub(crate) struct Runtime {
 // Each environment names itself with random bytes from `os`, which the
 // runtime has imported: `uuid` (as before session 12) brought in `platform`
 // and `_uuid`, about 4 ms of every cold start and 1 MB of every idle
-// environment, which were the benchmark's and not the platform's.
-const PY_APP: &str = "import os, time\nENV = os.urandom(16).hex()\n\ndef handler(event, context):\n    t = time.perf_counter()\n    if event.get('sleep_ms'):\n        time.sleep(event['sleep_ms'] / 1000)\n    return {'env': ENV, 'self_us': (time.perf_counter() - t) * 1e6}\n";
-const NODE_APP: &str = "import { randomUUID } from 'node:crypto';\nconst ENV = randomUUID();\nexport const handler = async (event) => {\n  const t = process.hrtime.bigint();\n  if (event.sleep_ms) await new Promise((r) => setTimeout(r, event.sleep_ms));\n  return { env: ENV, self_us: Number(process.hrtime.bigint() - t) / 1000 };\n};\n";
+// environment, which were the benchmark's and not the platform's. It also
+// names its PID namespace, whose processes are its memory (`envs_pss_mb`).
+const PY_APP: &str = "import os, time\nENV = os.urandom(16).hex()\nPIDNS = os.readlink('/proc/self/ns/pid')\n\ndef handler(event, context):\n    t = time.perf_counter()\n    if event.get('sleep_ms'):\n        time.sleep(event['sleep_ms'] / 1000)\n    return {'env': ENV, 'pidns': PIDNS, 'self_us': (time.perf_counter() - t) * 1e6}\n";
+const NODE_APP: &str = "import { randomUUID } from 'node:crypto';\nimport { readlinkSync } from 'node:fs';\nconst ENV = randomUUID();\nconst PIDNS = readlinkSync('/proc/self/ns/pid');\nexport const handler = async (event) => {\n  const t = process.hrtime.bigint();\n  if (event.sleep_ms) await new Promise((r) => setTimeout(r, event.sleep_ms));\n  return { env: ENV, pidns: PIDNS, self_us: Number(process.hrtime.bigint() - t) / 1000 };\n};\n";
 
 pub(crate) fn zip_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
     let mut buf = std::io::Cursor::new(Vec::new());
@@ -419,8 +420,9 @@ async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::R
 }
 
 /// `n` invokes at once, each holding its environment `hold_ms`; returns
-/// (seconds until the last completed, less the hold; distinct environments).
-async fn burst(b: &Bench, name: &str, n: usize, hold_ms: u64) -> anyhow::Result<(f64, usize)> {
+/// (seconds until the last completed, less the hold; distinct environments;
+/// the PID namespaces they named).
+async fn burst(b: &Bench, name: &str, n: usize, hold_ms: u64) -> anyhow::Result<(f64, usize, HashSet<String>)> {
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
@@ -428,12 +430,13 @@ async fn burst(b: &Bench, name: &str, n: usize, hold_ms: u64) -> anyhow::Result<
         let name = name.to_string();
         tasks.spawn(async move { invoke(&client, &name, &json!({"sleep_ms": hold_ms})).await });
     }
-    let mut envs = HashSet::new();
+    let (mut envs, mut namespaces) = (HashSet::new(), HashSet::new());
     while let Some(r) = tasks.join_next().await {
         let (_, out) = r??;
         envs.insert(out.get("env").map(ToString::to_string).unwrap_or_default());
+        namespaces.extend(out.get("pidns").and_then(Value::as_str).map(str::to_string));
     }
-    Ok(((t.elapsed().as_secs_f64() - hold_ms as f64 / 1000.0).max(0.0), envs.len()))
+    Ok(((t.elapsed().as_secs_f64() - hold_ms as f64 / 1000.0).max(0.0), envs.len(), namespaces))
 }
 
 /// Invocations per second of `c` clients looping on a warm function.
@@ -572,19 +575,32 @@ fn tree_ticks(root: u32) -> u64 {
     tree(root).iter().map(|(_, f)| f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)).sum()
 }
 
-/// Proportional memory of a process's descendants (not the process itself), in MB.
-fn tree_pss_mb(root: u32) -> f64 {
-    let kb: u64 = tree(root)
-        .iter()
-        .filter(|(p, _)| *p != root)
-        .filter_map(|(p, _)| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+/// Proportional memory of the processes in the given PID namespaces (as
+/// `/proc/<pid>/ns/pid` reads, `pid:[inode]`), in MB: the environments that
+/// named them, whatever else the node runs (templates it makes or retires
+/// while they are measured, the zygotes). None when they are not their own
+/// (`--isolation process`: every environment is in the host's).
+fn envs_pss_mb(namespaces: &HashSet<String>) -> Option<f64> {
+    let own = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    if namespaces.is_empty() || namespaces.contains(own.to_str()?) {
+        return None;
+    }
+    let kb: u64 = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/pid"))
+                .is_ok_and(|ns| ns.to_str().is_some_and(|ns| namespaces.contains(ns)))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("smaps_rollup")).ok())
         .filter_map(|t| {
             t.lines()
                 .find_map(|l| l.strip_prefix("Pss:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .sum();
-    kb as f64 / 1024.0
+    Some(kb as f64 / 1024.0)
 }
 
 fn machine(isolation: &str, memory: u32) -> Value {
@@ -682,18 +698,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 continue;
             }
             let name = b.create(rt).await?;
-            // Both readings at rest: templates being made before or after
-            // would count (or be missed) as the environments' memory, which
-            // at `--quick`'s ten environments can outweigh it.
+            let (secs, envs, namespaces) = burst(&b, &name, n, plan.hold_ms).await?;
+            // Read at rest, with every environment idle. Proportional set
+            // size: shared pages (the zygote's) are split among their users.
             tokio::time::sleep(SETTLE).await;
-            let before = tree_pss_mb(server.child.id());
-            let (secs, envs) = burst(&b, &name, n, plan.hold_ms).await?;
-            tokio::time::sleep(SETTLE).await;
-            // Proportional set size: shared pages are split among their users.
-            let per_env = (tree_pss_mb(server.child.id()) - before) / envs.max(1) as f64;
             scale.insert(n.to_string(), json!(round(secs)));
-            idle_env_mb = json!(round(per_env));
-            max_idle = json!(if per_env > 0.0 { (16384.0 / per_env).floor() } else { 0.0 });
+            if let Some(mb) = envs_pss_mb(&namespaces) {
+                let per_env = mb / envs.max(1) as f64;
+                idle_env_mb = json!(round(per_env));
+                max_idle = json!(if per_env > 0.0 { (16384.0 / per_env).floor() } else { 0.0 });
+            }
             envs_seen = envs;
             b.delete(&name).await?;
         }
