@@ -452,6 +452,7 @@ def test_provided_runtime_with_the_lambda_runtime_crate(plam):
     r, out = invoke(plam, name, {"hi": 1})
     assert "FunctionError" not in r, out
     env = out.pop("env")
+    assert out.pop("pidns").startswith("pid:["), "it names its PID namespace (nimbus bench sums its memory)"
     assert out == {"echo": {"hi": 1}, "request_id": r["ResponseMetadata"]["RequestId"], "arn": arn(name), "function": name}
     assert invoke(plam, name, {"sleep_ms": 1})[1]["env"] == env, "the same warm environment"
     r, out = invoke(plam, name, {"fail": True})
