@@ -6,11 +6,11 @@ socket on stdin, and nothing of any function. Its first message says what
 every environment shares: the sandbox user and the seccomp filters. Then it
 serves one request at a time, the word `fork` with descriptors: the
 namespaces of a sandbox the node has built (and holds paused), and the
-environment's stdin socket and log pipe. For each it forks the sandbox's
-PID 2, which joins the sandbox's network, IPC, UTS, cgroup and mount
-namespaces, forks the environment into them and exits (see `spawn`); the
-zygote answers on the node's socket once the sandbox's PID 1 has adopted
-the environment. The environment lets go of every descriptor
+environment's stdin socket and log pipe. For each it joins the sandbox's
+namespaces, forks the sandbox's PID 2, which forks the environment and
+exits, and returns to its own namespaces (see `spawn`); it answers on the
+node's socket once the sandbox's PID 1 has adopted the environment. The
+environment lets go of every descriptor
 but its stdio, drops every capability and its root identity, sets
 `no_new_privs`, installs the sandbox's seccomp filters and its open-files
 limit, re-seeds `random`, and goes on as a template started ahead would:
@@ -109,56 +109,70 @@ def environment(setup, stdin, log):
     random.seed()
 
 
-# PID 2's exit status when it has answered the node itself (an error).
-ANSWERED = 125
+# Python's own fork steps, called around glibc's `fork` (`os.fork` is the
+# three together), so that the sandbox's PID 2 runs none of them: they are
+# the first Python code run in a child, whose every page written is a
+# copy-on-write fault, about 200 of them (a third of a millisecond) more in
+# a process that only forks and exits. PyDLL: called with the GIL held.
+PY = ctypes.PyDLL(None, use_errno=True)
+FORK, EXIT = PY.fork, PY._exit
+BEFORE_FORK, AFTER_FORK_PARENT, AFTER_FORK_CHILD = PY.PyOS_BeforeFork, PY.PyOS_AfterFork_Parent, PY.PyOS_AfterFork_Child
+# PID 2's exit status when it could not fork the environment.
+FORK_FAILED = 125
 
 
-def spawn(node, setup, fds, own_pid_namespace):
-    """Forks PID 2 of the sandbox, which forks the environment into it
-    (see `second`); returns the answer for the node, or None when PID 2
-    gave it (an error).
+def spawn(setup, fds, own):
+    """Joins the sandbox's namespaces (`own`: this process's, to return
+    to), forks its PID 2, which forks the environment into them and exits
+    (see `second`), and returns to its own namespaces; the answer for the
+    node.
 
-    Only the children made after joining a PID namespace are placed in it,
-    so the zygote joins the sandbox's for this one fork and returns to its
-    own. An orphan is adopted by its dead parent's namespace's init: the
+    A PID namespace moves only the children made after joining it. An
+    orphan is adopted by its dead parent's namespace's init: the
     environment (PID 3) is the sandbox's PID 1's once PID 2 has exited,
-    which the answer waits for."""
-    check(LIBC.setns(fds[NAMESPACES.index("pid")], 0), "joining the sandbox's pid namespace")
+    which the answer waits for. A zygote that cannot return to its own
+    namespaces exits (the node starts another)."""
+    namespaces, (stdin, log) = fds[:len(NAMESPACES)], fds[len(NAMESPACES):]
+    joined = []
     try:
-        pid = os.fork()
-        if pid == 0:
-            second(node, setup, fds)
+        for fd, name in zip(namespaces, NAMESPACES):
+            check(LIBC.setns(fd, 0), f"joining the sandbox's {name} namespace")
+            joined.append(name)
+        BEFORE_FORK()
+        try:
+            pid = FORK()
+            if pid == 0:
+                second(setup, stdin, log)
+        finally:
+            AFTER_FORK_PARENT()
+        if pid < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"fork: {os.strerror(err)}")
     finally:
-        # The zygote's alone: `second` never returns.
-        check(LIBC.setns(own_pid_namespace, 0), "returning to the zygote's pid namespace")
+        for name in reversed(joined):
+            if LIBC.setns(own[name], 0) != 0:
+                os.write(2, f"nimbus zygote: cannot return to its {name} namespace\n".encode())
+                os._exit(1)
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code == 0:
         return b"{}"
-    if code == ANSWERED:
-        return None
+    if code == FORK_FAILED:
+        return json.dumps({"error": "the sandbox's PID 2 could not fork the environment"}).encode()
     return json.dumps({"error": f"the sandbox's PID 2 ended with {code}"}).encode()
 
 
-def second(node, setup, fds):
-    """PID 2 of the sandbox: joins its other namespaces, forks the
-    environment into them, and exits. Never returns."""
-    code = ANSWERED
+def second(setup, stdin, log):
+    """PID 2 of the sandbox: forks the environment and exits, running no
+    Python code of its own but these calls. Never returns in PID 2; the
+    environment goes on as Python's fork would have left it."""
     try:
-        namespaces, (stdin, log) = fds[:len(NAMESPACES)], fds[len(NAMESPACES):]
-        for fd, name in zip(namespaces, NAMESPACES):
-            if name != "pid":
-                check(LIBC.setns(fd, 0), f"joining the sandbox's {name} namespace")
-            os.close(fd)
-        if os.fork() == 0:
-            run(setup, stdin, log)
-        code = 0
-    except BaseException as e:  # noqa: BLE001 - the node reads this answer
-        try:
-            node.sendall(json.dumps({"error": str(e)}).encode())
-        except OSError:
-            code = 1  # unsaid: the zygote answers for it
+        child = FORK()
+        if child != 0:
+            EXIT(0 if child > 0 else FORK_FAILED)
+        AFTER_FORK_CHILD()
+        run(setup, stdin, log)
     finally:
-        os._exit(code)
+        os._exit(127)  # never the zygote's loop in a child
 
 
 def exit_code(value):
@@ -196,20 +210,19 @@ def run(setup, stdin, log):
 def serve():
     node = socket.socket(fileno=0)
     setup = Setup(node.recv(1 << 20))
-    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    own = {name: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in NAMESPACES}
     while True:
         # `fork` and its descriptors; nothing at all once the node is gone.
         msg, fds, _, _ = socket.recv_fds(node, 16, len(NAMESPACES) + 2)
         if not msg:
             return
         try:
-            answer = spawn(node, setup, fds, own_pid_namespace)
+            answer = spawn(setup, fds, own)
         except OSError as e:
             answer = json.dumps({"error": str(e)}).encode()
         for fd in fds:
             os.close(fd)
-        if answer is not None:
-            node.sendall(answer)
+        node.sendall(answer)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,12 @@ def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_
         assert reply["env"]["SECRET_N"] == str(i), reply["env"]
         assert reply["tmp"] == [], reply["tmp"]
     assert len({r["ns"]["pid"] for r in replies}) == 200, "200 environments, each its own pid namespace"
+    # The zygote joined each sandbox's namespaces to fork into it, and is
+    # back in the node's after every one.
+    [zygote] = zygotes_of(server)
+    for n in ("net", "ipc", "uts", "cgroup", "pid", "pid_for_children", "mnt"):
+        assert os.readlink(f"/proc/{zygote}/ns/{n}") == os.readlink(f"/proc/{server.proc.pid}/ns/{n}"), n
+    assert os.readlink(f"/proc/{zygote}/root") == "/" and os.readlink(f"/proc/{zygote}/cwd") == "/"
 
 
 def children_of(server, arg, where=lambda pid: True):

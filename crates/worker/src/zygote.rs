@@ -4,9 +4,9 @@
 //! (SOCK's design). This module starts it and asks it for environments.
 //!
 //! It builds no sandbox: the caller builds one paused (its stage two waits
-//! as PID 1 without a program), and the zygote's child joins its
-//! namespaces; the caller then attaches the forked process to the
-//! sandbox's cgroup. It must never hand the zygote anything of a function:
+//! as PID 1 without a program), and the zygote joins its namespaces for
+//! the fork; the caller then attaches the forked process to the sandbox's
+//! cgroup. It must never hand the zygote anything of a function:
 //! the function arrives later, on the environment's own socket.
 
 use std::io::IoSlice;
