@@ -3,7 +3,10 @@ are forked from (SOCK's design) instead of each starting an interpreter.
 
 The node starts it as root on the host, with a template's environment, its
 socket on stdin, and nothing of any function. Its first message says what
-every environment shares: the sandbox user and the seccomp filters. Then it
+every environment shares: the sandbox user and the seccomp filters, in two
+parts: the policy but `setns`, which the zygote installs on itself (it needs
+only `setns` of what the policy denies), so that every child inherits it
+compiled, and `setns` alone, which each environment adds. Then it
 serves one request at a time, the word `fork` with descriptors: the
 namespaces of a sandbox the node has built (and holds paused), and the
 environment's stdin socket and log pipe. For each it joins the sandbox's
@@ -81,18 +84,30 @@ def drop_privileges(uid, gid):
     check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+class Programs:
+    """Seccomp programs packed as the kernel reads them."""
+
+    def __init__(self, programs):
+        # The buffers must outlive the programs that point into them.
+        self.buffers = [ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in program))
+                        for program in programs]
+        self.programs = [SockFprog(len(program), ctypes.addressof(buf))
+                         for program, buf in zip(programs, self.buffers)]
+
+    def install(self):
+        for program in self.programs:
+            check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
+
+
 class Setup:
     """What every environment shares, prepared once: the sandbox user, and
-    the seccomp programs packed as the kernel reads them."""
+    the seccomp programs each adds to the zygote's."""
 
     def __init__(self, message):
         setup = json.loads(message)
         self.uid, self.gid = setup["uid"], setup["gid"]
-        # The buffers must outlive the programs that point into them.
-        self.buffers = [ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in program))
-                        for program in setup["seccomp"]]
-        self.programs = [SockFprog(len(program), ctypes.addressof(buf))
-                         for program, buf in zip(setup["seccomp"], self.buffers)]
+        self.inherited = Programs(setup["zygote_seccomp"])
+        self.own = Programs(setup["seccomp"])
 
 
 def environment(setup, stdin, log):
@@ -102,8 +117,7 @@ def environment(setup, stdin, log):
     os.dup2(log, 2)
     os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     drop_privileges(setup.uid, setup.gid)
-    for program in setup.programs:
-        check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
+    setup.own.install()
     resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
     # Forked children would otherwise draw the same sequence.
     random.seed()
@@ -211,6 +225,8 @@ def serve():
     node = socket.socket(fileno=0)
     setup = Setup(node.recv(1 << 20))
     own = {name: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in NAMESPACES}
+    # As root, without `no_new_privs`: it stays root to join sandboxes.
+    setup.inherited.install()
     while True:
         # `fork` and its descriptors; nothing at all once the node is gone.
         msg, fds, _, _ = socket.recv_fds(node, 16, len(NAMESPACES) + 2)

@@ -134,6 +134,10 @@ def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_
     for n in ("net", "ipc", "uts", "cgroup", "pid", "pid_for_children", "mnt"):
         assert os.readlink(f"/proc/{zygote}/ns/{n}") == os.readlink(f"/proc/{server.proc.pid}/ns/{n}"), n
     assert os.readlink(f"/proc/{zygote}/root") == "/" and os.readlink(f"/proc/{zygote}/cwd") == "/"
+    # It runs under the sandbox's seccomp policy but `setns` (its children
+    # inherit it compiled and add `setns`; test_sandbox's hostile function
+    # finds `setns` and the rest refused).
+    assert "\nSeccomp:\t2\n" in open(f"/proc/{zygote}/status").read()
 
 
 def children_of(server, arg, where=lambda pid: True):

@@ -42,7 +42,9 @@ impl Zygote {
     /// join sandboxes, and drop it before anything else runs. What is the
     /// same for every environment is said once, in its first message: the
     /// sandbox user (`uid`, `gid`) and the seccomp programs, each a list of
-    /// `[code, jt, jf, k]`.
+    /// `[code, jt, jf, k]`: those the zygote installs on itself, which its
+    /// children inherit, and those each child adds (see
+    /// [`nimbus_sandbox::seccomp::split_at_setns`]).
     pub fn start(
         interpreter: &str,
         script: &Path,
@@ -50,10 +52,12 @@ impl Zygote {
         uid: u32,
         gid: u32,
     ) -> std::io::Result<Self> {
-        let programs = nimbus_sandbox::seccomp::programs().map_err(|e| other("seccomp", e))?;
-        let seccomp: Vec<Vec<serde_json::Value>> =
-            programs.iter().map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect()).collect();
-        let setup = serde_json::json!({"uid": uid, "gid": gid, "seccomp": seccomp}).to_string();
+        let (inherited, own) = nimbus_sandbox::seccomp::split_at_setns().map_err(|e| other("seccomp", e))?;
+        let [inherited, own] = [inherited, own].map(|programs| -> Vec<Vec<serde_json::Value>> {
+            programs.iter().map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect()).collect()
+        });
+        let setup =
+            serde_json::json!({"uid": uid, "gid": gid, "zygote_seccomp": inherited, "seccomp": own}).to_string();
         let (ours, theirs) = nimbus_sandbox::factory::request_pair()?;
         let process = std::process::Command::new(interpreter)
             .args(["-I", "-S", "-u"])
