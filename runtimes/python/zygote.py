@@ -15,8 +15,8 @@ exits, and returns to its own namespaces (see `spawn`); it answers on the
 node's socket once the sandbox's PID 1 has adopted the environment. The
 environment lets go of every descriptor
 but its stdio, drops every capability and its root identity, sets
-`no_new_privs`, installs the sandbox's seccomp filters and its open-files
-limit, re-seeds `random`, and goes on as a template started ahead would:
+`no_new_privs`, adds its `setns` filter and its open-files limit,
+re-seeds `random`, and goes on as a template started ahead would:
 `bootstrap.main()` waits for its function on stdin.
 
 What it must not do: run any function's code (its children start from a
@@ -125,9 +125,10 @@ def environment(setup, stdin, log):
 
 # Python's own fork steps, called around glibc's `fork` (`os.fork` is the
 # three together), so that the sandbox's PID 2 runs none of them: they are
-# the first Python code run in a child, whose every page written is a
-# copy-on-write fault, about 200 of them (a third of a millisecond) more in
-# a process that only forks and exits. PyDLL: called with the GIL held.
+# the first Python code a child runs, and every page a child writes is a
+# copy-on-write fault (PID 2 wrote about 440 of the zygote's pages with
+# them and its own `setns` calls, now under 100). PyDLL: called with the
+# GIL held.
 PY = ctypes.PyDLL(None, use_errno=True)
 FORK, EXIT = PY.fork, PY._exit
 BEFORE_FORK, AFTER_FORK_PARENT, AFTER_FORK_CHILD = PY.PyOS_BeforeFork, PY.PyOS_AfterFork_Parent, PY.PyOS_AfterFork_Child
