@@ -220,6 +220,10 @@ def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(priv
     assert worker in host, "the node has slots mounted"
     mounts = Path(f"/proc/{factory_of(server)}/mountinfo").read_text()
     assert worker not in mounts and len(mounts.splitlines()) < len(host.splitlines()), mounts
+    # It runs under the sandbox's seccomp policy but what its clones' stages
+    # call to build a sandbox; they add the rest (test_sandbox's hostile
+    # function finds mount, unshare, ptrace and setns refused).
+    assert "\nSeccomp:\t2\n" in Path(f"/proc/{factory_of(server)}/status").read_text()
     # New functions, so every invoke is a cold start, past the templates
     # made before the kill.
     for i in range(4):

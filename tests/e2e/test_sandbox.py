@@ -456,3 +456,31 @@ def test_environments_from_templates_share_no_namespace(lam):
     for name, out in zip(names, outs):
         assert out["tmp"] == ["mine"] and out["mine"] == name, "each /tmp holds only its own file"
         assert out["procs"] == [1, 3], "no other process is visible"
+
+
+SYSCALLS = '''
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(fn, *args):
+    if fn(*args) >= 0:
+        return "allowed"
+    return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+print("SYSCALLS", attempt(libc.mount, b"tmpfs", b"/tmp", b"tmpfs", 0, None), attempt(libc.unshare, 0x10000000),
+      attempt(libc.setns, 0, 0), attempt(libc.ptrace, 0, 0, None, None), attempt(libc.pivot_root, b"/", b"/tmp"),
+      attempt(libc.umount2, b"/tmp", 0))
+'''
+
+
+def test_a_custom_runtime_runs_under_the_whole_seccomp_policy(lam):
+    # A bootstrap executed by stage two, whose filters are the factory's
+    # (the policy but what the stages call) and its own (the rest): the
+    # calls the stages need are refused to the function as much as the rest.
+    name = unique_name("syscalls")
+    bootstrap = f"#!/bin/bash\n/usr/bin/python3.11 -I -S -c '{SYSCALLS}'\nexit 3\n"
+    lam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="unused", Role=ROLE,
+                        Code={"ZipFile": make_zip({"bootstrap": bootstrap}, executables={"bootstrap"})})
+    wait_for(lambda: lam.get_function(FunctionName=name)["Configuration"]["State"] == "Active", "the function")
+    r = lam.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+    log = base64.b64decode(r["LogResult"]).decode()
+    assert r.get("FunctionError") == "Unhandled", log
+    assert "SYSCALLS EPERM EPERM EPERM EPERM EPERM EPERM" in log, log

@@ -29,7 +29,7 @@ use nix::sys::socket::{
     SockType,
 };
 
-use crate::namespaces::{stage_one, HostMounts, Spec};
+use crate::namespaces::{stage_one, FromFactory, HostMounts, Spec};
 
 /// The hidden command that runs the factory; its argument is the node's pid.
 pub const COMMAND: &str = "__sandbox-factory";
@@ -200,6 +200,12 @@ pub fn serve(node: u32, worker: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::other("the node that started this factory is gone"));
     }
     let host = HostMounts::leave(worker)?;
+    // The sandbox's seccomp policy but what the stages call themselves: its
+    // clones inherit it compiled, and each stage two adds the rest (as root,
+    // without `no_new_privs`: the factory stays root to build sandboxes).
+    let (inherited, own) = crate::seccomp::split(crate::seccomp::STAGES).map_err(|e| other("seccomp", e))?;
+    crate::seccomp::install_programs(&inherited).map_err(|e| other("seccomp", e))?;
+    let factory = FromFactory { host: &host, filters: &own };
     // A spec is a few kilobytes (the largest part, an environment, is at most 4 KB).
     let mut request = vec![0u8; 1 << 20];
     // Each clone gets its own copy of this memory, and only the pages it touches.
@@ -223,7 +229,7 @@ pub fn serve(node: u32, worker: &Path) -> std::io::Result<()> {
             (true, _) => "error the request is too long".to_string(),
             (false, Err(_)) => "error a request carries three descriptors".to_string(),
             (false, Ok(stdio)) => match serde_json::from_slice::<Spec>(&request[..bytes]) {
-                Ok(spec) => match clone_stage_one(&spec, &stdio, &host, &mut stack) {
+                Ok(spec) => match clone_stage_one(&spec, &stdio, &factory, &mut stack) {
                     Ok(pid) => format!("ok {pid}"),
                     Err(e) => format!("error cloning stage one: {e}"),
                 },
@@ -244,8 +250,8 @@ fn owned(fd: RawFd) -> OwnedFd {
 
 /// Clones this process as stage one, a child of the node (`CLONE_PARENT`).
 #[allow(unsafe_code)]
-fn clone_stage_one(spec: &Spec, stdio: &[OwnedFd; 3], host: &HostMounts, stack: &mut [u8]) -> std::io::Result<u32> {
-    let child = Box::new(|| stage_one_in_clone(spec, stdio, host));
+fn clone_stage_one(spec: &Spec, stdio: &[OwnedFd; 3], factory: &FromFactory, stack: &mut [u8]) -> std::io::Result<u32> {
+    let child = Box::new(|| stage_one_in_clone(spec, stdio, factory));
     // SAFETY: the factory has started no thread, so its clone, a copy of
     // it (no `CLONE_VM`: with its own copy of `stack` and of what the
     // closure borrows), may do anything a process may. The clone never
@@ -257,7 +263,7 @@ fn clone_stage_one(spec: &Spec, stdio: &[OwnedFd; 3], host: &HostMounts, stack: 
 
 /// Stage one, in the clone: its stdio are the request's (the factory's
 /// socket, its stdin, is replaced, so a sandbox holds nothing of it).
-fn stage_one_in_clone(spec: &Spec, stdio: &[OwnedFd; 3], host: &HostMounts) -> isize {
+fn stage_one_in_clone(spec: &Spec, stdio: &[OwnedFd; 3], factory: &FromFactory) -> isize {
     let dup = (|| -> std::io::Result<std::fs::File> {
         let [stdin, stdout, stderr] = stdio;
         nix::unistd::dup2_stdin(stdin).map_err(|e| other("stdin", e))?;
@@ -268,7 +274,7 @@ fn stage_one_in_clone(spec: &Spec, stdio: &[OwnedFd; 3], host: &HostMounts) -> i
         }
         Ok(std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?))
     })();
-    match dup.and_then(|control| stage_one(spec, control, Some(host))) {
+    match dup.and_then(|control| stage_one(spec, control, Some(factory))) {
         Ok(code) => code as isize,
         Err(e) => {
             eprintln!("nimbus sandbox (stage one): {e}");

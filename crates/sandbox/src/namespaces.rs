@@ -399,9 +399,18 @@ fn io(e: nix::Error, what: &str) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))
 }
 
+/// What a clone of the sandbox factory has from it (see [`crate::factory`]).
+pub struct FromFactory<'a> {
+    /// The host's mount namespace, where the sandbox's trees are cut.
+    pub host: &'a HostMounts,
+    /// The seccomp filters stage two adds to those the factory runs under
+    /// (see [`crate::seccomp::split`]).
+    pub filters: &'a [crate::seccomp::BpfProgram],
+}
+
 /// Stage one; `control` is the socket to the parent. Returns the exit code
 /// of stage two.
-pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&HostMounts>) -> std::io::Result<i32> {
+pub fn stage_one(spec: &Spec, mut control: impl Read + Write, factory: Option<&FromFactory>) -> std::io::Result<i32> {
     // A node killed with SIGKILL cannot retire its sandboxes: they die with
     // it. The kernel signals when the *thread* that is our parent exits: the
     // factory's keeper thread (a clone of the factory has the factory's
@@ -412,7 +421,7 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&Host
     if i32::try_from(spec.parent).ok() != Some(nix::unistd::getppid().as_raw()) {
         return Err(std::io::Error::other("the node that started this sandbox is gone"));
     }
-    let trees = match host {
+    let trees = match factory.map(|f| f.host) {
         Some(host) => {
             let trees = host.visit(|| Trees::open(spec));
             host.close_copies()?;
@@ -446,7 +455,7 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&Host
     // sandbox made ahead learns its function there. This stage lets go of
     // it, so that the parent sees it close when stage two executes the
     // program (see [`stage_two`]).
-    let stage_two = fork_stage_two(spec)?;
+    let stage_two = fork_stage_two(spec, factory.map(|f| f.filters))?;
     drop(control);
     nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
     use nix::sys::wait::{waitpid, WaitStatus};
@@ -475,14 +484,14 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, host: Option<&Host
 /// unshared, and never returns in the child: it executes the program or
 /// exits 127 with the reason on stderr.
 #[allow(unsafe_code)]
-fn fork_stage_two(spec: &Spec) -> std::io::Result<nix::unistd::Pid> {
+fn fork_stage_two(spec: &Spec, filters: Option<&[crate::seccomp::BpfProgram]>) -> std::io::Result<nix::unistd::Pid> {
     // SAFETY: stage one is a single-threaded process (a clone of the
     // factory or a fresh execution) that has started no thread (it makes
     // system calls only), so the child may do anything a process may.
     match unsafe { nix::unistd::fork() }.map_err(|e| io(e, "fork"))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
-            let err = stage_two(spec);
+            let err = stage_two(spec, filters);
             eprintln!("nimbus sandbox (stage two): {err}");
             std::process::exit(127)
         }
@@ -551,7 +560,9 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 /// ended on that socket: it closes when the program is executed (a
 /// close-on-exec copy is the last one left), after the error's text if
 /// anything failed before.
-fn stage_two(spec: &Spec) -> std::io::Error {
+/// `filters`: the seccomp filters it adds to those it inherited (a clone of
+/// the factory's); without, it installs the whole policy.
+fn stage_two(spec: &Spec, filters: Option<&[crate::seccomp::BpfProgram]>) -> std::io::Error {
     use std::os::fd::AsFd;
     let report = match spec.argv.is_empty() {
         true => match std::io::stdin().as_fd().try_clone_to_owned() {
@@ -560,14 +571,17 @@ fn stage_two(spec: &Spec) -> std::io::Error {
         },
         false => None,
     };
-    let Err(err) = build_and_exec(spec);
+    let Err(err) = build_and_exec(spec, filters);
     if let Some(report) = report {
         let _ = std::fs::File::from(report).write_all(err.to_string().as_bytes());
     }
     err
 }
 
-fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
+fn build_and_exec(
+    spec: &Spec,
+    filters: Option<&[crate::seccomp::BpfProgram]>,
+) -> std::io::Result<std::convert::Infallible> {
     // Die with stage one from the start: a node killed while this stage
     // still builds the root must not leave it to run the program.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
@@ -594,7 +608,11 @@ fn build_and_exec(spec: &Spec) -> std::io::Result<std::convert::Infallible> {
         return Err(std::io::Error::other("stage one is gone"));
     }
     drop(parent);
-    crate::seccomp::install().map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
+    match filters {
+        Some(filters) => crate::seccomp::install_programs(filters),
+        None => crate::seccomp::install(),
+    }
+    .map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, OPEN_FILES, OPEN_FILES)
         .map_err(|e| io(e, "open files limit"))?;
     for (name, soft, hard) in &spec.rlimits {

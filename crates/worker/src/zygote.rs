@@ -44,7 +44,7 @@ impl Zygote {
     /// sandbox user (`uid`, `gid`) and the seccomp programs, each a list of
     /// `[code, jt, jf, k]`: those the zygote installs on itself, which its
     /// children inherit, and those each child adds (see
-    /// [`nimbus_sandbox::seccomp::split_at_setns`]).
+    /// [`nimbus_sandbox::seccomp::split`]).
     pub fn start(
         interpreter: &str,
         script: &Path,
@@ -52,7 +52,8 @@ impl Zygote {
         uid: u32,
         gid: u32,
     ) -> std::io::Result<Self> {
-        let (inherited, own) = nimbus_sandbox::seccomp::split_at_setns().map_err(|e| other("seccomp", e))?;
+        let (inherited, own) =
+            nimbus_sandbox::seccomp::split(&[nix::libc::SYS_setns]).map_err(|e| other("seccomp", e))?;
         let [inherited, own] = [inherited, own].map(|programs| -> Vec<Vec<serde_json::Value>> {
             programs.iter().map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect()).collect()
         });
