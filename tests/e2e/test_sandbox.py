@@ -257,8 +257,9 @@ def test_a_killed_node_takes_its_busy_sandboxes_with_it(private_server, tmp_path
     wait_for(lambda: not any(alive(p) for p in pids), "every sandbox of the killed node to die")
 
 
-HOSTILE = '''
-import ctypes, errno, os, signal, socket, time
+# A system call's outcome, as its errno's name ("allowed" when it succeeds).
+ATTEMPT = '''
+import ctypes, errno
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -266,6 +267,10 @@ def attempt(fn, *args):
     if fn(*args) >= 0:
         return "allowed"
     return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+'''
+
+HOSTILE = ATTEMPT + '''
+import os, signal, socket, time
 
 def handler(event, context):
     out = {
@@ -458,13 +463,7 @@ def test_environments_from_templates_share_no_namespace(lam):
         assert out["procs"] == [1, 3], "no other process is visible"
 
 
-SYSCALLS = '''
-import ctypes, errno
-libc = ctypes.CDLL(None, use_errno=True)
-def attempt(fn, *args):
-    if fn(*args) >= 0:
-        return "allowed"
-    return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+SYSCALLS = ATTEMPT + '''
 print("SYSCALLS", attempt(libc.mount, b"tmpfs", b"/tmp", b"tmpfs", 0, None), attempt(libc.unshare, 0x10000000),
       attempt(libc.setns, 0, 0), attempt(libc.ptrace, 0, 0, None, None), attempt(libc.pivot_root, b"/", b"/tmp"),
       attempt(libc.umount2, b"/tmp", 0))
