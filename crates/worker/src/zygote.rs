@@ -38,8 +38,9 @@ fn other(what: &str, e: impl std::fmt::Display) -> std::io::Error {
 
 impl Zygote {
     /// Starts `interpreter` on `script` with a template's environment
-    /// (`env`), as root on the host: its children need the privilege to
-    /// join sandboxes, and drop it before anything else runs. What is the
+    /// (`env`), as root on the host: it joins each sandbox's namespaces to
+    /// fork into it, and its children drop the privilege before anything
+    /// else runs. What is the
     /// same for every environment is said once, in its first message: the
     /// sandbox user (`uid`, `gid`) and the seccomp programs, each a list of
     /// `[code, jt, jf, k]`: those the zygote installs on itself, which its
