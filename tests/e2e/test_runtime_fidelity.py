@@ -77,6 +77,7 @@ NODE_ESM = '''
 import { LambdaClient, GetFunctionCommand } from "@aws-sdk/client-lambda";
 import { S3Client } from "@aws-sdk/client-s3";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import { createRequire } from "node:module";
 
 export const handler = async (event, context) => {
   const out = await new LambdaClient({}).send(new GetFunctionCommand({ FunctionName: context.functionName }));
@@ -88,6 +89,13 @@ export const layers = async () => {
   const a = await import("layer-flat");
   const b = await import("layer-versioned");
   return [a.default.WHERE, b.default.WHERE];
+};
+
+export const where = async () => {
+  const m = await import("@aws-sdk/client-sqs");
+  return { esm: import.meta.resolve("@aws-sdk/client-sqs"),
+           cjs: createRequire(import.meta.url).resolve("@aws-sdk/client-sqs"),
+           marker: m.NIMBUS_LAYER ?? m.default?.NIMBUS_LAYER ?? null };
 };
 '''
 
@@ -103,6 +111,9 @@ exports.handler = async (event, context) => {
 };
 
 exports.layers = async () => [require("layer-flat").WHERE, require("layer-versioned").WHERE];
+
+exports.where = async () => ({ cjs: require.resolve("@aws-sdk/client-sqs"),
+                               marker: require("@aws-sdk/client-sqs").NIMBUS_LAYER ?? null });
 
 exports.env = async () => ({ names: Object.keys(process.env).sort(), wrapped: process.env.WRAPPED || null });
 
@@ -121,7 +132,8 @@ exports.layers = async () => [(await import("layer-flat")).default.WHERE,
 '''
 
 
-@pytest.fixture(scope="module")
+# Every Node.js probe module imports the SDK at its top.
+@pytest.fixture(scope="module", autouse=True)
 def sdks(server):
     server.wait_sdk("python")
     server.wait_sdk("nodejs")
@@ -236,7 +248,7 @@ def test_context_client_context_and_identity_are_objects(lam):
     assert out["is_none"] and out["identity"] == [None, None]
 
 
-def test_boto3_is_importable_and_calls_back_into_nimbus(lam, sdks):
+def test_boto3_is_importable_and_calls_back_into_nimbus(lam):
     name = python(lam, "sdk")
     _, out = call(lam, name)
     assert (out["boto3"], out["botocore"]) == ("1.44.8", "1.44.8")
@@ -247,10 +259,27 @@ def test_boto3_is_importable_and_calls_back_into_nimbus(lam, sdks):
 
 
 @pytest.mark.parametrize("module", ["index.mjs", "cjs.js"])
-def test_sdk_for_javascript_imports_from_esm_and_commonjs(lam, sdks, module):
+def test_sdk_for_javascript_imports_from_esm_and_commonjs(lam, module):
     _, out = call(lam, node(lam, "handler", module=module))
     assert out.pop("mine"), "GetFunction from inside reaches Nimbus as the function"
     assert set(out.values()) == {"function"}, out
+
+
+def test_node_finds_the_sdk_where_aws_has_it_and_a_layers_package_first(lam):
+    out = call(lam, node(lam, "where"))[1]
+    assert out["esm"].startswith("file:///var/runtime/node_modules/@aws-sdk/client-sqs/"), out
+    assert out["cjs"].startswith("/var/runtime/node_modules/@aws-sdk/client-sqs/"), out
+    assert out["marker"] is None
+    assert call(lam, node(lam, "where", module="cjs.js"))[1]["marker"] is None
+    # A layer's package of the SDK's name (a newer SDK, say) comes first.
+    package = "nodejs/node_modules/@aws-sdk/client-sqs/"
+    layer = make_zip({package + "package.json": '{"name": "@aws-sdk/client-sqs", "main": "index.js"}',
+                      package + "index.js": "exports.NIMBUS_LAYER = 'layer';\n"})
+    arn = lam.publish_layer_version(LayerName=unique_name("sdk"), Content={"ZipFile": layer})["LayerVersionArn"]
+    for module in ["index.mjs", "cjs.js"]:
+        out = call(lam, node(lam, "where", module=module, Layers=[arn]))[1]
+        assert out["marker"] == "layer", (module, out)
+        assert out["cjs"] == "/opt/" + package + "index.js", (module, out)
 
 
 def test_layer_paths_of_both_runtimes(lam):

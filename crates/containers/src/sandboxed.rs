@@ -188,6 +188,7 @@ impl SandboxRuntime {
             runtime: c.root.path().to_path_buf(),
             slots,
             shared: Vec::new(),
+            links: Vec::new(),
             uid: self.uid,
             gid: self.gid,
             image: Some(c.root.path().to_path_buf()),

@@ -70,6 +70,10 @@ pub struct Spec {
     /// sandboxes already run): `(host, inside)`.
     #[serde(default)]
     pub shared: Vec<(PathBuf, PathBuf)>,
+    /// Symbolic links made in the host's root: `(inside, target)` (a Node.js
+    /// runtime's `/node_modules`, its SDK). Not for an image's root.
+    #[serde(default)]
+    pub links: Vec<(PathBuf, PathBuf)>,
     pub uid: u32,
     pub gid: u32,
     /// A container image's flattened root: the sandbox's root instead of
@@ -879,6 +883,9 @@ fn host_root(spec: &Spec) -> std::io::Result<()> {
     }
     for (link, target) in ROOT_LINKS {
         std::os::unix::fs::symlink(target, r.join(link))?;
+    }
+    for (link, target) in &spec.links {
+        std::os::unix::fs::symlink(target, r.join(link.strip_prefix("/").unwrap_or(link)))?;
     }
     // Amazon Linux's `/bin/sh` is bash; where the host's is another shell
     // (Debian's dash), bash takes its place inside.

@@ -30,6 +30,12 @@ pub struct Base {
     /// Shared host mount points a sandbox binds read-only, `(host, inside)`:
     /// the runtime's SDK, published on them once installed.
     pub shared: Vec<(PathBuf, PathBuf)>,
+    /// Symbolic links a sandbox's root has, `(inside, target)`: a Node.js
+    /// runtime's `/node_modules`, its SDK, where Node's own resolution
+    /// finds it from every module, ES modules included (which do not read
+    /// `NODE_PATH`). Not for a function whose layers hold Node.js packages:
+    /// a root's `node_modules` would come before theirs.
+    pub links: Vec<(PathBuf, PathBuf)>,
     /// A container image's flattened root: the environment runs the
     /// image's entrypoint there instead of a runtime (and holds the root
     /// against garbage collection while it lives).
@@ -45,7 +51,8 @@ pub struct Base {
     /// (`runtimes/nodejs/esm-paths.mjs`) before its function is known.
     /// Node 20 runs them on a thread of their own, which costs a template
     /// about 80 ms of CPU, so only the templates of functions that may
-    /// import (see [`node_imports`]) have them.
+    /// import (see [`node_imports`]) and have no `/node_modules` (see
+    /// `links`) have them.
     pub esm_hooks: bool,
 }
 
@@ -864,6 +871,7 @@ impl Env {
                     runtime: base.runtime_dir.clone(),
                     slots: slot_set.clone(),
                     shared: base.shared.clone(),
+                    links: base.links.clone(),
                     uid: sb.uid,
                     gid: sb.gid,
                     image: base.image.as_ref().map(|r| r.path().to_path_buf()),
@@ -1384,6 +1392,7 @@ mod tests {
                 api_endpoint: "http://127.0.0.1:9070".into(),
                 sandbox: None,
                 shared: vec![],
+                links: vec![],
                 image: None,
                 image_preload: None,
                 zygote: None,

@@ -409,6 +409,14 @@ impl Worker {
     }
 
     fn base_for(&self, runtime: &str) -> env::Base {
+        let sdk = self.sdk_mount(runtime);
+        // Node.js's SDK at the root, for the templates of most functions
+        // (those whose layers hold no Node.js package: `code_base`).
+        let links = sdk
+            .iter()
+            .filter(|_| runtime.starts_with("nodejs"))
+            .map(|(_, inside)| (PathBuf::from("/node_modules"), inside.clone()))
+            .collect();
         let mut base = env::Base {
             interpreter: self.settings.catalog.interpreter(runtime).map(str::to_string),
             runtime: runtime.to_string(),
@@ -416,7 +424,8 @@ impl Worker {
             region: self.settings.region.clone(),
             api_endpoint: self.settings.api_endpoint.clone(),
             sandbox: self.settings.sandbox.clone(),
-            shared: self.sdk_mount(runtime).into_iter().collect(),
+            shared: sdk.into_iter().collect(),
+            links,
             image: None,
             image_preload: None,
             zygote: None,
@@ -449,12 +458,21 @@ impl Worker {
         }
     }
 
-    /// What environments of a zip function, its code unpacked in `code_dir`, start from.
-    fn code_base(&self, config: &FunctionConfig, code_dir: &Path) -> env::Base {
-        let base = self.base(config);
-        let esm_hooks = base.runtime.starts_with("nodejs")
-            && env::node_imports(code_dir, config.handler.as_deref().unwrap_or_default());
-        env::Base { esm_hooks, ..base }
+    /// What environments of a zip function, its code unpacked in `code_dir`
+    /// and its layers in `layers`, start from.
+    fn code_base(&self, config: &FunctionConfig, code_dir: &Path, layers: Option<&Path>) -> env::Base {
+        let mut base = self.base(config);
+        if !base.runtime.starts_with("nodejs") {
+            return base;
+        }
+        // Layers' packages come before the SDK (NODE_PATH's order), which
+        // a `/node_modules` would not keep.
+        if layers.is_some_and(|l| l.join("nodejs").exists()) {
+            base.links.clear();
+        }
+        base.esm_hooks =
+            base.links.is_empty() && env::node_imports(code_dir, config.handler.as_deref().unwrap_or_default());
+        base
     }
 
     /// What environments of an image function start from.
@@ -501,13 +519,14 @@ impl Worker {
             });
         }
         let code_dir = self.code_dir(config).await?;
+        let layers = self.layers_dir(config).await?;
         Ok(env::Spec {
-            base: self.code_base(config, &code_dir),
+            base: self.code_base(config, &code_dir, layers.as_deref()),
             key: Self::key(config),
             config: config.clone(),
             code_dir,
             keys: self.settings.credentials.issue(invoked_arn),
-            layers: self.layers_dir(config).await?,
+            layers,
             init_type,
         })
     }
@@ -688,11 +707,11 @@ impl Invoker for Worker {
         }
         let ready = async {
             let code_dir = self.code_dir(config).await?;
-            self.layers_dir(config).await?;
-            Ok::<_, Error>(code_dir)
+            let layers = self.layers_dir(config).await?;
+            Ok::<_, Error>((code_dir, layers))
         };
         match ready.await {
-            Ok(code_dir) => self.templates.fill(&self.code_base(config, &code_dir)),
+            Ok((code_dir, layers)) => self.templates.fill(&self.code_base(config, &code_dir, layers.as_deref())),
             Err(e) => tracing::warn!(function = %config.name, error = %e, "cannot prepare the function's code ahead"),
         }
     }

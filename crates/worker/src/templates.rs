@@ -131,14 +131,17 @@ impl Templates {
         base.starts_ahead() && (managed || base.custom() || (base.image.is_some() && base.sandbox.is_some()))
     }
 
-    /// Templates are kept per interpreter (a Node.js one with its ES module
-    /// hooks apart); every `provided*` shares one kind, and each image root
-    /// is its own.
+    /// Templates are kept per interpreter (a sandboxed Node.js one without
+    /// its SDK at the root apart, and with its ES module hooks apart again);
+    /// every `provided*` shares one kind, and each image root is its own.
     fn family(base: &env::Base) -> String {
         match (&base.image, base.custom()) {
             (Some(root), _) => format!("image:{}", root.path().display()),
             (None, true) => "provided".into(),
             (None, false) if base.esm_hooks => format!("{}+esm", base.runtime),
+            (None, false) if base.runtime.starts_with("nodejs") && base.sandbox.is_some() && base.links.is_empty() => {
+                format!("{}+layers", base.runtime)
+            }
             (None, false) => base.runtime.clone(),
         }
     }
