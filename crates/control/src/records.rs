@@ -15,10 +15,15 @@ pub(crate) type Batch = (InvocationRecord, Vec<LogEvent>);
 
 const PRUNE_EVERY_MS: i64 = 60 * 60 * 1000;
 
-/// Writes batches until every sender is gone.
-/// How long the writer gathers records after the first one arrives.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long the writer gathers records after the first one arrives. Each
+/// batch is a transaction: a WAL write of every page it touches (a log
+/// line goes into four B-trees) and a disk sync. At 100 ms rather than 20
+/// the SQLite thread's CPU per warm invoke halved (63–77 µs to 32–44, a
+/// no-op Python function driven by boto3, `BENCHMARKS.md`); lines and
+/// records are readable that much later (CloudWatch's own delay is seconds).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Writes batches until every sender is gone.
 pub(crate) async fn run_recorder(
     meta: Arc<dyn Metadata>,
     mut rx: mpsc::UnboundedReceiver<Batch>,
