@@ -117,6 +117,9 @@ exports.where = async () => ({ cjs: require.resolve("@aws-sdk/client-sqs"),
 
 exports.env = async () => ({ names: Object.keys(process.env).sort(), wrapped: process.env.WRAPPED || null });
 
+exports.zone = async () => ({ zone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+                              offset: new Date(Date.UTC(2026, 6, 1)).getTimezoneOffset() });
+
 exports.logs = async () => {
   console.log("log line");
   console.debug("debug line");
@@ -303,6 +306,11 @@ def test_environment_is_aws_list_only(lam):
     assert out["level"] is None and out["format"] == "Text"
     out = call(lam, node(lam, "env", module="cjs.js", Environment=own))[1]
     assert set(out["names"]) == AWS_VARIABLES | {"NODE_PATH", "MY_SETTING"}, out["names"]
+
+
+def test_node_runs_in_utc(lam):
+    # TZ is reserved: a function cannot change it.
+    assert call(lam, node(lam, "zone", module="cjs.js"))[1] == {"zone": "UTC", "offset": 0}
 
 
 def test_resource_limits_and_shell_are_amazon_linux_ones(lam):
