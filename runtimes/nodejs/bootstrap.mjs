@@ -96,8 +96,11 @@ class Channel {
 // runtime started with (the same directories its functions get). Node 20
 // runs them on a thread of their own (about 80 ms of CPU to start), so the
 // worker asks for them (--esm-hooks) only for handlers that may import
-// (env.rs, node_imports): a template for such functions is started with
-// the flag, and so is a runtime started for its function.
+// (env.rs, node_imports) and only where the sandbox's root has no
+// /node_modules, a link to the SDK that Node's own resolution finds (a
+// function whose layers hold packages, or no sandbox): a template for such
+// functions is started with the flag, and so is a runtime started for its
+// function.
 if (process.argv.includes("--esm-hooks")) {
   register(new URL("./esm-paths.mjs", import.meta.url).href, {
     data: { dirs: (process.env.NODE_PATH || "").split(":") },

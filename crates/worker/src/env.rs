@@ -589,6 +589,7 @@ fn base_environment(base: &Base, paths: &Paths) -> Vec<(String, String)> {
 /// which only the runtime's resolution hooks find in `NODE_PATH` (the SDK,
 /// layers): its module is an ES module (`.mjs`, or `.js` under a
 /// `package.json` of `"type": "module"`), or its source calls `import(`.
+/// Asked only where the sandbox has no `/node_modules` (see `Base::links`).
 /// The runtime is told (`--esm-hooks`) by its template's family or, started
 /// for its function, by its command line. Only the handler's own file is
 /// read: a CommonJS module it requires that imports a bare specifier from
