@@ -412,11 +412,12 @@ impl Worker {
         let sdk = self.sdk_mount(runtime);
         // Node.js's SDK at the root, for the templates of most functions
         // (those whose layers hold no Node.js package: `code_base`).
-        let links = sdk
-            .iter()
-            .filter(|_| runtime.starts_with("nodejs"))
-            .map(|(_, inside)| (PathBuf::from("/node_modules"), inside.clone()))
-            .collect();
+        let links = match &sdk {
+            Some((_, inside)) if runtime.starts_with("nodejs") => {
+                vec![(PathBuf::from("/node_modules"), inside.clone())]
+            }
+            _ => Vec::new(),
+        };
         let mut base = env::Base {
             interpreter: self.settings.catalog.interpreter(runtime).map(str::to_string),
             runtime: runtime.to_string(),
