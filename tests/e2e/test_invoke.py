@@ -3,6 +3,7 @@ runtime, AWS's own runtime client, errors, timeouts and logs."""
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -120,6 +121,23 @@ def test_tail_log_has_aws_lines(plam):
     r2, _ = invoke(plam, name, LogType="Tail")
     assert "Init Duration" not in base64.b64decode(r2["LogResult"]).decode(), "warm invoke"
 
+
+@pytest.mark.parametrize("runtime, files, handler", [
+    ("python3.11", {"app.py": "def handler(event, context):\n    print('line', event['n'])\n    return event\n"},
+     "app.handler"),
+    ("nodejs20.x", {"index.mjs": "export const handler = async (event) => { console.log('line', event.n); return event; };\n"},
+     "index.handler"),
+])
+def test_every_invoke_logs_what_it_printed_before_it_returned(plam, runtime, files, handler):
+    # The runtime prints, then answers: the answer can reach the node before
+    # the output does, and the invoke must still wait for what was printed.
+    for f in range(4):
+        name = unique_name("tail")
+        plam.create_function(FunctionName=name, Runtime=runtime, Handler=handler, Role=ROLE,
+                             Code={"ZipFile": make_zip(files)}, Timeout=10)
+        for n in range(10):
+            r, _ = invoke(plam, name, {"n": n}, LogType="Tail")
+            assert re.search(rf"\bline {n}\n", base64.b64decode(r["LogResult"]).decode()), (f, n)
 
 def test_function_error(plam):
     name = py_function(plam, handler="app.fail")
@@ -396,6 +414,22 @@ def test_nodejs_handlers(plam, files, handler, check):
         assert invoke(plam, name, {"k": 1})[1]["count"] == 2, "module state survives warm invokes"
         log = base64.b64decode(r["LogResult"]).decode()
         assert re.search(rf"\tINFO\thello {name}", log), log
+
+
+@pytest.mark.parametrize("runtime, files, handler", [
+    ("python3.11", {"app.py": "def handler(event, context):\n    return event\n"}, "app.handler"),
+    ("nodejs20.x", {"index.mjs": "export const handler = async (event) => event;\n"}, "index.handler"),
+])
+def test_an_event_of_many_socket_buffers_goes_there_and_back_whole(plam, runtime, files, handler):
+    # Our runtimes take events and hand back results as frames on a socket
+    # whose buffer is a fraction of this: writes wait for room both ways.
+    name = unique_name("big")
+    plam.create_function(FunctionName=name, Runtime=runtime, Handler=handler, Role=ROLE,
+                         Code={"ZipFile": make_zip(files)}, Timeout=10)
+    event = {"blob": os.urandom(2_900_000).hex()}
+    for _ in range(2):
+        r, out = invoke(plam, name, event)
+        assert "FunctionError" not in r and out == event
 
 
 @pytest.mark.parametrize("files, handler, error_type, message", [

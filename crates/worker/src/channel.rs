@@ -13,19 +13,84 @@
 //!   `init_error`, which the runtime waits for before it exits.
 //!
 //! Anything else closes the channel, which the runtime sees as the end.
+//!
+//! The worker's end is registered for input only. A socket registered for
+//! output too is reported writable each time the runtime reads what the
+//! worker sent (a Unix socket's one wait queue serves both directions):
+//! one wake-up of a server thread for nothing on every invoke, and its
+//! cost charged to the runtime's CPU share. A write that finds the buffer
+//! full waits on a registration for output made for that write alone.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, Interest, ReadBuf};
 
 use crate::env::{Reply, Shared};
 use crate::runtime_api::{response_too_large, RESPONSE_MAX};
 
+/// The worker's end of a channel, registered with the runtime for input.
+pub struct Socket(AsyncFd<UnixStream>);
+
+impl Socket {
+    /// Registers a connected socket (made non-blocking here).
+    pub fn new(stream: UnixStream) -> std::io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        register(stream, Interest::READABLE).map(Self)
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        let mut output: Option<AsyncFd<UnixStream>> = None;
+        while !buf.is_empty() {
+            match self.0.get_ref().write(buf) {
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let output = match &mut output {
+                        Some(o) => o,
+                        // A duplicate descriptor: epoll keeps one entry per
+                        // descriptor, so this one goes with this write.
+                        None => output.insert(register(self.0.get_ref().try_clone()?, Interest::WRITABLE)?),
+                    };
+                    output.writable().await?.clear_ready();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(unsafe_code)]
+fn register(stream: UnixStream, interest: Interest) -> std::io::Result<AsyncFd<UnixStream>> {
+    // SAFETY: the `AsyncFd` owns the stream, so nothing closes or replaces
+    // its descriptor while it is registered (tokio's condition).
+    unsafe { AsyncFd::register_with_interest(stream, interest) }.map_err(|e| e.into())
+}
+
+/// Reads a [`Socket`] as a stream.
+struct Reader<'a>(&'a Socket);
+
+impl AsyncRead for Reader<'_> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            let mut ready = ready!(self.0 .0.poll_read_ready(cx))?;
+            match ready.try_io(|fd| fd.get_ref().read(buf.initialize_unfilled())) {
+                Ok(read) => return Poll::Ready(read.map(|n| buf.advance(n))),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 /// Serves the channel until the runtime closes it or breaks the protocol.
-pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
+pub async fn serve(socket: Socket, shared: Arc<Shared>) {
+    let mut reader = BufReader::new(Reader(&socket));
     let mut header = String::new();
     loop {
         header.clear();
@@ -35,7 +100,7 @@ pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
         }
         let words: Vec<&str> = header.split_whitespace().collect();
         let served = match words.as_slice() {
-            ["next"] => next(&shared, &mut writer).await,
+            ["next"] => next(&shared, &socket).await,
             ["response", id, len] => body(&mut reader, len).await.map(|b| {
                 shared.complete(id, b.map_or_else(|()| Reply::Error(response_too_large()), Reply::Response));
             }),
@@ -47,7 +112,7 @@ pub async fn serve(stream: tokio::net::UnixStream, shared: Arc<Shared>) {
             ["init_error", len] => match body(&mut reader, len).await {
                 Some(b) => {
                     shared.init_failed(b.unwrap_or_else(|()| response_too_large()));
-                    writer.write_all(b"ok\n").await.ok()
+                    socket.write_all(b"ok\n").await.ok()
                 }
                 None => None,
             },
@@ -74,7 +139,7 @@ async fn body(reader: &mut (impl AsyncReadExt + Unpin), len: &str) -> Option<Res
 }
 
 /// Hands the runtime its next invocation, when there is one.
-async fn next(shared: &Shared, writer: &mut (impl AsyncWriteExt + Unpin)) -> Option<()> {
+async fn next(shared: &Shared, socket: &Socket) -> Option<()> {
     shared.mark_ready();
     let job = shared.jobs_rx.lock().await.recv().await?;
     let mut meta = serde_json::json!({
@@ -90,5 +155,5 @@ async fn next(shared: &Shared, writer: &mut (impl AsyncWriteExt + Unpin)) -> Opt
     let mut frame = format!("invoke {} {}\n", meta.len(), job.payload.len()).into_bytes();
     frame.extend_from_slice(meta.as_bytes());
     frame.extend_from_slice(&job.payload);
-    writer.write_all(&frame).await.ok()
+    socket.write_all(&frame).await.ok()
 }

@@ -306,15 +306,22 @@ impl Shared {
     /// each whole line (with its newline, as in AWS's log events). True once
     /// the pipe is closed (the last unended line is then logged too).
     ///
-    /// Called once a response is in, this reads everything the runtime
-    /// wrote before it: its writes to the pipe had returned before it sent
-    /// the response.
-    fn read_output(&self) -> bool {
+    /// Called once a response is in (`now`), this reads everything the
+    /// runtime wrote before it: its writes to the pipe had returned before
+    /// it sent the response. It reads the pipe itself then, not as tokio's
+    /// readiness says: the IO driver may not have seen the pipe's event yet
+    /// when it has seen the response's. The log reader (not `now`) goes by
+    /// readiness, which a read that finds nothing clears.
+    fn read_output(&self, now: bool) -> bool {
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
         let mut buf = [0u8; 16 << 10];
         let mut taken = 0;
         let closed = loop {
-            match self.output.try_read(&mut buf) {
+            let read = match now {
+                true => rustix::io::read(&self.output, &mut buf).map_err(std::io::Error::from),
+                false => self.output.try_read(&mut buf),
+            };
+            match read {
                 Ok(0) => break true,
                 Ok(n) => {
                     partial.extend_from_slice(&buf[..n]);
@@ -963,7 +970,7 @@ impl Env {
         let logs = shared.clone();
         tokio::spawn(async move {
             while logs.output.readable().await.is_ok() {
-                if logs.read_output() {
+                if logs.read_output(false) {
                     break;
                 }
             }
@@ -978,7 +985,7 @@ impl Env {
                     // A template has no invocation to report its death: say it here,
                     // or a runtime that cannot start fails every cold start unexplained.
                     if !watch.specialized.load(Ordering::SeqCst) {
-                        watch.read_output();
+                        watch.read_output(true);
                         let output: Vec<String> = watch.drain_logs().into_iter().map(|(_, l)| l).collect();
                         tracing::warn!(runtime = %runtime_name, %status, output = %output.join("\n"), "a template exited before it was used");
                     }
@@ -1093,11 +1100,9 @@ impl Env {
         // custom runtime, or one behind a wrapper (started bare), is done
         // with it and uses the HTTP Runtime API.
         if !spec.base.custom() && wrapper.is_none() && image.is_none() {
-            let stream = control
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::UnixStream::from_std(control))
+            let socket = crate::channel::Socket::new(control)
                 .map_err(|e| Error::Internal(format!("the runtime channel: {e}")))?;
-            self.channel = Some(tokio::spawn(crate::channel::serve(stream, self.shared.clone())));
+            self.channel = Some(tokio::spawn(crate::channel::serve(socket, self.shared.clone())));
         }
         Ok(self)
     }
@@ -1227,7 +1232,7 @@ impl Env {
         } else {
             None
         };
-        tracing::debug_span!("drain_logs").in_scope(|| self.shared.read_output());
+        tracing::debug_span!("drain_logs").in_scope(|| self.shared.read_output(true));
         let now = || chrono::Utc::now().timestamp_millis();
         let billed = (duration_ms + init_ms.unwrap_or(0.0)).ceil() as u64;
         let report = Report {
