@@ -34,6 +34,8 @@ class Channel {
     this.socket = socket;
     this.buf = Buffer.alloc(0);
     this.waiting = [];
+    // Whether `next` went with the last response or error.
+    this.asked = false;
     socket.on("data", (d) => {
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
       this.wake();
@@ -75,7 +77,8 @@ class Channel {
   }
 
   async next() {
-    this.socket.write("next\n");
+    if (!this.asked) this.socket.write("next\n");
+    this.asked = false;
     const [, metaLen, payloadLen] = (await this.line()).split(" ");
     const meta = JSON.parse((await this.take(Number(metaLen))).toString());
     const body = (await this.take(Number(payloadLen))).toString();
@@ -83,12 +86,19 @@ class Channel {
   }
 
   async post(pathname, body) {
-    const data = Buffer.from(body ?? "");
+    const data = body ?? "";
+    const length = Buffer.byteLength(data);
+    if (pathname === "/init/error") {
+      this.socket.write(`init_error ${length}\n${data}`);
+      // The worker's "ok": the error is in before this runtime exits.
+      await this.line();
+      return;
+    }
+    // `next` goes with the response or error: the loop always asks for the
+    // next invocation right after, and one write wakes the worker once.
     const [, , id, kind] = pathname.split("/");
-    const head = pathname === "/init/error" ? `init_error ${data.length}\n` : `${kind} ${id} ${data.length}\n`;
-    this.socket.write(Buffer.concat([Buffer.from(head), data]));
-    // The worker's "ok": the error is in before this runtime exits.
-    if (pathname === "/init/error") await this.line();
+    this.socket.write(`${kind} ${id} ${length}\n${data}next\n`);
+    this.asked = true;
   }
 }
 
