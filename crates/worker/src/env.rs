@@ -311,7 +311,8 @@ impl Shared {
     /// it sent the response. It reads the pipe itself then, not as tokio's
     /// readiness says: the IO driver may not have seen the pipe's event yet
     /// when it has seen the response's. The log reader (not `now`) goes by
-    /// readiness, which a read that finds nothing clears.
+    /// readiness, which a read that finds nothing clears. Neither waits:
+    /// tokio made the pipe non-blocking.
     fn read_output(&self, now: bool) -> bool {
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
         let mut buf = [0u8; 16 << 10];
