@@ -29,8 +29,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
         assert set(figures["throughput_rps"]) == {"c1", "c16", "c64"}
         assert all(v > 0 for v in figures["throughput_rps"].values())
         assert {"100", "500", "1000"} <= set(figures["scale_out_s"])
-        # Clock ticks of 10 ms over --quick's 50 invokes: a number, possibly 0.
-        assert isinstance(figures["cpu_per_invoke_us"], (int, float)) and figures["cpu_per_invoke_us"] >= 0
+        # Read from the processes' CPU clocks (ns), so --quick's 50 invokes show.
+        assert figures["cpu_per_invoke_us"] > 0, (runtime, figures["cpu_per_invoke_us"])
         assert figures["idle_env_mb"] > 0 and figures["max_idle_envs"] > 0
     urls = report["function_urls"]
     assert urls["runtime"] == "provided.al2023"

@@ -83,8 +83,8 @@ struct Plan {
     cold: usize,
     cold_back_to_back: usize,
     warm: usize,
-    /// Warm invokes of the `warm` section: enough 10 ms clock ticks of CPU
-    /// for a figure of about 100 µs per invoke to be read within a few percent.
+    /// Warm invokes of the `warm` section: more than `warm`, for latency
+    /// percentiles and a CPU figure that settle from run to run.
     warm_only: usize,
     throughput_secs: f64,
     scale_out: &'static [usize],
@@ -408,14 +408,14 @@ async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(D
 async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, f64)> {
     invoke(&b.client, name, &json!({})).await?;
     let (mut warm, mut overhead) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let ticks = tree_ticks(server);
+    let cpu = tree_cpu_us(server);
     for _ in 0..n {
         let (took, out) = invoke(&b.client, name, &json!({})).await?;
         warm.push(ms(took));
         let own = out.get("self_us").and_then(Value::as_f64).unwrap_or(0.0);
         overhead.push(took.as_secs_f64() * 1e6 - own);
     }
-    let cpu_per_invoke_us = (tree_ticks(server) - ticks) as f64 / USER_HZ * 1e6 / n as f64;
+    let cpu_per_invoke_us = (tree_cpu_us(server) - cpu) / n as f64;
     Ok((warm, overhead, cpu_per_invoke_us))
 }
 
@@ -538,41 +538,46 @@ pub(crate) fn meminfo_mb(field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The processes of a tree: pid -> (parent, /proc/<pid>/stat fields after the name).
-fn processes() -> BTreeMap<u32, (u32, Vec<u64>)> {
+/// Every process's parent: pid -> ppid.
+fn parents() -> BTreeMap<u32, u32> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        // Fields after the command name, which may contain spaces.
+        // The parent is the second field after the command name, which may contain spaces.
         let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
-        out.insert(pid, (f.get(1).copied().unwrap_or(0) as u32, f));
+        let parent = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        out.insert(pid, parent);
     }
     out
 }
 
 /// The pids of `root` and all its descendants.
-fn tree(root: u32) -> Vec<(u32, Vec<u64>)> {
-    let all = processes();
+fn tree(root: u32) -> Vec<u32> {
+    let all = parents();
     let in_tree = |mut pid: u32| loop {
         if pid == root {
             return true;
         }
         match all.get(&pid) {
-            Some(&(p, _)) if p != 0 && p != pid => pid = p,
+            Some(&p) if p != 0 && p != pid => pid = p,
             _ => return false,
         }
     };
-    all.iter().filter(|(p, _)| in_tree(**p)).map(|(p, (_, f))| (*p, f.clone())).collect()
+    all.keys().copied().filter(|p| in_tree(*p)).collect()
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times (USER_HZ).
-const USER_HZ: f64 = 100.0;
-
-/// CPU ticks (user + system) of a process and all its descendants.
-fn tree_ticks(root: u32) -> u64 {
-    tree(root).iter().map(|(_, f)| f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)).sum()
+/// CPU time of a process and all its descendants, in µs: each process's
+/// CPU clock (all its threads, in nanoseconds; `/proc/<pid>/stat` counts
+/// 10 ms ticks, too coarse for a change of tens of µs per invoke). A
+/// process gone by the second reading takes its time with it.
+fn tree_cpu_us(root: u32) -> f64 {
+    use nix::time::ClockId;
+    tree(root)
+        .into_iter()
+        .filter_map(|pid| ClockId::pid_cpu_clock_id(nix::unistd::Pid::from_raw(pid as i32)).ok()?.now().ok())
+        .map(|t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
+        .sum()
 }
 
 /// Proportional memory of the processes in the given PID namespaces (as
@@ -837,9 +842,9 @@ async fn idle_cpu(b: &Bench, runtimes: &[Runtime], server: &Server, plan: &Plan)
     // node at rest, not its last cold starts.
     tokio::time::sleep(SETTLE).await;
     let pid = server.child.id();
-    let t0 = tree_ticks(pid);
+    let t0 = tree_cpu_us(pid);
     tokio::time::sleep(Duration::from_secs_f64(plan.idle_cpu_secs)).await;
-    Ok(json!(round((tree_ticks(pid) - t0) as f64 / USER_HZ / plan.idle_cpu_secs * 100.0)))
+    Ok(json!(round((tree_cpu_us(pid) - t0) / 1e6 / plan.idle_cpu_secs * 100.0)))
 }
 
 fn print_table(r: &Value) {
