@@ -11,7 +11,7 @@ import sys
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROLE, Server, arn, error_code, function_log, logs_client, make_zip, nimbus_cli, unique_name, wait_for
+from conftest import BIN, ROLE, Server, arn, error_code, function_log, logs_client, make_zip, nimbus_cli, unique_name, wait_for
 
 APP = '''
 import json, os, sys, time
@@ -138,6 +138,23 @@ def test_every_invoke_logs_what_it_printed_before_it_returned(plam, runtime, fil
         for n in range(10):
             r, _ = invoke(plam, name, {"n": n}, LogType="Tail")
             assert re.search(rf"\bline {n}\n", base64.b64decode(r["LogResult"]).decode()), (f, n)
+
+def test_one_worker_thread_serves_invokes_and_zero_is_refused(tmp_path):
+    # Every task of an invoke then shares one thread: nothing may wait on another.
+    s = Server(tmp_path / "data", args=["--isolation", "process", "--worker-threads", "1"]).start()
+    try:
+        lam = s.client()
+        name = py_function(lam)
+        for n in range(3):
+            r, out = invoke(lam, name, {"n": n}, LogType="Tail")
+            assert "FunctionError" not in r and out["event"] == {"n": n}, out
+            assert "hello from " + name in base64.b64decode(r["LogResult"]).decode()
+    finally:
+        s.stop()
+    refused = subprocess.run([BIN, "serve", "--worker-threads", "0", "--data-dir", str(tmp_path / "other")],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "--worker-threads" in refused.stderr, refused.stderr
+    assert not (tmp_path / "other").exists()
 
 def test_function_error(plam):
     name = py_function(plam, handler="app.fail")

@@ -167,26 +167,27 @@ fn main() -> std::process::ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "nimbus", &mut std::io::stdout());
         return std::process::ExitCode::SUCCESS;
     }
-    let result =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
-            |runtime| {
-                runtime.block_on(async {
-                    match cli.command {
-                        Command::Serve(args) => serve::run(args).await,
-                        Command::Function { command, client } => commands::function(command, client).await,
-                        Command::Layer { command, client } => commands::layer(command, client).await,
-                        Command::Invoke { args, client } => commands::invoke(args, client).await,
-                        Command::Logs { args, client } => commands::logs(args, client).await,
-                        Command::Console { client } => commands::console(client).await,
-                        Command::Usage { args, client } => usage::usage(args, client).await,
-                        Command::Bench(args) => bench::run(args).await,
-                        Command::Task { command, client } => task_cmd::task(command, client).await,
-                        Command::Service { command, client } => service::run(command, client).await,
-                        Command::Completions { .. } => Ok(()),
-                    }
-                })
-            },
-        );
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(serve::ServeArgs { worker_threads: Some(n), .. }) = &cli.command {
+        runtime.worker_threads(usize::from(*n));
+    }
+    let result = runtime.enable_all().build().map_err(anyhow::Error::from).and_then(|runtime| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Serve(args) => serve::run(args).await,
+                Command::Function { command, client } => commands::function(command, client).await,
+                Command::Layer { command, client } => commands::layer(command, client).await,
+                Command::Invoke { args, client } => commands::invoke(args, client).await,
+                Command::Logs { args, client } => commands::logs(args, client).await,
+                Command::Console { client } => commands::console(client).await,
+                Command::Usage { args, client } => usage::usage(args, client).await,
+                Command::Bench(args) => bench::run(args).await,
+                Command::Task { command, client } => task_cmd::task(command, client).await,
+                Command::Service { command, client } => service::run(command, client).await,
+                Command::Completions { .. } => Ok(()),
+            }
+        })
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
