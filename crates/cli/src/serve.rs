@@ -115,8 +115,8 @@ pub struct ServeArgs {
     #[arg(long, env = "NIMBUS_TASK_MEMORY_MIB")]
     task_memory_mib: Option<u32>,
     /// Threads that run the node's async work (the APIs, the runtimes'
-    /// channels). Default: one per core. Fewer cost a warm invoke less CPU
-    /// (fewer hand-overs between threads) and S3 writes throughput
+    /// channels). Default: one per core. Fewer make a warm invoke cheaper
+    /// in CPU (fewer hand-overs between threads) and S3 writes slower
     /// (BENCHMARKS.md, session 19).
     #[arg(long, env = "NIMBUS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
