@@ -8,6 +8,7 @@ template pool deepens to what a second of cold starts drew."""
 import base64
 import json
 import os
+import platform
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -144,7 +145,8 @@ def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_
     assert "\nSeccomp:\t2\n" in open(f"/proc/{zygote}/status").read()
 
 
-RECVMSG = 47  # x86_64: the zygote's wait for its next request
+# recvmsg's number, the zygote's wait for its next request.
+RECVMSG = {"x86_64": 47, "aarch64": 212}[platform.machine()]
 
 
 def read_while_waiting(pid, read):

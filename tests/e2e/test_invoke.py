@@ -122,12 +122,16 @@ def test_tail_log_has_aws_lines(plam):
     assert "Init Duration" not in base64.b64decode(r2["LogResult"]).decode(), "warm invoke"
 
 
-@pytest.mark.parametrize("runtime, files, handler", [
-    ("python3.11", {"app.py": "def handler(event, context):\n    print('line', event['n'])\n    return event\n"},
+# Our two runtimes, each with a handler that prints `line <n>` and returns its event.
+ECHOES = pytest.mark.parametrize("runtime, files, handler", [
+    ("python3.11", {"app.py": "def handler(event, context):\n    print('line', event.get('n'))\n    return event\n"},
      "app.handler"),
     ("nodejs20.x", {"index.mjs": "export const handler = async (event) => { console.log('line', event.n); return event; };\n"},
      "index.handler"),
 ])
+
+
+@ECHOES
 def test_every_invoke_logs_what_it_printed_before_it_returned(plam, runtime, files, handler):
     # The runtime prints, then answers: the answer can reach the node before
     # the output does, and the invoke must still wait for what was printed.
@@ -138,6 +142,7 @@ def test_every_invoke_logs_what_it_printed_before_it_returned(plam, runtime, fil
         for n in range(10):
             r, _ = invoke(plam, name, {"n": n}, LogType="Tail")
             assert re.search(rf"\bline {n}\n", base64.b64decode(r["LogResult"]).decode()), (f, n)
+
 
 def test_one_worker_thread_serves_invokes_and_zero_is_refused(tmp_path):
     # Every task of an invoke then shares one thread: nothing may wait on another.
@@ -155,6 +160,7 @@ def test_one_worker_thread_serves_invokes_and_zero_is_refused(tmp_path):
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "--worker-threads" in refused.stderr, refused.stderr
     assert not (tmp_path / "other").exists()
+
 
 def test_function_error(plam):
     name = py_function(plam, handler="app.fail")
@@ -433,10 +439,7 @@ def test_nodejs_handlers(plam, files, handler, check):
         assert re.search(rf"\tINFO\thello {name}", log), log
 
 
-@pytest.mark.parametrize("runtime, files, handler", [
-    ("python3.11", {"app.py": "def handler(event, context):\n    return event\n"}, "app.handler"),
-    ("nodejs20.x", {"index.mjs": "export const handler = async (event) => event;\n"}, "index.handler"),
-])
+@ECHOES
 def test_an_event_of_many_socket_buffers_goes_there_and_back_whole(plam, runtime, files, handler):
     # Our runtimes take events and hand back results as frames on a socket
     # whose buffer is a fraction of this: writes wait for room both ways.
