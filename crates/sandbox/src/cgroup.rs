@@ -71,7 +71,7 @@ const CPU_QUOTA_MIN_US: u64 = 1_000;
 /// enforced over `s` × 100 ms (a 128 MB function, 7% of a CPU as on AWS,
 /// could wait 93 ms of the default period), but never over less than makes
 /// the kernel's minimum quota: the wait is at most a quarter of 100 ms.
-fn cpu_bandwidth(cpu_millis: u64) -> (u64, u64) {
+pub fn cpu_bandwidth(cpu_millis: u64) -> (u64, u64) {
     let cpu_millis = cpu_millis.max(1);
     let by_share = CPU_PERIOD_US * cpu_millis.min(1000) / 1000;
     let period = by_share.max((CPU_QUOTA_MIN_US * 1000).div_ceil(cpu_millis));

@@ -370,6 +370,10 @@ pub(crate) struct Env {
     kill: SyncMutex<Option<oneshot::Sender<()>>>,
     api_task: tokio::task::JoinHandle<()>,
     pid: Option<u32>,
+    /// The runtime's own process where it is not `pid` (forked by a zygote).
+    runtime_pid: Option<u32>,
+    /// Holds invocations to the CPU share; set with the share, after init.
+    pacer: Option<crate::pace::Pacer>,
     spawned_at: Instant,
     memory_mb: u32,
     timeout: Duration,
@@ -940,6 +944,7 @@ impl Env {
         let pid = child.id();
         let mut cgroup = None;
         let mut forwarder = None;
+        let mut runtime_pid = None;
         let listener = match (listener, socket, &base.sandbox) {
             (Some(l), _, _) => l,
             (None, Some(socket), Some(sb)) => {
@@ -951,6 +956,7 @@ impl Env {
                 control = Some(match zygote {
                     Some((z, log)) => {
                         let (control, forked) = join_from_zygote(z, prepared.control, pid, log).await?;
+                        runtime_pid = Some(forked);
                         if let Some(cg) = &cgroup {
                             cg.attach(forked)
                                 .map_err(|e| Error::Internal(format!("attaching the environment: {e}")))?;
@@ -1013,6 +1019,8 @@ impl Env {
             kill: SyncMutex::new(Some(kill_tx)),
             api_task,
             pid,
+            runtime_pid,
+            pacer: None,
             spawned_at: Instant::now(),
             memory_mb: 0,
             timeout: Duration::ZERO,
@@ -1110,12 +1118,16 @@ impl Env {
 
     /// After init: the CPU share of the function's memory. Init itself runs
     /// unthrottled, as AWS boosts CPU during the init phase.
-    pub fn limit_cpu(&self) {
-        if let Some(cg) = &self.cgroup {
-            if let Err(e) = cg.limit_cpu(nimbus_sandbox::cgroup::cpu_share(u64::from(self.memory_mb))) {
-                tracing::warn!(error = %e, "cannot set the CPU limit");
-            }
+    pub fn limit_cpu(&mut self) {
+        let Some(cg) = &self.cgroup else { return };
+        let share = nimbus_sandbox::cgroup::cpu_share(u64::from(self.memory_mb));
+        if let Err(e) = cg.limit_cpu(share) {
+            tracing::warn!(error = %e, "cannot set the CPU limit");
         }
+        // A sandbox's runtime is its PID 1 (stage two) unless a zygote forked it.
+        let runtime = self.runtime_pid.or_else(|| crate::zygote::first_child(self.pid?).ok().flatten());
+        let (quota_us, _) = nimbus_sandbox::cgroup::cpu_bandwidth(share);
+        self.pacer = runtime.and_then(|pid| crate::pace::Pacer::new(pid, share, Duration::from_micros(quota_us)));
     }
 
     pub fn alive(&self) -> bool {
@@ -1159,6 +1171,9 @@ impl Env {
             let status = self.shared.exit_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             self.shared.fail_current(Reply::Exited(status.unwrap_or_else(|| "exited during init".into())));
         }
+        if let Some(wait) = self.pacer.as_ref().and_then(|p| p.delay()) {
+            tokio::time::sleep(wait).instrument(tracing::debug_span!("paced")).await;
+        }
         let init_lines = self.shared.drain_logs();
         let start = Instant::now();
         let deadline_ms = chrono::Utc::now().timestamp_millis() + self.timeout.as_millis() as i64;
@@ -1183,6 +1198,9 @@ impl Env {
         .instrument(tracing::debug_span!("runtime"))
         .await;
         let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+        if let Some(p) = &self.pacer {
+            p.charge();
+        }
         let max_memory_mb = match &self.cgroup {
             Some(cg) => cg.peak_memory_bytes().div_ceil(1 << 20),
             None => peak_memory_mb(self.pid),

@@ -11,6 +11,7 @@
 mod channel;
 mod env;
 mod logs;
+mod pace;
 mod pool;
 mod process;
 mod runtime_api;
@@ -630,7 +631,7 @@ impl Worker {
             None => self.templates.take(&spec.base),
         };
         tracing::Span::current().record("template", template.is_some());
-        let first = match template {
+        let mut first = match template {
             Some(t) => t.specialize(&spec).instrument(tracing::debug_span!("specialize")).await?,
             None => env::Env::spawn(spec.clone()).instrument(tracing::debug_span!("spawn")).await?,
         };
@@ -640,7 +641,7 @@ impl Worker {
         }
         first.retire().await;
         let init_type = spec.init_type;
-        let second = env::Env::spawn(spec).await?;
+        let mut second = env::Env::spawn(spec).await?;
         second.note_init_timeout(init_type, INIT_LIMIT);
         second.limit_cpu();
         Ok(second)
@@ -734,7 +735,7 @@ impl Invoker for Worker {
         self.pool.provisioning(&name, &qualifier, p.count);
         let one = || async {
             let spec = self.spec(&p.config, &p.invoked_arn, "provisioned-concurrency").await?;
-            let env = env::Env::spawn(spec).await?;
+            let mut env = env::Env::spawn(spec).await?;
             if !env.wait_ready(INIT_LIMIT).await {
                 env.retire().await;
                 return Err(Error::Unavailable("Init timed out after 10 seconds.".into()));
