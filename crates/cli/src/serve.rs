@@ -660,8 +660,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
         // The peer address becomes function URL events' `sourceIp`.
-        let app = nimbus_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+        crate::http::serve(listener, nimbus_api::router(api), stop).await?;
         // The minute under way, which the flusher would write when it ends.
         if let Err(e) = metrics.flush().await {
             tracing::error!(error = %e, "cannot store the last minute's metrics");

@@ -1,0 +1,229 @@
+//! Serves the API's router over HTTP/1 on the node's listener, one task
+//! per connection, until asked to stop (then each connection finishes its
+//! request). It owns the connections, not the requests: everything about
+//! a request is the router's.
+//!
+//! It is `axum::serve` but for one thing: a connection is polled through
+//! [`Repoll`]. hyper reads a request's body in the same poll as it polls
+//! the handler waiting for it, so the handler's waker (the connection's own
+//! task) is woken while that task runs; tokio then puts the task back as a
+//! yield and wakes a parked thread to take it, which finds nothing to do
+//! (one thread wake-up and two context switches per boto3 invoke, whose
+//! body arrives in a TCP segment of its own; BENCHMARKS "Session 20").
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use futures_util::task::AtomicWaker;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+/// Serves `router` on `listener` until `stop` completes, then waits for
+/// the open connections to finish their requests. The peer's address is
+/// each request's `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    // Dropped at the stop: every connection sees its sender closed.
+    let (stopping, stopped) = tokio::sync::watch::channel(());
+    let (done_tx, mut done) = tokio::sync::mpsc::channel::<Infallible>(1);
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let mut stopped = stopped.clone();
+        let done = done_tx.clone();
+        tokio::spawn(Repoll::new(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::trace!(%peer, error = %e, "connection ended");
+                        }
+                        break;
+                    }
+                    _ = stopped.changed(), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(done);
+        }));
+    }
+    drop(stopping);
+    drop(done_tx);
+    // Every connection's sender is dropped when it ends.
+    let _ = done.recv().await;
+    Ok(())
+}
+
+/// A failed accept: the peer gave up (nothing to do), or the node is out
+/// of descriptors, which a moment may free.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Polls a future again at once when it is woken while being polled (by
+/// itself, or by another thread meanwhile), a few times, instead of
+/// handing the wake-up to the scheduler. A future that keeps waking itself
+/// (its cooperative budget spent) is handed back after [`Repoll::AGAIN`].
+struct Repoll<F> {
+    inner: Pin<Box<F>>,
+    flag: Arc<Flag>,
+    waker: Waker,
+}
+
+/// Where a wake-up of the inner future goes.
+struct Flag {
+    state: AtomicU8,
+    /// The task's own waker, as of its last poll.
+    task: AtomicWaker,
+}
+
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+const WOKEN: u8 = 2;
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // During a poll the poll goes on; otherwise the task is woken.
+        if let Err(IDLE) = self.state.compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire) {
+            self.task.wake();
+        }
+    }
+}
+
+impl<F: Future> Repoll<F> {
+    const AGAIN: usize = 4;
+
+    fn new(inner: F) -> Self {
+        let flag = Arc::new(Flag { state: AtomicU8::new(IDLE), task: AtomicWaker::new() });
+        Self { inner: Box::pin(inner), waker: Waker::from(flag.clone()), flag }
+    }
+}
+
+impl<F: Future> Future for Repoll<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        this.flag.task.register(cx.waker());
+        for _ in 0..Self::AGAIN {
+            this.flag.state.store(POLLING, Ordering::Release);
+            let polled = this.inner.as_mut().poll(&mut Context::from_waker(&this.waker));
+            if polled.is_ready() {
+                this.flag.state.store(IDLE, Ordering::Release);
+                return polled;
+            }
+            if this.flag.state.compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Poll::Pending;
+            }
+        }
+        this.flag.state.store(IDLE, Ordering::Release);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Wakes itself `times` times, then is ready; counts its polls.
+    struct SelfWaking {
+        times: usize,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl Future for SelfWaking {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.times == 0 {
+                return Poll::Ready(());
+            }
+            self.times -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    /// Counts the wake-ups the scheduler gets.
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll_once<F: Future>(f: &mut Repoll<F>, count: &Arc<Count>) -> Poll<F::Output> {
+        let waker = Waker::from(count.clone());
+        Pin::new(f).poll(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_wake_up_during_the_poll_is_a_poll_in_place() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let mut f = Repoll::new(SelfWaking { times: 2, polls: polls.clone() });
+        assert!(poll_once(&mut f, &count).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "the scheduler was not asked");
+    }
+
+    #[test]
+    fn a_future_that_keeps_waking_itself_is_handed_back() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let mut f = Repoll::new(SelfWaking { times: 100, polls: polls.clone() });
+        assert!(poll_once(&mut f, &count).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), Repoll::<SelfWaking>::AGAIN);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once, to be polled later");
+    }
+
+    #[test]
+    fn a_wake_up_after_the_poll_wakes_the_task() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let mut f = Repoll::new(std::future::pending::<()>());
+        assert!(poll_once(&mut f, &count).is_pending());
+        f.waker.wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+}
