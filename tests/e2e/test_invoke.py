@@ -8,8 +8,10 @@ import re
 import subprocess
 import sys
 
+import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from conftest import BIN, ROLE, Server, arn, error_code, function_log, logs_client, make_zip, nimbus_cli, unique_name, wait_for
 
@@ -30,6 +32,13 @@ def handler(event, context):
                 "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                 "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION", "AWS_DEFAULT_REGION",
                 "AWS_EXECUTION_ENV", "_HANDLER", "TZ", "LANG", "AWS_LAMBDA_INITIALIZATION_TYPE", "GREETING")}}
+
+def patient(event, context):
+    global COUNT
+    COUNT += 1
+    time.sleep(event.get("sleep", 0))
+    print("patient for", event.get("sleep", 0), "seconds")
+    return COUNT
 
 def fail(event, context):
     raise ValueError("bad thing")
@@ -94,6 +103,23 @@ def test_module_state_survives_warm_invokes(plam):
     name = py_function(plam)
     counts = [invoke(plam, name)[1]["count"] for _ in range(3)]
     assert counts == [1, 2, 3]
+
+
+def test_an_invocation_whose_caller_hangs_up_finishes_on_its_environment(proc_server, plam):
+    # A client that gives up closes its connection mid-invocation (the
+    # server drops the request); the invocation still runs to its end on its
+    # environment, is logged, and leaves the environment warm for the next.
+    name = py_function(plam, handler="app.patient")
+    assert invoke(plam, name)[1] == 1
+    impatient = boto3.client("lambda", endpoint_url=proc_server.endpoint, region_name=plam.meta.region_name,
+                             aws_access_key_id=proc_server.credentials()[0],
+                             aws_secret_access_key=proc_server.credentials()[1],
+                             config=Config(retries={"total_max_attempts": 1}, read_timeout=1))
+    with pytest.raises(ReadTimeoutError):
+        impatient.invoke(FunctionName=name, Payload=json.dumps({"sleep": 2}))
+    wait_for(lambda: any("patient for 2 seconds" in e["message"] for e in function_log(proc_server, name)),
+             "the abandoned invocation's last line", timeout=30)
+    assert invoke(plam, name)[1] == 3
 
 
 def test_empty_payload_is_an_empty_object_and_bad_json_is_refused(plam):

@@ -1,7 +1,12 @@
 //! Invoke: resolve the function and qualifier (weighted aliases pick a
 //! version at random by weight), then hand the run to the worker.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use futures_util::FutureExt;
 use nimbus_core::function::{Function, LATEST};
 use nimbus_worker::{Invocation, Outcome};
 use rand::Rng;
@@ -122,31 +127,86 @@ impl Control {
             qualifier: qualifier_of(&invocation.invoked_arn).map(str::to_string),
             executed_version: executed_version.clone(),
         };
-        // In its own task, so that a caller who hangs up does not abandon
-        // an environment mid-invocation.
         let span = tracing::debug_span!("worker", function = %config.name, version = %executed_version);
-        let outcome = tokio::spawn(async move { invoker.invoke(invocation).await }.instrument(span))
-            .await
-            .map_err(|e| Error::Unavailable(format!("The invocation task failed: {e}")))?
-            .map_err(|e| match e {
-                nimbus_worker::Error::Throttled(reason) => {
-                    if let Some(m) = self.metrics() {
-                        m.throttled(&target);
+        let (metrics, recorder) = (self.metrics.clone(), self.recorder.clone());
+        // Everything from here on is done even if the caller hangs up:
+        // the environment's run, its metrics and its record.
+        let run = async move {
+            let outcome = std::panic::AssertUnwindSafe(invoker.invoke(invocation))
+                .catch_unwind()
+                .instrument(span)
+                .await
+                .map_err(|_| Error::Unavailable("The invocation task failed: it panicked".into()))?
+                .map_err(|e| match e {
+                    nimbus_worker::Error::Throttled(reason) => {
+                        if let Some(m) = metrics.get() {
+                            m.throttled(&target);
+                        }
+                        Error::Rule(nimbus_core::Error::Throttled(reason))
                     }
-                    Error::Rule(nimbus_core::Error::Throttled(reason))
-                }
-                nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
-                nimbus_worker::Error::Internal(m) | nimbus_worker::Error::InvalidEntrypoint(m) => {
-                    Error::Unavailable(format!("The function could not be run: {m}"))
-                }
-            })?;
-        if let Some(m) = self.metrics() {
-            let error = outcome.function_error.is_some();
-            m.invoked(&target, outcome.concurrency, outcome.duration_ms, error, outcome.init_ms);
+                    nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
+                    nimbus_worker::Error::Internal(m) | nimbus_worker::Error::InvalidEntrypoint(m) => {
+                        Error::Unavailable(format!("The function could not be run: {m}"))
+                    }
+                })?;
+            if let Some(m) = metrics.get() {
+                let error = outcome.function_error.is_some();
+                m.invoked(&target, outcome.concurrency, outcome.duration_ms, error, outcome.init_ms);
+            }
+            // The writer task outlives every invocation; a send fails only at shutdown.
+            let _ = recorder.send(crate::records::batch_of(&config, &request_id, &outcome));
+            Ok(Invoked { executed_version, outcome })
+        };
+        Finish::new(run).await
+    }
+}
+
+/// Runs an invocation in the caller's task and, if the caller goes away
+/// first (hyper drops a request's future when its client hangs up),
+/// finishes it in a task of its own, so that an environment is never
+/// abandoned mid-invocation, nor its record lost. Spawning every invocation and joining it
+/// would do the same at the cost of a task hop per invoke, whose join
+/// often woke the other async thread.
+struct Finish<F>(Option<Pin<Box<F>>>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send;
+
+impl<F> Finish<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    fn new(run: F) -> Self {
+        Self(Some(Box::pin(run)))
+    }
+}
+
+impl<F> Future for Finish<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(run) = self.0.as_mut() else { panic!("an invocation polled after it finished") };
+        let out = std::task::ready!(run.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F> Drop for Finish<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        // Outside a runtime (its shutdown) there is nothing left to finish on.
+        if let (Some(run), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(run);
         }
-        // The writer task outlives every invocation; a send fails only at shutdown.
-        let _ = self.recorder.send(crate::records::batch_of(&config, &request_id, &outcome));
-        Ok(Invoked { executed_version, outcome })
     }
 }
 
