@@ -54,9 +54,10 @@ pub struct BenchArgs {
 pub enum Section {
     /// Cold and warm invokes, throughput, scale-out and density per runtime.
     Functions,
-    /// Only warm invokes and the CPU each costs, per runtime, over more
-    /// invokes than `functions` makes (seconds): a repeatable look at the
-    /// hot path. Never part of a full run, which measures the same.
+    /// Only warm invokes, the CPU each costs and the throughput at
+    /// concurrency 16, per runtime, over more invokes than `functions` makes
+    /// (seconds): a repeatable look at the hot path. Never part of a full
+    /// run, which measures the same.
     Warm,
     /// The function URL front end against Invoke.
     Urls,
@@ -661,6 +662,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let name = b.create(rt).await?;
         let (mut warm, mut overhead, cpu_per_invoke_us) =
             warm_invokes(&b, &name, server.child.id(), plan.warm_only).await?;
+        let c16 = throughput(&b, &name, 16, plan.throughput_secs).await?.round();
         b.delete(&name).await?;
         results.insert(
             rt.id.clone(),
@@ -668,6 +670,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "warm_ms": percentiles(&mut warm),
                 "cpu_per_invoke_us": cpu_per_invoke_us.round(),
                 "warm_overhead_us": percentiles(&mut overhead),
+                "throughput_rps": {"c16": c16},
             }),
         );
     }
