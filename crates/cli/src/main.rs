@@ -11,7 +11,6 @@ mod bench_schedules;
 mod bench_tasks;
 mod client;
 mod commands;
-mod http;
 mod serve;
 mod service;
 mod task_cmd;

@@ -1,15 +1,17 @@
-//! Serves the API's router over HTTP/1 on the node's listener, one task
-//! per connection, until asked to stop (then each connection finishes its
-//! request). It owns the connections, not the requests: everything about
-//! a request is the router's.
+//! Serves an axum router over HTTP/1, one task per connection, until
+//! asked to stop (then each connection finishes its request): the node's
+//! API and each environment's Runtime API. It owns connections, not
+//! requests: everything about a request is the router's.
 //!
 //! It is `axum::serve` but for one thing: a connection is polled through
 //! [`Repoll`]. hyper reads a request's body in the same poll as it polls
 //! the handler waiting for it, so the handler's waker (the connection's own
 //! task) is woken while that task runs; tokio then puts the task back as a
-//! yield and wakes a parked thread to take it, which finds nothing to do
-//! (one thread wake-up and two context switches per boto3 invoke, whose
-//! body arrives in a TCP segment of its own; BENCHMARKS "Session 20").
+//! yield and wakes a parked thread to take it, which finds nothing to do.
+//! That happened once per boto3 invoke (whose body arrives in a TCP segment
+//! of its own) and once per response a runtime posts, and the extra thread
+//! kept both CPUs busy, so that the scheduler moved runtimes between them
+//! (BENCHMARKS "Session 20").
 
 use std::convert::Infallible;
 use std::future::Future;
