@@ -187,10 +187,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);
     }
-    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    if let Ok(v) = HeaderValue::from_str(&date) {
-        headers.insert("date", v);
-    }
+    // `Date` is hyper's (formatted once a second).
     // A client that sent `Expect: 100-continue` and is refused before its
     // body was asked for never sends that body; the connection must not be
     // reused, or the next request would be read as the rest of this one.

@@ -14,7 +14,7 @@ use aws_sigv4::http_request::{
     UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -219,8 +219,20 @@ fn canonical_headers(headers: &HeaderMap, signed: &[&str]) -> String {
     out
 }
 
+/// `YYYYMMDDTHHMMSSZ`, ISO 8601's basic format, the one SigV4 allows; read
+/// by hand, as chrono's format-string parser cost more than the rest of the
+/// time check.
 fn parse_amz_date(s: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok().map(|d| Utc.from_utc_datetime(&d))
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let n = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let date = NaiveDate::from_ymd_opt(i32::try_from(n(0, 4)?).ok()?, n(4, 6)?, n(6, 8)?)?;
+    let time = date.and_hms_opt(n(9, 11)?, n(11, 13)?, n(13, 15)?)?;
+    Some(Utc.from_utc_datetime(&time))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -624,6 +636,23 @@ pub fn date_time(yyyymmdd: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_basic_iso_8601_date_is_an_amz_date() {
+        let at = |s: &str| parse_amz_date(s).map(|d| d.to_rfc3339());
+        assert_eq!(at("20261204T171503Z").as_deref(), Some("2026-12-04T17:15:03+00:00"));
+        for bad in [
+            "2026-12-04T17:15:03Z",
+            "20261204T171503",
+            "20261304T171503Z",
+            "20261204T246000Z",
+            "2026120 T171503Z",
+            "+0261204T171503Z",
+            "",
+        ] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_signed_service_is_read_from_the_scope() {

@@ -138,20 +138,33 @@ async fn body(reader: &mut (impl AsyncReadExt + Unpin), len: &str) -> Option<Res
     Some(Ok(Bytes::from(buf)))
 }
 
+/// An invocation's headers as the Runtime API's `next` gives them.
+#[derive(serde::Serialize)]
+struct Meta<'a> {
+    #[serde(rename = "lambda-runtime-aws-request-id")]
+    request_id: &'a str,
+    #[serde(rename = "lambda-runtime-deadline-ms")]
+    deadline_ms: String,
+    #[serde(rename = "lambda-runtime-invoked-function-arn")]
+    invoked_arn: &'a str,
+    #[serde(rename = "lambda-runtime-trace-id")]
+    trace_id: &'a str,
+    #[serde(rename = "lambda-runtime-client-context", skip_serializing_if = "Option::is_none")]
+    client_context: Option<&'a str>,
+}
+
 /// Hands the runtime its next invocation, when there is one.
 async fn next(shared: &Shared, socket: &Socket) -> Option<()> {
     shared.mark_ready();
     let job = shared.jobs_rx.lock().await.recv().await?;
-    let mut meta = serde_json::json!({
-        "lambda-runtime-aws-request-id": job.request_id,
-        "lambda-runtime-deadline-ms": job.deadline_ms.to_string(),
-        "lambda-runtime-invoked-function-arn": job.invoked_arn,
-        "lambda-runtime-trace-id": job.trace_id,
-    });
-    if let Some(cc) = &job.client_context {
-        meta["lambda-runtime-client-context"] = cc.clone().into();
-    }
-    let meta = meta.to_string();
+    let meta = serde_json::to_string(&Meta {
+        request_id: &job.request_id,
+        deadline_ms: job.deadline_ms.to_string(),
+        invoked_arn: &job.invoked_arn,
+        trace_id: &job.trace_id,
+        client_context: job.client_context.as_deref(),
+    })
+    .ok()?;
     let mut frame = format!("invoke {} {}\n", meta.len(), job.payload.len()).into_bytes();
     frame.extend_from_slice(meta.as_bytes());
     frame.extend_from_slice(&job.payload);
