@@ -200,24 +200,26 @@ mod tests {
         Pin::new(f).poll(&mut Context::from_waker(&waker))
     }
 
-    #[test]
-    fn a_wake_up_during_the_poll_is_a_poll_in_place() {
+    /// One poll through `Repoll` of a future that wakes itself `times`
+    /// times: (ready, the future's polls, the scheduler's wake-ups).
+    fn once_waking_itself(times: usize) -> (bool, usize, usize) {
         let polls = Arc::new(AtomicUsize::new(0));
         let count = Arc::new(Count(AtomicUsize::new(0)));
-        let mut f = Repoll::new(SelfWaking { times: 2, polls: polls.clone() });
-        assert!(poll_once(&mut f, &count).is_ready());
-        assert_eq!(polls.load(Ordering::SeqCst), 3);
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "the scheduler was not asked");
+        let mut f = Repoll::new(SelfWaking { times, polls: polls.clone() });
+        let ready = poll_once(&mut f, &count).is_ready();
+        (ready, polls.load(Ordering::SeqCst), count.0.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_wake_up_during_the_poll_is_a_poll_in_place() {
+        // Polled three times, the scheduler never asked.
+        assert_eq!(once_waking_itself(2), (true, 3, 0));
     }
 
     #[test]
     fn a_future_that_keeps_waking_itself_is_handed_back() {
-        let polls = Arc::new(AtomicUsize::new(0));
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let mut f = Repoll::new(SelfWaking { times: 100, polls: polls.clone() });
-        assert!(poll_once(&mut f, &count).is_pending());
-        assert_eq!(polls.load(Ordering::SeqCst), Repoll::<SelfWaking>::AGAIN);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once, to be polled later");
+        // Woken once, to be polled later.
+        assert_eq!(once_waking_itself(100), (false, Repoll::<SelfWaking>::AGAIN, 1));
     }
 
     #[test]
