@@ -660,7 +660,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
         // The peer address becomes function URL events' `sourceIp`.
-        nimbus_http::serve(listener, nimbus_api::router(api), stop).await?;
+        nimbus_http::serve(listener, nimbus_api::router(api), stop).await;
         // The minute under way, which the flusher would write when it ends.
         if let Err(e) = metrics.flush().await {
             tracing::error!(error = %e, "cannot store the last minute's metrics");

@@ -164,9 +164,9 @@ impl Control {
 /// Runs an invocation in the caller's task and, if the caller goes away
 /// first (hyper drops a request's future when its client hangs up),
 /// finishes it in a task of its own, so that an environment is never
-/// abandoned mid-invocation, nor its record lost. Spawning every invocation and joining it
-/// would do the same at the cost of a task hop per invoke, whose join
-/// often woke the other async thread.
+/// abandoned mid-invocation, nor its record lost. Spawning every
+/// invocation and joining it would do the same at the cost of a task hop
+/// per invoke, whose join often woke the other async thread.
 struct Finish<F>(Option<Pin<Box<F>>>)
 where
     F: Future + Send + 'static,

@@ -29,11 +29,7 @@ use hyper_util::rt::TokioIo;
 /// Serves `router` on `listener` until `stop` completes, then waits for
 /// the open connections to finish their requests. The peer's address is
 /// each request's `ConnectInfo<SocketAddr>`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    stop: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, stop: impl Future<Output = ()>) {
     // Dropped at the stop: every connection sees its sender closed.
     let (stopping, stopped) = tokio::sync::watch::channel(());
     let (done_tx, mut done) = tokio::sync::mpsc::channel::<Infallible>(1);
@@ -83,7 +79,6 @@ pub async fn serve(
     drop(done_tx);
     // Every connection's sender is dropped when it ends.
     let _ = done.recv().await;
-    Ok(())
 }
 
 /// A failed accept: the peer gave up (nothing to do), or the node is out

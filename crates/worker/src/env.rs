@@ -972,7 +972,7 @@ impl Env {
         let cgroup = cgroup.map(Arc::new);
         let router = crate::runtime_api::router(shared.clone());
         let api_task = tokio::spawn(async move {
-            let _ = nimbus_http::serve(listener, router, std::future::pending()).await;
+            nimbus_http::serve(listener, router, std::future::pending()).await;
         });
         let logs = shared.clone();
         tokio::spawn(async move {
