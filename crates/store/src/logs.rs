@@ -10,6 +10,8 @@
 //!
 //! Every write transaction here begins IMMEDIATE (see `objects`).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
@@ -165,7 +167,6 @@ pub(crate) const ROWS_PER_INSERT: usize = 1000;
 /// Stores events and records their times on their stream, creating the
 /// group and stream if they are new (function logs) or keeping them.
 pub(crate) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[LogEvent]) -> Result<()> {
-    let mut spans: Vec<(&str, &str, i64, i64, i64)> = Vec::new();
     // Many rows a statement: each statement is a round trip to SQLite's
     // thread (two thread wake-ups), which cost more than the row itself.
     for chunk in events.chunks(ROWS_PER_INSERT) {
@@ -182,38 +183,50 @@ pub(crate) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[Lo
         // Not cached: its text changes with the number of rows.
         q.build().persistent(false).execute(&mut **tx).await?;
     }
+    // (first event, last event, last ingestion) per stream; a map, as a
+    // burst's batch holds a thousand new streams.
+    let mut spans: BTreeMap<(&str, &str), (i64, i64, i64)> = BTreeMap::new();
     for e in events {
-        match spans.iter_mut().find(|s| s.0 == e.log_group && s.1 == e.log_stream) {
-            Some(s) => {
-                s.2 = s.2.min(e.timestamp_ms);
-                s.3 = s.3.max(e.timestamp_ms);
-                s.4 = s.4.max(e.ingestion_ms);
-            }
-            None => spans.push((&e.log_group, &e.log_stream, e.timestamp_ms, e.timestamp_ms, e.ingestion_ms)),
+        let span = spans.entry((&e.log_group, &e.log_stream)).or_insert((e.timestamp_ms, e.timestamp_ms, 0));
+        span.0 = span.0.min(e.timestamp_ms);
+        span.1 = span.1.max(e.timestamp_ms);
+        span.2 = span.2.max(e.ingestion_ms);
+    }
+    let spans: Vec<_> = spans.into_iter().collect();
+    // A group is made with the first of its streams in the batch.
+    let mut groups: Vec<(&str, i64)> = Vec::new();
+    for ((group, _), (_, _, ingested)) in &spans {
+        if groups.last().is_none_or(|(g, _)| g != group) {
+            groups.push((group, *ingested));
         }
     }
-    for (group, stream, first, last, ingested) in spans {
-        sqlx::query("INSERT INTO log_groups (name, created_ms) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
-            .bind(group)
-            .bind(ingested)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO log_streams (log_group, name, created_ms, first_event_ms, last_event_ms, last_ingestion_ms)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT(log_group, name) DO UPDATE SET
+    for chunk in groups.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO log_groups (name, created_ms) ");
+        q.push_values(chunk, |mut b, (group, ingested)| {
+            b.push_bind(*group).push_bind(*ingested);
+        });
+        q.push(" ON CONFLICT(name) DO NOTHING");
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+    for chunk in spans.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO log_streams (log_group, name, created_ms, first_event_ms, last_event_ms, last_ingestion_ms) ",
+        );
+        q.push_values(chunk, |mut b, ((group, stream), (first, last, ingested))| {
+            b.push_bind(*group)
+                .push_bind(*stream)
+                .push_bind(*ingested)
+                .push_bind(*first)
+                .push_bind(*last)
+                .push_bind(*ingested);
+        });
+        q.push(
+            " ON CONFLICT(log_group, name) DO UPDATE SET
                first_event_ms = MIN(COALESCE(first_event_ms, excluded.first_event_ms), excluded.first_event_ms),
                last_event_ms = MAX(COALESCE(last_event_ms, excluded.last_event_ms), excluded.last_event_ms),
                last_ingestion_ms = excluded.last_ingestion_ms",
-        )
-        .bind(group)
-        .bind(stream)
-        .bind(ingested)
-        .bind(first)
-        .bind(last)
-        .bind(ingested)
-        .execute(&mut **tx)
-        .await?;
+        );
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }
