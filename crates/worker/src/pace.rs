@@ -8,10 +8,10 @@
 //! filled at the share and holding one quota), so the same throughput
 //! comes as many short waits instead of a few long ones.
 //!
-//! The kernel's quota stays the limit; the pacer only keeps a runtime that
-//! waits for its next invocation between short ones from reaching it. It reads
-//! the CPU clock of the environment's runtime process (one system call, no
-//! file): CPU used by the runtime's own children is not paced, and meets the
+//! The kernel's quota stays the limit: the pacer only keeps a runtime that
+//! idles between short invocations from reaching it. It reads the CPU
+//! clock of the environment's runtime process (one system call, no file):
+//! CPU used by the runtime's own children is not paced, and meets the
 //! kernel's limit as before.
 
 use std::sync::Mutex;
@@ -28,8 +28,9 @@ pub(crate) struct Pacer {
 impl Pacer {
     /// A pacer for the runtime process `pid` held to `cpu_millis`
     /// thousandths of a CPU, starting with a full bucket of `burst` of CPU;
-    /// `None` for a share of a whole CPU or more (a single-threaded
-    /// runtime cannot use more), or when the process is gone.
+    /// `None` for a share of a whole CPU or more (enforced over the
+    /// kernel's 100 ms period, which short invocations do not use up), or
+    /// when the process is gone.
     pub(crate) fn new(pid: u32, cpu_millis: u64, burst: Duration) -> Option<Self> {
         if cpu_millis >= 1000 {
             return None;
