@@ -179,8 +179,10 @@ async fn finished_minutes_are_flushed_and_expire_on_the_clock() {
     let meta = Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
     // A minute of this clock passes in 50 ms.
     let clock = Clock::scaled(Clock::real().now_ms(), 1200);
-    let settings = Settings { retention: Duration::from_secs(180), clock, prices: Prices::default() };
-    let m = Metrics::start(meta.clone(), settings);
+    // A day's retention first: the flushed rows stay for the test to see
+    // (with a short one they could expire between two looks).
+    let keep = Settings { retention: Duration::from_secs(86_400), clock, prices: Prices::default() };
+    let m = Metrics::start(meta.clone(), keep);
     m.throttled(&target(None, "$LATEST"));
     let stored = || {
         let meta = meta.clone();
@@ -188,6 +190,8 @@ async fn finished_minutes_are_flushed_and_expire_on_the_clock() {
     };
     eventually("the minute to be flushed", || async { stored().await == 2 }).await;
     assert!(m.lock().minutes.is_empty());
-    // Three minutes of retention later (150 ms), the rows are gone.
+    // An engine that keeps three minutes (150 ms) expires them.
+    let short = Settings { retention: Duration::from_secs(180), clock, prices: Prices::default() };
+    let _expiring = Metrics::start(meta.clone(), short);
     eventually("the rows to expire", || async { stored().await == 0 }).await;
 }
