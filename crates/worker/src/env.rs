@@ -1124,7 +1124,11 @@ impl Env {
         if let Err(e) = cg.limit_cpu(share) {
             tracing::warn!(error = %e, "cannot set the CPU limit");
         }
-        // A sandbox's runtime is its PID 1 (stage two) unless a zygote forked it.
+        if !crate::pace::Pacer::paces(share) {
+            return;
+        }
+        // A sandbox's runtime is its PID 1 (stage two) unless a zygote forked
+        // it; found only for a paced share (a /proc read on a cold start's path).
         let runtime = self.runtime_pid.or_else(|| crate::zygote::first_child(self.pid?).ok().flatten());
         let (quota_us, _) = nimbus_sandbox::cgroup::cpu_bandwidth(share);
         self.pacer = runtime.and_then(|pid| crate::pace::Pacer::new(pid, share, Duration::from_micros(quota_us)));

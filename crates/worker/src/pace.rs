@@ -32,7 +32,7 @@ impl Pacer {
     /// kernel's 100 ms period, which short invocations do not use up), or
     /// when the process is gone.
     pub(crate) fn new(pid: u32, cpu_millis: u64, burst: Duration) -> Option<Self> {
-        if cpu_millis >= 1000 {
+        if !Self::paces(cpu_millis) {
             return None;
         }
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
@@ -40,6 +40,11 @@ impl Pacer {
         let used = cpu_nanos(clock)?;
         let bucket = Bucket::new(cpu_millis, burst, Instant::now(), used);
         Some(Self { clock, bucket: Mutex::new(bucket) })
+    }
+
+    /// Whether a share is paced: under a whole CPU.
+    pub(crate) fn paces(cpu_millis: u64) -> bool {
+        cpu_millis < 1000
     }
 
     /// How long the next invocation must wait, if at all.
