@@ -283,6 +283,14 @@ def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(priv
     assert worker in host, "the node has slots mounted"
     mounts = settled_factory_mounts(server, killed)
     assert worker not in mounts and len(mounts.splitlines()) < len(host.splitlines()), mounts
+    # Nor does it hold the host's other mounts (every sandbox's namespace
+    # starts as a copy of it): only those on the way to, at or below what a
+    # sandbox's root is built from.
+    keep = [Path(p) for p in ("/usr", "/etc", "/dev", "/proc")] + [server.data_dir]
+    points = [Path(line.split(" ")[4].replace("\\040", " ")) for line in mounts.splitlines()]
+    strays = [p for p in points if not any(p in k.parents or p == k or k in p.parents for k in keep)]
+    assert not strays, strays
+    assert any(line.split(" ")[4].startswith("/sys") for line in host.splitlines()), "the host has /sys mounted"
     # New functions, so every invoke is a cold start, past the templates
     # made before the kill.
     for i in range(4):

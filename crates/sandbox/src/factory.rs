@@ -199,7 +199,8 @@ pub fn serve(node: u32, worker: &Path) -> std::io::Result<()> {
     if i32::try_from(node).ok() != Some(nix::unistd::getppid().as_raw()) {
         return Err(std::io::Error::other("the node that started this factory is gone"));
     }
-    let host = HostMounts::leave(worker)?;
+    let data = worker.parent().unwrap_or(worker);
+    let host = HostMounts::leave(data, worker)?;
     // The sandbox's seccomp policy but what the stages call themselves: its
     // clones inherit it compiled, and each stage two adds the rest (as root,
     // without `no_new_privs`: the factory stays root to build sandboxes).

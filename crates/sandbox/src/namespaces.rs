@@ -254,10 +254,18 @@ pub struct HostMounts {
 
 impl HostMounts {
     /// Moves this process into a private copy of the host's mount
-    /// namespace without the mounts at or below `clear` (the worker's:
-    /// slots and code, which its sandboxes take as trees), that receives
-    /// nothing the host mounts later. This process must have no thread.
-    pub fn leave(clear: &Path) -> std::io::Result<Self> {
+    /// namespace that receives nothing the host mounts later, and holds
+    /// only what a sandbox's root is built from: the mounts on the way to
+    /// and at or below `/usr`, `/etc`, `/dev`, `/proc` and `data` (images
+    /// and runtimes), but none at or below `clear` (the worker's: slots and
+    /// code, which its sandboxes take as trees). This process must have no
+    /// thread.
+    ///
+    /// Every sandbox's mount namespace starts as a copy of this one and
+    /// detaches it at its pivot, so each mount here costs every cold start
+    /// twice: a host's others (a container engine's, a crashed node's
+    /// slots) are not copied.
+    pub fn leave(data: &Path, clear: &Path) -> std::io::Result<Self> {
         let host = std::fs::File::open("/proc/self/ns/mnt")?;
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io(e, "unshare mount namespace"))?;
         // Private before anything is unmounted: a copy of a shared mount is
@@ -265,6 +273,8 @@ impl HostMounts {
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
             .map_err(|e| io(e, "private /"))?;
         unmount_under(clear);
+        let keep = [Path::new("/usr"), Path::new("/etc"), Path::new("/dev"), Path::new("/proc"), data];
+        unmount_all_but(&keep);
         Ok(Self { host, own: std::fs::File::open("/proc/self/ns/mnt")? })
     }
 
@@ -373,18 +383,64 @@ fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
     std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
 }
 
+/// The mount points of this process's namespace, as `mountinfo` lists them.
+fn mount_points() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape_mount_point).collect()
+}
+
+/// A mount point as `mountinfo` writes it, with space, tab, newline and
+/// backslash as three octal digits after a backslash.
+fn unescape_mount_point(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |v, c| v.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// Unmounts every mount at or below `dir` in this namespace (what a killed
 /// node left behind), deepest first.
 pub fn unmount_under(dir: &Path) -> usize {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect();
+    let mut points: Vec<PathBuf> = mount_points().into_iter().filter(|p| p.starts_with(dir)).collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.iter().filter(|p| umount2(p.as_path(), MntFlags::MNT_DETACH).is_ok()).count()
+}
+
+/// Detaches every mount of this namespace but those on the way to, at or
+/// below one of `keep`, each with what is mounted under it (and what is
+/// stacked under it on the same point). Returns how many were detached.
+fn unmount_all_but(keep: &[&Path]) -> usize {
+    let wanted = |p: &Path| keep.iter().any(|k| k.starts_with(p) || p.starts_with(k));
+    let mut points = mount_points();
+    // By components, so that a mount's descendants follow it.
+    points.sort();
+    points.dedup();
+    let mut detached: Option<&Path> = None;
+    let mut count = 0;
+    for p in &points {
+        if wanted(p) || detached.is_some_and(|d| p.starts_with(d)) {
+            continue;
+        }
+        while umount2(p.as_path(), MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).is_ok() {
+            count += 1;
+        }
+        detached = Some(p);
+    }
+    count
 }
 
 /// Host paths bound read-only into every sandbox.
@@ -968,4 +1024,17 @@ fn dev(r: &Path) -> std::io::Result<()> {
             .map_err(|e| io(e, &format!("private /dev/{n}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes() {
+        assert_eq!(unescape_mount_point("/srv/a\\040b\\011c"), PathBuf::from("/srv/a b\tc"));
+        assert_eq!(unescape_mount_point("/srv/back\\134slash\\012"), PathBuf::from("/srv/back\\slash\n"));
+        // Not an escape: left as it is.
+        assert_eq!(unescape_mount_point("/srv/x\\09y\\"), PathBuf::from("/srv/x\\09y\\"));
+    }
 }
