@@ -256,16 +256,19 @@ impl HostMounts {
     /// Moves this process into a private copy of the host's mount
     /// namespace that receives nothing the host mounts later, and holds
     /// only what a sandbox's root is built from: the mounts on the way to
-    /// and at or below `/usr`, `/etc`, `/dev`, `/proc` and `data` (images
-    /// and runtimes), but none at or below `clear` (the worker's: slots and
-    /// code, which its sandboxes take as trees). This process must have no
-    /// thread.
+    /// and at or below [`HOST_DIRS`], `/etc`, `/dev`, `/proc` and `data`
+    /// (absolute: images and runtimes), but none at or below `clear` (the
+    /// worker's: slots and code, which its sandboxes take as trees). This
+    /// process must have no thread.
     ///
     /// Every sandbox's mount namespace starts as a copy of this one and
     /// detaches it at its pivot, so each mount here costs every cold start
     /// twice: a host's others (a container engine's, a crashed node's
     /// slots) are not copied.
     pub fn leave(data: &Path, clear: &Path) -> std::io::Result<Self> {
+        if !data.is_absolute() {
+            return Err(std::io::Error::other(format!("the data directory {} is not absolute", data.display())));
+        }
         let host = std::fs::File::open("/proc/self/ns/mnt")?;
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io(e, "unshare mount namespace"))?;
         // Private before anything is unmounted: a copy of a shared mount is
@@ -273,7 +276,8 @@ impl HostMounts {
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
             .map_err(|e| io(e, "private /"))?;
         unmount_under(clear);
-        let keep = [Path::new("/usr"), Path::new("/etc"), Path::new("/dev"), Path::new("/proc"), data];
+        let keep: Vec<&Path> =
+            HOST_DIRS.iter().chain(&["/etc", "/dev", "/proc"]).map(Path::new).chain([data]).collect();
         unmount_all_but(&keep);
         Ok(Self { host, own: std::fs::File::open("/proc/self/ns/mnt")? })
     }
@@ -422,25 +426,22 @@ pub fn unmount_under(dir: &Path) -> usize {
 
 /// Detaches every mount of this namespace but those on the way to, at or
 /// below one of `keep`, each with what is mounted under it (and what is
-/// stacked under it on the same point). Returns how many were detached.
-fn unmount_all_but(keep: &[&Path]) -> usize {
+/// stacked under it on the same point).
+fn unmount_all_but(keep: &[&Path]) {
     let wanted = |p: &Path| keep.iter().any(|k| k.starts_with(p) || p.starts_with(k));
     let mut points = mount_points();
     // By components, so that a mount's descendants follow it.
     points.sort();
     points.dedup();
     let mut detached: Option<&Path> = None;
-    let mut count = 0;
     for p in &points {
         if wanted(p) || detached.is_some_and(|d| p.starts_with(d)) {
             continue;
         }
-        while umount2(p.as_path(), MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).is_ok() {
-            count += 1;
-        }
+        // Until the point is no mount's root (EINVAL): never its parent.
+        while umount2(p.as_path(), MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).is_ok() {}
         detached = Some(p);
     }
-    count
 }
 
 /// Host paths bound read-only into every sandbox.
