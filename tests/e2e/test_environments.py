@@ -145,6 +145,52 @@ def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_
     assert "\nSeccomp:\t2\n" in open(f"/proc/{zygote}/status").read()
 
 
+def code_mounts(server):
+    """Mount points of functions' code in environments' slots, in the
+    host's table: one per environment of a zip function (its `task`)."""
+    roots = server.data_dir / "worker" / "roots"
+    return [
+        f[4] for f in (line.split(" ") for line in Path("/proc/self/mountinfo").read_text().splitlines())
+        if f[4].startswith(f"{roots}/") and "/worker/code/" in f[3]
+    ]
+
+
+def processes_in(namespaces):
+    """Host pids of live processes in any of the PID namespaces `namespaces`
+    (`pid:[…]`). Not zombies: a sandbox's PID 1 whose stage one was killed
+    first is the host init's to reap, and holds nothing but its pid."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            if state != "Z" and os.readlink(f"/proc/{pid}/ns/pid") in namespaces:
+                found.append(int(pid))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def test_deleting_a_function_retires_every_environment_it_had(private_server):
+    # Retired many at a time: each of them entirely, before the delete answers.
+    server = private_server()
+    key, secret = server.credentials()
+    lam = boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                       aws_secret_access_key=secret,
+                       config=Config(retries={"max_attempts": 1}, read_timeout=60, max_pool_connections=12))
+    name = unique_name("retire-all")
+    sleeper = make_zip({"app.py": "import os, time\ndef handler(e, c):\n    time.sleep(e['s'])\n"
+                                  "    return os.readlink('/proc/self/ns/pid')\n"})
+    create(lam, name, sleeper)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    # At once, each holding its environment: twelve environments.
+    with ThreadPoolExecutor(12) as pool:
+        namespaces = set(pool.map(lambda _: invoke(lam, name, {"s": 1}), range(12)))
+    assert len(namespaces) == 12, namespaces
+    assert len(processes_in(namespaces)) >= 12 and len(code_mounts(server)) >= 12
+    lam.delete_function(FunctionName=name)
+    assert processes_in(namespaces) == [] and code_mounts(server) == []
+
+
 # recvmsg's number, the zygote's wait for its next request.
 RECVMSG = {"x86_64": 47, "aarch64": 212}[platform.machine()]
 
