@@ -156,22 +156,22 @@ def code_mounts(server):
 
 
 def processes_in(namespaces):
-    """Host pids of live processes in any of the PID namespaces `namespaces`
-    (`pid:[…]`). Not zombies: a sandbox's PID 1 whose stage one was killed
-    first is the host init's to reap, and holds nothing but its pid."""
+    """Host pids of processes in any of the PID namespaces `namespaces`
+    (`pid:[…]`), zombies too."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-            if state != "Z" and os.readlink(f"/proc/{pid}/ns/pid") in namespaces:
+            if os.readlink(f"/proc/{pid}/ns/pid") in namespaces:
                 found.append(int(pid))
-        except (OSError, IndexError):
+        except OSError:
             continue
     return found
 
 
 def test_deleting_a_function_retires_every_environment_it_had(private_server):
-    # Retired many at a time: each of them entirely, before the delete answers.
+    # Retired many at a time: each of them entirely, before the delete
+    # answers, and none left a zombie (for the host's init to reap, if it
+    # ever does: a node may be a container's PID 1).
     server = private_server()
     key, secret = server.credentials()
     lam = boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,

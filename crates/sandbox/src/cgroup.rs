@@ -290,9 +290,16 @@ impl Cgroup {
     /// outlive the one process its owner holds (a stage two killed before
     /// it set its parent-death signal), but never leave its cgroup.
     pub fn kill_all(&self) {
+        self.kill_all_but(None);
+    }
+
+    /// Kills every process in the cgroup but `spared`.
+    pub fn kill_all_but(&self, spared: Option<u32>) {
         let procs = std::fs::read_to_string(self.controller_dir(2).join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).filter(|p| Some(*p) != spared) {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
 

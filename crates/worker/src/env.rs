@@ -1336,6 +1336,16 @@ impl Env {
         let exited = self.shared.exited.notified();
         tokio::pin!(exited);
         exited.as_mut().enable();
+        // A sandbox's own processes go first: its stage one, spared, reaps
+        // its PID 1 and dies as it did. Killed first, it would leave PID 1
+        // a zombie for the host's init, which may never reap it (a node that
+        // is a container's PID 1).
+        if let (Some(cg), Some(stage_one)) = (&self.cgroup, self.pid) {
+            if self.alive() {
+                cg.kill_all_but(Some(stage_one));
+                let _ = tokio::time::timeout(Duration::from_secs(1), exited.as_mut()).await;
+            }
+        }
         self.kill();
         self.api_task.abort();
         for task in [&self.forwarder, &self.channel].into_iter().flatten() {
