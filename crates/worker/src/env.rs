@@ -1236,7 +1236,7 @@ impl Env {
             }
             None => {
                 tracing::warn!(function = %inv.config.name, request_id = %id, timeout_s = self.timeout.as_secs(), "function timed out");
-                self.kill();
+                self.stop();
                 let secs = self.timeout.as_secs_f64();
                 (
                     platform_error(
@@ -1331,20 +1331,31 @@ impl Env {
         }
     }
 
+    /// Stops the environment. In a sandbox, its processes but its stage
+    /// one, which reaps its PID 1 and follows: killed first, it would leave
+    /// PID 1 a zombie for the host's init (the node itself when it is a
+    /// container's PID 1, which never reaps it). Returns whether stage one
+    /// was spared (and is to be waited for).
+    fn stop(&self) -> bool {
+        match (&self.cgroup, self.pid) {
+            (Some(cg), Some(stage_one)) => {
+                cg.kill_all_but(Some(stage_one));
+                true
+            }
+            _ => {
+                self.kill();
+                false
+            }
+        }
+    }
+
     /// Stops the runtime and its Runtime API, then removes its cgroup and root.
     pub async fn retire(self) {
         let exited = self.shared.exited.notified();
         tokio::pin!(exited);
         exited.as_mut().enable();
-        // A sandbox's own processes go first: its stage one, spared, reaps
-        // its PID 1 and dies as it did. Killed first, it would leave PID 1
-        // a zombie for the host's init, which may never reap it (a node that
-        // is a container's PID 1).
-        if let (Some(cg), Some(stage_one)) = (&self.cgroup, self.pid) {
-            if self.alive() {
-                cg.kill_all_but(Some(stage_one));
-                let _ = tokio::time::timeout(Duration::from_secs(1), exited.as_mut()).await;
-            }
+        if self.alive() && self.stop() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), exited.as_mut()).await;
         }
         self.kill();
         self.api_task.abort();
