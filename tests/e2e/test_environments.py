@@ -106,12 +106,18 @@ def test_a_forked_environment_exits_as_its_interpreter_would(lam):
     assert "bye" in base64.b64decode(out["LogResult"]).decode()
 
 
+def many_at_once(server, connections, read_timeout):
+    """A Lambda client of `server` for `connections` calls at once, none retried."""
+    key, secret = server.credentials()
+    return boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret,
+                        config=Config(retries={"max_attempts": 1}, read_timeout=read_timeout,
+                                      max_pool_connections=connections))
+
+
 def test_a_cold_start_storm_of_200_new_functions_answers_each_correctly(private_server):
     server = private_server()
-    key, secret = server.credentials()
-    lam = boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                       aws_secret_access_key=secret,
-                       config=Config(retries={"max_attempts": 1}, read_timeout=300, max_pool_connections=200))
+    lam = many_at_once(server, 200, read_timeout=300)
     names = [f"storm-{i:03d}" for i in range(200)]
 
     def deploy(i):
@@ -173,10 +179,7 @@ def test_deleting_a_function_retires_every_environment_it_had(private_server):
     # answers, and none left a zombie (for the host's init to reap, if it
     # ever does: a node may be a container's PID 1).
     server = private_server()
-    key, secret = server.credentials()
-    lam = boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                       aws_secret_access_key=secret,
-                       config=Config(retries={"max_attempts": 1}, read_timeout=60, max_pool_connections=12))
+    lam = many_at_once(server, 12, read_timeout=60)
     name = unique_name("retire-all")
     sleeper = make_zip({"app.py": "import os, time\ndef handler(e, c):\n    time.sleep(e['s'])\n"
                                   "    return os.readlink('/proc/self/ns/pid')\n"})
