@@ -296,10 +296,9 @@ impl Cgroup {
     /// Kills every process in the cgroup but `spared`.
     pub fn kill_all_but(&self, spared: Option<u32>) {
         let procs = std::fs::read_to_string(self.controller_dir(2).join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).filter(|p| Some(*p) != spared) {
-            if let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
+        let spared = spared.and_then(|p| i32::try_from(p).ok());
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| Some(*p) != spared) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 
