@@ -396,3 +396,37 @@ def test_an_aws_sdk_in_the_container_calls_nimbus_as_the_task(node, ecs, logs, p
     assert out["credentials"] == "container-role" and out["endpoint"] == "http://169.254.170.2:51678", out
     assert (out["region"], out["task"], out["status"]) == (REGION, arn, "RUNNING"), out
     assert fn in out["functions"], out
+
+
+def processes_named(comm):
+    """Host pids of processes whose command name is `comm`, zombies too."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_container_killed_at_its_stop_timeout_leaves_no_zombie(ecs, busybox):
+    # One that ignores SIGTERM is killed when its stop timeout ends: its
+    # processes before the stage one that waits on its PID 1, which reaps
+    # it. Killed first, that stage one left PID 1 a zombie for the host's
+    # init (the node itself when it is a container's PID 1, which never
+    # reaps it). Its processes run a copy of busybox under a name of their
+    # own (busybox takes its first argument for the applet under a name
+    # that starts with its own), so the host's table tells them apart.
+    comm = f"busybox{time.time_ns() % 10**8:08d}"
+    stubborn = {"name": "stubborn", "image": busybox, "stopTimeout": 1,
+                "entryPoint": ["/bin/sh", "-c", f"/bin/busybox cp /bin/busybox /tmp/{comm} && exec /tmp/{comm} sh -c"
+                               f" \"trap '' TERM; while :; do /tmp/{comm} sleep 1; done\""]}
+    family = register(ecs, containers=[stubborn])["family"]
+    arn = run(ecs, family)["tasks"][0]["taskArn"]
+    running(ecs, arn)
+    wait_for(lambda: processes_named(comm), "the container's processes")
+    ecs.stop_task(task=arn, reason="test over")
+    done = stopped(ecs, arn)
+    assert done["containers"][0]["exitCode"] == 137, done["containers"]
+    assert processes_named(comm) == []

@@ -82,6 +82,7 @@ impl TaskRuntime for SandboxRuntime {
             slots: Vec::new(),
             cgroup,
             pids: Vec::new(),
+            hard_kills: Vec::new(),
             exits: mpsc::unbounded_channel(),
             left: 0,
             endpoints: Vec::new(),
@@ -130,9 +131,17 @@ impl RunningSandbox {
         self.pids.push((c.name.clone(), pid));
         self.left += 1;
         let (name, tx) = (c.name.clone(), self.exits.0.clone());
+        let (hard_kill, killed) = tokio::sync::oneshot::channel();
+        self.hard_kills.push(hard_kill);
         tokio::spawn(async move {
             let mut child = child;
-            let status = child.wait().await;
+            let status = tokio::select! {
+                status = child.wait() => status,
+                Ok(()) = killed => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
             let _ = tx.send((name, status.ok()));
         });
         let mut published = Vec::new();
@@ -308,6 +317,9 @@ struct RunningSandbox {
     cgroup: Option<Arc<Cgroup>>,
     /// Stage one of each running container.
     pids: Vec<(String, u32)>,
+    /// Kills a container's stage one through its waiting task (which holds
+    /// the process, so that no signal reaches a pid taken over).
+    hard_kills: Vec<tokio::sync::oneshot::Sender<()>>,
     exits: (mpsc::UnboundedSender<Exit>, mpsc::UnboundedReceiver<Exit>),
     left: usize,
     endpoints: Vec<(u16, SocketAddr)>,
@@ -388,16 +400,27 @@ impl RunningTask for RunningSandbox {
                     }
                 }
             }
+            // The containers' processes first: each stage one, spared, reaps
+            // its container's PID 1 and dies as it did. Killed first, it
+            // would leave PID 1 a zombie for the host's init (the node itself
+            // when it is a container's PID 1, which never reaps it). A stage
+            // one still there a second later is killed.
             StopSignal::Kill => {
-                for (_, pid) in &self.pids {
-                    if let Ok(pid) = i32::try_from(*pid) {
-                        let _ =
-                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                    }
+                let stages: Vec<u32> = self.pids.iter().map(|(_, pid)| *pid).collect();
+                for child in stages.iter().flat_map(|pid| children(*pid)) {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
                 }
                 if let Some(cg) = &self.cgroup {
-                    cg.kill_all();
+                    cg.kill_all_but(&stages);
                 }
+                let hard_kills = std::mem::take(&mut self.hard_kills);
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    for kill in hard_kills {
+                        let _ = kill.send(());
+                    }
+                });
             }
         }
     }

@@ -290,15 +290,16 @@ impl Cgroup {
     /// outlive the one process its owner holds (a stage two killed before
     /// it set its parent-death signal), but never leave its cgroup.
     pub fn kill_all(&self) {
-        self.kill_all_but(None);
+        self.kill_all_but(&[]);
     }
 
-    /// Kills every process in the cgroup but `spared`.
-    pub fn kill_all_but(&self, spared: Option<u32>) {
+    /// Kills every process in the cgroup but those of `spared`.
+    pub fn kill_all_but(&self, spared: &[u32]) {
         let procs = std::fs::read_to_string(self.controller_dir(2).join("cgroup.procs")).unwrap_or_default();
-        let spared = spared.and_then(|p| i32::try_from(p).ok());
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| Some(*p) != spared) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).filter(|p| !spared.contains(p)) {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
 

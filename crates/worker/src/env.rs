@@ -1339,7 +1339,7 @@ impl Env {
     fn stop(&self) -> bool {
         match (&self.cgroup, self.pid) {
             (Some(cg), Some(stage_one)) => {
-                cg.kill_all_but(Some(stage_one));
+                cg.kill_all_but(&[stage_one]);
                 true
             }
             _ => {
