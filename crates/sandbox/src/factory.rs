@@ -8,9 +8,10 @@
 //! it did when it spawned it.
 //!
 //! The factory lives in a mount namespace of its own, a copy of the host's
-//! without the worker's mounts, that receives none made later: what each
-//! sandbox's namespace is copied from, at a cost that does not grow with
-//! the environments (see [`HostMounts`]).
+//! with only what a sandbox's root is built from (none of the worker's
+//! mounts, nor the host's others), that receives none made later: what each
+//! sandbox's namespace is copied from, at a cost that grows neither with
+//! the environments nor with the host's table (see [`HostMounts`]).
 //!
 //! This module owns both ends of a request: the spec as JSON with stage
 //! one's stdin, stdout and stderr as descriptors, answered with its pid.
