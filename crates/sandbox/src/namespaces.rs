@@ -275,10 +275,9 @@ impl HostMounts {
         // a peer of the host's, and its unmount would propagate there.
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
             .map_err(|e| io(e, "private /"))?;
-        unmount_under(clear);
         let keep: Vec<&Path> =
             HOST_DIRS.iter().chain(&["/etc", "/dev", "/proc"]).map(Path::new).chain([data]).collect();
-        unmount_all_but(&keep);
+        unmount_all_but(&keep, clear);
         Ok(Self { host, own: std::fs::File::open("/proc/self/ns/mnt")? })
     }
 
@@ -425,10 +424,10 @@ pub fn unmount_under(dir: &Path) -> usize {
 }
 
 /// Detaches every mount of this namespace but those on the way to, at or
-/// below one of `keep`, each with what is mounted under it (and what is
-/// stacked under it on the same point).
-fn unmount_all_but(keep: &[&Path]) {
-    let wanted = |p: &Path| keep.iter().any(|k| k.starts_with(p) || p.starts_with(k));
+/// below one of `keep` and not at or below `clear`, each with what is
+/// mounted under it (and what is stacked under it on the same point).
+fn unmount_all_but(keep: &[&Path], clear: &Path) {
+    let wanted = |p: &Path| !p.starts_with(clear) && keep.iter().any(|k| k.starts_with(p) || p.starts_with(k));
     let mut points = mount_points();
     // By components, so that a mount's descendants follow it.
     points.sort();
