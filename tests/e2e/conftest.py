@@ -180,7 +180,7 @@ class Server:
         """A killed node's mounts and cgroups stay until it starts again on
         the same data directory; tests that never restart it take them down
         themselves (its sandboxes die with it, so the cgroups empty)."""
-        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        points = [point for _, point in mount_table()]
         for p in sorted((p for p in points if p.startswith(str(self.data_dir) + "/")), reverse=True):
             subprocess.run(["umount", "-l", p], check=False)
 
@@ -354,6 +354,27 @@ def printed_events(server, name):
     """The events a function printed as `EVENT <json>` lines, in the order logged."""
     events = function_log(server, name)
     return [json.loads(e["message"].split("EVENT ", 1)[1]) for e in events if "EVENT {" in e["message"]]
+
+
+def host_pids(where):
+    """Pids of the host's processes (zombies too) for which `where(pid)`
+    holds, `pid` a string; a process that ends while it is looked at is
+    skipped."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if where(pid):
+                found.append(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def mount_table(text=None):
+    """(root, mount point) of each mount a `mountinfo` lists: this
+    process's unless `text` is given."""
+    text = Path("/proc/self/mountinfo").read_text() if text is None else text
+    return [(f[3], f[4]) for f in (line.split(" ") for line in text.splitlines())]
 
 
 def wait_for(predicate, what, timeout=20.0):

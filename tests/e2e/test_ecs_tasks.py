@@ -22,7 +22,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import REGION, Server, aws_client, create, nimbus_cli, unique_name, wait_for
+from conftest import REGION, Server, aws_client, create, host_pids, nimbus_cli, unique_name, wait_for
 from test_ecs import CAPACITY, NETWORK, busybox, busybox_layout, ecs, node, register, run, running, stopped  # noqa: F401
 from test_image_functions import push, python_layout, run as sh  # noqa: F401
 
@@ -400,14 +400,7 @@ def test_an_aws_sdk_in_the_container_calls_nimbus_as_the_task(node, ecs, logs, p
 
 def processes_named(comm):
     """Host pids of processes whose command name is `comm`, zombies too."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
+    return host_pids(lambda pid: Path(f"/proc/{pid}/comm").read_text().strip() == comm)
 
 
 def test_a_container_killed_at_its_stop_timeout_leaves_no_zombie(ecs, busybox):

@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from conftest import REGION, ROLE, Server, create, make_zip, send, unique_name, wait_for
+from conftest import REGION, ROLE, Server, create, host_pids, make_zip, mount_table, send, unique_name, wait_for
 
 # Reports what the environment holds: its variables (names the test set,
 # and the credentials), what /tmp has before it writes there, its
@@ -155,23 +155,13 @@ def code_mounts(server):
     """Mount points of functions' code in environments' slots, in the
     host's table: one per environment of a zip function (its `task`)."""
     roots = server.data_dir / "worker" / "roots"
-    return [
-        f[4] for f in (line.split(" ") for line in Path("/proc/self/mountinfo").read_text().splitlines())
-        if f[4].startswith(f"{roots}/") and "/worker/code/" in f[3]
-    ]
+    return [point for root, point in mount_table() if point.startswith(f"{roots}/") and "/worker/code/" in root]
 
 
 def processes_in(namespaces):
     """Host pids of processes in any of the PID namespaces `namespaces`
     (`pid:[…]`), zombies too."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink(f"/proc/{pid}/ns/pid") in namespaces:
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
+    return host_pids(lambda pid: os.readlink(f"/proc/{pid}/ns/pid") in namespaces)
 
 
 def test_deleting_a_function_retires_every_environment_it_had(private_server):
@@ -221,16 +211,11 @@ def read_while_waiting(pid, read):
 def children_of(server, arg, where=lambda pid: True):
     """Pids of the server's children with `arg` in their command line, for
     which `where(pid)` holds."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-            if arg in argv and ppid == server.proc.pid and where(pid):
-                pids.append(int(pid))
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
+    def child(pid):
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        return arg in argv and ppid == server.proc.pid and where(pid)
+    return host_pids(child)
 
 
 def zygotes_of(server):
@@ -336,10 +321,10 @@ def test_a_killed_sandbox_factory_is_started_again_and_environments_live_on(priv
     # starts as a copy of it): only those on the way to, at or below what a
     # sandbox's root is built from.
     keep = [Path(p) for p in ("/usr", "/etc", "/dev", "/proc")] + [server.data_dir]
-    points = [Path(line.split(" ")[4].replace("\\040", " ")) for line in mounts.splitlines()]
+    points = [Path(point) for _, point in mount_table(mounts)]
     strays = [p for p in points if not any(p in k.parents or p == k or k in p.parents for k in keep)]
     assert not strays, strays
-    assert any(line.split(" ")[4].startswith("/sys") for line in host.splitlines()), "the host has /sys mounted"
+    assert any(point.startswith("/sys") for _, point in mount_table(host)), "the host has /sys mounted"
     # New functions, so every invoke is a cold start, past the templates
     # made before the kill.
     for i in range(4):

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 
-from conftest import ROLE, make_zip, unique_name, wait_for
+from conftest import ROLE, make_zip, mount_table, unique_name, wait_for
 
 PROBE = '''
 import os, socket
@@ -180,8 +180,7 @@ def test_graceful_stop_retires_environments(private_server, tmp_path):
 
 def mount_entries(path):
     """How many mounts stand at each mount point under `path`."""
-    points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
-    return Counter(p for p in points if p.startswith(f"{path}/"))
+    return Counter(p for _, p in mount_table() if p.startswith(f"{path}/"))
 
 
 def mount_points_under(path):
