@@ -337,6 +337,30 @@ def test_hostile_function_is_contained_and_nimbus_keeps_serving(lam, server):
     assert lam.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
 
 
+def test_code_is_byte_compiled_within_limits_and_a_compile_bomb_is_left_to_its_import(lam, server):
+    """Nimbus byte-compiles Python code when it is deployed, so that no cold
+    start compiles it. The sources are hostile: this 10 KB archive holds a
+    module whose compile takes 6 GB and half a minute unbounded. The compiler
+    runs as the sandboxes' user within a memory limit, so that module is left
+    to its import (in the function's own sandbox, as on AWS) and the rest is
+    compiled."""
+    name = unique_name("bomb")
+    code = make_zip({"app.py": "def handler(event, context):\n    return 'fine'\n",
+                     "lib/__init__.py": "", "lib/util.py": "X = 1\n",
+                     "big.py": "X = [" + ",".join(["a"] * 5_000_000) + "]\n"})
+    assert len(code) < 20_000
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": code})
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    assert json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == "fine"
+    sha = base64.b64decode(lam.get_function(FunctionName=name)["Configuration"]["CodeSha256"]).hex()
+    unpacked = server.data_dir / "worker" / "code" / sha
+    compiled = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*.pyc"))
+    assert compiled == ["__pycache__/app.cpython-311.pyc", "lib/__pycache__/__init__.cpython-311.pyc",
+                        "lib/__pycache__/util.cpython-311.pyc"]
+    assert not any(p.name.startswith(".") for p in unpacked.iterdir()), "the compiler's scratch is gone"
+
+
 def test_layers_are_merged_in_order_at_opt(lam):
     first = lam.publish_layer_version(LayerName=unique_name("l1"), Content={"ZipFile": make_zip(
         {"python/shared.py": "WHO = 'first'\n", "python/only_first.py": "HERE = True\n"})})["LayerVersionArn"]

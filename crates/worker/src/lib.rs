@@ -8,6 +8,7 @@
 //! The worker knows domain types (`nimbus-core`) and code archives
 //! (`nimbus-store` blobs), never the control API's wire types or routing.
 
+mod bytecode;
 mod channel;
 mod env;
 mod logs;
@@ -213,8 +214,8 @@ pub struct Worker {
     zygotes: std::sync::Mutex<HashMap<String, Arc<zygote::Zygote>>>,
     /// Code and layer directories made read-only mounts of themselves.
     read_only: std::sync::Mutex<HashSet<PathBuf>>,
-    /// Serialises unpacking of one archive.
-    unpacking: Mutex<()>,
+    /// Serialises the unpacking of each directory.
+    unpacking: std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
     /// Set (under its lock) when shutdown begins: an SDK install finishing
     /// later must not mount anything shutdown would not take down.
     stopping: Arc<std::sync::Mutex<bool>>,
@@ -378,7 +379,7 @@ impl Worker {
             templates,
             zygotes: Default::default(),
             read_only: Default::default(),
-            unpacking: Mutex::new(()),
+            unpacking: Default::default(),
             stopping,
         };
         // Ready before the first function of each runtime is invoked.
@@ -587,23 +588,40 @@ impl Worker {
         if dir.exists() {
             return Ok(dir);
         }
-        let _guard = self.unpacking.lock().await;
+        // One lock per directory: a slow compile holds up no other function's code.
+        let lock = self.unpacking.lock().unwrap_or_else(|e| e.into_inner()).entry(dir.clone()).or_default().clone();
+        let _guard = lock.lock().await;
         if dir.exists() {
             return Ok(dir);
         }
+        let made = self.unpack(&dir, shas, python).await;
+        self.unpacking.lock().unwrap_or_else(|e| e.into_inner()).remove(&dir);
+        made.map(|()| dir)
+    }
+
+    async fn unpack(&self, dir: &Path, shas: &[&str], python: Option<String>) -> Result<(), Error> {
         let mut archives = Vec::with_capacity(shas.len());
         for sha in shas {
             archives.push(self.code.archive(sha).await?);
         }
-        let target = dir.clone();
-        tokio::task::spawn_blocking(move || {
+        let failed = |e: String| Error::Internal(format!("unpacking {}: {e}", dir.display()));
+        let target = dir.to_path_buf();
+        let staging = tokio::task::spawn_blocking(move || {
             let refs: Vec<&[u8]> = archives.iter().map(Vec::as_slice).collect();
-            unpack::unpack_merged(&refs, &target, python.as_deref())
+            unpack::stage(&refs, &target)
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Internal(format!("unpacking {}: {e}", dir.display())))?;
-        Ok(dir)
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
+        if let Some(python) = python {
+            let ids = self.settings.sandbox.as_ref().map(|sb| (sb.uid, sb.gid));
+            bytecode::byte_compile(&python, &staging, ids).await;
+        }
+        let target = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || unpack::publish(&staging, &target))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))
     }
 
     /// In a sandbox, code and layers are bound from read-only mounts of

@@ -4,43 +4,33 @@
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Unpacks archives one over another (later ones win, as layers do) into
-/// `target`, which appears only once complete.
-pub fn unpack_merged(archives: &[&[u8]], target: &Path, python: Option<&str>) -> io::Result<()> {
+/// a fresh staging directory beside `target`, which [`publish`] then moves
+/// into place, so that `target` appears only once complete.
+pub fn stage(archives: &[&[u8]], target: &Path) -> io::Result<PathBuf> {
     let parent = target.parent().ok_or_else(|| io::Error::other("code directory has no parent"))?;
     std::fs::create_dir_all(parent)?;
     let staging = parent.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir(&staging)?;
-    let result = archives
-        .iter()
-        .try_for_each(|a| write_all(a, &staging))
-        .map(|()| {
-            if let Some(python) = python {
-                byte_compile(python, &staging);
-            }
-        })
-        .and_then(|()| std::fs::rename(&staging, target));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+    let written = archives.iter().try_for_each(|a| write_all(a, &staging));
+    match written {
+        Ok(()) => Ok(staging),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
     }
-    result
 }
 
-/// Compiles Python sources to `__pycache__` ahead, so that no import pays
-/// the compile (the code is read-only later, and a cold start imports it).
-/// Failures are left to the import, which reports them as AWS does.
-fn byte_compile(python: &str, dir: &Path) {
-    let status = std::process::Command::new(python)
-        .args(["-I", "-m", "compileall", "-q", "-j", "1"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        tracing::debug!(dir = %dir.display(), "byte-compiling left some sources to their import");
+/// Moves a staged directory to `target` (or removes it, if that fails).
+pub fn publish(staging: &Path, target: &Path) -> io::Result<()> {
+    let moved = std::fs::rename(staging, target);
+    if moved.is_err() {
+        let _ = std::fs::remove_dir_all(staging);
     }
+    moved
 }
 
 fn write_all(bytes: &[u8], dir: &Path) -> io::Result<()> {
@@ -97,7 +87,7 @@ mod tests {
         let second = zip_of(&[("python/shared.py", "V = 2\n")]);
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("opt");
-        unpack_merged(&[&first, &second], &target, None).unwrap();
+        publish(&stage(&[&first, &second], &target).unwrap(), &target).unwrap();
         assert_eq!(std::fs::read_to_string(target.join("python/shared.py")).unwrap(), "V = 2\n");
         assert!(target.join("python/only_first.py").exists());
     }
@@ -112,7 +102,7 @@ mod tests {
         let bytes = w.finish().unwrap().into_inner();
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("code");
-        unpack_merged(&[&bytes], &target, None).unwrap();
+        publish(&stage(&[&bytes], &target).unwrap(), &target).unwrap();
         let mode = |p: &str| std::fs::metadata(target.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("bootstrap"), 0o555);
         assert_eq!(mode("lib/a.py"), 0o444);
