@@ -40,6 +40,10 @@ def snapshot(server, lam):
 
 BOMB = make_zip({"zeros": b"\0" * 300_000_000})
 TRUNCATED = HELLO_ZIP[: len(HELLO_ZIP) // 2]
+# Each link, read alone, stays inside the package; unpacked in order, the
+# file lands six levels above it (on the host, as the node unpacks).
+THROUGH_LINK = make_zip({"a/d/a/d/a/d/e/etc/cron.d/x": "* * * * * root sh"}, {"a/d": "..", "a/d/a/d/a/d/e": "../../../../../.."})
+LINK_THROUGH_LINK = make_zip({"app.py": "x"}, {"a/d": "..", "p": "a/d/a/d/../../../etc/passwd"})
 
 ROWS = [
     # (id, operation, kwargs, expected code)
@@ -48,6 +52,9 @@ ROWS = [
     ("path traversal", "create_function", dict(FunctionName="f3", Code={"ZipFile": make_zip({"../../evil.py": "x"})}, **BASE), "InvalidParameterValueException"),
     ("absolute path", "create_function", dict(FunctionName="f4", Code={"ZipFile": make_zip({"/etc/cron.d/x": "x"})}, **BASE), "InvalidParameterValueException"),
     ("escaping symlink", "create_function", dict(FunctionName="f5", Code={"ZipFile": make_zip({"app.py": "x"}, {"link": "../../etc/passwd"})}, **BASE), "InvalidParameterValueException"),
+    ("entries written through a symlink", "create_function", dict(FunctionName="f12", Code={"ZipFile": THROUGH_LINK}, **BASE), "InvalidParameterValueException"),
+    ("layer written through a symlink", "publish_layer_version", dict(LayerName="lay", Content={"ZipFile": THROUGH_LINK}), "InvalidParameterValueException"),
+    ("symlink through a symlink", "create_function", dict(FunctionName="f13", Code={"ZipFile": LINK_THROUGH_LINK}, **BASE), "InvalidParameterValueException"),
     ("zip bomb", "create_function", dict(FunctionName="f6", Code={"ZipFile": BOMB}, **BASE), "InvalidParameterValueException"),
     ("bomb as new code", "update_function_code", dict(FunctionName=EXISTING, ZipFile=BOMB), "InvalidParameterValueException"),
     ("bomb as layer", "publish_layer_version", dict(LayerName="lay", Content={"ZipFile": BOMB}), "InvalidParameterValueException"),

@@ -3,6 +3,8 @@
 //! unpacked, and measures it. Nothing else in Nimbus opens an uploaded zip
 //! without having passed here.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
@@ -36,6 +38,10 @@ pub fn too_big() -> Error {
 pub fn inspect(bytes: &[u8], budget: u64) -> Result<ZipInfo> {
     let mut archive = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(|_| unreadable())?;
     let mut remaining = budget;
+    // Every path first: where a link may point, and what may lie under one,
+    // depends on the archive's other links.
+    let mut paths = Vec::with_capacity(archive.len());
+    let mut links = HashMap::new();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(|_| unreadable())?;
         let raw_name = entry.name().to_string();
@@ -46,12 +52,30 @@ pub fn inspect(bytes: &[u8], budget: u64) -> Result<ZipInfo> {
         };
         if entry.is_symlink() {
             let mut target = String::new();
-            (&mut entry).take(4096).read_to_string(&mut target).map_err(|_| unreadable())?;
-            if !link_stays_inside(&path, &target) {
+            (&mut entry).take(LINK_MAX).read_to_string(&mut target).map_err(|_| unreadable())?;
+            links.insert(path.clone(), target);
+        }
+        paths.push((raw_name, path));
+    }
+    for (raw_name, path) in &paths {
+        // Unpacked, an entry under a link would be written wherever the link points.
+        if let Some(link) = path.ancestors().skip(1).find(|a| links.contains_key(*a)) {
+            return Err(Error::invalid(format!(
+                "Could not unzip uploaded file: the entry '{raw_name}' is inside the symbolic link '{}'.",
+                link.display()
+            )));
+        }
+        if let Some(target) = links.get(path) {
+            if !link_stays_inside(&links, path, target) {
                 return Err(Error::invalid(format!(
                     "Could not unzip uploaded file: the symbolic link '{raw_name}' points outside the package."
                 )));
             }
+        }
+    }
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|_| unreadable())?;
+        if entry.is_symlink() {
             continue;
         }
         // Count what decompression really yields; the sizes in the headers
@@ -70,27 +94,52 @@ pub fn inspect(bytes: &[u8], budget: u64) -> Result<ZipInfo> {
     })
 }
 
+/// The longest link target read (Linux's own limit on a path).
+pub const LINK_MAX: u64 = 4096;
+/// How many links one resolution may pass through (Linux's `ELOOP` limit).
+const LINK_HOPS: usize = 40;
+
 /// Whether a link at `link` (relative to the package root) pointing at
-/// `target` resolves, lexically, to somewhere inside the package.
-fn link_stays_inside(link: &Path, target: &str) -> bool {
+/// `target` resolves inside the package, following the archive's other
+/// `links` as the filesystem will once it is unpacked. A resolution that
+/// loops or reaches a missing path ends there (and so inside).
+fn link_stays_inside(links: &HashMap<PathBuf, String>, link: &Path, target: &str) -> bool {
+    let mut hops = 0;
+    let at: Vec<&OsStr> = link.parent().map(|p| p.iter().collect()).unwrap_or_default();
+    resolve(links, at, target, &mut hops).is_some()
+}
+
+/// Walks `target` from the directory `at`; `None` once it leaves the root.
+fn resolve<'a>(
+    links: &'a HashMap<PathBuf, String>,
+    mut at: Vec<&'a OsStr>,
+    target: &'a str,
+    hops: &mut usize,
+) -> Option<Vec<&'a OsStr>> {
     let target = Path::new(target);
     if target.has_root() || target.as_os_str().is_empty() {
-        return false;
+        return None;
     }
-    let mut resolved: PathBuf = link.parent().map(Path::to_path_buf).unwrap_or_default();
     for c in target.components() {
         match c {
-            Component::Normal(part) => resolved.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !resolved.pop() {
-                    return false;
+            Component::Normal(part) => {
+                at.push(part);
+                if *hops < LINK_HOPS {
+                    if let Some((_, next)) = links.get_key_value(&at.iter().collect::<PathBuf>()) {
+                        *hops += 1;
+                        at.pop();
+                        at = resolve(links, at, next, hops)?;
+                    }
                 }
             }
-            Component::RootDir | Component::Prefix(_) => return false,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
         }
     }
-    true
+    Some(at)
 }
 
 /// A writer that discards bytes and fails once more than its budget arrives.
@@ -151,6 +200,36 @@ mod tests {
         let bomb = build(&[("zeros", &vec![0u8; 2_000_000])], &[]);
         assert!(bomb.len() < 20_000);
         assert_eq!(inspect(&bomb, 1_000_000).unwrap_err(), too_big());
+    }
+
+    /// Each link alone stays inside, read as text; unpacked, one after
+    /// another, they lead out of the package.
+    #[test]
+    fn refuses_links_that_leave_through_other_links() {
+        let refused = |entries: &[(&str, &[u8])], links: &[(&str, &str)]| {
+            inspect(&build(entries, links), UNZIPPED_MAX).unwrap_err().to_string()
+        };
+        // Written through: a file under a link lands where the link points.
+        let deep = "a/d/a/d/a/d/a/d/e";
+        let e = refused(
+            &[("a/d/a/d/a/d/a/d/e/etc/cron.d/x", b"* * * * * root sh")],
+            &[("a/d", ".."), (deep, "../../../..")],
+        );
+        assert!(e.contains("is inside the symbolic link"), "{e}");
+        // The links alone: the second is inside the first.
+        let e = refused(&[], &[("a/d", ".."), (deep, "../../../..")]);
+        assert!(e.contains("'a/d/a/d/a/d/a/d/e' is inside the symbolic link 'a/d'"), "{e}");
+        // Read through: a link whose target passes through another.
+        let e = refused(&[("a/x", b"")], &[("a/d", ".."), ("p", "a/d/a/d/../../x")]);
+        assert!(e.contains("'p' points outside"), "{e}");
+        let e = refused(&[], &[("a/up", ".."), ("a/b/c", "../up/../x")]);
+        assert!(e.contains("'a/b/c' points outside"), "{e}");
+        // Links that only pass through others inside, loop, or dangle are kept.
+        let kept = build(
+            &[("lib/x.py", b"")],
+            &[("a/d", "../lib"), ("p", "a/d/x.py"), ("l1", "l2"), ("l2", "l1"), ("gone", "nothing/here")],
+        );
+        inspect(&kept, UNZIPPED_MAX).unwrap();
     }
 
     #[test]
