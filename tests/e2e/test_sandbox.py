@@ -361,6 +361,64 @@ def test_code_is_byte_compiled_within_limits_and_a_compile_bomb_is_left_to_its_i
     assert not any(p.name.startswith(".") for p in unpacked.iterdir()), "the compiler's scratch is gone"
 
 
+FLOOD = '''
+import os, stat, sys
+
+def output(event, context):
+    chunk = ("x" * 1023 + "\\n") * 1024
+    for _ in range(event["mb"]):
+        sys.stdout.write(chunk)
+    sys.stdout.flush()
+    return "printed"
+
+def channel(event, context):
+    # The runtime's channel to the node is a socket in this process.
+    sockets = []
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                sockets.append(fd)
+        except OSError:
+            pass  # the directory listing's own descriptor, closed by now
+    chunk = b"y" * (1 << 20)
+    try:
+        for _ in range(event["mb"]):
+            for fd in sockets:
+                os.write(fd, chunk)
+    except OSError:
+        pass
+    return "wrote"
+'''
+
+
+def peak_rss_mb(pid):
+    return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM")) / 1024
+
+
+def test_output_without_end_is_bounded_in_the_node(lam, server):
+    """A function's output is held in the node (not its cgroup) until its
+    invocation ends: past a bound the rest is dropped and a line says so.
+    Writing its runtime's channel without end breaks the protocol, which
+    fails the invocation rather than growing the node."""
+    name = unique_name("flood")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.output", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": FLOOD})}, MemorySize=512, Timeout=60)
+    before = peak_rss_mb(server.proc.pid)
+    r, out = call(lam, name, {"mb": 300})
+    assert out == "printed", out
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert re.search(r"\[Nimbus\] \d+ bytes of output were dropped", tail), tail
+    lam.update_function_configuration(FunctionName=name, Handler="app.channel")
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    r, out = call(lam, name, {"mb": 300})
+    assert r.get("FunctionError") == "Unhandled" and "broke its channel's protocol" in out["errorMessage"], out
+    # 600 MB written at the node; what it held (and so its peak) stays far below.
+    assert peak_rss_mb(server.proc.pid) - before < 150
+    lam.update_function_configuration(FunctionName=name, Handler="app.output")
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    assert call(lam, name, {"mb": 1})[1] == "printed", "the function runs again in a new environment"
+
+
 def test_layers_are_merged_in_order_at_opt(lam):
     first = lam.publish_layer_version(LayerName=unique_name("l1"), Content={"ZipFile": make_zip(
         {"python/shared.py": "WHO = 'first'\n", "python/only_first.py": "HERE = True\n"})})["LayerVersionArn"]

@@ -88,14 +88,20 @@ impl AsyncRead for Reader<'_> {
     }
 }
 
+/// The longest frame header (`response <request id> <length>`).
+const HEADER_MAX: u64 = 256;
+
 /// Serves the channel until the runtime closes it or breaks the protocol.
 pub async fn serve(socket: Socket, shared: Arc<Shared>) {
     let mut reader = BufReader::new(Reader(&socket));
     let mut header = String::new();
     loop {
         header.clear();
-        match reader.read_line(&mut header).await {
+        // The runtime shares its process with the function, which can write
+        // here too: a line without end must not grow without end.
+        match (&mut reader).take(HEADER_MAX).read_line(&mut header).await {
             Ok(0) | Err(_) => return,
+            Ok(_) if !header.ends_with('\n') => return broken(&shared, "an overlong frame header"),
             Ok(_) => {}
         }
         let words: Vec<&str> = header.split_whitespace().collect();
@@ -119,10 +125,17 @@ pub async fn serve(socket: Socket, shared: Arc<Shared>) {
             _ => None,
         };
         if served.is_none() {
-            tracing::warn!(header = %header.trim_end(), "runtime broke the channel protocol; closing it");
-            return;
+            return broken(&shared, &format!("the frame header {:?}", header.trim_end()));
         }
     }
+}
+
+/// Closes a channel whose runtime broke the protocol (its function can
+/// write here too), failing the invocation it serves: the environment is
+/// then retired, as after an exit.
+fn broken(shared: &Shared, what: &str) {
+    tracing::warn!("runtime broke the channel protocol with {what}; closing it");
+    shared.fail_current(Reply::Exited("the runtime broke its channel's protocol".into()));
 }
 
 /// Reads a body of `len` bytes: `Err` when over the limit (it is skipped),

@@ -223,7 +223,7 @@ struct Current {
 pub(crate) struct Shared {
     pub jobs_rx: Mutex<mpsc::Receiver<Job>>,
     current: SyncMutex<Option<Current>>,
-    logs: SyncMutex<Vec<(i64, String)>>,
+    logs: SyncMutex<Held>,
     alive: AtomicBool,
     ready_at: SyncMutex<Option<Instant>>,
     /// The runtime's stdout and stderr (one pipe), read by the log reader
@@ -246,6 +246,24 @@ pub(crate) struct Shared {
 /// The most output one [`Shared::read_output`] takes: a runtime that
 /// writes without pause leaves the rest to the log reader.
 const READ_OUTPUT_MAX: usize = 1 << 20;
+
+/// The longest log line: CloudWatch Logs' largest event (256 KiB, less its
+/// 26 bytes of overhead). A longer line is split into lines of this size.
+const LINE_MAX: usize = (256 << 10) - 26;
+/// The most output held in the node between two invocations' ends (the
+/// lines, and what each costs to hold). The function's output is in the
+/// node's memory, not its cgroup's, so a function printing without end
+/// must not grow it: the rest is dropped, and a line says how much.
+const HELD_MAX: usize = 32 << 20;
+const HELD_PER_LINE: usize = 64;
+
+/// The output lines read since the last invocation ended.
+#[derive(Default)]
+struct Held {
+    lines: Vec<(i64, String)>,
+    bytes: usize,
+    dropped: usize,
+}
 
 impl Shared {
     pub fn mark_ready(&self) {
@@ -298,8 +316,15 @@ impl Shared {
         }
     }
 
-    fn push_log(&self, line: String) {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).push((chrono::Utc::now().timestamp_millis(), line));
+    fn push_log(&self, bytes: &[u8]) {
+        let mut held = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let cost = bytes.len() + HELD_PER_LINE;
+        if held.bytes + cost > HELD_MAX {
+            held.dropped += bytes.len();
+            return;
+        }
+        held.bytes += cost;
+        held.lines.push((chrono::Utc::now().timestamp_millis(), String::from_utf8_lossy(bytes).into_owned()));
     }
 
     /// Reads what the runtime has written so far, without waiting, and logs
@@ -337,20 +362,31 @@ impl Shared {
             }
         };
         let mut start = 0;
-        while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
-            self.push_log(String::from_utf8_lossy(&partial[start..=start + end]).into_owned());
+        while let Some(end) = partial[start..].iter().take(LINE_MAX).position(|&b| b == b'\n') {
+            self.push_log(&partial[start..=start + end]);
             start += end + 1;
+        }
+        // A line too long for one event goes as several, as it arrives.
+        while partial.len() - start >= LINE_MAX {
+            self.push_log(&partial[start..start + LINE_MAX]);
+            start += LINE_MAX;
         }
         partial.drain(..start);
         if closed && !partial.is_empty() {
-            self.push_log(String::from_utf8_lossy(&partial).into_owned());
+            self.push_log(&partial);
             partial.clear();
         }
         closed
     }
 
     fn drain_logs(&self) -> Vec<(i64, String)> {
-        std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()))
+        let Held { mut lines, dropped, .. } = std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()));
+        if dropped > 0 {
+            let mb = HELD_MAX >> 20;
+            let line = format!("[Nimbus] {dropped} bytes of output were dropped: more than {mb} MiB arrived between two invocations' ends.\n");
+            lines.push((chrono::Utc::now().timestamp_millis(), line));
+        }
+        lines
     }
 }
 
@@ -842,7 +878,7 @@ impl Env {
         let shared = Arc::new(Shared {
             jobs_rx: Mutex::new(jobs_rx),
             current: SyncMutex::new(None),
-            logs: SyncMutex::new(Vec::new()),
+            logs: SyncMutex::default(),
             alive: AtomicBool::new(true),
             ready_at: SyncMutex::new(None),
             output,
@@ -1321,7 +1357,7 @@ impl Env {
     /// and runs again.
     pub fn note_init_timeout(&self, init_type: &str, limit: Duration) {
         if let Some(line) = self.platform.init_timed_out(init_type, limit.as_secs_f64() * 1000.0) {
-            self.shared.push_log(line);
+            self.shared.push_log(line.as_bytes());
         }
     }
 
