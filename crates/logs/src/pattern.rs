@@ -281,19 +281,37 @@ fn split_fields(message: &str) -> Vec<&str> {
 
 /// Whether the pattern's fields line up with the event's, `...` taking
 /// any number, and each field's conditions hold for its value.
+///
+/// By table rather than by trying each split: a pattern of several `...`
+/// tried every way to share an event's fields among them (about 10^13 ways
+/// for eight over 200 fields), and a tenant chooses the pattern. `rest[j]`
+/// says whether the fields after the current one match `values[j..]`.
 fn match_fields(fields: &[Field], values: &[&str]) -> bool {
-    match fields.split_first() {
-        None => values.is_empty(),
-        Some((Field::Any, rest)) => (0..=values.len()).any(|skip| match_fields(rest, &values[skip..])),
-        Some((Field::Named(name, expr), rest)) => {
-            let Some((value, others)) = values.split_first() else { return false };
-            let lookup = |steps: &[Step]| match steps {
-                [Step::Key(n)] if n == name => Some(Value::String(value.to_string())),
-                _ => None,
-            };
-            expr.as_ref().is_none_or(|e| e.eval(&lookup)) && match_fields(rest, others)
+    let n = values.len();
+    let mut rest: Vec<bool> = (0..=n).map(|j| j == n).collect();
+    for field in fields.iter().rev() {
+        let mut here = vec![false; n + 1];
+        match field {
+            Field::Any => {
+                let mut any = false;
+                for j in (0..=n).rev() {
+                    any |= rest[j];
+                    here[j] = any;
+                }
+            }
+            Field::Named(name, expr) => {
+                for (j, value) in values.iter().enumerate() {
+                    let lookup = |steps: &[Step]| match steps {
+                        [Step::Key(n)] if n == name => Some(Value::String(value.to_string())),
+                        _ => None,
+                    };
+                    here[j] = rest[j + 1] && expr.as_ref().is_none_or(|e| e.eval(&lookup));
+                }
+            }
         }
+        rest = here;
     }
+    rest[0]
 }
 
 fn select(doc: &Value, steps: &[Step]) -> Option<Value> {
@@ -634,6 +652,18 @@ mod tests {
         assert!(!hits("[..., status_code = 200, bytes]", ev));
         assert!(hits(r#"[ip = "127.0.0.*", ...]"#, ev));
         assert!(hits("[..., request = *index*, status, bytes < 2000]", ev));
+        assert!(hits("[..., ..., ip, ..., bytes, ...]", ev));
+        assert!(!hits("[..., status = 404, ..., user = frank]", ev), "fields keep their order");
+    }
+
+    /// Eight `...` over 200 fields: about 10^13 ways to share the fields
+    /// among them, which the search before the table tried one by one (for
+    /// hours; this test did not end).
+    #[test]
+    fn many_ellipses_over_many_fields_end() {
+        let ev = vec!["b"; 200].join(" ");
+        assert!(!hits("[..., ..., ..., ..., ..., ..., ..., ..., a = zz]", &ev));
+        assert!(hits("[..., ..., ..., ..., ..., ..., ..., ..., a = b]", &ev));
     }
 
     #[test]
