@@ -237,6 +237,10 @@ def test_images_not_in_the_registry_and_zip_settings_are_refused(server, lam, la
         ({"Code": {"ImageUri": uri}, "Runtime": "python3.11", "Handler": "app.handler"}, "not supported"),
         ({"Code": {"ImageUri": uri}, "Architectures": ["arm64"]}, "x86_64"),
         ({"Code": {}}, "Please provide ImageUri"),
+        # Its configuration is valid JSON but over the manifest's 4 MiB: not read whole on every pull.
+        ({"Code": {"ImageUri": push_config(server, json.dumps({"architecture": "amd64", "os": "linux"}).encode() + b" " * (5 << 20))}},
+         "is not valid"),
+        ({"Code": {"ImageUri": push_config(server, b"not json")}}, "is not valid"),
     ]
     for params, message in cases:
         with pytest.raises(ClientError) as e:
@@ -283,6 +287,17 @@ def test_hostile_layers_never_escape_and_leave_nothing(server, lam, tmp_path):
         staging = images / "staging"
         assert not staging.exists() or list(staging.iterdir()) == []
     assert list(victim.iterdir()) == []
+
+
+def push_config(server, config):
+    """An image of no layer with `config` as its configuration; its URI."""
+    repo = unique_name("config").lower()
+    aws_client(server, "ecr").create_repository(repositoryName=repo)
+    reg = Registry(server)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+                           "config": {"mediaType": OCI_CONFIG, "digest": push_blob(reg, repo, config), "size": len(config)}})
+    assert reg.put(f"{repo}/manifests/v1", data=manifest.encode(), headers={"Content-Type": OCI_MANIFEST}).status_code == 201
+    return f"{host(server)}/{repo}:v1"
 
 
 def layer_digests(layout, tag):

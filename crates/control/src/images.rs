@@ -49,7 +49,7 @@ impl ImageResolver for nimbus_registry::Registry {
         use nimbus_registry::RegistryError as E;
         let r = nimbus_registry::Registry::resolve(self, image_uri).await.map_err(|e| match e {
             E::ManifestUnknown(_) | E::NameUnknown { .. } | E::BlobUnknown(_) => ImageLookupError::Missing,
-            E::NameInvalid(_) | E::DigestInvalid(_) => ImageLookupError::Invalid,
+            E::NameInvalid(_) | E::DigestInvalid(_) | E::ManifestInvalid(_) => ImageLookupError::Invalid,
             other => ImageLookupError::Failed(other.to_string()),
         })?;
         let config = r.config.config().clone().unwrap_or_default();

@@ -10,6 +10,10 @@ use crate::manifests::{self, DOCKER_LIST, OCI_INDEX};
 use crate::rules::{self, Algorithm, Digest, Reference};
 use crate::{now_ms, LayerBlob, Registry, RegistryError, ResolvedImage, Result};
 
+/// The largest image configuration read: the manifest's own limit (an
+/// image's configuration is a few KB; its history makes it larger).
+const CONFIG_MAX: u64 = crate::manifests::MANIFEST_MAX as u64;
+
 /// A stored manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pushed {
@@ -255,7 +259,16 @@ impl Registry {
         let manifest: ImageManifest =
             serde_json::from_slice(&bytes).map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         let config_digest: Digest = manifest.config().digest().as_ref().parse()?;
-        let config_bytes = tokio::fs::read(self.files.blob(&config_digest)).await?;
+        // The configuration is a blob like any other, of any size its pusher
+        // chose, and every pull (a function's deploy, each task) reads it whole.
+        let config_path = self.files.blob(&config_digest);
+        let config_size = tokio::fs::metadata(&config_path).await?.len();
+        if config_size > CONFIG_MAX {
+            return Err(RegistryError::ManifestInvalid(format!(
+                "image configuration {config_digest} is {config_size} bytes, over the limit of {CONFIG_MAX}"
+            )));
+        }
+        let config_bytes = tokio::fs::read(config_path).await?;
         let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
             .map_err(|e| RegistryError::ManifestInvalid(format!("image configuration: {e}")))?;
         let layers = manifest
