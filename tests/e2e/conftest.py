@@ -288,6 +288,14 @@ def signed_request(server, method, path, body=b"", headers=None, key=None, secre
     """Sends a request signed by botocore's own signer (header form, or a
     presigned query string with `presign_expires`), optionally as of another
     time; returns (status, headers, body)."""
+    url, signed = sign(server, method, path, body, headers, key, secret, service, when, presign_expires)
+    return send(method, url, body, signed)
+
+
+def sign(server, method, path, body=b"", headers=None, key=None, secret=None,
+         service="lambda", when=None, presign_expires=None):
+    """What `signed_request` sends: its URL and headers. (It patches
+    botocore's clock, so sign on one thread; send on any.)"""
     k, s = server.credentials()
     creds = Credentials(key or k, secret or s)
     url = server.endpoint + path
@@ -298,7 +306,7 @@ def signed_request(server, method, path, body=b"", headers=None, key=None, secre
         signer = SigV4QueryAuth(creds, service, REGION, expires=presign_expires)
     with mock.patch("botocore.auth.get_current_datetime", lambda: when or datetime.datetime.utcnow()):
         signer.add_auth(req)
-    return send(method, req.url, body, dict(req.headers.items()))
+    return req.url, dict(req.headers.items())
 
 
 def send(method, url, body=b"", headers=None):

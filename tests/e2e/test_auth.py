@@ -3,7 +3,7 @@
 import datetime
 import json
 
-from conftest import send, signed_request
+from conftest import send, sign, signed_request
 
 LIST = "/2015-03-31/functions"
 
@@ -33,6 +33,29 @@ def test_unknown_key(server):
 def test_no_authentication(server):
     status, headers, _ = send("GET", server.endpoint + LIST)
     assert (status, error_type(headers)) == (403, "MissingAuthenticationTokenException")
+
+
+def test_bodies_of_requests_without_a_key_are_not_held(private_server):
+    """A body is read before its signature can be checked (it is signed
+    too); an unknown key, a missing signature or a stale date are refused
+    before the body is kept, so nobody without a key makes the node hold
+    CreateFunction's 70 MB, twelve connections at once."""
+    from concurrent.futures import ThreadPoolExecutor
+    # A server of its own: its peak memory is this test's.
+    server = private_server()
+    body = b"x" * (60 << 20)
+    hwm = lambda: next(int(l.split()[1]) for l in open(f"/proc/{server.proc.pid}/status") if l.startswith("VmHWM")) >> 10
+    before = hwm()
+    old = datetime.datetime.utcnow() - datetime.timedelta(minutes=10)
+    requests = [(server.endpoint + LIST, {}), sign(server, "POST", LIST, body, key="AKIDUNKNOWN000000000"),
+                sign(server, "POST", LIST, body, when=old)] * 4
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(lambda r: send("POST", r[0], body, r[1]), requests))
+    assert [(status, error_type(headers)) for status, headers, _ in answers[:3]] == [
+        (403, "MissingAuthenticationTokenException"), (403, "UnrecognizedClientException"),
+        (403, "InvalidSignatureException")]
+    assert all(a[0] == 403 for a in answers)
+    assert hwm() - before < 200, "the node's peak memory grew by the bodies it was sent"
 
 
 def test_clock_skew(server):

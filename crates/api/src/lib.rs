@@ -264,6 +264,11 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let (op, args) = route::route(&parts.method, &raw_path, &query, target)?;
 
+    if let Err(e) = api.verifier.precheck(&parts.headers, raw_query.as_deref(), op.service(), SystemTime::now()) {
+        // Read, not kept, so the client still sending reads the error.
+        let _ = read_body(body, 0).await;
+        return Err(e.into());
+    }
     let limit = op.body_limit();
     let body = read_body(body, limit).await.map_err(|_| {
         nimbus_core::Error::TooLarge(format!("Request must be smaller than {limit} bytes for the {op:?} operation"))

@@ -376,14 +376,34 @@ impl Verifier {
         key
     }
 
-    /// Checks a request signed for `service` (the scope must name it);
-    /// returns the access key id that signed it.
-    pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<String, AuthError> {
-        let pairs = query_pairs(req.raw_query.unwrap_or_default());
-        let claim = match header(req.headers, "authorization") {
-            Some(auth) => parse_header_claim(auth, req.headers)?,
+    /// Checks what a request's signature claims without its body: the
+    /// key, the scope and the time. A request that fails here is refused
+    /// before its body is read, so nobody without a key makes the node
+    /// hold one (up to 70 MB for code).
+    pub fn precheck(
+        &self,
+        headers: &HeaderMap,
+        raw_query: Option<&str>,
+        service: &str,
+        now: SystemTime,
+    ) -> Result<(), AuthError> {
+        let pairs = query_pairs(raw_query.unwrap_or_default());
+        self.authorize(headers, &pairs, service, now).map(|_| ())
+    }
+
+    /// The request's claim, the secret of its key, and its time, once
+    /// everything but the signature itself holds.
+    fn authorize<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        pairs: &'a [(String, String)],
+        service: &str,
+        now: SystemTime,
+    ) -> Result<(Claim<'a>, String, DateTime<Utc>), AuthError> {
+        let claim = match header(headers, "authorization") {
+            Some(auth) => parse_header_claim(auth, headers)?,
             None if pairs.iter().any(|(k, _)| k == "X-Amz-Signature" || k == "X-Amz-Credential") => {
-                parse_query_claim(&pairs)?
+                parse_query_claim(pairs)?
             }
             None => return Err(AuthError::Missing),
         };
@@ -405,7 +425,7 @@ impl Verifier {
         let secret = if claim.access_key == self.credentials.access_key_id {
             self.credentials.secret_access_key.clone()
         } else if claim.access_key.starts_with(SESSION_PREFIX) {
-            let token = header(req.headers, "x-amz-security-token")
+            let token = header(headers, "x-amz-security-token")
                 .map(str::to_string)
                 .or_else(|| pairs.iter().find(|(k, _)| k == "X-Amz-Security-Token").map(|(_, v)| v.clone()))
                 .ok_or(AuthError::UnknownKey)?;
@@ -425,7 +445,14 @@ impl Verifier {
             )));
         }
         check_time(when, claim.expires, now)?;
+        Ok((claim, secret, when))
+    }
 
+    /// Checks a request signed for `service` (the scope must name it);
+    /// returns the access key id that signed it.
+    pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<String, AuthError> {
+        let pairs = query_pairs(req.raw_query.unwrap_or_default());
+        let (claim, secret, when) = self.authorize(req.headers, &pairs, service, now)?;
         let hashes = self.payload_hashes(req)?;
         let key = self.signing_key(&secret, when, &claim);
         let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
