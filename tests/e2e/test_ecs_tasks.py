@@ -423,3 +423,20 @@ def test_a_container_killed_at_its_stop_timeout_leaves_no_zombie(ecs, busybox):
     done = stopped(ecs, arn)
     assert done["containers"][0]["exitCode"] == 137, done["containers"]
     assert processes_named(comm) == []
+
+
+def test_output_without_a_log_driver_is_kept_up_to_a_bound(node, ecs, busybox):
+    """A container without a log driver writes to `output.log` on the node's
+    disk (Fargate keeps none of it): its first 64 MiB, then a line saying the
+    rest is not kept."""
+    flood = {"name": "flood", "image": busybox, "stopTimeout": 2,
+             "entryPoint": ["/bin/sh", "-c", "yes nimbus | head -c 100000000; exec sleep 600"]}
+    arn = run(ecs, register(ecs, containers=[flood])["family"])["tasks"][0]["taskArn"]
+    running(ecs, arn)
+    log = node.data_dir / "worker" / "tasks" / arn.rsplit("/", 1)[1] / "flood" / "output.log"
+    marker = b"[Nimbus] output past 64 MiB is not kept\n"
+    wait_for(lambda: log.exists() and log.stat().st_size >= 64 << 20 and log.read_bytes().endswith(marker),
+             "output.log to reach its bound")
+    assert log.stat().st_size == (64 << 20) + 1 + len(marker)
+    ecs.stop_task(cluster="default", task=arn)
+    stopped(ecs, arn)

@@ -14,9 +14,9 @@
 //! are made from inside the task's network namespace (a short-lived thread
 //! `setns`es and connects), so the host needs no veth, bridge or NAT; other
 //! tasks reach it at the task's private address, on the node's task
-//! network (`Mesh`). A container's stdout and stderr go to `output.log` in
-//! its directory, or, with `awslogs`, through pipes to the node's log
-//! driver.
+//! network (`Mesh`). A container's stdout and stderr come to the node
+//! through pipes, for `output.log` in its directory (its first 64 MiB) or,
+//! with `awslogs`, the node's log driver.
 //!
 //! It starts and signals processes; the lifecycle is the engine's.
 
@@ -32,6 +32,37 @@ use tokio::task::JoinHandle;
 
 use crate::mesh::Mesh;
 use crate::runtime::{ContainerExit, ContainerLaunch, ProbeRun, RunningTask, StopSignal, TaskLaunch, TaskRuntime};
+
+/// What a container without a log driver may write to its `output.log`.
+/// The rest is read and dropped (Fargate keeps none of it), so that the
+/// container never waits on its output and cannot fill the node's disk.
+const OUTPUT_MAX: u64 = 64 << 20;
+
+/// A container's `output.log`, and how much more it may take.
+struct Capped {
+    file: std::fs::File,
+    left: u64,
+}
+
+/// Copies one of a container's pipes into its `output.log` until the pipe closes.
+async fn keep(mut pipe: impl tokio::io::AsyncRead + Unpin, out: Arc<std::sync::Mutex<Capped>>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 << 10];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        if out.left == 0 {
+            continue;
+        }
+        let kept = n.min(usize::try_from(out.left).unwrap_or(usize::MAX));
+        out.left -= kept as u64;
+        let mut text = buf[..kept].to_vec();
+        if out.left == 0 {
+            text.extend_from_slice(format!("\n[Nimbus] output past {} MiB is not kept\n", OUTPUT_MAX >> 20).as_bytes());
+        }
+        // Page-cache writes of a few KB; a failing disk loses the output, not the task.
+        let _ = out.file.write_all(&text);
+    }
+}
 
 /// Size of each container's private `/tmp`, and of its writable root's
 /// layer (Fargate's 20 GiB ephemeral storage is disk; these are memory,
@@ -212,26 +243,30 @@ impl SandboxRuntime {
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
-        let (stdout, stderr) = match c.log {
-            Some(_) => (std::process::Stdio::piped(), std::process::Stdio::piped()),
-            None => {
-                let log = std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?;
-                let log2 = log.try_clone().map_err(|e| e.to_string())?;
-                (log.into(), log2.into())
-            }
+        let kept = match c.log {
+            Some(_) => None,
+            None => Some(std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?),
         };
         let mut child = tokio::process::Command::new(&self.exe)
             .arg("__sandbox")
             .env_clear()
             .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
             .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("starting container {}: {e}", c.name))?;
-        if let (Some(sink), Some(out), Some(err)) = (c.log.clone(), child.stdout.take(), child.stderr.take()) {
-            tokio::spawn(sink.forward(out, err));
+        if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
+            match (c.log.clone(), kept) {
+                (Some(sink), _) => drop(tokio::spawn(sink.forward(out, err))),
+                (None, Some(file)) => {
+                    let file = Arc::new(std::sync::Mutex::new(Capped { file, left: OUTPUT_MAX }));
+                    tokio::spawn(keep(out, file.clone()));
+                    tokio::spawn(keep(err, file));
+                }
+                (None, None) => {}
+            }
         }
         let pid = child.id().ok_or("the sandbox exited at once")?;
         let (program, args) = c.argv.split_first().ok_or("empty command")?;
