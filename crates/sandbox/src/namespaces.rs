@@ -524,7 +524,7 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, factory: Option<&F
             // A paused sandbox's joined process died of this signal.
             WaitStatus::Exited(_, code) if spec.pause && code > 128 => {
                 if let Ok(sig) = nix::sys::signal::Signal::try_from(code - 128) {
-                    let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+                    die_of(sig);
                 }
                 return Ok(code);
             }
@@ -532,12 +532,25 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, factory: Option<&F
             // Die the way the runtime died, so the parent sees `signal:
             // killed` for an out-of-memory kill rather than an exit code.
             WaitStatus::Signaled(_, sig, _) => {
-                let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+                die_of(sig);
                 return Ok(128 + sig as i32);
             }
             _ => continue,
         }
     }
+}
+
+/// Stage one dies of the signal its sandbox died of, as host root: never
+/// with a core dump (the host's core handler would run for it, outside the
+/// sandbox's cgroup, on a signal the function chose), and only of a signal
+/// that ends a process (a stop would leave it stopped, its parent waiting).
+fn die_of(sig: nix::sys::signal::Signal) {
+    use nix::sys::signal::Signal::{SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH};
+    if matches!(sig, SIGCHLD | SIGCONT | SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU | SIGURG | SIGWINCH) {
+        return;
+    }
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
 }
 
 /// Forks stage two, which becomes PID 1 of the PID namespace just
