@@ -9,6 +9,7 @@ failing the start, metering rows that add up, `nimbus task
 list|logs|stop`, and stopped tasks deleted an hour after they stop (on a
 fast test clock). Images are test_ecs's busybox recipe, but for the SDK's."""
 
+import http.client
 import json
 import math
 import os
@@ -17,6 +18,8 @@ import sqlite3
 import sys
 import tarfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -317,6 +320,32 @@ def test_tasks_reach_each_others_published_ports_and_only_those(ecs, logs, busyb
     assert stopped(ecs, b)["containers"][0]["exitCode"] == 0
     after = wait_for(lambda: [l for l in lines(logs, group, stream) if l.startswith("after")], "b's last fetch")
     assert after == [f"after wget: can't connect to remote host ({a_address}): Connection refused"], after
+
+
+def test_a_port_served_on_the_tasks_loopback_alone_is_not_published(ecs, busybox):
+    """On Fargate a port mapping reaches the task's network interface: what
+    a container serves on its loopback alone (a database trusting local
+    connections) stays the task's own. The node's binding, as the task
+    network's listeners, dials the task's address, not its loopback."""
+    serve = ("mkdir -p /tmp/www && echo hello > /tmp/www/index.html"
+             " && (/bin/busybox httpd -f -p 127.0.0.1:8080 -h /tmp/www &) && exec /bin/busybox httpd -f -p 8081 -h /tmp/www")
+    c = {"name": "a", "image": busybox, "entryPoint": ["/bin/sh", "-c", serve], "stopTimeout": 1,
+         "portMappings": [{"containerPort": 8080}, {"containerPort": 8081}]}
+    arn = run(ecs, register(ecs, containers=[c])["family"])["tasks"][0]["taskArn"]
+    ports = {b["containerPort"]: b["hostPort"] for b in running(ecs, arn)["containers"][0]["networkBindings"]}
+
+    def fetch(port):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10) as r:
+                return r.read().decode()
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+            return type(e).__name__
+
+    # The loopback server starts first; once the other answers, both are up.
+    assert wait_for(lambda: fetch(ports[8081]) == "hello\n", "the task's page on its interface")
+    assert fetch(ports[8080]) != "hello\n"
+    ecs.stop_task(cluster="default", task=arn)
+    stopped(ecs, arn)
 
 
 # What an SDK in a container needs of the suite's own botocore (pure

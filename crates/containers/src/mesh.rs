@@ -78,7 +78,7 @@ impl Mesh {
         };
         // Unless the task ended meanwhile (the listener then closes).
         if let Some(member) = self.lock().get_mut(task) {
-            member.relays.push(crate::sandboxed::relay(listener, netns, container_port));
+            member.relays.push(crate::sandboxed::relay(listener, netns, at));
         }
     }
 

@@ -121,6 +121,7 @@ impl TaskRuntime for SandboxRuntime {
             runtime: self.clone(),
             launches: Vec::new(),
             network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
+            address: task.address,
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
         };
         // Both are a few runs of `ip` in the new namespace: side by side.
@@ -177,8 +178,9 @@ impl RunningSandbox {
         });
         let mut published = Vec::new();
         for &port in &c.ports {
+            let target = SocketAddr::from((self.address.unwrap_or(std::net::Ipv4Addr::LOCALHOST), port));
             let (at, proxy) =
-                publish(self.network.tid, port).await.map_err(|e| format!("publishing port {port}: {e}"))?;
+                publish(self.network.tid, target).await.map_err(|e| format!("publishing port {port}: {e}"))?;
             published.push((port, at));
             self.proxies.push(proxy);
             self.runtime.mesh.publish(&self.task_id, self.network.tid, port).await;
@@ -312,19 +314,22 @@ impl SandboxRuntime {
 
 /// A listener on the host's loopback for a port of the task: each
 /// connection is made from inside the task's network namespace.
-async fn publish(netns_pid: u32, port: u16) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+async fn publish(netns_pid: u32, target: SocketAddr) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let at = listener.local_addr()?;
-    Ok((at, relay(listener, netns_pid, port)))
+    Ok((at, relay(listener, netns_pid, target)))
 }
 
-/// Serves `listener`: each connection is relayed to `127.0.0.1:port` in
-/// the network namespace of `netns_pid`.
-pub(crate) fn relay(listener: tokio::net::TcpListener, netns_pid: u32, port: u16) -> JoinHandle<()> {
+/// Serves `listener`: each connection is relayed to `target` (the task's
+/// own address and a container port) in the network namespace of
+/// `netns_pid`. Not to its loopback: what a task serves there alone is
+/// its own (a database trusting local connections), on Fargate too.
+pub(crate) fn relay(listener: tokio::net::TcpListener, netns_pid: u32, target: SocketAddr) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok((mut outside, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(Ok(inside)) = tokio::task::spawn_blocking(move || connect_inside(netns_pid, port)).await else {
+                let Ok(Ok(inside)) = tokio::task::spawn_blocking(move || connect_inside(netns_pid, target)).await
+                else {
                     return;
                 };
                 let Ok(mut inside) = tokio::net::TcpStream::from_std(inside) else { return };
@@ -334,10 +339,11 @@ pub(crate) fn relay(listener: tokio::net::TcpListener, netns_pid: u32, port: u16
     })
 }
 
-/// Connects to `127.0.0.1:port` in the network namespace of `pid`.
-fn connect_inside(pid: u32, port: u16) -> std::io::Result<std::net::TcpStream> {
+/// Connects to `target` in the network namespace of `pid`.
+fn connect_inside(pid: u32, target: SocketAddr) -> std::io::Result<std::net::TcpStream> {
     crate::mesh::inside_task(pid, || {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        // Bounded: a listener that never accepts must not hold a blocking thread for minutes of SYN retries.
+        let stream = std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(5))?;
         stream.set_nonblocking(true)?;
         Ok(stream)
     })
@@ -363,6 +369,9 @@ struct RunningSandbox {
     runtime: SandboxRuntime,
     launches: Vec<ContainerLaunch>,
     network: NetworkHolder,
+    /// The task's private address (its `eth0`), where its published ports
+    /// are dialled; a task without one has only its loopback.
+    address: Option<std::net::Ipv4Addr>,
     /// The containers' image roots, held while the task lives.
     _roots: Vec<nimbus_images::Root>,
 }
