@@ -211,7 +211,17 @@ def test_a_python_image_with_awslambdaric(server, lam, python_layout):
     # Its templates start the client ahead; the function's settings still
     # reach it: its variables, and a log format the client reads at import.
     name = create_image_function(lam, uri, Environment={"Variables": {"GREETING": "hi"}},
-                                 LoggingConfig={"LogFormat": "JSON"})
+                                 LoggingConfig={"LogFormat": "JSON"}, MemorySize=321)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    # The template runs the image's code ahead (its client, its `site`):
+    # within the function's memory and a CPU quota, as the function will.
+    groups = server.cgroups()
+    memory, cpu = groups[0], groups[min(1, len(groups) - 1)]
+    limit_file, quota_file = ("memory.limit_in_bytes", "cpu.cfs_quota_us") if len(groups) > 1 else ("memory.max", "cpu.max")
+    templates = [d.name for d in memory.iterdir() if d.is_dir() and (d / limit_file).read_text().strip() == str(321 << 20)]
+    assert templates
+    quotas = [(cpu / t / quota_file).read_text().split()[0] for t in templates]
+    assert not {"-1", "max"} & set(quotas), quotas
     r = lam.invoke(FunctionName=name, Payload=json.dumps({"name": "nimbus"}), LogType="Tail")
     out = json.loads(r["Payload"].read())
     assert out["hello"] == "nimbus" and out["exec_env"] == "AWS_Lambda_Image" and out["greeting"] == "hi"

@@ -222,6 +222,19 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Removes the CPU limit (the kernel's default, no quota).
+    pub fn lift_cpu_limit(&self) -> io::Result<()> {
+        let dir = self.controller_dir(1);
+        match self.layout {
+            Layout::V1 { .. } => write(dir, "cpu.cfs_quota_us", "-1"),
+            Layout::V2 { .. } => {
+                let period = std::fs::read_to_string(dir.join("cpu.max")).unwrap_or_default();
+                let period = period.split_whitespace().nth(1).unwrap_or("100000").to_string();
+                write(dir, "cpu.max", &format!("max {period}"))
+            }
+        }
+    }
+
     /// Removes the empty cgroups a previous run of the same node left in
     /// `group` (a crash leaves them behind); busy ones are kept.
     pub fn remove_leftovers(layout: &Layout, group: &str) -> usize {

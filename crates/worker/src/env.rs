@@ -63,18 +63,25 @@ pub struct Base {
 pub struct ImagePreload {
     pub interpreter: String,
     pub env: Vec<(String, String)>,
+    /// The memory of the function whose deploy made the template: a
+    /// template that runs the image's code (its client, its `site`) runs it
+    /// within that function's memory and CPU share, not a template's.
+    pub memory_mb: u32,
 }
 
 impl ImagePreload {
     /// Set for `python… -m awslambdaric …` (after ImageConfig overrides).
-    pub fn of(image: &nimbus_core::function::FunctionImage) -> Option<Self> {
+    pub fn of(image: &nimbus_core::function::FunctionImage, memory_mb: u32) -> Option<Self> {
         let argv = image.argv();
         let python = argv
             .first()
             .and_then(|p| std::path::Path::new(p).file_name())
             .is_some_and(|n| n.to_string_lossy().starts_with("python"));
-        (python && argv.get(1..3) == Some(&["-m".to_string(), "awslambdaric".to_string()][..]))
-            .then(|| Self { interpreter: argv[0].clone(), env: image_env(image).into_iter().collect() })
+        (python && argv.get(1..3) == Some(&["-m".to_string(), "awslambdaric".to_string()][..])).then(|| Self {
+            interpreter: argv[0].clone(),
+            env: image_env(image).into_iter().collect(),
+            memory_mb,
+        })
     }
 }
 
@@ -468,6 +475,7 @@ async fn prepare_sandbox(
     sb: &crate::SandboxConfig,
     id: &str,
     api_endpoint: &str,
+    limits: nimbus_sandbox::cgroup::Limits,
 ) -> Result<Prepared, Error> {
     use std::io::{Read, Write};
     let layout = sb.cgroups.clone();
@@ -484,13 +492,6 @@ async fn prepare_sandbox(
             control.read_exact(&mut ready)?;
             let cgroup = match &layout {
                 Some(l) => {
-                    // Generous until the function is known: specialisation
-                    // sets its memory, and its CPU share once its init is
-                    // done (AWS boosts CPU during init).
-                    let limits = nimbus_sandbox::cgroup::Limits {
-                        cpu_millis: None,
-                        ..nimbus_sandbox::cgroup::Limits::for_memory_mb(TEMPLATE_MEMORY_MB)
-                    };
                     let cg = nimbus_sandbox::cgroup::Cgroup::create(l, &group, &id, limits)?;
                     cg.attach(pid)?;
                     Some(cg)
@@ -560,6 +561,20 @@ async fn join_from_zygote(
 
 /// A sandbox's cgroup before its function is known (the largest Lambda size).
 const TEMPLATE_MEMORY_MB: u64 = 10_240;
+
+/// A sandbox's limits until its function is known. Generous: specialisation
+/// sets the function's memory, and its CPU share once its init is done
+/// (AWS boosts CPU during init). But a template that runs an image's code
+/// ahead runs it within the deploying function's memory and share.
+fn template_limits(base: &Base) -> nimbus_sandbox::cgroup::Limits {
+    match &base.image_preload {
+        Some(p) if base.image.is_some() => nimbus_sandbox::cgroup::Limits::for_memory_mb(u64::from(p.memory_mb)),
+        _ => nimbus_sandbox::cgroup::Limits {
+            cpu_millis: None,
+            ..nimbus_sandbox::cgroup::Limits::for_memory_mb(TEMPLATE_MEMORY_MB)
+        },
+    }
+}
 
 /// Kills what is left in a cgroup and removes it once the kernel has let
 /// its last process go.
@@ -985,7 +1000,7 @@ impl Env {
             (Some(l), _, _) => l,
             (None, Some(socket), Some(sb)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
-                let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint).await?;
+                let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint, template_limits(base)).await?;
                 drop(publishing);
                 cgroup = prepared.cgroup;
                 forwarder = Some(prepared.forwarder);
@@ -1105,6 +1120,10 @@ impl Env {
             }
             if let Some(cg) = &self.cgroup {
                 cg.limit_memory(u64::from(c.memory_size) << 20)?;
+                // Its init runs unthrottled, as every function's does.
+                if template_limits(&spec.base).cpu_millis.is_some() {
+                    cg.lift_cpu_limit()?;
+                }
             }
             Ok(())
         })();

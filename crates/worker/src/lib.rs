@@ -482,7 +482,7 @@ impl Worker {
     fn image_base(&self, config: &FunctionConfig, root: nimbus_images::Root) -> env::Base {
         env::Base {
             image: Some(root),
-            image_preload: config.image.as_ref().and_then(env::ImagePreload::of),
+            image_preload: config.image.as_ref().and_then(|i| env::ImagePreload::of(i, config.memory_size)),
             ..self.base(config)
         }
     }
