@@ -423,6 +423,41 @@ def test_output_without_end_is_bounded_in_the_node(lam, server):
     assert call(lam, name, {"mb": 1})[1] == "printed", "the function runs again in a new environment"
 
 
+HOLD_CONNECTIONS = '''
+import select, socket, time
+
+def handler(event, context):
+    """Opens connections to the node's forwarded API and asks on each; how many are answered while all are held."""
+    held = []
+    for _ in range(event["n"]):
+        s = socket.create_connection(("127.0.0.1", 9070), timeout=5)
+        s.sendall(b"GET /2015-03-31/functions HTTP/1.1\\r\\nHost: nimbus\\r\\n\\r\\n")
+        held.append(s)
+    answered, deadline = set(), time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([s for s in held if s not in answered], [], [], 0.2)
+        for s in ready:
+            if s.recv(65536):
+                answered.add(s)
+        # All the node admits have answered: a further second for any more.
+        if len(answered) >= event["admitted"]:
+            deadline = min(deadline, time.monotonic() + 1)
+    return len(answered)
+'''
+
+
+def test_a_function_holds_at_most_64_connections_to_the_node(lam):
+    """Each listener the node serves an environment (its Runtime API, the
+    forwarded API) takes at most 64 of its connections at once; the rest
+    wait in the backlog. Otherwise a function could hold the node's
+    descriptors, or its ports to its own API, without end."""
+    name = unique_name("conns")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": HOLD_CONNECTIONS})}, Timeout=60)
+    _, answered = call(lam, name, {"n": 100, "admitted": 64})
+    assert answered == 64, answered
+
+
 def test_layers_are_merged_in_order_at_opt(lam):
     first = lam.publish_layer_version(LayerName=unique_name("l1"), Content={"ZipFile": make_zip(
         {"python/shared.py": "WHO = 'first'\n", "python/only_first.py": "HERE = True\n"})})["LayerVersionArn"]

@@ -30,11 +30,39 @@ use hyper_util::rt::TokioIo;
 /// the open connections to finish their requests. The peer's address is
 /// each request's `ConnectInfo<SocketAddr>`.
 pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, stop: impl Future<Output = ()>) {
+    serve_limited(listener, router, stop, None).await
+}
+
+/// As [`serve`], with at most `connections` open at once: the next waits
+/// in the listener's backlog until one closes. For a listener a sandbox
+/// reaches, so that it cannot hold the node's descriptors without end.
+pub async fn serve_at_most(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()>,
+    connections: usize,
+) {
+    serve_limited(listener, router, stop, Some(Arc::new(tokio::sync::Semaphore::new(connections)))).await
+}
+
+async fn serve_limited(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()>,
+    limit: Option<Arc<tokio::sync::Semaphore>>,
+) {
     // Dropped at the stop: every connection sees its sender closed.
     let (stopping, stopped) = tokio::sync::watch::channel(());
     let (done_tx, mut done) = tokio::sync::mpsc::channel::<Infallible>(1);
     tokio::pin!(stop);
     loop {
+        let permit = match &limit {
+            Some(limit) => tokio::select! {
+                permit = limit.clone().acquire_owned() => permit.ok(),
+                () = &mut stop => break,
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -73,6 +101,7 @@ pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, stop
                 }
             }
             drop(done);
+            drop(permit);
         }));
     }
     drop(stopping);

@@ -436,14 +436,24 @@ const SANDBOX_RUNTIME_API: &str = "127.0.0.1:9001";
 /// Inside every sandbox the Nimbus API is forwarded from here.
 const SANDBOX_API: &str = "127.0.0.1:9070";
 
+/// How many connections one environment may hold open to each listener
+/// the node serves it (the Runtime API, the forwarded API): a runtime uses
+/// one or two; the rest wait in the listener's backlog. Without a bound a
+/// function could hold the node's descriptors, or (forwarded) the node's
+/// ports to its own API, which every other environment's SDK needs.
+const SANDBOX_CONNECTIONS: usize = 64;
+
 /// Forwards connections from the sandbox's API listener to the real API.
 async fn forward_api(listener: tokio::net::TcpListener, api: String) {
-    while let Ok((mut inside, _)) = listener.accept().await {
+    let open = Arc::new(tokio::sync::Semaphore::new(SANDBOX_CONNECTIONS));
+    while let Ok(permit) = open.clone().acquire_owned().await {
+        let Ok((mut inside, _)) = listener.accept().await else { return };
         let api = api.clone();
         tokio::spawn(async move {
             if let Ok(mut outside) = tokio::net::TcpStream::connect(&api).await {
                 let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
             }
+            drop(permit);
         });
     }
 }
@@ -1023,7 +1033,7 @@ impl Env {
         let cgroup = cgroup.map(Arc::new);
         let router = crate::runtime_api::router(shared.clone());
         let api_task = tokio::spawn(async move {
-            nimbus_http::serve(listener, router, std::future::pending()).await;
+            nimbus_http::serve_at_most(listener, router, std::future::pending(), SANDBOX_CONNECTIONS).await;
         });
         let logs = shared.clone();
         tokio::spawn(async move {
