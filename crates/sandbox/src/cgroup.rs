@@ -227,11 +227,8 @@ impl Cgroup {
         let dir = self.controller_dir(1);
         match self.layout {
             Layout::V1 { .. } => write(dir, "cpu.cfs_quota_us", "-1"),
-            Layout::V2 { .. } => {
-                let period = std::fs::read_to_string(dir.join("cpu.max")).unwrap_or_default();
-                let period = period.split_whitespace().nth(1).unwrap_or("100000").to_string();
-                write(dir, "cpu.max", &format!("max {period}"))
-            }
+            // The period stays as it is.
+            Layout::V2 { .. } => write(dir, "cpu.max", "max"),
         }
     }
 

@@ -425,6 +425,9 @@ pub(crate) struct Env {
     /// How the platform's lines read in the function's log.
     platform: Platform,
     cgroup: Option<Arc<nimbus_sandbox::cgroup::Cgroup>>,
+    /// Made with a CPU limit (an image template running the image's code
+    /// ahead), lifted when a function takes it.
+    cpu_limited_ahead: bool,
     /// Forwards the sandbox's API listener to the real API.
     forwarder: Option<tokio::task::JoinHandle<()>>,
     /// The image root the sandbox runs on, held while it lives.
@@ -574,11 +577,13 @@ const TEMPLATE_MEMORY_MB: u64 = 10_240;
 
 /// A sandbox's limits until its function is known. Generous: specialisation
 /// sets the function's memory, and its CPU share once its init is done
-/// (AWS boosts CPU during init). But a template that runs an image's code
-/// ahead runs it within the deploying function's memory and share.
-fn template_limits(base: &Base) -> nimbus_sandbox::cgroup::Limits {
+/// (AWS boosts CPU during init). But a template (`ahead`) that runs an
+/// image's code runs it within the deploying function's memory and share.
+fn template_limits(base: &Base, ahead: bool) -> nimbus_sandbox::cgroup::Limits {
     match &base.image_preload {
-        Some(p) if base.image.is_some() => nimbus_sandbox::cgroup::Limits::for_memory_mb(u64::from(p.memory_mb)),
+        Some(p) if ahead && base.image.is_some() => {
+            nimbus_sandbox::cgroup::Limits::for_memory_mb(u64::from(p.memory_mb))
+        }
         _ => nimbus_sandbox::cgroup::Limits {
             cpu_millis: None,
             ..nimbus_sandbox::cgroup::Limits::for_memory_mb(TEMPLATE_MEMORY_MB)
@@ -1010,7 +1015,9 @@ impl Env {
             (Some(l), _, _) => l,
             (None, Some(socket), Some(sb)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
-                let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint, template_limits(base)).await?;
+                let prepared =
+                    prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint, template_limits(base, now.is_none()))
+                        .await?;
                 drop(publishing);
                 cgroup = prepared.cgroup;
                 forwarder = Some(prepared.forwarder);
@@ -1088,6 +1095,7 @@ impl Env {
             version: String::new(),
             log_stream,
             platform: now.map(|s| Platform::of(&s.config.logging)).unwrap_or_default(),
+            cpu_limited_ahead: cgroup.is_some() && template_limits(base, now.is_none()).cpu_millis.is_some(),
             cgroup,
             forwarder,
             _image: base.image.clone(),
@@ -1131,7 +1139,7 @@ impl Env {
             if let Some(cg) = &self.cgroup {
                 cg.limit_memory(u64::from(c.memory_size) << 20)?;
                 // Its init runs unthrottled, as every function's does.
-                if template_limits(&spec.base).cpu_millis.is_some() {
+                if self.cpu_limited_ahead {
                     cg.lift_cpu_limit()?;
                 }
             }
