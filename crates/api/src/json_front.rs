@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::sigv4::SignedParts;
-use crate::{read_body, Api, ApiError};
+use crate::{read_signed_body, Api, ApiError};
 
 /// One awsJson 1.1 service as its front takes requests in.
 pub(crate) struct JsonService {
@@ -39,8 +39,9 @@ impl JsonService {
     pub(crate) async fn accept(&self, api: &Api, req: Request<Body>) -> Result<JsonCall, Failure> {
         let (parts, body) = req.into_parts();
         let limit = self.body_max;
-        let body = read_body(body, limit)
+        let body = read_signed_body(api, &parts, body, limit, self.name)
             .await
+            .map_err(|e| Failure::from(ApiError::from(e)))?
             .map_err(|_| Failure::new(self.invalid, format!("Request must be smaller than {limit} bytes")))?;
         let signed = SignedParts::of(&parts, &body);
         api.verifier.verify(&signed, self.name, SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;

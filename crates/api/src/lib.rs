@@ -264,13 +264,8 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let (op, args) = route::route(&parts.method, &raw_path, &query, target)?;
 
-    if let Err(e) = api.verifier.precheck(&parts.headers, raw_query.as_deref(), op.service(), SystemTime::now()) {
-        // Read, not kept, so the client still sending reads the error.
-        let _ = read_body(body, 0).await;
-        return Err(e.into());
-    }
     let limit = op.body_limit();
-    let body = read_body(body, limit).await.map_err(|_| {
+    let body = read_signed_body(api, &parts, body, limit, op.service()).await?.map_err(|_| {
         nimbus_core::Error::TooLarge(format!("Request must be smaller than {limit} bytes for the {op:?} operation"))
     })?;
 
@@ -287,6 +282,25 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
 /// 413, so that a client still sending can read the error instead of
 /// seeing its connection reset. Past this the connection is simply closed.
 const DRAIN_MAX: usize = 256 << 20;
+
+/// Reads a signed request's body if it fits in `limit` (the inner `Err`
+/// once it is known not to), after checking its key, scope and time
+/// (`Verifier::precheck`): a request that fails those has its body read and
+/// discarded, not kept, so nobody without a key makes the node hold one,
+/// and a client still sending reads the error.
+pub(crate) async fn read_signed_body(
+    api: &Api,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    limit: usize,
+    service: &str,
+) -> Result<Result<Bytes, ()>, sigv4::AuthError> {
+    if let Err(e) = api.verifier.precheck(&parts.headers, parts.uri.query(), service, SystemTime::now()) {
+        let _ = read_body(body, 0).await;
+        return Err(e);
+    }
+    Ok(read_body(body, limit).await)
+}
 
 /// Reads the body if it fits in `limit`; `Err` once it is known not to.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {

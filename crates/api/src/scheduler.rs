@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use crate::route::Query;
 use crate::sigv4::SignedParts;
-use crate::{read_body, Api, ApiError};
+use crate::{read_signed_body, Api, ApiError};
 
 /// Largest request body (a schedule with a large Input).
 const BODY_MAX: usize = 1 << 20;
@@ -116,8 +116,9 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
-    let body = read_body(body, BODY_MAX)
+    let body = read_signed_body(api, &parts, body, BODY_MAX, "scheduler")
         .await
+        .map_err(|e| Failure::from(ApiError::from(e)))?
         .map_err(|_| Failure::validation(format!("Request must be smaller than {BODY_MAX} bytes")))?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "scheduler", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::json_front::Failure;
 use crate::sigv4::SignedParts;
-use crate::{read_body, Api, ApiError};
+use crate::{read_signed_body, Api, ApiError};
 
 pub const PATH_PREFIX: &str = "/service/GraniteServiceVersion20100801/operation/";
 /// CBOR's tag for epoch-based date/time.
@@ -29,8 +29,9 @@ pub fn is_cbor(headers: &HeaderMap, path: &str) -> bool {
 /// Reads, verifies and checks a request; returns its operation and input.
 pub(super) async fn accept(api: &Api, req: Request<Body>, body_max: usize) -> Result<(String, Value), Failure> {
     let (parts, body) = req.into_parts();
-    let body = read_body(body, body_max)
+    let body = read_signed_body(api, &parts, body, body_max, "monitoring")
         .await
+        .map_err(|e| Failure::from(ApiError::from(e)))?
         .map_err(|_| Failure::new("InvalidParameterValue", format!("Request must be smaller than {body_max} bytes")))?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "monitoring", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
