@@ -176,6 +176,10 @@ class Server:
         bases = [Path("/sys/fs/cgroup") / c for c in ("memory", "cpu", "pids")]
         return [b / f"nimbus-{digest}" for b in (bases if bases[0].is_dir() else [Path("/sys/fs/cgroup")])]
 
+    def peak_rss_mb(self):
+        """The node process's peak resident memory so far (VmHWM), in MB."""
+        return next(int(l.split()[1]) for l in open(f"/proc/{self.proc.pid}/status") if l.startswith("VmHWM")) / 1024
+
     def remove_leftovers(self):
         """A killed node's mounts and cgroups stay until it starts again on
         the same data directory; tests that never restart it take them down

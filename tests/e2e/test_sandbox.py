@@ -395,10 +395,6 @@ def channel(event, context):
 '''
 
 
-def peak_rss_mb(pid):
-    return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM")) / 1024
-
-
 def test_output_without_end_is_bounded_in_the_node(lam, server):
     """A function's output is held in the node (not its cgroup) until its
     invocation ends: past a bound the rest is dropped and a line says so.
@@ -407,7 +403,7 @@ def test_output_without_end_is_bounded_in_the_node(lam, server):
     name = unique_name("flood")
     lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.output", Role=ROLE,
                         Code={"ZipFile": make_zip({"app.py": FLOOD})}, MemorySize=512, Timeout=60)
-    before = peak_rss_mb(server.proc.pid)
+    before = server.peak_rss_mb()
     r, out = call(lam, name, {"mb": 300})
     assert out == "printed", out
     tail = base64.b64decode(r["LogResult"]).decode()
@@ -417,7 +413,7 @@ def test_output_without_end_is_bounded_in_the_node(lam, server):
     r, out = call(lam, name, {"mb": 300})
     assert r.get("FunctionError") == "Unhandled" and "broke its channel's protocol" in out["errorMessage"], out
     # 600 MB written at the node; what it held (and so its peak) stays far below.
-    assert peak_rss_mb(server.proc.pid) - before < 150
+    assert server.peak_rss_mb() - before < 150
     lam.update_function_configuration(FunctionName=name, Handler="app.output")
     lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
     assert call(lam, name, {"mb": 1})[1] == "printed", "the function runs again in a new environment"

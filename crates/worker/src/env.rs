@@ -1011,13 +1011,12 @@ impl Env {
         let mut cgroup = None;
         let mut forwarder = None;
         let mut runtime_pid = None;
+        let limits = template_limits(base, now.is_none());
         let listener = match (listener, socket, &base.sandbox) {
             (Some(l), _, _) => l,
             (None, Some(socket), Some(sb)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
-                let prepared =
-                    prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint, template_limits(base, now.is_none()))
-                        .await?;
+                let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint, limits).await?;
                 drop(publishing);
                 cgroup = prepared.cgroup;
                 forwarder = Some(prepared.forwarder);
@@ -1095,7 +1094,7 @@ impl Env {
             version: String::new(),
             log_stream,
             platform: now.map(|s| Platform::of(&s.config.logging)).unwrap_or_default(),
-            cpu_limited_ahead: cgroup.is_some() && template_limits(base, now.is_none()).cpu_millis.is_some(),
+            cpu_limited_ahead: cgroup.is_some() && limits.cpu_millis.is_some(),
             cgroup,
             forwarder,
             _image: base.image.clone(),
