@@ -3,18 +3,19 @@ are forked from (SOCK's design) instead of each starting an interpreter.
 
 The node starts it as root on the host, with a template's environment, its
 socket on stdin, and nothing of any function. Its first message says what
-every environment shares: the sandbox user and the seccomp filters, in two
+every environment shares: the seccomp filters, in two
 parts: the policy but `setns`, which the zygote installs on itself (it needs
 only `setns` of what the policy denies), so that every child inherits it
 compiled, and `setns` alone, which each environment adds. Then it
-serves one request at a time, the word `fork` with descriptors: the
+serves one request at a time, `fork <uid>` (the sandbox's own user, whose
+group has the same number) with descriptors: the
 namespaces of a sandbox the node has built (and holds paused), and the
 environment's stdin socket and log pipe. For each it joins the sandbox's
 namespaces, forks the sandbox's PID 2, which forks the environment and
 exits, and returns to its own namespaces (see `spawn`); it answers on the
 node's socket once the sandbox's PID 1 has adopted the environment. The
 environment lets go of every descriptor
-but its stdio, drops every capability and its root identity, sets
+but its stdio, drops every capability and becomes its sandbox's user, sets
 `no_new_privs`, adds its `setns` filter and its open-files limit,
 re-seeds `random`, and goes on as a template started ahead would:
 `bootstrap.main()` waits for its function on stdin.
@@ -100,23 +101,22 @@ class Programs:
 
 
 class Setup:
-    """What every environment shares, prepared once: the sandbox user, and
-    the seccomp programs each adds to the zygote's."""
+    """What every environment shares, prepared once: the seccomp programs
+    each adds to the zygote's."""
 
     def __init__(self, message):
         setup = json.loads(message)
-        self.uid, self.gid = setup["uid"], setup["gid"]
         self.inherited = Programs(setup["zygote_seccomp"])
         self.own = Programs(setup["seccomp"])
 
 
-def environment(setup, stdin, log):
+def environment(setup, uid, stdin, log):
     """The environment's first steps, in the sandbox; returns to run as a template."""
     os.dup2(stdin, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    drop_privileges(setup.uid, setup.gid)
+    drop_privileges(uid, uid)
     setup.own.install()
     resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
     # Forked children would otherwise draw the same sequence.
@@ -136,7 +136,7 @@ BEFORE_FORK, AFTER_FORK_PARENT, AFTER_FORK_CHILD = PY.PyOS_BeforeFork, PY.PyOS_A
 FORK_FAILED = 125
 
 
-def spawn(setup, fds, own):
+def spawn(setup, uid, fds, own):
     """Joins the sandbox's namespaces (`own`: this process's, to return
     to), forks its PID 2, which forks the environment into them and exits
     (see `second`), and returns to its own namespaces; the answer for the
@@ -157,7 +157,7 @@ def spawn(setup, fds, own):
         try:
             pid = FORK()
             if pid == 0:
-                second(setup, stdin, log)
+                second(setup, uid, stdin, log)
         finally:
             AFTER_FORK_PARENT()
         if pid < 0:
@@ -176,7 +176,7 @@ def spawn(setup, fds, own):
     return json.dumps({"error": f"the sandbox's PID 2 ended with {code}"}).encode()
 
 
-def second(setup, stdin, log):
+def second(setup, uid, stdin, log):
     """PID 2 of the sandbox: forks the environment and exits, running no
     Python code of its own but these calls. Never returns in PID 2; the
     environment goes on as Python's fork would have left it."""
@@ -185,7 +185,7 @@ def second(setup, stdin, log):
         if child != 0:
             EXIT(0 if child > 0 else FORK_FAILED)
         AFTER_FORK_CHILD()
-        run(setup, stdin, log)
+        run(setup, uid, stdin, log)
     finally:
         os._exit(127)  # never the zygote's loop in a child
 
@@ -200,13 +200,13 @@ def exit_code(value):
     return 1
 
 
-def run(setup, stdin, log):
+def run(setup, uid, stdin, log):
     """The environment (PID 3): goes on as a template started ahead would,
     and ends as its interpreter would have. Never returns."""
     code = 127
     try:
         try:
-            environment(setup, stdin, log)
+            environment(setup, uid, stdin, log)
         except BaseException as e:  # noqa: BLE001 - said where the node reads the environment's output
             os.write(2, f"nimbus zygote: {e}\n".encode())
             return
@@ -230,12 +230,16 @@ def serve():
     setup.inherited.install()
     while True:
         # `fork` and its descriptors; nothing at all once the node is gone.
-        msg, fds, _, _ = socket.recv_fds(node, 16, len(NAMESPACES) + 2)
+        msg, fds, _, _ = socket.recv_fds(node, 64, len(NAMESPACES) + 2)
         if not msg:
             return
         try:
-            answer = spawn(setup, fds, own)
-        except OSError as e:
+            # `fork <uid>`: the sandbox's own user (and group of that number).
+            uid = int(msg.split()[1])
+            if uid <= 0:
+                raise OSError(f"refusing to fork an environment as uid {uid}")
+            answer = spawn(setup, uid, fds, own)
+        except (OSError, ValueError, IndexError) as e:
             answer = json.dumps({"error": str(e)}).encode()
         for fd in fds:
             os.close(fd)

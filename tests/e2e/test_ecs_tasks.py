@@ -258,7 +258,8 @@ SERVER = ["/bin/sh", "-c", "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/in
 # Task B serves a page of its own on A's container port (so that its own
 # namespace has that port), fetches A's page at A's private address, tries
 # A's unpublished port and A's host port at the addresses it could guess
-# (printing how each failed), then keeps fetching until A is gone and its
+# (printing how each failed; a fetch retried while a server starts prints
+# nothing of its failed tries), then keeps fetching until A is gone and its
 # address refuses connections (while A stops, they are accepted and reset).
 # Debian's busybox wget crashes with -T.
 GUESSES = ["$A_ADDR:8081", "127.0.0.1:8081", "169.254.170.2:8081", "127.0.0.1:$A_PORT"]
@@ -266,7 +267,7 @@ CLIENT = r"""
 mkdir -p /tmp/b && echo hello-from-b > /tmp/b/index.html && (/bin/busybox httpd -f -p 8080 -h /tmp/b &)
 fetch() {
   i=0
-  while [ $i -lt 50 ]; do got=$(wget -q -O - http://$1/index.html) && break; sleep 0.1; i=$((i+1)); done
+  while [ $i -lt 50 ]; do got=$(wget -q -O - http://$1/index.html 2>/dev/null) && break; sleep 0.1; i=$((i+1)); done
   echo "$got"
 }
 echo "private $(fetch $A_ADDR:8080)"

@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import ROLE, make_zip, mount_table, unique_name, wait_for
 
 PROBE = '''
-import os, socket
+import os, pwd, socket
 
 def probe(path):
     try:
@@ -30,6 +30,7 @@ def probe(path):
 
 def handler(event, context):
     out = {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(), "host": socket.gethostname(),
+           "user": pwd.getpwuid(os.getuid()).pw_name,
            "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
            "paths": {p: probe(p) for p in event["paths"]},
            "cgroup": open("/proc/self/cgroup").read(),
@@ -71,9 +72,13 @@ def call(lam, name, payload):
     return r, json.loads(r["Payload"].read())
 
 
+# The default `--sandbox-uids`: each sandbox runs as its own host user.
+SANDBOX_UIDS = range(0x7000_0000, 0x7001_0000)
+
+
 def test_a_function_sees_only_its_own_sandbox(lam, server):
     other = deploy(lam)
-    call(lam, other, {"paths": []})
+    _, theirs = call(lam, other, {"paths": []})
     name = deploy(lam, EphemeralStorage={"Size": 600})
     paths = ["/etc/shadow", "/root", str(server.data_dir), str(server.data_dir / "worker" / "code"),
              "/var/task/app.py", "/proc/1/environ"]
@@ -81,7 +86,8 @@ def test_a_function_sees_only_its_own_sandbox(lam, server):
     assert "FunctionError" not in r, out
     # Forked from the runtime's zygote into its sandbox: PID 3 there, beside
     # only the sandbox's own init (PID 1), whose memory it cannot read.
-    assert (out["uid"], out["gid"], out["pid"], out["host"]) == (65534, 65534, 3, "nimbus")
+    assert (out["pid"], out["host"], out["user"]) == (3, "nimbus", "sbx_user1051")
+    assert out["uid"] in SANDBOX_UIDS and out["gid"] == out["uid"] != theirs["uid"], (out["uid"], theirs["uid"])
     assert out["procs"] == [1, 3], "no other process is visible"
     assert out["paths"]["/proc/1/environ"] == "PermissionError"
     assert str(server.data_dir) not in out["init_cmdline"], "the sandbox's spec is not on its PID 1's command line"
@@ -92,6 +98,44 @@ def test_a_function_sees_only_its_own_sandbox(lam, server):
     assert out["paths"]["/var/task/app.py"] == "readable"
     assert all(out[t] != "written" for t in ("/var/task/new", "/usr/evil", "/etc/evil")), out
     assert out["tmp_bytes"] == 600 * 1024 * 1024
+
+
+INOTIFY = '''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+held = []
+
+def handler(event, context):
+    while len(held) < event["hold"]:
+        fd = libc.inotify_init()
+        if fd < 0:
+            break
+        held.append(fd)
+    fd = libc.inotify_init()
+    if fd >= 0:
+        os.close(fd)
+    return {"uid": os.getuid(), "held": len(held), "another": fd >= 0, "errno": ctypes.get_errno()}
+'''
+
+
+def test_what_the_kernel_counts_per_user_is_each_sandboxs_own(lam):
+    """The kernel bounds some things per user across the host: inotify
+    instances (128 here), processes, pending signals. Were every sandbox
+    one user, a function holding its 128 inotify instances would leave every
+    other function on the node none."""
+    hog, victim = unique_name("inotify-hog"), unique_name("inotify-victim")
+    for name in (hog, victim):
+        lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                            Code={"ZipFile": make_zip({"app.py": INOTIFY})}, Timeout=30)
+    limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    _, held = call(lam, hog, {"hold": limit + 10})
+    assert (held["held"], held["another"], held["errno"]) == (limit, False, 24), held  # EMFILE
+    _, other = call(lam, victim, {"hold": 0})
+    assert other["another"], other
+    assert other["uid"] != held["uid"] and {other["uid"], held["uid"]} <= set(SANDBOX_UIDS)
+    # The hog's environment held them all the while: the same one answers.
+    _, again = call(lam, hog, {"hold": 0})
+    assert (again["uid"], again["held"]) == (held["uid"], limit), "the same warm environment"
 
 
 def test_tmp_is_private_to_each_environment(lam):
@@ -337,7 +381,7 @@ def test_hostile_function_is_contained_and_nimbus_keeps_serving(lam, server):
     assert out["fill"] == "ENOSPC", "/tmp is limited to EphemeralStorage"
     assert out["fork_error"] == "EAGAIN" and 900 < out["forked"] < 1024, out
     _, still = call(lam, bystander, {"paths": []})
-    assert still["uid"] == 65534, "other functions keep running"
+    assert still["host"] == "nimbus", "other functions keep running"
     assert lam.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
 
 
@@ -519,13 +563,14 @@ def test_node_runs_in_the_sandbox(lam):
     name = unique_name("node-sb")
     code = ("import os from 'node:os';\n"
             "export const handler = async (event) => ({ uid: process.getuid(), pid: process.pid, "
-            "host: os.hostname(), event });\n")
+            "host: os.hostname(), user: os.userInfo().username, event });\n")
     lam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler="index.handler", Role=ROLE,
                         Code={"ZipFile": make_zip({"index.mjs": code})}, MemorySize=512, Timeout=30)
     r = lam.invoke(FunctionName=name, Payload=b'{"k": 1}')
     out = json.loads(r["Payload"].read())
     assert "FunctionError" not in r, out
-    assert out == {"uid": 65534, "pid": 1, "host": "nimbus", "event": {"k": 1}}
+    assert out.pop("uid") in SANDBOX_UIDS
+    assert out == {"pid": 1, "host": "nimbus", "user": "sbx_user1051", "event": {"k": 1}}
 
 
 def test_provided_runtime_with_the_npm_aws_lambda_ric(lam):

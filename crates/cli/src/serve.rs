@@ -45,6 +45,14 @@ pub struct ServeArgs {
     /// functions as plain child processes with no isolation (development only).
     #[arg(long, value_enum, env = "NIMBUS_ISOLATION", default_value = "namespaces")]
     isolation: Isolation,
+    /// Host uids the sandboxes run as, `FIRST-LAST`: one per function
+    /// environment or ECS task, each with a group of the same number, so
+    /// that per-user kernel limits (processes, inotify instances) are each
+    /// sandbox's own. Reserve the range for this node: no host user or
+    /// other node may use it.
+    #[arg(long, env = "NIMBUS_SANDBOX_UIDS", default_value = "1879048192-1879113727",
+          value_parser = nimbus_sandbox::users::parse_range)]
+    sandbox_uids: std::ops::RangeInclusive<u32>,
     /// Seconds before the first retry of a failed async invocation; the
     /// second retry waits twice as long (AWS: about 60).
     #[arg(long, env = "NIMBUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
@@ -502,8 +510,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 publishing: Default::default(),
                 cgroups: cgroups.ok(),
                 cgroup_group: node_group(&data_dir),
-                uid: 65534,
-                gid: 65534,
+                users: nimbus_sandbox::users::Users::new(args.sandbox_uids.clone()).map_err(anyhow::Error::msg)?,
             })
         }
     };
@@ -526,8 +533,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             dir: data_dir.join("worker").join("tasks"),
             cgroups: sb.cgroups.clone(),
             cgroup_group: sb.cgroup_group.clone(),
-            uid: sb.uid,
-            gid: sb.gid,
+            users: sb.users.clone(),
             mesh: Default::default(),
         }) as Arc<dyn nimbus_containers::runtime::TaskRuntime>
     });

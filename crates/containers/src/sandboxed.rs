@@ -78,8 +78,9 @@ pub struct SandboxRuntime {
     pub dir: PathBuf,
     pub cgroups: Option<Layout>,
     pub cgroup_group: String,
-    pub uid: u32,
-    pub gid: u32,
+    /// The host users tasks run as: one per task, which all its containers
+    /// share (they share volumes and a network, as a Fargate task's do).
+    pub users: nimbus_sandbox::users::Users,
     /// The node's published ports, reached from every task.
     pub mesh: Arc<Mesh>,
 }
@@ -93,6 +94,7 @@ struct Started {
 impl TaskRuntime for SandboxRuntime {
     async fn start(&self, task: TaskLaunch) -> Result<Box<dyn RunningTask>, String> {
         let dir = self.dir.join(&task.task_id);
+        let user = self.users.take().ok_or("every sandbox user id of this node is in use (see --sandbox-uids)")?;
         let cgroup = match &self.cgroups {
             Some(layout) => {
                 let limits = Limits {
@@ -123,6 +125,7 @@ impl TaskRuntime for SandboxRuntime {
             network: NetworkHolder::new().await.map_err(|e| format!("making the task's network: {e}"))?,
             address: task.address,
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
+            user,
         };
         // Both are a few runs of `ip` in the new namespace: side by side.
         let tid = running.network.tid;
@@ -151,7 +154,8 @@ impl RunningSandbox {
     /// its ports.
     async fn add(&mut self, c: ContainerLaunch) -> Result<Vec<(u16, SocketAddr)>, String> {
         let dir = self.dir.join(&c.name);
-        let started = self.runtime.start_container(&dir, &c, self.network.tid, self.cgroup.as_deref()).await;
+        let started =
+            self.runtime.start_container(&dir, &c, self.user.id(), self.network.tid, self.cgroup.as_deref()).await;
         let (Started { pid, child }, slots) = match started {
             Ok(started) => started,
             Err((e, slots)) => {
@@ -199,6 +203,7 @@ impl SandboxRuntime {
         &self,
         dir: &Path,
         c: &ContainerLaunch,
+        uid: u32,
         network_of: u32,
         cgroup: Option<&Cgroup>,
     ) -> Result<(Started, Slots), (String, Slots)> {
@@ -210,29 +215,30 @@ impl SandboxRuntime {
         if let Err(e) = made {
             return Err((format!("preparing container {}: {e}", c.name), slots));
         }
-        match self.spawn_sandbox(dir, root, slots.clone(), c, network_of, cgroup).await {
+        match self.spawn_sandbox(dir, slots.clone(), c, uid, network_of, cgroup).await {
             Ok(started) => Ok((started, slots)),
             Err(e) => Err((e, slots)),
         }
     }
 
+    /// Spawns the sandbox of container `c` on the root `start_container` made in `dir`.
     async fn spawn_sandbox(
         &self,
         dir: &Path,
-        root: PathBuf,
         slots: Slots,
         c: &ContainerLaunch,
+        uid: u32,
         network_of: u32,
         cgroup: Option<&Cgroup>,
     ) -> Result<Started, String> {
         let spec = Spec {
-            root,
+            root: dir.join("root"),
             runtime: c.root.path().to_path_buf(),
             slots,
             shared: Vec::new(),
             links: Vec::new(),
-            uid: self.uid,
-            gid: self.gid,
+            uid,
+            gid: uid,
             image: Some(c.root.path().to_path_buf()),
             argv: Vec::new(),
             env: Vec::new(),
@@ -374,6 +380,8 @@ struct RunningSandbox {
     address: Option<std::net::Ipv4Addr>,
     /// The containers' image roots, held while the task lives.
     _roots: Vec<nimbus_images::Root>,
+    /// The host user the task's containers run as, its own while it lives.
+    user: nimbus_sandbox::users::User,
 }
 
 /// The task's network namespace, made and held by a thread of the node

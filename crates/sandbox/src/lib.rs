@@ -10,3 +10,4 @@ pub mod cgroup;
 pub mod factory;
 pub mod namespaces;
 pub mod seccomp;
+pub mod users;

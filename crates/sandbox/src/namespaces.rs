@@ -17,8 +17,8 @@
 //!    PID and cgroup namespaces and forks stage two, which becomes PID 1
 //!    there.
 //! 2. [`stage_two`] mounts a fresh `/proc` in the root, pivots into it,
-//!    drops every capability, becomes an unprivileged user with
-//!    `no_new_privs`, installs the seccomp filter, sets AWS's resource
+//!    drops every capability, becomes the sandbox's own unprivileged user
+//!    ([`crate::users`]) with `no_new_privs`, installs the seccomp filter, sets AWS's resource
 //!    limits, and executes the program.
 //!
 //! For a container image, the root is instead the image's flattened
@@ -448,9 +448,11 @@ pub const HOST_DIRS: &[&str] = &["/usr"];
 /// Merged-/usr symlinks recreated in the new root.
 const ROOT_LINKS: &[(&str, &str)] =
     &[("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")];
-/// The only files of `/etc` a runtime sees (never shadow, never keys).
-const ETC_FILES: &[&str] =
-    &["/etc/passwd", "/etc/group", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ld.so.cache", "/etc/localtime"];
+/// The only files of the host's `/etc` a runtime sees (never shadow, never
+/// keys); its `passwd` and `group` are written for it (see [`users`]).
+const ETC_FILES: &[&str] = &["/etc/hosts", "/etc/nsswitch.conf", "/etc/ld.so.cache", "/etc/localtime"];
+/// The name of a sandbox's user, as AWS's execution environments call theirs.
+pub const SANDBOX_USER: &str = "sbx_user1051";
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 /// Open files per process, as on AWS (`ulimit -n` is 1024 there).
 const OPEN_FILES: u64 = 1024;
@@ -969,9 +971,27 @@ fn host_root(spec: &Spec) -> std::io::Result<()> {
         file_target(&dst)?;
         bind_ro(Path::new(f), &dst)?;
     }
+    users(spec, &r.join("etc"))?;
     let runtime = r.join("var/runtime");
     std::fs::create_dir_all(&runtime)?;
     bind_ro(&spec.runtime, &runtime)
+}
+
+/// The sandbox's `/etc/passwd` and `/etc/group`: root, its own user (each
+/// sandbox has its own uid, which the host's files do not name, and
+/// `getpwuid` must find it: Node's `os.userInfo()`, Python's `getpass`) and
+/// `nobody`; none of the host's users.
+fn users(spec: &Spec, etc: &Path) -> std::io::Result<()> {
+    let (uid, gid, user) = (spec.uid, spec.gid, SANDBOX_USER);
+    std::fs::create_dir_all(etc)?;
+    std::fs::write(
+        etc.join("passwd"),
+        format!(
+            "root:x:0:0:root:/root:/sbin/nologin\n{user}:x:{uid}:{gid}::/tmp:/sbin/nologin\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+        ),
+    )?;
+    std::fs::write(etc.join("group"), format!("root:x:0:\n{user}:x:{gid}:\nnobody:x:65534:\n"))
 }
 
 /// Builds the sandbox's root under `spec.root` in stage one's new mount

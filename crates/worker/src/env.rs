@@ -432,6 +432,8 @@ pub(crate) struct Env {
     forwarder: Option<tokio::task::JoinHandle<()>>,
     /// The image root the sandbox runs on, held while it lives.
     _image: Option<nimbus_images::Root>,
+    /// The host user the sandbox runs as, its own while it lives.
+    _user: Option<nimbus_sandbox::users::User>,
 }
 
 /// Inside every sandbox the Runtime API is here, as on AWS.
@@ -541,12 +543,14 @@ async fn prepare_sandbox(
 }
 
 /// Waits for a paused sandbox (stage one's pid `stage_one`) to be built,
-/// then has the zygote fork an environment into it with `log` as its
-/// output: the environment's control socket and host pid.
+/// then has the zygote fork an environment into it as the sandbox's user
+/// `uid`, with `log` as its output: the environment's control socket and
+/// host pid.
 async fn join_from_zygote(
     zygote: Arc<crate::zygote::Zygote>,
     control: std::os::unix::net::UnixStream,
     stage_one: u32,
+    uid: u32,
     log: std::os::fd::OwnedFd,
 ) -> Result<(std::os::unix::net::UnixStream, u32), Error> {
     use std::io::Read;
@@ -564,7 +568,7 @@ async fn join_from_zygote(
         let sandbox = crate::zygote::first_child(stage_one)?
             .ok_or_else(|| std::io::Error::other("the paused sandbox is gone"))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let forked = zygote.fork(sandbox, theirs.into(), log)?;
+        let forked = zygote.fork(sandbox, uid, theirs.into(), log)?;
         Ok((ours, forked))
     });
     work.await
@@ -922,6 +926,7 @@ impl Env {
 
         let mut control = None;
         let mut slots = None;
+        let mut user = None;
         let (start, socket) = match &base.sandbox {
             None => {
                 let mut c = Command::new(&program);
@@ -939,6 +944,9 @@ impl Env {
                 (Start::Plain(c), None)
             }
             Some(sb) => {
+                let own = sb.users.take().ok_or_else(|| {
+                    Error::Unavailable("Every sandbox user id of this node is in use (see --sandbox-uids).".into())
+                })?;
                 let slot_set = nimbus_sandbox::namespaces::Slots::under(&sb.roots.join(format!("{id}.slots")));
                 slot_set
                     .create()
@@ -951,8 +959,8 @@ impl Env {
                     slots: slot_set.clone(),
                     shared: base.shared.clone(),
                     links: base.links.clone(),
-                    uid: sb.uid,
-                    gid: sb.gid,
+                    uid: own.id(),
+                    gid: own.id(),
                     image: base.image.as_ref().map(|r| r.path().to_path_buf()),
                     argv: if program.is_empty() {
                         vec![]
@@ -970,6 +978,7 @@ impl Env {
                     pause: zygote.is_some(),
                 };
                 slots = Some(slot_set);
+                user = Some(own);
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io_err)?;
                 (Start::Sandbox(&sb.factory, Box::new(inner), theirs.into()), Some(ours))
             }
@@ -1012,9 +1021,9 @@ impl Env {
         let mut forwarder = None;
         let mut runtime_pid = None;
         let limits = template_limits(base, now.is_none());
-        let listener = match (listener, socket, &base.sandbox) {
-            (Some(l), _, _) => l,
-            (None, Some(socket), Some(sb)) => {
+        let listener = match (listener, socket, &base.sandbox, &user) {
+            (Some(l), ..) => l,
+            (None, Some(socket), Some(sb), Some(user)) => {
                 let pid = pid.ok_or_else(|| Error::Internal("sandbox exited at once".into()))?;
                 let prepared = prepare_sandbox(socket, pid, sb, &id, &base.api_endpoint, limits).await?;
                 drop(publishing);
@@ -1022,7 +1031,7 @@ impl Env {
                 forwarder = Some(prepared.forwarder);
                 control = Some(match zygote {
                     Some((z, log)) => {
-                        let (control, forked) = join_from_zygote(z, prepared.control, pid, log).await?;
+                        let (control, forked) = join_from_zygote(z, prepared.control, pid, user.id(), log).await?;
                         runtime_pid = Some(forked);
                         if let Some(cg) = &cgroup {
                             cg.attach(forked)
@@ -1098,6 +1107,7 @@ impl Env {
             cgroup,
             forwarder,
             _image: base.image.clone(),
+            _user: user,
         })
     }
 

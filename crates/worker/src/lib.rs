@@ -176,8 +176,8 @@ pub struct SandboxConfig {
     pub cgroups: Option<nimbus_sandbox::cgroup::Layout>,
     /// This node's cgroup parent (one per data directory).
     pub cgroup_group: String,
-    pub uid: u32,
-    pub gid: u32,
+    /// The host users sandboxes run as, one each.
+    pub users: nimbus_sandbox::users::Users,
 }
 
 /// Node settings the worker needs.
@@ -441,14 +441,14 @@ impl Worker {
     /// The zygote of a sandboxed Python runtime, started at its first use;
     /// `None` (environments start their own interpreter) if it cannot start.
     fn zygote(&self, base: &env::Base) -> Option<Arc<zygote::Zygote>> {
-        let interpreter = base.interpreter.as_ref().filter(|_| base.runtime.starts_with("python"))?;
-        let sb = base.sandbox.as_ref()?;
+        let interpreter =
+            base.interpreter.as_ref().filter(|_| base.runtime.starts_with("python") && base.sandbox.is_some())?;
         let mut zygotes = self.zygotes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(z) = zygotes.get(interpreter).filter(|z| !z.exited()) {
             return Some(z.clone());
         }
         let script = base.runtime_dir.join("zygote.py");
-        match zygote::Zygote::start(interpreter, &script, env::zygote_environment(base), sb.uid, sb.gid) {
+        match zygote::Zygote::start(interpreter, &script, env::zygote_environment(base)) {
             Ok(z) => {
                 let z = Arc::new(z);
                 zygotes.insert(interpreter.clone(), z.clone());
@@ -614,8 +614,9 @@ impl Worker {
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(e.to_string()))?;
         if let Some(python) = python {
-            let ids = self.settings.sandbox.as_ref().map(|sb| (sb.uid, sb.gid));
-            bytecode::byte_compile(&python, &staging, ids).await;
+            // A user of its own while it runs, as a sandbox has.
+            let user = self.settings.sandbox.as_ref().and_then(|sb| sb.users.take());
+            bytecode::byte_compile(&python, &staging, user.as_ref().map(|u| (u.id(), u.id()))).await;
         }
         let target = dir.to_path_buf();
         tokio::task::spawn_blocking(move || unpack::publish(&staging, &target))

@@ -42,24 +42,17 @@ impl Zygote {
     /// fork into it, and its children drop the privilege before anything
     /// else runs. What is the
     /// same for every environment is said once, in its first message: the
-    /// sandbox user (`uid`, `gid`) and the seccomp programs, each a list of
+    /// seccomp programs, each a list of
     /// `[code, jt, jf, k]`: those the zygote installs on itself, which its
     /// children inherit, and those each child adds (see
     /// [`nimbus_sandbox::seccomp::split`]).
-    pub fn start(
-        interpreter: &str,
-        script: &Path,
-        env: Vec<(String, String)>,
-        uid: u32,
-        gid: u32,
-    ) -> std::io::Result<Self> {
+    pub fn start(interpreter: &str, script: &Path, env: Vec<(String, String)>) -> std::io::Result<Self> {
         let (inherited, own) =
             nimbus_sandbox::seccomp::split(&[nix::libc::SYS_setns]).map_err(|e| other("seccomp", e))?;
         let [inherited, own] = [inherited, own].map(|programs| -> Vec<Vec<serde_json::Value>> {
             programs.iter().map(|p| p.iter().map(|i| serde_json::json!([i.code, i.jt, i.jf, i.k])).collect()).collect()
         });
-        let setup =
-            serde_json::json!({"uid": uid, "gid": gid, "zygote_seccomp": inherited, "seccomp": own}).to_string();
+        let setup = serde_json::json!({"zygote_seccomp": inherited, "seccomp": own}).to_string();
         let (ours, theirs) = nimbus_sandbox::factory::request_pair()?;
         let process = std::process::Command::new(interpreter)
             .args(["-I", "-S", "-u"])
@@ -82,9 +75,10 @@ impl Zygote {
     }
 
     /// Forks an environment into the paused sandbox whose PID 1 is
-    /// `sandbox` (its host pid), with `stdin` and `log` as its stdio; its
+    /// `sandbox` (its host pid), as the sandbox's user `uid` (with the
+    /// group of that number), with `stdin` and `log` as its stdio; its
     /// host pid (the sandbox's one child, once the zygote answers). Blocks.
-    pub fn fork(&self, sandbox: u32, stdin: OwnedFd, log: OwnedFd) -> std::io::Result<u32> {
+    pub fn fork(&self, sandbox: u32, uid: u32, stdin: OwnedFd, log: OwnedFd) -> std::io::Result<u32> {
         let namespaces = NAMESPACES
             .iter()
             .map(|ns| std::fs::File::open(format!("/proc/{sandbox}/ns/{ns}")))
@@ -94,7 +88,8 @@ impl Zygote {
         // The request and its answer, under one hold of the socket.
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         let rights = [ControlMessage::ScmRights(&fds)];
-        sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(b"fork")], &rights, MsgFlags::empty(), None)
+        let request = format!("fork {uid}");
+        sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(request.as_bytes())], &rights, MsgFlags::empty(), None)
             .map_err(|e| other("asking the zygote", e))?;
         let mut answer = [0u8; 4096];
         let n = recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(|e| {
