@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 
-from conftest import ROLE, make_zip, mount_table, unique_name, wait_for
+from conftest import ROLE, Server, make_zip, mount_table, unique_name, wait_for
 
 PROBE = '''
 import os, pwd, socket
@@ -136,6 +136,64 @@ def test_what_the_kernel_counts_per_user_is_each_sandboxs_own(lam):
     # The hog's environment held them all the while: the same one answers.
     _, again = call(lam, hog, {"hold": 0})
     assert (again["uid"], again["held"]) == (held["uid"], limit), "the same warm environment"
+
+
+CEILING = '''
+import threading
+threading.stack_size(256 * 1024)
+held, kept = [], []
+
+def handler(event, context):
+    stop = threading.Event()
+    started = 0
+    try:
+        while started < event.get("threads", 0):
+            threading.Thread(target=stop.wait, daemon=True).start()
+            started += 1
+    except RuntimeError:  # can't start new thread
+        pass
+    if event.get("hold"):
+        held.append(stop)
+    else:
+        stop.set()
+    if event.get("mb"):
+        kept.append(bytearray(event["mb"] << 20))
+        for i in range(0, len(kept[-1]), 4096):
+            kept[-1][i] = 1
+    return {"started": started, "kept_mb": sum(len(k) for k in kept) >> 20}
+'''
+
+
+def test_all_sandboxes_together_stay_under_the_nodes_ceiling(tmp_path):
+    """The host's process ids are few (32,768 here): 32 environments of
+    1,024 threads would hold them all, and the node could start no thread.
+    A node's sandboxes share a ceiling of ids and memory below the host's."""
+    node = Server(tmp_path / "data", args=["--sandbox-pids", "1400", "--sandbox-memory-mb", "900"]).start()
+    try:
+        lam = node.client()
+        names = [unique_name("ceiling") for _ in range(3)]
+        for name in names:
+            lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                                Code={"ZipFile": make_zip({"app.py": CEILING})}, MemorySize=1024, Timeout=30)
+        a, b, c = names
+        _, got = call(lam, a, {"threads": 900, "hold": True})
+        assert got["started"] == 900, got
+        _, got = call(lam, b, {"threads": 900})
+        assert 0 < got["started"] < 500, "what A holds is not B's to take: " + str(got)
+        assert lam.get_function(FunctionName=b)["Configuration"]["State"] == "Active", "the node serves on"
+        _, got = call(lam, b, {"threads": 300})
+        assert got["started"] == 300, "B let its threads go"
+
+        # Memory: A keeps 500 MB; C's 500 MB more cannot be had beside it.
+        _, got = call(lam, a, {"mb": 500})
+        assert got["kept_mb"] == 500, got
+        r, got = call(lam, c, {"mb": 500})
+        c_kept = "FunctionError" not in r and got["kept_mb"] == 500
+        _, got = call(lam, a, {})
+        assert not (c_kept and got["kept_mb"] == 500), "one of them was killed within the ceiling"
+        assert node.proc.poll() is None
+    finally:
+        node.stop()
 
 
 def test_tmp_is_private_to_each_environment(lam):

@@ -53,6 +53,17 @@ pub struct ServeArgs {
     #[arg(long, env = "NIMBUS_SANDBOX_UIDS", default_value = "1879048192-1879113727",
           value_parser = nimbus_sandbox::users::parse_range)]
     sandbox_uids: std::ops::RangeInclusive<u32>,
+    /// The most memory (MB) all of this node's sandboxes (environments and
+    /// ECS tasks) may use together; past it the kernel reclaims and then
+    /// kills within them, never the node. Default: the host's memory less an
+    /// eighth (at least 1 GiB).
+    #[arg(long, env = "NIMBUS_SANDBOX_MEMORY_MB")]
+    sandbox_memory_mb: Option<u64>,
+    /// The most processes and threads all of this node's sandboxes may have
+    /// together. Default: the host's `pid_max` (or `threads-max`, if less)
+    /// less an eighth (at least 4,096).
+    #[arg(long, env = "NIMBUS_SANDBOX_PIDS")]
+    sandbox_pids: Option<u64>,
     /// Seconds before the first retry of a failed async invocation; the
     /// second retry waits twice as long (AWS: about 60).
     #[arg(long, env = "NIMBUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
@@ -502,6 +513,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "no usable cgroups: memory, CPU and pids limits are NOT enforced");
             }
             let exe = std::env::current_exe().context("locating the nimbus binary")?;
+            let mut ceiling =
+                nimbus_sandbox::cgroup::Ceiling::of_host().context("reading the host's memory and pid limits")?;
+            if let Some(mb) = args.sandbox_memory_mb {
+                ceiling.memory_bytes = mb << 20;
+            }
+            if let Some(pids) = args.sandbox_pids {
+                ceiling.pids = pids;
+            }
             Some(nimbus_worker::SandboxConfig {
                 factory: nimbus_sandbox::factory::Factory::start(&exe, &data_dir.join("worker"))
                     .context("starting the sandbox factory")?,
@@ -511,6 +530,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 cgroups: cgroups.ok(),
                 cgroup_group: node_group(&data_dir),
                 users: nimbus_sandbox::users::Users::new(args.sandbox_uids.clone()).map_err(anyhow::Error::msg)?,
+                ceiling,
             })
         }
     };

@@ -53,6 +53,63 @@ impl Limits {
     }
 }
 
+/// What all of one node's environments may hold together (its group's
+/// limits, above every environment's own), so that no number of them
+/// takes what the host and the node itself need: process ids above all,
+/// since the host's are few (`pid_max` is 32,768 on small machines, and 32
+/// environments of 1,024 threads would hold them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceiling {
+    pub memory_bytes: u64,
+    pub pids: u64,
+}
+
+impl Ceiling {
+    /// The host's memory and process ids (its `pid_max` or `threads-max`,
+    /// whichever is less), less an eighth of each for the rest of the host,
+    /// and at least 1 GiB and 4,096 ids.
+    pub fn of_host() -> io::Result<Self> {
+        let number = |path: &str| -> io::Result<u64> {
+            let text = std::fs::read_to_string(path)?;
+            text.trim().parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {e}")))
+        };
+        let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+        let memory = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb << 10)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no MemTotal in /proc/meminfo"))?;
+        let ids = number("/proc/sys/kernel/pid_max")?.min(number("/proc/sys/kernel/threads-max")?);
+        let less_reserve = |total: u64, least: u64| total.saturating_sub((total / 8).max(least));
+        Ok(Self { memory_bytes: less_reserve(memory, 1 << 30), pids: less_reserve(ids, 4096) })
+    }
+
+    /// Sets the ceiling on a node's group (made if it is missing), under
+    /// which [`Cgroup::create`] makes each environment's cgroup.
+    pub fn apply(&self, layout: &Layout, group: &str) -> io::Result<()> {
+        let (memory, pids) = (self.memory_bytes.to_string(), self.pids.to_string());
+        match layout {
+            Layout::V1 { root } => {
+                for (controller, file, value) in
+                    [("memory", "memory.limit_in_bytes", &memory), ("pids", "pids.max", &pids)]
+                {
+                    let dir = root.join(controller).join(group);
+                    std::fs::create_dir_all(&dir)?;
+                    write(&dir, file, value)?;
+                }
+            }
+            Layout::V2 { root } => {
+                let dir = root.join(group);
+                std::fs::create_dir_all(&dir)?;
+                write(root, "cgroup.subtree_control", "+memory +cpu +pids")?;
+                write(&dir, "memory.max", &memory)?;
+                write(&dir, "pids.max", &pids)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// AWS's rule: CPU is proportional to memory, one vCPU at 1,769 MB; in
 /// thousandths of a CPU.
 pub fn cpu_share(memory_mb: u64) -> u64 {
@@ -345,6 +402,26 @@ mod tests {
         assert_eq!(cpu_bandwidth(500), (25_000, 50_000));
         assert_eq!(cpu_bandwidth(72), (1_000, 13_889));
         assert_eq!(cpu_bandwidth(1), (1_000, 1_000_000));
+    }
+
+    #[test]
+    fn a_nodes_ceiling_is_its_groups_limits_and_leaves_the_host_a_reserve() {
+        let ceiling = Ceiling { memory_bytes: 3 << 30, pids: 28_672 };
+        let v1 = fake_v1();
+        ceiling.apply(&Layout::V1 { root: v1.path().to_path_buf() }, "nimbus-x").unwrap();
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(v1.path().join("memory/nimbus-x/memory.limit_in_bytes")), (3u64 << 30).to_string());
+        assert_eq!(read(v1.path().join("pids/nimbus-x/pids.max")), "28672");
+        let v2 = tempfile::tempdir().unwrap();
+        ceiling.apply(&Layout::V2 { root: v2.path().to_path_buf() }, "nimbus-x").unwrap();
+        assert_eq!(read(v2.path().join("nimbus-x/memory.max")), (3u64 << 30).to_string());
+        assert_eq!(read(v2.path().join("nimbus-x/pids.max")), "28672");
+        assert_eq!(read(v2.path().join("cgroup.subtree_control")), "+memory +cpu +pids");
+
+        let host = Ceiling::of_host().unwrap();
+        let pid_max: u64 = read("/proc/sys/kernel/pid_max".into()).trim().parse().unwrap();
+        assert!(host.pids < pid_max && host.pids + 4096 <= pid_max, "{host:?}");
+        assert!(host.memory_bytes > 0);
     }
 
     #[test]

@@ -178,6 +178,8 @@ pub struct SandboxConfig {
     pub cgroup_group: String,
     /// The host users sandboxes run as, one each.
     pub users: nimbus_sandbox::users::Users,
+    /// What all sandboxes of the node may hold together (`cgroup_group`'s limits).
+    pub ceiling: nimbus_sandbox::cgroup::Ceiling,
 }
 
 /// Node settings the worker needs.
@@ -352,6 +354,9 @@ impl Worker {
             nimbus_sandbox::namespaces::unmount_under(&settings.root);
             if let Some(layout) = &sb.cgroups {
                 nimbus_sandbox::cgroup::Cgroup::remove_leftovers(layout, &sb.cgroup_group);
+                if let Err(e) = sb.ceiling.apply(layout, &sb.cgroup_group) {
+                    tracing::warn!(error = %e, ceiling = ?sb.ceiling, "cannot limit what all sandboxes hold together");
+                }
             }
             nimbus_sandbox::namespaces::scratch_tmpfs(&sb.roots)
                 .map_err(|e| Error::Internal(format!("preparing {}: {e}", sb.roots.display())))?;
