@@ -124,6 +124,9 @@ impl S3Front {
 
     /// Serves one S3 request.
     pub async fn serve(&self, verifier: &Verifier, req: Request<Body>) -> Response {
+        if is_browser_form(&req) {
+            return not_implemented(req.uri().path());
+        }
         self.admit_session(verifier, req.headers(), req.uri().query());
         let mut req = req.map(s3s::Body::http_body_unsync);
         if let Some(uri) = sigv2_bucket_uri(req.headers(), req.uri()) {
@@ -178,6 +181,30 @@ fn sigv2_bucket_uri(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<axum::
     }
     let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
     format!("{path}/{query}").parse().ok()
+}
+
+/// A browser-form upload (`POST /<bucket>` with a multipart form:
+/// PostObject), which the object store does not implement. Refused before
+/// `s3s` sees it, which would read the whole file part into memory (up to
+/// 5 GB, and before any signature or policy check) to answer the same.
+fn is_browser_form(req: &Request<Body>) -> bool {
+    req.method() == axum::http::Method::POST
+        && req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+/// S3's `NotImplemented`, as AWS words it.
+fn not_implemented(resource: &str) -> Response {
+    let resource = crate::sqs::wire::escape(resource);
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NotImplemented</Code>\
+         <Message>A header you provided implies functionality that is not implemented.</Message>\
+         <Resource>{resource}</Resource></Error>"
+    );
+    (StatusCode::NOT_IMPLEMENTED, [(axum::http::header::CONTENT_TYPE, "application/xml")], body).into_response()
 }
 
 /// AWS's messages for the errors `s3s` raises itself without one (while

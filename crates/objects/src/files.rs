@@ -24,13 +24,8 @@ use nimbus_store::direct::BlockWriter;
 /// fsyncs (file, directory, database), and a GET that opens no file.
 pub const INLINE_MAX: usize = 64 << 10;
 
-/// Chunks of a body waiting for the digest or the disk thread: bounds the
-/// memory a body held up by a slow digest or disk can take.
-const QUEUE: usize = 32;
-
-/// A read's chunk, and how many chunks are read ahead of the client.
+/// A read's chunk; the next one is read while it goes out.
 const READ_CHUNK: u64 = 1 << 20;
-const READ_AHEAD: usize = 4;
 
 /// An object's bytes on their way out.
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
@@ -90,6 +85,40 @@ impl Digests {
     }
 }
 
+/// What a body's blocking jobs carry from one to the next.
+struct Work {
+    digests: Digests,
+    out: BlockWriter,
+    /// How many chunks of the next batch are digested already (the head
+    /// [`Files::receive`] looked at).
+    digested: usize,
+}
+
+impl Work {
+    /// Digests and writes one batch of chunks; blocking. A large batch is
+    /// digested on a second thread while this one writes it.
+    fn run(self, batch: Vec<Bytes>) -> Result<Self, WriteError> {
+        let Work { mut digests, mut out, digested } = self;
+        let digest = |digests: &mut Digests| batch[digested..].iter().try_for_each(|chunk| digests.add(chunk));
+        let mut write = || batch.iter().try_for_each(|chunk| out.write(chunk));
+        if batch.iter().map(Bytes::len).sum::<usize>() < PARALLEL_MIN {
+            digest(&mut digests)?;
+            write()?;
+        } else {
+            let digested = std::thread::scope(|s| {
+                let digesting = s.spawn(|| digest(&mut digests));
+                write()?;
+                digesting.join().map_err(|_| std::io::Error::other("the digest thread panicked"))?
+            });
+            digested?;
+        }
+        Ok(Work { digests, out, digested: 0 })
+    }
+}
+
+/// A batch this large is digested and written at once, on two threads.
+const PARALLEL_MIN: usize = 1 << 20;
+
 impl Files {
     /// Opens the area, removing what interrupted writes left.
     pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Self> {
@@ -145,7 +174,9 @@ impl Files {
         Ok(digests.finish(uuid::Uuid::new_v4().simple().to_string(), Some(data)))
     }
 
-    /// Writes `head` (already digested) and the rest of `body` to a new file.
+    /// Writes `head` (already digested) and the rest of `body` to a new
+    /// file, digesting and writing in batches on the blocking pool while
+    /// the next are received (see [`nimbus_store::direct::in_batches`]).
     async fn spill<S, E>(
         &self,
         head: Vec<Bytes>,
@@ -158,65 +189,30 @@ impl Files {
     {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let tmp = self.root.join("tmp").join(&name);
-        let Digests { mut md5, mut hasher, mut size, limit } = digests;
-        // The digests and the disk each get a thread of their own while
-        // this task receives: a large body moves at the pace of the slowest
-        // of network, MD5 and disk rather than of their sum.
-        let (to_digest, mut digest_queue) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
-        let digesting = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = digest_queue.blocking_recv() {
-                md5.update(&chunk);
-                hasher.update(&chunk);
-            }
-            (md5, hasher)
-        });
-        let (to_disk, mut disk_queue) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
         let path = tmp.clone();
-        // Ends when the queue closes, leaving the file unfinished: only a
-        // whole body is made durable.
-        let writing = tokio::task::spawn_blocking(move || {
-            let mut out = BlockWriter::create(&path)?;
-            while let Some(chunk) = disk_queue.blocking_recv() {
-                out.write(&chunk)?;
-            }
-            Ok::<_, std::io::Error>(out)
-        });
-        let received = async {
-            let stopped = || std::io::Error::other("the digest or disk thread stopped");
-            for chunk in head {
-                to_disk.send(chunk).await.map_err(|_| stopped())?;
-            }
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| WriteError::Body(e.to_string()))?;
-                size += chunk.len() as u64;
-                if size > limit {
-                    return Err(WriteError::TooLarge(limit));
-                }
-                to_digest.send(chunk.clone()).await.map_err(|_| stopped())?;
-                to_disk.send(chunk).await.map_err(|_| stopped())?;
-            }
-            Ok(())
-        }
-        .await;
-        drop((to_digest, to_disk));
-        let (md5, hasher) = digesting.await.map_err(std::io::Error::other)?;
-        let written = writing.await.map_err(std::io::Error::other).and_then(|w| w);
-        // A disk error explains a stopped queue better than the queue does.
-        let result = match (received, written) {
-            (Ok(()), Ok(out)) => tokio::task::spawn_blocking(move || out.finish())
+        let out =
+            tokio::task::spawn_blocking(move || BlockWriter::create(&path)).await.map_err(std::io::Error::other)??;
+        let work = Work { digests, out, digested: head.len() };
+        let body = body.as_mut().map(|chunk| chunk.map_err(|e| WriteError::Body(e.to_string())));
+        let received = nimbus_store::direct::in_batches(work, head, std::pin::pin!(body), Work::run).await;
+        let result = match received {
+            Ok(work) => tokio::task::spawn_blocking(move || work.out.finish().map(|()| work.digests))
                 .await
                 .map_err(std::io::Error::other)
                 .and_then(|r| r)
                 .map_err(WriteError::from),
-            (Ok(()), Err(e)) | (Err(WriteError::Io(_)), Err(e)) => Err(e.into()),
-            (Err(e), _) => Err(e),
+            Err(e) => Err(e),
         };
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
+        match result {
+            Ok(digests) => {
+                self.publish(&tmp, &name).await?;
+                Ok(digests.finish(name, None))
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
         }
-        self.publish(&tmp, &name).await?;
-        Ok(Digests { md5, hasher, size, limit }.finish(name, None))
     }
 
     /// Writes the concatenation of `parts` (files of this area) as a new
@@ -291,31 +287,31 @@ impl Files {
             return Ok(Box::pin(futures_util::stream::once(async { Ok(part) })));
         }
         let mut file = tokio::fs::File::open(self.path(&o.file)).await?.into_std().await;
-        // A thread of its own reads ahead while the chunks before go out,
-        // so the disk and the network work at once.
-        let (chunks, queue) = tokio::sync::mpsc::channel(READ_AHEAD);
-        tokio::task::spawn_blocking(move || {
-            let mut left = len;
-            let read = |file: &mut std::fs::File, want: u64| -> std::io::Result<Bytes> {
-                let mut buf = bytes::BytesMut::zeroed(want as usize);
-                file.read_exact(&mut buf)?;
-                Ok(buf.freeze())
-            };
-            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
-                let _ = chunks.blocking_send(Err(e));
-                return;
-            }
-            while left > 0 {
-                let chunk = read(&mut file, left.min(READ_CHUNK));
-                let failed = chunk.is_err();
-                left -= chunk.as_ref().map_or(0, |c| c.len() as u64);
-                // The client went away, or the file failed: stop reading.
-                if chunks.blocking_send(chunk).is_err() || failed {
-                    return;
+        let file = tokio::task::spawn_blocking(move || file.seek(std::io::SeekFrom::Start(start)).map(|_| file))
+            .await
+            .map_err(std::io::Error::other)??;
+        // Each chunk is read by a short blocking job, the next one while
+        // the one before goes out (so the disk and the network work at
+        // once), and none while the client does not take what was read: a
+        // slow reader holds no thread of the blocking pool.
+        let read = |mut file: std::fs::File, left: u64| {
+            tokio::task::spawn_blocking(move || {
+                let mut buf = bytes::BytesMut::zeroed(left.min(READ_CHUNK) as usize);
+                file.read_exact(&mut buf).map(|()| (buf.freeze(), file))
+            })
+        };
+        let first = (len > 0).then(|| read(file, len));
+        let chunks = futures_util::stream::unfold((first, len), move |(job, left)| async move {
+            let done = job?.await.map_err(std::io::Error::other).and_then(|r| r);
+            Some(match done {
+                Ok((chunk, file)) => {
+                    let left = left - chunk.len() as u64;
+                    (Ok(chunk), ((left > 0).then(|| read(file, left)), left))
                 }
-            }
+                Err(e) => (Err(e), (None, 0)),
+            })
         });
-        Ok(Box::pin(futures_util::stream::unfold(queue, |mut q| async move { q.recv().await.map(|c| (c, q)) })))
+        Ok(Box::pin(chunks))
     }
 
     /// Removes files no metadata refers to any more.

@@ -258,49 +258,36 @@ async fn append_to(u: &mut Upload, range: Option<(u64, u64)>, body: impl BodyStr
     written
 }
 
-/// Chunks of a body waiting for the writer thread: bounds the memory a
-/// slow disk lets a body take.
-const QUEUE: usize = 32;
-
-/// Receives a chunk and hashes it on the request task while a writer
-/// thread appends what came before to the upload's file.
-async fn write_chunk(u: &mut Upload, mut body: impl BodyStream, expected: Option<u64>) -> Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
-    let writer = tokio::task::spawn_blocking({
-        let (path, len) = (u.path.clone(), u.size);
-        move || {
-            let mut out = BlockWriter::append(&path, len)?;
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write(&chunk)?;
-            }
-            out.close().map(drop)
+/// Receives a chunk, hashing it on the request task, while the blocking
+/// pool appends what came before to the upload's file (see
+/// [`nimbus_store::direct::in_batches`]).
+async fn write_chunk(u: &mut Upload, body: impl BodyStream, expected: Option<u64>) -> Result<()> {
+    let (path, len) = (u.path.clone(), u.size);
+    let out =
+        tokio::task::spawn_blocking(move || BlockWriter::append(&path, len)).await.map_err(std::io::Error::other)??;
+    let mut written = 0u64;
+    let checked = body.map(|chunk| {
+        let chunk = chunk.map_err(|e| RegistryError::Body(e.to_string()))?;
+        written += chunk.len() as u64;
+        if expected.is_some_and(|n| written > n) {
+            return Err(RegistryError::RangeInvalid { size: u.size });
         }
+        u.hasher.update(&chunk);
+        u.size += chunk.len() as u64;
+        Ok(chunk)
     });
-    let received = async {
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Body(e.to_string()))?;
-            written += chunk.len() as u64;
-            if expected.is_some_and(|n| written > n) {
-                return Err(RegistryError::RangeInvalid { size: u.size });
-            }
-            u.hasher.update(&chunk);
-            u.size += chunk.len() as u64;
-            // A send fails only when the writer has stopped on an error, which it returns.
-            if tx.send(chunk).await.is_err() {
-                break;
-            }
+    let append = |mut out: BlockWriter, batch: Vec<Bytes>| -> Result<BlockWriter> {
+        for chunk in &batch {
+            out.write(chunk)?;
         }
-        if expected.is_some_and(|n| written != n) {
-            return Err(RegistryError::RangeInvalid { size: u.size - written });
-        }
-        Ok(())
+        Ok(out)
+    };
+    let out = nimbus_store::direct::in_batches(out, Vec::new(), std::pin::pin!(checked), append).await?;
+    if expected.is_some_and(|n| written != n) {
+        return Err(RegistryError::RangeInvalid { size: u.size - written });
     }
-    .await;
-    drop(tx);
-    let appended = writer.await.map_err(std::io::Error::other)?;
-    received?;
-    Ok(appended?)
+    tokio::task::spawn_blocking(move || out.close().map(drop)).await.map_err(std::io::Error::other)??;
+    Ok(())
 }
 
 async fn sha512_of(path: PathBuf) -> Result<Digest> {

@@ -7,7 +7,7 @@
 //! block-sized writes through its cache.
 //!
 //! Used for S3 objects and registry uploads. Blocking: run it on a thread
-//! of its own.
+//! of the blocking pool, a batch at a time ([`in_batches`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -92,6 +92,78 @@ impl BlockWriter {
     /// Writes what is left and makes the file durable.
     pub fn finish(self) -> std::io::Result<()> {
         self.close()?.sync_all()
+    }
+}
+
+/// Bytes received while a batch is worked on, at most: bounds the memory a
+/// body held up by a slow disk (or digest) can take.
+pub const BATCH_MAX: usize = 8 << 20;
+
+/// Hands `first`, then the chunks of `body` as they arrive, to `job` in
+/// batches on the blocking pool, one job at a time, each taking the state
+/// the one before returned; the last state.
+///
+/// The next batch is received while a job runs, so a body moves at the
+/// pace of the slower of the network and the jobs rather than of their
+/// sum; but a thread is taken only while there is a batch to work on: a
+/// client that sends slowly, or stops, holds none of the blocking pool,
+/// which every file read and write of the node shares (a thread held per
+/// upload let 256 stalled uploads stop them all).
+pub async fn in_batches<S, T, E>(
+    state: T,
+    first: Vec<bytes::Bytes>,
+    mut body: std::pin::Pin<&mut S>,
+    job: fn(T, Vec<bytes::Bytes>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+    T: Send + 'static,
+    E: From<std::io::Error> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let finished = |done: Result<Result<T, E>, tokio::task::JoinError>| done.map_err(std::io::Error::other)?;
+    let (mut idle, mut running) = (None, Some(tokio::task::spawn_blocking(move || job(state, first))));
+    let (mut batch, mut held, mut ended) = (Vec::new(), 0, false);
+    loop {
+        let next = match (&mut running, ended || held >= BATCH_MAX) {
+            (Some(task), false) => tokio::select! {
+                done = task => {
+                    (idle, running) = (Some(finished(done)?), None);
+                    continue;
+                }
+                next = body.next() => next,
+            },
+            (Some(task), true) => {
+                (idle, running) = (Some(finished(task.await)?), None);
+                continue;
+            }
+            (None, _) if !batch.is_empty() => {
+                let (state, batch) = (idle.take().expect("no job runs"), std::mem::take(&mut batch));
+                held = 0;
+                running = Some(tokio::task::spawn_blocking(move || job(state, batch)));
+                continue;
+            }
+            (None, true) => return Ok(idle.take().expect("no job runs")),
+            // Waiting on the client, with no thread held.
+            (None, false) => body.next().await,
+        };
+        let next = match next.transpose() {
+            Ok(next) => next,
+            Err(e) => {
+                // The caller may undo what the jobs did once this returns.
+                if let Some(task) = running {
+                    let _ = task.await;
+                }
+                return Err(e);
+            }
+        };
+        match next {
+            Some(chunk) => {
+                held += chunk.len();
+                batch.push(chunk);
+            }
+            None => ended = true,
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! `nimbus-queues`'.
 
 mod ops;
-mod wire;
+pub(crate) mod wire;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
