@@ -436,3 +436,34 @@ def test_acknowledged_sends_survive_kill_9(private_server):
         sqs.delete_message_batch(QueueUrl=url, Entries=[
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
     assert seen == bodies
+
+
+def test_a_query_nested_past_any_member_is_answered_and_the_node_stays_up(server, sqs):
+    """Each `.` of a query parameter's name was a level of a tree walked
+    recursively: 200,000 of them overflowed a server thread's stack, which
+    aborted the node."""
+    body = b"Action=ListQueues&Version=2012-11-05&" + b"a." * 200_000 + b"=1"
+    status, _, raw = signed_request(server, "POST", "/", body, service="sqs",
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, raw[:300]
+    assert ET.fromstring(raw).tag == "{%s}ListQueuesResponse" % NS["q"]
+    assert server.proc.poll() is None
+    sqs.list_queues()  # the node still answers
+
+
+def test_a_presigned_query_cannot_carry_another_body(server, sqs):
+    """A presigned SQS URL covers the body it was made for (here none):
+    with `UNSIGNED-PAYLOAD` accepted, whoever held a URL for GetQueueUrl
+    could send it with a body naming another action, which wins."""
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from conftest import send
+    name = unique_name("presigned")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    req = AWSRequest(method="GET", url=f"{server.endpoint}/?Action=GetQueueUrl&QueueName={name}")
+    S3SigV4QueryAuth(Credentials(*server.credentials()), "sqs", REGION, expires=60).add_auth(req)
+    swapped = urllib.parse.urlencode({"Action": "DeleteQueue", "QueueUrl": url}).encode()
+    status, _, raw = send("GET", req.url, swapped, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 403 and b"SignatureDoesNotMatch" in raw, raw[:300]
+    assert sqs.get_queue_url(QueueName=name)["QueueUrl"] == url

@@ -512,15 +512,20 @@ impl Verifier {
     }
 
     /// The payload hashes a valid signature may have used: the declared
-    /// `x-amz-content-sha256` (checked against the body), else the body's
-    /// hash, and for presigned URLs also `UNSIGNED-PAYLOAD`.
+    /// `x-amz-content-sha256` (checked against the body, unless it is
+    /// `UNSIGNED-PAYLOAD`, which the signature then covers), else the
+    /// body's hash. Never `UNSIGNED-PAYLOAD` undeclared: S3 presigns URLs
+    /// so, but this verifier serves no S3 request, and a presigned URL for
+    /// another service covers its (usually empty) body, so that whoever
+    /// holds the URL cannot send another body (an SQS query's body fields
+    /// override its query's `Action`).
     fn payload_hashes(&self, req: &SignedParts<'_>) -> Result<Vec<String>, AuthError> {
         let actual = hex::encode(Sha256::digest(req.body));
         match header(req.headers, "x-amz-content-sha256") {
             Some(UNSIGNED_PAYLOAD) => Ok(vec![UNSIGNED_PAYLOAD.into()]),
             Some(declared) if declared.eq_ignore_ascii_case(&actual) => Ok(vec![declared.to_string()]),
             Some(_) => Err(AuthError::ContentSha256Mismatch),
-            None => Ok(vec![actual, UNSIGNED_PAYLOAD.into()]),
+            None => Ok(vec![actual]),
         }
     }
 }

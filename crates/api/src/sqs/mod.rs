@@ -133,9 +133,13 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
     let (parts, body) = req.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
     let protocol = if target.is_some() { Protocol::Json } else { Protocol::Query };
-    let Ok(body) = crate::read_body(body, BODY_LIMIT).await else {
-        let e = Error::InvalidParameterValue(format!("Request must be smaller than {BODY_LIMIT} bytes."));
-        return respond_error(protocol, wire_error(&e), request_id);
+    let body = match crate::read_signed_body(api, &parts, body, BODY_LIMIT, "sqs").await {
+        Ok(Ok(body)) => body,
+        Ok(Err(())) => {
+            let e = Error::InvalidParameterValue(format!("Request must be smaller than {BODY_LIMIT} bytes."));
+            return respond_error(protocol, wire_error(&e), request_id);
+        }
+        Err(e) => return respond_error(protocol, auth_error(&e), request_id),
     };
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);

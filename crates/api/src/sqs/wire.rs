@@ -43,6 +43,11 @@ const INTEGERS: &[&str] = &[
     "MaxNumberOfMessagesPerSecond",
 ];
 
+/// The most segments a parameter's name has
+/// (`SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.StringValue`
+/// has six).
+const DEPTH_MAX: usize = 8;
+
 #[derive(Default)]
 struct Node {
     leaf: Option<String>,
@@ -58,6 +63,10 @@ pub fn query_to_json(pairs: &[(String, String)]) -> (Option<String>, Value) {
         match k.as_str() {
             "Action" => action = Some(v.clone()),
             "Version" => {}
+            // No member of SQS's input lies deeper; the tree is walked
+            // (and dropped) recursively, so a deeper key is left out
+            // before it could make one.
+            _ if k.split('.').nth(DEPTH_MAX).is_some() => {}
             _ => {
                 let mut node = &mut root;
                 for seg in k.split('.') {
@@ -221,6 +230,14 @@ mod tests {
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
         q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_key_nested_past_any_member_is_left_out() {
+        // 200,000 levels overflowed the stack of the thread that walked them (the node aborted).
+        let deep = format!("{}1", "a.".repeat(200_000));
+        let (action, v) = query_to_json(&pairs(&[("Action", "ListQueues"), (&deep, "1"), ("QueueNamePrefix", "p")]));
+        assert_eq!((action.as_deref(), v), (Some("ListQueues"), json!({"QueueNamePrefix": "p"})));
     }
 
     #[test]
