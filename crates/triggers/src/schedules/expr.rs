@@ -122,16 +122,21 @@ impl Timing {
     pub fn next_due(&self, after_ms: i64) -> Option<i64> {
         match &self.expression {
             Expression::At(_) => None,
-            _ => self.at_or_after((after_ms + 1).max(self.start_ms.unwrap_or(i64::MIN))),
+            _ => self.at_or_after(after_ms.saturating_add(1).max(self.start_ms.unwrap_or(i64::MIN))),
         }
     }
 
     fn at_or_after(&self, from: i64) -> Option<i64> {
         let t = match &self.expression {
             Expression::At(_) => return None,
+            // Checked: a period of up to `i64::MAX` ms parses, and a due
+            // time past the clock's range is none (wrapped, it was a time
+            // long past, due again and again at once).
             Expression::Rate(period) => {
                 let origin = self.rate_origin();
-                origin + ((from - origin).max(0) as u64).div_ceil(*period as u64) as i64 * period
+                let periods =
+                    i64::try_from((from.saturating_sub(origin).max(0) as u64).div_ceil(*period as u64)).ok()?;
+                origin.checked_add(periods.checked_mul(*period)?)?
             }
             Expression::Cron(cron) => {
                 // croner counts in whole seconds: a start within a second
@@ -153,7 +158,8 @@ impl Timing {
             Expression::Rate(period) => {
                 let origin = self.rate_origin();
                 let end = self.end_ms.map_or(now_ms, |e| e.min(now_ms));
-                (origin + (end - origin).div_euclid(*period) * period).max(due_ms)
+                let passed = end.saturating_sub(origin).div_euclid(*period).checked_mul(*period);
+                passed.and_then(|p| origin.checked_add(p)).map_or(due_ms, |t| t.max(due_ms))
             }
             Expression::Cron(_) => {
                 let mut latest = due_ms;
@@ -262,6 +268,17 @@ mod tests {
         assert_eq!(next("at(2027-03-01T08:30:00)", "Asia/Tokyo", "2026-12-02T00:00:00Z"), "2027-02-28T23:30:00Z");
         // 02:30 does not exist in Berlin on 2027-03-28: the time after the gap.
         assert_eq!(next("at(2027-03-28T02:30:00)", "Europe/Berlin", "2026-12-02T00:00:00Z"), "2027-03-28T01:30:00Z");
+    }
+
+    #[test]
+    fn a_rate_past_the_clocks_range_comes_due_once_not_over_and_over() {
+        // 106,751,991,167 days is `i64::MAX` ms, less a little: the next due
+        // time wrapped to one long past, due at once, again and again.
+        let t = timing("rate(106751991167 days)", "UTC");
+        let now = ms("2026-12-02T00:00:00Z");
+        let first = t.first_due(now).unwrap();
+        assert_eq!(t.next_due(first), None);
+        assert_eq!(t.latest_due(first, now + 60_000).0, first);
     }
 
     #[test]
