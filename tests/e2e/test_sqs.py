@@ -467,3 +467,36 @@ def test_a_presigned_query_cannot_carry_another_body(server, sqs):
     status, _, raw = send("GET", req.url, swapped, {"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 403 and b"SignatureDoesNotMatch" in raw, raw[:300]
     assert sqs.get_queue_url(QueueName=name)["QueueUrl"] == url
+
+
+def test_a_receipt_handle_deletes_only_its_own_message_as_last_received(private_server):
+    """Receipt handles were the queue's name, the message's sequence number
+    (the node's, not the queue's) and a counter: a made-up one for queue A
+    deleted the stored row of B's message (gone after a restart), and one
+    from an earlier receive deleted a message received again since."""
+    import base64
+    srv = private_server()
+    sqs = sqs_client(srv)
+    a = sqs.create_queue(QueueName="qa")["QueueUrl"]
+    b = sqs.create_queue(QueueName="qb")["QueueUrl"]
+    sqs.send_message(QueueUrl=b, MessageBody="order")
+    for seq in range(1, 20):
+        for n in range(3):
+            forged = base64.b64encode(f"qa\n{seq}\n{n}".encode()).decode()
+            sqs.delete_message(QueueUrl=a, ReceiptHandle=forged)  # nothing of A's matches it
+
+    sqs.send_message(QueueUrl=a, MessageBody="twice")
+    first = sqs.receive_message(QueueUrl=a, VisibilityTimeout=0)["Messages"][0]
+    again = sqs.receive_message(QueueUrl=a, VisibilityTimeout=600)["Messages"][0]
+    assert again["MessageId"] == first["MessageId"] and again["ReceiptHandle"] != first["ReceiptHandle"]
+    sqs.delete_message(QueueUrl=a, ReceiptHandle=first["ReceiptHandle"])  # succeeds, as on AWS
+    attrs = sqs.get_queue_attributes(QueueUrl=a, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    assert attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1", "the stale handle deleted nothing"
+
+    srv.kill()
+    srv = private_server(data_dir=srv.data_dir)
+    sqs = sqs_client(srv)
+    got = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="qb")["QueueUrl"])["Messages"]
+    assert [m["Body"] for m in got] == ["order"]
+    got = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="qa")["QueueUrl"])["Messages"]
+    assert [m["Body"] for m in got] == ["twice"]

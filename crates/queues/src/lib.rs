@@ -171,7 +171,6 @@ pub struct Queues {
     account: String,
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     writer: mpsc::UnboundedSender<Job>,
-    receipts: AtomicU64,
     sequence: AtomicU64,
     moves: moves::Tasks,
 }
@@ -188,7 +187,6 @@ impl Queues {
             account: account.to_string(),
             queues: RwLock::default(),
             writer,
-            receipts: AtomicU64::new(rand::random::<u32>().into()),
             sequence: AtomicU64::new(0),
             moves: moves::Tasks::default(),
         });
@@ -712,7 +710,9 @@ impl Queues {
         };
         let (taken, next) = {
             let mut m = lock(&q.messages);
-            let taken = m.take(rules, || self.receipts.fetch_add(1, Ordering::Relaxed));
+            // Random, so that a receipt handle cannot be made up: one
+            // deletes only the message it names as of its latest receive.
+            let taken = m.take(rules, rand::random::<u64>);
             let next = m.next_visible(now);
             (taken, next)
         };
@@ -791,8 +791,10 @@ impl Queues {
     }
 
     /// Deletes messages by receipt handle, durably, in one transaction;
-    /// one result per handle (a handle of a message already gone succeeds,
-    /// as on AWS).
+    /// one result per handle. A handle of a message already gone, or of an
+    /// earlier receive of one received again since, succeeds and deletes
+    /// nothing, as on AWS ("the request succeeds, but the message might
+    /// not be deleted").
     pub async fn delete(&self, queue_arn: &str, receipt_handles: &[String]) -> Result<Vec<Result<()>>> {
         let q = self.by_arn(queue_arn)?;
         let name = lock(&q.doc).name.clone();
@@ -802,9 +804,13 @@ impl Queues {
             let mut m = lock(&q.messages);
             for h in receipt_handles {
                 match parse_receipt(h).filter(|(queue, ..)| *queue == name) {
-                    Some((_, seq, _)) => {
-                        m.remove(seq);
-                        writes.push(MessageWrite::Delete { seq });
+                    Some((_, seq, receipt)) => {
+                        // Only this queue's message, as of this receive:
+                        // sequence numbers are the node's, not the queue's.
+                        if m.get(seq).is_some_and(|l| l.receipt == Some(receipt)) {
+                            m.remove(seq);
+                            writes.push(MessageWrite::Delete { seq });
+                        }
                         results.push(Ok(()));
                     }
                     None => results.push(Err(Error::ReceiptHandleIsInvalid(h.clone()))),
