@@ -500,3 +500,22 @@ def test_a_receipt_handle_deletes_only_its_own_message_as_last_received(private_
     assert [m["Body"] for m in got] == ["order"]
     got = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="qa")["QueueUrl"])["Messages"]
     assert [m["Body"] for m in got] == ["twice"]
+
+
+def test_a_failed_move_task_leaves_the_messages_where_they_were(sqs):
+    """Messages sent straight to a dead-letter queue have no source to go
+    back to: the task fails and they stay (they vanished from the queue,
+    in memory, until the next restart)."""
+    dlq = new_queue(sqs, "dlq-direct")
+    dlq_arn = arn_of(sqs, dlq)
+    new_queue(sqs, "src-direct", RedrivePolicy=f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}')
+    for i in range(5):
+        sqs.send_message(QueueUrl=dlq, MessageBody=f"direct-{i}")
+    sqs.start_message_move_task(SourceArn=dlq_arn)
+    failed = wait_for(lambda: [t for t in sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+                               if t["Status"] == "FAILED"], "the move task to fail")
+    assert "no source queue" in failed[0]["FailureReason"]
+    bodies = set()
+    while got := sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=600).get("Messages"):
+        bodies |= {m["Body"] for m in got}
+    assert bodies == {f"direct-{i}" for i in range(5)}

@@ -130,20 +130,30 @@ impl Queues {
                 return Ok(());
             }
             let count = batch.len() as u64;
-            // Each message goes back to its own source unless a destination was given.
-            let mut by_dest: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+            // Each message goes back to its own source unless a destination
+            // was given. A batch that cannot all be moved is put back whole:
+            // the task fails and the messages stay, as on AWS.
+            let mut by_dest: std::collections::BTreeMap<Option<String>, Vec<_>> = Default::default();
             for l in batch {
-                let to = dest.map(str::to_string).or_else(|| l.message.dead_letter_source.clone());
-                let to =
-                    to.ok_or_else(|| Error::InvalidParameterValue("A message has no source queue to move to.".into()))?;
-                by_dest.entry(to).or_default().push(l);
+                by_dest
+                    .entry(dest.map(str::to_string).or_else(|| l.message.dead_letter_source.clone()))
+                    .or_default()
+                    .push(l);
             }
-            for (to, moving) in by_dest {
-                let target = match self.by_arn(&to) {
+            let put_back = |groups: Vec<Vec<crate::state::Live>>| {
+                let mut m = lock(&source.messages);
+                groups.into_iter().flatten().for_each(|l| m.insert(l));
+            };
+            if by_dest.contains_key(&None) {
+                put_back(by_dest.into_values().collect());
+                return Err(Error::InvalidParameterValue("A message has no source queue to move to.".into()));
+            }
+            let mut groups = by_dest.into_iter();
+            while let Some((to, moving)) = groups.next() {
+                let target = match self.by_arn(to.as_deref().unwrap_or_default()) {
                     Ok(t) => t,
                     Err(e) => {
-                        let mut m = lock(&source.messages);
-                        moving.into_iter().for_each(|l| m.insert(l));
+                        put_back(std::iter::once(moving).chain(groups.map(|(_, g)| g)).collect());
                         return Err(e);
                     }
                 };
