@@ -165,6 +165,9 @@ struct Job {
 }
 
 /// The SQS engine. Cheap to share (`Arc`).
+/// How often messages past their queue's retention period are removed.
+const EXPIRY_PERIOD: Duration = Duration::from_secs(60);
+
 pub struct Queues {
     meta: Arc<dyn QueueMeta>,
     region: String,
@@ -224,7 +227,36 @@ impl Queues {
         if !orphans.is_empty() {
             meta.apply_messages(&orphans).await?;
         }
+        let queues = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_PERIOD);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(queues) = queues.upgrade() else { return };
+                if let Err(e) = queues.expire(now_ms()).await {
+                    tracing::warn!(error = %e, "removing expired messages");
+                }
+            }
+        });
         Ok(this)
+    }
+
+    /// Removes every queue's messages past its retention period (a receive
+    /// drops those it meets, but a queue only sent to would keep them all,
+    /// in memory and on disk) and deduplication ids past their window.
+    pub async fn expire(&self, now: i64) -> Result<()> {
+        let queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut writes = Vec::new();
+        for q in queues {
+            let retention_ms = q.settings().retention_s * 1000;
+            let gone = lock(&q.messages).expire(now, retention_ms);
+            writes.extend(gone.into_iter().map(|seq| MessageWrite::Delete { seq }));
+        }
+        if !writes.is_empty() {
+            self.write(writes).await?;
+        }
+        Ok(())
     }
 
     pub fn region(&self) -> &str {
@@ -949,6 +981,21 @@ mod tests {
         let bodies: Vec<_> = got.iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["one", "two"]);
         assert!(got[0].attributes["SequenceNumber"] < got[1].attributes["SequenceNumber"]);
+    }
+
+    #[tokio::test]
+    async fn messages_past_their_retention_are_removed_though_nobody_receives() {
+        let (dir, qs) = engine().await;
+        let attrs = BTreeMap::from([("MessageRetentionPeriod".to_string(), "60".to_string())]);
+        let q = qs.create_queue("q", &attrs, &BTreeMap::new()).await.unwrap();
+        qs.send(&q.arn, text("old")).await.unwrap();
+        qs.expire(now_ms() + 59_000).await.unwrap();
+        assert_eq!(lock(&qs.named("q").unwrap().messages).len(), 1, "not yet");
+        qs.expire(now_ms() + 61_000).await.unwrap();
+        assert_eq!(lock(&qs.named("q").unwrap().messages).len(), 0);
+        drop(qs);
+        let meta = Arc::new(nimbus_store::SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+        assert!(meta.messages_after(None, 0, 10).await.unwrap().is_empty(), "nor kept on disk");
     }
 
     #[tokio::test]

@@ -130,6 +130,22 @@ impl Messages {
         self.dedup.insert(dedup_id.to_string(), (sent_ms + DEDUP_WINDOW_MS, message_id.to_string()));
     }
 
+    /// Removes the messages past `retention_ms` and the deduplication ids
+    /// past their window; the removed messages' sequence numbers.
+    pub fn expire(&mut self, now: i64, retention_ms: i64) -> Vec<i64> {
+        let gone: Vec<i64> = self
+            .by_seq
+            .iter()
+            .filter(|(_, l)| l.message.sent_ms.saturating_add(retention_ms) <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &gone {
+            self.remove(*seq);
+        }
+        self.dedup.retain(|_, (expires, _)| *expires > now);
+        gone
+    }
+
     pub fn forget(&mut self, dedup_id: &str) {
         self.dedup.remove(dedup_id);
     }
