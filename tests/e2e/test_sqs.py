@@ -519,3 +519,28 @@ def test_a_failed_move_task_leaves_the_messages_where_they_were(sqs):
     while got := sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=600).get("Messages"):
         bodies |= {m["Body"] for m in got}
     assert bodies == {f"direct-{i}" for i in range(5)}
+
+
+def test_group_and_deduplication_ids_and_system_attributes_are_checked_and_counted(sqs):
+    fifo = sqs.create_queue(QueueName=unique_name("ids") + ".fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    for kw in ({"MessageGroupId": "g\x01", "MessageDeduplicationId": "d"},
+               {"MessageGroupId": "g" * 129, "MessageDeduplicationId": "d"},
+               {"MessageGroupId": "g", "MessageDeduplicationId": "d" * 129},
+               {"MessageGroupId": "g", "MessageDeduplicationId": "d é"}):
+        with pytest.raises(ClientError) as e:
+            sqs.send_message(QueueUrl=fifo, MessageBody="x", **kw)
+        assert error_of(e)[0] == "InvalidParameterValue", kw
+    sqs.send_message(QueueUrl=fifo, MessageBody="x", MessageGroupId="g-1:{ok}", MessageDeduplicationId="d" * 128)
+
+    url = sqs.create_queue(QueueName=unique_name("sysattr"))["QueueUrl"]
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x",
+                         MessageSystemAttributes={"Anything": {"DataType": "String", "StringValue": "v"}})
+    assert error_of(e)[0] == "InvalidParameterValue"
+    trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-5759e988-bd862e3fe1be46a994272793"}}
+    assert sqs.send_message(QueueUrl=url, MessageBody="x", MessageSystemAttributes=trace)["MD5OfMessageSystemAttributes"]
+    # It counts towards the message's 256 KiB, as on AWS.
+    big = {"AWSTraceHeader": {"DataType": "String", "StringValue": "t" * 200_000}}
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="b" * 100_000, MessageSystemAttributes=big)
+    assert error_of(e)[0] == "InvalidParameterValue"

@@ -586,7 +586,16 @@ impl Queues {
         if !rules::valid_characters(&msg.body) {
             return Err(Error::InvalidMessageContents);
         }
-        let size = msg.body.len() + rules::check_message_attributes(&msg.attributes)?;
+        // An empty group id is a missing one (below, for FIFO).
+        let group_id = msg.group_id.as_ref().filter(|g| !g.is_empty());
+        for (name, id) in [("MessageGroupId", group_id), ("MessageDeduplicationId", msg.dedup_id.as_ref())] {
+            if let Some(id) = id {
+                rules::check_message_id_field(name, id)?;
+            }
+        }
+        let size = msg.body.len()
+            + rules::check_message_attributes(&msg.attributes)?
+            + rules::check_system_attributes(&msg.system_attributes)?;
         if size > settings.max_size {
             return Err(Error::InvalidParameterValue(format!(
                 "One or more parameters are invalid. Reason: Message must be shorter than {} bytes.",

@@ -218,6 +218,35 @@ pub fn valid_characters(s: &str) -> bool {
 
 /// Checks a message's attributes; returns their size as SQS counts it
 /// (name, type and value bytes).
+/// A `MessageGroupId` or `MessageDeduplicationId`: 1 to 128 characters,
+/// each alphanumeric or punctuation.
+pub fn check_message_id_field(name: &str, value: &str) -> Result<()> {
+    let fits = (1..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation());
+    if fits {
+        return Ok(());
+    }
+    Err(Error::InvalidParameterValue(format!(
+        "Value {value} for parameter {name} is invalid. Reason: {name} can only include alphanumeric and punctuation characters. 1 to 128 in length."
+    )))
+}
+
+/// Message system attributes: only `AWSTraceHeader`, a `String`; its
+/// size, which counts towards the message's.
+pub fn check_system_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Result<usize> {
+    for (name, value) in attrs {
+        if name != "AWSTraceHeader" {
+            return Err(Error::InvalidParameterValue(format!("Message system attribute name '{name}' is invalid.")));
+        }
+        if value.data_type != "String" || value.string.is_none() {
+            return Err(Error::InvalidParameterValue(
+                "Message system attribute 'AWSTraceHeader' must be of type String with a StringValue.".into(),
+            ));
+        }
+    }
+    check_message_attributes(attrs)
+}
+
 pub fn check_message_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Result<usize> {
     if attrs.len() > 10 {
         return Err(Error::InvalidParameterValue(format!(
