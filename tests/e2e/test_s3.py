@@ -778,3 +778,49 @@ def test_aws_cli(s3server, s3, tmp_path):
 
 def json_of(result):
     return json.loads(result.stdout)
+
+
+def test_metadata_tags_and_declared_sizes_meet_aws_limits(s3, s3server, bucket):
+    """User metadata is at most 2 KB (it was unbounded: kept in every
+    listing and cached read); tag keys may not start with `aws:` and hold
+    only the characters tags allow; a body declared over 5 GiB is refused
+    before it is read (it went to disk first)."""
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="meta", Body=b"x", Metadata={"big": "m" * 3000})
+    assert error_code(e) == "MetadataTooLarge"
+    with pytest.raises(ClientError) as e:
+        s3.create_multipart_upload(Bucket=bucket, Key="meta", Metadata={"big": "m" * 3000})
+    assert error_code(e) == "MetadataTooLarge"
+    s3.put_object(Bucket=bucket, Key="meta", Body=b"x", Metadata={"ok": "m" * 2000})
+    for key in ("aws:x", "a<>{}"):
+        with pytest.raises(ClientError) as e:
+            s3.put_object_tagging(Bucket=bucket, Key="meta", Tagging={"TagSet": [{"Key": key, "Value": "v"}]})
+        assert error_code(e) == "InvalidTag", key
+    s3.put_object_tagging(Bucket=bucket, Key="meta", Tagging={"TagSet": [{"Key": "team:é /x", "Value": "a+b=c@d"}]})
+
+    req = AWSRequest(method="PUT", url=f"{s3server.endpoint}/{bucket}/huge",
+                     headers={"Content-Length": str(6 << 30), "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    PayloadAsSent(Credentials(*s3server.credentials()), "s3", REGION).add_auth(req)
+    host, port = urlparse(s3server.endpoint).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+        sock.sendall(f"PUT /{bucket}/huge HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode())
+        answer = b""  # no byte of the body is sent
+        while b"</Error>" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ") and xml_code(answer) == "EntityTooLarge", answer[:300]
+
+
+def test_keys_holding_the_largest_character_are_listed_once(s3, bucket):
+    """The listing went past a common prefix by appending U+10FFFF, which
+    is not past a key holding it: the same prefix came back on every page."""
+    for key in ("p/1", "p/\U0010ffffx", "z"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"k")
+    paginator = s3.get_paginator("list_objects_v2")
+    pages = list(paginator.paginate(Bucket=bucket, Delimiter="/", PaginationConfig={"PageSize": 1}))
+    prefixes = [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    assert (prefixes, keys) == (["p/"], ["z"])
+    # Resuming at the prefix itself (as ListObjects' NextMarker does) ends: it never answered.
+    got = s3.list_objects_v2(Bucket=bucket, StartAfter="p/", Delimiter="/")
+    assert [o["Key"] for o in got["Contents"]] == ["z"] and not got["IsTruncated"]

@@ -89,6 +89,7 @@ impl Objects {
         let origin = self.origin(&req);
         let input = req.input;
         check_key(&input.key)?;
+        crate::s3::check_metadata(input.metadata.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let (source_bucket, source_key) = source(&input.copy_source)?;
         let src = self.object(source_bucket, source_key).await?;

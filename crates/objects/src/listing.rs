@@ -17,10 +17,30 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Sorts after every key that starts with `prefix`: the largest character
-/// follows it.
+/// Sorts after every key that starts with `prefix`, and before every other
+/// key after them: `prefix` followed by more of the largest character
+/// (U+10FFFF) than a key, at most 1,024 bytes, can hold after it. (One of
+/// them was not past a key that has one, whose listing then gave the same
+/// common prefix over and over.)
 pub fn past(prefix: &str) -> String {
-    format!("{prefix}{}", char::MAX)
+    let mut cursor = String::with_capacity(prefix.len() + 4 * padding(prefix.len()));
+    cursor.push_str(prefix);
+    cursor.extend(std::iter::repeat_n(char::MAX, padding(prefix.len())));
+    cursor
+}
+
+/// How many U+10FFFF [`past`] puts after a prefix of `len` bytes.
+fn padding(len: usize) -> usize {
+    crate::s3::KEY_MAX.saturating_sub(len) / 4 + 1
+}
+
+/// The prefix a cursor made by [`past`] goes past, or the cursor itself (a key).
+pub fn before_past(cursor: &str) -> &str {
+    let run = cursor.chars().rev().take_while(|c| *c == char::MAX).count();
+    let prefix = |k: usize| &cursor[..cursor.len() - 4 * k];
+    // The shortest such prefix: a cursor past `p/` is also one past `p/`
+    // and 255 U+10FFFF (which a key of 1,024 bytes cannot go past).
+    (1..=run).rev().map(prefix).find(|p| padding(p.len()) == (cursor.len() - p.len()) / 4).unwrap_or(cursor)
 }
 
 /// Up to `max` keys and common prefixes after `after`.
@@ -121,5 +141,24 @@ mod tests {
         let nested = list(&meta, "b", "p/", Some("/"), "", 10).await.unwrap();
         assert_eq!(names(&nested), ["p/1", "p/2", "p/q/"]);
         assert!(nested.next.is_none());
+    }
+
+    #[tokio::test]
+    async fn keys_holding_the_largest_character_are_listed_once() {
+        let max = char::MAX;
+        let odd = format!("p/{max}x");
+        let longest = format!("q/{}", max.to_string().repeat(255));
+        let (_dir, meta) = store(&["p/1", &odd, &longest, "z"]).await;
+        let all = list(&meta, "b", "", Some("/"), "", 10).await.unwrap();
+        assert_eq!(names(&all), ["z", "p/", "q/"], "objects, then common prefixes");
+        let first = list(&meta, "b", "", Some("/"), "", 1).await.unwrap();
+        let next = list(&meta, "b", "", Some("/"), first.next.as_deref().unwrap(), 10).await.unwrap();
+        assert_eq!(names(&next), ["z", "q/"]);
+        let by_marker = list(&meta, "b", "", Some("/"), &past("p/"), 10).await.unwrap();
+        assert_eq!(names(&by_marker), ["z", "q/"]);
+        let nested = list(&meta, "b", "p/", Some("/"), "", 10).await.unwrap();
+        assert_eq!(names(&nested), ["p/1", odd.as_str()]);
+        assert_eq!(before_past(&past("p/")), "p/");
+        assert_eq!(before_past(&odd), odd, "a key is its own");
     }
 }

@@ -120,6 +120,7 @@ impl Objects {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
         check_key(&input.key)?;
+        crate::s3::check_metadata(input.metadata.as_ref())?;
         self.bucket(&input.bucket).await?;
         let tags = parse_tagging(input.tagging.as_deref())?;
         let algorithm = input.checksum_algorithm.map(|a| a.as_str().to_ascii_uppercase());
@@ -201,6 +202,7 @@ impl Objects {
         let trailers = req.trailing_headers.clone();
         let input = req.input;
         let number = part_number(input.part_number)?;
+        crate::s3::check_declared_size(input.content_length)?;
         let (_, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         if let (Some(want), Some(got)) = (&upload.checksum_algorithm, &input.checksum_algorithm) {
             if !want.eq_ignore_ascii_case(got.as_str()) {
@@ -598,9 +600,7 @@ impl Objects {
         let enc = |s: String| if url { crate::s3::url_encode(&s) } else { s };
         let (initiator, owner) = self.owner();
         let (next_key, next_id) = match next {
-            Some((k, id)) => {
-                (Some(k.strip_suffix(char::MAX).unwrap_or(&k).to_string()), Some(id).filter(|i| !i.is_empty()))
-            }
+            Some((k, id)) => (Some(crate::listing::before_past(&k).to_string()), Some(id).filter(|i| !i.is_empty())),
             None => (None, None),
         };
         Ok(S3Response::new(ListMultipartUploadsOutput {

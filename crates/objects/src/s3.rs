@@ -19,7 +19,7 @@ use crate::Objects;
 /// Largest single PUT (5 GiB), as on AWS.
 pub(crate) const PUT_MAX: u64 = 5 << 30;
 /// Longest key in bytes.
-const KEY_MAX: usize = 1024;
+pub(crate) const KEY_MAX: usize = 1024;
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
     tracing::error!(error = %e, "object store failure");
@@ -293,6 +293,27 @@ impl Objects {
     }
 }
 
+/// AWS's bound on user-defined metadata: the UTF-8 bytes of its keys and
+/// values, together.
+const METADATA_MAX: usize = 2 << 10;
+
+pub(crate) fn check_metadata(metadata: Option<&Metadata>) -> S3Result<()> {
+    let size: usize = metadata.map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum());
+    if size > METADATA_MAX {
+        return Err(s3_error!(MetadataTooLarge, "Your metadata headers exceed the maximum allowed metadata size."));
+    }
+    Ok(())
+}
+
+/// A body declared larger than one request may carry is refused before it
+/// is read (it was written to disk up to 5 GiB first).
+pub(crate) fn check_declared_size(content_length: Option<i64>) -> S3Result<()> {
+    if content_length.is_some_and(|n| u64::try_from(n).unwrap_or(0) > PUT_MAX) {
+        return Err(write_error(WriteError::TooLarge(PUT_MAX)));
+    }
+    Ok(())
+}
+
 pub(crate) fn headers_of(
     content_type: Option<String>,
     content_encoding: Option<String>,
@@ -397,6 +418,8 @@ impl S3 for Objects {
         let origin = self.origin(&req);
         let input = req.input;
         check_key(&input.key)?;
+        check_metadata(input.metadata.as_ref())?;
+        check_declared_size(input.content_length)?;
         let bucket = self.bucket(&input.bucket).await?;
         let tags = parse_tagging(input.tagging.as_deref())?;
         let Some(body) = input.body else {
@@ -617,7 +640,7 @@ impl S3 for Objects {
         let enc = |s: String| if url { url_encode(&s) } else { s };
         // NextMarker is given only with a delimiter (clients use the last key otherwise).
         let next_marker = match (&page.next, &input.delimiter) {
-            (Some(n), Some(_)) => Some(enc(n.strip_suffix(char::MAX).unwrap_or(n).to_string())),
+            (Some(n), Some(_)) => Some(enc(listing::before_past(n).to_string())),
             _ => None,
         };
         Ok(S3Response::new(ListObjectsOutput {

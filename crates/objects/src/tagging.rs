@@ -17,7 +17,8 @@ const TAGS_MAX: usize = 10;
 const TAG_KEY_MAX: usize = 128;
 const TAG_VALUE_MAX: usize = 256;
 
-/// AWS's limits: 10 tags, keys of 1 to 128 characters, values of up to 256.
+/// AWS's limits: 10 tags, keys of 1 to 128 characters not starting with
+/// `aws:`, values of up to 256, of the characters tags allow.
 pub(crate) fn check_tags(tags: &BTreeMap<String, String>) -> S3Result<()> {
     if tags.len() > TAGS_MAX {
         let mut e = S3Error::with_message(
@@ -37,8 +38,23 @@ pub(crate) fn check_tags(tags: &BTreeMap<String, String>) -> S3Result<()> {
         if v.chars().count() > TAG_VALUE_MAX {
             return Err(s3_error!(InvalidTag, "The TagValue you have provided is too long, max {TAG_VALUE_MAX}"));
         }
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(s3_error!(InvalidTag, "Your TagKey cannot be prefixed with aws:"));
+        }
+        if !k.chars().all(tag_character) {
+            return Err(s3_error!(InvalidTag, "The TagKey you have provided is invalid"));
+        }
+        if !v.chars().all(tag_character) {
+            return Err(s3_error!(InvalidTag, "The TagValue you have provided is invalid"));
+        }
     }
     Ok(())
+}
+
+/// What a tag may hold: letters, numbers and spaces in any script, and
+/// `+ - = . _ : / @`.
+fn tag_character(c: char) -> bool {
+    c.is_alphanumeric() || c == ' ' || "+-=._:/@".contains(c)
 }
 
 impl Objects {

@@ -8,13 +8,15 @@
 //! before and after committing. A generation, taken before a read of the
 //! database, stops that read from caching what a write replaced meanwhile.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
 
 use nimbus_core::objects::{Bucket, ObjectInfo};
 
 const MAX_OBJECTS: usize = 8192;
+const MAX_BUCKETS: usize = 4096;
+/// What the objects' entries may hold: their keys, metadata, tags and
+/// small objects' bytes.
 const MAX_BYTES: usize = 64 << 20;
 
 pub(crate) struct ObjectCache {
@@ -23,20 +25,33 @@ pub(crate) struct ObjectCache {
 
 struct Inner {
     generation: u64,
-    buckets: HashMap<String, Option<Bucket>>,
+    /// Names looked up, found or not (any name reaches a lookup).
+    buckets: lru::LruCache<String, Option<Bucket>>,
     objects: lru::LruCache<(String, String), Option<ObjectInfo>>,
-    /// Bytes of small objects held in `objects`.
+    /// What `objects` holds, by [`size`].
     bytes: usize,
 }
 
-fn size(o: &Option<ObjectInfo>) -> usize {
-    o.as_ref().and_then(|o| o.data.as_ref()).map_or(0, |d| d.len())
+/// What an object's entry holds beyond its fixed size: its name (a key
+/// looked up and not found too), metadata, tags and a small object's bytes.
+fn size((bucket, key): &(String, String), o: &Option<ObjectInfo>) -> usize {
+    let held = o.as_ref().map_or(0, |o| {
+        let pairs =
+            |m: &std::collections::BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        o.data.as_ref().map_or(0, |d| d.len()) + pairs(&o.headers.metadata) + pairs(&o.tags)
+    });
+    bucket.len() + key.len() + held
 }
 
 impl Default for ObjectCache {
     fn default() -> Self {
-        let cap = NonZeroUsize::new(MAX_OBJECTS).unwrap_or(NonZeroUsize::MIN);
-        let inner = Inner { generation: 0, buckets: HashMap::new(), objects: lru::LruCache::new(cap), bytes: 0 };
+        let cap = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        let inner = Inner {
+            generation: 0,
+            buckets: lru::LruCache::new(cap(MAX_BUCKETS)),
+            objects: lru::LruCache::new(cap(MAX_OBJECTS)),
+            bytes: 0,
+        };
         Self { inner: Mutex::new(inner) }
     }
 }
@@ -58,7 +73,7 @@ impl ObjectCache {
     pub fn keep_bucket(&self, generation: u64, name: &str, b: Option<Bucket>) {
         let mut c = self.lock();
         if c.generation == generation {
-            c.buckets.insert(name.to_string(), b);
+            c.buckets.put(name.to_string(), b);
         }
     }
 
@@ -72,13 +87,14 @@ impl ObjectCache {
         if c.generation != generation {
             return;
         }
-        c.bytes += size(&o);
-        if let Some((_, old)) = c.objects.push((bucket.to_string(), key.to_string()), o) {
-            c.bytes -= size(&old);
+        let name = (bucket.to_string(), key.to_string());
+        c.bytes += size(&name, &o);
+        if let Some((old_name, old)) = c.objects.push(name, o) {
+            c.bytes -= size(&old_name, &old);
         }
         while c.bytes > MAX_BYTES {
             match c.objects.pop_lru() {
-                Some((_, old)) => c.bytes -= size(&old),
+                Some((old_name, old)) => c.bytes -= size(&old_name, &old),
                 None => break,
             }
         }
@@ -106,11 +122,12 @@ impl Around<'_> {
         c.generation += 1;
         match self.key {
             None => {
-                c.buckets.remove(self.bucket);
+                c.buckets.pop(self.bucket);
             }
             Some(key) => {
-                if let Some(old) = c.objects.pop(&(self.bucket.to_string(), key.to_string())) {
-                    c.bytes -= size(&old);
+                let name = (self.bucket.to_string(), key.to_string());
+                if let Some(old) = c.objects.pop(&name) {
+                    c.bytes -= size(&name, &old);
                 }
             }
         }
@@ -165,5 +182,19 @@ mod tests {
         let c = cache.lock();
         assert!(c.bytes <= MAX_BYTES && c.bytes >= MAX_BYTES - (1 << 20), "{}", c.bytes);
         assert!(c.objects.peek(&("b".into(), "0".into())).is_none(), "the least recently read went first");
+    }
+
+    #[test]
+    fn names_looked_up_and_not_found_are_bounded_too() {
+        // Any name reaches a lookup: 16 KB keys and bucket names that do not exist.
+        let cache = ObjectCache::default();
+        let long = "k".repeat(16 << 10);
+        for i in 0..MAX_BYTES / (16 << 10) + 100 {
+            cache.keep_object(cache.generation(), "b", &format!("{long}{i}"), None);
+            cache.keep_bucket(cache.generation(), &format!("{long}{i}"), None);
+        }
+        let c = cache.lock();
+        assert!(c.bytes <= MAX_BYTES, "{}", c.bytes);
+        assert!(c.objects.len() < MAX_BYTES / (16 << 10) && c.buckets.len() == MAX_BUCKETS);
     }
 }
