@@ -452,20 +452,29 @@ def test_a_query_nested_past_any_member_is_answered_and_the_node_stays_up(server
 
 
 def test_a_presigned_query_cannot_carry_another_body(server, sqs):
-    """A presigned SQS URL covers the body it was made for (here none):
-    with `UNSIGNED-PAYLOAD` accepted, whoever held a URL for GetQueueUrl
-    could send it with a body naming another action, which wins."""
-    from botocore.auth import S3SigV4QueryAuth
+    """A presigned SQS URL covers the body it was made for (here none).
+    `UNSIGNED-PAYLOAD` was accepted undeclared, so whoever held a URL
+    presigned that way (as S3's are) could send it with a body naming
+    another action, which wins over the query's."""
+    from botocore.auth import S3SigV4QueryAuth, SigV4QueryAuth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
     from conftest import send
     name = unique_name("presigned")
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    req = AWSRequest(method="GET", url=f"{server.endpoint}/?Action=GetQueueUrl&QueueName={name}")
-    S3SigV4QueryAuth(Credentials(*server.credentials()), "sqs", REGION, expires=60).add_auth(req)
     swapped = urllib.parse.urlencode({"Action": "DeleteQueue", "QueueUrl": url}).encode()
-    status, _, raw = send("GET", req.url, swapped, {"Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 403 and b"SignatureDoesNotMatch" in raw, raw[:300]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    def presigned(signer):
+        req = AWSRequest(method="GET", url=f"{server.endpoint}/?Action=GetQueueUrl&QueueName={name}")
+        signer(Credentials(*server.credentials()), "sqs", REGION, expires=60).add_auth(req)
+        return req.url
+
+    status, _, raw = send("GET", presigned(SigV4QueryAuth))
+    assert status == 200 and url.encode() in raw, raw[:300]
+    for signer in (SigV4QueryAuth, S3SigV4QueryAuth):
+        status, _, raw = send("GET", presigned(signer), swapped, form)
+        assert status == 403 and b"SignatureDoesNotMatch" in raw, (signer, raw[:300])
     assert sqs.get_queue_url(QueueName=name)["QueueUrl"] == url
 
 

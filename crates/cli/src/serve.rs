@@ -48,20 +48,20 @@ pub struct ServeArgs {
     /// Host uids the sandboxes run as, `FIRST-LAST`: one per function
     /// environment or ECS task, each with a group of the same number, so
     /// that per-user kernel limits (processes, inotify instances) are each
-    /// sandbox's own. Reserve the range for this node: no host user or
-    /// other node may use it.
-    #[arg(long, env = "NIMBUS_SANDBOX_UIDS", default_value = "1879048192-1879113727",
-          value_parser = nimbus_sandbox::users::parse_range)]
-    sandbox_uids: std::ops::RangeInclusive<u32>,
+    /// sandbox's own; no host user or other node may use them. Default: a
+    /// range of 65,536 from 1879048192 (0x70000000) to 1895825407 that no
+    /// other node of the host holds (a lock file each, in /run/nimbus).
+    #[arg(long, env = "NIMBUS_SANDBOX_UIDS", value_parser = nimbus_sandbox::users::parse_range)]
+    sandbox_uids: Option<std::ops::RangeInclusive<u32>>,
     /// The most memory (MB) all of this node's sandboxes (environments and
     /// ECS tasks) may use together; past it the kernel reclaims and then
-    /// kills within them, never the node. Default: the host's memory less an
-    /// eighth (at least 1 GiB).
+    /// kills within them, never the node. Default: the host's memory less a
+    /// reserve of an eighth (at least 1 GiB, at most half).
     #[arg(long, env = "NIMBUS_SANDBOX_MEMORY_MB")]
     sandbox_memory_mb: Option<u64>,
     /// The most processes and threads all of this node's sandboxes may have
     /// together. Default: the host's `pid_max` (or `threads-max`, if less)
-    /// less an eighth (at least 4,096).
+    /// less a reserve of an eighth (at least 4,096, at most half).
     #[arg(long, env = "NIMBUS_SANDBOX_PIDS")]
     sandbox_pids: Option<u64>,
     /// Seconds before the first retry of a failed async invocation; the
@@ -190,6 +190,26 @@ fn effective_uid() -> Option<u32> {
 fn node_group(data_dir: &std::path::Path) -> String {
     use sha2::Digest;
     format!("nimbus-{}", &hex::encode(sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes()))[..12])
+}
+
+/// The host users this node's sandboxes run as: the range given, or one no
+/// other node of the host holds, tried from one its data directory picks.
+fn sandbox_users(
+    range: Option<std::ops::RangeInclusive<u32>>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<nimbus_sandbox::users::Users> {
+    use nimbus_sandbox::users::{Users, SLOTS};
+    let users = match range {
+        Some(range) => Users::new(range),
+        None => {
+            use sha2::Digest;
+            let hash = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+            Users::claim(std::path::Path::new("/run/nimbus/sandbox-uids"), u32::from(hash[0]) % SLOTS)
+        }
+    }
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(uids = ?users.range(), "sandboxes run as users of their own");
+    Ok(users)
 }
 
 /// The runtimes a node can run: in a sandbox, only interpreters it sees.
@@ -529,7 +549,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 publishing: Default::default(),
                 cgroups: cgroups.ok(),
                 cgroup_group: node_group(&data_dir),
-                users: nimbus_sandbox::users::Users::new(args.sandbox_uids.clone()).map_err(anyhow::Error::msg)?,
+                users: sandbox_users(args.sandbox_uids.clone(), &data_dir)?,
                 ceiling,
             })
         }

@@ -164,10 +164,10 @@ struct Job {
     done: Option<oneshot::Sender<Result<Vec<i64>>>>,
 }
 
-/// The SQS engine. Cheap to share (`Arc`).
 /// How often messages past their queue's retention period are removed.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(60);
 
+/// The SQS engine. Cheap to share (`Arc`).
 pub struct Queues {
     meta: Arc<dyn QueueMeta>,
     region: String,

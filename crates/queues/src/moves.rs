@@ -131,8 +131,8 @@ impl Queues {
             }
             let count = batch.len() as u64;
             // Each message goes back to its own source unless a destination
-            // was given. A batch that cannot all be moved is put back whole:
-            // the task fails and the messages stay, as on AWS.
+            // was given. A batch with a message that has nowhere to go is put
+            // back whole: the task fails and the messages stay, as on AWS.
             let mut by_dest: std::collections::BTreeMap<Option<String>, Vec<_>> = Default::default();
             for l in batch {
                 by_dest
@@ -148,21 +148,28 @@ impl Queues {
                 put_back(by_dest.into_values().collect());
                 return Err(Error::InvalidParameterValue("A message has no source queue to move to.".into()));
             }
-            let mut groups = by_dest.into_iter();
-            while let Some((to, moving)) = groups.next() {
-                let target = match self.by_arn(to.as_deref().unwrap_or_default()) {
-                    Ok(t) => t,
+            // Every target first: none missing, nothing moved yet.
+            let mut targets = Vec::with_capacity(by_dest.len());
+            for (to, moving) in by_dest {
+                match self.by_arn(to.as_deref().unwrap_or_default()) {
+                    Ok(target) => targets.push((target, moving)),
                     Err(e) => {
-                        put_back(std::iter::once(moving).chain(groups.map(|(_, g)| g)).collect());
+                        put_back(targets.into_iter().map(|(_, g)| g).chain([moving]).collect());
                         return Err(e);
                     }
-                };
-                self.transfer(&target, moving, |m| {
+                }
+            }
+            let mut targets = targets.into_iter();
+            while let Some((target, moving)) = targets.next() {
+                let reset = |m: &mut crate::StoredMessage| {
                     m.receive_count = 0;
                     m.first_receive_ms = None;
                     m.dead_letter_source = None;
-                })
-                .await?;
+                };
+                if let Err(e) = self.transfer(&target, moving, reset).await {
+                    put_back(targets.map(|(_, g)| g).collect());
+                    return Err(e);
+                }
             }
             self.moves.update(handle, |t| t.moved += count);
             if let Some(r) = rate {

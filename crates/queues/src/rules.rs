@@ -216,8 +216,6 @@ pub fn valid_characters(s: &str) -> bool {
     )
 }
 
-/// Checks a message's attributes; returns their size as SQS counts it
-/// (name, type and value bytes).
 /// A `MessageGroupId` or `MessageDeduplicationId`: 1 to 128 characters,
 /// each alphanumeric or punctuation.
 pub fn check_message_id_field(name: &str, value: &str) -> Result<()> {
@@ -247,6 +245,8 @@ pub fn check_system_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Resu
     check_message_attributes(attrs)
 }
 
+/// Checks a message's attributes; returns their size as SQS counts it
+/// (name, type and value bytes).
 pub fn check_message_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Result<usize> {
     if attrs.len() > 10 {
         return Err(Error::InvalidParameterValue(format!(

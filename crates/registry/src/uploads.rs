@@ -249,12 +249,16 @@ async fn append_to(u: &mut Upload, range: Option<(u64, u64)>, body: impl BodyStr
     }
     u.touched = Instant::now();
     let (size, hasher) = (u.size, u.hasher.clone());
+    // Closed until the chunk is applied or rolled back: were this future
+    // dropped meanwhile, its size and hash would be ahead of its file.
+    u.closed = true;
     let written = write_chunk(u, body, range.map(|(s, e)| e - s + 1)).await;
     if written.is_err() {
         tokio::fs::OpenOptions::new().write(true).open(&u.path).await?.set_len(size).await?;
         u.size = size;
         u.hasher = hasher;
     }
+    u.closed = false;
     written
 }
 

@@ -66,8 +66,8 @@ pub struct Ceiling {
 
 impl Ceiling {
     /// The host's memory and process ids (its `pid_max` or `threads-max`,
-    /// whichever is less), less an eighth of each for the rest of the host,
-    /// and at least 1 GiB and 4,096 ids.
+    /// whichever is less), less a reserve for the node and the rest of the
+    /// host: an eighth of each, at least 1 GiB and 4,096 ids, at most half.
     pub fn of_host() -> io::Result<Self> {
         let number = |path: &str| -> io::Result<u64> {
             let text = std::fs::read_to_string(path)?;
@@ -80,7 +80,7 @@ impl Ceiling {
             .map(|kb| kb << 10)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no MemTotal in /proc/meminfo"))?;
         let ids = number("/proc/sys/kernel/pid_max")?.min(number("/proc/sys/kernel/threads-max")?);
-        let less_reserve = |total: u64, least: u64| total.saturating_sub((total / 8).max(least));
+        let less_reserve = |total: u64, least: u64| total - (total / 8).max(least).min(total / 2);
         Ok(Self { memory_bytes: less_reserve(memory, 1 << 30), pids: less_reserve(ids, 4096) })
     }
 

@@ -9,15 +9,22 @@
 //! only after every id never handed out, then in the order they came back:
 //! a sandbox's last processes have long been reaped by then, even one
 //! whose cgroup could not be removed.
+//!
+//! Nodes of one host do not share ids: unless told a range, a node claims
+//! one of [`SLOTS`] ranges (from one its data directory picks) by a lock
+//! file it holds while it runs.
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 
-/// The range the node's sandboxes run as by default: 65,536 ids at
-/// `0x7000_0000`, above the ranges systemd gives to host users, dynamic
-/// users and `systemd-nspawn`'s containers (which end at `0x6FFF_FFFF`).
-pub const DEFAULT_RANGE: RangeInclusive<u32> = 0x7000_0000..=0x7000_FFFF;
+/// Where claimed ranges start: above the ranges systemd gives to host
+/// users, dynamic users and `systemd-nspawn`'s containers (which end at
+/// `0x6FFF_FFFF`).
+const SLOTS_FROM: u32 = 0x7000_0000;
+/// Ranges a node may claim, of [`SLOT`] ids each (up to `0x70FF_FFFF`).
+pub const SLOTS: u32 = 256;
+const SLOT: u32 = 1 << 16;
 
 /// Gives out ids of a range, each to one holder at a time.
 #[derive(Debug, Clone)]
@@ -29,13 +36,11 @@ pub struct Users {
 struct Pool {
     first: u32,
     count: u64,
-    /// Where fresh ids start (an offset into the range), so that two nodes
-    /// started on one host with the same range do not begin with the same
-    /// ids.
-    start: u64,
     /// How many ids were ever handed out fresh.
     fresh: u64,
     returned: VecDeque<u32>,
+    /// The lock on a claimed range, held while the pool lives.
+    _claim: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// One sandbox's user: its uid, with a group of the same number. The id
@@ -72,18 +77,41 @@ impl Users {
             return Err(format!("the sandbox user range {first}-{last} holds 0, 65534 or 4294967295"));
         }
         let count = u64::from(last - first) + 1;
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let start = (u64::from(seed) ^ u64::from(std::process::id()) << 16) % count;
-        Ok(Self { pool: Arc::new(Mutex::new(Pool { first, count, start, fresh: 0, returned: VecDeque::new() })) })
+        let pool = Pool { first, count, fresh: 0, returned: VecDeque::new(), _claim: None };
+        Ok(Self { pool: Arc::new(Mutex::new(pool)) })
+    }
+
+    /// Claims the first range no other node of the host holds, trying
+    /// from slot `from` on: a lock file per range under `locks`, held
+    /// while the pool lives.
+    pub fn claim(locks: &std::path::Path, from: u32) -> Result<Self, String> {
+        use nix::fcntl::{Flock, FlockArg};
+        std::fs::create_dir_all(locks).map_err(|e| format!("creating {}: {e}", locks.display()))?;
+        for slot in (0..SLOTS).map(|i| (from + i) % SLOTS) {
+            let path = locks.join(format!("{slot}.lock"));
+            let file = std::fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+            if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                let first = SLOTS_FROM + slot * SLOT;
+                let users = Self::new(first..=first + (SLOT - 1))?;
+                users.pool.lock().unwrap_or_else(|e| e.into_inner())._claim = Some(lock);
+                return Ok(users);
+            }
+        }
+        Err(format!("every sandbox user range under {} is held by another node", locks.display()))
+    }
+
+    /// The ids this pool gives out.
+    pub fn range(&self) -> RangeInclusive<u32> {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.first..=pool.first + (pool.count - 1) as u32
     }
 
     /// An id no other holder has; `None` when every id of the range is held.
     pub fn take(&self) -> Option<User> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let id = if pool.fresh < pool.count {
-            let offset = (pool.start + pool.fresh) % pool.count;
             pool.fresh += 1;
-            pool.first + offset as u32
+            pool.first + (pool.fresh - 1) as u32
         } else {
             pool.returned.pop_front()?
         };
@@ -126,6 +154,19 @@ mod tests {
         let first = users.take().unwrap().id();
         let next = users.take().unwrap().id();
         assert_ne!(first, next, "the returned id waits until every fresh one is out");
+    }
+
+    #[test]
+    fn nodes_of_one_host_claim_ranges_of_their_own() {
+        let locks = tempfile::tempdir().unwrap();
+        let a = Users::claim(locks.path(), 7).unwrap();
+        let b = Users::claim(locks.path(), 7).unwrap();
+        assert_eq!(a.range(), 0x7007_0000..=0x7007_FFFF);
+        assert_eq!(b.range(), 0x7008_0000..=0x7008_FFFF, "the next free one");
+        drop(a);
+        assert_eq!(Users::claim(locks.path(), 7).unwrap().range(), 0x7007_0000..=0x7007_FFFF, "free again");
+        let last = Users::claim(locks.path(), SLOTS - 1).unwrap();
+        assert_eq!(*last.range().end(), 0x70FF_FFFF);
     }
 
     #[test]

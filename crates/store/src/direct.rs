@@ -122,7 +122,10 @@ where
 {
     use futures_util::StreamExt;
     let finished = |done: Result<Result<T, E>, tokio::task::JoinError>| done.map_err(std::io::Error::other)?;
-    let (mut idle, mut running) = (None, Some(tokio::task::spawn_blocking(move || job(state, first))));
+    let (mut idle, mut running) = match first.is_empty() {
+        true => (Some(state), None),
+        false => (None, Some(tokio::task::spawn_blocking(move || job(state, first)))),
+    };
     let (mut batch, mut held, mut ended) = (Vec::new(), 0, false);
     loop {
         let next = match (&mut running, ended || held >= BATCH_MAX) {

@@ -33,12 +33,18 @@ struct Inner {
 }
 
 /// What an object's entry holds beyond its fixed size: its name (a key
-/// looked up and not found too), metadata, tags and a small object's bytes.
+/// looked up and not found too), metadata, tags, part sizes and a small
+/// object's bytes.
 fn size((bucket, key): &(String, String), o: &Option<ObjectInfo>) -> usize {
     let held = o.as_ref().map_or(0, |o| {
         let pairs =
             |m: &std::collections::BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        o.data.as_ref().map_or(0, |d| d.len()) + pairs(&o.headers.metadata) + pairs(&o.tags)
+        o.data.as_ref().map_or(0, |d| d.len())
+            + pairs(&o.headers.metadata)
+            + pairs(&o.tags)
+            + o.part_sizes.len() * 8
+            + o.etag.len()
+            + o.file.len()
     });
     bucket.len() + key.len() + held
 }

@@ -619,9 +619,15 @@ impl Worker {
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(e.to_string()))?;
         if let Some(python) = python {
-            // A user of its own while it runs, as a sandbox has.
-            let user = self.settings.sandbox.as_ref().and_then(|sb| sb.users.take());
-            bytecode::byte_compile(&python, &staging, user.as_ref().map(|u| (u.id(), u.id()))).await;
+            // A user of its own while it runs, as a sandbox has; none left:
+            // no compiling (imports compile), never as the node's root.
+            match &self.settings.sandbox {
+                Some(sb) => match sb.users.take() {
+                    Some(user) => bytecode::byte_compile(&python, &staging, Some((user.id(), user.id()))).await,
+                    None => tracing::warn!(dir = %dir.display(), "no sandbox user left to byte-compile as"),
+                },
+                None => bytecode::byte_compile(&python, &staging, None).await,
+            }
         }
         let target = dir.to_path_buf();
         tokio::task::spawn_blocking(move || unpack::publish(&staging, &target))
