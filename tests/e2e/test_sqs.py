@@ -553,3 +553,20 @@ def test_group_and_deduplication_ids_and_system_attributes_are_checked_and_count
     with pytest.raises(ClientError) as e:
         sqs.send_message(QueueUrl=url, MessageBody="b" * 100_000, MessageSystemAttributes=big)
     assert error_of(e)[0] == "InvalidParameterValue"
+
+
+def test_visibility_stays_within_12_hours_of_the_receive_and_numbers_are_numbers(sqs):
+    url = sqs.create_queue(QueueName=unique_name("limits"))["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    handle = sqs.receive_message(QueueUrl=url, VisibilityTimeout=43200)["Messages"][0]["ReceiptHandle"]
+    with pytest.raises(ClientError) as e:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=43200)
+    assert error_of(e)[0] == "InvalidParameterValue" and "43200 seconds" in error_of(e)[1]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=600)
+    for attribute in ({"DataType": "Number", "StringValue": "NaN"},
+                      {"DataType": "Number", "StringValue": "inf"},
+                      {"DataType": "String." + "x" * 300, "StringValue": "v"}):
+        with pytest.raises(ClientError) as e:
+            sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes={"a": attribute})
+        assert error_of(e)[0] == "InvalidParameterValue", attribute
+    sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes={"a": {"DataType": "Number", "StringValue": "-1.5e3"}})

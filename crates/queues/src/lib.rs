@@ -221,6 +221,7 @@ impl Queues {
                     visible_at: row.message.visible_ms,
                     message: row.message,
                     receipt: None,
+                    received_at: 0,
                 });
             }
         }
@@ -565,7 +566,7 @@ impl Queues {
         {
             let mut m = lock(&q.messages);
             for ((_, message), seq) in stored.into_iter().zip(seqs) {
-                m.insert(Live { seq, visible_at: message.visible_ms, message, receipt: None });
+                m.insert(Live { seq, visible_at: message.visible_ms, message, receipt: None, received_at: 0 });
             }
         }
         q.notify.notify_waiters();
@@ -689,7 +690,7 @@ impl Queues {
     /// start, which loads every stored message.
     pub fn adopt(&self, queue_arn: &str, seq: i64, message: StoredMessage) -> Result<()> {
         let q = self.by_arn(queue_arn)?;
-        lock(&q.messages).insert(Live { seq, visible_at: message.visible_ms, message, receipt: None });
+        lock(&q.messages).insert(Live { seq, visible_at: message.visible_ms, message, receipt: None, received_at: 0 });
         q.notify.notify_waiters();
         Ok(())
     }
@@ -792,7 +793,7 @@ impl Queues {
         {
             let mut dest = lock(&to.messages);
             for (m, seq) in messages.into_iter().zip(seqs) {
-                dest.insert(Live { seq, visible_at: m.visible_ms, message: m, receipt: None });
+                dest.insert(Live { seq, visible_at: m.visible_ms, message: m, receipt: None, received_at: 0 });
             }
         }
         to.notify.notify_waiters();
@@ -880,9 +881,16 @@ impl Queues {
         let now = now_ms();
         {
             let mut m = lock(&q.messages);
-            match m.get(seq) {
-                Some(l) if l.receipt == Some(receipt) && l.in_flight(now) => {}
+            let received_at = match m.get(seq) {
+                Some(l) if l.receipt == Some(receipt) && l.in_flight(now) => l.received_at,
                 _ => return Err(Error::MessageNotInflight(receipt_handle.to_string())),
+            };
+            // At most 12 hours from the receive in all, as on AWS.
+            if now + i64::try_from(timeout.as_millis()).unwrap_or(0) - received_at > 43_200_000 {
+                return Err(Error::InvalidParameterValue(format!(
+                    "Value {} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]",
+                    timeout.as_secs()
+                )));
             }
             m.set_visible_at(seq, now + i64::try_from(timeout.as_millis()).unwrap_or(0));
         }

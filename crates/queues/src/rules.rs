@@ -267,10 +267,15 @@ pub fn check_message_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Res
         if !name_ok {
             return Err(Error::InvalidParameterValue(format!("Message (user) attribute name '{name}' is invalid.")));
         }
+        if v.data_type.len() > 256 {
+            return Err(Error::InvalidParameterValue(format!(
+                "The type of message (user) attribute '{name}' is invalid: longer than 256 characters."
+            )));
+        }
         let base = v.data_type.split('.').next().unwrap_or_default();
         let (ok, kind) = match base {
             "String" => (v.string.as_deref().is_some_and(|s| !s.is_empty() && valid_characters(s)), "String"),
-            "Number" => (v.string.as_deref().is_some_and(|s| s.trim().parse::<f64>().is_ok()), "Number"),
+            "Number" => (v.string.as_deref().is_some_and(is_number), "Number"),
             "Binary" => (v.binary.as_ref().is_some_and(|b| !b.is_empty()), "Binary"),
             _ => {
                 return Err(Error::InvalidParameterValue(format!(
@@ -289,6 +294,13 @@ pub fn check_message_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Res
             + v.binary.as_ref().map_or(0, Vec::len);
     }
     Ok(size)
+}
+
+/// A `Number` attribute's value: a finite decimal number (`NaN`, `inf` and
+/// the like, which Rust's parser takes, are not).
+fn is_number(s: &str) -> bool {
+    let s = s.trim();
+    s.parse::<f64>().is_ok_and(f64::is_finite) && s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
 }
 
 /// AWS's MD5 over message attributes: for each attribute in name order, the

@@ -19,6 +19,8 @@ pub struct Live {
     /// The receipt of its latest receive; `None` if never received since
     /// this node started.
     pub receipt: Option<u64>,
+    /// When that receive was.
+    pub received_at: i64,
 }
 
 impl Live {
@@ -199,6 +201,7 @@ impl Messages {
                 live.message.receive_count += 1;
                 live.message.first_receive_ms.get_or_insert(rules.now);
                 live.receipt = Some(receipt());
+                live.received_at = rules.now;
                 taken.received.push(live.clone());
             }
         }
@@ -262,6 +265,7 @@ mod tests {
             },
             visible_at: 0,
             receipt: None,
+            received_at: 0,
         }
     }
 
