@@ -343,3 +343,19 @@ def test_object_tagging(s3, lone, bucket):
     with pytest.raises(ClientError) as e:
         s3.get_object_tagging(Bucket=bucket, Key="missing")
     assert error_code(e) == "NoSuchKey"
+
+
+def test_a_part_replaced_during_completion_is_an_invalid_part_and_the_upload_remains(s3, server, bucket):
+    """Completion copies the part files it listed; an UploadPart of the same
+    number meanwhile replaces one (its file goes). That was answered
+    NoSuchUpload while the upload remained, so a client never aborted it.
+    The race is made certain here by removing the part's file."""
+    before = object_files(server)
+    upload, etags = upload_parts(s3, bucket, "raced", [b"a" * 1000])
+    (part_file,) = object_files(server) - before
+    (Path(server.data_dir) / "objects" / "data" / part_file).unlink()
+    with pytest.raises(ClientError) as e:
+        complete(s3, bucket, "raced", upload, [(1, etags[0])])
+    assert error_code(e) == "InvalidPart"
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [upload]
+    s3.abort_multipart_upload(Bucket=bucket, Key="raced", UploadId=upload)

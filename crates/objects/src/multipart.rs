@@ -405,14 +405,19 @@ impl Objects {
         let full = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
         let algorithm = upload.checksum_algorithm.as_deref();
         let files: Vec<String> = parts.iter().map(|p| p.file.clone()).collect();
-        let (file, size, sums) = self.files.concat(&files, hasher(algorithm.filter(|_| full))).await.map_err(|e| {
-            // A part file goes only when its upload ends: another request ended it.
-            if e.kind() == std::io::ErrorKind::NotFound {
-                no_such_upload()
-            } else {
-                internal(e)
+        let (file, size, sums) = match self.files.concat(&files, hasher(algorithm.filter(|_| full))).await {
+            Ok(done) => done,
+            // A part file goes when its upload ends (another request ended
+            // it), or when the part is uploaded again meanwhile: then the
+            // part named is not the part stored, and the upload remains.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(match self.upload(&input.bucket, &input.key, &upload.id).await {
+                    Ok(_) => invalid_part(),
+                    Err(_) => no_such_upload(),
+                });
             }
-        })?;
+            Err(e) => return Err(internal(e)),
+        };
         let checksum = match algorithm {
             Some(a) if full => checksum_of(&sums, a),
             Some(a) => composite(a, &parts),
