@@ -145,17 +145,20 @@ held, kept = [], []
 
 def handler(event, context):
     stop = threading.Event()
-    started = 0
+    threads = []
     try:
-        while started < event.get("threads", 0):
-            threading.Thread(target=stop.wait, daemon=True).start()
-            started += 1
+        while len(threads) < event.get("threads", 0):
+            threads.append(threading.Thread(target=stop.wait, daemon=True))
+            threads[-1].start()
     except RuntimeError:  # can't start new thread
-        pass
+        threads.pop()
+    started = len(threads)
     if event.get("hold"):
         held.append(stop)
     else:
         stop.set()
+        for t in threads:  # their ids are free again before this returns
+            t.join()
     if event.get("mb"):
         kept.append(bytearray(event["mb"] << 20))
         for i in range(0, len(kept[-1]), 4096):
@@ -188,15 +191,16 @@ def test_all_sandboxes_together_stay_under_the_nodes_ceiling(tmp_path):
         limit = memory / ("memory.limit_in_bytes" if memory.parent.name == "memory" else "memory.max")
         assert (int(limit.read_text()), int((pids / "pids.max").read_text())) == (900 << 20, 1400)
         # Memory: A keeps 500 MB; C's 500 MB more cannot be had beside it:
-        # within the ceiling the kernel kills one of them (either may be
-        # the larger when it looks).
+        # within the ceiling the kernel kills one of them, or both (either
+        # may be the larger when it looks, and a victim's memory goes back
+        # only once it is reaped).
         _, got = call(lam, a, {"mb": 500})
         assert got["kept_mb"] == 500, got
         r, c_got = call(lam, c, {"mb": 500})
         c_killed = r.get("FunctionError") == "Unhandled" and c_got["errorType"].startswith("Runtime.")
         _, a_got = call(lam, a, {})
         a_killed = a_got["kept_mb"] == 0  # a new environment
-        assert c_killed != a_killed, (c_got, a_got)
+        assert c_killed or a_killed, (c_got, a_got)
         assert node.proc.poll() is None
     finally:
         node.stop()
