@@ -188,8 +188,14 @@ fn effective_uid() -> Option<u32> {
 /// The cgroup parent of this node: one per (absolute) data directory, so
 /// that nodes sharing a host never touch each other's environments.
 fn node_group(data_dir: &std::path::Path) -> String {
+    format!("nimbus-{}", &hex::encode(data_dir_digest(data_dir))[..12])
+}
+
+/// What names a node's own things on a shared host: a digest of its
+/// (absolute) data directory.
+fn data_dir_digest(data_dir: &std::path::Path) -> [u8; 32] {
     use sha2::Digest;
-    format!("nimbus-{}", &hex::encode(sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes()))[..12])
+    sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes()).into()
 }
 
 /// The host users this node's sandboxes run as: the range given, or one no
@@ -202,9 +208,8 @@ fn sandbox_users(
     let users = match range {
         Some(range) => Users::new(range),
         None => {
-            use sha2::Digest;
-            let hash = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-            Users::claim(std::path::Path::new("/run/nimbus/sandbox-uids"), u32::from(hash[0]) % SLOTS)
+            let from = u32::from(data_dir_digest(data_dir)[0]) % SLOTS;
+            Users::claim(std::path::Path::new("/run/nimbus/sandbox-uids"), from)
         }
     }
     .map_err(anyhow::Error::msg)?;

@@ -216,13 +216,7 @@ impl Queues {
                 }
                 let seq_no = row.message.sequence_number.as_deref().and_then(|s| s.parse::<u64>().ok());
                 this.sequence.fetch_max(seq_no.unwrap_or(0), Ordering::Relaxed);
-                m.insert(Live {
-                    seq: row.seq,
-                    visible_at: row.message.visible_ms,
-                    message: row.message,
-                    receipt: None,
-                    received_at: 0,
-                });
+                m.insert(Live::new(row.seq, row.message));
             }
         }
         if !orphans.is_empty() {
@@ -566,7 +560,7 @@ impl Queues {
         {
             let mut m = lock(&q.messages);
             for ((_, message), seq) in stored.into_iter().zip(seqs) {
-                m.insert(Live { seq, visible_at: message.visible_ms, message, receipt: None, received_at: 0 });
+                m.insert(Live::new(seq, message));
             }
         }
         q.notify.notify_waiters();
@@ -690,7 +684,7 @@ impl Queues {
     /// start, which loads every stored message.
     pub fn adopt(&self, queue_arn: &str, seq: i64, message: StoredMessage) -> Result<()> {
         let q = self.by_arn(queue_arn)?;
-        lock(&q.messages).insert(Live { seq, visible_at: message.visible_ms, message, receipt: None, received_at: 0 });
+        lock(&q.messages).insert(Live::new(seq, message));
         q.notify.notify_waiters();
         Ok(())
     }
@@ -793,7 +787,7 @@ impl Queues {
         {
             let mut dest = lock(&to.messages);
             for (m, seq) in messages.into_iter().zip(seqs) {
-                dest.insert(Live { seq, visible_at: m.visible_ms, message: m, receipt: None, received_at: 0 });
+                dest.insert(Live::new(seq, m));
             }
         }
         to.notify.notify_waiters();

@@ -159,13 +159,13 @@ impl Queues {
                     }
                 }
             }
+            let reset = |m: &mut crate::StoredMessage| {
+                m.receive_count = 0;
+                m.first_receive_ms = None;
+                m.dead_letter_source = None;
+            };
             let mut targets = targets.into_iter();
             while let Some((target, moving)) = targets.next() {
-                let reset = |m: &mut crate::StoredMessage| {
-                    m.receive_count = 0;
-                    m.first_receive_ms = None;
-                    m.dead_letter_source = None;
-                };
                 if let Err(e) = self.transfer(&target, moving, reset).await {
                     put_back(targets.map(|(_, g)| g).collect());
                     return Err(e);

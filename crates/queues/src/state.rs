@@ -24,6 +24,12 @@ pub struct Live {
 }
 
 impl Live {
+    /// A message not received since this node started, visible when it
+    /// says (`visible_ms`).
+    pub fn new(seq: i64, message: StoredMessage) -> Self {
+        Self { seq, visible_at: message.visible_ms, message, receipt: None, received_at: 0 }
+    }
+
     pub fn in_flight(&self, now: i64) -> bool {
         self.receipt.is_some() && self.visible_at > now
     }
@@ -246,9 +252,9 @@ mod tests {
     use super::*;
 
     fn live(seq: i64, group: Option<&str>) -> Live {
-        Live {
+        Live::new(
             seq,
-            message: StoredMessage {
+            StoredMessage {
                 id: format!("m{seq}"),
                 body: format!("b{seq}"),
                 attributes: Default::default(),
@@ -263,10 +269,7 @@ mod tests {
                 sequence_number: None,
                 dead_letter_source: None,
             },
-            visible_at: 0,
-            receipt: None,
-            received_at: 0,
-        }
+        )
     }
 
     fn rules(now: i64, max: usize) -> TakeRules {

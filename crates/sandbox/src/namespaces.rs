@@ -18,8 +18,8 @@
 //!    there.
 //! 2. [`stage_two`] mounts a fresh `/proc` in the root, pivots into it,
 //!    drops every capability, becomes the sandbox's own unprivileged user
-//!    ([`crate::users`]) with `no_new_privs`, installs the seccomp filter, sets AWS's resource
-//!    limits, and executes the program.
+//!    ([`crate::users`]) with `no_new_privs`, installs the seccomp filter,
+//!    sets AWS's resource limits, and executes the program.
 //!
 //! For a container image, the root is instead the image's flattened
 //! root (read-only; `nimbus-images` made its mount points; an ECS container

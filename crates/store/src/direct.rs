@@ -97,7 +97,7 @@ impl BlockWriter {
 
 /// Bytes received while a batch is worked on, at most: bounds the memory a
 /// body held up by a slow disk (or digest) can take.
-pub const BATCH_MAX: usize = 8 << 20;
+const BATCH_MAX: usize = 8 << 20;
 
 /// Hands `first`, then the chunks of `body` as they arrive, to `job` in
 /// batches on the blocking pool, one job at a time, each taking the state

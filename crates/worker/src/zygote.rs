@@ -40,11 +40,10 @@ impl Zygote {
     /// Starts `interpreter` on `script` with a template's environment
     /// (`env`), as root on the host: it joins each sandbox's namespaces to
     /// fork into it, and its children drop the privilege before anything
-    /// else runs. What is the
-    /// same for every environment is said once, in its first message: the
-    /// seccomp programs, each a list of
-    /// `[code, jt, jf, k]`: those the zygote installs on itself, which its
-    /// children inherit, and those each child adds (see
+    /// else runs. What is the same for every environment is said once, in
+    /// its first message: the seccomp programs, each a list of `[code, jt,
+    /// jf, k]`: those the zygote installs on itself, which its children
+    /// inherit, and those each child adds (see
     /// [`nimbus_sandbox::seccomp::split`]).
     pub fn start(interpreter: &str, script: &Path, env: Vec<(String, String)>) -> std::io::Result<Self> {
         let (inherited, own) =
