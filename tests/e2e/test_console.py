@@ -24,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import BIN, ROLE, Server, create, function_log, make_zip, nimbus_cli, send, unique_name, wait_for
+from conftest import BIN, ROLE, Server, aws_client, create, function_log, make_zip, nimbus_cli, send, unique_name, wait_for
 
 # Prints a line with markup in it, and answers with markup: both must reach
 # the page as text.
@@ -360,6 +360,84 @@ def test_a_page_of_another_origin_cannot_use_the_session(node, browser):
                         {"Cookie": cookie, "Content-Type": "application/json", "Origin": node.endpoint})
     assert status == 200
     starts = wait_for(lambda: [e for e in function_log(node, name) if e["message"].startswith("START")], "the invoke")
+    assert len(starts) == 1, starts
+
+
+# A tenant's page served on the console's own origin: a path-form function
+# URL's answer, or an S3 object behind a presigned URL. It tries what a
+# same-origin page could: read and drive the console API with the
+# operator's session, keep storage of the origin, and put a service worker
+# over the whole origin (the function serves one, with the header that lets
+# its scope be `/`).
+TENANT_PAGE = """<!doctype html><title>tenant</title><pre id=out></pre><script>
+(async () => {
+  const out = {origin: window.origin};
+  try {
+    const r = await fetch("/console/api/functions", {credentials: "include"});
+    out.read = r.status;
+  } catch (e) { out.read = e.name; }
+  try {
+    const r = await fetch(%s, {method: "POST", credentials: "include",
+      headers: {"Content-Type": "application/json"}, body: '{"payload": "{}"}'});
+    out.invoke = r.status;
+  } catch (e) { out.invoke = e.name; }
+  try { localStorage.setItem("k", "v"); out.storage = "kept"; } catch (e) { out.storage = e.name; }
+  try {
+    await navigator.serviceWorker.register("sw.js", {scope: "/"});
+    out.worker = "registered";
+  } catch (e) { out.worker = e.name; }
+  document.getElementById("out").textContent = JSON.stringify(out);
+})();
+</script>"""
+
+TENANT_APP = r'''
+import json, os
+
+def handler(event, context):
+    if event["rawPath"].endswith("/sw.js"):
+        return {"statusCode": 200, "body": "self.addEventListener('fetch', () => {});",
+                "headers": {"content-type": "text/javascript", "service-worker-allowed": "/"}}
+    return {"statusCode": 200, "headers": {"content-type": "text/html"}, "body": os.environ["PAGE"]}
+'''
+
+
+def test_a_tenants_page_on_the_consoles_origin_runs_without_its_privileges(node, browser):
+    victim = unique_name("console-victim")
+    lam = deploy(node, victim)
+    page = TENANT_PAGE % json.dumps(f"/console/api/functions/{victim}/invoke")
+    tenant = unique_name("console-tenant")
+    create(lam, tenant, make_zip({"app.py": TENANT_APP}), Environment={"Variables": {"PAGE": page}})
+    url = lam.create_function_url_config(FunctionName=tenant, AuthType="NONE")["FunctionUrl"]
+    lam.add_permission(FunctionName=tenant, StatementId="public", Action="lambda:InvokeFunctionUrl",
+                       Principal="*", FunctionUrlAuthType="NONE")
+    assert url.startswith(node.endpoint + "/lambda-url/"), url
+    s3 = aws_client(node, "s3")
+    s3.create_bucket(Bucket="tenant-pages")
+    s3.put_object(Bucket="tenant-pages", Key="page.html", Body=page.encode(), ContentType="text/html")
+    presigned = s3.generate_presigned_url("get_object", Params={"Bucket": "tenant-pages", "Key": "page.html"})
+
+    d = browser
+    sign_in_with_keys(d, node)
+    until(d, lambda d: css(d, "#sign-out"), "the console")
+    for where in (url, presigned):
+        d.get(where)
+        out = json.loads(until(d, lambda d: text_of(d, "#out"), f"the page's attempts at {where}"))
+        # The page's scripts run, in an origin of no one's: the console's
+        # answers are not its to read, its JSON post fails the preflight
+        # the console never grants, and the origin's storage and service
+        # workers are out of its reach.
+        assert out["origin"] == "null", out
+        assert out["read"] == "TypeError" and out["invoke"] == "TypeError", out
+        assert out["storage"] == "SecurityError" and out["worker"] in ("SecurityError", "TypeError"), out
+    # The console still works for the operator, with the same session.
+    d.get(node.endpoint + "/console/")
+    until(d, lambda d: css(d, "#sign-out"), "the console after the tenant's pages")
+    # No invoke reached the victim through the console: a legitimate one afterwards is its only one.
+    cookie = session_cookie(node)
+    status, _, _ = send("POST", f"{node.endpoint}/console/api/functions/{victim}/invoke", b'{"payload": "{}"}',
+                        {"Cookie": cookie, "Content-Type": "application/json", "Origin": node.endpoint})
+    assert status == 200
+    starts = wait_for(lambda: [e for e in function_log(node, victim) if e["message"].startswith("START")], "the invoke")
     assert len(starts) == 1, starts
 
 

@@ -119,6 +119,11 @@ def test_the_host_form_routes_by_host(server, lam):
     ev = json.loads(resp.read())["event"]
     assert resp.status == 200
     assert ev["rawPath"] == "/some/path" and ev["requestContext"]["domainName"] == name
+    # A name of its own is an origin of its own, as on AWS: the browser is
+    # told nothing more. The path form shares the console's origin, so its
+    # pages are sandboxed (test_console.py has what a browser makes of it).
+    assert resp.getheader("content-security-policy") is None
+    assert requests.get(url, timeout=30).headers["content-security-policy"].startswith("sandbox allow-scripts")
 
 
 def test_responses_map_as_aws_maps_them(server, lam):

@@ -30,7 +30,7 @@ use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, Request};
+use axum::http::{header, HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
@@ -159,10 +159,13 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     // A function URL's address wins over a scope naming another service:
     // such a request is an AWS_IAM URL call signed for the wrong service,
     // and is refused.
-    let mut resp = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
-        urls::serve(&api, req, at, &request_id).instrument(span).await
+    let (mut resp, own_origin) = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
+        let own_origin = at.own_origin;
+        (urls::serve(&api, req, at, &request_id).instrument(span).await, own_origin)
     } else {
-        match front(&req) {
+        let front = front(&req);
+        let own_origin = matches!(front, Front::Console);
+        let resp = match front {
             Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
             Front::Ecs => ecs::serve(&api, req).instrument(span).await,
             Front::Registry => registry::serve(&api, req).instrument(span).await,
@@ -180,10 +183,15 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
             Front::Table => {
                 serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response)
             }
-        }
+        };
+        (resp, own_origin)
     };
     let refused = resp.status().is_client_error() || resp.status().is_server_error();
     let headers = resp.headers_mut();
+    if !own_origin {
+        // Appended, so that a policy of a function's own cannot lift it.
+        headers.append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SANDBOX));
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);
     }
@@ -196,6 +204,15 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     }
     resp
 }
+
+/// What a browser may do with a page of the listener's shared origin that
+/// is not the console's: a path-form function URL's answer, an S3 object
+/// behind a presigned URL, any API body. Such a page is written by a
+/// tenant, and the console's origin is the operator's: as a sandbox without
+/// `allow-same-origin` its origin is opaque, so its scripts run but cannot
+/// use the console's session, read another URL's cookies or storage, or
+/// register a service worker over the origin.
+const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
 
 /// The fronts a request can be served by (function URLs aside).
 enum Front {

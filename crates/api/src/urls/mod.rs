@@ -59,6 +59,9 @@ pub struct Addressed {
     pub path: String,
     /// The name the URL was reached by (the event's `domainName`).
     pub domain: String,
+    /// Reached by its own host name, so a browser gives it an origin of its
+    /// own, as AWS's URLs have; the path form shares the API's.
+    pub own_origin: bool,
 }
 
 /// Whether a request is for a function URL rather than an AWS API: its
@@ -68,11 +71,16 @@ pub fn address(headers: &HeaderMap, path: &str) -> Option<Addressed> {
     let domain = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
     let mut labels = domain.split('.');
     if let (Some(id), Some("lambda-url")) = (labels.next(), labels.next()) {
-        return Some(Addressed { url_id: id.to_string(), path: path.to_string(), domain: domain.to_string() });
+        return Some(Addressed {
+            url_id: id.to_string(),
+            path: path.to_string(),
+            domain: domain.to_string(),
+            own_origin: true,
+        });
     }
     let rest = path.strip_prefix(PATH_PREFIX)?;
     let (id, tail) = rest.split_once('/').map_or((rest, ""), |(id, tail)| (id, tail));
-    Some(Addressed { url_id: id.to_string(), path: format!("/{tail}"), domain: domain.to_string() })
+    Some(Addressed { url_id: id.to_string(), path: format!("/{tail}"), domain: domain.to_string(), own_origin: false })
 }
 
 /// The function URL protocol's errors, with AWS's statuses and messages.
