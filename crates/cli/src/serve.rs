@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// less a reserve of an eighth (at least 4,096, at most half).
     #[arg(long, env = "NIMBUS_SANDBOX_PIDS")]
     sandbox_pids: Option<u64>,
+    /// The most client connections the listener holds open at once; the
+    /// next waits in the kernel's backlog until one closes, so that clients
+    /// cannot take the descriptors the node's own work needs. Default: a
+    /// quarter of the node's open-files limit.
+    #[arg(long, env = "NIMBUS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's head; an idle
+    /// keep-alive connection is closed after as long.
+    #[arg(long, env = "NIMBUS_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
     /// Seconds before the first retry of a failed async invocation; the
     /// second retry waits twice as long (AWS: about 60).
     #[arg(long, env = "NIMBUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
@@ -474,6 +484,22 @@ fn url_base(args: &ServeArgs, addr: SocketAddr) -> nimbus_api::UrlBase {
     }
 }
 
+/// Raises the soft open-files limit to the hard one, as Go's runtime does
+/// (sandboxes set their own): each client connection, environment and
+/// published port of an ECS task holds descriptors in the node. Returns the
+/// limit in force.
+fn raise_open_files() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => usize::try_from(hard).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+            usize::try_from(soft).unwrap_or(usize::MAX)
+        }
+    }
+}
+
 /// Binds the address without listening yet: a port that is taken fails
 /// the start before anything is created, and clients are refused (not left
 /// waiting) until the node is ready to serve.
@@ -497,6 +523,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let socket = reserve(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let open_files = raise_open_files();
+    let limits = nimbus_http::Limits {
+        connections: args.max_connections.unwrap_or(open_files / 4).max(1),
+        header_read: Some(std::time::Duration::from_secs(args.header_timeout)),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     // Absolute from here on: mount tables and cgroup names speak in absolute paths.
@@ -563,16 +594,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // isolation). Under the worker's directory, so that the mounts a killed
     // node left are cleared with the worker's at the next start.
     let task_runtime = sandbox.as_ref().map(|sb| {
-        // Each published port holds two listeners on the node (the host's
-        // and the task network's) and each connection to it two sockets.
-        // The soft open-files limit goes up to the hard one, as Go's
-        // runtime does; sandboxes set their own.
-        use nix::sys::resource::{getrlimit, setrlimit, Resource};
-        if let Err(e) =
-            getrlimit(Resource::RLIMIT_NOFILE).and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard))
-        {
-            tracing::warn!(error = %e, "cannot raise the open files limit");
-        }
         Arc::new(nimbus_containers::SandboxRuntime {
             exe: sb.exe.clone(),
             dir: data_dir.join("worker").join("tasks"),
@@ -711,7 +732,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
         // The peer address becomes function URL events' `sourceIp`.
-        nimbus_http::serve(listener, nimbus_api::router(api), stop).await;
+        nimbus_http::serve(listener, nimbus_api::router(api), stop, limits).await;
         // The minute under way, which the flusher would write when it ends.
         if let Err(e) = metrics.flush().await {
             tracing::error!(error = %e, "cannot store the last minute's metrics");

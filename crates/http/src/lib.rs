@@ -26,42 +26,47 @@ use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+/// What one listener lets its clients hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once: the next waits in the listener's backlog
+    /// until one closes, so that clients cannot take every descriptor the
+    /// node needs for its own work.
+    pub connections: usize,
+    /// How long a client may take to send a request's head, counted from
+    /// when the connection is ready for it (so an idle keep-alive
+    /// connection closes after this long too). `None` waits without end.
+    pub header_read: Option<Duration>,
+}
+
+/// How often a listener whose slots are all taken says so.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 /// Serves `router` on `listener` until `stop` completes, then waits for
 /// the open connections to finish their requests. The peer's address is
 /// each request's `ConnectInfo<SocketAddr>`.
-pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, stop: impl Future<Output = ()>) {
-    serve_limited(listener, router, stop, None).await
-}
-
-/// As [`serve`], with at most `connections` open at once: the next waits
-/// in the listener's backlog until one closes. For a listener a sandbox
-/// reaches, so that it cannot hold the node's descriptors without end.
-pub async fn serve_at_most(
+pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     stop: impl Future<Output = ()>,
-    connections: usize,
+    limits: Limits,
 ) {
-    serve_limited(listener, router, stop, Some(Arc::new(tokio::sync::Semaphore::new(connections)))).await
-}
-
-async fn serve_limited(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    stop: impl Future<Output = ()>,
-    limit: Option<Arc<tokio::sync::Semaphore>>,
-) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read);
     // Dropped at the stop: every connection sees its sender closed.
     let (stopping, stopped) = tokio::sync::watch::channel(());
     let (done_tx, mut done) = tokio::sync::mpsc::channel::<Infallible>(1);
     tokio::pin!(stop);
+    let mut full_since: Option<std::time::Instant> = None;
     loop {
-        let permit = match &limit {
-            Some(limit) => tokio::select! {
-                permit = limit.clone().acquire_owned() => permit.ok(),
-                () = &mut stop => break,
-            },
-            None => None,
+        if slots.available_permits() == 0 && full_since.is_none_or(|t| t.elapsed() > FULL_WARNING_EVERY) {
+            tracing::warn!(connections = limits.connections, "every connection slot is taken; new clients wait");
+            full_since = Some(std::time::Instant::now());
+        }
+        let permit = tokio::select! {
+            Ok(permit) = slots.clone().acquire_owned() => permit,
+            () = &mut stop => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -80,10 +85,9 @@ async fn serve_limited(
         });
         let mut stopped = stopped.clone();
         let done = done_tx.clone();
+        let http1 = http1.clone();
         tokio::spawn(Repoll::new(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
+            let connection = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
             tokio::pin!(connection);
             let mut stopping = false;
             loop {

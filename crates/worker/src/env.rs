@@ -1048,7 +1048,10 @@ impl Env {
         let cgroup = cgroup.map(Arc::new);
         let router = crate::runtime_api::router(shared.clone());
         let api_task = tokio::spawn(async move {
-            nimbus_http::serve_at_most(listener, router, std::future::pending(), SANDBOX_CONNECTIONS).await;
+            // No head timeout: a runtime's connection idles between
+            // invokes for as long as the environment stays warm.
+            let limits = nimbus_http::Limits { connections: SANDBOX_CONNECTIONS, header_read: None };
+            nimbus_http::serve(listener, router, std::future::pending(), limits).await;
         });
         let logs = shared.clone();
         tokio::spawn(async move {
