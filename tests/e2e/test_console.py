@@ -240,6 +240,31 @@ def test_nothing_is_served_without_a_session(node):
     assert status == 401
 
 
+def test_the_page_runs_only_the_script_it_names(node):
+    nonces = []
+    for _ in range(2):
+        status, headers, page = send("GET", f"{node.endpoint}/console/")
+        assert status == 200
+        csp = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+        nonce = csp["script-src"].removeprefix("'nonce-").removesuffix("'")
+        assert csp["script-src"] == csp["style-src"] == f"'nonce-{nonce}'" and len(nonce) >= 22
+        assert f'<script src="/console/app.js" nonce="{nonce}" defer>'.encode() in page
+        nonces.append(nonce)
+    assert nonces[0] != nonces[1]
+
+
+def test_a_forged_cookie_of_the_same_name_does_not_sign_the_operator_out(node):
+    name = unique_name("console-two-cookies")
+    deploy(node, name)
+    cookie = session_cookie(node)
+    # As a browser sends them: a cookie set for a longer path comes first.
+    status, headers, body = send("GET", f"{node.endpoint}/console/api/functions/{name}/code",
+                                 headers={"Cookie": f"nimbus_console=forged; {cookie}"})
+    assert status == 200 and body.startswith(b"PK")
+    # Nothing of a session's is for a cache to keep.
+    assert headers["Cache-Control"] == "no-store"
+
+
 def test_signing_out_ends_the_live_logs(node):
     name = unique_name("console-out")
     lam = deploy(node, name)

@@ -40,6 +40,18 @@ def handler(event, context):
         return {"statusCode": "not a number"}
     if case == "huge":
         return "x" * (6 * 1024 * 1024 + 200)
+    if case == "smuggle":
+        # A body that would be the connection's next response, were the
+        # function's own framing headers believed.
+        return {"statusCode": 200, "headers": {"content-length": "0", "connection": "keep-alive",
+                                               "content-type": "text/plain"},
+                "body": "HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n<h1>evil</h1>"}
+    if case in ("100", "101", "103"):
+        return {"statusCode": int(case), "headers": {"upgrade": "websocket", "connection": "upgrade"}}
+    if case == "origin-wide":
+        return {"statusCode": 200, "headers": {"service-worker-allowed": "/", "clear-site-data": '"cookies"'},
+                "cookies": ["nimbus_console=forged; Path=/console/api; Max-Age=31536000", "mine=1; Path=/"],
+                "body": "ok"}
 '''
 APP_ZIP = make_zip({"app.py": APP})
 
@@ -124,6 +136,51 @@ def test_the_host_form_routes_by_host(server, lam):
     # pages are sandboxed (test_console.py has what a browser makes of it).
     assert resp.getheader("content-security-policy") is None
     assert requests.get(url, timeout=30).headers["content-security-policy"].startswith("sandbox allow-scripts")
+
+
+def test_a_functions_framing_headers_are_renamed_and_informational_statuses_refused(server, lam):
+    _, url = make_url(lam, server)
+    host, port = urllib.parse.urlsplit(server.endpoint).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    path = urllib.parse.urlsplit(url).path
+    conn.request("GET", path + "?case=smuggle")
+    first = conn.getresponse()
+    # The body is the function's, whole; its Content-Length is renamed, as AWS renames it.
+    assert first.read() == b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n<h1>evil</h1>"
+    assert first.getheader("x-amzn-Remapped-content-length") == "0"
+    assert first.getheader("x-amzn-Remapped-connection") == "keep-alive"
+    # The next response on the same connection is the next request's.
+    conn.request("GET", path + "?case=string")
+    second = conn.getresponse()
+    assert (second.status, second.read()) == (200, b'"Hello"')
+    for case in ("100", "101", "103"):
+        conn.request("GET", path + f"?case={case}")
+        r = conn.getresponse()
+        assert r.status == 502 and json.loads(r.read()) == {"Message": "Internal Server Error"}, case
+        assert r.getheader("upgrade") is None
+
+
+def test_a_path_form_answer_cannot_act_on_the_shared_origin(server, lam):
+    _, url = make_url(lam, server)
+    r = requests.get(url, params={"case": "origin-wide"}, timeout=30)
+    assert r.status_code == 200 and r.text == "ok"
+    # Its own cookie stays; one named as the console's session, and the
+    # headers that act on the whole origin, are dropped.
+    assert r.raw.headers.getlist("set-cookie") == ["mine=1; Path=/"]
+    assert "service-worker-allowed" not in r.headers and "clear-site-data" not in r.headers
+    # The host form is an origin of its own, and keeps them.
+    host, port = urllib.parse.urlsplit(server.endpoint).netloc.split(":")
+    r = requests.get(f"{server.endpoint}/?case=origin-wide", timeout=30,
+                     headers={"Host": f"{url_id(url)}.lambda-url.{REGION}.localhost:{port}"})
+    assert len(r.raw.headers.getlist("set-cookie")) == 2 and r.headers["service-worker-allowed"] == "/"
+
+
+def test_a_callers_forwarded_for_is_followed_by_the_peer(server, lam):
+    _, url = make_url(lam, server)
+    ev = event_of(requests.get(url, headers={"X-Forwarded-For": "10.9.8.7"}, timeout=30))
+    assert ev["headers"]["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+    assert ev["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
+    assert event_of(requests.get(url, timeout=30))["headers"]["x-forwarded-for"] == "127.0.0.1"
 
 
 def test_responses_map_as_aws_maps_them(server, lam):

@@ -42,12 +42,10 @@ enum Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let mut resp = match self {
+        match self {
             Self::Refused(status, message) => (status, axum::Json(json!({ "message": message }))).into_response(),
             Self::Api(e) => e.into_response(),
-        };
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
+        }
     }
 }
 
@@ -55,9 +53,8 @@ fn now_ms(now: SystemTime) -> i64 {
     now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A JSON answer the browser must not cache.
 fn ok<T: Serialize>(v: &T) -> R {
-    Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(v)).into_response())
+    Ok(axum::Json(v).into_response())
 }
 
 fn refuse(status: StatusCode, message: &str) -> Failure {
@@ -93,7 +90,15 @@ fn query_pairs(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// Every answer of the API is the session's: no cache may keep one (a
+/// function's code, its environment).
 pub(super) async fn serve(api: &Api, req: Request<Body>, rest: String) -> Response {
+    let mut resp = answer(api, req, rest).await;
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn answer(api: &Api, req: Request<Body>, rest: String) -> Response {
     let method = req.method().clone();
     if rest == "links" && method == Method::POST {
         return links(api, req).await.unwrap_or_else(IntoResponse::into_response);
@@ -106,8 +111,10 @@ pub(super) async fn serve(api: &Api, req: Request<Body>, rest: String) -> Respon
     if rest == "login" && method == Method::POST {
         return login(api, req, now).await.unwrap_or_else(IntoResponse::into_response);
     }
-    let token = auth::cookie_token(req.headers()).unwrap_or_default().to_string();
-    let Some(session_end) = api.console.expires(&token, now) else {
+    // Any live one: a cookie of the same name that a page of the origin
+    // set for a longer path comes first, and must not sign the operator out.
+    let live = auth::cookie_tokens(req.headers()).find_map(|t| Some((t.to_string(), api.console.expires(t, now)?)));
+    let Some((token, session_end)) = live else {
         return refuse(StatusCode::UNAUTHORIZED, "Sign in to use the console.").into_response();
     };
     let segments: Vec<String> = rest.split('/').map(decode).collect();
@@ -173,11 +180,7 @@ async fn login(api: &Api, req: Request<Body>, now: SystemTime) -> R {
         return Err(refuse(StatusCode::UNAUTHORIZED, why));
     }
     let token = api.console.open(now);
-    Ok((
-        [(header::SET_COOKIE, auth::session_cookie(&token)), (header::CACHE_CONTROL, "no-store".into())],
-        axum::Json(json!({})),
-    )
-        .into_response())
+    Ok(([(header::SET_COOKIE, auth::session_cookie(&token))], axum::Json(json!({}))).into_response())
 }
 
 fn session(api: &Api) -> R {
@@ -444,6 +447,5 @@ async fn live_logs(api: &Api, name: &str, token: String, session_end: SystemTime
             Some((Ok(Bytes::from(frame)), (None, tail)))
         }
     });
-    Ok(([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-store")], Body::from_stream(frames))
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(frames)).into_response())
 }

@@ -105,14 +105,15 @@ pub fn is_node_key(node: &Credentials, access_key_id: &str, secret: &str) -> boo
     bool::from(id & secret)
 }
 
-/// The session token a request's cookie carries.
-pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+/// The session tokens a request's cookies carry (a browser sends every
+/// cookie of the name whose path covers the request's).
+pub fn cookie_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
 /// The `Set-Cookie` that starts a session: HttpOnly (scripts cannot read
@@ -121,6 +122,12 @@ pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
 /// serves plain HTTP, where a browser would drop such a cookie.
 pub fn session_cookie(token: &str) -> String {
     format!("{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs())
+}
+
+/// Whether a `Set-Cookie` value names the session cookie.
+pub fn is_session_cookie(set_cookie: &[u8]) -> bool {
+    let name = set_cookie.split(|&b| b == b'=').next().unwrap_or_default();
+    name.trim_ascii() == COOKIE.as_bytes()
 }
 
 /// The `Set-Cookie` that ends a session in the browser.
@@ -211,10 +218,10 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert("cookie", "a=1; nimbus_console=abc; b=2".parse().unwrap());
-        assert_eq!(cookie_token(&h), Some("abc"));
+        h.insert("cookie", "a=1; nimbus_console=abc; b=2; nimbus_console=def".parse().unwrap());
+        assert_eq!(cookie_tokens(&h).collect::<Vec<_>>(), ["abc", "def"]);
         h.insert("cookie", "nimbus_consoleX=abc".parse().unwrap());
-        assert_eq!(cookie_token(&h), None);
+        assert_eq!(cookie_tokens(&h).next(), None);
     }
 
     #[test]

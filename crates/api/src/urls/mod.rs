@@ -134,6 +134,27 @@ impl IntoResponse for UrlError {
     }
 }
 
+/// Headers of the connection rather than of the function's answer: a
+/// function's own go out renamed `x-amzn-Remapped-<name>`, as AWS's front
+/// end renames them. Passed on, a `Content-Length` other than the body's
+/// would let a function's body pose as the next response on the connection.
+const REMAPPED: &[&str] = &[
+    "connection",
+    "content-length",
+    "date",
+    "keep-alive",
+    "proxy-authenticate",
+    "server",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers a path-form URL's answer must not carry: they would act on the
+/// origin it shares with the console and every other URL.
+const ORIGIN_WIDE: &[&str] = &["clear-site-data", "service-worker-allowed"];
+
 /// Serves one function URL request.
 pub async fn serve(api: &Api, req: Request<Body>, at: Addressed, request_id: &str) -> Response {
     let (parts, body) = req.into_parts();
@@ -147,7 +168,26 @@ pub async fn serve(api: &Api, req: Request<Body>, at: Addressed, request_id: &st
     if let Some(c) = &target.config.cors {
         cors::decorate(c, &parts.headers, resp.headers_mut());
     }
+    if !at.own_origin {
+        keep_to_own_path(resp.headers_mut());
+    }
     resp
+}
+
+/// Drops what a path-form URL's answer would do to the shared origin: its
+/// origin-wide headers, and cookies named as the console's session (which
+/// a browser would send to the console ahead of the operator's own).
+fn keep_to_own_path(headers: &mut HeaderMap) {
+    for name in ORIGIN_WIDE {
+        headers.remove(*name);
+    }
+    let cookies: Vec<HeaderValue> = headers.get_all(axum::http::header::SET_COOKIE).iter().cloned().collect();
+    if cookies.iter().any(|c| crate::console::is_session_cookie(c.as_bytes())) {
+        headers.remove(axum::http::header::SET_COOKIE);
+        for c in cookies.into_iter().filter(|c| !crate::console::is_session_cookie(c.as_bytes())) {
+            headers.append(axum::http::header::SET_COOKIE, c);
+        }
+    }
 }
 
 /// A URL's answer: a preflight's, or the function's once auth allows.
@@ -266,8 +306,15 @@ fn respond(status: u16, headers: &[(String, String)], cookies: &[String], body: 
     *resp.status_mut() = StatusCode::from_u16(status).map_err(|_| UrlError::BadGateway)?;
     let h = resp.headers_mut();
     for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| UrlError::BadGateway)?;
-        h.insert(name, HeaderValue::from_str(value).map_err(|_| UrlError::BadGateway)?);
+        let name = if REMAPPED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            HeaderName::from_bytes(format!("x-amzn-Remapped-{name}").as_bytes())
+        } else {
+            HeaderName::from_bytes(name.as_bytes())
+        };
+        h.insert(
+            name.map_err(|_| UrlError::BadGateway)?,
+            HeaderValue::from_str(value).map_err(|_| UrlError::BadGateway)?,
+        );
     }
     for cookie in cookies {
         h.append("set-cookie", HeaderValue::from_str(cookie).map_err(|_| UrlError::BadGateway)?);

@@ -47,7 +47,15 @@ pub fn request_event(facts: &RequestFacts<'_>, headers: &HeaderMap, body: &[u8])
             })
             .or_insert(value);
     }
-    joined.entry("x-forwarded-for".into()).or_insert_with(|| facts.source_ip.to_string());
+    // The peer is appended, as proxies do: the client's own value is no
+    // address a function could trust, the last one is.
+    joined
+        .entry("x-forwarded-for".into())
+        .and_modify(|v| {
+            v.push_str(", ");
+            v.push_str(facts.source_ip);
+        })
+        .or_insert_with(|| facts.source_ip.to_string());
     joined.entry("x-forwarded-proto".into()).or_insert_with(|| "http".into());
     let user_agent = joined.get("user-agent").cloned().unwrap_or_default();
 
@@ -182,7 +190,8 @@ pub fn map_prelude(prelude: &[u8]) -> Result<HttpResponse, Malformed> {
 }
 
 fn structured(obj: &Map<String, Value>) -> Result<HttpResponse, Malformed> {
-    let status = obj["statusCode"].as_u64().filter(|s| (100..=599).contains(s)).ok_or(Malformed)? as u16;
+    // An informational status is the connection's, never a final answer.
+    let status = obj["statusCode"].as_u64().filter(|s| (200..=599).contains(s)).ok_or(Malformed)? as u16;
     let mut headers = Vec::new();
     match obj.get("headers") {
         None | Some(Value::Null) => {}
