@@ -228,6 +228,31 @@ def test_bad_get_metric_data_is_refused(cw):
     assert r["MetricDataResults"][0]["StatusCode"] == "Complete" and "NextToken" not in r
 
 
+def test_times_far_out_of_range_are_cut_to_the_samples_that_can_exist(server, lam, invoked):
+    # A minute under way in memory, which a range starting near i64::MIN panicked on.
+    lam.invoke(FunctionName=invoked, Payload=b"{}")
+    stat = {"Metric": {"Namespace": NS, "MetricName": "Invocations"}, "Period": 60, "Stat": "Sum"}
+    calls = [
+        ("GetMetricStatistics", {"Namespace": NS, "MetricName": "Invocations", "StartTime": -1e17,
+                                 "EndTime": 1000, "Period": 60, "Statistics": ["Sum"]}, 200),
+        ("GetMetricData", {"MetricDataQueries": [{"Id": "a", "MetricStat": stat}], "StartTime": -1e17,
+                           "EndTime": 1000}, 200),
+        # From the epoch to the year 9999 at one minute: far past 1,440 datapoints.
+        ("GetMetricStatistics", {"Namespace": NS, "MetricName": "Invocations", "StartTime": -1e300,
+                                 "EndTime": 1e300, "Period": 60, "Statistics": ["Sum"]}, 400),
+    ]
+    for op, body, expected in calls:
+        headers = {"X-Amz-Target": f"GraniteServiceVersion20100801.{op}", "Content-Type": "application/x-amz-json-1.0"}
+        status, _, out = signed_request(server, "POST", "/", json.dumps(body).encode(), headers, service="monitoring")
+        assert status == expected, (op, body, out)
+        if status == 400:
+            assert json.loads(out)["__type"].endswith("InvalidParameterCombination"), out
+        else:
+            answer = json.loads(out)
+            points = answer["Datapoints"] if "Datapoints" in answer else answer["MetricDataResults"][0]["Values"]
+            assert points == [], out
+
+
 def test_requests_must_be_signed_for_monitoring(server):
     body = json.dumps({"Namespace": NS}).encode()
     headers = {"X-Amz-Target": "GraniteServiceVersion20100801.ListMetrics",

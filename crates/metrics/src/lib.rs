@@ -384,6 +384,7 @@ impl Metrics {
                 "The parameter StartTime must be less than the parameter EndTime.".into(),
             ));
         }
+        let (start_ms, end_ms) = (start_ms.clamp(0, LAST_MS), end_ms.clamp(0, LAST_MS));
         let key = dims.key(metric);
         let from = start_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
         let period_ms = i64::from(period_s) * 1000;
@@ -468,10 +469,15 @@ pub fn check_period(period_s: u32) -> Result<(), MetricsError> {
     Ok(())
 }
 
+/// Times past which a range is cut: no sample is older than the epoch or
+/// newer than the year 9999, and arithmetic on the times stays in range.
+const LAST_MS: i64 = 253_402_300_799_999;
+
 /// Refuses ranges of more than `limit` periods, with AWS's message.
 pub fn check_datapoints(period_s: u32, start_ms: i64, end_ms: i64, limit: i64) -> Result<(), MetricsError> {
     let period_ms = i64::from(period_s.max(1)) * 1000;
-    let n = ((end_ms - start_ms).max(0) as u64).div_ceil(period_ms as u64) as i64;
+    let span = end_ms.clamp(0, LAST_MS) - start_ms.clamp(0, LAST_MS);
+    let n = (span.max(0) as u64).div_ceil(period_ms as u64) as i64;
     if n > limit {
         return Err(too_many_datapoints(n, limit));
     }
