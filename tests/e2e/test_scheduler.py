@@ -299,6 +299,25 @@ def test_a_firing_whose_function_is_missing_is_retried_until_it_exists_or_its_po
     assert len([line for line in log_lines(server, "will retry") if doomed_arn in line]) == 1
 
 
+def test_a_firing_too_old_to_invoke_goes_to_the_dead_letter_queue(server):
+    sch = scheduler(server)
+    sqs = sqs_client(server)
+    dlq_url = sqs.create_queue(QueueName=unique_name("schedule-old-dlq"))["QueueUrl"]
+    dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    fn = create_function_named(server, unique_name("never-run"))
+    # Due long ago, as after a node was down: past its age, so never invoked.
+    arn = sch.create_schedule(
+        Name=unique_name("old"), ScheduleExpression="at(2020-01-01T00:00:00)", FlexibleTimeWindow={"Mode": "OFF"},
+        Target=target(fn, Input='{"late": true}', RetryPolicy={"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 60},
+                      DeadLetterConfig={"Arn": dlq}))["ScheduleArn"]
+    got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=20, MessageAttributeNames=["All"])["Messages"]
+    assert len(got) == 1 and json.loads(got[0]["Body"]) == {"late": True}
+    attrs = {k: v["StringValue"] for k, v in got[0]["MessageAttributes"].items()}
+    assert (attrs["SCHEDULE_ARN"], attrs["EXHAUSTED_RETRY_CONDITION"], attrs["RETRY_ATTEMPTS"]) == (
+        arn, "MaximumEventAgeInSeconds", "0")
+    assert printed_events(server, fn) == []
+
+
 def create_function_named(server, name):
     server.client().create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
                                     Code={"ZipFile": make_zip({"app.py": RECORDER})})

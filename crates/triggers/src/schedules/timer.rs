@@ -106,16 +106,16 @@ impl Schedules {
             true => After::Delete,
             false => After::Next(next),
         };
-        if now - scheduled > i64::from(s.target.max_event_age_seconds) * 1000 {
-            tracing::warn!(
-                schedule = %s.arn, scheduled_time = %stamp(scheduled),
-                "schedule firing not delivered: older than its MaximumEventAgeInSeconds ({}s)",
-                s.target.max_event_age_seconds
-            );
-            return self.record(s, after(true), None, None, None).await;
-        }
         let execution_id = uuid::Uuid::new_v4().to_string();
         let run = Run { schedule: s, scheduled_ms: scheduled, execution_id: &execution_id, attempt: 1 };
+        if now - scheduled > i64::from(s.target.max_event_age_seconds) * 1000 {
+            // Too old to invoke (the node was down): dead-lettered as an
+            // age-exhausted retry is, never dropped unseen.
+            let reason =
+                format!("the firing is older than its MaximumEventAgeInSeconds ({}s)", s.target.max_event_age_seconds);
+            self.dead_letter(&run, &reason, "MaximumEventAgeInSeconds").await;
+            return self.record(s, after(true), None, None, None).await;
+        }
         match self.event(&run).await {
             Ok(event) => {
                 tracing::info!(schedule = %s.arn, scheduled_time = %stamp(scheduled), "schedule fired");
