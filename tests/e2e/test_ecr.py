@@ -223,6 +223,11 @@ def test_put_image_retags(server, ecr, tmp_path):
         ecr.put_image(repositoryName=name, imageManifest=image["imageManifest"], imageTag="x",
                       imageDigest="sha256:" + "0" * 64)
     assert error_code(e) == "ImageDigestDoesNotMatchException"
+    # A manifest of 1.5 MB (ECR takes up to 4 MiB) is retagged as any other.
+    big = json.loads(image["imageManifest"])
+    big["annotations"] = {"org.example.padding": "p" * 1_500_000}
+    out = ecr.put_image(repositoryName=name, imageManifest=json.dumps(big), imageTag="big")["image"]
+    assert out["imageId"]["imageTag"] == "big"
     broken = json.loads(image["imageManifest"])
     broken["layers"][0]["digest"] = "sha256:" + "1" * 64
     with pytest.raises(ClientError) as e:

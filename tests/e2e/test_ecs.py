@@ -135,6 +135,10 @@ def test_task_definitions_revisions_and_normalised_sizes(ecs):
      ["host ports and container ports in port mappings must match"]),
     (dict(containers=[container("a"), container("a", portMappings=[])]), "ClientException", ["Duplicate container name"]),
     (dict(family="bad family"), "ClientException", ["up to 255 letters"]),
+    # Near u32::MAX each: a sum that wraps would fit 512 MiB.
+    (dict(containers=[container("a", memory=2147483647), container("b", memory=2147483647, portMappings=[]),
+                      container("c", memory=2, portMappings=[])]), "ClientException",
+     ["exceeds the task's memory (512 MiB)"]),
     (dict(requiresCompatibilities=["EC2"]), "ClientException", ["cluster mode"]),
 ])
 def test_bad_task_definitions_change_nothing(ecs, change, code, words):

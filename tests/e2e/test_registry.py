@@ -254,7 +254,10 @@ def test_content_discovery(server):
     assert r.json()["tags"] == ["c", "d"]
     r = reg.get(f"{repo}/tags/list", params={"n": 2, "last": "d"})
     assert r.json()["tags"] == ["e"] and "Link" not in r.headers
-    assert reg.get(f"{repo}/tags/list", params={"n": 0}).json()["tags"] == []
+    r = reg.get(f"{repo}/tags/list", params={"n": 0})
+    assert r.json()["tags"] == [] and "Link" not in r.headers
+    r = reg.get("_catalog", params={"n": 0})
+    assert r.json()["repositories"] == [] and "Link" not in r.headers
     names = reg.get("_catalog", params={"n": 1000}).json()["repositories"]
     assert repo in names and names == sorted(names)
 
@@ -313,6 +316,39 @@ def test_content_management(server):
     assert reg.delete(f"{other}/blobs/{layer_digest}").status_code == 202
     assert reg.head(f"{other}/blobs/{layer_digest}").status_code == 404
     assert reg.delete(f"{other}/blobs/{layer_digest}").status_code == 404
+
+
+def test_an_image_an_index_lists_is_not_deleted_before_the_index(server):
+    reg, repo = Registry(server), new_repo(server)
+    ecr = aws_client(server, "ecr")
+    digest, body, _ = push_image(reg, repo, "child")
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body),
+         "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+    assert reg.put(f"{repo}/manifests/multi", data=index, headers={"Content-Type": OCI_INDEX}).status_code == 201
+    r = reg.delete(f"{repo}/manifests/{digest}")
+    assert r.status_code == 403 and error(r) == "DENIED" and sha256(index) in r.json()["errors"][0]["message"]
+    for image_id in ({"imageDigest": digest}, {"imageTag": "child"}):
+        out = ecr.batch_delete_image(repositoryName=repo, imageIds=[image_id])
+        assert out["imageIds"] == [], out
+        assert [f["failureCode"] for f in out["failures"]] == ["ImageReferencedByManifestList"], out
+    # Nothing changed: the image keeps its tag, and the index resolves.
+    assert reg.get(f"{repo}/manifests/child", headers={"Accept": OCI_MANIFEST}).content == body
+    assert reg.get(f"{repo}/manifests/multi", headers={"Accept": OCI_INDEX}).content == index
+    # Once the index is gone, so may the image go.
+    assert reg.delete(f"{repo}/manifests/{sha256(index)}").status_code == 202
+    out = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "child"}])
+    assert out["failures"] == [] and out["imageIds"] == [{"imageDigest": digest, "imageTag": "child"}]
+
+
+def test_names_holding_the_routes_words_are_served(server):
+    reg = Registry(server)
+    repo = new_repo(server, prefix="x/manifests/y/blobs/uploads/tags/list")
+    digest, body, layer_digest = push_image(reg, repo, "v1")
+    assert reg.get(f"{repo}/manifests/v1", headers={"Accept": OCI_MANIFEST}).content == body
+    assert reg.get(f"{repo}/blobs/{layer_digest}").status_code == 200
+    assert reg.get(f"{repo}/tags/list").json() == {"name": repo, "tags": ["v1"]}
+    assert reg.get(f"{repo}/referrers/{digest}").json()["manifests"] == []
 
 
 def oci_layout(tmp_path, tag="v1", content="hello\n"):

@@ -510,9 +510,10 @@ impl Ecs {
             None => return Err(Error::Client("Fargate requires that 'memory' be defined at the task level.".into())),
         };
         rules::check_fargate_size(cpu, memory)?;
-        let containers_memory: u32 =
-            input.container_definitions.iter().map(|c| c.memory.or(c.memory_reservation).unwrap_or(0)).sum();
-        if containers_memory > memory {
+        // Summed wide: three containers near u32::MAX each must not wrap to a small total.
+        let containers_memory: u64 =
+            input.container_definitions.iter().map(|c| u64::from(c.memory.or(c.memory_reservation).unwrap_or(0))).sum();
+        if containers_memory > u64::from(memory) {
             return Err(Error::Client(format!(
                 "The sum of the containers' memory ({containers_memory} MiB) exceeds the task's memory ({memory} MiB)."
             )));

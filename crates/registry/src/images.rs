@@ -3,7 +3,7 @@
 //! repository (so a manifest is also fetchable as a blob, as the spec allows).
 
 use bytes::Bytes;
-use nimbus_store::{ManifestPut, ManifestRow, PutManifest};
+use nimbus_store::{ManifestDelete, ManifestPut, ManifestRow, PutManifest};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::manifests::{self, DOCKER_LIST, OCI_INDEX};
@@ -155,16 +155,20 @@ impl Registry {
                     .await?
                     .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repository}:{t}")))?;
             }
-            Reference::Digest(d) => {
-                let released = self
-                    .meta
-                    .delete_manifest(repository, &d.to_string())
-                    .await?
-                    .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repository}@{d}")))?;
-                self.collect(repository, released).await?;
-            }
+            Reference::Digest(d) => self.delete_digest(repository, &d.to_string()).await?,
         }
         Ok(())
+    }
+
+    /// Deletes a manifest and its tags, unless an index refers to it.
+    async fn delete_digest(&self, repository: &str, digest: &str) -> Result<()> {
+        match self.meta.delete_manifest(repository, digest).await? {
+            ManifestDelete::Missing => Err(RegistryError::ManifestUnknown(format!("{repository}@{digest}"))),
+            ManifestDelete::ReferencedBy(by) => {
+                Err(RegistryError::ManifestReferenced { digest: digest.to_string(), by })
+            }
+            ManifestDelete::Deleted(released) => self.collect(repository, released).await.map(drop),
+        }
     }
 
     /// ECR's image deletion: by digest, the image and its tags; by tag, the
@@ -177,24 +181,22 @@ impl Registry {
             (None, Some(t)) => {
                 let d = self
                     .meta
-                    .delete_tag(repository, t)
+                    .tag(repository, t)
                     .await?
                     .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repository}:{t}")))?;
-                let still_tagged =
-                    self.images(repository).await?.iter().any(|i| i.manifest.digest == d && !i.tags.is_empty());
-                if still_tagged {
+                // Its last tag takes the image with it (and is refused with
+                // it, if an index refers to the image); another only the tag.
+                let other_tags =
+                    self.images(repository).await?.iter().any(|i| i.manifest.digest == d && i.tags.len() > 1);
+                if other_tags {
+                    self.meta.delete_tag(repository, t).await?;
                     return Ok(d);
                 }
                 d
             }
             (None, None) => return Err(RegistryError::ManifestInvalid("no image digest or tag given".into())),
         };
-        let released = self
-            .meta
-            .delete_manifest(repository, &digest)
-            .await?
-            .ok_or_else(|| RegistryError::ManifestUnknown(format!("{repository}@{digest}")))?;
-        self.collect(repository, released).await?;
+        self.delete_digest(repository, &digest).await?;
         Ok(digest)
     }
 

@@ -46,6 +46,8 @@ pub enum RegistryError {
     ManifestInvalid(String),
     #[error("manifest unknown to registry: {0}")]
     ManifestUnknown(String),
+    #[error("The image with digest {digest} is referenced by the manifest list {by}, and cannot be deleted before it")]
+    ManifestReferenced { digest: String, by: String },
     #[error("{0}")]
     NameInvalid(String),
     #[error("The repository with name '{name}' does not exist in the registry with id '{registry}'")]
@@ -87,7 +89,7 @@ impl RegistryError {
             NameUnknown { .. } => "NAME_UNKNOWN",
             // What ECR answers a push that would move an immutable tag.
             TagImmutable { .. } => "TAG_INVALID",
-            RepositoryExists { .. } | RepositoryNotEmpty { .. } => "DENIED",
+            RepositoryExists { .. } | RepositoryNotEmpty { .. } | ManifestReferenced { .. } => "DENIED",
             Store(_) | Io(_) => "UNKNOWN",
         }
     }

@@ -35,7 +35,9 @@ pub use mappings::MappingMeta;
 pub use metrics::{MetricKey, MetricRow, MetricsMeta, UsageRow};
 pub use objects::{BucketDelete, ObjectMeta};
 pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
-pub use registry::{Collect, ManifestPut, ManifestRow, PutManifest, RegistryMeta, Repository, RepositoryDelete};
+pub use registry::{
+    Collect, ManifestDelete, ManifestPut, ManifestRow, PutManifest, RegistryMeta, Repository, RepositoryDelete,
+};
 pub use schedules::{After, DueTimes, Firing, ScheduleMeta, ScheduleRetry, ScheduleRow};
 pub use sqlite::SqliteMetadata;
 pub use task_usage::{TaskUsage, TaskUsageMeta};

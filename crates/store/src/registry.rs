@@ -68,6 +68,16 @@ pub enum ManifestPut {
     TagImmutable,
 }
 
+/// How [`RegistryMeta::delete_manifest`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestDelete {
+    Missing,
+    /// An index of the repository lists it (this digest); nothing changed.
+    ReferencedBy(String),
+    /// Deleted with its tags; the digests it referred to are released.
+    Deleted(Vec<String>),
+}
+
 /// How [`RegistryMeta::delete_repository`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositoryDelete {
@@ -131,8 +141,9 @@ pub trait RegistryMeta: Send + Sync {
     async fn referrers(&self, repository: &str, digest: &str) -> Result<Vec<ManifestRow>>;
     /// Every manifest of the repository with its tags, by push time.
     async fn manifests(&self, repository: &str) -> Result<Vec<(ManifestRow, Vec<String>)>>;
-    /// Deletes a manifest and its tags; what it referred to, or `None` if it was not there.
-    async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<Option<Vec<String>>>;
+    /// Deletes a manifest and its tags, unless another manifest (an index)
+    /// refers to it.
+    async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<ManifestDelete>;
     /// Removes a tag; the digest it named.
     async fn delete_tag(&self, repository: &str, tag: &str) -> Result<Option<String>>;
 
@@ -424,15 +435,26 @@ impl RegistryMeta for SqliteMetadata {
         Ok(out)
     }
 
-    async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<Option<Vec<String>>> {
+    async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<ManifestDelete> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let by = sqlx::query(
+            "SELECT manifest FROM registry_manifest_refs WHERE repository = ? AND digest = ? AND manifest != ? LIMIT 1",
+        )
+        .bind(repository)
+        .bind(digest)
+        .bind(digest)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(by) = by {
+            return Ok(ManifestDelete::ReferencedBy(by.get("manifest")));
+        }
         let gone = sqlx::query("DELETE FROM registry_manifests WHERE repository = ? AND digest = ?")
             .bind(repository)
             .bind(digest)
             .execute(&mut *tx)
             .await?;
         if gone.rows_affected() == 0 {
-            return Ok(None);
+            return Ok(ManifestDelete::Missing);
         }
         let mut released: Vec<String> =
             sqlx::query("SELECT digest FROM registry_manifest_refs WHERE repository = ? AND manifest = ?")
@@ -451,7 +473,7 @@ impl RegistryMeta for SqliteMetadata {
             sqlx::query(sql).bind(repository).bind(digest).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(Some(released))
+        Ok(ManifestDelete::Deleted(released))
     }
 
     async fn delete_tag(&self, repository: &str, tag: &str) -> Result<Option<String>> {
@@ -594,7 +616,9 @@ mod tests {
         assert_eq!(meta.mount_blob("a", "b", "sha256:l2", 1).await.unwrap(), Some(1));
         meta.put_manifest(&manifest("a", "sha256:m1", &["sha256:l1", "sha256:l2"], Some("x"))).await.unwrap();
         meta.put_manifest(&manifest("b", "sha256:m2", &["sha256:l2"], None)).await.unwrap();
-        let released = meta.delete_manifest("a", "sha256:m1").await.unwrap().unwrap();
+        let ManifestDelete::Deleted(released) = meta.delete_manifest("a", "sha256:m1").await.unwrap() else {
+            panic!("not deleted")
+        };
         assert_eq!(meta.tag("a", "x").await.unwrap(), None);
         let c = Collect {
             started_ms: 40,

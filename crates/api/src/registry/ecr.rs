@@ -22,7 +22,10 @@ use crate::{Api, ApiError};
 const SERVICE: JsonService = JsonService {
     name: "ecr",
     target_prefix: "AmazonEC2ContainerRegistry_V20150921.",
-    body_max: 1 << 20,
+    // PutImage carries a manifest of up to 4 MiB (its model's limit, and
+    // the registry's), escaped in a JSON string: at most twice as long,
+    // as a manifest is JSON already (no control characters left to escape).
+    body_max: 2 * nimbus_registry::manifests::MANIFEST_MAX + (64 << 10),
     invalid: "ValidationException",
 };
 /// Page size when a request names no maxResults, as ECR.
@@ -426,10 +429,18 @@ impl Ctx<'_> {
                 }
             };
             let digest = image.manifest.digest.clone();
-            match tag {
-                Some(t) => self.registry.delete_image(self.name(), None, Some(t)).await?,
-                None => self.registry.delete_image(self.name(), Some(&digest), None).await?,
+            let gone = match tag {
+                Some(t) => self.registry.delete_image(self.name(), None, Some(t)).await,
+                None => self.registry.delete_image(self.name(), Some(&digest), None).await,
             };
+            if let Err(e @ RegistryError::ManifestReferenced { .. }) = gone {
+                let reason = e.to_string();
+                failures.push(
+                    json!({ "imageId": id, "failureCode": "ImageReferencedByManifestList", "failureReason": reason }),
+                );
+                continue;
+            }
+            gone?;
             let mut out = json!({ "imageDigest": digest });
             if let Some(t) = tag {
                 out["imageTag"] = json!(t);

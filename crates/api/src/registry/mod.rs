@@ -59,7 +59,9 @@ impl From<RegistryError> for Failure {
                 StatusCode::NOT_FOUND
             }
             E::RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            E::RepositoryExists { .. } | E::RepositoryNotEmpty { .. } => StatusCode::FORBIDDEN,
+            E::RepositoryExists { .. } | E::RepositoryNotEmpty { .. } | E::ManifestReferenced { .. } => {
+                StatusCode::FORBIDDEN
+            }
             E::Store(_) | E::Io(_) => {
                 tracing::error!(error = %e, "registry internal error");
                 return Self::new(
@@ -125,21 +127,22 @@ fn route(path: &str) -> Option<Route> {
         "token" => Route::Token,
         "_catalog" => Route::Catalog,
         _ => {
-            if let Some(name) = rest.strip_suffix("/tags/list") {
-                Route::Tags(name.into())
-            } else if let Some((name, id)) = rest.rsplit_once("/blobs/uploads") {
-                match id.trim_start_matches('/') {
-                    "" => Route::Uploads(name.into()),
-                    id => Route::Upload(name.into(), decode(id)),
-                }
-            } else if let Some((name, r)) = rest.rsplit_once("/manifests/") {
-                Route::Manifest(name.into(), decode(r))
-            } else if let Some((name, d)) = rest.rsplit_once("/blobs/") {
-                Route::Blob(name.into(), decode(d))
-            } else if let Some((name, d)) = rest.rsplit_once("/referrers/") {
-                Route::Referrers(name.into(), decode(d))
-            } else {
-                return None;
+            // A name may hold any of the routes' words as segments of its
+            // own, so the route is read from the end: its last segments.
+            let segs: Vec<&str> = rest.split('/').collect();
+            let n = segs.len();
+            let from_end = |k: usize| if k <= n { segs[n - k] } else { "" };
+            // The route's words take `k` segments; the name is the rest, and not empty.
+            let name = |k: usize| (k < n).then(|| segs[..n - k].join("/"));
+            match (from_end(3), from_end(2), from_end(1)) {
+                (_, "tags", "list") => Route::Tags(name(2)?),
+                (_, "blobs", "uploads") => Route::Uploads(name(2)?),
+                ("blobs", "uploads", "") => Route::Uploads(name(3)?),
+                ("blobs", "uploads", id) => Route::Upload(name(3)?, decode(id)),
+                (_, "manifests", r) => Route::Manifest(name(2)?, decode(r)),
+                (_, "blobs", d) => Route::Blob(name(2)?, decode(d)),
+                (_, "referrers", d) => Route::Referrers(name(2)?, decode(d)),
+                _ => return None,
             }
         }
     })
@@ -198,13 +201,14 @@ async fn serve_inner(registry: &Registry, req: Request<Body>) -> Result<Response
         (Method::GET, Route::Catalog) => {
             let (n, last) = page(&query)?;
             let (names, more) = registry.catalog(last, n).await?;
-            let link = more.then(|| next_link("/v2/_catalog", n, names.last()));
+            // `n=0` asks for an empty page, and nothing after it (the spec).
+            let link = (more && n > 0).then(|| next_link("/v2/_catalog", n, names.last()));
             Ok(with_link(axum::Json(json!({ "repositories": names })).into_response(), link))
         }
         (Method::GET, Route::Tags(name)) => {
             let (n, last) = page(&query)?;
             let (tags, more) = registry.tags(&name, last, n).await?;
-            let link = more.then(|| next_link(&format!("/v2/{name}/tags/list"), n, tags.last()));
+            let link = (more && n > 0).then(|| next_link(&format!("/v2/{name}/tags/list"), n, tags.last()));
             Ok(with_link(axum::Json(json!({ "name": name, "tags": tags })).into_response(), link))
         }
         (m @ (Method::GET | Method::HEAD), Route::Manifest(name, reference)) => {
@@ -524,5 +528,22 @@ mod tests {
         assert_eq!(route("/v2/a/blobs/uploads/x-1"), Some(Route::Upload("a".into(), "x-1".into())));
         assert_eq!(route(&format!("/v2/a/referrers/{d}")), Some(Route::Referrers("a".into(), d.into())));
         assert_eq!(route("/v2/a/unknown"), None);
+        // Names holding the routes' words.
+        assert_eq!(
+            route("/v2/x/manifests/y/blobs/sha256:ab"),
+            Some(Route::Blob("x/manifests/y".into(), "sha256:ab".into()))
+        );
+        assert_eq!(
+            route("/v2/x/blobs/uploads/z/manifests/v1"),
+            Some(Route::Manifest("x/blobs/uploads/z".into(), "v1".into()))
+        );
+        assert_eq!(route("/v2/x/blobs/uploads/z/blobs/uploads/"), Some(Route::Uploads("x/blobs/uploads/z".into())));
+        assert_eq!(
+            route("/v2/x/blobs/uploads/z/blobs/uploads/u"),
+            Some(Route::Upload("x/blobs/uploads/z".into(), "u".into()))
+        );
+        assert_eq!(route("/v2/a/blobs/uploads"), Some(Route::Uploads("a".into())));
+        assert_eq!(route("/v2/tags/list"), None);
+        assert_eq!(route("/v2/blobs/uploads/"), None);
     }
 }
