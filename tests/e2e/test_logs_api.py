@@ -4,6 +4,7 @@ rules, GetLogEvents' tokens, FilterLogEvents' patterns, retention, and AWS's
 errors for bad input, each of which changes nothing."""
 
 import json
+import pathlib
 import os
 import queue
 import shutil
@@ -368,3 +369,41 @@ def test_aws_cli_start_live_tail_prints_new_events(server, logs):
     finally:
         tail.terminate()
         tail.wait(timeout=10)
+
+
+def high_water_kib(server):
+    """The node's peak resident memory so far (VmHWM)."""
+    status = (pathlib.Path("/proc") / str(server.proc.pid) / "status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+def test_pages_of_large_events_hold_one_page_and_a_costly_pattern_pages_by_time(private_server):
+    node = private_server()
+    logs = logs_client(node)
+    group, stream = group_with_stream(logs), "s"
+    # 48 events of 1 MB, of 500,000 fields each ("a a a ...").
+    big = ("a " * 524_288)[:1_048_576 - 26]
+    start = now_ms() - 1000
+    for i in range(48):
+        logs.put_log_events(logGroupName=group, logStreamName=stream,
+                            logEvents=[{"timestamp": start + i, "message": big}])
+    before = high_water_kib(node)
+    page = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)
+    # A page is 1 MB, and the node read about that much to give it, not all 48 MB.
+    assert len(page["events"]) == 1
+    assert high_water_kib(node) - before < 16 * 1024, (before, high_water_kib(node))
+
+    # The conditions after the first hold at every field of an event, so
+    # matching tries each at each field, and one event would cost seconds:
+    # the tries are bounded, a page ends when its time does, and the token
+    # goes on from there.
+    conditions = ", ".join(f"f{i}=a" for i in range(40))
+    pattern = f"[first=zz, {conditions}, ...]"
+    pages, token, seen = 0, None, []
+    while True:
+        kw = {"nextToken": token} if token else {}
+        out = logs.filter_log_events(logGroupName=group, filterPattern=pattern, **kw)
+        pages, seen, token = pages + 1, seen + out["events"], out.get("nextToken")
+        if not token:
+            break
+    assert seen == [] and pages > 1

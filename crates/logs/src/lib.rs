@@ -44,6 +44,8 @@ const MAX_EVENTS: usize = 10_000;
 /// FilterLogEvents reads the store in chunks of this many events and stops
 /// after [`SCAN_BUDGET`] with a token, as AWS answers partial pages.
 const SCAN_CHUNK: usize = 2_000;
+/// ... or of this many bytes of messages, whichever comes first.
+const SCAN_CHUNK_BYTES: usize = 4 << 20;
 const SCAN_BUDGET: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
@@ -372,6 +374,7 @@ impl Logs {
             backward,
             contains: &[],
             limit: q.limit.unwrap_or(MAX_EVENTS),
+            max_bytes: MAX_BATCH_BYTES,
         };
         let mut events = self.meta.read_log_events(query).await?;
         if backward {
@@ -400,46 +403,75 @@ impl Logs {
             return Err(invalid("logStreamNames and logStreamNamePrefix are mutually exclusive parameters."));
         }
         let pattern = Pattern::parse(q.pattern.unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
+        let pattern = Arc::new(pattern);
         self.meta.log_group(q.group).await?.ok_or_else(no_group)?;
         let start: Position = (q.start_ms.unwrap_or(0), 0);
         let end: Position = (q.end_ms.unwrap_or(i64::MAX - 1), i64::MAX);
-        let mut cursor = match q.next_token {
+        let cursor = match q.next_token {
             Some(t) => decode_position(t).ok_or_else(bad_token)?.max(start),
             None => start,
         };
         let limit = q.limit.unwrap_or(MAX_EVENTS);
-        let began = std::time::Instant::now();
-        let (mut events, mut bytes) = (Vec::new(), 0usize);
+        let deadline = std::time::Instant::now() + SCAN_BUDGET;
+        let mut page = Scanned { events: Vec::new(), bytes: 0, cursor };
         loop {
             let query = EventQuery {
                 group: q.group,
                 streams: q.streams,
                 stream_prefix: q.stream_prefix,
-                after: cursor,
+                after: page.cursor,
                 before: end,
                 backward: false,
                 contains: pattern.required(),
                 limit: SCAN_CHUNK,
+                max_bytes: SCAN_CHUNK_BYTES,
             };
             let chunk = self.meta.read_log_events(query).await?;
-            let exhausted = chunk.len() < SCAN_CHUNK;
-            for e in chunk {
-                cursor = position(&e);
-                if pattern.matches(&e.message) {
-                    bytes += e.message.len() + EVENT_OVERHEAD;
-                    events.push(e);
-                    if events.len() >= limit || bytes >= MAX_BATCH_BYTES {
-                        return Ok(FilterPage { events, next_token: Some(encode_position(cursor)) });
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(FilterPage { events, next_token: None });
-            }
-            if began.elapsed() > SCAN_BUDGET {
-                return Ok(FilterPage { events, next_token: Some(encode_position(cursor)) });
+            let read: usize = chunk.iter().map(|e| e.message.len()).sum();
+            let exhausted = chunk.len() < SCAN_CHUNK && read < SCAN_CHUNK_BYTES;
+            // Matching is CPU work the pattern sizes: off the async
+            // workers, and within the page's time.
+            let p = pattern.clone();
+            let (scanned, ended) = tokio::task::spawn_blocking(move || {
+                let ended = page.scan(&p, chunk, limit, deadline);
+                (page, ended)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            page = scanned;
+            if ended || exhausted {
+                let next_token = ended.then(|| encode_position(page.cursor));
+                return Ok(FilterPage { events: page.events, next_token });
             }
         }
+    }
+}
+
+/// A FilterLogEvents page being filled, and the last event looked at.
+struct Scanned {
+    events: Vec<LogEvent>,
+    bytes: usize,
+    cursor: Position,
+}
+
+impl Scanned {
+    /// Looks at `chunk`'s events in order; true once the page is full or
+    /// its time is spent (the rest of the chunk is read again next page).
+    fn scan(&mut self, pattern: &Pattern, chunk: Vec<LogEvent>, limit: usize, deadline: std::time::Instant) -> bool {
+        for e in chunk {
+            self.cursor = position(&e);
+            if pattern.matches(&e.message) {
+                self.bytes += e.message.len() + EVENT_OVERHEAD;
+                self.events.push(e);
+                if self.events.len() >= limit || self.bytes >= MAX_BATCH_BYTES {
+                    return true;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return true;
+            }
+        }
+        false
     }
 }
 

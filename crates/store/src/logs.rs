@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -86,6 +87,10 @@ pub struct EventQuery<'a> {
     /// caller still decides what matches).
     pub contains: &'a [String],
     pub limit: usize,
+    /// Stop once the messages read add up to this many bytes (the event
+    /// that reaches it included): at most this much more is held than a
+    /// caller keeps, however large each event is.
+    pub max_bytes: usize,
 }
 
 #[async_trait]
@@ -410,10 +415,17 @@ impl LogMeta for SqliteMetadata {
             .bind(q.stream_prefix)
             .bind(contains)
             .bind(q.limit as i64)
-            .bind(single)
-            .fetch_all(self.pool())
-            .await?;
-        let mut events: Vec<LogEvent> = rows.iter().map(event_row).collect();
+            .bind(single);
+        let mut rows = rows.fetch(self.pool());
+        let (mut events, mut bytes) = (Vec::new(), 0usize);
+        while let Some(row) = rows.try_next().await? {
+            let event = event_row(&row);
+            bytes += event.message.len();
+            events.push(event);
+            if bytes >= q.max_bytes {
+                break;
+            }
+        }
         if q.backward {
             events.reverse();
         }
@@ -496,6 +508,7 @@ mod tests {
             backward: false,
             contains: &[],
             limit: 100,
+            max_bytes: usize::MAX,
         }
     }
 

@@ -854,6 +854,7 @@ mod tests {
             backward: false,
             contains: &[],
             limit: 10,
+            max_bytes: usize::MAX,
         };
         let messages = |v: Vec<LogEvent>| v.into_iter().map(|e| e.message).collect::<Vec<_>>();
         assert_eq!(messages(m.read_log_events(read(None, 0)).await.unwrap()), ["one", "two", "three"]);
