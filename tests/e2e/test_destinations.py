@@ -289,6 +289,29 @@ def test_on_failure_to_a_queue_gets_the_record(srv, tmp_path):
     assert len((tmp_path / "calls").read_text().split()) == 2
 
 
+def test_large_events_reach_the_queue_and_a_record_too_large_loses_only_its_payloads(srv, tmp_path):
+    sqs, url, queue_arn = queue(srv)
+    lam = srv.client()
+    name = function(srv, SOURCE, DeadLetterConfig={"TargetArn": queue_arn})
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    # 300 KB: over SQS's old 256 KiB, within its 1 MiB (and async invoke's 1 MB).
+    event = {"calls": str(tmp_path / "calls"), "fail": True, "pad": "p" * 300_000}
+    send(lam, name, **event)
+    assert json.loads(receive_one(sqs, url)["Body"]) == event
+
+    # A queue that takes 2 KB: the record goes without its payloads, as AWS sends it.
+    small_sqs, small_url, small_arn = queue(srv)
+    small_sqs.set_queue_attributes(QueueUrl=small_url, Attributes={"MaximumMessageSize": "2048"})
+    other = function(srv, SOURCE)
+    lam.put_function_event_invoke_config(FunctionName=other, MaximumRetryAttempts=0,
+                                         DestinationConfig={"OnFailure": {"Destination": small_arn}})
+    rid = send(lam, other, calls=str(tmp_path / "calls-2"), fail=True, pad="p" * 4_000)
+    record = json.loads(receive_one(small_sqs, small_url)["Body"])
+    assert record["requestContext"]["requestId"] == rid
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert "requestPayload" not in record and "responsePayload" not in record
+
+
 def test_the_readme_example(srv, tmp_path):
     (block,) = code_blocks(REPO / "README.md", "Asynchronous results: destinations and dead-letter queues")
     orders, audit = function(srv, SOURCE), recorder(srv, tmp_path / "records")

@@ -125,6 +125,17 @@ def test_attributes_round_trip(sqs):
     with pytest.raises(ClientError) as e:
         sqs.send_message(QueueUrl=url, MessageBody="x" * 2049)
     assert error_of(e)[0] == "InvalidParameterValue"
+    # By default a queue takes 1 MiB, as SQS since 2025: a message of
+    # 500,000 two-byte characters (six bytes each as boto3 escapes them) comes whole.
+    big_url = new_queue(sqs)
+    attrs = sqs.get_queue_attributes(QueueUrl=big_url, AttributeNames=["MaximumMessageSize"])["Attributes"]
+    assert attrs == {"MaximumMessageSize": "1048576"}
+    body = "\u00e9" * 500_000
+    sqs.send_message(QueueUrl=big_url, MessageBody=body)
+    assert sqs.receive_message(QueueUrl=big_url)["Messages"][0]["Body"] == body
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=big_url, MessageBody="x" * 1_048_577)
+    assert error_of(e)[0] == "InvalidParameterValue"
 
 
 def test_send_receive_delete_and_visibility(sqs):
@@ -166,7 +177,7 @@ def test_send_receive_delete_and_visibility(sqs):
 
 def test_bad_messages_are_refused(sqs):
     url = new_queue(sqs)
-    for body, code in [("bad \x01 char", "InvalidMessageContents"), ("x" * (256 * 1024 + 1), "InvalidParameterValue")]:
+    for body, code in [("bad \x01 char", "InvalidMessageContents"), ("x" * (1024 * 1024 + 1), "InvalidParameterValue")]:
         with pytest.raises(ClientError) as e:
             sqs.send_message(QueueUrl=url, MessageBody=body)
         assert error_of(e)[0] == code
@@ -233,7 +244,7 @@ def test_batches(sqs):
         ([{"Id": "x", "MessageBody": "1"}, {"Id": "x", "MessageBody": "2"}], "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
         ([{"Id": str(i), "MessageBody": "m"} for i in range(11)], "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
         ([{"Id": "bad id!", "MessageBody": "m"}], "AWS.SimpleQueueService.InvalidBatchEntryId"),
-        ([{"Id": str(i), "MessageBody": "x" * 100_000} for i in range(3)], "AWS.SimpleQueueService.BatchRequestTooLong"),
+        ([{"Id": str(i), "MessageBody": "x" * 400_000} for i in range(3)], "AWS.SimpleQueueService.BatchRequestTooLong"),
     ]:
         with pytest.raises(ClientError) as e:
             sqs.send_message_batch(QueueUrl=url, Entries=entries)
@@ -548,10 +559,10 @@ def test_group_and_deduplication_ids_and_system_attributes_are_checked_and_count
     assert error_of(e)[0] == "InvalidParameterValue"
     trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": "Root=1-5759e988-bd862e3fe1be46a994272793"}}
     assert sqs.send_message(QueueUrl=url, MessageBody="x", MessageSystemAttributes=trace)["MD5OfMessageSystemAttributes"]
-    # It counts towards the message's 256 KiB, as on AWS.
-    big = {"AWSTraceHeader": {"DataType": "String", "StringValue": "t" * 200_000}}
+    # It counts towards the message's 1 MiB, as on AWS.
+    big = {"AWSTraceHeader": {"DataType": "String", "StringValue": "t" * 600_000}}
     with pytest.raises(ClientError) as e:
-        sqs.send_message(QueueUrl=url, MessageBody="b" * 100_000, MessageSystemAttributes=big)
+        sqs.send_message(QueueUrl=url, MessageBody="b" * 500_000, MessageSystemAttributes=big)
     assert error_of(e)[0] == "InvalidParameterValue"
 
 

@@ -150,7 +150,7 @@ impl Control {
         for f in follow_ups {
             let FollowUp::QueueMessage(m) = f else { continue };
             let Some(queues) = &self.queues else { continue };
-            let attributes = m
+            let attributes: std::collections::BTreeMap<_, _> = m
                 .attributes
                 .iter()
                 .map(|a| {
@@ -162,8 +162,19 @@ impl Control {
                     (a.name.clone(), value)
                 })
                 .collect();
-            let outgoing = nimbus_queues::OutgoingMessage { body: m.body.clone(), attributes, ..Default::default() };
-            match queues.prepare_outbox(&m.queue_arn, outgoing) {
+            let outgoing = |body: &String| nimbus_queues::OutgoingMessage {
+                body: body.clone(),
+                attributes: attributes.clone(),
+                ..Default::default()
+            };
+            let prepared = queues.prepare_outbox(&m.queue_arn, outgoing(&m.body)).or_else(|e| match &m.smaller_body {
+                Some(smaller) => {
+                    tracing::info!(queue = %m.queue_arn, error = %e, "the record is sent without its payloads");
+                    queues.prepare_outbox(&m.queue_arn, outgoing(smaller))
+                }
+                None => Err(e),
+            });
+            match prepared {
                 Ok(stored) => m.stored = Some(Box::new(stored)),
                 Err(e) => tracing::warn!(queue = %m.queue_arn, error = %e, "the queue cannot take the message"),
             }

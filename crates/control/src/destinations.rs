@@ -111,7 +111,7 @@ pub(crate) fn follow_ups(
         Condition::RetriesExhausted | Condition::EventAgeExceeded => routes.on_failure.as_deref(),
     };
     if let Some(arn) = destination {
-        let record = invocation_record(ev, function_arn, end, now).to_string();
+        let record = invocation_record(ev, function_arn, end, now);
         return send_record(account, ev, arn, record, now).into_iter().collect();
     }
     match (&routes.dead_letter, end.condition) {
@@ -125,7 +125,7 @@ pub(crate) fn follow_ups(
 
 /// The record as an invocation of a destination function or a message for a
 /// destination queue.
-fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: String, now: DateTime<Utc>) -> Option<FollowUp> {
+fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: Value, now: DateTime<Utc>) -> Option<FollowUp> {
     match arn.split(':').nth(2) {
         Some("lambda") => match FunctionRef::parse(account, arn, None) {
             Ok(r) => {
@@ -134,7 +134,7 @@ fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: String, no
                     id: uuid::Uuid::new_v4().to_string(),
                     function: r.name,
                     qualifier: r.qualifier.map(|q| q.to_string()),
-                    payload: record.into_bytes(),
+                    payload: record.to_string().into_bytes(),
                     attempts: 0,
                     not_before_ms: now.timestamp_millis(),
                     created_ms: now.timestamp_millis(),
@@ -151,9 +151,15 @@ fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: String, no
         },
         Some("sqs") => {
             tracing::info!(destination = %arn, "the invocation record is sent to the destination queue");
+            let mut without_payloads = record.clone();
+            if let Some(r) = without_payloads.as_object_mut() {
+                r.remove("requestPayload");
+                r.remove("responsePayload");
+            }
             Some(FollowUp::QueueMessage(QueueMessage {
                 queue_arn: arn.to_string(),
-                body: record,
+                body: record.to_string(),
+                smaller_body: Some(without_payloads.to_string()),
                 attributes: vec![],
                 stored: None,
             }))
@@ -177,6 +183,7 @@ fn dead_letter_message(ev: &AsyncEvent, queue_arn: &str, (status, message): &(u1
     QueueMessage {
         queue_arn: queue_arn.to_string(),
         body: String::from_utf8_lossy(&ev.payload).into_owned(),
+        smaller_body: None,
         attributes: vec![
             attribute("RequestID", "String", ev.id.clone()),
             attribute("ErrorCode", "Number", status.to_string()),

@@ -23,7 +23,7 @@ pub enum Error {
     MessageNotInflight(String),
     #[error("Id {0} repeated.")]
     BatchEntryIdsNotDistinct(String),
-    #[error("Batch requests cannot be longer than 262144 bytes. You have sent {0} bytes.")]
+    #[error("Batch requests cannot be longer than 1048576 bytes. You have sent {0} bytes.")]
     BatchRequestTooLong(usize),
     #[error("There should be at least one {0}RequestEntry in the request.")]
     EmptyBatchRequest(&'static str),

@@ -128,7 +128,8 @@ impl Queue {
             delay_s: int("DelaySeconds", 0).unsigned_abs(),
             visibility_s: int("VisibilityTimeout", 30).unsigned_abs(),
             retention_s: int("MessageRetentionPeriod", 345_600),
-            max_size: usize::try_from(int("MaximumMessageSize", 262_144)).unwrap_or(rules::MAX_MESSAGE_BYTES),
+            max_size: usize::try_from(int("MaximumMessageSize", rules::MAX_MESSAGE_BYTES as i64))
+                .unwrap_or(rules::MAX_MESSAGE_BYTES),
             content_dedup: doc.attributes.get("ContentBasedDeduplication").is_some_and(|v| v == "true"),
             redrive: doc.attributes.get("RedrivePolicy").and_then(|p| RedrivePolicy::parse(p).ok()),
         }

@@ -11,15 +11,16 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// The largest message (body and attributes) and the largest batch.
-pub const MAX_MESSAGE_BYTES: usize = 262_144;
+/// The largest message (body and attributes) and the largest batch: 1 MiB,
+/// as SQS raised them from 256 KiB in 2025 (botocore's model says so).
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 /// How long a FIFO queue remembers a deduplication id.
 pub const DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
 
 /// Queue attributes a client may set, with AWS's ranges (for integers).
 const INTEGER_ATTRIBUTES: &[(&str, i64, i64)] = &[
     ("DelaySeconds", 0, 900),
-    ("MaximumMessageSize", 1024, 262_144),
+    ("MaximumMessageSize", 1024, MAX_MESSAGE_BYTES as i64),
     ("MessageRetentionPeriod", 60, 1_209_600),
     ("ReceiveMessageWaitTimeSeconds", 0, 20),
     ("VisibilityTimeout", 0, 43_200),
@@ -86,7 +87,7 @@ pub fn check_queue_name(name: &str, fifo: bool) -> Result<()> {
 pub fn default_attributes(fifo: bool) -> BTreeMap<String, String> {
     let mut a: BTreeMap<String, String> = [
         ("DelaySeconds", "0"),
-        ("MaximumMessageSize", "262144"),
+        ("MaximumMessageSize", "1048576"),
         ("MessageRetentionPeriod", "345600"),
         ("ReceiveMessageWaitTimeSeconds", "0"),
         ("VisibilityTimeout", "30"),

@@ -121,6 +121,9 @@ pub enum FollowUp {
 pub struct QueueMessage {
     pub queue_arn: String,
     pub body: String,
+    /// The body to send instead if the queue refuses `body` as too long
+    /// (an invocation record without its payloads, as AWS then sends).
+    pub smaller_body: Option<String>,
     pub attributes: Vec<MessageAttribute>,
     /// The row to insert (the queue's name and the message), made by the
     /// queue engine from the fields above once its rules passed; `None`

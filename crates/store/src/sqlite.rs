@@ -800,6 +800,7 @@ mod tests {
         let message = QueueMessage {
             queue_arn: "arn:aws:sqs:us-east-1:1:q".into(),
             body: "{}".into(),
+            smaller_body: None,
             attributes: vec![],
             stored: None,
         };

@@ -21,8 +21,9 @@ use serde_json::Value;
 use crate::sigv4::{AuthError, SignedParts};
 use crate::Api;
 
-/// The largest request body read: a 256 KiB batch, escaped or form-encoded.
-const BODY_LIMIT: usize = 2 << 20;
+/// The largest request body read: a 1 MiB batch, escaped or form-encoded
+/// (at most three bytes a byte: `%XX`, or `\\uXXXX` for two UTF-8 bytes).
+const BODY_LIMIT: usize = 4 * nimbus_queues::rules::MAX_MESSAGE_BYTES;
 
 /// Whether an unsigned request is for SQS: it names an SQS operation in
 /// `X-Amz-Target`.
