@@ -279,6 +279,53 @@ def test_provided_runtime_with_awslambdaric(plam, tmp_path):
         assert out == {"ric": True, "event": {"n": i}, "id": r["ResponseMetadata"]["RequestId"]}
 
 
+# A runtime that misbehaves on the Runtime API before it answers: a post
+# for another invocation with a body it never sends, and a second post
+# while its own response is half sent. What it saw is its answer.
+HOSTILE_RUNTIME = r'''
+import http.client, json, os, socket
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+BASE = "/2018-06-01/runtime/invocation"
+def raw(head):
+    s = socket.create_connection((host, int(port)), timeout=20)
+    s.sendall(head.encode())
+    return s
+def status(s):
+    try:
+        return s.recv(4096).split(b"\r\n")[0].decode()
+    except socket.timeout:
+        return "no answer"
+while True:
+    c = http.client.HTTPConnection(host, int(port), timeout=None)
+    c.request("GET", BASE + "/next")
+    r = c.getresponse()
+    r.read()
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    seen = {"other": status(raw(f"POST {BASE}/not-this-one/response HTTP/1.1\r\nHost: x\r\nContent-Length: 6000000\r\n\r\n"))}
+    size = 4096
+    own = raw(f"POST {BASE}/{rid}/response HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n{{")
+    second = http.client.HTTPConnection(host, int(port), timeout=20)
+    second.request("POST", f"{BASE}/{rid}/response", body=b"{}")
+    seen["second"] = second.getresponse().status
+    rest = json.dumps({"seen": seen})[1:]
+    own.sendall((rest + " " * (size - 1 - len(rest))).encode())
+    seen["own"] = status(own)
+'''
+
+
+def test_a_runtime_posting_out_of_turn_is_refused_before_its_body_is_read(plam):
+    files = {"rt.py": HOSTILE_RUNTIME,
+             "bootstrap": f"#!/bin/sh\nexec {sys.executable} -I \"$LAMBDA_TASK_ROOT/rt.py\"\n"}
+    name = unique_name("hostile-rt")
+    plam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x", Role=ROLE,
+                         Code={"ZipFile": make_zip(files, executables={"bootstrap"})}, Timeout=30)
+    r, out = invoke(plam, name, {})
+    assert "FunctionError" not in r, out
+    # Answered without its body being waited for; the second post refused,
+    # so the response is the one half sent first.
+    assert out == {"seen": {"other": "HTTP/1.1 400 Bad Request", "second": 429}}, out
+
+
 def test_nimbus_cli_invoke(proc_server, plam, tmp_path):
     name = py_function(plam)
     r = nimbus_cli(proc_server, "invoke", name, '{"a": 1}', "--tail")

@@ -248,6 +248,9 @@ pub(crate) struct Shared {
     exit_status: SyncMutex<Option<String>>,
     /// Set when a template is given its function.
     specialized: AtomicBool,
+    /// One body the runtime posts is read at a time: each is held in the
+    /// node's memory (up to 6 MiB), not the function's cgroup.
+    pub posting: tokio::sync::Semaphore,
 }
 
 /// The most output one [`Shared::read_output`] takes: a runtime that
@@ -284,6 +287,11 @@ impl Shared {
     }
 
     /// Completes the current invocation if `id` names it.
+    /// Whether `id` is the invocation under way.
+    pub fn is_current(&self, id: &str) -> bool {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|c| c.id == id)
+    }
+
     pub fn complete(&self, id: &str, reply: Reply) -> bool {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         match cur.take() {
@@ -922,6 +930,7 @@ impl Env {
             init_error: SyncMutex::new(None),
             exit_status: SyncMutex::new(None),
             specialized: AtomicBool::new(now.is_some()),
+            posting: tokio::sync::Semaphore::new(1),
         });
 
         let mut control = None;

@@ -80,8 +80,13 @@ pub fn response_too_large() -> Bytes {
     )
 }
 
-/// Reads a body the runtime posts, within the response limit.
-async fn read(body: Body) -> Result<Bytes, Response> {
+/// Reads a body the runtime posts, within the response limit, one at a
+/// time: a runtime posting on many connections at once is refused, rather
+/// than holding their bodies in the node.
+async fn read(shared: &Shared, body: Body) -> Result<Bytes, Response> {
+    let Ok(_reading) = shared.posting.try_acquire() else {
+        return Err(json_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "One post at a time."));
+    };
     to_bytes(body, RESPONSE_MAX).await.map_err(|_| {
         json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,8 +100,12 @@ async fn complete(shared: &Shared, id: &str, reply: Reply) -> Response {
     if shared.complete(id, reply) {
         accepted()
     } else {
-        json_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
+        invalid_id()
     }
+}
+
+fn invalid_id() -> Response {
+    json_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
 }
 
 async fn response(
@@ -114,24 +123,32 @@ async fn response(
             return json_error(StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode", message);
         }
     }
-    match read(body).await {
+    // Nothing of a post for another invocation is read.
+    if !shared.is_current(&id) {
+        return invalid_id();
+    }
+    match read(&shared, body).await {
         Ok(bytes) => complete(&shared, &id, Reply::Response(bytes)).await,
-        Err(too_big) => {
+        Err(too_big) if too_big.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             shared.complete(&id, Reply::Error(response_too_large()));
             too_big
         }
+        Err(refused) => refused,
     }
 }
 
 async fn error(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Body) -> Response {
-    match read(body).await {
+    if !shared.is_current(&id) {
+        return invalid_id();
+    }
+    match read(&shared, body).await {
         Ok(bytes) => complete(&shared, &id, Reply::Error(bytes)).await,
         Err(too_big) => too_big,
     }
 }
 
 async fn init_error(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    match read(body).await {
+    match read(&shared, body).await {
         Ok(bytes) => {
             shared.init_failed(bytes);
             accepted()
