@@ -1,15 +1,17 @@
 """What clients may hold of the API listener: a request's head must arrive
 within `--header-timeout`, an idle keep-alive connection is closed after as
-long, and at most `--max-connections` are open at once, the rest waiting in
-the kernel's backlog; so that slow or idle clients cannot take the
-descriptors the node's own work needs."""
+long, at most `--max-connections` are open at once, the rest waiting in
+the kernel's backlog, and the bodies being read hold at most
+`--body-budget-mb` of memory; so that slow or idle clients cannot take the
+descriptors or the memory the node's own work needs."""
 
 import socket
 import urllib.parse
 
 import pytest
+import requests
 
-from conftest import Server
+from conftest import ROLE, Server, make_zip, unique_name, wait_for
 
 PARTIAL = b"GET /console/ HTTP/1.1\r\nHost: x\r\n"
 WHOLE = b"GET /console/ HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -18,7 +20,7 @@ WHOLE = b"GET /console/ HTTP/1.1\r\nHost: x\r\n\r\n"
 @pytest.fixture
 def node(tmp_path):
     s = Server(tmp_path / "data", args=["--isolation", "process", "--header-timeout", "2",
-                                        "--max-connections", "8"]).start()
+                                        "--max-connections", "8", "--body-budget-mb", "8"]).start()
     yield s
     s.stop()
 
@@ -72,3 +74,32 @@ def test_clients_past_the_most_connections_wait_for_a_free_one(node):
     finally:
         for h in hogs:
             h.close()
+
+
+def test_bodies_held_unfinished_use_up_a_budget_not_the_nodes_memory(node):
+    lam = node.client()
+    name = unique_name("budget")
+    code = make_zip({"app.py": "def handler(event, context):\n    return {'statusCode': 200, 'body': 'ok'}\n"})
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": code})
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    lam.add_permission(FunctionName=name, StatementId="public", Action="lambda:InvokeFunctionUrl",
+                       Principal="*", FunctionUrlAuthType="NONE")
+    path = urllib.parse.urlsplit(url).path
+    assert requests.post(url, data=b"x" * 100_000, timeout=30).status_code == 200
+    # Two anonymous callers send 4 MB of 6 MB bodies each, and stop.
+    holders = [connect(node) for _ in range(2)]
+    try:
+        for h in holders:
+            h.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 6000000\r\n\r\n".encode())
+            h.sendall(b"x" * 4_000_000)
+        # Once the node has read them, 7.6 of the 8 MB are spent: the next
+        # body of 0.5 MB is refused at once with a 503 (which SDKs retry), not held.
+        wait_for(lambda: requests.post(url, data=b"x" * 500_000, timeout=30).status_code == 503,
+                 "a body past the budget to be refused", timeout=30)
+    finally:
+        for h in holders:
+            h.close()
+    # Their share comes back when they go.
+    wait_for(lambda: requests.post(url, data=b"x" * 500_000, timeout=30).status_code == 200,
+             "the budget to come back", timeout=30)

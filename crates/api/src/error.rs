@@ -20,6 +20,9 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The node reads as much of other requests' bodies as it may; a retry later is served.
+    #[error("The node is reading as many request bodies as it may; retry the request")]
+    Busy,
     #[error("{0}")]
     UnknownOperation(String),
 }
@@ -66,6 +69,8 @@ impl ApiError {
                 AuthError::ExpiredToken => (S::FORBIDDEN, "ExpiredTokenException"),
             },
             Self::Internal(_) | Self::Unavailable(_) => (S::INTERNAL_SERVER_ERROR, "ServiceException"),
+            // A 503 is retried by every SDK, whatever the service.
+            Self::Busy => (S::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             Self::UnknownOperation(_) => (S::NOT_FOUND, "UnknownOperationException"),
         }
     }

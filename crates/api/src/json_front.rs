@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::sigv4::SignedParts;
-use crate::{read_signed_body, Api, ApiError};
+use crate::{read_signed_body, Api, ApiError, Unread};
 
 /// One awsJson 1.1 service as its front takes requests in.
 pub(crate) struct JsonService {
@@ -42,7 +42,10 @@ impl JsonService {
         let body = read_signed_body(api, &parts, body, limit, self.name)
             .await
             .map_err(|e| Failure::from(ApiError::from(e)))?
-            .map_err(|_| Failure::new(self.invalid, format!("Request must be smaller than {limit} bytes")))?;
+            .map_err(|u| match u {
+                Unread::TooLarge => Failure::new(self.invalid, format!("Request must be smaller than {limit} bytes")),
+                Unread::Busy => Failure::from(ApiError::Busy),
+            })?;
         let signed = SignedParts::of(&parts, &body);
         api.verifier.verify(&signed, self.name, SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
         let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();

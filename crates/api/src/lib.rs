@@ -68,7 +68,12 @@ pub struct Api {
     console: Arc<console::Sessions>,
     /// CloudWatch metrics, usage reports and the Prometheus scrape; `None` answers them as unavailable.
     metrics: Option<Arc<nimbus_metrics::Metrics>>,
+    /// KiB of request bodies the node may be reading at once (see [`read_body`]).
+    reading: Arc<tokio::sync::Semaphore>,
 }
+
+/// The default of [`Api::with_body_budget`]: 1 GiB.
+pub const BODY_BUDGET_DEFAULT: usize = 1 << 30;
 
 impl Api {
     pub fn new(
@@ -95,7 +100,15 @@ impl Api {
             logs: None,
             console: Arc::default(),
             metrics: None,
+            reading: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_DEFAULT >> 10)),
         }
+    }
+
+    /// Bytes of request bodies the node may be reading at once, all clients
+    /// together; a request whose body would go past it is refused (503).
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        self.reading = Arc::new(tokio::sync::Semaphore::new((bytes >> 10).max(1)));
+        self
     }
 
     /// Serves the EventBridge Scheduler API with these schedules.
@@ -282,8 +295,11 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     let (op, args) = route::route(&parts.method, &raw_path, &query, target)?;
 
     let limit = op.body_limit();
-    let body = read_signed_body(api, &parts, body, limit, op.service()).await?.map_err(|_| {
-        nimbus_core::Error::TooLarge(format!("Request must be smaller than {limit} bytes for the {op:?} operation"))
+    let body = read_signed_body(api, &parts, body, limit, op.service()).await?.map_err(|u| match u {
+        Unread::TooLarge => ApiError::from(nimbus_core::Error::TooLarge(format!(
+            "Request must be smaller than {limit} bytes for the {op:?} operation"
+        ))),
+        Unread::Busy => ApiError::Busy,
     })?;
 
     let signed = SignedParts::of(&parts, &body);
@@ -300,6 +316,15 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
 /// seeing its connection reset. Past this the connection is simply closed.
 const DRAIN_MAX: usize = 256 << 20;
 
+/// Why a request's body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unread {
+    /// Past the operation's limit (or the connection broke).
+    TooLarge,
+    /// The node is reading as much of other requests' bodies as it may.
+    Busy,
+}
+
 /// Reads a signed request's body if it fits in `limit` (the inner `Err`
 /// once it is known not to), after checking its key, scope and time
 /// (`Verifier::precheck`): a request that fails those has its body read and
@@ -311,31 +336,46 @@ pub(crate) async fn read_signed_body(
     body: Body,
     limit: usize,
     service: &str,
-) -> Result<Result<Bytes, ()>, sigv4::AuthError> {
+) -> Result<Result<Bytes, Unread>, sigv4::AuthError> {
     if let Err(e) = api.verifier.precheck(&parts.headers, parts.uri.query(), service, SystemTime::now()) {
-        let _ = read_body(body, 0).await;
+        let _ = read_body(api, body, 0).await;
         return Err(e);
     }
-    Ok(read_body(body, limit).await)
+    Ok(read_body(api, body, limit).await)
 }
 
-/// Reads the body if it fits in `limit`; `Err` once it is known not to.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
+/// Reads the body if it fits in `limit`. What is kept counts against the
+/// node's budget until the body is whole: a client sending slowly (or never
+/// finishing) holds its part of it, and many such clients would otherwise
+/// hold gigabytes of the node's memory. Past the budget the request is
+/// refused at once; waiting for a share could wait on clients that are gone.
+async fn read_body(api: &Api, body: Body, limit: usize) -> Result<Bytes, Unread> {
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ())?;
+        let chunk = chunk.map_err(|_| Unread::TooLarge)?;
         seen += chunk.len();
         if seen > DRAIN_MAX {
-            return Err(());
+            return Err(Unread::TooLarge);
         }
         if seen <= limit {
+            // KiB held for the bytes kept so far, rounded up.
+            let want = u32::try_from(buf.len().saturating_add(chunk.len()).div_ceil(1024)).unwrap_or(u32::MAX);
+            let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+            if want > have {
+                let more = api.reading.clone().try_acquire_many_owned(want - have).map_err(|_| Unread::Busy)?;
+                match &mut held {
+                    Some(p) => p.merge(more),
+                    None => held = Some(more),
+                }
+            }
             buf.extend_from_slice(&chunk);
         }
     }
     if seen > limit {
-        return Err(());
+        return Err(Unread::TooLarge);
     }
     Ok(Bytes::from(buf))
 }

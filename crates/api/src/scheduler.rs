@@ -119,7 +119,10 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
     let body = read_signed_body(api, &parts, body, BODY_MAX, "scheduler")
         .await
         .map_err(|e| Failure::from(ApiError::from(e)))?
-        .map_err(|_| Failure::validation(format!("Request must be smaller than {BODY_MAX} bytes")))?;
+        .map_err(|u| match u {
+            crate::Unread::TooLarge => Failure::validation(format!("Request must be smaller than {BODY_MAX} bytes")),
+            crate::Unread::Busy => Failure::from(ApiError::Busy),
+        })?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "scheduler", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
     let (op, label) = route(&parts.method, &raw_path).ok_or_else(|| {

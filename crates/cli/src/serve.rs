@@ -70,6 +70,12 @@ pub struct ServeArgs {
     /// quarter of the node's open-files limit.
     #[arg(long, env = "NIMBUS_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// MB of request bodies the node reads into memory at once, all clients
+    /// together (S3 objects and registry blobs go to disk and are not
+    /// counted); a request whose body would pass it is refused with a 503,
+    /// which SDKs retry.
+    #[arg(long, env = "NIMBUS_BODY_BUDGET_MB", default_value_t = nimbus_api::BODY_BUDGET_DEFAULT >> 20)]
+    body_budget_mb: usize,
     /// Seconds a client may take to send a request's head; an idle
     /// keep-alive connection is closed after as long.
     #[arg(long, env = "NIMBUS_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -710,7 +716,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_registry(registry)
                 .with_logs(logs)
                 .with_metrics(metrics.clone())
-                .with_ecs(ecs),
+                .with_ecs(ecs)
+                .with_body_budget(args.body_budget_mb.saturating_mul(1 << 20)),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;

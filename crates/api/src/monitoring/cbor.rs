@@ -32,7 +32,12 @@ pub(super) async fn accept(api: &Api, req: Request<Body>, body_max: usize) -> Re
     let body = read_signed_body(api, &parts, body, body_max, "monitoring")
         .await
         .map_err(|e| Failure::from(ApiError::from(e)))?
-        .map_err(|_| Failure::new("InvalidParameterValue", format!("Request must be smaller than {body_max} bytes")))?;
+        .map_err(|u| match u {
+            crate::Unread::TooLarge => {
+                Failure::new("InvalidParameterValue", format!("Request must be smaller than {body_max} bytes"))
+            }
+            crate::Unread::Busy => Failure::from(ApiError::Busy),
+        })?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "monitoring", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
     let model = nimbus_model::Model::of("monitoring")

@@ -166,7 +166,7 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
     let has_body = req.headers().get("transfer-encoding").is_some()
         || req.headers().get("content-length").is_some_and(|v| v.as_bytes() != b"0");
     let mut resp = match api.registry.as_deref() {
-        Some(registry) => serve_inner(registry, req).await.unwrap_or_else(IntoResponse::into_response),
+        Some(registry) => serve_inner(api, registry, req).await.unwrap_or_else(IntoResponse::into_response),
         None => Failure::unsupported("the registry is not served by this node").into_response(),
     };
     resp.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
@@ -178,7 +178,7 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
     resp
 }
 
-async fn serve_inner(registry: &Registry, req: Request<Body>) -> Result<Response, Failure> {
+async fn serve_inner(api: &Api, registry: &Registry, req: Request<Body>) -> Result<Response, Failure> {
     let path = req.uri().path().to_string();
     let route = route(&path).ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such route"))?;
     let now = SystemTime::now();
@@ -237,12 +237,15 @@ async fn serve_inner(registry: &Registry, req: Request<Body>) -> Result<Response
         }
         (Method::PUT, Route::Manifest(name, reference)) => {
             let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let body = crate::read_body(body, manifests::MANIFEST_MAX).await.map_err(|_| {
-                Failure::new(
+            let body = crate::read_body(api, body, manifests::MANIFEST_MAX).await.map_err(|u| match u {
+                crate::Unread::TooLarge => Failure::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "MANIFEST_INVALID",
                     format!("manifest is larger than {} bytes", manifests::MANIFEST_MAX),
-                )
+                ),
+                crate::Unread::Busy => {
+                    Failure::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", crate::ApiError::Busy.to_string())
+                }
             })?;
             let pushed = registry.put_manifest(&name, &reference, content_type.as_deref(), body).await?;
             let mut h = vec![

@@ -136,9 +136,20 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
     let protocol = if target.is_some() { Protocol::Json } else { Protocol::Query };
     let body = match crate::read_signed_body(api, &parts, body, BODY_LIMIT, "sqs").await {
         Ok(Ok(body)) => body,
-        Ok(Err(())) => {
+        Ok(Err(crate::Unread::TooLarge)) => {
             let e = Error::InvalidParameterValue(format!("Request must be smaller than {BODY_LIMIT} bytes."));
             return respond_error(protocol, wire_error(&e), request_id);
+        }
+        Ok(Err(crate::Unread::Busy)) => {
+            let busy = crate::ApiError::Busy;
+            let e = WireError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                json_type: "ServiceUnavailable",
+                query_code: "ServiceUnavailable",
+                sender: true,
+                message: busy.to_string(),
+            };
+            return respond_error(protocol, e, request_id);
         }
         Err(e) => return respond_error(protocol, auth_error(&e), request_id),
     };

@@ -24,7 +24,7 @@ use nimbus_control::{InvokeRequest, UrlTarget};
 
 use crate::sigv4::{AuthError, SignedParts};
 use crate::streaming::{self, Chunks, Next, Started};
-use crate::{read_body, Api, ApiError};
+use crate::{read_body, Api, ApiError, Unread};
 
 /// Largest request body a URL accepts (6 MB, as Invoke's payload).
 const REQUEST_MAX: usize = 6_291_456;
@@ -204,7 +204,10 @@ async fn answer(
             return Ok((StatusCode::OK, cors::preflight(c, &parts.headers)).into_response());
         }
     }
-    let body = read_body(body, REQUEST_MAX).await.map_err(|()| UrlError::TooLarge)?;
+    let body = read_body(api, body, REQUEST_MAX).await.map_err(|u| match u {
+        Unread::TooLarge => UrlError::TooLarge,
+        Unread::Busy => UrlError::Api(ApiError::Busy),
+    })?;
     let iam = authorize(api, target, parts, &body)?;
     let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let facts = payload::RequestFacts {
