@@ -303,7 +303,11 @@ while True:
     rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
     seen = {"other": status(raw(f"POST {BASE}/not-this-one/response HTTP/1.1\r\nHost: x\r\nContent-Length: 6000000\r\n\r\n"))}
     size = 4096
-    own = raw(f"POST {BASE}/{rid}/response HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n{{")
+    # Its body is asked for (100 Continue) once the node has begun reading it.
+    own = raw(f"POST {BASE}/{rid}/response HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
+              "Expect: 100-continue\r\n\r\n")
+    seen["continue"] = status(own)
+    own.sendall(b"{")
     second = http.client.HTTPConnection(host, int(port), timeout=20)
     second.request("POST", f"{BASE}/{rid}/response", body=b"{}")
     seen["second"] = second.getresponse().status
@@ -323,7 +327,8 @@ def test_a_runtime_posting_out_of_turn_is_refused_before_its_body_is_read(plam):
     assert "FunctionError" not in r, out
     # Answered without its body being waited for; the second post refused,
     # so the response is the one half sent first.
-    assert out == {"seen": {"other": "HTTP/1.1 400 Bad Request", "second": 429}}, out
+    assert out == {"seen": {"other": "HTTP/1.1 400 Bad Request", "continue": "HTTP/1.1 100 Continue",
+                            "second": 429}}, out
 
 
 def test_nimbus_cli_invoke(proc_server, plam, tmp_path):
