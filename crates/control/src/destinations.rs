@@ -151,14 +151,15 @@ fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: Value, now
         },
         Some("sqs") => {
             tracing::info!(destination = %arn, "the invocation record is sent to the destination queue");
-            let mut without_payloads = record.clone();
+            let body = record.to_string();
+            let mut without_payloads = record;
             if let Some(r) = without_payloads.as_object_mut() {
                 r.remove("requestPayload");
                 r.remove("responsePayload");
             }
             Some(FollowUp::QueueMessage(QueueMessage {
                 queue_arn: arn.to_string(),
-                body: record.to_string(),
+                body,
                 smaller_body: Some(without_payloads.to_string()),
                 attributes: vec![],
                 stored: None,

@@ -58,11 +58,11 @@ pub async fn serve(
     let (stopping, stopped) = tokio::sync::watch::channel(());
     let (done_tx, mut done) = tokio::sync::mpsc::channel::<Infallible>(1);
     tokio::pin!(stop);
-    let mut full_since: Option<std::time::Instant> = None;
+    let mut warned_at: Option<std::time::Instant> = None;
     loop {
-        if slots.available_permits() == 0 && full_since.is_none_or(|t| t.elapsed() > FULL_WARNING_EVERY) {
+        if slots.available_permits() == 0 && warned_at.is_none_or(|t| t.elapsed() > FULL_WARNING_EVERY) {
             tracing::warn!(connections = limits.connections, "every connection slot is taken; new clients wait");
-            full_since = Some(std::time::Instant::now());
+            warned_at = Some(std::time::Instant::now());
         }
         let permit = tokio::select! {
             Ok(permit) = slots.clone().acquire_owned() => permit,

@@ -693,8 +693,9 @@ mod tests {
         assert!(!hits(&format!("[{}, ...]", conditions.join(", ")), &ev));
         // Ten of them fit, and match.
         assert!(hits(&format!("[{}, ...]", conditions[..10].join(", ")), &ev));
-        // A pattern of fixed width is only tried where it can line up.
+        // A pattern of fixed width matches only an event of its width.
         assert!(!hits("[a, b]", &ev));
+        assert!(hits("[a, b]", "a b"));
     }
 
     #[test]

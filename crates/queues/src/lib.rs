@@ -880,14 +880,15 @@ impl Queues {
                 Some(l) if l.receipt == Some(receipt) && l.in_flight(now) => l.received_at,
                 _ => return Err(Error::MessageNotInflight(receipt_handle.to_string())),
             };
+            let visible_at = now + i64::try_from(timeout.as_millis()).unwrap_or(0);
             // At most 12 hours from the receive in all, as on AWS.
-            if now + i64::try_from(timeout.as_millis()).unwrap_or(0) - received_at > 43_200_000 {
+            if visible_at - received_at > 43_200_000 {
                 return Err(Error::InvalidParameterValue(format!(
                     "Value {} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]",
                     timeout.as_secs()
                 )));
             }
-            m.set_visible_at(seq, now + i64::try_from(timeout.as_millis()).unwrap_or(0));
+            m.set_visible_at(seq, visible_at);
         }
         q.notify.notify_waiters();
         Ok(())

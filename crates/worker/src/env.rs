@@ -286,12 +286,12 @@ impl Shared {
         self.ready_at.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
-    /// Completes the current invocation if `id` names it.
     /// Whether `id` is the invocation under way.
     pub fn is_current(&self, id: &str) -> bool {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|c| c.id == id)
     }
 
+    /// Completes the current invocation if `id` names it.
     pub fn complete(&self, id: &str, reply: Reply) -> bool {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         match cur.take() {

@@ -80,20 +80,33 @@ pub fn response_too_large() -> Bytes {
     )
 }
 
+/// Why a posted body was not read.
+enum Unread {
+    /// Past the response limit: the invocation fails with it.
+    TooLarge,
+    /// Another post of the runtime is being read.
+    Busy,
+}
+
+impl IntoResponse for Unread {
+    fn into_response(self) -> Response {
+        match self {
+            Self::TooLarge => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({RESPONSE_MAX} bytes)."),
+            ),
+            Self::Busy => json_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "One post at a time."),
+        }
+    }
+}
+
 /// Reads a body the runtime posts, within the response limit, one at a
 /// time: a runtime posting on many connections at once is refused, rather
 /// than holding their bodies in the node.
-async fn read(shared: &Shared, body: Body) -> Result<Bytes, Response> {
-    let Ok(_reading) = shared.posting.try_acquire() else {
-        return Err(json_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "One post at a time."));
-    };
-    to_bytes(body, RESPONSE_MAX).await.map_err(|_| {
-        json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            &format!("Exceeded maximum allowed payload size ({RESPONSE_MAX} bytes)."),
-        )
-    })
+async fn read(shared: &Shared, body: Body) -> Result<Bytes, Unread> {
+    let Ok(_reading) = shared.posting.try_acquire() else { return Err(Unread::Busy) };
+    to_bytes(body, RESPONSE_MAX).await.map_err(|_| Unread::TooLarge)
 }
 
 async fn complete(shared: &Shared, id: &str, reply: Reply) -> Response {
@@ -129,11 +142,11 @@ async fn response(
     }
     match read(&shared, body).await {
         Ok(bytes) => complete(&shared, &id, Reply::Response(bytes)).await,
-        Err(too_big) if too_big.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(Unread::TooLarge) => {
             shared.complete(&id, Reply::Error(response_too_large()));
-            too_big
+            Unread::TooLarge.into_response()
         }
-        Err(refused) => refused,
+        Err(busy) => busy.into_response(),
     }
 }
 
@@ -143,7 +156,7 @@ async fn error(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: 
     }
     match read(&shared, body).await {
         Ok(bytes) => complete(&shared, &id, Reply::Error(bytes)).await,
-        Err(too_big) => too_big,
+        Err(unread) => unread.into_response(),
     }
 }
 
@@ -153,7 +166,7 @@ async fn init_error(State(shared): State<Arc<Shared>>, body: Body) -> Response {
             shared.init_failed(bytes);
             accepted()
         }
-        Err(too_big) => too_big,
+        Err(unread) => unread.into_response(),
     }
 }
 

@@ -141,13 +141,12 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
             return respond_error(protocol, wire_error(&e), request_id);
         }
         Ok(Err(crate::Unread::Busy)) => {
-            let busy = crate::ApiError::Busy;
             let e = WireError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 json_type: "ServiceUnavailable",
                 query_code: "ServiceUnavailable",
                 sender: true,
-                message: busy.to_string(),
+                message: crate::ApiError::Busy.to_string(),
             };
             return respond_error(protocol, e, request_id);
         }
