@@ -87,20 +87,24 @@ pub async fn serve(
         let done = done_tx.clone();
         let http1 = http1.clone();
         tokio::spawn(Repoll::new(async move {
-            let connection = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            tokio::pin!(connection);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::trace!(%peer, error = %e, "connection ended");
+            // The connection (and its socket) goes at the end of this block,
+            // before its slot is given back: the slots count open sockets.
+            {
+                let connection = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                tokio::pin!(connection);
+                let mut stopping = false;
+                loop {
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(e) = result {
+                                tracing::trace!(%peer, error = %e, "connection ended");
+                            }
+                            break;
                         }
-                        break;
-                    }
-                    _ = stopped.changed(), if !stopping => {
-                        stopping = true;
-                        connection.as_mut().graceful_shutdown();
+                        _ = stopped.changed(), if !stopping => {
+                            stopping = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
                     }
                 }
             }
