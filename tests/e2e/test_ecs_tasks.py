@@ -23,9 +23,10 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import pytest
 
-from conftest import REGION, Server, aws_client, create, host_pids, nimbus_cli, unique_name, wait_for
+from conftest import ACCOUNT, REGION, Server, aws_client, create, host_pids, nimbus_cli, unique_name, wait_for
 from test_ecs import CAPACITY, NETWORK, busybox, busybox_layout, ecs, node, register, run, running, stopped  # noqa: F401
 from test_image_functions import push, python_layout, run as sh  # noqa: F401
 
@@ -99,12 +100,17 @@ def test_endpoints_answer_inside_the_task_and_awslogs_keeps_its_lines(node, ecs,
     # The lines are kept after the task stopped, in the stream AWS names.
     streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
     assert [s["logStreamName"] for s in streams] == [stream]
-    # The credentials the task got call Nimbus as the task.
+    # The credentials the task got call Nimbus as the task: its data
+    # services, not ECS's control plane.
     session = boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
                                     aws_secret_access_key=creds["SecretAccessKey"],
                                     aws_session_token=creds["Token"], region_name=REGION)
-    as_task = session.client("ecs", endpoint_url=node.endpoint)
-    assert as_task.describe_tasks(tasks=[arn])["tasks"][0]["taskArn"] == arn
+    as_task = session.client("logs", endpoint_url=node.endpoint)
+    assert [s["logStreamName"] for s in as_task.describe_log_streams(logGroupName=group)["logStreams"]] == [stream]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        session.client("ecs", endpoint_url=node.endpoint).describe_tasks(tasks=[arn])
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert e.value.response["Error"]["Message"].startswith(f"User: {arn} is not authorized to perform: ecs:DescribeTasks")
 
 
 # Prints who the container runs as, whether its root takes a write, and
@@ -354,7 +360,7 @@ def test_a_port_served_on_the_tasks_loopback_alone_is_not_published(ecs, busybox
 # service models the task calls.
 SITE = Path(boto3.__file__).parents[1]
 SDK_PACKAGES = ["botocore", "dateutil", "jmespath", "urllib3"]
-SDK_MODELS = {"ecs", "lambda"}
+SDK_MODELS = {"ecs", "lambda", "logs"}
 
 
 def other_models(directory, names):
@@ -398,14 +404,24 @@ def python_sdk(node, python_layout, tmp_path_factory):
 SDK_CALLS = r"""
 import json, os, urllib.request
 import botocore.session
+from botocore.exceptions import ClientError
 me = json.load(urllib.request.urlopen(os.environ["ECS_CONTAINER_METADATA_URI_V4"] + "/task"))
 session = botocore.session.get_session()
+logs = session.create_client("logs")
+streams = logs.describe_log_streams(logGroupName=os.environ["GROUP"])["logStreams"]
+
+def refused(call):
+    try:
+        call()
+    except ClientError as e:
+        return [e.response["Error"]["Code"], e.response["Error"]["Message"]]
+
 ecs = session.create_client("ecs")
-task = ecs.describe_tasks(cluster=me["Cluster"], tasks=[me["TaskARN"]])["tasks"][0]
-functions = session.create_client("lambda").list_functions()["Functions"]
-print(json.dumps({"credentials": session.get_credentials().method, "endpoint": ecs.meta.endpoint_url,
-                  "region": ecs.meta.region_name, "task": task["taskArn"], "status": task["lastStatus"],
-                  "functions": [f["FunctionName"] for f in functions]}))
+print(json.dumps({"credentials": session.get_credentials().method, "endpoint": logs.meta.endpoint_url,
+                  "region": logs.meta.region_name, "task": me["TaskARN"],
+                  "streams": [s["logStreamName"] for s in streams],
+                  "ecs": refused(lambda: ecs.describe_tasks(cluster=me["Cluster"], tasks=[me["TaskARN"]])),
+                  "lambda": refused(lambda: session.create_client("lambda").get_function(FunctionName=os.environ["FN"]))}))
 """
 
 
@@ -416,7 +432,8 @@ def test_an_aws_sdk_in_the_container_calls_nimbus_as_the_task(node, ecs, logs, p
     group = unique_name("/ecs/sdk")
     logs.create_log_group(logGroupName=group)
     sdk = {"name": "sdk", "image": python_sdk, "entryPoint": ["python3", "-c", SDK_CALLS],
-           "logConfiguration": awslogs(group)}
+           "logConfiguration": awslogs(group),
+           "environment": [{"name": "GROUP", "value": group}, {"name": "FN", "value": fn}]}
     arn = run(ecs, register(ecs, containers=[sdk], taskRoleArn=ROLE)["family"])["tasks"][0]["taskArn"]
     done = stopped(ecs, arn)
     stream = f"app/sdk/{arn.rsplit('/', 1)[1]}"
@@ -424,8 +441,14 @@ def test_an_aws_sdk_in_the_container_calls_nimbus_as_the_task(node, ecs, logs, p
     assert done["containers"][0]["exitCode"] == 0, (done, got)
     out = json.loads(got[-1])
     assert out["credentials"] == "container-role" and out["endpoint"] == "http://169.254.170.2:51678", out
-    assert (out["region"], out["task"], out["status"]) == (REGION, arn, "RUNNING"), out
-    assert fn in out["functions"], out
+    assert (out["region"], out["task"], out["streams"]) == (REGION, arn, [stream]), out
+    # The task's credentials are for data, not for managing compute: they
+    # read neither ECS's tasks nor another function's configuration.
+    assert out["ecs"] == ["AccessDeniedException", f"User: {arn} is not authorized to perform: ecs:DescribeTasks "
+                          "on resource: * because no identity-based policy allows the ecs:DescribeTasks action"]
+    assert out["lambda"] == ["AccessDeniedException", f"User: {arn} is not authorized to perform: lambda:GetFunction "
+                             f"on resource: arn:aws:lambda:{REGION}:{ACCOUNT}:function:{fn} because no "
+                             "identity-based policy allows the lambda:GetFunction action"], out
 
 
 def processes_named(comm):

@@ -555,8 +555,8 @@ def handler(event, context):
     import boto3
     from botocore.config import Config
     lam = boto3.client("lambda", config=Config(retries={"max_attempts": 1}))  # endpoint and keys from the environment
-    names = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
-    return {"names": names, "key": os.environ["AWS_ACCESS_KEY_ID"], "has_token": bool(os.environ.get("AWS_SESSION_TOKEN")),
+    me = lam.get_function_configuration(FunctionName=context.function_name)["FunctionName"]
+    return {"me": me, "key": os.environ["AWS_ACCESS_KEY_ID"], "has_token": bool(os.environ.get("AWS_SESSION_TOKEN")),
             "endpoint": os.environ["AWS_ENDPOINT_URL"]}
 '''
 
@@ -566,7 +566,7 @@ def test_sdk_inside_a_function_reaches_nimbus_with_injected_credentials(proc_ser
     name = py_function(plam, files={"app.py": SDK_APP}, Timeout=30)
     r, out = invoke(plam, name, {"site_packages": sysconfig.get_paths()["purelib"]})
     assert "FunctionError" not in r, out
-    assert name in out["names"]
+    assert out["me"] == name
     assert out["endpoint"] == proc_server.endpoint and out["has_token"]
     assert out["key"].startswith("NSIA") and out["key"] != proc_server.credentials()[0], "session keys, not the node's"
 

@@ -67,6 +67,7 @@ impl ApiError {
                 AuthError::InvalidSignature(_) => (S::FORBIDDEN, "InvalidSignatureException"),
                 AuthError::ContentSha256Mismatch => (S::BAD_REQUEST, "XAmzContentSHA256Mismatch"),
                 AuthError::ExpiredToken => (S::FORBIDDEN, "ExpiredTokenException"),
+                AuthError::Denied(_) => (S::FORBIDDEN, "AccessDeniedException"),
             },
             Self::Internal(_) | Self::Unavailable(_) => (S::INTERNAL_SERVER_ERROR, "ServiceException"),
             // A 503 is retried by every SDK, whatever the service.

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use crate::access::Action;
 use crate::sigv4::SignedParts;
 use crate::{read_signed_body, Api, ApiError, Unread};
 
@@ -39,7 +40,10 @@ impl JsonService {
     pub(crate) async fn accept(&self, api: &Api, req: Request<Body>) -> Result<JsonCall, Failure> {
         let (parts, body) = req.into_parts();
         let limit = self.body_max;
-        let body = read_signed_body(api, &parts, body, limit, self.name)
+        let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let operation = target.strip_prefix(self.target_prefix).unwrap_or(target).to_string();
+        let action = Action { service: self.name, operation: &operation, function: None };
+        let body = read_signed_body(api, &parts, body, limit, &action)
             .await
             .map_err(|e| Failure::from(ApiError::from(e)))?
             .map_err(|u| match u {

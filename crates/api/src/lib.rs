@@ -7,6 +7,7 @@
 //! This crate owns HTTP: routes, SigV4, wire ↔ domain conversion and the
 //! error table. It never touches the store or sandboxes.
 
+mod access;
 mod console;
 mod convert;
 mod ecs;
@@ -295,7 +296,10 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     let (op, args) = route::route(&parts.method, &raw_path, &query, target)?;
 
     let limit = op.body_limit();
-    let body = read_signed_body(api, &parts, body, limit, op.service()).await?.map_err(|u| match u {
+    let operation = format!("{op:?}");
+    let function = args.first().filter(|_| op.names_function()).map(String::as_str);
+    let action = access::Action { service: op.service(), operation: &operation, function };
+    let body = read_signed_body(api, &parts, body, limit, &action).await?.map_err(|u| match u {
         Unread::TooLarge => ApiError::from(nimbus_core::Error::TooLarge(format!(
             "Request must be smaller than {limit} bytes for the {op:?} operation"
         ))),
@@ -327,17 +331,23 @@ pub(crate) enum Unread {
 
 /// Reads a signed request's body if it fits in `limit` (the inner `Err`
 /// once it is known not to), after checking its key, scope and time
-/// (`Verifier::precheck`): a request that fails those has its body read and
-/// discarded, not kept, so nobody without a key makes the node hold one,
-/// and a client still sending reads the error.
+/// (`Verifier::precheck`) and that its caller may do `action`: a request
+/// that fails those has its body read and discarded, not kept, so nobody
+/// without a key (or whose key may not do this) makes the node hold one,
+/// and a client still sending reads the error. The signature is checked
+/// after, over the body.
 pub(crate) async fn read_signed_body(
     api: &Api,
     parts: &axum::http::request::Parts,
     body: Body,
     limit: usize,
-    service: &str,
+    action: &access::Action<'_>,
 ) -> Result<Result<Bytes, Unread>, sigv4::AuthError> {
-    if let Err(e) = api.verifier.precheck(&parts.headers, parts.uri.query(), service, SystemTime::now()) {
+    let admitted = api
+        .verifier
+        .precheck(&parts.headers, parts.uri.query(), action.service, SystemTime::now())
+        .and_then(|caller| access::check(api.control.account(), &caller, action));
+    if let Err(e) = admitted {
         let _ = read_body(api, body, 0).await;
         return Err(e);
     }

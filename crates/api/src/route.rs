@@ -90,6 +90,30 @@ impl Op {
         "lambda"
     }
 
+    /// Whether the operation's first path label names a function (or, for
+    /// tags, may be a function's ARN).
+    pub fn names_function(self) -> bool {
+        use Op::*;
+        !matches!(
+            self,
+            ListLayerVersions
+                | PublishLayerVersion
+                | GetLayerVersion
+                | DeleteLayerVersion
+                | AddLayerVersionPermission
+                | GetLayerVersionPolicy
+                | RemoveLayerVersionPermission
+                | GetCodeSigningConfig
+                | UpdateCodeSigningConfig
+                | DeleteCodeSigningConfig
+                | ListFunctionsByCodeSigningConfig
+                | GetEventSourceMapping
+                | UpdateEventSourceMapping
+                | DeleteEventSourceMapping
+                | DownloadCode
+        )
+    }
+
     /// The largest request body the operation accepts.
     pub fn body_limit(self) -> usize {
         match self {

@@ -158,10 +158,10 @@ impl S3Front {
             return;
         };
         let now = SystemTime::now();
-        if let Ok((secret, until)) = verifier.session(access_key, &token, now) {
+        if let Ok(session) = verifier.session(access_key, &token, now) {
             let mut sessions = self.keys.sessions.lock().unwrap_or_else(|e| e.into_inner());
             sessions.retain(|_, (_, u)| *u > now);
-            sessions.insert(access_key.to_string(), (secret, until));
+            sessions.insert(access_key.to_string(), (session.secret, session.until));
         }
     }
 }

@@ -116,7 +116,9 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
-    let body = read_signed_body(api, &parts, body, BODY_MAX, "scheduler")
+    let operation = route(&parts.method, &raw_path).map(|(op, _)| format!("{op:?}")).unwrap_or_default();
+    let action = crate::access::Action { service: "scheduler", operation: &operation, function: None };
+    let body = read_signed_body(api, &parts, body, BODY_MAX, &action)
         .await
         .map_err(|e| Failure::from(ApiError::from(e)))?
         .map_err(|u| match u {

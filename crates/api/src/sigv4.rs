@@ -52,6 +52,18 @@ pub enum AuthError {
     ContentSha256Mismatch,
     #[error("The security token included in the request is expired")]
     ExpiredToken,
+    /// The caller's key may not do this (`crate::access`).
+    #[error("{0}")]
+    Denied(String),
+}
+
+/// Whose key signed a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The node's own key pair: the operator.
+    Node,
+    /// Session credentials minted for `subject` (a function's ARN, a task's).
+    Session { subject: String },
 }
 
 /// Prefix of the access key ids of session credentials.
@@ -339,6 +351,14 @@ fn parse_query_claim(pairs: &[(String, String)]) -> Result<Claim<'_>, AuthError>
     })
 }
 
+/// Session credentials as their token vouches for them.
+pub(crate) struct Session {
+    pub(crate) secret: String,
+    pub(crate) until: SystemTime,
+    /// Whom they were minted for.
+    pub(crate) subject: String,
+}
+
 /// Checks requests against the node's one key pair and its region.
 #[derive(Debug, Clone)]
 pub struct Verifier {
@@ -386,20 +406,21 @@ impl Verifier {
         raw_query: Option<&str>,
         service: &str,
         now: SystemTime,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Caller, AuthError> {
         let pairs = query_pairs(raw_query.unwrap_or_default());
-        self.authorize(headers, &pairs, service, now).map(|_| ())
+        self.authorize(headers, &pairs, service, now).map(|(_, _, _, caller)| caller)
     }
 
-    /// The request's claim, the secret of its key, and its time, once
-    /// everything but the signature itself holds.
+    /// The request's claim, the secret of its key, its time and its caller,
+    /// once everything but the signature itself holds. The caller is known
+    /// here already: a session's subject is in its token, under the node's MAC.
     fn authorize<'a>(
         &self,
         headers: &'a HeaderMap,
         pairs: &'a [(String, String)],
         service: &str,
         now: SystemTime,
-    ) -> Result<(Claim<'a>, String, DateTime<Utc>), AuthError> {
+    ) -> Result<(Claim<'a>, String, DateTime<Utc>, Caller), AuthError> {
         let claim = match header(headers, "authorization") {
             Some(auth) => parse_header_claim(auth, headers)?,
             None if pairs.iter().any(|(k, _)| k == "X-Amz-Signature" || k == "X-Amz-Credential") => {
@@ -422,14 +443,15 @@ impl Verifier {
                 claim.region
             )));
         }
-        let secret = if claim.access_key == self.credentials.access_key_id {
-            self.credentials.secret_access_key.clone()
+        let (secret, caller) = if claim.access_key == self.credentials.access_key_id {
+            (self.credentials.secret_access_key.clone(), Caller::Node)
         } else if claim.access_key.starts_with(SESSION_PREFIX) {
             let token = header(headers, "x-amz-security-token")
                 .map(str::to_string)
                 .or_else(|| pairs.iter().find(|(k, _)| k == "X-Amz-Security-Token").map(|(_, v)| v.clone()))
                 .ok_or(AuthError::UnknownKey)?;
-            self.session_secret(claim.access_key, &token, now)?
+            let session = self.session(claim.access_key, &token, now)?;
+            (session.secret, Caller::Session { subject: session.subject })
         } else {
             return Err(AuthError::UnknownKey);
         };
@@ -445,14 +467,14 @@ impl Verifier {
             )));
         }
         check_time(when, claim.expires, now)?;
-        Ok((claim, secret, when))
+        Ok((claim, secret, when, caller))
     }
 
     /// Checks a request signed for `service` (the scope must name it);
     /// returns the access key id that signed it.
     pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<String, AuthError> {
         let pairs = query_pairs(req.raw_query.unwrap_or_default());
-        let (claim, secret, when) = self.authorize(req.headers, &pairs, service, now)?;
+        let (claim, secret, when, _) = self.authorize(req.headers, &pairs, service, now)?;
         let hashes = self.payload_hashes(req)?;
         let key = self.signing_key(&secret, when, &claim);
         let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
@@ -476,19 +498,8 @@ impl Verifier {
         Err(AuthError::InvalidSignature(MISMATCH.into()))
     }
 
-    /// The secret of session credentials whose token is genuine and current.
-    fn session_secret(&self, access_key: &str, token: &str, now: SystemTime) -> Result<String, AuthError> {
-        self.session(access_key, token, now).map(|(secret, _)| secret)
-    }
-
-    /// The secret of session credentials whose token is genuine and
-    /// current, and when they expire.
-    pub(crate) fn session(
-        &self,
-        access_key: &str,
-        token: &str,
-        now: SystemTime,
-    ) -> Result<(String, SystemTime), AuthError> {
+    /// Session credentials whose token is genuine and current.
+    pub(crate) fn session(&self, access_key: &str, token: &str, now: SystemTime) -> Result<Session, AuthError> {
         use base64::Engine;
         let (payload_b64, tag_b64) = token.split_once('.').ok_or(AuthError::UnknownKey)?;
         let decode =
@@ -500,6 +511,7 @@ impl Verifier {
         }
         let mut fields = payload.splitn(3, '|');
         let (key, expires) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+        let subject = fields.next().unwrap_or_default().to_string();
         if key != access_key {
             return Err(AuthError::UnknownKey);
         }
@@ -508,7 +520,7 @@ impl Verifier {
             return Err(AuthError::ExpiredToken);
         }
         let until = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(expires);
-        Ok((session_secret(&self.credentials, &payload), until))
+        Ok(Session { secret: session_secret(&self.credentials, &payload), until, subject })
     }
 
     /// The payload hashes a valid signature may have used: the declared

@@ -170,7 +170,8 @@ impl Endpoint {
 
     fn credentials(&self, record: &TaskRecord, role: &Option<String>) -> Value {
         let role_arn = record.task.overrides.task_role_arn.clone().or_else(|| role.clone());
-        let subject = role_arn.clone().unwrap_or_else(|| record.task.task_arn.clone());
+        // The task, not its role, is who calls: refusals name it.
+        let subject = record.task.task_arn.clone();
         let keys = self.platform.credentials.issue(&subject);
         json!({
             "AccessKeyId": keys.access_key_id,

@@ -29,7 +29,7 @@ pub fn is_cbor(headers: &HeaderMap, path: &str) -> bool {
 /// Reads, verifies and checks a request; returns its operation and input.
 pub(super) async fn accept(api: &Api, req: Request<Body>, body_max: usize) -> Result<(String, Value), Failure> {
     let (parts, body) = req.into_parts();
-    let body = read_signed_body(api, &parts, body, body_max, "monitoring")
+    let body = read_signed_body(api, &parts, body, body_max, &crate::access::Action::service("monitoring"))
         .await
         .map_err(|e| Failure::from(ApiError::from(e)))?
         .map_err(|u| match u {

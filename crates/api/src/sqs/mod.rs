@@ -95,6 +95,7 @@ fn auth_error(e: &AuthError) -> WireError {
         AuthError::InvalidSignature(_) => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
         AuthError::ContentSha256Mismatch => (StatusCode::BAD_REQUEST, "SignatureDoesNotMatch"),
         AuthError::ExpiredToken => (StatusCode::FORBIDDEN, "ExpiredToken"),
+        AuthError::Denied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
     };
     WireError { status, json_type: code, query_code: code, sender: true, message: e.to_string() }
 }
@@ -134,24 +135,25 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
     let (parts, body) = req.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
     let protocol = if target.is_some() { Protocol::Json } else { Protocol::Query };
-    let body = match crate::read_signed_body(api, &parts, body, BODY_LIMIT, "sqs").await {
-        Ok(Ok(body)) => body,
-        Ok(Err(crate::Unread::TooLarge)) => {
-            let e = Error::InvalidParameterValue(format!("Request must be smaller than {BODY_LIMIT} bytes."));
-            return respond_error(protocol, wire_error(&e), request_id);
-        }
-        Ok(Err(crate::Unread::Busy)) => {
-            let e = WireError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                json_type: "ServiceUnavailable",
-                query_code: "ServiceUnavailable",
-                sender: true,
-                message: crate::ApiError::Busy.to_string(),
-            };
-            return respond_error(protocol, e, request_id);
-        }
-        Err(e) => return respond_error(protocol, auth_error(&e), request_id),
-    };
+    let body =
+        match crate::read_signed_body(api, &parts, body, BODY_LIMIT, &crate::access::Action::service("sqs")).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(crate::Unread::TooLarge)) => {
+                let e = Error::InvalidParameterValue(format!("Request must be smaller than {BODY_LIMIT} bytes."));
+                return respond_error(protocol, wire_error(&e), request_id);
+            }
+            Ok(Err(crate::Unread::Busy)) => {
+                let e = WireError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    json_type: "ServiceUnavailable",
+                    query_code: "ServiceUnavailable",
+                    sender: true,
+                    message: crate::ApiError::Busy.to_string(),
+                };
+                return respond_error(protocol, e, request_id);
+            }
+            Err(e) => return respond_error(protocol, auth_error(&e), request_id),
+        };
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
     let signed = SignedParts::of(&parts, &body);

@@ -1,0 +1,100 @@
+"""What a function's own credentials may do, driven from inside a sandbox
+with the runtime's boto3: the data services and invoking, and reading
+itself; never another function's configuration or code, nor managing
+compute. The node's key is unchanged."""
+import json
+
+import pytest
+
+from conftest import ACCOUNT, REGION, aws_client, create, make_zip, unique_name, ROLE
+
+PROBE = '''
+import json, boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+CONFIG = Config(retries={"max_attempts": 1})
+
+
+def attempt(call):
+    try:
+        call()
+        return "allowed"
+    except ClientError as e:
+        return [e.response["Error"]["Code"], e.response["Error"]["Message"]]
+
+
+def handler(event, context):
+    lam = boto3.client("lambda", config=CONFIG)
+    other, bucket, me = event["other"], event["bucket"], context.function_name
+    s3 = boto3.client("s3", config=CONFIG)
+    calls = {
+        "own configuration": lambda: lam.get_function_configuration(FunctionName=me),
+        "own qualified ARN": lambda: lam.get_function(FunctionName=context.invoked_function_arn),
+        "invoke another": lambda: lam.invoke(FunctionName=other, Payload=b"{}"),
+        "write an object": lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"v"),
+        "create a queue": lambda: boto3.client("sqs", config=CONFIG).create_queue(QueueName=event["queue"]),
+        "another's configuration": lambda: lam.get_function_configuration(FunctionName=other),
+        "another's code": lambda: lam.get_function(FunctionName=other),
+        "list functions": lambda: lam.list_functions(),
+        "change another": lambda: lam.update_function_configuration(
+            FunctionName=other, Environment={"Variables": {"SECRET": "stolen"}}),
+        "change itself": lambda: lam.update_function_configuration(FunctionName=me, Timeout=5),
+        "create a function": lambda: lam.create_function(
+            FunctionName=me + "-x", Runtime="python3.11", Role=event["role"], Handler="a.h",
+            Code={"ZipFile": b"PK"}),
+        "list repositories": lambda: boto3.client("ecr", config=CONFIG).describe_repositories(),
+        "list clusters": lambda: boto3.client("ecs", config=CONFIG).list_clusters(),
+        "list schedules": lambda: boto3.client("scheduler", config=CONFIG).list_schedules(),
+    }
+    return {what: attempt(call) for what, call in calls.items()}
+'''
+
+
+def denied(action, resource="*"):
+    return ["AccessDeniedException", f"is not authorized to perform: {action} on resource: {resource} because "
+            f"no identity-based policy allows the {action} action"]
+
+
+def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
+    other = create(lam, Environment={"Variables": {"SECRET": "theirs"}})["FunctionName"]
+    me = unique_name("access")
+    lam.create_function(FunctionName=me, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": PROBE})}, Timeout=60)
+    bucket = unique_name("access").lower()
+    aws_client(server, "s3").create_bucket(Bucket=bucket)
+    event = {"other": other, "bucket": bucket, "queue": unique_name("access"), "role": ROLE}
+    r = lam.invoke(FunctionName=me, Payload=json.dumps(event).encode())
+    out = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, out
+    user = f"User: arn:aws:lambda:{REGION}:{ACCOUNT}:function:{me} "
+    theirs = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{other}"
+    expected = {
+        "own configuration": "allowed",
+        "own qualified ARN": "allowed",
+        "invoke another": "allowed",
+        "write an object": "allowed",
+        "create a queue": "allowed",
+        "another's configuration": denied("lambda:GetFunctionConfiguration", theirs),
+        "another's code": denied("lambda:GetFunction", theirs),
+        "list functions": denied("lambda:ListFunctions"),
+        "change another": denied("lambda:UpdateFunctionConfiguration", theirs),
+        "change itself": denied("lambda:UpdateFunctionConfiguration", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{me}"),
+        "create a function": denied("lambda:CreateFunction"),
+        "list repositories": denied("ecr:DescribeRepositories"),
+        "list clusters": denied("ecs:ListClusters"),
+        "list schedules": denied("scheduler:ListSchedules"),
+    }
+    for what, answer in expected.items():
+        got = out[what]
+        if answer == "allowed":
+            assert got == "allowed", (what, got)
+        else:
+            assert got[0] == answer[0] and got[1] == user + answer[1], (what, got)
+    assert "theirs" not in json.dumps(out)
+    # What was refused changed nothing; what was allowed happened.
+    assert lam.get_function_configuration(FunctionName=other)["Environment"]["Variables"] == {"SECRET": "theirs"}
+    assert lam.get_function_configuration(FunctionName=me)["Timeout"] == 60
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_configuration(FunctionName=me + "-x")
+    assert aws_client(server, "s3").get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
