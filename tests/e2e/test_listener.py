@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import ROLE, Server, make_zip, unique_name, wait_for
+from conftest import ROLE, Server, aws_client, make_zip, unique_name, wait_for
 
 PARTIAL = b"GET /console/ HTTP/1.1\r\nHost: x\r\n"
 WHOLE = b"GET /console/ HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -103,3 +103,31 @@ def test_bodies_held_unfinished_use_up_a_budget_not_the_nodes_memory(node):
     # Their share comes back when they go.
     wait_for(lambda: requests.post(url, data=b"x" * 500_000, timeout=30).status_code == 200,
              "the budget to come back", timeout=30)
+
+
+def test_a_body_that_stops_coming_is_given_up_and_nothing_of_it_kept(node):
+    """A client that sends part of a body and then nothing is let go after
+    `--header-timeout` of silence (2 s here), as if its connection broke:
+    it holds neither its connection nor what was read of its body, and a
+    half-sent object is not stored."""
+    lam = node.client()
+    name = unique_name("stall")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                        Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return 'ok'\n"})})
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    lam.add_permission(FunctionName=name, StatementId="public", Action="lambda:InvokeFunctionUrl",
+                       Principal="*", FunctionUrlAuthType="NONE")
+    s3 = aws_client(node, "s3")
+    s3.create_bucket(Bucket="stalls")
+    put = urllib.parse.urlsplit(s3.generate_presigned_url("put_object", Params={"Bucket": "stalls", "Key": "half"}))
+    targets = {"function URL": urllib.parse.urlsplit(url).path, "S3 object": f"{put.path}?{put.query}"}
+    for what, target in targets.items():
+        with connect(node) as stalled:
+            stalled.sendall(f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode())
+            stalled.sendall(b"x" * 50_000)
+            # Closed by the node (the socket's own timeout is 30 s, far longer).
+            answer = read_to_close(stalled)
+            assert answer.count(b"HTTP/1.1 ") <= 1, (what, answer[:300])
+    with pytest.raises(s3.exceptions.ClientError) as e:
+        s3.head_object(Bucket="stalls", Key="half")
+    assert e.value.response["Error"]["Code"] == "404"

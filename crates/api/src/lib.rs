@@ -323,7 +323,8 @@ const DRAIN_MAX: usize = 256 << 20;
 /// Why a request's body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unread {
-    /// Past the operation's limit (or the connection broke).
+    /// Past the operation's limit (or the connection broke, or the client
+    /// paused past `--header-timeout`).
     TooLarge,
     /// The node is reading as much of other requests' bodies as it may.
     Busy,

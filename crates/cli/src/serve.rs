@@ -76,8 +76,9 @@ pub struct ServeArgs {
     /// which SDKs retry.
     #[arg(long, env = "NIMBUS_BODY_BUDGET_MB", default_value_t = nimbus_api::BODY_BUDGET_DEFAULT >> 20)]
     body_budget_mb: usize,
-    /// Seconds a client may take to send a request's head; an idle
-    /// keep-alive connection is closed after as long.
+    /// Seconds a client may take to send a request's head, or pause while
+    /// sending its body; an idle keep-alive connection is closed after as
+    /// long.
     #[arg(long, env = "NIMBUS_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout: u64,
     /// Seconds before the first retry of a failed async invocation; the
@@ -533,6 +534,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let limits = nimbus_http::Limits {
         connections: args.max_connections.unwrap_or(open_files / 4).max(1),
         header_read: Some(std::time::Duration::from_secs(args.header_timeout)),
+        body_idle: Some(std::time::Duration::from_secs(args.header_timeout)),
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;

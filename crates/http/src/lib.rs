@@ -37,6 +37,11 @@ pub struct Limits {
     /// when the connection is ready for it (so an idle keep-alive
     /// connection closes after this long too). `None` waits without end.
     pub header_read: Option<Duration>,
+    /// How long a client may pause while sending a request's body: past it
+    /// the body ends in an error, as if the connection broke, so that a
+    /// client that stops mid-body does not hold its connection and what the
+    /// node has read of the body for ever. `None` waits without end.
+    pub body_idle: Option<Duration>,
 }
 
 /// How often a listener whose slots are all taken says so.
@@ -79,8 +84,13 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let router = router.clone();
+        let body_idle = limits.body_idle;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            let request = match body_idle {
+                Some(after) => request.map(|body| axum::body::Body::new(Idle::new(body, after))),
+                None => request.map(axum::body::Body::new),
+            };
             tower::ServiceExt::oneshot(router.clone(), request)
         });
         let mut stopped = stopped.clone();
@@ -116,6 +126,59 @@ pub async fn serve(
     drop(done_tx);
     // Every connection's sender is dropped when it ends.
     let _ = done.recv().await;
+}
+
+/// A request body that ends in an error once its client has sent nothing
+/// for `after`. The timer is made only when the body first waits, and
+/// rearmed after each frame: most bodies arrive whole and never need one.
+struct Idle {
+    inner: Incoming,
+    after: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the timer counts from the last frame received.
+    armed: bool,
+}
+
+impl Idle {
+    fn new(inner: Incoming, after: Duration) -> Self {
+        Self { inner, after, timer: None, armed: false }
+    }
+}
+
+impl hyper::body::Body for Idle {
+    type Data = hyper::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = tokio::time::Instant::now() + this.after;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.armed {
+            timer.as_mut().reset(deadline);
+            this.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err("the client sent nothing of the request body for too long".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A failed accept: the peer gave up (nothing to do), or the node is out

@@ -1059,7 +1059,7 @@ impl Env {
         let api_task = tokio::spawn(async move {
             // No head timeout: a runtime's connection idles between
             // invokes for as long as the environment stays warm.
-            let limits = nimbus_http::Limits { connections: SANDBOX_CONNECTIONS, header_read: None };
+            let limits = nimbus_http::Limits { connections: SANDBOX_CONNECTIONS, header_read: None, body_idle: None };
             nimbus_http::serve(listener, router, std::future::pending(), limits).await;
         });
         let logs = shared.clone();
