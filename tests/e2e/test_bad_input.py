@@ -40,6 +40,9 @@ def snapshot(server, lam):
 
 BOMB = make_zip({"zeros": b"\0" * 300_000_000})
 TRUNCATED = HELLO_ZIP[: len(HELLO_ZIP) // 2]
+# One entry more than a package may have (each costs an inode, and a block
+# for a directory, that the unzipped size does not count).
+CROWDED = make_zip({f"d{i}/f": b"" for i in range(100_001)})
 # Each link, read alone, stays inside the package; unpacked in order, the
 # file lands six levels above it (on the host, as the node unpacks).
 THROUGH_LINK = make_zip({"a/d/a/d/a/d/e/etc/cron.d/x": "* * * * * root sh"}, {"a/d": "..", "a/d/a/d/a/d/e": "../../../../../.."})
@@ -57,6 +60,8 @@ ROWS = [
     ("symlink through a symlink", "create_function", dict(FunctionName="f13", Code={"ZipFile": LINK_THROUGH_LINK}, **BASE), "InvalidParameterValueException"),
     ("zip bomb", "create_function", dict(FunctionName="f6", Code={"ZipFile": BOMB}, **BASE), "InvalidParameterValueException"),
     ("bomb as new code", "update_function_code", dict(FunctionName=EXISTING, ZipFile=BOMB), "InvalidParameterValueException"),
+    ("too many entries", "create_function", dict(FunctionName="f19", Code={"ZipFile": CROWDED}, **BASE), "InvalidParameterValueException"),
+    ("too many entries in a layer", "publish_layer_version", dict(LayerName="lay", Content={"ZipFile": CROWDED}), "InvalidParameterValueException"),
     ("bomb as layer", "publish_layer_version", dict(LayerName="lay", Content={"ZipFile": BOMB}), "InvalidParameterValueException"),
     ("bad name", "create_function", dict(FunctionName="bad name!", Code={"ZipFile": HELLO_ZIP}, **BASE), "ValidationException"),
     ("name too long", "create_function", dict(FunctionName="a" * 65, Code={"ZipFile": HELLO_ZIP}, **BASE), "ValidationException"),

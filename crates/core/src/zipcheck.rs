@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::limits::UNZIPPED_MAX;
+use crate::limits::{UNZIPPED_MAX, ZIP_ENTRIES_MAX};
 
 /// What the gate learnt of an archive that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,12 @@ pub fn too_big() -> Error {
 /// produce (250 MB less what the function's layers already use).
 pub fn inspect(bytes: &[u8], budget: u64) -> Result<ZipInfo> {
     let mut archive = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(|_| unreadable())?;
+    if archive.len() > ZIP_ENTRIES_MAX {
+        return Err(Error::invalid(format!(
+            "Could not unzip uploaded file: it has {} entries, more than the {ZIP_ENTRIES_MAX} a package may have.",
+            archive.len()
+        )));
+    }
     let mut remaining = budget;
     // Every path first: where a link may point, and what may lie under one,
     // depends on the archive's other links.
@@ -230,6 +236,18 @@ mod tests {
             &[("a/d", "../lib"), ("p", "a/d/x.py"), ("l1", "l2"), ("l2", "l1"), ("gone", "nothing/here")],
         );
         inspect(&kept, UNZIPPED_MAX).unwrap();
+    }
+
+    #[test]
+    fn refuses_more_entries_than_a_package_may_have() {
+        let names: Vec<String> = (0..=ZIP_ENTRIES_MAX).map(|i| format!("d{i}/")).collect();
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        for name in &names {
+            w.add_directory(name.as_str(), SimpleFileOptions::default()).unwrap();
+        }
+        let z = w.finish().unwrap().into_inner();
+        let refused = inspect(&z, UNZIPPED_MAX).unwrap_err().to_string();
+        assert!(refused.contains("it has 100001 entries, more than the 100000"), "{refused}");
     }
 
     #[test]
