@@ -2,11 +2,16 @@
 with the runtime's boto3: the data services and invoking, and reading
 itself; never another function's configuration or code, nor managing
 compute. The node's key is unchanged."""
+import base64
 import json
+import urllib.parse
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
-from conftest import ACCOUNT, REGION, aws_client, create, make_zip, unique_name, ROLE
+from conftest import ACCOUNT, REGION, ROLE, aws_client, create, make_zip, send, unique_name
 
 PROBE = '''
 import json, boto3
@@ -98,3 +103,31 @@ def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function_configuration(FunctionName=me + "-x")
     assert aws_client(server, "s3").get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+
+
+KEYS = '''
+import os
+
+def handler(event, context):
+    return {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+'''
+
+
+def test_a_forged_host_does_not_get_another_request_signed_by_the_node(server, lam):
+    """GetFunction's `Code.Location` is presigned with the node's key. A
+    `Host` carrying a path and query made it sign a request of the caller's
+    choosing (another function's configuration, read as the node)."""
+    other = create(lam, Environment={"Variables": {"SECRET": "theirs"}})["FunctionName"]
+    me = create(lam, zip_bytes=make_zip({"app.py": KEYS}))["FunctionName"]
+    keys = json.loads(lam.invoke(FunctionName=me)["Payload"].read())
+    netloc = urllib.parse.urlsplit(server.endpoint).netloc
+    forged = f"{netloc}/2015-03-31/functions/{other}/configuration?a="
+    req = AWSRequest(method="GET", url=f"{server.endpoint}/2015-03-31/functions/{me}", headers={"Host": forged})
+    SigV4Auth(Credentials(keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"], keys["AWS_SESSION_TOKEN"]),
+              "lambda", REGION).add_auth(req)
+    status, _, body = send("GET", req.url, b"", dict(req.headers.items()))
+    assert status == 200, body
+    got = json.loads(body)
+    sha = base64.b64decode(got["Configuration"]["CodeSha256"]).hex()
+    location = urllib.parse.urlsplit(got["Code"]["Location"])
+    assert (location.netloc, location.path) == (netloc, f"/_nimbus/code/{sha}"), got["Code"]["Location"]

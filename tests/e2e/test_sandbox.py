@@ -2,10 +2,12 @@
 cannot see or do, limits, and teardown. The session server runs this mode."""
 
 import base64
+import concurrent.futures
 import json
 import os
 import re
 import signal
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -475,6 +477,44 @@ def test_code_is_byte_compiled_within_limits_and_a_compile_bomb_is_left_to_its_i
     assert compiled == ["__pycache__/app.cpython-311.pyc", "lib/__pycache__/__init__.cpython-311.pyc",
                         "lib/__pycache__/util.cpython-311.pyc"]
     assert not any(p.name.startswith(".") for p in unpacked.iterdir()), "the compiler's scratch is gone"
+
+
+def test_compile_bombs_deployed_at_once_are_compiled_one_per_cpu(lam):
+    """Each compiler may take 1 GiB and a CPU outside any sandbox, so no more
+    of them run at once than the node has CPUs, however many are deployed."""
+    cpus = os.cpu_count()
+    big = "X = [" + ",".join(["a"] * 5_000_000) + "]\n"
+    names = [unique_name("bombs") for _ in range(cpus + 2)]
+    # Code of its own each (the same code is unpacked and compiled once).
+    bombs = {n: make_zip({"app.py": f"# {n}\ndef handler(event, context):\n    return 'fine'\n", "big.py": big})
+             for n in names}
+    seen, done = [], threading.Event()
+
+    def watch():
+        # Counts the compilers running, pass after pass, until told to stop.
+        while not done.is_set():
+            found = 0
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    found += b".nimbus-bytecode" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    pass  # gone meanwhile
+            seen.append(found)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda n: lam.create_function(FunctionName=n, Runtime="python3.11", Handler="app.handler",
+                                                        Role=ROLE, Code={"ZipFile": bombs[n]}), names))
+        for n in names:
+            lam.get_waiter("function_active_v2").wait(FunctionName=n, WaiterConfig={"Delay": 0.1})
+    finally:
+        done.set()
+        watcher.join()
+    assert 1 <= max(seen) <= cpus, Counter(seen)
+    for n in names:
+        assert json.loads(lam.invoke(FunctionName=n, Payload=b"{}")["Payload"].read()) == "fine"
 
 
 FLOOD = '''

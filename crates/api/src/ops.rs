@@ -95,12 +95,16 @@ impl Ctx<'_> {
         self.api.control.account()
     }
 
-    /// A presigned URL on this node that downloads a stored archive.
+    /// A presigned URL on this node that downloads a stored archive. It is
+    /// signed with the node's key, so its host must be only a host: a
+    /// `Host` header carrying a path and query (hyper lets `/` and `?`
+    /// through) had the node sign another request of the caller's choosing.
     fn code_location(&self, sha256_hex: &str) -> Result<String, ApiError> {
         let host = self
             .headers
             .get("host")
             .and_then(|h| h.to_str().ok())
+            .filter(|h| is_authority(h))
             .map(str::to_string)
             .unwrap_or_else(|| format!("127.0.0.1:{}", self.api.public_port));
         let base = format!("http://{host}/_nimbus/code/{sha256_hex}");
@@ -108,6 +112,12 @@ impl Ctx<'_> {
         sigv4::presign_get(&self.api.credentials, region, &base, &host, Duration::from_secs(600), SystemTime::now())
             .map_err(ApiError::Internal)
     }
+}
+
+/// Whether `host` is a host and optional port, nothing more (no user, path,
+/// query or fragment).
+fn is_authority(host: &str) -> bool {
+    !host.contains('@') && host.parse::<axum::http::uri::Authority>().is_ok_and(|a| a.as_str() == host)
 }
 
 pub async fn execute(op: Op, c: Ctx<'_>) -> R {
@@ -885,5 +895,20 @@ fn runtime_management(m: nimbus_core::function::RuntimeManagement, function_arn:
         update_runtime_on: m.update_runtime_on,
         function_arn,
         runtime_version_arn: m.runtime_version_arn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_authority;
+
+    #[test]
+    fn a_host_is_a_host_and_a_port_only() {
+        for ok in ["127.0.0.1:9070", "localhost", "node.example:80", "[::1]:9070"] {
+            assert!(is_authority(ok), "{ok}");
+        }
+        for bad in ["h:1/2015-03-31/functions/x/configuration?a=", "h?a=b", "h#f", "user@h", "h 1", ""] {
+            assert!(!is_authority(bad), "{bad}");
+        }
     }
 }

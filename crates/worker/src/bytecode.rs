@@ -49,10 +49,19 @@ for root, dirs, files in os.walk("."):
                 pass
 "#;
 
+/// Compilers running at once, node-wide: one per CPU. Each may take 1 GiB
+/// and a CPU for a minute, outside any sandbox's cgroup, so that deploying
+/// many functions at once must not take that many times over.
+static RUNNING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+});
+
 /// Compiles the Python sources under `dir` into `__pycache__` directories
 /// beside them. `ids`: the user and group the compiler runs as (the node's
 /// own when `None`).
 pub async fn byte_compile(python: &str, dir: &Path, ids: Option<(u32, u32)>) {
+    // Never closed, so the wait ends with a turn.
+    let _turn = RUNNING.acquire().await;
     let scratch = dir.join(SCRATCH);
     let made = std::fs::create_dir(&scratch)
         .and_then(|()| ids.map_or(Ok(()), |(uid, gid)| std::os::unix::fs::chown(&scratch, Some(uid), Some(gid))));
