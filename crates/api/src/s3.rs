@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_control::Control;
 use nimbus_objects::Objects;
@@ -132,6 +132,7 @@ impl S3Front {
         if let Some(uri) = sigv2_bucket_uri(req.headers(), req.uri()) {
             *req.uri_mut() = uri;
         }
+        sigv2_query_headers(&mut req);
         match self.service.call(req).await {
             Ok(resp) if resp.status().is_client_error() => with_message(resp.map(Body::new)).await,
             Ok(resp) => resp.map(Body::new),
@@ -148,20 +149,52 @@ impl S3Front {
         let pairs: Vec<(String, String)> = query.map(crate::sigv4::query_pairs).unwrap_or_default();
         let from_query = |n: &str| pairs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let credential = header("authorization")
-            .and_then(|a| a.split("Credential=").nth(1).map(str::to_string))
-            .or_else(|| from_query("X-Amz-Credential"));
-        let Some(access_key) = credential.as_deref().and_then(|c| c.split('/').next()) else {
+        // The key id of a SigV4 (`Credential=AKID/…`) or SigV2 (`AWS AKID:signature`)
+        // header, or of a presigned URL of either.
+        let access_key = match header("authorization") {
+            Some(auth) => match auth.strip_prefix("AWS ") {
+                Some(v2) => v2.split(':').next().map(str::to_string),
+                None => auth.split("Credential=").nth(1).and_then(|c| c.split('/').next()).map(str::to_string),
+            },
+            None => from_query("X-Amz-Credential")
+                .and_then(|c| c.split('/').next().map(str::to_string))
+                .or_else(|| from_query("AWSAccessKeyId")),
+        };
+        let Some(access_key) = access_key else {
             return;
         };
-        let Some(token) = header("x-amz-security-token").or_else(|| from_query("X-Amz-Security-Token")) else {
+        let Some(token) = header("x-amz-security-token")
+            .or_else(|| from_query("X-Amz-Security-Token"))
+            .or_else(|| from_query("x-amz-security-token"))
+        else {
             return;
         };
         let now = SystemTime::now();
-        if let Ok(session) = verifier.session(access_key, &token, now) {
+        if let Ok(session) = verifier.session(&access_key, &token, now) {
             let mut sessions = self.keys.sessions.lock().unwrap_or_else(|e| e.into_inner());
             sessions.retain(|_, (_, u)| *u > now);
-            sessions.insert(access_key.to_string(), (session.secret, session.until));
+            sessions.insert(access_key, (session.secret, session.until));
+        }
+    }
+}
+
+/// A URL presigned with Signature Version 2 carries the `x-amz-*` headers
+/// it was signed with (a session's `x-amz-security-token`, for one) in its
+/// query, and AWS counts them as headers; `s3s` reads only headers, so they
+/// are made headers (where the request has no such header of its own).
+fn sigv2_query_headers<B>(req: &mut Request<B>) {
+    let Some(query) = req.uri().query() else { return };
+    let pairs = crate::sigv4::query_pairs(query);
+    if !pairs.iter().any(|(k, _)| k == "AWSAccessKeyId") {
+        return;
+    }
+    for (name, value) in pairs {
+        let name = name.to_ascii_lowercase();
+        if !name.starts_with("x-amz-") || req.headers().contains_key(name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            req.headers_mut().insert(name, value);
         }
     }
 }
