@@ -34,6 +34,8 @@ pub struct AttributeValue {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     pub id: String,
+    /// Empty in the engine's memory, which keeps no payloads.
+    #[serde(default)]
     pub body: String,
     #[serde(default)]
     pub attributes: BTreeMap<String, AttributeValue>,

@@ -1,7 +1,10 @@
 //! SQS-compatible queues: the rules ([`rules`]) and the engine ([`Queues`]).
 //!
-//! The engine keeps every queue's messages in memory ([`state`]) and writes
-//! what must survive a crash to the store ([`nimbus_store::QueueMeta`]):
+//! The engine keeps every queue's messages in memory ([`state`]), all but
+//! their payloads (body and attributes, up to 1 MiB each), which it reads
+//! from the store when a message is received or moved: a queue may hold
+//! more than the node's memory. It writes what must survive a crash to the
+//! store ([`nimbus_store::QueueMeta`]):
 //! a send is committed before it is acknowledged, a delete before it is
 //! answered, and receive counts are written behind (a crash may lose a
 //! count, never a message). Writes from concurrent requests are gathered
@@ -561,7 +564,7 @@ impl Queues {
         {
             let mut m = lock(&q.messages);
             for ((_, message), seq) in stored.into_iter().zip(seqs) {
-                m.insert(Live::new(seq, message));
+                m.insert(Live::new(seq, without_payload(message)));
             }
         }
         q.notify.notify_waiters();
@@ -685,7 +688,7 @@ impl Queues {
     /// start, which loads every stored message.
     pub fn adopt(&self, queue_arn: &str, seq: i64, message: StoredMessage) -> Result<()> {
         let q = self.by_arn(queue_arn)?;
-        lock(&q.messages).insert(Live::new(seq, message));
+        lock(&q.messages).insert(Live::new(seq, without_payload(message)));
         q.notify.notify_waiters();
         Ok(())
     }
@@ -765,8 +768,31 @@ impl Queues {
             let source = q.arn.clone();
             self.transfer(&dlq, taken.dead, |m| m.dead_letter_source = Some(source.clone())).await?;
         }
-        let received = taken.received.into_iter().map(|l| self.received(&name, q.fifo, l)).collect();
+        let received =
+            self.with_payloads(taken.received).await?.into_iter().map(|l| self.received(&name, q.fifo, l)).collect();
         Ok((received, next))
+    }
+
+    /// `messages` with their payloads, read from the store (memory keeps
+    /// none: a queue may hold more than the node's memory). Every message
+    /// in memory was stored first; one the store no longer has was removed
+    /// meanwhile (a purge, its queue's deletion) and is left out.
+    async fn with_payloads(&self, messages: Vec<Live>) -> Result<Vec<Live>> {
+        if messages.is_empty() {
+            return Ok(messages);
+        }
+        let seqs: Vec<i64> = messages.iter().map(|l| l.seq).collect();
+        let mut stored = self.meta.message_payloads(&seqs).await?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|mut l| {
+                let whole = stored.remove(&l.seq)?;
+                l.message.body = whole.body;
+                l.message.attributes = whole.attributes;
+                l.message.system_attributes = whole.system_attributes;
+                Some(l)
+            })
+            .collect())
     }
 
     /// Moves messages (already taken out of their queue's memory) to `to`,
@@ -776,13 +802,13 @@ impl Queues {
         let now = now_ms();
         let mut writes = Vec::with_capacity(moving.len() * 2);
         let mut messages = Vec::with_capacity(moving.len());
-        for l in moving {
+        for l in self.with_payloads(moving).await? {
             let mut m = l.message;
             edit(&mut m);
             m.visible_ms = now;
             writes.push(MessageWrite::Delete { seq: l.seq });
             writes.push(MessageWrite::Insert { queue: to_name.clone(), message: Box::new(m.clone()) });
-            messages.push(m);
+            messages.push(without_payload(m));
         }
         let seqs = self.write(writes).await?;
         {
@@ -899,6 +925,15 @@ impl Queues {
     pub fn notify_handle(&self, queue_arn: &str) -> Result<Arc<Notify>> {
         Ok(self.by_arn(queue_arn)?.notify.clone())
     }
+}
+
+/// A message as memory keeps it: its body and attributes (up to 1 MiB) are
+/// only in the store.
+fn without_payload(mut m: StoredMessage) -> StoredMessage {
+    m.body = String::new();
+    m.attributes = BTreeMap::new();
+    m.system_attributes = BTreeMap::new();
+    m
 }
 
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {

@@ -9,6 +9,8 @@
 //! Visibility, receipts and FIFO deduplication are `nimbus-queues`' and live
 //! in memory; the store keeps only what must survive a crash.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use nimbus_core::queues::{QueueDoc, StoredMessage};
 use sqlx::Row;
@@ -56,8 +58,14 @@ pub trait QueueMeta: Send + Sync {
     async fn delete_queue(&self, name: &str) -> Result<()>;
     /// Every queue, by name.
     async fn list_queues(&self) -> Result<Vec<QueueDoc>>;
-    /// Messages with a seq above `after` (of one queue, or of all), in seq order.
+    /// Messages with a seq above `after` (of one queue, or of all), in seq
+    /// order, without their payload (body and attributes, left empty): the
+    /// engine keeps the rest in memory, and reads payloads when it needs
+    /// them, with [`QueueMeta::message_payloads`].
     async fn messages_after(&self, queue: Option<&str>, after: i64, limit: usize) -> Result<Vec<MessageRow>>;
+    /// The stored messages of these seqs, payload and all, by seq; a seq
+    /// no longer stored is absent.
+    async fn message_payloads(&self, seqs: &[i64]) -> Result<HashMap<i64, StoredMessage>>;
     /// Applies every write or none; returns the seqs of the inserts in order.
     async fn apply_messages(&self, writes: &[MessageWrite]) -> Result<Vec<i64>>;
 }
@@ -110,8 +118,9 @@ impl QueueMeta for SqliteMetadata {
 
     async fn messages_after(&self, queue: Option<&str>, after: i64, limit: usize) -> Result<Vec<MessageRow>> {
         let rows = sqlx::query(
-            "SELECT seq, queue, receive_count, first_receive_ms, doc FROM queue_messages
-             WHERE (?1 IS NULL OR queue = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, queue, receive_count, first_receive_ms,
+                    json_remove(doc, '$.body', '$.attributes', '$.system_attributes') AS doc
+             FROM queue_messages WHERE (?1 IS NULL OR queue = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .bind(queue)
         .bind(after)
@@ -126,6 +135,20 @@ impl QueueMeta for SqliteMetadata {
                 Ok(MessageRow { seq: r.get("seq"), queue: r.get("queue"), message })
             })
             .collect()
+    }
+
+    async fn message_payloads(&self, seqs: &[i64]) -> Result<HashMap<i64, StoredMessage>> {
+        if seqs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut q = sqlx::QueryBuilder::new("SELECT seq, doc FROM queue_messages WHERE seq IN (");
+        let mut list = q.separated(", ");
+        for seq in seqs {
+            list.push_bind(seq);
+        }
+        q.push(")");
+        let rows = q.build().fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.get("seq"), parse(r.get::<&str, _>("doc"))?))).collect()
     }
 
     async fn apply_messages(&self, writes: &[MessageWrite]) -> Result<Vec<i64>> {
