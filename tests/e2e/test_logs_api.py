@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import REGION, aws_json, create, error_code, logs_client, unique_name, wait_for
+from conftest import REGION, aws_client, aws_json, create, error_code, logs_client, unique_name, wait_for
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -407,3 +407,38 @@ def test_pages_of_large_events_hold_one_page_and_a_costly_pattern_pages_by_time(
         if not token:
             break
     assert seen == [] and pages > 1
+
+
+def test_live_tails_are_limited_to_fifteen_and_a_closed_one_frees_its_place(private_server):
+    """Each open session is woken at every commit of events: at most 15 at
+    once, as on AWS. A client that goes away gives its place back, though
+    nothing was ever sent to it (its pattern matches nothing)."""
+    node = private_server()
+    logs = aws_client(node, "logs")
+    group = group_with_stream(logs)
+    arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
+    key, secret = node.credentials()
+    tail_client = boto3.client("logs", endpoint_url=node.endpoint, region_name=REGION, aws_access_key_id=key,
+                               aws_secret_access_key=secret,
+                               config=Config(inject_host_prefix=False, read_timeout=20, retries={"max_attempts": 1},
+                                             max_pool_connections=20))
+
+    def start():
+        resp = tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="NEVER")
+        assert "sessionStart" in next(iter(resp["responseStream"]))
+        return resp["responseStream"]
+
+    sessions = [start() for _ in range(15)]
+    assert "15 concurrent Live Tail sessions" in refused(start, "LimitExceededException")
+    sessions.pop().close()
+
+    def another():
+        try:
+            sessions.append(start())
+            return True
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "LimitExceededException"
+            return False
+    wait_for(another, "the closed session's place to come back", timeout=30)
+    for s in sessions:
+        s.close()

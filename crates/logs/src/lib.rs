@@ -56,6 +56,8 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     InvalidParameter(String),
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("log store: {0}")]
     Store(#[from] nimbus_store::Error),
 }
@@ -164,14 +166,21 @@ pub struct Logs {
     account: String,
     /// Wakes the retention task when an earlier expiry may exist.
     expiry: Arc<Notify>,
+    /// Live tail sessions that may be open at once (each is woken, and
+    /// reads the store, at every commit of events).
+    tails: Arc<tokio::sync::Semaphore>,
 }
+
+/// Live tail sessions open at once, per account, as AWS allows.
+pub const LIVE_TAILS_MAX: usize = 15;
 
 impl Logs {
     /// The engine, with its retention task running.
     pub fn open(meta: Arc<dyn LogMeta>, region: &str, account: &str) -> Arc<Self> {
         let expiry = Arc::new(Notify::new());
         tokio::spawn(enforce_retention(meta.clone(), expiry.clone()));
-        Arc::new(Self { meta, region: region.into(), account: account.into(), expiry })
+        let tails = Arc::new(tokio::sync::Semaphore::new(LIVE_TAILS_MAX));
+        Arc::new(Self { meta, region: region.into(), account: account.into(), expiry, tails })
     }
 
     /// `arn:aws:logs:<region>:<account>:log-group:<name>` (Describe adds `:*`).
@@ -494,6 +503,8 @@ pub struct LiveTail {
     pattern: Pattern,
     after_id: i64,
     writes: tokio::sync::watch::Receiver<u64>,
+    /// A StartLiveTail session's place among [`LIVE_TAILS_MAX`], given back when it ends.
+    _session: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A live tail update holds at most this many events, as AWS's does.
@@ -509,7 +520,13 @@ impl Logs {
         for group in &q.groups {
             self.meta.log_group(group).await?.ok_or_else(no_group)?;
         }
+        let session = self.tails.clone().try_acquire_owned().map_err(|_| {
+            Error::LimitExceeded(format!(
+                "You have reached the maximum of {LIVE_TAILS_MAX} concurrent Live Tail sessions; end one before starting another."
+            ))
+        })?;
         let mut tail = self.follow(q.groups).await?;
+        tail._session = Some(session);
         tail.streams = q.streams.map(<[String]>::to_vec);
         tail.prefixes = q.stream_prefixes.map(<[String]>::to_vec);
         tail.pattern = pattern;
@@ -531,6 +548,7 @@ impl Logs {
             pattern: Pattern::All,
             after_id,
             writes,
+            _session: None,
         })
     }
 }

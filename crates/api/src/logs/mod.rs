@@ -46,6 +46,7 @@ impl From<Error> for Failure {
             Error::AlreadyExists(_) => "ResourceAlreadyExistsException",
             Error::NotFound(_) => "ResourceNotFoundException",
             Error::InvalidParameter(_) => "InvalidParameterException",
+            Error::LimitExceeded(_) => "LimitExceededException",
             Error::Store(detail) => return Self::internal("ServiceUnavailableException", detail),
         };
         Self::new(kind, e.to_string())
