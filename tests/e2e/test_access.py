@@ -12,10 +12,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import ACCOUNT, REGION, ROLE, aws_client, create, make_zip, send, unique_name
+from conftest import ACCOUNT, REGION, ROLE, aws_client, create, make_zip, send, unique_name, wait_for
 
 PROBE = '''
-import json, boto3
+import json, time, boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -34,6 +34,10 @@ def handler(event, context):
     lam = boto3.client("lambda", config=CONFIG)
     other, bucket, me = event["other"], event["bucket"], context.function_name
     s3 = boto3.client("s3", config=CONFIG)
+    logs = boto3.client("logs", config=CONFIG)
+    group = "/app/" + me
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="mine")
     calls = {
         "own configuration": lambda: lam.get_function_configuration(FunctionName=me),
         "own qualified ARN": lambda: lam.get_function(FunctionName=context.invoked_function_arn),
@@ -52,6 +56,10 @@ def handler(event, context):
         "list repositories": lambda: boto3.client("ecr", config=CONFIG).describe_repositories(),
         "list clusters": lambda: boto3.client("ecs", config=CONFIG).list_clusters(),
         "list schedules": lambda: boto3.client("scheduler", config=CONFIG).list_schedules(),
+        "write a log": lambda: logs.put_log_events(logGroupName=group, logStreamName="mine",
+                                                   logEvents=[{"timestamp": int(time.time() * 1000), "message": "written"}]),
+        "read another's log": lambda: logs.filter_log_events(logGroupName="/aws/lambda/" + other),
+        "delete another's log": lambda: logs.delete_log_group(logGroupName="/aws/lambda/" + other),
     }
     return {what: attempt(call) for what, call in calls.items()}
 '''
@@ -69,6 +77,10 @@ def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
                         Code={"ZipFile": make_zip({"app.py": PROBE})}, Timeout=60)
     bucket = unique_name("access").lower()
     aws_client(server, "s3").create_bucket(Bucket=bucket)
+    # The other function has run, so its log group exists.
+    lam.invoke(FunctionName=other)
+    wait_for(lambda: aws_client(server, "logs").describe_log_groups(
+        logGroupNamePrefix=f"/aws/lambda/{other}")["logGroups"], "the other function's log group")
     event = {"other": other, "bucket": bucket, "queue": unique_name("access"), "role": ROLE}
     r = lam.invoke(FunctionName=me, Payload=json.dumps(event).encode())
     out = json.loads(r["Payload"].read())
@@ -90,6 +102,9 @@ def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
         "list repositories": denied("ecr:DescribeRepositories"),
         "list clusters": denied("ecs:ListClusters"),
         "list schedules": denied("scheduler:ListSchedules"),
+        "write a log": "allowed",
+        "read another's log": denied("logs:FilterLogEvents"),
+        "delete another's log": denied("logs:DeleteLogGroup"),
     }
     for what, answer in expected.items():
         got = out[what]
@@ -104,6 +119,10 @@ def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function_configuration(FunctionName=me + "-x")
     assert aws_client(server, "s3").get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    logs = aws_client(server, "logs")
+    written = logs.get_log_events(logGroupName=f"/app/{me}", logStreamName="mine")
+    assert [e["message"] for e in written["events"]] == ["written"]
+    assert logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{other}")["logGroups"], "not deleted"
 
 
 KEYS = '''

@@ -1,8 +1,8 @@
 //! What a caller's key may do. The node's key pair (the operator's) may do
 //! everything. Session credentials, which the node mints for a function's
 //! environments and a task's containers, carry one fixed policy, as an
-//! execution role would: the data services (S3, SQS, CloudWatch Logs and
-//! metrics) and invoking functions, plus reading their own function's
+//! execution role would: the data services (S3, SQS, CloudWatch metrics),
+//! writing logs, and invoking functions, plus reading their own function's
 //! configuration. Managing compute (Lambda's control plane, layers,
 //! usage, ECR, ECS, EventBridge Scheduler) is the operator's: code that
 //! could, could read every function's environment and code, or replace
@@ -62,12 +62,19 @@ const LAMBDA_OWN: &[&str] = &[
 ];
 
 /// Services whose every operation session credentials may call.
-const DATA_SERVICES: &[&str] = &["s3", "sqs", "logs", "monitoring"];
+const DATA_SERVICES: &[&str] = &["s3", "sqs", "monitoring"];
+
+/// CloudWatch Logs' operations session credentials may call: writing
+/// events, as AWS's basic execution role allows, and describing groups and
+/// streams. Not reading events: other functions' logs are theirs.
+const LOGS_WRITE: &[&str] =
+    &["CreateLogGroup", "CreateLogStream", "PutLogEvents", "DescribeLogGroups", "DescribeLogStreams"];
 
 /// Lets `caller` do `action`, or says why not in AWS's words.
 pub(crate) fn check(account: &Account, caller: &Caller, action: &Action<'_>) -> Result<(), AuthError> {
     let Caller::Session { subject } = caller else { return Ok(()) };
     let allowed = DATA_SERVICES.contains(&action.service)
+        || (action.service == "logs" && LOGS_WRITE.contains(&action.operation))
         || (action.service == "lambda"
             && (LAMBDA_ANY.contains(&action.operation)
                 || (LAMBDA_OWN.contains(&action.operation)
@@ -136,6 +143,10 @@ mod tests {
         for service in DATA_SERVICES {
             assert!(ok(Action::service(service)), "{service}");
         }
+        let logs = |operation| Action { service: "logs", operation, function: None };
+        assert!(ok(logs("PutLogEvents")) && ok(logs("DescribeLogStreams")));
+        assert!(!ok(logs("FilterLogEvents")) && !ok(logs("GetLogEvents")) && !ok(logs("StartLiveTail")));
+        assert!(!ok(logs("DeleteLogGroup")));
     }
 
     #[test]
