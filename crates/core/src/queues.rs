@@ -34,7 +34,7 @@ pub struct AttributeValue {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     pub id: String,
-    /// Empty in the engine's memory, which keeps no payloads.
+    /// Empty in the engine's memory for a payload it leaves on disk.
     #[serde(default)]
     pub body: String,
     #[serde(default)]

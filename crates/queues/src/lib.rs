@@ -1,9 +1,9 @@
 //! SQS-compatible queues: the rules ([`rules`]) and the engine ([`Queues`]).
 //!
 //! The engine keeps every queue's messages in memory ([`state`]), all but
-//! their payloads (body and attributes, up to 1 MiB each), which it reads
-//! from the store when a message is received or moved: a queue may hold
-//! more than the node's memory. It writes what must survive a crash to the
+//! their payloads over 8 KiB (body and attributes, up to 1 MiB each),
+//! which it reads from the store when a message is received or moved: a
+//! queue may hold more than the node's memory. It writes what must survive a crash to the
 //! store ([`nimbus_store::QueueMeta`]):
 //! a send is committed before it is acknowledged, a delete before it is
 //! answered, and receive counts are written behind (a crash may lose a
@@ -768,31 +768,52 @@ impl Queues {
             let source = q.arn.clone();
             self.transfer(&dlq, taken.dead, |m| m.dead_letter_source = Some(source.clone())).await?;
         }
-        let received =
-            self.with_payloads(taken.received).await?.into_iter().map(|l| self.received(&name, q.fifo, l)).collect();
+        let received = self
+            .with_payloads(Some(q), taken.received)
+            .await?
+            .into_iter()
+            .map(|l| self.received(&name, q.fifo, l))
+            .collect();
         Ok((received, next))
     }
 
-    /// `messages` with their payloads, read from the store (memory keeps
-    /// none: a queue may hold more than the node's memory). Every message
-    /// in memory was stored first; one the store no longer has was removed
-    /// meanwhile (a purge, its queue's deletion) and is left out.
-    async fn with_payloads(&self, messages: Vec<Live>) -> Result<Vec<Live>> {
-        if messages.is_empty() {
+    /// `messages` with their payloads, those memory left out read from the
+    /// store. Every message in memory was stored first; one the store no
+    /// longer has was removed meanwhile (a purge committed after a send's
+    /// commit but before the send put it in memory, its queue's deletion),
+    /// and is left out, and taken out of `queue`'s memory, where it would
+    /// otherwise be received again at every visibility timeout, never to
+    /// be delivered (blocking its FIFO group).
+    async fn with_payloads(&self, queue: Option<&Queue>, messages: Vec<Live>) -> Result<Vec<Live>> {
+        // A body is never empty (SendMessage refuses one): an empty one was left on disk.
+        let seqs: Vec<i64> = messages.iter().filter(|l| l.message.body.is_empty()).map(|l| l.seq).collect();
+        if seqs.is_empty() {
             return Ok(messages);
         }
-        let seqs: Vec<i64> = messages.iter().map(|l| l.seq).collect();
         let mut stored = self.meta.message_payloads(&seqs).await?;
-        Ok(messages
+        let mut gone = Vec::new();
+        let whole = messages
             .into_iter()
             .filter_map(|mut l| {
-                let whole = stored.remove(&l.seq)?;
-                l.message.body = whole.body;
-                l.message.attributes = whole.attributes;
-                l.message.system_attributes = whole.system_attributes;
+                if l.message.body.is_empty() {
+                    let Some(payload) = stored.remove(&l.seq) else {
+                        gone.push(l.seq);
+                        return None;
+                    };
+                    l.message.body = payload.body;
+                    l.message.attributes = payload.attributes;
+                    l.message.system_attributes = payload.system_attributes;
+                }
                 Some(l)
             })
-            .collect())
+            .collect();
+        if let (Some(q), false) = (queue, gone.is_empty()) {
+            let mut m = lock(&q.messages);
+            for seq in gone {
+                m.remove(seq);
+            }
+        }
+        Ok(whole)
     }
 
     /// Moves messages (already taken out of their queue's memory) to `to`,
@@ -802,7 +823,7 @@ impl Queues {
         let now = now_ms();
         let mut writes = Vec::with_capacity(moving.len() * 2);
         let mut messages = Vec::with_capacity(moving.len());
-        for l in self.with_payloads(moving).await? {
+        for l in self.with_payloads(None, moving).await? {
             let mut m = l.message;
             edit(&mut m);
             m.visible_ms = now;
@@ -927,12 +948,31 @@ impl Queues {
     }
 }
 
-/// A message as memory keeps it: its body and attributes (up to 1 MiB) are
-/// only in the store.
+/// The largest payload (body and attributes) memory keeps; a larger one is
+/// only in the store, and read from it when its message is received or
+/// moved. Most messages are smaller, and reading theirs would cost a
+/// receive a quarter of its throughput (BENCHMARKS "Session 25").
+const PAYLOAD_IN_MEMORY_MAX: usize = 8 << 10;
+
+/// A message as memory keeps it: a payload over [`PAYLOAD_IN_MEMORY_MAX`]
+/// (up to 1 MiB) is left out, and its body left empty.
 fn without_payload(mut m: StoredMessage) -> StoredMessage {
-    m.body = String::new();
-    m.attributes = BTreeMap::new();
-    m.system_attributes = BTreeMap::new();
+    let size = m.body.len()
+        + [&m.attributes, &m.system_attributes]
+            .iter()
+            .flat_map(|a| a.iter())
+            .map(|(k, v)| {
+                k.len()
+                    + v.data_type.len()
+                    + v.string.as_ref().map_or(0, String::len)
+                    + v.binary.as_ref().map_or(0, Vec::len)
+            })
+            .sum::<usize>();
+    if size > PAYLOAD_IN_MEMORY_MAX {
+        m.body = String::new();
+        m.attributes = BTreeMap::new();
+        m.system_attributes = BTreeMap::new();
+    }
     m
 }
 
@@ -1029,6 +1069,37 @@ mod tests {
         let bodies: Vec<_> = got.iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["one", "two"]);
         assert!(got[0].attributes["SequenceNumber"] < got[1].attributes["SequenceNumber"]);
+    }
+
+    #[tokio::test]
+    async fn a_large_payload_is_read_from_disk_and_a_message_gone_from_disk_leaves_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(nimbus_store::SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+        let qs = Queues::open(meta.clone(), "us-east-1", "123456789012").await.unwrap();
+        let attrs = BTreeMap::from([("FifoQueue".to_string(), "true".to_string())]);
+        let q = qs.create_queue("f.fifo", &attrs, &BTreeMap::new()).await.unwrap();
+        let big = "b".repeat(PAYLOAD_IN_MEMORY_MAX + 1);
+        let msg = |body: &str, dedup: &str| OutgoingMessage {
+            group_id: Some("g".into()),
+            dedup_id: Some(dedup.into()),
+            ..text(body)
+        };
+        qs.send(&q.arn, msg(&big, "1")).await.unwrap();
+        qs.send(&q.arn, msg("small", "2")).await.unwrap();
+        let queue = qs.by_arn(&q.arn).unwrap();
+        let bodies: Vec<usize> = lock(&queue.messages).iter().map(|l| l.message.body.len()).collect();
+        assert_eq!(bodies, [0, 5], "the large body is on disk only");
+        let got = qs.receive(&q.arn, 1, Some(Duration::ZERO), Duration::ZERO).await.unwrap();
+        assert_eq!(got[0].body, big);
+        // Gone from disk (as a purge committed after the send's commit
+        // leaves it): dropped from memory at its receive, and the group
+        // goes on to its next message instead of blocking on it.
+        let seq = lock(&queue.messages).iter().next().unwrap().seq;
+        meta.apply_messages(&[MessageWrite::Delete { seq }]).await.unwrap();
+        let got = qs.receive(&q.arn, 1, Some(Duration::ZERO), Duration::ZERO).await.unwrap();
+        assert!(got.is_empty());
+        let got = qs.receive(&q.arn, 1, None, Duration::ZERO).await.unwrap();
+        assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["small"]);
     }
 
     #[tokio::test]

@@ -121,7 +121,9 @@ impl Queues {
         cancel: &AtomicBool,
         handle: &str,
     ) -> Result<()> {
-        const BATCH: usize = 100;
+        // Each message may be 1 MiB, read from the store and written again:
+        // a batch holds about twice its bytes while it moves.
+        const BATCH: usize = 10;
         while !cancel.load(Ordering::Relaxed) {
             let source = self.by_arn(&source_arn)?;
             let n = rate.map_or(BATCH, |r| (r as usize).min(BATCH));

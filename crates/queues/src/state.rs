@@ -99,6 +99,12 @@ impl Messages {
         self.by_seq.get(&seq)
     }
 
+    /// Every message, in seq order.
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = &Live> {
+        self.by_seq.values()
+    }
+
     pub fn clear(&mut self) {
         self.by_seq.clear();
         self.ready.clear();
