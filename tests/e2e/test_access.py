@@ -193,3 +193,37 @@ def test_urls_a_function_presigns_with_its_own_credentials_work(server, lam):
         assert r.status_code == 200, (version, r.text)
         r = fetch("GET", url["get"])
         assert (r.status_code, r.content) == (200, f"uploaded with {version}".encode()), version
+
+
+CALLER = '''
+import json, os, urllib.request
+import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+def handler(event, context):
+    url = os.environ["AWS_ENDPOINT_URL"] + event["path"]
+    req = AWSRequest(method="POST", url=url, data=b"{}")
+    SigV4Auth(boto3.Session().get_credentials(), "lambda", os.environ["AWS_REGION"]).add_auth(req)
+    call = urllib.request.Request(url, data=b"{}", method="POST", headers=dict(req.headers.items()))
+    with urllib.request.urlopen(call, timeout=20) as r:
+        return json.loads(r.read())
+'''
+
+WHO = '''
+import json
+
+def handler(event, context):
+    return {"statusCode": 200, "body": json.dumps(event["requestContext"]["authorizer"]["iam"])}
+'''
+
+
+def test_an_aws_iam_url_called_with_a_functions_credentials_names_that_function(server, lam):
+    callee = create(lam, zip_bytes=make_zip({"app.py": WHO}))["FunctionName"]
+    url = lam.create_function_url_config(FunctionName=callee, AuthType="AWS_IAM")["FunctionUrl"]
+    caller = create(lam, zip_bytes=make_zip({"app.py": CALLER}), Timeout=30)["FunctionName"]
+    r = lam.invoke(FunctionName=caller, Payload=json.dumps({"path": urllib.parse.urlsplit(url).path}).encode())
+    iam = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, iam
+    assert iam["userArn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{caller}", iam
+    assert iam["accessKey"].startswith("NSIA") and iam["accountId"] == ACCOUNT

@@ -351,6 +351,13 @@ fn parse_query_claim(pairs: &[(String, String)]) -> Result<Claim<'_>, AuthError>
     })
 }
 
+/// A request whose signature holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub access_key: String,
+    pub caller: Caller,
+}
+
 /// Session credentials as their token vouches for them.
 pub(crate) struct Session {
     pub(crate) secret: String,
@@ -471,10 +478,10 @@ impl Verifier {
     }
 
     /// Checks a request signed for `service` (the scope must name it);
-    /// returns the access key id that signed it.
-    pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<String, AuthError> {
+    /// returns the access key id that signed it, and whose it is.
+    pub fn verify(&self, req: &SignedParts<'_>, service: &str, now: SystemTime) -> Result<Verified, AuthError> {
         let pairs = query_pairs(req.raw_query.unwrap_or_default());
-        let (claim, secret, when, _) = self.authorize(req.headers, &pairs, service, now)?;
+        let (claim, secret, when, caller) = self.authorize(req.headers, &pairs, service, now)?;
         let hashes = self.payload_hashes(req)?;
         let key = self.signing_key(&secret, when, &claim);
         let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
@@ -492,7 +499,7 @@ impl Verifier {
                 format!("{ALGORITHM}\n{}\n{scope}\n{}", claim.amz_date, hex::encode(Sha256::digest(&canonical)));
             let expected = calculate_signature(key, to_sign.as_bytes());
             if bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes())) {
-                return Ok(claim.access_key.to_string());
+                return Ok(Verified { access_key: claim.access_key.to_string(), caller });
             }
         }
         Err(AuthError::InvalidSignature(MISMATCH.into()))
@@ -791,7 +798,7 @@ mod tests {
         };
         assert_eq!(
             Verifier::new(example_creds(), "us-east-1").verify(&parts, "service", at("20150830T123600Z")),
-            Ok("AKIDEXAMPLE".to_string())
+            Ok(Verified { access_key: "AKIDEXAMPLE".into(), caller: Caller::Node })
         );
     }
 
@@ -888,7 +895,10 @@ mod tests {
                 t,
             )
         };
-        assert_eq!(check(&sign_at(&creds, &session.session_token, t0), t0).map(|_| ()), Ok(()));
+        assert_eq!(
+            check(&sign_at(&creds, &session.session_token, t0), t0).map(|v| v.caller),
+            Ok(Caller::Session { subject: "arn:aws:lambda:us-east-1:123456789012:function:f".into() })
+        );
         let later = t0 + Duration::from_secs(61);
         assert_eq!(check(&sign_at(&creds, &session.session_token, later), later), Err(AuthError::ExpiredToken));
         let forged = format!("{}x", session.session_token);

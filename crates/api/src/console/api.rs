@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth;
-use crate::sigv4::SignedParts;
+use crate::sigv4::{Caller, SignedParts};
 use crate::{convert, Api, ApiError};
 
 /// Functions per page of the list: ListFunctions' largest page.
@@ -148,8 +148,8 @@ async fn answer(api: &Api, req: Request<Body>, rest: String) -> Response {
 async fn links(api: &Api, req: Request<Body>) -> R {
     let (parts, body) = req.into_parts();
     let body = read(body).await?;
-    let key = api.verifier.verify(&SignedParts::of(&parts, &body), "console", SystemTime::now()).map_err(failed)?;
-    if key != api.credentials.access_key_id {
+    let signed = api.verifier.verify(&SignedParts::of(&parts, &body), "console", SystemTime::now()).map_err(failed)?;
+    if signed.caller != Caller::Node {
         return Err(refuse(StatusCode::FORBIDDEN, "Only the node's own key pair may make console login links."));
     }
     let token = api.console.mint_link(SystemTime::now());

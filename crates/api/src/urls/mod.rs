@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use nimbus_control::{InvokeRequest, UrlTarget};
 
-use crate::sigv4::{AuthError, SignedParts};
+use crate::sigv4::{AuthError, Caller, SignedParts};
 use crate::streaming::{self, Chunks, Next, Started};
 use crate::{read_body, Api, ApiError, Unread};
 
@@ -247,19 +247,25 @@ fn authorize(
     if target.config.auth_type == "NONE" {
         return if target.public { Ok(None) } else { Err(UrlError::Forbidden) };
     }
-    let access_key = match api.verifier.verify(&SignedParts::of(parts, body), "lambda", SystemTime::now()) {
-        Ok(key) => key,
+    let signed = match api.verifier.verify(&SignedParts::of(parts, body), "lambda", SystemTime::now()) {
+        Ok(signed) => signed,
         Err(AuthError::Missing) => return Err(UrlError::Forbidden),
         Err(e) => return Err(UrlError::Auth(e)),
     };
     let account = &api.control.account().id;
+    // Who called: the account's root for the node's key; for a function's
+    // or task's own credentials, that function or task.
+    let user_arn = match signed.caller {
+        Caller::Node => format!("arn:aws:iam::{account}:root"),
+        Caller::Session { subject } => subject,
+    };
     Ok(Some(serde_json::json!({
-        "accessKey": access_key,
+        "accessKey": signed.access_key,
         "accountId": account,
-        "callerId": access_key,
+        "callerId": signed.access_key,
         "cognitoIdentity": null,
         "principalOrgId": null,
-        "userArn": format!("arn:aws:iam::{account}:root"),
+        "userArn": user_arn,
         "userId": account,
     })))
 }
