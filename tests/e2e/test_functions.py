@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, HELLO_ZIP, REGION, arn, code_sha256, create, error_code, make_zip,
+from conftest import (ACCOUNT, HELLO_ZIP, REGION, ROLE, arn, code_sha256, create, error_code, make_zip,
                       unique_name, wait_ready)
 
 
@@ -41,6 +41,31 @@ def test_defaults_are_aws_defaults(lam):
     assert (cfg["MemorySize"], cfg["Timeout"], cfg["EphemeralStorage"]["Size"]) == (128, 3, 512)
     assert cfg["TracingConfig"]["Mode"] == "PassThrough"
     assert cfg["LoggingConfig"] == {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{cfg['FunctionName']}"}
+
+
+def test_json_logging_reports_aws_defaults_and_text_drops_the_levels(lam):
+    name = create(lam, LoggingConfig={"LogFormat": "JSON"})["FunctionName"]
+    group = f"/aws/lambda/{name}"
+    assert lam.get_function_configuration(FunctionName=name)["LoggingConfig"] == {
+        "LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "INFO", "LogGroup": group}
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    lam.update_function_configuration(FunctionName=name, LoggingConfig={"ApplicationLogLevel": "DEBUG"})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    got = lam.update_function_configuration(FunctionName=name, LoggingConfig={"LogFormat": "Text"})
+    assert got["LoggingConfig"] == {"LogFormat": "Text", "LogGroup": group}
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    with pytest.raises(ClientError) as e:
+        lam.update_function_configuration(FunctionName=name, LoggingConfig={"SystemLogLevel": "WARN"})
+    assert e.value.response["Error"]["Message"] == (
+        "ApplicationLogLevel and SystemLogLevel can only be set when LogFormat is JSON.")
+
+
+def test_a_function_without_code_gets_aws_message(lam):
+    with pytest.raises(ClientError) as e:
+        lam.create_function(FunctionName=unique_name(), Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                            Code={})
+    assert (error_code(e), e.value.response["Error"]["Message"]) == (
+        "InvalidParameterValueException", "Please provide a source for function code.")
 
 
 def test_duplicate_create_conflicts(lam):

@@ -58,14 +58,14 @@ fn get_object_failed(code: &str, message: &str) -> Error {
 }
 
 impl Control {
-    /// The archive a request carries, inline or from the store; `field` is
-    /// the inline field's name, for the messages.
+    /// The archive a request carries, inline or from the store; `what` is
+    /// what it is (`function code`, `layer content`), for the messages.
     pub(crate) async fn code_source(
         &self,
         zip: Option<Vec<u8>>,
         s3: Option<S3Code>,
         image_uri: Option<String>,
-        field: &str,
+        what: &str,
     ) -> Result<Vec<u8>> {
         match (zip, s3, image_uri) {
             (Some(z), None, None) => Ok(z),
@@ -73,7 +73,8 @@ impl Control {
             (None, None, Some(_)) => {
                 Err(invalid("Please don't provide ImageUri when updating a function with packageType Zip."))
             }
-            (None, None, None) => Err(invalid(format!("Please provide a source for the code: {field}."))),
+            // AWS's words for a function: "Please provide a source for function code."
+            (None, None, None) => Err(invalid(format!("Please provide a source for {what}."))),
             _ => Err(invalid("Please provide only one source for the code.")),
         }
     }

@@ -103,7 +103,7 @@ impl Control {
     pub async fn create_function(&self, req: NewFunction) -> Result<FunctionConfig> {
         let (zip, image) = match req.package_type.as_deref() == Some("Image") {
             true => (None, Some(self.resolve_image(req.image_uri, req.zip.is_some() || req.s3.is_some()).await?)),
-            false => (Some(self.code_source(req.zip, req.s3, req.image_uri, "Code.ZipFile").await?), None),
+            false => (Some(self.code_source(req.zip, req.s3, req.image_uri, "function code").await?), None),
         };
         if let Some(arn) = &req.code_signing_config_arn {
             let csc = self.code_signing_config_named(arn).await?;
@@ -206,7 +206,7 @@ impl Control {
                 (None, Code { sha256_hex: image_code_sha(&image), size: 0, unzipped_size: 0 }, Some(image))
             }
             false => {
-                let zip = self.code_source(req.zip, req.s3, req.image_uri, "Code.ZipFile").await?;
+                let zip = self.code_source(req.zip, req.s3, req.image_uri, "function code").await?;
                 let layer_bytes: u64 = current.latest.layers.iter().map(|l| l.unzipped_size).sum();
                 let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX.saturating_sub(layer_bytes)).await?;
                 let code = Code { sha256_hex: info.sha256_hex, size: info.size, unzipped_size: info.unzipped_size };

@@ -78,7 +78,7 @@ impl Control {
     pub async fn publish_layer_version(&self, req: NewLayerVersion) -> Result<LayerVersion> {
         let name = self.account().layer_name_of(&req.layer_name).map_err(rule)?;
         let description = req.description.unwrap_or_default();
-        let zip = self.code_source(req.zip, req.s3, None, "Content.ZipFile").await?;
+        let zip = self.code_source(req.zip, req.s3, None, "layer content").await?;
         let (zip, info) = Self::inspect_zip(zip, UNZIPPED_MAX).await?;
         let _guard = self.lock().await;
         let version = self.meta.last_layer_version(&name).await? + 1;

@@ -352,12 +352,18 @@ impl ConfigPatch {
         if let Some(l) = &self.system_log_level {
             cfg.logging.system_log_level = Some(l.clone());
         }
-        if (cfg.logging.application_log_level.is_some() || cfg.logging.system_log_level.is_some())
-            && cfg.logging.log_format != "JSON"
-        {
+        if cfg.logging.log_format == "JSON" {
+            // AWS reports its defaults for the JSON format.
+            cfg.logging.application_log_level.get_or_insert_with(|| "INFO".into());
+            cfg.logging.system_log_level.get_or_insert_with(|| "INFO".into());
+        } else if self.application_log_level.is_some() || self.system_log_level.is_some() {
             return Err(Error::invalid(
                 "ApplicationLogLevel and SystemLogLevel can only be set when LogFormat is JSON.",
             ));
+        } else {
+            // Back to text: the levels were the JSON format's.
+            cfg.logging.application_log_level = None;
+            cfg.logging.system_log_level = None;
         }
         if let Some(g) = &self.log_group {
             cfg.logging.log_group = g.clone();
