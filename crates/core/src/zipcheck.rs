@@ -36,12 +36,18 @@ pub fn too_big() -> Error {
 /// Checks an archive completely. `budget` is how many unzipped bytes it may
 /// produce (250 MB less what the function's layers already use).
 pub fn inspect(bytes: &[u8], budget: u64) -> Result<ZipInfo> {
+    // Before the directory is parsed: parsing 600,000 entries took 600 MB.
+    let too_many = |n: u64| {
+        Error::invalid(format!(
+            "Could not unzip uploaded file: it has {n} entries, more than the {ZIP_ENTRIES_MAX} a package may have."
+        ))
+    };
+    if let Some(n) = declared_entries(bytes).filter(|&n| n > ZIP_ENTRIES_MAX as u64) {
+        return Err(too_many(n));
+    }
     let mut archive = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(|_| unreadable())?;
     if archive.len() > ZIP_ENTRIES_MAX {
-        return Err(Error::invalid(format!(
-            "Could not unzip uploaded file: it has {} entries, more than the {ZIP_ENTRIES_MAX} a package may have.",
-            archive.len()
-        )));
+        return Err(too_many(archive.len() as u64));
     }
     let mut remaining = budget;
     // Every path first: where a link may point, and what may lie under one,
@@ -98,6 +104,34 @@ pub fn inspect(bytes: &[u8], budget: u64) -> Result<ZipInfo> {
         size: bytes.len() as u64,
         unzipped_size: budget - remaining,
     })
+}
+
+/// How many entries an archive's end-of-central-directory record says its
+/// directory holds (zip64's record's, where it defers to that), found from
+/// the end without parsing the directory; `None` if there is no such record.
+fn declared_entries(bytes: &[u8]) -> Option<u64> {
+    const END: &[u8] = b"PK\x05\x06";
+    const END_LEN: usize = 22;
+    let last = bytes.len().checked_sub(END_LEN)?;
+    // The record ends the archive but for a comment of at most 64 KiB.
+    let at = (last.saturating_sub(0xFFFF)..=last).rev().find(|&i| &bytes[i..i + 4] == END)?;
+    let field = |o: usize| u16::from_le_bytes([bytes[at + o], bytes[at + o + 1]]);
+    let declared = field(8).max(field(10));
+    if declared != 0xFFFF {
+        return Some(declared.into());
+    }
+    // Zip64: a locator just before the record gives the zip64 record's offset.
+    let locator = bytes.get(at.checked_sub(20)?..at)?;
+    if &locator[..4] != b"PK\x06\x07" {
+        return Some(declared.into());
+    }
+    let offset = usize::try_from(u64::from_le_bytes(locator[8..16].try_into().ok()?)).ok()?;
+    let record = bytes.get(offset..offset.checked_add(56)?)?;
+    if &record[..4] != b"PK\x06\x06" {
+        return None;
+    }
+    let count = |o: usize| u64::from_le_bytes(record[o..o + 8].try_into().unwrap_or_default());
+    Some(count(24).max(count(32)))
 }
 
 /// The longest link target read (Linux's own limit on a path).
@@ -246,8 +280,12 @@ mod tests {
             w.add_directory(name.as_str(), SimpleFileOptions::default()).unwrap();
         }
         let z = w.finish().unwrap().into_inner();
+        assert_eq!(declared_entries(&z), Some(ZIP_ENTRIES_MAX as u64 + 1));
         let refused = inspect(&z, UNZIPPED_MAX).unwrap_err().to_string();
         assert!(refused.contains("it has 100001 entries, more than the 100000"), "{refused}");
+        let few = build(&[("a", b"x"), ("b", b"y")], &[]);
+        assert_eq!(declared_entries(&few), Some(2));
+        assert_eq!(declared_entries(b"PK\x05\x06 too short"), None);
     }
 
     #[test]
