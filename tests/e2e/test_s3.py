@@ -103,6 +103,36 @@ def bucket(s3):
 
 # --- buckets -----------------------------------------------------------------
 
+def test_an_account_has_at_most_its_quota_of_buckets(tmp_path):
+    node = Server(tmp_path / "data", args=["--isolation", "process", "--max-buckets", "3"]).start()
+    try:
+        s3 = s3_client(node)
+        names = [unique_name("quota").lower() for _ in range(4)]
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(lambda n: attempt(lambda: s3.create_bucket(Bucket=n)), names))
+        # Created at once, and still no more than three.
+        assert sorted(outcomes) == ["TooManyBuckets", "ok", "ok", "ok"], outcomes
+        assert len(s3.list_buckets()["Buckets"]) == 3
+        with pytest.raises(ClientError) as e:
+            s3.create_bucket(Bucket=unique_name("quota").lower())
+        assert e.value.response["Error"]["Message"] == "You have attempted to create more buckets than allowed"
+        created = [n for n, o in zip(names, outcomes) if o == "ok"]
+        # An existing name is still the existing bucket, not the quota.
+        assert attempt(lambda: s3.create_bucket(Bucket=created[0])) == "BucketAlreadyOwnedByYou"
+        s3.delete_bucket(Bucket=created[0])
+        assert attempt(lambda: s3.create_bucket(Bucket=names[outcomes.index("TooManyBuckets")])) == "ok"
+    finally:
+        node.stop()
+
+
+def attempt(call):
+    try:
+        call()
+        return "ok"
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+
+
 def test_bucket_lifecycle(s3):
     name = unique_name("life")
     created = s3.create_bucket(Bucket=name)

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// which SDKs retry.
     #[arg(long, env = "NIMBUS_BODY_BUDGET_MB", default_value_t = nimbus_api::BODY_BUDGET_DEFAULT >> 20)]
     body_budget_mb: usize,
+    /// Buckets the account may have; CreateBucket past it answers S3's
+    /// `TooManyBuckets` (AWS's default quota, which AWS raises on request).
+    #[arg(long, env = "NIMBUS_MAX_BUCKETS", default_value_t = nimbus_objects::BUCKETS_MAX)]
+    max_buckets: usize,
     /// Seconds a client may take to send a request's head, or pause while
     /// sending its body; an idle keep-alive connection is closed after as
     /// long.
@@ -663,7 +667,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let targets = nimbus_api::S3Front::targets(control.clone());
         let objects =
             nimbus_objects::Objects::open(meta.clone(), files, targets, args.region.clone(), args.account_id.clone())
-                .await?;
+                .await?
+                .with_max_buckets(args.max_buckets);
         let clock = match (args.test_clock_scale, args.test_clock_epoch_ms) {
             (Some(scale), Some(epoch)) => {
                 tracing::warn!(

@@ -45,7 +45,12 @@ pub struct Objects {
     functions: Arc<dyn Functions>,
     region: String,
     account_id: String,
+    /// Buckets the account may have ([`BUCKETS_MAX`] unless set).
+    max_buckets: usize,
 }
+
+/// Buckets an account may have: AWS's default quota of general purpose buckets.
+pub const BUCKETS_MAX: usize = 10_000;
 
 impl Objects {
     /// Opens the store, removing object files no metadata refers to (what a
@@ -62,6 +67,12 @@ impl Objects {
         if removed > 0 {
             tracing::info!(removed, "removed object files left by an interrupted write");
         }
-        Ok(Self { meta, files, functions, region, account_id })
+        Ok(Self { meta, files, functions, region, account_id, max_buckets: BUCKETS_MAX })
+    }
+
+    /// Lets the account have `n` buckets (AWS raises its quota on request).
+    pub fn with_max_buckets(mut self, n: usize) -> Self {
+        self.max_buckets = n;
+        self
     }
 }

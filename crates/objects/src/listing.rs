@@ -103,7 +103,7 @@ mod tests {
         let meta = SqliteMetadata::open(&dir.path().join("db.sqlite")).await.unwrap();
         let bucket =
             Bucket { name: "b".into(), created_ms: 0, notifications: vec![], tags: BTreeMap::new(), lifecycle: vec![] };
-        meta.create_bucket(&bucket).await.unwrap();
+        meta.create_bucket(&bucket, usize::MAX).await.unwrap();
         for k in keys {
             let o = ObjectInfo {
                 bucket: "b".into(),

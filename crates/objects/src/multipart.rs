@@ -701,7 +701,7 @@ mod tests {
             tags: BTreeMap::new(),
             lifecycle: vec![],
         };
-        meta.create_bucket(&bucket).await.unwrap();
+        meta.create_bucket(&bucket, usize::MAX).await.unwrap();
 
         let create = CreateMultipartUploadInput::builder().bucket("b".into()).key("k".into()).build().unwrap();
         let id = s3.create_multipart_upload(request(create)).await.unwrap().output.upload_id.unwrap();

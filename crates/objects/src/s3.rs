@@ -365,7 +365,10 @@ impl S3 for Objects {
             tags: BTreeMap::new(),
             lifecycle: vec![],
         };
-        if !self.meta.create_bucket(&bucket).await.map_err(internal)? {
+        if !self.meta.create_bucket(&bucket, self.max_buckets).await.map_err(internal)? {
+            if self.meta.get_bucket(&name).await.map_err(internal)?.is_none() {
+                return Err(s3_error!(TooManyBuckets, "You have attempted to create more buckets than allowed"));
+            }
             return Err(s3_error!(
                 BucketAlreadyOwnedByYou,
                 "Your previous request to create the named bucket succeeded and you already own it."

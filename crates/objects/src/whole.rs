@@ -85,7 +85,7 @@ mod tests {
             tags: Default::default(),
             lifecycle: vec![],
         };
-        meta.create_bucket(&bucket).await.unwrap();
+        meta.create_bucket(&bucket, usize::MAX).await.unwrap();
         assert!(matches!(reader.read("b", "k", None, 10).await, Err(ReadError::NoSuchKey)));
 
         std::fs::write(files.path("f1"), b"hello").unwrap();

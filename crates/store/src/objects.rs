@@ -29,8 +29,9 @@ pub enum BucketDelete {
 
 #[async_trait]
 pub trait ObjectMeta: Send + Sync {
-    /// Creates a bucket; false if one of that name exists.
-    async fn create_bucket(&self, b: &Bucket) -> Result<bool>;
+    /// Creates a bucket if fewer than `max` exist; false if one of that
+    /// name exists, or `max` do.
+    async fn create_bucket(&self, b: &Bucket, max: usize) -> Result<bool>;
     async fn get_bucket(&self, name: &str) -> Result<Option<Bucket>>;
     /// Every bucket, by name.
     async fn list_buckets(&self) -> Result<Vec<Bucket>>;
@@ -128,13 +129,18 @@ async fn remove_data(tx: &mut sqlx::SqliteConnection, bucket: &str, key: &str) -
 
 #[async_trait]
 impl ObjectMeta for SqliteMetadata {
-    async fn create_bucket(&self, b: &Bucket) -> Result<bool> {
+    async fn create_bucket(&self, b: &Bucket, max: usize) -> Result<bool> {
         let _forget = self.object_cache.around(&b.name, None);
-        let done = sqlx::query("INSERT INTO buckets (name, doc) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
-            .bind(&b.name)
-            .bind(serde_json::to_string(b)?)
-            .execute(self.pool())
-            .await?;
+        // One statement, so that concurrent creates cannot pass `max` together.
+        let done = sqlx::query(
+            "INSERT INTO buckets (name, doc) SELECT ?, ? WHERE (SELECT COUNT(*) FROM buckets) < ?
+             ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(&b.name)
+        .bind(serde_json::to_string(b)?)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
