@@ -350,9 +350,45 @@ pub fn mapping_out(m: &nimbus_core::mappings::EventSourceMapping, arn: String) -
     }
 }
 
+/// A resource policy or one of its statements as AWS writes it: known keys
+/// in AWS's order (`Version`, `Id`, `Statement`; `Sid`, `Effect`,
+/// `Principal`, `Action`, `Resource`, `Condition`), others after in name
+/// order. Stored documents keep keys sorted, as `serde_json` does.
+pub fn policy_json(v: &serde_json::Value) -> String {
+    const ORDER: [&str; 9] =
+        ["Version", "Id", "Statement", "Sid", "Effect", "Principal", "Action", "Resource", "Condition"];
+    match v {
+        serde_json::Value::Object(map) => {
+            let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| rank(k));
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", serde_json::Value::from(k.as_str()), policy_json(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(policy_json).collect::<Vec<_>>().join(",")),
+        scalar => scalar.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_is_written_in_aws_order() {
+        let statement = serde_json::json!({"Action": "lambda:InvokeFunction", "Condition": {"ArnLike": {"AWS:SourceArn": "a"}},
+            "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Resource": "r", "Sid": "s"});
+        let doc = serde_json::json!({"Id": "default", "Statement": [statement], "Version": "2012-10-17"});
+        assert_eq!(
+            policy_json(&doc),
+            r#"{"Version":"2012-10-17","Id":"default","Statement":[{"Sid":"s","Effect":"Allow","Principal":{"Service":"s3.amazonaws.com"},"Action":"lambda:InvokeFunction","Resource":"r","Condition":{"ArnLike":{"AWS:SourceArn":"a"}}}]}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&policy_json(&doc)).unwrap();
+        assert_eq!(back, doc);
+    }
 
     #[test]
     fn timestamps_use_each_shape_format() {

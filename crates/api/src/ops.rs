@@ -526,12 +526,12 @@ async fn layers(op: Op, c: Ctx<'_>) -> R {
                 .await?;
             json(
                 StatusCode::CREATED,
-                &w::AddLayerVersionPermissionResponse { statement: statement.to_string(), revision_id },
+                &w::AddLayerVersionPermissionResponse { statement: convert::policy_json(&statement), revision_id },
             )
         }
         Op::GetLayerVersionPolicy => {
             let (doc, revision_id) = ctl.get_layer_version_policy(c.arg(0), layer_version_number(c.arg(1))?).await?;
-            json(StatusCode::OK, &w::LayerVersionPolicy { policy: doc.to_string(), revision_id })
+            json(StatusCode::OK, &w::LayerVersionPolicy { policy: convert::policy_json(&doc), revision_id })
         }
         Op::RemoveLayerVersionPermission => {
             ctl.remove_layer_version_permission(c.arg(0), layer_version_number(c.arg(1))?, c.arg(2), c.q("RevisionId"))
@@ -667,11 +667,11 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                     },
                 )
                 .await?;
-            json(StatusCode::CREATED, &w::AddPermissionResponse { statement: statement.to_string() })
+            json(StatusCode::CREATED, &w::AddPermissionResponse { statement: convert::policy_json(&statement) })
         }
         Op::GetPolicy => {
             let (doc, revision_id) = ctl.get_policy(c.arg(0), c.q("Qualifier")).await?;
-            json(StatusCode::OK, &w::GetPolicyResponse { policy: doc.to_string(), revision_id })
+            json(StatusCode::OK, &w::GetPolicyResponse { policy: convert::policy_json(&doc), revision_id })
         }
         Op::RemovePermission => {
             ctl.remove_permission(c.arg(0), c.q("Qualifier"), c.arg(1), c.q("RevisionId")).await?;
