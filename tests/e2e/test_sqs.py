@@ -303,6 +303,29 @@ def test_dead_letter_queue_and_move_back(sqs):
     assert error_of(e)[0] in ("AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation")
 
 
+def test_move_tasks_move_what_their_queue_held_and_end(sqs):
+    """A task moves at most what its queue held when it started: one into
+    its own queue is refused, and two moving between two queues end."""
+    a, b = new_queue(sqs, "dlqa"), new_queue(sqs, "dlqb")
+    a_arn, b_arn = arn_of(sqs, a), arn_of(sqs, b)
+    for dlq in (a_arn, b_arn):
+        new_queue(sqs, "src", RedrivePolicy=f'{{"deadLetterTargetArn":"{dlq}","maxReceiveCount":"1"}}')
+    for q in (a, b):
+        sqs.send_message_batch(QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(10)])
+    with pytest.raises(ClientError) as e:
+        sqs.start_message_move_task(SourceArn=a_arn, DestinationArn=a_arn)
+    assert error_of(e)[0] == "InvalidParameterValue"
+    sqs.start_message_move_task(SourceArn=a_arn, DestinationArn=b_arn)
+    sqs.start_message_move_task(SourceArn=b_arn, DestinationArn=a_arn)
+    for arn in (a_arn, b_arn):
+        done = wait_for(lambda: [t for t in sqs.list_message_move_tasks(SourceArn=arn)["Results"]
+                                 if t["Status"] == "COMPLETED"], "the move task to end")
+        assert done[0]["ApproximateNumberOfMessagesMoved"] <= 20
+    counts = [int(sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])
+                  ["Attributes"]["ApproximateNumberOfMessages"]) for q in (a, b)]
+    assert sum(counts) == 20, counts
+
+
 def test_fifo_order_and_deduplication(sqs):
     url = new_queue(sqs, "fifo", FifoQueue="true")
     for i in range(3):

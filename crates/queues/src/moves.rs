@@ -36,6 +36,9 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Tasks(Mutex<Vec<Entry>>);
 
+/// Tasks kept per source queue (ListMessageMoveTasks shows at most ten).
+const TASKS_KEPT: usize = 10;
+
 impl Tasks {
     fn update(&self, handle: &str, f: impl FnOnce(&mut MoveTask)) {
         if let Some(e) = lock(&self.0).iter_mut().find(|e| e.task.handle == handle) {
@@ -57,6 +60,10 @@ impl Queues {
         })?;
         if self.dead_letter_sources(source_arn)?.is_empty() {
             return Err(Error::InvalidParameterValue("Source queue must be configured as a Dead Letter Queue.".into()));
+        }
+        if destination_arn == Some(source_arn) {
+            // Moved into itself, a message is there to move again: the task would never end.
+            return Err(Error::InvalidParameterValue("The source and destination queues must be different.".into()));
         }
         if let Some(d) = destination_arn {
             self.by_arn(d).map_err(|_| {
@@ -83,6 +90,11 @@ impl Queues {
             .encode(serde_json::json!({"taskId": id, "sourceArn": source_arn}).to_string());
         let to_move = lock(&source.messages).len() as u64;
         let cancel = Arc::new(AtomicBool::new(false));
+        // AWS lists a source's ten latest tasks; older ones are forgotten.
+        let mine: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].task.source_arn == source_arn).collect();
+        for &i in mine.iter().rev().skip(TASKS_KEPT - 1) {
+            tasks.remove(i);
+        }
         tasks.push(Entry {
             task: MoveTask {
                 handle: handle.clone(),
@@ -100,7 +112,8 @@ impl Queues {
         let (this, h, source, dest) =
             (self.clone(), handle.clone(), source_arn.to_string(), destination_arn.map(str::to_string));
         tokio::spawn(async move {
-            let (status, failure) = match this.run_move(source, dest.as_deref(), max_per_second, &cancel, &h).await {
+            let run = this.run_move(source, dest.as_deref(), max_per_second, to_move, &cancel, &h).await;
+            let (status, failure) = match run {
                 Ok(()) if cancel.load(Ordering::Relaxed) => ("CANCELLED", None),
                 Ok(()) => ("COMPLETED", None),
                 Err(e) => ("FAILED", Some(e.to_string())),
@@ -118,20 +131,25 @@ impl Queues {
         source_arn: String,
         dest: Option<&str>,
         rate: Option<u32>,
+        to_move: u64,
         cancel: &AtomicBool,
         handle: &str,
     ) -> Result<()> {
         // Each message may be 1 MiB, read from the store and written again:
         // a batch holds about twice its bytes while it moves.
         const BATCH: usize = 10;
-        while !cancel.load(Ordering::Relaxed) {
+        // At most what the queue held at the start, as AWS's task does: two
+        // tasks moving between two queues would otherwise never end.
+        let mut left = to_move;
+        while !cancel.load(Ordering::Relaxed) && left > 0 {
             let source = self.by_arn(&source_arn)?;
-            let n = rate.map_or(BATCH, |r| (r as usize).min(BATCH));
+            let n = rate.map_or(BATCH, |r| (r as usize).min(BATCH)).min(usize::try_from(left).unwrap_or(BATCH));
             let batch = lock(&source.messages).drain(now_ms(), n);
             if batch.is_empty() {
                 return Ok(());
             }
             let count = batch.len() as u64;
+            left = left.saturating_sub(count);
             // Each message goes back to its own source unless a destination
             // was given. A batch with a message that has nowhere to go is put
             // back whole: the task fails and the messages stay, as on AWS.

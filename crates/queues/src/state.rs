@@ -9,6 +9,9 @@ use nimbus_core::queues::StoredMessage;
 
 use crate::rules::DEDUP_WINDOW_MS;
 
+/// Deduplication ids held before expired ones are first dropped.
+const DEDUP_PRUNE_MIN: usize = 10_000;
+
 /// A message as the engine sees it now.
 #[derive(Debug, Clone)]
 pub struct Live {
@@ -66,6 +69,10 @@ pub struct Messages {
     ready: BTreeSet<(i64, i64)>,
     /// FIFO deduplication ids: when each expires and the message id sent.
     dedup: HashMap<String, (i64, String)>,
+    /// The deduplication map's size at which expired ids are next dropped:
+    /// twice what was left after the last time, so that a map of ids all
+    /// within their window is not scanned again at every send.
+    dedup_prune_at: usize,
 }
 
 /// The approximate counts GetQueueAttributes reports.
@@ -137,9 +144,10 @@ impl Messages {
 
     /// Remembers a deduplication id for five minutes from `sent_ms`.
     pub fn remember(&mut self, dedup_id: &str, message_id: &str, sent_ms: i64) {
-        if self.dedup.len() > 10_000 {
+        if self.dedup.len() >= self.dedup_prune_at {
             let now = sent_ms;
             self.dedup.retain(|_, (expires, _)| *expires > now);
+            self.dedup_prune_at = (self.dedup.len() * 2).max(DEDUP_PRUNE_MIN);
         }
         self.dedup.insert(dedup_id.to_string(), (sent_ms + DEDUP_WINDOW_MS, message_id.to_string()));
     }
@@ -256,6 +264,21 @@ impl Messages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_within_their_window_are_not_scanned_again_at_every_send() {
+        let mut m = Messages::new(true);
+        for i in 0..DEDUP_PRUNE_MIN {
+            m.remember(&format!("d{i}"), "id", 0);
+        }
+        assert_eq!(m.dedup_prune_at, DEDUP_PRUNE_MIN, "no scan before the minimum");
+        m.remember("one-more", "id", 1);
+        // Scanned once, nothing expired: the next scan waits for twice as many.
+        assert_eq!(m.dedup_prune_at, 2 * DEDUP_PRUNE_MIN);
+        m.remember("later", "id", DEDUP_WINDOW_MS + 2);
+        assert_eq!(m.dedup.len(), DEDUP_PRUNE_MIN + 2, "expired ids wait for the next scan or the minute's expiry");
+        assert_eq!(m.duplicate_of("d0", DEDUP_WINDOW_MS + 2), None, "but are never taken for duplicates");
+    }
 
     fn live(seq: i64, group: Option<&str>) -> Live {
         Live::new(
