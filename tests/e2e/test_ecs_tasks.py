@@ -451,6 +451,38 @@ def test_an_aws_sdk_in_the_container_calls_nimbus_as_the_task(node, ecs, logs, p
                              "identity-based policy allows the lambda:GetFunction action"], out
 
 
+# Opens 150 connections to each endpoint of the task and holds them (past
+# what the node takes, they wait in a backlog of 128).
+HOLD = r"""
+import socket, sys, time
+held = [socket.create_connection(("169.254.170.2", port), timeout=30) for port in (51678, 51679) for _ in range(150)]
+print("held", len(held), flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_task_holds_at_most_its_share_of_the_nodes_descriptors(node, ecs, logs, python_sdk):
+    """Each connection to a task's endpoints costs the node a descriptor
+    (two when forwarded to the API): a container opening hundreds took them
+    without bound (450 for these 300). Past 64 per endpoint, they wait in
+    the backlog."""
+    group = unique_name("/ecs/hold")
+    logs.create_log_group(logGroupName=group)
+    hold = {"name": "hold", "image": python_sdk, "entryPoint": ["python3", "-c", HOLD], "logConfiguration": awslogs(group),
+            "stopTimeout": 2}
+    fds = lambda: len(os.listdir(f"/proc/{node.proc.pid}/fd"))  # noqa: E731
+    before = fds()
+    arn = run(ecs, register(ecs, containers=[hold])["family"])["tasks"][0]["taskArn"]
+    stream = f"app/hold/{arn.rsplit('/', 1)[1]}"
+    try:
+        wait_for(lambda: "held 300" in lines(logs, group, stream), "the container to hold its connections")
+        grown = fds() - before
+        assert grown < 300, f"the node took {grown} descriptors for 300 held connections"
+    finally:
+        ecs.stop_task(task=arn)
+        stopped(ecs, arn)
+
+
 def processes_named(comm):
     """Host pids of processes whose command name is `comm`, zombies too."""
     return host_pids(lambda pid: Path(f"/proc/{pid}/comm").read_text().strip() == comm)

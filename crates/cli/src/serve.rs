@@ -540,6 +540,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_read: Some(std::time::Duration::from_secs(args.header_timeout)),
         body_idle: Some(std::time::Duration::from_secs(args.header_timeout)),
     };
+    // What all sandboxes (functions' and tasks') may hold of the listener's
+    // connections: half, so that the operator and outside clients keep the rest.
+    let api_connections = Arc::new(tokio::sync::Semaphore::new((limits.connections / 2).max(1)));
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     // Absolute from here on: mount tables and cgroup names speak in absolute paths.
@@ -599,6 +602,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 cgroup_group: node_group(&data_dir),
                 users: sandbox_users(args.sandbox_uids.clone(), &data_dir)?,
                 ceiling,
+                api_connections: api_connections.clone(),
             })
         }
     };
@@ -711,6 +715,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ecs.set_platform(nimbus_containers::Platform {
             credentials: Arc::new(NodeKeys(creds.clone())),
             api: addr,
+            api_connections,
             logs: logs.clone(),
             usage: meta.clone(),
             clock,

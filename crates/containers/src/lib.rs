@@ -129,6 +129,9 @@ pub struct Platform {
     pub credentials: Arc<dyn TaskCredentials>,
     /// The node's API, forwarded into each task's network namespace.
     pub api: SocketAddr,
+    /// Connections all sandboxes together may hold to the node's API (the
+    /// functions' too): part of the listener's.
+    pub api_connections: Arc<tokio::sync::Semaphore>,
     pub logs: Arc<nimbus_logs::Logs>,
     pub usage: Arc<dyn nimbus_store::TaskUsageMeta>,
     pub clock: nimbus_core::clock::Clock,

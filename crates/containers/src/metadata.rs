@@ -35,6 +35,8 @@ pub const ENDPOINT_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 2);
 pub const CREDENTIALS_PORT: u16 = 51679;
 /// The node's API, forwarded.
 const API_PORT: u16 = 51678;
+/// Connections one task may hold open to each of its endpoints at once.
+const TASK_CONNECTIONS: usize = 64;
 const CREDENTIALS_PATH: &str = "/v2/credentials";
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,19 +82,33 @@ impl InsideTask for Endpoint {
             token: self.token.clone(),
             platform: self.platform.clone(),
         });
+        // Each listener holds at most TASK_CONNECTIONS of the task's
+        // connections (the rest wait in its backlog): each costs the node a
+        // descriptor, two when forwarded, and the forwarded ones a slot of
+        // the node's API, shared by all sandboxes.
+        let open = Arc::new(tokio::sync::Semaphore::new(TASK_CONNECTIONS));
         let serving = tokio::spawn(async move {
-            while let Ok((stream, _)) = metadata.accept().await {
+            while let Ok(permit) = open.clone().acquire_owned().await {
+                let Ok((stream, _)) = metadata.accept().await else { return };
                 let me = me.clone();
-                tokio::spawn(async move { me.answer(stream).await });
+                tokio::spawn(async move {
+                    me.answer(stream).await;
+                    drop(permit);
+                });
             }
         });
-        let target = self.platform.api;
+        let (target, node) = (self.platform.api, self.platform.api_connections.clone());
+        let open = Arc::new(tokio::sync::Semaphore::new(TASK_CONNECTIONS));
         let forwarding = tokio::spawn(async move {
-            while let Ok((mut inside, _)) = api.accept().await {
+            while let Ok(permit) = open.clone().acquire_owned().await {
+                let Ok((mut inside, _)) = api.accept().await else { return };
+                let node = node.clone();
                 tokio::spawn(async move {
+                    let Ok(_shared) = node.acquire_owned().await else { return };
                     if let Ok(mut outside) = tokio::net::TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
                     }
+                    drop(permit);
                 });
             }
         });

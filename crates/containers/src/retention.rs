@@ -90,6 +90,7 @@ mod tests {
         ecs.set_platform(Platform {
             credentials: Arc::new(NoKeys),
             api: "127.0.0.1:1".parse().unwrap(),
+            api_connections: Arc::new(tokio::sync::Semaphore::new(1)),
             logs: nimbus_logs::Logs::open(meta.clone(), "us-east-1", "000000000000"),
             usage: meta.clone(),
             clock: Clock::scaled(epoch, 3600),

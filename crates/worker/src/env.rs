@@ -456,13 +456,15 @@ const SANDBOX_API: &str = "127.0.0.1:9070";
 /// ports to its own API, which every other environment's SDK needs.
 const SANDBOX_CONNECTIONS: usize = 64;
 
-/// Forwards connections from the sandbox's API listener to the real API.
-async fn forward_api(listener: tokio::net::TcpListener, api: String) {
+/// Forwards connections from the sandbox's API listener to the real API,
+/// each within the sandbox's own bound and the node's for all sandboxes.
+async fn forward_api(listener: tokio::net::TcpListener, api: String, node: Arc<tokio::sync::Semaphore>) {
     let open = Arc::new(tokio::sync::Semaphore::new(SANDBOX_CONNECTIONS));
     while let Ok(permit) = open.clone().acquire_owned().await {
         let Ok((mut inside, _)) = listener.accept().await else { return };
-        let api = api.clone();
+        let (api, node) = (api.clone(), node.clone());
         tokio::spawn(async move {
+            let Ok(_shared) = node.acquire_owned().await else { return };
             if let Ok(mut outside) = tokio::net::TcpStream::connect(&api).await {
                 let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
             }
@@ -546,7 +548,7 @@ async fn prepare_sandbox(
     let to_tokio = |l| tokio::net::TcpListener::from_std(l).map_err(|e: std::io::Error| Error::Internal(e.to_string()));
     let (runtime_api, api) = (to_tokio(runtime_api)?, to_tokio(api)?);
     let target = api_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let forwarder = tokio::spawn(forward_api(api, target));
+    let forwarder = tokio::spawn(forward_api(api, target, sb.api_connections.clone()));
     Ok(Prepared { runtime_api, cgroup, forwarder, control })
 }
 

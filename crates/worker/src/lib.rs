@@ -180,6 +180,10 @@ pub struct SandboxConfig {
     pub users: nimbus_sandbox::users::Users,
     /// What all sandboxes of the node may hold together (`cgroup_group`'s limits).
     pub ceiling: nimbus_sandbox::cgroup::Ceiling,
+    /// Connections all sandboxes together may hold to the node's API: part
+    /// of the listener's, so that functions scaled out cannot take every
+    /// slot from the operator and outside clients.
+    pub api_connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Node settings the worker needs.
