@@ -59,6 +59,8 @@ def handler(event, context):
         "write a log": lambda: logs.put_log_events(logGroupName=group, logStreamName="mine",
                                                    logEvents=[{"timestamp": int(time.time() * 1000), "message": "written"}]),
         "read another's log": lambda: logs.filter_log_events(logGroupName="/aws/lambda/" + other),
+        "write another's log": lambda: logs.create_log_stream(logGroupName="/aws/lambda/" + other,
+                                                              logStreamName="forged"),
         "delete another's log": lambda: logs.delete_log_group(logGroupName="/aws/lambda/" + other),
     }
     return {what: attempt(call) for what, call in calls.items()}
@@ -104,6 +106,7 @@ def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
         "list schedules": denied("scheduler:ListSchedules"),
         "write a log": "allowed",
         "read another's log": denied("logs:FilterLogEvents"),
+        "write another's log": denied("logs:CreateLogStream", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{other}"),
         "delete another's log": denied("logs:DeleteLogGroup"),
     }
     for what, answer in expected.items():

@@ -92,6 +92,27 @@ pub(crate) fn check(account: &Account, caller: &Caller, action: &Action<'_>) -> 
     )))
 }
 
+/// Lets `caller` do a CloudWatch Logs `operation` on log `group`: a session
+/// writes into a Lambda log group (`/aws/lambda/…`) only if it is its own
+/// function's, so that it cannot add lines to another function's logs.
+pub(crate) fn check_log_group(
+    account: &Account,
+    caller: &Caller,
+    operation: &str,
+    group: &str,
+) -> Result<(), AuthError> {
+    let Caller::Session { subject } = caller else { return Ok(()) };
+    let Some(function) = group.strip_prefix("/aws/lambda/") else { return Ok(()) };
+    if same_function(account, function, subject) {
+        return Ok(());
+    }
+    let name = format!("logs:{operation}");
+    Err(AuthError::Denied(format!(
+        "User: {subject} is not authorized to perform: {name} on resource: arn:aws:logs:{}:{}:log-group:{group} because no identity-based policy allows the {name} action",
+        account.region, account.id
+    )))
+}
+
 /// Whether a request's function name (bare, partial or full ARN, qualified
 /// or not) names the function whose ARN is `subject`.
 fn same_function(account: &Account, named: &str, subject: &str) -> bool {
@@ -147,6 +168,18 @@ mod tests {
         assert!(ok(logs("PutLogEvents")) && ok(logs("DescribeLogStreams")));
         assert!(!ok(logs("FilterLogEvents")) && !ok(logs("GetLogEvents")) && !ok(logs("StartLiveTail")));
         assert!(!ok(logs("DeleteLogGroup")));
+    }
+
+    #[test]
+    fn a_function_writes_into_its_own_lambda_log_group_only() {
+        let me = session("arn:aws:lambda:us-east-1:123456789012:function:mine");
+        let task = session("arn:aws:ecs:us-east-1:123456789012:task/default/abc");
+        assert!(check_log_group(&account(), &me, "PutLogEvents", "/aws/lambda/mine").is_ok());
+        assert!(check_log_group(&account(), &me, "PutLogEvents", "/app/anything").is_ok());
+        assert!(check_log_group(&account(), &task, "CreateLogStream", "/ecs/web").is_ok());
+        assert!(check_log_group(&account(), &me, "PutLogEvents", "/aws/lambda/theirs").is_err());
+        assert!(check_log_group(&account(), &task, "PutLogEvents", "/aws/lambda/mine").is_err());
+        assert!(check_log_group(&account(), &Caller::Node, "PutLogEvents", "/aws/lambda/theirs").is_ok());
     }
 
     #[test]

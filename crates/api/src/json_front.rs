@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::access::Action;
-use crate::sigv4::SignedParts;
+use crate::sigv4::{Caller, SignedParts};
 use crate::{read_signed_body, Api, ApiError, Unread};
 
 /// One awsJson 1.1 service as its front takes requests in.
@@ -33,6 +33,8 @@ pub(crate) struct JsonCall {
     pub(crate) op: String,
     pub(crate) input: Value,
     pub(crate) headers: HeaderMap,
+    /// Whose key signed it.
+    pub(crate) caller: Caller,
 }
 
 impl JsonService {
@@ -51,7 +53,11 @@ impl JsonService {
                 Unread::Busy => Failure::from(ApiError::Busy),
             })?;
         let signed = SignedParts::of(&parts, &body);
-        api.verifier.verify(&signed, self.name, SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
+        let caller = api
+            .verifier
+            .verify(&signed, self.name, SystemTime::now())
+            .map_err(|e| Failure::from(ApiError::from(e)))?
+            .caller;
         let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
         let model = nimbus_model::Model::of(self.name)
             .ok_or_else(|| Failure::from(ApiError::Unavailable(format!("{} is not served by this node", self.name))))?;
@@ -75,7 +81,7 @@ impl JsonService {
         };
         nimbus_model::validate(model, &op, &request).map_err(|v| Failure::new(self.invalid, v.to_string()))?;
         tracing::debug!(operation = %op, "authenticated");
-        Ok(JsonCall { op, input, headers: parts.headers })
+        Ok(JsonCall { op, input, headers: parts.headers, caller })
     }
 }
 

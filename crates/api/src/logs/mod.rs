@@ -58,7 +58,13 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
 }
 
 async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<Response, Failure> {
-    let JsonCall { op, input: json, .. } = SERVICE.accept(api, req).await?;
+    let JsonCall { op, input: json, caller, .. } = SERVICE.accept(api, req).await?;
+    // What a session writes into, and the streams it describes, once the body names the group.
+    if matches!(op.as_str(), "CreateLogGroup" | "CreateLogStream" | "PutLogEvents" | "DescribeLogStreams") {
+        let group = ["logGroupName", "logGroupIdentifier"].iter().find_map(|k| json[*k].as_str()).unwrap_or_default();
+        crate::access::check_log_group(api.control.account(), &caller, &op, group)
+            .map_err(|e| Failure::from(ApiError::from(e)))?;
+    }
     let logs = api
         .logs
         .as_deref()
