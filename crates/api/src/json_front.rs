@@ -58,7 +58,6 @@ impl JsonService {
             .verify(&signed, self.name, SystemTime::now())
             .map_err(|e| Failure::from(ApiError::from(e)))?
             .caller;
-        let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
         let model = nimbus_model::Model::of(self.name)
             .ok_or_else(|| Failure::from(ApiError::Unavailable(format!("{} is not served by this node", self.name))))?;
         let op = target

@@ -116,8 +116,9 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
-    let operation = route(&parts.method, &raw_path).map(|(op, _)| format!("{op:?}")).unwrap_or_default();
-    let action = crate::access::Action { service: "scheduler", operation: &operation, function: None };
+    let routed = route(&parts.method, &raw_path);
+    let name = routed.as_ref().map(|(op, _)| format!("{op:?}")).unwrap_or_default();
+    let action = crate::access::Action { service: "scheduler", operation: &name, function: None };
     let body = read_signed_body(api, &parts, body, BODY_MAX, &action)
         .await
         .map_err(|e| Failure::from(ApiError::from(e)))?
@@ -127,7 +128,7 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
         })?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "scheduler", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;
-    let (op, label) = route(&parts.method, &raw_path).ok_or_else(|| {
+    let (op, label) = routed.ok_or_else(|| {
         Failure::from(ApiError::UnknownOperation(format!("No operation for {} {raw_path}", parts.method)))
     })?;
     let query = Query::parse(raw_query.as_deref());
@@ -136,7 +137,6 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
     } else {
         Some(serde_json::from_slice(&body).map_err(|e| Failure::validation(format!("Invalid JSON body: {e}")))?)
     };
-    let name = format!("{op:?}");
     if let Some(model) = nimbus_model::Model::of("scheduler") {
         let request = nimbus_model::Request {
             labels: label.iter().map(|(k, v)| (*k, v.as_str())).collect(),

@@ -961,12 +961,7 @@ fn without_payload(mut m: StoredMessage) -> StoredMessage {
         + [&m.attributes, &m.system_attributes]
             .iter()
             .flat_map(|a| a.iter())
-            .map(|(k, v)| {
-                k.len()
-                    + v.data_type.len()
-                    + v.string.as_ref().map_or(0, String::len)
-                    + v.binary.as_ref().map_or(0, Vec::len)
-            })
+            .map(|(k, v)| rules::attribute_size(k, v))
             .sum::<usize>();
     if size > PAYLOAD_IN_MEMORY_MAX {
         m.body = String::new();

@@ -289,12 +289,14 @@ pub fn check_message_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Res
                 "Message (user) attribute '{name}' must contain a non-empty value of type '{kind}'."
             )));
         }
-        size += name.len()
-            + v.data_type.len()
-            + v.string.as_ref().map_or(0, String::len)
-            + v.binary.as_ref().map_or(0, Vec::len);
+        size += attribute_size(name, v);
     }
     Ok(size)
+}
+
+/// An attribute's size as SQS counts it: name, type and value bytes.
+pub fn attribute_size(name: &str, v: &AttributeValue) -> usize {
+    name.len() + v.data_type.len() + v.string.as_ref().map_or(0, String::len) + v.binary.as_ref().map_or(0, Vec::len)
 }
 
 /// A `Number` attribute's value: a finite decimal number (`NaN`, `inf` and
