@@ -9,6 +9,7 @@ success or a destination.
 Functions run with process isolation so that they can write what they
 receive into the test's directory."""
 
+import datetime
 import json
 import os
 import re
@@ -20,8 +21,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import (ACCOUNT, REGION, REPO, ROLE, Server, arn, error_code, make_zip, sqs_client, unique_name,
-                      wait_for)
+from conftest import (ACCOUNT, REGION, REPO, ROLE, Server, arn, aws_client, error_code, make_zip, sqs_client,
+                      unique_name, wait_for)
 from doc_blocks import code_blocks
 
 # Notes each run in `calls`, fails when asked, and returns what it was sent, doubled.
@@ -246,9 +247,10 @@ def test_destination_types_this_node_does_not_offer_are_refused(srv):
     assert updated["DeadLetterConfig"] == {"TargetArn": queue}
 
 
-def queue(server):
+def queue(server, fifo=False):
     sqs = sqs_client(server)
-    url = sqs.create_queue(QueueName=unique_name("dstq"))["QueueUrl"]
+    fifo_attrs = {"FifoQueue": "true"} if fifo else {}
+    url = sqs.create_queue(QueueName=unique_name("dstq") + (".fifo" if fifo else ""), Attributes=fifo_attrs)["QueueUrl"]
     return sqs, url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
 
@@ -271,6 +273,34 @@ def test_a_failed_event_reaches_the_dead_letter_queue_with_aws_attributes(srv, t
     assert attrs["RequestID"] == ("String", rid)
     assert attrs["ErrorCode"] == ("Number", "200")
     assert attrs["ErrorMessage"][0] == "String" and "failing on purpose" in attrs["ErrorMessage"][1]
+
+
+def test_what_a_queue_refuses_is_counted_in_aws_metrics(srv, tmp_path):
+    """A FIFO queue takes no record and no dead-letter message (they carry no
+    MessageGroupId): as on AWS, each counts in DestinationDeliveryFailures or
+    DeadLetterErrors, not in silence."""
+    _, _, fifo_arn = queue(srv, fifo=True)
+    lam = srv.client()
+    cw = aws_client(srv, "cloudwatch")
+    to_destination = function(srv, SOURCE)
+    lam.put_function_event_invoke_config(FunctionName=to_destination, MaximumRetryAttempts=0,
+                                         DestinationConfig={"OnFailure": {"Destination": fifo_arn}})
+    to_dlq = function(srv, SOURCE, DeadLetterConfig={"TargetArn": fifo_arn})
+    lam.put_function_event_invoke_config(FunctionName=to_dlq, MaximumRetryAttempts=0)
+
+    def count(name, metric):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        points = cw.get_metric_statistics(
+            Namespace="AWS/Lambda", MetricName=metric, Dimensions=[{"Name": "FunctionName", "Value": name}],
+            StartTime=now - datetime.timedelta(minutes=10), EndTime=now + datetime.timedelta(minutes=1),
+            Period=3600, Statistics=["Sum"])["Datapoints"]
+        return sum(p["Sum"] for p in points)
+
+    for name in (to_destination, to_dlq):
+        send(lam, name, calls=str(tmp_path / f"calls-{name}"), fail=True)
+    wait_for(lambda: count(to_destination, "DestinationDeliveryFailures") == 1, "a destination delivery failure")
+    wait_for(lambda: count(to_dlq, "DeadLetterErrors") == 1, "a dead-letter error")
+    assert count(to_destination, "DeadLetterErrors") == 0 and count(to_dlq, "DestinationDeliveryFailures") == 0
 
 
 def test_on_failure_to_a_queue_gets_the_record(srv, tmp_path):

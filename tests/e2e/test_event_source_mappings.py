@@ -72,7 +72,8 @@ def state(server, uuid):
 
 def map_queue(server, queue_arn, name, **kw):
     m = server.client().create_event_source_mapping(EventSourceArn=queue_arn, FunctionName=name, **kw)
-    assert m["State"] == "Creating"
+    # AWS answers a mapping created disabled as Disabled at once.
+    assert m["State"] == ("Creating" if kw.get("Enabled", True) else "Disabled")
     wait_for(lambda: state(server, m["UUID"]) == ("Enabled" if kw.get("Enabled", True) else "Disabled"),
              "the mapping to settle")
     return m["UUID"]
@@ -163,6 +164,13 @@ def test_bad_settings_get_aws_errors_and_change_nothing(srv):
         ("InvalidParameterValueException", "Queue visibility timeout: 0 seconds is less than Function timeout: 1 seconds")
     assert refused(StartingPosition="LATEST") == \
         ("InvalidParameterValueException", "StartingPosition is not valid for SQS event sources.")
+    # Settings for streams and Kafka are refused by name, not dropped.
+    for setting in [{"MaximumRetryAttempts": 2}, {"BisectBatchOnFunctionError": True}, {"ParallelizationFactor": 2},
+                    {"TumblingWindowInSeconds": 10}, {"MaximumRecordAgeInSeconds": 100},
+                    {"DestinationConfig": {"OnFailure": {"Destination": queue_arn}}}]:
+        [key] = setting
+        assert refused(**setting) == \
+            ("InvalidParameterValueException", f"Unsupported '{key}' parameter for given event source mapping type")
     assert refused(FilterCriteria={"Filters": [{"Pattern": '{"body": "not a list"}'}]}) == \
         ("InvalidParameterValueException", "Invalid filter pattern definition.")
     assert refused(FilterCriteria={"Filters": [{"Pattern": '{"a": [1]}'}] * 6})[0] == \
@@ -259,12 +267,33 @@ def test_filter_criteria_drop_messages_that_do_not_match(srv):
     assert len(printed_events(srv, name)) == 1
 
 
-def test_disabling_stops_delivery_and_enabling_resumes_it(srv):
+def test_a_body_that_is_not_the_patterns_kind_is_dropped(srv):
+    """AWS drops a plain-text body under a JSON pattern and a JSON body under a
+    pattern for text, whatever the pattern asks (here: that a key is absent,
+    or any value at all but one)."""
+    name = function(srv)
+    url, queue_arn = queue(srv)
+    patterns = [{"body": {"id": [{"exists": False}]}}, {"body": [{"anything-but": "skip"}]}]
+    map_queue(srv, queue_arn, name, FilterCriteria={"Filters": [{"Pattern": json.dumps(p)} for p in patterns]})
+    sqs = sqs_client(srv)
+    for body in ["plain text", '{"id": 1}', '{"other": 2}', "skip"]:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    wait_for(lambda: queue_empty(srv, url), "every message to be handled or dropped")
+
+    def bodies():
+        return sorted(r["body"] for e in printed_events(srv, name) for r in e["Records"])
+    wait_for(lambda: len(bodies()) >= 2, "the two messages that pass")
+    assert bodies() == ["plain text", '{"other": 2}']
+
+
+@pytest.mark.parametrize("created_disabled", [False, True])
+def test_disabling_stops_delivery_and_enabling_resumes_it(srv, created_disabled):
     lam = srv.client()
     name = function(srv)
     url, queue_arn = queue(srv)
-    uuid = map_queue(srv, queue_arn, name)
-    lam.update_event_source_mapping(UUID=uuid, Enabled=False)
+    uuid = map_queue(srv, queue_arn, name, Enabled=not created_disabled)
+    if not created_disabled:
+        lam.update_event_source_mapping(UUID=uuid, Enabled=False)
     wait_for(lambda: state(srv, uuid) == "Disabled", "Disabled")
     sqs = sqs_client(srv)
     sqs.send_message(QueueUrl=url, MessageBody="while disabled")

@@ -326,6 +326,7 @@ pub fn mapping_in(req: w::EventSourceMappingRequest) -> nimbus_triggers::mapping
         function_response_types: req.function_response_types,
         maximum_concurrency: req.scaling_config.map(|s| s.maximum_concurrency),
         stream_setting: req.starting_position.is_some() || req.starting_position_timestamp.is_some(),
+        unsupported: req.other_sources.first_given(),
     }
 }
 

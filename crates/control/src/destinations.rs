@@ -162,6 +162,7 @@ fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: Value, now
                 body,
                 smaller_body: Some(without_payloads.to_string()),
                 attributes: vec![],
+                dead_letter: false,
                 stored: None,
             }))
         }
@@ -190,6 +191,7 @@ fn dead_letter_message(ev: &AsyncEvent, queue_arn: &str, (status, message): &(u1
             attribute("ErrorCode", "Number", status.to_string()),
             attribute("ErrorMessage", "String", truncate(message, DLQ_MESSAGE_MAX).to_string()),
         ],
+        dead_letter: true,
         stored: None,
     }
 }

@@ -56,6 +56,8 @@ pub const METRICS: &[(&str, &str)] = &[
     ("AsyncEventsReceived", "Count"),
     ("AsyncEventAge", "Milliseconds"),
     ("AsyncEventsDropped", "Count"),
+    ("DestinationDeliveryFailures", "Count"),
+    ("DeadLetterErrors", "Count"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +311,13 @@ impl Metrics {
     pub fn async_dropped(&self, function: &str, qualifier: Option<&str>) {
         self.add(&mut self.lock(), &Self::async_sets(function, qualifier), &[("AsyncEventsDropped", 1.0)]);
         self.platform.async_dropped(function);
+    }
+
+    /// An invocation record its destination refused (`DestinationDeliveryFailures`),
+    /// or an event its dead-letter queue refused (`DeadLetterErrors`).
+    pub fn async_undelivered(&self, function: &str, qualifier: Option<&str>, dead_letter: bool) {
+        let metric = if dead_letter { "DeadLetterErrors" } else { "DestinationDeliveryFailures" };
+        self.add(&mut self.lock(), &Self::async_sets(function, qualifier), &[(metric, 1.0)]);
     }
 
     /// Moves the minutes before `before_ms` from memory to the store.

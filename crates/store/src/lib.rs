@@ -125,6 +125,8 @@ pub struct QueueMessage {
     /// (an invocation record without its payloads, as AWS then sends).
     pub smaller_body: Option<String>,
     pub attributes: Vec<MessageAttribute>,
+    /// For a dead-letter queue (the original event), not a destination (a record).
+    pub dead_letter: bool,
     /// The row to insert (the queue's name and the message), made by the
     /// queue engine from the fields above once its rules passed; `None`
     /// when the queue cannot take it, and the message is dropped.

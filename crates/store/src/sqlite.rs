@@ -802,6 +802,7 @@ mod tests {
             body: "{}".into(),
             smaller_body: None,
             attributes: vec![],
+            dead_letter: false,
             stored: None,
         };
         assert_eq!(m.finish_event("late", &[FollowUp::QueueMessage(message)]).await.unwrap(), Vec::<i64>::new());

@@ -16,6 +16,11 @@ use serde_json::{Map, Value};
 /// AWS's limit of filters per event source mapping.
 pub const MAX_FILTERS: usize = 5;
 
+/// The record's field that holds the message's data. A pattern for it must be
+/// of the data's kind: an object for data that is JSON, values for text (AWS
+/// drops a message whose body is the other kind).
+const DATA: &str = "body";
+
 /// A pattern that is not valid EventBridge syntax (AWS answers
 /// `InvalidParameterValueException` with this message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +48,8 @@ impl Filters {
 
     /// Whether a record passes: any filter matches, or there are none.
     pub fn pass(&self, record: &Value) -> bool {
-        self.0.is_empty() || self.0.iter().any(|o| o.matches(record))
+        let json = matches!(record.get(DATA), Some(Value::Object(_) | Value::Array(_)));
+        self.0.is_empty() || self.0.iter().any(|o| o.matches_at(record, Some(json)))
     }
 }
 
@@ -121,6 +127,11 @@ impl Object {
     }
 
     fn matches(&self, v: &Value) -> bool {
+        self.matches_at(v, None)
+    }
+
+    /// `data_json` is given at the record's level: whether its data is JSON.
+    fn matches_at(&self, v: &Value, data_json: Option<bool>) -> bool {
         let empty = Map::new();
         let obj = match v {
             Value::Object(o) => o,
@@ -128,8 +139,11 @@ impl Object {
             Value::Array(items) => return items.iter().any(|i| self.matches(i)),
             _ => &empty,
         };
-        self.fields.iter().all(|(key, field)| field.matches(obj.get(key)))
-            && self.or.iter().all(|group| group.iter().any(|b| b.matches(v)))
+        let kind_fits = |key: &str, field: &Field| {
+            data_json.is_none_or(|json| key != DATA || matches!(field, Field::Nested(_)) == json)
+        };
+        self.fields.iter().all(|(key, field)| kind_fits(key, field) && field.matches(obj.get(key)))
+            && self.or.iter().all(|group| group.iter().any(|b| b.matches_at(v, data_json)))
     }
 }
 
@@ -435,7 +449,6 @@ mod tests {
         assert!(!pass(no, json!({"body": {"id": 1}})));
         // Inside a missing object, nothing exists.
         assert!(pass(json!({"body": {"a": {"b": [{"exists": false}]}}}), json!({"body": {}})));
-        assert!(pass(json!({"body": {"a": {"b": [{"exists": false}]}}}), json!({"body": "plain text"})));
     }
 
     #[test]
@@ -452,7 +465,12 @@ mod tests {
         let record = json!({"body": "hello world", "attributes": {"ApproximateReceiveCount": "1"}});
         assert!(pass(json!({"body": [{"prefix": "hello"}]}), record.clone()));
         assert!(!pass(json!({"body": {"k": ["v"]}}), record.clone()));
-        assert!(pass(json!({"attributes": {"ApproximateReceiveCount": ["1"]}}), record));
+        assert!(pass(json!({"attributes": {"ApproximateReceiveCount": ["1"]}}), record.clone()));
+        // A pattern for JSON never matches text, nor values JSON, whatever it asks.
+        assert!(!pass(json!({"body": {"a": [{"exists": false}]}}), record.clone()));
+        assert!(!pass(json!({"$or": [{"body": {"a": [{"exists": false}]}}, {"body": ["x"]}]}), record));
+        assert!(!pass(json!({"body": ["a"]}), json!({"body": ["a", "b"]})));
+        assert!(pass(json!({"body": {"a": [{"exists": false}]}}), json!({"body": {"b": 1}})));
     }
 
     #[test]

@@ -42,8 +42,11 @@ pub struct MappingInput {
     pub function_response_types: Option<Vec<String>>,
     /// `ScalingConfig`: `Some(None)` clears MaximumConcurrency.
     pub maximum_concurrency: Option<Option<u32>>,
-    /// Stream-only settings a request carried (StartingPosition…): refused for queues.
+    /// StartingPosition or StartingPositionTimestamp was given (stream sources only).
     pub stream_setting: bool,
+    /// The first setting given that applies to other sources than queues
+    /// (MaximumRetryAttempts, DestinationConfig, Topics…), by its wire name.
+    pub unsupported: Option<&'static str>,
 }
 
 pub struct Mappings {
@@ -100,6 +103,7 @@ impl Mappings {
             return Err(invalid("Unrecognized event source."));
         };
         let function = input.function_name.clone().unwrap_or_default();
+        let enabled = input.enabled.unwrap_or(true);
         let mut m = EventSourceMapping {
             uuid: uuid::Uuid::new_v4().to_string(),
             event_source_arn: source,
@@ -109,8 +113,9 @@ impl Mappings {
             filters: vec![],
             function_response_types: vec![],
             maximum_concurrency: None,
-            enabled: input.enabled.unwrap_or(true),
-            state: MappingState::Creating,
+            enabled,
+            // AWS answers a mapping created disabled as Disabled at once.
+            state: if enabled { MappingState::Creating } else { MappingState::Disabled },
             last_modified_ms: now_ms(),
         };
         let (function_arn, name) = self.function_arn(&function).await?;
@@ -225,6 +230,9 @@ impl Mappings {
         }
         if input.stream_setting {
             return Err(invalid("StartingPosition is not valid for SQS event sources."));
+        }
+        if let Some(name) = input.unsupported {
+            return Err(invalid(format!("Unsupported '{name}' parameter for given event source mapping type")));
         }
         let queue = self
             .queues
