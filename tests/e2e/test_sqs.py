@@ -6,13 +6,17 @@ dead-letter queues and move tasks, FIFO order and deduplication, tags, and
 acknowledged sends surviving kill -9."""
 
 import hashlib
+import json
+import sqlite3
 import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
+import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from conftest import ACCOUNT, REGION, signed_request, sqs_client, unique_name, wait_for
 
@@ -640,3 +644,70 @@ def test_message_bodies_are_kept_on_disk_not_in_memory(private_server):
     node.start()
     # Visible again after the restart, and read from disk whole.
     assert receive_all(sqs_client(node)) == list(range(192))
+
+
+def test_concurrent_settings_changes_are_all_stored(private_server):
+    """Tags and attributes set at once by many clients are all there after
+    kill -9 (each change stored the whole settings document, and two racing
+    to the store could leave the older one stored: acknowledged tags and a
+    redrive policy were lost at the next start)."""
+    srv = private_server()
+    sqs = sqs_client(srv)
+    dlq_url = sqs.create_queue(QueueName="settings-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    urls = [sqs.create_queue(QueueName=f"settings-{i}")["QueueUrl"] for i in range(4)]
+    policy = f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"3"}}'
+    calls = [(url, {"Tags": {f"t{j}": str(j)}}) for url in urls for j in range(12)]
+    calls += [(url, {"Attributes": {"RedrivePolicy": policy}}) for url in urls]
+    errors = []
+
+    def change(url, what):
+        try:
+            client = sqs_client(srv)
+            if "Tags" in what:
+                client.tag_queue(QueueUrl=url, **what)
+            else:
+                client.set_queue_attributes(QueueUrl=url, **what)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=change, args=c) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    srv.kill()
+    srv = private_server(data_dir=srv.data_dir)
+    sqs = sqs_client(srv)
+    for url in urls:
+        assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {f"t{j}": str(j) for j in range(12)}
+        got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        assert json.loads(got.get("RedrivePolicy", "{}")) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}
+
+
+def test_a_send_whose_client_gave_up_mid_commit_is_received(private_server):
+    """The node answers after its commit; a client that stops waiting before
+    then does not stop the send half way (stored, but not receivable until
+    the next start, with its deduplication id answering the retry as a
+    duplicate of a message nobody could receive). An outside transaction
+    holds the store's write lock to keep the commit waiting."""
+    srv = private_server()
+    sqs = sqs_client(srv)
+    url = sqs.create_queue(QueueName="impatient.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    key, secret = srv.credentials()
+    impatient = boto3.client("sqs", endpoint_url=srv.endpoint, region_name=REGION, aws_access_key_id=key,
+                             aws_secret_access_key=secret,
+                             config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1))
+    db = sqlite3.connect(str(srv.data_dir / "metadata.db"), timeout=30, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(ReadTimeoutError):
+            impatient.send_message(QueueUrl=url, MessageBody="order-1", MessageGroupId="g",
+                                   MessageDeduplicationId="order-1")
+    finally:
+        db.execute("COMMIT")
+        db.close()
+    retried = sqs.send_message(QueueUrl=url, MessageBody="order-1", MessageGroupId="g",
+                               MessageDeduplicationId="order-1")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5).get("Messages", [])
+    assert [(m["Body"], m["MessageId"]) for m in got] == [("order-1", retried["MessageId"])]

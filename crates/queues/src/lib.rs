@@ -107,6 +107,9 @@ struct Queue {
     arn: String,
     fifo: bool,
     doc: Mutex<QueueDoc>,
+    /// Held across an edit of `doc` and its store write, so that edits are
+    /// stored in the order they are made (see `Queues::edit_doc`).
+    doc_writes: tokio::sync::Mutex<()>,
     messages: Mutex<Messages>,
     /// Woken when messages may have become available.
     notify: Arc<Notify>,
@@ -173,6 +176,8 @@ const EXPIRY_PERIOD: Duration = Duration::from_secs(60);
 
 /// The SQS engine. Cheap to share (`Arc`).
 pub struct Queues {
+    /// Itself, for the work that must outlive the request that began it.
+    me: std::sync::Weak<Queues>,
     meta: Arc<dyn QueueMeta>,
     region: String,
     account: String,
@@ -188,7 +193,8 @@ impl Queues {
     pub async fn open(meta: Arc<dyn QueueMeta>, region: &str, account: &str) -> Result<Arc<Self>> {
         let (writer, jobs) = mpsc::unbounded_channel();
         tokio::spawn(write_behind(meta.clone(), jobs));
-        let this = Arc::new(Self {
+        let this = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             meta: meta.clone(),
             region: region.to_string(),
             account: account.to_string(),
@@ -276,6 +282,7 @@ impl Queues {
         let q = Arc::new(Queue {
             arn: self.arn(&doc.name),
             fifo,
+            doc_writes: tokio::sync::Mutex::new(()),
             messages: Mutex::new(Messages::new(fifo)),
             notify: Arc::new(Notify::new()),
             last_purge: Mutex::new(None),
@@ -448,8 +455,7 @@ impl Queues {
             checked.insert(k.clone(), rules::check_attribute(k, v, q.fifo, false)?);
         }
         self.check_redrive(&checked, q.fifo)?;
-        let doc = {
-            let mut doc = lock(&q.doc);
+        self.edit_doc(&q, |doc| {
             for (k, v) in checked {
                 if v.is_empty() && ["RedrivePolicy", "RedriveAllowPolicy", "Policy"].contains(&k.as_str()) {
                     doc.attributes.remove(&k);
@@ -458,37 +464,46 @@ impl Queues {
                 }
             }
             doc.modified_ms = now_ms();
-            doc.clone()
-        };
-        self.meta.put_queue(&doc).await?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     pub async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
         check_tags(tags)?;
         let q = self.by_arn(arn)?;
-        let doc = {
-            let mut doc = lock(&q.doc);
+        self.edit_doc(&q, |doc| {
             doc.tags.extend(tags.clone());
             if doc.tags.len() > 50 {
                 return Err(Error::InvalidParameterValue("Too many tags added for queue.".into()));
             }
-            doc.clone()
-        };
-        self.meta.put_queue(&doc).await?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     pub async fn untag(&self, arn: &str, keys: &[String]) -> Result<()> {
         let q = self.by_arn(arn)?;
-        let doc = {
-            let mut doc = lock(&q.doc);
+        self.edit_doc(&q, |doc| {
             for k in keys {
                 doc.tags.remove(k);
             }
-            doc.clone()
-        };
+            Ok(())
+        })
+        .await
+    }
+
+    /// Edits a copy of a queue's settings, stores it, and only then shows it.
+    /// Edits take turns from the copy to the store, so the store keeps the
+    /// last one shown (with each edit storing the whole document, two edits
+    /// racing to the store could leave the earlier one stored, and the later
+    /// one lost at the next start); a refused or failed edit changes nothing.
+    async fn edit_doc(&self, q: &Queue, edit: impl FnOnce(&mut QueueDoc) -> Result<()>) -> Result<()> {
+        let _turn = q.doc_writes.lock().await;
+        let mut doc = lock(&q.doc).clone();
+        edit(&mut doc)?;
         self.meta.put_queue(&doc).await?;
+        *lock(&q.doc) = doc;
         Ok(())
     }
 
@@ -764,9 +779,17 @@ impl Queues {
             first_receive_ms: l.message.first_receive_ms.unwrap_or(now),
         }));
         self.write_behind(writes);
-        if let (Some(dlq), false) = (dlq, taken.dead.is_empty()) {
+        if let (Some(dlq), Some(this), false) = (dlq, self.me.upgrade(), taken.dead.is_empty()) {
+            // In a task of its own: the messages are out of the source's
+            // memory, and must reach the dead-letter queue's even if this
+            // receive is dropped (its client gone).
             let source = q.arn.clone();
-            self.transfer(&dlq, taken.dead, |m| m.dead_letter_source = Some(source.clone())).await?;
+            let moving = taken.dead;
+            tokio::spawn(
+                async move { this.transfer(&dlq, moving, |m| m.dead_letter_source = Some(source.clone())).await },
+            )
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
         }
         let received = self
             .with_payloads(Some(q), taken.received)

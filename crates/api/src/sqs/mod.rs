@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_queues::Error;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::sigv4::{AuthError, SignedParts};
 use crate::Api;
@@ -187,9 +188,26 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
         }
     };
     let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
-    let ctx = ops::Ctx { queues: &api.queues, host: &host, path: &raw_path };
     tracing::debug!(operation = %op, "sqs");
-    match ops::execute(&ctx, &op, &input).await {
+    let queues = api.queues.clone();
+    let operation = op.clone();
+    let run = async move {
+        let ctx = ops::Ctx { queues: &queues, host: &host, path: &raw_path };
+        ops::execute(&ctx, &operation, &input).await
+    };
+    // A write is committed, then shown in memory: it runs to its end even if
+    // the client hangs up meanwhile (dropped between the two, a sent message
+    // would be stored but unseen until the next start, and its deduplication
+    // id would answer retries). A receive is dropped with its client: a long
+    // poll nobody waits for should stop waiting.
+    let result = if op == "ReceiveMessage" {
+        run.await
+    } else {
+        tokio::spawn(run.instrument(tracing::Span::current()))
+            .await
+            .unwrap_or_else(|e| Err(ops::Failure::Queue(Error::Internal(e.to_string()))))
+    };
+    match result {
         Ok(result) => match protocol {
             Protocol::Json => {
                 (StatusCode::OK, [("content-type", "application/x-amz-json-1.0")], result.to_string()).into_response()
