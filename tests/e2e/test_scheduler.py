@@ -423,3 +423,41 @@ def test_a_node_killed_with_minus_9_fires_a_missed_schedule_once(tmp_path):
         assert int(re.search(r"skipped=(\d+)", warned[0]).group(1)) >= 3, warned
     finally:
         second.stop()
+
+
+def test_a_completed_schedule_deleted_after_completion_delivers_every_retrying_firing(tmp_path):
+    """ActionAfterCompletion DELETE waits for every firing: three due times
+    fail (no function yet) and wait for retries; the first delivered after
+    the schedule completed deleted it with the other two's retries, which
+    were then neither delivered nor dead-lettered."""
+    clock = ScheduleClock()
+    srv = Server(tmp_path / "data", args=clock.args()).start()
+    try:
+        marks = tmp_path / "calls"
+        fn = unique_name("late")
+        start = int(clock.now()) + 60
+        sch = scheduler(srv)
+        arn = sch.create_schedule(
+            Name="three-times", ScheduleExpression="rate(1 minute)", FlexibleTimeWindow={"Mode": "OFF"},
+            StartDate=datetime.datetime.fromtimestamp(start, datetime.timezone.utc),
+            EndDate=datetime.datetime.fromtimestamp(start + 150, datetime.timezone.utc),
+            ActionAfterCompletion="DELETE",
+            Target=target(fn, Input='{"time": "<aws.scheduler.scheduled-time>"}'))["ScheduleArn"]
+
+        def first_attempts():
+            return len([line for line in log_lines(srv, "will retry") if arn in line and "attempt=1 " in line])
+        wait_for(lambda: first_attempts() == 3, "the three due times to fail once each", 60)
+        srv.client().create_function(FunctionName=fn, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                                     Code={"ZipFile": make_zip({"app.py": MARKER.format(path=str(marks))})})
+
+        def gone():
+            try:
+                sch.get_schedule(Name="three-times")
+                return False
+            except ClientError as e:
+                return e.response["Error"]["Code"] == "ResourceNotFoundException"
+        got = wait_for(lambda: len(calls(marks)) >= 3 and calls(marks), "every firing to be delivered", 60)
+        assert sorted(epoch(c["time"]) for c in got) == [start + 60 * k for k in range(3)]
+        wait_for(gone, "the schedule to delete itself once its last firing was delivered", 30)
+    finally:
+        srv.stop()

@@ -60,6 +60,8 @@ pub struct Firing {
 pub enum After {
     Unchanged,
     Next(DueTimes),
+    /// Completed with ActionAfterCompletion DELETE: deleted once no other
+    /// firing of it waits for a retry (until then, left with nothing due).
     Delete,
 }
 
@@ -303,17 +305,26 @@ impl ScheduleMeta for SqliteMetadata {
                     .execute(&mut *tx)
                     .await?;
             }
-            After::Delete => {
-                sqlx::query("DELETE FROM schedules WHERE group_name = ? AND name = ?")
-                    .bind(&f.group)
-                    .bind(&f.name)
-                    .execute(&mut *tx)
-                    .await?;
-                delete_retries_of(&mut tx, &f.group, Some(&f.name)).await?;
-            }
+            After::Delete => {}
         }
         if let Some(id) = &f.retry_done {
             sqlx::query("DELETE FROM schedule_retries WHERE execution_id = ?").bind(id).execute(&mut *tx).await?;
+        }
+        if f.schedule == After::Delete {
+            // Other firings still retrying keep the schedule (completed:
+            // nothing more is due) until the last of them is done.
+            let left: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM schedule_retries WHERE group_name = ? AND name = ?")
+                    .bind(&f.group)
+                    .bind(&f.name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let sql = if left == 0 {
+                "DELETE FROM schedules WHERE group_name = ? AND name = ?"
+            } else {
+                "UPDATE schedules SET due_ms = NULL, fire_ms = NULL WHERE group_name = ? AND name = ?"
+            };
+            sqlx::query(sql).bind(&f.group).bind(&f.name).execute(&mut *tx).await?;
         }
         if let Some(r) = &f.retry {
             sqlx::query(

@@ -240,7 +240,10 @@ impl Schedules {
     ) -> super::Result<()> {
         let queued = event.is_some();
         if schedule == After::Delete {
-            tracing::info!(schedule = %s.arn, "one-time schedule completed; deleted (ActionAfterCompletion DELETE)");
+            tracing::info!(
+                schedule = %s.arn,
+                "schedule completed; deleted once no firing of it is left to retry (ActionAfterCompletion DELETE)"
+            );
         }
         let f = Firing { group: s.group.clone(), name: s.name.clone(), schedule, event, retry, retry_done };
         self.meta.record_firing(&f).await?;
