@@ -137,3 +137,43 @@ def test_the_readme_rule_aborts_uploads(s3, fast, bucket):
     assert r.returncode == 0, r.stderr
     (got,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert got["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+
+
+def test_lifecycle_and_notifications_set_at_once_are_both_kept(fast, s3):
+    """Terraform sets a bucket's notifications and lifecycle in parallel: each
+    call stored the whole bucket as it had read it, so one acknowledged
+    configuration was overwritten by the other (notifications silently lost)."""
+    import threading
+    key, secret = fast.credentials()
+
+    def client():
+        return boto3.client("s3", endpoint_url=fast.endpoint, region_name=REGION, aws_access_key_id=key,
+                            aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+    function = f"arn:aws:lambda:{REGION}:123456789012:function:anything"
+    buckets = [unique_name("both") for _ in range(10)]
+    errors = []
+
+    def call(f):
+        try:
+            f()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = []
+    for b in buckets:
+        s3.create_bucket(Bucket=b)
+        notify, life = client(), client()
+        threads += [
+            threading.Thread(target=call, args=(lambda b=b, c=notify: c.put_bucket_notification_configuration(
+                Bucket=b, SkipDestinationValidation=True, NotificationConfiguration={"LambdaFunctionConfigurations": [
+                    {"LambdaFunctionArn": function, "Events": ["s3:ObjectCreated:*"]}]}),)),
+            threading.Thread(target=call, args=(lambda b=b, c=life: c.put_bucket_lifecycle_configuration(
+                Bucket=b, LifecycleConfiguration={"Rules": [rule("r", "tmp/", Expiration={"Days": 1})]}),)),
+        ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for b in buckets:
+        assert s3.get_bucket_notification_configuration(Bucket=b)["LambdaFunctionConfigurations"], b
+        assert [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]] == ["r"], b

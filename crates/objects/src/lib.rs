@@ -47,6 +47,9 @@ pub struct Objects {
     account_id: String,
     /// Buckets the account may have ([`BUCKETS_MAX`] unless set).
     max_buckets: usize,
+    /// Held from a bucket's read to its write when one part of its
+    /// settings changes (see `Objects::edit_bucket`).
+    bucket_edits: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Buckets an account may have: AWS's default quota of general purpose buckets.
@@ -67,7 +70,7 @@ impl Objects {
         if removed > 0 {
             tracing::info!(removed, "removed object files left by an interrupted write");
         }
-        Ok(Self { meta, files, functions, region, account_id, max_buckets: BUCKETS_MAX })
+        Ok(Self { meta, files, functions, region, account_id, max_buckets: BUCKETS_MAX, bucket_edits: Arc::default() })
     }
 
     /// Lets the account have `n` buckets (AWS raises its quota on request).

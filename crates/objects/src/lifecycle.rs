@@ -195,15 +195,15 @@ impl Objects {
         &self,
         req: S3Request<PutBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
-        let mut bucket = self.bucket(&req.input.bucket).await?;
+        self.bucket(&req.input.bucket).await?;
         let config = req.input.lifecycle_configuration.ok_or_else(|| {
             s3_error!(
                 MalformedXML,
                 "The XML you provided was not well-formed or did not validate against our published schema"
             )
         })?;
-        bucket.lifecycle = rules_of(config)?;
-        self.meta.put_bucket(&bucket).await.map_err(internal)?;
+        let rules = rules_of(config)?;
+        self.edit_bucket(&req.input.bucket, |b| b.lifecycle = rules).await?;
         Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
     }
 
@@ -225,9 +225,7 @@ impl Objects {
         &self,
         req: S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
-        let mut bucket = self.bucket(&req.input.bucket).await?;
-        bucket.lifecycle.clear();
-        self.meta.put_bucket(&bucket).await.map_err(internal)?;
+        self.edit_bucket(&req.input.bucket, |b| b.lifecycle.clear()).await?;
         Ok(S3Response::new(DeleteBucketLifecycleOutput {}))
     }
 

@@ -207,6 +207,18 @@ impl Objects {
             .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))
     }
 
+    /// Changes one part of a bucket's settings (notifications, lifecycle).
+    /// The store writes the whole bucket, so changes take turns from their
+    /// read to their write: two at once (Terraform applies a bucket's
+    /// notification and lifecycle resources in parallel) would otherwise
+    /// both be acknowledged, and the one whose read came first lost.
+    pub(crate) async fn edit_bucket(&self, name: &str, edit: impl FnOnce(&mut Bucket)) -> S3Result<()> {
+        let _turn = self.bucket_edits.lock().await;
+        let mut bucket = self.bucket(name).await?;
+        edit(&mut bucket);
+        self.meta.put_bucket(&bucket).await.map_err(internal)
+    }
+
     /// The writer of a request, for the events its write triggers.
     pub(crate) fn origin<T>(&self, req: &S3Request<T>) -> Origin<'_> {
         Origin {
@@ -666,7 +678,7 @@ impl S3 for Objects {
         req: S3Request<PutBucketNotificationConfigurationInput>,
     ) -> S3Result<S3Response<PutBucketNotificationConfigurationOutput>> {
         let input = req.input;
-        let mut bucket = self.bucket(&input.bucket).await?;
+        let bucket = self.bucket(&input.bucket).await?;
         let config = input.notification_configuration;
         if config.queue_configurations.as_ref().is_some_and(|q| !q.is_empty())
             || config.topic_configurations.as_ref().is_some_and(|t| !t.is_empty())
@@ -714,8 +726,7 @@ impl S3 for Objects {
                 ));
             }
         }
-        bucket.notifications = rules;
-        self.meta.put_bucket(&bucket).await.map_err(internal)?;
+        self.edit_bucket(&bucket.name, |b| b.notifications = rules).await?;
         Ok(S3Response::new(PutBucketNotificationConfigurationOutput {}))
     }
 
