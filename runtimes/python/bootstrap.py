@@ -239,7 +239,8 @@ def load_handler(client):
     except SyntaxError as e:
         return init_error(client, e, "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {e}")
     except ImportError as e:
-        return init_error(client, e, "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {e}")
+        # AWS's runtime reports no stack for this one: its frames would be importlib's.
+        return init_error(client, None, "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {e}")
     except Exception as e:  # noqa: BLE001 - any failure in module code is the user's init error
         return init_error(client, e, None, None)
     fn = getattr(module, function_name, None)
@@ -338,8 +339,9 @@ def main():
         try:
             out = json.dumps(result)
         except (TypeError, ValueError) as e:
-            client.call("POST", f"/invocation/{request_id}/error",
-                        error_body(e, "Runtime.MarshalError", f"Unable to marshal response: {e}"),
+            payload = json.loads(error_body(e, "Runtime.MarshalError", f"Unable to marshal response: {e}"))
+            payload["requestId"] = request_id
+            client.call("POST", f"/invocation/{request_id}/error", json.dumps(payload),
                         {"Lambda-Runtime-Function-Error-Type": "Runtime.MarshalError"})
             continue
         client.call("POST", f"/invocation/{request_id}/response", out)

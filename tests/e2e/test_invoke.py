@@ -225,6 +225,10 @@ def test_runtime_errors(plam, handler, files, error_type):
     name = py_function(plam, handler=handler, files=files)
     r, out = invoke(plam, name)
     assert r["FunctionError"] == "Unhandled" and out["errorType"] == error_type
+    if error_type == "Runtime.ImportModuleError":
+        assert out["stackTrace"] == [], "AWS's runtime shows no importlib frames"
+    if error_type == "Runtime.MarshalError":
+        assert out["requestId"] == r["ResponseMetadata"]["RequestId"]
 
 
 def test_versions_aliases_and_weights(plam):
@@ -254,6 +258,12 @@ def test_client_context_and_dry_run(plam):
     ctx = base64.b64encode(json.dumps({"custom": {"k": "v"}}).encode()).decode()
     _, out = invoke(plam, name, ClientContext=ctx)
     assert out["client_context"] == {"custom": {"k": "v"}}
+    # Not base64, or not a JSON object once decoded: refused before the function runs.
+    for bad in ["not base64!", base64.b64encode(b"hello").decode(), base64.b64encode(b"[1]").decode()]:
+        with pytest.raises(ClientError) as e:
+            plam.invoke(FunctionName=name, ClientContext=bad)
+        assert (error_code(e), e.value.response["Error"]["Message"]) == \
+            ("InvalidRequestContentException", "Client context must be a valid Base64-encoded JSON object.")
     dry = plam.invoke(FunctionName=name, InvocationType="DryRun")
     assert dry["StatusCode"] == 204
     with pytest.raises(ClientError) as e:
@@ -386,9 +396,16 @@ def test_event_is_queued_then_delivered_with_its_request_id(retry_server, tmp_pa
     assert r["StatusCode"] == 202 and r["Payload"].read() == b""
     calls = wait_for(lambda: lines(out), "the event to be delivered")
     assert calls[0]["id"] == r["ResponseMetadata"]["RequestId"]
+    big = json.dumps({"x": "y" * 1_100_000})
     with pytest.raises(ClientError) as e:
-        lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"x": "y" * 1_100_000}))
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=big)
     assert error_code(e) == "RequestEntityTooLargeException"
+    assert e.value.response["Error"]["Message"] == \
+        f"{len(big)} byte payload is too large for the Event invocation type (limit 1048576 bytes)"
+    with pytest.raises(ClientError) as e:
+        lam.invoke(FunctionName=name, Payload=json.dumps({"x": "y" * 6_300_000}))
+    assert e.value.response["Error"]["Message"] == \
+        "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 
 
 @pytest.mark.parametrize("retries, expected_attempts", [(None, 3), (0, 1), (1, 2)])

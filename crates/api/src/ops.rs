@@ -319,13 +319,14 @@ fn invoke_request(c: &Ctx<'_>) -> Result<(String, bool, InvokeRequest), ApiError
             if b64.len() > 3583 {
                 return Err(Rule::invalid("Client context must be 3583 bytes or less.").into());
             }
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| Rule::invalid("Client context must be a valid Base64-encoded JSON object."))?;
-            Some(
-                String::from_utf8(raw)
-                    .map_err(|_| Rule::invalid("Client context must be a valid Base64-encoded JSON object."))?,
-            )
+            // The runtimes parse it as a JSON object: anything else is refused here.
+            let not_json =
+                || Rule::InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.".into());
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| not_json())?;
+            match serde_json::from_slice::<serde_json::Value>(&raw) {
+                Ok(serde_json::Value::Object(_)) => Some(String::from_utf8(raw).map_err(|_| not_json())?),
+                _ => return Err(not_json().into()),
+            }
         }
     };
     let req = InvokeRequest {

@@ -59,7 +59,8 @@ impl Control {
     ) -> Result<()> {
         if payload.len() > ASYNC_PAYLOAD_MAX {
             return Err(Error::Rule(nimbus_core::Error::TooLarge(format!(
-                "Request must be smaller than {ASYNC_PAYLOAD_MAX} bytes for the Invoke operation"
+                "{} byte payload is too large for the Event invocation type (limit {ASYNC_PAYLOAD_MAX} bytes)",
+                payload.len()
             ))));
         }
         let (resolved, invoked_arn) = self.resolve_invocation(function, qualifier).await?;

@@ -1478,8 +1478,10 @@ impl Env {
 /// function's own requests, so the events those cause count one more.
 fn trace_id(invoked_arn: &str, lineage: u32) -> String {
     use std::hash::{Hash, Hasher};
-    let root =
-        format!("Root=1-{:08x}-{}", chrono::Utc::now().timestamp(), &uuid::Uuid::new_v4().simple().to_string()[..24]);
+    // AWS's always names a parent segment and a sampling decision; this node
+    // sends no segments to X-Ray, so it never samples.
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let root = format!("Root=1-{:08x}-{};Parent={};Sampled=0", chrono::Utc::now().timestamp(), &id[..24], &id[16..]);
     if lineage == 0 {
         return root;
     }
@@ -1495,7 +1497,11 @@ mod tests {
     #[test]
     fn a_chained_invocation_carries_its_lineage_in_the_trace_id() {
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
-        assert!(!trace_id(arn, 0).contains("Lineage"));
+        let plain = trace_id(arn, 0);
+        assert!(!plain.contains("Lineage"));
+        let fields: Vec<&str> = plain.split(';').collect();
+        assert!(fields[0].starts_with("Root=1-") && fields[0].len() == 7 + 8 + 1 + 24, "{plain}");
+        assert!(fields[1].starts_with("Parent=") && fields[1].len() == 7 + 16 && fields[2] == "Sampled=0", "{plain}");
         let t = trace_id(arn, 3);
         assert!(t.starts_with("Root=1-") && t.ends_with(":3"), "{t}");
         let hash = |t: &str| t.split("Lineage=").nth(1).map(|l| l[..8].to_string());
