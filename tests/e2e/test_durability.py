@@ -1,12 +1,20 @@
 """Acknowledged writes survive kill -9; shutdown is graceful; keys and blobs
 are managed in the data directory."""
 
+import json
 import os
 import re
 import signal
+import sqlite3
 import stat
 
-from conftest import HELLO_ZIP, blob_files, create, make_zip
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
+
+from conftest import (HELLO_ZIP, REGION, ROLE, Server, aws_client, blob_files, create, make_zip, sqs_client,
+                      unique_name, wait_for)
 
 
 def full_state(lam, names):
@@ -104,3 +112,65 @@ def test_generated_keys_are_private_printed_and_reused(private_server):
     again = private_server(s.data_dir, env_keys=False)
     assert again.credentials() == (key, secret)
     assert len(again.client().list_functions()["Functions"]) == 1
+
+
+def test_writes_whose_client_gave_up_mid_commit_take_full_effect(tmp_path):
+    """A client that stops waiting while its write waits for the store does
+    not stop the write half way. Before, the commit still happened (it was
+    handed to the store), but what follows it did not: the update of a
+    function stayed InProgress (refusing every later change), an Event
+    invoke was queued but not run, a GET served the replaced object, and a
+    disabled mapping kept polling, each until the next start. An outside
+    transaction holds the store's write lock to keep the commits waiting."""
+    srv = Server(tmp_path / "data", args=["--isolation", "process"]).start()
+    try:
+        key, secret = srv.credentials()
+
+        def impatient(service):
+            return boto3.client(service, endpoint_url=srv.endpoint, region_name=REGION, aws_access_key_id=key,
+                                aws_secret_access_key=secret,
+                                config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1))
+
+        def gives_up(call):
+            db = sqlite3.connect(str(srv.data_dir / "metadata.db"), timeout=30, isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(ReadTimeoutError):
+                    call()
+            finally:
+                db.execute("COMMIT")
+                db.close()
+
+        lam, s3, sqs = srv.client(), aws_client(srv, "s3"), sqs_client(srv)
+        marks = tmp_path / "ran"
+        name = unique_name("gaveup")
+        lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+                            Code={"ZipFile": make_zip({"app.py": (
+                                "def handler(event, context):\n"
+                                "    if 'mark' in event:\n"
+                                "        open(event['mark'], 'a').write('ran\\n')\n")})})
+
+        gives_up(lambda: impatient("lambda").update_function_configuration(FunctionName=name, Description="new"))
+
+        def updated():
+            c = lam.get_function_configuration(FunctionName=name)
+            return (c["Description"], c["LastUpdateStatus"]) == ("new", "Successful")
+        wait_for(updated, "the update to finish")
+
+        gives_up(lambda: impatient("lambda").invoke(FunctionName=name, InvocationType="Event",
+                                                    Payload=json.dumps({"mark": str(marks)})))
+        wait_for(lambda: marks.exists(), "the queued event to run")
+
+        s3.create_bucket(Bucket="gaveup")
+        s3.put_object(Bucket="gaveup", Key="k", Body=b"v1")
+        gives_up(lambda: impatient("s3").put_object(Bucket="gaveup", Key="k", Body=b"v2"))
+        wait_for(lambda: s3.get_object(Bucket="gaveup", Key="k")["Body"].read() == b"v2", "the new object")
+
+        url = sqs.create_queue(QueueName="gaveup", Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        uuid = lam.create_event_source_mapping(EventSourceArn=queue_arn, FunctionName=name)["UUID"]
+        wait_for(lambda: lam.get_event_source_mapping(UUID=uuid)["State"] == "Enabled", "the mapping to poll")
+        gives_up(lambda: impatient("lambda").update_event_source_mapping(UUID=uuid, Enabled=False))
+        wait_for(lambda: lam.get_event_source_mapping(UUID=uuid)["State"] == "Disabled", "the mapping to stop")
+    finally:
+        srv.stop()

@@ -179,24 +179,13 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     } else {
         let front = front(&req);
         let own_origin = matches!(front, Front::Console);
-        let resp = match front {
-            Front::Scheduler => scheduler::serve(&api, req).instrument(span).await,
-            Front::Ecs => ecs::serve(&api, req).instrument(span).await,
-            Front::Registry => registry::serve(&api, req).instrument(span).await,
-            Front::Ecr => registry::ecr::serve(&api, req).instrument(span).await,
-            Front::Sqs => sqs::serve(&api, req, &request_id).instrument(span).await,
-            Front::Logs => logs::serve(&api, req, &request_id).instrument(span).await,
-            Front::Console => console::serve(&api, req).instrument(span).await,
-            Front::Monitoring => monitoring::serve(&api, req).instrument(span).await,
-            Front::Prometheus => monitoring::prometheus::serve(&api, req).instrument(span).await,
-            Front::S3 => {
-                let mut resp = api.s3.serve(&api.verifier, req).instrument(span).await;
-                s3::tag_response(&mut resp, &request_id);
-                resp
-            }
-            Front::Table => {
-                serve(&api, req, &request_id).instrument(span).await.unwrap_or_else(IntoResponse::into_response)
-            }
+        let resp = if droppable(&front, &req) {
+            dispatch(&api, front, req, &request_id).instrument(span).await
+        } else {
+            let (api, request_id) = (api.clone(), request_id.clone());
+            tokio::spawn(async move { dispatch(&api, front, req, &request_id).await }.instrument(span))
+                .await
+                .unwrap_or_else(|e| ApiError::Internal(format!("the request's task failed: {e}")).into_response())
         };
         (resp, own_origin)
     };
@@ -217,6 +206,46 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         headers.insert("connection", HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Serves a request by its front.
+async fn dispatch(api: &Api, front: Front, req: Request<Body>, request_id: &str) -> Response {
+    match front {
+        Front::Scheduler => scheduler::serve(api, req).await,
+        Front::Ecs => ecs::serve(api, req).await,
+        Front::Registry => registry::serve(api, req).await,
+        Front::Ecr => registry::ecr::serve(api, req).await,
+        Front::Sqs => sqs::serve(api, req, request_id).await,
+        Front::Logs => logs::serve(api, req, request_id).await,
+        Front::Console => console::serve(api, req).await,
+        Front::Monitoring => monitoring::serve(api, req).await,
+        Front::Prometheus => monitoring::prometheus::serve(api, req).await,
+        Front::S3 => {
+            let mut resp = api.s3.serve(&api.verifier, req).await;
+            s3::tag_response(&mut resp, request_id);
+            resp
+        }
+        Front::Table => serve(api, req, request_id).await.unwrap_or_else(IntoResponse::into_response),
+    }
+}
+
+/// Whether a request's handling may stop where its client left it. Most
+/// run in a task of their own, to their end: a handler dropped after its
+/// write was committed would skip what follows the commit (waking the task
+/// that acts on it, clearing a cache, marking an update done), and a lock it
+/// held would be released while its write still waited, to land after a
+/// later, acknowledged one. Left droppable: a synchronous invoke (its
+/// invocation moves to a task of its own when dropped, and a spawn here
+/// would cost every invoke a task hop) and SQS, whose front spawns every
+/// operation but ReceiveMessage (a long poll nobody waits for should stop).
+fn droppable(front: &Front, req: &Request<Body>) -> bool {
+    let path = req.uri().path();
+    let event = req.headers().get("x-amz-invocation-type").is_some_and(|v| v.as_bytes() == b"Event");
+    match front {
+        Front::Sqs => true,
+        Front::Table => (path.ends_with("/invocations") && !event) || path.ends_with("/response-streaming-invocations"),
+        _ => false,
+    }
 }
 
 /// What a browser may do with a page of the listener's shared origin that
@@ -301,7 +330,9 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
     let action = access::Action { service: op.service(), operation: &operation, function };
     let body = read_signed_body(api, &parts, body, limit, &action).await?.map_err(|u| match u {
         Unread::TooLarge => ApiError::from(nimbus_core::Error::TooLarge(format!(
-            "Request must be smaller than {limit} bytes for the {op:?} operation"
+            "Request must be smaller than {limit} bytes for the {} operation",
+            // AWS's message names Invoke by its older name.
+            if op == route::Op::Invoke { "InvokeFunction" } else { operation.as_str() }
         ))),
         Unread::Busy => ApiError::Busy,
     })?;
