@@ -4,9 +4,13 @@ are managed in the data directory."""
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import stat
+import subprocess
+import tempfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -174,3 +178,39 @@ def test_writes_whose_client_gave_up_mid_commit_take_full_effect(tmp_path):
         wait_for(lambda: lam.get_event_source_mapping(UUID=uuid)["State"] == "Disabled", "the mapping to stop")
     finally:
         srv.stop()
+
+
+def nobody_reads(path):
+    """Whether the host's `nobody` user can read a file."""
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "cat", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_the_data_directory_is_its_owners_alone(private_server):
+    # Under a directory every user may enter (pytest's own is 0700), so
+    # that only the data directory's mode keeps other users out.
+    base = Path(tempfile.mkdtemp(prefix="nimbus-private-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        probe = base / "probe"
+        probe.write_text("readable")
+        assert nobody_reads(probe), "nobody reads a 0644 file here, so the checks below can fail"
+        s = private_server(base / "data")
+        create(s.client(), Environment={"Variables": {"SECRET": "s3cr3t"}})
+        assert stat.S_IMODE(os.stat(s.data_dir).st_mode) == 0o700
+        assert not nobody_reads(s.data_dir / "metadata.db")
+        assert s.kill(signal.SIGTERM) == 0
+
+        # A data directory opened up (or made by an older Nimbus) is made
+        # private again at start, with one line naming it.
+        os.chmod(s.data_dir, 0o755)
+        assert nobody_reads(s.data_dir / "metadata.db"), "its files are 0644"
+        again = private_server(s.data_dir)
+        assert stat.S_IMODE(os.stat(s.data_dir).st_mode) == 0o700
+        assert not nobody_reads(s.data_dir / "metadata.db")
+        said = [l for l in again.output().splitlines() if "open to other users" in l]
+        assert len(said) == 1 and str(s.data_dir) in said[0], said
+        assert again.kill(signal.SIGTERM) == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+

@@ -417,6 +417,55 @@ fn credentials(data_dir: &Path) -> anyhow::Result<(Credentials, KeySource)> {
     Ok((creds, KeySource::Generated))
 }
 
+/// Creates the data directory if it is missing, its owner's alone (0700):
+/// it holds functions' environment variables and code, their logs, queue
+/// bodies, objects and the node's key, none of it for other local users.
+/// Returns it absolute: mount tables and cgroup names speak in absolute paths.
+fn open_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => anyhow::bail!("the data directory {} is not a directory", dir.display()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Only the data directory itself is private: its parents are
+            // made as any directory would be.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating the data directory's parent {}", parent.display()))?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(e).with_context(|| format!("creating the data directory {}", dir.display()))
+                }
+                _ => {}
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading the data directory {}", dir.display())),
+    }
+    std::fs::canonicalize(dir).with_context(|| format!("resolving the data directory {}", dir.display()))
+}
+
+/// Makes a data directory that other users may enter (one made before
+/// Nimbus made it 0700, or by hand) its owner's alone, and says so: its
+/// files were made readable by all.
+fn keep_private(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading the data directory {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making the data directory {} private", dir.display()))?;
+        tracing::warn!(
+            data_dir = %dir.display(),
+            was = format!("{:o}", mode & 0o7777),
+            "the data directory was open to other users; it is now 0700"
+        );
+    }
+    Ok(())
+}
+
 /// The lock that makes a data directory one server's: held for the life of
 /// the process (the kernel drops it when the process ends, however it ends).
 struct DataDirLock {
@@ -543,12 +592,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // What all sandboxes (functions' and tasks') may hold of the listener's
     // connections: half, so that the operator and outside clients keep the rest.
     let api_connections = Arc::new(tokio::sync::Semaphore::new((limits.connections / 2).max(1)));
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-    // Absolute from here on: mount tables and cgroup names speak in absolute paths.
-    let data_dir = std::fs::canonicalize(&args.data_dir)
-        .with_context(|| format!("resolving the data directory {}", args.data_dir.display()))?;
+    let data_dir = open_data_dir(&args.data_dir)?;
     let _lock = DataDirLock::take(&data_dir)?;
+    keep_private(&data_dir)?;
     let (creds, key_source) = credentials(&data_dir)?;
 
     let sandboxed = args.isolation == Isolation::Namespaces;
