@@ -88,9 +88,12 @@ def free_port():
 class Server:
     """One `nimbus serve` process and its data directory."""
 
-    def __init__(self, data_dir, env_keys=True, args=()):
+    def __init__(self, data_dir, env_keys=True, args=(), new_session=False):
         self.data_dir = Path(data_dir)
         self.env_keys = env_keys
+        # A session and process group of its own, as a server started from
+        # a terminal has: what the terminal's Ctrl-C signals (os.killpg).
+        self.new_session = new_session
         # AWS's default account concurrency, rather than one derived from this machine's memory.
         self.args = list(args) if "--max-concurrency" in args else ["--max-concurrency", "1000", *args]
         self.proc = None
@@ -119,7 +122,7 @@ class Server:
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "w+")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir), *self.args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=self.new_session,
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -175,6 +178,15 @@ class Server:
         digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
         bases = [Path("/sys/fs/cgroup") / c for c in ("memory", "cpu", "pids")]
         return [b / f"nimbus-{digest}" for b in (bases if bases[0].is_dir() else [Path("/sys/fs/cgroup")])]
+
+    def busy_environments(self):
+        """Environments serving an invoke now, from the Prometheus scrape."""
+        key, secret = self.credentials()
+        auth = base64.b64encode(f"{key}:{secret}".encode()).decode()
+        status, _, body = send("GET", self.endpoint + "/_nimbus/metrics", headers={"Authorization": f"Basic {auth}"})
+        assert status == 200, body
+        m = re.search(r'^nimbus_environments\{state="busy"\} (\d+)', body.decode(), re.M)
+        return int(m.group(1)) if m else 0
 
     def peak_rss_mb(self):
         """The node process's peak resident memory so far (VmHWM), in MB."""

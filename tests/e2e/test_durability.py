@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import boto3
@@ -214,3 +215,31 @@ def test_the_data_directory_is_its_owners_alone(private_server):
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+
+SLOW_ZIP = make_zip({"app.py": "import time\n\n\ndef handler(event, context):\n"
+                               "    time.sleep(event['sleep'])\n    return 'slept'\n"})
+
+
+@pytest.mark.parametrize("isolation", ["namespaces", "process"])
+def test_ctrl_c_at_a_terminal_lets_in_flight_invokes_finish(tmp_path, isolation):
+    # A terminal's Ctrl-C signals its whole foreground process group: the
+    # server's own here, as when it is started from a shell.
+    s = Server(tmp_path / "data", args=["--isolation", isolation], new_session=True).start()
+    try:
+        lam = s.client()
+        name = create(lam, zip_bytes=SLOW_ZIP, Timeout=60)["FunctionName"]
+        # Warm, and the runtime's templates made, before the signal.
+        assert lam.invoke(FunctionName=name, Payload=json.dumps({"sleep": 0}))["StatusCode"] == 200
+        answered = {}
+        slow = threading.Thread(target=lambda: answered.update(
+            r=lam.invoke(FunctionName=name, Payload=json.dumps({"sleep": 2}))))
+        slow.start()
+        wait_for(lambda: s.busy_environments() >= 1, "the slow invoke to be under way")
+        os.killpg(s.proc.pid, signal.SIGINT)
+        slow.join(timeout=60)
+        r = answered["r"]
+        assert "FunctionError" not in r and json.loads(r["Payload"].read()) == "slept", r
+        assert s.proc.wait(timeout=30) == 0, s.output()[-3000:]
+        assert "KeyboardInterrupt" not in s.output() and "signal: 2" not in s.output(), s.output()[-3000:]
+    finally:
+        s.stop()

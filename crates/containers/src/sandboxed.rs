@@ -255,8 +255,12 @@ impl SandboxRuntime {
             Some(_) => None,
             None => Some(std::fs::File::create(dir.join("output.log")).map_err(|e| e.to_string())?),
         };
+        // A process group of its own, as the functions' sandboxes have: a
+        // terminal's Ctrl-C signals the node's whole group, and a task must
+        // run until the node has stopped (its parent death signal ends it then).
         let mut child = tokio::process::Command::new(&self.exe)
             .arg("__sandbox")
+            .process_group(0)
             .env_clear()
             .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
             .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))

@@ -177,13 +177,20 @@ pub fn request_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Starts the factory process: its stdin is the socket it is asked on.
+/// It leads a process group of its own, which every sandbox it clones
+/// joins: a terminal's Ctrl-C signals the node's whole group, and would
+/// kill the runtimes of in-flight invokes that the node, stopping
+/// gracefully, lets finish. It still dies with the node (its parent death
+/// signal), and so does every stage one (theirs).
 fn run(exe: &Path, worker: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
+    use std::os::unix::process::CommandExt;
     let (ours, theirs) = request_pair()?;
     let child = std::process::Command::new(exe)
         .args([COMMAND, &std::process::id().to_string()])
         .env_clear()
         .env(WORKER_VARIABLE, worker)
         .current_dir("/")
+        .process_group(0)
         .stdin(std::process::Stdio::from(theirs))
         .spawn()
         .map_err(|e| other(&format!("starting {} {COMMAND}", exe.display()), e))?;

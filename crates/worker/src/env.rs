@@ -941,7 +941,10 @@ impl Env {
         let (start, socket) = match &base.sandbox {
             None => {
                 let mut c = Command::new(&program);
-                c.args(&args).env_clear().envs(env);
+                // A process group of its own: a terminal's Ctrl-C signals the
+                // node's whole group, and would kill the runtime of an invoke
+                // that the node, stopping gracefully, lets finish.
+                c.args(&args).env_clear().envs(env).process_group(0);
                 match now {
                     Some(spec) => {
                         c.current_dir(&spec.code_dir).stdin(std::process::Stdio::null());

@@ -11,6 +11,7 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
@@ -53,12 +54,17 @@ impl Zygote {
         });
         let setup = serde_json::json!({"zygote_seccomp": inherited, "seccomp": own}).to_string();
         let (ours, theirs) = nimbus_sandbox::factory::request_pair()?;
+        // A process group of its own, which the environments forked from it
+        // keep: a terminal's Ctrl-C, sent to the node's group, must not
+        // kill the runtimes of invokes the stopping node lets finish. It
+        // ends when the node does (its socket closes).
         let process = std::process::Command::new(interpreter)
             .args(["-I", "-S", "-u"])
             .arg(script)
             .env_clear()
             .envs(env)
             .current_dir("/")
+            .process_group(0)
             .stdin(std::process::Stdio::from(theirs))
             .spawn()?;
         // Queued on the socket until the zygote has imported the runtime.
