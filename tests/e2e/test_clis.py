@@ -1,9 +1,12 @@
 """The real aws CLI, and the nimbus CLI, against a real server."""
 
 import json
+import os
 import re
+import signal
+import subprocess
 
-from conftest import HELLO_ZIP, ROLE, arn, code_sha256, nimbus_cli, unique_name, aws_cli, wait_for
+from conftest import BIN, HELLO_ZIP, ROLE, arn, code_sha256, create, nimbus_cli, unique_name, aws_cli, wait_for
 
 
 def test_aws_cli_lifecycle(server, tmp_path):
@@ -190,3 +193,22 @@ def test_aws_cli_code_signing_configs(server):
     assert rc == 0, err
     rc, _, err = aws_cli(server, "get-code-signing-config", "--code-signing-config-arn", csc_arn)
     assert rc != 0 and "ResourceNotFoundException" in err
+
+
+def test_a_client_command_whose_reader_is_gone_ends_quietly_and_serve_ignores_sigpipe(server, lam):
+    for _ in range(3):
+        create(lam)
+    read, write = os.pipe()
+    os.close(read)  # before the command writes anything: its first write meets a closed pipe
+    key, secret = server.credentials()
+    env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+    try:
+        r = subprocess.run([BIN, "function", "list"], stdout=write, stderr=subprocess.PIPE, text=True, env=env,
+                           timeout=60)
+    finally:
+        os.close(write)
+    assert r.returncode == -signal.SIGPIPE, (r.returncode, r.stderr)
+    assert r.stderr == ""
+    # The server, whose clients may go at any time, keeps SIGPIPE ignored.
+    ignored = int(next(l for l in open(f"/proc/{server.proc.pid}/status") if l.startswith("SigIgn:")).split()[1], 16)
+    assert ignored & (1 << (signal.SIGPIPE - 1))

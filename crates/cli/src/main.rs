@@ -162,6 +162,9 @@ fn main() -> std::process::ExitCode {
         return code;
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
         clap_complete::generate(shell, &mut Cli::command(), "nimbus", &mut std::io::stdout());
@@ -195,6 +198,19 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Lets a client command whose reader has gone (`nimbus function list |
+/// head -1`) end as other command-line tools do, by SIGPIPE, silently,
+/// rather than panic in `println!` (Rust ignores SIGPIPE from the start, so
+/// a write to a closed pipe fails). `serve` keeps ignoring it: a client
+/// gone must cost it that client's write, never the node.
+#[allow(unsafe_code)]
+fn end_quietly_on_a_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: the default action installs no handler, so no code of this
+    // process ever runs in the signal's context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 /// An error and its causes on one line, each said once: many libraries'
