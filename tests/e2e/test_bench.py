@@ -71,3 +71,13 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
     assert tasks["server_idle_cpu_percent"] >= 0
     assert report["idle_cpu_percent"] >= 0
     assert "cold ms" in r.stdout and "idle CPU" in r.stdout, "the table is printed too"
+
+
+def test_bench_without_the_rust_binary_skips_what_needs_it_and_says_so(tmp_path):
+    out = tmp_path / "bench.json"
+    missing = tmp_path / "no-such-rust-hello"
+    r = subprocess.run([BIN, "bench", "--quick", "--only", "images", "--rust-hello", str(missing), "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"skipping container images: no lambda_runtime binary at {missing}" in r.stderr
+    assert json.loads(out.read_text())["images"] is None

@@ -782,13 +782,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Value::Null
     };
 
-    // Image functions run only in a sandbox.
+    // Image functions run only in a sandbox, and the static image is the
+    // lambda_runtime binary, as the provided.al2023 runtime's code is.
+    let rust = rust_hello(&args)?;
     let images = if wants(Section::Images) && isolation == "namespaces" {
-        eprintln!("measuring container images ...");
-        let python = runtimes.iter().find(|r| r.id.starts_with("python")).zip(args.python_image.as_deref());
-        let samples = plan.cold.min(20);
-        let rust = rust_hello(&args)?;
-        crate::bench_images::figures(&b, &server.endpoint, &server.data_dir, &rust, python, samples, args.quick).await?
+        if rust.is_file() {
+            eprintln!("measuring container images ...");
+            let python = runtimes.iter().find(|r| r.id.starts_with("python")).zip(args.python_image.as_deref());
+            let samples = plan.cold.min(20);
+            crate::bench_images::figures(&b, &server.endpoint, &server.data_dir, &rust, python, samples, args.quick)
+                .await?
+        } else {
+            eprintln!(
+                "skipping container images: no lambda_runtime binary at {} for the static image; build it with `cargo build --release -p rust-hello`",
+                rust.display()
+            );
+            Value::Null
+        }
     } else {
         Value::Null
     };
