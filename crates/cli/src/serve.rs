@@ -426,21 +426,20 @@ fn open_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => anyhow::bail!("the data directory {} is not a directory", dir.display()),
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Only the data directory itself is private: its parents are
-            // made as any directory would be.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating the data directory's parent {}", parent.display()))?;
-            }
-            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(e).with_context(|| format!("creating the data directory {}", dir.display()))
+        Err(_) => {
+            let made = (|| -> std::io::Result<()> {
+                // Only the data directory itself is private: its parents are
+                // made as any directory would be.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
                 }
-                _ => {}
-            }
+                match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+                    _ => Ok(()),
+                }
+            })();
+            made.with_context(|| format!("creating the data directory {}", dir.display()))?;
         }
-        Err(e) => return Err(e).with_context(|| format!("reading the data directory {}", dir.display())),
     }
     std::fs::canonicalize(dir).with_context(|| format!("resolving the data directory {}", dir.display()))
 }
@@ -561,7 +560,7 @@ fn raise_open_files() -> usize {
 }
 
 /// Binds the address without listening yet: a port that is taken fails
-/// the start before anything is created, and clients are refused (not left
+/// the start before the store is opened, and clients are refused (not left
 /// waiting) until the node is ready to serve.
 fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
@@ -582,6 +581,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
              --isolation process to run functions as plain child processes with NO isolation (development only)."
         );
     }
+    // The data directory's lock before the port: a second server on the
+    // same directory (and so, most often, the same port) names the first.
+    let data_dir = open_data_dir(&args.data_dir)?;
+    let _lock = DataDirLock::take(&data_dir)?;
+    keep_private(&data_dir)?;
     let socket = reserve(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let open_files = raise_open_files();
     let limits = nimbus_http::Limits {
@@ -592,9 +596,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // What all sandboxes (functions' and tasks') may hold of the listener's
     // connections: half, so that the operator and outside clients keep the rest.
     let api_connections = Arc::new(tokio::sync::Semaphore::new((limits.connections / 2).max(1)));
-    let data_dir = open_data_dir(&args.data_dir)?;
-    let _lock = DataDirLock::take(&data_dir)?;
-    keep_private(&data_dir)?;
     let (creds, key_source) = credentials(&data_dir)?;
 
     let sandboxed = args.isolation == Isolation::Namespaces;
@@ -638,6 +639,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(pids) = args.sandbox_pids {
                 ceiling.pids = pids;
             }
+            // Checked before the factory starts: a refused range ends the
+            // start, and a factory whose node has gone says so.
+            let users = sandbox_users(args.sandbox_uids.clone(), &data_dir)?;
             Some(nimbus_worker::SandboxConfig {
                 factory: nimbus_sandbox::factory::Factory::start(&exe, &data_dir.join("worker"))
                     .context("starting the sandbox factory")?,
@@ -646,7 +650,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 publishing: Default::default(),
                 cgroups: cgroups.ok(),
                 cgroup_group: node_group(&data_dir),
-                users: sandbox_users(args.sandbox_uids.clone(), &data_dir)?,
+                users,
                 ceiling,
                 api_connections: api_connections.clone(),
             })
