@@ -285,11 +285,21 @@ def test_graceful_stop_retires_environments(private_server, tmp_path):
     assert not any(cg.exists() for cg in envs), "every environment's cgroup is gone"
     assert not s.cgroups()[0].exists(), "and the node's"
     assert str(s.data_dir) not in Path("/proc/self/mountinfo").read_text(), "no mount is left behind"
+    assert not warnings_after_the_stop(s), "a clean stop warns of nothing (the templates it stops least of all)"
     # Stopped at once, while its first templates are still being made.
     fresh = private_server(tmp_path / "fresh")
     assert fresh.kill(signal.SIGTERM) == 0
+    assert not warnings_after_the_stop(fresh)
     assert not mount_points_under(fresh.data_dir)
     assert not fresh.cgroups()[0].exists(), (list(fresh.cgroups()[0].iterdir()), fresh.output()[-2000:])
+
+
+def warnings_after_the_stop(server):
+    """The WARN lines a server logged from its stop on (a start may warn
+    of the host's own things, such as a venv first on PATH)."""
+    lines = server.output().splitlines()
+    stop = next(i for i, l in enumerate(lines) if "shutting down" in l)
+    return [l for l in lines[stop:] if " WARN " in l]
 
 
 def mount_entries(path):

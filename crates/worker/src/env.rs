@@ -248,6 +248,9 @@ pub(crate) struct Shared {
     exit_status: SyncMutex<Option<String>>,
     /// Set when a template is given its function.
     specialized: AtomicBool,
+    /// Set when the node stops the process itself (retiring it, at a
+    /// timeout, at shutdown): its exit is then no news.
+    stopping: AtomicBool,
     /// One body the runtime posts is read at a time: each is held in the
     /// node's memory (up to 6 MiB), not the function's cgroup.
     pub posting: tokio::sync::Semaphore,
@@ -932,6 +935,7 @@ impl Env {
             init_error: SyncMutex::new(None),
             exit_status: SyncMutex::new(None),
             specialized: AtomicBool::new(now.is_some()),
+            stopping: AtomicBool::new(false),
             posting: tokio::sync::Semaphore::new(1),
         });
 
@@ -1084,7 +1088,8 @@ impl Env {
                     let status = s.map(describe_exit).unwrap_or_else(|e| e.to_string());
                     // A template has no invocation to report its death: say it here,
                     // or a runtime that cannot start fails every cold start unexplained.
-                    if !watch.specialized.load(Ordering::SeqCst) {
+                    // Not when the node stopped it (every template at shutdown).
+                    if !watch.specialized.load(Ordering::SeqCst) && !watch.stopping.load(Ordering::SeqCst) {
                         watch.read_output(true);
                         let output: Vec<String> = watch.drain_logs().into_iter().map(|(_, l)| l).collect();
                         tracing::warn!(runtime = %runtime_name, %status, output = %output.join("\n"), "a template exited before it was used");
@@ -1425,6 +1430,7 @@ impl Env {
     }
 
     fn kill(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         if let Some(k) = self.kill.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = k.send(());
         }
@@ -1436,6 +1442,7 @@ impl Env {
     /// container's PID 1, which never reaps it). Returns whether stage one
     /// was spared (and is to be waited for).
     fn stop(&self) -> bool {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         match (&self.cgroup, self.pid) {
             (Some(cg), Some(stage_one)) => {
                 cg.kill_all_but(&[stage_one]);
