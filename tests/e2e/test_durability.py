@@ -243,3 +243,32 @@ def test_ctrl_c_at_a_terminal_lets_in_flight_invokes_finish(tmp_path, isolation)
         assert "KeyboardInterrupt" not in s.output() and "signal: 2" not in s.output(), s.output()[-3000:]
     finally:
         s.stop()
+
+
+def test_a_second_signal_stops_at_once_without_the_invokes_in_flight(tmp_path):
+    s = Server(tmp_path / "data").start()
+    try:
+        lam = s.client()
+        name = create(lam, zip_bytes=SLOW_ZIP, Timeout=900)["FunctionName"]
+        assert lam.invoke(FunctionName=name, Payload=json.dumps({"sleep": 0}))["StatusCode"] == 200
+        # An invoke far longer than the test: only a stop at once ends it
+        # (and its client's connection with it).
+        def long_invoke():
+            try:
+                lam.invoke(FunctionName=name, Payload=json.dumps({"sleep": 600}))
+            except Exception:
+                pass
+        threading.Thread(target=long_invoke, daemon=True).start()
+        wait_for(lambda: s.busy_environments() >= 1, "the long invoke to be under way")
+        s.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "finishing 1 in-flight request(s)" in s.output(), "the stop to say what it waits for")
+        assert s.proc.poll() is None, "the first signal waits for the invoke"
+        s.proc.send_signal(signal.SIGINT)
+        assert s.proc.wait(timeout=20) == 1, s.output()[-3000:]
+        out = s.output()
+        assert "stopping at once: 1 request(s) left unfinished" in out
+        assert "error: stopped at a second signal, 1 request(s) unfinished" in out
+        # Stopping at once still takes the environments down.
+        assert str(s.data_dir) not in Path("/proc/self/mountinfo").read_text(), "no mount is left behind"
+    finally:
+        s.stop()

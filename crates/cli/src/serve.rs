@@ -1,5 +1,6 @@
 //! `nimbus serve`: opens the data directory, builds the control plane and
-//! serves the API until SIGINT or SIGTERM, finishing in-flight requests.
+//! serves the API until SIGINT or SIGTERM, finishing in-flight requests
+//! (or not, at a second signal).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -512,20 +513,46 @@ impl DataDirLock {
     }
 }
 
-/// Resolves at SIGTERM or SIGINT. The handlers are installed when this is
-/// called, not when it is first awaited: a signal that arrives while the node
-/// is still starting must stop it gracefully too, not kill it where it stands.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// The stop signals, SIGTERM and SIGINT: the first resolves the first
+/// future (a graceful stop, which finishes the requests in flight and says
+/// how many), the second the second (a stop at once). The handlers are
+/// installed when this is called, not when the futures are first awaited:
+/// a signal that arrives while the node is still starting must stop it
+/// gracefully too, not kill it where it stands.
+fn stop_signals(
+    requests: nimbus_http::Requests,
+) -> anyhow::Result<(impl std::future::Future<Output = ()>, impl std::future::Future<Output = ()>)> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+    let (seen, signals) = tokio::sync::watch::channel(0u8);
+    tokio::spawn(async move {
+        for n in 1..=2 {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            let in_flight = requests.in_flight();
+            if n == 1 {
+                tracing::info!(
+                    signal = name,
+                    in_flight,
+                    "shutting down: finishing {in_flight} in-flight request(s); a second SIGINT or SIGTERM stops at once"
+                );
+            } else {
+                tracing::warn!(signal = name, in_flight, "stopping at once: {in_flight} request(s) left unfinished");
+            }
+            let _ = seen.send(n);
         }
-        tracing::info!("shutting down: finishing in-flight requests");
-    })
+    });
+    // A sender gone (the runtime ending) counts as the signal.
+    let after = |n: u8| {
+        let mut signals = signals.clone();
+        async move {
+            let _ = signals.wait_for(|seen| *seen >= n).await;
+        }
+    };
+    Ok((after(1), after(2)))
 }
 
 /// Where clients reach function URLs. An unspecified listen address
@@ -571,7 +598,8 @@ fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let traces = init_tracing(args.log_format, args.otlp_endpoint.as_deref())?;
-    let stop = shutdown_signal()?;
+    let requests = nimbus_http::Requests::default();
+    let (stop, abort) = stop_signals(requests.clone())?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
     }
@@ -801,12 +829,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
         // The peer address becomes function URL events' `sourceIp`.
-        nimbus_http::serve(listener, nimbus_api::router(api), stop, limits).await;
+        let served = nimbus_http::serve_counting(listener, nimbus_api::router(api), stop, limits, requests.clone());
+        let abandoned = tokio::select! {
+            () = served => None,
+            () = abort => Some(requests.in_flight()),
+        };
         // The minute under way, which the flusher would write when it ends.
         if let Err(e) = metrics.flush().await {
             tracing::error!(error = %e, "cannot store the last minute's metrics");
         }
-        anyhow::Ok(())
+        match abandoned {
+            None => anyhow::Ok(()),
+            Some(n) => anyhow::bail!("stopped at a second signal, {n} request(s) unfinished"),
+        }
     }
     .await;
     worker.shutdown().await;

@@ -1,7 +1,8 @@
 //! Serves an axum router over HTTP/1, one task per connection, until
 //! asked to stop (then each connection finishes its request): the node's
 //! API and each environment's Runtime API. It owns connections, not
-//! requests: everything about a request is the router's.
+//! requests: everything about a request is the router's, but for how many
+//! are in flight (when asked to count them), which a stop waits for.
 //!
 //! It is `axum::serve` but for one thing: a connection is polled through
 //! [`Repoll`]. hyper reads a request's body in the same poll as it polls
@@ -16,7 +17,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -47,6 +48,60 @@ pub struct Limits {
 /// How often a listener whose slots are all taken says so.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
+/// Requests a listener is serving, each from its arrival until its
+/// response's body has gone out (or its client has gone): what a stop
+/// waits for, which the node says when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct Requests(Arc<AtomicUsize>);
+
+impl Requests {
+    /// How many are being served now.
+    pub fn in_flight(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) -> Served {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Served(self.0.clone())
+    }
+}
+
+/// One request of [`Requests`], counted until dropped.
+struct Served(Arc<AtomicUsize>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that holds its request's place in [`Requests`] until it
+/// has gone out or is dropped.
+struct Counted {
+    inner: axum::body::Body,
+    _served: Served,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves `router` on `listener` until `stop` completes, then waits for
 /// the open connections to finish their requests. The peer's address is
 /// each request's `ConnectInfo<SocketAddr>`.
@@ -55,6 +110,27 @@ pub async fn serve(
     router: axum::Router,
     stop: impl Future<Output = ()>,
     limits: Limits,
+) {
+    serve_counted(listener, router, stop, limits, None).await
+}
+
+/// [`serve`], counting the requests in flight in `requests`.
+pub async fn serve_counting(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()>,
+    limits: Limits,
+    requests: Requests,
+) {
+    serve_counted(listener, router, stop, limits, Some(requests)).await
+}
+
+async fn serve_counted(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()>,
+    limits: Limits,
+    requests: Option<Requests>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -85,13 +161,22 @@ pub async fn serve(
         };
         let router = router.clone();
         let body_idle = limits.body_idle;
+        let requests = requests.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let request = match body_idle {
                 Some(after) => request.map(|body| axum::body::Body::new(Idle::new(body, after))),
                 None => request.map(axum::body::Body::new),
             };
-            tower::ServiceExt::oneshot(router.clone(), request)
+            let served = requests.as_ref().map(Requests::enter);
+            let response = tower::ServiceExt::oneshot(router.clone(), request);
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(match served {
+                    Some(served) => response.map(|inner| axum::body::Body::new(Counted { inner, _served: served })),
+                    None => response,
+                })
+            }
         });
         let mut stopped = stopped.clone();
         let done = done_tx.clone();
