@@ -1,5 +1,6 @@
 """The real aws CLI, and the nimbus CLI, against a real server."""
 
+import datetime
 import json
 import os
 import re
@@ -168,6 +169,13 @@ def test_nimbus_cli_layers_async_logs_and_completions(server, lam, tmp_path):
     # CloudWatch keeps a deleted function's logs, and so does `nimbus logs`.
     nimbus_cli(server, "function", "delete", name)
     assert "cli-log-line {'async': 1}" in nimbus_cli(server, "logs", name).stdout
+    # --since takes what `nimbus usage --since` takes.
+    for since in ("7d", "12h", "30m", "3600", "2000-01-01", "2000-01-01T00:00:00Z"):
+        assert "cli-log-line {'async': 1}" in nimbus_cli(server, "logs", name, "--since", since).stdout, since
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).isoformat()
+    assert "cli-log-line" not in nimbus_cli(server, "logs", name, "--since", later).stdout
+    bad = nimbus_cli(server, "logs", name, "--since", "7x", check=False)
+    assert bad.returncode != 0 and "is not a duration back from now" in bad.stderr, bad.stderr
 
     nimbus_cli(server, "layer", "delete", layer_name, "1")
     assert layer_name not in nimbus_cli(server, "layer", "list").stdout

@@ -179,9 +179,11 @@ pub struct LogsArgs {
     /// Keep printing new lines as they arrive.
     #[arg(long)]
     follow: bool,
-    /// Only lines from the last this many seconds.
-    #[arg(long)]
-    since: Option<i64>,
+    /// Only lines from then on: a duration back from now (`90s`, `30m`,
+    /// `12h`, `7d`; a bare number is seconds), a date (`2026-12-01`,
+    /// midnight UTC) or an RFC 3339 time, as `nimbus usage --since` takes.
+    #[arg(long, value_parser = crate::since::parse)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
     /// Only lines matching this CloudWatch Logs filter pattern (terms, ?terms, -terms, { JSON }).
     #[arg(long)]
     filter: Option<String>,
@@ -202,7 +204,7 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
             }
             Err(e) => return Err(e),
         };
-    let mut start = args.since.map(|s| chrono_now_ms() - s * 1000);
+    let mut start = args.since.map(|s| s.timestamp_millis());
     let mut token: Option<String> = None;
     // (timestamp, event id) of the last line printed: following resumes
     // from its millisecond and skips what was printed of it.
@@ -250,10 +252,6 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn read_package(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod serve;
 mod service;
+mod since;
 mod task_cmd;
 mod trigger;
 mod usage;

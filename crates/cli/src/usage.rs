@@ -12,26 +12,14 @@ pub struct UsageArgs {
     /// Only this function.
     #[arg(long)]
     function: Option<String>,
-    /// From when: a duration back from now (`7d`, `12h`, `30m`), a date
-    /// (`2026-12-01`, UTC) or an RFC 3339 time. Default: 30 days ago.
-    #[arg(long)]
-    since: Option<String>,
+    /// From when: a duration back from now (`90s`, `30m`, `12h`, `7d`; a
+    /// bare number is seconds), a date (`2026-12-01`, midnight UTC) or an
+    /// RFC 3339 time. Default: 30 days ago.
+    #[arg(long, value_parser = crate::since::parse)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
     /// Take AWS's monthly free tier off the cost.
     #[arg(long)]
     free_tier: bool,
-}
-
-/// `7d`, `12h`, `30m` back from now, as RFC 3339; anything else as given.
-fn since(s: &str) -> anyhow::Result<String> {
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let seconds = match (n.parse::<i64>(), unit) {
-        (Ok(n), "d") => n * 86_400,
-        (Ok(n), "h") => n * 3_600,
-        (Ok(n), "m") => n * 60,
-        _ => return Ok(s.to_string()),
-    };
-    let at = chrono::Utc::now() - chrono::Duration::seconds(seconds);
-    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 pub async fn usage(args: UsageArgs, client_args: ClientArgs) -> anyhow::Result<()> {
@@ -40,8 +28,9 @@ pub async fn usage(args: UsageArgs, client_args: ClientArgs) -> anyhow::Result<(
     if let Some(f) = &args.function {
         query.push(format!("function={}", crate::client::label(f)));
     }
-    if let Some(s) = &args.since {
-        query.push(format!("start={}", crate::client::label(&since(s)?)));
+    if let Some(since) = &args.since {
+        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        query.push(format!("start={}", crate::client::label(&since)));
     }
     if args.free_tier {
         query.push("freeTier=true".into());
