@@ -75,6 +75,27 @@ def test_a_bad_uid_range_is_refused_before_the_sandbox_factory_starts(tmp_path):
         assert "factory" not in r.stderr, (attempt, r.stderr)
 
 
+def test_listen_takes_localhost_or_a_bare_port_and_shows_the_form_otherwise(tmp_path):
+    bad = run_serve("--listen", "example.com:9070", "--data-dir", str(tmp_path / "bad"))
+    assert bad.returncode != 0 and "give IP:PORT (127.0.0.1:9070" in bad.stderr, bad.stderr
+    for form in ("localhost:{}", "{}"):
+        port = free_port()
+        log = open(tmp_path / f"serve-{port}.log", "w+")
+        serve = subprocess.Popen([BIN, "serve", "--listen", form.format(port), "--data-dir", str(tmp_path / str(port)),
+                                  "--isolation", "process", "--prewarm", "0"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def answers():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    return True
+                except OSError:
+                    return serve.poll() is not None and pytest.fail(open(log.name).read())
+            wait_for(answers, f"--listen {form.format(port)} to serve on 127.0.0.1:{port}")
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(timeout=20) == 0
+
+
 def test_data_directory_errors_name_the_path_and_say_each_cause_once(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:9070")]
+    /// Address to listen on: IP:PORT (`127.0.0.1:9070`, `0.0.0.0:9070`,
+    /// `[::1]:9070`), `localhost:PORT`, or a PORT alone (both on 127.0.0.1).
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:9070", value_parser = listen_address)]
     listen: SocketAddr,
     /// Domain function URLs are handed out under, as
     /// `http://<url-id>.lambda-url.<region>.<domain>:<port>/`; every such
@@ -161,6 +162,22 @@ pub struct ServeArgs {
     /// (BENCHMARKS.md, session 19).
     #[arg(long, env = "NIMBUS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
+}
+
+/// `--listen`: an IP address and port, or `localhost:PORT` or a bare port
+/// for loopback (what people type first, and what the default is).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let port = text.strip_prefix("localhost:").unwrap_or(text);
+    match port.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))),
+        Err(_) => Err(format!(
+            "{text:?} is not an address to listen on: give IP:PORT (127.0.0.1:9070, or 0.0.0.0:9070 for every \
+             interface), localhost:PORT or a port alone"
+        )),
+    }
 }
 
 impl ServeArgs {
@@ -888,5 +905,22 @@ impl nimbus_containers::TaskImages for RegistryImages {
             working_dir: config.working_dir().clone(),
             user: config.user().clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listen_takes_an_address_localhost_or_a_port() {
+        let at = |s: &str| super::listen_address(s).map(|a| a.to_string());
+        assert_eq!(at("127.0.0.1:9070").as_deref(), Ok("127.0.0.1:9070"));
+        assert_eq!(at("0.0.0.0:80").as_deref(), Ok("0.0.0.0:80"));
+        assert_eq!(at("[::1]:9070").as_deref(), Ok("[::1]:9070"));
+        assert_eq!(at("localhost:9071").as_deref(), Ok("127.0.0.1:9071"));
+        assert_eq!(at("9072").as_deref(), Ok("127.0.0.1:9072"));
+        for bad in ["", "localhost", "example.com:9070", "127.0.0.1:99999", ":9070"] {
+            let e = at(bad).unwrap_err();
+            assert!(e.contains("127.0.0.1:9070"), "{bad}: {e}");
+        }
     }
 }
