@@ -62,3 +62,14 @@ def test_deploy_trigger_sets_the_permission_and_the_notification(server, lam, tm
 
     r = nimbus_cli(server, "function", "deploy", "--help")
     assert "--trigger" in r.stdout and "s3:ObjectCreated:*" in r.stdout
+
+
+def test_a_trigger_on_a_missing_bucket_is_refused_before_the_function_is_made(server, lam, tmp_path):
+    (tmp_path / "app.py").write_text("def handler(event, context):\n    return event\n")
+    name, bucket = unique_name(), unique_name("nobucket")
+    r = nimbus_cli(server, "function", "deploy", str(tmp_path), "--name", name, "--runtime", "python3.11",
+                   "--handler", "app.handler", "--trigger", f"s3://{bucket}/uploads/*.jpg", check=False)
+    assert r.returncode != 0
+    assert f"error: the trigger's bucket {bucket} does not exist" in r.stderr, r.stderr
+    assert name not in [f["FunctionName"] for f in lam.list_functions()["Functions"]], "nothing half done"
+

@@ -145,13 +145,9 @@ impl Client {
         let resp_headers = resp.headers().clone();
         let bytes = resp.bytes().await?;
         if !status.is_success() {
-            let kind = resp_headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("Error");
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let message =
-                value.get("message").or_else(|| value.get("Message")).and_then(Value::as_str).unwrap_or_default();
-            return Err(
-                AwsError { kind: kind.to_string(), status: status.as_u16(), message: message.to_string() }.into()
-            );
+            let header = resp_headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok());
+            let (kind, message) = error_of(header, &bytes);
+            return Err(AwsError { kind, status: status.as_u16(), message }.into());
         }
         Ok((resp_headers, bytes))
     }
@@ -189,6 +185,41 @@ impl Client {
     }
 }
 
+/// An error answer's type and message: the JSON protocols' (the type in
+/// `x-amzn-ErrorType`, the message in the body), or S3's XML
+/// (`<Error><Code>NoSuchBucket</Code><Message>…</Message><BucketName>…`),
+/// whose message then names the bucket or key it is about.
+fn error_of(header: Option<&str>, body: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(body);
+    if let Some(code) = xml_element(&text, "Code").filter(|_| text.contains("<Error>")) {
+        let mut message = xml_element(&text, "Message").unwrap_or_default();
+        for (element, what) in [("BucketName", "bucket"), ("Key", "key")] {
+            if let Some(name) = xml_element(&text, element) {
+                message.push_str(&format!(" ({what} {name})"));
+            }
+        }
+        return (code, message);
+    }
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = value.get("message").or_else(|| value.get("Message")).and_then(Value::as_str).unwrap_or_default();
+    (header.unwrap_or("Error").to_string(), message.to_string())
+}
+
+/// The text of the first `<name>` element of a flat XML document, with
+/// XML's five entities decoded.
+fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    let text = &xml[start..end];
+    Some(
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
 /// An error answer from the server, in AWS's terms.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} ({status}): {message}")]
@@ -222,4 +253,23 @@ fn progress_body(body: Vec<u8>) -> reqwest::Body {
         Ok::<_, std::io::Error>(c)
     }));
     reqwest::Body::wrap_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_are_read_from_json_and_from_s3s_xml() {
+        let json = br#"{"Type":"User","message":"Function not found: f"}"#;
+        assert_eq!(
+            super::error_of(Some("ResourceNotFoundException"), json),
+            ("ResourceNotFoundException".into(), "Function not found: f".into())
+        );
+        let xml = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchBucket</Code>\
+            <Message>The specified bucket does not exist</Message><BucketName>a&amp;b</BucketName></Error>";
+        assert_eq!(
+            super::error_of(None, xml),
+            ("NoSuchBucket".into(), "The specified bucket does not exist (bucket a&b)".into())
+        );
+        assert_eq!(super::error_of(None, b""), ("Error".into(), String::new()));
+    }
 }

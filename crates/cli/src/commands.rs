@@ -343,6 +343,9 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             triggers,
         } => {
             let zip = read_package(&path)?;
+            for t in &triggers {
+                crate::trigger::check_bucket(&client, t).await?;
+            }
             let mut config = Map::new();
             let mut set = |k: &str, v: Option<Value>| {
                 if let Some(v) = v {

@@ -75,6 +75,21 @@ fn merged(current: &[u8], rule: LambdaFunctionConfiguration) -> anyhow::Result<V
     Ok(out)
 }
 
+/// Fails unless `trigger`'s bucket exists: checked before the function is
+/// deployed, which a trigger that cannot be set up would leave half done.
+pub async fn check_bucket(client: &Client, trigger: &Trigger) -> anyhow::Result<()> {
+    let path = format!("/{}?notification", label(&trigger.bucket));
+    match client.send("s3", "GET", &path, None, &[]).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.downcast_ref::<AwsError>().is_some_and(|a| a.kind == "NoSuchBucket") => bail!(
+            "the trigger's bucket {} does not exist; create it first (aws s3 mb s3://{})",
+            trigger.bucket,
+            trigger.bucket
+        ),
+        Err(e) => Err(e.context(format!("reading the notifications of the trigger's bucket {}", trigger.bucket))),
+    }
+}
+
 /// Lets `trigger`'s bucket invoke the function and has its uploads notify it.
 pub async fn set_up(client: &Client, function_arn: &str, trigger: &Trigger) -> anyhow::Result<()> {
     let name = function_arn.rsplit(':').next().unwrap_or(function_arn);
