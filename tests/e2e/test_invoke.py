@@ -208,9 +208,14 @@ def test_timeout_kills_and_replaces_the_environment(plam):
 
 def test_crash_is_an_exit_error_and_the_runtime_is_replaced(plam):
     name = py_function(plam, handler="app.crash")
-    r, out = invoke(plam, name)
+    r, out = invoke(plam, name, LogType="Tail")
     assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Runtime.ExitError"
     assert "Runtime exited with error: exit status 3" in out["errorMessage"]
+    # The function's own log says it as AWS's does, between START and END.
+    request = r["ResponseMetadata"]["RequestId"]
+    log = base64.b64decode(r["LogResult"]).decode()
+    said = f"RequestId: {request} Error: Runtime exited with error: exit status 3\nRuntime.ExitError\n"
+    assert said in log and log.index("START") < log.index(said) < log.index("END RequestId"), log
     r, out = invoke(plam, name)
     assert out["errorType"] == "Runtime.ExitError", "a fresh runtime ran (and crashed) again"
 

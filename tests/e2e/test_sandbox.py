@@ -226,6 +226,8 @@ def test_memory_limit_kills_the_runtime_and_it_is_replaced(lam):
     assert out["errorMessage"].endswith("Runtime exited with error: signal: killed")
     log = base64.b64decode(r["LogResult"]).decode()
     assert "Error Type: Runtime.OutOfMemory" in log
+    request = r["ResponseMetadata"]["RequestId"]
+    assert f"RequestId: {request} Error: Runtime exited with error: signal: killed\nRuntime.ExitError\n" in log, log
     used = int(re.search(r"Max Memory Used: (\d+) MB", log)[1])
     assert 100 <= used <= 130, used
     r, out = call(lam, name, {"mb": 20})

@@ -1316,6 +1316,10 @@ impl Env {
         // Only an exit can be the kernel's out-of-memory kill.
         let oom = matches!(reply, Some(Reply::Exited(_))) && self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
         let streamed = matches!(reply, Some(Reply::Streamed(_)));
+        let exit_status = match &reply {
+            Some(Reply::Exited(status)) => Some(status.clone()),
+            _ => None,
+        };
         let (payload, function_error, reusable, status) = match reply {
             Some(Reply::Response(b)) => (b, None, true, None),
             Some(Reply::Error(b)) => (b, Some("Unhandled".to_string()), true, Some("error")),
@@ -1381,6 +1385,9 @@ impl Env {
         log.extend(printed);
         if status == Some("timeout") {
             log.extend(self.platform.timed_out(&id, self.timeout.as_secs_f64()).map(|l| (now(), l)));
+        }
+        if let Some(exit) = &exit_status {
+            log.extend(self.platform.exited(&id, exit).map(|l| (now(), l)));
         }
         log.extend(self.platform.end(&report, payload.len()).map(|l| (now(), l)));
         log.extend(self.platform.report(&report).map(|l| (now(), l)));

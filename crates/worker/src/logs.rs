@@ -112,6 +112,14 @@ impl Platform {
         })
     }
 
+    /// The lines a runtime that exited mid-invoke (or was killed out of
+    /// memory) leaves, as AWS writes them (text only: in JSON the records'
+    /// `status` and `errorType` say it).
+    pub fn exited(&self, request_id: &str, status: &str) -> Option<String> {
+        (!self.json)
+            .then(|| format!("RequestId: {request_id} Error: Runtime exited with error: {status}\nRuntime.ExitError\n"))
+    }
+
     /// A failure of the platform before the function ran (text only).
     pub fn failure(&self, error_type: &str, message: &str) -> Option<String> {
         (!self.json).then(|| format!("{error_type}: {message}\n"))
@@ -191,6 +199,16 @@ mod tests {
             json!({ "durationMs": 1.23, "billedDurationMs": 2, "memorySizeMB": 128, "maxMemoryUsedMB": 40, "initDurationMs": 5.0 })
         );
         assert!(p.timed_out("r1", 3.0).is_none());
+        assert!(p.exited("r1", "exit status 3").is_none());
+    }
+
+    #[test]
+    fn a_runtime_exit_is_worded_as_aws_words_it() {
+        let p = Platform::of(&logging("Text", None));
+        assert_eq!(
+            p.exited("r1", "exit status 3").as_deref(),
+            Some("RequestId: r1 Error: Runtime exited with error: exit status 3\nRuntime.ExitError\n")
+        );
     }
 
     #[test]
