@@ -180,11 +180,14 @@ for (const [method, level] of [["trace", "TRACE"], ["debug", "DEBUG"], ["info", 
 }
 
 function errorBody(err, errorType) {
-  const e = err instanceof Error ? err : new Error(String(err));
+  if (!(err instanceof Error)) {
+    // What AWS's runtime reports for a thrown (or failed with) value that is no Error.
+    return JSON.stringify({ errorType: errorType || typeof err, errorMessage: String(err), trace: [] });
+  }
   return JSON.stringify({
-    errorType: errorType || e.name || "Error",
-    errorMessage: e.message,
-    trace: (e.stack || "").split("\n"),
+    errorType: errorType || err.name || "Error",
+    errorMessage: err.message,
+    trace: (err.stack || "").split("\n"),
   });
 }
 
@@ -405,14 +408,62 @@ function context(headers) {
   };
 }
 
-function run(fn, event, ctx) {
-  if (fn.length >= 3) {
-    return new Promise((resolve, reject) => {
-      const maybe = fn(event, ctx, (err, result) => (err ? reject(err) : resolve(result)));
-      if (maybe && typeof maybe.then === "function") maybe.then(resolve, reject);
+// Runs one invocation as AWS's runtime does, to `{ result }` or `{ err }`.
+// The handler gets a callback, and its result counts only if it is a
+// promise. `callback(null, r)` answers once the event loop is empty, unless
+// `context.callbackWaitsForEmptyEventLoop` is false; `context.succeed`,
+// `fail` and `done` answer at once; a handler that answers nothing answers
+// null when the event loop empties. The worker's socket is left out of the
+// event loop meanwhile, so that only the function's own work holds it.
+function run(fn, event, headers) {
+  return new Promise((resolve) => {
+    let reported = false;
+    let waits = true;
+    let whenEmpty = null;
+    const onEmpty = (then) => {
+      if (whenEmpty) process.removeListener("beforeExit", whenEmpty);
+      whenEmpty = then && (() => setImmediate(then));
+      if (whenEmpty) process.once("beforeExit", whenEmpty);
+    };
+    const report = (outcome) => {
+      onEmpty(null);
+      if (reported) {
+        console.error("Invocation has already been reported as done. Cannot call complete more than once per invocation.");
+        return;
+      }
+      reported = true;
+      if (channel) channel.socket.ref();
+      resolve(outcome);
+    };
+    const callback = (err, result) => {
+      if (err !== undefined && err !== null) report({ err });
+      else if (!waits) report({ result });
+      else onEmpty(() => report({ result }));
+    };
+    const done = (err, result) => {
+      waits = false;
+      callback(err, result);
+    };
+    const ctx = Object.assign(context(headers), {
+      succeed: (result) => done(null, result),
+      fail: (err) => done(err === undefined || err === null ? "handled" : err),
+      done,
     });
-  }
-  return Promise.resolve().then(() => fn(event, ctx));
+    Object.defineProperty(ctx, "callbackWaitsForEmptyEventLoop", {
+      get: () => waits,
+      set: (v) => (waits = Boolean(v)),
+      enumerable: true,
+      configurable: true,
+    });
+    onEmpty(() => report({ result: null }));
+    if (channel) channel.socket.unref();
+    try {
+      const maybe = fn(event, ctx, callback);
+      if (maybe && typeof maybe.then === "function") maybe.then(ctx.succeed, ctx.fail);
+    } catch (err) {
+      callback(err);
+    }
+  });
 }
 
 defineGlobals();
@@ -427,18 +478,18 @@ for (;;) {
     await stream(fn, event, context(next.headers), id);
     continue;
   }
-  try {
-    const result = await run(fn, event, context(next.headers));
-    let body;
-    try {
-      body = JSON.stringify(result === undefined ? null : result);
-    } catch (err) {
-      await post(`/invocation/${id}/error`, errorBody(err, "Runtime.MarshalError"), { "Lambda-Runtime-Function-Error-Type": "Runtime.MarshalError" });
-      continue;
-    }
-    await post(`/invocation/${id}/response`, body);
-  } catch (err) {
-    logInvokeError(err);
-    await post(`/invocation/${id}/error`, errorBody(err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
+  const outcome = await run(fn, event, next.headers);
+  if ("err" in outcome) {
+    logInvokeError(outcome.err);
+    await post(`/invocation/${id}/error`, errorBody(outcome.err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
+    continue;
   }
+  let body;
+  try {
+    body = JSON.stringify(outcome.result === undefined ? null : outcome.result);
+  } catch (err) {
+    await post(`/invocation/${id}/error`, errorBody(err, "Runtime.MarshalError"), { "Lambda-Runtime-Function-Error-Type": "Runtime.MarshalError" });
+    continue;
+  }
+  await post(`/invocation/${id}/response`, body);
 }

@@ -216,6 +216,7 @@ def test_crash_is_an_exit_error_and_the_runtime_is_replaced(plam):
     log = base64.b64decode(r["LogResult"]).decode()
     said = f"RequestId: {request} Error: Runtime exited with error: exit status 3\nRuntime.ExitError\n"
     assert said in log and log.index("START") < log.index(said) < log.index("END RequestId"), log
+    assert "Status: error\tError Type: Runtime.ExitError" in log, log
     r, out = invoke(plam, name)
     assert out["errorType"] == "Runtime.ExitError", "a fresh runtime ran (and crashed) again"
 
@@ -567,6 +568,51 @@ def test_nodejs_errors(plam, files, handler, error_type, message):
     assert r["FunctionError"] == "Unhandled" and out["errorType"] == error_type, out
     if message:
         assert out["errorMessage"] == message
+
+
+# AWS's Node runtime model (its runtime interface client): a callback's
+# answer waits for the event loop to empty unless told not to, context's
+# succeed/fail/done answer at once, a handler's result counts only if it is
+# a promise, and a thrown value that is no Error keeps its own type.
+NODE_CALLBACKS = '''
+const fs = require("fs");
+exports.waits = (event, context, callback) => {
+  setTimeout(() => fs.appendFileSync(event.marks, "timer\\n"), 300);
+  callback(null, { answered: true });
+};
+exports.hurries = (event, context, callback) => {
+  context.callbackWaitsForEmptyEventLoop = false;
+  setTimeout(() => {}, 5000);
+  callback(null, { hurried: context.callbackWaitsForEmptyEventLoop });
+};
+exports.succeeds = (event, context) => { context.succeed({ via: "succeed" }); };
+exports.fails = (event, context) => { context.fail(new Error("via fail")); };
+exports.returns = (event, context) => ({ ignored: true });
+exports.throwsText = async () => { throw "just a string"; };
+'''
+
+
+@pytest.mark.parametrize("handler, expected", [
+    ("app.waits", {"answered": True}),
+    ("app.hurries", {"hurried": False}),
+    ("app.succeeds", {"via": "succeed"}),
+    ("app.returns", None),
+    ("app.fails", {"errorType": "Error", "errorMessage": "via fail"}),
+    ("app.throwsText", {"errorType": "string", "errorMessage": "just a string", "trace": []}),
+])
+def test_nodejs_callbacks_and_context_as_on_aws(plam, tmp_path, handler, expected):
+    name = unique_name("nodecb")
+    plam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler=handler, Role=ROLE,
+                         Code={"ZipFile": make_zip({"app.js": NODE_CALLBACKS})}, Timeout=10)
+    marks = tmp_path / "marks"
+    r, out = invoke(plam, name, {"marks": str(marks)})
+    if "errorType" in (expected or {}):
+        assert r["FunctionError"] == "Unhandled"
+        assert {k: out[k] for k in expected} == expected, out
+    else:
+        assert "FunctionError" not in r and out == expected, out
+    if handler == "app.waits":
+        assert marks.read_text() == "timer\n", "the answer waited for the pending timer"
 
 
 SDK_APP = '''
