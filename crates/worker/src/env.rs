@@ -1334,7 +1334,8 @@ impl Env {
                 tracing::warn!(function = %inv.config.name, request_id = %id, %status, "function failed: {why}");
                 (
                     platform_error(
-                        "Runtime.ExitError",
+                        // What current runtimes give the caller (lambda-api.md §4.4).
+                        if oom { "Runtime.OutOfMemory" } else { "Runtime.ExitError" },
                         format!("RequestId: {id} Error: Runtime exited with error: {status}"),
                     ),
                     Some("Unhandled".to_string()),
@@ -1374,7 +1375,11 @@ impl Env {
             max_memory_mb,
             init_ms,
             status,
-            error_type: oom.then_some("Runtime.OutOfMemory"),
+            error_type: match (&exit_status, oom) {
+                (_, true) => Some("Runtime.OutOfMemory"),
+                (Some(_), false) => Some("Runtime.ExitError"),
+                (None, false) => None,
+            },
         };
         let mut log = init_lines;
         let printed = self.shared.drain_logs();
