@@ -229,8 +229,13 @@ def test_crash_is_an_exit_error_and_the_runtime_is_replaced(plam):
 ])
 def test_runtime_errors(plam, handler, files, error_type):
     name = py_function(plam, handler=handler, files=files)
-    r, out = invoke(plam, name)
+    r, out = invoke(plam, name, LogType="Tail")
     assert r["FunctionError"] == "Unhandled" and out["errorType"] == error_type
+    log = base64.b64decode(r["LogResult"]).decode()
+    if error_type != "Runtime.MarshalError":  # the others are init errors: AWS's platform lines say so
+        assert re.search(rf"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: init\tStatus: error\tError Type: "
+                         rf"{re.escape(error_type)}\n", log), log
+        assert f"Status: error\tError Type: {error_type}" in log.split("REPORT RequestId")[-1], log
     if error_type == "Runtime.ImportModuleError":
         assert out["stackTrace"] == [], "AWS's runtime shows no importlib frames"
     if error_type == "Runtime.MarshalError":

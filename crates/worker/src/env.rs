@@ -433,6 +433,8 @@ pub(crate) struct Env {
     timeout: Duration,
     version: String,
     log_stream: String,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE` of its function.
+    init_type: &'static str,
     /// How the platform's lines read in the function's log.
     platform: Platform,
     cgroup: Option<Arc<nimbus_sandbox::cgroup::Cgroup>>,
@@ -1124,6 +1126,7 @@ impl Env {
             timeout: Duration::ZERO,
             version: String::new(),
             log_stream,
+            init_type: now.map_or("on-demand", |s| s.init_type),
             platform: now.map(|s| Platform::of(&s.config.logging)).unwrap_or_default(),
             cpu_limited_ahead: cgroup.is_some() && limits.cpu_millis.is_some(),
             cgroup,
@@ -1144,6 +1147,7 @@ impl Env {
         self.memory_mb = c.memory_size;
         self.timeout = Duration::from_secs(u64::from(c.timeout));
         self.version = c.version.clone();
+        self.init_type = spec.init_type;
         self.platform = Platform::of(&c.logging);
         self.spawned_at = Instant::now();
         let Some(mut control) = self.control.take() else {
@@ -1320,6 +1324,16 @@ impl Env {
             Some(Reply::Exited(status)) => Some(status.clone()),
             _ => None,
         };
+        // What the runtime said its init failed with (`Runtime.ImportModuleError`…).
+        let init_error_type = match &reply {
+            Some(Reply::InitError(b)) => Some(
+                serde_json::from_slice::<serde_json::Value>(b)
+                    .ok()
+                    .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| "Runtime.Unknown".to_string()),
+            ),
+            _ => None,
+        };
         let (payload, function_error, reusable, status) = match reply {
             Some(Reply::Response(b)) => (b, None, true, None),
             Some(Reply::Error(b)) => (b, Some("Unhandled".to_string()), true, Some("error")),
@@ -1378,10 +1392,13 @@ impl Env {
             error_type: match (&exit_status, oom) {
                 (_, true) => Some("Runtime.OutOfMemory"),
                 (Some(_), false) => Some("Runtime.ExitError"),
-                (None, false) => None,
+                (None, false) => init_error_type.as_deref(),
             },
         };
         let mut log = init_lines;
+        if let (Some(t), Some(ms)) = (&init_error_type, init_ms) {
+            log.extend(self.platform.init_failed(self.init_type, ms, t).map(|l| (now(), l)));
+        }
         let printed = self.shared.drain_logs();
         // START is worded now but comes first in time as well as in order:
         // readers of the log (GetLogEvents, FilterLogEvents) sort by time.

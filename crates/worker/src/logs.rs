@@ -125,6 +125,26 @@ impl Platform {
         (!self.json).then(|| format!("{error_type}: {message}\n"))
     }
 
+    /// An init that failed (the runtime reported `error_type`), before the
+    /// invocation's START.
+    pub fn init_failed(&self, init_type: &str, init_ms: f64, error_type: &str) -> Option<String> {
+        match self.json {
+            true => self.record(
+                "platform.initReport",
+                json!({
+                    "initializationType": init_type,
+                    "phase": "init",
+                    "status": "error",
+                    "errorType": error_type,
+                    "metrics": { "durationMs": round2(init_ms) },
+                }),
+            ),
+            false => Some(format!(
+                "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}\n"
+            )),
+        }
+    }
+
     /// An init that overran its limit and is run again within the invoke.
     pub fn init_timed_out(&self, init_type: &str, limit_ms: f64) -> Option<String> {
         match self.json {
