@@ -180,15 +180,23 @@ for (const [method, level] of [["trace", "TRACE"], ["debug", "DEBUG"], ["info", 
 }
 
 function errorBody(err, errorType) {
-  if (!(err instanceof Error)) {
-    // What AWS's runtime reports for a thrown (or failed with) value that is no Error.
-    return JSON.stringify({ errorType: errorType || typeof err, errorMessage: String(err), trace: [] });
+  try {
+    if (!(err instanceof Error)) {
+      // What AWS's runtime reports for a thrown (or failed with) value that is no Error.
+      return JSON.stringify({ errorType: errorType || typeof err, errorMessage: String(err), trace: [] });
+    }
+    return JSON.stringify({
+      errorType: errorType || err.name || "Error",
+      errorMessage: err.message,
+      trace: (err.stack || "").split("\n"),
+    });
+  } catch {
+    // A value whose text cannot be had (its toString throws, or it has none): AWS's words.
+    return JSON.stringify({
+      errorType: "handled",
+      errorMessage: "callback called with Error argument, but there was a problem while retrieving one or more of its message, name, and stack",
+    });
   }
-  return JSON.stringify({
-    errorType: errorType || err.name || "Error",
-    errorMessage: err.message,
-    trace: (err.stack || "").split("\n"),
-  });
 }
 
 async function post(pathname, body, headers = {}) {
@@ -203,7 +211,7 @@ function nextInvocation() {
 // The console line of a failed invocation, as AWS's runtime writes it: the
 // error as JSON text, or an error record in JSON format.
 function logInvokeError(err) {
-  if (json) console.error(err instanceof Error ? err : new Error(String(err)));
+  if (json) console.error(err instanceof Error ? err : new Error(JSON.parse(errorBody(err)).errorMessage));
   else console.error(`Invoke Error \t${errorBody(err)}`);
 }
 

@@ -587,13 +587,14 @@ exports.waits = (event, context, callback) => {
 };
 exports.hurries = (event, context, callback) => {
   context.callbackWaitsForEmptyEventLoop = false;
-  setTimeout(() => {}, 5000);
+  setTimeout(() => {}, 15000);  // past the timeout: an answer that waited for it would be a timeout
   callback(null, { hurried: context.callbackWaitsForEmptyEventLoop });
 };
 exports.succeeds = (event, context) => { context.succeed({ via: "succeed" }); };
 exports.fails = (event, context) => { context.fail(new Error("via fail")); };
 exports.returns = (event, context) => ({ ignored: true });
 exports.throwsText = async () => { throw "just a string"; };
+exports.throwsTextless = async () => { throw Object.create(null); };
 '''
 
 
@@ -604,6 +605,7 @@ exports.throwsText = async () => { throw "just a string"; };
     ("app.returns", None),
     ("app.fails", {"errorType": "Error", "errorMessage": "via fail"}),
     ("app.throwsText", {"errorType": "string", "errorMessage": "just a string", "trace": []}),
+    ("app.throwsTextless", {"errorType": "handled"}),
 ])
 def test_nodejs_callbacks_and_context_as_on_aws(plam, tmp_path, handler, expected):
     name = unique_name("nodecb")
