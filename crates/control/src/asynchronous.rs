@@ -127,10 +127,14 @@ impl Control {
         let result = match self.step(&ev).await {
             Step::Retry { attempts, at_ms } => self.meta.reschedule_event(&ev.id, attempts, at_ms).await,
             Step::Finish(mut follow_ups) => {
-                self.prepare_messages(&ev, &mut follow_ups);
+                let refused = self.prepare_messages(&mut follow_ups);
                 match self.meta.finish_event(&ev.id, &follow_ups).await {
                     Ok(seqs) => {
                         self.adopt_messages(follow_ups, seqs);
+                        // Counted once the end is committed: a failed commit offers the event again.
+                        for dead_letter in refused {
+                            self.count_event(&ev, |m, f, q| m.async_undelivered(f, q, dead_letter));
+                        }
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -146,9 +150,11 @@ impl Control {
     /// Has the queue engine check each queue message and make its row, so
     /// that the commit that ends the event stores it (the outbox). A message
     /// the queue refuses (it is gone, or FIFO) is dropped, as AWS drops a
-    /// record it cannot deliver, and counts it in `DestinationDeliveryFailures`
-    /// or `DeadLetterErrors`.
-    fn prepare_messages(&self, ev: &AsyncEvent, follow_ups: &mut [FollowUp]) {
+    /// record it cannot deliver. Returns, for each message refused, whether
+    /// it was for a dead-letter queue (`DeadLetterErrors`) or a destination
+    /// (`DestinationDeliveryFailures`).
+    fn prepare_messages(&self, follow_ups: &mut [FollowUp]) -> Vec<bool> {
+        let mut refused = Vec::new();
         for f in follow_ups {
             let FollowUp::QueueMessage(m) = f else { continue };
             let Some(queues) = &self.queues else { continue };
@@ -180,10 +186,11 @@ impl Control {
                 Ok(stored) => m.stored = Some(Box::new(stored)),
                 Err(e) => {
                     tracing::warn!(queue = %m.queue_arn, error = %e, "the queue cannot take the message");
-                    self.count_event(ev, |metrics, f, q| metrics.async_undelivered(f, q, m.dead_letter));
+                    refused.push(m.dead_letter);
                 }
             }
         }
+        refused
     }
 
     /// Makes the messages the commit stored receivable.
