@@ -272,3 +272,37 @@ def test_a_second_signal_stops_at_once_without_the_invokes_in_flight(tmp_path):
         assert str(s.data_dir) not in Path("/proc/self/mountinfo").read_text(), "no mount is left behind"
     finally:
         s.stop()
+
+
+def test_a_graceful_stop_finishes_a_request_whose_client_left(tmp_path):
+    """A request whose client gave up runs on; a graceful stop waits for it
+    and counts it, rather than dropping it with the runtime (it said
+    "finishing 0 in-flight request(s)" and lost the acknowledged-to-nobody
+    write half way)."""
+    srv = Server(tmp_path / "data", args=["--isolation", "process"]).start()
+    try:
+        sqs = sqs_client(srv)
+        url = sqs.create_queue(QueueName="stopping")["QueueUrl"]
+        key, secret = srv.credentials()
+        impatient = boto3.client("sqs", endpoint_url=srv.endpoint, region_name=REGION, aws_access_key_id=key,
+                                 aws_secret_access_key=secret,
+                                 config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1))
+        db = sqlite3.connect(str(srv.data_dir / "metadata.db"), timeout=30, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(ReadTimeoutError):
+                impatient.tag_queue(QueueUrl=url, Tags={"kept": "yes"})
+            srv.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "finishing 1 in-flight request(s)" in srv.output(), "the stop to count the request")
+            assert srv.proc.poll() is None, "the stop waits for it"
+        finally:
+            db.execute("COMMIT")
+            db.close()
+        assert srv.proc.wait(timeout=30) == 0
+    finally:
+        srv.stop()
+    srv = Server(tmp_path / "data", args=["--isolation", "process"]).start()
+    try:
+        assert sqs_client(srv).list_queue_tags(QueueUrl=url)["Tags"] == {"kept": "yes"}
+    finally:
+        srv.stop()

@@ -71,6 +71,9 @@ pub struct Api {
     metrics: Option<Arc<nimbus_metrics::Metrics>>,
     /// KiB of request bodies the node may be reading at once (see [`read_body`]).
     reading: Arc<tokio::sync::Semaphore>,
+    /// Requests whose clients left, running to their end in tasks of their
+    /// own (see [`droppable`]), which a graceful stop waits for.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// The default of [`Api::with_body_budget`]: 1 GiB.
@@ -102,7 +105,15 @@ impl Api {
             console: Arc::default(),
             metrics: None,
             reading: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_DEFAULT >> 10)),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Spawns request handling into these tasks, which a graceful stop
+    /// waits for (`TaskTracker::close`, then `wait`).
+    pub fn with_tasks(mut self, tasks: tokio_util::task::TaskTracker) -> Self {
+        self.tasks = tasks;
+        self
     }
 
     /// Bytes of request bodies the node may be reading at once, all clients
@@ -182,10 +193,9 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
         let resp = if droppable(&front, &req) {
             dispatch(&api, front, req, &request_id).instrument(span).await
         } else {
-            let (api, request_id) = (api.clone(), request_id.clone());
-            tokio::spawn(async move { dispatch(&api, front, req, &request_id).await }.instrument(span))
-                .await
-                .unwrap_or_else(|e| ApiError::Internal(format!("the request's task failed: {e}")).into_response())
+            let (task_api, task_request_id) = (api.clone(), request_id.clone());
+            let work = async move { dispatch(&task_api, front, req, &task_request_id).await };
+            nimbus_control::Finish::new(work.instrument(span), Some(api.tasks.clone())).await
         };
         (resp, own_origin)
     };
@@ -230,13 +240,13 @@ async fn dispatch(api: &Api, front: Front, req: Request<Body>, request_id: &str)
 }
 
 /// Whether a request's handling may stop where its client left it. Most
-/// run in a task of their own, to their end: a handler dropped after its
-/// write was committed would skip what follows the commit (waking the task
-/// that acts on it, clearing a cache, marking an update done), and a lock it
-/// held would be released while its write still waited, to land after a
-/// later, acknowledged one. Left droppable: a synchronous invoke (its
-/// invocation moves to a task of its own when dropped, and a spawn here
-/// would cost every invoke a task hop) and SQS, whose front spawns every
+/// run to their end, in a task of their own if their client hangs up
+/// ([`nimbus_control::Finish`]): a handler dropped after its write was
+/// committed would skip what follows the commit (waking the task that acts
+/// on it, clearing a cache, marking an update done), and a lock it held
+/// would be released while its write still waited, to land after a later,
+/// acknowledged one. Left droppable: a synchronous invoke (its invocation
+/// finishes the same way, on its own) and SQS, whose front finishes every
 /// operation but ReceiveMessage (a long poll nobody waits for should stop).
 fn droppable(front: &Front, req: &Request<Body>) -> bool {
     let path = req.uri().path();

@@ -472,13 +472,21 @@ fn keep_private(dir: &Path) -> anyhow::Result<()> {
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("making the data directory {} private", dir.display()))?;
-        tracing::warn!(
-            data_dir = %dir.display(),
-            was = format!("{:o}", mode & 0o7777),
-            "the data directory was open to other users; it is now 0700"
-        );
+        let was = format!("{:o}", mode & 0o7777);
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            Ok(()) => tracing::warn!(
+                data_dir = %dir.display(),
+                %was,
+                "the data directory was open to other users; it is now 0700"
+            ),
+            // Not its owner (a directory shared on purpose): say so, and go on.
+            Err(e) => tracing::warn!(
+                data_dir = %dir.display(),
+                %was,
+                error = %e,
+                "the data directory is open to other users, who can read its functions' settings, logs and data"
+            ),
+        }
     }
     Ok(())
 }
@@ -530,26 +538,35 @@ impl DataDirLock {
     }
 }
 
-/// The stop signals, SIGTERM and SIGINT: the first resolves the first
-/// future (a graceful stop, which finishes the requests in flight and says
-/// how many), the second the second (a stop at once). The handlers are
-/// installed when this is called, not when the futures are first awaited:
-/// a signal that arrives while the node is still starting must stop it
-/// gracefully too, not kill it where it stands.
+/// The stop signals, SIGTERM, SIGINT and SIGHUP (a closed terminal): the
+/// first resolves the first future (a graceful stop, which finishes the
+/// requests in flight and says how many), the second the second (a stop at
+/// once, which still takes down the sandboxes), and a third exits there and
+/// then. The handlers are installed when this is called, not when the
+/// futures are first awaited: a signal that arrives while the node is still
+/// starting must stop it gracefully too, not kill it where it stands.
 fn stop_signals(
     requests: nimbus_http::Requests,
+    tasks: tokio_util::task::TaskTracker,
 ) -> anyhow::Result<(impl std::future::Future<Output = ()>, impl std::future::Future<Output = ()>)> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
     let (seen, signals) = tokio::sync::watch::channel(0u8);
     tokio::spawn(async move {
-        for n in 1..=2 {
+        for n in 1..=3 {
             let name = tokio::select! {
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => "SIGHUP",
             };
-            let in_flight = requests.in_flight();
+            // Requests still read or answered, and those running on after their client left.
+            let in_flight = requests.in_flight().max(tasks.len());
+            if n == 3 {
+                tracing::error!(signal = name, "a third signal: exiting now, sandboxes and mounts as they are");
+                std::process::exit(130);
+            }
             if n == 1 {
                 tracing::info!(
                     signal = name,
@@ -616,7 +633,8 @@ fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let traces = init_tracing(args.log_format, args.otlp_endpoint.as_deref())?;
     let requests = nimbus_http::Requests::default();
-    let (stop, abort) = stop_signals(requests.clone())?;
+    let tasks = tokio_util::task::TaskTracker::new();
+    let (stop, abort) = stop_signals(requests.clone(), tasks.clone())?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
     }
@@ -824,7 +842,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_logs(logs)
                 .with_metrics(metrics.clone())
                 .with_ecs(ecs)
-                .with_body_budget(args.body_budget_mb.saturating_mul(1 << 20)),
+                .with_body_budget(args.body_budget_mb.saturating_mul(1 << 20))
+                .with_tasks(tasks.clone()),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
@@ -847,9 +866,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
         // The peer address becomes function URL events' `sourceIp`.
         let served = nimbus_http::serve_counting(listener, nimbus_api::router(api), stop, limits, requests.clone());
+        // Then the requests whose clients left before their answers, which run on.
+        let finished = async {
+            served.await;
+            tasks.close();
+            tasks.wait().await;
+        };
         let abandoned = tokio::select! {
-            () = served => None,
-            () = abort => Some(requests.in_flight()),
+            () = finished => None,
+            () = abort => Some(requests.in_flight().max(tasks.len())),
         };
         // The minute under way, which the flusher would write when it ends.
         if let Err(e) = metrics.flush().await {

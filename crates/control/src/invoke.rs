@@ -1,10 +1,6 @@
 //! Invoke: resolve the function and qualifier (weighted aliases pick a
 //! version at random by weight), then hand the run to the worker.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use futures_util::FutureExt;
 use nimbus_core::function::{Function, LATEST};
@@ -157,56 +153,9 @@ impl Control {
             let _ = recorder.send(crate::records::batch_of(&config, &request_id, &outcome));
             Ok(Invoked { executed_version, outcome })
         };
-        Finish::new(run).await
-    }
-}
-
-/// Runs an invocation in the caller's task and, if the caller goes away
-/// first (hyper drops a request's future when its client hangs up),
-/// finishes it in a task of its own, so that an environment is never
-/// abandoned mid-invocation, nor its record lost. Spawning every
-/// invocation and joining it would do the same at the cost of a task hop
-/// per invoke, whose join often woke the other async thread.
-struct Finish<F>(Option<Pin<Box<F>>>)
-where
-    F: Future + Send + 'static,
-    F::Output: Send;
-
-impl<F> Finish<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send,
-{
-    fn new(run: F) -> Self {
-        Self(Some(Box::pin(run)))
-    }
-}
-
-impl<F> Future for Finish<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send,
-{
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let Some(run) = self.0.as_mut() else { panic!("an invocation polled after it finished") };
-        let out = std::task::ready!(run.as_mut().poll(cx));
-        self.0 = None;
-        Poll::Ready(out)
-    }
-}
-
-impl<F> Drop for Finish<F>
-where
-    F: Future + Send + 'static,
-    F::Output: Send,
-{
-    fn drop(&mut self) {
-        // Outside a runtime (its shutdown) there is nothing left to finish on.
-        if let (Some(run), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            runtime.spawn(run);
-        }
+        // Finished in a task of its own if the caller goes away first, so that
+        // an environment is never abandoned mid-invocation, nor its record lost.
+        crate::Finish::new(run, None).await
     }
 }
 

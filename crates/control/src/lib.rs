@@ -13,6 +13,7 @@ mod asynchronous;
 mod code;
 mod codesigning;
 mod destinations;
+mod finish;
 mod functions;
 mod images;
 mod invoke;
@@ -33,6 +34,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub use code::{CodeObjectError, CodeObjects, S3Code};
 pub use codesigning::CodeSigningInput;
+pub use finish::Finish;
 pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
 pub use images::{FoundImage, ImageLookupError, ImageResolver};
 pub use invoke::{InvokeRequest, Invoked, Prepared};

@@ -779,7 +779,8 @@ impl Queues {
             first_receive_ms: l.message.first_receive_ms.unwrap_or(now),
         }));
         self.write_behind(writes);
-        if let (Some(dlq), Some(this), false) = (dlq, self.me.upgrade(), taken.dead.is_empty()) {
+        if let (Some(dlq), false) = (dlq, taken.dead.is_empty()) {
+            let this = self.me.upgrade().expect("the engine is shared from `open`");
             // In a task of its own: the messages are out of the source's
             // memory, and must reach the dead-letter queue's even if this
             // receive is dropped (its client gone).

@@ -195,17 +195,15 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
         let ctx = ops::Ctx { queues: &queues, host: &host, path: &raw_path };
         ops::execute(&ctx, &operation, &input).await
     };
-    // A write is committed, then shown in memory: it runs to its end even if
-    // the client hangs up meanwhile (dropped between the two, a sent message
+    // A write is committed, then shown in memory: it runs to its end (in a
+    // task of its own) even if the client hangs up meanwhile (dropped between the two, a sent message
     // would be stored but unseen until the next start, and its deduplication
     // id would answer retries). A receive is dropped with its client: a long
     // poll nobody waits for should stop waiting.
     let result = if op == "ReceiveMessage" {
         run.await
     } else {
-        tokio::spawn(run.instrument(tracing::Span::current()))
-            .await
-            .unwrap_or_else(|e| Err(ops::Failure::Queue(Error::Internal(e.to_string()))))
+        nimbus_control::Finish::new(run.instrument(tracing::Span::current()), Some(api.tasks.clone())).await
     };
     match result {
         Ok(result) => match protocol {
