@@ -3,6 +3,7 @@ ports with temporary data directories, driven by boto3, the aws CLI and the
 nimbus CLI."""
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import io
@@ -13,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -230,6 +232,27 @@ def aws_client(server, service):
 
 def sqs_client(server):
     return aws_client(server, "sqs")
+
+
+def impatient_client(server, service):
+    """A client that gives up after a second, with no retry."""
+    key, secret = server.credentials()
+    return boto3.client(service, endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret,
+                        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1))
+
+
+@contextlib.contextmanager
+def store_write_locked(server):
+    """Holds the node's store's write lock from outside, so that its commits
+    wait (as behind a slow disk) until the block ends."""
+    db = sqlite3.connect(str(server.data_dir / "metadata.db"), timeout=30, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+        db.close()
 
 
 def wait_ready(lam, function, timeout=60.0):

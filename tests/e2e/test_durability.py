@@ -6,20 +6,17 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import stat
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 
-from conftest import (HELLO_ZIP, REGION, ROLE, Server, aws_client, blob_files, create, make_zip, sqs_client,
-                      unique_name, wait_for)
+from conftest import (HELLO_ZIP, ROLE, Server, aws_client, blob_files, create, impatient_client, make_zip,
+                      sqs_client, store_write_locked, unique_name, wait_for)
 
 
 def full_state(lam, names):
@@ -129,22 +126,12 @@ def test_writes_whose_client_gave_up_mid_commit_take_full_effect(tmp_path):
     transaction holds the store's write lock to keep the commits waiting."""
     srv = Server(tmp_path / "data", args=["--isolation", "process"]).start()
     try:
-        key, secret = srv.credentials()
-
         def impatient(service):
-            return boto3.client(service, endpoint_url=srv.endpoint, region_name=REGION, aws_access_key_id=key,
-                                aws_secret_access_key=secret,
-                                config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1))
+            return impatient_client(srv, service)
 
         def gives_up(call):
-            db = sqlite3.connect(str(srv.data_dir / "metadata.db"), timeout=30, isolation_level=None)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                with pytest.raises(ReadTimeoutError):
-                    call()
-            finally:
-                db.execute("COMMIT")
-                db.close()
+            with store_write_locked(srv), pytest.raises(ReadTimeoutError):
+                call()
 
         lam, s3, sqs = srv.client(), aws_client(srv, "s3"), sqs_client(srv)
         marks = tmp_path / "ran"
@@ -283,21 +270,12 @@ def test_a_graceful_stop_finishes_a_request_whose_client_left(tmp_path):
     try:
         sqs = sqs_client(srv)
         url = sqs.create_queue(QueueName="stopping")["QueueUrl"]
-        key, secret = srv.credentials()
-        impatient = boto3.client("sqs", endpoint_url=srv.endpoint, region_name=REGION, aws_access_key_id=key,
-                                 aws_secret_access_key=secret,
-                                 config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1))
-        db = sqlite3.connect(str(srv.data_dir / "metadata.db"), timeout=30, isolation_level=None)
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with store_write_locked(srv):
             with pytest.raises(ReadTimeoutError):
-                impatient.tag_queue(QueueUrl=url, Tags={"kept": "yes"})
+                impatient_client(srv, "sqs").tag_queue(QueueUrl=url, Tags={"kept": "yes"})
             srv.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: "finishing 1 in-flight request(s)" in srv.output(), "the stop to count the request")
             assert srv.proc.poll() is None, "the stop waits for it"
-        finally:
-            db.execute("COMMIT")
-            db.close()
         assert srv.proc.wait(timeout=30) == 0
     finally:
         srv.stop()

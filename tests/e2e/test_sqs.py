@@ -7,18 +7,16 @@ acknowledged sends surviving kill -9."""
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from conftest import ACCOUNT, REGION, signed_request, sqs_client, unique_name, wait_for
+from conftest import (ACCOUNT, REGION, impatient_client, signed_request, sqs_client, store_write_locked, unique_name,
+                      wait_for)
 
 NS = {"q": "http://queue.amazonaws.com/doc/2012-11-05/"}
 
@@ -702,19 +700,9 @@ def test_a_send_whose_client_gave_up_mid_commit_is_received(private_server):
     srv = private_server()
     sqs = sqs_client(srv)
     url = sqs.create_queue(QueueName="impatient.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    key, secret = srv.credentials()
-    impatient = boto3.client("sqs", endpoint_url=srv.endpoint, region_name=REGION, aws_access_key_id=key,
-                             aws_secret_access_key=secret,
-                             config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1))
-    db = sqlite3.connect(str(srv.data_dir / "metadata.db"), timeout=30, isolation_level=None)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        with pytest.raises(ReadTimeoutError):
-            impatient.send_message(QueueUrl=url, MessageBody="order-1", MessageGroupId="g",
-                                   MessageDeduplicationId="order-1")
-    finally:
-        db.execute("COMMIT")
-        db.close()
+    with store_write_locked(srv), pytest.raises(ReadTimeoutError):
+        impatient_client(srv, "sqs").send_message(QueueUrl=url, MessageBody="order-1", MessageGroupId="g",
+                                                  MessageDeduplicationId="order-1")
     retried = sqs.send_message(QueueUrl=url, MessageBody="order-1", MessageGroupId="g",
                                MessageDeduplicationId="order-1")
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5).get("Messages", [])

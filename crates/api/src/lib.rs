@@ -109,7 +109,7 @@ impl Api {
         }
     }
 
-    /// Spawns request handling into these tasks, which a graceful stop
+    /// Where requests whose clients left finish: tasks a graceful stop
     /// waits for (`TaskTracker::close`, then `wait`).
     pub fn with_tasks(mut self, tasks: tokio_util::task::TaskTracker) -> Self {
         self.tasks = tasks;

@@ -1397,7 +1397,7 @@ impl Env {
         };
         let mut log = init_lines;
         if let (Some(t), Some(ms)) = (&init_error_type, init_ms) {
-            log.extend(self.platform.init_failed(self.init_type, ms, t).map(|l| (now(), l)));
+            log.extend(self.platform.init_report(self.init_type, ms, "error", Some(t)).map(|l| (now(), l)));
         }
         let printed = self.shared.drain_logs();
         // START is worded now but comes first in time as well as in order:
@@ -1453,7 +1453,7 @@ impl Env {
     /// Notes in the log of the next invocation that init overran `limit`
     /// and runs again.
     pub fn note_init_timeout(&self, init_type: &str, limit: Duration) {
-        if let Some(line) = self.platform.init_timed_out(init_type, limit.as_secs_f64() * 1000.0) {
+        if let Some(line) = self.platform.init_report(init_type, limit.as_secs_f64() * 1000.0, "timeout", None) {
             self.shared.push_log(line.as_bytes());
         }
     }

@@ -125,39 +125,27 @@ impl Platform {
         (!self.json).then(|| format!("{error_type}: {message}\n"))
     }
 
-    /// An init that failed (the runtime reported `error_type`), before the
-    /// invocation's START.
-    pub fn init_failed(&self, init_type: &str, init_ms: f64, error_type: &str) -> Option<String> {
+    /// An init that failed (`Status: error` and the `error_type` the runtime
+    /// reported, before the invocation's START) or overran its limit
+    /// (`Status: timeout`, and is run again within the invoke).
+    pub fn init_report(&self, init_type: &str, ms: f64, status: &str, error_type: Option<&str>) -> Option<String> {
         match self.json {
-            true => self.record(
-                "platform.initReport",
-                json!({
+            true => {
+                let mut record = json!({
                     "initializationType": init_type,
                     "phase": "init",
-                    "status": "error",
-                    "errorType": error_type,
-                    "metrics": { "durationMs": round2(init_ms) },
-                }),
-            ),
-            false => Some(format!(
-                "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}\n"
-            )),
-        }
-    }
-
-    /// An init that overran its limit and is run again within the invoke.
-    pub fn init_timed_out(&self, init_type: &str, limit_ms: f64) -> Option<String> {
-        match self.json {
-            true => self.record(
-                "platform.initReport",
-                json!({
-                    "initializationType": init_type,
-                    "phase": "init",
-                    "status": "timeout",
-                    "metrics": { "durationMs": round2(limit_ms) },
-                }),
-            ),
-            false => Some(format!("INIT_REPORT Init Duration: {limit_ms:.2} ms\tPhase: init\tStatus: timeout\n")),
+                    "status": status,
+                    "metrics": { "durationMs": round2(ms) },
+                });
+                if let Some(t) = error_type {
+                    record["errorType"] = t.into();
+                }
+                self.record("platform.initReport", record)
+            }
+            false => {
+                let error = error_type.map(|t| format!("\tError Type: {t}")).unwrap_or_default();
+                Some(format!("INIT_REPORT Init Duration: {ms:.2} ms\tPhase: init\tStatus: {status}{error}\n"))
+            }
         }
     }
 }
