@@ -314,6 +314,7 @@ pub fn event_invoke_out(
 
 /// A Create or Update request as the mapping rules take it.
 pub fn mapping_in(req: w::EventSourceMappingRequest) -> nimbus_triggers::mappings::MappingInput {
+    let unsupported = req.other_source_member();
     nimbus_triggers::mappings::MappingInput {
         function_name: req.function_name,
         event_source_arn: req.event_source_arn,
@@ -326,7 +327,7 @@ pub fn mapping_in(req: w::EventSourceMappingRequest) -> nimbus_triggers::mapping
         function_response_types: req.function_response_types,
         maximum_concurrency: req.scaling_config.map(|s| s.maximum_concurrency),
         stream_setting: req.starting_position.is_some() || req.starting_position_timestamp.is_some(),
-        unsupported: req.other_sources.first_given(),
+        unsupported,
     }
 }
 

@@ -561,8 +561,7 @@ fn stop_signals(
                 _ = term.recv() => "SIGTERM",
                 _ = hup.recv() => "SIGHUP",
             };
-            // Requests still read or answered, and those running on after their client left.
-            let in_flight = requests.in_flight().max(tasks.len());
+            let in_flight = in_flight(&requests, &tasks);
             if n == 3 {
                 tracing::error!(signal = name, "a third signal: exiting now, sandboxes and mounts as they are");
                 std::process::exit(130);
@@ -571,7 +570,7 @@ fn stop_signals(
                 tracing::info!(
                     signal = name,
                     in_flight,
-                    "shutting down: finishing {in_flight} in-flight request(s); a second SIGINT or SIGTERM stops at once"
+                    "shutting down: finishing {in_flight} in-flight request(s); a second signal stops at once"
                 );
             } else {
                 tracing::warn!(signal = name, in_flight, "stopping at once: {in_flight} request(s) left unfinished");
@@ -587,6 +586,12 @@ fn stop_signals(
         }
     };
     Ok((after(1), after(2)))
+}
+
+/// Requests in flight: those still read or answered, and those running on
+/// after their client left (which the listener no longer counts).
+fn in_flight(requests: &nimbus_http::Requests, tasks: &tokio_util::task::TaskTracker) -> usize {
+    requests.in_flight() + tasks.len()
 }
 
 /// Where clients reach function URLs. An unspecified listen address
@@ -874,7 +879,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let abandoned = tokio::select! {
             () = finished => None,
-            () = abort => Some(requests.in_flight().max(tasks.len())),
+            () = abort => Some(in_flight(&requests, &tasks)),
         };
         // The minute under way, which the flusher would write when it ends.
         if let Err(e) = metrics.flush().await {

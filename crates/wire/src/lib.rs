@@ -627,53 +627,36 @@ wire!(
     /// Stream sources only; a number or a date string on the wire.
     pub starting_position: Option<String>,
     pub starting_position_timestamp: Option<serde_json::Value>,
+    /// Every other member given, as given (see [`OTHER_SOURCE_MEMBERS`]).
     #[serde(flatten)]
-    pub other_sources: OtherSourceSettings,
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 });
 
-wire!(
-    /// Members of CreateEventSourceMapping and UpdateEventSourceMapping that
-    /// apply to streams, Kafka, MQ or DocumentDB only: kept as given, so that
-    /// a queue mapping can refuse them by name.
-    OtherSourceSettings {
-    pub parallelization_factor: Option<serde_json::Value>,
-    pub destination_config: Option<serde_json::Value>,
-    pub maximum_record_age_in_seconds: Option<serde_json::Value>,
-    pub bisect_batch_on_function_error: Option<serde_json::Value>,
-    pub maximum_retry_attempts: Option<serde_json::Value>,
-    pub tumbling_window_in_seconds: Option<serde_json::Value>,
-    pub topics: Option<serde_json::Value>,
-    pub queues: Option<serde_json::Value>,
-    pub source_access_configurations: Option<serde_json::Value>,
-    pub self_managed_event_source: Option<serde_json::Value>,
-    pub amazon_managed_kafka_event_source_config: Option<serde_json::Value>,
-    pub self_managed_kafka_event_source_config: Option<serde_json::Value>,
-    #[serde(rename = "DocumentDBEventSourceConfig")]
-    pub document_db_event_source_config: Option<serde_json::Value>,
-});
-
-impl OtherSourceSettings {
-    /// The wire name of the first member given, if any.
-    pub fn first_given(&self) -> Option<&'static str> {
-        [
-            ("ParallelizationFactor", &self.parallelization_factor),
-            ("DestinationConfig", &self.destination_config),
-            ("MaximumRecordAgeInSeconds", &self.maximum_record_age_in_seconds),
-            ("BisectBatchOnFunctionError", &self.bisect_batch_on_function_error),
-            ("MaximumRetryAttempts", &self.maximum_retry_attempts),
-            ("TumblingWindowInSeconds", &self.tumbling_window_in_seconds),
-            ("Topics", &self.topics),
-            ("Queues", &self.queues),
-            ("SourceAccessConfigurations", &self.source_access_configurations),
-            ("SelfManagedEventSource", &self.self_managed_event_source),
-            ("AmazonManagedKafkaEventSourceConfig", &self.amazon_managed_kafka_event_source_config),
-            ("SelfManagedKafkaEventSourceConfig", &self.self_managed_kafka_event_source_config),
-            ("DocumentDBEventSourceConfig", &self.document_db_event_source_config),
-        ]
-        .into_iter()
-        .find_map(|(name, v)| v.as_ref().map(|_| name))
+impl EventSourceMappingRequest {
+    /// The first member given that applies to other sources than queues.
+    pub fn other_source_member(&self) -> Option<&'static str> {
+        OTHER_SOURCE_MEMBERS.into_iter().find(|name| self.other.get(*name).is_some_and(|v| !v.is_null()))
     }
 }
+
+/// Members of CreateEventSourceMapping and UpdateEventSourceMapping that
+/// apply to streams, Kafka, MQ or DocumentDB only, which a queue mapping
+/// refuses by name.
+pub const OTHER_SOURCE_MEMBERS: [&str; 13] = [
+    "ParallelizationFactor",
+    "DestinationConfig",
+    "MaximumRecordAgeInSeconds",
+    "BisectBatchOnFunctionError",
+    "MaximumRetryAttempts",
+    "TumblingWindowInSeconds",
+    "Topics",
+    "Queues",
+    "SourceAccessConfigurations",
+    "SelfManagedEventSource",
+    "AmazonManagedKafkaEventSourceConfig",
+    "SelfManagedKafkaEventSourceConfig",
+    "DocumentDBEventSourceConfig",
+];
 
 wire!(EventSourceMappingConfiguration {
     #[serde(rename = "UUID")]

@@ -1324,8 +1324,13 @@ impl Env {
             Some(Reply::Exited(status)) => Some(status.clone()),
             _ => None,
         };
-        // What the runtime said its init failed with (`Runtime.ImportModuleError`…).
-        let init_error_type = match &reply {
+        let init_failed = matches!(reply, Some(Reply::InitError(_)));
+        // The failure's type, as the caller, REPORT and a failed init's
+        // INIT_REPORT name it: an exit's (current runtimes' words for an
+        // out-of-memory kill, lambda-api.md §4.4), or what the runtime said
+        // its init failed with (`Runtime.ImportModuleError`…).
+        let error_type: Option<String> = match &reply {
+            Some(Reply::Exited(_)) => Some(if oom { "Runtime.OutOfMemory" } else { "Runtime.ExitError" }.into()),
             Some(Reply::InitError(b)) => Some(
                 serde_json::from_slice::<serde_json::Value>(b)
                     .ok()
@@ -1348,8 +1353,7 @@ impl Env {
                 tracing::warn!(function = %inv.config.name, request_id = %id, %status, "function failed: {why}");
                 (
                     platform_error(
-                        // What current runtimes give the caller (lambda-api.md §4.4).
-                        if oom { "Runtime.OutOfMemory" } else { "Runtime.ExitError" },
+                        error_type.as_deref().unwrap_or("Runtime.ExitError"),
                         format!("RequestId: {id} Error: Runtime exited with error: {status}"),
                     ),
                     Some("Unhandled".to_string()),
@@ -1389,15 +1393,13 @@ impl Env {
             max_memory_mb,
             init_ms,
             status,
-            error_type: match (&exit_status, oom) {
-                (_, true) => Some("Runtime.OutOfMemory"),
-                (Some(_), false) => Some("Runtime.ExitError"),
-                (None, false) => init_error_type.as_deref(),
-            },
+            error_type: error_type.as_deref(),
         };
         let mut log = init_lines;
-        if let (Some(t), Some(ms)) = (&init_error_type, init_ms) {
-            log.extend(self.platform.init_report(self.init_type, ms, "error", Some(t)).map(|l| (now(), l)));
+        if let (true, Some(ms)) = (init_failed, init_ms) {
+            log.extend(
+                self.platform.init_report(self.init_type, ms, "error", error_type.as_deref()).map(|l| (now(), l)),
+            );
         }
         let printed = self.shared.drain_logs();
         // START is worded now but comes first in time as well as in order:

@@ -195,11 +195,9 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
         let ctx = ops::Ctx { queues: &queues, host: &host, path: &raw_path };
         ops::execute(&ctx, &operation, &input).await
     };
-    // A write is committed, then shown in memory: it runs to its end (in a
-    // task of its own) even if the client hangs up meanwhile (dropped between the two, a sent message
-    // would be stored but unseen until the next start, and its deduplication
-    // id would answer retries). A receive is dropped with its client: a long
-    // poll nobody waits for should stop waiting.
+    // A request runs to its end (see `droppable` in lib.rs), but for a
+    // receive, which the front door cannot tell apart before the body is
+    // read: a long poll nobody waits for should stop waiting.
     let result = if op == "ReceiveMessage" {
         run.await
     } else {
