@@ -234,6 +234,28 @@ def test_memory_limit_kills_the_runtime_and_it_is_replaced(lam):
     assert "FunctionError" not in r and out == 20 * 1024 * 1024
 
 
+def max_memory_used(r):
+    return int(re.search(r"Max Memory Used: (\d+) MB", base64.b64decode(r["LogResult"]).decode())[1])
+
+
+def test_max_memory_used_counts_what_the_runtime_holds(lam):
+    # A Python runtime forked from the zygote shares the zygote's pages, and
+    # a Node runtime maps files another sandbox read first: resident in the
+    # environment, charged to no cgroup of its own. Its cgroup alone read 2
+    # and 8 MB for no-ops; the interpreters hold more than that.
+    python = deploy(lam, Handler="app.hog", MemorySize=512)
+    node = deploy(lam, Runtime="nodejs20.x", Handler="index.handler",
+                  Code={"ZipFile": make_zip({"index.mjs": "export const handler = async () => 1;\n"})})
+    lam.get_waiter("function_active_v2").wait(FunctionName=node)
+    idle, _ = call(lam, python, {"mb": 0})
+    busy, _ = call(lam, python, {"mb": 64})
+    (quiet, _), (again, _) = call(lam, node, {}), call(lam, node, {})
+    assert max_memory_used(idle) >= 8, max_memory_used(idle)
+    # What it used on top, from its cgroup's peak.
+    assert max_memory_used(busy) >= max_memory_used(idle) + 64, (max_memory_used(idle), max_memory_used(busy))
+    assert 25 <= max_memory_used(quiet) == max_memory_used(again) <= 128, (max_memory_used(quiet), max_memory_used(again))
+
+
 def env_dirs(server):
     group = server.cgroups()[0]
     return {d for d in group.iterdir() if d.is_dir()} if group.exists() else set()

@@ -344,6 +344,16 @@ impl Cgroup {
         read.and_then(|n| std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()).unwrap_or(0)
     }
 
+    /// The memory the cgroup uses now.
+    pub fn memory_bytes(&self) -> u64 {
+        let file = match self.layout {
+            Layout::V1 { .. } => "memory.usage_in_bytes",
+            Layout::V2 { .. } => "memory.current",
+        };
+        let text = std::fs::read_to_string(self.memory_dir().join(file)).unwrap_or_default();
+        text.trim().parse().unwrap_or(0)
+    }
+
     /// Whether the kernel has killed a process here for lack of memory.
     pub fn oom_killed(&self) -> bool {
         let file = match self.layout {

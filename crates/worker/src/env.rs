@@ -428,6 +428,9 @@ pub(crate) struct Env {
     runtime_pid: Option<u32>,
     /// Holds invocations to the CPU share; set with the share, after init.
     pacer: Option<crate::pace::Pacer>,
+    /// What the runtime holds resident but its cgroup was never charged
+    /// for, measured after init; see [`Env::after_init`].
+    uncharged_bytes: u64,
     spawned_at: Instant,
     memory_mb: u32,
     timeout: Duration,
@@ -816,6 +819,15 @@ fn peak_memory_mb(pid: Option<u32>) -> u64 {
         .map_or(0, |kb| kb.div_ceil(1024))
 }
 
+/// A process's resident size now, from /proc/<pid>/statm (its second
+/// field, in pages).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok()??;
+    Some(pages * u64::try_from(page).ok()?)
+}
+
 /// An exit status as AWS words it: `exit status 1`, `signal: killed`.
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -1121,6 +1133,7 @@ impl Env {
             pid,
             runtime_pid,
             pacer: None,
+            uncharged_bytes: 0,
             spawned_at: Instant::now(),
             memory_mb: 0,
             timeout: Duration::ZERO,
@@ -1224,22 +1237,31 @@ impl Env {
         Ok(self)
     }
 
-    /// After init: the CPU share of the function's memory. Init itself runs
-    /// unthrottled, as AWS boosts CPU during the init phase.
-    pub fn limit_cpu(&mut self) {
+    /// After init: the CPU share of the function's memory (init itself runs
+    /// unthrottled, as AWS boosts CPU during the init phase), and what its
+    /// runtime holds that its cgroup does not count.
+    ///
+    /// A runtime forked from a zygote shares the zygote's pages, and one
+    /// made ahead maps the interpreter's files that another sandbox read
+    /// first: resident in it, but charged to another cgroup. `Max Memory
+    /// Used` counts them, as AWS's does (a no-op Python function would
+    /// otherwise report 2 MB). Measured once, as the runtime's resident
+    /// size beyond its cgroup's usage (two small reads on a cold start's path).
+    pub fn after_init(&mut self) {
         let Some(cg) = &self.cgroup else { return };
+        // A sandbox's runtime is its PID 1 (stage two) unless a zygote forked it.
+        let runtime = self.runtime_pid.or_else(|| crate::zygote::first_child(self.pid?).ok().flatten());
+        if let Some(resident) = runtime.and_then(resident_bytes) {
+            self.uncharged_bytes = resident.saturating_sub(cg.memory_bytes());
+        }
         let share = nimbus_sandbox::cgroup::cpu_share(u64::from(self.memory_mb));
         if let Err(e) = cg.limit_cpu(share) {
             tracing::warn!(error = %e, "cannot set the CPU limit");
         }
-        if !crate::pace::Pacer::paces(share) {
-            return;
+        if crate::pace::Pacer::paces(share) {
+            let (quota_us, _) = nimbus_sandbox::cgroup::cpu_bandwidth(share);
+            self.pacer = runtime.and_then(|pid| crate::pace::Pacer::new(pid, share, Duration::from_micros(quota_us)));
         }
-        // A sandbox's runtime is its PID 1 (stage two) unless a zygote forked
-        // it; found only for a paced share (a /proc read on a cold start's path).
-        let runtime = self.runtime_pid.or_else(|| crate::zygote::first_child(self.pid?).ok().flatten());
-        let (quota_us, _) = nimbus_sandbox::cgroup::cpu_bandwidth(share);
-        self.pacer = runtime.and_then(|pid| crate::pace::Pacer::new(pid, share, Duration::from_micros(quota_us)));
     }
 
     pub fn alive(&self) -> bool {
@@ -1314,7 +1336,10 @@ impl Env {
             p.charge();
         }
         let max_memory_mb = match &self.cgroup {
-            Some(cg) => cg.peak_memory_bytes().div_ceil(1 << 20),
+            // Never past its size: the kernel stops its own charges there.
+            Some(cg) => {
+                (self.uncharged_bytes + cg.peak_memory_bytes()).div_ceil(1 << 20).min(u64::from(self.memory_mb))
+            }
             None => peak_memory_mb(self.pid),
         };
         // Only an exit can be the kernel's out-of-memory kill.

@@ -670,14 +670,14 @@ impl Worker {
             None => env::Env::spawn(spec.clone()).instrument(tracing::debug_span!("spawn")).await?,
         };
         if first.wait_ready(INIT_LIMIT).instrument(tracing::debug_span!("init")).await {
-            first.limit_cpu();
+            first.after_init();
             return Ok(first);
         }
         first.retire().await;
         let init_type = spec.init_type;
         let mut second = env::Env::spawn(spec).await?;
         second.note_init_timeout(init_type, INIT_LIMIT);
-        second.limit_cpu();
+        second.after_init();
         Ok(second)
     }
 }
@@ -778,7 +778,7 @@ impl Invoker for Worker {
                 env.retire().await;
                 return Err(Error::Unavailable(reason));
             }
-            env.limit_cpu();
+            env.after_init();
             Ok(env)
         };
         // A few at a time: each start is CPU-bound on this node.
