@@ -214,6 +214,11 @@ def test_bad_get_metric_data_is_refused(cw):
          "The collection MetricDataQueries must not have a size greater than 500."),
         (dict(MaxDatapoints=0), "InvalidParameterValue", "The value 0 for parameter MaxDatapoints"),
         (dict(NextToken="not-a-token"), "InvalidNextToken", "The value not-a-token for parameter NextToken"),
+    ] + [
+        # An Id names its query in metric math: AWS's pattern, whatever else is wrong.
+        (dict(MetricDataQueries=[{"Id": bad, "MetricStat": stat}]), "ValidationError",
+         f"The value {bad} for parameter MetricDataQueries.member.1.Id is not matching the expected pattern")
+        for bad in ("Inv", "5xx", "a-b", "a.b")
     ]
     for kw, code, message in refusals:
         params = dict(MetricDataQueries=[{"Id": "a", "MetricStat": stat}], StartTime=utc(-10), EndTime=utc(0))

@@ -4,18 +4,21 @@ the REPORT lines' billed durations, priced at AWS's list prices (x86_64
 and arm64, free tier on or off, or a price table of the operator's)."""
 
 import base64
+import datetime
 import json
 import re
 
 import pytest
 
-from conftest import Server, create, make_zip, nimbus_cli, signed_request, send, unique_name, wait_for, wait_ready
+from conftest import Server, create, logs_client, make_zip, nimbus_cli, signed_request, send, unique_name, wait_for, wait_ready
 
 CODE = make_zip({"app.py": '''
 import time
 
 def handler(event, context):
     time.sleep(event.get("sleep_ms", 0) / 1000)
+    if event.get("fail"):
+        raise RuntimeError("failed as asked")
     return "ok"
 '''})
 
@@ -119,5 +122,44 @@ def test_a_price_table_of_the_operators(tmp_path):
         report = usage_json(s, "--function", name)
         assert report["prices"] == prices
         assert report["cost"] == pytest.approx(2.0)
+    finally:
+        s.stop()
+
+
+def test_every_run_is_billed_and_the_free_tier_is_the_months(tmp_path):
+    # A dollar a request, GB-seconds free, and a free tier of three requests a month.
+    prices = {"x86_64": {"perMillionRequests": 1_000_000.0, "perGbSecond": 0.0},
+              "arm64": {"perMillionRequests": 1_000_000.0, "perGbSecond": 0.0},
+              "freeTier": {"requests": 3, "gbSeconds": 0.0}}
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps(prices))
+    s = Server(tmp_path / "data", args=("--prices", str(table), "--async-retry-delay", "0")).start()
+    try:
+        lam = s.client()
+        failing, fine = unique_name("retried"), unique_name("fine")
+        for name in (failing, fine):
+            create(lam, name, CODE)
+            wait_ready(lam, name)
+        # An event that fails and is retried twice runs three times, each a
+        # billed request with its own REPORT line (the same request id, as on AWS).
+        lam.put_function_event_invoke_config(FunctionName=failing, MaximumRetryAttempts=2)
+        lam.invoke(FunctionName=failing, InvocationType="Event", Payload=b'{"fail": true}')
+        recorded(s, failing, 3)
+        events = logs_client(s).filter_log_events(logGroupName=f"/aws/lambda/{failing}", filterPattern="REPORT")
+        billed = [int(re.search(r"Billed Duration: (\d+) ms", e["message"])[1]) for e in events["events"]]
+        assert len(billed) == 3 and usage_json(s, "--function", failing)["billedMs"] == sum(billed), billed
+        first_month = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m")
+        # Those three runs took the month's free tier: a window after them gets none of it.
+        since = datetime.datetime.now(datetime.timezone.utc)
+        for _ in range(2):
+            lam.invoke(FunctionName=fine, Payload=b"{}")
+        recorded(s, fine, 2)
+        window = usage_json(s, "--since", since.isoformat(), "--free-tier")
+        assert window["requests"] == 2 and window["grossCost"] == pytest.approx(2.0)
+        # (Unless the month turned between the two: a new month's tier is whole.)
+        expected = 0.0 if since.strftime("%Y-%m") == first_month else 2.0
+        assert window["freeTierCredit"] == pytest.approx(expected), window
+        whole = usage_json(s, "--since", "1d", "--free-tier")
+        assert whole["requests"] == 5 and whole["freeTierCredit"] == pytest.approx(3.0), whole
     finally:
         s.stop()

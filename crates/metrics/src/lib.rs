@@ -460,7 +460,14 @@ impl Metrics {
             Some(_) => Vec::new(),
             None => self.meta.task_usage(q.start_ms, q.end_ms).await?,
         };
-        Ok(usage::report(&rows, &tasks, &self.settings.prices, q.free_tier))
+        // The free tier is the node's, per calendar month: what its use
+        // before the window, in the window's first month, took of it.
+        let month_start = usage::month_start_ms(q.start_ms);
+        let earlier = match q.free_tier && month_start < q.start_ms {
+            true => self.meta.usage_rows(None, month_start, q.start_ms).await?,
+            false => Vec::new(),
+        };
+        Ok(usage::report(&rows, &earlier, &tasks, &self.settings.prices, q.free_tier))
     }
 }
 

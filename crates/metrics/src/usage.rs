@@ -5,8 +5,10 @@
 //! GB-seconds are billed milliseconds (already rounded up to 1 ms, as the
 //! REPORT line says) times memory: summed as integer MB-milliseconds and
 //! divided once, so a report's total equals the sum of its rows. The free
-//! tier (1 million requests and 400,000 GB-seconds a month) is taken off
-//! per calendar month, from x86_64 first.
+//! tier (1 million requests and 400,000 GB-seconds a month, for the whole
+//! node as for an AWS account) is taken off per calendar month, from x86_64
+//! first, as used: a window that begins within a month gets what the
+//! month's earlier use left of it.
 //!
 //! Container tasks are billed as Fargate bills them: vCPU-seconds and
 //! GB-seconds from each task's metering row (per second, a minute at
@@ -144,6 +146,14 @@ fn gb_seconds(mb_ms: u64) -> f64 {
     mb_ms as f64 / 1024.0 / 1000.0
 }
 
+/// The midnight (UTC) that began the calendar month of `ms`.
+pub(crate) fn month_start_ms(ms: i64) -> i64 {
+    DateTime::from_timestamp_millis(ms)
+        .and_then(|t| t.date_naive().with_day(1))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(ms, |t| t.and_utc().timestamp_millis())
+}
+
 fn day_of(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
@@ -175,8 +185,15 @@ fn task_days(tasks: &[TaskUsage], prices: &FargatePrices) -> Vec<TaskUsageDay> {
 }
 
 /// Prices the store's rows (one per function, day, architecture and memory
-/// size) and tasks' bills.
-pub(crate) fn report(rows: &[UsageRow], tasks: &[TaskUsage], prices: &Prices, free_tier: bool) -> UsageReport {
+/// size) and tasks' bills. `earlier` is every function's use in the window's
+/// first month before the window: what it took of that month's free tier.
+pub(crate) fn report(
+    rows: &[UsageRow],
+    earlier: &[UsageRow],
+    tasks: &[TaskUsage],
+    prices: &Prices,
+    free_tier: bool,
+) -> UsageReport {
     let mut days: BTreeMap<(String, i64, String), UsageDay> = BTreeMap::new();
     for r in rows {
         let d = days.entry((r.function.clone(), r.day_ms, r.architecture.clone())).or_insert_with(|| UsageDay {
@@ -207,10 +224,20 @@ pub(crate) fn report(rows: &[UsageRow], tasks: &[TaskUsage], prices: &Prices, fr
         }
         functions.push(d);
     }
+    let mut taken: BTreeMap<(i32, u32), (u64, u64)> = BTreeMap::new();
+    for r in earlier {
+        if let Some(t) = DateTime::from_timestamp_millis(r.day_ms) {
+            let m = taken.entry((t.year(), t.month())).or_default();
+            m.0 += r.requests;
+            m.1 += r.billed_ms * u64::from(r.memory_mb);
+        }
+    }
     let mut credit = 0.0;
     if free_tier {
-        for by_arch in months.values() {
-            let (mut requests_left, mut gbs_left) = (prices.free_tier.requests, prices.free_tier.gb_seconds);
+        for (month, by_arch) in &months {
+            let (requests_taken, mb_ms_taken) = taken.get(month).copied().unwrap_or_default();
+            let mut requests_left = prices.free_tier.requests.saturating_sub(requests_taken);
+            let mut gbs_left = (prices.free_tier.gb_seconds - gb_seconds(mb_ms_taken)).max(0.0);
             // x86_64 before arm64: BTreeMap order is arm64 first, so reverse.
             for (arch, (requests, mb_ms)) in by_arch.iter().rev() {
                 let p = prices.of(arch);
@@ -237,5 +264,50 @@ pub(crate) fn report(rows: &[UsageRow], tasks: &[TaskUsage], prices: &Prices, fr
         free_tier_credit: credit,
         cost: (gross - credit).max(0.0),
         prices: prices.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 2026-12-05T12:00:00Z and its month's first midnight.
+    const NOON: i64 = 1_796_472_000_000;
+    const DECEMBER: i64 = 1_796_083_200_000;
+
+    fn row(day_ms: i64, requests: u64) -> UsageRow {
+        UsageRow {
+            function: "f".into(),
+            day_ms,
+            architecture: "x86_64".into(),
+            memory_mb: 128,
+            requests,
+            billed_ms: 10,
+        }
+    }
+
+    #[test]
+    fn a_window_gets_what_its_month_left_of_the_free_tier() {
+        // A dollar a request, GB-seconds free: the credit counts requests.
+        let prices = Prices {
+            x86_64: ArchPrices { per_million_requests: 1e6, per_gb_second: 0.0 },
+            free_tier: FreeTier { requests: 3, gb_seconds: 0.0 },
+            ..Prices::default()
+        };
+        let day = NOON - NOON % 86_400_000;
+        let window = [row(day, 2)];
+        assert_eq!(report(&window, &[], &[], &prices, true).free_tier_credit, 2.0);
+        assert_eq!(report(&window, &[row(DECEMBER, 2)], &[], &prices, true).free_tier_credit, 1.0);
+        assert_eq!(report(&window, &[row(DECEMBER, 5)], &[], &prices, true).free_tier_credit, 0.0);
+        // Earlier use of another month leaves this one's whole.
+        assert_eq!(report(&window, &[row(DECEMBER - 86_400_000, 5)], &[], &prices, true).free_tier_credit, 2.0);
+        assert_eq!(report(&window, &[row(DECEMBER, 5)], &[], &prices, false).free_tier_credit, 0.0);
+    }
+
+    #[test]
+    fn a_month_begins_at_its_first_midnight() {
+        assert_eq!(month_start_ms(NOON), DECEMBER);
+        assert_eq!(month_start_ms(DECEMBER), DECEMBER);
+        assert_eq!(day_of(DECEMBER), "2026-12-01");
     }
 }

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     embed!("0015_ecs_services.sql"),
     embed!("0016_task_usage.sql"),
     embed!("0017_metrics.sql"),
+    embed!("0018_invocation_attempts.sql"),
 ];
 
 /// A migration's version and description from its file name, as

@@ -486,7 +486,7 @@ impl Metadata for SqliteMetadata {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in records.chunks(crate::logs::ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT OR REPLACE INTO invocations (request_id, function, version, cold, init_ms, duration_ms, billed_ms,
+                "INSERT INTO invocations (request_id, function, version, cold, init_ms, duration_ms, billed_ms,
                    memory_mb, architecture, max_memory_mb, outcome, timestamp_ms) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -515,7 +515,7 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn invocations(&self, function: &str) -> Result<Vec<InvocationRecord>> {
-        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms")
+        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms, seq")
             .bind(function)
             .fetch_all(&self.pool)
             .await?;
@@ -576,7 +576,7 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>> {
-        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms DESC, seq DESC LIMIT ?")
             .bind(function)
             .bind(limit as i64)
             .fetch_all(&self.pool)

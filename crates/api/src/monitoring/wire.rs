@@ -221,6 +221,20 @@ async fn get_metric_data(metrics: &Metrics, q: GetMetricData, request: &str) -> 
     };
     let mut ids = HashSet::new();
     for (i, d) in q.metric_data_queries.iter().enumerate() {
+        // AWS's pattern for an Id: it names the query in metric math.
+        let mut chars = d.id.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Failure::new(
+                "ValidationError",
+                format!(
+                    "The value {} for parameter MetricDataQueries.member.{}.Id is not matching the expected pattern ^[a-z][a-zA-Z0-9_]*$.",
+                    d.id,
+                    i + 1
+                ),
+            ));
+        }
         if !ids.insert(d.id.as_str()) {
             return Err(Failure::new(
                 "ValidationError",
