@@ -22,7 +22,7 @@ import boto3
 import pytest
 import requests
 from botocore import UNSIGNED
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
@@ -682,6 +682,56 @@ def test_virtual_hosted_style(s3server, s3, bucket):
     listed = virtual.list_objects_v2(Bucket=bucket, Prefix="boto/")
     assert [o["Key"] for o in listed["Contents"]] == ["boto/virtual.txt"]
     assert hosts and all(h == host for h in hosts)
+
+
+def test_a_bucket_in_a_localhost_host_is_that_bucket(s3server, s3, bucket):
+    # The SDKs that put the bucket in the host (JavaScript's, Java's, Go's)
+    # do so for an endpoint of http://localhost:PORT, and a resolver may send
+    # every *.localhost there. Read path-style, `DELETE /victim` would delete
+    # the bucket `victim`.
+    victim = unique_name("victim")
+    s3.create_bucket(Bucket=victim)
+    key, secret = s3server.credentials()
+    local = boto3.client("s3", endpoint_url=f"http://localhost:{s3server.port}", region_name=REGION,
+                         aws_access_key_id=key, aws_secret_access_key=secret,
+                         config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}))
+    hosts = []
+
+    def to_loopback(request, **_):
+        netloc = urlparse(request.url).netloc
+        hosts.append(netloc)
+        request.headers["Host"] = netloc
+        request.url = request.url.replace(netloc, f"127.0.0.1:{s3server.port}", 1)
+
+    local.meta.events.register("before-send.s3", to_loopback)
+    local.put_object(Bucket=bucket, Key=victim, Body=b"a key named like a bucket")
+    assert local.get_object(Bucket=bucket, Key=victim)["Body"].read() == b"a key named like a bucket"
+    assert [o["Key"] for o in local.list_objects_v2(Bucket=bucket)["Contents"]] == [victim]
+    local.delete_object(Bucket=bucket, Key=victim)
+    assert hosts and all(h == f"{bucket}.localhost:{s3server.port}" for h in hosts), hosts
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    s3.head_bucket(Bucket=victim)
+
+
+def test_presigned_sigv4_query_headers_are_headers(s3server, s3, bucket):
+    # The JavaScript SDK's presigner moves an object's x-amz-* headers into
+    # the query it signs; S3 counts them as headers.
+    key, secret = s3server.credentials()
+    body = b"uploaded with a presigned URL"
+    query = (f"x-amz-meta-owner=alice&x-amz-tagging={quote('team=x', safe='')}"
+             f"&x-amz-checksum-sha256={quote(b64(hashlib.sha256(body).digest()), safe='')}")
+    req = AWSRequest(method="PUT", url=f"{s3server.endpoint}/{bucket}/hoisted?{query}")
+    S3SigV4QueryAuth(Credentials(key, secret), "s3", REGION, expires=300).add_auth(req)
+    r = requests.put(req.url, data=body, timeout=30)
+    assert r.status_code == 200, r.text
+    head = s3.head_object(Bucket=bucket, Key="hoisted", ChecksumMode="ENABLED")
+    assert head["Metadata"] == {"owner": "alice"}
+    assert head["ChecksumSHA256"] == b64(hashlib.sha256(body).digest())
+    assert s3.get_object_tagging(Bucket=bucket, Key="hoisted")["TagSet"] == [{"Key": "team", "Value": "x"}]
+    # Another body than the checksum it was signed with stores nothing.
+    r = requests.put(req.url, data=b"tampered on the way", timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (400, "BadDigest"), r.text
+    assert s3.get_object(Bucket=bucket, Key="hoisted")["Body"].read() == body
 
 
 # --- durability --------------------------------------------------------------

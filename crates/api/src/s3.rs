@@ -1,6 +1,6 @@
 //! S3 on the API's listener. A request signed for service `s3` (in its
 //! `Authorization` header or, presigned, in its query), or addressed to a
-//! `<bucket>.s3.<domain>` host, goes to `s3s` with Nimbus's object store
+//! `<bucket>.s3.<domain>` or `<bucket>.localhost` host, goes to `s3s` with Nimbus's object store
 //! behind it. `s3s` owns the S3 protocol, its signature checks included
 //! (aws-chunked bodies are signed chunk by chunk); this module hands it the
 //! node's key and, once their tokens are verified here, the secrets of
@@ -34,14 +34,27 @@ pub fn is_unscoped_s3(headers: &HeaderMap, query: Option<&str>) -> bool {
         || header("host").is_some_and(|h| bucket_of_host(h).is_some())
 }
 
-/// The bucket of a virtual-hosted-style host, `<bucket>.s3.<domain>[:port]`.
+/// The bucket and domain of a virtual-hosted-style host:
+/// `<bucket>.s3.<domain>[:port]`, or `<bucket>.localhost[:port]`, which is
+/// where the SDKs that put the bucket in the host (JavaScript's, Java's,
+/// Go's, Rust's) send a request for an endpoint of `http://localhost:PORT`
+/// (a resolver may map every `*.localhost` there). Read path-style, such a
+/// request would name another bucket: a DeleteObject would delete one.
 fn bucket_of_host(host: &str) -> Option<(&str, &str)> {
     let name = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-    let at = name.find(".s3.")?;
-    Some((&name[..at], &name[at + 1..]))
+    if let Some(at) = name.find(".s3.") {
+        return Some((&name[..at], &name[at + 1..]));
+    }
+    let at = name.len().checked_sub(".localhost".len())?;
+    let bucket = name.get(..at).filter(|_| name[at..].eq_ignore_ascii_case(".localhost"))?;
+    // One label: `s3.localhost` is an endpoint's name, and a function URL's
+    // host (`<id>.lambda-url.<region>.localhost`) is not a bucket's.
+    let one_label = !bucket.is_empty() && !bucket.contains('.');
+    (one_label && !bucket.eq_ignore_ascii_case("s3")).then(|| (bucket, &name[at + 1..]))
 }
 
-/// Virtual-hosted style for `<bucket>.s3.<domain>`; path style otherwise.
+/// Virtual-hosted style for `<bucket>.s3.<domain>` and `<bucket>.localhost`;
+/// path style otherwise.
 struct Hosts;
 
 impl S3Host for Hosts {
@@ -132,7 +145,7 @@ impl S3Front {
         if let Some(uri) = sigv2_bucket_uri(req.headers(), req.uri()) {
             *req.uri_mut() = uri;
         }
-        sigv2_query_headers(&mut req);
+        presigned_query_headers(&mut req);
         match self.service.call(req).await {
             Ok(resp) if resp.status().is_client_error() => with_message(resp.map(Body::new)).await,
             Ok(resp) => resp.map(Body::new),
@@ -178,19 +191,34 @@ impl S3Front {
     }
 }
 
-/// A URL presigned with Signature Version 2 carries the `x-amz-*` headers
-/// it was signed with (a session's `x-amz-security-token`, for one) in its
-/// query, and AWS counts them as headers; `s3s` reads only headers, so they
-/// are made headers (where the request has no such header of its own).
-fn sigv2_query_headers<B>(req: &mut Request<B>) {
+/// A presigned URL carries the `x-amz-*` headers it was signed with in its
+/// query (a session's `x-amz-security-token`, in SigV2; an object's
+/// `x-amz-meta-*`, `x-amz-tagging` or `x-amz-checksum-*`, which the
+/// JavaScript SDK's presigner moves there), and AWS counts them as headers;
+/// `s3s` reads only headers, so they are made headers (where the request
+/// has no such header of its own). SigV4's own parameters stay where `s3s`
+/// reads them.
+fn presigned_query_headers<B>(req: &mut Request<B>) {
+    const SIGV4_OWN: &[&str] = &[
+        "x-amz-algorithm",
+        "x-amz-credential",
+        "x-amz-date",
+        "x-amz-expires",
+        "x-amz-signedheaders",
+        "x-amz-signature",
+        "x-amz-security-token",
+        "x-amz-content-sha256",
+    ];
     let Some(query) = req.uri().query() else { return };
     let pairs = crate::sigv4::query_pairs(query);
-    if !pairs.iter().any(|(k, _)| k == "AWSAccessKeyId") {
+    let v4 = pairs.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-amz-algorithm"));
+    if !v4 && !pairs.iter().any(|(k, _)| k == "AWSAccessKeyId") {
         return;
     }
     for (name, value) in pairs {
         let name = name.to_ascii_lowercase();
-        if !name.starts_with("x-amz-") || req.headers().contains_key(name.as_str()) {
+        let own = v4 && SIGV4_OWN.contains(&name.as_str());
+        if !name.starts_with("x-amz-") || own || req.headers().contains_key(name.as_str()) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
@@ -315,6 +343,11 @@ mod tests {
         assert!(is_unscoped_s3(&v, None));
         assert_eq!(bucket_of_host("photos.s3.localhost:9070"), Some(("photos", "s3.localhost")));
         assert_eq!(bucket_of_host("x.lambda-url.us-east-1.localhost"), None);
+        assert_eq!(bucket_of_host("photos.localhost:9070"), Some(("photos", "localhost")));
+        assert_eq!(bucket_of_host("photos.LOCALHOST"), Some(("photos", "LOCALHOST")));
+        for host in ["localhost:9070", "s3.localhost:9070", ".localhost", "127.0.0.1:9070", "notlocalhost"] {
+            assert_eq!(bucket_of_host(host), None, "{host}");
+        }
     }
 
     #[tokio::test]

@@ -576,11 +576,12 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn recent_invocations(&self, function: &str, limit: usize) -> Result<Vec<InvocationRecord>> {
-        let rows = sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms DESC, seq DESC LIMIT ?")
-            .bind(function)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM invocations WHERE function = ? ORDER BY timestamp_ms DESC, seq DESC LIMIT ?")
+                .bind(function)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.iter().map(invocation_record).collect())
     }
 
