@@ -311,6 +311,41 @@ KEYS = [
 ]
 
 
+def test_conditional_writes(s3, bucket):
+    def put(body, **condition):
+        try:
+            return s3.put_object(Bucket=bucket, Key="lock", Body=body, **condition)["ETag"]
+        except ClientError as e:
+            return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
+
+    first = put(b"first", IfNoneMatch="*")
+    assert first == md5_etag(b"first")
+    assert put(b"second", IfNoneMatch="*") == (412, "PreconditionFailed")
+    assert put(b"second", IfMatch='"0123456789abcdef0123456789abcdef"') == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="lock")["Body"].read() == b"first"
+    assert put(b"second", IfMatch=first) == md5_etag(b"second")
+    assert put(b"third", IfMatch="*") == md5_etag(b"third")
+    assert put(b"x", IfNoneMatch=first) == (501, "NotImplemented")
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="never-written", Body=b"x", IfMatch=first)
+    assert error_code(e) == "NoSuchKey"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="never-written")
+    # Of writers racing to create one key, exactly one does (the lock pattern).
+    def race(i):
+        try:
+            s3.put_object(Bucket=bucket, Key="raced", Body=b"writer %d" % i, IfNoneMatch="*")
+            return i
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "PreconditionFailed"
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for r in pool.map(race, range(8)) if r is not None]
+    assert len(results) == 1, results
+    assert s3.get_object(Bucket=bucket, Key="raced")["Body"].read() == b"writer %d" % results[0]
+
+
 def test_keys_that_need_encoding_round_trip(s3server, s3, bucket):
     for k in KEYS:
         s3.put_object(Bucket=bucket, Key=k, Body=k.encode())

@@ -149,7 +149,7 @@ impl Objects {
             part_sizes: vec![],
             data: written.data,
         };
-        self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin).await?;
+        self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin, None).await?;
         let mut sums = s3s::dto::Checksum::default();
         put_checksums(&object.checksum, &mut sums);
         Ok(S3Response::new(CopyObjectOutput {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use nimbus_core::objects::{Bucket, Checksum, LambdaNotification, ObjectHeaders, ObjectInfo};
-use nimbus_store::BucketDelete;
+use nimbus_store::{BucketDelete, Precondition};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
@@ -24,6 +24,27 @@ pub(crate) const KEY_MAX: usize = 1024;
 pub(crate) fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
     tracing::error!(error = %e, "object store failure");
     s3_error!(InternalError, "We encountered an internal error. Please try again.")
+}
+
+/// A conditional write's condition (S3's conditional writes): `If-None-Match`
+/// takes only `*` (no object of the key), `If-Match` an ETag or `*` (an
+/// object of the key, with that ETag); both at once is no condition S3 has.
+pub(crate) fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<Precondition>> {
+    let not_implemented =
+        || s3_error!(NotImplemented, "A header you provided implies functionality that is not implemented");
+    match (if_match, if_none_match) {
+        (None, None) => Ok(None),
+        (None, Some(c)) if c.is_any() => Ok(Some(Precondition::Absent)),
+        (Some(c), None) if c.is_any() => Ok(Some(Precondition::Present(None))),
+        (Some(c), None) => match c.as_etag() {
+            Some(e) => Ok(Some(Precondition::Present(Some(format!("\"{}\"", e.value()))))),
+            None => Err(not_implemented()),
+        },
+        _ => Err(not_implemented()),
+    }
 }
 
 /// A file that is gone was deleted or replaced since its metadata was read.
@@ -247,9 +268,10 @@ impl Objects {
         o: &ObjectInfo,
         event: &str,
         origin: &Origin<'_>,
+        condition: Option<Precondition>,
     ) -> S3Result<()> {
         let events = notify::events(bucket, event, o, origin);
-        match self.meta.put_object(o, &events).await {
+        match self.meta.put_object_if(o, &events, condition).await {
             Ok(replaced) => {
                 self.files.remove(replaced).await;
                 if !events.is_empty() {
@@ -261,7 +283,15 @@ impl Objects {
                 if o.data.is_none() {
                     self.files.remove([o.file.clone()]).await;
                 }
-                Err(internal(e))
+                Err(match e {
+                    nimbus_store::Error::Unmet(nimbus_store::Unmet::Missing) => {
+                        s3_error!(NoSuchKey, "The specified key does not exist.")
+                    }
+                    nimbus_store::Error::Unmet(nimbus_store::Unmet::Mismatch) => {
+                        s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+                    }
+                    e => internal(e),
+                })
             }
         }
     }
@@ -437,6 +467,7 @@ impl S3 for Objects {
         check_declared_size(input.content_length)?;
         let bucket = self.bucket(&input.bucket).await?;
         let tags = parse_tagging(input.tagging.as_deref())?;
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let Some(body) = input.body else {
             return Err(s3_error!(IncompleteBody, "The request body is missing"));
         };
@@ -489,7 +520,7 @@ impl S3 for Objects {
             part_sizes: vec![],
             data: written.data,
         };
-        self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin).await?;
+        self.commit_object(&bucket, &object, "ObjectCreated:Put", &origin, condition).await?;
         let mut sums = s3s::dto::Checksum::default();
         put_checksums(&object.checksum, &mut sums);
         Ok(S3Response::new(PutObjectOutput {

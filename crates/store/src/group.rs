@@ -3,15 +3,16 @@
 //! a burst of PUTs pays one WAL fsync rather than one each. A lone write
 //! commits at once; nothing waits for company.
 //!
-//! A batch commits whole; if one of its writes fails, each is retried in a
-//! transaction of its own, so that only the failing one fails. This module owns only
+//! A batch commits whole; if one of its writes fails (its precondition
+//! does not hold, say), each is retried in a transaction of its own, so
+//! that only the failing one fails. This module owns only
 //! the batching; what a write does is `objects::upsert_object`'s.
 
 use nimbus_core::objects::ObjectInfo;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::objects::upsert_object;
+use crate::objects::{check_precondition, upsert_object, Precondition};
 use crate::sqlite::insert_events;
 use crate::{AsyncEvent, Error, Result};
 
@@ -24,6 +25,7 @@ const MAX_BATCH: usize = 256;
 pub(crate) struct Job {
     pub object: ObjectInfo,
     pub events: Vec<AsyncEvent>,
+    pub condition: Option<Precondition>,
     pub done: oneshot::Sender<Result<Option<String>>>,
 }
 
@@ -79,6 +81,9 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>) {
 }
 
 async fn write(tx: &mut sqlx::SqliteConnection, job: &Job) -> Result<Option<String>> {
+    if let Some(condition) = &job.condition {
+        check_precondition(tx, &job.object, condition).await?;
+    }
     let replaced = upsert_object(tx, &job.object).await?;
     insert_events(tx, &job.events).await?;
     Ok(replaced)

@@ -33,7 +33,7 @@ pub use ecs::{EcsDocuments, EcsMeta, EcsWrite};
 pub use logs::{EventQuery, LogGroupRow, LogMeta, LogStreamRow, Position, StreamCreated, StreamOrder, StreamQuery};
 pub use mappings::MappingMeta;
 pub use metrics::{MetricKey, MetricRow, MetricsMeta, UsageRow};
-pub use objects::{BucketDelete, ObjectMeta};
+pub use objects::{BucketDelete, ObjectMeta, Precondition};
 pub use queues::{insert_message, MessageRow, MessageWrite, QueueMeta};
 pub use registry::{
     Collect, ManifestDelete, ManifestPut, ManifestRow, PutManifest, RegistryMeta, Repository, RepositoryDelete,
@@ -57,6 +57,18 @@ pub enum Error {
     /// A batch of writes committed together failed as a whole.
     #[error("committing a batch of writes: {0}")]
     Commit(String),
+    /// A conditional write's condition did not hold; nothing was written.
+    #[error("the write's precondition does not hold: {0:?}")]
+    Unmet(Unmet),
+}
+
+/// How a [`objects::Precondition`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmet {
+    /// It needed an object and there is none.
+    Missing,
+    /// There is an object it did not want, or not the one it wanted.
+    Mismatch,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

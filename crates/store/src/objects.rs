@@ -19,6 +19,17 @@ use sqlx::Row;
 use crate::sqlite::{insert_events, parse, parse_all, SqliteMetadata};
 use crate::{AsyncEvent, Result};
 
+/// What a conditional write needs of the object it would replace
+/// (S3's `If-None-Match: *` and `If-Match`); checked in the write's own
+/// transaction, so that of two writers racing only one can pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// No object of its key.
+    Absent,
+    /// An object of its key; given an ETag (quoted, as stored), with that ETag.
+    Present(Option<String>),
+}
+
 /// Why a bucket could not be deleted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BucketDelete {
@@ -41,7 +52,17 @@ pub trait ObjectMeta: Send + Sync {
 
     /// Stores an object (replacing any of that key) and queues `events`;
     /// returns the file of the object it replaced.
-    async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>>;
+    async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
+        self.put_object_if(o, events, None).await
+    }
+    /// [`ObjectMeta::put_object`] if `condition` holds, else
+    /// [`crate::Error::Unmet`], storing nothing.
+    async fn put_object_if(
+        &self,
+        o: &ObjectInfo,
+        events: &[AsyncEvent],
+        condition: Option<Precondition>,
+    ) -> Result<Option<String>>;
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>>;
     /// Rewrites an object's document (its tags, say) if it still has the
     /// bytes of `o.file`; false if it was deleted or replaced meanwhile.
@@ -117,6 +138,26 @@ pub(crate) async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInf
     Ok(old.map(|(file, _)| file).filter(|f| !old_inline && f != &o.file))
 }
 
+/// Whether `condition` holds for `o`'s key now.
+pub(crate) async fn check_precondition(
+    tx: &mut sqlx::SqliteConnection,
+    o: &ObjectInfo,
+    condition: &Precondition,
+) -> Result<()> {
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT json_extract(doc, '$.etag') FROM objects WHERE bucket = ? AND key = ?")
+            .bind(&o.bucket)
+            .bind(&o.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match (condition, current) {
+        (Precondition::Absent, None) | (Precondition::Present(None), Some(_)) => Ok(()),
+        (Precondition::Present(Some(want)), Some(have)) if *want == have => Ok(()),
+        (Precondition::Present(_), None) => Err(crate::Error::Unmet(crate::Unmet::Missing)),
+        _ => Err(crate::Error::Unmet(crate::Unmet::Mismatch)),
+    }
+}
+
 /// Removes a small object's bytes; returns them if there were any.
 async fn remove_data(tx: &mut sqlx::SqliteConnection, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
     Ok(sqlx::query("DELETE FROM object_data WHERE bucket = ? AND key = ? RETURNING data")
@@ -187,9 +228,14 @@ impl ObjectMeta for SqliteMetadata {
         Ok(if done.rows_affected() == 1 { BucketDelete::Deleted } else { BucketDelete::Missing })
     }
 
-    async fn put_object(&self, o: &ObjectInfo, events: &[AsyncEvent]) -> Result<Option<String>> {
+    async fn put_object_if(
+        &self,
+        o: &ObjectInfo,
+        events: &[AsyncEvent],
+        condition: Option<Precondition>,
+    ) -> Result<Option<String>> {
         let _forget = self.object_cache.around(&o.bucket, Some(&o.key));
-        self.group_commit(o.clone(), events.to_vec()).await
+        self.group_commit(o.clone(), events.to_vec(), condition).await
     }
 
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {

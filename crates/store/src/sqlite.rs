@@ -201,10 +201,11 @@ impl SqliteMetadata {
         &self,
         object: nimbus_core::objects::ObjectInfo,
         events: Vec<AsyncEvent>,
+        condition: Option<crate::Precondition>,
     ) -> Result<Option<String>> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.objects
-            .send(crate::group::Job { object, events, done })
+            .send(crate::group::Job { object, events, condition, done })
             .map_err(|_| crate::Error::Commit("the committer has stopped".into()))?;
         answer.await.map_err(|_| crate::Error::Commit("the committer has stopped".into()))?
     }
