@@ -145,8 +145,11 @@ def test_bucket_lifecycle(s3):
     listed = s3.list_buckets()
     assert name in [b["Name"] for b in listed["Buckets"]]
     assert all(isinstance(b["CreationDate"], datetime.datetime) for b in listed["Buckets"])
-    # us-east-1 is the empty location constraint, as on AWS.
+    # us-east-1 is the empty location constraint, as on AWS, and refused named.
     assert s3.get_bucket_location(Bucket=name).get("LocationConstraint") is None
+    with pytest.raises(ClientError) as e:
+        s3.create_bucket(Bucket=unique_name("named"), CreateBucketConfiguration={"LocationConstraint": "us-east-1"})
+    assert error_code(e) == "InvalidLocationConstraint"
 
     s3.put_object(Bucket=name, Key="k", Body=b"x")
     with pytest.raises(ClientError) as e:
@@ -878,6 +881,10 @@ def test_aws_cli(s3server, s3, tmp_path):
     assert (tmp_path / "down.txt").read_bytes() == b"alpha"
     for p in ("a.txt", "sub/b name.bin", "sub/ü.txt"):
         assert (out / p).read_bytes() == (src / p).read_bytes(), p
+    # A listing's times are a GET's (whole seconds, as on S3): compared
+    # exactly, nothing has changed, and a second sync downloads nothing.
+    again = aws_s3(s3server, "s3", "sync", "--exact-timestamps", f"s3://{name}/tree/", str(out))
+    assert again.stdout == "", again.stdout
     head = json_of(head)
     assert (head["ContentLength"], head["ContentType"], head["Metadata"]) == (5, "application/json", {"k": "v"})
     assert json_of(got)["ETag"] == md5_etag(b"alpha") and (tmp_path / "x.json").read_bytes() == b"alpha"

@@ -56,8 +56,11 @@ pub(crate) fn gone_or_internal(e: std::io::Error) -> s3s::S3Error {
     }
 }
 
+/// A time as S3 gives it: in whole seconds, in a listing's XML as in a
+/// `Last-Modified` header. A listing's milliseconds that the header lacks
+/// make `aws s3 sync --exact-timestamps` download every object every time.
 pub(crate) fn timestamp(ms: i64) -> Timestamp {
-    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs((ms.max(0) / 1000) as u64))
 }
 
 pub(crate) fn millis(t: &Timestamp) -> i64 {
@@ -392,6 +395,11 @@ impl S3 for Objects {
         let name = req.input.bucket;
         if !valid_bucket_name(&name) {
             return Err(s3_error!(InvalidBucketName, "The specified bucket is not valid."));
+        }
+        // us-east-1 is the absence of a constraint, and S3 refuses it named.
+        let constraint = req.input.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref());
+        if constraint.is_some_and(|c| c.as_str() == "us-east-1") {
+            return Err(s3_error!(InvalidLocationConstraint, "The specified location-constraint is not valid"));
         }
         if let Some(existing) = self.meta.get_bucket(&name).await.map_err(internal)? {
             let _ = existing;
