@@ -105,6 +105,24 @@ def test_schedules_and_groups_crud_with_boto3_and_the_cli(server):
                             Target=target("fn"), FlexibleTimeWindow={"Mode": "OFF"})
     assert error_code(e) == "ConflictException"
     assert e.value.response["Error"]["Message"] == "Schedule nightly already exists."
+    # A create retried with its ClientToken (an SDK's retry after a lost
+    # answer) answers as the first did; another token is another create.
+    retried = unique_name("retried")
+    for _ in range(2):
+        assert sch.create_schedule(Name=retried, GroupName=group, ScheduleExpression="rate(5 minutes)",
+                                   Target=target("fn"), FlexibleTimeWindow={"Mode": "OFF"},
+                                   ClientToken="token-1")["ScheduleArn"].endswith(f"/{group}/{retried}")
+        assert sch.create_schedule_group(Name=f"{group}-t", ClientToken="token-2")["ScheduleGroupArn"].endswith(
+            f"schedule-group/{group}-t")
+    with pytest.raises(ClientError) as e:
+        sch.create_schedule(Name=retried, GroupName=group, ScheduleExpression="rate(5 minutes)",
+                            Target=target("fn"), FlexibleTimeWindow={"Mode": "OFF"}, ClientToken="token-3")
+    assert error_code(e) == "ConflictException"
+    with pytest.raises(ClientError) as e:
+        sch.create_schedule_group(Name=f"{group}-t", ClientToken="token-3")
+    assert error_code(e) == "ConflictException"
+    sch.delete_schedule(Name=retried, GroupName=group)
+    sch.delete_schedule_group(Name=f"{group}-t")
 
     # UpdateSchedule replaces everything: what it does not name is gone.
     sch.update_schedule(Name="nightly", GroupName=group, ScheduleExpression="rate(2 hours)", State="DISABLED",

@@ -179,7 +179,8 @@ async fn execute(s: &Schedules, op: Op, label: &str, query: &Query, body: Value)
         }
         Op::CreateScheduleGroup => {
             let tags = tags(&body)?;
-            json!({ "ScheduleGroupArn": s.create_schedule_group(label, tags).await? })
+            let token = body.get("ClientToken").and_then(Value::as_str).map(str::to_string);
+            json!({ "ScheduleGroupArn": s.create_schedule_group(label, tags, token).await? })
         }
         Op::GetScheduleGroup => group_json(&s.get_schedule_group(label).await?),
         Op::DeleteScheduleGroup => {
@@ -236,6 +237,7 @@ struct ScheduleBody {
     target: TargetBody,
     flexible_time_window: FlexibleBody,
     action_after_completion: Option<String>,
+    client_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -304,6 +306,7 @@ fn schedule_input(name: &str, body: Value) -> Result<ScheduleInput, Failure> {
             max_retry_attempts: retry.and_then(|r| r.maximum_retry_attempts),
             dead_letter_arn: b.target.dead_letter_config.and_then(|d| d.arn),
         },
+        client_token: b.client_token,
     })
 }
 

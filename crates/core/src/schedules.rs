@@ -16,6 +16,10 @@ pub struct ScheduleGroup {
     pub created_ms: i64,
     pub modified_ms: i64,
     pub tags: BTreeMap<String, String>,
+    /// The `ClientToken` it was created with: a create retried with it
+    /// answers as the first did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,9 @@ pub struct Schedule {
     pub target: Target,
     pub created_ms: i64,
     pub modified_ms: i64,
+    /// The `ClientToken` it was created with (see [`ScheduleGroup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

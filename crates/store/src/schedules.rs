@@ -378,6 +378,7 @@ mod tests {
             },
             created_ms: 0,
             modified_ms: 0,
+            client_token: None,
         }
     }
 
@@ -439,6 +440,7 @@ mod tests {
             created_ms: 0,
             modified_ms: 0,
             tags: Default::default(),
+            client_token: None,
         };
         assert!(m.create_schedule_group(&g).await.unwrap());
         m.create_schedule(&ScheduleRow { schedule: schedule("g", "a", true), times: DueTimes::default() })

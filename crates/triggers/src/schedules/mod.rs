@@ -53,6 +53,12 @@ fn conflict(msg: impl Into<String>) -> Error {
     Error::Rule(nimbus_core::Error::Conflict(msg.into()))
 }
 
+/// Whether a create is a retry of the one that made what exists: both
+/// carry the same `ClientToken`.
+fn same_token(existing: &Option<String>, retry: &Option<String>) -> bool {
+    existing.is_some() && existing == retry
+}
+
 /// CreateSchedule's and UpdateSchedule's input, after the model's checks.
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleInput {
@@ -70,6 +76,9 @@ pub struct ScheduleInput {
     pub flexible_window_minutes: Option<u32>,
     pub action_after_completion: Option<String>,
     pub target: TargetInput,
+    /// CreateSchedule's idempotency token (the SDKs send one, and the same
+    /// one again when they retry).
+    pub client_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,6 +152,7 @@ impl Schedules {
                 created_ms: 0,
                 modified_ms: 0,
                 tags: BTreeMap::new(),
+                client_token: None,
             });
         }
         self.meta
@@ -228,6 +238,7 @@ impl Schedules {
             },
             created_ms,
             modified_ms: now,
+            client_token: input.client_token,
         })
     }
 
@@ -240,7 +251,12 @@ impl Schedules {
         self.group(&group).await?;
         let row = ScheduleRow { times: self.first_times(&s, now)?, schedule: s };
         if !self.meta.create_schedule(&row).await? {
-            return Err(conflict(format!("Schedule {name} already exists.")));
+            // A retry of the create that made it (its answer was lost) answers as that one did.
+            let existing = self.meta.get_schedule(&group, &name).await?;
+            return match existing.filter(|e| same_token(&e.schedule.client_token, &row.schedule.client_token)) {
+                Some(e) => Ok(e.schedule.arn),
+                None => Err(conflict(format!("Schedule {name} already exists."))),
+            };
         }
         self.wake.notify_one();
         Ok(row.schedule.arn)
@@ -298,11 +314,24 @@ impl Schedules {
         Ok(Page { items, next_token })
     }
 
-    pub async fn create_schedule_group(&self, name: &str, tags: BTreeMap<String, String>) -> Result<String> {
+    pub async fn create_schedule_group(
+        &self,
+        name: &str,
+        tags: BTreeMap<String, String>,
+        client_token: Option<String>,
+    ) -> Result<String> {
         let now = self.clock.now_ms();
-        let g = ScheduleGroup { name: name.into(), arn: self.group_arn(name), created_ms: now, modified_ms: now, tags };
-        if name == DEFAULT_GROUP || !self.meta.create_schedule_group(&g).await? {
+        let arn = self.group_arn(name);
+        let g = ScheduleGroup { name: name.into(), arn, created_ms: now, modified_ms: now, tags, client_token };
+        if name == DEFAULT_GROUP {
             return Err(conflict(format!("Schedule group {name} already exists.")));
+        }
+        if !self.meta.create_schedule_group(&g).await? {
+            let existing = self.meta.get_schedule_group(name).await?;
+            return match existing.filter(|e| same_token(&e.client_token, &g.client_token)) {
+                Some(e) => Ok(e.arn),
+                None => Err(conflict(format!("Schedule group {name} already exists."))),
+            };
         }
         Ok(g.arn)
     }
