@@ -391,8 +391,9 @@ def test_default_crc32_header_and_etag(s3, bucket):
     assert put["ETag"] == md5_etag(body)
     assert put["ChecksumCRC32"] == crc32(body)
     head = s3.head_object(Bucket=bucket, Key="crc", ChecksumMode="ENABLED")
-    assert head["ChecksumCRC32"] == crc32(body)
+    assert (head["ChecksumCRC32"], head["ChecksumType"]) == (crc32(body), "FULL_OBJECT")
     got = s3.get_object(Bucket=bucket, Key="crc", ChecksumMode="ENABLED")
+    assert got["ChecksumType"] == put["ChecksumType"] == "FULL_OBJECT"
     assert got["Body"].read() == body  # botocore checks the CRC32 it was given
 
 

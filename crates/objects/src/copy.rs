@@ -161,7 +161,7 @@ impl Objects {
                 checksum_sha1: sums.checksum_sha1,
                 checksum_sha256: sums.checksum_sha256,
                 checksum_crc64nvme: sums.checksum_crc64nvme,
-                checksum_type: object.checksum.as_ref().map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+                checksum_type: sums.checksum_type,
             }),
             ..Default::default()
         }))

@@ -190,8 +190,12 @@ pub(crate) fn write_error(e: WriteError) -> s3s::S3Error {
     }
 }
 
+/// An object's checksum in an answer, with its type: a composite one (of a
+/// multipart upload's parts) ends in `-<parts>`, which base64 never has.
 pub(crate) fn put_checksums(c: &Option<Checksum>, out: &mut s3s::dto::Checksum) {
     if let Some(c) = c {
+        let kind = if c.value.contains('-') { ChecksumType::COMPOSITE } else { ChecksumType::FULL_OBJECT };
+        out.checksum_type = Some(ChecksumType::from_static(kind));
         let v = Some(c.value.clone());
         match c.algorithm.as_str() {
             "CRC32" => out.checksum_crc32 = v,
@@ -538,6 +542,7 @@ impl S3 for Objects {
             checksum_sha1: sums.checksum_sha1,
             checksum_sha256: sums.checksum_sha256,
             checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_type: sums.checksum_type,
             ..Default::default()
         }))
     }
@@ -595,6 +600,7 @@ impl S3 for Objects {
             checksum_sha1: sums.checksum_sha1,
             checksum_sha256: sums.checksum_sha256,
             checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_type: sums.checksum_type,
             ..Default::default()
         };
         Ok(S3Response::new(output))
@@ -635,6 +641,7 @@ impl S3 for Objects {
             checksum_sha1: sums.checksum_sha1,
             checksum_sha256: sums.checksum_sha256,
             checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_type: sums.checksum_type,
             ..Default::default()
         }))
     }
