@@ -190,6 +190,33 @@ def test_deleting_a_function_retires_every_environment_it_had(private_server):
     assert processes_in(namespaces) == [] and code_mounts(server) == []
 
 
+def test_code_no_function_runs_on_is_removed_at_the_next_start(private_server):
+    # An unpacked tree costs its inodes and blocks until removed: a deleted
+    # function's, and the code an update replaced, go when the node starts
+    # again (not before: a sandbox binds its tree while it runs).
+    server = private_server()
+    lam = server.client()
+    names = [unique_name("kept"), unique_name("gone")]
+    for name in names:
+        create(lam, name, make_zip({"app.py": f"def handler(e, c):\n    return {name!r}\n"}))
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+        invoke(lam, name)
+    kept, gone = names
+    first = lam.get_function(FunctionName=kept)["Configuration"]["CodeSha256"]
+    lam.update_function_code(FunctionName=kept, ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 2\n"}))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=kept, WaiterConfig={"Delay": 0.2})
+    assert invoke(lam, kept) == 2
+    lam.delete_function(FunctionName=gone)
+    code = server.data_dir / "worker" / "code"
+    assert len(list(code.iterdir())) == 3
+    server.stop()
+    server = private_server(server.data_dir)
+    lam = server.client()
+    current = base64.b64decode(lam.get_function(FunctionName=kept)["Configuration"]["CodeSha256"]).hex()
+    assert [p.name for p in code.iterdir()] == [current], first
+    assert invoke(lam, kept) == 2
+
+
 # recvmsg's number, the zygote's wait for its next request.
 RECVMSG = {"x86_64": 47, "aarch64": 212}[platform.machine()]
 

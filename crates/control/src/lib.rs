@@ -166,9 +166,11 @@ impl Control {
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
-        // No environment runs yet: roots of images no function uses can go.
+        // No environment runs yet: roots of images, and unpacked code and
+        // layers, that no function uses can go.
         if let Some(invoker) = &control.invoker {
             invoker.retain_images(&control.images_in_use().await?).await;
+            invoker.retain_code(&control.meta.unpacked_in_use().await?).await;
         }
         drop(guard);
         control.resume_unsettled().await?;

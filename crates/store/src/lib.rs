@@ -234,6 +234,9 @@ pub trait Metadata: Send + Sync {
     async fn apply(&self, writes: Vec<Write>) -> Result<()>;
     /// Hashes of every blob something refers to.
     async fn referenced_blobs(&self) -> Result<HashSet<String>>;
+    /// The names of the unpacked trees some function or version runs on:
+    /// its code's hash, and its layers' hashes joined by `-`, in order.
+    async fn unpacked_in_use(&self) -> Result<HashSet<String>>;
     async fn usage(&self) -> Result<Usage>;
 
     /// Stores an event durably (the caller answers 202 only after this).

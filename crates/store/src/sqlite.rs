@@ -427,6 +427,22 @@ impl Metadata for SqliteMetadata {
         Ok(shas)
     }
 
+    async fn unpacked_in_use(&self) -> Result<HashSet<String>> {
+        let rows =
+            sqlx::query("SELECT code_sha, layer_shas FROM functions UNION SELECT code_sha, layer_shas FROM versions")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut names = HashSet::new();
+        for r in &rows {
+            names.insert(r.get::<String, _>("code_sha"));
+            let layers: Vec<&str> = r.get::<&str, _>("layer_shas").split_whitespace().collect();
+            if !layers.is_empty() {
+                names.insert(layers.join("-"));
+            }
+        }
+        Ok(names)
+    }
+
     async fn enqueue_event(&self, e: &AsyncEvent) -> Result<()> {
         insert_events(&mut *self.pool.acquire().await?, std::slice::from_ref(e)).await
     }

@@ -116,6 +116,10 @@ pub trait Invoker: Send + Sync {
     /// `keep`, with their templates; a root an environment or task still
     /// runs on stays until a later call.
     async fn retain_images(&self, keep: &HashSet<String>);
+    /// Removes the unpacked code and layer trees whose names are not in
+    /// `keep` (see `Metadata::unpacked_in_use`). Only while no environment
+    /// runs: a sandbox binds its tree, and would lose its files.
+    async fn retain_code(&self, _keep: &HashSet<String>) {}
     /// How many environments are in each state, for the metrics endpoint.
     fn environments(&self) -> Environments {
         Environments::default()
@@ -805,6 +809,29 @@ impl Invoker for Worker {
 
     fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus> {
         self.pool.provisioned_status(function, qualifier)
+    }
+
+    async fn retain_code(&self, keep: &HashSet<String>) {
+        let dirs = [self.settings.root.join("code"), self.settings.root.join("layers")];
+        let keep = keep.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for entry in dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten() {
+                if keep.contains(entry.file_name().to_string_lossy().as_ref()) {
+                    continue;
+                }
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove unused code"),
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "removed the unpacked code and layers no function uses");
+        }
     }
 
     async fn retain_images(&self, keep: &HashSet<String>) {
