@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::{ImageError, Layer};
+use crate::{ImageError, Layer, Limits};
 
 /// Directories a sandbox mounts on inside an image's root; they exist in
 /// every flattened root, because the root is read-only afterwards.
@@ -30,10 +30,10 @@ const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
 /// Unpacks `layers` into `root`; returns the uncompressed bytes read.
-pub(crate) fn flatten(layers: &[Layer], root: &Path, limit: u64) -> Result<u64, ImageError> {
-    let mut total = 0;
+pub(crate) fn flatten(layers: &[Layer], root: &Path, limits: &Limits) -> Result<u64, ImageError> {
+    let (mut total, mut entries) = (0, 0);
     for layer in layers {
-        total = apply(layer, root, total, limit)?;
+        total = apply(layer, root, total, &mut entries, limits)?;
     }
     for dir in MOUNT_POINTS {
         let path = root.join(dir);
@@ -100,8 +100,9 @@ fn layer_err(layer: &Layer, e: io::Error) -> ImageError {
     ImageError::Layer { layer: layer.digest.clone(), source: e }
 }
 
-/// Applies one layer; `done` bytes were read before it.
-fn apply(layer: &Layer, root: &Path, done: u64, limit: u64) -> Result<u64, ImageError> {
+/// Applies one layer; `done` bytes and `entries` entries were read before it.
+fn apply(layer: &Layer, root: &Path, done: u64, entries: &mut u64, limits: &Limits) -> Result<u64, ImageError> {
+    let limit = limits.max_unpacked_bytes;
     let stream = Counted { inner: decoder(layer)?, hash: Sha256::new(), total: done, limit };
     let fix_limit = |e: ImageError| match e {
         ImageError::TooLarge { .. } => ImageError::TooLarge { limit },
@@ -112,6 +113,10 @@ fn apply(layer: &Layer, root: &Path, done: u64, limit: u64) -> Result<u64, Image
     let mut ours: HashSet<PathBuf> = HashSet::new();
     for entry in archive.entries().map_err(|e| layer_err(layer, e)).map_err(fix_limit)? {
         let entry = entry.map_err(|e| layer_err(layer, e)).map_err(fix_limit)?;
+        *entries += 1;
+        if *entries > limits.max_entries {
+            return Err(ImageError::TooManyEntries { limit: limits.max_entries });
+        }
         apply_entry(layer, root, entry, &mut ours).map_err(fix_limit)?;
     }
     // The end-of-archive blocks and any padding belong to the diff_id.

@@ -36,11 +36,15 @@ pub struct Limits {
     /// The uncompressed size of all layers together (their tar streams):
     /// Lambda's image quota is 10 GB.
     pub max_unpacked_bytes: u64,
+    /// The entries of all layers together (files, directories, links and
+    /// whiteouts): each costs an inode, which the byte limit does not
+    /// count (an empty file is 512 bytes of tar: 10 GB hold 20 million).
+    pub max_entries: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_unpacked_bytes: 10 * 1024 * 1024 * 1024 }
+        Self { max_unpacked_bytes: 10 * 1024 * 1024 * 1024, max_entries: 1_000_000 }
     }
 }
 
@@ -52,6 +56,8 @@ pub enum ImageError {
     UnknownMediaType { layer: String, media_type: String },
     #[error("the image's layers exceed the limit of {limit} bytes uncompressed")]
     TooLarge { limit: u64 },
+    #[error("the image's layers hold more than {limit} files, directories and links")]
+    TooManyEntries { limit: u64 },
     #[error("layer {layer} does not match its diff_id: expected {expected}, got {actual}")]
     DiffIdMismatch { layer: String, expected: String, actual: String },
     /// An entry that would land (or link, or delete) outside the root.
@@ -188,7 +194,7 @@ fn unpack(staging: &Path, roots: &Path, target: &Path, layers: &[Layer], limits:
     let work = staging.join(uuid::Uuid::new_v4().simple().to_string());
     std::fs::create_dir(&work)?;
     let began = std::time::Instant::now();
-    let result = flatten::flatten(layers, &work, limits.max_unpacked_bytes)
+    let result = flatten::flatten(layers, &work, &limits)
         .and_then(|bytes| std::fs::rename(&work, target).map(|()| bytes).map_err(ImageError::from));
     match result {
         Ok(bytes) => {

@@ -172,10 +172,30 @@ async fn a_layer_inflating_past_the_limit_is_refused_as_it_inflates() {
     let l = layer(t.path(), &tar_of(&[E::File("bomb", &zeros)]), Z::Gzip);
     // The blob is within the limit; what it inflates to is not.
     assert!(std::fs::metadata(&l.path).expect("blob").len() < 1 << 20, "a small blob");
-    let images = Images::open(t.path().join("data"), Limits { max_unpacked_bytes: 1 << 20 });
+    let images = Images::open(t.path().join("data"), Limits { max_unpacked_bytes: 1 << 20, ..Limits::default() });
     let err = images.root(&digest(1), &[l]).await.expect_err("refused");
     assert!(matches!(err, ImageError::TooLarge { limit } if limit == 1 << 20), "{err}");
     assert_nothing_left(&t.path().join("data"));
+}
+
+#[tokio::test]
+async fn layers_of_more_entries_than_the_limit_are_refused() {
+    let t = tempfile::tempdir().expect("tmp");
+    // Two layers of three empty files each: six entries, one past the limit.
+    let names: Vec<String> = (0..6).map(|i| format!("f{i}")).collect();
+    let layers: Vec<Layer> = names
+        .chunks(3)
+        .map(|c| {
+            let entries: Vec<E> = c.iter().map(|n| E::File(n, b"")).collect();
+            layer(t.path(), &tar_of(&entries), Z::Gzip)
+        })
+        .collect();
+    let images = Images::open(t.path().join("data"), Limits { max_entries: 5, ..Limits::default() });
+    let err = images.root(&digest(1), &layers).await.expect_err("refused");
+    assert!(matches!(err, ImageError::TooManyEntries { limit: 5 }), "{err}");
+    assert_nothing_left(&t.path().join("data"));
+    let images = Images::open(t.path().join("data"), Limits { max_entries: 6, ..Limits::default() });
+    images.root(&digest(1), &layers).await.expect("six are allowed");
 }
 
 #[tokio::test]
