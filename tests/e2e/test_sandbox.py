@@ -564,6 +564,10 @@ def output(event, context):
     sys.stdout.flush()
     return "printed"
 
+def blank(event, context):
+    os.write(1, b"\\n" * event["lines"])
+    return "printed"
+
 def channel(event, context):
     # The runtime's channel to the node is a socket in this process.
     sockets = []
@@ -597,6 +601,13 @@ def test_output_without_end_is_bounded_in_the_node(lam, server):
     assert out == "printed", out
     tail = base64.b64decode(r["LogResult"]).decode()
     assert re.search(r"\[Nimbus\] \d+ bytes of output were dropped", tail), tail
+    # An empty line costs its event, not its one byte: 400,000 of them
+    # (400 KB) reach the bound too (they held 108 MB of the node).
+    lam.update_function_configuration(FunctionName=name, Handler="app.blank")
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    r, out = call(lam, name, {"lines": 400_000})
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert out == "printed" and re.search(r"\[Nimbus\] \d+ bytes of output were dropped", tail), tail
     lam.update_function_configuration(FunctionName=name, Handler="app.channel")
     lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
     r, out = call(lam, name, {"mb": 300})

@@ -126,7 +126,7 @@ pub struct Control {
     /// Wakes the async dispatcher when an event is queued or rescheduled.
     async_wake: tokio::sync::Notify,
     /// Hands invocation records and log lines to the writer task.
-    recorder: tokio::sync::mpsc::UnboundedSender<records::Batch>,
+    recorder: records::Recorder,
     /// Where `S3Bucket`/`S3Key` code is read; `None` without an object store.
     code_objects: Option<Arc<dyn CodeObjects>>,
     /// Where queue destinations and dead-letter queues are delivered.
@@ -147,10 +147,9 @@ impl Control {
         blobs: Arc<dyn Blobs>,
         invoker: Option<Arc<dyn nimbus_worker::Invoker>>,
     ) -> Result<Self> {
-        let (recorder, rx) = tokio::sync::mpsc::unbounded_channel();
         let retention_ms = settings.log_retention.as_millis() as i64;
         let metrics = Arc::new(std::sync::OnceLock::new());
-        tokio::spawn(records::run_recorder(meta.clone(), rx, retention_ms, metrics.clone()));
+        let recorder = records::Recorder::start(meta.clone(), retention_ms, metrics.clone());
         let control = Self {
             settings,
             meta,

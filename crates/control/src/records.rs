@@ -13,6 +13,62 @@ use crate::*;
 
 pub(crate) type Batch = (InvocationRecord, Vec<LogEvent>);
 
+/// What a log line costs to hold until it is written, beyond its text: its
+/// event's strings and slots (an empty line held about 200 bytes).
+const HELD_PER_LINE: usize = 256;
+/// The most log text (at its cost to hold) waiting for the writer. Past it
+/// an invocation's lines are dropped, and one line says so: a function
+/// printing millions of lines must not hold the node's memory, whoever's
+/// lines wait meanwhile.
+const BACKLOG_MAX: usize = 256 << 20;
+/// Lines written in one transaction at most: SQLite has one writer, and
+/// every other write (a PUT, a send) waits for this one's commit.
+const LINES_PER_TRANSACTION: usize = 20_000;
+
+fn cost(lines: &[LogEvent]) -> usize {
+    lines.iter().map(|l| l.message.len() + HELD_PER_LINE).sum()
+}
+
+/// Hands invocation records and their lines to the writer task, within
+/// [`BACKLOG_MAX`].
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    tx: mpsc::UnboundedSender<Batch>,
+    backlog: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Recorder {
+    /// Starts the writer task.
+    pub(crate) fn start(
+        meta: Arc<dyn Metadata>,
+        retention_ms: i64,
+        metrics: Arc<std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(run_recorder(meta, rx, backlog.clone(), retention_ms, metrics));
+        Self { tx, backlog }
+    }
+
+    /// Queues a batch; fails only at shutdown, when the writer is gone.
+    pub(crate) fn send(&self, (record, mut lines): Batch) -> Result<(), ()> {
+        use std::sync::atomic::Ordering;
+        let mut held = cost(&lines);
+        if self.backlog.load(Ordering::Relaxed) + held > BACKLOG_MAX {
+            let dropped = lines.len();
+            lines.truncate(1);
+            if let Some(first) = lines.first_mut() {
+                first.message = format!(
+                    "[Nimbus] {dropped} log lines of this invocation were dropped: the node's log writer is behind\n"
+                );
+            }
+            held = cost(&lines);
+        }
+        self.backlog.fetch_add(held, Ordering::Relaxed);
+        self.tx.send((record, lines)).map_err(|_| ())
+    }
+}
+
 const PRUNE_EVERY_MS: i64 = 60 * 60 * 1000;
 
 /// How long the writer gathers records after the first one arrives. Each
@@ -24,9 +80,10 @@ const PRUNE_EVERY_MS: i64 = 60 * 60 * 1000;
 const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Writes batches until every sender is gone.
-pub(crate) async fn run_recorder(
+async fn run_recorder(
     meta: Arc<dyn Metadata>,
     mut rx: mpsc::UnboundedReceiver<Batch>,
+    backlog: Arc<std::sync::atomic::AtomicUsize>,
     retention_ms: i64,
     metrics: Arc<std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>>,
 ) {
@@ -38,15 +95,22 @@ pub(crate) async fn run_recorder(
         tokio::time::sleep(GATHER).await;
         let mut records = vec![first.0];
         let mut lines = first.1;
-        while let Ok((r, l)) = rx.try_recv() {
+        while records.len() < 4096 && lines.len() < LINES_PER_TRANSACTION {
+            let Ok((r, l)) = rx.try_recv() else { break };
             records.push(r);
             lines.extend(l);
-            if records.len() >= 4096 {
-                break;
-            }
         }
         let began = std::time::Instant::now();
-        let written = meta.record_invocations(&records, &lines).await;
+        // The records with the first lines; the rest of a flood's lines in
+        // transactions of their own, so that other writes take turns.
+        let mut chunks = lines.chunks(LINES_PER_TRANSACTION);
+        let mut written = meta.record_invocations(&records, chunks.next().unwrap_or_default()).await;
+        for chunk in chunks {
+            if written.is_ok() {
+                written = meta.record_invocations(&[], chunk).await;
+            }
+        }
+        backlog.fetch_sub(cost(&lines), std::sync::atomic::Ordering::Relaxed);
         if let Some(m) = metrics.get() {
             m.platform().store_write("invocation_records", began.elapsed());
         }

@@ -268,7 +268,9 @@ const LINE_MAX: usize = (256 << 10) - 26;
 /// node's memory, not its cgroup's, so a function printing without end
 /// must not grow it: the rest is dropped, and a line says how much.
 const HELD_MAX: usize = 32 << 20;
-const HELD_PER_LINE: usize = 64;
+/// What a line costs beyond its text, here and until it is stored (its
+/// log event's strings and slots: an empty line held about 200 bytes).
+const HELD_PER_LINE: usize = 256;
 
 /// The output lines read since the last invocation ended.
 #[derive(Default)]
