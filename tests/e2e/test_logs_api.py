@@ -17,7 +17,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import REGION, aws_client, aws_json, create, error_code, logs_client, unique_name, wait_for
+from conftest import (REGION, Server, aws_client, aws_json, create, error_code, logs_client, nimbus_cli, unique_name,
+                      wait_for)
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -442,3 +443,27 @@ def test_live_tails_are_limited_to_fifteen_and_a_closed_one_frees_its_place(priv
     wait_for(another, "the closed session's place to come back", timeout=30)
     for s in sessions:
         s.close()
+
+
+def test_log_lines_stop_at_the_disk_floor_and_nothing_else_does(tmp_path):
+    # A floor above any disk's free space: as if the disk were nearly full.
+    s = Server(tmp_path / "data", args=("--log-disk-floor-mb", str(1 << 40))).start()
+    try:
+        lam, logs = s.client(), logs_client(s)
+        name = unique_name("floor")
+        create(lam, name)
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+        r = lam.invoke(FunctionName=name, Payload=b"{}")
+        assert "FunctionError" not in r, r["Payload"].read()
+        # Its record is stored (usage counts it); its lines are not.
+        wait_for(lambda: json.loads(nimbus_cli(s, "usage", "--json", "--function", name).stdout)["requests"] == 1,
+                 "the invocation's record")
+        assert logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")["logGroups"] == []
+        logs.create_log_group(logGroupName="/app/floor")
+        logs.create_log_stream(logGroupName="/app/floor", logStreamName="s")
+        with pytest.raises(ClientError):
+            logs.put_log_events(logGroupName="/app/floor", logStreamName="s",
+                                logEvents=[{"timestamp": int(time.time() * 1000), "message": "x"}])
+        assert "the data directory's disk is nearly full" in s.output()
+    finally:
+        s.stop()

@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// Days function logs and invocation records are kept.
     #[arg(long, env = "NIMBUS_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
+    /// Free space (MiB) on the data directory's disk below which log lines
+    /// (functions', tasks', PutLogEvents') are no longer stored, so that
+    /// objects, messages and functions keep the room left.
+    #[arg(long, env = "NIMBUS_LOG_DISK_FLOOR_MB", default_value_t = 1024)]
+    log_disk_floor_mb: u64,
     /// Days CloudWatch metrics (one-minute statistics) are kept.
     #[arg(long, env = "NIMBUS_METRICS_RETENTION_DAYS", default_value_t = 15)]
     metrics_retention_days: u64,
@@ -672,6 +677,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let meta = Arc::new(
         SqliteMetadata::open(&db).await.with_context(|| format!("opening the metadata store {}", db.display()))?,
     );
+    meta.set_log_floor(args.log_disk_floor_mb.saturating_mul(1 << 20));
     let blob_dir = data_dir.join("blobs");
     let blobs: Arc<dyn nimbus_store::Blobs> =
         Arc::new(FsBlobs::open(&blob_dir).with_context(|| format!("opening the blob store {}", blob_dir.display()))?);

@@ -20,6 +20,7 @@ mod objects;
 mod queues;
 mod registry;
 mod schedules;
+mod space;
 mod sqlite;
 mod task_usage;
 

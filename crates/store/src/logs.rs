@@ -367,6 +367,12 @@ impl LogMeta for SqliteMetadata {
     }
 
     async fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)], now_ms: i64) -> Result<()> {
+        if !self.log_space.allows("log events (PutLogEvents, tasks' awslogs)") {
+            return Err(crate::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "the data directory's disk is nearly full: log events are not stored",
+            )));
+        }
         let rows: Vec<LogEvent> = events
             .iter()
             .map(|(ts, message)| LogEvent {

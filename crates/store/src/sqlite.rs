@@ -27,6 +27,8 @@ pub struct SqliteMetadata {
     objects: tokio::sync::mpsc::UnboundedSender<crate::group::Job>,
     /// Counts commits of log events, for live tails (see `logs`).
     pub(crate) logs_written: tokio::sync::watch::Sender<u64>,
+    /// Whether there is room for log lines (see `space`).
+    pub(crate) log_space: crate::space::LogSpace,
 }
 
 /// Functions and versions as last read, for the invoke path (which reads
@@ -228,7 +230,14 @@ impl SqliteMetadata {
             object_cache: Default::default(),
             objects,
             logs_written: tokio::sync::watch::Sender::new(0),
+            log_space: crate::space::LogSpace::new(path.parent().unwrap_or(path).to_path_buf()),
         })
+    }
+
+    /// Stores no log line while the data directory's filesystem has less
+    /// than `bytes` free (1 GiB unless set).
+    pub fn set_log_floor(&self, bytes: u64) {
+        self.log_space.set_floor(bytes);
     }
 }
 
@@ -523,6 +532,7 @@ impl Metadata for SqliteMetadata {
             // One statement per batch, not per record (see `insert_events`).
             q.build().persistent(false).execute(&mut *tx).await?;
         }
+        let lines = if lines.is_empty() || self.log_space.allows("functions' log lines") { lines } else { &[] };
         crate::logs::insert_events(&mut tx, lines).await?;
         tx.commit().await?;
         if !lines.is_empty() {
