@@ -474,6 +474,29 @@ def test_acknowledged_sends_survive_kill_9(private_server):
     assert seen == bodies
 
 
+def test_a_deduplication_id_outlives_its_deleted_message_and_a_kill_9(private_server):
+    # Sent, received and deleted, then a producer retries after the node
+    # restarted: within the five minutes the retry is the same message.
+    srv = private_server()
+    sqs = sqs_client(srv)
+    url = sqs.create_queue(QueueName="once.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    first = sqs.send_message(QueueUrl=url, MessageBody="pay 10", MessageGroupId="g",
+                             MessageDeduplicationId="payment-1")["MessageId"]
+    [m] = sqs.receive_message(QueueUrl=url)["Messages"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    srv.kill()
+    srv = private_server(data_dir=srv.data_dir)
+    sqs = sqs_client(srv)
+    url = sqs.get_queue_url(QueueName="once.fifo")["QueueUrl"]
+    again = sqs.send_message(QueueUrl=url, MessageBody="pay 10", MessageGroupId="g",
+                             MessageDeduplicationId="payment-1")["MessageId"]
+    assert again == first
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", []) == []
+    other = sqs.send_message(QueueUrl=url, MessageBody="pay 20", MessageGroupId="g",
+                             MessageDeduplicationId="payment-2")["MessageId"]
+    assert [m["MessageId"] for m in sqs.receive_message(QueueUrl=url)["Messages"]] == [other]
+
+
 def test_a_query_nested_past_any_member_is_answered_and_the_node_stays_up(server, sqs):
     """Each `.` of a query parameter's name was a level of a tree walked
     recursively: 200,000 of them overflowed a server thread's stack, which

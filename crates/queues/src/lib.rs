@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use nimbus_core::queues::{AttributeValue, QueueDoc, StoredMessage};
-use nimbus_store::{MessageWrite, QueueMeta};
+use nimbus_store::{DedupId, MessageWrite, QueueMeta};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -219,11 +219,6 @@ impl Queues {
                     continue;
                 };
                 let mut m = lock(&q.messages);
-                if let Some(d) = &row.message.dedup_id {
-                    if row.message.sent_ms + rules::DEDUP_WINDOW_MS > now {
-                        m.remember(d, &row.message.id, row.message.sent_ms);
-                    }
-                }
                 let seq_no = row.message.sequence_number.as_deref().and_then(|s| s.parse::<u64>().ok());
                 this.sequence.fetch_max(seq_no.unwrap_or(0), Ordering::Relaxed);
                 m.insert(Live::new(row.seq, row.message));
@@ -231,6 +226,12 @@ impl Queues {
         }
         if !orphans.is_empty() {
             meta.apply_messages(&orphans).await?;
+        }
+        // Deduplication ids within their window, their messages stored or not.
+        for d in meta.dedup_ids(now - rules::DEDUP_WINDOW_MS).await? {
+            if let Some(q) = this.named(&d.queue) {
+                lock(&q.messages).remember(&d.dedup_id, &d.message_id, d.sent_ms);
+            }
         }
         let queues = Arc::downgrade(&this);
         tokio::spawn(async move {
@@ -258,9 +259,8 @@ impl Queues {
             let gone = lock(&q.messages).expire(now, retention_ms);
             writes.extend(gone.into_iter().map(|seq| MessageWrite::Delete { seq }));
         }
-        if !writes.is_empty() {
-            self.write(writes).await?;
-        }
+        writes.push(MessageWrite::ForgetDedup { before_ms: now - rules::DEDUP_WINDOW_MS });
+        self.write(writes).await?;
         Ok(())
     }
 
@@ -560,10 +560,16 @@ impl Queues {
         if stored.is_empty() {
             return Ok(results);
         }
-        let writes = stored
+        let mut writes: Vec<MessageWrite> = stored
             .iter()
             .map(|(_, m)| MessageWrite::Insert { queue: name.clone(), message: Box::new(m.clone()) })
             .collect();
+        // Its deduplication id outlives the message (received and deleted
+        // within the window, it still answers a retry), restarts included.
+        writes.extend(stored.iter().filter_map(|(_, m)| {
+            let dedup_id = m.dedup_id.clone()?;
+            Some(MessageWrite::Dedup(DedupId { queue: name.clone(), dedup_id, message_id: m.id.clone(), sent_ms: now }))
+        }));
         let seqs = match self.write(writes).await {
             Ok(seqs) => seqs,
             Err(e) => {

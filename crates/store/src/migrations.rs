@@ -41,6 +41,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     embed!("0016_task_usage.sql"),
     embed!("0017_metrics.sql"),
     embed!("0018_invocation_attempts.sql"),
+    embed!("0019_queue_dedup.sql"),
 ];
 
 /// A migration's version and description from its file name, as

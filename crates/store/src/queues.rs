@@ -39,6 +39,22 @@ pub enum MessageWrite {
     Purge {
         queue: String,
     },
+    /// A FIFO send's deduplication id, for its window (see [`DedupId`]).
+    Dedup(DedupId),
+    /// Deduplication ids sent before `before_ms`: past their window.
+    ForgetDedup {
+        before_ms: i64,
+    },
+}
+
+/// A deduplication id a FIFO queue answers with `message_id` until its
+/// window, from `sent_ms`, ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupId {
+    pub queue: String,
+    pub dedup_id: String,
+    pub message_id: String,
+    pub sent_ms: i64,
 }
 
 /// A stored message with its seq and receive state.
@@ -68,6 +84,8 @@ pub trait QueueMeta: Send + Sync {
     async fn message_payloads(&self, seqs: &[i64]) -> Result<HashMap<i64, StoredMessage>>;
     /// Applies every write or none; returns the seqs of the inserts in order.
     async fn apply_messages(&self, writes: &[MessageWrite]) -> Result<Vec<i64>>;
+    /// Deduplication ids sent at or after `since_ms`.
+    async fn dedup_ids(&self, since_ms: i64) -> Result<Vec<DedupId>>;
 }
 
 /// Inserts one message in the caller's transaction; returns its seq.
@@ -106,6 +124,7 @@ impl QueueMeta for SqliteMetadata {
     async fn delete_queue(&self, name: &str) -> Result<()> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM queue_messages WHERE queue = ?").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM queue_dedup WHERE queue = ?").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM queues WHERE name = ?").bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -184,11 +203,43 @@ impl QueueMeta for SqliteMetadata {
                 MessageWrite::Purge { queue } => {
                     sqlx::query("DELETE FROM queue_messages WHERE queue = ?").bind(queue).execute(&mut *tx).await?;
                 }
+                MessageWrite::Dedup(d) => {
+                    sqlx::query(
+                        "INSERT OR REPLACE INTO queue_dedup (queue, dedup_id, message_id, sent_ms) VALUES (?, ?, ?, ?)",
+                    )
+                    .bind(&d.queue)
+                    .bind(&d.dedup_id)
+                    .bind(&d.message_id)
+                    .bind(d.sent_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                MessageWrite::ForgetDedup { before_ms } => {
+                    sqlx::query("DELETE FROM queue_dedup WHERE sent_ms < ?").bind(before_ms).execute(&mut *tx).await?;
+                }
             }
             i += run;
         }
         tx.commit().await?;
         Ok(seqs)
+    }
+
+    async fn dedup_ids(&self, since_ms: i64) -> Result<Vec<DedupId>> {
+        let rows = sqlx::query(
+            "SELECT queue, dedup_id, message_id, sent_ms FROM queue_dedup WHERE sent_ms >= ? ORDER BY sent_ms",
+        )
+        .bind(since_ms)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DedupId {
+                queue: r.get("queue"),
+                dedup_id: r.get("dedup_id"),
+                message_id: r.get("message_id"),
+                sent_ms: r.get("sent_ms"),
+            })
+            .collect())
     }
 }
 
