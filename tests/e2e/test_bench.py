@@ -43,7 +43,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
                 "large_get_mbps", "large_put_share", "large_get_share", "md5_mbps",
                 "large_put_share_of_md5"):
         assert s3[key] > 0, (key, s3)
-    assert 0 < s3["put_to_handler_ms"]["p50"] <= s3["put_to_handler_ms"]["p99"], s3
+    # (A handler that starts before the PUT's answer arrives waited 0 ms.)
+    assert 0 <= s3["put_to_handler_ms"]["p50"] <= s3["put_to_handler_ms"]["p99"], s3
     queues = report["queues"]
     assert queues["messages"] > 0, queues
     assert all(queues[k] > 0 for k in ("send_batch_msgs_per_s", "receive_msgs_per_s", "delete_batch_msgs_per_s"))

@@ -334,6 +334,13 @@ def test_conditional_writes(s3, bucket):
     assert error_code(e) == "NoSuchKey"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="never-written")
+    # CopyObject's destination takes the same conditions.
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=bucket, Key="lock", CopySource=f"{bucket}/lock", IfNoneMatch="*",
+                       MetadataDirective="REPLACE")
+    assert error_code(e) == "PreconditionFailed"
+    s3.copy_object(Bucket=bucket, Key="lock-copy", CopySource=f"{bucket}/lock", IfNoneMatch="*")
+    assert s3.get_object(Bucket=bucket, Key="lock-copy")["Body"].read() == b"third"
     # Of writers racing to create one key, exactly one does (the lock pattern).
     def race(i):
         try:
@@ -767,8 +774,15 @@ def test_presigned_sigv4_query_headers_are_headers(s3server, s3, bucket):
     assert head["Metadata"] == {"owner": "alice"}
     assert head["ChecksumSHA256"] == b64(hashlib.sha256(body).digest())
     assert s3.get_object_tagging(Bucket=bucket, Key="hoisted")["TagSet"] == [{"Key": "team", "Value": "x"}]
-    # Another body than the checksum it was signed with stores nothing.
-    r = requests.put(req.url, data=b"tampered on the way", timeout=30)
+    # Another body than the checksum it was signed with stores nothing,
+    # whatever headers of the same names the URL's holder sends: what was
+    # signed wins.
+    other = b"tampered on the way"
+    r = requests.put(req.url, data=other, timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (400, "BadDigest"), r.text
+    r = requests.put(req.url, data=other, timeout=30, headers={
+        "x-amz-checksum-sha256": b64(hashlib.sha256(other).digest()), "x-amz-meta-owner": "mallory",
+        "x-amz-tagging": "team=y"})
     assert (r.status_code, xml_code(r.content)) == (400, "BadDigest"), r.text
     assert s3.get_object(Bucket=bucket, Key="hoisted")["Body"].read() == body
 

@@ -140,6 +140,14 @@ def test_completion_checks_order_parts_etags_and_sizes(s3, lone, bucket):
         s3.head_object(Bucket=bucket, Key="k")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
+    # A conditional completion that does not hold completes nothing: the
+    # upload remains, to be completed without it.
+    s3.put_object(Bucket=bucket, Key="k", Body=b"there first")
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, IfNoneMatch="*", MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 3, "ETag": e3}]})
+    assert error_code(e) == "PreconditionFailed"
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"there first"
     done = complete(s3, bucket, "k", upload, [(1, e1), (3, e3)])
     assert done["ETag"] == multipart_etag([big, small3])
     got = s3.get_object(Bucket=bucket, Key="k")

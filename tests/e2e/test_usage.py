@@ -163,3 +163,24 @@ def test_every_run_is_billed_and_the_free_tier_is_the_months(tmp_path):
         assert whole["requests"] == 5 and whole["freeTierCredit"] == pytest.approx(3.0), whole
     finally:
         s.stop()
+
+
+def test_a_graceful_stop_stores_every_record_and_line(tmp_path):
+    # Records and lines are written off the invoke path; a SIGTERM right
+    # after the last answer waits for them.
+    s = Server(tmp_path / "data").start()
+    lam = s.client()
+    name = unique_name("stopped")
+    create(lam, name, CODE)
+    wait_ready(lam, name)
+    for _ in range(5):
+        lam.invoke(FunctionName=name, Payload=b"{}")
+    s.stop()
+    assert s.proc.returncode == 0
+    s = Server(tmp_path / "data").start()
+    try:
+        assert usage_json(s, "--function", name)["requests"] == 5
+        reports = logs_client(s).filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern="REPORT")
+        assert len(reports["events"]) == 5
+    finally:
+        s.stop()

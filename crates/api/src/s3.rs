@@ -195,9 +195,10 @@ impl S3Front {
 /// query (a session's `x-amz-security-token`, in SigV2; an object's
 /// `x-amz-meta-*`, `x-amz-tagging` or `x-amz-checksum-*`, which the
 /// JavaScript SDK's presigner moves there), and AWS counts them as headers;
-/// `s3s` reads only headers, so they are made headers (where the request
-/// has no such header of its own). SigV4's own parameters stay where `s3s`
-/// reads them.
+/// `s3s` reads only headers, so they are made headers. What was signed
+/// wins: a header of the same name the URL's holder sent is replaced (else
+/// a checksum or tag the URL pins could be swapped). SigV4's own
+/// parameters stay where `s3s` reads them.
 fn presigned_query_headers<B>(req: &mut Request<B>) {
     const SIGV4_OWN: &[&str] = &[
         "x-amz-algorithm",
@@ -218,7 +219,7 @@ fn presigned_query_headers<B>(req: &mut Request<B>) {
     for (name, value) in pairs {
         let name = name.to_ascii_lowercase();
         let own = v4 && SIGV4_OWN.contains(&name.as_str());
-        if !name.starts_with("x-amz-") || own || req.headers().contains_key(name.as_str()) {
+        if !name.starts_with("x-amz-") || own {
             continue;
         }
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {

@@ -846,7 +846,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
         tokio::spawn(ecs.clone().run_retention());
         let api = Arc::new(
-            nimbus_api::Api::new(control, creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
+            nimbus_api::Api::new(control.clone(), creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
                 .with_schedules(schedules)
                 .with_mappings(mappings)
                 .with_registry(registry)
@@ -887,7 +887,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             () = finished => None,
             () = abort => Some(in_flight(&requests, &tasks)),
         };
-        // The minute under way, which the flusher would write when it ends.
+        // The invocation records and lines not yet stored, then the minute
+        // under way, which the flusher would write when it ends.
+        control.flush_records().await;
         if let Err(e) = metrics.flush().await {
             tracing::error!(error = %e, "cannot store the last minute's metrics");
         }

@@ -78,6 +78,7 @@ impl LogSink {
     pub async fn forward(self, stdout: impl AsyncRead + Unpin, stderr: impl AsyncRead + Unpin) {
         let (mut out, mut err) = (Pipe::new(stdout), Pipe::new(stderr));
         let mut batch = Batch::default();
+        let mut lost = Lost::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         while !(out.closed && err.closed) {
             let flush_at = async {
@@ -90,14 +91,14 @@ impl LogSink {
                 lines = out.read(), if !out.closed => lines,
                 lines = err.read(), if !err.closed => lines,
                 () = flush_at => {
-                    self.send(&mut batch).await;
+                    self.send(&mut batch, &mut lost).await;
                     deadline = None;
                     continue;
                 }
             };
             for line in lines {
                 if batch.full_with(&line) {
-                    self.send(&mut batch).await;
+                    self.send(&mut batch, &mut lost).await;
                 }
                 batch.push(line);
             }
@@ -105,19 +106,38 @@ impl LogSink {
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_AFTER);
             }
         }
-        self.send(&mut batch).await;
+        self.send(&mut batch, &mut lost).await;
+        if lost.lines > 0 {
+            tracing::warn!(group = %self.group, stream = %self.stream, lines = lost.lines, "awslogs: lines lost");
+        }
     }
 
-    async fn send(&self, batch: &mut Batch) {
+    async fn send(&self, batch: &mut Batch, lost: &mut Lost) {
         let events = std::mem::take(&mut batch.events);
         batch.bytes = 0;
         if events.is_empty() {
             return;
         }
         if let Err(e) = self.logs.put_log_events(&self.group, &self.stream, &events).await {
-            tracing::warn!(group = %self.group, stream = %self.stream, error = %e, lines = events.len(), "awslogs: lines lost");
+            lost.lines += events.len();
+            // At most once a minute: a task printing without end while the
+            // store refuses (its disk nearly full) must not flood the node's log.
+            if lost.warned.is_none_or(|at| at.elapsed() >= LOST_WARN_EVERY) {
+                tracing::warn!(group = %self.group, stream = %self.stream, error = %e, lines = lost.lines, "awslogs: lines lost");
+                *lost = Lost { lines: 0, warned: Some(std::time::Instant::now()) };
+            }
         }
     }
+}
+
+/// How often lost lines are reported while they are lost.
+const LOST_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Lines the store refused since the last warning.
+#[derive(Default)]
+struct Lost {
+    lines: usize,
+    warned: Option<std::time::Instant>,
 }
 
 #[derive(Default)]

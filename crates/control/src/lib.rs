@@ -176,6 +176,12 @@ impl Control {
         Ok(control)
     }
 
+    /// Returns once every invocation record and log line handed to the
+    /// writer so far is stored: a graceful stop waits for it.
+    pub async fn flush_records(&self) {
+        self.recorder.flush().await;
+    }
+
     /// Lets CreateFunction, UpdateFunctionCode and PublishLayerVersion take
     /// their code from the object store.
     pub fn with_code_objects(mut self, objects: Arc<dyn CodeObjects>) -> Self {

@@ -6,16 +6,13 @@
 use std::sync::Arc;
 
 use nimbus_store::{InvocationRecord, InvocationSummary, LogEvent, Metadata};
-use nimbus_worker::Outcome;
+use nimbus_worker::{Outcome, HELD_PER_LINE};
 use tokio::sync::mpsc;
 
 use crate::*;
 
 pub(crate) type Batch = (InvocationRecord, Vec<LogEvent>);
 
-/// What a log line costs to hold until it is written, beyond its text: its
-/// event's strings and slots (an empty line held about 200 bytes).
-const HELD_PER_LINE: usize = 256;
 /// The most log text (at its cost to hold) waiting for the writer. Past it
 /// an invocation's lines are dropped, and one line says so: a function
 /// printing millions of lines must not hold the node's memory, whoever's
@@ -29,11 +26,17 @@ fn cost(lines: &[LogEvent]) -> usize {
     lines.iter().map(|l| l.message.len() + HELD_PER_LINE).sum()
 }
 
+/// What the writer task is handed: a batch, or a wait for all before it.
+enum Item {
+    Batch(Batch),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Hands invocation records and their lines to the writer task, within
 /// [`BACKLOG_MAX`].
 #[derive(Clone)]
 pub(crate) struct Recorder {
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: mpsc::UnboundedSender<Item>,
     backlog: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -65,7 +68,15 @@ impl Recorder {
             held = cost(&lines);
         }
         self.backlog.fetch_add(held, Ordering::Relaxed);
-        self.tx.send((record, lines)).map_err(|_| ())
+        self.tx.send(Item::Batch((record, lines))).map_err(|_| ())
+    }
+
+    /// Returns once everything sent before is stored (a graceful stop).
+    pub(crate) async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send(Item::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
     }
 }
 
@@ -82,40 +93,59 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Writes batches until every sender is gone.
 async fn run_recorder(
     meta: Arc<dyn Metadata>,
-    mut rx: mpsc::UnboundedReceiver<Batch>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
     backlog: Arc<std::sync::atomic::AtomicUsize>,
     retention_ms: i64,
     metrics: Arc<std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>>,
 ) {
     let mut last_prune = 0i64;
-    while let Some(first) = rx.recv().await {
+    while let Some(item) = rx.recv().await {
+        let (record, mut lines) = match item {
+            Item::Batch(batch) => batch,
+            Item::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         // Gather what arrives shortly after: one transaction (and one disk
         // sync) per window rather than per invocation keeps the writer off
         // the CPU the invocations need.
         tokio::time::sleep(GATHER).await;
-        let mut records = vec![first.0];
-        let mut lines = first.1;
+        let mut records = vec![record];
+        let mut flushed = None;
         while records.len() < 4096 && lines.len() < LINES_PER_TRANSACTION {
-            let Ok((r, l)) = rx.try_recv() else { break };
-            records.push(r);
-            lines.extend(l);
+            match rx.try_recv() {
+                Ok(Item::Batch((r, l))) => {
+                    records.push(r);
+                    lines.extend(l);
+                }
+                // Answered once what came before it is written, below.
+                Ok(Item::Flush(done)) => {
+                    flushed = Some(done);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         let began = std::time::Instant::now();
         // The records with the first lines; the rest of a flood's lines in
         // transactions of their own, so that other writes take turns.
         let mut chunks = lines.chunks(LINES_PER_TRANSACTION);
-        let mut written = meta.record_invocations(&records, chunks.next().unwrap_or_default()).await;
-        for chunk in chunks {
-            if written.is_ok() {
-                written = meta.record_invocations(&[], chunk).await;
+        if let Err(e) = meta.record_invocations(&records, chunks.next().unwrap_or_default()).await {
+            tracing::error!(error = %e, records = records.len(), lines = lines.len(), "cannot store invocation records");
+        } else {
+            for chunk in chunks {
+                if let Err(e) = meta.record_invocations(&[], chunk).await {
+                    tracing::error!(error = %e, lines = chunk.len(), "cannot store log lines");
+                }
             }
         }
         backlog.fetch_sub(cost(&lines), std::sync::atomic::Ordering::Relaxed);
         if let Some(m) = metrics.get() {
             m.platform().store_write("invocation_records", began.elapsed());
         }
-        if let Err(e) = written {
-            tracing::error!(error = %e, records = records.len(), "cannot store invocation records");
+        if let Some(done) = flushed {
+            let _ = done.send(());
         }
         let now = now_ms();
         if now - last_prune > PRUNE_EVERY_MS {

@@ -87,6 +87,16 @@ impl Objects {
 
     pub(crate) async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let origin = self.origin(&req);
+        // The destination's conditions (S3's conditional writes); this
+        // model's input has no members for them, so from the headers.
+        let header = |name: &str| {
+            req.headers.get(name).map(|v| {
+                ETagCondition::parse_http_header(v.as_bytes())
+                    .map_err(|_| s3_error!(InvalidArgument, "The {name} header is not a valid entity tag"))
+            })
+        };
+        let (if_match, if_none_match) = (header("if-match").transpose()?, header("if-none-match").transpose()?);
+        let condition = crate::s3::write_condition(if_match.as_ref(), if_none_match.as_ref())?;
         let input = req.input;
         check_key(&input.key)?;
         crate::s3::check_metadata(input.metadata.as_ref())?;
@@ -149,7 +159,7 @@ impl Objects {
             part_sizes: vec![],
             data: written.data,
         };
-        self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin, None).await?;
+        self.commit_object(&bucket, &object, "ObjectCreated:Copy", &origin, condition).await?;
         let mut sums = s3s::dto::Checksum::default();
         put_checksums(&object.checksum, &mut sums);
         Ok(S3Response::new(CopyObjectOutput {

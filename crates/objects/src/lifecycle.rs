@@ -259,7 +259,7 @@ impl Objects {
             for u in &page {
                 if bucket.lifecycle.iter().any(|r| r.aborts(u, now_ms)) {
                     // An upload completed or aborted meanwhile has nothing to free.
-                    if let Some(files) = self.meta.finish_upload(&u.id, None).await.map_err(internal)? {
+                    if let Some(files) = self.meta.finish_upload(&u.id, None, None).await.map_err(internal)? {
                         self.files.remove(files).await;
                         tracing::info!(bucket = %bucket.name, key = %u.key, upload_id = %u.id, "lifecycle aborted an incomplete multipart upload");
                     }

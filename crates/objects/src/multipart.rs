@@ -19,8 +19,8 @@ use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 use crate::copy::{check_source_conditions, source};
 use crate::notify;
 use crate::s3::{
-    check_key, etag, hasher_for, headers_of, internal, parse_tagging, put_checksums, sent_checksums, timestamp, verify,
-    write_error, PUT_MAX,
+    check_key, etag, hasher_for, headers_of, internal, parse_tagging, put_checksums, sent_checksums, store_error,
+    timestamp, unmet, verify, write_condition, write_error, PUT_MAX,
 };
 use crate::Objects;
 
@@ -383,23 +383,12 @@ impl Objects {
         if parts[..parts.len() - 1].iter().any(|p| p.size < PART_MIN) {
             return Err(s3_error!(EntityTooSmall, "Your proposed upload is smaller than the minimum allowed size"));
         }
-        if let Some(c) = &input.if_none_match {
-            if c.is_any() && self.meta.get_object(&bucket.name, &upload.key).await.map_err(internal)?.is_some() {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
-            }
-        }
-        if let Some(c) = &input.if_match {
+        // Checked now, to spare concatenating the parts for a write that
+        // cannot be, and again in the write's own transaction.
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        if let Some(c) = &condition {
             let current = self.meta.get_object(&bucket.name, &upload.key).await.map_err(internal)?;
-            let current = current.ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
-            if !(c.is_any() || c.as_etag().is_some_and(|e| e.strong_cmp(&etag(&current)))) {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
-            }
+            c.check(current.as_ref().map(|o| o.etag.as_str())).map_err(unmet)?;
         }
 
         let full = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
@@ -460,7 +449,7 @@ impl Objects {
             data: None,
         };
         let events = notify::events(&bucket, "ObjectCreated:CompleteMultipartUpload", &object, &origin);
-        match self.meta.finish_upload(&upload.id, Some((&object, &events))).await {
+        match self.meta.finish_upload(&upload.id, Some((&object, &events)), condition.as_ref()).await {
             Ok(Some(freed)) => {
                 self.files.remove(freed).await;
                 if !events.is_empty() {
@@ -474,7 +463,7 @@ impl Objects {
             }
             Err(e) => {
                 self.files.remove([object.file.clone()]).await;
-                return Err(internal(e));
+                return Err(store_error(e));
             }
         }
         let mut sums = s3s::dto::Checksum::default();
@@ -500,7 +489,7 @@ impl Objects {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = req.input;
         let (_, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
-        let freed = self.meta.finish_upload(&upload.id, None).await.map_err(internal)?;
+        let freed = self.meta.finish_upload(&upload.id, None, None).await.map_err(internal)?;
         self.files.remove(freed.ok_or_else(no_such_upload)?).await;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }

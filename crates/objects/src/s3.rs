@@ -26,6 +26,24 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> s3s::S3Error {
     s3_error!(InternalError, "We encountered an internal error. Please try again.")
 }
 
+/// S3's answer to a conditional write whose condition does not hold.
+pub(crate) fn unmet(u: nimbus_store::Unmet) -> s3s::S3Error {
+    match u {
+        nimbus_store::Unmet::Missing => s3_error!(NoSuchKey, "The specified key does not exist."),
+        nimbus_store::Unmet::Mismatch => {
+            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+        }
+    }
+}
+
+/// S3's answer to a failed store write: a condition's, or an internal error.
+pub(crate) fn store_error(e: nimbus_store::Error) -> s3s::S3Error {
+    match e {
+        nimbus_store::Error::Unmet(u) => unmet(u),
+        e => internal(e),
+    }
+}
+
 /// A conditional write's condition (S3's conditional writes): `If-None-Match`
 /// takes only `*` (no object of the key), `If-Match` an ETag or `*` (an
 /// object of the key, with that ETag); both at once is no condition S3 has.
@@ -290,15 +308,7 @@ impl Objects {
                 if o.data.is_none() {
                     self.files.remove([o.file.clone()]).await;
                 }
-                Err(match e {
-                    nimbus_store::Error::Unmet(nimbus_store::Unmet::Missing) => {
-                        s3_error!(NoSuchKey, "The specified key does not exist.")
-                    }
-                    nimbus_store::Error::Unmet(nimbus_store::Unmet::Mismatch) => {
-                        s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-                    }
-                    e => internal(e),
-                })
+                Err(store_error(e))
             }
         }
     }

@@ -3,18 +3,18 @@
 //! a burst of PUTs pays one WAL fsync rather than one each. A lone write
 //! commits at once; nothing waits for company.
 //!
-//! A batch commits whole; if one of its writes fails (its precondition
-//! does not hold, say), each is retried in a transaction of its own, so
-//! that only the failing one fails. This module owns only
+//! A batch commits whole; if one of its writes fails, each is retried in a
+//! transaction of its own, so that only the failing one fails. A write
+//! whose precondition does not hold writes nothing and fails alone. This module owns only
 //! the batching; what a write does is `objects::upsert_object`'s.
 
 use nimbus_core::objects::ObjectInfo;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::objects::{check_precondition, upsert_object, Precondition};
+use crate::objects::{current_etag, upsert_object, Precondition};
 use crate::sqlite::insert_events;
-use crate::{AsyncEvent, Error, Result};
+use crate::{AsyncEvent, Error, Result, Unmet};
 
 /// Writes taken into one transaction at most: bounds the time the
 /// database's write lock is held.
@@ -55,7 +55,7 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>) {
     match all {
         Ok(replaced) => {
             for (job, r) in batch.into_iter().zip(replaced) {
-                let _ = job.done.send(Ok(r));
+                let _ = job.done.send(r.map_err(Error::Unmet));
             }
         }
         // One write failed and the batch was rolled back: each is tried
@@ -66,7 +66,7 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>) {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                     let r = write(&mut tx, &job).await?;
                     tx.commit().await?;
-                    Ok(r)
+                    r.map_err(Error::Unmet)
                 }
                 .await;
                 let _ = job.done.send(alone);
@@ -80,11 +80,14 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>) {
     }
 }
 
-async fn write(tx: &mut sqlx::SqliteConnection, job: &Job) -> Result<Option<String>> {
+/// Stores one job's object, unless its precondition does not hold.
+async fn write(tx: &mut sqlx::SqliteConnection, job: &Job) -> Result<Result<Option<String>, Unmet>> {
     if let Some(condition) = &job.condition {
-        check_precondition(tx, &job.object, condition).await?;
+        if let Err(unmet) = condition.check(current_etag(tx, &job.object).await?.as_deref()) {
+            return Ok(Err(unmet));
+        }
     }
     let replaced = upsert_object(tx, &job.object).await?;
     insert_events(tx, &job.events).await?;
-    Ok(replaced)
+    Ok(Ok(replaced))
 }

@@ -30,6 +30,18 @@ pub enum Precondition {
     Present(Option<String>),
 }
 
+impl Precondition {
+    /// Whether it holds for an object of this ETag, or none.
+    pub fn check(&self, current: Option<&str>) -> Result<(), crate::Unmet> {
+        match (self, current) {
+            (Precondition::Absent, None) | (Precondition::Present(None), Some(_)) => Ok(()),
+            (Precondition::Present(Some(want)), Some(have)) if want == have => Ok(()),
+            (Precondition::Present(_), None) => Err(crate::Unmet::Missing),
+            _ => Err(crate::Unmet::Mismatch),
+        }
+    }
+}
+
 /// Why a bucket could not be deleted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BucketDelete {
@@ -93,7 +105,14 @@ pub trait ObjectMeta: Send + Sync {
     /// became is stored and `events` queued in the same transaction. Returns
     /// the files no longer referred to (its parts', a replaced object's), or
     /// None, changing nothing, if the upload had already ended.
-    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>>;
+    /// With `condition`, the object is stored only if it holds, else
+    /// [`crate::Error::Unmet`] and the upload remains.
+    async fn finish_upload(
+        &self,
+        id: &str,
+        done: Option<(&ObjectInfo, &[AsyncEvent])>,
+        condition: Option<&Precondition>,
+    ) -> Result<Option<Vec<String>>>;
 
     /// Every file an object or part refers to (for cleaning up after a crash).
     async fn object_files(&self) -> Result<HashSet<String>>;
@@ -138,24 +157,13 @@ pub(crate) async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInf
     Ok(old.map(|(file, _)| file).filter(|f| !old_inline && f != &o.file))
 }
 
-/// Whether `condition` holds for `o`'s key now.
-pub(crate) async fn check_precondition(
-    tx: &mut sqlx::SqliteConnection,
-    o: &ObjectInfo,
-    condition: &Precondition,
-) -> Result<()> {
-    let current: Option<String> =
-        sqlx::query_scalar("SELECT json_extract(doc, '$.etag') FROM objects WHERE bucket = ? AND key = ?")
-            .bind(&o.bucket)
-            .bind(&o.key)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match (condition, current) {
-        (Precondition::Absent, None) | (Precondition::Present(None), Some(_)) => Ok(()),
-        (Precondition::Present(Some(want)), Some(have)) if *want == have => Ok(()),
-        (Precondition::Present(_), None) => Err(crate::Error::Unmet(crate::Unmet::Missing)),
-        _ => Err(crate::Error::Unmet(crate::Unmet::Mismatch)),
-    }
+/// The ETag of the object stored at `o`'s key, if any.
+pub(crate) async fn current_etag(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT json_extract(doc, '$.etag') FROM objects WHERE bucket = ? AND key = ?")
+        .bind(&o.bucket)
+        .bind(&o.key)
+        .fetch_optional(&mut *tx)
+        .await?)
 }
 
 /// Removes a small object's bytes; returns them if there were any.
@@ -386,9 +394,18 @@ impl ObjectMeta for SqliteMetadata {
         parse_all(&rows)
     }
 
-    async fn finish_upload(&self, id: &str, done: Option<(&ObjectInfo, &[AsyncEvent])>) -> Result<Option<Vec<String>>> {
+    async fn finish_upload(
+        &self,
+        id: &str,
+        done: Option<(&ObjectInfo, &[AsyncEvent])>,
+        condition: Option<&Precondition>,
+    ) -> Result<Option<Vec<String>>> {
         let _forget = done.map(|(o, _)| self.object_cache.around(&o.bucket, Some(&o.key)));
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        if let (Some((object, _)), Some(c)) = (done, condition) {
+            // Dropped, the transaction rolls back: the upload remains.
+            c.check(current_etag(&mut tx, object).await?.as_deref()).map_err(crate::Error::Unmet)?;
+        }
         let ended = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
         if ended.rows_affected() == 0 {
             return Ok(None);
@@ -466,7 +483,7 @@ mod tests {
         assert_eq!(m.put_part("u", &part(1, "p1")).await.unwrap(), Some(None));
         assert_eq!(m.put_part("u", &part(1, "p1b")).await.unwrap(), Some(Some("p1".into())));
         assert_eq!(m.put_part("u", &part(2, "p2")).await.unwrap(), Some(None));
-        let freed = m.finish_upload("u", Some((&object("joined"), &[]))).await.unwrap();
+        let freed = m.finish_upload("u", Some((&object("joined"), &[])), None).await.unwrap();
         assert_eq!(
             freed.map(|mut f| {
                 f.sort();
@@ -477,7 +494,7 @@ mod tests {
         assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().file, "joined");
         // A part arriving after completion, or a second completion, changes nothing.
         assert_eq!(m.put_part("u", &part(3, "late")).await.unwrap(), None);
-        assert_eq!(m.finish_upload("u", Some((&object("again"), &[]))).await.unwrap(), None);
+        assert_eq!(m.finish_upload("u", Some((&object("again"), &[])), None).await.unwrap(), None);
         assert_eq!(m.get_object("b", "k").await.unwrap().unwrap().file, "joined");
         assert_eq!(m.object_files().await.unwrap(), HashSet::from(["joined".to_string()]));
     }

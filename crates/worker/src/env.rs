@@ -270,7 +270,7 @@ const LINE_MAX: usize = (256 << 10) - 26;
 const HELD_MAX: usize = 32 << 20;
 /// What a line costs beyond its text, here and until it is stored (its
 /// log event's strings and slots: an empty line held about 200 bytes).
-const HELD_PER_LINE: usize = 256;
+pub const HELD_PER_LINE: usize = 256;
 
 /// The output lines read since the last invocation ended.
 #[derive(Default)]

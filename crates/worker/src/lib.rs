@@ -33,7 +33,7 @@ use nimbus_core::ThrottleReason;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-pub use env::Outcome;
+pub use env::{Outcome, HELD_PER_LINE};
 pub use pool::{ProvisionedStatus, ScalingLimits};
 use templates::{retire_all, RefillAfter, Templates};
 

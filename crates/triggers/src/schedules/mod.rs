@@ -268,7 +268,9 @@ impl Schedules {
         let now = self.clock.now_ms();
         let _w = self.writes.lock().await;
         let old = self.row(&group, &input.name).await?;
-        let s = self.build(input, group, now, old.schedule.created_ms)?;
+        let mut s = self.build(input, group, now, old.schedule.created_ms)?;
+        // The token that made it answers a retried create; an update's is its own.
+        s.client_token = old.schedule.client_token;
         let row = ScheduleRow { times: self.first_times(&s, now)?, schedule: s };
         self.meta.replace_schedule(&row).await?;
         self.wake.notify_one();
