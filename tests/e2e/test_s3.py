@@ -691,6 +691,26 @@ def test_wrong_secret_and_no_credentials(s3server, s3, bucket):
 
 # --- virtual-hosted style ----------------------------------------------------
 
+def virtual_client(server, endpoint):
+    """boto3 in virtual-hosted style for `endpoint`, and the hosts it sent:
+    glibc does not resolve *.localhost, so each request goes to 127.0.0.1
+    with the Host it was signed for."""
+    key, secret = server.credentials()
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                          aws_access_key_id=key, aws_secret_access_key=secret,
+                          config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}))
+    hosts = []
+
+    def to_loopback(request, **_):
+        netloc = urlparse(request.url).netloc
+        hosts.append(netloc)
+        request.headers["Host"] = netloc
+        request.url = request.url.replace(netloc, f"127.0.0.1:{server.port}", 1)
+
+    client.meta.events.register("before-send.s3", to_loopback)
+    return client, hosts
+
+
 def test_virtual_hosted_style(s3server, s3, bucket):
     host = f"{bucket}.s3.localhost:{s3server.port}"
     status, headers, body = signed_s3(s3server, "PUT", "/dir/v%20host.txt", b"virtual", host=host)
@@ -708,21 +728,8 @@ def test_virtual_hosted_style(s3server, s3, bucket):
     r = requests.get(f"{s3server.endpoint}/dir/v%20host.txt", headers={"Host": host}, timeout=30)
     assert (r.status_code, xml_code(r.content)) == (403, "AccessDenied")
 
-    # boto3 itself in virtual-hosted style: glibc does not resolve *.localhost,
-    # so each request is sent to 127.0.0.1 with the Host it was signed for.
-    key, secret = s3server.credentials()
-    virtual = boto3.client("s3", endpoint_url=f"http://s3.localhost:{s3server.port}", region_name=REGION,
-                           aws_access_key_id=key, aws_secret_access_key=secret,
-                           config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}))
-    hosts = []
-
-    def to_loopback(request, **_):
-        netloc = urlparse(request.url).netloc
-        hosts.append(netloc)
-        request.headers["Host"] = netloc
-        request.url = request.url.replace(netloc, f"127.0.0.1:{s3server.port}", 1)
-
-    virtual.meta.events.register("before-send.s3", to_loopback)
+    # boto3 itself in virtual-hosted style.
+    virtual, hosts = virtual_client(s3server, f"http://s3.localhost:{s3server.port}")
     virtual.put_object(Bucket=bucket, Key="boto/virtual.txt", Body=b"from boto3")
     assert virtual.get_object(Bucket=bucket, Key="boto/virtual.txt")["Body"].read() == b"from boto3"
     listed = virtual.list_objects_v2(Bucket=bucket, Prefix="boto/")
@@ -737,19 +744,7 @@ def test_a_bucket_in_a_localhost_host_is_that_bucket(s3server, s3, bucket):
     # the bucket `victim`.
     victim = unique_name("victim")
     s3.create_bucket(Bucket=victim)
-    key, secret = s3server.credentials()
-    local = boto3.client("s3", endpoint_url=f"http://localhost:{s3server.port}", region_name=REGION,
-                         aws_access_key_id=key, aws_secret_access_key=secret,
-                         config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}))
-    hosts = []
-
-    def to_loopback(request, **_):
-        netloc = urlparse(request.url).netloc
-        hosts.append(netloc)
-        request.headers["Host"] = netloc
-        request.url = request.url.replace(netloc, f"127.0.0.1:{s3server.port}", 1)
-
-    local.meta.events.register("before-send.s3", to_loopback)
+    local, hosts = virtual_client(s3server, f"http://localhost:{s3server.port}")
     local.put_object(Bucket=bucket, Key=victim, Body=b"a key named like a bucket")
     assert local.get_object(Bucket=bucket, Key=victim)["Body"].read() == b"a key named like a bucket"
     assert [o["Key"] for o in local.list_objects_v2(Bucket=bucket)["Contents"]] == [victim]

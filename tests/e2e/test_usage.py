@@ -103,19 +103,31 @@ def test_the_api_is_signed_and_checks_its_times(server, used):
     assert status == 400 and "is not a time" in json.loads(body)["message"]
 
 
+def priced_server(tmp_path, prices, *args):
+    """A server of its own, with the operator's price table `prices`."""
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps(prices))
+    return Server(tmp_path / "data", args=("--prices", str(table), *args)).start()
+
+
+def ready_functions(lam, *prefixes):
+    """A new function (of CODE) per prefix, each ready to invoke; their names."""
+    names = [unique_name(p) for p in prefixes]
+    for name in names:
+        create(lam, name, CODE)
+        wait_ready(lam, name)
+    return names
+
+
 def test_a_price_table_of_the_operators(tmp_path):
     prices = {"x86_64": {"perMillionRequests": 1_000_000.0, "perGbSecond": 0.0},
               "arm64": {"perMillionRequests": 0.0, "perGbSecond": 0.0},
               "freeTier": {"requests": 0, "gbSeconds": 0.0},
               "fargate": {"perVcpuHour": 1.0, "perGbHour": 0.5}}
-    table = tmp_path / "prices.json"
-    table.write_text(json.dumps(prices))
-    s = Server(tmp_path / "data", args=("--prices", str(table))).start()
+    s = priced_server(tmp_path, prices)
     try:
         lam = s.client()
-        name = unique_name("priced")
-        create(lam, name, CODE)
-        wait_ready(lam, name)
+        [name] = ready_functions(lam, "priced")
         for _ in range(2):
             lam.invoke(FunctionName=name, Payload=b"{}")
         recorded(s, name, 2)
@@ -131,15 +143,10 @@ def test_every_run_is_billed_and_the_free_tier_is_the_months(tmp_path):
     prices = {"x86_64": {"perMillionRequests": 1_000_000.0, "perGbSecond": 0.0},
               "arm64": {"perMillionRequests": 1_000_000.0, "perGbSecond": 0.0},
               "freeTier": {"requests": 3, "gbSeconds": 0.0}}
-    table = tmp_path / "prices.json"
-    table.write_text(json.dumps(prices))
-    s = Server(tmp_path / "data", args=("--prices", str(table), "--async-retry-delay", "0")).start()
+    s = priced_server(tmp_path, prices, "--async-retry-delay", "0")
     try:
         lam = s.client()
-        failing, fine = unique_name("retried"), unique_name("fine")
-        for name in (failing, fine):
-            create(lam, name, CODE)
-            wait_ready(lam, name)
+        failing, fine = ready_functions(lam, "retried", "fine")
         # An event that fails and is retried twice runs three times, each a
         # billed request with its own REPORT line (the same request id, as on AWS).
         lam.put_function_event_invoke_config(FunctionName=failing, MaximumRetryAttempts=2)
@@ -170,9 +177,7 @@ def test_a_graceful_stop_stores_every_record_and_line(tmp_path):
     # after the last answer waits for them.
     s = Server(tmp_path / "data").start()
     lam = s.client()
-    name = unique_name("stopped")
-    create(lam, name, CODE)
-    wait_ready(lam, name)
+    [name] = ready_functions(lam, "stopped")
     for _ in range(5):
         lam.invoke(FunctionName=name, Payload=b"{}")
     s.stop()
