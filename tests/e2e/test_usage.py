@@ -168,6 +168,10 @@ def test_every_run_is_billed_and_the_free_tier_is_the_months(tmp_path):
         assert window["freeTierCredit"] == pytest.approx(expected), window
         whole = usage_json(s, "--since", "1d", "--free-tier")
         assert whole["requests"] == 5 and whole["freeTierCredit"] == pytest.approx(3.0), whole
+        # One function's report has its share of the node's credit (by cost):
+        # the functions' reports add up to the node's.
+        each = [usage_json(s, "--since", "1d", "--free-tier", "--function", n)["freeTierCredit"] for n in (failing, fine)]
+        assert each == [pytest.approx(3.0 * 3 / 5), pytest.approx(3.0 * 2 / 5)], each
     finally:
         s.stop()
 

@@ -467,7 +467,19 @@ impl Metrics {
             true => self.meta.usage_rows(None, month_start, q.start_ms).await?,
             false => Vec::new(),
         };
-        Ok(usage::report(&rows, &earlier, &tasks, &self.settings.prices, q.free_tier))
+        let prices = &self.settings.prices;
+        let mut report = usage::report(&rows, &earlier, &tasks, prices, q.free_tier);
+        if q.free_tier && q.function.is_some() {
+            // One function's share of what the node's window took of the
+            // free tier, in proportion to its cost: the functions' reports
+            // add up to the node's.
+            let all = self.meta.usage_rows(None, q.start_ms, q.end_ms).await?;
+            let node = usage::report(&all, &earlier, &[], prices, true);
+            let share = if node.gross_cost > 0.0 { report.gross_cost / node.gross_cost } else { 0.0 };
+            report.free_tier_credit = node.free_tier_credit * share;
+            report.cost = (report.gross_cost - report.free_tier_credit).max(0.0);
+        }
+        Ok(report)
     }
 }
 
