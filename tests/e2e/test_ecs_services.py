@@ -17,8 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, nimbus_cli, unique_name, wait_for
+from conftest import ACCOUNT, REGION, Server, aws_client, aws_json, error_code, nimbus_cli, unique_name, wait_for
 from test_ecs import NETWORK, busybox, busybox_layout, container, refused, register, run, stopped  # noqa: F401
 from test_image_functions import push
 
@@ -213,6 +214,25 @@ def test_a_failing_health_check_replaces_the_task(ecs, busybox):
     wait_for(lambda: [t for t in service_tasks(ecs, name) if t["taskArn"] != first["taskArn"]], "a replacement")
     task_id = first["taskArn"].rsplit("/", 1)[1]
     assert f"(service {name}) (task {task_id}) failed container health checks." in messages(describe(ecs, name))
+    finish(ecs, name)
+
+
+def test_a_service_on_a_deregistered_revision_still_scales(ecs, busybox):
+    # As on AWS: an INACTIVE task definition starts no new task or service,
+    # but a service already on it scales and replaces its tasks.
+    family = register(ecs, containers=[web(busybox, "kept")])["family"]
+    name = create(ecs, f"{family}:1", 1)
+    stable(ecs, name)
+    ecs.deregister_task_definition(taskDefinition=f"{family}:1")
+    with pytest.raises(ClientError) as e:
+        ecs.run_task(taskDefinition=f"{family}:1", launchType="FARGATE", networkConfiguration=NETWORK)
+    assert error_code(e) == "InvalidParameterException"
+    ecs.update_service(service=name, desiredCount=2)
+    assert stable(ecs, name)["runningCount"] == 2
+    for bad in ({"tasks": []}, {"services": []}):
+        with pytest.raises(ClientError) as e:
+            (ecs.describe_tasks if "tasks" in bad else ecs.describe_services)(**bad)
+        assert e.value.response["Error"]["Message"] == f"{next(iter(bad)).capitalize()} cannot be empty."
     finish(ecs, name)
 
 

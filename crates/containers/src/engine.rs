@@ -679,6 +679,13 @@ impl Ecs {
     // ---- tasks ----
 
     pub async fn run_task(&self, input: RunTask) -> Result<RunTaskOutcome, Error> {
+        self.start_tasks(input, false).await
+    }
+
+    /// RunTask; for a service's scheduler (`for_service`), also of an
+    /// INACTIVE revision: as on AWS, a service on a deregistered task
+    /// definition still scales and replaces its tasks.
+    pub(crate) async fn start_tasks(&self, input: RunTask, for_service: bool) -> Result<RunTaskOutcome, Error> {
         let mut state = self.inner.state.lock().await;
         let cluster = self.cluster_name(&mut state, input.cluster.as_deref()).await?;
         let cluster_arn = state.clusters[&cluster].cluster_arn.clone();
@@ -692,7 +699,7 @@ impl Ecs {
             .cloned()
             .ok_or_else(|| Error::InvalidParameter("TaskDefinition not found.".into()))?;
         let definition = record.definition;
-        if definition.status != "ACTIVE" {
+        if definition.status != "ACTIVE" && !for_service {
             return Err(Error::InvalidParameter("TaskDefinition is inactive.".into()));
         }
         let subnet = check_network(input.network_configuration.as_ref())?;

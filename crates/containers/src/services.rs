@@ -572,7 +572,7 @@ impl Ecs {
             group: Some(format!("service:{name}")),
             ..RunTask::default()
         };
-        let outcome = self.run_task(input).await;
+        let outcome = self.start_tasks(input, true).await;
         let mut state = self.inner.state.lock().await;
         let Some(mut record) = state.services.get(arn).cloned() else { return };
         match outcome {

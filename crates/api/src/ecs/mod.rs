@@ -124,6 +124,14 @@ fn required(value: Option<String>, name: &str) -> Result<String, Failure> {
     value.ok_or_else(|| Failure::new("InvalidParameterException", format!("{name} is required.")))
 }
 
+/// A list AWS requires at least one of (DescribeTasks' `tasks`, DescribeServices' `services`).
+fn not_empty<T>(list: &[T], what: &str) -> Result<(), Failure> {
+    match list.is_empty() {
+        true => Err(Failure::new("InvalidParameterException", format!("{what} cannot be empty."))),
+        false => Ok(()),
+    }
+}
+
 async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
     let c: Common = match op {
         "RegisterTaskDefinition"
@@ -196,6 +204,7 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
             json!({ "tasks": to_json(&out.tasks), "failures": to_json(&out.failures) })
         }
         "DescribeTasks" => {
+            not_empty(&c.tasks, "Tasks")?;
             let out = ecs.describe_tasks(c.cluster.as_deref(), &c.tasks).await?;
             let tags = includes_tags(&c.include);
             let tasks: Vec<Value> = out
@@ -226,6 +235,7 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
             json!({ "service": service_json(&ecs.update_service(input::<UpdateService>(body)?).await?, false) })
         }
         "DescribeServices" => {
+            not_empty(&c.services, "Services")?;
             let (found, failures) = ecs.describe_services(c.cluster.as_deref(), &c.services).await?;
             let tags = includes_tags(&c.include);
             let services: Vec<Value> = found.iter().map(|s| service_json(s, tags)).collect();
