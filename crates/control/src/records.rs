@@ -26,9 +26,10 @@ fn cost(lines: &[LogEvent]) -> usize {
     lines.iter().map(|l| l.message.len() + HELD_PER_LINE).sum()
 }
 
-/// What the writer task is handed: a batch, or a wait for all before it.
+/// What the writer task is handed: a batch with what it holds of the
+/// backlog, or a wait for all before it.
 enum Item {
-    Batch(Batch),
+    Batch(Batch, usize),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -68,7 +69,7 @@ impl Recorder {
             held = cost(&lines);
         }
         self.backlog.fetch_add(held, Ordering::Relaxed);
-        self.tx.send(Item::Batch((record, lines))).map_err(|_| ())
+        self.tx.send(Item::Batch((record, lines), held)).map_err(|_| ())
     }
 
     /// Returns once everything sent before is stored (a graceful stop).
@@ -100,8 +101,8 @@ async fn run_recorder(
 ) {
     let mut last_prune = 0i64;
     while let Some(item) = rx.recv().await {
-        let (record, mut lines) = match item {
-            Item::Batch(batch) => batch,
+        let ((record, mut lines), mut held) = match item {
+            Item::Batch(batch, held) => (batch, held),
             Item::Flush(done) => {
                 let _ = done.send(());
                 continue;
@@ -115,9 +116,10 @@ async fn run_recorder(
         let mut flushed = None;
         while records.len() < 4096 && lines.len() < LINES_PER_TRANSACTION {
             match rx.try_recv() {
-                Ok(Item::Batch((r, l))) => {
+                Ok(Item::Batch((r, l), h)) => {
                     records.push(r);
                     lines.extend(l);
+                    held += h;
                 }
                 // Answered once what came before it is written, below.
                 Ok(Item::Flush(done)) => {
@@ -140,7 +142,7 @@ async fn run_recorder(
                 }
             }
         }
-        backlog.fetch_sub(cost(&lines), std::sync::atomic::Ordering::Relaxed);
+        backlog.fetch_sub(held, std::sync::atomic::Ordering::Relaxed);
         if let Some(m) = metrics.get() {
             m.platform().store_write("invocation_records", began.elapsed());
         }

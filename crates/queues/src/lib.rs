@@ -254,13 +254,19 @@ impl Queues {
     pub async fn expire(&self, now: i64) -> Result<()> {
         let queues: Vec<Arc<Queue>> = self.queues.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         let mut writes = Vec::new();
+        // Only FIFO queues have deduplication rows (a deleted one's go with
+        // it): a node without them writes nothing here, as before.
+        if queues.iter().any(|q| q.fifo) {
+            writes.push(MessageWrite::ForgetDedup { before_ms: now - rules::DEDUP_WINDOW_MS });
+        }
         for q in queues {
             let retention_ms = q.settings().retention_s * 1000;
             let gone = lock(&q.messages).expire(now, retention_ms);
             writes.extend(gone.into_iter().map(|seq| MessageWrite::Delete { seq }));
         }
-        writes.push(MessageWrite::ForgetDedup { before_ms: now - rules::DEDUP_WINDOW_MS });
-        self.write(writes).await?;
+        if !writes.is_empty() {
+            self.write(writes).await?;
+        }
         Ok(())
     }
 

@@ -558,4 +558,35 @@ mod tests {
         kept.sort();
         assert_eq!(files, kept);
     }
+
+    #[tokio::test]
+    async fn of_conditional_creators_in_one_batch_one_wins_and_the_rest_of_the_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = std::sync::Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+        // Twenty creators of "lock" and twenty plain writes of other keys, at once.
+        let puts = (0..40).map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let key = if i % 2 == 0 { "lock".to_string() } else { format!("k{i}") };
+                let o = ObjectInfo { key, file: format!("f{i}"), ..object("") };
+                let condition = (i % 2 == 0).then_some(Precondition::Absent);
+                m.put_object_if(&o, &[], condition).await.map(|_| i)
+            })
+        });
+        let results: Vec<_> = futures_util::future::join_all(puts).await.into_iter().map(Result::unwrap).collect();
+        let (created, refused): (Vec<_>, Vec<_>) = results.iter().step_by(2).partition(|r| r.is_ok());
+        assert_eq!(created.len(), 1);
+        assert!(refused.iter().all(|r| matches!(r, Err(crate::Error::Unmet(crate::Unmet::Mismatch)))));
+        assert!(results.iter().skip(1).step_by(2).all(Result::is_ok));
+        assert_eq!(m.list_objects("b", "", "", 1000).await.unwrap().len(), 21);
+        // If-Match: another ETag, or no object, writes nothing.
+        let o = ObjectInfo { key: "lock".into(), file: "g".into(), ..object("") };
+        let wrong = Some(Precondition::Present(Some("\"other\"".into())));
+        assert!(matches!(m.put_object_if(&o, &[], wrong).await, Err(crate::Error::Unmet(crate::Unmet::Mismatch))));
+        let absent = ObjectInfo { key: "none".into(), ..o.clone() };
+        let any = Some(Precondition::Present(None));
+        assert!(matches!(m.put_object_if(&absent, &[], any).await, Err(crate::Error::Unmet(crate::Unmet::Missing))));
+        let right = Some(Precondition::Present(Some("\"e\"".into())));
+        assert!(m.put_object_if(&o, &[], right).await.is_ok());
+    }
 }
