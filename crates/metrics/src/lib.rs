@@ -476,7 +476,12 @@ impl Metrics {
             let all = self.meta.usage_rows(None, q.start_ms, q.end_ms).await?;
             let node = usage::report(&all, &earlier, &[], prices, true);
             let share = if node.gross_cost > 0.0 { report.gross_cost / node.gross_cost } else { 0.0 };
-            report.free_tier_credit = node.free_tier_credit * share;
+            // A node whose use the tier covers whole covers each function
+            // whole, exactly (the product of the share is a rounding away).
+            report.free_tier_credit = match node.free_tier_credit >= node.gross_cost {
+                true => report.gross_cost,
+                false => (node.free_tier_credit * share).min(report.gross_cost),
+            };
             report.cost = (report.gross_cost - report.free_tier_credit).max(0.0);
         }
         Ok(report)
