@@ -477,8 +477,9 @@ impl Metrics {
             let node = usage::report(&all, &earlier, &[], prices, true);
             let share = if node.gross_cost > 0.0 { report.gross_cost / node.gross_cost } else { 0.0 };
             // A node whose use the tier covers whole covers each function
-            // whole, exactly (the product of the share is a rounding away).
-            report.free_tier_credit = match node.free_tier_credit >= node.gross_cost {
+            // whole, exactly: its credit and cost are sums of the same
+            // figures in another order, equal but for rounding.
+            report.free_tier_credit = match node.cost <= node.gross_cost * 1e-9 {
                 true => report.gross_cost,
                 false => (node.free_tier_credit * share).min(report.gross_cost),
             };
