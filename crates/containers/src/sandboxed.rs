@@ -258,9 +258,10 @@ impl SandboxRuntime {
         // A process group of its own, as the functions' sandboxes have: a
         // terminal's Ctrl-C signals the node's whole group, and a task must
         // run until the node has stopped (its parent death signal ends it then).
-        let mut child = tokio::process::Command::new(&self.exe)
+        let mut command = tokio::process::Command::new(&self.exe);
+        nimbus_sandbox::own_process_group(command.as_std_mut());
+        let mut child = command
             .arg("__sandbox")
-            .process_group(0)
             .env_clear()
             .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
             .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))

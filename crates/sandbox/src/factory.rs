@@ -183,14 +183,13 @@ pub fn request_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// gracefully, lets finish. It still dies with the node (its parent death
 /// signal), and so does every stage one (theirs).
 fn run(exe: &Path, worker: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
-    use std::os::unix::process::CommandExt;
     let (ours, theirs) = request_pair()?;
-    let child = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    let child = crate::own_process_group(&mut command)
         .args([COMMAND, &std::process::id().to_string()])
         .env_clear()
         .env(WORKER_VARIABLE, worker)
         .current_dir("/")
-        .process_group(0)
         .stdin(std::process::Stdio::from(theirs))
         .spawn()
         .map_err(|e| other(&format!("starting {} {COMMAND}", exe.display()), e))?;

@@ -961,10 +961,8 @@ impl Env {
         let (start, socket) = match &base.sandbox {
             None => {
                 let mut c = Command::new(&program);
-                // A process group of its own: a terminal's Ctrl-C signals the
-                // node's whole group, and would kill the runtime of an invoke
-                // that the node, stopping gracefully, lets finish.
-                c.args(&args).env_clear().envs(env).process_group(0);
+                nimbus_sandbox::own_process_group(c.as_std_mut());
+                c.args(&args).env_clear().envs(env);
                 match now {
                     Some(spec) => {
                         c.current_dir(&spec.code_dir).stdin(std::process::Stdio::null());

@@ -11,7 +11,6 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
@@ -58,13 +57,13 @@ impl Zygote {
         // keep: a terminal's Ctrl-C, sent to the node's group, must not
         // kill the runtimes of invokes the stopping node lets finish. It
         // ends when the node does (its socket closes).
-        let process = std::process::Command::new(interpreter)
+        let mut command = std::process::Command::new(interpreter);
+        let process = nimbus_sandbox::own_process_group(&mut command)
             .args(["-I", "-S", "-u"])
             .arg(script)
             .env_clear()
             .envs(env)
             .current_dir("/")
-            .process_group(0)
             .stdin(std::process::Stdio::from(theirs))
             .spawn()?;
         // Queued on the socket until the zygote has imported the runtime.
