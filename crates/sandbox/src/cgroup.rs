@@ -101,7 +101,7 @@ impl Ceiling {
             Layout::V2 { root } => {
                 let dir = root.join(group);
                 std::fs::create_dir_all(&dir)?;
-                write(root, "cgroup.subtree_control", "+memory +cpu +pids")?;
+                enable_controllers(root, V2_CONTROLLERS)?;
                 write(&dir, "memory.max", &memory)?;
                 write(&dir, "pids.max", &pids)?;
             }
@@ -156,6 +156,46 @@ fn group_dirs(layout: &Layout, group: &str) -> Vec<PathBuf> {
 
 /// The v1 controllers an environment uses, in the order `Cgroup::dirs` keeps them.
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// The same, as v2 enables them for a cgroup's children.
+const V2_CONTROLLERS: &str = "+memory +cpu +pids";
+
+/// Where a v2 root's own processes go when they must leave it (see
+/// [`enable_controllers`]).
+const PROCESSES_LEAF: &str = "nimbus-processes";
+
+/// Enables `controllers` for the children of `root`, a v2 cgroup. The
+/// kernel refuses that (EBUSY) in a cgroup that holds processes, but for
+/// the host's root: the case of a node whose `/sys/fs/cgroup` is its
+/// container's cgroup namespace (Docker or Podman on a pure v2 host), whose
+/// root holds the node itself. Its processes then move to a leaf of their
+/// own first, as container engines nested in containers do.
+fn enable_controllers(root: &Path, controllers: &str) -> io::Result<()> {
+    match write(root, "cgroup.subtree_control", controllers) {
+        Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+            let leaf = root.join(PROCESSES_LEAF);
+            std::fs::create_dir_all(&leaf)?;
+            tracing::info!(from = %root.display(), to = %leaf.display(), "moving the processes of the cgroup namespace's root to a leaf, so that its children can have limits");
+            // A process forked meanwhile lands in the root: moved next round.
+            for _ in 0..100 {
+                let procs = std::fs::read_to_string(root.join("cgroup.procs"))?;
+                if procs.trim().is_empty() {
+                    break;
+                }
+                for pid in procs.split_whitespace() {
+                    match std::fs::write(leaf.join("cgroup.procs"), pid) {
+                        // Exited since it was listed.
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                        r => r.map_err(|e| {
+                            io::Error::new(e.kind(), format!("moving process {pid} to {}: {e}", leaf.display()))
+                        })?,
+                    }
+                }
+            }
+            write(root, "cgroup.subtree_control", controllers)
+        }
+        r => r,
+    }
+}
 
 fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
     std::fs::write(dir.join(file), value)
@@ -182,8 +222,8 @@ impl Cgroup {
                 let parent = root.join(group);
                 std::fs::create_dir_all(&parent)?;
                 // Children can only use controllers their parents delegate.
-                write(root, "cgroup.subtree_control", "+memory +cpu +pids")?;
-                write(&parent, "cgroup.subtree_control", "+memory +cpu +pids")?;
+                enable_controllers(root, V2_CONTROLLERS)?;
+                write(&parent, "cgroup.subtree_control", V2_CONTROLLERS)?;
                 vec![parent.join(name)]
             }
         };
@@ -432,6 +472,54 @@ mod tests {
         let pid_max: u64 = read("/proc/sys/kernel/pid_max".into()).trim().parse().unwrap();
         assert!(host.pids < pid_max && host.pids + 4096 <= pid_max, "{host:?}");
         assert!(host.memory_bytes > 0);
+    }
+
+    /// A real v2 hierarchy (this host's hybrid one holds hugetlb only; a
+    /// pure v2 host's, all): a cgroup holding a process cannot delegate a
+    /// controller until the process has moved to a leaf.
+    #[test]
+    fn a_v2_root_holding_processes_moves_them_to_a_leaf_to_delegate() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (fields, after) = l.split_once(" - ")?;
+                (after.split_whitespace().next() == Some("cgroup2")).then(|| fields.split_whitespace().nth(4))?
+            })
+            .map(PathBuf::from)
+            .expect("a cgroup2 mount");
+        let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap();
+        let controller = controllers.split_whitespace().next().expect("a controller in the v2 hierarchy");
+        let enable = format!("+{controller}");
+        // The host's root may delegate it (it holds processes, but the kernel exempts the root).
+        write(&mount, "cgroup.subtree_control", &enable).unwrap();
+        struct Removed(PathBuf, std::process::Child);
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                let _ = self.1.kill();
+                let _ = self.1.wait();
+                let _ = std::fs::remove_dir(self.0.join(PROCESSES_LEAF));
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let root = mount.join(format!("nimbus-test-{}", std::process::id()));
+        std::fs::create_dir(&root).unwrap();
+        let held = Removed(root.clone(), std::process::Command::new("sleep").arg("60").spawn().unwrap());
+        let pid = held.1.id().to_string();
+        std::fs::write(root.join("cgroup.procs"), &pid).unwrap();
+        // The kernel's rule this relies on.
+        let busy = std::fs::write(root.join("cgroup.subtree_control"), &enable).unwrap_err();
+        assert_eq!(busy.kind(), io::ErrorKind::ResourceBusy, "{busy}");
+
+        enable_controllers(&root, &enable).unwrap();
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(root.join("cgroup.subtree_control")).trim(), controller);
+        assert_eq!(read(root.join("cgroup.procs")), "");
+        assert_eq!(read(root.join(PROCESSES_LEAF).join("cgroup.procs")).trim(), pid);
+        // Enabled already: the next environment's call is a plain write.
+        enable_controllers(&root, &enable).unwrap();
+        drop(held);
+        assert!(!root.exists());
     }
 
     #[test]

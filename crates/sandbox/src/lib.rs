@@ -46,9 +46,7 @@ mod tests {
     fn a_group_signal_during_the_spawn_does_not_reach_the_child() {
         let exe = std::env::current_exe().unwrap();
         let mut storm = Command::new(exe);
-        storm
-            .args(["--exact", "tests::sigint_storm", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(STORM, "1");
+        storm.args(["--exact", "tests::sigint_storm", "--ignored", "--nocapture", "--test-threads=1"]).env(STORM, "1");
         let out = std::os::unix::process::CommandExt::process_group(&mut storm, 0).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && text.contains("1 passed"), "{text}");
