@@ -288,11 +288,21 @@ def test_function_logs_are_groups_and_streams(server, lam, logs):
         return events if any(e["message"].startswith("REPORT") for e in events) else None
 
     events = wait_for(through_report, "the REPORT line")
-    assert events[0]["message"].startswith("START RequestId: ")
+    # A cold start opens with INIT_START, naming the runtime version the
+    # function's configuration names (log readers count cold starts by it).
+    arn = lam.get_function_configuration(FunctionName=name)["RuntimeVersionConfig"]["RuntimeVersionArn"]
+    assert events[0]["message"] == f"INIT_START Runtime Version: python:3.11.v1\tRuntime Version ARN: {arn}\n"
+    assert events[1]["message"].startswith("START RequestId: ")
     code, out, err = aws_json(server, "logs", "filter-log-events", "--log-group-name", group,
                               "--filter-pattern", "REPORT")
     assert code == 0, err
     assert len(out["events"]) == 1 and "Billed Duration" in out["events"][0]["message"]
+    # A warm invoke's lines have none.
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    reports = wait_for(lambda: (lambda e: e if len(e) == 2 else None)(
+        logs.filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]), "the second REPORT")
+    starts = logs.filter_log_events(logGroupName=group, filterPattern='"INIT_START"')["events"]
+    assert len(reports) == 2 and len(starts) == 1, starts
 
 
 def test_retention_removes_expired_events_without_being_asked(logs):

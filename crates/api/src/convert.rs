@@ -96,10 +96,8 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
         ephemeral_storage: w::EphemeralStorage { size: i64::from(c.ephemeral_storage) },
         snap_start: w::SnapStartResponse { apply_on: "None".into(), optimization_status: "Off".into() },
         runtime_version_config: c
-            .runtime
-            .as_deref()
-            .filter(|_| c.package_type == "Zip")
-            .map(|r| w::RuntimeVersionConfig { runtime_version_arn: runtime_version_arn(account, c, r) }),
+            .runtime_version_arn(&account.region)
+            .map(|runtime_version_arn| w::RuntimeVersionConfig { runtime_version_arn }),
         image_config_response: c.image.as_ref().filter(|i| !i.overrides.is_empty()).map(|i| w::ImageConfigResponse {
             image_config: Some(w::ImageConfig {
                 entry_point: i.overrides.entry_point.clone(),
@@ -129,15 +127,6 @@ pub fn listed(c: w::FunctionConfiguration) -> w::FunctionConfiguration {
         runtime_version_config: None,
         ..c
     }
-}
-
-/// The runtime version a configuration runs: the pinned one under `Manual`,
-/// else this node's version of the runtime.
-fn runtime_version_arn(account: &Account, c: &FunctionConfig, runtime: &str) -> String {
-    c.runtime_management
-        .as_ref()
-        .and_then(|m| m.runtime_version_arn.clone())
-        .unwrap_or_else(|| nimbus_core::runtime::version_arn(&account.region, runtime))
 }
 
 /// The domain patch of a request's configuration members.

@@ -196,6 +196,15 @@ pub struct FunctionConfig {
 }
 
 impl FunctionConfig {
+    /// The ARN of the runtime version this configuration runs (`None` for
+    /// an image, which brings its own): the one pinned under `Manual`, else
+    /// the node's version of its runtime.
+    pub fn runtime_version_arn(&self, region: &str) -> Option<String> {
+        let runtime = self.runtime.as_deref().filter(|_| self.package_type == "Zip")?;
+        let pinned = self.runtime_management.as_ref().and_then(|m| m.runtime_version_arn.clone());
+        Some(pinned.unwrap_or_else(|| crate::runtime::version_arn(region, runtime)))
+    }
+
     /// A new `$LATEST` with AWS's defaults, before a patch is applied.
     pub fn new(name: &str, role: String, code: Code, now_ms: i64, revision_id: String) -> Self {
         Self {

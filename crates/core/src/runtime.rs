@@ -15,6 +15,21 @@ pub fn version_arn(region: &str, runtime: &str) -> String {
     format!("arn:aws:lambda:{region}::runtime:{}", hex::encode(digest))
 }
 
+/// The name of the runtime version a node runs for `runtime`, in AWS's form
+/// (`python:3.11.v1`, `nodejs:20.v1`, `provided:al2023.v1`): the language,
+/// its release, and the node's one version of it.
+pub fn version_name(runtime: &str) -> String {
+    let release = runtime.trim_end_matches(".x");
+    let (language, release) = match release.split_once('.') {
+        Some((language, release)) if !language.ends_with(|c: char| c.is_ascii_digit()) => (language, release),
+        _ => match release.find(|c: char| c.is_ascii_digit()) {
+            Some(i) => release.split_at(i),
+            None => (release, "al1"),
+        },
+    };
+    format!("{language}:{release}.v1")
+}
+
 /// The runtimes every node offers: they bring their own `bootstrap`.
 pub const PROVIDED: &[&str] = &["provided", "provided.al2", "provided.al2023"];
 
@@ -59,6 +74,19 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_names_read_as_aws_writes_them() {
+        for (runtime, name) in [
+            ("python3.11", "python:3.11.v1"),
+            ("nodejs20.x", "nodejs:20.v1"),
+            ("java17", "java:17.v1"),
+            ("provided.al2023", "provided:al2023.v1"),
+            ("provided", "provided:al1.v1"),
+        ] {
+            assert_eq!(version_name(runtime), name);
+        }
+    }
 
     #[test]
     fn catalog_offers_provided_and_detected_runtimes_only() {

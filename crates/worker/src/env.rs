@@ -336,6 +336,17 @@ impl Shared {
         }
     }
 
+    /// Puts `line` before every line the environment has logged: its
+    /// runtime may have written before it was given its function.
+    fn open_log(&self, line: String) {
+        let mut held = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        held.bytes += line.len() + HELD_PER_LINE;
+        // First in time as well as in order: readers sort by time.
+        let now = chrono::Utc::now().timestamp_millis();
+        let at = held.lines.first().map_or(now, |(t, _)| (*t).min(now));
+        held.lines.insert(0, (at, line));
+    }
+
     fn push_log(&self, bytes: &[u8]) {
         let mut held = self.logs.lock().unwrap_or_else(|e| e.into_inner());
         let cost = bytes.len() + HELD_PER_LINE;
@@ -1163,6 +1174,11 @@ impl Env {
         self.init_type = spec.init_type;
         self.platform = Platform::of(&c.logging);
         self.spawned_at = Instant::now();
+        if let (Some(runtime), Some(arn)) = (&c.runtime, c.runtime_version_arn(&spec.base.region)) {
+            if let Some(line) = self.platform.init_start(self.init_type, runtime, &arn, &c.name, &c.version) {
+                self.shared.open_log(line);
+            }
+        }
         let Some(mut control) = self.control.take() else {
             // Started with its function already (and its log stream named).
             return Ok(self);

@@ -45,6 +45,33 @@ impl Platform {
         Some(json!({ "time": time, "type": kind, "record": record }).to_string())
     }
 
+    /// `INIT_START`, which opens an environment's log (as AWS's does: log
+    /// readers count cold starts by it).
+    pub fn init_start(
+        &self,
+        init_type: &str,
+        runtime: &str,
+        arn: &str,
+        function: &str,
+        version: &str,
+    ) -> Option<String> {
+        let name = nimbus_core::runtime::version_name(runtime);
+        match self.json {
+            true => self.record(
+                "platform.initStart",
+                json!({
+                    "initializationType": init_type,
+                    "phase": "init",
+                    "runtimeVersion": name,
+                    "runtimeVersionArn": arn,
+                    "functionName": function,
+                    "functionVersion": version,
+                }),
+            ),
+            false => Some(format!("INIT_START Runtime Version: {name}\tRuntime Version ARN: {arn}\n")),
+        }
+    }
+
     pub fn start(&self, request_id: &str, version: &str) -> Option<String> {
         match self.json {
             true => self.record("platform.start", json!({ "requestId": request_id, "version": version })),
@@ -183,6 +210,12 @@ mod tests {
     #[test]
     fn text_lines_end_with_a_newline_and_report_has_a_trailing_tab() {
         let p = Platform::of(&logging("Text", None));
+        assert_eq!(
+            p.init_start("on-demand", "nodejs20.x", "arn:aws:lambda:us-east-1::runtime:ab", "f", "1").as_deref(),
+            Some(
+                "INIT_START Runtime Version: nodejs:20.v1\tRuntime Version ARN: arn:aws:lambda:us-east-1::runtime:ab\n"
+            )
+        );
         assert_eq!(p.start("r1", "$LATEST").as_deref(), Some("START RequestId: r1 Version: $LATEST\n"));
         assert_eq!(p.end(&report(None), 3).as_deref(), Some("END RequestId: r1\n"));
         assert_eq!(
@@ -194,6 +227,17 @@ mod tests {
     #[test]
     fn json_records_have_aws_shapes() {
         let p = Platform::of(&logging("JSON", Some("INFO")));
+        let init: Value = serde_json::from_str(
+            &p.init_start("on-demand", "python3.11", "arn:aws:lambda:us-east-1::runtime:ab", "f", "$LATEST")
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        assert_eq!(init["type"], "platform.initStart");
+        assert_eq!(
+            init["record"],
+            json!({ "initializationType": "on-demand", "phase": "init", "runtimeVersion": "python:3.11.v1",
+                    "runtimeVersionArn": "arn:aws:lambda:us-east-1::runtime:ab", "functionName": "f", "functionVersion": "$LATEST" })
+        );
         let start: Value = serde_json::from_str(&p.start("r1", "3").unwrap_or_default()).unwrap_or_default();
         assert_eq!(start["type"], "platform.start");
         assert_eq!(start["record"], json!({ "requestId": "r1", "version": "3" }));
