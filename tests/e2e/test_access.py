@@ -6,9 +6,12 @@ import base64
 import json
 import urllib.parse
 
+import boto3
 import pytest
 import requests
 from botocore.auth import SigV4Auth
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -154,6 +157,33 @@ def test_a_forged_host_does_not_get_another_request_signed_by_the_node(server, l
     sha = base64.b64decode(got["Configuration"]["CodeSha256"]).hex()
     location = urllib.parse.urlsplit(got["Code"]["Location"])
     assert (location.netloc, location.path) == (netloc, f"/_nimbus/code/{sha}"), got["Code"]["Location"]
+
+
+def test_s3_takes_a_session_key_only_with_its_token_each_time(server, lam):
+    """S3 kept a session's secret by its key once a request had carried the
+    genuine token, and took the key without a token, or with any, after."""
+    me = create(lam, zip_bytes=make_zip({"app.py": KEYS}))["FunctionName"]
+    keys = json.loads(lam.invoke(FunctionName=me)["Payload"].read())
+    bucket = unique_name("sess")
+    node = aws_client(server, "s3")
+    node.create_bucket(Bucket=bucket)
+
+    def s3(token):
+        return boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION,
+                            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"], aws_session_token=token,
+                            config=Config(retries={"max_attempts": 1}))
+
+    s3(keys["AWS_SESSION_TOKEN"]).put_object(Bucket=bucket, Key="k", Body=b"with its token")
+    for token, status, code in ((None, 403, "InvalidAccessKeyId"), ("garbage", 400, "InvalidToken"),
+                                (keys["AWS_SESSION_TOKEN"][:-2] + "AA", 400, "InvalidToken")):
+        for call in (lambda c: c.put_object(Bucket=bucket, Key="k", Body=b"without"),
+                     lambda c: c.delete_object(Bucket=bucket, Key="k")):
+            with pytest.raises(ClientError) as e:
+                call(s3(token))
+            got = (e.value.response["ResponseMetadata"]["HTTPStatusCode"], e.value.response["Error"]["Code"])
+            assert got == (status, code), (token, got)
+    assert node.get_object(Bucket=bucket, Key="k")["Body"].read() == b"with its token"
 
 
 PRESIGN = '''

@@ -5,14 +5,17 @@ listings, signatures, and what survives `kill -9`."""
 
 import base64
 import datetime
+import email.utils
 import gzip
 import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
@@ -582,7 +585,7 @@ class PayloadAsSent(S3SigV4Auth):
         request.headers["X-Amz-Content-SHA256"] = sent
 
 
-def signed_s3(server, method, path, body=b"", headers=None, host=None, secret=None):
+def signed_s3(server, method, path, body=b"", headers=None, host=None, secret=None, region=REGION):
     """A SigV4 request for service s3 sent with `requests` (`path` already
     URL-encoded: S3 signs it as sent); `host` signs and sends another Host
     header (virtual-hosted style) while connecting to 127.0.0.1."""
@@ -591,7 +594,7 @@ def signed_s3(server, method, path, body=b"", headers=None, host=None, secret=No
     headers = dict(headers or {})
     headers.setdefault("X-Amz-Content-SHA256", hashlib.sha256(body).hexdigest())
     req = AWSRequest(method=method, url=url, data=body, headers=headers)
-    PayloadAsSent(Credentials(key, secret or real_secret), "s3", REGION).add_auth(req)
+    PayloadAsSent(Credentials(key, secret or real_secret), "s3", region).add_auth(req)
     sent = dict(req.headers.items())
     if host:
         sent["Host"] = host
@@ -684,9 +687,59 @@ def test_wrong_secret_and_no_credentials(s3server, s3, bucket):
         with pytest.raises(ClientError) as e:
             call()
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-        assert error_code(e) == "AccessDenied"
+        assert (error_code(e), e.value.response["Error"]["Message"]) == ("AccessDenied", "Access Denied")
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="anon")
+
+
+def test_signatures_aws_refuses_change_nothing(s3server, s3, bucket):
+    """What the S3 protocol library lets through and AWS refuses, each
+    with AWS's error, leaving the object as it was."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"original")
+    key, secret = s3server.credentials()
+
+    def sigv2_put(age_s, body):
+        date = email.utils.formatdate(time.time() - age_s, usegmt=True)
+        to_sign = f"PUT\n\n\n{date}\n/{bucket}/k"
+        sig = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), "sha1").digest()).decode()
+        return requests.put(f"{s3server.endpoint}/{bucket}/k", data=body, timeout=30,
+                            headers={"Date": date, "Authorization": f"AWS {key}:{sig}"})
+
+    # A SigV2 request from two hours ago (a captured one, replayed).
+    r = sigv2_put(7200, b"replayed")
+    assert (r.status_code, xml_code(r.content)) == (403, "RequestTimeTooSkewed"), r.text
+    assert "<MaxAllowedSkewMilliseconds>900000</MaxAllowedSkewMilliseconds>" in r.text
+    # Signed for another region, in the header or a presigned URL.
+    status, _, body = signed_s3(s3server, "PUT", f"/{bucket}/k", b"elsewhere", region="us-west-2")
+    assert (status, xml_code(body)) == (400, "AuthorizationHeaderMalformed"), body
+    assert b"the region 'us-west-2' is wrong; expecting 'us-east-1'" in body and b"<Region>us-east-1</Region>" in body
+    west = boto3.client("s3", endpoint_url=s3server.endpoint, region_name="eu-west-1", aws_access_key_id=key,
+                        aws_secret_access_key=secret, config=Config(signature_version="s3v4"))
+    url = west.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=300)
+    r = requests.put(url, data=b"elsewhere", timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (400, "AuthorizationQueryParametersError"), r.text
+    # A presigned URL may live a week at most.
+    v4 = s3_client(s3server, signature_version="s3v4")
+    url = v4.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=604801)
+    r = requests.put(url, data=b"for ever", timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (400, "AuthorizationQueryParametersError"), r.text
+    assert "X-Amz-Expires must be less than a week" in r.text
+    # A body that is not the one signed: its declared hash, or an aws-chunked chunk's signature.
+    status, _, body = signed_s3(s3server, "PUT", f"/{bucket}/k", b"swapped",
+                                {"X-Amz-Content-SHA256": hashlib.sha256(b"signed").hexdigest()})
+    assert (status, xml_code(body)) == (400, "XAmzContentSHA256Mismatch"), body
+    forged = "0" * 64
+    wire = f"7;chunk-signature={forged}\r\nswapped\r\n0;chunk-signature={forged}\r\n\r\n".encode()
+    status, _, body = signed_s3(s3server, "PUT", f"/{bucket}/k", wire, {
+        "Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": "7",
+        "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"})
+    assert (status, xml_code(body)) == (403, "SignatureDoesNotMatch"), body
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"original"
+    # The same SigV2 request, sent in time, is genuine.
+    assert sigv2_put(0, b"in time").status_code == 200
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"in time"
+    url = v4.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=604800)
+    assert requests.put(url, data=b"a week", timeout=30).status_code == 200
 
 
 # --- virtual-hosted style ----------------------------------------------------

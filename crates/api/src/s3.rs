@@ -140,7 +140,9 @@ impl S3Front {
         if is_browser_form(&req) {
             return not_implemented(req.uri().path());
         }
-        self.admit_session(verifier, req.headers(), req.uri().query());
+        if let Some(refused) = self.refused(verifier, req.headers(), req.uri().query(), SystemTime::now()) {
+            return refused;
+        }
         let mut req = req.map(s3s::Body::http_body_unsync);
         if let Some(uri) = sigv2_bucket_uri(req.headers(), req.uri()) {
             *req.uri_mut() = uri;
@@ -156,39 +158,160 @@ impl S3Front {
         }
     }
 
-    /// Lets `s3s` check a signature made with session credentials: their
-    /// secret is derived from a token only this node can have issued.
-    fn admit_session(&self, verifier: &Verifier, headers: &HeaderMap, query: Option<&str>) {
+    /// Refuses, before `s3s` sees it, what `s3s` lets through and AWS does
+    /// not: a scope naming another region; a presigned URL living more than
+    /// a week; a request signed in its headers at another time (`s3s` checks
+    /// only that a SigV2 request has a date, so a captured one could be
+    /// replayed for good); session credentials without their genuine, current
+    /// token. Once a session's token is verified here, `s3s` is given its
+    /// secret to check the signature with.
+    fn refused(
+        &self,
+        verifier: &Verifier,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        now: SystemTime,
+    ) -> Option<Response> {
         let pairs: Vec<(String, String)> = query.map(crate::sigv4::query_pairs).unwrap_or_default();
-        let from_query = |n: &str| pairs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let from_query = |n: &str| pairs.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let region = verifier.region();
+        let wrong_region = |code, lead: &str, r: &str| {
+            let message = format!("{lead}; the region '{r}' is wrong; expecting '{region}'");
+            Some(s3_error(StatusCode::BAD_REQUEST, code, &message, &[("Region", region)]))
+        };
         // The key id of a SigV4 (`Credential=AKID/…`) or SigV2 (`AWS AKID:signature`)
         // header, or of a presigned URL of either.
         let access_key = match header("authorization") {
-            Some(auth) => match auth.strip_prefix("AWS ") {
-                Some(v2) => v2.split(':').next().map(str::to_string),
-                None => auth.split("Credential=").nth(1).and_then(|c| c.split('/').next()).map(str::to_string),
+            Some(auth) => {
+                let date = header("x-amz-date").or_else(|| header("date"));
+                match auth.strip_prefix("AWS ") {
+                    Some(v2) => {
+                        if let Some(skewed) = skewed(date, now) {
+                            return Some(skewed);
+                        }
+                        v2.split(':').next()
+                    }
+                    None => {
+                        let credential = auth.split("Credential=").nth(1).and_then(|c| c.split([',', ' ']).next());
+                        let scope: Vec<&str> = credential.unwrap_or_default().split('/').collect();
+                        if let [_, day, r, ..] = scope[..] {
+                            if r != region {
+                                return wrong_region(
+                                    "AuthorizationHeaderMalformed",
+                                    "The authorization header is malformed",
+                                    r,
+                                );
+                            }
+                            if date.is_some_and(|d| !d.starts_with(day)) {
+                                let message = "The authorization header is malformed; Invalid credential date. Date is not the same as X-Amz-Date.";
+                                return Some(s3_error(
+                                    StatusCode::BAD_REQUEST,
+                                    "AuthorizationHeaderMalformed",
+                                    message,
+                                    &[],
+                                ));
+                            }
+                        }
+                        if let Some(skewed) = skewed(date, now) {
+                            return Some(skewed);
+                        }
+                        scope.first().copied()
+                    }
+                }
+            }
+            None => match from_query("X-Amz-Credential") {
+                Some(credential) => {
+                    let scope: Vec<&str> = credential.split('/').collect();
+                    if let [_, _, r, ..] = scope[..] {
+                        if r != region {
+                            let lead = "Error parsing the X-Amz-Credential parameter";
+                            return wrong_region("AuthorizationQueryParametersError", lead, r);
+                        }
+                    }
+                    let expires = from_query("X-Amz-Expires").and_then(|e| e.parse::<u64>().ok());
+                    if expires.is_some_and(|e| e > crate::sigv4::MAX_PRESIGN_EXPIRY) {
+                        let message = "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds";
+                        return Some(s3_error(
+                            StatusCode::BAD_REQUEST,
+                            "AuthorizationQueryParametersError",
+                            message,
+                            &[],
+                        ));
+                    }
+                    scope.first().copied()
+                }
+                None => from_query("AWSAccessKeyId"),
             },
-            None => from_query("X-Amz-Credential")
-                .and_then(|c| c.split('/').next().map(str::to_string))
-                .or_else(|| from_query("AWSAccessKeyId")),
-        };
-        let Some(access_key) = access_key else {
-            return;
-        };
-        let Some(token) = header("x-amz-security-token")
+        }?;
+        if !crate::sigv4::is_session_key(access_key) {
+            return None;
+        }
+        let token = header("x-amz-security-token")
             .or_else(|| from_query("X-Amz-Security-Token"))
-            .or_else(|| from_query("x-amz-security-token"))
-        else {
-            return;
+            .or_else(|| from_query("x-amz-security-token"));
+        let Some(token) = token else {
+            let message = "The AWS Access Key Id you provided does not exist in our records.";
+            return Some(s3_error(
+                StatusCode::FORBIDDEN,
+                "InvalidAccessKeyId",
+                message,
+                &[("AWSAccessKeyId", access_key)],
+            ));
         };
-        let now = SystemTime::now();
-        if let Ok(session) = verifier.session(&access_key, &token, now) {
-            let mut sessions = self.keys.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            sessions.retain(|_, (_, u)| *u > now);
-            sessions.insert(access_key, (session.secret, session.until));
+        match verifier.session(access_key, token, now) {
+            Ok(session) => {
+                let mut sessions = self.keys.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                sessions.retain(|_, (_, u)| *u > now);
+                sessions.insert(access_key.to_string(), (session.secret, session.until));
+                None
+            }
+            Err(crate::sigv4::AuthError::ExpiredToken) => {
+                Some(s3_error(StatusCode::BAD_REQUEST, "ExpiredToken", "The provided token has expired.", &[]))
+            }
+            Err(_) => {
+                let message = "The provided token is malformed or otherwise invalid.";
+                Some(s3_error(StatusCode::BAD_REQUEST, "InvalidToken", message, &[]))
+            }
         }
     }
+}
+
+/// S3's limit on a signed request's time: 15 minutes either way.
+const MAX_SKEW_MS: i64 = 15 * 60 * 1000;
+
+/// `RequestTimeTooSkewed` for a request whose date (SigV4's ISO 8601 basic
+/// form, or SigV2's HTTP date) is more than 15 minutes from `now`; `None`
+/// for one in time or without a date, which `s3s` refuses.
+fn skewed(date: Option<&str>, now: SystemTime) -> Option<Response> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    let date = date?;
+    let when = NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ")
+        .map(|d| d.and_utc())
+        .or_else(|_| DateTime::parse_from_rfc2822(date).map(|d| d.with_timezone(&Utc)))
+        .ok()?;
+    let now: DateTime<Utc> = now.into();
+    if (now - when).num_milliseconds().abs() <= MAX_SKEW_MS {
+        return None;
+    }
+    let server = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let limit = MAX_SKEW_MS.to_string();
+    let message = "The difference between the request time and the current time is too large.";
+    let extra =
+        [("RequestTime", date), ("ServerTime", server.as_str()), ("MaxAllowedSkewMilliseconds", limit.as_str())];
+    Some(s3_error(StatusCode::FORBIDDEN, "RequestTimeTooSkewed", message, &extra))
+}
+
+/// An S3 error document, with the elements AWS adds for this error.
+fn s3_error(status: StatusCode, code: &str, message: &str, extra: &[(&str, &str)]) -> Response {
+    // Text content: quotes stay as they are, as in AWS's messages.
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let extra: String = extra.iter().map(|(name, value)| format!("<{name}>{}</{name}>", escape(value))).collect();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message>{extra}</Error>",
+        escape(message)
+    );
+    (status, [(axum::http::header::CONTENT_TYPE, "application/xml")], body).into_response()
 }
 
 /// A presigned URL carries the `x-amz-*` headers it was signed with in its
@@ -260,13 +383,8 @@ fn is_browser_form(req: &Request<Body>) -> bool {
 
 /// S3's `NotImplemented`, as AWS words it.
 fn not_implemented(resource: &str) -> Response {
-    let resource = crate::sqs::wire::escape(resource);
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NotImplemented</Code>\
-         <Message>A header you provided implies functionality that is not implemented.</Message>\
-         <Resource>{resource}</Resource></Error>"
-    );
-    (StatusCode::NOT_IMPLEMENTED, [(axum::http::header::CONTENT_TYPE, "application/xml")], body).into_response()
+    let message = "A header you provided implies functionality that is not implemented.";
+    s3_error(StatusCode::NOT_IMPLEMENTED, "NotImplemented", message, &[("Resource", resource)])
 }
 
 /// AWS's messages for the errors `s3s` raises itself without one (while
@@ -292,6 +410,12 @@ async fn with_message(resp: Response) -> Response {
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
     };
     let text = String::from_utf8_lossy(&bytes);
+    // `s3s`'s own wording of an anonymous request's refusal.
+    if text.contains("<Message>Signature is required</Message>") {
+        let body = text.replace("<Message>Signature is required</Message>", "<Message>Access Denied</Message>");
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(body));
+    }
     let filled = text
         .split_once("<Code>")
         .and_then(|(_, rest)| rest.split_once("</Code></Error>"))

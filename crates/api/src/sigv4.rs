@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
-const MAX_PRESIGN_EXPIRY: u64 = 7 * 24 * 3600;
+pub(crate) const MAX_PRESIGN_EXPIRY: u64 = 7 * 24 * 3600;
 
 /// An access key pair.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,6 +68,11 @@ pub enum Caller {
 
 /// Prefix of the access key ids of session credentials.
 const SESSION_PREFIX: &str = "NSIA";
+
+/// Whether an access key id is of session credentials (which need their token).
+pub(crate) fn is_session_key(access_key: &str) -> bool {
+    access_key.starts_with(SESSION_PREFIX)
+}
 
 /// Temporary credentials for one execution environment, as Lambda injects
 /// them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
@@ -388,6 +393,11 @@ impl Verifier {
         Self { credentials, region: region.into(), keys: Default::default() }
     }
 
+    /// The node's region, which every scope must name.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     fn signing_key(&self, secret: &str, when: DateTime<Utc>, claim: &Claim<'_>) -> [u8; 32] {
         let id = (secret.to_string(), claim.date.to_string(), claim.region.to_string(), claim.service.to_string());
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
@@ -452,7 +462,7 @@ impl Verifier {
         }
         let (secret, caller) = if claim.access_key == self.credentials.access_key_id {
             (self.credentials.secret_access_key.clone(), Caller::Node)
-        } else if claim.access_key.starts_with(SESSION_PREFIX) {
+        } else if is_session_key(claim.access_key) {
             let token = header(headers, "x-amz-security-token")
                 .map(str::to_string)
                 .or_else(|| pairs.iter().find(|(k, _)| k == "X-Amz-Security-Token").map(|(_, v)| v.clone()))

@@ -200,6 +200,20 @@ pub(crate) fn write_error(e: WriteError) -> s3s::S3Error {
         WriteError::TooLarge(_) => {
             s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size.")
         }
+        // `s3s`'s body streams fail with these (its error types are private:
+        // their text is what can be told apart).
+        WriteError::Body(m) if m.ends_with("AwsChunkedStreamError: SignatureMismatch") => s3_error!(
+            SignatureDoesNotMatch,
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+        ),
+        WriteError::Body(m) if m.ends_with("UploadStreamError: Sha256Mismatch") => {
+            let mut e = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            );
+            e.set_status_code(http::StatusCode::BAD_REQUEST);
+            e
+        }
         WriteError::Body(m) => s3_error!(
             IncompleteBody,
             "You did not provide the number of bytes specified by the Content-Length HTTP header: {m}"
