@@ -35,6 +35,24 @@ def test_no_authentication(server):
     assert (status, error_type(headers)) == (403, "MissingAuthenticationTokenException")
 
 
+def test_each_service_refuses_an_unsigned_request_in_its_own_shape(server):
+    """ECR, the Scheduler and SQS's query protocol answered S3's XML
+    (`NotImplemented`, or `AccessDenied` 'Signature is required')."""
+    json_11 = {"Content-Type": "application/x-amz-json-1.1"}
+    status, headers, body = send("POST", server.endpoint + "/", b"{}", dict(
+        json_11, **{"X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"}))
+    assert (status, json.loads(body)) == (403, {
+        "__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"})
+    status, headers, body = send("GET", server.endpoint + "/schedules")
+    assert (status, error_type(headers), json.loads(body)) == (
+        403, "MissingAuthenticationTokenException", {"Message": "Missing Authentication Token"})
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for method, path, body in (("GET", "/?Action=ListQueues", b""), ("POST", "/", b"Action=ListQueues"),
+                               ("POST", "/000000000000/q", b"Action=SendMessage&MessageBody=x")):
+        status, headers, out = send(method, server.endpoint + path, body, form if body else {})
+        assert status == 403 and b"<Code>MissingAuthenticationToken</Code>" in out, (path, out)
+
+
 def test_bodies_of_requests_without_a_key_are_not_held(private_server):
     """A body is read before its signature can be checked (it is signed
     too); an unknown key, a missing signature or a stale date are refused

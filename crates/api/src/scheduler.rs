@@ -62,6 +62,18 @@ fn route(method: &Method, raw_path: &str) -> Option<(Op, Option<(&'static str, S
     })
 }
 
+/// Whether an unsigned request names a Scheduler operation (so that the
+/// Scheduler refuses it, in its own shape): a tag operation only for one
+/// of its ARNs.
+pub fn is_unsigned_scheduler(method: &Method, raw_path: &str) -> bool {
+    match route(method, raw_path) {
+        Some((Op::TagResource | Op::ListTagsForResource | Op::UntagResource, label)) => {
+            label.is_some_and(|(_, arn)| arn.contains(":scheduler:"))
+        }
+        routed => routed.is_some(),
+    }
+}
+
 /// A refusal in the Scheduler's shape.
 struct Failure {
     status: StatusCode,

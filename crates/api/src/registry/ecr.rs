@@ -47,6 +47,12 @@ impl From<RegistryError> for Failure {
     }
 }
 
+/// Whether an unsigned request names an ECR operation (so that ECR
+/// refuses it, in its own shape).
+pub fn is_unsigned_ecr(headers: &axum::http::HeaderMap) -> bool {
+    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(SERVICE.target_prefix))
+}
+
 pub async fn serve(api: &Api, req: Request<Body>) -> Response {
     serve_inner(api, req).await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -28,8 +28,25 @@ const BODY_LIMIT: usize = 4 * nimbus_queues::rules::MAX_MESSAGE_BYTES;
 
 /// Whether an unsigned request is for SQS: it names an SQS operation in
 /// `X-Amz-Target`.
-pub fn is_unsigned_sqs(headers: &HeaderMap) -> bool {
-    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("AmazonSQS."))
+pub fn is_unsigned_sqs(headers: &HeaderMap, method: &axum::http::Method, uri: &axum::http::Uri) -> bool {
+    let json = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("AmazonSQS."));
+    // The query protocol: an `Action` in the query, or a form posted to the
+    // endpoint or to a queue's URL (`/<account>/<name>`, which no S3 request
+    // without a query is).
+    let action = uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("Action=")));
+    let form = method == axum::http::Method::POST
+        && uri.query().is_none()
+        && headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+        && match uri.path().trim_matches('/').split_once('/') {
+            None => uri.path() == "/",
+            Some((account, name)) => {
+                account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && !name.contains('/')
+            }
+        };
+    json || action || form
 }
 
 /// Which protocol a request came in, so the answer goes out the same way.
