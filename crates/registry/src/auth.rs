@@ -71,11 +71,27 @@ impl Tokens {
     }
 
     /// Whether `token` is one of ours for `purpose` and unexpired.
-    pub fn check(&self, purpose: Purpose, token: &str, now: SystemTime) -> bool {
-        let Some((payload, mac)) = token.rsplit_once('.') else { return false };
-        let Some(expires) = payload.split('.').next().and_then(|e| e.parse::<u64>().ok()) else { return false };
-        bool::from(b64(&self.mac(purpose, payload)).as_bytes().ct_eq(mac.as_bytes())) && secs(now) < expires
+    pub fn check(&self, purpose: Purpose, token: &str, now: SystemTime) -> Result<(), TokenError> {
+        let (payload, mac) = token.rsplit_once('.').ok_or(TokenError::Invalid)?;
+        let expires = payload.split('.').next().and_then(|e| e.parse::<u64>().ok()).ok_or(TokenError::Invalid)?;
+        if !bool::from(b64(&self.mac(purpose, payload)).as_bytes().ct_eq(mac.as_bytes())) {
+            return Err(TokenError::Invalid);
+        }
+        if secs(now) >= expires {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
     }
+}
+
+/// Why a token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("not a token of this registry")]
+    Invalid,
+    /// Genuine, but past its time: the client is to log in again.
+    #[error("Your authorization token has expired. Reauthenticate and try again.")]
+    Expired,
 }
 
 #[cfg(test)]
@@ -88,12 +104,12 @@ mod tests {
         let now = SystemTime::now();
         let (login, expires) = t.mint(Purpose::Login, LOGIN_TTL, now);
         assert_eq!(expires, now + LOGIN_TTL);
-        assert!(t.check(Purpose::Login, &login, now));
-        assert!(!t.check(Purpose::Bearer, &login, now));
-        assert!(!t.check(Purpose::Login, &login, now + LOGIN_TTL));
-        assert!(!Tokens::new("other").check(Purpose::Login, &login, now));
+        assert_eq!(t.check(Purpose::Login, &login, now), Ok(()));
+        assert_eq!(t.check(Purpose::Bearer, &login, now), Err(TokenError::Invalid));
+        assert_eq!(t.check(Purpose::Login, &login, now + LOGIN_TTL), Err(TokenError::Expired));
+        assert_eq!(Tokens::new("other").check(Purpose::Login, &login, now), Err(TokenError::Invalid));
         let forged = login.replacen(|c: char| c.is_ascii_digit(), "9", 1);
-        assert!(!t.check(Purpose::Login, &forged, now));
-        assert!(!t.check(Purpose::Login, "garbage", now));
+        assert_eq!(t.check(Purpose::Login, &forged, now), Err(TokenError::Invalid));
+        assert_eq!(t.check(Purpose::Login, "garbage", now), Err(TokenError::Invalid));
     }
 }

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures_util::StreamExt;
-use nimbus_registry::auth::{Purpose, BEARER_TTL};
+use nimbus_registry::auth::{Purpose, TokenError, BEARER_TTL};
 use nimbus_registry::{manifests, rules, BodyStream, Registry, RegistryError};
 use serde_json::json;
 
@@ -186,9 +186,7 @@ async fn serve_inner(api: &Api, registry: &Registry, req: Request<Body>) -> Resu
     if route == Route::Token {
         return token(registry, req.headers(), &host, now);
     }
-    if !authorized(registry, req.headers(), now) {
-        return Err(challenge(&host, route.repository()));
-    }
+    authorized(registry, req.headers(), now).map_err(|e| refusal(e, || challenge(&host, route.repository())))?;
     if let Some(name) = route.repository() {
         rules::check_name(name)?;
     }
@@ -472,19 +470,30 @@ async fn get_blob(
 
 /// Whether the request carries a registry credential: Basic `AWS:<ECR
 /// authorization token>` or a bearer token from `/v2/token`.
-fn authorized(registry: &Registry, headers: &HeaderMap, now: SystemTime) -> bool {
-    let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else { return false };
+fn authorized(registry: &Registry, headers: &HeaderMap, now: SystemTime) -> Result<(), TokenError> {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or(TokenError::Invalid)?;
     if let Some(token) = auth.strip_prefix("Bearer ") {
         return registry.tokens().check(Purpose::Bearer, token.trim(), now);
     }
     basic_login(registry, auth, now)
 }
 
-fn basic_login(registry: &Registry, auth: &str, now: SystemTime) -> bool {
-    let Some(encoded) = auth.strip_prefix("Basic ") else { return false };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-    let decoded = String::from_utf8_lossy(&decoded);
-    matches!(decoded.split_once(':'), Some(("AWS", token)) if registry.tokens().check(Purpose::Login, token, now))
+fn basic_login(registry: &Registry, auth: &str, now: SystemTime) -> Result<(), TokenError> {
+    let encoded = auth.strip_prefix("Basic ").ok_or(TokenError::Invalid)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| TokenError::Invalid)?;
+    match String::from_utf8_lossy(&decoded).split_once(':') {
+        Some(("AWS", token)) => registry.tokens().check(Purpose::Login, token, now),
+        _ => Err(TokenError::Invalid),
+    }
+}
+
+/// An expired token is refused as ECR refuses it (403 `DENIED`: the client
+/// is to log in again), any other as the distribution spec says.
+fn refusal(e: TokenError, unauthorized: impl FnOnce() -> Failure) -> Failure {
+    match e {
+        TokenError::Expired => Failure::new(StatusCode::FORBIDDEN, "DENIED", e.to_string()),
+        TokenError::Invalid => unauthorized(),
+    }
 }
 
 /// 401 with the distribution token challenge.
@@ -501,11 +510,13 @@ fn challenge(host: &str, repository: Option<&str>) -> Failure {
 /// `GET /v2/token`: a bearer token for a client that logged in with Basic.
 fn token(registry: &Registry, headers: &HeaderMap, host: &str, now: SystemTime) -> Result<Response, Failure> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !basic_login(registry, auth, now) {
-        let mut f = Failure::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required");
-        f.headers.push(("www-authenticate", format!("Basic realm=\"http://{host}/v2/token\"")));
-        return Err(f);
-    }
+    basic_login(registry, auth, now).map_err(|e| {
+        refusal(e, || {
+            let mut f = Failure::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required");
+            f.headers.push(("www-authenticate", format!("Basic realm=\"http://{host}/v2/token\"")));
+            f
+        })
+    })?;
     let (token, _) = registry.tokens().mint(Purpose::Bearer, BEARER_TTL, now);
     let issued = chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     Ok(axum::Json(json!({
@@ -548,5 +559,14 @@ mod tests {
         assert_eq!(route("/v2/a/blobs/uploads"), Some(Route::Uploads("a".into())));
         assert_eq!(route("/v2/tags/list"), None);
         assert_eq!(route("/v2/blobs/uploads/"), None);
+    }
+
+    #[test]
+    fn an_expired_token_is_denied_as_ecr_denies_it_and_any_other_challenged() {
+        let expired = refusal(TokenError::Expired, || challenge("h", None));
+        assert_eq!((expired.status, expired.code), (StatusCode::FORBIDDEN, "DENIED"));
+        assert_eq!(expired.message, "Your authorization token has expired. Reauthenticate and try again.");
+        let other = refusal(TokenError::Invalid, || challenge("h", None));
+        assert_eq!((other.status, other.code), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
     }
 }
