@@ -258,18 +258,23 @@ impl SandboxRuntime {
         // A process group of its own, as the functions' sandboxes have: a
         // terminal's Ctrl-C signals the node's whole group, and a task must
         // run until the node has stopped (its parent death signal ends it then).
-        let mut command = tokio::process::Command::new(&self.exe);
-        nimbus_sandbox::own_process_group(command.as_std_mut());
-        let mut child = command
-            .arg("__sandbox")
-            .env_clear()
-            .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
-            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("starting container {}: {e}", c.name))?;
+        // The command is dropped as soon as it has spawned: it holds the
+        // sandbox's end of the control socket, whose closing says the
+        // container's program was executed.
+        let mut child = {
+            let mut command = tokio::process::Command::new(&self.exe);
+            nimbus_sandbox::own_process_group(command.as_std_mut());
+            command
+                .arg("__sandbox")
+                .env_clear()
+                .env(nimbus_sandbox::namespaces::SPEC_VARIABLE, &json)
+                .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+        }
+        .map_err(|e| format!("starting container {}: {e}", c.name))?;
         if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
             match (c.log.clone(), kept) {
                 (Some(sink), _) => drop(tokio::spawn(sink.forward(out, err))),

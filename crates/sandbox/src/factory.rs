@@ -184,8 +184,7 @@ pub fn request_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// signal), and so does every stage one (theirs).
 fn run(exe: &Path, worker: &Path) -> std::io::Result<(std::process::Child, OwnedFd)> {
     let (ours, theirs) = request_pair()?;
-    let mut command = std::process::Command::new(exe);
-    let child = crate::own_process_group(&mut command)
+    let child = crate::own_process_group(&mut std::process::Command::new(exe))
         .args([COMMAND, &std::process::id().to_string()])
         .env_clear()
         .env(WORKER_VARIABLE, worker)

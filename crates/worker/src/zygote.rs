@@ -57,8 +57,7 @@ impl Zygote {
         // keep: a terminal's Ctrl-C, sent to the node's group, must not
         // kill the runtimes of invokes the stopping node lets finish. It
         // ends when the node does (its socket closes).
-        let mut command = std::process::Command::new(interpreter);
-        let process = nimbus_sandbox::own_process_group(&mut command)
+        let process = nimbus_sandbox::own_process_group(&mut std::process::Command::new(interpreter))
             .args(["-I", "-S", "-u"])
             .arg(script)
             .env_clear()
