@@ -49,6 +49,11 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "{path} was written by a newer Nimbus (its schema is at version {found}; this build knows versions up to \
+         {known}): run that version or a later one, or restore a copy of the data directory made before it ran"
+    )]
+    NewerSchema { path: String, found: i64, known: i64 },
     #[error("blob store: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored document is unreadable: {0}")]

@@ -76,6 +76,27 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
+/// Refuses a database that a newer build has migrated: its schema has
+/// steps this build does not know (sqlx would say only that a migration
+/// "was previously applied but is missing"), and it is left as it is.
+pub(crate) async fn refuse_newer(pool: &sqlx::SqlitePool, path: &std::path::Path) -> Result<(), crate::Error> {
+    let tracked: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+            .fetch_optional(pool)
+            .await?;
+    if tracked.is_none() {
+        return Ok(());
+    }
+    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(pool).await?;
+    let known = MIGRATIONS.last().and_then(|(file, _)| version_and_description(file)).map_or(0, |(v, _)| v);
+    match found {
+        Some(found) if found > known => {
+            Err(crate::Error::NewerSchema { path: path.display().to_string(), found, known })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The migrator for the embedded migrations.
 pub(crate) async fn migrator() -> Result<Migrator, sqlx::migrate::MigrateError> {
     Migrator::new(Embedded).await

@@ -221,6 +221,7 @@ impl SqliteMetadata {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        crate::migrations::refuse_newer(&pool, path).await?;
         crate::migrations::migrator().await?.run(&pool).await?;
         let objects = crate::group::start(pool.clone());
         Ok(Self {
@@ -675,6 +676,30 @@ mod tests {
         let mut c = FunctionConfig::new(name, "arn:aws:iam::123456789012:role/r".into(), code, 0, "r".into());
         c.version = version.into();
         c
+    }
+
+    #[tokio::test]
+    async fn a_database_a_newer_build_migrated_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("meta.db");
+        let m = SqliteMetadata::open(&db).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from the future', 1, x'00', 0)",
+        )
+        .execute(&m.pool)
+        .await
+        .unwrap();
+        m.pool.close().await;
+        let e = SqliteMetadata::open(&db).await.err().expect("refused");
+        let text = e.to_string();
+        assert!(matches!(e, crate::Error::NewerSchema { found: 9999, .. }), "{text}");
+        assert!(text.starts_with(&format!("{} was written by a newer Nimbus", db.display())), "{text}");
+        // Untouched: the row from the future is still the newest.
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        let newest: i64 =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+        assert_eq!(newest, 9999);
     }
 
     #[tokio::test]
