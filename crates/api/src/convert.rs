@@ -105,11 +105,14 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
                 working_directory: i.overrides.working_directory.clone(),
             }),
         }),
-        logging_config: w::LoggingConfig {
-            log_format: Some(c.logging.log_format.clone()),
-            application_log_level: c.logging.application_log_level.clone(),
-            system_log_level: c.logging.system_log_level.clone(),
-            log_group: Some(c.logging.log_group.clone()),
+        logging_config: {
+            let (application_log_level, system_log_level) = c.logging.levels();
+            w::LoggingConfig {
+                log_format: Some(c.logging.log_format.clone()),
+                application_log_level,
+                system_log_level,
+                log_group: Some(c.logging.log_group.clone()),
+            }
         },
     }
 }

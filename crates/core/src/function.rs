@@ -40,6 +40,16 @@ pub struct Logging {
     pub log_group: String,
 }
 
+impl Logging {
+    /// The levels in force, application's and system's: under `JSON`, `INFO`
+    /// where none is set (AWS's default, which configurations stored before
+    /// Nimbus wrote it lack); under `Text`, none.
+    pub fn levels(&self) -> (Option<String>, Option<String>) {
+        let default = (self.log_format == "JSON").then(|| "INFO".to_string());
+        (self.application_log_level.clone().or_else(|| default.clone()), self.system_log_level.clone().or(default))
+    }
+}
+
 /// Where a configuration is in its lifecycle: AWS's `State` and
 /// `LastUpdateStatus`. A create or update is answered at once and the
 /// configuration becomes `Ready` when its code is prepared to run.
@@ -597,6 +607,16 @@ mod tests {
         assert!(matches!(bad.apply(&mut c, &catalog), Err(Error::InvalidParameter(_))));
         let levels = ConfigPatch { application_log_level: Some("INFO".into()), ..Default::default() };
         assert!(levels.apply(&mut cfg(), &catalog).is_err(), "log levels need JSON format");
+    }
+
+    #[test]
+    fn json_logging_stored_without_levels_is_at_info() {
+        let mut logging = cfg().logging;
+        assert_eq!(logging.levels(), (None, None));
+        logging.log_format = "JSON".into();
+        assert_eq!(logging.levels(), (Some("INFO".into()), Some("INFO".into())));
+        logging.system_log_level = Some("WARN".into());
+        assert_eq!(logging.levels(), (Some("INFO".into()), Some("WARN".into())));
     }
 
     #[test]

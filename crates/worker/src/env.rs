@@ -788,8 +788,8 @@ fn environment(spec: &Spec, paths: &Paths, runtime_api: &str, log_stream: &str) 
     set("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
     // AWS's advanced logging controls: the level only applies to JSON.
     set("AWS_LAMBDA_LOG_FORMAT", c.logging.log_format.clone());
-    if c.logging.log_format == "JSON" {
-        set("AWS_LAMBDA_LOG_LEVEL", c.logging.application_log_level.clone().unwrap_or_else(|| "INFO".into()));
+    if let (Some(level), _) = c.logging.levels() {
+        set("AWS_LAMBDA_LOG_LEVEL", level);
     }
     set("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR".into());
     set("AWS_XRAY_DAEMON_ADDRESS", format!("{}:{}", XRAY_DAEMON.0, XRAY_DAEMON.1));
