@@ -85,7 +85,8 @@ class Channel {
     return { headers: { get: (name) => meta[name] ?? null }, text: async () => body };
   }
 
-  async post(pathname, body) {
+  // `last`: the runtime exits after this, and asks for nothing more.
+  async post(pathname, body, last = false) {
     const data = body ?? "";
     const length = Buffer.byteLength(data);
     if (pathname === "/init/error") {
@@ -97,6 +98,7 @@ class Channel {
     // `next` goes with the response or error: the loop always asks for the
     // next invocation right after, and one write wakes the worker once.
     const [, , id, kind] = pathname.split("/");
+    if (last) return new Promise((resolve) => this.socket.write(`${kind} ${id} ${length}\n${data}`, resolve));
     this.socket.write(`${kind} ${id} ${length}\n${data}next\n`);
     this.asked = true;
   }
@@ -179,9 +181,14 @@ for (const [method, level] of [["trace", "TRACE"], ["debug", "DEBUG"], ["info", 
   };
 }
 
+// What AWS's runtime takes for an error: an Error, or any object with a
+// name and a message (errors from another realm, or built by hand).
+const isError = (err) =>
+  err instanceof Error || (err !== null && typeof err === "object" && typeof err.name === "string" && typeof err.message === "string");
+
 function errorBody(err, errorType) {
   try {
-    if (!(err instanceof Error)) {
+    if (!isError(err)) {
       // What AWS's runtime reports for a thrown (or failed with) value that is no Error.
       return JSON.stringify({ errorType: errorType || typeof err, errorMessage: String(err), trace: [] });
     }
@@ -199,8 +206,8 @@ function errorBody(err, errorType) {
   }
 }
 
-async function post(pathname, body, headers = {}) {
-  if (channel) return channel.post(pathname, body);
+async function post(pathname, body, headers = {}, last = false) {
+  if (channel) return channel.post(pathname, body, last);
   await fetch(API + pathname, { method: "POST", body, headers });
 }
 
@@ -354,9 +361,11 @@ async function stream(fn, event, ctx, id) {
   }
 }
 
-async function initError(err, errorType) {
-  console.error(`${errorType}: ${err && err.message}`);
-  await post("/init/error", errorBody(err, errorType), { "Lambda-Runtime-Function-Error-Type": errorType });
+async function initError(err, errorType, message) {
+  const body = JSON.parse(errorBody(err, errorType));
+  if (message !== undefined) body.errorMessage = message;
+  console.error(`${errorType}: ${body.errorMessage}`);
+  await post("/init/error", JSON.stringify(body), { "Lambda-Runtime-Function-Error-Type": errorType });
   process.exit(1);
 }
 
@@ -368,31 +377,48 @@ function resolveModule(modulePath) {
   return null;
 }
 
+// `_HANDLER` as AWS's runtime reads it: a directory under the task root,
+// then the module up to the first dot, then a path of properties
+// (`dir/app.nested.fn`). A path out of the task root is refused.
 async function loadHandler() {
   const handler = process.env._HANDLER || "";
-  const dot = handler.lastIndexOf(".");
-  if (dot <= 0) {
+  const slash = handler.lastIndexOf("/") + 1;
+  const dot = handler.indexOf(".", slash);
+  if (handler.includes("..")) {
+    return initError(
+      new Error(`'${handler}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`),
+      "Runtime.MalformedHandlerName",
+    );
+  }
+  if (dot <= slash || dot === handler.length - 1) {
     return initError(new Error(`Bad handler ${handler}`), "Runtime.MalformedHandlerName");
   }
   const modulePath = handler.slice(0, dot);
-  const fnPath = handler.slice(dot + 1);
+  const fnPath = handler.slice(dot + 1).split(".");
   const file = resolveModule(modulePath);
   if (!file) {
-    const err = new Error(`Cannot find module '${modulePath}'`);
-    err.name = "Runtime.ImportModuleError";
-    return initError(err, "Runtime.ImportModuleError");
+    return initError(new Error(`Cannot find module '${modulePath}'`), "Runtime.ImportModuleError");
   }
   let mod;
   try {
     mod = await import(pathToFileURL(file).href);
   } catch (err) {
-    if (err instanceof SyntaxError) return initError(err, "Runtime.UserCodeSyntaxError");
-    return initError(err, "Runtime.ImportModuleError");
+    if (err instanceof SyntaxError) return initError(err, "Runtime.UserCodeSyntaxError", String(err));
+    // A CommonJS `require` of a missing package; anything else the module
+    // threw is reported as itself.
+    if (err?.code === "MODULE_NOT_FOUND") return initError(err, "Runtime.ImportModuleError");
+    return initError(err, isError(err) ? err.name : typeof err);
   }
-  const fn = mod[fnPath] ?? (mod.default && mod.default[fnPath]);
+  // A CommonJS module's exports are its default export when Node cannot
+  // list them; an ES module's default export is not its exports.
+  const [first, ...rest] = fnPath;
+  const top = mod[first] ?? (file.endsWith(".mjs") ? undefined : mod.default?.[first]);
+  const fn = rest.reduce((at, name) => (at === undefined || at === null ? undefined : at[name]), top);
+  if (fn === undefined) {
+    return initError(new Error(`${handler} is undefined or not exported`), "Runtime.HandlerNotFound");
+  }
   if (typeof fn !== "function") {
-    const err = new Error(`${handler} is undefined or not exported`);
-    return initError(err, "Runtime.HandlerNotFound");
+    return initError(new Error(`${handler} is not a function`), "Runtime.HandlerNotFound");
   }
   return fn;
 }
@@ -443,13 +469,18 @@ function run(fn, event, headers) {
       if (channel) channel.socket.ref();
       resolve(outcome);
     };
+    // The first completion counts, callback or promise, as in AWS's runtime
+    // (a handler calling back and returning a promise answers the callback's).
+    let completed = false;
     const callback = (err, result) => {
+      if (completed) return;
+      completed = true;
       if (err !== undefined && err !== null) report({ err });
       else if (!waits) report({ result });
       else onEmpty(() => report({ result }));
     };
     const done = (err, result) => {
-      waits = false;
+      if (!completed) waits = false;
       callback(err, result);
     };
     const ctx = Object.assign(context(headers), {
@@ -474,8 +505,41 @@ function run(fn, event, headers) {
   });
 }
 
+// An error nothing catches (a rejected promise nobody awaits, a throw in a
+// timer) ends the runtime, as AWS's does (exit 128 and 129), so the next
+// invocation gets a fresh one; first it is reported as the error of the
+// invocation under way, or of the init. (A streaming invocation's response
+// may have begun: it is cut off.)
+let phase = "init";
+function fatal(errorType, errorMessage, stack, what, code) {
+  const body = { errorType, errorMessage, trace: stack };
+  console.error(`${what} \t${JSON.stringify(body)}`);
+  const headers = { "Lambda-Runtime-Function-Error-Type": phase === "init" ? errorType : "Unhandled" };
+  const sent =
+    phase === "init" ? post("/init/error", JSON.stringify(body), headers)
+    : phase === "invoke" ? post(`/invocation/${currentRequestId}/error`, JSON.stringify(body), headers, true)
+    : Promise.resolve();
+  setTimeout(() => process.exit(code), 2000).unref();
+  sent.finally(() => process.exit(code));
+}
+const text = (value) => {
+  try {
+    return String(value);
+  } catch {
+    return "[unprintable]";
+  }
+};
+process.on("unhandledRejection", (reason) =>
+  fatal("Runtime.UnhandledPromiseRejection", text(reason), text(reason?.stack ?? "").split("\n"), "Unhandled Promise Rejection", 128),
+);
+process.on("uncaughtException", (err) => {
+  const body = JSON.parse(errorBody(err));
+  fatal(body.errorType, body.errorMessage, body.trace, "Uncaught Exception", 129);
+});
+
 defineGlobals();
 const fn = await loadHandler();
+phase = "idle";
 for (;;) {
   const next = await nextInvocation();
   const id = next.headers.get("lambda-runtime-aws-request-id");
@@ -483,10 +547,14 @@ for (;;) {
   process.env._X_AMZN_TRACE_ID = next.headers.get("lambda-runtime-trace-id") || "";
   const event = JSON.parse(await next.text());
   if (fn[STREAMING]) {
+    phase = "stream";
     await stream(fn, event, context(next.headers), id);
+    phase = "idle";
     continue;
   }
+  phase = "invoke";
   const outcome = await run(fn, event, next.headers);
+  phase = "idle";
   if ("err" in outcome) {
     logInvokeError(outcome.err);
     await post(`/invocation/${id}/error`, errorBody(outcome.err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
@@ -495,8 +563,11 @@ for (;;) {
   let body;
   try {
     body = JSON.stringify(outcome.result === undefined ? null : outcome.result);
-  } catch (err) {
-    await post(`/invocation/${id}/error`, errorBody(err, "Runtime.MarshalError"), { "Lambda-Runtime-Function-Error-Type": "Runtime.MarshalError" });
+  } catch {
+    // AWS's words for a result JSON cannot hold (a cycle, a BigInt).
+    const err = new Error("Unable to stringify response body");
+    logInvokeError(err);
+    await post(`/invocation/${id}/error`, errorBody(err), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
     continue;
   }
   await post(`/invocation/${id}/response`, body);

@@ -76,6 +76,9 @@ class TextFormatter(logging.Formatter):
         self.converter = time.gmtime
 
 
+# AWS's JSON log records' time: whole seconds.
+TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
+
 # LogRecord attributes that are not a record's own extra fields.
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"aws_request_id", "message", "asctime"}
 
@@ -86,11 +89,11 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record):
         level = min(50, max(0, record.levelno)) // 10 * 10
-        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = {
-            "timestamp": "%s.%03dZ" % (created, int(record.msecs)),
+            "timestamp": time.strftime(TIMESTAMP, time.gmtime(record.created)),
             "level": logging.getLevelName(level),
-            "message": record.getMessage(),
+            # A dict stays an object, as AWS's runtime keeps it.
+            "message": record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage(),
             "logger": record.name,
             "requestId": getattr(record, "aws_request_id", None),
         }
@@ -133,11 +136,11 @@ def setup_logging():
 def log_error(error):
     """An invocation's or init's error in the log, as AWS's runtime writes it."""
     if JSON_LOGS:
-        line = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "level": "ERROR", **error}
+        line = {"timestamp": time.strftime(TIMESTAMP, time.gmtime()), "level": "ERROR", **error}
         sys.stdout.write(json.dumps(line) + "\n")
         return
-    lines = [f"[ERROR] {error['errorType']}: {error['errorMessage']}"]
-    if error.get("stackTrace"):
+    lines = ["[ERROR] " + ": ".join(part for part in (error.get("errorType"), error.get("errorMessage")) if part)]
+    if error.get("stackTrace") is not None:
         lines.append("Traceback (most recent call last):")
         for frame in error["stackTrace"]:
             for line in frame.splitlines():
@@ -237,7 +240,10 @@ def load_handler(client):
     try:
         module = importlib.import_module(module_name.replace("/", "."))
     except SyntaxError as e:
-        return init_error(client, e, "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {e}")
+        # AWS's runtime reports where the error is, not importlib's frames.
+        trace = ['  File "%s" Line %s\n    %s' % (e.filename, e.lineno, e.text)]
+        return init_error(client, None, "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {e}",
+                          trace)
     except ImportError as e:
         # AWS's runtime reports no stack for this one: its frames would be importlib's.
         return init_error(client, None, "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {e}")
@@ -250,8 +256,10 @@ def load_handler(client):
     return fn
 
 
-def init_error(client, exc, error_type, message):
+def init_error(client, exc, error_type, message, trace=None):
     body = error_body(exc, error_type, message)
+    if trace is not None:
+        body = json.dumps(dict(json.loads(body), stackTrace=trace))
     log_error(json.loads(body))
     client.call("POST", "/init/error", body, {"Lambda-Runtime-Function-Error-Type": json.loads(body)["errorType"]})
     sys.exit(1)
@@ -303,7 +311,19 @@ class Context:
         return max(0, self._deadline_ms - int(time.time() * 1000))
 
     def log(self, msg):
-        sys.stdout.write(str(msg))
+        # One log event a call, as AWS's runtime writes it.
+        text = str(msg)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def decimal_number(value):
+    """A `Decimal` (DynamoDB's numbers) as a JSON number, as AWS's runtime
+    answers it: an integral one exactly, any other as the nearest float."""
+    import decimal
+
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def main():
@@ -336,11 +356,16 @@ def main():
             client.call("POST", f"/invocation/{request_id}/error", json.dumps(payload),
                         {"Lambda-Runtime-Function-Error-Type": "Unhandled"})
             continue
+        if isinstance(result, bytes):
+            # As AWS's runtime: bytes are the response as they are.
+            client.call("POST", f"/invocation/{request_id}/response", result)
+            continue
         try:
-            out = json.dumps(result)
+            out = json.dumps(result, default=decimal_number)
         except (TypeError, ValueError) as e:
-            payload = json.loads(error_body(e, "Runtime.MarshalError", f"Unable to marshal response: {e}"))
+            payload = json.loads(error_body(None, "Runtime.MarshalError", f"Unable to marshal response: {e}"))
             payload["requestId"] = request_id
+            log_error(payload)
             client.call("POST", f"/invocation/{request_id}/error", json.dumps(payload),
                         {"Lambda-Runtime-Function-Error-Type": "Runtime.MarshalError"})
             continue

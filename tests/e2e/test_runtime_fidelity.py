@@ -209,8 +209,9 @@ def test_json_logging_config_is_stored_and_honoured_by_both_runtimes(lam, logs):
     app = [r for r in records if "level" in r]
     # Python names levels its own way, as AWS's runtime does (WARNING).
     assert [(r["level"], r["message"]) for r in app] == [("WARNING", "warning line"), ("ERROR", "error with extra")]
+    # AWS's Python runtime stamps its JSON records in whole seconds.
     assert all(r["requestId"] == rid and r["logger"] == "root" and re.fullmatch(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"]) for r in app), app
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["timestamp"]) for r in app), app
     assert app[1]["order"] == 7, "extra fields are kept"
     assert "printed line\n" in messages, "print output stays text"
     platform = {r["type"]: r["record"] for r in records if "type" in r}
@@ -328,3 +329,87 @@ def test_exec_wrapper_from_a_layer_starts_the_runtime(lam):
     assert out["wrapped"].startswith("python3"), "the wrapper ran the interpreter"
     out = call(lam, node(lam, "env", module="cjs.js", Layers=[arn], Environment=env))[1]
     assert out["wrapped"] == "node"
+
+
+PY_ODD = """
+import decimal, logging
+
+def decimals(event, context):
+    return {"price": decimal.Decimal("12.50"), "count": decimal.Decimal("10")}
+
+def raw(event, context):
+    return b'{"raw": true}'
+
+def unended(event, context):
+    logging.getLogger().warning({"order": 1})
+    context.log("from context.log")
+    print("printed without a newline", end="")
+    return "done"
+"""
+
+NODE_ODD = """
+exports.both = async (event, context, callback) => { callback(null, "from the callback"); return "from the promise"; };
+exports.nested = { fn: async () => "nested" };
+exports.floating = async (event) => {
+  if (event.reject) Promise.reject(new Error("floating"));
+  if (event.throwLater) setTimeout(() => { throw new TypeError("async boom"); }, 0);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  return globalThis.seen = (globalThis.seen || 0) + 1;
+};
+exports.circular = async () => { const a = {}; a.self = a; return a; };
+exports.duck = async () => { throw { name: "CustomErr", message: "duck", stack: "CustomErr: duck" }; };
+"""
+
+
+def failed(lam, name, payload=b"{}"):
+    r = lam.invoke(FunctionName=name, Payload=payload)
+    assert r.get("FunctionError") == "Unhandled", r
+    return json.loads(r["Payload"].read())
+
+
+def test_what_aws_python_runtime_makes_of_results_and_output(lam, logs):
+    files = {"app.py": PY_ODD, "bad.py": "def handler(:\n    pass\n"}
+    name = function(lam, "python3.11", "app.decimals", files)
+    # DynamoDB's numbers are Decimals.
+    assert call(lam, name)[1] == {"price": 12.5, "count": 10}
+    name = function(lam, "python3.11", "app.raw", files)
+    assert lam.invoke(FunctionName=name)["Payload"].read() == b'{"raw": true}'
+    # Output without a newline is the invocation's own, and context.log one event a call.
+    name = function(lam, "python3.11", "app.unended", files,
+                    LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "INFO"})
+    r, _ = call(lam, name, LogType="Tail")
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert "from context.log\nprinted without a newline" in tail, tail
+    record = next(json.loads(line) for line in tail.splitlines() if '"WARNING"' in line)
+    assert record["message"] == {"order": 1}, "a dict message stays an object"
+    name = function(lam, "python3.11", "bad.handler", files)
+    error = failed(lam, name)
+    assert error["errorType"] == "Runtime.UserCodeSyntaxError"
+    assert len(error["stackTrace"]) == 1 and 'bad.py" Line 1' in error["stackTrace"][0], error
+
+
+def test_what_aws_node_runtime_makes_of_handlers_and_failures(lam):
+    files = {"app.js": NODE_ODD, "esm.mjs": "export default { handler: async () => 1 };\n",
+             "boom.js": "throw new Error('config missing');\n"}
+    name = function(lam, "nodejs20.x", "app.both", files)
+    assert call(lam, name)[1] == "from the callback", "the first completion counts"
+    assert call(lam, function(lam, "nodejs20.x", "app.nested.fn", files))[1] == "nested"
+
+    name = function(lam, "nodejs20.x", "app.floating", files)
+    assert call(lam, name)[1] == 1
+    error = failed(lam, name, b'{"reject": true}')
+    assert (error["errorType"], error["errorMessage"]) == ("Runtime.UnhandledPromiseRejection", "Error: floating")
+    error = failed(lam, name, b'{"throwLater": true}')
+    assert (error["errorType"], error["errorMessage"]) == ("TypeError", "async boom")
+    assert call(lam, name)[1] == 1, "the runtime that failed was replaced"
+
+    error = failed(lam, function(lam, "nodejs20.x", "app.circular", files))
+    assert (error["errorType"], error["errorMessage"]) == ("Error", "Unable to stringify response body")
+    error = failed(lam, function(lam, "nodejs20.x", "app.duck", files))
+    assert (error["errorType"], error["errorMessage"]) == ("CustomErr", "duck")
+    error = failed(lam, function(lam, "nodejs20.x", "esm.handler", files))
+    assert (error["errorType"], error["errorMessage"]) == ("Runtime.HandlerNotFound", "esm.handler is undefined or not exported")
+    error = failed(lam, function(lam, "nodejs20.x", "boom.handler", files))
+    assert (error["errorType"], error["errorMessage"]) == ("Error", "config missing")
+    error = failed(lam, function(lam, "nodejs20.x", "../task/app.both", files))
+    assert error["errorType"] == "Runtime.MalformedHandlerName"

@@ -146,6 +146,9 @@ pub struct Outcome {
     pub concurrency: nimbus_core::Concurrency,
     /// Whether the environment may serve again.
     pub(crate) reusable: bool,
+    /// Whether the runtime was gone before it asked for this invocation,
+    /// which it never saw (it is then served elsewhere).
+    pub(crate) undelivered: bool,
 }
 
 impl Outcome {
@@ -184,6 +187,7 @@ impl Outcome {
             streamed: false,
             concurrency: Default::default(),
             reusable: false,
+            undelivered: false,
         }
     }
 
@@ -360,7 +364,10 @@ impl Shared {
 
     /// Reads what the runtime has written so far, without waiting, and logs
     /// each whole line (with its newline, as in AWS's log events). True once
-    /// the pipe is closed (the last unended line is then logged too).
+    /// the pipe is closed. An unended line is logged as it is when the pipe
+    /// closes or at an invocation's end (`now`): output without a newline
+    /// (`print(end="")`, `process.stdout.write`) belongs to the invocation
+    /// that wrote it, not to the next one.
     ///
     /// Called once a response is in (`now`), this reads everything the
     /// runtime wrote before it: its writes to the pipe had returned before
@@ -403,7 +410,7 @@ impl Shared {
             start += LINE_MAX;
         }
         partial.drain(..start);
-        if closed && !partial.is_empty() {
+        if (closed || now) && !partial.is_empty() {
             self.push_log(&partial);
             partial.clear();
         }
@@ -1347,6 +1354,11 @@ impl Env {
         }
         .instrument(tracing::debug_span!("runtime"))
         .await;
+        // Still queued once the runtime is gone: it died between invocations
+        // without asking for this one (a Node.js runtime exits after
+        // reporting an error nothing caught, as AWS's does).
+        let undelivered = matches!(reply, Some(Reply::Exited(_)))
+            && self.shared.jobs_rx.try_lock().is_ok_and(|mut jobs| jobs.try_recv().is_ok());
         let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
         if let Some(p) = &self.pacer {
             p.charge();
@@ -1472,6 +1484,7 @@ impl Env {
             streamed,
             concurrency: Default::default(),
             reusable,
+            undelivered,
         }
     }
 

@@ -703,36 +703,46 @@ impl Invoker for Worker {
             tokio::spawn(retire_all(dead));
         }
         let mut refill = None;
-        let (environment, cold) = match ticket.warm.take() {
-            Some(e) => (e, false),
-            None => {
-                if let Some(old) = self.pool.reclaim_for_memory() {
-                    tokio::spawn(old.retire());
-                }
-                let started = async {
-                    let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
-                    refill = Some(RefillAfter { templates: &self.templates, base: spec.base.clone() });
-                    self.start(spec)
-                        .instrument(tracing::debug_span!("cold_start", template = tracing::field::Empty))
-                        .await
-                };
-                match started.await {
-                    Ok(e) => (e, true),
-                    Err(Error::InvalidEntrypoint(message)) => {
-                        tracing::warn!(function = %inv.config.name, request_id = %inv.request_id, %message, "the runtime could not start");
-                        let mut outcome = Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message);
-                        outcome.concurrency = ticket.concurrency;
-                        return Ok(outcome);
+        let mut warm = ticket.warm.take();
+        loop {
+            let (environment, cold) = match warm.take() {
+                Some(e) => (e, false),
+                None => {
+                    if let Some(old) = self.pool.reclaim_for_memory() {
+                        tokio::spawn(old.retire());
                     }
-                    Err(e) => return Err(e),
+                    let started = async {
+                        let spec = self.spec(&inv.config, &inv.invoked_arn, "on-demand").await?;
+                        refill = Some(RefillAfter { templates: &self.templates, base: spec.base.clone() });
+                        self.start(spec)
+                            .instrument(tracing::debug_span!("cold_start", template = tracing::field::Empty))
+                            .await
+                    };
+                    match started.await {
+                        Ok(e) => (e, true),
+                        Err(Error::InvalidEntrypoint(message)) => {
+                            tracing::warn!(function = %inv.config.name, request_id = %inv.request_id, %message, "the runtime could not start");
+                            let mut outcome = Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message);
+                            outcome.concurrency = ticket.concurrency;
+                            return Ok(outcome);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
+            };
+            let mut outcome = environment.run(&inv, cold).instrument(tracing::debug_span!("run", cold)).await;
+            if outcome.undelivered && !cold {
+                // A warm environment whose runtime had gone: a new one serves
+                // the invocation, as on AWS.
+                tracing::debug!(function = %inv.config.name, request_id = %inv.request_id, "the warm runtime had exited; starting another");
+                tokio::spawn(environment.retire());
+                continue;
             }
-        };
-        let mut outcome = environment.run(&inv, cold).instrument(tracing::debug_span!("run", cold)).await;
-        outcome.concurrency = ticket.concurrency;
-        ticket.finish(environment, outcome.reusable).await;
-        drop(refill);
-        Ok(outcome)
+            outcome.concurrency = ticket.concurrency;
+            ticket.finish(environment, outcome.reusable).await;
+            drop(refill);
+            return Ok(outcome);
+        }
     }
 
     async fn prepare(&self, config: &FunctionConfig) {
