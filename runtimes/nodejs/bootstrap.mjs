@@ -182,9 +182,24 @@ for (const [method, level] of [["trace", "TRACE"], ["debug", "DEBUG"], ["info", 
 }
 
 // What AWS's runtime takes for an error: an Error, or any object with a
-// name and a message (errors from another realm, or built by hand).
+// name, a message and a stack (errors from another realm, or built by hand).
 const isError = (err) =>
-  err instanceof Error || (err !== null && typeof err === "object" && typeof err.name === "string" && typeof err.message === "string");
+  err instanceof Error ||
+  (err !== null && typeof err === "object" && ["name", "message", "stack"].every((k) => typeof err[k] === "string"));
+
+// An error in a log line, as AWS's runtime writes it: its type, message,
+// code and own properties, and its stack as lines.
+function formatted(err) {
+  const expand = (_key, v) =>
+    v instanceof Error
+      ? Object.assign({ errorType: v.name, errorMessage: v.message, code: v.code }, v, typeof v.stack === "string" ? { stack: v.stack.split("\n") } : {})
+      : v;
+  try {
+    return JSON.stringify(err, expand);
+  } catch {
+    return errorBody(err);
+  }
+}
 
 function errorBody(err, errorType) {
   try {
@@ -219,7 +234,7 @@ function nextInvocation() {
 // error as JSON text, or an error record in JSON format.
 function logInvokeError(err) {
   if (json) console.error(err instanceof Error ? err : new Error(JSON.parse(errorBody(err)).errorMessage));
-  else console.error(`Invoke Error \t${errorBody(err)}`);
+  else console.error(`Invoke Error \t${formatted(err)}`);
 }
 
 // Response streaming, as AWS's Node.js runtime offers it. A handler wrapped

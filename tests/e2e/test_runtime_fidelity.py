@@ -358,6 +358,7 @@ exports.floating = async (event) => {
 };
 exports.circular = async () => { const a = {}; a.self = a; return a; };
 exports.duck = async () => { throw { name: "CustomErr", message: "duck", stack: "CustomErr: duck" }; };
+exports.coded = async () => { throw Object.assign(new Error("no such key"), { code: "E_KEY", key: "k1" }); };
 """
 
 
@@ -407,6 +408,11 @@ def test_what_aws_node_runtime_makes_of_handlers_and_failures(lam):
     assert (error["errorType"], error["errorMessage"]) == ("Error", "Unable to stringify response body")
     error = failed(lam, function(lam, "nodejs20.x", "app.duck", files))
     assert (error["errorType"], error["errorMessage"]) == ("CustomErr", "duck")
+    r = lam.invoke(FunctionName=function(lam, "nodejs20.x", "app.coded", files), LogType="Tail")
+    line = next(l for l in base64.b64decode(r["LogResult"]).decode().splitlines() if "Invoke Error" in l)
+    logged = json.loads(line.split("Invoke Error \t", 1)[1])
+    assert (logged["errorType"], logged["code"], logged["key"]) == ("Error", "E_KEY", "k1"), logged
+    assert logged["stack"][0] == "Error: no such key", logged
     error = failed(lam, function(lam, "nodejs20.x", "esm.handler", files))
     assert (error["errorType"], error["errorMessage"]) == ("Runtime.HandlerNotFound", "esm.handler is undefined or not exported")
     error = failed(lam, function(lam, "nodejs20.x", "boom.handler", files))
