@@ -56,11 +56,16 @@ def set_module_path():
     # process finds it through the runtime directory.
     sdk = [d for d in (f"/var/lang/lib/{version}/site-packages",
                        os.path.join(os.environ.get("LAMBDA_RUNTIME_DIR", ""), "python")) if os.path.isdir(d)]
+    # The runtime's own directory is the host's when a zygote outside the
+    # sandbox imported it: the function sees the sandbox's names only.
+    runtime_dir = os.environ.get("LAMBDA_RUNTIME_DIR") or os.path.dirname(os.path.abspath(__file__))
+    own = os.path.dirname(os.path.abspath(__file__))
     path = []
     for p in front + sys.path + sdk[:1]:
-        if p not in path:
+        if p not in path and (p != own or own == runtime_dir):
             path.append(p)
     sys.path[:] = path
+    sys.argv[:] = [os.path.join(runtime_dir, "bootstrap.py")]
 
 
 class RequestIdFilter(logging.Filter):

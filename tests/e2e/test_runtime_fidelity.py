@@ -340,6 +340,12 @@ def decimals(event, context):
 def raw(event, context):
     return b'{"raw": true}'
 
+def paths(event, context):
+    import os, sys
+    # Layers' directories are on the path whether there are layers or not, as on AWS.
+    return {"argv": sys.argv, "missing": [p for p in sys.path if not os.path.exists(p) and not p.startswith("/opt/")
+                                          and not p.endswith(".zip")]}
+
 def unended(event, context):
     logging.getLogger().warning({"order": 1})
     context.log("from context.log")
@@ -383,6 +389,9 @@ def test_what_aws_python_runtime_makes_of_results_and_output(lam, logs):
     assert "from context.log\nprinted without a newline" in tail, tail
     record = next(json.loads(line) for line in tail.splitlines() if '"WARNING"' in line)
     assert record["message"] == {"order": 1}, "a dict message stays an object"
+    # Only the sandbox's paths: none of the host's (the zygote's directory).
+    paths = call(lam, function(lam, "python3.11", "app.paths", files))[1]
+    assert paths == {"argv": ["/var/runtime/bootstrap.py"], "missing": []}, paths
     name = function(lam, "python3.11", "bad.handler", files)
     error = failed(lam, name)
     assert error["errorType"] == "Runtime.UserCodeSyntaxError"
