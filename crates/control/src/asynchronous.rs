@@ -86,7 +86,7 @@ impl Control {
 
     /// Delivers queued events until the process ends. Events leased by a
     /// previous run (which may have died mid-delivery) are offered again at
-    /// once: delivery is at least once.
+    /// once: delivery is at least once. Events waiting for a retry wait on.
     pub async fn run_async_dispatcher(self: Arc<Self>) {
         if let Err(e) = self.meta.release_events(now_ms()).await {
             tracing::error!(error = %e, "cannot release async events from a previous run");
@@ -96,7 +96,7 @@ impl Control {
             match self.meta.due_events(now, 64).await {
                 Ok(due) => {
                     for ev in due {
-                        if let Err(e) = self.meta.reschedule_event(&ev.id, ev.attempts, now + LEASE_MS).await {
+                        if let Err(e) = self.meta.lease_event(&ev.id, now + LEASE_MS).await {
                             tracing::error!(error = %e, "cannot lease async event");
                             continue;
                         }

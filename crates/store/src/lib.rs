@@ -253,12 +253,16 @@ pub trait Metadata: Send + Sync {
     async fn next_event_due(&self) -> Result<Option<i64>>;
     /// Records a failed attempt and when to try again.
     async fn reschedule_event(&self, id: &str, attempts: u32, not_before_ms: i64) -> Result<()>;
+    /// Holds an event for a delivery under way until `until_ms` (past it, a
+    /// delivery that never ended is taken to have died).
+    async fn lease_event(&self, id: &str, until_ms: i64) -> Result<()>;
     /// Removes an event that succeeded or was given up, and queues what its
     /// end causes, in one transaction.
     /// Returns the seqs of the queue messages it stored, in order.
     async fn finish_event(&self, id: &str, follow_ups: &[FollowUp]) -> Result<Vec<i64>>;
-    /// Makes every queued event due now (after a restart nothing is in flight,
-    /// so leases taken before the crash must not delay redelivery).
+    /// Makes every leased event due now (after a restart nothing is in
+    /// flight, so leases taken before the crash must not delay redelivery);
+    /// events waiting for a retry keep their time.
     async fn release_events(&self, now_ms: i64) -> Result<()>;
 
     /// Stores invocation records and their log lines (ids are assigned),

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     embed!("0017_metrics.sql"),
     embed!("0018_invocation_attempts.sql"),
     embed!("0019_queue_dedup.sql"),
+    embed!("0020_async_leases.sql"),
 ];
 
 /// A migration's version and description from its file name, as

@@ -472,7 +472,7 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn reschedule_event(&self, id: &str, attempts: u32, not_before_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE async_events SET attempts = ?, not_before_ms = ? WHERE id = ?")
+        sqlx::query("UPDATE async_events SET attempts = ?, not_before_ms = ?, leased = 0 WHERE id = ?")
             .bind(i64::from(attempts))
             .bind(not_before_ms)
             .bind(id)
@@ -500,8 +500,17 @@ impl Metadata for SqliteMetadata {
         Ok(seqs)
     }
 
+    async fn lease_event(&self, id: &str, until_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE async_events SET not_before_ms = ?, leased = 1 WHERE id = ?")
+            .bind(until_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn release_events(&self, now_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE async_events SET not_before_ms = ? WHERE not_before_ms > ?")
+        sqlx::query("UPDATE async_events SET not_before_ms = ?, leased = 0 WHERE leased = 1 AND not_before_ms > ?")
             .bind(now_ms)
             .bind(now_ms)
             .execute(&self.pool)
@@ -846,8 +855,14 @@ mod tests {
         m.reschedule_event("early", 1, 100).await.unwrap();
         let all = m.due_events(1000, 10).await.unwrap();
         assert_eq!((all[0].id.as_str(), all[1].id.as_str(), all[1].attempts), ("late", "early", 1));
+        m.lease_event("late", 1000).await.unwrap();
         m.release_events(30).await.unwrap();
-        assert_eq!(m.due_events(30, 10).await.unwrap().len(), 2, "released events are due at once");
+        let due: Vec<String> = m.due_events(30, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(due, ["late"], "a lease is released at once; a retry keeps its wait");
+        assert_eq!(m.next_event_due().await.unwrap(), Some(30));
+        m.reschedule_event("late", 1, 200).await.unwrap();
+        m.release_events(40).await.unwrap();
+        assert!(m.due_events(40, 10).await.unwrap().is_empty(), "a retry's wait outlives a restart");
         // A message the queue could not take is dropped without holding the
         // event back.
         let message = QueueMessage {
