@@ -243,6 +243,25 @@ def test_prefix_and_suffix_filters_choose_the_function(srv):
     assert len(received(srv, docs)) == 1 and len(received(srv, images)) == 2
 
 
+def test_filters_match_the_encoded_key_and_events_name_the_request(srv):
+    """AWS matches a rule's prefix against the key as the event carries it
+    (`+` for a space, `%3D` for `=`); the event's request id is the one the
+    writer was answered with."""
+    name, b = function(srv), bucket(srv)
+    allow_s3(srv, name, b)
+    notify(srv, b, rule(name, ["s3:ObjectCreated:*"], prefix="my+folder/dt%3D1/"))
+    s3 = s3_client(srv)
+    s3.put_object(Bucket=b, Key="my folder/dt=0/a.txt", Body=b"x")
+    answer = s3.put_object(Bucket=b, Key="my folder/dt=1/b.txt", Body=b"x")
+    [record] = records(srv, name, 1)
+    assert record["s3"]["object"]["key"] == "my+folder/dt%3D1/b.txt"
+    headers = answer["ResponseMetadata"]["HTTPHeaders"]
+    assert record["responseElements"] == {"x-amz-request-id": headers["x-amz-request-id"],
+                                          "x-amz-id-2": headers["x-amz-id-2"]}
+    assert record["requestParameters"] == {"sourceIPAddress": "127.0.0.1"}
+    assert len(received(srv, name)) == 1
+
+
 def test_a_failing_function_is_retried_by_the_async_policy(srv):
     name, b = function(srv, FAILING), bucket(srv)
     srv.client().put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=1)

@@ -231,7 +231,7 @@ async fn dispatch(api: &Api, front: Front, req: Request<Body>, request_id: &str)
         Front::Monitoring => monitoring::serve(api, req).await,
         Front::Prometheus => monitoring::prometheus::serve(api, req).await,
         Front::S3 => {
-            let mut resp = api.s3.serve(&api.verifier, req).await;
+            let mut resp = api.s3.serve(&api.verifier, req, request_id).await;
             s3::tag_response(&mut resp, request_id);
             resp
         }

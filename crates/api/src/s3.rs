@@ -135,15 +135,20 @@ impl S3Front {
         Arc::new(Targets(control))
     }
 
-    /// Serves one S3 request.
-    pub async fn serve(&self, verifier: &Verifier, req: Request<Body>) -> Response {
+    /// Serves one S3 request, answered as `request_id`.
+    pub async fn serve(&self, verifier: &Verifier, req: Request<Body>, request_id: &str) -> Response {
         if is_browser_form(&req) {
             return not_implemented(req.uri().path());
         }
         if let Some(refused) = self.refused(verifier, req.headers(), req.uri().query(), SystemTime::now()) {
             return refused;
         }
+        let source_ip = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         let mut req = req.map(s3s::Body::http_body_unsync);
+        req.extensions_mut().insert(nimbus_objects::Requested {
+            request_id: request_id.to_string(),
+            source_ip: source_ip.map_or_else(|| "127.0.0.1".into(), |ip| ip.to_string()),
+        });
         if let Some(uri) = sigv2_bucket_uri(req.headers(), req.uri()) {
             *req.uri_mut() = uri;
         }
@@ -444,10 +449,12 @@ impl S3Auth for SharedKeys {
     }
 }
 
-/// S3 answers carry its request id header too.
+/// S3 answers carry its request id headers too (the events a write
+/// triggers name the same ids).
 pub fn tag_response(resp: &mut Response, request_id: &str) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-amz-request-id", v);
+        resp.headers_mut().insert("x-amz-request-id", v.clone());
+        resp.headers_mut().insert("x-amz-id-2", v);
     }
 }
 

@@ -93,7 +93,8 @@ pub struct LambdaNotification {
 }
 
 impl LambdaNotification {
-    /// Whether an event (`s3:ObjectCreated:Put`) on `key` matches this rule.
+    /// Whether an event (`s3:ObjectCreated:Put`) on `key` matches this rule;
+    /// `key` as events carry it, URL-encoded (AWS's rules are written so).
     pub fn matches(&self, event: &str, key: &str) -> bool {
         let event_ok = self.events.iter().any(|e| match e.strip_suffix('*') {
             Some(stem) => event.starts_with(stem),

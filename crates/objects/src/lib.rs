@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use nimbus_store::ObjectMeta;
 
 pub use files::Files;
+pub use notify::Requested;
 pub use whole::{ReadError, Reader};
 
 /// What the store needs from the Lambda side for notifications.

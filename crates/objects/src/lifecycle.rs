@@ -276,7 +276,7 @@ impl Objects {
         let origin = Origin {
             region: &self.region,
             principal: "s3.amazonaws.com".into(),
-            source_ip: "127.0.0.1",
+            source_ip: "s3.amazonaws.com".into(),
             request_id: uuid::Uuid::new_v4().to_string(),
             lineage: 0,
         };

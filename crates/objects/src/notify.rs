@@ -34,10 +34,19 @@ fn sequencer() -> String {
 pub struct Origin<'a> {
     pub region: &'a str,
     pub principal: String,
-    pub source_ip: &'a str,
+    pub source_ip: String,
     pub request_id: String,
     /// The writer's place in a chain of invocations (see [`lineage`]).
     pub lineage: u32,
+}
+
+/// What the listener knows of an S3 request and the object store does not:
+/// the request id it answers with and the client's address (put in the
+/// request's extensions, for the events its writes trigger).
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub request_id: String,
+    pub source_ip: String,
 }
 
 /// How many invocations led to a request: the count in its
@@ -58,12 +67,15 @@ pub fn lineage(headers: &http::HeaderMap) -> u32 {
 pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &Origin<'_>) -> Vec<AsyncEvent> {
     let full = format!("s3:{event_name}");
     let now = chrono::Utc::now();
+    // Rules' prefixes and suffixes are matched against the key as events
+    // carry it, URL-encoded, as AWS matches them (`my+folder/` for a space).
+    let key = encode_key(&object.key);
     bucket
         .notifications
         .iter()
-        .filter(|n| n.matches(&full, &object.key))
+        .filter(|n| n.matches(&full, &key))
         .map(|n| {
-            let mut object_json = json!({ "key": encode_key(&object.key), "sequencer": sequencer() });
+            let mut object_json = json!({ "key": key, "sequencer": sequencer() });
             if event_name.starts_with("ObjectCreated") {
                 object_json["size"] = json!(object.size);
                 object_json["eTag"] = json!(object.etag.trim_matches('"'));
@@ -153,6 +165,21 @@ mod tests {
     #[test]
     fn keys_are_encoded_as_aws_encodes_them() {
         assert_eq!(encode_key("path/my file+x=é.jpg"), "path/my+file%2Bx%3D%C3%A9.jpg");
+    }
+
+    #[test]
+    fn rules_match_the_encoded_key() {
+        let rule = |prefix: &str| nimbus_core::objects::LambdaNotification {
+            id: "r".into(),
+            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:f".into(),
+            events: vec!["s3:ObjectCreated:*".into()],
+            prefix: Some(prefix.into()),
+            suffix: None,
+        };
+        let key = encode_key("my folder/k=1.txt");
+        assert!(rule("my+folder/").matches("s3:ObjectCreated:Put", &key));
+        assert!(!rule("my folder/").matches("s3:ObjectCreated:Put", &key));
+        assert!(rule("my+folder/k%3D1").matches("s3:ObjectCreated:Put", &key));
     }
 
     #[test]

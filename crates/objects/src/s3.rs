@@ -281,11 +281,12 @@ impl Objects {
 
     /// The writer of a request, for the events its write triggers.
     pub(crate) fn origin<T>(&self, req: &S3Request<T>) -> Origin<'_> {
+        let requested = req.extensions.get::<notify::Requested>();
         Origin {
             region: &self.region,
             principal: req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string(),
-            source_ip: "127.0.0.1",
-            request_id: uuid::Uuid::new_v4().to_string(),
+            source_ip: requested.map_or_else(|| "127.0.0.1".into(), |r| r.source_ip.clone()),
+            request_id: requested.map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.request_id.clone()),
             lineage: notify::lineage(&req.headers),
         }
     }
