@@ -336,6 +336,27 @@ def test_a_firing_too_old_to_invoke_goes_to_the_dead_letter_queue(server):
     assert printed_events(server, fn) == []
 
 
+def test_an_input_that_is_not_json_fails_the_firing_not_the_function(server):
+    """Lambda's Invoke refuses a payload that is not JSON, so the firing
+    fails and goes to the schedule's dead-letter queue; it reached the
+    function before, which failed in its runtime, away from the schedule."""
+    sch = scheduler(server)
+    sqs = sqs_client(server)
+    dlq_url = sqs.create_queue(QueueName=unique_name("schedule-text-dlq"))["QueueUrl"]
+    dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    fn = create_function_named(server, unique_name("text-input"))
+    when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(seconds=1)
+    arn = sch.create_schedule(
+        Name=unique_name("text"), ScheduleExpression=at_expression(when), FlexibleTimeWindow={"Mode": "OFF"},
+        Target=target(fn, Input="hello plain", RetryPolicy={"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60},
+                      DeadLetterConfig={"Arn": dlq}))["ScheduleArn"]
+    got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=20, MessageAttributeNames=["All"])["Messages"]
+    assert len(got) == 1 and got[0]["Body"] == "hello plain"
+    attrs = {k: v["StringValue"] for k, v in got[0]["MessageAttributes"].items()}
+    assert attrs["SCHEDULE_ARN"] == arn and "InvalidRequestContentException" in attrs["ERROR_MESSAGE"], attrs
+    assert printed_events(server, fn) == []
+
+
 def create_function_named(server, name):
     server.client().create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
                                     Code={"ZipFile": make_zip({"app.py": RECORDER})})

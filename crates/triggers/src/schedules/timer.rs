@@ -217,6 +217,14 @@ impl Schedules {
         let function = FunctionRef::parse(self.control.account(), &target.arn, None).map_err(|e| e.to_string())?;
         self.control.resolve_invocation(&target.arn, None).await.map_err(|e| e.to_string())?;
         let payload = substitute(target.input.as_deref().unwrap_or("{}"), run);
+        // Lambda's Invoke refuses a payload that is not JSON: the firing
+        // fails as the target's invocation would (its retries, then the
+        // schedule's dead-letter queue), not in the function's runtime.
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&payload) {
+            return Err(format!(
+                "InvalidRequestContentException: Could not parse request body into json: Could not parse payload into json: {e}"
+            ));
+        }
         let now = Utc::now().timestamp_millis();
         Ok(AsyncEvent {
             id: uuid::Uuid::new_v4().to_string(),
