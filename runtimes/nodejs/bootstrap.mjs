@@ -166,8 +166,9 @@ function jsonLine(level, params) {
   return JSON.stringify(record);
 }
 
-// console.* write one line per call (inner newlines become \r, so a call
-// stays one log event) at or above AWS_LAMBDA_LOG_LEVEL.
+// console.* write one log event per call at or above AWS_LAMBDA_LOG_LEVEL:
+// a call of several lines is opened with the worker's record mark (\x1e)
+// and its newlines written as \r, and the worker stores it with its newlines.
 const json = (process.env.AWS_LAMBDA_LOG_FORMAT || "").toUpperCase() === "JSON";
 const floor = Math.max(0, LEVELS.indexOf((process.env.AWS_LAMBDA_LOG_LEVEL || "").toUpperCase()));
 for (const [method, level] of [["trace", "TRACE"], ["debug", "DEBUG"], ["info", "INFO"], ["log", "INFO"], ["warn", "WARN"], ["error", "ERROR"], ["fatal", "FATAL"]]) {
@@ -177,7 +178,7 @@ for (const [method, level] of [["trace", "TRACE"], ["debug", "DEBUG"], ["info", 
   }
   console[method] = (...params) => {
     const line = json ? jsonLine(level, params) : `${new Date().toISOString()}\t${currentRequestId}\t${level}\t${format(...params)}`;
-    process.stdout.write(line.replace(/\n/g, "\r") + "\n");
+    process.stdout.write(line.includes("\n") ? `\x1e${line.replace(/\n/g, "\r")}\n` : `${line}\n`);
   };
 }
 

@@ -111,12 +111,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps({k: v for k, v in line.items() if v is not None}, ensure_ascii=False, default=str)
 
 
+def record_line(text):
+    """One log record as one line of output: a record of several lines is
+    opened with the worker's record mark (\\x1e) and its newlines written
+    as \\r; the worker stores it with its newlines, one log event."""
+    return "\x1e" + text.replace("\n", "\r") + "\n" if "\n" in text else text + "\n"
+
+
 class StdoutHandler(logging.Handler):
-    """One line per record: inner newlines become \\r, so a record stays one log event."""
+    """One log event per record."""
 
     def emit(self, record):
         try:
-            sys.stdout.write(self.format(record).replace("\n", "\r") + "\n")
+            sys.stdout.write(record_line(self.format(record)))
         except Exception:  # noqa: BLE001 - logging must never fail the function
             self.handleError(record)
 
@@ -151,7 +158,7 @@ def log_error(error):
             for line in frame.splitlines():
                 indent = len(line) - len(line.lstrip(" "))
                 lines.append("\u00a0" * indent + line[indent:])
-    sys.stdout.write("\r".join(lines) + "\n")
+    sys.stdout.write(record_line("\n".join(lines)))
 
 
 # Below poll()'s largest timeout (2**31 - 1 ms).

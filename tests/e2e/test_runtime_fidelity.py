@@ -346,6 +346,10 @@ def paths(event, context):
     return {"argv": sys.argv, "missing": [p for p in sys.path if not os.path.exists(p) and not p.startswith("/opt/")
                                           and not p.endswith(".zip")]}
 
+def multiline(event, context):
+    logging.getLogger().warning("first\\nsecond")
+    raise ValueError("bad\\nvalue")
+
 def unended(event, context):
     logging.getLogger().warning({"order": 1})
     context.log("from context.log")
@@ -364,6 +368,7 @@ exports.floating = async (event) => {
 };
 exports.circular = async () => { const a = {}; a.self = a; return a; };
 exports.duck = async () => { throw { name: "CustomErr", message: "duck", stack: "CustomErr: duck" }; };
+exports.lines = async () => { console.log("one\\ntwo"); return "ok"; };
 exports.coded = async () => { throw Object.assign(new Error("no such key"), { code: "E_KEY", key: "k1" }); };
 """
 
@@ -389,6 +394,10 @@ def test_what_aws_python_runtime_makes_of_results_and_output(lam, logs):
     assert "from context.log\nprinted without a newline" in tail, tail
     record = next(json.loads(line) for line in tail.splitlines() if '"WARNING"' in line)
     assert record["message"] == {"order": 1}, "a dict message stays an object"
+    # A record of several lines is one log event with its newlines, as AWS's runtime stores it.
+    r = lam.invoke(FunctionName=function(lam, "python3.11", "app.multiline", files), LogType="Tail")
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert "\r" not in tail and "\tfirst\nsecond\n" in tail and "[ERROR] ValueError: bad\nvalue\nTraceback" in tail, tail
     # Only the sandbox's paths: none of the host's (the zygote's directory).
     paths = call(lam, function(lam, "python3.11", "app.paths", files))[1]
     assert paths == {"argv": ["/var/runtime/bootstrap.py"], "missing": []}, paths
@@ -422,6 +431,9 @@ def test_what_aws_node_runtime_makes_of_handlers_and_failures(lam):
     logged = json.loads(line.split("Invoke Error \t", 1)[1])
     assert (logged["errorType"], logged["code"], logged["key"]) == ("Error", "E_KEY", "k1"), logged
     assert logged["stack"][0] == "Error: no such key", logged
+    r = lam.invoke(FunctionName=function(lam, "nodejs20.x", "app.lines", files), LogType="Tail")
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert "\r" not in tail and "\tINFO\tone\ntwo\n" in tail, tail
     error = failed(lam, function(lam, "nodejs20.x", "esm.handler", files))
     assert (error["errorType"], error["errorMessage"]) == ("Runtime.HandlerNotFound", "esm.handler is undefined or not exported")
     error = failed(lam, function(lam, "nodejs20.x", "boom.handler", files))

@@ -272,6 +272,13 @@ const LINE_MAX: usize = (256 << 10) - 26;
 /// node's memory, not its cgroup's, so a function printing without end
 /// must not grow it: the rest is dropped, and a line says how much.
 const HELD_MAX: usize = 32 << 20;
+
+/// Opens a line of Nimbus's own runtimes that is one log record of several
+/// lines (a logged traceback, a multi-line message), whose newlines they
+/// write as `\r` to keep it one line on the pipe: the record is stored
+/// with its newlines, as AWS's runtimes keep them (they write records to a
+/// log descriptor of their own). Other output is stored as written.
+const RECORD_MARK: u8 = 0x1e;
 /// What a line costs beyond its text, here and until it is stored (its
 /// log event's strings and slots: an empty line held about 200 bytes).
 pub const HELD_PER_LINE: usize = 256;
@@ -359,7 +366,11 @@ impl Shared {
             return;
         }
         held.bytes += cost;
-        held.lines.push((chrono::Utc::now().timestamp_millis(), String::from_utf8_lossy(bytes).into_owned()));
+        let line = match bytes.strip_prefix(&[RECORD_MARK]) {
+            Some(record) => String::from_utf8_lossy(record).replace('\r', "\n"),
+            None => String::from_utf8_lossy(bytes).into_owned(),
+        };
+        held.lines.push((chrono::Utc::now().timestamp_millis(), line));
     }
 
     /// Reads what the runtime has written so far, without waiting, and logs
