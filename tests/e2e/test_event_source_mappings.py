@@ -368,6 +368,24 @@ def test_a_backlog_runs_batches_concurrently_up_to_maximum_concurrency(srv):
     assert max(overlap(r["start"]) for r in runs) == 2
 
 
+def test_a_throttled_batch_waits_for_the_function_not_for_the_dead_letter_queue(srv):
+    """A function at its reserved concurrency throttles the batches beyond
+    it: they are invoked again while still invisible, and none reaches the
+    dead-letter queue unrun (each went there at its first receive)."""
+    name = function(srv, SLOW, timeout=2)
+    srv.client().put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    dlq_url, dlq_arn = queue(srv)
+    url, queue_arn = queue(srv, VisibilityTimeout="10",
+                           RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}))
+    sqs_client(srv).send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)}
+                                                              for i in range(4)])
+    map_queue(srv, queue_arn, name, BatchSize=1)
+    runs = events(srv, name, 4)
+    assert sum(r["n"] for r in runs) == 4
+    assert wait_for(lambda: queue_empty(srv, url), "the batches' deletion")
+    assert queue_empty(srv, dlq_url)
+
+
 def test_a_batching_window_gathers_more_than_one_receive(srv):
     name = function(srv)
     url, queue_arn = queue(srv, VisibilityTimeout="5")

@@ -7,10 +7,14 @@
 //! to `MaximumConcurrency` batches run at once, and with an empty queue
 //! nothing runs but one receive waiting for the queue's wake.
 //!
-//! Results: success deletes the batch; a function error (or a throttle)
-//! leaves it to come back after the visibility timeout, so the queue's
-//! redrive policy takes poison messages to its dead-letter queue. With
-//! `ReportBatchItemFailures`, only the listed items stay.
+//! Results: success deletes the batch; a function error leaves it to come
+//! back after the visibility timeout, so the queue's redrive policy takes
+//! poison messages to its dead-letter queue. With `ReportBatchItemFailures`,
+//! only the listed items stay. A throttled invocation is tried again, with
+//! a backoff, while the batch is still invisible (as AWS's poller does, and
+//! why AWS asks for a visibility timeout of six times the function's): a
+//! busy function must not send messages it never ran to the dead-letter
+//! queue.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -133,7 +137,7 @@ impl Poller {
             stream: None,
             lineage: 0,
         };
-        let handled: Vec<String> = match self.control.invoke(req).await {
+        let handled: Vec<String> = match self.invoke(req).await {
             Ok(done) if done.outcome.function_error.is_none() => {
                 let failed = if m.reports_item_failures() {
                     let ids = batch.iter().map(|b| b.message_id.as_str()).collect();
@@ -164,6 +168,27 @@ impl Poller {
         };
         if !handled.is_empty() {
             self.delete(&handled).await;
+        }
+    }
+
+    /// Invokes the function, again while it is throttled and the batch's
+    /// visibility timeout leaves time (a second at least is kept for the
+    /// run itself).
+    async fn invoke(&self, req: InvokeRequest) -> Result<nimbus_control::Invoked, nimbus_control::Error> {
+        let visibility =
+            self.queues.queue_by_arn(&self.mapping.event_source_arn).ok().flatten().map(|q| q.visibility_timeout);
+        let until = tokio::time::Instant::now() + visibility.unwrap_or_default().saturating_sub(Duration::from_secs(1));
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.control.invoke(req.clone()).await {
+                Err(nimbus_control::Error::Rule(nimbus_core::Error::Throttled(_)))
+                    if tokio::time::Instant::now() + backoff < until =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                done => return done,
+            }
         }
     }
 
