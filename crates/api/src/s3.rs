@@ -208,7 +208,8 @@ impl S3Front {
                                     r,
                                 );
                             }
-                            if date.is_some_and(|d| !d.starts_with(day)) {
+                            // (A SigV4 request may carry its time in `Date`, in HTTP's form, instead.)
+                            if header("x-amz-date").is_some_and(|d| !d.starts_with(day)) {
                                 let message = "The authorization header is malformed; Invalid credential date. Date is not the same as X-Amz-Date.";
                                 return Some(s3_error(
                                     StatusCode::BAD_REQUEST,
