@@ -227,6 +227,29 @@ def test_provisioned_environments_are_ready_before_the_first_invoke(scaling_serv
     assert error_code(e) == "ProvisionedConcurrencyConfigNotFoundException"
 
 
+def test_provisioned_concurrency_moves_with_its_alias(scaling_server):
+    """An alias moved to another version keeps its provisioned concurrency
+    (the old version's environments go, the new one's are started); a
+    deleted alias's environments go with it."""
+    lam = scaling_server()
+    name = function(lam)
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1)
+    ready = lambda: lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="live")["Status"] == "READY"
+    wait_for(ready, "provisioned concurrency READY")
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"RELEASE": "2"}})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert lam.publish_version(FunctionName=name)["Version"] == "2"
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion="2")
+    wait_for(ready, "provisioned concurrency READY on version 2")
+    r, out = invoke(lam, name, Qualifier="live")
+    assert (r["ExecutedVersion"], out["init_type"]) == ("2", "provisioned-concurrency")
+    assert invoke(lam, name, Qualifier="1")[1]["init_type"] == "on-demand", "version 1's went"
+    lam.delete_alias(FunctionName=name, Name="live")
+    assert invoke(lam, name, Qualifier="2")[1]["init_type"] == "on-demand", "the alias's went with it"
+
+
 def test_provisioning_a_function_whose_init_fails_reports_failed(scaling_server):
     lam = scaling_server()
     name = function(lam, files={"app.py": FAILING_INIT})

@@ -93,6 +93,7 @@ impl Control {
         let mut f = self.function(&r.name).await?;
         let mut a = f.aliases.get(alias).cloned().ok_or_else(|| self.alias_not_found(&r.name, alias))?;
         check_revision(revision_id, &a.revision_id)?;
+        let before = a.function_version.clone();
         if let Some(v) = version {
             a.function_version = v;
         }
@@ -106,6 +107,11 @@ impl Control {
         a.revision_id = new_revision();
         f.aliases.insert(alias.to_string(), a.clone());
         self.save(&f).await?;
+        // As on AWS, the alias's provisioned concurrency moves with it: the
+        // old version's environments go, the new version's are started.
+        if let Some(p) = f.provisioned.get(alias).filter(|_| a.function_version != before) {
+            self.start_provisioning(&f, alias, p.requested).await?;
+        }
         Ok(a)
     }
 
@@ -118,9 +124,13 @@ impl Control {
         }
         f.url_configs.remove(alias);
         f.event_invoke_configs.remove(alias);
-        f.provisioned.remove(alias);
+        let provisioned = f.provisioned.remove(alias).is_some();
         f.policy.retain(|s| s.qualifier.as_deref() != Some(alias));
-        self.save(&f).await
+        self.save(&f).await?;
+        if let (true, Some(invoker)) = (provisioned, &self.invoker) {
+            invoker.unprovision(&r.name, Some(alias)).await;
+        }
+        Ok(())
     }
 
     pub async fn list_aliases(

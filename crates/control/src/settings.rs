@@ -225,7 +225,7 @@ impl Control {
 
     /// Replaces whatever environments a qualifier had with `count` new ones,
     /// started in the background.
-    async fn start_provisioning(&self, f: &Function, qualifier: &str, count: u32) -> Result<()> {
+    pub(crate) async fn start_provisioning(&self, f: &Function, qualifier: &str, count: u32) -> Result<()> {
         let Some(invoker) = self.invoker.clone() else { return Ok(()) };
         let q = Qualifier::parse(qualifier).map_err(rule)?;
         let config = self.config_at(f, Some(&q)).await?.config;
