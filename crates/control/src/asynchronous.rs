@@ -126,6 +126,8 @@ impl Control {
     async fn deliver(self: Arc<Self>, ev: AsyncEvent) {
         let result = match self.step(&ev).await {
             Step::Retry { attempts, at_ms } => self.meta.reschedule_event(&ev.id, attempts, at_ms).await,
+            // Held as a lease is: a start (which may have cured what failed) offers it at once.
+            Step::Backoff { at_ms } => self.meta.lease_event(&ev.id, at_ms).await,
             Step::Finish(mut follow_ups) => {
                 let refused = self.prepare_messages(&mut follow_ups);
                 match self.meta.finish_event(&ev.id, &follow_ups).await {
@@ -218,7 +220,7 @@ impl Control {
             Err(e) => {
                 let at_ms = now_ms() + system_backoff(ev, now_ms());
                 tracing::error!(error = %e, "cannot read the event's function; will retry");
-                return Step::Retry { attempts: ev.attempts, at_ms };
+                return Step::Backoff { at_ms };
             }
         };
         let deadline = ev.created_ms + policy.max_age_ms;
@@ -307,7 +309,7 @@ impl Control {
                     ended(Condition::EventAgeExceeded, ev.attempts, None, (status, e.to_string()))
                 } else {
                     tracing::info!(error = %e, backoff_ms = backoff, "async event not run (throttled or a system error); will retry");
-                    Step::Retry { attempts: ev.attempts, at_ms: now + backoff }
+                    Step::Backoff { at_ms: now + backoff }
                 }
             }
         }
@@ -355,8 +357,12 @@ impl Control {
 
 /// What delivering an event once leads to.
 enum Step {
-    /// Offer it again at `at_ms`, after `attempts` failed runs.
+    /// Offer it again at `at_ms`, after `attempts` failed runs (the wait
+    /// outlives a restart, as AWS's retry delays are the function's).
     Retry { attempts: u32, at_ms: i64 },
+    /// Not run (a throttle or a system error): offer it again at `at_ms`,
+    /// or at once after a restart.
+    Backoff { at_ms: i64 },
     /// It is done; commit what it causes with its removal.
     Finish(Vec<FollowUp>),
 }

@@ -253,8 +253,9 @@ pub trait Metadata: Send + Sync {
     async fn next_event_due(&self) -> Result<Option<i64>>;
     /// Records a failed attempt and when to try again.
     async fn reschedule_event(&self, id: &str, attempts: u32, not_before_ms: i64) -> Result<()>;
-    /// Holds an event for a delivery under way until `until_ms` (past it, a
-    /// delivery that never ended is taken to have died).
+    /// Holds an event until `until_ms` for a delivery under way (past it, a
+    /// delivery that never ended is taken to have died) or a backoff after
+    /// it was not run; a start releases it.
     async fn lease_event(&self, id: &str, until_ms: i64) -> Result<()>;
     /// Removes an event that succeeded or was given up, and queues what its
     /// end causes, in one transaction.
