@@ -177,8 +177,13 @@ def test_a_path_form_answer_cannot_act_on_the_shared_origin(server, lam):
 
 def test_a_callers_forwarded_for_is_followed_by_the_peer(server, lam):
     _, url = make_url(lam, server)
-    ev = event_of(requests.get(url, headers={"X-Forwarded-For": "10.9.8.7"}, timeout=30))
+    ev = event_of(requests.get(url, headers={"X-Forwarded-For": "10.9.8.7", "X-Forwarded-Proto": "gopher",
+                                             "Connection": "keep-alive"}, timeout=30))
     assert ev["headers"]["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+    # The scheme and port the client reached, as AWS's front says them; no hop-by-hop headers.
+    port = urllib.parse.urlsplit(server.endpoint).port
+    assert (ev["headers"]["x-forwarded-proto"], ev["headers"]["x-forwarded-port"]) == ("http", str(port))
+    assert "connection" not in ev["headers"]
     assert ev["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
     assert event_of(requests.get(url, timeout=30))["headers"]["x-forwarded-for"] == "127.0.0.1"
 

@@ -56,7 +56,21 @@ pub fn request_event(facts: &RequestFacts<'_>, headers: &HeaderMap, body: &[u8])
             v.push_str(facts.source_ip);
         })
         .or_insert_with(|| facts.source_ip.to_string());
-    joined.entry("x-forwarded-proto".into()).or_insert_with(|| "http".into());
+    // What a proxy in front of the function adds and drops, as AWS's does:
+    // the scheme and port the client reached (not what it claims), and no
+    // hop-by-hop headers.
+    for hop in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+        joined.remove(hop);
+    }
+    let port = joined
+        .get("host")
+        .and_then(|h| h.rsplit_once(':'))
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("80")
+        .to_string();
+    joined.insert("x-forwarded-port".into(), port);
+    joined.insert("x-forwarded-proto".into(), "http".into());
     let user_agent = joined.get("user-agent").cloned().unwrap_or_default();
 
     let mut event = json!({
