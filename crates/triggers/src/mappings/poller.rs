@@ -175,15 +175,22 @@ impl Poller {
     /// visibility timeout leaves time (a second at least is kept for the
     /// run itself).
     async fn invoke(&self, req: InvokeRequest) -> Result<nimbus_control::Invoked, nimbus_control::Error> {
-        let visibility =
-            self.queues.queue_by_arn(&self.mapping.event_source_arn).ok().flatten().map(|q| q.visibility_timeout);
-        let until = tokio::time::Instant::now() + visibility.unwrap_or_default().saturating_sub(Duration::from_secs(1));
+        let began = tokio::time::Instant::now();
+        // Looked up at the first throttle only: most batches run at once.
+        let mut until = None;
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.control.invoke(req.clone()).await {
-                Err(nimbus_control::Error::Rule(nimbus_core::Error::Throttled(_)))
-                    if tokio::time::Instant::now() + backoff < until =>
-                {
+                Err(throttled @ nimbus_control::Error::Rule(nimbus_core::Error::Throttled(_))) => {
+                    let until = *until.get_or_insert_with(|| {
+                        let queue = self.queues.queue_by_arn(&self.mapping.event_source_arn).ok().flatten();
+                        began
+                            + queue
+                                .map_or(Duration::ZERO, |q| q.visibility_timeout.saturating_sub(Duration::from_secs(1)))
+                    });
+                    if tokio::time::Instant::now() + backoff >= until {
+                        return Err(throttled);
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
