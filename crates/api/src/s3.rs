@@ -290,12 +290,10 @@ const MAX_SKEW_MS: i64 = 15 * 60 * 1000;
 /// form, or SigV2's HTTP date) is more than 15 minutes from `now`; `None`
 /// for one in time or without a date, which `s3s` refuses.
 fn skewed(date: Option<&str>, now: SystemTime) -> Option<Response> {
-    use chrono::{DateTime, NaiveDateTime, Utc};
+    use chrono::{DateTime, Utc};
     let date = date?;
-    let when = NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ")
-        .map(|d| d.and_utc())
-        .or_else(|_| DateTime::parse_from_rfc2822(date).map(|d| d.with_timezone(&Utc)))
-        .ok()?;
+    let when = crate::sigv4::parse_amz_date(date)
+        .or_else(|| DateTime::parse_from_rfc2822(date).ok().map(|d| d.with_timezone(&Utc)))?;
     let now: DateTime<Utc> = now.into();
     if (now - when).num_milliseconds().abs() <= MAX_SKEW_MS {
         return None;

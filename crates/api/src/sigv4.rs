@@ -239,7 +239,7 @@ fn canonical_headers(headers: &HeaderMap, signed: &[&str]) -> String {
 /// `YYYYMMDDTHHMMSSZ`, ISO 8601's basic format, the one SigV4 allows; read
 /// by hand, as chrono's format-string parser cost more than the rest of the
 /// time check.
-fn parse_amz_date(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_amz_date(s: &str) -> Option<DateTime<Utc>> {
     let b = s.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
