@@ -38,6 +38,12 @@ pub(crate) struct JsonCall {
 }
 
 impl JsonService {
+    /// Whether a request names one of this service's operations (how an
+    /// unsigned one is told apart, to be refused in this service's shape).
+    pub(crate) fn is_target_of(&self, headers: &HeaderMap) -> bool {
+        headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(self.target_prefix))
+    }
+
     /// Reads, verifies and checks a request against the service's model.
     pub(crate) async fn accept(&self, api: &Api, req: Request<Body>) -> Result<JsonCall, Failure> {
         let (parts, body) = req.into_parts();

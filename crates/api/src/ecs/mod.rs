@@ -63,7 +63,7 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
 /// Whether an unsigned request names an ECS operation (so that ECS
 /// refuses it, in its own shape).
 pub fn is_unsigned_ecs(headers: &axum::http::HeaderMap) -> bool {
-    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(TARGET_PREFIX))
+    SERVICE.is_target_of(headers)
 }
 
 /// Reads an operation's input from the request document.

@@ -33,11 +33,7 @@ const SERVICE: JsonService = JsonService {
 /// Whether an unsigned request is for CloudWatch Logs (so that it is refused
 /// as CloudWatch refuses it).
 pub fn is_unsigned_logs(headers: &HeaderMap) -> bool {
-    target(headers).is_some_and(|t| t.starts_with(TARGET_PREFIX))
-}
-
-fn target(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-amz-target").and_then(|v| v.to_str().ok())
+    SERVICE.is_target_of(headers)
 }
 
 impl From<Error> for Failure {

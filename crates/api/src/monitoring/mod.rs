@@ -37,8 +37,7 @@ const SERVICE: JsonService = JsonService {
 
 /// Whether an unsigned request is for CloudWatch (so that CloudWatch refuses it).
 pub fn is_unsigned_monitoring(headers: &HeaderMap, path: &str) -> bool {
-    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(TARGET_PREFIX))
-        || cbor::is_cbor(headers, path)
+    SERVICE.is_target_of(headers) || cbor::is_cbor(headers, path)
 }
 
 impl From<MetricsError> for Failure {

@@ -50,7 +50,7 @@ impl From<RegistryError> for Failure {
 /// Whether an unsigned request names an ECR operation (so that ECR
 /// refuses it, in its own shape).
 pub fn is_unsigned_ecr(headers: &axum::http::HeaderMap) -> bool {
-    headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(SERVICE.target_prefix))
+    SERVICE.is_target_of(headers)
 }
 
 pub async fn serve(api: &Api, req: Request<Body>) -> Response {
