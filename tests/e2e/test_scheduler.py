@@ -354,7 +354,8 @@ def test_an_input_that_is_not_json_fails_the_firing_not_the_function(server):
     assert len(got) == 1 and got[0]["Body"] == "hello plain"
     attrs = {k: v["StringValue"] for k, v in got[0]["MessageAttributes"].items()}
     assert attrs["SCHEDULE_ARN"] == arn and "InvalidRequestContentException" in attrs["ERROR_MESSAGE"], attrs
-    assert printed_events(server, fn) == []
+    # Never invoked: no START, no REPORT (its handler would not have printed either way).
+    assert function_log(server, fn) == []
 
 
 def create_function_named(server, name):
