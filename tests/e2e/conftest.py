@@ -292,8 +292,8 @@ def private_server(tmp_path):
     """Starts servers on their own data directory; all are killed after the test."""
     started = []
 
-    def start(data_dir=None, env_keys=True):
-        s = Server(data_dir or tmp_path / "data", env_keys=env_keys).start()
+    def start(data_dir=None, env_keys=True, args=()):
+        s = Server(data_dir or tmp_path / "data", env_keys=env_keys, args=list(args)).start()
         started.append(s)
         return s
 
