@@ -20,9 +20,13 @@ APP = '''
 import json, os, time, uuid
 
 ENV_ID = uuid.uuid4().hex
+if "INIT_DIR" in os.environ:
+    open(os.path.join(os.environ["INIT_DIR"], ENV_ID + "." + os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"]), "w").close()
 
 def handler(event, context):
     started = time.time()
+    if event.get("exit"):
+        os._exit(3)
     if "started_dir" in event:
         open(os.path.join(event["started_dir"], context.aws_request_id), "w").close()
     while "release" in event and not os.path.exists(event["release"]):
@@ -248,6 +252,31 @@ def test_provisioned_concurrency_moves_with_its_alias(scaling_server):
     assert invoke(lam, name, Qualifier="1")[1]["init_type"] == "on-demand", "version 1's went"
     lam.delete_alias(FunctionName=name, Name="live")
     assert invoke(lam, name, Qualifier="2")[1]["init_type"] == "on-demand", "the alias's went with it"
+
+
+def test_a_provisioned_environment_that_is_lost_is_replaced(scaling_server, tmp_path):
+    """As on AWS, a provisioned environment whose runtime exits is replaced
+    by a new one initialized ahead, and the configuration is READY again."""
+    lam = scaling_server()
+    inits = tmp_path / "inits"
+    inits.mkdir()
+    name = function(lam, Environment={"Variables": {"INIT_DIR": str(inits)}})
+    lam.publish_version(FunctionName=name)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
+    config = lambda: lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+    wait_for(lambda: config()["Status"] == "READY", "provisioned concurrency READY")
+    [first] = [p.stem for p in inits.iterdir()]
+    r = lam.invoke(FunctionName=name, Qualifier="1", Payload=json.dumps({"exit": True}))
+    assert r["FunctionError"] == "Unhandled" and b"Runtime.ExitError" in r["Payload"].read()
+    made = lambda: sorted(p.name for p in inits.iterdir() if p.stem != first) or None
+    [second] = wait_for(made, "a replacement initialized ahead")
+    assert second.endswith(".provisioned-concurrency"), second
+    got = wait_for(lambda: (c := config())["Status"] == "READY" and c, "provisioned concurrency READY again")
+    assert got["AvailableProvisionedConcurrentExecutions"] == 1
+    r, out = invoke(lam, name, Qualifier="1", LogType="Tail")
+    assert (out["env"], out["init_type"]) == (second.split(".")[0], "provisioned-concurrency")
+    assert "Init Duration" not in base64.b64decode(r["LogResult"]).decode()
+    assert len(list(inits.iterdir())) == 2, "no on-demand environment was started"
 
 
 def test_provisioning_a_function_whose_init_fails_reports_failed(scaling_server):

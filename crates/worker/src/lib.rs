@@ -778,9 +778,13 @@ impl Invoker for Worker {
         self.pool.set_reserved(function, reserved);
     }
 
+    /// Starts the configuration's environments, then keeps their number:
+    /// one lost (its runtime crashed, timed out or was killed) is replaced,
+    /// as AWS does, until the configuration goes.
     async fn provision(&self, p: Provision) {
+        use futures_util::StreamExt;
         let (name, qualifier) = (p.config.name.clone(), p.qualifier.clone());
-        self.pool.provisioning(&name, &qualifier, p.count);
+        let keeper = self.pool.provisioning(&name, &qualifier, p.count);
         let one = || async {
             let spec = self.spec(&p.config, &p.invoked_arn, "provisioned-concurrency").await?;
             let mut env = env::Env::spawn(spec).await?;
@@ -795,20 +799,50 @@ impl Invoker for Worker {
             env.after_init();
             Ok(env)
         };
-        // A few at a time: each start is CPU-bound on this node.
-        use futures_util::StreamExt;
-        let mut starts = futures_util::stream::iter((0..p.count).map(|_| one())).buffer_unordered(4);
-        while let Some(result) = starts.next().await {
-            match result {
-                Ok(env) => {
-                    if let Some(env) = self.pool.add_provisioned(&name, &qualifier, env) {
-                        env.retire().await;
+        let mut allocated = false;
+        let mut backoff = std::time::Duration::from_secs(1);
+        loop {
+            // Registered before the count is read, so that a loss between
+            // the two is not missed.
+            let lost = keeper.lost.notified();
+            tokio::pin!(lost);
+            lost.as_mut().enable();
+            let Some(missing) = self.pool.provisioned_missing(&keeper) else { return };
+            if missing == 0 {
+                allocated = true;
+                backoff = std::time::Duration::from_secs(1);
+                lost.await;
+                continue;
+            }
+            // A few at a time: each start is CPU-bound on this node.
+            let mut starts = futures_util::stream::iter((0..missing).map(|_| one())).buffer_unordered(4);
+            let mut failed = false;
+            while let Some(result) = starts.next().await {
+                match result {
+                    Ok(env) => {
+                        if let Some(env) = self.pool.add_provisioned(&keeper, env) {
+                            env.retire().await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(function = %name, %qualifier, error = %e, "provisioning failed");
+                        failed = true;
+                        if !allocated {
+                            self.pool.provisioning_failed(&keeper, e.to_string());
+                        }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(function = %name, %qualifier, error = %e, "provisioning failed");
-                    self.pool.provisioning_failed(&name, &qualifier, e.to_string());
+            }
+            match (failed, allocated) {
+                // The first allocation failed: AWS reports FAILED until the
+                // configuration is put again.
+                (true, false) => return,
+                // A replacement failed: tried again, less and less often.
+                (true, true) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
                 }
+                _ => {}
             }
         }
     }

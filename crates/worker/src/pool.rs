@@ -2,7 +2,8 @@
 //! idle environments of every configuration, admission (the account's
 //! concurrency, each function's reserved concurrency, and each function's
 //! scaling rate for new environments), the provisioned environments'
-//! progress, and reclaiming idle environments: after the keep-warm period,
+//! progress (and the signal that one was lost, which its keeper waits on to
+//! start a replacement), and reclaiming idle environments: after the keep-warm period,
 //! at their maximum lifetime, and least recently used first when the node
 //! runs short of memory. It never starts or runs an environment itself.
 //!
@@ -72,6 +73,22 @@ pub struct ProvisionedStatus {
     pub failed: Option<String>,
 }
 
+/// A provisioned configuration the pool keeps count of.
+struct Provisioned {
+    status: ProvisionedStatus,
+    /// Told when one of its environments is lost, and when the
+    /// configuration goes (its keeper then finds it gone and stops).
+    keeper: Arc<tokio::sync::Notify>,
+}
+
+/// Which provisioned configuration a keeper keeps: its key, and the signal
+/// that tells one configuration from a later one of the same key.
+pub(crate) struct Keeper {
+    function: String,
+    qualifier: String,
+    pub(crate) lost: Arc<tokio::sync::Notify>,
+}
+
 struct Idle {
     env: Env,
     function: String,
@@ -109,7 +126,7 @@ struct State {
     reserved: HashMap<String, u32>,
     buckets: HashMap<String, Bucket>,
     /// (function, qualifier) → progress.
-    provisioned: HashMap<(String, String), ProvisionedStatus>,
+    provisioned: HashMap<(String, String), Provisioned>,
     /// When the reaper wakes next (`None`: not until the idle set changes).
     reaper_due: Option<Instant>,
 }
@@ -133,11 +150,20 @@ impl State {
         }
     }
 
-    /// A provisioned environment is gone: one fewer ready.
+    /// A provisioned environment is gone: one fewer ready, and its keeper
+    /// is told to replace it.
     fn lose_provisioned(&mut self, function: &str, qualifier: &str) {
         if let Some(p) = self.provisioned.get_mut(&(function.to_string(), qualifier.to_string())) {
-            p.ready = p.ready.saturating_sub(1);
+            p.status.ready = p.status.ready.saturating_sub(1);
+            p.keeper.notify_one();
         }
+    }
+
+    /// The configuration `keeper` keeps, unless it was removed or replaced.
+    fn kept(&mut self, keeper: &Keeper) -> Option<&mut Provisioned> {
+        self.provisioned
+            .get_mut(&(keeper.function.clone(), keeper.qualifier.clone()))
+            .filter(|p| Arc::ptr_eq(&p.keeper, &keeper.lost))
     }
 
     fn release(&mut self, function: &str) {
@@ -343,46 +369,65 @@ impl Pool {
         keys.into_iter().filter_map(|k| s.idle.remove(&k)).flatten().map(|i| i.env).collect()
     }
 
-    /// Every idle environment (shutdown).
+    /// Every idle environment (shutdown); provisioned configurations'
+    /// keepers stop.
     pub fn drain(&self) -> Vec<Env> {
-        self.lock().idle.drain().flat_map(|(_, v)| v).map(|i| i.env).collect()
+        let mut s = self.lock();
+        for (_, p) in s.provisioned.drain() {
+            p.keeper.notify_one();
+        }
+        s.idle.drain().flat_map(|(_, v)| v).map(|i| i.env).collect()
     }
 
     // ---- provisioned concurrency ----
 
-    pub fn provisioning(&self, function: &str, qualifier: &str, requested: u32) {
-        self.lock().provisioned.insert(
-            (function.to_string(), qualifier.to_string()),
-            ProvisionedStatus { requested, ready: 0, failed: None },
-        );
+    /// Starts counting a configuration's environments (replacing an
+    /// earlier configuration of the same key); its keeper is returned.
+    pub fn provisioning(&self, function: &str, qualifier: &str, requested: u32) -> Keeper {
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let status = ProvisionedStatus { requested, ready: 0, failed: None };
+        let earlier = self
+            .lock()
+            .provisioned
+            .insert((function.to_string(), qualifier.to_string()), Provisioned { status, keeper: lost.clone() });
+        if let Some(earlier) = earlier {
+            earlier.keeper.notify_one();
+        }
+        Keeper { function: function.to_string(), qualifier: qualifier.to_string(), lost }
+    }
+
+    /// How many environments `keeper`'s configuration lacks; `None` once it
+    /// was removed or replaced.
+    pub fn provisioned_missing(&self, keeper: &Keeper) -> Option<u32> {
+        self.lock().kept(keeper).map(|p| p.status.requested.saturating_sub(p.status.ready))
     }
 
     /// Adds a ready provisioned environment. Hands it back when the
-    /// configuration was removed meanwhile, for the caller to retire.
-    pub fn add_provisioned(&self, function: &str, qualifier: &str, env: Env) -> Option<Env> {
+    /// configuration was removed or replaced meanwhile, for the caller to retire.
+    pub fn add_provisioned(&self, keeper: &Keeper, env: Env) -> Option<Env> {
         let mut s = self.lock();
-        let Some(p) = s.provisioned.get_mut(&(function.to_string(), qualifier.to_string())) else {
+        let Some(p) = s.kept(keeper) else {
             return Some(env);
         };
-        p.ready += 1;
+        p.status.ready += 1;
         let idle = Idle {
-            function: function.to_string(),
+            function: keeper.function.clone(),
             since: Instant::now(),
-            provisioned: Some(qualifier.to_string()),
+            provisioned: Some(keeper.qualifier.clone()),
             env,
         };
         s.idle.entry(idle.env.key().to_string()).or_default().push(idle);
         None
     }
 
-    pub fn provisioning_failed(&self, function: &str, qualifier: &str, reason: String) {
-        if let Some(p) = self.lock().provisioned.get_mut(&(function.to_string(), qualifier.to_string())) {
-            p.failed.get_or_insert(reason);
+    pub fn provisioning_failed(&self, keeper: &Keeper, reason: String) {
+        if let Some(p) = self.lock().kept(keeper) {
+            p.status.failed.get_or_insert(reason);
         }
     }
 
     pub fn provisioned_status(&self, function: &str, qualifier: &str) -> Option<ProvisionedStatus> {
-        self.lock().provisioned.get(&(function.to_string(), qualifier.to_string())).cloned()
+        self.lock().provisioned.get(&(function.to_string(), qualifier.to_string())).map(|p| p.status.clone())
     }
 
     /// Stops keeping environments for (function, qualifier); with `None`,
@@ -390,7 +435,13 @@ impl Pool {
     /// returned to retire.
     pub fn unprovision(&self, function: &str, qualifier: Option<&str>) -> Vec<Env> {
         let mut s = self.lock();
-        s.provisioned.retain(|(f, q), _| !(f == function && qualifier.is_none_or(|x| x == q)));
+        s.provisioned.retain(|(f, q), p| {
+            let keep = !(f == function && qualifier.is_none_or(|x| x == q));
+            if !keep {
+                p.keeper.notify_one();
+            }
+            keep
+        });
         let mut gone = Vec::new();
         for list in s.idle.values_mut() {
             let (keep, drop): (Vec<Idle>, Vec<Idle>) = std::mem::take(list).into_iter().partition(|i| {
