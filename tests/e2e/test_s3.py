@@ -274,6 +274,13 @@ def test_ranges(s3, bucket):
             s3.get_object(Bucket=bucket, Key="r", Range=rng)
         assert error_code(e) == "InvalidRange", rng
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    # HEAD takes a Range as GET does: the part's length, or 416.
+    head = s3.head_object(Bucket=bucket, Key="r", Range="bytes=2-3")
+    assert (head["ResponseMetadata"]["HTTPStatusCode"], head["ContentLength"], head["ContentRange"]) == (
+        206, 2, "bytes 2-3/100")
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=bucket, Key="r", Range="bytes=200-")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
 
 
 def test_conditional_gets(s3, bucket):
@@ -309,6 +316,14 @@ def test_conditional_gets(s3, bucket):
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket=bucket, Key="c", IfNoneMatch=etag)
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    # A 304 names what the client holds, as the 200 would (RFC 9110; caches revalidate with it).
+    for kw in ({"IfNoneMatch": etag}, {"IfModifiedSince": after}):
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "c"})
+        header = {"If-None-Match": etag} if "IfNoneMatch" in kw else {
+            "If-Modified-Since": email.utils.formatdate(after.timestamp(), usegmt=True)}
+        r = requests.get(url, headers=header)
+        assert r.status_code == 304 and r.headers["ETag"] == etag, (kw, r.headers)
+        assert email.utils.parsedate_to_datetime(r.headers["Last-Modified"]) == modified
 
 
 KEYS = [
@@ -357,6 +372,64 @@ def test_conditional_writes(s3, bucket):
         results = [r for r in pool.map(race, range(8)) if r is not None]
     assert len(results) == 1, results
     assert s3.get_object(Bucket=bucket, Key="raced")["Body"].read() == b"writer %d" % results[0]
+
+
+def test_conditional_deletes(s3, bucket):
+    """DeleteObject's If-Match and DeleteObjects' per-key ETag: a delete whose
+    ETag does not match is refused with 412 and deletes nothing."""
+    etag = s3.put_object(Bucket=bucket, Key="cd", Body=b"keep me")["ETag"]
+    wrong = '"0123456789abcdef0123456789abcdef"'
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket=bucket, Key="cd", IfMatch=wrong)
+    assert (error_code(e), e.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("PreconditionFailed", 412)
+    assert s3.get_object(Bucket=bucket, Key="cd")["Body"].read() == b"keep me"
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket=bucket, Key="never-written", IfMatch=etag)
+    assert error_code(e) == "NoSuchKey"
+    s3.put_object(Bucket=bucket, Key="cd2", Body=b"two")
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "cd", "ETag": wrong}, {"Key": "cd2"}]})
+    assert [(x["Key"], x["Code"]) for x in out.get("Errors", [])] == [("cd", "PreconditionFailed")]
+    assert [x["Key"] for x in out["Deleted"]] == ["cd2"]
+    assert s3.get_object(Bucket=bucket, Key="cd")["Body"].read() == b"keep me"
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "cd", "ETag": etag}]})
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="cd")
+    s3.put_object(Bucket=bucket, Key="cd", Body=b"again")
+    s3.delete_object(Bucket=bucket, Key="cd", IfMatch="*")
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="cd")
+
+
+def test_what_s3_refuses_and_names_in_buckets_objects_and_listings(s3server, s3, bucket):
+    """A bucket of another region, an unknown storage class and bad listing
+    parameters are refused as S3 refuses them; listings name owners as S3
+    does, and every error document names its request."""
+    with pytest.raises(ClientError) as e:
+        s3.create_bucket(Bucket=unique_name("elsewhere"), CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert error_code(e) == "IllegalLocationConstraintException"
+    assert "The eu-west-1 location constraint is incompatible" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="sc", Body=b"x", StorageClass="BOGUS")
+    assert error_code(e) == "InvalidStorageClass"
+    with pytest.raises(ClientError) as e:
+        s3.create_multipart_upload(Bucket=bucket, Key="sc", StorageClass="BOGUS")
+    assert error_code(e) == "InvalidStorageClass"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="sc")
+    s3.put_object(Bucket=bucket, Key="sc", Body=b"x", StorageClass="STANDARD_IA")
+    for bad in ({"EncodingType": "foo"}, {"MaxKeys": -1}):
+        with pytest.raises(ClientError) as e:
+            s3.list_objects_v2(Bucket=bucket, **bad)
+        assert error_code(e) == "InvalidArgument", bad
+    owner = s3.list_buckets()["Owner"]
+    assert [o["Owner"] for o in s3.list_objects(Bucket=bucket)["Contents"]] == [owner]
+    assert "Owner" not in s3.list_objects_v2(Bucket=bucket)["Contents"][0]
+    assert s3.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]["Owner"] == owner
+    s3.create_multipart_upload(Bucket=bucket, Key="mpu")
+    page = s3.list_multipart_uploads(Bucket=bucket, MaxUploads=0)
+    assert not page.get("NextUploadIdMarker"), page
+    r = requests.get(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "absent"}))
+    assert f"<RequestId>{r.headers['x-amz-request-id']}</RequestId>" in r.text, r.text
 
 
 def test_keys_that_need_encoding_round_trip(s3server, s3, bucket):

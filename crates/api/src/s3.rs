@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_control::Control;
 use nimbus_objects::Objects;
@@ -141,7 +141,7 @@ impl S3Front {
             return not_implemented(req.uri().path());
         }
         if let Some(refused) = self.refused(verifier, req.headers(), req.uri().query(), SystemTime::now()) {
-            return refused;
+            return with_message(refused, request_id).await;
         }
         let source_ip = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         let mut req = req.map(s3s::Body::http_body_unsync);
@@ -153,9 +153,16 @@ impl S3Front {
             *req.uri_mut() = uri;
         }
         presigned_query_headers(&mut req);
+        let head = req.method() == axum::http::Method::HEAD;
         match self.service.call(req).await {
-            Ok(resp) if resp.status().is_client_error() => with_message(resp.map(Body::new)).await,
-            Ok(resp) => resp.map(Body::new),
+            Ok(resp) if resp.status().is_client_error() => with_message(resp.map(Body::new), request_id).await,
+            Ok(mut resp) => {
+                // A HEAD of part of an object is a 206, as its GET is (`s3s` answers 200).
+                if head && resp.status() == StatusCode::OK && resp.headers().contains_key(header::CONTENT_RANGE) {
+                    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                }
+                resp.map(Body::new)
+            }
             Err(e) => {
                 tracing::error!(error = ?e, "S3 request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -406,37 +413,39 @@ fn aws_message(code: &str) -> Option<&'static str> {
     })
 }
 
-/// Gives a message-less S3 error its AWS message (SDKs print it).
-async fn with_message(resp: Response) -> Response {
+/// Completes an S3 error document as AWS writes it: a message-less error
+/// gets AWS's message (SDKs print it), and every one names its request
+/// (`<RequestId>`, `<HostId>`, which SDKs read from the body).
+async fn with_message(resp: Response, request_id: &str) -> Response {
     let (mut parts, body) = resp.into_parts();
     // S3's error documents are a few hundred bytes.
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
     };
-    let text = String::from_utf8_lossy(&bytes);
-    // `s3s`'s own wording of an anonymous request's refusal.
-    if text.contains("<Message>Signature is required</Message>") {
-        let body = text.replace("<Message>Signature is required</Message>", "<Message>Access Denied</Message>");
-        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::from(body));
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if !text.trim_end().ends_with("</Error>") {
+        return Response::from_parts(parts, Body::from(bytes));
     }
-    let filled = text
+    // `s3s`'s own wording of an anonymous request's refusal.
+    text = text.replace("<Message>Signature is required</Message>", "<Message>Access Denied</Message>");
+    let message = text
         .split_once("<Code>")
         .and_then(|(_, rest)| rest.split_once("</Code></Error>"))
-        .and_then(|(code, _)| Some((code, aws_message(code)?)))
-        .map(|(code, msg)| {
-            text.replace(
-                &format!("<Code>{code}</Code></Error>"),
-                &format!("<Code>{code}</Code><Message>{msg}</Message></Error>"),
-            )
-        });
-    match filled {
-        Some(body) => {
-            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-            Response::from_parts(parts, Body::from(body))
-        }
-        None => Response::from_parts(parts, Body::from(bytes)),
+        .and_then(|(code, _)| Some((code.to_string(), aws_message(code)?)));
+    if let Some((code, msg)) = message {
+        text = text.replace(
+            &format!("<Code>{code}</Code></Error>"),
+            &format!("<Code>{code}</Code><Message>{msg}</Message></Error>"),
+        );
     }
+    if !text.contains("<RequestId>") {
+        let ids = format!("<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>");
+        if let Some(at) = text.rfind("</Error>") {
+            text.replace_range(at.., &ids);
+        }
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
 }
 
 struct SharedKeys(Arc<Keys>);
@@ -491,12 +500,14 @@ mod tests {
                 .unwrap()
         };
         let body = |r: Response| async { axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap() };
-        let filled = with_message(error("<Error><Code>SignatureDoesNotMatch</Code></Error>")).await;
+        let filled = with_message(error("<Error><Code>SignatureDoesNotMatch</Code></Error>"), "r1").await;
         assert!(filled.headers().get("content-length").is_none());
         let text = body(filled).await;
         assert!(text.starts_with(b"<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature"));
+        assert!(text.ends_with(b"</Message><RequestId>r1</RequestId><HostId>r1</HostId></Error>"));
         let kept = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
-        assert_eq!(body(with_message(error(kept)).await).await, kept.as_bytes());
+        let named = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message><RequestId>r2</RequestId><HostId>r2</HostId></Error>";
+        assert_eq!(body(with_message(error(kept), "r2").await).await, named.as_bytes());
     }
 
     #[test]

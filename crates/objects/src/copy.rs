@@ -100,6 +100,7 @@ impl Objects {
         let input = req.input;
         check_key(&input.key)?;
         crate::s3::check_metadata(input.metadata.as_ref())?;
+        crate::s3::check_storage_class(input.storage_class.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let (source_bucket, source_key) = source(&input.copy_source)?;
         let src = self.object(source_bucket, source_key).await?;

@@ -5,6 +5,8 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use nimbus_store::Precondition;
+
 use crate::s3::check_key;
 use crate::Objects;
 
@@ -28,8 +30,10 @@ impl Objects {
         let quiet = delete.quiet == Some(true);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for id in &delete.objects {
+            // An entry's ETag makes its delete conditional, as `If-Match` does DeleteObject's.
+            let condition = id.e_tag.as_ref().map(|e| Precondition::Present(Some(format!("\"{}\"", e.value()))));
             let result = match check_key(&id.key) {
-                Ok(()) => self.remove_object(&bucket, &id.key, &origin).await,
+                Ok(()) => self.remove_object(&bucket, &id.key, condition, &origin).await,
                 Err(e) => Err(e),
             };
             match result {

@@ -286,7 +286,7 @@ impl Objects {
                 let page = self.meta.list_objects(&bucket.name, &rule.prefix, &after, PAGE).await.map_err(internal)?;
                 for o in page.iter().filter(|o| rule.expires(o, now_ms)) {
                     // Only the version the rule judged: a write since then stays.
-                    self.remove(bucket, &o.key, Some(&o.file), "LifecycleExpiration:Delete", &origin).await?;
+                    self.remove(bucket, &o.key, Some(&o.file), None, "LifecycleExpiration:Delete", &origin).await?;
                 }
                 match page.last() {
                     Some(o) if page.len() == PAGE => after = o.key.clone(),

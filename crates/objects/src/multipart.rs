@@ -108,7 +108,8 @@ impl Objects {
         }
     }
 
-    fn owner(&self) -> (Initiator, Owner) {
+    /// The account as S3 names an object's owner and an upload's initiator.
+    pub(crate) fn owner(&self) -> (Initiator, Owner) {
         let id = Some(self.account_id.clone());
         let name = Some("nimbus".to_string());
         (Initiator { id: id.clone(), display_name: name.clone() }, Owner { id, display_name: name })
@@ -121,6 +122,7 @@ impl Objects {
         let input = req.input;
         check_key(&input.key)?;
         crate::s3::check_metadata(input.metadata.as_ref())?;
+        crate::s3::check_storage_class(input.storage_class.as_ref())?;
         self.bucket(&input.bucket).await?;
         let tags = parse_tagging(input.tagging.as_deref())?;
         let algorithm = input.checksum_algorithm.map(|a| a.as_str().to_ascii_uppercase());
@@ -594,7 +596,11 @@ impl Objects {
         let enc = |s: String| if url { crate::s3::url_encode(&s) } else { s };
         let (initiator, owner) = self.owner();
         let (next_key, next_id) = match next {
-            Some((k, id)) => (Some(crate::listing::before_past(&k).to_string()), Some(id).filter(|i| !i.is_empty())),
+            // The cursor's ids that stand for "past every upload of the key" are not markers.
+            Some((k, id)) => (
+                Some(crate::listing::before_past(&k).to_string()),
+                Some(id).filter(|i| !i.is_empty() && !i.starts_with(char::MAX)),
+            ),
             None => (None, None),
         };
         Ok(S3Response::new(ListMultipartUploadsOutput {

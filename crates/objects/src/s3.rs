@@ -354,14 +354,26 @@ impl Objects {
                 ));
             }
         }
-        if let Some(c) = if_none_match {
-            if matches(c) {
-                return Err(s3_error!(NotModified));
+        let unmodified = match (if_none_match, if_modified_since) {
+            (Some(c), _) => matches(c),
+            (None, Some(t)) => modified_s <= millis(t) / 1000,
+            (None, None) => false,
+        };
+        if unmodified {
+            // A 304 names what the client has, as a 200 would (RFC 9110).
+            let mut e = s3_error!(NotModified);
+            let mut headers = http::HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&o.etag) {
+                headers.insert(http::header::ETAG, v);
             }
-        } else if let Some(t) = if_modified_since {
-            if modified_s <= millis(t) / 1000 {
-                return Err(s3_error!(NotModified));
+            let mut date = Vec::new();
+            if timestamp(o.modified_ms).format(TimestampFormat::HttpDate, &mut date).is_ok() {
+                if let Ok(v) = http::HeaderValue::from_bytes(&date) {
+                    headers.insert(http::header::LAST_MODIFIED, v);
+                }
             }
+            e.set_headers(headers);
+            return Err(e);
         }
         Ok(())
     }
@@ -377,6 +389,33 @@ pub(crate) fn check_metadata(metadata: Option<&Metadata>) -> S3Result<()> {
         return Err(s3_error!(MetadataTooLarge, "Your metadata headers exceed the maximum allowed metadata size."));
     }
     Ok(())
+}
+
+/// The storage classes S3's model names. Nimbus keeps every object alike
+/// (and reports it `STANDARD`); a class S3 does not have is refused as S3
+/// refuses it.
+const STORAGE_CLASSES: [&str; 12] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+    "FSX_OPENZFS",
+];
+
+pub(crate) fn check_storage_class(class: Option<&StorageClass>) -> S3Result<()> {
+    match class {
+        Some(c) if !STORAGE_CLASSES.contains(&c.as_str()) => {
+            Err(s3_error!(InvalidStorageClass, "The storage class you specified is not valid"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A body declared larger than one request may carry is refused before it
@@ -429,6 +468,14 @@ impl S3 for Objects {
         let constraint = req.input.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref());
         if constraint.is_some_and(|c| c.as_str() == "us-east-1") {
             return Err(s3_error!(InvalidLocationConstraint, "The specified location-constraint is not valid"));
+        }
+        // A node serves its own region only; AWS's regional endpoints refuse another's.
+        if let Some(c) = constraint.filter(|c| c.as_str() != self.region) {
+            return Err(s3_error!(
+                IllegalLocationConstraintException,
+                "The {} location constraint is incompatible for the region specific endpoint this request was sent to.",
+                c.as_str()
+            ));
         }
         if let Some(existing) = self.meta.get_bucket(&name).await.map_err(internal)? {
             let _ = existing;
@@ -491,8 +538,11 @@ impl S3 for Objects {
                 bucket_region: Some(self.region.clone()),
             })
             .collect();
-        let owner = Owner { display_name: Some("nimbus".into()), id: Some(self.account_id.clone()) };
-        Ok(S3Response::new(ListBucketsOutput { buckets: Some(list), owner: Some(owner), ..Default::default() }))
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(list),
+            owner: Some(self.owner().1),
+            ..Default::default()
+        }))
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
@@ -501,6 +551,7 @@ impl S3 for Objects {
         let input = req.input;
         check_key(&input.key)?;
         check_metadata(input.metadata.as_ref())?;
+        check_storage_class(input.storage_class.as_ref())?;
         check_declared_size(input.content_length)?;
         let bucket = self.bucket(&input.bucket).await?;
         let tags = parse_tagging(input.tagging.as_deref())?;
@@ -582,21 +633,7 @@ impl S3 for Objects {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let span = match (&input.range, input.part_number) {
-            (Some(_), Some(_)) => {
-                return Err(s3_error!(
-                    InvalidRequest,
-                    "Cannot specify both Range header and partNumber query parameter"
-                ))
-            }
-            (Some(r), None) => {
-                let r =
-                    r.check(o.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
-                Some((r.start, r.end - r.start))
-            }
-            (None, Some(n)) => Some(part_span(&o, n)?),
-            (None, None) => None,
-        };
+        let span = span(&o, input.range.as_ref(), input.part_number)?;
         let (start, len) = span.unwrap_or((0, o.size));
         let stream = self.files.read(&o, start, len).await.map_err(gone_or_internal)?;
         let mut sums = s3s::dto::Checksum::default();
@@ -645,7 +682,7 @@ impl S3 for Objects {
         if input.checksum_mode.is_some() {
             put_checksums(&o.checksum, &mut sums);
         }
-        let span = input.part_number.map(|n| part_span(&o, n)).transpose()?;
+        let span = span(&o, input.range.as_ref(), input.part_number)?;
         let h = &o.headers;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(span.map_or(o.size, |(_, len)| len) as i64),
@@ -674,13 +711,17 @@ impl S3 for Objects {
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let bucket = self.bucket(&req.input.bucket).await?;
         let origin = self.origin(&req);
-        self.remove_object(&bucket, &req.input.key, &origin).await?;
+        let condition = write_condition(req.input.if_match.as_ref(), None)?;
+        self.remove_object(&bucket, &req.input.key, condition, &origin).await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         self.bucket(&input.bucket).await?;
+        check_listing(input.encoding_type.as_ref(), input.max_keys)?;
+        // Version 2 names owners only when asked to (version 1 always does).
+        let owner = (input.fetch_owner == Some(true)).then(|| self.owner().1);
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = match &input.continuation_token {
@@ -703,7 +744,7 @@ impl S3 for Objects {
             start_after: input.start_after.map(enc),
             is_truncated: Some(page.next.is_some()),
             next_continuation_token: page.next.map(|n| encode_token(&n)),
-            contents: Some(page.objects.into_iter().map(|o| listed(o, &enc)).collect()),
+            contents: Some(page.objects.into_iter().map(|o| listed(o, &enc, owner.as_ref())).collect()),
             common_prefixes: Some(page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -713,6 +754,8 @@ impl S3 for Objects {
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
         self.bucket(&input.bucket).await?;
+        check_listing(input.encoding_type.as_ref(), input.max_keys)?;
+        let owner = self.owner().1;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let marker = input.marker.clone().unwrap_or_default();
@@ -737,7 +780,7 @@ impl S3 for Objects {
             max_keys: Some(max as i32),
             is_truncated: Some(page.next.is_some()),
             next_marker,
-            contents: Some(page.objects.into_iter().map(|o| listed(o, &enc)).collect()),
+            contents: Some(page.objects.into_iter().map(|o| listed(o, &enc, Some(&owner))).collect()),
             common_prefixes: Some(page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -928,9 +971,16 @@ impl S3 for Objects {
 }
 
 impl Objects {
-    /// Deletes an object (absent keys are not an error, as on AWS) with its notifications.
-    pub(crate) async fn remove_object(&self, bucket: &Bucket, key: &str, origin: &Origin<'_>) -> S3Result<()> {
-        self.remove(bucket, key, None, "ObjectRemoved:Delete", origin).await
+    /// Deletes an object (absent keys are not an error, as on AWS, unless
+    /// its condition, S3's `If-Match`, names one) with its notifications.
+    pub(crate) async fn remove_object(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        condition: Option<Precondition>,
+        origin: &Origin<'_>,
+    ) -> S3Result<()> {
+        self.remove(bucket, key, None, condition, "ObjectRemoved:Delete", origin).await
     }
 
     /// Deletes `key` if it still has the bytes of `only_file` (when given),
@@ -940,11 +990,16 @@ impl Objects {
         bucket: &Bucket,
         key: &str,
         only_file: Option<&str>,
+        condition: Option<Precondition>,
         event: &str,
         origin: &Origin<'_>,
     ) -> S3Result<()> {
         let events = |o: &ObjectInfo| notify::events(bucket, event, o, origin);
-        let gone = self.meta.delete_object(&bucket.name, key, only_file, &events).await.map_err(internal)?;
+        let gone = self
+            .meta
+            .delete_object(&bucket.name, key, only_file, condition.as_ref(), &events)
+            .await
+            .map_err(store_error)?;
         if let Some(o) = gone {
             if bucket.notifications.iter().any(|n| n.matches(&format!("s3:{event}"), &o.key)) {
                 self.functions.queued();
@@ -954,6 +1009,22 @@ impl Objects {
             }
         }
         Ok(())
+    }
+}
+
+/// The bytes of `o` a GET or HEAD asks for, by `Range` or `?partNumber=`,
+/// as (start, length); `None` for the whole object.
+fn span(o: &ObjectInfo, range: Option<&Range>, part_number: Option<i32>) -> S3Result<Option<(u64, u64)>> {
+    match (range, part_number) {
+        (Some(_), Some(_)) => {
+            Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"))
+        }
+        (Some(r), None) => {
+            let r = r.check(o.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+            Ok(Some((r.start, r.end - r.start)))
+        }
+        (None, Some(n)) => part_span(o, n).map(Some),
+        (None, None) => Ok(None),
     }
 }
 
@@ -986,8 +1057,21 @@ fn parts_count(o: &ObjectInfo, part_number: Option<i32>) -> Option<i32> {
     part_number.and((!o.part_sizes.is_empty()).then_some(o.part_sizes.len() as i32))
 }
 
-fn listed(o: ObjectInfo, enc: &impl Fn(String) -> String) -> Object {
+/// What S3 refuses of a listing's parameters: an encoding other than
+/// `url`, a negative `max-keys`.
+fn check_listing(encoding: Option<&EncodingType>, max_keys: Option<i32>) -> S3Result<()> {
+    if encoding.is_some_and(|e| e.as_str() != EncodingType::URL) {
+        return Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request"));
+    }
+    if max_keys.is_some_and(|n| n < 0) {
+        return Err(s3_error!(InvalidArgument, "Provided max-keys not an integer or within integer range"));
+    }
+    Ok(())
+}
+
+fn listed(o: ObjectInfo, enc: &impl Fn(String) -> String, owner: Option<&Owner>) -> Object {
     Object {
+        owner: owner.cloned(),
         e_tag: Some(etag(&o)),
         last_modified: Some(timestamp(o.modified_ms)),
         size: Some(o.size as i64),

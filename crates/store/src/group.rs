@@ -83,7 +83,7 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>) {
 /// Stores one job's object, unless its precondition does not hold.
 async fn write(tx: &mut sqlx::SqliteConnection, job: &Job) -> Result<Result<Option<String>, Unmet>> {
     if let Some(condition) = &job.condition {
-        if let Err(unmet) = condition.check(current_etag(tx, &job.object).await?.as_deref()) {
+        if let Err(unmet) = condition.check(current_etag(tx, &job.object.bucket, &job.object.key).await?.as_deref()) {
             return Ok(Err(unmet));
         }
     }

@@ -80,12 +80,15 @@ pub trait ObjectMeta: Send + Sync {
     /// bytes of `o.file`; false if it was deleted or replaced meanwhile.
     async fn update_object(&self, o: &ObjectInfo) -> Result<bool>;
     /// Removes an object and queues `events` if it existed (and, given
-    /// `only_file`, still has the bytes of that file); returns it.
+    /// `only_file`, still has the bytes of that file); returns it. Given a
+    /// `condition` (S3's conditional delete) that does not hold, removes
+    /// nothing and fails with [`crate::Error::Unmet`].
     async fn delete_object(
         &self,
         bucket: &str,
         key: &str,
         only_file: Option<&str>,
+        condition: Option<&Precondition>,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>>;
     /// Objects whose keys start with `prefix` and sort after `after`, in key order.
@@ -158,10 +161,10 @@ pub(crate) async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInf
 }
 
 /// The ETag of the object stored at `o`'s key, if any.
-pub(crate) async fn current_etag(tx: &mut sqlx::SqliteConnection, o: &ObjectInfo) -> Result<Option<String>> {
+pub(crate) async fn current_etag(tx: &mut sqlx::SqliteConnection, bucket: &str, key: &str) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT json_extract(doc, '$.etag') FROM objects WHERE bucket = ? AND key = ?")
-        .bind(&o.bucket)
-        .bind(&o.key)
+        .bind(bucket)
+        .bind(key)
         .fetch_optional(&mut *tx)
         .await?)
 }
@@ -288,10 +291,14 @@ impl ObjectMeta for SqliteMetadata {
         bucket: &str,
         key: &str,
         only_file: Option<&str>,
+        condition: Option<&Precondition>,
         events: &(dyn for<'o> Fn(&'o ObjectInfo) -> Vec<AsyncEvent> + Sync),
     ) -> Result<Option<ObjectInfo>> {
         let _forget = self.object_cache.around(bucket, Some(key));
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(condition) = condition {
+            condition.check(current_etag(&mut tx, bucket, key).await?.as_deref()).map_err(crate::Error::Unmet)?;
+        }
         let row =
             sqlx::query("DELETE FROM objects WHERE bucket = ? AND key = ? AND (?3 IS NULL OR file = ?3) RETURNING doc")
                 .bind(bucket)
@@ -404,7 +411,8 @@ impl ObjectMeta for SqliteMetadata {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         if let (Some((object, _)), Some(c)) = (done, condition) {
             // Dropped, the transaction rolls back: the upload remains.
-            c.check(current_etag(&mut tx, object).await?.as_deref()).map_err(crate::Error::Unmet)?;
+            c.check(current_etag(&mut tx, &object.bucket, &object.key).await?.as_deref())
+                .map_err(crate::Error::Unmet)?;
         }
         let ended = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&mut *tx).await?;
         if ended.rows_affected() == 0 {
@@ -531,7 +539,14 @@ mod tests {
         assert!(m.object_files().await.unwrap().is_empty(), "inline bytes are no file to keep");
         let listed = m.list_objects("b", "", "", 10).await.unwrap();
         assert_eq!((listed.len(), listed[0].data.is_none()), (1, true), "listings carry no bytes");
-        let gone = m.delete_object("b", "k", None, &|_| vec![]).await.unwrap().unwrap();
+        let wrong = Precondition::Present(Some("\"other\"".into()));
+        let refused = m.delete_object("b", "k", None, Some(&wrong), &|_| vec![]).await;
+        assert!(
+            matches!(refused, Err(crate::Error::Unmet(crate::Unmet::Mismatch))),
+            "a condition that fails deletes nothing"
+        );
+        let gone =
+            m.delete_object("b", "k", None, Some(&Precondition::Present(None)), &|_| vec![]).await.unwrap().unwrap();
         assert_eq!(gone.data.as_deref(), Some(&b"four"[..]));
         assert!(m.get_object("b", "k").await.unwrap().is_none());
     }
