@@ -328,6 +328,19 @@ def test_a_fifo_queue_is_delivered_in_order_per_group(srv):
                for r in records)
 
 
+def test_a_fifo_backlog_of_one_group_flows_as_each_batch_is_deleted(srv):
+    """A group's next message is delivered once its batch is deleted, not a
+    visibility timeout (here two minutes) later."""
+    name = function(srv)
+    url, queue_arn = queue(srv, fifo=True, ContentBasedDeduplication="true", VisibilityTimeout="120")
+    sqs = sqs_client(srv)
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}", MessageGroupId="g")
+    map_queue(srv, queue_arn, name, BatchSize=1)
+    delivered = events(srv, name, 3, timeout=60)
+    assert [e["Records"][0]["body"] for e in delivered] == ["m0", "m1", "m2"]
+
+
 def test_enabled_mappings_poll_again_after_a_restart(tmp_path):
     s = Server(tmp_path / "data").start()
     try:

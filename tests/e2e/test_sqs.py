@@ -69,6 +69,10 @@ def test_queue_lifecycle_and_urls(server, sqs):
         sqs.get_queue_url(QueueName=name)
     assert error_of(e) == ("AWS.SimpleQueueService.NonExistentQueue", "The specified queue does not exist.")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # As on AWS, the name is not to be had again for a minute.
+    with pytest.raises(ClientError) as e:
+        sqs.create_queue(QueueName=name)
+    assert error_of(e) == ("AWS.SimpleQueueService.QueueDeletedRecently", "You must wait 60 seconds after deleting a queue before you can create another queue with the same name.")
 
 
 def test_list_queues_pages(sqs):
@@ -351,6 +355,36 @@ def test_fifo_order_and_deduplication(sqs):
     with pytest.raises(ClientError) as e:
         sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g")
     assert error_of(e)[0] == "InvalidParameterValue"
+
+
+def test_fifo_deduplication_scope_throughput_limit_and_expired_receipts(sqs):
+    """Per-group deduplication deduplicates within a group only; a per-group
+    throughput limit needs it; an expired receipt handle no longer deletes
+    a FIFO message (another consumer may have it by then)."""
+    url = new_queue(sqs, "fifo", FifoQueue="true", DeduplicationScope="messageGroup",
+                    FifoThroughputLimit="perMessageGroupId")
+    one = sqs.send_message(QueueUrl=url, MessageBody="t1", MessageGroupId="tenant-1", MessageDeduplicationId="order-42")
+    two = sqs.send_message(QueueUrl=url, MessageBody="t2", MessageGroupId="tenant-2", MessageDeduplicationId="order-42")
+    again = sqs.send_message(QueueUrl=url, MessageBody="t1", MessageGroupId="tenant-1", MessageDeduplicationId="order-42")
+    assert one["MessageId"] != two["MessageId"] and again["MessageId"] == one["MessageId"]
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1)["Messages"]
+    assert sorted(m["Body"] for m in got) == ["t1", "t2"]
+    for bad in ({"DeduplicationScope": "queue"},):
+        with pytest.raises(ClientError) as e:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=bad)
+        assert error_of(e)[0] == "InvalidAttributeValue"
+    with pytest.raises(ClientError) as e:
+        new_queue(sqs, "fifo", FifoQueue="true", FifoThroughputLimit="perMessageGroupId")
+    assert error_of(e)[0] == "InvalidAttributeValue"
+    # Once the one-second visibility has passed, the handles are refused and the messages stay.
+    wait_for(lambda: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+             ["Attributes"]["ApproximateNumberOfMessages"] == "2", "the messages to be visible again")
+    with pytest.raises(ClientError) as e:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    assert error_of(e)[0] == "InvalidParameterValue" and "The receipt handle has expired." in error_of(e)[1]
+    failed = sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": "a", "ReceiptHandle": got[1]["ReceiptHandle"]}])
+    assert [f["Code"] for f in failed["Failed"]] == ["InvalidParameterValue"]
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]) == 2
 
 
 def test_fifo_content_based_deduplication(sqs):

@@ -58,4 +58,15 @@ pub struct StoredMessage {
     /// The queue a dead-letter move took it from (its ARN), for move tasks.
     #[serde(default)]
     pub dead_letter_source: Option<String>,
+    /// When it entered its queue, where that is not its send: a move to a
+    /// FIFO dead-letter queue resets it, as on AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_ms: Option<i64>,
+}
+
+impl StoredMessage {
+    /// What its queue's retention period counts from.
+    pub fn retained_from(&self) -> i64 {
+        self.enqueued_ms.unwrap_or(self.sent_ms)
+    }
 }

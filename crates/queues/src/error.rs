@@ -31,6 +31,8 @@ pub enum Error {
     InvalidBatchEntryId,
     #[error("Maximum number of entries per request are 10. You have sent {0}.")]
     TooManyEntriesInBatchRequest(usize),
+    #[error("You must wait 60 seconds after deleting a queue before you can create another queue with the same name.")]
+    QueueDeletedRecently,
     #[error("Only one PurgeQueue operation on {0} is allowed every 60 seconds.")]
     PurgeQueueInProgress(String),
     #[error("{0}")]

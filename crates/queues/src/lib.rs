@@ -123,7 +123,21 @@ struct Settings {
     retention_s: i64,
     max_size: usize,
     content_dedup: bool,
+    /// `DeduplicationScope: messageGroup`: an id deduplicates within its group only.
+    dedup_per_group: bool,
     redrive: Option<RedrivePolicy>,
+}
+
+impl Settings {
+    /// What a FIFO message's deduplication id is remembered as: the id, or
+    /// under a per-group scope the id within its group.
+    fn dedup_key(&self, m: &StoredMessage) -> Option<String> {
+        let id = m.dedup_id.as_ref()?;
+        Some(match (&m.group_id, self.dedup_per_group) {
+            (Some(group), true) => format!("{group}\u{0}{id}"),
+            _ => id.clone(),
+        })
+    }
 }
 
 impl Queue {
@@ -137,6 +151,7 @@ impl Queue {
             max_size: usize::try_from(int("MaximumMessageSize", rules::MAX_MESSAGE_BYTES as i64))
                 .unwrap_or(rules::MAX_MESSAGE_BYTES),
             content_dedup: doc.attributes.get("ContentBasedDeduplication").is_some_and(|v| v == "true"),
+            dedup_per_group: doc.attributes.get("DeduplicationScope").is_some_and(|v| v == "messageGroup"),
             redrive: doc.attributes.get("RedrivePolicy").and_then(|p| RedrivePolicy::parse(p).ok()),
         }
     }
@@ -156,6 +171,9 @@ impl Queue {
         }
     }
 }
+
+/// How long a deleted queue's name cannot be used again (AWS: 60 s).
+const DELETED_RECENTLY_MS: i64 = 60_000;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -185,6 +203,9 @@ pub struct Queues {
     writer: mpsc::UnboundedSender<Job>,
     sequence: AtomicU64,
     moves: moves::Tasks,
+    /// Names of queues deleted in the last minute, and when: AWS refuses
+    /// to create a queue of such a name meanwhile.
+    deleted: Mutex<HashMap<String, i64>>,
 }
 
 impl Queues {
@@ -201,6 +222,7 @@ impl Queues {
             queues: RwLock::default(),
             writer,
             sequence: AtomicU64::new(0),
+            deleted: Mutex::default(),
             moves: moves::Tasks::default(),
         });
         for doc in meta.list_queues().await? {
@@ -351,6 +373,14 @@ impl Queues {
         }
         self.check_redrive(&given, fifo)?;
         check_tags(tags)?;
+        {
+            let now = now_ms();
+            let mut deleted = lock(&self.deleted);
+            deleted.retain(|_, at| now - *at < DELETED_RECENTLY_MS);
+            if deleted.contains_key(name) {
+                return Err(Error::QueueDeletedRecently);
+            }
+        }
         if let Some(existing) = self.named(name) {
             let doc = lock(&existing.doc).clone();
             let differs: Vec<&str> =
@@ -363,6 +393,7 @@ impl Queues {
         let now = now_ms();
         let mut all = rules::default_attributes(fifo);
         all.extend(given.into_iter().filter(|(_, v)| !v.is_empty()));
+        rules::check_together(&all)?;
         let doc =
             QueueDoc { name: name.to_string(), created_ms: now, modified_ms: now, attributes: all, tags: tags.clone() };
         if !self.meta.create_queue(&doc).await? {
@@ -416,6 +447,7 @@ impl Queues {
         let name = lock(&q.doc).name.clone();
         self.meta.delete_queue(&name).await?;
         self.queues.write().unwrap_or_else(|e| e.into_inner()).remove(&name);
+        lock(&self.deleted).insert(name.clone(), now_ms());
         lock(&q.messages).clear();
         q.notify.notify_waiters();
         Ok(())
@@ -462,13 +494,16 @@ impl Queues {
         }
         self.check_redrive(&checked, q.fifo)?;
         self.edit_doc(&q, |doc| {
+            let mut all = doc.attributes.clone();
             for (k, v) in checked {
                 if v.is_empty() && ["RedrivePolicy", "RedriveAllowPolicy", "Policy"].contains(&k.as_str()) {
-                    doc.attributes.remove(&k);
+                    all.remove(&k);
                 } else {
-                    doc.attributes.insert(k, v);
+                    all.insert(k, v);
                 }
             }
+            rules::check_together(&all)?;
+            doc.attributes = all;
             doc.modified_ms = now_ms();
             Ok(())
         })
@@ -552,13 +587,13 @@ impl Queues {
                     continue;
                 }
             };
-            if let Some(d) = &message.dedup_id {
+            if let Some(key) = settings.dedup_key(&message) {
                 let mut m = lock(&q.messages);
-                if let Some(original) = m.duplicate_of(d, now) {
+                if let Some(original) = m.duplicate_of(&key, now) {
                     results.push(Ok(SentMessage { message_id: original, ..sent }));
                     continue;
                 }
-                m.remember(d, &message.id, now);
+                m.remember(&key, &message.id, now);
             }
             stored.push((results.len(), message));
             results.push(Ok(sent));
@@ -573,17 +608,15 @@ impl Queues {
         // Its deduplication id outlives the message (received and deleted
         // within the window, it still answers a retry), restarts included.
         writes.extend(stored.iter().filter_map(|(_, m)| {
-            let dedup_id = m.dedup_id.clone()?;
+            let dedup_id = settings.dedup_key(m)?;
             Some(MessageWrite::Dedup(DedupId { queue: name.clone(), dedup_id, message_id: m.id.clone(), sent_ms: now }))
         }));
         let seqs = match self.write(writes).await {
             Ok(seqs) => seqs,
             Err(e) => {
                 let mut m = lock(&q.messages);
-                for (_, message) in &stored {
-                    if let Some(d) = &message.dedup_id {
-                        m.forget(d);
-                    }
+                for key in stored.iter().filter_map(|(_, message)| settings.dedup_key(message)) {
+                    m.forget(&key);
                 }
                 return Err(e);
             }
@@ -694,6 +727,7 @@ impl Queues {
             dedup_id,
             sequence_number,
             dead_letter_source: None,
+            enqueued_ms: None,
         };
         Ok((sent, message))
     }
@@ -798,9 +832,16 @@ impl Queues {
             // receive is dropped (its client gone).
             let source = q.arn.clone();
             let moving = taken.dead;
-            tokio::spawn(
-                async move { this.transfer(&dlq, moving, |m| m.dead_letter_source = Some(source.clone())).await },
-            )
+            // A FIFO dead-letter queue keeps a message its own retention
+            // period from the move; a standard one from the send (AWS).
+            let reset = dlq.fifo.then(now_ms);
+            tokio::spawn(async move {
+                this.transfer(&dlq, moving, |m| {
+                    m.dead_letter_source = Some(source.clone());
+                    m.enqueued_ms = reset.or(m.enqueued_ms);
+                })
+                .await
+            })
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         }
@@ -915,9 +956,15 @@ impl Queues {
     /// earlier receive of one received again since, succeeds and deletes
     /// nothing, as on AWS ("the request succeeds, but the message might
     /// not be deleted").
+    ///
+    /// A FIFO queue refuses the handle of a receive whose visibility
+    /// timeout has passed (the message may be another consumer's by now),
+    /// and a delete there may free the next message of its group, so
+    /// waiting receives are woken.
     pub async fn delete(&self, queue_arn: &str, receipt_handles: &[String]) -> Result<Vec<Result<()>>> {
         let q = self.by_arn(queue_arn)?;
         let name = lock(&q.doc).name.clone();
+        let now = now_ms();
         let mut results = Vec::with_capacity(receipt_handles.len());
         let mut writes = Vec::new();
         {
@@ -927,9 +974,18 @@ impl Queues {
                     Some((_, seq, receipt)) => {
                         // Only this queue's message, as of this receive:
                         // sequence numbers are the node's, not the queue's.
-                        if m.get(seq).is_some_and(|l| l.receipt == Some(receipt)) {
-                            m.remove(seq);
-                            writes.push(MessageWrite::Delete { seq });
+                        match m.get(seq).filter(|l| l.receipt == Some(receipt)) {
+                            Some(l) if q.fifo && !l.in_flight(now) => {
+                                results.push(Err(Error::InvalidParameterValue(format!(
+                                    "Value {h} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+                                ))));
+                                continue;
+                            }
+                            Some(_) => {
+                                m.remove(seq);
+                                writes.push(MessageWrite::Delete { seq });
+                            }
+                            None => {}
                         }
                         results.push(Ok(()));
                     }
@@ -939,6 +995,9 @@ impl Queues {
         }
         if !writes.is_empty() {
             self.write(writes).await?;
+            if q.fifo {
+                q.notify.notify_waiters();
+            }
         }
         Ok(results)
     }

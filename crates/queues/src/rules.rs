@@ -142,6 +142,20 @@ pub fn check_attribute(name: &str, value: &str, fifo: bool, creating: bool) -> R
     }
 }
 
+/// Checks what a queue's attributes allow together: a per-group
+/// throughput limit only with a per-group deduplication scope (AWS:
+/// "The perMessageGroupId value is allowed only when the value for
+/// DeduplicationScope is messageGroup").
+pub fn check_together(all: &BTreeMap<String, String>) -> Result<()> {
+    let per_group_limit = all.get("FifoThroughputLimit").is_some_and(|v| v == "perMessageGroupId");
+    if per_group_limit && all.get("DeduplicationScope").is_some_and(|v| v != "messageGroup") {
+        return Err(Error::InvalidAttributeValue(
+            "Invalid value for the parameter FifoThroughputLimit. Reason: perMessageGroupId is allowed only when DeduplicationScope is messageGroup.".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A queue's RedrivePolicy: where messages received too often go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedrivePolicy {

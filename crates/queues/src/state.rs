@@ -158,7 +158,7 @@ impl Messages {
         let gone: Vec<i64> = self
             .by_seq
             .iter()
-            .filter(|(_, l)| l.message.sent_ms.saturating_add(retention_ms) <= now)
+            .filter(|(_, l)| l.message.retained_from().saturating_add(retention_ms) <= now)
             .map(|(seq, _)| *seq)
             .collect();
         for seq in &gone {
@@ -182,7 +182,7 @@ impl Messages {
     pub fn counts(&self, now: i64, retention_ms: i64) -> Counts {
         let mut c = Counts::default();
         for live in self.by_seq.values() {
-            if live.message.sent_ms + retention_ms <= now {
+            if live.message.retained_from() + retention_ms <= now {
                 continue;
             } else if live.visible_at <= now {
                 c.visible += 1;
@@ -206,7 +206,7 @@ impl Messages {
                 break;
             }
             let Some(live) = self.by_seq.get(&seq) else { continue };
-            if live.message.sent_ms + rules.retention_ms <= rules.now {
+            if live.message.retained_from() + rules.retention_ms <= rules.now {
                 self.remove(seq);
                 taken.expired.push(seq);
                 continue;
@@ -297,6 +297,7 @@ mod tests {
                 dedup_id: None,
                 sequence_number: None,
                 dead_letter_source: None,
+                enqueued_ms: None,
             },
         )
     }
@@ -356,6 +357,12 @@ mod tests {
         r.retention_ms = 5;
         assert_eq!(m.take(r, || 3).expired, [2]);
         assert_eq!(m.len(), 0);
+        // A message moved into a FIFO dead-letter queue counts from the move.
+        let mut moved = live(3, None);
+        moved.message.enqueued_ms = Some(8);
+        m.insert(moved);
+        assert_eq!(m.take(r, || 4).received.len(), 1, "sent at 0, moved at 8: kept until 13");
+        assert_eq!(m.expire(13, 5), [3]);
     }
 
     #[test]

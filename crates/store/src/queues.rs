@@ -294,6 +294,7 @@ mod tests {
             dedup_id: None,
             sequence_number: None,
             dead_letter_source: None,
+            enqueued_ms: None,
         }
     }
 

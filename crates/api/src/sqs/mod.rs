@@ -88,6 +88,7 @@ fn wire_error(e: &Error) -> WireError {
             ("TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest")
         }
         Error::PurgeQueueInProgress(_) => ("PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress"),
+        Error::QueueDeletedRecently => ("QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently"),
         Error::ResourceNotFound(_) => ("ResourceNotFoundException", "ResourceNotFoundException"),
         Error::UnsupportedOperation(_) => ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation"),
         Error::OverLimit(_) => ("OverLimit", "OverLimit"),
