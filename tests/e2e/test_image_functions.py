@@ -150,6 +150,11 @@ def test_a_tag_is_pinned_at_deploy_and_an_update_moves_to_the_new_digest(server,
     push(server, layouts["busybox"], "v2", repo=repo, dest_tag="v1")
     assert invoke(lam, name)["env"] == before["env"]
     assert lam.get_function(FunctionName=name)["Code"]["ResolvedImageUri"] == first
+    # As on AWS, an image function's CodeSha256 is its manifest digest in hex,
+    # which PublishVersion takes back.
+    digest = first.split("@sha256:")[1]
+    assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == digest
+    assert lam.publish_version(FunctionName=name, CodeSha256=digest)["CodeSha256"] == digest
     lam.update_function_code(FunctionName=name, ImageUri=uri)
     second = lam.get_function(FunctionName=name)["Code"]["ResolvedImageUri"]
     assert second != first

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use chrono::{TimeZone, Utc};
-use nimbus_control::{code_sha256_b64, S3Code};
+use nimbus_control::{code_sha256, code_sha256_b64, S3Code};
 use nimbus_core::function::{
     Alias, CodeSigningConfig, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, ImageOverrides, LayerVersion,
     Lifecycle, UrlConfig, VpcConfig, LATEST,
@@ -70,7 +70,7 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
         timeout: c.timeout,
         memory_size: c.memory_size,
         last_modified: config_time(c.last_modified_ms),
-        code_sha256: code_sha256_b64(&c.code.sha256_hex),
+        code_sha256: code_sha256(c),
         version: c.version.clone(),
         environment: c.environment.as_ref().map(|v| w::Environment { variables: Some(v.clone()) }),
         dead_letter_config: c.dead_letter_target.as_ref().map(|t| w::DeadLetterConfig { target_arn: Some(t.clone()) }),

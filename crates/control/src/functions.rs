@@ -380,7 +380,7 @@ impl Control {
         let mut f = self.function(&r.name).await?;
         self.check_settled(&f)?;
         if let Some(sha) = code_sha256.filter(|s| !s.is_empty()) {
-            let actual = code_sha256_b64(&f.latest.code.sha256_hex);
+            let actual = self::code_sha256(&f.latest);
             if sha != actual {
                 return Err(invalid(format!(
                     "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({actual}). Please try again with the CodeSHA256 in $LATEST."
@@ -435,6 +435,16 @@ impl Control {
 /// `CodeSha256` as AWS reports it: base64 of the raw digest.
 pub fn code_sha256_b64(hex_digest: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_digest).unwrap_or_default())
+}
+
+/// A function's `CodeSha256` as AWS reports it: a zip's digest in base64,
+/// an image's manifest digest in hex (without `sha256:`).
+pub fn code_sha256(c: &FunctionConfig) -> String {
+    if c.package_type == "Image" {
+        c.code.sha256_hex.clone()
+    } else {
+        code_sha256_b64(&c.code.sha256_hex)
+    }
 }
 
 /// An image function's `CodeSha256`: its manifest digest, as AWS reports it.

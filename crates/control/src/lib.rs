@@ -35,7 +35,7 @@ use tokio::sync::{Mutex, MutexGuard};
 pub use code::{CodeObjectError, CodeObjects, S3Code};
 pub use codesigning::CodeSigningInput;
 pub use finish::Finish;
-pub use functions::{code_sha256_b64, CodeUpdate, NewFunction, Page};
+pub use functions::{code_sha256, code_sha256_b64, CodeUpdate, NewFunction, Page};
 pub use images::{FoundImage, ImageLookupError, ImageResolver};
 pub use invoke::{InvokeRequest, Invoked, Prepared};
 pub use layers::{NewLayerPermission, NewLayerVersion};
