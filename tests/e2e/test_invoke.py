@@ -698,6 +698,53 @@ def test_provided_without_a_usable_bootstrap_is_an_invalid_entrypoint(plam, file
     assert "Error Type: Runtime.InvalidEntrypoint" in base64.b64decode(r["LogResult"]).decode()
 
 
+INIT_ERROR_BOOTSTRAP = """#!/usr/bin/python3.11
+import json, os, time, urllib.request
+body = json.dumps({"errorMessage": "config missing", "errorType": "Custom.InitErr"}).encode()
+url = f"http://{os.environ['AWS_LAMBDA_RUNTIME_API']}/2018-06-01/runtime/init/error"
+urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST",
+                       headers={"Lambda-Runtime-Function-Error-Type": "Custom.InitErr"})).read()
+print("init error reported", flush=True)
+time.sleep(60)
+"""
+
+
+def test_an_init_error_ends_init_though_the_runtime_stays(plam):
+    """A runtime that reports an init error and then lingers is not waited
+    for until init's time limit: the error is the invocation's at once."""
+    name = unique_name("initerr")
+    plam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x", Role=ROLE, Timeout=30,
+                         Code={"ZipFile": make_zip({"bootstrap": INIT_ERROR_BOOTSTRAP}, executables={"bootstrap"})})
+    r, out = invoke(plam, name, LogType="Tail")
+    log = base64.b64decode(r["LogResult"]).decode()
+    assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Custom.InitErr", out
+    assert "Phase: init\tStatus: error\tError Type: Custom.InitErr" in log, log
+    assert "Status: timeout" not in log, log
+
+
+HEADER_NAMES_BOOTSTRAP = """#!/usr/bin/python3.11
+import json, os, urllib.request
+api = f"http://{os.environ['AWS_LAMBDA_RUNTIME_API']}/2018-06-01/runtime/invocation"
+while True:
+    with urllib.request.urlopen(f"{api}/next") as r:
+        names = [k for k, _ in r.headers.items()]
+        request_id = r.headers["lambda-runtime-aws-request-id"]
+    urllib.request.urlopen(urllib.request.Request(f"{api}/{request_id}/response", data=json.dumps(names).encode(),
+                                                  method="POST")).read()
+"""
+
+
+def test_runtime_api_header_names_are_written_as_aws_writes_them(plam):
+    """Hand-written runtimes match `Lambda-Runtime-Aws-Request-Id` as AWS's
+    Runtime API writes it, case and all."""
+    name = unique_name("hdrs")
+    plam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x", Role=ROLE,
+                         Code={"ZipFile": make_zip({"bootstrap": HEADER_NAMES_BOOTSTRAP}, executables={"bootstrap"})})
+    names = invoke(plam, name)[1]
+    assert {"Lambda-Runtime-Aws-Request-Id", "Lambda-Runtime-Deadline-Ms",
+            "Lambda-Runtime-Invoked-Function-Arn"} <= set(names), names
+
+
 SLOW_INIT = "import time\ntime.sleep(11)\ndef handler(e, c):\n    return 'initialised'\n"
 
 

@@ -665,6 +665,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connections: args.max_connections.unwrap_or(open_files / 4).max(1),
         header_read: Some(std::time::Duration::from_secs(args.header_timeout)),
         body_idle: Some(std::time::Duration::from_secs(args.header_timeout)),
+        title_case_headers: false,
     };
     // What all sandboxes (functions' and tasks') may hold of the listener's
     // connections: half, so that the operator and outside clients keep the rest.

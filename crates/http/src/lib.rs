@@ -43,6 +43,9 @@ pub struct Limits {
     /// client that stops mid-body does not hold its connection and what the
     /// node has read of the body for ever. `None` waits without end.
     pub body_idle: Option<Duration>,
+    /// Writes response header names in title case (`Lambda-Runtime-Aws-Request-Id`),
+    /// for clients that compare them as written, as hand-made runtimes do.
+    pub title_case_headers: bool,
 }
 
 /// How often a listener whose slots are all taken says so.
@@ -134,7 +137,10 @@ async fn serve_counted(
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read);
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .title_case_headers(limits.title_case_headers);
     // Dropped at the stop: every connection sees its sender closed.
     let (stopping, stopped) = tokio::sync::watch::channel(());
     let (done_tx, mut done) = tokio::sync::mpsc::channel::<Infallible>(1);

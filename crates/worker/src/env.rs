@@ -343,8 +343,18 @@ impl Shared {
             Some(c) => {
                 let _ = c.reply.send(Reply::InitError(body));
             }
-            None => *self.init_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(body),
+            None => {
+                *self.init_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+                // Init is over, failed: whoever waits for it need not wait
+                // for its time limit (the runtime may never exit).
+                self.ready.notify_waiters();
+            }
         }
+    }
+
+    /// Whether init is over: the runtime asked for work, or reported an init error.
+    fn init_over(&self) -> bool {
+        self.is_ready() || self.init_error.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// Puts `line` before every line the environment has logged: its
@@ -1111,7 +1121,13 @@ impl Env {
         let api_task = tokio::spawn(async move {
             // No head timeout: a runtime's connection idles between
             // invokes for as long as the environment stays warm.
-            let limits = nimbus_http::Limits { connections: SANDBOX_CONNECTIONS, header_read: None, body_idle: None };
+            // Header names as AWS's Runtime API (Go) writes them.
+            let limits = nimbus_http::Limits {
+                connections: SANDBOX_CONNECTIONS,
+                header_read: None,
+                body_idle: None,
+                title_case_headers: true,
+            };
             nimbus_http::serve(listener, router, std::future::pending(), limits).await;
         });
         let logs = shared.clone();
@@ -1499,21 +1515,22 @@ impl Env {
         }
     }
 
-    /// Waits up to `limit` for the runtime to finish init (its first `next`).
-    /// True when it did, or when it already failed (the run reports that).
+    /// Waits up to `limit` for the runtime to finish init (its first `next`,
+    /// or an init error). True when it did, or when it already failed (the
+    /// run reports that).
     pub async fn wait_ready(&self, limit: Duration) -> bool {
         let ready = self.shared.ready.notified();
         let exited = self.shared.exited.notified();
         tokio::pin!(ready, exited);
         ready.as_mut().enable();
         exited.as_mut().enable();
-        if self.shared.is_ready() || !self.alive() {
+        if self.shared.init_over() || !self.alive() {
             return true;
         }
         tokio::select! {
             _ = ready => true,
             _ = exited => true,
-            _ = tokio::time::sleep(limit) => self.shared.is_ready() || !self.alive(),
+            _ = tokio::time::sleep(limit) => self.shared.init_over() || !self.alive(),
         }
     }
 
