@@ -35,7 +35,13 @@ impl Expression {
     pub fn parse(expr: &str) -> Result<Self, String> {
         let inner = |prefix: &str| expr.strip_prefix(prefix).and_then(|r| r.strip_suffix(')'));
         let parsed = if let Some(at) = inner("at(") {
-            NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S").ok().map(Self::At)
+            // Exactly `yyyy-mm-ddThh:mm:ss`: chrono alone also takes unpadded
+            // fields, a sign, spaces and a leap second.
+            let shape: Vec<u8> = at.bytes().map(|b| if b.is_ascii_digit() { b'9' } else { b }).collect();
+            let shaped = shape == b"9999-99-99T99:99:99";
+            let t = NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S").ok();
+            // chrono reads second 60 as a leap second: 59 with a second's worth of nanoseconds.
+            t.filter(|t| shaped && chrono::Timelike::nanosecond(t) == 0).map(Self::At)
         } else if let Some(rate) = inner("rate(") {
             parse_rate(rate).map(Self::Rate)
         } else if let Some(cron) = inner("cron(") {
@@ -76,6 +82,9 @@ fn parse_cron(s: &str) -> Option<Cron> {
     if !years_ok {
         return None;
     }
+    // A bare `L` in day-of-week is the week's last day, Saturday (Quartz's
+    // 7); croner reads it as a "last" flag without a day, which never matches.
+    let s = if dow == "L" { [_min, _hour, dom, _month, "7", year].join(" ") } else { s.to_string() };
     CronParser::builder()
         .seconds(Seconds::Required)
         .year(Year::Required)
@@ -138,15 +147,34 @@ impl Timing {
                     i64::try_from((from.saturating_sub(origin).max(0) as u64).div_ceil(*period as u64)).ok()?;
                 origin.checked_add(periods.checked_mul(*period)?)?
             }
-            Expression::Cron(cron) => {
-                // croner counts in whole seconds: a start within a second
-                // would find that second's own match again.
-                let from = (from + 999).div_euclid(1000) * 1000;
-                let start = self.tz.from_utc_datetime(&DateTime::<Utc>::from_timestamp_millis(from)?.naive_utc());
-                cron.find_next_occurrence(&start, true).ok()?.timestamp_millis()
-            }
+            Expression::Cron(cron) => self.cron_at_or_after(cron, from)?,
         };
         self.in_range(t)
+    }
+
+    /// A cron's next time on the local clock, as AWS keeps it across
+    /// daylight saving changes: a time the clock skips is skipped (croner
+    /// would run it at the end of the gap), and a time the clock shows
+    /// twice runs once, the first time.
+    fn cron_at_or_after(&self, cron: &Cron, from: i64) -> Option<i64> {
+        // croner counts in whole seconds: a start within a second would
+        // find that second's own match again.
+        let mut from = (from + 999).div_euclid(1000) * 1000;
+        // Each pass skips at most one gap or one repeated hour.
+        for _ in 0..8 {
+            let start = self.tz.from_utc_datetime(&DateTime::<Utc>::from_timestamp_millis(from)?.naive_utc());
+            let found = cron.find_next_occurrence(&start, true).ok()?;
+            let in_gap = !cron.is_time_matching(&found).unwrap_or(true);
+            let repeated = matches!(
+                self.tz.from_local_datetime(&found.naive_local()),
+                chrono::LocalResult::Ambiguous(first, _) if first != found
+            );
+            if !in_gap && !repeated {
+                return Some(found.timestamp_millis());
+            }
+            from = found.timestamp_millis() + 1000;
+        }
+        None
     }
 
     /// The latest due time at or before `now_ms`, given that `due_ms` (at
@@ -271,6 +299,32 @@ mod tests {
     }
 
     #[test]
+    fn cron_skips_the_times_daylight_saving_skips_and_runs_repeated_ones_once() {
+        // 02:30 does not exist in New York on 2027-03-14: the next is the 15th's.
+        let spring = "2027-03-14T06:00:00Z";
+        assert_eq!(next("cron(30 2 * * ? *)", "America/New_York", spring), "2027-03-15T06:30:00Z");
+        // On 2027-11-07 01:00–01:59 comes twice: each time runs the first time only.
+        let fall = "2027-11-07T05:50:00Z";
+        // (05:50Z is 01:50 EDT; 06:00Z is 01:00 again, EST; 07:00Z is 02:00 EST.)
+        assert_eq!(next("cron(0 1-3 * * ? *)", "America/New_York", fall), "2027-11-07T07:00:00Z");
+        let t = timing("cron(0/15 * * * ? *)", "America/New_York");
+        let mut at = ms("2027-11-07T05:00:00Z");
+        let mut seen = vec![];
+        while at < ms("2027-11-07T07:00:00Z") {
+            seen.push(DateTime::from_timestamp_millis(at).unwrap().format("%H:%M").to_string());
+            at = t.next_due(at).unwrap();
+        }
+        // 01:00–01:45 EDT (05:00–05:45Z), then 02:00 EST (07:00Z): the repeated 01:xx EST are not run.
+        assert_eq!(seen, ["05:00", "05:15", "05:30", "05:45"]);
+        assert_eq!(DateTime::from_timestamp_millis(at).unwrap().format("%H:%M").to_string(), "07:00");
+    }
+
+    #[test]
+    fn a_bare_l_in_day_of_week_is_saturday() {
+        assert_eq!(next("cron(33 18 ? * L *)", "UTC", "2026-12-02T00:00:00Z"), "2026-12-05T18:33:00Z");
+    }
+
+    #[test]
     fn a_rate_past_the_clocks_range_comes_due_once_not_over_and_over() {
         // 106,751,991,167 days is `i64::MAX` ms, less a little: the next due
         // time wrapped to one long past, due at once, again and again.
@@ -336,6 +390,10 @@ mod tests {
             "rate(1.5 hours)",
             "rate(minutes)",
             "at(2026-13-01T00:00:00)",
+            "at(2027-1-1T00:00:00)",
+            "at( 2027-01-01T00:00:00)",
+            "at(2027-01-01T00:00:60)",
+            "at(+2027-01-01T00:00:00)",
             "at(2026-12-01 00:00:00)",
             "at(2026-12-01T00:00)",
             "every(5 minutes)",
