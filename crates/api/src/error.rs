@@ -59,6 +59,7 @@ impl ApiError {
                 Rule::AccessDenied(_) => (S::FORBIDDEN, "AccessDeniedException"),
                 Rule::CodeSigningConfigNotFound(_) => (S::NOT_FOUND, "CodeSigningConfigNotFoundException"),
                 Rule::CodeVerificationFailed(_) => (S::BAD_REQUEST, "CodeVerificationFailedException"),
+                Rule::InUse(_) => (S::BAD_REQUEST, "ResourceInUseException"),
             },
             Self::Auth(a) => match a {
                 AuthError::Missing => (S::FORBIDDEN, "MissingAuthenticationTokenException"),

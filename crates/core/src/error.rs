@@ -46,6 +46,10 @@ pub enum Error {
     /// code signing policy is `Enforce` (AWS `CodeVerificationFailedException`).
     #[error("{0}")]
     CodeVerificationFailed(String),
+    /// The resource is changing and takes no other change until it settles
+    /// (AWS `ResourceInUseException`).
+    #[error("{0}")]
+    InUse(String),
     /// A concurrency or scaling limit was reached (AWS `TooManyRequestsException`).
     #[error("Rate Exceeded.")]
     Throttled(ThrottleReason),

@@ -137,8 +137,11 @@ impl Mappings {
     pub async fn update(&self, uuid: &str, input: MappingInput) -> Result<EventSourceMapping> {
         let _turn = self.writes.lock().await;
         let mut m = self.get(uuid).await?;
-        if m.state == MappingState::Deleting {
-            return Err(Error::Rule(Rule::Conflict(format!("The event source mapping {uuid} is being deleted."))));
+        // AWS takes no change of a mapping between states (Creating, Updating, ...).
+        if !m.state.settled() {
+            return Err(Error::Rule(Rule::InUse(
+                "Cannot update the event source mapping because it is in use.".into(),
+            )));
         }
         let was_on = switched_on(&m);
         if let Some(f) = &input.function_name {
@@ -171,6 +174,11 @@ impl Mappings {
     pub async fn delete(&self, uuid: &str) -> Result<EventSourceMapping> {
         let _turn = self.writes.lock().await;
         let mut m = self.get(uuid).await?;
+        if !m.state.settled() {
+            return Err(Error::Rule(Rule::InUse(
+                "Cannot delete the event source mapping because it is in use.".into(),
+            )));
+        }
         m.state = MappingState::Deleting;
         if !self.meta.put_mapping(&m).await? {
             return Err(missing());
@@ -275,10 +283,18 @@ impl Mappings {
     pub async fn run(self: Arc<Self>) {
         loop {
             let woken = self.wake.notified();
-            if let Err(e) = self.settle().await {
-                tracing::warn!(error = %e, "event source mappings could not be settled; retrying at the next change");
+            match self.settle().await {
+                Ok(()) => woken.await,
+                // Tried again soon: a mapping left between states takes no
+                // update or delete, so no change may come to retry it.
+                Err(e) => {
+                    tracing::warn!(error = %e, "event source mappings could not be settled; retrying in a second");
+                    tokio::select! {
+                        () = woken => {}
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
             }
-            woken.await;
         }
     }
 
