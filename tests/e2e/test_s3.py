@@ -573,6 +573,41 @@ def test_digest_mismatches_store_nothing(s3, bucket):
     assert good["ETag"] == md5_etag(b"new")
 
 
+def test_checksum_headers_s3_refuses_store_nothing(s3server, s3, bucket):
+    """Two checksums at once, a value that is not its algorithm's base64, a
+    value of another algorithm than the one named, and a name with no value
+    are refused with S3's InvalidRequest, before anything is stored."""
+    body = b"checksummed"
+    sha = b64(hashlib.sha256(body).digest())
+    cases = [
+        ({"x-amz-checksum-crc32": crc32(body), "x-amz-checksum-sha256": sha},
+         "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."),
+        ({"x-amz-checksum-crc32": "!!!!"}, "Value for x-amz-checksum-crc32 header is invalid."),
+        ({"x-amz-checksum-sha256": crc32(body)}, "Value for x-amz-checksum-sha256 header is invalid."),
+        ({"x-amz-sdk-checksum-algorithm": "SHA256", "x-amz-checksum-crc32": crc32(body)},
+         "Value for x-amz-sdk-checksum-algorithm header is invalid."),
+        ({"x-amz-sdk-checksum-algorithm": "CRC32"},
+         "x-amz-sdk-checksum-algorithm specified, but no corresponding x-amz-checksum-* or x-amz-trailer headers were found."),
+    ]
+    for headers, message in cases:
+        status, _, out = signed_s3(s3server, "PUT", f"/{bucket}/ck", body, headers=headers)
+        assert status == 400 and b"<Code>InvalidRequest</Code>" in out, (headers, out)
+        assert f"<Message>{message}</Message>".encode() in out, (headers, out)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="ck")
+    # A composite multipart checksum is made of the parts' as Complete names them.
+    up = s3.create_multipart_upload(Bucket=bucket, Key="mpu", ChecksumAlgorithm="CRC32")
+    part = s3.upload_part(Bucket=bucket, Key="mpu", UploadId=up["UploadId"], PartNumber=1, Body=body,
+                          ChecksumAlgorithm="CRC32")
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="mpu", UploadId=up["UploadId"],
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert error_code(e) == "InvalidRequest" and "It was missing for part 1 in the request." in str(e.value)
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="mpu", UploadId=up["UploadId"], MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"], "ChecksumCRC32": part["ChecksumCRC32"]}]})
+    assert done["ChecksumCRC32"].endswith("-1")
+
+
 # --- listings ----------------------------------------------------------------
 
 def test_listing_prefix_delimiter_start_after(s3, bucket):

@@ -227,10 +227,12 @@ impl Objects {
             checksum_crc64nvme: input.checksum_crc64nvme,
             checksum_type: None,
         };
+        let trailer = crate::s3::trailer_algorithm(&req.headers);
+        crate::s3::check_checksum_headers(crate::s3::named_algorithm(&req.headers), &header_sums, trailer.as_ref())?;
         let algorithm = input
             .checksum_algorithm
             .or_else(|| upload.checksum_algorithm.clone().map(ChecksumAlgorithm::from))
-            .or_else(|| crate::s3::trailer_algorithm(&req.headers));
+            .or(trailer);
         let written =
             self.files.write(body, hasher_for(algorithm.as_ref(), &header_sums), PUT_MAX).await.map_err(write_error)?;
         if input.content_length.is_some_and(|n| n as u64 != written.size) {
@@ -354,6 +356,7 @@ impl Objects {
             .into_iter()
             .map(|p| (p.number, p))
             .collect();
+        let full = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
         let mut parts: Vec<&Part> = Vec::with_capacity(listed.len());
         for l in &listed {
             let number = part_number(l.part_number.unwrap_or(0))?;
@@ -380,6 +383,16 @@ impl Objects {
                     return Err(invalid_part());
                 }
             }
+            // A composite checksum is made of the parts' as the request names them.
+            if let Some(a) = upload.checksum_algorithm.as_deref().filter(|_| !full) {
+                if checksum_of(&claimed, a).is_none() {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {number} in the request.",
+                        a.to_ascii_lowercase()
+                    ));
+                }
+            }
             parts.push(p);
         }
         if parts[..parts.len() - 1].iter().any(|p| p.size < PART_MIN) {
@@ -393,7 +406,6 @@ impl Objects {
             c.check(current.as_ref().map(|o| o.etag.as_str())).map_err(unmet)?;
         }
 
-        let full = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
         let algorithm = upload.checksum_algorithm.as_deref();
         let files: Vec<String> = parts.iter().map(|p| p.file.clone()).collect();
         let (file, size, sums) = match self.files.concat(&files, hasher(algorithm.filter(|_| full))).await {

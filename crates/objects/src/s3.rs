@@ -131,6 +131,56 @@ pub(crate) fn hasher_for(algorithm: Option<&ChecksumAlgorithm>, sent: &s3s::dto:
     h
 }
 
+/// Refuses, before the body is read, checksum headers S3 refuses: more
+/// than one `x-amz-checksum-*`, a value that is not base64 of its
+/// algorithm's length, a value of another algorithm than
+/// `x-amz-sdk-checksum-algorithm` names, or that name with no value and no
+/// trailer to bring one.
+pub(crate) fn check_checksum_headers(
+    named: Option<ChecksumAlgorithm>,
+    sent: &s3s::dto::Checksum,
+    trailer: Option<&ChecksumAlgorithm>,
+) -> S3Result<()> {
+    let given: Vec<(&str, usize, &String)> = [
+        ("crc32", 4, &sent.checksum_crc32),
+        ("crc32c", 4, &sent.checksum_crc32c),
+        ("sha1", 20, &sent.checksum_sha1),
+        ("sha256", 32, &sent.checksum_sha256),
+        ("crc64nvme", 8, &sent.checksum_crc64nvme),
+    ]
+    .into_iter()
+    .filter_map(|(name, len, v)| Some((name, len, v.as_ref()?)))
+    .collect();
+    match given[..] {
+        [] if named.is_some() && trailer.is_none() => Err(s3_error!(
+            InvalidRequest,
+            "x-amz-sdk-checksum-algorithm specified, but no corresponding x-amz-checksum-* or x-amz-trailer headers were found."
+        )),
+        [] => Ok(()),
+        [(name, len, value)] => {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(value).ok();
+            if decoded.is_none_or(|d| d.len() != len) {
+                return Err(s3_error!(InvalidRequest, "Value for x-amz-checksum-{name} header is invalid."));
+            }
+            if named.is_some_and(|a| !a.as_str().eq_ignore_ascii_case(name)) {
+                return Err(s3_error!(InvalidRequest, "Value for x-amz-sdk-checksum-algorithm header is invalid."));
+            }
+            Ok(())
+        }
+        _ => Err(s3_error!(
+            InvalidRequest,
+            "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+        )),
+    }
+}
+
+/// The algorithm `x-amz-sdk-checksum-algorithm` names (`s3s` reads it
+/// for some operations only, and for PutObject from another header).
+pub(crate) fn named_algorithm(headers: &http::HeaderMap) -> Option<ChecksumAlgorithm> {
+    let name = headers.get("x-amz-sdk-checksum-algorithm")?.to_str().ok()?;
+    Some(ChecksumAlgorithm::from(name.trim().to_ascii_uppercase()))
+}
+
 /// The algorithm an aws-chunked body's trailer (`x-amz-trailer:
 /// x-amz-checksum-crc32`) will send a checksum of, for a client that does
 /// not also name it in `x-amz-sdk-checksum-algorithm`.
@@ -567,7 +617,9 @@ impl S3 for Objects {
             checksum_crc64nvme: input.checksum_crc64nvme,
             checksum_type: None,
         };
-        let named = input.checksum_algorithm.clone().or_else(|| trailer_algorithm(&req.headers));
+        let trailer = trailer_algorithm(&req.headers);
+        check_checksum_headers(named_algorithm(&req.headers), &header_sums, trailer.as_ref())?;
+        let named = input.checksum_algorithm.clone().or(trailer);
         let hasher = hasher_for(named.as_ref(), &header_sums);
         let written = self.files.receive(body, hasher, PUT_MAX).await.map_err(write_error)?;
         if let Some(expected) = input.content_length {
