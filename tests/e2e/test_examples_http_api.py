@@ -67,7 +67,7 @@ def test_the_readme_with_the_aws_cli(private_server):
     # Handed out in the path form, and deleted with its function.
     assert re.fullmatch(re.escape(server.endpoint) + r"/lambda-url/[a-z0-9]{32}/", url), url
     r = requests.get(url + "items", timeout=30)
-    assert r.status_code == 404 and r.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+    assert r.status_code == 403 and r.headers["x-amzn-ErrorType"] == "AccessDeniedException"
 
 
 def test_the_readme_with_the_nimbus_shortcut(private_server):

@@ -70,18 +70,29 @@ pub fn address(headers: &HeaderMap, path: &str) -> Option<Addressed> {
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
     let domain = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
     let mut labels = domain.split('.');
-    if let (Some(id), Some("lambda-url")) = (labels.next(), labels.next()) {
+    // Host names are case-insensitive; URL ids are lower case.
+    if let (Some(id), Some(label)) = (labels.next(), labels.next()) {
+        if !label.eq_ignore_ascii_case("lambda-url") {
+            return path_form(path, domain);
+        }
         return Some(Addressed {
-            url_id: id.to_string(),
+            url_id: id.to_ascii_lowercase(),
             path: path.to_string(),
             domain: domain.to_string(),
             own_origin: true,
         });
     }
+    path_form(path, domain)
+}
+
+/// A URL addressed by path, `/lambda-url/<id>/…`.
+fn path_form(path: &str, domain: &str) -> Option<Addressed> {
     let rest = path.strip_prefix(PATH_PREFIX)?;
     let (id, tail) = rest.split_once('/').map_or((rest, ""), |(id, tail)| (id, tail));
     Some(Addressed { url_id: id.to_string(), path: format!("/{tail}"), domain: domain.to_string(), own_origin: false })
 }
+
+const FORBIDDEN: &str = "Forbidden. For troubleshooting Function URL authorization issues, see: https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html";
 
 /// The function URL protocol's errors, with AWS's statuses and messages.
 #[derive(Debug)]
@@ -99,19 +110,26 @@ enum UrlError {
 impl IntoResponse for UrlError {
     fn into_response(self) -> Response {
         let (status, kind, message) = match self {
-            Self::NotFound => (StatusCode::NOT_FOUND, "ResourceNotFoundException", "Not Found".to_string()),
-            Self::Forbidden => (
-                StatusCode::FORBIDDEN,
-                "AccessDeniedException",
-                "Forbidden. For troubleshooting Function URL authorization issues, see: https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html".to_string(),
-            ),
+            // AWS answers a URL that leads nowhere as one the caller may not see.
+            Self::NotFound => {
+                let mut resp =
+                    (StatusCode::FORBIDDEN, axum::Json(serde_json::json!({ "Message": null }))).into_response();
+                resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static("AccessDeniedException"));
+                return resp;
+            }
+            // As AWS's front end answers it: text, not the JSON of the other errors.
+            Self::BadGateway => {
+                let mut resp = (StatusCode::BAD_GATEWAY, "Internal Server Error").into_response();
+                resp.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static("BadGatewayException"));
+                return resp;
+            }
+            Self::Forbidden => (StatusCode::FORBIDDEN, "AccessDeniedException", FORBIDDEN.to_string()),
             Self::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLargeException",
                 format!("Request must be smaller than {REQUEST_MAX} bytes for the InvokeFunction operation"),
             ),
             Self::Throttled => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.".into()),
-            Self::BadGateway => (StatusCode::BAD_GATEWAY, "BadGatewayException", "Internal Server Error".into()),
             Self::Auth(a) => {
                 let (status, kind) = ApiError::Auth(a.clone()).status_and_type();
                 (status, kind, a.to_string())
@@ -276,11 +294,16 @@ async fn invoke(
     event: serde_json::Value,
     request_id: &str,
 ) -> Result<Response, UrlError> {
+    // The limit is the invocation's: the event, body (base64 for binary) and headers together.
+    let payload = event.to_string();
+    if payload.len() > REQUEST_MAX {
+        return Err(UrlError::TooLarge);
+    }
     let req = InvokeRequest {
         request_id: request_id.to_string(),
         function: target.function.clone(),
         qualifier: target.qualifier.clone(),
-        payload: event.to_string().into(),
+        payload: payload.into(),
         client_context: None,
         stream: None,
         lineage: 0,
@@ -311,8 +334,11 @@ fn buffered(target: &UrlTarget, invoked: nimbus_control::Invoked) -> Result<Resp
 }
 
 fn respond(status: u16, headers: &[(String, String)], cookies: &[String], body: Body) -> Result<Response, UrlError> {
+    let status = StatusCode::from_u16(status).map_err(|_| UrlError::BadGateway)?;
+    // These carry no body, nor a length of one (RFC 9110).
+    let body = if matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) { Body::empty() } else { body };
     let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::from_u16(status).map_err(|_| UrlError::BadGateway)?;
+    *resp.status_mut() = status;
     let h = resp.headers_mut();
     for (name, value) in headers {
         let name = if REMAPPED.iter().any(|r| r.eq_ignore_ascii_case(name)) {

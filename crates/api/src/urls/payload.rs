@@ -205,7 +205,12 @@ pub fn map_prelude(prelude: &[u8]) -> Result<HttpResponse, Malformed> {
 
 fn structured(obj: &Map<String, Value>) -> Result<HttpResponse, Malformed> {
     // An informational status is the connection's, never a final answer.
-    let status = obj["statusCode"].as_u64().filter(|s| (200..=599).contains(s)).ok_or(Malformed)? as u16;
+    // A number, or a string of one (as API Gateway integrations often return it).
+    let status = match &obj["statusCode"] {
+        Value::String(s) => s.parse::<u64>().ok(),
+        v => v.as_u64(),
+    };
+    let status = status.filter(|s| (200..=599).contains(s)).ok_or(Malformed)? as u16;
     let mut headers = Vec::new();
     match obj.get("headers") {
         None | Some(Value::Null) => {}
@@ -272,6 +277,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.status, 201);
+        assert_eq!(map_response(br#"{"statusCode":"418","body":"teapot"}"#).unwrap().status, 418);
         assert_eq!(r.body.as_ref(), b"hi");
         assert_eq!(r.cookies, vec!["c=1".to_string()]);
         assert!(r.headers.contains(&("Content-Type".into(), "text/plain".into())));
