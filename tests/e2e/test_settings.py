@@ -213,6 +213,18 @@ def test_policy_rules_and_missing_statements(lam):
     with pytest.raises(ClientError) as e:
         lam.get_policy(FunctionName=name)
     assert error_code(e) == "ResourceNotFoundException", "the version's policy is not the function's"
+    # Principals as AWS classifies them; a grant through function URLs only carries its condition.
+    stmt = json.loads(lam.add_permission(FunctionName=name, StatementId="alexa", Action="lambda:InvokeFunction",
+                                         Principal="alexa-appkit.amazon.com")["Statement"])
+    assert stmt["Principal"] == {"Service": "alexa-appkit.amazon.com"}
+    for bad in ("foo", "12345"):
+        with pytest.raises(ClientError) as e:
+            lam.add_permission(FunctionName=name, StatementId="bad", Action="lambda:InvokeFunction", Principal=bad)
+        assert e.value.response["Error"]["Message"] == \
+            "The provided principal was invalid. Please check the principal and try again.", bad
+    stmt = json.loads(lam.add_permission(FunctionName=name, StatementId="viaurl", Action="lambda:InvokeFunction",
+                                         Principal="*", InvokedViaFunctionUrl=True)["Statement"])
+    assert stmt["Condition"] == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}
 
 
 def test_url_config_and_event_invoke_config_rules(lam):

@@ -124,3 +124,44 @@ def test_alias_errors(lam, kwargs, code):
     with pytest.raises(ClientError) as e:
         lam.create_alias(FunctionName=name, **kwargs)
     assert error_code(e) == code
+
+
+def test_pruning_page_by_page_visits_every_version_and_alias(lam):
+    """Markers continue after the last item handed out, so a script that
+    deletes what each page lists (a version pruner) misses nothing."""
+    name = create(lam)["FunctionName"]
+    for i in range(6):
+        lam.update_function_configuration(FunctionName=name, Description=f"v{i}")
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        version = lam.publish_version(FunctionName=name, Description=f"v{i}")["Version"]
+        lam.create_alias(FunctionName=name, Name=f"a{i}", FunctionVersion=version)
+    for page in lam.get_paginator("list_aliases").paginate(FunctionName=name, PaginationConfig={"PageSize": 2}):
+        for a in page["Aliases"]:
+            lam.delete_alias(FunctionName=name, Name=a["Name"])
+    assert lam.list_aliases(FunctionName=name)["Aliases"] == []
+    pages = lam.get_paginator("list_versions_by_function").paginate(FunctionName=name,
+                                                                    PaginationConfig={"PageSize": 2})
+    for page in pages:
+        for v in page["Versions"]:
+            if v["Version"] != "$LATEST":
+                lam.delete_function(FunctionName=name, Qualifier=v["Version"])
+    assert [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST"]
+
+
+def test_a_version_has_one_spelling_and_an_empty_environment_is_left_out(lam):
+    name = create(lam, Environment={"Variables": {"KEEP_ME": "1"}})["FunctionName"]
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    lam.publish_version(FunctionName=name)
+    with pytest.raises(ClientError):
+        lam.create_alias(FunctionName=name, Name="live", FunctionVersion="01")
+    with pytest.raises(ClientError) as e:
+        lam.get_function_configuration(FunctionName=name, Qualifier="01")
+    assert error_code(e) == "ResourceNotFoundException"
+    # `Environment: {}` changes nothing; `{"Variables": {}}` clears, and is then left out.
+    out = lam.update_function_configuration(FunctionName=name, Environment={})
+    assert out["Environment"] == {"Variables": {"KEEP_ME": "1"}}
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    out = lam.update_function_configuration(FunctionName=name, Environment={"Variables": {}})
+    assert "Environment" not in out
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert "Environment" not in lam.get_function_configuration(FunctionName=name)

@@ -72,7 +72,12 @@ pub fn configuration(account: &Account, c: &FunctionConfig, qualifier: Option<&s
         last_modified: config_time(c.last_modified_ms),
         code_sha256: code_sha256(c),
         version: c.version.clone(),
-        environment: c.environment.as_ref().map(|v| w::Environment { variables: Some(v.clone()) }),
+        // AWS leaves out an environment without variables.
+        environment: c
+            .environment
+            .as_ref()
+            .filter(|v| !v.is_empty())
+            .map(|v| w::Environment { variables: Some(v.clone()) }),
         dead_letter_config: c.dead_letter_target.as_ref().map(|t| w::DeadLetterConfig { target_arn: Some(t.clone()) }),
         kms_key_arn: c.kms_key_arn.clone(),
         tracing_config: w::TracingConfig { mode: Some(c.tracing_mode.clone()) },
@@ -143,7 +148,8 @@ pub fn patch(role: Option<String>, s: w::FunctionSettings) -> ConfigPatch {
         timeout: s.timeout,
         memory_size: s.memory_size,
         ephemeral_storage: s.ephemeral_storage.map(|e| e.size),
-        environment: s.environment.map(|e| e.variables.unwrap_or_default()),
+        // `Environment: {}` (no `Variables`) changes nothing, as on AWS; `{"Variables": {}}` clears.
+        environment: s.environment.and_then(|e| e.variables),
         layers: s.layers,
         tracing_mode: s.tracing_config.and_then(|t| t.mode),
         log_format: logging.log_format,

@@ -664,6 +664,7 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                         principal_org_id: req.principal_org_id,
                         event_source_token: req.event_source_token,
                         function_url_auth_type: req.function_url_auth_type,
+                        invoked_via_function_url: req.invoked_via_function_url == Some(true),
                         revision_id: req.revision_id,
                     },
                 )

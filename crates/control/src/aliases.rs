@@ -144,7 +144,7 @@ impl Control {
         let f = self.function(&r.name).await?;
         let all: Vec<Alias> =
             f.aliases.into_values().filter(|a| function_version.is_none_or(|v| a.function_version == v)).collect();
-        let (items, next_marker) = paginate(all, marker, max_items)?;
+        let (items, next_marker) = crate::paginate_after(all, |a| a.name.clone(), marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 }

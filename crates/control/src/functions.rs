@@ -427,7 +427,9 @@ impl Control {
         let f = self.function(&r.name).await?;
         let mut all = vec![f.latest];
         all.extend(self.meta.list_versions(&r.name).await?);
-        let (items, next_marker) = paginate(all, marker, max_items)?;
+        // `$LATEST` (no number) first, then by number.
+        let key = |c: &FunctionConfig| format!("{:020}", c.version.parse::<u64>().unwrap_or(0));
+        let (items, next_marker) = crate::paginate_after(all, key, marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 }

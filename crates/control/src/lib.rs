@@ -309,6 +309,23 @@ pub fn paginate<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) 
     Ok((page, next))
 }
 
+/// Splits a list, ordered by `key`, into a page of the items after the
+/// marker: a marker is the key of the last item handed out, so that items
+/// deleted meanwhile (as a script pruning versions page by page does) move
+/// nothing that was not yet seen.
+pub fn paginate_after<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    marker: Option<&str>,
+    max_items: Option<i64>,
+) -> Result<(Vec<T>, Option<String>)> {
+    let after = marker.filter(|m| !m.is_empty());
+    let mut rest = items.into_iter().filter(|i| after.is_none_or(|m| key(i).as_str() > m)).peekable();
+    let page: Vec<T> = rest.by_ref().take(page_size(max_items)).collect();
+    let next = rest.peek().and(page.last()).map(&key);
+    Ok((page, next))
+}
+
 /// The page a `MaxItems` asks for, within Nimbus's page limit (the model's
 /// minimum of 1 is checked at the front door).
 fn page_size(max_items: Option<i64>) -> usize {
@@ -328,6 +345,14 @@ mod tests {
         assert_eq!((p, next), (vec![4], None));
         assert!(paginate((0..5).collect::<Vec<i32>>(), Some("x"), None).is_err());
         assert_eq!(page_size(Some(500)), nimbus_core::limits::LIST_MAX_ITEMS);
+        // Key markers: what was deleted behind the marker moves nothing ahead of it.
+        let key = |n: &i32| format!("{n:03}");
+        let (p, next) = paginate_after((1..=6).collect(), key, None, Some(2)).unwrap();
+        assert_eq!((p, next.as_deref()), (vec![1, 2], Some("002")));
+        let (p, next) = paginate_after(vec![3, 4, 5, 6], key, next.as_deref(), Some(2)).unwrap();
+        assert_eq!((p, next.as_deref()), (vec![3, 4], Some("004")));
+        let (p, next) = paginate_after(vec![5, 6], key, next.as_deref(), Some(2)).unwrap();
+        assert_eq!((p, next), (vec![5, 6], None));
         assert_eq!(page_size(None), nimbus_core::limits::LIST_MAX_ITEMS);
     }
 }

@@ -24,6 +24,8 @@ pub struct NewPermission {
     pub principal_org_id: Option<String>,
     pub event_source_token: Option<String>,
     pub function_url_auth_type: Option<String>,
+    /// `InvokedViaFunctionUrl`: the grant holds only for calls through a function URL.
+    pub invoked_via_function_url: bool,
     pub revision_id: Option<String>,
 }
 
@@ -378,14 +380,18 @@ impl Control {
                 p.statement_id
             )));
         }
+        // A service (`*.amazonaws.com`, and Alexa's `*.amazon.com`), an
+        // account, or an IAM ARN; anything else AWS refuses.
         let principal = if p.principal == "*" {
             serde_json::json!("*")
-        } else if p.principal.ends_with(".amazonaws.com") || p.principal.ends_with(".amazonaws.com.cn") {
+        } else if [".amazonaws.com", ".amazonaws.com.cn", ".amazon.com"].iter().any(|s| p.principal.ends_with(s)) {
             serde_json::json!({ "Service": p.principal })
         } else if p.principal.len() == 12 && p.principal.bytes().all(|b| b.is_ascii_digit()) {
             serde_json::json!({ "AWS": format!("arn:aws:iam::{}:root", p.principal) })
-        } else {
+        } else if p.principal.starts_with("arn:") {
             serde_json::json!({ "AWS": p.principal })
+        } else {
+            return Err(invalid("The provided principal was invalid. Please check the principal and try again."));
         };
         let resource = match &key {
             Some(q) => self.account().qualified_arn(&r.name, q),
@@ -410,6 +416,9 @@ impl Control {
         }
         if let Some(arn) = &p.source_arn {
             condition.insert("ArnLike".into(), serde_json::json!({ "AWS:SourceArn": arn }));
+        }
+        if p.invoked_via_function_url {
+            condition.insert("Bool".into(), serde_json::json!({ "lambda:InvokedViaFunctionUrl": "true" }));
         }
         let mut statement = serde_json::json!({
             "Sid": p.statement_id,

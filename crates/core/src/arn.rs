@@ -88,7 +88,10 @@ impl Qualifier {
         if s == "$LATEST" {
             return Ok(Self::Latest);
         }
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        // A version has one spelling: `01` read as version 1 let an alias
+        // stored as `01` escape the checks that compare versions by name. It
+        // names no version, so nothing is found by it.
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && !(s.len() > 1 && s.starts_with('0')) {
             return s.parse().map(Self::Version).map_err(|_| invalid_qualifier(s));
         }
         if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {

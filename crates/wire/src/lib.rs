@@ -251,6 +251,8 @@ wire!(AddPermissionRequest {
     #[serde(rename = "PrincipalOrgID")]
     pub principal_org_id: Option<String>,
     pub function_url_auth_type: Option<String>,
+    /// Newer than the vendored model: grants `lambda:InvokeFunction` only through a function URL.
+    pub invoked_via_function_url: Option<bool>,
 });
 
 wire!(CodeSigningConfigRequest {
