@@ -228,10 +228,19 @@ def test_destination_types_this_node_does_not_offer_are_refused(srv):
     assert lam.get_function_event_invoke_config(FunctionName=name)["DestinationConfig"] == \
         kept["DestinationConfig"]
 
-    # A destination need not exist yet (AWS checks the role's permissions, not the target).
-    missing = arn(unique_name("later"))
+    # A function destination must exist, and be one this node reaches (AWS refuses a missing one).
+    missing = arn(unique_name("missing"))
+    assert refused("OnSuccess", missing) == f"The destination ARN {missing} is invalid."
+    assert "is invalid" in refused("OnSuccess", f"arn:aws:lambda:eu-west-1:111111111111:function:{name}x")
+    # `{}` names a destination and sets none: accepted, and an update with it removes that one only.
+    other = function(srv, SOURCE)
     lam.update_function_event_invoke_config(FunctionName=name,
-                                            DestinationConfig={"OnSuccess": {"Destination": missing}})
+                                            DestinationConfig={"OnSuccess": {"Destination": arn(other)}})
+    lam.update_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnSuccess": {}})
+    assert lam.get_function_event_invoke_config(FunctionName=name)["DestinationConfig"] == \
+        {"OnSuccess": {}, "OnFailure": {"Destination": queue}}
+    put = lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnFailure": {}})
+    assert put["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {}}
 
     # Dead-letter queues: SQS queues, not SNS topics, on create and update.
     with pytest.raises(ClientError) as e:

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use chrono::{TimeZone, Utc};
-use nimbus_control::{code_sha256, code_sha256_b64, S3Code};
+use nimbus_control::{code_sha256, code_sha256_b64, EventInvokeChange, S3Code};
 use nimbus_core::function::{
     Alias, CodeSigningConfig, ConfigPatch, Cors, EventInvokeConfig, FunctionConfig, ImageOverrides, LayerVersion,
     Lifecycle, UrlConfig, VpcConfig, LATEST,
@@ -278,17 +278,24 @@ pub fn url_config(account: &Account, function: &str, key: &str, u: &UrlConfig, b
     }
 }
 
-pub fn event_invoke_in(r: w::PutFunctionEventInvokeConfigRequest) -> Result<EventInvokeConfig, Error> {
+pub fn event_invoke_in(r: w::PutFunctionEventInvokeConfigRequest) -> Result<EventInvokeChange, Error> {
     let nonneg = |v: Option<i64>, field: &str| -> Result<Option<u32>, Error> {
         v.map(|n| nimbus_core::service_rules::at_most(field, n, i64::from(u32::MAX))).transpose()
     };
+    let destination_config = r.destination_config.is_some();
     let dest = r.destination_config.unwrap_or_default();
-    Ok(EventInvokeConfig {
-        maximum_retry_attempts: nonneg(r.maximum_retry_attempts, "MaximumRetryAttempts")?,
-        maximum_event_age: nonneg(r.maximum_event_age_in_seconds, "MaximumEventAgeInSeconds")?,
-        on_success: dest.on_success.and_then(|d| d.destination),
-        on_failure: dest.on_failure.and_then(|d| d.destination),
-        modified_ms: 0,
+    let (on_success_given, on_failure_given) = (dest.on_success.is_some(), dest.on_failure.is_some());
+    Ok(EventInvokeChange {
+        config: EventInvokeConfig {
+            maximum_retry_attempts: nonneg(r.maximum_retry_attempts, "MaximumRetryAttempts")?,
+            maximum_event_age: nonneg(r.maximum_event_age_in_seconds, "MaximumEventAgeInSeconds")?,
+            on_success: dest.on_success.and_then(|d| d.destination),
+            on_failure: dest.on_failure.and_then(|d| d.destination),
+            modified_ms: 0,
+        },
+        destination_config,
+        on_success_given,
+        on_failure_given,
     })
 }
 

@@ -40,7 +40,7 @@ pub use images::{FoundImage, ImageLookupError, ImageResolver};
 pub use invoke::{InvokeRequest, Invoked, Prepared};
 pub use layers::{NewLayerPermission, NewLayerVersion};
 pub use nimbus_worker::{StreamSink, Streamed};
-pub use settings::{AccountSettings, NewPermission, ProvisionedReport, UrlConfigInput};
+pub use settings::{AccountSettings, EventInvokeChange, NewPermission, ProvisionedReport, UrlConfigInput};
 pub use urls::UrlTarget;
 
 pub mod runtimes;

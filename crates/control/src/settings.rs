@@ -29,6 +29,16 @@ pub struct NewPermission {
     pub revision_id: Option<String>,
 }
 
+/// Put/UpdateFunctionEventInvokeConfig's input: the settings, and which of
+/// the destination members the request named (`{}` names one, empty).
+#[derive(Debug, Clone, Default)]
+pub struct EventInvokeChange {
+    pub config: EventInvokeConfig,
+    pub destination_config: bool,
+    pub on_success_given: bool,
+    pub on_failure_given: bool,
+}
+
 /// Create/UpdateFunctionUrlConfig's input; `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct UrlConfigInput {
@@ -592,33 +602,45 @@ impl Control {
         &self,
         raw: &str,
         qualifier: Option<&str>,
-        input: EventInvokeConfig,
+        change: EventInvokeChange,
         merge: bool,
     ) -> Result<(EventInvokeConfig, String)> {
-        // Ranges and destination ARNs are checked at the front door (the
-        // model and service_rules); an empty config is refused here.
-        if input.maximum_retry_attempts.is_none()
-            && input.maximum_event_age.is_none()
-            && input.on_success.is_none()
-            && input.on_failure.is_none()
-        {
+        let input = change.config;
+        // Ranges and destination ARNs' shapes are checked at the front door
+        // (the model and service_rules); an empty config is refused here.
+        if input.maximum_retry_attempts.is_none() && input.maximum_event_age.is_none() && !change.destination_config {
             return Err(invalid("You must specify at least one of error handling or destination setting."));
         }
         let _guard = self.lock().await;
         let (r, mut f) = self.function_and_ref(raw, qualifier).await?;
         let own = self.account().function_arn(&r.name);
         let is_own = |d: &String| d == &own || d.strip_prefix(own.as_str()).is_some_and(|q| q.starts_with(':'));
-        if input.on_success.iter().chain(input.on_failure.iter()).any(is_own) {
-            return Err(invalid("You can't specify the function as a destination for itself."));
+        for d in input.on_success.iter().chain(input.on_failure.iter()) {
+            if is_own(d) {
+                return Err(invalid("You can't specify the function as a destination for itself."));
+            }
+            // A function destination is one this node can reach: of its
+            // region and account, and existing (AWS refuses a missing one).
+            if let Some(rest) = d.strip_prefix("arn:aws:lambda:") {
+                let parts: Vec<&str> = rest.split(':').collect();
+                let reachable = parts.len() >= 4
+                    && parts[0] == self.account().region
+                    && parts[1] == self.account().id
+                    && self.meta.get_function(parts[3]).await?.is_some();
+                if !reachable {
+                    return Err(invalid(format!("The destination ARN {d} is invalid.")));
+                }
+            }
         }
         let key = event_key(&r.qualifier);
         let cfg = match (merge, f.event_invoke_configs.get(&key)) {
             (true, None) => return Err(self.no_event_invoke_config(&r.name, &key)),
+            // An update changes what it names: a destination given as `{}` is removed.
             (true, Some(old)) => EventInvokeConfig {
                 maximum_retry_attempts: input.maximum_retry_attempts.or(old.maximum_retry_attempts),
                 maximum_event_age: input.maximum_event_age.or(old.maximum_event_age),
-                on_success: input.on_success.or_else(|| old.on_success.clone()),
-                on_failure: input.on_failure.or_else(|| old.on_failure.clone()),
+                on_success: if change.on_success_given { input.on_success } else { old.on_success.clone() },
+                on_failure: if change.on_failure_given { input.on_failure } else { old.on_failure.clone() },
                 modified_ms: now_ms(),
             },
             (false, _) => EventInvokeConfig { modified_ms: now_ms(), ..input },
