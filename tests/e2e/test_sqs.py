@@ -309,6 +309,24 @@ def test_dead_letter_queue_and_move_back(sqs):
     assert error_of(e)[0] in ("AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation")
 
 
+def test_a_dead_letter_queues_redrive_allow_policy_says_who_may_name_it(sqs):
+    closed = new_queue(sqs, "dlqdeny", RedriveAllowPolicy='{"redrivePermission":"denyAll"}')
+    closed_arn = arn_of(sqs, closed)
+    with pytest.raises(ClientError) as e:
+        new_queue(sqs, "src", RedrivePolicy=f'{{"deadLetterTargetArn":"{closed_arn}","maxReceiveCount":"1"}}')
+    assert error_of(e)[0] == "InvalidParameterValue" and "RedriveAllowPolicy" in error_of(e)[1]
+    src = new_queue(sqs, "src")
+    src_arn = arn_of(sqs, src)
+    listed = new_queue(sqs, "dlqby", RedriveAllowPolicy=json.dumps(
+        {"redrivePermission": "byQueue", "sourceQueueArns": [src_arn]}))
+    listed_arn = arn_of(sqs, listed)
+    sqs.set_queue_attributes(QueueUrl=src, Attributes={
+        "RedrivePolicy": f'{{"deadLetterTargetArn":"{listed_arn}","maxReceiveCount":"1"}}'})
+    with pytest.raises(ClientError) as e:
+        new_queue(sqs, "other", RedrivePolicy=f'{{"deadLetterTargetArn":"{listed_arn}","maxReceiveCount":"1"}}')
+    assert error_of(e)[0] == "InvalidParameterValue"
+
+
 def test_move_tasks_move_what_their_queue_held_and_end(sqs):
     """A task moves at most what its queue held when it started: one into
     its own queue is refused, and two moving between two queues end."""

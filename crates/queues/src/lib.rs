@@ -371,7 +371,7 @@ impl Queues {
         for (k, v) in attributes {
             given.insert(k.clone(), rules::check_attribute(k, v, fifo, true)?);
         }
-        self.check_redrive(&given, fifo)?;
+        self.check_redrive(&self.arn(name), &given, fifo)?;
         check_tags(tags)?;
         {
             let now = now_ms();
@@ -403,7 +403,7 @@ impl Queues {
         Ok(self.install(doc).info())
     }
 
-    fn check_redrive(&self, attrs: &BTreeMap<String, String>, fifo: bool) -> Result<()> {
+    fn check_redrive(&self, source: &str, attrs: &BTreeMap<String, String>, fifo: bool) -> Result<()> {
         let Some(policy) = attrs.get("RedrivePolicy").filter(|p| !p.is_empty()) else { return Ok(()) };
         let p = RedrivePolicy::parse(policy)?;
         let target = self.by_arn(&p.dead_letter_target_arn).map_err(|_| {
@@ -414,6 +414,24 @@ impl Queues {
         if target.fifo != fifo {
             return Err(Error::InvalidParameterValue(format!(
                 "Value {policy} for parameter RedrivePolicy is invalid. Reason: Dead-letter queue must be same type of queue as the source."
+            )));
+        }
+        // The dead-letter queue's RedriveAllowPolicy says which sources may name it.
+        let allow = lock(&target.doc).attributes.get("RedriveAllowPolicy").cloned();
+        let allowed = match allow.as_deref().and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok()) {
+            None => true,
+            Some(a) => match a["redrivePermission"].as_str() {
+                Some("denyAll") => false,
+                Some("byQueue") => {
+                    a["sourceQueueArns"].as_array().is_some_and(|arns| arns.iter().any(|x| x.as_str() == Some(source)))
+                }
+                _ => true,
+            },
+        };
+        if !allowed {
+            return Err(Error::InvalidParameterValue(format!(
+                "Value {policy} for parameter RedrivePolicy is invalid. Reason: Queue {source} is not allowed to use {} as its dead-letter queue by its RedriveAllowPolicy.",
+                p.dead_letter_target_arn
             )));
         }
         Ok(())
@@ -492,7 +510,7 @@ impl Queues {
         for (k, v) in attributes {
             checked.insert(k.clone(), rules::check_attribute(k, v, q.fifo, false)?);
         }
-        self.check_redrive(&checked, q.fifo)?;
+        self.check_redrive(&q.arn, &checked, q.fifo)?;
         self.edit_doc(&q, |doc| {
             let mut all = doc.attributes.clone();
             for (k, v) in checked {
