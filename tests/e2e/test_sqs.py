@@ -405,6 +405,21 @@ def test_fifo_deduplication_scope_throughput_limit_and_expired_receipts(sqs):
     assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]) == 2
 
 
+def test_a_fifo_queues_delay_is_retroactive(sqs):
+    """As AWS documents: changing a FIFO queue's DelaySeconds changes the
+    delay of the messages already in it (a standard queue's does not)."""
+    fifo = new_queue(sqs, "fifo", FifoQueue="true", ContentBasedDeduplication="true", DelaySeconds="600")
+    std = new_queue(sqs, "std", DelaySeconds="600")
+    sqs.send_message(QueueUrl=fifo, MessageBody="held", MessageGroupId="g")
+    sqs.send_message(QueueUrl=std, MessageBody="held")
+    assert "Messages" not in sqs.receive_message(QueueUrl=fifo)
+    for url in (fifo, std):
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "0"})
+    got = sqs.receive_message(QueueUrl=fifo, WaitTimeSeconds=1)["Messages"]
+    assert [m["Body"] for m in got] == ["held"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=std)
+
+
 def test_fifo_content_based_deduplication(sqs):
     url = new_queue(sqs, "cbd", FifoQueue="true", ContentBasedDeduplication="true")
     one = sqs.send_message(QueueUrl=url, MessageBody="same", MessageGroupId="g")

@@ -246,6 +246,11 @@ impl Queues {
                 m.insert(Live::new(row.seq, row.message));
             }
         }
+        // A FIFO queue's delay may have changed since its messages were sent.
+        for q in this.queues.read().unwrap_or_else(|e| e.into_inner()).values().filter(|q| q.fifo) {
+            let delay_ms = i64::try_from(q.settings().delay_s * 1000).unwrap_or(0);
+            lock(&q.messages).redelay(delay_ms);
+        }
         if !orphans.is_empty() {
             meta.apply_messages(&orphans).await?;
         }
@@ -511,6 +516,7 @@ impl Queues {
             checked.insert(k.clone(), rules::check_attribute(k, v, q.fifo, false)?);
         }
         self.check_redrive(&q.arn, &checked, q.fifo)?;
+        let redelay = checked.get("DelaySeconds").filter(|_| q.fifo).and_then(|d| d.parse::<i64>().ok());
         self.edit_doc(&q, |doc| {
             let mut all = doc.attributes.clone();
             for (k, v) in checked {
@@ -525,7 +531,12 @@ impl Queues {
             doc.modified_ms = now_ms();
             Ok(())
         })
-        .await
+        .await?;
+        if let Some(delay_s) = redelay {
+            lock(&q.messages).redelay(delay_s * 1000);
+            q.notify.notify_waiters();
+        }
+        Ok(())
     }
 
     pub async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {

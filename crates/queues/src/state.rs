@@ -121,6 +121,20 @@ impl Messages {
         self.by_seq.len()
     }
 
+    /// A FIFO queue's delay is retroactive (AWS): a message never received
+    /// is visible its queue's current delay after its send.
+    pub fn redelay(&mut self, delay_ms: i64) {
+        let waiting: Vec<(i64, i64)> = self
+            .by_seq
+            .values()
+            .filter(|l| l.receipt.is_none() && l.message.receive_count == 0)
+            .map(|l| (l.seq, l.message.sent_ms + delay_ms))
+            .collect();
+        for (seq, at) in waiting {
+            self.set_visible_at(seq, at);
+        }
+    }
+
     /// Makes a message visible at `at` (a visibility change).
     pub fn set_visible_at(&mut self, seq: i64, at: i64) {
         if let Some(live) = self.by_seq.get_mut(&seq) {
