@@ -233,3 +233,10 @@ def test_put_image_retags(server, ecr, tmp_path):
     with pytest.raises(ClientError) as e:
         ecr.put_image(repositoryName=name, imageManifest=json.dumps(broken), imageTag="broken")
     assert error_code(e) == "LayersNotFoundException"
+    # An index naming an image the repository does not hold.
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "2" * 64, "size": 100,
+         "platform": {"architecture": "amd64", "os": "linux"}}]}
+    with pytest.raises(ClientError) as e:
+        ecr.put_image(repositoryName=name, imageManifest=json.dumps(index), imageTag="multi")
+    assert error_code(e) == "ReferencedImagesNotFoundException"

@@ -142,6 +142,10 @@ def test_pull_and_push_blobs(server):
     assert r.status_code == 206 and r.content == data[10:20]
     assert r.headers["Content-Range"] == "bytes 10-19/3000"
     assert reg.get(f"{repo}/blobs/{sha256(data)}", headers={"Range": "bytes=5000-"}).status_code == 416
+    # A Range to ignore (another unit, several ranges, malformed) gets the whole blob (RFC 9110).
+    for ignored in ("garbage", "bytes=0-1,5-6", "bytes=9-2"):
+        r = reg.get(f"{repo}/blobs/{sha256(data)}", headers={"Range": ignored})
+        assert (r.status_code, r.content) == (200, data), ignored
     # Chunked, with status checks and out-of-order and overlapping chunks.
     data = os.urandom(10_000)
     loc = reg.post(f"{repo}/blobs/uploads/").headers["Location"]
@@ -154,6 +158,10 @@ def test_pull_and_push_blobs(server):
     assert r.status_code == 416 and r.headers["Range"] == "0-3999"
     r = reg.patch(loc, data=data[3000:6000], headers={"Content-Range": "3000-5999"})
     assert r.status_code == 416
+    # A chunk longer than its Content-Range says: refused, and the Range is what is stored.
+    r = reg.patch(loc, data=data[4000:9000], headers={"Content-Range": "4000-4999"})
+    assert r.status_code == 416 and r.headers["Range"] == "0-3999", r.headers
+    assert reg.get(loc).headers["Range"] == "0-3999"
     r = reg.patch(loc, data=data[4000:9000], headers={"Content-Range": "4000-8999"})
     assert r.status_code == 202 and r.headers["Range"] == "0-8999"
     r = reg.put(loc, params={"digest": sha256(data)}, data=data[9000:], headers={"Content-Range": "9000-9999"})
@@ -213,12 +221,17 @@ def test_manifests_and_bad_manifests(server):
     r = reg.put(f"{repo}/manifests/v2", data=json.dumps(missing), headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error(r) == "MANIFEST_BLOB_UNKNOWN"
     assert r.json()["errors"][0]["detail"] == {"digest": sha256(b"absent")}
-    unknown_type = dict(good, layers=[dict(good["layers"][0], mediaType="application/x-made-up")])
     for payload, ctype in [(b"{not json", OCI_MANIFEST), (json.dumps(dict(good, schemaVersion=1)), OCI_MANIFEST),
-                           (json.dumps(unknown_type), OCI_MANIFEST), (body, OCI_INDEX),
-                           (body, "application/vnd.example.unknown")]:
+                           (body, OCI_INDEX), (body, "application/vnd.example.unknown")]:
         r = reg.put(f"{repo}/manifests/bad", data=payload, headers={"Content-Type": ctype})
         assert r.status_code == 400 and error(r) == "MANIFEST_INVALID", (payload, ctype, r.text)
+    # A layer of any media type is stored, as the image spec asks: what buildx
+    # pushes as a build attestation (an image config and an in-toto layer).
+    statement = b'{"_type": "https://in-toto.io/Statement/v1"}'
+    attestation = dict(good, layers=[{"mediaType": "application/vnd.in-toto+json",
+                                      "digest": push_blob(reg, repo, statement), "size": len(statement)}])
+    r = reg.put(f"{repo}/manifests/attestation", data=json.dumps(attestation), headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201, r.text
     # zstd and uncompressed layers are image layers too.
     for media_type in ["application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.image.layer.v1.tar"]:
         other = dict(good, layers=[dict(good["layers"][0], mediaType=media_type)])

@@ -132,30 +132,34 @@ pub fn check_chunk(size: u64, start: u64, end: u64) -> Result<(), RegistryError>
     }
 }
 
-/// A blob `Range: bytes=a-b` request against a blob of `size` bytes; the
-/// inclusive range to send, or `Err` when it cannot be satisfied.
-pub fn parse_range(header: &str, size: u64) -> Result<(u64, u64), RegistryError> {
+/// A blob `Range: bytes=a-b` request against a blob of `size` bytes: the
+/// inclusive range to send; `None` for a header to ignore (RFC 9110: a unit
+/// other than bytes, several ranges, or a malformed one get the whole
+/// blob); `Err` when the range cannot be satisfied.
+pub fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, RegistryError> {
     let bad = || RegistryError::RangeInvalid { size };
-    let spec = header.trim().strip_prefix("bytes=").ok_or_else(bad)?;
-    if spec.contains(',') {
-        return Err(bad());
-    }
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let Some(spec) = header.trim().strip_prefix("bytes=").filter(|s| !s.contains(',')) else { return Ok(None) };
+    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let number = |s: &str| s.parse::<u64>().ok();
     let (start, end) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| bad())?;
-            if n == 0 {
-                return Err(bad());
-            }
-            (size.saturating_sub(n), size.checked_sub(1).ok_or_else(bad)?)
-        }
-        (a, "") => (a.parse().map_err(|_| bad())?, size.checked_sub(1).ok_or_else(bad)?),
-        (a, b) => (a.parse().map_err(|_| bad())?, b.parse::<u64>().map_err(|_| bad())?.min(size.saturating_sub(1))),
+        ("", suffix) => match number(suffix) {
+            None => return Ok(None),
+            Some(0) => return Err(bad()),
+            Some(n) => (size.saturating_sub(n), size.checked_sub(1).ok_or_else(bad)?),
+        },
+        (a, "") => match number(a) {
+            None => return Ok(None),
+            Some(a) => (a, size.checked_sub(1).ok_or_else(bad)?),
+        },
+        (a, b) => match (number(a), number(b)) {
+            (Some(a), Some(b)) if a <= b => (a, b.min(size.saturating_sub(1))),
+            _ => return Ok(None),
+        },
     };
-    if start >= size || start > end {
+    if start >= size {
         return Err(bad());
     }
-    Ok((start, end))
+    Ok(Some((start, end)))
 }
 
 #[cfg(test)]
@@ -211,12 +215,15 @@ mod tests {
 
     #[test]
     fn blob_ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), (0, 9));
-        assert_eq!(parse_range("bytes=90-", 100).unwrap(), (90, 99));
-        assert_eq!(parse_range("bytes=-10", 100).unwrap(), (90, 99));
-        assert_eq!(parse_range("bytes=95-200", 100).unwrap(), (95, 99));
-        for bad in ["bytes=100-", "bytes=5-1", "items=0-1", "bytes=0-1,3-4", "bytes=-0"] {
-            assert!(parse_range(bad, 100).is_err(), "{bad}");
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=95-200", 100).unwrap(), Some((95, 99)));
+        for unsatisfiable in ["bytes=100-", "bytes=-0", "bytes=100-200"] {
+            assert!(parse_range(unsatisfiable, 100).is_err(), "{unsatisfiable}");
+        }
+        for ignored in ["bytes=5-1", "items=0-1", "bytes=0-1,3-4", "garbage", "bytes=x-"] {
+            assert_eq!(parse_range(ignored, 100).unwrap(), None, "{ignored}");
         }
     }
 }

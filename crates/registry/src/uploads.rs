@@ -274,7 +274,7 @@ async fn write_chunk(u: &mut Upload, body: impl BodyStream, expected: Option<u64
         let chunk = chunk.map_err(|e| RegistryError::Body(e.to_string()))?;
         written += chunk.len() as u64;
         if expected.is_some_and(|n| written > n) {
-            return Err(RegistryError::RangeInvalid { size: u.size });
+            return Err(RegistryError::RangeInvalid { size: len });
         }
         u.hasher.update(&chunk);
         u.size += chunk.len() as u64;

@@ -397,6 +397,13 @@ impl Ctx<'_> {
         let reference = tag.unwrap_or(&digest);
         let bytes = bytes::Bytes::copy_from_slice(manifest.as_bytes());
         let pushed = match registry.put_manifest(name, reference, self.str("imageManifestMediaType"), bytes).await {
+            // A child manifest of an index is an image, not a layer.
+            Err(RegistryError::ManifestBlobUnknown(child)) if lists_manifest(manifest, &child) => {
+                return Err(Failure::new(
+                    "ReferencedImagesNotFoundException",
+                    format!("The manifest list references images that do not exist in the repository: [{child}]"),
+                ))
+            }
             Err(RegistryError::ManifestBlobUnknown(layer)) => {
                 return Err(Failure::new(
                     "LayersNotFoundException",
@@ -455,4 +462,11 @@ impl Ctx<'_> {
         }
         Ok(json!({ "imageIds": deleted, "failures": failures }))
     }
+}
+
+/// Whether an index (or manifest list) names `digest` among its manifests.
+fn lists_manifest(manifest: &str, digest: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(manifest).ok().is_some_and(|v| {
+        v["manifests"].as_array().is_some_and(|list| list.iter().any(|m| m["digest"].as_str() == Some(digest)))
+    })
 }

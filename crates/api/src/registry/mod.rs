@@ -439,12 +439,12 @@ async fn get_blob(
         ("accept-ranges", "bytes".to_string()),
     ];
     let range = match headers.get("range").and_then(|v| v.to_str().ok()) {
-        Some(r) => Some(rules::parse_range(r, size).map_err(|_| {
+        Some(r) => rules::parse_range(r, size).map_err(|_| {
             let mut f =
                 Failure::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN", "requested range not satisfiable");
             f.headers.push(("content-range", format!("bytes */{size}")));
             f
-        })?),
+        })?,
         None => None,
     };
     let (status, start, len) = match range {
