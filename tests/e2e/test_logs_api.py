@@ -209,6 +209,13 @@ def test_get_log_events_pages_forward_and_backward_with_aws_tokens(server, logs)
     assert code == 0, err
     assert messages(out["events"]) == ["e0", "e1", "e2"]
 
+    # Following an empty stream: its forward token sees what is put later.
+    empty = group_with_stream(logs)
+    token = logs.get_log_events(logGroupName=empty, logStreamName="s")["nextForwardToken"]
+    logs.put_log_events(logGroupName=empty, logStreamName="s", logEvents=[{"timestamp": now_ms(), "message": "late"}])
+    page = logs.get_log_events(logGroupName=empty, logStreamName="s", nextToken=token, startFromHead=True)
+    assert messages(page["events"]) == ["late"]
+
 
 def test_filter_log_events_speaks_the_filter_pattern_syntax(server, logs):
     group = group_with_stream(logs, "app")
@@ -339,10 +346,12 @@ def test_start_live_tail_streams_the_matching_events_as_they_are_stored(server, 
     stream = iter(resp["responseStream"])
     start = next(stream)["sessionStart"]
     assert start["logGroupIdentifiers"] == [arn] and start["logEventFilterPattern"] == "ERROR"
+    # A quiet session still gets its update every second, empty (so clients' read timeouts hold).
+    assert next(stream)["sessionUpdate"]["sessionResults"] == []
     t = now_ms()
     logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=[
         {"timestamp": t, "message": "INFO skipped"}, {"timestamp": t, "message": "ERROR after"}])
-    update = next(stream)["sessionUpdate"]
+    update = next(u for u in (f["sessionUpdate"] for f in stream) if u["sessionResults"])
     assert update["sessionMetadata"] == {"sampled": False}
     assert [(r["message"], r["logStreamName"], r["logGroupIdentifier"]) for r in update["sessionResults"]] == [
         ("ERROR after", "s", arn)]
@@ -351,6 +360,13 @@ def test_start_live_tail_streams_the_matching_events_as_they_are_stored(server, 
     refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn + "-none"]), "ResourceNotFoundException")
     refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="{ bad"),
             "InvalidParameterException", "Invalid filter pattern")
+    other = logs.describe_log_groups(logGroupNamePrefix=group_with_stream(logs))["logGroups"][0]["logGroupArn"]
+    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn, other], logStreamNames=["s"]),
+            "InvalidParameterException")
+    # DescribeLogGroups' own filters: the groups named, and the class (every group here is STANDARD).
+    named = logs.describe_log_groups(logGroupIdentifiers=[other, group])["logGroups"]
+    assert sorted(g["logGroupArn"] for g in named) == sorted([arn, other])
+    assert logs.describe_log_groups(logGroupClass="INFREQUENT_ACCESS")["logGroups"] == []
 
 
 def test_aws_cli_start_live_tail_prints_new_events(server, logs):

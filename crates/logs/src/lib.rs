@@ -395,7 +395,9 @@ impl Logs {
             cap_bytes(&mut events);
         }
         let first = events.first().map_or(from, position);
-        let last = events.last().map_or(from, position);
+        // Nothing before the end: reading forward later starts at the
+        // beginning (an end-of-time position would never see new events).
+        let last = events.last().map_or(if backward { start } else { from }, position);
         Ok(GetPage {
             events,
             next_forward_token: format!("f/{}", encode_position(last)),

@@ -1,6 +1,6 @@
 //! StartLiveTail: an event stream response (`application/vnd.amazon.eventstream`)
 //! of `initial-response` and one `sessionStart`, then a `sessionUpdate` per batch of matching
-//! events as they are stored, until the client leaves or the session
+//! events as they are stored (an empty one after a second without any), until the client leaves or the session
 //! reaches AWS's three hours (`SessionTimeoutException`).
 
 use std::time::Duration;
@@ -17,6 +17,8 @@ use crate::streaming::{event, exception};
 
 /// AWS ends a live tail session after three hours.
 const SESSION_MAX: Duration = Duration::from_secs(3 * 60 * 60);
+/// A session with nothing to show still gets an update this often.
+const QUIET_UPDATE: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,6 +37,12 @@ enum State {
 
 pub(super) async fn start(logs: &Logs, body: Value, request_id: &str) -> Result<Response, Failure> {
     let q: StartLiveTail = input(body)?;
+    if q.log_group_identifiers.len() > 1 && (q.log_stream_names.is_some() || q.log_stream_name_prefixes.is_some()) {
+        return Err(Failure::new(
+            "InvalidParameterException",
+            "logStreamNames and logStreamNamePrefixes can be specified only with a single log group identifier",
+        ));
+    }
     let groups = q
         .log_group_identifiers
         .iter()
@@ -88,6 +96,9 @@ pub(super) async fn start(logs: &Logs, body: Value, request_id: &str) -> Result<
                         let body = json!({ "message": "The session has timed out after 3 hours." });
                         (exception("SessionTimeoutException", Bytes::from(body.to_string())), State::Over)
                     }
+                    // As AWS: an update every second, empty when nothing came,
+                    // so that a quiet session is not taken for a dead one.
+                    _ = tokio::time::sleep(QUIET_UPDATE) => (update(&[], &ids), State::Tailing(tail)),
                 },
                 State::Over => return None,
             };

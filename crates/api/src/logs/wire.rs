@@ -37,6 +37,10 @@ struct DescribeGroups {
     log_group_name_pattern: Option<String>,
     next_token: Option<String>,
     limit: Option<usize>,
+    /// Names or ARNs: only these groups.
+    log_group_identifiers: Option<Vec<String>>,
+    /// Every group here is `STANDARD`.
+    log_group_class: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +110,19 @@ pub(super) async fn execute(logs: &Logs, op: &str, body: Value) -> Result<Value,
         }
         "DescribeLogGroups" => {
             let q: DescribeGroups = input(body)?;
+            if q.log_group_class.as_deref().is_some_and(|c| c != "STANDARD") {
+                return Ok(json!({ "logGroups": [] }));
+            }
+            if let Some(ids) = q.log_group_identifiers {
+                // Each group named, as it is (a missing one is left out).
+                let mut groups = Vec::new();
+                for id in ids {
+                    let name = logs.group_of(None, Some(id))?;
+                    let page = logs.describe_log_groups(Some(&name), None, None, None).await?;
+                    groups.extend(page.items.iter().filter(|g| g.name == name).map(|g| group_json(logs, g)));
+                }
+                return Ok(json!({ "logGroups": groups }));
+            }
             let page = logs
                 .describe_log_groups(
                     q.log_group_name_prefix.as_deref(),
