@@ -453,3 +453,30 @@ def test_get_metric_data_pages_in_cbor_too(minutes):
         with pytest.raises(ClientError) as e:
             cw.get_metric_data(**params, NextToken="0.-.0000")
         assert error_code(e) == "InvalidNextToken"
+
+
+def test_recently_active_lists_only_the_last_three_hours(tmp_path):
+    """ListMetrics' RecentlyActive=PT3H leaves out a metric whose data is
+    older; the server's clock runs an hour per real second."""
+    epoch_ms = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
+    s = Server(tmp_path / "data", args=["--test-clock-scale", "3600", "--test-clock-epoch-ms", str(epoch_ms)]).start()
+
+    def server_hours():
+        now_ms = datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000
+        return (now_ms - epoch_ms) * 3600 / 3_600_000
+
+    try:
+        lam, cw = s.client(), aws_client(s, "cloudwatch")
+        name = unique_name("quiet")
+        create(lam, name, CODE)
+        wait_ready(lam, name)
+        lam.invoke(FunctionName=name, Payload=b"{}")
+        dims = [{"Name": "FunctionName", "Value": name}]
+        listed = lambda **kw: cw.list_metrics(Namespace=NS, MetricName="Invocations", Dimensions=dims, **kw)["Metrics"]
+        assert len(listed(RecentlyActive="PT3H")) == 1
+        invoked_at = server_hours()
+        wait_for(lambda: server_hours() > invoked_at + 3.5, "three and a half server hours")
+        assert listed(RecentlyActive="PT3H") == []
+        assert len(listed()) == 1, "still listed without the filter"
+    finally:
+        s.stop()

@@ -439,11 +439,14 @@ impl Metrics {
 
     /// Every metric and dimension set with data in the last two weeks,
     /// sorted by metric, then dimensions.
-    pub async fn list(&self) -> Result<Vec<(String, Dimensions)>, MetricsError> {
-        let since = self.settings.clock.now_ms() - LIST_WINDOW_MS;
+    /// The metrics with data in the last two weeks, as ListMetrics lists
+    /// them; with `recently_active` (`RecentlyActive: PT3H`), in the last three hours.
+    pub async fn list(&self, recently_active: bool) -> Result<Vec<(String, Dimensions)>, MetricsError> {
+        let window = if recently_active { 3 * 60 * MINUTE_MS } else { LIST_WINDOW_MS };
+        let since = self.settings.clock.now_ms() - window;
         let _moving = self.moving.read().await;
         let mut keys: BTreeSet<MetricKey> = self.meta.metric_keys(since).await?.into_iter().collect();
-        for by_dims in self.lock().minutes.values() {
+        for by_dims in self.lock().minutes.range(since..).map(|(_, v)| v) {
             for (d, series) in by_dims {
                 let has_data = METRICS.iter().zip(series).filter(|(_, s)| s.sample_count > 0.0);
                 keys.extend(has_data.map(|((metric, _), _)| d.key(metric)));

@@ -73,7 +73,7 @@ async fn samples_count_towards_their_dimension_sets_before_and_after_a_flush() {
     ] {
         assert!(text.contains(line), "{line} not in {text}");
     }
-    let listed = m.list().await.unwrap();
+    let listed = m.list(false).await.unwrap();
     assert!(listed.contains(&("Throttles".to_string(), f.clone())));
     assert!(listed.contains(&("Invocations".to_string(), Dimensions::default())));
 }

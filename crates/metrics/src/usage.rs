@@ -253,7 +253,9 @@ pub(crate) fn report(
     let billed_ms = functions.iter().map(|d| d.billed_ms).sum();
     let gb = gb_seconds(functions.iter().map(|d| d.mb_ms).sum());
     let tasks = task_days(tasks, &prices.fargate);
-    let gross: f64 = functions.iter().map(|d| d.cost).chain(tasks.iter().map(|t| t.cost)).sum();
+    // `+ 0.0`: an empty f64 sum is -0.0, which a report would print as "-0.0000000".
+    let gross: f64 = functions.iter().map(|d| d.cost).chain(tasks.iter().map(|t| t.cost)).sum::<f64>() + 0.0;
+    let credit = credit + 0.0;
     UsageReport {
         functions,
         tasks,
@@ -297,6 +299,8 @@ mod tests {
         let day = NOON - NOON % 86_400_000;
         let window = [row(day, 2)];
         assert_eq!(report(&window, &[], &[], &prices, true).free_tier_credit, 2.0);
+        let empty = report(&window, &[], &[], &prices, false);
+        assert!(empty.gross_cost.is_sign_positive() && empty.free_tier_credit.is_sign_positive(), "no -0.0");
         assert_eq!(report(&window, &[row(DECEMBER, 2)], &[], &prices, true).free_tier_credit, 1.0);
         assert_eq!(report(&window, &[row(DECEMBER, 5)], &[], &prices, true).free_tier_credit, 0.0);
         // Earlier use of another month leaves this one's whole.

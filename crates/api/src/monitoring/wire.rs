@@ -90,6 +90,8 @@ struct ListMetrics {
     #[serde(default)]
     dimensions: Vec<Dimension>,
     next_token: Option<String>,
+    /// `PT3H` (the model's only value): metrics with data in the last three hours.
+    recently_active: Option<String>,
 }
 
 pub(super) async fn execute(metrics: &Metrics, op: &str, input: Value) -> Result<Value, Failure> {
@@ -395,7 +397,9 @@ async fn list_metrics(metrics: &Metrics, q: ListMetrics) -> Result<Value, Failur
                 have.is_some() && (f.value.is_none() || have == &f.value)
             })
     };
-    let all: Vec<(String, Dimensions)> = metrics.list().await?.into_iter().filter(|(m, d)| matches(m, d)).collect();
+    let recent = q.recently_active.is_some();
+    let all: Vec<(String, Dimensions)> =
+        metrics.list(recent).await?.into_iter().filter(|(m, d)| matches(m, d)).collect();
     let page: Vec<Value> = all
         .iter()
         .skip(skip)
