@@ -137,6 +137,15 @@ def test_image_config_overrides_entrypoint_command_and_workdir(server, lam, layo
     lam.update_function_configuration(FunctionName=name, ImageConfig={"Command": ["only"]})
     out = invoke(lam, name)
     assert (out["args"], out["cwd"]) == ("only", "/app")
+    # What the image does not have is AWS's init error, naming it, not an exit status.
+    for config, error_type in [({"EntryPoint": ["/nonexistent"]}, "Runtime.InvalidEntrypoint"),
+                               ({"WorkingDirectory": "/nowhere"}, "Runtime.InvalidWorkingDir"),
+                               ({"WorkingDirectory": "relative"}, "Runtime.InvalidWorkingDir")]:
+        lam.update_function_configuration(FunctionName=name, ImageConfig=config)
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        r = lam.invoke(FunctionName=name, Payload=b"{}")
+        out = json.loads(r["Payload"].read())
+        assert r.get("FunctionError") == "Unhandled" and out["errorType"] == error_type, (config, out)
 
 
 def test_a_tag_is_pinned_at_deploy_and_an_update_moves_to_the_new_digest(server, lam, layouts):

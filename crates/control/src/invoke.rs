@@ -141,7 +141,9 @@ impl Control {
                         Error::Rule(nimbus_core::Error::Throttled(reason))
                     }
                     nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
-                    nimbus_worker::Error::Internal(m) | nimbus_worker::Error::InvalidEntrypoint(m) => {
+                    nimbus_worker::Error::Internal(m)
+                    | nimbus_worker::Error::InvalidEntrypoint(m)
+                    | nimbus_worker::Error::InvalidWorkingDir(m) => {
                         Error::Unavailable(format!("The function could not be run: {m}"))
                     }
                 })?;

@@ -642,6 +642,61 @@ const TEMPLATE_MEMORY_MB: u64 = 10_240;
 /// sets the function's memory, and its CPU share once its init is done
 /// (AWS boosts CPU during init). But a template (`ahead`) that runs an
 /// image's code runs it within the deploying function's memory and share.
+/// What AWS refuses of an image's launch before it runs: a working
+/// directory that is not an absolute path to an entry of the image, and an
+/// entrypoint given by path that the image does not have (a program
+/// without a `/` is found on the image's `PATH` at exec).
+fn check_image_launch(root: &Path, program: &str, dir: &str) -> Result<(), Error> {
+    if !dir.starts_with('/') {
+        return Err(Error::InvalidWorkingDir(format!(
+            "the working directory '{dir}' is invalid, it needs to be an absolute path"
+        )));
+    }
+    if !in_image(root, dir) {
+        return Err(Error::InvalidWorkingDir(format!("the working directory '{dir}' does not exist in the image")));
+    }
+    let path = if program.starts_with('/') { program.to_string() } else { format!("{dir}/{program}") };
+    if program.contains('/') && !in_image(root, &path) {
+        return Err(Error::InvalidEntrypoint(format!("fork/exec {program}: no such file or directory")));
+    }
+    Ok(())
+}
+
+/// Whether `path` names an entry of the image rooted at `root`, its links
+/// resolved as the sandbox would resolve them: inside the root, never on
+/// the host.
+fn in_image(root: &Path, path: &str) -> bool {
+    let parts = |p: &str| p.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect::<Vec<_>>();
+    let mut todo: std::collections::VecDeque<String> = parts(path).into();
+    let mut at = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        let Ok(meta) = std::fs::symlink_metadata(root.join(&next)) else { return false };
+        if !meta.file_type().is_symlink() {
+            at = next;
+            continue;
+        }
+        links += 1;
+        let Ok(target) = std::fs::read_link(root.join(&next)) else { return false };
+        let target = target.to_string_lossy().into_owned();
+        if links > 40 {
+            return false;
+        }
+        if target.starts_with('/') {
+            at = PathBuf::new();
+        }
+        for p in parts(&target).into_iter().rev() {
+            todo.push_front(p);
+        }
+    }
+    true
+}
+
 fn template_limits(base: &Base, ahead: bool) -> nimbus_sandbox::cgroup::Limits {
     match &base.image_preload {
         Some(p) if ahead && base.image.is_some() => {
@@ -1258,6 +1313,11 @@ impl Env {
                     return Err(Error::InvalidEntrypoint("The image has no ENTRYPOINT or CMD to run.".into()));
                 }
                 let program = argv.remove(0);
+                let root = spec.base.image.as_ref().map(|r| r.path().to_path_buf()).unwrap_or_default();
+                if let Err(e) = check_image_launch(&root, &program, &image.working_directory()) {
+                    self.retire().await;
+                    return Err(e);
+                }
                 (vec![program], argv, Some(image.working_directory()))
             }
             (None, Some(w), Some(argv)) => (vec![w.clone()], argv, None),
@@ -1616,6 +1676,30 @@ fn trace_id(invoked_arn: &str, lineage: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_paths_resolve_inside_the_image() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::fs::write(r.join("usr/bin/app"), b"").unwrap();
+        std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin", r.join("abs")).unwrap();
+        // Links that would name host files name the image's instead.
+        std::os::unix::fs::symlink("/etc", r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", r.join("up")).unwrap();
+        for found in ["/usr/bin/app", "/bin/app", "/abs/app", "/bin/../bin/app", "/"] {
+            assert!(in_image(r, found), "{found}");
+        }
+        for missing in ["/usr/bin/nope", "/etc/passwd", "/up/passwd", "/etc"] {
+            assert!(!in_image(r, missing), "{missing}");
+        }
+        assert!(check_image_launch(r, "/bin/app", "/usr").is_ok());
+        assert!(check_image_launch(r, "sh", "/usr").is_ok(), "found on PATH at exec");
+        assert!(matches!(check_image_launch(r, "/nonexistent", "/"), Err(Error::InvalidEntrypoint(_))));
+        assert!(matches!(check_image_launch(r, "/bin/app", "rel"), Err(Error::InvalidWorkingDir(_))));
+        assert!(matches!(check_image_launch(r, "/bin/app", "/nowhere"), Err(Error::InvalidWorkingDir(_))));
+    }
 
     #[test]
     fn a_chained_invocation_carries_its_lineage_in_the_trace_id() {

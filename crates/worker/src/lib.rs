@@ -77,6 +77,10 @@ pub enum Error {
     /// the caller as the function's error, `Runtime.InvalidEntrypoint`).
     #[error("{0}")]
     InvalidEntrypoint(String),
+    /// An image's working directory is not an absolute path to a directory
+    /// of it (AWS: `Runtime.InvalidWorkingDir`).
+    #[error("{0}")]
+    InvalidWorkingDir(String),
     /// A concurrency or scaling limit was reached.
     #[error("throttled: {}", .0.as_str())]
     Throttled(ThrottleReason),
@@ -720,9 +724,14 @@ impl Invoker for Worker {
                     };
                     match started.await {
                         Ok(e) => (e, true),
-                        Err(Error::InvalidEntrypoint(message)) => {
+                        Err(e @ (Error::InvalidEntrypoint(_) | Error::InvalidWorkingDir(_))) => {
+                            let kind = match e {
+                                Error::InvalidWorkingDir(_) => "Runtime.InvalidWorkingDir",
+                                _ => "Runtime.InvalidEntrypoint",
+                            };
+                            let message = e.to_string();
                             tracing::warn!(function = %inv.config.name, request_id = %inv.request_id, %message, "the runtime could not start");
-                            let mut outcome = Outcome::platform_failure(&inv, "Runtime.InvalidEntrypoint", &message);
+                            let mut outcome = Outcome::platform_failure(&inv, kind, &message);
                             outcome.concurrency = ticket.concurrency;
                             return Ok(outcome);
                         }
