@@ -89,6 +89,11 @@ def test_clusters_and_the_default_cluster(ecs):
     assert ecs.delete_cluster(cluster=name)["cluster"]["status"] == "INACTIVE"
     refused(lambda: ecs.delete_cluster(cluster=name), "ClusterNotFoundException", "Cluster not found.")
     refused(lambda: ecs.list_tasks(cluster=name), "ClusterNotFoundException")
+    # ListTasks' and DescribeTasks' rules, as AWS's model states them.
+    refused(lambda: ecs.list_tasks(startedBy="me", family="f"), "InvalidParameterException", "startedBy")
+    refused(lambda: ecs.list_tasks(maxResults=500), "InvalidParameterException")
+    refused(lambda: ecs.list_tasks(serviceName="no-such-service"), "ServiceNotFoundException")
+    refused(lambda: ecs.describe_tasks(tasks=[f"t{i}" for i in range(101)]), "InvalidParameterException")
 
 
 def test_task_definitions_revisions_and_normalised_sizes(ecs):

@@ -276,7 +276,7 @@ def test_the_circuit_breaker_rolls_back_a_revision_that_exits_at_once(node, ecs,
     (primary,) = s["deployments"]
     assert (primary["id"], primary["taskDefinition"], primary["rolloutState"]) == (first, good, "COMPLETED")
     assert f"(service {name}) (deployment {bad['id']}) deployment failed: tasks failed to start." in messages(s)
-    failed = ecs.list_tasks(serviceName=name, desiredStatus="STOPPED", startedBy=bad["id"])["taskArns"]
+    failed = ecs.list_tasks(desiredStatus="STOPPED", startedBy=bad["id"])["taskArns"]
     assert len(failed) >= 3, "AWS's threshold: at least 3 failed tasks"
     assert {t["taskDefinitionArn"] for t in service_tasks(ecs, name)} == {good}
     finish(ecs, name)

@@ -1299,9 +1299,24 @@ impl Ecs {
     }
 
     pub async fn list_tasks(&self, q: &ListTasks) -> Result<Page, Error> {
+        // AWS's rules for the filters: `startedBy` alone, a page of 1 to 100.
+        if q.started_by.is_some() && (q.family.is_some() || q.service_name.is_some()) {
+            return Err(Error::InvalidParameter(
+                "When you specify startedBy as the filter, it must be the only filter that you use.".into(),
+            ));
+        }
+        if q.max_results.is_some_and(|n| !(1..=100).contains(&n)) {
+            return Err(Error::InvalidParameter("maxResults must be between 1 and 100.".into()));
+        }
         let mut state = self.inner.state.lock().await;
         let name = self.cluster_name(&mut state, q.cluster.as_deref()).await?;
         let cluster_arn = state.clusters[&name].cluster_arn.clone();
+        if let Some(service) = &q.service_name {
+            let arn = self.arn(&format!("service/{name}/{}", service.rsplit('/').next().unwrap_or(service)));
+            if !state.services.contains_key(&arn) {
+                return Err(Error::ServiceNotFound);
+            }
+        }
         let desired = q.desired_status.as_deref().unwrap_or("RUNNING");
         let family_arn = q.family.as_deref().map(|f| self.arn(&format!("task-definition/{f}:")));
         let service_group = q.service_name.as_deref().map(|s| format!("service:{s}"));

@@ -205,6 +205,9 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
         }
         "DescribeTasks" => {
             not_empty(&c.tasks, "Tasks")?;
+            if c.tasks.len() > 100 {
+                return Err(Failure::new("InvalidParameterException", "Tasks can have at most 100 items."));
+            }
             let out = ecs.describe_tasks(c.cluster.as_deref(), &c.tasks).await?;
             let tags = includes_tags(&c.include);
             let tasks: Vec<Value> = out
