@@ -215,6 +215,11 @@ def test_run_task_from_the_cli_and_client_tokens(node, ecs):
     first = run(ecs, family, clientToken="token-1")["tasks"]
     again = run(ecs, family, clientToken="token-1")["tasks"]
     assert [t["taskArn"] for t in again] == [t["taskArn"] for t in first]
+    # propagateTags=TASK_DEFINITION: the definition's tags too, the request's winning a shared key.
+    tagged = register(ecs, tags=[{"key": "fromtd", "value": "1"}, {"key": "k", "value": "td"}])["family"]
+    task = run(ecs, tagged, propagateTags="TASK_DEFINITION", tags=[{"key": "k", "value": "mine"}])["tasks"][0]
+    tags = ecs.list_tags_for_resource(resourceArn=task["taskArn"])["tags"]
+    assert sorted((t["key"], t["value"]) for t in tags) == [("fromtd", "1"), ("k", "mine")]
 
 
 @pytest.mark.parametrize("change, code, words", [
@@ -228,6 +233,7 @@ def test_run_task_from_the_cli_and_client_tokens(node, ecs):
     (dict(overrides={"cpu": "256", "memory": "8192"}), "ClientException", ["No Fargate configuration exists"]),
     (dict(taskDefinition="no-such-family"), "InvalidParameterException", ["TaskDefinition not found."]),
     (dict(cluster="no-such-cluster"), "ClusterNotFoundException", ["Cluster not found."]),
+    (dict(propagateTags="SERVICE"), "InvalidParameterException", ["SERVICE"]),
 ])
 def test_bad_run_task_input_starts_nothing(ecs, change, code, words):
     family = register(ecs)["family"]

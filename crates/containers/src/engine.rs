@@ -113,6 +113,9 @@ pub struct RunTask {
     pub group: Option<String>,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// `TASK_DEFINITION` adds the definition's tags to the task's;
+    /// `SERVICE` is for a service's tasks only.
+    pub propagate_tags: Option<String>,
     pub client_token: Option<String>,
 }
 
@@ -685,7 +688,12 @@ impl Ecs {
     /// RunTask; for a service's scheduler (`for_service`), also of an
     /// INACTIVE revision: as on AWS, a service on a deregistered task
     /// definition still scales and replaces its tasks.
-    pub(crate) async fn start_tasks(&self, input: RunTask, for_service: bool) -> Result<RunTaskOutcome, Error> {
+    pub(crate) async fn start_tasks(&self, mut input: RunTask, for_service: bool) -> Result<RunTaskOutcome, Error> {
+        if input.propagate_tags.as_deref() == Some("SERVICE") && !for_service {
+            return Err(Error::InvalidParameter(
+                "The SERVICE option for propagateTags is only valid for tasks started by a service.".into(),
+            ));
+        }
         let mut state = self.inner.state.lock().await;
         let cluster = self.cluster_name(&mut state, input.cluster.as_deref()).await?;
         let cluster_arn = state.clusters[&cluster].cluster_arn.clone();
@@ -698,6 +706,12 @@ impl Ecs {
             .find_definition(&state, &input.task_definition)
             .cloned()
             .ok_or_else(|| Error::InvalidParameter("TaskDefinition not found.".into()))?;
+        if input.propagate_tags.as_deref() == Some("TASK_DEFINITION") {
+            // The request's own tags win over the definition's of the same key.
+            let own: Vec<String> = input.tags.iter().map(|t| t.key.clone()).collect();
+            input.tags.extend(record.tags.iter().filter(|t| !own.contains(&t.key)).cloned());
+            check_tags(&input.tags)?;
+        }
         let definition = record.definition;
         if definition.status != "ACTIVE" && !for_service {
             return Err(Error::InvalidParameter("TaskDefinition is inactive.".into()));
