@@ -493,3 +493,21 @@ def test_log_lines_stop_at_the_disk_floor_and_nothing_else_does(tmp_path):
         assert "the data directory's disk is nearly full" in s.output()
     finally:
         s.stop()
+
+
+def test_an_open_live_tail_does_not_hold_a_graceful_stop(private_server):
+    """SIGTERM finishes what is in flight and exits 0: a live tail, which
+    would otherwise last three hours, ends when the stop begins."""
+    import signal
+    s = private_server()
+    logs = logs_client(s)
+    group = group_with_stream(logs)
+    arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
+    key, secret = s.credentials()
+    tail_client = boto3.client("logs", endpoint_url=s.endpoint, region_name=REGION, aws_access_key_id=key,
+                               aws_secret_access_key=secret,
+                               config=Config(inject_host_prefix=False, read_timeout=60, retries={"max_attempts": 1}))
+    stream = iter(tail_client.start_live_tail(logGroupIdentifiers=[arn])["responseStream"])
+    assert "sessionStart" in next(stream)
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=30) == 0, s.output()[-3000:]

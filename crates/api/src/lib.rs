@@ -74,6 +74,10 @@ pub struct Api {
     /// Requests whose clients left, running to their end in tasks of their
     /// own (see [`droppable`]), which a graceful stop waits for.
     tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when the node begins to stop: streams that end only when
+    /// their client or session does (live tails) end then, so that a
+    /// graceful stop is not held for hours.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 /// The default of [`Api::with_body_budget`]: 1 GiB.
@@ -106,11 +110,17 @@ impl Api {
             metrics: None,
             reading: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_DEFAULT >> 10)),
             tasks: tokio_util::task::TaskTracker::new(),
+            closing: tokio_util::sync::CancellationToken::new(),
         }
     }
 
     /// Where requests whose clients left finish: tasks a graceful stop
     /// waits for (`TaskTracker::close`, then `wait`).
+    /// Ends the streams that would otherwise outlive a graceful stop.
+    pub fn close_streams(&self) {
+        self.closing.cancel();
+    }
+
     pub fn with_tasks(mut self, tasks: tokio_util::task::TaskTracker) -> Self {
         self.tasks = tasks;
         self

@@ -876,6 +876,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("Web console: http://{addr}/console/ (sign in with this key pair, or run `nimbus console` for a one-time link)");
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
+        // The streams that end only with their sessions (live tails) end
+        // when the stop begins; every other request is finished.
+        let closing = api.clone();
+        let stop = async move {
+            stop.await;
+            closing.close_streams();
+        };
         // The peer address becomes function URL events' `sourceIp`.
         let served = nimbus_http::serve_counting(listener, nimbus_api::router(api), stop, limits, requests.clone());
         // Then the requests whose clients left before their answers, which run on.

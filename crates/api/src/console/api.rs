@@ -420,9 +420,10 @@ async fn live_logs(api: &Api, name: &str, token: String, session_end: SystemTime
     let left = session_end.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
     let deadline = tokio::time::Instant::now() + left;
     let sessions = api.console.clone();
+    let closing = api.closing.clone();
     let first = Some(Bytes::from_static(b"event: ready\ndata: {}\n\n"));
     let frames = futures_util::stream::unfold((first, tail), move |(first, mut tail)| {
-        let (sessions, token) = (sessions.clone(), token.clone());
+        let (sessions, token, closing) = (sessions.clone(), token.clone(), closing.clone());
         async move {
             if let Some(first) = first {
                 return Some((Ok::<_, std::convert::Infallible>(first), (None, tail)));
@@ -430,6 +431,8 @@ async fn live_logs(api: &Api, name: &str, token: String, session_end: SystemTime
             let events = tokio::select! {
                 events = tail.next() => events,
                 _ = tokio::time::sleep_until(deadline) => return None,
+                // The node is stopping: a graceful stop does not wait for the session's end.
+                () = closing.cancelled() => return None,
             };
             let events = match events {
                 Ok(events) => events,

@@ -35,7 +35,12 @@ enum State {
     Over,
 }
 
-pub(super) async fn start(logs: &Logs, body: Value, request_id: &str) -> Result<Response, Failure> {
+pub(super) async fn start(
+    logs: &Logs,
+    body: Value,
+    request_id: &str,
+    closing: tokio_util::sync::CancellationToken,
+) -> Result<Response, Failure> {
     let q: StartLiveTail = input(body)?;
     if q.log_group_identifiers.len() > 1 && (q.log_stream_names.is_some() || q.log_stream_name_prefixes.is_some()) {
         return Err(Failure::new(
@@ -79,7 +84,7 @@ pub(super) async fn start(logs: &Logs, body: Value, request_id: &str) -> Result<
     let first = Bytes::from(first);
     let deadline = tokio::time::Instant::now() + SESSION_MAX;
     let frames = futures_util::stream::unfold(State::Starting(first, tail), move |state| {
-        let ids = ids.clone();
+        let (ids, closing) = (ids.clone(), closing.clone());
         async move {
             let (frame, next) = match state {
                 State::Starting(first, tail) => (first, State::Tailing(tail)),
@@ -96,6 +101,8 @@ pub(super) async fn start(logs: &Logs, body: Value, request_id: &str) -> Result<
                         let body = json!({ "message": "The session has timed out after 3 hours." });
                         (exception("SessionTimeoutException", Bytes::from(body.to_string())), State::Over)
                     }
+                    // The node is stopping: the session ends, as the client leaving ends it.
+                    () = closing.cancelled() => return None,
                     // As AWS: an update every second, empty when nothing came,
                     // so that a quiet session is not taken for a dead one.
                     _ = tokio::time::sleep(QUIET_UPDATE) => (update(&[], &ids), State::Tailing(tail)),

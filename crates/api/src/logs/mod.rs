@@ -66,7 +66,7 @@ async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<
         .as_deref()
         .ok_or_else(|| Failure::from(ApiError::Unavailable("CloudWatch Logs is not served by this node".into())))?;
     if op == "StartLiveTail" {
-        return live::start(logs, json, request_id).await;
+        return live::start(logs, json, request_id, api.closing.clone()).await;
     }
     let body = wire::execute(logs, &op, json).await?;
     let mut resp = (StatusCode::OK, body.to_string()).into_response();
