@@ -60,6 +60,13 @@ def test_deploy_trigger_sets_the_permission_and_the_notification(server, lam, tm
     assert normalised(rules()) == sorted([other_rule, mine], key=lambda c: c["Id"])
     assert len(json.loads(lam.get_policy(FunctionName=name)["Policy"])["Statement"]) == 1
 
+    # Two patterns on one bucket are two rules (the second replaced the first).
+    nimbus_cli(server, *deploy, "--trigger", f"s3://{bucket}/more/*.png")
+    second = {"Id": f"nimbus-{name}-2", "LambdaFunctionArn": arn(name), "Events": ["s3:ObjectCreated:*"],
+              "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "more/"},
+                                                 {"Name": "suffix", "Value": ".png"}]}}}
+    assert normalised(rules()) == sorted([other_rule, mine, second], key=lambda c: c["Id"])
+
     r = nimbus_cli(server, "function", "deploy", "--help")
     assert "--trigger" in r.stdout and "s3:ObjectCreated:*" in r.stdout
 

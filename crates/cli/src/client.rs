@@ -58,7 +58,8 @@ impl Client {
                     let path = args.data_dir.join(KEY_FILE);
                     let k: KeyFile = serde_json::from_slice(&std::fs::read(&path).with_context(|| {
                         format!("no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or point --data-dir at a server's data directory ({} not readable)", path.display())
-                    })?)?;
+                    })?)
+                    .with_context(|| format!("parsing the key file {}", path.display()))?;
                     Credentials { access_key_id: k.access_key_id, secret_access_key: k.secret_access_key }
                 }
             },

@@ -391,9 +391,10 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             if !args.json {
                 eprintln!("{} {name} ({} bytes)", if exists { "Updated" } else { "Created" }, zip.len());
             }
-            for t in &triggers {
+            for (i, t) in triggers.iter().enumerate() {
                 let arn = result["FunctionArn"].as_str().context("the function has no ARN")?;
-                crate::trigger::set_up(&client, arn, t).await?;
+                let nth = triggers[..i].iter().filter(|earlier| earlier.bucket == t.bucket).count();
+                crate::trigger::set_up(&client, arn, t, nth).await?;
                 if !args.json {
                     eprintln!("Triggered by objects created in s3://{}/{}*{}", t.bucket, t.prefix, t.suffix);
                 }

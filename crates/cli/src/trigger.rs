@@ -90,8 +90,10 @@ pub async fn check_bucket(client: &Client, trigger: &Trigger) -> anyhow::Result<
     }
 }
 
-/// Lets `trigger`'s bucket invoke the function and has its uploads notify it.
-pub async fn set_up(client: &Client, function_arn: &str, trigger: &Trigger) -> anyhow::Result<()> {
+/// Lets `trigger`'s bucket invoke the function and has its uploads notify
+/// it. `nth` counts the deploy's triggers on the same bucket (from 0): each
+/// is a rule of its own, so that a second pattern does not replace the first.
+pub async fn set_up(client: &Client, function_arn: &str, trigger: &Trigger, nth: usize) -> anyhow::Result<()> {
     let name = function_arn.rsplit(':').next().unwrap_or(function_arn);
     let account = function_arn.split(':').nth(4).unwrap_or_default();
     let grant = json!({
@@ -111,7 +113,7 @@ pub async fn set_up(client: &Client, function_arn: &str, trigger: &Trigger) -> a
     let path = format!("/{}?notification", label(&trigger.bucket));
     let (_, current) =
         client.send("s3", "GET", &path, None, &[]).await.context("reading the bucket's notifications")?;
-    let id = format!("nimbus-{name}");
+    let id = if nth == 0 { format!("nimbus-{name}") } else { format!("nimbus-{name}-{}", nth + 1) };
     let config = merged(&current, trigger.rule(&id, function_arn))?;
     client
         .send("s3", "PUT", &path, Some(config), &[("content-type", "application/xml")])
