@@ -284,3 +284,21 @@ def test_a_graceful_stop_finishes_a_request_whose_client_left(tmp_path):
         assert sqs_client(srv).list_queue_tags(QueueUrl=url)["Tags"] == {"kept": "yes"}
     finally:
         srv.stop()
+
+
+def test_a_clean_stop_leaves_everything_in_metadata_db(private_server, tmp_path):
+    """After a graceful stop the write-ahead log is moved into the database
+    file: `metadata.db` copied alone (a backup) holds what was acknowledged."""
+    import sqlite3
+    s = private_server()
+    lam = s.client()
+    name = create(lam)["FunctionName"]
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=30) == 0, s.output()[-3000:]
+    copy = tmp_path / "backup.db"
+    shutil.copy(s.data_dir / "metadata.db", copy)
+    db = sqlite3.connect(str(copy))
+    try:
+        assert db.execute("SELECT count(*) FROM functions WHERE name = ?", (name,)).fetchone() == (1,)
+    finally:
+        db.close()

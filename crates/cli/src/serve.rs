@@ -908,6 +908,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     .await;
     worker.shutdown().await;
+    if let Err(e) = meta.checkpoint().await {
+        tracing::warn!(error = %e, "cannot move the write-ahead log into metadata.db; it stays beside it");
+    }
     tracing::info!("stopped");
     if let Some(traces) = traces {
         tokio::task::spawn_blocking(move || traces.shutdown()).await?;
