@@ -58,6 +58,9 @@ def test_groups_and_streams_are_created_described_and_deleted(logs):
         logs.create_log_group(logGroupName=f"{prefix}/{suffix}")
     refused(lambda: logs.create_log_group(logGroupName=f"{prefix}/a"), "ResourceAlreadyExistsException",
             "The specified log group already exists")
+    # Deletion protection is not offered: refused, not ignored, and nothing is made.
+    refused(lambda: logs.create_log_group(logGroupName=f"{prefix}/protected", deletionProtectionEnabled=True),
+            "InvalidParameterException")
 
     first = logs.describe_log_groups(logGroupNamePrefix=prefix, limit=2)
     assert [g["logGroupName"] for g in first["logGroups"]] == [f"{prefix}/a", f"{prefix}/b"]

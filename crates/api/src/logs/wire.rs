@@ -18,6 +18,14 @@ struct GroupName {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct CreateGroup {
+    log_group_name: String,
+    /// Not offered: refused rather than ignored (a delete would succeed).
+    deletion_protection_enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct StreamName {
     log_group_name: String,
     log_stream_name: String,
@@ -101,7 +109,14 @@ struct FilterEvents {
 pub(super) async fn execute(logs: &Logs, op: &str, body: Value) -> Result<Value, Failure> {
     Ok(match op {
         "CreateLogGroup" => {
-            logs.create_log_group(&input::<GroupName>(body)?.log_group_name).await?;
+            let q: CreateGroup = input(body)?;
+            if q.deletion_protection_enabled == Some(true) {
+                return Err(Failure::new(
+                    "InvalidParameterException",
+                    "Deletion protection is not offered by this Nimbus node: a protected log group could still be deleted.",
+                ));
+            }
+            logs.create_log_group(&q.log_group_name).await?;
             json!({})
         }
         "DeleteLogGroup" => {
