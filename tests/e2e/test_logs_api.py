@@ -333,19 +333,23 @@ def test_retention_removes_expired_events_without_being_asked(logs):
     assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
 
 
+def tail_client(server):
+    """A logs client for StartLiveTail. Its model prefixes the host with
+    `stream-`; a local endpoint has no such name, so the prefix is turned off
+    (or set AWS_DISABLE_HOST_PREFIX_INJECTION=true for the aws CLI)."""
+    key, secret = server.credentials()
+    return boto3.client("logs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret,
+                        config=Config(inject_host_prefix=False, read_timeout=20, retries={"max_attempts": 1}))
+
+
 def test_start_live_tail_streams_the_matching_events_as_they_are_stored(server, logs):
     group = group_with_stream(logs)
     arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
-    key, secret = server.credentials()
-    # StartLiveTail's model prefixes the host with `stream-`; a local
-    # endpoint has no such name, so the prefix is turned off (or set
-    # AWS_DISABLE_HOST_PREFIX_INJECTION=true for the aws CLI).
-    tail_client = boto3.client("logs", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
-                               aws_secret_access_key=secret,
-                               config=Config(inject_host_prefix=False, read_timeout=20, retries={"max_attempts": 1}))
+    client = tail_client(server)
     logs.put_log_events(logGroupName=group, logStreamName="s",
                         logEvents=[{"timestamp": now_ms(), "message": "ERROR before"}])
-    resp = tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="ERROR")
+    resp = client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="ERROR")
     stream = iter(resp["responseStream"])
     start = next(stream)["sessionStart"]
     assert start["logGroupIdentifiers"] == [arn] and start["logEventFilterPattern"] == "ERROR"
@@ -360,11 +364,11 @@ def test_start_live_tail_streams_the_matching_events_as_they_are_stored(server, 
         ("ERROR after", "s", arn)]
     resp["responseStream"].close()
 
-    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn + "-none"]), "ResourceNotFoundException")
-    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="{ bad"),
+    refused(lambda: client.start_live_tail(logGroupIdentifiers=[arn + "-none"]), "ResourceNotFoundException")
+    refused(lambda: client.start_live_tail(logGroupIdentifiers=[arn], logEventFilterPattern="{ bad"),
             "InvalidParameterException", "Invalid filter pattern")
     other = logs.describe_log_groups(logGroupNamePrefix=group_with_stream(logs))["logGroups"][0]["logGroupArn"]
-    refused(lambda: tail_client.start_live_tail(logGroupIdentifiers=[arn, other], logStreamNames=["s"]),
+    refused(lambda: client.start_live_tail(logGroupIdentifiers=[arn, other], logStreamNames=["s"]),
             "InvalidParameterException")
     # DescribeLogGroups' own filters: the groups named, and the class (every group here is STANDARD).
     named = logs.describe_log_groups(logGroupIdentifiers=[other, group])["logGroups"]
@@ -506,11 +510,7 @@ def test_an_open_live_tail_does_not_hold_a_graceful_stop(private_server):
     logs = logs_client(s)
     group = group_with_stream(logs)
     arn = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["logGroupArn"]
-    key, secret = s.credentials()
-    tail_client = boto3.client("logs", endpoint_url=s.endpoint, region_name=REGION, aws_access_key_id=key,
-                               aws_secret_access_key=secret,
-                               config=Config(inject_host_prefix=False, read_timeout=60, retries={"max_attempts": 1}))
-    stream = iter(tail_client.start_live_tail(logGroupIdentifiers=[arn])["responseStream"])
+    stream = iter(tail_client(s).start_live_tail(logGroupIdentifiers=[arn])["responseStream"])
     assert "sessionStart" in next(stream)
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=30) == 0, s.output()[-3000:]
