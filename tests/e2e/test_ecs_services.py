@@ -221,8 +221,16 @@ def test_a_service_on_a_deregistered_revision_still_scales(ecs, busybox):
     # As on AWS: an INACTIVE task definition starts no new task or service,
     # but a service already on it scales and replaces its tasks.
     family = register(ecs, containers=[web(busybox, "kept")])["family"]
-    name = create(ecs, f"{family}:1", 1)
+    name = create(ecs, f"{family}:1", 1, propagateTags="SERVICE", enableECSManagedTags=True,
+                  tags=[{"key": "team", "value": "blue"}])
     stable(ecs, name)
+    # Its tasks carry the service's tags, as propagateTags=SERVICE says.
+    (task,) = service_tasks(ecs, name)
+    assert ecs.list_tags_for_resource(resourceArn=task["taskArn"])["tags"] == [{"key": "team", "value": "blue"}]
+    assert (describe(ecs, name)["propagateTags"], describe(ecs, name)["enableECSManagedTags"]) == ("SERVICE", True)
+    with pytest.raises(ClientError) as e:
+        create(ecs, family, 1, serviceRegistries=[{"registryArn": "arn:aws:servicediscovery:us-east-1:1:service/x"}])
+    assert error_code(e) == "InvalidParameterException"
     ecs.deregister_task_definition(taskDefinition=f"{family}:1")
     with pytest.raises(ClientError) as e:
         ecs.run_task(taskDefinition=f"{family}:1", launchType="FARGATE", networkConfiguration=NETWORK)

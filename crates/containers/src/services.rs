@@ -221,6 +221,13 @@ pub struct CreateService {
     pub scheduling_strategy: Option<String>,
     #[serde(default)]
     pub load_balancers: Vec<Value>,
+    /// Service discovery: refused, as load balancers are.
+    #[serde(default)]
+    pub service_registries: Vec<Value>,
+    /// `SERVICE` or `TASK_DEFINITION`: whose tags its tasks get.
+    pub propagate_tags: Option<String>,
+    #[serde(rename = "enableECSManagedTags")]
+    pub enable_ecs_managed_tags: Option<bool>,
     #[serde(default)]
     pub tags: Vec<Tag>,
 }
@@ -303,6 +310,13 @@ impl Ecs {
         if !input.load_balancers.is_empty() {
             return Err(Error::InvalidParameter("Load balancers are not available on Nimbus.".into()));
         }
+        if !input.service_registries.is_empty() {
+            return Err(Error::InvalidParameter("Service discovery is not available on Nimbus.".into()));
+        }
+        let propagate_tags = input.propagate_tags.clone().unwrap_or_else(|| "NONE".into());
+        if !["NONE", "SERVICE", "TASK_DEFINITION"].contains(&propagate_tags.as_str()) {
+            return Err(Error::InvalidParameter(format!("Invalid propagateTags value {propagate_tags}.")));
+        }
         let reference = input
             .task_definition
             .as_deref()
@@ -348,8 +362,8 @@ impl Ecs {
             service_registries: Vec::new(),
             placement_constraints: Vec::new(),
             placement_strategy: Vec::new(),
-            enable_ecs_managed_tags: false,
-            propagate_tags: "NONE".into(),
+            enable_ecs_managed_tags: input.enable_ecs_managed_tags.unwrap_or(false),
+            propagate_tags,
             enable_execute_command: false,
         };
         let record = ServiceRecord {
@@ -556,11 +570,23 @@ impl Ecs {
 
     /// Starts `count` tasks of a deployment and records what happened.
     async fn launch(&self, arn: &str, deployment: &str, definition: &str, count: u32) {
-        let (cluster, name, network) = {
+        let (cluster, name, network, propagate, service_tags) = {
             let state = self.inner.state.lock().await;
             let Some(r) = state.services.get(arn) else { return };
             let s = &r.service;
-            (s.cluster_arn.clone(), s.service_name.clone(), s.network_configuration.clone())
+            (
+                s.cluster_arn.clone(),
+                s.service_name.clone(),
+                s.network_configuration.clone(),
+                s.propagate_tags.clone(),
+                r.tags.clone(),
+            )
+        };
+        // The service's own tags, or its definition's, as propagateTags says.
+        let (tags, propagate_tags) = match propagate.as_str() {
+            "SERVICE" => (service_tags, None),
+            "TASK_DEFINITION" => (Vec::new(), Some(propagate)),
+            _ => (Vec::new(), None),
         };
         let input = RunTask {
             cluster: Some(cluster),
@@ -570,6 +596,8 @@ impl Ecs {
             network_configuration: serde_json::from_value::<NetworkConfiguration>(network).ok(),
             started_by: Some(deployment.to_string()),
             group: Some(format!("service:{name}")),
+            tags,
+            propagate_tags,
             ..RunTask::default()
         };
         let outcome = self.start_tasks(input, true).await;
