@@ -6,6 +6,7 @@ the kernel's backlog, and the bodies being read hold at most
 descriptors or the memory the node's own work needs."""
 
 import socket
+import threading
 import urllib.parse
 
 import pytest
@@ -89,15 +90,29 @@ def test_bodies_held_unfinished_use_up_a_budget_not_the_nodes_memory(node):
     assert requests.post(url, data=b"x" * 100_000, timeout=30).status_code == 200
     # Two anonymous callers send 4 MB of 6 MB bodies each, and stop.
     holders = [connect(node) for _ in range(2)]
+    done = threading.Event()
+
+    def trickle():
+        # A byte now and then, well within --header-timeout: the bodies stay
+        # unfinished, not abandoned, however slowly a loaded machine polls.
+        while not done.wait(0.5):
+            for h in holders:
+                h.sendall(b"x")
+
+    keeper = threading.Thread(target=trickle)
     try:
         for h in holders:
             h.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 6000000\r\n\r\n".encode())
             h.sendall(b"x" * 4_000_000)
+        keeper.start()
         # Once the node has read them, 7.6 of the 8 MB are spent: the next
         # body of 0.5 MB is refused at once with a 503 (which SDKs retry), not held.
         wait_for(lambda: requests.post(url, data=b"x" * 500_000, timeout=30).status_code == 503,
                  "a body past the budget to be refused", timeout=30)
     finally:
+        done.set()
+        if keeper.is_alive():
+            keeper.join()
         for h in holders:
             h.close()
     # Their share comes back when they go.
