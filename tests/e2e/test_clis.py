@@ -176,6 +176,9 @@ def test_nimbus_cli_layers_async_logs_and_completions(server, lam, tmp_path):
     assert "cli-log-line" not in nimbus_cli(server, "logs", name, "--since", later).stdout
     bad = nimbus_cli(server, "logs", name, "--since", "7x", check=False)
     assert bad.returncode != 0 and "is not a duration back from now" in bad.stderr, bad.stderr
+    # A name with neither a function nor a log group (a typo) is said so, not an empty success.
+    typo = nimbus_cli(server, "logs", name + "-typo", check=False)
+    assert typo.returncode != 0 and f"no function named {name}-typo" in typo.stderr, typo.stderr
 
     nimbus_cli(server, "layer", "delete", layer_name, "1")
     assert layer_name not in nimbus_cli(server, "layer", "list").stdout

@@ -194,13 +194,13 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
     let client = Client::new(&client_args)?;
     // A function's logs outlive it, as in CloudWatch: a deleted function's
     // are in its default group.
-    let group =
+    let (group, function_exists) =
         match client.call("GET", &format!("/2015-03-31/functions/{}/configuration", label(&args.name)), None).await {
-            Ok(cfg) => cfg["LoggingConfig"]["LogGroup"].as_str().unwrap_or_default().to_string(),
+            Ok(cfg) => (cfg["LoggingConfig"]["LogGroup"].as_str().unwrap_or_default().to_string(), true),
             Err(e) if AwsError::is_not_found(&e) => {
                 // A name, or an ARN whose seventh field is the name.
                 let name = args.name.split(':').nth(6).unwrap_or(&args.name);
-                format!("/aws/lambda/{name}")
+                (format!("/aws/lambda/{name}"), false)
             }
             Err(e) => return Err(e),
         };
@@ -224,7 +224,11 @@ pub async fn logs(args: LogsArgs, client_args: ClientArgs) -> anyhow::Result<()>
             [("x-amz-target", "Logs_20140328.FilterLogEvents"), ("content-type", "application/x-amz-json-1.1")];
         let page: Value = match client.send("logs", "POST", "/", Some(serde_json::to_vec(&req)?), &headers).await {
             Ok((_, body)) => serde_json::from_slice(&body)?,
-            // A function that has not logged yet has no log group yet.
+            // A function that has not logged yet has no log group yet; a
+            // name with neither (a typo) is said so, unless following waits for it.
+            Err(e) if AwsError::is_not_found(&e) && !function_exists && !args.follow => {
+                anyhow::bail!("no function named {} and no log group {group}", args.name)
+            }
             Err(e) if AwsError::is_not_found(&e) => json!({}),
             Err(e) => return Err(e),
         };
