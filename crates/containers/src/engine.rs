@@ -1326,7 +1326,7 @@ impl Ecs {
         let name = self.cluster_name(&mut state, q.cluster.as_deref()).await?;
         let cluster_arn = state.clusters[&name].cluster_arn.clone();
         if let Some(service) = &q.service_name {
-            let arn = self.arn(&format!("service/{name}/{}", service.rsplit('/').next().unwrap_or(service)));
+            let arn = self.arn(&format!("service/{name}/{}", after_slash(service)));
             if !state.services.contains_key(&arn) {
                 return Err(Error::ServiceNotFound);
             }

@@ -605,8 +605,8 @@ impl Queues {
         let settings = q.settings();
         let now = now_ms();
         let mut results: Vec<Result<SentMessage>> = Vec::with_capacity(msgs.len());
-        // (index in results, message) of what is to be stored.
-        let mut stored: Vec<(usize, StoredMessage)> = Vec::new();
+        // What is to be stored, with its deduplication key (computed once).
+        let mut stored: Vec<(StoredMessage, Option<String>)> = Vec::new();
         for msg in msgs {
             let checked = self.prepare(&q, &settings, msg, now);
             let (sent, message) = match checked {
@@ -616,15 +616,16 @@ impl Queues {
                     continue;
                 }
             };
-            if let Some(key) = settings.dedup_key(&message) {
+            let key = settings.dedup_key(&message);
+            if let Some(key) = &key {
                 let mut m = lock(&q.messages);
-                if let Some(original) = m.duplicate_of(&key, now) {
+                if let Some(original) = m.duplicate_of(key, now) {
                     results.push(Ok(SentMessage { message_id: original, ..sent }));
                     continue;
                 }
-                m.remember(&key, &message.id, now);
+                m.remember(key, &message.id, now);
             }
-            stored.push((results.len(), message));
+            stored.push((message, key));
             results.push(Ok(sent));
         }
         if stored.is_empty() {
@@ -632,27 +633,27 @@ impl Queues {
         }
         let mut writes: Vec<MessageWrite> = stored
             .iter()
-            .map(|(_, m)| MessageWrite::Insert { queue: name.clone(), message: Box::new(m.clone()) })
+            .map(|(m, _)| MessageWrite::Insert { queue: name.clone(), message: Box::new(m.clone()) })
             .collect();
         // Its deduplication id outlives the message (received and deleted
         // within the window, it still answers a retry), restarts included.
-        writes.extend(stored.iter().filter_map(|(_, m)| {
-            let dedup_id = settings.dedup_key(m)?;
+        writes.extend(stored.iter().filter_map(|(m, key)| {
+            let dedup_id = key.clone()?;
             Some(MessageWrite::Dedup(DedupId { queue: name.clone(), dedup_id, message_id: m.id.clone(), sent_ms: now }))
         }));
         let seqs = match self.write(writes).await {
             Ok(seqs) => seqs,
             Err(e) => {
                 let mut m = lock(&q.messages);
-                for key in stored.iter().filter_map(|(_, message)| settings.dedup_key(message)) {
-                    m.forget(&key);
+                for key in stored.iter().filter_map(|(_, key)| key.as_deref()) {
+                    m.forget(key);
                 }
                 return Err(e);
             }
         };
         {
             let mut m = lock(&q.messages);
-            for ((_, message), seq) in stored.into_iter().zip(seqs) {
+            for ((message, _), seq) in stored.into_iter().zip(seqs) {
                 m.insert(Live::new(seq, without_payload(message)));
             }
         }
