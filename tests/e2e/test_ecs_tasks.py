@@ -7,7 +7,7 @@ private addresses and only those, the `awslogs` log driver writing each
 container's lines to the log store (FilterLogEvents), a missing log group
 failing the start, metering rows that add up, `nimbus task
 list|logs|stop`, and stopped tasks deleted an hour after they stop (on a
-fast test clock). Images are test_ecs's busybox recipe, but for the SDK's."""
+fast test clock), and a task's bind-mount volumes. Images are test_ecs's busybox recipe, but for the SDK's."""
 
 import http.client
 import json
@@ -28,6 +28,7 @@ import pytest
 
 from conftest import ACCOUNT, REGION, Server, aws_client, create, host_pids, nimbus_cli, unique_name, wait_for
 from test_ecs import CAPACITY, NETWORK, busybox, busybox_layout, ecs, node, register, run, running, stopped  # noqa: F401
+from test_ecs import refused as refused_with
 from test_image_functions import push, python_layout, run as sh  # noqa: F401
 
 ROLE = "arn:aws:iam::000000000000:role/task-role"
@@ -156,6 +157,65 @@ def test_user_ulimits_and_a_read_only_root_apply(ecs, logs, busybox):
     with pytest.raises(ecs.exceptions.ClientException, match="must not exceed its hardLimit"):
         register(ecs, containers=[dict(base, name="who", ulimits=[{"name": "nofile", "softLimit": 2,
                                                                     "hardLimit": 1}])])
+
+
+WRITER = r"""
+echo hello >> /work/shared/note
+echo "lines $(wc -l < /work/shared/note)"
+if (echo x > /written) 2>/dev/null; then echo "root writable"; else echo "root read-only"; fi
+"""
+
+READER = r"""
+echo "read $(cat /work/shared/note)"
+if (echo x > /work/shared/other) 2>/dev/null; then echo "volume writable"; else echo "volume read-only"; fi
+echo "scratch $(ls /scratch)"
+"""
+
+
+def test_a_tasks_volumes_are_shared_by_its_containers_and_by_no_other_task(ecs, logs, busybox):
+    group = unique_name("/ecs/volumes")
+    logs.create_log_group(logGroupName=group)
+    # The writer runs as a user of the image, on a read-only root that has no
+    # /work: the mount point is made and the root stays read-only.
+    writer = {"name": "writer", "image": busybox, "essential": False, "user": "app",
+              "readonlyRootFilesystem": True, "entryPoint": ["/bin/sh", "-c", WRITER],
+              "mountPoints": [{"sourceVolume": "shared", "containerPath": "/work/shared"}],
+              "logConfiguration": awslogs(group)}
+    reader = {"name": "reader", "image": busybox, "entryPoint": ["/bin/sh", "-c", READER],
+              "dependsOn": [{"containerName": "writer", "condition": "COMPLETE"}],
+              "volumesFrom": [{"sourceContainer": "writer", "readOnly": True}],
+              "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/scratch"}],
+              "logConfiguration": awslogs(group)}
+    family = register(ecs, containers=[writer, reader], volumes=[{"name": "shared"}, {"name": "scratch", "host": {}}])
+    assert [v["name"] for v in family["volumes"]] == ["shared", "scratch"], family
+    for _ in range(2):
+        arn = run(ecs, family["family"])["tasks"][0]["taskArn"]
+        done = stopped(ecs, arn)
+        assert [c["exitCode"] for c in done["containers"]] == [0, 0], done
+        task_id = arn.rsplit("/", 1)[1]
+        said = {name: lines(logs, group, f"app/{name}/{task_id}") for name in ("writer", "reader")}
+        # Each task starts with empty volumes: the note has one line, never two.
+        assert said == {"writer": ["lines 1", "root read-only"],
+                        "reader": ["read hello", "volume read-only", "scratch "]}, said
+
+    def register_refused(code, words, containers=None, **kw):
+        before = ecs.list_task_definitions()["taskDefinitionArns"]
+        refused_with(lambda: register(ecs, containers=containers or [dict(writer, essential=True)], **kw), code, *words)
+        assert ecs.list_task_definitions()["taskDefinitionArns"] == before
+
+    register_refused("ClientException", ["Unknown volume 'shared'."])
+    register_refused("ClientException", ["do not support sourcePath"],
+                     volumes=[{"name": "shared", "host": {"sourcePath": "/etc"}}])
+    register_refused("ClientException", ["efsVolumeConfiguration is not supported"],
+                     volumes=[{"name": "shared", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}])
+    register_refused("ClientException", ["sourceContainer 'nobody'"], volumes=[{"name": "scratch"}],
+                     containers=[dict(reader, volumesFrom=[{"sourceContainer": "nobody"}], dependsOn=[])])
+    # What Fargate refuses is refused, not accepted and ignored.
+    register_refused("ClientException", ["do not support ipcMode"], volumes=[{"name": "shared"}], ipcMode="task")
+    register_refused("ClientException", ["Links are not supported when networkMode=awsvpc."],
+                     volumes=[{"name": "shared"}], containers=[dict(writer, links=["other"])])
+    register_refused("ClientException", ["do not support privileged"],
+                     volumes=[{"name": "shared"}], containers=[dict(writer, privileged=True)])
 
 
 def test_a_missing_log_group_fails_the_start_unless_it_may_be_created(ecs, logs, busybox):

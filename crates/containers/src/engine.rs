@@ -30,7 +30,7 @@ use crate::types::{
     Attachment, Cluster, Container, ContainerDefinition, Failure, KeyValue, Tag, Task, TaskDefinition,
     TaskDefinitionRecord, TaskOverride, TaskRecord,
 };
-use crate::{awslogs, mesh, metadata, Error, Platform, TaskImages};
+use crate::{awslogs, mesh, metadata, volumes, Error, Platform, TaskImages};
 
 /// What the node offers tasks: CPU units (1024 per core) and MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub struct RegisterTaskDefinition {
     pub placement_constraints: Vec<serde_json::Value>,
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// Refused when set (see `rules::check_task_modes`), so never stored.
+    pub ipc_mode: Option<String>,
+    pub pid_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -488,6 +491,7 @@ impl Ecs {
             )));
         }
         rules::check_fargate_network(input.network_mode.as_deref(), fargate)?;
+        rules::check_task_modes(input.ipc_mode.as_deref(), input.pid_mode.as_deref())?;
         let mut names = Vec::new();
         for c in &input.container_definitions {
             rules::check_container(c)?;
@@ -504,6 +508,7 @@ impl Ecs {
             return Err(Error::Client("A task definition must have at least one essential container.".into()));
         }
         rules::check_ports(&input.container_definitions)?;
+        volumes::check(&input.volumes, &input.container_definitions)?;
         let cpu = match input.cpu.as_deref() {
             Some(v) => rules::normalise_cpu(v)?,
             None => return Err(Error::Client("Fargate requires that 'cpu' be defined at the task level.".into())),
@@ -916,7 +921,7 @@ impl Ecs {
         if !started {
             return self.finish(id).await;
         }
-        let Some((definitions, overrides)) = self.definition_of(id).await else { return };
+        let Some((definitions, volumes, overrides)) = self.definition_of(id).await else { return };
         let mut pulled = Vec::new();
         for def in &definitions {
             match self.inner.images.pull(&def.image).await {
@@ -948,7 +953,9 @@ impl Ecs {
         let (mut first, mut waiting) = (Vec::new(), Vec::new());
         for (def, image) in definitions.iter().zip(&pulled) {
             let over = overrides.container_overrides.iter().find(|o| o.name.as_deref() == Some(&def.name));
-            match runtime::plan(image, def, over, &self.inner.account.region) {
+            let planned = runtime::plan(image, def, over, &self.inner.account.region)
+                .map(|c| ContainerLaunch { mounts: volumes::mounts(def, &definitions), ..c });
+            match planned {
                 Ok(c) if dependencies::starts_at_once(def) => first.push((def, c)),
                 Ok(c) => waiting.push((def.clone(), c)),
                 Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
@@ -974,7 +981,7 @@ impl Ecs {
         };
         let order = dependencies::start_order(&first.iter().map(|(d, _)| *d).collect::<Vec<_>>());
         let containers = order.into_iter().map(|i| first[i].1.clone()).collect();
-        let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers, address, inside };
+        let launch = TaskLaunch { task_id: id.to_string(), cpu, memory_mib, containers, volumes, address, inside };
         let running = match runtime.start(launch).await {
             Ok(running) => running,
             Err(e) => return self.fail_start(id, &format!("CannotStartContainerError: {e}")).await,
@@ -1011,12 +1018,13 @@ impl Ecs {
         }))
     }
 
-    /// The container definitions and overrides a task runs.
-    async fn definition_of(&self, id: &str) -> Option<(Vec<ContainerDefinition>, TaskOverride)> {
+    /// The container definitions, volume names and overrides a task runs.
+    async fn definition_of(&self, id: &str) -> Option<(Vec<ContainerDefinition>, Vec<String>, TaskOverride)> {
         let state = self.inner.state.lock().await;
         let task = &state.tasks.get(id)?.task;
-        let d = self.find_definition(&state, &task.task_definition_arn)?;
-        Some((d.definition.container_definitions.clone(), task.overrides.clone()))
+        let d = &self.find_definition(&state, &task.task_definition_arn)?.definition;
+        let volumes = d.volumes.iter().filter_map(|v| Some(v["name"].as_str()?.to_string())).collect();
+        Some((d.container_definitions.clone(), volumes, task.overrides.clone()))
     }
 
     async fn desired_stopped(&self, id: &str) -> bool {

@@ -1,6 +1,6 @@
 //! ECS with the Fargate launch type, on this node's own capacity: clusters
 //! (a `default` one made on first use), task definitions with Fargate's
-//! rules (`rules`), tasks and the lifecycle AWS reports for them
+//! rules (`rules`) and bind-mount volumes (`volumes`), tasks and the lifecycle AWS reports for them
 //! (`engine`), container health checks (`health`) and dependencies
 //! (`dependencies`), services and their scheduler (`services`), and the
 //! node's CPU and memory that tasks are placed against. Tasks' images come
@@ -28,6 +28,7 @@ pub mod runtime;
 mod sandboxed;
 mod services;
 pub mod types;
+pub mod volumes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -108,9 +108,30 @@ pub fn check_fargate_network(network_mode: Option<&str>, fargate: bool) -> Resul
     }
 }
 
+/// The task's IPC and PID modes: Fargate has no `ipcMode`, and Nimbus
+/// gives each container its own PID namespace (no `pidMode` `task` yet).
+pub fn check_task_modes(ipc_mode: Option<&str>, pid_mode: Option<&str>) -> Result<(), Error> {
+    if ipc_mode.is_some() {
+        return Err(Error::Client("Tasks using the Fargate launch type do not support ipcMode.".into()));
+    }
+    match pid_mode {
+        None => Ok(()),
+        Some("task") => Err(Error::Client(
+            "pidMode 'task' is not supported by Nimbus yet: each container has its own PID namespace.".into(),
+        )),
+        Some(_) => Err(Error::Client("Tasks using the Fargate launch type do not support pidMode 'host'.".into())),
+    }
+}
+
 /// A container definition as Fargate and Nimbus take it.
 pub fn check_container(c: &ContainerDefinition) -> Result<(), Error> {
     check_name("Container name", &c.name)?;
+    if c.links.as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(Error::Client("Links are not supported when networkMode=awsvpc.".into()));
+    }
+    if c.privileged == Some(true) {
+        return Err(Error::Client("Tasks using the Fargate launch type do not support privileged containers.".into()));
+    }
     if c.image.trim().is_empty() {
         return Err(Error::Client(format!("Container.image should not be null or empty (container '{}').", c.name)));
     }

@@ -33,6 +33,8 @@ pub struct ContainerLaunch {
     /// Where its stdout and stderr lines go (`awslogs`); else to a file of
     /// the task's directory.
     pub log: Option<crate::awslogs::LogSink>,
+    /// The task's volumes it mounts (its `mountPoints` and `volumesFrom`).
+    pub mounts: Vec<crate::volumes::Mount>,
 }
 
 /// A task, ready to start: its size (the cgroup's limits) and containers.
@@ -42,6 +44,8 @@ pub struct TaskLaunch {
     pub cpu: u32,
     pub memory_mib: u32,
     pub containers: Vec<ContainerLaunch>,
+    /// The names of its volumes: scratch space its containers share.
+    pub volumes: Vec<String>,
     /// Its private address on the node's task network (`None`: loopback only).
     pub address: Option<std::net::Ipv4Addr>,
     /// What is served inside the task's network namespace before its
@@ -172,6 +176,7 @@ pub fn plan(
         writable_root: def.readonly_root_filesystem != Some(true),
         rlimits: rlimits.collect(),
         log: None,
+        mounts: Vec::new(),
     })
 }
 

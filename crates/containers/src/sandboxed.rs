@@ -127,6 +127,10 @@ impl TaskRuntime for SandboxRuntime {
             _roots: task.containers.iter().map(|c| c.root.clone()).collect(),
             user,
         };
+        if !task.volumes.is_empty() {
+            let made = make_volumes(&running.dir, &task.volumes, task.memory_mib, running.user.id());
+            made.map_err(|e| format!("making the task's volumes: {e}"))?;
+        }
         // Both are a few runs of `ip` in the new namespace: side by side.
         let tid = running.network.tid;
         let serving = async {
@@ -248,6 +252,12 @@ impl SandboxRuntime {
             writable_mb: c.writable_root.then_some(TMP_MB),
             rlimits: c.rlimits.clone(),
             pause: false,
+            volumes: c
+                .mounts
+                .iter()
+                // A container's directory is in its task's, beside the volumes.
+                .map(|m| (volumes_dir(dir.parent().unwrap_or(dir)).join(&m.volume), m.path.clone().into(), m.read_only))
+                .collect(),
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
@@ -552,6 +562,37 @@ impl Drop for ProbeCommand {
 fn children(pid: u32) -> Vec<i32> {
     let listed = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     listed.split_whitespace().filter_map(|c| c.parse().ok()).collect()
+}
+
+/// Where a task's volumes are, in its directory.
+fn volumes_dir(task_dir: &Path) -> PathBuf {
+    task_dir.join("volumes")
+}
+
+/// Makes a task's volumes: a directory each, owned by the task's user, on
+/// one tmpfs of the task's memory size. A volume is scratch space that
+/// lives as long as the task (Fargate's is its ephemeral storage, on disk):
+/// in memory, what its containers write is charged to the task's cgroup,
+/// and cannot fill the node's disk. The tmpfs goes with the task's
+/// directory (`remove_unmounted`).
+fn make_volumes(task_dir: &Path, names: &[String], memory_mib: u32, uid: u32) -> std::io::Result<()> {
+    let dir = volumes_dir(task_dir);
+    std::fs::create_dir_all(&dir)?;
+    let options = format!("size={memory_mib}m,mode=755");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(std::io::Error::from)?;
+    for name in names {
+        let volume = dir.join(name);
+        std::fs::create_dir(&volume)?;
+        std::os::unix::fs::chown(&volume, Some(uid), Some(uid))?;
+    }
+    Ok(())
 }
 
 /// Removes a directory once nothing is mounted below it: removing through

@@ -92,6 +92,11 @@ pub struct ContainerDefinition {
     /// Always refused (see `rules::check_container`), so never stored.
     #[serde(default, skip_serializing)]
     pub secrets: Option<Vec<Value>>,
+    /// Refused when set, as Fargate refuses them, so never stored.
+    #[serde(default, skip_serializing)]
+    pub links: Option<Vec<String>>,
+    #[serde(default, skip_serializing)]
+    pub privileged: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -113,6 +113,13 @@ pub struct Spec {
     /// Empty `argv` and `env`.
     #[serde(default)]
     pub pause: bool,
+    /// An image sandbox's volumes (an ECS task's bind mounts): host
+    /// directories mounted at these paths inside, after the pivot, so that
+    /// the paths resolve in the image's root and never on the host's:
+    /// `(host, inside, read_only)`. A missing mount point is made (in a
+    /// read-only root too, which is then an overlay made read-only after).
+    #[serde(default)]
+    pub volumes: Vec<(PathBuf, PathBuf, bool)>,
 }
 
 /// What a sandbox waiting on its stdin is told to execute.
@@ -307,7 +314,14 @@ impl HostMounts {
 /// on it already, and attached inside at a path under the root (with
 /// whether it is made read-only): the runtime's shared directories and the
 /// slots. What the host mounts on those points later propagates in.
-struct Trees(Vec<(std::os::fd::OwnedFd, PathBuf, bool)>);
+struct Trees {
+    early: Vec<Tree>,
+    /// An image's volumes ([`Spec::volumes`]), attached by stage two after the pivot.
+    volumes: Vec<Tree>,
+}
+
+/// A cut mount tree, where it goes inside, and whether it is made read-only.
+type Tree = (std::os::fd::OwnedFd, PathBuf, bool);
 
 #[allow(unsafe_code)]
 impl Trees {
@@ -321,6 +335,10 @@ impl Trees {
             wanted.push((&spec.slots.opt, Path::new("opt"), false));
         }
         wanted.push((&spec.slots.tmp, Path::new("tmp"), false));
+        let volumes: Vec<(&Path, &Path, bool)> = match spec.image {
+            Some(_) => spec.volumes.iter().map(|(host, inside, ro)| (host.as_path(), inside.as_path(), *ro)).collect(),
+            None => Vec::new(),
+        };
         let cut = |host: &Path| -> std::io::Result<std::os::fd::OwnedFd> {
             let path = c_path(host)?;
             let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
@@ -337,48 +355,62 @@ impl Trees {
                 fd => Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) }),
             }
         };
-        wanted
+        let early = wanted
             .into_iter()
             .map(|(host, inside, read_only)| {
                 Ok((cut(host)?, inside.strip_prefix("/").unwrap_or(inside).to_path_buf(), read_only))
             })
-            .collect::<std::io::Result<_>>()
-            .map(Self)
+            .collect::<std::io::Result<_>>()?;
+        let volumes = volumes
+            .into_iter()
+            .map(|(host, inside, read_only)| Ok((cut(host)?, inside.to_path_buf(), read_only)))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { early, volumes })
     }
 
-    /// Attaches each tree under `root`, in order (a later one may cover an
-    /// earlier one's path), as a slave of its mount point in the host.
+    /// Attaches each tree but the volumes under `root`, in order (a later
+    /// one may cover an earlier one's path), as a slave of its mount point
+    /// in the host.
     fn attach(&self, root: &Path) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        for (tree, inside, read_only) in &self.0 {
-            let dst = root.join(inside);
-            std::fs::create_dir_all(&dst)?;
-            let path = c_path(&dst)?;
-            // SAFETY: a system call that reads the two paths (an empty C
-            // string and a valid one, both outliving it) and the descriptor.
-            let moved = unsafe {
-                libc::syscall(
-                    libc::SYS_move_mount,
-                    tree.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    libc::MOVE_MOUNT_F_EMPTY_PATH,
-                )
-            };
-            if moved == -1 {
-                let e = std::io::Error::last_os_error();
-                return Err(std::io::Error::other(format!("attaching /{}: {e}", inside.display())));
-            }
-            if *read_only {
-                mount(None::<&str>, &dst, None::<&str>, READ_ONLY, None::<&str>)
-                    .map_err(|e| io(e, &format!("read-only /{}", inside.display())))?;
-            }
-            mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-                .map_err(|e| io(e, &format!("slave /{}", inside.display())))?;
-        }
-        Ok(())
+        attach_trees(&self.early, root)
     }
+}
+
+/// Attaches `trees` under `root` (see [`Trees::attach`]), making each
+/// mount point that is missing.
+#[allow(unsafe_code)]
+fn attach_trees(trees: &[Tree], root: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    for (tree, inside, read_only) in trees {
+        let dst = root.join(inside);
+        let shown = Path::new("/").join(inside);
+        std::fs::create_dir_all(&dst)
+            .map_err(|e| std::io::Error::other(format!("making the mount point {}: {e}", shown.display())))?;
+        let path = c_path(&dst)?;
+        // SAFETY: a system call that reads the two paths (an empty C
+        // string and a valid one, both outliving it) and the descriptor.
+        let moved = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if moved == -1 {
+            let e = std::io::Error::last_os_error();
+            return Err(std::io::Error::other(format!("attaching {}: {e}", shown.display())));
+        }
+        if *read_only {
+            mount(None::<&str>, &dst, None::<&str>, READ_ONLY, None::<&str>)
+                .map_err(|e| io(e, &format!("read-only {}", shown.display())))?;
+        }
+        mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+            .map_err(|e| io(e, &format!("slave {}", shown.display())))?;
+    }
+    Ok(())
 }
 
 fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
@@ -496,7 +528,6 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, factory: Option<&F
     // Before the parent hears that the namespaces exist: only then does it
     // mount anything on the slots, and a tree not yet attached would miss it.
     build_root(spec, &trees)?;
-    drop(trees);
     match spec.network_of {
         Some(pid) => {
             let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
@@ -517,7 +548,8 @@ pub fn stage_one(spec: &Spec, mut control: impl Read + Write, factory: Option<&F
     // sandbox made ahead learns its function there. This stage lets go of
     // it, so that the parent sees it close when stage two executes the
     // program (see [`stage_two`]).
-    let stage_two = fork_stage_two(spec, factory.map(|f| f.filters))?;
+    let stage_two = fork_stage_two(spec, factory.map(|f| f.filters), &trees.volumes)?;
+    drop(trees);
     drop(control);
     nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?).map_err(|e| io(e, "stdin"))?;
     use nix::sys::wait::{waitpid, WaitStatus};
@@ -559,14 +591,18 @@ fn die_of(sig: nix::sys::signal::Signal) {
 /// unshared, and never returns in the child: it executes the program or
 /// exits 127 with the reason on stderr.
 #[allow(unsafe_code)]
-fn fork_stage_two(spec: &Spec, filters: Option<&[crate::seccomp::BpfProgram]>) -> std::io::Result<nix::unistd::Pid> {
+fn fork_stage_two(
+    spec: &Spec,
+    filters: Option<&[crate::seccomp::BpfProgram]>,
+    volumes: &[Tree],
+) -> std::io::Result<nix::unistd::Pid> {
     // SAFETY: stage one is a single-threaded process (a clone of the
     // factory or a fresh execution) that has started no thread (it makes
     // system calls only), so the child may do anything a process may.
     match unsafe { nix::unistd::fork() }.map_err(|e| io(e, "fork"))? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
-            let err = stage_two(spec, filters);
+            let err = stage_two(spec, filters, volumes);
             eprintln!("nimbus sandbox (stage two): {err}");
             std::process::exit(127)
         }
@@ -637,7 +673,7 @@ fn file_target(path: &Path) -> std::io::Result<()> {
 /// anything failed before.
 /// `filters`: the seccomp filters it adds to those it inherited (a clone of
 /// the factory's); without, it installs the whole policy.
-fn stage_two(spec: &Spec, filters: Option<&[crate::seccomp::BpfProgram]>) -> std::io::Error {
+fn stage_two(spec: &Spec, filters: Option<&[crate::seccomp::BpfProgram]>, volumes: &[Tree]) -> std::io::Error {
     use std::os::fd::AsFd;
     let report = match spec.argv.is_empty() {
         true => match std::io::stdin().as_fd().try_clone_to_owned() {
@@ -646,7 +682,7 @@ fn stage_two(spec: &Spec, filters: Option<&[crate::seccomp::BpfProgram]>) -> std
         },
         false => None,
     };
-    let Err(err) = build_and_exec(spec, filters);
+    let Err(err) = build_and_exec(spec, filters, volumes);
     if let Some(report) = report {
         let _ = std::fs::File::from(report).write_all(err.to_string().as_bytes());
     }
@@ -656,12 +692,13 @@ fn stage_two(spec: &Spec, filters: Option<&[crate::seccomp::BpfProgram]>) -> std
 fn build_and_exec(
     spec: &Spec,
     filters: Option<&[crate::seccomp::BpfProgram]>,
+    volumes: &[Tree],
 ) -> std::io::Result<std::convert::Infallible> {
     // Die with stage one from the start: a node killed while this stage
     // still builds the root must not leave it to run the program.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| io(e, "pdeathsig"))?;
     let parent = Parent::open(spec.parent)?;
-    enter_root(spec)?;
+    enter_root(spec, volumes)?;
     nix::unistd::sethostname("nimbus").map_err(|e| io(e, "hostname"))?;
 
     // Every capability goes: the bounding and ambient sets here (dropping
@@ -871,7 +908,9 @@ impl Parent {
 /// layer over it (the image store made its mount points).
 fn image_root(spec: &Spec, image: &Path) -> std::io::Result<()> {
     match spec.writable_mb {
-        None => bind_ro(image, &spec.root),
+        None if spec.volumes.is_empty() => bind_ro(image, &spec.root),
+        // Room for the volumes' mount points; `enter_root` makes it read-only.
+        None => writable_root(spec, image, 1),
         Some(mb) => writable_root(spec, image, mb),
     }
 }
@@ -1011,7 +1050,7 @@ fn build_root(spec: &Spec, trees: &Trees) -> std::io::Result<()> {
 
 /// Stage two, PID 1 of the sandbox's PID namespace: mounts that
 /// namespace's `/proc` in the root and pivots into it.
-fn enter_root(spec: &Spec) -> std::io::Result<()> {
+fn enter_root(spec: &Spec, volumes: &[Tree]) -> std::io::Result<()> {
     let r = &spec.root;
     let proc_dir = r.join("proc");
     std::fs::create_dir_all(&proc_dir)?;
@@ -1029,7 +1068,13 @@ fn enter_root(spec: &Spec) -> std::io::Result<()> {
         std::env::set_current_dir(r)?;
         nix::unistd::pivot_root(".", ".").map_err(|e| io(e, "pivot_root"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(|e| io(e, "detach old root"))?;
-        return std::env::set_current_dir("/");
+        std::env::set_current_dir("/")?;
+        // Inside the image's root now: its links lead nowhere else.
+        attach_trees(volumes, Path::new("/"))?;
+        if spec.writable_mb.is_none() && !volumes.is_empty() {
+            mount(None::<&str>, "/", None::<&str>, READ_ONLY, None::<&str>).map_err(|e| io(e, "read-only root"))?;
+        }
+        return Ok(());
     }
     let old = r.join(".old");
     std::fs::create_dir_all(&old)?;

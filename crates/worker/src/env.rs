@@ -1102,6 +1102,7 @@ impl Env {
                     writable_mb: None,
                     rlimits: Vec::new(),
                     pause: zygote.is_some(),
+                    volumes: Vec::new(),
                 };
                 slots = Some(slot_set);
                 user = Some(own);
