@@ -7,7 +7,7 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import HELLO_ZIP, ROLE, blob_files, make_zip, signed_request
+from conftest import HELLO_ZIP, ROLE, aws_client, blob_files, make_zip, signed_request
 
 EXISTING = "existing-fn"
 BASE = dict(Runtime="python3.11", Handler="app.handler", Role=ROLE)
@@ -150,3 +150,42 @@ def test_unknown_fields_are_ignored(env):
                                   headers={"Content-Type": "application/json"})
     assert status == 201
     lam.delete_function(FunctionName="future")
+
+
+def json_call(server, service, target, body):
+    """An awsJson request sent raw: boto3 would refuse a wrongly typed member itself."""
+    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
+    status, headers, out = signed_request(server, "POST", "/", body=json.dumps(body).encode(), headers=headers,
+                                          service=service)
+    return status, json.loads(out) if out else None
+
+
+@pytest.mark.parametrize("service, target, body", [
+    # Each is refused by the model twice over: a member of the wrong JSON type
+    # that the operation does not read, beside a value that breaks a rule.
+    ("logs", "Logs_20140328.CreateLogGroup", {"logGroupName": "bad name!", "kmsKeyId": 5}),
+    ("logs", "Logs_20140328.DescribeLogGroups", {"limit": 0, "accountIdentifiers": 5}),
+    ("ecs", "AmazonEC2ContainerServiceV20141113.CreateCluster",
+     {"clusterName": "c", "tags": [{"key": "", "value": "v"}], "settings": "x"}),
+    ("ecr", "AmazonEC2ContainerRegistry_V20150921.DescribeImages",
+     {"repositoryName": "r", "maxResults": 5000, "filter": "x"}),
+])
+def test_a_wrongly_typed_member_is_refused_before_any_rule(env, service, target, body):
+    server, _ = env
+    status, out = json_call(server, service, target, body)
+    # As AWS's deserialiser refuses it; before, the other members' rules were skipped
+    # and a group named "bad name!" was stored that no call could delete.
+    assert (status, out["__type"]) == (400, "SerializationException"), out
+    logs = aws_client(server, "logs")
+    assert [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]] == []
+    assert aws_client(server, "ecs").list_clusters()["clusterArns"] == []
+
+
+def test_a_wrongly_typed_member_of_a_rest_json_service_is_refused(env):
+    server, _ = env
+    status, headers, out = signed_request(server, "POST", "/schedule-groups/bad%20name!", body=b'{"Tags": "x"}',
+                                          headers={"Content-Type": "application/json"}, service="scheduler")
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException"), out
+    assert "'tags'" in json.loads(out)["Message"]
+    names = [g["Name"] for g in aws_client(server, "scheduler").list_schedule_groups()["ScheduleGroups"]]
+    assert names == ["default"]

@@ -84,7 +84,11 @@ impl JsonService {
             headers: parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
             body: Some(&input),
         };
-        nimbus_model::validate(model, &op, &request).map_err(|v| Failure::new(self.invalid, v.to_string()))?;
+        nimbus_model::validate(model, &op, &request).map_err(|e| match e {
+            // As AWS's deserialiser refuses it, before any rule is checked.
+            nimbus_model::Invalid::Mistyped(_) => Failure::new("SerializationException", e.to_string()),
+            nimbus_model::Invalid::Violations(_) => Failure::new(self.invalid, e.to_string()),
+        })?;
         tracing::debug!(operation = %op, "authenticated");
         Ok(JsonCall { op, input, headers: parts.headers, caller })
     }

@@ -36,7 +36,12 @@ pub fn check(op: Op, args: &[String], query: &Query, headers: &HeaderMap, body: 
         headers: headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
         body: json.as_ref(),
     };
-    nimbus_model::validate(model, &name, &request).map_err(|v| Rule::Validation(v.to_string()))?;
+    match nimbus_model::validate(model, &name, &request) {
+        // Lambda's inputs deserialise every member they take, with serde's
+        // own words in AWS's InvalidRequestContentException (`ops.rs`).
+        Ok(()) | Err(nimbus_model::Invalid::Mistyped(_)) => {}
+        Err(v) => return Err(Rule::Validation(v.to_string()).into()),
+    }
     if let Some(body) = &json {
         nimbus_core::service_rules::check(&name, body)?;
     }

@@ -228,7 +228,8 @@ impl Logs {
             return Err(invalid("LogGroup name prefix and LogGroup name pattern are mutually exclusive parameters."));
         }
         let after = next_token.map(|t| decode_token(t).ok_or_else(bad_token)).transpose()?;
-        let limit = limit.unwrap_or(50);
+        // The model's minimum is 1; a 0 that reached here must not index before the first item.
+        let limit = limit.unwrap_or(50).max(1);
         let mut items = self.meta.list_log_groups(prefix, pattern, after.as_deref(), limit + 1).await?;
         let next_token = (items.len() > limit).then(|| {
             items.truncate(limit);
@@ -282,7 +283,7 @@ impl Logs {
                 Some((key.parse::<i64>().map_err(|_| bad_token())?, name.to_string()))
             }
         };
-        let limit = q.limit.unwrap_or(50);
+        let limit = q.limit.unwrap_or(50).max(1);
         let query = nimbus_store::StreamQuery {
             group: q.group,
             prefix: q.prefix,

@@ -17,7 +17,7 @@ mod validate;
 
 use std::sync::OnceLock;
 
-pub use validate::{validate, Request, Violations};
+pub use validate::{validate, Invalid, Request, Violations};
 
 /// One service model.
 pub struct Model {

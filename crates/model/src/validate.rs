@@ -52,9 +52,12 @@
 //!   (DynamoDB `tableName`, Cognito `userCode`, Firehose). Nothing public
 //!   shows AWS's order beyond that; this is the one used here.
 //!
-//! Values whose JSON type is not the model's are not judged here: AWS fails
-//! them while deserialising, before validation, and so does Nimbus's
-//! deserialiser after this returns `Ok`.
+//! A value whose JSON type is not the model's is not judged by the rules:
+//! AWS fails it while deserialising, before validation, whatever else the
+//! request holds. It is reported as [`Invalid::Mistyped`] (the front answers
+//! its protocol's deserialisation error), never passed on: a handler that
+//! does not read that member would otherwise take a request whose other
+//! members were never checked.
 
 use std::fmt;
 
@@ -86,10 +89,20 @@ impl fmt::Display for Violations {
     }
 }
 
+/// Why a request is not the model's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A value of another JSON type than its shape's (the first met), at this path.
+    #[error("Cannot read the value at '{0}': it is not of the type the operation takes")]
+    Mistyped(String),
+    #[error(transparent)]
+    Violations(#[from] Violations),
+}
+
 /// Checks a request to `operation` against `model`. An operation the model
-/// does not have, and a request whose values do not have the model's types,
-/// pass: the first is not the model's to judge, the second fails later.
-pub fn validate(model: &Model, operation: &str, req: &Request<'_>) -> Result<(), Violations> {
+/// does not have passes: it is not the model's to judge. A body that is not
+/// an object is the deserialiser's to refuse.
+pub fn validate(model: &Model, operation: &str, req: &Request<'_>) -> Result<(), Invalid> {
     let Some(Kind::Structure { members }) =
         model.operation(operation).and_then(|o| o.input).map(|i| &model.shape(i).kind)
     else {
@@ -100,7 +113,7 @@ pub fn validate(model: &Model, operation: &str, req: &Request<'_>) -> Result<(),
     if !body.is_object() && members.iter().any(|m| m.location == Location::Body) {
         return Ok(());
     }
-    let mut walk = Walk { model, errors: Vec::new(), mistyped: false };
+    let mut walk = Walk { model, errors: Vec::new(), mistyped: None };
     for m in members.iter().rev() {
         let value = match m.location {
             Location::Body => body.get(m.wire).cloned(),
@@ -108,47 +121,54 @@ pub fn validate(model: &Model, operation: &str, req: &Request<'_>) -> Result<(),
                 Kind::Structure { .. } => req.body.cloned(),
                 _ => continue,
             },
-            Location::Label => req.labels.iter().find(|(k, _)| *k == m.wire).map(|(_, v)| walk.text(m.shape, &[v])),
-            Location::Header => {
-                req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(m.wire)).map(|(_, v)| walk.text(m.shape, &[v]))
-            }
+            Location::Label => req.labels.iter().find(|(k, _)| *k == m.wire).map(|(_, v)| walk.text(m, m.shape, &[v])),
+            Location::Header => req
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(m.wire))
+                .map(|(_, v)| walk.text(m, m.shape, &[v])),
             Location::Query => {
                 let found: Vec<&str> = req.query.iter().filter(|(k, _)| *k == m.wire).map(|(_, v)| *v).collect();
-                (!found.is_empty()).then(|| walk.text(m.shape, &found))
+                (!found.is_empty()).then(|| walk.text(m, m.shape, &found))
             }
         };
         walk.member(m, value.as_ref(), "");
     }
-    if walk.mistyped || walk.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Violations(walk.errors))
+    match walk.mistyped {
+        Some(path) => Err(Invalid::Mistyped(path)),
+        None if walk.errors.is_empty() => Ok(()),
+        None => Err(Invalid::Violations(Violations(walk.errors))),
     }
 }
 
 struct Walk<'m> {
     model: &'m Model,
     errors: Vec<String>,
-    /// A value had another JSON type than its shape: leave it all to the deserialiser.
-    mistyped: bool,
+    /// Where a value first had another JSON type than its shape.
+    mistyped: Option<String>,
 }
 
 impl Walk<'_> {
-    /// A label, header or query value as the JSON value of its shape.
-    fn text(&mut self, shape: usize, values: &[&str]) -> Value {
-        match &self.model.shape(shape).kind {
-            Kind::List { member, .. } => Value::Array(values.iter().map(|v| self.text(*member, &[v])).collect()),
-            Kind::Integer { .. } => values[0].parse::<i64>().map(Value::from).unwrap_or_else(|_| self.mistyped()),
-            Kind::Double { .. } => values[0].parse::<f64>().map(Value::from).unwrap_or_else(|_| self.mistyped()),
-            Kind::Boolean => values[0].parse::<bool>().map(Value::from).unwrap_or_else(|_| self.mistyped()),
-            Kind::String { .. } | Kind::Blob { .. } | Kind::Timestamp => Value::from(values[0]),
-            Kind::Map { .. } | Kind::Structure { .. } => self.mistyped(),
-        }
+    /// A label, header or query value of member `m` as the JSON value of its shape.
+    fn text(&mut self, m: &Member, shape: usize, values: &[&str]) -> Value {
+        let parsed = match &self.model.shape(shape).kind {
+            Kind::List { member, .. } => {
+                return Value::Array(values.iter().map(|v| self.text(m, *member, &[v])).collect())
+            }
+            Kind::Integer { .. } => values[0].parse::<i64>().ok().map(Value::from),
+            Kind::Double { .. } => values[0].parse::<f64>().ok().map(Value::from),
+            Kind::Boolean => values[0].parse::<bool>().ok().map(Value::from),
+            Kind::String { .. } | Kind::Blob { .. } | Kind::Timestamp => Some(Value::from(values[0])),
+            Kind::Map { .. } | Kind::Structure { .. } => None,
+        };
+        parsed.unwrap_or_else(|| {
+            self.mistyped(&lower_first(m.name));
+            Value::Null
+        })
     }
 
-    fn mistyped(&mut self) -> Value {
-        self.mistyped = true;
-        Value::Null
+    fn mistyped(&mut self, path: &str) {
+        self.mistyped.get_or_insert_with(|| path.to_string());
     }
 
     fn member(&mut self, m: &Member, value: Option<&Value>, parent: &str) {
@@ -171,7 +191,7 @@ impl Walk<'_> {
 
     fn value(&mut self, shape: usize, v: &Value, path: &str) {
         if !fits(&self.model.shape(shape).kind, v) {
-            self.mistyped = true;
+            self.mistyped(path);
             return;
         }
         for rule in broken(self.model, shape, v) {
@@ -193,14 +213,14 @@ impl Walk<'_> {
                             item => self.value(*member, item, &at),
                         }
                     }
-                } else if items.iter().any(|i| !self.element_ok(*member, i)) {
+                } else if items.iter().any(|i| !self.element_ok(*member, i, path)) {
                     let rule = format!("Member must satisfy constraint: {}", self.element_rules(*member));
                     self.report(shape, Some(v), path, &rule);
                 }
             }
             Kind::Map { key, value, .. } => {
                 let entries = v.as_object().into_iter().flatten();
-                if entries.clone().any(|(k, _)| !self.element_ok(*key, &Value::from(k.as_str()))) {
+                if entries.clone().any(|(k, _)| !self.element_ok(*key, &Value::from(k.as_str()), path)) {
                     let rule = format!("Map keys must satisfy constraint: {}", self.element_rules(*key));
                     self.report(shape, Some(v), path, &rule);
                 }
@@ -208,7 +228,7 @@ impl Walk<'_> {
                     for (k, item) in entries {
                         self.value(*value, item, &format!("{path}.{k}.member"));
                     }
-                } else if entries.clone().any(|(_, i)| !self.element_ok(*value, i)) {
+                } else if entries.clone().any(|(_, i)| !self.element_ok(*value, i, path)) {
                     let rule = format!("Map value must satisfy constraint: {}", self.element_rules(*value));
                     self.report(shape, Some(v), path, &rule);
                 }
@@ -218,12 +238,12 @@ impl Walk<'_> {
     }
 
     /// Whether a scalar element of a list or map keeps every rule of its shape.
-    fn element_ok(&mut self, shape: usize, v: &Value) -> bool {
+    fn element_ok(&mut self, shape: usize, v: &Value, path: &str) -> bool {
         if v.is_null() {
             return false;
         }
         if !fits(&self.model.shape(shape).kind, v) {
-            self.mistyped = true;
+            self.mistyped(path);
             return true;
         }
         broken(self.model, shape, v).is_empty()
@@ -564,11 +584,21 @@ mod tests {
     }
 
     #[test]
-    fn mistyped_values_are_left_to_the_deserialiser() {
-        assert_eq!(check("CreateFunction", &[], json!({"FunctionName": 5})), "ok");
-        assert_eq!(check("CreateFunction", &[], json!([1, 2])), "ok");
+    fn a_mistyped_value_is_reported_whatever_else_the_request_holds() {
+        let mistyped = |op, req: &Request<'_>| match validate(&LAMBDA, op, req) {
+            Err(Invalid::Mistyped(path)) => path,
+            other => panic!("{other:?}"),
+        };
+        let body = json!({"FunctionName": 5});
+        assert_eq!(mistyped("CreateFunction", &Request { body: Some(&body), ..Request::default() }), "functionName");
+        // The bad name would be a violation; the mistyped member wins, as AWS's deserialiser fails first.
+        let body = json!({"FunctionName": "bad name!", "Timeout": "long"});
+        assert_eq!(mistyped("CreateFunction", &Request { body: Some(&body), ..Request::default() }), "timeout");
+        let body = json!({"FunctionName": "f", "Architectures": [5]});
+        assert_eq!(mistyped("CreateFunction", &Request { body: Some(&body), ..Request::default() }), "architectures");
         let req = Request { query: vec![("MaxItems", "many")], ..Request::default() };
-        assert!(validate(&LAMBDA, "ListFunctions", &req).is_ok());
+        assert_eq!(mistyped("ListFunctions", &req), "maxItems");
+        assert_eq!(check("CreateFunction", &[], json!([1, 2])), "ok");
         assert!(validate(&LAMBDA, "NotAnOperation", &Request::default()).is_ok());
     }
 

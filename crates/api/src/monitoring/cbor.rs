@@ -63,7 +63,10 @@ pub(super) async fn accept(api: &Api, req: Request<Body>, body_max: usize) -> Re
         headers: parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
         body: Some(&input),
     };
-    nimbus_model::validate(model, &op, &request).map_err(|v| Failure::new("InvalidParameterValue", v.to_string()))?;
+    nimbus_model::validate(model, &op, &request).map_err(|e| match e {
+        nimbus_model::Invalid::Mistyped(_) => Failure::new("SerializationException", e.to_string()),
+        nimbus_model::Invalid::Violations(_) => Failure::new("InvalidParameterValue", e.to_string()),
+    })?;
     Ok((op, input))
 }
 
