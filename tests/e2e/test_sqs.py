@@ -471,6 +471,12 @@ def test_query_protocol(server, sqs):
     attrs = {a.find("q:Name", NS).text: a.find("q:Value", NS).text for a in msg.findall("q:Attribute", NS)}
     assert attrs["ApproximateReceiveCount"] == "1"
     assert msg.find("q:MessageAttribute/q:Value/q:StringValue", NS).text == "v"
+    # An empty result is still a result element: older SDKs' query parser
+    # (botocore's among them) looks it up and failed with KeyError without it.
+    for params in ({"Action": "ReceiveMessage", "QueueUrl": url}, {"Action": "ListQueueTags", "QueueUrl": new_queue(sqs)},
+                   {"Action": "ListQueues", "QueueNamePrefix": "no-such-prefix"}):
+        status, doc = query(server, params)
+        assert status == 200 and doc.find(f"q:{params['Action']}Result", NS) is not None, ET.tostring(doc)
     status, doc = query(server, {"Action": "GetQueueAttributes", "QueueUrl": url, "AttributeName.1": "All"})
     attrs = {a.find("q:Name", NS).text: a.find("q:Value", NS).text
              for a in doc.findall("q:GetQueueAttributesResult/q:Attribute", NS)}

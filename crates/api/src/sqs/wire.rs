@@ -147,12 +147,15 @@ fn flattened(op: &str, name: &str) -> Option<&'static str> {
 /// A JSON-protocol response as the query protocol's XML document.
 pub fn json_to_xml(op: &str, result: &Value, request_id: &str) -> String {
     let mut body = String::new();
-    if let Value::Object(members) = result {
-        if !members.is_empty() {
-            body.push_str(&format!("<{op}Result>"));
+    // An operation with an output has its result element even when it is
+    // empty (a receive from an empty queue): botocore's query parser, and
+    // older SDKs with it, look it up unconditionally.
+    if !NO_OUTPUT.contains(&op) {
+        body.push_str(&format!("<{op}Result>"));
+        if let Value::Object(members) = result {
             write_members(op, members, &mut body);
-            body.push_str(&format!("</{op}Result>"));
         }
+        body.push_str(&format!("</{op}Result>"));
     }
     format!(
         "<?xml version=\"1.0\"?><{op}Response xmlns=\"{NAMESPACE}\">{body}<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{op}Response>"
@@ -160,6 +163,19 @@ pub fn json_to_xml(op: &str, result: &Value, request_id: &str) -> String {
 }
 
 pub const NAMESPACE: &str = "http://queue.amazonaws.com/doc/2012-11-05/";
+
+/// The operations whose model has no output shape [botocore sqs service-2.json].
+const NO_OUTPUT: &[&str] = &[
+    "AddPermission",
+    "ChangeMessageVisibility",
+    "DeleteMessage",
+    "DeleteQueue",
+    "PurgeQueue",
+    "RemovePermission",
+    "SetQueueAttributes",
+    "TagQueue",
+    "UntagQueue",
+];
 
 fn write_members(op: &str, members: &Map<String, Value>, out: &mut String) {
     for (name, value) in members {
@@ -285,5 +301,7 @@ mod tests {
         ), "{xml}");
         let xml = json_to_xml("DeleteQueue", &json!({}), "rid");
         assert!(xml.contains("<DeleteQueueResponse xmlns=") && !xml.contains("Result"), "{xml}");
+        let xml = json_to_xml("ReceiveMessage", &json!({}), "rid");
+        assert!(xml.contains("<ReceiveMessageResult></ReceiveMessageResult><ResponseMetadata>"), "{xml}");
     }
 }
