@@ -253,7 +253,10 @@ def test_max_memory_used_counts_what_the_runtime_holds(lam):
     assert max_memory_used(idle) >= 8, max_memory_used(idle)
     # What it used on top, from its cgroup's peak.
     assert max_memory_used(busy) >= max_memory_used(idle) + 64, (max_memory_used(idle), max_memory_used(busy))
-    assert 25 <= max_memory_used(quiet) == max_memory_used(again) <= 128, (max_memory_used(quiet), max_memory_used(again))
+    # The environment's peak: it never falls, and a second no-op adds at most
+    # a few MB (V8's heap grows as it compiles; once a run measured 43 → 44).
+    quiet, again = max_memory_used(quiet), max_memory_used(again)
+    assert 25 <= quiet <= again <= min(quiet + 4, 128), (quiet, again)
 
 
 def env_dirs(server):
