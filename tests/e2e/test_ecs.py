@@ -126,6 +126,34 @@ def test_task_definitions_revisions_and_normalised_sizes(ecs):
             "Unable to describe task definition.")
 
 
+def test_lists_page_on_past_items_removed_between_pages(ecs):
+    family = unique_name("paged")
+    for _ in range(11):
+        register(ecs, family=family)
+    arn = lambda n: f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{n}"  # noqa: E731
+    first = ecs.list_task_definitions(familyPrefix=family, maxResults=2)
+    assert first["taskDefinitionArns"] == [arn(1), arn(2)]
+    # A prune loop deregisters what it was shown: the next page goes on
+    # after it (it started over at revision 1 before).
+    ecs.deregister_task_definition(taskDefinition=arn(2))
+    second = ecs.list_task_definitions(familyPrefix=family, maxResults=8, nextToken=first["nextToken"])
+    assert second["taskDefinitionArns"] == [arn(n) for n in range(3, 11)]
+    # Revision 10 comes after 9, not after 1, in both orders.
+    last = ecs.list_task_definitions(familyPrefix=family, maxResults=8, nextToken=second["nextToken"])
+    assert last["taskDefinitionArns"] == [arn(11)] and "nextToken" not in last
+    down = ecs.list_task_definitions(familyPrefix=family, sort="DESC", maxResults=2)
+    assert down["taskDefinitionArns"] == [arn(11), arn(10)]
+    down = ecs.list_task_definitions(familyPrefix=family, sort="DESC", maxResults=2, nextToken=down["nextToken"])
+    assert down["taskDefinitionArns"] == [arn(9), arn(8)]
+    seen = [a for p in ecs.get_paginator("list_task_definitions").paginate(
+        familyPrefix=family, PaginationConfig={"PageSize": 3}) for a in p["taskDefinitionArns"]]
+    assert seen == [arn(n) for n in range(1, 12) if n != 2]
+    # A token that is none of ours, and a page size ECS does not take, are refused, not read as "from the start".
+    for call in (lambda: ecs.list_clusters(nextToken="garbage!"), lambda: ecs.list_clusters(maxResults=0),
+                 lambda: ecs.list_task_definition_families(maxResults=101)):
+        refused(call, "InvalidParameterException")
+
+
 @pytest.mark.parametrize("change, code, words", [
     (dict(cpu="256", memory="4096"), "ClientException",
      ["No Fargate configuration exists for given values: 256 CPU, 4096 memory."]),

@@ -160,13 +160,33 @@ pub struct Page {
     pub next_token: Option<String>,
 }
 
-/// Pages `items` (in listing order) after the token's item.
-pub(crate) fn page(items: Vec<String>, max: Option<u32>, token: Option<&str>) -> Page {
-    let max = max.unwrap_or(100).clamp(1, 100) as usize;
-    let start = token.and_then(|t| items.iter().position(|i| i == t)).map_or(0, |i| i + 1);
-    let rest: Vec<String> = items.into_iter().skip(start).collect();
-    let next_token = (rest.len() > max).then(|| rest[max - 1].clone());
-    Page { items: rest.into_iter().take(max).collect(), next_token }
+/// Pages a listing of `(sort key, item)` in key order (descending with
+/// `descending`). The token is the page's last key, encoded: the next page
+/// starts after it whether or not its item is still there, so items removed
+/// between pages (tasks stopping, a deregistration loop) move nothing.
+pub(crate) fn page(
+    items: Vec<(String, String)>,
+    descending: bool,
+    max: Option<u32>,
+    token: Option<&str>,
+) -> Result<Page, Error> {
+    use base64::Engine as _;
+    let max = match max {
+        None => 100,
+        Some(n @ 1..=100) => n as usize,
+        Some(_) => return Err(Error::InvalidParameter("maxResults must be between 1 and 100.".into())),
+    };
+    let codec = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let after = token
+        .map(|t| codec.decode(t).ok().and_then(|key| String::from_utf8(key).ok()))
+        .map(|key| key.ok_or_else(|| Error::InvalidParameter("Invalid nextToken.".into())))
+        .transpose()?;
+    let rest: Vec<(String, String)> = items
+        .into_iter()
+        .filter(|(key, _)| after.as_ref().is_none_or(|a| if descending { key < a } else { key > a }))
+        .collect();
+    let next_token = (rest.len() > max).then(|| codec.encode(&rest[max - 1].0));
+    Ok(Page { items: rest.into_iter().take(max).map(|(_, item)| item).collect(), next_token })
 }
 
 #[derive(Debug, Clone)]
@@ -436,9 +456,10 @@ impl Ecs {
         Ok((found, failures))
     }
 
-    pub async fn list_clusters(&self, max: Option<u32>, token: Option<&str>) -> Page {
+    pub async fn list_clusters(&self, max: Option<u32>, token: Option<&str>) -> Result<Page, Error> {
         let state = self.inner.state.lock().await;
-        page(state.clusters.values().map(|c| c.cluster_arn.clone()).collect(), max, token)
+        let clusters = state.clusters.values().map(|c| (c.cluster_name.clone(), c.cluster_arn.clone())).collect();
+        page(clusters, false, max, token)
     }
 
     pub async fn delete_cluster(&self, reference: &str) -> Result<Cluster, Error> {
@@ -580,21 +601,26 @@ impl Ecs {
             .ok_or_else(|| Error::Client("Unable to describe task definition.".into()))
     }
 
-    pub async fn list_task_definitions(&self, q: &ListTaskDefinitions) -> Page {
+    pub async fn list_task_definitions(&self, q: &ListTaskDefinitions) -> Result<Page, Error> {
         let state = self.inner.state.lock().await;
         let status = q.status.as_deref().unwrap_or("ACTIVE");
-        let mut arns: Vec<String> = state
+        // Family, then revision: keyed so that revision 10 sorts after 9.
+        let mut arns: Vec<(String, String)> = state
             .families
             .iter()
             .filter(|(f, _)| q.family_prefix.as_deref().is_none_or(|p| p == f.as_str()))
             .flat_map(|(_, revs)| revs.iter())
             .filter(|r| r.definition.status == status)
-            .map(|r| r.definition.task_definition_arn.clone())
+            .map(|r| {
+                let d = &r.definition;
+                (format!("{}\n{:010}", d.family, d.revision), d.task_definition_arn.clone())
+            })
             .collect();
-        if q.sort.as_deref() == Some("DESC") {
+        let descending = q.sort.as_deref() == Some("DESC");
+        if descending {
             arns.reverse();
         }
-        page(arns, q.max_results, q.next_token.as_deref())
+        page(arns, descending, q.max_results, q.next_token.as_deref())
     }
 
     pub async fn list_task_definition_families(
@@ -603,7 +629,7 @@ impl Ecs {
         status: Option<&str>,
         max: Option<u32>,
         token: Option<&str>,
-    ) -> Page {
+    ) -> Result<Page, Error> {
         let state = self.inner.state.lock().await;
         let families = state
             .families
@@ -617,9 +643,9 @@ impl Ecs {
                     _ => true,
                 }
             })
-            .map(|(f, _)| f.clone())
+            .map(|(f, _)| (f.clone(), f.clone()))
             .collect();
-        page(families, max, token)
+        page(families, false, max, token)
     }
 
     pub async fn deregister_task_definition(&self, reference: &str) -> Result<TaskDefinition, Error> {
@@ -1327,9 +1353,6 @@ impl Ecs {
                 "When you specify startedBy as the filter, it must be the only filter that you use.".into(),
             ));
         }
-        if q.max_results.is_some_and(|n| !(1..=100).contains(&n)) {
-            return Err(Error::InvalidParameter("maxResults must be between 1 and 100.".into()));
-        }
         let mut state = self.inner.state.lock().await;
         let name = self.cluster_name(&mut state, q.cluster.as_deref()).await?;
         let cluster_arn = state.clusters[&name].cluster_arn.clone();
@@ -1342,7 +1365,7 @@ impl Ecs {
         let desired = q.desired_status.as_deref().unwrap_or("RUNNING");
         let family_arn = q.family.as_deref().map(|f| self.arn(&format!("task-definition/{f}:")));
         let service_group = q.service_name.as_deref().map(|s| format!("service:{s}"));
-        let mut tasks: Vec<&TaskRecord> = state
+        let tasks: Vec<&TaskRecord> = state
             .tasks
             .values()
             .filter(|r| r.task.cluster_arn == cluster_arn && r.task.desired_status == desired)
@@ -1351,11 +1374,13 @@ impl Ecs {
             .filter(|r| service_group.as_deref().is_none_or(|g| r.task.group == g))
             .filter(|r| q.launch_type.as_deref().is_none_or(|l| r.task.launch_type == l))
             .collect();
-        tasks.sort_by(|a, b| {
-            a.task.created_at.total_cmp(&b.task.created_at).then(a.task.task_arn.cmp(&b.task.task_arn))
-        });
-        let arns = tasks.into_iter().map(|r| r.task.task_arn.clone()).collect();
-        Ok(page(arns, q.max_results, q.next_token.as_deref()))
+        // By creation: the key's fixed-width seconds sort as the times do.
+        let mut arns: Vec<(String, String)> = tasks
+            .into_iter()
+            .map(|r| (format!("{:020.6}\n{}", r.task.created_at, r.task.task_arn), r.task.task_arn.clone()))
+            .collect();
+        arns.sort();
+        page(arns, false, q.max_results, q.next_token.as_deref())
     }
 
     /// Asks a task to stop (`UserInitiated`); a stopped task is answered as

@@ -491,9 +491,9 @@ impl Ecs {
             .services
             .values()
             .filter(|s| s.service.cluster_arn == *cluster_arn && s.service.status != "INACTIVE")
-            .map(|s| s.service.service_arn.clone())
+            .map(|s| (s.service.service_arn.clone(), s.service.service_arn.clone()))
             .collect();
-        Ok(crate::engine::page(arns, max, token))
+        crate::engine::page(arns, false, max, token)
     }
 
     /// Deletes a service: DRAINING while its tasks stop, then INACTIVE.

@@ -160,7 +160,7 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
             json!({ "clusters": clusters, "failures": to_json(&failures) })
         }
         "ListClusters" => {
-            with_token(json!({}), &ecs.list_clusters(c.max_results, c.next_token.as_deref()).await, "clusterArns")
+            with_token(json!({}), &ecs.list_clusters(c.max_results, c.next_token.as_deref()).await?, "clusterArns")
         }
         "DeleteCluster" => json!({ "cluster": to_json(&ecs.delete_cluster(&required(c.cluster, "cluster")?).await?) }),
         "RegisterTaskDefinition" => {
@@ -177,7 +177,7 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
         }
         "ListTaskDefinitions" => {
             let q: ListTaskDefinitions = input(body)?;
-            with_token(json!({}), &ecs.list_task_definitions(&q).await, "taskDefinitionArns")
+            with_token(json!({}), &ecs.list_task_definitions(&q).await?, "taskDefinitionArns")
         }
         "ListTaskDefinitionFamilies" => {
             let page = ecs
@@ -187,7 +187,7 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
                     c.max_results,
                     c.next_token.as_deref(),
                 )
-                .await;
+                .await?;
             with_token(json!({}), &page, "families")
         }
         "DeregisterTaskDefinition" => {
