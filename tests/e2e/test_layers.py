@@ -42,6 +42,25 @@ def test_publish_get_list_delete(lam):
     assert lam.publish_layer_version(LayerName=name, Content={"ZipFile": LAYER_ZIP})["Version"] == 3, "never reused"
 
 
+def test_a_prune_loop_deleting_page_by_page_misses_no_version(lam):
+    name = unique_name("pruned")
+    for _ in range(6):
+        lam.publish_layer_version(LayerName=name, Content={"ZipFile": LAYER_ZIP})
+    # Deleting what each page shows and following its marker: an offset
+    # marker skipped versions 3 and 4 here, as the deletions moved them.
+    seen, marker = [], None
+    while True:
+        page = lam.list_layer_versions(LayerName=name, MaxItems=2, **({"Marker": marker} if marker else {}))
+        for v in page["LayerVersions"]:
+            seen.append(v["Version"])
+            lam.delete_layer_version(LayerName=name, VersionNumber=v["Version"])
+        marker = page.get("NextMarker")
+        if not marker:
+            break
+    assert seen == [6, 5, 4, 3, 2, 1]
+    assert lam.list_layer_versions(LayerName=name)["LayerVersions"] == []
+
+
 def test_functions_reference_layers(lam):
     name = unique_name("layer")
     lv = lam.publish_layer_version(LayerName=name, Content={"ZipFile": LAYER_ZIP})["LayerVersionArn"]

@@ -141,7 +141,8 @@ impl Control {
         max_items: Option<i64>,
     ) -> Result<Page<CodeSigningConfig>> {
         let all = self.meta.list_code_signing_configs().await?;
-        let (items, next_marker) = paginate(all, marker, max_items)?;
+        // By id, as the store lists them.
+        let (items, next_marker) = paginate_after(all, |c| c.id.clone(), marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 
@@ -166,8 +167,10 @@ impl Control {
         max_items: Option<i64>,
     ) -> Result<Page<String>> {
         self.code_signing_config(arn).await?;
-        let arns = self.functions_signed_by(arn).await?.iter().map(|n| self.account().function_arn(n)).collect();
-        let (items, next_marker) = paginate(arns, marker, max_items)?;
+        let mut arns: Vec<String> =
+            self.functions_signed_by(arn).await?.iter().map(|n| self.account().function_arn(n)).collect();
+        arns.sort();
+        let (items, next_marker) = paginate_after(arns, String::clone, marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 

@@ -131,7 +131,8 @@ impl Control {
             }
             out
         };
-        let (items, next_marker) = paginate(all, marker, max_items)?;
+        // By name, as the store lists them.
+        let (items, next_marker) = paginate_after(all, |lv| lv.name.clone(), marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 
@@ -146,7 +147,9 @@ impl Control {
         let name = self.account().layer_name_of(layer).map_err(rule)?;
         let all: Vec<LayerVersion> =
             self.meta.list_layer_versions(&name).await?.into_iter().filter(|lv| matches(lv, runtime, arch)).collect();
-        let (items, next_marker) = paginate(all, marker, max_items)?;
+        // Newest first: a key that rises as the version falls.
+        let (items, next_marker) =
+            paginate_after(all, |lv| format!("{:020}", u64::MAX - lv.version), marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 

@@ -296,19 +296,6 @@ impl Control {
     }
 }
 
-/// Splits a list into a page. Markers are opaque offsets into the ordering.
-pub fn paginate<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) -> Result<(Vec<T>, Option<String>)> {
-    let start = match marker.filter(|m| !m.is_empty()) {
-        Some(m) => m.parse::<usize>().map_err(|_| invalid(format!("Invalid marker: {m}")))?,
-        None => 0,
-    };
-    let limit = page_size(max_items);
-    let total = items.len();
-    let page: Vec<T> = items.into_iter().skip(start).take(limit).collect();
-    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
-    Ok((page, next))
-}
-
 /// Splits a list, ordered by `key`, into a page of the items after the
 /// marker: a marker is the key of the last item handed out, so that items
 /// deleted meanwhile (as a script pruning versions page by page does) move
@@ -338,12 +325,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pages_carry_an_offset_marker_until_the_end() {
-        let (p, next) = paginate((0..5).collect(), None, Some(2)).unwrap();
-        assert_eq!((p, next.as_deref()), (vec![0, 1], Some("2")));
-        let (p, next) = paginate((0..5).collect(), Some("4"), Some(2)).unwrap();
-        assert_eq!((p, next), (vec![4], None));
-        assert!(paginate((0..5).collect::<Vec<i32>>(), Some("x"), None).is_err());
+    fn pages_carry_the_last_key_until_the_end() {
         assert_eq!(page_size(Some(500)), nimbus_core::limits::LIST_MAX_ITEMS);
         // Key markers: what was deleted behind the marker moves nothing ahead of it.
         let key = |n: &i32| format!("{n:03}");

@@ -105,7 +105,8 @@ impl Control {
     ) -> Result<Page<(String, T)>> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
         let f = self.function(&r.name).await?;
-        let (items, next_marker) = paginate(pick(f).into_iter().collect(), marker, max_items)?;
+        let (items, next_marker) =
+            paginate_after(pick(f).into_iter().collect(), |(qualifier, _)| qualifier.clone(), marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 

@@ -211,7 +211,8 @@ impl Mappings {
                 })
             })
             .collect();
-        let (items, next_marker) = nimbus_control::paginate(items, marker, max_items)?;
+        // By UUID, as the store lists them.
+        let (items, next_marker) = nimbus_control::paginate_after(items, |m| m.uuid.clone(), marker, max_items)?;
         Ok(Page { items, next_marker })
     }
 
