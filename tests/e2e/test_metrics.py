@@ -252,10 +252,14 @@ def test_times_far_out_of_range_are_cut_to_the_samples_that_can_exist(server, la
     ]
     for op, body, expected in calls:
         headers = {"X-Amz-Target": f"GraniteServiceVersion20100801.{op}", "Content-Type": "application/x-amz-json-1.0"}
-        status, _, out = signed_request(server, "POST", "/", json.dumps(body).encode(), headers, service="monitoring")
+        status, got, out = signed_request(server, "POST", "/", json.dumps(body).encode(), headers, service="monitoring")
         assert status == expected, (op, body, out)
         if status == 400:
-            assert json.loads(out)["__type"].endswith("InvalidParameterCombination"), out
+            # Query compatible: the body and x-amzn-ErrorType name the model's error shape,
+            # which typed SDKs match; x-amzn-query-error has the query code, which botocore reports.
+            shape = "InvalidParameterCombinationException"
+            assert json.loads(out)["__type"] == f"com.amazonaws.cloudwatch#{shape}", out
+            assert (got["x-amzn-ErrorType"], got["x-amzn-query-error"]) == (shape, "InvalidParameterCombination;Sender")
         else:
             answer = json.loads(out)
             points = answer["Datapoints"] if "Datapoints" in answer else answer["MetricDataResults"][0]["Values"]

@@ -125,12 +125,8 @@ pub(super) fn respond(result: Result<Value, Failure>) -> Response {
         Ok(v) => (StatusCode::OK, v, None),
         Err(f) => {
             tracing::debug!(error_type = f.kind, message = %f.message, "request refused");
-            let side = if f.status.is_server_error() { "Receiver" } else { "Sender" };
-            (
-                f.status,
-                serde_json::json!({ "__type": f.kind, "message": f.message }),
-                Some(format!("{};{side}", f.kind)),
-            )
+            let body = serde_json::json!({ "__type": super::error_type(f.kind), "message": f.message });
+            (f.status, body, Some(super::query_error(&f)))
         }
     };
     let mut bytes = Vec::new();

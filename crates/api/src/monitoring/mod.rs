@@ -8,9 +8,11 @@
 //! though the model lists smithy-rpc-v2-cbor first, which newer SDKs send
 //! (`cbor`); both forms are served over the same JSON values (`wire`).
 //! Timestamps are epoch seconds.
-//! CloudWatch is "query compatible": an error carries its query-protocol
-//! code in `x-amzn-query-error` (`InvalidParameterCombination;Sender`),
-//! which is what botocore reports as the code.
+//! CloudWatch is "query compatible": an error's `__type` names the model's
+//! error shape (`com.amazonaws.cloudwatch#InvalidParameterValueException`,
+//! which typed SDKs match) and its query-protocol code is in
+//! `x-amzn-query-error` (`InvalidParameterValue;Sender`), which is what
+//! botocore reports as the code.
 //!
 //! Owns the wire shapes and AWS's messages for refusals; the statistics
 //! are `nimbus-metrics`'.
@@ -58,16 +60,44 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
     let mut resp = match serve_inner(api, req).await {
         Ok(r) => r,
         Err(f) => {
-            let query_error = format!("{};{}", f.kind, if f.status.is_server_error() { "Receiver" } else { "Sender" });
-            let mut resp = f.into_response();
-            if let Ok(v) = HeaderValue::from_str(&query_error) {
-                resp.headers_mut().insert("x-amzn-query-error", v);
+            tracing::debug!(error_type = f.kind, message = %f.message, "request refused");
+            let body = serde_json::json!({ "__type": error_type(f.kind), "message": f.message });
+            let mut resp = (f.status, body.to_string()).into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(shape_of(f.kind).unwrap_or(f.kind)) {
+                h.insert("x-amzn-ErrorType", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&query_error(&f)) {
+                h.insert("x-amzn-query-error", v);
             }
             resp
         }
     };
     resp.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.0"));
     resp
+}
+
+/// The model's error shape whose query code `code` is [botocore cloudwatch
+/// service-2.json, each error's `error.code`]; other refusals (the JSON
+/// protocol's own, authentication's) have no query code of their own.
+fn shape_of(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "InvalidParameterValue" => "InvalidParameterValueException",
+        "InvalidParameterCombination" => "InvalidParameterCombinationException",
+        "MissingParameter" => "MissingRequiredParameterException",
+        "InternalServiceError" => "InternalServiceFault",
+        _ => return None,
+    })
+}
+
+/// An error's `__type`: its shape, in CloudWatch's namespace.
+fn error_type(code: &str) -> String {
+    shape_of(code).map_or_else(|| code.to_string(), |shape| format!("com.amazonaws.cloudwatch#{shape}"))
+}
+
+/// An error's `x-amzn-query-error`: its query code and who is at fault.
+fn query_error(f: &Failure) -> String {
+    format!("{};{}", f.kind, if f.status.is_server_error() { "Receiver" } else { "Sender" })
 }
 
 async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure> {
