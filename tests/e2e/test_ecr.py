@@ -87,11 +87,21 @@ def test_bad_input(server, ecr):
     raw = boto3.client("ecr", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
                        aws_secret_access_key=secret, config=Config(parameter_validation=False,
                                                                     retries={"max_attempts": 1}))
-    for bad in ["UPPER", "a", "x" * 257, "trailing/", "-lead"]:
+    # ECR words its repository-name rule its own way (as quoted from AWS in
+    # public issues), not as the model's ValidationException.
+    pattern = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*"
+    for bad, rule in [("UPPER", f"must satisfy regular expression '{pattern}'"),
+                      ("a", "must have length greater than or equal to 2"),
+                      ("x" * 257, "must have length less than or equal to 256"),
+                      ("trailing/", f"must satisfy regular expression '{pattern}'"),
+                      ("-lead", f"must satisfy regular expression '{pattern}'")]:
         with pytest.raises(ClientError) as e:
             raw.create_repository(repositoryName=bad)
-        assert error_code(e) == "ValidationException", bad
-        assert "failed to satisfy constraint" in str(e.value)
+        assert error_code(e) == "InvalidParameterException", bad
+        assert e.value.response["Error"]["Message"] == (
+            f"Invalid parameter at 'repositoryName' failed to satisfy constraint: '{rule}'")
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
+        ecr.describe_images(repositoryName="Not-Lower")
     with pytest.raises(ClientError) as e:
         raw.create_repository(repositoryName=repo_name(), imageTagMutability="SOMETIMES")
     assert error_code(e) == "ValidationException"

@@ -26,6 +26,14 @@ pub(crate) struct JsonService {
     pub(crate) body_max: usize,
     /// The error type the service answers a malformed or oversized request with.
     pub(crate) invalid: &'static str,
+    /// The service's own checks that come before the model's (ECR's
+    /// repository names, which it words its own way).
+    pub(crate) precheck: fn(&Value) -> Result<(), Failure>,
+}
+
+/// A service with no checks before the model's.
+pub(crate) fn no_precheck(_: &Value) -> Result<(), Failure> {
+    Ok(())
 }
 
 /// A request taken in: its operation, checked input and headers.
@@ -78,6 +86,7 @@ impl JsonService {
                 Failure::new("SerializationException", format!("Could not parse the request body as JSON: {e}"))
             })?
         };
+        (self.precheck)(&input)?;
         let request = nimbus_model::Request {
             labels: vec![],
             query: vec![],

@@ -27,6 +27,7 @@ const SERVICE: JsonService = JsonService {
     // A large task definition.
     body_max: 1 << 20,
     invalid: "InvalidParameterException",
+    precheck: crate::json_front::no_precheck,
 };
 
 impl From<Error> for Failure {

@@ -28,6 +28,7 @@ const SERVICE: JsonService = JsonService {
     // A full PutLogEvents batch (1 MiB of messages), JSON-escaped.
     body_max: 4 << 20,
     invalid: "InvalidParameterException",
+    precheck: crate::json_front::no_precheck,
 };
 
 /// Whether an unsigned request is for CloudWatch Logs (so that it is refused

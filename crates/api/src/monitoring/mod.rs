@@ -35,6 +35,7 @@ const SERVICE: JsonService = JsonService {
     target_prefix: TARGET_PREFIX,
     body_max: 1 << 20,
     invalid: "InvalidParameterValue",
+    precheck: crate::json_front::no_precheck,
 };
 
 /// Whether an unsigned request is for CloudWatch (so that CloudWatch refuses it).

@@ -27,7 +27,34 @@ const SERVICE: JsonService = JsonService {
     // as a manifest is JSON already (no control characters left to escape).
     body_max: 2 * nimbus_registry::manifests::MANIFEST_MAX + (64 << 10),
     invalid: "ValidationException",
+    precheck: check_repository_name,
 };
+
+/// The model's pattern for repository names (which `check_name` keeps), as ECR quotes it.
+const NAME_PATTERN: &str = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*";
+
+/// ECR judges `repositoryName` itself, before the model's other rules, and
+/// words it its own way: `InvalidParameterException: Invalid parameter at
+/// 'repositoryName' failed to satisfy constraint: '…'` (as quoted from AWS
+/// in public issues, 2018–2024), where other members get the model's
+/// ValidationException.
+fn check_repository_name(input: &serde_json::Value) -> Result<(), Failure> {
+    use nimbus_registry::rules::{check_name, NAME_MAX, NAME_MIN};
+    let Some(name) = input.get("repositoryName").and_then(serde_json::Value::as_str) else { return Ok(()) };
+    let rule = if name.len() < NAME_MIN {
+        format!("must have length greater than or equal to {NAME_MIN}")
+    } else if name.len() > NAME_MAX {
+        format!("must have length less than or equal to {NAME_MAX}")
+    } else if check_name(name).is_err() {
+        format!("must satisfy regular expression '{NAME_PATTERN}'")
+    } else {
+        return Ok(());
+    };
+    Err(Failure::new(
+        "InvalidParameterException",
+        format!("Invalid parameter at 'repositoryName' failed to satisfy constraint: '{rule}'"),
+    ))
+}
 /// Page size when a request names no maxResults, as ECR.
 const PAGE_DEFAULT: usize = 100;
 
