@@ -494,6 +494,7 @@ def test_aws_chunked_trailer_checksum(s3, bucket):
         body = os.urandom(300_000)
         with mock.patch("botocore.httpchecksum.urlparse", https):
             put = s3.put_object(Bucket=bucket, Key="trailer", Body=body)
+            s3.put_object(Bucket=bucket, Key="gz", Body=gzip.compress(b"zipped"), ContentEncoding="gzip")
             with pytest.raises(ClientError) as e:
                 s3.put_object(Bucket=bucket, Key="trailer", Body=b"bad", ChecksumCRC32=crc32(b"other"))
     finally:
@@ -505,6 +506,13 @@ def test_aws_chunked_trailer_checksum(s3, bucket):
     head = s3.head_object(Bucket=bucket, Key="trailer", ChecksumMode="ENABLED")
     assert (head["ChecksumCRC32"], head["ContentLength"]) == (crc32(body), len(body))
     assert s3.get_object(Bucket=bucket, Key="trailer")["Body"].read() == body
+    # aws-chunked is how the body was sent, not how the object is encoded:
+    # stored, it made HTTP clients fail to decode a gzip object (`gzip,aws-chunked`).
+    assert sent[1]["Content-Encoding"] == b"gzip,aws-chunked"
+    assert "ContentEncoding" not in head
+    assert s3.head_object(Bucket=bucket, Key="gz")["ContentEncoding"] == "gzip"
+    s3.copy_object(Bucket=bucket, Key="gz-copy", CopySource={"Bucket": bucket, "Key": "gz"})
+    assert s3.get_object(Bucket=bucket, Key="gz-copy")["ContentEncoding"] == "gzip"
 
 
 def test_trailer_checksum_mismatch_stores_nothing(s3server, s3, bucket):

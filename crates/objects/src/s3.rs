@@ -491,6 +491,13 @@ pub(crate) fn headers_of(
         t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
         String::from_utf8(buf).ok()
     });
+    // `aws-chunked` says how the body was sent (SigV4 streaming), not how the
+    // object is encoded: S3 keeps only the other codings (`gzip`).
+    let content_encoding = content_encoding.and_then(|e| {
+        let kept: Vec<&str> =
+            e.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked")).collect();
+        (!kept.is_empty()).then(|| kept.join(","))
+    });
     ObjectHeaders {
         // What AWS records for an upload that names no type.
         content_type: content_type.or_else(|| Some("binary/octet-stream".into())),
