@@ -102,7 +102,12 @@ def test_transfer_manager_uploads_and_downloads_in_parts(s3, bucket, tmp_path):
 def test_parts_of_an_object_are_read_by_number(s3, bucket):
     parts = [os.urandom(5 * MIB), os.urandom(5 * MIB), b"the last part"]
     upload, etags = upload_parts(s3, bucket, "parts.bin", parts)
-    complete(s3, bucket, "parts.bin", upload, enumerate(etags, 1))
+    done = complete(s3, bucket, "parts.bin", upload, enumerate(etags, 1))
+    # An absolute URL, as AWS answers (SDKs hand it on as the object's address).
+    assert done["Location"] == f"{s3.meta.endpoint_url}/{bucket}/parts.bin"
+    upload, etags = upload_parts(s3, bucket, "a dir/é.bin", [b"x"])
+    done = complete(s3, bucket, "a dir/é.bin", upload, enumerate(etags, 1))
+    assert done["Location"] == f"{s3.meta.endpoint_url}/{bucket}/a%20dir/%C3%A9.bin"
     second = s3.get_object(Bucket=bucket, Key="parts.bin", PartNumber=2)
     assert second["Body"].read() == parts[1]
     assert (second["ContentRange"], second["PartsCount"]) == (f"bytes {5 * MIB}-{10 * MIB - 1}/{10 * MIB + 13}", 3)

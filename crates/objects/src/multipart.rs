@@ -333,6 +333,9 @@ impl Objects {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let origin = self.origin(&req);
+        // The object's URL as the client reached this node (path style): AWS
+        // answers an absolute URL, which SDKs hand on as the object's address.
+        let host = req.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
         let input = req.input;
         let (bucket, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
@@ -483,7 +486,7 @@ impl Objects {
         let mut sums = s3s::dto::Checksum::default();
         put_checksums(&object.checksum, &mut sums);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
-            location: Some(format!("/{}/{}", bucket.name, object.key)),
+            location: Some(format!("http://{host}/{}/{}", bucket.name, crate::s3::url_encode(&object.key))),
             e_tag: Some(etag(&object)),
             checksum_type: checksum_type(&upload),
             checksum_crc32: sums.checksum_crc32,
