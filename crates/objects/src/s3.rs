@@ -330,6 +330,19 @@ impl Objects {
     }
 
     /// The writer of a request, for the events its write triggers.
+    /// CreateBucket of a bucket this account has: in us-east-1 a success,
+    /// for legacy compatibility, and BucketAlreadyOwnedByYou elsewhere [S3
+    /// API reference, CreateBucket's errors].
+    fn already_owned(&self, name: &str) -> S3Result<S3Response<CreateBucketOutput>> {
+        if self.region == "us-east-1" {
+            return Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }));
+        }
+        Err(s3_error!(
+            BucketAlreadyOwnedByYou,
+            "Your previous request to create the named bucket succeeded and you already own it."
+        ))
+    }
+
     pub(crate) fn origin<T>(&self, req: &S3Request<T>) -> Origin<'_> {
         let requested = req.extensions.get::<notify::Requested>();
         Origin {
@@ -534,12 +547,8 @@ impl S3 for Objects {
                 c.as_str()
             ));
         }
-        if let Some(existing) = self.meta.get_bucket(&name).await.map_err(internal)? {
-            let _ = existing;
-            return Err(s3_error!(
-                BucketAlreadyOwnedByYou,
-                "Your previous request to create the named bucket succeeded and you already own it."
-            ));
+        if self.meta.get_bucket(&name).await.map_err(internal)?.is_some() {
+            return self.already_owned(&name);
         }
         let bucket = Bucket {
             name: name.clone(),
@@ -552,10 +561,7 @@ impl S3 for Objects {
             if self.meta.get_bucket(&name).await.map_err(internal)?.is_none() {
                 return Err(s3_error!(TooManyBuckets, "You have attempted to create more buckets than allowed"));
             }
-            return Err(s3_error!(
-                BucketAlreadyOwnedByYou,
-                "Your previous request to create the named bucket succeeded and you already own it."
-            ));
+            return self.already_owned(&name);
         }
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
     }
@@ -584,21 +590,37 @@ impl S3 for Objects {
     }
 
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
-        let prefix = req.input.prefix.unwrap_or_default();
-        let buckets = self.meta.list_buckets().await.map_err(internal)?;
-        let list = buckets
-            .into_iter()
-            .filter(|b| b.name.starts_with(&prefix))
+        let input = req.input;
+        // Without max-buckets, every bucket on one page (as AWS answers a
+        // general-purpose account); with it, pages in name order, the token
+        // being the page's last name.
+        let max = match input.max_buckets {
+            None => usize::MAX,
+            Some(n @ 1..=10_000) => n as usize,
+            Some(_) => {
+                return Err(s3_error!(InvalidArgument, "Argument max-buckets must be an integer between 1 and 10000."))
+            }
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = input.continuation_token.unwrap_or_default();
+        let mut buckets = self.meta.list_buckets().await.map_err(internal)?;
+        buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut rest = buckets.into_iter().filter(|b| b.name.starts_with(&prefix) && *b.name > *after).peekable();
+        let list: Vec<s3s::dto::Bucket> = rest
+            .by_ref()
+            .take(max)
             .map(|b| s3s::dto::Bucket {
                 name: Some(b.name),
                 creation_date: Some(timestamp(b.created_ms)),
                 bucket_region: Some(self.region.clone()),
             })
             .collect();
+        let continuation_token = rest.peek().and(list.last()).and_then(|b| b.name.clone());
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(list),
             owner: Some(self.owner().1),
-            ..Default::default()
+            continuation_token,
+            prefix: input.prefix,
         }))
     }
 
