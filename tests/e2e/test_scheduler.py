@@ -85,6 +85,14 @@ def test_schedules_and_groups_crud_with_boto3_and_the_cli(server):
     assert (got["Arn"], got["Name"], got["State"]) == (group_arn, group, "ACTIVE") and "CreationDate" in got
     names = [g["Name"] for g in sch.list_schedule_groups()["ScheduleGroups"]]
     assert "default" in names and group in names and names == sorted(names)
+    paged = [g["Name"] for p in sch.get_paginator("list_schedule_groups").paginate(PaginationConfig={"PageSize": 1})
+             for g in p["ScheduleGroups"]]
+    assert paged == names
+    # A token that is none of ours is refused, as ListSchedules refuses one
+    # (it was read as a name to list after, silently).
+    with pytest.raises(ClientError) as e:
+        sch.list_schedule_groups(MaxResults=1, NextToken="garbage")
+    assert error_code(e) == "ValidationException"
 
     code, out, err = aws_json(server, "scheduler", "create-schedule", "--name", "nightly", "--group-name", group,
                          "--schedule-expression", "cron(0 3 * * ? *)", "--schedule-expression-timezone",

@@ -365,7 +365,14 @@ impl Schedules {
         next_token: Option<&str>,
     ) -> Result<Page<ScheduleGroup>> {
         let prefix = prefix.unwrap_or("");
-        let after = next_token.unwrap_or("");
+        // A token is the last name handed out and a slash (which no group's
+        // name has): anything else is none of ours.
+        let after = match next_token {
+            Some(t) => {
+                t.strip_suffix('/').filter(|n| !n.contains('/')).ok_or_else(|| validation("Invalid NextToken."))?
+            }
+            None => "",
+        };
         let limit = max_results.unwrap_or(LIST_MAX);
         let mut items = self.meta.list_schedule_groups(prefix, after, limit + 1).await?;
         if DEFAULT_GROUP.starts_with(prefix) && DEFAULT_GROUP > after {
@@ -374,7 +381,7 @@ impl Schedules {
         }
         let next_token = (items.len() > limit).then(|| {
             items.truncate(limit);
-            items.last().map(|g| g.name.clone()).unwrap_or_default()
+            items.last().map(|g| format!("{}/", g.name)).unwrap_or_default()
         });
         Ok(Page { items, next_token })
     }
