@@ -446,11 +446,18 @@ def test_a_task_running_through_kill_9_is_reported_stopped(tmp_path, busybox_lay
     try:
         ecs = aws_client(node, "ecs")
         image = push(node, busybox_layout, "v1")
-        family = register(ecs, containers=[container(image=image, entryPoint=HTTPD, stopTimeout=2)])["family"]
+        web = container(image=image, entryPoint=HTTPD, stopTimeout=2,
+                        mountPoints=[{"sourceVolume": "v", "containerPath": "/scratch"}])
+        family = register(ecs, containers=[web], volumes=[{"name": "v"}])["family"]
         arn = run(ecs, family)["tasks"][0]["taskArn"]
         port = running(ecs, arn)["containers"][0]["networkBindings"][0]["hostPort"]
+        tasks_dir = tmp_path / "data" / "worker" / "tasks"
+        assert (tasks_dir / arn.rsplit("/", 1)[1] / "volumes").is_dir()
         node.kill()
         node.start()
+        # What the killed node left of the task (its volumes' tmpfs, its
+        # roots and slots) is gone, not only unmounted.
+        assert not tasks_dir.exists() or list(tasks_dir.iterdir()) == []
         ecs = aws_client(node, "ecs")
         t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
         assert (t["lastStatus"], t["desiredStatus"], t["stopCode"]) == ("STOPPED", "STOPPED", "TerminationNotice")

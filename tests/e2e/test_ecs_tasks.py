@@ -208,7 +208,7 @@ def test_a_tasks_volumes_are_shared_by_its_containers_and_by_no_other_task(ecs, 
                      volumes=[{"name": "shared", "host": {"sourcePath": "/etc"}}])
     register_refused("ClientException", ["efsVolumeConfiguration is not supported"],
                      volumes=[{"name": "shared", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}])
-    register_refused("ClientException", ["sourceContainer 'nobody'"], volumes=[{"name": "scratch"}],
+    register_refused("ClientException", ["Unknown container: 'nobody'"], volumes=[{"name": "scratch"}],
                      containers=[dict(reader, volumesFrom=[{"sourceContainer": "nobody"}], dependsOn=[])])
     # What Fargate refuses is refused, not accepted and ignored.
     register_refused("ClientException", ["do not support ipcMode"], volumes=[{"name": "shared"}], ipcMode="task")
@@ -216,6 +216,27 @@ def test_a_tasks_volumes_are_shared_by_its_containers_and_by_no_other_task(ecs, 
                      volumes=[{"name": "shared"}], containers=[dict(writer, links=["other"])])
     register_refused("ClientException", ["do not support privileged"],
                      volumes=[{"name": "shared"}], containers=[dict(writer, privileged=True)])
+
+
+def test_a_mount_path_never_leads_out_of_the_image(node, ecs, busybox, tmp_path):
+    # Stage two, host root with every capability, holds a descriptor of the
+    # host's /proc/<stage one> while it mounts: resolved by name, these paths
+    # led to the host's root and made directories there.
+    escapes = [f"/proc/self/fd/{fd}/../{node.proc.pid}/root{tmp_path}/escaped-{fd}/a" for fd in (7, 3, 4, 5, 6, 8, 9)]
+    escapes.append(f"/proc/self/root/../../../..{tmp_path}/escaped-root")
+    for target in escapes:
+        mount = {"sourceVolume": "v", "containerPath": target}
+        family = register(ecs, containers=[{"name": "a", "image": busybox, "entryPoint": ["/bin/true"],
+                                            "mountPoints": [mount]}], volumes=[{"name": "v"}])
+        done = stopped(ecs, run(ecs, family["family"])["tasks"][0]["taskArn"])
+        assert list(tmp_path.iterdir()) == [], target
+        # Either refused inside the image (a magic link is not followed) or
+        # mounted inside it (`..` stops at its root): never on the host.
+        if done["stopCode"] == "TaskFailedToStart":
+            reason = done["stoppedReason"]
+            assert f"mounting a volume at {target}" in reason and "Connection reset" not in reason, reason
+        else:
+            assert done["containers"][0]["exitCode"] == 0, done
 
 
 def test_a_missing_log_group_fails_the_start_unless_it_may_be_created(ecs, logs, busybox):

@@ -763,6 +763,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(BlobCode(blobs.clone())),
     )?;
     let worker = Arc::new(worker);
+    // What a killed node left of its tasks' directories, now that the worker
+    // has unmounted what it left under its own: no task runs yet.
+    if task_runtime.is_some() {
+        nimbus_sandbox::namespaces::remove_unmounted(&data_dir.join("worker").join("tasks"));
+    }
     // Whatever fails from here on, the worker takes down what it made
     // (mounts, cgroups, templates) before the process ends.
     let served = async {

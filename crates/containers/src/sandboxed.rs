@@ -321,8 +321,12 @@ impl SandboxRuntime {
             control.write_all(b"g")?;
             control.write_all(line.as_bytes())?;
             let mut failed = Vec::new();
-            control.read_to_end(&mut failed)?;
-            Ok(failed)
+            // A stage two that failed before reading the launch line exits
+            // with it unread: the reset comes after the reason it wrote.
+            match control.read_to_end(&mut failed) {
+                Err(e) if e.kind() != std::io::ErrorKind::ConnectionReset || failed.is_empty() => Err(e),
+                _ => Ok(failed),
+            }
         })
         .await
         .map_err(|e| e.to_string())?
@@ -570,7 +574,7 @@ fn volumes_dir(task_dir: &Path) -> PathBuf {
 }
 
 /// Makes a task's volumes: a directory each, owned by the task's user, on
-/// one tmpfs of the task's memory size. A volume is scratch space that
+/// one tmpfs of half the task's memory. A volume is scratch space that
 /// lives as long as the task (Fargate's is its ephemeral storage, on disk):
 /// in memory, what its containers write is charged to the task's cgroup,
 /// and cannot fill the node's disk. The tmpfs goes with the task's
@@ -578,7 +582,9 @@ fn volumes_dir(task_dir: &Path) -> PathBuf {
 fn make_volumes(task_dir: &Path, names: &[String], memory_mib: u32, uid: u32) -> std::io::Result<()> {
     let dir = volumes_dir(task_dir);
     std::fs::create_dir_all(&dir)?;
-    let options = format!("size={memory_mib}m,mode=755");
+    // Half the task's memory: a write past it is ENOSPC, not the memory
+    // limit's OOM kill of whichever container holds the most.
+    let options = format!("size={}m,mode=755", (memory_mib / 2).max(1));
     nix::mount::mount(
         Some("tmpfs"),
         &dir,
@@ -595,14 +601,6 @@ fn make_volumes(task_dir: &Path, names: &[String], memory_mib: u32, uid: u32) ->
     Ok(())
 }
 
-/// Removes a directory once nothing is mounted below it: removing through
-/// a bind of an image's root (a slot left mounted) would delete the
-/// image's files.
-fn remove_unmounted(dir: &Path) {
-    nimbus_sandbox::namespaces::unmount_under(dir);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
         self.runtime.mesh.leave(&self.task_id);
@@ -616,6 +614,6 @@ impl Drop for RunningSandbox {
             cg.kill_all();
             let _ = cg.remove();
         }
-        remove_unmounted(&self.dir);
+        nimbus_sandbox::namespaces::remove_unmounted(&self.dir);
     }
 }

@@ -25,7 +25,9 @@ pub fn check(volumes: &[Value], containers: &[ContainerDefinition]) -> Result<()
     let mut names: Vec<&str> = Vec::new();
     for v in volumes {
         let name = v["name"].as_str().unwrap_or_default();
-        crate::rules::check_name("Volume name", name)?;
+        if crate::rules::check_name("Volume name", name).is_err() {
+            return Err(Error::Client("volume.name contains invalid characters.".into()));
+        }
         if names.contains(&name) {
             return Err(Error::Client(format!("Duplicate volume name '{name}' in the task definition.")));
         }
@@ -49,6 +51,7 @@ pub fn check(volumes: &[Value], containers: &[ContainerDefinition]) -> Result<()
         }
     }
     for c in containers {
+        let mut paths: Vec<&str> = Vec::new();
         for m in &c.mount_points {
             let volume = m["sourceVolume"].as_str().unwrap_or("null");
             if !names.contains(&volume) {
@@ -60,14 +63,20 @@ pub fn check(volumes: &[Value], containers: &[ContainerDefinition]) -> Result<()
                     c.name
                 )));
             }
+            // Docker refuses two mounts at one path (the later would hide the earlier).
+            let path = m["containerPath"].as_str().unwrap_or_default().trim_end_matches('/');
+            if paths.contains(&path) {
+                return Err(Error::Client(format!(
+                    "Invalid 'mountPoints' setting for container '{}': Duplicate mount point: {path}",
+                    c.name
+                )));
+            }
+            paths.push(path);
         }
         for from in &c.volumes_from {
             let source = from["sourceContainer"].as_str().unwrap_or("null");
             if source == c.name || !containers.iter().any(|o| o.name == source) {
-                return Err(Error::Client(format!(
-                    "Invalid 'volumesFrom' setting for container '{}': sourceContainer '{source}' is not another container of the task definition.",
-                    c.name
-                )));
+                return Err(Error::Client(format!("Invalid 'volumesFrom' setting. Unknown container: '{source}'.")));
             }
         }
     }
@@ -106,6 +115,9 @@ pub fn mounts(def: &ContainerDefinition, all: &[ContainerDefinition]) -> Vec<Mou
         }
         queue.extend(from_list(source, ro));
     }
+    // Shallower first, as Docker mounts them: `/data` before `/data/sub`,
+    // which would otherwise be hidden under it.
+    out.sort_by_key(|m| std::path::Path::new(&m.path).components().count());
     out
 }
 
@@ -145,7 +157,11 @@ mod tests {
         let relative = container(json!({"mountPoints": [{"sourceVolume": "data", "containerPath": "data"}]}));
         assert!(err(&[json!({"name": "data"})], &[relative]).contains("absolute path"));
         let lonely = container(json!({"volumesFrom": [{"sourceContainer": "nobody"}]}));
-        assert!(err(&[], &[lonely]).contains("sourceContainer 'nobody'"));
+        assert_eq!(err(&[], &[lonely]), "Invalid 'volumesFrom' setting. Unknown container: 'nobody'.");
+        assert_eq!(err(&[json!({"name": "my.vol"})], &[]), "volume.name contains invalid characters.");
+        let twice = container(json!({"mountPoints": [{"sourceVolume": "data", "containerPath": "/x"},
+                                                     {"sourceVolume": "data", "containerPath": "/x/"}]}));
+        assert!(err(&[json!({"name": "data"})], &[twice]).ends_with("Duplicate mount point: /x"));
     }
 
     #[test]
@@ -162,5 +178,8 @@ mod tests {
         assert_eq!(mounts(&reader, &all), [m("data", "/data", true), m("logs", "/logs", true)]);
         // The reader mounts nothing of its own: the chain reaches the app's, read-only as the reader took them.
         assert_eq!(mounts(&chain, &all), [m("data", "/data", true), m("logs", "/logs", true)]);
+        let nested = container(json!({"name": "n", "mountPoints": [
+            {"sourceVolume": "w", "containerPath": "/data/sub"}, {"sourceVolume": "v", "containerPath": "/data"}]}));
+        assert_eq!(mounts(&nested, &[]), [m("v", "/data", false), m("w", "/data/sub", false)]);
     }
 }

@@ -413,6 +413,109 @@ fn attach_trees(trees: &[Tree], root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Attaches a volume's tree at `inside`, resolved in this process's root
+/// (the image's, after the pivot) and never through a magic link: a prefix
+/// at a time with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, each
+/// missing directory made in the one resolved before it. Resolved by name,
+/// as root with every capability, a path could leave the root through
+/// `/proc/self/fd` (a descriptor this stage holds leads to the host's
+/// `/proc`) or an image's link to it, and make directories on the host.
+#[allow(unsafe_code)]
+fn attach_volume(tree: &std::os::fd::OwnedFd, inside: &Path, read_only: bool) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::path::Component;
+    // Not in the libc crate's Linux list for this target.
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let in_root = |path: &Path| -> std::io::Result<OwnedFd> {
+        let c = c_path(path)?;
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        let root = c"/";
+        // SAFETY: opens "/" and then `path` under it; both C strings and `how` outlive the calls.
+        let dir = unsafe { libc::open(root.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if dir < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this descriptor.
+        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    };
+    let mut so_far = PathBuf::from(".");
+    let mut dir = in_root(&so_far)?;
+    for component in inside.components() {
+        match component {
+            Component::Normal(name) => {
+                so_far.push(name);
+                dir = match in_root(&so_far) {
+                    Ok(fd) => fd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        match nix::sys::stat::mkdirat(&dir, name, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+                            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                            Err(e) => return Err(io(e, "making the mount point")),
+                        }
+                        in_root(&so_far)?
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            Component::ParentDir => {
+                so_far.push("..");
+                dir = in_root(&so_far)?;
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    // The tree's own attributes, before it is attached: read-only if asked,
+    // and a slave, as the other trees are.
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
+    attr.propagation = libc::MS_SLAVE;
+    // SAFETY: reads `attr`, which outlives the call, and the descriptor.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if set == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: two descriptors and two empty C strings that outlive the call.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if moved == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
@@ -453,6 +556,18 @@ pub fn unmount_under(dir: &Path) -> usize {
     let mut points: Vec<PathBuf> = mount_points().into_iter().filter(|p| p.starts_with(dir)).collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.iter().filter(|p| umount2(p.as_path(), MntFlags::MNT_DETACH).is_ok()).count()
+}
+
+/// Removes `dir` and what is in it once nothing is mounted at or below it:
+/// removing through a mount left there (a slot bound to an image's root)
+/// would delete what it shows. Left in place, and said, if one stays.
+pub fn remove_unmounted(dir: &Path) {
+    unmount_under(dir);
+    if mount_points().iter().any(|p| p.starts_with(dir)) {
+        tracing::warn!(dir = %dir.display(), "a mount under it could not be removed; leaving the directory");
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Detaches every mount of this namespace but those on the way to, at or
@@ -1069,8 +1184,10 @@ fn enter_root(spec: &Spec, volumes: &[Tree]) -> std::io::Result<()> {
         nix::unistd::pivot_root(".", ".").map_err(|e| io(e, "pivot_root"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(|e| io(e, "detach old root"))?;
         std::env::set_current_dir("/")?;
-        // Inside the image's root now: its links lead nowhere else.
-        attach_trees(volumes, Path::new("/"))?;
+        for (tree, inside, read_only) in volumes {
+            attach_volume(tree, inside, *read_only)
+                .map_err(|e| std::io::Error::other(format!("mounting a volume at {}: {e}", inside.display())))?;
+        }
         if spec.writable_mb.is_none() && !volumes.is_empty() {
             mount(None::<&str>, "/", None::<&str>, READ_ONLY, None::<&str>).map_err(|e| io(e, "read-only root"))?;
         }
