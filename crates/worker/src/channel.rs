@@ -93,6 +93,15 @@ const HEADER_MAX: u64 = 256;
 
 /// Serves the channel until the runtime closes it or breaks the protocol.
 pub async fn serve(socket: Socket, shared: Arc<Shared>) {
+    shared.channel_open.send_replace(Some(true));
+    // Closed however serving ends (see `Shared::channel_open`).
+    struct Closed<'a>(&'a Shared);
+    impl Drop for Closed<'_> {
+        fn drop(&mut self) {
+            self.0.channel_open.send_replace(Some(false));
+        }
+    }
+    let _closed = Closed(&shared);
     let mut reader = BufReader::new(Reader(&socket));
     let mut header = String::new();
     loop {

@@ -244,6 +244,11 @@ pub(crate) struct Shared {
     partial: SyncMutex<Vec<u8>>,
     /// Notified when the process has exited and been reaped.
     exited: tokio::sync::Notify,
+    /// Whether a local channel serves the runtime (`Some(true)` while it
+    /// reads, `Some(false)` once it stopped): an exit is reported only after
+    /// the channel has read what the runtime wrote before it, so that an
+    /// error posted just before exiting is not overtaken by the exit.
+    pub channel_open: tokio::sync::watch::Sender<Option<bool>>,
     /// Notified when the runtime first asks for an invocation (init done).
     ready: tokio::sync::Notify,
     /// An init error reported before any invocation was handed over.
@@ -1041,6 +1046,7 @@ impl Env {
             output,
             partial: SyncMutex::new(Vec::new()),
             exited: tokio::sync::Notify::new(),
+            channel_open: tokio::sync::watch::Sender::new(None),
             ready: tokio::sync::Notify::new(),
             init_error: SyncMutex::new(None),
             exit_status: SyncMutex::new(None),
@@ -1218,6 +1224,11 @@ impl Env {
             };
             *watch.exit_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status.clone());
             watch.alive.store(false, Ordering::SeqCst);
+            // Bounded: a process the function forked may hold the channel open.
+            let mut channel = watch.channel_open.subscribe();
+            if *channel.borrow() == Some(true) {
+                let _ = tokio::time::timeout(Duration::from_millis(500), channel.wait_for(|o| *o != Some(true))).await;
+            }
             watch.fail_current(Reply::Exited(status));
             watch.exited.notify_waiters();
         });
