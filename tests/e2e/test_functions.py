@@ -125,6 +125,10 @@ def test_lifecycle_is_observable_and_refuses_what_aws_refuses(server):
     name = unique_name("life")
     cfg = create(lam, name, zip_bytes=slow_zip("a"))
     assert cfg["State"] == "Pending"
+    # As deploy tools do at once: a permission changes the revision alone, and
+    # the function still becomes Active (it stayed Pending for good).
+    lam.add_permission(FunctionName=name, StatementId="s3", Action="lambda:InvokeFunction",
+                       Principal="s3.amazonaws.com")
     for call in (lambda: lam.invoke(FunctionName=name),
                  lambda: lam.update_function_configuration(FunctionName=name, Timeout=5),
                  lambda: lam.publish_version(FunctionName=name)):
@@ -132,12 +136,13 @@ def test_lifecycle_is_observable_and_refuses_what_aws_refuses(server):
             call()
         assert (error_code(e), e.value.response["Error"]["Message"]) == ("ResourceConflictException", PENDING)
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1})
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     lam.get_waiter("function_exists").wait(FunctionName=name)
     assert lam.invoke(FunctionName=name)["StatusCode"] == 200
 
     upd = lam.update_function_code(FunctionName=name, ZipFile=slow_zip("b"))
     assert (upd["State"], upd["LastUpdateStatus"], upd["LastUpdateStatusReasonCode"]) == ("Active", "InProgress", "Creating")
+    lam.remove_permission(FunctionName=name, StatementId="s3")
     busy = f"The operation cannot be performed at this time. An update is in progress for resource: {arn(name)}"
     for call in (lambda: lam.update_function_configuration(FunctionName=name, Timeout=5),
                  lambda: lam.update_function_code(FunctionName=name, ZipFile=HELLO_ZIP),
@@ -146,7 +151,7 @@ def test_lifecycle_is_observable_and_refuses_what_aws_refuses(server):
             call()
         assert (error_code(e), e.value.response["Error"]["Message"]) == ("ResourceConflictException", busy)
     assert lam.invoke(FunctionName=name)["StatusCode"] == 200, "an update in progress does not stop invokes"
-    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     assert lam.get_function(FunctionName=name)["Configuration"]["LastUpdateStatus"] == "Successful"
     assert lam.publish_version(FunctionName=name)["Version"] == "1"
 

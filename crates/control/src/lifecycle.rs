@@ -32,7 +32,7 @@ impl Control {
                 // prepares again, so the function is usable either way.
                 invoker.prepare(&config).await;
             }
-            match settle(meta.as_ref(), &writes, &config.name, &targets).await {
+            match settle(meta.as_ref(), &writes, &config, &targets).await {
                 // `$LATEST` has a new revision: its idle environments are keyed by the old one.
                 Ok(true) => {
                     if let Some(invoker) = &invoker {
@@ -83,14 +83,25 @@ pub(crate) fn pending() -> Error {
 /// the read and the write is lost. As on AWS, `$LATEST` gets a new
 /// `RevisionId` when it becomes ready and a published version keeps its own;
 /// returns whether `$LATEST` changed.
-async fn settle(meta: &dyn Metadata, writes: &Mutex<()>, name: &str, targets: &[Target]) -> Result<bool> {
+async fn settle(
+    meta: &dyn Metadata,
+    writes: &Mutex<()>,
+    prepared: &FunctionConfig,
+    targets: &[Target],
+) -> Result<bool> {
+    let name = prepared.name.as_str();
     let _guard = writes.lock().await;
     let mut batch = Vec::new();
     let mut latest = false;
     for (version, revision) in targets {
         if version == LATEST {
             let Some(mut f) = meta.get_function(name).await? else { continue };
-            if f.latest.revision_id == *revision && f.latest.lifecycle != Lifecycle::Ready {
+            // A change that needs no preparation (a permission added while
+            // the function was created) gives `$LATEST` another revision
+            // and nothing else: what was prepared is still what it runs.
+            let unchanged = f.latest.revision_id == *revision
+                || FunctionConfig { revision_id: prepared.revision_id.clone(), ..f.latest.clone() } == *prepared;
+            if unchanged && f.latest.lifecycle != Lifecycle::Ready {
                 f.latest.lifecycle = Lifecycle::Ready;
                 f.latest.revision_id = new_revision();
                 latest = true;
@@ -126,7 +137,7 @@ mod tests {
         let latest = FunctionConfig::new("f", "arn:aws:iam::123456789012:role/r".into(), code, 0, "rev-2".into());
         let mut v1 = latest.clone();
         (v1.version, v1.revision_id) = ("1".into(), "rev-v1".into());
-        let f = Function::new(latest, Default::default());
+        let f = Function::new(latest.clone(), Default::default());
         meta.apply(vec![Write::PutFunction(Box::new(f)), Write::PutVersion(Box::new(v1))]).await.unwrap();
         let writes = Mutex::new(());
         async fn state(m: &SqliteMetadata) -> (Lifecycle, Lifecycle) {
@@ -134,14 +145,25 @@ mod tests {
             (f.latest.lifecycle, m.get_version("f", 1).await.unwrap().unwrap().lifecycle)
         }
 
-        // A preparation of an older revision settles nothing: its update replaced it.
-        assert!(!settle(&meta, &writes, "f", &[(LATEST.into(), "rev-1".into())]).await.unwrap());
+        // A preparation of an older revision with another configuration
+        // settles nothing: its update replaced it.
+        let mut older = latest.clone();
+        (older.revision_id, older.timeout) = ("rev-1".into(), latest.timeout + 1);
+        assert!(!settle(&meta, &writes, &older, &[(LATEST.into(), "rev-1".into())]).await.unwrap());
         assert_eq!(state(&meta).await, (Lifecycle::Creating, Lifecycle::Creating));
         let both = [(LATEST.to_string(), "rev-2".to_string()), ("1".to_string(), "rev-v1".to_string())];
-        assert!(settle(&meta, &writes, "f", &both).await.unwrap());
+        assert!(settle(&meta, &writes, &latest, &both).await.unwrap());
         assert_eq!(state(&meta).await, (Lifecycle::Ready, Lifecycle::Ready));
+        // A permission added meanwhile changed the revision alone: the
+        // preparation of what it runs still settles it.
+        let mut f = meta.get_function("f").await.unwrap().unwrap();
+        (f.latest.lifecycle, f.latest.revision_id) = (Lifecycle::Creating, "rev-3".into());
+        let prepared = FunctionConfig { revision_id: "rev-2".into(), ..f.latest.clone() };
+        meta.apply(vec![Write::PutFunction(Box::new(f))]).await.unwrap();
+        assert!(settle(&meta, &writes, &prepared, &[(LATEST.into(), "rev-2".into())]).await.unwrap());
+        assert_eq!(state(&meta).await.0, Lifecycle::Ready);
         // As on AWS: `$LATEST` gets a new revision when ready, a version keeps its own.
-        assert_ne!(meta.get_function("f").await.unwrap().unwrap().latest.revision_id, "rev-2");
+        assert_ne!(meta.get_function("f").await.unwrap().unwrap().latest.revision_id, "rev-3");
         assert_eq!(meta.get_version("f", 1).await.unwrap().unwrap().revision_id, "rev-v1");
     }
 }
