@@ -329,7 +329,10 @@ impl Logs {
                 ));
             }
             let rows: Vec<(i64, String)> = accepted.iter().map(|e| (e.timestamp_ms, e.message.clone())).collect();
-            self.meta.append_log_events(group, stream, &rows, now).await?;
+            // Deleted since the checks above: as if it had been before.
+            if !self.meta.append_log_events(group, stream, &rows, now).await? {
+                return Err(no_stream());
+            }
             if retention.is_some() {
                 self.expiry.notify_one();
             }

@@ -118,7 +118,12 @@ pub trait LogMeta: Send + Sync {
     async fn list_log_streams(&self, q: StreamQuery<'_>) -> Result<Vec<LogStreamRow>>;
     /// Stores `(timestamp, message)` events in an existing stream, in one
     /// transaction.
-    async fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)], now_ms: i64) -> Result<()>;
+    /// PutLogEvents' write: `false` (nothing stored) if the stream is gone,
+    /// checked in the write's transaction (a delete racing the write must
+    /// not be undone by it, as the awslogs driver's writes would make the
+    /// group and stream again).
+    async fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)], now_ms: i64)
+        -> Result<bool>;
     async fn read_log_events(&self, q: EventQuery<'_>) -> Result<Vec<LogEvent>>;
     /// Events of these groups stored after event `after_id`, in the order
     /// they were stored (for live tails).
@@ -366,7 +371,13 @@ impl LogMeta for SqliteMetadata {
         Ok(rows.iter().map(stream_row).collect())
     }
 
-    async fn append_log_events(&self, group: &str, stream: &str, events: &[(i64, String)], now_ms: i64) -> Result<()> {
+    async fn append_log_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: &[(i64, String)],
+        now_ms: i64,
+    ) -> Result<bool> {
         if !self.log_space.allows("log events (PutLogEvents, tasks' awslogs)") {
             return Err(crate::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
@@ -385,10 +396,19 @@ impl LogMeta for SqliteMetadata {
             })
             .collect();
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let there = sqlx::query("SELECT 1 FROM log_streams WHERE log_group = ? AND name = ?")
+            .bind(group)
+            .bind(stream)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !there {
+            return Ok(false);
+        }
         insert_events(&mut tx, &rows).await?;
         tx.commit().await?;
         self.logs_written.send_modify(|n| *n += 1);
-        Ok(())
+        Ok(true)
     }
 
     async fn read_log_events(&self, q: EventQuery<'_>) -> Result<Vec<LogEvent>> {
@@ -545,6 +565,9 @@ mod tests {
         assert!(m.delete_log_group("a").await.unwrap());
         assert!(m.read_log_events(all("a")).await.unwrap().is_empty());
         assert!(m.log_stream("a", "s1").await.unwrap().is_none());
+        // A write racing the delete stores nothing and makes nothing again.
+        assert!(!m.append_log_events("a", "s1", &[(70, "late".into())], 80).await.unwrap());
+        assert!(m.log_group("a").await.unwrap().is_none() && m.log_stream("a", "s1").await.unwrap().is_none());
     }
 
     #[tokio::test]
