@@ -11,10 +11,12 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -1137,3 +1139,38 @@ def test_keys_holding_the_largest_character_are_listed_once(s3, bucket):
     # Resuming at the prefix itself (as ListObjects' NextMarker does) ends: it never answered.
     got = s3.list_objects_v2(Bucket=bucket, StartAfter="p/", Delimiter="/")
     assert [o["Key"] for o in got["Contents"]] == ["z"] and not got["IsTruncated"]
+
+
+def test_a_key_being_overwritten_is_never_missing(s3, bucket):
+    """S3 is strongly consistent: a GET or copy of a key that always exists
+    answers the old object or the new one. Its file went with the version an
+    overwrite replaced, between the lookup and the open: that was NoSuchKey."""
+    s3.put_object(Bucket=bucket, Key="hot", Body=os.urandom(250_000))
+    stop = threading.Event()
+
+    def write():
+        while not stop.is_set():
+            s3.put_object(Bucket=bucket, Key="hot", Body=os.urandom(200_000 + random.randrange(100_000)))
+
+    def read(n):
+        missing = 0
+        for i in range(150):
+            for call in (lambda: s3.get_object(Bucket=bucket, Key="hot")["Body"].read(),
+                         lambda: s3.copy_object(Bucket=bucket, Key=f"copy-{n}",
+                                                CopySource={"Bucket": bucket, "Key": "hot"})):
+                try:
+                    call()
+                except ClientError as e:
+                    assert e.response["Error"]["Code"] == "NoSuchKey", e.response
+                    missing += 1
+        return missing
+
+    with ThreadPoolExecutor(6) as pool:
+        writers = [pool.submit(write) for _ in range(3)]
+        try:
+            missing = sum(r.result() for r in [pool.submit(read, n) for n in range(3)])
+        finally:
+            stop.set()
+        for w in writers:
+            w.result()
+    assert missing == 0

@@ -9,7 +9,7 @@ use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use crate::files::Written;
+use crate::files::{ByteStream, Written};
 use crate::s3::{
     check_key, etag, gone_or_internal, hasher_for, headers_of, millis, parse_tagging, put_checksums, timestamp,
     write_error, PUT_MAX,
@@ -68,16 +68,37 @@ fn replaces(directive: Option<&str>, what: &str) -> S3Result<bool> {
 }
 
 impl Objects {
-    /// Streams `len` bytes of `o` from `start` into a new file, or, for an
-    /// `object` copy that is small, into memory (see [`Files::receive`]).
+    /// The object at `key` and a stream of the bytes `pick` chooses of it
+    /// (after its checks; `None`: all of it). Looked up again if it was
+    /// replaced between the lookup and the open (its file went with the
+    /// version it replaced): a key that exists is never NoSuchKey.
+    pub(crate) async fn open_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        pick: impl Fn(&ObjectInfo) -> S3Result<Option<(u64, u64)>>,
+    ) -> S3Result<(ObjectInfo, Option<(u64, u64)>, ByteStream)> {
+        let mut tries = 0;
+        loop {
+            let o = self.object(bucket, key).await?;
+            let span = pick(&o)?;
+            let (start, len) = span.unwrap_or((0, o.size));
+            match self.files.read(&o, start, len).await {
+                Ok(stream) => return Ok((o, span, stream)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                Err(e) => return Err(gone_or_internal(e)),
+            }
+        }
+    }
+
+    /// Streams an object's bytes into a new file, or, for an `object` copy
+    /// that is small, into memory (see [`Files::receive`]).
     pub(crate) async fn copy_bytes(
         &self,
-        o: &ObjectInfo,
-        (start, len): (u64, u64),
+        stream: ByteStream,
         hasher: ChecksumHasher,
         object: bool,
     ) -> S3Result<Written> {
-        let stream = self.files.read(o, start, len).await.map_err(gone_or_internal)?;
         let written = match object {
             true => self.files.receive(stream, hasher, u64::MAX).await,
             false => self.files.write(stream, hasher, u64::MAX).await,
@@ -103,26 +124,30 @@ impl Objects {
         crate::s3::check_storage_class(input.storage_class.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let (source_bucket, source_key) = source(&input.copy_source)?;
-        let src = self.object(source_bucket, source_key).await?;
-        check_source_conditions(
-            &src,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
-        )?;
+        let (src, _, stream) = self
+            .open_object(source_bucket, source_key, |src| {
+                check_source_conditions(
+                    src,
+                    input.copy_source_if_match.as_ref(),
+                    input.copy_source_if_none_match.as_ref(),
+                    input.copy_source_if_modified_since.as_ref(),
+                    input.copy_source_if_unmodified_since.as_ref(),
+                )?;
+                if src.size > PUT_MAX {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
+                    ));
+                }
+                Ok(None)
+            })
+            .await?;
         let replace_metadata = replaces(input.metadata_directive.as_ref().map(MetadataDirective::as_str), "metadata")?;
         let replace_tags = replaces(input.tagging_directive.as_ref().map(TaggingDirective::as_str), "tagging")?;
         if source_bucket == bucket.name && source_key == input.key && !replace_metadata {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
-            ));
-        }
-        if src.size > PUT_MAX {
-            return Err(s3_error!(
-                InvalidRequest,
-                "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
             ));
         }
         let headers = if replace_metadata {
@@ -145,7 +170,7 @@ impl Objects {
             .checksum_algorithm
             .or_else(|| src.checksum.as_ref().map(|c| ChecksumAlgorithm::from(c.algorithm.clone())));
         let hasher = hasher_for(algorithm.as_ref(), &Default::default());
-        let written = self.copy_bytes(&src, (0, src.size), hasher, true).await?;
+        let written = self.copy_bytes(stream, hasher, true).await?;
         let checksum = algorithm.and_then(|a| crate::multipart::checksum_of(&written.checksums, a.as_str()));
         let object = ObjectInfo {
             bucket: bucket.name.clone(),

@@ -283,26 +283,30 @@ impl Objects {
         let number = part_number(input.part_number)?;
         let (_, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let (source_bucket, source_key) = source(&input.copy_source)?;
-        let src = self.object(source_bucket, source_key).await?;
-        check_source_conditions(
-            &src,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
-        )?;
-        let (start, len) = match &input.copy_source_range {
-            Some(r) => copy_range(r, src.size)?,
-            None => (0, src.size),
-        };
-        if len > PUT_MAX {
-            return Err(s3_error!(
-                InvalidRequest,
-                "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
-            ));
-        }
+        let (_, _, stream) = self
+            .open_object(source_bucket, source_key, |src| {
+                check_source_conditions(
+                    src,
+                    input.copy_source_if_match.as_ref(),
+                    input.copy_source_if_none_match.as_ref(),
+                    input.copy_source_if_modified_since.as_ref(),
+                    input.copy_source_if_unmodified_since.as_ref(),
+                )?;
+                let (start, len) = match &input.copy_source_range {
+                    Some(r) => copy_range(r, src.size)?,
+                    None => (0, src.size),
+                };
+                if len > PUT_MAX {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
+                    ));
+                }
+                Ok(Some((start, len)))
+            })
+            .await?;
         let algorithm = upload.checksum_algorithm.as_deref();
-        let written = self.copy_bytes(&src, (start, len), hasher(algorithm), false).await?;
+        let written = self.copy_bytes(stream, hasher(algorithm), false).await?;
         let part = Part {
             number,
             file: written.file,

@@ -706,17 +706,19 @@ impl S3 for Objects {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let o = self.object(&input.bucket, &input.key).await?;
-        Self::check_conditions(
-            &o,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let span = span(&o, input.range.as_ref(), input.part_number)?;
-        let (start, len) = span.unwrap_or((0, o.size));
-        let stream = self.files.read(&o, start, len).await.map_err(gone_or_internal)?;
+        let (o, span, stream) = self
+            .open_object(&input.bucket, &input.key, |o| {
+                Self::check_conditions(
+                    o,
+                    input.if_match.as_ref(),
+                    input.if_none_match.as_ref(),
+                    input.if_modified_since.as_ref(),
+                    input.if_unmodified_since.as_ref(),
+                )?;
+                span(o, input.range.as_ref(), input.part_number)
+            })
+            .await?;
+        let len = span.map_or(o.size, |(_, len)| len);
         let mut sums = s3s::dto::Checksum::default();
         if span.is_none() && input.checksum_mode.is_some() {
             put_checksums(&o.checksum, &mut sums);
