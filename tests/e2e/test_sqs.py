@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
@@ -803,3 +804,29 @@ def test_a_send_whose_client_gave_up_mid_commit_is_received(private_server):
                                MessageDeduplicationId="order-1")
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5).get("Messages", [])
     assert [(m["Body"], m["MessageId"]) for m in got] == [("order-1", retried["MessageId"])]
+
+
+def test_creates_of_one_name_at_once_are_one_create(sqs):
+    """Eight deploy jobs create one queue at once, each with its own
+    VisibilityTimeout: one creates it, the others are told it exists with
+    other attributes (before, several were answered 200 with attributes they
+    did not get, and some NonExistentQueue)."""
+    for _ in range(3):
+        name = unique_name("raced")
+        barrier = threading.Barrier(8)
+
+        def create(i):
+            barrier.wait()
+            try:
+                sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(10 + i)})
+                return i
+            except ClientError as e:
+                return e.response["Error"]["Code"]
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(create, range(8)))
+        winners = [o for o in outcomes if isinstance(o, int)]
+        assert len(winners) == 1 and outcomes.count("QueueAlreadyExists") == 7, outcomes
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        stored = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+        assert stored == {"VisibilityTimeout": str(10 + winners[0])}

@@ -206,6 +206,9 @@ pub struct Queues {
     /// Names of queues deleted in the last minute, and when: AWS refuses
     /// to create a queue of such a name meanwhile.
     deleted: Mutex<HashMap<String, i64>>,
+    /// Held from a create's look for an existing queue to its install: two
+    /// creates of one name at once are one create and one comparison.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl Queues {
@@ -223,6 +226,7 @@ impl Queues {
             writer,
             sequence: AtomicU64::new(0),
             deleted: Mutex::default(),
+            creating: tokio::sync::Mutex::new(()),
             moves: moves::Tasks::default(),
         });
         for doc in meta.list_queues().await? {
@@ -386,6 +390,7 @@ impl Queues {
                 return Err(Error::QueueDeletedRecently);
             }
         }
+        let _creating = self.creating.lock().await;
         if let Some(existing) = self.named(name) {
             let doc = lock(&existing.doc).clone();
             let differs: Vec<&str> =
