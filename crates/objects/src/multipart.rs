@@ -170,7 +170,7 @@ impl Objects {
             checksum_algorithm: algorithm,
             checksum_type: kind,
         };
-        self.meta.create_upload(&upload).await.map_err(internal)?;
+        self.meta.create_upload(&upload).await.map_err(store_error)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             checksum_algorithm: upload.checksum_algorithm.clone().map(ChecksumAlgorithm::from),
             checksum_type: checksum_type(&upload),

@@ -33,6 +33,7 @@ pub(crate) fn unmet(u: nimbus_store::Unmet) -> s3s::S3Error {
         nimbus_store::Unmet::Mismatch => {
             s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
         }
+        nimbus_store::Unmet::NoBucket => s3_error!(NoSuchBucket, "The specified bucket does not exist"),
     }
 }
 

@@ -82,6 +82,12 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>) {
 
 /// Stores one job's object, unless its precondition does not hold.
 async fn write(tx: &mut sqlx::SqliteConnection, job: &Job) -> Result<Result<Option<String>, Unmet>> {
+    // Checked where the object is stored: a DeleteBucket between the
+    // request's own look and this commit would leave the object in no
+    // bucket, and in a later bucket of the same name.
+    if !crate::objects::bucket_exists(tx, &job.object.bucket).await? {
+        return Ok(Err(Unmet::NoBucket));
+    }
     if let Some(condition) = &job.condition {
         if let Err(unmet) = condition.check(current_etag(tx, &job.object.bucket, &job.object.key).await?.as_deref()) {
             return Ok(Err(unmet));

@@ -75,6 +75,8 @@ pub enum Unmet {
     Missing,
     /// There is an object it did not want, or not the one it wanted.
     Mismatch,
+    /// The bucket was deleted before the write's transaction.
+    NoBucket,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -160,6 +160,11 @@ pub(crate) async fn upsert_object(tx: &mut sqlx::SqliteConnection, o: &ObjectInf
     Ok(old.map(|(file, _)| file).filter(|f| !old_inline && f != &o.file))
 }
 
+/// Whether bucket `name` exists, in the transaction of a write into it.
+pub(crate) async fn bucket_exists(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<bool> {
+    Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?.is_some())
+}
+
 /// The ETag of the object stored at `o`'s key, if any.
 pub(crate) async fn current_etag(tx: &mut sqlx::SqliteConnection, bucket: &str, key: &str) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT json_extract(doc, '$.etag') FROM objects WHERE bucket = ? AND key = ?")
@@ -334,14 +339,20 @@ impl ObjectMeta for SqliteMetadata {
     }
 
     async fn create_upload(&self, u: &Upload) -> Result<()> {
-        sqlx::query("INSERT INTO uploads (id, bucket, key, doc) VALUES (?, ?, ?, ?)")
-            .bind(&u.id)
-            .bind(&u.bucket)
-            .bind(&u.key)
-            .bind(serde_json::to_string(u)?)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+        // Only into a bucket that still exists (see `group::write`).
+        let made = sqlx::query(
+            "INSERT INTO uploads (id, bucket, key, doc) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM buckets WHERE name = ?2)",
+        )
+        .bind(&u.id)
+        .bind(&u.bucket)
+        .bind(&u.key)
+        .bind(serde_json::to_string(u)?)
+        .execute(self.pool())
+        .await?;
+        match made.rows_affected() {
+            0 => Err(crate::Error::Unmet(crate::Unmet::NoBucket)),
+            _ => Ok(()),
+        }
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<Upload>> {
@@ -469,6 +480,29 @@ mod tests {
         }
     }
 
+    /// A store with bucket `b`, which the tests' objects are in.
+    async fn with_bucket(m: SqliteMetadata) -> SqliteMetadata {
+        let b = nimbus_core::objects::Bucket {
+            name: "b".into(),
+            created_ms: 1,
+            notifications: vec![],
+            tags: BTreeMap::new(),
+            lifecycle: vec![],
+        };
+        assert!(m.create_bucket(&b, 10).await.unwrap());
+        m
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_into_a_bucket_deleted_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = with_bucket(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap()).await;
+        assert_eq!(m.delete_bucket("b").await.unwrap(), BucketDelete::Deleted);
+        let put = m.put_object_if(&object("f"), &[], None).await;
+        assert!(matches!(put, Err(crate::Error::Unmet(crate::Unmet::NoBucket))), "{put:?}");
+        assert!(m.get_object("b", "k").await.unwrap().is_none());
+    }
+
     fn part(number: u32, file: &str) -> Part {
         Part { number, file: file.into(), size: 1, etag: "\"e\"".into(), modified_ms: 1, checksum: None }
     }
@@ -476,7 +510,7 @@ mod tests {
     #[tokio::test]
     async fn an_ended_upload_takes_no_parts_and_ends_once() {
         let dir = tempfile::tempdir().unwrap();
-        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let m = with_bucket(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap()).await;
         let upload = Upload {
             id: "u".into(),
             bucket: "b".into(),
@@ -510,7 +544,7 @@ mod tests {
     #[tokio::test]
     async fn updates_keep_to_the_object_they_read() {
         let dir = tempfile::tempdir().unwrap();
-        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let m = with_bucket(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap()).await;
         let mut o = object("f1");
         assert!(!m.update_object(&o).await.unwrap(), "no object yet");
         m.put_object(&o, &[]).await.unwrap();
@@ -527,7 +561,7 @@ mod tests {
     #[tokio::test]
     async fn small_objects_keep_their_bytes_with_their_metadata() {
         let dir = tempfile::tempdir().unwrap();
-        let m = SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap();
+        let m = with_bucket(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap()).await;
         let inline = |file: &str, bytes: &'static [u8]| ObjectInfo { data: Some(bytes.into()), ..object(file) };
         assert_eq!(m.put_object(&object("f1"), &[]).await.unwrap(), None);
         // A file replaced by inline bytes is freed; inline bytes replaced leave no file to free.
@@ -554,7 +588,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_puts_commit_together_and_each_gets_its_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let m = std::sync::Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+        let m = std::sync::Arc::new(with_bucket(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap()).await);
         let puts = (0..100).map(|i| {
             let m = m.clone();
             tokio::spawn(async move {
@@ -577,7 +611,7 @@ mod tests {
     #[tokio::test]
     async fn of_conditional_creators_in_one_batch_one_wins_and_the_rest_of_the_batch_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let m = std::sync::Arc::new(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap());
+        let m = std::sync::Arc::new(with_bucket(SqliteMetadata::open(&dir.path().join("m.db")).await.unwrap()).await);
         // Twenty creators of "lock" and twenty plain writes of other keys, at once.
         let puts = (0..40).map(|i| {
             let m = m.clone();
