@@ -8,6 +8,7 @@ import hashlib
 import os
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -373,3 +374,23 @@ def test_a_part_replaced_during_completion_is_an_invalid_part_and_the_upload_rem
     assert error_code(e) == "InvalidPart"
     assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [upload]
     s3.abort_multipart_upload(Bucket=bucket, Key="raced", UploadId=upload)
+
+
+def test_a_completion_asked_again_with_the_same_parts_answers_as_the_first(s3, bucket):
+    """An SDK retries a completion whose answer it lost, and transfer
+    managers may race two: S3 answers both 200 with the object the parts made."""
+    parts = [os.urandom(5 * MIB), b"tail"]
+    upload, etags = upload_parts(s3, bucket, "twice.bin", parts)
+    first = complete(s3, bucket, "twice.bin", upload, enumerate(etags, 1))
+    again = complete(s3, bucket, "twice.bin", upload, enumerate(etags, 1))
+    assert (again["ETag"], again["Location"]) == (first["ETag"], first["Location"])
+    # Other parts than those completed: the upload is gone.
+    with pytest.raises(ClientError) as e:
+        complete(s3, bucket, "twice.bin", upload, [(1, etags[0])])
+    assert error_code(e) == "NoSuchUpload"
+
+    upload, etags = upload_parts(s3, bucket, "raced.bin", parts)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: complete(s3, bucket, "raced.bin", upload, enumerate(etags, 1)), range(4)))
+    assert len({a["ETag"] for a in answers}) == 1
+    assert s3.get_object(Bucket=bucket, Key="raced.bin")["Body"].read() == b"".join(parts)

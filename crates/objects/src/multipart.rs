@@ -92,6 +92,26 @@ fn copy_range(range: &str, size: u64) -> S3Result<(u64, u64)> {
     Ok((first, last - first + 1))
 }
 
+/// CompleteMultipartUpload's answer for the object it made: its absolute
+/// URL (path style, as the client reached this node), ETag and checksums.
+fn completed(host: &str, object: &ObjectInfo, checksum_type: Option<ChecksumType>) -> CompleteMultipartUploadOutput {
+    let mut sums = s3s::dto::Checksum::default();
+    put_checksums(&object.checksum, &mut sums);
+    CompleteMultipartUploadOutput {
+        location: Some(format!("http://{host}/{}/{}", object.bucket, crate::s3::url_encode(&object.key))),
+        e_tag: Some(etag(object)),
+        checksum_type,
+        checksum_crc32: sums.checksum_crc32,
+        checksum_crc32c: sums.checksum_crc32c,
+        checksum_sha1: sums.checksum_sha1,
+        checksum_sha256: sums.checksum_sha256,
+        checksum_crc64nvme: sums.checksum_crc64nvme,
+        bucket: Some(object.bucket.clone()),
+        key: Some(object.key.clone()),
+        ..Default::default()
+    }
+}
+
 fn checksum_type(u: &Upload) -> Option<ChecksumType> {
     u.checksum_algorithm.as_ref()?;
     u.checksum_type.clone().map(ChecksumType::from)
@@ -340,9 +360,12 @@ impl Objects {
         // The object's URL as the client reached this node (path style): AWS
         // answers an absolute URL, which SDKs hand on as the object's address.
         let host = req.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
-        let input = req.input;
-        let (bucket, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
-        let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        let mut input = req.input;
+        let listed = input.multipart_upload.take().and_then(|m| m.parts).unwrap_or_default();
+        let (bucket, upload) = match self.upload(&input.bucket, &input.key, &input.upload_id).await {
+            Ok(found) => found,
+            Err(e) => return self.completed_before(&host, &input.bucket, &input.key, &listed).await.ok_or(e),
+        };
         if listed.is_empty() {
             return Err(s3_error!(
                 MalformedXML,
@@ -480,28 +503,37 @@ impl Objects {
             // Another completion or an abort ended it first.
             Ok(None) => {
                 self.files.remove([object.file.clone()]).await;
-                return Err(no_such_upload());
+                return self
+                    .completed_before(&host, &bucket.name, &upload.key, &listed)
+                    .await
+                    .ok_or_else(no_such_upload);
             }
             Err(e) => {
                 self.files.remove([object.file.clone()]).await;
                 return Err(store_error(e));
             }
         }
-        let mut sums = s3s::dto::Checksum::default();
-        put_checksums(&object.checksum, &mut sums);
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            location: Some(format!("http://{host}/{}/{}", bucket.name, crate::s3::url_encode(&object.key))),
-            e_tag: Some(etag(&object)),
-            checksum_type: checksum_type(&upload),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            bucket: Some(bucket.name),
-            key: Some(object.key),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(completed(&host, &object, checksum_type(&upload))))
+    }
+
+    /// A completion asked again (an SDK's retry after a lost answer, or one
+    /// racing another) whose upload is gone: if the key holds the object
+    /// those parts made (its ETag is theirs), it is answered as the first
+    /// was, as S3 answers a repeated completion with the same parts.
+    async fn completed_before(
+        &self,
+        host: &str,
+        bucket: &str,
+        key: &str,
+        listed: &[s3s::dto::CompletedPart],
+    ) -> Option<S3Response<CompleteMultipartUploadOutput>> {
+        let mut md5 = Md5::new();
+        for l in listed {
+            md5.update(hex::decode(l.e_tag.as_ref()?.value()).ok()?);
+        }
+        let wanted = format!("\"{}-{}\"", hex::encode(md5.finalize()), listed.len());
+        let object = self.meta.get_object(bucket, key).await.ok()??;
+        (!listed.is_empty() && object.etag == wanted).then(|| S3Response::new(completed(host, &object, None)))
     }
 
     pub(crate) async fn abort_multipart_upload(
