@@ -86,18 +86,23 @@ impl JsonService {
                 Failure::new("SerializationException", format!("Could not parse the request body as JSON: {e}"))
             })?
         };
-        (self.precheck)(&input)?;
         let request = nimbus_model::Request {
             labels: vec![],
             query: vec![],
             headers: parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect(),
             body: Some(&input),
         };
-        nimbus_model::validate(model, &op, &request).map_err(|e| match e {
+        match nimbus_model::validate(model, &op, &request) {
             // As AWS's deserialiser refuses it, before any rule is checked.
-            nimbus_model::Invalid::Mistyped(_) => Failure::new("SerializationException", e.to_string()),
-            nimbus_model::Invalid::Violations(_) => Failure::new(self.invalid, e.to_string()),
-        })?;
+            Err(e @ nimbus_model::Invalid::Mistyped(_)) => {
+                return Err(Failure::new("SerializationException", e.to_string()))
+            }
+            Err(e) => {
+                (self.precheck)(&input)?;
+                return Err(Failure::new(self.invalid, e.to_string()));
+            }
+            Ok(()) => (self.precheck)(&input)?,
+        }
         tracing::debug!(operation = %op, "authenticated");
         Ok(JsonCall { op, input, headers: parts.headers, caller })
     }

@@ -58,6 +58,32 @@ pub(crate) fn check_source_conditions(
     Ok(())
 }
 
+/// Checks a copy source's conditions as CopyObject's and UploadPartCopy's
+/// inputs name them (`copy_source_if_*`).
+macro_rules! check_source {
+    ($src:expr, $input:expr) => {
+        $crate::copy::check_source_conditions(
+            $src,
+            $input.copy_source_if_match.as_ref(),
+            $input.copy_source_if_none_match.as_ref(),
+            $input.copy_source_if_modified_since.as_ref(),
+            $input.copy_source_if_unmodified_since.as_ref(),
+        )
+    };
+}
+pub(crate) use check_source;
+
+/// What a copy may take of its source.
+pub(crate) fn check_copy_size(len: u64) -> S3Result<()> {
+    if len > PUT_MAX {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a `x-amz-{metadata,tagging}-directive` says REPLACE (COPY is the default).
 fn replaces(directive: Option<&str>, what: &str) -> S3Result<bool> {
     match directive {
@@ -126,19 +152,8 @@ impl Objects {
         let (source_bucket, source_key) = source(&input.copy_source)?;
         let (src, _, stream) = self
             .open_object(source_bucket, source_key, |src| {
-                check_source_conditions(
-                    src,
-                    input.copy_source_if_match.as_ref(),
-                    input.copy_source_if_none_match.as_ref(),
-                    input.copy_source_if_modified_since.as_ref(),
-                    input.copy_source_if_unmodified_since.as_ref(),
-                )?;
-                if src.size > PUT_MAX {
-                    return Err(s3_error!(
-                        InvalidRequest,
-                        "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
-                    ));
-                }
+                check_source!(src, input)?;
+                check_copy_size(src.size)?;
                 Ok(None)
             })
             .await?;

@@ -16,7 +16,7 @@ use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
-use crate::copy::{check_source_conditions, source};
+use crate::copy::source;
 use crate::notify;
 use crate::s3::{
     check_key, etag, hasher_for, headers_of, internal, parse_tagging, put_checksums, sent_checksums, store_error,
@@ -305,23 +305,12 @@ impl Objects {
         let (source_bucket, source_key) = source(&input.copy_source)?;
         let (_, _, stream) = self
             .open_object(source_bucket, source_key, |src| {
-                check_source_conditions(
-                    src,
-                    input.copy_source_if_match.as_ref(),
-                    input.copy_source_if_none_match.as_ref(),
-                    input.copy_source_if_modified_since.as_ref(),
-                    input.copy_source_if_unmodified_since.as_ref(),
-                )?;
+                crate::copy::check_source!(src, input)?;
                 let (start, len) = match &input.copy_source_range {
                     Some(r) => copy_range(r, src.size)?,
                     None => (0, src.size),
                 };
-                if len > PUT_MAX {
-                    return Err(s3_error!(
-                        InvalidRequest,
-                        "The specified copy source is larger than the maximum allowable size for a copy source: {PUT_MAX}"
-                    ));
-                }
+                crate::copy::check_copy_size(len)?;
                 Ok(Some((start, len)))
             })
             .await?;
