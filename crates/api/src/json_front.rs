@@ -26,12 +26,12 @@ pub(crate) struct JsonService {
     pub(crate) body_max: usize,
     /// The error type the service answers a malformed or oversized request with.
     pub(crate) invalid: &'static str,
-    /// The service's own checks that come before the model's (ECR's
-    /// repository names, which it words its own way).
+    /// The service's own checks, after the model's types and before its
+    /// rules (ECR's repository names, which it words its own way).
     pub(crate) precheck: fn(&Value) -> Result<(), Failure>,
 }
 
-/// A service with no checks before the model's.
+/// A service with no checks of its own before the model's rules.
 pub(crate) fn no_precheck(_: &Value) -> Result<(), Failure> {
     Ok(())
 }

@@ -372,45 +372,38 @@ impl Trees {
     /// one may cover an earlier one's path), as a slave of its mount point
     /// in the host.
     fn attach(&self, root: &Path) -> std::io::Result<()> {
-        attach_trees(&self.early, root)
-    }
-}
-
-/// Attaches `trees` under `root` (see [`Trees::attach`]), making each
-/// mount point that is missing.
-#[allow(unsafe_code)]
-fn attach_trees(trees: &[Tree], root: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    for (tree, inside, read_only) in trees {
-        let dst = root.join(inside);
-        let shown = Path::new("/").join(inside);
-        std::fs::create_dir_all(&dst)
-            .map_err(|e| std::io::Error::other(format!("making the mount point {}: {e}", shown.display())))?;
-        let path = c_path(&dst)?;
-        // SAFETY: a system call that reads the two paths (an empty C
-        // string and a valid one, both outliving it) and the descriptor.
-        let moved = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                libc::MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        if moved == -1 {
-            let e = std::io::Error::last_os_error();
-            return Err(std::io::Error::other(format!("attaching {}: {e}", shown.display())));
+        use std::os::fd::AsRawFd;
+        for (tree, inside, read_only) in &self.early {
+            let dst = root.join(inside);
+            let shown = Path::new("/").join(inside);
+            std::fs::create_dir_all(&dst)
+                .map_err(|e| std::io::Error::other(format!("making the mount point {}: {e}", shown.display())))?;
+            let path = c_path(&dst)?;
+            // SAFETY: a system call that reads the two paths (an empty C
+            // string and a valid one, both outliving it) and the descriptor.
+            let moved = unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    libc::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            };
+            if moved == -1 {
+                let e = std::io::Error::last_os_error();
+                return Err(std::io::Error::other(format!("attaching {}: {e}", shown.display())));
+            }
+            if *read_only {
+                mount(None::<&str>, &dst, None::<&str>, READ_ONLY, None::<&str>)
+                    .map_err(|e| io(e, &format!("read-only {}", shown.display())))?;
+            }
+            mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+                .map_err(|e| io(e, &format!("slave {}", shown.display())))?;
         }
-        if *read_only {
-            mount(None::<&str>, &dst, None::<&str>, READ_ONLY, None::<&str>)
-                .map_err(|e| io(e, &format!("read-only {}", shown.display())))?;
-        }
-        mount(None::<&str>, &dst, None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-            .map_err(|e| io(e, &format!("slave {}", shown.display())))?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Attaches a volume's tree at `inside`, resolved in this process's root
@@ -429,6 +422,7 @@ fn attach_volume(tree: &std::os::fd::OwnedFd, inside: &Path, read_only: bool) ->
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     let in_root = |path: &Path| -> std::io::Result<OwnedFd> {
         let c = c_path(path)?;
+        // SAFETY: `open_how` is plain integers, for which zero is valid.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
         how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
@@ -482,6 +476,7 @@ fn attach_volume(tree: &std::os::fd::OwnedFd, inside: &Path, read_only: bool) ->
     }
     // The tree's own attributes, before it is attached: read-only if asked,
     // and a slave, as the other trees are.
+    // SAFETY: `mount_attr` is plain integers, for which zero is valid.
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
     attr.attr_set = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
     attr.propagation = libc::MS_SLAVE;
