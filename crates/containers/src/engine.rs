@@ -181,12 +181,8 @@ pub(crate) fn page(
         .map(|t| codec.decode(t).ok().and_then(|key| String::from_utf8(key).ok()))
         .map(|key| key.ok_or_else(|| Error::InvalidParameter("Invalid nextToken.".into())))
         .transpose()?;
-    let rest: Vec<(String, String)> = items
-        .into_iter()
-        .filter(|(key, _)| after.as_ref().is_none_or(|a| if descending { key < a } else { key > a }))
-        .collect();
-    let next_token = (rest.len() > max).then(|| codec.encode(&rest[max - 1].0));
-    Ok(Page { items: rest.into_iter().take(max).map(|(_, item)| item).collect(), next_token })
+    let (page, next) = nimbus_core::paging::after_key(items, |(key, _)| key.clone(), after.as_deref(), descending, max);
+    Ok(Page { items: page.into_iter().map(|(_, item)| item).collect(), next_token: next.map(|k| codec.encode(k)) })
 }
 
 #[derive(Debug, Clone)]

@@ -307,10 +307,7 @@ pub fn paginate_after<T>(
     max_items: Option<i64>,
 ) -> Result<(Vec<T>, Option<String>)> {
     let after = marker.filter(|m| !m.is_empty());
-    let mut rest = items.into_iter().filter(|i| after.is_none_or(|m| key(i).as_str() > m)).peekable();
-    let page: Vec<T> = rest.by_ref().take(page_size(max_items)).collect();
-    let next = rest.peek().and(page.last()).map(&key);
-    Ok((page, next))
+    Ok(nimbus_core::paging::after_key(items, key, after, false, page_size(max_items)))
 }
 
 /// The page a `MaxItems` asks for, within Nimbus's page limit (the model's

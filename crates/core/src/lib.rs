@@ -13,6 +13,7 @@ pub mod function;
 pub mod limits;
 pub mod mappings;
 pub mod objects;
+pub mod paging;
 pub mod queues;
 pub mod runtime;
 pub mod schedules;

@@ -606,17 +606,17 @@ impl S3 for Objects {
         let after = input.continuation_token.unwrap_or_default();
         let mut buckets = self.meta.list_buckets().await.map_err(internal)?;
         buckets.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut rest = buckets.into_iter().filter(|b| b.name.starts_with(&prefix) && *b.name > *after).peekable();
-        let list: Vec<s3s::dto::Bucket> = rest
-            .by_ref()
-            .take(max)
+        let named = buckets.into_iter().filter(|b| b.name.starts_with(&prefix));
+        let (page, continuation_token) =
+            nimbus_core::paging::after_key(named, |b| b.name.clone(), Some(after.as_str()), false, max);
+        let list: Vec<s3s::dto::Bucket> = page
+            .into_iter()
             .map(|b| s3s::dto::Bucket {
                 name: Some(b.name),
                 creation_date: Some(timestamp(b.created_ms)),
                 bucket_region: Some(self.region.clone()),
             })
             .collect();
-        let continuation_token = rest.peek().and(list.last()).and_then(|b| b.name.clone());
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(list),
             owner: Some(self.owner().1),
