@@ -436,6 +436,37 @@ def test_a_port_served_on_the_tasks_loopback_alone_is_not_published(ecs, busybox
     stopped(ecs, arn)
 
 
+def test_a_port_range_publishes_each_of_its_ports(ecs, busybox):
+    """`containerPortRange` is Fargate's too: each port of the range is
+    published, and reported as a binding of its own (the node's host ports
+    are its own, not the range's). What Nimbus cannot relay (UDP) is
+    refused, not published as TCP."""
+    serve = "mkdir -p /tmp/www && echo ranged > /tmp/www/index.html && exec /bin/busybox httpd -f -p 8081 -h /tmp/www"
+    c = {"name": "a", "image": busybox, "entryPoint": ["/bin/sh", "-c", serve], "stopTimeout": 1,
+         "portMappings": [{"containerPortRange": "8080-8082"}]}
+    definition = register(ecs, containers=[c])
+    assert definition["containerDefinitions"][0]["portMappings"] == [{"containerPortRange": "8080-8082"}]
+    arn = run(ecs, definition["family"])["tasks"][0]["taskArn"]
+    bindings = running(ecs, arn)["containers"][0]["networkBindings"]
+    ports = {b["containerPort"]: b["hostPort"] for b in bindings}
+    assert sorted(ports) == [8080, 8081, 8082], bindings
+
+    def fetch():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[8081]}/index.html", timeout=10) as r:
+                return r.read().decode()
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+            return type(e).__name__
+
+    assert wait_for(lambda: fetch() == "ranged\n", "the page on a port of the range")
+    ecs.stop_task(cluster="default", task=arn)
+    stopped(ecs, arn)
+    udp = {"name": "dns", "image": busybox, "portMappings": [{"containerPort": 53, "protocol": "udp"}]}
+    refused_with(lambda: register(ecs, containers=[udp]), "ClientException", "container 'dns'", "TCP ports only")
+    both = {"name": "b", "image": busybox, "portMappings": [{"containerPortRange": "80-81"}, {"containerPort": 81}]}
+    refused_with(lambda: register(ecs, containers=[both]), "ClientException", "Port 81 (tcp) is mapped more than once")
+
+
 # What an SDK in a container needs of the suite's own botocore (pure
 # Python, for the image's Python version): its packages, with only the
 # service models the task calls.

@@ -1548,10 +1548,8 @@ fn set_address(r: &mut TaskRecord, address: Ipv4Addr) {
 
 /// Whether a network binding is one of this container's ports.
 fn container_has_port(definitions: &[ContainerDefinition], name: &str, binding: &serde_json::Value) -> bool {
-    let port = binding["containerPort"].as_u64();
-    definitions
-        .iter()
-        .any(|d| d.name == name && d.port_mappings.iter().any(|p| Some(u64::from(p.container_port)) == port))
+    let Some(port) = binding["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok()) else { return false };
+    definitions.iter().any(|d| d.name == name && d.port_mappings.iter().any(|p| p.ports().contains(&port)))
 }
 
 /// A task that had not stopped when the node went down.

@@ -3,7 +3,7 @@
 //! table, network modes, port mappings, names, and what Nimbus leaves out.
 //! Pure functions; nothing here looks at stored state.
 
-use crate::types::{ContainerDefinition, KeyValue};
+use crate::types::{port_range, ContainerDefinition, KeyValue, PortMapping};
 use crate::Error;
 
 /// Fargate's task sizes [botocore ecs `RegisterTaskDefinitionRequest.memory`]:
@@ -155,15 +155,53 @@ pub fn check_container(c: &ContainerDefinition) -> Result<(), Error> {
             c.name
         )));
     }
-    for p in &c.port_mappings {
-        if p.host_port.is_some_and(|h| h != 0 && h != p.container_port) {
-            return Err(Error::Client(
-                "When networkMode=awsvpc, the host ports and container ports in port mappings must match.".into(),
-            ));
-        }
-    }
+    check_port_mappings(c)?;
     check_ulimits(c)?;
     check_environment(&c.environment)
+}
+
+/// Each mapping names one port or one range, as ECS documents
+/// [botocore ecs `PortMapping.containerPortRange`]; Nimbus relays TCP only.
+fn check_port_mappings(c: &ContainerDefinition) -> Result<(), Error> {
+    let invalid = |why: String| Err(Error::Client(format!("Invalid setting for container '{}': {why}", c.name)));
+    let mut ranges = 0;
+    for p in &c.port_mappings {
+        match (p.container_port, p.container_port_range.as_deref()) {
+            (Some(_), Some(_)) => {
+                return invalid("a port mapping takes a containerPort or a containerPortRange, not both.".into())
+            }
+            (None, None) => return invalid("a port mapping needs a containerPort or a containerPortRange.".into()),
+            (None, Some(range)) => {
+                if port_range(range).is_none() {
+                    return invalid(format!(
+                        "containerPortRange '{range}' is not a range 'first-last' of ports between 1 and 65535 with first below last."
+                    ));
+                }
+                if p.host_port.is_some() {
+                    return invalid(
+                        "hostPort cannot be given with a containerPortRange (the host ports are the range's own)."
+                            .into(),
+                    );
+                }
+                ranges += 1;
+            }
+            (Some(port), None) => {
+                if p.host_port.is_some_and(|h| h != 0 && h != port) {
+                    return Err(Error::Client(
+                        "When networkMode=awsvpc, the host ports and container ports in port mappings must match."
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if p.protocol.as_deref().is_some_and(|protocol| protocol != "tcp") {
+            return invalid("Nimbus publishes TCP ports only; a udp port mapping is not supported yet.".into());
+        }
+    }
+    if ranges > 100 {
+        return invalid(format!("a container takes at most 100 port ranges, and this one has {ranges}."));
+    }
+    Ok(())
 }
 
 /// Each ulimit's soft limit is at most its hard one (the service model
@@ -187,20 +225,25 @@ fn check_environment(env: &[KeyValue]) -> Result<(), Error> {
     }
 }
 
+/// The most ports one task publishes: each is a listener on the host and
+/// one on the task network, so a range of thousands would hold the node's
+/// descriptors.
+pub const MAX_TASK_PORTS: usize = 1000;
+
 /// All containers of a task share one network namespace, so a port can be
-/// published by one of them only.
+/// published by one of them only, and once.
 pub fn check_ports(containers: &[ContainerDefinition]) -> Result<(), Error> {
-    let mut seen: Vec<(u16, &str)> = Vec::new();
-    for c in containers {
-        for p in &c.port_mappings {
-            let key = (p.container_port, p.protocol.as_deref().unwrap_or("tcp"));
-            if seen.contains(&key) {
-                return Err(Error::Client(format!(
-                    "Port {} ({}) is mapped more than once in the task: its containers share one network namespace, so each port can be used by one container only.",
-                    key.0, key.1
-                )));
-            }
-            seen.push(key);
+    let mut seen = std::collections::HashSet::new();
+    for port in containers.iter().flat_map(|c| &c.port_mappings).flat_map(PortMapping::ports) {
+        if !seen.insert(port) {
+            return Err(Error::Client(format!(
+                "Port {port} (tcp) is mapped more than once in the task: its containers share one network namespace, so each port can be used by one container only."
+            )));
+        }
+        if seen.len() > MAX_TASK_PORTS {
+            return Err(Error::Client(format!(
+                "A task publishes at most {MAX_TASK_PORTS} ports on Nimbus (each is a listener on the node); this one maps more."
+            )));
         }
     }
     Ok(())
@@ -268,5 +311,50 @@ mod tests {
             assert!(e.to_string().starts_with("Fargate only supports network mode 'awsvpc'"), "{e}");
         }
         assert!(check_fargate_network(None, true).is_err());
+    }
+
+    fn with_ports(mappings: serde_json::Value) -> ContainerDefinition {
+        serde_json::from_value(serde_json::json!({"name": "web", "image": "i", "portMappings": mappings})).unwrap()
+    }
+
+    #[test]
+    fn port_mappings_name_a_port_or_a_range() {
+        for ok in [
+            serde_json::json!([{"containerPort": 80, "hostPort": 80}, {"containerPortRange": "8000-8010"}]),
+            serde_json::json!([{"containerPortRange": "1-2", "protocol": "tcp"}]),
+        ] {
+            let c = with_ports(ok);
+            assert!(check_container(&c).is_ok() && check_ports(std::slice::from_ref(&c)).is_ok());
+        }
+        for (bad, says) in [
+            (serde_json::json!([{"containerPort": 80, "containerPortRange": "81-82"}]), "not both"),
+            (serde_json::json!([{"name": "x"}]), "needs a containerPort"),
+            (serde_json::json!([{"containerPortRange": "9-9"}]), "'9-9'"),
+            (serde_json::json!([{"containerPortRange": "0-9"}]), "'0-9'"),
+            (serde_json::json!([{"containerPortRange": "9-65536"}]), "'9-65536'"),
+            (serde_json::json!([{"containerPortRange": "8000"}]), "'8000'"),
+            (serde_json::json!([{"containerPortRange": "8-9", "hostPort": 8}]), "hostPort"),
+            (serde_json::json!([{"containerPort": 53, "protocol": "udp"}]), "TCP ports only"),
+        ] {
+            let e = check_container(&with_ports(bad)).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("container 'web'"), "{e}");
+        }
+        let ranges: Vec<_> = (0..101)
+            .map(|i| serde_json::json!({"containerPortRange": format!("{}-{}", 2 * i + 1, 2 * i + 2)}))
+            .collect();
+        assert!(check_container(&with_ports(ranges.into()))
+            .unwrap_err()
+            .to_string()
+            .contains("at most 100 port ranges"));
+        let overlap = with_ports(serde_json::json!([{"containerPortRange": "8000-8010"}, {"containerPort": 8010}]));
+        assert!(check_ports(&[overlap])
+            .unwrap_err()
+            .to_string()
+            .starts_with("Port 8010 (tcp) is mapped more than once"));
+        let wide = with_ports(serde_json::json!([{"containerPortRange": "2000-3000"}]));
+        assert!(check_ports(&[wide]).unwrap_err().to_string().contains("at most 1000 ports"));
+        let widest = with_ports(serde_json::json!([{"containerPortRange": "2000-2999"}]));
+        assert_eq!(widest.port_mappings[0].ports().count(), MAX_TASK_PORTS);
+        assert!(check_ports(&[widest]).is_ok());
     }
 }

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::types::{ContainerDefinition, ContainerOverride, KeyValue};
+use crate::types::{ContainerDefinition, ContainerOverride, KeyValue, PortMapping};
 use crate::PulledImage;
 
 /// One container, ready to start.
@@ -171,7 +171,7 @@ pub fn plan(
         argv,
         env,
         working_dir: def.working_directory.clone().or_else(|| image.working_dir.clone()),
-        ports: def.port_mappings.iter().map(|p| p.container_port).collect(),
+        ports: def.port_mappings.iter().flat_map(PortMapping::ports).collect(),
         ids,
         writable_root: def.readonly_root_filesystem != Some(true),
         rlimits: rlimits.collect(),

@@ -50,7 +50,11 @@ pub struct Cluster {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
-    pub container_port: u16,
+    /// One port, or `container_port_range`'s ports (`rules` wants exactly one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port_range: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,6 +63,27 @@ pub struct PortMapping {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
+}
+
+impl PortMapping {
+    /// The container ports this mapping publishes: its port, or each of its
+    /// range's (none for a range `rules` refuses).
+    pub fn ports(&self) -> std::ops::RangeInclusive<u16> {
+        match (self.container_port, self.container_port_range.as_deref().and_then(port_range)) {
+            (Some(port), _) => port..=port,
+            (None, Some(range)) => range,
+            // Empty: `rules` refuses a mapping with neither.
+            #[allow(clippy::reversed_empty_ranges)]
+            (None, None) => 1..=0,
+        }
+    }
+}
+
+/// ECS's `first-last` port range, first below last, each 1 to 65535.
+pub fn port_range(range: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let (first, last) = range.split_once('-')?;
+    let (first, last): (u16, u16) = (first.parse().ok()?, last.parse().ok()?);
+    (first >= 1 && first < last).then_some(first..=last)
 }
 
 fn yes() -> bool {
