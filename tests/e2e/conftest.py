@@ -181,14 +181,22 @@ class Server:
         bases = [Path("/sys/fs/cgroup") / c for c in ("memory", "cpu", "pids")]
         return [b / f"nimbus-{digest}" for b in (bases if bases[0].is_dir() else [Path("/sys/fs/cgroup")])]
 
-    def busy_environments(self):
-        """Environments serving an invoke now, from the Prometheus scrape."""
+    def gauge(self, pattern):
+        """A gauge of the Prometheus scrape (`pattern`: its name and labels, as a regex), 0 if absent."""
         key, secret = self.credentials()
         auth = base64.b64encode(f"{key}:{secret}".encode()).decode()
         status, _, body = send("GET", self.endpoint + "/_nimbus/metrics", headers={"Authorization": f"Basic {auth}"})
         assert status == 200, body
-        m = re.search(r'^nimbus_environments\{state="busy"\} (\d+)', body.decode(), re.M)
-        return int(m.group(1)) if m else 0
+        m = re.search(rf'^{pattern} ([0-9.]+)', body.decode(), re.M)
+        return int(float(m.group(1))) if m else 0
+
+    def busy_environments(self):
+        """Environments serving an invoke now."""
+        return self.gauge(r'nimbus_environments\{state="busy"\}')
+
+    def requests_in_flight(self):
+        """API requests being served now, the scrape's own not counted."""
+        return self.gauge("nimbus_requests_in_flight") - 1
 
     def peak_rss_mb(self):
         """The node process's peak resident memory so far (VmHWM), in MB."""

@@ -286,6 +286,71 @@ def test_a_graceful_stop_finishes_a_request_whose_client_left(tmp_path):
         srv.stop()
 
 
+NAP_ZIP = make_zip({"app.py": "import time\n\n\ndef handler(event, context):\n    time.sleep(2)\n    return 'napped'\n"})
+
+
+def messages(sqs, url):
+    """Every message a queue holds: visible, in flight or delayed."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+             "ApproximateNumberOfMessagesDelayed"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return sum(int(attrs[n]) for n in names)
+
+
+def test_a_graceful_stop_lets_the_nodes_own_invocations_end(tmp_path):
+    """A mapping's batch and an async event under way when the node is asked
+    to stop run to their ends, as requests do: the batch is deleted (it was
+    cut short, and the restart sent it to the dead-letter queue as if it had
+    failed) and the event's success is delivered once (it ran again)."""
+    s = Server(tmp_path / "data", args=["--isolation", "process"]).start()
+    try:
+        lam, sqs = s.client(), sqs_client(s)
+        name = create(lam, zip_bytes=NAP_ZIP, Timeout=30)["FunctionName"]
+        dlq = sqs.create_queue(QueueName=unique_name("dlq"))["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+        jobs = sqs.create_queue(QueueName=unique_name("jobs"), Attributes={
+            "RedrivePolicy": redrive, "VisibilityTimeout": "60"})["QueueUrl"]
+        jobs_arn = sqs.get_queue_attributes(QueueUrl=jobs, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        done = sqs.create_queue(QueueName=unique_name("done"))["QueueUrl"]
+        done_arn = sqs.get_queue_attributes(QueueUrl=done, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": done_arn}})
+        uuid = lam.create_event_source_mapping(FunctionName=name, EventSourceArn=jobs_arn, BatchSize=1)["UUID"]
+        wait_for(lambda: lam.get_event_source_mapping(UUID=uuid)["State"] == "Enabled", "the mapping")
+        sqs.send_message(QueueUrl=jobs, MessageBody="job-1")
+        assert lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+        wait_for(lambda: s.busy_environments() == 2, "the batch and the event to be under way")
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=30) == 0, s.output()[-3000:]
+        s.start()
+        sqs = sqs_client(s)
+        # Right after the start, before any poller or dispatcher could act again.
+        assert (messages(sqs, jobs), messages(sqs, dlq)) == (0, 0)
+        (record,) = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=done)["Messages"]]
+        assert (record["requestContext"]["approximateInvokeCount"], record["responsePayload"]) == (1, "napped")
+    finally:
+        s.stop()
+
+
+def test_a_graceful_stop_ends_long_polls_at_once(tmp_path):
+    """Once the listener is closed no message can arrive: a receive waiting
+    20 seconds answers empty at the stop, which does not wait it out."""
+    s = Server(tmp_path / "data", args=["--isolation", "process"]).start()
+    try:
+        sqs = sqs_client(s)
+        url = sqs.create_queue(QueueName="idle")["QueueUrl"]
+        got = {}
+        poll = threading.Thread(target=lambda: got.update(r=sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20)))
+        poll.start()
+        wait_for(lambda: s.requests_in_flight() == 1, "the receive to wait")
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=10) == 0, s.output()[-3000:]
+        poll.join(timeout=10)
+        assert got["r"].get("Messages", []) == []
+    finally:
+        s.stop()
+
+
 def test_a_clean_stop_leaves_everything_in_metadata_db(private_server, tmp_path):
     """After a graceful stop the write-ahead log is moved into the database
     file: `metadata.db` copied alone (a backup) holds what was acknowledged."""

@@ -8,6 +8,7 @@ from the image. The image is the
 busybox recipe of examples/container-images (nothing is downloaded)."""
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -453,7 +454,10 @@ def test_a_task_running_through_kill_9_is_reported_stopped(tmp_path, busybox_lay
         port = running(ecs, arn)["containers"][0]["networkBindings"][0]["hostPort"]
         tasks_dir = tmp_path / "data" / "worker" / "tasks"
         assert (tasks_dir / arn.rsplit("/", 1)[1] / "volumes").is_dir()
+        killed_at = time.time()
         node.kill()
+        # Downtime before the start (not synchronisation): it is not the task's, nor billed.
+        time.sleep(2)
         node.start()
         # What the killed node left of the task (its volumes' tmpfs, its
         # roots and slots) is gone, not only unmounted.
@@ -462,6 +466,7 @@ def test_a_task_running_through_kill_9_is_reported_stopped(tmp_path, busybox_lay
         t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
         assert (t["lastStatus"], t["desiredStatus"], t["stopCode"]) == ("STOPPED", "STOPPED", "TerminationNotice")
         assert "restarted" in t["stoppedReason"]
+        assert t["startedAt"].timestamp() <= t["stoppedAt"].timestamp() <= killed_at, t
         assert ecs.list_tasks()["taskArns"] == []
         with pytest.raises(OSError):
             fetch(f"http://127.0.0.1:{port}/index.html")

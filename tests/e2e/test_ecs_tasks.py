@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 import tarfile
@@ -434,6 +435,36 @@ def test_a_port_served_on_the_tasks_loopback_alone_is_not_published(ecs, busybox
     assert fetch(ports[8080]) != "hello\n"
     ecs.stop_task(cluster="default", task=arn)
     stopped(ecs, arn)
+
+
+def test_a_graceful_stop_of_the_node_stops_tasks_as_stop_task_does(tmp_path, busybox_layout):
+    """A node stopped with SIGTERM gives its tasks' containers SIGTERM and
+    their stopTimeout, as StopTask does (they were killed with the node),
+    and reports them stopped when they stopped, not at the next start."""
+    node = Server(tmp_path / "data", args=CAPACITY).start()
+    try:
+        ecs, logs = aws_client(node, "ecs"), aws_client(node, "logs")
+        group = unique_name("/ecs/stopping")
+        logs.create_log_group(logGroupName=group)
+        trap = "trap 'echo cleaning up; exit 0' TERM; echo started; while :; do sleep 1 & wait $!; done"
+        c = {"name": "app", "image": push(node, busybox_layout, "v1"), "entryPoint": ["/bin/sh", "-c", trap],
+             "stopTimeout": 20, "logConfiguration": awslogs(group)}
+        arn = run(ecs, register(ecs, containers=[c])["family"])["tasks"][0]["taskArn"]
+        running(ecs, arn)
+        stream = f"app/app/{arn.rsplit('/', 1)[1]}"
+        wait_for(lambda: lines(logs, group, stream) == ["started"], "the container to start")
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(timeout=30) == 0, node.output()[-3000:]
+        stopped_by = time.time()
+        node.start()
+        ecs, logs = aws_client(node, "ecs"), aws_client(node, "logs")
+        assert lines(logs, group, stream) == ["started", "cleaning up"]
+        t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+        assert (t["lastStatus"], t["stopCode"], t["containers"][0].get("exitCode")) == ("STOPPED", "TerminationNotice", 0), t
+        assert "node stopped" in t["stoppedReason"], t
+        assert t["stoppedAt"].timestamp() <= stopped_by, t
+    finally:
+        node.stop()
 
 
 def test_a_port_range_publishes_each_of_its_ports(ecs, busybox):

@@ -74,6 +74,8 @@ pub struct Api {
     /// Requests whose clients left, running to their end in tasks of their
     /// own (see [`droppable`]), which a graceful stop waits for.
     tasks: tokio_util::task::TaskTracker,
+    /// The listener's count of requests being served (a Prometheus gauge).
+    pub(crate) requests: nimbus_http::Requests,
     /// Cancelled when the node begins to stop: streams that end only when
     /// their client or session does (live tails) end then, so that a
     /// graceful stop is not held for hours.
@@ -110,6 +112,7 @@ impl Api {
             metrics: None,
             reading: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_DEFAULT >> 10)),
             tasks: tokio_util::task::TaskTracker::new(),
+            requests: Default::default(),
             closing: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -119,6 +122,11 @@ impl Api {
     /// Ends the streams that would otherwise outlive a graceful stop.
     pub fn close_streams(&self) {
         self.closing.cancel();
+    }
+
+    pub fn with_requests(mut self, requests: nimbus_http::Requests) -> Self {
+        self.requests = requests;
+        self
     }
 
     pub fn with_tasks(mut self, tasks: tokio_util::task::TaskTracker) -> Self {

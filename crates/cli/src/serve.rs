@@ -499,8 +499,16 @@ fn keep_private(dir: &Path) -> anyhow::Result<()> {
 /// The lock that makes a data directory one server's: held for the life of
 /// the process (the kernel drops it when the process ends, however it ends).
 struct DataDirLock {
-    _file: nix::fcntl::Flock<std::fs::File>,
+    file: nix::fcntl::Flock<std::fs::File>,
+    /// When the previous server on this directory was last known alive
+    /// (the lock file's modification time, which a server touches while it
+    /// runs); `None` for a new directory.
+    previous_alive: Option<std::time::SystemTime>,
 }
+
+/// How often a running server touches its lock file, so that after a
+/// kill -9 the next start knows, to within this, when the node went down.
+const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 const LOCK_FILE: &str = "nimbus.lock";
 
@@ -533,13 +541,27 @@ impl DataDirLock {
             }
             Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
         };
+        let previous_alive = file.metadata().ok().filter(|m| m.len() > 0).and_then(|m| m.modified().ok());
         (|| -> std::io::Result<()> {
             file.set_len(0)?;
             file.rewind()?;
             writeln!(file, "{}", std::process::id())
         })()
         .with_context(|| format!("writing {}", path.display()))?;
-        Ok(Self { _file: file })
+        Ok(Self { file, previous_alive })
+    }
+
+    /// Records that the server is alive now (see [`ALIVE_EVERY`]).
+    fn touch(&self) {
+        if let Err(e) = self.file.set_modified(std::time::SystemTime::now()) {
+            tracing::debug!(error = %e, "cannot touch the lock file");
+        }
+    }
+
+    /// When the previous server was last alive, in seconds since the epoch.
+    fn previous_alive_secs(&self) -> Option<f64> {
+        let since = self.previous_alive?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(since.as_secs_f64())
     }
 }
 
@@ -657,7 +679,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The data directory's lock before the port: a second server on the
     // same directory (and so, most often, the same port) names the first.
     let data_dir = open_data_dir(&args.data_dir)?;
-    let _lock = DataDirLock::take(&data_dir)?;
+    let lock = Arc::new(DataDirLock::take(&data_dir)?);
+    let alive = lock.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(ALIVE_EVERY);
+        loop {
+            every.tick().await;
+            alive.touch();
+        }
+    });
     keep_private(&data_dir)?;
     let socket = reserve(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let open_files = raise_open_files();
@@ -839,9 +869,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(mappings.clone().run());
         let logs = nimbus_logs::Logs::open(meta.clone(), &args.region, &args.account_id);
         let images = Arc::new(RegistryImages { registry: registry.clone(), images: image_store });
-        let ecs = nimbus_containers::Ecs::open(account, meta.clone(), images, task_runtime, args.task_capacity())
-            .await
-            .context("loading the ECS state")?;
+        let ecs = nimbus_containers::Ecs::open(
+            account,
+            meta.clone(),
+            images,
+            task_runtime,
+            args.task_capacity(),
+            lock.previous_alive_secs(),
+        )
+        .await
+        .context("loading the ECS state")?;
         ecs.set_platform(nimbus_containers::Platform {
             credentials: Arc::new(NodeKeys(creds.clone())),
             api: addr,
@@ -852,15 +889,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
         tokio::spawn(ecs.clone().run_retention());
         let api = Arc::new(
-            nimbus_api::Api::new(control.clone(), creds.clone(), addr.port(), url_base(&args, addr), s3, queues)
+            nimbus_api::Api::new(control.clone(), creds.clone(), addr.port(), url_base(&args, addr), s3, queues.clone())
                 .with_schedules(schedules)
                 .with_mappings(mappings)
                 .with_registry(registry)
                 .with_logs(logs)
                 .with_metrics(metrics.clone())
-                .with_ecs(ecs)
+                .with_ecs(ecs.clone())
                 .with_body_budget(args.body_budget_mb.saturating_mul(1 << 20))
-                .with_tasks(tasks.clone()),
+                .with_tasks(tasks.clone())
+                .with_requests(requests.clone()),
         );
 
         let listener = socket.listen(1024).with_context(|| format!("listening on {addr}"))?;
@@ -882,19 +920,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %data_dir.display(), "ready");
 
         // The streams that end only with their sessions (live tails) end
-        // when the stop begins; every other request is finished.
-        let closing = api.clone();
+        // when the stop begins, and so do long polls (no message can
+        // arrive); every other request is finished. The node begins no
+        // invocation of its own (async events, mappings' batches) from then.
+        let (closing, stopping_control, stopping_queues) = (api.clone(), control.clone(), queues.clone());
         let stop = async move {
             stop.await;
             closing.close_streams();
+            stopping_control.begin_stop();
+            stopping_queues.close();
         };
         // The peer address becomes function URL events' `sourceIp`.
         let served = nimbus_http::serve_counting(listener, nimbus_api::router(api), stop, limits, requests.clone());
-        // Then the requests whose clients left before their answers, which run on.
+        // Then the requests whose clients left before their answers, which
+        // run on, the node's own invocations under way, and ECS tasks, each
+        // stopped as StopTask stops it (SIGTERM, its stopTimeout, SIGKILL).
         let finished = async {
             served.await;
             tasks.close();
-            tasks.wait().await;
+            tokio::join!(tasks.wait(), control.finish_work(), ecs.stop_all());
         };
         let abandoned = tokio::select! {
             () = finished => None,

@@ -225,6 +225,8 @@ pub(crate) struct Inner {
     /// Wakes the service scheduler: a task changed status or health, or a
     /// service changed.
     pub(crate) scheduler: Arc<Notify>,
+    /// Set when the node stops: services start no task any more.
+    pub(crate) node_stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The ECS engine. Cheap to clone.
@@ -269,6 +271,7 @@ impl Ecs {
         images: Arc<dyn TaskImages>,
         runtime: Option<Arc<dyn TaskRuntime>>,
         capacity: Capacity,
+        node_last_alive: Option<f64>,
     ) -> Result<Self, Error> {
         let docs = store.ecs_load().await?;
         let mut state = State::default();
@@ -284,7 +287,7 @@ impl Ecs {
         for doc in &docs.tasks {
             let mut r: TaskRecord = serde_json::from_str(doc)?;
             if !r.is_stopped() {
-                stop_at_restart(&mut r);
+                stop_at_restart(&mut r, node_last_alive);
                 writes.push(put_task(&r)?);
             }
             state.tasks.insert(after_slash(&r.task.task_arn).to_string(), r);
@@ -309,6 +312,7 @@ impl Ecs {
             platform: std::sync::OnceLock::new(),
             stopped: Notify::new(),
             scheduler: Arc::default(),
+            node_stopping: Default::default(),
         };
         let ecs = Self { inner: Arc::new(inner) };
         crate::services::spawn_scheduler(&ecs);
@@ -1421,6 +1425,34 @@ impl Ecs {
         Ok(task)
     }
 
+    /// Stops every task as StopTask does (SIGTERM, then SIGKILL after its
+    /// `stopTimeout`), for the node's graceful stop, and returns once each
+    /// is STOPPED; services start none in their place.
+    pub async fn stop_all(&self) {
+        self.inner.node_stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let running: Vec<String> = {
+            let state = self.inner.state.lock().await;
+            state.tasks.iter().filter(|(_, r)| !r.is_stopped()).map(|(id, _)| id.clone()).collect()
+        };
+        for id in &running {
+            let _ = self.stop_as(id, "TerminationNotice", "Task stopped because the Nimbus node stopped").await;
+        }
+        loop {
+            let stopped = self.inner.stopped.notified();
+            tokio::pin!(stopped);
+            stopped.as_mut().enable();
+            let left = {
+                let state = self.inner.state.lock().await;
+                running.iter().filter(|id| state.tasks.get(*id).is_some_and(|r| !r.is_stopped())).count()
+            };
+            if left == 0 {
+                return;
+            }
+            tracing::info!(tasks = left, "waiting for tasks to stop");
+            stopped.await;
+        }
+    }
+
     // ---- tags ----
 
     pub async fn tag_resource(&self, arn: &str, tags: Vec<Tag>) -> Result<(), Error> {
@@ -1552,10 +1584,14 @@ fn container_has_port(definitions: &[ContainerDefinition], name: &str, binding: 
     definitions.iter().any(|d| d.name == name && d.port_mappings.iter().any(|p| p.ports().contains(&port)))
 }
 
-/// A task that had not stopped when the node went down.
-fn stop_at_restart(r: &mut TaskRecord) {
+/// A task that had not stopped when the node went down, stopped when the
+/// node was last known alive (not at this start: the time between is not
+/// the task's, nor billed), or at its own last step if that came after.
+fn stop_at_restart(r: &mut TaskRecord, node_last_alive: Option<f64>) {
     let t = &mut r.task;
-    let at = now();
+    let steps = [Some(t.created_at), t.pull_stopped_at, t.started_at, t.stopping_at];
+    let last_step = steps.into_iter().flatten().fold(0.0, f64::max);
+    let at = node_last_alive.unwrap_or_else(now).max(last_step);
     t.last_status = "STOPPED".into();
     t.desired_status = "STOPPED".into();
     t.version += 1;
@@ -1742,7 +1778,7 @@ pub(crate) mod tests {
         let store = Arc::new(SqliteMetadata::open(&dir.join("m.db")).await.unwrap());
         let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
         let capacity = Capacity { cpu: 2048, memory_mib: 4096 };
-        Ecs::open(account, store, Arc::new(Images), Some(runtime), capacity).await.unwrap()
+        Ecs::open(account, store, Arc::new(Images), Some(runtime), capacity, None).await.unwrap()
     }
 
     fn fake(term: Vec<&'static str>) -> Arc<FakeRuntime> {
@@ -1821,7 +1857,7 @@ pub(crate) mod tests {
     async fn engine(db: &std::path::Path, capacity: Capacity) -> Ecs {
         let store = Arc::new(SqliteMetadata::open(db).await.unwrap());
         let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
-        Ecs::open(account, store, Arc::new(NoImages), None, capacity).await.unwrap()
+        Ecs::open(account, store, Arc::new(NoImages), None, capacity, None).await.unwrap()
     }
 
     fn definition(family: &str, cpu: &str, memory: &str) -> RegisterTaskDefinition {

@@ -85,7 +85,7 @@ mod tests {
         let meta = Arc::new(SqliteMetadata::open(&db).await.unwrap());
         let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
         let capacity = Capacity { cpu: 2048, memory_mib: 4096 };
-        let ecs = Ecs::open(account.clone(), meta.clone(), Arc::new(NoImages), None, capacity).await.unwrap();
+        let ecs = Ecs::open(account.clone(), meta.clone(), Arc::new(NoImages), None, capacity, None).await.unwrap();
         let epoch = chrono::Utc::now().timestamp_millis();
         ecs.set_platform(Platform {
             credentials: Arc::new(NoKeys),
@@ -123,7 +123,7 @@ mod tests {
         assert_eq!(bills.len(), 1);
         assert_eq!((bills[0].task_arn.as_str(), bills[0].billed_seconds), (arn.as_str(), 60));
         assert_eq!((bills[0].vcpu_seconds, bills[0].gb_seconds), (30.0, 120.0));
-        let reopened = Ecs::open(account, meta, Arc::new(NoImages), None, capacity).await.unwrap();
+        let reopened = Ecs::open(account, meta, Arc::new(NoImages), None, capacity, None).await.unwrap();
         assert!(reopened.describe_tasks(None, &[arn]).await.unwrap().tasks.is_empty(), "deleted in the store");
     }
 }

@@ -923,6 +923,10 @@ pub(crate) fn spawn_scheduler(ecs: &Ecs) {
     tokio::spawn(async move {
         loop {
             let Some(inner) = engine.upgrade() else { return };
+            // A stopping node's tasks are stopped for it, not replaced.
+            if inner.node_stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let ecs = Ecs { inner };
             let (mut acted, mut deadline) = ecs.reconcile().await;
             while acted {
@@ -1031,7 +1035,7 @@ mod tests {
         let store = Arc::new(SqliteMetadata::open(db).await.unwrap());
         let account = Account { id: "000000000000".into(), region: "us-east-1".into() };
         let capacity = Capacity { cpu: 4096, memory_mib: 8192 };
-        Ecs::open(account, store, Arc::new(Images), Some(runtime), capacity).await.unwrap()
+        Ecs::open(account, store, Arc::new(Images), Some(runtime), capacity, None).await.unwrap()
     }
 
     async fn service_when(ecs: &Ecs, name: &str, what: impl Fn(&Service) -> bool) -> Service {

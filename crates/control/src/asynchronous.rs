@@ -84,14 +84,15 @@ impl Control {
         Ok(())
     }
 
-    /// Delivers queued events until the process ends. Events leased by a
+    /// Delivers queued events until the node begins to stop (those under
+    /// way run on, see [`Control::finish_work`]). Events leased by a
     /// previous run (which may have died mid-delivery) are offered again at
     /// once: delivery is at least once. Events waiting for a retry wait on.
     pub async fn run_async_dispatcher(self: Arc<Self>) {
         if let Err(e) = self.meta.release_events(now_ms()).await {
             tracing::error!(error = %e, "cannot release async events from a previous run");
         }
-        loop {
+        while !self.stopping.is_cancelled() {
             let now = now_ms();
             match self.meta.due_events(now, 64).await {
                 Ok(due) => {
@@ -101,21 +102,18 @@ impl Control {
                             continue;
                         }
                         let span = tracing::info_span!("async", request_id = %ev.id, function = %ev.function);
-                        tokio::spawn(self.clone().deliver(ev).instrument(span));
+                        self.spawn_work(self.clone().deliver(ev).instrument(span));
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read the async queue"),
             }
             let next = self.meta.next_event_due().await.ok().flatten();
             let wait = next.map(|t| Duration::from_millis((t - now_ms()).max(0) as u64));
-            match wait {
-                Some(w) => {
-                    tokio::select! {
-                        _ = self.async_wake.notified() => {}
-                        _ = tokio::time::sleep(w) => {}
-                    }
-                }
-                None => self.async_wake.notified().await,
+            let wait = wait.unwrap_or(Duration::MAX);
+            tokio::select! {
+                _ = self.async_wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stopping.cancelled() => {}
             }
         }
     }

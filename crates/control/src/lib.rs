@@ -136,6 +136,11 @@ pub struct Control {
     /// Where invocations are counted for CloudWatch metrics (shared with
     /// the record writer, which times its store writes there).
     metrics: Arc<std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>>,
+    /// Invocations the node began itself (async events, mappings' batches):
+    /// a graceful stop lets them end, as it lets requests end.
+    work: tokio_util::task::TaskTracker,
+    /// Cancelled when the node begins to stop: nothing new is begun.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Control {
@@ -162,6 +167,8 @@ impl Control {
             queues: None,
             images: None,
             metrics,
+            work: tokio_util::task::TaskTracker::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         };
         let guard = control.writes.lock().await;
         control.collect_garbage(&guard).await?;
@@ -174,6 +181,33 @@ impl Control {
         drop(guard);
         control.resume_unsettled().await?;
         Ok(control)
+    }
+
+    /// Runs `work`, an invocation the node began itself (an async event's,
+    /// a mapping's batch), as one a graceful stop waits for.
+    pub fn spawn_work(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.work.spawn(work);
+    }
+
+    /// Cancelled once the node begins to stop: the loops that begin
+    /// invocations (the async dispatcher, mappings' pollers) begin no more.
+    pub fn stopping(&self) -> &tokio_util::sync::CancellationToken {
+        &self.stopping
+    }
+
+    /// Begins no new invocation of the node's own from now on.
+    pub fn begin_stop(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Returns once every invocation begun with [`Control::spawn_work`] has
+    /// ended: a graceful stop waits for them, as for requests, so that an
+    /// event's or a batch's run is not cut short and run again after the
+    /// start (or its messages sent to a dead-letter queue for it).
+    pub async fn finish_work(&self) {
+        self.begin_stop();
+        self.work.close();
+        self.work.wait().await;
     }
 
     /// Returns once every invocation record and log line handed to the

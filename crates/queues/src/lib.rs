@@ -209,6 +209,8 @@ pub struct Queues {
     /// Held from a create's look for an existing queue to its install: two
     /// creates of one name at once are one create and one comparison.
     creating: tokio::sync::Mutex<()>,
+    /// Set when the node begins to stop: waits end (see [`Queues::close`]).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Queues {
@@ -227,6 +229,7 @@ impl Queues {
             sequence: AtomicU64::new(0),
             deleted: Mutex::default(),
             creating: tokio::sync::Mutex::new(()),
+            closed: Default::default(),
             moves: moves::Tasks::default(),
         });
         for doc in meta.list_queues().await? {
@@ -789,6 +792,16 @@ impl Queues {
         Ok(())
     }
 
+    /// Ends every receive's wait now, and every later one at its first
+    /// look: the node is stopping, its listener is closed, so no message
+    /// can arrive, and a stop would otherwise wait out each long poll.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for q in self.queues.read().unwrap_or_else(|e| e.into_inner()).values() {
+            q.notify.notify_waiters();
+        }
+    }
+
     /// Receives up to `max` (1–10) messages, waiting up to `wait` for the
     /// first; `visibility` overrides the queue's VisibilityTimeout.
     pub async fn receive(
@@ -806,7 +819,7 @@ impl Queues {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (got, next) = self.take(&q, max, visibility).await?;
-            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !got.is_empty() || tokio::time::Instant::now() >= deadline || self.closed.load(Ordering::SeqCst) {
                 return Ok(got);
             }
             let wake = next

@@ -56,9 +56,13 @@ pub async fn serve(api: &Api, req: Request<Body>) -> Response {
     resp
 }
 
-/// What the node has now: environments, templates and queue depths.
+/// What the node has now: requests, environments, templates and queue depths.
 fn gauges(api: &Api) -> Vec<GaugeFamily> {
-    let mut out = Vec::new();
+    let mut out = vec![GaugeFamily {
+        name: "requests_in_flight",
+        help: "API requests being served, this scrape included",
+        samples: vec![(vec![], api.requests.in_flight() as f64)],
+    }];
     if let Some(env) = api.control.environments() {
         let state = |s: &str, n: u32| (vec![("state".to_string(), s.to_string())], f64::from(n));
         out.push(GaugeFamily {

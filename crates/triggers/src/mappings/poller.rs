@@ -53,8 +53,13 @@ impl Poller {
         let cap = m.maximum_concurrency.unwrap_or(DEFAULT_CONCURRENCY).min(node).max(1);
         let limit = Arc::new(Semaphore::new(cap as usize));
         let mut failures = 0u32;
+        let stopping = this.control.stopping().clone();
         loop {
             let Ok(permit) = limit.clone().acquire_owned().await else { return };
+            // A stopping node begins no batch; those under way end (`Control::finish_work`).
+            if stopping.is_cancelled() {
+                return;
+            }
             let batch = match this.gather().await {
                 Ok(batch) => {
                     failures = 0;
@@ -65,13 +70,15 @@ impl Poller {
                     // (up to a minute) rather than spin.
                     failures = (failures + 1).min(6);
                     tracing::warn!(uuid = %m.uuid, source = %m.event_source_arn, error = %e, "receiving failed");
-                    tokio::time::sleep(Duration::from_secs(1 << failures)).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1 << failures)) => continue,
+                        () = stopping.cancelled() => return,
+                    }
                 }
             };
             let batch = this.drop_filtered(batch).await;
             if !batch.is_empty() {
-                tokio::spawn(this.clone().deliver(batch, permit));
+                this.control.spawn_work(this.clone().deliver(batch, permit));
             }
         }
     }
