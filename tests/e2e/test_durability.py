@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from conftest import (HELLO_ZIP, ROLE, Server, aws_client, blob_files, create, impatient_client, make_zip,
                       sqs_client, store_write_locked, unique_name, wait_for)
@@ -349,6 +349,64 @@ def test_a_graceful_stop_ends_long_polls_at_once(tmp_path):
         assert got["r"].get("Messages", []) == []
     finally:
         s.stop()
+
+
+def test_writes_once_a_full_disk_has_room_again_are_stored(tmp_path):
+    """A commit that fails on a full disk is rolled back by SQLite itself;
+    the store's connection must not go on counting it open. It did, and
+    then began each later transaction as a savepoint nothing committed:
+    writes answered 200 once the disk had room again were seen by one read
+    and not the next, and lost at kill -9, while other writes failed with
+    "database is locked" until a restart."""
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(data)], check=True)
+    s = Server(data, args=["--isolation", "process", "--prewarm", "0", "--log-disk-floor-mb", "1"])
+    try:
+        s.start()
+        logs, sqs, s3 = aws_client(s, "logs"), sqs_client(s), aws_client(s, "s3")
+        s3.create_bucket(Bucket="kept")
+        for i in range(8):
+            s3.put_object(Bucket="kept", Key=f"k{i}", Body=b"x")
+        # Every last block: the write-ahead log cannot grow by a page.
+        for block in ("1M", "4k"):
+            subprocess.run(["dd", "if=/dev/zero", f"of={data}/filler-{block}", f"bs={block}"], capture_output=True)
+        failed = 0
+        for i in range(8):
+            for call in (lambda: s3.delete_object(Bucket="kept", Key=f"k{i}"),
+                         lambda: logs.create_log_group(logGroupName=f"full-{i}"),
+                         lambda: sqs.create_queue(QueueName=f"full-{i}")):
+                try:
+                    call()
+                except ClientError as e:
+                    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 500, e.response
+                    failed += 1
+        assert failed > 0, "the full disk failed some writes"
+        for filler in data.glob("filler-*"):
+            filler.unlink()
+        for i in range(8):
+            logs.create_log_group(logGroupName=f"room-{i}")
+            sqs.create_queue(QueueName=f"room-{i}")
+            s3.delete_object(Bucket="kept", Key=f"k{i}")
+            s3.put_object(Bucket="kept", Key=f"room-{i}", Body=b"x")
+
+        def stored():
+            groups = {g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="room-")["logGroups"]}
+            queues = {u.rsplit("/", 1)[1] for u in sqs.list_queues(QueueNamePrefix="room-").get("QueueUrls", [])}
+            keys = {o["Key"] for o in s3.list_objects_v2(Bucket="kept").get("Contents", [])}
+            return groups, queues, keys
+
+        want = {f"room-{i}" for i in range(8)}
+        for _ in range(6):  # each read may come from another of the store's connections
+            assert stored() == (want, want, want)
+        s.kill()
+        s.start()
+        logs, sqs, s3 = aws_client(s, "logs"), sqs_client(s), aws_client(s, "s3")
+        assert stored() == (want, want, want)
+    finally:
+        if s.proc:
+            s.kill()
+        subprocess.run(["umount", "-l", str(data)], check=False)
 
 
 def test_a_clean_stop_leaves_everything_in_metadata_db(private_server, tmp_path):

@@ -114,6 +114,15 @@ def test_data_directory_errors_name_the_path_and_say_each_cause_once(tmp_path):
     assert len(error) == 1 and f"opening the metadata store {data / 'metadata.db'}" in error[0], r.stderr
     assert error[0].count("unable to open database file") == 1, error[0]
 
+    # A store's own directory taken by a file: the error names it, not its parent.
+    for taken in ("objects/data", "registry/uploads"):
+        data = tmp_path / taken.replace("/", "-")
+        (data / taken).parent.mkdir(parents=True)
+        (data / taken).write_text("not a directory")
+        r = run_serve("--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(data), "--isolation", "process")
+        assert r.returncode != 0
+        assert f"{data / taken}: " in r.stderr, r.stderr
+
 
 def test_the_secret_is_printed_only_when_it_was_made(private_server, tmp_path):
     s = private_server(tmp_path / "data", env_keys=False)

@@ -141,9 +141,15 @@ impl Control {
                         Error::Rule(nimbus_core::Error::Throttled(reason))
                     }
                     nimbus_worker::Error::Unavailable(m) => Error::Unavailable(m),
-                    nimbus_worker::Error::Internal(m)
-                    | nimbus_worker::Error::InvalidEntrypoint(m)
-                    | nimbus_worker::Error::InvalidWorkingDir(m) => {
+                    // The node's own trouble names its paths: logged, not told to callers.
+                    nimbus_worker::Error::Internal(m) => {
+                        tracing::error!(error = %m, "the function could not be run");
+                        Error::Unavailable(
+                            "The function could not be run because of an error on this node; its log says which."
+                                .into(),
+                        )
+                    }
+                    nimbus_worker::Error::InvalidEntrypoint(m) | nimbus_worker::Error::InvalidWorkingDir(m) => {
                         Error::Unavailable(format!("The function could not be run: {m}"))
                     }
                 })?;

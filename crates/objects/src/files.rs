@@ -123,12 +123,17 @@ impl Files {
     /// Opens the area, removing what interrupted writes left.
     pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
-        let tmp = root.join("tmp");
+        let (tmp, data) = (root.join("tmp"), root.join("data"));
+        // std's errors name no path; a start that fails must say which.
+        let at = |dir: &std::path::Path| {
+            let dir = dir.display().to_string();
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{dir}: {e}"))
+        };
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
+            std::fs::remove_dir_all(&tmp).map_err(at(&tmp))?;
         }
-        std::fs::create_dir_all(&tmp)?;
-        std::fs::create_dir_all(root.join("data"))?;
+        std::fs::create_dir_all(&tmp).map_err(at(&tmp))?;
+        std::fs::create_dir_all(&data).map_err(at(&data))?;
         Ok(Self { root })
     }
 

@@ -19,11 +19,16 @@ impl Files {
     /// Opens the directories, removing every upload a stopped node left.
     pub fn open(root: &Path) -> std::io::Result<Self> {
         let files = Self { blobs: root.join("blobs"), uploads: root.join("uploads") };
+        // std's errors name no path; a start that fails must say which.
+        let at = |dir: &Path| {
+            let dir = dir.display().to_string();
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{dir}: {e}"))
+        };
         if files.uploads.exists() {
-            std::fs::remove_dir_all(&files.uploads)?;
+            std::fs::remove_dir_all(&files.uploads).map_err(at(&files.uploads))?;
         }
-        std::fs::create_dir_all(&files.uploads)?;
-        std::fs::create_dir_all(&files.blobs)?;
+        std::fs::create_dir_all(&files.uploads).map_err(at(&files.uploads))?;
+        std::fs::create_dir_all(&files.blobs).map_err(at(&files.blobs))?;
         Ok(files)
     }
 

@@ -228,7 +228,11 @@ impl SqliteMetadata {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .after_release(|conn, _| Box::pin(out_of_transaction(conn)))
+            .connect_with(opts)
+            .await?;
         crate::migrations::refuse_newer(&pool, path).await?;
         crate::migrations::migrator().await?.run(&pool).await?;
         let objects = crate::group::start(pool.clone());
@@ -681,6 +685,28 @@ fn event_of(r: &sqlx::sqlite::SqliteRow) -> AsyncEvent {
         created_ms: r.get("created_ms"),
         lineage: r.get::<i64, _>("lineage") as u32,
     }
+}
+
+/// Whether a connection going back to the pool is out of every
+/// transaction, as sqlx counts them; one that is not is closed, not reused.
+/// A COMMIT that fails on a full disk or a read-only file is rolled back
+/// by SQLite itself, while sqlx still counts the transaction open (its
+/// ROLLBACK then fails): reused, such a connection refuses `BEGIN
+/// IMMEDIATE` and begins `begin()`'s transactions as savepoints nothing
+/// commits, so writes would be answered and never stored. The ping lets
+/// the rollback a dropped transaction queued run first.
+async fn out_of_transaction(conn: &mut sqlx::SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::{Connection, TransactionManager};
+    type Manager = sqlx::sqlite::SqliteTransactionManager;
+    if Manager::get_transaction_depth(conn) == 0 {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    let clean = Manager::get_transaction_depth(conn) == 0;
+    if !clean {
+        tracing::warn!("a store connection was left inside a failed transaction; it is closed");
+    }
+    Ok(clean)
 }
 
 #[cfg(test)]
