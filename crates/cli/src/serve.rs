@@ -944,9 +944,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             () = finished => None,
             () = abort => Some(in_flight(&requests, &tasks)),
         };
-        // The invocation records and lines not yet stored, then the minute
-        // under way, which the flusher would write when it ends.
+        // The invocation records and lines not yet stored, the queues'
+        // receives and deletes, then the minute under way, which the
+        // flusher would write when it ends.
         control.flush_records().await;
+        queues.flush().await;
         if let Err(e) = metrics.flush().await {
             tracing::error!(error = %e, "cannot store the last minute's metrics");
         }

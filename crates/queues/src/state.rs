@@ -33,6 +33,18 @@ impl Live {
         Self { seq, visible_at: message.visible_ms, message, receipt: None, received_at: 0 }
     }
 
+    /// A stored message as the store had it: in flight under its latest
+    /// receipt until its visibility timeout, across a restart as on AWS.
+    pub fn restored(seq: i64, message: StoredMessage, in_flight: Option<nimbus_store::InFlight>) -> Self {
+        let mut live = Self::new(seq, message);
+        if let Some(f) = in_flight {
+            live.visible_at = live.visible_at.max(f.until_ms);
+            live.receipt = Some(f.receipt);
+            live.received_at = f.received_ms;
+        }
+        live
+    }
+
     pub fn in_flight(&self, now: i64) -> bool {
         self.receipt.is_some() && self.visible_at > now
     }

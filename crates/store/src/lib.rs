@@ -35,7 +35,7 @@ pub use logs::{EventQuery, LogGroupRow, LogMeta, LogStreamRow, Position, StreamC
 pub use mappings::MappingMeta;
 pub use metrics::{MetricKey, MetricRow, MetricsMeta, UsageRow};
 pub use objects::{BucketDelete, ObjectMeta, Precondition};
-pub use queues::{insert_message, DedupId, MessageRow, MessageWrite, QueueMeta};
+pub use queues::{insert_message, DedupId, InFlight, MessageRow, MessageWrite, QueueMeta};
 pub use registry::{
     Collect, ManifestDelete, ManifestPut, ManifestRow, PutManifest, RegistryMeta, Repository, RepositoryDelete,
 };

@@ -43,6 +43,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     embed!("0018_invocation_attempts.sql"),
     embed!("0019_queue_dedup.sql"),
     embed!("0020_async_leases.sql"),
+    embed!("0021_queue_in_flight.sql"),
 ];
 
 /// A migration's version and description from its file name, as

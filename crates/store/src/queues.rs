@@ -29,11 +29,19 @@ pub enum MessageWrite {
     Delete {
         seq: i64,
     },
-    /// Records a receive (the count drives dead-letter redrive).
+    /// Records a receive (the count drives dead-letter redrive) and what
+    /// keeps it in flight across a restart.
     Received {
         seq: i64,
         receive_count: u32,
         first_receive_ms: i64,
+        in_flight: InFlight,
+    },
+    /// A visibility change of the message in flight under `receipt`.
+    Invisible {
+        seq: i64,
+        receipt: u64,
+        until_ms: i64,
     },
     /// Every message of a queue.
     Purge {
@@ -63,6 +71,16 @@ pub struct MessageRow {
     pub seq: i64,
     pub queue: String,
     pub message: StoredMessage,
+    /// Its latest receive, if it has one.
+    pub in_flight: Option<InFlight>,
+}
+
+/// A received message's receipt and visibility timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub receipt: u64,
+    pub received_ms: i64,
+    pub until_ms: i64,
 }
 
 #[async_trait]
@@ -137,7 +155,7 @@ impl QueueMeta for SqliteMetadata {
 
     async fn messages_after(&self, queue: Option<&str>, after: i64, limit: usize) -> Result<Vec<MessageRow>> {
         let rows = sqlx::query(
-            "SELECT seq, queue, receive_count, first_receive_ms,
+            "SELECT seq, queue, receive_count, first_receive_ms, receipt, received_ms, invisible_until_ms,
                     json_remove(doc, '$.body', '$.attributes', '$.system_attributes') AS doc
              FROM queue_messages WHERE (?1 IS NULL OR queue = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
@@ -151,7 +169,15 @@ impl QueueMeta for SqliteMetadata {
                 let mut message: StoredMessage = parse(r.get::<&str, _>("doc"))?;
                 message.receive_count = u32::try_from(r.get::<i64, _>("receive_count")).unwrap_or(u32::MAX);
                 message.first_receive_ms = r.get("first_receive_ms");
-                Ok(MessageRow { seq: r.get("seq"), queue: r.get("queue"), message })
+                let in_flight =
+                    match (r.get::<Option<i64>, _>("receipt"), r.get("received_ms"), r.get("invisible_until_ms")) {
+                        // The receipt is stored as SQLite's signed integer, bit for bit.
+                        (Some(receipt), Some(received_ms), Some(until_ms)) => {
+                            Some(InFlight { receipt: receipt as u64, received_ms, until_ms })
+                        }
+                        _ => None,
+                    };
+                Ok(MessageRow { seq: r.get("seq"), queue: r.get("queue"), message, in_flight })
             })
             .collect()
     }
@@ -192,11 +218,25 @@ impl QueueMeta for SqliteMetadata {
                     }
                     q.push(")").build().execute(&mut *tx).await?;
                 }
-                MessageWrite::Received { seq, receive_count, first_receive_ms } => {
-                    sqlx::query("UPDATE queue_messages SET receive_count = ?, first_receive_ms = ? WHERE seq = ?")
-                        .bind(i64::from(*receive_count))
-                        .bind(first_receive_ms)
+                MessageWrite::Received { seq, receive_count, first_receive_ms, in_flight } => {
+                    sqlx::query(
+                        "UPDATE queue_messages SET receive_count = ?, first_receive_ms = ?, receipt = ?,
+                                received_ms = ?, invisible_until_ms = ? WHERE seq = ?",
+                    )
+                    .bind(i64::from(*receive_count))
+                    .bind(first_receive_ms)
+                    .bind(in_flight.receipt as i64)
+                    .bind(in_flight.received_ms)
+                    .bind(in_flight.until_ms)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                MessageWrite::Invisible { seq, receipt, until_ms } => {
+                    sqlx::query("UPDATE queue_messages SET invisible_until_ms = ? WHERE seq = ? AND receipt = ?")
+                        .bind(until_ms)
                         .bind(seq)
+                        .bind(*receipt as i64)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -307,13 +347,22 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
         m.apply_messages(&[
             MessageWrite::Delete { seq: seqs[1] },
-            MessageWrite::Received { seq: seqs[2], receive_count: 3, first_receive_ms: 7 },
+            MessageWrite::Received {
+                seq: seqs[2],
+                receive_count: 3,
+                first_receive_ms: 7,
+                in_flight: InFlight { receipt: u64::MAX - 1, received_ms: 9, until_ms: 30 },
+            },
+            // A change under another receipt (an older handle) changes nothing.
+            MessageWrite::Invisible { seq: seqs[2], receipt: 5, until_ms: 99 },
+            MessageWrite::Invisible { seq: seqs[2], receipt: u64::MAX - 1, until_ms: 40 },
         ])
         .await
         .unwrap();
         let rows = m.messages_after(Some("q"), 0, 10).await.unwrap();
-        let got: Vec<_> = rows.iter().map(|r| (r.message.id.as_str(), r.message.receive_count)).collect();
-        assert_eq!(got, [("a", 0), ("c", 3)]);
+        let got: Vec<_> = rows.iter().map(|r| (r.message.id.as_str(), r.message.receive_count, r.in_flight)).collect();
+        let kept = InFlight { receipt: u64::MAX - 1, received_ms: 9, until_ms: 40 };
+        assert_eq!(got, [("a", 0, None), ("c", 3, Some(kept))]);
         assert_eq!(m.messages_after(Some("q"), seqs[0], 10).await.unwrap().len(), 1);
         m.apply_messages(&[MessageWrite::Purge { queue: "q".into() }]).await.unwrap();
         assert!(m.messages_after(None, 0, 10).await.unwrap().is_empty());
