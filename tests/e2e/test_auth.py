@@ -90,9 +90,10 @@ def test_clock_skew(server):
 
 def test_wrong_service_in_scope(server):
     # A scope naming a service Nimbus routes elsewhere (s3) goes there; one
-    # it does not serve reaches the Lambda API, which refuses it.
-    status, headers, _ = signed_request(server, "GET", LIST, service="iam")
-    assert (status, error_type(headers)) == (403, "InvalidSignatureException")
+    # it does not offer is refused as that service's request, whatever its path.
+    status, headers, body = signed_request(server, "GET", LIST, service="iam")
+    assert (status, error_type(headers)) == (400, "UnknownOperationException")
+    assert "does not offer the AWS service 'iam'" in json.loads(body)["message"]
 
 
 def test_presigned_query_string(server):

@@ -189,3 +189,20 @@ def test_a_wrongly_typed_member_of_a_rest_json_service_is_refused(env):
     assert "'tags'" in json.loads(out)["Message"]
     names = [g["Name"] for g in aws_client(server, "scheduler").list_schedule_groups()["ScheduleGroups"]]
     assert names == ["default"]
+
+
+@pytest.mark.parametrize("service, call, code", [
+    ("ssm", lambda c: c.get_parameter(Name="/app/db"), "UnknownOperationException"),  # awsJson
+    ("dynamodb", lambda c: c.get_item(TableName="t", Key={"k": {"S": "v"}}), "UnknownOperationException"),
+    ("sts", lambda c: c.get_caller_identity(), "InvalidAction"),  # query protocol, XML
+    ("apigateway", lambda c: c.get_rest_apis(), "UnknownOperationException"),  # REST JSON
+])
+def test_a_service_nimbus_does_not_offer_is_refused_in_its_own_protocol(env, service, call, code):
+    """An SDK reads the error's code and the message naming the service (it
+    read a bare 404, "An error occurred (404)", or an XML parse error)."""
+    server, _ = env
+    with pytest.raises(ClientError) as e:
+        call(aws_client(server, service))
+    error = e.value.response["Error"]
+    assert error["Code"] == code, e.value.response
+    assert f"does not offer the AWS service '{service}'" in error["Message"], error

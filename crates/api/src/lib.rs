@@ -254,7 +254,41 @@ async fn dispatch(api: &Api, front: Front, req: Request<Body>, request_id: &str)
             resp
         }
         Front::Table => serve(api, req, request_id).await.unwrap_or_else(IntoResponse::into_response),
+        Front::Unoffered(service) => unoffered(&service, &req, request_id),
     }
+}
+
+/// The refusal of a request for a service Nimbus does not offer, in the
+/// error form of the request's own protocol, so that an SDK reads its code
+/// (it read a bare 404: "An error occurred (404)", or an XML parse error
+/// for STS): awsJson's `__type`, the query protocol's XML `ErrorResponse`,
+/// or the REST protocols' `x-amzn-ErrorType`.
+fn unoffered(service: &str, req: &Request<Body>, request_id: &str) -> Response {
+    let message = format!(
+        "Nimbus does not offer the AWS service '{service}' (the request is signed for it); it offers Lambda, S3, SQS, \
+         EventBridge Scheduler, ECR, ECS and CloudWatch Logs and metrics."
+    );
+    let headers = req.headers();
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if form && headers.get("x-amz-target").is_none() {
+        let body = format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>{}</Message></Error>\
+             <RequestId>{request_id}</RequestId></ErrorResponse>",
+            sqs::wire::escape(&message)
+        );
+        return (axum::http::StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
+    }
+    let body = serde_json::json!({"__type": "UnknownOperationException", "message": message}).to_string();
+    let content_type =
+        if headers.get("x-amz-target").is_some() { "application/x-amz-json-1.1" } else { "application/json" };
+    let json = [
+        (header::CONTENT_TYPE, content_type),
+        (header::HeaderName::from_static("x-amzn-errortype"), "UnknownOperationException"),
+    ];
+    (axum::http::StatusCode::BAD_REQUEST, json, body).into_response()
 }
 
 /// Whether a request's handling may stop where its client left it. Most
@@ -304,6 +338,8 @@ enum Front {
     Prometheus,
     /// The route table: Lambda.
     Table,
+    /// Signed for an AWS service Nimbus does not offer (SSM, STS, DynamoDB...).
+    Unoffered(String),
 }
 
 /// Picks the front by the service the request is signed for (DESIGN: one
@@ -326,7 +362,8 @@ fn front(req: &Request<Body>) -> Front {
         Some("logs") => Front::Logs,
         Some("console") => Front::Console,
         Some("monitoring") => Front::Monitoring,
-        Some(_) => Front::Table,
+        Some("lambda") => Front::Table,
+        Some(other) => Front::Unoffered(other.to_string()),
         None if registry::is_registry(req.uri().path()) => Front::Registry,
         None if console::is_console(req.uri().path()) => Front::Console,
         None if sqs::is_unsigned_sqs(req.headers(), req.method(), req.uri()) => Front::Sqs,
