@@ -286,6 +286,22 @@ def test_an_at_schedule_fires_once_in_its_time_zone_and_deletes_itself(server):
     assert len(printed_events(server, fn)) == 1
 
 
+def test_a_schedule_without_input_sends_the_default_notification(server):
+    """EventBridge Scheduler's "default notification" (the target got `{}`),
+    which event classes such as Powertools' EventBridgeEvent parse."""
+    sch = scheduler(server)
+    fn = create_function(server)
+    name = unique_name("plain")
+    when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(seconds=2)
+    arn = sch.create_schedule(Name=name, ScheduleExpression=at_expression(when, "UTC"),
+                              FlexibleTimeWindow={"Mode": "OFF"}, Target=target(fn))["ScheduleArn"]
+    [ev] = wait_for(lambda: printed_events(server, fn), "the schedule to invoke its function", 30)
+    ev.pop("received")
+    assert re.fullmatch(r"[0-9a-f-]{36}", ev.pop("id")), ev
+    assert ev == {"version": "0", "detail-type": "Scheduled Event", "source": "aws.scheduler", "account": ACCOUNT,
+                  "time": iso(when.timestamp()), "region": REGION, "resources": [arn], "detail": "{}"}
+
+
 def reported(server, fn):
     events = function_log(server, fn)
     return any(e["message"].startswith("REPORT") for e in events)

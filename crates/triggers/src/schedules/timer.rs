@@ -199,7 +199,7 @@ impl Schedules {
             ("TARGET_ARN", s.target.arn.clone()),
         ];
         let message = OutgoingMessage {
-            body: substitute(s.target.input.as_deref().unwrap_or("{}"), run),
+            body: payload(run),
             attributes: attributes.into_iter().map(|(k, v)| (k.to_string(), text(v))).collect(),
             ..Default::default()
         };
@@ -216,7 +216,7 @@ impl Schedules {
         let target = &run.schedule.target;
         let function = FunctionRef::parse(self.control.account(), &target.arn, None).map_err(|e| e.to_string())?;
         self.control.resolve_invocation(&target.arn, None).await.map_err(|e| e.to_string())?;
-        let payload = substitute(target.input.as_deref().unwrap_or("{}"), run);
+        let payload = payload(run);
         // Lambda's Invoke refuses a payload that is not JSON: the firing
         // fails as the target's invocation would (its retries, then the
         // schedule's dead-letter queue), not in the function's runtime.
@@ -272,6 +272,31 @@ fn stamp(ms: i64) -> String {
 }
 
 /// The Input with AWS's context keywords replaced for this attempt.
+/// What the target gets: the schedule's `Input` with its context keywords
+/// replaced, or without one, EventBridge Scheduler's default notification.
+fn payload(run: &Run<'_>) -> String {
+    match run.schedule.target.input.as_deref() {
+        Some(input) => substitute(input, run),
+        None => {
+            let arn = &run.schedule.arn;
+            let mut parts = arn.split(':').skip(3);
+            let (region, account) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            serde_json::json!({
+                "version": "0",
+                "id": run.execution_id,
+                "detail-type": "Scheduled Event",
+                "source": "aws.scheduler",
+                "account": account,
+                "time": stamp(run.scheduled_ms),
+                "region": region,
+                "resources": [arn],
+                "detail": "{}",
+            })
+            .to_string()
+        }
+    }
+}
+
 fn substitute(input: &str, run: &Run<'_>) -> String {
     input
         .replace("<aws.scheduler.schedule-arn>", &run.schedule.arn)
@@ -302,6 +327,14 @@ mod tests {
                 &run
             ),
             r#"{"arn":"arn:aws:scheduler:us-east-1:123456789012:schedule/default/n","at":"2025-12-02T00:00:00Z","id":"e-1","n":2, "x": " <aws.other> "}"#
+        );
+        // No input: the default notification, as AWS documents it.
+        let notification: serde_json::Value = serde_json::from_str(&payload(&run)).unwrap();
+        assert_eq!(
+            notification,
+            serde_json::json!({"version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.scheduler",
+                "account": "123456789012", "time": "2025-12-02T00:00:00Z", "region": "us-east-1",
+                "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/n"], "detail": "{}"})
         );
     }
 }
