@@ -116,18 +116,21 @@ impl nimbus_objects::Functions for Targets {
 pub struct S3Front {
     service: S3Service,
     keys: Arc<Keys>,
+    /// The account owning every bucket (`x-amz-expected-bucket-owner`).
+    account: String,
 }
 
 impl S3Front {
     pub fn new(objects: Objects, node: Credentials) -> Self {
         let keys = Arc::new(Keys { node, sessions: Mutex::default() });
+        let account = objects.account_id().to_string();
         let mut builder = S3ServiceBuilder::new(objects);
         builder.set_auth(SharedKeys(keys.clone()));
         builder.set_host(Hosts);
         // Bucket names are checked where AWS checks them, on CreateBucket
         // (with AWS's message); other operations on such a name find no bucket.
         builder.set_validation(AnyBucketName);
-        Self { service: builder.build(), keys }
+        Self { service: builder.build(), keys, account }
     }
 
     /// The notification targets the object store is opened with.
@@ -153,6 +156,10 @@ impl S3Front {
             *req.uri_mut() = uri;
         }
         presigned_query_headers(&mut req);
+        if let Some(refused) = refused_headers(req.headers(), &self.account) {
+            return with_message(refused, request_id).await;
+        }
+        join_repeated(req.headers_mut(), header::CONTENT_ENCODING);
         let head = req.method() == axum::http::Method::HEAD;
         match self.service.call(req).await {
             Ok(resp) if resp.status().is_client_error() => with_message(resp.map(Body::new), request_id).await,
@@ -160,6 +167,14 @@ impl S3Front {
                 // A HEAD of part of an object is a 206, as its GET is (`s3s` answers 200).
                 if head && resp.status() == StatusCode::OK && resp.headers().contains_key(header::CONTENT_RANGE) {
                     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                }
+                // `s3s` writes a 304 as an error document; S3's has no body,
+                // and a length the empty body does not have broke the AWS
+                // SDK for Rust (hyper drops the body, not the header).
+                if resp.status() == StatusCode::NOT_MODIFIED {
+                    resp.headers_mut().remove(header::CONTENT_LENGTH);
+                    resp.headers_mut().remove(header::CONTENT_TYPE);
+                    return resp.map(|_| Body::empty());
                 }
                 resp.map(Body::new)
             }
@@ -323,6 +338,53 @@ fn s3_error(status: StatusCode, code: &str, message: &str, extra: &[(&str, &str)
         escape(message)
     );
     (status, [(axum::http::header::CONTENT_TYPE, "application/xml")], body).into_response()
+}
+
+/// What S3 refuses by its headers alone, and Nimbus would otherwise
+/// accept and ignore: a bucket owner other than the account (S3's 403),
+/// customer-provided encryption keys (refused over plain HTTP, as S3 does:
+/// the object would be stored and served as plaintext), and Object Lock
+/// (no bucket has it, so a "locked" object could be deleted).
+fn refused_headers(headers: &axum::http::HeaderMap, account: &str) -> Option<Response> {
+    let has = |name: &str| headers.contains_key(name);
+    let owners = ["x-amz-expected-bucket-owner", "x-amz-source-expected-bucket-owner"];
+    if owners.iter().filter_map(|h| headers.get(*h)).any(|v| v.as_bytes() != account.as_bytes()) {
+        return Some(s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied", &[]));
+    }
+    let customer_keys = [
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-copy-source-server-side-encryption-customer-algorithm",
+    ];
+    if customer_keys.iter().any(|h| has(h)) {
+        let message = "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure connection.";
+        return Some(s3_error(StatusCode::BAD_REQUEST, "InvalidRequest", message, &[]));
+    }
+    if ["x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date", "x-amz-object-lock-legal-hold"]
+        .iter()
+        .any(|h| has(h))
+    {
+        let message = "Bucket is missing Object Lock Configuration";
+        return Some(s3_error(StatusCode::BAD_REQUEST, "InvalidRequest", message, &[]));
+    }
+    if headers.get("x-amz-bucket-object-lock-enabled").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true")) {
+        let message = "Object Lock is not offered by Nimbus: a bucket cannot be created with it.";
+        return Some(s3_error(StatusCode::NOT_IMPLEMENTED, "NotImplemented", message, &[]));
+    }
+    None
+}
+
+/// Joins a list header sent as several lines into one, as RFC 9110 makes
+/// them equivalent (and SigV4 signs them joined with commas): the AWS SDK
+/// for Rust sends a streamed gzip upload's `Content-Encoding` as `gzip`
+/// and `aws-chunked` on two lines, which `s3s` refuses as a duplicate.
+fn join_repeated(headers: &mut axum::http::HeaderMap, name: axum::http::HeaderName) {
+    if headers.get_all(&name).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers.get_all(&name).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b","[..])) {
+        headers.insert(name, value);
+    }
 }
 
 /// A presigned URL carries the `x-amz-*` headers it was signed with in its

@@ -159,7 +159,13 @@ impl Objects {
             .await?;
         let replace_metadata = replaces(input.metadata_directive.as_ref().map(MetadataDirective::as_str), "metadata")?;
         let replace_tags = replaces(input.tagging_directive.as_ref().map(TaggingDirective::as_str), "tagging")?;
-        if source_bucket == bucket.name && source_key == input.key && !replace_metadata {
+        // A storage class, redirect or encryption asked for is a change (S3's
+        // way to change an object's class); Nimbus stores every class as
+        // STANDARD, so the copy is then a new write of the same bytes.
+        let changes = input.storage_class.is_some()
+            || input.website_redirect_location.is_some()
+            || input.server_side_encryption.is_some();
+        if source_bucket == bucket.name && source_key == input.key && !replace_metadata && !changes {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."

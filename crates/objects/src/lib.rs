@@ -74,6 +74,11 @@ impl Objects {
         Ok(Self { meta, files, functions, region, account_id, max_buckets: BUCKETS_MAX, bucket_edits: Arc::default() })
     }
 
+    /// The account whose buckets these are.
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
     /// Lets the account have `n` buckets (AWS raises its quota on request).
     pub fn with_max_buckets(mut self, n: usize) -> Self {
         self.max_buckets = n;

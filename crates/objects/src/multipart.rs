@@ -94,11 +94,12 @@ fn copy_range(range: &str, size: u64) -> S3Result<(u64, u64)> {
 
 /// CompleteMultipartUpload's answer for the object it made: its absolute
 /// URL (path style, as the client reached this node), ETag and checksums.
-fn completed(host: &str, object: &ObjectInfo, checksum_type: Option<ChecksumType>) -> CompleteMultipartUploadOutput {
+/// `base`: where the client reached the bucket (`host/bucket`, or a virtual host).
+fn completed(base: &str, object: &ObjectInfo, checksum_type: Option<ChecksumType>) -> CompleteMultipartUploadOutput {
     let mut sums = s3s::dto::Checksum::default();
     put_checksums(&object.checksum, &mut sums);
     CompleteMultipartUploadOutput {
-        location: Some(format!("http://{host}/{}/{}", object.bucket, crate::s3::url_encode(&object.key))),
+        location: Some(format!("http://{base}/{}", crate::s3::url_encode(&object.key))),
         e_tag: Some(etag(object)),
         checksum_type,
         checksum_crc32: sums.checksum_crc32,
@@ -346,9 +347,12 @@ impl Objects {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let origin = self.origin(&req);
-        // The object's URL as the client reached this node (path style): AWS
-        // answers an absolute URL, which SDKs hand on as the object's address.
-        let host = req.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
+        // The object's URL as the client reached this node: AWS answers an
+        // absolute URL, which SDKs hand on as the object's address. A
+        // virtual-hosted request's host names the bucket, its path does not.
+        let host = req.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+        let path_style = req.uri.path().starts_with(&format!("/{}/", req.input.bucket));
+        let host = if path_style { format!("{host}/{}", req.input.bucket) } else { host.to_string() };
         let mut input = req.input;
         let listed = input.multipart_upload.take().and_then(|m| m.parts).unwrap_or_default();
         let (bucket, upload) = match self.upload(&input.bucket, &input.key, &input.upload_id).await {
