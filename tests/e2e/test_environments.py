@@ -170,6 +170,29 @@ def processes_in(namespaces):
     return host_pids(lambda pid: os.readlink(f"/proc/{pid}/ns/pid") in namespaces)
 
 
+def test_a_permission_change_or_a_publish_keeps_the_warm_environment(lam):
+    """Each changes the function's RevisionId, not its configuration or
+    code: the next invoke is served warm by the same environment (each made
+    a cold start and left the warm one idle until it expired)."""
+    name = unique_name("keep-warm")
+    create(lam, name, make_zip({"app.py": "import os\ndef handler(e, c):\n    return os.readlink('/proc/self/ns/pid')\n"}))
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    first = invoke(lam, name, {})
+    changes = [
+        lambda: lam.add_permission(FunctionName=name, StatementId="s3", Action="lambda:InvokeFunction",
+                                   Principal="s3.amazonaws.com"),
+        lambda: lam.remove_permission(FunctionName=name, StatementId="s3"),
+        lambda: lam.publish_version(FunctionName=name),
+    ]
+    for change in changes:
+        before = lam.get_function_configuration(FunctionName=name)["RevisionId"]
+        change()
+        assert lam.get_function_configuration(FunctionName=name)["RevisionId"] != before
+        r = lam.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+        report = base64.b64decode(r["LogResult"]).decode()
+        assert "Init Duration" not in report and json.loads(r["Payload"].read()) == first, report
+
+
 def test_deleting_a_function_retires_every_environment_it_had(private_server):
     # Retired many at a time: each of them entirely, before the delete
     # answers, and none left a zombie (for the host's init to reap, if it

@@ -376,7 +376,7 @@ impl Control {
         revision_id: Option<&str>,
     ) -> Result<FunctionConfig> {
         let r = FunctionRef::parse_unqualified(self.account(), raw).map_err(rule)?;
-        let guard = self.lock().await;
+        let _guard = self.lock().await;
         let mut f = self.function(&r.name).await?;
         self.check_settled(&f)?;
         if let Some(sha) = code_sha256.filter(|s| !s.is_empty()) {
@@ -388,11 +388,7 @@ impl Control {
             }
         }
         check_revision(revision_id, &f.latest.revision_id)?;
-        let version = self.publish_locked(&mut f, description).await?;
-        drop(guard);
-        // `$LATEST` has a new revision: its idle environments are keyed by the old one.
-        self.retire_environments(&r.name, Some(LATEST)).await;
-        Ok(version)
+        self.publish_locked(&mut f, description).await
     }
 
     /// Publishes `f.latest` (saving `f`), or returns the newest version when

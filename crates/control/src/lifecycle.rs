@@ -35,21 +35,10 @@ impl Control {
             // A store that cannot write now (a full disk) may later: the
             // function must not stay Pending until a restart.
             let mut wait = std::time::Duration::from_secs(1);
-            let changed = loop {
-                match settle(meta.as_ref(), &writes, &config, &targets).await {
-                    Ok(changed) => break changed,
-                    Err(e) => {
-                        tracing::error!(function = %config.name, error = %e, retry_in = ?wait, "cannot record that the function is ready");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
-                    }
-                }
-            };
-            // `$LATEST` has a new revision: its idle environments are keyed by the old one.
-            if changed {
-                if let Some(invoker) = &invoker {
-                    invoker.retire(&config.name, Some(LATEST)).await;
-                }
+            while let Err(e) = settle(meta.as_ref(), &writes, &config, &targets).await {
+                tracing::error!(function = %config.name, error = %e, retry_in = ?wait, "cannot record that the function is ready");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
             }
         });
     }

@@ -419,8 +419,13 @@ impl Worker {
         }
     }
 
+    /// An environment serves one configuration and code. Not keyed by the
+    /// revision, which a permission change, a publish or the end of an
+    /// update also changes: each made every warm environment cold and left
+    /// it idle until it expired. Code and configuration updates set
+    /// `last_modified_ms` (and retire the environments they replace).
     fn key(c: &FunctionConfig) -> String {
-        format!("{}\u{0}{}\u{0}{}", c.name, c.version, c.revision_id)
+        format!("{}\u{0}{}\u{0}{}\u{0}{}", c.name, c.version, c.last_modified_ms, c.code.sha256_hex)
     }
 
     fn base(&self, config: &FunctionConfig) -> env::Base {
