@@ -198,6 +198,30 @@ def test_python_log_handler_writes_aws_text_lines(lam, logs):
     assert "\nprinted line\n[INFO]" in tail, "one newline per line in the tail too"
 
 
+RAW_JSON = """
+import json, sys
+
+def handler(event, context):
+    print(json.dumps({"level": "debug", "msg": "raw-debug"}))
+    print(json.dumps({"level": "ERROR", "msg": "raw-error"}))
+    sys.stderr.write(json.dumps({"level": "info", "msg": "raw-info"}) + "\\n")
+    print("plain text")
+    return context.aws_request_id
+"""
+
+
+def test_json_lines_of_any_writer_are_filtered_at_the_application_level(lam, logs):
+    """Lambda reads the `level` of every JSON object a function writes (a
+    library's own logger, pino, structlog), not only its runtime's logger's."""
+    config = {"LogFormat": "JSON", "ApplicationLogLevel": "WARN"}
+    name = function(lam, "python3.11", "app.handler", {"app.py": RAW_JSON}, LoggingConfig=config)
+    _, rid = call(lam, name)
+    messages = events_of(logs, name, rid, 3)
+    raw = [json.loads(m)["msg"] for m in messages if m.startswith("{") and "msg" in m]
+    assert raw == ["raw-error"], messages
+    assert "plain text\n" in messages, messages
+
+
 def test_json_logging_config_is_stored_and_honoured_by_both_runtimes(lam, logs):
     config = {"LogFormat": "JSON", "ApplicationLogLevel": "WARN", "SystemLogLevel": "INFO"}
     name = python(lam, "logs", LoggingConfig=config)

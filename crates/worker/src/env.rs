@@ -257,6 +257,9 @@ pub(crate) struct Shared {
     exit_status: SyncMutex<Option<String>>,
     /// Set when a template is given its function.
     specialized: AtomicBool,
+    /// The function's `ApplicationLogLevel` under JSON logging, as a
+    /// [`level_rank`] (0: nothing is filtered here).
+    app_level: std::sync::atomic::AtomicU8,
     /// Set when the node stops the process itself (retiring it, at a
     /// timeout, at shutdown): its exit is then no news.
     stopping: AtomicBool,
@@ -284,6 +287,24 @@ const HELD_MAX: usize = 32 << 20;
 /// with its newlines, as AWS's runtimes keep them (they write records to a
 /// log descriptor of their own). Other output is stored as written.
 const RECORD_MARK: u8 = 0x1e;
+/// AWS's log levels in order, 1 (TRACE) to 6 (FATAL); 0 for another word.
+fn level_rank(level: &str) -> u8 {
+    const LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    LEVELS.iter().position(|l| l.eq_ignore_ascii_case(level)).map_or(0, |i| i as u8 + 1)
+}
+
+/// Whether a line of the function's output is a JSON object whose `level`
+/// is below `min` (a [`level_rank`]): under JSON logging, Lambda drops such
+/// lines whoever wrote them (a library's own logger, a `print`), not only
+/// those of the runtime's logger, which filters its own.
+fn below_level(line: &str, min: u8) -> bool {
+    if min <= 1 || !line.trim_start().starts_with('{') || !line.contains("\"level\"") {
+        return false;
+    }
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line) else { return false };
+    o.get("level").and_then(serde_json::Value::as_str).map(level_rank).is_some_and(|r| r > 0 && r < min)
+}
+
 /// What a line costs beyond its text, here and until it is stored (its
 /// log event's strings and slots: an empty line held about 200 bytes).
 pub const HELD_PER_LINE: usize = 256;
@@ -380,11 +401,14 @@ impl Shared {
             held.dropped += bytes.len();
             return;
         }
-        held.bytes += cost;
         let line = match bytes.strip_prefix(&[RECORD_MARK]) {
             Some(record) => String::from_utf8_lossy(record).replace('\r', "\n"),
             None => String::from_utf8_lossy(bytes).into_owned(),
         };
+        if below_level(&line, self.app_level.load(Ordering::Relaxed)) {
+            return;
+        }
+        held.bytes += cost;
         held.lines.push((chrono::Utc::now().timestamp_millis(), line));
     }
 
@@ -1053,6 +1077,7 @@ impl Env {
             specialized: AtomicBool::new(now.is_some()),
             stopping: AtomicBool::new(false),
             posting: tokio::sync::Semaphore::new(1),
+            app_level: std::sync::atomic::AtomicU8::new(0),
         });
 
         let mut control = None;
@@ -1268,6 +1293,9 @@ impl Env {
     pub async fn specialize(mut self, spec: &Spec) -> Result<Self, Error> {
         let c = &spec.config;
         self.shared.specialized.store(true, Ordering::SeqCst);
+        let (app_level, _) = c.logging.levels();
+        let rank = app_level.as_deref().filter(|_| c.logging.log_format == "JSON").map_or(0, level_rank);
+        self.shared.app_level.store(rank, Ordering::SeqCst);
         self.key = spec.key.clone();
         self.memory_mb = c.memory_size;
         self.timeout = Duration::from_secs(u64::from(c.timeout));
@@ -1832,6 +1860,19 @@ mod tests {
         assert_eq!(env["AWS_EXECUTION_ENV"], "AWS_Lambda_Image");
         assert_ne!(env["AWS_LAMBDA_RUNTIME_API"], "x:1");
         assert!(!env.contains_key("_HANDLER"));
+    }
+
+    #[test]
+    fn json_lines_below_the_application_level_are_dropped() {
+        let warn = level_rank("WARN");
+        assert!(below_level("{\"level\": \"debug\", \"msg\": \"x\"}\n", warn));
+        assert!(below_level("  {\"level\":\"INFO\"}", warn));
+        assert!(!below_level("{\"level\": \"ERROR\"}", warn));
+        assert!(!below_level("{\"level\": \"debug\"}", 0), "no filter");
+        assert!(!below_level("{\"level\": 30}", warn), "numbers are not AWS's levels");
+        assert!(!below_level("{\"level\": \"verbose\"}", warn));
+        assert!(!below_level("plain text at any level\n", warn));
+        assert!(!below_level("{\"level\": \"debug\"", warn), "not JSON");
     }
 
     #[test]
