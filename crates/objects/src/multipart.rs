@@ -389,7 +389,9 @@ impl Objects {
                     "The list of parts was not in ascending order. The parts list must be specified in order by part number."
                 ));
             }
-            let p = stored.get(&number).ok_or_else(invalid_part)?;
+            let Some(p) = stored.get(&number) else {
+                return self.unless_completed(&host, &input.bucket, &upload, &listed, invalid_part()).await;
+            };
             if l.e_tag.as_ref().is_none_or(|e| e.value() != p.etag.trim_matches('"')) {
                 return Err(invalid_part());
             }
@@ -437,10 +439,7 @@ impl Objects {
             // it), or when the part is uploaded again meanwhile: then the
             // part named is not the part stored, and the upload remains.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(match self.upload(&input.bucket, &input.key, &upload.id).await {
-                    Ok(_) => invalid_part(),
-                    Err(_) => no_such_upload(),
-                });
+                return self.unless_completed(&host, &input.bucket, &upload, &listed, invalid_part()).await;
             }
             Err(e) => return Err(internal(e)),
         };
@@ -507,6 +506,23 @@ impl Objects {
             }
         }
         Ok(S3Response::new(completed(&host, &object, checksum_type(&upload))))
+    }
+
+    /// `error` (a part gone), unless the upload itself is gone meanwhile:
+    /// a completion racing this one ended it and freed its parts, and this
+    /// one is answered as that completion was (see `completed_before`).
+    async fn unless_completed(
+        &self,
+        host: &str,
+        bucket: &str,
+        upload: &Upload,
+        listed: &[s3s::dto::CompletedPart],
+        error: S3Error,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        match self.upload(bucket, &upload.key, &upload.id).await {
+            Ok(_) => Err(error),
+            Err(_) => self.completed_before(host, bucket, &upload.key, listed).await.ok_or_else(no_such_upload),
+        }
     }
 
     /// A completion asked again (an SDK's retry after a lost answer, or one
