@@ -243,6 +243,38 @@ def test_code_no_function_runs_on_is_removed_at_the_next_start(private_server):
     assert invoke(lam, kept) == 2 and invoke(lam, f"{kept}:1") == kept
 
 
+def test_code_no_function_runs_on_is_removed_while_the_node_runs(private_server):
+    """Once it has been unused for 16 minutes (here on a clock 960 times as
+    fast), with its read-only mount: they stayed until the next start, one
+    mount and one tree for each code a node ever ran."""
+    clock = ["--test-clock-scale", "960", "--test-clock-epoch-ms", str(int(time.time() * 1000))]
+    server = private_server(args=clock)
+    lam = server.client()
+    code = server.data_dir / "worker" / "code"
+    name, gone = unique_name("kept"), unique_name("gone")
+    for n in (name, gone):
+        create(lam, n, make_zip({"app.py": f"def handler(e, c):\n    return {n!r}\n"}))
+        lam.get_waiter("function_active_v2").wait(FunctionName=n, WaiterConfig={"Delay": 0.2})
+        assert invoke(lam, n) == n
+    lam.publish_version(FunctionName=name)
+    first = base64.b64decode(lam.get_function(FunctionName=name)["Configuration"]["CodeSha256"]).hex()
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 2\n"}))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    current = base64.b64decode(lam.get_function(FunctionName=name)["Configuration"]["CodeSha256"]).hex()
+    lam.delete_function(FunctionName=gone)
+
+    def read_only_mounts():
+        return {point for _, point in mount_table() if point.startswith(f"{code}/")}
+
+    wait_for(lambda: {p.name for p in code.iterdir()} == {current, first}, "the deleted function's code to go")
+    assert read_only_mounts() <= {f"{code}/{current}", f"{code}/{first}"}, read_only_mounts()
+    assert invoke(lam, name) == 2 and invoke(lam, f"{name}:1") == name
+    # Code that comes back is unpacked and mounted again.
+    create(lam, gone, make_zip({"app.py": f"def handler(e, c):\n    return {gone!r}\n"}))
+    lam.get_waiter("function_active_v2").wait(FunctionName=gone, WaiterConfig={"Delay": 0.2})
+    assert invoke(lam, gone) == gone
+
+
 # recvmsg's number, the zygote's wait for its next request.
 RECVMSG = {"x86_64": 47, "aarch64": 212}[platform.machine()]
 

@@ -861,6 +861,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         control.set_metrics(metrics.clone());
         let s3 = nimbus_api::S3Front::new(objects, creds.clone());
         tokio::spawn(control.clone().run_async_dispatcher());
+        tokio::spawn(control.clone().run_code_collector(clock));
         control.restore_scaling().await?;
         let schedules = Arc::new(Schedules::new(meta.clone(), control.clone(), queues.clone(), clock));
         tokio::spawn(schedules.clone().run_timer());

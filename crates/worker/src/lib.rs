@@ -121,8 +121,9 @@ pub trait Invoker: Send + Sync {
     /// runs on stays until a later call.
     async fn retain_images(&self, keep: &HashSet<String>);
     /// Removes the unpacked code and layer trees whose names are not in
-    /// `keep` (see `Metadata::unpacked_in_use`). Only while no environment
-    /// runs: a sandbox binds its tree, and would lose its files.
+    /// `keep` (see `Metadata::unpacked_in_use`), with their read-only
+    /// mounts. A sandbox binds its tree, and would lose its files: `keep`
+    /// must hold every tree an environment may still run on.
     async fn retain_code(&self, _keep: &HashSet<String>) {}
     /// How many environments are in each state, for the metrics endpoint.
     fn environments(&self) -> Environments {
@@ -872,16 +873,32 @@ impl Invoker for Worker {
     async fn retain_code(&self, keep: &HashSet<String>) {
         let dirs = [self.settings.root.join("code"), self.settings.root.join("layers")];
         let keep = keep.clone();
+        let gone: Vec<PathBuf> = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .filter(|entry| !keep.contains(entry.file_name().to_string_lossy().as_ref()))
+            .map(|entry| entry.path())
+            .collect();
+        {
+            // Mounted again if the same code comes back.
+            let mut mounted = self.read_only.lock().unwrap_or_else(|e| e.into_inner());
+            gone.iter().for_each(|dir| {
+                mounted.remove(dir);
+            });
+        }
+        let sandboxed = self.settings.sandbox.is_some();
         let removed = tokio::task::spawn_blocking(move || {
             let mut removed = 0;
-            for entry in dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten() {
-                if keep.contains(entry.file_name().to_string_lossy().as_ref()) {
-                    continue;
+            for dir in gone {
+                if sandboxed {
+                    // Its read-only mount of itself first.
+                    nimbus_sandbox::namespaces::remove_unmounted(&dir);
+                } else if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove unused code");
                 }
-                match std::fs::remove_dir_all(entry.path()) {
-                    Ok(()) => removed += 1,
-                    Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove unused code"),
-                }
+                removed += usize::from(!dir.exists());
             }
             removed
         })
