@@ -318,13 +318,21 @@ impl SandboxRuntime {
             control.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
             let mut ready = [0u8; 1];
             control.read_exact(&mut ready)?;
-            control.write_all(b"g")?;
-            control.write_all(line.as_bytes())?;
+            // A stage two that failed before reading the launch line (a
+            // volume it could not mount) exits with it unread: writing it
+            // may meet a closed socket (EPIPE), and reading a reset, each
+            // after the reason it wrote, which is what the task reports.
+            let closed = |e: &std::io::Error| {
+                matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+            };
+            let sent = control.write_all(b"g").and_then(|()| control.write_all(line.as_bytes()));
+            if sent.as_ref().is_err_and(|e| !closed(e)) {
+                return sent.map(|()| Vec::new());
+            }
             let mut failed = Vec::new();
-            // A stage two that failed before reading the launch line exits
-            // with it unread: the reset comes after the reason it wrote.
-            match control.read_to_end(&mut failed) {
-                Err(e) if e.kind() != std::io::ErrorKind::ConnectionReset || failed.is_empty() => Err(e),
+            match (control.read_to_end(&mut failed), sent) {
+                (_, Err(e)) | (Err(e), _) if failed.is_empty() => Err(e),
+                (Err(e), _) if !closed(&e) => Err(e),
                 _ => Ok(failed),
             }
         })
