@@ -193,6 +193,52 @@ def test_a_permission_change_or_a_publish_keeps_the_warm_environment(lam):
         assert "Init Duration" not in report and json.loads(r["Payload"].read()) == first, report
 
 
+HANGS_UP = make_zip({"app.py": """
+import os, signal, socket, time
+def handler(event, context):
+    if event.get("arm"):
+        # On SIGUSR1 the runtime hangs up its channel to the node and stays.
+        def hang_up(*_):
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    if os.readlink("/proc/self/fd/" + fd).startswith("socket:"):
+                        socket.socket(fileno=os.dup(int(fd))).shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            open("/tmp/hung-up", "w").close()
+            time.sleep(3600)
+        signal.signal(signal.SIGUSR1, hang_up)
+    return {"ns": os.readlink("/proc/self/ns/pid"), "pid": os.getpid()}
+"""})
+
+
+def runtime_of(reported):
+    """The host pid of the process whose pid namespace and pid in it a function reported."""
+    def same(pid):
+        status = open(f"/proc/{pid}/status").read()
+        nspid = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1]
+        return os.readlink(f"/proc/{pid}/ns/pid") == reported["ns"] and int(nspid) == reported["pid"]
+    [pid] = host_pids(same)
+    return pid
+
+
+def test_a_runtime_that_hung_up_while_it_waited_is_handed_no_invocation(lam):
+    """A warm runtime can close its channel while it waits for an invocation
+    before the node learns of its exit: the node's memory ceiling kills idle
+    environments too, and the kernel frees their memory before their files.
+    An invocation written to it then was lost with it, and its caller got an
+    error for a function that never ran; it is served by a new environment."""
+    name = unique_name("hang-up")
+    create(lam, name, HANGS_UP)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    first = invoke(lam, name, {"arm": True})
+    runtime = runtime_of(first)
+    os.kill(runtime, signal.SIGUSR1)
+    wait_for(lambda: Path(f"/proc/{runtime}/root/tmp/hung-up").exists(), "the runtime to hang up")
+    second = invoke(lam, name, {})
+    assert second["ns"] != first["ns"], "a new environment"
+
+
 def test_deleting_a_function_retires_every_environment_it_had(private_server):
     # Retired many at a time: each of them entirely, before the delete
     # answers, and none left a zombie (for the host's init to reap, if it

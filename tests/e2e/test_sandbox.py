@@ -201,7 +201,10 @@ def test_all_sandboxes_together_stay_under_the_nodes_ceiling(tmp_path):
         r, c_got = call(lam, c, {"mb": 500})
         c_killed = r.get("FunctionError") == "Unhandled" and c_got["errorType"].startswith("Runtime.")
         r, a_got = call(lam, a, {})
-        # A new environment, or A's own killed under this call (not yet reaped when C's ended).
+        # A new environment (test_environments: a runtime that hung up is
+        # handed nothing). Or A's own, killed while it waited yet still
+        # reading when this call was written to it: the kernel frees a
+        # victim's memory, which lets C's call end, before it closes its files.
         a_killed = a_got.get("kept_mb") == 0 or (
             r.get("FunctionError") == "Unhandled" and a_got["errorType"].startswith("Runtime."))
         assert c_killed or a_killed, (c_got, a_got)

@@ -22,12 +22,14 @@
 //! full waits on a registration for output made for that write alone.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use nix::sys::socket::{recv, MsgFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, Interest, ReadBuf};
 
@@ -42,6 +44,19 @@ impl Socket {
     pub fn new(stream: UnixStream) -> std::io::Result<Self> {
         stream.set_nonblocking(true)?;
         register(stream, Interest::READABLE).map(Self)
+    }
+
+    /// Resolves once the runtime has closed its end (or sent something,
+    /// which it must not while it waits for an invocation).
+    async fn closed(&self) {
+        loop {
+            let Ok(mut ready) = self.0.readable().await else { return };
+            let mut byte = [0u8; 1];
+            match ready.try_io(|fd| Ok(recv(fd.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)?)) {
+                Err(_would_block) => continue,
+                Ok(_) => return,
+            }
+        }
     }
 
     async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
@@ -88,6 +103,10 @@ impl AsyncRead for Reader<'_> {
     }
 }
 
+/// What an invocation is told of a runtime that closed its channel while
+/// it waited for one.
+pub(crate) const HUNG_UP: &str = "the runtime closed its channel";
+
 /// The longest frame header (`response <request id> <length>`).
 const HEADER_MAX: u64 = 256;
 
@@ -115,7 +134,11 @@ pub async fn serve(socket: Socket, shared: Arc<Shared>) {
         }
         let words: Vec<&str> = header.split_whitespace().collect();
         let served = match words.as_slice() {
-            ["next"] => next(&shared, &socket).await,
+            // Its failures are the runtime's end closing, not a broken protocol.
+            ["next"] => match next(&shared, &socket).await {
+                Some(()) => Some(()),
+                None => return,
+            },
             ["response", id, len] => body(&mut reader, len).await.map(|b| {
                 shared.complete(id, b.map_or_else(|()| Reply::Error(response_too_large()), Reply::Response));
             }),
@@ -175,10 +198,27 @@ struct Meta<'a> {
     client_context: Option<&'a str>,
 }
 
-/// Hands the runtime its next invocation, when there is one.
+/// Hands the runtime its next invocation, when there is one. `None` when
+/// the channel closed (first, the invocation is left queued).
 async fn next(shared: &Shared, socket: &Socket) -> Option<()> {
     shared.mark_ready();
-    let job = shared.jobs_rx.lock().await.recv().await?;
+    let job = {
+        let mut jobs = shared.jobs_rx.lock().await;
+        tokio::select! {
+            // First: a runtime killed while it waited (the node's memory
+            // ceiling picks idle environments too) has closed its end before
+            // the node learns of its exit, and an invocation written to it
+            // would be lost with it. Still queued, the invocation being
+            // handed over goes elsewhere (`Outcome::undelivered`); later ones
+            // see the channel closed (`Environment::run`).
+            biased;
+            () = socket.closed() => {
+                shared.fail_current(Reply::Exited(HUNG_UP.into()));
+                return None;
+            }
+            job = jobs.recv() => job?,
+        }
+    };
     let meta = serde_json::to_string(&Meta {
         request_id: &job.request_id,
         deadline_ms: job.deadline_ms.to_string(),

@@ -1451,9 +1451,11 @@ impl Env {
         // Init may have failed, or the runtime died, before this invocation arrived.
         if let Some(body) = self.shared.init_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
             self.shared.fail_current(Reply::InitError(body));
-        } else if !self.alive() {
+        } else if !self.alive() || *self.shared.channel_open.borrow() == Some(false) {
+            // Its status is set before it is marked dead: none means alive,
+            // with its channel closed.
             let status = self.shared.exit_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            self.shared.fail_current(Reply::Exited(status.unwrap_or_else(|| "exited during init".into())));
+            self.shared.fail_current(Reply::Exited(status.unwrap_or_else(|| crate::channel::HUNG_UP.into())));
         }
         if let Some(wait) = self.pacer.as_ref().and_then(|p| p.delay()) {
             tokio::time::sleep(wait).instrument(tracing::debug_span!("paced")).await;
