@@ -737,9 +737,7 @@ impl Queues {
                     ))
                 }
             };
-            let n = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-            let n = n.max(u64::try_from(now).unwrap_or(0) * 1000);
-            self.sequence.fetch_max(n, Ordering::Relaxed);
+            let n = next_sequence(&self.sequence, now);
             (Some(dedup), Some(format!("{n:020}")))
         } else {
             if msg.dedup_id.is_some() {
@@ -1184,6 +1182,17 @@ async fn write_behind(meta: Arc<dyn QueueMeta>, mut jobs: mpsc::UnboundedReceive
     }
 }
 
+/// The next FIFO sequence number: above every number given before, and at
+/// least the clock's milliseconds times 1,000, so that numbers keep rising
+/// across restarts. One atomic step: two sends in the same millisecond
+/// never take the same number.
+fn next_sequence(last: &AtomicU64, now_ms: i64) -> u64 {
+    let floor = u64::try_from(now_ms).unwrap_or(0) * 1000;
+    let next = |n: u64| (n + 1).max(floor);
+    let (Ok(before) | Err(before)) = last.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(next(n)));
+    next(before)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1197,6 +1206,34 @@ mod tests {
 
     fn text(body: &str) -> OutgoingMessage {
         OutgoingMessage { body: body.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn sequence_numbers_racing_at_a_new_millisecond_are_unique() {
+        // Each round's clock is past every number given: all its threads are
+        // raised to it at once (two of them took the same number).
+        let last = AtomicU64::new(0);
+        let threads = 4;
+        let barrier = std::sync::Barrier::new(threads);
+        let mut numbers: Vec<u64> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        (1..=2_000)
+                            .map(|round| {
+                                barrier.wait();
+                                next_sequence(&last, round * 1_000_000)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        let all = numbers.len();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), all);
     }
 
     #[tokio::test]
