@@ -129,6 +129,12 @@ def test_empty_payload_is_an_empty_object_and_bad_json_is_refused(plam):
     with pytest.raises(ClientError) as e:
         plam.invoke(FunctionName=name, Payload=b"{not json")
     assert error_code(e) == "InvalidRequestContentException"
+    # JSON with a string that is not UTF-8, called or queued: refused, not run.
+    for kind in ("RequestResponse", "Event"):
+        with pytest.raises(ClientError) as e:
+            plam.invoke(FunctionName=name, Payload=b'{"a": "\xff"}', InvocationType=kind)
+        assert error_code(e) == "InvalidRequestContentException"
+        assert "Invalid UTF-8 start byte 0xff" in str(e.value), e.value
 
 
 def test_tail_log_has_aws_lines(plam):

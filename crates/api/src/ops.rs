@@ -307,7 +307,12 @@ fn invoke_request(c: &Ctx<'_>) -> Result<(String, bool, InvokeRequest), ApiError
     let tail = header(c.headers, "x-amz-log-type") == Some("Tail");
     let payload =
         if c.body.iter().all(u8::is_ascii_whitespace) { bytes::Bytes::from_static(b"{}") } else { c.body.clone() };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+    // Checked as UTF-8 first: serde skips an ignored string's bytes unread.
+    let parsed = match std::str::from_utf8(&payload) {
+        Ok(text) => serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("Invalid UTF-8 start byte 0x{:02x}", payload[e.valid_up_to()])),
+    };
+    if let Err(e) = parsed {
         return Err(Rule::InvalidRequestContent(format!(
             "Could not parse request body into json: Could not parse payload into json: {e}"
         ))
