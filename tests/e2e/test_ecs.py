@@ -127,6 +127,19 @@ def test_task_definitions_revisions_and_normalised_sizes(ecs):
             "Unable to describe task definition.")
 
 
+def test_container_fields_nimbus_does_not_act_on_are_kept_as_given(ecs):
+    """They were accepted and dropped: a deploy tool comparing what it
+    registered with what DescribeTaskDefinition answers saw them vanish."""
+    kept = {"dockerLabels": {"team": "café", "tier": "web"}, "startTimeout": 30, "interactive": True,
+            "pseudoTerminal": False, "systemControls": [{"namespace": "net.core.somaxconn", "value": "1024"}],
+            "versionConsistency": "disabled", "linuxParameters": {"initProcessEnabled": True}}
+    family = unique_name("kept")
+    made = register(ecs, family, containers=[{**container(), **kept}])["containerDefinitions"][0]
+    got = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]["containerDefinitions"][0]
+    for c in (made, got):
+        assert {k: c.get(k) for k in kept} == kept, c
+
+
 def test_lists_page_on_past_items_removed_between_pages(ecs):
     family = unique_name("paged")
     for _ in range(11):

@@ -142,6 +142,11 @@ pub struct ContainerDefinition {
     pub mount_points: Vec<Value>,
     #[serde(default)]
     pub volumes_from: Vec<Value>,
+    /// The model's other fields (`dockerLabels`, `startTimeout`,
+    /// `linuxParameters`…), which the front door has checked against it:
+    /// kept and answered as given, not acted on (README).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
