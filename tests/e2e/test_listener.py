@@ -12,7 +12,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import ROLE, Server, aws_client, make_zip, unique_name, wait_for
+from conftest import ROLE, Server, aws_client, make_zip, sign, unique_name, wait_for
 
 PARTIAL = b"GET /console/ HTTP/1.1\r\nHost: x\r\n"
 WHOLE = b"GET /console/ HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -146,3 +146,15 @@ def test_a_body_that_stops_coming_is_given_up_and_nothing_of_it_kept(node):
     with pytest.raises(s3.exceptions.ClientError) as e:
         s3.head_object(Bucket="stalls", Key="half")
     assert e.value.response["Error"]["Code"] == "404"
+    # A signed API request is told why, not that it was too large.
+    queue = b"Action=CreateQueue&QueueName=half-sent&Version=2012-11-05"
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    for service, path, body in [("sqs", "/", queue), ("lambda", "/2015-03-31/functions", b'{"FunctionName": "half"}')]:
+        _, signed = sign(node, "POST", path, body, headers if service == "sqs" else None, service=service)
+        with connect(node) as stalled:
+            head = "".join(f"{k}: {v}\r\n" for k, v in signed.items() if k.lower() != "content-length")
+            stalled.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode())
+            stalled.sendall(body[:10])
+            answer = read_to_close(stalled)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"--header-timeout" in answer, (service, answer)
+    assert "QueueUrls" not in aws_client(node, "sqs").list_queues()

@@ -25,6 +25,9 @@ pub enum ApiError {
     Busy,
     #[error("{0}")]
     UnknownOperation(String),
+    /// The body stopped coming (`Unread::Abandoned`); the connection closes after the answer.
+    #[error("The request body stopped arriving before it was whole: the connection broke, or the client paused past the node's --header-timeout")]
+    Abandoned,
 }
 
 impl From<nimbus_control::Error> for ApiError {
@@ -74,6 +77,7 @@ impl ApiError {
             // A 503 is retried by every SDK, whatever the service.
             Self::Busy => (S::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             Self::UnknownOperation(_) => (S::NOT_FOUND, "UnknownOperationException"),
+            Self::Abandoned => (S::REQUEST_TIMEOUT, "RequestTimeoutException"),
         }
     }
 

@@ -65,6 +65,7 @@ impl JsonService {
             .map_err(|u| match u {
                 Unread::TooLarge => Failure::new(self.invalid, format!("Request must be smaller than {limit} bytes")),
                 Unread::Busy => Failure::from(ApiError::Busy),
+                Unread::Abandoned => Failure::from(ApiError::Abandoned),
             })?;
         let signed = SignedParts::of(&parts, &body);
         let caller = api

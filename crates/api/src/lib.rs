@@ -402,6 +402,7 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
             if op == route::Op::Invoke { "InvokeFunction" } else { operation.as_str() }
         ))),
         Unread::Busy => ApiError::Busy,
+        Unread::Abandoned => ApiError::Abandoned,
     })?;
 
     let signed = SignedParts::of(&parts, &body);
@@ -421,9 +422,10 @@ const DRAIN_MAX: usize = 256 << 20;
 /// Why a request's body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unread {
-    /// Past the operation's limit (or the connection broke, or the client
-    /// paused past `--header-timeout`).
+    /// Past the operation's limit.
     TooLarge,
+    /// The connection broke, or the client paused past `--header-timeout`.
+    Abandoned,
     /// The node is reading as much of other requests' bodies as it may.
     Busy,
 }
@@ -464,7 +466,7 @@ async fn read_body(api: &Api, body: Body, limit: usize) -> Result<Bytes, Unread>
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Unread::TooLarge)?;
+        let chunk = chunk.map_err(|_| Unread::Abandoned)?;
         seen += chunk.len();
         if seen > DRAIN_MAX {
             return Err(Unread::TooLarge);

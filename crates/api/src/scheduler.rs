@@ -137,6 +137,7 @@ async fn serve_inner(api: &Api, req: Request<Body>) -> Result<Response, Failure>
         .map_err(|u| match u {
             crate::Unread::TooLarge => Failure::validation(format!("Request must be smaller than {BODY_MAX} bytes")),
             crate::Unread::Busy => Failure::from(ApiError::Busy),
+            crate::Unread::Abandoned => Failure::from(ApiError::Abandoned),
         })?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "scheduler", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;

@@ -37,6 +37,7 @@ pub(super) async fn accept(api: &Api, req: Request<Body>, body_max: usize) -> Re
                 Failure::new("InvalidParameterValue", format!("Request must be smaller than {body_max} bytes"))
             }
             crate::Unread::Busy => Failure::from(ApiError::Busy),
+            crate::Unread::Abandoned => Failure::from(ApiError::Abandoned),
         })?;
     let signed = SignedParts::of(&parts, &body);
     api.verifier.verify(&signed, "monitoring", SystemTime::now()).map_err(|e| Failure::from(ApiError::from(e)))?;

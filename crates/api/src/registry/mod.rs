@@ -244,6 +244,11 @@ async fn serve_inner(api: &Api, registry: &Registry, req: Request<Body>) -> Resu
                 crate::Unread::Busy => {
                     Failure::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", crate::ApiError::Busy.to_string())
                 }
+                crate::Unread::Abandoned => Failure::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "MANIFEST_INVALID",
+                    crate::ApiError::Abandoned.to_string(),
+                ),
             })?;
             let pushed = registry.put_manifest(&name, &reference, content_type.as_deref(), body).await?;
             let mut h = vec![

@@ -171,6 +171,16 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
                 };
                 return respond_error(protocol, e, request_id);
             }
+            Ok(Err(crate::Unread::Abandoned)) => {
+                let e = WireError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    json_type: "RequestTimeout",
+                    query_code: "RequestTimeout",
+                    sender: true,
+                    message: crate::ApiError::Abandoned.to_string(),
+                };
+                return respond_error(protocol, e, request_id);
+            }
             Err(e) => return respond_error(protocol, auth_error(&e), request_id),
         };
     let raw_path = parts.uri.path().to_string();

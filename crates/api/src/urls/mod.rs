@@ -225,6 +225,7 @@ async fn answer(
     let body = read_body(api, body, REQUEST_MAX).await.map_err(|u| match u {
         Unread::TooLarge => UrlError::TooLarge,
         Unread::Busy => UrlError::Api(ApiError::Busy),
+        Unread::Abandoned => UrlError::Api(ApiError::Abandoned),
     })?;
     let iam = authorize(api, target, parts, &body)?;
     let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
