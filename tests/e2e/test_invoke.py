@@ -425,6 +425,19 @@ def test_event_is_queued_then_delivered_with_its_request_id(retry_server, tmp_pa
         "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 
 
+def test_invoke_async_the_deprecated_form_queues_the_event(retry_server, tmp_path):
+    lam = retry_server.client()
+    name = async_function(lam)
+    out = tmp_path / "calls"
+    r = lam.invoke_async(FunctionName=name, InvokeArgs=json.dumps({"path": str(out)}))
+    assert r["Status"] == 202 and r["ResponseMetadata"]["HTTPStatusCode"] == 202
+    calls = wait_for(lambda: lines(out), "the event to be delivered")
+    assert calls[0]["id"] == r["ResponseMetadata"]["RequestId"]
+    with pytest.raises(ClientError) as e:
+        lam.invoke_async(FunctionName=name, InvokeArgs=b"{not json")
+    assert error_code(e) == "InvalidRequestContentException"
+
+
 @pytest.mark.parametrize("retries, expected_attempts", [(None, 3), (0, 1), (1, 2)])
 def test_failed_events_are_retried_then_given_up(retry_server, tmp_path, retries, expected_attempts):
     lam = retry_server.client()

@@ -136,9 +136,7 @@ pub async fn execute(op: Op, c: Ctx<'_>) -> R {
         Invoke => invoke(c).await,
         Usage => crate::monitoring::usage(c.api, &c.query).await,
         InvokeWithResponseStream => invoke_with_response_stream(c).await,
-        InvokeAsync => {
-            Err(ApiError::Unavailable(format!("{op:?} is not available on this Nimbus node yet; use Invoke.")))
-        }
+        InvokeAsync => invoke_async(c).await,
         ListAliases | CreateAlias | GetAlias | UpdateAlias | DeleteAlias => aliases(op, c).await,
         ListLayers
         | GetLayerVersionByArn
@@ -386,6 +384,15 @@ async fn invoke(c: Ctx<'_>) -> R {
         put_header(&mut resp, "x-amz-log-result", &log_tail(&done.outcome.log_text()));
     }
     Ok(resp)
+}
+
+/// InvokeAsync, the deprecated form of an `Event` invoke (the body is the
+/// event, the function unqualified), answered as AWS answers it.
+async fn invoke_async(c: Ctx<'_>) -> R {
+    trace_function(&c);
+    let (_, _, req) = invoke_request(&c)?;
+    c.control().invoke_async(c.request_id, c.arg(0), None, req.payload).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "Status": 202 }))).into_response())
 }
 
 /// InvokeWithResponseStream: the response as an event stream of
