@@ -56,10 +56,21 @@ pub async fn list(
     let mut page = Page::default();
     let mut cursor = after.to_string();
     let mut last: Option<String> = None;
-    'read: loop {
+    loop {
         let batch = meta.list_objects(bucket, prefix, &cursor, BATCH).await?;
         let full = batch.len() == BATCH;
+        // The common prefix whose keys are being passed over: those in this
+        // batch one by one, the rest (once it runs out) by reading on from
+        // past it. Reading on at each prefix instead made a page of 1,000
+        // prefixes read a million rows.
+        let mut skipping: Option<String> = None;
         for o in batch {
+            if let Some(common) = &skipping {
+                if o.key.starts_with(common.as_str()) {
+                    continue;
+                }
+                skipping = None;
+            }
             if page.objects.len() + page.prefixes.len() == max {
                 // Something follows the last entry given: there is a next page.
                 page.next = last;
@@ -72,12 +83,12 @@ pub async fn list(
                 // A marker that is this common prefix (ListObjects' NextMarker)
                 // had it given already: the keys under it are skipped, not
                 // given again as the same prefix.
-                if common == after {
-                    continue 'read;
+                if common != after {
+                    last = Some(cursor.clone());
+                    page.prefixes.push(common.clone());
                 }
-                last = Some(cursor.clone());
-                page.prefixes.push(common);
-                continue 'read;
+                skipping = Some(common);
+                continue;
             }
             cursor.clone_from(&o.key);
             last = Some(o.key.clone());
@@ -141,6 +152,29 @@ mod tests {
         let nested = list(&meta, "b", "p/", Some("/"), "", 10).await.unwrap();
         assert_eq!(names(&nested), ["p/1", "p/2", "p/q/"]);
         assert!(nested.next.is_none());
+    }
+
+    #[tokio::test]
+    async fn prefixes_within_a_batch_and_across_batches_are_given_once_each() {
+        // `a/` holds more than a batch; `f/…` are many small prefixes in one.
+        let mut keys: Vec<String> = (0..BATCH + 500).map(|i| format!("a/{i:05}")).collect();
+        keys.extend(["b".to_string(), "c/1".into(), "c/2".into(), "d".into()]);
+        keys.extend((0..300).flat_map(|i| [format!("f/{i:03}/x"), format!("f/{i:03}/y")]));
+        let (_dir, meta) = store(&keys.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let whole = list(&meta, "b", "", Some("/"), "", 1000).await.unwrap();
+        assert_eq!(names(&whole), ["b", "d", "a/", "c/", "f/"]);
+        for size in [1, 7, 1000] {
+            let (mut seen, mut after) = (Vec::new(), String::new());
+            loop {
+                let page = list(&meta, "b", "f/", Some("/"), &after, size).await.unwrap();
+                seen.extend(page.prefixes);
+                match page.next {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            assert_eq!(seen, (0..300).map(|i| format!("f/{i:03}/")).collect::<Vec<_>>(), "pages of {size}");
+        }
     }
 
     #[tokio::test]

@@ -632,18 +632,27 @@ impl Objects {
                 .await
                 .map_err(internal)?;
             let full = batch.len() == LIST_MAX as usize;
+            // Uploads under a common prefix are skipped: this batch's one by
+            // one, the rest by reading on from past it (as `listing::list`).
+            let mut skipping: Option<String> = None;
             for u in batch {
+                if let Some(common) = &skipping {
+                    if u.key.starts_with(common.as_str()) {
+                        continue;
+                    }
+                    skipping = None;
+                }
                 if uploads.len() + prefixes.len() == max {
                     next = Some(cursor);
                     break 'read;
                 }
                 let rest = &u.key[prefix.len()..];
                 if let Some(i) = delimiter.as_deref().and_then(|d| rest.find(d).map(|i| i + d.len())) {
-                    // Uploads under a common prefix are skipped in one step.
                     let common = format!("{prefix}{}", &rest[..i]);
                     cursor = (crate::listing::past(&common), String::new());
-                    prefixes.push(common);
-                    continue 'read;
+                    prefixes.push(common.clone());
+                    skipping = Some(common);
+                    continue;
                 }
                 cursor = (u.key.clone(), u.id.clone());
                 uploads.push(u);
