@@ -42,7 +42,8 @@ const MAX_SPAN_MS: i64 = DAY_MS;
 /// events and [`MAX_BATCH_BYTES`].
 const MAX_EVENTS: usize = 10_000;
 /// FilterLogEvents reads the store in chunks of this many events and stops
-/// after [`SCAN_BUDGET`] with a token, as AWS answers partial pages.
+/// after the chunk that ends [`SCAN_BUDGET`] with a token, as AWS answers
+/// partial pages.
 const SCAN_CHUNK: usize = 2_000;
 /// ... or of this many bytes of messages, whichever comes first.
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
@@ -414,6 +415,10 @@ impl Logs {
     /// full or its time budget is spent; the token then reads on from the
     /// last event looked at, so a page may be empty and still have a token.
     pub async fn filter_log_events(&self, q: FilterQuery<'_>) -> Result<FilterPage> {
+        self.filter_within(q, SCAN_BUDGET).await
+    }
+
+    async fn filter_within(&self, q: FilterQuery<'_>, budget: Duration) -> Result<FilterPage> {
         if q.streams.is_some() && q.stream_prefix.is_some() {
             return Err(invalid("logStreamNames and logStreamNamePrefix are mutually exclusive parameters."));
         }
@@ -427,7 +432,7 @@ impl Logs {
             None => start,
         };
         let limit = q.limit.unwrap_or(MAX_EVENTS);
-        let deadline = std::time::Instant::now() + SCAN_BUDGET;
+        let deadline = std::time::Instant::now() + budget;
         let mut page = Scanned { events: Vec::new(), bytes: 0, cursor };
         loop {
             let query = EventQuery {
@@ -445,17 +450,21 @@ impl Logs {
             let read: usize = chunk.iter().map(|e| e.message.len()).sum();
             let exhausted = chunk.len() < SCAN_CHUNK && read < SCAN_CHUNK_BYTES;
             // Matching is CPU work the pattern sizes: off the async
-            // workers, and within the page's time.
+            // workers. A chunk is matched whole before the page's time is
+            // looked at: its read may have spent that time by itself (a
+            // term the store looks for reads to the group's end), and
+            // stopping after its first match made a page of one event,
+            // each page reading the group again.
             let p = pattern.clone();
-            let (scanned, ended) = tokio::task::spawn_blocking(move || {
-                let ended = page.scan(&p, chunk, limit, deadline);
-                (page, ended)
+            let (scanned, full) = tokio::task::spawn_blocking(move || {
+                let full = page.scan(&p, chunk, limit);
+                (page, full)
             })
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
             page = scanned;
-            if ended || exhausted {
-                let next_token = ended.then(|| encode_position(page.cursor));
+            if full || exhausted || std::time::Instant::now() > deadline {
+                let next_token = (full || !exhausted).then(|| encode_position(page.cursor));
                 return Ok(FilterPage { events: page.events, next_token });
             }
         }
@@ -470,9 +479,9 @@ struct Scanned {
 }
 
 impl Scanned {
-    /// Looks at `chunk`'s events in order; true once the page is full or
-    /// its time is spent (the rest of the chunk is read again next page).
-    fn scan(&mut self, pattern: &Pattern, chunk: Vec<LogEvent>, limit: usize, deadline: std::time::Instant) -> bool {
+    /// Looks at `chunk`'s events in order; true once the page is full (the
+    /// rest of the chunk is read again next page).
+    fn scan(&mut self, pattern: &Pattern, chunk: Vec<LogEvent>, limit: usize) -> bool {
         for e in chunk {
             self.cursor = position(&e);
             if pattern.matches(&e.message) {
@@ -481,9 +490,6 @@ impl Scanned {
                 if self.events.len() >= limit || self.bytes >= MAX_BATCH_BYTES {
                     return true;
                 }
-            }
-            if std::time::Instant::now() > deadline {
-                return true;
             }
         }
         false
@@ -723,6 +729,23 @@ mod tests {
         assert_eq!(first.events.len(), 1);
         let start = get(Some(first.next_backward_token.clone()), false).await;
         assert!(start.events.is_empty() && start.next_backward_token == first.next_backward_token);
+    }
+
+    #[tokio::test]
+    async fn a_page_whose_time_is_spent_keeps_every_match_its_read_found() {
+        // A page's time can be spent by its first read alone (a term the
+        // store looks for reads to the group's end): it still gives what
+        // that read found, not one event a page.
+        let (_d, logs) = engine().await;
+        logs.ensure_stream("g", "s", true).await.unwrap();
+        let now = now_ms();
+        let events: Vec<InputEvent> =
+            (0..100).map(|i| ev(now + i, if i % 10 == 0 { "an ERROR" } else { "fine" })).collect();
+        logs.put_log_events("g", "s", &events).await.unwrap();
+        let q = FilterQuery { group: "g", pattern: Some("ERROR"), ..Default::default() };
+        let page = logs.filter_within(q, Duration::ZERO).await.unwrap();
+        assert_eq!(page.events.len(), 10);
+        assert!(page.next_token.is_none(), "the read reached the end");
     }
 
     #[tokio::test]
