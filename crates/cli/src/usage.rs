@@ -62,6 +62,9 @@ fn table(r: &Value) -> String {
         );
     }
     let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    // The functions' own: the report's gross cost counts tasks too, which
+    // have their table below.
+    let functions_cost: f64 = r["functions"].as_array().into_iter().flatten().filter_map(|d| d["cost"].as_f64()).sum();
     out += &format!(
         "{:<10}  {:<24}  {:<6}  {:>10}  {:>12}  {:>12.3}  {:>12.7}\n",
         "TOTAL",
@@ -70,7 +73,7 @@ fn table(r: &Value) -> String {
         r["requests"].as_u64().unwrap_or(0),
         r["billedMs"].as_u64().unwrap_or(0),
         f("gbSeconds"),
-        f("grossCost")
+        functions_cost
     );
     let tasks = r["tasks"].as_array().filter(|t| !t.is_empty());
     if let Some(tasks) = tasks {
@@ -98,4 +101,22 @@ fn table(r: &Value) -> String {
         f("cost")
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_functions_total_leaves_tasks_to_their_own_table() {
+        let report = serde_json::json!({
+            "functions": [{"day": "2026-12-02", "function": "f", "requests": 2, "billedMs": 10, "gbSeconds": 0.01, "cost": 0.25}],
+            "tasks": [{"day": "2026-12-02", "family": "web", "tasks": 1, "billedSeconds": 60, "cost": 1.0}],
+            "requests": 2, "billedMs": 10, "gbSeconds": 0.01, "grossCost": 1.25, "freeTierCredit": 0.0, "cost": 1.25,
+        });
+        let out = table(&report);
+        let total = out.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+        assert!(total.ends_with("0.2500000"), "{total}");
+        assert!(out.ends_with("total $1.2500000\n"), "{out}");
+    }
 }
