@@ -223,9 +223,15 @@ def test_a_venv_first_on_path_does_not_break_python(tmp_path):
     venv.mkdir(parents=True)
     shutil.copy("/usr/bin/python3.11", venv / "python3.11")
     os.symlink("python3.11", venv / "python3")
+    # And pyenv's shims before it: scripts, for a version /usr lacks too.
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for name in ("python3.11", "python3.12"):
+        (shims / name).write_text("#!/bin/sh\nexec pyenv exec \"$0\" \"$@\"\n")
+        (shims / name).chmod(0o755)
     s = Server(tmp_path / "data")
     old = os.environ["PATH"]
-    os.environ["PATH"] = f"{venv}:{old}"
+    os.environ["PATH"] = f"{shims}:{venv}:{old}"
     try:
         s.start()
     finally:
@@ -238,6 +244,8 @@ def test_a_venv_first_on_path_does_not_break_python(tmp_path):
         assert json.loads(r["Payload"].read()) == {"ok": True}
         assert str(venv / "python3.11") in s.output(), "the passed-over interpreter is named at start-up"
         assert "interpreters outside what a sandbox sees" in s.output()
+        said = [line for line in s.output().splitlines() if "python3.12 (a script, such as a pyenv shim)" in line]
+        assert said, s.output()
     finally:
         s.stop()
 

@@ -49,31 +49,45 @@ fn search_dirs() -> Vec<PathBuf> {
 
 /// Every executable called `name` in PATH and the system dirs, each
 /// resolved to its real binary (an ELF file, not a script), in PATH order.
-fn candidates(name: &str) -> Vec<(PathBuf, PathBuf)> {
+fn candidates(name: &str) -> Vec<Candidate> {
     search_dirs()
         .into_iter()
         .map(|d| d.join(name))
-        .filter_map(|p| std::fs::canonicalize(&p).ok().filter(|real| is_elf(real)).map(|real| (p, real)))
+        .filter_map(|path| {
+            let real = std::fs::canonicalize(&path).ok()?;
+            Some(Candidate { binary: is_elf(&real), path, real })
+        })
         .collect()
+}
+
+/// A file named as the interpreter on the search path.
+#[derive(Debug, Clone)]
+struct Candidate {
+    path: PathBuf,
+    /// What it resolves to.
+    real: PathBuf,
+    /// An executable binary, not a script (a pyenv shim, a wrapper).
+    binary: bool,
 }
 
 /// The first candidate functions can use; the ones passed over are said,
 /// because a PATH that prefers them (a venv, pyenv, nvm) is common.
-fn choose(id: &str, found: Vec<(PathBuf, PathBuf)>, visible: Visible) -> Option<PathBuf> {
+fn choose(id: &str, found: Vec<Candidate>, visible: Visible) -> Option<PathBuf> {
     let mut skipped = Vec::new();
-    for (path, real) in found {
-        if visible.contains(&real) {
+    for Candidate { path, real, binary } in found {
+        if binary && visible.contains(&real) {
             if !skipped.is_empty() {
                 tracing::warn!(
                     runtime = id,
                     using = %real.display(),
                     skipped = %skipped.join(", "),
-                    "interpreters outside what a sandbox sees (/usr) are not used"
+                    "interpreters outside what a sandbox sees (/usr), and scripts, are not used"
                 );
             }
             return Some(real);
         }
-        let shown = format!("{} -> {}", path.display(), real.display());
+        let script = if binary { "" } else { " (a script, such as a pyenv shim)" };
+        let shown = format!("{} -> {}{script}", path.display(), real.display());
         if !skipped.contains(&shown) {
             skipped.push(shown);
         }
@@ -82,7 +96,7 @@ fn choose(id: &str, found: Vec<(PathBuf, PathBuf)>, visible: Visible) -> Option<
         tracing::warn!(
             runtime = id,
             skipped = %skipped.join(", "),
-            "runtime not offered: its interpreter is outside what a sandbox sees (/usr); install it under /usr"
+            "runtime not offered: its interpreter is a script or outside what a sandbox sees (/usr); install it under /usr"
         );
     }
     None
@@ -136,11 +150,16 @@ mod tests {
     #[test]
     fn a_sandbox_is_offered_only_interpreters_it_sees() {
         let under = Visible::Under(&["/usr"]);
-        let venv = (
-            PathBuf::from("/home/u/.venv/bin/python3.11"),
-            PathBuf::from("/home/u/.pyenv/versions/3.11.9/bin/python3.11"),
+        let at = |path: &str, real: &str, binary| Candidate { path: path.into(), real: real.into(), binary };
+        let venv = at("/home/u/.venv/bin/python3.11", "/home/u/.pyenv/versions/3.11.9/bin/python3.11", true);
+        let system = at("/usr/bin/python3.11", "/usr/bin/python3.11", true);
+        // A pyenv shim first on PATH is passed over (it was never a candidate, so never named).
+        let shim = at("/root/.pyenv/shims/python3.11", "/root/.pyenv/shims/python3.11", false);
+        assert_eq!(
+            choose("python3.11", vec![shim.clone(), system.clone()], Visible::Host),
+            Some("/usr/bin/python3.11".into())
         );
-        let system = (PathBuf::from("/usr/bin/python3.11"), PathBuf::from("/usr/bin/python3.11"));
+        assert_eq!(choose("python3.12", vec![shim], Visible::Host), None);
         assert_eq!(choose("python3.11", vec![venv.clone(), system], under), Some(PathBuf::from("/usr/bin/python3.11")));
         assert_eq!(choose("python3.11", vec![venv.clone()], under), None);
         assert_eq!(
