@@ -310,3 +310,14 @@ def test_the_cli_creates_and_prints_a_working_url(server, lam):
                          timeout=60)
     assert out.returncode == 0 and out.stdout == '"Hello"', out.stderr
     assert nimbus_cli(server, "function", "url", name).stdout.strip() == url, "an existing URL is printed"
+    # An existing AWS_IAM URL asked to be NONE is changed, and opened.
+    other = unique_name("url")
+    create(lam, other, APP_ZIP)
+    iam = nimbus_cli(server, "function", "url", other).stdout.strip()
+    assert requests.get(iam + "?case=string", timeout=30).status_code == 403
+    made = nimbus_cli(server, "function", "url", other, "--auth-type", "NONE")
+    assert made.stdout.strip() == iam and "AuthType NONE" in made.stderr, made.stderr
+    assert lam.get_function_url_config(FunctionName=other)["AuthType"] == "NONE"
+    assert requests.get(iam + "?case=string", timeout=30).text == '"Hello"'
+    again = nimbus_cli(server, "function", "url", other, "--auth-type", "NONE")
+    assert again.stdout.strip() == iam and again.stderr == "", "nothing to change, and the grant is kept"

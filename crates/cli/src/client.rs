@@ -235,6 +235,11 @@ impl AwsError {
     pub fn is_not_found(e: &anyhow::Error) -> bool {
         e.downcast_ref::<Self>().is_some_and(|a| a.kind == "ResourceNotFoundException")
     }
+
+    /// Whether `e` is the server saying the resource (a statement id) exists already.
+    pub fn is_conflict(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Self>().is_some_and(|a| a.kind == "ResourceConflictException")
+    }
 }
 
 /// Streams a large upload in chunks while drawing a progress bar.

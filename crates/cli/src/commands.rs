@@ -73,13 +73,15 @@ pub enum FunctionCommand {
         /// The alias the URL serves (default: the unqualified function, `$LATEST`).
         #[arg(long)]
         qualifier: Option<String>,
-        /// Auth type of a new URL: `AWS_IAM` (SigV4-signed callers) or `NONE`
-        /// (anyone; the resource policy is opened for it, as the AWS console does).
-        #[arg(long, value_parser = ["AWS_IAM", "NONE"], default_value = "AWS_IAM")]
-        auth_type: String,
-        /// Invoke mode of a new URL: `BUFFERED` or `RESPONSE_STREAM`.
-        #[arg(long, value_parser = ["BUFFERED", "RESPONSE_STREAM"], default_value = "BUFFERED")]
-        invoke_mode: String,
+        /// Auth type: `AWS_IAM` (SigV4-signed callers; a new URL's default) or
+        /// `NONE` (anyone; the resource policy is opened for it, as the AWS
+        /// console does). An existing URL is changed to it.
+        #[arg(long, value_parser = ["AWS_IAM", "NONE"])]
+        auth_type: Option<String>,
+        /// Invoke mode: `BUFFERED` (a new URL's default) or `RESPONSE_STREAM`.
+        /// An existing URL is changed to it.
+        #[arg(long, value_parser = ["BUFFERED", "RESPONSE_STREAM"])]
+        invoke_mode: Option<String>,
     },
 }
 
@@ -431,27 +433,51 @@ pub async fn function(cmd: FunctionCommand, args: ClientArgs) -> anyhow::Result<
             let query = qualifier.as_ref().map(|q| format!("?Qualifier={}", label(q))).unwrap_or_default();
             let url_path = format!("/2021-10-31/functions/{}/url{query}", label(&name));
             let config = match client.call("GET", &url_path, None).await {
-                Ok(config) => config,
-                Err(e) if AwsError::is_not_found(&e) => {
-                    let body = json!({ "AuthType": auth_type, "InvokeMode": invoke_mode });
-                    let created = client.call("POST", &url_path, Some(serde_json::to_vec(&body)?)).await?;
-                    if auth_type == "NONE" {
-                        let grant = json!({
-                            "StatementId": "FunctionURLAllowPublicAccess",
-                            "Action": "lambda:InvokeFunctionUrl",
-                            "Principal": "*",
-                            "FunctionUrlAuthType": "NONE",
-                        });
-                        let policy_path = format!("/2015-03-31/functions/{}/policy{query}", label(&name));
-                        client.call("POST", &policy_path, Some(serde_json::to_vec(&grant)?)).await?;
+                Ok(config) => {
+                    let mut change = serde_json::Map::new();
+                    for (field, wanted) in [("AuthType", &auth_type), ("InvokeMode", &invoke_mode)] {
+                        if let Some(w) = wanted.as_deref().filter(|w| config[field] != *w) {
+                            change.insert(field.into(), w.into());
+                        }
                     }
+                    if change.is_empty() {
+                        config
+                    } else {
+                        let changed = client.call("PUT", &url_path, Some(serde_json::to_vec(&change)?)).await?;
+                        if !args.json {
+                            let what: Vec<String> = change.iter().map(|(k, v)| format!("{k} {}", text(v))).collect();
+                            eprintln!("Changed the function URL of {name}: {}", what.join(", "));
+                        }
+                        changed
+                    }
+                }
+                Err(e) if AwsError::is_not_found(&e) => {
+                    let auth = auth_type.as_deref().unwrap_or("AWS_IAM");
+                    let mode = invoke_mode.as_deref().unwrap_or("BUFFERED");
+                    let body = json!({ "AuthType": auth, "InvokeMode": mode });
+                    let created = client.call("POST", &url_path, Some(serde_json::to_vec(&body)?)).await?;
                     if !args.json {
-                        eprintln!("Created a {auth_type} function URL for {name}");
+                        eprintln!("Created a {auth} function URL for {name}");
                     }
                     created
                 }
                 Err(e) => return Err(e),
             };
+            // Asked for NONE: anyone may call it, which takes the grant too
+            // (kept if it is there already).
+            if auth_type.as_deref() == Some("NONE") {
+                let grant = json!({
+                    "StatementId": "FunctionURLAllowPublicAccess",
+                    "Action": "lambda:InvokeFunctionUrl",
+                    "Principal": "*",
+                    "FunctionUrlAuthType": "NONE",
+                });
+                let policy_path = format!("/2015-03-31/functions/{}/policy{query}", label(&name));
+                match client.call("POST", &policy_path, Some(serde_json::to_vec(&grant)?)).await {
+                    Err(e) if !AwsError::is_conflict(&e) => return Err(e),
+                    _ => {}
+                }
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&config)?);
             } else {
