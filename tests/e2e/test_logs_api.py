@@ -61,6 +61,10 @@ def test_groups_and_streams_are_created_described_and_deleted(logs):
     # Deletion protection is not offered: refused, not ignored, and nothing is made.
     refused(lambda: logs.create_log_group(logGroupName=f"{prefix}/protected", deletionProtectionEnabled=True),
             "InvalidParameterException")
+    # Nor is another class: it was made, and described as STANDARD.
+    refused(lambda: logs.create_log_group(logGroupName=f"{prefix}/ia", logGroupClass="INFREQUENT_ACCESS"),
+            "InvalidParameterException",
+            "Log group class INFREQUENT_ACCESS is not offered by this Nimbus node: its groups are STANDARD.")
 
     first = logs.describe_log_groups(logGroupNamePrefix=prefix, limit=2)
     assert [g["logGroupName"] for g in first["logGroups"]] == [f"{prefix}/a", f"{prefix}/b"]

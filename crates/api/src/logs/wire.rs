@@ -22,6 +22,8 @@ struct CreateGroup {
     log_group_name: String,
     /// Not offered: refused rather than ignored (a delete would succeed).
     deletion_protection_enabled: Option<bool>,
+    /// Only `STANDARD` is offered: another is refused rather than reported as it.
+    log_group_class: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +116,12 @@ pub(super) async fn execute(logs: &Logs, op: &str, body: Value) -> Result<Value,
                 return Err(Failure::new(
                     "InvalidParameterException",
                     "Deletion protection is not offered by this Nimbus node: a protected log group could still be deleted.",
+                ));
+            }
+            if let Some(class) = q.log_group_class.filter(|c| c != "STANDARD") {
+                return Err(Failure::new(
+                    "InvalidParameterException",
+                    format!("Log group class {class} is not offered by this Nimbus node: its groups are STANDARD."),
                 ));
             }
             logs.create_log_group(&q.log_group_name).await?;
