@@ -240,6 +240,12 @@ def test_object_round_trip_with_metadata_and_standard_headers(s3, bucket):
     over = s3.get_object(Bucket=bucket, Key="doc.txt", ResponseContentType="application/octet-stream",
                          ResponseContentDisposition="inline")
     assert (over["ContentType"], over["ContentDisposition"]) == ("application/octet-stream", "inline")
+    # One that a header cannot carry (beyond ISO-8859-1) is refused, as S3 refuses it.
+    link = s3.generate_presigned_url("get_object", Params={
+        "Bucket": bucket, "Key": "doc.txt", "ResponseContentDisposition": 'attachment; filename="D’Arcy.pdf"'})
+    refused = requests.get(link, timeout=30)
+    assert refused.status_code == 400 and b"<Code>InvalidArgument</Code>" in refused.content, refused.content
+    assert b"ISO-8859-1" in refused.content
 
     # A PUT without a Content-Type gets AWS's default.
     s3.put_object(Bucket=bucket, Key="plain", Body=b"x")

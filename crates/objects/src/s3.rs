@@ -707,6 +707,16 @@ impl S3 for Objects {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
+        let overrides = [
+            ("response-content-type", &input.response_content_type),
+            ("response-content-encoding", &input.response_content_encoding),
+            ("response-content-disposition", &input.response_content_disposition),
+            ("response-content-language", &input.response_content_language),
+            ("response-cache-control", &input.response_cache_control),
+        ];
+        for (name, value) in overrides {
+            latin1_header(name, value.as_deref())?;
+        }
         let (o, span, stream) = self
             .open_object(&input.bucket, &input.key, |o| {
                 Self::check_conditions(
@@ -1182,6 +1192,18 @@ fn decode_token(token: &str) -> S3Result<String> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+}
+
+/// A header value S3 can send: one in ISO-8859-1 (a response override
+/// beyond it is refused, as S3 refuses it, rather than sent as UTF-8 bytes
+/// that browsers would read as Latin-1).
+fn latin1_header(name: &str, value: Option<&str>) -> S3Result<()> {
+    match value {
+        Some(v) if v.chars().any(|c| u32::from(c) > 0xff) => {
+            Err(s3_error!(InvalidArgument, "Header value cannot be represented using ISO-8859-1. ({name})"))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
