@@ -22,6 +22,11 @@ use crate::{LogEvent, Result};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// Events one step of a large delete removes. Each step is a write of its
+/// own: deleting a group of a million events in one held the node's one
+/// writer (every S3, SQS and Lambda write) for two seconds.
+const DELETE_STEP: i64 = 5_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogGroupRow {
     pub name: String,
@@ -241,6 +246,36 @@ pub(crate) async fn insert_events(tx: &mut Transaction<'_, Sqlite>, events: &[Lo
     Ok(())
 }
 
+impl SqliteMetadata {
+    /// Deletes a group's events (of one stream, or older than a time) in
+    /// steps of [`DELETE_STEP`], each its own transaction; how many.
+    async fn delete_events_stepwise(&self, group: &str, stream: Option<&str>, before_ms: Option<i64>) -> Result<u64> {
+        let mut sql = String::from("DELETE FROM log_events WHERE id IN (SELECT id FROM log_events WHERE log_group = ?");
+        if stream.is_some() {
+            sql.push_str(" AND log_stream = ?");
+        }
+        if before_ms.is_some() {
+            sql.push_str(" AND timestamp_ms < ?");
+        }
+        sql.push_str(" LIMIT ?)");
+        let mut removed = 0;
+        loop {
+            let mut step = sqlx::query(&sql).bind(group);
+            if let Some(s) = stream {
+                step = step.bind(s);
+            }
+            if let Some(t) = before_ms {
+                step = step.bind(t);
+            }
+            let done = step.bind(DELETE_STEP).execute(self.pool()).await?.rows_affected();
+            removed += done;
+            if done < DELETE_STEP as u64 {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl LogMeta for SqliteMetadata {
     async fn create_log_group(&self, name: &str, now_ms: i64) -> Result<bool> {
@@ -253,6 +288,9 @@ impl LogMeta for SqliteMetadata {
     }
 
     async fn delete_log_group(&self, name: &str) -> Result<bool> {
+        // The group goes last, with what was written meanwhile: stopped
+        // half way, it is still there, its delete unacknowledged.
+        self.delete_events_stepwise(name, None, None).await?;
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let gone = sqlx::query("DELETE FROM log_groups WHERE name = ?").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM log_streams WHERE log_group = ?").bind(name).execute(&mut *tx).await?;
@@ -316,6 +354,7 @@ impl LogMeta for SqliteMetadata {
     }
 
     async fn delete_log_stream(&self, group: &str, name: &str) -> Result<bool> {
+        self.delete_events_stepwise(group, Some(name), None).await?;
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let gone = sqlx::query("DELETE FROM log_streams WHERE log_group = ? AND name = ?")
             .bind(group)
@@ -488,12 +527,7 @@ impl LogMeta for SqliteMetadata {
         for g in &groups {
             let name: String = g.get("name");
             let days: i64 = g.get("retention_days");
-            let done = sqlx::query("DELETE FROM log_events WHERE log_group = ? AND timestamp_ms < ?")
-                .bind(&name)
-                .bind(now_ms - days * DAY_MS)
-                .execute(self.pool())
-                .await?;
-            removed += done.rows_affected();
+            removed += self.delete_events_stepwise(&name, None, Some(now_ms - days * DAY_MS)).await?;
         }
         Ok(removed)
     }
@@ -590,6 +624,19 @@ mod tests {
         assert_eq!(m.expire_log_events(3 * DAY).await.unwrap(), 1);
         assert_eq!(msgs(m.read_log_events(all("g")).await.unwrap()), ["b", "c"]);
         assert_eq!(m.next_log_expiry(0).await.unwrap(), Some(3 * DAY));
+        // Past a step's worth, in steps.
+        let many: Vec<(i64, String)> = (0..2 * DELETE_STEP + 7).map(|i| (4 * DAY + i, "x".to_string())).collect();
+        m.append_log_events("g", "s", &many, 0).await.unwrap();
+        m.append_log_events("g", "s", &[(6 * DAY, "d".into())], 0).await.unwrap();
+        assert_eq!(m.expire_log_events(6 * DAY).await.unwrap(), many.len() as u64 + 2);
+        assert_eq!(msgs(m.read_log_events(all("g")).await.unwrap()), ["d"]);
+        m.create_log_stream("g", "t", 0).await.unwrap();
+        m.append_log_events("g", "t", &many, 0).await.unwrap();
+        assert!(m.delete_log_stream("g", "t").await.unwrap());
+        assert_eq!(msgs(m.read_log_events(all("g")).await.unwrap()), ["d"]);
+        m.append_log_events("g", "s", &many, 0).await.unwrap();
+        assert!(m.delete_log_group("g").await.unwrap());
+        assert!(m.read_log_events(all("g")).await.unwrap().is_empty());
         m.create_log_group("empty", 0).await.unwrap();
         m.set_retention("empty", Some(1)).await.unwrap();
         assert_eq!(m.next_log_expiry(0).await.unwrap(), Some(DAY), "an empty group expires nothing sooner");
