@@ -211,6 +211,8 @@ pub struct Queues {
     creating: tokio::sync::Mutex<()>,
     /// Set when the node begins to stop: waits end (see [`Queues::close`]).
     closed: std::sync::atomic::AtomicBool,
+    /// What every queue's messages may hold of payloads in memory.
+    payloads: Arc<state::PayloadBudget>,
 }
 
 impl Queues {
@@ -231,6 +233,7 @@ impl Queues {
             creating: tokio::sync::Mutex::new(()),
             closed: Default::default(),
             moves: moves::Tasks::default(),
+            payloads: state::PayloadBudget::new(PAYLOADS_IN_MEMORY_MAX),
         });
         for doc in meta.list_queues().await? {
             this.install(doc);
@@ -323,7 +326,7 @@ impl Queues {
             arn: self.arn(&doc.name),
             fifo,
             doc_writes: tokio::sync::Mutex::new(()),
-            messages: Mutex::new(Messages::new(fifo)),
+            messages: Mutex::new(Messages::with_budget(fifo, self.payloads.clone())),
             notify: Arc::new(Notify::new()),
             last_purge: Mutex::new(None),
             doc: Mutex::new(doc.clone()),
@@ -1110,19 +1113,14 @@ impl Queues {
 /// receive a quarter of its throughput (BENCHMARKS "Session 25").
 const PAYLOAD_IN_MEMORY_MAX: usize = 8 << 10;
 
+/// The most payload memory holds for all queues (see [`state::PayloadBudget`]).
+const PAYLOADS_IN_MEMORY_MAX: usize = 256 << 20;
+
 /// A message as memory keeps it: a payload over [`PAYLOAD_IN_MEMORY_MAX`]
 /// (up to 1 MiB) is left out, and its body left empty.
 fn without_payload(mut m: StoredMessage) -> StoredMessage {
-    let size = m.body.len()
-        + [&m.attributes, &m.system_attributes]
-            .iter()
-            .flat_map(|a| a.iter())
-            .map(|(k, v)| rules::attribute_size(k, v))
-            .sum::<usize>();
-    if size > PAYLOAD_IN_MEMORY_MAX {
-        m.body = String::new();
-        m.attributes = BTreeMap::new();
-        m.system_attributes = BTreeMap::new();
+    if state::payload_size(&m) > PAYLOAD_IN_MEMORY_MAX {
+        state::strip_payload(&mut m);
     }
     m
 }

@@ -4,6 +4,8 @@
 //! await); what must survive a crash is written by the engine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use nimbus_core::queues::StoredMessage;
 
@@ -11,6 +13,63 @@ use crate::rules::DEDUP_WINDOW_MS;
 
 /// Deduplication ids held before expired ones are first dropped.
 const DEDUP_PRUNE_MIN: usize = 10_000;
+
+/// The payloads (bodies and attributes) the node's queues hold in memory,
+/// in bytes, and the most they may: past it a payload is left in the store
+/// and read when its message is received, as a large one always is. A
+/// backlog of small messages grew the node by each whole body.
+#[derive(Debug)]
+pub struct PayloadBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl PayloadBudget {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { held: AtomicUsize::new(0), max })
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| (h + n <= self.max).then_some(h + n)).is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Default for PayloadBudget {
+    fn default() -> Self {
+        Self { held: AtomicUsize::new(0), max: usize::MAX }
+    }
+}
+
+/// The bytes of a message's payload that memory holds (0 when it was left
+/// in the store: a body is never empty otherwise).
+pub fn payload_size(m: &StoredMessage) -> usize {
+    if m.body.is_empty() {
+        return 0;
+    }
+    m.body.len()
+        + [&m.attributes, &m.system_attributes]
+            .iter()
+            .flat_map(|a| a.iter())
+            .map(|(k, v)| crate::rules::attribute_size(k, v))
+            .sum::<usize>()
+}
+
+/// Leaves a message's payload to the store (its body then empty).
+pub fn strip_payload(m: &mut StoredMessage) {
+    m.body = String::new();
+    m.attributes = BTreeMap::new();
+    m.system_attributes = BTreeMap::new();
+}
 
 /// A message as the engine sees it now.
 #[derive(Debug, Clone)]
@@ -73,7 +132,7 @@ pub struct TakeRules {
     pub max_receives: Option<u32>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Messages {
     fifo: bool,
     by_seq: BTreeMap<i64, Live>,
@@ -85,6 +144,8 @@ pub struct Messages {
     /// twice what was left after the last time, so that a map of ids all
     /// within their window is not scanned again at every send.
     dedup_prune_at: usize,
+    /// What the node's queues may hold of payloads; this one's are charged.
+    payloads: Arc<PayloadBudget>,
 }
 
 /// The approximate counts GetQueueAttributes reports.
@@ -96,13 +157,31 @@ pub struct Counts {
 }
 
 impl Messages {
+    #[cfg(test)]
     pub fn new(fifo: bool) -> Self {
-        Self { fifo, ..Default::default() }
+        Self::with_budget(fifo, Arc::default())
     }
 
-    pub fn insert(&mut self, live: Live) {
+    /// A queue's messages, whose payloads in memory count against `payloads`.
+    pub fn with_budget(fifo: bool, payloads: Arc<PayloadBudget>) -> Self {
+        Self {
+            fifo,
+            by_seq: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            dedup: HashMap::new(),
+            dedup_prune_at: 0,
+            payloads,
+        }
+    }
+
+    /// Keeps `live`, with its payload if the budget has room for it.
+    pub fn insert(&mut self, mut live: Live) {
         if self.by_seq.contains_key(&live.seq) {
             return;
+        }
+        let size = payload_size(&live.message);
+        if size > 0 && !self.payloads.try_take(size) {
+            strip_payload(&mut live.message);
         }
         self.ready.insert((live.visible_at, live.seq));
         self.by_seq.insert(live.seq, live);
@@ -111,6 +190,7 @@ impl Messages {
     pub fn remove(&mut self, seq: i64) -> Option<Live> {
         let live = self.by_seq.remove(&seq)?;
         self.ready.remove(&(live.visible_at, seq));
+        self.payloads.give_back(payload_size(&live.message));
         Some(live)
     }
 
@@ -125,6 +205,7 @@ impl Messages {
     }
 
     pub fn clear(&mut self) {
+        self.payloads.give_back(self.by_seq.values().map(|l| payload_size(&l.message)).sum());
         self.by_seq.clear();
         self.ready.clear();
     }
@@ -287,9 +368,41 @@ impl Messages {
     }
 }
 
+impl Drop for Messages {
+    /// A deleted queue's payloads leave the budget with it.
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_past_the_nodes_budget_are_left_in_the_store() {
+        let budget = PayloadBudget::new(100);
+        let with_body = |seq: i64, body: char| {
+            let mut l = live(seq, None);
+            l.message.body = body.to_string().repeat(40);
+            l
+        };
+        let mut a = Messages::with_budget(false, budget.clone());
+        let mut b = Messages::with_budget(false, budget.clone());
+        a.insert(with_body(1, 'x'));
+        b.insert(with_body(2, 'y'));
+        a.insert(with_body(3, 'z'));
+        assert_eq!(budget.held(), 80);
+        assert!(a.get(3).unwrap().message.body.is_empty(), "past the budget: read from the store when received");
+        assert_eq!(a.remove(1).unwrap().message.body.len(), 40);
+        assert_eq!(budget.held(), 40);
+        a.insert(with_body(4, 'w'));
+        assert_eq!(a.get(4).unwrap().message.body.len(), 40, "room again");
+        drop(a);
+        assert_eq!(budget.held(), 40, "a deleted queue gives its share back");
+        b.clear();
+        assert_eq!(budget.held(), 0);
+    }
 
     #[test]
     fn ids_within_their_window_are_not_scanned_again_at_every_send() {
