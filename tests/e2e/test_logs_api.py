@@ -17,8 +17,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import (REGION, Server, aws_client, aws_json, create, error_code, logs_client, nimbus_cli, unique_name,
-                      wait_for)
+from conftest import (REGION, Server, aws_client, aws_json, create, error_code, logs_client, make_zip, nimbus_cli,
+                      unique_name, wait_for)
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -317,6 +317,27 @@ def test_function_logs_are_groups_and_streams(server, lam, logs):
         logs.filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]), "the second REPORT")
     starts = logs.filter_log_events(logGroupName=group, filterPattern='"INIT_START"')["events"]
     assert len(reports) == 2 and len(starts) == 1, starts
+
+
+def test_start_is_dated_when_the_invocation_began(lam, logs):
+    """It was dated by the first line printed (or the end, with none), so
+    a reader asking for an invocation's start time missed its START."""
+    name = unique_name("startfn")
+    create(lam, name, make_zip({"app.py": "import time\ndef handler(e, c):\n    time.sleep(1)\n    print('later')\n"}))
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    group = f"/aws/lambda/{name}"
+
+    def through_report():
+        try:
+            events = logs.filter_log_events(logGroupName=group)["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            return None
+        return events if any(e["message"].startswith("REPORT") for e in events) else None
+    events = wait_for(through_report, "the REPORT line")
+    start = next(e for e in events if e["message"].startswith("START"))
+    later = next(e for e in events if e["message"] == "later\n")
+    assert later["timestamp"] - start["timestamp"] >= 1000, (start, later)
 
 
 def test_retention_removes_expired_events_without_being_asked(logs):

@@ -1462,7 +1462,8 @@ impl Env {
         }
         let init_lines = self.shared.drain_logs();
         let start = Instant::now();
-        let deadline_ms = chrono::Utc::now().timestamp_millis() + self.timeout.as_millis() as i64;
+        let started_ms = chrono::Utc::now().timestamp_millis();
+        let deadline_ms = started_ms + self.timeout.as_millis() as i64;
         let job = Job {
             request_id: id.clone(),
             payload: inv.payload.clone(),
@@ -1584,9 +1585,9 @@ impl Env {
             );
         }
         let printed = self.shared.drain_logs();
-        // START is worded now but comes first in time as well as in order:
-        // readers of the log (GetLogEvents, FilterLogEvents) sort by time.
-        let started = printed.first().map_or_else(now, |(t, _)| (*t).min(now()));
+        // START is worded now but dated when the invocation began, before
+        // anything it printed (readers of the log sort by time).
+        let started = printed.first().map_or(started_ms, |(t, _)| (*t).min(started_ms));
         log.extend(self.platform.start(&id, &self.version).map(|l| (started, l)));
         log.extend(printed);
         if status == Some("timeout") {
