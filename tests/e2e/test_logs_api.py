@@ -3,6 +3,7 @@ aws CLI: log groups and streams (functions' included), PutLogEvents' batch
 rules, GetLogEvents' tokens, FilterLogEvents' patterns, retention, and AWS's
 errors for bad input, each of which changes nothing."""
 
+import base64
 import json
 import pathlib
 import os
@@ -338,6 +339,53 @@ def test_start_is_dated_when_the_invocation_began(lam, logs):
     start = next(e for e in events if e["message"].startswith("START"))
     later = next(e for e in events if e["message"] == "later\n")
     assert later["timestamp"] - start["timestamp"] >= 1000, (start, later)
+
+
+HELD = """
+import boto3
+def handler(event, context):
+    print("early", flush=True)
+    sqs = boto3.client("sqs")
+    for _ in range(25):
+        if sqs.receive_message(QueueUrl=event["release"], WaitTimeSeconds=1).get("Messages"):
+            break
+    print("late")
+"""
+
+
+def test_a_running_invocations_output_is_readable_before_it_ends(server, lam, logs):
+    """It was stored only once the invocation ended: `nimbus logs --follow`,
+    StartLiveTail and the console showed nothing of a long invocation."""
+    name = unique_name("held")
+    create(lam, name, make_zip({"app.py": HELD}), Timeout=60)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    sqs = aws_client(server, "sqs")
+    release = sqs.create_queue(QueueName=unique_name("release"))["QueueUrl"]
+    done = queue.Queue()
+    caller = threading.Thread(target=lambda: done.put(lam.invoke(FunctionName=name, LogType="Tail",
+                                                                 Payload=json.dumps({"release": release}))))
+    caller.start()
+    group = f"/aws/lambda/{name}"
+
+    def seen(*wanted):
+        try:
+            got = messages(logs.filter_log_events(logGroupName=group)["events"])
+        except logs.exceptions.ResourceNotFoundException:
+            return None
+        return got if all(any(m.startswith(w) for m in got) for w in wanted) else None
+    try:
+        so_far = wait_for(lambda: seen("START", "early\n"), "the running invocation's first lines")
+        assert done.empty() and not any(m.startswith("REPORT") for m in so_far), so_far
+    finally:
+        sqs.send_message(QueueUrl=release, MessageBody="go")
+        caller.join()
+    r = done.get()
+    assert "FunctionError" not in r, r["Payload"].read()
+    everything = wait_for(lambda: seen("REPORT"), "the REPORT line")
+    assert [m.split(" ")[0] for m in everything if not m.startswith(("INIT_START",))] == [
+        "START", "early\n", "late\n", "END", "REPORT"], everything
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert "START RequestId" in tail and "early" in tail and "late" in tail, "the tail is the whole invocation's"
 
 
 def test_retention_removes_expired_events_without_being_asked(logs):

@@ -95,6 +95,7 @@ impl Control {
             ));
         }
         let config = resolved.config;
+        let log_sink = self.log_sink(&config.logging.log_group);
         debug_assert!(config.version == LATEST || config.version.parse::<u64>().is_ok());
         Ok(Prepared {
             executed_version: config.version.clone(),
@@ -106,8 +107,18 @@ impl Control {
                 client_context: req.client_context,
                 stream: req.stream,
                 lineage: req.lineage,
+                log_sink: Some(log_sink),
             },
         })
+    }
+
+    /// Stores a running invocation's lines in the function's log group.
+    fn log_sink(&self, group: &str) -> nimbus_worker::LogSink {
+        let (recorder, group) = (self.recorder.clone(), group.to_string());
+        nimbus_worker::LogSink(Arc::new(move |stream, lines| {
+            // The writer task outlives every invocation; a send fails only at shutdown.
+            let _ = recorder.send_lines(crate::records::log_events(&group, stream, lines));
+        }))
     }
 
     /// Runs a prepared invocation and records it.

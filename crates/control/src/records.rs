@@ -29,7 +29,8 @@ fn cost(lines: &[LogEvent]) -> usize {
 /// What the writer task is handed: a batch with what it holds of the
 /// backlog, or a wait for all before it.
 enum Item {
-    Batch(Batch, usize),
+    /// An invocation's record and lines, or (no record) lines of one still running.
+    Batch((Option<InvocationRecord>, Vec<LogEvent>), usize),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -55,7 +56,16 @@ impl Recorder {
     }
 
     /// Queues a batch; fails only at shutdown, when the writer is gone.
-    pub(crate) fn send(&self, (record, mut lines): Batch) -> Result<(), ()> {
+    pub(crate) fn send(&self, (record, lines): Batch) -> Result<(), ()> {
+        self.queue(Some(record), lines)
+    }
+
+    /// Queues lines of an invocation still running.
+    pub(crate) fn send_lines(&self, lines: Vec<LogEvent>) -> Result<(), ()> {
+        self.queue(None, lines)
+    }
+
+    fn queue(&self, record: Option<InvocationRecord>, mut lines: Vec<LogEvent>) -> Result<(), ()> {
         use std::sync::atomic::Ordering;
         let mut held = cost(&lines);
         if self.backlog.load(Ordering::Relaxed) + held > BACKLOG_MAX {
@@ -112,12 +122,12 @@ async fn run_recorder(
         // sync) per window rather than per invocation keeps the writer off
         // the CPU the invocations need.
         tokio::time::sleep(GATHER).await;
-        let mut records = vec![record];
+        let mut records: Vec<InvocationRecord> = record.into_iter().collect();
         let mut flushed = None;
         while records.len() < 4096 && lines.len() < LINES_PER_TRANSACTION {
             match rx.try_recv() {
                 Ok(Item::Batch((r, l), h)) => {
-                    records.push(r);
+                    records.extend(r);
                     lines.extend(l);
                     held += h;
                 }
@@ -174,19 +184,23 @@ pub(crate) fn batch_of(config: &nimbus_core::function::FunctionConfig, request_i
         outcome: o.status.to_string(),
         timestamp_ms: now_ms(),
     };
-    let lines = o
-        .lines
+    // Those the invocation's log sink took as it ran are stored already.
+    (record, log_events(&config.logging.log_group, &o.log_stream, &o.lines[o.lines_sent..]))
+}
+
+/// Lines (epoch ms, text) of a function's log stream as stored.
+pub(crate) fn log_events(group: &str, stream: &str, lines: &[(i64, String)]) -> Vec<LogEvent> {
+    lines
         .iter()
         .map(|(ts, message)| LogEvent {
             id: 0,
-            log_group: config.logging.log_group.clone(),
-            log_stream: o.log_stream.clone(),
+            log_group: group.to_string(),
+            log_stream: stream.to_string(),
             timestamp_ms: *ts,
             ingestion_ms: *ts,
             message: message.clone(),
         })
-        .collect();
-    (record, lines)
+        .collect()
 }
 
 impl Control {

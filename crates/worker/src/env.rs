@@ -131,6 +131,9 @@ pub struct Outcome {
     /// This invocation's log lines (epoch ms, text): START, the function's
     /// output, END, REPORT.
     pub lines: Vec<(i64, String)>,
+    /// How many of `lines` (the first) went to the invocation's log sink
+    /// while it ran.
+    pub lines_sent: usize,
     /// The environment's log stream, e.g. `2026/01/01/[$LATEST]<32 hex>`.
     pub log_stream: String,
     /// `success`, `error` or `timeout`.
@@ -178,6 +181,7 @@ impl Outcome {
             payload: platform_error(error_type, message.clone()),
             function_error: Some("Unhandled".into()),
             lines: lines.into_iter().flatten().map(|l| (now, l)).collect(),
+            lines_sent: 0,
             log_stream: log_stream_name(&inv.config.version),
             status: "error",
             billed_ms: 0,
@@ -267,6 +271,10 @@ pub(crate) struct Shared {
     /// node's memory (up to 6 MiB), not the function's cgroup.
     pub posting: tokio::sync::Semaphore,
 }
+
+/// How often a running invocation's log lines go to its sink: CloudWatch
+/// shows a Lambda function's output within seconds of its writing it.
+const LOG_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The most output one [`Shared::read_output`] takes: a runtime that
 /// writes without pause leaves the rest to the log reader.
@@ -1460,7 +1468,10 @@ impl Env {
         if let Some(wait) = self.pacer.as_ref().and_then(|p| p.delay()) {
             tokio::time::sleep(wait).instrument(tracing::debug_span!("paced")).await;
         }
-        let init_lines = self.shared.drain_logs();
+        // Lines the log sink has taken (`log[..sent]`), with START among
+        // them once it went.
+        let mut log = self.shared.drain_logs();
+        let (mut sent, mut start_logged) = (0, false);
         let start = Instant::now();
         let started_ms = chrono::Utc::now().timestamp_millis();
         let deadline_ms = started_ms + self.timeout.as_millis() as i64;
@@ -1476,7 +1487,31 @@ impl Env {
             if self.jobs_tx.send(job).await.is_err() {
                 return Some(Reply::Exited("environment closed".into()));
             }
-            match tokio::time::timeout(self.timeout, rx).await {
+            let waited = tokio::time::timeout(self.timeout, rx);
+            tokio::pin!(waited);
+            let first = tokio::time::Instant::now() + LOG_FLUSH_EVERY;
+            let mut flush = tokio::time::interval_at(first, LOG_FLUSH_EVERY);
+            let waited = loop {
+                tokio::select! {
+                    biased;
+                    r = &mut waited => break r,
+                    // Not before init is over: its output precedes START.
+                    _ = flush.tick(), if inv.log_sink.is_some() => {
+                        if let (Some(sink), true) = (&inv.log_sink, self.shared.init_over()) {
+                            if !start_logged {
+                                log.extend(self.platform.start(&id, &self.version).map(|l| (started_ms, l)));
+                                start_logged = true;
+                            }
+                            log.extend(self.shared.drain_logs());
+                            if log.len() > sent {
+                                (sink.0)(&self.log_stream, &log[sent..]);
+                                sent = log.len();
+                            }
+                        }
+                    }
+                }
+            };
+            match waited {
                 Ok(Ok(r)) => Some(r),
                 Ok(Err(_)) => Some(Reply::Exited("environment closed".into())),
                 Err(_) => None,
@@ -1578,7 +1613,6 @@ impl Env {
             status,
             error_type: error_type.as_deref(),
         };
-        let mut log = init_lines;
         if let (true, Some(ms)) = (init_failed, init_ms) {
             log.extend(
                 self.platform.init_report(self.init_type, ms, "error", error_type.as_deref()).map(|l| (now(), l)),
@@ -1587,8 +1621,10 @@ impl Env {
         let printed = self.shared.drain_logs();
         // START is worded now but dated when the invocation began, before
         // anything it printed (readers of the log sort by time).
-        let started = printed.first().map_or(started_ms, |(t, _)| (*t).min(started_ms));
-        log.extend(self.platform.start(&id, &self.version).map(|l| (started, l)));
+        if !start_logged {
+            let started = printed.first().map_or(started_ms, |(t, _)| (*t).min(started_ms));
+            log.extend(self.platform.start(&id, &self.version).map(|l| (started, l)));
+        }
         log.extend(printed);
         if status == Some("timeout") {
             log.extend(self.platform.timed_out(&id, self.timeout.as_secs_f64()).map(|l| (now(), l)));
@@ -1605,6 +1641,7 @@ impl Env {
             payload,
             function_error,
             lines: log,
+            lines_sent: sent,
             log_stream: self.log_stream.clone(),
             status: status.unwrap_or("success"),
             billed_ms: billed,

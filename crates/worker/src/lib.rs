@@ -55,6 +55,24 @@ pub struct Invocation {
     /// this one (0: none); the trace id carries it as `Lineage=` (see
     /// `env.rs`), which AWS's SDKs send back with the function's requests.
     pub lineage: u32,
+    /// Where the log lines go while the function runs, so that a long
+    /// invocation's output can be read before it ends, as on AWS; the
+    /// rest go with the outcome (`Outcome::lines_sent` says how many went).
+    pub log_sink: Option<LogSink>,
+}
+
+/// What a [`LogSink`] calls: with the environment's log stream, and lines
+/// (epoch ms, text) in order.
+pub type TakeLines = dyn Fn(&str, &[(i64, String)]) + Send + Sync;
+
+/// Takes an invocation's log lines as it runs.
+#[derive(Clone)]
+pub struct LogSink(pub Arc<TakeLines>);
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
 }
 
 /// A streamed response as the function writes it: its content type once,
