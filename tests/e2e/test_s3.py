@@ -887,6 +887,21 @@ def test_signatures_aws_refuses_change_nothing(s3server, s3, bucket):
     r = requests.put(url, data=b"for ever", timeout=30)
     assert (r.status_code, xml_code(r.content)) == (400, "AuthorizationQueryParametersError"), r.text
     assert "X-Amz-Expires must be less than a week" in r.text
+    # Used after its time, or before it (signed a day ahead); a negative lifetime.
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=1)
+    ahead = datetime.datetime.utcnow() + datetime.timedelta(days=1)
+    with mock.patch("botocore.auth.get_current_datetime", lambda: ahead):
+        early = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=60)
+    wait_for(lambda: requests.get(url, timeout=30).status_code == 403, "the one-second URL to expire")
+    r = requests.get(url, timeout=30)
+    assert (xml_code(r.content), "<Message>Request has expired</Message>") == ("AccessDenied", re.search(
+        "<Message>.*?</Message>", r.text)[0]) and "<X-Amz-Expires>1</X-Amz-Expires>" in r.text, r.text
+    assert "<ServerTime>" in r.text and "<Expires>" in r.text
+    r = requests.get(early, timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (403, "AccessDenied") and "Request is not yet valid" in r.text, r.text
+    r = requests.get(url.replace("X-Amz-Expires=1", "X-Amz-Expires=-1"), timeout=30)
+    assert (r.status_code, xml_code(r.content)) == (400, "AuthorizationQueryParametersError"), r.text
+    assert "X-Amz-Expires must be non-negative" in r.text
     # A body that is not the one signed: its declared hash, or an aws-chunked chunk's signature.
     status, _, body = signed_s3(s3server, "PUT", f"/{bucket}/k", b"swapped",
                                 {"X-Amz-Content-SHA256": hashlib.sha256(b"signed").hexdigest()})

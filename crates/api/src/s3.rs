@@ -257,6 +257,15 @@ impl S3Front {
                             return wrong_region("AuthorizationQueryParametersError", lead, r);
                         }
                     }
+                    if from_query("X-Amz-Expires").and_then(|e| e.parse::<i64>().ok()).is_some_and(|e| e < 0) {
+                        let message = "X-Amz-Expires must be non-negative";
+                        return Some(s3_error(
+                            StatusCode::BAD_REQUEST,
+                            "AuthorizationQueryParametersError",
+                            message,
+                            &[],
+                        ));
+                    }
                     let expires = from_query("X-Amz-Expires").and_then(|e| e.parse::<u64>().ok());
                     if expires.is_some_and(|e| e > crate::sigv4::MAX_PRESIGN_EXPIRY) {
                         let message = "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds";
@@ -266,6 +275,9 @@ impl S3Front {
                             message,
                             &[],
                         ));
+                    }
+                    if let Some(refused) = presign_timing(from_query("X-Amz-Date"), from_query("X-Amz-Expires"), now) {
+                        return Some(refused);
                     }
                     scope.first().copied()
                 }
@@ -326,6 +338,28 @@ fn skewed(date: Option<&str>, now: SystemTime) -> Option<Response> {
     let extra =
         [("RequestTime", date), ("ServerTime", server.as_str()), ("MaxAllowedSkewMilliseconds", limit.as_str())];
     Some(s3_error(StatusCode::FORBIDDEN, "RequestTimeTooSkewed", message, &extra))
+}
+
+/// A SigV4 presigned URL used before its time (past the allowed skew) or
+/// after it: S3's `AccessDenied`, with the times S3 gives. (s3s answered
+/// the first as a skewed clock, and the second without the times.)
+fn presign_timing(date: Option<&str>, expires: Option<&str>, now: SystemTime) -> Option<Response> {
+    use chrono::{DateTime, Utc};
+    let (raw_date, raw_expires) = (date?, expires?);
+    let when = crate::sigv4::parse_amz_date(raw_date)?;
+    let until = when + chrono::Duration::seconds(raw_expires.parse().ok()?);
+    let now: DateTime<Utc> = now.into();
+    let iso = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let (server, expiry) = (iso(now), iso(until));
+    if (when - now).num_milliseconds() > MAX_SKEW_MS {
+        let extra = [("X-Amz-Date", raw_date), ("Expires", expiry.as_str()), ("ServerTime", server.as_str())];
+        return Some(s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request is not yet valid", &extra));
+    }
+    if now > until {
+        let extra = [("X-Amz-Expires", raw_expires), ("Expires", expiry.as_str()), ("ServerTime", server.as_str())];
+        return Some(s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired", &extra));
+    }
+    None
 }
 
 /// An S3 error document, with the elements AWS adds for this error.
