@@ -26,6 +26,7 @@ from urllib.parse import quote, urlparse
 import boto3
 import pytest
 import requests
+import xml.etree.ElementTree as ET
 from botocore import UNSIGNED
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
@@ -466,6 +467,13 @@ def test_keys_that_need_encoding_round_trip(s3server, s3, bucket):
     status, _, raw = signed_s3(s3server, "GET", f"/{bucket}?list-type=2")
     assert status == 200
     assert "<Key>unicode/ünïcödé ✓ 日本.txt</Key>" in raw.decode() and b"<Key>q?a=b&amp;c=%20</Key>" in raw
+    # A CR in a key is a character reference there, as S3 writes it: raw, an
+    # XML parser reads it as a newline, and the key listed was not stored.
+    s3.put_object(Bucket=bucket, Key="report\r.txt", Body=b"cr")
+    status, _, raw = signed_s3(s3server, "GET", f"/{bucket}?list-type=2&prefix=report")
+    keys = [k.text for k in ET.fromstring(raw).iter("{http://s3.amazonaws.com/doc/2006-03-01/}Key")]
+    assert status == 200 and keys == ["report\r.txt"] and b"<Key>report&#xD;.txt</Key>" in raw, raw
+    s3.delete_object(Bucket=bucket, Key="report\r.txt")
     # boto3's default presigned URL for a listing (Signature Version 2, which
     # signs the bucket as `/<bucket>/`).
     url = s3.generate_presigned_url("list_objects_v2", Params={"Bucket": bucket})

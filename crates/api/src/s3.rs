@@ -176,7 +176,14 @@ impl S3Front {
                     resp.headers_mut().remove(header::CONTENT_TYPE);
                     return resp.map(|_| Body::empty());
                 }
-                resp.map(Body::new)
+                // A document of `s3s`'s own (an object's body has an ETag).
+                let xml = resp.headers().get(header::CONTENT_TYPE).is_some_and(|t| t == "application/xml")
+                    && !resp.headers().contains_key(header::ETAG);
+                let resp = resp.map(Body::new);
+                if xml {
+                    return with_control_characters_escaped(resp).await;
+                }
+                resp
             }
             Err(e) => {
                 tracing::error!(error = ?e, "S3 request failed");
@@ -405,6 +412,32 @@ fn refused_headers(headers: &axum::http::HeaderMap, account: &str) -> Option<Res
         return Some(s3_error(StatusCode::NOT_IMPLEMENTED, "NotImplemented", message, &[]));
     }
     None
+}
+
+/// Writes the control characters of an XML document's text (a key holding
+/// a CR, listed without `encoding-type=url`, as the JavaScript, Go and Java
+/// SDKs list) as character references, as S3 does: `s3s` wrote them raw,
+/// and an XML parser reads a raw CR as a newline, so the key listed was not
+/// the key stored.
+async fn with_control_characters_escaped(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+    };
+    let control = |b: &u8| *b < 0x20 && *b != b'\t' && *b != b'\n';
+    if !bytes.iter().any(control) {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    let mut escaped = Vec::with_capacity(bytes.len() + 16);
+    for b in bytes.iter() {
+        if control(b) {
+            escaped.extend_from_slice(format!("&#x{b:X};").as_bytes());
+        } else {
+            escaped.push(*b);
+        }
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(escaped))
 }
 
 /// Joins a list header sent as several lines into one, as RFC 9110 makes
