@@ -154,35 +154,25 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
     let (parts, body) = req.into_parts();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
     let protocol = if target.is_some() { Protocol::Json } else { Protocol::Query };
-    let body =
-        match crate::read_signed_body(api, &parts, body, BODY_LIMIT, &crate::access::Action::service("sqs")).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(crate::Unread::TooLarge)) => {
-                let e = Error::InvalidParameterValue(format!("Request must be smaller than {BODY_LIMIT} bytes."));
-                return respond_error(protocol, wire_error(&e), request_id);
-            }
-            Ok(Err(crate::Unread::Busy)) => {
-                let e = WireError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    json_type: "ServiceUnavailable",
-                    query_code: "ServiceUnavailable",
-                    sender: true,
-                    message: crate::ApiError::Busy.to_string(),
-                };
-                return respond_error(protocol, e, request_id);
-            }
-            Ok(Err(crate::Unread::Abandoned)) => {
-                let e = WireError {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    json_type: "RequestTimeout",
-                    query_code: "RequestTimeout",
-                    sender: true,
-                    message: crate::ApiError::Abandoned.to_string(),
-                };
-                return respond_error(protocol, e, request_id);
-            }
-            Err(e) => return respond_error(protocol, auth_error(&e), request_id),
-        };
+    let body = match crate::read_signed_body(api, &parts, body, BODY_LIMIT, &crate::access::Action::service("sqs"))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(crate::Unread::TooLarge)) => {
+            let e = Error::InvalidParameterValue(format!("Request must be smaller than {BODY_LIMIT} bytes."));
+            return respond_error(protocol, wire_error(&e), request_id);
+        }
+        // Both are the node's own words, under one code for both protocols.
+        Ok(Err(unread)) => {
+            let (status, code, why) = match unread {
+                crate::Unread::Busy => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", crate::ApiError::Busy),
+                _ => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout", crate::ApiError::Abandoned),
+            };
+            let e = WireError { status, json_type: code, query_code: code, sender: true, message: why.to_string() };
+            return respond_error(protocol, e, request_id);
+        }
+        Err(e) => return respond_error(protocol, auth_error(&e), request_id),
+    };
     let raw_path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().map(str::to_string);
     let signed = SignedParts::of(&parts, &body);
