@@ -1489,14 +1489,16 @@ impl Env {
             }
             let waited = tokio::time::timeout(self.timeout, rx);
             tokio::pin!(waited);
-            let first = tokio::time::Instant::now() + LOG_FLUSH_EVERY;
-            let mut flush = tokio::time::interval_at(first, LOG_FLUSH_EVERY);
+            // On the stack: no allocation on the warm path.
+            let flush = tokio::time::sleep(LOG_FLUSH_EVERY);
+            tokio::pin!(flush);
             let waited = loop {
                 tokio::select! {
                     biased;
                     r = &mut waited => break r,
                     // Not before init is over: its output precedes START.
-                    _ = flush.tick(), if inv.log_sink.is_some() => {
+                    () = &mut flush, if inv.log_sink.is_some() => {
+                        flush.as_mut().reset(tokio::time::Instant::now() + LOG_FLUSH_EVERY);
                         if let (Some(sink), true) = (&inv.log_sink, self.shared.init_over()) {
                             if !start_logged {
                                 log.extend(self.platform.start(&id, &self.version).map(|l| (started_ms, l)));
