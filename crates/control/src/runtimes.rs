@@ -153,7 +153,7 @@ mod tests {
         let at = |path: &str, real: &str, binary| Candidate { path: path.into(), real: real.into(), binary };
         let venv = at("/home/u/.venv/bin/python3.11", "/home/u/.pyenv/versions/3.11.9/bin/python3.11", true);
         let system = at("/usr/bin/python3.11", "/usr/bin/python3.11", true);
-        // A pyenv shim first on PATH is passed over (it was never a candidate, so never named).
+        // A pyenv shim first on PATH is passed over, and named as a script.
         let shim = at("/root/.pyenv/shims/python3.11", "/root/.pyenv/shims/python3.11", false);
         assert_eq!(
             choose("python3.11", vec![shim.clone(), system.clone()], Visible::Host),
