@@ -481,6 +481,28 @@ def test_keys_that_need_encoding_round_trip(s3server, s3, bucket):
     assert r.status_code == 200 and b"<KeyCount>%d</KeyCount>" % len(KEYS) in r.content, r.text
 
 
+def test_lifecycle_rules_are_announced_in_headers(s3, bucket):
+    """As S3 does: the expiry a rule gives an object (its write's day plus
+    the rule's days, at the next midnight UTC), and an upload's abort date."""
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "tmp", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 3},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}}]})
+    put = s3.put_object(Bucket=bucket, Key="tmp/a", Body=b"a")
+    written = s3.head_object(Bucket=bucket, Key="tmp/a")["LastModified"]
+    day = (written + datetime.timedelta(days=3)).date() + datetime.timedelta(days=1)
+    expected = f'expiry-date="{day.strftime("%a, %d %b %Y")} 00:00:00 GMT", rule-id="tmp"'
+    assert put["Expiration"] == expected
+    assert s3.head_object(Bucket=bucket, Key="tmp/a")["Expiration"] == expected
+    assert s3.get_object(Bucket=bucket, Key="tmp/a")["Expiration"] == expected
+    copied = s3.copy_object(Bucket=bucket, Key="tmp/b", CopySource={"Bucket": bucket, "Key": "tmp/a"})
+    assert copied["Expiration"].endswith('rule-id="tmp"')
+    assert "Expiration" not in s3.put_object(Bucket=bucket, Key="keep/a", Body=b"a")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="tmp/big")
+    assert upload["AbortRuleId"] == "tmp" and upload["AbortDate"].hour == 0, upload
+    s3.abort_multipart_upload(Bucket=bucket, Key="tmp/big", UploadId=upload["UploadId"])
+    assert "AbortDate" not in s3.create_multipart_upload(Bucket=bucket, Key="keep/big")
+
+
 def test_key_length_limit(s3, bucket):
     longest = "k" * 1024
     s3.put_object(Bucket=bucket, Key=longest, Body=b"x")

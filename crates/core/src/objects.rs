@@ -48,26 +48,49 @@ pub enum Expiration {
 }
 
 impl LifecycleRule {
-    /// Whether the rule expires `o` by `now_ms`.
-    pub fn expires(&self, o: &ObjectInfo, now_ms: i64) -> bool {
-        let due = match self.expiration {
-            Some(Expiration::Days(d)) => after_days(o.modified_ms, d),
-            Some(Expiration::Date(at)) => at,
-            None => return false,
+    /// When the rule expires `o`, if it applies to it.
+    pub fn expiry(&self, o: &ObjectInfo) -> Option<i64> {
+        let due = match self.expiration? {
+            Expiration::Days(d) => after_days(o.modified_ms, d),
+            Expiration::Date(at) => at,
         };
-        self.enabled
+        let applies = self.enabled
             && o.key.starts_with(&self.prefix)
             && self.tags.iter().all(|(k, v)| o.tags.get(k) == Some(v))
             && self.size_greater_than.is_none_or(|n| o.size > n)
-            && self.size_less_than.is_none_or(|n| o.size < n)
-            && now_ms >= due
+            && self.size_less_than.is_none_or(|n| o.size < n);
+        applies.then_some(due)
+    }
+
+    /// Whether the rule expires `o` by `now_ms`.
+    pub fn expires(&self, o: &ObjectInfo, now_ms: i64) -> bool {
+        self.expiry(o).is_some_and(|due| now_ms >= due)
+    }
+
+    /// When the rule aborts an upload of `key` begun at `initiated_ms`, if it does.
+    pub fn abort_at(&self, key: &str, initiated_ms: i64) -> Option<i64> {
+        let days = self.abort_upload_days.filter(|_| self.enabled && key.starts_with(&self.prefix))?;
+        Some(after_days(initiated_ms, days))
     }
 
     /// Whether the rule aborts `u` by `now_ms`.
     pub fn aborts(&self, u: &Upload, now_ms: i64) -> bool {
-        self.abort_upload_days
-            .is_some_and(|d| self.enabled && u.key.starts_with(&self.prefix) && now_ms >= after_days(u.initiated_ms, d))
+        self.abort_at(&u.key, u.initiated_ms).is_some_and(|at| now_ms >= at)
     }
+}
+
+/// S3's `x-amz-expiration` for `o` under `rules`: the soonest expiry of
+/// those that apply, and that rule's id.
+pub fn expiration_header(rules: &[LifecycleRule], o: &ObjectInfo) -> Option<String> {
+    let (due, id) = rules.iter().filter_map(|r| Some((r.expiry(o)?, &r.id))).min_by_key(|(due, _)| *due)?;
+    let date = chrono::DateTime::from_timestamp_millis(due)?.format("%a, %d %b %Y %H:%M:%S GMT");
+    Some(format!("expiry-date=\"{date}\", rule-id=\"{id}\""))
+}
+
+/// When an upload of `key` begun at `initiated_ms` is aborted under
+/// `rules`, and by which rule (CreateMultipartUpload's `x-amz-abort-date`).
+pub fn abort_date<'a>(rules: &'a [LifecycleRule], key: &str, initiated_ms: i64) -> Option<(i64, &'a str)> {
+    rules.iter().filter_map(|r| Some((r.abort_at(key, initiated_ms)?, r.id.as_str()))).min_by_key(|(at, _)| *at)
 }
 
 /// When something made at `ms` is `days` old by S3's lifecycle reckoning:

@@ -220,6 +220,7 @@ impl Objects {
                 checksum_crc64nvme: sums.checksum_crc64nvme,
                 checksum_type: sums.checksum_type,
             }),
+            expiration: nimbus_core::objects::expiration_header(&bucket.lifecycle, &object),
             ..Default::default()
         }))
     }

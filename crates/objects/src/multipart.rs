@@ -4,8 +4,9 @@
 //! like an object's. Completing concatenates the listed parts into a new
 //! file and commits the object, its notifications and the upload's removal
 //! in one transaction; aborting removes the upload and its part files, so
-//! nothing is left behind. Nothing expires an upload on its own (AWS does
-//! that only by a bucket lifecycle rule, which Nimbus does not keep).
+//! nothing is left behind. Nothing expires an upload on its own but a
+//! bucket lifecycle rule's AbortIncompleteMultipartUpload (`lifecycle.rs`),
+//! as on AWS.
 
 use std::collections::BTreeMap;
 
@@ -144,7 +145,7 @@ impl Objects {
         check_key(&input.key)?;
         crate::s3::check_metadata(input.metadata.as_ref())?;
         crate::s3::check_storage_class(input.storage_class.as_ref())?;
-        self.bucket(&input.bucket).await?;
+        let bucket = self.bucket(&input.bucket).await?;
         let tags = parse_tagging(input.tagging.as_deref())?;
         let algorithm = input.checksum_algorithm.map(|a| a.as_str().to_ascii_uppercase());
         let kind = match (&algorithm, input.checksum_type.as_ref().map(|t| t.as_str().to_ascii_uppercase())) {
@@ -192,7 +193,10 @@ impl Objects {
             checksum_type: kind,
         };
         self.meta.create_upload(&upload).await.map_err(store_error)?;
+        let abort = nimbus_core::objects::abort_date(&bucket.lifecycle, &upload.key, upload.initiated_ms);
         Ok(S3Response::new(CreateMultipartUploadOutput {
+            abort_date: abort.map(|(at, _)| crate::s3::timestamp(at)),
+            abort_rule_id: abort.map(|(_, rule)| rule.to_string()),
             checksum_algorithm: upload.checksum_algorithm.clone().map(ChecksumAlgorithm::from),
             checksum_type: checksum_type(&upload),
             bucket: Some(upload.bucket),

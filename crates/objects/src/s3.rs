@@ -695,6 +695,7 @@ impl S3 for Objects {
         put_checksums(&object.checksum, &mut sums);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&object)),
+            expiration: nimbus_core::objects::expiration_header(&bucket.lifecycle, &object),
             checksum_crc32: sums.checksum_crc32,
             checksum_crc32c: sums.checksum_crc32c,
             checksum_sha1: sums.checksum_sha1,
@@ -730,6 +731,7 @@ impl S3 for Objects {
             })
             .await?;
         let len = span.map_or(o.size, |(_, len)| len);
+        let lifecycle = self.bucket(&input.bucket).await?.lifecycle;
         let mut sums = s3s::dto::Checksum::default();
         if span.is_none() && input.checksum_mode.is_some() {
             put_checksums(&o.checksum, &mut sums);
@@ -739,6 +741,7 @@ impl S3 for Objects {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len as i64),
             content_range: span.map(|(start, len)| content_range(start, len, o.size)),
+            expiration: nimbus_core::objects::expiration_header(&lifecycle, &o),
             parts_count: parts_count(&o, input.part_number),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&o)),
@@ -765,6 +768,7 @@ impl S3 for Objects {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         let o = self.object(&input.bucket, &input.key).await?;
+        let lifecycle = self.bucket(&input.bucket).await?.lifecycle;
         Self::check_conditions(
             &o,
             input.if_match.as_ref(),
@@ -779,6 +783,7 @@ impl S3 for Objects {
         let span = span(&o, input.range.as_ref(), input.part_number)?;
         let h = &o.headers;
         Ok(S3Response::new(HeadObjectOutput {
+            expiration: nimbus_core::objects::expiration_header(&lifecycle, &o),
             content_length: Some(span.map_or(o.size, |(_, len)| len) as i64),
             content_range: span.map(|(start, len)| content_range(start, len, o.size)),
             parts_count: parts_count(&o, input.part_number),
