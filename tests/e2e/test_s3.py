@@ -499,7 +499,10 @@ def test_lifecycle_rules_are_announced_in_headers(s3, bucket):
     assert "Expiration" not in s3.put_object(Bucket=bucket, Key="keep/a", Body=b"a")
     upload = s3.create_multipart_upload(Bucket=bucket, Key="tmp/big")
     assert upload["AbortRuleId"] == "tmp" and upload["AbortDate"].hour == 0, upload
-    s3.abort_multipart_upload(Bucket=bucket, Key="tmp/big", UploadId=upload["UploadId"])
+    part = s3.upload_part(Bucket=bucket, Key="tmp/big", UploadId=upload["UploadId"], PartNumber=1, Body=b"p")
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="tmp/big", UploadId=upload["UploadId"],
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert done["Expiration"].endswith('rule-id="tmp"'), done
     assert "AbortDate" not in s3.create_multipart_upload(Bucket=bucket, Key="keep/big")
 
 

@@ -509,7 +509,9 @@ impl Objects {
                 return Err(store_error(e));
             }
         }
-        Ok(S3Response::new(completed(&host, &object, checksum_type(&upload))))
+        let mut done = completed(&host, &object, checksum_type(&upload));
+        done.expiration = nimbus_core::objects::expiration_header(&bucket.lifecycle, &object);
+        Ok(S3Response::new(done))
     }
 
     /// `error` (a part gone), unless the upload itself is gone meanwhile:
