@@ -320,6 +320,18 @@ def test_function_logs_are_groups_and_streams(server, lam, logs):
     assert len(reports) == 2 and len(starts) == 1, starts
 
 
+def function_events(logs, name, *wanted):
+    """The events of function `name`'s log group once a message starting
+    with each of `wanted` is among them, else None (the group too may not
+    be there yet)."""
+    try:
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return None
+    got = messages(events)
+    return events if all(any(m.startswith(w) for m in got) for w in wanted) else None
+
+
 def test_start_is_dated_when_the_invocation_began(lam, logs):
     """It was dated by the first line printed (or the end, with none), so
     a reader asking for an invocation's start time missed its START."""
@@ -327,15 +339,7 @@ def test_start_is_dated_when_the_invocation_began(lam, logs):
     create(lam, name, make_zip({"app.py": "import time\ndef handler(e, c):\n    time.sleep(1)\n    print('later')\n"}))
     lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
     lam.invoke(FunctionName=name, Payload=b"{}")
-    group = f"/aws/lambda/{name}"
-
-    def through_report():
-        try:
-            events = logs.filter_log_events(logGroupName=group)["events"]
-        except logs.exceptions.ResourceNotFoundException:
-            return None
-        return events if any(e["message"].startswith("REPORT") for e in events) else None
-    events = wait_for(through_report, "the REPORT line")
+    events = wait_for(lambda: function_events(logs, name, "REPORT"), "the REPORT line")
     start = next(e for e in events if e["message"].startswith("START"))
     later = next(e for e in events if e["message"] == "later\n")
     assert later["timestamp"] - start["timestamp"] >= 1000, (start, later)
@@ -365,14 +369,10 @@ def test_a_running_invocations_output_is_readable_before_it_ends(server, lam, lo
     caller = threading.Thread(target=lambda: done.put(lam.invoke(FunctionName=name, LogType="Tail",
                                                                  Payload=json.dumps({"release": release}))))
     caller.start()
-    group = f"/aws/lambda/{name}"
 
     def seen(*wanted):
-        try:
-            got = messages(logs.filter_log_events(logGroupName=group)["events"])
-        except logs.exceptions.ResourceNotFoundException:
-            return None
-        return got if all(any(m.startswith(w) for m in got) for w in wanted) else None
+        events = function_events(logs, name, *wanted)
+        return events and messages(events)
     try:
         so_far = wait_for(lambda: seen("START", "early\n"), "the running invocation's first lines")
         assert done.empty() and not any(m.startswith("REPORT") for m in so_far), so_far
