@@ -31,6 +31,8 @@ def test_bench_quick_writes_the_documented_json(tmp_path):
         assert {"100", "500", "1000"} <= set(figures["scale_out_s"])
         # Read from the processes' CPU clocks (ns), so --quick's 50 invokes show.
         assert figures["cpu_per_invoke_us"] > 0, (runtime, figures["cpu_per_invoke_us"])
+        # The node's own share: the rest is the environment's runtime.
+        assert 0 < figures["node_cpu_per_invoke_us"] < figures["cpu_per_invoke_us"], (runtime, figures)
         assert figures["idle_env_mb"] > 0 and figures["max_idle_envs"] > 0
     urls = report["function_urls"]
     assert urls["runtime"] == "provided.al2023"

@@ -402,22 +402,37 @@ async fn invoke(client: &Client, name: &str, event: &Value) -> anyhow::Result<(D
     Ok((took, out))
 }
 
-/// `n` warm invokes of `name` one after another (after one to warm it):
-/// their latencies in ms, the overhead beyond the handler's own time in µs,
-/// and the CPU each cost the server's process tree (the node and every
-/// environment) in µs.
-async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, f64)> {
+/// What [`warm_invokes`] measured.
+struct Warm {
+    /// Latencies, ms.
+    ms: Vec<f64>,
+    /// Latency beyond the handler's own time, µs.
+    overhead_us: Vec<f64>,
+    /// CPU each invoke cost the server's process tree (the node and every
+    /// environment), µs.
+    cpu_us: f64,
+    /// The part of it that was the node's own process, µs: the rest is the
+    /// environment's (its runtime and the handler).
+    node_cpu_us: f64,
+}
+
+/// `n` warm invokes of `name` one after another (after one to warm it).
+async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::Result<Warm> {
     invoke(&b.client, name, &json!({})).await?;
-    let (mut warm, mut overhead) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let cpu = tree_cpu_us(server);
+    let (mut latencies, mut overhead_us) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (tree, node) = (tree_cpu_us(server), cpu_us(server));
     for _ in 0..n {
         let (took, out) = invoke(&b.client, name, &json!({})).await?;
-        warm.push(ms(took));
+        latencies.push(ms(took));
         let own = out.get("self_us").and_then(Value::as_f64).unwrap_or(0.0);
-        overhead.push(took.as_secs_f64() * 1e6 - own);
+        overhead_us.push(took.as_secs_f64() * 1e6 - own);
     }
-    let cpu_per_invoke_us = (tree_cpu_us(server) - cpu) / n as f64;
-    Ok((warm, overhead, cpu_per_invoke_us))
+    Ok(Warm {
+        ms: latencies,
+        overhead_us,
+        cpu_us: (tree_cpu_us(server) - tree) / n as f64,
+        node_cpu_us: (cpu_us(server) - node) / n as f64,
+    })
 }
 
 /// `n` invokes at once, each holding its environment `hold_ms`; returns
@@ -573,12 +588,15 @@ fn tree(root: u32) -> Vec<u32> {
 /// 10 ms ticks, too coarse for a change of tens of µs per invoke). A
 /// process gone by the second reading takes its time with it.
 fn tree_cpu_us(root: u32) -> f64 {
+    tree(root).into_iter().map(cpu_us).sum()
+}
+
+/// CPU time one process has used (all its threads), µs; 0 once it is gone.
+fn cpu_us(pid: u32) -> f64 {
     use nix::time::ClockId;
-    tree(root)
-        .into_iter()
-        .filter_map(|pid| ClockId::pid_cpu_clock_id(nix::unistd::Pid::from_raw(pid as i32)).ok()?.now().ok())
-        .map(|t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
-        .sum()
+    ClockId::pid_cpu_clock_id(nix::unistd::Pid::from_raw(pid as i32))
+        .and_then(|c| c.now())
+        .map_or(0.0, |t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
 }
 
 /// Proportional memory of the processes in the given PID namespaces (as
@@ -660,16 +678,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for rt in runtimes.iter().filter(|_| wants(Section::Warm)) {
         eprintln!("measuring {} warm (server pid {}) ...", rt.id, server.child.id());
         let name = b.create(rt).await?;
-        let (mut warm, mut overhead, cpu_per_invoke_us) =
-            warm_invokes(&b, &name, server.child.id(), plan.warm_only).await?;
+        let mut warm = warm_invokes(&b, &name, server.child.id(), plan.warm_only).await?;
         let c16 = throughput(&b, &name, 16, plan.throughput_secs).await?.round();
         b.delete(&name).await?;
         results.insert(
             rt.id.clone(),
             json!({
-                "warm_ms": percentiles(&mut warm),
-                "cpu_per_invoke_us": cpu_per_invoke_us.round(),
-                "warm_overhead_us": percentiles(&mut overhead),
+                "warm_ms": percentiles(&mut warm.ms),
+                "cpu_per_invoke_us": warm.cpu_us.round(),
+                "node_cpu_per_invoke_us": warm.node_cpu_us.round(),
+                "warm_overhead_us": percentiles(&mut warm.overhead_us),
                 "throughput_rps": {"c16": c16},
             }),
         );
@@ -678,7 +696,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("measuring {} ...", rt.id);
         let (mut cold, mut back_to_back) = cold_starts(&b, plan.cold, plan.cold_back_to_back, |_| b.create(rt)).await?;
         let name = b.create(rt).await?;
-        let (mut warm, mut overhead, cpu_per_invoke_us) = warm_invokes(&b, &name, server.child.id(), plan.warm).await?;
+        let mut warm = warm_invokes(&b, &name, server.child.id(), plan.warm).await?;
         let mut rps = serde_json::Map::new();
         for c in [1, 16, 64] {
             rps.insert(format!("c{c}"), json!(throughput(&b, &name, c, plan.throughput_secs).await?.round()));
@@ -724,10 +742,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             json!({
                 "cold_ms": percentiles(&mut cold),
                 "cold_back_to_back_ms": percentiles(&mut back_to_back),
-                "warm_ms": percentiles(&mut warm),
-                "cpu_per_invoke_us": cpu_per_invoke_us.round(),
+                "warm_ms": percentiles(&mut warm.ms),
+                "cpu_per_invoke_us": warm.cpu_us.round(),
+                "node_cpu_per_invoke_us": warm.node_cpu_us.round(),
                 "warm_128mb_ms": percentiles(&mut small_warm),
-                "warm_overhead_us": percentiles(&mut overhead),
+                "warm_overhead_us": percentiles(&mut warm.overhead_us),
                 "throughput_rps": rps,
                 "scale_out_s": scale,
                 "scale_out_envs": envs_seen,
@@ -889,7 +908,11 @@ fn print_table(r: &Value) {
                 warm * 1000.0 / loopback
             );
             println!("  warm overhead µs (p50 / p99)     {}", p(&v["warm_overhead_us"]));
-            println!("  CPU µs per warm invoke           {}", f(&v["cpu_per_invoke_us"]));
+            println!(
+                "  CPU µs per warm invoke           {} ({} the node's)",
+                f(&v["cpu_per_invoke_us"]),
+                f(&v["node_cpu_per_invoke_us"])
+            );
             println!("  128 MB warm ms (p50 / p99)       {}", p(&v["warm_128mb_ms"]));
             let t = &v["throughput_rps"];
             println!("  throughput rps c1 / c16 / c64    {} / {} / {}", f(&t["c1"]), f(&t["c16"]), f(&t["c64"]));
