@@ -164,15 +164,24 @@ def test_send_receive_delete_and_visibility(sqs):
     assert m["Attributes"]["SenderId"] and int(m["Attributes"]["SentTimestamp"]) > 0
     # In flight: invisible until the 1 s timeout passes, then back with count 2.
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
-    again = wait_for(lambda: sqs.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"],
-                                                 MessageAttributeNames=["col*", "n"]).get("Messages"),
-                     "the message to come back", timeout=10)
+    wait_for(lambda: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+             ["Attributes"]["ApproximateNumberOfMessages"] == "1", "the message to be visible again", timeout=10)
+    # Its handle, lapsed but not yet replaced, changes nothing and is not an error, as on AWS
+    # (sqs-consumer makes this call for a handler that ran past the timeout).
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=600)
+    again = sqs.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=5,
+                                MessageAttributeNames=["col*", "n"])["Messages"]
     assert again[0]["Attributes"] == {"ApproximateReceiveCount": "2"}
     assert set(again[0]["MessageAttributes"]) == {"n"}
-    # The old receipt handle can no longer change visibility; the new one can.
+    # Received again, the old receipt handle can no longer change visibility (SQS's
+    # InvalidParameterValue, not the model's MessageNotInflight); the new one can.
     with pytest.raises(ClientError) as e:
         sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
-    assert error_of(e)[0] == "AWS.SimpleQueueService.MessageNotInflight"
+    assert error_of(e) == ("InvalidParameterValue", f"Value {m['ReceiptHandle']} for parameter ReceiptHandle is "
+                           "invalid. Reason: Message does not exist or is not available for visibility timeout change.")
+    failed = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": "old", "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}])["Failed"]
+    assert [(f["Id"], f["Code"], f["SenderFault"]) for f in failed] == [("old", "InvalidParameterValue", True)]
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=again[0]["ReceiptHandle"], VisibilityTimeout=0)
     third = sqs.receive_message(QueueUrl=url)["Messages"][0]
     sqs.delete_message(QueueUrl=url, ReceiptHandle=third["ReceiptHandle"])

@@ -19,8 +19,6 @@ pub enum Error {
     InvalidMessageContents,
     #[error("The input receipt handle \"{0}\" is not a valid receipt handle.")]
     ReceiptHandleIsInvalid(String),
-    #[error("Value {0} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change.")]
-    MessageNotInflight(String),
     #[error("Id {0} repeated.")]
     BatchEntryIdsNotDistinct(String),
     #[error("Batch requests cannot be longer than 1048576 bytes. You have sent {0} bytes.")]

@@ -1082,7 +1082,17 @@ impl Queues {
             let mut m = lock(&q.messages);
             let received_at = match m.get(seq) {
                 Some(l) if l.receipt == Some(receipt) && l.in_flight(now) => l.received_at,
-                _ => return Err(Error::MessageNotInflight(receipt_handle.to_string())),
+                // Its timeout over and not received since: AWS answers OK
+                // and changes nothing (the message stays visible).
+                Some(l) if l.receipt == Some(receipt) => return Ok(()),
+                // Deleted, or received again under another handle. AWS's
+                // model names MessageNotInflight, but SQS answers this.
+                _ => {
+                    return Err(Error::InvalidParameterValue(format!(
+                        "Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: Message does not \
+                         exist or is not available for visibility timeout change."
+                    )))
+                }
             };
             let visible_at = now + i64::try_from(timeout.as_millis()).unwrap_or(0);
             // At most 12 hours from the receive in all, as on AWS.

@@ -77,7 +77,6 @@ fn wire_error(e: &Error) -> WireError {
         Error::MissingParameter(_) => ("MissingParameter", "MissingParameter"),
         Error::InvalidMessageContents => ("InvalidMessageContents", "InvalidMessageContents"),
         Error::ReceiptHandleIsInvalid(_) => ("ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid"),
-        Error::MessageNotInflight(_) => ("MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight"),
         Error::BatchEntryIdsNotDistinct(_) => {
             ("BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct")
         }

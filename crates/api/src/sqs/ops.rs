@@ -364,7 +364,6 @@ fn batch_result(entries: &[Value], results: Vec<Result<Value, Error>>) -> Value 
             Err(e) => {
                 let code = match &e {
                     Error::ReceiptHandleIsInvalid(_) => "ReceiptHandleIsInvalid",
-                    Error::MessageNotInflight(_) => "AWS.SimpleQueueService.MessageNotInflight",
                     Error::MissingParameter(_) => "MissingParameter",
                     Error::InvalidMessageContents => "InvalidMessageContents",
                     _ => "InvalidParameterValue",
