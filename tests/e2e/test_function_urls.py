@@ -54,7 +54,7 @@ def handler(event, context):
         return {"statusCode": 204, "body": "not sent"}
     if case == "origin-wide":
         return {"statusCode": 200, "headers": {"service-worker-allowed": "/", "clear-site-data": '"cookies"'},
-                "cookies": ["nimbus_console=forged; Path=/console/api; Max-Age=31536000", "mine=1; Path=/"],
+                "cookies": ["nimbus_console=forged; Path=/console/api; Max-Age=31536000", "mine=1; Path=/; Domain=localhost"],
                 "body": "ok"}
 '''
 APP_ZIP = make_zip({"app.py": APP})
@@ -168,15 +168,20 @@ def test_a_path_form_answer_cannot_act_on_the_shared_origin(server, lam):
     _, url = make_url(lam, server)
     r = requests.get(url, params={"case": "origin-wide"}, timeout=30)
     assert r.status_code == 200 and r.text == "ok"
-    # Its own cookie stays; one named as the console's session, and the
-    # headers that act on the whole origin, are dropped.
-    assert r.raw.headers.getlist("set-cookie") == ["mine=1; Path=/"]
+    # Its own cookie stays, narrowed to the URL's own path and host (a tenant's
+    # cookies for the whole origin, enough of them, made every request to it
+    # too large, the console's too); one named as the console's session, and
+    # the headers that act on the whole origin, are dropped.
+    assert r.raw.headers.getlist("set-cookie") == [f"mine=1; Path=/lambda-url/{url_id(url)}/"]
     assert "service-worker-allowed" not in r.headers and "clear-site-data" not in r.headers
-    # The host form is an origin of its own, and keeps them.
+    # The host form is an origin of its own, and keeps them, but for a
+    # cookie's Domain, which would reach the other URLs under it.
     host, port = urllib.parse.urlsplit(server.endpoint).netloc.split(":")
     r = requests.get(f"{server.endpoint}/?case=origin-wide", timeout=30,
                      headers={"Host": f"{url_id(url)}.lambda-url.{REGION}.localhost:{port}"})
-    assert len(r.raw.headers.getlist("set-cookie")) == 2 and r.headers["service-worker-allowed"] == "/"
+    assert r.raw.headers.getlist("set-cookie") == ["nimbus_console=forged; Path=/console/api; Max-Age=31536000",
+                                                   "mine=1; Path=/"]
+    assert r.headers["service-worker-allowed"] == "/"
 
 
 def test_a_callers_forwarded_for_is_followed_by_the_peer(server, lam):

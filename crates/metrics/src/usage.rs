@@ -264,14 +264,35 @@ pub(crate) fn report(
         gb_seconds: gb,
         gross_cost: gross,
         free_tier_credit: credit,
-        cost: (gross - credit).max(0.0),
+        cost: after_credit(gross, credit),
         prices: prices.clone(),
+    }
+}
+
+/// What is left to pay. The credit and the gross cost sum the same prices
+/// in other orders, so a credit that covers everything can fall short by
+/// the last bits (4e-22 dollars, which the console showed as "$0."): a
+/// difference that small is rounding, and nothing is owed.
+fn after_credit(gross: f64, credit: f64) -> f64 {
+    let left = gross - credit;
+    if left <= gross * 1e-9 {
+        0.0
+    } else {
+        left
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credit_short_of_the_cost_by_rounding_leaves_nothing_to_pay() {
+        assert_eq!(after_credit(3.1579430242187506e-06, 3.15794302421875e-06), 0.0);
+        assert_eq!(after_credit(2.0, 1.0), 1.0);
+        assert_eq!(after_credit(1.0, 2.0), 0.0);
+        assert_eq!(after_credit(0.0, 0.0), 0.0);
+    }
 
     // 2026-12-05T12:00:00Z and its month's first midnight.
     const NOON: i64 = 1_796_472_000_000;

@@ -28,8 +28,15 @@ const PAGE: i64 = nimbus_core::limits::LIST_MAX_ITEMS as i64;
 const RECENT_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Records shown on a function's page.
 const RECENT_RECORDS: usize = 20;
-/// An invoke payload may be 6 MB, as on AWS; JSON string escaping may grow it.
-const BODY_MAX: usize = 14 << 20;
+/// The test panel's request: an event of up to 6 MB, as Invoke takes
+/// ([`nimbus_core::limits::REQUEST_MAX`]), which JSON string escaping may grow.
+const INVOKE_BODY_MAX: usize = 14 << 20;
+/// A sign-in's request: a key pair or a link, a few hundred bytes.
+const LOGIN_BODY_MAX: usize = 4 << 10;
+/// The test panel's log: its last 4 KB, as Lambda's `LogType=Tail` (and
+/// AWS's console) gives. The whole of a chatty invocation's (100,000
+/// lines) took the page 40 s to show; the log group has every line.
+const LOG_TAIL_MAX: usize = 4 << 10;
 
 type R = Result<Response, Failure>;
 
@@ -65,10 +72,19 @@ fn failed(e: impl Into<ApiError>) -> Failure {
     Failure::Api(e.into())
 }
 
-async fn read(body: Body) -> Result<Bytes, Failure> {
-    axum::body::to_bytes(body, BODY_MAX)
-        .await
-        .map_err(|_| refuse(StatusCode::PAYLOAD_TOO_LARGE, "The request is too large."))
+/// The body, read within the node's budget for request bodies (as every
+/// API's is: sign-in needs no key, and must not let anyone make the node
+/// hold megabytes per connection).
+async fn read(api: &Api, body: Body, limit: usize) -> Result<Bytes, Failure> {
+    crate::read_body(api, body, limit).await.map_err(unread)
+}
+
+fn unread(u: crate::Unread) -> Failure {
+    match u {
+        crate::Unread::TooLarge => refuse(StatusCode::PAYLOAD_TOO_LARGE, "The request is too large."),
+        crate::Unread::Busy => failed(ApiError::Busy),
+        crate::Unread::Abandoned => failed(ApiError::Abandoned),
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
@@ -147,7 +163,9 @@ async fn answer(api: &Api, req: Request<Body>, rest: String) -> Response {
 /// open the console).
 async fn links(api: &Api, req: Request<Body>) -> R {
     let (parts, body) = req.into_parts();
-    let body = read(body).await?;
+    let action = crate::access::Action { service: "console", operation: "CreateLoginLink", function: None };
+    let body =
+        crate::read_signed_body(api, &parts, body, LOGIN_BODY_MAX, &action).await.map_err(failed)?.map_err(unread)?;
     let signed = api.verifier.verify(&SignedParts::of(&parts, &body), "console", SystemTime::now()).map_err(failed)?;
     if signed.caller != Caller::Node {
         return Err(refuse(StatusCode::FORBIDDEN, "Only the node's own key pair may make console login links."));
@@ -165,7 +183,7 @@ struct Login {
 }
 
 async fn login(api: &Api, req: Request<Body>, now: SystemTime) -> R {
-    let body = read(req.into_body()).await?;
+    let body = read(api, req.into_body(), LOGIN_BODY_MAX).await?;
     let login: Login = parse(&body)?;
     let allowed = match (&login.link, &login.access_key_id, &login.secret_access_key) {
         (Some(link), None, None) => api.console.redeem_link(link, now),
@@ -372,9 +390,15 @@ struct Invoke {
 /// Runs the function once, synchronously, and answers its result with
 /// its log lines and REPORT line.
 async fn invoke(api: &Api, name: &str, req: Request<Body>) -> R {
-    let body = read(req.into_body()).await?;
+    let body = read(api, req.into_body(), INVOKE_BODY_MAX).await?;
     let input: Invoke = parse(&body)?;
     let payload = if input.payload.trim().is_empty() { "{}".to_string() } else { input.payload };
+    let limit = nimbus_core::limits::REQUEST_MAX;
+    if payload.len() > limit {
+        return Err(failed(nimbus_core::Error::TooLarge(format!(
+            "Request must be smaller than {limit} bytes for the InvokeFunction operation"
+        ))));
+    }
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
         return Err(refuse(StatusCode::BAD_REQUEST, &format!("The event is not valid JSON: {e}")));
     }
@@ -395,14 +419,35 @@ async fn invoke(api: &Api, name: &str, req: Request<Body>) -> R {
     let lines: Vec<&str> = done.outcome.lines.iter().map(|(_, l)| l.trim_end_matches('\n')).collect();
     // Text logs end with `REPORT RequestId: …`; JSON logs with a `platform.report` record.
     let report = lines.iter().rev().find(|l| l.starts_with("REPORT ") || l.contains("\"platform.report\""));
+    let joined = lines.join("\n");
+    let (log, cut) = log_tail(&joined);
     ok(&json!({
         "requestId": request_id,
         "executedVersion": done.executed_version,
         "functionError": done.outcome.function_error,
         "payload": String::from_utf8_lossy(&done.outcome.payload),
-        "log": lines,
+        "log": log.split('\n').collect::<Vec<_>>(),
+        "logTruncated": cut,
         "report": report,
     }))
+}
+
+/// The last [`LOG_TAIL_MAX`] bytes of `log`, from its first whole line
+/// when it has one, and whether anything was cut.
+fn log_tail(log: &str) -> (&str, bool) {
+    if log.len() <= LOG_TAIL_MAX {
+        return (log, false);
+    }
+    let mut start = log.len() - LOG_TAIL_MAX;
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    if log.as_bytes()[start - 1] != b'\n' {
+        if let Some(end) = log[start..].find('\n') {
+            start += end + 1;
+        }
+    }
+    (&log[start..], true)
 }
 
 /// Live logs as server-sent events: `ready` once following (so nothing
@@ -451,4 +496,23 @@ async fn live_logs(api: &Api, name: &str, token: String, session_end: SystemTime
         }
     });
     Ok(([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(frames)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{log_tail, LOG_TAIL_MAX};
+
+    #[test]
+    fn the_test_panels_log_is_its_last_whole_lines_within_4_kb() {
+        assert_eq!(log_tail("a\nb"), ("a\nb", false));
+        let lines: Vec<String> = (0..1000).map(|i| format!("line {i:04}")).collect();
+        let joined = lines.join("\n");
+        let (tail, cut) = log_tail(&joined);
+        assert!(cut && tail.len() <= LOG_TAIL_MAX && tail.starts_with("line ") && tail.ends_with("line 0999"));
+        assert_eq!(tail.split('\n').next().unwrap().len(), 9, "a whole first line");
+        // One line longer than the tail: its end, cut at a character boundary.
+        let long = "é".repeat(LOG_TAIL_MAX);
+        let (tail, cut) = log_tail(&long);
+        assert!(cut && tail.len() <= LOG_TAIL_MAX && tail.chars().all(|c| c == 'é'));
+    }
 }

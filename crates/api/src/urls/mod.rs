@@ -186,26 +186,76 @@ pub async fn serve(api: &Api, req: Request<Body>, at: Addressed, request_id: &st
     if let Some(c) = &target.config.cors {
         cors::decorate(c, &parts.headers, resp.headers_mut());
     }
-    if !at.own_origin {
-        keep_to_own_path(resp.headers_mut());
-    }
+    let own_path = (!at.own_origin).then(|| format!("{PATH_PREFIX}{}", at.url_id));
+    confine(resp.headers_mut(), own_path.as_deref(), parts.uri.path());
     resp
 }
 
-/// Drops what a path-form URL's answer would do to the shared origin: its
-/// origin-wide headers, and cookies named as the console's session (which
-/// a browser would send to the console ahead of the operator's own).
-fn keep_to_own_path(headers: &mut HeaderMap) {
-    for name in ORIGIN_WIDE {
-        headers.remove(*name);
+/// Keeps a URL's answer from acting beyond the URL. Its cookies lose any
+/// `Domain`: a host-form URL's would reach every URL under that domain, and
+/// the console on it (cookies ignore ports). A path-form URL (`own_path`,
+/// `/lambda-url/<id>`) shares its origin with the console and every other
+/// path-form URL, so its answer also loses the origin-wide headers and
+/// cookies named as the console's session (a browser would send those to
+/// the console ahead of the operator's own), and a cookie's path outside
+/// its own is narrowed to it: a tenant's `Path=/` cookies, enough of them,
+/// made every request to the origin too large (431), the console's too.
+fn confine(headers: &mut HeaderMap, own_path: Option<&str>, request_path: &str) {
+    if own_path.is_some() {
+        for name in ORIGIN_WIDE {
+            headers.remove(*name);
+        }
     }
     let cookies: Vec<HeaderValue> = headers.get_all(axum::http::header::SET_COOKIE).iter().cloned().collect();
-    if cookies.iter().any(|c| crate::console::is_session_cookie(c.as_bytes())) {
-        headers.remove(axum::http::header::SET_COOKIE);
-        for c in cookies.into_iter().filter(|c| !crate::console::is_session_cookie(c.as_bytes())) {
+    if cookies.is_empty() {
+        return;
+    }
+    headers.remove(axum::http::header::SET_COOKIE);
+    for cookie in cookies {
+        let Ok(cookie) = std::str::from_utf8(cookie.as_bytes()) else { continue };
+        if let Some(c) = confine_cookie(cookie, own_path, request_path).and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.append(axum::http::header::SET_COOKIE, c);
         }
     }
+}
+
+/// One `Set-Cookie` as [`confine`] lets it through, or `None` to drop it.
+fn confine_cookie(cookie: &str, own_path: Option<&str>, request_path: &str) -> Option<String> {
+    let mut parts = cookie.split(';');
+    let pair = parts.next().unwrap_or_default();
+    if own_path.is_some() && crate::console::is_session_cookie(pair.as_bytes()) {
+        return None;
+    }
+    let within = |path: &str| {
+        own_path.is_none_or(|own| path.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+    };
+    let narrowed = own_path.map(|own| format!("Path={own}/"));
+    let mut out = vec![pair.to_string()];
+    let mut has_path = false;
+    for attr in parts {
+        let name = attr.split('=').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("domain") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("path") {
+            has_path = true;
+            let value = attr.split_once('=').map_or("", |(_, v)| v.trim());
+            if let (false, Some(narrowed)) = (within(value), &narrowed) {
+                out.push(format!(" {narrowed}"));
+                continue;
+            }
+        }
+        out.push(attr.to_string());
+    }
+    // Without one, a browser takes the request path's directory, which is
+    // `/lambda-url` itself for `/lambda-url/<id>`.
+    if let (false, Some(narrowed)) = (has_path, &narrowed) {
+        let directory = request_path.rsplit_once('/').map_or("/", |(d, _)| d);
+        if !within(directory) {
+            out.push(format!(" {narrowed}"));
+        }
+    }
+    Some(out.join(";"))
 }
 
 /// A URL's answer: a preflight's, or the function's once auth allows.
@@ -400,4 +450,31 @@ async fn streamed(content_type: String, mut chunks: Chunks) -> Result<Response, 
     });
     let body = Body::from_stream(futures_util::stream::iter(first).chain(more));
     respond(status, &headers, &cookies, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confine_cookie;
+
+    #[test]
+    fn a_path_form_urls_cookies_stay_within_its_path() {
+        let own = Some("/lambda-url/abc");
+        let at = |c: &str, path: &str| confine_cookie(c, own, path);
+        assert_eq!(at("a=1; Path=/; HttpOnly", "/lambda-url/abc/x").unwrap(), "a=1; Path=/lambda-url/abc/; HttpOnly");
+        assert_eq!(at("a=1; path=/lambda-url/abcd", "/lambda-url/abc/").unwrap(), "a=1; Path=/lambda-url/abc/");
+        assert_eq!(at("a=1; Path=/lambda-url/other/", "/lambda-url/abc/").unwrap(), "a=1; Path=/lambda-url/abc/");
+        assert_eq!(at("a=1; Path=/lambda-url/abc/app", "/lambda-url/abc/").unwrap(), "a=1; Path=/lambda-url/abc/app");
+        assert_eq!(at("a=1; Path=/lambda-url/abc", "/lambda-url/abc/").unwrap(), "a=1; Path=/lambda-url/abc");
+        // No path: the browser's default, the request's directory, unless that is outside.
+        assert_eq!(at("a=1", "/lambda-url/abc/app/login").unwrap(), "a=1");
+        assert_eq!(at("a=1", "/lambda-url/abc").unwrap(), "a=1; Path=/lambda-url/abc/");
+        assert_eq!(at("a=1; Domain=127.0.0.1; Max-Age=9", "/lambda-url/abc/").unwrap(), "a=1; Max-Age=9");
+        assert_eq!(at("nimbus_console=x; Path=/console", "/lambda-url/abc/"), None);
+    }
+
+    #[test]
+    fn a_host_form_urls_cookies_lose_only_their_domain() {
+        let c = confine_cookie("nimbus_console=x; Path=/; Domain=example.com; Secure", None, "/").unwrap();
+        assert_eq!(c, "nimbus_console=x; Path=/; Secure");
+    }
 }

@@ -300,7 +300,7 @@ function invokePanel(name, aliases) {
       let text = r.payload;
       try { text = JSON.stringify(JSON.parse(r.payload), null, 2); } catch (_) { /* not JSON: shown as it is */ }
       result.textContent = text;
-      log.textContent = r.log.join("\n");
+      log.textContent = (r.logTruncated ? "… (the last 4 KB; every line: nimbus logs " + name + ")\n" : "") + r.log.join("\n");
       report.textContent = r.report || "";
       out.hidden = false;
       redrawCharts();
@@ -316,32 +316,69 @@ function invokePanel(name, aliases) {
     h("div", { class: "row" }, button, h("label", {}, "Qualifier "), qualifier, status), out);
 }
 
+// Lines the live log keeps.
+const LIVE_MAX = 1000;
+
 function livePanel(name) {
   const list = h("ul", { id: "live-log", class: "live" });
   const status = h("span", { id: "live-status", class: "muted" }, "connecting…");
-  const source = new EventSource("/console/api/functions/" + enc(name) + "/logs");
-  let pending = null;
-  source.addEventListener("ready", () => {
-    status.textContent = "following";
-    status.dataset.ready = "1";
-  });
-  source.addEventListener("log", (ev) => {
-    const e = JSON.parse(ev.data);
+  let source = null, queued = [], frame = 0, redraw = null;
+  // Lines go in once a frame, with one look at the scroll position: a look
+  // after each line made the browser lay the list out per line, and a
+  // function logging thousands of lines a second froze the tab.
+  const flush = () => {
+    frame = 0;
     const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
-    list.append(h("li", {}, h("time", {}, when(e.timestamp).slice(11, 19)), e.message.replace(/\n$/, "")));
-    while (list.childElementCount > 1000) list.firstElementChild.remove();
+    list.append(...queued.splice(0).map((e) =>
+      h("li", {}, h("time", {}, when(e.timestamp).slice(11, 19)), e.message.replace(/\n$/, ""))));
+    while (list.childElementCount > LIVE_MAX) list.firstElementChild.remove();
     if (atBottom) list.scrollTop = list.scrollHeight;
-    // A REPORT line is stored with its invocation's record: the charts have news.
-    if (/^REPORT |"platform\.report"/.test(e.message)) {
-      clearTimeout(pending);
-      pending = setTimeout(() => redrawCharts(), 250);
-    }
-  });
-  source.onerror = () => {
-    status.textContent = source.readyState === EventSource.CLOSED ? "stopped" : "reconnecting…";
-    delete status.dataset.ready;
   };
-  cleanups.push(() => { source.close(); clearTimeout(pending); });
+  const open = () => {
+    source = new EventSource("/console/api/functions/" + enc(name) + "/logs");
+    source.addEventListener("ready", () => {
+      status.textContent = "following";
+      status.dataset.ready = "1";
+    });
+    source.addEventListener("log", (ev) => {
+      const e = JSON.parse(ev.data);
+      queued.push(e);
+      if (queued.length > LIVE_MAX) queued.splice(0, queued.length - LIVE_MAX);
+      if (!frame) frame = requestAnimationFrame(flush);
+      // A REPORT line is stored with its invocation's record: the charts
+      // have news. At most once a second: a wait begun again at each REPORT
+      // never ended while the function stayed busy.
+      if (/^REPORT |"platform\.report"/.test(e.message) && redraw === null) {
+        redraw = setTimeout(() => { redraw = null; redrawCharts(); }, 1000);
+      }
+    });
+    source.onerror = () => {
+      status.textContent = source.readyState === EventSource.CLOSED ? "stopped" : "reconnecting…";
+      delete status.dataset.ready;
+    };
+  };
+  // A hidden tab gives its stream up, and follows again once shown: a
+  // browser opens six connections to a host at most, and six open function
+  // pages held them all, so that the seventh, and every call, waited.
+  const visibility = () => {
+    if (document.hidden && source) {
+      source.close();
+      source = null;
+      status.textContent = "paused while the tab is hidden";
+      delete status.dataset.ready;
+    } else if (!document.hidden && !source) {
+      status.textContent = "connecting…";
+      open();
+    }
+  };
+  document.addEventListener("visibilitychange", visibility);
+  visibility();
+  cleanups.push(() => {
+    document.removeEventListener("visibilitychange", visibility);
+    if (source) source.close();
+    clearTimeout(redraw);
+    cancelAnimationFrame(frame);
+  });
   return section("Live logs", h("div", { class: "row" }, status), list);
 }
 
@@ -424,7 +461,8 @@ async function usagePage() {
   const days = new URLSearchParams(location.hash.split("?")[1] || "").get("days") || "30";
   const u = await call("usage?days=" + enc(days));
   // Cents, or the first significant digits of the fractions of a cent a test node runs up.
-  const money = (v) => "$" + (v === 0 || v >= 0.01 ? v.toFixed(2) : v.toFixed(9).replace(/0+$/, ""));
+  // Below a cent, to the millionth of a cent; less than that is nothing.
+  const money = (v) => "$" + (v < 1e-8 || v >= 0.01 ? v.toFixed(2) : v.toFixed(8).replace(/0+$/, ""));
   // The report has a row per function, day and architecture; sum them both ways.
   const sum = (key) => {
     const out = new Map();
