@@ -158,3 +158,64 @@ def test_a_body_that_stops_coming_is_given_up_and_nothing_of_it_kept(node):
             answer = read_to_close(stalled)
         assert answer.startswith(b"HTTP/1.1 408 ") and b"--header-timeout" in answer, (service, answer)
     assert "QueueUrls" not in aws_client(node, "sqs").list_queues()
+
+
+def test_clients_that_never_read_their_answers_give_their_slots_up(node):
+    # Every slot taken by a client that asks for page after page and reads
+    # none: once the sockets' buffers are full each answer waits on its
+    # client, past --header-timeout, and the node closes the connection.
+    host, port = urllib.parse.urlsplit(node.endpoint).netloc.split(":")
+    hogs = []
+    try:
+        for _ in range(8):
+            h = socket.socket()
+            h.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            h.connect((host, int(port)))
+            h.sendall(b"GET /console/app.js HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+            hogs.append(h)
+        with connect(node) as late:
+            late.sendall(WHOLE)
+            answer = late.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
+    finally:
+        for h in hogs:
+            h.close()
+
+
+def test_a_refused_body_sent_a_byte_at_a_time_does_not_keep_its_connection(node):
+    # Unsigned: refused, and what comes of its 10 MB body read only for a while.
+    with connect(node) as slow:
+        slow.sendall(b"POST /2015-03-31/functions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        done = threading.Event()
+
+        def trickle():
+            while not done.wait(0.5):
+                try:
+                    slow.sendall(b"x")
+                except OSError:
+                    return
+
+        keeper = threading.Thread(target=trickle)
+        keeper.start()
+        try:
+            answer = slow.recv(65536)
+        finally:
+            done.set()
+            keeper.join()
+        assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+
+
+def test_a_request_names_its_host_once_and_its_head_is_bounded(node):
+    for request in (b"GET /console/ HTTP/1.1\r\n\r\n", b"GET /console/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"):
+        with connect(node) as c:
+            c.sendall(request)
+            answer = c.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 400 ") and b"one Host header" in answer, (request, answer[:300])
+    with connect(node) as c:
+        c.sendall(b"GET /console/ HTTP/1.0\r\n\r\n")
+        assert read_to_close(c).startswith(b"HTTP/1.0 200 OK"), "HTTP/1.0 may leave Host out"
+    # A head of 100 KB is refused (hyper's own bound, about 400 KB a
+    # connection, let a few thousand unfinished heads hold gigabytes).
+    with connect(node) as c:
+        c.sendall(b"GET /console/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+        assert read_to_close(c).startswith(b"HTTP/1.1 431 ")

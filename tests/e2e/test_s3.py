@@ -8,6 +8,7 @@ import datetime
 import email.utils
 import gzip
 import hashlib
+import http.client
 import hmac
 import json
 import os
@@ -1216,7 +1217,7 @@ def json_of(result):
     return json.loads(result.stdout)
 
 
-def test_metadata_tags_and_declared_sizes_meet_aws_limits(s3, s3server, bucket):
+def test_metadata_tags_and_declared_sizes_meet_aws_limits(s3, s3server, bucket, monkeypatch):
     """User metadata is at most 2 KB (it was unbounded: kept in every
     listing and cached read); tag keys may not start with `aws:` and hold
     only the characters tags allow; a body declared over 5 GiB is refused
@@ -1245,6 +1246,33 @@ def test_metadata_tags_and_declared_sizes_meet_aws_limits(s3, s3server, bucket):
         while b"</Error>" not in answer and (chunk := sock.recv(65536)):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ") and xml_code(answer) == "EntityTooLarge", answer[:300]
+    # Metadata is bounded by its size, not its number of entries (90 were a bare 431).
+    many = {f"k{i}": "v" for i in range(150)}
+    s3.put_object(Bucket=bucket, Key="many", Body=b"x", Metadata=many)
+    # Python's own http.client reads at most 100 header fields of an answer, S3's as Nimbus's.
+    monkeypatch.setattr(http.client, "_MAXHEADERS", 1000)
+    assert s3.head_object(Bucket=bucket, Key="many")["Metadata"] == many
+
+
+def test_an_aws_chunked_chunk_holds_the_body_budget(s3server, bucket):
+    """`s3s` holds a whole chunk to check its signature, and a chunk may
+    declare any size: one of 2 GiB is refused at once against the node's
+    budget for request bodies (1 GiB), not held as it arrives."""
+    size = 2 << 30
+    req = AWSRequest(method="PUT", url=f"{s3server.endpoint}/{bucket}/chunky", headers={
+        "Content-Encoding": "aws-chunked", "X-Amz-Trailer": "x-amz-checksum-crc32",
+        "X-Amz-Decoded-Content-Length": str(size), "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "Content-Length": str(size + 100)})
+    PayloadAsSent(Credentials(*s3server.credentials()), "s3", REGION).add_auth(req)
+    host, port = urlparse(s3server.endpoint).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+        sock.sendall(f"PUT /{bucket}/chunky HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode()
+                     + b"%x\r\n" % size + b"x" * 65536)
+        answer = b""
+        while b"</Error>" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"reading as much of request bodies" in answer, answer[:600]
 
 
 def test_keys_holding_the_largest_character_are_listed_once(s3, bucket):

@@ -8,6 +8,7 @@
 //! error table. It never touches the store or sandboxes.
 
 mod access;
+mod aws_chunked;
 mod console;
 mod convert;
 mod ecs;
@@ -202,7 +203,10 @@ async fn handle(State(api): State<Arc<Api>>, req: Request<Body>) -> Response {
     // A function URL's address wins over a scope naming another service:
     // such a request is an AWS_IAM URL call signed for the wrong service,
     // and is refused.
-    let (mut resp, own_origin) = if let Some(at) = urls::address(req.headers(), req.uri().path()) {
+    let (mut resp, own_origin) = if !one_host(&req) {
+        let refusal = "An HTTP/1.1 request names its host in one Host header (RFC 9112, 3.2).";
+        ((axum::http::StatusCode::BAD_REQUEST, refusal).into_response(), false)
+    } else if let Some(at) = urls::address(req.headers(), req.uri().path()) {
         let own_origin = at.own_origin;
         (urls::serve(&api, req, at, &request_id).instrument(span).await, own_origin)
     } else {
@@ -249,7 +253,7 @@ async fn dispatch(api: &Api, front: Front, req: Request<Body>, request_id: &str)
         Front::Monitoring => monitoring::serve(api, req).await,
         Front::Prometheus => monitoring::prometheus::serve(api, req).await,
         Front::S3 => {
-            let mut resp = api.s3.serve(&api.verifier, req, request_id).await;
+            let mut resp = api.s3.serve(&api.verifier, &api.reading, req, request_id).await;
             s3::tag_response(&mut resp, request_id);
             resp
         }
@@ -289,6 +293,15 @@ fn unoffered(service: &str, req: &Request<Body>, request_id: &str) -> Response {
         (header::HeaderName::from_static("x-amzn-errortype"), "UnknownOperationException"),
     ];
     (axum::http::StatusCode::BAD_REQUEST, json, body).into_response()
+}
+
+/// Whether the request names its host as HTTP/1.1 requires: one `Host`
+/// (which an HTTP/1.0 request may leave out). The routes read it (a
+/// function URL's, a virtual-hosted bucket's), and a proxy in front may
+/// have read the other of two.
+fn one_host(req: &Request<Body>) -> bool {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    hosts == 1 || (hosts == 0 && req.version() < axum::http::Version::HTTP_11)
 }
 
 /// Whether a request's handling may stop where its client left it. Most
@@ -418,6 +431,8 @@ async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Result<Respon
 /// 413, so that a client still sending can read the error instead of
 /// seeing its connection reset. Past this the connection is simply closed.
 const DRAIN_MAX: usize = 256 << 20;
+/// How long the rest of a refused body is read (see [`read_body`]).
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a request's body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -465,11 +480,23 @@ async fn read_body(api: &Api, body: Body, limit: usize) -> Result<Bytes, Unread>
     let mut buf = Vec::new();
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
+    // Once past `limit`, the rest is read only to let the client read the
+    // refusal, for a while: a client sending a byte now and then kept its
+    // connection for as long as 256 MB took it.
+    let mut discard_until: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match discard_until {
+            None => stream.next().await,
+            Some(until) => tokio::time::timeout_at(until, stream.next()).await.map_err(|_| Unread::TooLarge)?,
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| Unread::Abandoned)?;
         seen += chunk.len();
         if seen > DRAIN_MAX {
             return Err(Unread::TooLarge);
+        }
+        if seen > limit && discard_until.is_none() {
+            discard_until = Some(tokio::time::Instant::now() + DRAIN_FOR);
         }
         if seen <= limit {
             // KiB held for the bytes kept so far, rounded up.

@@ -139,7 +139,15 @@ impl S3Front {
     }
 
     /// Serves one S3 request, answered as `request_id`.
-    pub async fn serve(&self, verifier: &Verifier, req: Request<Body>, request_id: &str) -> Response {
+    /// `budget` is the node's for request bodies (one permit a KiB), which an
+    /// `aws-chunked` upload's chunks hold while `s3s` reads them whole.
+    pub async fn serve(
+        &self,
+        verifier: &Verifier,
+        budget: &Arc<tokio::sync::Semaphore>,
+        req: Request<Body>,
+        request_id: &str,
+    ) -> Response {
         if is_browser_form(&req) {
             return not_implemented(req.uri().path());
         }
@@ -147,7 +155,13 @@ impl S3Front {
             return with_message(refused, request_id).await;
         }
         let source_ip = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-        let mut req = req.map(s3s::Body::http_body_unsync);
+        let chunked =
+            req.headers().get("x-amz-content-sha256").is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
+        let mut req = if chunked {
+            req.map(|b| s3s::Body::http_body_unsync(crate::aws_chunked::Budgeted::new(b, budget.clone())))
+        } else {
+            req.map(s3s::Body::http_body_unsync)
+        };
         req.extensions_mut().insert(nimbus_objects::Requested {
             request_id: request_id.to_string(),
             source_ip: source_ip.map_or_else(|| "127.0.0.1".into(), |ip| ip.to_string()),

@@ -83,8 +83,8 @@ pub struct ServeArgs {
     #[arg(long, env = "NIMBUS_MAX_BUCKETS", default_value_t = nimbus_objects::BUCKETS_MAX)]
     max_buckets: usize,
     /// Seconds a client may take to send a request's head, or pause while
-    /// sending its body; an idle keep-alive connection is closed after as
-    /// long.
+    /// sending its body or reading a response; an idle keep-alive connection
+    /// is closed after as long.
     #[arg(long, env = "NIMBUS_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout: u64,
     /// Seconds before the first retry of a failed async invocation; the
@@ -512,6 +512,11 @@ const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 const LOCK_FILE: &str = "nimbus.lock";
 
+/// Header fields a request to the API may have. AWS counts none (S3 bounds
+/// metadata by its 2 KB, which 90 short `x-amz-meta-` fields are within);
+/// hyper's default of 100 refused such a PutObject with a bare 431.
+const HEADERS_MAX: usize = 256;
+
 impl DataDirLock {
     /// Takes the lock, or names the server that holds it. Nothing in the
     /// directory is touched before this succeeds: another live server's
@@ -695,6 +700,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connections: args.max_connections.unwrap_or(open_files / 4).max(1),
         header_read: Some(std::time::Duration::from_secs(args.header_timeout)),
         body_idle: Some(std::time::Duration::from_secs(args.header_timeout)),
+        write_stall: Some(std::time::Duration::from_secs(args.header_timeout)),
+        headers_max: Some(HEADERS_MAX),
         title_case_headers: false,
     };
     // What all sandboxes (functions' and tasks') may hold of the listener's

@@ -43,10 +43,23 @@ pub struct Limits {
     /// client that stops mid-body does not hold its connection and what the
     /// node has read of the body for ever. `None` waits without end.
     pub body_idle: Option<Duration>,
+    /// How long a response may wait for its client to read any of it: past
+    /// it the connection closes, so that a client that sends requests and
+    /// never reads the answers does not hold its slot (and a graceful stop)
+    /// for ever. `None` waits without end.
+    pub write_stall: Option<Duration>,
+    /// Header fields a request may have (hyper's default, 100, when `None`:
+    /// its fastest). S3 counts metadata by size, not by entries.
+    pub headers_max: Option<usize>,
     /// Writes response header names in title case (`Lambda-Runtime-Aws-Request-Id`),
     /// for clients that compare them as written, as hand-made runtimes do.
     pub title_case_headers: bool,
 }
+
+/// The longest request head (its line and header fields): a connection's
+/// read buffer grows to hold one, and hyper's own bound (about 400 KB) let
+/// a few thousand unfinished heads hold gigabytes.
+const HEAD_MAX: usize = 64 << 10;
 
 /// How often a listener whose slots are all taken says so.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -140,7 +153,11 @@ async fn serve_counted(
     http1
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read)
+        .max_header_size(HEAD_MAX)
         .title_case_headers(limits.title_case_headers);
+    if let Some(n) = limits.headers_max {
+        http1.max_headers(n);
+    }
     // Dropped at the stop: every connection sees its sender closed.
     let (stopping, stopped) = tokio::sync::watch::channel(());
     let (done_tx, mut done) = tokio::sync::mpsc::channel::<Infallible>(1);
@@ -191,7 +208,8 @@ async fn serve_counted(
             // The connection (and its socket) goes at the end of this block,
             // before its slot is given back: the slots count open sockets.
             {
-                let connection = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let io = TokioIo::new(Stalled::new(stream, limits.write_stall));
+                let connection = http1.serve_connection(io, service).with_upgrades();
                 tokio::pin!(connection);
                 let mut stopping = false;
                 loop {
@@ -269,6 +287,87 @@ impl hyper::body::Body for Idle {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A connection's socket whose writes fail once they have waited for the
+/// client to read for longer than `after`. The timer is made only when a
+/// write first waits: most answers fit in the socket's buffer.
+struct Stalled {
+    inner: tokio::net::TcpStream,
+    after: Option<Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the timer counts from the write that began the wait.
+    armed: bool,
+}
+
+impl Stalled {
+    fn new(inner: tokio::net::TcpStream, after: Option<Duration>) -> Self {
+        Self { inner, after, timer: None, armed: false }
+    }
+
+    /// What a write that returned `result` answers: its result, or once it
+    /// has waited past `after`, an error that ends the connection.
+    fn check<T>(&mut self, cx: &mut Context<'_>, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        let Some(after) = self.after.filter(|_| result.is_pending()) else {
+            self.armed = false;
+            return result;
+        };
+        let deadline = tokio::time::Instant::now() + after;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing of the response for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Stalled {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Stalled {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.check(cx, result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.check(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.check(cx, result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -1221,6 +1221,8 @@ impl Env {
                 connections: SANDBOX_CONNECTIONS,
                 header_read: None,
                 body_idle: None,
+                write_stall: None,
+                headers_max: None,
                 title_case_headers: true,
             };
             nimbus_http::serve(listener, router, std::future::pending(), limits).await;
