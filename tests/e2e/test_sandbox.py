@@ -563,12 +563,15 @@ def test_compile_bombs_deployed_at_once_are_compiled_one_per_cpu(server, lam):
 
 
 FLOOD = '''
-import os, stat, sys
+import os, stat, sys, time
 
 def output(event, context):
     chunk = ("x" * 1023 + "\\n") * 1024
-    for _ in range(event["mb"]):
+    for i in range(event["mb"]):
         sys.stdout.write(chunk)
+        if event.get("pause_every") and (i + 1) % event["pause_every"] == 0:
+            sys.stdout.flush()
+            time.sleep(1.2)
     sys.stdout.flush()
     return "printed"
 
@@ -609,6 +612,11 @@ def test_output_without_end_is_bounded_in_the_node(lam, server):
     assert out == "printed", out
     tail = base64.b64decode(r["LogResult"]).decode()
     assert re.search(r"\[Nimbus\] \d+ bytes of output were dropped", tail), tail
+    # The same bound when the output comes over seconds, as the node stores
+    # a running invocation's lines each second (it was counted a second at a time).
+    r, out = call(lam, name, {"mb": 60, "pause_every": 10})
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert out == "printed" and re.search(r"\[Nimbus\] \d+ bytes of output were dropped", tail), tail[-300:]
     # An empty line costs its event, not its one byte: 400,000 of them
     # (400 KB) reach the bound too (they held 108 MB of the node).
     lam.update_function_configuration(FunctionName=name, Handler="app.blank")

@@ -475,6 +475,14 @@ impl Shared {
         closed
     }
 
+    /// The lines logged so far, for an invocation still running: the bytes
+    /// they cost stay counted until its end ([`Shared::drain_logs`]), so that
+    /// the invocation keeps within [`HELD_MAX`] however often it is asked
+    /// (the invocation holds them until its end too).
+    fn take_logs(&self) -> Vec<(i64, String)> {
+        std::mem::take(&mut self.logs.lock().unwrap_or_else(|e| e.into_inner()).lines)
+    }
+
     fn drain_logs(&self) -> Vec<(i64, String)> {
         let Held { mut lines, dropped, .. } = std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()));
         if dropped > 0 {
@@ -1506,7 +1514,7 @@ impl Env {
                                 log.extend(self.platform.start(&id, &self.version).map(|l| (started_ms, l)));
                                 start_logged = true;
                             }
-                            log.extend(self.shared.drain_logs());
+                            log.extend(self.shared.take_logs());
                             if log.len() > sent {
                                 (sink.0)(&self.log_stream, &log[sent..]);
                                 sent = log.len();
