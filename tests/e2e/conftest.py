@@ -90,12 +90,14 @@ def free_port():
 class Server:
     """One `nimbus serve` process and its data directory."""
 
-    def __init__(self, data_dir, env_keys=True, args=(), new_session=False):
+    def __init__(self, data_dir, env_keys=True, args=(), new_session=False, pass_fds=()):
         self.data_dir = Path(data_dir)
         self.env_keys = env_keys
         # A session and process group of its own, as a server started from
         # a terminal has: what the terminal's Ctrl-C signals (os.killpg).
         self.new_session = new_session
+        # Descriptors the server inherits, as from a wrapper script or supervisor.
+        self.pass_fds = tuple(pass_fds)
         # AWS's default account concurrency, rather than one derived from this machine's memory.
         self.args = list(args) if "--max-concurrency" in args else ["--max-concurrency", "1000", *args]
         self.proc = None
@@ -125,6 +127,7 @@ class Server:
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir), *self.args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=self.new_session,
+            pass_fds=self.pass_fds,
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -816,3 +816,37 @@ def test_a_custom_runtime_runs_under_the_whole_seccomp_policy(lam):
     log = base64.b64decode(r["LogResult"]).decode()
     assert r.get("FunctionError") == "Unhandled", log
     assert "SYSCALLS EPERM EPERM EPERM EPERM EPERM EPERM" in log, log
+
+
+FDS_NODE = r'''
+const fs = require("fs");
+exports.handler = async (event) => {
+  const links = fs.readdirSync("/proc/self/fd").map((n) => { try { return fs.readlinkSync("/proc/self/fd/" + n); } catch (e) { return e.code; } });
+  let read = null;
+  try { const b = Buffer.alloc(64); read = b.toString("utf8", 0, fs.readSync(event.fd, b)); } catch (e) { read = e.code; }
+  return { links, read };
+};
+'''
+
+
+def test_descriptors_the_node_was_started_with_reach_no_sandbox(tmp_path):
+    """A wrapper script's or a supervisor's descriptor left open (here a
+    root-only file) reached every sandbox but Python's under its number."""
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    fd = os.open(secret, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    s = Server(tmp_path / "data", pass_fds=[fd]).start()
+    try:
+        lam = s.client()
+        name = unique_name("fds")
+        lam.create_function(FunctionName=name, Runtime="nodejs20.x", Handler="index.handler", Role=ROLE,
+                            Code={"ZipFile": make_zip({"index.js": FDS_NODE})})
+        lam.get_waiter("function_active_v2").wait(FunctionName=name)
+        out = json.loads(lam.invoke(FunctionName=name, Payload=json.dumps({"fd": fd}))["Payload"].read())
+        # Its number may be one of the runtime's own by now; the file is nowhere.
+        assert out["read"] != "root only" and not any(str(secret) in link for link in out["links"]), out
+    finally:
+        s.stop()
+        os.close(fd)

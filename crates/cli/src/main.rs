@@ -163,7 +163,9 @@ fn main() -> std::process::ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_)) {
+    if matches!(cli.command, Command::Serve(_)) {
+        nimbus_sandbox::close_inherited_on_exec();
+    } else {
         end_quietly_on_a_closed_pipe();
     }
     if let Command::Completions { shell } = cli.command {

@@ -32,6 +32,26 @@ pub fn own_process_group(command: &mut std::process::Command) -> &mut std::proce
     unsafe { command.pre_exec(|| Ok(())) }
 }
 
+/// Marks every descriptor the process was started with (past stdin,
+/// stdout and stderr) close-on-exec; the node calls it first thing. A
+/// wrapper script's `exec 3>>log`, a CI runner's or a supervisor's left
+/// open reached every sandbox but Python's under the same number: an open
+/// file or directory there reads past the sandbox's permissions and its
+/// mount namespace alike. Whatever the node hands a sandbox it hands by name.
+#[allow(unsafe_code)]
+pub fn close_inherited_on_exec() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        // SAFETY: only its flags are set, and nothing else runs yet to
+        // close it meanwhile (the listing's own descriptor is closed by
+        // now: an error then, which changes nothing).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
