@@ -65,6 +65,7 @@ def handler(event, context):
         "write another's log": lambda: logs.create_log_stream(logGroupName="/aws/lambda/" + other,
                                                               logStreamName="forged"),
         "delete another's log": lambda: logs.delete_log_group(logGroupName="/aws/lambda/" + other),
+        "another's streams by ARN": lambda: logs.describe_log_streams(logGroupIdentifier=event["other_group_arn"]),
     }
     return {what: attempt(call) for what, call in calls.items()}
 '''
@@ -86,7 +87,9 @@ def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
     lam.invoke(FunctionName=other)
     wait_for(lambda: aws_client(server, "logs").describe_log_groups(
         logGroupNamePrefix=f"/aws/lambda/{other}")["logGroups"], "the other function's log group")
-    event = {"other": other, "bucket": bucket, "queue": unique_name("access"), "role": ROLE}
+    other_group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{other}"
+    event = {"other": other, "bucket": bucket, "queue": unique_name("access"), "role": ROLE,
+             "other_group_arn": other_group_arn}
     r = lam.invoke(FunctionName=me, Payload=json.dumps(event).encode())
     out = json.loads(r["Payload"].read())
     assert "FunctionError" not in r, out
@@ -111,6 +114,7 @@ def test_a_functions_credentials_use_data_and_read_only_itself(server, lam):
         "read another's log": denied("logs:FilterLogEvents"),
         "write another's log": denied("logs:CreateLogStream", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{other}"),
         "delete another's log": denied("logs:DeleteLogGroup"),
+        "another's streams by ARN": denied("logs:DescribeLogStreams", other_group_arn),
     }
     for what, answer in expected.items():
         got = out[what]

@@ -175,6 +175,15 @@ pub struct Logs {
 /// Live tail sessions open at once, per account, as AWS allows.
 pub const LIVE_TAILS_MAX: usize = 15;
 
+/// The name a log group identifier (its name, or its ARN with or without
+/// `:*`) names.
+pub fn group_name(identifier: &str) -> &str {
+    match identifier.split_once(":log-group:") {
+        Some((_, rest)) => rest.strip_suffix(":*").unwrap_or(rest),
+        None => identifier,
+    }
+}
+
 impl Logs {
     /// The engine, with its retention task running.
     pub fn open(meta: Arc<dyn LogMeta>, region: &str, account: &str) -> Arc<Self> {
@@ -199,10 +208,7 @@ impl Logs {
         match (name, identifier) {
             (Some(_), Some(_)) => Err(invalid("LogGroup name and LogGroup ARN are mutually exclusive parameters.")),
             (Some(n), None) => Ok(n),
-            (None, Some(id)) => match id.split_once(":log-group:") {
-                Some((_, rest)) => Ok(rest.strip_suffix(":*").unwrap_or(rest).to_string()),
-                None => Ok(id),
-            },
+            (None, Some(id)) => Ok(group_name(&id).to_string()),
             (None, None) => Err(invalid("Should provide either a log group name or a log group ARN.")),
         }
     }

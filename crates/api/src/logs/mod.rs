@@ -58,7 +58,9 @@ async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<
     let JsonCall { op, input: json, caller, .. } = SERVICE.accept(api, req).await?;
     // What a session writes into, and the streams it describes, once the body names the group.
     if matches!(op.as_str(), "CreateLogGroup" | "CreateLogStream" | "PutLogEvents" | "DescribeLogStreams") {
+        // An identifier may be the group's ARN.
         let group = ["logGroupName", "logGroupIdentifier"].iter().find_map(|k| json[*k].as_str()).unwrap_or_default();
+        let group = nimbus_logs::group_name(group);
         crate::access::check_log_group(api.control.account(), &caller, &op, group)
             .map_err(|e| Failure::from(ApiError::from(e)))?;
     }
