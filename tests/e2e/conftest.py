@@ -90,7 +90,7 @@ def free_port():
 class Server:
     """One `nimbus serve` process and its data directory."""
 
-    def __init__(self, data_dir, env_keys=True, args=(), new_session=False, pass_fds=()):
+    def __init__(self, data_dir, env_keys=True, args=(), new_session=False, pass_fds=(), log="info"):
         self.data_dir = Path(data_dir)
         self.env_keys = env_keys
         # A session and process group of its own, as a server started from
@@ -98,6 +98,7 @@ class Server:
         self.new_session = new_session
         # Descriptors the server inherits, as from a wrapper script or supervisor.
         self.pass_fds = tuple(pass_fds)
+        self.log_filter = log
         # AWS's default account concurrency, rather than one derived from this machine's memory.
         self.args = list(args) if "--max-concurrency" in args else ["--max-concurrency", "1000", *args]
         self.proc = None
@@ -118,7 +119,7 @@ class Server:
 
     def _start(self):
         self.port = free_port()
-        env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG="info")
+        env = dict(os.environ, NIMBUS_REGION=REGION, NIMBUS_ACCOUNT_ID=ACCOUNT, NIMBUS_LOG=self.log_filter)
         env.pop("NIMBUS_ACCESS_KEY_ID", None)
         env.pop("NIMBUS_SECRET_ACCESS_KEY", None)
         if self.env_keys:

@@ -1,9 +1,10 @@
 """Signature Version 4: what is accepted and what each failure answers."""
 
 import datetime
+import hashlib
 import json
 
-from conftest import send, sign, signed_request
+from conftest import Server, aws_client, send, sign, signed_request
 
 LIST = "/2015-03-31/functions"
 
@@ -120,3 +121,26 @@ def test_arn_in_path_is_signed_double_encoded(lam, server):
     from conftest import arn, create
     name = create(lam)["FunctionName"]
     assert lam.get_function_configuration(FunctionName=arn(name), Qualifier="$LATEST")["FunctionName"] == name
+
+
+def test_a_debug_log_holds_no_credentials_and_no_signature_to_replay(tmp_path):
+    """With NIMBUS_LOG=debug, s3s logged each request's Authorization and,
+    for a wrong signature, the one it computed: a reader of the log could
+    sign as the node."""
+    s = Server(tmp_path / "data", log="debug").start()
+    try:
+        aws_client(s, "s3").create_bucket(Bucket="logged")
+        empty = {"X-Amz-Content-SHA256": hashlib.sha256(b"").hexdigest()}
+        url, headers = sign(s, "GET", "/logged/k", b"", dict(empty), service="s3", secret="not-the-secret")
+        status, _, _ = send("GET", url, headers=headers)
+        assert status == 403
+        _, secret = s.credentials()
+        url, headers = sign(s, "GET", "/logged/k", b"", dict(empty), service="s3")
+        assert send("GET", url, headers=headers)[0] == 404
+        log = s.output()
+        assert "DEBUG" in log, "the node logs at debug"
+        signatures = [h.split("Signature=")[1] for h in (headers["Authorization"],)]
+        assert "signature mismatch" not in log and "authorization" not in log.lower()
+        assert not any(sig in log for sig in signatures) and secret not in log
+    finally:
+        s.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from conftest import (HELLO_ZIP, ROLE, Server, aws_client, blob_files, create, impatient_client, make_zip,
+from conftest import (BIN, HELLO_ZIP, ROLE, Server, aws_client, blob_files, create, impatient_client, make_zip,
                       sqs_client, store_write_locked, unique_name, wait_for)
 
 
@@ -199,6 +199,21 @@ def test_the_data_directory_is_its_owners_alone(private_server):
         said = [l for l in again.output().splitlines() if "open to other users" in l]
         assert len(said) == 1 and str(s.data_dir) in said[0], said
         assert again.kill(signal.SIGTERM) == 0
+
+        # Another user's directory is not taken: they could have planted
+        # the key file the node would use, or links its lock would follow.
+        theirs = base / "theirs"
+        theirs.mkdir(mode=0o700)
+        planted = {"access_key_id": "NKIAPLANTEDPLANTED00", "secret_access_key": "p" * 40}
+        (theirs / "credentials.json").write_text(json.dumps(planted))
+        victim = base / "victim"
+        victim.write_text("root's own")
+        (theirs / "nimbus.lock").symlink_to(victim)
+        subprocess.run(["chown", "-hR", "nobody", str(theirs)], check=True)
+        r = subprocess.run([BIN, "serve", "--data-dir", str(theirs), "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and f"the data directory {theirs} belongs to uid" in r.stderr, r.stderr
+        assert victim.read_text() == "root's own"
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

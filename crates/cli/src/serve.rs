@@ -364,7 +364,12 @@ fn init_tracing(
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // Whatever else is asked: s3s's debug lines carry each request's
+        // credentials (Authorization, session tokens, presigned signatures)
+        // and, for a wrong signature, the right one, so that a reader of
+        // the log could sign as the node.
+        .add_directive("s3s=info".parse().expect("a valid directive"));
     // NIMBUS_LOG_SPANS=1 logs each span's time as it closes: with
     // NIMBUS_LOG=debug, where an invocation's time goes (resolve, worker,
     // cold_start, run, runtime, drain_logs).
@@ -464,7 +469,22 @@ fn open_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
             made.with_context(|| format!("creating the data directory {}", dir.display()))?;
         }
     }
-    std::fs::canonicalize(dir).with_context(|| format!("resolving the data directory {}", dir.display()))
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving the data directory {}", dir.display()))?;
+    // Another user's directory (made ahead under /tmp, or in a directory
+    // they may write) is theirs to fill: they could plant the key file the
+    // node would use, or links its lock and key writes would follow, and
+    // open it to themselves again once the node had made it 0700.
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(&dir).with_context(|| format!("reading the data directory {}", dir.display()))?.uid();
+    let me = nix::unistd::geteuid().as_raw();
+    if owner != me {
+        anyhow::bail!(
+            "the data directory {} belongs to uid {owner}, not to this user (uid {me}): its owner could read and change \
+             what the node keeps there; pass a --data-dir of your own, or make this one yours (chown)",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// Makes a data directory that other users may enter (one made before
