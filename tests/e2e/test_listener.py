@@ -103,8 +103,12 @@ def test_bodies_held_unfinished_use_up_a_budget_not_the_nodes_memory(node):
     try:
         for h in holders:
             h.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 6000000\r\n\r\n".encode())
-            h.sendall(b"x" * 4_000_000)
+        # Trickling from the start: on a loaded machine the second body's
+        # 4 MB took longer than --header-timeout to go, and the first,
+        # silent meanwhile, was given up.
         keeper.start()
+        for h in holders:
+            h.sendall(b"x" * 4_000_000)
         # Once the node has read them, 7.6 of the 8 MB are spent: the next
         # body of 0.5 MB is refused at once with a 503 (which SDKs retry), not held.
         wait_for(lambda: requests.post(url, data=b"x" * 500_000, timeout=30).status_code == 503,

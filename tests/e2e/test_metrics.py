@@ -371,11 +371,23 @@ def minutes(tmp_path_factory):
         name = unique_name("paged")
         create(lam, name, CODE)
         wait_ready(lam, name)
-        for payload in [{}, {"fail": True}, {}]:
-            minute = server_minute()
-            lam.invoke(FunctionName=name, Payload=json.dumps(payload).encode())
-            wait_for(lambda: server_minute() > minute, "the server's next minute")
+        cw = aws_client(s, "cloudwatch")
         start = datetime.datetime.fromtimestamp(epoch_ms / 1000 - 3600, datetime.timezone.utc)
+
+        def counted():
+            end = datetime.datetime.fromtimestamp((server_minute() + 60) * 60, datetime.timezone.utc)
+            r = cw.get_metric_statistics(Namespace=NS, MetricName="Invocations", Dimensions=fn_dims(name),
+                                         StartTime=start, EndTime=end, Period=60, Statistics=["Sum"])
+            return sum(p["Sum"] for p in r["Datapoints"])
+
+        for i, payload in enumerate([{}, {"fail": True}, {}]):
+            lam.invoke(FunctionName=name, Payload=json.dumps(payload).encode())
+            # The next invoke begins in a later minute than this one was
+            # counted in: a loaded machine's invoke (a cold start) may take
+            # more than one of the server's minutes, a real second.
+            wait_for(lambda: counted() == i + 1, "the invocation counted")
+            minute = server_minute()
+            wait_for(lambda: server_minute() > minute, "the server's next minute")
         end = datetime.datetime.fromtimestamp((server_minute() + 60) * 60, datetime.timezone.utc)
         yield s, name, start, end
     finally:

@@ -9,6 +9,7 @@ Recurring schedules run on the node's test clock (`--test-clock-scale 30`:
 a schedule minute is two real seconds) so that minutes pass in seconds;
 one-time schedules use the real clock."""
 
+import concurrent.futures
 import datetime
 import json
 import re
@@ -523,5 +524,25 @@ def test_a_completed_schedule_deleted_after_completion_delivers_every_retrying_f
         got = wait_for(lambda: len(calls(marks)) >= 3 and calls(marks), "every firing to be delivered", 60)
         assert sorted(epoch(c["time"]) for c in got) == [start + 60 * k for k in range(3)]
         wait_for(gone, "the schedule to delete itself once its last firing was delivered", 30)
+    finally:
+        srv.stop()
+
+
+def test_an_account_has_500_schedule_groups_at_most(tmp_path):
+    srv = Server(tmp_path / "data").start()
+    try:
+        sch = scheduler(srv)
+        # The default group is one of them.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: sch.create_schedule_group(Name=f"g{i:03d}"), range(499)))
+        with pytest.raises(ClientError) as e:
+            sch.create_schedule_group(Name="one-too-many")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 402
+        assert error_code(e) == "ServiceQuotaExceededException"
+        assert error_code(pytest.raises(ClientError, sch.create_schedule_group, Name="g000")) == "ConflictException"
+        sch.delete_schedule_group(Name="g000")
+        sch.create_schedule_group(Name="one-too-many")
+        names = [g["Name"] for p in sch.get_paginator("list_schedule_groups").paginate() for g in p["ScheduleGroups"]]
+        assert len(names) == 500 and "default" in names and "g000" not in names
     finally:
         srv.stop()

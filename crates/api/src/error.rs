@@ -63,6 +63,7 @@ impl ApiError {
                 Rule::CodeSigningConfigNotFound(_) => (S::NOT_FOUND, "CodeSigningConfigNotFoundException"),
                 Rule::CodeVerificationFailed(_) => (S::BAD_REQUEST, "CodeVerificationFailedException"),
                 Rule::InUse(_) => (S::BAD_REQUEST, "ResourceInUseException"),
+                Rule::QuotaExceeded(_) => (S::PAYMENT_REQUIRED, "ServiceQuotaExceededException"),
             },
             Self::Auth(a) => match a {
                 AuthError::Missing => (S::FORBIDDEN, "MissingAuthenticationTokenException"),

@@ -93,6 +93,7 @@ impl From<SchedError> for Failure {
         let (status, kind) = match &e {
             SchedError::Rule(Rule::NotFound(_)) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
             SchedError::Rule(Rule::Conflict(_)) => (StatusCode::CONFLICT, "ConflictException"),
+            SchedError::Rule(Rule::QuotaExceeded(_)) => (StatusCode::PAYMENT_REQUIRED, "ServiceQuotaExceededException"),
             SchedError::Rule(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
             SchedError::Store(detail) => {
                 tracing::error!(error = %detail, "internal error");

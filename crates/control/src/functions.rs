@@ -249,7 +249,8 @@ impl Control {
         }
         self.collect_garbage(&guard).await?;
         drop(guard);
-        self.retire_environments(&r.name, Some(LATEST)).await;
+        let image = f.latest.package_type == "Image";
+        self.retire_environments(&r.name, Some(LATEST), image).await;
         self.prepare_then_settle(&result, targets);
         Ok(result)
     }
@@ -287,7 +288,8 @@ impl Control {
         latest.lifecycle = Lifecycle::Updating;
         f.latest = latest;
         self.save(&f).await?;
-        self.retire_environments(&r.name, Some(LATEST)).await;
+        // The image (if any) is the same: still the function's.
+        self.retire_environments(&r.name, Some(LATEST), false).await;
         self.prepare_then_settle(&f.latest, vec![(LATEST.to_string(), f.latest.revision_id.clone())]);
         Ok(f.latest)
     }
@@ -299,7 +301,7 @@ impl Control {
         match r.qualifier {
             None => {
                 self.meta.apply(vec![Write::DeleteFunction(r.name.clone())]).await?;
-                self.retire_environments(&r.name, None).await;
+                self.retire_environments(&r.name, None, f.latest.package_type == "Image").await;
                 tracing::info!(function = %r.name, "function deleted");
             }
             Some(Qualifier::Latest) => {

@@ -283,6 +283,12 @@ impl Control {
         &self.settings.account
     }
 
+    /// The account's concurrency limit (GetAccountSettings' `ConcurrentExecutions`),
+    /// without the store reads the rest of the settings take.
+    pub fn concurrency_limit(&self) -> u32 {
+        self.settings.concurrency_limit
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.settings.catalog
     }
@@ -312,13 +318,20 @@ impl Control {
     /// Stops a function's idle environments of `$LATEST` (after an update)
     /// or, with `None`, of every version (after a delete): they run a
     /// configuration that no longer exists.
-    async fn retire_environments(&self, name: &str, version: Option<&str>) {
+    /// With `image`, the retired environments ran an image, which may be
+    /// no function's now: only then is every function's read to see (a
+    /// scan of them all, which made each delete of a zip function slower
+    /// the more functions there were).
+    async fn retire_environments(&self, name: &str, version: Option<&str>, image: bool) {
         if let Some(invoker) = &self.invoker {
             if version.is_none() {
                 invoker.unprovision(name, None).await;
                 invoker.set_reserved(name, None);
             }
             invoker.retire(name, version).await;
+            if !image {
+                return;
+            }
             // The image they ran may now be no function's: its root goes
             // once nothing runs there.
             match self.images_in_use().await {

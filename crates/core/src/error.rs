@@ -50,6 +50,9 @@ pub enum Error {
     /// (AWS `ResourceInUseException`).
     #[error("{0}")]
     InUse(String),
+    /// An account quota would be passed (AWS `ServiceQuotaExceededException`).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A concurrency or scaling limit was reached (AWS `TooManyRequestsException`).
     #[error("Rate Exceeded.")]
     Throttled(ThrottleReason),

@@ -301,24 +301,45 @@ impl Metadata for SqliteMetadata {
         versions: bool,
         limit: usize,
     ) -> Result<Vec<FunctionConfig>> {
-        let (name, version) = after.unwrap_or_default();
-        let started = i64::from(!name.is_empty());
-        let sql = if versions {
-            "SELECT name, v, doc FROM (
-                 SELECT name, 0 AS v, latest AS doc FROM functions
-                 UNION ALL SELECT name, version AS v, doc FROM versions)
-             WHERE ? = 0 OR (name, v) > (?, ?) ORDER BY name, v LIMIT ?"
-        } else {
-            "SELECT name, 0 AS v, latest AS doc FROM functions
-             WHERE ? = 0 OR (name, 0) > (?, ?) ORDER BY name LIMIT ?"
+        // Each table's cursor condition is its own, and plain: the index
+        // then starts at the cursor. One condition over the union (or an
+        // `OR` for the first page) read both tables from their start and
+        // sorted them for every page, so a whole listing grew as the
+        // square of the functions.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match (after, versions) {
+            (None, true) => {
+                sqlx::query(
+                    "SELECT name, 0 AS v, latest AS doc FROM functions
+                     UNION ALL SELECT name, version AS v, doc FROM versions ORDER BY name, v LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (Some((name, version)), true) => {
+                sqlx::query(
+                    "SELECT name, 0 AS v, latest AS doc FROM functions WHERE name > ?
+                     UNION ALL SELECT name, version AS v, doc FROM versions WHERE (name, version) > (?, ?)
+                     ORDER BY name, v LIMIT ?",
+                )
+                .bind(&name)
+                .bind(&name)
+                .bind(version as i64)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (after, false) => {
+                // $LATEST only: a cursor's version is 0.
+                let name = after.map(|(name, _)| name).unwrap_or_default();
+                sqlx::query("SELECT latest AS doc FROM functions WHERE name > ? ORDER BY name LIMIT ?")
+                    .bind(&name)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
         };
-        let rows = sqlx::query(sql)
-            .bind(started)
-            .bind(&name)
-            .bind(version as i64)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
         parse_all(&rows)
     }
 
@@ -769,6 +790,15 @@ mod tests {
         assert_eq!(all, [("a".into(), "$LATEST".into()), ("b".into(), "$LATEST".into()), ("b".into(), "1".into())]);
         let rest = m.list_configs(Some(("b".into(), 0)), true, 10).await.unwrap();
         assert_eq!(rest.len(), 1);
+        // A page at a time, from each cursor: the same listing.
+        let (mut paged, mut after) = (Vec::new(), None);
+        while let Some(c) = m.list_configs(after.clone(), true, 1).await.unwrap().pop() {
+            after = Some((c.name.clone(), c.version.parse().unwrap_or(0)));
+            paged.push((c.name, c.version));
+        }
+        assert_eq!(paged, all);
+        let after_a = m.list_configs(Some(("a".into(), 0)), false, 10).await.unwrap();
+        assert_eq!(after_a.into_iter().map(|c| c.name).collect::<Vec<_>>(), ["b"]);
         assert_eq!(m.referenced_blobs().await.unwrap(), HashSet::from(["s1".into(), "s2".into(), "s3".into()]));
         assert_eq!(
             m.usage().await.unwrap(),

@@ -49,7 +49,9 @@ impl Poller {
     pub async fn run(self) {
         let this = Arc::new(self);
         let m = &this.mapping;
-        let node = this.control.account_settings().await.map_or(DEFAULT_CONCURRENCY, |s| s.concurrency_limit);
+        // Not `account_settings`, which counts every function's code: a
+        // thousand pollers starting at once spent seconds on that.
+        let node = this.control.concurrency_limit();
         let cap = m.maximum_concurrency.unwrap_or(DEFAULT_CONCURRENCY).min(node).max(1);
         let limit = Arc::new(Semaphore::new(cap as usize));
         let mut failures = 0u32;

@@ -41,6 +41,10 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Schedule groups an account may have, the default one among them
+/// (EventBridge Scheduler's quota, which AWS raises on request).
+const GROUPS_MAX: usize = 500;
+
 fn validation(msg: impl Into<String>) -> Error {
     Error::Rule(nimbus_core::Error::Validation(msg.into()))
 }
@@ -327,6 +331,15 @@ impl Schedules {
         let g = ScheduleGroup { name: name.into(), arn, created_ms: now, modified_ms: now, tags, client_token };
         if name == DEFAULT_GROUP {
             return Err(conflict(format!("Schedule group {name} already exists.")));
+        }
+        // Counted and made under the lock, so that two creates at the quota's edge cannot both pass it.
+        let _w = self.writes.lock().await;
+        // The default group is not stored, and counts.
+        let groups = 1 + self.meta.list_schedule_groups("", "", GROUPS_MAX).await?.len();
+        if groups >= GROUPS_MAX && self.meta.get_schedule_group(name).await?.is_none() {
+            return Err(Error::Rule(nimbus_core::Error::QuotaExceeded(format!(
+                "You have reached the maximum number of schedule groups ({GROUPS_MAX}) for this account."
+            ))));
         }
         if !self.meta.create_schedule_group(&g).await? {
             let existing = self.meta.get_schedule_group(name).await?;
