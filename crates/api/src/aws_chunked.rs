@@ -84,10 +84,17 @@ impl Budgeted {
 
 const BUSY: &str = "the node is reading as much of request bodies as it may";
 
-/// The size a chunk header (`<hex>[;extensions]\r\n`) declares.
+/// The size a chunk header (`<hex>[;extensions]\r\n`) declares: one to
+/// eight hex digits, nothing else. `s3s` reads at most eight and passes
+/// over the rest, so a longer size would be read two ways, and a client
+/// could walk the two readings apart until this one lost the chunks'
+/// framing while `s3s` held a chunk of any size.
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let hex = line.split(|&b| b == b';' || b == b'\r' || b == b'\n').next()?;
-    u64::from_str_radix(std::str::from_utf8(hex).ok()?.trim(), 16).ok()
+    if hex.is_empty() || hex.len() > 8 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
 }
 
 impl http_body::Body for Budgeted {
@@ -142,9 +149,13 @@ mod tests {
 
     #[test]
     fn a_chunk_past_the_budget_or_without_a_size_is_refused() {
-        assert_eq!(budgeted(1024).follow(b"100000000\r\n"), Err(BUSY), "4 GiB");
+        assert_eq!(budgeted(1024).follow(b"ffffffff\r\n"), Err(BUSY), "4 GiB");
         assert!(budgeted(1024).follow(b"zz;chunk-signature=ab\r\n").is_err());
         assert!(budgeted(1024).follow(&[b'1'; 300]).is_err(), "a header without end");
+        // Sizes `s3s` would read otherwise (it takes eight digits at most).
+        for header in [&b"000000100;chunk-signature=ab\r\n"[..], b" 10\r\n", b"+10\r\n", b";x\r\n"] {
+            assert!(budgeted(1024).follow(header).is_err(), "{}", String::from_utf8_lossy(header));
+        }
         // Split anywhere, the same.
         let mut b = budgeted(1024);
         for byte in b"400;chunk-signature=ab\r\n" {

@@ -365,10 +365,10 @@ fn init_tracing(
     use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // Whatever else is asked: s3s's debug lines carry each request's
-        // credentials (Authorization, session tokens, presigned signatures)
-        // and, for a wrong signature, the right one, so that a reader of
-        // the log could sign as the node.
+        // Unless asked for by name (`s3s::…=debug`, or a span's directive):
+        // s3s's debug lines carry each request's credentials (Authorization,
+        // session tokens, presigned signatures) and, for a wrong signature,
+        // the right one, so that a reader of the log could sign as the node.
         .add_directive("s3s=info".parse().expect("a valid directive"));
     // NIMBUS_LOG_SPANS=1 logs each span's time as it closes: with
     // NIMBUS_LOG=debug, where an invocation's time goes (resolve, worker,
@@ -504,7 +504,7 @@ fn keep_private(dir: &Path) -> anyhow::Result<()> {
                 %was,
                 "the data directory was open to other users; it is now 0700"
             ),
-            // Not its owner (a directory shared on purpose): say so, and go on.
+            // Its owner, but the mode cannot change (a read-only mount): say so, and go on.
             Err(e) => tracing::warn!(
                 data_dir = %dir.display(),
                 %was,

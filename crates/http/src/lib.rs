@@ -237,20 +237,48 @@ async fn serve_counted(
     let _ = done.recv().await;
 }
 
-/// A request body that ends in an error once its client has sent nothing
-/// for `after`. The timer is made only when the body first waits, and
-/// rearmed after each frame: most bodies arrive whole and never need one.
-struct Idle {
-    inner: Incoming,
+/// How long a client may keep a connection waiting on it: the timer is
+/// made only when a wait first begins (most requests never wait), and
+/// counts from the start of each wait.
+struct Patience {
     after: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether the timer counts from the last frame received.
-    armed: bool,
+    /// Whether a wait is under way (the timer counts from its start).
+    waiting: bool,
+}
+
+impl Patience {
+    fn new(after: Duration) -> Self {
+        Self { after, timer: None, waiting: false }
+    }
+
+    /// The client made progress: the next wait counts afresh.
+    fn progressed(&mut self) {
+        self.waiting = false;
+    }
+
+    /// Whether the wait under way (begun now, if none was) has lasted
+    /// `after`; if not, `cx` is woken when it has.
+    fn run_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+        if !self.waiting {
+            timer.as_mut().reset(tokio::time::Instant::now() + self.after);
+            self.waiting = true;
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// A request body that ends in an error once its client has sent nothing
+/// for `after`.
+struct Idle {
+    inner: Incoming,
+    patience: Patience,
 }
 
 impl Idle {
     fn new(inner: Incoming, after: Duration) -> Self {
-        Self { inner, after, timer: None, armed: false }
+        Self { inner, patience: Patience::new(after) }
     }
 }
 
@@ -264,20 +292,12 @@ impl hyper::body::Body for Idle {
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.armed = false;
+            this.patience.progressed();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let deadline = tokio::time::Instant::now() + this.after;
-        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.armed {
-            timer.as_mut().reset(deadline);
-            this.armed = true;
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                Poll::Ready(Some(Err("the client sent nothing of the request body for too long".into())))
-            }
-            Poll::Pending => Poll::Pending,
+        match this.patience.run_out(cx) {
+            true => Poll::Ready(Some(Err("the client sent nothing of the request body for too long".into()))),
+            false => Poll::Pending,
         }
     }
 
@@ -291,40 +311,32 @@ impl hyper::body::Body for Idle {
 }
 
 /// A connection's socket whose writes fail once they have waited for the
-/// client to read for longer than `after`. The timer is made only when a
-/// write first waits: most answers fit in the socket's buffer.
+/// client to read for longer than its patience (most answers fit in the
+/// socket's buffer, and never wait).
 struct Stalled {
     inner: tokio::net::TcpStream,
-    after: Option<Duration>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether the timer counts from the write that began the wait.
-    armed: bool,
+    patience: Option<Patience>,
 }
 
 impl Stalled {
     fn new(inner: tokio::net::TcpStream, after: Option<Duration>) -> Self {
-        Self { inner, after, timer: None, armed: false }
+        Self { inner, patience: after.map(Patience::new) }
     }
 
     /// What a write that returned `result` answers: its result, or once it
-    /// has waited past `after`, an error that ends the connection.
+    /// has waited too long, an error that ends the connection.
     fn check<T>(&mut self, cx: &mut Context<'_>, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
-        let Some(after) = self.after.filter(|_| result.is_pending()) else {
-            self.armed = false;
+        let Some(patience) = &mut self.patience else { return result };
+        if result.is_ready() {
+            patience.progressed();
             return result;
-        };
-        let deadline = tokio::time::Instant::now() + after;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.armed {
-            timer.as_mut().reset(deadline);
-            self.armed = true;
         }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+        match patience.run_out(cx) {
+            true => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the client read nothing of the response for too long",
             ))),
-            Poll::Pending => Poll::Pending,
+            false => Poll::Pending,
         }
     }
 }

@@ -226,8 +226,11 @@ fn confine_cookie(cookie: &str, own_path: Option<&str>, request_path: &str) -> O
     if own_path.is_some() && crate::console::is_session_cookie(pair.as_bytes()) {
         return None;
     }
+    // Browsers ignore a path over 1,024 bytes, and take the default.
     let within = |path: &str| {
-        own_path.is_none_or(|own| path.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+        own_path.is_none_or(|own| {
+            path.len() <= 1024 && path.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     };
     let narrowed = own_path.map(|own| format!("Path={own}/"));
     let mut out = vec![pair.to_string()];
@@ -470,6 +473,8 @@ mod tests {
         assert_eq!(at("a=1", "/lambda-url/abc").unwrap(), "a=1; Path=/lambda-url/abc/");
         assert_eq!(at("a=1; Domain=127.0.0.1; Max-Age=9", "/lambda-url/abc/").unwrap(), "a=1; Max-Age=9");
         assert_eq!(at("nimbus_console=x; Path=/console", "/lambda-url/abc/"), None);
+        let long = format!("a=1; Path=/lambda-url/abc/{}", "x".repeat(1100));
+        assert_eq!(at(&long, "/lambda-url/abc").unwrap(), "a=1; Path=/lambda-url/abc/", "ignored by browsers");
     }
 
     #[test]

@@ -427,14 +427,14 @@ function chart(c, m) {
     s("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, fmt(max)),
     s("text", { x: L - 4, y: H - B, "text-anchor": "end" }, "0"),
     s("text", { x: L, y: H - 3 }, when(m.start).slice(11, 16)),
-    s("text", { x: W - 2, y: H - 3, "text-anchor": "end" }, when(m.end).slice(11, 16)));
+    s("text", { x: W - 2, y: H - 3, "text-anchor": "end" }, when(m.end).slice(11, 16) + " UTC"));
   const step = (m.period || 60) * 1000;
   const width = Math.max(1, x(m.start + step) - x(m.start) - 1);
   lines.forEach((points, i) => {
     if (c.kind === "bar") {
       for (const [t, v] of points) {
         if (v > 0) svg.append(s("rect", { class: "bar" + (c.bad ? " bad" : ""), x: x(t), y: y(v), width, height: H - B - y(v) },
-          s("title", {}, when(t).slice(11, 16) + ": " + fmt(v))));
+          s("title", {}, when(t).slice(11, 16) + " UTC: " + fmt(v))));
       }
     } else if (points.length) {
       const d = points.map(([t, v], j) => (j ? "L" : "M") + x(t + step / 2).toFixed(1) + " " + y(v).toFixed(1)).join(" ");
