@@ -438,6 +438,8 @@ def handler(event, context):
         "io_uring_setup": attempt(libc.syscall, 425, 1, ctypes.create_string_buffer(120)),
         # x32's getpid (39 with bit 30): the lists name x86-64's numbers only.
         "x32_getpid": attempt(libc.syscall, 0x40000000 + 39),
+        # socket(AF_VSOCK, SOCK_STREAM): vsock is in no network namespace.
+        "vsock": attempt(libc.socket, 40, 1, 0),
     }
     try:
         os.kill(event["server_pid"], signal.SIGKILL)
@@ -485,7 +487,7 @@ def test_hostile_function_is_contained_and_nimbus_keeps_serving(lam, server):
     bystander = deploy(lam)
     r, out = call(lam, name, {"port": server.port, "fill_mb": 600, "server_pid": server.proc.pid})
     assert "FunctionError" not in r, out
-    for syscall in ("mount", "unshare_user", "unshare_net", "ptrace", "setns", "io_uring_setup", "x32_getpid"):
+    for syscall in ("mount", "unshare_user", "unshare_net", "ptrace", "setns", "io_uring_setup", "x32_getpid", "vsock"):
         assert out[syscall] == "EPERM", (syscall, out)
     assert out["kill_server"] == "ESRCH", "processes outside the sandbox cannot be seen or signalled"
     assert server.proc.poll() is None

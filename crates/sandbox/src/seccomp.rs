@@ -1,5 +1,6 @@
 //! The system calls a function may not make. The policy is data: a list of
-//! denied calls (answered `EPERM`), plus `clone` with any namespace flag,
+//! denied calls (answered `EPERM`), plus `socket` of the vsock family and
+//! `clone` with any namespace flag,
 //! plus `clone3`, answered `ENOSYS` so that libc falls back to `clone`,
 //! whose flags a filter can inspect.
 
@@ -134,6 +135,12 @@ fn policy_but(allowed: &[i64]) -> Result<Vec<BpfProgram>, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     denied.insert(libc::SYS_clone, clone_rules);
+    // Sockets of the vsock family: vsock is not in a network namespace, and
+    // reaches the hypervisor and whatever listens on it for the machine
+    // (a virtual machine's own agents), outside every boundary of the node.
+    let vsock = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::AF_VSOCK as u64)
+        .map_err(|e| e.to_string())?;
+    denied.insert(libc::SYS_socket, vec![SeccompRule::new(vec![vsock]).map_err(|e| e.to_string())?]);
     let clone3: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, vec![])].into();
     Ok(vec![no_x32(), filter(denied, libc::EPERM)?, filter(clone3, libc::ENOSYS)?])
 }
