@@ -4,7 +4,7 @@
 //! into memory, and never shares a file between two objects: files stay
 //! owned by exactly one object or part, so removing one frees it.
 
-use nimbus_core::objects::ObjectInfo;
+use nimbus_core::objects::{Bucket, ObjectInfo};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
@@ -94,7 +94,7 @@ fn replaces(directive: Option<&str>, what: &str) -> S3Result<bool> {
 }
 
 impl Objects {
-    /// The object at `key` and a stream of the bytes `pick` chooses of it
+    /// The object at `key` (with its bucket) and a stream of the bytes `pick` chooses of it
     /// (after its checks; `None`: all of it). Looked up again if it was
     /// replaced between the lookup and the open (its file went with the
     /// version it replaced): a key that exists is never NoSuchKey.
@@ -103,14 +103,14 @@ impl Objects {
         bucket: &str,
         key: &str,
         pick: impl Fn(&ObjectInfo) -> S3Result<Option<(u64, u64)>>,
-    ) -> S3Result<(ObjectInfo, Option<(u64, u64)>, ByteStream)> {
+    ) -> S3Result<(Bucket, ObjectInfo, Option<(u64, u64)>, ByteStream)> {
         let mut tries = 0;
         loop {
-            let o = self.object(bucket, key).await?;
+            let (b, o) = self.object_in(bucket, key).await?;
             let span = pick(&o)?;
             let (start, len) = span.unwrap_or((0, o.size));
             match self.files.read(&o, start, len).await {
-                Ok(stream) => return Ok((o, span, stream)),
+                Ok(stream) => return Ok((b, o, span, stream)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
                 Err(e) => return Err(gone_or_internal(e)),
             }
@@ -150,7 +150,7 @@ impl Objects {
         crate::s3::check_storage_class(input.storage_class.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let (source_bucket, source_key) = source(&input.copy_source)?;
-        let (src, _, stream) = self
+        let (_, src, _, stream) = self
             .open_object(source_bucket, source_key, |src| {
                 check_source!(src, input)?;
                 check_copy_size(src.size)?;

@@ -308,7 +308,7 @@ impl Objects {
         let number = part_number(input.part_number)?;
         let (_, upload) = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let (source_bucket, source_key) = source(&input.copy_source)?;
-        let (_, _, stream) = self
+        let (_, _, _, stream) = self
             .open_object(source_bucket, source_key, |src| {
                 crate::copy::check_source!(src, input)?;
                 let (start, len) = match &input.copy_source_range {

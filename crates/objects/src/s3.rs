@@ -356,12 +356,20 @@ impl Objects {
     }
 
     pub(crate) async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
-        self.bucket(bucket).await?;
-        self.meta
+        Ok(self.object_in(bucket, key).await?.1)
+    }
+
+    /// [`Objects::object`] with its bucket, which it reads first (a GET's
+    /// lifecycle headers come from it).
+    pub(crate) async fn object_in(&self, bucket: &str, key: &str) -> S3Result<(Bucket, ObjectInfo)> {
+        let b = self.bucket(bucket).await?;
+        let o = self
+            .meta
             .get_object(bucket, key)
             .await
             .map_err(internal)?
-            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))
+            .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
+        Ok((b, o))
     }
 
     /// Stores a written file as `key` with its notifications, then removes
@@ -718,7 +726,7 @@ impl S3 for Objects {
         for (name, value) in overrides {
             latin1_header(name, value.as_deref())?;
         }
-        let (o, span, stream) = self
+        let (bucket, o, span, stream) = self
             .open_object(&input.bucket, &input.key, |o| {
                 Self::check_conditions(
                     o,
@@ -731,7 +739,6 @@ impl S3 for Objects {
             })
             .await?;
         let len = span.map_or(o.size, |(_, len)| len);
-        let lifecycle = self.bucket(&input.bucket).await?.lifecycle;
         let mut sums = s3s::dto::Checksum::default();
         if span.is_none() && input.checksum_mode.is_some() {
             put_checksums(&o.checksum, &mut sums);
@@ -741,7 +748,7 @@ impl S3 for Objects {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len as i64),
             content_range: span.map(|(start, len)| content_range(start, len, o.size)),
-            expiration: nimbus_core::objects::expiration_header(&lifecycle, &o),
+            expiration: nimbus_core::objects::expiration_header(&bucket.lifecycle, &o),
             parts_count: parts_count(&o, input.part_number),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&o)),
@@ -767,8 +774,7 @@ impl S3 for Objects {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let o = self.object(&input.bucket, &input.key).await?;
-        let lifecycle = self.bucket(&input.bucket).await?.lifecycle;
+        let (bucket, o) = self.object_in(&input.bucket, &input.key).await?;
         Self::check_conditions(
             &o,
             input.if_match.as_ref(),
@@ -783,7 +789,7 @@ impl S3 for Objects {
         let span = span(&o, input.range.as_ref(), input.part_number)?;
         let h = &o.headers;
         Ok(S3Response::new(HeadObjectOutput {
-            expiration: nimbus_core::objects::expiration_header(&lifecycle, &o),
+            expiration: nimbus_core::objects::expiration_header(&bucket.lifecycle, &o),
             content_length: Some(span.map_or(o.size, |(_, len)| len) as i64),
             content_range: span.map(|(start, len)| content_range(start, len, o.size)),
             parts_count: parts_count(&o, input.part_number),
