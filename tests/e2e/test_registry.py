@@ -189,6 +189,9 @@ def test_bad_blob_input(server):
     assert r.status_code == 404 and error(r) == "BLOB_UPLOAD_UNKNOWN"
     r = reg.get("Bad_Name/tags/list")
     assert r.status_code == 400 and error(r) == "NAME_INVALID"
+    # An empty first segment is part of the name, which the grammar refuses: not another spelling of `repo`.
+    r = reg.get(f"/v2//{repo}/tags/list")
+    assert r.status_code == 400 and error(r) == "NAME_INVALID"
     # ECR refuses pushes to repositories that were never created.
     r = reg.post("never/created/blobs/uploads/")
     assert r.status_code == 404 and error(r) == "NAME_UNKNOWN"

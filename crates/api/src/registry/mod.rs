@@ -120,7 +120,12 @@ enum Route {
 }
 
 fn route(path: &str) -> Option<Route> {
-    let rest = path.strip_prefix("/v2")?.trim_start_matches('/');
+    // Only the one slash after `/v2` is the route's: `/v2//foo` names no
+    // repository (`/foo` fails the name's grammar), not `foo`.
+    let rest = match path.strip_prefix("/v2")? {
+        "" => "",
+        more => more.strip_prefix('/')?,
+    };
     let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     Some(match rest {
         "" => Route::Base,
@@ -547,6 +552,8 @@ mod tests {
         assert_eq!(route("/v2/a/blobs/uploads/x-1"), Some(Route::Upload("a".into(), "x-1".into())));
         assert_eq!(route(&format!("/v2/a/referrers/{d}")), Some(Route::Referrers("a".into(), d.into())));
         assert_eq!(route("/v2/a/unknown"), None);
+        assert_eq!(route("/v2x/a/tags/list"), None);
+        assert_eq!(route("/v2//a/tags/list"), Some(Route::Tags("/a".into())), "a name the grammar refuses");
         // Names holding the routes' words.
         assert_eq!(
             route("/v2/x/manifests/y/blobs/sha256:ab"),
