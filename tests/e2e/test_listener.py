@@ -122,6 +122,8 @@ def test_bodies_held_unfinished_use_up_a_budget_not_the_nodes_memory(node):
     # Their share comes back when they go.
     wait_for(lambda: requests.post(url, data=b"x" * 500_000, timeout=30).status_code == 200,
              "the budget to come back", timeout=30)
+    # A budget this small can never hold the largest request, and the node said so when it started.
+    assert "--body-budget-mb 8 is below 67" in node.output()
 
 
 def test_a_body_that_stops_coming_is_given_up_and_nothing_of_it_kept(node):

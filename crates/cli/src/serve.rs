@@ -75,7 +75,7 @@ pub struct ServeArgs {
     /// MB of request bodies the node reads into memory at once, all clients
     /// together (S3 objects and registry blobs go to disk and are not
     /// counted); a request whose body would pass it is refused with a 503,
-    /// which SDKs retry.
+    /// which SDKs retry. Below 67, the largest CreateFunction is always refused.
     #[arg(long, env = "NIMBUS_BODY_BUDGET_MB", default_value_t = nimbus_api::BODY_BUDGET_DEFAULT >> 20)]
     body_budget_mb: usize,
     /// Buckets the account may have; CreateBucket past it answers S3's
@@ -694,6 +694,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop, abort) = stop_signals(requests.clone(), tasks.clone())?;
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
+    }
+    // Below one whole request the budget refuses the largest (a
+    // CreateFunction carrying a 50 MB zip) with a 503 on every retry: said
+    // once here, where the operator looks, not only in each 503.
+    let body_min_mb = nimbus_core::limits::CODE_REQUEST_MAX.div_ceil(1 << 20);
+    if args.body_budget_mb < body_min_mb {
+        tracing::warn!(
+            "--body-budget-mb {} is below {body_min_mb}, what one CreateFunction with a 50 MB zip reads into \
+             memory: requests that large will be refused (503) however often they are retried",
+            args.body_budget_mb
+        );
     }
     if args.isolation == Isolation::Namespaces && effective_uid() != Some(0) {
         anyhow::bail!(
