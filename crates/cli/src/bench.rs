@@ -5,7 +5,7 @@
 //! environments and the server's idle CPU. Prints a table; `--json FILE`
 //! writes the same figures. It measures; it never asserts a target.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -420,7 +420,7 @@ struct Warm {
 async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::Result<Warm> {
     invoke(&b.client, name, &json!({})).await?;
     let (mut latencies, mut overhead_us) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (tree, node) = (tree_cpu_us(server), cpu_us(server));
+    let (tree, node) = (tree_cpu(server), cpu_us(server));
     for _ in 0..n {
         let (took, out) = invoke(&b.client, name, &json!({})).await?;
         latencies.push(ms(took));
@@ -430,7 +430,7 @@ async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::R
     Ok(Warm {
         ms: latencies,
         overhead_us,
-        cpu_us: (tree_cpu_us(server) - tree) / n as f64,
+        cpu_us: tree_cpu_since(server, &tree) / n as f64,
         node_cpu_us: (cpu_us(server) - node) / n as f64,
     })
 }
@@ -583,12 +583,23 @@ fn tree(root: u32) -> Vec<u32> {
     all.keys().copied().filter(|p| in_tree(*p)).collect()
 }
 
-/// CPU time of a process and all its descendants, in µs: each process's
-/// CPU clock (all its threads, in nanoseconds; `/proc/<pid>/stat` counts
-/// 10 ms ticks, too coarse for a change of tens of µs per invoke). A
-/// process gone by the second reading takes its time with it.
-fn tree_cpu_us(root: u32) -> f64 {
-    tree(root).into_iter().map(cpu_us).sum()
+/// The CPU time of a process and of each of its descendants, µs by pid:
+/// each process's CPU clock (all its threads, in nanoseconds;
+/// `/proc/<pid>/stat` counts 10 ms ticks, too coarse for a change of tens
+/// of µs per invoke).
+type TreeCpu = HashMap<u32, f64>;
+
+fn tree_cpu(root: u32) -> TreeCpu {
+    tree(root).into_iter().map(|pid| (pid, cpu_us(pid))).collect()
+}
+
+/// CPU the tree of `root` has used since `before` was read, µs: each
+/// process's growth, and the whole of a new one's. A process gone by now
+/// takes what it used since with it, so the figure can fall short but is
+/// never negative. (The difference of two sums was: a template retired in
+/// between took its whole life's CPU out of the second.)
+fn tree_cpu_since(root: u32, before: &TreeCpu) -> f64 {
+    tree(root).into_iter().map(|pid| (cpu_us(pid) - before.get(&pid).copied().unwrap_or(0.0)).max(0.0)).sum()
 }
 
 /// CPU time one process has used (all its threads), µs; 0 once it is gone.
@@ -874,9 +885,9 @@ async fn idle_cpu(b: &Bench, runtimes: &[Runtime], server: &Server, plan: &Plan)
     // node at rest, not its last cold starts.
     tokio::time::sleep(SETTLE).await;
     let pid = server.child.id();
-    let t0 = tree_cpu_us(pid);
+    let t0 = tree_cpu(pid);
     tokio::time::sleep(Duration::from_secs_f64(plan.idle_cpu_secs)).await;
-    Ok(json!(round((tree_cpu_us(pid) - t0) / 1e6 / plan.idle_cpu_secs * 100.0)))
+    Ok(json!(round(tree_cpu_since(pid, &t0) / 1e6 / plan.idle_cpu_secs * 100.0)))
 }
 
 fn print_table(r: &Value) {
