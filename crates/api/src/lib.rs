@@ -1,11 +1,14 @@
-//! The AWS-compatible front door. Every request passes the same short path:
-//! route on method and path to an [`Op`], read the body within that
-//! operation's limit, verify SigV4, check the values against AWS's model
-//! and service rules, parse the wire types, call `nimbus-control`, and
-//! write AWS's response or error.
+//! The AWS-compatible front door. A request goes to a front by the service
+//! its signature names (or, unsigned, by what it carries): Lambda, S3, SQS,
+//! Logs, CloudWatch, ECS, ECR and the registry, Scheduler, function URLs
+//! and the console. Lambda's takes the same short path the other JSON
+//! fronts follow: route on method and path to an [`Op`], check the caller
+//! before reading the body, read it within that operation's limit, verify
+//! SigV4, check the values against AWS's model and service rules, parse the
+//! wire types, call `nimbus-control`, and write AWS's response or error.
 //!
-//! This crate owns HTTP: routes, SigV4, wire ↔ domain conversion and the
-//! error table. It never touches the store or sandboxes.
+//! This crate owns HTTP: routes, SigV4, wire ↔ domain conversion and an
+//! error table per protocol. It never touches the store or sandboxes.
 
 mod access;
 mod aws_chunked;

@@ -1,6 +1,8 @@
-//! Domain types of the Lambda model (functions, versions, aliases, layers and
-//! their side configurations), the rules AWS applies beyond its published
-//! model (`service_rules`; the model itself is `nimbus-model`'s), and ARNs.
+//! Domain types: the Lambda model's (functions, versions, aliases, layers and
+//! their side configurations) and the other services' documents (objects,
+//! queues, schedules, event source mappings); the rules AWS applies beyond
+//! its published model (`service_rules`; the model itself is
+//! `nimbus-model`'s), ARNs, limits, the zip gate, the clock and paging.
 //!
 //! This crate is a leaf: it does no I/O and knows nothing of HTTP or storage.
 //! Its types are serialisable because the store keeps them as documents, but

@@ -12,8 +12,9 @@
 //! minutes with the ones still in memory.
 //!
 //! Owns: what a sample counts towards (the dimension sets), periods and
-//! statistics over minutes, listing metrics, usage and cost ([`usage`]),
-//! and OTLP trace export ([`traces`]). Must not: serve HTTP (the
+//! statistics over minutes, listing metrics, the Prometheus exposition of
+//! the node's own figures (`platform`), usage and cost of functions and
+//! tasks ([`usage`]), and OTLP trace export ([`traces`]). Must not: serve HTTP (the
 //! `monitoring` front end and the Prometheus endpoint in `nimbus-api` do;
 //! the trace exporter only posts to a collector), decide what an
 //! invocation's outcome was (control tells it), or count what runs (the

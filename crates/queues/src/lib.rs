@@ -6,12 +6,13 @@
 //! queue may hold more than the node's memory. It writes what must survive
 //! a crash to the store ([`nimbus_store::QueueMeta`]): a send is committed
 //! before it is acknowledged, a delete before it is answered, and receive
-//! counts are written behind (a crash may lose a count, never a message).
-//! Writes from concurrent requests are gathered by one writer task into one
-//! transaction (group commit), so a batch of sends costs one fsync however
-//! many clients send at once. Visibility and receipts are in memory only:
-//! after a restart every message is visible again, which is at-least-once
-//! delivery.
+//! counts, receipts and visibility timeouts are written behind (a crash
+//! may lose a count, or a receive's invisibility, never a message). So a
+//! message in flight when the node stops is still in flight after it
+//! starts, and its receipt handle still deletes it. Writes from concurrent
+//! requests are gathered by one writer task into one transaction (group
+//! commit), so a batch of sends costs one fsync however many clients send
+//! at once.
 //!
 //! A waiting receive (long polling) sleeps on the queue's
 //! [`tokio::sync::Notify`] until a send wakes it or the next in-flight

@@ -1,6 +1,8 @@
-//! Durable state: function, version and layer documents behind the
-//! [`Metadata`] trait (SQLite now, PostgreSQL later), and code archives in a
-//! content-addressed [`Blobs`] store.
+//! Durable state of every service: Lambda's function, version and layer
+//! documents behind the [`Metadata`] trait and each other service's behind a
+//! trait of its own (`ObjectMeta`, `QueueMeta`, `LogMeta`, …; SQLite now,
+//! PostgreSQL later), and code archives in a content-addressed [`Blobs`]
+//! store.
 //!
 //! The store keeps what it is given and answers what it is asked; the rules
 //! of the Lambda model live in `nimbus-control`. A write returns only once it
