@@ -406,6 +406,27 @@ def test_retention_removes_expired_events_without_being_asked(logs):
     assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
 
 
+def test_the_nodes_log_retention_holds_without_any_invocation(tmp_path):
+    # --log-retention-days is the node's overall limit, whatever writes the lines: here only PutLogEvents.
+    s = Server(tmp_path / "data", args=("--isolation", "process", "--log-retention-days", "1")).start()
+    try:
+        logs = logs_client(s)
+        group = group_with_stream(logs)
+        t = now_ms()
+        for age, message in ((2 * DAY_MS, "two days old"), (0, "fresh")):
+            r = logs.put_log_events(logGroupName=group, logStreamName="s",
+                                    logEvents=[{"timestamp": t - age, "message": message}])
+            assert "rejectedLogEventsInfo" not in r, r
+        # The node prunes at start and then hourly; a restart stands in for the hour.
+        s.stop()
+        s.start()
+        logs = logs_client(s)
+        wait_for(lambda: messages(logs.filter_log_events(logGroupName=group)["events"]) == ["fresh"],
+                 "the line past the node's retention to be pruned", timeout=30)
+    finally:
+        s.stop()
+
+
 def tail_client(server):
     """A logs client for StartLiveTail. Its model prefixes the host with
     `stream-`; a local endpoint has no such name, so the prefix is turned off

@@ -1,7 +1,10 @@
 //! Invocation records and log lines: handed off the invoke path to one
 //! writer task that stores them in batches (CloudWatch Logs, `nimbus-logs`,
 //! reads the lines back).
-//! Lines older than the retention period are pruned as new ones arrive.
+//! A second task prunes every log line (functions', tasks' and
+//! PutLogEvents') and record older than the node's retention, at start and
+//! hourly: not as records arrive, or a node whose logs come only from
+//! PutLogEvents and tasks would never prune.
 
 use std::sync::Arc;
 
@@ -51,7 +54,14 @@ impl Recorder {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(run_recorder(meta, rx, backlog.clone(), retention_ms, metrics));
+        let backlog_of_writer = backlog.clone();
+        // The pruner ends with the writer, which ends with the node.
+        let (writing, ended) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(run_pruner(meta.clone(), retention_ms, ended));
+        tokio::spawn(async move {
+            run_recorder(meta, rx, backlog_of_writer, metrics).await;
+            drop(writing);
+        });
         Self { tx, backlog }
     }
 
@@ -91,7 +101,21 @@ impl Recorder {
     }
 }
 
-const PRUNE_EVERY_MS: i64 = 60 * 60 * 1000;
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Prunes lines and records older than `retention_ms`, at start and then
+/// every [`PRUNE_EVERY`], until the writer has ended (`ended` resolves).
+async fn run_pruner(meta: Arc<dyn Metadata>, retention_ms: i64, mut ended: tokio::sync::oneshot::Receiver<()>) {
+    loop {
+        if let Err(e) = meta.prune_logs(now_ms() - retention_ms).await {
+            tracing::error!(error = %e, "cannot prune old logs");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = &mut ended => return,
+        }
+    }
+}
 
 /// How long the writer gathers records after the first one arrives. Each
 /// batch is a transaction: a WAL write of every page it touches (a log
@@ -106,10 +130,8 @@ async fn run_recorder(
     meta: Arc<dyn Metadata>,
     mut rx: mpsc::UnboundedReceiver<Item>,
     backlog: Arc<std::sync::atomic::AtomicUsize>,
-    retention_ms: i64,
     metrics: Arc<std::sync::OnceLock<Arc<nimbus_metrics::Metrics>>>,
 ) {
-    let mut last_prune = 0i64;
     while let Some(item) = rx.recv().await {
         let ((record, mut lines), mut held) = match item {
             Item::Batch(batch, held) => (batch, held),
@@ -158,13 +180,6 @@ async fn run_recorder(
         }
         if let Some(done) = flushed {
             let _ = done.send(());
-        }
-        let now = now_ms();
-        if now - last_prune > PRUNE_EVERY_MS {
-            last_prune = now;
-            if let Err(e) = meta.prune_logs(now - retention_ms).await {
-                tracing::error!(error = %e, "cannot prune old logs");
-            }
         }
     }
 }
