@@ -688,15 +688,15 @@ pub fn presign_get(
     Ok(format!("{base}?{}", query.join("&")))
 }
 
-/// Derives the date used in signing-key examples (midnight UTC of `yyyymmdd`).
-pub fn date_time(yyyymmdd: &str) -> Option<SystemTime> {
-    let d = NaiveDate::parse_from_str(yyyymmdd, "%Y%m%d").ok()?;
-    Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?).into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Midnight UTC of `yyyymmdd`, the date of AWS's signing-key examples.
+    fn date_time(yyyymmdd: &str) -> Option<SystemTime> {
+        let d = NaiveDate::parse_from_str(yyyymmdd, "%Y%m%d").ok()?;
+        Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?).into())
+    }
 
     #[test]
     fn only_the_basic_iso_8601_date_is_an_amz_date() {

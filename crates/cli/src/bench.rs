@@ -215,7 +215,7 @@ pub(crate) struct Runtime {
 }
 
 // Each environment names itself with random bytes from `os`, which the
-// runtime has imported: `uuid` (as before session 12) brought in `platform`
+// runtime has imported: `uuid` brought in `platform`
 // and `_uuid`, about 4 ms of every cold start and 1 MB of every idle
 // environment, which were the benchmark's and not the platform's. It also
 // names its PID namespace, whose processes are its memory (`envs_pss_mb`).

@@ -1,6 +1,6 @@
 //! `nimbus bench`'s CloudWatch Logs figures: PutLogEvents ingestion rate,
-//! and FilterLogEvents over a group of `lines` stored lines (the issue's
-//! figure is one million) for a recent window (the last five minutes), with
+//! and FilterLogEvents over a group of `lines` stored lines (one million
+//! in a full run) for a recent window (the last five minutes), with
 //! a term pattern and a JSON pattern.
 
 use std::time::Instant;

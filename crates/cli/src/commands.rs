@@ -1,4 +1,5 @@
-//! Client commands: `function deploy|list|get|delete` and `layer publish`.
+//! Client commands: `function` (deploy, list, get, delete, url), `layer`
+//! (publish, list, delete), `invoke`, `logs` and `console`.
 //! (`deploy --trigger` is in [`crate::trigger`].)
 
 use std::path::{Path, PathBuf};

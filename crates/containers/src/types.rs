@@ -90,7 +90,7 @@ fn yes() -> bool {
     true
 }
 
-/// A container definition with the fields the issue lists; those read
+/// A container definition with the fields Nimbus reads; those read
 /// where they apply (health check, dependencies, ulimits, logging) are
 /// kept as given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -70,7 +70,7 @@ pub(crate) struct Routes {
 /// AWS sends the first 1 KB of the error message to a dead-letter queue.
 const DLQ_MESSAGE_MAX: usize = 1024;
 
-/// AWS's invocation record (lambda-api.md §6.1). `function_arn` carries the
+/// AWS's invocation record, as an asynchronous invocation's destination gets it. `function_arn` carries the
 /// qualifier the event was sent to (`$LATEST` when none).
 pub(crate) fn invocation_record(ev: &AsyncEvent, function_arn: &str, end: &Ending, now: DateTime<Utc>) -> Value {
     let mut record = json!({

@@ -1,5 +1,6 @@
 //! The Lambda control plane: every command of the 2015-03-31 API as a method
-//! of [`Control`], with the rules of the Lambda model (names, qualifiers,
+//! of [`Control`] (but event source mappings', which are
+//! `nimbus-triggers`'), with the rules of the Lambda model (names, qualifiers,
 //! versions that never repeat, revision preconditions, limits).
 //!
 //! Control speaks domain types, never HTTP; `nimbus-api` turns wire requests
@@ -74,9 +75,7 @@ fn conflict(msg: impl Into<String>) -> Error {
     Error::Rule(nimbus_core::Error::Conflict(msg.into()))
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use nimbus_core::clock::now_ms;
 
 /// How long an unpacked tree nothing uses stays (see
 /// [`Control::run_code_collector`]): longer than an invocation may run.

@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+/// Milliseconds since the Unix epoch by the system's clock: the real time
+/// that records, messages, leases and log lines are stamped with (the
+/// [`Clock`] is for what a test may run faster).
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 /// The time that schedules and object lifecycle rules go by. Real time, unless a test asks for it to run faster: from
 /// `epoch_ms` on, `scale` times as fast as real time (a fixed epoch keeps
 /// it continuous across restarts of the node).

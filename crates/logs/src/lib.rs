@@ -637,9 +637,7 @@ fn decode_token(t: &str) -> Option<String> {
     String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok()?).ok()
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use nimbus_core::clock::now_ms;
 
 /// Deletes expired events, then sleeps until the next event expires (or a
 /// retention or an old event may make one expire sooner).

@@ -37,8 +37,6 @@ pub enum Error {
     ResourceNotFound(String),
     #[error("{0}")]
     UnsupportedOperation(String),
-    #[error("{0}")]
-    OverLimit(String),
     /// The store failed; nothing the client did.
     #[error("internal error: {0}")]
     Internal(String),

@@ -20,8 +20,8 @@
 //!
 //! The interface for other crates (event source mappings, destinations):
 //! [`Queues::send`], [`Queues::receive`], [`Queues::delete`],
-//! [`Queues::change_visibility`], [`Queues::queue_by_arn`],
-//! [`Queues::notify_handle`], and for a message a caller inserts in its own
+//! [`Queues::change_visibility`], [`Queues::queue_by_arn`] (a poller's
+//! long wait is the receive's own), and for a message a caller inserts in its own
 //! transaction, [`Queues::prepare_outbox`], [`nimbus_store::insert_message`]
 //! and [`Queues::adopt`].
 //! Everything is addressed by queue ARN.
@@ -37,7 +37,7 @@ mod state;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use nimbus_core::queues::{AttributeValue, QueueDoc, StoredMessage};
@@ -180,9 +180,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use nimbus_core::clock::now_ms;
 
 /// A batch of store writes and, if the caller waits, where its insert seqs go.
 struct Job {
@@ -1109,12 +1107,6 @@ impl Queues {
         self.write_behind(vec![MessageWrite::Invisible { seq, receipt, until_ms: visible_at }]);
         q.notify.notify_waiters();
         Ok(())
-    }
-
-    /// What a poller awaits: notified when messages may have become
-    /// available (a send, a visibility change to 0, a move).
-    pub fn notify_handle(&self, queue_arn: &str) -> Result<Arc<Notify>> {
-        Ok(self.by_arn(queue_arn)?.notify.clone())
     }
 }
 

@@ -20,7 +20,7 @@ mod tests;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use nimbus_core::Account;
@@ -141,9 +141,7 @@ pub struct Registry {
     users: std::sync::RwLock<Option<Arc<dyn ImageUsers>>>,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use nimbus_core::clock::now_ms;
 
 impl Registry {
     /// Opens the registry kept under `dir`: removes uploads a stopped node

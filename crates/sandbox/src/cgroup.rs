@@ -1,6 +1,6 @@
 //! Control groups for one environment: memory (no swap), CPU share and a
 //! pids limit, on cgroup v1 (separate controller hierarchies, as on hybrid
-//! hosts like this one) or the unified v2 hierarchy.
+//! hosts, whose v2 tree holds no controllers) or the unified v2 hierarchy.
 
 use std::io;
 use std::path::{Path, PathBuf};

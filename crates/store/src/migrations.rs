@@ -47,7 +47,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// A migration's version and description from its file name, as
-/// `migrate!` reads them: `0001_initial_schema.sql` is 1, "initial schema".
+/// `migrate!` reads them: `0001_initial.sql` is 1, "initial".
 fn version_and_description(file: &str) -> Option<(i64, String)> {
     let (version, rest) = file.split_once('_')?;
     Some((version.parse().ok()?, rest.strip_suffix(".sql")?.replace('_', " ")))

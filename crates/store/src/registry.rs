@@ -120,8 +120,6 @@ pub trait RegistryMeta: Send + Sync {
 
     /// The blob's size if it is in the repository.
     async fn repo_blob(&self, repository: &str, digest: &str) -> Result<Option<u64>>;
-    /// The blob's size if it exists in any repository.
-    async fn blob_size(&self, digest: &str) -> Result<Option<u64>>;
     /// Records a committed blob in the repository; false if the repository is gone.
     async fn commit_blob(&self, repository: &str, digest: &str, size: u64, now_ms: i64) -> Result<bool>;
     /// Links a blob of `from` into `to`; its size, or `None` if `from` lacks it or `to` is gone.
@@ -239,14 +237,6 @@ impl RegistryMeta for SqliteMetadata {
         .bind(digest)
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.map(|r| r.get::<i64, _>("size") as u64))
-    }
-
-    async fn blob_size(&self, digest: &str) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT size FROM registry_blobs WHERE digest = ?")
-            .bind(digest)
-            .fetch_optional(self.pool())
-            .await?;
         Ok(row.map(|r| r.get::<i64, _>("size") as u64))
     }
 

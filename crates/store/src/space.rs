@@ -68,9 +68,7 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use nimbus_core::clock::now_ms;
 
 #[cfg(test)]
 mod tests {

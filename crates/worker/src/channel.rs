@@ -210,7 +210,7 @@ async fn next(shared: &Shared, socket: &Socket) -> Option<()> {
             // the node learns of its exit, and an invocation written to it
             // would be lost with it. Still queued, the invocation being
             // handed over goes elsewhere (`Outcome::undelivered`); later ones
-            // see the channel closed (`Environment::run`).
+            // see the channel closed (`Env::run`).
             biased;
             () = socket.closed() => {
                 shared.fail_current(Reply::Exited(HUNG_UP.into()));

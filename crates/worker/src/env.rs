@@ -142,9 +142,6 @@ pub struct Outcome {
     pub duration_ms: f64,
     pub init_ms: Option<f64>,
     pub max_memory_mb: u64,
-    /// Whether the response went to the invocation's stream sink as it was
-    /// written (`payload` then holds only an error, if any).
-    pub streamed: bool,
     /// What ran at once when the invocation was admitted.
     pub concurrency: nimbus_core::Concurrency,
     /// Whether the environment may serve again.
@@ -188,7 +185,6 @@ impl Outcome {
             duration_ms: 0.0,
             init_ms: None,
             max_memory_mb: 0,
-            streamed: false,
             concurrency: Default::default(),
             reusable: false,
             undelivered: false,
@@ -1549,7 +1545,6 @@ impl Env {
         };
         // Only an exit can be the kernel's out-of-memory kill.
         let oom = matches!(reply, Some(Reply::Exited(_))) && self.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
-        let streamed = matches!(reply, Some(Reply::Streamed(_)));
         let exit_status = match &reply {
             Some(Reply::Exited(status)) => Some(status.clone()),
             _ => None,
@@ -1557,7 +1552,7 @@ impl Env {
         let init_failed = matches!(reply, Some(Reply::InitError(_)));
         // The failure's type, as the caller, REPORT and a failed init's
         // INIT_REPORT name it: an exit's (current runtimes' words for an
-        // out-of-memory kill, lambda-api.md §4.4), or what the runtime said
+        // out-of-memory kill), or what the runtime said
         // its init failed with (`Runtime.ImportModuleError`…).
         let error_type: Option<String> = match &reply {
             Some(Reply::Exited(_)) => Some(if oom { "Runtime.OutOfMemory" } else { "Runtime.ExitError" }.into()),
@@ -1660,7 +1655,6 @@ impl Env {
             duration_ms,
             init_ms,
             max_memory_mb,
-            streamed,
             concurrency: Default::default(),
             reusable,
             undelivered,

@@ -5,8 +5,9 @@
 //! (`pool.rs`) decides admission and reclamation; this module starts
 //! environments and runs invocations on them.
 //!
-//! The worker knows domain types (`nimbus-core`) and code archives
-//! (`nimbus-store` blobs), never the control API's wire types or routing.
+//! The worker knows domain types (`nimbus-core`) and code archives (which
+//! it reads through its [`CodeSource`]), never the control API's wire types
+//! or routing.
 
 mod bytecode;
 mod channel;

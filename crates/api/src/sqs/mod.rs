@@ -90,7 +90,6 @@ fn wire_error(e: &Error) -> WireError {
         Error::QueueDeletedRecently => ("QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently"),
         Error::ResourceNotFound(_) => ("ResourceNotFoundException", "ResourceNotFoundException"),
         Error::UnsupportedOperation(_) => ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation"),
-        Error::OverLimit(_) => ("OverLimit", "OverLimit"),
         Error::Internal(_) => {
             return WireError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,

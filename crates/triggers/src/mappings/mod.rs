@@ -76,9 +76,7 @@ fn duplicate(source: &str, function: &str, existing: &str) -> Error {
     )))
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use nimbus_core::clock::now_ms;
 
 impl Mappings {
     pub fn new(meta: Arc<dyn MappingMeta>, control: Arc<Control>, queues: Arc<Queues>) -> Arc<Self> {

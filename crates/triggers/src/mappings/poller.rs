@@ -216,7 +216,7 @@ impl Poller {
     }
 }
 
-/// One record of AWS's SQS event (lambda-api.md §6.4).
+/// One record of the event an SQS mapping hands its function, as AWS shapes it.
 fn record(msg: &ReceivedMessage, source_arn: &str, region: &str) -> Value {
     let attributes: Map<String, Value> =
         msg.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
