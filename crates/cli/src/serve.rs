@@ -91,7 +91,9 @@ pub struct ServeArgs {
     /// second retry waits twice as long (AWS: about 60).
     #[arg(long, env = "NIMBUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
     async_retry_delay: u64,
-    /// Days function logs and invocation records are kept.
+    /// Days every log line (functions', tasks', PutLogEvents') and invocation
+    /// record is kept, whatever a log group's own retention: pruned at start
+    /// and hourly.
     #[arg(long, env = "NIMBUS_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u64,
     /// Free space (MiB) on the data directory's disk below which log lines
