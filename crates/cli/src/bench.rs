@@ -420,7 +420,8 @@ struct Warm {
 async fn warm_invokes(b: &Bench, name: &str, server: u32, n: usize) -> anyhow::Result<Warm> {
     invoke(&b.client, name, &json!({})).await?;
     let (mut latencies, mut overhead_us) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (tree, node) = (tree_cpu(server), cpu_us(server));
+    let tree = tree_cpu(server);
+    let node = tree.get(&server).copied().unwrap_or(0.0);
     for _ in 0..n {
         let (took, out) = invoke(&b.client, name, &json!({})).await?;
         latencies.push(ms(took));
