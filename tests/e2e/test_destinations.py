@@ -232,6 +232,8 @@ def test_destination_types_this_node_does_not_offer_are_refused(srv):
     missing = arn(unique_name("missing"))
     assert refused("OnSuccess", missing) == f"The destination ARN {missing} is invalid."
     assert "is invalid" in refused("OnSuccess", f"arn:aws:lambda:eu-west-1:111111111111:function:{name}x")
+    # Another partition is not this node's (delivery read only the name: the function itself, or a namesake).
+    assert "is invalid" in refused("OnFailure", f"arn:aws-cn:lambda:{REGION}:{ACCOUNT}:function:{name}")
     # `{}` names a destination and sets none: accepted, and an update with it removes that one only.
     other = function(srv, SOURCE)
     lam.update_function_event_invoke_config(FunctionName=name,
@@ -282,6 +284,40 @@ def test_a_failed_event_reaches_the_dead_letter_queue_with_aws_attributes(srv, t
     assert attrs["RequestID"] == ("String", rid)
     assert attrs["ErrorCode"] == ("Number", "200")
     assert attrs["ErrorMessage"][0] == "String" and "failing on purpose" in attrs["ErrorMessage"][1]
+
+
+# Notes its name in $CALLS, and fails.
+FAILER = '''
+import os
+
+def handler(event, context):
+    with open(os.environ["CALLS"], "a") as f:
+        f.write(context.function_name + "\\n")
+    raise RuntimeError("failing on purpose")
+'''
+
+
+def test_functions_failing_into_each_other_are_stopped_by_loop_detection(srv, tmp_path):
+    """Two failing functions that name each other as OnFailure destinations:
+    each record is one more invocation of the chain, so loop detection stops
+    it, and the stopped event goes to the dead-letter queue. It went to the
+    other function's destination instead, which was stopped in turn and sent
+    its own record on: a thousand records in 15 s, without end."""
+    sqs, url, dlq = queue(srv)
+    lam = srv.client()
+    calls = tmp_path / "calls"
+    ping, pong = (function(srv, FAILER, Environment={"Variables": {"CALLS": str(calls)}},
+                           DeadLetterConfig={"TargetArn": dlq}) for _ in range(2))
+    for source, destination in ((ping, pong), (pong, ping)):
+        lam.put_function_event_invoke_config(FunctionName=source, MaximumRetryAttempts=0,
+                                             DestinationConfig={"OnFailure": {"Destination": arn(destination)}})
+    send(lam, ping)
+    stopped = receive_one(sqs, url)
+    error = stopped["MessageAttributes"]["ErrorMessage"]["StringValue"]
+    assert "recursive loop" in error, error
+    # Each invocation of the chain ran once, alternating, until the limit (16).
+    ran = calls.read_text().split()
+    assert ran == [ping, pong] * 8 + [ping], ran
 
 
 def test_what_a_queue_refuses_is_counted_in_aws_metrics(srv, tmp_path):

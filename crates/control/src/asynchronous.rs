@@ -222,14 +222,15 @@ impl Control {
             }
         };
         let deadline = ev.created_ms + policy.max_age_ms;
+        let stopped = ev.lineage > RECURSION_LIMIT && !policy.recursion_allowed;
         let ended = |condition, invoke_count, response, error| {
             if condition != Condition::Success {
                 self.count_event(ev, |m, f, q| m.async_dropped(f, q));
             }
-            let end = Ending { condition, invoke_count, response, error };
+            let end = Ending { condition, invoke_count, response, error, loop_stopped: stopped };
             Step::Finish(self.finish(ev, &policy, &end))
         };
-        if ev.lineage > RECURSION_LIMIT && !policy.recursion_allowed {
+        if stopped {
             tracing::warn!(
                 source = %event_source(&ev.payload),
                 lineage = ev.lineage,

@@ -56,6 +56,11 @@ pub(crate) struct Ending {
     /// function ran and failed) and its error message, which a dead-letter
     /// message carries as `ErrorCode` and `ErrorMessage`.
     pub error: (u16, String),
+    /// Stopped by recursive loop detection: its record goes to a queue or
+    /// the dead-letter queue, never to a destination function, whose
+    /// invocation would be stopped in turn and send its own record on,
+    /// without end (two failing functions naming each other).
+    pub loop_stopped: bool,
 }
 
 /// Where a function's results go, from its event-invoke config and its
@@ -110,6 +115,13 @@ pub(crate) fn follow_ups(
         Condition::Success => routes.on_success.as_deref(),
         Condition::RetriesExhausted | Condition::EventAgeExceeded => routes.on_failure.as_deref(),
     };
+    let destination = destination.filter(|arn| {
+        let to_function = arn.split(':').nth(2) == Some("lambda");
+        if to_function && end.loop_stopped {
+            tracing::warn!(destination = %arn, "a recursive loop's stopped event is not sent to a destination function");
+        }
+        !(to_function && end.loop_stopped)
+    });
     if let Some(arn) = destination {
         let record = invocation_record(ev, function_arn, end, now);
         return send_record(account, ev, arn, record, now).into_iter().collect();
@@ -247,6 +259,7 @@ mod tests {
                 payload: Bytes::from_static(br#"{"errorMessage":"boom","errorType":"RuntimeError"}"#),
             }),
             error: (200, "boom".into()),
+            loop_stopped: false,
         }
     }
 
@@ -279,6 +292,7 @@ mod tests {
                 payload: Bytes::from_static(b"null"),
             }),
             error: (200, String::new()),
+            loop_stopped: false,
         };
         let record = invocation_record(&event(), ARN, &success, now);
         assert_eq!(record["responseContext"], json!({"statusCode": 200, "executedVersion": "3"}));
@@ -307,6 +321,12 @@ mod tests {
         // A success has no OnSuccess destination here, and never goes to the DLQ.
         let success = Ending { condition: Condition::Success, ..failed() };
         assert!(follow_ups(&account(), &event(), ARN, &routes, &success, Utc::now()).is_empty());
+        // Stopped by loop detection, it goes to the dead-letter queue instead:
+        // a destination function would be stopped in turn, and so on.
+        let stopped = Ending { loop_stopped: true, ..failed() };
+        let ups = follow_ups(&account(), &event(), ARN, &routes, &stopped, Utc::now());
+        let [FollowUp::QueueMessage(m)] = ups.as_slice() else { panic!("{ups:?}") };
+        assert_eq!(m.queue_arn, "arn:aws:sqs:us-east-1:123456789012:dlq");
     }
 
     #[test]

@@ -621,13 +621,15 @@ impl Control {
                 return Err(invalid("You can't specify the function as a destination for itself."));
             }
             // A function destination is one this node can reach: of its
-            // region and account, and existing (AWS refuses a missing one).
-            if let Some(rest) = d.strip_prefix("arn:aws:lambda:") {
-                let parts: Vec<&str> = rest.split(':').collect();
-                let reachable = parts.len() >= 4
-                    && parts[0] == self.account().region
-                    && parts[1] == self.account().id
-                    && self.meta.get_function(parts[3]).await?.is_some();
+            // partition, region and account, and existing (AWS refuses a
+            // missing one). Delivery reads only the name.
+            let parts: Vec<&str> = d.split(':').collect();
+            if parts.get(2) == Some(&"lambda") {
+                let reachable = parts.len() >= 7
+                    && parts[1] == "aws"
+                    && parts[3] == self.account().region
+                    && parts[4] == self.account().id
+                    && self.meta.get_function(parts[6]).await?.is_some();
                 if !reachable {
                     return Err(invalid(format!("The destination ARN {d} is invalid.")));
                 }

@@ -275,6 +275,7 @@ impl Objects {
     async fn expire_due_objects(&self, bucket: &Bucket, now_ms: i64) -> S3Result<()> {
         let origin = Origin {
             region: &self.region,
+            account: &self.account_id,
             principal: "s3.amazonaws.com".into(),
             source_ip: "s3.amazonaws.com".into(),
             request_id: uuid::Uuid::new_v4().to_string(),

@@ -33,6 +33,8 @@ fn sequencer() -> String {
 /// input is consumed (`Objects::origin`).
 pub struct Origin<'a> {
     pub region: &'a str,
+    /// The account the bucket is of: a rule's function must be of it too.
+    pub account: &'a str,
     pub principal: String,
     pub source_ip: String,
     pub request_id: String,
@@ -78,7 +80,20 @@ pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &O
         .notifications
         .iter()
         .filter(|n| n.matches(&full, &key))
-        .map(|n| {
+        .filter_map(|n| {
+            // A rule saved with SkipDestinationValidation may name another
+            // region's or account's function, which this node cannot invoke
+            // (AWS's delivery would be refused); it must not reach a local
+            // function of the same name.
+            let account = nimbus_core::arn::Account { id: origin.account.into(), region: origin.region.into() };
+            let target = match nimbus_core::arn::FunctionRef::parse(&account, &n.function_arn, None) {
+                Ok(target) => target,
+                Err(e) => {
+                    tracing::warn!(bucket = %bucket.name, rule = %n.id, function = %n.function_arn, error = %e,
+                        "the notification's function cannot be invoked from this node; the event is not delivered");
+                    return None;
+                }
+            };
             let mut object_json = json!({ "key": key, "sequencer": sequencer() });
             if event_name.starts_with("ObjectCreated") {
                 object_json["size"] = json!(object.size);
@@ -104,18 +119,17 @@ pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &O
                     "object": object_json,
                 },
             });
-            let (function, qualifier) = split_arn(&n.function_arn);
-            AsyncEvent {
+            Some(AsyncEvent {
                 id: uuid::Uuid::new_v4().to_string(),
-                function,
-                qualifier,
+                function: target.name,
+                qualifier: target.qualifier.map(|q| q.to_string()),
                 payload: json!({ "Records": [record] }).to_string().into_bytes(),
                 attempts: 0,
                 not_before_ms: now.timestamp_millis(),
                 created_ms: now.timestamp_millis(),
                 // The invocation this event starts is one more in the writer's chain.
                 lineage: origin.lineage.saturating_add(1),
-            }
+            })
         })
         .collect()
 }
@@ -151,15 +165,6 @@ pub fn check_overlaps(rules: &[LambdaNotification]) -> s3s::S3Result<()> {
         }
     }
     Ok(())
-}
-
-/// A function ARN's name and qualifier.
-fn split_arn(arn: &str) -> (String, Option<String>) {
-    let rest = arn.split_once(":function:").map_or(arn, |(_, r)| r);
-    match rest.split_once(':') {
-        Some((name, q)) => (name.to_string(), Some(q.to_string())),
-        None => (rest.to_string(), None),
-    }
 }
 
 #[cfg(test)]
@@ -220,8 +225,52 @@ mod tests {
     }
 
     #[test]
-    fn arns_split_into_name_and_qualifier() {
-        assert_eq!(split_arn("arn:aws:lambda:us-east-1:1:function:f"), ("f".into(), None));
-        assert_eq!(split_arn("arn:aws:lambda:us-east-1:1:function:f:live"), ("f".into(), Some("live".into())));
+    fn a_rule_reaches_only_this_nodes_function_it_names() {
+        let rule = |id: &str, arn: &str| LambdaNotification {
+            id: id.into(),
+            function_arn: arn.into(),
+            events: vec!["s3:ObjectCreated:*".into()],
+            prefix: Some(id.into()),
+            suffix: None,
+        };
+        let bucket = Bucket {
+            name: "b".into(),
+            created_ms: 0,
+            notifications: vec![
+                rule("here", "arn:aws:lambda:us-east-1:123456789012:function:f:live"),
+                // Saved with SkipDestinationValidation: not this node's.
+                rule("other-region", "arn:aws:lambda:eu-west-1:123456789012:function:f"),
+                rule("other-account", "arn:aws:lambda:us-east-1:999999999999:function:f"),
+            ],
+            tags: Default::default(),
+            lifecycle: vec![],
+        };
+        let object = |key: &str| ObjectInfo {
+            bucket: "b".into(),
+            key: key.into(),
+            file: String::new(),
+            size: 1,
+            etag: "\"e\"".into(),
+            modified_ms: 0,
+            headers: Default::default(),
+            tags: Default::default(),
+            checksum: None,
+            part_sizes: vec![],
+            data: None,
+        };
+        let origin = Origin {
+            region: "us-east-1",
+            account: "123456789012",
+            principal: "p".into(),
+            source_ip: "127.0.0.1".into(),
+            request_id: "r".into(),
+            lineage: 0,
+        };
+        let here = events(&bucket, "ObjectCreated:Put", &object("here/k"), &origin);
+        let [e] = here.as_slice() else { panic!("{here:?}") };
+        assert_eq!((e.function.as_str(), e.qualifier.as_deref()), ("f", Some("live")));
+        for key in ["other-region/k", "other-account/k"] {
+            assert!(events(&bucket, "ObjectCreated:Put", &object(key), &origin).is_empty(), "{key}");
+        }
     }
 }

@@ -348,6 +348,7 @@ impl Objects {
         let requested = req.extensions.get::<notify::Requested>();
         Origin {
             region: &self.region,
+            account: &self.account_id,
             principal: req.credentials.as_ref().map_or("anonymous", |c| c.access_key.as_str()).to_string(),
             source_ip: requested.map_or_else(|| "127.0.0.1".into(), |r| r.source_ip.clone()),
             request_id: requested.map_or_else(|| uuid::Uuid::new_v4().to_string(), |r| r.request_id.clone()),
