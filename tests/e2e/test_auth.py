@@ -4,7 +4,10 @@ import datetime
 import hashlib
 import json
 
-from conftest import Server, aws_client, send, sign, signed_request
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ACCOUNT, Server, aws_client, aws_json, send, sign, signed_request
 
 LIST = "/2015-03-31/functions"
 
@@ -144,3 +147,31 @@ def test_a_debug_log_holds_no_credentials_and_no_signature_to_replay(tmp_path):
         assert not any(sig in log for sig in signatures) and secret not in log
     finally:
         s.stop()
+
+
+def test_sts_get_caller_identity_names_the_account_and_refuses_the_rest(server):
+    """Terraform's AWS provider, `aws sts get-caller-identity` and many
+    scripts ask STS who they are before anything else, and stop when it
+    fails. The node's key pair is the account's root (a function's session
+    is checked in test_invoke's SDK test)."""
+    sts = aws_client(server, "sts")
+    identity = sts.get_caller_identity()
+    assert {k: identity[k] for k in ("Account", "Arn", "UserId")} == {
+        "Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:root", "UserId": ACCOUNT}
+    assert identity["ResponseMetadata"]["RequestId"] == identity["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    rc, out, err = aws_json(server, "sts", "get-caller-identity")
+    assert rc == 0 and out == {"UserId": ACCOUNT, "Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:root"}, err
+
+    # Nimbus mints no credentials: other actions are unknown to it, in STS's own error shape.
+    with pytest.raises(ClientError) as e:
+        sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/r", RoleSessionName="session")
+    assert e.value.response["Error"]["Code"] == "InvalidAction"
+    assert e.value.response["Error"]["Message"] == "Could not find operation AssumeRole for version 2011-06-15"
+    form = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    body = b"Action=GetCallerIdentity&Version=2011-06-15"
+    status, _, out = signed_request(server, "POST", "/", body=body, headers=form, service="sts",
+                                    secret="not-the-secret")
+    assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in out, out
+    status, _, out = signed_request(server, "POST", "/", body=body, headers=form, service="sts",
+                                    key="AKIDUNKNOWN000000000")
+    assert status == 403 and b"<Code>InvalidClientTokenId</Code>" in out, out

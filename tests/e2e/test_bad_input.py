@@ -194,7 +194,7 @@ def test_a_wrongly_typed_member_of_a_rest_json_service_is_refused(env):
 @pytest.mark.parametrize("service, call, code", [
     ("ssm", lambda c: c.get_parameter(Name="/app/db"), "UnknownOperationException"),  # awsJson
     ("dynamodb", lambda c: c.get_item(TableName="t", Key={"k": {"S": "v"}}), "UnknownOperationException"),
-    ("sts", lambda c: c.get_caller_identity(), "InvalidAction"),  # query protocol, XML
+    ("sns", lambda c: c.list_topics(), "InvalidAction"),  # query protocol, XML
     ("apigateway", lambda c: c.get_rest_apis(), "UnknownOperationException"),  # REST JSON
 ])
 def test_a_service_nimbus_does_not_offer_is_refused_in_its_own_protocol(env, service, call, code):

@@ -13,7 +13,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from conftest import BIN, ROLE, Server, arn, error_code, function_log, logs_client, make_zip, nimbus_cli, unique_name, wait_for
+from conftest import ACCOUNT, BIN, ROLE, Server, arn, error_code, function_log, logs_client, make_zip, nimbus_cli, unique_name, wait_for
 
 APP = '''
 import json, os, sys, time
@@ -652,8 +652,10 @@ def handler(event, context):
     from botocore.config import Config
     lam = boto3.client("lambda", config=Config(retries={"max_attempts": 1}))  # endpoint and keys from the environment
     me = lam.get_function_configuration(FunctionName=context.function_name)["FunctionName"]
+    identity = boto3.client("sts").get_caller_identity()
     return {"me": me, "key": os.environ["AWS_ACCESS_KEY_ID"], "has_token": bool(os.environ.get("AWS_SESSION_TOKEN")),
-            "endpoint": os.environ["AWS_ENDPOINT_URL"]}
+            "endpoint": os.environ["AWS_ENDPOINT_URL"],
+            "identity": {k: identity[k] for k in ("Account", "Arn", "UserId")}}
 '''
 
 
@@ -665,6 +667,11 @@ def test_sdk_inside_a_function_reaches_nimbus_with_injected_credentials(proc_ser
     assert out["me"] == name
     assert out["endpoint"] == proc_server.endpoint and out["has_token"]
     assert out["key"].startswith("NSIA") and out["key"] != proc_server.credentials()[0], "session keys, not the node's"
+    # STS names the execution role, assumed under the function's name, as Lambda's sessions are.
+    identity = out["identity"]
+    assert identity["Account"] == ACCOUNT
+    assert identity["Arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/lambda-role/{name}"
+    assert re.fullmatch(r"AROA[A-Z2-7]{17}:" + name, identity["UserId"]), identity
 
 
 def test_provided_runtime_with_the_lambda_runtime_crate(plam):

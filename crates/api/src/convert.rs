@@ -333,6 +333,7 @@ pub fn mapping_in(req: w::EventSourceMappingRequest) -> nimbus_triggers::mapping
         maximum_concurrency: req.scaling_config.map(|s| s.maximum_concurrency),
         stream_setting: req.starting_position.is_some() || req.starting_position_timestamp.is_some(),
         unsupported,
+        tags: req.tags,
     }
 }
 

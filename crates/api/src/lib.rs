@@ -27,6 +27,7 @@ mod scheduler;
 pub mod sigv4;
 mod sqs;
 mod streaming;
+mod sts;
 mod urls;
 mod validation;
 
@@ -255,6 +256,7 @@ async fn dispatch(api: &Api, front: Front, req: Request<Body>, request_id: &str)
         Front::Console => console::serve(api, req).await,
         Front::Monitoring => monitoring::serve(api, req).await,
         Front::Prometheus => monitoring::prometheus::serve(api, req).await,
+        Front::Sts => sts::serve(api, req, request_id).await,
         Front::S3 => {
             let mut resp = api.s3.serve(&api.verifier, &api.reading, req, request_id).await;
             s3::tag_response(&mut resp, request_id);
@@ -268,12 +270,12 @@ async fn dispatch(api: &Api, front: Front, req: Request<Body>, request_id: &str)
 /// The refusal of a request for a service Nimbus does not offer, in the
 /// error form of the request's own protocol, so that an SDK reads its code
 /// (it read a bare 404: "An error occurred (404)", or an XML parse error
-/// for STS): awsJson's `__type`, the query protocol's XML `ErrorResponse`,
+/// for IAM): awsJson's `__type`, the query protocol's XML `ErrorResponse`,
 /// or the REST protocols' `x-amzn-ErrorType`.
 fn unoffered(service: &str, req: &Request<Body>, request_id: &str) -> Response {
     let message = format!(
         "Nimbus does not offer the AWS service '{service}' (the request is signed for it); it offers Lambda, S3, SQS, \
-         EventBridge Scheduler, ECR, ECS and CloudWatch Logs and metrics."
+         EventBridge Scheduler, ECR, ECS, CloudWatch Logs and metrics, and STS's GetCallerIdentity."
     );
     let headers = req.headers();
     let form = headers
@@ -352,9 +354,11 @@ enum Front {
     Monitoring,
     /// `GET /_nimbus/metrics` with HTTP Basic auth.
     Prometheus,
+    /// STS's GetCallerIdentity (the query protocol).
+    Sts,
     /// The route table: Lambda.
     Table,
-    /// Signed for an AWS service Nimbus does not offer (SSM, STS, DynamoDB...).
+    /// Signed for an AWS service Nimbus does not offer (SSM, IAM, DynamoDB...).
     Unoffered(String),
 }
 
@@ -378,6 +382,7 @@ fn front(req: &Request<Body>) -> Front {
         Some("logs") => Front::Logs,
         Some("console") => Front::Console,
         Some("monitoring") => Front::Monitoring,
+        Some("sts") => Front::Sts,
         Some("lambda") => Front::Table,
         Some(other) => Front::Unoffered(other.to_string()),
         None if registry::is_registry(req.uri().path()) => Front::Registry,

@@ -648,19 +648,7 @@ async fn settings(op: Op, c: Ctx<'_>) -> R {
                 },
             )
         }
-        Op::TagResource => {
-            let req: w::TagResourceRequest = c.input()?;
-            ctl.tag_resource(c.arg(0), required(req.tags, "tags")?).await?;
-            empty(StatusCode::NO_CONTENT)
-        }
-        Op::UntagResource => {
-            ctl.untag_resource(c.arg(0), &c.query.all("tagKeys")).await?;
-            empty(StatusCode::NO_CONTENT)
-        }
-        Op::ListTags => {
-            let tags = ctl.list_tags(c.arg(0)).await?;
-            json(StatusCode::OK, &w::ListTagsResponse { tags })
-        }
+        Op::TagResource | Op::UntagResource | Op::ListTags => tagging(op, c).await,
         Op::AddPermission => {
             let req: w::AddPermissionRequest = c.input()?;
             let statement = ctl
@@ -871,6 +859,34 @@ async fn code_signing(op: Op, c: Ctx<'_>) -> R {
         }
         _ => unreachable_op(op),
     }
+}
+
+/// Tags of a function, or of an event source mapping (which lives with
+/// the triggers, above control).
+async fn tagging(op: Op, c: Ctx<'_>) -> R {
+    let (ctl, arn) = (&c.api.control, c.arg(0));
+    let mapping = c.api.mappings.as_deref().and_then(|m| Some((m, m.tagged_uuid(arn)?)));
+    match (op, mapping) {
+        (Op::TagResource, None) => {
+            let req: w::TagResourceRequest = c.input()?;
+            ctl.tag_resource(arn, required(req.tags, "tags")?).await?;
+        }
+        (Op::TagResource, Some((mappings, uuid))) => {
+            let req: w::TagResourceRequest = c.input()?;
+            mappings.retag(uuid?, required(req.tags, "tags")?, &[]).await?;
+        }
+        (Op::UntagResource, None) => ctl.untag_resource(arn, &c.query.all("tagKeys")).await?,
+        (Op::UntagResource, Some((mappings, uuid))) => {
+            mappings.retag(uuid?, Default::default(), &c.query.all("tagKeys")).await?;
+        }
+        (Op::ListTags, None) => return json(StatusCode::OK, &w::ListTagsResponse { tags: ctl.list_tags(arn).await? }),
+        (Op::ListTags, Some((mappings, uuid))) => {
+            let tags = mappings.get(uuid?).await?.tags;
+            return json(StatusCode::OK, &w::ListTagsResponse { tags });
+        }
+        _ => return unreachable_op(op),
+    }
+    empty(StatusCode::NO_CONTENT)
 }
 
 async fn event_source_mappings(op: Op, c: Ctx<'_>) -> R {

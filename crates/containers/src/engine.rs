@@ -337,6 +337,13 @@ impl Ecs {
         Some((record.clone(), (d.container_definitions.clone(), d.task_role_arn.clone())))
     }
 
+    /// The role task `id`'s containers were given (its override, else its
+    /// definition's), for whoever asks whom its credentials name.
+    pub async fn task_role(&self, id: &str) -> Option<String> {
+        let (record, (_, role)) = self.snapshot(id).await?;
+        record.task.overrides.task_role_arn.or(role)
+    }
+
     /// Every stopped task, the next time one expires after `now_ms` having
     /// deleted those stopped `keep_ms` ago or longer.
     pub(crate) async fn expire_stopped(
@@ -378,14 +385,21 @@ impl Ecs {
 
     // ---- clusters ----
 
-    pub async fn create_cluster(&self, name: Option<&str>, tags: Vec<Tag>) -> Result<Cluster, Error> {
+    pub async fn create_cluster(
+        &self,
+        name: Option<&str>,
+        tags: Vec<Tag>,
+        settings: &[serde_json::Value],
+    ) -> Result<Cluster, Error> {
         let name = name.unwrap_or(DEFAULT_CLUSTER);
         rules::check_cluster_name(name)?;
+        rules::check_cluster_settings(settings)?;
         let mut state = self.inner.state.lock().await;
         if let Some(c) = state.clusters.get(name) {
             return Ok(self.counted(&state, c));
         }
-        let cluster = self.new_cluster(name, tags);
+        let mut cluster = self.new_cluster(name, tags);
+        merge_settings(&mut cluster.settings, settings);
         self.inner.store.ecs_apply(&[put_cluster(&cluster)?]).await?;
         state.clusters.insert(name.to_string(), cluster.clone());
         Ok(cluster)
@@ -403,6 +417,23 @@ impl Ecs {
             pending_tasks_count: 0,
             active_services_count: 0,
         }
+    }
+
+    /// Changes a cluster's settings (`containerInsights`, which is recorded
+    /// and reported: this node makes no Container Insights metrics).
+    pub async fn update_cluster_settings(
+        &self,
+        reference: Option<&str>,
+        settings: &[serde_json::Value],
+    ) -> Result<Cluster, Error> {
+        rules::check_cluster_settings(settings)?;
+        let mut state = self.inner.state.lock().await;
+        let name = self.cluster_name(&mut state, reference).await?;
+        let mut cluster = state.clusters[&name].clone();
+        merge_settings(&mut cluster.settings, settings);
+        self.inner.store.ecs_apply(&[put_cluster(&cluster)?]).await?;
+        state.clusters.insert(name, cluster.clone());
+        Ok(self.counted(&state, &cluster))
     }
 
     /// The cluster's name for a name or ARN; `default` is made on first use.
@@ -1668,6 +1699,14 @@ fn task_size(d: &TaskDefinition, o: &TaskOverride) -> Result<(u32, u32), Error> 
     };
     rules::check_fargate_size(cpu, memory)?;
     Ok((cpu, memory))
+}
+
+/// Puts each of `new` in `settings` in place of the one of its name.
+fn merge_settings(settings: &mut Vec<serde_json::Value>, new: &[serde_json::Value]) {
+    for n in new {
+        settings.retain(|s| s["name"] != n["name"]);
+        settings.push(n.clone());
+    }
 }
 
 fn check_tags(tags: &[Tag]) -> Result<(), Error> {

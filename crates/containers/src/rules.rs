@@ -92,6 +92,23 @@ pub fn check_cluster_name(name: &str) -> Result<(), Error> {
     })
 }
 
+/// A cluster's `settings`: `containerInsights`, `enabled`, `enhanced` or
+/// `disabled`, the one setting ECS has.
+pub fn check_cluster_settings(settings: &[serde_json::Value]) -> Result<(), Error> {
+    for s in settings {
+        if s["name"] != "containerInsights" {
+            return Err(Error::InvalidParameter(format!("Cluster setting name is invalid: {}", s["name"])));
+        }
+        if !matches!(s["value"].as_str(), Some("enabled" | "enhanced" | "disabled")) {
+            return Err(Error::InvalidParameter(format!(
+                "Cluster setting value for containerInsights is invalid: {}; use enabled, enhanced or disabled.",
+                s["value"]
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The network mode and compatibilities of a Fargate task definition.
 pub fn check_fargate_network(network_mode: Option<&str>, fargate: bool) -> Result<(), Error> {
     match network_mode {

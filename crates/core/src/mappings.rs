@@ -54,6 +54,9 @@ pub struct EventSourceMapping {
     pub enabled: bool,
     pub state: MappingState,
     pub last_modified_ms: i64,
+    /// CreateEventSourceMapping's `Tags`, TagResource and UntagResource.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl EventSourceMapping {

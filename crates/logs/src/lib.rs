@@ -12,11 +12,12 @@
 
 pub mod pattern;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use nimbus_store::{EventQuery, LogMeta, Position, StreamCreated, StreamOrder};
+use nimbus_store::{EventQuery, LogMeta, Position, Retagged, StreamCreated, StreamOrder};
 use tokio::sync::Notify;
 
 pub use nimbus_store::{LogEvent, LogGroupRow, LogStreamRow, StreamOrder as OrderBy};
@@ -59,6 +60,8 @@ pub enum Error {
     InvalidParameter(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("{0}")]
+    TooManyTags(String),
     #[error("log store: {0}")]
     Store(#[from] nimbus_store::Error),
 }
@@ -175,6 +178,23 @@ pub struct Logs {
 /// Live tail sessions open at once, per account, as AWS allows.
 pub const LIVE_TAILS_MAX: usize = 15;
 
+/// Tags a log group may have, as AWS allows.
+pub const TAGS_MAX: usize = 50;
+
+/// AWS's rules for a log group's tags: keys of 1 to 128 characters not
+/// starting with `aws:`, values of up to 256.
+fn check_tags<'a>(keys: impl Iterator<Item = &'a String>, values: impl Iterator<Item = &'a String>) -> Result<()> {
+    for k in keys {
+        if k.is_empty() || k.chars().count() > 128 || k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(invalid(format!("Invalid tag key: {k}")));
+        }
+    }
+    match values.into_iter().find(|v| v.chars().count() > 256) {
+        Some(v) => Err(invalid(format!("Invalid tag value: {v}"))),
+        None => Ok(()),
+    }
+}
+
 /// The name a log group identifier (its name, or its ARN with or without
 /// `:*`) names.
 pub fn group_name(identifier: &str) -> &str {
@@ -202,6 +222,36 @@ impl Logs {
         format!("{}:log-stream:{stream}", self.group_arn(group))
     }
 
+    /// The group a tagging request's `resourceArn` names: one of this
+    /// node's log groups (`…:log-group:<name>`, with or without `:*`).
+    pub fn group_of_arn(&self, arn: &str) -> Result<String> {
+        let prefix = format!("arn:aws:logs:{}:{}:log-group:", self.region, self.account);
+        match arn.strip_prefix(&prefix) {
+            Some(rest) if !rest.is_empty() => Ok(rest.strip_suffix(":*").unwrap_or(rest).to_string()),
+            _ if arn.starts_with("arn:") && arn.split(':').count() >= 6 => {
+                Err(Error::NotFound(format!("The specified resource does not exist: {arn}")))
+            }
+            _ => Err(invalid(format!("Invalid resource arn: {arn}"))),
+        }
+    }
+
+    /// A log group's tags.
+    pub async fn tags(&self, group: &str) -> Result<BTreeMap<String, String>> {
+        Ok(self.meta.log_group(group).await?.ok_or_else(no_group)?.tags)
+    }
+
+    /// Adds `add` to a log group's tags and removes `remove`, at once.
+    pub async fn retag(&self, group: &str, add: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
+        check_tags(add.keys(), add.values())?;
+        match self.meta.retag_log_group(group, add, remove, TAGS_MAX).await? {
+            None => Err(no_group()),
+            Some(Retagged::TooMany) => {
+                Err(Error::TooManyTags(format!("A resource can have no more than {TAGS_MAX} tags: {group}")))
+            }
+            Some(Retagged::Done(_)) => Ok(()),
+        }
+    }
+
     /// The group a request names, by `logGroupName` or `logGroupIdentifier`
     /// (a name or an ARN, with or without `:*`): exactly one of them.
     pub fn group_of(&self, name: Option<String>, identifier: Option<String>) -> Result<String> {
@@ -213,11 +263,19 @@ impl Logs {
         }
     }
 
-    pub async fn create_log_group(&self, name: &str) -> Result<()> {
-        match self.meta.create_log_group(name, now_ms()).await? {
-            true => Ok(()),
-            false => Err(Error::AlreadyExists("The specified log group already exists".into())),
+    pub async fn create_log_group(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+        // Checked before the group exists: a refused create stores nothing.
+        check_tags(tags.keys(), tags.values())?;
+        if tags.len() > TAGS_MAX {
+            return Err(Error::TooManyTags(format!("A resource can have no more than {TAGS_MAX} tags: {name}")));
         }
+        if !self.meta.create_log_group(name, now_ms()).await? {
+            return Err(Error::AlreadyExists("The specified log group already exists".into()));
+        }
+        if !tags.is_empty() {
+            self.retag(name, tags, &[]).await?;
+        }
+        Ok(())
     }
 
     pub async fn delete_log_group(&self, name: &str) -> Result<()> {
@@ -687,7 +745,7 @@ mod tests {
     #[tokio::test]
     async fn put_rejects_the_ends_of_a_batch_and_refuses_bad_batches_whole() {
         let (_d, logs) = engine().await;
-        logs.create_log_group("g").await.unwrap();
+        logs.create_log_group("g", &BTreeMap::new()).await.unwrap();
         logs.create_log_stream("g", "s").await.unwrap();
         let now = now_ms();
         let batch = [ev(now - 15 * DAY_MS, "old"), ev(now, "a"), ev(now + 1, "b"), ev(now + 3 * HOUR_MS, "new")];
@@ -704,7 +762,7 @@ mod tests {
     #[tokio::test]
     async fn get_tokens_return_themselves_at_either_end() {
         let (_d, logs) = engine().await;
-        logs.create_log_group("g").await.unwrap();
+        logs.create_log_group("g", &BTreeMap::new()).await.unwrap();
         logs.create_log_stream("g", "s").await.unwrap();
         let now = now_ms();
         let events: Vec<InputEvent> = (0..5).map(|i| ev(now + i, &format!("e{i}"))).collect();

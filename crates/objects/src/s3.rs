@@ -893,6 +893,70 @@ impl S3 for Objects {
         }))
     }
 
+    /// A bucket that was never versioned, as S3 lists one: each object is
+    /// its one version, `null` and latest (what `aws s3 rb --force` and
+    /// Terraform's `force_destroy` page through to empty a bucket).
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        check_listing(input.encoding_type.as_ref(), input.max_keys)?;
+        let owner = self.owner().1;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let marker = input.key_marker.clone().unwrap_or_default();
+        let rolled_up = input.delimiter.as_deref().is_some_and(|d| !d.is_empty() && marker.ends_with(d));
+        let after = if rolled_up { listing::past(&marker) } else { marker.clone() };
+        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
+            .await
+            .map_err(internal)?;
+        let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let next_key_marker = page.next.as_deref().map(|n| enc(listing::before_past(n).to_string()));
+        let versions = page
+            .objects
+            .into_iter()
+            .map(|o| ObjectVersion {
+                owner: Some(owner.clone()),
+                e_tag: Some(etag(&o)),
+                last_modified: Some(timestamp(o.modified_ms)),
+                size: Some(o.size as i64),
+                storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
+                key: Some(enc(o.key)),
+                version_id: Some("null".into()),
+                is_latest: Some(true),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: Some(enc(prefix)),
+            key_marker: Some(enc(marker)),
+            version_id_marker: input.version_id_marker,
+            delimiter: input.delimiter.map(enc),
+            max_keys: Some(max as i32),
+            is_truncated: Some(next_key_marker.is_some()),
+            next_version_id_marker: next_key_marker.as_ref().map(|_| "null".to_string()),
+            next_key_marker,
+            versions: Some(versions),
+            common_prefixes: Some(page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    /// Buckets here are never versioned: S3's answer for such a bucket, a
+    /// configuration with no status.
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
     async fn put_bucket_notification_configuration(
         &self,
         req: S3Request<PutBucketNotificationConfigurationInput>,
@@ -1073,6 +1137,27 @@ impl S3 for Objects {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         Objects::delete_object_tagging(self, req).await
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        Objects::put_bucket_tagging(self, req).await
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        Objects::get_bucket_tagging(self, req).await
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        Objects::delete_bucket_tagging(self, req).await
     }
 }
 

@@ -1,8 +1,8 @@
-//! Object tagging (Put, Get and DeleteObjectTagging) and AWS's limits on
-//! tags, which the `x-amz-tagging` header of a write must meet too. Tags
-//! live in the object's document: changing them never touches its bytes,
-//! and a change made while the object was replaced is not applied to the
-//! new one.
+//! Object and bucket tagging (Put, Get and Delete of ObjectTagging and
+//! BucketTagging) and AWS's limits on tags, which the `x-amz-tagging` header
+//! of a write must meet too. An object's tags live in its document: changing
+//! them never touches its bytes, and a change made while the object was
+//! replaced is not applied to the new one.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +14,31 @@ use crate::s3::internal;
 use crate::Objects;
 
 const TAGS_MAX: usize = 10;
+const BUCKET_TAGS_MAX: usize = 50;
 const TAG_KEY_MAX: usize = 128;
 const TAG_VALUE_MAX: usize = 256;
+
+/// A `Tagging` document's tags, each key once.
+fn tag_set(tags: Vec<Tag>) -> S3Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for t in tags {
+        let (Some(k), Some(v)) = (t.key, t.value) else {
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema"
+            ));
+        };
+        if out.insert(k, v).is_some() {
+            return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
+        }
+    }
+    Ok(out)
+}
 
 /// AWS's limits: 10 tags, keys of 1 to 128 characters not starting with
 /// `aws:`, values of up to 256, of the characters tags allow.
 pub(crate) fn check_tags(tags: &BTreeMap<String, String>) -> S3Result<()> {
+    check_keys_and_values(tags)?;
     if tags.len() > TAGS_MAX {
         let mut e = S3Error::with_message(
             "BadRequest".parse::<S3ErrorCode>().unwrap_or(S3ErrorCode::InvalidTag),
@@ -28,6 +47,10 @@ pub(crate) fn check_tags(tags: &BTreeMap<String, String>) -> S3Result<()> {
         e.set_status_code(http::StatusCode::BAD_REQUEST);
         return Err(e);
     }
+    Ok(())
+}
+
+fn check_keys_and_values(tags: &BTreeMap<String, String>) -> S3Result<()> {
     for (k, v) in tags {
         if k.is_empty() {
             return Err(s3_error!(InvalidTag, "The TagKey you have provided is invalid"));
@@ -75,18 +98,7 @@ impl Objects {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let input = req.input;
-        let mut tags = BTreeMap::new();
-        for t in input.tagging.tag_set {
-            let (Some(k), Some(v)) = (t.key, t.value) else {
-                return Err(s3_error!(
-                    MalformedXML,
-                    "The XML you provided was not well-formed or did not validate against our published schema"
-                ));
-            };
-            if tags.insert(k, v).is_some() {
-                return Err(s3_error!(InvalidTag, "Cannot provide multiple Tags with the same key"));
-            }
-        }
+        let tags = tag_set(input.tagging.tag_set)?;
         check_tags(&tags)?;
         self.retag(&input.bucket, &input.key, |o| o.tags.clone_from(&tags)).await?;
         Ok(S3Response::new(PutObjectTaggingOutput::default()))
@@ -107,6 +119,39 @@ impl Objects {
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         self.retag(&req.input.bucket, &req.input.key, |o| o.tags.clear()).await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
+    }
+
+    pub(crate) async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let tags = tag_set(req.input.tagging.tag_set)?;
+        check_keys_and_values(&tags)?;
+        if tags.len() > BUCKET_TAGS_MAX {
+            return Err(s3_error!(InvalidTag, "Bucket tag count cannot be greater than {BUCKET_TAGS_MAX}"));
+        }
+        self.edit_bucket(&req.input.bucket, |b| b.tags = tags).await?;
+        Ok(S3Response::new(PutBucketTaggingOutput::default()))
+    }
+
+    pub(crate) async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let bucket = self.bucket(&req.input.bucket).await?;
+        if bucket.tags.is_empty() {
+            return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
+        }
+        let tag_set = bucket.tags.into_iter().map(|(k, v)| Tag { key: Some(k), value: Some(v) }).collect();
+        Ok(S3Response::new(GetBucketTaggingOutput { tag_set }))
+    }
+
+    pub(crate) async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.edit_bucket(&req.input.bucket, |b| b.tags.clear()).await?;
+        Ok(S3Response::new(DeleteBucketTaggingOutput {}))
     }
 }
 

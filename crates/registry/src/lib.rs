@@ -215,9 +215,10 @@ impl Registry {
         Ok(self.meta.list_repositories(after, limit).await?)
     }
 
-    pub async fn set_tag_mutability(&self, name: &str, tag_mutability: &str) -> Result<Repository> {
+    /// Changes a repository's settings or tags with `change`.
+    pub async fn update_repository(&self, name: &str, change: impl FnOnce(&mut Repository)) -> Result<Repository> {
         let mut r = self.repository(name).await?;
-        r.tag_mutability = tag_mutability.to_string();
+        change(&mut r);
         if !self.meta.put_repository(&r).await? {
             return Err(self.name_unknown(name));
         }

@@ -33,7 +33,9 @@ use nimbus_core::function::{CodeSigningConfig, Function, FunctionConfig, LayerVe
 
 pub use blobs::{Blobs, FsBlobs};
 pub use ecs::{EcsDocuments, EcsMeta, EcsWrite};
-pub use logs::{EventQuery, LogGroupRow, LogMeta, LogStreamRow, Position, StreamCreated, StreamOrder, StreamQuery};
+pub use logs::{
+    EventQuery, LogGroupRow, LogMeta, LogStreamRow, Position, Retagged, StreamCreated, StreamOrder, StreamQuery,
+};
 pub use mappings::MappingMeta;
 pub use metrics::{MetricKey, MetricRow, MetricsMeta, UsageRow};
 pub use objects::{BucketDelete, ObjectMeta, Precondition};

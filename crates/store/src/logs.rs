@@ -32,6 +32,15 @@ pub struct LogGroupRow {
     pub name: String,
     pub created_ms: i64,
     pub retention_days: Option<u32>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What [`LogMeta::retag_log_group`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retagged {
+    Done(BTreeMap<String, String>),
+    /// Nothing changed: the group would have had more tags than allowed.
+    TooMany,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +125,17 @@ pub trait LogMeta: Send + Sync {
     ) -> Result<Vec<LogGroupRow>>;
     /// `false` if there is no such group.
     async fn set_retention(&self, group: &str, days: Option<u32>) -> Result<bool>;
+    /// Adds `add` to the group's tags and removes `remove`, in one
+    /// transaction, unless the result would have more than `max` tags;
+    /// answers the tags the group has after it (unchanged when over `max`),
+    /// or `None` if there is no such group.
+    async fn retag_log_group(
+        &self,
+        group: &str,
+        add: &BTreeMap<String, String>,
+        remove: &[String],
+        max: usize,
+    ) -> Result<Option<Retagged>>;
     async fn create_log_stream(&self, group: &str, name: &str, now_ms: i64) -> Result<StreamCreated>;
     /// Removes the stream and its events; `false` if there was none.
     async fn delete_log_stream(&self, group: &str, name: &str) -> Result<bool>;
@@ -161,6 +181,7 @@ fn group_row(r: &SqliteRow) -> LogGroupRow {
         name: r.get("name"),
         created_ms: r.get("created_ms"),
         retention_days: r.get::<Option<i64>, _>("retention_days").map(|d| d as u32),
+        tags: serde_json::from_str(r.get("tags")).unwrap_or_default(),
     }
 }
 
@@ -332,6 +353,36 @@ impl LogMeta for SqliteMetadata {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn retag_log_group(
+        &self,
+        group: &str,
+        add: &BTreeMap<String, String>,
+        remove: &[String],
+        max: usize,
+    ) -> Result<Option<Retagged>> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) =
+            sqlx::query("SELECT * FROM log_groups WHERE name = ?").bind(group).fetch_optional(&mut *tx).await?
+        else {
+            return Ok(None);
+        };
+        let mut tags = group_row(&row).tags;
+        tags.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for k in remove {
+            tags.remove(k);
+        }
+        if tags.len() > max {
+            return Ok(Some(Retagged::TooMany));
+        }
+        sqlx::query("UPDATE log_groups SET tags = ? WHERE name = ?")
+            .bind(serde_json::to_string(&tags).unwrap_or_else(|_| "{}".into()))
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(Retagged::Done(tags)))
     }
 
     async fn create_log_stream(&self, group: &str, name: &str, now_ms: i64) -> Result<StreamCreated> {

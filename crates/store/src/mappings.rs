@@ -96,6 +96,7 @@ mod tests {
             enabled: true,
             state: MappingState::Creating,
             last_modified_ms: 1,
+            tags: Default::default(),
         }
     }
 

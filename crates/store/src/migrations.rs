@@ -44,6 +44,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     embed!("0019_queue_dedup.sql"),
     embed!("0020_async_leases.sql"),
     embed!("0021_queue_in_flight.sql"),
+    embed!("0022_log_group_tags.sql"),
 ];
 
 /// A migration's version and description from its file name, as

@@ -629,6 +629,8 @@ wire!(
     /// Stream sources only; a number or a date string on the wire.
     pub starting_position: Option<String>,
     pub starting_position_timestamp: Option<serde_json::Value>,
+    /// CreateEventSourceMapping only.
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
     /// Every other member given, as given (see [`OTHER_SOURCE_MEMBERS`]).
     #[serde(flatten)]
     pub other: std::collections::BTreeMap<String, serde_json::Value>,

@@ -119,6 +119,7 @@ struct Common {
     service: Option<String>,
     services: Vec<String>,
     force: bool,
+    settings: Vec<Value>,
 }
 
 fn required(value: Option<String>, name: &str) -> Result<String, Failure> {
@@ -144,7 +145,21 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
         _ => input(body.clone())?,
     };
     Ok(match op {
-        "CreateCluster" => json!({ "cluster": to_json(&ecs.create_cluster(c.cluster_name.as_deref(), c.tags).await?) }),
+        "CreateCluster" => {
+            json!({ "cluster": to_json(&ecs.create_cluster(c.cluster_name.as_deref(), c.tags, &c.settings).await?) })
+        }
+        // Of UpdateCluster's members only `settings` is served (Container
+        // Insights, recorded and reported); the rest is refused by name.
+        "UpdateCluster" | "UpdateClusterSettings" => {
+            if let Some(member) = ["configuration", "serviceConnectDefaults"].into_iter().find(|m| !body[*m].is_null())
+            {
+                return Err(Failure::new(
+                    "UnsupportedFeatureException",
+                    format!("UpdateCluster's {member} is not supported by Nimbus yet."),
+                ));
+            }
+            json!({ "cluster": to_json(&ecs.update_cluster_settings(c.cluster.as_deref(), &c.settings).await?) })
+        }
         "DescribeClusters" => {
             let (clusters, failures) = ecs.describe_clusters(&c.clusters).await?;
             let tags = includes_tags(&c.include);

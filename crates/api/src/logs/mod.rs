@@ -44,6 +44,7 @@ impl From<Error> for Failure {
             Error::NotFound(_) => "ResourceNotFoundException",
             Error::InvalidParameter(_) => "InvalidParameterException",
             Error::LimitExceeded(_) => "LimitExceededException",
+            Error::TooManyTags(_) => "TooManyTagsException",
             Error::Store(detail) => return Self::internal("ServiceUnavailableException", detail),
         };
         Self::new(kind, e.to_string())

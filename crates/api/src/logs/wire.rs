@@ -2,6 +2,8 @@
 //! as botocore's logs model names them), and the dispatch of each
 //! operation to `nimbus-logs`.
 
+use std::collections::BTreeMap;
+
 use nimbus_logs::{
     FilterQuery, GetQuery, InputEvent, LogEvent, LogGroupRow, LogStreamRow, Logs, OrderBy, StreamsQuery,
 };
@@ -24,6 +26,28 @@ struct CreateGroup {
     deletion_protection_enabled: Option<bool>,
     /// Only `STANDARD` is offered: another is refused rather than reported as it.
     log_group_class: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// TagResource, UntagResource and ListTagsForResource, by ARN.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceTags {
+    resource_arn: String,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    tag_keys: Vec<String>,
+}
+
+/// The older TagLogGroup and UntagLogGroup, by name: `tags` is a map to
+/// add, or the keys to remove.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupTags<T> {
+    log_group_name: String,
+    tags: T,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +148,32 @@ pub(super) async fn execute(logs: &Logs, op: &str, body: Value) -> Result<Value,
                     format!("Log group class {class} is not offered by this Nimbus node: its groups are STANDARD."),
                 ));
             }
-            logs.create_log_group(&q.log_group_name).await?;
+            logs.create_log_group(&q.log_group_name, &q.tags).await?;
+            json!({})
+        }
+        "ListTagsForResource" => {
+            let group = logs.group_of_arn(&input::<ResourceTags>(body)?.resource_arn)?;
+            json!({ "tags": logs.tags(&group).await? })
+        }
+        "TagResource" => {
+            let q: ResourceTags = input(body)?;
+            logs.retag(&logs.group_of_arn(&q.resource_arn)?, &q.tags, &[]).await?;
+            json!({})
+        }
+        "UntagResource" => {
+            let q: ResourceTags = input(body)?;
+            logs.retag(&logs.group_of_arn(&q.resource_arn)?, &BTreeMap::new(), &q.tag_keys).await?;
+            json!({})
+        }
+        "ListTagsLogGroup" => json!({ "tags": logs.tags(&input::<GroupName>(body)?.log_group_name).await? }),
+        "TagLogGroup" => {
+            let q: GroupTags<BTreeMap<String, String>> = input(body)?;
+            logs.retag(&q.log_group_name, &q.tags, &[]).await?;
+            json!({})
+        }
+        "UntagLogGroup" => {
+            let q: GroupTags<Vec<String>> = input(body)?;
+            logs.retag(&q.log_group_name, &BTreeMap::new(), &q.tags).await?;
             json!({})
         }
         "DeleteLogGroup" => {

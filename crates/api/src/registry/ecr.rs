@@ -74,6 +74,13 @@ impl From<RegistryError> for Failure {
     }
 }
 
+/// Tags a repository may have, as ECR allows.
+const TAGS_MAX: usize = 50;
+
+fn too_many_tags() -> Failure {
+    Failure::new("TooManyTagsException", format!("A repository can have no more than {TAGS_MAX} tags."))
+}
+
 /// Whether an unsigned request names an ECR operation (so that ECR
 /// refuses it, in its own shape).
 pub fn is_unsigned_ecr(headers: &axum::http::HeaderMap) -> bool {
@@ -144,6 +151,34 @@ impl Ctx<'_> {
         })
     }
 
+    /// The request's `tags` (`[{"Key", "Value"}]`), checked as ECR checks them.
+    fn tags(&self) -> Result<BTreeMap<String, String>, Failure> {
+        let mut tags = BTreeMap::new();
+        for t in self.input.get("tags").and_then(Value::as_array).into_iter().flatten() {
+            let (Some(k), Some(v)) = (t["Key"].as_str(), t["Value"].as_str()) else { continue };
+            if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 || k.starts_with("aws:") {
+                return Err(Failure::new("InvalidTagParameterException", format!("Invalid tag: {k}")));
+            }
+            tags.insert(k.to_string(), v.to_string());
+        }
+        Ok(tags)
+    }
+
+    /// The repository a tagging request's `resourceArn` names: one of this
+    /// registry's (`arn:aws:ecr:<region>:<account>:repository/<name>`).
+    fn tagged_repository(&self) -> Result<String, Failure> {
+        let a = self.registry.account();
+        let arn = self.str("resourceArn").unwrap_or_default();
+        let prefix = format!("arn:aws:ecr:{}:{}:repository/", a.region, a.id);
+        match arn.strip_prefix(&prefix).filter(|n| !n.is_empty()) {
+            Some(name) => Ok(name.to_string()),
+            None => Err(Failure::new(
+                "InvalidParameterException",
+                format!("Invalid parameter at 'resourceArn' failed to satisfy constraint: 'Invalid ARN': {arn}"),
+            )),
+        }
+    }
+
     fn page(&self) -> Result<(usize, usize), Failure> {
         let max = self.input.get("maxResults").and_then(Value::as_u64).map_or(PAGE_DEFAULT, |n| n as usize);
         let start = match self.str("nextToken") {
@@ -170,14 +205,25 @@ impl Ctx<'_> {
                     ));
                 }
                 let scan = self.input.pointer("/imageScanningConfiguration/scanOnPush").and_then(Value::as_bool);
-                let tags: BTreeMap<String, String> = self
-                    .input
-                    .get("tags")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| Some((t["Key"].as_str()?.to_string(), t["Value"].as_str()?.to_string())))
-                    .collect();
+                // Encryption at rest is not offered: refused rather than
+                // reported as AES256 (Terraform would replace the repository
+                // at every apply).
+                if let Some(kind) =
+                    self.input.pointer("/encryptionConfiguration/encryptionType").and_then(Value::as_str)
+                {
+                    if kind != "AES256" {
+                        return Err(Failure::new(
+                            "InvalidParameterException",
+                            format!(
+                                "encryptionType {kind} is not offered by this Nimbus node: its repositories are AES256"
+                            ),
+                        ));
+                    }
+                }
+                let tags = self.tags()?;
+                if tags.len() > TAGS_MAX {
+                    return Err(too_many_tags());
+                }
                 let repo = r.create_repository(self.name(), mutability, scan.unwrap_or(false), tags).await?;
                 json!({ "repository": self.repository_json(&repo) })
             }
@@ -195,8 +241,45 @@ impl Ctx<'_> {
                         format!("imageTagMutability {mutability} is not supported by this registry"),
                     ));
                 }
-                let repo = r.set_tag_mutability(self.name(), mutability).await?;
+                let repo = r.update_repository(self.name(), |r| r.tag_mutability = mutability.to_string()).await?;
                 json!({ "registryId": self.registry_id(), "repositoryName": repo.name, "imageTagMutability": repo.tag_mutability })
+            }
+            "PutImageScanningConfiguration" => {
+                let scan = self.input.pointer("/imageScanningConfiguration/scanOnPush").and_then(Value::as_bool);
+                let repo = r.update_repository(self.name(), |r| r.scan_on_push = scan.unwrap_or(false)).await?;
+                json!({
+                    "registryId": self.registry_id(),
+                    "repositoryName": repo.name,
+                    "imageScanningConfiguration": { "scanOnPush": repo.scan_on_push },
+                })
+            }
+            "ListTagsForResource" => {
+                let repo = r.repository(&self.tagged_repository()?).await?;
+                json!({ "tags": repo.tags.iter().map(|(k, v)| json!({ "Key": k, "Value": v })).collect::<Vec<_>>() })
+            }
+            "TagResource" => {
+                let (name, add) = (self.tagged_repository()?, self.tags()?);
+                let mut over = false;
+                r.update_repository(&name, |r| {
+                    let mut tags = r.tags.clone();
+                    tags.extend(add);
+                    over = tags.len() > TAGS_MAX;
+                    if !over {
+                        r.tags = tags;
+                    }
+                })
+                .await?;
+                if over {
+                    return Err(too_many_tags());
+                }
+                json!({})
+            }
+            "UntagResource" => {
+                let name = self.tagged_repository()?;
+                let keys: Vec<&str> =
+                    self.input["tagKeys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                r.update_repository(&name, |r| r.tags.retain(|k, _| !keys.contains(&k.as_str()))).await?;
+                json!({})
             }
             "DescribeImages" => self.describe_images().await?,
             "ListImages" => {

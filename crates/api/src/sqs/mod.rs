@@ -243,7 +243,7 @@ pub async fn serve(api: &Api, req: Request<Body>, request_id: &str) -> Response 
     }
 }
 
-fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
     raw.split(|b| *b == b'&')
         .filter(|p| !p.is_empty())
         .map(|p| {

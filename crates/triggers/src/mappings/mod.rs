@@ -13,7 +13,7 @@
 pub mod filter;
 mod poller;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct MappingInput {
     /// The first setting given that applies to other sources than queues
     /// (MaximumRetryAttempts, DestinationConfig, Topics…), by its wire name.
     pub unsupported: Option<&'static str>,
+    /// CreateEventSourceMapping's `Tags` (an update takes none).
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 pub struct Mappings {
@@ -67,6 +69,11 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 fn missing() -> Error {
     Error::Rule(Rule::NotFound("The resource you requested does not exist.".into()))
+}
+
+/// At most as many tags as a function may have.
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    nimbus_core::service_rules::tag_count(tags.len()).map_err(Error::Rule)
 }
 
 /// AWS's answer to a second mapping of the same queue and function.
@@ -115,7 +122,9 @@ impl Mappings {
             // AWS answers a mapping created disabled as Disabled at once.
             state: if enabled { MappingState::Creating } else { MappingState::Disabled },
             last_modified_ms: now_ms(),
+            tags: input.tags.clone().unwrap_or_default(),
         };
+        check_tags(&m.tags)?;
         let (function_arn, name) = self.function_arn(&function).await?;
         m.function_arn = function_arn;
         apply(&mut m, &input);
@@ -130,6 +139,28 @@ impl Mappings {
 
     pub async fn get(&self, uuid: &str) -> Result<EventSourceMapping> {
         self.meta.get_mapping(uuid).await?.ok_or_else(missing)
+    }
+
+    /// The mapping a tagging request's ARN names, if it names one
+    /// (`…:event-source-mapping:<uuid>`); `None` for any other resource.
+    pub fn tagged_uuid<'a>(&self, arn: &'a str) -> Option<Result<&'a str>> {
+        let (_, uuid) = arn.split_once(":event-source-mapping:")?;
+        Some(if arn == self.mapping_arn(uuid) { Ok(uuid) } else { Err(missing()) })
+    }
+
+    /// Adds `add` to a mapping's tags and removes `remove`.
+    pub async fn retag(&self, uuid: &str, add: BTreeMap<String, String>, remove: &[String]) -> Result<()> {
+        let _turn = self.writes.lock().await;
+        let mut m = self.get(uuid).await?;
+        m.tags.extend(add);
+        for k in remove {
+            m.tags.remove(k);
+        }
+        check_tags(&m.tags)?;
+        if !self.meta.put_mapping(&m).await? {
+            return Err(missing());
+        }
+        Ok(())
     }
 
     pub async fn update(&self, uuid: &str, input: MappingInput) -> Result<EventSourceMapping> {
