@@ -672,6 +672,11 @@ def test_sdk_inside_a_function_reaches_nimbus_with_injected_credentials(proc_ser
     assert identity["Account"] == ACCOUNT
     assert identity["Arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/lambda-role/{name}"
     assert re.fullmatch(r"AROA[A-Z2-7]{17}:" + name, identity["UserId"]), identity
+    # Invoked by a qualified ARN, the session is still named after the function.
+    version = plam.publish_version(FunctionName=name)["Version"]
+    r, out = invoke(plam, name, {"site_packages": sysconfig.get_paths()["purelib"]}, Qualifier=version)
+    assert "FunctionError" not in r, out
+    assert out["identity"]["Arn"] == identity["Arn"]
 
 
 def test_provided_runtime_with_the_lambda_runtime_crate(plam):

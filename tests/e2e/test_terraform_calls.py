@@ -6,6 +6,8 @@ for `force_destroy`. Terraform itself cannot be installed here; each test
 makes the provider's calls with boto3 (STS's GetCallerIdentity, which it
 calls first, is in test_auth)."""
 
+import threading
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -62,6 +64,19 @@ def test_ecr_repository_tags_and_scanning(server):
     many = [{"Key": f"k{i}", "Value": "v"} for i in range(50)]
     refused(lambda: ecr.tag_resource(resourceArn=arn, tags=many), "TooManyTagsException")
     assert ecr.list_tags_for_resource(resourceArn=arn)["tags"] == [{"Key": "team", "Value": "b"}]
+    # Terraform changes resources in parallel: tag and setting changes each
+    # read and write the repository whole, and none may undo another.
+    clients = [aws_client(server, "ecr") for _ in range(16)]
+    calls = [threading.Thread(target=lambda c=c, i=i: c.tag_resource(resourceArn=arn, tags=[{"Key": f"p{i}", "Value": "v"}])
+                              if i % 2 else c.put_image_scanning_configuration(
+                                  repositoryName=name, imageScanningConfiguration={"scanOnPush": i % 4 == 0}))
+             for i, c in enumerate(clients)]
+    for t in calls:
+        t.start()
+    for t in calls:
+        t.join()
+    keys = {t["Key"] for t in ecr.list_tags_for_resource(resourceArn=arn)["tags"]}
+    assert keys == {"team"} | {f"p{i}" for i in range(1, 16, 2)}, keys
     missing = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{unique_name('none').lower()}"
     refused(lambda: ecr.list_tags_for_resource(resourceArn=missing), "RepositoryNotFoundException")
 
@@ -109,6 +124,29 @@ def test_bucket_tags_versioning_and_emptying_for_force_destroy(server):
     s3.delete_bucket(Bucket=bucket)
 
 
+def test_object_versions_page_as_s3_pages_them(server):
+    s3 = aws_client(server, "s3")
+    bucket = unique_name("tf").lower()
+    s3.create_bucket(Bucket=bucket)
+    for k in ["a/", "a/b", "a/c", "a/d/e"]:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"x")
+    # A "folder" object named as the prefix is a key: the next page resumes
+    # after it, not past every key under it.
+    seen, marker = [], None
+    while True:
+        page = s3.list_object_versions(Bucket=bucket, Prefix="a/", Delimiter="/", MaxKeys=1,
+                                       **({"KeyMarker": marker} if marker else {}))
+        seen += [v["Key"] for v in page.get("Versions", [])] + [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = page["NextKeyMarker"]
+    assert seen == ["a/", "a/b", "a/c", "a/d/"]
+    listed = s3.list_objects(Bucket=bucket, Prefix="a/", Delimiter="/", MaxKeys=1, Marker="a/")
+    assert [o["Key"] for o in listed["Contents"]] == ["a/b"]
+    assert "cannot be specified without a key marker" in refused(
+        lambda: s3.list_object_versions(Bucket=bucket, VersionIdMarker="null"), "InvalidArgument")
+
+
 def test_event_source_mapping_tags(server):
     lam, sqs = server.client(), sqs_client(server)
     name = unique_name("tf")
@@ -125,6 +163,8 @@ def test_event_source_mapping_tags(server):
     assert lam.list_tags(Resource=arn)["Tags"] == {"env": "prod"}
     # The function's own tags are its own.
     assert lam.list_tags(Resource=lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"])["Tags"] == {}
+    assert "aws:" in refused(lambda: lam.create_event_source_mapping(
+        EventSourceArn=queue_arn, FunctionName=f"{name}:$LATEST", Tags={"aws:x": "1"}), "InvalidParameterValueException")
     missing = arn[: -len(m["UUID"])] + "00000000-0000-0000-0000-000000000000"
     refused(lambda: lam.list_tags(Resource=missing), "ResourceNotFoundException")
     lam.delete_event_source_mapping(UUID=m["UUID"])
@@ -145,4 +185,14 @@ def test_cluster_settings_are_kept_and_updated(server):
     assert ecs.describe_clusters(clusters=[name])["clusters"][0]["settings"] == \
         [{"name": "containerInsights", "value": "enhanced"}]
     refused(lambda: ecs.update_cluster(cluster=unique_name("none"), settings=bad[:0]), "ClusterNotFoundException")
+    # What would change what runs and cannot be honoured is refused by name, not ignored.
+    other = unique_name("tf")
+    assert "capacityProviders" in refused(lambda: ecs.create_cluster(clusterName=other, capacityProviders=["FARGATE"]),
+                                          "InvalidParameterException")
+    assert ecs.describe_clusters(clusters=[other])["failures"][0]["reason"] == "MISSING"
+    for member in ({"enableExecuteCommand": True},
+                   {"capacityProviderStrategy": [{"capacityProvider": "FARGATE", "weight": 1}]}):
+        assert next(iter(member)) in refused(lambda: ecs.create_service(cluster=name, serviceName="web", **member),
+                                             "InvalidParameterException")
+    assert ecs.list_services(cluster=name)["serviceArns"] == []
     ecs.delete_cluster(cluster=name)

@@ -89,10 +89,16 @@ async fn identity(api: &Api, caller: &Caller) -> Identity {
             account: account.id.clone(),
         };
     };
-    let (role, session) = match subject.split_once(":function:") {
-        Some((_, name)) => {
-            let role = api.control.get_function(subject, None).await.ok().map(|(_, f)| f.latest.role);
-            (role, name.to_string())
+    // Minted for the ARN the function was invoked by, which may be
+    // qualified; the session is named after the function alone.
+    let function = match subject.contains(":function:") {
+        true => nimbus_core::arn::FunctionRef::parse(account, subject, None).ok(),
+        false => None,
+    };
+    let (role, session) = match function {
+        Some(f) => {
+            let role = api.control.get_function(&f.name, None).await.ok().map(|(_, c)| c.latest.role);
+            (role, f.name)
         }
         None => {
             let task_id = subject.rsplit('/').next().unwrap_or(subject);

@@ -428,8 +428,9 @@ impl Ecs {
     ) -> Result<Cluster, Error> {
         rules::check_cluster_settings(settings)?;
         let mut state = self.inner.state.lock().await;
-        let name = self.cluster_name(&mut state, reference).await?;
-        let mut cluster = state.clusters[&name].clone();
+        // An update does not make the default cluster, as a task would.
+        let name = self.named_cluster(reference)?;
+        let mut cluster = state.clusters.get(&name).ok_or(Error::ClusterNotFound)?.clone();
         merge_settings(&mut cluster.settings, settings);
         self.inner.store.ecs_apply(&[put_cluster(&cluster)?]).await?;
         state.clusters.insert(name, cluster.clone());
@@ -438,21 +439,27 @@ impl Ecs {
 
     /// The cluster's name for a name or ARN; `default` is made on first use.
     pub(crate) async fn cluster_name(&self, state: &mut State, reference: Option<&str>) -> Result<String, Error> {
-        let name = match reference {
-            None => DEFAULT_CLUSTER,
-            Some(r) if r.starts_with("arn:") => r.strip_prefix(&self.arn("cluster/")).ok_or(Error::ClusterNotFound)?,
-            Some(r) => r,
-        };
-        if state.clusters.contains_key(name) {
+        let name = self.named_cluster(reference)?;
+        if state.clusters.contains_key(&name) {
             return Ok(name.to_string());
         }
         if name != DEFAULT_CLUSTER {
             return Err(Error::ClusterNotFound);
         }
-        let cluster = self.new_cluster(name, Vec::new());
+        let cluster = self.new_cluster(&name, Vec::new());
         self.inner.store.ecs_apply(&[put_cluster(&cluster)?]).await?;
-        state.clusters.insert(name.to_string(), cluster);
-        Ok(name.to_string())
+        state.clusters.insert(name.clone(), cluster);
+        Ok(name)
+    }
+
+    /// The cluster name a name or ARN gives (`default` when none is given).
+    fn named_cluster(&self, reference: Option<&str>) -> Result<String, Error> {
+        Ok(match reference {
+            None => DEFAULT_CLUSTER,
+            Some(r) if r.starts_with("arn:") => r.strip_prefix(&self.arn("cluster/")).ok_or(Error::ClusterNotFound)?,
+            Some(r) => r,
+        }
+        .to_string())
     }
 
     /// The cluster with its task counts filled in.

@@ -139,6 +139,12 @@ pub(crate) fn follow_ups(
 /// destination queue.
 fn send_record(account: &Account, ev: &AsyncEvent, arn: &str, record: Value, now: DateTime<Utc>) -> Option<FollowUp> {
     match arn.split(':').nth(2) {
+        // Refused when the configuration is put; one stored by an older
+        // build is not delivered to this node's namesake.
+        Some("lambda") if nimbus_core::arn::of_other_partition(arn) => {
+            tracing::warn!(destination = %arn, "the destination function is of another partition; the record is dropped");
+            None
+        }
         Some("lambda") => match FunctionRef::parse(account, arn, None) {
             Ok(r) => {
                 tracing::info!(destination = %arn, "the invocation record is sent to the destination function");

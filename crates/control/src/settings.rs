@@ -626,7 +626,7 @@ impl Control {
             let parts: Vec<&str> = d.split(':').collect();
             if parts.get(2) == Some(&"lambda") {
                 let reachable = parts.len() >= 7
-                    && parts[1] == "aws"
+                    && !nimbus_core::arn::of_other_partition(d)
                     && parts[3] == self.account().region
                     && parts[4] == self.account().id
                     && self.meta.get_function(parts[6]).await?.is_some();

@@ -117,6 +117,13 @@ fn invalid_qualifier(s: &str) -> Error {
     ))
 }
 
+/// Whether `arn` is an ARN of a partition other than `aws`, the one a node
+/// is in: `FunctionRef::parse` reads names across partitions (the model's
+/// pattern allows them), so what delivers to a stored ARN checks this first.
+pub fn of_other_partition(arn: &str) -> bool {
+    arn.starts_with("arn:") && arn.split(':').nth(1) != Some("aws")
+}
+
 /// A function as named in a request, resolved to its bare name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRef {

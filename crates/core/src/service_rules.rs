@@ -48,7 +48,11 @@ pub static RULES: &[ServiceRule] = &[
     },
     ServiceRule { operations: CONFIGURE, member: &["Environment", "Variables"], check: environment },
     ServiceRule { operations: CONFIGURE, member: &["Layers"], check: layers },
-    ServiceRule { operations: &["CreateFunction", "TagResource"], member: &["Tags"], check: tags },
+    ServiceRule {
+        operations: &["CreateFunction", "CreateEventSourceMapping", "TagResource"],
+        member: &["Tags"],
+        check: tags,
+    },
     ServiceRule {
         operations: EVENT_INVOKE,
         member: &["DestinationConfig", "OnSuccess", "Destination"],
@@ -279,6 +283,7 @@ mod tests {
         let six: Vec<String> = (1..=6).map(|i| format!("arn:aws:lambda:us-east-1:123456789012:layer:l:{i}")).collect();
         assert!(check("CreateFunction", &json!({"Layers": six})).is_err());
         assert!(check("TagResource", &json!({"Tags": {"aws:x": "1"}})).is_err());
+        assert!(check("CreateEventSourceMapping", &json!({"Tags": {"aws:x": "1"}})).is_err());
         let many: serde_json::Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
         assert!(check("CreateFunction", &json!({"Tags": many})).is_err());
         let dest = |member: &str, arn: &str| {

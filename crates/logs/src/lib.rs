@@ -264,16 +264,12 @@ impl Logs {
     }
 
     pub async fn create_log_group(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
-        // Checked before the group exists: a refused create stores nothing.
         check_tags(tags.keys(), tags.values())?;
         if tags.len() > TAGS_MAX {
             return Err(Error::TooManyTags(format!("A resource can have no more than {TAGS_MAX} tags: {name}")));
         }
-        if !self.meta.create_log_group(name, now_ms()).await? {
+        if !self.meta.create_log_group(name, now_ms(), tags).await? {
             return Err(Error::AlreadyExists("The specified log group already exists".into()));
-        }
-        if !tags.is_empty() {
-            self.retag(name, tags, &[]).await?;
         }
         Ok(())
     }
@@ -414,7 +410,7 @@ impl Logs {
     /// the stream (and, with `create_group`, its group) if missing.
     pub async fn ensure_stream(&self, group: &str, stream: &str, create_group: bool) -> Result<()> {
         if create_group {
-            self.meta.create_log_group(group, now_ms()).await?;
+            self.meta.create_log_group(group, now_ms(), &BTreeMap::new()).await?;
         }
         match self.meta.create_log_stream(group, stream, now_ms()).await? {
             StreamCreated::Created | StreamCreated::Exists => Ok(()),

@@ -86,7 +86,11 @@ pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &O
             // (AWS's delivery would be refused); it must not reach a local
             // function of the same name.
             let account = nimbus_core::arn::Account { id: origin.account.into(), region: origin.region.into() };
-            let target = match nimbus_core::arn::FunctionRef::parse(&account, &n.function_arn, None) {
+            let parsed = match nimbus_core::arn::of_other_partition(&n.function_arn) {
+                true => Err(nimbus_core::Error::NotFound("the function is of another partition".into())),
+                false => nimbus_core::arn::FunctionRef::parse(&account, &n.function_arn, None),
+            };
+            let target = match parsed {
                 Ok(target) => target,
                 Err(e) => {
                     tracing::warn!(bucket = %bucket.name, rule = %n.id, function = %n.function_arn, error = %e,
@@ -241,6 +245,7 @@ mod tests {
                 // Saved with SkipDestinationValidation: not this node's.
                 rule("other-region", "arn:aws:lambda:eu-west-1:123456789012:function:f"),
                 rule("other-account", "arn:aws:lambda:us-east-1:999999999999:function:f"),
+                rule("other-partition", "arn:aws-cn:lambda:us-east-1:123456789012:function:f"),
             ],
             tags: Default::default(),
             lifecycle: vec![],
@@ -269,7 +274,7 @@ mod tests {
         let here = events(&bucket, "ObjectCreated:Put", &object("here/k"), &origin);
         let [e] = here.as_slice() else { panic!("{here:?}") };
         assert_eq!((e.function.as_str(), e.qualifier.as_deref()), ("f", Some("live")));
-        for key in ["other-region/k", "other-account/k"] {
+        for key in ["other-region/k", "other-account/k", "other-partition/k"] {
             assert!(events(&bucket, "ObjectCreated:Put", &object(key), &origin).is_empty(), "{key}");
         }
     }

@@ -865,9 +865,7 @@ impl S3 for Objects {
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let marker = input.marker.clone().unwrap_or_default();
-        // A NextMarker that was a common prefix resumes past all its keys.
-        let rolled_up = input.delimiter.as_deref().is_some_and(|d| !d.is_empty() && marker.ends_with(d));
-        let after = if rolled_up { listing::past(&marker) } else { marker.clone() };
+        let after = resume_after(&marker, &prefix, input.delimiter.as_deref());
         let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
             .await
             .map_err(internal)?;
@@ -906,9 +904,11 @@ impl S3 for Objects {
         let owner = self.owner().1;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        if input.version_id_marker.is_some() && input.key_marker.is_none() {
+            return Err(s3_error!(InvalidArgument, "A version-id marker cannot be specified without a key marker."));
+        }
         let marker = input.key_marker.clone().unwrap_or_default();
-        let rolled_up = input.delimiter.as_deref().is_some_and(|d| !d.is_empty() && marker.ends_with(d));
-        let after = if rolled_up { listing::past(&marker) } else { marker.clone() };
+        let after = resume_after(&marker, &prefix, input.delimiter.as_deref());
         let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
             .await
             .map_err(internal)?;
@@ -1258,6 +1258,18 @@ fn check_listing(encoding: Option<&EncodingType>, max_keys: Option<i32>) -> S3Re
         return Err(s3_error!(InvalidArgument, "Provided max-keys not an integer or within integer range"));
     }
     Ok(())
+}
+
+/// Where a listing resumes after `marker`: past all the keys of a common
+/// prefix it gave (one longer than `prefix`, ending in the delimiter), else
+/// after the key itself (a "folder" object named as the prefix is a key).
+fn resume_after(marker: &str, prefix: &str, delimiter: Option<&str>) -> String {
+    let rolled_up = delimiter.is_some_and(|d| !d.is_empty() && marker.ends_with(d) && marker.len() > prefix.len());
+    if rolled_up {
+        listing::past(marker)
+    } else {
+        marker.to_string()
+    }
 }
 
 fn listed(o: ObjectInfo, enc: &impl Fn(String) -> String, owner: Option<&Owner>) -> Object {

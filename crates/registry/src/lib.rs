@@ -67,6 +67,8 @@ pub enum RegistryError {
     RepositoryNotEmpty { name: String, registry: String },
     #[error("reading the request body: {0}")]
     Body(String),
+    #[error("{0}")]
+    TooManyTags(String),
     #[error("registry store: {0}")]
     Store(#[from] nimbus_store::Error),
     #[error("registry files: {0}")]
@@ -89,7 +91,9 @@ impl RegistryError {
             NameUnknown { .. } => "NAME_UNKNOWN",
             // What ECR answers a push that would move an immutable tag.
             TagImmutable { .. } => "TAG_INVALID",
-            RepositoryExists { .. } | RepositoryNotEmpty { .. } | ManifestReferenced { .. } => "DENIED",
+            RepositoryExists { .. } | RepositoryNotEmpty { .. } | ManifestReferenced { .. } | TooManyTags(_) => {
+                "DENIED"
+            }
             Store(_) | Io(_) => "UNKNOWN",
         }
     }
@@ -139,6 +143,9 @@ pub struct Registry {
     /// exclusively: a blob is never unlinked between its rename and its row.
     gc: tokio::sync::RwLock<()>,
     users: std::sync::RwLock<Option<Arc<dyn ImageUsers>>>,
+    /// Changes of a repository's settings and tags take turns: each reads
+    /// the repository and writes it whole.
+    repository_edits: tokio::sync::Mutex<()>,
 }
 
 pub(crate) use nimbus_core::clock::now_ms;
@@ -164,6 +171,7 @@ impl Registry {
             uploads: Default::default(),
             gc: Default::default(),
             users: Default::default(),
+            repository_edits: Default::default(),
         })
     }
 
@@ -215,10 +223,16 @@ impl Registry {
         Ok(self.meta.list_repositories(after, limit).await?)
     }
 
-    /// Changes a repository's settings or tags with `change`.
-    pub async fn update_repository(&self, name: &str, change: impl FnOnce(&mut Repository)) -> Result<Repository> {
+    /// Changes a repository's settings or tags with `change`; what it
+    /// refuses is not stored.
+    pub async fn update_repository(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Repository) -> Result<()>,
+    ) -> Result<Repository> {
+        let _turn = self.repository_edits.lock().await;
         let mut r = self.repository(name).await?;
-        change(&mut r);
+        change(&mut r)?;
         if !self.meta.put_repository(&r).await? {
             return Err(self.name_unknown(name));
         }

@@ -110,7 +110,7 @@ pub struct EventQuery<'a> {
 #[async_trait]
 pub trait LogMeta: Send + Sync {
     /// `false` if the group exists.
-    async fn create_log_group(&self, name: &str, now_ms: i64) -> Result<bool>;
+    async fn create_log_group(&self, name: &str, now_ms: i64, tags: &BTreeMap<String, String>) -> Result<bool>;
     /// Removes the group, its streams and its events; `false` if there was none.
     async fn delete_log_group(&self, name: &str) -> Result<bool>;
     async fn log_group(&self, name: &str) -> Result<Option<LogGroupRow>>;
@@ -299,12 +299,15 @@ impl SqliteMetadata {
 
 #[async_trait]
 impl LogMeta for SqliteMetadata {
-    async fn create_log_group(&self, name: &str, now_ms: i64) -> Result<bool> {
-        let done = sqlx::query("INSERT INTO log_groups (name, created_ms) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
-            .bind(name)
-            .bind(now_ms)
-            .execute(self.pool())
-            .await?;
+    async fn create_log_group(&self, name: &str, now_ms: i64, tags: &BTreeMap<String, String>) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO log_groups (name, created_ms, tags) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms)
+        .bind(serde_json::to_string(tags)?)
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -626,9 +629,9 @@ mod tests {
     #[tokio::test]
     async fn groups_and_streams_are_created_once_and_listed_in_order() {
         let (_d, m) = store().await;
-        assert!(m.create_log_group("b", 1).await.unwrap());
-        assert!(!m.create_log_group("b", 2).await.unwrap());
-        assert!(m.create_log_group("a", 1).await.unwrap());
+        assert!(m.create_log_group("b", 1, &BTreeMap::new()).await.unwrap());
+        assert!(!m.create_log_group("b", 2, &BTreeMap::new()).await.unwrap());
+        assert!(m.create_log_group("a", 1, &BTreeMap::new()).await.unwrap());
         let names = |v: Vec<LogGroupRow>| v.into_iter().map(|g| g.name).collect::<Vec<_>>();
         assert_eq!(names(m.list_log_groups(None, None, None, 10).await.unwrap()), ["a", "b"]);
         assert_eq!(names(m.list_log_groups(None, None, Some("a"), 10).await.unwrap()), ["b"]);
@@ -658,7 +661,7 @@ mod tests {
     #[tokio::test]
     async fn events_read_in_time_order_both_ways_and_expire_by_retention() {
         let (_d, m) = store().await;
-        m.create_log_group("g", 0).await.unwrap();
+        m.create_log_group("g", 0, &BTreeMap::new()).await.unwrap();
         m.create_log_stream("g", "s", 0).await.unwrap();
         m.append_log_events("g", "s", &[(3 * DAY, "c".into()), (DAY, "a".into()), (2 * DAY, "b".into())], 0)
             .await
@@ -688,7 +691,7 @@ mod tests {
         m.append_log_events("g", "s", &many, 0).await.unwrap();
         assert!(m.delete_log_group("g").await.unwrap());
         assert!(m.read_log_events(all("g")).await.unwrap().is_empty());
-        m.create_log_group("empty", 0).await.unwrap();
+        m.create_log_group("empty", 0, &BTreeMap::new()).await.unwrap();
         m.set_retention("empty", Some(1)).await.unwrap();
         assert_eq!(m.next_log_expiry(0).await.unwrap(), Some(DAY), "an empty group expires nothing sooner");
     }

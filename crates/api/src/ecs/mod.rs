@@ -134,7 +134,36 @@ fn not_empty<T>(list: &[T], what: &str) -> Result<(), Failure> {
     }
 }
 
+/// Members that would change what runs, which Nimbus cannot honour:
+/// refused by name rather than ignored (ignored, a Terraform plan would
+/// show them changed at every apply, and a user would believe them set).
+const NOT_OFFERED: &[(&str, &str, &str)] = &[
+    ("CreateCluster", "capacityProviders", "tasks run as FARGATE; capacity providers are not offered"),
+    ("CreateCluster", "defaultCapacityProviderStrategy", "tasks run as FARGATE; capacity providers are not offered"),
+    ("CreateCluster", "configuration", "ECS Exec is not offered"),
+    ("CreateService", "capacityProviderStrategy", "use launchType FARGATE; capacity providers are not offered"),
+    ("UpdateService", "capacityProviderStrategy", "use launchType FARGATE; capacity providers are not offered"),
+    ("CreateService", "enableExecuteCommand", "ECS Exec is not offered"),
+    ("UpdateService", "enableExecuteCommand", "ECS Exec is not offered"),
+];
+
+/// An empty list, `false` or `null` sets nothing and is accepted.
+fn not_offered(op: &str, body: &Value) -> Result<(), Failure> {
+    let sets = |v: &Value| match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Array(a) => !a.is_empty(),
+        _ => true,
+    };
+    match NOT_OFFERED.iter().find(|(o, member, _)| *o == op && sets(&body[*member])) {
+        Some((_, member, why)) => {
+            Err(Failure::new("InvalidParameterException", format!("{member} is not supported by Nimbus: {why}.")))
+        }
+        None => Ok(()),
+    }
+}
+
 async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
+    not_offered(op, &body)?;
     let c: Common = match op {
         "RegisterTaskDefinition"
         | "RunTask"

@@ -64,6 +64,12 @@ async fn serve_inner(api: &Api, req: Request<Body>, request_id: &str) -> Result<
         let group = nimbus_logs::group_name(group);
         crate::access::check_log_group(api.control.account(), &caller, &op, group)
             .map_err(|e| Failure::from(ApiError::from(e)))?;
+        // Tags on a new group need logs:TagResource too, as on AWS.
+        if json["tags"].as_object().is_some_and(|t| !t.is_empty()) {
+            let tagging = crate::access::Action { service: "logs", operation: "TagResource", function: None };
+            crate::access::check(api.control.account(), &caller, &tagging)
+                .map_err(|e| Failure::from(ApiError::from(e)))?;
+        }
     }
     let logs = api
         .logs

@@ -67,6 +67,7 @@ impl From<RegistryError> for Failure {
             E::RepositoryNotEmpty { .. } => "RepositoryNotEmptyException",
             E::ManifestUnknown(_) => "ImageNotFoundException",
             E::TagImmutable { .. } => "ImageTagAlreadyExistsException",
+            E::TooManyTags(_) => "TooManyTagsException",
             E::Store(_) | E::Io(_) => return Self::internal("ServerException", &e),
             _ => "InvalidParameterException",
         };
@@ -77,9 +78,7 @@ impl From<RegistryError> for Failure {
 /// Tags a repository may have, as ECR allows.
 const TAGS_MAX: usize = 50;
 
-fn too_many_tags() -> Failure {
-    Failure::new("TooManyTagsException", format!("A repository can have no more than {TAGS_MAX} tags."))
-}
+const TOO_MANY_TAGS: &str = "A repository can have no more than 50 tags.";
 
 /// Whether an unsigned request names an ECR operation (so that ECR
 /// refuses it, in its own shape).
@@ -222,7 +221,7 @@ impl Ctx<'_> {
                 }
                 let tags = self.tags()?;
                 if tags.len() > TAGS_MAX {
-                    return Err(too_many_tags());
+                    return Err(Failure::new("TooManyTagsException", TOO_MANY_TAGS));
                 }
                 let repo = r.create_repository(self.name(), mutability, scan.unwrap_or(false), tags).await?;
                 json!({ "repository": self.repository_json(&repo) })
@@ -241,12 +240,20 @@ impl Ctx<'_> {
                         format!("imageTagMutability {mutability} is not supported by this registry"),
                     ));
                 }
-                let repo = r.update_repository(self.name(), |r| r.tag_mutability = mutability.to_string()).await?;
+                let change = |r: &mut Repository| {
+                    r.tag_mutability = mutability.to_string();
+                    Ok(())
+                };
+                let repo = r.update_repository(self.name(), change).await?;
                 json!({ "registryId": self.registry_id(), "repositoryName": repo.name, "imageTagMutability": repo.tag_mutability })
             }
             "PutImageScanningConfiguration" => {
                 let scan = self.input.pointer("/imageScanningConfiguration/scanOnPush").and_then(Value::as_bool);
-                let repo = r.update_repository(self.name(), |r| r.scan_on_push = scan.unwrap_or(false)).await?;
+                let change = |r: &mut Repository| {
+                    r.scan_on_push = scan.unwrap_or(false);
+                    Ok(())
+                };
+                let repo = r.update_repository(self.name(), change).await?;
                 json!({
                     "registryId": self.registry_id(),
                     "repositoryName": repo.name,
@@ -259,26 +266,25 @@ impl Ctx<'_> {
             }
             "TagResource" => {
                 let (name, add) = (self.tagged_repository()?, self.tags()?);
-                let mut over = false;
                 r.update_repository(&name, |r| {
-                    let mut tags = r.tags.clone();
-                    tags.extend(add);
-                    over = tags.len() > TAGS_MAX;
-                    if !over {
-                        r.tags = tags;
+                    r.tags.extend(add);
+                    match r.tags.len() > TAGS_MAX {
+                        true => Err(RegistryError::TooManyTags(TOO_MANY_TAGS.into())),
+                        false => Ok(()),
                     }
                 })
                 .await?;
-                if over {
-                    return Err(too_many_tags());
-                }
                 json!({})
             }
             "UntagResource" => {
                 let name = self.tagged_repository()?;
                 let keys: Vec<&str> =
                     self.input["tagKeys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                r.update_repository(&name, |r| r.tags.retain(|k, _| !keys.contains(&k.as_str()))).await?;
+                r.update_repository(&name, |r| {
+                    r.tags.retain(|k, _| !keys.contains(&k.as_str()));
+                    Ok(())
+                })
+                .await?;
                 json!({})
             }
             "DescribeImages" => self.describe_images().await?,
