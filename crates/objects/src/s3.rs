@@ -859,16 +859,19 @@ impl S3 for Objects {
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
-        self.bucket(&input.bucket).await?;
-        check_listing(input.encoding_type.as_ref(), input.max_keys)?;
         let owner = self.owner().1;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let marker = input.marker.clone().unwrap_or_default();
-        let after = resume_after(&marker, &prefix, input.delimiter.as_deref());
-        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
-            .await
-            .map_err(internal)?;
+        let (page, max) = self
+            .marker_page(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                &marker,
+                input.max_keys,
+                input.encoding_type.as_ref(),
+            )
+            .await?;
         let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
         let enc = |s: String| if url { url_encode(&s) } else { s };
         // NextMarker is given only with a delimiter (clients use the last key otherwise).
@@ -899,19 +902,22 @@ impl S3 for Objects {
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
         let input = req.input;
-        self.bucket(&input.bucket).await?;
-        check_listing(input.encoding_type.as_ref(), input.max_keys)?;
-        let owner = self.owner().1;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         if input.version_id_marker.is_some() && input.key_marker.is_none() {
             return Err(s3_error!(InvalidArgument, "A version-id marker cannot be specified without a key marker."));
         }
+        let owner = self.owner().1;
+        let prefix = input.prefix.clone().unwrap_or_default();
         let marker = input.key_marker.clone().unwrap_or_default();
-        let after = resume_after(&marker, &prefix, input.delimiter.as_deref());
-        let page = listing::list(self.meta.as_ref(), &input.bucket, &prefix, input.delimiter.as_deref(), &after, max)
-            .await
-            .map_err(internal)?;
+        let (page, max) = self
+            .marker_page(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                &marker,
+                input.max_keys,
+                input.encoding_type.as_ref(),
+            )
+            .await?;
         let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let next_key_marker = page.next.as_deref().map(|n| enc(listing::before_past(n).to_string()));
@@ -1258,6 +1264,27 @@ fn check_listing(encoding: Option<&EncodingType>, max_keys: Option<i32>) -> S3Re
         return Err(s3_error!(InvalidArgument, "Provided max-keys not an integer or within integer range"));
     }
     Ok(())
+}
+
+impl Objects {
+    /// A page of a listing that resumes after a marker (ListObjects v1,
+    /// ListObjectVersions), and its size.
+    async fn marker_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        marker: &str,
+        max_keys: Option<i32>,
+        encoding: Option<&EncodingType>,
+    ) -> S3Result<(listing::Page, usize)> {
+        self.bucket(bucket).await?;
+        check_listing(encoding, max_keys)?;
+        let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after = resume_after(marker, prefix, delimiter);
+        let page = listing::list(self.meta.as_ref(), bucket, prefix, delimiter, &after, max).await.map_err(internal)?;
+        Ok((page, max))
+    }
 }
 
 /// Where a listing resumes after `marker`: past all the keys of a common
