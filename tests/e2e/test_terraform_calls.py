@@ -195,4 +195,45 @@ def test_cluster_settings_are_kept_and_updated(server):
         assert next(iter(member)) in refused(lambda: ecs.create_service(cluster=name, serviceName="web", **member),
                                              "InvalidParameterException")
     assert ecs.list_services(cluster=name)["serviceArns"] == []
+    assert "capacityProviders" in refused(lambda: ecs.put_cluster_capacity_providers(
+        cluster=name, capacityProviders=["FARGATE"], defaultCapacityProviderStrategy=[]), "InvalidParameterException")
+    # Removing them (what a destroy sends) is taken.
+    reset = ecs.put_cluster_capacity_providers(cluster=name, capacityProviders=[], defaultCapacityProviderStrategy=[])
+    assert reset["cluster"]["clusterName"] == name
     ecs.delete_cluster(cluster=name)
+
+
+def test_bucket_access_and_versioning_settings_say_what_the_node_does(server):
+    """No bucket here can be public, objects have no ACLs and no versions
+    are kept: what S3's configurations report of that is served (they are
+    among the resources most often declared with a bucket); what would claim
+    otherwise is refused."""
+    s3 = aws_client(server, "s3")
+    bucket = unique_name("tf").lower()
+    s3.create_bucket(Bucket=bucket)
+    all_blocked = {k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")}
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == all_blocked
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=dict(all_blocked, BlockPublicPolicy=False))
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is False
+    s3.delete_public_access_block(Bucket=bucket)
+    refused(lambda: s3.get_public_access_block(Bucket=bucket), "NoSuchPublicAccessBlockConfiguration")
+
+    enforced = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"] == enforced
+    refused(lambda: s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "ObjectWriter"}]}), "NotImplemented")
+    s3.delete_bucket_ownership_controls(Bucket=bucket)
+    refused(lambda: s3.get_bucket_ownership_controls(Bucket=bucket), "OwnershipControlsNotFoundError")
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=enforced)
+    assert s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"] == enforced
+
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+    refused(lambda: s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}),
+            "NotImplemented")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
+    s3.put_object(Bucket=bucket, Key="k", Body=b"1")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"2")
+    versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [(v["Key"], v["VersionId"], v["Size"]) for v in versions] == [("k", "null", 1)]

@@ -18,6 +18,32 @@ pub struct Bucket {
     /// The rules of PutBucketLifecycleConfiguration.
     #[serde(default)]
     pub lifecycle: Vec<LifecycleRule>,
+    #[serde(default)]
+    pub settings: BucketSettings,
+}
+
+/// What a bucket's access and versioning configurations report. None of it
+/// changes what the node does, and each describes it truly: no bucket here
+/// can be public, objects have no ACLs, and no versions are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BucketSettings {
+    /// PutPublicAccessBlock's BlockPublicAcls, IgnorePublicAcls,
+    /// BlockPublicPolicy and RestrictPublicBuckets; `None` once deleted.
+    pub public_access_block: Option<[bool; 4]>,
+    /// Object ownership is BucketOwnerEnforced (ACLs off) until the
+    /// ownership controls are deleted.
+    pub owner_enforced: bool,
+    /// PutBucketVersioning `Suspended` was called: every object stays the
+    /// `null` version, as here always.
+    pub versioning_suspended: bool,
+}
+
+/// A new bucket's, as S3 makes them since 2023.
+impl Default for BucketSettings {
+    fn default() -> Self {
+        Self { public_access_block: Some([true; 4]), owner_enforced: true, versioning_suspended: false }
+    }
 }
 
 const DAY_MS: i64 = 86_400_000;

@@ -7,6 +7,7 @@
 //! It must not invoke functions itself or know the Lambda API: what it
 //! needs from there is the [`Functions`] trait.
 
+mod bucket_settings;
 mod copy;
 mod delete;
 mod files;

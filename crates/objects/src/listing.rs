@@ -112,8 +112,14 @@ mod tests {
     async fn store(keys: &[&str]) -> (tempfile::TempDir, SqliteMetadata) {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqliteMetadata::open(&dir.path().join("db.sqlite")).await.unwrap();
-        let bucket =
-            Bucket { name: "b".into(), created_ms: 0, notifications: vec![], tags: BTreeMap::new(), lifecycle: vec![] };
+        let bucket = Bucket {
+            name: "b".into(),
+            created_ms: 0,
+            notifications: vec![],
+            tags: BTreeMap::new(),
+            lifecycle: vec![],
+            settings: Default::default(),
+        };
         meta.create_bucket(&bucket, usize::MAX).await.unwrap();
         for k in keys {
             let o = ObjectInfo {

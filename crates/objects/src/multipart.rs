@@ -770,6 +770,7 @@ mod tests {
             notifications: vec![rule],
             tags: BTreeMap::new(),
             lifecycle: vec![],
+            settings: Default::default(),
         };
         meta.create_bucket(&bucket, usize::MAX).await.unwrap();
 

@@ -249,6 +249,7 @@ mod tests {
             ],
             tags: Default::default(),
             lifecycle: vec![],
+            settings: Default::default(),
         };
         let object = |key: &str| ObjectInfo {
             bucket: "b".into(),

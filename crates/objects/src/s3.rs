@@ -566,6 +566,7 @@ impl S3 for Objects {
             notifications: vec![],
             tags: BTreeMap::new(),
             lifecycle: vec![],
+            settings: Default::default(),
         };
         if !self.meta.create_bucket(&bucket, self.max_buckets).await.map_err(internal)? {
             if self.meta.get_bucket(&name).await.map_err(internal)?.is_none() {
@@ -953,14 +954,60 @@ impl S3 for Objects {
         }))
     }
 
-    /// Buckets here are never versioned: S3's answer for such a bucket, a
-    /// configuration with no status.
     async fn get_bucket_versioning(
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.bucket(&req.input.bucket).await?;
-        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+        Objects::get_bucket_versioning(self, req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        Objects::put_bucket_versioning(self, req).await
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        Objects::put_public_access_block(self, req).await
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        Objects::get_public_access_block(self, req).await
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        Objects::delete_public_access_block(self, req).await
+    }
+
+    async fn put_bucket_ownership_controls(
+        &self,
+        req: S3Request<PutBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
+        Objects::put_bucket_ownership_controls(self, req).await
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        Objects::get_bucket_ownership_controls(self, req).await
+    }
+
+    async fn delete_bucket_ownership_controls(
+        &self,
+        req: S3Request<DeleteBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
+        Objects::delete_bucket_ownership_controls(self, req).await
     }
 
     async fn put_bucket_notification_configuration(

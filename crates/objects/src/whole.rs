@@ -84,6 +84,7 @@ mod tests {
             notifications: vec![],
             tags: Default::default(),
             lifecycle: vec![],
+            settings: Default::default(),
         };
         meta.create_bucket(&bucket, usize::MAX).await.unwrap();
         assert!(matches!(reader.read("b", "k", None, 10).await, Err(ReadError::NoSuchKey)));

@@ -488,6 +488,7 @@ mod tests {
             notifications: vec![],
             tags: BTreeMap::new(),
             lifecycle: vec![],
+            settings: Default::default(),
         };
         assert!(m.create_bucket(&b, 10).await.unwrap());
         m

@@ -141,6 +141,12 @@ const NOT_OFFERED: &[(&str, &str, &str)] = &[
     ("CreateCluster", "capacityProviders", "tasks run as FARGATE; capacity providers are not offered"),
     ("CreateCluster", "defaultCapacityProviderStrategy", "tasks run as FARGATE; capacity providers are not offered"),
     ("CreateCluster", "configuration", "ECS Exec is not offered"),
+    ("PutClusterCapacityProviders", "capacityProviders", "tasks run as FARGATE; capacity providers are not offered"),
+    (
+        "PutClusterCapacityProviders",
+        "defaultCapacityProviderStrategy",
+        "tasks run as FARGATE; capacity providers are not offered",
+    ),
     ("CreateService", "capacityProviderStrategy", "use launchType FARGATE; capacity providers are not offered"),
     ("UpdateService", "capacityProviderStrategy", "use launchType FARGATE; capacity providers are not offered"),
     ("CreateService", "enableExecuteCommand", "ECS Exec is not offered"),
@@ -179,6 +185,10 @@ async fn execute(ecs: &Ecs, op: &str, body: Value) -> Result<Value, Failure> {
         }
         // Of UpdateCluster's members only `settings` is served (Container
         // Insights, recorded and reported); the rest is refused by name.
+        // Only the reset to none is taken (what removing the providers sends).
+        "PutClusterCapacityProviders" => {
+            json!({ "cluster": to_json(&ecs.update_cluster_settings(c.cluster.as_deref(), &[]).await?) })
+        }
         "UpdateCluster" | "UpdateClusterSettings" => {
             if let Some(member) = ["configuration", "serviceConnectDefaults"].into_iter().find(|m| !body[*m].is_null())
             {
