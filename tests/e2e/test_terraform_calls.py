@@ -237,3 +237,15 @@ def test_bucket_access_and_versioning_settings_say_what_the_node_does(server):
     s3.put_object(Bucket=bucket, Key="k", Body=b"2")
     versions = s3.list_object_versions(Bucket=bucket)["Versions"]
     assert [(v["Key"], v["VersionId"], v["Size"]) for v in versions] == [("k", "null", 1)]
+    # The one version is `null`; naming another never reaches the object (a
+    # delete of an old version removed the current one).
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId="null")["Body"].read() == b"2"
+    other = "3HL4kqtJlcpXroDTDmJ-rmSpXd3dIbrHY"
+    refused(lambda: s3.delete_object(Bucket=bucket, Key="k", VersionId=other), "InvalidArgument")
+    refused(lambda: s3.get_object(Bucket=bucket, Key="k", VersionId=other), "InvalidArgument")
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k", "VersionId": other}]})
+    assert [e["Code"] for e in out["Errors"]] == ["InvalidArgument"] and not out.get("Deleted")
+    assert s3.head_object(Bucket=bucket, Key="k")["ContentLength"] == 1
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k", "VersionId": "null"})
+    s3.delete_object(Bucket=bucket, Key="k", VersionId="null")
+    refused(lambda: s3.head_object(Bucket=bucket, Key="k"), "404")

@@ -77,6 +77,7 @@ impl Objects {
         &self,
         req: S3Request<PutBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
+        self.bucket(&req.input.bucket).await?;
         let rules = req.input.ownership_controls.rules;
         let enforced =
             |r: &OwnershipControlsRule| r.object_ownership.as_str() == ObjectOwnership::BUCKET_OWNER_ENFORCED;
@@ -117,6 +118,7 @@ impl Objects {
         &self,
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        self.bucket(&req.input.bucket).await?;
         let c = req.input.versioning_configuration;
         if c.mfa_delete.as_ref().is_some_and(|m| m.as_str() == MFADelete::ENABLED) {
             return Err(s3_error!(NotImplemented, "MFA delete is not offered by Nimbus."));
@@ -131,9 +133,7 @@ impl Objects {
                     "Versioning is not offered by Nimbus: objects are not versioned (Suspended is, as it keeps one version)."
                 ))
             }
-            _ => {
-                self.bucket(&req.input.bucket).await?;
-            }
+            _ => {}
         }
         Ok(S3Response::new(PutBucketVersioningOutput::default()))
     }

@@ -16,13 +16,13 @@ use crate::s3::{
 };
 use crate::Objects;
 
-/// The bucket and key `x-amz-copy-source` names (versions are not kept, so
-/// a version id is refused as AWS refuses an unknown one).
+/// The bucket and key `x-amz-copy-source` names (its version, if named,
+/// must be the one each object is: `null`).
 pub(crate) fn source(copy_source: &CopySource) -> S3Result<(&str, &str)> {
     match copy_source {
-        CopySource::Bucket { bucket, key, version_id: None } => Ok((bucket, key)),
-        CopySource::Bucket { version_id: Some(_), .. } => {
-            Err(s3_error!(InvalidArgument, "Invalid version id specified"))
+        CopySource::Bucket { bucket, key, version_id } => {
+            crate::s3::check_version(version_id.as_deref())?;
+            Ok((bucket, key))
         }
         _ => Err(s3_error!(NotImplemented, "Copying from an access point or an Outposts bucket is not supported.")),
     }

@@ -32,14 +32,18 @@ impl Objects {
         for id in &delete.objects {
             // An entry's ETag makes its delete conditional, as `If-Match` does DeleteObject's.
             let condition = id.e_tag.as_ref().map(|e| Precondition::Present(Some(format!("\"{}\"", e.value()))));
-            let result = match check_key(&id.key) {
+            let result = match check_key(&id.key).and_then(|()| crate::s3::check_version(id.version_id.as_deref())) {
                 Ok(()) => self.remove_object(&bucket, &id.key, condition, &origin).await,
                 Err(e) => Err(e),
             };
             match result {
                 // Quiet mode reports only the failures.
                 Ok(()) if quiet => {}
-                Ok(()) => deleted.push(DeletedObject { key: Some(id.key.clone()), ..Default::default() }),
+                Ok(()) => deleted.push(DeletedObject {
+                    key: Some(id.key.clone()),
+                    version_id: id.version_id.clone(),
+                    ..Default::default()
+                }),
                 Err(e) => errors.push(Error {
                     code: Some(e.code().as_str().to_string()),
                     key: Some(id.key.clone()),

@@ -728,6 +728,7 @@ impl S3 for Objects {
         for (name, value) in overrides {
             latin1_header(name, value.as_deref())?;
         }
+        check_version(input.version_id.as_deref())?;
         let (bucket, o, span, stream) = self
             .open_object(&input.bucket, &input.key, |o| {
                 Self::check_conditions(
@@ -776,6 +777,7 @@ impl S3 for Objects {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
+        check_version(input.version_id.as_deref())?;
         let (bucket, o) = self.object_in(&input.bucket, &input.key).await?;
         Self::check_conditions(
             &o,
@@ -817,6 +819,7 @@ impl S3 for Objects {
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let bucket = self.bucket(&req.input.bucket).await?;
+        check_version(req.input.version_id.as_deref())?;
         let origin = self.origin(&req);
         let condition = write_condition(req.input.if_match.as_ref(), None)?;
         self.remove_object(&bucket, &req.input.key, condition, &origin).await?;
@@ -903,6 +906,7 @@ impl S3 for Objects {
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
         let input = req.input;
+        self.bucket(&input.bucket).await?;
         if input.version_id_marker.is_some() && input.key_marker.is_none() {
             return Err(s3_error!(InvalidArgument, "A version-id marker cannot be specified without a key marker."));
         }
@@ -1331,6 +1335,16 @@ impl Objects {
         let after = resume_after(marker, prefix, delimiter);
         let page = listing::list(self.meta.as_ref(), bucket, prefix, delimiter, &after, max).await.map_err(internal)?;
         Ok((page, max))
+    }
+}
+
+/// Versions are not kept: each object is its one version, `null`, as
+/// ListObjectVersions lists it. Another id names no version here, and is
+/// refused (a delete naming it must not remove the object).
+pub(crate) fn check_version(version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        None | Some("null") => Ok(()),
+        Some(_) => Err(s3_error!(InvalidArgument, "Invalid version id specified")),
     }
 }
 

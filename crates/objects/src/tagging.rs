@@ -98,6 +98,7 @@ impl Objects {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let input = req.input;
+        crate::s3::check_version(input.version_id.as_deref())?;
         let tags = tag_set(input.tagging.tag_set)?;
         check_tags(&tags)?;
         self.retag(&input.bucket, &input.key, |o| o.tags.clone_from(&tags)).await?;
@@ -108,6 +109,7 @@ impl Objects {
         &self,
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        crate::s3::check_version(req.input.version_id.as_deref())?;
         let o = self.object(&req.input.bucket, &req.input.key).await?;
         let tag_set = o.tags.into_iter().map(|(k, v)| Tag { key: Some(k), value: Some(v) }).collect();
         Ok(S3Response::new(GetObjectTaggingOutput { tag_set, version_id: None }))
@@ -117,6 +119,7 @@ impl Objects {
         &self,
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        crate::s3::check_version(req.input.version_id.as_deref())?;
         self.retag(&req.input.bucket, &req.input.key, |o| o.tags.clear()).await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }
