@@ -1,6 +1,6 @@
 """Terraform itself, with HashiCorp's AWS provider, against a node: apply a
-configuration of the resources a serverless app declares, plan again with
-no change, and destroy it. The machine's image has Terraform and the
+configuration of the resources a serverless app declares (22 of them),
+plan again with no change, and destroy it. The machine's image has Terraform and the
 provider (from a local mirror: the Terraform registry cannot be reached);
 on a machine without them this test is skipped, and says so.
 test_terraform_calls makes the provider's calls with boto3 everywhere."""
@@ -107,6 +107,72 @@ resource "aws_scheduler_schedule" "tick" {
     role_arn = "arn:aws:iam::${data.aws_caller_identity.me.account_id}:role/scheduler"
   }
 }
+resource "aws_s3_bucket_versioning" "uploads" {
+  bucket = aws_s3_bucket.uploads.id
+  versioning_configuration {
+    status = "Suspended"
+  }
+}
+resource "aws_s3_bucket_ownership_controls" "uploads" {
+  bucket = aws_s3_bucket.uploads.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+resource "aws_lambda_permission" "s3" {
+  statement_id  = "s3"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.hello.function_name
+  principal     = "s3.amazonaws.com"
+  source_arn    = aws_s3_bucket.uploads.arn
+}
+resource "aws_s3_bucket_notification" "uploads" {
+  bucket = aws_s3_bucket.uploads.id
+  lambda_function {
+    lambda_function_arn = aws_lambda_function.hello.arn
+    events              = ["s3:ObjectCreated:*"]
+  }
+  depends_on = [aws_lambda_permission.s3]
+}
+resource "aws_sqs_queue" "dlq" {
+  name = "jobs-dlq"
+}
+resource "aws_sqs_queue_redrive_policy" "jobs" {
+  queue_url      = aws_sqs_queue.jobs.id
+  redrive_policy = jsonencode({ deadLetterTargetArn = aws_sqs_queue.dlq.arn, maxReceiveCount = 3 })
+}
+resource "aws_lambda_function_event_invoke_config" "hello" {
+  function_name          = aws_lambda_function.hello.function_name
+  maximum_retry_attempts = 1
+  destination_config {
+    on_failure {
+      destination = aws_sqs_queue.dlq.arn
+    }
+  }
+}
+resource "aws_lambda_alias" "live" {
+  name             = "live"
+  function_name    = aws_lambda_function.hello.function_name
+  function_version = "$LATEST"
+}
+resource "aws_lambda_layer_version" "deps" {
+  layer_name          = "deps"
+  filename            = "fn.zip"
+  compatible_runtimes = ["python3.11"]
+}
+resource "aws_scheduler_schedule_group" "jobs" {
+  name = "jobs"
+}
+resource "aws_ecs_task_definition" "web" {
+  family                   = "web"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = "256"
+  memory                   = "512"
+  container_definitions = jsonencode([{
+    name = "web", image = "busybox", essential = true, command = ["httpd", "-f"]
+  }])
+}
 output "account" {
   value = data.aws_caller_identity.me.account_id
 }
@@ -161,6 +227,10 @@ def test_terraform_applies_plans_no_change_and_destroys(tmp_path):
             == ["Enabled"]
         assert aws_client(server, "ecs").describe_clusters(clusters=["main"])["clusters"][0]["settings"] == \
             [{"name": "containerInsights", "value": "enabled"}]
+        s3 = aws_client(server, "s3")
+        assert s3.get_bucket_versioning(Bucket="uploads-demo")["Status"] == "Suspended"
+        rules = s3.get_bucket_notification_configuration(Bucket="uploads-demo")["LambdaFunctionConfigurations"]
+        assert [r["LambdaFunctionArn"] for r in rules] == [f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:hello"]
 
         # Read back, everything matches the configuration: no change planned.
         r = tf("plan", "-detailed-exitcode")
