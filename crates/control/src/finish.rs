@@ -54,6 +54,11 @@ where
     F::Output: Send,
 {
     fn drop(&mut self) {
+        // Dropped while its work's own poll unwinds a panic: that work cannot
+        // be resumed (an async fn would panic again, in a task of its own).
+        if std::thread::panicking() {
+            return;
+        }
         // Outside a runtime (its shutdown) there is nothing left to finish on.
         if let (Some(run), Ok(runtime)) = (self.run.take(), tokio::runtime::Handle::try_current()) {
             match &self.tasks {
@@ -61,5 +66,35 @@ where
                 None => drop(runtime.spawn(run)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Counts its polls, and panics in each.
+    struct Panics(Arc<AtomicUsize>);
+
+    impl Future for Panics {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            panic!("the work panicked");
+        }
+    }
+
+    #[tokio::test]
+    async fn work_that_panicked_is_not_polled_again() {
+        let (polls, tasks) = (Arc::new(AtomicUsize::new(0)), TaskTracker::new());
+        let joined = tokio::spawn(Finish::new(Panics(polls.clone()), Some(tasks.clone()))).await;
+        assert!(joined.unwrap_err().is_panic());
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "the panicked work was spawned to be finished");
     }
 }
