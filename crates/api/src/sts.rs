@@ -130,16 +130,7 @@ fn role_id(account: &str, role: &str) -> String {
 }
 
 fn auth_error(e: &AuthError, request_id: &str) -> Response {
-    let (status, code) = match e {
-        AuthError::Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
-        AuthError::Incomplete(_) => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
-        AuthError::UnknownKey => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
-        AuthError::InvalidSignature(_) | AuthError::ContentSha256Mismatch => {
-            (StatusCode::FORBIDDEN, "SignatureDoesNotMatch")
-        }
-        AuthError::ExpiredToken => (StatusCode::FORBIDDEN, "ExpiredToken"),
-        AuthError::Denied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
-    };
+    let (status, code) = crate::sqs::auth_code(e);
     error(status, code, &e.to_string(), request_id)
 }
 

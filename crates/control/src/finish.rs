@@ -54,13 +54,15 @@ where
     F::Output: Send,
 {
     fn drop(&mut self) {
+        // Finished work (every request that ran to its end) has nothing left.
+        let Some(run) = self.run.take() else { return };
         // Dropped while its work's own poll unwinds a panic: that work cannot
         // be resumed (an async fn would panic again, in a task of its own).
         if std::thread::panicking() {
             return;
         }
         // Outside a runtime (its shutdown) there is nothing left to finish on.
-        if let (Some(run), Ok(runtime)) = (self.run.take(), tokio::runtime::Handle::try_current()) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             match &self.tasks {
                 Some(tasks) => drop(tasks.spawn_on(run, &runtime)),
                 None => drop(runtime.spawn(run)),

@@ -76,6 +76,7 @@ pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &O
     // Rules' prefixes and suffixes are matched against the key as events
     // carry it, URL-encoded, as AWS matches them (`my+folder/` for a space).
     let key = encode_key(&object.key);
+    let account = nimbus_core::arn::Account { id: origin.account.into(), region: origin.region.into() };
     bucket
         .notifications
         .iter()
@@ -85,7 +86,6 @@ pub fn events(bucket: &Bucket, event_name: &str, object: &ObjectInfo, origin: &O
             // region's or account's function, which this node cannot invoke
             // (AWS's delivery would be refused); it must not reach a local
             // function of the same name.
-            let account = nimbus_core::arn::Account { id: origin.account.into(), region: origin.region.into() };
             let parsed = match nimbus_core::arn::of_other_partition(&n.function_arn) {
                 true => Err(nimbus_core::Error::NotFound("the function is of another partition".into())),
                 false => nimbus_core::arn::FunctionRef::parse(&account, &n.function_arn, None),

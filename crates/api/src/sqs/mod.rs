@@ -105,7 +105,14 @@ fn wire_error(e: &Error) -> WireError {
 }
 
 fn auth_error(e: &AuthError) -> WireError {
-    let (status, code) = match e {
+    let (status, code) = auth_code(e);
+    WireError { status, json_type: code, query_code: code, sender: true, message: e.to_string() }
+}
+
+/// The query protocol's status and code for a refused signature or key
+/// (SQS's and STS's alike).
+pub(crate) fn auth_code(e: &AuthError) -> (StatusCode, &'static str) {
+    match e {
         AuthError::Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
         AuthError::Incomplete(_) => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
         AuthError::UnknownKey => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
@@ -113,8 +120,7 @@ fn auth_error(e: &AuthError) -> WireError {
         AuthError::ContentSha256Mismatch => (StatusCode::BAD_REQUEST, "SignatureDoesNotMatch"),
         AuthError::ExpiredToken => (StatusCode::FORBIDDEN, "ExpiredToken"),
         AuthError::Denied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
-    };
-    WireError { status, json_type: code, query_code: code, sender: true, message: e.to_string() }
+    }
 }
 
 fn respond_error(protocol: Protocol, e: WireError, request_id: &str) -> Response {
